@@ -1,0 +1,168 @@
+/* reader_lua.c — Lua bindings of reader.c (`require "orch.reader"`).
+ * A reader userdata owns its struct orch_reader; its user value holds the
+ * CSV header as a Lua array so each row reuses the same key strings. */
+#include "reader_lua.h"
+
+#include <string.h>
+
+#include <lauxlib.h>
+
+#include "reader.h"
+
+#define READER_MT "orch.Reader"
+
+struct lreader {
+    struct orch_reader *r; /* NULL once closed */
+    size_t ncols;
+};
+
+static struct lreader *check_open(lua_State *L)
+{
+    struct lreader *lr = luaL_checkudata(L, 1, READER_MT);
+    if (lr->r == NULL)
+        luaL_error(L, "attempt to use a closed reader");
+    return lr;
+}
+
+/* open(path, "csv"|"lines") -> reader | nil, err */
+static int l_reader_open(lua_State *L)
+{
+    static const char *const kinds[] = {"csv", "lines", NULL};
+    const char *path = luaL_checkstring(L, 1);
+    int kind = luaL_checkoption(L, 2, "csv", kinds);
+    struct lreader *lr = lua_newuserdatauv(L, sizeof *lr, 1);
+    lr->r = NULL; /* closed until the file is open, so __gc is safe */
+    lr->ncols = 0;
+    luaL_setmetatable(L, READER_MT);
+    char err[512];
+    lr->r = orch_reader_open(path, kind == 0 ? ORCH_READER_CSV : ORCH_READER_LINES, 1, err,
+                             sizeof err);
+    if (lr->r == NULL) {
+        lua_pushnil(L);
+        lua_pushstring(L, err);
+        return 2;
+    }
+    const struct orch_field *cols;
+    lr->ncols = orch_reader_header(lr->r, &cols);
+    lua_createtable(L, (int)lr->ncols, 0);
+    for (size_t i = 0; i < lr->ncols; i++) {
+        lua_pushlstring(L, cols[i].ptr, cols[i].len);
+        lua_rawseti(L, -2, (lua_Integer)i + 1);
+    }
+    lua_setiuservalue(L, -2, 1);
+    return 1;
+}
+
+/* reader:next() -> record, line, index, offset, end, end_line
+ *                | false, err, fatal   (a malformed record, skipped; fatal
+ *                                       when the input ended on an I/O error)
+ *                | nil                          (end of input)
+ * record: CSV -> { column = value, ... }; lines -> the line as a string. */
+static int l_reader_next(lua_State *L)
+{
+    struct lreader *lr = check_open(L);
+    struct orch_record rec;
+    memset(&rec, 0, sizeof rec);
+    int rc = orch_reader_next(lr->r, &rec);
+    if (rc == 0) {
+        lua_pushnil(L);
+        return 1;
+    }
+    if (rc < 0) {
+        lua_pushboolean(L, 0);
+        lua_pushstring(L, orch_reader_error(lr->r));
+        lua_pushboolean(L, orch_reader_failed(lr->r));
+        return 3;
+    }
+    if (lr->ncols == 0) {
+        lua_pushlstring(L, rec.fields[0].ptr, rec.fields[0].len);
+    } else {
+        lua_getiuservalue(L, 1, 1);
+        lua_createtable(L, 0, (int)rec.nfields);
+        for (size_t i = 0; i < rec.nfields && i < lr->ncols; i++) {
+            lua_rawgeti(L, -2, (lua_Integer)i + 1);
+            lua_pushlstring(L, rec.fields[i].ptr, rec.fields[i].len);
+            lua_rawset(L, -3);
+        }
+        lua_remove(L, -2);
+    }
+    lua_pushinteger(L, (lua_Integer)rec.line);
+    lua_pushinteger(L, (lua_Integer)rec.index);
+    lua_pushinteger(L, (lua_Integer)rec.offset);
+    lua_pushinteger(L, (lua_Integer)rec.end);
+    lua_pushinteger(L, (lua_Integer)rec.end_line);
+    return 6;
+}
+
+/* reader:header() -> { column, ... } (empty for line readers) */
+static int l_reader_header(lua_State *L)
+{
+    check_open(L);
+    lua_getiuservalue(L, 1, 1);
+    return 1;
+}
+
+/* reader:seek(offset, index, line) -> true | nil, err */
+static int l_reader_seek(lua_State *L)
+{
+    struct lreader *lr = check_open(L);
+    lua_Integer off = luaL_checkinteger(L, 2);
+    lua_Integer idx = luaL_checkinteger(L, 3);
+    lua_Integer line = luaL_checkinteger(L, 4);
+    luaL_argcheck(L, off >= 0 && idx >= 0 && line >= 1, 2, "invalid cursor");
+    if (orch_reader_seek(lr->r, (uint64_t)off, (uint64_t)idx, (uint64_t)line) != 0) {
+        lua_pushnil(L);
+        lua_pushstring(L, orch_reader_error(lr->r));
+        return 2;
+    }
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+/* reader:size() -> bytes in the file when it was opened */
+static int l_reader_size(lua_State *L)
+{
+    lua_pushinteger(L, (lua_Integer)orch_reader_size(check_open(L)->r));
+    return 1;
+}
+
+static int l_reader_close(lua_State *L)
+{
+    struct lreader *lr = luaL_checkudata(L, 1, READER_MT);
+    if (lr->r != NULL)
+        orch_reader_close(lr->r);
+    lr->r = NULL;
+    return 0;
+}
+
+static const luaL_Reg reader_methods[] = {
+    {"next", l_reader_next},
+    {"header", l_reader_header},
+    {"seek", l_reader_seek},
+    {"size", l_reader_size},
+    {"close", l_reader_close},
+    {NULL, NULL},
+};
+
+static const luaL_Reg reader_meta[] = {
+    {"__gc", l_reader_close},
+    {"__close", l_reader_close},
+    {"__index", NULL},
+    {NULL, NULL},
+};
+
+static const luaL_Reg reader_funcs[] = {
+    {"open", l_reader_open},
+    {NULL, NULL},
+};
+
+int luaopen_orch_reader(lua_State *L)
+{
+    luaL_newmetatable(L, READER_MT);
+    luaL_setfuncs(L, reader_meta, 0);
+    luaL_newlib(L, reader_methods);
+    lua_setfield(L, -2, "__index");
+    lua_pop(L, 1);
+    luaL_newlib(L, reader_funcs);
+    return 1;
+}

@@ -1,0 +1,394 @@
+/* sched.c — tasks as coroutines; the only caller of lua_resume. See sched.h. */
+#include "sched.h"
+
+#include <stdlib.h>
+
+#include <lauxlib.h>
+
+#if LUA_VERSION_NUM == 504 && LUA_VERSION_RELEASE_NUM >= 50406
+#define close_thread(co, from) lua_closethread((co), (from))
+#else
+#define close_thread(co, from) ((void)(from), lua_resetthread(co))
+#endif
+
+struct orch_task {
+    struct orch_sched *s;
+    lua_State *co;
+    int ref; /* anchors co in the registry */
+    uint64_t id;
+    enum orch_task_state state;
+    struct orch_task *parent;
+    size_t nchildren;
+    int mailbox; /* registry ref of the completion array, or LUA_NOREF */
+    int waiting_children;
+    int start_nargs;
+    int nresults; /* root only: values left on co when it finished */
+    orch_task_push_fn push;
+    void *push_ud;
+    orch_task_cleanup_fn cleanup;
+    void *cleanup_ud;
+    struct orch_task *next_ready;
+    struct orch_task *prev, *next; /* live list */
+};
+
+struct orch_sched {
+    lua_State *L; /* main thread */
+    struct orch_loop *loop;
+    uint64_t next_id;
+    size_t live;
+    struct orch_task *tasks;
+    struct orch_task *ready_head, *ready_tail;
+};
+
+static const char sched_key = 'S';
+
+struct orch_sched *orch_sched_new(lua_State *L, struct orch_loop *loop)
+{
+    struct orch_sched *s = calloc(1, sizeof *s);
+    if (s == NULL)
+        return NULL;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_MAINTHREAD);
+    s->L = lua_tothread(L, -1);
+    lua_pop(L, 1);
+    s->loop = loop;
+    s->next_id = 1;
+    *(struct orch_task **)lua_getextraspace(s->L) = NULL;
+    lua_pushlightuserdata(L, s);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &sched_key);
+    return s;
+}
+
+struct orch_sched *orch_sched_get(lua_State *L)
+{
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &sched_key);
+    struct orch_sched *s = lua_touserdata(L, -1);
+    lua_pop(L, 1);
+    return s;
+}
+
+struct orch_loop *orch_sched_loop(struct orch_sched *s)
+{
+    return s->loop;
+}
+
+size_t orch_sched_live(const struct orch_sched *s)
+{
+    return s->live;
+}
+
+struct orch_task *orch_task_current(lua_State *L)
+{
+    struct orch_task *t = *(struct orch_task **)lua_getextraspace(L);
+    if (t == NULL || t->co != L)
+        return NULL;
+    return t;
+}
+
+uint64_t orch_task_id(const struct orch_task *t)
+{
+    return t->id;
+}
+
+struct orch_loop *orch_task_loop(const struct orch_task *t)
+{
+    return t->s->loop;
+}
+
+size_t orch_task_children(const struct orch_task *t)
+{
+    return t->nchildren;
+}
+
+static void ready_push(struct orch_sched *s, struct orch_task *t)
+{
+    t->state = ORCH_TASK_READY;
+    t->next_ready = NULL;
+    if (s->ready_tail != NULL)
+        s->ready_tail->next_ready = t;
+    else
+        s->ready_head = t;
+    s->ready_tail = t;
+}
+
+static struct orch_task *ready_pop(struct orch_sched *s)
+{
+    struct orch_task *t = s->ready_head;
+    if (t == NULL)
+        return NULL;
+    s->ready_head = t->next_ready;
+    if (s->ready_head == NULL)
+        s->ready_tail = NULL;
+    t->next_ready = NULL;
+    return t;
+}
+
+static void ready_unlink(struct orch_sched *s, struct orch_task *t)
+{
+    struct orch_task **pp = &s->ready_head;
+    struct orch_task *prev = NULL;
+    while (*pp != NULL && *pp != t) {
+        prev = *pp;
+        pp = &(*pp)->next_ready;
+    }
+    if (*pp == NULL)
+        return;
+    *pp = t->next_ready;
+    if (s->ready_tail == t)
+        s->ready_tail = prev;
+}
+
+struct orch_task *orch_sched_spawn(struct orch_sched *s, lua_State *L, int nargs,
+                                   struct orch_task *parent)
+{
+    lua_State *co = lua_newthread(L);
+    int ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    struct orch_task *t = calloc(1, sizeof *t);
+    if (t == NULL) {
+        luaL_unref(L, LUA_REGISTRYINDEX, ref);
+        luaL_error(L, "out of memory spawning a task");
+        return NULL;
+    }
+    lua_xmove(L, co, nargs + 1); /* function and arguments now belong to co */
+    *(struct orch_task **)lua_getextraspace(co) = t;
+    t->s = s;
+    t->co = co;
+    t->ref = ref;
+    t->id = s->next_id++;
+    t->mailbox = LUA_NOREF;
+    t->start_nargs = nargs;
+    t->parent = parent;
+    if (parent != NULL)
+        parent->nchildren++;
+    t->next = s->tasks;
+    if (s->tasks != NULL)
+        s->tasks->prev = t;
+    s->tasks = t;
+    s->live++;
+    ready_push(s, t);
+    return t;
+}
+
+void orch_task_suspend(struct orch_task *t, orch_task_cleanup_fn cleanup, void *ud)
+{
+    t->state = ORCH_TASK_WAITING;
+    t->cleanup = cleanup;
+    t->cleanup_ud = ud;
+}
+
+void orch_task_wake(struct orch_task *t, orch_task_push_fn push, void *ud)
+{
+    if (t->state != ORCH_TASK_WAITING)
+        return;
+    t->cleanup = NULL;
+    t->push = push;
+    t->push_ud = ud;
+    ready_push(t->s, t);
+}
+
+void orch_task_take_mailbox(struct orch_task *t, lua_State *L)
+{
+    if (t->mailbox == LUA_NOREF) {
+        lua_newtable(L);
+        return;
+    }
+    lua_rawgeti(L, LUA_REGISTRYINDEX, t->mailbox);
+    luaL_unref(L, LUA_REGISTRYINDEX, t->mailbox);
+    t->mailbox = LUA_NOREF;
+}
+
+static int push_mailbox(lua_State *co, void *ud)
+{
+    orch_task_take_mailbox(ud, co);
+    return 1;
+}
+
+void orch_task_wait_children(struct orch_task *t)
+{
+    t->waiting_children = 1;
+    orch_task_suspend(t, NULL, NULL);
+}
+
+/* Detaches t from the scheduler and frees it; its coroutine is released. */
+static void task_dispose(struct orch_sched *s, struct orch_task *t)
+{
+    lua_State *L = s->L;
+    for (struct orch_task *c = s->tasks; c != NULL; c = c->next) {
+        if (c->parent == t)
+            c->parent = NULL; /* orphans report to nobody */
+    }
+    if (t->parent != NULL)
+        t->parent->nchildren--;
+    if (t->prev != NULL)
+        t->prev->next = t->next;
+    else
+        s->tasks = t->next;
+    if (t->next != NULL)
+        t->next->prev = t->prev;
+    s->live--;
+    *(struct orch_task **)lua_getextraspace(t->co) = NULL;
+    if (t->mailbox != LUA_NOREF)
+        luaL_unref(L, LUA_REGISTRYINDEX, t->mailbox);
+    luaL_unref(L, LUA_REGISTRYINDEX, t->ref);
+    free(t);
+}
+
+/* Replaces the error value on top of L by "msg\ntraceback of co" when it
+ * is a string; other error values are left as they are. */
+static void push_error(lua_State *L, lua_State *co)
+{
+    lua_xmove(co, L, 1);
+    if (lua_type(L, -1) == LUA_TSTRING) {
+        const char *msg = lua_tostring(L, -1);
+        luaL_traceback(L, co, msg, 0);
+        lua_remove(L, -2);
+    }
+}
+
+/* Appends t's outcome (values or error on top of L, count n) to its
+ * parent's mailbox and wakes the parent if it waits for children. */
+static void deliver(struct orch_sched *s, struct orch_task *t, int ok, int n)
+{
+    lua_State *L = s->L;
+    struct orch_task *p = t->parent;
+    int base = lua_gettop(L) - n;
+    lua_createtable(L, ok ? n : 0, 3);
+    lua_pushinteger(L, (lua_Integer)t->id);
+    lua_setfield(L, -2, "id");
+    lua_pushboolean(L, ok);
+    lua_setfield(L, -2, "ok");
+    if (ok) {
+        for (int i = 1; i <= n; i++) {
+            lua_pushvalue(L, base + i);
+            lua_rawseti(L, -2, i);
+        }
+        lua_pushinteger(L, n);
+        lua_setfield(L, -2, "n");
+    } else {
+        lua_pushvalue(L, base + 1);
+        lua_setfield(L, -2, "err");
+    }
+    if (p->mailbox == LUA_NOREF) {
+        lua_newtable(L);
+        p->mailbox = luaL_ref(L, LUA_REGISTRYINDEX);
+    }
+    lua_rawgeti(L, LUA_REGISTRYINDEX, p->mailbox);
+    lua_insert(L, -2);
+    lua_rawseti(L, -2, (lua_Integer)lua_rawlen(L, -2) + 1);
+    lua_settop(L, base);
+    if (p->waiting_children) {
+        p->waiting_children = 0;
+        orch_task_wake(p, push_mailbox, p);
+    }
+}
+
+/* Resumes t once and handles every outcome. Returns 1 when t finished. */
+static int task_resume(struct orch_sched *s, struct orch_task *t, struct orch_task *root)
+{
+    lua_State *L = s->L;
+    int nargs = t->start_nargs;
+    t->start_nargs = 0;
+    if (t->push != NULL) {
+        nargs = t->push(t->co, t->push_ud);
+        t->push = NULL;
+    }
+    t->state = ORCH_TASK_RUNNING;
+    int nres = 0;
+    int status = lua_resume(t->co, L, nargs, &nres);
+    switch (status) {
+    case LUA_YIELD:
+        lua_pop(t->co, nres);
+        /* a plain coroutine.yield() from task code gives way to others */
+        if (t->state == ORCH_TASK_RUNNING)
+            ready_push(s, t);
+        return 0;
+    case LUA_OK:
+        t->state = ORCH_TASK_DONE;
+        if (t == root) {
+            t->nresults = nres; /* they stay on co for orch_sched_run */
+            return 1;
+        }
+        if (t->parent != NULL) {
+            luaL_checkstack(L, nres + 4, "task results");
+            lua_xmove(t->co, L, nres);
+            deliver(s, t, 1, nres);
+        }
+        task_dispose(s, t);
+        return 1;
+    default:
+        t->state = ORCH_TASK_DONE;
+        if (t == root)
+            return 1;
+        if (t->parent != NULL) {
+            push_error(L, t->co);
+            deliver(s, t, 0, 1);
+        }
+        close_thread(t->co, L);
+        task_dispose(s, t);
+        return 1;
+    }
+}
+
+static void task_cancel(struct orch_sched *s, struct orch_task *t)
+{
+    if (t->state == ORCH_TASK_WAITING && t->cleanup != NULL)
+        t->cleanup(t, t->cleanup_ud);
+    t->cleanup = NULL;
+    if (t->state == ORCH_TASK_READY)
+        ready_unlink(s, t);
+    close_thread(t->co, s->L);
+    task_dispose(s, t);
+}
+
+static void cancel_all_but(struct orch_sched *s, struct orch_task *keep)
+{
+    struct orch_task *t = s->tasks;
+    while (t != NULL) {
+        struct orch_task *next = t->next;
+        if (t != keep)
+            task_cancel(s, t);
+        t = next;
+    }
+}
+
+int orch_sched_run(struct orch_sched *s, lua_State *L, struct orch_task *root)
+{
+    int stuck = 0;
+    while (root->state != ORCH_TASK_DONE) {
+        struct orch_task *t = ready_pop(s);
+        if (t != NULL) {
+            task_resume(s, t, root);
+            continue;
+        }
+        if (orch_loop_run_once(s->loop, -1) < 0) {
+            stuck = 1;
+            break;
+        }
+    }
+    if (stuck) {
+        cancel_all_but(s, NULL);
+        lua_pushstring(L, "deadlock: every task waits and nothing is left that could wake one");
+        return -1;
+    }
+    cancel_all_but(s, root);
+    int n;
+    if (lua_status(root->co) == LUA_OK) {
+        n = root->nresults;
+        luaL_checkstack(L, n + 2, "task results");
+        lua_xmove(root->co, L, n);
+    } else {
+        push_error(L, root->co);
+        n = -1;
+    }
+    root->parent = NULL;
+    close_thread(root->co, s->L);
+    task_dispose(s, root);
+    return n;
+}
+
+void orch_sched_free(struct orch_sched *s)
+{
+    if (s == NULL)
+        return;
+    cancel_all_but(s, NULL);
+    free(s);
+}

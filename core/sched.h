@@ -1,0 +1,85 @@
+/* sched.h — the task scheduler: one Lua coroutine per task (a row, a step,
+ * the run driver), a FIFO ready queue, and the only call to lua_resume in
+ * the program.
+ *
+ * A C function that must wait (sleep, HTTP, waiting on children) calls
+ * orch_task_suspend() with a cleanup hook and then yields; whatever it waits
+ * on later calls orch_task_wake() from a loop callback, which only queues the
+ * task. orch_sched_run() resumes queued tasks between loop iterations, so no
+ * Lua code ever runs inside a loop, curl or SQLite callback.
+ * The task pointer lives in the coroutine's extra space (haproxy-style).
+ * Depends on lua.h and loop.h. */
+#ifndef ORCH_SCHED_H
+#define ORCH_SCHED_H
+
+#include <stdint.h>
+
+#include <lua.h>
+
+#include "loop.h"
+
+struct orch_sched;
+struct orch_task;
+
+enum orch_task_state {
+    ORCH_TASK_READY,
+    ORCH_TASK_RUNNING,
+    ORCH_TASK_WAITING,
+    ORCH_TASK_DONE,
+};
+
+/* Pushes onto co the values that the suspended call returns; returns how
+ * many. Called by the scheduler just before resuming. */
+typedef int (*orch_task_push_fn)(lua_State *co, void *ud);
+/* Cancels what a suspended task waits on (timer, request). */
+typedef void (*orch_task_cleanup_fn)(struct orch_task *t, void *ud);
+
+/* Creates the scheduler for L's state and stores it in L's registry.
+ * The scheduler does not own the loop. */
+struct orch_sched *orch_sched_new(lua_State *L, struct orch_loop *loop);
+/* Cancels every live task and frees the scheduler (before lua_close). */
+void orch_sched_free(struct orch_sched *s);
+/* The scheduler registered in L's state (never NULL once created). */
+struct orch_sched *orch_sched_get(lua_State *L);
+struct orch_loop *orch_sched_loop(struct orch_sched *s);
+
+/* The task running in coroutine L, or NULL when L is not a task's own
+ * coroutine (the main thread, or a coroutine the user created). */
+struct orch_task *orch_task_current(lua_State *L);
+uint64_t orch_task_id(const struct orch_task *t);
+struct orch_loop *orch_task_loop(const struct orch_task *t);
+
+/* Spawns a task running the function below nargs arguments on L's top;
+ * pops them. Completion is reported to parent's mailbox (see
+ * orch_task_take_mailbox) when parent is not NULL. May raise a Lua error
+ * (memory). */
+struct orch_task *orch_sched_spawn(struct orch_sched *s, lua_State *L, int nargs,
+                                   struct orch_task *parent);
+
+/* Marks t waiting; the caller must then return lua_yield(L, 0). cleanup
+ * (may be NULL) runs if the task is cancelled before it is woken. */
+void orch_task_suspend(struct orch_task *t, orch_task_cleanup_fn cleanup, void *ud);
+/* Queues a waiting task; push (may be NULL) supplies the values the
+ * suspended call returns. Safe to call from any loop callback. */
+void orch_task_wake(struct orch_task *t, orch_task_push_fn push, void *ud);
+
+/* Children of t that have not finished. */
+size_t orch_task_children(const struct orch_task *t);
+/* Pushes t's mailbox onto L: an array of completion records
+ * { id = n, ok = true, n = k, v1..vk } or { id = n, ok = false, err = e },
+ * and starts a new empty one. */
+void orch_task_take_mailbox(struct orch_task *t, lua_State *L);
+/* Suspends t until a child completes (caller then yields); the resumed
+ * call returns the mailbox. */
+void orch_task_wait_children(struct orch_task *t);
+
+/* Runs the loop and resumes tasks until root is done, then cancels what is
+ * left. Leaves root's results on L (returns their count) or, when root
+ * failed, its error value with a traceback and returns -1. L must not be
+ * a task. */
+int orch_sched_run(struct orch_sched *s, lua_State *L, struct orch_task *root);
+
+/* Number of live tasks. */
+size_t orch_sched_live(const struct orch_sched *s);
+
+#endif

@@ -1,0 +1,127 @@
+/* sched_lua.c — Lua bindings of the scheduler (`require "orch.sched"`). */
+#include "sched_lua.h"
+
+#include <math.h>
+
+#include <lauxlib.h>
+
+#include "loop.h"
+#include "sched.h"
+
+/* The task running L; raises a Lua error naming what when L is not a task. */
+static struct orch_task *check_task(lua_State *L, const char *what)
+{
+    struct orch_task *t = orch_task_current(L);
+    if (t == NULL)
+        luaL_error(L, "%s must be called from a row, step or task, not from a coroutine of "
+                      "your own or at load time", what);
+    return t;
+}
+
+/* spawn(fn, ...) -> id. The new task reports to the caller's mailbox. */
+static int l_sched_spawn(lua_State *L)
+{
+    luaL_checktype(L, 1, LUA_TFUNCTION);
+    struct orch_task *self = check_task(L, "orch.sched.spawn");
+    struct orch_task *t = orch_sched_spawn(orch_sched_get(L), L, lua_gettop(L) - 1, self);
+    lua_pushinteger(L, (lua_Integer)orch_task_id(t));
+    return 1;
+}
+
+/* wait() -> { {id=, ok=, n=, ...} | {id=, ok=false, err=} ... }: the
+ * completions since the last call; suspends while there are none and
+ * children are still running. May yield. */
+static int l_sched_wait(lua_State *L)
+{
+    struct orch_task *t = check_task(L, "orch.sched.wait");
+    orch_task_take_mailbox(t, L);
+    if (lua_rawlen(L, -1) > 0 || orch_task_children(t) == 0)
+        return 1;
+    lua_pop(L, 1);
+    orch_task_wait_children(t);
+    return lua_yield(L, 0);
+}
+
+static void sleep_fire(void *ud)
+{
+    orch_task_wake(ud, NULL, NULL);
+}
+
+static void sleep_cancel(struct orch_task *t, void *ud)
+{
+    orch_loop_timer_cancel(orch_task_loop(t), ud);
+}
+
+/* sleep(seconds): suspends the calling task only. May yield. */
+static int l_sched_sleep(lua_State *L)
+{
+    lua_Number secs = luaL_checknumber(L, 1);
+    luaL_argcheck(L, secs >= 0 && secs < 1e9, 1, "expected seconds between 0 and 1e9");
+    struct orch_task *t = check_task(L, "sleep");
+    struct orch_timer *timer =
+        orch_loop_timer_add(orch_task_loop(t), (uint64_t)llround(secs * 1000.0), sleep_fire, t);
+    if (timer == NULL)
+        return luaL_error(L, "out of memory arming a timer");
+    orch_task_suspend(t, sleep_cancel, timer);
+    return lua_yield(L, 0);
+}
+
+/* run(fn, ...) -> fn's results: runs fn as the root task and drives the
+ * loop until it returns; tasks it leaves behind are cancelled. Raises fn's
+ * error (with the task's traceback). */
+static int l_sched_run(lua_State *L)
+{
+    luaL_checktype(L, 1, LUA_TFUNCTION);
+    if (orch_task_current(L) != NULL)
+        return luaL_error(L, "orch.sched.run cannot be called from inside a task");
+    struct orch_sched *s = orch_sched_get(L);
+    int top = lua_gettop(L);
+    struct orch_task *root = orch_sched_spawn(s, L, top - 1, NULL);
+    int n = orch_sched_run(s, L, root);
+    if (n < 0)
+        return lua_error(L);
+    return n;
+}
+
+/* now() -> seconds on the loop's monotonic clock (ms resolution). */
+static int l_sched_now(lua_State *L)
+{
+    struct orch_loop *loop = orch_sched_loop(orch_sched_get(L));
+    lua_pushnumber(L, (lua_Number)orch_loop_update_time(loop) / 1000.0);
+    return 1;
+}
+
+/* current() -> the running task's id, or nil outside a task. */
+static int l_sched_current(lua_State *L)
+{
+    struct orch_task *t = orch_task_current(L);
+    if (t == NULL)
+        lua_pushnil(L);
+    else
+        lua_pushinteger(L, (lua_Integer)orch_task_id(t));
+    return 1;
+}
+
+/* live() -> number of tasks alive in the scheduler. */
+static int l_sched_live(lua_State *L)
+{
+    lua_pushinteger(L, (lua_Integer)orch_sched_live(orch_sched_get(L)));
+    return 1;
+}
+
+static const luaL_Reg sched_funcs[] = {
+    {"spawn", l_sched_spawn},
+    {"wait", l_sched_wait},
+    {"sleep", l_sched_sleep},
+    {"run", l_sched_run},
+    {"now", l_sched_now},
+    {"current", l_sched_current},
+    {"live", l_sched_live},
+    {NULL, NULL},
+};
+
+int luaopen_orch_sched(lua_State *L)
+{
+    luaL_newlib(L, sched_funcs);
+    return 1;
+}

@@ -1,0 +1,34 @@
+/* sink.h — an append-only output file that knows its durable byte offset.
+ *
+ * Rows are appended through a write buffer; orch_sink_flush() hands it to
+ * the kernel and, when asked, fsyncs, so a checkpoint can record an offset
+ * that is on disk. Opening at a recorded offset truncates whatever a crash
+ * left past it, which is how output stays exactly-once across resumes.
+ * Pure C, depends on libc only. */
+#ifndef ORCH_SINK_H
+#define ORCH_SINK_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define ORCH_SINK_FRESH UINT64_MAX
+
+struct orch_sink;
+
+/* Opens path for writing, creating missing parent directories. With
+ * offset == ORCH_SINK_FRESH the file is truncated to empty; otherwise it
+ * must be at least offset bytes long and is truncated to offset. Returns
+ * NULL with "path: reason" in err. */
+struct orch_sink *orch_sink_open(const char *path, uint64_t offset, char *err, size_t errlen);
+/* Buffers len bytes. Returns 0, or -1 with orch_sink_error() set. */
+int orch_sink_write(struct orch_sink *k, const void *data, size_t len);
+/* Writes the buffer out; with sync, also fsyncs. Returns 0 or -1. */
+int orch_sink_flush(struct orch_sink *k, int sync);
+/* Bytes written so far, buffered ones included. */
+uint64_t orch_sink_offset(const struct orch_sink *k);
+const char *orch_sink_error(const struct orch_sink *k);
+const char *orch_sink_path(const struct orch_sink *k);
+/* Flushes (no fsync) and closes; returns 0 or -1. Frees k either way. */
+int orch_sink_close(struct orch_sink *k);
+
+#endif

@@ -1,0 +1,136 @@
+/* sink_lua.c — Lua bindings of sink.c (`require "orch.sink"`).
+ * A sink userdata owns its struct orch_sink; __gc and __close share one
+ * idempotent release. */
+#include "sink_lua.h"
+
+#include <lauxlib.h>
+
+#include "sink.h"
+
+#define SINK_MT "orch.Sink"
+
+struct lsink {
+    struct orch_sink *k; /* NULL once closed */
+};
+
+static struct orch_sink *check_open(lua_State *L)
+{
+    struct lsink *s = luaL_checkudata(L, 1, SINK_MT);
+    if (s->k == NULL)
+        luaL_error(L, "attempt to use a closed sink");
+    return s->k;
+}
+
+/* Expected failures return nil, message (the luaL_fileresult convention). */
+static int push_failure(lua_State *L, const char *msg)
+{
+    lua_pushnil(L);
+    lua_pushstring(L, msg);
+    return 2;
+}
+
+/* open(path [, offset]) -> sink | nil, err */
+static int l_sink_open(lua_State *L)
+{
+    const char *path = luaL_checkstring(L, 1);
+    lua_Integer off = luaL_optinteger(L, 2, -1);
+    struct lsink *s = lua_newuserdatauv(L, sizeof *s, 0);
+    s->k = NULL; /* closed until the file is open, so __gc is safe */
+    luaL_setmetatable(L, SINK_MT);
+    char err[512];
+    s->k = orch_sink_open(path, off < 0 ? ORCH_SINK_FRESH : (uint64_t)off, err, sizeof err);
+    if (s->k == NULL)
+        return push_failure(L, err);
+    return 1;
+}
+
+/* sink:write(s) -> true | nil, err */
+static int l_sink_write(lua_State *L)
+{
+    struct orch_sink *k = check_open(L);
+    size_t len;
+    const char *data = luaL_checklstring(L, 2, &len);
+    if (orch_sink_write(k, data, len) != 0)
+        return push_failure(L, orch_sink_error(k));
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+/* sink:flush([sync]) -> offset | nil, err */
+static int l_sink_flush(lua_State *L)
+{
+    struct orch_sink *k = check_open(L);
+    if (orch_sink_flush(k, lua_toboolean(L, 2)) != 0)
+        return push_failure(L, orch_sink_error(k));
+    lua_pushinteger(L, (lua_Integer)orch_sink_offset(k));
+    return 1;
+}
+
+static int l_sink_offset(lua_State *L)
+{
+    lua_pushinteger(L, (lua_Integer)orch_sink_offset(check_open(L)));
+    return 1;
+}
+
+static int l_sink_path(lua_State *L)
+{
+    lua_pushstring(L, orch_sink_path(check_open(L)));
+    return 1;
+}
+
+static int sink_release(struct lsink *s)
+{
+    int rc = 0;
+    if (s->k != NULL)
+        rc = orch_sink_close(s->k);
+    s->k = NULL;
+    return rc;
+}
+
+/* sink:close() -> true | nil, err; closing twice is harmless */
+static int l_sink_close(lua_State *L)
+{
+    struct lsink *s = luaL_checkudata(L, 1, SINK_MT);
+    if (sink_release(s) != 0)
+        return luaL_fileresult(L, 0, NULL);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+static int l_sink_gc(lua_State *L)
+{
+    sink_release(luaL_checkudata(L, 1, SINK_MT));
+    return 0;
+}
+
+static const luaL_Reg sink_methods[] = {
+    {"write", l_sink_write},
+    {"flush", l_sink_flush},
+    {"offset", l_sink_offset},
+    {"path", l_sink_path},
+    {"close", l_sink_close},
+    {NULL, NULL},
+};
+
+static const luaL_Reg sink_meta[] = {
+    {"__gc", l_sink_gc},
+    {"__close", l_sink_gc},
+    {"__index", NULL},
+    {NULL, NULL},
+};
+
+static const luaL_Reg sink_funcs[] = {
+    {"open", l_sink_open},
+    {NULL, NULL},
+};
+
+int luaopen_orch_sink(lua_State *L)
+{
+    luaL_newmetatable(L, SINK_MT);
+    luaL_setfuncs(L, sink_meta, 0);
+    luaL_newlib(L, sink_methods);
+    lua_setfield(L, -2, "__index");
+    lua_pop(L, 1);
+    luaL_newlib(L, sink_funcs);
+    return 1;
+}

@@ -1,0 +1,264 @@
+-- orch.check: validation of workflow descriptions.
+--
+-- Errors raised here are WorkflowError values whose message starts with the
+-- file:line of the user's code that made the mistake (the first stack frame
+-- outside orch's own modules), so `orch run` can print them without a
+-- traceback and exit 2.
+local M = {}
+
+M.Spec = { __name = "orch.Spec" }
+M.Workflow = { __name = "orch.Workflow" }
+
+local WorkflowError = { __name = "orch.WorkflowError" }
+WorkflowError.__tostring = function(e)
+  return e.msg
+end
+M.WorkflowError = WorkflowError
+
+function M.is_error(v)
+  return getmetatable(v) == WorkflowError
+end
+
+-- The first Lua frame above `level` that is not one of orch's modules.
+local function user_location(level)
+  while true do
+    local info = debug.getinfo(level + 1, "Sl")
+    if info == nil then
+      return nil
+    end
+    if info.what ~= "C" and info.currentline > 0 and not info.source:match("^@lua/orch/") then
+      return info.short_src .. ":" .. info.currentline
+    end
+    level = level + 1
+  end
+end
+
+local function raise(level, key, fmt, ...)
+  local msg = select("#", ...) > 0 and string.format(fmt, ...) or fmt
+  local where = user_location(level + 1)
+  error(setmetatable({ msg = where and (where .. ": " .. msg) or msg, located = where ~= nil, key = key },
+    WorkflowError), 0)
+end
+
+--- Raises a WorkflowError located at the user's code.
+function M.fail(level, fmt, ...)
+  raise(level + 1, nil, fmt, ...)
+end
+
+--- Same, naming the key at fault: `return orch.workflow{...}` is a tail
+--- call that leaves no stack frame to locate, so the loader finds the
+--- key's line in the file instead (see M.locate).
+function M.fail_key(level, key, fmt, ...)
+  raise(level + 1, key, fmt, ...)
+end
+
+--- Gives an unlocated WorkflowError the file:line of its key (or of the
+--- orch.workflow call) in the workflow file at path.
+function M.locate(e, path)
+  if e.located then
+    return e
+  end
+  local fh = io.open(path, "r")
+  if fh == nil then
+    return e
+  end
+  local n, keyline, callline = 0, nil, nil
+  for line in fh:lines() do
+    n = n + 1
+    if e.key and keyline == nil and line:find("%f[%w_]" .. e.key:gsub("%p", "%%%0") .. "%s*=") then
+      keyline = n
+    end
+    if callline == nil and line:find("orch%.workflow") then
+      callline = n
+    end
+  end
+  fh:close()
+  local at = keyline or callline
+  if at then
+    e.msg = string.format("%s:%d: %s", path, at, e.msg)
+    e.located = true
+  end
+  return e
+end
+
+local function distance(a, b)
+  local prev = {}
+  for j = 0, #b do
+    prev[j] = j
+  end
+  for i = 1, #a do
+    local cur = { [0] = i }
+    for j = 1, #b do
+      local cost = a:byte(i) == b:byte(j) and 0 or 1
+      cur[j] = math.min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + cost)
+    end
+    prev = cur
+  end
+  return prev[#b]
+end
+
+--- The closest name in `names` to `word`, if it is a plausible typo.
+function M.suggest(word, names)
+  local best, bestd
+  for _, n in ipairs(names) do
+    local d = distance(word:lower(), n:lower())
+    if d <= math.max(2, #n // 3) and (bestd == nil or d < bestd) then
+      best, bestd = n, d
+    end
+  end
+  return best
+end
+
+local function sorted_keys(t)
+  local keys = {}
+  for k in pairs(t) do
+    keys[#keys + 1] = k
+  end
+  table.sort(keys)
+  return keys
+end
+
+--- Checks that `t` only has keys listed in `allowed` (key -> type name,
+--- "a|b" alternatives, or true for any type).
+function M.known_keys(what, t, allowed, level)
+  for k, v in pairs(t) do
+    if type(k) ~= "string" then
+      M.fail_key(level + 1, nil, "%s: unexpected entry [%s]; expected named keys (%s)", what, tostring(k),
+        table.concat(sorted_keys(allowed), ", "))
+    end
+    local want = allowed[k]
+    if want == nil then
+      local hint = M.suggest(k, sorted_keys(allowed))
+      M.fail_key(level + 1, k, "%s: unknown key '%s'%s; expected one of: %s", what, k,
+        hint and (" (did you mean '" .. hint .. "'?)") or "", table.concat(sorted_keys(allowed), ", "))
+    end
+    if want ~= true then
+      local ok = false
+      for alt in want:gmatch("[^|]+") do
+        if type(v) == alt or (alt == "integer" and math.type(v) == "integer") then
+          ok = true
+        end
+      end
+      if not ok then
+        M.fail_key(level + 1, k, "%s: '%s' must be a %s, got %s", what, k, (want:gsub("|", " or ")), type(v))
+      end
+    end
+  end
+end
+
+function M.arg_type(fname, n, v, want)
+  if type(v) ~= want then
+    M.fail(3, "%s: argument %d must be a %s, got %s", fname, n, want, type(v))
+  end
+end
+
+--- Checks an on_error value: "skip", "fail", orch.retry(...), orch.default(...).
+function M.on_error(what, v, allow_retry)
+  local fail = function(...)
+    M.fail_key(4, "on_error", ...)
+  end
+  if v == "skip" or v == "fail" then
+    return
+  end
+  if getmetatable(v) == M.Spec and (v.policy == "default" or (allow_retry and v.policy == "retry")) then
+    return
+  end
+  fail("%s: on_error must be \"skip\", \"fail\", %sorch.default(value), got %s", what,
+    allow_retry and "orch.retry(n), " or "", type(v) == "string" and ("\"" .. v .. "\"") or type(v))
+end
+
+local workflow_keys = {
+  name = "string",
+  description = "string",
+  input = "table|function",
+  output = "table",
+  errors = "table",
+  key = "string|function",
+  stages = "table",
+  steps = true,
+  on_error = true,
+  llm = "table",
+  concurrency = "integer",
+  budget = true,
+  checkpoint = true,
+  observers = true,
+}
+
+-- Keys of the contract that this version does not carry out yet: refusing
+-- them beats silently ignoring a budget.
+local not_yet = {
+  steps = "multi-step (DAG) workflows",
+  budget = "budgets",
+  checkpoint = "checkpoint policies",
+  observers = "observers",
+}
+
+local function check_file_spec(what, key, v, io)
+  if getmetatable(v) ~= M.Spec or v.io ~= io then
+    local ctor = io == "read" and "orch.read.csv(path) or orch.read.jsonl(path)"
+      or "orch.write.jsonl(path) or orch.write.csv(path)"
+    M.fail_key(4, key, "%s: expected %s, got %s", what, ctor, type(v))
+  end
+end
+
+--- Validates and returns the workflow description.
+function M.workflow(spec)
+  if type(spec) ~= "table" then
+    M.fail(2, "orch.workflow expects a table {...}, got %s", type(spec))
+  end
+  M.known_keys("orch.workflow", spec, workflow_keys, 2)
+  for k, what in pairs(not_yet) do
+    if spec[k] ~= nil then
+      M.fail_key(2, k, "orch.workflow: '%s' is not supported by this version of orch (%s are not available yet)", k, what)
+    end
+  end
+  if spec.name == nil or spec.name == "" then
+    M.fail(2, "orch.workflow: 'name' is required (a string that identifies the workflow)")
+  end
+  if spec.input == nil then
+    M.fail(2, "orch.workflow: 'input' is required: orch.read.csv(path), orch.read.jsonl(path), a table of rows or an iterator function")
+  end
+  if type(spec.input) == "table" and getmetatable(spec.input) == M.Spec then
+    check_file_spec("orch.workflow: 'input'", "input", spec.input, "read")
+  elseif type(spec.input) == "table" then
+    for i, row in ipairs(spec.input) do
+      if type(row) ~= "table" then
+        M.fail_key(2, "input", "orch.workflow: input[%d] must be a table (a row), got %s", i, type(row))
+      end
+    end
+  end
+  if spec.output ~= nil then
+    check_file_spec("orch.workflow: 'output'", "output", spec.output, "write")
+  end
+  if spec.errors ~= nil then
+    check_file_spec("orch.workflow: 'errors'", "errors", spec.errors, "write")
+  end
+  if spec.concurrency ~= nil and spec.concurrency < 1 then
+    M.fail_key(2, "concurrency", "orch.workflow: 'concurrency' must be at least 1, got %d", spec.concurrency)
+  end
+  if spec.stages == nil or #spec.stages == 0 then
+    M.fail(2, "orch.workflow: 'stages' is required: a list of functions(row, ctx) or orch.stage.* values")
+  end
+  for k in pairs(spec.stages) do
+    if math.type(k) ~= "integer" or k < 1 or k > #spec.stages then
+      M.fail_key(2, "stages", "orch.workflow: 'stages' must be a list, found key %s", tostring(k))
+    end
+  end
+  for i, s in ipairs(spec.stages) do
+    if type(s) == "table" and getmetatable(s) == M.Spec and type(s.run) == "function" then
+      if s.needs_llm and spec.llm == nil then
+        M.fail_key(2, "stages", "orch.workflow: stages[%d] (%s) calls an LLM but the workflow has no llm = { provider = ... }", i,
+          s.name)
+      end
+    elseif type(s) ~= "function" then
+      M.fail_key(2, "stages", "orch.workflow: stages[%d] must be a function(row, ctx) or an orch.stage.* value, got %s", i, type(s))
+    end
+  end
+  M.on_error("orch.workflow", spec.on_error or "skip", true)
+  if spec.llm ~= nil then
+    require("orch.llm").check_config(spec.llm)
+  end
+  return setmetatable(spec, M.Workflow)
+end
+
+return M

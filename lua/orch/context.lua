@@ -1,0 +1,62 @@
+-- orch.context: the execution context handed to every stage and step.
+--
+--   ctx.run_id   the run's id          ctx.row   the row's number (1-based)
+--   ctx.key      the row's key         ctx.state the run's shared key/value table
+--   ctx:sleep(s) ctx:llm{...} ctx:log(level, msg) ctx:emit(event, data)
+--
+-- ctx:sleep and ctx:llm suspend only the calling row's coroutine.
+local sched = require "orch.sched"
+local llm = require "orch.llm"
+
+local Context = {}
+Context.__index = Context
+Context.__name = "orch.Context"
+
+local M = {}
+
+--- new(run, row_number, key) -> ctx. `run` is the driver's run record.
+function M.new(run, row, key)
+  return setmetatable({ run_id = run.id, row = row, key = key, state = run.state, _run = run }, Context)
+end
+
+function Context:sleep(seconds)
+  if type(seconds) ~= "number" then
+    error("ctx:sleep(seconds): expected a number, got " .. type(seconds), 2)
+  end
+  sched.sleep(seconds)
+end
+
+function Context:llm(req)
+  return llm.call(self, self._run.llm, req)
+end
+
+--- Adds an LLM call's usage to the run's totals.
+function Context:account(info)
+  local t = self._run.totals
+  t.llm_calls = t.llm_calls + 1
+  t.tokens_in = t.tokens_in + info.tokens_in
+  t.tokens_out = t.tokens_out + info.tokens_out
+  t.cost = t.cost + info.cost
+end
+
+local levels = { debug = 2, info = 1, warn = 0, error = 0 }
+
+function Context:log(level, msg)
+  if msg == nil then
+    level, msg = "info", level
+  end
+  local rank = levels[level]
+  if rank == nil then
+    error("ctx:log: level must be debug, info, warn or error, got " .. tostring(level), 2)
+  end
+  self._run.log(rank, string.format("[%s] row %s: %s", level, tostring(self.row), tostring(msg)))
+end
+
+function Context:emit(event, data)
+  if type(event) ~= "string" then
+    error("ctx:emit(event, data): event must be a string, got " .. type(event), 2)
+  end
+  self._run.emit(event, data, self)
+end
+
+return M

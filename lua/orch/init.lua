@@ -1,0 +1,130 @@
+-- orch: the workflow DSL (`require "orch"`).
+--
+-- Everything here only describes a run: constructors return plain tables
+-- that orch.run executes. orch.workflow checks the description at load time
+-- so a typo is reported against the workflow file's own line.
+local check = require "orch.check"
+local stage = require "orch.stage"
+local llm = require "orch.llm"
+local json = require "orch.json"
+
+local orch = {
+  stage = stage,
+  llm = llm,
+  json = json,
+  params = {}, -- --set k=v, as strings; filled in by the CLI before the workflow loads
+}
+
+orch.version = require("orch.sys").versions().orch
+
+--- orch.env(name [, default]) -> the environment variable, or default.
+function orch.env(name, default)
+  check.arg_type("orch.env", 1, name, "string")
+  local v = os.getenv(name)
+  if v == nil or v == "" then
+    return default
+  end
+  return v
+end
+
+--- orch.param(name [, default]) -> the --set value converted to default's type.
+function orch.param(name, default)
+  check.arg_type("orch.param", 1, name, "string")
+  local v = orch.params[name]
+  if v == nil then
+    return default
+  end
+  if type(default) == "number" then
+    local n = tonumber(v)
+    if n == nil then
+      check.fail(2, "--set %s=%s: expected a number", name, v)
+    end
+    return n
+  elseif type(default) == "boolean" then
+    if v == "true" or v == "1" or v == "yes" then
+      return true
+    elseif v == "false" or v == "0" or v == "no" then
+      return false
+    end
+    check.fail(2, "--set %s=%s: expected true or false", name, v)
+  end
+  return v
+end
+
+-- Inputs and outputs ------------------------------------------------------
+
+local function file_spec(io, kind, what, path, opts, allowed)
+  check.arg_type(what, 1, path, "string")
+  if opts ~= nil then
+    check.arg_type(what, 2, opts, "table")
+    check.known_keys(what, opts, allowed, 3)
+  end
+  local spec = { io = io, kind = kind, path = path }
+  for k, v in pairs(opts or {}) do
+    spec[k] = v
+  end
+  return setmetatable(spec, check.Spec)
+end
+
+orch.read = {
+  --- orch.read.csv(path): RFC 4180 CSV with a header row, streamed.
+  csv = function(path, opts)
+    return file_spec("read", "csv", "orch.read.csv", path, opts, {})
+  end,
+  --- orch.read.jsonl(path): one JSON object per line, streamed.
+  jsonl = function(path, opts)
+    return file_spec("read", "jsonl", "orch.read.jsonl", path, opts, {})
+  end,
+}
+
+orch.write = {
+  --- orch.write.jsonl(path): one JSON object per row, in input order.
+  jsonl = function(path, opts)
+    return file_spec("write", "jsonl", "orch.write.jsonl", path, opts, {})
+  end,
+  --- orch.write.csv(path [, { columns = {...} }]): CSV with a header row;
+  --- columns default to the input's columns followed by new fields, sorted.
+  csv = function(path, opts)
+    local spec = file_spec("write", "csv", "orch.write.csv", path, opts, { columns = "table" })
+    if spec.columns ~= nil then
+      for i, c in ipairs(spec.columns) do
+        if type(c) ~= "string" then
+          check.fail(2, "orch.write.csv: columns[%d] must be a string, got %s", i, type(c))
+        end
+      end
+    end
+    return spec
+  end,
+}
+
+-- Error policies ----------------------------------------------------------
+
+--- orch.retry(n [, after]) : rerun a failed row up to n more times, then
+--- apply `after` ("skip" by default, or "fail", or orch.default(...)).
+function orch.retry(n, after)
+  if math.type(n) ~= "integer" or n < 1 or n > 100 then
+    check.fail(2, "orch.retry(n): n must be an integer from 1 to 100, got %s", tostring(n))
+  end
+  after = after or "skip"
+  check.on_error("orch.retry", after, false)
+  return setmetatable({ policy = "retry", times = n, after = after }, check.Spec)
+end
+
+--- orch.default(value) : a failed row is written as value. A table is
+--- merged over the input row; a function(row, err) returns the row.
+function orch.default(value)
+  local t = type(value)
+  if t ~= "table" and t ~= "function" then
+    check.fail(2, "orch.default(value): value must be a table or a function(row, err), got %s", t)
+  end
+  return setmetatable({ policy = "default", value = value }, check.Spec)
+end
+
+-- The workflow ------------------------------------------------------------
+
+--- orch.workflow{...} -> the checked workflow description.
+function orch.workflow(spec)
+  return check.workflow(spec)
+end
+
+return orch

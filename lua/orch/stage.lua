@@ -1,0 +1,118 @@
+-- orch.stage: ready-made stages. A stage is a function(row, ctx) -> row
+-- (nil drops the row) or a table { name =, run = function(row, ctx) }.
+local check = require "orch.check"
+
+local M = {}
+
+-- Splits "Classify {{ review }} of {{product.name}}" into literal strings
+-- and field paths ({ "product", "name" }).
+local function compile(template)
+  local parts = {}
+  local pos = 1
+  while true do
+    local s, e, name = template:find("{{%s*([^{}]-)%s*}}", pos)
+    if s == nil then
+      break
+    end
+    if s > pos then
+      parts[#parts + 1] = template:sub(pos, s - 1)
+    end
+    if not name:match("^[%a_][%w_]*[%w_%.]*$") then
+      check.fail(3, "orch.stage.prompt: template placeholder {{%s}} is not a field name", name)
+    end
+    local path = {}
+    for seg in name:gmatch("[^%.]+") do
+      path[#path + 1] = seg
+    end
+    parts[#parts + 1] = path
+    pos = e + 1
+  end
+  if pos <= #template then
+    parts[#parts + 1] = template:sub(pos)
+  end
+  return parts
+end
+
+local json = require "orch.json"
+
+local function render(parts, row)
+  local out = {}
+  for i, p in ipairs(parts) do
+    if type(p) == "string" then
+      out[i] = p
+    else
+      local v = row
+      for _, seg in ipairs(p) do
+        if type(v) ~= "table" then
+          v = nil
+          break
+        end
+        v = v[seg]
+      end
+      if v == nil then
+        error(string.format("template field {{%s}} is missing from the row", table.concat(p, ".")), 0)
+      end
+      out[i] = type(v) == "table" and json.encode(v) or tostring(v)
+    end
+  end
+  return table.concat(out)
+end
+M.render = render
+M.compile = compile
+
+local prompt_keys = {
+  template = "string",
+  into = "string",
+  json = "boolean",
+  schema = "table",
+  system = "string",
+  model = "string",
+  temperature = "number",
+  max_tokens = "integer",
+  name = "string",
+  critical = "boolean",
+}
+
+--- orch.stage.prompt{ template = "... {{field}} ...", into = "field", json = false, ... }:
+--- renders the template from the row, calls ctx:llm and stores the reply
+--- (a decoded table when json or schema is set) in row[into].
+function M.prompt(opts)
+  if type(opts) ~= "table" then
+    check.fail(2, "orch.stage.prompt expects a table {...}, got %s", type(opts))
+  end
+  check.known_keys("orch.stage.prompt", opts, prompt_keys, 2)
+  if opts.template == nil then
+    check.fail(2, "orch.stage.prompt: 'template' is required")
+  end
+  local parts = compile(opts.template)
+  local into = opts.into or "output"
+  local req = {
+    system = opts.system,
+    json = opts.json,
+    schema = opts.schema,
+    model = opts.model,
+    temperature = opts.temperature,
+    max_tokens = opts.max_tokens,
+  }
+  local stage = {
+    name = opts.name or ("prompt -> " .. into),
+    needs_llm = true,
+    critical = opts.critical,
+  }
+  function stage.run(row, ctx)
+    local r = {}
+    for k, v in pairs(req) do
+      r[k] = v
+    end
+    r.prompt = render(parts, row)
+    local value, info = ctx:llm(r)
+    if value == nil then
+      error(info, 0)
+    end
+    row[into] = value
+    return row
+  end
+  return setmetatable(stage, check.Spec)
+end
+
+return M

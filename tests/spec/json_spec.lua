@@ -1,0 +1,375 @@
+-- json_spec.lua -- orch.json: canonical encoder (exact bytes) and cjson-backed decode.
+local json = require "orch.json"
+local cjson = require "cjson"
+
+local enc = json.encode
+
+-- Asserts that f(...) raises and the message contains `text` (plain find).
+local function fails_with(text, f, ...)
+  local ok, err = pcall(f, ...)
+  assert.is_false(ok, "expected an error containing: " .. text)
+  assert.is_truthy(tostring(err):find(text, 1, true),
+    "error was: " .. tostring(err) .. "\nexpected it to contain: " .. text)
+end
+
+describe("orch.json.encode", function()
+  describe("scalars", function()
+    it("encodes booleans and null", function()
+      assert.are.equal("true", enc(true))
+      assert.are.equal("false", enc(false))
+      assert.are.equal("null", enc(json.null))
+      assert.are.equal("null", enc(cjson.null))
+      assert.are.equal('{"a":null}', enc({ a = cjson.null }))
+    end)
+
+    it("encodes integers in decimal", function()
+      assert.are.equal("0", enc(0))
+      assert.are.equal("1", enc(1))
+      assert.are.equal("-42", enc(-42))
+      assert.are.equal("9223372036854775807", enc(math.maxinteger))
+      assert.are.equal("-9223372036854775808", enc(math.mininteger))
+    end)
+
+    it("writes integral floats below 2^53 like integers", function()
+      assert.are.equal("3", enc(3.0))
+      assert.are.equal("-7", enc(-7.0))
+      assert.are.equal("1", enc(1.0))
+      assert.are.equal(enc(1), enc(1.0))
+      assert.are.equal("9007199254740991", enc(2.0 ^ 53 - 1))
+      assert.are.equal("-9007199254740991", enc(-(2.0 ^ 53) + 1))
+    end)
+
+    it("writes -0.0 as 0, since -0.0 == 0 in Lua", function()
+      assert.are.equal("0", enc(-0.0))
+      assert.are.equal("0", enc(0.0))
+      assert.are.equal('[0,0]', enc({ -0.0, 0 }))
+    end)
+
+    it("writes other floats with the shortest of %.15g/%.16g/%.17g that round-trips", function()
+      assert.are.equal("1.5", enc(1.5))
+      assert.are.equal("0.1", enc(0.1))
+      assert.are.equal("-0.25", enc(-0.25))
+      assert.are.equal("0.30000000000000004", enc(0.1 + 0.2))
+      assert.are.equal("0.3333333333333333", enc(1 / 3))
+      assert.are.equal("123456.789", enc(123456.789))
+      assert.are.equal("129.99", enc(129.99))
+      assert.are.equal("-1.5e-07", enc(-1.5e-7))
+      assert.are.equal("1e+300", enc(1e300))
+      assert.are.equal("-1e+300", enc(-1e300))
+      assert.are.equal("1e+21", enc(1e21))
+      assert.are.equal("9007199254740992", enc(2.0 ^ 53))
+      assert.are.equal("9.223372036854776e+18", enc(2.0 ^ 63))
+      assert.are.equal("1.7976931348623157e+308", enc(1.7976931348623157e308))
+    end)
+
+    it("reads every float back exactly", function()
+      for _, x in ipairs({ 0.1, 1 / 3, 2 / 3, 1e-300, 5e-324, 1.7976931348623157e308,
+                           3.141592653589793, 2.0 ^ 60 + 2.0 ^ 8, -123.456e-10 }) do
+        assert.are.equal(x, tonumber(enc(x)))
+      end
+    end)
+
+    it("refuses NaN and infinities", function()
+      fails_with("cannot encode NaN/inf at .", enc, 0 / 0)
+      fails_with("cannot encode NaN/inf at .", enc, math.huge)
+      fails_with("cannot encode NaN/inf at .", enc, -math.huge)
+      fails_with("cannot encode NaN/inf at .x[2]", enc, { x = { 1, 0 / 0 } })
+    end)
+
+    it("refuses nil and a missing argument", function()
+      fails_with("cannot encode nil at .", enc, nil)
+      -- the function name in the message depends on how the module was loaded
+      fails_with("bad argument #1 to '", enc)
+      fails_with("encode' (value expected)", enc)
+    end)
+  end)
+
+  describe("strings", function()
+    it("passes plain text and UTF-8 through", function()
+      assert.are.equal('"hello"', enc("hello"))
+      assert.are.equal('""', enc(""))
+      assert.are.equal('"caf\195\169 \226\130\172 \240\159\152\128"', enc("café € 😀"))
+      assert.are.equal('"a/b"', enc("a/b"))
+    end)
+
+    it("escapes quotes, backslashes and control characters", function()
+      assert.are.equal([["say \"hi\""]], enc('say "hi"'))
+      assert.are.equal([["C:\\tmp\\x"]], enc([[C:\tmp\x]]))
+      assert.are.equal([["\b\f\n\r\t"]], enc("\b\f\n\r\t"))
+      assert.are.equal([["\u0000\u0001\u001f\u000b"]], enc("\0\1\31\11"))
+      assert.are.equal([["a\u007fb"]], enc("a\127b"))
+      assert.are.equal([[" ~"]], enc(" ~"))
+    end)
+
+    it("does not validate or rewrite non-UTF-8 bytes", function()
+      assert.are.equal('"\255\254"', enc("\255\254"))
+    end)
+
+    it("escapes keys the same way", function()
+      assert.are.equal([[{"a\"b":1,"line\nbreak":2,"nul\u0000":3}]],
+        enc({ ['a"b'] = 1, ["line\nbreak"] = 2, ["nul\0"] = 3 }))
+    end)
+
+    it("handles output larger than the initial buffer", function()
+      local long = string.rep("x", 100000)
+      assert.are.equal('"' .. long .. '"', enc(long))
+      local quotes = string.rep('"', 5000)
+      assert.are.equal('"' .. string.rep('\\"', 5000) .. '"', enc(quotes))
+      local arr = {}
+      for i = 1, 10000 do arr[i] = i end
+      assert.are.equal("[" .. table.concat(arr, ",") .. "]", enc(arr))
+    end)
+  end)
+
+  describe("tables", function()
+    it("encodes sequences 1..n as arrays", function()
+      assert.are.equal("[1,2,3]", enc({ 1, 2, 3 }))
+      assert.are.equal('["a",true,null,1.5]', enc({ "a", true, json.null, 1.5 }))
+      assert.are.equal("[[1,[2,[3]]],[]]", enc({ { 1, { 2, { 3 } } }, setmetatable({}, json.array_mt) }))
+    end)
+
+    it("encodes an empty table as an object", function()
+      assert.are.equal("{}", enc({}))
+      assert.are.equal('{"a":{},"b":[{}]}', enc({ a = {}, b = { {} } }))
+    end)
+
+    it("sorts object keys byte-wise", function()
+      assert.are.equal('{"a":1,"b":2,"c":3}', enc({ c = 3, a = 1, b = 2 }))
+      assert.are.equal('{"B":1,"Z":2,"_":3,"a":4,"a_b":5,"ab":6,"b":7,"\195\169":8}',
+        enc({ ["\195\169"] = 8, b = 7, ab = 6, a_b = 5, a = 4, _ = 3, Z = 2, B = 1 }))
+      assert.are.equal('{"":0,"a":1,"a\\u0000":2,"aa":3}', enc({ aa = 3, ["a\0"] = 2, a = 1, [""] = 0 }))
+      assert.are.equal('{"10":1,"2":2,"x":3}', enc({ ["2"] = 2, ["10"] = 1, x = 3 }))
+    end)
+
+    it("sorts objects larger than the small-key fast path", function()
+      local t, keys = {}, {}
+      for i = 1, 200 do
+        local k = string.format("k%03d", (i * 37) % 200)
+        t[k] = i
+        keys[#keys + 1] = k
+      end
+      table.sort(keys)
+      local parts = {}
+      for _, k in ipairs(keys) do parts[#parts + 1] = string.format('"%s":%d', k, t[k]) end
+      assert.are.equal("{" .. table.concat(parts, ",") .. "}", enc(t))
+    end)
+
+    it("encodes nested objects and arrays", function()
+      local v = {
+        name = "run",
+        stats = { ok = 3, failed = 0, ratio = 0.75, tags = { "x", "y" } },
+        rows = { { id = 1, text = "a" }, { id = 2, text = "b" } },
+      }
+      assert.are.equal(
+        '{"name":"run","rows":[{"id":1,"text":"a"},{"id":2,"text":"b"}],'
+          .. '"stats":{"failed":0,"ok":3,"ratio":0.75,"tags":["x","y"]}}',
+        enc(v))
+    end)
+
+    it("turns tables that are not sequences into objects with decimal keys", function()
+      assert.are.equal('{"1":"a","3":"c"}', enc({ [1] = "a", [3] = "c" }))
+      assert.are.equal('{"0":"z","1":"a"}', enc({ [0] = "z", [1] = "a" }))
+      assert.are.equal('{"-5":1}', enc({ [-5] = 1 }))
+      assert.are.equal('{"1":"a","2":"b","n":2}', enc({ "a", "b", n = 2 }))
+      assert.are.equal('{"10":10,"9":9}', enc({ [9] = 9, [10] = 10 }))
+    end)
+
+    it("refuses an integer key and a string key with the same text", function()
+      fails_with('duplicate key "1" (integer and string) at .t', enc, { t = { [1] = "a", ["1"] = "b" } })
+    end)
+
+    it("refuses keys that are neither strings nor integers", function()
+      fails_with("cannot encode a table with a boolean key at .", enc, { [true] = 1 })
+      fails_with("cannot encode a table with a float key at .x", enc, { x = { [1.5] = 1 } })
+      fails_with("cannot encode a table with a table key at [1]", enc, { { [{}] = 1 } })
+    end)
+
+    it("honours __jsontype in the metatable", function()
+      assert.are.equal("[]", enc(setmetatable({}, json.array_mt)))
+      assert.are.equal("[]", enc(setmetatable({}, { __jsontype = "array" })))
+      assert.are.equal('{"x":[]}', enc({ x = setmetatable({}, { __jsontype = "array" }) }))
+      assert.are.equal("[1,2]", enc(setmetatable({ 1, 2 }, json.array_mt)))
+      assert.are.equal('{"1":"a","2":"b"}', enc(setmetatable({ "a", "b" }, json.object_mt)))
+      assert.are.equal("{}", enc(setmetatable({}, json.object_mt)))
+      assert.are.equal("[1]", enc(setmetatable({ 1 }, { __index = function() return 0 end })))
+    end)
+
+    it("rejects a bad __jsontype and an array marker on a non-sequence", function()
+      fails_with('__jsontype must be "array" or "object" at .a',
+        enc, { a = setmetatable({}, { __jsontype = "list" }) })
+      fails_with('__jsontype must be "array" or "object" at .',
+        enc, setmetatable({}, { __jsontype = true }))
+      fails_with("cannot encode a table marked as array whose keys are not 1..n at .",
+        enc, setmetatable({ 1, 2, x = 3 }, json.array_mt))
+    end)
+
+    it("gives the same bytes whatever the insertion order", function()
+      local a, b = {}, {}
+      local keys = {}
+      for i = 1, 60 do keys[i] = "key" .. i end
+      for i = 1, 60 do a[keys[i]] = i end
+      for i = 60, 1, -1 do b[keys[i]] = i end
+      -- churn b's hash part so its internal layout differs from a's
+      for i = 1, 500 do b["tmp" .. i] = true end
+      for i = 1, 500 do b["tmp" .. i] = nil end
+      assert.are.equal(enc(a), enc(b))
+    end)
+  end)
+
+  describe("the order argument", function()
+    local row = { id = 7, product = "AeroPress", rating = 5, review = "good", extra = true }
+
+    it("puts the listed keys first, then the rest sorted", function()
+      assert.are.equal('{"id":7,"product":"AeroPress","rating":5,"extra":true,"review":"good"}',
+        enc(row, { "id", "product", "rating" }))
+      assert.are.equal('{"review":"good","id":7,"extra":true,"product":"AeroPress","rating":5}',
+        enc(row, { "review", "id" }))
+    end)
+
+    it("skips missing and repeated names", function()
+      assert.are.equal('{"rating":5,"extra":true,"id":7,"product":"AeroPress","review":"good"}',
+        enc(row, { "nope", "rating", "rating", "extra" }))
+      assert.are.equal(enc(row), enc(row, {}))
+    end)
+
+    it("applies to the top-level object only", function()
+      local v = { b = { b = 1, a = 2 }, a = { b = 1, a = 2 } }
+      assert.are.equal('{"b":{"a":2,"b":1},"a":{"a":2,"b":1}}', enc(v, { "b" }))
+      assert.are.equal('[{"a":2,"b":1}]', enc({ { b = 1, a = 2 } }, { "b" }))
+      assert.are.equal('"x"', enc("x", { "b" }))
+    end)
+
+    it("matches integer keys by their decimal text", function()
+      assert.are.equal('{"2":"b","1":"a","x":1}', enc({ [1] = "a", [2] = "b", x = 1 }, { "2" }))
+    end)
+
+    it("must be an array of strings", function()
+      fails_with("bad argument #2 to '", enc, row, "id")
+      fails_with("encode' (table expected, got string)", enc, row, "id")
+      fails_with("order must be an array of strings", enc, row, { "id", 3 })
+      assert.are.equal(enc(row), enc(row, nil))
+    end)
+  end)
+
+  describe("values JSON cannot hold", function()
+    it("names the path of a function", function()
+      fails_with("cannot encode a function at .stats.fn", enc, { stats = { fn = print } })
+      fails_with("cannot encode a function at [3]", enc, { 1, 2, print })
+      fails_with("cannot encode a function at .rows[2].f", enc, { rows = { {}, { f = print } } })
+      fails_with('cannot encode a function at ["a b"]', enc, { ["a b"] = print })
+      fails_with("cannot encode a function at .", enc, print)
+    end)
+
+    it("refuses threads and userdata", function()
+      fails_with("cannot encode a thread at .co", enc, { co = coroutine.create(print) })
+      fails_with("cannot encode a userdata at .f", enc, { f = io.stdout })
+    end)
+
+    it("allows 64 levels of nesting and refuses 65", function()
+      local function nest(n)
+        local v = "leaf"
+        for _ = 1, n do v = { v } end
+        return v
+      end
+      assert.are.equal(string.rep("[", 64) .. '"leaf"' .. string.rep("]", 64), enc(nest(64)))
+      fails_with("nested too deep (cycle?) at " .. string.rep("[1]", 64), enc, nest(65))
+    end)
+
+    it("reports cycles as too deep", function()
+      local t = { name = "loop" }
+      t.self = t
+      fails_with("nested too deep (cycle?) at .self.self.self", enc, t)
+      local a = {}
+      a[1] = { a }
+      fails_with("nested too deep (cycle?) at [1][1][1]", enc, a)
+    end)
+
+    it("leaves a usable module after errors", function()
+      for _ = 1, 100 do pcall(enc, { x = string.rep("y", 5000), f = print }) end
+      assert.are.equal('{"ok":true}', enc({ ok = true }))
+    end)
+  end)
+
+  describe("round trips through cjson.decode", function()
+    -- deterministic pseudo-random values (not math.random: its seed may be shared)
+    local state = 12345
+    local function rnd(n)
+      state = (state * 1103515245 + 12345) % 2147483648
+      return state % n
+    end
+    local alphabet = { "a", "b", "Z", "0", " ", "_", "\"", "\\", "\n", "\t", "\1", "\127", "é", "€", "/" }
+    local function rstring()
+      local parts = {}
+      for i = 1, rnd(9) do parts[i] = alphabet[rnd(#alphabet) + 1] end
+      return table.concat(parts)
+    end
+    local function rvalue(depth)
+      local kind = rnd(depth > 3 and 5 or 7)
+      if kind == 0 then return rnd(2) == 1
+      elseif kind == 1 then return rnd(2000001) - 1000000
+      elseif kind == 2 then return (rnd(2000001) - 1000000) / (rnd(999) + 1)
+      elseif kind == 3 then return rstring()
+      elseif kind == 4 then return cjson.null
+      elseif kind == 5 then
+        local t = {}
+        for i = 1, rnd(5) + 1 do t[i] = rvalue(depth + 1) end
+        return t
+      else
+        local t = {}
+        for _ = 1, rnd(6) do t["k" .. rstring()] = rvalue(depth + 1) end
+        return t
+      end
+    end
+    local function same(a, b)
+      if type(a) ~= "table" or type(b) ~= "table" then return a == b end
+      for k, v in pairs(a) do if not same(v, b[k]) then return false end end
+      for k in pairs(b) do if a[k] == nil then return false end end
+      return true
+    end
+
+    it("decodes to an equal value that re-encodes to the same bytes", function()
+      for _ = 1, 200 do
+        local v = { data = rvalue(0), list = { rvalue(1), rvalue(1) } }
+        local s = enc(v)
+        local back = cjson.decode(s)
+        assert.is_true(same(v, back), s)
+        assert.are.equal(s, enc(back))
+      end
+    end)
+
+    it("survives a fixed document", function()
+      local s = '{"a":[1,2.5,"x",null,true,{}],"b":{"c":"\\u00e9\\n","d":-0.001}}'
+      assert.are.equal('{"a":[1,2.5,"x",null,true,{}],"b":{"c":"\195\169\\n","d":-0.001}}',
+        enc(cjson.decode(s)))
+    end)
+  end)
+end)
+
+describe("orch.json.decode", function()
+  it("delegates to cjson", function()
+    local v = json.decode('{"a":[1,2,{"b":null}],"s":"x\\ty"}')
+    assert.are.equal(2, v.a[2])
+    assert.are.equal(json.null, v.a[3].b)
+    assert.are.equal("x\ty", v.s)
+    assert.are.equal("float", math.type(json.decode("[1]")[1]))
+  end)
+
+  it("raises on malformed JSON", function()
+    assert.has_error(function() json.decode('{"a":') end)
+    assert.has_error(function() json.decode("[1,]") end)
+  end)
+
+  it("checks its argument", function()
+    fails_with("bad argument #1 to '", json.decode, {})
+    fails_with("decode' (string expected, got table)", json.decode, {})
+    fails_with("decode' (string expected, got no value)", json.decode)
+  end)
+
+  it("is not affected by settings changed on the shared cjson module", function()
+    cjson.decode_max_depth(2)
+    local ok, v = pcall(json.decode, "[[[[1]]]]")
+    cjson.decode_max_depth(1000)
+    assert.is_true(ok, tostring(v))
+    assert.are.equal(1, v[1][1][1][1])
+  end)
+end)

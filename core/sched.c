@@ -2,6 +2,7 @@
 #include "sched.h"
 
 #include <stdlib.h>
+#include <string.h>
 
 #include <lauxlib.h>
 
@@ -31,8 +32,15 @@ struct orch_task {
     struct orch_task *prev, *next; /* live list */
 };
 
+/* Finished tasks keep their coroutine for the next spawn: a coroutine
+ * that returned normally has an empty stack and can run a new function,
+ * which spares a lua_newthread, a registry ref and GC work per row. */
+#define SCHED_POOL_MAX 256
+
 struct orch_sched {
     lua_State *L; /* main thread */
+    struct orch_task *pool; /* idle tasks, linked through next */
+    size_t npool;
     struct orch_loop *loop;
     uint64_t next_id;
     size_t live;
@@ -140,19 +148,30 @@ static void ready_unlink(struct orch_sched *s, struct orch_task *t)
 struct orch_task *orch_sched_spawn(struct orch_sched *s, lua_State *L, int nargs,
                                    struct orch_task *parent)
 {
-    lua_State *co = lua_newthread(L);
-    int ref = luaL_ref(L, LUA_REGISTRYINDEX);
-    struct orch_task *t = calloc(1, sizeof *t);
-    if (t == NULL) {
-        luaL_unref(L, LUA_REGISTRYINDEX, ref);
-        luaL_error(L, "out of memory spawning a task");
-        return NULL;
+    struct orch_task *t = s->pool;
+    if (t != NULL) {
+        s->pool = t->next;
+        s->npool--;
+    } else {
+        lua_State *co = lua_newthread(L);
+        int ref = luaL_ref(L, LUA_REGISTRYINDEX);
+        t = malloc(sizeof *t);
+        if (t == NULL) {
+            luaL_unref(L, LUA_REGISTRYINDEX, ref);
+            luaL_error(L, "out of memory spawning a task");
+            return NULL;
+        }
+        t->co = co;
+        t->ref = ref;
     }
+    lua_State *co = t->co;
+    int ref = t->ref;
+    memset(t, 0, sizeof *t);
+    t->co = co;
+    t->ref = ref;
     lua_xmove(L, co, nargs + 1); /* function and arguments now belong to co */
     *(struct orch_task **)lua_getextraspace(co) = t;
     t->s = s;
-    t->co = co;
-    t->ref = ref;
     t->id = s->next_id++;
     t->mailbox = LUA_NOREF;
     t->start_nargs = nargs;
@@ -212,9 +231,11 @@ void orch_task_wait_children(struct orch_task *t)
 static void task_dispose(struct orch_sched *s, struct orch_task *t)
 {
     lua_State *L = s->L;
-    for (struct orch_task *c = s->tasks; c != NULL; c = c->next) {
-        if (c->parent == t)
+    for (struct orch_task *c = s->tasks; c != NULL && t->nchildren > 0; c = c->next) {
+        if (c->parent == t) {
             c->parent = NULL; /* orphans report to nobody */
+            t->nchildren--;
+        }
     }
     if (t->parent != NULL)
         t->parent->nchildren--;
@@ -228,6 +249,12 @@ static void task_dispose(struct orch_sched *s, struct orch_task *t)
     *(struct orch_task **)lua_getextraspace(t->co) = NULL;
     if (t->mailbox != LUA_NOREF)
         luaL_unref(L, LUA_REGISTRYINDEX, t->mailbox);
+    if (s->npool < SCHED_POOL_MAX && lua_status(t->co) == LUA_OK && lua_gettop(t->co) == 0) {
+        t->next = s->pool;
+        s->pool = t;
+        s->npool++;
+        return;
+    }
     luaL_unref(L, LUA_REGISTRYINDEX, t->ref);
     free(t);
 }
@@ -312,6 +339,7 @@ static int task_resume(struct orch_sched *s, struct orch_task *t, struct orch_ta
             lua_xmove(t->co, L, nres);
             deliver(s, t, 1, nres);
         }
+        lua_settop(t->co, 0);
         task_dispose(s, t);
         return 1;
     default:
@@ -390,5 +418,11 @@ void orch_sched_free(struct orch_sched *s)
     if (s == NULL)
         return;
     cancel_all_but(s, NULL);
+    while (s->pool != NULL) {
+        struct orch_task *t = s->pool;
+        s->pool = t->next;
+        luaL_unref(s->L, LUA_REGISTRYINDEX, t->ref);
+        free(t);
+    }
     free(s);
 }

@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Benchmarks, each against a baseline measured in the same run on the same
+# machine; figures are ratios, never absolute targets. Writes bench/results.md.
+#   bash bench/run.sh            (builds orch in build/ first if needed)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash tests/deps.sh --bench
+cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+cmake --build build -j"$(nproc 2>/dev/null || echo 2)" >/dev/null
+ORCH=$PWD/build/orch
+T=$(mktemp -d /tmp/orch-bench.XXXXXX)
+trap 'rm -rf "$T"' EXIT
+ROWS=${ROWS:-200000}
+
+# mean seconds of a command over hyperfine runs
+mean() { hyperfine -N --warmup 1 --runs "${RUNS:-5}" --export-json "$T/h.json" "$@" >/dev/null
+         python3 -c 'import json,sys; print("%.3f" % json.load(open(sys.argv[1]))["results"][0]["mean"])' "$T/h.json"; }
+# max RSS in MB of one run
+rss() { /usr/bin/time -v "$@" 2>&1 >/dev/null | awk -F: '/Maximum resident/ {printf "%.1f", $2/1024}'; }
+ratio() { python3 -c "import sys; print('%.2f' % (float(sys.argv[1]) / float(sys.argv[2])))" "$1" "$2"; }
+
+python3 - "$T/rows.csv" "$ROWS" <<'PY'
+import csv, sys, random
+random.seed(7)
+words = "the quick brown fox jumps over a lazy dog while rain falls on quiet hills".split()
+with open(sys.argv[1], "w", newline="") as f:
+    w = csv.writer(f)
+    w.writerow(["id", "product", "text"])
+    for i in range(1, int(sys.argv[2]) + 1):
+        w.writerow([i, "product %d" % (i % 50), " ".join(random.choice(words) for _ in range(12))])
+PY
+
+s_orch=$(mean "$ORCH run -q bench/sleep.lua --concurrency 100 --set out=$T/o.jsonl")
+s_py=$(mean "python3 bench/sleep_baseline.py 1000 $T/p.jsonl")
+s_rss=$(rss "$ORCH" run -q bench/sleep.lua --concurrency 100 --set out="$T/o.jsonl")
+s_pyrss=$(rss python3 bench/sleep_baseline.py 1000 "$T/p.jsonl")
+cmp -s "$T/o.jsonl" "$T/p.jsonl" || { echo "bench: sleep outputs differ" >&2; exit 1; }
+
+p_orch=$(mean "$ORCH run -q bench/passthrough.lua --set input=$T/rows.csv --set out=$T/o2.jsonl")
+p_py=$(mean "python3 bench/passthrough_baseline.py $T/rows.csv $T/p2.jsonl")
+p_rss=$(rss "$ORCH" run -q bench/passthrough.lua --set input="$T/rows.csv" --set out="$T/o2.jsonl")
+p_pyrss=$(rss python3 bench/passthrough_baseline.py "$T/rows.csv" "$T/p2.jsonl")
+[ "$(wc -l <"$T/o2.jsonl")" = "$ROWS" ] || { echo "bench: passthrough lost rows" >&2; exit 1; }
+
+{
+  echo "# bench results"
+  echo
+  echo "Measured $(date -u +%Y-%m-%d) on $(nproc) cores ($(uname -m)); means of ${RUNS:-5} hyperfine runs."
+  echo
+  echo "| benchmark | orch | baseline | ratio |"
+  echo "|---|---|---|---|"
+  echo "| 1,000 rows x ctx:sleep(0.1), concurrency 100: wall s (ideal 1.00) | $s_orch | Python ThreadPool(100): $s_py | $(ratio "$s_orch" 1.0) x ideal, $(ratio "$s_orch" "$s_py") x Python |"
+  echo "| same: max RSS MB | $s_rss | $s_pyrss | $(ratio "$s_rss" "$s_pyrss") |"
+  echo "| $ROWS-row CSV -> Lua stage -> JSONL: wall s | $p_orch | Python csv+json loop: $p_py | $(ratio "$p_orch" "$p_py") |"
+  echo "| same: rows/s | $(python3 -c "print(int($ROWS/$p_orch))") | $(python3 -c "print(int($ROWS/$p_py))") | |"
+  echo "| same: max RSS MB | $p_rss | $p_pyrss | $(ratio "$p_rss" "$p_pyrss") |"
+} >bench/results.md
+cat bench/results.md

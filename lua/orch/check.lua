@@ -19,37 +19,41 @@ function M.is_error(v)
   return getmetatable(v) == WorkflowError
 end
 
--- The first Lua frame above `level` that is not one of orch's modules.
-local function user_location(level)
+-- The user's code that called into orch: the first Lua frame outside
+-- orch's own modules. A C frame on the way (the loader's xpcall, when the
+-- workflow chunk tail-called orch.workflow and so left no frame) means the
+-- location is unknown; M.locate then finds the line in the file.
+local function user_location()
+  local level = 3
   while true do
-    local info = debug.getinfo(level + 1, "Sl")
-    if info == nil then
+    local info = debug.getinfo(level, "Sl")
+    if info == nil or info.what == "C" then
       return nil
     end
-    if info.what ~= "C" and info.currentline > 0 and not info.source:match("^@lua/orch/") then
+    if info.currentline > 0 and not info.source:match("^@lua/orch/") then
       return info.short_src .. ":" .. info.currentline
     end
     level = level + 1
   end
 end
 
-local function raise(level, key, fmt, ...)
+local function raise(key, fmt, ...)
   local msg = select("#", ...) > 0 and string.format(fmt, ...) or fmt
-  local where = user_location(level + 1)
+  local where = user_location()
   error(setmetatable({ msg = where and (where .. ": " .. msg) or msg, located = where ~= nil, key = key },
     WorkflowError), 0)
 end
 
 --- Raises a WorkflowError located at the user's code.
-function M.fail(level, fmt, ...)
-  raise(level + 1, nil, fmt, ...)
+function M.fail(fmt, ...)
+  raise(nil, fmt, ...)
 end
 
 --- Same, naming the key at fault: `return orch.workflow{...}` is a tail
 --- call that leaves no stack frame to locate, so the loader finds the
 --- key's line in the file instead (see M.locate).
-function M.fail_key(level, key, fmt, ...)
-  raise(level + 1, key, fmt, ...)
+function M.fail_key(key, fmt, ...)
+  raise(key, fmt, ...)
 end
 
 --- Gives an unlocated WorkflowError the file:line of its key (or of the
@@ -120,17 +124,21 @@ end
 
 --- Checks that `t` only has keys listed in `allowed` (key -> type name,
 --- "a|b" alternatives, or true for any type).
-function M.known_keys(what, t, allowed, level)
+function M.known_keys(what, t, allowed)
   for k, v in pairs(t) do
     if type(k) ~= "string" then
-      M.fail_key(level + 1, nil, "%s: unexpected entry [%s]; expected named keys (%s)", what, tostring(k),
+      M.fail_key(nil, "%s: unexpected entry [%s]; expected named keys (%s)", what, tostring(k),
         table.concat(sorted_keys(allowed), ", "))
     end
     local want = allowed[k]
     if want == nil then
-      local hint = M.suggest(k, sorted_keys(allowed))
-      M.fail_key(level + 1, k, "%s: unknown key '%s'%s; expected one of: %s", what, k,
-        hint and (" (did you mean '" .. hint .. "'?)") or "", table.concat(sorted_keys(allowed), ", "))
+      local names = sorted_keys(allowed)
+      if #names == 0 then
+        M.fail_key(k, "%s: unknown key '%s'; it takes no options", what, k)
+      end
+      local hint = M.suggest(k, names)
+      M.fail_key(k, "%s: unknown key '%s'%s; expected one of: %s", what, k,
+        hint and (" (did you mean '" .. hint .. "'?)") or "", table.concat(names, ", "))
     end
     if want ~= true then
       local ok = false
@@ -140,22 +148,28 @@ function M.known_keys(what, t, allowed, level)
         end
       end
       if not ok then
-        M.fail_key(level + 1, k, "%s: '%s' must be a %s, got %s", what, k, (want:gsub("|", " or ")), type(v))
+        M.fail_key(k, "%s: '%s' must be %s, got %s%s", what, k, M.with_article(want:gsub("|", " or ")),
+          type(v), (type(v) == "number" or type(v) == "boolean") and (" " .. tostring(v)) or "")
       end
     end
   end
 end
 
+--- "an integer", "a string or function"
+function M.with_article(words)
+  return (words:match("^[aeiou]") and "an " or "a ") .. words
+end
+
 function M.arg_type(fname, n, v, want)
   if type(v) ~= want then
-    M.fail(3, "%s: argument %d must be a %s, got %s", fname, n, want, type(v))
+    M.fail("%s: argument %d must be a %s, got %s", fname, n, want, type(v))
   end
 end
 
 --- Checks an on_error value: "skip", "fail", orch.retry(...), orch.default(...).
 function M.on_error(what, v, allow_retry)
   local fail = function(...)
-    M.fail_key(4, "on_error", ...)
+    M.fail_key("on_error", ...)
   end
   if v == "skip" or v == "fail" then
     return
@@ -197,33 +211,33 @@ local function check_file_spec(what, key, v, io)
   if getmetatable(v) ~= M.Spec or v.io ~= io then
     local ctor = io == "read" and "orch.read.csv(path) or orch.read.jsonl(path)"
       or "orch.write.jsonl(path) or orch.write.csv(path)"
-    M.fail_key(4, key, "%s: expected %s, got %s", what, ctor, type(v))
+    M.fail_key(key, "%s: expected %s, got %s", what, ctor, type(v))
   end
 end
 
 --- Validates and returns the workflow description.
 function M.workflow(spec)
   if type(spec) ~= "table" then
-    M.fail(2, "orch.workflow expects a table {...}, got %s", type(spec))
+    M.fail("orch.workflow expects a table {...}, got %s", type(spec))
   end
-  M.known_keys("orch.workflow", spec, workflow_keys, 2)
+  M.known_keys("orch.workflow", spec, workflow_keys)
   for k, what in pairs(not_yet) do
     if spec[k] ~= nil then
-      M.fail_key(2, k, "orch.workflow: '%s' is not supported by this version of orch (%s are not available yet)", k, what)
+      M.fail_key(k, "orch.workflow: '%s' is not supported by this version of orch (%s are not available yet)", k, what)
     end
   end
   if spec.name == nil or spec.name == "" then
-    M.fail(2, "orch.workflow: 'name' is required (a string that identifies the workflow)")
+    M.fail("orch.workflow: 'name' is required (a string that identifies the workflow)")
   end
   if spec.input == nil then
-    M.fail(2, "orch.workflow: 'input' is required: orch.read.csv(path), orch.read.jsonl(path), a table of rows or an iterator function")
+    M.fail("orch.workflow: 'input' is required: orch.read.csv(path), orch.read.jsonl(path), a table of rows or an iterator function")
   end
   if type(spec.input) == "table" and getmetatable(spec.input) == M.Spec then
     check_file_spec("orch.workflow: 'input'", "input", spec.input, "read")
   elseif type(spec.input) == "table" then
     for i, row in ipairs(spec.input) do
       if type(row) ~= "table" then
-        M.fail_key(2, "input", "orch.workflow: input[%d] must be a table (a row), got %s", i, type(row))
+        M.fail_key("input", "orch.workflow: input[%d] must be a table (a row), got %s", i, type(row))
       end
     end
   end
@@ -234,24 +248,24 @@ function M.workflow(spec)
     check_file_spec("orch.workflow: 'errors'", "errors", spec.errors, "write")
   end
   if spec.concurrency ~= nil and spec.concurrency < 1 then
-    M.fail_key(2, "concurrency", "orch.workflow: 'concurrency' must be at least 1, got %d", spec.concurrency)
+    M.fail_key("concurrency", "orch.workflow: 'concurrency' must be at least 1, got %d", spec.concurrency)
   end
   if spec.stages == nil or #spec.stages == 0 then
-    M.fail(2, "orch.workflow: 'stages' is required: a list of functions(row, ctx) or orch.stage.* values")
+    M.fail("orch.workflow: 'stages' is required: a list of functions(row, ctx) or orch.stage.* values")
   end
   for k in pairs(spec.stages) do
     if math.type(k) ~= "integer" or k < 1 or k > #spec.stages then
-      M.fail_key(2, "stages", "orch.workflow: 'stages' must be a list, found key %s", tostring(k))
+      M.fail_key("stages", "orch.workflow: 'stages' must be a list, found key %s", tostring(k))
     end
   end
   for i, s in ipairs(spec.stages) do
-    if type(s) == "table" and getmetatable(s) == M.Spec and type(s.run) == "function" then
+    if type(s) == "table" and type(s.run) == "function" then
       if s.needs_llm and spec.llm == nil then
-        M.fail_key(2, "stages", "orch.workflow: stages[%d] (%s) calls an LLM but the workflow has no llm = { provider = ... }", i,
+        M.fail_key("stages", "orch.workflow: stages[%d] (%s) calls an LLM but the workflow has no llm = { provider = ... }", i,
           s.name)
       end
     elseif type(s) ~= "function" then
-      M.fail_key(2, "stages", "orch.workflow: stages[%d] must be a function(row, ctx) or an orch.stage.* value, got %s", i, type(s))
+      M.fail_key("stages", "orch.workflow: stages[%d] must be a function(row, ctx), an orch.stage.* value or a table { name =, run = function(row, ctx) }, got %s", i, type(s))
     end
   end
   M.on_error("orch.workflow", spec.on_error or "skip", true)

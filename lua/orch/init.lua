@@ -37,7 +37,7 @@ function orch.param(name, default)
   if type(default) == "number" then
     local n = tonumber(v)
     if n == nil then
-      check.fail(2, "--set %s=%s: expected a number", name, v)
+      check.fail("--set %s=%s: expected a number", name, v)
     end
     return n
   elseif type(default) == "boolean" then
@@ -46,7 +46,7 @@ function orch.param(name, default)
     elseif v == "false" or v == "0" or v == "no" then
       return false
     end
-    check.fail(2, "--set %s=%s: expected true or false", name, v)
+    check.fail("--set %s=%s: expected true or false", name, v)
   end
   return v
 end
@@ -57,7 +57,7 @@ local function file_spec(io, kind, what, path, opts, allowed)
   check.arg_type(what, 1, path, "string")
   if opts ~= nil then
     check.arg_type(what, 2, opts, "table")
-    check.known_keys(what, opts, allowed, 3)
+    check.known_keys(what, opts, allowed)
   end
   local spec = { io = io, kind = kind, path = path }
   for k, v in pairs(opts or {}) do
@@ -89,7 +89,7 @@ orch.write = {
     if spec.columns ~= nil then
       for i, c in ipairs(spec.columns) do
         if type(c) ~= "string" then
-          check.fail(2, "orch.write.csv: columns[%d] must be a string, got %s", i, type(c))
+          check.fail("orch.write.csv: columns[%d] must be a string, got %s", i, type(c))
         end
       end
     end
@@ -103,7 +103,7 @@ orch.write = {
 --- apply `after` ("skip" by default, or "fail", or orch.default(...)).
 function orch.retry(n, after)
   if math.type(n) ~= "integer" or n < 1 or n > 100 then
-    check.fail(2, "orch.retry(n): n must be an integer from 1 to 100, got %s", tostring(n))
+    check.fail("orch.retry(n): n must be an integer from 1 to 100, got %s", tostring(n))
   end
   after = after or "skip"
   check.on_error("orch.retry", after, false)
@@ -115,7 +115,7 @@ end
 function orch.default(value)
   local t = type(value)
   if t ~= "table" and t ~= "function" then
-    check.fail(2, "orch.default(value): value must be a table or a function(row, err), got %s", t)
+    check.fail("orch.default(value): value must be a table or a function(row, err), got %s", t)
   end
   return setmetatable({ policy = "default", value = value }, check.Spec)
 end

@@ -26,7 +26,7 @@ function M.register(name, provider)
   check.arg_type("orch.llm.register", 1, name, "string")
   check.arg_type("orch.llm.register", 2, provider, "table")
   if type(provider.call) ~= "function" then
-    check.fail(2, "orch.llm.register: provider '%s' needs a call(req, cfg, ctx) function", name)
+    check.fail("orch.llm.register: provider '%s' needs a call(req, cfg, ctx) function", name)
   end
   provider.name = name
   M.providers[name] = provider
@@ -44,12 +44,12 @@ end
 --- Validates a workflow's llm = {...} table (raises a WorkflowError).
 function M.check_config(cfg)
   if type(cfg.provider) ~= "string" then
-    check.fail_key(3, "llm", "orch.workflow: llm.provider is required (one of: %s)", table.concat(provider_names(), ", "))
+    check.fail_key("llm", "orch.workflow: llm.provider is required (one of: %s)", table.concat(provider_names(), ", "))
   end
   local p = M.providers[cfg.provider]
   if p == nil then
     local hint = check.suggest(cfg.provider, provider_names())
-    check.fail_key(3, "provider", "orch.workflow: llm.provider '%s' is not available%s; available: %s", cfg.provider,
+    check.fail_key("provider", "orch.workflow: llm.provider '%s' is not available%s; available: %s", cfg.provider,
       hint and (" (did you mean '" .. hint .. "'?)") or "", table.concat(provider_names(), ", "))
   end
   local allowed = {}
@@ -59,7 +59,7 @@ function M.check_config(cfg)
   for k, v in pairs(p.options or {}) do
     allowed[k] = v
   end
-  check.known_keys("orch.workflow: llm", cfg, allowed, 3)
+  check.known_keys("orch.workflow: llm", cfg, allowed)
 end
 
 local request_keys = {
@@ -86,10 +86,15 @@ end
 local function schema_error(schema, v, path)
   local t = schema.type
   local lt = type(v)
-  if t == "object" and lt ~= "table" or t == "array" and lt ~= "table" or t == "string" and lt ~= "string"
+  if lt == "table" then
+    -- decoded JSON: an array has [1] (or is empty), an object has no [1]
+    local empty = next(v) == nil
+    lt = (v[1] ~= nil and "array") or (empty and t == "array" and "array") or "object"
+  end
+  if t == "object" and lt ~= "object" or t == "array" and lt ~= "array" or t == "string" and lt ~= "string"
     or (t == "number" and lt ~= "number") or (t == "boolean" and lt ~= "boolean")
     or (t == "integer" and math.type(v) ~= "integer" and not (lt == "number" and v == math.floor(v))) then
-    return string.format("%s: expected %s, got %s", path, t, lt == "table" and "object/array" or lt)
+    return string.format("%s: expected %s, got %s", path, t, lt)
   end
   if schema.enum then
     local found = false
@@ -102,7 +107,7 @@ local function schema_error(schema, v, path)
       return string.format("%s: %s is not one of the allowed values", path, tostring(v))
     end
   end
-  if lt == "table" then
+  if lt == "object" or lt == "array" then
     for _, req in ipairs(schema.required or {}) do
       if v[req] == nil then
         return string.format("%s: missing required field '%s'", path, req)

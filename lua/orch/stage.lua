@@ -18,7 +18,7 @@ local function compile(template)
       parts[#parts + 1] = template:sub(pos, s - 1)
     end
     if not name:match("^[%a_][%w_]*[%w_%.]*$") then
-      check.fail(3, "orch.stage.prompt: template placeholder {{%s}} is not a field name", name)
+      check.fail("orch.stage.prompt: template placeholder {{%s}} is not a field name", name)
     end
     local path = {}
     for seg in name:gmatch("[^%.]+") do
@@ -52,7 +52,13 @@ local function render(parts, row)
       if v == nil then
         error(string.format("template field {{%s}} is missing from the row", table.concat(p, ".")), 0)
       end
-      out[i] = type(v) == "table" and json.encode(v) or tostring(v)
+      if type(v) == "table" then
+        out[i] = json.encode(v)
+      elseif math.type(v) == "float" and v == math.floor(v) and math.abs(v) < 2 ^ 53 then
+        out[i] = string.format("%d", v) -- JSON numbers decode as floats: 3, not 3.0
+      else
+        out[i] = tostring(v)
+      end
     end
   end
   return table.concat(out)
@@ -78,11 +84,11 @@ local prompt_keys = {
 --- (a decoded table when json or schema is set) in row[into].
 function M.prompt(opts)
   if type(opts) ~= "table" then
-    check.fail(2, "orch.stage.prompt expects a table {...}, got %s", type(opts))
+    check.fail("orch.stage.prompt expects a table {...}, got %s", type(opts))
   end
-  check.known_keys("orch.stage.prompt", opts, prompt_keys, 2)
+  check.known_keys("orch.stage.prompt", opts, prompt_keys)
   if opts.template == nil then
-    check.fail(2, "orch.stage.prompt: 'template' is required")
+    check.fail("orch.stage.prompt: 'template' is required")
   end
   local parts = compile(opts.template)
   local into = opts.into or "output"

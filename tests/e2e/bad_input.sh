@@ -38,7 +38,7 @@ return wf
 LUA
 run_orch log run notfn.lua
 expect_eq "non-function stage exits 2" "$RC" 2
-expect_grep "non-function stage is named" "^orch: notfn.lua:2: orch.workflow: stages\[2\] must be a function\(row, ctx\) or an orch.stage.\* value, got string" log
+expect_grep "non-function stage is named" "^orch: notfn.lua:2: orch.workflow: stages\[2\] must be a function\(row, ctx\), an orch.stage.\* value or a table \{ name =, run = function\(row, ctx\) \}, got string" log
 
 echo 'return { name = "x" }' >noreturn.lua
 run_orch log run noreturn.lua

@@ -149,7 +149,7 @@ describe("orch.workflow", function()
     it("name must be a string", function()
       local at = here() + 1
       local e = catch(function() local wf = orch.workflow(base { name = 42 }) return wf end)
-      assert_error_at(at, "orch.workflow: 'name' must be a string, got number", e)
+      assert_error_at(at, "orch.workflow: 'name' must be a string, got number 42", e)
       assert.are.equal("name", e.key)
     end)
 
@@ -175,7 +175,7 @@ describe("orch.workflow", function()
     it("key must be a string or a function", function()
       local at = here() + 1
       local e = catch(function() local wf = orch.workflow(base { key = 1 }) return wf end)
-      assert_error_at(at, "orch.workflow: 'key' must be a string or function, got number", e)
+      assert_error_at(at, "orch.workflow: 'key' must be a string or function, got number 1", e)
     end)
 
     it("llm must be a table", function()
@@ -193,7 +193,7 @@ describe("orch.workflow", function()
     it("a fractional concurrency is refused in plain English", function()
       local at = here() + 1
       local e = catch(function() local wf = orch.workflow(base { concurrency = 2.5 }) return wf end)
-      assert_error_at(at, "orch.workflow: 'concurrency' must be an integer, got number", e)
+      assert_error_at(at, "orch.workflow: 'concurrency' must be an integer, got number 2.5", e)
     end)
 
     it("the argument must be a table", function()
@@ -256,7 +256,7 @@ describe("orch.workflow", function()
     it("stages[2] must be a function or an orch.stage value", function()
       local at = here() + 1
       local e = catch(function() local wf = orch.workflow(base { stages = { noop, "upper" } }) return wf end)
-      assert_error_at(at, "orch.workflow: stages[2] must be a function(row, ctx) or an orch.stage.* value, got string", e)
+      assert_error_at(at, "orch.workflow: stages[2] must be a function(row, ctx), an orch.stage.* value or a table { name =, run = function(row, ctx) }, got string", e)
       assert.are.equal("stages", e.key)
     end)
 
@@ -694,7 +694,7 @@ return orch.workflow {
     local path = write('local orch = require "orch"\nlocal wf = orch.workflow {\n  name = 1,\n}\nreturn wf\n')
     local wf, err = cli.load_workflow(path)
     assert.is_nil(wf)
-    assert.are.equal(path .. ":2: orch.workflow: 'name' must be a string, got number", err)
+    assert.are.equal(path .. ":2: orch.workflow: 'name' must be a string, got number 1", err)
   end)
 
   it("an orch.* error while loading is located in the file", function()

@@ -47,7 +47,7 @@ end
 
 -- Labels offered by the prompt: "one of: a, b or c", "one of [a|b|c]".
 local function labels_in(prompt)
-  local list = prompt:match("%f[%a][Oo]ne of[%s:]*([^%.\n%?]+)")
+  local list = prompt:match("%f[%a][Oo]ne of[%s:]*([^%.\n%?:]+)")
   if list == nil then
     return nil
   end
@@ -62,9 +62,13 @@ local function labels_in(prompt)
   return #labels >= 2 and labels or nil
 end
 
--- The text a label is judged on: what follows the last colon of the prompt.
+-- The text a label is judged on: what follows the last "Label:" of the prompt.
 local function subject(prompt)
-  return prompt:match(":%s*([^:]*)$") or prompt
+  local last
+  for rest in prompt:gmatch("%f[%w][%w ]+:%s+()") do
+    last = rest
+  end
+  return last and prompt:sub(last) or prompt
 end
 
 local function pick(labels, prompt, h)
@@ -100,7 +104,7 @@ end
 local function fake_value(schema, name, prompt, h, depth)
   local t = schema and schema.type or "string"
   if schema and schema.enum then
-    return schema.enum[(h % #schema.enum) + 1]
+    return pick(schema.enum, prompt, h)
   elseif t == "object" then
     local obj = {}
     for k, sub in pairs(schema.properties or {}) do
@@ -114,13 +118,13 @@ local function fake_value(schema, name, prompt, h, depth)
   elseif t == "number" then
     return (h % 1000) / 1000
   elseif t == "boolean" then
+    local score, pos, neg = sentiment(subject(prompt))
+    if pos + neg > 0 then
+      return score > 0
+    end
     return h % 2 == 0
   end
-  local labels = labels_in(prompt)
-  if labels then
-    return pick(labels, prompt, h)
-  end
-  return (name and (name .. ": ") or "") .. words(subject(prompt), 8)
+  return words(subject(prompt), 8)
 end
 
 local function reply(req)

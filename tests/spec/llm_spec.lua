@@ -1,0 +1,644 @@
+-- llm_spec.lua -- orch.stage.prompt templates, orch.llm reply decoding and
+-- schema checks, the offline mock provider, and ctx:llm through the scheduler.
+local orch = require "orch"
+local check = require "orch.check"
+local stage = require "orch.stage"
+local llm = require "orch.llm"
+local mock = require "orch.providers.mock"
+local context = require "orch.context"
+local sched = require "orch.sched"
+local cjson = require "cjson"
+
+local SELF = debug.getinfo(1, "S").short_src
+
+local function here()
+  return debug.getinfo(2, "l").currentline
+end
+
+-- Runs f, which must raise; returns the error value.
+local function catch(f)
+  local ok, e = pcall(f)
+  assert.is_false(ok, "expected an error")
+  return e
+end
+
+-- A fake context whose ctx:llm records the request and answers `reply`.
+local function recording_ctx(reply)
+  local ctx = { requests = {} }
+  function ctx:llm(req)
+    self.requests[#self.requests + 1] = req
+    return reply or "ok", { tokens_in = 1, tokens_out = 1 }
+  end
+  return ctx
+end
+
+-- A run record as orch.run builds it, for context.new.
+local function fake_run(llm_cfg)
+  return {
+    id = "r",
+    state = {},
+    llm = llm_cfg,
+    totals = { llm_calls = 0, tokens_in = 0, tokens_out = 0, cost = 0 },
+    log = function() end,
+    emit = function() end,
+  }
+end
+
+-- Mock usage: about four characters a token, plus 7 tokens of overhead in.
+local function mock_tokens(prompt, text, system)
+  return math.max(1, (#prompt + #(system or "") + 3) // 4 + 7), math.max(1, (#text + 3) // 4)
+end
+
+describe("orch.stage.prompt", function()
+  describe("template compile", function()
+    it("splits literals and field paths", function()
+      assert.are.same({ "Classify ", { "review" }, " of ", { "product", "name" } },
+        stage.compile("Classify {{review}} of {{product.name}}"))
+    end)
+
+    it("allows spaces inside the braces", function()
+      assert.are.same({ "a ", { "x" }, " b ", { "y", "z" }, "!" }, stage.compile("a {{ x }} b {{  y.z  }}!"))
+    end)
+
+    it("keeps a template without placeholders (or with single braces) as one literal", function()
+      assert.are.same({ "plain text" }, stage.compile("plain text"))
+      assert.are.same({ "json {x} and {{ unclosed" }, stage.compile("json {x} and {{ unclosed"))
+      assert.are.same({}, stage.compile(""))
+    end)
+
+    it("adjacent placeholders", function()
+      assert.are.same({ { "a" }, { "b" } }, stage.compile("{{a}}{{b}}"))
+    end)
+
+    it("a placeholder that is not a field name is an error where the stage is built", function()
+      local at = here() + 1
+      local e = catch(function() local s = orch.stage.prompt { template = "Rate {{1st}} now" } return s end)
+      assert.is_true(check.is_error(e))
+      assert.are.equal(SELF .. ":" .. at .. ": orch.stage.prompt: template placeholder {{1st}} is not a field name",
+        tostring(e))
+      e = catch(function() local s = orch.stage.prompt { template = "{{ a b }}" } return s end)
+      assert.truthy(tostring(e):find("template placeholder {{a b}} is not a field name", 1, true), tostring(e))
+      e = catch(function() local s = orch.stage.prompt { template = "{{}}" } return s end)
+      assert.truthy(tostring(e):find("template placeholder {{}} is not a field name", 1, true), tostring(e))
+      e = catch(function() local s = orch.stage.prompt { template = "{{a-b}}" } return s end)
+      assert.truthy(tostring(e):find("template placeholder {{a-b}} is not a field name", 1, true), tostring(e))
+    end)
+  end)
+
+  describe("render", function()
+    it("fills fields, nested fields, numbers, booleans and tables (as JSON)", function()
+      local parts = stage.compile("{{ name }} ({{n}}, {{ok}}) from {{addr.city}}: {{tags}}")
+      assert.are.equal('Ann (3, false) from Oslo: ["a","b"]',
+        stage.render(parts, { name = "Ann", n = 3, ok = false, addr = { city = "Oslo" }, tags = { "a", "b" } }))
+    end)
+
+    it("writes numbers decoded from JSON (floats) as JSON does: 3, not 3.0", function()
+      local row = cjson.decode('{"n": 3, "x": 2.5, "big": 1e3}')
+      assert.are.equal("3 / 2.5 / 1000", stage.render(stage.compile("{{n}} / {{x}} / {{big}}"), row))
+    end)
+
+    it("a missing field is an error naming it", function()
+      local parts = stage.compile("Classify {{review}}")
+      local e = catch(function() return stage.render(parts, { text = "x" }) end)
+      assert.are.equal("template field {{review}} is missing from the row", e)
+    end)
+
+    it("a missing nested field, or a path through a non-table, names the whole path", function()
+      local parts = stage.compile("{{a.b}}")
+      assert.are.equal("template field {{a.b}} is missing from the row",
+        catch(function() return stage.render(parts, { a = {} }) end))
+      assert.are.equal("template field {{a.b}} is missing from the row",
+        catch(function() return stage.render(parts, { a = "str" }) end))
+      assert.are.equal("template field {{a.b}} is missing from the row",
+        catch(function() return stage.render(parts, {}) end))
+    end)
+  end)
+
+  describe("the stage", function()
+    it("is an orch.stage value that needs an llm, named after `into`", function()
+      local s = orch.stage.prompt { template = "{{text}}", into = "label" }
+      assert.are.equal(check.Spec, getmetatable(s))
+      assert.is_true(s.needs_llm)
+      assert.are.equal("prompt -> label", s.name)
+      assert.are.equal("prompt -> output", orch.stage.prompt { template = "x" }.name)
+      assert.are.equal("classify", orch.stage.prompt { template = "x", name = "classify" }.name)
+    end)
+
+    it("renders the row, calls ctx:llm with the stage's options and stores the reply in `into`", function()
+      local s = orch.stage.prompt { template = "Classify {{ text }} by {{user.name}}", into = "label",
+        system = "be terse", model = "m1", temperature = 0.5, max_tokens = 5, json = true,
+        schema = { type = "object" } }
+      local ctx = recording_ctx("positive")
+      local row = { text = "great", user = { name = "bo" } }
+      local out = s.run(row, ctx)
+      assert.are.equal(row, out)
+      assert.are.equal("positive", row.label)
+      assert.are.same({ prompt = "Classify great by bo", system = "be terse", model = "m1", temperature = 0.5,
+        max_tokens = 5, json = true, schema = { type = "object" } }, ctx.requests[1])
+    end)
+
+    it("stores into `output` by default", function()
+      local s = orch.stage.prompt { template = "x" }
+      local row = s.run({}, recording_ctx("r"))
+      assert.are.equal("r", row.output)
+    end)
+
+    it("a row missing a field fails with the template message", function()
+      local s = orch.stage.prompt { template = "Classify {{review}}", into = "label" }
+      local ctx = recording_ctx()
+      local e = catch(function() return s.run({ text = "x" }, ctx) end)
+      assert.are.equal("template field {{review}} is missing from the row", e)
+      assert.are.equal(0, #ctx.requests)
+    end)
+
+    it("an llm failure (nil, err) is raised as the row's error", function()
+      local s = orch.stage.prompt { template = "x", json = true }
+      local ctx = { llm = function() return nil, "the model's reply is not valid JSON (x)" end }
+      assert.are.equal("the model's reply is not valid JSON (x)", catch(function() return s.run({}, ctx) end))
+    end)
+
+    it("refuses unknown options, wrong types and a missing template at the caller", function()
+      local at = here() + 1
+      local e = catch(function() local s = orch.stage.prompt { tempalte = "x" } return s end)
+      assert.is_true(check.is_error(e))
+      local prefix = SELF .. ":" .. at .. ": orch.stage.prompt: unknown key 'tempalte' (did you mean 'template'?)"
+      assert.are.equal(prefix, tostring(e):sub(1, #prefix))
+      at = here() + 1
+      e = catch(function() local s = orch.stage.prompt { into = "x" } return s end)
+      assert.are.equal(SELF .. ":" .. at .. ": orch.stage.prompt: 'template' is required", tostring(e))
+      at = here() + 1
+      e = catch(function() local s = orch.stage.prompt { template = "x", json = "yes" } return s end)
+      assert.are.equal(SELF .. ":" .. at .. ": orch.stage.prompt: 'json' must be a boolean, got string", tostring(e))
+      at = here() + 1
+      e = catch(function() local s = orch.stage.prompt("x") return s end)
+      assert.are.equal(SELF .. ":" .. at .. ": orch.stage.prompt expects a table {...}, got string", tostring(e))
+    end)
+  end)
+end)
+
+describe("orch.llm.decode_reply", function()
+  it("decodes plain JSON, trimming whitespace", function()
+    assert.are.same({ label = "x", n = 2 }, llm.decode_reply('  {"label": "x", "n": 2}\n'))
+    assert.are.same({ 1, 2, 3 }, llm.decode_reply("[1,2,3]"))
+    assert.are.equal("s", llm.decode_reply('"s"'))
+  end)
+
+  it("decodes a ```json fenced reply, with prose around the fence", function()
+    assert.are.same({ a = 1 }, llm.decode_reply('```json\n{"a": 1}\n```'))
+    assert.are.same({ a = 1 }, llm.decode_reply('Here it is:\n```json\n{"a": 1}\n```\nHope this helps.'))
+    assert.are.same({ 1, 2 }, llm.decode_reply("```\n[1, 2]\n```"))
+    assert.are.same({ a = 1 }, llm.decode_reply('```json\n{"a": 1}```'))
+  end)
+
+  it("reports invalid JSON without the decoder's file:line", function()
+    local v, err = llm.decode_reply('{"a": 1')
+    assert.is_nil(v)
+    assert.are.equal("the model's reply is not valid JSON (Expected comma or object end but found T_END at character 8)",
+      err)
+    v, err = llm.decode_reply("I think it is positive")
+    assert.is_nil(v)
+    assert.are.equal("the model's reply is not valid JSON (", err:sub(1, 37))
+    v, err = llm.decode_reply("")
+    assert.is_nil(v)
+    assert.are.equal("the model's reply is not valid JSON (", err:sub(1, 37))
+  end)
+
+  describe("with a schema", function()
+    local schema = {
+      type = "object",
+      required = { "label", "score" },
+      properties = {
+        label = { type = "string", enum = { "positive", "negative", "neutral" } },
+        score = { type = "integer" },
+        ok = { type = "boolean" },
+        ratio = { type = "number" },
+        tags = { type = "array", items = { type = "string" } },
+        who = { type = "object", required = { "name" }, properties = { name = { type = "string" } } },
+      },
+    }
+    local prefix = "the model's reply does not match the schema: "
+
+    local function bad(text, msg)
+      local v, err = llm.decode_reply(text, schema)
+      assert.is_nil(v)
+      assert.are.equal(prefix .. msg, err)
+    end
+
+    it("accepts a matching object", function()
+      local v, err = llm.decode_reply(
+        '{"label":"neutral","score":3,"ok":true,"ratio":0.5,"tags":["a","b"],"who":{"name":"x"}}', schema)
+      assert.is_nil(err)
+      assert.are.same({ label = "neutral", score = 3, ok = true, ratio = 0.5, tags = { "a", "b" }, who = { name = "x" } }, v)
+      assert.are.same({ label = "positive", score = 0 }, llm.decode_reply('{"label":"positive","score":0}', schema))
+    end)
+
+    it("accepts 3.0 as an integer and ignores null optional fields", function()
+      assert.are.same({ label = "positive", score = 3 }, llm.decode_reply('{"label":"positive","score":3.0}', schema))
+      local v = llm.decode_reply('{"label":"positive","score":1,"ok":null}', schema)
+      assert.are.equal(cjson.null, v.ok)
+    end)
+
+    it("checks the top-level type", function()
+      bad('"positive"', "$: expected object, got string")
+      bad("42", "$: expected object, got number")
+    end)
+
+    it("checks required fields", function()
+      bad('{"label":"positive"}', "$: missing required field 'score'")
+      bad('{"score":1}', "$: missing required field 'label'")
+    end)
+
+    it("checks property types", function()
+      bad('{"label":"positive","score":1.5}', "$.score: expected integer, got number")
+      bad('{"label":"positive","score":"1"}', "$.score: expected integer, got string")
+      bad('{"label":"positive","score":1,"ok":"yes"}', "$.ok: expected boolean, got string")
+      bad('{"label":"positive","score":1,"ratio":"0.5"}', "$.ratio: expected number, got string")
+      bad('{"label":1,"score":1}', "$.label: expected string, got number")
+      bad('{"label":["positive"],"score":1}', "$.label: expected string, got array")
+    end)
+
+    it("checks enums", function()
+      bad('{"label":"Positive","score":1}', "$.label: Positive is not one of the allowed values")
+    end)
+
+    it("checks nested objects", function()
+      bad('{"label":"positive","score":1,"who":{}}', "$.who: missing required field 'name'")
+      bad('{"label":"positive","score":1,"who":{"name":5}}', "$.who.name: expected string, got number")
+      bad('{"label":"positive","score":1,"who":"x"}', "$.who: expected object, got string")
+    end)
+
+    it("checks array items", function()
+      bad('{"label":"positive","score":1,"tags":["a",2]}', "$.tags[2]: expected string, got number")
+      bad('{"label":"positive","score":1,"tags":"a"}', "$.tags: expected array, got string")
+    end)
+
+    it("tells a JSON object from an array", function()
+      local v, err = llm.decode_reply('{"a": 1}', { type = "array" })
+      assert.is_nil(v, "an object was accepted where the schema asks for an array")
+      assert.truthy(err and err:find("expected array", 1, true), err)
+      v, err = llm.decode_reply("[1, 2]", { type = "object" })
+      assert.is_nil(v, "an array was accepted where the schema asks for an object")
+      assert.truthy(err and err:find("expected object", 1, true), err)
+    end)
+
+    it("works on a fenced reply", function()
+      assert.are.same({ label = "negative", score = 9 },
+        llm.decode_reply('```json\n{"label":"negative","score":9}\n```', schema))
+    end)
+  end)
+end)
+
+describe("orch.llm.schema_error", function()
+  local se = llm.schema_error
+  it("returns nil for a matching value", function()
+    assert.is_nil(se({ type = "string" }, "x", "$"))
+    assert.is_nil(se({ type = "integer" }, 3, "$"))
+    assert.is_nil(se({ type = "number" }, 3, "$"))
+    assert.is_nil(se({ enum = { "a", 1 } }, 1, "$"))
+    assert.is_nil(se({}, { 1 }, "$"))
+    assert.is_nil(se({ type = "object", properties = { a = { type = "string" } } }, { a = cjson.null }, "$"))
+  end)
+
+  it("names the path and what was expected", function()
+    assert.are.equal("$: expected string, got number", se({ type = "string" }, 5, "$"))
+    assert.are.equal("$: expected boolean, got string", se({ type = "boolean" }, "true", "$"))
+    assert.are.equal("$: expected number, got boolean", se({ type = "number" }, true, "$"))
+    assert.are.equal("$: expected string, got object", se({ type = "string" }, {}, "$"))
+    assert.are.equal("$: expected object, got array", se({ type = "object" }, { 1, 2 }, "$"))
+    assert.are.equal("$: expected array, got object", se({ type = "array" }, { a = 1 }, "$"))
+    assert.are.equal("$: expected integer, got number", se({ type = "integer" }, 0.5, "$"))
+    assert.are.equal("$: c is not one of the allowed values", se({ enum = { "a", "b" } }, "c", "$"))
+    assert.are.equal("$: missing required field 'a'", se({ type = "object", required = { "a" } }, {}, "$"))
+    assert.are.equal("root.a.b: expected integer, got number",
+      se({ type = "object", properties = { a = { type = "object", properties = { b = { type = "integer" } } } } },
+        { a = { b = 1.5 } }, "root"))
+    assert.are.equal("$[3]: expected string, got number",
+      se({ type = "array", items = { type = "string" } }, { "a", "b", 3 }, "$"))
+    assert.are.equal("$[1].k: expected boolean, got string",
+      se({ type = "array", items = { type = "object", properties = { k = { type = "boolean" } } } }, { { k = "no" } }, "$"))
+  end)
+end)
+
+describe("the mock provider", function()
+  local function reply(prompt, extra)
+    local req = { prompt = prompt }
+    for k, v in pairs(extra or {}) do
+      req[k] = v
+    end
+    return (mock.reply(req))
+  end
+
+  it("is deterministic: the same request gives the same text", function()
+    local reqs = {
+      { prompt = "Classify as one of: a, b or c. Text: hello" },
+      { prompt = "Tell me about cats" },
+      { prompt = "Extract fields from: Ann, 34", json = true },
+      { prompt = "x", json = true, schema = { type = "object", properties = { n = { type = "integer" } } } },
+    }
+    for _, r in ipairs(reqs) do
+      local a = mock.reply(r)
+      for _ = 1, 3 do
+        assert.are.equal(a, (mock.reply(r)))
+      end
+    end
+    assert.are.equal(reply("Tell me about cats", { model = "m" }), reply("Tell me about cats", { model = "m" }))
+  end)
+
+  it("a plain prompt gets a digest that names the prompt's subject", function()
+    local text = reply("Tell me about cats")
+    assert.truthy(text:match("^mock reply %x%x%x%x%x%x%x%x: Tell me about cats$"), text)
+    assert.truthy(reply("Describe: a red bike with a basket"):match("^mock reply %x+: a red bike with a basket$"))
+  end)
+
+  it("a summarise prompt gets the first words of the text", function()
+    assert.are.equal("the quick brown fox jumps over the lazy dog and more words",
+      reply("Summarize: the quick brown fox jumps over the lazy dog and more words here today"))
+  end)
+
+  it("picks a label from a 'one of' list", function()
+    local labels = { a = true, b = true, c = true }
+    for i = 1, 20 do
+      local text = reply("Classify as one of: a, b or c. Text: item " .. i)
+      assert.is_true(labels[text] ~= nil, "not a label: " .. text)
+    end
+    local seen = {}
+    for i = 1, 30 do
+      seen[reply("Pick one of [red|green|blue]. Thing " .. i)] = true
+    end
+    assert.are.same({ red = true, green = true, blue = true }, seen)
+    local sh = reply("Classify as one of [spam|ham].\nMessage: buy now")
+    assert.is_true(sh == "spam" or sh == "ham", sh)
+  end)
+
+  it("a label list followed by ': text' on the same line yields only the listed labels", function()
+    local allowed = { sports = true, politics = true, tech = true }
+    for _, t in ipairs { "The match ended 2-1", "Parliament voted today", "New phone released", "x", "y", "z" } do
+      local text = reply("Classify the topic as one of: sports, politics or tech: " .. t)
+      assert.is_true(allowed[text] ~= nil, "not one of the offered labels: '" .. text .. "'")
+    end
+  end)
+
+  it("sentiment labels follow the words of the text", function()
+    local p = "Classify the sentiment as one of: positive, negative or neutral.\nReview: "
+    assert.are.equal("positive", reply(p .. "I love it, excellent"))
+    assert.are.equal("negative", reply(p .. "broke after a week, terrible"))
+    assert.are.equal("neutral", reply(p .. "it is a chair"))
+    local m = "Classify the sentiment as one of: positive, negative, mixed or neutral.\nReview: "
+    assert.are.equal("mixed", reply(m .. "great color but it broke"))
+  end)
+
+  it("sentiment labels follow the text when it comes after a colon on the same line", function()
+    local p = "Classify the sentiment as one of: positive, negative or neutral: "
+    assert.are.equal("positive", reply(p .. "I love it, excellent"))
+    assert.are.equal("negative", reply(p .. "broke after a week, terrible"))
+    assert.are.equal("neutral", reply(p .. "it is a chair"))
+    assert.are.equal("mixed", reply("Sentiment, one of: positive, negative or mixed: great color but it broke"))
+  end)
+
+  it("does not mistake 'tone of' for 'one of'", function()
+    local text = reply("Classify the tone of: I love it, excellent")
+    assert.truthy(text:match("^mock reply %x+: I love it, excellent$"), text)
+    text = reply("Describe the tone of the review, positive or negative: fine")
+    assert.truthy(text:match("^mock reply %x+: fine$"), text)
+  end)
+
+  it("reads labels from chat messages too", function()
+    local text = mock.reply { messages = { { role = "system", content = "Answer with one of: yes, no." },
+      { role = "user", content = "Is the sky blue?" } } }
+    assert.is_true(text == "yes" or text == "no", text)
+  end)
+
+  it("json = true without a schema returns a valid JSON object", function()
+    local text = reply("Tell me about cats", { json = true })
+    local v = cjson.decode(text)
+    assert.are.equal("table", type(v))
+    assert.are.equal("string", type(v.answer))
+    assert.are.equal("number", type(v.confidence))
+  end)
+
+  it("json = true with labels answers one of them, with a confidence in [0.5, 1)", function()
+    local v = cjson.decode(reply("Answer with one of: yes, no.\nQuestion: is water wet", { json = true }))
+    assert.is_true(v.answer == "yes" or v.answer == "no", v.answer)
+    assert.is_true(v.confidence >= 0.5 and v.confidence < 1)
+  end)
+
+  it("a schema yields an object that satisfies it", function()
+    local schema = {
+      type = "object",
+      required = { "label", "count", "flag", "tags", "score", "meta", "note" },
+      properties = {
+        label = { type = "string", enum = { "x", "y", "z" } },
+        count = { type = "integer" },
+        flag = { type = "boolean" },
+        tags = { type = "array", items = { type = "string" } },
+        nums = { type = "array", items = { type = "integer" } },
+        score = { type = "number" },
+        meta = { type = "object", required = { "id" }, properties = { id = { type = "integer" } } },
+        note = { type = "string" },
+      },
+    }
+    for i = 1, 10 do
+      local text = reply("Extract the fields from: record " .. i, { json = true, schema = schema })
+      local v, err = llm.decode_reply(text, schema)
+      assert.is_nil(err, text)
+      assert.is_table(v)
+      -- cjson decodes every number as a float; the JSON text holds integers
+      assert.are.equal(math.floor(v.count), v.count)
+      assert.is_true(v.count >= 0 and v.count < 100)
+      assert.are.equal(math.floor(v.meta.id), v.meta.id)
+      assert.are.equal(math.floor(v.nums[1]), v.nums[1])
+      assert.is_nil(text:find('"count":%d+%.'), text)
+      assert.is_true(v.score >= 0 and v.score < 1)
+      assert.are.equal(1, #v.tags)
+      assert.are.equal(1, #v.nums)
+    end
+    -- the same request gives the same object
+    local r = { prompt = "Extract: a", json = true, schema = schema }
+    assert.are.equal(mock.reply(r), mock.reply(r))
+  end)
+
+  it("a schema's sentiment-like enum follows the words of the text", function()
+    local schema = { type = "object", required = { "sentiment" },
+      properties = { sentiment = { type = "string", enum = { "positive", "negative", "neutral" } } } }
+    local v = cjson.decode(reply("Review: terrible, it broke", { json = true, schema = schema }))
+    assert.are.equal("negative", v.sentiment)
+    v = cjson.decode(reply("Review: I love it, excellent", { json = true, schema = schema }))
+    assert.are.equal("positive", v.sentiment)
+  end)
+
+  it("call() counts about four characters a token and sleeps nothing with latency_ms = 0", function()
+    local prompt = "Tell me about cats"
+    local text, usage = mock.call({ prompt = prompt }, { latency_ms = 0 }, nil)
+    local tin, tout = mock_tokens(prompt, text)
+    assert.are.same({ input = tin, output = tout }, usage)
+    assert.are.equal(12, usage.input) -- (18 + 3) // 4 + 7
+    local _, u2 = mock.call({ prompt = prompt, system = "You are terse." }, { latency_ms = 0 }, nil)
+    assert.are.equal(15, u2.input) -- (18 + 14 + 3) // 4 + 7
+  end)
+end)
+
+describe("ctx:llm through the scheduler", function()
+  it("returns the text and info, and adds the usage to the run's totals", function()
+    local run = fake_run { provider = "mock", latency_ms = 20 }
+    local text, info = sched.run(function()
+      local ctx = context.new(run, 1, "k")
+      return ctx:llm { prompt = "Say hi" }
+    end)
+    assert.are.equal(text, (mock.reply { prompt = "Say hi", model = "mock" }))
+    assert.truthy(text:match("^mock reply %x+: Say hi$"), text)
+    local tin, tout = mock_tokens("Say hi", text)
+    assert.are.equal(9, tin)
+    assert.are.equal(text, info.text)
+    assert.are.equal("mock", info.model)
+    assert.are.equal("mock", info.provider)
+    assert.are.equal(tin, info.tokens_in)
+    assert.are.equal(tout, info.tokens_out)
+    assert.are.equal(tin + tout, info.tokens)
+    assert.is_true(info.tokens_in > 0 and info.tokens_out > 0)
+    assert.are.equal((tin * 0.15 + tout * 0.60) / 1e6, info.cost)
+    assert.is_true(info.cost > 0)
+    assert.is_true(info.latency >= 0.015 and info.latency < 1, "latency " .. info.latency)
+    assert.are.equal(1, info.attempts)
+    assert.is_false(info.cached)
+    assert.are.same({ llm_calls = 1, tokens_in = tin, tokens_out = tout, cost = info.cost }, run.totals)
+  end)
+
+  it("accumulates totals over calls and accepts a string prompt", function()
+    local run = fake_run { provider = "mock", latency_ms = 0 }
+    local a, b = sched.run(function()
+      local ctx = context.new(run, 1, "k")
+      local _, i1 = ctx:llm "first prompt"
+      local _, i2 = ctx:llm { prompt = "second prompt", system = "sys" }
+      return i1, i2
+    end)
+    assert.are.equal(2, run.totals.llm_calls)
+    assert.are.equal(a.tokens_in + b.tokens_in, run.totals.tokens_in)
+    assert.are.equal(a.tokens_out + b.tokens_out, run.totals.tokens_out)
+    assert.are.equal(a.cost + b.cost, run.totals.cost)
+  end)
+
+  it("uses the workflow's model and custom prices", function()
+    local run = fake_run { provider = "mock", latency_ms = 0, model = "my-model", prices = { ["my-model"] = { 1e6, 0 } } }
+    local text, info = sched.run(function()
+      return context.new(run, 1, "k"):llm { prompt = "hello" }
+    end)
+    assert.are.equal("my-model", info.model)
+    assert.are.equal(text, (mock.reply { prompt = "hello", model = "my-model" }))
+    assert.are.equal(info.tokens_in * 1.0, info.cost)
+    local _, info2 = sched.run(function()
+      return context.new(fake_run { provider = "mock", latency_ms = 0, model = "unknown-model" }, 1, "k"):llm "hello"
+    end)
+    assert.are.equal(0, info2.cost)
+  end)
+
+  it("json = true returns a decoded table", function()
+    local run = fake_run { provider = "mock", latency_ms = 0 }
+    local v, info = sched.run(function()
+      return context.new(run, 1, "k"):llm { prompt = "Answer with one of: yes, no.\nQ: ok?", json = true }
+    end)
+    assert.is_table(v)
+    assert.is_true(v.answer == "yes" or v.answer == "no")
+    assert.are.equal("string", type(info.text))
+    assert.are.same(v, cjson.decode(info.text))
+  end)
+
+  it("a schema returns a decoded table that matches it", function()
+    local schema = { type = "object", required = { "label", "n" },
+      properties = { label = { enum = { "a", "b" } }, n = { type = "integer" } } }
+    local v = sched.run(function()
+      return context.new(fake_run { provider = "mock", latency_ms = 0 }, 1, "k"):llm { prompt = "x", schema = schema }
+    end)
+    assert.is_nil(llm.schema_error(schema, v, "$"))
+  end)
+
+  it("a reply that fails the schema returns nil and the reason", function()
+    llm.register("spec-bad-json", { call = function() return "not json", { input = 1, output = 1 } end })
+    local run = fake_run { provider = "spec-bad-json" }
+    local v, err = sched.run(function()
+      return context.new(run, 1, "k"):llm { prompt = "x", json = true }
+    end)
+    llm.providers["spec-bad-json"] = nil
+    assert.is_nil(v)
+    assert.are.equal("the model's reply is not valid JSON (", err:sub(1, 37))
+    assert.are.equal(1, run.totals.llm_calls) -- the call was still paid for
+  end)
+
+  it("unknown keys and wrong types raise at the caller", function()
+    local run = fake_run { provider = "mock", latency_ms = 0 }
+    local errs = sched.run(function()
+      local ctx = context.new(run, 1, "k")
+      local out = {}
+      local ok, e = pcall(function() local r = ctx:llm { promt = "x" } return r end)
+      out[1] = { ok, e, here() - 1 }
+      ok, e = pcall(function() local r = ctx:llm { prompt = 5 } return r end)
+      out[2] = { ok, e }
+      ok, e = pcall(function() local r = ctx:llm {} return r end)
+      out[3] = { ok, e }
+      ok, e = pcall(function() local r = ctx:llm(5) return r end)
+      out[4] = { ok, e }
+      return out
+    end)
+    assert.is_false(errs[1][1])
+    assert.are.equal(SELF .. ":" .. errs[1][3] .. ": ctx:llm: unknown key 'promt'", errs[1][2])
+    assert.is_false(errs[2][1])
+    assert.truthy(errs[2][2]:find("ctx:llm: 'prompt' must be a string, got number", 1, true), errs[2][2])
+    assert.is_false(errs[3][1])
+    assert.truthy(errs[3][2]:find("ctx:llm: give a prompt or messages", 1, true), errs[3][2])
+    assert.is_false(errs[4][1])
+    assert.truthy(errs[4][2]:find("ctx:llm expects a table {prompt = ...} or a string, got number", 1, true), errs[4][2])
+    assert.are.equal(0, run.totals.llm_calls)
+  end)
+
+  it("raises when the workflow has no llm", function()
+    local run = fake_run(nil)
+    local ok, e = sched.run(function()
+      return pcall(function() local r = context.new(run, 1, "k"):llm { prompt = "x" } return r end)
+    end)
+    assert.is_false(ok)
+    assert.truthy(tostring(e):find("ctx:llm: the workflow has no llm = { provider = ... } table", 1, true), tostring(e))
+  end)
+
+  it("an orch.stage.prompt runs end to end on the mock", function()
+    local s = orch.stage.prompt { template = "Classify the sentiment as one of: positive, negative or neutral.\n"
+      .. "Review: {{review}}", into = "sentiment" }
+    local run = fake_run { provider = "mock", latency_ms = 1 }
+    local row = sched.run(function()
+      return s.run({ review = "I love it, excellent" }, context.new(run, 1, "k"))
+    end)
+    assert.are.equal("positive", row.sentiment)
+    assert.are.equal(1, run.totals.llm_calls)
+  end)
+
+  it("100 concurrent calls of 100 ms overlap instead of queueing", function()
+    local run = fake_run { provider = "mock", latency_ms = 100 }
+    local elapsed, results = sched.run(function()
+      local start = sched.now()
+      for i = 1, 100 do
+        sched.spawn(function(n)
+          local ctx = context.new(run, n, "k" .. n)
+          local text = ctx:llm { prompt = "Classify as one of: a, b or c. Item " .. n }
+          return text
+        end, i)
+      end
+      local done = {}
+      while #done < 100 do
+        local batch = sched.wait()
+        if #batch == 0 then
+          break
+        end
+        for _, c in ipairs(batch) do
+          done[#done + 1] = c
+        end
+      end
+      return sched.now() - start, done
+    end)
+    assert.are.equal(100, #results)
+    for _, c in ipairs(results) do
+      assert.is_true(c.ok, tostring(c.err))
+      assert.is_true(c[1] == "a" or c[1] == "b" or c[1] == "c", tostring(c[1]))
+    end
+    assert.is_true(elapsed >= 0.09, "elapsed " .. elapsed)
+    assert.is_true(elapsed < 3, "100 concurrent 100 ms calls took " .. elapsed .. " s")
+    assert.are.equal(100, run.totals.llm_calls)
+  end)
+end)

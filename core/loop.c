@@ -162,7 +162,8 @@ struct orch_timer *orch_loop_timer_add(struct orch_loop *loop, uint64_t delay_ms
     struct orch_timer *t = malloc(sizeof *t);
     if (t == NULL)
         return NULL;
-    t->when = loop->now + delay_ms;
+    /* from now, not from the iteration's cached time: Lua may have run long */
+    t->when = orch_loop_update_time(loop) + delay_ms;
     t->seq = loop->seq++;
     t->fn = fn;
     t->ud = ud;

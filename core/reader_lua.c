@@ -94,11 +94,17 @@ static int l_reader_next(lua_State *L)
     return 6;
 }
 
-/* reader:header() -> { column, ... } (empty for line readers) */
+/* reader:header() -> a new array { column, ... } (empty for line readers) */
 static int l_reader_header(lua_State *L)
 {
     check_open(L);
     lua_getiuservalue(L, 1, 1);
+    lua_Integer n = (lua_Integer)lua_rawlen(L, -1);
+    lua_createtable(L, (int)n, 0);
+    for (lua_Integer i = 1; i <= n; i++) {
+        lua_rawgeti(L, -2, i);
+        lua_rawseti(L, -2, i);
+    }
     return 1;
 }
 

@@ -1,6 +1,7 @@
 /* sched.c — tasks as coroutines; the only caller of lua_resume. See sched.h. */
 #include "sched.h"
 
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -22,6 +23,7 @@ struct orch_task {
     size_t nchildren;
     int mailbox; /* registry ref of the completion array, or LUA_NOREF */
     int waiting_children;
+    struct orch_timer *wait_timer; /* armed by a wait with a timeout */
     int start_nargs;
     int nresults; /* root only: values left on co when it finished */
     orch_task_push_fn push;
@@ -46,6 +48,10 @@ struct orch_sched {
     size_t live;
     struct orch_task *tasks;
     struct orch_task *ready_head, *ready_tail;
+    struct orch_task *trap; /* poked when SIGINT/SIGTERM arrives */
+    int signals;            /* how many arrived since trapping */
+    int running;            /* inside orch_sched_run */
+    int last_signal;
 };
 
 static const char sched_key = 'S';
@@ -221,16 +227,57 @@ static int push_mailbox(lua_State *co, void *ud)
     return 1;
 }
 
-void orch_task_wait_children(struct orch_task *t)
+/* Wakes t from a wait for children, with whatever its mailbox holds. */
+static void wake_waiter(struct orch_task *t)
 {
+    t->waiting_children = 0;
+    if (t->wait_timer != NULL) {
+        orch_loop_timer_cancel(t->s->loop, t->wait_timer);
+        t->wait_timer = NULL;
+    }
+    orch_task_wake(t, push_mailbox, t);
+}
+
+static void wait_timeout(void *ud)
+{
+    struct orch_task *t = ud;
+    t->wait_timer = NULL; /* fired: the loop has freed it */
+    wake_waiter(t);
+}
+
+static void wait_cancel(struct orch_task *t, void *ud)
+{
+    (void)ud;
+    if (t->wait_timer != NULL)
+        orch_loop_timer_cancel(t->s->loop, t->wait_timer);
+    t->wait_timer = NULL;
+    t->waiting_children = 0;
+}
+
+int orch_task_wait_children(struct orch_task *t, int64_t timeout_ms)
+{
+    if (timeout_ms >= 0) {
+        t->wait_timer = orch_loop_timer_add(t->s->loop, (uint64_t)timeout_ms, wait_timeout, t);
+        if (t->wait_timer == NULL)
+            return -1;
+    }
     t->waiting_children = 1;
-    orch_task_suspend(t, NULL, NULL);
+    orch_task_suspend(t, wait_cancel, NULL);
+    return 0;
+}
+
+void orch_task_poke(struct orch_task *t)
+{
+    if (t->state == ORCH_TASK_WAITING && t->waiting_children)
+        wake_waiter(t);
 }
 
 /* Detaches t from the scheduler and frees it; its coroutine is released. */
 static void task_dispose(struct orch_sched *s, struct orch_task *t)
 {
     lua_State *L = s->L;
+    if (s->trap == t)
+        s->trap = NULL;
     for (struct orch_task *c = s->tasks; c != NULL && t->nchildren > 0; c = c->next) {
         if (c->parent == t) {
             c->parent = NULL; /* orphans report to nobody */
@@ -302,10 +349,8 @@ static void deliver(struct orch_sched *s, struct orch_task *t, int ok, int n)
     lua_insert(L, -2);
     lua_rawseti(L, -2, (lua_Integer)lua_rawlen(L, -2) + 1);
     lua_settop(L, base);
-    if (p->waiting_children) {
-        p->waiting_children = 0;
-        orch_task_wake(p, push_mailbox, p);
-    }
+    if (p->waiting_children)
+        wake_waiter(p);
 }
 
 /* Resumes t once and handles every outcome. Returns 1 when t finished. */
@@ -378,9 +423,15 @@ static void cancel_all_but(struct orch_sched *s, struct orch_task *keep)
     }
 }
 
+int orch_sched_running(const struct orch_sched *s)
+{
+    return s->running;
+}
+
 int orch_sched_run(struct orch_sched *s, lua_State *L, struct orch_task *root)
 {
     int stuck = 0;
+    s->running = 1;
     while (root->state != ORCH_TASK_DONE) {
         struct orch_task *t = ready_pop(s);
         if (t != NULL) {
@@ -392,6 +443,7 @@ int orch_sched_run(struct orch_sched *s, lua_State *L, struct orch_task *root)
             break;
         }
     }
+    s->running = 0;
     if (stuck) {
         cancel_all_but(s, NULL);
         lua_pushstring(L, "deadlock: every task waits and nothing is left that could wake one");
@@ -411,6 +463,38 @@ int orch_sched_run(struct orch_sched *s, lua_State *L, struct orch_task *root)
     close_thread(root->co, s->L);
     task_dispose(s, root);
     return n;
+}
+
+static void on_signal(int signo, void *ud)
+{
+    struct orch_sched *s = ud;
+    s->signals++;
+    s->last_signal = signo;
+    if (s->trap != NULL)
+        orch_task_poke(s->trap);
+}
+
+int orch_sched_trap_signals(struct orch_sched *s, struct orch_task *t)
+{
+    s->trap = t;
+    s->signals = 0;
+    if (orch_loop_on_signal(s->loop, SIGINT, on_signal, s) != 0)
+        return -1;
+    return orch_loop_on_signal(s->loop, SIGTERM, on_signal, s);
+}
+
+void orch_sched_untrap_signals(struct orch_sched *s)
+{
+    s->trap = NULL;
+    orch_loop_signal_reset(s->loop, SIGINT);
+    orch_loop_signal_reset(s->loop, SIGTERM);
+}
+
+int orch_sched_signals(const struct orch_sched *s, int *last_signo)
+{
+    if (last_signo != NULL)
+        *last_signo = s->last_signal;
+    return s->signals;
 }
 
 void orch_sched_free(struct orch_sched *s)

@@ -69,15 +69,30 @@ size_t orch_task_children(const struct orch_task *t);
  * { id = n, ok = true, n = k, v1..vk } or { id = n, ok = false, err = e },
  * and starts a new empty one. */
 void orch_task_take_mailbox(struct orch_task *t, lua_State *L);
-/* Suspends t until a child completes (caller then yields); the resumed
- * call returns the mailbox. */
-void orch_task_wait_children(struct orch_task *t);
+/* Suspends t until a child completes, or timeout_ms passes (-1: no
+ * timeout), or orch_task_poke; the caller then yields and the resumed call
+ * returns the mailbox (possibly empty). Returns 0, or -1 out of memory. */
+int orch_task_wait_children(struct orch_task *t, int64_t timeout_ms);
+/* Wakes t early if it waits for children (a signal arrived, say). */
+void orch_task_poke(struct orch_task *t);
 
 /* Runs the loop and resumes tasks until root is done, then cancels what is
  * left. Leaves root's results on L (returns their count) or, when root
  * failed, its error value with a traceback and returns -1. L must not be
  * a task. */
 int orch_sched_run(struct orch_sched *s, lua_State *L, struct orch_task *root);
+
+/* Routes SIGINT and SIGTERM through the loop to the scheduler: each is
+ * counted and pokes t (when t waits for children), so a driver can stop
+ * admitting work, drain, checkpoint. Returns 0 or -1. */
+int orch_sched_trap_signals(struct orch_sched *s, struct orch_task *t);
+/* Restores the default dispositions. */
+void orch_sched_untrap_signals(struct orch_sched *s);
+/* Signals counted since trapping; *last_signo (may be NULL) the last one. */
+int orch_sched_signals(const struct orch_sched *s, int *last_signo);
+
+/* 1 while orch_sched_run is driving tasks (runs do not nest). */
+int orch_sched_running(const struct orch_sched *s);
 
 /* Number of live tasks. */
 size_t orch_sched_live(const struct orch_sched *s);

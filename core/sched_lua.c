@@ -2,6 +2,8 @@
 #include "sched_lua.h"
 
 #include <math.h>
+#include <signal.h>
+#include <stdint.h>
 
 #include <lauxlib.h>
 
@@ -18,6 +20,18 @@ static struct orch_task *check_task(lua_State *L, const char *what)
     return t;
 }
 
+/* Like check_task, for calls that suspend: they must also be able to
+ * yield, which they cannot inside a C function's callback (table.sort's
+ * comparator, a string.gsub replacement, a metamethod called from C). */
+static struct orch_task *check_suspendable(lua_State *L, const char *what)
+{
+    struct orch_task *t = check_task(L, what);
+    if (!lua_isyieldable(L))
+        luaL_error(L, "%s cannot wait here: it is inside a callback of a C function (such as "
+                      "table.sort or string.gsub) or a metamethod", what);
+    return t;
+}
+
 /* spawn(fn, ...) -> id. The new task reports to the caller's mailbox. */
 static int l_sched_spawn(lua_State *L)
 {
@@ -28,18 +42,52 @@ static int l_sched_spawn(lua_State *L)
     return 1;
 }
 
-/* wait() -> { {id=, ok=, n=, ...} | {id=, ok=false, err=} ... }: the
- * completions since the last call; suspends while there are none and
- * children are still running. May yield. */
+/* wait([timeout]) -> { {id=, ok=, n=, ...} | {id=, ok=false, err=} ... }:
+ * the completions since the last call; suspends while there are none and
+ * children are still running, at most timeout seconds, and returns early
+ * (possibly empty) when a trapped signal arrives. May yield. */
 static int l_sched_wait(lua_State *L)
 {
-    struct orch_task *t = check_task(L, "orch.sched.wait");
+    lua_Number timeout = luaL_optnumber(L, 1, -1);
+    struct orch_task *t = check_suspendable(L, "orch.sched.wait");
     orch_task_take_mailbox(t, L);
     if (lua_rawlen(L, -1) > 0 || orch_task_children(t) == 0)
         return 1;
     lua_pop(L, 1);
-    orch_task_wait_children(t);
+    int64_t ms = timeout < 0 ? -1 : (int64_t)llround(timeout * 1000.0);
+    if (orch_task_wait_children(t, ms) != 0)
+        return luaL_error(L, "out of memory arming a timer");
     return lua_yield(L, 0);
+}
+
+/* trap_signals() -> true: SIGINT/SIGTERM no longer kill the process; they
+ * are counted (see signals()) and wake the calling task from wait(). */
+static int l_sched_trap_signals(lua_State *L)
+{
+    struct orch_task *t = check_task(L, "orch.sched.trap_signals");
+    if (orch_sched_trap_signals(orch_sched_get(L), t) != 0)
+        return luaL_error(L, "cannot install signal handlers");
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+static int l_sched_untrap_signals(lua_State *L)
+{
+    orch_sched_untrap_signals(orch_sched_get(L));
+    return 0;
+}
+
+/* signals() -> count, last signal name ("SIGINT"/"SIGTERM") or nil */
+static int l_sched_signals(lua_State *L)
+{
+    int last = 0;
+    int n = orch_sched_signals(orch_sched_get(L), &last);
+    lua_pushinteger(L, n);
+    if (n == 0)
+        lua_pushnil(L);
+    else
+        lua_pushstring(L, last == SIGINT ? "SIGINT" : last == SIGTERM ? "SIGTERM" : "signal");
+    return 2;
 }
 
 static void sleep_fire(void *ud)
@@ -57,7 +105,7 @@ static int l_sched_sleep(lua_State *L)
 {
     lua_Number secs = luaL_checknumber(L, 1);
     luaL_argcheck(L, secs >= 0 && secs < 1e9, 1, "expected seconds between 0 and 1e9");
-    struct orch_task *t = check_task(L, "sleep");
+    struct orch_task *t = check_suspendable(L, "sleep");
     struct orch_timer *timer =
         orch_loop_timer_add(orch_task_loop(t), (uint64_t)llround(secs * 1000.0), sleep_fire, t);
     if (timer == NULL)
@@ -72,9 +120,9 @@ static int l_sched_sleep(lua_State *L)
 static int l_sched_run(lua_State *L)
 {
     luaL_checktype(L, 1, LUA_TFUNCTION);
-    if (orch_task_current(L) != NULL)
-        return luaL_error(L, "orch.sched.run cannot be called from inside a task");
     struct orch_sched *s = orch_sched_get(L);
+    if (orch_task_current(L) != NULL || orch_sched_running(s))
+        return luaL_error(L, "orch.sched.run cannot be called from inside a task (one run at a time)");
     int top = lua_gettop(L);
     struct orch_task *root = orch_sched_spawn(s, L, top - 1, NULL);
     int n = orch_sched_run(s, L, root);
@@ -117,6 +165,9 @@ static const luaL_Reg sched_funcs[] = {
     {"now", l_sched_now},
     {"current", l_sched_current},
     {"live", l_sched_live},
+    {"trap_signals", l_sched_trap_signals},
+    {"untrap_signals", l_sched_untrap_signals},
+    {"signals", l_sched_signals},
     {NULL, NULL},
 };
 

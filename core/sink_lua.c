@@ -34,6 +34,7 @@ static int l_sink_open(lua_State *L)
 {
     const char *path = luaL_checkstring(L, 1);
     lua_Integer off = luaL_optinteger(L, 2, -1);
+    luaL_argcheck(L, lua_isnoneornil(L, 2) || off >= 0, 2, "offset must be 0 or more");
     struct lsink *s = lua_newuserdatauv(L, sizeof *s, 0);
     s->k = NULL; /* closed until the file is open, so __gc is safe */
     luaL_setmetatable(L, SINK_MT);

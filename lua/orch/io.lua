@@ -38,9 +38,9 @@ local function file_source(spec)
       if not ok then
         return false, string.format("%s:%d: invalid JSON (%s)", path, line, tostring(v))
       end
-      if type(v) ~= "table" or (v[1] ~= nil and next(v, #v) == nil) then
-        return false, string.format("%s:%d: expected a JSON object, got %s", path, line,
-          type(v) == "table" and "an array" or type(v))
+      if type(v) ~= "table" or not text:find("^%s*{") then
+        local what = type(v) == "table" and "an array" or v == cjson.null and "null" or type(v)
+        return false, string.format("%s:%d: expected a JSON object, got %s", path, line, what)
       end
       return v, line
     end
@@ -105,8 +105,8 @@ local function csv_field(v)
     return ""
   elseif t == "table" then
     v = json.encode(v)
-  elseif t == "number" and math.type(v) == "float" and v == math.floor(v) and math.abs(v) < 2 ^ 53 then
-    v = string.format("%d", v)
+  elseif t == "number" then
+    v = json.encode(v) -- shortest text that reads back exactly; 3.0 as 3
   else
     v = tostring(v)
   end

@@ -64,6 +64,13 @@ uint64_t orch_loop_update_time(struct orch_loop *loop)
     return loop->now;
 }
 
+uint64_t orch_wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
 uint64_t orch_loop_now(const struct orch_loop *loop)
 {
     return loop->now;

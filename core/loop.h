@@ -28,6 +28,8 @@ void orch_loop_free(struct orch_loop *loop);
 
 /* Milliseconds on the monotonic clock, cached once per iteration. */
 uint64_t orch_loop_now(const struct orch_loop *loop);
+/* Milliseconds since the Unix epoch (wall clock, for timestamps). */
+uint64_t orch_wall_ms(void);
 /* Re-reads the clock; returns the new value. */
 uint64_t orch_loop_update_time(struct orch_loop *loop);
 

@@ -16,19 +16,48 @@ static const char usage_text[] =
     "usage: orch <command> [options]\n"
     "\n"
     "commands:\n"
-    "  run WORKFLOW.lua [--set k=v]... [--concurrency N] [-q|-v]\n"
-    "                      run a workflow (rows or steps) to completion\n"
+    "  run WORKFLOW.lua [--set k=v]... [--concurrency N] [--fresh] [--db PATH] [-q|-v]\n"
+    "                      run a workflow; an unfinished run of the same workflow, input\n"
+    "                      and parameters is resumed (--fresh starts a new one)\n"
+    "  resume RUN_ID | --all [--db PATH] [-q|-v]\n"
+    "                      resume one run, or every interrupted run in the store\n"
+    "  status [RUN_ID]     a run's state, counters and last checkpoint (default: newest run)\n"
+    "  ls [--status S] [--name N] [--since T] [--until T]\n"
+    "                      list runs (T: 2026-11-25, 2026-11-25T10:00:00 or 3d/12h/30m ago)\n"
+    "  history RUN_ID      the run's events\n"
+    "  checkpoints RUN_ID  the run's checkpoints\n"
+    "  export RUN_ID [--format jsonl|csv] [-o FILE]\n"
+    "                      the run's output rows, as committed by its last checkpoint\n"
+    "  stats               figures of the store: runs, checkpoints, bytes, checkpoint ms\n"
     "  lua SCRIPT.lua [ARG]...\n"
     "                      run a Lua script with the orch modules available\n"
     "  version             print the versions of orch, Lua, libcurl and SQLite\n"
     "  help                show this text\n"
     "\n"
+    "options: --db PATH (or ORCH_DB; default .orch/state.db, ':memory:' for none), --json\n"
+    "(status, ls, history, checkpoints, stats) prints JSON for scripts.\n"
     "exit codes: 0 done, 1 failed, 2 usage or workflow error, 3 paused\n";
 
-struct cli {
-    int argc;
-    char **argv;
-    int status;
+/* What each command accepts. Options that take a value are listed in
+ * `values`, flags in `flags` (space-separated, with a trailing space). */
+struct command {
+    const char *name;
+    const char *values;
+    const char *flags;
+    int min_args, max_args;
+    const char *synopsis;
+};
+
+static const struct command commands[] = {
+    {"run", "--db --set --concurrency ", "--fresh -q -v --quiet --verbose ", 1, 1, "orch run WORKFLOW.lua"},
+    {"resume", "--db --concurrency ", "--all -q -v --quiet --verbose ", 0, 1, "orch resume RUN_ID | --all"},
+    {"status", "--db ", "--json ", 0, 1, "orch status [RUN_ID]"},
+    {"ls", "--db --status --name --since --until ", "--json ", 0, 0, "orch ls"},
+    {"history", "--db ", "--json ", 1, 1, "orch history RUN_ID"},
+    {"checkpoints", "--db ", "--json ", 1, 1, "orch checkpoints RUN_ID"},
+    {"export", "--db --format -o ", "", 1, 1, "orch export RUN_ID"},
+    {"stats", "--db ", "--json ", 0, 0, "orch stats"},
+    {NULL, NULL, NULL, 0, 0, NULL},
 };
 
 static int usage_error(lua_State *L, const char *fmt, const char *arg)
@@ -40,71 +69,97 @@ static int usage_error(lua_State *L, const char *fmt, const char *arg)
     return 1;
 }
 
-/* Value of an option that takes one: "--opt v" or "--opt=v". Advances *i. */
-static const char *opt_value(int argc, char **argv, int *i, const char *name)
+/* Whether word (up to '=' if any) is one of the space-separated names. */
+static int listed(const char *names, const char *word, size_t len)
 {
-    size_t n = strlen(name);
-    if (strncmp(argv[*i], name, n) == 0 && argv[*i][n] == '=')
-        return argv[*i] + n + 1;
-    if (strcmp(argv[*i], name) != 0)
-        return NULL;
-    if (*i + 1 >= argc)
-        return "";
-    (*i)++;
-    return argv[*i];
+    const char *p = names;
+    while (*p != '\0') {
+        const char *end = strchr(p, ' ');
+        if ((size_t)(end - p) == len && strncmp(p, word, len) == 0)
+            return 1;
+        p = end + 1;
+    }
+    return 0;
 }
 
-/* Builds the options of `orch run` on L's top; returns 0 or 1 after
- * pushing an exit code for a usage error. */
-static int parse_run(lua_State *L, int argc, char **argv)
+/* Builds { command =, args = {...}, set = {...}, verbosity =, <option> = value,
+ * <flag> = true } on L's top from argv (options keyed without dashes).
+ * Returns 0, or 1 after pushing the exit code of a usage error. */
+static int parse_command(lua_State *L, const struct command *c, int argc, char **argv)
 {
     lua_newtable(L);
+    int opts = lua_gettop(L);
+    lua_pushstring(L, c->name);
+    lua_setfield(L, opts, "command");
     lua_newtable(L);
-    lua_setfield(L, -2, "set");
+    lua_setfield(L, opts, "set");
     lua_pushinteger(L, 0);
-    lua_setfield(L, -2, "verbosity");
+    lua_setfield(L, opts, "verbosity");
+    lua_newtable(L);
+    int args = lua_gettop(L);
+    int nargs = 0;
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i];
+        if (a[0] != '-' || a[1] == '\0') {
+            if (nargs >= c->max_args)
+                return usage_error(L, "unexpected argument '%s'", a);
+            lua_pushstring(L, a);
+            lua_rawseti(L, args, ++nargs);
+            continue;
+        }
+        const char *eq = strchr(a, '=');
+        size_t len = eq != NULL ? (size_t)(eq - a) : strlen(a);
+        if (listed(c->flags, a, len) && eq == NULL) {
+            if (strcmp(a, "-q") == 0 || strcmp(a, "--quiet") == 0) {
+                lua_pushinteger(L, -1);
+                lua_setfield(L, opts, "verbosity");
+            } else if (strcmp(a, "-v") == 0 || strcmp(a, "--verbose") == 0) {
+                lua_pushinteger(L, 1);
+                lua_setfield(L, opts, "verbosity");
+            } else {
+                lua_pushboolean(L, 1);
+                lua_setfield(L, opts, a + 2);
+            }
+            continue;
+        }
+        if (!listed(c->values, a, len))
+            return usage_error(L, "unknown option '%s'", a);
         const char *v;
-        if (strcmp(a, "-q") == 0 || strcmp(a, "--quiet") == 0) {
-            lua_pushinteger(L, -1);
-            lua_setfield(L, -2, "verbosity");
-        } else if (strcmp(a, "-v") == 0 || strcmp(a, "--verbose") == 0) {
-            lua_pushinteger(L, 1);
-            lua_setfield(L, -2, "verbosity");
-        } else if ((v = opt_value(argc, argv, &i, "--set")) != NULL) {
-            const char *eq = strchr(v, '=');
-            if (eq == NULL || eq == v)
+        if (eq != NULL) {
+            v = eq + 1;
+        } else if (i + 1 < argc) {
+            v = argv[++i];
+        } else {
+            return usage_error(L, "option '%s' needs a value", a);
+        }
+        lua_pushlstring(L, a, len);
+        const char *name = lua_tostring(L, -1);
+        if (strcmp(name, "--set") == 0) {
+            const char *kv = strchr(v, '=');
+            if (kv == NULL || kv == v)
                 return usage_error(L, "--set expects key=value, got '%s'", v);
-            lua_getfield(L, -1, "set");
-            lua_pushlstring(L, v, (size_t)(eq - v));
-            lua_pushstring(L, eq + 1);
+            lua_getfield(L, opts, "set");
+            lua_pushlstring(L, v, (size_t)(kv - v));
+            lua_pushstring(L, kv + 1);
             lua_settable(L, -3);
-            lua_pop(L, 1);
-        } else if ((v = opt_value(argc, argv, &i, "--concurrency")) != NULL) {
+            lua_pop(L, 2);
+        } else if (strcmp(name, "--concurrency") == 0) {
             char *end;
             long n = strtol(v, &end, 10);
             if (*v == '\0' || *end != '\0' || n < 1 || n > 100000)
                 return usage_error(L, "--concurrency expects a number from 1 to 100000, got '%s'", v);
             lua_pushinteger(L, n);
-            lua_setfield(L, -2, "concurrency");
-        } else if (a[0] == '-' && a[1] != '\0') {
-            return usage_error(L, "unknown option '%s' for run", a);
-        } else {
-            lua_getfield(L, -1, "file");
-            int have = !lua_isnil(L, -1);
+            lua_setfield(L, opts, "concurrency");
             lua_pop(L, 1);
-            if (have)
-                return usage_error(L, "run takes one workflow file, got another: '%s'", a);
-            lua_pushstring(L, a);
-            lua_setfield(L, -2, "file");
+        } else {
+            lua_pushstring(L, v);
+            lua_setfield(L, opts, name[1] == '-' ? name + 2 : name + 1);
+            lua_pop(L, 1);
         }
     }
-    lua_getfield(L, -1, "file");
-    int have = !lua_isnil(L, -1);
-    lua_pop(L, 1);
-    if (!have)
-        return usage_error(L, "%s", "run needs a workflow file: orch run WORKFLOW.lua");
+    if (nargs < c->min_args)
+        return usage_error(L, "missing argument: %s", c->synopsis);
+    lua_setfield(L, opts, "args");
     return 0;
 }
 
@@ -123,9 +178,8 @@ static void call_cli(lua_State *L, const char *name)
 /* Everything runs in here, under one protected call. Leaves an exit code. */
 static int pmain(lua_State *L)
 {
-    struct cli *c = lua_touserdata(L, 1);
-    int argc = c->argc;
-    char **argv = c->argv;
+    int argc = (int)lua_tointeger(L, 1);
+    char **argv = lua_touserdata(L, 2);
     lua_settop(L, 0);
     const char *cmd = argc > 1 ? argv[1] : "help";
     if (strcmp(cmd, "help") == 0 || strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0) {
@@ -136,12 +190,6 @@ static int pmain(lua_State *L)
     if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
         lua_newtable(L);
         call_cli(L, "version");
-        return 1;
-    }
-    if (strcmp(cmd, "run") == 0) {
-        if (parse_run(L, argc, argv) != 0)
-            return 1;
-        call_cli(L, "run");
         return 1;
     }
     if (strcmp(cmd, "lua") == 0) {
@@ -155,6 +203,14 @@ static int pmain(lua_State *L)
         call_cli(L, "script");
         return 1;
     }
+    for (const struct command *c = commands; c->name != NULL; c++) {
+        if (strcmp(cmd, c->name) != 0)
+            continue;
+        if (parse_command(L, c, argc, argv) != 0)
+            return 1;
+        call_cli(L, c->name);
+        return 1;
+    }
     return usage_error(L, "unknown command '%s'", cmd);
 }
 
@@ -165,10 +221,10 @@ int main(int argc, char **argv)
         fprintf(stderr, "orch: cannot create the Lua state (out of memory)\n");
         return 1;
     }
-    struct cli c = {argc, argv, 0};
     lua_pushcfunction(rt.L, pmain);
-    lua_pushlightuserdata(rt.L, &c);
-    int status = orch_runtime_pcall(rt.L, 1, 1);
+    lua_pushinteger(rt.L, argc);
+    lua_pushlightuserdata(rt.L, argv);
+    int status = orch_runtime_pcall(rt.L, 2, 1);
     int code;
     if (status != LUA_OK) {
         const char *msg = lua_tostring(rt.L, -1);

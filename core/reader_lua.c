@@ -54,8 +54,9 @@ static int l_reader_open(lua_State *L)
 }
 
 /* reader:next() -> record, line, index, offset, end, end_line
- *                | false, err, fatal   (a malformed record, skipped; fatal
- *                                       when the input ended on an I/O error)
+ *                | false, err, fatal, offset, end, end_line
+ *                        (a malformed record, skipped; fatal when the input
+ *                         ended on an I/O error)
  *                | nil                          (end of input)
  * record: CSV -> { column = value, ... }; lines -> the line as a string. */
 static int l_reader_next(lua_State *L)
@@ -72,7 +73,10 @@ static int l_reader_next(lua_State *L)
         lua_pushboolean(L, 0);
         lua_pushstring(L, orch_reader_error(lr->r));
         lua_pushboolean(L, orch_reader_failed(lr->r));
-        return 3;
+        lua_pushinteger(L, (lua_Integer)rec.offset);
+        lua_pushinteger(L, (lua_Integer)rec.end);
+        lua_pushinteger(L, (lua_Integer)rec.end_line);
+        return 6;
     }
     if (lr->ncols == 0) {
         lua_pushlstring(L, rec.fields[0].ptr, rec.fields[0].len);

@@ -13,6 +13,7 @@
 #include "reader_lua.h"
 #include "sched_lua.h"
 #include "sink_lua.h"
+#include "store_lua.h"
 #include "sys_lua.h"
 
 static const luaL_Reg c_modules[] = {
@@ -21,6 +22,7 @@ static const luaL_Reg c_modules[] = {
     {"orch.hash", luaopen_orch_hash},
     {"orch.reader", luaopen_orch_reader},
     {"orch.sink", luaopen_orch_sink},
+    {"orch.store", luaopen_orch_store},
     {"orch.sys", luaopen_orch_sys},
     {NULL, NULL},
 };

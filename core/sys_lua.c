@@ -1,7 +1,10 @@
 /* sys_lua.c — `require "orch.sys"`. */
 #include "sys_lua.h"
 
+#include <errno.h>
 #include <limits.h>
+#include <signal.h>
+#include <sys/stat.h>
 #include <stdlib.h>
 #include <unistd.h>
 
@@ -51,6 +54,30 @@ static int l_sys_hostname(lua_State *L)
     return 1;
 }
 
+/* alive(pid) -> whether a process with that pid exists on this host */
+static int l_sys_alive(lua_State *L)
+{
+    lua_Integer pid = luaL_checkinteger(L, 1);
+    int alive = pid > 0 && (kill((pid_t)pid, 0) == 0 || errno == EPERM);
+    lua_pushboolean(L, alive);
+    return 1;
+}
+
+/* stat(path) -> { size =, mtime_ns = } | nil, err */
+static int l_sys_stat(lua_State *L)
+{
+    const char *path = luaL_checkstring(L, 1);
+    struct stat st;
+    if (stat(path, &st) != 0)
+        return luaL_fileresult(L, 0, path);
+    lua_createtable(L, 0, 2);
+    lua_pushinteger(L, (lua_Integer)st.st_size);
+    lua_setfield(L, -2, "size");
+    lua_pushinteger(L, (lua_Integer)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec);
+    lua_setfield(L, -2, "mtime_ns");
+    return 1;
+}
+
 /* realpath(path) -> absolute path | nil, err */
 static int l_sys_realpath(lua_State *L)
 {
@@ -62,12 +89,22 @@ static int l_sys_realpath(lua_State *L)
     return 1;
 }
 
+/* chdir(path) -> true | nil, err */
+static int l_sys_chdir(lua_State *L)
+{
+    const char *path = luaL_checkstring(L, 1);
+    return luaL_fileresult(L, chdir(path) == 0, path);
+}
+
 static const luaL_Reg sys_funcs[] = {
     {"versions", l_sys_versions},
     {"isatty", l_sys_isatty},
     {"pid", l_sys_pid},
     {"hostname", l_sys_hostname},
     {"realpath", l_sys_realpath},
+    {"alive", l_sys_alive},
+    {"chdir", l_sys_chdir},
+    {"stat", l_sys_stat},
     {NULL, NULL},
 };
 

@@ -1,12 +1,23 @@
 -- orch.cli: the commands behind main.c. Each takes the options table that
--- main.c parsed and returns the process exit code:
+-- main.c parsed ({ command =, args = {...}, set = {...}, verbosity =,
+-- <option> = value }) and returns the process exit code:
 -- 0 done, 1 failed, 2 usage or workflow error, 3 paused.
 local check = require "orch.check"
+local json = require "orch.json"
+local cjson = require "cjson"
+local runs = require "orch.runs"
+local sys = require "orch.sys"
+local store = require "orch.store"
 
 local M = {}
 
+local function say(...)
+  io.stderr:write("orch: ", ...)
+  io.stderr:write("\n")
+end
+
 function M.version()
-  local v = require("orch.sys").versions()
+  local v = sys.versions()
   io.stdout:write(string.format("orch %s\nLua %s\nlibcurl %s\nSQLite %s\n", v.orch, v.lua:gsub("^Lua ", ""),
     v.curl, v.sqlite))
   return 0
@@ -25,10 +36,9 @@ end
 function M.load_workflow(path, params)
   local orch = require "orch"
   orch.params = params or {}
-  local fh = io.open(path, "r")
+  local fh, oerr = io.open(path, "r")
   if fh == nil then
-    local _, err = io.open(path, "r")
-    return nil, "cannot open workflow: " .. tostring(err)
+    return nil, "cannot open workflow: " .. tostring(oerr)
   end
   fh:close()
   local chunk, err = loadfile(path, "t")
@@ -49,13 +59,489 @@ function M.load_workflow(path, params)
   return wf
 end
 
+local function open_store(opts)
+  local st, err = runs.open(opts)
+  if st == nil then
+    say(err)
+  end
+  return st
+end
+
+-- Runs a loaded workflow as a new or resumed run. -> exit code
+local function execute(st, wf, path, params, opts)
+  local log = function(rank, msg)
+    if rank <= (opts.verbosity or 0) then
+      say(msg)
+    end
+  end
+  local ident = runs.identify(wf, path, params)
+  local run, ckpt_or_err, code = runs.begin(st, ident, opts, log)
+  if run == nil then
+    say(ckpt_or_err)
+    return code or 2
+  end
+  if ckpt_or_err ~= nil or run.recoveries and run.recoveries > 0 then
+    log(0, string.format("resuming run %s from checkpoint %d (%s rows done)", run.id,
+      ckpt_or_err and ckpt_or_err.seq or 0, require("orch.run").fmt_count(ckpt_or_err and ckpt_or_err.input_index or 0)))
+  else
+    log(1, "started run " .. run.id)
+  end
+  return require("orch.run").rows(wf, {
+    concurrency = opts.concurrency,
+    verbosity = opts.verbosity,
+    store = st,
+    run = run,
+    checkpoint = ckpt_or_err,
+  })
+end
+
 function M.run(opts)
-  local wf, err = M.load_workflow(opts.file, opts.set)
+  local path = opts.args[1]
+  local wf, err = M.load_workflow(path, opts.set)
   if wf == nil then
-    io.stderr:write("orch: ", err, "\n")
+    say(err)
     return 2
   end
-  return require("orch.run").rows(wf, opts)
+  local st = open_store(opts)
+  if st == nil then
+    return 2
+  end
+  local code = execute(st, wf, path, opts.set, { fresh = opts.fresh, concurrency = opts.concurrency,
+    verbosity = opts.verbosity, db = opts.db })
+  st:close()
+  return code
+end
+
+-- The directory a run started in: its workflow's relative paths are
+-- relative to it.
+local function run_cwd(st, run)
+  for _, ev in ipairs(st:event_list(run.id) or {}) do
+    if ev.type == "started" and ev.data then
+      local ok, d = pcall(cjson.decode, ev.data)
+      if ok and type(d) == "table" and d.cwd then
+        return d.cwd
+      end
+    end
+  end
+end
+M.run_cwd = run_cwd
+
+local function resume_one(st, run, opts)
+  local cwd = run_cwd(st, run)
+  if cwd and cwd ~= sys.realpath(".") then
+    local ok, err = sys.chdir(cwd)
+    if not ok then
+      say(string.format("run %s started in %s, which is gone: %s", run.id, cwd, err))
+      return 2
+    end
+  end
+  local ok, params = pcall(cjson.decode, run.params or "{}")
+  params = ok and type(params) == "table" and params or {}
+  local wf, err = M.load_workflow(run.workflow_path, params)
+  if wf == nil then
+    say(string.format("cannot resume run %s: %s", run.id, err))
+    return 2
+  end
+  return execute(st, wf, run.workflow_path, params, { resume_id = run.id, concurrency = opts.concurrency,
+    verbosity = opts.verbosity, db = opts.db })
+end
+
+function M.resume(opts)
+  if (opts.args[1] == nil) == (not opts.all) then
+    say("resume takes a run id or --all")
+    return 2
+  end
+  local st = open_store(opts)
+  if st == nil then
+    return 2
+  end
+  local code = 0
+  if opts.all then
+    local list, err = runs.interrupted(st)
+    if list == nil then
+      say(err)
+      st:close()
+      return 1
+    end
+    if #list == 0 then
+      say("no interrupted runs in " .. runs.db_path(opts))
+    end
+    local here = sys.realpath(".")
+    for i, run in ipairs(list) do
+      say(string.format("resuming %d/%d: %s (%s, %s rows done)", i, #list, run.id, run.status,
+        require("orch.run").fmt_count(run.rows_done)))
+      local c = resume_one(st, run, opts)
+      sys.chdir(here)
+      if c > code then
+        code = c
+      end
+    end
+  else
+    local run, err = st:run_get(opts.args[1])
+    if run == nil then
+      say(err or string.format("no run '%s' in %s", opts.args[1], runs.db_path(opts)))
+      st:close()
+      return 2
+    end
+    code = resume_one(st, run, opts)
+  end
+  st:close()
+  return code
+end
+
+-- Inspection -----------------------------------------------------------
+
+local function when(ms)
+  if ms == nil or ms == 0 then
+    return "-"
+  end
+  return os.date("%Y-%m-%d %H:%M:%S", ms // 1000)
+end
+
+local function ago(ms)
+  local s = (store.now_ms() - ms) / 1000
+  if s < 120 then
+    return string.format("%.0f s ago", s)
+  elseif s < 7200 then
+    return string.format("%.0f min ago", s / 60)
+  end
+  return string.format("%.1f h ago", s / 3600)
+end
+
+-- Prints rows as aligned columns.
+local function table_print(header, rows)
+  local widths = {}
+  for i, h in ipairs(header) do
+    widths[i] = #h
+  end
+  for _, r in ipairs(rows) do
+    for i, v in ipairs(r) do
+      widths[i] = math.max(widths[i], #tostring(v))
+    end
+  end
+  local function line(r)
+    local parts = {}
+    for i, v in ipairs(r) do
+      parts[i] = i == #r and tostring(v) or string.format("%-" .. widths[i] .. "s", tostring(v))
+    end
+    io.stdout:write(table.concat(parts, "  "), "\n")
+  end
+  line(header)
+  for _, r in ipairs(rows) do
+    line(r)
+  end
+end
+
+local function print_json(v)
+  io.stdout:write(json.encode(v), "\n")
+end
+
+local function with_store(opts, fn)
+  local st = open_store(opts)
+  if st == nil then
+    return 2
+  end
+  local ok, code = pcall(fn, st)
+  st:close()
+  if not ok then
+    error(code, 0)
+  end
+  return code
+end
+
+local function get_run(st, opts, id)
+  local run, err = st:run_get(id)
+  if run == nil then
+    say(err or string.format("no run '%s' in %s", id, runs.db_path(opts)))
+  end
+  return run
+end
+
+local fmt = function(n)
+  return require("orch.run").fmt_count(n or 0)
+end
+
+function M.status(opts)
+  return with_store(opts, function(st)
+    local run
+    if opts.args[1] then
+      run = get_run(st, opts, opts.args[1])
+    else
+      local list = st:run_list({}) or {}
+      run = list[1]
+      if run == nil then
+        say("no runs in " .. runs.db_path(opts))
+        return 1
+      end
+    end
+    if run == nil then
+      return 2
+    end
+    local cps = st:checkpoint_list(run.id) or {}
+    local last = cps[#cps]
+    if opts.json then
+      run.last_checkpoint = last
+      print_json(run)
+      return 0
+    end
+    local live = (run.status == "running") and runs.owner_alive(run, store.now_ms())
+    local lines = {
+      { "run", run.id },
+      { "workflow", string.format("%s (%s)", run.name, run.workflow_path) },
+      { "status", run.status .. (run.status == "running" and not live and " (owner gone: resume it)" or "")
+        .. (run.error and (" — " .. run.error) or "") },
+      { "rows", string.format("%s settled: %s ok, %s failed, %s dropped%s", fmt(run.rows_done), fmt(run.rows_ok),
+        fmt(run.rows_failed), fmt(run.rows_dropped),
+        run.rows_defaulted > 0 and (", " .. fmt(run.rows_defaulted) .. " defaulted") or "") },
+      { "llm", string.format("%s calls, %s tokens, $%.4f", fmt(run.llm_calls), fmt(run.tokens_in + run.tokens_out),
+        run.cost_usd) },
+      { "input", run.input },
+      { "output", run.output or "-" },
+      { "owner", string.format("pid %d on %s, heartbeat %s", run.owner_pid, run.owner_host or "?",
+        ago(run.heartbeat_ms)) },
+      { "created", when(run.created_ms) },
+      { "finished", when(run.finished_ms) },
+      { "recoveries", tostring(run.recoveries) },
+      { "checkpoints", last and string.format("%d, last #%d (%s) at row %s, %.2f ms", #cps, last.seq, last.reason,
+        fmt(last.input_index), last.duration_ms) or "none" },
+    }
+    if run.status == "paused" or (run.status == "running" and not live) then
+      lines[#lines + 1] = { "resume", "orch resume " .. run.id }
+    end
+    for _, l in ipairs(lines) do
+      io.stdout:write(string.format("%-12s %s\n", l[1], l[2]))
+    end
+    return 0
+  end)
+end
+
+-- "2026-11-25", "2026-11-25T10:00:00", "3d" / "12h" / "30m" (ago) -> ms
+local function parse_time(s)
+  local n, unit = s:match("^(%d+)([dhm])$")
+  if n then
+    local mult = ({ d = 86400, h = 3600, m = 60 })[unit]
+    return store.now_ms() - tonumber(n) * mult * 1000
+  end
+  local y, mo, d, rest = s:match("^(%d%d%d%d)-(%d%d)-(%d%d)(.*)$")
+  if y == nil then
+    return nil
+  end
+  local H, Mi, S = rest:match("^[T ](%d%d):(%d%d):?(%d*)$")
+  if rest ~= "" and H == nil then
+    return nil
+  end
+  local t = os.time({ year = tonumber(y), month = tonumber(mo), day = tonumber(d), hour = tonumber(H or 0),
+    min = tonumber(Mi or 0), sec = tonumber(S ~= "" and S or 0) or 0 })
+  return t * 1000
+end
+
+function M.ls(opts)
+  local filter = { status = opts.status, name = opts.name }
+  for _, k in ipairs({ "since", "until" }) do
+    if opts[k] then
+      local ms = parse_time(opts[k])
+      if ms == nil then
+        say(string.format("--%s: '%s' is not a time (2026-11-25, 2026-11-25T10:00:00, 3d, 12h or 30m)", k, opts[k]))
+        return 2
+      end
+      filter[k .. "_ms"] = ms
+    end
+  end
+  if opts.status and not ({ pending = 1, running = 1, paused = 1, completed = 1, failed = 1 })[opts.status] then
+    say("--status must be pending, running, paused, completed or failed, got '" .. opts.status .. "'")
+    return 2
+  end
+  return with_store(opts, function(st)
+    local list, err = st:run_list(filter)
+    if list == nil then
+      say(err)
+      return 1
+    end
+    if opts.json then
+      print_json(setmetatable(list, { __jsontype = "array" }))
+      return 0
+    end
+    local rows = {}
+    for _, r in ipairs(list) do
+      rows[#rows + 1] = { r.id, r.name, r.status, fmt(r.rows_done), string.format("$%.4f", r.cost_usd),
+        when(r.created_ms) }
+    end
+    table_print({ "ID", "NAME", "STATUS", "ROWS", "COST", "CREATED" }, rows)
+    return 0
+  end)
+end
+
+function M.history(opts)
+  return with_store(opts, function(st)
+    local run = get_run(st, opts, opts.args[1])
+    if run == nil then
+      return 2
+    end
+    local evs = st:event_list(run.id) or {}
+    if opts.json then
+      print_json(setmetatable(evs, { __jsontype = "array" }))
+      return 0
+    end
+    local rows = {}
+    for _, e in ipairs(evs) do
+      rows[#rows + 1] = { when(e.ts_ms), e.type, e.data or "" }
+    end
+    table_print({ "TIME", "EVENT", "DATA" }, rows)
+    return 0
+  end)
+end
+
+function M.checkpoints(opts)
+  return with_store(opts, function(st)
+    local run = get_run(st, opts, opts.args[1])
+    if run == nil then
+      return 2
+    end
+    local cps = st:checkpoint_list(run.id) or {}
+    if opts.json then
+      print_json(setmetatable(cps, { __jsontype = "array" }))
+      return 0
+    end
+    local rows = {}
+    for _, c in ipairs(cps) do
+      rows[#rows + 1] = { c.seq, when(c.created_ms), c.reason, fmt(c.input_index), fmt(c.output_offset), fmt(c.bytes),
+        string.format("%.2f", c.duration_ms), c.valid and "ok" or "CORRUPT" }
+    end
+    table_print({ "SEQ", "CREATED", "REASON", "ROWS", "OUTPUT BYTES", "STORED BYTES", "MS", "CHECKSUM" }, rows)
+    return 0
+  end)
+end
+
+-- Export ---------------------------------------------------------------
+
+local function csv_writer(fh)
+  local oio = require "orch.io"
+  local cols
+  return function(row)
+    if cols == nil then
+      cols = {}
+      for k in pairs(row) do
+        cols[#cols + 1] = k
+      end
+      table.sort(cols)
+      fh:write(oio.csv_line(cols, #cols))
+    end
+    local vals = {}
+    for i, c in ipairs(cols) do
+      vals[i] = row[c]
+    end
+    fh:write(oio.csv_line(vals, #cols))
+  end
+end
+
+function M.export(opts)
+  local format = opts.format or "jsonl"
+  if format ~= "jsonl" and format ~= "csv" then
+    say("--format must be jsonl or csv, got '" .. format .. "'")
+    return 2
+  end
+  return with_store(opts, function(st)
+    local run = get_run(st, opts, opts.args[1])
+    if run == nil then
+      return 2
+    end
+    local cps = st:checkpoint_list(run.id) or {}
+    local last = cps[#cps]
+    local fh = io.stdout
+    if opts.o then
+      local ferr
+      fh, ferr = io.open(opts.o, "w")
+      if fh == nil then
+        say("cannot write " .. tostring(ferr))
+        return 2
+      end
+    end
+    local emit = format == "csv" and csv_writer(fh) or function(row)
+      fh:write(json.encode(row), "\n")
+    end
+    if run.output == nil then
+      -- no output file: export the per-row results
+      st:each_result(run.id, function(r)
+        emit({ row = r.seq, key = r.key, status = r.status, error = r.error })
+      end)
+    else
+      local limit = last and last.output_offset or 0
+      local src = io.open(run.output, "rb")
+      if src == nil then
+        say(string.format("the output of run %s, %s, is gone", run.id, run.output))
+        return 1
+      end
+      local is_csv = run.output:match("%.csv$") ~= nil
+      if (format == "csv") == is_csv then
+        local left = limit
+        while left > 0 do
+          local chunk = src:read(math.min(left, 65536))
+          if chunk == nil then
+            break
+          end
+          fh:write(chunk)
+          left = left - #chunk
+        end
+      elseif is_csv then
+        src:close()
+        local r = require("orch.reader").open(run.output, "csv")
+        while true do
+          local row, _, _, _, e = r:next()
+          if row == nil or (e and e > limit) then
+            break
+          end
+          if row then
+            emit(row)
+          end
+        end
+        r:close()
+        src = nil
+      else
+        local used = 0
+        for line in src:lines() do
+          used = used + #line + 1
+          if used > limit then
+            break
+          end
+          emit(cjson.decode(line))
+        end
+      end
+      if src then
+        src:close()
+      end
+    end
+    if fh ~= io.stdout then
+      fh:close()
+    end
+    return 0
+  end)
+end
+
+function M.stats(opts)
+  return with_store(opts, function(st)
+    local s, err = st:stats()
+    if s == nil then
+      say(err)
+      return 1
+    end
+    if opts.json then
+      print_json(s)
+      return 0
+    end
+    local lines = {
+      { "store", runs.db_path(opts) },
+      { "runs", string.format("%s total: %s active, %s paused, %s failed, %s completed", fmt(s.runs), fmt(s.active),
+        fmt(s.paused), fmt(s.failed), fmt(s.completed)) },
+      { "checkpoints", fmt(s.checkpoints) },
+      { "checkpoint", string.format("%.2f ms mean, %.2f ms max", s.checkpoint_mean_ms, s.checkpoint_max_ms) },
+      { "recoveries", fmt(s.recoveries) },
+      { "bytes", fmt(s.bytes) },
+    }
+    for _, l in ipairs(lines) do
+      io.stdout:write(string.format("%-12s %s\n", l[1], l[2]))
+    end
+    return 0
+  end)
 end
 
 --- orch lua SCRIPT [ARG]...: runs a script with `arg` set as lua.c does.

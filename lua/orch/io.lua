@@ -8,8 +8,11 @@ local cjson = require "cjson"
 
 local M = {}
 
--- A source: src:next() -> row, line | false, err, fatal | nil at the end.
+-- A source: src:next() -> row, line, end_offset, end_line
+--                     | false, err, fatal, end_offset, end_line | nil at the end.
 -- fatal: the input cannot go on (an I/O error), as opposed to one bad row.
+-- end_offset/end_line: where the next record starts (file sources only),
+-- the cursor a checkpoint records. src:skip(cursor) resumes at one.
 -- src.columns: the input's column order when known (CSV).
 
 local function file_source(spec)
@@ -18,37 +21,43 @@ local function file_source(spec)
   if r == nil then
     return nil, err
   end
-  local src = { columns = kind == "csv" and r:header() or nil, reader = r, path = spec.path }
+  local src = { columns = kind == "csv" and r:header() or nil, path = spec.path }
   if kind == "csv" then
-    function src:next()
-      local row, line, fatal = r:next()
+    function src.next()
+      local row, line, fatal_or_index, _, e, eline = r:next()
       if row == false then
-        return false, line, fatal
+        return false, line, fatal_or_index, e, eline
       end
-      return row, line
+      return row, line, e, eline
     end
   else
     local path = spec.path
-    function src:next()
-      local text, line, fatal = r:next()
+    function src.next()
+      local text, line, fatal_or_index, _, e, eline = r:next()
       if not text then
-        return text, line, fatal
+        return text, line, fatal_or_index, e, eline
       end
       local ok, v = pcall(cjson.decode, text)
       if not ok then
-        return false, string.format("%s:%d: invalid JSON (%s)", path, line, tostring(v))
+        return false, string.format("%s:%d: invalid JSON (%s)", path, line, tostring(v)), false, e, eline
       end
       if type(v) ~= "table" or not text:find("^%s*{") then
         local what = type(v) == "table" and "an array" or v == cjson.null and "null" or type(v)
-        return false, string.format("%s:%d: expected a JSON object, got %s", path, line, what)
+        return false, string.format("%s:%d: expected a JSON object, got %s", path, line, what), false, e, eline
       end
-      return v, line
+      return v, line, e, eline
     end
   end
-  function src:size()
+  function src.skip(cursor)
+    local ok, serr = r:seek(cursor.offset, cursor.index, cursor.line)
+    if not ok then
+      error(serr, 0)
+    end
+  end
+  function src.size()
     return r:size()
   end
-  function src:close()
+  function src.close()
     r:close()
   end
   return src
@@ -66,33 +75,45 @@ end
 function M.open_source(input)
   if type(input) == "function" then
     local n = 0
-    return {
-      next = function()
-        local row = input()
-        if row == nil then
-          return nil
+    local src = {}
+    function src.next()
+      local row = input()
+      if row == nil then
+        return nil
+      end
+      n = n + 1
+      if type(row) ~= "table" then
+        return false, string.format("input iterator: row %d is a %s, expected a table", n, type(row))
+      end
+      return row, n
+    end
+    -- an iterator cannot seek: replay it (workflows must make it deterministic)
+    function src.skip(cursor)
+      for _ = 1, cursor.index do
+        if input() == nil then
+          break
         end
-        n = n + 1
-        if type(row) ~= "table" then
-          return false, string.format("input iterator: row %d is a %s, expected a table", n, type(row))
-        end
-        return row, n
-      end,
-      close = function() end,
-    }
+      end
+      n = cursor.index
+    end
+    src.close = function() end
+    return src
   elseif getmetatable(input) == nil then
     local i = 0
-    return {
-      next = function()
-        i = i + 1
-        local row = input[i]
-        if row == nil then
-          return nil
-        end
-        return copy(row), i
-      end,
-      close = function() end,
-    }
+    local src = {}
+    function src.next()
+      i = i + 1
+      local row = input[i]
+      if row == nil then
+        return nil
+      end
+      return copy(row), i
+    end
+    function src.skip(cursor)
+      i = cursor.index
+    end
+    src.close = function() end
+    return src
   end
   return file_source(input)
 end
@@ -123,6 +144,7 @@ local function csv_line(values, n)
   end
   return table.concat(out, ",") .. "\n"
 end
+M.csv_line = csv_line
 
 -- The columns of a CSV output: the input's columns that the row still has,
 -- then its other fields, sorted.
@@ -147,24 +169,32 @@ local function columns_for(row, input_columns)
   return cols
 end
 
---- open_sink(spec, input_columns) -> out | nil, err
+--- open_sink(spec, input_columns [, offset]) -> out | nil, err
+--- offset: a checkpointed size to truncate back to (nil: start empty).
 --- out:encode(row) -> line (may raise for unencodable values);
---- out:write(line); out:flush(sync); out:close().
-function M.open_sink(spec, input_columns)
-  local k, err = sink.open(spec.path)
+--- out:write(line); out:flush(sync) -> offset; out:close().
+function M.open_sink(spec, input_columns, offset)
+  local k, err = sink.open(spec.path, offset)
   if k == nil then
     return nil, err
   end
-  local out = { path = spec.path, handle = k }
+  local out = { path = spec.path }
+  local header -- a CSV header still to write before the first line
   if spec.kind == "jsonl" then
     function out.encode(_, row)
       return json.encode(row, input_columns) .. "\n"
     end
   else
     local cols = spec.columns
+    if cols ~= nil and (offset or 0) == 0 then
+      header = csv_line(cols, #cols)
+    end
     function out.encode(_, row)
       if cols == nil then
         cols = columns_for(row, input_columns)
+        if (offset or 0) == 0 then
+          header = csv_line(cols, #cols)
+        end
       end
       local values = {}
       for i, c in ipairs(cols) do
@@ -172,27 +202,33 @@ function M.open_sink(spec, input_columns)
       end
       return csv_line(values, #cols)
     end
-    local write_header = true
-    function out.header()
-      if write_header and cols ~= nil then
-        write_header = false
-        return csv_line(cols, #cols)
+    if (offset or 0) > 0 then
+      -- resuming: the header is on disk; read the columns back from it
+      local r = reader.open(spec.path, "csv")
+      if r then
+        cols = cols or r:header()
+        r:close()
       end
     end
   end
-  function out.write(_, line)
-    if out.header then
-      local h = out.header()
-      if h then
-        assert(k:write(h))
-      end
-    end
+  local function put(line)
     local ok, werr = k:write(line)
     if not ok then
       error(werr, 0)
     end
   end
+  function out.write(_, line)
+    if header then
+      put(header)
+      header = nil
+    end
+    put(line)
+  end
   function out.flush(_, sync)
+    if header then
+      put(header)
+      header = nil
+    end
     local off, ferr = k:flush(sync)
     if off == nil then
       error(ferr, 0)

@@ -1,18 +1,29 @@
--- orch.run: executes a row workflow.
+-- orch.run: executes a row workflow, durably.
 --
 -- One driver task reads the input, keeps at most `concurrency` rows in
 -- flight (each row its own task), and writes finished rows to the output
 -- strictly in input order through a bounded reorder window. Each row runs
 -- its stages under xpcall, so a failing row carries its error and the
 -- traceback of the stage that raised it, and on_error decides what happens.
+--
+-- Every CHECKPOINT_ROWS settled rows (and at the end, and when stopped) the
+-- driver flushes and fsyncs the output, then writes one checkpoint
+-- transaction: the settled rows' results, the input cursor just past the
+-- last settled row, the output's durable size, the memento (ctx.state,
+-- counters, cost). A resume truncates the output to that size and seeks
+-- the input to that cursor, so each row reaches the output exactly once.
 local sched = require "orch.sched"
 local context = require "orch.context"
 local oio = require "orch.io"
 local json = require "orch.json"
-local hash = require "orch.hash"
+local cjson = require "cjson"
 local sys = require "orch.sys"
+local store = require "orch.store"
 
 local M = {}
+
+M.CHECKPOINT_ROWS = 500
+M.GRACE_S = 30 -- after a first SIGINT/SIGTERM, how long in-flight rows may finish
 
 local function deepcopy(v)
   if type(v) ~= "table" then
@@ -60,11 +71,6 @@ local function key_function(key)
   end
 end
 
-local function new_run_id(name)
-  local seed = string.format("%s|%d|%s|%.6f", name, sys.pid(), os.time(), sched.now())
-  return os.date("!%Y%m%d-%H%M%S-") .. hash.xxh64(seed):sub(1, 6)
-end
-
 -- The message handler of a row: keeps the message and the row's traceback,
 -- without the frames of the row machinery below the user's stages.
 local function row_traceback(e)
@@ -83,9 +89,19 @@ local function fmt_count(n)
   local s = tostring(math.floor(n))
   return (s:reverse():gsub("(%d%d%d)", "%1,"):reverse():gsub("^,", ""))
 end
+M.fmt_count = fmt_count
+
+local function key_text(k)
+  if math.type(k) == "float" and k == math.floor(k) then
+    return string.format("%d", k)
+  end
+  return tostring(k)
+end
 
 --- rows(wf, opts) -> exit code.
---- opts: concurrency, verbosity (-1 quiet, 0 normal, 1 verbose).
+--- opts: concurrency, verbosity (-1 quiet, 0 normal, 1 verbose), store
+--- (an open orch.store), run (the claimed run record), checkpoint (the one
+--- to resume from, or nil).
 function M.rows(wf, opts)
   local verbosity = opts.verbosity or 0
   local function log(rank, msg)
@@ -93,25 +109,26 @@ function M.rows(wf, opts)
       io.stderr:write("orch: ", msg, "\n")
     end
   end
+  local st, run, ckpt = opts.store, opts.run, opts.checkpoint
 
   local src, err = oio.open_source(wf.input)
   if src == nil then
     io.stderr:write("orch: cannot read the input: ", err, "\n")
-    return 2
+    return 2, "input"
   end
   local out, errs
   if wf.output then
-    out, err = oio.open_sink(wf.output, src.columns)
+    out, err = oio.open_sink(wf.output, src.columns, ckpt and ckpt.output_offset)
     if out == nil then
       io.stderr:write("orch: cannot write the output: ", err, "\n")
-      return 2
+      return 2, "output"
     end
   end
   if wf.errors then
-    errs, err = oio.open_sink(wf.errors, nil)
+    errs, err = oio.open_sink(wf.errors, nil, ckpt and ckpt.errors_offset)
     if errs == nil then
       io.stderr:write("orch: cannot write the errors file: ", err, "\n")
-      return 2
+      return 2, "errors"
     end
   end
 
@@ -125,17 +142,42 @@ function M.rows(wf, opts)
   local nstages = #stages
   local key_of = key_function(wf.key)
 
-  local run = {
-    id = new_run_id(wf.name),
-    state = {},
+  local counts = { ok = 0, failed = 0, dropped = 0, defaulted = 0 }
+  local totals = { llm_calls = 0, tokens_in = 0, tokens_out = 0, cost = 0 }
+  local state = {}
+  local cursor = { offset = 0, index = 0, line = 1 }
+  if ckpt then
+    local ok, m = pcall(cjson.decode, ckpt.memento)
+    if not ok or type(m) ~= "table" then
+      io.stderr:write("orch: run ", run.id, ": checkpoint ", ckpt.seq, " has an unreadable memento\n")
+      return 1, "memento"
+    end
+    for k, v in pairs(m.counts or {}) do
+      counts[k] = math.tointeger(v) or v
+    end
+    for k, v in pairs(m.totals or {}) do
+      totals[k] = math.tointeger(v) or v
+    end
+    state = m.state or {}
+    cursor = { offset = ckpt.input_offset, index = ckpt.input_index, line = ckpt.input_line }
+    local ok2, serr = pcall(src.skip, cursor)
+    if not ok2 then
+      io.stderr:write("orch: cannot resume the input: ", tostring(serr), "\n")
+      return 1, "input"
+    end
+  end
+
+  local rt = {
+    id = run.id,
+    state = state,
     llm = wf.llm,
-    totals = { llm_calls = 0, tokens_in = 0, tokens_out = 0, cost = 0 },
+    totals = totals,
     log = log,
   }
-  local events = {}
-  function run.emit(event, data, ctx)
-    events[#events + 1] = { event = event, data = data, row = ctx and ctx.row }
+  function rt.emit(event, data, ctx)
     log(1, string.format("event %s%s", event, ctx and (" from row " .. ctx.row) or ""))
+    local ok, enc = pcall(json.encode, { data = data, row = ctx and ctx.row })
+    st:event_add(run.id, event, ok and enc or nil)
   end
 
   local function apply(row, ctx)
@@ -166,7 +208,7 @@ function M.rows(wf, opts)
     if not kok then
       return "failed", false, key, nil, nil
     end
-    local ctx = context.new(run, seq, key)
+    local ctx = context.new(rt, seq, key)
     local input = keep_input and deepcopy(row) or nil
     local ok, res = xpcall(apply, row_traceback, row, ctx)
     for _ = 1, retries do
@@ -178,7 +220,7 @@ function M.rows(wf, opts)
     end
     if ok then
       if res == nil then
-        return "dropped", false
+        return "dropped", false, nil, nil, key
       end
       local eok, line = pcall(encode, res)
       if eok then
@@ -209,9 +251,8 @@ function M.rows(wf, opts)
     return "failed", false, res.msg, res.tb, key
   end
 
-  local counts = { ok = 0, failed = 0, dropped = 0, defaulted = 0 }
   local failures, nfail_kept = {}, 20
-  local stop, fatal = false, nil
+  local stop, fatal, paused = false, nil, nil
 
   local function record_failure(seq, key, msg, tb, status)
     if #failures < nfail_kept then
@@ -225,16 +266,83 @@ function M.rows(wf, opts)
       errs:write(json.encode({ row = seq, key = key, status = status, error = msg, traceback = tb },
         { "row", "key", "status", "error", "traceback" }) .. "\n")
     end
+  end
+
+  -- on_error = "fail": stop admitting rows as soon as one fails
+  local function note_outcome(seq, key, msg, tb, status)
     if status == "failed" and policy == "fail" then
       stop = true
       fatal = fatal or { seq = seq, key = key, msg = msg, tb = tb }
     end
   end
 
+  -- Checkpoints --------------------------------------------------------
+
+  local pending = {} -- results settled since the last checkpoint
+  local last_ckpt_index = cursor.index
+  local ckpt_count, ckpt_ms = 0, 0
+
+  local function run_record(status, error_text)
+    run.status = status
+    run.error = error_text
+    run.rows_done = cursor.index
+    run.rows_ok = counts.ok
+    run.rows_failed = counts.failed
+    run.rows_dropped = counts.dropped
+    run.rows_defaulted = counts.defaulted
+    run.llm_calls = totals.llm_calls
+    run.tokens_in = totals.tokens_in
+    run.tokens_out = totals.tokens_out
+    run.cost_usd = totals.cost
+    run.heartbeat_ms = store.now_ms()
+    if status == "completed" or status == "failed" then
+      run.finished_ms = run.heartbeat_ms
+    end
+    return run
+  end
+
+  -- Writes a checkpoint at the current cursor; raises on failure.
+  local function checkpoint(reason, status, error_text)
+    local output_offset = out and out:flush(true) or 0
+    local errors_offset = errs and errs:flush(true) or 0
+    local ok, memento = pcall(json.encode, { state = state, counts = counts, totals = totals })
+    if not ok then
+      error("ctx.state must hold only JSON values (strings, numbers, booleans, tables): " .. tostring(memento), 0)
+    end
+    local kv = {}
+    for k, v in pairs(state) do
+      if type(k) == "string" then
+        kv[k] = json.encode(v)
+      end
+    end
+    local info, werr = st:checkpoint_write(run_record(status or "running", error_text), {
+      reason = reason,
+      input_offset = cursor.offset,
+      input_line = cursor.line,
+      input_index = cursor.index,
+      output_offset = output_offset,
+      errors_offset = errors_offset,
+      memento = memento,
+    }, pending, kv)
+    if info == nil then
+      error("cannot write a checkpoint: " .. tostring(werr), 0)
+    end
+    pending = {}
+    last_ckpt_index = cursor.index
+    ckpt_count = ckpt_count + 1
+    ckpt_ms = ckpt_ms + info.duration_ms
+    log(1, string.format("checkpoint %d (%s): %d rows, output %d bytes, %.2f ms", info.seq, reason,
+      cursor.index, output_offset, info.duration_ms))
+    return info
+  end
+
+  -- Progress -------------------------------------------------------------
+
   local tty = verbosity >= 0 and sys.isatty(2)
   local t0 = sched.now()
+  local start_index = cursor.index
   local last_draw = 0
-  local function progress(final, done_rows)
+  local function progress(final)
     if not tty then
       return
     end
@@ -244,49 +352,87 @@ function M.rows(wf, opts)
     end
     last_draw = now
     local el = math.max(now - t0, 1e-3)
-    io.stderr:write(string.format("\r\27[K  %s rows  %.0f rows/s  $%.4f  %d failed%s", fmt_count(done_rows),
-      done_rows / el, run.totals.cost, counts.failed, final and "\n" or ""))
+    io.stderr:write(string.format("\r\27[K  %s rows  %.0f rows/s  $%.4f  %d failed%s", fmt_count(cursor.index),
+      (cursor.index - start_index) / el, totals.cost, counts.failed, final and "\n" or ""))
   end
 
+  -- The driver -----------------------------------------------------------
+
   local function drive()
-    local next_seq, write_seq = 1, 1
-    local done, pending = {}, {}
+    sched.trap_signals()
+    st:keepalive(run.id, 5)
+    local next_seq, write_seq = cursor.index + 1, cursor.index + 1
+    local done, tasks, ends = {}, {}, {}
     local inflight, eof = 0, false
     local window = math.max(conc * 16, 1024)
+    local grace_until
+
+    -- settles rows in input order: output line, result, cursor
     local function flush()
       while true do
-        local line = done[write_seq]
-        if line == nil then
+        local d = done[write_seq]
+        if d == nil then
           break
         end
-        if line then
-          out:write(line)
+        if d.line then
+          out:write(d.line)
         end
+        -- counted and recorded when settled, so a checkpoint's figures and
+        -- errors file hold exactly the rows before its cursor
+        counts[d.status] = counts[d.status] + 1
+        if d.msg ~= nil then
+          record_failure(write_seq, d.key, d.msg, d.tb, d.status)
+        end
+        pending[#pending + 1] = { seq = write_seq, key = d.key ~= nil and key_text(d.key) or nil,
+          status = d.status, error = d.msg }
+        local e = ends[write_seq]
+        if e then
+          cursor.offset, cursor.line = e[1], e[2]
+          ends[write_seq] = nil
+        end
+        cursor.index = write_seq
         done[write_seq] = nil
         write_seq = write_seq + 1
+        if cursor.index - last_ckpt_index >= M.CHECKPOINT_ROWS then
+          checkpoint("rows")
+        end
       end
     end
+
     while true do
+      local nsig, signame = sched.signals()
+      if nsig > 0 and not paused then
+        paused = signame
+        stop = true
+        grace_until = sched.now() + M.GRACE_S
+        log(0, string.format("%s: no new rows; waiting up to %d s for %d in flight (again to stop now)",
+          signame, M.GRACE_S, inflight))
+      end
       while not eof and not stop and inflight < conc and next_seq - write_seq < window do
-        local iok, row, line, ifatal = pcall(src.next, src)
+        local iok, row, line, a, b, c = pcall(src.next)
         if not iok then
           fatal = { msg = "the input failed: " .. tostring(row) }
           stop = true
         elseif row == nil then
           eof = true
         elseif row == false then
-          if ifatal then
+          if a then -- fatal I/O error
             fatal = { msg = line }
             stop = true
           else
-            counts.failed = counts.failed + 1
-            done[next_seq] = false
-            record_failure(next_seq, nil, line, nil, "failed")
+            if b then
+              ends[next_seq] = { b, c }
+            end
+            done[next_seq] = { status = "failed", msg = line }
+            note_outcome(next_seq, nil, line, nil, "failed")
             next_seq = next_seq + 1
           end
         else
+          if a then
+            ends[next_seq] = { a, b }
+          end
           local id = sched.spawn(process, row, next_seq)
-          pending[id] = next_seq
+          tasks[id] = next_seq
           next_seq = next_seq + 1
           inflight = inflight + 1
         end
@@ -295,79 +441,94 @@ function M.rows(wf, opts)
       if inflight == 0 and (eof or stop) then
         break
       end
-      for _, c in ipairs(sched.wait()) do
+      if paused and (nsig > 1 or sched.now() >= grace_until) then
+        log(0, string.format("abandoning %d row(s) in flight; they will run again on resume", inflight))
+        break
+      end
+      local batch = sched.wait(grace_until and math.max(grace_until - sched.now(), 0) or nil)
+      for _, c in ipairs(batch) do
         inflight = inflight - 1
-        local seq = pending[c.id]
-        pending[c.id] = nil
+        local seq = tasks[c.id]
+        tasks[c.id] = nil
         local status, line, msg, tb, key
         if c.ok then
           status, line, msg, tb, key = c[1], c[2], c[3], c[4], c[5]
         else
           status, line, msg = "failed", false, tostring(c.err)
         end
-        counts[status] = counts[status] + 1
-        done[seq] = line
-        if msg ~= nil then
-          record_failure(seq, key, msg, tb, status)
-        end
+        done[seq] = { line = line, status = status, key = key, msg = msg, tb = tb }
+        note_outcome(seq, key, msg, tb, status)
       end
-      progress(false, write_seq - 1)
+      progress(false)
     end
     flush()
-    progress(true, write_seq - 1)
-    return next_seq - 1
+    progress(true)
+    st:keepalive(nil)
+    sched.untrap_signals()
+    return eof and not stop
   end
 
-  local ok, total = pcall(sched.run, drive)
-  local flush_err
+  local ok, finished = pcall(sched.run, drive)
+  local exit, status, reason, error_text
+  if not ok then
+    exit, status, reason, error_text = 1, "failed", "failed", tostring(finished)
+  elseif paused then
+    exit, status, reason, error_text = 3, "paused", "signal", "stopped by " .. paused
+  elseif fatal then
+    exit, status, reason = 1, "failed", "failed"
+    error_text = (fatal.seq and string.format("row %d%s: ", fatal.seq,
+      fatal.key ~= nil and (" (key " .. tostring(fatal.key) .. ")") or "") or "") .. fatal.msg
+  else
+    exit, status, reason = 0, "completed", "final"
+  end
+  local cok, cerr = pcall(checkpoint, reason, status, error_text)
+  if not cok then
+    io.stderr:write("orch: run ", run.id, ": ", tostring(cerr), "\n")
+    exit = 1
+  end
   if out then
-    local fok, ferr = pcall(out.flush, out, true)
-    if not fok then
-      flush_err = ferr
-    end
     out:close()
   end
   if errs then
-    pcall(errs.flush, errs, true)
     errs:close()
   end
-  src:close()
-  if not ok then
-    io.stderr:write("orch: run ", run.id, " failed: ", tostring(total), "\n")
-    return 1
-  end
-  if flush_err then
-    io.stderr:write("orch: run ", run.id, " failed: cannot write the output: ", tostring(flush_err), "\n")
-    return 1
-  end
+  src.close()
+  st:event_add(run.id, status, json.encode({ rows = cursor.index, checkpoints = ckpt_count,
+    checkpoint_ms = ckpt_ms, error = error_text }))
 
+  if not ok then
+    io.stderr:write("orch: run ", run.id, " failed: ", tostring(finished), "\n")
+    return 1
+  end
   local el = math.max(sched.now() - t0, 1e-3)
-  local t = run.totals
+  local done_now = cursor.index - start_index
   log(0, string.format("%s: %s rows in %.2f s (%s rows/s): %d ok, %d failed, %d dropped%s%s%s",
-    wf.name, fmt_count(total), el, fmt_count(total / el), counts.ok, counts.failed, counts.dropped,
+    wf.name, fmt_count(cursor.index), el, fmt_count(done_now / el), counts.ok, counts.failed, counts.dropped,
     counts.defaulted > 0 and string.format(", %d defaulted", counts.defaulted) or "",
-    t.llm_calls > 0 and string.format("; %d LLM calls, %s tokens, $%.4f", t.llm_calls,
-      fmt_count(t.tokens_in + t.tokens_out), t.cost) or "",
+    totals.llm_calls > 0 and string.format("; %d LLM calls, %s tokens, $%.4f", totals.llm_calls,
+      fmt_count(totals.tokens_in + totals.tokens_out), totals.cost) or "",
     out and ("; output " .. out.path) or ""))
-  if #failures > 0 and verbosity == 0 then
+  if #failures > 0 and verbosity == 0 and not fatal then
     for i = 1, math.min(#failures, 5) do
       local f = failures[i]
       log(0, string.format("  row %d%s: %s", f.seq, f.key ~= nil and (" (key " .. tostring(f.key) .. ")") or "",
         (f.msg:gsub("\n.*", ""))))
     end
-    if counts.failed + counts.defaulted > 5 then
-      log(0, string.format("  ... %d more; run with -v for every failure and its traceback",
-        counts.failed + counts.defaulted - 5))
+    local nfail = counts.failed + counts.defaulted
+    if nfail > 5 then
+      log(0, string.format("  ... %d more; run with -v for every failure and its traceback", nfail - 5))
     end
   end
-  if fatal then
+  if paused then
+    io.stderr:write(string.format("orch: run %s paused after %s rows (%s); resume with: orch resume %s\n",
+      run.id, fmt_count(cursor.index), paused, run.id))
+  elseif fatal then
     io.stderr:write(string.format("orch: run %s failed%s: %s\n", run.id,
       fatal.seq and string.format(" at row %d%s", fatal.seq,
         fatal.key ~= nil and (" (key " .. tostring(fatal.key) .. ")") or "") or "",
       fatal.tb or fatal.msg))
-    return 1
   end
-  return 0
+  return exit
 end
 
 return M

@@ -126,7 +126,7 @@ expect_eq "good rows to CSV" "$(cat out/bad.csv | tr '\n' ' ')" "id,seen 1,true 
 # Usage errors
 run_orch log run
 expect_eq "run without a file exits 2" "$RC" 2
-expect_grep "says what run needs" "run needs a workflow file" log
+expect_grep "says what run needs" "missing argument: orch run WORKFLOW.lua" log
 run_orch log run x.lua --bogus
 expect_eq "unknown option exits 2" "$RC" 2
 expect_grep "names the option" "unknown option '--bogus'" log

@@ -117,10 +117,12 @@ describe("orch.reader", function()
       local recs = drain(r)
       assert.are.equal(4, #recs)
       assert.are.same({ a = "1", b = "2" }, recs[1][1])
-      assert.are.equal(3, recs[2].n)
+      assert.are.equal(6, recs[2].n)
       assert.is_false(recs[2][1])
       assert.are.equal(p .. ":3: expected 2 fields, found 1", recs[2][2])
       assert.is_false(recs[2][3]) -- not fatal
+      -- and where the bad record lies, so a checkpoint can move past it
+      assert.are.same({ 8, 10, 4 }, { table.unpack(recs[2], 4, 6) })
       assert.is_false(recs[3][1])
       assert.are.equal(p .. ":4: expected 2 fields, found 3", recs[3][2])
       -- a bad record still uses up an index number

@@ -1,0 +1,687 @@
+/* store_lua.c — Lua bindings of the state store (`require "orch.store"`).
+ *
+ * A store userdata owns its struct orch_store; __gc and __close share one
+ * idempotent release. Runs, checkpoints and results cross as plain tables.
+ * Expected failures (the store refusing a file, a write failing) return
+ * nil, message; wrong arguments raise. Lua callbacks given to the list
+ * functions run under lua_pcall inside the store's row loop, so an error
+ * stops the loop cleanly and is raised only after the store is back in a
+ * clean state. */
+#include "store_lua.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include <lauxlib.h>
+
+#include "loop.h"
+#include "sched.h"
+#include "store.h"
+
+#define STORE_MT "orch.Store"
+
+struct lstore {
+    struct orch_store *st; /* NULL once closed */
+    struct orch_loop *loop;
+    struct orch_timer *beat; /* keepalive timer, or NULL */
+    char *beat_run;
+    int64_t beat_ms;
+};
+
+static struct orch_store *check_open(lua_State *L)
+{
+    struct lstore *s = luaL_checkudata(L, 1, STORE_MT);
+    if (s->st == NULL)
+        luaL_error(L, "attempt to use a closed store");
+    return s->st;
+}
+
+static int push_failure(lua_State *L, const char *msg)
+{
+    lua_pushnil(L);
+    lua_pushstring(L, msg);
+    return 2;
+}
+
+/* ---- struct <-> table ---- */
+
+static void set_str(lua_State *L, const char *k, const char *v)
+{
+    if (v == NULL)
+        return;
+    lua_pushstring(L, v);
+    lua_setfield(L, -2, k);
+}
+
+static void set_int(lua_State *L, const char *k, int64_t v)
+{
+    lua_pushinteger(L, (lua_Integer)v);
+    lua_setfield(L, -2, k);
+}
+
+static void set_num(lua_State *L, const char *k, double v)
+{
+    lua_pushnumber(L, v);
+    lua_setfield(L, -2, k);
+}
+
+static void push_run(lua_State *L, const struct orch_run *r)
+{
+    lua_createtable(L, 0, 32);
+    set_str(L, "id", r->id);
+    set_str(L, "name", r->name);
+    set_str(L, "identity", r->identity);
+    set_str(L, "workflow_path", r->workflow_path);
+    set_str(L, "workflow_hash", r->workflow_hash);
+    set_str(L, "input", r->input);
+    set_str(L, "input_fp", r->input_fp);
+    set_str(L, "params", r->params);
+    set_str(L, "output", r->output);
+    set_str(L, "error", r->error);
+    set_str(L, "owner_host", r->owner_host);
+    set_str(L, "status", orch_run_status_name(r->status));
+    set_int(L, "owner_pid", r->owner_pid);
+    set_int(L, "heartbeat_ms", r->heartbeat_ms);
+    set_int(L, "created_ms", r->created_ms);
+    set_int(L, "updated_ms", r->updated_ms);
+    set_int(L, "finished_ms", r->finished_ms);
+    set_int(L, "rows_done", r->rows_done);
+    set_int(L, "rows_ok", r->rows_ok);
+    set_int(L, "rows_failed", r->rows_failed);
+    set_int(L, "rows_dropped", r->rows_dropped);
+    set_int(L, "rows_defaulted", r->rows_defaulted);
+    set_int(L, "llm_calls", r->llm_calls);
+    set_int(L, "tokens_in", r->tokens_in);
+    set_int(L, "tokens_out", r->tokens_out);
+    set_num(L, "cost_usd", r->cost_usd);
+    set_int(L, "recoveries", r->recoveries);
+    set_int(L, "checkpoints", r->checkpoints);
+}
+
+/* Field k of the table at idx as a string borrowed from the table (valid
+ * while the table is on the stack), or NULL. */
+static const char *get_str(lua_State *L, int idx, const char *k)
+{
+    lua_getfield(L, idx, k);
+    const char *v = lua_isnil(L, -1) ? NULL : luaL_checkstring(L, -1);
+    lua_pop(L, 1);
+    return v;
+}
+
+static int64_t get_int(lua_State *L, int idx, const char *k)
+{
+    lua_getfield(L, idx, k);
+    int64_t v = (int64_t)luaL_optinteger(L, -1, 0);
+    lua_pop(L, 1);
+    return v;
+}
+
+static double get_num(lua_State *L, int idx, const char *k)
+{
+    lua_getfield(L, idx, k);
+    double v = luaL_optnumber(L, -1, 0);
+    lua_pop(L, 1);
+    return v;
+}
+
+/* Fills r from the table at idx. Strings are borrowed from the table. */
+static void to_run(lua_State *L, int idx, struct orch_run *r)
+{
+    luaL_checktype(L, idx, LUA_TTABLE);
+    memset(r, 0, sizeof *r);
+    r->id = (char *)get_str(L, idx, "id");
+    if (r->id == NULL)
+        luaL_error(L, "run.id is required");
+    r->name = (char *)get_str(L, idx, "name");
+    r->identity = (char *)get_str(L, idx, "identity");
+    r->workflow_path = (char *)get_str(L, idx, "workflow_path");
+    r->workflow_hash = (char *)get_str(L, idx, "workflow_hash");
+    r->input = (char *)get_str(L, idx, "input");
+    r->input_fp = (char *)get_str(L, idx, "input_fp");
+    r->params = (char *)get_str(L, idx, "params");
+    r->output = (char *)get_str(L, idx, "output");
+    r->error = (char *)get_str(L, idx, "error");
+    r->owner_host = (char *)get_str(L, idx, "owner_host");
+    const char *status = get_str(L, idx, "status");
+    int st = status == NULL ? ORCH_RUN_PENDING : orch_run_status_parse(status);
+    if (st < 0)
+        luaL_error(L, "unknown run status '%s'", status);
+    r->status = (enum orch_run_status)st;
+    r->owner_pid = get_int(L, idx, "owner_pid");
+    r->heartbeat_ms = get_int(L, idx, "heartbeat_ms");
+    r->created_ms = get_int(L, idx, "created_ms");
+    r->updated_ms = get_int(L, idx, "updated_ms");
+    r->finished_ms = get_int(L, idx, "finished_ms");
+    r->rows_done = get_int(L, idx, "rows_done");
+    r->rows_ok = get_int(L, idx, "rows_ok");
+    r->rows_failed = get_int(L, idx, "rows_failed");
+    r->rows_dropped = get_int(L, idx, "rows_dropped");
+    r->rows_defaulted = get_int(L, idx, "rows_defaulted");
+    r->llm_calls = get_int(L, idx, "llm_calls");
+    r->tokens_in = get_int(L, idx, "tokens_in");
+    r->tokens_out = get_int(L, idx, "tokens_out");
+    r->cost_usd = get_num(L, idx, "cost_usd");
+    r->recoveries = get_int(L, idx, "recoveries");
+}
+
+static void push_checkpoint(lua_State *L, const struct orch_checkpoint *c)
+{
+    lua_createtable(L, 0, 16);
+    set_int(L, "seq", c->seq);
+    set_str(L, "name", c->name);
+    set_str(L, "reason", c->reason);
+    set_int(L, "created_ms", c->created_ms);
+    set_int(L, "input_offset", c->input_offset);
+    set_int(L, "input_line", c->input_line);
+    set_int(L, "input_index", c->input_index);
+    set_int(L, "output_offset", c->output_offset);
+    set_int(L, "errors_offset", c->errors_offset);
+    if (c->memento != NULL) {
+        lua_pushlstring(L, c->memento, c->memento_len);
+        lua_setfield(L, -2, "memento");
+    }
+    set_int(L, "memento_len", (int64_t)c->memento_len);
+    set_str(L, "checksum", c->checksum);
+    set_int(L, "bytes", c->bytes);
+    set_num(L, "duration_ms", c->duration_ms);
+    lua_pushboolean(L, c->valid);
+    lua_setfield(L, -2, "valid");
+}
+
+/* ---- open / close ---- */
+
+/* open(target) -> store | nil, err. target: a path or ":memory:". */
+static int l_store_open(lua_State *L)
+{
+    const char *target = luaL_checkstring(L, 1);
+    struct lstore *s = lua_newuserdatauv(L, sizeof *s, 0);
+    memset(s, 0, sizeof *s); /* closed until opened, so __gc is safe */
+    luaL_setmetatable(L, STORE_MT);
+    s->loop = orch_sched_loop(orch_sched_get(L));
+    char err[512];
+    s->st = orch_store_open(target, err, sizeof err);
+    if (s->st == NULL)
+        return push_failure(L, err);
+    return 1;
+}
+
+static void beat_stop(struct lstore *s)
+{
+    if (s->beat != NULL)
+        orch_loop_timer_cancel(s->loop, s->beat);
+    s->beat = NULL;
+    free(s->beat_run);
+    s->beat_run = NULL;
+}
+
+static void store_release(struct lstore *s)
+{
+    beat_stop(s);
+    if (s->st != NULL)
+        s->st->ops->close(s->st);
+    s->st = NULL;
+}
+
+static int l_store_close(lua_State *L)
+{
+    store_release(luaL_checkudata(L, 1, STORE_MT));
+    return 0;
+}
+
+/* ---- runs ---- */
+
+static int l_store_run_create(lua_State *L)
+{
+    struct orch_store *st = check_open(L);
+    struct orch_run r;
+    to_run(L, 2, &r);
+    if (st->ops->run_create(st, &r) != 0)
+        return push_failure(L, st->err);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+/* Pushes the run found by a lookup (rc 1), nil (rc 0) or nil, err. */
+static int push_found_run(lua_State *L, struct orch_store *st, int rc, struct orch_run *r)
+{
+    if (rc < 0)
+        return push_failure(L, st->err);
+    if (rc == 0) {
+        lua_pushnil(L);
+        return 1;
+    }
+    push_run(L, r);
+    orch_run_clear(r);
+    return 1;
+}
+
+static int l_store_run_get(lua_State *L)
+{
+    struct orch_store *st = check_open(L);
+    const char *id = luaL_checkstring(L, 2);
+    struct orch_run r;
+    memset(&r, 0, sizeof r);
+    return push_found_run(L, st, st->ops->run_get(st, id, &r), &r);
+}
+
+static int l_store_run_find_unfinished(lua_State *L)
+{
+    struct orch_store *st = check_open(L);
+    const char *identity = luaL_checkstring(L, 2);
+    struct orch_run r;
+    memset(&r, 0, sizeof r);
+    return push_found_run(L, st, st->ops->run_find_unfinished(st, identity, &r), &r);
+}
+
+static int l_store_run_update(lua_State *L)
+{
+    struct orch_store *st = check_open(L);
+    struct orch_run r;
+    to_run(L, 2, &r);
+    if (st->ops->run_update(st, &r) != 0)
+        return push_failure(L, st->err);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+/* run_claim(id, pid, host, now_ms, expect_pid, expect_heartbeat_ms) -> bool | nil, err */
+static int l_store_run_claim(lua_State *L)
+{
+    struct orch_store *st = check_open(L);
+    const char *id = luaL_checkstring(L, 2);
+    int64_t pid = (int64_t)luaL_checkinteger(L, 3);
+    const char *host = luaL_checkstring(L, 4);
+    int64_t now = (int64_t)luaL_checkinteger(L, 5);
+    int64_t expect_pid = (int64_t)luaL_checkinteger(L, 6);
+    int64_t expect_hb = (int64_t)luaL_checkinteger(L, 7);
+    int rc = st->ops->run_claim(st, id, pid, host, now, expect_pid, expect_hb);
+    if (rc < 0)
+        return push_failure(L, st->err);
+    lua_pushboolean(L, rc == 1);
+    return 1;
+}
+
+/* Collects run_list results into the array on top of the stack. */
+static int collect_run(void *ud, const struct orch_run *r)
+{
+    lua_State *L = ud;
+    push_run(L, r);
+    lua_rawseti(L, -2, (lua_Integer)lua_rawlen(L, -2) + 1);
+    return 0;
+}
+
+/* run_list([{ status =, name =, since_ms =, until_ms = }]) -> { run, ... } | nil, err */
+static int l_store_run_list(lua_State *L)
+{
+    struct orch_store *st = check_open(L);
+    struct orch_run_filter f;
+    memset(&f, 0, sizeof f);
+    if (!lua_isnoneornil(L, 2)) {
+        luaL_checktype(L, 2, LUA_TTABLE);
+        f.status = get_str(L, 2, "status");
+        f.name = get_str(L, 2, "name");
+        f.since_ms = get_int(L, 2, "since_ms");
+        f.until_ms = get_int(L, 2, "until_ms");
+    }
+    lua_newtable(L);
+    if (st->ops->run_list(st, &f, collect_run, L) != 0)
+        return push_failure(L, st->err);
+    return 1;
+}
+
+/* ---- checkpoints ---- */
+
+/* checkpoint_write(run, ckpt, results, state) -> { seq, checksum, bytes, duration_ms } | nil, err
+ * ckpt: { reason, name, input_offset, input_line, input_index, output_offset, errors_offset, memento }
+ * results: { { seq, key, status, error }, ... }; state: { key = json_text }. */
+static int l_store_checkpoint_write(lua_State *L)
+{
+    struct orch_store *st = check_open(L);
+    struct orch_run run;
+    to_run(L, 2, &run);
+    luaL_checktype(L, 3, LUA_TTABLE);
+    luaL_checktype(L, 4, LUA_TTABLE);
+    luaL_checktype(L, 5, LUA_TTABLE);
+    struct orch_checkpoint c;
+    memset(&c, 0, sizeof c);
+    c.reason = (char *)get_str(L, 3, "reason");
+    c.name = (char *)get_str(L, 3, "name");
+    c.input_offset = get_int(L, 3, "input_offset");
+    c.input_line = get_int(L, 3, "input_line");
+    c.input_index = get_int(L, 3, "input_index");
+    c.output_offset = get_int(L, 3, "output_offset");
+    c.errors_offset = get_int(L, 3, "errors_offset");
+    lua_getfield(L, 3, "memento");
+    size_t mlen = 0;
+    const char *m = luaL_optlstring(L, -1, "", &mlen);
+    lua_pop(L, 1); /* the string stays alive in the table */
+    c.memento = (void *)m;
+    c.memento_len = mlen;
+
+    size_t nres = lua_rawlen(L, 4);
+    size_t nstate = 0;
+    lua_pushnil(L);
+    while (lua_next(L, 5) != 0) {
+        nstate++;
+        lua_pop(L, 1);
+    }
+    /* one Lua-owned block holds both arrays, so a Lua error frees it */
+    size_t bytes = nres * sizeof(struct orch_result) + nstate * sizeof(struct orch_kv) + 1;
+    char *block = lua_newuserdatauv(L, bytes, 0);
+    struct orch_result *res = (struct orch_result *)block;
+    struct orch_kv *kv = (struct orch_kv *)(block + nres * sizeof(struct orch_result));
+    for (size_t i = 0; i < nres; i++) {
+        lua_rawgeti(L, 4, (lua_Integer)i + 1);
+        int t = lua_gettop(L);
+        luaL_checktype(L, t, LUA_TTABLE);
+        res[i].seq = get_int(L, t, "seq");
+        res[i].key = get_str(L, t, "key");
+        res[i].status = get_str(L, t, "status");
+        res[i].error = get_str(L, t, "error");
+        res[i].data = NULL;
+        res[i].data_len = 0;
+        if (res[i].status == NULL)
+            return luaL_error(L, "results[%d].status is required", (int)i + 1);
+        lua_pop(L, 1); /* borrowed strings stay alive in results[i] */
+    }
+    size_t k = 0;
+    lua_pushnil(L);
+    while (lua_next(L, 5) != 0) {
+        if (lua_type(L, -2) != LUA_TSTRING || lua_type(L, -1) != LUA_TSTRING)
+            return luaL_error(L, "state entries must map strings to JSON text");
+        kv[k].key = lua_tostring(L, -2);
+        kv[k].value = lua_tolstring(L, -1, &kv[k].value_len);
+        k++;
+        lua_pop(L, 1);
+    }
+    if (st->ops->checkpoint_write(st, &run, &c, res, nres, kv, nstate) != 0)
+        return push_failure(L, st->err);
+    lua_createtable(L, 0, 4);
+    set_int(L, "seq", c.seq);
+    set_str(L, "checksum", c.checksum);
+    set_int(L, "bytes", c.bytes);
+    set_num(L, "duration_ms", c.duration_ms);
+    free(c.checksum); /* written by the store, ours now */
+    return 1;
+}
+
+/* checkpoint_latest(run_id) -> ckpt | nil, skipped | nil, err */
+static int l_store_checkpoint_latest(lua_State *L)
+{
+    struct orch_store *st = check_open(L);
+    const char *id = luaL_checkstring(L, 2);
+    struct orch_checkpoint c;
+    memset(&c, 0, sizeof c);
+    int skipped = 0;
+    int rc = st->ops->checkpoint_latest(st, id, &c, &skipped);
+    if (rc < 0)
+        return push_failure(L, st->err);
+    if (rc == 0)
+        lua_pushnil(L);
+    else
+        push_checkpoint(L, &c);
+    orch_checkpoint_clear(&c);
+    lua_pushinteger(L, skipped);
+    return 2;
+}
+
+static int l_store_checkpoint_get(lua_State *L)
+{
+    struct orch_store *st = check_open(L);
+    const char *id = luaL_checkstring(L, 2);
+    int64_t seq = (int64_t)luaL_checkinteger(L, 3);
+    struct orch_checkpoint c;
+    memset(&c, 0, sizeof c);
+    int rc = st->ops->checkpoint_get(st, id, seq, &c);
+    if (rc < 0)
+        return push_failure(L, st->err);
+    if (rc == 0)
+        lua_pushnil(L);
+    else
+        push_checkpoint(L, &c);
+    orch_checkpoint_clear(&c);
+    return 1;
+}
+
+static int collect_checkpoint(void *ud, const struct orch_checkpoint *c)
+{
+    lua_State *L = ud;
+    push_checkpoint(L, c);
+    lua_rawseti(L, -2, (lua_Integer)lua_rawlen(L, -2) + 1);
+    return 0;
+}
+
+static int l_store_checkpoint_list(lua_State *L)
+{
+    struct orch_store *st = check_open(L);
+    const char *id = luaL_checkstring(L, 2);
+    lua_newtable(L);
+    if (st->ops->checkpoint_list(st, id, collect_checkpoint, L) != 0)
+        return push_failure(L, st->err);
+    return 1;
+}
+
+static int l_store_checkpoint_rollback(lua_State *L)
+{
+    struct orch_store *st = check_open(L);
+    const char *id = luaL_checkstring(L, 2);
+    int64_t seq = (int64_t)luaL_checkinteger(L, 3);
+    if (st->ops->checkpoint_rollback(st, id, seq) != 0)
+        return push_failure(L, st->err);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+/* ---- results, events, state ---- */
+
+struct each_ctx {
+    lua_State *L;
+    int fn;      /* stack index of the Lua callback */
+    int failed;  /* the callback raised; its error is on the stack */
+};
+
+static int each_result(void *ud, const struct orch_result *r)
+{
+    struct each_ctx *e = ud;
+    lua_State *L = e->L;
+    lua_pushvalue(L, e->fn);
+    lua_createtable(L, 0, 5);
+    set_int(L, "seq", r->seq);
+    set_str(L, "key", r->key);
+    set_str(L, "status", r->status);
+    set_str(L, "error", r->error);
+    if (r->data != NULL) {
+        lua_pushlstring(L, r->data, r->data_len);
+        lua_setfield(L, -2, "data");
+    }
+    if (lua_pcall(L, 1, 1, 0) != LUA_OK) {
+        e->failed = 1;
+        return 1; /* stop; the error stays on the stack */
+    }
+    int stop = lua_toboolean(L, -1) && lua_type(L, -1) == LUA_TBOOLEAN;
+    lua_pop(L, 1);
+    return stop;
+}
+
+/* each_result(run_id, fn(result) [-> true to stop]) -> true | nil, err */
+static int l_store_each_result(lua_State *L)
+{
+    struct orch_store *st = check_open(L);
+    const char *id = luaL_checkstring(L, 2);
+    luaL_checktype(L, 3, LUA_TFUNCTION);
+    struct each_ctx e = {L, 3, 0};
+    int rc = st->ops->result_list(st, id, each_result, &e);
+    if (e.failed)
+        return lua_error(L); /* raised only now, with the store's loop finished */
+    if (rc != 0)
+        return push_failure(L, st->err);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+static int l_store_event_add(lua_State *L)
+{
+    struct orch_store *st = check_open(L);
+    const char *id = luaL_checkstring(L, 2);
+    const char *type = luaL_checkstring(L, 3);
+    const char *data = luaL_optstring(L, 4, NULL);
+    if (st->ops->event_add(st, id, type, data) != 0)
+        return push_failure(L, st->err);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+static int collect_event(void *ud, const struct orch_event *ev)
+{
+    lua_State *L = ud;
+    lua_createtable(L, 0, 4);
+    set_int(L, "id", ev->id);
+    set_int(L, "ts_ms", ev->ts_ms);
+    set_str(L, "type", ev->type);
+    set_str(L, "data", ev->data);
+    lua_rawseti(L, -2, (lua_Integer)lua_rawlen(L, -2) + 1);
+    return 0;
+}
+
+static int l_store_event_list(lua_State *L)
+{
+    struct orch_store *st = check_open(L);
+    const char *id = luaL_checkstring(L, 2);
+    lua_newtable(L);
+    if (st->ops->event_list(st, id, collect_event, L) != 0)
+        return push_failure(L, st->err);
+    return 1;
+}
+
+static int collect_state(void *ud, const char *key, const char *value, size_t len)
+{
+    lua_State *L = ud;
+    lua_pushlstring(L, value, len);
+    lua_setfield(L, -2, key);
+    return 0;
+}
+
+/* state_list(run_id) -> { key = json_text } | nil, err */
+static int l_store_state_list(lua_State *L)
+{
+    struct orch_store *st = check_open(L);
+    const char *id = luaL_checkstring(L, 2);
+    lua_newtable(L);
+    if (st->ops->state_list(st, id, collect_state, L) != 0)
+        return push_failure(L, st->err);
+    return 1;
+}
+
+static int l_store_stats(lua_State *L)
+{
+    struct orch_store *st = check_open(L);
+    struct orch_store_stats s;
+    memset(&s, 0, sizeof s);
+    if (st->ops->stats(st, &s) != 0)
+        return push_failure(L, st->err);
+    lua_createtable(L, 0, 10);
+    set_int(L, "runs", s.runs);
+    set_int(L, "active", s.active);
+    set_int(L, "paused", s.paused);
+    set_int(L, "failed", s.failed);
+    set_int(L, "completed", s.completed);
+    set_int(L, "checkpoints", s.checkpoints);
+    set_int(L, "recoveries", s.recoveries);
+    set_int(L, "bytes", s.bytes);
+    set_num(L, "checkpoint_mean_ms", s.checkpoint_mean_ms);
+    set_num(L, "checkpoint_max_ms", s.checkpoint_max_ms);
+    return 1;
+}
+
+/* ---- heartbeat ---- */
+
+/* A loop timer, pure C: refreshes the run's heartbeat and re-arms. A
+ * failed write is not fatal here; the next checkpoint reports it. */
+static void beat_fire(void *ud)
+{
+    struct lstore *s = ud;
+    s->beat = NULL;
+    if (s->st == NULL || s->beat_run == NULL)
+        return;
+    s->st->ops->run_heartbeat(s->st, s->beat_run, (int64_t)orch_wall_ms());
+    s->beat = orch_loop_timer_add(s->loop, (uint64_t)s->beat_ms, beat_fire, s);
+}
+
+/* keepalive(run_id, seconds) refreshes the run's heartbeat every `seconds`
+ * from the event loop; keepalive(nil) stops. */
+static int l_store_keepalive(lua_State *L)
+{
+    struct lstore *s = luaL_checkudata(L, 1, STORE_MT);
+    check_open(L);
+    beat_stop(s);
+    if (lua_isnoneornil(L, 2))
+        return 0;
+    const char *id = luaL_checkstring(L, 2);
+    lua_Number secs = luaL_checknumber(L, 3);
+    luaL_argcheck(L, secs > 0, 3, "expected a positive interval");
+    s->beat_run = strdup(id);
+    if (s->beat_run == NULL)
+        return luaL_error(L, "out of memory");
+    s->beat_ms = (int64_t)(secs * 1000.0);
+    s->beat = orch_loop_timer_add(s->loop, (uint64_t)s->beat_ms, beat_fire, s);
+    return 0;
+}
+
+static int l_store_gc(lua_State *L)
+{
+    store_release(luaL_checkudata(L, 1, STORE_MT));
+    return 0;
+}
+
+static const luaL_Reg store_methods[] = {
+    {"close", l_store_close},
+    {"run_create", l_store_run_create},
+    {"run_get", l_store_run_get},
+    {"run_find_unfinished", l_store_run_find_unfinished},
+    {"run_update", l_store_run_update},
+    {"run_claim", l_store_run_claim},
+    {"run_list", l_store_run_list},
+    {"checkpoint_write", l_store_checkpoint_write},
+    {"checkpoint_latest", l_store_checkpoint_latest},
+    {"checkpoint_get", l_store_checkpoint_get},
+    {"checkpoint_list", l_store_checkpoint_list},
+    {"checkpoint_rollback", l_store_checkpoint_rollback},
+    {"each_result", l_store_each_result},
+    {"event_add", l_store_event_add},
+    {"event_list", l_store_event_list},
+    {"state_list", l_store_state_list},
+    {"stats", l_store_stats},
+    {"keepalive", l_store_keepalive},
+    {NULL, NULL},
+};
+
+static const luaL_Reg store_meta[] = {
+    {"__gc", l_store_gc},
+    {"__close", l_store_gc},
+    {"__index", NULL},
+    {NULL, NULL},
+};
+
+/* now_ms() -> wall-clock milliseconds (the store's timestamps) */
+static int l_store_now_ms(lua_State *L)
+{
+    lua_pushinteger(L, (lua_Integer)orch_wall_ms());
+    return 1;
+}
+
+static const luaL_Reg store_funcs[] = {
+    {"open", l_store_open},
+    {"now_ms", l_store_now_ms},
+    {NULL, NULL},
+};
+
+int luaopen_orch_store(lua_State *L)
+{
+    luaL_newmetatable(L, STORE_MT);
+    luaL_setfuncs(L, store_meta, 0);
+    luaL_newlib(L, store_methods);
+    lua_setfield(L, -2, "__index");
+    lua_pop(L, 1);
+    luaL_newlib(L, store_funcs);
+    return 1;
+}

@@ -1,0 +1,237 @@
+-- orch.runs: a run's identity and life in the state store — find the
+-- unfinished run to resume or create a new one, claim it from a dead
+-- owner, check that its input has not changed, pick the checkpoint to
+-- resume from, and record how it ends.
+local store = require "orch.store"
+local json = require "orch.json"
+local hash = require "orch.hash"
+local sys = require "orch.sys"
+
+local M = {}
+
+M.STALE_MS = 30000 -- an owner whose heartbeat is older than this is presumed dead
+M.HEARTBEAT_S = 5
+
+--- The store path: --db, else ORCH_DB, else .orch/state.db.
+function M.db_path(opts)
+  return opts.db or os.getenv("ORCH_DB") or ".orch/state.db"
+end
+
+--- open(opts) -> store | nil, message
+function M.open(opts)
+  return store.open(M.db_path(opts))
+end
+
+-- Size, mtime and a hash of the first 64 KiB: cheap, and changes when the
+-- file is edited, replaced or appended to.
+local function fingerprint(path)
+  local st = sys.stat(path)
+  if st == nil then
+    return nil
+  end
+  local fh = io.open(path, "rb")
+  local head = fh and fh:read(65536) or ""
+  if fh then
+    fh:close()
+  end
+  return string.format("size=%d mtime_ns=%d head=%s", st.size, st.mtime_ns, hash.xxh64(head))
+end
+M.fingerprint = fingerprint
+
+local function read_file(path)
+  local fh = assert(io.open(path, "rb"))
+  local s = fh:read("a")
+  fh:close()
+  return s
+end
+
+--- identify(wf, workflow_path, params) -> the identity fields of a new run.
+function M.identify(wf, workflow_path, params)
+  local abs_wf = sys.realpath(workflow_path) or workflow_path
+  local input, input_fp
+  if type(wf.input) == "table" and wf.input.path then
+    input = sys.realpath(wf.input.path) or wf.input.path
+    input_fp = fingerprint(wf.input.path)
+  else
+    input = type(wf.input) == "function" and "iterator" or "table"
+    input_fp = input
+  end
+  local params_json = json.encode(setmetatable(params or {}, { __jsontype = "object" }))
+  local whash = hash.xxh128(read_file(workflow_path))
+  local output = wf.output and (wf.output.path:sub(1, 1) == "/" and wf.output.path
+    or ((sys.realpath(".") or ".") .. "/" .. wf.output.path)) or nil
+  return {
+    name = wf.name,
+    workflow_path = abs_wf,
+    workflow_hash = whash,
+    input = input,
+    input_fp = input_fp,
+    params = params_json,
+    output = output,
+    identity = hash.xxh128(table.concat({ wf.name, whash, input, params_json }, "\0")),
+  }
+end
+
+--- Whether the run's owner is alive: a fresh heartbeat, and on this host a
+--- live pid. A stale heartbeat means a hung or dead owner.
+function M.owner_alive(run, now_ms)
+  if run.owner_pid == nil or run.owner_pid == 0 then
+    return false
+  end
+  if now_ms - (run.heartbeat_ms or 0) > M.STALE_MS then
+    return false
+  end
+  if run.owner_host == sys.hostname() then
+    return run.owner_pid ~= sys.pid() and sys.alive(run.owner_pid)
+  end
+  return true
+end
+
+local function age(ms)
+  return string.format("%.0f s", ms / 1000)
+end
+
+--- Claims run for this process. -> true | nil, message
+function M.claim(st, run)
+  local now = store.now_ms()
+  if M.owner_alive(run, now) then
+    return nil, string.format("run %s is in progress in process %d on %s (heartbeat %s ago); "
+      .. "wait for it to finish, or stop it first", run.id, run.owner_pid, run.owner_host or "?",
+      age(now - run.heartbeat_ms))
+  end
+  local ok, err = st:run_claim(run.id, sys.pid(), sys.hostname(), now, run.owner_pid or 0, run.heartbeat_ms or 0)
+  if ok == nil then
+    return nil, err
+  end
+  if not ok then
+    return nil, string.format("run %s was just claimed by another process", run.id)
+  end
+  run.owner_pid, run.owner_host, run.heartbeat_ms, run.status = sys.pid(), sys.hostname(), now, "running"
+  return true
+end
+
+local function new_id(name)
+  local seed = string.format("%s|%d|%d|%s", name, sys.pid(), store.now_ms(), tostring({}))
+  local slug = name:lower():gsub("[^%w]+", "-"):gsub("^%-+", ""):gsub("%-+$", ""):sub(1, 40)
+  return (slug ~= "" and slug or "run") .. "-" .. hash.xxh64(seed):sub(1, 8)
+end
+
+--- begin(st, ident, opts) -> run, checkpoint_or_nil | nil, message
+--- ident: from identify(); opts.resume_id, opts.fresh; opts.workflow_changed_ok.
+--- The run comes back claimed by this process, status "running".
+function M.begin(st, ident, opts, log)
+  local run, err
+  if opts.resume_id then
+    run, err = st:run_get(opts.resume_id)
+    if run == nil then
+      return nil, err or string.format("no run '%s' in %s", opts.resume_id, M.db_path(opts))
+    end
+    if run.status == "completed" then
+      return nil, string.format("run %s already completed; nothing to resume", run.id), 0
+    end
+    if run.status == "failed" then
+      return nil, string.format("run %s failed (%s); it cannot be resumed: start a new one with "
+        .. "orch run %s --fresh", run.id, run.error or "no reason recorded", run.workflow_path)
+    end
+    if run.workflow_hash ~= ident.workflow_hash then
+      return nil, string.format("the workflow %s changed since run %s began; resuming would mix "
+        .. "two versions: start over with orch run %s --fresh", run.workflow_path, run.id, run.workflow_path)
+    end
+  else
+    run, err = st:run_find_unfinished(ident.identity)
+    if err then
+      return nil, err
+    end
+  end
+  local superseded
+  if run ~= nil and opts.fresh then
+    if M.owner_alive(run, store.now_ms()) then
+      return nil, string.format("run %s is in progress in process %d on %s; --fresh cannot replace a live run",
+        run.id, run.owner_pid, run.owner_host or "?")
+    end
+    superseded, run = run, nil
+  end
+  if run == nil then
+    local now = store.now_ms()
+    run = {
+      id = new_id(ident.name),
+      status = "running",
+      owner_pid = sys.pid(),
+      owner_host = sys.hostname(),
+      heartbeat_ms = now,
+      created_ms = now,
+    }
+    for k, v in pairs(ident) do
+      run[k] = v
+    end
+    local ok, cerr = st:run_create(run)
+    if not ok then
+      return nil, cerr
+    end
+    st:event_add(run.id, "started", json.encode({ pid = run.owner_pid, host = run.owner_host,
+      cwd = sys.realpath(".") }))
+    if superseded then
+      -- the unfinished run this one replaces will never be resumed
+      superseded.status = "failed"
+      superseded.error = "superseded by run " .. run.id .. " (--fresh)"
+      superseded.finished_ms = store.now_ms()
+      st:run_update(superseded)
+      st:event_add(superseded.id, "superseded", json.encode({ by = run.id }))
+    end
+    return run, nil
+  end
+
+  if run.input_fp ~= ident.input_fp then
+    return nil, string.format("the input %s changed since run %s began (%s, now %s); resuming would "
+      .. "mix two inputs: start over with orch run %s --fresh", run.input, run.id, run.input_fp,
+      ident.input_fp or "missing", run.workflow_path)
+  end
+  local ok, cerr = M.claim(st, run)
+  if not ok then
+    return nil, cerr
+  end
+  local ckpt, skipped = st:checkpoint_latest(run.id)
+  if ckpt == nil and type(skipped) == "string" then
+    return nil, skipped
+  end
+  if skipped > 0 then
+    log(0, string.format("warning: %d newer checkpoint(s) of run %s failed their checksum; "
+      .. "falling back to %s", skipped, run.id, ckpt and ("checkpoint " .. ckpt.seq) or "the start"))
+    st:event_add(run.id, "checkpoint_corrupt", json.encode({ skipped = skipped, fallback = ckpt and ckpt.seq or 0 }))
+  end
+  local rok, rerr = st:checkpoint_rollback(run.id, ckpt and ckpt.seq or 0)
+  if not rok then
+    return nil, rerr
+  end
+  run.recoveries = (run.recoveries or 0) + 1
+  st:event_add(run.id, "resumed", json.encode({
+    pid = run.owner_pid,
+    checkpoint = ckpt and ckpt.seq or 0,
+    rows_done = ckpt and ckpt.input_index or 0,
+  }))
+  return run, ckpt
+end
+
+--- The runs `orch resume --all` should pick up: running with a dead owner,
+--- or paused (by a signal or a budget), oldest first.
+function M.interrupted(st)
+  local list = {}
+  local now = store.now_ms()
+  for _, status in ipairs({ "running", "paused", "pending" }) do
+    local runs, err = st:run_list({ status = status })
+    if runs == nil then
+      return nil, err
+    end
+    for _, r in ipairs(runs) do
+      if not M.owner_alive(r, now) then
+        list[#list + 1] = r
+      end
+    end
+  end
+  table.sort(list, function(a, b)
+    return a.created_ms < b.created_ms
+  end)
+  return list
+end
+
+return M

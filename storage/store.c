@@ -1,0 +1,240 @@
+/* store.c — the backend-independent half of the state store: choosing a
+ * backend from the target, run status names, the checkpoint checksum
+ * (XXH3-128, libxxhash), the memento codec (zstd, libzstd) the backends
+ * share, and the functions that free what the store fills in.
+ * See store.h for the contract and store_impl.h for the shared helpers. */
+#include "store.h"
+#include "store_impl.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <xxhash.h>
+#include <zstd.h>
+
+/* How a target string picks a backend: the first entry whose prefix
+ * matches wins, "" matches anything. A backend not built in yet has
+ * open == NULL, so "postgres://..." is refused clearly instead of being
+ * taken for a file name. Adding PostgreSQL = filling in its open. */
+struct store_backend {
+    const char *prefix;
+    const char *name;
+    struct orch_store *(*open)(const char *target, char *err, size_t errlen);
+};
+
+static const struct store_backend store_backends[] = {
+    {"postgres://", "PostgreSQL", NULL},
+    {"postgresql://", "PostgreSQL", NULL},
+    {"", "SQLite", orch_store_sqlite_open},
+};
+
+struct orch_store *orch_store_open(const char *target, char *err, size_t errlen)
+{
+    if (target == NULL || target[0] == '\0') {
+        snprintf(err, errlen, "no state database given (use --db PATH or ORCH_DB)");
+        return NULL;
+    }
+    size_t n = sizeof store_backends / sizeof store_backends[0];
+    for (size_t i = 0; i < n; i++) {
+        const struct store_backend *b = &store_backends[i];
+        if (strncmp(target, b->prefix, strlen(b->prefix)) != 0)
+            continue;
+        if (b->open == NULL) {
+            snprintf(err, errlen, "%s: %s state stores are not supported by this build of orch", target,
+                     b->name);
+            return NULL;
+        }
+        return b->open(target, err, errlen);
+    }
+    snprintf(err, errlen, "%s: no storage backend for this target", target);
+    return NULL;
+}
+
+static const char *const run_status_names[] = {
+    [ORCH_RUN_PENDING] = "pending",     [ORCH_RUN_RUNNING] = "running", [ORCH_RUN_PAUSED] = "paused",
+    [ORCH_RUN_COMPLETED] = "completed", [ORCH_RUN_FAILED] = "failed",
+};
+
+#define RUN_STATUS_COUNT (sizeof run_status_names / sizeof run_status_names[0])
+
+const char *orch_run_status_name(enum orch_run_status s)
+{
+    if ((unsigned)s >= RUN_STATUS_COUNT)
+        return "unknown";
+    return run_status_names[s];
+}
+
+int orch_run_status_parse(const char *s)
+{
+    if (s == NULL)
+        return -1;
+    for (size_t i = 0; i < RUN_STATUS_COUNT; i++) {
+        if (strcmp(s, run_status_names[i]) == 0)
+            return (int)i;
+    }
+    return -1;
+}
+
+static void put_le64(unsigned char *p, int64_t v)
+{
+    uint64_t u = (uint64_t)v;
+    for (int i = 0; i < 8; i++) {
+        p[i] = (unsigned char)(u & 0xff);
+        u >>= 8;
+    }
+}
+
+/* The hashed bytes are: seq, input_offset, input_line, input_index,
+ * output_offset, errors_offset as 8-byte little-endian two's complement,
+ * then the raw memento. Fixed layout, so a checksum written on one machine
+ * verifies on any other. out is "" only if the hash state cannot be
+ * allocated, which never matches a stored checksum. */
+void orch_checkpoint_checksum(const struct orch_checkpoint *c, char out[33])
+{
+    unsigned char head[48];
+    put_le64(head + 0, c->seq);
+    put_le64(head + 8, c->input_offset);
+    put_le64(head + 16, c->input_line);
+    put_le64(head + 24, c->input_index);
+    put_le64(head + 32, c->output_offset);
+    put_le64(head + 40, c->errors_offset);
+
+    out[0] = '\0';
+    XXH3_state_t *h = XXH3_createState();
+    if (h == NULL)
+        return;
+    XXH3_128bits_reset(h);
+    XXH3_128bits_update(h, head, sizeof head);
+    if (c->memento != NULL && c->memento_len > 0)
+        XXH3_128bits_update(h, c->memento, c->memento_len);
+    XXH128_hash_t sum = XXH3_128bits_digest(h);
+    XXH3_freeState(h);
+
+    XXH128_canonical_t canon;
+    XXH128_canonicalFromHash(&canon, sum);
+    static const char hex[] = "0123456789abcdef";
+    for (int i = 0; i < 16; i++) {
+        out[2 * i] = hex[canon.digest[i] >> 4];
+        out[2 * i + 1] = hex[canon.digest[i] & 0xf];
+    }
+    out[32] = '\0';
+}
+
+int orch_store_compress(const void *src, size_t len, void **out, size_t *out_len, char *err, size_t errlen)
+{
+    if (len > ORCH_STORE_MEMENTO_MAX) {
+        snprintf(err, errlen, "memento of %zu bytes is over the %zu MiB limit", len,
+                 ORCH_STORE_MEMENTO_MAX >> 20);
+        return -1;
+    }
+    size_t cap = ZSTD_compressBound(len);
+    void *dst = malloc(cap);
+    if (dst == NULL) {
+        snprintf(err, errlen, "out of memory compressing a %zu-byte memento", len);
+        return -1;
+    }
+    size_t n = ZSTD_compress(dst, cap, src != NULL ? src : "", len, ORCH_STORE_ZSTD_LEVEL);
+    if (ZSTD_isError(n)) {
+        snprintf(err, errlen, "compressing the memento: %s", ZSTD_getErrorName(n));
+        free(dst);
+        return -1;
+    }
+    *out = dst;
+    *out_len = n;
+    return 0;
+}
+
+int orch_store_decompress(const void *src, size_t len, void **out, size_t *out_len, char *err, size_t errlen)
+{
+    if (src == NULL || len == 0) {
+        snprintf(err, errlen, "memento is empty (no zstd frame)");
+        return -1;
+    }
+    unsigned long long size = ZSTD_getFrameContentSize(src, len);
+    if (size == ZSTD_CONTENTSIZE_ERROR) {
+        snprintf(err, errlen, "memento is not a zstd frame");
+        return -1;
+    }
+    if (size == ZSTD_CONTENTSIZE_UNKNOWN) {
+        snprintf(err, errlen, "memento frame does not record its size");
+        return -1;
+    }
+    if (size > ORCH_STORE_MEMENTO_MAX) {
+        snprintf(err, errlen, "memento claims %llu bytes, over the %zu MiB limit", size,
+                 ORCH_STORE_MEMENTO_MAX >> 20);
+        return -1;
+    }
+    char *dst = malloc((size_t)size + 1);
+    if (dst == NULL) {
+        snprintf(err, errlen, "out of memory decompressing a %llu-byte memento", size);
+        return -2;
+    }
+    size_t n = ZSTD_decompress(dst, (size_t)size, src, len);
+    if (ZSTD_isError(n)) {
+        snprintf(err, errlen, "memento does not decompress: %s", ZSTD_getErrorName(n));
+        free(dst);
+        return -1;
+    }
+    if (n != size) {
+        snprintf(err, errlen, "memento decompressed to %zu bytes, its frame says %llu", n, size);
+        free(dst);
+        return -1;
+    }
+    dst[n] = '\0';
+    *out = dst;
+    *out_len = n;
+    return 0;
+}
+
+int64_t orch_store_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+double orch_store_mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1000.0 + (double)ts.tv_nsec / 1e6;
+}
+
+void orch_run_clear(struct orch_run *r)
+{
+    if (r == NULL)
+        return;
+    free(r->id);
+    free(r->name);
+    free(r->identity);
+    free(r->workflow_path);
+    free(r->workflow_hash);
+    free(r->input);
+    free(r->input_fp);
+    free(r->params);
+    free(r->output);
+    free(r->error);
+    free(r->owner_host);
+    memset(r, 0, sizeof *r);
+}
+
+void orch_checkpoint_clear(struct orch_checkpoint *c)
+{
+    if (c == NULL)
+        return;
+    free(c->name);
+    free(c->reason);
+    free(c->memento);
+    free(c->checksum);
+    memset(c, 0, sizeof *c);
+}
+
+void orch_event_clear(struct orch_event *e)
+{
+    if (e == NULL)
+        return;
+    free(e->type);
+    free(e->data);
+    memset(e, 0, sizeof *e);
+}

@@ -1,0 +1,213 @@
+/* store.h — the state store behind one C interface: runs, checkpoints,
+ * per-row results, events (audit trail) and the run's key/value state.
+ *
+ * The core talks to a struct orch_store through its ops table; the SQLite
+ * backend (store_sqlite.c) is the default, and a path of ":memory:" gives
+ * an ephemeral in-memory database for tests and throwaway runs. A later
+ * PostgreSQL backend fills the same table.
+ *
+ * A checkpoint is written in one transaction together with the results
+ * buffered since the previous one, the run's counters and its state, so a
+ * crash leaves either all of it or none. The memento is stored compressed
+ * (zstd) with a checksum (XXH3-128) over the cursor fields and the raw
+ * memento; reading verifies both and reports a corrupt checkpoint as
+ * invalid so the caller can fall back to an older one.
+ *
+ * Strings in structs filled by the store are heap copies owned by the
+ * struct (free with orch_run_clear / orch_checkpoint_clear / ...). Strings
+ * passed in are only read during the call. Every function returns -1 on
+ * error with a message in st->err ("state.db: <reason>").
+ * Pure C: depends on libc, and the backends on their libraries. */
+#ifndef ORCH_STORE_H
+#define ORCH_STORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+enum orch_run_status {
+    ORCH_RUN_PENDING,
+    ORCH_RUN_RUNNING,
+    ORCH_RUN_PAUSED,
+    ORCH_RUN_COMPLETED,
+    ORCH_RUN_FAILED,
+};
+
+/* "pending", "running", "paused", "completed", "failed" */
+const char *orch_run_status_name(enum orch_run_status s);
+/* The status named s, or -1. */
+int orch_run_status_parse(const char *s);
+
+struct orch_run {
+    char *id;            /* e.g. "classify-reviews-3f9a2c1b" */
+    char *name;          /* workflow name */
+    char *identity;      /* hex hash of name + workflow hash + input + params */
+    char *workflow_path; /* absolute path of the workflow file */
+    char *workflow_hash; /* hex hash of the workflow file's bytes */
+    char *input;         /* absolute input path, or "table" / "iterator" */
+    char *input_fp;      /* fingerprint checked before a resume (size, mtime, head hash) */
+    char *params;        /* canonical JSON of the --set parameters */
+    char *output;        /* absolute output path, or NULL */
+    char *error;         /* why it failed or paused; NULL when none */
+    char *owner_host;
+    enum orch_run_status status;
+    int64_t owner_pid;
+    int64_t heartbeat_ms;
+    int64_t created_ms;
+    int64_t updated_ms;
+    int64_t finished_ms; /* 0 while unfinished */
+    int64_t rows_done;   /* rows settled (written, failed or dropped) up to the last checkpoint */
+    int64_t rows_ok;
+    int64_t rows_failed;
+    int64_t rows_dropped;
+    int64_t rows_defaulted;
+    int64_t llm_calls;
+    int64_t tokens_in;
+    int64_t tokens_out;
+    double cost_usd;
+    int64_t recoveries; /* times the run was resumed */
+    int64_t checkpoints; /* filled by run_get / run_list: checkpoints stored */
+};
+
+struct orch_result {
+    int64_t seq;        /* row number, 1-based, unique per run */
+    const char *key;    /* the row's key as text */
+    const char *status; /* "ok", "failed", "dropped", "defaulted" */
+    const char *error;  /* NULL unless failed / defaulted */
+    const void *data;   /* the row as written to the output (one JSON line), or NULL */
+    size_t data_len;
+};
+
+struct orch_checkpoint {
+    int64_t seq;         /* 1, 2, ... within the run; assigned by checkpoint_write */
+    char *name;          /* a ctx:checkpoint(name), or NULL */
+    char *reason;        /* "rows", "final", "signal", "budget", "manual", ... */
+    int64_t created_ms;
+    int64_t input_offset; /* byte offset of the next unread row */
+    int64_t input_line;   /* physical line number at input_offset */
+    int64_t input_index;  /* rows consumed from the input so far */
+    int64_t output_offset; /* durable size of the output file */
+    int64_t errors_offset; /* durable size of the errors file */
+    void *memento;        /* raw bytes (JSON of ctx.state, counters, cost) */
+    size_t memento_len;
+    char *checksum;       /* hex XXH3-128; computed by checkpoint_write */
+    int64_t bytes;        /* bytes stored for this checkpoint (compressed memento + fields) */
+    double duration_ms;   /* how long the write took; set by checkpoint_write */
+    int valid;            /* reads: 1 when the checksum verified */
+};
+
+struct orch_event {
+    int64_t id;
+    int64_t ts_ms;
+    char *type;
+    char *data; /* JSON text or NULL */
+};
+
+struct orch_kv {
+    const char *key;
+    const char *value; /* JSON text */
+    size_t value_len;
+};
+
+struct orch_store_stats {
+    int64_t runs, active, paused, failed, completed;
+    int64_t checkpoints;
+    int64_t recoveries;
+    int64_t bytes; /* size of the store on disk (0 in memory) */
+    double checkpoint_mean_ms, checkpoint_max_ms;
+};
+
+struct orch_run_filter {
+    const char *status; /* NULL = any */
+    const char *name;   /* NULL = any */
+    int64_t since_ms;   /* created at or after; 0 = any */
+    int64_t until_ms;   /* created before; 0 = any */
+};
+
+struct orch_store;
+
+/* Callbacks of the list functions return 0 to go on, non-zero to stop. */
+typedef int (*orch_run_cb)(void *ud, const struct orch_run *r);
+typedef int (*orch_checkpoint_cb)(void *ud, const struct orch_checkpoint *c);
+typedef int (*orch_result_cb)(void *ud, const struct orch_result *r);
+typedef int (*orch_event_cb)(void *ud, const struct orch_event *e);
+
+struct orch_store_ops {
+    const char *name; /* "sqlite" */
+    void (*close)(struct orch_store *st);
+
+    /* Inserts r (r->id set by the caller, unique). 0 or -1. */
+    int (*run_create)(struct orch_store *st, const struct orch_run *r);
+    /* 1 found (out filled), 0 not found, -1 error. */
+    int (*run_get)(struct orch_store *st, const char *id, struct orch_run *out);
+    /* The newest run with this identity whose status is pending, running
+     * or paused: 1 found, 0 none, -1 error. */
+    int (*run_find_unfinished)(struct orch_store *st, const char *identity, struct orch_run *out);
+    /* Writes status, counters, cost, tokens, error, owner, heartbeat,
+     * finished_ms, recoveries of r->id; updated_ms = now. 0 or -1. */
+    int (*run_update)(struct orch_store *st, const struct orch_run *r);
+    /* Compare-and-swap of the owner: sets owner pid/host and heartbeat to
+     * now_ms, status to running, only if the stored owner_pid and
+     * heartbeat_ms still equal the expected ones. 1 claimed, 0 someone else
+     * changed it first, -1 error. */
+    int (*run_claim)(struct orch_store *st, const char *id, int64_t pid, const char *host, int64_t now_ms,
+                     int64_t expect_pid, int64_t expect_heartbeat_ms);
+    /* Sets heartbeat_ms of a run this process owns. 0 or -1. */
+    int (*run_heartbeat)(struct orch_store *st, const char *id, int64_t now_ms);
+    /* Runs matching f, newest first. 0 or -1. */
+    int (*run_list)(struct orch_store *st, const struct orch_run_filter *f, orch_run_cb cb, void *ud);
+
+    /* One transaction: the results, the state entries (upserted), the
+     * checkpoint (c->seq, checksum, bytes, duration_ms are set on return)
+     * and run's counters/status as in run_update. 0 or -1 (nothing written). */
+    int (*checkpoint_write)(struct orch_store *st, const struct orch_run *run, struct orch_checkpoint *c,
+                            const struct orch_result *res, size_t nres, const struct orch_kv *state,
+                            size_t nstate);
+    /* The newest checkpoint of the run whose memento decompresses and whose
+     * checksum verifies; *skipped counts newer ones that did not. 1 found,
+     * 0 none valid, -1 error. */
+    int (*checkpoint_latest)(struct orch_store *st, const char *run_id, struct orch_checkpoint *out,
+                             int *skipped);
+    /* Checkpoint seq of the run (memento included, valid set). 1, 0 or -1. */
+    int (*checkpoint_get)(struct orch_store *st, const char *run_id, int64_t seq, struct orch_checkpoint *out);
+    /* All checkpoints of the run, oldest first, without memento bytes
+     * (memento NULL) but with valid set. 0 or -1. */
+    int (*checkpoint_list)(struct orch_store *st, const char *run_id, orch_checkpoint_cb cb, void *ud);
+    /* Deletes the run's checkpoints after seq and the results written with
+     * them, in one transaction. 0 or -1. */
+    int (*checkpoint_rollback)(struct orch_store *st, const char *run_id, int64_t seq);
+
+    /* The run's results in seq order. 0 or -1. */
+    int (*result_list)(struct orch_store *st, const char *run_id, orch_result_cb cb, void *ud);
+    /* Appends an event; data is JSON text or NULL. 0 or -1. */
+    int (*event_add)(struct orch_store *st, const char *run_id, const char *type, const char *data);
+    /* The run's events, oldest first. 0 or -1. */
+    int (*event_list)(struct orch_store *st, const char *run_id, orch_event_cb cb, void *ud);
+    /* The run's state entries, sorted by key; cb gets key and JSON value. 0 or -1. */
+    int (*state_list)(struct orch_store *st, const char *run_id,
+                      int (*cb)(void *ud, const char *key, const char *value, size_t len), void *ud);
+    /* Store-wide figures. 0 or -1. */
+    int (*stats)(struct orch_store *st, struct orch_store_stats *out);
+};
+
+struct orch_store {
+    const struct orch_store_ops *ops;
+    char err[512];
+};
+
+/* Opens the store at target: a file path (created with its parent
+ * directory when missing) or ":memory:". Refuses, with a message naming
+ * the file, a file that is not a database, a corrupt one, one whose schema
+ * is newer than this orch knows, and one that cannot be written (e.g. a
+ * read-only directory). Never overwrites a file it refuses. Returns NULL
+ * with the message in err. */
+struct orch_store *orch_store_open(const char *target, char *err, size_t errlen);
+
+/* The checksum a checkpoint must carry: hex XXH3-128 over its cursor
+ * fields and raw memento. out holds 33 bytes. */
+void orch_checkpoint_checksum(const struct orch_checkpoint *c, char out[33]);
+
+void orch_run_clear(struct orch_run *r);
+void orch_checkpoint_clear(struct orch_checkpoint *c);
+void orch_event_clear(struct orch_event *e);
+
+#endif

@@ -1,0 +1,1026 @@
+/* test_store.c — unit tests of the state store (storage/store.c and the
+ * SQLite backend): runs, claims, checkpoints with results and state,
+ * checksum verification and fallback, rollback, events, stats,
+ * persistence, and every refusal at open (newer schema, not a database,
+ * corrupt, another program's database, unwritable location), each
+ * checked to leave the user's file untouched. Prints the time of a
+ * 500-result checkpoint. argv[1] is a scratch directory. */
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/fs.h>
+#include <sqlite3.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+#include <xxhash.h>
+
+#include "check.h"
+#include "store.h"
+
+#define CHECK_HAS(s, sub)                                                                                    \
+    do {                                                                                                     \
+        const char *s_ = (s), *sub_ = (sub);                                                                 \
+        if (s_ != NULL && strstr(s_, sub_) != NULL) {                                                        \
+            check_passed++;                                                                                  \
+        } else {                                                                                             \
+            check_failed++;                                                                                  \
+            fprintf(stderr, "%s:%d: \"%s\" does not contain \"%s\"\n", __FILE__, __LINE__,                   \
+                    s_ ? s_ : "(null)", sub_);                                                               \
+        }                                                                                                    \
+    } while (0)
+
+static char *slurp(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    if (f == NULL)
+        return NULL;
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *buf = malloc((size_t)n + 1);
+    size_t got = fread(buf, 1, (size_t)n, f);
+    buf[got] = '\0';
+    fclose(f);
+    *len = got;
+    return buf;
+}
+
+static int spit(const char *path, const void *data, size_t len)
+{
+    FILE *f = fopen(path, "wb");
+    if (f == NULL)
+        return -1;
+    size_t put = fwrite(data, 1, len, f);
+    fclose(f);
+    return put == len ? 0 : -1;
+}
+
+static int exists(const char *path)
+{
+    struct stat sb;
+    return stat(path, &sb) == 0;
+}
+
+/* Sets or clears the immutable attribute of path (chattr +i / -i), which
+ * stops even root from writing. 0, or -1 where the filesystem or the
+ * container does not allow it. */
+static int set_immutable(const char *path, int on)
+{
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    int flags = 0;
+    int rc = ioctl(fd, FS_IOC_GETFLAGS, &flags);
+    if (rc == 0) {
+        if (on)
+            flags |= FS_IMMUTABLE_FL;
+        else
+            flags &= ~FS_IMMUTABLE_FL;
+        rc = ioctl(fd, FS_IOC_SETFLAGS, &flags);
+    }
+    close(fd);
+    return rc == 0 ? 0 : -1;
+}
+
+/* Runs constant SQL on path through a separate connection, the way a
+ * user with the sqlite3 shell would. */
+static int sql_on(const char *path, const char *sql)
+{
+    sqlite3 *db = NULL;
+    int rc = sqlite3_open(path, &db);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_exec(db, sql, NULL, NULL, NULL);
+    if (rc != SQLITE_OK)
+        fprintf(stderr, "sql_on(%s): %s\n", sql, sqlite3_errmsg(db));
+    sqlite3_close(db);
+    return rc;
+}
+
+static struct orch_run make_run(const char *id, const char *name, const char *identity,
+                                enum orch_run_status status, int64_t created)
+{
+    struct orch_run r = {0};
+    r.id = (char *)id;
+    r.name = (char *)name;
+    r.identity = (char *)identity;
+    r.workflow_path = (char *)"/work/wf.lua";
+    r.workflow_hash = (char *)"abc123";
+    r.input = (char *)"/data/in.jsonl";
+    r.input_fp = (char *)"size=10;mtime=1";
+    r.params = (char *)"{}";
+    r.output = (char *)"/data/out.jsonl";
+    r.status = status;
+    r.created_ms = created;
+    return r;
+}
+
+/* ---- callbacks collecting what the list functions give ---------------- */
+
+struct ids {
+    int n;
+    char id[16][64];
+};
+
+static int collect_run(void *ud, const struct orch_run *r)
+{
+    struct ids *ids = ud;
+    if (ids->n < 16)
+        snprintf(ids->id[ids->n++], 64, "%s", r->id);
+    return 0;
+}
+
+static int stop_after_one(void *ud, const struct orch_run *r)
+{
+    (void)r;
+    (*(int *)ud)++;
+    return 1;
+}
+
+struct results {
+    int n;
+    int64_t seq[16];
+    char key[16][32];
+    char status[16][16];
+    char data[16][64];
+    int has_error[16];
+    int null_data[16];
+};
+
+static int collect_result(void *ud, const struct orch_result *r)
+{
+    struct results *rs = ud;
+    if (rs->n >= 16) {
+        rs->n++;
+        return 0;
+    }
+    int i = rs->n++;
+    rs->seq[i] = r->seq;
+    snprintf(rs->key[i], sizeof rs->key[i], "%s", r->key ? r->key : "");
+    snprintf(rs->status[i], sizeof rs->status[i], "%s", r->status ? r->status : "");
+    rs->has_error[i] = r->error != NULL;
+    rs->null_data[i] = r->data == NULL;
+    snprintf(rs->data[i], sizeof rs->data[i], "%.*s", (int)r->data_len, r->data ? (const char *)r->data : "");
+    return 0;
+}
+
+static int count_result(void *ud, const struct orch_result *r)
+{
+    (void)r;
+    (*(int *)ud)++;
+    return 0;
+}
+
+struct kvs {
+    int n;
+    char line[8][96];
+};
+
+static int collect_state(void *ud, const char *key, const char *value, size_t len)
+{
+    struct kvs *k = ud;
+    if (k->n < 8) {
+        snprintf(k->line[k->n], sizeof k->line[k->n], "%s=%.*s", key, (int)len, value);
+        k->n++;
+    }
+    return 0;
+}
+
+struct cps {
+    int n;
+    int64_t seq[8];
+    int valid[8];
+    int memento_null[8];
+};
+
+static int collect_cp(void *ud, const struct orch_checkpoint *c)
+{
+    struct cps *cs = ud;
+    if (cs->n < 8) {
+        cs->seq[cs->n] = c->seq;
+        cs->valid[cs->n] = c->valid;
+        cs->memento_null[cs->n] = c->memento == NULL;
+        cs->n++;
+    }
+    return 0;
+}
+
+struct evs {
+    int n;
+    char line[8][96];
+    int64_t last_id;
+    int ordered;
+};
+
+static int collect_event(void *ud, const struct orch_event *e)
+{
+    struct evs *es = ud;
+    if (e->id <= es->last_id)
+        es->ordered = 0;
+    es->last_id = e->id;
+    if (es->n < 8) {
+        snprintf(es->line[es->n], sizeof es->line[es->n], "%s:%s", e->type, e->data ? e->data : "NULL");
+        es->n++;
+    }
+    return 0;
+}
+
+/* ---- the checksum, computed here independently of store.c -------------- */
+
+static void expected_checksum(const struct orch_checkpoint *c, char out[33])
+{
+    size_t n = 48 + c->memento_len;
+    unsigned char *buf = malloc(n);
+    int64_t f[6] = {c->seq,         c->input_offset,  c->input_line,
+                    c->input_index, c->output_offset, c->errors_offset};
+    for (int k = 0; k < 6; k++) {
+        for (int b = 0; b < 8; b++)
+            buf[k * 8 + b] = (unsigned char)(((uint64_t)f[k] >> (8 * b)) & 0xff);
+    }
+    memcpy(buf + 48, c->memento, c->memento_len);
+    XXH128_hash_t h = XXH3_128bits(buf, n);
+    free(buf);
+    snprintf(out, 33, "%016llx%016llx", (unsigned long long)h.high64, (unsigned long long)h.low64);
+}
+
+/* ---- sections ---------------------------------------------------------- */
+
+static void test_status_names(void)
+{
+    CHECK_STR(orch_run_status_name(ORCH_RUN_PAUSED), "paused");
+    CHECK(orch_run_status_parse("completed") == ORCH_RUN_COMPLETED);
+    CHECK(orch_run_status_parse("pending") == ORCH_RUN_PENDING);
+    CHECK(orch_run_status_parse("bogus") == -1);
+    CHECK(orch_run_status_parse(NULL) == -1);
+}
+
+static void test_runs(struct orch_store *st)
+{
+    struct orch_run r1 = make_run("r1", "classify", "idA", ORCH_RUN_PENDING, 1000);
+    struct orch_run r2 = make_run("r2", "classify", "idA", ORCH_RUN_COMPLETED, 2000);
+    struct orch_run r3 = make_run("r3", "extract", "idB", ORCH_RUN_PAUSED, 3000);
+    r2.output = NULL;
+    r2.finished_ms = 2500;
+    r3.error = (char *)"budget of $1.00 reached";
+    CHECK(st->ops->run_create(st, &r1) == 0);
+    CHECK(st->ops->run_create(st, &r2) == 0);
+    CHECK(st->ops->run_create(st, &r3) == 0);
+    CHECK(st->ops->run_create(st, &r1) == -1);
+    CHECK_HAS(st->err, "UNIQUE");
+
+    struct orch_run got = {0};
+    CHECK(st->ops->run_get(st, "r2", &got) == 1);
+    CHECK_STR(got.id, "r2");
+    CHECK_STR(got.name, "classify");
+    CHECK_STR(got.workflow_path, "/work/wf.lua");
+    CHECK_STR(got.input_fp, "size=10;mtime=1");
+    CHECK(got.output == NULL);
+    CHECK(got.error == NULL);
+    CHECK(got.status == ORCH_RUN_COMPLETED);
+    CHECK(got.created_ms == 2000);
+    CHECK(got.updated_ms == 2000);
+    CHECK(got.finished_ms == 2500);
+    CHECK(got.checkpoints == 0);
+    orch_run_clear(&got);
+    CHECK(got.id == NULL);
+    CHECK(st->ops->run_get(st, "nope", &got) == 0);
+
+    /* newest unfinished of an identity; completed ones do not count */
+    CHECK(st->ops->run_find_unfinished(st, "idA", &got) == 1);
+    CHECK_STR(got.id, "r1");
+    orch_run_clear(&got);
+    struct orch_run r4 = make_run("r4", "classify", "idA", ORCH_RUN_RUNNING, 4000);
+    CHECK(st->ops->run_create(st, &r4) == 0);
+    CHECK(st->ops->run_find_unfinished(st, "idA", &got) == 1);
+    CHECK_STR(got.id, "r4");
+    orch_run_clear(&got);
+    CHECK(st->ops->run_find_unfinished(st, "idC", &got) == 0);
+
+    /* update */
+    r4.status = ORCH_RUN_FAILED;
+    r4.error = (char *)"provider returned 401";
+    r4.rows_done = 10;
+    r4.rows_ok = 7;
+    r4.rows_failed = 2;
+    r4.rows_dropped = 1;
+    r4.llm_calls = 12;
+    r4.tokens_in = 3400;
+    r4.tokens_out = 560;
+    r4.cost_usd = 0.0125;
+    r4.finished_ms = 4100;
+    r4.recoveries = 2;
+    CHECK(st->ops->run_update(st, &r4) == 0);
+    CHECK(st->ops->run_get(st, "r4", &got) == 1);
+    CHECK(got.status == ORCH_RUN_FAILED);
+    CHECK_STR(got.error, "provider returned 401");
+    CHECK(got.rows_done == 10 && got.rows_ok == 7 && got.rows_failed == 2 && got.rows_dropped == 1);
+    CHECK(got.llm_calls == 12 && got.tokens_in == 3400 && got.tokens_out == 560);
+    CHECK(got.cost_usd == 0.0125);
+    CHECK(got.finished_ms == 4100 && got.recoveries == 2);
+    CHECK(got.updated_ms > 1000000000000LL); /* wall clock now */
+    orch_run_clear(&got);
+    struct orch_run ghost = make_run("ghost", "x", "x", ORCH_RUN_RUNNING, 1);
+    CHECK(st->ops->run_update(st, &ghost) == -1);
+    CHECK_HAS(st->err, "no such run");
+
+    /* list with filters, newest first */
+    struct ids ids = {0};
+    CHECK(st->ops->run_list(st, NULL, collect_run, &ids) == 0);
+    CHECK(ids.n == 4);
+    CHECK_STR(ids.id[0], "r4");
+    CHECK_STR(ids.id[3], "r1");
+    struct orch_run_filter f = {.status = "paused"};
+    memset(&ids, 0, sizeof ids);
+    CHECK(st->ops->run_list(st, &f, collect_run, &ids) == 0);
+    CHECK(ids.n == 1);
+    CHECK_STR(ids.id[0], "r3");
+    f = (struct orch_run_filter){.name = "classify"};
+    memset(&ids, 0, sizeof ids);
+    CHECK(st->ops->run_list(st, &f, collect_run, &ids) == 0);
+    CHECK(ids.n == 3);
+    f = (struct orch_run_filter){.since_ms = 2000, .until_ms = 4000};
+    memset(&ids, 0, sizeof ids);
+    CHECK(st->ops->run_list(st, &f, collect_run, &ids) == 0);
+    CHECK(ids.n == 2);
+    CHECK_STR(ids.id[0], "r3");
+    CHECK_STR(ids.id[1], "r2");
+    f = (struct orch_run_filter){.name = "classify", .status = "failed"};
+    memset(&ids, 0, sizeof ids);
+    CHECK(st->ops->run_list(st, &f, collect_run, &ids) == 0);
+    CHECK(ids.n == 1);
+    CHECK_STR(ids.id[0], "r4");
+    int calls = 0;
+    CHECK(st->ops->run_list(st, NULL, stop_after_one, &calls) == 0);
+    CHECK(calls == 1);
+}
+
+static void test_claim(struct orch_store *st)
+{
+    /* r1 is unowned: pid 0, heartbeat 0 */
+    CHECK(st->ops->run_claim(st, "r1", 100, "hostA", 5000, 0, 0) == 1);
+    struct orch_run got = {0};
+    CHECK(st->ops->run_get(st, "r1", &got) == 1);
+    CHECK(got.owner_pid == 100);
+    CHECK_STR(got.owner_host, "hostA");
+    CHECK(got.heartbeat_ms == 5000);
+    CHECK(got.status == ORCH_RUN_RUNNING);
+    orch_run_clear(&got);
+    /* a second claimer with the stale expectation loses */
+    CHECK(st->ops->run_claim(st, "r1", 200, "hostB", 5001, 0, 0) == 0);
+    CHECK(st->ops->run_heartbeat(st, "r1", 6000) == 0);
+    /* the expectation must match both pid and heartbeat */
+    CHECK(st->ops->run_claim(st, "r1", 200, "hostB", 9000, 100, 5000) == 0);
+    CHECK(st->ops->run_claim(st, "r1", 200, "hostB", 9000, 100, 6000) == 1);
+    CHECK(st->ops->run_get(st, "r1", &got) == 1);
+    CHECK(got.owner_pid == 200);
+    CHECK_STR(got.owner_host, "hostB");
+    CHECK(got.heartbeat_ms == 9000);
+    orch_run_clear(&got);
+    CHECK(st->ops->run_claim(st, "nope", 1, "h", 1, 0, 0) == 0);
+    CHECK(st->ops->run_heartbeat(st, "nope", 1) == -1);
+    CHECK_HAS(st->err, "no such run");
+}
+
+static int result_count(struct orch_store *st, const char *run_id)
+{
+    int n = 0;
+    CHECK(st->ops->result_list(st, run_id, count_result, &n) == 0);
+    return n;
+}
+
+static void test_checkpoints(struct orch_store *st, const char *db_path)
+{
+    struct orch_run run = make_run("r1", "classify", "idA", ORCH_RUN_RUNNING, 1000);
+    run.owner_pid = 200;
+    run.owner_host = (char *)"hostB";
+    run.heartbeat_ms = 9000;
+    run.rows_done = 3;
+    run.rows_ok = 2;
+    run.rows_failed = 1;
+    run.cost_usd = 0.5;
+
+    struct orch_result res1[] = {
+        {1, "k1", "ok", NULL, "{\"a\":1}", 7},
+        {2, "k2", "failed", "timeout", NULL, 0},
+        {3, "k3", "ok", NULL, "{\"a\":3}", 7},
+    };
+    struct orch_kv kv1[] = {
+        {"count", "3", 1},
+        {"labels", "[\"x\",\"y\"]", 9},
+    };
+    const char *m1 = "{\"state\":{\"count\":3},\"rows_done\":3}";
+    struct orch_checkpoint c1 = {0};
+    c1.reason = (char *)"rows";
+    c1.input_offset = 300;
+    c1.input_line = 4;
+    c1.input_index = 3;
+    c1.output_offset = 14;
+    c1.errors_offset = 40;
+    c1.memento = (void *)m1;
+    c1.memento_len = strlen(m1);
+    CHECK(st->ops->checkpoint_write(st, &run, &c1, res1, 3, kv1, 2) == 0);
+    CHECK(c1.seq == 1);
+    CHECK(c1.checksum != NULL && strlen(c1.checksum) == 32);
+    CHECK(c1.bytes > 0);
+    CHECK(c1.duration_ms >= 0.0);
+    CHECK(c1.created_ms > 0);
+    char sum[33], want[33];
+    orch_checkpoint_checksum(&c1, sum);
+    expected_checksum(&c1, want);
+    CHECK_STR(sum, want);
+    CHECK_STR(c1.checksum, want);
+    free(c1.checksum);
+
+    struct orch_run got = {0};
+    CHECK(st->ops->run_get(st, "r1", &got) == 1);
+    CHECK(got.rows_done == 3 && got.rows_ok == 2 && got.rows_failed == 1);
+    CHECK(got.cost_usd == 0.5);
+    CHECK(got.checkpoints == 1);
+    orch_run_clear(&got);
+
+    /* second checkpoint: two more rows, one state key changed, one deleted */
+    struct orch_result res2[] = {
+        {4, "k4", "ok", NULL, "{\"a\":4}", 7},
+        {5, "k5", "defaulted", "bad json", "{\"a\":null}", 10},
+    };
+    struct orch_kv kv2[] = {
+        {"count", "5", 1},
+        {"labels", NULL, 0},
+        {"last", "\"k5\"", 4},
+    };
+    const char *m2 = "{\"state\":{\"count\":5},\"rows_done\":5}";
+    run.rows_done = 5;
+    run.rows_ok = 3;
+    run.rows_defaulted = 1;
+    struct orch_checkpoint c2 = {0};
+    c2.name = (char *)"after-batch";
+    c2.reason = (char *)"manual";
+    c2.input_offset = 500;
+    c2.input_line = 6;
+    c2.input_index = 5;
+    c2.output_offset = 28;
+    c2.errors_offset = 80;
+    c2.memento = (void *)m2;
+    c2.memento_len = strlen(m2);
+    CHECK(st->ops->checkpoint_write(st, &run, &c2, res2, 2, kv2, 3) == 0);
+    CHECK(c2.seq == 2);
+    char *c2_sum = c2.checksum;
+
+    struct results rs = {0};
+    CHECK(st->ops->result_list(st, "r1", collect_result, &rs) == 0);
+    CHECK(rs.n == 5);
+    for (int i = 0; i < 5 && i < rs.n; i++)
+        CHECK(rs.seq[i] == i + 1);
+    CHECK_STR(rs.key[0], "k1");
+    CHECK_STR(rs.data[0], "{\"a\":1}");
+    CHECK(rs.null_data[1] && rs.has_error[1]);
+    CHECK_STR(rs.status[1], "failed");
+    CHECK_STR(rs.status[4], "defaulted");
+    CHECK_STR(rs.data[4], "{\"a\":null}");
+
+    struct kvs kv = {0};
+    CHECK(st->ops->state_list(st, "r1", collect_state, &kv) == 0);
+    CHECK(kv.n == 2);
+    CHECK_STR(kv.line[0], "count=5");
+    CHECK_STR(kv.line[1], "last=\"k5\"");
+
+    /* read back: newest valid, exact memento and cursor */
+    struct orch_checkpoint lc = {0};
+    int skipped = -1;
+    CHECK(st->ops->checkpoint_latest(st, "r1", &lc, &skipped) == 1);
+    CHECK(skipped == 0);
+    CHECK(lc.seq == 2 && lc.valid == 1);
+    CHECK(lc.memento_len == strlen(m2) && memcmp(lc.memento, m2, lc.memento_len) == 0);
+    CHECK(((const char *)lc.memento)[lc.memento_len] == '\0');
+    CHECK(lc.input_offset == 500 && lc.input_line == 6 && lc.input_index == 5);
+    CHECK(lc.output_offset == 28 && lc.errors_offset == 80);
+    CHECK_STR(lc.name, "after-batch");
+    CHECK_STR(lc.reason, "manual");
+    CHECK_STR(lc.checksum, c2_sum);
+    orch_checkpoint_checksum(&lc, sum);
+    CHECK_STR(sum, lc.checksum);
+    CHECK(lc.bytes == c2.bytes);
+    orch_checkpoint_clear(&lc);
+
+    CHECK(st->ops->checkpoint_get(st, "r1", 1, &lc) == 1);
+    CHECK(lc.valid == 1 && lc.memento_len == strlen(m1) && memcmp(lc.memento, m1, lc.memento_len) == 0);
+    CHECK(lc.name == NULL);
+    orch_checkpoint_clear(&lc);
+    CHECK(st->ops->checkpoint_get(st, "r1", 9, &lc) == 0);
+
+    /* a re-run row (same seq) replaces the earlier one */
+    struct orch_result res3[] = {
+        {5, "k5", "ok", NULL, "{\"a\":5}", 7},
+        {6, "k6", "ok", NULL, "{\"a\":6}", 7},
+    };
+    const char *m3 = "{\"state\":{\"count\":6},\"rows_done\":6}";
+    struct orch_checkpoint c3 = {0};
+    c3.reason = (char *)"rows";
+    c3.input_offset = 600;
+    c3.input_line = 7;
+    c3.input_index = 6;
+    c3.memento = (void *)m3;
+    c3.memento_len = strlen(m3);
+    CHECK(st->ops->checkpoint_write(st, &run, &c3, res3, 2, NULL, 0) == 0);
+    CHECK(c3.seq == 3);
+    free(c3.checksum);
+    memset(&rs, 0, sizeof rs);
+    CHECK(st->ops->result_list(st, "r1", collect_result, &rs) == 0);
+    CHECK(rs.n == 6);
+    CHECK_STR(rs.status[4], "ok");
+    CHECK_STR(rs.data[4], "{\"a\":5}");
+
+    /* a failing write leaves nothing behind */
+    /* the second row breaks the NOT NULL on status */
+    struct orch_result bad[] = {
+        {7, "k7", "ok", NULL, "{}", 2},
+        {8, "k8", NULL, NULL, NULL, 0},
+    };
+    struct orch_checkpoint c4 = {0};
+    c4.reason = (char *)"rows";
+    CHECK(st->ops->checkpoint_write(st, &run, &c4, bad, 2, kv1, 2) == -1);
+    CHECK_HAS(st->err, "cannot store result 8 of run r1");
+    CHECK(c4.seq == 0 && c4.checksum == NULL);
+    CHECK(result_count(st, "r1") == 6);
+    struct orch_run nobody = make_run("nobody", "x", "x", ORCH_RUN_RUNNING, 1);
+    CHECK(st->ops->checkpoint_write(st, &nobody, &c4, res1, 1, NULL, 0) == -1);
+    CHECK(result_count(st, "nobody") == 0);
+    memset(&kv, 0, sizeof kv);
+    CHECK(st->ops->state_list(st, "r1", collect_state, &kv) == 0);
+    CHECK(kv.n == 2);
+
+    /* corrupt the newest checkpoint's checksum from outside: latest falls back */
+    CHECK(sql_on(db_path, "UPDATE checkpoints SET checksum = '00000000000000000000000000000000' "
+                          "WHERE run_id = 'r1' AND seq = 3") == SQLITE_OK);
+    skipped = -1;
+    CHECK(st->ops->checkpoint_latest(st, "r1", &lc, &skipped) == 1);
+    CHECK(skipped == 1);
+    CHECK(lc.seq == 2 && lc.valid == 1);
+    CHECK(lc.memento_len == strlen(m2) && memcmp(lc.memento, m2, lc.memento_len) == 0);
+    orch_checkpoint_clear(&lc);
+    /* and damage the memento bytes of seq 2: it no longer decompresses */
+    CHECK(
+        sql_on(db_path, "UPDATE checkpoints SET memento = x'28b52ffd00ff' WHERE run_id = 'r1' AND seq = 2") ==
+        SQLITE_OK);
+    CHECK(st->ops->checkpoint_latest(st, "r1", &lc, &skipped) == 1);
+    CHECK(skipped == 2);
+    CHECK(lc.seq == 1);
+    orch_checkpoint_clear(&lc);
+    CHECK(st->ops->checkpoint_get(st, "r1", 3, &lc) == 1);
+    CHECK(lc.valid == 0);
+    orch_checkpoint_clear(&lc);
+    struct cps cs = {0};
+    CHECK(st->ops->checkpoint_list(st, "r1", collect_cp, &cs) == 0);
+    CHECK(cs.n == 3);
+    CHECK(cs.seq[0] == 1 && cs.seq[1] == 2 && cs.seq[2] == 3);
+    CHECK(cs.valid[0] == 1 && cs.valid[1] == 0 && cs.valid[2] == 0);
+    CHECK(cs.memento_null[0] && cs.memento_null[1] && cs.memento_null[2]);
+    CHECK(st->ops->checkpoint_latest(st, "r4", &lc, &skipped) == 0);
+    CHECK(skipped == 0);
+
+    /* roll back to 1: checkpoints 2, 3 and the rows they carried go */
+    CHECK(st->ops->checkpoint_rollback(st, "r1", 1) == 0);
+    memset(&cs, 0, sizeof cs);
+    CHECK(st->ops->checkpoint_list(st, "r1", collect_cp, &cs) == 0);
+    CHECK(cs.n == 1 && cs.seq[0] == 1);
+    memset(&rs, 0, sizeof rs);
+    CHECK(st->ops->result_list(st, "r1", collect_result, &rs) == 0);
+    CHECK(rs.n == 3);
+    CHECK(rs.seq[2] == 3);
+    CHECK(st->ops->checkpoint_latest(st, "r1", &lc, &skipped) == 1);
+    CHECK(lc.seq == 1 && skipped == 0);
+    orch_checkpoint_clear(&lc);
+    /* numbering resumes after the kept checkpoint */
+    run.rows_done = 4;
+    CHECK(st->ops->checkpoint_write(st, &run, &c2, res2, 1, NULL, 0) == 0);
+    CHECK(c2.seq == 2);
+    free(c2.checksum);
+    CHECK(result_count(st, "r1") == 4);
+}
+
+static void test_events(struct orch_store *st)
+{
+    CHECK(st->ops->event_add(st, "r1", "run.start", "{\"pid\":200}") == 0);
+    CHECK(st->ops->event_add(st, "r1", "checkpoint", NULL) == 0);
+    CHECK(st->ops->event_add(st, "r3", "run.pause", "{}") == 0);
+    CHECK(st->ops->event_add(st, "r1", "run.end", "{\"ok\":true}") == 0);
+    CHECK(st->ops->event_add(st, "nope", "x", NULL) == -1);
+    CHECK_HAS(st->err, "FOREIGN KEY");
+    CHECK(st->ops->event_add(st, NULL, "store.gc", "{\"deleted\":0}") == 0);
+    struct evs global = {.ordered = 1};
+    CHECK(st->ops->event_list(st, NULL, collect_event, &global) == 0);
+    CHECK(global.n == 1);
+    CHECK_STR(global.line[0], "store.gc:{\"deleted\":0}");
+    struct evs es = {.ordered = 1};
+    CHECK(st->ops->event_list(st, "r1", collect_event, &es) == 0);
+    CHECK(es.n == 3 && es.ordered);
+    CHECK_STR(es.line[0], "run.start:{\"pid\":200}");
+    CHECK_STR(es.line[1], "checkpoint:NULL");
+    CHECK_STR(es.line[2], "run.end:{\"ok\":true}");
+}
+
+static void test_stats(struct orch_store *st, int file)
+{
+    struct orch_store_stats s;
+    CHECK(st->ops->stats(st, &s) == 0);
+    /* r1 running, r2 completed, r3 paused, r4 failed */
+    CHECK(s.runs == 4);
+    CHECK(s.active == 1 && s.paused == 1 && s.failed == 1 && s.completed == 1);
+    CHECK(s.checkpoints == 2);
+    CHECK(s.recoveries == 2);
+    CHECK(file ? s.bytes > 0 : s.bytes == 0);
+    CHECK(s.checkpoint_mean_ms > 0.0 && s.checkpoint_max_ms >= s.checkpoint_mean_ms);
+}
+
+/* 500 results + a checkpoint per transaction, repeated; prints timings. */
+static void bench_checkpoint(struct orch_store *st, const char *label)
+{
+    struct orch_run run = make_run("bench", "bench", "idZ", ORCH_RUN_RUNNING, 5000);
+    CHECK(st->ops->run_create(st, &run) == 0);
+    enum { NRES = 500, ROUNDS = 20 };
+    static struct orch_result res[NRES];
+    static char keys[NRES][16];
+    static char data[NRES][200];
+    char memento[4096];
+    int ml = snprintf(memento, sizeof memento, "{\"state\":{");
+    for (int i = 0; i < 100 && ml < 3900; i++)
+        ml += snprintf(memento + ml, sizeof memento - (size_t)ml, "\"k%d\":%d,", i, i * 7);
+    ml += snprintf(memento + ml, sizeof memento - (size_t)ml, "\"end\":1}}");
+    double total = 0, best = 1e9, worst = 0;
+    for (int round = 0; round < ROUNDS; round++) {
+        for (int i = 0; i < NRES; i++) {
+            int64_t seq = (int64_t)round * NRES + i + 1;
+            snprintf(keys[i], sizeof keys[i], "row-%lld", (long long)seq);
+            int dl = snprintf(data[i], sizeof data[i],
+                              "{\"id\":%lld,\"label\":\"positive\",\"confidence\":0.93,\"text\":\"a review "
+                              "that is long enough to look like real output\"}",
+                              (long long)seq);
+            res[i] = (struct orch_result){seq, keys[i], "ok", NULL, data[i], (size_t)dl};
+        }
+        run.rows_done = (int64_t)(round + 1) * NRES;
+        struct orch_checkpoint c = {0};
+        c.reason = (char *)"rows";
+        c.input_index = run.rows_done;
+        c.memento = memento;
+        c.memento_len = (size_t)ml;
+        CHECK(st->ops->checkpoint_write(st, &run, &c, res, NRES, NULL, 0) == 0);
+        free(c.checksum);
+        total += c.duration_ms;
+        if (c.duration_ms < best)
+            best = c.duration_ms;
+        if (c.duration_ms > worst)
+            worst = c.duration_ms;
+    }
+    int n = result_count(st, "bench");
+    CHECK(n == NRES * ROUNDS);
+    printf("checkpoint of %d results (%s): mean %.3f ms, min %.3f ms, max %.3f ms over %d writes\n", NRES,
+           label, total / ROUNDS, best, worst, ROUNDS);
+}
+
+static void test_reopen(const char *db_path)
+{
+    char err[512];
+    struct orch_store *st = orch_store_open(db_path, err, sizeof err);
+    CHECK(st != NULL);
+    if (st == NULL) {
+        fprintf(stderr, "reopen: %s\n", err);
+        return;
+    }
+    struct orch_run got = {0};
+    CHECK(st->ops->run_get(st, "r4", &got) == 1);
+    CHECK_STR(got.error, "provider returned 401");
+    CHECK(got.tokens_in == 3400);
+    orch_run_clear(&got);
+    CHECK(st->ops->run_get(st, "r1", &got) == 1);
+    CHECK(got.checkpoints == 2);
+    CHECK(got.rows_done == 4);
+    orch_run_clear(&got);
+    struct orch_checkpoint lc = {0};
+    int skipped = -1;
+    CHECK(st->ops->checkpoint_latest(st, "r1", &lc, &skipped) == 1);
+    CHECK(lc.seq == 2 && skipped == 0 && lc.valid);
+    orch_checkpoint_clear(&lc);
+    CHECK(result_count(st, "r1") == 4);
+    struct evs es = {.ordered = 1};
+    CHECK(st->ops->event_list(st, "r1", collect_event, &es) == 0);
+    CHECK(es.n == 3);
+    st->ops->close(st);
+
+    /* the schema is readable with plain sqlite3 and marked as orch's */
+    sqlite3 *db = NULL;
+    CHECK(sqlite3_open_v2(db_path, &db, SQLITE_OPEN_READONLY, NULL) == SQLITE_OK);
+    sqlite3_stmt *s = NULL;
+    CHECK(sqlite3_prepare_v2(db,
+                             "SELECT (SELECT user_version FROM pragma_user_version), "
+                             "(SELECT application_id FROM pragma_application_id), "
+                             "(SELECT journal_mode FROM pragma_journal_mode), "
+                             "(SELECT count(*) FROM results WHERE run_id = 'r1')",
+                             -1, &s, NULL) == SQLITE_OK);
+    CHECK(sqlite3_step(s) == SQLITE_ROW);
+    CHECK(sqlite3_column_int(s, 0) == 1);
+    CHECK(sqlite3_column_int64(s, 1) == 0x4F524348);
+    CHECK_STR((const char *)sqlite3_column_text(s, 2), "wal");
+    CHECK(sqlite3_column_int(s, 3) == 4);
+    sqlite3_finalize(s);
+    sqlite3_close(db);
+}
+
+/* Several processes opening one fresh file at once: the schema is
+ * created once and every process can write. */
+static void test_concurrent_open(const char *dir)
+{
+    enum { NPROC = 4 };
+    char path[600];
+    snprintf(path, sizeof path, "%s/shared/state.db", dir);
+    pid_t kids[NPROC];
+    for (int i = 0; i < NPROC; i++) {
+        kids[i] = fork();
+        if (kids[i] != 0)
+            continue;
+        char err[512], id[32];
+        struct orch_store *st = orch_store_open(path, err, sizeof err);
+        if (st == NULL) {
+            fprintf(stderr, "child %d: %s\n", i, err);
+            _exit(1);
+        }
+        snprintf(id, sizeof id, "c%d", i);
+        struct orch_run r = make_run(id, "conc", "idC", ORCH_RUN_RUNNING, 100 + i);
+        struct orch_result res[] = {{1, "a", "ok", NULL, "{}", 2}, {2, "b", "ok", NULL, "{}", 2}};
+        struct orch_checkpoint c = {0};
+        c.memento = (void *)"{}";
+        c.memento_len = 2;
+        int rc = st->ops->run_create(st, &r);
+        if (rc == 0)
+            rc = st->ops->checkpoint_write(st, &r, &c, res, 2, NULL, 0);
+        if (rc != 0)
+            fprintf(stderr, "child %d: %s\n", i, st->err);
+        free(c.checksum);
+        st->ops->close(st);
+        _exit(rc == 0 ? 0 : 1);
+    }
+    for (int i = 0; i < NPROC; i++) {
+        int status = 0;
+        CHECK(kids[i] > 0 && waitpid(kids[i], &status, 0) == kids[i]);
+        CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    }
+    char err[512];
+    struct orch_store *st = orch_store_open(path, err, sizeof err);
+    CHECK(st != NULL);
+    if (st == NULL)
+        return;
+    struct orch_store_stats s;
+    CHECK(st->ops->stats(st, &s) == 0);
+    CHECK(s.runs == NPROC && s.checkpoints == NPROC && s.active == NPROC);
+    st->ops->close(st);
+}
+
+static void test_memory(void)
+{
+    char err[512];
+    struct orch_store *st = orch_store_open(":memory:", err, sizeof err);
+    CHECK(st != NULL);
+    if (st == NULL)
+        return;
+    CHECK_STR(st->ops->name, "sqlite");
+    struct orch_run r = make_run("m1", "mem", "idM", ORCH_RUN_PENDING, 10);
+    CHECK(st->ops->run_create(st, &r) == 0);
+    struct orch_result res[] = {{1, "a", "ok", NULL, "1", 1}};
+    struct orch_checkpoint c = {0};
+    c.reason = (char *)"final";
+    c.memento = (void *)"{}";
+    c.memento_len = 2;
+    CHECK(st->ops->checkpoint_write(st, &r, &c, res, 1, NULL, 0) == 0);
+    free(c.checksum);
+    /* an empty memento round-trips too */
+    struct orch_checkpoint e = {0};
+    CHECK(st->ops->checkpoint_write(st, &r, &e, NULL, 0, NULL, 0) == 0);
+    free(e.checksum);
+    struct orch_checkpoint lc = {0};
+    int skipped = -1;
+    CHECK(st->ops->checkpoint_latest(st, "m1", &lc, &skipped) == 1);
+    CHECK(lc.seq == 2 && lc.valid && lc.memento_len == 0 && skipped == 0);
+    orch_checkpoint_clear(&lc);
+    CHECK(st->ops->checkpoint_get(st, "m1", 1, &lc) == 1);
+    CHECK(lc.valid && lc.memento_len == 2 && memcmp(lc.memento, "{}", 2) == 0);
+    orch_checkpoint_clear(&lc);
+    struct orch_store_stats s;
+    CHECK(st->ops->stats(st, &s) == 0);
+    CHECK(s.runs == 1 && s.checkpoints == 2 && s.bytes == 0);
+    bench_checkpoint(st, ":memory:");
+    st->ops->close(st);
+}
+
+/* Opening path must fail with a message containing want, and leave the
+ * file byte-for-byte as it was, with no journal files beside it. */
+static void expect_refused(const char *path, const char *want)
+{
+    size_t before_len = 0, after_len = 0;
+    char *before = slurp(path, &before_len);
+    char err[512] = "";
+    struct orch_store *st = orch_store_open(path, err, sizeof err);
+    CHECK(st == NULL);
+    if (st != NULL)
+        st->ops->close(st);
+    CHECK_HAS(err, want);
+    CHECK(strncmp(err, path, strlen(path)) == 0);
+    char *after = slurp(path, &after_len);
+    CHECK(before != NULL && after != NULL && before_len == after_len &&
+          memcmp(before, after, before_len) == 0);
+    char side[700];
+    snprintf(side, sizeof side, "%s-wal", path);
+    CHECK(!exists(side));
+    snprintf(side, sizeof side, "%s-journal", path);
+    CHECK(!exists(side));
+    free(before);
+    free(after);
+}
+
+static void test_refusals(const char *dir)
+{
+    char path[600], err[512], want[700];
+
+    /* a schema from the future */
+    snprintf(path, sizeof path, "%s/newer.db", dir);
+    struct orch_store *st = orch_store_open(path, err, sizeof err);
+    CHECK(st != NULL);
+    if (st != NULL)
+        st->ops->close(st);
+    CHECK(sql_on(path, "PRAGMA user_version = 99") == SQLITE_OK);
+    snprintf(want, sizeof want, "%s: created by a newer orch (schema 99, this orch knows up to 1)", path);
+    expect_refused(path, want);
+    st = orch_store_open(path, err, sizeof err);
+    CHECK_STR(err, want);
+
+    /* text files, short and long */
+    snprintf(path, sizeof path, "%s/notes.txt", dir);
+    const char *text = "id,text\n1,hello\n";
+    CHECK(spit(path, text, strlen(text)) == 0);
+    expect_refused(path, "not an orch state database (file is not a database)");
+    snprintf(path, sizeof path, "%s/big.txt", dir);
+    char big[10000];
+    for (size_t i = 0; i < sizeof big; i++)
+        big[i] = (char)('a' + i % 26);
+    CHECK(spit(path, big, sizeof big) == 0);
+    expect_refused(path, "not an orch state database (file is not a database)");
+
+    /* another program's database */
+    snprintf(path, sizeof path, "%s/other.db", dir);
+    CHECK(sql_on(path, "CREATE TABLE contacts (name TEXT); INSERT INTO contacts VALUES ('ann')") ==
+          SQLITE_OK);
+    snprintf(want, sizeof want, "%s: is an SQLite database of another program", path);
+    expect_refused(path, want);
+
+    /* an orch database damaged on disk */
+    snprintf(path, sizeof path, "%s/damaged.db", dir);
+    st = orch_store_open(path, err, sizeof err);
+    CHECK(st != NULL);
+    if (st != NULL) {
+        struct orch_run r = make_run("d1", "d", "d", ORCH_RUN_PENDING, 1);
+        CHECK(st->ops->run_create(st, &r) == 0);
+        st->ops->close(st);
+    }
+    size_t len = 0;
+    char *bytes = slurp(path, &len);
+    CHECK(bytes != NULL && len >= 3 * 4096);
+    if (bytes != NULL && len >= 3 * 4096) {
+        memset(bytes + 4096 + 8, 0xa5, 4096 - 8); /* page 2: the runs table */
+        CHECK(spit(path, bytes, len) == 0);
+    }
+    free(bytes);
+    expect_refused(path, "the state database is corrupt");
+
+    /* a directory given as the path */
+    snprintf(path, sizeof path, "%s", dir);
+    st = orch_store_open(path, err, sizeof err);
+    CHECK(st == NULL);
+    CHECK_HAS(err, "is a directory");
+
+    st = orch_store_open("/dev/null", err, sizeof err);
+    CHECK(st == NULL);
+    CHECK_STR(err, "/dev/null: not a regular file, cannot hold a state database");
+
+    /* places that cannot be written, even by root */
+    const char *proc = "/proc/orch-store-test.db";
+    st = orch_store_open(proc, err, sizeof err);
+    CHECK(st == NULL);
+    CHECK_HAS(err, "/proc/orch-store-test.db: cannot write the state database (");
+    CHECK_HAS(err, "check the permissions of the file and its directory");
+    snprintf(path, sizeof path, "%s/plainfile", dir);
+    CHECK(spit(path, "x", 1) == 0);
+    snprintf(path, sizeof path, "%s/plainfile/state.db", dir);
+    st = orch_store_open(path, err, sizeof err);
+    CHECK(st == NULL);
+    CHECK_HAS(err, "cannot write the state database (");
+    CHECK_HAS(err, "cannot create the file: Not a directory");
+
+    /* an immutable directory and file: read-only even for root */
+    snprintf(path, sizeof path, "%s/frozen", dir);
+    CHECK(mkdir(path, 0777) == 0);
+    char frozen_db[700];
+    snprintf(frozen_db, sizeof frozen_db, "%s/frozen/kept.db", dir);
+    st = orch_store_open(frozen_db, err, sizeof err);
+    CHECK(st != NULL);
+    if (st != NULL)
+        st->ops->close(st);
+    if (set_immutable(path, 1) == 0) {
+        char inside[700];
+        snprintf(inside, sizeof inside, "%s/frozen/state.db", dir);
+        st = orch_store_open(inside, err, sizeof err);
+        set_immutable(path, 0);
+        CHECK(st == NULL);
+        if (st != NULL)
+            st->ops->close(st);
+        CHECK_HAS(err, "/frozen/state.db: cannot write the state database (");
+        CHECK_HAS(err, "check the permissions of the file and its directory");
+        CHECK(!exists(inside));
+        size_t before_len = 0, after_len = 0;
+        char *before = slurp(frozen_db, &before_len);
+        CHECK(set_immutable(frozen_db, 1) == 0);
+        st = orch_store_open(frozen_db, err, sizeof err);
+        set_immutable(frozen_db, 0);
+        CHECK(st == NULL);
+        if (st != NULL)
+            st->ops->close(st);
+        CHECK_HAS(err, "/frozen/kept.db: cannot write the state database (the file is read-only)");
+        char *after = slurp(frozen_db, &after_len);
+        CHECK(before != NULL && after != NULL && before_len == after_len &&
+              memcmp(before, after, before_len) == 0);
+        free(before);
+        free(after);
+    } else {
+        printf("immutable directory check skipped: chattr +i not permitted here\n");
+    }
+
+    /* a read-only directory: only meaningful when permissions apply */
+    if (geteuid() != 0) {
+        snprintf(path, sizeof path, "%s/ro", dir);
+        CHECK(mkdir(path, 0777) == 0);
+        CHECK(chmod(path, 0555) == 0);
+        snprintf(path, sizeof path, "%s/ro/state.db", dir);
+        st = orch_store_open(path, err, sizeof err);
+        CHECK(st == NULL);
+        CHECK_HAS(err, "cannot write the state database (");
+        snprintf(path, sizeof path, "%s/ro", dir);
+        chmod(path, 0755);
+    } else {
+        printf("read-only directory check skipped: running as root\n");
+    }
+
+    /* targets for backends this build does not have */
+    st = orch_store_open("postgres://db.example/orch", err, sizeof err);
+    CHECK(st == NULL);
+    CHECK_STR(err,
+              "postgres://db.example/orch: PostgreSQL state stores are not supported by this build of orch");
+    st = orch_store_open("", err, sizeof err);
+    CHECK(st == NULL);
+}
+
+int main(int argc, char **argv)
+{
+    char dir[512];
+    if (argc > 1) {
+        mkdir(argv[1], 0777);
+        snprintf(dir, sizeof dir, "%s/store.XXXXXX", argv[1]);
+    } else {
+        snprintf(dir, sizeof dir, "/tmp/store.XXXXXX");
+    }
+    CHECK(mkdtemp(dir) != NULL);
+
+    test_status_names();
+
+    /* the parent directory (.orch/) is created on open */
+    char db_path[600], err[512];
+    snprintf(db_path, sizeof db_path, "%s/.orch/state.db", dir);
+    struct orch_store *st = orch_store_open(db_path, err, sizeof err);
+    CHECK(st != NULL);
+    if (st == NULL) {
+        fprintf(stderr, "open: %s\n", err);
+        return check_report();
+    }
+    CHECK_STR(st->ops->name, "sqlite");
+    test_runs(st);
+    test_claim(st);
+    test_checkpoints(st, db_path);
+    test_events(st);
+    test_stats(st, 1);
+    st->ops->close(st);
+
+    test_reopen(db_path);
+
+    char bench_path[600];
+    snprintf(bench_path, sizeof bench_path, "%s/bench.db", dir);
+    st = orch_store_open(bench_path, err, sizeof err);
+    CHECK(st != NULL);
+    if (st != NULL) {
+        bench_checkpoint(st, "file, WAL, synchronous=NORMAL");
+        st->ops->close(st);
+    }
+
+    test_concurrent_open(dir);
+    test_memory();
+    test_refusals(dir);
+    return check_report();
+}

@@ -331,6 +331,39 @@ static int l_store_run_list(lua_State *L)
 
 /* ---- checkpoints ---- */
 
+/* The result's key as text, borrowed from the result table: a string key
+ * as it is, a number in its integer form when integral (JSON numbers decode
+ * as floats), anything else by tostring. Cached back into the table so the
+ * string stays anchored. */
+static const char *key_text(lua_State *L, int t)
+{
+    lua_getfield(L, t, "key");
+    int type = lua_type(L, -1);
+    if (type == LUA_TNIL || type == LUA_TSTRING) {
+        const char *k = lua_tostring(L, -1);
+        lua_pop(L, 1);
+        return k;
+    }
+    if (type == LUA_TNUMBER) {
+        lua_Number n = lua_tonumber(L, -1);
+        lua_Integer i;
+        if (lua_isinteger(L, -1))
+            lua_pushfstring(L, "%I", lua_tointeger(L, -1));
+        else if (lua_numbertointeger(n, &i))
+            lua_pushfstring(L, "%I", i);
+        else
+            lua_pushfstring(L, "%s", lua_tostring(L, -1));
+    } else {
+        luaL_tolstring(L, -1, NULL);
+    }
+    lua_remove(L, -2);
+    lua_pushvalue(L, -1);
+    lua_setfield(L, t, "key");
+    const char *k = lua_tostring(L, -1);
+    lua_pop(L, 1);
+    return k;
+}
+
 /* checkpoint_write(run, ckpt, results, state) -> { seq, checksum, bytes, duration_ms } | nil, err
  * ckpt: { reason, name, input_offset, input_line, input_index, output_offset, errors_offset, memento }
  * results: { { seq, key, status, error }, ... }; state: { key = json_text }. */
@@ -375,7 +408,7 @@ static int l_store_checkpoint_write(lua_State *L)
         int t = lua_gettop(L);
         luaL_checktype(L, t, LUA_TTABLE);
         res[i].seq = get_int(L, t, "seq");
-        res[i].key = get_str(L, t, "key");
+        res[i].key = key_text(L, t);
         res[i].status = get_str(L, t, "status");
         res[i].error = get_str(L, t, "error");
         res[i].data = NULL;

@@ -91,12 +91,6 @@ local function fmt_count(n)
 end
 M.fmt_count = fmt_count
 
-local function key_text(k)
-  if math.type(k) == "float" and k == math.floor(k) then
-    return string.format("%d", k)
-  end
-  return tostring(k)
-end
 
 --- rows(wf, opts) -> exit code.
 --- opts: concurrency, verbosity (-1 quiet, 0 normal, 1 verbose), store
@@ -362,7 +356,8 @@ function M.rows(wf, opts)
     sched.trap_signals()
     st:keepalive(run.id, 5)
     local next_seq, write_seq = cursor.index + 1, cursor.index + 1
-    local done, tasks, ends = {}, {}, {}
+    local done, tasks = {}, {}
+    local end_offset, end_line = {}, {} -- where the input continues after row seq
     local inflight, eof = 0, false
     local window = math.max(conc * 16, 1024)
     local grace_until
@@ -380,15 +375,15 @@ function M.rows(wf, opts)
         -- counted and recorded when settled, so a checkpoint's figures and
         -- errors file hold exactly the rows before its cursor
         counts[d.status] = counts[d.status] + 1
-        if d.msg ~= nil then
-          record_failure(write_seq, d.key, d.msg, d.tb, d.status)
+        if d.error ~= nil then
+          record_failure(write_seq, d.key, d.error, d.tb, d.status)
         end
-        pending[#pending + 1] = { seq = write_seq, key = d.key ~= nil and key_text(d.key) or nil,
-          status = d.status, error = d.msg }
-        local e = ends[write_seq]
+        d.seq, d.line, d.tb = write_seq, nil, nil
+        pending[#pending + 1] = d -- the record doubles as the result to store
+        local e = end_offset[write_seq]
         if e then
-          cursor.offset, cursor.line = e[1], e[2]
-          ends[write_seq] = nil
+          cursor.offset, cursor.line = e, end_line[write_seq]
+          end_offset[write_seq], end_line[write_seq] = nil, nil
         end
         cursor.index = write_seq
         done[write_seq] = nil
@@ -421,15 +416,15 @@ function M.rows(wf, opts)
             stop = true
           else
             if b then
-              ends[next_seq] = { b, c }
+              end_offset[next_seq], end_line[next_seq] = b, c
             end
-            done[next_seq] = { status = "failed", msg = line }
+            done[next_seq] = { status = "failed", error = line }
             note_outcome(next_seq, nil, line, nil, "failed")
             next_seq = next_seq + 1
           end
         else
           if a then
-            ends[next_seq] = { a, b }
+            end_offset[next_seq], end_line[next_seq] = a, b
           end
           local id = sched.spawn(process, row, next_seq)
           tasks[id] = next_seq
@@ -456,7 +451,7 @@ function M.rows(wf, opts)
         else
           status, line, msg = "failed", false, tostring(c.err)
         end
-        done[seq] = { line = line, status = status, key = key, msg = msg, tb = tb }
+        done[seq] = { line = line, status = status, key = key, error = msg, tb = tb }
         note_outcome(seq, key, msg, tb, status)
       end
       progress(false)

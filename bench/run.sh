@@ -11,8 +11,10 @@ ORCH=$PWD/build/orch
 T=$(mktemp -d /tmp/orch-bench.XXXXXX)
 trap 'rm -rf "$T"' EXIT
 ROWS=${ROWS:-200000}
+BIG=${BIG:-1000000}
 
-# mean seconds of a command over hyperfine runs
+# mean seconds of a command over hyperfine runs (orch runs use a throwaway store)
+export ORCH_DB=$T/bench.db
 mean() { hyperfine -N --warmup 1 --runs "${RUNS:-5}" --export-json "$T/h.json" "$@" >/dev/null
          python3 -c 'import json,sys; print("%.3f" % json.load(open(sys.argv[1]))["results"][0]["mean"])' "$T/h.json"; }
 # max RSS in MB of one run
@@ -42,6 +44,24 @@ p_rss=$(rss "$ORCH" run -q bench/passthrough.lua --set input="$T/rows.csv" --set
 p_pyrss=$(rss python3 bench/passthrough_baseline.py "$T/rows.csv" "$T/p2.jsonl")
 [ "$(wc -l <"$T/o2.jsonl")" = "$ROWS" ] || { echo "bench: passthrough lost rows" >&2; exit 1; }
 
+# Durable no-op run over 1M rows: rows/s, max RSS (must not grow with rows),
+# and the store's own figure for one checkpoint of 500 buffered rows.
+python3 - "$T/big.csv" "$BIG" <<'PY'
+import sys
+with open(sys.argv[1], "w") as f:
+    f.write("id,product,text\n")
+    for i in range(1, int(sys.argv[2]) + 1):
+        f.write("%d,product %d,the quick brown fox jumps over a lazy dog %d\n" % (i, i % 50, i))
+PY
+rm -f "$T"/big.db*
+b_time=$( { /usr/bin/time -f "%e %M" "$ORCH" run -q bench/passthrough.lua --db "$T/big.db" \
+  --set input="$T/big.csv" --set out="$T/big.jsonl" 2>&1 >/dev/null; } | tail -1)
+b_wall=${b_time% *}
+b_rss=$(python3 -c "print('%.1f' % (${b_time#* } / 1024))")
+[ "$(wc -l <"$T/big.jsonl")" = "$BIG" ] || { echo "bench: 1M run lost rows" >&2; exit 1; }
+b_ckpt=$("$ORCH" stats --db "$T/big.db" --json | python3 -c 'import json,sys; s=json.load(sys.stdin); print("%.2f %.2f %d" % (s["checkpoint_mean_ms"], s["checkpoint_max_ms"], s["checkpoints"]))')
+b_py=$(mean "python3 bench/passthrough_baseline.py $T/big.csv $T/pbig.jsonl")
+
 {
   echo "# bench results"
   echo
@@ -54,5 +74,9 @@ p_pyrss=$(rss python3 bench/passthrough_baseline.py "$T/rows.csv" "$T/p2.jsonl")
   echo "| $ROWS-row CSV -> Lua stage -> JSONL: wall s | $p_orch | Python csv+json loop: $p_py | $(ratio "$p_orch" "$p_py") |"
   echo "| same: rows/s | $(python3 -c "print(int($ROWS/$p_orch))") | $(python3 -c "print(int($ROWS/$p_py))") | |"
   echo "| same: max RSS MB | $p_rss | $p_pyrss | $(ratio "$p_rss" "$p_pyrss") |"
+  echo "| $BIG-row durable run (checkpoint every 500 rows, fsync): wall s | $b_wall | Python loop, no durability: $b_py | $(ratio "$b_wall" "$b_py") |"
+  echo "| same: rows/s | $(python3 -c "print(int($BIG/$b_wall))") | $(python3 -c "print(int($BIG/$b_py))") | |"
+  echo "| same: max RSS MB (target <= 64) | $b_rss | | |"
+  echo "| one checkpoint of 500 rows: mean / max ms, over N checkpoints | $(echo "$b_ckpt" | awk '{print $1 " / " $2 ", N = " $3}') | | |"
 } >bench/results.md
 cat bench/results.md

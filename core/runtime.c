@@ -4,11 +4,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <curl/curl.h>
 #include <lauxlib.h>
 #include <lualib.h>
 
 #include "embed.h"
 #include "hash_lua.h"
+#include "http_lua.h"
 #include "json_lua.h"
 #include "reader_lua.h"
 #include "sched_lua.h"
@@ -20,6 +22,7 @@ static const luaL_Reg c_modules[] = {
     {"orch.sched", luaopen_orch_sched},
     {"orch.json", luaopen_orch_json},
     {"orch.hash", luaopen_orch_hash},
+    {"orch.http", luaopen_orch_http},
     {"orch.reader", luaopen_orch_reader},
     {"orch.sink", luaopen_orch_sink},
     {"orch.store", luaopen_orch_store},
@@ -88,6 +91,8 @@ static int pinit(lua_State *L)
 int orch_runtime_open(struct orch_runtime *rt)
 {
     memset(rt, 0, sizeof *rt);
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
+        return -1;
     rt->L = luaL_newstate();
     rt->loop = orch_loop_new();
     if (rt->L == NULL || rt->loop == NULL)
@@ -111,4 +116,5 @@ void orch_runtime_close(struct orch_runtime *rt)
         lua_close(rt->L);
     orch_loop_free(rt->loop);
     memset(rt, 0, sizeof *rt);
+    curl_global_cleanup();
 }

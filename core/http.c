@@ -1,0 +1,307 @@
+/* http.c — libcurl multi over the event loop. See http.h. */
+#include "http.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <curl/curl.h>
+
+#ifndef ORCH_VERSION
+#define ORCH_VERSION "0.0.0"
+#endif
+
+struct orch_http {
+    struct orch_loop *loop;
+    CURLM *multi;
+    struct orch_timer *timer; /* curl's requested timeout, or NULL */
+    size_t inflight;
+};
+
+struct buf {
+    char *p;
+    size_t len, cap, max;
+};
+
+struct orch_http_req {
+    CURL *easy;
+    struct curl_slist *headers;
+    struct orch_http *h; /* while in flight */
+    orch_http_done_fn done;
+    void *ud;
+    struct buf body;
+    struct buf head;
+    struct orch_http_result res;
+    char errbuf[CURL_ERROR_SIZE];
+};
+
+/* ---- buffers ---- */
+
+/* Appends n bytes; -1 past the cap or out of memory. Keeps a NUL after. */
+static int buf_add(struct buf *b, const char *p, size_t n)
+{
+    if (b->len + n > b->max)
+        return -1;
+    if (b->len + n + 1 > b->cap) {
+        size_t cap = b->cap ? b->cap : 1024;
+        while (cap < b->len + n + 1)
+            cap *= 2;
+        char *q = realloc(b->p, cap);
+        if (q == NULL)
+            return -1;
+        b->p = q;
+        b->cap = cap;
+    }
+    memcpy(b->p + b->len, p, n);
+    b->len += n;
+    b->p[b->len] = '\0';
+    return 0;
+}
+
+static size_t on_body(char *p, size_t size, size_t n, void *ud)
+{
+    struct orch_http_req *r = ud;
+    if (buf_add(&r->body, p, size * n) != 0)
+        return 0; /* aborts with CURLE_WRITE_ERROR */
+    return size * n;
+}
+
+static size_t on_header(char *p, size_t size, size_t n, void *ud)
+{
+    struct orch_http_req *r = ud;
+    if (size * n >= 5 && strncmp(p, "HTTP/", 5) == 0)
+        r->head.len = 0; /* a new response (after a 100 Continue): keep only the last */
+    if (buf_add(&r->head, p, size * n) != 0)
+        return 0;
+    return size * n;
+}
+
+/* ---- loop glue ---- */
+
+static void drain(struct orch_http *h)
+{
+    CURLMsg *m;
+    int left;
+    while ((m = curl_multi_info_read(h->multi, &left)) != NULL) {
+        if (m->msg != CURLMSG_DONE)
+            continue;
+        struct orch_http_req *r = NULL;
+        curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, (char **)&r);
+        CURLcode code = m->data.result;
+        curl_multi_remove_handle(h->multi, r->easy);
+        h->inflight--;
+        r->h = NULL;
+        r->res.error = (int)code;
+        if (code != CURLE_OK) {
+            if (code == CURLE_WRITE_ERROR && r->body.len + CURL_MAX_WRITE_SIZE > r->body.max)
+                r->res.message = "response body larger than the limit";
+            else
+                r->res.message = r->errbuf[0] != '\0' ? r->errbuf : curl_easy_strerror(code);
+        }
+        curl_easy_getinfo(r->easy, CURLINFO_RESPONSE_CODE, &r->res.status);
+        curl_easy_getinfo(r->easy, CURLINFO_TOTAL_TIME, &r->res.seconds);
+        r->res.body = r->body.p != NULL ? r->body.p : "";
+        r->res.body_len = r->body.len;
+        r->res.headers = r->head.p != NULL ? r->head.p : "";
+        r->done(r, r->ud);
+    }
+}
+
+static void on_fd(int fd, int events, void *ud)
+{
+    struct orch_http *h = ud;
+    int flags = ((events & ORCH_LOOP_READ) ? CURL_CSELECT_IN : 0) |
+                ((events & ORCH_LOOP_WRITE) ? CURL_CSELECT_OUT : 0) |
+                ((events & ORCH_LOOP_ERROR) ? CURL_CSELECT_ERR : 0);
+    int running;
+    curl_multi_socket_action(h->multi, fd, flags, &running);
+    drain(h);
+}
+
+static int on_socket(CURL *e, curl_socket_t s, int what, void *userp, void *socketp)
+{
+    struct orch_http *h = userp;
+    (void)e;
+    (void)socketp;
+    if (what == CURL_POLL_REMOVE)
+        return orch_loop_watch(h->loop, s, 0, NULL, NULL);
+    int events = ((what & CURL_POLL_IN) ? ORCH_LOOP_READ : 0) | ((what & CURL_POLL_OUT) ? ORCH_LOOP_WRITE : 0);
+    return orch_loop_watch(h->loop, s, events, on_fd, h) == 0 ? 0 : -1;
+}
+
+static void on_timeout(void *ud)
+{
+    struct orch_http *h = ud;
+    h->timer = NULL; /* fired: the loop freed it */
+    int running;
+    curl_multi_socket_action(h->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+    drain(h);
+}
+
+static int on_timer(CURLM *m, long timeout_ms, void *userp)
+{
+    struct orch_http *h = userp;
+    (void)m;
+    if (h->timer != NULL) {
+        orch_loop_timer_cancel(h->loop, h->timer);
+        h->timer = NULL;
+    }
+    if (timeout_ms < 0)
+        return 0;
+    h->timer = orch_loop_timer_add(h->loop, (uint64_t)timeout_ms, on_timeout, h);
+    return h->timer != NULL ? 0 : -1;
+}
+
+/* ---- public ---- */
+
+struct orch_http *orch_http_new(struct orch_loop *loop)
+{
+    struct orch_http *h = calloc(1, sizeof *h);
+    if (h == NULL)
+        return NULL;
+    h->loop = loop;
+    h->multi = curl_multi_init();
+    if (h->multi == NULL) {
+        free(h);
+        return NULL;
+    }
+    curl_multi_setopt(h->multi, CURLMOPT_SOCKETFUNCTION, on_socket);
+    curl_multi_setopt(h->multi, CURLMOPT_SOCKETDATA, h);
+    curl_multi_setopt(h->multi, CURLMOPT_TIMERFUNCTION, on_timer);
+    curl_multi_setopt(h->multi, CURLMOPT_TIMERDATA, h);
+    curl_multi_setopt(h->multi, CURLMOPT_PIPELINING, (long)CURLPIPE_MULTIPLEX);
+    return h;
+}
+
+void orch_http_free(struct orch_http *h)
+{
+    if (h == NULL)
+        return;
+    if (h->timer != NULL)
+        orch_loop_timer_cancel(h->loop, h->timer);
+    h->timer = NULL;
+    /* requests still in flight belong to their tasks, cancelled before this */
+    curl_multi_cleanup(h->multi);
+    free(h);
+}
+
+size_t orch_http_inflight(const struct orch_http *h)
+{
+    return h->inflight;
+}
+
+struct orch_http_req *orch_http_req_new(const char *method, const char *url, const char *body, size_t body_len,
+                                        long timeout_ms, long connect_timeout_ms, size_t max_body)
+{
+    struct orch_http_req *r = calloc(1, sizeof *r);
+    if (r == NULL)
+        return NULL;
+    r->easy = curl_easy_init();
+    if (r->easy == NULL) {
+        free(r);
+        return NULL;
+    }
+    r->body.max = max_body;
+    r->head.max = 256 * 1024;
+    CURL *e = r->easy;
+    curl_easy_setopt(e, CURLOPT_URL, url);
+    curl_easy_setopt(e, CURLOPT_PRIVATE, (char *)r);
+    curl_easy_setopt(e, CURLOPT_ERRORBUFFER, r->errbuf);
+    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(e, CURLOPT_WRITEDATA, r);
+    curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
+    curl_easy_setopt(e, CURLOPT_HEADERDATA, r);
+    curl_easy_setopt(e, CURLOPT_USERAGENT, "orch/" ORCH_VERSION);
+    curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, "");
+    curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
+    curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
+    curl_easy_setopt(e, CURLOPT_PIPEWAIT, 1L);
+    curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, timeout_ms);
+    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, connect_timeout_ms);
+    curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, method);
+    if (body != NULL) {
+        curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)body_len);
+        curl_easy_setopt(e, CURLOPT_COPYPOSTFIELDS, body); /* curl keeps its own copy */
+    } else if (strcmp(method, "GET") == 0) {
+        curl_easy_setopt(e, CURLOPT_HTTPGET, 1L);
+    } else if (strcmp(method, "HEAD") == 0) {
+        curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
+    }
+    return r;
+}
+
+int orch_http_req_header(struct orch_http_req *r, const char *line)
+{
+    struct curl_slist *l = curl_slist_append(r->headers, line);
+    if (l == NULL)
+        return -1;
+    r->headers = l;
+    return 0;
+}
+
+int orch_http_start(struct orch_http *h, struct orch_http_req *r, orch_http_done_fn done, void *ud)
+{
+    curl_easy_setopt(r->easy, CURLOPT_HTTPHEADER, r->headers);
+    r->done = done;
+    r->ud = ud;
+    r->h = h;
+    if (curl_multi_add_handle(h->multi, r->easy) != CURLM_OK) {
+        r->h = NULL;
+        return -1;
+    }
+    h->inflight++;
+    return 0;
+}
+
+void orch_http_cancel(struct orch_http *h, struct orch_http_req *r)
+{
+    if (r->h == NULL)
+        return;
+    curl_multi_remove_handle(h->multi, r->easy);
+    h->inflight--;
+    r->h = NULL;
+}
+
+const struct orch_http_result *orch_http_req_result(const struct orch_http_req *r)
+{
+    return &r->res;
+}
+
+const char *orch_http_req_header_value(const struct orch_http_req *r, const char *name, char *buf, size_t len)
+{
+    size_t n = strlen(name);
+    const char *p = r->head.p;
+    while (p != NULL && *p != '\0') {
+        const char *eol = strchr(p, '\n');
+        if (eol == NULL)
+            eol = p + strlen(p);
+        if ((size_t)(eol - p) > n && strncasecmp(p, name, n) == 0 && p[n] == ':') {
+            const char *v = p + n + 1;
+            while (v < eol && (*v == ' ' || *v == '\t'))
+                v++;
+            const char *end = eol;
+            while (end > v && (end[-1] == '\r' || end[-1] == ' '))
+                end--;
+            size_t vl = (size_t)(end - v) < len - 1 ? (size_t)(end - v) : len - 1;
+            memcpy(buf, v, vl);
+            buf[vl] = '\0';
+            return buf;
+        }
+        p = *eol != '\0' ? eol + 1 : eol;
+    }
+    return NULL;
+}
+
+void orch_http_req_free(struct orch_http_req *r)
+{
+    if (r == NULL)
+        return;
+    if (r->h != NULL)
+        orch_http_cancel(r->h, r);
+    curl_easy_cleanup(r->easy);
+    curl_slist_free_all(r->headers);
+    free(r->body.p);
+    free(r->head.p);
+    free(r);
+}

@@ -1,0 +1,61 @@
+/* http.h — concurrent HTTP requests over libcurl multi, driven by loop.c.
+ *
+ * curl tells us which sockets to watch (CURLMOPT_SOCKETFUNCTION ->
+ * orch_loop_watch) and when to wake it (CURLMOPT_TIMERFUNCTION -> a loop
+ * timer); readiness goes back through curl_multi_socket_action, and each
+ * finished transfer is handed to its done callback, which only records
+ * and wakes: no Lua runs here (curl refuses re-entrant calls, and the
+ * scheduler resumes tasks outside loop callbacks). One easy handle per
+ * request; connections are reused through the multi handle's cache
+ * (HTTP/1.1 keep-alive, HTTP/2 multiplexing where the server offers it).
+ * Pure C: depends on libcurl and loop.h. */
+#ifndef ORCH_HTTP_H
+#define ORCH_HTTP_H
+
+#include <stddef.h>
+
+#include "loop.h"
+
+struct orch_http;
+struct orch_http_req;
+
+typedef void (*orch_http_done_fn)(struct orch_http_req *req, void *ud);
+
+/* The result of a finished request (valid until orch_http_req_free). */
+struct orch_http_result {
+    int error;           /* 0, or the libcurl error code of a transport failure */
+    const char *message; /* transport failure text ("Connection refused", "Operation timed out ...") */
+    long status;         /* HTTP status; 0 when no response arrived */
+    const char *body;    /* NUL-terminated; body_len bytes */
+    size_t body_len;
+    const char *headers; /* the final response's header block, lines ending in \r\n */
+    double seconds;      /* total transfer time */
+};
+
+/* Creates the multi handle; the loop must outlive it. NULL when out of memory. */
+struct orch_http *orch_http_new(struct orch_loop *loop);
+/* Aborts every transfer still in flight (their done callbacks are not
+ * called; their requests stay owned by whoever started them) and frees. */
+void orch_http_free(struct orch_http *h);
+/* Transfers in flight. */
+size_t orch_http_inflight(const struct orch_http *h);
+
+/* A request: method ("GET", "POST", ...), url, optional body (copied),
+ * total and connect timeouts in ms (0 = none), and the largest response
+ * body to accept. Returns NULL when out of memory. The caller owns it. */
+struct orch_http_req *orch_http_req_new(const char *method, const char *url, const char *body, size_t body_len,
+                                        long timeout_ms, long connect_timeout_ms, size_t max_body);
+/* Adds a header line "Name: value" (copied). 0 or -1. */
+int orch_http_req_header(struct orch_http_req *r, const char *line);
+/* Starts r; done(r, ud) runs from a loop callback when it finishes. 0, or
+ * -1 (r not started). */
+int orch_http_start(struct orch_http *h, struct orch_http_req *r, orch_http_done_fn done, void *ud);
+/* Stops r if it is in flight (done is not called). */
+void orch_http_cancel(struct orch_http *h, struct orch_http_req *r);
+const struct orch_http_result *orch_http_req_result(const struct orch_http_req *r);
+/* The value of header name (case-insensitive) of the response, copied into
+ * buf (NUL-terminated, truncated to len); returns buf or NULL if absent. */
+const char *orch_http_req_header_value(const struct orch_http_req *r, const char *name, char *buf, size_t len);
+void orch_http_req_free(struct orch_http_req *r);
+
+#endif

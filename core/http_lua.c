@@ -1,0 +1,215 @@
+/* http_lua.c — Lua bindings of http.c (`require "orch.http"`).
+ *
+ * request{...} builds a C-owned request (strings copied: Lua's may move or
+ * be collected), starts it on the state's one multi handle, records a
+ * cleanup hook that cancels it, and yields. The done callback only wakes
+ * the task; the response table is built when the scheduler resumes it. */
+#include "http_lua.h"
+
+#include <ctype.h>
+#include <math.h>
+#include <string.h>
+
+#include <lauxlib.h>
+
+#include "http.h"
+#include "sched.h"
+
+#define HTTP_MT "orch.Http"
+
+static const char http_key = 'H';
+
+struct lhttp {
+    struct orch_http *h;
+};
+
+static int l_http_gc(lua_State *L)
+{
+    struct lhttp *u = luaL_checkudata(L, 1, HTTP_MT);
+    orch_http_free(u->h);
+    u->h = NULL;
+    return 0;
+}
+
+/* The state's multi handle, created on first use and freed with the state. */
+static struct orch_http *get_http(lua_State *L)
+{
+    if (lua_rawgetp(L, LUA_REGISTRYINDEX, &http_key) == LUA_TUSERDATA) {
+        struct lhttp *u = lua_touserdata(L, -1);
+        lua_pop(L, 1);
+        return u->h;
+    }
+    lua_pop(L, 1);
+    struct lhttp *u = lua_newuserdatauv(L, sizeof *u, 0);
+    u->h = NULL;
+    if (luaL_newmetatable(L, HTTP_MT)) {
+        lua_pushcfunction(L, l_http_gc);
+        lua_setfield(L, -2, "__gc");
+    }
+    lua_setmetatable(L, -2);
+    u->h = orch_http_new(orch_sched_loop(orch_sched_get(L)));
+    if (u->h == NULL)
+        luaL_error(L, "cannot create the HTTP client (out of memory)");
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &http_key);
+    return u->h;
+}
+
+struct pending {
+    struct orch_http_req *req;
+    struct orch_http *h;
+    struct orch_task *task;
+};
+
+static void req_done(struct orch_http_req *req, void *ud)
+{
+    (void)req;
+    struct pending *p = ud;
+    orch_task_wake(p->task, NULL, NULL);
+}
+
+static void req_cancel(struct orch_task *t, void *ud)
+{
+    (void)t;
+    struct pending *p = ud;
+    orch_http_cancel(p->h, p->req);
+}
+
+/* The response table, or nil + the transport error. */
+static int push_response(lua_State *L, struct orch_http_req *req)
+{
+    const struct orch_http_result *res = orch_http_req_result(req);
+    if (res->error != 0) {
+        lua_pushnil(L);
+        lua_pushstring(L, res->message);
+        return 2;
+    }
+    lua_createtable(L, 0, 4);
+    lua_pushinteger(L, res->status);
+    lua_setfield(L, -2, "status");
+    lua_pushlstring(L, res->body, res->body_len);
+    lua_setfield(L, -2, "body");
+    lua_pushnumber(L, res->seconds);
+    lua_setfield(L, -2, "time");
+    lua_newtable(L);
+    const char *p = res->headers;
+    while (*p != '\0') {
+        const char *eol = strchr(p, '\n');
+        if (eol == NULL)
+            eol = p + strlen(p);
+        const char *colon = memchr(p, ':', (size_t)(eol - p));
+        if (colon != NULL) {
+            luaL_Buffer b;
+            luaL_buffinit(L, &b);
+            for (const char *c = p; c < colon; c++)
+                luaL_addchar(&b, (char)tolower((unsigned char)*c));
+            luaL_pushresult(&b);
+            const char *v = colon + 1;
+            while (v < eol && (*v == ' ' || *v == '\t'))
+                v++;
+            const char *end = eol;
+            while (end > v && (end[-1] == '\r' || end[-1] == ' '))
+                end--;
+            lua_pushlstring(L, v, (size_t)(end - v));
+            lua_rawset(L, -3);
+        }
+        p = *eol != '\0' ? eol + 1 : eol;
+    }
+    lua_setfield(L, -2, "headers");
+    return 1;
+}
+
+/* Continuation after the transfer: the pending record is the userdata at
+ * stack index 2; build the result and let __close free the request. */
+static int request_k(lua_State *L, int status, lua_KContext ctx)
+{
+    (void)status;
+    (void)ctx;
+    struct pending *p = lua_touserdata(L, 2);
+    return push_response(L, p->req);
+}
+
+static int l_pending_close(lua_State *L)
+{
+    struct pending *p = lua_touserdata(L, 1);
+    orch_http_req_free(p->req);
+    p->req = NULL;
+    return 0;
+}
+
+/* request{ method = "GET", url =, headers = { name = value }, body =,
+ *          timeout = 60, connect_timeout = 10, max_body = 64 MiB }
+ * -> { status =, body =, headers = { lowercase name = value }, time = }
+ *  | nil, transport error. Suspends the calling task. */
+static int l_http_request(lua_State *L)
+{
+    luaL_checktype(L, 1, LUA_TTABLE);
+    lua_settop(L, 1);
+    lua_getfield(L, 1, "url");
+    const char *url = luaL_checkstring(L, -1);
+    lua_getfield(L, 1, "method");
+    const char *method = luaL_optstring(L, -1, "GET");
+    lua_getfield(L, 1, "body");
+    size_t body_len = 0;
+    const char *body = luaL_optlstring(L, -1, NULL, &body_len);
+    lua_getfield(L, 1, "timeout");
+    lua_Number timeout = luaL_optnumber(L, -1, 60);
+    lua_getfield(L, 1, "connect_timeout");
+    lua_Number ctimeout = luaL_optnumber(L, -1, 10);
+    lua_getfield(L, 1, "max_body");
+    lua_Integer max_body = luaL_optinteger(L, -1, 64 * 1024 * 1024);
+    luaL_argcheck(L, timeout >= 0 && ctimeout >= 0 && max_body > 0, 1, "timeouts and max_body must be positive");
+    struct orch_task *t = orch_task_current(L);
+    if (t == NULL || !lua_isyieldable(L))
+        return luaL_error(L, "orch.http.request must be called from a row, step or task");
+    struct orch_http *h = get_http(L);
+
+    /* the pending record is a to-be-closed userdata: the request is freed
+     * however this call ends (error, cancellation, normal return) */
+    struct pending *p = lua_newuserdatauv(L, sizeof *p, 0);
+    p->req = NULL;
+    p->h = h;
+    p->task = t;
+    lua_createtable(L, 0, 1);
+    lua_pushcfunction(L, l_pending_close);
+    lua_setfield(L, -2, "__close");
+    lua_setmetatable(L, -2);
+    lua_replace(L, 2);
+    lua_settop(L, 2);
+    lua_toclose(L, 2);
+    p->req = orch_http_req_new(method, url, body, body_len, (long)llround(timeout * 1000.0),
+                               (long)llround(ctimeout * 1000.0), (size_t)max_body);
+    if (p->req == NULL)
+        return luaL_error(L, "out of memory building an HTTP request");
+    lua_getfield(L, 1, "headers"); /* 3 */
+    if (lua_istable(L, 3)) {
+        lua_pushnil(L);
+        while (lua_next(L, 3) != 0) { /* key 4, value 5 */
+            const char *line;
+            if (lua_type(L, 4) == LUA_TSTRING) {
+                const char *v = luaL_tolstring(L, 5, NULL);
+                line = lua_pushfstring(L, "%s: %s", lua_tostring(L, 4), v);
+            } else {
+                line = luaL_tolstring(L, 5, NULL); /* a ready "Name: value" line */
+            }
+            if (orch_http_req_header(p->req, line) != 0)
+                return luaL_error(L, "out of memory adding a header");
+            lua_settop(L, 4);
+        }
+    }
+    lua_settop(L, 2);
+    if (orch_http_start(h, p->req, req_done, p) != 0)
+        return luaL_error(L, "cannot start the HTTP request");
+    orch_task_suspend(t, req_cancel, p);
+    return lua_yieldk(L, 0, 0, request_k);
+}
+
+static const luaL_Reg http_funcs[] = {
+    {"request", l_http_request},
+    {NULL, NULL},
+};
+
+int luaopen_orch_http(lua_State *L)
+{
+    luaL_newlib(L, http_funcs);
+    return 1;
+}

@@ -16,10 +16,12 @@ static const char usage_text[] =
     "usage: orch <command> [options]\n"
     "\n"
     "commands:\n"
-    "  run WORKFLOW.lua [--set k=v]... [--concurrency N] [--fresh] [--db PATH] [-q|-v]\n"
+    "  run WORKFLOW.lua [--set k=v]... [--concurrency N] [--budget USD] [--fresh] [--no-cache]\n"
+    "                   [--db PATH] [-q|-v]\n"
     "                      run a workflow; an unfinished run of the same workflow, input\n"
-    "                      and parameters is resumed (--fresh starts a new one)\n"
-    "  resume RUN_ID | --all [--db PATH] [-q|-v]\n"
+    "                      and parameters is resumed (--fresh starts a new one); --no-cache\n"
+    "                      skips the LLM response journal\n"
+    "  resume RUN_ID | --all [--budget USD] [--db PATH] [-q|-v]\n"
     "                      resume one run, or every interrupted run in the store\n"
     "  status [RUN_ID]     a run's state, counters and last checkpoint (default: newest run)\n"
     "  ls [--status S] [--name N] [--since T] [--until T]\n"
@@ -49,8 +51,10 @@ struct command {
 };
 
 static const struct command commands[] = {
-    {"run", "--db --set --concurrency ", "--fresh -q -v --quiet --verbose ", 1, 1, "orch run WORKFLOW.lua"},
-    {"resume", "--db --concurrency ", "--all -q -v --quiet --verbose ", 0, 1, "orch resume RUN_ID | --all"},
+    {"run", "--db --set --concurrency --budget ", "--fresh --no-cache -q -v --quiet --verbose ", 1, 1,
+     "orch run WORKFLOW.lua"},
+    {"resume", "--db --concurrency --budget ", "--all --no-cache -q -v --quiet --verbose ", 0, 1,
+     "orch resume RUN_ID | --all"},
     {"status", "--db ", "--json ", 0, 1, "orch status [RUN_ID]"},
     {"ls", "--db --status --name --since --until ", "--json ", 0, 0, "orch ls"},
     {"history", "--db ", "--json ", 1, 1, "orch history RUN_ID"},
@@ -117,8 +121,9 @@ static int parse_command(lua_State *L, const struct command *c, int argc, char *
                 lua_pushinteger(L, 1);
                 lua_setfield(L, opts, "verbosity");
             } else {
+                luaL_gsub(L, a + 2, "-", "_"); /* "--no-cache" -> no_cache */
                 lua_pushboolean(L, 1);
-                lua_setfield(L, opts, a + 2);
+                lua_settable(L, opts);
             }
             continue;
         }
@@ -150,6 +155,14 @@ static int parse_command(lua_State *L, const struct command *c, int argc, char *
                 return usage_error(L, "--concurrency expects a number from 1 to 100000, got '%s'", v);
             lua_pushinteger(L, n);
             lua_setfield(L, opts, "concurrency");
+            lua_pop(L, 1);
+        } else if (strcmp(name, "--budget") == 0) {
+            char *end;
+            double usd = strtod(v, &end);
+            if (*v == '\0' || *end != '\0' || !(usd > 0))
+                return usage_error(L, "--budget expects a positive number of dollars, got '%s'", v);
+            lua_pushnumber(L, usd);
+            lua_setfield(L, opts, "budget");
             lua_pop(L, 1);
         } else {
             lua_pushstring(L, v);

@@ -623,6 +623,69 @@ static int l_store_stats(lua_State *L)
     set_int(L, "bytes", s.bytes);
     set_num(L, "checkpoint_mean_ms", s.checkpoint_mean_ms);
     set_num(L, "checkpoint_max_ms", s.checkpoint_max_ms);
+    set_int(L, "journal_entries", s.journal_entries);
+    set_int(L, "journal_hits", s.journal_hits);
+    set_num(L, "journal_saved_usd", s.journal_saved_usd);
+    return 1;
+}
+
+/* ---- LLM response journal ---- */
+
+/* journal_put{ key =, run_id =, provider =, model =, response =, tokens_in =,
+ *              tokens_out =, cost_usd =, latency_ms = } -> true | nil, err */
+static int l_store_journal_put(lua_State *L)
+{
+    struct orch_store *st = check_open(L);
+    luaL_checktype(L, 2, LUA_TTABLE);
+    struct orch_journal_entry e;
+    memset(&e, 0, sizeof e);
+    e.key = get_str(L, 2, "key");
+    e.run_id = get_str(L, 2, "run_id");
+    e.provider = get_str(L, 2, "provider");
+    e.model = get_str(L, 2, "model");
+    lua_getfield(L, 2, "response");
+    e.response = luaL_checklstring(L, -1, &e.response_len);
+    lua_pop(L, 1); /* anchored by the table */
+    if (e.key == NULL)
+        return luaL_error(L, "journal entry needs a key");
+    e.tokens_in = get_int(L, 2, "tokens_in");
+    e.tokens_out = get_int(L, 2, "tokens_out");
+    e.cost_usd = get_num(L, 2, "cost_usd");
+    e.latency_ms = get_num(L, 2, "latency_ms");
+    if (st->ops->journal_put(st, &e) != 0)
+        return push_failure(L, st->err);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+/* journal_get(key) -> entry | nil | nil, err */
+static int l_store_journal_get(lua_State *L)
+{
+    struct orch_store *st = check_open(L);
+    const char *key = luaL_checkstring(L, 2);
+    struct orch_journal_owned e;
+    memset(&e, 0, sizeof e);
+    int rc = st->ops->journal_get(st, key, &e);
+    if (rc < 0)
+        return push_failure(L, st->err);
+    if (rc == 0) {
+        lua_pushnil(L);
+        return 1;
+    }
+    lua_createtable(L, 0, 10);
+    set_str(L, "key", e.key);
+    set_str(L, "run_id", e.run_id);
+    set_str(L, "provider", e.provider);
+    set_str(L, "model", e.model);
+    lua_pushlstring(L, e.response, e.response_len);
+    lua_setfield(L, -2, "response");
+    set_int(L, "tokens_in", e.tokens_in);
+    set_int(L, "tokens_out", e.tokens_out);
+    set_num(L, "cost_usd", e.cost_usd);
+    set_num(L, "latency_ms", e.latency_ms);
+    set_int(L, "created_ms", e.created_ms);
+    set_int(L, "hits", e.hits);
+    orch_journal_clear(&e);
     return 1;
 }
 
@@ -685,6 +748,8 @@ static const luaL_Reg store_methods[] = {
     {"state_list", l_store_state_list},
     {"stats", l_store_stats},
     {"keepalive", l_store_keepalive},
+    {"journal_put", l_store_journal_put},
+    {"journal_get", l_store_journal_get},
     {NULL, NULL},
 };
 

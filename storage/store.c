@@ -1,7 +1,8 @@
 /* store.c — the backend-independent half of the state store: choosing a
  * backend from the target, run status names, the checkpoint checksum
  * (XXH3-128, libxxhash), the memento codec (zstd, libzstd) the backends
- * share, and the functions that free what the store fills in.
+ * share, and the functions that free what the store fills in (runs,
+ * checkpoints, events, journal entries).
  * See store.h for the contract and store_impl.h for the shared helpers. */
 #include "store.h"
 #include "store_impl.h"
@@ -236,5 +237,17 @@ void orch_event_clear(struct orch_event *e)
         return;
     free(e->type);
     free(e->data);
+    memset(e, 0, sizeof *e);
+}
+
+void orch_journal_clear(struct orch_journal_owned *e)
+{
+    if (e == NULL)
+        return;
+    free(e->key);
+    free(e->run_id);
+    free(e->provider);
+    free(e->model);
+    free(e->response);
     memset(e, 0, sizeof *e);
 }

@@ -13,6 +13,12 @@
  * memento; reading verifies both and reports a corrupt checkpoint as
  * invalid so the caller can fall back to an older one.
  *
+ * The LLM response journal (durability guarantee 3, "no paying twice")
+ * keeps every provider reply under a hash of its request, written on its
+ * own the moment it arrives, so a resumed or re-run workflow reads it back
+ * instead of paying again. Entries belong to no run: they outlive runs and
+ * may be written before their run's row exists.
+ *
  * Strings in structs filled by the store are heap copies owned by the
  * struct (free with orch_run_clear / orch_checkpoint_clear / ...). Strings
  * passed in are only read during the call. Every function returns -1 on
@@ -108,12 +114,48 @@ struct orch_kv {
     size_t value_len;
 };
 
+/* One LLM response for journal_put; the strings are only read during the
+ * call. */
+struct orch_journal_entry {
+    const char *key;      /* hex hash of provider + model + canonical request body (computed by the caller) */
+    const char *run_id;   /* the run that paid for it, may be NULL */
+    const char *provider; /* "openai", "anthropic", ... */
+    const char *model;
+    const char *response; /* the reply text as the provider returned it (raw body or extracted text;
+                           * the caller decides) */
+    size_t response_len;
+    int64_t tokens_in, tokens_out;
+    double cost_usd;
+    double latency_ms;
+    int64_t created_ms; /* set by journal_put when 0 */
+};
+
+/* A journal entry as journal_get returns it. Every pointer is a heap copy
+ * owned by the struct (free with orch_journal_clear). response holds
+ * response_len bytes, which may include NULs, plus a terminating NUL so a
+ * text reply can be used as a C string. */
+struct orch_journal_owned {
+    char *key;
+    char *run_id; /* NULL when written without one */
+    char *provider;
+    char *model;
+    char *response;
+    size_t response_len;
+    int64_t tokens_in, tokens_out;
+    double cost_usd;
+    double latency_ms;
+    int64_t created_ms;
+    int64_t hits; /* lookups that found the entry, the one returning it included */
+};
+
 struct orch_store_stats {
     int64_t runs, active, paused, failed, completed;
     int64_t checkpoints;
     int64_t recoveries;
     int64_t bytes; /* size of the store on disk (0 in memory) */
     double checkpoint_mean_ms, checkpoint_max_ms;
+    int64_t journal_entries, journal_hits;
+    double journal_saved_usd; /* sum over journal entries of cost_usd * hits */
 };
 
 struct orch_run_filter {
@@ -187,6 +229,14 @@ struct orch_store_ops {
                       int (*cb)(void *ud, const char *key, const char *value, size_t len), void *ud);
     /* Store-wide figures. 0 or -1. */
     int (*stats)(struct orch_store *st, struct orch_store_stats *out);
+
+    /* Records a response under its key (the first one wins: an existing key is kept). 0 or -1. */
+    int (*journal_put)(struct orch_store *st, const struct orch_journal_entry *e);
+    /* Looks up a key: 1 found (*out filled with heap copies the caller frees with orch_journal_clear),
+     * 0 not found, -1 error. Also counts a hit on the entry (hits column). A hit that cannot be
+     * written (lock held past the busy timeout, disk full) is dropped rather than failing the lookup:
+     * the reply matters more than the counter. */
+    int (*journal_get)(struct orch_store *st, const char *key, struct orch_journal_owned *out);
 };
 
 struct orch_store {
@@ -209,5 +259,6 @@ void orch_checkpoint_checksum(const struct orch_checkpoint *c, char out[33]);
 void orch_run_clear(struct orch_run *r);
 void orch_checkpoint_clear(struct orch_checkpoint *c);
 void orch_event_clear(struct orch_event *e);
+void orch_journal_clear(struct orch_journal_owned *e);
 
 #endif

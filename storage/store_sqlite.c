@@ -106,6 +106,22 @@ static const char *const sq_migrations[] = {
     "  PRIMARY KEY (run_id, key)\n"
     ") WITHOUT ROWID;\n"
     "PRAGMA user_version = 1;\n",
+    /* 1 -> 2: the LLM response journal. No foreign key to runs: entries
+     * outlive their run, and one may be written before its run row. */
+    "CREATE TABLE llm_journal (\n"
+    "  key TEXT PRIMARY KEY,       -- hex hash of provider + model + canonical request\n"
+    "  run_id TEXT,                -- the run that paid for it\n"
+    "  provider TEXT,\n"
+    "  model TEXT,\n"
+    "  response BLOB NOT NULL,\n"
+    "  tokens_in INTEGER,\n"
+    "  tokens_out INTEGER,\n"
+    "  cost_usd REAL,\n"
+    "  latency_ms REAL,\n"
+    "  created_ms INTEGER NOT NULL,\n"
+    "  hits INTEGER NOT NULL DEFAULT 0 -- lookups that found it\n"
+    ") WITHOUT ROWID;\n"
+    "PRAGMA user_version = 2;\n",
 };
 
 #define SQ_SCHEMA_VERSION ((int)(sizeof sq_migrations / sizeof sq_migrations[0]))
@@ -119,6 +135,8 @@ static const char *const sq_migrations[] = {
     "recoveries"
 #define SQ_RUN_SELECT                                                                                        \
     "SELECT " SQ_RUN_COLS ", (SELECT count(*) FROM checkpoints c WHERE c.run_id = runs.id) FROM runs "
+#define SQ_JR_COLS                                                                                           \
+    "key, run_id, provider, model, response, tokens_in, tokens_out, cost_usd, latency_ms, created_ms, hits"
 #define SQ_CP_COLS                                                                                           \
     "seq, name, reason, created_ms, input_offset, input_line, input_index, output_offset, "                  \
     "errors_offset, memento, memento_len, checksum, bytes, duration_ms"
@@ -148,8 +166,12 @@ enum sq_stmt {
     SQ_STATE_LIST,
     SQ_EV_INSERT,
     SQ_EV_LIST,
+    SQ_JR_INSERT,
+    SQ_JR_GET,
+    SQ_JR_HIT,
     SQ_STATS_RUNS,
     SQ_STATS_CPS,
+    SQ_STATS_JOURNAL,
     SQ_STATS_SIZE,
     SQ_NSTMT
 };
@@ -198,12 +220,20 @@ static const char *const sq_sql[SQ_NSTMT] = {
     [SQ_EV_INSERT] = "INSERT INTO events (run_id, ts_ms, type, data) VALUES (?1, ?2, ?3, ?4)",
     /* IS, so a NULL run_id lists the store-wide events */
     [SQ_EV_LIST] = "SELECT id, ts_ms, type, data FROM events WHERE run_id IS ?1 ORDER BY id",
+    /* First wins: a key already journaled keeps its reply, its cost and
+     * its hits (a second payer for the same request changes nothing). */
+    [SQ_JR_INSERT] = "INSERT INTO llm_journal (" SQ_JR_COLS ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, "
+                     "?10, 0) ON CONFLICT (key) DO NOTHING",
+    [SQ_JR_GET] = "SELECT " SQ_JR_COLS " FROM llm_journal WHERE key = ?1",
+    [SQ_JR_HIT] = "UPDATE llm_journal SET hits = hits + 1 WHERE key = ?1",
     [SQ_STATS_RUNS] =
         "SELECT count(*), coalesce(sum(status = 'running'), 0), coalesce(sum(status = 'paused'), 0), "
         "coalesce(sum(status = 'failed'), 0), coalesce(sum(status = 'completed'), 0), "
         "coalesce(sum(recoveries), 0) FROM runs",
     [SQ_STATS_CPS] = "SELECT count(*), coalesce(avg(duration_ms), 0.0), coalesce(max(duration_ms), 0.0) "
                      "FROM checkpoints",
+    [SQ_STATS_JOURNAL] = "SELECT count(*), coalesce(sum(hits), 0), coalesce(sum(cost_usd * hits), 0.0) "
+                         "FROM llm_journal",
     [SQ_STATS_SIZE] = "SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()",
 };
 
@@ -1108,6 +1138,17 @@ static int sq_stats(struct orch_store *base, struct orch_store_stats *out)
     out->checkpoint_max_ms = sqlite3_column_double(s, 2);
     sq_done(s);
 
+    s = st->stmt[SQ_STATS_JOURNAL];
+    if (sqlite3_step(s) != SQLITE_ROW) {
+        sq_fail(st, "cannot count journal entries");
+        sq_done(s);
+        return -1;
+    }
+    out->journal_entries = sqlite3_column_int64(s, 0);
+    out->journal_hits = sqlite3_column_int64(s, 1);
+    out->journal_saved_usd = sqlite3_column_double(s, 2);
+    sq_done(s);
+
     if (st->memory)
         return 0;
     s = st->stmt[SQ_STATS_SIZE];
@@ -1128,6 +1169,121 @@ static int sq_stats(struct orch_store *base, struct orch_store_stats *out)
         free(wal);
     }
     return 0;
+}
+
+/* ---- LLM response journal --------------------------------------------- */
+
+/* One autocommit INSERT, so the reply is in the WAL when this returns: a
+ * crash of the process (kill -9 included) cannot lose it; with
+ * synchronous=NORMAL a power loss can take back the last commits before
+ * the next WAL checkpoint. An existing key is kept as it is and counts as
+ * success. An empty reply (response NULL or not, length 0) is stored as
+ * an empty blob. */
+static int sq_journal_put(struct orch_store *base, const struct orch_journal_entry *e)
+{
+    struct sq_store *st = sq_of(base);
+    if (e->key == NULL || e->key[0] == '\0')
+        return sq_fail_plain(st, "cannot journal a response: it has no key");
+    if (e->response == NULL && e->response_len > 0)
+        return sq_fail_plain(st, "cannot journal response %s: %zu bytes announced but no data", e->key,
+                             e->response_len);
+    sqlite3_stmt *s = st->stmt[SQ_JR_INSERT];
+    int64_t created = e->created_ms != 0 ? e->created_ms : orch_store_now_ms();
+    /* a NULL pointer would bind SQL NULL and break NOT NULL */
+    const void *response = e->response != NULL ? e->response : "";
+    int bad = 0;
+    bad |= sq_bind_text(s, 1, e->key);
+    bad |= sq_bind_text(s, 2, e->run_id);
+    bad |= sq_bind_text(s, 3, e->provider);
+    bad |= sq_bind_text(s, 4, e->model);
+    bad |= sqlite3_bind_blob64(s, 5, response, e->response_len, SQLITE_STATIC) != SQLITE_OK;
+    bad |= sq_bind_int(s, 6, e->tokens_in);
+    bad |= sq_bind_int(s, 7, e->tokens_out);
+    bad |= sqlite3_bind_double(s, 8, e->cost_usd) != SQLITE_OK;
+    bad |= sqlite3_bind_double(s, 9, e->latency_ms) != SQLITE_OK;
+    bad |= sq_bind_int(s, 10, created);
+    if (bad) {
+        sq_fail(st, "cannot journal response %s", e->key);
+        sq_done(s);
+        return -1;
+    }
+    return sq_exec(st, s, "cannot journal an LLM response");
+}
+
+/* Fills out (zeroed first, heap copies it then owns) from the current row
+ * of an SQ_JR_COLS statement. 0, or -1 when memory runs out (out
+ * cleared). */
+static int sq_journal_row(sqlite3_stmt *s, struct orch_journal_owned *out)
+{
+    int oom = 0;
+    memset(out, 0, sizeof *out);
+    out->key = sq_col_dup(s, 0, &oom);
+    out->run_id = sq_col_dup(s, 1, &oom);
+    out->provider = sq_col_dup(s, 2, &oom);
+    out->model = sq_col_dup(s, 3, &oom);
+    /* blob before bytes, as SQLite asks; an empty blob gives NULL */
+    const void *blob = sqlite3_column_blob(s, 4);
+    size_t n = (size_t)sqlite3_column_bytes(s, 4);
+    out->response = malloc(n + 1);
+    if (out->response == NULL) {
+        oom = 1;
+    } else {
+        if (n > 0)
+            memcpy(out->response, blob, n);
+        out->response[n] = '\0';
+        out->response_len = n;
+    }
+    out->tokens_in = sqlite3_column_int64(s, 5);
+    out->tokens_out = sqlite3_column_int64(s, 6);
+    out->cost_usd = sqlite3_column_double(s, 7);
+    out->latency_ms = sqlite3_column_double(s, 8);
+    out->created_ms = sqlite3_column_int64(s, 9);
+    out->hits = sqlite3_column_int64(s, 10);
+    if (oom) {
+        orch_journal_clear(out);
+        return -1;
+    }
+    return 0;
+}
+
+/* Reads first and counts the hit after, so a miss (the common case on a
+ * first run) never takes the write lock. The hit is bookkeeping: when it
+ * cannot be written (lock held past the busy timeout, disk full) the
+ * reply is still returned, with out->hits not counting this lookup, since
+ * failing here would make the caller pay for the request again. */
+static int sq_journal_get(struct orch_store *base, const char *key, struct orch_journal_owned *out)
+{
+    struct sq_store *st = sq_of(base);
+    if (key == NULL)
+        return sq_fail_plain(st, "cannot look up a journaled response: no key");
+    sqlite3_stmt *s = st->stmt[SQ_JR_GET];
+    if (sq_bind_text(s, 1, key)) {
+        sq_done(s);
+        return sq_fail(st, "cannot look up journaled response %s", key);
+    }
+    int rc = sqlite3_step(s);
+    if (rc == SQLITE_DONE) {
+        sq_done(s);
+        return 0;
+    }
+    if (rc != SQLITE_ROW) {
+        sq_fail(st, "cannot look up journaled response %s", key);
+        sq_done(s);
+        return -1;
+    }
+    struct orch_journal_owned got;
+    if (sq_journal_row(s, &got) != 0) {
+        sq_done(s);
+        return sq_fail_plain(st, "cannot read journaled response %s: out of memory", key);
+    }
+    sq_done(s);
+
+    s = st->stmt[SQ_JR_HIT];
+    if (sq_bind_text(s, 1, key) == 0 && sqlite3_step(s) == SQLITE_DONE && sqlite3_changes(st->db) == 1)
+        got.hits++;
+    sq_done(s);
+    *out = got;
+    return 1;
 }
 
 /* ---- open / close ----------------------------------------------------- */
@@ -1164,6 +1320,8 @@ static const struct orch_store_ops sq_ops = {
     .event_list = sq_event_list,
     .state_list = sq_state_list,
     .stats = sq_stats,
+    .journal_put = sq_journal_put,
+    .journal_get = sq_journal_get,
 };
 
 /* mkdir -p of the directory part of path; a failure shows up as

@@ -202,7 +202,6 @@ local workflow_keys = {
 -- them beats silently ignoring a budget.
 local not_yet = {
   steps = "multi-step (DAG) workflows",
-  budget = "budgets",
   checkpoint = "checkpoint policies",
   observers = "observers",
 }
@@ -271,6 +270,21 @@ function M.workflow(spec)
   M.on_error("orch.workflow", spec.on_error or "skip", true)
   if spec.llm ~= nil then
     require("orch.llm").check_config(spec.llm)
+  end
+  if spec.budget ~= nil then
+    if type(spec.budget) ~= "table" then
+      M.fail_key("budget", "orch.workflow: 'budget' must be a table { max_usd =, warn_at = { 0.5, 0.8 } }, got %s",
+        type(spec.budget))
+    end
+    M.known_keys("orch.workflow: budget", spec.budget, { max_usd = "number", warn_at = "table" })
+    if spec.budget.max_usd == nil or spec.budget.max_usd <= 0 then
+      M.fail_key("max_usd", "orch.workflow: budget.max_usd must be a positive number of dollars")
+    end
+    for i, f in ipairs(spec.budget.warn_at or {}) do
+      if type(f) ~= "number" or f <= 0 or f > 1 then
+        M.fail_key("warn_at", "orch.workflow: budget.warn_at[%d] must be a fraction in (0, 1], got %s", i, tostring(f))
+      end
+    end
   end
   return setmetatable(spec, M.Workflow)
 end

@@ -87,6 +87,8 @@ local function execute(st, wf, path, params, opts)
     log(1, "started run " .. run.id)
   end
   return require("orch.run").rows(wf, {
+    budget = opts.budget,
+    no_cache = opts.no_cache,
     concurrency = opts.concurrency,
     verbosity = opts.verbosity,
     store = st,
@@ -107,7 +109,7 @@ function M.run(opts)
     return 2
   end
   local code = execute(st, wf, path, opts.set, { fresh = opts.fresh, concurrency = opts.concurrency,
-    verbosity = opts.verbosity, db = opts.db })
+    verbosity = opts.verbosity, db = opts.db, budget = opts.budget, no_cache = opts.no_cache })
   st:close()
   return code
 end
@@ -143,7 +145,7 @@ local function resume_one(st, run, opts)
     return 2
   end
   return execute(st, wf, run.workflow_path, params, { resume_id = run.id, concurrency = opts.concurrency,
-    verbosity = opts.verbosity, db = opts.db })
+    verbosity = opts.verbosity, db = opts.db, budget = opts.budget, no_cache = opts.no_cache })
 end
 
 function M.resume(opts)
@@ -535,6 +537,8 @@ function M.stats(opts)
       { "checkpoints", fmt(s.checkpoints) },
       { "checkpoint", string.format("%.2f ms mean, %.2f ms max", s.checkpoint_mean_ms, s.checkpoint_max_ms) },
       { "recoveries", fmt(s.recoveries) },
+      { "journal", string.format("%s LLM responses, %s answered again from it, $%.4f saved", fmt(s.journal_entries),
+        fmt(s.journal_hits), s.journal_saved_usd) },
       { "bytes", fmt(s.bytes) },
     }
     for _, l in ipairs(lines) do

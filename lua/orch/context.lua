@@ -37,6 +37,13 @@ function Context:account(info)
   t.tokens_in = t.tokens_in + info.tokens_in
   t.tokens_out = t.tokens_out + info.tokens_out
   t.cost = t.cost + info.cost
+  if info.cached then
+    t.cached_calls = (t.cached_calls or 0) + 1
+    t.saved = (t.saved or 0) + (info.saved or 0)
+  end
+  if self._run.after_spend then
+    self._run.after_spend(info)
+  end
 end
 
 local levels = { debug = 2, info = 1, warn = 0, error = 0 }

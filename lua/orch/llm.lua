@@ -25,8 +25,9 @@ local common_options = {
 function M.register(name, provider)
   check.arg_type("orch.llm.register", 1, name, "string")
   check.arg_type("orch.llm.register", 2, provider, "table")
-  if type(provider.call) ~= "function" then
-    check.fail("orch.llm.register: provider '%s' needs a call(req, cfg, ctx) function", name)
+  if type(provider.call) ~= "function" and (type(provider.build) ~= "function" or type(provider.parse) ~= "function") then
+    check.fail("orch.llm.register: provider '%s' needs call(req, cfg, ctx), or build(req, cfg) and parse(reply)",
+      name)
   end
   provider.name = name
   M.providers[name] = provider
@@ -60,6 +61,11 @@ function M.check_config(cfg)
     allowed[k] = v
   end
   check.known_keys("orch.workflow: llm", cfg, allowed)
+  if p.needs_key and cfg.api_key == nil and cfg.base_url == nil then
+    check.fail_key("api_key", "orch.workflow: llm.api_key is empty: set it, e.g. api_key = orch.env(\"%s\"), and export "
+      .. "that variable (a local OpenAI-compatible server needs only base_url)",
+      cfg.provider == "anthropic" and "ANTHROPIC_API_KEY" or "OPENAI_API_KEY")
+  end
 end
 
 local request_keys = {
@@ -149,6 +155,102 @@ function M.decode_reply(text, schema)
   return v
 end
 
+-- Budget stops are errors of their own kind: the row is not failed, it
+-- is left for the resumed run (see orch.run).
+M.BudgetStop = { __name = "orch.BudgetStop" }
+M.BudgetStop.__tostring = function(e)
+  return e.msg
+end
+
+local function est_tokens(r)
+  local n = #(r.system or "")
+  if r.messages then
+    for _, m in ipairs(r.messages) do
+      n = n + #tostring(m.content)
+    end
+  else
+    n = n + #(r.prompt or "")
+  end
+  return n // 4 + 8, r.max_tokens or 512
+end
+
+-- One request through the provider: -> text, usage, attempts | nil, err, attempts
+local function exchange(p, r, cfg, ctx)
+  if p.call then
+    local text, usage = p.call(r, cfg, ctx)
+    return text, usage, 1
+  end
+  return require("orch.providers.http").exchange(p, r, cfg, ctx)
+end
+
+-- The journal key: provider, model and the canonical request body.
+local function journal_key(p, r, cfg)
+  local body = p.build and p.build(r, cfg).body or require("orch.json").encode(r)
+  return require("orch.hash").xxh128(table.concat({ cfg.provider, r.model, body }, "\0"))
+end
+
+--- One model call with the journal, the budget and the accounting around
+--- it. -> text, info | nil, err
+local function complete(ctx, cfg, p, r)
+  local run = ctx._run or {}
+  local key = run.journal and journal_key(p, r, cfg)
+  if key then
+    local hit = run.journal.get(key)
+    if hit then
+      local info = { text = hit.response, model = r.model, provider = cfg.provider, tokens_in = hit.tokens_in,
+        tokens_out = hit.tokens_out, tokens = hit.tokens_in + hit.tokens_out, cost = 0, saved = hit.cost_usd,
+        latency = 0, attempts = 0, cached = true }
+      if ctx.account then
+        ctx:account(info)
+      end
+      return hit.response, info
+    end
+  end
+  local tin_est, tout_est = est_tokens(r)
+  local estimate = pricing.cost(r.model, tin_est, tout_est, cfg.prices)
+  if run.budget then
+    local ok, why = run.budget.admit(estimate)
+    if not ok then
+      error(setmetatable({ msg = why }, M.BudgetStop), 0)
+    end
+  end
+  if run.limiter then
+    run.limiter.acquire(ctx, tin_est + tout_est)
+  end
+  local t0 = sched.now()
+  local text, usage, attempts = exchange(p, r, cfg, ctx)
+  if run.budget then
+    run.budget.release(estimate)
+  end
+  if text == nil then
+    if run.note_failure then
+      run.note_failure(usage)
+    end
+    return nil, usage
+  end
+  local tin, tout = usage and usage.input or 0, usage and usage.output or 0
+  local info = {
+    text = text,
+    model = r.model,
+    provider = cfg.provider,
+    tokens_in = tin,
+    tokens_out = tout,
+    tokens = tin + tout,
+    cost = pricing.cost(r.model, tin, tout, cfg.prices),
+    latency = sched.now() - t0,
+    attempts = attempts,
+    cached = false,
+  }
+  if key then
+    run.journal.put(key, { provider = cfg.provider, model = r.model, response = text, tokens_in = tin,
+      tokens_out = tout, cost_usd = info.cost, latency_ms = info.latency * 1000 })
+  end
+  if ctx.account then
+    ctx:account(info)
+  end
+  return text, info
+end
+
 --- call(ctx, cfg, req) -> value, info | nil, err
 --- value is the reply text, or the decoded table when req.json or req.schema.
 function M.call(ctx, cfg, req)
@@ -182,37 +284,42 @@ function M.call(ctx, cfg, req)
     json = req.json or req.schema ~= nil,
     schema = req.schema,
   }
-  local t0 = sched.now()
-  local text, usage = p.call(r, cfg, ctx)
-  if text == nil then
-    return nil, usage
+  local text, info = complete(ctx, cfg, p, r)
+  if text == nil or not r.json then
+    return text, info
   end
-  local tin, tout = usage and usage.input or 0, usage and usage.output or 0
-  local info = {
-    text = text,
-    model = r.model,
-    provider = cfg.provider,
-    tokens_in = tin,
-    tokens_out = tout,
-    tokens = tin + tout,
-    cost = pricing.cost(r.model, tin, tout, cfg.prices),
-    latency = sched.now() - t0,
-    attempts = 1,
-    cached = false,
-  }
-  if ctx.account then
-    ctx:account(info)
-  end
-  if r.json then
-    local v, err = M.decode_reply(text, r.schema)
-    if v == nil then
-      return nil, err
-    end
+  local v, err = M.decode_reply(text, r.schema)
+  if v ~= nil then
     return v, info
   end
-  return text, info
+  -- one repair round: show the model its reply and what is wrong with it
+  local msgs = {}
+  for _, m in ipairs(r.messages or { { role = "user", content = r.prompt } }) do
+    msgs[#msgs + 1] = m
+  end
+  msgs[#msgs + 1] = { role = "assistant", content = text }
+  msgs[#msgs + 1] = { role = "user", content = "That reply cannot be used: " .. err
+    .. ". Reply again with only the corrected JSON." }
+  local r2 = {}
+  for k, x in pairs(r) do
+    r2[k] = x
+  end
+  r2.prompt, r2.messages = nil, msgs
+  local text2, info2 = complete(ctx, cfg, p, r2)
+  if text2 == nil then
+    return nil, info2
+  end
+  local v2, err2 = M.decode_reply(text2, r.schema)
+  if v2 == nil then
+    return nil, err2 .. " (after one repair attempt)"
+  end
+  info2.attempts = info.attempts + info2.attempts
+  info2.repaired = true
+  return v2, info2
 end
 
 M.register("mock", require "orch.providers.mock")
+M.register("openai", require "orch.providers.openai")
+M.register("anthropic", require "orch.providers.anthropic")
 
 return M

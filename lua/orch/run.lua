@@ -19,6 +19,8 @@ local json = require "orch.json"
 local cjson = require "cjson"
 local sys = require "orch.sys"
 local store = require "orch.store"
+local llm = require "orch.llm"
+local limits = require "orch.limits"
 
 local M = {}
 
@@ -74,6 +76,9 @@ end
 -- The message handler of a row: keeps the message and the row's traceback,
 -- without the frames of the row machinery below the user's stages.
 local function row_traceback(e)
+  if getmetatable(e) == llm.BudgetStop then
+    return { msg = e.msg, budget = true }
+  end
   local msg = type(e) == "string" and e or tostring(e)
   local lines = {}
   for line in debug.traceback(msg, 2):gmatch("[^\n]+") do
@@ -174,6 +179,51 @@ function M.rows(wf, opts)
     st:event_add(run.id, event, ok and enc or nil)
   end
 
+  -- LLM services: the response journal, the budget, rate limits
+  if not opts.no_cache then
+    rt.journal = {
+      get = function(key)
+        return st:journal_get(key)
+      end,
+      put = function(key, e)
+        e.key, e.run_id = key, run.id
+        local ok, jerr = st:journal_put(e)
+        if not ok then
+          log(0, "warning: cannot journal an LLM response: " .. tostring(jerr))
+        end
+      end,
+    }
+  end
+  local max_usd = opts.budget or (wf.budget and wf.budget.max_usd)
+  if max_usd then
+    rt.budget = limits.budget(max_usd, wf.budget and wf.budget.warn_at, totals, function(f, spent)
+      log(0, string.format("budget warning: $%.4f spent, %.0f%% of $%.2f", spent, f * 100, max_usd))
+      rt.emit("budget_warning", { fraction = f, spent_usd = spent, max_usd = max_usd })
+    end)
+    rt.after_spend = rt.budget.after_spend
+  end
+  rt.limiter = wf.llm and limits.limiter(wf.llm.rpm, wf.llm.tpm)
+  -- when the first LLM calls all fail the same way (no key, wrong model,
+  -- unreachable host), stop instead of burning through every row
+  local streak_msg, streak = nil, 0
+  function rt.note_failure(msg)
+    if totals.llm_calls > 0 then
+      return
+    end
+    msg = tostring(msg)
+    if msg == streak_msg then
+      streak = streak + 1
+    else
+      streak_msg, streak = msg, 1
+    end
+    if streak >= math.min(5, conc) then
+      rt.abort = "every LLM request fails the same way: " .. msg
+    end
+  end
+  function rt.note_retry(msg)
+    log(1, "retrying an LLM request: " .. tostring(msg))
+  end
+
   local function apply(row, ctx)
     for i = 1, nstages do
       local r = stages[i].fn(row, ctx)
@@ -206,11 +256,14 @@ function M.rows(wf, opts)
     local input = keep_input and deepcopy(row) or nil
     local ok, res = xpcall(apply, row_traceback, row, ctx)
     for _ = 1, retries do
-      if ok then
+      if ok or res.budget then
         break
       end
       log(1, string.format("row %d (key %s) failed, retrying: %s", seq, tostring(key), res.msg))
       ok, res = xpcall(apply, row_traceback, deepcopy(input), ctx)
+    end
+    if not ok and res.budget then
+      return "budget", false, res.msg, nil, key -- not settled: the row runs again on resume
     end
     if ok then
       if res == nil then
@@ -246,7 +299,7 @@ function M.rows(wf, opts)
   end
 
   local failures, nfail_kept = {}, 20
-  local stop, fatal, paused = false, nil, nil
+  local stop, fatal, paused, budget_msg = false, nil, nil, nil
 
   local function record_failure(seq, key, msg, tb, status)
     if #failures < nfail_kept then
@@ -396,7 +449,7 @@ function M.rows(wf, opts)
 
     while true do
       local nsig, signame = sched.signals()
-      if nsig > 0 and not paused then
+      if nsig > 0 and not grace_until then
         paused = signame
         stop = true
         grace_until = sched.now() + M.GRACE_S
@@ -436,7 +489,7 @@ function M.rows(wf, opts)
       if inflight == 0 and (eof or stop) then
         break
       end
-      if paused and (nsig > 1 or sched.now() >= grace_until) then
+      if grace_until and (nsig > 1 or sched.now() >= grace_until) then
         log(0, string.format("abandoning %d row(s) in flight; they will run again on resume", inflight))
         break
       end
@@ -451,8 +504,18 @@ function M.rows(wf, opts)
         else
           status, line, msg = "failed", false, tostring(c.err)
         end
-        done[seq] = { line = line, status = status, key = key, error = msg, tb = tb }
-        note_outcome(seq, key, msg, tb, status)
+        if status == "budget" then
+          if not paused then
+            paused, budget_msg, stop = "budget", msg, true
+            log(0, msg .. "; finishing the rows in flight")
+          end
+        else
+          done[seq] = { line = line, status = status, key = key, error = msg, tb = tb }
+          note_outcome(seq, key, msg, tb, status)
+        end
+      end
+      if rt.abort and not fatal then
+        fatal, stop = { msg = rt.abort }, true
       end
       progress(false)
     end
@@ -467,6 +530,8 @@ function M.rows(wf, opts)
   local exit, status, reason, error_text
   if not ok then
     exit, status, reason, error_text = 1, "failed", "failed", tostring(finished)
+  elseif paused == "budget" then
+    exit, status, reason, error_text = 3, "paused", "budget", budget_msg
   elseif paused then
     exit, status, reason, error_text = 3, "paused", "signal", "stopped by " .. paused
   elseif fatal then
@@ -500,7 +565,9 @@ function M.rows(wf, opts)
   log(0, string.format("%s: %s rows in %.2f s (%s rows/s): %d ok, %d failed, %d dropped%s%s%s",
     wf.name, fmt_count(cursor.index), el, fmt_count(done_now / el), counts.ok, counts.failed, counts.dropped,
     counts.defaulted > 0 and string.format(", %d defaulted", counts.defaulted) or "",
-    totals.llm_calls > 0 and string.format("; %d LLM calls, %s tokens, $%.4f", totals.llm_calls,
+    totals.llm_calls > 0 and string.format("; %d LLM calls%s, %s tokens, $%.4f", totals.llm_calls,
+      (totals.cached_calls or 0) > 0 and string.format(" (%d from the journal, $%.4f saved)", totals.cached_calls,
+        totals.saved or 0) or "",
       fmt_count(totals.tokens_in + totals.tokens_out), totals.cost) or "",
     out and ("; output " .. out.path) or ""))
   if #failures > 0 and verbosity == 0 and not fatal then
@@ -514,7 +581,10 @@ function M.rows(wf, opts)
       log(0, string.format("  ... %d more; run with -v for every failure and its traceback", nfail - 5))
     end
   end
-  if paused then
+  if paused == "budget" then
+    io.stderr:write(string.format("orch: run %s paused after %s rows: %s; resume with a higher budget: "
+      .. "orch resume %s --budget %.2f\n", run.id, fmt_count(cursor.index), budget_msg, run.id, max_usd * 2))
+  elseif paused then
     io.stderr:write(string.format("orch: run %s paused after %s rows (%s); resume with: orch resume %s\n",
       run.id, fmt_count(cursor.index), paused, run.id))
   elseif fatal then

@@ -3,11 +3,14 @@
  * checksum verification and fallback, rollback, events, stats,
  * persistence, and every refusal at open (newer schema, not a database,
  * corrupt, another program's database, unwritable location), each
- * checked to leave the user's file untouched. Prints the time of a
- * 500-result checkpoint. argv[1] is a scratch directory. */
+ * checked to leave the user's file untouched; the LLM response journal
+ * (round trip, first wins, hits, stats, persistence) and the migration of
+ * a schema-1 database to it. Prints the time of a 500-result checkpoint
+ * and of journal writes and lookups. argv[1] is a scratch directory. */
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/fs.h>
+#include <signal.h>
 #include <sqlite3.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -633,6 +636,263 @@ static void test_stats(struct orch_store *st, int file)
     CHECK(s.recoveries == 2);
     CHECK(file ? s.bytes > 0 : s.bytes == 0);
     CHECK(s.checkpoint_mean_ms > 0.0 && s.checkpoint_max_ms >= s.checkpoint_mean_ms);
+    CHECK(s.journal_entries == 0 && s.journal_hits == 0 && s.journal_saved_usd == 0.0);
+}
+
+static int near(double a, double b)
+{
+    double d = a - b;
+    return d < 1e-12 && d > -1e-12;
+}
+
+/* The hits column as stored, read through a separate connection; -1 when
+ * the key is not there. */
+static int64_t stored_hits(const char *path, const char *key)
+{
+    sqlite3 *db = NULL;
+    sqlite3_stmt *s = NULL;
+    int64_t hits = -1;
+    if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL) == SQLITE_OK &&
+        sqlite3_prepare_v2(db, "SELECT hits FROM llm_journal WHERE key = ?1", -1, &s, NULL) == SQLITE_OK &&
+        sqlite3_bind_text(s, 1, key, -1, SQLITE_STATIC) == SQLITE_OK && sqlite3_step(s) == SQLITE_ROW)
+        hits = sqlite3_column_int64(s, 0);
+    sqlite3_finalize(s);
+    sqlite3_close(db);
+    return hits;
+}
+
+/* A reply with a NUL inside and non-UTF-8 bytes, as a raw body might be. */
+static const char journal_reply[] = "{\"text\":\"positive\"}\0tail\xff\xfe";
+#define JOURNAL_REPLY_LEN (sizeof journal_reply - 1)
+#define JOURNAL_KEY1 "3f9a2c1b00000000000000000000000a"
+#define JOURNAL_KEY2 "3f9a2c1b00000000000000000000000b"
+
+static void test_journal(struct orch_store *st, const char *db_path)
+{
+    struct orch_journal_owned got = {0};
+    CHECK(st->ops->journal_get(st, JOURNAL_KEY1, &got) == 0);
+    CHECK(got.key == NULL && got.response == NULL);
+
+    struct orch_journal_entry e = {0};
+    e.key = JOURNAL_KEY1;
+    e.run_id = "r1";
+    e.provider = "openai";
+    e.model = "gpt-4o-mini";
+    e.response = journal_reply;
+    e.response_len = JOURNAL_REPLY_LEN;
+    e.tokens_in = 120;
+    e.tokens_out = 30;
+    e.cost_usd = 0.0021;
+    e.latency_ms = 850.5;
+    CHECK(st->ops->journal_put(st, &e) == 0);
+    CHECK(stored_hits(db_path, JOURNAL_KEY1) == 0);
+
+    CHECK(st->ops->journal_get(st, JOURNAL_KEY1, &got) == 1);
+    CHECK_STR(got.key, JOURNAL_KEY1);
+    CHECK_STR(got.run_id, "r1");
+    CHECK_STR(got.provider, "openai");
+    CHECK_STR(got.model, "gpt-4o-mini");
+    CHECK(got.response_len == JOURNAL_REPLY_LEN);
+    CHECK(got.response != NULL && memcmp(got.response, journal_reply, JOURNAL_REPLY_LEN) == 0);
+    CHECK(got.response != NULL && got.response[got.response_len] == '\0');
+    CHECK(got.tokens_in == 120 && got.tokens_out == 30);
+    CHECK(got.cost_usd == 0.0021 && got.latency_ms == 850.5);
+    CHECK(got.created_ms > 1000000000000LL); /* set to now */
+    CHECK(got.hits == 1);
+    int64_t created = got.created_ms;
+    orch_journal_clear(&got);
+    CHECK(got.key == NULL && got.response == NULL && got.hits == 0);
+    orch_journal_clear(NULL);
+    CHECK(stored_hits(db_path, JOURNAL_KEY1) == 1);
+
+    /* a second reply for the same request changes nothing: first wins */
+    struct orch_journal_entry dup = e;
+    dup.run_id = "r4";
+    dup.response = "a different reply";
+    dup.response_len = strlen(dup.response);
+    dup.cost_usd = 9.99;
+    dup.tokens_in = 1;
+    dup.created_ms = 42;
+    CHECK(st->ops->journal_put(st, &dup) == 0);
+    CHECK(st->ops->journal_get(st, JOURNAL_KEY1, &got) == 1);
+    CHECK_STR(got.run_id, "r1");
+    CHECK(got.response_len == JOURNAL_REPLY_LEN &&
+          memcmp(got.response, journal_reply, JOURNAL_REPLY_LEN) == 0);
+    CHECK(got.cost_usd == 0.0021 && got.tokens_in == 120);
+    CHECK(got.created_ms == created);
+    CHECK(got.hits == 2); /* the duplicate put did not reset it */
+    orch_journal_clear(&got);
+    CHECK(st->ops->journal_get(st, JOURNAL_KEY1, &got) == 1);
+    CHECK(got.hits == 3);
+    orch_journal_clear(&got);
+    CHECK(stored_hits(db_path, JOURNAL_KEY1) == 3);
+
+    /* no run (or a run that does not exist yet), empty reply, given time */
+    struct orch_journal_entry e2 = {0};
+    e2.key = JOURNAL_KEY2;
+    e2.run_id = "not-created-yet";
+    e2.provider = "anthropic";
+    e2.model = "claude-3-5-haiku";
+    e2.cost_usd = 0.5;
+    e2.created_ms = 1700000000000LL;
+    CHECK(st->ops->journal_put(st, &e2) == 0);
+    CHECK(st->ops->journal_get(st, JOURNAL_KEY2, &got) == 1);
+    CHECK_STR(got.run_id, "not-created-yet");
+    CHECK(got.response != NULL && got.response_len == 0 && got.response[0] == '\0');
+    CHECK(got.created_ms == 1700000000000LL);
+    CHECK(got.tokens_in == 0 && got.latency_ms == 0.0);
+    CHECK(got.hits == 1);
+    orch_journal_clear(&got);
+    struct orch_journal_entry e3 = {
+        .key = "3f9a2c1b00000000000000000000000c", .response = "x", .response_len = 1};
+    CHECK(st->ops->journal_put(st, &e3) == 0);
+    CHECK(st->ops->journal_get(st, e3.key, &got) == 1);
+    CHECK(got.run_id == NULL && got.provider == NULL && got.model == NULL);
+    CHECK_STR(got.response, "x");
+    orch_journal_clear(&got);
+
+    /* refused: no key, or a length without bytes */
+    struct orch_journal_entry nokey = e;
+    nokey.key = NULL;
+    CHECK(st->ops->journal_put(st, &nokey) == -1);
+    CHECK_HAS(st->err, "cannot journal a response: it has no key");
+    nokey.key = "";
+    CHECK(st->ops->journal_put(st, &nokey) == -1);
+    struct orch_journal_entry nodata = e;
+    nodata.key = "3f9a2c1b00000000000000000000000d";
+    nodata.response = NULL;
+    CHECK(st->ops->journal_put(st, &nodata) == -1);
+    CHECK_HAS(st->err, "bytes announced but no data");
+    CHECK(st->ops->journal_get(st, nodata.key, &got) == 0);
+    CHECK(st->ops->journal_get(st, NULL, &got) == -1);
+    CHECK(st->ops->journal_get(st, "3f9a2c1bffffffffffffffffffffffff", &got) == 0);
+
+    /* 3 entries; hits 3 + 1 + 1; saved 0.0021 * 3 + 0.5 * 1 + 0 * 1 */
+    struct orch_store_stats s;
+    CHECK(st->ops->stats(st, &s) == 0);
+    CHECK(s.journal_entries == 3);
+    CHECK(s.journal_hits == 5);
+    CHECK(near(s.journal_saved_usd, 0.0021 * 3 + 0.5));
+    CHECK(s.runs == 4); /* the journal is not runs */
+}
+
+/* A process killed (SIGKILL) right after journal_put returns, without
+ * closing the store: the reply is there for the next process. */
+static void test_journal_crash(const char *dir)
+{
+    char path[600];
+    snprintf(path, sizeof path, "%s/crash.db", dir);
+    pid_t kid = fork();
+    if (kid == 0) {
+        char err[512];
+        struct orch_store *st = orch_store_open(path, err, sizeof err);
+        if (st == NULL)
+            _exit(1);
+        struct orch_journal_entry e = {.key = "paid-once",
+                                       .run_id = "gone",
+                                       .response = journal_reply,
+                                       .response_len = JOURNAL_REPLY_LEN,
+                                       .cost_usd = 0.01};
+        if (st->ops->journal_put(st, &e) != 0)
+            _exit(1);
+        kill(getpid(), SIGKILL);
+        _exit(1);
+    }
+    int status = 0;
+    CHECK(kid > 0 && waitpid(kid, &status, 0) == kid);
+    CHECK(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+    char err[512];
+    struct orch_store *st = orch_store_open(path, err, sizeof err);
+    CHECK(st != NULL);
+    if (st == NULL)
+        return;
+    struct orch_journal_owned jr = {0};
+    CHECK(st->ops->journal_get(st, "paid-once", &jr) == 1);
+    CHECK(jr.response_len == JOURNAL_REPLY_LEN && memcmp(jr.response, journal_reply, JOURNAL_REPLY_LEN) == 0);
+    CHECK_STR(jr.run_id, "gone");
+    orch_journal_clear(&jr);
+    st->ops->close(st);
+}
+
+static double mono_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e6 + (double)ts.tv_nsec / 1e3;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a;
+    double y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* 1,000 journal writes (each its own commit, as when replies arrive one by
+ * one), then as many lookups that hit and that miss; prints the means. */
+static void bench_journal(struct orch_store *st, const char *label)
+{
+    enum { N = 1000 };
+    char body[1500];
+    int bl = snprintf(body, sizeof body, "{\"id\":\"chatcmpl-1\",\"choices\":[{\"message\":{\"content\":\"");
+    while (bl < (int)sizeof body - 40)
+        bl += snprintf(body + bl, sizeof body - (size_t)bl, "positive ");
+    bl += snprintf(body + bl, sizeof body - (size_t)bl, "\"}}]}");
+    static char keys[N][33];
+    for (int i = 0; i < N; i++)
+        snprintf(keys[i], sizeof keys[i], "%016llx%016llx", (unsigned long long)i * 2654435761ULL,
+                 (unsigned long long)i);
+    struct orch_journal_entry e = {0};
+    e.run_id = "bench";
+    e.provider = "openai";
+    e.model = "gpt-4o-mini";
+    e.response = body;
+    e.response_len = (size_t)bl;
+    e.tokens_in = 500;
+    e.tokens_out = 20;
+    e.cost_usd = 0.0001;
+    e.latency_ms = 700;
+    int failed = 0;
+    static double took[N];
+    double t0 = mono_us();
+    for (int i = 0; i < N; i++) {
+        e.key = keys[i];
+        double t = mono_us();
+        failed += st->ops->journal_put(st, &e) != 0;
+        took[i] = mono_us() - t;
+    }
+    double put_us = (mono_us() - t0) / N;
+    CHECK(failed == 0);
+    qsort(took, N, sizeof took[0], cmp_double);
+
+    struct orch_journal_owned got;
+    int found = 0;
+    t0 = mono_us();
+    for (int i = 0; i < N; i++) {
+        if (st->ops->journal_get(st, keys[i], &got) == 1) {
+            found += got.response_len == (size_t)bl && got.hits == 1;
+            orch_journal_clear(&got);
+        }
+    }
+    double hit_us = (mono_us() - t0) / N;
+    CHECK(found == N);
+    int missed = 0;
+    char miss[40];
+    t0 = mono_us();
+    for (int i = 0; i < N; i++) {
+        snprintf(miss, sizeof miss, "ffffffff%024d", i);
+        missed += st->ops->journal_get(st, miss, &got) == 0;
+    }
+    double miss_us = (mono_us() - t0) / N;
+    CHECK(missed == N);
+    struct orch_store_stats s;
+    CHECK(st->ops->stats(st, &s) == 0);
+    CHECK(s.journal_entries == N && s.journal_hits == N);
+    CHECK(s.journal_saved_usd > 0.0001 * N - 1e-9 && s.journal_saved_usd < 0.0001 * N + 1e-9);
+    /* the max is SQLite's automatic WAL checkpoint (an fsync of the database) landing on a put */
+    printf("journal (%s, %d-byte replies): put mean %.1f us (median %.1f, max %.1f), get hit mean %.1f us, "
+           "get miss mean %.1f us, over %d each\n",
+           label, bl, put_us, took[N / 2], took[N - 1], hit_us, miss_us, N);
 }
 
 /* 500 results + a checkpoint per transaction, repeated; prints timings. */
@@ -707,6 +967,18 @@ static void test_reopen(const char *db_path)
     struct evs es = {.ordered = 1};
     CHECK(st->ops->event_list(st, "r1", collect_event, &es) == 0);
     CHECK(es.n == 3);
+    /* the journal survived, hits included, and keeps counting */
+    struct orch_journal_owned jr = {0};
+    CHECK(st->ops->journal_get(st, JOURNAL_KEY1, &jr) == 1);
+    CHECK(jr.response_len == JOURNAL_REPLY_LEN && memcmp(jr.response, journal_reply, JOURNAL_REPLY_LEN) == 0);
+    CHECK_STR(jr.model, "gpt-4o-mini");
+    CHECK(jr.cost_usd == 0.0021);
+    CHECK(jr.hits == 4);
+    orch_journal_clear(&jr);
+    struct orch_store_stats ss;
+    CHECK(st->ops->stats(st, &ss) == 0);
+    CHECK(ss.journal_entries == 3 && ss.journal_hits == 6);
+    CHECK(near(ss.journal_saved_usd, 0.0021 * 4 + 0.5));
     st->ops->close(st);
 
     /* the schema is readable with plain sqlite3 and marked as orch's */
@@ -720,12 +992,136 @@ static void test_reopen(const char *db_path)
                              "(SELECT count(*) FROM results WHERE run_id = 'r1')",
                              -1, &s, NULL) == SQLITE_OK);
     CHECK(sqlite3_step(s) == SQLITE_ROW);
-    CHECK(sqlite3_column_int(s, 0) == 1);
+    CHECK(sqlite3_column_int(s, 0) == 2);
     CHECK(sqlite3_column_int64(s, 1) == 0x4F524348);
     CHECK_STR((const char *)sqlite3_column_text(s, 2), "wal");
     CHECK(sqlite3_column_int(s, 3) == 4);
     sqlite3_finalize(s);
     sqlite3_close(db);
+}
+
+/* The user_version of the database at path, or -1. */
+static int64_t user_version(const char *path)
+{
+    sqlite3 *db = NULL;
+    sqlite3_stmt *s = NULL;
+    int64_t v = -1;
+    if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL) == SQLITE_OK &&
+        sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &s, NULL) == SQLITE_OK &&
+        sqlite3_step(s) == SQLITE_ROW)
+        v = sqlite3_column_int64(s, 0);
+    sqlite3_finalize(s);
+    sqlite3_close(db);
+    return v;
+}
+
+/* Makes a schema-1 store at path holding run "old" with one checkpoint
+ * and an event: written by this code, then with the journal taken off
+ * and user_version set back, which leaves exactly what migration 1
+ * creates (migration 2 only adds llm_journal). 0 or -1. */
+static int make_v1_store(const char *path)
+{
+    char err[512];
+    struct orch_store *st = orch_store_open(path, err, sizeof err);
+    if (st == NULL) {
+        fprintf(stderr, "make_v1_store: %s\n", err);
+        return -1;
+    }
+    struct orch_run r = make_run("old", "classify", "idOld", ORCH_RUN_PAUSED, 1000);
+    struct orch_result res[] = {{1, "k1", "ok", NULL, "{\"a\":1}", 7}};
+    struct orch_checkpoint c = {0};
+    c.reason = (char *)"budget";
+    c.input_index = 1;
+    c.memento = (void *)"{\"state\":{}}";
+    c.memento_len = strlen(c.memento);
+    int rc = st->ops->run_create(st, &r);
+    if (rc == 0)
+        rc = st->ops->checkpoint_write(st, &r, &c, res, 1, NULL, 0);
+    if (rc == 0)
+        rc = st->ops->event_add(st, "old", "run.pause", "{}");
+    free(c.checksum);
+    st->ops->close(st);
+    if (rc != 0)
+        return -1;
+    return sql_on(path, "DROP TABLE llm_journal; PRAGMA user_version = 1") == SQLITE_OK ? 0 : -1;
+}
+
+static void test_migrate_v1(const char *dir)
+{
+    char path[600], err[512];
+    snprintf(path, sizeof path, "%s/v1.db", dir);
+    CHECK(make_v1_store(path) == 0);
+    CHECK(user_version(path) == 1);
+    CHECK(stored_hits(path, "any") == -1); /* no llm_journal table */
+
+    struct orch_store *st = orch_store_open(path, err, sizeof err);
+    CHECK(st != NULL);
+    if (st == NULL) {
+        fprintf(stderr, "open v1: %s\n", err);
+        return;
+    }
+    CHECK(user_version(path) == 2);
+    /* what was there is still there and resumable */
+    struct orch_run got = {0};
+    CHECK(st->ops->run_get(st, "old", &got) == 1);
+    CHECK(got.status == ORCH_RUN_PAUSED && got.checkpoints == 1);
+    orch_run_clear(&got);
+    struct orch_checkpoint lc = {0};
+    int skipped = -1;
+    CHECK(st->ops->checkpoint_latest(st, "old", &lc, &skipped) == 1);
+    CHECK(lc.valid && skipped == 0 && strcmp(lc.reason, "budget") == 0);
+    orch_checkpoint_clear(&lc);
+    CHECK(result_count(st, "old") == 1);
+    /* and the journal works */
+    struct orch_journal_owned jr = {0};
+    CHECK(st->ops->journal_get(st, JOURNAL_KEY1, &jr) == 0);
+    struct orch_journal_entry e = {.key = JOURNAL_KEY1,
+                                   .run_id = "old",
+                                   .provider = "openai",
+                                   .model = "gpt-4o",
+                                   .response = journal_reply,
+                                   .response_len = JOURNAL_REPLY_LEN,
+                                   .cost_usd = 0.25};
+    CHECK(st->ops->journal_put(st, &e) == 0);
+    CHECK(st->ops->journal_get(st, JOURNAL_KEY1, &jr) == 1);
+    CHECK(jr.response_len == JOURNAL_REPLY_LEN && memcmp(jr.response, journal_reply, JOURNAL_REPLY_LEN) == 0);
+    orch_journal_clear(&jr);
+    st->ops->close(st);
+
+    /* migrated once: a second open finds schema 2 and the entry */
+    st = orch_store_open(path, err, sizeof err);
+    CHECK(st != NULL);
+    if (st != NULL) {
+        CHECK(st->ops->journal_get(st, JOURNAL_KEY1, &jr) == 1);
+        CHECK(jr.hits == 2 && jr.cost_usd == 0.25);
+        orch_journal_clear(&jr);
+        struct orch_store_stats s;
+        CHECK(st->ops->stats(st, &s) == 0);
+        CHECK(s.runs == 1 && s.journal_entries == 1 && s.journal_hits == 2 && near(s.journal_saved_usd, 0.5));
+        st->ops->close(st);
+    }
+    CHECK(user_version(path) == 2);
+
+    /* a migration that cannot apply is refused whole: the v1 file keeps
+     * its version and its data */
+    snprintf(path, sizeof path, "%s/v1-clash.db", dir);
+    CHECK(make_v1_store(path) == 0);
+    CHECK(sql_on(path, "CREATE TABLE llm_journal (x)") == SQLITE_OK);
+    st = orch_store_open(path, err, sizeof err);
+    CHECK(st == NULL);
+    if (st != NULL)
+        st->ops->close(st);
+    CHECK_HAS(err, "v1-clash.db: cannot create or upgrade the schema: table llm_journal already exists");
+    CHECK(user_version(path) == 1);
+    CHECK(sql_on(path, "DROP TABLE llm_journal") == SQLITE_OK);
+    st = orch_store_open(path, err, sizeof err);
+    CHECK(st != NULL);
+    if (st != NULL) {
+        CHECK(st->ops->run_get(st, "old", &got) == 1);
+        orch_run_clear(&got);
+        st->ops->close(st);
+    }
+    CHECK(user_version(path) == 2);
 }
 
 /* Several processes opening one fresh file at once: the schema is
@@ -752,9 +1148,19 @@ static void test_concurrent_open(const char *dir)
         struct orch_checkpoint c = {0};
         c.memento = (void *)"{}";
         c.memento_len = 2;
+        char reply[48];
+        snprintf(reply, sizeof reply, "reply of %s", id);
+        struct orch_journal_entry shared = {
+            .key = "shared", .run_id = id, .response = reply, .response_len = strlen(reply), .cost_usd = 1.0};
+        struct orch_journal_entry own = shared;
+        own.key = id;
         int rc = st->ops->run_create(st, &r);
         if (rc == 0)
+            rc = st->ops->journal_put(st, &shared);
+        if (rc == 0)
             rc = st->ops->checkpoint_write(st, &r, &c, res, 2, NULL, 0);
+        if (rc == 0)
+            rc = st->ops->journal_put(st, &own);
         if (rc != 0)
             fprintf(stderr, "child %d: %s\n", i, st->err);
         free(c.checksum);
@@ -774,6 +1180,13 @@ static void test_concurrent_open(const char *dir)
     struct orch_store_stats s;
     CHECK(st->ops->stats(st, &s) == 0);
     CHECK(s.runs == NPROC && s.checkpoints == NPROC && s.active == NPROC);
+    /* one entry per child and a single one for the request they all made */
+    CHECK(s.journal_entries == NPROC + 1 && s.journal_hits == 0);
+    struct orch_journal_owned jr = {0};
+    CHECK(st->ops->journal_get(st, "shared", &jr) == 1);
+    CHECK(jr.run_id != NULL && jr.response != NULL &&
+          strcmp(jr.response + strlen("reply of "), jr.run_id) == 0);
+    orch_journal_clear(&jr);
     st->ops->close(st);
 }
 
@@ -809,6 +1222,14 @@ static void test_memory(void)
     struct orch_store_stats s;
     CHECK(st->ops->stats(st, &s) == 0);
     CHECK(s.runs == 1 && s.checkpoints == 2 && s.bytes == 0);
+    struct orch_journal_entry je = {.key = "k", .response = journal_reply, .response_len = JOURNAL_REPLY_LEN};
+    CHECK(st->ops->journal_put(st, &je) == 0);
+    struct orch_journal_owned jr = {0};
+    CHECK(st->ops->journal_get(st, "k", &jr) == 1);
+    CHECK(jr.response_len == JOURNAL_REPLY_LEN && memcmp(jr.response, journal_reply, JOURNAL_REPLY_LEN) == 0);
+    orch_journal_clear(&jr);
+    CHECK(st->ops->stats(st, &s) == 0);
+    CHECK(s.journal_entries == 1 && s.journal_hits == 1);
     bench_checkpoint(st, ":memory:");
     st->ops->close(st);
 }
@@ -849,10 +1270,19 @@ static void test_refusals(const char *dir)
     if (st != NULL)
         st->ops->close(st);
     CHECK(sql_on(path, "PRAGMA user_version = 99") == SQLITE_OK);
-    snprintf(want, sizeof want, "%s: created by a newer orch (schema 99, this orch knows up to 1)", path);
+    snprintf(want, sizeof want, "%s: created by a newer orch (schema 99, this orch knows up to 2)", path);
     expect_refused(path, want);
     st = orch_store_open(path, err, sizeof err);
     CHECK_STR(err, want);
+    /* the very next version too */
+    snprintf(path, sizeof path, "%s/newer3.db", dir);
+    st = orch_store_open(path, err, sizeof err);
+    CHECK(st != NULL);
+    if (st != NULL)
+        st->ops->close(st);
+    CHECK(sql_on(path, "PRAGMA user_version = 3") == SQLITE_OK);
+    snprintf(want, sizeof want, "%s: created by a newer orch (schema 3, this orch knows up to 2)", path);
+    expect_refused(path, want);
 
     /* text files, short and long */
     snprintf(path, sizeof path, "%s/notes.txt", dir);
@@ -1006,9 +1436,12 @@ int main(int argc, char **argv)
     test_checkpoints(st, db_path);
     test_events(st);
     test_stats(st, 1);
+    test_journal(st, db_path);
     st->ops->close(st);
 
     test_reopen(db_path);
+    test_migrate_v1(dir);
+    test_journal_crash(dir);
 
     char bench_path[600];
     snprintf(bench_path, sizeof bench_path, "%s/bench.db", dir);
@@ -1016,6 +1449,7 @@ int main(int argc, char **argv)
     CHECK(st != NULL);
     if (st != NULL) {
         bench_checkpoint(st, "file, WAL, synchronous=NORMAL");
+        bench_journal(st, "file, WAL, synchronous=NORMAL");
         st->ops->close(st);
     }
 

@@ -560,7 +560,8 @@ describe("ctx:llm through the scheduler", function()
     llm.providers["spec-bad-json"] = nil
     assert.is_nil(v)
     assert.are.equal("the model's reply is not valid JSON (", err:sub(1, 37))
-    assert.are.equal(1, run.totals.llm_calls) -- the call was still paid for
+    assert.are.equal(" (after one repair attempt)", err:sub(-27))
+    assert.are.equal(2, run.totals.llm_calls) -- the call and its repair were still paid for
   end)
 
   it("unknown keys and wrong types raise at the caller", function()

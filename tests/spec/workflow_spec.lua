@@ -330,9 +330,33 @@ describe("orch.workflow", function()
     end)
   end)
 
+  describe("budget", function()
+    it("takes max_usd and warn_at fractions", function()
+      local wf = orch.workflow(base { budget = { max_usd = 5, warn_at = { 0.5, 0.8 } } })
+      assert.are.equal(5, wf.budget.max_usd)
+    end)
+
+    it("refuses a missing or non-positive max_usd", function()
+      local at = here() + 1
+      local e = catch(function() local wf = orch.workflow(base { budget = { max_usd = 0 } }) return wf end)
+      assert_error_at(at, "orch.workflow: budget.max_usd must be a positive number of dollars", e)
+    end)
+
+    it("refuses warn_at values outside (0, 1]", function()
+      local at = here() + 1
+      local e = catch(function() local wf = orch.workflow(base { budget = { max_usd = 1, warn_at = { 1.5 } } }) return wf end)
+      assert_error_at(at, "orch.workflow: budget.warn_at[1] must be a fraction in (0, 1], got 1.5", e)
+    end)
+
+    it("refuses unknown budget keys", function()
+      local at = here() + 1
+      local e = catch(function() local wf = orch.workflow(base { budget = { max_use = 1 } }) return wf end)
+      assert_error_at(at, "orch.workflow: budget: unknown key 'max_use' (did you mean 'max_usd'?); expected one of: max_usd, warn_at", e)
+    end)
+  end)
+
   describe("keys not supported yet", function()
     local cases = {
-      { "budget", { max_usd = 5 }, "budgets" },
       { "steps", {}, "multi-step (DAG) workflows" },
       { "checkpoint", {}, "checkpoint policies" },
       { "observers", {}, "observers" },

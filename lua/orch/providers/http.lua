@@ -1,0 +1,94 @@
+-- orch.providers.http: one LLM exchange over HTTP with retries.
+--
+-- 429, 5xx, transport errors (refused, reset, timeout) and replies that
+-- are not the JSON the provider promised are retried with exponential
+-- backoff and full jitter, honouring Retry-After (seconds or an HTTP
+-- date), up to max_attempts. Other 4xx are final and carry the
+-- provider's own message. Only the calling row's coroutine waits.
+local http = require "orch.http"
+local cjson = require "cjson"
+
+local M = {}
+
+local months = { Jan = 1, Feb = 2, Mar = 3, Apr = 4, May = 5, Jun = 6, Jul = 7, Aug = 8, Sep = 9, Oct = 10,
+  Nov = 11, Dec = 12 }
+
+--- Seconds to wait from a Retry-After value ("3", "1.5" or an HTTP date).
+function M.retry_after(v)
+  if v == nil then
+    return nil
+  end
+  local n = tonumber(v)
+  if n then
+    return math.max(n, 0)
+  end
+  local d, mon, y, H, Mi, S = v:match("%a+, (%d+) (%a+) (%d+) (%d+):(%d+):(%d+) GMT")
+  if d and months[mon] then
+    local t = os.time({ year = tonumber(y), month = months[mon], day = tonumber(d), hour = tonumber(H),
+      min = tonumber(Mi), sec = tonumber(S), isdst = false })
+    -- os.time reads the table as local time; correct it to UTC
+    local now = os.time()
+    local utc_offset = os.difftime(now, os.time(os.date("!*t", now)))
+    return math.max(t + utc_offset - now, 0)
+  end
+  return nil
+end
+
+local function decode(body)
+  local ok, d = pcall(cjson.decode, body)
+  if ok and type(d) == "table" then
+    return d
+  end
+end
+
+--- exchange(p, req, cfg, ctx) -> text, usage, attempts | nil, err, attempts
+--- p: a provider with build / parse / error_message.
+function M.exchange(p, req, cfg, ctx)
+  local r = p.build(req, cfg)
+  local max_attempts = cfg.max_attempts or 5
+  local base, cap = cfg.retry_base or 0.5, cfg.retry_cap or 30
+  local last, attempts = nil, 0
+  for attempt = 1, max_attempts do
+    attempts = attempt
+    local resp, terr = http.request({
+      method = "POST",
+      url = r.url,
+      headers = r.headers,
+      body = r.body,
+      timeout = cfg.timeout or 120,
+      connect_timeout = cfg.connect_timeout or 10,
+    })
+    local retry, wait
+    if resp == nil then
+      last, retry = terr, true
+    elseif resp.status == 200 then
+      local d = decode(resp.body)
+      if d == nil then
+        last, retry = "the reply is not valid JSON (" .. #resp.body .. " bytes)", true
+      else
+        local text, usage = p.parse(d)
+        if text ~= nil then
+          return text, usage, attempt
+        end
+        last, retry = usage, true
+      end
+    else
+      local d = decode(resp.body)
+      local msg = d and p.error_message(d) or resp.body:sub(1, 200)
+      last = string.format("HTTP %d: %s", resp.status, msg)
+      retry = resp.status == 429 or resp.status >= 500 or resp.status == 408
+      wait = M.retry_after(resp.headers["retry-after"])
+    end
+    if not retry or attempt == max_attempts then
+      break
+    end
+    local backoff = math.random() * math.min(cap, base * 2 ^ (attempt - 1))
+    ctx:sleep(math.max(wait or 0, backoff))
+    if ctx._run and ctx._run.note_retry then
+      ctx._run.note_retry(last)
+    end
+  end
+  return nil, last, attempts
+end
+
+return M

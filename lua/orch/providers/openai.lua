@@ -1,0 +1,79 @@
+-- orch.providers.openai: any OpenAI-compatible chat completions server
+-- (base_url + bearer key): OpenAI, vLLM, llama.cpp, Ollama, LiteLLM, ...
+-- The exchange itself (retries, Retry-After, timeouts) is orch.providers.http.
+local json = require "orch.json"
+
+local M = {
+  options = {
+    base_url = "string",
+    api_key = "string",
+    timeout = "number",
+    connect_timeout = "number",
+    max_attempts = "integer",
+    retry_base = "number",
+    retry_cap = "number",
+    rpm = "number",
+    tpm = "number",
+    headers = "table",
+  },
+  needs_key = true,
+}
+
+local function messages_of(req)
+  local msgs = {}
+  if req.system then
+    msgs[1] = { role = "system", content = req.system }
+  end
+  if req.messages then
+    for _, m in ipairs(req.messages) do
+      msgs[#msgs + 1] = { role = m.role, content = m.content }
+    end
+  else
+    msgs[#msgs + 1] = { role = "user", content = req.prompt }
+  end
+  return setmetatable(msgs, { __jsontype = "array" })
+end
+
+--- build(req, cfg) -> { url =, headers =, body = } (body: canonical JSON)
+function M.build(req, cfg)
+  local body = {
+    model = req.model,
+    messages = messages_of(req),
+    temperature = req.temperature,
+    max_tokens = req.max_tokens,
+  }
+  if req.json then
+    body.response_format = { type = "json_object" }
+  end
+  local headers = { ["content-type"] = "application/json" }
+  if cfg.api_key then
+    headers.authorization = "Bearer " .. cfg.api_key
+  end
+  for k, v in pairs(cfg.headers or {}) do
+    headers[k] = v
+  end
+  local base = (cfg.base_url or "https://api.openai.com/v1"):gsub("/+$", "")
+  return { url = base .. "/chat/completions", headers = headers, body = json.encode(body) }
+end
+
+--- parse(decoded body) -> text, { input =, output = } | nil, reason
+function M.parse(d)
+  local choice = type(d.choices) == "table" and d.choices[1]
+  local msg = type(choice) == "table" and choice.message
+  if type(msg) ~= "table" or type(msg.content) ~= "string" then
+    return nil, "the reply has no choices[1].message.content"
+  end
+  local u = type(d.usage) == "table" and d.usage or {}
+  return msg.content, { input = tonumber(u.prompt_tokens) or 0, output = tonumber(u.completion_tokens) or 0 }
+end
+
+--- error_message(decoded error body) -> the provider's own words
+function M.error_message(d)
+  if type(d.error) == "table" and d.error.message then
+    return tostring(d.error.message)
+  elseif type(d.error) == "string" then
+    return d.error
+  end
+end
+
+return M

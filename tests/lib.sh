@@ -34,3 +34,24 @@ finish() {
   echo "$PASS passed, $FAIL failed"
   [ "$FAIL" -eq 0 ]
 }
+
+# start_llm_server [ARGS...]: starts tests/llm_server.py on a free port;
+# sets LLM_PORT and LLM_URL; stopped on exit.
+start_llm_server() {
+  local pf="$WORK/llm.port"
+  rm -f "$pf"
+  python3 "$ROOT/tests/llm_server.py" --port 0 --port-file "$pf" "$@" >"$WORK/llm_server.log" 2>&1 &
+  LLM_PID=$!
+  trap 'kill $LLM_PID 2>/dev/null; rm -rf "$WORK"' EXIT
+  for _ in $(seq 1 100); do [ -s "$pf" ] && break; sleep 0.05; done
+  LLM_PORT=$(cat "$pf")
+  LLM_URL="http://127.0.0.1:$LLM_PORT"
+}
+
+# llm_stat KEY: a field of the server's /admin/stats (dotted path)
+llm_stat() {
+  curl -s "$LLM_URL/admin/stats" | python3 -c 'import json,sys
+v=json.load(sys.stdin)
+for k in sys.argv[1].split("."): v=v.get(k, 0) if isinstance(v, dict) else 0
+print(v)' "$1"
+}

@@ -1,0 +1,618 @@
+#!/usr/bin/env python3
+"""Mock LLM HTTP server for orch tests and benchmarks (Python 3 stdlib only).
+
+Usage:
+  python3 tests/llm_server.py --port 0 --port-file /tmp/p [--host 127.0.0.1]
+      [--latency-ms 0] [--fail-429 R] [--fail-500 R] [--garbage R] [--hang R]
+      [--truncate R] [--slow R] [--seed N] [--retry-after S] [--retry-after-date]
+      [--slow-ms 2000] [--hang-s 300] [--verbose]
+
+Endpoints:
+  POST /v1/chat/completions  OpenAI-compatible (Authorization: Bearer <key>)
+  POST /v1/messages          Anthropic-compatible (x-api-key, anthropic-version)
+  GET  /health               200 "ok"
+  GET  /admin/stats          counters (JSON)
+  POST /admin/reset          zero counters and per-body attempt memory
+  GET  /admin/config         current fault/latency config
+  POST /admin/config         JSON with any of: fail_429 fail_500 garbage hang
+                             truncate slow latency_ms seed retry_after
+                             retry_after_date slow_ms hang_s -> 200 + new config
+
+Replies are deterministic. The reply text is "echo: " + the first 60 chars of
+the last user message; when response_format.type == "json_object" or that
+message contains the word JSON, the text is the JSON string
+{"answer": "<echo text>", "length": <len of that message>}.
+Tokens: prompt = ceil(chars of all message contents (+ Anthropic system) / 4) + 5,
+completion = ceil(len(text) / 4).
+
+Faults.  Every request to an LLM endpoint counts as one attempt of its exact
+body (raw bytes).  A directive [[fault:KIND]] or [[fault:KINDxN]] in the last
+user message (KIND: 429 500 garbage hang truncate slow 404 400) overrides the
+global rates: without xN it applies to every attempt, with xN to the first N
+attempts of that body, later attempts succeed.  Otherwise the global rates are
+applied: r = hash(seed, attempt, body) mapped to [0,1) and compared against
+the cumulative rates in the order fail_429, fail_500, garbage, hang, truncate,
+slow.  The same sequence of requests therefore gives the same faults, and a
+retried identical request gets a fresh draw.  Response headers X-Mock-Attempt
+and X-Mock-Fault expose the attempt number and the fault applied.
+"""
+
+import argparse
+import email.utils
+import hashlib
+import json
+import math
+import os
+import re
+import signal
+import socket
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+RATE_KEYS = ("fail_429", "fail_500", "garbage", "hang", "truncate", "slow")
+FAULT_ORDER = (("fail_429", "429"), ("fail_500", "500"), ("garbage", "garbage"),
+               ("hang", "hang"), ("truncate", "truncate"), ("slow", "slow"))
+DIRECTIVE_RE = re.compile(r"\[\[fault:(429|500|garbage|hang|truncate|slow|404|400)(?:x(\d+))?\]\]")
+JSON_WORD_RE = re.compile(r"\bJSON\b")
+MAX_BODY = 64 * 1024 * 1024
+UNKNOWN_MODEL = "no-such-model"
+BAD_KEY = "bad-key"
+OPENAI_PATH = "/v1/chat/completions"
+ANTHROPIC_PATH = "/v1/messages"
+LLM_PATHS = (OPENAI_PATH, ANTHROPIC_PATH)
+
+
+class State:
+    """Config and counters shared by all handler threads."""
+
+    def __init__(self, config, verbose):
+        self.lock = threading.Lock()
+        self.config = config
+        self.verbose = verbose
+        self.shutdown = threading.Event()
+        self.reset()
+
+    def reset(self):
+        with self.lock:
+            self.requests = 0
+            self.by_status = {}
+            self.by_path = {}
+            self.faults = {}
+            self.attempts = {}  # sha256(body) -> count
+            self.max_attempts = 0
+            self.duplicates = 0
+            self.unknown_path = 0
+            self.hanging = 0
+            self.seq = 0
+
+    def begin(self, path, body):
+        """Registers one LLM request; returns (attempt number, id number)."""
+        key = hashlib.sha256(body).digest()
+        with self.lock:
+            self.requests += 1
+            self.by_path[path] = self.by_path.get(path, 0) + 1
+            n = self.attempts.get(key, 0) + 1
+            self.attempts[key] = n
+            if n > 1:
+                self.duplicates += 1
+            self.max_attempts = max(self.max_attempts, n)
+            self.seq += 1
+            return n, self.seq
+
+    def count_status(self, status):
+        with self.lock:
+            k = str(status)
+            self.by_status[k] = self.by_status.get(k, 0) + 1
+
+    def count_fault(self, kind):
+        with self.lock:
+            self.faults[kind] = self.faults.get(kind, 0) + 1
+
+    def stats(self):
+        with self.lock:
+            return {
+                "requests": self.requests,
+                "by_status": dict(self.by_status),
+                "by_path": dict(self.by_path),
+                "unique_bodies": len(self.attempts),
+                "max_attempts_per_body": self.max_attempts,
+                "duplicates": self.duplicates,
+                "faults": dict(self.faults),
+                "hanging": self.hanging,
+                "unknown_path_requests": self.unknown_path,
+            }
+
+    def get_config(self):
+        with self.lock:
+            return dict(self.config)
+
+    def update_config(self, changes):
+        """Validates and applies changes; returns (new config, error or None)."""
+        if not isinstance(changes, dict):
+            return None, "config body must be a JSON object"
+        new = {}
+        for k, v in changes.items():
+            if k in RATE_KEYS:
+                if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= 1:
+                    return None, "%s must be a number from 0 to 1" % k
+                new[k] = float(v)
+            elif k in ("latency_ms", "slow_ms", "retry_after", "hang_s"):
+                if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
+                    return None, "%s must be a non-negative number" % k
+                new[k] = v
+            elif k == "seed":
+                if isinstance(v, bool) or not isinstance(v, (int, str)):
+                    return None, "seed must be an integer or string"
+                new[k] = v
+            elif k == "retry_after_date":
+                if not isinstance(v, bool):
+                    return None, "retry_after_date must be true or false"
+                new[k] = v
+            else:
+                return None, "unknown config key: %s" % k
+        with self.lock:
+            self.config.update(new)
+            return dict(self.config), None
+
+
+def content_text(content):
+    """Text of a message content: a string or a list of content blocks."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        parts = []
+        for block in content:
+            if isinstance(block, str):
+                parts.append(block)
+            elif isinstance(block, dict) and isinstance(block.get("text"), str):
+                parts.append(block["text"])
+        return "".join(parts)
+    return ""
+
+
+def rand01(seed, attempt, body):
+    h = hashlib.sha256(("%s:%d:" % (seed, attempt)).encode() + body).digest()
+    return int.from_bytes(h[:8], "big") / 2.0 ** 64
+
+
+def choose_fault(cfg, attempt, body, last_user):
+    """Returns the fault kind for this request, or None."""
+    m = DIRECTIVE_RE.search(last_user)
+    if m:
+        kind, times = m.group(1), m.group(2)
+        if times is None or attempt <= int(times):
+            return kind
+        return None
+    r = rand01(cfg["seed"], attempt, body)
+    acc = 0.0
+    for key, kind in FAULT_ORDER:
+        acc += cfg[key]
+        if r < acc:
+            return kind
+    return None
+
+
+def fmt_seconds(v):
+    return str(int(v)) if float(v).is_integer() else repr(float(v))
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "orch-mock-llm/1.0"
+    sys_version = ""
+    timeout = 300  # idle keep-alive connections are dropped after this
+
+    @property
+    def state(self):
+        return self.server.state
+
+    def log_message(self, fmt, *args):
+        if self.state.verbose:
+            sys.stderr.write("%s - %s\n" % (self.address_string(), fmt % args))
+
+    # ---- plumbing ---------------------------------------------------------
+
+    def send_json(self, status, obj, headers=None, count=False):
+        body = json.dumps(obj).encode()
+        self.send_raw(status, body, "application/json", headers, count)
+
+    def send_raw(self, status, body, ctype, headers=None, count=False):
+        if count:
+            self.state.count_status(status)
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
+        if self.close_connection:
+            self.send_header("Connection", "close")
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def read_body(self):
+        """Reads the request body; returns bytes, or None after replying with an error."""
+        te = (self.headers.get("Transfer-Encoding") or "").lower()
+        if "chunked" in te:
+            chunks, total = [], 0
+            while True:
+                line = self.rfile.readline(65537)
+                try:
+                    size = int(line.split(b";")[0].strip() or b"x", 16)
+                except ValueError:
+                    self.close_connection = True
+                    self.send_json(400, {"error": {"message": "bad chunked encoding",
+                                                   "type": "invalid_request_error"}})
+                    return None
+                if size == 0:
+                    while self.rfile.readline(65537) not in (b"\r\n", b"\n", b""):
+                        pass
+                    break
+                total += size
+                if total > MAX_BODY:
+                    self.close_connection = True
+                    self.send_json(413, {"error": {"message": "body too large",
+                                                   "type": "invalid_request_error"}})
+                    return None
+                chunks.append(self.rfile.read(size))
+                self.rfile.readline(65537)
+            return b"".join(chunks)
+        cl = self.headers.get("Content-Length")
+        if cl is None:
+            return b""
+        try:
+            n = int(cl)
+            if n < 0:
+                raise ValueError
+        except ValueError:
+            self.close_connection = True
+            self.send_json(400, {"error": {"message": "bad Content-Length",
+                                           "type": "invalid_request_error"}})
+            return None
+        if n > MAX_BODY:
+            self.close_connection = True
+            self.send_json(413, {"error": {"message": "body too large",
+                                           "type": "invalid_request_error"}})
+            return None
+        data = self.rfile.read(n)
+        if len(data) < n:
+            self.close_connection = True
+            return None
+        return data
+
+    def handle_one_request(self):
+        try:
+            super().handle_one_request()
+        except (BrokenPipeError, ConnectionResetError, ConnectionAbortedError, socket.timeout):
+            self.close_connection = True
+
+    def dispatch(self):
+        try:
+            self.route()
+        except (BrokenPipeError, ConnectionResetError, ConnectionAbortedError):
+            self.close_connection = True
+        except Exception as e:  # never let a bug kill the connection silently
+            if self.state.verbose:
+                import traceback
+                traceback.print_exc()
+            self.close_connection = True
+            try:
+                self.send_json(500, {"error": {"message": "mock server bug: %r" % (e,),
+                                               "type": "server_error"}})
+            except OSError:
+                pass
+
+    do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = dispatch
+
+    # ---- routing ----------------------------------------------------------
+
+    def route(self):
+        path = self.path.split("?", 1)[0]
+        body = self.read_body()
+        if body is None:
+            return
+        m = self.command
+        if path == "/health":
+            if m in ("GET", "HEAD"):
+                return self.send_raw(200, b"ok", "text/plain")
+            return self.method_not_allowed()
+        if path == "/admin/stats":
+            if m == "GET":
+                return self.send_json(200, self.state.stats())
+            return self.method_not_allowed()
+        if path == "/admin/reset":
+            if m == "POST":
+                self.state.reset()
+                return self.send_json(200, {"ok": True})
+            return self.method_not_allowed()
+        if path == "/admin/config":
+            if m == "GET":
+                return self.send_json(200, self.state.get_config())
+            if m == "POST":
+                try:
+                    changes = json.loads(body or b"{}")
+                except ValueError as e:
+                    return self.send_json(400, {"error": {"message": "malformed JSON: %s" % e,
+                                                          "type": "invalid_request_error"}})
+                cfg, err = self.state.update_config(changes)
+                if err:
+                    return self.send_json(400, {"error": {"message": err,
+                                                          "type": "invalid_request_error"}})
+                return self.send_json(200, cfg)
+            return self.method_not_allowed()
+        if path in LLM_PATHS:
+            if m != "POST":
+                return self.method_not_allowed()
+            return self.llm(path, body)
+        with self.state.lock:
+            self.state.unknown_path += 1
+        self.send_json(404, {"error": {"message": "Unknown path %s" % path,
+                                       "type": "invalid_request_error", "code": "not_found"}})
+
+    def method_not_allowed(self):
+        self.send_json(405, {"error": {"message": "Method %s not allowed" % self.command,
+                                       "type": "invalid_request_error"}})
+
+    # ---- LLM endpoints ----------------------------------------------------
+
+    def error(self, anthropic, status, etype, message, code=None, headers=None):
+        if anthropic:
+            obj = {"type": "error", "error": {"type": etype, "message": message}}
+        else:
+            obj = {"error": {"message": message, "type": etype}}
+            if code:
+                obj["error"]["code"] = code
+        self.send_json(status, obj, headers, count=True)
+
+    def llm(self, path, body):
+        st = self.state
+        anthropic = path == ANTHROPIC_PATH
+        attempt, seq = st.begin(path, body)
+        extra = {"X-Mock-Attempt": str(attempt)}
+        bad_req = "invalid_request_error"
+
+        try:
+            req = json.loads(body)
+        except ValueError as e:
+            return self.error(anthropic, 400, bad_req, "Malformed JSON body: %s" % e)
+        if not isinstance(req, dict):
+            return self.error(anthropic, 400, bad_req, "Request body must be a JSON object")
+
+        # authentication
+        if anthropic:
+            if not self.headers.get("x-api-key"):
+                return self.error(True, 401, "authentication_error", "x-api-key header is required")
+            if self.headers.get("x-api-key") == BAD_KEY:
+                return self.error(True, 401, "authentication_error", "invalid x-api-key")
+            if not self.headers.get("anthropic-version"):
+                return self.error(True, 400, bad_req, "anthropic-version: header is required")
+        else:
+            auth = self.headers.get("Authorization") or ""
+            parts = auth.split(None, 1)
+            if len(parts) != 2 or parts[0].lower() != "bearer" or not parts[1].strip():
+                return self.error(False, 401, bad_req, "Missing bearer token")
+            if parts[1].strip() == BAD_KEY:
+                return self.error(False, 401, bad_req, "Incorrect API key provided", "invalid_api_key")
+
+        # validation
+        model = req.get("model")
+        messages = req.get("messages")
+        if not isinstance(model, str) or not model:
+            return self.error(anthropic, 400, bad_req, "model: field required (string)")
+        if (not isinstance(messages, list) or not messages
+                or not all(isinstance(x, dict) for x in messages)):
+            return self.error(anthropic, 400, bad_req, "messages: must be a non-empty array of objects")
+        if anthropic and (isinstance(req.get("max_tokens"), bool)
+                          or not isinstance(req.get("max_tokens"), int)):
+            return self.error(True, 400, bad_req, "max_tokens: field required (integer)")
+
+        texts = [content_text(x.get("content")) for x in messages]
+        last_user = None
+        for x, t in zip(reversed(messages), reversed(texts)):
+            if x.get("role") == "user":
+                last_user = t
+                break
+        if last_user is None:
+            last_user = texts[-1]
+
+        cfg = st.get_config()
+        fault = choose_fault(cfg, attempt, body, last_user)
+        if fault:
+            st.count_fault(fault)
+            extra["X-Mock-Fault"] = fault
+        if fault == "429":
+            ra = cfg["retry_after"]
+            if cfg["retry_after_date"]:
+                # an HTTP-date has 1 s resolution: round up so it is never in the past
+                extra["Retry-After"] = email.utils.formatdate(math.ceil(time.time() + ra), usegmt=True)
+            else:
+                extra["Retry-After"] = fmt_seconds(ra)
+            return self.error(anthropic, 429, "rate_limit_error",
+                              "Rate limit reached for requests (mock). Please retry after %s seconds."
+                              % fmt_seconds(ra), "rate_limit_exceeded", extra)
+        if fault == "500":
+            return self.error(anthropic, 500, "api_error" if anthropic else "server_error",
+                              "The server had an error while processing your request (mock).",
+                              None, extra)
+        if fault == "404":
+            return self.model_not_found(anthropic, model, extra)
+        if fault == "400":
+            return self.error(anthropic, 400, bad_req, "Bad request (mock fault injection)", None, extra)
+        if fault == "garbage":
+            return self.send_raw(200, b'{"choices": [', "application/json", extra, count=True)
+        if fault == "hang":
+            return self.hang(cfg)
+
+        if model == UNKNOWN_MODEL:
+            return self.model_not_found(anthropic, model, extra)
+
+        # the reply
+        echo = "echo: " + last_user[:60]
+        want_json = JSON_WORD_RE.search(last_user) is not None
+        rf = req.get("response_format")
+        if not anthropic and isinstance(rf, dict) and rf.get("type") == "json_object":
+            want_json = True
+        text = json.dumps({"answer": echo, "length": len(last_user)}) if want_json else echo
+        chars = sum(len(t) for t in texts)
+        if anthropic:
+            chars += len(content_text(req.get("system")))
+        p = math.ceil(chars / 4) + 5
+        c = math.ceil(len(text) / 4)
+        if anthropic:
+            obj = {"id": "msg_%d" % seq, "type": "message", "role": "assistant", "model": model,
+                   "content": [{"type": "text", "text": text}], "stop_reason": "end_turn",
+                   "stop_sequence": None, "usage": {"input_tokens": p, "output_tokens": c}}
+        else:
+            obj = {"id": "chatcmpl-%d" % seq, "object": "chat.completion",
+                   "created": int(time.time()), "model": model,
+                   "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
+                                "finish_reason": "stop"}],
+                   "usage": {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c}}
+
+        if fault == "slow":
+            time.sleep(cfg["slow_ms"] / 1000.0)
+        if cfg["latency_ms"] > 0:
+            time.sleep(cfg["latency_ms"] / 1000.0)
+
+        if fault == "truncate":
+            data = json.dumps(obj).encode()
+            st.count_status(200)
+            self.close_connection = True
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            for k, v in extra.items():
+                self.send_header(k, v)
+            self.end_headers()
+            self.wfile.write(data[: len(data) // 2])
+            self.wfile.flush()
+            try:
+                self.connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            return
+        self.send_json(200, obj, extra, count=True)
+
+    def model_not_found(self, anthropic, model, extra):
+        if anthropic:
+            return self.error(True, 404, "not_found_error", "model: %s" % model, None, extra)
+        return self.error(False, 404, "invalid_request_error",
+                          "The model `%s` does not exist" % model, "model_not_found", extra)
+
+    def hang(self, cfg):
+        st = self.state
+        with st.lock:
+            st.hanging += 1
+        try:
+            st.shutdown.wait(cfg["hang_s"])
+        finally:
+            with st.lock:
+                st.hanging -= 1
+        self.close_connection = True
+        try:
+            self.connection.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+
+class Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 1024
+    allow_reuse_address = True
+
+    def handle_error(self, request, client_address):
+        if self.state.verbose:
+            super().handle_error(request, client_address)
+
+
+def parse_args(argv):
+    ap = argparse.ArgumentParser(description="Mock OpenAI/Anthropic HTTP server for orch tests.")
+    ap.add_argument("--host", default="127.0.0.1", help="loopback address to bind (default 127.0.0.1)")
+    ap.add_argument("--port", type=int, default=0, help="port, 0 = pick a free one (default)")
+    ap.add_argument("--port-file", help="write the bound port here (atomically)")
+    ap.add_argument("--latency-ms", type=float, default=0.0, help="delay of every successful answer")
+    ap.add_argument("--fail-429", type=float, default=0.0)
+    ap.add_argument("--fail-500", type=float, default=0.0)
+    ap.add_argument("--garbage", type=float, default=0.0)
+    ap.add_argument("--hang", type=float, default=0.0)
+    ap.add_argument("--truncate", type=float, default=0.0)
+    ap.add_argument("--slow", type=float, default=0.0)
+    ap.add_argument("--seed", default="0")
+    ap.add_argument("--retry-after", type=float, default=1.0, help="Retry-After seconds on 429")
+    ap.add_argument("--retry-after-date", action="store_true", help="send Retry-After as an HTTP-date")
+    ap.add_argument("--slow-ms", type=float, default=2000.0, help="delay of a 'slow' fault")
+    ap.add_argument("--hang-s", type=float, default=300.0, help="how long a 'hang' fault holds the request")
+    ap.add_argument("--verbose", action="store_true", help="log every request to stderr")
+    a = ap.parse_args(argv)
+    for k in RATE_KEYS:
+        v = getattr(a, k)
+        if not 0 <= v <= 1:
+            ap.error("--%s must be from 0 to 1" % k.replace("_", "-"))
+    if a.host not in ("127.0.0.1", "localhost", "::1") and not a.host.startswith("127."):
+        ap.error("--host must be a loopback address")
+    try:
+        a.seed = int(a.seed)
+    except ValueError:
+        pass
+    return a
+
+
+def main(argv=None):
+    a = parse_args(sys.argv[1:] if argv is None else argv)
+    config = {k: getattr(a, k) for k in RATE_KEYS}
+    config.update(latency_ms=a.latency_ms, seed=a.seed, retry_after=a.retry_after,
+                  retry_after_date=a.retry_after_date, slow_ms=a.slow_ms, hang_s=a.hang_s)
+    for k in ("latency_ms", "retry_after", "slow_ms", "hang_s"):
+        if float(config[k]).is_integer():
+            config[k] = int(config[k])
+    state = State(config, a.verbose)
+
+    threading.stack_size(512 * 1024)  # many connections, many threads
+    if a.port_file:
+        try:
+            os.unlink(a.port_file)
+        except FileNotFoundError:
+            pass
+    host = "127.0.0.1" if a.host == "localhost" else a.host
+    if ":" in host:
+        Server.address_family = socket.AF_INET6
+    try:
+        server = Server((host, a.port), Handler)
+    except OSError as e:
+        sys.stderr.write("llm_server: cannot bind %s:%d: %s\n" % (host, a.port, e))
+        return 1
+    server.state = state
+    port = server.server_address[1]
+
+    stop = threading.Event()
+
+    def on_signal(signum, frame):
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+
+    t = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2}, daemon=True)
+    t.start()
+
+    if a.port_file:
+        tmp = "%s.tmp.%d" % (a.port_file, os.getpid())
+        with open(tmp, "w") as f:
+            f.write("%d\n" % port)
+        os.replace(tmp, a.port_file)
+    print("listening on %s:%d" % (host, port), flush=True)
+
+    while not stop.wait(1.0):
+        pass
+    state.shutdown.set()  # release hanging requests
+    server.shutdown()
+    server.server_close()
+    if a.verbose:
+        sys.stderr.write("llm_server: stopped\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

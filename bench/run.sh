@@ -62,6 +62,25 @@ b_rss=$(python3 -c "print('%.1f' % (${b_time#* } / 1024))")
 b_ckpt=$("$ORCH" stats --db "$T/big.db" --json | python3 -c 'import json,sys; s=json.load(sys.stdin); print("%.2f %.2f %d" % (s["checkpoint_mean_ms"], s["checkpoint_max_ms"], s["checkpoints"]))')
 b_py=$(mean "python3 bench/passthrough_baseline.py $T/big.csv $T/pbig.jsonl")
 
+# LLM over HTTP: 4,000 calls at 250 ms, concurrency 200, one server for all three
+python3 tests/llm_server.py --port 0 --port-file "$T/port" --latency-ms 250 >"$T/server.log" 2>&1 &
+srv=$!
+trap 'kill $srv 2>/dev/null; rm -rf "$T"' EXIT
+for _ in $(seq 1 100); do [ -s "$T/port" ] && break; sleep 0.05; done
+URL="http://127.0.0.1:$(cat "$T/port")/v1"
+# user+sys CPU seconds, max RSS MB and wall seconds of one run
+cpu() { /usr/bin/time -f "%U %S %M %e" "$@" 2>&1 >/dev/null | tail -1 |
+        awk '{printf "%.2f %.1f %.2f", $1 + $2, $3 / 1024, $4}'; }
+rm -f "$T"/llm.db*
+l_orch=$(ORCH_DB="$T/llm.db" cpu "$ORCH" run -q bench/llm.lua --set base_url="$URL" --set out="$T/llm.jsonl")
+[ "$(wc -l <"$T/llm.jsonl")" = 4000 ] || { echo "bench: llm run lost rows" >&2; exit 1; }
+l_py=$(cpu python3 bench/llm_baseline.py "$URL" 4000 "$T/pllm.jsonl")
+printf '{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Classify: review number 1"}]}' >"$T/body.json"
+l_ab=$(ab -q -n 4000 -c 200 -p "$T/body.json" -T application/json -H "Authorization: Bearer bench" \
+  "$URL/chat/completions" 2>/dev/null | awk '/Time taken for tests/ {print $5}')
+set -- $l_orch; lo_cpu=$1 lo_rss=$2 lo_wall=$3
+set -- $l_py; lp_cpu=$1 lp_rss=$2 lp_wall=$3
+
 {
   echo "# bench results"
   echo
@@ -77,6 +96,9 @@ b_py=$(mean "python3 bench/passthrough_baseline.py $T/big.csv $T/pbig.jsonl")
   echo "| $BIG-row durable run (checkpoint every 500 rows, fsync): wall s | $b_wall | Python loop, no durability: $b_py | $(ratio "$b_wall" "$b_py") |"
   echo "| same: rows/s | $(python3 -c "print(int($BIG/$b_wall))") | $(python3 -c "print(int($BIG/$b_py))") | |"
   echo "| same: max RSS MB (target <= 64) | $b_rss | | |"
+  echo "| 4,000 LLM calls over HTTP, 250 ms each, concurrency 200: wall s (ideal 5.00) | $lo_wall | ab (C load generator): $l_ab; Python ThreadPool(200): $lp_wall | $(ratio "$lo_wall" 5) x ideal, $(ratio "$lo_wall" "$l_ab") x ab |"
+  echo "| same: CPU s (user+sys, journal included) | $lo_cpu | Python: $lp_cpu | $(ratio "$lo_cpu" "$lp_cpu") |"
+  echo "| same: max RSS MB | $lo_rss | Python: $lp_rss | $(ratio "$lo_rss" "$lp_rss") |"
   echo "| one checkpoint of 500 rows: mean / max ms, over N checkpoints | $(echo "$b_ckpt" | awk '{print $1 " / " $2 ", N = " $3}') | | |"
 } >bench/results.md
 cat bench/results.md

@@ -11,11 +11,19 @@
 #define ORCH_VERSION "0.0.0"
 #endif
 
+/* Easy handles are kept for reuse: creating one allocates its buffers and
+ * caches anew, and a busy run makes thousands. */
+#define HTTP_POOL_MAX 256
+
 struct orch_http {
     struct orch_loop *loop;
     CURLM *multi;
     struct orch_timer *timer; /* curl's requested timeout, or NULL */
     size_t inflight;
+    CURL *pool[HTTP_POOL_MAX];
+    size_t npool;
+    size_t live; /* requests not yet freed: the pool outlives none of them */
+    int closing; /* orch_http_free ran while requests were live */
 };
 
 struct buf {
@@ -24,6 +32,7 @@ struct buf {
 };
 
 struct orch_http_req {
+    struct orch_http *owner; /* whose pool the easy handle returns to */
     CURL *easy;
     struct curl_slist *headers;
     struct orch_http *h; /* while in flight */
@@ -182,6 +191,13 @@ void orch_http_free(struct orch_http *h)
     h->timer = NULL;
     /* requests still in flight belong to their tasks, cancelled before this */
     curl_multi_cleanup(h->multi);
+    h->multi = NULL;
+    while (h->npool > 0)
+        curl_easy_cleanup(h->pool[--h->npool]);
+    if (h->live > 0) {
+        h->closing = 1; /* the last orch_http_req_free frees h */
+        return;
+    }
     free(h);
 }
 
@@ -190,17 +206,19 @@ size_t orch_http_inflight(const struct orch_http *h)
     return h->inflight;
 }
 
-struct orch_http_req *orch_http_req_new(const char *method, const char *url, const char *body, size_t body_len,
-                                        long timeout_ms, long connect_timeout_ms, size_t max_body)
+struct orch_http_req *orch_http_req_new(struct orch_http *h, const char *method, const char *url, const char *body,
+                                        size_t body_len, long timeout_ms, long connect_timeout_ms, size_t max_body)
 {
     struct orch_http_req *r = calloc(1, sizeof *r);
     if (r == NULL)
         return NULL;
-    r->easy = curl_easy_init();
+    r->easy = h->npool > 0 ? h->pool[--h->npool] : curl_easy_init();
     if (r->easy == NULL) {
         free(r);
         return NULL;
     }
+    r->owner = h;
+    h->live++;
     r->body.max = max_body;
     r->head.max = 256 * 1024;
     CURL *e = r->easy;
@@ -217,6 +235,7 @@ struct orch_http_req *orch_http_req_new(const char *method, const char *url, con
     curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
     curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
     curl_easy_setopt(e, CURLOPT_PIPEWAIT, 1L);
+    curl_easy_setopt(e, CURLOPT_BUFFERSIZE, 8192L); /* LLM replies are small; 200 handles x 16 KiB adds up */
     curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, timeout_ms);
     curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, connect_timeout_ms);
     curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, method);
@@ -297,9 +316,18 @@ void orch_http_req_free(struct orch_http_req *r)
 {
     if (r == NULL)
         return;
+    struct orch_http *h = r->owner;
     if (r->h != NULL)
         orch_http_cancel(r->h, r);
-    curl_easy_cleanup(r->easy);
+    if (!h->closing && h->npool < HTTP_POOL_MAX) {
+        curl_easy_reset(r->easy); /* keeps its buffers and caches, forgets the options */
+        h->pool[h->npool++] = r->easy;
+    } else {
+        curl_easy_cleanup(r->easy);
+    }
+    h->live--;
+    if (h->closing && h->live == 0)
+        free(h);
     curl_slist_free_all(r->headers);
     free(r->body.p);
     free(r->head.p);

@@ -176,7 +176,7 @@ static int l_http_request(lua_State *L)
     lua_replace(L, 2);
     lua_settop(L, 2);
     lua_toclose(L, 2);
-    p->req = orch_http_req_new(method, url, body, body_len, (long)llround(timeout * 1000.0),
+    p->req = orch_http_req_new(h, method, url, body, body_len, (long)llround(timeout * 1000.0),
                                (long)llround(ctimeout * 1000.0), (size_t)max_body);
     if (p->req == NULL)
         return luaL_error(L, "out of memory building an HTTP request");

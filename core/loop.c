@@ -1,9 +1,11 @@
-/* loop.c — poll(2) event loop with timers and self-pipe signals. See loop.h. */
+/* loop.c — epoll event loop with timers and self-pipe signals. See loop.h.
+ * epoll rather than poll: with hundreds of connections open, each wait costs
+ * what is ready, not what is watched. Watches are indexed by descriptor. */
 #include "loop.h"
 
 #include <errno.h>
 #include <fcntl.h>
-#include <poll.h>
+#include <sys/epoll.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,8 +21,7 @@ struct orch_timer {
 };
 
 struct watch {
-    int fd;
-    int events;
+    int events; /* 0: not watched */
     orch_watch_fn fn;
     void *ud;
 };
@@ -36,10 +37,11 @@ struct orch_loop {
     uint64_t seq;
     struct orch_timer **heap;
     size_t nheap, capheap;
-    struct watch *watches;
-    size_t nwatches, capwatches;
-    struct pollfd *pfds;
-    size_t cappfds;
+    int epfd;
+    struct watch *watches; /* indexed by fd */
+    size_t capwatches;
+    size_t nwatches;
+    int sigpipe_added;
     struct sigroute *sigs;
     size_t nsigs;
 };
@@ -81,6 +83,11 @@ struct orch_loop *orch_loop_new(void)
     struct orch_loop *loop = calloc(1, sizeof *loop);
     if (loop == NULL)
         return NULL;
+    loop->epfd = epoll_create1(EPOLL_CLOEXEC);
+    if (loop->epfd < 0) {
+        free(loop);
+        return NULL;
+    }
     orch_loop_update_time(loop);
     return loop;
 }
@@ -95,8 +102,8 @@ void orch_loop_free(struct orch_loop *loop)
         free(loop->heap[i]);
     free(loop->heap);
     free(loop->watches);
-    free(loop->pfds);
     free(loop->sigs);
+    close(loop->epfd);
     free(loop);
 }
 
@@ -192,34 +199,52 @@ size_t orch_loop_timers_pending(const struct orch_loop *loop)
 
 /* ---- descriptors ---- */
 
-static struct watch *watch_find(struct orch_loop *loop, int fd)
+static uint32_t epoll_events(int events)
 {
-    for (size_t i = 0; i < loop->nwatches; i++) {
-        if (loop->watches[i].fd == fd)
-            return &loop->watches[i];
-    }
-    return NULL;
+    return ((events & ORCH_LOOP_READ) ? EPOLLIN : 0u) | ((events & ORCH_LOOP_WRITE) ? EPOLLOUT : 0u);
 }
 
 int orch_loop_watch(struct orch_loop *loop, int fd, int events, orch_watch_fn fn, void *ud)
 {
-    struct watch *w = watch_find(loop, fd);
+    if (fd < 0)
+        return -1;
+    if ((size_t)fd >= loop->capwatches) {
+        if (events == 0)
+            return 0;
+        size_t cap = loop->capwatches ? loop->capwatches : 64;
+        while (cap <= (size_t)fd)
+            cap *= 2;
+        struct watch *ws = realloc(loop->watches, cap * sizeof *ws);
+        if (ws == NULL)
+            return -1;
+        memset(ws + loop->capwatches, 0, (cap - loop->capwatches) * sizeof *ws);
+        loop->watches = ws;
+        loop->capwatches = cap;
+    }
+    struct watch *w = &loop->watches[fd];
+    struct epoll_event ev;
+    memset(&ev, 0, sizeof ev);
+    ev.data.fd = fd;
     if (events == 0) {
-        if (w != NULL)
-            *w = loop->watches[--loop->nwatches];
+        if (w->events != 0) {
+            /* the descriptor may be closed already; epoll dropped it then */
+            epoll_ctl(loop->epfd, EPOLL_CTL_DEL, fd, &ev);
+            loop->nwatches--;
+        }
+        w->events = 0;
         return 0;
     }
-    if (w == NULL) {
-        if (loop->nwatches == loop->capwatches) {
-            size_t cap = loop->capwatches ? loop->capwatches * 2 : 16;
-            struct watch *ws = realloc(loop->watches, cap * sizeof *ws);
-            if (ws == NULL)
+    ev.events = epoll_events(events);
+    if (w->events == 0) {
+        if (epoll_ctl(loop->epfd, EPOLL_CTL_ADD, fd, &ev) != 0) {
+            if (errno != EEXIST || epoll_ctl(loop->epfd, EPOLL_CTL_MOD, fd, &ev) != 0)
                 return -1;
-            loop->watches = ws;
-            loop->capwatches = cap;
         }
-        w = &loop->watches[loop->nwatches++];
-        w->fd = fd;
+        loop->nwatches++;
+    } else if (epoll_ctl(loop->epfd, EPOLL_CTL_MOD, fd, &ev) != 0) {
+        /* closed and reopened under the same number: epoll forgot it */
+        if (errno != ENOENT || epoll_ctl(loop->epfd, EPOLL_CTL_ADD, fd, &ev) != 0)
+            return -1;
     }
     w->events = events;
     w->fn = fn;
@@ -339,52 +364,35 @@ static int timers_dispatch(struct orch_loop *loop)
 
 int orch_loop_run_once(struct orch_loop *loop, int timeout_ms)
 {
-    size_t n = loop->nwatches + (loop->nsigs > 0 ? 1 : 0);
-    if (timeout_ms < 0 && n == 0 && loop->nheap == 0)
+    if (timeout_ms < 0 && loop->nwatches == 0 && loop->nheap == 0 && loop->nsigs == 0)
         return -1;
-    if (n > loop->cappfds) {
-        struct pollfd *p = realloc(loop->pfds, n * sizeof *p);
-        if (p == NULL)
-            return -1;
-        loop->pfds = p;
-        loop->cappfds = n;
+    if (loop->nsigs > 0 && !loop->sigpipe_added) {
+        struct epoll_event ev;
+        memset(&ev, 0, sizeof ev);
+        ev.events = EPOLLIN;
+        ev.data.fd = sigpipe_fds[0];
+        if (epoll_ctl(loop->epfd, EPOLL_CTL_ADD, sigpipe_fds[0], &ev) == 0 || errno == EEXIST)
+            loop->sigpipe_added = 1;
     }
-    size_t k = 0;
-    for (size_t i = 0; i < loop->nwatches; i++) {
-        loop->pfds[k].fd = loop->watches[i].fd;
-        loop->pfds[k].events = (short)(((loop->watches[i].events & ORCH_LOOP_READ) ? POLLIN : 0) |
-                                       ((loop->watches[i].events & ORCH_LOOP_WRITE) ? POLLOUT : 0));
-        loop->pfds[k].revents = 0;
-        k++;
-    }
-    if (loop->nsigs > 0) {
-        loop->pfds[k].fd = sigpipe_fds[0];
-        loop->pfds[k].events = POLLIN;
-        loop->pfds[k].revents = 0;
-        k++;
-    }
-    int rc = poll(loop->pfds, k, poll_timeout(loop, timeout_ms));
+    struct epoll_event evs[256];
+    int n = epoll_wait(loop->epfd, evs, 256, poll_timeout(loop, timeout_ms));
     orch_loop_update_time(loop);
     int ran = 0;
-    if (rc > 0) {
-        for (size_t i = 0; i < k; i++) {
-            short re = loop->pfds[i].revents;
-            if (re == 0)
-                continue;
-            int fd = loop->pfds[i].fd;
-            if (loop->nsigs > 0 && fd == sigpipe_fds[0]) {
-                ran += signals_dispatch(loop);
-                continue;
-            }
-            /* a callback may have removed or replaced this watch */
-            struct watch *w = watch_find(loop, fd);
-            if (w == NULL)
-                continue;
-            int ev = ((re & POLLIN) ? ORCH_LOOP_READ : 0) | ((re & POLLOUT) ? ORCH_LOOP_WRITE : 0) |
-                     ((re & (POLLERR | POLLHUP | POLLNVAL)) ? ORCH_LOOP_ERROR : 0);
-            w->fn(fd, ev, w->ud);
-            ran++;
+    for (int i = 0; i < n; i++) {
+        int fd = evs[i].data.fd;
+        uint32_t re = evs[i].events;
+        if (fd == sigpipe_fds[0]) {
+            ran += signals_dispatch(loop);
+            continue;
         }
+        /* a callback may have removed or replaced this watch */
+        if ((size_t)fd >= loop->capwatches || loop->watches[fd].events == 0)
+            continue;
+        struct watch *w = &loop->watches[fd];
+        int ev = ((re & EPOLLIN) ? ORCH_LOOP_READ : 0) | ((re & EPOLLOUT) ? ORCH_LOOP_WRITE : 0) |
+                 ((re & (EPOLLERR | EPOLLHUP)) ? ORCH_LOOP_ERROR : 0);
+        w->fn(fd, ev, w->ud);
+        ran++;
     }
     ran += timers_dispatch(loop);
     return ran;

@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #include <lauxlib.h>
 #include <lua.h>
@@ -227,8 +228,27 @@ static int pmain(lua_State *L)
     return usage_error(L, "unknown command '%s'", cmd);
 }
 
+/* Thousands of concurrent requests need thousands of descriptors: raise
+ * the soft limit to the hard one, and say so when even that is low. */
+static void raise_nofile(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+        return;
+    if (rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+        getrlimit(RLIMIT_NOFILE, &rl);
+    }
+    if (rl.rlim_cur < 1024 && getenv("ORCH_QUIET_NOFILE") == NULL)
+        fprintf(stderr, "orch: warning: only %llu open files allowed (ulimit -n); concurrency above about %llu "
+                        "will fail to connect. Raise the hard limit (ulimit -Hn, limits.conf) to run more.\n",
+                (unsigned long long)rl.rlim_cur, (unsigned long long)(rl.rlim_cur / 2));
+}
+
 int main(int argc, char **argv)
 {
+    raise_nofile();
     struct orch_runtime rt;
     if (orch_runtime_open(&rt) != 0) {
         fprintf(stderr, "orch: cannot create the Lua state (out of memory)\n");

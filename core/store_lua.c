@@ -9,6 +9,7 @@
  * clean state. */
 #include "store_lua.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -20,12 +21,26 @@
 
 #define STORE_MT "orch.Store"
 
+/* LLM replies are journaled in groups: a reply waits at most this long in
+ * memory before its transaction commits (one WAL commit per group, not per
+ * reply), and a lookup sees the waiting ones too. */
+#define JOURNAL_GROUP_MS 5
+
+struct jentry {
+    struct orch_journal_entry e; /* its strings are the owned copies below */
+    char *key, *run_id, *provider, *model, *response;
+};
+
 struct lstore {
     struct orch_store *st; /* NULL once closed */
     struct orch_loop *loop;
     struct orch_timer *beat; /* keepalive timer, or NULL */
     char *beat_run;
     int64_t beat_ms;
+    struct jentry *jq; /* replies waiting for their group commit */
+    size_t njq, capjq;
+    struct orch_timer *jtimer;
+    char jerr[512]; /* a failed group commit, reported by the next call */
 };
 
 static struct orch_store *check_open(lua_State *L)
@@ -205,6 +220,46 @@ static int l_store_open(lua_State *L)
     return 1;
 }
 
+static void jentry_free(struct jentry *j)
+{
+    free(j->key);
+    free(j->run_id);
+    free(j->provider);
+    free(j->model);
+    free(j->response);
+}
+
+/* Commits the waiting replies in one transaction. Pure C: runs from a loop
+ * timer too; a failure is kept in jerr for the next Lua call to report. */
+static void journal_flush(struct lstore *s)
+{
+    if (s->jtimer != NULL)
+        orch_loop_timer_cancel(s->loop, s->jtimer);
+    s->jtimer = NULL;
+    if (s->njq == 0 || s->st == NULL)
+        return;
+    struct orch_journal_entry *es = malloc(s->njq * sizeof *es);
+    int rc = -1;
+    if (es != NULL) {
+        for (size_t i = 0; i < s->njq; i++)
+            es[i] = s->jq[i].e;
+        rc = s->st->ops->journal_put_many(s->st, es, s->njq);
+        free(es);
+    }
+    if (rc != 0)
+        snprintf(s->jerr, sizeof s->jerr, "%s", es == NULL ? "out of memory" : s->st->err);
+    for (size_t i = 0; i < s->njq; i++)
+        jentry_free(&s->jq[i]);
+    s->njq = 0;
+}
+
+static void journal_fire(void *ud)
+{
+    struct lstore *s = ud;
+    s->jtimer = NULL; /* fired: the loop freed it */
+    journal_flush(s);
+}
+
 static void beat_stop(struct lstore *s)
 {
     if (s->beat != NULL)
@@ -217,6 +272,10 @@ static void beat_stop(struct lstore *s)
 static void store_release(struct lstore *s)
 {
     beat_stop(s);
+    journal_flush(s);
+    free(s->jq);
+    s->jq = NULL;
+    s->capjq = 0;
     if (s->st != NULL)
         s->st->ops->close(s->st);
     s->st = NULL;
@@ -370,6 +429,7 @@ static const char *key_text(lua_State *L, int t)
 static int l_store_checkpoint_write(lua_State *L)
 {
     struct orch_store *st = check_open(L);
+    journal_flush(luaL_checkudata(L, 1, STORE_MT)); /* replies before the rows that used them */
     struct orch_run run;
     to_run(L, 2, &run);
     luaL_checktype(L, 3, LUA_TTABLE);
@@ -631,29 +691,82 @@ static int l_store_stats(lua_State *L)
 
 /* ---- LLM response journal ---- */
 
+static char *dup_field(lua_State *L, int idx, const char *k)
+{
+    const char *v = get_str(L, idx, k);
+    return v != NULL ? strdup(v) : NULL;
+}
+
 /* journal_put{ key =, run_id =, provider =, model =, response =, tokens_in =,
- *              tokens_out =, cost_usd =, latency_ms = } -> true | nil, err */
+ *              tokens_out =, cost_usd =, latency_ms = } -> true | nil, err
+ * The reply joins the group commit due within JOURNAL_GROUP_MS. */
 static int l_store_journal_put(lua_State *L)
 {
-    struct orch_store *st = check_open(L);
+    struct lstore *s = luaL_checkudata(L, 1, STORE_MT);
+    check_open(L);
     luaL_checktype(L, 2, LUA_TTABLE);
-    struct orch_journal_entry e;
-    memset(&e, 0, sizeof e);
-    e.key = get_str(L, 2, "key");
-    e.run_id = get_str(L, 2, "run_id");
-    e.provider = get_str(L, 2, "provider");
-    e.model = get_str(L, 2, "model");
-    lua_getfield(L, 2, "response");
-    e.response = luaL_checklstring(L, -1, &e.response_len);
-    lua_pop(L, 1); /* anchored by the table */
-    if (e.key == NULL)
+    if (get_str(L, 2, "key") == NULL)
         return luaL_error(L, "journal entry needs a key");
-    e.tokens_in = get_int(L, 2, "tokens_in");
-    e.tokens_out = get_int(L, 2, "tokens_out");
-    e.cost_usd = get_num(L, 2, "cost_usd");
-    e.latency_ms = get_num(L, 2, "latency_ms");
-    if (st->ops->journal_put(st, &e) != 0)
-        return push_failure(L, st->err);
+    lua_getfield(L, 2, "response");
+    size_t rlen;
+    const char *resp = luaL_checklstring(L, -1, &rlen);
+    if (s->jerr[0] != '\0') {
+        lua_pushnil(L);
+        lua_pushstring(L, s->jerr);
+        s->jerr[0] = '\0';
+        return 2;
+    }
+    if (s->njq == s->capjq) {
+        size_t cap = s->capjq ? s->capjq * 2 : 64;
+        struct jentry *q = realloc(s->jq, cap * sizeof *q);
+        if (q == NULL)
+            return luaL_error(L, "out of memory");
+        s->jq = q;
+        s->capjq = cap;
+    }
+    struct jentry *j = &s->jq[s->njq];
+    memset(j, 0, sizeof *j);
+    j->key = dup_field(L, 2, "key");
+    j->run_id = dup_field(L, 2, "run_id");
+    j->provider = dup_field(L, 2, "provider");
+    j->model = dup_field(L, 2, "model");
+    j->response = malloc(rlen + 1);
+    if (j->key == NULL || j->response == NULL) {
+        jentry_free(j);
+        return luaL_error(L, "out of memory");
+    }
+    memcpy(j->response, resp, rlen);
+    j->response[rlen] = '\0';
+    j->e.key = j->key;
+    j->e.run_id = j->run_id;
+    j->e.provider = j->provider;
+    j->e.model = j->model;
+    j->e.response = j->response;
+    j->e.response_len = rlen;
+    j->e.tokens_in = get_int(L, 2, "tokens_in");
+    j->e.tokens_out = get_int(L, 2, "tokens_out");
+    j->e.cost_usd = get_num(L, 2, "cost_usd");
+    j->e.latency_ms = get_num(L, 2, "latency_ms");
+    j->e.created_ms = (int64_t)orch_wall_ms();
+    s->njq++;
+    if (s->jtimer == NULL)
+        s->jtimer = orch_loop_timer_add(s->loop, JOURNAL_GROUP_MS, journal_fire, s);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+/* journal_flush() -> true | nil, err: commits the waiting replies now. */
+static int l_store_journal_flush(lua_State *L)
+{
+    struct lstore *s = luaL_checkudata(L, 1, STORE_MT);
+    check_open(L);
+    journal_flush(s);
+    if (s->jerr[0] != '\0') {
+        lua_pushnil(L);
+        lua_pushstring(L, s->jerr);
+        s->jerr[0] = '\0';
+        return 2;
+    }
     lua_pushboolean(L, 1);
     return 1;
 }
@@ -661,8 +774,25 @@ static int l_store_journal_put(lua_State *L)
 /* journal_get(key) -> entry | nil | nil, err */
 static int l_store_journal_get(lua_State *L)
 {
+    struct lstore *s = luaL_checkudata(L, 1, STORE_MT);
     struct orch_store *st = check_open(L);
     const char *key = luaL_checkstring(L, 2);
+    for (size_t i = 0; i < s->njq; i++) {
+        if (strcmp(s->jq[i].key, key) == 0) { /* still waiting for its commit */
+            const struct orch_journal_entry *w = &s->jq[i].e;
+            lua_createtable(L, 0, 8);
+            set_str(L, "key", w->key);
+            set_str(L, "provider", w->provider);
+            set_str(L, "model", w->model);
+            lua_pushlstring(L, w->response, w->response_len);
+            lua_setfield(L, -2, "response");
+            set_int(L, "tokens_in", w->tokens_in);
+            set_int(L, "tokens_out", w->tokens_out);
+            set_num(L, "cost_usd", w->cost_usd);
+            set_num(L, "latency_ms", w->latency_ms);
+            return 1;
+        }
+    }
     struct orch_journal_owned e;
     memset(&e, 0, sizeof e);
     int rc = st->ops->journal_get(st, key, &e);
@@ -750,6 +880,7 @@ static const luaL_Reg store_methods[] = {
     {"keepalive", l_store_keepalive},
     {"journal_put", l_store_journal_put},
     {"journal_get", l_store_journal_get},
+    {"journal_flush", l_store_journal_flush},
     {NULL, NULL},
 };
 

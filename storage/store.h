@@ -237,6 +237,9 @@ struct orch_store_ops {
      * written (lock held past the busy timeout, disk full) is dropped rather than failing the lookup:
      * the reply matters more than the counter. */
     int (*journal_get)(struct orch_store *st, const char *key, struct orch_journal_owned *out);
+    /* journal_put of n entries in one transaction (a group commit). 0, or
+     * -1 with none of them written. */
+    int (*journal_put_many)(struct orch_store *st, const struct orch_journal_entry *e, size_t n);
 };
 
 struct orch_store {

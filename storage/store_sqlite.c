@@ -1210,6 +1210,25 @@ static int sq_journal_put(struct orch_store *base, const struct orch_journal_ent
     return sq_exec(st, s, "cannot journal an LLM response");
 }
 
+/* Several replies in one transaction: one WAL commit instead of n. */
+static int sq_journal_put_many(struct orch_store *base, const struct orch_journal_entry *e, size_t n)
+{
+    struct sq_store *st = sq_of(base);
+    if (sq_begin(st, "cannot start journaling") != 0)
+        return -1;
+    for (size_t i = 0; i < n; i++) {
+        if (sq_journal_put(base, &e[i]) != 0) {
+            sq_abort(st);
+            return -1;
+        }
+    }
+    if (sq_commit(st, "cannot commit journaled responses") != 0) {
+        sq_abort(st);
+        return -1;
+    }
+    return 0;
+}
+
 /* Fills out (zeroed first, heap copies it then owns) from the current row
  * of an SQ_JR_COLS statement. 0, or -1 when memory runs out (out
  * cleared). */
@@ -1322,6 +1341,7 @@ static const struct orch_store_ops sq_ops = {
     .stats = sq_stats,
     .journal_put = sq_journal_put,
     .journal_get = sq_journal_get,
+    .journal_put_many = sq_journal_put_many,
 };
 
 /* mkdir -p of the directory part of path; a failure shows up as

@@ -9,7 +9,7 @@ packages=(
   lua-busted python3 sqlite3 curl
 )
 if [ "${1:-}" = "--bench" ]; then
-  packages+=(hyperfine time)
+  packages+=(hyperfine time apache2-utils)
 fi
 missing=()
 for p in "${packages[@]}"; do

@@ -5,7 +5,7 @@ ORCH=${ORCH:-$(pwd)/build/orch}
 ROOT=$(pwd)
 mkdir -p "${ORCH_TMP:-/tmp}"
 WORK=$(mktemp -d "${ORCH_TMP:-/tmp}/e2e.XXXXXX")
-trap 'rm -rf "$WORK"' EXIT
+trap '[ -n "${KEEP:-}" ] || rm -rf "$WORK"' EXIT
 PASS=0
 FAIL=0
 

@@ -8,6 +8,7 @@ T=$(mktemp -d "${TMPDIR:-/tmp}/llm_selftest.XXXXXX")
 SPID=""
 cleanup() {
   if [ -n "$SPID" ] && kill -0 "$SPID" 2>/dev/null; then kill -KILL "$SPID" 2>/dev/null; fi
+  if [ -n "${PY_PID:-}" ]; then kill "$PY_PID" 2>/dev/null; fi
   rm -rf "$T"
 }
 trap cleanup EXIT
@@ -282,6 +283,7 @@ admin config POST '{"latency_ms":0}' >/dev/null
 printf 'GARBAGE\r\n\r\n' | curl -sS --max-time 2 telnet://127.0.0.1:$PORT >/dev/null 2>&1
 expect_eq "survives garbage request line" "$(curl -sS "$B/health")" "ok"
 oa sd "$(msg '[[fault:hang]] at shutdown')" --max-time 5 &
+SDPID=$!
 sleep 0.3
 S=$(now_ms)
 kill -TERM "$SPID"
@@ -291,7 +293,7 @@ if kill -0 "$SPID" 2>/dev/null; then bad "SIGTERM: server still running after 3 
   E=$(( $(now_ms) - S ))
   expect_eq "SIGTERM exits 0 (in ${E} ms, with a hanging request)" "$RCS" "0"
 fi
-wait
+wait "$SDPID"
 SPID=""
 if [ -s "$T/server.err" ]; then bad "server stderr not empty:"; sed 's/^/     | /' "$T/server.err" | head; else ok "server stderr quiet"; fi
 

@@ -114,22 +114,21 @@ function M.run(opts)
   return code
 end
 
--- The directory a run started in: its workflow's relative paths are
--- relative to it.
-local function run_cwd(st, run)
+-- How a run started: the directory its workflow's relative paths are
+-- relative to, and the workflow path as it was given.
+local function run_origin(st, run)
   for _, ev in ipairs(st:event_list(run.id) or {}) do
     if ev.type == "started" and ev.data then
       local ok, d = pcall(cjson.decode, ev.data)
-      if ok and type(d) == "table" and d.cwd then
-        return d.cwd
+      if ok and type(d) == "table" then
+        return d.cwd, d.workflow
       end
     end
   end
 end
-M.run_cwd = run_cwd
 
 local function resume_one(st, run, opts)
-  local cwd = run_cwd(st, run)
+  local cwd, given = run_origin(st, run)
   if cwd and cwd ~= sys.realpath(".") then
     local ok, err = sys.chdir(cwd)
     if not ok then
@@ -139,12 +138,16 @@ local function resume_one(st, run, opts)
   end
   local ok, params = pcall(cjson.decode, run.params or "{}")
   params = ok and type(params) == "table" and params or {}
-  local wf, err = M.load_workflow(run.workflow_path, params)
+  local path = run.workflow_path
+  if given and sys.realpath(given) == run.workflow_path then
+    path = given
+  end
+  local wf, err = M.load_workflow(path, params)
   if wf == nil then
     say(string.format("cannot resume run %s: %s", run.id, err))
     return 2
   end
-  return execute(st, wf, run.workflow_path, params, { resume_id = run.id, concurrency = opts.concurrency,
+  return execute(st, wf, path, params, { resume_id = run.id, concurrency = opts.concurrency,
     verbosity = opts.verbosity, db = opts.db, budget = opts.budget, no_cache = opts.no_cache })
 end
 

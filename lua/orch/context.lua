@@ -37,6 +37,21 @@ function Context:account(info)
   t.tokens_in = t.tokens_in + info.tokens_in
   t.tokens_out = t.tokens_out + info.tokens_out
   t.cost = t.cost + info.cost
+  -- per model and per stage, kept in the memento and the run's events
+  for _, group in ipairs({ { "by_model", info.model }, { "by_stage", self.stage } }) do
+    local name = group[2]
+    if name then
+      t[group[1]] = t[group[1]] or {}
+      local g = t[group[1]][name]
+      if g == nil then
+        g = { calls = 0, tokens = 0, cost = 0 }
+        t[group[1]][name] = g
+      end
+      g.calls = g.calls + 1
+      g.tokens = g.tokens + info.tokens_in + info.tokens_out
+      g.cost = g.cost + info.cost
+    end
+  end
   if info.cached then
     t.cached_calls = (t.cached_calls or 0) + 1
     t.saved = (t.saved or 0) + (info.saved or 0)

@@ -226,6 +226,7 @@ function M.rows(wf, opts)
 
   local function apply(row, ctx)
     for i = 1, nstages do
+      ctx.stage = stages[i].name
       local r = stages[i].fn(row, ctx)
       if r == nil then
         return nil
@@ -554,7 +555,7 @@ function M.rows(wf, opts)
   end
   src.close()
   st:event_add(run.id, status, json.encode({ rows = cursor.index, checkpoints = ckpt_count,
-    checkpoint_ms = ckpt_ms, error = error_text }))
+    checkpoint_ms = ckpt_ms, error = error_text, cost_by_model = totals.by_model, cost_by_stage = totals.by_stage }))
 
   if not ok then
     io.stderr:write("orch: run ", run.id, " failed: ", tostring(finished), "\n")

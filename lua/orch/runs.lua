@@ -61,6 +61,7 @@ function M.identify(wf, workflow_path, params)
   local output = wf.output and (wf.output.path:sub(1, 1) == "/" and wf.output.path
     or ((sys.realpath(".") or ".") .. "/" .. wf.output.path)) or nil
   return {
+    workflow_arg = workflow_path, -- as given: resume loads it the same way, so messages name it the same
     name = wf.name,
     workflow_path = abs_wf,
     workflow_hash = whash,
@@ -169,7 +170,7 @@ function M.begin(st, ident, opts, log)
       return nil, cerr
     end
     st:event_add(run.id, "started", json.encode({ pid = run.owner_pid, host = run.owner_host,
-      cwd = sys.realpath(".") }))
+      cwd = sys.realpath("."), workflow = ident.workflow_arg }))
     if superseded then
       -- the unfinished run this one replaces will never be resumed
       superseded.status = "failed"
@@ -204,6 +205,10 @@ function M.begin(st, ident, opts, log)
     return nil, rerr
   end
   run.recoveries = (run.recoveries or 0) + 1
+  local uok, uerr = st:run_update(run) -- counted now, even if this attempt dies before a checkpoint
+  if not uok then
+    return nil, uerr
+  end
   st:event_add(run.id, "resumed", json.encode({
     pid = run.owner_pid,
     checkpoint = ckpt and ckpt.seq or 0,

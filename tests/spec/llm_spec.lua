@@ -500,7 +500,8 @@ describe("ctx:llm through the scheduler", function()
     assert.is_true(info.latency >= 0.015 and info.latency < 1, "latency " .. info.latency)
     assert.are.equal(1, info.attempts)
     assert.is_false(info.cached)
-    assert.are.same({ llm_calls = 1, tokens_in = tin, tokens_out = tout, cost = info.cost }, run.totals)
+    assert.are.same({ llm_calls = 1, tokens_in = tin, tokens_out = tout, cost = info.cost,
+      by_model = { mock = { calls = 1, tokens = tin + tout, cost = info.cost } } }, run.totals)
   end)
 
   it("accumulates totals over calls and accepts a string prompt", function()

@@ -498,6 +498,20 @@ static int l_store_checkpoint_write(lua_State *L)
     return 1;
 }
 
+/* Pushes the checkpoint found by a lookup (rc 1, and frees it), nil (rc 0)
+ * or nil, err; returns how many values it pushed. */
+static int push_found_checkpoint(lua_State *L, struct orch_store *st, int rc, struct orch_checkpoint *c)
+{
+    if (rc < 0)
+        return push_failure(L, st->err);
+    if (rc == 0)
+        lua_pushnil(L);
+    else
+        push_checkpoint(L, c);
+    orch_checkpoint_clear(c);
+    return 1;
+}
+
 /* checkpoint_latest(run_id) -> ckpt | nil, skipped | nil, err */
 static int l_store_checkpoint_latest(lua_State *L)
 {
@@ -507,13 +521,8 @@ static int l_store_checkpoint_latest(lua_State *L)
     memset(&c, 0, sizeof c);
     int skipped = 0;
     int rc = st->ops->checkpoint_latest(st, id, &c, &skipped);
-    if (rc < 0)
-        return push_failure(L, st->err);
-    if (rc == 0)
-        lua_pushnil(L);
-    else
-        push_checkpoint(L, &c);
-    orch_checkpoint_clear(&c);
+    if (push_found_checkpoint(L, st, rc, &c) == 2)
+        return 2;
     lua_pushinteger(L, skipped);
     return 2;
 }
@@ -525,15 +534,7 @@ static int l_store_checkpoint_get(lua_State *L)
     int64_t seq = (int64_t)luaL_checkinteger(L, 3);
     struct orch_checkpoint c;
     memset(&c, 0, sizeof c);
-    int rc = st->ops->checkpoint_get(st, id, seq, &c);
-    if (rc < 0)
-        return push_failure(L, st->err);
-    if (rc == 0)
-        lua_pushnil(L);
-    else
-        push_checkpoint(L, &c);
-    orch_checkpoint_clear(&c);
-    return 1;
+    return push_found_checkpoint(L, st, st->ops->checkpoint_get(st, id, seq, &c), &c);
 }
 
 static int collect_checkpoint(void *ud, const struct orch_checkpoint *c)

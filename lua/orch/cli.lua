@@ -69,11 +69,7 @@ end
 
 -- Runs a loaded workflow as a new or resumed run. -> exit code
 local function execute(st, wf, path, params, opts)
-  local log = function(rank, msg)
-    if rank <= (opts.verbosity or 0) then
-      say(msg)
-    end
-  end
+  local log = require("orch.run").logger(opts.verbosity or 0)
   local ident = runs.identify(wf, path, params)
   local run, ckpt_or_err, code = runs.begin(st, ident, opts, log)
   if run == nil then
@@ -266,6 +262,32 @@ local fmt = function(n)
   return require("orch.run").fmt_count(n or 0)
 end
 
+-- Prints a list as JSON (--json) or as aligned columns. -> 0
+local function print_list(opts, list, header, row_of)
+  if opts.json then
+    print_json(setmetatable(list, { __jsontype = "array" }))
+    return 0
+  end
+  local rows = {}
+  for i, x in ipairs(list) do
+    rows[i] = row_of(x)
+  end
+  table_print(header, rows)
+  return 0
+end
+
+-- A command about the run named by the first argument: fn(st, run), or
+-- exit 2 when there is no such run.
+local function run_command(opts, fn)
+  return with_store(opts, function(st)
+    local run = get_run(st, opts, opts.args[1])
+    if run == nil then
+      return 2
+    end
+    return fn(st, run)
+  end)
+end
+
 function M.status(opts)
   return with_store(opts, function(st)
     local run
@@ -362,58 +384,27 @@ function M.ls(opts)
       say(err)
       return 1
     end
-    if opts.json then
-      print_json(setmetatable(list, { __jsontype = "array" }))
-      return 0
-    end
-    local rows = {}
-    for _, r in ipairs(list) do
-      rows[#rows + 1] = { r.id, r.name, r.status, fmt(r.rows_done), string.format("$%.4f", r.cost_usd),
-        when(r.created_ms) }
-    end
-    table_print({ "ID", "NAME", "STATUS", "ROWS", "COST", "CREATED" }, rows)
-    return 0
+    return print_list(opts, list, { "ID", "NAME", "STATUS", "ROWS", "COST", "CREATED" }, function(r)
+      return { r.id, r.name, r.status, fmt(r.rows_done), string.format("$%.4f", r.cost_usd), when(r.created_ms) }
+    end)
   end)
 end
 
 function M.history(opts)
-  return with_store(opts, function(st)
-    local run = get_run(st, opts, opts.args[1])
-    if run == nil then
-      return 2
-    end
-    local evs = st:event_list(run.id) or {}
-    if opts.json then
-      print_json(setmetatable(evs, { __jsontype = "array" }))
-      return 0
-    end
-    local rows = {}
-    for _, e in ipairs(evs) do
-      rows[#rows + 1] = { when(e.ts_ms), e.type, e.data or "" }
-    end
-    table_print({ "TIME", "EVENT", "DATA" }, rows)
-    return 0
+  return run_command(opts, function(st, run)
+    return print_list(opts, st:event_list(run.id) or {}, { "TIME", "EVENT", "DATA" }, function(e)
+      return { when(e.ts_ms), e.type, e.data or "" }
+    end)
   end)
 end
 
 function M.checkpoints(opts)
-  return with_store(opts, function(st)
-    local run = get_run(st, opts, opts.args[1])
-    if run == nil then
-      return 2
-    end
-    local cps = st:checkpoint_list(run.id) or {}
-    if opts.json then
-      print_json(setmetatable(cps, { __jsontype = "array" }))
-      return 0
-    end
-    local rows = {}
-    for _, c in ipairs(cps) do
-      rows[#rows + 1] = { c.seq, when(c.created_ms), c.reason, fmt(c.input_index), fmt(c.output_offset), fmt(c.bytes),
-        string.format("%.2f", c.duration_ms), c.valid and "ok" or "CORRUPT" }
-    end
-    table_print({ "SEQ", "CREATED", "REASON", "ROWS", "OUTPUT BYTES", "STORED BYTES", "MS", "CHECKSUM" }, rows)
-    return 0
+  return run_command(opts, function(st, run)
+    return print_list(opts, st:checkpoint_list(run.id) or {},
+      { "SEQ", "CREATED", "REASON", "ROWS", "OUTPUT BYTES", "STORED BYTES", "MS", "CHECKSUM" }, function(c)
+        return { c.seq, when(c.created_ms), c.reason, fmt(c.input_index), fmt(c.output_offset), fmt(c.bytes),
+          string.format("%.2f", c.duration_ms), c.valid and "ok" or "CORRUPT" }
+      end)
   end)
 end
 
@@ -445,11 +436,7 @@ function M.export(opts)
     say("--format must be jsonl or csv, got '" .. format .. "'")
     return 2
   end
-  return with_store(opts, function(st)
-    local run = get_run(st, opts, opts.args[1])
-    if run == nil then
-      return 2
-    end
+  return run_command(opts, function(st, run)
     local cps = st:checkpoint_list(run.id) or {}
     local last = cps[#cps]
     local fh = io.stdout

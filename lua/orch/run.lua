@@ -97,17 +97,23 @@ end
 M.fmt_count = fmt_count
 
 
+--- logger(verbosity) -> log(rank, msg): writes "orch: msg" to stderr when
+--- rank <= verbosity (-1 quiet, 0 normal, 1 verbose).
+function M.logger(verbosity)
+  return function(rank, msg)
+    if rank <= verbosity then
+      io.stderr:write("orch: ", msg, "\n")
+    end
+  end
+end
+
 --- rows(wf, opts) -> exit code.
 --- opts: concurrency, verbosity (-1 quiet, 0 normal, 1 verbose), store
 --- (an open orch.store), run (the claimed run record), checkpoint (the one
 --- to resume from, or nil).
 function M.rows(wf, opts)
   local verbosity = opts.verbosity or 0
-  local function log(rank, msg)
-    if rank <= verbosity then
-      io.stderr:write("orch: ", msg, "\n")
-    end
-  end
+  local log = M.logger(verbosity)
   local st, run, ckpt = opts.store, opts.run, opts.checkpoint
 
   local src, err = oio.open_source(wf.input)

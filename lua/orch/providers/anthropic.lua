@@ -3,19 +3,7 @@
 local json = require "orch.json"
 
 local M = {
-  options = {
-    base_url = "string",
-    api_key = "string",
-    version = "string",
-    timeout = "number",
-    connect_timeout = "number",
-    max_attempts = "integer",
-    retry_base = "number",
-    retry_cap = "number",
-    rpm = "number",
-    tpm = "number",
-    headers = "table",
-  },
+  options = require("orch.providers.http").options({ version = "string" }),
   needs_key = true,
 }
 

@@ -10,6 +10,26 @@ local cjson = require "cjson"
 
 local M = {}
 
+--- The llm = {...} options every HTTP provider takes.
+function M.options(extra)
+  local o = {
+    base_url = "string",
+    api_key = "string",
+    timeout = "number",
+    connect_timeout = "number",
+    max_attempts = "integer",
+    retry_base = "number",
+    retry_cap = "number",
+    rpm = "number",
+    tpm = "number",
+    headers = "table",
+  }
+  for k, v in pairs(extra or {}) do
+    o[k] = v
+  end
+  return o
+end
+
 local months = { Jan = 1, Feb = 2, Mar = 3, Apr = 4, May = 5, Jun = 6, Jul = 7, Aug = 8, Sep = 9, Oct = 10,
   Nov = 11, Dec = 12 }
 

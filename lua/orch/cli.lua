@@ -158,7 +158,7 @@ function M.resume(opts)
   end
   local code = 0
   if opts.all then
-    local list, err = runs.interrupted(st)
+    local list, err = runs.interrupted(st, opts.budget ~= nil)
     if list == nil then
       say(err)
       st:close()

@@ -218,8 +218,9 @@ function M.begin(st, ident, opts, log)
 end
 
 --- The runs `orch resume --all` should pick up: running with a dead owner,
---- or paused (by a signal or a budget), oldest first.
-function M.interrupted(st)
+--- or paused by a signal; runs paused by their budget too when a new
+--- budget is given. Oldest first.
+function M.interrupted(st, with_budget)
   local list = {}
   local now = store.now_ms()
   for _, status in ipairs({ "running", "paused", "pending" }) do
@@ -228,7 +229,8 @@ function M.interrupted(st)
       return nil, err
     end
     for _, r in ipairs(runs) do
-      if not M.owner_alive(r, now) then
+      local budget_paused = r.status == "paused" and (r.error or ""):find("^budget") ~= nil
+      if not M.owner_alive(r, now) and (with_budget or not budget_paused) then
         list[#list + 1] = r
       end
     end

@@ -23,6 +23,7 @@ struct orch_task {
     size_t nchildren;
     int mailbox; /* registry ref of the completion array, or LUA_NOREF */
     int waiting_children;
+    int parked; /* suspended by orch_task_park until orch_sched_unpark */
     struct orch_timer *wait_timer; /* armed by a wait with a timeout */
     int start_nargs;
     int nresults; /* root only: values left on co when it finished */
@@ -106,6 +107,32 @@ uint64_t orch_task_id(const struct orch_task *t)
 struct orch_loop *orch_task_loop(const struct orch_task *t)
 {
     return t->s->loop;
+}
+
+static void park_cancel(struct orch_task *t, void *ud)
+{
+    (void)ud;
+    t->parked = 0;
+}
+
+void orch_task_park(struct orch_task *t)
+{
+    t->parked = 1;
+    orch_task_suspend(t, park_cancel, NULL);
+}
+
+int orch_sched_unpark(struct orch_sched *s, uint64_t id)
+{
+    for (struct orch_task *t = s->tasks; t != NULL; t = t->next) {
+        if (t->id == id) {
+            if (!t->parked || t->state != ORCH_TASK_WAITING)
+                return 0;
+            t->parked = 0;
+            orch_task_wake(t, NULL, NULL);
+            return 1;
+        }
+    }
+    return 0;
 }
 
 size_t orch_task_children(const struct orch_task *t)

@@ -63,6 +63,13 @@ void orch_task_suspend(struct orch_task *t, orch_task_cleanup_fn cleanup, void *
  * suspended call returns. Safe to call from any loop callback. */
 void orch_task_wake(struct orch_task *t, orch_task_push_fn push, void *ud);
 
+/* Suspends t until orch_sched_unpark(id of t); the caller then yields.
+ * The building block of waits on conditions kept in Lua (semaphores). */
+void orch_task_park(struct orch_task *t);
+/* Wakes the parked task with this id: 1, or 0 when no such task is parked
+ * (finished, cancelled, or not parked). O(live tasks). */
+int orch_sched_unpark(struct orch_sched *s, uint64_t id);
+
 /* Children of t that have not finished. */
 size_t orch_task_children(const struct orch_task *t);
 /* Pushes t's mailbox onto L: an array of completion records

@@ -60,6 +60,22 @@ static int l_sched_wait(lua_State *L)
     return lua_yield(L, 0);
 }
 
+/* park(): suspends the calling task until another calls unpark(its id). */
+static int l_sched_park(lua_State *L)
+{
+    struct orch_task *t = check_suspendable(L, "orch.sched.park");
+    orch_task_park(t);
+    return lua_yield(L, 0);
+}
+
+/* unpark(id) -> whether a parked task with that id was woken */
+static int l_sched_unpark(lua_State *L)
+{
+    lua_Integer id = luaL_checkinteger(L, 1);
+    lua_pushboolean(L, orch_sched_unpark(orch_sched_get(L), (uint64_t)id));
+    return 1;
+}
+
 /* trap_signals() -> true: SIGINT/SIGTERM no longer kill the process; they
  * are counted (see signals()) and wake the calling task from wait(). */
 static int l_sched_trap_signals(lua_State *L)
@@ -165,6 +181,8 @@ static const luaL_Reg sched_funcs[] = {
     {"now", l_sched_now},
     {"current", l_sched_current},
     {"live", l_sched_live},
+    {"park", l_sched_park},
+    {"unpark", l_sched_unpark},
     {"trap_signals", l_sched_trap_signals},
     {"untrap_signals", l_sched_untrap_signals},
     {"signals", l_sched_signals},

@@ -81,4 +81,69 @@ function M.limiter(rpm, tpm)
   return lim
 end
 
+--- gate(limit, adaptive, on_change) -> { enter(), leave(outcome) }:
+--- at most `limit` LLM requests in flight. With adaptive, the limit is cut
+--- by half on an overload (429, 503, a latency four times the best seen;
+--- at most once a second) and grows back by one per `limit` successes
+--- (AIMD); on_change(from, to, why) hears of each whole-number change.
+function M.gate(limit, adaptive, on_change)
+  local g = { limit = limit, inflight = 0 }
+  local max_limit = limit
+  local waiting, head, tail = {}, 1, 0
+  local last_cut, best = -math.huge, math.huge
+  function g.enter()
+    while g.inflight >= math.floor(g.limit) do
+      tail = tail + 1
+      waiting[tail] = sched.current()
+      sched.park()
+    end
+    g.inflight = g.inflight + 1
+  end
+  local function wake_one()
+    while head <= tail do
+      local id = waiting[head]
+      waiting[head] = nil
+      head = head + 1
+      if sched.unpark(id) then -- false when that task is gone
+        return true
+      end
+    end
+    return false
+  end
+  --- outcome: "ok", "overload" or "error"; latency in seconds
+  function g.leave(outcome, latency)
+    g.inflight = g.inflight - 1
+    if adaptive then
+      local old = math.floor(g.limit)
+      if outcome == "ok" and latency then
+        if latency < best then
+          best = latency
+        elseif latency > 4 * best and best > 0.001 then
+          outcome = "overload"
+        end
+      end
+      local why = outcome
+      if outcome == "overload" then
+        local now = sched.now()
+        if now - last_cut >= 1 then
+          g.limit = math.max(1, g.limit / 2)
+          last_cut = now
+        end
+      elseif outcome == "ok" and g.limit < max_limit then
+        g.limit = math.min(max_limit, g.limit + 1 / g.limit)
+        why = "recovered"
+      end
+      if math.floor(g.limit) ~= old then
+        on_change(old, math.floor(g.limit), why)
+      end
+    end
+    for _ = 1, math.floor(g.limit) - g.inflight do
+      if not wake_one() then
+        break
+      end
+    end
+  end
+  return g
+end
+
 return M

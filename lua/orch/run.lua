@@ -198,6 +198,14 @@ function M.rows(wf, opts)
           log(0, "warning: cannot journal an LLM response: " .. tostring(jerr))
         end
       end,
+      -- commits the replies waiting for their group commit; called before
+      -- each request goes out, so a crash can only re-send what was in flight
+      flush = function()
+        local ok, jerr = st:journal_flush()
+        if not ok then
+          log(0, "warning: cannot journal LLM responses: " .. tostring(jerr))
+        end
+      end,
     }
   end
   local max_usd = opts.budget or (wf.budget and wf.budget.max_usd)
@@ -209,6 +217,12 @@ function M.rows(wf, opts)
     rt.after_spend = rt.budget.after_spend
   end
   rt.limiter = wf.llm and limits.limiter(wf.llm.rpm, wf.llm.tpm)
+  if wf.llm then
+    rt.gate = limits.gate(wf.llm.concurrency or conc, wf.llm.adaptive, function(from, to, why)
+      log(1, string.format("LLM concurrency %d -> %d (%s)", from, to, why))
+      rt.emit("concurrency", { from = from, to = to, reason = why })
+    end)
+  end
   -- when the first LLM calls all fail the same way (no key, wrong model,
   -- unreachable host), stop instead of burning through every row
   local streak_msg, streak = nil, 0

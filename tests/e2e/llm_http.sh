@@ -18,7 +18,8 @@ return orch.workflow {
   llm = { provider = orch.param("provider", "openai"), model = orch.param("model", "gpt-4o-mini"),
           base_url = "$LLM_URL/v1", api_key = orch.env("TEST_LLM_KEY", "test-key"),
           concurrency = 50, timeout = 2, retry_base = 0.05, retry_cap = 0.5, max_attempts = 6,
-          max_tokens = 16, prices = { ["gpt-4o-mini"] = { 1000, 1000 } } },
+          max_tokens = 16, prices = { ["gpt-4o-mini"] = { 1000, 1000 } },
+          adaptive = orch.param("adaptive", false), rpm = orch.param("rpm", 0) > 0 and orch.param("rpm", 0) or nil },
   budget = orch.param("budget", 0) > 0 and { max_usd = orch.param("budget", 0), warn_at = { 0.5 } } or nil,
   stages = { orch.stage.prompt { template = "Repeat: {{text}}", into = "reply" } },
 }
@@ -81,6 +82,24 @@ expect_eq "spend stayed within the budget" "$spent" True
 run_orch b2.log resume "$bid" --db b.db --budget 100 --no-cache
 expect_eq "resume with a higher budget finishes" "$RC" 0
 expect_eq "and every row is there once" "$(wc -l <out/budget.jsonl)" 300
+
+# adaptive concurrency: 429s halve the requests in flight, successes grow them back
+curl -s -X POST "$LLM_URL/admin/config" -d '{"fail_429": 0.3, "latency_ms": 20, "retry_after": 0}' >/dev/null
+run_orch ad.log run faulty.lua --db ad.db --set rows=400 --set adaptive=true --set out=out/ad.jsonl --no-cache -v
+expect_eq "adaptive run completes" "$RC" 0
+expect_grep "429s lower the concurrency" "LLM concurrency [0-9]+ -> [0-9]+ \(overload\)" ad.log
+expect_grep "successes raise it again" "LLM concurrency [0-9]+ -> [0-9]+ \(recovered\)" ad.log
+adid=$(sqlite3 ad.db "select id from runs limit 1")
+run_orch adh.log history "$adid" --db ad.db
+expect_grep "the changes are events of the run" "concurrency +\{\"data\":\{\"from\":" adh.log
+curl -s -X POST "$LLM_URL/admin/config" -d '{"fail_429": 0, "latency_ms": 0}' >/dev/null
+
+# rpm: 30 requests at 600 per minute (10 a second, bursts of 10) take about 2 s
+start=$(date +%s%N)
+run_orch rpm.log run faulty.lua --db rpm.db --set rows=30 --set rpm=600 --set out=out/rpm.jsonl --no-cache
+ms=$((($(date +%s%N) - start) / 1000000))
+expect_eq "rate-limited run completes" "$RC" 0
+if [ "$ms" -ge 1500 ]; then ok "rpm 600 spread 30 requests over ${ms} ms"; else bad "30 requests at rpm 600 took only ${ms} ms"; fi
 
 # Anthropic shape
 curl -s -X POST "$LLM_URL/admin/config" -d '{"latency_ms": 0}' >/dev/null

@@ -23,6 +23,7 @@ function M.options(extra)
     rpm = "number",
     tpm = "number",
     headers = "table",
+    adaptive = "boolean",
   }
   for k, v in pairs(extra or {}) do
     o[k] = v
@@ -70,6 +71,14 @@ function M.exchange(p, req, cfg, ctx)
   local last, attempts = nil, 0
   for attempt = 1, max_attempts do
     attempts = attempt
+    local run = ctx._run or {}
+    local gate = run.gate
+    if gate then
+      gate.enter()
+    end
+    if run.journal then
+      run.journal.flush()
+    end
     local resp, terr = http.request({
       method = "POST",
       url = r.url,
@@ -78,6 +87,10 @@ function M.exchange(p, req, cfg, ctx)
       timeout = cfg.timeout or 120,
       connect_timeout = cfg.connect_timeout or 10,
     })
+    if gate then
+      local overload = resp and (resp.status == 429 or resp.status == 503)
+      gate.leave(overload and "overload" or (resp and resp.status == 200) and "ok" or "error", resp and resp.time)
+    end
     local retry, wait
     if resp == nil then
       last, retry = terr, true

@@ -1,0 +1,65 @@
+-- orch.http and the retry rules of HTTP providers (orch.providers.http).
+-- The full exchange against a real server is tests/e2e/llm_http.sh.
+local http = require "orch.http"
+local sched = require "orch.sched"
+local ph = require "orch.providers.http"
+
+describe("orch.http.request", function()
+  it("returns nil and curl's message when nothing listens", function()
+    local resp, err = sched.run(function()
+      return http.request { url = "http://127.0.0.1:1/", timeout = 2 }
+    end)
+    assert.is_nil(resp)
+    assert.is_truthy(err:find("127.0.0.1", 1, true), err)
+  end)
+
+  it("must be called from a task", function()
+    local ok, err = pcall(http.request, { url = "http://127.0.0.1:1/" })
+    assert.is_false(ok)
+    assert.is_truthy(tostring(err):find("must be called from a row, step or task", 1, true))
+  end)
+
+  it("checks its arguments before doing anything", function()
+    local ok, err = pcall(sched.run, function()
+      return http.request { url = "http://127.0.0.1:1/", timeout = -1 }
+    end)
+    assert.is_false(ok)
+    assert.is_truthy(tostring(err):find("timeouts and max_body must be positive", 1, true))
+  end)
+
+  it("runs many requests concurrently, each suspending only its task", function()
+    local n = sched.run(function()
+      for _ = 1, 50 do
+        sched.spawn(function()
+          return http.request { url = "http://127.0.0.1:1/", timeout = 2 }
+        end)
+      end
+      local got = 0
+      while got < 50 do
+        got = got + #sched.wait()
+      end
+      return got
+    end)
+    assert.are.equal(50, n)
+  end)
+end)
+
+describe("Retry-After", function()
+  it("reads seconds", function()
+    assert.are.equal(3, ph.retry_after("3"))
+    assert.are.equal(1.5, ph.retry_after("1.5"))
+    assert.are.equal(0, ph.retry_after("-2"))
+  end)
+
+  it("reads an HTTP date as seconds from now", function()
+    local future = os.date("!%a, %d %b %Y %H:%M:%S GMT", os.time() + 30)
+    local s = ph.retry_after(future)
+    assert.is_true(s >= 28 and s <= 31, "got " .. tostring(s))
+    assert.are.equal(0, ph.retry_after("Wed, 21 Oct 2015 07:28:00 GMT"))
+  end)
+
+  it("ignores what it cannot read", function()
+    assert.is_nil(ph.retry_after(nil))
+    assert.is_nil(ph.retry_after("soon"))
+  end)
+end)

@@ -1,0 +1,113 @@
+-- orch.limits: budget admission, rate buckets and the LLM concurrency gate.
+local limits = require "orch.limits"
+local sched = require "orch.sched"
+
+describe("orch.limits.budget", function()
+  it("admits while spent + in flight + the estimate fits, and says why not", function()
+    local totals = { cost = 0.5 }
+    local warned = {}
+    local b = limits.budget(1.0, { 0.5, 0.9 }, totals, function(f, spent)
+      warned[#warned + 1] = { f, spent }
+    end)
+    assert.is_true(b.admit(0.3)) -- 0.5 + 0 + 0.3
+    local ok, why = b.admit(0.3) -- 0.5 + 0.3 in flight + 0.3 > 1
+    assert.is_false(ok)
+    assert.are.equal("budget of $1.0000 reached: $0.5000 spent, $0.3000 in flight, next request ~$0.3000", why)
+    b.release(0.3)
+    assert.is_true(b.admit(0.3))
+    b.release(0.3)
+    totals.cost = 0.95
+    b.after_spend()
+    b.after_spend()
+    assert.are.same({ { 0.5, 0.95 }, { 0.9, 0.95 } }, warned) -- each fraction once
+  end)
+end)
+
+describe("orch.limits.limiter", function()
+  it("is nil without limits", function()
+    assert.is_nil(limits.limiter(nil, nil))
+  end)
+
+  it("paces requests per minute: a burst of one second's worth, then the rate", function()
+    local lim = limits.limiter(1200, nil) -- 20 a second
+    local ctx = { sleep = function(_, s) sched.sleep(s) end }
+    local took = sched.run(function()
+      local t0 = sched.now()
+      for _ = 1, 30 do
+        lim.acquire(ctx, 10)
+      end
+      return sched.now() - t0
+    end)
+    -- 20 at once, 10 more at 20/s: about 0.5 s
+    assert.is_true(took >= 0.4 and took < 2, "took " .. took)
+  end)
+
+  it("paces tokens per minute", function()
+    local lim = limits.limiter(nil, 6000) -- 100 tokens a second
+    local ctx = { sleep = function(_, s) sched.sleep(s) end }
+    local took = sched.run(function()
+      local t0 = sched.now()
+      for _ = 1, 3 do
+        lim.acquire(ctx, 100)
+      end
+      return sched.now() - t0
+    end)
+    assert.is_true(took >= 1.5 and took < 4, "took " .. took)
+  end)
+end)
+
+describe("orch.limits.gate", function()
+  it("caps requests in flight and wakes waiters in turn", function()
+    local g = limits.gate(3, false, function() end)
+    local peak = sched.run(function()
+      local peak = 0
+      for _ = 1, 10 do
+        sched.spawn(function()
+          g.enter()
+          peak = math.max(peak, g.inflight)
+          sched.sleep(0.01)
+          g.leave("ok", 0.01)
+        end)
+      end
+      local n = 0
+      while n < 10 do
+        n = n + #sched.wait()
+      end
+      return peak
+    end)
+    assert.are.equal(3, peak)
+    assert.are.equal(0, g.inflight)
+  end)
+
+  it("halves on overload at most once a second and grows back one per window", function()
+    local changes = {}
+    local g = limits.gate(8, true, function(from, to, why)
+      changes[#changes + 1] = string.format("%d->%d %s", from, to, why)
+    end)
+    sched.run(function()
+      g.enter()
+      g.leave("overload")
+      g.enter()
+      g.leave("overload") -- within the same second: no second cut
+      for _ = 1, 5 do -- +1/limit each: 4.25, 4.49, 4.71, 4.92, 5.12
+        g.enter()
+        g.leave("ok", 0.01)
+      end
+    end)
+    assert.are.same({ "8->4 overload", "4->5 recovered" }, changes)
+  end)
+
+  it("treats a latency four times the best as an overload", function()
+    local changes = {}
+    local g = limits.gate(4, true, function(from, to, why)
+      changes[#changes + 1] = string.format("%d->%d %s", from, to, why)
+    end)
+    sched.run(function()
+      g.enter()
+      g.leave("ok", 0.01)
+      g.enter()
+      g.leave("ok", 0.05)
+    end)
+    assert.are.same({ "4->2 overload" }, changes)
+  end)
+end)

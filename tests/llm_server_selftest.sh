@@ -42,11 +42,11 @@ now_ms() { echo $(( $(date +%s%N) / 1000000 )); }
 # ---- start --------------------------------------------------------------
 python3 "$SERVER" --port 0 --port-file "$T/port" >"$T/server.out" 2>"$T/server.err" &
 SPID=$!
-for _ in $(seq 1 100); do [ -s "$T/port" ] && break; sleep 0.05; done
+for _ in $(seq 1 200); do [ -s "$T/port" ] && break; sleep 0.05; done
 PORT=$(cat "$T/port" 2>/dev/null)
 if [ -z "$PORT" ]; then bad "server did not write its port file"; cat "$T/server.err"; echo "$PASS passed, $FAIL failed"; exit 1; fi
 ok "port file written ($PORT)"
-sleep 0.1
+for _ in $(seq 1 40); do [ -s "$T/server.out" ] && break; sleep 0.05; done
 expect_eq "stdout announces the port" "$(head -1 "$T/server.out")" "listening on 127.0.0.1:$PORT"
 B="http://127.0.0.1:$PORT"
 

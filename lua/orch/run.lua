@@ -408,7 +408,8 @@ function M.rows(wf, opts)
 
   local tty = verbosity >= 0 and sys.isatty(2)
   local t0 = sched.now()
-  local start_index = cursor.index
+  local start_index, start_offset = cursor.index, cursor.offset
+  local size = src.size and src.size() or nil
   local last_draw = 0
   local function progress(final)
     if not tty then
@@ -420,8 +421,19 @@ function M.rows(wf, opts)
     end
     last_draw = now
     local el = math.max(now - t0, 1e-3)
-    io.stderr:write(string.format("\r\27[K  %s rows  %.0f rows/s  $%.4f  %d failed%s", fmt_count(cursor.index),
-      (cursor.index - start_index) / el, totals.cost, counts.failed, final and "\n" or ""))
+    local rate = (cursor.index - start_index) / el
+    -- a file input knows its size: the settled bytes give % and an ETA
+    local share = ""
+    if size and size > 0 and cursor.offset > 0 then
+      local done = cursor.offset / size
+      local bytes_rate = (cursor.offset - start_offset) / el
+      local eta = math.floor(bytes_rate > 0 and (size - cursor.offset) / bytes_rate or 0)
+      share = string.format("  %3.0f%%  ETA %s", done * 100,
+        eta >= 3600 and string.format("%dh%02dm", eta // 3600, eta % 3600 // 60)
+          or string.format("%dm%02ds", eta // 60, eta % 60))
+    end
+    io.stderr:write(string.format("\r\27[K  %s rows%s  %.0f rows/s  $%.4f  %d failed%s", fmt_count(cursor.index),
+      share, rate, totals.cost, counts.failed, final and "\n" or ""))
   end
 
   -- The driver -----------------------------------------------------------

@@ -25,4 +25,8 @@ run_orch "$WORK/log2" run examples/classify_reviews.lua -q
 expect_eq "second run exits 0" "$RC" 0
 expect_eq "quiet run prints nothing" "$(cat "$WORK/log2")" ""
 if cmp -s "$WORK/first.jsonl" "$WORK/out/reviews-sentiment.jsonl"; then ok "output is deterministic"; else bad "output differs between runs"; fi
+# on a terminal a progress line is drawn (rows, %, ETA, rows/s, $, failures); off one, never
+(cd "$WORK" && script -qfec "$ORCH run examples/classify_reviews.lua --fresh" /dev/null) | tr '\r' '\n' >"$WORK/tty.log" 2>&1
+expect_grep "a TTY shows progress with % and ETA" "240 rows +100% +ETA 0m00s +[0-9]+ rows/s +\\\$0\.[0-9]+ +0 failed" "$WORK/tty.log"
+if grep -q "rows/s  \\$" "$WORK/log"; then bad "progress drawn without a TTY"; else ok "no progress line without a TTY"; fi
 finish

@@ -9,6 +9,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "fsutil.h"
+
 #define SINK_BUF (64 * 1024)
 
 struct orch_sink {
@@ -20,25 +22,9 @@ struct orch_sink {
     char buf[SINK_BUF];
 };
 
-/* mkdir -p of the directory part of path; errors surface at open. */
-static void make_parents(const char *path)
-{
-    char *dir = strdup(path);
-    if (dir == NULL)
-        return;
-    for (char *p = dir + 1; *p != '\0'; p++) {
-        if (*p != '/')
-            continue;
-        *p = '\0';
-        mkdir(dir, 0777);
-        *p = '/';
-    }
-    free(dir);
-}
-
 struct orch_sink *orch_sink_open(const char *path, uint64_t offset, char *err, size_t errlen)
 {
-    make_parents(path);
+    orch_mkdir_parents(path);
     int fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0666);
     if (fd < 0) {
         snprintf(err, errlen, "%s: %s", path, strerror(errno));

@@ -10,6 +10,8 @@
 #include "store.h"
 #include "store_impl.h"
 
+#include "fsutil.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <sqlite3.h>
@@ -1344,23 +1346,6 @@ static const struct orch_store_ops sq_ops = {
     .journal_put_many = sq_journal_put_many,
 };
 
-/* mkdir -p of the directory part of path; a failure shows up as
- * SQLITE_CANTOPEN with its errno when the file is opened. */
-static void sq_make_parents(const char *path)
-{
-    char *dir = strdup(path);
-    if (dir == NULL)
-        return;
-    for (char *p = dir + 1; *p != '\0'; p++) {
-        if (*p != '/')
-            continue;
-        *p = '\0';
-        mkdir(dir, 0777);
-        *p = '/';
-    }
-    free(dir);
-}
-
 /* Runs a one-row, one-column pragma or query (constant SQL, not kept).
  * Returns the SQLite result code; *out gets the integer value, or the
  * text value in text (when non-NULL). */
@@ -1517,7 +1502,7 @@ struct orch_store *orch_store_sqlite_open(const char *target, char *err, size_t 
             /* Create the empty file here rather than in SQLite: its
              * CANTOPEN reports the errno of a fallback open, so a
              * read-only directory would read "No such file or directory". */
-            sq_make_parents(target);
+            orch_mkdir_parents(target);
             int fd = open(target, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
             if (fd < 0 && errno != EEXIST) {
                 snprintf(err, errlen,

@@ -68,10 +68,11 @@ local function open_store(opts)
 end
 
 -- Runs a loaded workflow as a new or resumed run. -> exit code
-local function execute(st, wf, path, params, opts)
+local function execute(st, wf, path, params, opts, resume_id)
   local log = require("orch.run").logger(opts.verbosity or 0)
   local ident = runs.identify(wf, path, params)
-  local run, ckpt_or_err, code = runs.begin(st, ident, opts, log)
+  local run, ckpt_or_err, code = runs.begin(st, ident, { resume_id = resume_id, fresh = opts.fresh, db = opts.db },
+    log)
   if run == nil then
     say(ckpt_or_err)
     return code or 2
@@ -104,8 +105,7 @@ function M.run(opts)
   if st == nil then
     return 2
   end
-  local code = execute(st, wf, path, opts.set, { fresh = opts.fresh, concurrency = opts.concurrency,
-    verbosity = opts.verbosity, db = opts.db, budget = opts.budget, no_cache = opts.no_cache })
+  local code = execute(st, wf, path, opts.set, opts)
   st:close()
   return code
 end
@@ -143,8 +143,7 @@ local function resume_one(st, run, opts)
     say(string.format("cannot resume run %s: %s", run.id, err))
     return 2
   end
-  return execute(st, wf, path, params, { resume_id = run.id, concurrency = opts.concurrency,
-    verbosity = opts.verbosity, db = opts.db, budget = opts.budget, no_cache = opts.no_cache })
+  return execute(st, wf, path, params, opts, run.id)
 end
 
 function M.resume(opts)

@@ -175,17 +175,17 @@ local function est_tokens(r)
 end
 
 -- One request through the provider: -> text, usage, attempts | nil, err, attempts
-local function exchange(p, r, cfg, ctx)
+-- built: the HTTP request p.build made (nil for providers with call).
+local function exchange(p, r, cfg, ctx, built)
   if p.call then
     local text, usage = p.call(r, cfg, ctx)
     return text, usage, 1
   end
-  return require("orch.providers.http").exchange(p, r, cfg, ctx)
+  return require("orch.providers.http").exchange(p, built, cfg, ctx)
 end
 
 -- The journal key: provider, model and the canonical request body.
-local function journal_key(p, r, cfg)
-  local body = p.build and p.build(r, cfg).body or require("orch.json").encode(r)
+local function journal_key(cfg, r, body)
   return require("orch.hash").xxh128(table.concat({ cfg.provider, r.model, body }, "\0"))
 end
 
@@ -193,7 +193,8 @@ end
 --- it. -> text, info | nil, err
 local function complete(ctx, cfg, p, r)
   local run = ctx._run or {}
-  local key = run.journal and journal_key(p, r, cfg)
+  local built = p.build and p.build(r, cfg) -- once: it is the journal key's body and what is sent
+  local key = run.journal and journal_key(cfg, r, built and built.body or require("orch.json").encode(r))
   if key then
     local hit = run.journal.get(key)
     if hit then
@@ -218,7 +219,7 @@ local function complete(ctx, cfg, p, r)
     run.limiter.acquire(ctx, tin_est + tout_est)
   end
   local t0 = sched.now()
-  local text, usage, attempts = exchange(p, r, cfg, ctx)
+  local text, usage, attempts = exchange(p, r, cfg, ctx, built)
   if run.budget then
     run.budget.release(estimate)
   end

@@ -62,10 +62,9 @@ local function decode(body)
   end
 end
 
---- exchange(p, req, cfg, ctx) -> text, usage, attempts | nil, err, attempts
---- p: a provider with build / parse / error_message.
-function M.exchange(p, req, cfg, ctx)
-  local r = p.build(req, cfg)
+--- exchange(p, r, cfg, ctx) -> text, usage, attempts | nil, err, attempts
+--- p: a provider with parse / error_message; r: the request p.build made.
+function M.exchange(p, r, cfg, ctx)
   local max_attempts = cfg.max_attempts or 5
   local base, cap = cfg.retry_base or 0.5, cfg.retry_cap or 30
   local last, attempts = nil, 0

@@ -44,6 +44,11 @@ struct orch_loop {
     int sigpipe_added;
     struct sigroute *sigs;
     size_t nsigs;
+    struct prepare {
+        orch_timer_fn fn;
+        void *ud;
+    } prepares[8];
+    size_t nprepares;
 };
 
 /* The self-pipe is process-wide because a signal handler has no context. */
@@ -331,6 +336,28 @@ static int signals_dispatch(struct orch_loop *loop)
     return ran;
 }
 
+/* ---- prepare hooks ---- */
+
+int orch_loop_on_prepare(struct orch_loop *loop, orch_timer_fn fn, void *ud)
+{
+    if (loop->nprepares == sizeof loop->prepares / sizeof loop->prepares[0])
+        return -1;
+    loop->prepares[loop->nprepares].fn = fn;
+    loop->prepares[loop->nprepares].ud = ud;
+    loop->nprepares++;
+    return 0;
+}
+
+void orch_loop_remove_prepare(struct orch_loop *loop, orch_timer_fn fn, void *ud)
+{
+    for (size_t i = 0; i < loop->nprepares; i++) {
+        if (loop->prepares[i].fn == fn && loop->prepares[i].ud == ud) {
+            loop->prepares[i] = loop->prepares[--loop->nprepares];
+            return;
+        }
+    }
+}
+
 /* ---- one iteration ---- */
 
 static int poll_timeout(struct orch_loop *loop, int timeout_ms)
@@ -364,6 +391,8 @@ static int timers_dispatch(struct orch_loop *loop)
 
 int orch_loop_run_once(struct orch_loop *loop, int timeout_ms)
 {
+    for (size_t i = 0; i < loop->nprepares; i++)
+        loop->prepares[i].fn(loop->prepares[i].ud);
     if (timeout_ms < 0 && loop->nwatches == 0 && loop->nheap == 0 && loop->nsigs == 0)
         return -1;
     if (loop->nsigs > 0 && !loop->sigpipe_added) {

@@ -51,6 +51,12 @@ int orch_loop_on_signal(struct orch_loop *loop, int signo, orch_signal_fn fn, vo
 /* Restores the default disposition of signo. */
 void orch_loop_signal_reset(struct orch_loop *loop, int signo);
 
+/* Runs fn(ud) at the start of every iteration, before waiting: work that
+ * must happen before any I/O of the round (committing what the tasks just
+ * produced before the requests they queued go out). 0 or -1. */
+int orch_loop_on_prepare(struct orch_loop *loop, orch_timer_fn fn, void *ud);
+void orch_loop_remove_prepare(struct orch_loop *loop, orch_timer_fn fn, void *ud);
+
 /* One iteration: waits for at most timeout_ms (-1 = until the next timer or
  * descriptor event, 0 = do not block), then runs due timers and descriptor
  * and signal callbacks. Returns the number of callbacks run, or -1 when

@@ -21,10 +21,11 @@
 
 #define STORE_MT "orch.Store"
 
-/* LLM replies are journaled in groups: a reply waits at most this long in
- * memory before its transaction commits (one WAL commit per group, not per
- * reply), and a lookup sees the waiting ones too. */
-#define JOURNAL_GROUP_MS 5
+/* LLM replies are journaled in groups: the replies the tasks received in
+ * one round of the scheduler commit in one transaction at the start of the
+ * loop's next iteration (a prepare hook), before any request queued in that
+ * round goes out: so a crash can only re-send requests that were in flight.
+ * A lookup sees the waiting ones too. */
 
 struct jentry {
     struct orch_journal_entry e; /* its strings are the owned copies below */
@@ -39,7 +40,7 @@ struct lstore {
     int64_t beat_ms;
     struct jentry *jq; /* replies waiting for their group commit */
     size_t njq, capjq;
-    struct orch_timer *jtimer;
+    int prepared; /* the prepare hook is registered */
     char jerr[512]; /* a failed group commit, reported by the next call */
 };
 
@@ -233,9 +234,6 @@ static void jentry_free(struct jentry *j)
  * timer too; a failure is kept in jerr for the next Lua call to report. */
 static void journal_flush(struct lstore *s)
 {
-    if (s->jtimer != NULL)
-        orch_loop_timer_cancel(s->loop, s->jtimer);
-    s->jtimer = NULL;
     if (s->njq == 0 || s->st == NULL)
         return;
     struct orch_journal_entry *es = malloc(s->njq * sizeof *es);
@@ -253,11 +251,9 @@ static void journal_flush(struct lstore *s)
     s->njq = 0;
 }
 
-static void journal_fire(void *ud)
+static void journal_prepare(void *ud)
 {
-    struct lstore *s = ud;
-    s->jtimer = NULL; /* fired: the loop freed it */
-    journal_flush(s);
+    journal_flush(ud);
 }
 
 static void beat_stop(struct lstore *s)
@@ -273,6 +269,9 @@ static void store_release(struct lstore *s)
 {
     beat_stop(s);
     journal_flush(s);
+    if (s->prepared)
+        orch_loop_remove_prepare(s->loop, journal_prepare, s);
+    s->prepared = 0;
     free(s->jq);
     s->jq = NULL;
     s->capjq = 0;
@@ -700,7 +699,7 @@ static char *dup_field(lua_State *L, int idx, const char *k)
 
 /* journal_put{ key =, run_id =, provider =, model =, response =, tokens_in =,
  *              tokens_out =, cost_usd =, latency_ms = } -> true | nil, err
- * The reply joins the group commit due within JOURNAL_GROUP_MS. */
+ * The reply joins the group that commits before the loop's next round. */
 static int l_store_journal_put(lua_State *L)
 {
     struct lstore *s = luaL_checkudata(L, 1, STORE_MT);
@@ -750,8 +749,10 @@ static int l_store_journal_put(lua_State *L)
     j->e.latency_ms = get_num(L, 2, "latency_ms");
     j->e.created_ms = (int64_t)orch_wall_ms();
     s->njq++;
-    if (s->jtimer == NULL)
-        s->jtimer = orch_loop_timer_add(s->loop, JOURNAL_GROUP_MS, journal_fire, s);
+    if (!s->prepared)
+        s->prepared = orch_loop_on_prepare(s->loop, journal_prepare, s) == 0;
+    if (!s->prepared)
+        journal_flush(s); /* no hook to be had: commit each reply at once */
     lua_pushboolean(L, 1);
     return 1;
 }

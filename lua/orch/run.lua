@@ -198,14 +198,6 @@ function M.rows(wf, opts)
           log(0, "warning: cannot journal an LLM response: " .. tostring(jerr))
         end
       end,
-      -- commits the replies waiting for their group commit; called before
-      -- each request goes out, so a crash can only re-send what was in flight
-      flush = function()
-        local ok, jerr = st:journal_flush()
-        if not ok then
-          log(0, "warning: cannot journal LLM responses: " .. tostring(jerr))
-        end
-      end,
     }
   end
   local max_usd = opts.budget or (wf.budget and wf.budget.max_usd)

@@ -75,9 +75,6 @@ function M.exchange(p, r, cfg, ctx)
     if gate then
       gate.enter()
     end
-    if run.journal then
-      run.journal.flush()
-    end
     local resp, terr = http.request({
       method = "POST",
       url = r.url,

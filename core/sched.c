@@ -49,6 +49,7 @@ struct orch_sched {
     size_t live;
     struct orch_task *tasks;
     struct orch_task *ready_head, *ready_tail;
+    size_t nready;
     struct orch_task *trap; /* poked when SIGINT/SIGTERM arrives */
     int signals;            /* how many arrived since trapping */
     int running;            /* inside orch_sched_run */
@@ -149,6 +150,7 @@ static void ready_push(struct orch_sched *s, struct orch_task *t)
     else
         s->ready_head = t;
     s->ready_tail = t;
+    s->nready++;
 }
 
 static struct orch_task *ready_pop(struct orch_sched *s)
@@ -160,6 +162,7 @@ static struct orch_task *ready_pop(struct orch_sched *s)
     if (s->ready_head == NULL)
         s->ready_tail = NULL;
     t->next_ready = NULL;
+    s->nready--;
     return t;
 }
 
@@ -176,6 +179,7 @@ static void ready_unlink(struct orch_sched *s, struct orch_task *t)
     *pp = t->next_ready;
     if (s->ready_tail == t)
         s->ready_tail = prev;
+    s->nready--;
 }
 
 struct orch_task *orch_sched_spawn(struct orch_sched *s, lua_State *L, int nargs,
@@ -459,13 +463,15 @@ int orch_sched_run(struct orch_sched *s, lua_State *L, struct orch_task *root)
 {
     int stuck = 0;
     s->running = 1;
+    /* Rounds: resume the tasks that were ready when the round began, then
+     * give the loop a turn (without blocking while tasks are still ready),
+     * so a task that keeps yielding cannot keep I/O and timers out. */
     while (root->state != ORCH_TASK_DONE) {
-        struct orch_task *t = ready_pop(s);
-        if (t != NULL) {
-            task_resume(s, t, root);
-            continue;
-        }
-        if (orch_loop_run_once(s->loop, -1) < 0) {
+        for (size_t n = s->nready; n > 0 && root->state != ORCH_TASK_DONE; n--)
+            task_resume(s, ready_pop(s), root);
+        if (root->state == ORCH_TASK_DONE)
+            break;
+        if (orch_loop_run_once(s->loop, s->nready > 0 ? 0 : -1) < 0 && s->nready == 0) {
             stuck = 1;
             break;
         }

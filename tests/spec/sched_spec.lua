@@ -780,3 +780,27 @@ describe("orch.sched", function()
     end)
   end)
 end)
+
+describe("orch.sched rounds", function()
+  it("a task that keeps yielding does not keep timers and I/O out", function()
+    local spins = sched.run(function()
+      local done, spins = false, 0
+      sched.spawn(function()
+        while not done do
+          spins = spins + 1
+          coroutine.yield()
+        end
+      end)
+      sched.spawn(function()
+        sched.sleep(0.05) -- fires only if the loop gets its turn between rounds
+        done = true
+      end)
+      local n = 0
+      while n < 2 do
+        n = n + #sched.wait()
+      end
+      return spins
+    end)
+    assert.is_true(spins > 1, "the spinning task ran " .. spins .. " times")
+  end)
+end)

@@ -116,24 +116,34 @@ function M.rows(wf, opts)
   local log = M.logger(verbosity)
   local st, run, ckpt = opts.store, opts.run, opts.checkpoint
 
+  -- Before any row runs: a run that cannot start is not left "running".
+  -- A new one is marked failed (the next orch run starts afresh); one that
+  -- has work to resume is paused, to be resumed once the cause is fixed.
+  local function cannot_start(what, msg)
+    io.stderr:write("orch: cannot ", what, ": ", msg, "\n")
+    local resumable = ckpt ~= nil or (run.recoveries or 0) > 0
+    run.status = resumable and "paused" or "failed"
+    run.error = "cannot " .. what .. ": " .. msg
+    run.finished_ms = resumable and 0 or store.now_ms()
+    st:run_update(run)
+    st:event_add(run.id, run.status, json.encode({ error = run.error }))
+    return 2
+  end
   local src, err = oio.open_source(wf.input)
   if src == nil then
-    io.stderr:write("orch: cannot read the input: ", err, "\n")
-    return 2, "input"
+    return cannot_start("read the input", err)
   end
   local out, errs
   if wf.output then
     out, err = oio.open_sink(wf.output, src.columns, ckpt and ckpt.output_offset)
     if out == nil then
-      io.stderr:write("orch: cannot write the output: ", err, "\n")
-      return 2, "output"
+      return cannot_start("write the output", err)
     end
   end
   if wf.errors then
     errs, err = oio.open_sink(wf.errors, nil, ckpt and ckpt.errors_offset)
     if errs == nil then
-      io.stderr:write("orch: cannot write the errors file: ", err, "\n")
-      return 2, "errors"
+      return cannot_start("write the errors file", err)
     end
   end
 
@@ -154,8 +164,8 @@ function M.rows(wf, opts)
   if ckpt then
     local ok, m = pcall(cjson.decode, ckpt.memento)
     if not ok or type(m) ~= "table" then
-      io.stderr:write("orch: run ", run.id, ": checkpoint ", ckpt.seq, " has an unreadable memento\n")
-      return 1, "memento"
+      return cannot_start("resume", string.format("checkpoint %d of run %s has an unreadable memento", ckpt.seq,
+        run.id))
     end
     for k, v in pairs(m.counts or {}) do
       counts[k] = math.tointeger(v) or v
@@ -167,8 +177,7 @@ function M.rows(wf, opts)
     cursor = { offset = ckpt.input_offset, index = ckpt.input_index, line = ckpt.input_line }
     local ok2, serr = pcall(src.skip, cursor)
     if not ok2 then
-      io.stderr:write("orch: cannot resume the input: ", tostring(serr), "\n")
-      return 1, "input"
+      return cannot_start("resume the input", tostring(serr))
     end
   end
 

@@ -68,6 +68,10 @@ LUA
 run_orch log run missing.lua
 expect_eq "missing input exits 2" "$RC" 2
 expect_grep "missing input is named" "^orch: cannot read the input: data/nope.csv: No such file or directory" log
+mkdir -p data && printf 'id\n1\n' >data/nope.csv
+run_orch log run missing.lua
+expect_eq "once the input exists the same command runs (no stale run in the way)" "$RC" 0
+rm -f ran data/nope.csv
 mkdir -p data && printf 'id,text\n1,a\n2,b\n' >data/ok.csv
 cat >unwritable.lua <<'LUA'
 local orch = require "orch"

@@ -20,7 +20,7 @@ return orch.workflow {
   output = orch.write.jsonl(orch.param("out", "out/crashy.jsonl")),
   errors = orch.write.jsonl(orch.param("errs", "out/crashy-errors.jsonl")),
   key = "id",
-  concurrency = 40,
+  concurrency = 16,
   stages = {
     function(row, ctx)
       local id = tonumber(row.id)
@@ -41,9 +41,18 @@ kills=0
 attempts=0
 while [ $kills -lt 12 ] && [ $attempts -lt 60 ]; do
   attempts=$((attempts + 1))
-  "$ORCH" run crashy.lua --db crash.db >>crash.log 2>&1 &
+  # a kill can land after the final checkpoint, while the process exits
+  [ -f crash.db ] && [ "$(sqlite3 crash.db "select count(*) from runs where status = 'completed'")" != 0 ] && break
+  begun=$(grep -cE "started run|resuming run" crash.log 2>/dev/null || true)
+  "$ORCH" run crashy.lua --db crash.db -v >>crash.log 2>&1 &
   pid=$!
-  sleep "0.$((RANDOM % 25 + 10))"
+  # kill only once this attempt has claimed the run (slow starts under ASan)
+  for _ in $(seq 1 200); do
+    [ "$(grep -cE "started run|resuming run" crash.log)" -gt "${begun:-0}" ] && break
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.02
+  done
+  sleep "0.$((RANDOM % 15 + 3))"
   if kill -0 "$pid" 2>/dev/null; then
     kill -9 "$pid"
     wait "$pid" 2>/dev/null

@@ -30,6 +30,16 @@ run_orch() {
   RC=$?
 }
 
+# wait_lines FILE N: waits (up to 30 s) until FILE has at least N lines,
+# i.e. a background run has reached a checkpoint; timing-free on slow builds
+wait_lines() {
+  for _ in $(seq 1 600); do
+    [ -f "$1" ] && [ "$(wc -l <"$1")" -ge "$2" ] && return 0
+    sleep 0.05
+  done
+  return 1
+}
+
 finish() {
   echo "$PASS passed, $FAIL failed"
   [ "$FAIL" -eq 0 ]

@@ -26,7 +26,7 @@ expected=1..3000
 # SIGINT: stop admitting, finish in-flight rows, checkpoint, exit 3, resume
 "$ORCH" run slow.lua >int.log 2>&1 &
 pid=$!
-sleep 0.4
+wait_lines out/slow.jsonl 500
 kill -INT "$pid"
 wait "$pid"
 expect_eq "SIGINT pauses with exit 3" "$?" 3
@@ -45,24 +45,24 @@ expect_eq "resuming a completed run is a no-op" "$RC" 0
 expect_grep "and says so" "already completed" again.log
 
 # A second `orch run` of a live run is refused (exit 2)
-"$ORCH" run slow.lua --fresh --set sleep=0.02 >live.log 2>&1 &
+"$ORCH" run slow.lua --set out=out/live.jsonl --set sleep=0.02 >live.log 2>&1 &
 pid=$!
-sleep 0.7
-run_orch second.log run slow.lua --set sleep=0.02
+wait_lines out/live.jsonl 1
+run_orch second.log run slow.lua --set out=out/live.jsonl --set sleep=0.02
 expect_eq "a second run of a live run exits 2" "$RC" 2
 expect_grep "and names the owner" "is in progress in process $pid on" second.log
 kill -9 "$pid"; wait "$pid" 2>/dev/null
 # the owner is dead now: the same command takes the run over
-run_orch takeover.log run slow.lua --set sleep=0.02
+run_orch takeover.log run slow.lua --set out=out/live.jsonl --set sleep=0.02
 expect_eq "a dead owner's run is taken over" "$RC" 0
 expect_grep "takeover resumes" "resuming run slow-" takeover.log
-expect_eq "every row once after the takeover" "$(ids out/slow.jsonl)" "$expected"
+expect_eq "every row once after the takeover" "$(ids out/live.jsonl)" "$expected"
 
 # The input changed since the run began: refuse, say how to start fresh
 cp rows.csv rows2.csv
 "$ORCH" run slow.lua --set input=rows2.csv --set out=out/two.jsonl >/dev/null 2>&1 &
 pid=$!
-sleep 0.4
+wait_lines out/two.jsonl 1
 kill -9 "$pid"; wait "$pid" 2>/dev/null
 echo "3001,1" >>rows2.csv
 run_orch changed.log run slow.lua --set input=rows2.csv --set out=out/two.jsonl
@@ -78,7 +78,7 @@ expect_grep "the replaced run is marked failed, not left to resume" "slow-[0-9a-
 for n in a b; do
   "$ORCH" run slow.lua --set out=out/all-$n.jsonl --set sleep=0.02 >/dev/null 2>&1 &
   pid=$!
-  sleep 0.4
+  wait_lines out/all-$n.jsonl 1
   kill -9 "$pid"; wait "$pid" 2>/dev/null
 done
 run_orch all.log resume --all
@@ -92,7 +92,7 @@ expect_grep "nothing left" "no interrupted runs" none.log
 # A corrupt checkpoint is detected and the run falls back to the previous one
 "$ORCH" run slow.lua --set out=out/corrupt.jsonl --set sleep=0.01 >/dev/null 2>&1 &
 pid=$!
-sleep 1
+wait_lines out/corrupt.jsonl 1000
 kill -9 "$pid"; wait "$pid" 2>/dev/null
 cid=$("$ORCH" ls --status running --json | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["id"])')
 ncp=$(sqlite3 .orch/state.db "select count(*) from checkpoints where run_id = '$cid'")

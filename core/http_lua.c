@@ -118,13 +118,17 @@ static int push_response(lua_State *L, struct orch_http_req *req)
     return 1;
 }
 
-/* Continuation after the transfer: the pending record is the userdata at
- * stack index 2; build the result and let __close free the request. */
+/* Stack slot of the pending record in l_http_request: after the argument
+ * table and the six fields read from it. */
+#define PENDING_SLOT 8
+
+/* Continuation after the transfer: build the result from the pending
+ * record and let __close free the request. */
 static int request_k(lua_State *L, int status, lua_KContext ctx)
 {
     (void)status;
     (void)ctx;
-    struct pending *p = lua_touserdata(L, 2);
+    struct pending *p = lua_touserdata(L, PENDING_SLOT);
     return push_response(L, p->req);
 }
 
@@ -173,30 +177,31 @@ static int l_http_request(lua_State *L)
     lua_pushcfunction(L, l_pending_close);
     lua_setfield(L, -2, "__close");
     lua_setmetatable(L, -2);
-    lua_replace(L, 2);
-    lua_settop(L, 2);
-    lua_toclose(L, 2);
+    /* slots 2-7 keep url, method, body... anchored (a number converted to a
+     * string lives only there); the pending record is slot 8 */
+    lua_toclose(L, PENDING_SLOT);
     p->req = orch_http_req_new(h, method, url, body, body_len, (long)llround(timeout * 1000.0),
                                (long)llround(ctimeout * 1000.0), (size_t)max_body);
     if (p->req == NULL)
         return luaL_error(L, "out of memory building an HTTP request");
-    lua_getfield(L, 1, "headers"); /* 3 */
-    if (lua_istable(L, 3)) {
+    int hdrs = PENDING_SLOT + 1;
+    lua_getfield(L, 1, "headers");
+    if (lua_istable(L, hdrs)) {
         lua_pushnil(L);
-        while (lua_next(L, 3) != 0) { /* key 4, value 5 */
+        while (lua_next(L, hdrs) != 0) { /* key hdrs+1, value hdrs+2 */
             const char *line;
-            if (lua_type(L, 4) == LUA_TSTRING) {
-                const char *v = luaL_tolstring(L, 5, NULL);
-                line = lua_pushfstring(L, "%s: %s", lua_tostring(L, 4), v);
+            if (lua_type(L, hdrs + 1) == LUA_TSTRING) {
+                const char *v = luaL_tolstring(L, hdrs + 2, NULL);
+                line = lua_pushfstring(L, "%s: %s", lua_tostring(L, hdrs + 1), v);
             } else {
-                line = luaL_tolstring(L, 5, NULL); /* a ready "Name: value" line */
+                line = luaL_tolstring(L, hdrs + 2, NULL); /* a ready "Name: value" line */
             }
             if (orch_http_req_header(p->req, line) != 0)
                 return luaL_error(L, "out of memory adding a header");
-            lua_settop(L, 4);
+            lua_settop(L, hdrs + 1);
         }
     }
-    lua_settop(L, 2);
+    lua_settop(L, PENDING_SLOT);
     if (orch_http_start(h, p->req, req_done, p) != 0)
         return luaL_error(L, "cannot start the HTTP request");
     orch_task_suspend(t, req_cancel, p);

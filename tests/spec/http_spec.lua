@@ -63,3 +63,15 @@ describe("Retry-After", function()
     assert.is_nil(ph.retry_after("soon"))
   end)
 end)
+
+describe("orch.http.request arguments", function()
+  it("takes a number body and method-like values without losing them", function()
+    -- a number converted to a string lives only on the stack: it must stay anchored
+    local resp, err = sched.run(function()
+      return http.request { url = "http://127.0.0.1:1/", method = "POST", body = 12345, timeout = 1,
+        headers = { ["x-n"] = 7, "X-Raw: yes" } }
+    end)
+    assert.is_nil(resp)
+    assert.is_string(err)
+  end)
+end)

@@ -32,6 +32,8 @@ static const char usage_text[] =
     "  export RUN_ID [--format jsonl|csv] [-o FILE]\n"
     "                      the run's output rows, as committed by its last checkpoint\n"
     "  stats               figures of the store: runs, checkpoints, bytes, checkpoint ms\n"
+    "  restore RUN_ID CHECKPOINT\n"
+    "                      roll a run back to one of its checkpoints (then orch resume it)\n"
     "  lua SCRIPT.lua [ARG]...\n"
     "                      run a Lua script with the orch modules available\n"
     "  version             print the versions of orch, Lua, libcurl and SQLite\n"
@@ -62,6 +64,7 @@ static const struct command commands[] = {
     {"checkpoints", "--db ", "--json ", 1, 1, "orch checkpoints RUN_ID"},
     {"export", "--db --format -o ", "", 1, 1, "orch export RUN_ID"},
     {"stats", "--db ", "--json ", 0, 0, "orch stats"},
+    {"restore", "--db ", "", 2, 2, "orch restore RUN_ID CHECKPOINT"},
     {NULL, NULL, NULL, 0, 0, NULL},
 };
 

@@ -537,6 +537,45 @@ function M.stats(opts)
   end)
 end
 
+--- orch restore RUN CHECKPOINT: drops the checkpoints after CHECKPOINT
+--- (and the results written with them) and leaves the run paused; the
+--- next resume truncates the output and seeks the input back to it.
+function M.restore(opts)
+  local seq = math.tointeger(tonumber(opts.args[2]))
+  if seq == nil or seq < 1 then
+    say("restore: CHECKPOINT must be a checkpoint number (see orch checkpoints RUN), got '" .. opts.args[2] .. "'")
+    return 2
+  end
+  return run_command(opts, function(st, run)
+    if runs.owner_alive(run, store.now_ms()) and run.status == "running" then
+      say(string.format("run %s is in progress in process %d on %s; stop it before restoring", run.id,
+        run.owner_pid, run.owner_host or "?"))
+      return 2
+    end
+    local c, err = st:checkpoint_get(run.id, seq)
+    if c == nil then
+      say(err or string.format("run %s has no checkpoint %d (see orch checkpoints %s)", run.id, seq, run.id))
+      return 2
+    end
+    if not c.valid then
+      say(string.format("checkpoint %d of run %s fails its checksum; pick an earlier one", seq, run.id))
+      return 2
+    end
+    local ok, rerr = st:checkpoint_rollback(run.id, seq)
+    if not ok then
+      say(rerr)
+      return 1
+    end
+    run.status, run.error, run.finished_ms = "paused", "restored to checkpoint " .. seq, 0
+    run.rows_done = c.input_index
+    st:run_update(run)
+    st:event_add(run.id, "restored", json.encode({ checkpoint = seq, rows_done = c.input_index }))
+    say(string.format("run %s restored to checkpoint %d (%s rows done); resume with: orch resume %s", run.id, seq,
+      fmt(c.input_index), run.id))
+    return 0
+  end)
+end
+
 --- orch lua SCRIPT [ARG]...: runs a script with `arg` set as lua.c does.
 function M.script(args)
   _G.arg = args

@@ -108,6 +108,19 @@ run_orch hist.log history "$cid"
 expect_grep "history records the fallback" "checkpoint_corrupt" hist.log
 expect_grep "history records the resume" "resumed" hist.log
 
+# restore: roll a completed run back to an early checkpoint and resume it
+run_orch rs.log restore "$cid" 2
+expect_eq "restore exits 0" "$RC" 0
+expect_grep "restore says how to go on" "restored to checkpoint 2 \(1,000 rows done\); resume with: orch resume $cid" rs.log
+expect_eq "later checkpoints are gone" "$(sqlite3 .orch/state.db "select max(seq) from checkpoints where run_id = '$cid'")" 2
+run_orch rs2.log resume "$cid"
+expect_eq "the restored run resumes" "$RC" 0
+expect_grep "from the restored checkpoint" "resuming run $cid from checkpoint 2 \(1,000 rows done\)" rs2.log
+expect_eq "and its output is whole again" "$(ids out/corrupt.jsonl)" "$expected"
+run_orch rs3.log restore "$cid" 99
+expect_eq "an unknown checkpoint exits 2" "$RC" 2
+expect_grep "and says where to look" "has no checkpoint 99 \(see orch checkpoints $cid\)" rs3.log
+
 # Inspection commands
 run_orch ls.log ls --status completed
 expect_grep "ls lists runs" "^ID +NAME +STATUS +ROWS" ls.log

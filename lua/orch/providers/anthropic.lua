@@ -1,6 +1,5 @@
 -- orch.providers.anthropic: the Anthropic messages API (x-api-key,
 -- anthropic-version). The exchange itself is orch.providers.http.
-local json = require "orch.json"
 
 local M = {
   options = require("orch.providers.http").options({ version = "string" }),
@@ -36,11 +35,7 @@ function M.build(req, cfg)
   if cfg.api_key then
     headers["x-api-key"] = cfg.api_key
   end
-  for k, v in pairs(cfg.headers or {}) do
-    headers[k] = v
-  end
-  local base = (cfg.base_url or "https://api.anthropic.com/v1"):gsub("/+$", "")
-  return { url = base .. "/messages", headers = headers, body = json.encode(body) }
+  return require("orch.providers.http").request(cfg, "https://api.anthropic.com/v1", "/messages", headers, body)
 end
 
 function M.parse(d)

@@ -31,6 +31,18 @@ function M.options(extra)
   return o
 end
 
+--- request(cfg, default_base, path, headers, body) -> the { url, headers,
+--- body } a provider's build returns: cfg.base_url (or the default) + path,
+--- the provider's headers with the workflow's llm.headers over them, and the
+--- body as canonical JSON (the journal key hashes it).
+function M.request(cfg, default_base, path, headers, body)
+  for k, v in pairs(cfg.headers or {}) do
+    headers[k] = v
+  end
+  local base = (cfg.base_url or default_base):gsub("/+$", "")
+  return { url = base .. path, headers = headers, body = require("orch.json").encode(body) }
+end
+
 local months = { Jan = 1, Feb = 2, Mar = 3, Apr = 4, May = 5, Jun = 6, Jul = 7, Aug = 8, Sep = 9, Oct = 10,
   Nov = 11, Dec = 12 }
 

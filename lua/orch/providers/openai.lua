@@ -1,7 +1,6 @@
 -- orch.providers.openai: any OpenAI-compatible chat completions server
 -- (base_url + bearer key): OpenAI, vLLM, llama.cpp, Ollama, LiteLLM, ...
 -- The exchange itself (retries, Retry-After, timeouts) is orch.providers.http.
-local json = require "orch.json"
 
 local M = {
   options = require("orch.providers.http").options(),
@@ -38,11 +37,7 @@ function M.build(req, cfg)
   if cfg.api_key then
     headers.authorization = "Bearer " .. cfg.api_key
   end
-  for k, v in pairs(cfg.headers or {}) do
-    headers[k] = v
-  end
-  local base = (cfg.base_url or "https://api.openai.com/v1"):gsub("/+$", "")
-  return { url = base .. "/chat/completions", headers = headers, body = json.encode(body) }
+  return require("orch.providers.http").request(cfg, "https://api.openai.com/v1", "/chat/completions", headers, body)
 end
 
 --- parse(decoded body) -> text, { input =, output = } | nil, reason

@@ -773,6 +773,25 @@ static int l_store_journal_flush(lua_State *L)
     return 1;
 }
 
+/* Pushes a journal entry as a table; returns 1. */
+static int push_journal(lua_State *L, const struct orch_journal_entry *w, int64_t hits)
+{
+    lua_createtable(L, 0, 12);
+    set_str(L, "key", w->key);
+    set_str(L, "run_id", w->run_id);
+    set_str(L, "provider", w->provider);
+    set_str(L, "model", w->model);
+    lua_pushlstring(L, w->response, w->response_len);
+    lua_setfield(L, -2, "response");
+    set_int(L, "tokens_in", w->tokens_in);
+    set_int(L, "tokens_out", w->tokens_out);
+    set_num(L, "cost_usd", w->cost_usd);
+    set_num(L, "latency_ms", w->latency_ms);
+    set_int(L, "created_ms", w->created_ms);
+    set_int(L, "hits", hits);
+    return 1;
+}
+
 /* journal_get(key) -> entry | nil | nil, err */
 static int l_store_journal_get(lua_State *L)
 {
@@ -780,20 +799,8 @@ static int l_store_journal_get(lua_State *L)
     struct orch_store *st = check_open(L);
     const char *key = luaL_checkstring(L, 2);
     for (size_t i = 0; i < s->njq; i++) {
-        if (strcmp(s->jq[i].key, key) == 0) { /* still waiting for its commit */
-            const struct orch_journal_entry *w = &s->jq[i].e;
-            lua_createtable(L, 0, 8);
-            set_str(L, "key", w->key);
-            set_str(L, "provider", w->provider);
-            set_str(L, "model", w->model);
-            lua_pushlstring(L, w->response, w->response_len);
-            lua_setfield(L, -2, "response");
-            set_int(L, "tokens_in", w->tokens_in);
-            set_int(L, "tokens_out", w->tokens_out);
-            set_num(L, "cost_usd", w->cost_usd);
-            set_num(L, "latency_ms", w->latency_ms);
-            return 1;
-        }
+        if (strcmp(s->jq[i].key, key) == 0) /* still waiting for its commit */
+            return push_journal(L, &s->jq[i].e, 0);
     }
     struct orch_journal_owned e;
     memset(&e, 0, sizeof e);
@@ -804,19 +811,11 @@ static int l_store_journal_get(lua_State *L)
         lua_pushnil(L);
         return 1;
     }
-    lua_createtable(L, 0, 10);
-    set_str(L, "key", e.key);
-    set_str(L, "run_id", e.run_id);
-    set_str(L, "provider", e.provider);
-    set_str(L, "model", e.model);
-    lua_pushlstring(L, e.response, e.response_len);
-    lua_setfield(L, -2, "response");
-    set_int(L, "tokens_in", e.tokens_in);
-    set_int(L, "tokens_out", e.tokens_out);
-    set_num(L, "cost_usd", e.cost_usd);
-    set_num(L, "latency_ms", e.latency_ms);
-    set_int(L, "created_ms", e.created_ms);
-    set_int(L, "hits", e.hits);
+    struct orch_journal_entry view = {.key = e.key, .run_id = e.run_id, .provider = e.provider, .model = e.model,
+                                      .response = e.response, .response_len = e.response_len,
+                                      .tokens_in = e.tokens_in, .tokens_out = e.tokens_out, .cost_usd = e.cost_usd,
+                                      .latency_ms = e.latency_ms, .created_ms = e.created_ms};
+    push_journal(L, &view, e.hits);
     orch_journal_clear(&e);
     return 1;
 }

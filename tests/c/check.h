@@ -4,6 +4,7 @@
 #define ORCH_TEST_CHECK_H
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 static int check_passed, check_failed;
@@ -29,6 +30,23 @@ static int check_passed, check_failed;
                     b_ ? b_ : "(null)", a_ ? a_ : "(null)");                            \
         }                                                                               \
     } while (0)
+
+/* The whole file at path (malloc'd, NUL-terminated; *len bytes), or NULL. */
+static inline char *slurp(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    if (f == NULL)
+        return NULL;
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *buf = malloc((size_t)n + 1);
+    size_t got = fread(buf, 1, (size_t)n, f);
+    buf[got] = '\0';
+    fclose(f);
+    *len = got;
+    return buf;
+}
 
 static int check_report(void)
 {

@@ -36,22 +36,6 @@
         }                                                                                                    \
     } while (0)
 
-static char *slurp(const char *path, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    if (f == NULL)
-        return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *buf = malloc((size_t)n + 1);
-    size_t got = fread(buf, 1, (size_t)n, f);
-    buf[got] = '\0';
-    fclose(f);
-    *len = got;
-    return buf;
-}
-
 static int spit(const char *path, const void *data, size_t len)
 {
     FILE *f = fopen(path, "wb");

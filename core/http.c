@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
 
 #include <curl/curl.h>
 
@@ -132,10 +133,23 @@ static int on_socket(CURL *e, curl_socket_t s, int what, void *userp, void *sock
     struct orch_http *h = userp;
     (void)e;
     (void)socketp;
-    if (what == CURL_POLL_REMOVE)
-        return orch_loop_watch(h->loop, s, 0, NULL, NULL);
+    if (what == CURL_POLL_REMOVE) {
+        /* usually a kept-alive connection going back to the cache, about to
+         * be watched for the same events again; on_close unregisters it */
+        orch_loop_park(h->loop, s);
+        return 0;
+    }
     int events = ((what & CURL_POLL_IN) ? ORCH_LOOP_READ : 0) | ((what & CURL_POLL_OUT) ? ORCH_LOOP_WRITE : 0);
     return orch_loop_watch(h->loop, s, events, on_fd, h) == 0 ? 0 : -1;
+}
+
+/* curl closes every socket it opened through here: the loop forgets it
+ * first, so a parked registration cannot outlive its descriptor. */
+static int on_close(void *userp, curl_socket_t s)
+{
+    struct orch_http *h = userp;
+    orch_loop_watch(h->loop, s, 0, NULL, NULL);
+    return close(s);
 }
 
 static void on_timeout(void *ud)
@@ -163,8 +177,24 @@ static int on_timer(CURLM *m, long timeout_ms, void *userp)
 
 /* ---- public ---- */
 
+/* curl_global_init runs on the first client, not at start-up: it brings up
+ * the TLS library (megabytes of memory) that runs without HTTP never use. */
+static int curl_ready;
+
+void orch_http_global_cleanup(void)
+{
+    if (curl_ready)
+        curl_global_cleanup();
+    curl_ready = 0;
+}
+
 struct orch_http *orch_http_new(struct orch_loop *loop)
 {
+    if (!curl_ready) {
+        if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
+            return NULL;
+        curl_ready = 1;
+    }
     struct orch_http *h = calloc(1, sizeof *h);
     if (h == NULL)
         return NULL;
@@ -230,12 +260,14 @@ struct orch_http_req *orch_http_req_new(struct orch_http *h, const char *method,
     curl_easy_setopt(e, CURLOPT_WRITEDATA, r);
     curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
     curl_easy_setopt(e, CURLOPT_HEADERDATA, r);
+    curl_easy_setopt(e, CURLOPT_CLOSESOCKETFUNCTION, on_close);
+    curl_easy_setopt(e, CURLOPT_CLOSESOCKETDATA, h);
     curl_easy_setopt(e, CURLOPT_USERAGENT, "orch/" ORCH_VERSION);
     curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, "");
     curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
     curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
     curl_easy_setopt(e, CURLOPT_PIPEWAIT, 1L);
-    curl_easy_setopt(e, CURLOPT_BUFFERSIZE, 8192L); /* LLM replies are small; 200 handles x 16 KiB adds up */
+    curl_easy_setopt(e, CURLOPT_BUFFERSIZE, 4096L); /* LLM replies are small; 200 handles x 16 KiB adds up */
     curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, timeout_ms);
     curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, connect_timeout_ms);
     curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, method);

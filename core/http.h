@@ -32,11 +32,15 @@ struct orch_http_result {
     double seconds;      /* total transfer time */
 };
 
-/* Creates the multi handle; the loop must outlive it. NULL when out of memory. */
+/* Creates the multi handle (initialising libcurl on the first call); the
+ * loop must outlive it. NULL when out of memory. */
 struct orch_http *orch_http_new(struct orch_loop *loop);
 /* Aborts every transfer still in flight (their done callbacks are not
  * called; their requests stay owned by whoever started them) and frees. */
 void orch_http_free(struct orch_http *h);
+/* Undoes libcurl's global initialisation, if any client made it; after
+ * every client is freed. */
+void orch_http_global_cleanup(void);
 /* Transfers in flight. */
 size_t orch_http_inflight(const struct orch_http *h);
 

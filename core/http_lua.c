@@ -90,19 +90,19 @@ static int push_response(lua_State *L, struct orch_http_req *req)
     lua_setfield(L, -2, "body");
     lua_pushnumber(L, res->seconds);
     lua_setfield(L, -2, "time");
-    lua_newtable(L);
+    lua_createtable(L, 0, 8);
+    char name[256]; /* header names are short; a longer one is skipped */
     const char *p = res->headers;
     while (*p != '\0') {
         const char *eol = strchr(p, '\n');
         if (eol == NULL)
             eol = p + strlen(p);
         const char *colon = memchr(p, ':', (size_t)(eol - p));
-        if (colon != NULL) {
-            luaL_Buffer b;
-            luaL_buffinit(L, &b);
-            for (const char *c = p; c < colon; c++)
-                luaL_addchar(&b, (char)tolower((unsigned char)*c));
-            luaL_pushresult(&b);
+        size_t nlen = colon != NULL ? (size_t)(colon - p) : 0;
+        if (colon != NULL && nlen < sizeof name) {
+            for (size_t i = 0; i < nlen; i++)
+                name[i] = (char)tolower((unsigned char)p[i]);
+            lua_pushlstring(L, name, nlen);
             const char *v = colon + 1;
             while (v < eol && (*v == ' ' || *v == '\t'))
                 v++;

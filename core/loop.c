@@ -21,7 +21,8 @@ struct orch_timer {
 };
 
 struct watch {
-    int events; /* 0: not watched */
+    int events; /* wanted; 0: not watched (or parked) */
+    int armed;  /* what epoll has registered; 0: not registered */
     orch_watch_fn fn;
     void *ud;
 };
@@ -45,7 +46,7 @@ struct orch_loop {
     struct sigroute *sigs;
     size_t nsigs;
     struct prepare {
-        orch_timer_fn fn;
+        orch_prepare_fn fn;
         void *ud;
     } prepares[8];
     size_t nprepares;
@@ -209,52 +210,76 @@ static uint32_t epoll_events(int events)
     return ((events & ORCH_LOOP_READ) ? EPOLLIN : 0u) | ((events & ORCH_LOOP_WRITE) ? EPOLLOUT : 0u);
 }
 
-int orch_loop_watch(struct orch_loop *loop, int fd, int events, orch_watch_fn fn, void *ud)
+/* Makes epoll's registration of fd match events (0: none). 0 or -1. */
+static int watch_arm(struct orch_loop *loop, int fd, struct watch *w, int events)
 {
-    if (fd < 0)
-        return -1;
-    if ((size_t)fd >= loop->capwatches) {
-        if (events == 0)
-            return 0;
-        size_t cap = loop->capwatches ? loop->capwatches : 64;
-        while (cap <= (size_t)fd)
-            cap *= 2;
-        struct watch *ws = realloc(loop->watches, cap * sizeof *ws);
-        if (ws == NULL)
-            return -1;
-        memset(ws + loop->capwatches, 0, (cap - loop->capwatches) * sizeof *ws);
-        loop->watches = ws;
-        loop->capwatches = cap;
-    }
-    struct watch *w = &loop->watches[fd];
+    if (w->armed == events)
+        return 0;
     struct epoll_event ev;
     memset(&ev, 0, sizeof ev);
     ev.data.fd = fd;
-    if (events == 0) {
-        if (w->events != 0) {
-            /* the descriptor may be closed already; epoll dropped it then */
-            epoll_ctl(loop->epfd, EPOLL_CTL_DEL, fd, &ev);
-            loop->nwatches--;
-        }
-        w->events = 0;
-        return 0;
-    }
     ev.events = epoll_events(events);
-    if (w->events == 0) {
+    if (events == 0) {
+        /* the descriptor may be closed already; epoll dropped it then */
+        epoll_ctl(loop->epfd, EPOLL_CTL_DEL, fd, &ev);
+    } else if (w->armed == 0) {
         if (epoll_ctl(loop->epfd, EPOLL_CTL_ADD, fd, &ev) != 0) {
             if (errno != EEXIST || epoll_ctl(loop->epfd, EPOLL_CTL_MOD, fd, &ev) != 0)
                 return -1;
         }
-        loop->nwatches++;
     } else if (epoll_ctl(loop->epfd, EPOLL_CTL_MOD, fd, &ev) != 0) {
         /* closed and reopened under the same number: epoll forgot it */
         if (errno != ENOENT || epoll_ctl(loop->epfd, EPOLL_CTL_ADD, fd, &ev) != 0)
             return -1;
     }
+    w->armed = events;
+    return 0;
+}
+
+/* The watch slot of fd, growing the table; NULL when out of memory. */
+static struct watch *watch_slot(struct orch_loop *loop, int fd)
+{
+    if ((size_t)fd >= loop->capwatches) {
+        size_t cap = loop->capwatches ? loop->capwatches : 64;
+        while (cap <= (size_t)fd)
+            cap *= 2;
+        struct watch *ws = realloc(loop->watches, cap * sizeof *ws);
+        if (ws == NULL)
+            return NULL;
+        memset(ws + loop->capwatches, 0, (cap - loop->capwatches) * sizeof *ws);
+        loop->watches = ws;
+        loop->capwatches = cap;
+    }
+    return &loop->watches[fd];
+}
+
+int orch_loop_watch(struct orch_loop *loop, int fd, int events, orch_watch_fn fn, void *ud)
+{
+    if (fd < 0)
+        return -1;
+    if ((size_t)fd >= loop->capwatches && events == 0)
+        return 0;
+    struct watch *w = watch_slot(loop, fd);
+    if (w == NULL || watch_arm(loop, fd, w, events) != 0)
+        return -1;
+    if (w->events == 0 && events != 0)
+        loop->nwatches++;
+    else if (w->events != 0 && events == 0)
+        loop->nwatches--;
     w->events = events;
     w->fn = fn;
     w->ud = ud;
     return 0;
+}
+
+void orch_loop_park(struct orch_loop *loop, int fd)
+{
+    if (fd < 0 || (size_t)fd >= loop->capwatches)
+        return;
+    struct watch *w = &loop->watches[fd];
+    if (w->events != 0)
+        loop->nwatches--;
+    w->events = 0;
 }
 
 size_t orch_loop_watched(const struct orch_loop *loop)
@@ -338,7 +363,7 @@ static int signals_dispatch(struct orch_loop *loop)
 
 /* ---- prepare hooks ---- */
 
-int orch_loop_on_prepare(struct orch_loop *loop, orch_timer_fn fn, void *ud)
+int orch_loop_on_prepare(struct orch_loop *loop, orch_prepare_fn fn, void *ud)
 {
     if (loop->nprepares == sizeof loop->prepares / sizeof loop->prepares[0])
         return -1;
@@ -348,7 +373,7 @@ int orch_loop_on_prepare(struct orch_loop *loop, orch_timer_fn fn, void *ud)
     return 0;
 }
 
-void orch_loop_remove_prepare(struct orch_loop *loop, orch_timer_fn fn, void *ud)
+void orch_loop_remove_prepare(struct orch_loop *loop, orch_prepare_fn fn, void *ud)
 {
     for (size_t i = 0; i < loop->nprepares; i++) {
         if (loop->prepares[i].fn == fn && loop->prepares[i].ud == ud) {
@@ -391,9 +416,12 @@ static int timers_dispatch(struct orch_loop *loop)
 
 int orch_loop_run_once(struct orch_loop *loop, int timeout_ms)
 {
+    int ran = 0;
     for (size_t i = 0; i < loop->nprepares; i++)
-        loop->prepares[i].fn(loop->prepares[i].ud);
-    if (timeout_ms < 0 && loop->nwatches == 0 && loop->nheap == 0 && loop->nsigs == 0)
+        ran += loop->prepares[i].fn(loop->prepares[i].ud);
+    if (ran > 0)
+        timeout_ms = 0;
+    else if (timeout_ms < 0 && loop->nwatches == 0 && loop->nheap == 0 && loop->nsigs == 0)
         return -1;
     if (loop->nsigs > 0 && !loop->sigpipe_added) {
         struct epoll_event ev;
@@ -406,7 +434,6 @@ int orch_loop_run_once(struct orch_loop *loop, int timeout_ms)
     struct epoll_event evs[256];
     int n = epoll_wait(loop->epfd, evs, 256, poll_timeout(loop, timeout_ms));
     orch_loop_update_time(loop);
-    int ran = 0;
     for (int i = 0; i < n; i++) {
         int fd = evs[i].data.fd;
         uint32_t re = evs[i].events;
@@ -414,10 +441,15 @@ int orch_loop_run_once(struct orch_loop *loop, int timeout_ms)
             ran += signals_dispatch(loop);
             continue;
         }
-        /* a callback may have removed or replaced this watch */
-        if ((size_t)fd >= loop->capwatches || loop->watches[fd].events == 0)
+        if ((size_t)fd >= loop->capwatches)
             continue;
         struct watch *w = &loop->watches[fd];
+        if (w->events == 0) {
+            /* removed by an earlier callback, or parked and now readable
+             * (a peer closing an idle connection): stop hearing of it */
+            watch_arm(loop, fd, w, 0);
+            continue;
+        }
         int ev = ((re & EPOLLIN) ? ORCH_LOOP_READ : 0) | ((re & EPOLLOUT) ? ORCH_LOOP_WRITE : 0) |
                  ((re & (EPOLLERR | EPOLLHUP)) ? ORCH_LOOP_ERROR : 0);
         w->fn(fd, ev, w->ud);

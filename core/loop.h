@@ -45,21 +45,33 @@ size_t orch_loop_timers_pending(const struct orch_loop *loop);
  * Returns 0 or -1 when out of memory. */
 int orch_loop_watch(struct orch_loop *loop, int fd, int events, orch_watch_fn fn, void *ud);
 size_t orch_loop_watched(const struct orch_loop *loop);
+/* Stops calling fd's callback but leaves it registered with the kernel, so
+ * that watching it again for the same events costs no system call (curl
+ * parks a kept-alive connection after every request). Events arriving
+ * while parked unregister it. The owner must call orch_loop_watch(fd, 0)
+ * before it closes fd: a new descriptor under the same number would
+ * otherwise be taken for the registered one. */
+void orch_loop_park(struct orch_loop *loop, int fd);
 
 /* Routes signo to fn, called from the loop (never from the handler). */
 int orch_loop_on_signal(struct orch_loop *loop, int signo, orch_signal_fn fn, void *ud);
 /* Restores the default disposition of signo. */
 void orch_loop_signal_reset(struct orch_loop *loop, int signo);
 
+/* A prepare hook returns how many callbacks it ran (tasks it woke, say):
+ * when any, the iteration does not block. */
+typedef int (*orch_prepare_fn)(void *ud);
+
 /* Runs fn(ud) at the start of every iteration, before waiting: work that
  * must happen before any I/O of the round (committing what the tasks just
  * produced before the requests they queued go out). 0 or -1. */
-int orch_loop_on_prepare(struct orch_loop *loop, orch_timer_fn fn, void *ud);
-void orch_loop_remove_prepare(struct orch_loop *loop, orch_timer_fn fn, void *ud);
+int orch_loop_on_prepare(struct orch_loop *loop, orch_prepare_fn fn, void *ud);
+void orch_loop_remove_prepare(struct orch_loop *loop, orch_prepare_fn fn, void *ud);
 
-/* One iteration: waits for at most timeout_ms (-1 = until the next timer or
- * descriptor event, 0 = do not block), then runs due timers and descriptor
- * and signal callbacks. Returns the number of callbacks run, or -1 when
+/* One iteration: runs the prepare hooks, waits for at most timeout_ms (-1 =
+ * until the next timer or descriptor event, 0 = do not block; never when a
+ * hook ran something), then runs due timers and descriptor and signal
+ * callbacks. Returns the number of callbacks run (hooks' included), or -1 when
  * there was nothing that could ever wake it (no timers, no descriptors, no
  * signal handlers) and timeout_ms was -1. */
 int orch_loop_run_once(struct orch_loop *loop, int timeout_ms);

@@ -4,12 +4,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <curl/curl.h>
 #include <lauxlib.h>
 #include <lualib.h>
 
 #include "embed.h"
 #include "hash_lua.h"
+#include "http.h"
 #include "http_lua.h"
 #include "json_lua.h"
 #include "reader_lua.h"
@@ -91,8 +91,6 @@ static int pinit(lua_State *L)
 int orch_runtime_open(struct orch_runtime *rt)
 {
     memset(rt, 0, sizeof *rt);
-    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
-        return -1;
     rt->L = luaL_newstate();
     rt->loop = orch_loop_new();
     if (rt->L == NULL || rt->loop == NULL)
@@ -116,5 +114,5 @@ void orch_runtime_close(struct orch_runtime *rt)
         lua_close(rt->L);
     orch_loop_free(rt->loop);
     memset(rt, 0, sizeof *rt);
-    curl_global_cleanup();
+    orch_http_global_cleanup();
 }

@@ -80,6 +80,71 @@ static void test_watch(void)
     orch_loop_free(loop);
 }
 
+/* A parked descriptor keeps its kernel registration but is not reported;
+ * watching it again for the same events works; an event while parked
+ * unregisters it; a closed and reused number is registered anew. */
+static void test_park(void)
+{
+    struct orch_loop *loop = orch_loop_new();
+    int p[2];
+    CHECK(pipe(p) == 0);
+    CHECK(orch_loop_watch(loop, p[0], ORCH_LOOP_READ, on_fd, NULL) == 0);
+    orch_loop_park(loop, p[0]);
+    CHECK(orch_loop_watched(loop) == 0);
+    CHECK(write(p[1], "x", 1) == 1);
+    fired_fd = -1;
+    CHECK(orch_loop_run_once(loop, 0) == 0); /* readable while parked: not reported */
+    CHECK(fired_fd == -1);
+    CHECK(orch_loop_watch(loop, p[0], ORCH_LOOP_READ, on_fd, NULL) == 0);
+    CHECK(orch_loop_watched(loop) == 1);
+    CHECK(orch_loop_run_once(loop, 1000) == 1); /* registered again */
+    CHECK(fired_fd == p[0]);
+    char c;
+    CHECK(read(p[0], &c, 1) == 1);
+
+    /* parked, then closed by its owner the way it must be (watch 0 first),
+     * and the number reused: the new descriptor is heard */
+    orch_loop_park(loop, p[0]);
+    CHECK(orch_loop_watch(loop, p[0], 0, NULL, NULL) == 0);
+    close(p[0]);
+    close(p[1]);
+    int q[2];
+    CHECK(pipe(q) == 0);
+    CHECK(orch_loop_watch(loop, q[0], ORCH_LOOP_READ, on_fd, NULL) == 0);
+    CHECK(write(q[1], "y", 1) == 1);
+    fired_fd = -1;
+    CHECK(orch_loop_run_once(loop, 1000) == 1);
+    CHECK(fired_fd == q[0]);
+    CHECK(orch_loop_watch(loop, q[0], 0, NULL, NULL) == 0);
+    close(q[0]);
+    close(q[1]);
+    orch_loop_free(loop);
+}
+
+static int prepared;
+
+static int prepare_wakes(void *ud)
+{
+    (void)ud;
+    return prepared++ == 0 ? 1 : 0; /* "woke a task" the first time only */
+}
+
+/* A prepare hook that ran something keeps the iteration from blocking,
+ * even with nothing else that could wake the loop. */
+static void test_prepare(void)
+{
+    struct orch_loop *loop = orch_loop_new();
+    prepared = 0;
+    CHECK(orch_loop_on_prepare(loop, prepare_wakes, NULL) == 0);
+    orch_loop_timer_add(loop, 60000, record, (void *)0L); /* would block a minute */
+    uint64_t t0 = orch_loop_update_time(loop);
+    CHECK(orch_loop_run_once(loop, -1) == 1);
+    CHECK(orch_loop_update_time(loop) - t0 < 30000);
+    CHECK(prepared == 1);
+    orch_loop_remove_prepare(loop, prepare_wakes, NULL);
+    orch_loop_free(loop);
+}
+
 static int got_signal;
 
 static void on_signal(int signo, void *ud)
@@ -104,6 +169,8 @@ int main(void)
     test_timers();
     test_many_timers();
     test_watch();
+    test_park();
+    test_prepare();
     test_signal();
     return check_report();
 }

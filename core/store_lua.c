@@ -25,12 +25,27 @@
  * one round of the scheduler commit in one transaction at the start of the
  * loop's next iteration (a prepare hook), before any request queued in that
  * round goes out: so a crash can only re-send requests that were in flight.
- * A lookup sees the waiting ones too. */
+ * A task's lookup waits for that same transaction (one set of locks for
+ * the whole round instead of one per lookup) and sees the waiting replies. */
 
 struct jentry {
     struct orch_journal_entry e; /* its strings are the owned copies below */
     char *key, *run_id, *provider, *model, *response;
 };
+
+/* A task's lookup waiting for the group transaction: a to-be-closed
+ * userdata on the task's stack, so whatever ends the call frees it. */
+struct jlookup {
+    struct lstore *s;
+    struct orch_task *t;
+    char *key;
+    size_t qi; /* index in s->lq while queued */
+    int state; /* JL_QUEUED, then JL_FOUND, JL_MISSING or JL_FAILED */
+    struct orch_journal_owned out;
+    char err[512]; /* as long as the store's */
+};
+
+enum { JL_QUEUED, JL_FOUND, JL_MISSING, JL_FAILED, JL_DONE };
 
 struct lstore {
     struct orch_store *st; /* NULL once closed */
@@ -40,6 +55,8 @@ struct lstore {
     int64_t beat_ms;
     struct jentry *jq; /* replies waiting for their group commit */
     size_t njq, capjq;
+    struct jlookup **lq; /* lookups waiting for the group transaction */
+    size_t nlq, caplq;
     int prepared; /* the prepare hook is registered */
     char jerr[512]; /* a failed group commit, reported by the next call */
 };
@@ -230,30 +247,72 @@ static void jentry_free(struct jentry *j)
     free(j->response);
 }
 
-/* Commits the waiting replies in one transaction. Pure C: runs from a loop
- * timer too; a failure is kept in jerr for the next Lua call to report. */
-static void journal_flush(struct lstore *s)
+/* Answers a queued lookup and wakes its task. */
+static void lookup_answer(struct jlookup *q, int state, const char *err)
 {
-    if (s->njq == 0 || s->st == NULL)
-        return;
-    struct orch_journal_entry *es = malloc(s->njq * sizeof *es);
+    q->state = state;
+    if (err != NULL)
+        snprintf(q->err, sizeof q->err, "%s", err);
+    orch_task_wake(q->t, NULL, NULL);
+}
+
+/* Commits the waiting replies and answers the waiting lookups in one
+ * transaction; returns how many tasks it woke. Pure C: runs from the
+ * loop's prepare hook; a failed commit is kept in jerr for the next Lua
+ * call to report, and fails the lookups. */
+static int journal_flush(struct lstore *s)
+{
+    int woken = (int)s->nlq;
+    if (s->njq == 0 && s->nlq == 0)
+        return 0;
+    if (s->st == NULL) {
+        for (size_t i = 0; i < s->nlq; i++)
+            lookup_answer(s->lq[i], JL_FAILED, "the store is closed");
+        s->nlq = 0;
+        return woken;
+    }
+    struct orch_journal_entry *es = malloc((s->njq + 1) * sizeof *es);
+    struct orch_journal_lookup *gs = calloc(s->nlq + 1, sizeof *gs);
     int rc = -1;
-    if (es != NULL) {
+    if (es != NULL && gs != NULL) {
         for (size_t i = 0; i < s->njq; i++)
             es[i] = s->jq[i].e;
-        rc = s->st->ops->journal_put_many(s->st, es, s->njq);
-        free(es);
+        for (size_t i = 0; i < s->nlq; i++)
+            gs[i].key = s->lq[i]->key;
+        rc = s->st->ops->journal_batch(s->st, es, s->njq, gs, s->nlq);
     }
-    if (rc != 0)
-        snprintf(s->jerr, sizeof s->jerr, "%s", es == NULL ? "out of memory" : s->st->err);
+    const char *err = es == NULL || gs == NULL ? "out of memory" : s->st->err;
+    if (rc != 0 && s->njq > 0)
+        snprintf(s->jerr, sizeof s->jerr, "%s", err);
+    for (size_t i = 0; i < s->nlq; i++) {
+        struct jlookup *q = s->lq[i];
+        if (rc != 0) {
+            lookup_answer(q, JL_FAILED, err);
+        } else {
+            q->out = gs[i].out; /* ownership moves to the lookup */
+            lookup_answer(q, gs[i].found ? JL_FOUND : JL_MISSING, NULL);
+        }
+    }
+    s->nlq = 0;
+    free(es);
+    free(gs);
     for (size_t i = 0; i < s->njq; i++)
         jentry_free(&s->jq[i]);
     s->njq = 0;
+    return woken;
 }
 
-static void journal_prepare(void *ud)
+static int journal_prepare(void *ud)
 {
-    journal_flush(ud);
+    return journal_flush(ud);
+}
+
+/* Registers the group-commit hook; 0, or -1 when the loop has no room. */
+static int journal_hook(struct lstore *s)
+{
+    if (!s->prepared)
+        s->prepared = orch_loop_on_prepare(s->loop, journal_prepare, s) == 0;
+    return s->prepared ? 0 : -1;
 }
 
 static void beat_stop(struct lstore *s)
@@ -275,6 +334,9 @@ static void store_release(struct lstore *s)
     free(s->jq);
     s->jq = NULL;
     s->capjq = 0;
+    free(s->lq);
+    s->lq = NULL;
+    s->caplq = 0;
     if (s->st != NULL)
         s->st->ops->close(s->st);
     s->st = NULL;
@@ -749,9 +811,7 @@ static int l_store_journal_put(lua_State *L)
     j->e.latency_ms = get_num(L, 2, "latency_ms");
     j->e.created_ms = (int64_t)orch_wall_ms();
     s->njq++;
-    if (!s->prepared)
-        s->prepared = orch_loop_on_prepare(s->loop, journal_prepare, s) == 0;
-    if (!s->prepared)
+    if (journal_hook(s) != 0)
         journal_flush(s); /* no hook to be had: commit each reply at once */
     lua_pushboolean(L, 1);
     return 1;
@@ -792,15 +852,99 @@ static int push_journal(lua_State *L, const struct orch_journal_entry *w, int64_
     return 1;
 }
 
-/* journal_get(key) -> entry | nil | nil, err */
+static void lookup_unqueue(struct jlookup *q)
+{
+    struct lstore *s = q->s;
+    if (q->state != JL_QUEUED)
+        return;
+    s->lq[q->qi] = s->lq[--s->nlq];
+    s->lq[q->qi]->qi = q->qi;
+    q->state = JL_DONE;
+}
+
+/* The task was cancelled while its lookup waited. */
+static void lookup_cancel(struct orch_task *t, void *ud)
+{
+    (void)t;
+    lookup_unqueue(ud);
+}
+
+static int l_lookup_close(lua_State *L)
+{
+    struct jlookup *q = lua_touserdata(L, 1);
+    lookup_unqueue(q);
+    free(q->key);
+    q->key = NULL;
+    orch_journal_clear(&q->out);
+    return 0;
+}
+
+static int push_owned(lua_State *L, const struct orch_journal_owned *e)
+{
+    struct orch_journal_entry view = {.key = e->key, .run_id = e->run_id, .provider = e->provider, .model = e->model,
+                                      .response = e->response, .response_len = e->response_len,
+                                      .tokens_in = e->tokens_in, .tokens_out = e->tokens_out, .cost_usd = e->cost_usd,
+                                      .latency_ms = e->latency_ms, .created_ms = e->created_ms};
+    return push_journal(L, &view, e->hits);
+}
+
+/* Slot of the lookup record in l_store_journal_get: after self and key. */
+#define LOOKUP_SLOT 3
+
+static int journal_get_k(lua_State *L, int status, lua_KContext ctx)
+{
+    (void)status;
+    (void)ctx;
+    struct jlookup *q = lua_touserdata(L, LOOKUP_SLOT);
+    if (q->state == JL_FOUND)
+        return push_owned(L, &q->out);
+    if (q->state == JL_FAILED)
+        return push_failure(L, q->err);
+    lua_pushnil(L);
+    return 1;
+}
+
+/* journal_get(key) -> entry | nil | nil, err. From a task, the lookup joins
+ * the round's group transaction and the task waits for it; elsewhere it
+ * reads at once. */
 static int l_store_journal_get(lua_State *L)
 {
     struct lstore *s = luaL_checkudata(L, 1, STORE_MT);
     struct orch_store *st = check_open(L);
     const char *key = luaL_checkstring(L, 2);
+    lua_settop(L, 2);
     for (size_t i = 0; i < s->njq; i++) {
         if (strcmp(s->jq[i].key, key) == 0) /* still waiting for its commit */
             return push_journal(L, &s->jq[i].e, 0);
+    }
+    struct orch_task *t = orch_task_current(L);
+    if (t != NULL && lua_isyieldable(L) && journal_hook(s) == 0) {
+        struct jlookup *q = lua_newuserdatauv(L, sizeof *q, 0);
+        memset(q, 0, sizeof *q);
+        q->state = JL_DONE; /* not queued until it is */
+        lua_createtable(L, 0, 1);
+        lua_pushcfunction(L, l_lookup_close);
+        lua_setfield(L, -2, "__close");
+        lua_setmetatable(L, -2);
+        lua_toclose(L, LOOKUP_SLOT);
+        q->s = s;
+        q->t = t;
+        q->key = strdup(key);
+        if (q->key == NULL)
+            return luaL_error(L, "out of memory");
+        if (s->nlq == s->caplq) {
+            size_t cap = s->caplq ? s->caplq * 2 : 64;
+            struct jlookup **lq = realloc(s->lq, cap * sizeof *lq);
+            if (lq == NULL)
+                return luaL_error(L, "out of memory");
+            s->lq = lq;
+            s->caplq = cap;
+        }
+        q->qi = s->nlq;
+        s->lq[s->nlq++] = q;
+        q->state = JL_QUEUED;
+        orch_task_suspend(t, lookup_cancel, q);
+        return lua_yieldk(L, 0, 0, journal_get_k);
     }
     struct orch_journal_owned e;
     memset(&e, 0, sizeof e);
@@ -811,11 +955,7 @@ static int l_store_journal_get(lua_State *L)
         lua_pushnil(L);
         return 1;
     }
-    struct orch_journal_entry view = {.key = e.key, .run_id = e.run_id, .provider = e.provider, .model = e.model,
-                                      .response = e.response, .response_len = e.response_len,
-                                      .tokens_in = e.tokens_in, .tokens_out = e.tokens_out, .cost_usd = e.cost_usd,
-                                      .latency_ms = e.latency_ms, .created_ms = e.created_ms};
-    push_journal(L, &view, e.hits);
+    push_owned(L, &e);
     orch_journal_clear(&e);
     return 1;
 }

@@ -148,6 +148,13 @@ struct orch_journal_owned {
     int64_t hits; /* lookups that found the entry, the one returning it included */
 };
 
+/* One lookup of a journal_batch: key in, found and out back. */
+struct orch_journal_lookup {
+    const char *key;
+    int found;                     /* 1: out holds the entry (the caller clears it) */
+    struct orch_journal_owned out; /* zeroed when not found */
+};
+
 struct orch_store_stats {
     int64_t runs, active, paused, failed, completed;
     int64_t checkpoints;
@@ -237,9 +244,11 @@ struct orch_store_ops {
      * written (lock held past the busy timeout, disk full) is dropped rather than failing the lookup:
      * the reply matters more than the counter. */
     int (*journal_get)(struct orch_store *st, const char *key, struct orch_journal_owned *out);
-    /* journal_put of n entries in one transaction (a group commit). 0, or
-     * -1 with none of them written. */
-    int (*journal_put_many)(struct orch_store *st, const struct orch_journal_entry *e, size_t n);
+    /* A group commit: journal_put of the n entries, then journal_get of the m
+     * lookups (which see those entries), in one transaction. 0, or -1 with
+     * none of the entries written and every lookup cleared. */
+    int (*journal_batch)(struct orch_store *st, const struct orch_journal_entry *e, size_t n,
+                         struct orch_journal_lookup *gets, size_t m);
 };
 
 struct orch_store {

@@ -1212,23 +1212,42 @@ static int sq_journal_put(struct orch_store *base, const struct orch_journal_ent
     return sq_exec(st, s, "cannot journal an LLM response");
 }
 
-/* Several replies in one transaction: one WAL commit instead of n. */
-static int sq_journal_put_many(struct orch_store *base, const struct orch_journal_entry *e, size_t n)
+static int sq_journal_get(struct orch_store *base, const char *key, struct orch_journal_owned *out);
+
+/* Several replies and lookups in one transaction: one WAL commit, and one
+ * set of locks, instead of one per reply and per lookup. */
+static int sq_journal_batch(struct orch_store *base, const struct orch_journal_entry *e, size_t n,
+                            struct orch_journal_lookup *gets, size_t m)
 {
     struct sq_store *st = sq_of(base);
+    for (size_t i = 0; i < m; i++) {
+        gets[i].found = 0;
+        memset(&gets[i].out, 0, sizeof gets[i].out);
+    }
+    if (n + m == 0)
+        return 0;
     if (sq_begin(st, "cannot start journaling") != 0)
         return -1;
     for (size_t i = 0; i < n; i++) {
-        if (sq_journal_put(base, &e[i]) != 0) {
-            sq_abort(st);
-            return -1;
-        }
+        if (sq_journal_put(base, &e[i]) != 0)
+            goto fail;
     }
-    if (sq_commit(st, "cannot commit journaled responses") != 0) {
-        sq_abort(st);
-        return -1;
+    for (size_t i = 0; i < m; i++) {
+        int rc = sq_journal_get(base, gets[i].key, &gets[i].out);
+        if (rc < 0)
+            goto fail;
+        gets[i].found = rc;
     }
+    if (sq_commit(st, "cannot commit journaled responses") != 0)
+        goto fail;
     return 0;
+fail:
+    sq_abort(st);
+    for (size_t i = 0; i < m; i++) {
+        orch_journal_clear(&gets[i].out);
+        gets[i].found = 0;
+    }
+    return -1;
 }
 
 /* Fills out (zeroed first, heap copies it then owns) from the current row
@@ -1343,7 +1362,7 @@ static const struct orch_store_ops sq_ops = {
     .stats = sq_stats,
     .journal_put = sq_journal_put,
     .journal_get = sq_journal_get,
-    .journal_put_many = sq_journal_put_many,
+    .journal_batch = sq_journal_batch,
 };
 
 /* Runs a one-row, one-column pragma or query (constant SQL, not kept).
@@ -1556,7 +1575,7 @@ struct orch_store *orch_store_sqlite_open(const char *target, char *err, size_t 
         snprintf(err, errlen, "%s: cannot switch to WAL mode (journal mode stays %s)", target, mode);
         goto fail;
     }
-    rc = sqlite3_exec(st->db, "PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON", NULL, NULL, NULL);
+    rc = sqlite3_exec(st->db, "PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; PRAGMA cache_size = -512", NULL, NULL, NULL);
     if (rc != SQLITE_OK) {
         sq_open_error(st->db, target, rc, "cannot configure the connection", err, errlen);
         goto fail;

@@ -92,7 +92,12 @@ expect_grep "nothing left" "no interrupted runs" none.log
 # A corrupt checkpoint is detected and the run falls back to the previous one
 "$ORCH" run slow.lua --set out=out/corrupt.jsonl --set sleep=0.01 >/dev/null 2>&1 &
 pid=$!
-wait_lines out/corrupt.jsonl 1000
+# the output is flushed just before each checkpoint commits: wait for the
+# commits themselves, not for lines
+for _ in $(seq 1 600); do
+  [ "$(sqlite3 .orch/state.db "select count(*) from checkpoints c join runs r on r.id = c.run_id where r.name = 'slow' and r.status = 'running'" 2>/dev/null || echo 0)" -ge 2 ] && break
+  sleep 0.05
+done
 kill -9 "$pid"; wait "$pid" 2>/dev/null
 cid=$("$ORCH" ls --status running --json | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["id"])')
 ncp=$(sqlite3 .orch/state.db "select count(*) from checkpoints where run_id = '$cid'")

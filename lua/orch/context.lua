@@ -30,27 +30,37 @@ function Context:llm(req)
   return llm.call(self, self._run.llm, req)
 end
 
---- Adds an LLM call's usage to the run's totals.
+-- Adds one call to totals[group][name] (created on first use).
+local function add_to(t, group, name, tokens, cost)
+  local groups = t[group]
+  if groups == nil then
+    groups = {}
+    t[group] = groups
+  end
+  local g = groups[name]
+  if g == nil then
+    g = { calls = 0, tokens = 0, cost = 0 }
+    groups[name] = g
+  end
+  g.calls = g.calls + 1
+  g.tokens = g.tokens + tokens
+  g.cost = g.cost + cost
+end
+
+--- Adds an LLM call's usage to the run's totals, and per model and per
+--- stage (kept in the memento and the run's events).
 function Context:account(info)
   local t = self._run.totals
+  local tokens = info.tokens_in + info.tokens_out
   t.llm_calls = t.llm_calls + 1
   t.tokens_in = t.tokens_in + info.tokens_in
   t.tokens_out = t.tokens_out + info.tokens_out
   t.cost = t.cost + info.cost
-  -- per model and per stage, kept in the memento and the run's events
-  for _, group in ipairs({ { "by_model", info.model }, { "by_stage", self.stage } }) do
-    local name = group[2]
-    if name then
-      t[group[1]] = t[group[1]] or {}
-      local g = t[group[1]][name]
-      if g == nil then
-        g = { calls = 0, tokens = 0, cost = 0 }
-        t[group[1]][name] = g
-      end
-      g.calls = g.calls + 1
-      g.tokens = g.tokens + info.tokens_in + info.tokens_out
-      g.cost = g.cost + info.cost
-    end
+  if info.model then
+    add_to(t, "by_model", info.model, tokens, info.cost)
+  end
+  if self.stage then
+    add_to(t, "by_stage", self.stage, tokens, info.cost)
   end
   if info.cached then
     t.cached_calls = (t.cached_calls or 0) + 1

@@ -9,6 +9,9 @@ local check = require "orch.check"
 local pricing = require "orch.pricing"
 local sched = require "orch.sched"
 local cjson = require "cjson"
+local hash = require "orch.hash"
+local json = require "orch.json"
+local provider_http = require "orch.providers.http"
 
 local M = { providers = {} }
 
@@ -181,12 +184,12 @@ local function exchange(p, r, cfg, ctx, built)
     local text, usage = p.call(r, cfg, ctx)
     return text, usage, 1
   end
-  return require("orch.providers.http").exchange(p, built, cfg, ctx)
+  return provider_http.exchange(p, built, cfg, ctx)
 end
 
 -- The journal key: provider, model and the canonical request body.
 local function journal_key(cfg, r, body)
-  return require("orch.hash").xxh128(table.concat({ cfg.provider, r.model, body }, "\0"))
+  return hash.xxh128(table.concat({ cfg.provider, r.model, body }, "\0"))
 end
 
 --- One model call with the journal, the budget and the accounting around
@@ -194,7 +197,7 @@ end
 local function complete(ctx, cfg, p, r)
   local run = ctx._run or {}
   local built = p.build and p.build(r, cfg) -- once: it is the journal key's body and what is sent
-  local key = run.journal and journal_key(cfg, r, built and built.body or require("orch.json").encode(r))
+  local key = run.journal and journal_key(cfg, r, built and built.body or json.encode(r))
   if key then
     local hit = run.journal.get(key)
     if hit then

@@ -1,8 +1,9 @@
 -- orch.providers.anthropic: the Anthropic messages API (x-api-key,
 -- anthropic-version). The exchange itself is orch.providers.http.
+local provider_http = require "orch.providers.http"
 
 local M = {
-  options = require("orch.providers.http").options({ version = "string" }),
+  options = provider_http.options({ version = "string" }),
   needs_key = true,
 }
 
@@ -35,7 +36,7 @@ function M.build(req, cfg)
   if cfg.api_key then
     headers["x-api-key"] = cfg.api_key
   end
-  return require("orch.providers.http").request(cfg, "https://api.anthropic.com/v1", "/messages", headers, body)
+  return provider_http.request(cfg, "https://api.anthropic.com/v1", "/messages", headers, body)
 end
 
 function M.parse(d)

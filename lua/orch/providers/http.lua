@@ -7,6 +7,7 @@
 -- provider's own message. Only the calling row's coroutine waits.
 local http = require "orch.http"
 local cjson = require "cjson"
+local json = require "orch.json"
 
 local M = {}
 
@@ -40,7 +41,7 @@ function M.request(cfg, default_base, path, headers, body)
     headers[k] = v
   end
   local base = (cfg.base_url or default_base):gsub("/+$", "")
-  return { url = base .. path, headers = headers, body = require("orch.json").encode(body) }
+  return { url = base .. path, headers = headers, body = json.encode(body) }
 end
 
 local months = { Jan = 1, Feb = 2, Mar = 3, Apr = 4, May = 5, Jun = 6, Jul = 7, Aug = 8, Sep = 9, Oct = 10,

@@ -1,9 +1,10 @@
 -- orch.providers.openai: any OpenAI-compatible chat completions server
 -- (base_url + bearer key): OpenAI, vLLM, llama.cpp, Ollama, LiteLLM, ...
 -- The exchange itself (retries, Retry-After, timeouts) is orch.providers.http.
+local provider_http = require "orch.providers.http"
 
 local M = {
-  options = require("orch.providers.http").options(),
+  options = provider_http.options(),
   needs_key = true,
 }
 
@@ -37,7 +38,7 @@ function M.build(req, cfg)
   if cfg.api_key then
     headers.authorization = "Bearer " .. cfg.api_key
   end
-  return require("orch.providers.http").request(cfg, "https://api.openai.com/v1", "/chat/completions", headers, body)
+  return provider_http.request(cfg, "https://api.openai.com/v1", "/chat/completions", headers, body)
 end
 
 --- parse(decoded body) -> text, { input =, output = } | nil, reason

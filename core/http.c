@@ -236,13 +236,35 @@ size_t orch_http_inflight(const struct orch_http *h)
     return h->inflight;
 }
 
+/* The options every request of h shares, set once per easy handle: a
+ * pooled handle keeps them (curl_easy_reset would cost as much again as
+ * the request's own setup). */
+static CURL *easy_new(struct orch_http *h)
+{
+    CURL *e = curl_easy_init();
+    if (e == NULL)
+        return NULL;
+    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
+    curl_easy_setopt(e, CURLOPT_CLOSESOCKETFUNCTION, on_close);
+    curl_easy_setopt(e, CURLOPT_CLOSESOCKETDATA, h);
+    curl_easy_setopt(e, CURLOPT_USERAGENT, "orch/" ORCH_VERSION);
+    curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, "");
+    curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
+    curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
+    curl_easy_setopt(e, CURLOPT_PIPEWAIT, 1L);
+    curl_easy_setopt(e, CURLOPT_BUFFERSIZE, 4096L); /* LLM replies are small; 200 handles x 16 KiB adds up */
+    return e;
+}
+
 struct orch_http_req *orch_http_req_new(struct orch_http *h, const char *method, const char *url, const char *body,
                                         size_t body_len, long timeout_ms, long connect_timeout_ms, size_t max_body)
 {
     struct orch_http_req *r = calloc(1, sizeof *r);
     if (r == NULL)
         return NULL;
-    r->easy = h->npool > 0 ? h->pool[--h->npool] : curl_easy_init();
+    r->easy = h->npool > 0 ? h->pool[--h->npool] : easy_new(h);
     if (r->easy == NULL) {
         free(r);
         return NULL;
@@ -255,30 +277,21 @@ struct orch_http_req *orch_http_req_new(struct orch_http *h, const char *method,
     curl_easy_setopt(e, CURLOPT_URL, url);
     curl_easy_setopt(e, CURLOPT_PRIVATE, (char *)r);
     curl_easy_setopt(e, CURLOPT_ERRORBUFFER, r->errbuf);
-    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
     curl_easy_setopt(e, CURLOPT_WRITEDATA, r);
-    curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
     curl_easy_setopt(e, CURLOPT_HEADERDATA, r);
-    curl_easy_setopt(e, CURLOPT_CLOSESOCKETFUNCTION, on_close);
-    curl_easy_setopt(e, CURLOPT_CLOSESOCKETDATA, h);
-    curl_easy_setopt(e, CURLOPT_USERAGENT, "orch/" ORCH_VERSION);
-    curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, "");
-    curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
-    curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
-    curl_easy_setopt(e, CURLOPT_PIPEWAIT, 1L);
-    curl_easy_setopt(e, CURLOPT_BUFFERSIZE, 4096L); /* LLM replies are small; 200 handles x 16 KiB adds up */
     curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, timeout_ms);
     curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, connect_timeout_ms);
-    curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, method);
+    /* a pooled handle remembers its last method: state this one in full */
+    curl_easy_setopt(e, CURLOPT_NOBODY, 0L);
     if (body != NULL) {
         curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)body_len);
         curl_easy_setopt(e, CURLOPT_COPYPOSTFIELDS, body); /* curl keeps its own copy */
-    } else if (strcmp(method, "GET") == 0) {
+    } else {
         curl_easy_setopt(e, CURLOPT_HTTPGET, 1L);
-    } else if (strcmp(method, "HEAD") == 0) {
-        curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
+        if (strcmp(method, "HEAD") == 0)
+            curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
     }
+    curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, method);
     return r;
 }
 
@@ -352,7 +365,13 @@ void orch_http_req_free(struct orch_http_req *r)
     if (r->h != NULL)
         orch_http_cancel(r->h, r);
     if (!h->closing && h->npool < HTTP_POOL_MAX) {
-        curl_easy_reset(r->easy); /* keeps its buffers and caches, forgets the options */
+        /* back to the pool with its shared options; nothing of r's stays
+         * reachable (the next request sets its own) */
+        curl_easy_setopt(r->easy, CURLOPT_HTTPHEADER, NULL);
+        curl_easy_setopt(r->easy, CURLOPT_ERRORBUFFER, NULL);
+        curl_easy_setopt(r->easy, CURLOPT_PRIVATE, NULL);
+        curl_easy_setopt(r->easy, CURLOPT_WRITEDATA, NULL);
+        curl_easy_setopt(r->easy, CURLOPT_HEADERDATA, NULL);
         h->pool[h->npool++] = r->easy;
     } else {
         curl_easy_cleanup(r->easy);

@@ -75,3 +75,72 @@ describe("orch.http.request arguments", function()
     assert.is_string(err)
   end)
 end)
+
+describe("orch.http.request against a real server", function()
+  local pid, base, dir
+
+  setup(function()
+    dir = os.tmpname()
+    os.remove(dir)
+    assert(os.execute("mkdir -p " .. dir))
+    local p = assert(io.popen("python3 tests/llm_server.py --port 0 --port-file " .. dir
+      .. "/port >" .. dir .. "/server.log 2>&1 & echo $!"))
+    pid = p:read("l")
+    p:close()
+    local port
+    for _ = 1, 200 do
+      local f = io.open(dir .. "/port")
+      port = f and f:read("l")
+      if f then
+        f:close()
+      end
+      if port and port ~= "" then
+        break
+      end
+      os.execute("sleep 0.05")
+    end
+    assert(port and port ~= "", "the test server did not start")
+    base = "http://127.0.0.1:" .. port
+  end)
+
+  teardown(function()
+    os.execute("kill " .. pid .. " 2>/dev/null")
+    os.execute("rm -rf " .. dir)
+  end)
+
+  it("sends each request's own method and body on a reused handle", function()
+    local got = sched.run(function()
+      local out = {}
+      local function call(method, path, body)
+        local r, err = http.request { method = method, url = base .. path, body = body, timeout = 10 }
+        assert(r, err)
+        out[#out + 1] = string.format("%s %s %d %s", method, path, r.status, r.body:sub(1, 2))
+      end
+      call("POST", "/admin/config", "{}")
+      call("GET", "/health")
+      call("HEAD", "/health")
+      call("GET", "/health")
+      call("DELETE", "/health")
+      call("POST", "/health", "x")
+      call("GET", "/health")
+      return table.concat(out, "\n")
+    end)
+    assert.are.equal(table.concat({
+      "POST /admin/config 200 {\"",
+      "GET /health 200 ok",
+      "HEAD /health 200 ",
+      "GET /health 200 ok",
+      "DELETE /health 405 {\"",
+      "POST /health 405 {\"",
+      "GET /health 200 ok",
+    }, "\n"), got)
+  end)
+
+  it("gives the response headers in lower case", function()
+    local r = sched.run(function()
+      return http.request { url = base .. "/health", timeout = 10 }
+    end)
+    assert.are.equal("text/plain", r.headers["content-type"])
+    assert.are.equal("2", r.headers["content-length"])
+  end)
+end)

@@ -54,6 +54,7 @@ struct orch_loop {
 
 /* The self-pipe is process-wide because a signal handler has no context. */
 static int sigpipe_fds[2] = {-1, -1};
+static void (*volatile interrupt_fn)(int signo);
 
 static void sig_handler(int signo)
 {
@@ -61,7 +62,15 @@ static void sig_handler(int signo)
     unsigned char b = (unsigned char)signo;
     ssize_t n = write(sigpipe_fds[1], &b, 1);
     (void)n;
+    void (*fn)(int) = interrupt_fn;
+    if (fn != NULL)
+        fn(signo);
     errno = saved;
+}
+
+void orch_loop_set_interrupt(void (*fn)(int signo))
+{
+    interrupt_fn = fn;
 }
 
 uint64_t orch_loop_update_time(struct orch_loop *loop)

@@ -55,6 +55,10 @@ void orch_loop_park(struct orch_loop *loop, int fd);
 
 /* Routes signo to fn, called from the loop (never from the handler). */
 int orch_loop_on_signal(struct orch_loop *loop, int signo, orch_signal_fn fn, void *ud);
+/* fn(signo) is also called from inside the signal handler of every routed
+ * signal, so it must be async-signal-safe: the way to reach code that is
+ * busy and will not return to the loop soon. Process-wide; NULL removes. */
+void orch_loop_set_interrupt(void (*fn)(int signo));
 /* Restores the default disposition of signo. */
 void orch_loop_signal_reset(struct orch_loop *loop, int signo);
 

@@ -4,6 +4,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/time.h>
 
 #include <lauxlib.h>
 
@@ -54,7 +55,22 @@ struct orch_sched {
     int signals;            /* how many arrived since trapping */
     int running;            /* inside orch_sched_run */
     int last_signal;
+    uint64_t resume_ms;     /* when the running task was resumed */
+    uint64_t burst_ms;      /* how long a task may run Lua without waiting */
 };
+
+/* Runaway Lua. A task that never waits would keep the loop, its timers and
+ * its signals out for good. While tasks run, a CPU-time interval timer
+ * (SIGVTALRM: it only ticks while the process computes) arms a count hook
+ * on the running coroutine, as lua.c does for Ctrl-C; the hook raises an
+ * error in that task once it has run burst_ms without waiting, or at once
+ * when SIGINT/SIGTERM came while it had been busy a second or more (and
+ * from then on, for the rest of the run: it is stopping). The signal
+ * handler can only reach process-wide state. */
+#define SCHED_TICK_US 100000
+#define SCHED_INTERRUPT_MS 1000
+static lua_State *volatile busy_co;          /* the coroutine inside lua_resume */
+static volatile sig_atomic_t busy_interrupt; /* SIGINT/SIGTERM during a resume */
 
 static const char sched_key = 'S';
 
@@ -68,6 +84,7 @@ struct orch_sched *orch_sched_new(lua_State *L, struct orch_loop *loop)
     lua_pop(L, 1);
     s->loop = loop;
     s->next_id = 1;
+    s->burst_ms = 60000;
     *(struct orch_task **)lua_getextraspace(s->L) = NULL;
     lua_pushlightuserdata(L, s);
     lua_rawsetp(L, LUA_REGISTRYINDEX, &sched_key);
@@ -384,6 +401,92 @@ static void deliver(struct orch_sched *s, struct orch_task *t, int ok, int n)
         wake_waiter(p);
 }
 
+/* The count hook armed by the tick or by an interrupt; runs in the busy
+ * task, removes itself, and raises there when it is time (may longjmp). */
+static void busy_hook(lua_State *co, lua_Debug *ar)
+{
+    (void)ar;
+    lua_sethook(co, NULL, 0, 0);
+    struct orch_sched *s = orch_sched_get(co);
+    uint64_t busy = orch_loop_update_time(s->loop) - s->resume_ms;
+    int sig = (int)busy_interrupt;
+    if (sig != 0 && busy >= SCHED_INTERRUPT_MS) {
+        /* the task is not at fault: an error of its own kind, which a row
+         * driver can tell from a failure (the row runs again on resume) */
+        lua_createtable(co, 0, 1);
+        luaL_where(co, 0);
+        lua_pushfstring(co, "interrupted (%s) after %f s of Lua code that never waited",
+                        sig == SIGINT ? "SIGINT" : "SIGTERM", (lua_Number)busy / 1000.0);
+        lua_concat(co, 2);
+        lua_setfield(co, -2, "msg");
+        luaL_setmetatable(co, ORCH_INTERRUPTED_MT);
+        lua_error(co);
+    }
+    if (busy >= s->burst_ms) {
+        luaL_where(co, 0); /* the busy function itself, not its caller */
+        lua_pushfstring(co, "ran %f s of Lua code without waiting (an endless loop?); burst_timeout = %f s",
+                        (lua_Number)busy / 1000.0, (lua_Number)s->burst_ms / 1000.0);
+        lua_concat(co, 2);
+        lua_error(co);
+    }
+}
+
+static void busy_arm(void)
+{
+    lua_State *co = busy_co;
+    if (co != NULL)
+        lua_sethook(co, busy_hook, LUA_MASKCALL | LUA_MASKRET | LUA_MASKCOUNT, 1);
+}
+
+static void on_tick(int signo)
+{
+    (void)signo;
+    busy_arm();
+}
+
+/* From loop.c's signal handler: async-signal-safe. */
+static void on_interrupt(int signo)
+{
+    if (signo != SIGINT && signo != SIGTERM)
+        return;
+    busy_interrupt = signo;
+    busy_arm();
+}
+
+/* Starts (on = 1, a new run: no interrupt yet) or stops the tick. */
+static void ticks(int on)
+{
+    static int installed;
+    if (on)
+        busy_interrupt = 0;
+    if (on && !installed) {
+        struct sigaction sa;
+        memset(&sa, 0, sizeof sa);
+        sa.sa_handler = on_tick;
+        sigemptyset(&sa.sa_mask);
+        sa.sa_flags = SA_RESTART;
+        installed = sigaction(SIGVTALRM, &sa, NULL) == 0;
+        orch_loop_set_interrupt(on_interrupt);
+    }
+    struct itimerval it;
+    memset(&it, 0, sizeof it);
+    if (on && installed) {
+        it.it_interval.tv_usec = SCHED_TICK_US;
+        it.it_value.tv_usec = SCHED_TICK_US;
+    }
+    setitimer(ITIMER_VIRTUAL, &it, NULL);
+}
+
+void orch_sched_set_burst(struct orch_sched *s, uint64_t ms)
+{
+    s->burst_ms = ms;
+}
+
+uint64_t orch_sched_burst(const struct orch_sched *s)
+{
+    return s->burst_ms;
+}
+
 /* Resumes t once and handles every outcome. Returns 1 when t finished. */
 static int task_resume(struct orch_sched *s, struct orch_task *t, struct orch_task *root)
 {
@@ -396,7 +499,12 @@ static int task_resume(struct orch_sched *s, struct orch_task *t, struct orch_ta
     }
     t->state = ORCH_TASK_RUNNING;
     int nres = 0;
+    s->resume_ms = orch_loop_update_time(s->loop);
+    busy_co = t->co;
     int status = lua_resume(t->co, L, nargs, &nres);
+    busy_co = NULL;
+    if (lua_gethook(t->co) != NULL)
+        lua_sethook(t->co, NULL, 0, 0); /* armed, but the task yielded first */
     switch (status) {
     case LUA_YIELD:
         lua_pop(t->co, nres);
@@ -463,6 +571,7 @@ int orch_sched_run(struct orch_sched *s, lua_State *L, struct orch_task *root)
 {
     int stuck = 0;
     s->running = 1;
+    ticks(1);
     /* Rounds: resume the tasks that were ready when the round began, then
      * give the loop a turn (without blocking while tasks are still ready),
      * so a task that keeps yielding cannot keep I/O and timers out. */
@@ -477,6 +586,7 @@ int orch_sched_run(struct orch_sched *s, lua_State *L, struct orch_task *root)
         }
     }
     s->running = 0;
+    ticks(0);
     if (stuck) {
         cancel_all_but(s, NULL);
         lua_pushstring(L, "deadlock: every task waits and nothing is left that could wake one");

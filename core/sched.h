@@ -98,6 +98,14 @@ void orch_sched_untrap_signals(struct orch_sched *s);
 /* Signals counted since trapping; *last_signo (may be NULL) the last one. */
 int orch_sched_signals(const struct orch_sched *s, int *last_signo);
 
+/* How long (ms) a task may run Lua code without waiting before an error
+ * is raised in it (default 60 s). Once SIGINT/SIGTERM arrived, a task busy
+ * for a second gets an error { msg = } with metatable ORCH_INTERRUPTED_MT
+ * instead (sched.Interrupted in Lua). */
+#define ORCH_INTERRUPTED_MT "orch.Interrupted"
+void orch_sched_set_burst(struct orch_sched *s, uint64_t ms);
+uint64_t orch_sched_burst(const struct orch_sched *s);
+
 /* 1 while orch_sched_run is driving tasks (runs do not nest). */
 int orch_sched_running(const struct orch_sched *s);
 

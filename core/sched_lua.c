@@ -166,6 +166,21 @@ static int l_sched_current(lua_State *L)
     return 1;
 }
 
+/* burst_timeout([seconds]) -> the previous limit: how long a task may run
+ * Lua code without waiting before an error is raised in it. */
+static int l_sched_burst_timeout(lua_State *L)
+{
+    struct orch_sched *s = orch_sched_get(L);
+    lua_Number prev = (lua_Number)orch_sched_burst(s) / 1000.0;
+    if (!lua_isnoneornil(L, 1)) {
+        lua_Number secs = luaL_checknumber(L, 1);
+        luaL_argcheck(L, secs > 0 && secs < 1e9, 1, "seconds must be positive");
+        orch_sched_set_burst(s, (uint64_t)(secs * 1000.0));
+    }
+    lua_pushnumber(L, prev);
+    return 1;
+}
+
 /* live() -> number of tasks alive in the scheduler. */
 static int l_sched_live(lua_State *L)
 {
@@ -181,6 +196,7 @@ static const luaL_Reg sched_funcs[] = {
     {"now", l_sched_now},
     {"current", l_sched_current},
     {"live", l_sched_live},
+    {"burst_timeout", l_sched_burst_timeout},
     {"park", l_sched_park},
     {"unpark", l_sched_unpark},
     {"trap_signals", l_sched_trap_signals},
@@ -189,8 +205,18 @@ static const luaL_Reg sched_funcs[] = {
     {NULL, NULL},
 };
 
+static int l_interrupted_tostring(lua_State *L)
+{
+    lua_getfield(L, 1, "msg");
+    return 1;
+}
+
 int luaopen_orch_sched(lua_State *L)
 {
     luaL_newlib(L, sched_funcs);
+    luaL_newmetatable(L, ORCH_INTERRUPTED_MT);
+    lua_pushcfunction(L, l_interrupted_tostring);
+    lua_setfield(L, -2, "__tostring");
+    lua_setfield(L, -2, "Interrupted");
     return 1;
 }

@@ -193,6 +193,7 @@ local workflow_keys = {
   on_error = true,
   llm = "table",
   concurrency = "integer",
+  burst_timeout = "number",
   budget = true,
   checkpoint = true,
   observers = true,
@@ -245,6 +246,10 @@ function M.workflow(spec)
   end
   if spec.errors ~= nil then
     check_file_spec("orch.workflow: 'errors'", "errors", spec.errors, "write")
+  end
+  if spec.burst_timeout ~= nil and not (spec.burst_timeout > 0) then
+    M.fail_key("burst_timeout", "orch.workflow: 'burst_timeout' must be a positive number of seconds, got %s",
+      tostring(spec.burst_timeout))
   end
   if spec.concurrency ~= nil and spec.concurrency < 1 then
     M.fail_key("concurrency", "orch.workflow: 'concurrency' must be at least 1, got %d", spec.concurrency)

@@ -78,6 +78,8 @@ end
 local function row_traceback(e)
   if getmetatable(e) == llm.BudgetStop then
     return { msg = e.msg, budget = true }
+  elseif getmetatable(e) == sched.Interrupted then
+    return { msg = e.msg, interrupted = true }
   end
   local msg = type(e) == "string" and e or tostring(e)
   local lines = {}
@@ -278,7 +280,7 @@ function M.rows(wf, opts)
     local input = keep_input and deepcopy(row) or nil
     local ok, res = xpcall(apply, row_traceback, row, ctx)
     for _ = 1, retries do
-      if ok or res.budget then
+      if ok or res.budget or res.interrupted then
         break
       end
       log(1, string.format("row %d (key %s) failed, retrying: %s", seq, tostring(key), res.msg))
@@ -286,6 +288,8 @@ function M.rows(wf, opts)
     end
     if not ok and res.budget then
       return "budget", false, res.msg, nil, key -- not settled: the row runs again on resume
+    elseif not ok and res.interrupted then
+      return "interrupted", false, res.msg, nil, key -- stopped mid-computation: likewise
     end
     if ok then
       if res == nil then
@@ -543,6 +547,8 @@ function M.rows(wf, opts)
             paused, budget_msg, stop = "budget", msg, true
             log(0, msg .. "; finishing the rows in flight")
           end
+        elseif status == "interrupted" then
+          log(0, string.format("row %d: %s; it runs again on resume", seq, msg))
         else
           done[seq] = { line = line, status = status, key = key, error = msg, tb = tb }
           note_outcome(seq, key, msg, tb, status)
@@ -560,7 +566,9 @@ function M.rows(wf, opts)
     return eof and not stop
   end
 
+  local prev_burst = sched.burst_timeout(wf.burst_timeout or 60)
   local ok, finished = pcall(sched.run, drive)
+  sched.burst_timeout(prev_burst)
   local exit, status, reason, error_text
   if not ok then
     exit, status, reason, error_text = 1, "failed", "failed", tostring(finished)

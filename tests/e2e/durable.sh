@@ -144,6 +144,59 @@ if cmp -s exported.jsonl out/slow.jsonl; then ok "export jsonl equals the output
 run_orch exp2.log export "$id" --format csv -o exported.csv
 expect_eq "export csv has a header and every row" "$(head -1 exported.csv) $(wc -l <exported.csv)" "double,id,n 3001"
 
+# Runaway Lua: a row stuck in a loop fails after burst_timeout, naming the
+# loop's line, and the run goes on; SIGINT stops rows stuck computing, and
+# those rows run again on resume
+cat >spin.lua <<'LUA'
+local orch = require "orch"
+local function spinning(id)
+  local f = io.open("spin.flag")
+  if f == nil then
+    return false
+  end
+  local which = f:read("l")
+  f:close()
+  return which == "all" and id >= 3 or tonumber(which) == id
+end
+return orch.workflow {
+  name = "spin",
+  input = orch.read.csv("rows.csv"),
+  output = orch.write.jsonl(orch.param("out", "out/spin.jsonl")),
+  key = "id",
+  concurrency = 2,
+  burst_timeout = tonumber(orch.param("burst", "60")),
+  stages = { function(row)
+    local id = tonumber(row.id)
+    if id > 6 then
+      return nil
+    end
+    if spinning(id) then
+      local x = 0
+      while true do x = x + 1 end
+    end
+    return row
+  end },
+}
+LUA
+echo 3 >spin.flag
+run_orch spin1.log run spin.lua --set burst=0.5 --set out=out/spin1.jsonl
+expect_eq "a row stuck in a loop does not stop the run: exit 0" "$RC" 0
+expect_grep "it fails naming the loop's line" "row 3 \(key 3\): spin.lua:[0-9]+: ran 0\.5[0-9]* s of Lua code without waiting \(an endless loop\?\)" spin1.log
+expect_eq "the other rows are written" "$(wc -l <out/spin1.jsonl)" 5
+echo all >spin.flag
+"$ORCH" run spin.lua --set out=out/spin2.jsonl >spin2.log 2>&1 &
+pid=$!
+sleep 1
+kill -INT "$pid"
+wait "$pid"
+expect_eq "SIGINT stops rows that never wait: exit 3" "$?" 3
+expect_grep "says which rows and that they run again" "row 3: spin.lua:[0-9]+: interrupted \(SIGINT\) after [0-9.]+ s of Lua code that never waited; it runs again on resume" spin2.log
+rm spin.flag
+sid=$(grep -o 'orch resume spin-[0-9a-f]*' spin2.log | head -1 | cut -d' ' -f3)
+run_orch spin3.log resume "$sid"
+expect_eq "resume completes" "$RC" 0
+expect_eq "the interrupted rows ran again: every row once" "$(ids out/spin2.jsonl)" "1..6"
+
 # Bad state databases are refused, named, and left untouched
 echo "not a database" >notdb.db
 cp notdb.db notdb.orig

@@ -804,3 +804,67 @@ describe("orch.sched rounds", function()
     assert.is_true(spins > 1, "the spinning task ran " .. spins .. " times")
   end)
 end)
+
+describe("orch.sched runaway Lua", function()
+  after_each(function()
+    assert.are.equal(0, sched.live())
+  end)
+
+  it("raises in a task that runs past burst_timeout without waiting, and the others go on", function()
+    local prev = sched.burst_timeout(0.3)
+    local where
+    local outcomes, ticks = sched.run(function()
+      local n = 0
+      sched.spawn(function()
+        for _ = 1, 5 do
+          sched.sleep(0.02)
+          n = n + 1
+        end
+        return "sleeper done"
+      end)
+      sched.spawn(function()
+        local x = 0
+        where = here(); while true do x = x + 1 end
+      end)
+      local out = {}
+      while #out < 2 do
+        for _, r in ipairs(sched.wait()) do
+          -- the sleeper first, then the runaway's error
+          table.insert(out, r.ok and 1 or #out + 1, r.ok and r[1] or tostring(r.err))
+        end
+      end
+      return out, n
+    end)
+    sched.burst_timeout(prev)
+    assert.are.equal(5, ticks)
+    assert.are.equal("sleeper done", outcomes[1])
+    assert.is_truthy(outcomes[2]:find(where .. ": ran 0.3", 1, true), outcomes[2])
+    assert.is_truthy(outcomes[2]:find("without waiting (an endless loop?); burst_timeout = 0.3 s", 1, true),
+      outcomes[2])
+  end)
+
+  it("leaves a task alone that waits in time", function()
+    local prev = sched.burst_timeout(0.3)
+    local done = sched.run(function()
+      local t0 = sched.now()
+      while sched.now() - t0 < 0.8 do
+        local x = 0
+        for i = 1, 1e5 do
+          x = x + i
+        end
+        sched.sleep(0) -- a short burst, then a wait: never too long
+      end
+      return "done"
+    end)
+    sched.burst_timeout(prev)
+    assert.are.equal("done", done)
+  end)
+
+  it("reads and sets the limit, and checks it", function()
+    local prev = sched.burst_timeout(2.5)
+    assert.are.equal(2.5, sched.burst_timeout(prev))
+    assert.are.equal(prev, sched.burst_timeout())
+    fails_with("seconds must be positive", sched.burst_timeout, 0)
+    assert.is_table(sched.Interrupted)
+  end)
+end)

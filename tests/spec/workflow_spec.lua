@@ -46,7 +46,7 @@ local function assert_error_at(line, msg, e)
   assert.are.equal(SELF .. ":" .. line .. ": " .. msg, tostring(e))
 end
 
-local KEYS = "budget, checkpoint, concurrency, description, errors, input, key, llm, name, observers, on_error, "
+local KEYS = "budget, burst_timeout, checkpoint, concurrency, description, errors, input, key, llm, name, observers, on_error, "
   .. "output, stages, steps"
 
 describe("orch.workflow", function()
@@ -188,6 +188,15 @@ describe("orch.workflow", function()
       local at = here() + 1
       local e = catch(function() local wf = orch.workflow(base { concurrency = 0 }) return wf end)
       assert_error_at(at, "orch.workflow: 'concurrency' must be at least 1, got 0", e)
+    end)
+
+    it("burst_timeout must be a positive number of seconds", function()
+      local at = here() + 1
+      local e = catch(function() local wf = orch.workflow(base { burst_timeout = -1 }) return wf end)
+      assert_error_at(at, "orch.workflow: 'burst_timeout' must be a positive number of seconds, got -1", e)
+      at = here() + 1
+      e = catch(function() local wf = orch.workflow(base { burst_timeout = "10" }) return wf end)
+      assert_error_at(at, "orch.workflow: 'burst_timeout' must be a number, got string", e)
     end)
 
     it("a fractional concurrency is refused in plain English", function()

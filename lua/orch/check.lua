@@ -203,7 +203,6 @@ local workflow_keys = {
 -- them beats silently ignoring a budget.
 local not_yet = {
   steps = "multi-step (DAG) workflows",
-  checkpoint = "checkpoint policies",
   observers = "observers",
 }
 
@@ -246,6 +245,11 @@ function M.workflow(spec)
   end
   if spec.errors ~= nil then
     check_file_spec("orch.workflow: 'errors'", "errors", spec.errors, "write")
+  end
+  if spec.checkpoint ~= nil and type(spec.checkpoint) ~= "function"
+    and getmetatable(spec.checkpoint) ~= require("orch.policy").Policy then
+    M.fail_key("checkpoint", "orch.workflow: 'checkpoint' must be orch.policy.every_rows(n), every_seconds(s), "
+      .. "on_events{...}, adaptive{...}, any{...} or a function(s) -> boolean, got %s", type(spec.checkpoint))
   end
   if spec.burst_timeout ~= nil and not (spec.burst_timeout > 0) then
     M.fail_key("burst_timeout", "orch.workflow: 'burst_timeout' must be a positive number of seconds, got %s",

@@ -120,6 +120,10 @@ function orch.default(value)
   return setmetatable({ policy = "default", value = value }, check.Spec)
 end
 
+-- Checkpoint policies: orch.policy.every_rows(n), every_seconds(s),
+-- on_events{...}, adaptive{...}, any{...} (see lua/orch/policy.lua).
+orch.policy = require "orch.policy"
+
 -- The workflow ------------------------------------------------------------
 
 --- orch.workflow{...} -> the checked workflow description.

@@ -21,10 +21,12 @@ local sys = require "orch.sys"
 local store = require "orch.store"
 local llm = require "orch.llm"
 local limits = require "orch.limits"
+local policies = require "orch.policy"
 
 local M = {}
 
-M.CHECKPOINT_ROWS = 500
+M.CHECKPOINT_ROWS = 500 -- the default policy: orch.policy.every_rows(500)
+M.MAX_PENDING = 100000 -- rows whose results wait in memory, whatever the policy says
 M.GRACE_S = 30 -- after a first SIGINT/SIGTERM, how long in-flight rows may finish
 
 local function deepcopy(v)
@@ -190,10 +192,12 @@ function M.rows(wf, opts)
     totals = totals,
     log = log,
   }
+  local events = {} -- reported since the driver last asked the policy
   function rt.emit(event, data, ctx)
     log(1, string.format("event %s%s", event, ctx and (" from row " .. ctx.row) or ""))
     local ok, enc = pcall(json.encode, { data = data, row = ctx and ctx.row })
     st:event_add(run.id, event, ok and enc or nil)
+    events[#events + 1] = event
   end
 
   -- LLM services: the response journal, the budget, rate limits
@@ -355,6 +359,30 @@ function M.rows(wf, opts)
   local last_ckpt_index = cursor.index
   local ckpt_count, ckpt_ms = 0, 0
 
+  -- The checkpoint policy and the counters it decides from (one table,
+  -- refreshed before each question).
+  local ckpt_policy = wf.checkpoint or policies.every_rows(M.CHECKPOINT_ROWS)
+  local every_rows = type(ckpt_policy) == "table" and ckpt_policy.rows -- the common case, asked inline
+  local decide = policies.decider(ckpt_policy, "checkpoint")
+  local policy_reason = policies.name(ckpt_policy)
+  local since = { rows_since = 0, seconds_since = 0, cost_since_usd = 0, tokens_since = 0,
+    last_checkpoint_ms = store.now_ms(), mean_checkpoint_ms = 0, rows_done = cursor.index }
+  local last_t, last_cost, last_tokens = sched.now(), totals.cost, totals.tokens_in + totals.tokens_out
+  local function policy_says(event)
+    local s = since
+    s.rows_since = cursor.index - last_ckpt_index
+    s.seconds_since = sched.now() - last_t
+    s.cost_since_usd = totals.cost - last_cost
+    s.tokens_since = totals.tokens_in + totals.tokens_out - last_tokens
+    s.event = event
+    s.rows_done = cursor.index
+    local ok, yes = pcall(decide, s)
+    if not ok then
+      error("the checkpoint policy failed: " .. tostring(yes), 0)
+    end
+    return yes
+  end
+
   local function run_record(status, error_text)
     run.status = status
     run.error = error_text
@@ -404,6 +432,9 @@ function M.rows(wf, opts)
     last_ckpt_index = cursor.index
     ckpt_count = ckpt_count + 1
     ckpt_ms = ckpt_ms + info.duration_ms
+    last_t, last_cost, last_tokens = sched.now(), totals.cost, totals.tokens_in + totals.tokens_out
+    since.last_checkpoint_ms = store.now_ms()
+    since.mean_checkpoint_ms = ckpt_ms / ckpt_count
     log(1, string.format("checkpoint %d (%s): %d rows, output %d bytes, %.2f ms", info.seq, reason,
       cursor.index, output_offset, info.duration_ms))
     return info
@@ -479,8 +510,14 @@ function M.rows(wf, opts)
         cursor.index = write_seq
         done[write_seq] = nil
         write_seq = write_seq + 1
-        if cursor.index - last_ckpt_index >= M.CHECKPOINT_ROWS then
+        if every_rows then
+          if cursor.index - last_ckpt_index >= every_rows then
+            checkpoint(policy_reason)
+          end
+        elseif cursor.index - last_ckpt_index >= M.MAX_PENDING then
           checkpoint("rows")
+        elseif policy_says(nil) then
+          checkpoint(policy_reason)
         end
       end
     end
@@ -531,7 +568,8 @@ function M.rows(wf, opts)
         log(0, string.format("abandoning %d row(s) in flight; they will run again on resume", inflight))
         break
       end
-      local batch = sched.wait(grace_until and math.max(grace_until - sched.now(), 0) or nil)
+      -- a policy that watches the clock is asked at least once a second
+      local batch = sched.wait(grace_until and math.max(grace_until - sched.now(), 0) or (not every_rows and 1 or nil))
       for _, c in ipairs(batch) do
         inflight = inflight - 1
         local seq = tasks[c.id]
@@ -556,6 +594,18 @@ function M.rows(wf, opts)
       end
       if rt.abort and not fatal then
         fatal, stop = { msg = rt.abort }, true
+      end
+      local evs = events
+      events = {}
+      if not every_rows then
+        for _, ev in ipairs(evs) do
+          if policy_says(ev) then
+            checkpoint("event " .. ev)
+          end
+        end
+        if policy_says(nil) then
+          checkpoint(policy_reason)
+        end
       end
       progress(false)
     end

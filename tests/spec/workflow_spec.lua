@@ -367,7 +367,6 @@ describe("orch.workflow", function()
   describe("keys not supported yet", function()
     local cases = {
       { "steps", {}, "multi-step (DAG) workflows" },
-      { "checkpoint", {}, "checkpoint policies" },
       { "observers", {}, "observers" },
     }
     for _, c in ipairs(cases) do
@@ -380,6 +379,20 @@ describe("orch.workflow", function()
         assert.are.equal(key, e.key)
       end)
     end
+  end)
+
+  describe("checkpoint", function()
+    it("takes a policy or a function", function()
+      assert.is_table(orch.workflow(base { checkpoint = orch.policy.every_seconds(30) }))
+      assert.is_table(orch.workflow(base { checkpoint = function(s) return s.rows_since > 10 end }))
+    end)
+
+    it("refuses anything else, at its line", function()
+      local at = here() + 1
+      local e = catch(function() local wf = orch.workflow(base { checkpoint = {} }) return wf end)
+      assert_error_at(at, "orch.workflow: 'checkpoint' must be orch.policy.every_rows(n), every_seconds(s), "
+        .. "on_events{...}, adaptive{...}, any{...} or a function(s) -> boolean, got table", e)
+    end)
   end)
 
   describe("on_error", function()

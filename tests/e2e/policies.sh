@@ -1,0 +1,94 @@
+# Checkpoint policies: every_rows, a plain function, on_events (ctx:emit),
+# adaptive and any decide when a run checkpoints; a policy that is not one
+# is refused at load with its line; a policy that raises fails the run with
+# its message; with any policy a killed run resumes to every row once.
+. tests/lib.sh
+cd "$WORK"
+seq 1 1000 | awk 'BEGIN{print "id,n"} {print $1 "," $1}' >rows.csv
+cat >pol.lua <<'LUA'
+local orch = require "orch"
+local which = orch.param("policy", "rows")
+local policies = {
+  rows = orch.policy.every_rows(100),
+  fn = function(s) return s.rows_since >= 250 end,
+  events = orch.policy.on_events { "chapter" },
+  adaptive = orch.policy.adaptive { min_interval = 0.2, max_interval = 0.3 },
+  any = orch.policy.any { orch.policy.every_rows(200), orch.policy.on_events { "chapter" } },
+  raises = function(s) if s.rows_done >= 500 then error("policy gave up") end return false end,
+}
+return orch.workflow {
+  name = "pol-" .. which,
+  input = orch.read.csv("rows.csv"),
+  output = orch.write.jsonl(orch.param("out", "out/" .. which .. ".jsonl")),
+  key = "id",
+  checkpoint = policies[which],
+  stages = { function(row, ctx)
+    ctx:sleep(orch.param("sleep", 0))
+    if tonumber(row.id) % 300 == 0 then ctx:emit("chapter", { at = row.id }) end
+    return row
+  end },
+}
+LUA
+# reasons and row counts of a run's checkpoints: "rows:100 rows:200 ... final:1000"
+cps() { sqlite3 .orch/state.db "select group_concat(reason || ':' || input_index, ' ') from
+  (select c.reason, c.input_index from checkpoints c join runs r on r.id = c.run_id
+   where r.name = 'pol-$1' order by c.seq)"; }
+# "1..N" when a JSONL file's ids are exactly 1..N in order
+ids() { python3 -c 'import json,sys
+ids=[int(json.loads(l)["id"]) for l in open(sys.argv[1])]
+print("1..%d" % len(ids) if ids == list(range(1, len(ids) + 1)) else "%d rows, not 1..n in order" % len(ids))' "$1"; }
+
+run_orch rows.log run pol.lua --set policy=rows
+expect_eq "every_rows(100): exit 0" "$RC" 0
+expect_eq "a checkpoint every 100 rows, then the final one" "$(cps rows)" \
+  "rows:100 rows:200 rows:300 rows:400 rows:500 rows:600 rows:700 rows:800 rows:900 rows:1000 final:1000"
+
+run_orch fn.log run pol.lua --set policy=fn
+expect_eq "a plain function decides" "$(cps fn)" "policy:250 policy:500 policy:750 policy:1000 final:1000"
+
+run_orch events.log run pol.lua --set policy=events
+expect_eq "on_events: exit 0" "$RC" 0
+got=$(cps events)
+if echo "$got" | grep -Eq '^event chapter:[0-9]+ event chapter:[0-9]+ event chapter:[0-9]+ final:1000$'; then
+  ok "a checkpoint per ctx:emit(\"chapter\") and none otherwise ($got)"; else bad "on_events checkpoints: $got"; fi
+
+run_orch any.log run pol.lua --set policy=any
+got=$(cps any)
+if echo "$got" | grep -q "any:200 " && echo "$got" | grep -q "event chapter:" && echo "$got" | grep -q "final:1000$"; then
+  ok "any{} of rows and events: both decide ($got)"; else bad "any checkpoints: $got"; fi
+
+run_orch adaptive.log run pol.lua --set policy=adaptive --set sleep=0.02
+expect_eq "adaptive: exit 0" "$RC" 0
+n=$(sqlite3 .orch/state.db "select count(*) from checkpoints c join runs r on r.id = c.run_id where r.name = 'pol-adaptive' and c.reason = 'adaptive'")
+if [ "$n" -ge 2 ] && [ "$n" -le 8 ]; then ok "adaptive checkpoints every 0.2-0.3 s of a ~1.3 s run: $n"; else bad "adaptive wrote $n"; fi
+
+run_orch raises.log run pol.lua --set policy=raises
+expect_eq "a policy that raises fails the run: exit 1" "$RC" 1
+expect_grep "with the policy's message and line" "the checkpoint policy failed: .*pol.lua:[0-9]+: policy gave up" raises.log
+
+cat >badpol.lua <<'LUA'
+local orch = require "orch"
+return orch.workflow {
+  name = "badpol",
+  input = orch.read.csv("rows.csv"),
+  output = orch.write.jsonl("out/bad.jsonl"),
+  checkpoint = 500,
+}
+LUA
+run_orch bad.log run badpol.lua
+expect_eq "a checkpoint that is not a policy: exit 2" "$RC" 2
+expect_grep "names the line and what is expected" "badpol.lua:6: orch.workflow: 'checkpoint' must be orch.policy.every_rows\(n\), every_seconds\(s\), on_events\{...\}, adaptive\{...\}, any\{...\} or a function\(s\) -> boolean, got number" bad.log
+
+# kill -9 under a custom policy, then resume: every row once
+"$ORCH" run pol.lua --set policy=fn --set sleep=0.01 --set out=out/killed.jsonl >/dev/null 2>&1 &
+pid=$!
+for _ in $(seq 1 600); do
+  [ "$(sqlite3 .orch/state.db "select count(*) from checkpoints c join runs r on r.id = c.run_id where r.status = 'running'" 2>/dev/null || echo 0)" -ge 1 ] && break
+  sleep 0.05
+done
+kill -9 "$pid"; wait "$pid" 2>/dev/null
+run_orch resume.log run pol.lua --set policy=fn --set sleep=0.01 --set out=out/killed.jsonl
+expect_eq "resume after kill -9: exit 0" "$RC" 0
+expect_grep "it resumed" "resuming run pol-fn-" resume.log
+expect_eq "every row once" "$(ids out/killed.jsonl)" "1..1000"
+finish

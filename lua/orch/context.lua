@@ -3,6 +3,7 @@
 --   ctx.run_id   the run's id          ctx.row   the row's number (1-based)
 --   ctx.key      the row's key         ctx.state the run's shared key/value table
 --   ctx:sleep(s) ctx:llm{...} ctx:log(level, msg) ctx:emit(event, data)
+--   ctx:checkpoint(name)  asks for a checkpoint now, whatever the policy
 --
 -- ctx:sleep and ctx:llm suspend only the calling row's coroutine.
 local sched = require "orch.sched"
@@ -82,6 +83,18 @@ function Context:log(level, msg)
     error("ctx:log: level must be debug, info, warn or error, got " .. tostring(level), 2)
   end
   self._run.log(rank, string.format("[%s] row %s: %s", level, tostring(self.row), tostring(msg)))
+end
+
+--- Asks the run for a checkpoint at the driver's next turn, named `name`:
+--- it covers the rows settled by then (a row in flight, this one included,
+--- is covered by a later one). Requests of the same moment share one.
+function Context:checkpoint(name)
+  if name ~= nil and type(name) ~= "string" then
+    error("ctx:checkpoint(name): name must be a string, got " .. type(name), 2)
+  end
+  if self._run.request_checkpoint then
+    self._run.request_checkpoint(name or "requested")
+  end
 end
 
 function Context:emit(event, data)

@@ -199,6 +199,10 @@ function M.rows(wf, opts)
     st:event_add(run.id, event, ok and enc or nil)
     events[#events + 1] = event
   end
+  local requested = {} -- ctx:checkpoint names since the driver last looked
+  function rt.request_checkpoint(name)
+    requested[#requested + 1] = name
+  end
 
   -- LLM services: the response journal, the budget, rate limits
   if not opts.no_cache then
@@ -594,6 +598,11 @@ function M.rows(wf, opts)
       end
       if rt.abort and not fatal then
         fatal, stop = { msg = rt.abort }, true
+      end
+      if #requested > 0 then -- the requests of one turn share a checkpoint
+        local name = requested[1]
+        requested = {}
+        checkpoint(name)
       end
       local evs = events
       events = {}

@@ -25,6 +25,7 @@ return orch.workflow {
   stages = { function(row, ctx)
     ctx:sleep(orch.param("sleep", 0))
     if tonumber(row.id) % 300 == 0 then ctx:emit("chapter", { at = row.id }) end
+    if which == "asked" and row.id == "500" then ctx:checkpoint("halfway") end
     return row
   end },
 }
@@ -61,6 +62,13 @@ run_orch adaptive.log run pol.lua --set policy=adaptive --set sleep=0.02
 expect_eq "adaptive: exit 0" "$RC" 0
 n=$(sqlite3 .orch/state.db "select count(*) from checkpoints c join runs r on r.id = c.run_id where r.name = 'pol-adaptive' and c.reason = 'adaptive'")
 if [ "$n" -ge 2 ] && [ "$n" -le 8 ]; then ok "adaptive checkpoints every 0.2-0.3 s of a ~1.3 s run: $n"; else bad "adaptive wrote $n"; fi
+
+run_orch asked.log run pol.lua --set policy=asked
+got=$(cps asked)
+# the request lands at the driver's next turn (the rows settled by then),
+# and the default every 500 rows counts from it
+if echo "$got" | grep -Eq '^halfway:(4[0-9][0-9]|500) rows:(9[0-9][0-9]|1000) final:1000$'; then
+  ok "ctx:checkpoint(\"halfway\") writes one, named ($got)"; else bad "ctx:checkpoint: $got"; fi
 
 run_orch raises.log run pol.lua --set policy=raises
 expect_eq "a policy that raises fails the run: exit 1" "$RC" 1

@@ -203,7 +203,6 @@ local workflow_keys = {
 -- them beats silently ignoring a budget.
 local not_yet = {
   steps = "multi-step (DAG) workflows",
-  observers = "observers",
 }
 
 local function check_file_spec(what, key, v, io)
@@ -250,6 +249,9 @@ function M.workflow(spec)
     and getmetatable(spec.checkpoint) ~= require("orch.policy").Policy then
     M.fail_key("checkpoint", "orch.workflow: 'checkpoint' must be orch.policy.every_rows(n), every_seconds(s), "
       .. "on_events{...}, adaptive{...}, any{...} or a function(s) -> boolean, got %s", type(spec.checkpoint))
+  end
+  if spec.observers ~= nil then
+    require("orch.observe").check(spec.observers)
   end
   if spec.burst_timeout ~= nil and not (spec.burst_timeout > 0) then
     M.fail_key("burst_timeout", "orch.workflow: 'burst_timeout' must be a positive number of seconds, got %s",

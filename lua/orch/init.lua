@@ -124,6 +124,9 @@ end
 -- on_events{...}, adaptive{...}, any{...} (see lua/orch/policy.lua).
 orch.policy = require "orch.policy"
 
+-- Observers: orch.observe.progress{...}, cost(), jsonl(path) (see lua/orch/observe.lua).
+orch.observe = require "orch.observe"
+
 -- The workflow ------------------------------------------------------------
 
 --- orch.workflow{...} -> the checked workflow description.

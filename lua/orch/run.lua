@@ -22,6 +22,7 @@ local store = require "orch.store"
 local llm = require "orch.llm"
 local limits = require "orch.limits"
 local policies = require "orch.policy"
+local observe = require "orch.observe"
 
 local M = {}
 
@@ -192,12 +193,13 @@ function M.rows(wf, opts)
     totals = totals,
     log = log,
   }
-  local events = {} -- reported since the driver last asked the policy
+  local bus = observe.bus(wf.observers, log)
+  local events = {} -- reported since the driver last looked: for the policy and the observers
   function rt.emit(event, data, ctx)
     log(1, string.format("event %s%s", event, ctx and (" from row " .. ctx.row) or ""))
     local ok, enc = pcall(json.encode, { data = data, row = ctx and ctx.row })
     st:event_add(run.id, event, ok and enc or nil)
-    events[#events + 1] = event
+    events[#events + 1] = { type = "event", name = event, data = data, row = ctx and ctx.row }
   end
   local requested = {} -- ctx:checkpoint names since the driver last looked
   function rt.request_checkpoint(name)
@@ -439,6 +441,10 @@ function M.rows(wf, opts)
     last_t, last_cost, last_tokens = sched.now(), totals.cost, totals.tokens_in + totals.tokens_out
     since.last_checkpoint_ms = store.now_ms()
     since.mean_checkpoint_ms = ckpt_ms / ckpt_count
+    if bus.wants.checkpoint then
+      bus.notify({ type = "checkpoint", seq = info.seq, reason = reason, rows = cursor.index,
+        output_bytes = output_offset, ms = info.duration_ms })
+    end
     log(1, string.format("checkpoint %d (%s): %d rows, output %d bytes, %.2f ms", info.seq, reason,
       cursor.index, output_offset, info.duration_ms))
     return info
@@ -481,6 +487,9 @@ function M.rows(wf, opts)
   local function drive()
     sched.trap_signals()
     st:keepalive(run.id, 5)
+    if bus.wants.start then
+      bus.notify({ type = "start", run_id = run.id, name = wf.name, resumed = ckpt ~= nil, rows_done = cursor.index })
+    end
     local next_seq, write_seq = cursor.index + 1, cursor.index + 1
     local done, tasks = {}, {}
     local end_offset, end_line = {}, {} -- where the input continues after row seq
@@ -503,6 +512,9 @@ function M.rows(wf, opts)
         counts[d.status] = counts[d.status] + 1
         if d.error ~= nil then
           record_failure(write_seq, d.key, d.error, d.tb, d.status)
+        end
+        if bus.wants.row then
+          bus.notify({ type = "row", seq = write_seq, key = d.key, status = d.status, error = d.error })
         end
         d.seq, d.line, d.tb = write_seq, nil, nil
         pending[#pending + 1] = d -- the record doubles as the result to store
@@ -606,12 +618,15 @@ function M.rows(wf, opts)
       end
       local evs = events
       events = {}
-      if not every_rows then
-        for _, ev in ipairs(evs) do
-          if policy_says(ev) then
-            checkpoint("event " .. ev)
-          end
+      for _, ev in ipairs(evs) do
+        if bus.wants.event then
+          bus.notify(ev)
         end
+        if not every_rows and policy_says(ev.name) then
+          checkpoint("event " .. ev.name)
+        end
+      end
+      if not every_rows then
         if policy_says(nil) then
           checkpoint(policy_reason)
         end
@@ -656,6 +671,15 @@ function M.rows(wf, opts)
   src.close()
   st:event_add(run.id, status, json.encode({ rows = cursor.index, checkpoints = ckpt_count,
     checkpoint_ms = ckpt_ms, error = error_text, cost_by_model = totals.by_model, cost_by_stage = totals.by_stage }))
+  for _, ev in ipairs(bus.wants.event and events or {}) do -- reported after the driver's last look
+    bus.notify(ev)
+  end
+  if bus.wants.finish then
+    bus.notify({ type = "finish", run_id = run.id, status = status, error = error_text, rows = cursor.index,
+      ok = counts.ok, failed = counts.failed, dropped = counts.dropped, cost_usd = totals.cost,
+      tokens = totals.tokens_in + totals.tokens_out, llm_calls = totals.llm_calls, seconds = sched.now() - t0,
+      cost_by_model = totals.by_model, cost_by_stage = totals.by_stage })
+  end
 
   if not ok then
     io.stderr:write("orch: run ", run.id, " failed: ", tostring(finished), "\n")

@@ -367,7 +367,6 @@ describe("orch.workflow", function()
   describe("keys not supported yet", function()
     local cases = {
       { "steps", {}, "multi-step (DAG) workflows" },
-      { "observers", {}, "observers" },
     }
     for _, c in ipairs(cases) do
       local key, value, what = c[1], c[2], c[3]

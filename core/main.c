@@ -21,7 +21,10 @@ static const char usage_text[] =
     "                   [--db PATH] [-q|-v]\n"
     "                      run a workflow; an unfinished run of the same workflow, input\n"
     "                      and parameters is resumed (--fresh starts a new one); --no-cache\n"
-    "                      skips the LLM response journal\n"
+    "                      skips the LLM response journal; --dry-run is orch estimate\n"
+    "  estimate WORKFLOW.lua [--set k=v]...\n"
+    "                      tokens and dollars of the workflow's LLM calls, before spending\n"
+    "                      any: it runs offline, writing and storing nothing\n"
     "  resume RUN_ID | --all [--budget USD] [--db PATH] [-q|-v]\n"
     "                      resume one run, or every interrupted run in the store\n"
     "  status [RUN_ID]     a run's state, counters and last checkpoint (default: newest run)\n"
@@ -54,8 +57,9 @@ struct command {
 };
 
 static const struct command commands[] = {
-    {"run", "--db --set --concurrency --budget ", "--fresh --no-cache -q -v --quiet --verbose ", 1, 1,
+    {"run", "--db --set --concurrency --budget ", "--fresh --no-cache --dry-run -q -v --quiet --verbose ", 1, 1,
      "orch run WORKFLOW.lua"},
+    {"estimate", "--set --concurrency ", "", 1, 1, "orch estimate WORKFLOW.lua"},
     {"resume", "--db --concurrency --budget ", "--all --no-cache -q -v --quiet --verbose ", 0, 1,
      "orch resume RUN_ID | --all"},
     {"status", "--db ", "--json ", 0, 1, "orch status [RUN_ID]"},

@@ -94,8 +94,42 @@ local function execute(st, wf, path, params, opts, resume_id)
   })
 end
 
+--- estimate: runs the workflow offline, in memory, and prints what its LLM
+--- calls would cost (see orch.estimate). -> exit code
+function M.estimate(opts)
+  local path = opts.args[1]
+  local wf, err = M.load_workflow(path, opts.set)
+  if wf == nil then
+    say(err)
+    return 2
+  end
+  local dir = os.tmpname() -- a unique name; the sinks create the directory
+  os.remove(dir)
+  local e, report = require("orch.estimate").prepare(wf, dir)
+  local st = open_store({ db = ":memory:" })
+  if st == nil then
+    return 2
+  end
+  local code = execute(st, e, path, opts.set, { verbosity = -1, concurrency = opts.concurrency })
+  st:close()
+  for _, name in ipairs({ "output", "errors" }) do
+    os.remove(dir .. "/" .. name)
+  end
+  os.remove(dir)
+  local printed = report(function(msg)
+    io.stderr:write("orch: ", msg, "\n")
+  end)
+  if not printed then
+    say("the estimate could not run the workflow (exit " .. tostring(code) .. ")")
+  end
+  return code
+end
+
 function M.run(opts)
   local path = opts.args[1]
+  if opts.dry_run then
+    return M.estimate(opts)
+  end
   local wf, err = M.load_workflow(path, opts.set)
   if wf == nil then
     say(err)

@@ -677,7 +677,8 @@ function M.rows(wf, opts)
   if bus.wants.finish then
     bus.notify({ type = "finish", run_id = run.id, status = status, error = error_text, rows = cursor.index,
       ok = counts.ok, failed = counts.failed, dropped = counts.dropped, cost_usd = totals.cost,
-      tokens = totals.tokens_in + totals.tokens_out, llm_calls = totals.llm_calls, seconds = sched.now() - t0,
+      tokens = totals.tokens_in + totals.tokens_out, tokens_in = totals.tokens_in, tokens_out = totals.tokens_out,
+      llm_calls = totals.llm_calls, seconds = sched.now() - t0,
       cost_by_model = totals.by_model, cost_by_stage = totals.by_stage })
   end
 

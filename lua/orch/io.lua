@@ -49,6 +49,9 @@ local function file_source(spec)
     end
   end
   function src.skip(cursor)
+    if cursor.index == 0 then
+      return -- nothing settled yet (a run paused before its first row): start at the top
+    end
     local ok, serr = r:seek(cursor.offset, cursor.index, cursor.line)
     if not ok then
       error(serr, 0)

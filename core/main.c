@@ -35,6 +35,10 @@ static const char usage_text[] =
     "  export RUN_ID [--format jsonl|csv] [-o FILE]\n"
     "                      the run's output rows, as committed by its last checkpoint\n"
     "  stats               figures of the store: runs, checkpoints, bytes, checkpoint ms\n"
+    "  gc [--older-than 30d] [--status completed,failed] [--keep-last N] [--journal]\n"
+    "     [--vacuum] [--dry-run]\n"
+    "                      remove old finished runs with their checkpoints, results and\n"
+    "                      events (--journal: old journal entries too; --vacuum: shrink)\n"
     "  restore RUN_ID CHECKPOINT\n"
     "                      roll a run back to one of its checkpoints (then orch resume it)\n"
     "  lua SCRIPT.lua [ARG]...\n"
@@ -69,6 +73,7 @@ static const struct command commands[] = {
     {"export", "--db --format -o ", "", 1, 1, "orch export RUN_ID"},
     {"stats", "--db ", "--json ", 0, 0, "orch stats"},
     {"restore", "--db ", "", 2, 2, "orch restore RUN_ID CHECKPOINT"},
+    {"gc", "--db --older-than --status --keep-last ", "--journal --vacuum --dry-run ", 0, 0, "orch gc"},
     {NULL, NULL, NULL, 0, 0, NULL},
 };
 
@@ -173,8 +178,9 @@ static int parse_command(lua_State *L, const struct command *c, int argc, char *
             lua_setfield(L, opts, "budget");
             lua_pop(L, 1);
         } else {
+            luaL_gsub(L, name[1] == '-' ? name + 2 : name + 1, "-", "_"); /* "--keep-last" -> keep_last */
             lua_pushstring(L, v);
-            lua_setfield(L, opts, name[1] == '-' ? name + 2 : name + 1);
+            lua_settable(L, opts);
             lua_pop(L, 1);
         }
     }

@@ -960,6 +960,44 @@ static int l_store_journal_get(lua_State *L)
     return 1;
 }
 
+/* ---- retention ---- */
+
+/* run_delete(id) -> true (deleted) | false (no such run) | nil, err */
+static int l_store_run_delete(lua_State *L)
+{
+    struct orch_store *st = check_open(L);
+    const char *id = luaL_checkstring(L, 2);
+    int rc = st->ops->run_delete(st, id);
+    if (rc < 0)
+        return push_failure(L, st->err);
+    lua_pushboolean(L, rc);
+    return 1;
+}
+
+/* journal_prune(before_ms) -> entries removed | nil, err */
+static int l_store_journal_prune(lua_State *L)
+{
+    struct lstore *s = luaL_checkudata(L, 1, STORE_MT);
+    struct orch_store *st = check_open(L);
+    int64_t before = (int64_t)luaL_checkinteger(L, 2);
+    journal_flush(s); /* waiting replies first: they may be among the old ones */
+    int64_t n = 0;
+    if (st->ops->journal_prune(st, before, &n) != 0)
+        return push_failure(L, st->err);
+    lua_pushinteger(L, (lua_Integer)n);
+    return 1;
+}
+
+/* vacuum() -> true | nil, err */
+static int l_store_vacuum(lua_State *L)
+{
+    struct orch_store *st = check_open(L);
+    if (st->ops->vacuum(st) != 0)
+        return push_failure(L, st->err);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
 /* ---- heartbeat ---- */
 
 /* A loop timer, pure C: refreshes the run's heartbeat and re-arms. A
@@ -1022,6 +1060,9 @@ static const luaL_Reg store_methods[] = {
     {"journal_put", l_store_journal_put},
     {"journal_get", l_store_journal_get},
     {"journal_flush", l_store_journal_flush},
+    {"run_delete", l_store_run_delete},
+    {"journal_prune", l_store_journal_prune},
+    {"vacuum", l_store_vacuum},
     {NULL, NULL},
 };
 

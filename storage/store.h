@@ -249,6 +249,15 @@ struct orch_store_ops {
      * none of the entries written and every lookup cleared. */
     int (*journal_batch)(struct orch_store *st, const struct orch_journal_entry *e, size_t n,
                          struct orch_journal_lookup *gets, size_t m);
+
+    /* Retention. Deletes a run with its checkpoints, results, events and
+     * state: 1, 0 when there is no such run, -1 on error. */
+    int (*run_delete)(struct orch_store *st, const char *run_id);
+    /* Deletes the journal entries created before before_ms; *removed gets
+     * their number. 0 or -1. */
+    int (*journal_prune)(struct orch_store *st, int64_t before_ms, int64_t *removed);
+    /* Gives the space of deleted data back to the file system. 0 or -1. */
+    int (*vacuum)(struct orch_store *st);
 };
 
 struct orch_store {

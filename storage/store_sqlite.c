@@ -153,6 +153,7 @@ enum sq_stmt {
     SQ_RUN_UPDATE,
     SQ_RUN_CLAIM,
     SQ_RUN_HEARTBEAT,
+    SQ_RUN_DELETE,
     SQ_RUN_LIST,
     SQ_CP_NEXT_SEQ,
     SQ_CP_INSERT,
@@ -171,6 +172,7 @@ enum sq_stmt {
     SQ_JR_INSERT,
     SQ_JR_GET,
     SQ_JR_HIT,
+    SQ_JR_PRUNE,
     SQ_STATS_RUNS,
     SQ_STATS_CPS,
     SQ_STATS_JOURNAL,
@@ -195,6 +197,8 @@ static const char *const sq_sql[SQ_NSTMT] = {
     [SQ_RUN_CLAIM] = "UPDATE runs SET owner_pid = ?2, owner_host = ?3, heartbeat_ms = ?4, updated_ms = ?4, "
                      "status = 'running' WHERE id = ?1 AND owner_pid = ?5 AND heartbeat_ms = ?6",
     [SQ_RUN_HEARTBEAT] = "UPDATE runs SET heartbeat_ms = ?2 WHERE id = ?1",
+    /* its checkpoints, results, events and state go with it (ON DELETE CASCADE) */
+    [SQ_RUN_DELETE] = "DELETE FROM runs WHERE id = ?1",
     [SQ_RUN_LIST] = SQ_RUN_SELECT "WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR name = ?2) "
                                   "AND (?3 = 0 OR created_ms >= ?3) AND (?4 = 0 OR created_ms < ?4) "
                                   "ORDER BY created_ms DESC, rowid DESC",
@@ -228,6 +232,7 @@ static const char *const sq_sql[SQ_NSTMT] = {
                      "?10, 0) ON CONFLICT (key) DO NOTHING",
     [SQ_JR_GET] = "SELECT " SQ_JR_COLS " FROM llm_journal WHERE key = ?1",
     [SQ_JR_HIT] = "UPDATE llm_journal SET hits = hits + 1 WHERE key = ?1",
+    [SQ_JR_PRUNE] = "DELETE FROM llm_journal WHERE created_ms < ?1",
     [SQ_STATS_RUNS] =
         "SELECT count(*), coalesce(sum(status = 'running'), 0), coalesce(sum(status = 'paused'), 0), "
         "coalesce(sum(status = 'failed'), 0), coalesce(sum(status = 'completed'), 0), "
@@ -611,6 +616,48 @@ static int sq_run_heartbeat(struct orch_store *base, const char *id, int64_t now
         return -1;
     if (sqlite3_changes(st->db) != 1)
         return sq_fail_plain(st, "cannot record the heartbeat of run %s: no such run", id);
+    return 0;
+}
+
+/* Deletes a run and everything stored for it, in one transaction. 1, 0
+ * when there is no such run, or -1. */
+static int sq_run_delete(struct orch_store *base, const char *id)
+{
+    struct sq_store *st = sq_of(base);
+    sqlite3_stmt *s = st->stmt[SQ_RUN_DELETE];
+    if (sq_bind_text(s, 1, id)) {
+        sq_done(s);
+        return sq_fail(st, "cannot delete run %s", id);
+    }
+    if (sq_exec(st, s, "cannot delete a run") != 0)
+        return -1;
+    return sqlite3_changes(st->db) > 0 ? 1 : 0;
+}
+
+/* Deletes the journal entries created before before_ms; *removed gets how
+ * many. 0 or -1. */
+static int sq_journal_prune(struct orch_store *base, int64_t before_ms, int64_t *removed)
+{
+    struct sq_store *st = sq_of(base);
+    sqlite3_stmt *s = st->stmt[SQ_JR_PRUNE];
+    if (sq_bind_int(s, 1, before_ms)) {
+        sq_done(s);
+        return sq_fail(st, "cannot prune the journal");
+    }
+    if (sq_exec(st, s, "cannot prune the journal") != 0)
+        return -1;
+    *removed = sqlite3_changes64(st->db);
+    return 0;
+}
+
+/* Rewrites the file without its free pages. 0 or -1. */
+static int sq_vacuum(struct orch_store *base)
+{
+    struct sq_store *st = sq_of(base);
+    /* in WAL mode the rewritten file lands in the log first: fold it back */
+    int rc = sqlite3_exec(st->db, "VACUUM; PRAGMA wal_checkpoint(TRUNCATE)", NULL, NULL, NULL);
+    if (rc != SQLITE_OK)
+        return sq_fail(st, "cannot vacuum the store");
     return 0;
 }
 
@@ -1363,6 +1410,9 @@ static const struct orch_store_ops sq_ops = {
     .journal_put = sq_journal_put,
     .journal_get = sq_journal_get,
     .journal_batch = sq_journal_batch,
+    .run_delete = sq_run_delete,
+    .journal_prune = sq_journal_prune,
+    .vacuum = sq_vacuum,
 };
 
 /* Runs a one-row, one-column pragma or query (constant SQL, not kept).

@@ -423,6 +423,95 @@ function M.ls(opts)
   end)
 end
 
+--- gc: removes finished runs (with their checkpoints, results, events and
+--- state) older than --older-than (30d), of the statuses --status
+--- (completed,failed), keeping the newest --keep-last of each workflow;
+--- --journal also drops journal entries older than that, --vacuum shrinks
+--- the file, --dry-run only lists. Running and paused runs are kept unless
+--- --status names them (running only when its owner is gone).
+function M.gc(opts)
+  local cutoff = parse_time(opts.older_than or "30d")
+  if cutoff == nil then
+    say(string.format("--older-than: '%s' is not an age or a time (30d, 12h, 30m, 2026-11-25)", opts.older_than))
+    return 2
+  end
+  local statuses = {}
+  for name in (opts.status or "completed,failed"):gmatch("[^,]+") do
+    if not ({ pending = 1, running = 1, paused = 1, completed = 1, failed = 1 })[name] then
+      say("--status must list pending, running, paused, completed or failed, got '" .. name .. "'")
+      return 2
+    end
+    statuses[name] = true
+  end
+  local keep = tonumber(opts.keep_last or 0)
+  if keep == nil or keep < 0 or math.type(keep) == "float" and keep ~= math.floor(keep) then
+    say("--keep-last must be a whole number, got '" .. tostring(opts.keep_last) .. "'")
+    return 2
+  end
+  return with_store(opts, function(st)
+    local list, err = st:run_list({})
+    if list == nil then
+      say(err)
+      return 1
+    end
+    local kept_per_name, doomed = {}, {}
+    for _, r in ipairs(list) do -- newest first
+      kept_per_name[r.name] = (kept_per_name[r.name] or 0)
+      local last = r.finished_ms and r.finished_ms > 0 and r.finished_ms or r.updated_ms or r.created_ms
+      local live = r.status == "running" and r.owner_host == sys.hostname() and sys.alive(r.owner_pid or 0)
+      if kept_per_name[r.name] < keep then
+        kept_per_name[r.name] = kept_per_name[r.name] + 1
+      elseif statuses[r.status] and last < cutoff and not live then
+        doomed[#doomed + 1] = r
+      end
+    end
+    local before = st:stats().bytes
+    local removed, by_status = 0, {}
+    for _, r in ipairs(doomed) do
+      if opts.dry_run then
+        print(string.format("would remove %s  %s  %s  %s rows  %s", r.id, r.name, r.status, fmt(r.rows_done),
+          when(r.created_ms)))
+      else
+        local ok, derr = st:run_delete(r.id)
+        if ok == nil then
+          say(derr)
+          return 1
+        end
+      end
+      removed = removed + 1
+      by_status[r.status] = (by_status[r.status] or 0) + 1
+    end
+    local pruned = 0
+    if opts.journal and not opts.dry_run then
+      local n, jerr = st:journal_prune(cutoff)
+      if n == nil then
+        say(jerr)
+        return 1
+      end
+      pruned = n
+    end
+    if opts.vacuum and not opts.dry_run then
+      local ok, verr = st:vacuum()
+      if not ok then
+        say(verr)
+        return 1
+      end
+    end
+    local parts = {}
+    for _, name in ipairs({ "completed", "failed", "paused", "running", "pending" }) do
+      if by_status[name] then
+        parts[#parts + 1] = by_status[name] .. " " .. name
+      end
+    end
+    io.stderr:write(string.format("orch: gc: %s %d run(s)%s%s; store %s -> %s bytes\n",
+      opts.dry_run and "would remove" or "removed", removed,
+      #parts > 0 and (" (" .. table.concat(parts, ", ") .. ")") or "",
+      opts.journal and string.format(", %d journal entr%s", pruned, pruned == 1 and "y" or "ies") or "",
+      fmt(before), fmt(st:stats().bytes)))
+    return 0
+  end)
+end
+
 function M.history(opts)
   return run_command(opts, function(st, run)
     return print_list(opts, st:event_list(run.id) or {}, { "TIME", "EVENT", "DATA" }, function(e)

@@ -645,6 +645,49 @@ static int64_t stored_hits(const char *path, const char *key)
     return hits;
 }
 
+/* count(*) of a query through a separate connection; -1 on error. */
+static int64_t count_of(const char *path, const char *sql)
+{
+    sqlite3 *db = NULL;
+    sqlite3_stmt *s = NULL;
+    int64_t n = -1;
+    if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL) == SQLITE_OK &&
+        sqlite3_prepare_v2(db, sql, -1, &s, NULL) == SQLITE_OK && sqlite3_step(s) == SQLITE_ROW)
+        n = sqlite3_column_int64(s, 0);
+    sqlite3_finalize(s);
+    sqlite3_close(db);
+    return n;
+}
+
+/* Retention: a deleted run takes its checkpoints, results, events and
+ * state along; the journal is pruned by age; vacuum keeps everything else. */
+static void test_retention(struct orch_store *st, const char *db_path)
+{
+    CHECK(count_of(db_path, "SELECT count(*) FROM checkpoints WHERE run_id = 'r1'") > 0);
+    CHECK(count_of(db_path, "SELECT count(*) FROM state WHERE run_id = 'r1'") > 0);
+    int64_t runs = count_of(db_path, "SELECT count(*) FROM runs");
+    CHECK(st->ops->run_delete(st, "r1") == 1);
+    CHECK(st->ops->run_delete(st, "r1") == 0); /* no such run any more */
+    CHECK(count_of(db_path, "SELECT count(*) FROM runs") == runs - 1);
+    CHECK(count_of(db_path, "SELECT (SELECT count(*) FROM checkpoints WHERE run_id = 'r1') + "
+                            "(SELECT count(*) FROM results WHERE run_id = 'r1') + "
+                            "(SELECT count(*) FROM events WHERE run_id = 'r1') + "
+                            "(SELECT count(*) FROM state WHERE run_id = 'r1')") == 0);
+
+    /* journal entries: one written at 1700000000000 (test_journal), the
+     * others now; a cutoff between them removes the old one only */
+    int64_t entries = count_of(db_path, "SELECT count(*) FROM llm_journal");
+    int64_t removed = -1;
+    CHECK(st->ops->journal_prune(st, 1700000000001LL, &removed) == 0);
+    CHECK(removed == 1);
+    CHECK(count_of(db_path, "SELECT count(*) FROM llm_journal") == entries - 1);
+    CHECK(st->ops->journal_prune(st, 1, &removed) == 0 && removed == 0);
+
+    CHECK(st->ops->vacuum(st) == 0);
+    CHECK(count_of(db_path, "SELECT count(*) FROM runs") == runs - 1);
+    CHECK(count_of(db_path, "SELECT count(*) FROM llm_journal") == entries - 1);
+}
+
 /* A reply with a NUL inside and non-UTF-8 bytes, as a raw body might be. */
 static const char journal_reply[] = "{\"text\":\"positive\"}\0tail\xff\xfe";
 #define JOURNAL_REPLY_LEN (sizeof journal_reply - 1)
@@ -1424,6 +1467,12 @@ int main(int argc, char **argv)
     st->ops->close(st);
 
     test_reopen(db_path);
+    st = orch_store_open(db_path, err, sizeof err);
+    CHECK(st != NULL);
+    if (st != NULL) {
+        test_retention(st, db_path);
+        st->ops->close(st);
+    }
     test_migrate_v1(dir);
     test_journal_crash(dir);
 

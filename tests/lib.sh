@@ -30,6 +30,12 @@ run_orch() {
   RC=$?
 }
 
+# ids FILE: "1..N" when a JSONL file's ids are exactly 1..N in order, else
+# what is wrong
+ids() { python3 -c 'import json,sys
+ids=[int(json.loads(l)["id"]) for l in open(sys.argv[1])]
+print("1..%d" % len(ids) if ids == list(range(1, len(ids) + 1)) else "%d rows, not 1..n in order (first %s)" % (len(ids), ids[:5]))' "$1"; }
+
 # wait_lines FILE N: waits (up to 30 s) until FILE has at least N lines,
 # i.e. a background run has reached a checkpoint; timing-free on slow builds
 wait_lines() {

@@ -17,10 +17,6 @@ return orch.workflow {
   stages = { function(row, ctx) ctx:sleep(orch.param("sleep", 0.01)); row.double = row.n * 2; return row end },
 }
 LUA
-# "1..N" when a JSONL file's ids are exactly 1..N in order, else what is wrong
-ids() { python3 -c 'import json,sys
-ids=[int(json.loads(l)["id"]) for l in open(sys.argv[1])]
-print("1..%d" % len(ids) if ids == list(range(1, len(ids) + 1)) else "%d rows, not 1..n in order (first %s)" % (len(ids), ids[:5]))' "$1"; }
 expected=1..3000
 
 # SIGINT: stop admitting, finish in-flight rows, checkpoint, exit 3, resume

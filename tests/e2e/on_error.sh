@@ -38,11 +38,11 @@ return orch.workflow {
   stages = { check_row, function(row) if row.id == 6 then return nil end return row end },
 }
 LUA
-ids() { python3 -c 'import json,sys; print(" ".join(str(json.loads(l)["id"]) for l in open(sys.argv[1])))' "$1"; }
+id_list() { python3 -c 'import json,sys; print(" ".join(str(json.loads(l)["id"]) for l in open(sys.argv[1])))' "$1"; }
 
 run_orch log run flaky.lua
 expect_eq "skip: exit 0" "$RC" 0
-expect_eq "skip: failed and dropped rows are absent, the rest in order" "$(ids out/flaky.jsonl)" "1 2 3 5 7 9 10 11"
+expect_eq "skip: failed and dropped rows are absent, the rest in order" "$(id_list out/flaky.jsonl)" "1 2 3 5 7 9 10 11"
 expect_grep "skip: summary counts" "12 rows .*: 8 ok, 3 failed, 1 dropped" log
 expect_grep "skip: failure names the workflow line" "row 4 \(key 4\): flaky.lua:10: row 4 is not divisible enough" log
 expect_grep "errors file keeps the traceback" '"traceback":"flaky.lua:10: row 4 is not divisible enough\\nstack traceback:.*flaky.lua:10: in' out/flaky-errors.jsonl
@@ -57,7 +57,7 @@ expect_grep "fail: traceback present" "stack traceback:" log
 
 run_orch log run flaky.lua --set policy=retry --set fail_times=2
 expect_eq "retry: exit 0" "$RC" 0
-expect_eq "retry: every row but the dropped one" "$(ids out/flaky.jsonl)" "1 2 3 4 5 7 8 9 10 11 12"
+expect_eq "retry: every row but the dropped one" "$(id_list out/flaky.jsonl)" "1 2 3 4 5 7 8 9 10 11 12"
 expect_grep "retry: third attempt succeeded" '"attempts":3,"id":4' out/flaky.jsonl
 
 run_orch log run flaky.lua --set policy=retry --set fail_times=3

@@ -34,10 +34,6 @@ LUA
 cps() { sqlite3 .orch/state.db "select group_concat(reason || ':' || input_index, ' ') from
   (select c.reason, c.input_index from checkpoints c join runs r on r.id = c.run_id
    where r.name = 'pol-$1' order by c.seq)"; }
-# "1..N" when a JSONL file's ids are exactly 1..N in order
-ids() { python3 -c 'import json,sys
-ids=[int(json.loads(l)["id"]) for l in open(sys.argv[1])]
-print("1..%d" % len(ids) if ids == list(range(1, len(ids) + 1)) else "%d rows, not 1..n in order" % len(ids))' "$1"; }
 
 run_orch rows.log run pol.lua --set policy=rows
 expect_eq "every_rows(100): exit 0" "$RC" 0

@@ -18,10 +18,11 @@ static const char usage_text[] =
     "\n"
     "commands:\n"
     "  run WORKFLOW.lua [--set k=v]... [--concurrency N] [--budget USD] [--fresh] [--no-cache]\n"
-    "                   [--db PATH] [-q|-v]\n"
+    "                   [--db PATH] [-q|-v] [--log-json]\n"
     "                      run a workflow; an unfinished run of the same workflow, input\n"
     "                      and parameters is resumed (--fresh starts a new one); --no-cache\n"
-    "                      skips the LLM response journal; --dry-run is orch estimate\n"
+    "                      skips the LLM response journal; --dry-run is orch estimate;\n"
+    "                      --log-json writes the run's log as one JSON object a line\n"
     "  estimate WORKFLOW.lua [--set k=v]...\n"
     "                      tokens and dollars of the workflow's LLM calls, before spending\n"
     "                      any: it runs offline, writing and storing nothing\n"
@@ -61,10 +62,10 @@ struct command {
 };
 
 static const struct command commands[] = {
-    {"run", "--db --set --concurrency --budget ", "--fresh --no-cache --dry-run -q -v --quiet --verbose ", 1, 1,
+    {"run", "--db --set --concurrency --budget ", "--fresh --no-cache --dry-run --log-json -q -v --quiet --verbose ", 1, 1,
      "orch run WORKFLOW.lua"},
     {"estimate", "--set --concurrency ", "", 1, 1, "orch estimate WORKFLOW.lua"},
-    {"resume", "--db --concurrency --budget ", "--all --no-cache -q -v --quiet --verbose ", 0, 1,
+    {"resume", "--db --concurrency --budget ", "--all --no-cache --log-json -q -v --quiet --verbose ", 0, 1,
      "orch resume RUN_ID | --all"},
     {"status", "--db ", "--json ", 0, 1, "orch status [RUN_ID]"},
     {"ls", "--db --status --name --since --until ", "--json ", 0, 0, "orch ls"},

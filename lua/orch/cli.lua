@@ -11,9 +11,24 @@ local store = require "orch.store"
 
 local M = {}
 
+local log_json = false -- --log-json of run, resume: messages as JSON lines too
+
+local function emit(level, ...)
+  if log_json then
+    io.stderr:write(require("orch.json").encode({ ts_ms = store.now_ms(), level = level, msg = table.concat({ ... }) },
+      { "ts_ms", "level", "msg" }), "\n")
+  else
+    io.stderr:write("orch: ", ...)
+    io.stderr:write("\n")
+  end
+end
+
+-- A problem to report; note: a plain message.
 local function say(...)
-  io.stderr:write("orch: ", ...)
-  io.stderr:write("\n")
+  emit("error", ...)
+end
+local function note(...)
+  emit("info", ...)
 end
 
 function M.version()
@@ -69,7 +84,7 @@ end
 
 -- Runs a loaded workflow as a new or resumed run. -> exit code
 local function execute(st, wf, path, params, opts, resume_id)
-  local log = require("orch.run").logger(opts.verbosity or 0)
+  local log = require("orch.run").logger(opts.verbosity or 0, opts.log_json)
   local ident = runs.identify(wf, path, params)
   local run, ckpt_or_err, code = runs.begin(st, ident, { resume_id = resume_id, fresh = opts.fresh, db = opts.db },
     log)
@@ -88,6 +103,7 @@ local function execute(st, wf, path, params, opts, resume_id)
     no_cache = opts.no_cache,
     concurrency = opts.concurrency,
     verbosity = opts.verbosity,
+    log_json = opts.log_json,
     store = st,
     run = run,
     checkpoint = ckpt_or_err,
@@ -126,6 +142,7 @@ function M.estimate(opts)
 end
 
 function M.run(opts)
+  log_json = opts.log_json
   local path = opts.args[1]
   if opts.dry_run then
     return M.estimate(opts)
@@ -181,6 +198,7 @@ local function resume_one(st, run, opts)
 end
 
 function M.resume(opts)
+  log_json = opts.log_json
   if (opts.args[1] == nil) == (not opts.all) then
     say("resume takes a run id or --all")
     return 2
@@ -198,11 +216,11 @@ function M.resume(opts)
       return 1
     end
     if #list == 0 then
-      say("no interrupted runs in " .. runs.db_path(opts))
+      note("no interrupted runs in " .. runs.db_path(opts))
     end
     local here = sys.realpath(".")
     for i, run in ipairs(list) do
-      say(string.format("resuming %d/%d: %s (%s, %s rows done)", i, #list, run.id, run.status,
+      note(string.format("resuming %d/%d: %s (%s, %s rows done)", i, #list, run.id, run.status,
         require("orch.run").fmt_count(run.rows_done)))
       local c = resume_one(st, run, opts)
       sys.chdir(here)

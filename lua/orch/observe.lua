@@ -38,6 +38,9 @@ function M.bus(list, log)
   local live = {}
   for i, o in ipairs(list or {}) do
     live[i] = { o = o, name = type(o) == "table" and o.name or ("observer " .. i) }
+    if getmetatable(o) == Observer and o.use_log then
+      o.use_log(log) -- the built-ins write through the run's log (text or --log-json)
+    end
   end
   local wants = {}
   for _, t in ipairs(types) do
@@ -98,6 +101,21 @@ end
 
 -- Built-in observers ----------------------------------------------------
 
+-- say(msg) for a built-in: stderr until the bus hands it the run's log.
+local function sayer()
+  local say = function(msg)
+    io.stderr:write("orch: ", msg, "\n")
+  end
+  local function use_log(log)
+    say = function(msg)
+      log(0, msg)
+    end
+  end
+  return function(msg)
+    say(msg)
+  end, use_log
+end
+
 --- progress{ every = 10 }: a line on stderr every `every` seconds (for logs
 --- and pipes; a TTY also gets the live progress bar).
 function M.progress(opts)
@@ -105,8 +123,10 @@ function M.progress(opts)
   check.known_keys("orch.observe.progress", opts, { every = "number" })
   local every = opts.every or 10
   local rows, failed, last, t0 = 0, 0, nil, nil
+  local say, use_log = sayer()
   return setmetatable({
     name = "orch.observe.progress",
+    use_log = use_log,
     on_start = function(ev)
       rows, t0, last = ev.rows_done, sched.now(), sched.now()
     end,
@@ -118,8 +138,7 @@ function M.progress(opts)
       local now = sched.now()
       if now - last >= every then
         last = now
-        io.stderr:write(string.format("orch: progress: %d rows, %d failed, %.0f rows/s\n", rows, failed,
-          rows / math.max(now - t0, 1e-3)))
+        say(string.format("progress: %d rows, %d failed, %.0f rows/s", rows, failed, rows / math.max(now - t0, 1e-3)))
       end
     end,
   }, Observer)
@@ -127,8 +146,10 @@ end
 
 --- cost(): at the end, the cost and tokens per model and per stage.
 function M.cost()
+  local say, use_log = sayer()
   return setmetatable({
     name = "orch.observe.cost",
+    use_log = use_log,
     on_finish = function(ev)
       for _, group in ipairs({ { "model", ev.cost_by_model }, { "stage", ev.cost_by_stage } }) do
         local names = {}
@@ -138,8 +159,7 @@ function M.cost()
         table.sort(names)
         for _, n in ipairs(names) do
           local g = group[2][n]
-          io.stderr:write(string.format("orch: cost by %s: %s: %d calls, %d tokens, $%.4f\n", group[1], n, g.calls,
-            g.tokens, g.cost))
+          say(string.format("cost by %s: %s: %d calls, %d tokens, $%.4f", group[1], n, g.calls, g.tokens, g.cost))
         end
       end
     end,

@@ -102,11 +102,20 @@ end
 M.fmt_count = fmt_count
 
 
---- logger(verbosity) -> log(rank, msg): writes "orch: msg" to stderr when
---- rank <= verbosity (-1 quiet, 0 normal, 1 verbose).
-function M.logger(verbosity)
-  return function(rank, msg)
-    if rank <= verbosity then
+--- logger(verbosity [, as_json [, run_id]]) -> log(rank, msg [, level]):
+--- writes "orch: msg" to stderr when rank <= verbosity (-1 quiet, 0 normal,
+--- 1 verbose; rank -1 is always written). as_json (--log-json) writes one
+--- JSON object a line instead: ts_ms, level ("error", "warn", "info" or,
+--- for rank 1 and above, "debug"), msg, and run_id when known.
+function M.logger(verbosity, as_json, run_id)
+  return function(rank, msg, level)
+    if rank > verbosity then
+      return
+    end
+    if as_json then
+      io.stderr:write(json.encode({ ts_ms = store.now_ms(), level = level or (rank >= 1 and "debug" or "info"),
+        msg = msg, run_id = run_id }, { "ts_ms", "level", "run_id", "msg" }), "\n")
+    else
       io.stderr:write("orch: ", msg, "\n")
     end
   end
@@ -118,14 +127,14 @@ end
 --- to resume from, or nil).
 function M.rows(wf, opts)
   local verbosity = opts.verbosity or 0
-  local log = M.logger(verbosity)
   local st, run, ckpt = opts.store, opts.run, opts.checkpoint
+  local log = M.logger(verbosity, opts.log_json, run.id)
 
   -- Before any row runs: a run that cannot start is not left "running".
   -- A new one is marked failed (the next orch run starts afresh); one that
   -- has work to resume is paused, to be resumed once the cause is fixed.
   local function cannot_start(what, msg)
-    io.stderr:write("orch: cannot ", what, ": ", msg, "\n")
+    log(-1, "cannot " .. what .. ": " .. msg, "error")
     local resumable = ckpt ~= nil or (run.recoveries or 0) > 0
     run.status = resumable and "paused" or "failed"
     run.error = "cannot " .. what .. ": " .. msg
@@ -216,7 +225,7 @@ function M.rows(wf, opts)
         e.key, e.run_id = key, run.id
         local ok, jerr = st:journal_put(e)
         if not ok then
-          log(0, "warning: cannot journal an LLM response: " .. tostring(jerr))
+          log(0, "warning: cannot journal an LLM response: " .. tostring(jerr), "warn")
         end
       end,
     }
@@ -224,7 +233,7 @@ function M.rows(wf, opts)
   local max_usd = opts.budget or (wf.budget and wf.budget.max_usd)
   if max_usd then
     rt.budget = limits.budget(max_usd, wf.budget and wf.budget.warn_at, totals, function(f, spent)
-      log(0, string.format("budget warning: $%.4f spent, %.0f%% of $%.2f", spent, f * 100, max_usd))
+      log(0, string.format("budget warning: $%.4f spent, %.0f%% of $%.2f", spent, f * 100, max_usd), "warn")
       rt.emit("budget_warning", { fraction = f, spent_usd = spent, max_usd = max_usd })
     end)
     rt.after_spend = rt.budget.after_spend
@@ -452,7 +461,7 @@ function M.rows(wf, opts)
 
   -- Progress -------------------------------------------------------------
 
-  local tty = verbosity >= 0 and sys.isatty(2)
+  local tty = verbosity >= 0 and not opts.log_json and sys.isatty(2)
   local t0 = sched.now()
   local start_index, start_offset = cursor.index, cursor.offset
   local size = src.size and src.size() or nil
@@ -659,7 +668,7 @@ function M.rows(wf, opts)
   end
   local cok, cerr = pcall(checkpoint, reason, status, error_text)
   if not cok then
-    io.stderr:write("orch: run ", run.id, ": ", tostring(cerr), "\n")
+    log(-1, "run " .. run.id .. ": " .. tostring(cerr), "error")
     exit = 1
   end
   if out then
@@ -683,7 +692,7 @@ function M.rows(wf, opts)
   end
 
   if not ok then
-    io.stderr:write("orch: run ", run.id, " failed: ", tostring(finished), "\n")
+    log(-1, "run " .. run.id .. " failed: " .. tostring(finished), "error")
     return 1
   end
   local el = math.max(sched.now() - t0, 1e-3)
@@ -708,16 +717,16 @@ function M.rows(wf, opts)
     end
   end
   if paused == "budget" then
-    io.stderr:write(string.format("orch: run %s paused after %s rows: %s; resume with a higher budget: "
-      .. "orch resume %s --budget %.2f\n", run.id, fmt_count(cursor.index), budget_msg, run.id, max_usd * 2))
+    log(-1, string.format("run %s paused after %s rows: %s; resume with a higher budget: "
+      .. "orch resume %s --budget %.2f", run.id, fmt_count(cursor.index), budget_msg, run.id, max_usd * 2), "warn")
   elseif paused then
-    io.stderr:write(string.format("orch: run %s paused after %s rows (%s); resume with: orch resume %s\n",
-      run.id, fmt_count(cursor.index), paused, run.id))
+    log(-1, string.format("run %s paused after %s rows (%s); resume with: orch resume %s",
+      run.id, fmt_count(cursor.index), paused, run.id), "warn")
   elseif fatal then
-    io.stderr:write(string.format("orch: run %s failed%s: %s\n", run.id,
+    log(-1, string.format("run %s failed%s: %s", run.id,
       fatal.seq and string.format(" at row %d%s", fatal.seq,
         fatal.key ~= nil and (" (key " .. tostring(fatal.key) .. ")") or "") or "",
-      fatal.tb or fatal.msg))
+      fatal.tb or fatal.msg), "error")
   end
   return exit
 end

@@ -71,6 +71,19 @@ expect_grep "orch.observe.cost: per model" "cost by model: mock-1: 599 calls, [0
 expect_grep "and per stage" "cost by stage: stage 1: 599 calls" run.log
 expect_grep "orch.observe.progress: lines for logs" "^orch: progress: [0-9]+ rows, [01] failed, [0-9]+ rows/s" run.log
 
+# --log-json: every line the run writes is one JSON object
+run_orch json.log run obs.lua --log-json --fresh
+expect_eq "--log-json run: exit 0" "$RC" 0
+got=$(python3 -c 'import json,sys
+lines=[json.loads(l) for l in open("json.log")]
+ok=all(set(d) >= {"ts_ms", "level", "msg"} and d["level"] in ("error", "warn", "info", "debug") for d in lines)
+summary=[d for d in lines if d["msg"].startswith("obs: 600 rows in")]
+print(ok, len(summary), summary[0].get("run_id", "")[:4] if summary else "-")')
+expect_eq "each line has ts_ms, level, msg; the summary carries the run id" "$got" "True 1 obs-"
+run_orch jsonerr.log run missing.lua --log-json
+expect_eq "a missing workflow with --log-json: exit 2" "$RC" 2
+expect_grep "is a JSON error line too" '^\{"ts_ms":[0-9]+,"level":"error","msg":"cannot open workflow: missing.lua' jsonerr.log
+
 cat >bad1.lua <<'LUA'
 local orch = require "orch"
 return orch.workflow {

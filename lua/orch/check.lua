@@ -201,9 +201,7 @@ local workflow_keys = {
 
 -- Keys of the contract that this version does not carry out yet: refusing
 -- them beats silently ignoring a budget.
-local not_yet = {
-  steps = "multi-step (DAG) workflows",
-}
+local not_yet = {}
 
 local function check_file_spec(what, key, v, io)
   if getmetatable(v) ~= M.Spec or v.io ~= io then
@@ -226,6 +224,21 @@ function M.workflow(spec)
   end
   if spec.name == nil or spec.name == "" then
     M.fail("orch.workflow: 'name' is required (a string that identifies the workflow)")
+  end
+  if spec.steps ~= nil then
+    -- a DAG of steps runs as rows (orch.steps): one per step, in order
+    for _, k in ipairs({ "input", "stages", "key" }) do
+      if spec[k] ~= nil then
+        M.fail_key(k, "orch.workflow: '%s' cannot be given with 'steps' (the steps are the rows; a step can read "
+          .. "files and call ctx:llm itself)", k)
+      end
+    end
+    local steps = require "orch.steps"
+    local input, stage = steps.plan(spec, steps.check(spec.steps))
+    spec.input, spec.stages, spec.key = input, { stage }, "step"
+    -- steps are few and costly: checkpoint after each, and stop at the first that fails
+    spec.checkpoint = spec.checkpoint or require("orch.policy").every_rows(1)
+    spec.on_error = spec.on_error or "fail"
   end
   if spec.input == nil then
     M.fail("orch.workflow: 'input' is required: orch.read.csv(path), orch.read.jsonl(path), a table of rows or an iterator function")

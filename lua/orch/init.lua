@@ -97,6 +97,29 @@ orch.write = {
   end,
 }
 
+--- orch.rows(path) -> an iterator over the rows of a CSV (with a header
+--- row) or JSONL file (by its extension), for steps and scripts that read a
+--- file themselves: for row in orch.rows("reviews.csv") do ... end. A
+--- malformed row raises with its file:line.
+function orch.rows(path)
+  check.arg_type("orch.rows", 1, path, "string")
+  local spec = path:match("%.jsonl$") and orch.read.jsonl(path) or orch.read.csv(path)
+  local src, err = require("orch.io").open_source(spec)
+  if src == nil then
+    error("orch.rows: " .. tostring(err), 2)
+  end
+  return function()
+    local row, msg = src.next()
+    if row == false then
+      src.close()
+      error(msg, 0)
+    elseif row == nil then
+      src.close()
+    end
+    return row or nil
+  end
+end
+
 -- Error policies ----------------------------------------------------------
 
 --- orch.retry(n [, after]) : rerun a failed row up to n more times, then

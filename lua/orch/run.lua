@@ -697,8 +697,9 @@ function M.rows(wf, opts)
   end
   local el = math.max(sched.now() - t0, 1e-3)
   local done_now = cursor.index - start_index
-  log(0, string.format("%s: %s rows in %.2f s (%s rows/s): %d ok, %d failed, %d dropped%s%s%s",
-    wf.name, fmt_count(cursor.index), el, fmt_count(done_now / el), counts.ok, counts.failed, counts.dropped,
+  local unit = wf.steps and "steps" or "rows"
+  log(0, string.format("%s: %s %s in %.2f s (%s %s/s): %d ok, %d failed, %d dropped%s%s%s",
+    wf.name, fmt_count(cursor.index), unit, el, fmt_count(done_now / el), unit, counts.ok, counts.failed, counts.dropped,
     counts.defaulted > 0 and string.format(", %d defaulted", counts.defaulted) or "",
     totals.llm_calls > 0 and string.format("; %d LLM calls%s, %s tokens, $%.4f", totals.llm_calls,
       (totals.cached_calls or 0) > 0 and string.format(" (%d from the journal, $%.4f saved)", totals.cached_calls,

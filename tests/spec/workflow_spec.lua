@@ -364,20 +364,31 @@ describe("orch.workflow", function()
     end)
   end)
 
-  describe("keys not supported yet", function()
-    local cases = {
-      { "steps", {}, "multi-step (DAG) workflows" },
-    }
-    for _, c in ipairs(cases) do
-      local key, value, what = c[1], c[2], c[3]
-      it(key .. " is refused rather than ignored", function()
-        local at = here() + 1
-        local e = catch(function() local wf = orch.workflow(base { [key] = value }) return wf end)
-        assert_error_at(at, string.format(
-          "orch.workflow: '%s' is not supported by this version of orch (%s are not available yet)", key, what), e)
-        assert.are.equal(key, e.key)
-      end)
-    end
+  describe("steps", function()
+    it("turn into rows of the row engine, in a topological order", function()
+      local wf = orch.workflow { name = "dag", steps = {
+        { name = "b", after = { "a" }, run = function() end },
+        { name = "a", run = function() end },
+        { name = "c", after = { "a" }, run = function() end },
+      } }
+      assert.are.equal("step", wf.key)
+      assert.are.same({ { step = "a" }, { step = "b" }, { step = "c" } }, wf.input)
+      assert.are.equal("fail", wf.on_error)
+    end)
+
+    it("do not go with an input, at its line", function()
+      local at = here() + 1
+      local e = catch(function() local wf = orch.workflow(base { steps = {} }) return wf end)
+      assert_error_at(at, "orch.workflow: 'input' cannot be given with 'steps' (the steps are the rows; a step "
+        .. "can read files and call ctx:llm itself)", e)
+    end)
+
+    it("refuse a misspelled step key", function()
+      local at = here() + 1
+      local e = catch(function() local wf = orch.workflow { name = "d", steps = { { name = "a", rnu = print } } } return wf end)
+      assert_error_at(at, "orch.workflow: steps[1]: unknown key 'rnu' (did you mean 'run'?); expected one of: after, "
+        .. "critical, name, run", e)
+    end)
   end)
 
   describe("checkpoint", function()

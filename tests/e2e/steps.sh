@@ -1,0 +1,107 @@
+# Multi-step (DAG) workflows: independent steps run at once, each gets the
+# outputs of its `after` steps, the output file has a line per step; a
+# failing step stops the run (exit 1) and its dependents never run; kill -9
+# mid-DAG then resume runs only the steps that had not completed; cycles,
+# unknown steps and clashing keys are refused at load with their line.
+. tests/lib.sh
+cd "$WORK"
+cat >dag.lua <<'LUA'
+local orch = require "orch"
+local function mark(name)
+  local f = io.open("ran.log", "a")
+  f:write(name, "\n")
+  f:close()
+end
+local slow = tonumber(orch.param("slow", "0"))
+return orch.workflow {
+  name = "research",
+  output = orch.write.jsonl("out/report.jsonl"),
+  llm = { provider = "mock", model = "mock", latency_ms = 0 },
+  steps = {
+    { name = "report", after = { "analyse", "stats" }, run = function(ctx, inputs)
+      mark("report")
+      if orch.param("fail", "") == "report" then error("the report template is missing") end
+      return { summary = inputs.analyse.summary, n = inputs.stats.n }
+    end },
+    { name = "search", run = function(ctx) mark("search"); ctx:sleep(0.3) return { "doc a", "doc b", "doc c" } end },
+    { name = "stats", after = { "search" }, run = function(ctx, inputs)
+      mark("stats"); ctx:sleep(0.3 + slow)
+      if orch.param("fail", "") == "stats" then error("stats broke") end
+      return { n = #inputs.search }
+    end },
+    { name = "analyse", after = { "search" }, run = function(ctx, inputs)
+      mark("analyse"); ctx:sleep(0.3)
+      return { summary = ctx:llm { prompt = "Summarise: " .. table.concat(inputs.search, "; ") } }
+    end },
+  },
+}
+LUA
+start=$(date +%s.%N)
+run_orch run.log run dag.lua
+took=$(python3 -c "print('%.1f' % ($(date +%s.%N) - $start))")
+expect_eq "a DAG run: exit 0" "$RC" 0
+expect_grep "counts steps" "research: 4 steps in [0-9.]+ s .*: 4 ok, 0 failed" run.log
+if python3 -c "import sys; sys.exit(0 if $took < 1.15 else 1)"; then ok "stats and analyse ran at once: $took s for 0.3 + 0.3 + 0.3 of sleeps"; else bad "took $took s"; fi
+expect_eq "a line per step, dependencies first, outputs passed along" "$(cat out/report.jsonl)" \
+'{"output":["doc a","doc b","doc c"],"step":"search"}
+{"output":{"n":3},"step":"stats"}
+{"output":{"summary":"doc a; doc b; doc c"},"step":"analyse"}
+{"output":{"n":3,"summary":"doc a; doc b; doc c"},"step":"report"}'
+expect_eq "each step ran once" "$(sort ran.log | tr '\n' ' ')" "analyse report search stats "
+
+rm -f ran.log
+run_orch fail.log run dag.lua --set fail=stats --fresh
+expect_eq "a failing step fails the run: exit 1" "$RC" 1
+expect_grep "naming the step and its error" "failed at row 2 \(key stats\): .*dag.lua:[0-9]+: stats broke" fail.log
+if grep -q report ran.log; then bad "report ran after stats failed"; else ok "its dependents never ran"; fi
+
+# kill -9 while stats (slow) runs: search and analyse are done and saved
+rm -f ran.log
+"$ORCH" run dag.lua --set slow=5 --fresh >kill.log 2>&1 &
+pid=$!
+for _ in $(seq 1 200); do
+  [ "$(sqlite3 .orch/state.db "select count(*) from checkpoints c join runs r on r.id = c.run_id where r.status = 'running'" 2>/dev/null || echo 0)" -ge 1 ] && grep -q analyse ran.log && break
+  sleep 0.05
+done
+sleep 0.5 # analyse (0.3 s) has finished and its output is in ctx.state by now
+kill -9 "$pid"; wait "$pid" 2>/dev/null
+run_orch resume.log run dag.lua --set slow=5
+expect_eq "resume after kill -9: exit 0" "$RC" 0
+expect_grep "it resumed" "resuming run research-" resume.log
+expect_eq "search and analyse did not run again; stats and report did" "$(sort ran.log | tr '\n' ' ')" \
+  "analyse report search stats stats "
+expect_eq "every step once in the output" "$(python3 -c 'import json; print(" ".join(json.loads(l)["step"] for l in open("out/report.jsonl")))')" \
+  "search stats analyse report"
+
+# the ready-made multi-step workflow, offline
+run_orch report.log run "$ROOT/workflows/report.lua" --set input="$ROOT/examples/data/reviews.csv" \
+  --set report=report.md --set out=report-steps.jsonl
+expect_eq "workflows/report.lua: exit 0" "$RC" 0
+expect_grep "four steps, one LLM call per product" "review-report: 4 steps in .*; 15 LLM calls" report.log
+expect_eq "a report section per product" "$(head -1 report.md) $(grep -c '^## .* reviews, mean rating [0-9.]*)$' report.md)" \
+  "# Review report 15"
+
+refused() { # refused NAME FILE PATTERN
+  run_orch "$2.log" run "$2"
+  expect_eq "$1: exit 2" "$RC" 2
+  expect_grep "$1: says so" "$3" "$2.log"
+}
+cat >cycle.lua <<'LUA'
+local orch = require "orch"
+return orch.workflow {
+  name = "cycle",
+  steps = {
+    { name = "a", after = { "c" }, run = function() end },
+    { name = "b", after = { "a" }, run = function() end },
+    { name = "c", after = { "b" }, run = function() end },
+  },
+}
+LUA
+refused "a cycle" cycle.lua "cycle.lua:[0-9]+: orch.workflow: steps form a cycle: a, b, c wait for each other"
+sed 's/after = { "a" }/after = { "aa" }/; s/after = { "c" }, //' cycle.lua >unknown.lua
+refused "an unknown step" unknown.lua "step 'b' runs after 'aa' \(after\[1\]\), which is not a step \(did you mean 'a'\?\)"
+sed 's/name = "c"/name = "a"/' cycle.lua >dup.lua
+refused "two steps of one name" dup.lua "two steps are named 'a' \(steps\[1\] and steps\[3\]\)"
+sed 's/name = "cycle",/name = "cycle", input = { { id = 1 } },/' cycle.lua >both.lua
+refused "steps with an input" both.lua "'input' cannot be given with 'steps'"
+finish

@@ -65,8 +65,8 @@ struct orch_sched {
  * on the running coroutine, as lua.c does for Ctrl-C; the hook raises an
  * error in that task once it has run burst_ms without waiting, or at once
  * when SIGINT/SIGTERM came while it had been busy a second or more (and
- * from then on, for the rest of the run: it is stopping). The signal
- * handler can only reach process-wide state. */
+ * from then on, for the rest of the run: it is stopping). Children only,
+ * not the root task. The signal handler can only reach process-wide state. */
 #define SCHED_TICK_US 100000
 #define SCHED_INTERRUPT_MS 1000
 static lua_State *volatile busy_co;          /* the coroutine inside lua_resume */
@@ -401,6 +401,20 @@ static void deliver(struct orch_sched *s, struct orch_task *t, int ok, int n)
         wake_waiter(p);
 }
 
+/* Pushes "file:line: " of the innermost Lua function running in co (the
+ * hook may fire on a call into a C function, which has no line). */
+static void push_where(lua_State *co)
+{
+    lua_Debug ar;
+    for (int level = 0; lua_getstack(co, level, &ar); level++) {
+        if (lua_getinfo(co, "Sl", &ar) && ar.currentline > 0) {
+            lua_pushfstring(co, "%s:%d: ", ar.short_src, ar.currentline);
+            return;
+        }
+    }
+    lua_pushliteral(co, "");
+}
+
 /* The count hook armed by the tick or by an interrupt; runs in the busy
  * task, removes itself, and raises there when it is time (may longjmp). */
 static void busy_hook(lua_State *co, lua_Debug *ar)
@@ -414,7 +428,7 @@ static void busy_hook(lua_State *co, lua_Debug *ar)
         /* the task is not at fault: an error of its own kind, which a row
          * driver can tell from a failure (the row runs again on resume) */
         lua_createtable(co, 0, 1);
-        luaL_where(co, 0);
+        push_where(co);
         lua_pushfstring(co, "interrupted (%s) after %f s of Lua code that never waited",
                         sig == SIGINT ? "SIGINT" : "SIGTERM", (lua_Number)busy / 1000.0);
         lua_concat(co, 2);
@@ -423,7 +437,7 @@ static void busy_hook(lua_State *co, lua_Debug *ar)
         lua_error(co);
     }
     if (busy >= s->burst_ms) {
-        luaL_where(co, 0); /* the busy function itself, not its caller */
+        push_where(co);
         lua_pushfstring(co, "ran %f s of Lua code without waiting (an endless loop?); burst_timeout = %f s",
                         (lua_Number)busy / 1000.0, (lua_Number)s->burst_ms / 1000.0);
         lua_concat(co, 2);
@@ -500,7 +514,10 @@ static int task_resume(struct orch_sched *s, struct orch_task *t, struct orch_ta
     t->state = ORCH_TASK_RUNNING;
     int nres = 0;
     s->resume_ms = orch_loop_update_time(s->loop);
-    busy_co = t->co;
+    /* the root (a run's driver, a script) is never stopped this way: the
+     * library code there has no row to fail, and a failed driver would
+     * fail the run that a signal only meant to pause */
+    busy_co = t != root ? t->co : NULL;
     int status = lua_resume(t->co, L, nargs, &nres);
     busy_co = NULL;
     if (lua_gethook(t->co) != NULL)

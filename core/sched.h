@@ -98,8 +98,8 @@ void orch_sched_untrap_signals(struct orch_sched *s);
 /* Signals counted since trapping; *last_signo (may be NULL) the last one. */
 int orch_sched_signals(const struct orch_sched *s, int *last_signo);
 
-/* How long (ms) a task may run Lua code without waiting before an error
- * is raised in it (default 60 s). Once SIGINT/SIGTERM arrived, a task busy
+/* How long (ms) a task (other than the root) may run Lua code without
+ * waiting before an error is raised in it (default 60 s). Once SIGINT/SIGTERM arrived, a task busy
  * for a second gets an error { msg = } with metatable ORCH_INTERRUPTED_MT
  * instead (sched.Interrupted in Lua). */
 #define ORCH_INTERRUPTED_MT "orch.Interrupted"

@@ -845,19 +845,36 @@ describe("orch.sched runaway Lua", function()
 
   it("leaves a task alone that waits in time", function()
     local prev = sched.burst_timeout(0.3)
-    local done = sched.run(function()
-      local t0 = sched.now()
-      while sched.now() - t0 < 0.8 do
-        local x = 0
-        for i = 1, 1e5 do
-          x = x + i
+    local rec = sched.run(function()
+      sched.spawn(function()
+        local t0 = sched.now()
+        while sched.now() - t0 < 0.8 do
+          local x = 0
+          for i = 1, 1e5 do
+            x = x + i
+          end
+          sched.sleep(0) -- a short burst, then a wait: never too long
         end
-        sched.sleep(0) -- a short burst, then a wait: never too long
-      end
-      return "done"
+        return "done"
+      end)
+      return sched.wait()[1]
     end)
     sched.burst_timeout(prev)
-    assert.are.equal("done", done)
+    assert.is_true(rec.ok, tostring(rec.err))
+    assert.are.equal("done", rec[1])
+  end)
+
+  it("never stops the root task (a run's driver): only its children", function()
+    local prev = sched.burst_timeout(0.2)
+    local n = sched.run(function()
+      local t0, x = sched.now(), 0
+      while sched.now() - t0 < 0.5 do
+        x = x + 1 -- 0.5 s without waiting, in the root
+      end
+      return x
+    end)
+    sched.burst_timeout(prev)
+    assert.is_true(n > 0)
   end)
 
   it("reads and sets the limit, and checks it", function()

@@ -69,7 +69,8 @@ function M.prepare(wf, dir)
     if finish == nil then
       return false
     end
-    log(string.format("estimate for %s: %s rows, %s LLM calls", wf.name, count(finish.rows), count(finish.llm_calls)))
+    log(string.format("estimate for %s: %s %s, %s LLM calls", wf.name, count(finish.rows), wf.steps and "steps" or "rows",
+      count(finish.llm_calls)))
     local models = {}
     for name in pairs(finish.cost_by_model or {}) do
       models[#models + 1] = name

@@ -139,18 +139,33 @@ void orch_task_park(struct orch_task *t)
     orch_task_suspend(t, park_cancel, NULL);
 }
 
-int orch_sched_unpark(struct orch_sched *s, uint64_t id)
+/* The live task with this id, or NULL. O(live tasks). */
+static struct orch_task *task_by_id(struct orch_sched *s, uint64_t id)
 {
     for (struct orch_task *t = s->tasks; t != NULL; t = t->next) {
-        if (t->id == id) {
-            if (!t->parked || t->state != ORCH_TASK_WAITING)
-                return 0;
-            t->parked = 0;
-            orch_task_wake(t, NULL, NULL);
-            return 1;
-        }
+        if (t->id == id)
+            return t;
     }
-    return 0;
+    return NULL;
+}
+
+int orch_sched_unpark(struct orch_sched *s, uint64_t id)
+{
+    struct orch_task *t = task_by_id(s, id);
+    if (t == NULL || !t->parked || t->state != ORCH_TASK_WAITING)
+        return 0;
+    t->parked = 0;
+    orch_task_wake(t, NULL, NULL);
+    return 1;
+}
+
+int orch_sched_poke(struct orch_sched *s, uint64_t id)
+{
+    struct orch_task *t = task_by_id(s, id);
+    if (t == NULL || t->state != ORCH_TASK_WAITING || !t->waiting_children)
+        return 0;
+    orch_task_poke(t);
+    return 1;
 }
 
 size_t orch_task_children(const struct orch_task *t)

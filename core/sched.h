@@ -82,6 +82,9 @@ void orch_task_take_mailbox(struct orch_task *t, lua_State *L);
 int orch_task_wait_children(struct orch_task *t, int64_t timeout_ms);
 /* Wakes t early if it waits for children (a signal arrived, say). */
 void orch_task_poke(struct orch_task *t);
+/* orch_task_poke of the live task with this id: 1, or 0 when there is no
+ * such task or it does not wait for children. O(live tasks). */
+int orch_sched_poke(struct orch_sched *s, uint64_t id);
 
 /* Runs the loop and resumes tasks until root is done, then cancels what is
  * left. Leaves root's results on L (returns their count) or, when root

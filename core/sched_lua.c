@@ -166,6 +166,15 @@ static int l_sched_current(lua_State *L)
     return 1;
 }
 
+/* poke(id) -> whether the task with that id waited for children and was
+ * woken (its wait returns early, possibly with nothing). */
+static int l_sched_poke(lua_State *L)
+{
+    lua_Integer id = luaL_checkinteger(L, 1);
+    lua_pushboolean(L, orch_sched_poke(orch_sched_get(L), (uint64_t)id));
+    return 1;
+}
+
 /* burst_timeout([seconds]) -> the previous limit: how long a task may run
  * Lua code without waiting before an error is raised in it. */
 static int l_sched_burst_timeout(lua_State *L)
@@ -197,6 +206,7 @@ static const luaL_Reg sched_funcs[] = {
     {"current", l_sched_current},
     {"live", l_sched_live},
     {"burst_timeout", l_sched_burst_timeout},
+    {"poke", l_sched_poke},
     {"park", l_sched_park},
     {"unpark", l_sched_unpark},
     {"trap_signals", l_sched_trap_signals},

@@ -85,9 +85,10 @@ function Context:log(level, msg)
   self._run.log(rank, string.format("[%s] row %s: %s", level, tostring(self.row), tostring(msg)))
 end
 
---- Asks the run for a checkpoint at the driver's next turn, named `name`:
---- it covers the rows settled by then (a row in flight, this one included,
---- is covered by a later one). Requests of the same moment share one.
+--- Asks the run for a checkpoint named `name` and waits until the driver
+--- has written it. It covers the rows settled by then and ctx.state as it
+--- is (a row in flight, this one included, is covered by a later one).
+--- Requests of the same moment share one.
 function Context:checkpoint(name)
   if name ~= nil and type(name) ~= "string" then
     error("ctx:checkpoint(name): name must be a string, got " .. type(name), 2)

@@ -47,7 +47,7 @@ local function stage_list(wf)
     if type(s) == "function" then
       list[i] = { name = "stage " .. i, fn = s }
     else
-      list[i] = { name = s.name or ("stage " .. i), fn = s.run }
+      list[i] = { name = s.name or ("stage " .. i), fn = s.run, critical = s.critical }
     end
   end
   return list
@@ -210,9 +210,19 @@ function M.rows(wf, opts)
     st:event_add(run.id, event, ok and enc or nil)
     events[#events + 1] = { type = "event", name = event, data = data, row = ctx and ctx.row }
   end
-  local requested = {} -- ctx:checkpoint names since the driver last looked
+  -- ctx:checkpoint: { name =, task = id } since the driver last looked. The
+  -- caller waits (parked) until the driver has written the checkpoint.
+  local requested = {}
+  local driver_id
   function rt.request_checkpoint(name)
-    requested[#requested + 1] = name
+    local me = sched.current()
+    requested[#requested + 1] = { name = name, task = me }
+    if driver_id then
+      sched.poke(driver_id) -- it may be waiting for rows to finish
+    end
+    if me and me ~= driver_id then
+      sched.park()
+    end
   end
 
   -- LLM services: the response journal, the budget, rate limits
@@ -269,6 +279,9 @@ function M.rows(wf, opts)
   local function apply(row, ctx)
     for i = 1, nstages do
       ctx.stage = stages[i].name
+      if stages[i].critical then
+        ctx:checkpoint("before " .. stages[i].name) -- what is settled is durable before it runs
+      end
       local r = stages[i].fn(row, ctx)
       if r == nil then
         return nil
@@ -494,6 +507,7 @@ function M.rows(wf, opts)
   -- The driver -----------------------------------------------------------
 
   local function drive()
+    driver_id = sched.current()
     sched.trap_signals()
     st:keepalive(run.id, 5)
     if bus.wants.start then
@@ -621,9 +635,14 @@ function M.rows(wf, opts)
         fatal, stop = { msg = rt.abort }, true
       end
       if #requested > 0 then -- the requests of one turn share a checkpoint
-        local name = requested[1]
+        local asked = requested
         requested = {}
-        checkpoint(name)
+        checkpoint(asked[1].name)
+        for _, r in ipairs(asked) do
+          if r.task then
+            sched.unpark(r.task)
+          end
+        end
       end
       local evs = events
       events = {}

@@ -162,6 +162,9 @@ function M.plan(spec, topo)
         await(dep, outputs)
         inputs[dep] = outputs[dep]
       end
+      if s.critical then
+        ctx:checkpoint("before " .. s.name) -- all that is done is durable before it starts
+      end
       local out = s.run(ctx, inputs)
       if out == nil then
         out = require("orch.json").null

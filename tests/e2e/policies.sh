@@ -66,6 +66,23 @@ got=$(cps asked)
 if echo "$got" | grep -Eq '^halfway:(4[0-9][0-9]|500) rows:(9[0-9][0-9]|1000) final:1000$'; then
   ok "ctx:checkpoint(\"halfway\") writes one, named ($got)"; else bad "ctx:checkpoint: $got"; fi
 
+cat >crit.lua <<'LUA'
+local orch = require "orch"
+return orch.workflow {
+  name = "pol-crit",
+  input = orch.read.csv("rows.csv"),
+  output = orch.write.jsonl("out/crit.jsonl"),
+  key = "id",
+  concurrency = 50,
+  stages = { { name = "charge", critical = true, run = function(row, ctx) ctx:sleep(0.005) return row end } },
+}
+LUA
+run_orch crit.log run crit.lua
+expect_eq "a critical stage: exit 0" "$RC" 0
+n=$(sqlite3 .orch/state.db "select count(*) from checkpoints c join runs r on r.id = c.run_id where r.name = 'pol-crit' and c.reason = 'before charge'")
+if [ "$n" -ge 10 ] && [ "$n" -le 1000 ]; then ok "checkpoints before a critical stage, the rows of a turn sharing one: $n"; else bad "$n 'before charge' checkpoints"; fi
+expect_eq "and every row once" "$(ids out/crit.jsonl)" "1..1000"
+
 run_orch raises.log run pol.lua --set policy=raises
 expect_eq "a policy that raises fails the run: exit 1" "$RC" 1
 expect_grep "with the policy's message and line" "the checkpoint policy failed: .*pol.lua:[0-9]+: policy gave up" raises.log

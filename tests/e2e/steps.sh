@@ -18,7 +18,7 @@ return orch.workflow {
   output = orch.write.jsonl("out/report.jsonl"),
   llm = { provider = "mock", model = "mock", latency_ms = 0 },
   steps = {
-    { name = "report", after = { "analyse", "stats" }, run = function(ctx, inputs)
+    { name = "report", after = { "analyse", "stats" }, critical = true, run = function(ctx, inputs)
       mark("report")
       if orch.param("fail", "") == "report" then error("the report template is missing") end
       return { summary = inputs.analyse.summary, n = inputs.stats.n }
@@ -48,6 +48,10 @@ expect_eq "a line per step, dependencies first, outputs passed along" "$(cat out
 {"output":{"summary":"doc a; doc b; doc c"},"step":"analyse"}
 {"output":{"n":3,"summary":"doc a; doc b; doc c"},"step":"report"}'
 expect_eq "each step ran once" "$(sort ran.log | tr '\n' ' ')" "analyse report search stats "
+last=$(sqlite3 .orch/state.db "select group_concat(reason, ',') from (select c.reason from checkpoints c join runs r
+  on r.id = c.run_id where r.name = 'research' order by c.seq)")
+if echo "$last" | grep -Eq '(step stats|step analyse),.*before report,.*step report'; then
+  ok "a critical step starts after a checkpoint of all that is done ($last)"; else bad "checkpoints: $last"; fi
 
 rm -f ran.log
 run_orch fail.log run dag.lua --set fail=stats --fresh

@@ -885,3 +885,32 @@ describe("orch.sched runaway Lua", function()
     assert.is_table(sched.Interrupted)
   end)
 end)
+
+describe("orch.sched.poke", function()
+  it("wakes a task waiting for its children, whose wait then returns early", function()
+    local got = sched.run(function()
+      local me = sched.current()
+      sched.spawn(function()
+        assert.is_true(sched.poke(me))
+        sched.sleep(0.2)
+      end)
+      local t0 = sched.now()
+      local batch = sched.wait() -- no timeout: only the poke can end it early
+      local early = sched.now() - t0 < 0.15
+      sched.wait()
+      return { #batch, early }
+    end)
+    assert.are.same({ 0, true }, got)
+  end)
+
+  it("says no when the task does not wait for children", function()
+    local r = sched.run(function()
+      local id = sched.spawn(function() sched.sleep(0.05) end)
+      local poked = sched.poke(id) -- it sleeps; it does not wait for children
+      sched.wait()
+      return poked
+    end)
+    assert.is_false(r)
+    assert.is_false(sched.run(function() return sched.poke(123456789) end))
+  end)
+end)

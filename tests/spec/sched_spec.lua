@@ -838,7 +838,7 @@ describe("orch.sched runaway Lua", function()
     sched.burst_timeout(prev)
     assert.are.equal(5, ticks)
     assert.are.equal("sleeper done", outcomes[1])
-    assert.is_truthy(outcomes[2]:find(where .. ": ran 0.3", 1, true), outcomes[2])
+    assert.is_truthy(outcomes[2]:find(where .. ": ran ", 1, true), outcomes[2])
     assert.is_truthy(outcomes[2]:find("without waiting (an endless loop?); burst_timeout = 0.3 s", 1, true),
       outcomes[2])
   end)
@@ -894,13 +894,11 @@ describe("orch.sched.poke", function()
         assert.is_true(sched.poke(me))
         sched.sleep(0.2)
       end)
-      local t0 = sched.now()
-      local batch = sched.wait() -- no timeout: only the poke can end it early
-      local early = sched.now() - t0 < 0.15
-      sched.wait()
-      return { #batch, early }
+      local batch = sched.wait() -- no timeout: without the poke it would return the child's completion
+      local rest = sched.wait()
+      return { #batch, #rest }
     end)
-    assert.are.same({ 0, true }, got)
+    assert.are.same({ 0, 1 }, got)
   end)
 
   it("says no when the task does not wait for children", function()

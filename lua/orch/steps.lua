@@ -122,12 +122,18 @@ function M.plan(spec, topo)
     input[i] = { step = name }
   end
   -- the steps this run has finished, and who waits for what
-  local finished, failed, waiters = {}, {}, {}
+  local finished, failed, waiters, attempts = {}, {}, {}, {}
+  -- a step's failure is final when on_error = orch.retry(n) has no try left
+  local function retries()
+    local p = spec.on_error
+    return type(p) == "table" and p.policy == "retry" and p.times or 0
+  end
+  -- why: the error as the row's handler left it ({ msg =, budget | interrupted | tb }).
   local function settle(name, ok, why)
     if ok then
       finished[name] = true
     else
-      failed[name] = type(why) == "table" and why or tostring(why)
+      failed[name] = type(why) == "table" and why or { msg = tostring(why) }
     end
     for _, id in ipairs(waiters[name] or {}) do
       sched.unpark(id)
@@ -137,10 +143,12 @@ function M.plan(spec, topo)
   local function await(name, outputs)
     while not finished[name] and outputs[name] == nil do
       local why = failed[name]
-      if type(why) == "table" then
-        error(why, 0) -- a budget stop or an interrupt: this step is not at fault either
+      if why and why.budget then -- not at fault either: stopped the same way, to run on resume
+        error(setmetatable({ msg = why.msg }, require("orch.llm").BudgetStop), 0)
+      elseif why and why.interrupted then
+        error(setmetatable({ msg = why.msg }, sched.Interrupted), 0)
       elseif why then
-        error(string.format("step '%s' did not complete: %s", name, why), 0)
+        error(string.format("step '%s' did not complete: %s", name, tostring(why.msg)), 0)
       end
       waiters[name] = waiters[name] or {}
       table.insert(waiters[name], sched.current())
@@ -153,8 +161,14 @@ function M.plan(spec, topo)
     local outputs = ctx.state.steps
     -- however the step ends, its waiters hear of it; an error keeps its
     -- traceback (the row's handler runs before this closes)
+    attempts[s.name] = (attempts[s.name] or 0) + 1
     local guard <close> = setmetatable({}, { __close = function(_, err)
-      settle(s.name, err == nil, err)
+      -- a failure that will be retried leaves the waiters waiting; a budget
+      -- stop or an interrupt is never retried
+      local stopped = type(err) == "table" and (err.budget or err.interrupted)
+      if err == nil or stopped or attempts[s.name] > retries() then
+        settle(s.name, err == nil, err)
+      end
     end })
     if outputs[s.name] == nil then -- else it completed before a crash: its output was saved
       local inputs = {}

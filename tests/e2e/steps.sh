@@ -65,6 +65,21 @@ run_orch fail.log run dag.lua --set fail=stats --fresh
 expect_eq "a failing step fails the run: exit 1" "$RC" 1
 expect_grep "naming the step and its error" "failed at row 2 \(key stats\): .*dag.lua:[0-9]+: stats broke" fail.log
 if grep -q report ran.log; then bad "report ran after stats failed"; else ok "its dependents never ran"; fi
+run_orch fail2.log run dag.lua --set fail=stats --fresh -v
+expect_grep "a dependent says which step it waited for" "report.*step 'stats' did not complete: .*stats broke" fail2.log
+
+# orch.retry: a step that fails once is tried again, and its dependents wait for it
+sed 's/name = "research",/name = "research", on_error = orch.retry(1),/' dag.lua >retry.lua
+python3 - <<'PY'
+src = open("retry.lua").read()
+src = src.replace('if orch.param("fail", "") == "stats" then error("stats broke") end',
+  'if orch.param("fail", "") == "stats" and not io.open("tried") then io.open("tried", "w"):close() error("stats broke once") end')
+open("retry.lua", "w").write(src)
+PY
+rm -f ran.log tried
+run_orch retry.log run retry.lua --set fail=stats --fresh
+expect_eq "a step retried by orch.retry(1): exit 0" "$RC" 0
+expect_eq "stats ran twice, report once after it" "$(sort ran.log | tr '\n' ' ')" "analyse report search stats stats "
 
 # kill -9 while stats (slow) runs: search and analyse are done and saved
 rm -f ran.log

@@ -738,7 +738,8 @@ function M.rows(wf, opts)
   end
   if paused == "budget" then
     log(-1, string.format("run %s paused after %s rows: %s; resume with a higher budget: "
-      .. "orch resume %s --budget %.2f", run.id, fmt_count(cursor.index), budget_msg, run.id, max_usd * 2), "warn")
+      .. "orch resume %s --budget %.2f", run.id, fmt_count(cursor.index), budget_msg, run.id,
+      math.max(max_usd * 2, 0.01)), "warn") -- never a suggestion that prints as 0.00
   elseif paused then
     log(-1, string.format("run %s paused after %s rows (%s); resume with: orch resume %s",
       run.id, fmt_count(cursor.index), paused, run.id), "warn")

@@ -16,6 +16,7 @@
 #include "sched.h"
 
 #define HTTP_MT "orch.Http"
+#define PENDING_MT "orch.HttpPending" /* a request in flight: __close frees it */
 
 static const char http_key = 'H';
 
@@ -173,10 +174,7 @@ static int l_http_request(lua_State *L)
     p->req = NULL;
     p->h = h;
     p->task = t;
-    lua_createtable(L, 0, 1);
-    lua_pushcfunction(L, l_pending_close);
-    lua_setfield(L, -2, "__close");
-    lua_setmetatable(L, -2);
+    luaL_setmetatable(L, PENDING_MT);
     /* slots 2-7 keep url, method, body... anchored (a number converted to a
      * string lives only there); the pending record is slot 8 */
     lua_toclose(L, PENDING_SLOT);
@@ -215,6 +213,10 @@ static const luaL_Reg http_funcs[] = {
 
 int luaopen_orch_http(lua_State *L)
 {
+    luaL_newmetatable(L, PENDING_MT); /* once, not a table per request */
+    lua_pushcfunction(L, l_pending_close);
+    lua_setfield(L, -2, "__close");
+    lua_pop(L, 1);
     luaL_newlib(L, http_funcs);
     return 1;
 }

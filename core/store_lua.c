@@ -20,6 +20,7 @@
 #include "store.h"
 
 #define STORE_MT "orch.Store"
+#define LOOKUP_MT "orch.JournalLookup" /* a task's waiting lookup: __close frees it */
 
 /* LLM replies are journaled in groups: the replies the tasks received in
  * one round of the scheduler commit in one transaction at the start of the
@@ -922,10 +923,7 @@ static int l_store_journal_get(lua_State *L)
         struct jlookup *q = lua_newuserdatauv(L, sizeof *q, 0);
         memset(q, 0, sizeof *q);
         q->state = JL_DONE; /* not queued until it is */
-        lua_createtable(L, 0, 1);
-        lua_pushcfunction(L, l_lookup_close);
-        lua_setfield(L, -2, "__close");
-        lua_setmetatable(L, -2);
+        luaL_setmetatable(L, LOOKUP_MT);
         lua_toclose(L, LOOKUP_SLOT);
         q->s = s;
         q->t = t;
@@ -1088,6 +1086,10 @@ static const luaL_Reg store_funcs[] = {
 
 int luaopen_orch_store(lua_State *L)
 {
+    luaL_newmetatable(L, LOOKUP_MT); /* once, not a table per lookup */
+    lua_pushcfunction(L, l_lookup_close);
+    lua_setfield(L, -2, "__close");
+    lua_pop(L, 1);
     luaL_newmetatable(L, STORE_MT);
     luaL_setfuncs(L, store_meta, 0);
     luaL_newlib(L, store_methods);

@@ -82,6 +82,21 @@ local function open_store(opts)
   return st
 end
 
+-- Opens the store (its error said, exit 2), runs fn(st) and closes the
+-- store however fn ends. -> fn's exit code
+local function with_store(opts, fn)
+  local st = open_store(opts)
+  if st == nil then
+    return 2
+  end
+  local ok, code = pcall(fn, st)
+  st:close()
+  if not ok then
+    error(code, 0)
+  end
+  return code
+end
+
 -- Runs a loaded workflow as a new or resumed run. -> exit code
 local function execute(st, wf, path, params, opts, resume_id)
   local log = require("orch.run").logger(opts.verbosity or 0, opts.log_json)
@@ -122,12 +137,9 @@ function M.estimate(opts)
   local dir = os.tmpname() -- a unique name; the sinks create the directory
   os.remove(dir)
   local e, report = require("orch.estimate").prepare(wf, dir)
-  local st = open_store({ db = ":memory:" })
-  if st == nil then
-    return 2
-  end
-  local code = execute(st, e, path, opts.set, { verbosity = -1, concurrency = opts.concurrency })
-  st:close()
+  local code = with_store({ db = ":memory:" }, function(st)
+    return execute(st, e, path, opts.set, { verbosity = -1, concurrency = opts.concurrency })
+  end)
   for _, name in ipairs({ "output", "errors" }) do
     os.remove(dir .. "/" .. name)
   end
@@ -152,13 +164,9 @@ function M.run(opts)
     say(err)
     return 2
   end
-  local st = open_store(opts)
-  if st == nil then
-    return 2
-  end
-  local code = execute(st, wf, path, opts.set, opts)
-  st:close()
-  return code
+  return with_store(opts, function(st)
+    return execute(st, wf, path, opts.set, opts)
+  end)
 end
 
 -- How a run started: the directory its workflow's relative paths are
@@ -197,48 +205,47 @@ local function resume_one(st, run, opts)
   return execute(st, wf, path, params, opts, run.id)
 end
 
+-- Every interrupted run in the store, one after another. -> the worst exit code
+local function resume_all(st, opts)
+  local list, err = runs.interrupted(st, opts.budget ~= nil)
+  if list == nil then
+    say(err)
+    return 1
+  end
+  if #list == 0 then
+    note("no interrupted runs in " .. runs.db_path(opts))
+  end
+  local here = sys.realpath(".")
+  local code = 0
+  for i, run in ipairs(list) do
+    note(string.format("resuming %d/%d: %s (%s, %s rows done)", i, #list, run.id, run.status,
+      require("orch.run").fmt_count(run.rows_done)))
+    local c = resume_one(st, run, opts)
+    sys.chdir(here)
+    if c > code then
+      code = c
+    end
+  end
+  return code
+end
+
 function M.resume(opts)
   log_json = opts.log_json
   if (opts.args[1] == nil) == (not opts.all) then
     say("resume takes a run id or --all")
     return 2
   end
-  local st = open_store(opts)
-  if st == nil then
-    return 2
-  end
-  local code = 0
-  if opts.all then
-    local list, err = runs.interrupted(st, opts.budget ~= nil)
-    if list == nil then
-      say(err)
-      st:close()
-      return 1
+  return with_store(opts, function(st)
+    if opts.all then
+      return resume_all(st, opts)
     end
-    if #list == 0 then
-      note("no interrupted runs in " .. runs.db_path(opts))
-    end
-    local here = sys.realpath(".")
-    for i, run in ipairs(list) do
-      note(string.format("resuming %d/%d: %s (%s, %s rows done)", i, #list, run.id, run.status,
-        require("orch.run").fmt_count(run.rows_done)))
-      local c = resume_one(st, run, opts)
-      sys.chdir(here)
-      if c > code then
-        code = c
-      end
-    end
-  else
     local run, err = st:run_get(opts.args[1])
     if run == nil then
       say(err or string.format("no run '%s' in %s", opts.args[1], runs.db_path(opts)))
-      st:close()
       return 2
     end
-    code = resume_one(st, run, opts)
-  end
-  st:close()
-  return code
+    return resume_one(st, run, opts)
+  end)
 end
 
 -- Inspection -----------------------------------------------------------
@@ -288,18 +295,6 @@ local function print_json(v)
   io.stdout:write(json.encode(v), "\n")
 end
 
-local function with_store(opts, fn)
-  local st = open_store(opts)
-  if st == nil then
-    return 2
-  end
-  local ok, code = pcall(fn, st)
-  st:close()
-  if not ok then
-    error(code, 0)
-  end
-  return code
-end
 
 local function get_run(st, opts, id)
   local run, err = st:run_get(id)

@@ -101,19 +101,20 @@ end
 
 -- Built-in observers ----------------------------------------------------
 
--- say(msg) for a built-in: stderr until the bus hands it the run's log.
+-- say(msg) for a built-in, and use_log(log) that the bus calls: stderr
+-- until then, the run's log (text or --log-json) after.
 local function sayer()
-  local say = function(msg)
-    io.stderr:write("orch: ", msg, "\n")
-  end
-  local function use_log(log)
-    say = function(msg)
+  local log
+  local function say(msg)
+    if log then
       log(0, msg)
+    else
+      io.stderr:write("orch: ", msg, "\n")
     end
   end
-  return function(msg)
-    say(msg)
-  end, use_log
+  return say, function(l)
+    log = l
+  end
 end
 
 --- progress{ every = 10 }: a line on stderr every `every` seconds (for logs

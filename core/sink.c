@@ -6,8 +6,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <xxhash.h>
 
 #include "fsutil.h"
 
@@ -15,6 +17,7 @@
 
 struct orch_sink {
     int fd;
+    XXH3_state_t *hash; /* of every byte written */
     uint64_t written; /* bytes handed to the kernel */
     size_t used;
     char err[512];
@@ -22,32 +25,85 @@ struct orch_sink {
     char buf[SINK_BUF];
 };
 
-struct orch_sink *orch_sink_open(const char *path, uint64_t offset, char *err, size_t errlen)
+static struct orch_sink *open_fail(int fd, XXH3_state_t *h, enum orch_sink_why *why, enum orch_sink_why w)
+{
+    if (fd >= 0)
+        close(fd); /* drops the lock too */
+    XXH3_freeState(h);
+    if (why != NULL)
+        *why = w;
+    return NULL;
+}
+
+/* Feeds the file's first len bytes to h. Returns 0, or -1 with errno. */
+static int hash_prefix(int fd, uint64_t len, XXH3_state_t *h)
+{
+    char buf[64 * 1024];
+    uint64_t at = 0;
+    while (at < len) {
+        size_t want = len - at < sizeof buf ? (size_t)(len - at) : sizeof buf;
+        ssize_t n = pread(fd, buf, want, (off_t)at);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            if (n == 0)
+                errno = EIO; /* shorter than fstat said: changed under us */
+            return -1;
+        }
+        XXH3_64bits_update(h, buf, (size_t)n);
+        at += (uint64_t)n;
+    }
+    return 0;
+}
+
+struct orch_sink *orch_sink_open(const char *path, uint64_t offset, const uint64_t *prefix, char *err, size_t errlen,
+                                 enum orch_sink_why *why)
 {
     orch_mkdir_parents(path);
-    int fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0666);
+    XXH3_state_t *h = XXH3_createState();
+    if (h == NULL || XXH3_64bits_reset(h) != XXH_OK) {
+        snprintf(err, errlen, "%s: out of memory", path);
+        return open_fail(-1, h, why, ORCH_SINK_ERROR);
+    }
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0666);
     if (fd < 0) {
         snprintf(err, errlen, "%s: %s", path, strerror(errno));
-        return NULL;
+        return open_fail(-1, h, why, ORCH_SINK_ERROR);
     }
     struct stat st;
     if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
         snprintf(err, errlen, "%s: not a regular file", path);
-        close(fd);
-        return NULL;
+        return open_fail(fd, h, why, ORCH_SINK_ERROR);
+    }
+    /* before anything is truncated: one writer per file */
+    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        if (errno == EWOULDBLOCK) {
+            snprintf(err, errlen, "%s: another orch process is writing this file", path);
+            return open_fail(fd, h, why, ORCH_SINK_BUSY);
+        }
+        snprintf(err, errlen, "%s: cannot lock: %s", path, strerror(errno));
+        return open_fail(fd, h, why, ORCH_SINK_ERROR);
     }
     if (offset == ORCH_SINK_FRESH)
         offset = 0;
     else if ((uint64_t)st.st_size < offset) {
         snprintf(err, errlen, "%s: is %lld bytes, shorter than the %llu bytes recorded at the last checkpoint",
                  path, (long long)st.st_size, (unsigned long long)offset);
-        close(fd);
-        return NULL;
+        return open_fail(fd, h, why, ORCH_SINK_CHANGED);
+    } else if (offset > 0) {
+        if (hash_prefix(fd, offset, h) != 0) {
+            snprintf(err, errlen, "%s: %s", path, strerror(errno));
+            return open_fail(fd, h, why, ORCH_SINK_ERROR);
+        }
+        if (prefix != NULL && XXH3_64bits_digest(h) != *prefix) {
+            snprintf(err, errlen, "%s: its first %llu bytes are not the ones the last checkpoint recorded", path,
+                     (unsigned long long)offset);
+            return open_fail(fd, h, why, ORCH_SINK_CHANGED);
+        }
     }
     if (ftruncate(fd, (off_t)offset) != 0 || lseek(fd, (off_t)offset, SEEK_SET) < 0) {
         snprintf(err, errlen, "%s: %s", path, strerror(errno));
-        close(fd);
-        return NULL;
+        return open_fail(fd, h, why, ORCH_SINK_ERROR);
     }
     struct orch_sink *k = malloc(sizeof *k);
     char *p = strdup(path);
@@ -55,10 +111,10 @@ struct orch_sink *orch_sink_open(const char *path, uint64_t offset, char *err, s
         snprintf(err, errlen, "%s: out of memory", path);
         free(k);
         free(p);
-        close(fd);
-        return NULL;
+        return open_fail(fd, h, why, ORCH_SINK_ERROR);
     }
     k->fd = fd;
+    k->hash = h;
     k->written = offset;
     k->used = 0;
     k->err[0] = '\0';
@@ -90,6 +146,7 @@ static int write_all(struct orch_sink *k, const char *p, size_t len)
 
 int orch_sink_write(struct orch_sink *k, const void *data, size_t len)
 {
+    XXH3_64bits_update(k->hash, data, len);
     if (k->used + len > SINK_BUF) {
         if (orch_sink_flush(k, 0) != 0)
             return -1;
@@ -114,6 +171,11 @@ int orch_sink_flush(struct orch_sink *k, int sync)
     return 0;
 }
 
+uint64_t orch_sink_hash(const struct orch_sink *k)
+{
+    return XXH3_64bits_digest(k->hash);
+}
+
 uint64_t orch_sink_offset(const struct orch_sink *k)
 {
     return k->written + k->used;
@@ -134,6 +196,7 @@ int orch_sink_close(struct orch_sink *k)
     int rc = orch_sink_flush(k, 0);
     if (close(k->fd) != 0 && rc == 0)
         rc = -1;
+    XXH3_freeState(k->hash);
     free(k->path);
     free(k);
     return rc;

@@ -4,7 +4,13 @@
  * the kernel and, when asked, fsyncs, so a checkpoint can record an offset
  * that is on disk. Opening at a recorded offset truncates whatever a crash
  * left past it, which is how output stays exactly-once across resumes.
- * Pure C, depends on libc only. */
+ *
+ * Ownership: an open sink holds an exclusive flock(2) on its file, so two
+ * processes never interleave lines in one file. Identity: the sink keeps an
+ * XXH3-64 of every byte written, so a checkpoint can record what the
+ * committed prefix was, and a resume can check that the file it is about
+ * to extend is still that file.
+ * Pure C, depends on libc and libxxhash. */
 #ifndef ORCH_SINK_H
 #define ORCH_SINK_H
 
@@ -15,11 +21,18 @@
 
 struct orch_sink;
 
-/* Opens path for writing, creating missing parent directories. With
- * offset == ORCH_SINK_FRESH the file is truncated to empty; otherwise it
- * must be at least offset bytes long and is truncated to offset. Returns
- * NULL with "path: reason" in err. */
-struct orch_sink *orch_sink_open(const char *path, uint64_t offset, char *err, size_t errlen);
+/* Opens path for writing, creating missing parent directories, and locks
+ * it. With offset == ORCH_SINK_FRESH the file is truncated to empty;
+ * otherwise it must be at least offset bytes long, its first offset bytes
+ * must hash to *prefix (when prefix is not NULL), and it is truncated to
+ * offset. Returns NULL with "path: reason" in err; *why (when not NULL)
+ * tells a locked file (ORCH_SINK_BUSY) and a changed prefix
+ * (ORCH_SINK_CHANGED) from other failures (ORCH_SINK_ERROR). */
+enum orch_sink_why { ORCH_SINK_ERROR = 1, ORCH_SINK_BUSY, ORCH_SINK_CHANGED };
+struct orch_sink *orch_sink_open(const char *path, uint64_t offset, const uint64_t *prefix, char *err, size_t errlen,
+                                 enum orch_sink_why *why);
+/* XXH3-64 of every byte written so far, buffered ones included. */
+uint64_t orch_sink_hash(const struct orch_sink *k);
 /* Buffers len bytes. Returns 0, or -1 with orch_sink_error() set. */
 int orch_sink_write(struct orch_sink *k, const void *data, size_t len);
 /* Writes the buffer out; with sync, also fsyncs. Returns 0 or -1. */

@@ -5,6 +5,10 @@
 
 #include <lauxlib.h>
 
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+
 #include "sink.h"
 
 #define SINK_MT "orch.Sink"
@@ -29,19 +33,45 @@ static int push_failure(lua_State *L, const char *msg)
     return 2;
 }
 
-/* open(path [, offset]) -> sink | nil, err */
+/* open(path [, offset [, prefix]]) -> sink | nil, err, why
+ * prefix: the hash (16 hex digits, as sink:hash() gives) the file's first
+ * offset bytes must have. why: "busy" (another process holds the file),
+ * "changed" (not the file the offset and prefix describe) or "error". */
 static int l_sink_open(lua_State *L)
 {
     const char *path = luaL_checkstring(L, 1);
     lua_Integer off = luaL_optinteger(L, 2, -1);
     luaL_argcheck(L, lua_isnoneornil(L, 2) || off >= 0, 2, "offset must be 0 or more");
+    const char *hex = luaL_optstring(L, 3, NULL);
+    uint64_t prefix = 0;
+    if (hex != NULL) {
+        char *end;
+        errno = 0;
+        prefix = strtoull(hex, &end, 16);
+        luaL_argcheck(L, errno == 0 && *hex != '\0' && *end == '\0', 3, "expected 16 hex digits");
+    }
     struct lsink *s = lua_newuserdatauv(L, sizeof *s, 0);
     s->k = NULL; /* closed until the file is open, so __gc is safe */
     luaL_setmetatable(L, SINK_MT);
     char err[512];
-    s->k = orch_sink_open(path, off < 0 ? ORCH_SINK_FRESH : (uint64_t)off, err, sizeof err);
-    if (s->k == NULL)
-        return push_failure(L, err);
+    enum orch_sink_why why = ORCH_SINK_ERROR;
+    s->k = orch_sink_open(path, off < 0 ? ORCH_SINK_FRESH : (uint64_t)off, hex != NULL ? &prefix : NULL, err,
+                          sizeof err, &why);
+    if (s->k == NULL) {
+        push_failure(L, err);
+        lua_pushstring(L, why == ORCH_SINK_BUSY ? "busy" : why == ORCH_SINK_CHANGED ? "changed" : "error");
+        return 3;
+    }
+    return 1;
+}
+
+/* sink:hash() -> the XXH3-64 of every byte written, as 16 hex digits */
+static int l_sink_hash(lua_State *L)
+{
+    struct orch_sink *k = check_open(L);
+    char hex[17];
+    snprintf(hex, sizeof hex, "%016llx", (unsigned long long)orch_sink_hash(k));
+    lua_pushstring(L, hex);
     return 1;
 }
 
@@ -108,6 +138,7 @@ static const luaL_Reg sink_methods[] = {
     {"write", l_sink_write},
     {"flush", l_sink_flush},
     {"offset", l_sink_offset},
+    {"hash", l_sink_hash},
     {"path", l_sink_path},
     {"close", l_sink_close},
     {NULL, NULL},

@@ -116,6 +116,8 @@ local function execute(st, wf, path, params, opts, resume_id)
   return require("orch.run").rows(wf, {
     budget = opts.budget,
     no_cache = opts.no_cache,
+    fresh = opts.fresh,
+    db = opts.db,
     concurrency = opts.concurrency,
     verbosity = opts.verbosity,
     log_json = opts.log_json,

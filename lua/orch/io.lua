@@ -172,14 +172,16 @@ local function columns_for(row, input_columns)
   return cols
 end
 
---- open_sink(spec, input_columns [, offset]) -> out | nil, err
---- offset: a checkpointed size to truncate back to (nil: start empty).
+--- open_sink(spec, input_columns [, offset [, prefix]]) -> out | nil, err, why
+--- offset: a checkpointed size to truncate back to (nil: start empty);
+--- prefix: the hash the file's first offset bytes must have (out:hash()
+--- at that checkpoint; nil: not checked). why: "busy", "changed", "error".
 --- out:encode(row) -> line (may raise for unencodable values);
---- out:write(line); out:flush(sync) -> offset; out:close().
-function M.open_sink(spec, input_columns, offset)
-  local k, err = sink.open(spec.path, offset)
+--- out:write(line); out:flush(sync) -> offset; out:hash(); out:close().
+function M.open_sink(spec, input_columns, offset, prefix)
+  local k, err, why = sink.open(spec.path, offset, prefix)
   if k == nil then
-    return nil, err
+    return nil, err, why
   end
   local out = { path = spec.path }
   local header -- a CSV header still to write before the first line
@@ -237,6 +239,9 @@ function M.open_sink(spec, input_columns, offset)
       error(ferr, 0)
     end
     return off
+  end
+  function out.hash()
+    return k:hash()
   end
   function out.close()
     k:close()

@@ -121,6 +121,59 @@ function M.logger(verbosity, as_json, run_id)
   end
 end
 
+--- The command that starts a run's workflow afresh, as it was run.
+function M.fresh_command(run, db)
+  local parts = { "orch run", run.workflow_arg or run.workflow_path }
+  local ok, params = pcall(cjson.decode, run.params or "{}")
+  if ok and type(params) == "table" then
+    local names = {}
+    for k in pairs(params) do
+      names[#names + 1] = k
+    end
+    table.sort(names)
+    for _, k in ipairs(names) do
+      parts[#parts + 1] = string.format("--set %s=%s", k, tostring(params[k]))
+    end
+  end
+  if db and db ~= os.getenv("ORCH_DB") then
+    parts[#parts + 1] = "--db " .. db
+  end
+  parts[#parts + 1] = "--fresh"
+  return table.concat(parts, " ")
+end
+
+--- output_owner(st, run, fresh, log) -> nil | owner, message.
+--- An output file belongs to one unfinished run at a time: another run
+--- of the store that is running, paused or pending with the same output
+--- owns it. With fresh (--fresh), a owner that is not alive is superseded
+--- and the file taken over.
+function M.output_owner(st, run, fresh, log)
+  local mine = run.output and (sys.realpath(run.output) or run.output)
+  if mine == nil then
+    return nil
+  end
+  for _, status in ipairs({ "running", "paused", "pending" }) do
+    for _, r in ipairs(st:run_list({ status = status }) or {}) do
+      if r.id ~= run.id and r.output and (sys.realpath(r.output) or r.output) == mine then
+        local alive = require("orch.runs").owner_alive(r, store.now_ms())
+        if fresh and not alive then
+          r.status, r.error, r.finished_ms = "failed", "superseded by run " .. run.id
+            .. " (--fresh took over its output)", store.now_ms()
+          st:run_update(r)
+          st:event_add(r.id, "superseded", json.encode({ by = run.id, output = r.output }))
+          log(0, string.format("run %s (%s) gave up its output %s to this run", r.id, status, r.output))
+        else
+          return r, string.format("%s belongs to run %s, which is %s%s; an output file belongs to one unfinished "
+            .. "run at a time: %s, give this workflow another output, or take the file over with --fresh",
+            r.output, r.id, alive and "running" or status, alive and (" in process " .. tostring(r.owner_pid)) or "",
+            alive and "wait for it to finish" or ("resume it with: orch resume " .. r.id))
+        end
+      end
+    end
+  end
+  return nil
+end
+
 --- rows(wf, opts) -> exit code.
 --- opts: concurrency, verbosity (-1 quiet, 0 normal, 1 verbose), store
 --- (an open orch.store), run (the claimed run record), checkpoint (the one
@@ -143,21 +196,55 @@ function M.rows(wf, opts)
     st:event_add(run.id, run.status, json.encode({ error = run.error }))
     return 2
   end
+  local memento
+  if ckpt then
+    local ok, m = pcall(cjson.decode, ckpt.memento)
+    if not ok or type(m) ~= "table" then
+      return cannot_start("resume", string.format("checkpoint %d of run %s has an unreadable memento", ckpt.seq,
+        run.id))
+    end
+    memento = m
+  end
+  if wf.output then
+    local owner, oerr = M.output_owner(st, run, opts.fresh, log)
+    if owner then
+      return cannot_start("write the output", oerr)
+    end
+  end
   local src, err = oio.open_source(wf.input)
   if src == nil then
     return cannot_start("read the input", err)
   end
-  local out, errs
+  -- A resumed sink must still be the file its checkpoint describes: the
+  -- committed bytes, by size and hash, else resuming would mix two files.
+  local function open_sink(spec, columns, offset, prefix, what)
+    local k, serr, why = oio.open_sink(spec, columns, offset, prefix)
+    if k == nil and why == "changed" then
+      serr = string.format("%s; it is not the file run %s last checkpointed (checkpoint %d), so resuming would "
+        .. "mix two files: restore it, or start over with: %s", serr, run.id, ckpt.seq, M.fresh_command(run, opts.db))
+    end
+    if k == nil then
+      src.close()
+      return nil, cannot_start(what, serr)
+    end
+    return k
+  end
+  local out, errs, code
   if wf.output then
-    out, err = oio.open_sink(wf.output, src.columns, ckpt and ckpt.output_offset)
+    out, code = open_sink(wf.output, src.columns, ckpt and ckpt.output_offset, memento and memento.output_hash,
+      "write the output")
     if out == nil then
-      return cannot_start("write the output", err)
+      return code
     end
   end
   if wf.errors then
-    errs, err = oio.open_sink(wf.errors, nil, ckpt and ckpt.errors_offset)
+    errs, code = open_sink(wf.errors, nil, ckpt and ckpt.errors_offset, memento and memento.errors_hash,
+      "write the errors file")
     if errs == nil then
-      return cannot_start("write the errors file", err)
+      if out then
+        out:close()
+      end
+      return code
     end
   end
 
@@ -176,11 +263,7 @@ function M.rows(wf, opts)
   local state = {}
   local cursor = { offset = 0, index = 0, line = 1 }
   if ckpt then
-    local ok, m = pcall(cjson.decode, ckpt.memento)
-    if not ok or type(m) ~= "table" then
-      return cannot_start("resume", string.format("checkpoint %d of run %s has an unreadable memento", ckpt.seq,
-        run.id))
-    end
+    local m = memento
     for k, v in pairs(m.counts or {}) do
       counts[k] = math.tointeger(v) or v
     end
@@ -434,7 +517,8 @@ function M.rows(wf, opts)
   local function checkpoint(reason, status, error_text)
     local output_offset = out and out:flush(true) or 0
     local errors_offset = errs and errs:flush(true) or 0
-    local ok, memento = pcall(json.encode, { state = state, counts = counts, totals = totals })
+    local ok, memento = pcall(json.encode, { state = state, counts = counts, totals = totals,
+      output_hash = out and out:hash(), errors_hash = errs and errs:hash() })
     if not ok then
       error("ctx.state must hold only JSON values (strings, numbers, booleans, tables): " .. tostring(memento), 0)
     end

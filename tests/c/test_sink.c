@@ -1,5 +1,6 @@
 /* test_sink.c — unit tests of sink.c: buffered offsets, truncation on
  * reopen at a recorded offset, large writes, and open errors. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -21,7 +22,7 @@ int main(int argc, char **argv)
     snprintf(path, sizeof path, "%s/out/nested/rows.jsonl", dir);
 
     /* parents are created; offsets count buffered bytes */
-    struct orch_sink *k = orch_sink_open(path, ORCH_SINK_FRESH, err, sizeof err);
+    struct orch_sink *k = orch_sink_open(path, ORCH_SINK_FRESH, NULL, err, sizeof err, NULL);
     CHECK(k != NULL);
     CHECK(orch_sink_write(k, "one\n", 4) == 0);
     CHECK(orch_sink_offset(k) == 4);
@@ -31,7 +32,7 @@ int main(int argc, char **argv)
     CHECK(orch_sink_close(k) == 0);
 
     /* a crash left bytes past the checkpoint: reopening at 4 drops them */
-    k = orch_sink_open(path, 4, err, sizeof err);
+    k = orch_sink_open(path, 4, NULL, err, sizeof err, NULL);
     CHECK(k != NULL);
     CHECK(orch_sink_offset(k) == 4);
     CHECK(orch_sink_write(k, "TWO\n", 4) == 0);
@@ -42,7 +43,7 @@ int main(int argc, char **argv)
     free(got);
 
     /* a write larger than the buffer goes straight through, in order */
-    k = orch_sink_open(path, ORCH_SINK_FRESH, err, sizeof err);
+    k = orch_sink_open(path, ORCH_SINK_FRESH, NULL, err, sizeof err, NULL);
     CHECK(k != NULL);
     size_t big = 200 * 1024;
     char *blob = malloc(big);
@@ -57,22 +58,55 @@ int main(int argc, char **argv)
     free(got);
     free(blob);
 
+    /* the hash covers every byte written, buffered ones included, and a
+     * reopen at an offset checks the prefix against it */
+    k = orch_sink_open(path, ORCH_SINK_FRESH, NULL, err, sizeof err, NULL);
+    CHECK(k != NULL);
+    CHECK(orch_sink_write(k, "alpha\n", 6) == 0);
+    uint64_t h6 = orch_sink_hash(k);
+    CHECK(orch_sink_write(k, "beta\n", 5) == 0);
+    CHECK(orch_sink_hash(k) != h6);
+    /* a second writer of the same file is refused while the first holds it */
+    enum orch_sink_why why = 0;
+    struct orch_sink *k2 = orch_sink_open(path, ORCH_SINK_FRESH, NULL, err, sizeof err, &why);
+    CHECK(k2 == NULL);
+    CHECK(why == ORCH_SINK_BUSY);
+    CHECK(strstr(err, "another orch process is writing this file") != NULL);
+    CHECK(orch_sink_close(k) == 0);
+    k = orch_sink_open(path, 6, &h6, err, sizeof err, NULL);
+    CHECK(k != NULL);
+    CHECK(orch_sink_hash(k) == h6); /* goes on from the verified prefix */
+    CHECK(orch_sink_close(k) == 0);
+    /* someone rewrote the committed prefix: refused, the file is untouched */
+    FILE *fh = fopen(path, "w");
+    CHECK(fh != NULL);
+    fputs("ALPHA\nmore\n", fh);
+    fclose(fh);
+    why = 0;
+    k = orch_sink_open(path, 6, &h6, err, sizeof err, &why);
+    CHECK(k == NULL);
+    CHECK(why == ORCH_SINK_CHANGED);
+    CHECK(strstr(err, "its first 6 bytes are not the ones the last checkpoint recorded") != NULL);
+    got = slurp(path, &len);
+    CHECK_STR(got, "ALPHA\nmore\n");
+    free(got);
+
     /* a file shorter than the recorded offset is refused, not padded */
-    k = orch_sink_open(path, 1u << 30, err, sizeof err);
+    k = orch_sink_open(path, 1u << 30, NULL, err, sizeof err, NULL);
     CHECK(k == NULL);
     CHECK(strstr(err, "shorter than") != NULL);
 
     /* a directory is not an output file */
-    k = orch_sink_open(dir, ORCH_SINK_FRESH, err, sizeof err);
+    k = orch_sink_open(dir, ORCH_SINK_FRESH, NULL, err, sizeof err, NULL);
     CHECK(k == NULL);
     CHECK(strstr(err, dir) != NULL);
 
     /* an unwritable location names the path and the reason */
     if (geteuid() != 0) {
-        k = orch_sink_open("/proc/orch-test/x.jsonl", ORCH_SINK_FRESH, err, sizeof err);
+        k = orch_sink_open("/proc/orch-test/x.jsonl", ORCH_SINK_FRESH, NULL, err, sizeof err, NULL);
         CHECK(k == NULL);
     }
-    k = orch_sink_open("/proc/version/x.jsonl", ORCH_SINK_FRESH, err, sizeof err);
+    k = orch_sink_open("/proc/version/x.jsonl", ORCH_SINK_FRESH, NULL, err, sizeof err, NULL);
     CHECK(k == NULL);
     CHECK(strstr(err, "/proc/version/x.jsonl: ") == err);
     return check_report();

@@ -107,6 +107,7 @@ local function execute(st, wf, path, params, opts, resume_id)
     say(ckpt_or_err)
     return code or 2
   end
+  log = require("orch.run").logger(opts.verbosity or 0, opts.log_json, run.id)
   if ckpt_or_err ~= nil or run.recoveries and run.recoveries > 0 then
     log(0, string.format("resuming run %s from checkpoint %d (%s rows done)", run.id,
       ckpt_or_err and ckpt_or_err.seq or 0, require("orch.run").fmt_count(ckpt_or_err and ckpt_or_err.input_index or 0)))

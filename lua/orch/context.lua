@@ -48,10 +48,8 @@ local function add_to(t, group, name, tokens, cost)
   g.cost = g.cost + cost
 end
 
---- Adds an LLM call's usage to the run's totals, and per model and per
---- stage (kept in the memento and the run's events).
-function Context:account(info)
-  local t = self._run.totals
+-- Adds one call's figures to t: calls, tokens, cost, per model and stage.
+local function add_call(t, info, stage)
   local tokens = info.tokens_in + info.tokens_out
   t.llm_calls = t.llm_calls + 1
   t.tokens_in = t.tokens_in + info.tokens_in
@@ -60,29 +58,45 @@ function Context:account(info)
   if info.model then
     add_to(t, "by_model", info.model, tokens, info.cost)
   end
-  if self.stage then
-    add_to(t, "by_stage", self.stage, tokens, info.cost)
+  if stage then
+    add_to(t, "by_stage", stage, tokens, info.cost)
   end
   if info.cached then
     t.cached_calls = (t.cached_calls or 0) + 1
     t.saved = (t.saved or 0) + (info.saved or 0)
   end
+end
+
+--- Adds an LLM call's usage to the run's live totals (for the budget and
+--- the progress line) and to the row's own (ctx.usage), which the run
+--- adds to its checkpointed figures when the row settles, so a row that
+--- runs again after a crash is counted once.
+function Context:account(info)
+  add_call(self._run.totals, info, self.stage)
+  local u = self.usage
+  if u == nil then
+    u = { llm_calls = 0, tokens_in = 0, tokens_out = 0, cost = 0 }
+    self.usage = u
+  end
+  add_call(u, info, self.stage)
   if self._run.after_spend then
     self._run.after_spend(info)
   end
 end
 
-local levels = { debug = 2, info = 1, warn = 0, error = 0 }
+local levels = { debug = true, info = true, warn = true, error = true }
 
+--- ctx:log(level, msg) or ctx:log(msg) (info): written through the run's
+--- log at that level, so -q keeps warn and error, -v shows debug, and
+--- --log-json carries the level as given.
 function Context:log(level, msg)
   if msg == nil then
     level, msg = "info", level
   end
-  local rank = levels[level]
-  if rank == nil then
+  if levels[level] == nil then
     error("ctx:log: level must be debug, info, warn or error, got " .. tostring(level), 2)
   end
-  self._run.log(rank, string.format("[%s] row %s: %s", level, tostring(self.row), tostring(msg)))
+  self._run.log(0, string.format("[%s] row %s: %s", level, tostring(self.row), tostring(msg)), level)
 end
 
 --- Asks the run for a checkpoint named `name` and waits until the driver

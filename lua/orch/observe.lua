@@ -58,7 +58,8 @@ function M.bus(list, log)
         local ok, err = xpcall(h, debug.traceback, ev)
         if not ok then
           l.off = true
-          log(0, string.format("%s failed on a %s event and is switched off: %s", l.name, ev.type, tostring(err)))
+          log(0, string.format("%s failed on a %s event and is switched off: %s", l.name, ev.type, tostring(err)),
+            "warn")
         end
       end
     end

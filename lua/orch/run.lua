@@ -29,6 +29,7 @@ local M = {}
 M.CHECKPOINT_ROWS = 500 -- the default policy: orch.policy.every_rows(500)
 M.MAX_PENDING = 100000 -- rows whose results wait in memory, whatever the policy says
 M.GRACE_S = 30 -- after a first SIGINT/SIGTERM, how long in-flight rows may finish
+M.SAME_FAILURES = 5 -- this many first rows failing the same way stop the run
 
 local function deepcopy(v)
   if type(v) ~= "table" then
@@ -39,6 +40,23 @@ local function deepcopy(v)
     c[k] = deepcopy(x)
   end
   return setmetatable(c, getmetatable(v))
+end
+
+-- Adds the LLM figures of src (a row's, as Context:account made them) to
+-- dst: numbers are summed, tables (by_model, by_stage) merged.
+local function add_usage(dst, src)
+  for k, v in pairs(src) do
+    if type(v) == "table" then
+      local d = dst[k]
+      if d == nil then
+        d = {}
+        dst[k] = d
+      end
+      add_usage(d, v)
+    else
+      dst[k] = (dst[k] or 0) + v
+    end
+  end
 end
 
 local function stage_list(wf)
@@ -76,6 +94,28 @@ local function key_function(key)
   end
 end
 
+--- error_text(e) -> what error(e) said, for any e: a string as it is; a
+--- table by its __tostring, else as JSON (error{ code = 5 } ->
+--- '{"code":5}'); nil as "error with no message".
+function M.error_text(e)
+  local t = type(e)
+  if t == "string" then
+    return e
+  elseif e == nil then
+    return "error with no message (error() or error(nil))"
+  elseif t == "table" then
+    local mt = getmetatable(e)
+    if mt and mt.__tostring then
+      return tostring(e)
+    end
+    local ok, s = pcall(json.encode, e)
+    if ok then
+      return "error " .. s
+    end
+  end
+  return tostring(e)
+end
+
 -- The message handler of a row: keeps the message and the row's traceback,
 -- without the frames of the row machinery below the user's stages.
 local function row_traceback(e)
@@ -84,7 +124,7 @@ local function row_traceback(e)
   elseif getmetatable(e) == sched.Interrupted then
     return { msg = e.msg, interrupted = true }
   end
-  local msg = type(e) == "string" and e or tostring(e)
+  local msg = M.error_text(e)
   local lines = {}
   for line in debug.traceback(msg, 2):gmatch("[^\n]+") do
     if line:find("^%s+lua/orch/run%.lua:") or line:find("^%s+%[C%]: in function 'xpcall'") then
@@ -102,19 +142,30 @@ end
 M.fmt_count = fmt_count
 
 
+-- How chatty a level is: -q (verbosity -1) keeps warnings and errors,
+-- the default adds info, -v adds debug.
+local LEVEL_RANK = { error = -1, warn = -1, info = 0, debug = 1 }
+M.LEVEL_RANK = LEVEL_RANK
+
 --- logger(verbosity [, as_json [, run_id]]) -> log(rank, msg [, level]):
---- writes "orch: msg" to stderr when rank <= verbosity (-1 quiet, 0 normal,
---- 1 verbose; rank -1 is always written). as_json (--log-json) writes one
---- JSON object a line instead: ts_ms, level ("error", "warn", "info" or,
---- for rank 1 and above, "debug"), msg, and run_id when known.
+--- writes "orch: msg" to stderr when the message's rank <= verbosity (-1
+--- quiet, 0 normal, 1 verbose). A level ("error", "warn", "info",
+--- "debug") decides the rank; without one, rank 1 and above is debug and
+--- the rest info. as_json (--log-json) writes one JSON object a line
+--- instead: ts_ms, level, run_id when known, msg.
 function M.logger(verbosity, as_json, run_id)
   return function(rank, msg, level)
+    if level then
+      rank = LEVEL_RANK[level] or rank
+    else
+      level = rank >= 1 and "debug" or "info"
+    end
     if rank > verbosity then
       return
     end
     if as_json then
-      io.stderr:write(json.encode({ ts_ms = store.now_ms(), level = level or (rank >= 1 and "debug" or "info"),
-        msg = msg, run_id = run_id }, { "ts_ms", "level", "run_id", "msg" }), "\n")
+      io.stderr:write(json.encode({ ts_ms = store.now_ms(), level = level, msg = msg, run_id = run_id },
+        { "ts_ms", "level", "run_id", "msg" }), "\n")
     else
       io.stderr:write("orch: ", msg, "\n")
     end
@@ -249,6 +300,17 @@ function M.rows(wf, opts)
   end
 
   local conc = opts.concurrency or wf.concurrency or (wf.llm and wf.llm.concurrency) or 16
+  -- a multi-step workflow runs its steps as rows: say steps, by name
+  local unit = wf.steps and "steps" or "rows"
+  local function count_of(n)
+    return fmt_count(n) .. " " .. (n == 1 and unit:sub(1, -2) or unit)
+  end
+  local function which(seq, key)
+    if wf.steps then
+      return string.format("step '%s'", tostring(key))
+    end
+    return string.format("row %d%s", seq, key ~= nil and (" (key " .. tostring(key) .. ")") or "")
+  end
   local policy = wf.on_error or "skip"
   local retries = type(policy) == "table" and policy.policy == "retry" and policy.times or 0
   local after = retries > 0 and policy.after or policy
@@ -278,11 +340,15 @@ function M.rows(wf, opts)
     end
   end
 
+  -- totals: the LLM figures of the settled rows (checkpointed, summed up
+  -- at the end), so a row re-run after a crash is never counted twice;
+  -- live: the same with the calls of rows still in flight.
+  local live = deepcopy(totals)
   local rt = {
     id = run.id,
     state = state,
     llm = wf.llm,
-    totals = totals,
+    totals = live, -- every call as it is made: the budget's and the progress bar's
     log = log,
   }
   local bus = observe.bus(wf.observers, log)
@@ -325,7 +391,7 @@ function M.rows(wf, opts)
   end
   local max_usd = opts.budget or (wf.budget and wf.budget.max_usd)
   if max_usd then
-    rt.budget = limits.budget(max_usd, wf.budget and wf.budget.warn_at, totals, function(f, spent)
+    rt.budget = limits.budget(max_usd, wf.budget and wf.budget.warn_at, live, function(f, spent)
       log(0, string.format("budget warning: $%.4f spent, %.0f%% of $%.2f", spent, f * 100, max_usd), "warn")
       rt.emit("budget_warning", { fraction = f, spent_usd = spent, max_usd = max_usd })
     end)
@@ -342,7 +408,7 @@ function M.rows(wf, opts)
   -- unreachable host), stop instead of burning through every row
   local streak_msg, streak = nil, 0
   function rt.note_failure(msg)
-    if totals.llm_calls > 0 then
+    if live.llm_calls > 0 then
       return
     end
     msg = tostring(msg)
@@ -351,7 +417,7 @@ function M.rows(wf, opts)
     else
       streak_msg, streak = msg, 1
     end
-    if streak >= math.min(5, conc) then
+    if streak >= M.SAME_FAILURES then -- at any concurrency: one unlucky call is no pattern
       rt.abort = "every LLM request fails the same way: " .. msg
     end
   end
@@ -385,7 +451,32 @@ function M.rows(wf, opts)
     return out:encode(row)
   end
 
-  -- The body of a row task: -> status, line|false, message, traceback, key
+  -- orch.default: the input row (a copy; {} for a malformed input row)
+  -- with the default merged over it, the default being a table or what
+  -- function(row, err) returns. -> line | nil, message
+  local function defaulted(input, msg)
+    local drow, dok, val = deepcopy(input or {}), true, fallback
+    if type(fallback) == "function" then
+      dok, val = pcall(fallback, deepcopy(input or {}), msg)
+    end
+    if dok and type(val) ~= "table" then
+      dok, val = false, string.format("orch.default's function returned a %s, not a table", type(val))
+    end
+    if dok then
+      for k, v in pairs(val) do
+        drow[k] = v
+      end
+      local eok, line = pcall(encode, drow)
+      if eok then
+        return line
+      end
+      val = line
+    end
+    return nil, msg .. "; and orch.default failed too: " .. M.error_text(val)
+  end
+
+  -- The body of a row task: -> status, line|false, message, traceback, key,
+  -- usage (the row's LLM calls, added to the run's figures when it settles)
   local function process(row, seq)
     local kok, key = pcall(key_of, row, seq)
     if not kok then
@@ -398,7 +489,7 @@ function M.rows(wf, opts)
       if ok or res.budget or res.interrupted then
         break
       end
-      log(1, string.format("row %d (key %s) failed, retrying: %s", seq, tostring(key), res.msg))
+      log(1, string.format("%s failed, retrying: %s", which(seq, key), res.msg))
       ok, res = xpcall(apply, row_traceback, deepcopy(input), ctx)
     end
     if not ok and res.budget then
@@ -408,47 +499,53 @@ function M.rows(wf, opts)
     end
     if ok then
       if res == nil then
-        return "dropped", false, nil, nil, key
+        return "dropped", false, nil, nil, key, ctx.usage
       end
       local eok, line = pcall(encode, res)
       if eok then
-        return "ok", line, nil, nil, key
+        return "ok", line, nil, nil, key, ctx.usage
       end
       res = { msg = "cannot write the row: " .. tostring(line) }
     end
     if fallback ~= nil then
-      local dok, drow
-      if type(fallback) == "function" then
-        dok, drow = pcall(fallback, deepcopy(input), res.msg)
-      else
-        drow = deepcopy(input)
-        for k, v in pairs(fallback) do
-          drow[k] = v
-        end
-        dok = true
+      local line, msg = defaulted(input, res.msg)
+      if line then
+        return "defaulted", line, res.msg, res.tb, key, ctx.usage
       end
-      if dok and type(drow) == "table" then
-        local eok, line = pcall(encode, drow)
-        if eok then
-          return "defaulted", line, res.msg, res.tb, key
-        end
-        drow = line
-      end
-      res.msg = res.msg .. "; and orch.default failed too: " .. tostring(drow)
+      res.msg = msg
     end
-    return "failed", false, res.msg, res.tb, key
+    return "failed", false, res.msg, res.tb, key, ctx.usage
   end
 
   local failures, nfail_kept = {}, 20
   local stop, fatal, paused, budget_msg = false, nil, nil, nil
+
+  -- A workflow whose first rows all fail the same way (a missing key
+  -- column, a typo in a stage) stops instead of failing every row.
+  local first_fail, same_fails = nil, 0
+  local function same_failure(msg)
+    if counts.ok + counts.dropped + counts.defaulted > 0 or same_fails < 0 then
+      same_fails = -1 -- a row has got through: the failures are the rows' own
+      return
+    end
+    if msg == first_fail then
+      same_fails = same_fails + 1
+    else
+      first_fail, same_fails = msg, 1
+    end
+    if same_fails >= M.SAME_FAILURES and not fatal then
+      fatal = { msg = string.format("the first %d %s all failed the same way: %s", same_fails, unit, msg) }
+      stop = true
+    end
+  end
 
   local function record_failure(seq, key, msg, tb, status)
     if #failures < nfail_kept then
       failures[#failures + 1] = { seq = seq, key = key, msg = msg, tb = tb }
     end
     if verbosity >= 1 then
-      log(1, string.format("row %d%s %s: %s", seq, key ~= nil and (" (key " .. tostring(key) .. ")") or "",
-        status == "defaulted" and "used its default" or "failed", tb or msg))
+      log(1, string.format("%s %s: %s", which(seq, key), status == "defaulted" and "used its default" or "failed",
+        tb or msg), "debug")
     end
     if errs then
       errs:write(json.encode({ row = seq, key = key, status = status, error = msg, traceback = tb },
@@ -456,9 +553,10 @@ function M.rows(wf, opts)
     end
   end
 
-  -- on_error = "fail": stop admitting rows as soon as one fails
+  -- on_error = "fail" (or orch.retry(n, "fail") once its tries are used
+  -- up): stop admitting rows as soon as one fails
   local function note_outcome(seq, key, msg, tb, status)
-    if status == "failed" and policy == "fail" then
+    if status == "failed" and after == "fail" then
       stop = true
       fatal = fatal or { seq = seq, key = key, msg = msg, tb = tb }
     end
@@ -478,13 +576,13 @@ function M.rows(wf, opts)
   local policy_reason = policies.name(ckpt_policy)
   local since = { rows_since = 0, seconds_since = 0, cost_since_usd = 0, tokens_since = 0,
     last_checkpoint_ms = store.now_ms(), mean_checkpoint_ms = 0, rows_done = cursor.index }
-  local last_t, last_cost, last_tokens = sched.now(), totals.cost, totals.tokens_in + totals.tokens_out
+  local last_t, last_cost, last_tokens = sched.now(), live.cost, live.tokens_in + live.tokens_out
   local function policy_says(event)
     local s = since
     s.rows_since = cursor.index - last_ckpt_index
     s.seconds_since = sched.now() - last_t
-    s.cost_since_usd = totals.cost - last_cost
-    s.tokens_since = totals.tokens_in + totals.tokens_out - last_tokens
+    s.cost_since_usd = live.cost - last_cost
+    s.tokens_since = live.tokens_in + live.tokens_out - last_tokens
     s.event = event
     s.rows_done = cursor.index
     local ok, yes = pcall(decide, s)
@@ -544,7 +642,7 @@ function M.rows(wf, opts)
     last_ckpt_index = cursor.index
     ckpt_count = ckpt_count + 1
     ckpt_ms = ckpt_ms + info.duration_ms
-    last_t, last_cost, last_tokens = sched.now(), totals.cost, totals.tokens_in + totals.tokens_out
+    last_t, last_cost, last_tokens = sched.now(), live.cost, live.tokens_in + live.tokens_out
     since.last_checkpoint_ms = store.now_ms()
     since.mean_checkpoint_ms = ckpt_ms / ckpt_count
     if bus.wants.checkpoint then
@@ -585,7 +683,7 @@ function M.rows(wf, opts)
           or string.format("%dm%02ds", eta // 60, eta % 60))
     end
     io.stderr:write(string.format("\r\27[K  %s rows%s  %.0f rows/s  $%.4f  %d failed%s", fmt_count(cursor.index),
-      share, rate, totals.cost, counts.failed, final and "\n" or ""))
+      share, rate, live.cost, counts.failed, final and "\n" or ""))
   end
 
   -- The driver -----------------------------------------------------------
@@ -617,8 +715,15 @@ function M.rows(wf, opts)
         -- counted and recorded when settled, so a checkpoint's figures and
         -- errors file hold exactly the rows before its cursor
         counts[d.status] = counts[d.status] + 1
+        if d.usage then
+          add_usage(totals, d.usage)
+          d.usage = nil
+        end
         if d.error ~= nil then
           record_failure(write_seq, d.key, d.error, d.tb, d.status)
+        end
+        if d.status == "failed" then
+          same_failure(d.error)
         end
         if bus.wants.row then
           bus.notify({ type = "row", seq = write_seq, key = d.key, status = d.status, error = d.error })
@@ -634,8 +739,11 @@ function M.rows(wf, opts)
         done[write_seq] = nil
         write_seq = write_seq + 1
         if every_rows then
-          if cursor.index - last_ckpt_index >= every_rows then
+          local n = cursor.index - last_ckpt_index
+          if n >= every_rows then
             checkpoint(policy_reason)
+          elseif n >= M.MAX_PENDING then
+            checkpoint("rows") -- the safety net holds under every policy
           end
         elseif cursor.index - last_ckpt_index >= M.MAX_PENDING then
           checkpoint("rows")
@@ -669,8 +777,17 @@ function M.rows(wf, opts)
             if b then
               end_offset[next_seq], end_line[next_seq] = b, c
             end
-            done[next_seq] = { status = "failed", error = line }
-            note_outcome(next_seq, nil, line, nil, "failed")
+            -- a malformed row: retrying cannot mend it, orch.default can
+            local dline, derr = nil, line
+            if fallback ~= nil then
+              dline, derr = defaulted(nil, line)
+            end
+            if dline then
+              done[next_seq] = { status = "defaulted", line = dline, error = line }
+            else
+              done[next_seq] = { status = "failed", error = derr }
+              note_outcome(next_seq, nil, derr, nil, "failed")
+            end
             next_seq = next_seq + 1
           end
         else
@@ -697,9 +814,9 @@ function M.rows(wf, opts)
         inflight = inflight - 1
         local seq = tasks[c.id]
         tasks[c.id] = nil
-        local status, line, msg, tb, key
+        local status, line, msg, tb, key, usage
         if c.ok then
-          status, line, msg, tb, key = c[1], c[2], c[3], c[4], c[5]
+          status, line, msg, tb, key, usage = c[1], c[2], c[3], c[4], c[5], c[6]
         else
           status, line, msg = "failed", false, tostring(c.err)
         end
@@ -709,9 +826,9 @@ function M.rows(wf, opts)
             log(0, msg .. "; finishing the rows in flight")
           end
         elseif status == "interrupted" then
-          log(0, string.format("row %d: %s; it runs again on resume", seq, msg))
+          log(0, string.format("%s: %s; it runs again on resume", which(seq, key), msg))
         else
-          done[seq] = { line = line, status = status, key = key, error = msg, tb = tb }
+          done[seq] = { line = line, status = status, key = key, error = msg, tb = tb, usage = usage }
           note_outcome(seq, key, msg, tb, status)
         end
       end
@@ -764,8 +881,7 @@ function M.rows(wf, opts)
     exit, status, reason, error_text = 3, "paused", "signal", "stopped by " .. paused
   elseif fatal then
     exit, status, reason = 1, "failed", "failed"
-    error_text = (fatal.seq and string.format("row %d%s: ", fatal.seq,
-      fatal.key ~= nil and (" (key " .. tostring(fatal.key) .. ")") or "") or "") .. fatal.msg
+    error_text = (fatal.seq and (which(fatal.seq, fatal.key) .. ": ") or "") .. fatal.msg
   else
     exit, status, reason = 0, "completed", "final"
   end
@@ -800,11 +916,11 @@ function M.rows(wf, opts)
   end
   local el = math.max(sched.now() - t0, 1e-3)
   local done_now = cursor.index - start_index
-  local unit = wf.steps and "steps" or "rows"
-  log(0, string.format("%s: %s %s in %.2f s (%s %s/s): %d ok, %d failed, %d dropped%s%s%s",
-    wf.name, fmt_count(cursor.index), unit, el, fmt_count(done_now / el), unit, counts.ok, counts.failed, counts.dropped,
+  log(0, string.format("%s: %s in %.2f s (%s %s/s): %d ok, %d failed, %d dropped%s%s%s",
+    wf.name, count_of(cursor.index), el, fmt_count(done_now / el), unit, counts.ok, counts.failed, counts.dropped,
     counts.defaulted > 0 and string.format(", %d defaulted", counts.defaulted) or "",
-    totals.llm_calls > 0 and string.format("; %d LLM calls%s, %s tokens, $%.4f", totals.llm_calls,
+    totals.llm_calls > 0 and string.format("; %s%s, %s tokens, $%.4f",
+      totals.llm_calls == 1 and "1 LLM call" or (fmt_count(totals.llm_calls) .. " LLM calls"),
       (totals.cached_calls or 0) > 0 and string.format(" (%d from the journal, $%.4f saved)", totals.cached_calls,
         totals.saved or 0) or "",
       fmt_count(totals.tokens_in + totals.tokens_out), totals.cost) or "",
@@ -812,8 +928,7 @@ function M.rows(wf, opts)
   if #failures > 0 and verbosity == 0 and not fatal then
     for i = 1, math.min(#failures, 5) do
       local f = failures[i]
-      log(0, string.format("  row %d%s: %s", f.seq, f.key ~= nil and (" (key " .. tostring(f.key) .. ")") or "",
-        (f.msg:gsub("\n.*", ""))))
+      log(0, string.format("  %s: %s", which(f.seq, f.key), (f.msg:gsub("\n.*", ""))))
     end
     local nfail = counts.failed + counts.defaulted
     if nfail > 5 then
@@ -825,12 +940,11 @@ function M.rows(wf, opts)
       .. "orch resume %s --budget %.2f", run.id, fmt_count(cursor.index), budget_msg, run.id,
       math.max(max_usd * 2, 0.01)), "warn") -- never a suggestion that prints as 0.00
   elseif paused then
-    log(-1, string.format("run %s paused after %s rows (%s); resume with: orch resume %s",
-      run.id, fmt_count(cursor.index), paused, run.id), "warn")
+    log(-1, string.format("run %s paused after %s (%s); resume with: orch resume %s",
+      run.id, count_of(cursor.index), paused, run.id), "warn")
   elseif fatal then
     log(-1, string.format("run %s failed%s: %s", run.id,
-      fatal.seq and string.format(" at row %d%s", fatal.seq,
-        fatal.key ~= nil and (" (key " .. tostring(fatal.key) .. ")") or "") or "",
+      fatal.seq and (" at " .. which(fatal.seq, fatal.key)) or "",
       fatal.tb or fatal.msg), "error")
   end
   return exit

@@ -197,7 +197,7 @@ function M.begin(st, ident, opts, log)
   end
   if skipped > 0 then
     log(0, string.format("warning: %d newer checkpoint(s) of run %s failed their checksum; "
-      .. "falling back to %s", skipped, run.id, ckpt and ("checkpoint " .. ckpt.seq) or "the start"))
+      .. "falling back to %s", skipped, run.id, ckpt and ("checkpoint " .. ckpt.seq) or "the start"), "warn")
     st:event_add(run.id, "checkpoint_corrupt", json.encode({ skipped = skipped, fallback = ckpt and ckpt.seq or 0 }))
   end
   local rok, rerr = st:checkpoint_rollback(run.id, ckpt and ckpt.seq or 0)

@@ -186,7 +186,7 @@ sleep 1
 kill -INT "$pid"
 wait "$pid"
 expect_eq "SIGINT stops rows that never wait: exit 3" "$?" 3
-expect_grep "says which rows and that they run again" "row 3: spin.lua:[0-9]+: interrupted \(SIGINT\) after [0-9.]+ s of Lua code that never waited; it runs again on resume" spin2.log
+expect_grep "says which rows and that they run again" "row 3( \(key [^)]*\))?: spin.lua:[0-9]+: interrupted \(SIGINT\) after [0-9.]+ s of Lua code that never waited; it runs again on resume" spin2.log
 rm spin.flag
 sid=$(grep -o 'orch resume spin-[0-9a-f]*' spin2.log | head -1 | cut -d' ' -f3)
 run_orch spin3.log resume "$sid"

@@ -63,7 +63,7 @@ if echo "$last" | grep -Eq '(step stats|step analyse),.*before report,.*step rep
 rm -f ran.log
 run_orch fail.log run dag.lua --set fail=stats --fresh
 expect_eq "a failing step fails the run: exit 1" "$RC" 1
-expect_grep "naming the step and its error" "failed at row 2 \(key stats\): .*dag.lua:[0-9]+: stats broke" fail.log
+expect_grep "naming the step and its error" "failed at step .stats.: .*dag.lua:[0-9]+: stats broke" fail.log
 if grep -q report ran.log; then bad "report ran after stats failed"; else ok "its dependents never ran"; fi
 run_orch fail2.log run dag.lua --set fail=stats --fresh -v
 expect_grep "a dependent says which step it waited for" "report.*step 'stats' did not complete: .*stats broke" fail2.log

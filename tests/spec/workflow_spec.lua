@@ -145,6 +145,107 @@ describe("orch.workflow", function()
     end)
   end)
 
+  -- A misspelled key in any table a workflow is made of is refused at the
+  -- line that wrote it, with a suggestion: one case per kind of table.
+  describe("misspelled keys in nested tables", function()
+    it("a stage table { name =, run =, critical = }", function()
+      local at = here() + 2
+      local e = catch(function()
+        local wf = orch.workflow(base { stages = { noop, { name = "s", run = noop, critcal = true } } })
+        return wf
+      end)
+      assert_error_at(at, "orch.workflow: stages[2]: unknown key 'critcal' (did you mean 'critical'?); expected one "
+        .. "of: critical, name, run", e)
+      assert.are.equal("critcal", e.key)
+    end)
+
+    it("a stage table's types are checked too", function()
+      local at = here() + 1
+      local e = catch(function() local wf = orch.workflow(base { stages = { { run = noop, critical = "yes" } } }) return wf end)
+      assert_error_at(at, "orch.workflow: stages[1]: 'critical' must be a boolean, got string", e)
+    end)
+
+    it("orch.stage.prompt{...}", function()
+      local at = here() + 1
+      local e = catch(function() local st = orch.stage.prompt { template = "{{text}}", critcal = true } return st end)
+      assert_error_at(at, "orch.stage.prompt: unknown key 'critcal' (did you mean 'critical'?); expected one of: "
+        .. "critical, into, json, max_tokens, model, name, schema, system, temperature, template", e)
+    end)
+
+    it("a step", function()
+      local at = here() + 2
+      local e = catch(function()
+        local wf = orch.workflow { name = "d", steps = { { name = "a", run = noop, critcal = true } } }
+        return wf
+      end)
+      assert_error_at(at, "orch.workflow: steps[1]: unknown key 'critcal' (did you mean 'critical'?); expected one of: "
+        .. "after, critical, name, run", e)
+    end)
+
+    it("llm (orch.llm.check_config)", function()
+      local at = here() + 1
+      local e = catch(function() local wf = orch.workflow(base { llm = { provider = "mock", modle = "m" } }) return wf end)
+      assert_error_at(at, "orch.workflow: llm: unknown key 'modle' (did you mean 'model'?); expected one of: "
+        .. "concurrency, jitter_ms, latency_ms, max_tokens, model, prices, provider, system, temperature", e)
+    end)
+
+    it("budget", function()
+      local at = here() + 1
+      local e = catch(function() local wf = orch.workflow(base { budget = { max_usd = 1, warn = { 0.5 } } }) return wf end)
+      assert_error_at(at, "orch.workflow: budget: unknown key 'warn' (did you mean 'warn_at'?); expected one of: "
+        .. "max_usd, warn_at", e)
+    end)
+
+    it("orch.policy.adaptive{...}", function()
+      local at = here() + 1
+      local e = catch(function() local p = orch.policy.adaptive { max_intervl = 60 } return p end)
+      assert_error_at(at, "orch.policy.adaptive: unknown key 'max_intervl' (did you mean 'max_interval'?); expected "
+        .. "one of: max_interval, max_rows, max_usd, min_interval, mtbf, target", e)
+    end)
+
+    it("orch.policy.on_events{...} and any{...} take lists, not named keys", function()
+      local at = here() + 1
+      local e = catch(function() local p = orch.policy.on_events { "a", evnts = "b" } return p end)
+      assert_error_at(at, "orch.policy.on_events{...}: unexpected key 'evnts'; it takes a list of event names", e)
+      at = here() + 1
+      e = catch(function() local p = orch.policy.any { orch.policy.every_rows(1), every = 2 } return p end)
+      assert_error_at(at, "orch.policy.any{...}: unexpected key 'every'; it takes a list of policies", e)
+    end)
+
+    it("orch.policy.every_rows and every_seconds take a number, not a table", function()
+      local at = here() + 1
+      local e = catch(function() local p = orch.policy.every_rows { n = 5 } return p end)
+      assert_error_at(at, "orch.policy.every_rows(n) expects a positive integer, got table", e)
+      at = here() + 1
+      e = catch(function() local p = orch.policy.every_seconds { seconds = 5 } return p end)
+      assert_error_at(at, "orch.policy.every_seconds(seconds) expects a positive number, got table", e)
+    end)
+
+    it("orch.observe.progress, jsonl and cost options", function()
+      local at = here() + 1
+      local e = catch(function() local o = orch.observe.progress { evry = 5 } return o end)
+      assert_error_at(at, "orch.observe.progress: unknown key 'evry' (did you mean 'every'?); expected one of: every", e)
+      at = here() + 1
+      e = catch(function() local o = orch.observe.jsonl("ev.jsonl", { row = true }) return o end)
+      assert_error_at(at, "orch.observe.jsonl: unknown key 'row' (did you mean 'rows'?); expected one of: rows", e)
+      at = here() + 1
+      e = catch(function() local o = orch.observe.cost { by_stage = true } return o end)
+      assert_error_at(at, "orch.observe.cost: unknown key 'by_stage'; it takes no options", e)
+      at = here() + 1
+      e = catch(function() local o = orch.observe.progress(10) return o end)
+      assert_error_at(at, "orch.observe.progress: argument 1 must be a table, got number", e)
+    end)
+
+    it("orch.read.* and orch.write.* options", function()
+      local at = here() + 1
+      local e = catch(function() local w = orch.write.csv("o.csv", { colums = { "a" } }) return w end)
+      assert_error_at(at, "orch.write.csv: unknown key 'colums' (did you mean 'columns'?); expected one of: columns", e)
+      at = here() + 1
+      e = catch(function() local r = orch.read.jsonl("i.jsonl", { strict = true }) return r end)
+      assert_error_at(at, "orch.read.jsonl: unknown key 'strict'; it takes no options", e)
+    end)
+  end)
+
   describe("wrong types", function()
     it("name must be a string", function()
       local at = here() + 1

@@ -37,11 +37,29 @@ local function user_location()
   end
 end
 
-local function raise(key, fmt, ...)
+local function raise_at(where, key, fmt, ...)
   local msg = select("#", ...) > 0 and string.format(fmt, ...) or fmt
-  local where = user_location()
   error(setmetatable({ msg = where and (where .. ": " .. msg) or msg, located = where ~= nil, key = key },
     WorkflowError), 0)
+end
+
+local function raise(key, fmt, ...)
+  raise_at(user_location(), key, fmt, ...)
+end
+
+--- where() -> "file:line" of the user's code calling into orch, or nil:
+--- what a constructor keeps so that a later check can point at it.
+function M.where()
+  return user_location()
+end
+
+--- fail_at(where, key, fmt, ...): a WorkflowError at `where` (from
+--- M.where()); without one, located as M.fail_key does.
+function M.fail_at(where, key, fmt, ...)
+  if where == nil then
+    raise(key, fmt, ...)
+  end
+  raise_at(where, key, fmt, ...)
 end
 
 --- Raises a WorkflowError located at the user's code.
@@ -324,6 +342,7 @@ function M.workflow(spec)
       end
     end
   end
+  require("orch.paths").check(spec) -- no sink on the input or on another sink
   return setmetatable(spec, M.Workflow)
 end
 

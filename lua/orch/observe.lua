@@ -195,6 +195,8 @@ function M.jsonl(path, opts)
   end
   local o = {
     name = "orch.observe.jsonl",
+    path = path, -- for orch.paths: a file of its own
+    defined_at = check.where(),
     on_start = write,
     on_checkpoint = write,
     on_event = write,

@@ -577,11 +577,15 @@ describe("orch.default", function()
 end)
 
 describe("orch.read / orch.write", function()
-  it("describe files", function()
-    assert.are.same({ io = "read", kind = "csv", path = "a.csv" }, orch.read.csv("a.csv"))
-    assert.are.same({ io = "read", kind = "jsonl", path = "a.jsonl" }, orch.read.jsonl("a.jsonl"))
-    assert.are.same({ io = "write", kind = "jsonl", path = "o.jsonl" }, orch.write.jsonl("o.jsonl"))
-    assert.are.same({ io = "write", kind = "csv", path = "o.csv", columns = { "id", "label" } },
+  it("describe files, and where they were named (for orch.paths to point at)", function()
+    local at = SELF .. ":" .. here() + 1
+    assert.are.same({ io = "read", kind = "csv", path = "a.csv", defined_at = at }, orch.read.csv("a.csv"))
+    at = SELF .. ":" .. here() + 1
+    assert.are.same({ io = "read", kind = "jsonl", path = "a.jsonl", defined_at = at }, orch.read.jsonl("a.jsonl"))
+    at = SELF .. ":" .. here() + 1
+    assert.are.same({ io = "write", kind = "jsonl", path = "o.jsonl", defined_at = at }, orch.write.jsonl("o.jsonl"))
+    at = SELF .. ":" .. here() + 2
+    assert.are.same({ io = "write", kind = "csv", path = "o.csv", columns = { "id", "label" }, defined_at = at },
       orch.write.csv("o.csv", { columns = { "id", "label" } }))
   end)
 
@@ -623,6 +627,69 @@ describe("orch.read / orch.write", function()
     local e = catch(function() local s = orch.read.csv("a.csv", { sep = ";" }) return s end)
     local prefix = SELF .. ":" .. at .. ": orch.read.csv: unknown key 'sep'"
     assert.are.equal(prefix, tostring(e):sub(1, #prefix))
+  end)
+end)
+
+describe("orch.paths", function()
+  local paths = require "orch.paths"
+  local sys = require "orch.sys"
+  local dir
+  before_each(function()
+    dir = os.tmpname()
+    os.remove(dir)
+    assert(os.execute("mkdir -p " .. dir .. "/data && printf 'x\\n' >" .. dir .. "/data/a.jsonl"))
+    dir = sys.realpath(dir)
+  end)
+  after_each(function()
+    os.execute("rm -rf " .. dir)
+  end)
+
+  it("canonical resolves the existing part and applies . and .. to the rest", function()
+    assert.are.equal(dir .. "/data/a.jsonl", paths.canonical(dir .. "/./data//a.jsonl"))
+    assert.are.equal(dir .. "/data/a.jsonl", paths.canonical(dir .. "/no/such/../../data/a.jsonl"))
+    assert.are.equal(dir .. "/new/b.jsonl", paths.canonical(dir .. "/new/./b.jsonl"))
+    assert.are.equal(dir .. "/data", paths.canonical(dir .. "/data/"))
+    assert.are.equal("/", paths.canonical("/no-such-dir/.."))
+  end)
+
+  it("identity is the same for a hard link and a symlink, not for a copy", function()
+    local a = dir .. "/data/a.jsonl"
+    assert(os.execute(string.format("ln %s %s/hard && ln -s %s %s/soft && cp %s %s/copy", a, dir, a, dir, a, dir)))
+    local id = paths.identity(a)
+    assert.truthy(id:find("^inode %d+:%d+$"))
+    assert.are.equal(id, paths.identity(dir .. "/hard"))
+    assert.are.equal(id, paths.identity(dir .. "/soft"))
+    assert.are_not.equal(id, paths.identity(dir .. "/copy"))
+    assert.are.equal("path " .. dir .. "/out/x.jsonl", paths.identity(dir .. "/out/../out/x.jsonl"))
+  end)
+
+  it("a sink on the input is refused at the line that named the sink", function()
+    local input = orch.read.jsonl(dir .. "/data/a.jsonl")
+    local at = here() + 1
+    local out = orch.write.jsonl(dir .. "/data/../data/a.jsonl")
+    local e = catch(function() local wf = orch.workflow(base { input = input, output = out }) return wf end)
+    assert_error_at(at, string.format("output %s/data/../data/a.jsonl is the same file as input %s/data/a.jsonl "
+      .. "(refusing to overwrite the input)", dir, dir), e)
+    assert.are.equal("output", e.key)
+  end)
+
+  it("two sinks on one file are refused at the later one", function()
+    local out = orch.write.jsonl(dir .. "/out/a.jsonl")
+    local at = here() + 1
+    local obs = orch.observe.jsonl(dir .. "/out/a.jsonl")
+    local e = catch(function() local wf = orch.workflow(base { output = out, observers = { obs } }) return wf end)
+    assert_error_at(at, string.format("observers[1] (orch.observe.jsonl) %s/out/a.jsonl is the same file as output "
+      .. "%s/out/a.jsonl (each needs a file of its own)", dir, dir), e)
+  end)
+
+  it("check_store names the store's files, and leaves :memory: and URLs alone", function()
+    local wf = orch.workflow(base { output = orch.write.jsonl(dir .. "/s.db-wal") })
+    local msg = paths.check_store(wf, "w.lua", dir .. "/s.db")
+    assert.are.equal(string.format("%s:%d: output %s/s.db-wal is the same file as the state store's %s/s.db-wal "
+      .. "(--db; each needs a file of its own)", SELF, here() - 3, dir, dir), msg)
+    assert.is_nil(paths.check_store(wf, "w.lua", dir .. "/other.db"))
+    assert.is_nil(paths.check_store(wf, "w.lua", ":memory:"))
+    assert.is_nil(paths.check_store(wf, "w.lua", "postgres://localhost/x"))
   end)
 end)
 

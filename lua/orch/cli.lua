@@ -164,7 +164,7 @@ function M.run(opts)
     say(err)
     return 2
   end
-  local clash = require("orch.paths").check_store(wf, path, runs.db_path(opts))
+  local clash = require("orch.paths").check_run(wf, path, runs.db_path(opts))
   if clash then -- before the store is opened, which would write to the file
     say(clash)
     return 2
@@ -207,7 +207,7 @@ local function resume_one(st, run, opts)
     say(string.format("cannot resume run %s: %s", run.id, err))
     return 2
   end
-  local clash = require("orch.paths").check_store(wf, path, runs.db_path(opts))
+  local clash = require("orch.paths").check_run(wf, path, runs.db_path(opts))
   if clash then
     say(string.format("cannot resume run %s: %s", run.id, clash))
     return 2

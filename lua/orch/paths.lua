@@ -78,11 +78,14 @@ function M.files(wf)
   return list
 end
 
-local function clash(sink, other, other_is_input, suffix)
-  local why = other_is_input and string.format("refusing to %s the input", sink.appends and "append to" or "overwrite")
+-- Raises: sink (a file of M.files) is other ({ what =, path = }). input:
+-- one of them is the workflow's input; prefix: said before why.
+local function clash(sink, other, input, prefix)
+  local why = input and string.format("refusing to %s the input", sink.appends and "append to" or "overwrite")
+    or other.what == "the workflow" and "refusing to overwrite the workflow"
     or "each needs a file of its own"
   check.fail_at(sink.at, sink.key, "%s %s is the same file as %s %s (%s%s)", sink.what, sink.path, other.what,
-    other.path, suffix or "", why)
+    other.path, prefix or "", why)
 end
 
 --- check(wf): raises a WorkflowError, at the later file's constructor,
@@ -98,11 +101,24 @@ function M.check(wf)
   end
 end
 
---- check_store(wf, wf_path, db) -> nil | message: whether the state store
+--- check_run(wf, wf_path, db) -> nil | message: whether the state store
 --- at db (--db, ORCH_DB or the default; its -wal, -shm and -journal files
---- too) is the input or a sink of the workflow loaded from wf_path. Call
---- before the store is opened: SQLite turns an empty file into a database.
-function M.check_store(wf, wf_path, db)
+--- too) is the input or a sink of the workflow loaded from wf_path, or a
+--- sink is that workflow file. Call before the store is opened: SQLite
+--- turns an empty file into a database.
+function M.check_run(wf, wf_path, db)
+  local files = M.files(wf)
+  local function refuse(f, other, why)
+    local ok, e = pcall(clash, f, other, f.what == "input", why)
+    assert(not ok and check.is_error(e))
+    return tostring(check.locate(e, wf_path))
+  end
+  local self = M.identity(wf_path)
+  for _, f in ipairs(files) do
+    if f.id == self and f.what ~= "input" then
+      return refuse(f, { what = "the workflow", path = wf_path }, "")
+    end
+  end
   if db == ":memory:" or db:find("://", 1, true) then
     return nil
   end
@@ -110,13 +126,10 @@ function M.check_store(wf, wf_path, db)
   for _, suffix in ipairs({ "", "-wal", "-shm", "-journal" }) do
     store[M.identity(db .. suffix)] = db .. suffix
   end
-  for _, f in ipairs(M.files(wf)) do
+  for _, f in ipairs(files) do
     local hit = store[f.id]
     if hit then
-      local ok, e = pcall(clash, f, { what = hit == db and "the state store" or "the state store's", path = hit },
-        f.what == "input", "--db; ")
-      assert(not ok and check.is_error(e))
-      return tostring(check.locate(e, wf_path))
+      return refuse(f, { what = hit == db and "the state store" or "the state store's", path = hit }, "--db; ")
     end
   end
   return nil

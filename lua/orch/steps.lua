@@ -37,7 +37,12 @@ local function check_output(s, out)
     if ok then
       return
     end
-    what = string.format("a %s holding %s", t, (tostring(err):gsub("^cannot encode ", "")))
+    local bad, path = tostring(err):match("^cannot encode (.-) at (%S+)$")
+    if t == "table" and bad then
+      what = string.format("a table holding %s at %s", bad, path)
+    else
+      what = string.format("a %s that JSON cannot hold (%s)", t, tostring(err))
+    end
   end
   local info = debug.getinfo(s.run, "S")
   local at = info.linedefined > 0 and (info.short_src .. ":" .. info.linedefined .. ": ") or ""

@@ -1,8 +1,8 @@
 # No file orch writes may alias its input or another file it writes: an
 # output that is the input (same path, ./ prefix, a symlink, a hard link,
 # through a directory not made yet), errors or an observer's file on the
-# output, two observers on one file, and the state store (--db) on a sink
-# or the input are refused at load (exit 2, the workflow's line named),
+# output, two observers on one file, a sink on the workflow file, and the
+# state store (--db, ORCH_DB) on a sink or the input are refused at load (exit 2, the workflow's line named),
 # before any row runs and before any file is truncated.
 . tests/lib.sh
 cd "$WORK"
@@ -67,6 +67,15 @@ wf errors.lua out/a.jsonl 'errors = orch.write.jsonl("out/./a.jsonl"),'
 refused "errors = output" errors.lua \
   "^orch: errors.lua:6: errors out/./a.jsonl is the same file as output out/a.jsonl \(each needs a file of its own\)$"
 if [ -e out ]; then bad "errors = output: a file was made"; else ok "errors = output: nothing was made"; fi
+
+wf errin.lua out/a.jsonl 'errors = orch.write.jsonl("data/../data/a.jsonl"),'
+refused "errors = input" errin.lua \
+  "^orch: errin.lua:6: errors data/../data/a.jsonl is the same file as input data/a.jsonl \(refusing to overwrite the input\)$"
+
+wf self.lua self.lua
+refused "output = the workflow file" self.lua \
+  "^orch: self.lua:5: output self.lua is the same file as the workflow self.lua \(refusing to overwrite the workflow\)$"
+expect_eq "output = the workflow file: the workflow is intact" "$(head -1 self.lua)" 'local orch = require "orch"'
 
 wf observer.lua out/a.jsonl 'observers = { orch.observe.jsonl("out/a.jsonl") },'
 refused "an observer's file = output" observer.lua \

@@ -682,14 +682,20 @@ describe("orch.paths", function()
       .. "%s/out/a.jsonl (each needs a file of its own)", dir, dir), e)
   end)
 
-  it("check_store names the store's files, and leaves :memory: and URLs alone", function()
+  it("check_run names the store's files, and leaves :memory: and URLs alone", function()
     local wf = orch.workflow(base { output = orch.write.jsonl(dir .. "/s.db-wal") })
-    local msg = paths.check_store(wf, "w.lua", dir .. "/s.db")
+    local msg = paths.check_run(wf, SELF, dir .. "/s.db")
     assert.are.equal(string.format("%s:%d: output %s/s.db-wal is the same file as the state store's %s/s.db-wal "
       .. "(--db; each needs a file of its own)", SELF, here() - 3, dir, dir), msg)
-    assert.is_nil(paths.check_store(wf, "w.lua", dir .. "/other.db"))
-    assert.is_nil(paths.check_store(wf, "w.lua", ":memory:"))
-    assert.is_nil(paths.check_store(wf, "w.lua", "postgres://localhost/x"))
+    assert.is_nil(paths.check_run(wf, SELF, dir .. "/other.db"))
+    assert.is_nil(paths.check_run(wf, SELF, ":memory:"))
+    assert.is_nil(paths.check_run(wf, SELF, "postgres://localhost/x"))
+  end)
+
+  it("check_run refuses a sink on the workflow file itself", function()
+    local wf = orch.workflow(base { errors = orch.write.jsonl("./" .. SELF) })
+    assert.are.equal(string.format("%s:%d: errors ./%s is the same file as the workflow %s (refusing to overwrite "
+      .. "the workflow)", SELF, here() - 2, SELF, SELF), paths.check_run(wf, SELF, ":memory:"))
   end)
 end)
 

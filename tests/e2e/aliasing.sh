@@ -2,8 +2,9 @@
 # output that is the input (same path, ./ prefix, a symlink, a hard link,
 # through a directory not made yet), errors or an observer's file on the
 # output, two observers on one file, a sink on the workflow file, and the
-# state store (--db, ORCH_DB) on a sink or the input are refused at load (exit 2, the workflow's line named),
-# before any row runs and before any file is truncated.
+# state store (--db, ORCH_DB) on a sink or the input are refused at load
+# (exit 2, the workflow's line named), before any row runs and before any
+# file is truncated.
 . tests/lib.sh
 cd "$WORK"
 mkdir -p data

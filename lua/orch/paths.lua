@@ -54,7 +54,8 @@ end
 
 --- files(wf) -> the files the workflow reads and writes, input first, then
 --- output, errors and observers' files in that order:
---- { what =, path =, key = (its workflow key), at = (its constructor's file:line), appends = bool }
+--- { what =, path =, key = (its workflow key), at = (its constructor's file:line), appends = bool,
+---   id = M.identity(path) }
 function M.files(wf)
   local list = {}
   local function add(what, spec, key, appends)

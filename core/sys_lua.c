@@ -63,14 +63,20 @@ static int l_sys_alive(lua_State *L)
     return 1;
 }
 
-/* stat(path) -> { size =, mtime_ns = } | nil, err */
+/* stat(path) -> { size =, mtime_ns =, dev =, ino = } | nil, err
+ * (symlinks followed). dev and ino together name the file itself, whatever
+ * path reaches it: a hard link or a symlink gives the same pair. */
 static int l_sys_stat(lua_State *L)
 {
     const char *path = luaL_checkstring(L, 1);
     struct stat st;
     if (stat(path, &st) != 0)
         return luaL_fileresult(L, 0, path);
-    lua_createtable(L, 0, 2);
+    lua_createtable(L, 0, 4);
+    lua_pushinteger(L, (lua_Integer)st.st_dev);
+    lua_setfield(L, -2, "dev");
+    lua_pushinteger(L, (lua_Integer)st.st_ino);
+    lua_setfield(L, -2, "ino");
     lua_pushinteger(L, (lua_Integer)st.st_size);
     lua_setfield(L, -2, "size");
     lua_pushinteger(L, (lua_Integer)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec);

@@ -37,11 +37,29 @@ local function user_location()
   end
 end
 
-local function raise(key, fmt, ...)
+local function raise_at(where, key, fmt, ...)
   local msg = select("#", ...) > 0 and string.format(fmt, ...) or fmt
-  local where = user_location()
   error(setmetatable({ msg = where and (where .. ": " .. msg) or msg, located = where ~= nil, key = key },
     WorkflowError), 0)
+end
+
+local function raise(key, fmt, ...)
+  raise_at(user_location(), key, fmt, ...)
+end
+
+--- where() -> "file:line" of the user's code calling into orch, or nil:
+--- what a constructor keeps so that a later check can point at it.
+function M.where()
+  return user_location()
+end
+
+--- fail_at(where, key, fmt, ...): a WorkflowError at `where` (from
+--- M.where()); without one, located as M.fail_key does.
+function M.fail_at(where, key, fmt, ...)
+  if where == nil then
+    raise(key, fmt, ...)
+  end
+  raise_at(where, key, fmt, ...)
 end
 
 --- Raises a WorkflowError located at the user's code.
@@ -101,12 +119,20 @@ local function distance(a, b)
   return prev[#b]
 end
 
---- The closest name in `names` to `word`, if it is a plausible typo.
+--- The closest name in `names` to `word`, if it is a plausible typo: a few
+--- edits away, or one is the start of the other ("warn" for "warn_at").
 function M.suggest(word, names)
   local best, bestd
+  local w = word:lower()
   for _, n in ipairs(names) do
-    local d = distance(word:lower(), n:lower())
-    if d <= math.max(2, #n // 3) and (bestd == nil or d < bestd) then
+    local l = n:lower()
+    local d = distance(w, l)
+    local short, long = w, l
+    if #short > #long then
+      short, long = long, short
+    end
+    local prefix = #short >= 3 and long:sub(1, #short) == short
+    if (d <= math.max(2, #n // 3) or prefix) and (bestd == nil or d < bestd) then
       best, bestd = n, d
     end
   end
@@ -199,6 +225,9 @@ local workflow_keys = {
   observers = true,
 }
 
+-- A stage written as a table (see orch.stage); orch.stage.* values carry more.
+local stage_keys = { name = "string", run = "function", critical = "boolean" }
+
 -- Keys of the contract that this version does not carry out yet: refusing
 -- them beats silently ignoring a budget.
 local not_yet = {}
@@ -282,6 +311,9 @@ function M.workflow(spec)
     end
   end
   for i, s in ipairs(spec.stages) do
+    if type(s) == "table" and getmetatable(s) == nil then -- orch.stage.* values were checked when made
+      M.known_keys("orch.workflow: stages[" .. i .. "]", s, stage_keys)
+    end
     if type(s) == "table" and type(s.run) == "function" then
       if s.needs_llm and spec.llm == nil then
         M.fail_key("stages", "orch.workflow: stages[%d] (%s) calls an LLM but the workflow has no llm = { provider = ... }", i,
@@ -310,6 +342,7 @@ function M.workflow(spec)
       end
     end
   end
+  require("orch.paths").check(spec) -- no sink on the input or on another sink
   return setmetatable(spec, M.Workflow)
 end
 

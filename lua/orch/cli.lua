@@ -167,6 +167,11 @@ function M.run(opts)
     say(err)
     return 2
   end
+  local clash = require("orch.paths").check_run(wf, path, runs.db_path(opts))
+  if clash then -- before the store is opened, which would write to the file
+    say(clash)
+    return 2
+  end
   return with_store(opts, function(st)
     return execute(st, wf, path, opts.set, opts)
   end)
@@ -203,6 +208,11 @@ local function resume_one(st, run, opts)
   local wf, err = M.load_workflow(path, params)
   if wf == nil then
     say(string.format("cannot resume run %s: %s", run.id, err))
+    return 2
+  end
+  local clash = require("orch.paths").check_run(wf, path, runs.db_path(opts))
+  if clash then
+    say(string.format("cannot resume run %s: %s", run.id, clash))
     return 2
   end
   return execute(st, wf, path, params, opts, run.id)

@@ -59,7 +59,8 @@ local function file_spec(io, kind, what, path, opts, allowed)
     check.arg_type(what, 2, opts, "table")
     check.known_keys(what, opts, allowed)
   end
-  local spec = { io = io, kind = kind, path = path }
+  -- defined_at: where the file was named, for orch.paths to point at
+  local spec = { io = io, kind = kind, path = path, defined_at = check.where() }
   for k, v in pairs(opts or {}) do
     spec[k] = v
   end

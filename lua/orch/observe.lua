@@ -102,6 +102,15 @@ end
 
 -- Built-in observers ----------------------------------------------------
 
+-- The options table of a built-in (argument n), {} when none was given.
+local function options(fname, n, opts)
+  if opts == nil then
+    return {}
+  end
+  check.arg_type(fname, n, opts, "table")
+  return opts
+end
+
 -- say(msg) for a built-in, and use_log(log) that the bus calls: stderr
 -- until then, the run's log (text or --log-json) after.
 local function sayer()
@@ -121,7 +130,7 @@ end
 --- progress{ every = 10 }: a line on stderr every `every` seconds (for logs
 --- and pipes; a TTY also gets the live progress bar).
 function M.progress(opts)
-  opts = opts or {}
+  opts = options("orch.observe.progress", 1, opts)
   check.known_keys("orch.observe.progress", opts, { every = "number" })
   local every = opts.every or 10
   local rows, failed, last, t0 = 0, 0, nil, nil
@@ -147,7 +156,8 @@ function M.progress(opts)
 end
 
 --- cost(): at the end, the cost and tokens per model and per stage.
-function M.cost()
+function M.cost(opts)
+  check.known_keys("orch.observe.cost", options("orch.observe.cost", 1, opts), {})
   local say, use_log = sayer()
   return setmetatable({
     name = "orch.observe.cost",
@@ -172,7 +182,7 @@ end
 --- to path (rows too when rows = true).
 function M.jsonl(path, opts)
   check.arg_type("orch.observe.jsonl", 1, path, "string")
-  opts = opts or {}
+  opts = options("orch.observe.jsonl", 2, opts)
   check.known_keys("orch.observe.jsonl", opts, { rows = "boolean" })
   local f
   local function write(ev)
@@ -186,6 +196,8 @@ function M.jsonl(path, opts)
   end
   local o = {
     name = "orch.observe.jsonl",
+    path = path, -- for orch.paths: a file of its own
+    defined_at = check.where(),
     on_start = write,
     on_checkpoint = write,
     on_event = write,

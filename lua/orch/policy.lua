@@ -26,7 +26,18 @@ end
 
 local function positive(fname, v, integer)
   if type(v) ~= "number" or v <= 0 or (integer and math.type(v) ~= "integer") then
-    check.fail("%s expects a positive %s, got %s", fname, integer and "integer" or "number", tostring(v))
+    check.fail("%s expects a positive %s, got %s", fname, integer and "integer" or "number",
+      (type(v) == "number" or v == nil) and tostring(v) or type(v))
+  end
+end
+
+-- Raises unless list (a table) holds only the entries 1..n: a named key
+-- there is a typo that ipairs would silently skip.
+local function list_only(fname, list, what)
+  for k in pairs(list) do
+    if math.type(k) ~= "integer" or k < 1 or k > #list then
+      check.fail("%s: unexpected key '%s'; it takes a list of %s", fname, tostring(k), what)
+    end
   end
 end
 
@@ -59,6 +70,7 @@ function M.on_events(names)
   if type(names) ~= "table" or #names == 0 then
     check.fail("orch.policy.on_events{...} expects a list of event names, got %s", type(names))
   end
+  list_only("orch.policy.on_events{...}", names, "event names")
   local set = {}
   for i, n in ipairs(names) do
     if type(n) ~= "string" then
@@ -76,6 +88,7 @@ function M.any(list)
   if type(list) ~= "table" or #list == 0 then
     check.fail("orch.policy.any{...} expects a list of policies, got %s", type(list))
   end
+  list_only("orch.policy.any{...}", list, "policies")
   local decides = {}
   for i, p in ipairs(list) do
     decides[i] = M.decider(p, "orch.policy.any: policy " .. i)

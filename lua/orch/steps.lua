@@ -20,7 +20,35 @@
 local check = require "orch.check"
 local sched = require "orch.sched"
 
+local json = require "orch.json"
+
 local M = {}
+
+-- Raises unless out, what step s returned, can be saved as JSON (it goes
+-- into ctx.state), naming the step at the line of its run function and,
+-- inside a table, where the value JSON cannot hold is.
+local function check_output(s, out)
+  local t = type(out)
+  local what
+  if t == "function" or t == "thread" or (t == "userdata" and out ~= json.null) then
+    what = "a " .. t
+  else
+    local ok, err = pcall(json.encode, out)
+    if ok then
+      return
+    end
+    local bad, path = tostring(err):match("^cannot encode (.-) at (%S+)$")
+    if t == "table" and bad then
+      what = string.format("a table holding %s at %s", bad, path)
+    else
+      what = string.format("a %s that JSON cannot hold (%s)", t, tostring(err))
+    end
+  end
+  local info = debug.getinfo(s.run, "S")
+  local at = info.linedefined > 0 and (info.short_src .. ":" .. info.linedefined .. ": ") or ""
+  error(string.format("%sstep '%s' returned %s; a step returns JSON values (string, number, boolean, table) or nil",
+    at, s.name, what), 0)
+end
 
 local step_keys = { name = "string", run = "function", after = "table", critical = "boolean" }
 
@@ -181,8 +209,9 @@ function M.plan(spec, topo)
       end
       local out = s.run(ctx, inputs)
       if out == nil then
-        out = require("orch.json").null
+        out = json.null
       end
+      check_output(s, out)
       outputs[s.name] = out
       -- save it now: rows settle in order, and this one may wait behind a
       -- slower step that started before it

@@ -130,4 +130,26 @@ sed 's/name = "c"/name = "a"/' cycle.lua >dup.lua
 refused "two steps of one name" dup.lua "two steps are named 'a' \(steps\[1\] and steps\[3\]\)"
 sed 's/name = "cycle",/name = "cycle", input = { { id = 1 } },/' cycle.lua >both.lua
 refused "steps with an input" both.lua "'input' cannot be given with 'steps'"
+# A step's output must be JSON: a function (or a table holding one) is named
+# with the step and where it is, not as a ctx.state problem.
+cat >fnstep.lua <<'LUA'
+local orch = require "orch"
+return orch.workflow {
+  name = "fnstep",
+  steps = {
+    { name = "search", run = function(ctx) return { "doc a" } end },
+    { name = "analyse", after = { "search" }, run = function(ctx, inputs)
+      if orch.param("shape", "") == "nested" then return { report = { render = print } } end
+      return print
+    end },
+  },
+}
+LUA
+run_orch fnstep.log run fnstep.lua
+expect_eq "a step returning a function fails the run: exit 1" "$RC" 1
+expect_grep "names the step and what it returned" "failed at row 2 \(key analyse\): fnstep.lua:6: step 'analyse' returned a function; a step returns JSON values \(string, number, boolean, table\) or nil" fnstep.log
+if grep -q "ctx.state" fnstep.log; then bad "the message blames ctx.state"; else ok "the message does not blame ctx.state"; fi
+run_orch fnstep2.log run fnstep.lua --set shape=nested --fresh
+expect_eq "a step returning a table with a function: exit 1" "$RC" 1
+expect_grep "names the path of the function" "failed at row 2 \(key analyse\): fnstep.lua:6: step 'analyse' returned a table holding a function at \.report\.render; a step returns JSON values \(string, number, boolean, table\) or nil" fnstep2.log
 finish

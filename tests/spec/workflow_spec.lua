@@ -145,6 +145,107 @@ describe("orch.workflow", function()
     end)
   end)
 
+  -- A misspelled key in any table a workflow is made of is refused at the
+  -- line that wrote it, with a suggestion: one case per kind of table.
+  describe("misspelled keys in nested tables", function()
+    it("a stage table { name =, run =, critical = }", function()
+      local at = here() + 2
+      local e = catch(function()
+        local wf = orch.workflow(base { stages = { noop, { name = "s", run = noop, critcal = true } } })
+        return wf
+      end)
+      assert_error_at(at, "orch.workflow: stages[2]: unknown key 'critcal' (did you mean 'critical'?); expected one "
+        .. "of: critical, name, run", e)
+      assert.are.equal("critcal", e.key)
+    end)
+
+    it("a stage table's types are checked too", function()
+      local at = here() + 1
+      local e = catch(function() local wf = orch.workflow(base { stages = { { run = noop, critical = "yes" } } }) return wf end)
+      assert_error_at(at, "orch.workflow: stages[1]: 'critical' must be a boolean, got string", e)
+    end)
+
+    it("orch.stage.prompt{...}", function()
+      local at = here() + 1
+      local e = catch(function() local st = orch.stage.prompt { template = "{{text}}", critcal = true } return st end)
+      assert_error_at(at, "orch.stage.prompt: unknown key 'critcal' (did you mean 'critical'?); expected one of: "
+        .. "critical, into, json, max_tokens, model, name, schema, system, temperature, template", e)
+    end)
+
+    it("a step", function()
+      local at = here() + 2
+      local e = catch(function()
+        local wf = orch.workflow { name = "d", steps = { { name = "a", run = noop, critcal = true } } }
+        return wf
+      end)
+      assert_error_at(at, "orch.workflow: steps[1]: unknown key 'critcal' (did you mean 'critical'?); expected one of: "
+        .. "after, critical, name, run", e)
+    end)
+
+    it("llm (orch.llm.check_config)", function()
+      local at = here() + 1
+      local e = catch(function() local wf = orch.workflow(base { llm = { provider = "mock", modle = "m" } }) return wf end)
+      assert_error_at(at, "orch.workflow: llm: unknown key 'modle' (did you mean 'model'?); expected one of: "
+        .. "concurrency, jitter_ms, latency_ms, max_tokens, model, prices, provider, system, temperature", e)
+    end)
+
+    it("budget", function()
+      local at = here() + 1
+      local e = catch(function() local wf = orch.workflow(base { budget = { max_usd = 1, warn = { 0.5 } } }) return wf end)
+      assert_error_at(at, "orch.workflow: budget: unknown key 'warn' (did you mean 'warn_at'?); expected one of: "
+        .. "max_usd, warn_at", e)
+    end)
+
+    it("orch.policy.adaptive{...}", function()
+      local at = here() + 1
+      local e = catch(function() local p = orch.policy.adaptive { max_intervl = 60 } return p end)
+      assert_error_at(at, "orch.policy.adaptive: unknown key 'max_intervl' (did you mean 'max_interval'?); expected "
+        .. "one of: max_interval, max_rows, max_usd, min_interval, mtbf, target", e)
+    end)
+
+    it("orch.policy.on_events{...} and any{...} take lists, not named keys", function()
+      local at = here() + 1
+      local e = catch(function() local p = orch.policy.on_events { "a", evnts = "b" } return p end)
+      assert_error_at(at, "orch.policy.on_events{...}: unexpected key 'evnts'; it takes a list of event names", e)
+      at = here() + 1
+      e = catch(function() local p = orch.policy.any { orch.policy.every_rows(1), every = 2 } return p end)
+      assert_error_at(at, "orch.policy.any{...}: unexpected key 'every'; it takes a list of policies", e)
+    end)
+
+    it("orch.policy.every_rows and every_seconds take a number, not a table", function()
+      local at = here() + 1
+      local e = catch(function() local p = orch.policy.every_rows { n = 5 } return p end)
+      assert_error_at(at, "orch.policy.every_rows(n) expects a positive integer, got table", e)
+      at = here() + 1
+      e = catch(function() local p = orch.policy.every_seconds { seconds = 5 } return p end)
+      assert_error_at(at, "orch.policy.every_seconds(seconds) expects a positive number, got table", e)
+    end)
+
+    it("orch.observe.progress, jsonl and cost options", function()
+      local at = here() + 1
+      local e = catch(function() local o = orch.observe.progress { evry = 5 } return o end)
+      assert_error_at(at, "orch.observe.progress: unknown key 'evry' (did you mean 'every'?); expected one of: every", e)
+      at = here() + 1
+      e = catch(function() local o = orch.observe.jsonl("ev.jsonl", { row = true }) return o end)
+      assert_error_at(at, "orch.observe.jsonl: unknown key 'row' (did you mean 'rows'?); expected one of: rows", e)
+      at = here() + 1
+      e = catch(function() local o = orch.observe.cost { by_stage = true } return o end)
+      assert_error_at(at, "orch.observe.cost: unknown key 'by_stage'; it takes no options", e)
+      at = here() + 1
+      e = catch(function() local o = orch.observe.progress(10) return o end)
+      assert_error_at(at, "orch.observe.progress: argument 1 must be a table, got number", e)
+    end)
+
+    it("orch.read.* and orch.write.* options", function()
+      local at = here() + 1
+      local e = catch(function() local w = orch.write.csv("o.csv", { colums = { "a" } }) return w end)
+      assert_error_at(at, "orch.write.csv: unknown key 'colums' (did you mean 'columns'?); expected one of: columns", e)
+      at = here() + 1
+      e = catch(function() local r = orch.read.jsonl("i.jsonl", { strict = true }) return r end)
+      assert_error_at(at, "orch.read.jsonl: unknown key 'strict'; it takes no options", e)
+    end)
+  end)
+
   describe("wrong types", function()
     it("name must be a string", function()
       local at = here() + 1
@@ -476,11 +577,15 @@ describe("orch.default", function()
 end)
 
 describe("orch.read / orch.write", function()
-  it("describe files", function()
-    assert.are.same({ io = "read", kind = "csv", path = "a.csv" }, orch.read.csv("a.csv"))
-    assert.are.same({ io = "read", kind = "jsonl", path = "a.jsonl" }, orch.read.jsonl("a.jsonl"))
-    assert.are.same({ io = "write", kind = "jsonl", path = "o.jsonl" }, orch.write.jsonl("o.jsonl"))
-    assert.are.same({ io = "write", kind = "csv", path = "o.csv", columns = { "id", "label" } },
+  it("describe files, and where they were named (for orch.paths to point at)", function()
+    local at = SELF .. ":" .. here() + 1
+    assert.are.same({ io = "read", kind = "csv", path = "a.csv", defined_at = at }, orch.read.csv("a.csv"))
+    at = SELF .. ":" .. here() + 1
+    assert.are.same({ io = "read", kind = "jsonl", path = "a.jsonl", defined_at = at }, orch.read.jsonl("a.jsonl"))
+    at = SELF .. ":" .. here() + 1
+    assert.are.same({ io = "write", kind = "jsonl", path = "o.jsonl", defined_at = at }, orch.write.jsonl("o.jsonl"))
+    at = SELF .. ":" .. here() + 2
+    assert.are.same({ io = "write", kind = "csv", path = "o.csv", columns = { "id", "label" }, defined_at = at },
       orch.write.csv("o.csv", { columns = { "id", "label" } }))
   end)
 
@@ -522,6 +627,76 @@ describe("orch.read / orch.write", function()
     local e = catch(function() local s = orch.read.csv("a.csv", { sep = ";" }) return s end)
     local prefix = SELF .. ":" .. at .. ": orch.read.csv: unknown key 'sep'"
     assert.are.equal(prefix, tostring(e):sub(1, #prefix))
+  end)
+end)
+
+describe("orch.paths", function()
+  local paths = require "orch.paths"
+  local sys = require "orch.sys"
+  local dir
+  before_each(function()
+    dir = os.tmpname()
+    os.remove(dir)
+    assert(os.execute("mkdir -p " .. dir .. "/data && printf 'x\\n' >" .. dir .. "/data/a.jsonl"))
+    dir = sys.realpath(dir)
+  end)
+  after_each(function()
+    os.execute("rm -rf " .. dir)
+  end)
+
+  it("canonical resolves the existing part and applies . and .. to the rest", function()
+    assert.are.equal(dir .. "/data/a.jsonl", paths.canonical(dir .. "/./data//a.jsonl"))
+    assert.are.equal(dir .. "/data/a.jsonl", paths.canonical(dir .. "/no/such/../../data/a.jsonl"))
+    assert.are.equal(dir .. "/new/b.jsonl", paths.canonical(dir .. "/new/./b.jsonl"))
+    assert.are.equal(dir .. "/data", paths.canonical(dir .. "/data/"))
+    assert.are.equal("/", paths.canonical("/no-such-dir/.."))
+  end)
+
+  it("identity is the same for a hard link and a symlink, not for a copy", function()
+    local a = dir .. "/data/a.jsonl"
+    assert(os.execute(string.format("ln %s %s/hard && ln -s %s %s/soft && cp %s %s/copy", a, dir, a, dir, a, dir)))
+    local id = paths.identity(a)
+    assert.truthy(id:find("^inode %d+:%d+$"))
+    assert.are.equal(id, paths.identity(dir .. "/hard"))
+    assert.are.equal(id, paths.identity(dir .. "/soft"))
+    assert.are_not.equal(id, paths.identity(dir .. "/copy"))
+    assert.are.equal("path " .. dir .. "/out/x.jsonl", paths.identity(dir .. "/out/../out/x.jsonl"))
+  end)
+
+  it("a sink on the input is refused at the line that named the sink", function()
+    local input = orch.read.jsonl(dir .. "/data/a.jsonl")
+    local at = here() + 1
+    local out = orch.write.jsonl(dir .. "/data/../data/a.jsonl")
+    local e = catch(function() local wf = orch.workflow(base { input = input, output = out }) return wf end)
+    assert_error_at(at, string.format("output %s/data/../data/a.jsonl is the same file as input %s/data/a.jsonl "
+      .. "(refusing to overwrite the input)", dir, dir), e)
+    assert.are.equal("output", e.key)
+  end)
+
+  it("two sinks on one file are refused at the later one", function()
+    local out = orch.write.jsonl(dir .. "/out/a.jsonl")
+    local at = here() + 1
+    local obs = orch.observe.jsonl(dir .. "/out/a.jsonl")
+    local e = catch(function() local wf = orch.workflow(base { output = out, observers = { obs } }) return wf end)
+    assert_error_at(at, string.format("observers[1] (orch.observe.jsonl) %s/out/a.jsonl is the same file as output "
+      .. "%s/out/a.jsonl (each needs a file of its own)", dir, dir), e)
+  end)
+
+  it("check_run names the store's files, and leaves :memory: and URLs alone", function()
+    local wf = orch.workflow(base { output = orch.write.jsonl(dir .. "/s.db-wal") })
+    local msg = paths.check_run(wf, SELF, dir .. "/s.db")
+    assert.are.equal(string.format("%s:%d: output %s/s.db-wal is the same file as the state store's %s/s.db-wal "
+      .. "(--db; each needs a file of its own)", SELF, here() - 3, dir, dir), msg)
+    assert.is_nil(paths.check_run(wf, SELF, dir .. "/other.db"))
+    assert.is_nil(paths.check_run(wf, SELF, ":memory:"))
+    assert.is_nil(paths.check_run(wf, SELF, "postgres://localhost/x"))
+  end)
+
+  it("check_run refuses a sink on the workflow file itself", function()
+    local other = SELF:gsub("/([^/]*)$", "/./%1") -- this file by another name
+    local wf = orch.workflow(base { errors = orch.write.jsonl(other) })
+    assert.are.equal(string.format("%s:%d: errors %s is the same file as the workflow %s (refusing to overwrite "
+      .. "the workflow)", SELF, here() - 2, other, SELF), paths.check_run(wf, SELF, ":memory:"))
   end)
 end)
 

@@ -130,7 +130,10 @@ local function row_traceback(e)
     if line:find("^%s+lua/orch/run%.lua:") or line:find("^%s+%[C%]: in function 'xpcall'") then
       break
     end
-    lines[#lines + 1] = line
+    -- orch's own frames and error() itself say nothing about the user's code
+    if not (line:find("^%s+lua/orch/") or line:find("^%s+%[C%]: in function 'error'")) then
+      lines[#lines + 1] = line
+    end
   end
   return { msg = msg, tb = table.concat(lines, "\n") }
 end

@@ -147,9 +147,9 @@ return orch.workflow {
 LUA
 run_orch fnstep.log run fnstep.lua
 expect_eq "a step returning a function fails the run: exit 1" "$RC" 1
-expect_grep "names the step and what it returned" "failed at row 2 \(key analyse\): fnstep.lua:6: step 'analyse' returned a function; a step returns JSON values \(string, number, boolean, table\) or nil" fnstep.log
+expect_grep "names the step and what it returned" "failed at step .analyse.: fnstep.lua:6: step 'analyse' returned a function; a step returns JSON values \(string, number, boolean, table\) or nil" fnstep.log
 if grep -q "ctx.state" fnstep.log; then bad "the message blames ctx.state"; else ok "the message does not blame ctx.state"; fi
 run_orch fnstep2.log run fnstep.lua --set shape=nested --fresh
 expect_eq "a step returning a table with a function: exit 1" "$RC" 1
-expect_grep "names the path of the function" "failed at row 2 \(key analyse\): fnstep.lua:6: step 'analyse' returned a table holding a function at \.report\.render; a step returns JSON values \(string, number, boolean, table\) or nil" fnstep2.log
+expect_grep "names the path of the function" "failed at step .analyse.: fnstep.lua:6: step 'analyse' returned a table holding a function at \.report\.render; a step returns JSON values \(string, number, boolean, table\) or nil" fnstep2.log
 finish

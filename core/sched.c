@@ -370,11 +370,13 @@ static void task_dispose(struct orch_sched *s, struct orch_task *t)
 }
 
 /* Replaces the error value on top of L by "msg\ntraceback of co" when it
- * is a string; other error values are left as they are. */
-static void push_error(lua_State *L, lua_State *co)
+ * is a string; other error values are left as they are. Out of memory
+ * (status LUA_ERRMEM) keeps Lua's preallocated "not enough memory" as it
+ * is: building a traceback would allocate where nothing can be. */
+static void push_error(lua_State *L, lua_State *co, int status)
 {
     lua_xmove(co, L, 1);
-    if (lua_type(L, -1) == LUA_TSTRING) {
+    if (status != LUA_ERRMEM && lua_type(L, -1) == LUA_TSTRING) {
         const char *msg = lua_tostring(L, -1);
         luaL_traceback(L, co, msg, 0);
         lua_remove(L, -2);
@@ -563,10 +565,12 @@ static int task_resume(struct orch_sched *s, struct orch_task *t, struct orch_ta
         if (t == root)
             return 1;
         if (t->parent != NULL) {
-            push_error(L, t->co);
+            push_error(L, t->co, status);
+            close_thread(t->co, L); /* first: what its stack held is garbage for deliver's allocations */
             deliver(s, t, 0, 1);
+        } else {
+            close_thread(t->co, L);
         }
-        close_thread(t->co, L);
         task_dispose(s, t);
         return 1;
     }
@@ -631,7 +635,7 @@ int orch_sched_run(struct orch_sched *s, lua_State *L, struct orch_task *root)
         luaL_checkstack(L, n + 2, "task results");
         lua_xmove(root->co, L, n);
     } else {
-        push_error(L, root->co);
+        push_error(L, root->co, lua_status(root->co));
         n = -1;
     }
     root->parent = NULL;

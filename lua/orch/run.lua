@@ -95,6 +95,18 @@ local function row_traceback(e)
   return { msg = msg, tb = table.concat(lines, "\n") }
 end
 
+-- A row's error value as the {msg=, tb=} of row_traceback. Lua 5.4's
+-- xpcall skips the message handler when memory runs out: the value is then
+-- the bare string "not enough memory", named here with the limit it hit.
+local function row_error(e)
+  if type(e) == "table" then
+    return e
+  elseif e == "not enough memory" then
+    return { msg = string.format("out of memory (limit %d MB)", sys.memory_limit() // 1048576) }
+  end
+  return { msg = tostring(e) }
+end
+
 local function fmt_count(n)
   local s = tostring(math.floor(n))
   return (s:reverse():gsub("(%d%d%d)", "%1,"):reverse():gsub("^,", ""))
@@ -311,12 +323,18 @@ function M.rows(wf, opts)
     local ctx = context.new(rt, seq, key)
     local input = keep_input and deepcopy(row) or nil
     local ok, res = xpcall(apply, row_traceback, row, ctx)
+    if not ok then
+      res = row_error(res)
+    end
     for _ = 1, retries do
       if ok or res.budget or res.interrupted then
         break
       end
       log(1, string.format("row %d (key %s) failed, retrying: %s", seq, tostring(key), res.msg))
       ok, res = xpcall(apply, row_traceback, deepcopy(input), ctx)
+      if not ok then
+        res = row_error(res)
+      end
     end
     if not ok and res.budget then
       return "budget", false, res.msg, nil, key -- not settled: the row runs again on resume
@@ -617,7 +635,7 @@ function M.rows(wf, opts)
         if c.ok then
           status, line, msg, tb, key = c[1], c[2], c[3], c[4], c[5]
         else
-          status, line, msg = "failed", false, tostring(c.err)
+          status, line, msg = "failed", false, row_error(c.err).msg
         end
         if status == "budget" then
           if not paused then
@@ -669,8 +687,12 @@ function M.rows(wf, opts)
   end
 
   local prev_burst = sched.burst_timeout(wf.burst_timeout or 60)
+  local prev_mem = wf.max_memory and sys.memory_limit(wf.max_memory * 1048576) -- unless --max-memory fixed it
   local ok, finished = pcall(sched.run, drive)
   sched.burst_timeout(prev_burst)
+  if prev_mem then
+    sys.memory_limit(prev_mem)
+  end
   local exit, status, reason, error_text
   if not ok then
     exit, status, reason, error_text = 1, "failed", "failed", tostring(finished)

@@ -912,3 +912,35 @@ describe("orch.sched.poke", function()
     assert.is_false(sched.run(function() return sched.poke(123456789) end))
   end)
 end)
+
+describe("orch.sched out of memory", function()
+  local sys = require "orch.sys"
+
+  it("fails the task that passes the heap limit, without a traceback, and the others go on", function()
+    local limit = sys.memory_limit()
+    assert.is_true(limit > 0 and limit <= 4 * 1024 ^ 3, "default limit " .. limit)
+    local prev = sys.memory_limit(sys.memory_used() + 32 * 1024 * 1024)
+    assert.are.equal(limit, prev)
+    local recs = sched.run(function()
+      sched.spawn(function()
+        local s = "x"
+        while true do
+          s = s .. s -- no pcall of its own: the error ends the task
+        end
+      end)
+      sched.spawn(function()
+        sched.sleep(0.01)
+        return #string.rep("y", 8 * 1024 * 1024) -- the hog's memory is garbage by now
+      end)
+      return wait_for(2)
+    end)
+    sys.memory_limit(prev)
+    assert.are.equal(limit, sys.memory_limit())
+    table.sort(recs, function(a, b) return a.id < b.id end)
+    assert.is_false(recs[1].ok)
+    assert.are.equal("not enough memory", recs[1].err) -- as Lua made it: no traceback appended
+    assert.is_true(recs[2].ok, tostring(recs[2].err))
+    assert.are.equal(8 * 1024 * 1024, recs[2][1])
+    fails_with("the memory limit must be a positive number of bytes", sys.memory_limit, 0)
+  end)
+end)

@@ -688,6 +688,12 @@ function M.rows(wf, opts)
 
   local prev_burst = sched.burst_timeout(wf.burst_timeout or 60)
   local prev_mem = wf.max_memory and sys.memory_limit(wf.max_memory * 1048576) -- unless --max-memory fixed it
+  -- os.exit in a stage would end the process with no checkpoint, the run
+  -- left "running" (and exit 0 for os.exit(0)): inside the run it raises
+  local os_exit = os.exit
+  os.exit = function()
+    error("os.exit is not allowed in a workflow; return nil to drop a row or error() to fail it", 2)
+  end
   local ok, finished = pcall(sched.run, drive)
   sched.burst_timeout(prev_burst)
   if prev_mem then
@@ -731,6 +737,7 @@ function M.rows(wf, opts)
       llm_calls = totals.llm_calls, seconds = sched.now() - t0,
       cost_by_model = totals.by_model, cost_by_stage = totals.by_stage })
   end
+  os.exit = os_exit
 
   if not ok then
     log(-1, "run " .. run.id .. " failed: " .. tostring(finished), "error")

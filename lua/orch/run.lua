@@ -686,7 +686,7 @@ function M.rows(wf, opts)
     return eof and not stop
   end
 
-  local prev_burst = sched.burst_timeout(wf.burst_timeout or 60)
+  local prev_burst = sched.burst_timeout(wf.burst_timeout or sched.BURST_TIMEOUT)
   local prev_mem = wf.max_memory and sys.memory_limit(wf.max_memory * 1048576) -- unless --max-memory fixed it
   -- os.exit in a stage would end the process with no checkpoint, the run
   -- left "running" (and exit 0 for os.exit(0)): inside the run it raises

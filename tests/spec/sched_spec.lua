@@ -877,6 +877,61 @@ describe("orch.sched runaway Lua", function()
     assert.is_true(n > 0)
   end)
 
+  it("lets the others run while looping tasks use up their burst, then stops each with its line", function()
+    local prev = sched.burst_timeout(1.5)
+    local where = {}
+    local order = sched.run(function()
+      for i = 1, 2 do
+        sched.spawn(function()
+          local x = 0
+          where[i] = here(); while true do x = x + 1 end
+        end)
+      end
+      sched.spawn(function()
+        sched.sleep(0.001) -- its timer fires while the loops run
+        return "sleeper done"
+      end)
+      local out = {}
+      for _, r in ipairs(wait_for(3)) do
+        out[#out + 1] = r.ok and r[1] or tostring(r.err)
+      end
+      return out
+    end)
+    sched.burst_timeout(prev)
+    assert.are.equal("sleeper done", order[1]) -- not stalled behind two seconds of loops
+    table.sort(order)
+    assert.is_truthy(order[2]:find(where[1] .. ": ran ", 1, true), order[2])
+    assert.is_truthy(order[3]:find(where[2] .. ": ran ", 1, true), order[3])
+    assert.is_truthy(order[2]:find("burst_timeout = 1.5 s", 1, true), order[2])
+  end)
+
+  it("never makes library code give way: it runs to its next wait, or to its error", function()
+    local prev = sched.burst_timeout(0.5)
+    local spin = assert(load("local x = 0; while true do x = x + 1 end", "@lua/orch/spin.lua"))
+    local order = sched.run(function()
+      sched.spawn(spin)
+      sched.spawn(function()
+        sched.sleep(0.01)
+        return "sleeper done"
+      end)
+      local out = {}
+      for _, r in ipairs(wait_for(2)) do
+        out[#out + 1] = r.ok and r[1] or tostring(r.err)
+      end
+      return out
+    end)
+    sched.burst_timeout(prev)
+    assert.is_truthy(order[1]:find("lua/orch/spin.lua:1: ran ", 1, true), order[1])
+    assert.are.equal("sleeper done", order[2])
+  end)
+
+  it("stops a stuck task after 10 s by default (what README says)", function()
+    assert.are.equal(10, sched.BURST_TIMEOUT)
+    local out, code = run_child('print(require("orch.sched").burst_timeout())')
+    assert.are.equal(0, code, out)
+    assert.are.equal("10.0\n", out)
+  end)
+
   it("reads and sets the limit, and checks it", function()
     local prev = sched.burst_timeout(2.5)
     assert.are.equal(2.5, sched.burst_timeout(prev))

@@ -117,6 +117,7 @@ local function execute(st, wf, path, params, opts, resume_id)
     budget = opts.budget,
     no_cache = opts.no_cache,
     concurrency = opts.concurrency,
+    db = opts.db, -- named when a full disk pauses the run
     verbosity = opts.verbosity,
     log_json = opts.log_json,
     store = st,

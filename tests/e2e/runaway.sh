@@ -41,5 +41,32 @@ for r in 2 7; do
     out/loops-errors.jsonl
 done
 expect_eq "the server answered the 8 others" "$(llm_stat requests)" 8
-[ "$FAIL" -eq 0 ] || cat run.log out/loops-errors.jsonl
+
+# a row that spins until the others are done: they finish while it spins
+cat >spin.lua <<'LUA'
+local orch = require "orch"
+local i, finished = 0, 0
+return orch.workflow {
+  name = "spin-until",
+  input = function() i = i + 1; if i <= 5 then return { id = i } end end,
+  output = orch.write.jsonl("out/spin.jsonl"),
+  errors = orch.write.jsonl("out/spin-errors.jsonl"),
+  key = "id",
+  burst_timeout = 5,
+  stages = { function(row, ctx)
+    if row.id == 1 then
+      while finished < 4 do end -- never waits
+      error("the 4 others finished while row 1 spun", 0)
+    end
+    ctx:sleep(0.01)
+    finished = finished + 1
+    return row
+  end },
+}
+LUA
+run_orch spin.log run spin.lua --db s2.db
+expect_eq "spinning row: exit 0" "$RC" 0
+expect_grep "the others ran while it spun, and it saw them finish" \
+  '^\{"row":1,"key":1,"status":"failed","error":"the 4 others finished while row 1 spun"' out/spin-errors.jsonl
+[ "$FAIL" -eq 0 ] || cat run.log out/loops-errors.jsonl spin.log
 finish

@@ -27,7 +27,7 @@ static const char usage_text[] =
     "  estimate WORKFLOW.lua [--set k=v]...\n"
     "                      tokens and dollars of the workflow's LLM calls, before spending\n"
     "                      any: it runs offline, writing and storing nothing\n"
-    "  resume RUN_ID | --all [--budget USD] [--db PATH] [-q|-v]\n"
+    "  resume RUN_ID | --all [--budget USD] [--db PATH] [-q|-v] [--max-memory MB]\n"
     "                      resume one run, or every interrupted run in the store\n"
     "  status [RUN_ID]     a run's state, counters and last checkpoint (default: newest run)\n"
     "  ls [--status S] [--name N] [--since T] [--until T]\n"

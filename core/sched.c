@@ -493,7 +493,13 @@ static void busy_hook(lua_State *co, lua_Debug *ar)
         lua_error(co);
     }
     uint64_t slice_after = s->burst_ms / 2 < SCHED_SLICE_AFTER_MS ? s->burst_ms / 2 : SCHED_SLICE_AFTER_MS;
-    if (t != NULL && sig == 0 && busy >= slice_after && preemptible(co, ar)) {
+    if (t == NULL || sig != 0 || busy < slice_after)
+        return;
+    if (ar->event != LUA_HOOKCOUNT) {
+        /* a call or return (of a long C function, say): yield at the next
+         * instruction instead, where a hook may */
+        lua_sethook(co, busy_hook, LUA_MASKCOUNT, 1);
+    } else if (preemptible(co, ar)) {
         t->preempted = 1;
         lua_yield(co, 0); /* returns: Lua yields once the hook is done */
     }

@@ -904,6 +904,29 @@ describe("orch.sched runaway Lua", function()
     assert.is_truthy(order[2]:find("burst_timeout = 1.5 s", 1, true), order[2])
   end)
 
+  it("makes a loop give way that spends its time in C functions", function()
+    local prev = sched.burst_timeout(1.5)
+    local where
+    local order = sched.run(function()
+      sched.spawn(function()
+        local n = 0
+        where = here(); while true do n = n + #string.rep("x", 1e6) end -- the ticks land in string.rep
+      end)
+      sched.spawn(function()
+        sched.sleep(0.001)
+        return "sleeper done"
+      end)
+      local out = {}
+      for _, r in ipairs(wait_for(2)) do
+        out[#out + 1] = r.ok and r[1] or tostring(r.err)
+      end
+      return out
+    end)
+    sched.burst_timeout(prev)
+    assert.are.equal("sleeper done", order[1])
+    assert.is_truthy(order[2]:find(where .. ": ran ", 1, true), order[2])
+  end)
+
   it("never makes library code give way: it runs to its next wait, or to its error", function()
     local prev = sched.burst_timeout(0.5)
     local spin = assert(load("local x = 0; while true do x = x + 1 end", "@lua/orch/spin.lua"))

@@ -253,7 +253,6 @@ static CURL *easy_new(struct orch_http *h)
     curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, "");
     curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
     curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
-    curl_easy_setopt(e, CURLOPT_PIPEWAIT, 1L);
     curl_easy_setopt(e, CURLOPT_BUFFERSIZE, 4096L); /* LLM replies are small; 200 handles x 16 KiB adds up */
     return e;
 }
@@ -281,6 +280,13 @@ struct orch_http_req *orch_http_req_new(struct orch_http *h, const char *method,
     curl_easy_setopt(e, CURLOPT_HEADERDATA, r);
     curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, timeout_ms);
     curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, connect_timeout_ms);
+    /* Waiting for a connection that may multiplex pays off only where
+     * HTTP/2 is negotiated (TLS, ALPN). Plain http:// is HTTP/1.1: a waiting
+     * request would queue behind another's whole reply while its timeout
+     * runs, so a slow local server (llama.cpp, vLLM, Ollama) would see one
+     * request at a time and time the rest out. There each request opens its
+     * own connection at once. Set per request: the easy handle is pooled. */
+    curl_easy_setopt(e, CURLOPT_PIPEWAIT, strncasecmp(url, "https://", 8) == 0 ? 1L : 0L);
     /* a pooled handle remembers its last method: state this one in full */
     curl_easy_setopt(e, CURLOPT_NOBODY, 0L);
     if (body != NULL) {

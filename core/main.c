@@ -18,15 +18,16 @@ static const char usage_text[] =
     "\n"
     "commands:\n"
     "  run WORKFLOW.lua [--set k=v]... [--concurrency N] [--budget USD] [--fresh] [--no-cache]\n"
-    "                   [--db PATH] [-q|-v] [--log-json]\n"
+    "                   [--db PATH] [-q|-v] [--log-json] [--max-memory MB]\n"
     "                      run a workflow; an unfinished run of the same workflow, input\n"
     "                      and parameters is resumed (--fresh starts a new one); --no-cache\n"
     "                      skips the LLM response journal; --dry-run is orch estimate;\n"
-    "                      --log-json writes the run's log as one JSON object a line\n"
+    "                      --log-json writes the run's log as one JSON object a line;\n"
+    "                      --max-memory caps the Lua heap (a row past it fails)\n"
     "  estimate WORKFLOW.lua [--set k=v]...\n"
     "                      tokens and dollars of the workflow's LLM calls, before spending\n"
     "                      any: it runs offline, writing and storing nothing\n"
-    "  resume RUN_ID | --all [--budget USD] [--db PATH] [-q|-v]\n"
+    "  resume RUN_ID | --all [--budget USD] [--db PATH] [-q|-v] [--max-memory MB]\n"
     "                      resume one run, or every interrupted run in the store\n"
     "  status [RUN_ID]     a run's state, counters and last checkpoint (default: newest run)\n"
     "  ls [--status S] [--name N] [--since T] [--until T]\n"
@@ -62,10 +63,10 @@ struct command {
 };
 
 static const struct command commands[] = {
-    {"run", "--db --set --concurrency --budget ", "--fresh --no-cache --dry-run --log-json -q -v --quiet --verbose ", 1, 1,
+    {"run", "--db --set --concurrency --budget --max-memory ", "--fresh --no-cache --dry-run --log-json -q -v --quiet --verbose ", 1, 1,
      "orch run WORKFLOW.lua"},
     {"estimate", "--set --concurrency ", "", 1, 1, "orch estimate WORKFLOW.lua"},
-    {"resume", "--db --concurrency --budget ", "--all --no-cache --log-json -q -v --quiet --verbose ", 0, 1,
+    {"resume", "--db --concurrency --budget --max-memory ", "--all --no-cache --log-json -q -v --quiet --verbose ", 0, 1,
      "orch resume RUN_ID | --all"},
     {"status", "--db ", "--json ", 0, 1, "orch status [RUN_ID]"},
     {"ls", "--db --status --name --since --until ", "--json ", 0, 0, "orch ls"},
@@ -169,6 +170,16 @@ static int parse_command(lua_State *L, const struct command *c, int argc, char *
                 return usage_error(L, "--concurrency expects a number from 1 to 100000, got '%s'", v);
             lua_pushinteger(L, n);
             lua_setfield(L, opts, "concurrency");
+            lua_pop(L, 1);
+        } else if (strcmp(name, "--max-memory") == 0) {
+            char *end;
+            long long mb = strtoll(v, &end, 10);
+            if (*v == '\0' || *end != '\0' || mb < 1 || mb > (1LL << 30))
+                return usage_error(L, "--max-memory expects a number of MB from 1 up, got '%s'", v);
+            /* fixed here, for the whole process: it beats a workflow's max_memory */
+            orch_runtime_set_memory_limit(L, (size_t)mb << 20, 1);
+            lua_pushinteger(L, (lua_Integer)mb);
+            lua_setfield(L, opts, "max_memory");
             lua_pop(L, 1);
         } else if (strcmp(name, "--budget") == 0) {
             char *end;

@@ -3,6 +3,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <lauxlib.h>
 #include <lualib.h>
@@ -81,6 +82,82 @@ void orch_runtime_preload(lua_State *L)
     lua_pop(L, 1);
 }
 
+/* ---- the counting allocator ---- */
+
+struct orch_mem {
+    size_t used;  /* bytes Lua holds (its own count: the sizes it passes) */
+    size_t limit; /* growth past it is refused */
+    int fixed;    /* set by the command line: a workflow cannot change it */
+};
+
+size_t orch_runtime_default_memory_limit(void)
+{
+    const size_t cap = (size_t)4 << 30;
+    long pages = sysconf(_SC_PHYS_PAGES);
+    long psize = sysconf(_SC_PAGESIZE);
+    if (pages <= 0 || psize <= 0)
+        return cap;
+    size_t half = (size_t)pages / 2 * (size_t)psize;
+    return half < cap ? half : cap;
+}
+
+/* lua_Alloc over realloc/free that keeps a byte count and refuses to grow
+ * past the limit. Shrinking and freeing never fail (Lua relies on it).
+ * A refusal makes Lua collect in full and retry once before it raises
+ * LUA_ERRMEM, so garbage never counts against a row. One branch and an
+ * add per call: it is on every allocation's path. */
+static void *mem_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
+{
+    struct orch_mem *m = ud;
+    if (ptr == NULL)
+        osize = 0; /* then osize is the kind of object, not a size */
+    if (nsize == 0) {
+        free(ptr);
+        m->used -= osize;
+        return NULL;
+    }
+    if (nsize > osize && m->used + (nsize - osize) > m->limit)
+        return NULL;
+    void *p = realloc(ptr, nsize);
+    if (p == NULL)
+        return NULL;
+    m->used = m->used - osize + nsize;
+    return p;
+}
+
+static struct orch_mem *mem_of(lua_State *L)
+{
+    void *ud;
+    if (lua_getallocf(L, &ud) != mem_alloc)
+        return NULL;
+    return ud;
+}
+
+size_t orch_runtime_memory_limit(lua_State *L)
+{
+    struct orch_mem *m = mem_of(L);
+    return m != NULL ? m->limit : 0;
+}
+
+size_t orch_runtime_memory_used(lua_State *L)
+{
+    struct orch_mem *m = mem_of(L);
+    return m != NULL ? m->used : 0;
+}
+
+size_t orch_runtime_set_memory_limit(lua_State *L, size_t bytes, int fixed)
+{
+    struct orch_mem *m = mem_of(L);
+    if (m == NULL)
+        return 0;
+    size_t prev = m->limit;
+    if (fixed || !m->fixed)
+        m->limit = bytes;
+    if (fixed)
+        m->fixed = 1;
+    return prev;
+}
+
 static int pinit(lua_State *L)
 {
     luaL_openlibs(L);
@@ -91,10 +168,16 @@ static int pinit(lua_State *L)
 int orch_runtime_open(struct orch_runtime *rt)
 {
     memset(rt, 0, sizeof *rt);
-    rt->L = luaL_newstate();
+    rt->mem = calloc(1, sizeof *rt->mem);
+    rt->L = luaL_newstate(); /* its panic and warning functions, then our allocator */
     rt->loop = orch_loop_new();
-    if (rt->L == NULL || rt->loop == NULL)
+    if (rt->mem == NULL || rt->L == NULL || rt->loop == NULL)
         goto fail;
+    /* the blocks made so far came from realloc too: counting starts from
+     * Lua's own figure, and mem_alloc frees them like any other */
+    rt->mem->used = (size_t)lua_gc(rt->L, LUA_GCCOUNT, 0) * 1024 + (size_t)lua_gc(rt->L, LUA_GCCOUNTB, 0);
+    rt->mem->limit = orch_runtime_default_memory_limit();
+    lua_setallocf(rt->L, mem_alloc, rt->mem);
     rt->sched = orch_sched_new(rt->L, rt->loop);
     if (rt->sched == NULL)
         goto fail;
@@ -112,6 +195,7 @@ void orch_runtime_close(struct orch_runtime *rt)
     orch_sched_free(rt->sched);
     if (rt->L != NULL)
         lua_close(rt->L);
+    free(rt->mem); /* after lua_close: its frees still count */
     orch_loop_free(rt->loop);
     memset(rt, 0, sizeof *rt);
     orch_http_global_cleanup();

@@ -11,11 +11,29 @@
 #include "loop.h"
 #include "sched.h"
 
+struct orch_mem;
+
 struct orch_runtime {
     lua_State *L;
     struct orch_loop *loop;
     struct orch_sched *sched;
+    struct orch_mem *mem; /* the allocator's byte count and limit; outlives L */
 };
+
+/* The Lua heap's limit when nothing sets one: half the physical memory,
+ * at most 4 GiB (a run that wants more says so with max_memory). */
+size_t orch_runtime_default_memory_limit(void);
+
+/* The byte limit of L's heap, or 0 when L was not made by
+ * orch_runtime_open. An allocation that would pass it fails as out of
+ * memory (LUA_ERRMEM, after an emergency collection). */
+size_t orch_runtime_memory_limit(lua_State *L);
+/* Bytes L's heap holds now (0 as above). */
+size_t orch_runtime_memory_used(lua_State *L);
+/* Sets the limit unless the command line fixed it (fixed = 1 fixes it:
+ * --max-memory beats the workflow's max_memory). Returns the limit before
+ * the call; 0 when L has no limit to set. */
+size_t orch_runtime_set_memory_limit(lua_State *L, size_t bytes, int fixed);
 
 /* Creates the state, loop and scheduler. Returns 0, or -1 (out of memory). */
 int orch_runtime_open(struct orch_runtime *rt);

@@ -26,6 +26,8 @@ struct orch_task {
     int waiting_children;
     int parked; /* suspended by orch_task_park until orch_sched_unpark */
     struct orch_timer *wait_timer; /* armed by a wait with a timeout */
+    uint64_t spent_ms; /* Lua run in earlier slices since it last waited */
+    int preempted;     /* its last yield was the busy hook's, not its own */
     int start_nargs;
     int nresults; /* root only: values left on co when it finished */
     orch_task_push_fn push;
@@ -66,13 +68,43 @@ struct orch_sched {
  * error in that task once it has run burst_ms without waiting, or at once
  * when SIGINT/SIGTERM came while it had been busy a second or more (and
  * from then on, for the rest of the run: it is stopping). Children only,
- * not the root task. The signal handler can only reach process-wide state. */
+ * not the root task. The signal handler can only reach process-wide state.
+ *
+ * Before that, once a task has run a second (or half its burst_ms) without
+ * waiting, each tick the hook makes it give way (a yield from the hook, as
+ * haproxy's hlua_hook does), so one looping row does not stall the others'
+ * I/O, timers and Lua while it runs out its burst_ms; the time it ran adds
+ * up across these slices until it waits. Code that waits within a second
+ * keeps running undisturbed between its waits, as it always did. Only where
+ * the task could have called coroutine.yield() itself: in user code, with
+ * no orch library frame on its stack but the row machinery (run.lua,
+ * steps.lua, which a stage may suspend anyway). Library code counts on
+ * running without a break between its waits (budget reservations, the
+ * journal), so there the hook never yields. */
 #define SCHED_TICK_US 100000
 #define SCHED_INTERRUPT_MS 1000
+#define SCHED_SLICE_AFTER_MS 1000
 static lua_State *volatile busy_co;          /* the coroutine inside lua_resume */
 static volatile sig_atomic_t busy_interrupt; /* SIGINT/SIGTERM during a resume */
 
 static const char sched_key = 'S';
+
+/* Whether the busy hook may suspend co here: see "Runaway Lua". Only on a
+ * count event (Lua 5.4 lets a hook yield on count and line events only). */
+static int preemptible(lua_State *co, const lua_Debug *hook_ar)
+{
+    if (hook_ar->event != LUA_HOOKCOUNT || !lua_isyieldable(co))
+        return 0;
+    lua_Debug ar;
+    for (int level = 0; lua_getstack(co, level, &ar); level++) {
+        if (!lua_getinfo(co, "S", &ar))
+            return 0;
+        if (strncmp(ar.source, "@lua/orch/", 10) == 0 && strcmp(ar.source, "@lua/orch/run.lua") != 0 &&
+            strcmp(ar.source, "@lua/orch/steps.lua") != 0)
+            return 0;
+    }
+    return 1;
+}
 
 struct orch_sched *orch_sched_new(lua_State *L, struct orch_loop *loop)
 {
@@ -84,7 +116,7 @@ struct orch_sched *orch_sched_new(lua_State *L, struct orch_loop *loop)
     lua_pop(L, 1);
     s->loop = loop;
     s->next_id = 1;
-    s->burst_ms = 60000;
+    s->burst_ms = ORCH_SCHED_BURST_MS;
     *(struct orch_task **)lua_getextraspace(s->L) = NULL;
     lua_pushlightuserdata(L, s);
     lua_rawsetp(L, LUA_REGISTRYINDEX, &sched_key);
@@ -370,11 +402,13 @@ static void task_dispose(struct orch_sched *s, struct orch_task *t)
 }
 
 /* Replaces the error value on top of L by "msg\ntraceback of co" when it
- * is a string; other error values are left as they are. */
-static void push_error(lua_State *L, lua_State *co)
+ * is a string; other error values are left as they are. Out of memory
+ * (status LUA_ERRMEM) keeps Lua's preallocated "not enough memory" as it
+ * is: building a traceback would allocate where nothing can be. */
+static void push_error(lua_State *L, lua_State *co, int status)
 {
     lua_xmove(co, L, 1);
-    if (lua_type(L, -1) == LUA_TSTRING) {
+    if (status != LUA_ERRMEM && lua_type(L, -1) == LUA_TSTRING) {
         const char *msg = lua_tostring(L, -1);
         luaL_traceback(L, co, msg, 0);
         lua_remove(L, -2);
@@ -434,10 +468,10 @@ static void push_where(lua_State *co)
  * task, removes itself, and raises there when it is time (may longjmp). */
 static void busy_hook(lua_State *co, lua_Debug *ar)
 {
-    (void)ar;
     lua_sethook(co, NULL, 0, 0);
     struct orch_sched *s = orch_sched_get(co);
-    uint64_t busy = orch_loop_update_time(s->loop) - s->resume_ms;
+    struct orch_task *t = orch_task_current(co);
+    uint64_t busy = orch_loop_update_time(s->loop) - s->resume_ms + (t != NULL ? t->spent_ms : 0);
     int sig = (int)busy_interrupt;
     if (sig != 0 && busy >= SCHED_INTERRUPT_MS) {
         /* the task is not at fault: an error of its own kind, which a row
@@ -457,6 +491,17 @@ static void busy_hook(lua_State *co, lua_Debug *ar)
                         (lua_Number)busy / 1000.0, (lua_Number)s->burst_ms / 1000.0);
         lua_concat(co, 2);
         lua_error(co);
+    }
+    uint64_t slice_after = s->burst_ms / 2 < SCHED_SLICE_AFTER_MS ? s->burst_ms / 2 : SCHED_SLICE_AFTER_MS;
+    if (t == NULL || sig != 0 || busy < slice_after)
+        return;
+    if (ar->event != LUA_HOOKCOUNT) {
+        /* a call or return (of a long C function, say): yield at the next
+         * instruction instead, where a hook may */
+        lua_sethook(co, busy_hook, LUA_MASKCOUNT, 1);
+    } else if (preemptible(co, ar)) {
+        t->preempted = 1;
+        lua_yield(co, 0); /* returns: Lua yields once the hook is done */
     }
 }
 
@@ -540,6 +585,11 @@ static int task_resume(struct orch_sched *s, struct orch_task *t, struct orch_ta
     switch (status) {
     case LUA_YIELD:
         lua_pop(t->co, nres);
+        if (t->preempted)
+            t->spent_ms += orch_loop_update_time(s->loop) - s->resume_ms;
+        else
+            t->spent_ms = 0; /* it gave way or waits: a new burst starts */
+        t->preempted = 0;
         /* a plain coroutine.yield() from task code gives way to others */
         if (t->state == ORCH_TASK_RUNNING)
             ready_push(s, t);
@@ -563,10 +613,12 @@ static int task_resume(struct orch_sched *s, struct orch_task *t, struct orch_ta
         if (t == root)
             return 1;
         if (t->parent != NULL) {
-            push_error(L, t->co);
+            push_error(L, t->co, status);
+            close_thread(t->co, L); /* first: what its stack held is garbage for deliver's allocations */
             deliver(s, t, 0, 1);
+        } else {
+            close_thread(t->co, L);
         }
-        close_thread(t->co, L);
         task_dispose(s, t);
         return 1;
     }
@@ -631,7 +683,7 @@ int orch_sched_run(struct orch_sched *s, lua_State *L, struct orch_task *root)
         luaL_checkstack(L, n + 2, "task results");
         lua_xmove(root->co, L, n);
     } else {
-        push_error(L, root->co);
+        push_error(L, root->co, lua_status(root->co));
         n = -1;
     }
     root->parent = NULL;

@@ -102,10 +102,14 @@ void orch_sched_untrap_signals(struct orch_sched *s);
 int orch_sched_signals(const struct orch_sched *s, int *last_signo);
 
 /* How long (ms) a task (other than the root) may run Lua code without
- * waiting before an error is raised in it (default 60 s). Once SIGINT/SIGTERM arrived, a task busy
+ * waiting before an error is raised in it. Past a second (or half that
+ * limit) without waiting, where it runs user code, it gives way to the
+ * other tasks and the loop every 100 ms of CPU time. The default bounds what a stuck row costs: its own burst of CPU,
+ * shared with the rows that still make progress. Once SIGINT/SIGTERM arrived, a task busy
  * for a second gets an error { msg = } with metatable ORCH_INTERRUPTED_MT
  * instead (sched.Interrupted in Lua). */
 #define ORCH_INTERRUPTED_MT "orch.Interrupted"
+#define ORCH_SCHED_BURST_MS 10000
 void orch_sched_set_burst(struct orch_sched *s, uint64_t ms);
 uint64_t orch_sched_burst(const struct orch_sched *s);
 

@@ -224,6 +224,8 @@ static int l_interrupted_tostring(lua_State *L)
 int luaopen_orch_sched(lua_State *L)
 {
     luaL_newlib(L, sched_funcs);
+    lua_pushnumber(L, ORCH_SCHED_BURST_MS / 1000.0);
+    lua_setfield(L, -2, "BURST_TIMEOUT"); /* the default of burst_timeout, in seconds */
     luaL_newmetatable(L, ORCH_INTERRUPTED_MT);
     lua_pushcfunction(L, l_interrupted_tostring);
     lua_setfield(L, -2, "__tostring");

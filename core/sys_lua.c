@@ -12,6 +12,8 @@
 #include <lauxlib.h>
 #include <sqlite3.h>
 
+#include "runtime.h"
+
 #ifndef ORCH_VERSION
 #define ORCH_VERSION "0.0.0"
 #endif
@@ -102,7 +104,31 @@ static int l_sys_chdir(lua_State *L)
     return luaL_fileresult(L, chdir(path) == 0, path);
 }
 
+/* memory_limit([bytes]) -> the Lua heap's limit in bytes before the call
+ * (0: this state has none). With bytes, sets it, unless --max-memory
+ * fixed it for the process. */
+static int l_sys_memory_limit(lua_State *L)
+{
+    if (lua_isnoneornil(L, 1)) {
+        lua_pushinteger(L, (lua_Integer)orch_runtime_memory_limit(L));
+        return 1;
+    }
+    lua_Integer bytes = luaL_checkinteger(L, 1);
+    luaL_argcheck(L, bytes > 0, 1, "the memory limit must be a positive number of bytes");
+    lua_pushinteger(L, (lua_Integer)orch_runtime_set_memory_limit(L, (size_t)bytes, 0));
+    return 1;
+}
+
+/* memory_used() -> bytes the Lua heap holds now */
+static int l_sys_memory_used(lua_State *L)
+{
+    lua_pushinteger(L, (lua_Integer)orch_runtime_memory_used(L));
+    return 1;
+}
+
 static const luaL_Reg sys_funcs[] = {
+    {"memory_limit", l_sys_memory_limit},
+    {"memory_used", l_sys_memory_used},
     {"versions", l_sys_versions},
     {"isatty", l_sys_isatty},
     {"pid", l_sys_pid},

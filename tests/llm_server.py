@@ -11,7 +11,8 @@ Endpoints:
   POST /v1/chat/completions  OpenAI-compatible (Authorization: Bearer <key>)
   POST /v1/messages          Anthropic-compatible (x-api-key, anthropic-version)
   GET  /health               200 "ok"
-  GET  /admin/stats          counters (JSON)
+  GET  /admin/stats          counters (JSON); inflight / max_inflight: LLM
+                             requests answered at once (now / most since reset)
   POST /admin/reset          zero counters and per-body attempt memory
   GET  /admin/config         current fault/latency config
   POST /admin/config         JSON with any of: fail_429 fail_500 garbage hang
@@ -86,6 +87,8 @@ class State:
             self.unknown_path = 0
             self.hanging = 0
             self.seq = 0
+            self.inflight = 0  # LLM requests being answered now
+            self.max_inflight = 0  # the most answered at once since the reset
 
     def begin(self, path, body):
         """Registers one LLM request; returns (attempt number, id number)."""
@@ -122,6 +125,8 @@ class State:
                 "faults": dict(self.faults),
                 "hanging": self.hanging,
                 "unknown_path_requests": self.unknown_path,
+                "inflight": self.inflight,
+                "max_inflight": self.max_inflight,
             }
 
     def get_config(self):
@@ -345,7 +350,15 @@ class Handler(BaseHTTPRequestHandler):
         if path in LLM_PATHS:
             if m != "POST":
                 return self.method_not_allowed()
-            return self.llm(path, body)
+            st = self.state
+            with st.lock:
+                st.inflight += 1
+                st.max_inflight = max(st.max_inflight, st.inflight)
+            try:
+                return self.llm(path, body)
+            finally:
+                with st.lock:
+                    st.inflight -= 1
         with self.state.lock:
             self.state.unknown_path += 1
         self.send_json(404, {"error": {"message": "Unknown path %s" % path,

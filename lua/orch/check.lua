@@ -220,6 +220,7 @@ local workflow_keys = {
   llm = "table",
   concurrency = "integer",
   burst_timeout = "number",
+  max_memory = "integer",
   budget = true,
   checkpoint = true,
   observers = true,
@@ -298,6 +299,9 @@ function M.workflow(spec)
   if spec.burst_timeout ~= nil and not (spec.burst_timeout > 0) then
     M.fail_key("burst_timeout", "orch.workflow: 'burst_timeout' must be a positive number of seconds, got %s",
       tostring(spec.burst_timeout))
+  end
+  if spec.max_memory ~= nil and spec.max_memory < 1 then
+    M.fail_key("max_memory", "orch.workflow: 'max_memory' must be a positive number of MB, got %d", spec.max_memory)
   end
   if spec.concurrency ~= nil and spec.concurrency < 1 then
     M.fail_key("concurrency", "orch.workflow: 'concurrency' must be at least 1, got %d", spec.concurrency)

@@ -120,6 +120,7 @@ local function execute(st, wf, path, params, opts, resume_id)
     fresh = opts.fresh,
     db = opts.db,
     concurrency = opts.concurrency,
+    db = opts.db, -- named when a full disk pauses the run
     verbosity = opts.verbosity,
     log_json = opts.log_json,
     store = st,

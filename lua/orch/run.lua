@@ -138,6 +138,31 @@ local function row_traceback(e)
   return { msg = msg, tb = table.concat(lines, "\n") }
 end
 
+-- A row's error value as the {msg=, tb=} of row_traceback. Lua 5.4's
+-- xpcall skips the message handler when memory runs out: the value is then
+-- the bare string "not enough memory", named here with the limit it hit.
+local function row_error(e)
+  if type(e) == "table" then
+    return e
+  elseif e == "not enough memory" then
+    return { msg = string.format("out of memory (limit %d MB)", sys.memory_limit() // 1048576) }
+  end
+  return { msg = tostring(e) }
+end
+
+-- A full disk (or quota) in an error message from the sinks (ENOSPC,
+-- EDQUOT) or the store (SQLITE_FULL): -> the path that could not be
+-- written, or nil when msg is about something else.
+local function disk_full(msg, db_path)
+  msg = tostring(msg)
+  local path = msg:match("([^\n]-): No space left on device") or msg:match("([^\n]-): Disk quota exceeded")
+  if path then
+    return (path:gsub("^cannot write a checkpoint: ", ""))
+  elseif msg:find("database or disk is full", 1, true) then
+    return db_path
+  end
+end
+
 local function fmt_count(n)
   local s = tostring(math.floor(n))
   return (s:reverse():gsub("(%d%d%d)", "%1,"):reverse():gsub("^,", ""))
@@ -378,6 +403,9 @@ function M.rows(wf, opts)
   end
 
   -- LLM services: the response journal, the budget, rate limits
+  local db_path = opts.db or os.getenv("ORCH_DB") or ".orch/state.db"
+  local full -- the path a full disk refused: the run pauses
+  local journal_warned = 0
   if not opts.no_cache then
     rt.journal = {
       get = function(key)
@@ -387,7 +415,10 @@ function M.rows(wf, opts)
         e.key, e.run_id = key, run.id
         local ok, jerr = st:journal_put(e)
         if not ok then
-          log(0, "warning: cannot journal an LLM response: " .. tostring(jerr), "warn")
+          full = full or disk_full(jerr, db_path) -- then the pause says it, once
+          journal_warned = journal_warned + 1
+          log((journal_warned > 1 or full) and 1 or 0, "warning: cannot journal an LLM response: " .. tostring(jerr)
+            .. (journal_warned == 1 and not full and "; later failures are logged with -v" or ""), "warn")
         end
       end,
     }
@@ -488,12 +519,18 @@ function M.rows(wf, opts)
     local ctx = context.new(rt, seq, key)
     local input = keep_input and deepcopy(row) or nil
     local ok, res = xpcall(apply, row_traceback, row, ctx)
+    if not ok then
+      res = row_error(res)
+    end
     for _ = 1, retries do
       if ok or res.budget or res.interrupted then
         break
       end
       log(1, string.format("%s failed, retrying: %s", which(seq, key), res.msg))
       ok, res = xpcall(apply, row_traceback, deepcopy(input), ctx)
+      if not ok then
+        res = row_error(res)
+      end
     end
     if not ok and res.budget then
       return "budget", false, res.msg, nil, key -- not settled: the row runs again on resume
@@ -691,6 +728,8 @@ function M.rows(wf, opts)
 
   -- The driver -----------------------------------------------------------
 
+  local out_bytes = 0 -- output written, for the space a full disk needs
+
   local function drive()
     driver_id = sched.current()
     sched.trap_signals()
@@ -699,6 +738,7 @@ function M.rows(wf, opts)
       bus.notify({ type = "start", run_id = run.id, name = wf.name, resumed = ckpt ~= nil, rows_done = cursor.index })
     end
     local next_seq, write_seq = cursor.index + 1, cursor.index + 1
+    out_bytes = ckpt and ckpt.output_offset or 0
     local done, tasks = {}, {}
     local end_offset, end_line = {}, {} -- where the input continues after row seq
     local inflight, eof = 0, false
@@ -714,6 +754,7 @@ function M.rows(wf, opts)
         end
         if d.line then
           out:write(d.line)
+          out_bytes = out_bytes + #d.line
         end
         -- counted and recorded when settled, so a checkpoint's figures and
         -- errors file hold exactly the rows before its cursor
@@ -821,7 +862,7 @@ function M.rows(wf, opts)
         if c.ok then
           status, line, msg, tb, key, usage = c[1], c[2], c[3], c[4], c[5], c[6]
         else
-          status, line, msg = "failed", false, tostring(c.err)
+          status, line, msg = "failed", false, row_error(c.err).msg
         end
         if status == "budget" then
           if not paused then
@@ -837,6 +878,9 @@ function M.rows(wf, opts)
       end
       if rt.abort and not fatal then
         fatal, stop = { msg = rt.abort }, true
+      end
+      if full then
+        stop = true -- the rows in flight finish; the final checkpoint may still fit
       end
       if #requested > 0 then -- the requests of one turn share a checkpoint
         local asked = requested
@@ -872,11 +916,37 @@ function M.rows(wf, opts)
     return eof and not stop
   end
 
-  local prev_burst = sched.burst_timeout(wf.burst_timeout or 60)
+  local prev_burst = sched.burst_timeout(wf.burst_timeout or sched.BURST_TIMEOUT)
+  local prev_mem = wf.max_memory and sys.memory_limit(wf.max_memory * 1048576) -- unless --max-memory fixed it
+  -- os.exit in a stage would end the process with no checkpoint, the run
+  -- left "running" (and exit 0 for os.exit(0)): inside the run it raises
+  local os_exit = os.exit
+  os.exit = function()
+    error("os.exit is not allowed in a workflow; return nil to drop a row or error() to fail it", 2)
+  end
   local ok, finished = pcall(sched.run, drive)
   sched.burst_timeout(prev_burst)
+  if prev_mem then
+    sys.memory_limit(prev_mem)
+  end
   local exit, status, reason, error_text
-  if not ok then
+  -- a full disk pauses the run: the last checkpoint stands (a sink that
+  -- failed mid-write is past it, and resume truncates it back)
+  local broken = not ok and disk_full(finished, db_path)
+  full = full or broken
+  local function full_text()
+    local done = math.max(cursor.index, 1)
+    local left = done -- rows to come, when the input cannot tell
+    if size and size > 0 and cursor.offset > 0 then
+      left = math.max(math.ceil(done * (size - cursor.offset) / cursor.offset), 0)
+    end
+    local mb = math.ceil(out_bytes / done * left / 1048576) + 16 -- and room for the store to grow
+    return string.format("disk full writing %s (needs about %d MB free); free space and run: orch resume %s",
+      full, mb, run.id)
+  end
+  if full then
+    exit, status, reason, error_text = 3, "paused", "disk full", full_text()
+  elseif not ok then
     exit, status, reason, error_text = 1, "failed", "failed", tostring(finished)
   elseif paused == "budget" then
     exit, status, reason, error_text = 3, "paused", "budget", budget_msg
@@ -888,8 +958,19 @@ function M.rows(wf, opts)
   else
     exit, status, reason = 0, "completed", "final"
   end
-  local cok, cerr = pcall(checkpoint, reason, status, error_text)
-  if not cok then
+  local cok, cerr = true, nil
+  if not broken then
+    cok, cerr = pcall(checkpoint, reason, status, error_text)
+  end
+  if not cok and not full and disk_full(cerr, db_path) then
+    full = disk_full(cerr, db_path)
+    exit, status, reason, error_text = 3, "paused", "disk full", full_text()
+  end
+  if broken or (not cok and full) then
+    -- no checkpoint: the run record keeps the last one's figures
+    run.status, run.error, run.heartbeat_ms = "paused", error_text, store.now_ms()
+    st:run_update(run)
+  elseif not cok then
     log(-1, "run " .. run.id .. ": " .. tostring(cerr), "error")
     exit = 1
   end
@@ -912,7 +993,12 @@ function M.rows(wf, opts)
       llm_calls = totals.llm_calls, seconds = sched.now() - t0,
       cost_by_model = totals.by_model, cost_by_stage = totals.by_stage })
   end
+  os.exit = os_exit
 
+  if full then
+    log(-1, "run " .. run.id .. " paused: " .. error_text, "warn")
+    return 3
+  end
   if not ok then
     log(-1, "run " .. run.id .. " failed: " .. tostring(finished), "error")
     return 1

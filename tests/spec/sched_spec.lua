@@ -877,6 +877,83 @@ describe("orch.sched runaway Lua", function()
     assert.is_true(n > 0)
   end)
 
+  it("lets the others run while looping tasks use up their burst, then stops each with its line", function()
+    local prev = sched.burst_timeout(1.5)
+    local where = {}
+    local order = sched.run(function()
+      for i = 1, 2 do
+        sched.spawn(function()
+          local x = 0
+          where[i] = here(); while true do x = x + 1 end
+        end)
+      end
+      sched.spawn(function()
+        sched.sleep(0.001) -- its timer fires while the loops run
+        return "sleeper done"
+      end)
+      local out = {}
+      for _, r in ipairs(wait_for(3)) do
+        out[#out + 1] = r.ok and r[1] or tostring(r.err)
+      end
+      return out
+    end)
+    sched.burst_timeout(prev)
+    assert.are.equal("sleeper done", order[1]) -- not stalled behind two seconds of loops
+    assert.is_truthy(order[2]:find(where[1] .. ": ran ", 1, true), order[2])
+    assert.is_truthy(order[3]:find(where[2] .. ": ran ", 1, true), order[3])
+    assert.is_truthy(order[2]:find("burst_timeout = 1.5 s", 1, true), order[2])
+  end)
+
+  it("makes a loop give way that spends its time in C functions", function()
+    local prev = sched.burst_timeout(1.5)
+    local where
+    local order = sched.run(function()
+      sched.spawn(function()
+        local n = 0
+        where = here(); while true do n = n + #string.rep("x", 1e6) end -- the ticks land in string.rep
+      end)
+      sched.spawn(function()
+        sched.sleep(0.001)
+        return "sleeper done"
+      end)
+      local out = {}
+      for _, r in ipairs(wait_for(2)) do
+        out[#out + 1] = r.ok and r[1] or tostring(r.err)
+      end
+      return out
+    end)
+    sched.burst_timeout(prev)
+    assert.are.equal("sleeper done", order[1])
+    assert.is_truthy(order[2]:find(where .. ": ran ", 1, true), order[2])
+  end)
+
+  it("never makes library code give way: it runs to its next wait, or to its error", function()
+    local prev = sched.burst_timeout(0.5)
+    local spin = assert(load("local x = 0; while true do x = x + 1 end", "@lua/orch/spin.lua"))
+    local order = sched.run(function()
+      sched.spawn(spin)
+      sched.spawn(function()
+        sched.sleep(0.01)
+        return "sleeper done"
+      end)
+      local out = {}
+      for _, r in ipairs(wait_for(2)) do
+        out[#out + 1] = r.ok and r[1] or tostring(r.err)
+      end
+      return out
+    end)
+    sched.burst_timeout(prev)
+    assert.is_truthy(order[1]:find("lua/orch/spin.lua:1: ran ", 1, true), order[1])
+    assert.are.equal("sleeper done", order[2])
+  end)
+
+  it("stops a stuck task after 10 s by default (what README says)", function()
+    assert.are.equal(10, sched.BURST_TIMEOUT)
+    local out, code = run_child('print(require("orch.sched").burst_timeout())')
+    assert.are.equal(0, code, out)
+    assert.are.equal("10.0\n", out)
+  end)
+
   it("reads and sets the limit, and checks it", function()
     local prev = sched.burst_timeout(2.5)
     assert.are.equal(2.5, sched.burst_timeout(prev))
@@ -910,5 +987,37 @@ describe("orch.sched.poke", function()
     end)
     assert.is_false(r)
     assert.is_false(sched.run(function() return sched.poke(123456789) end))
+  end)
+end)
+
+describe("orch.sched out of memory", function()
+  local sys = require "orch.sys"
+
+  it("fails the task that passes the heap limit, without a traceback, and the others go on", function()
+    local limit = sys.memory_limit()
+    assert.is_true(limit > 0 and limit <= 4 * 1024 ^ 3, "default limit " .. limit)
+    local prev = sys.memory_limit(sys.memory_used() + 32 * 1024 * 1024)
+    assert.are.equal(limit, prev)
+    local recs = sched.run(function()
+      sched.spawn(function()
+        local s = "x"
+        while true do
+          s = s .. s -- no pcall of its own: the error ends the task
+        end
+      end)
+      sched.spawn(function()
+        sched.sleep(0.01)
+        return #string.rep("y", 8 * 1024 * 1024) -- the hog's memory is garbage by now
+      end)
+      return wait_for(2)
+    end)
+    sys.memory_limit(prev)
+    assert.are.equal(limit, sys.memory_limit())
+    table.sort(recs, function(a, b) return a.id < b.id end)
+    assert.is_false(recs[1].ok)
+    assert.are.equal("not enough memory", recs[1].err) -- as Lua made it: no traceback appended
+    assert.is_true(recs[2].ok, tostring(recs[2].err))
+    assert.are.equal(8 * 1024 * 1024, recs[2][1])
+    fails_with("the memory limit must be a positive number of bytes", sys.memory_limit, 0)
   end)
 end)

@@ -46,7 +46,7 @@ local function assert_error_at(line, msg, e)
   assert.are.equal(SELF .. ":" .. line .. ": " .. msg, tostring(e))
 end
 
-local KEYS = "budget, burst_timeout, checkpoint, concurrency, description, errors, input, key, llm, name, observers, on_error, "
+local KEYS = "budget, burst_timeout, checkpoint, concurrency, description, errors, input, key, llm, max_memory, name, observers, on_error, "
   .. "output, stages, steps"
 
 describe("orch.workflow", function()

@@ -118,7 +118,6 @@ local function execute(st, wf, path, params, opts, resume_id)
     budget = opts.budget,
     no_cache = opts.no_cache,
     fresh = opts.fresh,
-    db = opts.db,
     concurrency = opts.concurrency,
     db = opts.db, -- named when a full disk pauses the run
     verbosity = opts.verbosity,

@@ -417,8 +417,9 @@ function M.rows(wf, opts)
         if not ok then
           full = full or disk_full(jerr, db_path) -- then the pause says it, once
           journal_warned = journal_warned + 1
-          log((journal_warned > 1 or full) and 1 or 0, "warning: cannot journal an LLM response: " .. tostring(jerr)
-            .. (journal_warned == 1 and not full and "; later failures are logged with -v" or ""), "warn")
+          local later = journal_warned > 1 or full -- debug: said once, or by the pause
+          log(later and 1 or 0, "warning: cannot journal an LLM response: " .. tostring(jerr)
+            .. (not later and "; later failures are logged with -v" or ""), later and "debug" or "warn")
         end
       end,
     }

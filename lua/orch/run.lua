@@ -243,7 +243,7 @@ function M.rows(wf, opts)
   local max_usd = opts.budget or (wf.budget and wf.budget.max_usd)
   if max_usd then
     rt.budget = limits.budget(max_usd, wf.budget and wf.budget.warn_at, totals, function(f, spent)
-      log(0, string.format("budget warning: $%.4f spent, %.0f%% of $%.2f", spent, f * 100, max_usd), "warn")
+      log(0, string.format("budget warning: %s spent, %.0f%% of %s", require("orch.fmt").usd(spent), f * 100, require("orch.fmt").usd(max_usd)), "warn")
       rt.emit("budget_warning", { fraction = f, spent_usd = spent, max_usd = max_usd })
     end)
     rt.after_spend = rt.budget.after_spend

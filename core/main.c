@@ -106,15 +106,16 @@ struct command {
 
 static const struct command commands[] = {
     {"run", "WORKFLOW.lua", 1, 1, run_options,
-     "run a workflow; an unfinished run of the same workflow, input and parameters is\n"
-     "resumed (--fresh starts a new one). orch run WORKFLOW.lua --help lists its parameters",
+     "run a workflow; an unfinished run of the same workflow, input and\n"
+     "parameters is resumed (--fresh starts a new one); WORKFLOW.lua --help\n"
+     "lists the workflow's parameters",
      0},
     {"estimate", "WORKFLOW.lua", 1, 1, estimate_options,
-     "tokens and dollars of the workflow's LLM calls before spending any (= run --dry-run):\n"
-     "it runs offline, writing and storing nothing",
+     "tokens and dollars of the workflow's LLM calls before spending any\n"
+     "(= run --dry-run): it runs offline, writing and storing nothing",
      0},
     {"params", "WORKFLOW.lua", 1, 1, params_options,
-     "the parameters the workflow reads (orch.param): name, default, description", 0},
+     "the parameters the workflow reads (orch.param): name, default, meaning", 0},
     {"resume", "RUN_ID | --all", 0, 1, resume_options, "resume one run, or every interrupted run in the store", 0},
     {"status", "[RUN_ID]", 0, 1, status_options,
      "a run's state, counters and last checkpoint (default: the newest run)", 0},
@@ -134,7 +135,7 @@ static const struct command commands[] = {
 };
 
 static const char help_footer[] =
-    "Inspection (status, ls, history, checkpoints, export, stats) opens the store read-only.\n"
+    "status, ls, history, checkpoints, export and stats open the store read-only.\n"
     "exit codes: 0 done, 1 failed, 2 usage or workflow error, 3 paused\n";
 
 static const struct command *find_command(const char *name)

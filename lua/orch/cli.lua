@@ -112,9 +112,16 @@ end
 
 -- Opens the store (its error said, exit 2), runs fn(st) and closes the
 -- store however fn ends. mode "r": inspection, read-only, never creating
--- the store. -> fn's exit code
+-- the store; "w": an existing store only; nil: created when missing.
+-- -> fn's exit code
 local function with_store(opts, fn, mode)
-  local st = open_store(opts, mode)
+  local path = runs.db_path(opts)
+  if mode == "w" and path ~= ":memory:" and not path:find("://", 1, true) and sys.stat(path) == nil then
+    -- resume, restore and gc change a store, but only one that is there
+    say(string.format("no state store at %s (no run has used it; check --db or ORCH_DB)", path))
+    return 2
+  end
+  local st = open_store(opts, mode == "r" and "r" or nil)
   if st == nil then
     return 2
   end
@@ -335,7 +342,7 @@ function M.resume(opts)
       return 2
     end
     return resume_one(st, run, opts)
-  end)
+  end, "w")
 end
 
 -- Inspection -----------------------------------------------------------
@@ -634,7 +641,7 @@ function M.gc(opts)
       opts.journal and string.format(", %d journal entr%s", pruned, pruned == 1 and "y" or "ies") or "",
       fmt(before), fmt(st:stats().bytes)))
     return 0
-  end)
+  end, "w")
 end
 
 function M.history(opts)
@@ -848,7 +855,7 @@ function M.restore(opts)
     say(string.format("run %s restored to checkpoint %d (%s rows done); resume with: orch resume %s", run.id, seq,
       fmt(c.input_index), run.id))
     return 0
-  end)
+  end, "w")
 end
 
 --- orch lua SCRIPT [ARG]...: runs a script with `arg` set as lua.c does.

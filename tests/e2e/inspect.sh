@@ -35,8 +35,18 @@ run_orch none.log status
 expect_grep "the default store too" "no state store at .orch/state.db" none.log
 if [ -e .orch ]; then bad "status created .orch/"; else ok "status created no .orch/"; fi
 
+# --- resume, restore and gc change a store, but never create one
+for cmd in "resume x" "resume --all" "restore x 1" "gc"; do
+  run_orch none.log $cmd --db typo/x.db
+  expect_eq "$cmd of a missing store: exit 2" "$RC" 2
+  expect_grep "$cmd names the missing store" "^orch: no state store at typo/x.db" none.log
+done
+if [ -e typo ]; then bad "resume/restore/gc created typo/"; else ok "resume, restore and gc created no directory"; fi
+
 # --- an empty store: status says so and exits 0
-run_orch gc0.log gc --db empty.db
+"$ORCH" lua /dev/stdin empty.db <<'LUA'
+assert(require("orch.store").open(arg[1])):close()
+LUA
 run_orch empty.log status --db empty.db
 expect_eq "status of an empty store: exit 0" "$RC" 0
 expect_eq "and says there are no runs yet" "$(cat empty.log)" "no runs yet in empty.db"

@@ -1,6 +1,10 @@
-/* main.c — the command line. Parses argv into an options table and runs the
- * command inside one protected call (lua.c's main -> pmain). Exit codes:
- * 0 done, 1 failed, 2 usage or workflow error, 3 paused. */
+/* main.c — the command line. One table (commands[], each with its
+ * options and a line of help for each) both parses argv into an options
+ * table and prints `orch help`, `orch help CMD` and `orch CMD --help`, so
+ * what help says and what the parser accepts cannot drift apart (curl's
+ * src/tool_getparam.c aliases[]). The command then runs inside one
+ * protected call (lua.c's main -> pmain). Exit codes: 0 done, 1 failed,
+ * 2 usage or workflow error, 3 paused. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -147,8 +151,8 @@ static const struct command *find_command(const char *name)
     return NULL;
 }
 
-/* A growing line of help text, wrapped at WRAP columns with the given
- * continuation indent. */
+/* A line of help text being written, wrapped at WRAP columns; lines after
+ * the first start at column indent. */
 #define WRAP 80
 struct wrapped {
     FILE *out;
@@ -180,7 +184,7 @@ static void option_synopsis(const struct option *o, char *buf, size_t n)
 /* Prints "  NAME ARGS [OPTION]..." wrapped, then its summary indented. */
 static void print_command_line(FILE *out, const struct command *c, int with_summary)
 {
-    struct wrapped w = {out, 0, 6 + (int)strlen(c->name)};
+    struct wrapped w = {out, 0, 8};
     fprintf(out, "  %s", c->name);
     w.col = 2 + (int)strlen(c->name);
     char word[128];

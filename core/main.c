@@ -19,14 +19,14 @@
 
 /* How an option's value is checked and stored in the options table. */
 enum opt_kind {
-    OPT_FLAG,      /* no value: <key> = true */
-    OPT_STRING,    /* <key> = "value" */
-    OPT_SET,       /* k=v: set[k] = "v", repeatable */
-    OPT_COUNT,     /* a whole number from 1 to 100000 */
-    OPT_USD,       /* a positive number of dollars */
-    OPT_QUIET,     /* verbosity = -1 */
-    OPT_VERBOSE,   /* verbosity = 1 */
-    OPT_HELP,      /* prints the command's help */
+    OPT_FLAG,    /* no value: <key> = true */
+    OPT_STRING,  /* <key> = "value" */
+    OPT_SET,     /* k=v: set[k] = "v", repeatable */
+    OPT_COUNT,   /* a whole number from 1 to 100000 */
+    OPT_USD,     /* a positive number of dollars */
+    OPT_QUIET,   /* verbosity = -1 */
+    OPT_VERBOSE, /* verbosity = 1 */
+    OPT_HELP,    /* prints the command's help */
 };
 
 struct option {
@@ -34,10 +34,12 @@ struct option {
     const char *alias; /* "-q" for "--quiet", or NULL */
     const char *value; /* what the value is called in help ("PATH"), NULL for a flag */
     enum opt_kind kind;
-    const char *help;  /* one line */
+    const char *help; /* one line */
 };
 
-/* Options shared by several commands, spelled once. */
+/* Options shared by several commands, spelled once. Tables stay one
+ * entry a line, as they read best. */
+/* clang-format off */
 #define O_DB {"--db", NULL, "PATH", OPT_STRING, "the state store (default: $ORCH_DB, else .orch/state.db)"}
 #define O_SET {"--set", NULL, "K=V", OPT_SET, "set the workflow parameter K (repeatable; see orch params)"}
 #define O_CONC {"--concurrency", NULL, "N", OPT_COUNT, "rows or steps in flight at once (default: the workflow's)"}
@@ -96,6 +98,7 @@ static const struct option gc_options[] = {
     O_HELP, O_END,
 };
 static const struct option no_options[] = {O_HELP, O_END};
+/* clang-format on */
 
 /* A command: its arguments, options and help. The one table behind both
  * parsing and `orch help`, so they cannot disagree. */
@@ -120,18 +123,19 @@ static const struct command commands[] = {
      0},
     {"params", "WORKFLOW.lua", 1, 1, params_options,
      "the parameters the workflow reads (orch.param): name, default, meaning", 0},
-    {"resume", "RUN_ID | --all", 0, 1, resume_options, "resume one run, or every interrupted run in the store", 0},
+    {"resume", "RUN_ID | --all", 0, 1, resume_options,
+     "resume one run, or every interrupted run in the store", 0},
     {"status", "[RUN_ID]", 0, 1, status_options,
      "a run's state, counters and last checkpoint (default: the newest run)", 0},
     {"ls", "", 0, 0, ls_options, "list runs, newest first", 0},
     {"history", "RUN_ID", 1, 1, status_options, "the run's events", 0},
     {"checkpoints", "RUN_ID", 1, 1, status_options, "the run's checkpoints", 0},
-    {"export", "RUN_ID", 1, 1, export_options, "the run's output rows, as committed by its last checkpoint", 0},
+    {"export", "RUN_ID", 1, 1, export_options, "the run's output rows, as committed by its last checkpoint",
+     0},
     {"stats", "", 0, 0, status_options, "figures of the store: runs, checkpoints, bytes, checkpoint ms", 0},
     {"restore", "RUN_ID CHECKPOINT", 2, 2, restore_options,
      "roll a run back to one of its checkpoints (then orch resume it)", 0},
-    {"gc", "", 0, 0, gc_options,
-     "remove old finished runs with their checkpoints, results and events", 0},
+    {"gc", "", 0, 0, gc_options, "remove old finished runs with their checkpoints, results and events", 0},
     {"lua", "SCRIPT.lua [ARG]...", 1, -1, no_options, "run a Lua script with the orch modules available", 1},
     {"version", "", 0, 0, no_options, "print the versions of orch, Lua, libcurl and SQLite", 0},
     {"help", "[COMMAND]", 0, 1, no_options, "this text, or a command's options", 0},
@@ -227,8 +231,9 @@ static void print_command_help(FILE *out, const struct command *c)
     fprintf(out, "%s\n\noptions:\n", p);
     for (const struct option *o = c->options; o->name != NULL; o++) {
         char left[64];
-        snprintf(left, sizeof left, "%s%s%s%s%s", o->alias != NULL ? o->alias : "", o->alias != NULL ? ", " : "",
-                 o->name, o->value != NULL ? " " : "", o->value != NULL ? o->value : "");
+        snprintf(left, sizeof left, "%s%s%s%s%s", o->alias != NULL ? o->alias : "",
+                 o->alias != NULL ? ", " : "", o->name, o->value != NULL ? " " : "",
+                 o->value != NULL ? o->value : "");
         fprintf(out, "  %-22s %s\n", left, o->help);
     }
     fputc('\n', out);
@@ -275,7 +280,8 @@ static int store_option(lua_State *L, int opts, const struct option *o, const ch
         char *end;
         long n = strtol(v, &end, 10);
         if (*v == '\0' || *end != '\0' || n < 1 || n > 100000) {
-            fprintf(stderr, "orch: %s expects a number from 1 to 100000, got '%s'\nrun 'orch help' for usage\n",
+            fprintf(stderr,
+                    "orch: %s expects a number from 1 to 100000, got '%s'\nrun 'orch help' for usage\n",
                     o->name, v);
             lua_pushinteger(L, EXIT_USAGE);
             return 1;
@@ -287,7 +293,8 @@ static int store_option(lua_State *L, int opts, const struct option *o, const ch
         char *end;
         double usd = strtod(v, &end);
         if (*v == '\0' || *end != '\0' || !(usd > 0)) {
-            fprintf(stderr, "orch: %s expects a positive number of dollars, got '%s'\nrun 'orch help' for usage\n",
+            fprintf(stderr,
+                    "orch: %s expects a positive number of dollars, got '%s'\nrun 'orch help' for usage\n",
                     o->name, v);
             lua_pushinteger(L, EXIT_USAGE);
             return 1;
@@ -475,8 +482,9 @@ static void raise_nofile(void)
         getrlimit(RLIMIT_NOFILE, &rl);
     }
     if (rl.rlim_cur < 1024 && getenv("ORCH_QUIET_NOFILE") == NULL)
-        fprintf(stderr, "orch: warning: only %llu open files allowed (ulimit -n); concurrency above about %llu "
-                        "will fail to connect. Raise the hard limit (ulimit -Hn, limits.conf) to run more.\n",
+        fprintf(stderr,
+                "orch: warning: only %llu open files allowed (ulimit -n); concurrency above about %llu "
+                "will fail to connect. Raise the hard limit (ulimit -Hn, limits.conf) to run more.\n",
                 (unsigned long long)rl.rlim_cur, (unsigned long long)(rl.rlim_cur / 2));
 }
 

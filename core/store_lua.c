@@ -224,16 +224,21 @@ static void push_checkpoint(lua_State *L, const struct orch_checkpoint *c)
 
 /* ---- open / close ---- */
 
-/* open(target) -> store | nil, err. target: a path or ":memory:". */
+/* open(target [, mode]) -> store | nil, err. target: a path or ":memory:";
+ * mode "rw" (default: created when missing) or "r" (inspection: never
+ * created or written, readable when the file or its directory is not
+ * writable). */
 static int l_store_open(lua_State *L)
 {
+    static const char *const modes[] = {"rw", "r", NULL};
     const char *target = luaL_checkstring(L, 1);
+    int flags = luaL_checkoption(L, 2, "rw", modes) == 1 ? ORCH_STORE_READONLY : 0;
     struct lstore *s = lua_newuserdatauv(L, sizeof *s, 0);
     memset(s, 0, sizeof *s); /* closed until opened, so __gc is safe */
     luaL_setmetatable(L, STORE_MT);
     s->loop = orch_sched_loop(orch_sched_get(L));
     char err[512];
-    s->st = orch_store_open(target, err, sizeof err);
+    s->st = orch_store_open_flags(target, flags, err, sizeof err);
     if (s->st == NULL)
         return push_failure(L, err);
     return 1;

@@ -21,7 +21,7 @@
 struct store_backend {
     const char *prefix;
     const char *name;
-    struct orch_store *(*open)(const char *target, char *err, size_t errlen);
+    struct orch_store *(*open)(const char *target, int flags, char *err, size_t errlen);
 };
 
 static const struct store_backend store_backends[] = {
@@ -31,6 +31,11 @@ static const struct store_backend store_backends[] = {
 };
 
 struct orch_store *orch_store_open(const char *target, char *err, size_t errlen)
+{
+    return orch_store_open_flags(target, 0, err, errlen);
+}
+
+struct orch_store *orch_store_open_flags(const char *target, int flags, char *err, size_t errlen)
 {
     if (target == NULL || target[0] == '\0') {
         snprintf(err, errlen, "no state database given (use --db PATH or ORCH_DB)");
@@ -46,7 +51,7 @@ struct orch_store *orch_store_open(const char *target, char *err, size_t errlen)
                      b->name);
             return NULL;
         }
-        return b->open(target, err, errlen);
+        return b->open(target, flags, err, errlen);
     }
     snprintf(err, errlen, "%s: no storage backend for this target", target);
     return NULL;

@@ -273,6 +273,18 @@ struct orch_store {
  * with the message in err. */
 struct orch_store *orch_store_open(const char *target, char *err, size_t errlen);
 
+/* Flags of orch_store_open_flags. */
+enum {
+    /* Inspect only: never create, migrate or write the store. A missing
+     * file is refused ("no state store at PATH"); a store whose file or
+     * directory cannot be written is still read. Writes through such a
+     * store fail. */
+    ORCH_STORE_READONLY = 1,
+};
+
+/* orch_store_open with flags (0 = orch_store_open). */
+struct orch_store *orch_store_open_flags(const char *target, int flags, char *err, size_t errlen);
+
 /* The checksum a checkpoint must carry: hex XXH3-128 over its cursor
  * fields and raw memento. out holds 33 bytes. */
 void orch_checkpoint_checksum(const struct orch_checkpoint *c, char out[33]);

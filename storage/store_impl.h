@@ -40,8 +40,8 @@ int64_t orch_store_now_ms(void);
 /* Monotonic milliseconds, for measuring durations. */
 double orch_store_mono_ms(void);
 
-/* The SQLite backend: target is a file path or ":memory:". Same contract
- * as orch_store_open. */
-struct orch_store *orch_store_sqlite_open(const char *target, char *err, size_t errlen);
+/* The SQLite backend: target is a file path or ":memory:"; flags as in
+ * orch_store_open_flags. Same contract as orch_store_open_flags. */
+struct orch_store *orch_store_sqlite_open(const char *target, int flags, char *err, size_t errlen);
 
 #endif

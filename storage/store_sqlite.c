@@ -1558,9 +1558,174 @@ static int sq_check_existing(sqlite3 *db, const char *path, int existed, char *e
 
 /* Open order matters: nothing is written (WAL switch, schema) until the
  * file has been read and judged ours or empty. */
-struct orch_store *orch_store_sqlite_open(const char *target, char *err, size_t errlen)
+/* Allocates the store for target with its db handle still NULL. */
+static struct sq_store *sq_new(const char *target, int memory, char *err, size_t errlen)
+{
+    struct sq_store *st = calloc(1, sizeof *st);
+    char *path = strdup(target);
+    if (st == NULL || path == NULL) {
+        snprintf(err, errlen, "%s: out of memory", target);
+        free(st);
+        free(path);
+        return NULL;
+    }
+    st->base.ops = &sq_ops;
+    st->path = path;
+    st->memory = memory;
+    return st;
+}
+
+static int sq_prepare_all(struct sq_store *st, const char *target, char *err, size_t errlen)
+{
+    for (int i = 0; i < SQ_NSTMT; i++) {
+        int rc = sqlite3_prepare_v3(st->db, sq_sql[i], -1, SQLITE_PREPARE_PERSISTENT, &st->stmt[i], NULL);
+        if (rc != SQLITE_OK) {
+            sq_open_error(st->db, target, rc, "cannot prepare a statement", err, errlen);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* "file:<path>?mode=ro&immutable=1" with the URI's special characters of
+ * path escaped; a malloc'd string or NULL. */
+static char *sq_immutable_uri(const char *path)
+{
+    static const char tail[] = "?mode=ro&immutable=1";
+    size_t n = strlen(path);
+    char *uri = malloc(5 + 3 * n + sizeof tail);
+    if (uri == NULL)
+        return NULL;
+    char *p = uri;
+    memcpy(p, "file:", 5);
+    p += 5;
+    for (const char *c = path; *c != '\0'; c++) {
+        if (*c == '%' || *c == '?' || *c == '#') {
+            snprintf(p, 4, "%%%02X", (unsigned char)*c);
+            p += 3;
+        } else {
+            *p++ = *c;
+        }
+    }
+    memcpy(p, tail, sizeof tail);
+    return uri;
+}
+
+/* Opens db read-only and checks it is an orch store of a schema this build
+ * reads. Returns the SQLite code of the open (SQLITE_OK when st->db is
+ * usable, with 0 in *bad), or *bad = 1 with the message in err when the
+ * file is there but is not a store this orch can read. */
+static int sq_open_ro_db(struct sq_store *st, const char *target, int immutable, int *bad, char *err,
+                         size_t errlen)
+{
+    *bad = 0;
+    int rc;
+    if (immutable) {
+        char *uri = sq_immutable_uri(target);
+        if (uri == NULL)
+            return SQLITE_NOMEM;
+        rc = sqlite3_open_v2(uri, &st->db, SQLITE_OPEN_READONLY | SQLITE_OPEN_URI, NULL);
+        free(uri);
+    } else {
+        rc = sqlite3_open_v2(target, &st->db, SQLITE_OPEN_READONLY, NULL);
+    }
+    if (rc == SQLITE_OK) {
+        sqlite3_extended_result_codes(st->db, 1);
+        sqlite3_busy_timeout(st->db, SQ_BUSY_MS);
+        int64_t version = 0;
+        int64_t app = 0;
+        /* the first read: a WAL store whose -shm cannot be made fails here */
+        rc = sq_query1(st->db, "PRAGMA application_id", &app, NULL, 0);
+        if (rc == SQLITE_OK)
+            rc = sq_query1(st->db, "PRAGMA user_version", &version, NULL, 0);
+        if (rc == SQLITE_OK && app == 0 && version == 0) {
+            int64_t objects = 0;
+            rc = sq_query1(st->db, "SELECT count(*) FROM sqlite_master", &objects, NULL, 0);
+            if (rc == SQLITE_OK && objects == 0) {
+                snprintf(err, errlen, "no state store at %s (the file is an empty database)", target);
+                *bad = 1;
+                return rc;
+            }
+        }
+        if (rc == SQLITE_OK && app == SQ_APPLICATION_ID && version < SQ_SCHEMA_VERSION) {
+            snprintf(err, errlen,
+                     "%s: written by an older orch (schema %lld, this orch reads %d) and opened read-only; "
+                     "run orch once with write access to the store to upgrade it",
+                     target, (long long)version, SQ_SCHEMA_VERSION);
+            *bad = 1;
+            return rc;
+        }
+    }
+    if (rc == SQLITE_OK && sq_check_existing(st->db, target, 1, err, errlen) != 0) {
+        *bad = 1;
+        return SQLITE_ERROR;
+    }
+    if (rc == SQLITE_OK && sq_prepare_all(st, target, err, errlen) != 0) {
+        *bad = 1;
+        return SQLITE_ERROR;
+    }
+    return rc;
+}
+
+/* Read-only: for commands that inspect a store and must change nothing,
+ * not even create it. A file that cannot be written (permissions, a
+ * read-only directory or file system) is read where SQLite's shared
+ * memory cannot be set up by opening it immutable: nothing can write it
+ * then either. */
+static struct orch_store *sq_open_readonly(const char *target, char *err, size_t errlen)
+{
+    struct stat sb;
+    if (stat(target, &sb) != 0) {
+        if (errno == ENOENT || errno == ENOTDIR)
+            snprintf(err, errlen, "no state store at %s (no run has used it; check --db or ORCH_DB)", target);
+        else
+            snprintf(err, errlen, "%s: cannot read the state database: %s", target, strerror(errno));
+        return NULL;
+    }
+    if (S_ISDIR(sb.st_mode)) {
+        snprintf(err, errlen, "%s: is a directory, not a state database file", target);
+        return NULL;
+    }
+    if (!S_ISREG(sb.st_mode)) {
+        snprintf(err, errlen, "%s: not a regular file, cannot hold a state database", target);
+        return NULL;
+    }
+    if (sb.st_size == 0) {
+        snprintf(err, errlen, "no state store at %s (the file is empty)", target);
+        return NULL;
+    }
+    struct sq_store *st = sq_new(target, 0, err, errlen);
+    if (st == NULL)
+        return NULL;
+    int bad = 0;
+    int rc = sq_open_ro_db(st, target, 0, &bad, err, errlen);
+    if (rc != SQLITE_OK && !bad) {
+        int prim = rc & 0xff;
+        if (prim == SQLITE_CANTOPEN || prim == SQLITE_READONLY) {
+            for (int i = 0; i < SQ_NSTMT; i++) {
+                sqlite3_finalize(st->stmt[i]);
+                st->stmt[i] = NULL;
+            }
+            sqlite3_close(st->db);
+            st->db = NULL;
+            rc = sq_open_ro_db(st, target, 1, &bad, err, errlen);
+        }
+    }
+    if (rc != SQLITE_OK || bad) {
+        if (!bad)
+            snprintf(err, errlen, "%s: cannot read the state database (%s)", target,
+                     st->db != NULL ? sqlite3_errmsg(st->db) : sqlite3_errstr(rc));
+        sq_close(&st->base);
+        return NULL;
+    }
+    return &st->base;
+}
+
+struct orch_store *orch_store_sqlite_open(const char *target, int flags, char *err, size_t errlen)
 {
     int memory = strcmp(target, ":memory:") == 0;
+    if ((flags & ORCH_STORE_READONLY) && !memory)
+        return sq_open_readonly(target, err, errlen);
     int existed = 0;
     if (!memory) {
         struct stat sb;
@@ -1592,17 +1757,9 @@ struct orch_store *orch_store_sqlite_open(const char *target, char *err, size_t 
         }
     }
 
-    struct sq_store *st = calloc(1, sizeof *st);
-    char *path = strdup(target);
-    if (st == NULL || path == NULL) {
-        snprintf(err, errlen, "%s: out of memory", target);
-        free(st);
-        free(path);
+    struct sq_store *st = sq_new(target, memory, err, errlen);
+    if (st == NULL)
         return NULL;
-    }
-    st->base.ops = &sq_ops;
-    st->path = path;
-    st->memory = memory;
 
     int rc = sqlite3_open_v2(target, &st->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL);
     if (rc != SQLITE_OK) {
@@ -1639,13 +1796,8 @@ struct orch_store *orch_store_sqlite_open(const char *target, char *err, size_t 
     }
     if (sq_migrate(st->db, target, err, errlen) != 0)
         goto fail;
-    for (int i = 0; i < SQ_NSTMT; i++) {
-        rc = sqlite3_prepare_v3(st->db, sq_sql[i], -1, SQLITE_PREPARE_PERSISTENT, &st->stmt[i], NULL);
-        if (rc != SQLITE_OK) {
-            sq_open_error(st->db, target, rc, "cannot prepare a statement", err, errlen);
-            goto fail;
-        }
-    }
+    if (sq_prepare_all(st, target, err, errlen) != 0)
+        goto fail;
     return &st->base;
 
 fail:

@@ -8,6 +8,7 @@ local cjson = require "cjson"
 local runs = require "orch.runs"
 local sys = require "orch.sys"
 local store = require "orch.store"
+local fmt_usd = require("orch.fmt").usd
 
 local M = {}
 
@@ -51,6 +52,7 @@ end
 function M.load_workflow(path, params)
   local orch = require "orch"
   orch.params = params or {}
+  orch.params_read = {}
   local fh, oerr = io.open(path, "r")
   if fh == nil then
     return nil, "cannot open workflow: " .. tostring(oerr)
@@ -74,8 +76,34 @@ function M.load_workflow(path, params)
   return wf
 end
 
-local function open_store(opts)
-  local st, err = runs.open(opts)
+-- The --set keys the workflow just loaded never read with orch.param,
+-- each warned about with the names it does read. -> the number warned
+local function warn_unread_params(set)
+  local read = require("orch").params_read or {}
+  local names = {}
+  for _, p in ipairs(read) do
+    names[#names + 1] = p.name
+  end
+  table.sort(names)
+  local keys = {}
+  for k in pairs(set or {}) do
+    if read[k] == nil then
+      keys[#keys + 1] = k
+    end
+  end
+  table.sort(keys)
+  for _, k in ipairs(keys) do
+    local guess = check.suggest(k, names)
+    emit("warn", string.format("warning: --set %s=%s: the workflow reads no parameter '%s' (it reads: %s)%s", k,
+      set[k], k, #names > 0 and table.concat(names, ", ") or "none",
+      guess and string.format("; did you mean --set %s=%s?", guess, set[k]) or ""))
+  end
+  return #keys
+end
+M.warn_unread_params = warn_unread_params
+
+local function open_store(opts, mode)
+  local st, err = runs.open(opts, mode)
   if st == nil then
     say(err)
   end
@@ -83,9 +111,17 @@ local function open_store(opts)
 end
 
 -- Opens the store (its error said, exit 2), runs fn(st) and closes the
--- store however fn ends. -> fn's exit code
-local function with_store(opts, fn)
-  local st = open_store(opts)
+-- store however fn ends. mode "r": inspection, read-only, never creating
+-- the store; "w": an existing store only; nil: created when missing.
+-- -> fn's exit code
+local function with_store(opts, fn, mode)
+  local path = runs.db_path(opts)
+  if mode == "w" and path ~= ":memory:" and not path:find("://", 1, true) and sys.stat(path) == nil then
+    -- resume, restore and gc change a store, but only one that is there
+    say(string.format("no state store at %s (no run has used it; check --db or ORCH_DB)", path))
+    return 2
+  end
+  local st = open_store(opts, mode == "r" and "r" or nil)
   if st == nil then
     return 2
   end
@@ -137,6 +173,7 @@ function M.estimate(opts)
     say(err)
     return 2
   end
+  warn_unread_params(opts.set)
   local dir = os.tmpname() -- a unique name; the sinks create the directory
   os.remove(dir)
   local e, report = require("orch.estimate").prepare(wf, dir)
@@ -172,9 +209,63 @@ function M.run(opts)
     say(clash)
     return 2
   end
+  warn_unread_params(opts.set)
   return with_store(opts, function(st)
     return execute(st, wf, path, opts.set, opts)
   end)
+end
+
+--- params: loads the workflow offline (evaluating the file, running
+--- nothing) and lists the parameters it reads with orch.param. -> exit code
+function M.params(opts)
+  local path = opts.args[1]
+  local wf, err = M.load_workflow(path, opts.set)
+  if wf == nil then
+    say(err)
+    return 2
+  end
+  local read = require("orch").params_read
+  local list = {}
+  for i, p in ipairs(read) do
+    local value = opts.set[p.name]
+    list[i] = { name = p.name, default = p.default, description = p.description, value = value }
+  end
+  if opts.json then
+    io.stdout:write(json.encode(setmetatable(list, { __jsontype = "array" })), "\n")
+  elseif #list == 0 then
+    io.stdout:write(string.format("%s (workflow %s) reads no parameters\n", path, wf.name))
+  else
+    io.stdout:write(string.format("%s (workflow %s) reads these parameters; set them with --set NAME=VALUE\n", path,
+      wf.name))
+    local any_set = next(opts.set) ~= nil
+    local rows = { any_set and { "NAME", "DEFAULT", "SET TO", "DESCRIPTION" } or { "NAME", "DEFAULT", "DESCRIPTION" } }
+    for _, p in ipairs(list) do
+      local d = p.default == nil and "-" or type(p.default) == "string" and string.format("%q", p.default)
+        or tostring(p.default)
+      local r = { p.name, d }
+      if any_set then
+        r[#r + 1] = p.value and string.format("%q", p.value) or "-"
+      end
+      r[#r + 1] = p.description or "-"
+      rows[#rows + 1] = r
+    end
+    local n = #rows[1]
+    local widths = {}
+    for _, r in ipairs(rows) do
+      for i = 1, n do
+        widths[i] = math.max(widths[i] or 0, #r[i])
+      end
+    end
+    for _, r in ipairs(rows) do
+      local parts = {}
+      for i = 1, n do
+        parts[i] = i == n and r[i] or string.format("%-" .. widths[i] .. "s", r[i])
+      end
+      io.stdout:write(table.concat(parts, "  "), "\n")
+    end
+  end
+  warn_unread_params(opts.set)
+  return 0
 end
 
 -- How a run started: the directory its workflow's relative paths are
@@ -220,13 +311,19 @@ end
 
 -- Every interrupted run in the store, one after another. -> the worst exit code
 local function resume_all(st, opts)
-  local list, err = runs.interrupted(st, opts.budget ~= nil)
+  local list, err, left = runs.interrupted(st, opts.budget ~= nil)
   if list == nil then
     say(err)
     return 1
   end
+  for _, run in ipairs(left) do
+    note(string.format("left alone: %s (%s, %s rows done) is paused by its budget (%s); give it a higher one: "
+      .. "orch resume %s%s --budget USD", run.id, run.name, require("orch.run").fmt_count(run.rows_done),
+      run.error or "budget", run.id, opts.db and (" --db " .. runs.shell_quote(opts.db)) or ""))
+  end
   if #list == 0 then
-    note("no interrupted runs in " .. runs.db_path(opts))
+    note("no interrupted runs in " .. runs.db_path(opts)
+      .. (#left > 0 and string.format(" to resume without --budget (%d paused by their budget)", #left) or ""))
   end
   local here = sys.realpath(".")
   local code = 0
@@ -258,7 +355,7 @@ function M.resume(opts)
       return 2
     end
     return resume_one(st, run, opts)
-  end)
+  end, "w")
 end
 
 -- Inspection -----------------------------------------------------------
@@ -337,14 +434,14 @@ end
 
 -- A command about the run named by the first argument: fn(st, run), or
 -- exit 2 when there is no such run.
-local function run_command(opts, fn)
+local function run_command(opts, fn, mode)
   return with_store(opts, function(st)
     local run = get_run(st, opts, opts.args[1])
     if run == nil then
       return 2
     end
     return fn(st, run)
-  end)
+  end, mode)
 end
 
 function M.status(opts)
@@ -353,11 +450,19 @@ function M.status(opts)
     if opts.args[1] then
       run = get_run(st, opts, opts.args[1])
     else
-      local list = st:run_list({}) or {}
+      local list, lerr = st:run_list({})
+      if list == nil then
+        say(lerr)
+        return 1
+      end
       run = list[1]
       if run == nil then
-        say("no runs in " .. runs.db_path(opts))
-        return 1
+        if opts.json then
+          io.stdout:write("null\n")
+        else
+          io.stdout:write("no runs yet in " .. runs.db_path(opts) .. "\n")
+        end
+        return 0
       end
     end
     if run == nil then
@@ -379,8 +484,8 @@ function M.status(opts)
       { "rows", string.format("%s settled: %s ok, %s failed, %s dropped%s", fmt(run.rows_done), fmt(run.rows_ok),
         fmt(run.rows_failed), fmt(run.rows_dropped),
         run.rows_defaulted > 0 and (", " .. fmt(run.rows_defaulted) .. " defaulted") or "") },
-      { "llm", string.format("%s calls, %s tokens, $%.4f", fmt(run.llm_calls), fmt(run.tokens_in + run.tokens_out),
-        run.cost_usd) },
+      { "llm", string.format("%s calls, %s tokens, %s", fmt(run.llm_calls), fmt(run.tokens_in + run.tokens_out),
+        fmt_usd(run.cost_usd)) },
       { "input", run.input },
       { "output", run.output or "-" },
       { "owner", string.format("pid %d on %s, heartbeat %s", run.owner_pid, run.owner_host or "?",
@@ -392,13 +497,15 @@ function M.status(opts)
         fmt(last.input_index), last.duration_ms) or "none" },
     }
     if run.status == "paused" or (run.status == "running" and not live) then
-      lines[#lines + 1] = { "resume", "orch resume " .. run.id }
+      local budget = run.status == "paused" and (run.error or ""):find("^budget") and " --budget USD" or ""
+      lines[#lines + 1] = { "resume", "orch resume " .. run.id .. (opts.db and (" --db " .. runs.shell_quote(opts.db))
+        or "") .. budget }
     end
     for _, l in ipairs(lines) do
       io.stdout:write(string.format("%-12s %s\n", l[1], l[2]))
     end
     return 0
-  end)
+  end, "r")
 end
 
 -- "2026-11-25", "2026-11-25T10:00:00", "3d" / "12h" / "30m" (ago) -> ms
@@ -413,11 +520,22 @@ local function parse_time(s)
     return nil
   end
   local H, Mi, S = rest:match("^[T ](%d%d):(%d%d):?(%d*)$")
-  if rest ~= "" and H == nil then
+  if rest ~= "" and (H == nil or (S ~= "" and #S ~= 2)) then
     return nil
   end
-  local t = os.time({ year = tonumber(y), month = tonumber(mo), day = tonumber(d), hour = tonumber(H or 0),
-    min = tonumber(Mi or 0), sec = tonumber(S ~= "" and S or 0) or 0 })
+  local fields = { year = tonumber(y), month = tonumber(mo), day = tonumber(d), hour = tonumber(H or 0),
+    min = tonumber(Mi or 0), sec = tonumber(S ~= "" and S or 0) or 0 }
+  if fields.hour > 23 or fields.min > 59 or fields.sec > 59 then
+    return nil
+  end
+  local year, month, day = fields.year, fields.month, fields.day
+  -- os.time normalises 2026-13-45 into a later date (in the table too):
+  -- a real date survives the round trip
+  local t = os.time(fields)
+  local back = t and os.date("*t", t)
+  if back == nil or back.year ~= year or back.month ~= month or back.day ~= day then
+    return nil
+  end
   return t * 1000
 end
 
@@ -427,7 +545,8 @@ function M.ls(opts)
     if opts[k] then
       local ms = parse_time(opts[k])
       if ms == nil then
-        say(string.format("--%s: '%s' is not a time (2026-11-25, 2026-11-25T10:00:00, 3d, 12h or 30m)", k, opts[k]))
+        say(string.format("--%s: '%s' is not a date or time (2026-11-25, 2026-11-25T10:00:00, 3d, 12h or 30m)", k,
+        opts[k]))
         return 2
       end
       filter[k .. "_ms"] = ms
@@ -444,9 +563,9 @@ function M.ls(opts)
       return 1
     end
     return print_list(opts, list, { "ID", "NAME", "STATUS", "ROWS", "COST", "CREATED" }, function(r)
-      return { r.id, r.name, r.status, fmt(r.rows_done), string.format("$%.4f", r.cost_usd), when(r.created_ms) }
+      return { r.id, r.name, r.status, fmt(r.rows_done), fmt_usd(r.cost_usd), when(r.created_ms) }
     end)
-  end)
+  end, "r")
 end
 
 --- gc: removes finished runs (with their checkpoints, results, events and
@@ -535,7 +654,7 @@ function M.gc(opts)
       opts.journal and string.format(", %d journal entr%s", pruned, pruned == 1 and "y" or "ies") or "",
       fmt(before), fmt(st:stats().bytes)))
     return 0
-  end)
+  end, "w")
 end
 
 function M.history(opts)
@@ -543,7 +662,7 @@ function M.history(opts)
     return print_list(opts, st:event_list(run.id) or {}, { "TIME", "EVENT", "DATA" }, function(e)
       return { when(e.ts_ms), e.type, e.data or "" }
     end)
-  end)
+  end, "r")
 end
 
 function M.checkpoints(opts)
@@ -553,7 +672,7 @@ function M.checkpoints(opts)
         return { c.seq, when(c.created_ms), c.reason, fmt(c.input_index), fmt(c.output_offset), fmt(c.bytes),
           string.format("%.2f", c.duration_ms), c.valid and "ok" or "CORRUPT" }
       end)
-  end)
+  end, "r")
 end
 
 -- Export ---------------------------------------------------------------
@@ -587,6 +706,24 @@ function M.export(opts)
   return run_command(opts, function(st, run)
     local cps = st:checkpoint_list(run.id) or {}
     local last = cps[#cps]
+    -- The committed output must still be there, whole, before -o is written:
+    -- the rows themselves are not kept in the store to rebuild it from.
+    if run.output ~= nil then
+      local want = last and last.output_offset or 0
+      local fst = sys.stat(run.output)
+      local redo = runs.rerun_command(run, opts.db)
+      if fst == nil then
+        say(string.format("cannot export run %s: its output %s is gone (deleted or moved), and the store keeps "
+          .. "only the rows' status, not the rows; put the file back, or run the workflow again: %s", run.id,
+          run.output, redo))
+        return 1
+      elseif fst.size < want then
+        say(string.format("cannot export run %s: its output %s has %s bytes, fewer than the %s its last checkpoint "
+          .. "committed (truncated or overwritten since); put the file back, or run the workflow again: %s",
+          run.id, run.output, fmt(fst.size), fmt(want), redo))
+        return 1
+      end
+    end
     local fh = io.stdout
     if opts.o then
       local ferr
@@ -654,7 +791,7 @@ function M.export(opts)
       fh:close()
     end
     return 0
-  end)
+  end, "r")
 end
 
 function M.stats(opts)
@@ -675,15 +812,15 @@ function M.stats(opts)
       { "checkpoints", fmt(s.checkpoints) },
       { "checkpoint", string.format("%.2f ms mean, %.2f ms max", s.checkpoint_mean_ms, s.checkpoint_max_ms) },
       { "recoveries", fmt(s.recoveries) },
-      { "journal", string.format("%s LLM responses, %s answered again from it, $%.4f saved", fmt(s.journal_entries),
-        fmt(s.journal_hits), s.journal_saved_usd) },
+      { "journal", string.format("%s LLM responses, %s answered again from it, %s saved", fmt(s.journal_entries),
+        fmt(s.journal_hits), fmt_usd(s.journal_saved_usd)) },
       { "bytes", fmt(s.bytes) },
     }
     for _, l in ipairs(lines) do
       io.stdout:write(string.format("%-12s %s\n", l[1], l[2]))
     end
     return 0
-  end)
+  end, "r")
 end
 
 --- orch restore RUN CHECKPOINT: drops the checkpoints after CHECKPOINT
@@ -717,12 +854,21 @@ function M.restore(opts)
     end
     run.status, run.error, run.finished_ms = "paused", "restored to checkpoint " .. seq, 0
     run.rows_done = c.input_index
+    -- the figures as of that checkpoint, as the resume will count them
+    local mok, m = pcall(cjson.decode, c.memento or "")
+    if mok and type(m) == "table" and type(m.counts) == "table" then
+      local counts, totals = m.counts or {}, m.totals or {}
+      run.rows_ok, run.rows_failed = counts.ok or 0, counts.failed or 0
+      run.rows_dropped, run.rows_defaulted = counts.dropped or 0, counts.defaulted or 0
+      run.llm_calls, run.tokens_in, run.tokens_out = totals.llm_calls or 0, totals.tokens_in or 0, totals.tokens_out or 0
+      run.cost_usd = totals.cost or run.cost_usd
+    end
     st:run_update(run)
     st:event_add(run.id, "restored", json.encode({ checkpoint = seq, rows_done = c.input_index }))
     say(string.format("run %s restored to checkpoint %d (%s rows done); resume with: orch resume %s", run.id, seq,
       fmt(c.input_index), run.id))
     return 0
-  end)
+  end, "w")
 end
 
 --- orch lua SCRIPT [ARG]...: runs a script with `arg` set as lua.c does.

@@ -13,6 +13,7 @@ local orch = {
   llm = llm,
   json = json,
   params = {}, -- --set k=v, as strings; filled in by the CLI before the workflow loads
+  params_read = {}, -- what orch.param recorded: list of { name, default, description }, and by name
 }
 
 orch.version = require("orch.sys").versions().orch
@@ -27,9 +28,23 @@ function orch.env(name, default)
   return v
 end
 
---- orch.param(name [, default]) -> the --set value converted to default's type.
-function orch.param(name, default)
+--- orch.param(name [, default [, description]]) -> the --set value
+--- converted to default's type. Each name read is recorded (in
+--- orch.params_read, in order) with its default and one-line description,
+--- for `orch params WORKFLOW.lua` and the warning about --set keys the
+--- workflow never reads.
+function orch.param(name, default, description)
   check.arg_type("orch.param", 1, name, "string")
+  if description ~= nil then
+    check.arg_type("orch.param", 3, description, "string")
+  end
+  local read = orch.params_read
+  if read[name] == nil then
+    read[name] = { name = name, default = default, description = description }
+    read[#read + 1] = read[name]
+  elseif read[name].description == nil then
+    read[name].description = description
+  end
   local v = orch.params[name]
   if v == nil then
     return default

@@ -200,27 +200,6 @@ function M.logger(verbosity, as_json, run_id)
   end
 end
 
---- The command that starts a run's workflow afresh, as it was run.
-function M.fresh_command(run, db)
-  local parts = { "orch run", run.workflow_arg or run.workflow_path }
-  local ok, params = pcall(cjson.decode, run.params or "{}")
-  if ok and type(params) == "table" then
-    local names = {}
-    for k in pairs(params) do
-      names[#names + 1] = k
-    end
-    table.sort(names)
-    for _, k in ipairs(names) do
-      parts[#parts + 1] = string.format("--set %s=%s", k, tostring(params[k]))
-    end
-  end
-  if db and db ~= os.getenv("ORCH_DB") then
-    parts[#parts + 1] = "--db " .. db
-  end
-  parts[#parts + 1] = "--fresh"
-  return table.concat(parts, " ")
-end
-
 --- output_owner(st, run, fresh, log) -> nil | owner, message.
 --- An output file belongs to one unfinished run at a time: another run
 --- of the store that is running, paused or pending with the same output
@@ -300,7 +279,7 @@ function M.rows(wf, opts)
     local k, serr, why = oio.open_sink(spec, columns, offset, prefix)
     if k == nil and why == "changed" then
       serr = string.format("%s; it is not the file run %s last checkpointed (checkpoint %d), so resuming would "
-        .. "mix two files: restore it, or start over with: %s", serr, run.id, ckpt.seq, M.fresh_command(run, opts.db))
+        .. "mix two files: restore it, or start over with: %s", serr, run.id, ckpt.seq, require("orch.runs").rerun_command(run, opts.db))
     end
     if k == nil then
       src.close()
@@ -427,7 +406,8 @@ function M.rows(wf, opts)
   local max_usd = opts.budget or (wf.budget and wf.budget.max_usd)
   if max_usd then
     rt.budget = limits.budget(max_usd, wf.budget and wf.budget.warn_at, live, function(f, spent)
-      log(0, string.format("budget warning: $%.4f spent, %.0f%% of $%.2f", spent, f * 100, max_usd), "warn")
+      log(0, string.format("budget warning: %s spent, %.0f%% of %s", require("orch.fmt").usd(spent), f * 100,
+        require("orch.fmt").usd(max_usd)), "warn")
       rt.emit("budget_warning", { fraction = f, spent_usd = spent, max_usd = max_usd })
     end)
     rt.after_spend = rt.budget.after_spend

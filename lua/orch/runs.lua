@@ -17,26 +17,78 @@ function M.db_path(opts)
   return opts.db or os.getenv("ORCH_DB") or ".orch/state.db"
 end
 
---- open(opts) -> store | nil, message
-function M.open(opts)
-  return store.open(M.db_path(opts))
+--- open(opts [, mode]) -> store | nil, message. mode "r": read-only, for
+--- inspection (never creates the store).
+function M.open(opts, mode)
+  return store.open(M.db_path(opts), mode)
 end
 
--- Size, mtime and a hash of the first 64 KiB: cheap, and changes when the
--- file is edited, replaced or appended to.
-local function fingerprint(path)
+--- fingerprint(path [, old]) -> the input's fingerprint, or nil when it
+--- cannot be read. Size and an XXH3-128 of the whole file, streamed in C:
+--- any edit shows, wherever it is and whatever the mtime says, and a
+--- touch that changes nothing does not stop a resume. old = true gives the
+--- format stores written before this one hold ("size= mtime_ns= head=",
+--- a hash of the first 64 KiB), to compare an old run's record with.
+local function fingerprint(path, old)
   local st = sys.stat(path)
   if st == nil then
     return nil
   end
-  local fh = io.open(path, "rb")
-  local head = fh and fh:read(65536) or ""
-  if fh then
-    fh:close()
+  if old then
+    local fh = io.open(path, "rb")
+    local head = fh and fh:read(65536) or ""
+    if fh then
+      fh:close()
+    end
+    return string.format("size=%d mtime_ns=%d head=%s", st.size, st.mtime_ns, hash.xxh64(head))
   end
-  return string.format("size=%d mtime_ns=%d head=%s", st.size, st.mtime_ns, hash.xxh64(head))
+  local h = hash.file(path)
+  if h == nil then
+    return nil
+  end
+  return string.format("size=%d xxh3=%s", st.size, h)
 end
 M.fingerprint = fingerprint
+
+--- Whether a run's recorded input fingerprint is one from before the
+--- whole-file hash.
+local function old_fingerprint(fp)
+  return type(fp) == "string" and fp:find(" head=", 1, true) ~= nil
+end
+
+--- shell_quote(s) -> s as one shell word.
+function M.shell_quote(s)
+  s = tostring(s)
+  if s ~= "" and not s:find("[^%w%-_./=:,@+%%]") then
+    return s
+  end
+  return "'" .. s:gsub("'", "'\\''") .. "'"
+end
+
+--- rerun_command(run_or_ident, db [, fresh]) -> the whole `orch run` line
+--- that starts the run's workflow again with its parameters and store:
+--- "orch run wf.lua --db x.db --set k=v ... --fresh".
+function M.rerun_command(r, db, fresh)
+  local words = { "orch", "run", M.shell_quote(r.workflow_arg or r.workflow_path) }
+  if db then
+    words[#words + 1] = "--db " .. M.shell_quote(db)
+  end
+  local ok, params = pcall(json.decode, r.params or "{}")
+  if ok and type(params) == "table" then
+    local keys = {}
+    for k in pairs(params) do
+      keys[#keys + 1] = k
+    end
+    table.sort(keys)
+    for _, k in ipairs(keys) do
+      words[#words + 1] = "--set " .. M.shell_quote(k .. "=" .. tostring(params[k]))
+    end
+  end
+  if fresh ~= false then
+    words[#words + 1] = "--fresh"
+  end
+  return table.concat(words, " ")
+end
 
 local function read_file(path)
   local fh = assert(io.open(path, "rb"))
@@ -48,10 +100,11 @@ end
 --- identify(wf, workflow_path, params) -> the identity fields of a new run.
 function M.identify(wf, workflow_path, params)
   local abs_wf = sys.realpath(workflow_path) or workflow_path
-  local input, input_fp
+  local input, input_fp, input_path
   if type(wf.input) == "table" and wf.input.path then
     input = sys.realpath(wf.input.path) or wf.input.path
     input_fp = fingerprint(wf.input.path)
+    input_path = wf.input.path
   else
     input = type(wf.input) == "function" and "iterator" or "table"
     input_fp = input
@@ -62,6 +115,7 @@ function M.identify(wf, workflow_path, params)
     or ((sys.realpath(".") or ".") .. "/" .. wf.output.path)) or nil
   return {
     workflow_arg = workflow_path, -- as given: resume loads it the same way, so messages name it the same
+    input_path = input_path, -- as the workflow names it (for an old-format fingerprint)
     name = wf.name,
     workflow_path = abs_wf,
     workflow_hash = whash,
@@ -132,11 +186,11 @@ function M.begin(st, ident, opts, log)
     end
     if run.status == "failed" then
       return nil, string.format("run %s failed (%s); it cannot be resumed: start a new one with "
-        .. "orch run %s --fresh", run.id, run.error or "no reason recorded", run.workflow_path)
+        .. "%s", run.id, run.error or "no reason recorded", M.rerun_command(ident, opts.db))
     end
     if run.workflow_hash ~= ident.workflow_hash then
       return nil, string.format("the workflow %s changed since run %s began; resuming would mix "
-        .. "two versions: start over with orch run %s --fresh", run.workflow_path, run.id, run.workflow_path)
+        .. "two versions: start over with %s", run.workflow_path, run.id, M.rerun_command(ident, opts.db))
     end
   else
     run, err = st:run_find_unfinished(ident.identity)
@@ -182,10 +236,14 @@ function M.begin(st, ident, opts, log)
     return run, nil
   end
 
-  if run.input_fp ~= ident.input_fp then
+  local now_fp = ident.input_fp
+  if old_fingerprint(run.input_fp) and ident.input_path then
+    now_fp = fingerprint(ident.input_path, true) -- recorded before the whole-file hash: compare like with like
+  end
+  if run.input_fp ~= now_fp then
     return nil, string.format("the input %s changed since run %s began (%s, now %s); resuming would "
-      .. "mix two inputs: start over with orch run %s --fresh", run.input, run.id, run.input_fp,
-      ident.input_fp or "missing", run.workflow_path)
+      .. "mix two inputs: start over with %s", run.input, run.id, run.input_fp,
+      now_fp or "missing", M.rerun_command(ident, opts.db))
   end
   local ok, cerr = M.claim(st, run)
   if not ok then
@@ -219,9 +277,10 @@ end
 
 --- The runs `orch resume --all` should pick up: running with a dead owner,
 --- or paused by a signal; runs paused by their budget too when a new
---- budget is given. Oldest first.
+--- budget is given. Oldest first. -> list, nil, the budget-paused runs
+--- left out (without a new budget) | nil, message
 function M.interrupted(st, with_budget)
-  local list = {}
+  local list, left = {}, {}
   local now = store.now_ms()
   for _, status in ipairs({ "running", "paused", "pending" }) do
     local runs, err = st:run_list({ status = status })
@@ -230,15 +289,21 @@ function M.interrupted(st, with_budget)
     end
     for _, r in ipairs(runs) do
       local budget_paused = r.status == "paused" and (r.error or ""):find("^budget") ~= nil
-      if not M.owner_alive(r, now) and (with_budget or not budget_paused) then
-        list[#list + 1] = r
+      if not M.owner_alive(r, now) then
+        if with_budget or not budget_paused then
+          list[#list + 1] = r
+        else
+          left[#left + 1] = r
+        end
       end
     end
   end
-  table.sort(list, function(a, b)
+  local function oldest_first(a, b)
     return a.created_ms < b.created_ms
-  end)
-  return list
+  end
+  table.sort(list, oldest_first)
+  table.sort(left, oldest_first)
+  return list, nil, left
 end
 
 return M

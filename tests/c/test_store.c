@@ -1435,6 +1435,94 @@ static void test_refusals(const char *dir)
     CHECK(st == NULL);
 }
 
+/* Inspection opens a store read-only: never creates it, writes nothing,
+ * and still reads a store whose directory or file cannot be written. */
+static void test_readonly(const char *dir)
+{
+    char path[600], err[512];
+    snprintf(path, sizeof path, "%s/typo/x.db", dir);
+    struct orch_store *st = orch_store_open_flags(path, ORCH_STORE_READONLY, err, sizeof err);
+    CHECK(st == NULL);
+    CHECK_HAS(err, "no state store at ");
+    CHECK_HAS(err, "/typo/x.db (no run has used it; check --db or ORCH_DB)");
+    snprintf(path, sizeof path, "%s/typo", dir);
+    CHECK(!exists(path));
+
+    snprintf(path, sizeof path, "%s/empty.db", dir);
+    CHECK(spit(path, "", 0) == 0);
+    st = orch_store_open_flags(path, ORCH_STORE_READONLY, err, sizeof err);
+    CHECK(st == NULL);
+    CHECK_HAS(err, "/empty.db (the file is empty)");
+
+    snprintf(path, sizeof path, "%s/v1ro.db", dir);
+    CHECK(make_v1_store(path) == 0);
+    st = orch_store_open_flags(path, ORCH_STORE_READONLY, err, sizeof err);
+    CHECK(st == NULL);
+    CHECK_HAS(err, "written by an older orch (schema 1, this orch reads 2) and opened read-only");
+    CHECK(user_version(path) == 1);
+
+    char rodir[600];
+    snprintf(rodir, sizeof rodir, "%s/rostore", dir);
+    CHECK(mkdir(rodir, 0777) == 0);
+    snprintf(path, sizeof path, "%s/rostore/state.db", dir);
+    st = orch_store_open(path, err, sizeof err);
+    CHECK(st != NULL);
+    if (st == NULL)
+        return;
+    struct orch_run r = make_run("kept", "classify", "idK", ORCH_RUN_COMPLETED, 1000);
+    CHECK(st->ops->run_create(st, &r) == 0);
+    st->ops->close(st);
+
+    size_t before_len = 0;
+    char *before = slurp(path, &before_len);
+    st = orch_store_open_flags(path, ORCH_STORE_READONLY, err, sizeof err);
+    CHECK(st != NULL);
+    if (st != NULL) {
+        struct orch_run got = {0};
+        CHECK(st->ops->run_get(st, "kept", &got) == 1);
+        CHECK_STR(got.name, "classify");
+        orch_run_clear(&got);
+        struct orch_run r2 = make_run("new", "classify", "idK", ORCH_RUN_PENDING, 2000);
+        CHECK(st->ops->run_create(st, &r2) == -1);
+        CHECK_HAS(st->err, "readonly database");
+        st->ops->close(st);
+    }
+
+    /* unwritable: an immutable directory (root too), else a 0555 one */
+    int frozen = set_immutable(rodir, 1) == 0;
+    if (!frozen && geteuid() != 0)
+        frozen = chmod(rodir, 0555) == 0;
+    if (frozen) {
+        char shm[700];
+        snprintf(shm, sizeof shm, "%s-shm", path);
+        int had_shm = exists(shm);
+        st = orch_store_open_flags(path, ORCH_STORE_READONLY, err, sizeof err);
+        CHECK(st != NULL);
+        if (st != NULL) {
+            struct orch_run got = {0};
+            CHECK(st->ops->run_get(st, "kept", &got) == 1);
+            orch_run_clear(&got);
+            st->ops->close(st);
+        } else {
+            fprintf(stderr, "read-only open: %s\n", err);
+        }
+        CHECK(exists(shm) == had_shm);
+        /* and the read-write open still refuses it clearly */
+        st = orch_store_open(path, err, sizeof err);
+        if (st != NULL)
+            st->ops->close(st);
+        set_immutable(rodir, 0);
+        chmod(rodir, 0755);
+    } else {
+        printf("read-only store directory check skipped: cannot make a directory read-only here\n");
+    }
+    size_t after_len = 0;
+    char *after = slurp(path, &after_len);
+    CHECK(before != NULL && after != NULL && before_len == after_len && memcmp(before, after, before_len) == 0);
+    free(before);
+    free(after);
+}
+
 int main(int argc, char **argv)
 {
     char dir[512];
@@ -1489,5 +1577,6 @@ int main(int argc, char **argv)
     test_concurrent_open(dir);
     test_memory();
     test_refusals(dir);
+    test_readonly(dir);
     return check_report();
 }

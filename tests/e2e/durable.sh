@@ -63,7 +63,7 @@ kill -9 "$pid"; wait "$pid" 2>/dev/null
 echo "3001,1" >>rows2.csv
 run_orch changed.log run slow.lua --set input=rows2.csv --set out=out/two.jsonl
 expect_eq "a changed input refuses to resume" "$RC" 2
-expect_grep "says what changed and how to start over" "the input .*rows2.csv changed since run slow-[0-9a-f]+ began.*--fresh" changed.log
+expect_grep "says what changed and the whole command to start over" "the input .*rows2.csv changed since run slow-[0-9a-f]+ began.*start over with orch run slow.lua --set input=rows2.csv --set out=out/two.jsonl --fresh$" changed.log
 run_orch fresh.log run slow.lua --set input=rows2.csv --set out=out/two.jsonl --fresh
 expect_eq "--fresh starts over" "$RC" 0
 expect_eq "with every row" "$(wc -l <out/two.jsonl)" 3001

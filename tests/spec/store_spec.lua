@@ -116,3 +116,112 @@ describe("orch.store journal", function()
     cleanup(st, path)
   end)
 end)
+
+describe("orch.store.open read-only", function()
+  it("never creates a store, and names the path", function()
+    local path = os.tmpname()
+    os.remove(path)
+    local st, err = store.open(path .. "/typo/x.db", "r")
+    assert.is_nil(st)
+    assert.are.equal("no state store at " .. path .. "/typo/x.db (no run has used it; check --db or ORCH_DB)", err)
+    assert.is_nil(io.open(path, "r"))
+  end)
+
+  it("reads what a read-write open wrote, and refuses to write", function()
+    local st, path = fresh()
+    assert.is_true(st:run_create({ id = "r1", name = "n", identity = "i", status = "completed", created_ms = 1 }))
+    st:close()
+    local ro = assert(store.open(path, "r"))
+    local run = assert(ro:run_get("r1"))
+    assert.are.equal("completed", run.status)
+    local ok, err = ro:run_create({ id = "r2", name = "n", identity = "i", status = "running", created_ms = 2 })
+    assert.is_nil(ok)
+    assert.matches("readonly database", err)
+    cleanup(ro, path)
+  end)
+
+  it("checks its mode argument", function()
+    assert.has_error(function()
+      store.open(":memory:", "w")
+    end, "bad argument #2 to 'open' (invalid option 'w')")
+  end)
+end)
+
+describe("orch.hash.file", function()
+  it("is the XXH3-128 of the whole file, read in blocks", function()
+    local hash = require "orch.hash"
+    local path = os.tmpname()
+    local parts = {}
+    for i = 1, 300000 do
+      parts[i] = string.char(i % 251)
+    end
+    local bytes = table.concat(parts):rep(5) -- 1.5 MB: more than one block
+    local fh = assert(io.open(path, "wb"))
+    fh:write(bytes)
+    fh:close()
+    assert.are.equal(hash.xxh128(bytes), hash.file(path))
+    fh = assert(io.open(path, "wb"))
+    fh:close()
+    assert.are.equal("99aa06d3014798d86001c324468d497f", hash.file(path)) -- the empty input
+    os.remove(path)
+    local none, err = hash.file(path)
+    assert.is_nil(none)
+    assert.are.equal(path .. ": No such file or directory", err)
+  end)
+end)
+
+describe("orch.runs", function()
+  local runs = require "orch.runs"
+
+  it("fingerprints the whole input, and can still make the old format", function()
+    local path = os.tmpname()
+    local fh = assert(io.open(path, "wb"))
+    fh:write(("x"):rep(70000))
+    fh:close()
+    local fp = runs.fingerprint(path)
+    assert.are.equal("size=70000 xxh3=" .. require("orch.hash").xxh128(("x"):rep(70000)), fp)
+    assert.matches("^size=70000 mtime_ns=%d+ head=%x+$", runs.fingerprint(path, true))
+    fh = assert(io.open(path, "r+b"))
+    fh:seek("set", 69999)
+    fh:write("y") -- past the old 64 KiB head
+    fh:close()
+    assert.are_not.equal(fp, runs.fingerprint(path))
+    os.remove(path)
+  end)
+
+  it("writes the whole command that starts a run again", function()
+    local r = { workflow_arg = "wf.lua", params = '{"out":"a b.jsonl","input":"x.csv"}' }
+    assert.are.equal("orch run wf.lua --db 'my store.db' --set input=x.csv --set 'out=a b.jsonl' --fresh",
+      runs.rerun_command(r, "my store.db"))
+    assert.are.equal("orch run /abs/wf.lua", runs.rerun_command({ workflow_path = "/abs/wf.lua" }, nil, false))
+    assert.are.equal([['it'\''s']], runs.shell_quote("it's"))
+  end)
+end)
+
+describe("orch.fmt.usd", function()
+  local usd = require("orch.fmt").usd
+  it("keeps two significant digits below a dollar", function()
+    assert.are.equal("$0.001", usd(0.001))
+    assert.are.equal("$0.0015", usd(0.0015))
+    assert.are.equal("$0.00012", usd(0.00012))
+    assert.are.equal("$0.50", usd(0.5))
+    assert.are.equal("$0.12", usd(0.123))
+    assert.are.equal("$0.00", usd(0))
+    assert.are.equal("$12.35", usd(12.345))
+  end)
+end)
+
+describe("orch.param", function()
+  it("records each name read with its default and description, once, in order", function()
+    local orch = require "orch"
+    local saved_params, saved_read = orch.params, orch.params_read
+    orch.params, orch.params_read = { n = "5" }, {}
+    assert.are.equal(5, orch.param("n", 1, "how many"))
+    assert.are.equal("a", orch.param("s", "a"))
+    orch.param("n", 1)
+    assert.are.same({ { name = "n", default = 1, description = "how many" }, { name = "s", default = "a" } },
+      { orch.params_read[1], orch.params_read[2] })
+    assert.are.equal(2, #orch.params_read)
+    orch.params, orch.params_read = saved_params, saved_read
+  end)
+end)

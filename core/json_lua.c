@@ -80,6 +80,7 @@ _Static_assert(sizeof(lua_Number) == sizeof(double),
 #define JSON_SMALLKEYS 16
 #define JSON_INITBUF 1024
 #define JSON_DEC_MAXDEPTH 1000
+#define JSON_EXACT 9007199254740992ULL /* 2^53: integers up to it are exact doubles */
 
 enum json_kind { JSON_KIND_AUTO, JSON_KIND_ARRAY, JSON_KIND_OBJECT };
 
@@ -973,6 +974,8 @@ static void json_decode_number(struct json_dec *d)
             p++;
         }
     }
+    int e10 = 0; /* the value is u * 10^e10 while exact stays set */
+    int exact = !overflow;
     if (p < end && *p == '.') {
         isfloat = 1;
         p++;
@@ -980,24 +983,49 @@ static void json_decode_number(struct json_dec *d)
             json_syntax(d, start, "invalid number");
         }
         while (p < end && *p >= '0' && *p <= '9') {
+            unsigned digit = (unsigned)(*p - '0');
+            if (u > (JSON_EXACT - digit) / 10) {
+                exact = 0;
+            } else {
+                u = u * 10 + digit;
+                e10--;
+            }
             p++;
         }
     }
     if (p < end && (*p == 'e' || *p == 'E')) {
+        int eneg = 0;
+        int ev = 0;
         isfloat = 1;
         p++;
         if (p < end && (*p == '+' || *p == '-')) {
+            eneg = *p == '-';
             p++;
         }
         if (p >= end || *p < '0' || *p > '9') {
             json_syntax(d, start, "invalid number");
         }
         while (p < end && *p >= '0' && *p <= '9') {
+            if (ev < 10000) {
+                ev = ev * 10 + (*p - '0');
+            }
             p++;
         }
+        e10 += eneg ? -ev : ev;
     }
     d->p = p;
     size_t len = (size_t)(p - start);
+    if (isfloat && exact && u <= JSON_EXACT && e10 >= -22 && e10 <= 22) {
+        /* Clinger's fast path: u and 10^|e10| are exact doubles, so one
+         * correctly rounded multiply or divide gives strtod's answer. */
+        static const double pow10[] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,
+                                       1e8,  1e9,  1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
+                                       1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
+        double x = (double)u;
+        x = e10 < 0 ? x / pow10[-e10] : x * pow10[e10];
+        lua_pushnumber(d->L, neg ? -x : x);
+        return;
+    }
     if (!isfloat) {
         unsigned long long lim = neg ? (unsigned long long)LLONG_MAX + 1 : LLONG_MAX;
         if (overflow || u > lim) {

@@ -400,6 +400,26 @@ describe("orch.json.decode", function()
     fails_with("number 1e400 at .x does not fit in a double", dec, '{"x":1e400}')
   end)
 
+  it("reads every float as tonumber does (fast path and strtod alike)", function()
+    local texts = { "0.1", "4.35", "-0.0", "1e22", "1e23", "1e-22", "1.5e-23", "123456789012345.6",
+                    "9007199254740993.0", "9007199254740992.5", "0.30000000000000004", "2.2250738585072014e-308",
+                    "5e-324", "1.7976931348623157e308", "3.14159265358979323846264338327950288", "1E+2", "12e-0",
+                    "0.000000000000000000000000000001", "100000000000000000000000.0" }
+    local state = 99
+    for _ = 1, 2000 do
+      state = (state * 1103515245 + 12345) % 2147483648
+      local digits = tostring(state % 100000000)
+      local cut = state % (#digits + 1)
+      texts[#texts + 1] = digits:sub(1, cut) .. (cut == 0 and "0" or "") .. "." .. digits:sub(cut + 1) .. "0"
+        .. "e" .. (state % 61 - 30)
+    end
+    for _, t in ipairs(texts) do
+      local x = dec(t)
+      assert.are.equal("float", math.type(x), t)
+      assert.is_true(x == tonumber(t) and 1 / x == 1 / tonumber(t), t)
+    end
+  end)
+
   it("keeps strings, escapes and unicode", function()
     assert.are.equal("", dec('""'))
     assert.are.equal("x\ty\n\"\\/\b\f\r", dec([["x\ty\n\"\\\/\b\f\r"]]))

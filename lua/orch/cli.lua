@@ -545,9 +545,10 @@ end
 
 -- Export ---------------------------------------------------------------
 
-local function csv_writer(fh)
+-- order: the columns, when known; else the first row's keys, sorted.
+local function csv_writer(fh, order)
   local oio = require "orch.io"
-  local cols
+  local cols = order
   return function(row)
     if cols == nil then
       cols = {}
@@ -555,6 +556,9 @@ local function csv_writer(fh)
         cols[#cols + 1] = k
       end
       table.sort(cols)
+    end
+    if order ~= false then
+      order = false
       fh:write(oio.csv_line(cols, #cols))
     end
     local vals = {}
@@ -583,8 +587,20 @@ function M.export(opts)
         return 2
       end
     end
-    local emit = format == "csv" and csv_writer(fh) or function(row)
-      fh:write(json.encode(row), "\n")
+    -- the columns of a CSV export of a JSONL output: its first line's keys,
+    -- in its order (the input's columns, then new fields)
+    local order
+    if format == "csv" and run.output ~= nil and not run.output:match("%.csv$") then
+      local f = io.open(run.output, "rb")
+      local first = f and f:read("l")
+      if f then
+        f:close()
+      end
+      local ok, _, keys = pcall(json.decode, first or "", true)
+      order = ok and keys or nil
+    end
+    local emit = format == "csv" and csv_writer(fh, order) or function(row, keys)
+      fh:write(json.encode(row, keys), "\n")
     end
     if run.output == nil then
       -- no output file: export the per-row results
@@ -612,13 +628,14 @@ function M.export(opts)
       elseif is_csv then
         src:close()
         local r = require("orch.reader").open(run.output, "csv")
+        local header = r:header()
         while true do
           local row, _, _, _, e = r:next()
           if row == nil or (e and e > limit) then
             break
           end
           if row then
-            emit(row)
+            emit(row, header)
           end
         end
         r:close()

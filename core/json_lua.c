@@ -724,10 +724,14 @@ struct json_dec {
 
 static void json_decode_value(struct json_dec *d);
 
+/* Decoding errors are about the text, not the code: raised with lua_error,
+ * so no "file:line:" of the caller is prefixed. */
+
 /* Raises "<what> at byte N", N the 1-based offset of at.  Never returns. */
 static _Noreturn void json_syntax(struct json_dec *d, const char *at, const char *what)
 {
-    luaL_error(d->L, "%s at byte %I", what, (lua_Integer)(at - d->s) + 1);
+    lua_pushfstring(d->L, "%s at byte %I", what, (lua_Integer)(at - d->s) + 1);
+    lua_error(d->L);
     abort(); /* not reached */
 }
 
@@ -735,7 +739,8 @@ static _Noreturn void json_syntax(struct json_dec *d, const char *at, const char
 static _Noreturn void json_dec_fail(struct json_dec *d, const char *pre, const char *post)
 {
     json_pushpath(d->L, d->path, d->pathlen);
-    luaL_error(d->L, "%s at %s%s", pre, lua_tostring(d->L, -1), post);
+    lua_pushfstring(d->L, "%s at %s%s", pre, lua_tostring(d->L, -1), post);
+    lua_error(d->L);
     abort(); /* not reached */
 }
 

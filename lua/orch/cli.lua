@@ -174,7 +174,7 @@ end
 local function run_origin(st, run)
   for _, ev in ipairs(st:event_list(run.id) or {}) do
     if ev.type == "started" and ev.data then
-      local ok, d = pcall(cjson.decode, ev.data)
+      local ok, d = pcall(json.decode, ev.data)
       if ok and type(d) == "table" then
         return d.cwd, d.workflow
       end
@@ -191,7 +191,7 @@ local function resume_one(st, run, opts)
       return 2
     end
   end
-  local ok, params = pcall(cjson.decode, run.params or "{}")
+  local ok, params = pcall(json.decode, run.params or "{}")
   params = ok and type(params) == "table" and params or {}
   local path = run.workflow_path
   if given and sys.realpath(given) == run.workflow_path then
@@ -647,7 +647,7 @@ function M.export(opts)
           if used > limit then
             break
           end
-          emit(cjson.decode(line))
+          emit(json.decode(line))
         end
       end
       if src then

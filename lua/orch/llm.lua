@@ -145,7 +145,7 @@ M.schema_error = schema_error
 
 --- Decodes a JSON reply and checks it against schema; value or nil, reason.
 function M.decode_reply(text, schema)
-  local ok, v = pcall(cjson.decode, json_body(text))
+  local ok, v = pcall(json.decode, json_body(text))
   if not ok then
     return nil, "the model's reply is not valid JSON (" .. tostring(v):gsub("^.-:%d+: ", "") .. ")"
   end

@@ -176,7 +176,7 @@ function M.rows(wf, opts)
   local state = {}
   local cursor = { offset = 0, index = 0, line = 1 }
   if ckpt then
-    local ok, m = pcall(cjson.decode, ckpt.memento)
+    local ok, m = pcall(json.decode, ckpt.memento)
     if not ok or type(m) ~= "table" then
       return cannot_start("resume", string.format("checkpoint %d of run %s has an unreadable memento", ckpt.seq,
         run.id))

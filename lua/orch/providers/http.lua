@@ -69,7 +69,7 @@ function M.retry_after(v)
 end
 
 local function decode(body)
-  local ok, d = pcall(cjson.decode, body)
+  local ok, d = pcall(json.decode, body)
   if ok and type(d) == "table" then
     return d
   end

@@ -512,6 +512,42 @@ describe("orch.json.decode", function()
     fails_with("decode' (string expected, got no value)", dec)
   end)
 
+  it("survives damaged text: each result is a value that encodes back, or an error at a byte or path", function()
+    local docs = {
+      '{"id":9223372036854775807,"s":"caf\195\169 \\u00e9\\n","a":[1,2.5e-3,[],{}],"o":{"k":null,"t":true}}',
+      '[{"a":[[[]]]},-0.0,1e300,"\\ud83d\\ude00",false]',
+    }
+    local state = 4242
+    local function rnd(n)
+      state = (state * 1103515245 + 12345) % 2147483648
+      return state % n
+    end
+    local bytes = { "{", "}", "[", "]", '"', "\\", ",", ":", "-", ".", "e", "0", "9", "u", "\128", "\255", " ", "\0" }
+    for i = 1, 5000 do
+      local t = docs[i % #docs + 1]
+      for _ = 1, rnd(3) + 1 do
+        local at = rnd(#t) + 1
+        local op = rnd(3)
+        local b = bytes[rnd(#bytes) + 1]
+        if op == 0 then
+          t = t:sub(1, at - 1) .. b .. t:sub(at + 1)
+        elseif op == 1 then
+          t = t:sub(1, at - 1) .. b .. t:sub(at)
+        else
+          t = t:sub(1, at - 1) .. t:sub(at + 1)
+        end
+      end
+      local ok, v = pcall(dec, t)
+      if ok then
+        local eok, text = pcall(enc, v)
+        assert.is_true(eok, t .. " -> " .. tostring(text))
+        assert.are.equal(text, enc(dec(text)))
+      else
+        assert.is_truthy(v:find(" at byte %d+$") or v:find(" at [%.%[]"), v)
+      end
+    end
+  end)
+
   it("leaves a usable module after errors", function()
     for _ = 1, 100 do pcall(dec, '{"x":"' .. string.rep("y", 5000) .. '\\q"}') end
     assert.are.equal(1, dec('{"ok":1}').ok)

@@ -1,4 +1,5 @@
-/* json_lua.c -- the `orch.json` module: canonical JSON encoding of Lua values.
+/* json_lua.c -- the `orch.json` module: canonical JSON encoding of Lua values
+ * and exact decoding back to them.
  *
  * Canonical: a given Lua value encodes to the same bytes in every process,
  * whatever the per-process table hash seed, so the output can be hashed into
@@ -37,19 +38,12 @@
  * Nothing of lua-cjson's is looked up; __jsontype is the only array marker.
  * cjson.null is the same NULL lightuserdata as json.null.
  *
- * Memory: the output is built in a char array on the C stack and moves to a
- * Lua userdata anchored in a fixed stack slot when it outgrows it; key arrays
- * for large objects are userdata too.  A Lua error therefore leaks nothing,
- * and no C allocation needs freeing.
- *
- * Depends on: Lua 5.4 (lua.h, lauxlib.h); libc (snprintf, strtod, qsort);
- * nothing else.
- *
  * Decoding rules (decode(text [, want_order])):
- *   number without . or e    Lua integer; beyond int64: error "integer N at
- *                            .path does not fit in 64 bits" (never rounded)
- *   other number             Lua float (lua_stringtonumber); overflow to
- *                            infinity is an error
+ *   number without . or e    Lua integer (-0 is 0); beyond int64: error
+ *                            "integer N at .path does not fit in 64 bits"
+ *   other number             Lua float, correctly rounded (short decimals
+ *                            directly, others by lua_stringtonumber);
+ *                            overflow to infinity is an error
  *   string                   must be UTF-8 (error naming the path), \u
  *                            escapes become UTF-8, a lone surrogate is an error
  *   []                       an empty table with json.array_mt, so it encodes
@@ -60,6 +54,14 @@
  *   more than 1000 nested    error "nested too deep at byte N"
  * With want_order, a second result lists the keys of a top-level object in
  * input order (nil for other values); callers use it as encode's order.
+ *
+ * Memory: the output is built in a char array on the C stack and moves to a
+ * Lua userdata anchored in a fixed stack slot when it outgrows it; key arrays
+ * for large objects are userdata too.  A Lua error therefore leaks nothing,
+ * and no C allocation needs freeing.  The decoder's state is on the C stack
+ * and each value goes straight onto the Lua stack: the same holds.
+ *
+ * Depends on: Lua 5.4 (lua.h, lauxlib.h); libc (snprintf, strtod, qsort).
  */
 #include "json_lua.h"
 
@@ -799,7 +801,8 @@ static size_t json_uescape(struct json_dec *d, char *out)
     const char *at = d->p;
     long cp;
 
-    if (d->end - d->p < 6 || (cp = json_hex4(d->p + 2)) < 0) {
+    cp = d->end - d->p < 6 ? -1 : json_hex4(d->p + 2);
+    if (cp < 0) {
         json_syntax(d, at, "invalid \\u escape");
     }
     d->p += 6;
@@ -882,14 +885,26 @@ static void json_decode_escaped(struct json_dec *d, const char *start, int iskey
                 json_unexpected(d);
             }
             switch (p[1]) {
-            case '"': ch = '"'; break;
-            case '\\': ch = '\\'; break;
-            case '/': ch = '/'; break;
-            case 'b': ch = '\b'; break;
-            case 'f': ch = '\f'; break;
-            case 'n': ch = '\n'; break;
-            case 'r': ch = '\r'; break;
-            case 't': ch = '\t'; break;
+            case '"':
+            case '\\':
+            case '/':
+                ch = p[1];
+                break;
+            case 'b':
+                ch = '\b';
+                break;
+            case 'f':
+                ch = '\f';
+                break;
+            case 'n':
+                ch = '\n';
+                break;
+            case 'r':
+                ch = '\r';
+                break;
+            case 't':
+                ch = '\t';
+                break;
             case 'u': {
                 char u8[4];
                 d->p = p;
@@ -1232,8 +1247,16 @@ static void json_decode_value(struct json_dec *d)
         lua_pushlightuserdata(d->L, NULL);
         break;
     case '-':
-    case '0': case '1': case '2': case '3': case '4':
-    case '5': case '6': case '7': case '8': case '9':
+    case '0':
+    case '1':
+    case '2':
+    case '3':
+    case '4':
+    case '5':
+    case '6':
+    case '7':
+    case '8':
+    case '9':
         json_decode_number(d);
         break;
     default:

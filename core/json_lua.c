@@ -1,21 +1,30 @@
-/* json_lua.c -- the `orch.json` module: canonical JSON encoding of Lua values.
+/* json_lua.c -- the `orch.json` module: canonical JSON encoding of Lua values
+ * and exact decoding back to them.
  *
  * Canonical: a given Lua value encodes to the same bytes in every process,
  * whatever the per-process table hash seed, so the output can be hashed into
  * cache keys.  Object keys are emitted in byte-wise (memcmp) order and every
- * number has exactly one spelling.  Decoding is lua-cjson's (see
- * l_json_decode).
+ * number has exactly one spelling.
+ *
+ * Exact: decode builds Lua values directly, so what is read and written back
+ * is the same value -- integers stay integers (64-bit), floats stay floats,
+ * [] stays [] -- and, for text in this canonical form, the same bytes.
+ * lua-cjson 2.1.0 (Debian's) decodes every number as a double and [] as {},
+ * which is why it is not used (see bench/json_decode.lua for the speed).
  *
  * Encoding rules (the specs in tests/spec/json_spec.lua pin them down):
  *   nil                      error (a table cannot hold nil, so top level only)
  *   boolean                  true / false
  *   integer                  decimal, e.g. -42
- *   float, integral, |x|<2^53  written like the integer: 3.0 -> 3, -0.0 -> 0
- *   other finite float       shortest of %.15g/%.16g/%.17g that reads back
- *                            exactly: 0.1 -> 0.1, 1e300 -> 1e+300
+ *   finite float             shortest of %.15g/%.16g/%.17g that reads back
+ *                            exactly, with ".0" added when that has neither
+ *                            '.' nor an exponent, so it reads back as a float:
+ *                            0.1 -> 0.1, 3.0 -> 3.0, 1e300 -> 1e+300,
+ *                            -0.0 -> 0.0 (-0.0 == 0.0 in Lua)
  *   NaN, +-inf               error
  *   string                   bytes as is, except '"' '\\' and bytes < 0x20
- *                            and 0x7f, which are escaped; no UTF-8 checking
+ *                            and 0x7f, which are escaped; must be UTF-8
+ *                            (error "invalid UTF-8 at .path")
  *   lightuserdata NULL       null (this is cjson.null and json.null)
  *   table with keys 1..n     array, n >= 1
  *   other table              object; string keys, integer keys written in
@@ -26,22 +35,40 @@
  *   thread, other key types  "... at [3]" (Lua's 1-based index)
  *   more than 64 nested tables  error "nested too deep (cycle?)"
  *
- * lua-cjson 2.1.0 (Debian's) has no empty_array / array_mt, so nothing of
- * cjson's is looked up by the encoder; __jsontype is the only marker.
+ * Nothing of lua-cjson's is looked up; __jsontype is the only array marker.
+ * cjson.null is the same NULL lightuserdata as json.null.
+ *
+ * Decoding rules (decode(text [, want_order])):
+ *   number without . or e    Lua integer (-0 is 0); beyond int64: error
+ *                            "integer N at .path does not fit in 64 bits"
+ *   other number             Lua float, correctly rounded (short decimals
+ *                            directly, others by lua_stringtonumber);
+ *                            overflow to infinity is an error
+ *   string                   must be UTF-8 (error naming the path), \u
+ *                            escapes become UTF-8, a lone surrogate is an error
+ *   []                       an empty table with json.array_mt, so it encodes
+ *                            back as []; other arrays are plain sequences
+ *   {}                       a plain table; a repeated key: the last one wins
+ *   null                     json.null
+ *   syntax errors            "<what> at byte N" (1-based)
+ *   more than 1000 nested    error "nested too deep at byte N"
+ * With want_order, a second result lists the keys of a top-level object in
+ * input order (nil for other values); callers use it as encode's order.
  *
  * Memory: the output is built in a char array on the C stack and moves to a
  * Lua userdata anchored in a fixed stack slot when it outgrows it; key arrays
  * for large objects are userdata too.  A Lua error therefore leaks nothing,
- * and no C allocation needs freeing.
+ * and no C allocation needs freeing.  The decoder's state is on the C stack
+ * and each value goes straight onto the Lua stack: the same holds.
  *
- * Depends on: Lua 5.4 (lua.h, lauxlib.h); libc (snprintf, strtod, qsort);
- * lua-cjson at run time for decode only.
+ * Depends on: Lua 5.4 (lua.h, lauxlib.h); libc (snprintf, strtod, qsort).
  */
 #include "json_lua.h"
 
 #include <lauxlib.h>
 #include <lua.h>
 
+#include <limits.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -54,7 +81,9 @@ _Static_assert(sizeof(lua_Number) == sizeof(double),
 #define JSON_MAXDEPTH 64
 #define JSON_SMALLKEYS 16
 #define JSON_INITBUF 1024
-#define JSON_MAXSAFE 9007199254740992.0 /* 2^53 */
+#define JSON_DEC_MAXDEPTH 1000
+#define JSON_DEC_MAXHINT 64 /* most slots pre-sized for a top-level object */
+#define JSON_EXACT 9007199254740992ULL /* 2^53: integers up to it are exact doubles */
 
 enum json_kind { JSON_KIND_AUTO, JSON_KIND_ARRAY, JSON_KIND_OBJECT };
 
@@ -121,20 +150,19 @@ static int json_is_ident(const char *s, size_t len)
     return 1;
 }
 
-/* Raises "<msg> at <path>", path like .stats.rows[3]["a b"] or "." for the
- * top-level value.  Never returns. */
-static _Noreturn void json_fail(struct json_enc *e, const char *msg)
+/* Pushes the text of path[0..n), like .stats.rows[3]["a b"], or "." for
+ * the top-level value.  May raise a memory error. */
+static void json_pushpath(lua_State *L, const struct json_seg *path, int n)
 {
-    lua_State *L = e->L;
     luaL_Buffer b;
 
     luaL_checkstack(L, 4, NULL);
     luaL_buffinit(L, &b);
-    if (e->pathlen == 0) {
+    if (n == 0) {
         luaL_addchar(&b, '.');
     }
-    for (int i = 0; i < e->pathlen; i++) {
-        const struct json_seg *seg = &e->path[i];
+    for (int i = 0; i < n; i++) {
+        const struct json_seg *seg = &path[i];
         if (seg->key == NULL) {
             char num[40];
             snprintf(num, sizeof num, "[%lld]", (long long)seg->idx);
@@ -149,8 +177,51 @@ static _Noreturn void json_fail(struct json_enc *e, const char *msg)
         }
     }
     luaL_pushresult(&b);
-    luaL_error(L, "%s at %s", msg, lua_tostring(L, -1));
+}
+
+/* Raises "<msg> at <path>".  Never returns. */
+static _Noreturn void json_fail(struct json_enc *e, const char *msg)
+{
+    json_pushpath(e->L, e->path, e->pathlen);
+    luaL_error(e->L, "%s at %s", msg, lua_tostring(e->L, -1));
     abort(); /* not reached: luaL_error longjmps, but is not declared noreturn */
+}
+
+/* Length of the well-formed UTF-8 sequence at p (RFC 3629: no overlong
+ * forms, no surrogates, nothing above U+10FFFF), 0 if there is none.  p[0]
+ * is below end. */
+static inline size_t json_utf8len(const unsigned char *p, const unsigned char *end)
+{
+    unsigned char c = p[0];
+    size_t avail = (size_t)(end - p);
+
+    if (c < 0x80) {
+        return 1;
+    }
+    if (c < 0xc2) {
+        return 0;
+    }
+    if (c < 0xe0) {
+        return avail >= 2 && (p[1] & 0xc0) == 0x80 ? 2 : 0;
+    }
+    if (c < 0xf0) {
+        unsigned char lo = c == 0xe0 ? 0xa0 : 0x80;
+        unsigned char hi = c == 0xed ? 0x9f : 0xbf;
+        if (avail < 3 || p[1] < lo || p[1] > hi || (p[2] & 0xc0) != 0x80) {
+            return 0;
+        }
+        return 3;
+    }
+    if (c < 0xf5) {
+        unsigned char lo = c == 0xf0 ? 0x90 : 0x80;
+        unsigned char hi = c == 0xf4 ? 0x8f : 0xbf;
+        if (avail < 4 || p[1] < lo || p[1] > hi || (p[2] & 0xc0) != 0x80 ||
+            (p[3] & 0xc0) != 0x80) {
+            return 0;
+        }
+        return 4;
+    }
+    return 0;
 }
 
 /* Makes room for need more bytes by moving the output into a bigger
@@ -229,14 +300,15 @@ static void json_putint(struct json_enc *e, lua_Integer v)
 /* See the rules at the top of the file.  Raises on NaN and infinities. */
 static void json_putfloat(struct json_enc *e, lua_Number x)
 {
-    char num[40];
+    char num[48];
     int len = 0;
+    int plain = 1; /* no '.' and no exponent yet: add ".0" */
 
     if (isnan(x) || isinf(x)) {
         json_fail(e, "cannot encode NaN/inf");
     }
-    if (x == floor(x) && fabs(x) < JSON_MAXSAFE) {
-        json_putint(e, (lua_Integer)x); /* -0.0 becomes 0 here */
+    if (x == 0) {
+        json_putmem(e, "0.0", 3); /* -0.0 too */
         return;
     }
     for (int prec = 15; prec <= 17; prec++) {
@@ -249,20 +321,38 @@ static void json_putfloat(struct json_enc *e, lua_Number x)
         if (num[i] == ',') {
             num[i] = '.'; /* a locale with a decimal comma */
         }
+        if (num[i] == '.' || num[i] == ',' || num[i] == 'e') {
+            plain = 0;
+        }
+    }
+    if (plain) {
+        num[len] = '.';
+        num[len + 1] = '0';
+        len += 2;
     }
     json_putmem(e, num, (size_t)len);
 }
 
-static void json_putstr(struct json_enc *e, const char *s, size_t len)
+/* Writes s as a JSON string.  iskey: s is an object key, for the message
+ * when it is not UTF-8 (the path then names the object). */
+static void json_putstr(struct json_enc *e, const char *s, size_t len, int iskey)
 {
     static const char hex[] = "0123456789abcdef";
+    const unsigned char *u8 = (const unsigned char *)s;
     size_t run = 0;
 
     json_putc(e, '"');
     for (size_t i = 0; i < len; i++) {
-        unsigned char c = (unsigned char)s[i];
+        unsigned char c = u8[i];
         char esc = json_esc[c];
         if (esc == 0) {
+            if (c >= 0x80) {
+                size_t n = json_utf8len(u8 + i, u8 + len);
+                if (n == 0) {
+                    json_fail(e, iskey ? "invalid UTF-8 in a key" : "invalid UTF-8");
+                }
+                i += n - 1;
+            }
             continue;
         }
         json_putmem(e, s + run, i - run);
@@ -403,7 +493,7 @@ static void json_encode_member(struct json_enc *e, int idx, struct json_key *k,
     if (!first) {
         json_putc(e, ',');
     }
-    json_putstr(e, json_keytext(k), k->len);
+    json_putstr(e, json_keytext(k), k->len, 1);
     json_putc(e, ':');
     if (k->vidx != 0) {
         lua_pushvalue(L, k->vidx);
@@ -564,7 +654,7 @@ static void json_encode_value(struct json_enc *e, int idx)
     case LUA_TSTRING: {
         size_t len;
         const char *s = lua_tolstring(L, idx, &len);
-        json_putstr(e, s, len);
+        json_putstr(e, s, len, 0);
         break;
     }
     case LUA_TTABLE:
@@ -621,44 +711,606 @@ static int l_json_encode(lua_State *L)
     return 1;
 }
 
-/* Puts a private cjson decoder (cjson.new().decode, so settings changed on
- * the shared cjson module do not leak in) into upvalue 1.  Raises if
- * lua-cjson cannot be loaded. */
-static void json_load_decoder(lua_State *L)
-{
-    int top = lua_gettop(L);
+/* ---- decoding ---- */
 
-    if (lua_getglobal(L, "require") != LUA_TFUNCTION) {
-        luaL_error(L, "orch.json.decode needs lua-cjson, and require is unavailable");
-    }
-    lua_pushliteral(L, "cjson");
-    lua_call(L, 1, 1);
-    if (lua_getfield(L, -1, "new") == LUA_TFUNCTION) {
-        lua_call(L, 0, 1);
-    } else {
-        lua_pop(L, 1);
-    }
-    if (lua_getfield(L, -1, "decode") != LUA_TFUNCTION) {
-        luaL_error(L, "orch.json.decode: cjson has no decode function");
-    }
-    lua_replace(L, lua_upvalueindex(1));
-    lua_settop(L, top);
+struct json_dec {
+    lua_State *L;
+    const char *s;   /* the text (a Lua string kept alive in slot 1) */
+    const char *p;   /* next byte to read */
+    const char *end;
+    int arraymt;     /* stack slot of json.array_mt */
+    int orderidx;    /* stack slot of the key-order table, 0 if not wanted */
+    int depth;       /* arrays and objects currently open */
+    int pathlen;
+    int tophint;     /* slots to give a top-level object: the last one's size */
+    int topcount;    /* members of this text's top-level object */
+    struct json_seg path[JSON_DEC_MAXDEPTH + 1];
+};
+
+static void json_decode_value(struct json_dec *d);
+
+/* Decoding errors are about the text, not the code: raised with lua_error,
+ * so no "file:line:" of the caller is prefixed. */
+
+/* Raises "<what> at byte N", N the 1-based offset of at.  Never returns. */
+static _Noreturn void json_syntax(struct json_dec *d, const char *at, const char *what)
+{
+    lua_pushfstring(d->L, "%s at byte %I", what, (lua_Integer)(at - d->s) + 1);
+    lua_error(d->L);
+    abort(); /* not reached */
 }
 
-/* decode(s) -> value: lua-cjson's decode.  Raises on malformed JSON (use
- * pcall, or cjson.safe, for untrusted input).  null decodes to json.null;
- * numbers decode to floats (1 -> 1.0), which encode back to the same text. */
+/* Raises "<pre> at <path><post>".  Never returns. */
+static _Noreturn void json_dec_fail(struct json_dec *d, const char *pre, const char *post)
+{
+    json_pushpath(d->L, d->path, d->pathlen);
+    lua_pushfstring(d->L, "%s at %s%s", pre, lua_tostring(d->L, -1), post);
+    lua_error(d->L);
+    abort(); /* not reached */
+}
+
+/* Raises "unexpected ..." for the byte at d->p, or end of input. */
+static _Noreturn void json_unexpected(struct json_dec *d)
+{
+    char what[40];
+
+    if (d->p >= d->end) {
+        json_syntax(d, d->p, "unexpected end of input");
+    }
+    unsigned char c = (unsigned char)*d->p;
+    if (c > 0x20 && c < 0x7f) {
+        snprintf(what, sizeof what, "unexpected '%c'", c);
+    } else {
+        snprintf(what, sizeof what, "unexpected byte 0x%02x", c);
+    }
+    json_syntax(d, d->p, what);
+}
+
+static inline void json_skipws(struct json_dec *d)
+{
+    const char *p = d->p;
+    while (p < d->end && (*p == ' ' || *p == '\n' || *p == '\r' || *p == '\t')) {
+        p++;
+    }
+    d->p = p;
+}
+
+static int json_hex4(const char *p)
+{
+    int v = 0;
+    for (int i = 0; i < 4; i++) {
+        char c = p[i];
+        v <<= 4;
+        if (c >= '0' && c <= '9') {
+            v |= c - '0';
+        } else if (c >= 'a' && c <= 'f') {
+            v |= c - 'a' + 10;
+        } else if (c >= 'A' && c <= 'F') {
+            v |= c - 'A' + 10;
+        } else {
+            return -1;
+        }
+    }
+    return v;
+}
+
+/* Reads \uXXXX (possibly a surrogate pair) at d->p (the backslash) into
+ * out as UTF-8; returns its length and advances d->p. */
+static size_t json_uescape(struct json_dec *d, char *out)
+{
+    const char *at = d->p;
+    long cp;
+
+    cp = d->end - d->p < 6 ? -1 : json_hex4(d->p + 2);
+    if (cp < 0) {
+        json_syntax(d, at, "invalid \\u escape");
+    }
+    d->p += 6;
+    if (cp >= 0xdc00 && cp <= 0xdfff) {
+        char what[48];
+        snprintf(what, sizeof what, "lone surrogate \\u%04lx", cp);
+        json_syntax(d, at, what);
+    }
+    if (cp >= 0xd800 && cp <= 0xdbff) {
+        long lo = -1;
+        if (d->end - d->p >= 6 && d->p[0] == '\\' && d->p[1] == 'u') {
+            lo = json_hex4(d->p + 2);
+        }
+        if (lo < 0xdc00 || lo > 0xdfff) {
+            char what[48];
+            snprintf(what, sizeof what, "lone surrogate \\u%04lx", cp);
+            json_syntax(d, at, what);
+        }
+        d->p += 6;
+        cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
+    }
+    if (cp < 0x80) {
+        out[0] = (char)cp;
+        return 1;
+    }
+    if (cp < 0x800) {
+        out[0] = (char)(0xc0 | (cp >> 6));
+        out[1] = (char)(0x80 | (cp & 0x3f));
+        return 2;
+    }
+    if (cp < 0x10000) {
+        out[0] = (char)(0xe0 | (cp >> 12));
+        out[1] = (char)(0x80 | ((cp >> 6) & 0x3f));
+        out[2] = (char)(0x80 | (cp & 0x3f));
+        return 3;
+    }
+    out[0] = (char)(0xf0 | (cp >> 18));
+    out[1] = (char)(0x80 | ((cp >> 12) & 0x3f));
+    out[2] = (char)(0x80 | ((cp >> 6) & 0x3f));
+    out[3] = (char)(0x80 | (cp & 0x3f));
+    return 4;
+}
+
+/* Checks the UTF-8 sequence at p; returns its length or raises. */
+static inline size_t json_dec_utf8(struct json_dec *d, const char *p, int iskey)
+{
+    size_t n = json_utf8len((const unsigned char *)p, (const unsigned char *)d->end);
+    if (n == 0) {
+        json_dec_fail(d, iskey ? "invalid UTF-8 in a key" : "invalid UTF-8", "");
+    }
+    return n;
+}
+
+/* The slow path of json_decode_string: text with escapes, from d->p (a
+ * backslash) on; start..d->p is already known plain.  Pushes the string. */
+static void json_decode_escaped(struct json_dec *d, const char *start, int iskey)
+{
+    luaL_Buffer b;
+    const char *p = d->p;
+    const char *run = start;
+
+    luaL_buffinit(d->L, &b);
+    for (;;) {
+        if (p >= d->end) {
+            d->p = p;
+            json_unexpected(d);
+        }
+        unsigned char c = (unsigned char)*p;
+        if (c == '"') {
+            luaL_addlstring(&b, run, (size_t)(p - run));
+            d->p = p + 1;
+            luaL_pushresult(&b);
+            return;
+        }
+        if (c == '\\') {
+            char ch;
+            luaL_addlstring(&b, run, (size_t)(p - run));
+            if (p + 1 >= d->end) {
+                d->p = p + 1;
+                json_unexpected(d);
+            }
+            switch (p[1]) {
+            case '"':
+            case '\\':
+            case '/':
+                ch = p[1];
+                break;
+            case 'b':
+                ch = '\b';
+                break;
+            case 'f':
+                ch = '\f';
+                break;
+            case 'n':
+                ch = '\n';
+                break;
+            case 'r':
+                ch = '\r';
+                break;
+            case 't':
+                ch = '\t';
+                break;
+            case 'u': {
+                char u8[4];
+                d->p = p;
+                size_t n = json_uescape(d, u8);
+                luaL_addlstring(&b, u8, n);
+                p = d->p;
+                run = p;
+                continue;
+            }
+            default:
+                json_syntax(d, p, "invalid escape");
+            }
+            luaL_addchar(&b, ch);
+            p += 2;
+            run = p;
+        } else if (c < 0x20) {
+            json_syntax(d, p, "control character in a string");
+        } else if (c >= 0x80) {
+            p += json_dec_utf8(d, p, iskey);
+        } else {
+            p++;
+        }
+    }
+}
+
+/* Reads the string at d->p (the opening quote) and pushes it. */
+static void json_decode_string(struct json_dec *d, int iskey)
+{
+    const char *start = d->p + 1;
+    const char *p = start;
+    const char *end = d->end;
+
+    while (p < end) {
+        unsigned char c = (unsigned char)*p;
+        if (c == '"') {
+            lua_pushlstring(d->L, start, (size_t)(p - start));
+            d->p = p + 1;
+            return;
+        }
+        if (c == '\\') {
+            d->p = p;
+            json_decode_escaped(d, start, iskey);
+            return;
+        }
+        if (c < 0x20) {
+            json_syntax(d, p, "control character in a string");
+        }
+        if (c >= 0x80) {
+            p += json_dec_utf8(d, p, iskey);
+        } else {
+            p++;
+        }
+    }
+    d->p = p;
+    json_unexpected(d);
+}
+
+/* Reads the number at d->p and pushes it: an integer when it has no
+ * fraction or exponent, else a float.  See the rules at the top. */
+static void json_decode_number(struct json_dec *d)
+{
+    const char *start = d->p;
+    const char *p = start;
+    const char *end = d->end;
+    int neg = 0;
+    int isfloat = 0;
+    unsigned long long u = 0;
+    int overflow = 0;
+
+    if (p < end && *p == '-') {
+        neg = 1;
+        p++;
+    }
+    if (p >= end || *p < '0' || *p > '9') {
+        json_syntax(d, start, "invalid number");
+    }
+    if (*p == '0') {
+        p++;
+        if (p < end && *p >= '0' && *p <= '9') {
+            json_syntax(d, start, "invalid number");
+        }
+    } else {
+        while (p < end && *p >= '0' && *p <= '9') {
+            unsigned digit = (unsigned)(*p - '0');
+            if (u > (ULLONG_MAX - digit) / 10) {
+                overflow = 1;
+            } else {
+                u = u * 10 + digit;
+            }
+            p++;
+        }
+    }
+    int e10 = 0; /* the value is u * 10^e10 while exact stays set */
+    int exact = !overflow;
+    if (p < end && *p == '.') {
+        isfloat = 1;
+        p++;
+        if (p >= end || *p < '0' || *p > '9') {
+            json_syntax(d, start, "invalid number");
+        }
+        while (p < end && *p >= '0' && *p <= '9') {
+            unsigned digit = (unsigned)(*p - '0');
+            if (u > (JSON_EXACT - digit) / 10) {
+                exact = 0;
+            } else {
+                u = u * 10 + digit;
+                e10--;
+            }
+            p++;
+        }
+    }
+    if (p < end && (*p == 'e' || *p == 'E')) {
+        int eneg = 0;
+        int ev = 0;
+        isfloat = 1;
+        p++;
+        if (p < end && (*p == '+' || *p == '-')) {
+            eneg = *p == '-';
+            p++;
+        }
+        if (p >= end || *p < '0' || *p > '9') {
+            json_syntax(d, start, "invalid number");
+        }
+        while (p < end && *p >= '0' && *p <= '9') {
+            if (ev < 10000) {
+                ev = ev * 10 + (*p - '0');
+            }
+            p++;
+        }
+        e10 += eneg ? -ev : ev;
+    }
+    d->p = p;
+    size_t len = (size_t)(p - start);
+    if (isfloat && exact && u <= JSON_EXACT && e10 >= -22 && e10 <= 22) {
+        /* Clinger's fast path: u and 10^|e10| are exact doubles, so one
+         * correctly rounded multiply or divide gives strtod's answer. */
+        static const double pow10[] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,
+                                       1e8,  1e9,  1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
+                                       1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
+        double x = (double)u;
+        x = e10 < 0 ? x / pow10[-e10] : x * pow10[e10];
+        lua_pushnumber(d->L, neg ? -x : x);
+        return;
+    }
+    if (!isfloat) {
+        unsigned long long lim = neg ? (unsigned long long)LLONG_MAX + 1 : LLONG_MAX;
+        if (overflow || u > lim) {
+            lua_pushlstring(d->L, start, len);
+            json_dec_fail(d, lua_pushfstring(d->L, "integer %s", lua_tostring(d->L, -1)),
+                          " does not fit in 64 bits");
+        }
+        lua_pushinteger(d->L, neg ? (lua_Integer)(0ULL - u) : (lua_Integer)u);
+        return;
+    }
+    char buf[64];
+    const char *text = buf;
+    if (len < sizeof buf) {
+        memcpy(buf, start, len);
+        buf[len] = '\0';
+    } else {
+        text = lua_pushlstring(d->L, start, len); /* popped below */
+    }
+    if (lua_stringtonumber(d->L, text) == 0) {
+        json_syntax(d, start, "invalid number"); /* not reached: checked above */
+    }
+    if (text != buf) {
+        lua_remove(d->L, -2);
+    }
+    lua_Number x = lua_tonumber(d->L, -1);
+    if (isinf(x)) {
+        lua_pushlstring(d->L, start, len);
+        json_dec_fail(d, lua_pushfstring(d->L, "number %s", lua_tostring(d->L, -1)),
+                      " does not fit in a double");
+    }
+}
+
+/* Matches the literal word at d->p, else raises naming what is there. */
+static void json_decode_word(struct json_dec *d, const char *word, size_t len)
+{
+    if ((size_t)(d->end - d->p) >= len && memcmp(d->p, word, len) == 0) {
+        d->p += len;
+        return;
+    }
+    size_t n = 0;
+    while (d->p + n < d->end && n < 16 && d->p[n] >= 'a' && d->p[n] <= 'z') {
+        n++;
+    }
+    if (n == 0) {
+        json_unexpected(d);
+    }
+    lua_pushlstring(d->L, d->p, n);
+    json_syntax(d, d->p, lua_pushfstring(d->L, "unexpected '%s'", lua_tostring(d->L, -1)));
+}
+
+static void json_enter(struct json_dec *d)
+{
+    if (d->depth >= JSON_DEC_MAXDEPTH) {
+        json_syntax(d, d->p, "nested too deep");
+    }
+    luaL_checkstack(d->L, 6, "orch.json: nested too deep");
+    d->depth++;
+}
+
+static void json_decode_array(struct json_dec *d)
+{
+    lua_State *L = d->L;
+    lua_Integer i = 0;
+
+    json_enter(d);
+    d->p++;
+    lua_newtable(L);
+    json_skipws(d);
+    if (d->p < d->end && *d->p == ']') {
+        d->p++;
+        lua_pushvalue(L, d->arraymt);
+        lua_setmetatable(L, -2);
+        d->depth--;
+        return;
+    }
+    for (;;) {
+        struct json_seg *seg = &d->path[d->pathlen];
+        i++;
+        seg->key = NULL;
+        seg->idx = i;
+        d->pathlen++;
+        json_decode_value(d);
+        d->pathlen--;
+        lua_rawseti(L, -2, i);
+        json_skipws(d);
+        if (d->p < d->end && *d->p == ',') {
+            d->p++;
+            continue;
+        }
+        if (d->p < d->end && *d->p == ']') {
+            d->p++;
+            break;
+        }
+        if (d->p >= d->end) {
+            json_unexpected(d);
+        }
+        json_syntax(d, d->p, "expected ',' or ']'");
+    }
+    d->depth--;
+}
+
+static void json_decode_object(struct json_dec *d)
+{
+    lua_State *L = d->L;
+    int toplevel = d->depth == 0;
+
+    json_enter(d);
+    d->p++;
+    /* JSONL rows share a shape: sizing a row's table like the last one
+     * saves its rehashes (a third of the time on rows of ten numbers) */
+    lua_createtable(L, 0, toplevel ? d->tophint : 0);
+    json_skipws(d);
+    if (d->p < d->end && *d->p == '}') {
+        d->p++;
+        d->depth--;
+        return;
+    }
+    for (;;) {
+        size_t klen;
+        json_skipws(d);
+        if (d->p >= d->end) {
+            json_unexpected(d);
+        }
+        if (*d->p != '"') {
+            json_syntax(d, d->p, "expected a string key");
+        }
+        json_decode_string(d, 1);
+        json_skipws(d);
+        if (d->p >= d->end) {
+            json_unexpected(d);
+        }
+        if (*d->p != ':') {
+            json_syntax(d, d->p, "expected ':'");
+        }
+        d->p++;
+        struct json_seg *seg = &d->path[d->pathlen];
+        seg->key = lua_tolstring(L, -1, &klen); /* anchored: the key is on the stack */
+        seg->len = klen;
+        d->pathlen++;
+        json_decode_value(d);
+        d->pathlen--;
+        d->topcount += toplevel;
+        if (toplevel && d->orderidx != 0) {
+            lua_pushvalue(L, -2);
+            if (lua_rawget(L, -4) == LUA_TNIL) {
+                lua_pushvalue(L, -3);
+                lua_rawseti(L, d->orderidx, (lua_Integer)lua_rawlen(L, d->orderidx) + 1);
+            }
+            lua_pop(L, 1);
+        }
+        lua_rawset(L, -3);
+        json_skipws(d);
+        if (d->p < d->end && *d->p == ',') {
+            d->p++;
+            continue;
+        }
+        if (d->p < d->end && *d->p == '}') {
+            d->p++;
+            break;
+        }
+        if (d->p >= d->end) {
+            json_unexpected(d);
+        }
+        json_syntax(d, d->p, "expected ',' or '}'");
+    }
+    d->depth--;
+}
+
+/* Reads one value at d->p (after white space) and pushes it. */
+static void json_decode_value(struct json_dec *d)
+{
+    json_skipws(d);
+    if (d->p >= d->end) {
+        json_unexpected(d);
+    }
+    switch (*d->p) {
+    case '{':
+        json_decode_object(d);
+        break;
+    case '[':
+        json_decode_array(d);
+        break;
+    case '"':
+        json_decode_string(d, 0);
+        break;
+    case 't':
+        json_decode_word(d, "true", 4);
+        lua_pushboolean(d->L, 1);
+        break;
+    case 'f':
+        json_decode_word(d, "false", 5);
+        lua_pushboolean(d->L, 0);
+        break;
+    case 'n':
+        json_decode_word(d, "null", 4);
+        lua_pushlightuserdata(d->L, NULL);
+        break;
+    case '-':
+    case '0':
+    case '1':
+    case '2':
+    case '3':
+    case '4':
+    case '5':
+    case '6':
+    case '7':
+    case '8':
+    case '9':
+        json_decode_number(d);
+        break;
+    default:
+        json_unexpected(d);
+    }
+}
+
+/* decode(text [, want_order]) -> value [, keys].  Raises on malformed JSON,
+ * integers beyond 64 bits and text that is not UTF-8 (see the rules at the
+ * top; use pcall for untrusted input).  Upvalue 1: json.array_mt; upvalue
+ * 2: the size of the last top-level object decoded (a hint only).  The
+ * decoder state lives on the C stack and every value goes straight onto the
+ * Lua stack, so an error leaks nothing. */
 static int l_json_decode(lua_State *L)
 {
-    luaL_checklstring(L, 1, NULL);
+    struct json_dec d;
+    size_t len;
+    const char *s = luaL_checklstring(L, 1, &len);
+    int want_order = lua_toboolean(L, 2);
+
     lua_settop(L, 1);
-    if (lua_isnil(L, lua_upvalueindex(1))) {
-        json_load_decoder(L);
+    lua_pushvalue(L, lua_upvalueindex(1)); /* slot 2: array_mt */
+    d.L = L;
+    d.s = s;
+    d.p = s;
+    d.end = s + len;
+    d.arraymt = 2;
+    d.orderidx = 0;
+    d.depth = 0;
+    d.pathlen = 0;
+    d.tophint = (int)lua_tointeger(L, lua_upvalueindex(2));
+    d.topcount = 0;
+    if (want_order) {
+        lua_newtable(L); /* slot 3 */
+        d.orderidx = 3;
     }
-    lua_pushvalue(L, lua_upvalueindex(1));
-    lua_insert(L, 1);
-    lua_call(L, 1, 1);
-    return 1;
+    json_decode_value(&d);
+    json_skipws(&d);
+    if (d.p < d.end) {
+        json_syntax(&d, d.p, "unexpected data after the value");
+    }
+    if (d.topcount != d.tophint && lua_type(L, -1) == LUA_TTABLE) {
+        lua_pushinteger(L, d.topcount < JSON_DEC_MAXHINT ? d.topcount : JSON_DEC_MAXHINT);
+        lua_replace(L, lua_upvalueindex(2));
+    }
+    if (!want_order) {
+        return 1;
+    }
+    if (s[strspn(s, " \t\r\n")] != '{') { /* not an object: no key order */
+        lua_pushnil(L);
+        return 2;
+    }
+    lua_pushvalue(L, 3);
+    return 2;
 }
 
 static const luaL_Reg json_funcs[] = {
@@ -677,12 +1329,13 @@ static void json_newmarker(lua_State *L, const char *field, const char *kind)
 int luaopen_orch_json(lua_State *L)
 {
     luaL_newlib(L, json_funcs);
-    lua_pushnil(L); /* upvalue: cjson's decode, loaded on first use */
-    lua_pushcclosure(L, l_json_decode, 1);
-    lua_setfield(L, -2, "decode");
     lua_pushlightuserdata(L, NULL);
     lua_setfield(L, -2, "null");
     json_newmarker(L, "array_mt", "array");
     json_newmarker(L, "object_mt", "object");
+    lua_getfield(L, -1, "array_mt"); /* upvalue: [] decodes with this metatable */
+    lua_pushinteger(L, 0);           /* upvalue: the last top-level object's size */
+    lua_pushcclosure(L, l_json_decode, 2);
+    lua_setfield(L, -2, "decode");
     return 1;
 }

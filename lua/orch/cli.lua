@@ -4,7 +4,6 @@
 -- 0 done, 1 failed, 2 usage or workflow error, 3 paused.
 local check = require "orch.check"
 local json = require "orch.json"
-local cjson = require "cjson"
 local runs = require "orch.runs"
 local sys = require "orch.sys"
 local store = require "orch.store"
@@ -273,7 +272,7 @@ end
 local function run_origin(st, run)
   for _, ev in ipairs(st:event_list(run.id) or {}) do
     if ev.type == "started" and ev.data then
-      local ok, d = pcall(cjson.decode, ev.data)
+      local ok, d = pcall(json.decode, ev.data)
       if ok and type(d) == "table" then
         return d.cwd, d.workflow
       end
@@ -290,7 +289,7 @@ local function resume_one(st, run, opts)
       return 2
     end
   end
-  local ok, params = pcall(cjson.decode, run.params or "{}")
+  local ok, params = pcall(json.decode, run.params or "{}")
   params = ok and type(params) == "table" and params or {}
   local path = run.workflow_path
   if given and sys.realpath(given) == run.workflow_path then
@@ -677,9 +676,10 @@ end
 
 -- Export ---------------------------------------------------------------
 
-local function csv_writer(fh)
+-- order: the columns, when known; else the first row's keys, sorted.
+local function csv_writer(fh, order)
   local oio = require "orch.io"
-  local cols
+  local cols = order
   return function(row)
     if cols == nil then
       cols = {}
@@ -687,6 +687,9 @@ local function csv_writer(fh)
         cols[#cols + 1] = k
       end
       table.sort(cols)
+    end
+    if order ~= false then
+      order = false
       fh:write(oio.csv_line(cols, #cols))
     end
     local vals = {}
@@ -733,8 +736,20 @@ function M.export(opts)
         return 2
       end
     end
-    local emit = format == "csv" and csv_writer(fh) or function(row)
-      fh:write(json.encode(row), "\n")
+    -- the columns of a CSV export of a JSONL output: its first line's keys,
+    -- in its order (the input's columns, then new fields)
+    local order
+    if format == "csv" and run.output ~= nil and not run.output:match("%.csv$") then
+      local f = io.open(run.output, "rb")
+      local first = f and f:read("l")
+      if f then
+        f:close()
+      end
+      local ok, _, keys = pcall(json.decode, first or "", true)
+      order = ok and keys or nil
+    end
+    local emit = format == "csv" and csv_writer(fh, order) or function(row, keys)
+      fh:write(json.encode(row, keys), "\n")
     end
     if run.output == nil then
       -- no output file: export the per-row results
@@ -762,13 +777,14 @@ function M.export(opts)
       elseif is_csv then
         src:close()
         local r = require("orch.reader").open(run.output, "csv")
+        local header = r:header()
         while true do
           local row, _, _, _, e = r:next()
           if row == nil or (e and e > limit) then
             break
           end
           if row then
-            emit(row)
+            emit(row, header)
           end
         end
         r:close()
@@ -780,7 +796,7 @@ function M.export(opts)
           if used > limit then
             break
           end
-          emit(cjson.decode(line))
+          emit(json.decode(line))
         end
       end
       if src then
@@ -855,7 +871,7 @@ function M.restore(opts)
     run.status, run.error, run.finished_ms = "paused", "restored to checkpoint " .. seq, 0
     run.rows_done = c.input_index
     -- the figures as of that checkpoint, as the resume will count them
-    local mok, m = pcall(cjson.decode, c.memento or "")
+    local mok, m = pcall(json.decode, c.memento or "")
     if mok and type(m) == "table" and type(m.counts) == "table" then
       local counts, totals = m.counts or {}, m.totals or {}
       run.rows_ok, run.rows_failed = counts.ok or 0, counts.failed or 0

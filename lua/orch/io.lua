@@ -4,7 +4,6 @@
 local reader = require "orch.reader"
 local sink = require "orch.sink"
 local json = require "orch.json"
-local cjson = require "cjson"
 
 local M = {}
 
@@ -13,7 +12,31 @@ local M = {}
 -- fatal: the input cannot go on (an I/O error), as opposed to one bad row.
 -- end_offset/end_line: where the next record starts (file sources only),
 -- the cursor a checkpoint records. src:skip(cursor) resumes at one.
--- src.columns: the input's column order when known (CSV).
+-- src.columns: the input's column order when known: a CSV header, or the
+-- keys of the first JSONL object in the order the file has them.
+
+-- The key order of the first line of a JSONL file that is a JSON object
+-- (nil when there is none). Read with a reader of its own, so it is the
+-- same on a fresh run and on a resume that starts mid-file.
+local function jsonl_columns(path)
+  local r = reader.open(path, "lines")
+  if r == nil then
+    return nil
+  end
+  local cols
+  while cols == nil do
+    local text, _, fatal = r:next()
+    if text == nil or (text == false and fatal) then
+      break
+    end
+    if text then
+      local ok, _, order = pcall(json.decode, text, true)
+      cols = ok and order or nil
+    end
+  end
+  r:close()
+  return cols
+end
 
 local function file_source(spec)
   local kind = spec.kind == "csv" and "csv" or "lines"
@@ -21,7 +44,7 @@ local function file_source(spec)
   if r == nil then
     return nil, err
   end
-  local src = { columns = kind == "csv" and r:header() or nil, path = spec.path }
+  local src = { columns = kind == "csv" and r:header() or jsonl_columns(spec.path), path = spec.path }
   if kind == "csv" then
     function src.next()
       local row, line, fatal_or_index, _, e, eline = r:next()
@@ -37,12 +60,12 @@ local function file_source(spec)
       if not text then
         return text, line, fatal_or_index, e, eline
       end
-      local ok, v = pcall(cjson.decode, text)
+      local ok, v = pcall(json.decode, text)
       if not ok then
         return false, string.format("%s:%d: invalid JSON (%s)", path, line, tostring(v)), false, e, eline
       end
       if type(v) ~= "table" or not text:find("^%s*{") then
-        local what = type(v) == "table" and "an array" or v == cjson.null and "null" or type(v)
+        local what = type(v) == "table" and "an array" or v == json.null and "null" or type(v)
         return false, string.format("%s:%d: expected a JSON object, got %s", path, line, what), false, e, eline
       end
       return v, line, e, eline
@@ -125,12 +148,12 @@ end
 
 local function csv_field(v)
   local t = type(v)
-  if v == nil or v == cjson.null then
+  if v == nil or v == json.null then
     return ""
   elseif t == "table" then
     v = json.encode(v)
   elseif t == "number" then
-    v = json.encode(v) -- shortest text that reads back exactly; 3.0 as 3
+    v = json.encode(v) -- as in JSON: shortest text that reads back exactly; 3 and 3.0 differ
   else
     v = tostring(v)
   end

@@ -8,7 +8,6 @@
 local check = require "orch.check"
 local pricing = require "orch.pricing"
 local sched = require "orch.sched"
-local cjson = require "cjson"
 local hash = require "orch.hash"
 local json = require "orch.json"
 local provider_http = require "orch.providers.http"
@@ -123,7 +122,7 @@ local function schema_error(schema, v, path)
       end
     end
     for k, sub in pairs(schema.properties or {}) do
-      if v[k] ~= nil and v[k] ~= cjson.null then
+      if v[k] ~= nil and v[k] ~= json.null then
         local err = schema_error(sub, v[k], path .. "." .. k)
         if err then
           return err
@@ -145,7 +144,7 @@ M.schema_error = schema_error
 
 --- Decodes a JSON reply and checks it against schema; value or nil, reason.
 function M.decode_reply(text, schema)
-  local ok, v = pcall(cjson.decode, json_body(text))
+  local ok, v = pcall(json.decode, json_body(text))
   if not ok then
     return nil, "the model's reply is not valid JSON (" .. tostring(v):gsub("^.-:%d+: ", "") .. ")"
   end

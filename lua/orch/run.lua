@@ -16,7 +16,6 @@ local sched = require "orch.sched"
 local context = require "orch.context"
 local oio = require "orch.io"
 local json = require "orch.json"
-local cjson = require "cjson"
 local sys = require "orch.sys"
 local store = require "orch.store"
 local llm = require "orch.llm"
@@ -256,7 +255,7 @@ function M.rows(wf, opts)
   end
   local memento
   if ckpt then
-    local ok, m = pcall(cjson.decode, ckpt.memento)
+    local ok, m = pcall(json.decode, ckpt.memento)
     if not ok or type(m) ~= "table" then
       return cannot_start("resume", string.format("checkpoint %d of run %s has an unreadable memento", ckpt.seq,
         run.id))

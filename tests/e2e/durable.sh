@@ -138,7 +138,7 @@ run_orch exp.log export "$id" -o exported.jsonl
 expect_eq "export exits 0" "$RC" 0
 if cmp -s exported.jsonl out/slow.jsonl; then ok "export jsonl equals the output"; else bad "export differs"; fi
 run_orch exp2.log export "$id" --format csv -o exported.csv
-expect_eq "export csv has a header and every row" "$(head -1 exported.csv) $(wc -l <exported.csv)" "double,id,n 3001"
+expect_eq "export csv has a header (the input's columns first) and every row" "$(head -1 exported.csv) $(wc -l <exported.csv)" "id,n,double 3001"
 
 # Runaway Lua: a row stuck in a loop fails after burst_timeout, naming the
 # loop's line, and the run goes on; SIGINT stops rows stuck computing, and

@@ -464,16 +464,17 @@ describe("orch.io.open_source", function()
       "[null]", -- 9
     }, "\n") .. "\n")
     local src = assert(oio.open_source(orch.read.jsonl(p)))
-    assert.is_nil(src.columns)
+    assert.are.same({ "id", "t" }, src.columns)
     local function nxt()
       return table.pack(src:next())
     end
     local r = nxt()
     assert.are.same({ id = 1, t = "a" }, r[1])
+    assert.are.equal("integer", math.type(r[1].id))
     assert.are.equal(1, r[2])
     r = nxt()
     assert.is_false(r[1])
-    assert.are.equal(p .. ":2: invalid JSON (Expected object key string but found invalid token at character 2)", r[2])
+    assert.are.equal(p .. ":2: invalid JSON (expected a string key at byte 2)", r[2])
     assert.is_falsy(r[3])
     r = nxt()
     assert.is_false(r[1])
@@ -495,6 +496,48 @@ describe("orch.io.open_source", function()
     assert.is_false(r[1])
     assert.are.equal(p .. ":9: expected a JSON object, got an array", r[2])
     assert.is_nil(src:next())
+    src:close()
+  end)
+
+  it("jsonl: columns are the first object line's keys in file order, also when resuming", function()
+    local p = write_file("cols.jsonl", table.concat({
+      "not json",
+      '{"zeta":1,"id":2,"alpha":{"y":1,"x":2}}',
+      '{"alpha":3,"new":4,"id":5}',
+    }, "\n") .. "\n")
+    local src = assert(oio.open_source(orch.read.jsonl(p)))
+    assert.are.same({ "zeta", "id", "alpha" }, src.columns)
+    src:close()
+    assert.is_nil(assert(oio.open_source(orch.read.jsonl(write_file("none.jsonl", "[1]\n")))).columns)
+    -- the sink writes those first, in that order, then new fields sorted
+    local out = assert(oio.open_sink(orch.write.jsonl(path("cols.out.jsonl")), src.columns))
+    assert.are.equal('{"zeta":1,"id":2,"alpha":{"x":2,"y":1},"b":true}\n',
+      out:encode({ zeta = 1, id = 2, alpha = { y = 1, x = 2 }, b = true }))
+    assert.are.equal('{"id":5,"alpha":3,"new":4}\n', out:encode({ alpha = 3, new = 4, id = 5 }))
+    out:close()
+  end)
+
+  it("jsonl: numbers, [] and {} come through exactly; bad UTF-8 names the field", function()
+    local lines = {
+      '{"id":9223372036854775807,"n":9007199254740993,"f":3.0,"g":0.1,"a":[],"o":{},"x":[[],{"y":[]}]}',
+      '{"id":2,"review":"caf\233"}',
+      '{"id":123456789012345678901}',
+    }
+    local p = write_file("exact.jsonl", table.concat(lines, "\n") .. "\n")
+    local src = assert(oio.open_source(orch.read.jsonl(p)))
+    local out = assert(oio.open_sink(orch.write.jsonl(path("exact.out.jsonl")), src.columns))
+    local row = src:next()
+    assert.are.equal(math.maxinteger, row.id)
+    assert.are.equal("integer", math.type(row.n))
+    assert.are.equal("float", math.type(row.f))
+    assert.are.equal(lines[1] .. "\n", out:encode(row))
+    local bad, err = src:next()
+    assert.is_false(bad)
+    assert.are.equal(p .. ":2: invalid JSON (invalid UTF-8 at .review)", err)
+    bad, err = src:next()
+    assert.is_false(bad)
+    assert.are.equal(p .. ":3: invalid JSON (integer 123456789012345678901 at .id does not fit in 64 bits)", err)
+    out:close()
     src:close()
   end)
 
@@ -571,6 +614,14 @@ describe("orch.io.open_sink", function()
     assert.are.equal('{"z":2,"a":1,"m":"x"}\n{"a":null,"b":1.5}\n', read_file(p))
   end)
 
+  it("jsonl: a string that is not UTF-8 raises naming the field", function()
+    local out = assert(oio.open_sink(orch.write.jsonl(path("u.jsonl")), { "id", "review" }))
+    local ok, err = pcall(out.encode, out, { id = 1, review = "caf\233" })
+    assert.is_false(ok)
+    assert.are.equal("invalid UTF-8 at .review", (err:gsub("^[^:]*:%d+: ", "")))
+    out:close()
+  end)
+
   it("jsonl without input columns sorts keys; unencodable values raise", function()
     local out = assert(oio.open_sink(orch.write.jsonl(path("s.jsonl"))))
     assert.are.equal('{"a":[1,2],"b":"q\\"","c":true}\n', out:encode({ c = true, b = 'q"', a = { 1, 2 } }))
@@ -592,7 +643,7 @@ describe("orch.io.open_sink", function()
     out:close()
     assert.are.equal(table.concat({
       "id,text,alpha,b,big,cr,neg,nl,obj,zeta",
-      '1,"he said ""hi"", bye","[1,2]",true,3,"x\ry",-7,"a\nb","{""k"":""v""}",1.5',
+      '1,"he said ""hi"", bye","[1,2]",true,3.0,"x\ry",-7,"a\nb","{""k"":""v""}",1.5',
       "2,plain,,,,,,,,",
       "3, spaced ,,,,,,,,",
     }, "\n") .. "\n", read_file(p))
@@ -643,7 +694,7 @@ describe("orch.io.open_sink", function()
         local out = assert(oio.open_sink(orch.write.csv(p, { columns = { "x", "y", "z" } })))
         out:write(out:encode({ x = 1 / 3, y = 0.1 + 0.2, z = 2.0 ^ 53 }))
         out:close()
-        assert.are.equal("x,y,z\n0.3333333333333333,0.30000000000000004,9007199254740992\n", read_file(p))
+        assert.are.equal("x,y,z\n0.3333333333333333,0.30000000000000004,9007199254740992.0\n", read_file(p))
       end)
   end)
 

@@ -1,4 +1,4 @@
--- json_spec.lua -- orch.json: canonical encoder (exact bytes) and cjson-backed decode.
+-- json_spec.lua -- orch.json: canonical encoder (exact bytes) and exact decoder.
 local json = require "orch.json"
 local cjson = require "cjson"
 
@@ -30,19 +30,21 @@ describe("orch.json.encode", function()
       assert.are.equal("-9223372036854775808", enc(math.mininteger))
     end)
 
-    it("writes integral floats below 2^53 like integers", function()
-      assert.are.equal("3", enc(3.0))
-      assert.are.equal("-7", enc(-7.0))
-      assert.are.equal("1", enc(1.0))
-      assert.are.equal(enc(1), enc(1.0))
-      assert.are.equal("9007199254740991", enc(2.0 ^ 53 - 1))
-      assert.are.equal("-9007199254740991", enc(-(2.0 ^ 53) + 1))
+    it("writes integral floats with a fraction, so they read back as floats", function()
+      assert.are.equal("3.0", enc(3.0))
+      assert.are.equal("-7.0", enc(-7.0))
+      assert.are.equal("1.0", enc(1.0))
+      assert.are_not.equal(enc(1), enc(1.0))
+      assert.are.equal("9007199254740991.0", enc(2.0 ^ 53 - 1))
+      assert.are.equal("-9007199254740991.0", enc(-(2.0 ^ 53) + 1))
+      assert.are.equal("9007199254740992.0", enc(2.0 ^ 53))
+      assert.are.equal("1e+16", enc(1e16))
     end)
 
-    it("writes -0.0 as 0, since -0.0 == 0 in Lua", function()
-      assert.are.equal("0", enc(-0.0))
-      assert.are.equal("0", enc(0.0))
-      assert.are.equal('[0,0]', enc({ -0.0, 0 }))
+    it("writes -0.0 as 0.0, since -0.0 == 0.0 in Lua", function()
+      assert.are.equal("0.0", enc(-0.0))
+      assert.are.equal("0.0", enc(0.0))
+      assert.are.equal('[0.0,0]', enc({ -0.0, 0 }))
     end)
 
     it("writes other floats with the shortest of %.15g/%.16g/%.17g that round-trips", function()
@@ -57,7 +59,6 @@ describe("orch.json.encode", function()
       assert.are.equal("1e+300", enc(1e300))
       assert.are.equal("-1e+300", enc(-1e300))
       assert.are.equal("1e+21", enc(1e21))
-      assert.are.equal("9007199254740992", enc(2.0 ^ 53))
       assert.are.equal("9.223372036854776e+18", enc(2.0 ^ 63))
       assert.are.equal("1.7976931348623157e+308", enc(1.7976931348623157e308))
     end)
@@ -101,8 +102,16 @@ describe("orch.json.encode", function()
       assert.are.equal([[" ~"]], enc(" ~"))
     end)
 
-    it("does not validate or rewrite non-UTF-8 bytes", function()
-      assert.are.equal('"\255\254"', enc("\255\254"))
+    it("refuses strings that are not UTF-8, naming the path", function()
+      fails_with("invalid UTF-8 at .", enc, "\255\254")
+      fails_with("invalid UTF-8 at .review", enc, { id = 1, review = "caf\233" })
+      fails_with("invalid UTF-8 at .a[2]", enc, { a = { "ok", "x\195" } })
+      fails_with("invalid UTF-8 in a key at .a", enc, { a = { ["k\128"] = 1 } })
+      fails_with("invalid UTF-8 at .", enc, "\192\128")         -- overlong NUL
+      fails_with("invalid UTF-8 at .", enc, "\237\160\128")     -- surrogate U+D800
+      fails_with("invalid UTF-8 at .", enc, "\244\144\128\128") -- above U+10FFFF
+      assert.are.equal('"\244\143\191\191"', enc("\244\143\191\191")) -- U+10FFFF
+      assert.are.equal('"\239\187\191x"', enc("\239\187\191x"))       -- BOM
     end)
 
     it("escapes keys the same way", function()
@@ -290,7 +299,7 @@ describe("orch.json.encode", function()
     end)
   end)
 
-  describe("round trips through cjson.decode", function()
+  describe("round trips through json.decode", function()
     -- deterministic pseudo-random values (not math.random: its seed may be shared)
     local state = 12345
     local function rnd(n)
@@ -321,7 +330,7 @@ describe("orch.json.encode", function()
       end
     end
     local function same(a, b)
-      if type(a) ~= "table" or type(b) ~= "table" then return a == b end
+      if type(a) ~= "table" or type(b) ~= "table" then return a == b and math.type(a) == math.type(b) end
       for k, v in pairs(a) do if not same(v, b[k]) then return false end end
       for k in pairs(b) do if a[k] == nil then return false end end
       return true
@@ -331,45 +340,216 @@ describe("orch.json.encode", function()
       for _ = 1, 200 do
         local v = { data = rvalue(0), list = { rvalue(1), rvalue(1) } }
         local s = enc(v)
-        local back = cjson.decode(s)
+        local back = json.decode(s)
         assert.is_true(same(v, back), s)
         assert.are.equal(s, enc(back))
       end
     end)
 
     it("survives a fixed document", function()
-      local s = '{"a":[1,2.5,"x",null,true,{}],"b":{"c":"\\u00e9\\n","d":-0.001}}'
-      assert.are.equal('{"a":[1,2.5,"x",null,true,{}],"b":{"c":"\195\169\\n","d":-0.001}}',
-        enc(cjson.decode(s)))
+      local s = '{"a":[1,2.5,"x",null,true,{},[]],"b":{"c":"\\u00e9\\n","d":-0.001,"e":[[],{}]}}'
+      assert.are.equal('{"a":[1,2.5,"x",null,true,{},[]],"b":{"c":"\195\169\\n","d":-0.001,"e":[[],{}]}}',
+        enc(json.decode(s)))
     end)
   end)
 end)
 
 describe("orch.json.decode", function()
-  it("delegates to cjson", function()
-    local v = json.decode('{"a":[1,2,{"b":null}],"s":"x\\ty"}')
-    assert.are.equal(2, v.a[2])
-    assert.are.equal(json.null, v.a[3].b)
-    assert.are.equal("x\ty", v.s)
-    assert.are.equal("float", math.type(json.decode("[1]")[1]))
+  local dec = json.decode
+
+  -- decode then encode gives the input back, byte for byte
+  local function same_bytes(text)
+    assert.are.equal(text, enc(dec(text)))
+  end
+
+  it("decodes integers as Lua integers, exactly", function()
+    assert.are.equal("integer", math.type(dec("5")))
+    assert.are.equal(5, dec("5"))
+    assert.are.equal("x5", "x" .. dec('{"id":5}').id)
+    assert.are.equal(0, dec("0"))
+    assert.are.equal(-1, dec("-1"))
+    assert.are.equal(9007199254740993, dec("9007199254740993")) -- 2^53 + 1
+    assert.are.equal(math.maxinteger, dec("9223372036854775807"))
+    assert.are.equal(math.mininteger, dec("-9223372036854775808"))
+    assert.are.equal("integer", math.type(dec("-9223372036854775808")))
+    for _, t in ipairs({ "0", "-1", "9007199254740993", "9223372036854775807", "-9223372036854775808",
+                         "[1,-2,3]", '{"id":1234567890123456789}' }) do
+      same_bytes(t)
+    end
   end)
 
-  it("raises on malformed JSON", function()
-    assert.has_error(function() json.decode('{"a":') end)
-    assert.has_error(function() json.decode("[1,]") end)
+  it("refuses integers beyond 64 bits, naming the path", function()
+    fails_with("integer 9223372036854775808 at . does not fit in 64 bits", dec, "9223372036854775808")
+    fails_with("integer -9223372036854775809 at . does not fit in 64 bits", dec, "-9223372036854775809")
+    fails_with("integer 123456789012345678901 at .id does not fit in 64 bits", dec,
+      '{"a":1,"id":123456789012345678901}')
+    fails_with("integer 99999999999999999999 at .x[2] does not fit in 64 bits", dec, '{"x":[0,99999999999999999999]}')
+  end)
+
+  it("decodes numbers with a fraction or exponent as floats", function()
+    assert.are.equal("float", math.type(dec("3.0")))
+    assert.are.equal(1.5, dec("1.5"))
+    assert.are.equal(1e300, dec("1e300"))
+    assert.are.equal(-2.5e-3, dec("-2.5E-3"))
+    assert.are.equal(100.0, dec("1e2"))
+    assert.are.equal("float", math.type(dec("1e2")))
+    for _, t in ipairs({ "3.0", "1.5", "-0.25", "1e+300", "0.1", "0.30000000000000004", "9007199254740992.0",
+                         "1.7976931348623157e+308", "[1.0,2,-3.5]" }) do
+      same_bytes(t)
+    end
+    fails_with("number 1e400 at .x does not fit in a double", dec, '{"x":1e400}')
+  end)
+
+  it("reads every float as tonumber does (fast path and strtod alike)", function()
+    local texts = { "0.1", "4.35", "-0.0", "1e22", "1e23", "1e-22", "1.5e-23", "123456789012345.6",
+                    "9007199254740993.0", "9007199254740992.5", "0.30000000000000004", "2.2250738585072014e-308",
+                    "5e-324", "1.7976931348623157e308", "3.14159265358979323846264338327950288", "1E+2", "12e-0",
+                    "0.000000000000000000000000000001", "100000000000000000000000.0" }
+    local state = 99
+    for _ = 1, 2000 do
+      state = (state * 1103515245 + 12345) % 2147483648
+      local digits = tostring(state % 100000000)
+      local cut = state % (#digits + 1)
+      texts[#texts + 1] = digits:sub(1, cut) .. (cut == 0 and "0" or "") .. "." .. digits:sub(cut + 1) .. "0"
+        .. "e" .. (state % 61 - 30)
+    end
+    for _, t in ipairs(texts) do
+      local x = dec(t)
+      assert.are.equal("float", math.type(x), t)
+      assert.is_true(x == tonumber(t) and 1 / x == 1 / tonumber(t), t)
+    end
+  end)
+
+  it("keeps strings, escapes and unicode", function()
+    assert.are.equal("", dec('""'))
+    assert.are.equal("x\ty\n\"\\/\b\f\r", dec([["x\ty\n\"\\\/\b\f\r"]]))
+    assert.are.equal("caf\195\169 \226\130\172 \240\159\152\128", dec('"café € 😀"'))
+    assert.are.equal("\195\169\240\159\152\128", dec([["\u00e9\ud83d\ude00"]]))
+    assert.are.equal("a\0b", dec([["a\u0000b"]]))
+    for _, t in ipairs({ '""', '"café € 😀"', [["say \"hi\" \\ \n\t\u0001"]], '{"k\\u0000":"v"}' }) do
+      same_bytes(t)
+    end
+  end)
+
+  it("keeps [] and {} apart, at any depth", function()
+    local a = dec("[]")
+    assert.are.equal(json.array_mt, getmetatable(a))
+    assert.are.equal(nil, next(a))
+    assert.are.equal(nil, getmetatable(dec("{}")))
+    for _, t in ipairs({ "[]", "{}", '{"a":[],"b":{},"c":[[],{},[[]]],"d":{"e":[]}}', "[[],{}]" }) do
+      same_bytes(t)
+    end
+  end)
+
+  it("decodes null, booleans and nested values", function()
+    local v = dec(' { "a" : [ 1 , 2 , { "b" : null } ] , "t" : true , "f" : false } ')
+    assert.are.equal(2, v.a[2])
+    assert.are.equal(json.null, v.a[3].b)
+    assert.are.equal(cjson.null, v.a[3].b)
+    assert.is_true(v.t)
+    assert.is_false(v.f)
+    assert.are.equal(json.null, dec("null"))
+  end)
+
+  it("refuses invalid UTF-8, naming the path", function()
+    fails_with("invalid UTF-8 at .review", dec, '{"id":1,"review":"caf\233"}')
+    fails_with("invalid UTF-8 at .a[2]", dec, '{"a":["ok","\192\128"]}')
+    fails_with("invalid UTF-8 at .", dec, '"\237\160\128"')
+    fails_with("invalid UTF-8 in a key at .a", dec, '{"a":{"k\255":1}}')
+    fails_with("lone surrogate \\ud800 at byte 2", dec, [["\ud800x"]])
+    fails_with("lone surrogate \\udc00 at byte 2", dec, [["\udc00"]])
+  end)
+
+  it("reports malformed JSON with its byte position", function()
+    fails_with("unexpected end of input at byte 6", dec, '{"a":')
+    fails_with("unexpected ']' at byte 4", dec, "[1,]")
+    fails_with("expected ',' or '}' at byte 8", dec, '{"a":1 "b":2}')
+    fails_with("expected ':' at byte 6", dec, '{"a" 1}')
+    fails_with("expected a string key at byte 2", dec, "{1:2}")
+    fails_with("expected ',' or ']' at byte 4", dec, "[1 2]")
+    fails_with("unexpected data after the value at byte 3", dec, "1 x")
+    fails_with("unexpected end of input at byte 1", dec, "")
+    fails_with("unexpected 'x' at byte 1", dec, "x")
+    fails_with("invalid number at byte 1", dec, "01")
+    fails_with("invalid number at byte 1", dec, "-")
+    fails_with("invalid number at byte 1", dec, "1.")
+    fails_with("invalid number at byte 1", dec, "1e")
+    fails_with("control character in a string at byte 3", dec, '"a\nb"')
+    fails_with("invalid escape at byte 3", dec, [["a\qb"]])
+    fails_with("invalid \\u escape at byte 2", dec, [["\u12g4"]])
+    fails_with("unexpected end of input at byte 4", dec, '"ab')
+    fails_with("unexpected 'tru' at byte 1", dec, "tru")
+  end)
+
+  it("returns the top-level object's keys in input order when asked", function()
+    local v, order = dec('{"zeta":1,"id":2,"a":{"y":1,"x":2},"m":[],"id":3}', true)
+    assert.are.same({ "zeta", "id", "a", "m" }, order)
+    assert.are.equal(3, v.id)
+    local _, none = dec("[1,2]", true)
+    assert.are.equal(nil, none)
+    assert.are.same({}, select(2, dec("{}", true)))
+    assert.are.equal(1, select("#", dec("{}")))
+  end)
+
+  it("allows 1000 levels of nesting and refuses 1001", function()
+    local ok = dec(string.rep("[", 1000) .. string.rep("]", 1000))
+    assert.are.equal("table", type(ok))
+    fails_with("nested too deep at byte 1001", dec, string.rep("[", 1001) .. string.rep("]", 1001))
+  end)
+
+  it("raises errors about the text without a file:line prefix", function()
+    local ok, err = pcall(function() return dec('{"a":') end)
+    assert.is_false(ok)
+    assert.are.equal("unexpected end of input at byte 6", err)
+    ok, err = pcall(function() return dec('{"id":99999999999999999999}') end)
+    assert.is_false(ok)
+    assert.are.equal("integer 99999999999999999999 at .id does not fit in 64 bits", err)
   end)
 
   it("checks its argument", function()
-    fails_with("bad argument #1 to '", json.decode, {})
-    fails_with("decode' (string expected, got table)", json.decode, {})
-    fails_with("decode' (string expected, got no value)", json.decode)
+    fails_with("bad argument #1 to '", dec, {})
+    fails_with("decode' (string expected, got table)", dec, {})
+    fails_with("decode' (string expected, got no value)", dec)
   end)
 
-  it("is not affected by settings changed on the shared cjson module", function()
-    cjson.decode_max_depth(2)
-    local ok, v = pcall(json.decode, "[[[[1]]]]")
-    cjson.decode_max_depth(1000)
-    assert.is_true(ok, tostring(v))
-    assert.are.equal(1, v[1][1][1][1])
+  it("survives damaged text: each result is a value that encodes back, or an error at a byte or path", function()
+    local docs = {
+      '{"id":9223372036854775807,"s":"caf\195\169 \\u00e9\\n","a":[1,2.5e-3,[],{}],"o":{"k":null,"t":true}}',
+      '[{"a":[[[]]]},-0.0,1e300,"\\ud83d\\ude00",false]',
+    }
+    local state = 4242
+    local function rnd(n)
+      state = (state * 1103515245 + 12345) % 2147483648
+      return state % n
+    end
+    local bytes = { "{", "}", "[", "]", '"', "\\", ",", ":", "-", ".", "e", "0", "9", "u", "\128", "\255", " ", "\0" }
+    for i = 1, 5000 do
+      local t = docs[i % #docs + 1]
+      for _ = 1, rnd(3) + 1 do
+        local at = rnd(#t) + 1
+        local op = rnd(3)
+        local b = bytes[rnd(#bytes) + 1]
+        if op == 0 then
+          t = t:sub(1, at - 1) .. b .. t:sub(at + 1)
+        elseif op == 1 then
+          t = t:sub(1, at - 1) .. b .. t:sub(at)
+        else
+          t = t:sub(1, at - 1) .. t:sub(at + 1)
+        end
+      end
+      local ok, v = pcall(dec, t)
+      if ok then
+        local eok, text = pcall(enc, v)
+        assert.is_true(eok, t .. " -> " .. tostring(text))
+        assert.are.equal(text, enc(dec(text)))
+      else
+        assert.is_truthy(v:find(" at byte %d+$") or v:find(" at [%.%[]"), v)
+      end
+    end
+  end)
+
+  it("leaves a usable module after errors", function()
+    for _ = 1, 100 do pcall(dec, '{"x":"' .. string.rep("y", 5000) .. '\\q"}') end
+    assert.are.equal(1, dec('{"ok":1}').ok)
   end)
 end)

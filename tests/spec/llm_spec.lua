@@ -193,7 +193,7 @@ describe("orch.llm.decode_reply", function()
   it("reports invalid JSON without the decoder's file:line", function()
     local v, err = llm.decode_reply('{"a": 1')
     assert.is_nil(v)
-    assert.are.equal("the model's reply is not valid JSON (Expected comma or object end but found T_END at character 8)",
+    assert.are.equal("the model's reply is not valid JSON (unexpected end of input at byte 8)",
       err)
     v, err = llm.decode_reply("I think it is positive")
     assert.is_nil(v)

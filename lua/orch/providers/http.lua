@@ -6,7 +6,6 @@
 -- date), up to max_attempts. Other 4xx are final and carry the
 -- provider's own message. Only the calling row's coroutine waits.
 local http = require "orch.http"
-local cjson = require "cjson"
 local json = require "orch.json"
 
 local M = {}
@@ -69,7 +68,7 @@ function M.retry_after(v)
 end
 
 local function decode(body)
-  local ok, d = pcall(cjson.decode, body)
+  local ok, d = pcall(json.decode, body)
   if ok and type(d) == "table" then
     return d
   end

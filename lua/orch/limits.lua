@@ -21,13 +21,14 @@ function M.budget(max_usd, warn_at, totals, on_warn)
   local inflight, count = 0, 0
   local warned = {}
   local waiting, head, tail = {}, 1, 0
-  local b = { max_usd = max_usd, waited = 0 }
+  local b = { max_usd = max_usd, waited = 0, largest = 0 } -- largest: the biggest worst case asked for
   local function refusal(estimate)
     return string.format("budget of $%.4f reached: $%.4f spent, next request up to $%.4f", max_usd, totals.cost,
       estimate)
   end
   --- admit(estimate) -> true | false, why, "wait" | "stop": never waits.
   function b.admit(estimate)
+    b.largest = math.max(b.largest, estimate)
     if totals.cost + estimate > max_usd then
       return false, refusal(estimate), "stop"
     end
@@ -79,16 +80,17 @@ function M.budget(max_usd, warn_at, totals, on_warn)
   return b
 end
 
---- suggest_budget(spent, rows_done, rows_left) -> dollars enough to finish:
---- what is spent plus the rows left at the cost per row seen so far, with
---- a quarter more as margin (rows differ), never below spent + a cent.
---- rows_left nil (not known ahead) -> nil.
-function M.suggest_budget(spent, rows_done, rows_left)
+--- suggest_budget(spent, rows_done, rows_left [, headroom]) -> dollars
+--- enough to finish: what is spent plus the rows left at the cost per row
+--- seen so far, with a quarter more as margin (rows differ), plus headroom
+--- (the worst case of one request: the last one must fit beside what is
+--- spent), never below spent + a cent. rows_left nil (not known) -> nil.
+function M.suggest_budget(spent, rows_done, rows_left, headroom)
   if rows_left == nil then
     return nil
   end
   local per_row = rows_done > 0 and spent / rows_done or 0
-  local need = spent + rows_left * per_row * 1.25
+  local need = spent + rows_left * per_row * 1.25 + (headroom or 0)
   return math.max(math.ceil(need * 100) / 100, math.ceil((spent + 0.01) * 100) / 100)
 end
 

@@ -672,10 +672,27 @@ function M.rows(wf, opts)
   local ok, finished = pcall(sched.run, drive)
   sched.burst_timeout(prev_burst)
   local exit, status, reason, error_text
+  local budget_hint
   if not ok then
     exit, status, reason, error_text = 1, "failed", "failed", tostring(finished)
   elseif paused == "budget" then
-    exit, status, reason, error_text = 3, "paused", "budget", budget_msg
+    -- the budget that would finish the run: what is spent plus the rows
+    -- left at the cost per row seen so far (rows left: the run's total, a
+    -- table's length, or a file's bytes left at the bytes per row so far)
+    local total = run.rows_total or (type(wf.input) == "table" and wf.input.path == nil and #wf.input) or nil
+    local left = total and math.max(total - cursor.index, 0)
+    if left == nil and size and size > 0 and cursor.offset > 0 and cursor.index > 0 then
+      left = math.ceil((size - cursor.offset) * cursor.index / cursor.offset)
+    end
+    local suggest = limits.suggest_budget(totals.cost, cursor.index, left, rt.budget and rt.budget.largest)
+    if suggest then
+      budget_hint = string.format("about %s rows left at $%.6f a row: orch resume %s --budget %.2f",
+        fmt_count(left), cursor.index > 0 and totals.cost / cursor.index or 0, run.id, suggest)
+    else
+      budget_hint = string.format("the rows left are not known ahead (the input is an iterator): orch resume %s "
+        .. "--budget USD, with USD above $%.4f spent so far", run.id, totals.cost)
+    end
+    exit, status, reason, error_text = 3, "paused", "budget", budget_msg .. "; to finish: " .. budget_hint
   elseif paused then
     exit, status, reason, error_text = 3, "paused", "signal", "stopped by " .. paused
   elseif fatal then
@@ -737,9 +754,8 @@ function M.rows(wf, opts)
     end
   end
   if paused == "budget" then
-    log(-1, string.format("run %s paused after %s rows: %s; resume with a higher budget: "
-      .. "orch resume %s --budget %.2f", run.id, fmt_count(cursor.index), budget_msg, run.id,
-      math.max(max_usd * 2, 0.01)), "warn") -- never a suggestion that prints as 0.00
+    log(-1, string.format("run %s paused after %s rows: %s; resume with a higher budget, %s", run.id,
+      fmt_count(cursor.index), budget_msg, budget_hint), "warn")
   elseif paused then
     log(-1, string.format("run %s paused after %s rows (%s); resume with: orch resume %s",
       run.id, fmt_count(cursor.index), paused, run.id), "warn")

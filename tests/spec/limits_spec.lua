@@ -70,6 +70,7 @@ describe("orch.limits.budget", function()
     assert.are.equal(2.25, limits.suggest_budget(1.0, 100, 100)) -- 1 + 100 * 0.01 * 1.25
     assert.are.equal(0.02, limits.suggest_budget(0.004, 10, 0)) -- never below spent + a cent
     assert.is_nil(limits.suggest_budget(1.0, 100, nil))
+    assert.are.equal(2.75, limits.suggest_budget(1.0, 100, 100, 0.5)) -- room for one worst case
   end)
 end)
 

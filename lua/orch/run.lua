@@ -715,7 +715,8 @@ function M.rows(wf, opts)
   end
   src.close()
   st:event_add(run.id, status, json.encode({ rows = cursor.index, checkpoints = ckpt_count,
-    checkpoint_ms = ckpt_ms, error = error_text, cost_by_model = totals.by_model, cost_by_stage = totals.by_stage }))
+    checkpoint_ms = ckpt_ms, error = error_text, usage_estimated_calls = totals.estimated_calls,
+    cost_by_model = totals.by_model, cost_by_stage = totals.by_stage }))
   for _, ev in ipairs(bus.wants.event and events or {}) do -- reported after the driver's last look
     bus.notify(ev)
   end
@@ -723,7 +724,7 @@ function M.rows(wf, opts)
     bus.notify({ type = "finish", run_id = run.id, status = status, error = error_text, rows = cursor.index,
       ok = counts.ok, failed = counts.failed, dropped = counts.dropped, cost_usd = totals.cost,
       tokens = totals.tokens_in + totals.tokens_out, tokens_in = totals.tokens_in, tokens_out = totals.tokens_out,
-      llm_calls = totals.llm_calls, seconds = sched.now() - t0,
+      llm_calls = totals.llm_calls, usage_estimated_calls = totals.estimated_calls or 0, seconds = sched.now() - t0,
       cost_by_model = totals.by_model, cost_by_stage = totals.by_stage })
   end
 
@@ -740,7 +741,9 @@ function M.rows(wf, opts)
     totals.llm_calls > 0 and string.format("; %d LLM calls%s, %s tokens, $%.4f", totals.llm_calls,
       (totals.cached_calls or 0) > 0 and string.format(" (%d from the journal, $%.4f saved)", totals.cached_calls,
         totals.saved or 0) or "",
-      fmt_count(totals.tokens_in + totals.tokens_out), totals.cost) or "",
+      fmt_count(totals.tokens_in + totals.tokens_out), totals.cost) .. ((totals.estimated_calls or 0) > 0
+        and string.format(" (tokens and cost estimated for %d calls: no usage from the provider)",
+          totals.estimated_calls) or "") or "",
     out and ("; output " .. out.path) or ""))
   if #failures > 0 and verbosity == 0 and not fatal then
     for i = 1, math.min(#failures, 5) do

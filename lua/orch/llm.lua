@@ -296,6 +296,12 @@ local function complete(ctx, cfg, p, r)
     if not ok then
       error(setmetatable({ msg = why }, M.BudgetStop), 0)
     end
+    if run.budget.waited > 0 and not run.budget_said and run.log then
+      run.budget_said = true
+      local _, n = run.budget.in_flight()
+      run.log(1, string.format("budget: fewer LLM requests in flight (%d now): each reserves up to $%.4f (its "
+        .. "max_tokens at the model's price) until its real cost is known", n, estimate))
+    end
   end
   local t0 = sched.now()
   -- the reservation is released however the exchange ends (a provider may raise)

@@ -3,7 +3,11 @@
  * request{...} builds a C-owned request (strings copied: Lua's may move or
  * be collected), starts it on the state's one multi handle, records a
  * cleanup hook that cancels it, and yields. The done callback only wakes
- * the task; the response table is built when the scheduler resumes it. */
+ * the task; the response table is built when the scheduler resumes it.
+ *
+ * offline(true) makes request send nothing (orch estimate, --dry-run): it
+ * answers with the workflow's on_estimate(function(req) ... end) reply, or
+ * nil and an error that says so, and counts what it did not send. */
 #include "http_lua.h"
 
 #include <ctype.h>
@@ -19,6 +23,11 @@
 #define PENDING_MT "orch.HttpPending" /* a request in flight: __close frees it */
 
 static const char http_key = 'H';
+/* Offline mode (orch estimate, --dry-run): a table { count = requests not
+ * sent } while on, absent otherwise. The workflow's stand-in reply, a
+ * function(request) set with on_estimate, lives under its own key. */
+static const char offline_key = 'O';
+static const char on_estimate_key = 'E';
 
 struct lhttp {
     struct orch_http *h;
@@ -141,6 +150,44 @@ static int l_pending_close(lua_State *L)
     return 0;
 }
 
+/* Continuation of the stand-in reply: its results are request's. */
+static int offline_k(lua_State *L, int status, lua_KContext ctx)
+{
+    (void)status;
+    return lua_gettop(L) - (int)ctx;
+}
+
+/* In offline mode: counts the request and answers with the workflow's
+ * stand-in reply (which may yield) or nil + why. Returns -1 when online.
+ * The argument table is slot 1, the method and url slots 2 and 3. */
+static int request_offline(lua_State *L, const char *method, const char *url)
+{
+    if (lua_rawgetp(L, LUA_REGISTRYINDEX, &offline_key) != LUA_TTABLE) {
+        lua_pop(L, 1);
+        return -1;
+    }
+    lua_getfield(L, -1, "count");
+    lua_Integer n = lua_tointeger(L, -1);
+    lua_pop(L, 1);
+    lua_pushinteger(L, n + 1);
+    lua_setfield(L, -2, "count");
+    lua_pop(L, 1);
+    if (lua_rawgetp(L, LUA_REGISTRYINDEX, &on_estimate_key) == LUA_TFUNCTION) {
+        int base = lua_gettop(L) - 1;
+        lua_pushvalue(L, 1);
+        lua_callk(L, 1, LUA_MULTRET, base, offline_k);
+        return offline_k(L, LUA_OK, base);
+    }
+    lua_pop(L, 1);
+    lua_pushnil(L);
+    lua_pushfstring(L,
+                    "orch.http.request: %s %s was not sent: an estimate (orch estimate, orch run --dry-run) sends "
+                    "nothing; to give the workflow a reply meanwhile, set orch.http.on_estimate(function(req) "
+                    "return { status = 200, body = \"...\", headers = {} } end)",
+                    method, url);
+    return 2;
+}
+
 /* request{ method = "GET", url =, headers = { name = value }, body =,
  *          timeout = 60, connect_timeout = 10, max_body = 64 MiB }
  * -> { status =, body =, headers = { lowercase name = value }, time = }
@@ -163,6 +210,10 @@ static int l_http_request(lua_State *L)
     lua_getfield(L, 1, "max_body");
     lua_Integer max_body = luaL_optinteger(L, -1, 64 * 1024 * 1024);
     luaL_argcheck(L, timeout >= 0 && ctimeout >= 0 && max_body > 0, 1, "timeouts and max_body must be positive");
+    lua_settop(L, PENDING_SLOT - 1);
+    int off = request_offline(L, method, url);
+    if (off >= 0)
+        return off;
     struct orch_task *t = orch_task_current(L);
     if (t == NULL || !lua_isyieldable(L))
         return luaL_error(L, "orch.http.request must be called from a row, step or task");
@@ -206,8 +257,47 @@ static int l_http_request(lua_State *L)
     return lua_yieldk(L, 0, 0, request_k);
 }
 
+/* offline(on) -> how many requests were not sent since it was turned on,
+ * and whether the workflow gave a stand-in reply (on_estimate). */
+static int l_http_offline(lua_State *L)
+{
+    luaL_checktype(L, 1, LUA_TBOOLEAN);
+    lua_Integer n = 0;
+    if (lua_rawgetp(L, LUA_REGISTRYINDEX, &offline_key) == LUA_TTABLE) {
+        lua_getfield(L, -1, "count");
+        n = lua_tointeger(L, -1);
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+    if (lua_toboolean(L, 1)) {
+        lua_createtable(L, 0, 1);
+        lua_pushinteger(L, 0);
+        lua_setfield(L, -2, "count");
+    } else {
+        lua_pushnil(L);
+    }
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &offline_key);
+    lua_pushinteger(L, n);
+    lua_pushboolean(L, lua_rawgetp(L, LUA_REGISTRYINDEX, &on_estimate_key) == LUA_TFUNCTION);
+    lua_remove(L, -2);
+    return 2;
+}
+
+/* on_estimate(function(req) -> response | nil, err): the reply request
+ * gives in offline mode; nil removes it. */
+static int l_http_on_estimate(lua_State *L)
+{
+    if (!lua_isnoneornil(L, 1))
+        luaL_checktype(L, 1, LUA_TFUNCTION);
+    lua_settop(L, 1);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &on_estimate_key);
+    return 0;
+}
+
 static const luaL_Reg http_funcs[] = {
     {"request", l_http_request},
+    {"offline", l_http_offline},
+    {"on_estimate", l_http_on_estimate},
     {NULL, NULL},
 };
 

@@ -18,6 +18,7 @@ Endpoints:
   POST /admin/config         JSON with any of: fail_429 fail_500 garbage hang
                              truncate slow latency_ms seed retry_after
                              retry_after_date slow_ms hang_s -> 200 + new config
+                             (also omit_usage: true/false, see below)
 
 Replies are deterministic. The reply text is "echo: " + the first 60 chars of
 the last user message; when response_format.type == "json_object" or that
@@ -36,6 +37,11 @@ the cumulative rates in the order fail_429, fail_500, garbage, hang, truncate,
 slow.  The same sequence of requests therefore gives the same faults, and a
 retried identical request gets a fresh draw.  Response headers X-Mock-Attempt
 and X-Mock-Fault expose the attempt number and the fault applied.
+
+No usage.  --omit-usage (or {"omit_usage": true} to /admin/config) leaves
+the "usage" object out of every successful reply, as several
+OpenAI-compatible servers and proxies do.  /admin/stats "authorization"
+counts LLM requests by the Authorization (or x-api-key) value they carried.
 """
 
 import argparse
@@ -89,6 +95,11 @@ class State:
             self.seq = 0
             self.inflight = 0  # LLM requests being answered now
             self.max_inflight = 0  # the most answered at once since the reset
+            self.authorization = {}  # Authorization / x-api-key value -> requests
+
+    def note_auth(self, value):
+        with self.lock:
+            self.authorization[value] = self.authorization.get(value, 0) + 1
 
     def begin(self, path, body):
         """Registers one LLM request; returns (attempt number, id number)."""
@@ -127,6 +138,7 @@ class State:
                 "unknown_path_requests": self.unknown_path,
                 "inflight": self.inflight,
                 "max_inflight": self.max_inflight,
+                "authorization": dict(self.authorization),
             }
 
     def get_config(self):
@@ -154,6 +166,10 @@ class State:
             elif k == "retry_after_date":
                 if not isinstance(v, bool):
                     return None, "retry_after_date must be true or false"
+                new[k] = v
+            elif k == "omit_usage":
+                if not isinstance(v, bool):
+                    return None, "omit_usage must be true or false"
                 new[k] = v
             else:
                 return None, "unknown config key: %s" % k
@@ -394,6 +410,7 @@ class Handler(BaseHTTPRequestHandler):
             return self.error(anthropic, 400, bad_req, "Request body must be a JSON object")
 
         # authentication
+        st.note_auth(self.headers.get("x-api-key" if anthropic else "Authorization") or "")
         if anthropic:
             if not self.headers.get("x-api-key"):
                 return self.error(True, 401, "authentication_error", "x-api-key header is required")
@@ -484,6 +501,9 @@ class Handler(BaseHTTPRequestHandler):
                                 "finish_reason": "stop"}],
                    "usage": {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c}}
 
+        if cfg.get("omit_usage"):
+            del obj["usage"]
+
         if fault == "slow":
             time.sleep(cfg["slow_ms"] / 1000.0)
         if cfg["latency_ms"] > 0:
@@ -556,6 +576,7 @@ def parse_args(argv):
     ap.add_argument("--retry-after", type=float, default=1.0, help="Retry-After seconds on 429")
     ap.add_argument("--retry-after-date", action="store_true", help="send Retry-After as an HTTP-date")
     ap.add_argument("--slow-ms", type=float, default=2000.0, help="delay of a 'slow' fault")
+    ap.add_argument("--omit-usage", action="store_true", help="leave usage out of every reply")
     ap.add_argument("--hang-s", type=float, default=300.0, help="how long a 'hang' fault holds the request")
     ap.add_argument("--verbose", action="store_true", help="log every request to stderr")
     a = ap.parse_args(argv)
@@ -577,6 +598,7 @@ def main(argv=None):
     config = {k: getattr(a, k) for k in RATE_KEYS}
     config.update(latency_ms=a.latency_ms, seed=a.seed, retry_after=a.retry_after,
                   retry_after_date=a.retry_after_date, slow_ms=a.slow_ms, hang_s=a.hang_s)
+    config["omit_usage"] = a.omit_usage
     for k in ("latency_ms", "retry_after", "slow_ms", "hang_s"):
         if float(config[k]).is_integer():
             config[k] = int(config[k])

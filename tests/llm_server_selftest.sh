@@ -186,6 +186,16 @@ expect_eq "fail_500=0 -> all 200" "$S" "200 200 200 200 200 "
 expect_eq "bad config key -> 400" "$(admin config POST '{"nope":1}')" "400"
 expect_eq "bad rate -> 400" "$(admin config POST '{"fail_429":2}')" "400"
 expect_eq "malformed config -> 400" "$(admin config POST '{')" "400"
+# omit_usage: a reply without "usage", as some servers and proxies send
+expect_eq "config omit_usage" "$(admin config POST '{"omit_usage":true}')" "200"
+oa nu "$(msg 'no usage please')"
+expect_py "omit_usage -> no usage object" "$T/nu.body" "'usage' not in d and d['choices'][0]['message']['content']=='echo: no usage please'"
+expect_eq "omit_usage must be a boolean" "$(admin config POST '{"omit_usage":1}')" "400"
+admin config POST '{"omit_usage":false}' >/dev/null
+oa nu2 "$(msg 'usage again')"
+expect_py "omit_usage off -> usage back" "$T/nu2.body" "d['usage']['prompt_tokens']>0"
+admin stats GET >/dev/null
+expect_py "stats count requests by Authorization" "$T/stats.body" "d['authorization'].get('Bearer sk-test',0)>=2"
 
 # determinism and retries with global rates (python: one keep-alive connection)
 cat >"$T/det.py" <<'EOF'

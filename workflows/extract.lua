@@ -1,19 +1,47 @@
 -- Extract structured fields from free text as JSON, checked against a schema.
 --   orch run workflows/extract.lua --set input=data.csv --set field=review
+--
+-- Parameters (--set NAME=VALUE; `orch params workflows/extract.lua` lists them):
+--   input        CSV file to read                         (examples/data/reviews.csv)
+--   field        column holding the text                  (review)
+--   out          JSONL output                             (out/extracted.jsonl)
+--   errors       JSONL file of the rows that failed       (out/extracted-errors.jsonl)
+--   key          column naming each row; when the input has no such column,
+--                rows are keyed by their row number      (id)
+--   provider     mock (offline), openai or anthropic     (mock)
+--   model        the model's name                        (mock)
+--   base_url     the server's URL (default: OPENAI_BASE_URL / ANTHROPIC_BASE_URL,
+--                else the provider's public API)
+--   concurrency  LLM requests in flight at once          (32)
+-- The API key comes from OPENAI_API_KEY (openai) or ANTHROPIC_API_KEY (anthropic).
 local orch = require "orch"
 
-local field = orch.param("field", "review")
+local input = orch.param("input", "examples/data/reviews.csv", "CSV file to read")
+local field = orch.param("field", "review", "column holding the text")
+
+-- The key column, or nil (rows keyed by their number) when the input's
+-- first row has no such column. An unreadable input is reported by the run.
+local function key_column(path, name)
+  local ok, first = pcall(function()
+    return orch.rows(path)()
+  end)
+  if ok and type(first) == "table" and first[name] == nil then
+    return nil
+  end
+  return name
+end
 
 return orch.workflow {
   name = "extract",
-  input = orch.read.csv(orch.param("input", "examples/data/reviews.csv")),
-  output = orch.write.jsonl(orch.param("out", "out/extracted.jsonl")),
-  errors = orch.write.jsonl(orch.param("errors", "out/extracted-errors.jsonl")),
-  key = orch.param("key", "id"),
+  input = orch.read.csv(input),
+  output = orch.write.jsonl(orch.param("out", "out/extracted.jsonl", "JSONL output")),
+  errors = orch.write.jsonl(orch.param("errors", "out/extracted-errors.jsonl", "JSONL file of the rows that failed")),
+  key = key_column(input, orch.param("key", "id", "column naming each row (the row number when the input has none)")),
   llm = {
-    provider = orch.param("provider", "mock"),
-    model = orch.param("model", "mock"),
-    concurrency = orch.param("concurrency", 32),
+    provider = orch.param("provider", "mock", "mock (offline), openai or anthropic"),
+    model = orch.param("model", "mock", "the model's name"),
+    base_url = orch.param("base_url", nil, "the server's URL (default: OPENAI_BASE_URL or ANTHROPIC_BASE_URL)"),
+    concurrency = orch.param("concurrency", 32, "LLM requests in flight at once"),
   },
   on_error = orch.retry(1),
   stages = {

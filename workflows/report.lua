@@ -3,18 +3,32 @@
 -- Each step's output is kept with the run, so a resumed run only redoes
 -- the steps that had not finished.
 --   orch run workflows/report.lua [--set input=reviews.csv] [--set report=out/report.md]
+--
+-- Parameters (--set NAME=VALUE; `orch params workflows/report.lua` lists them):
+--   input        CSV of reviews (columns product, rating, review)  (examples/data/reviews.csv)
+--   report       the Markdown report written                      (out/report.md)
+--   out          JSONL of each step's output                      (out/report-steps.jsonl)
+--   provider     mock (offline), openai or anthropic              (mock)
+--   model        the model's name                                 (mock)
+--   base_url     the server's URL (default: OPENAI_BASE_URL / ANTHROPIC_BASE_URL,
+--                else the provider's public API)
+--   concurrency  LLM requests in flight at once                   (8)
+-- The API key comes from OPENAI_API_KEY (openai) or ANTHROPIC_API_KEY (anthropic).
+-- Steps have no key: each is named.
 local orch = require "orch"
 
-local input = orch.param("input", "examples/data/reviews.csv")
+local input = orch.param("input", "examples/data/reviews.csv", "CSV of reviews (columns product, rating, review)")
+local report_path = orch.param("report", "out/report.md", "the Markdown report written")
 
 return orch.workflow {
   name = "review-report",
-  output = orch.write.jsonl(orch.param("out", "out/report-steps.jsonl")),
+  output = orch.write.jsonl(orch.param("out", "out/report-steps.jsonl", "JSONL of each step's output")),
   llm = {
-    provider = orch.param("provider", "mock"),
-    model = orch.param("model", "mock"),
+    provider = orch.param("provider", "mock", "mock (offline), openai or anthropic"),
+    model = orch.param("model", "mock", "the model's name"),
+    base_url = orch.param("base_url", nil, "the server's URL (default: OPENAI_BASE_URL or ANTHROPIC_BASE_URL)"),
     max_tokens = 120,
-    concurrency = 8,
+    concurrency = orch.param("concurrency", 8, "LLM requests in flight at once"),
   },
   steps = {
     { name = "load", run = function()
@@ -64,7 +78,7 @@ return orch.workflow {
         lines[#lines + 1] = inputs.summaries[p]
         lines[#lines + 1] = ""
       end
-      local path = orch.param("report", "out/report.md")
+      local path = report_path
       local f = assert(io.open(path, "w"))
       f:write(table.concat(lines, "\n"))
       f:close()

@@ -1,25 +1,60 @@
 -- Summarise a text field of each JSONL or CSV row in one sentence.
 --   orch run workflows/summarise.lua --set input=docs.jsonl --set field=body
+--
+-- Parameters (--set NAME=VALUE; `orch params workflows/summarise.lua` lists them):
+--   input        JSONL (*.jsonl) or CSV file to read      (examples/data/reviews.csv)
+--   field        field holding the text; rows where it is empty are dropped (review)
+--   out          CSV output: the key and the summary      (out/summaries.csv)
+--   errors       JSONL file of the rows that failed       (out/summaries-errors.jsonl)
+--   key          field naming each row; when the input has no such field,
+--                rows are keyed by their row number      (id)
+--   provider     mock (offline), openai or anthropic     (mock)
+--   model        the model's name                        (mock)
+--   base_url     the server's URL (default: OPENAI_BASE_URL / ANTHROPIC_BASE_URL,
+--                else the provider's public API)
+--   concurrency  LLM requests in flight at once          (32)
+-- The API key comes from OPENAI_API_KEY (openai) or ANTHROPIC_API_KEY (anthropic).
 local orch = require "orch"
 
-local input = orch.param("input", "examples/data/reviews.csv")
-local field = orch.param("field", "review")
+local input = orch.param("input", "examples/data/reviews.csv", "JSONL (*.jsonl) or CSV file to read")
+local field = orch.param("field", "review", "field holding the text (rows where it is empty are dropped)")
+local key = orch.param("key", "id", "field naming each row (the row number when the input has none)")
+
+-- The key field, or nil (rows keyed by their number) when the input's
+-- first row has no such field. An unreadable input is reported by the run.
+local function key_column(path, name)
+  local ok, first = pcall(function()
+    return orch.rows(path)()
+  end)
+  if ok and type(first) == "table" and first[name] == nil then
+    return nil
+  end
+  return name
+end
+local key_field = key_column(input, key)
 
 return orch.workflow {
   name = "summarise",
   input = input:match("%.jsonl$") and orch.read.jsonl(input) or orch.read.csv(input),
-  output = orch.write.csv(orch.param("out", "out/summaries.csv"), { columns = { "id", "summary" } }),
-  key = orch.param("key", "id"),
+  -- without a key field, the output's first column is the row number
+  output = orch.write.csv(orch.param("out", "out/summaries.csv", "CSV output: the key and the summary"),
+    { columns = { key_field or "row", "summary" } }),
+  errors = orch.write.jsonl(orch.param("errors", "out/summaries-errors.jsonl", "JSONL file of the rows that failed")),
+  key = key_field,
   llm = {
-    provider = orch.param("provider", "mock"),
-    model = orch.param("model", "mock"),
-    concurrency = orch.param("concurrency", 32),
+    provider = orch.param("provider", "mock", "mock (offline), openai or anthropic"),
+    model = orch.param("model", "mock", "the model's name"),
+    base_url = orch.param("base_url", nil, "the server's URL (default: OPENAI_BASE_URL or ANTHROPIC_BASE_URL)"),
+    concurrency = orch.param("concurrency", 32, "LLM requests in flight at once"),
     max_tokens = 80,
   },
   stages = {
-    function(row)
+    function(row, ctx)
       if (row[field] or "") == "" then
         return nil -- nothing to summarise: drop the row
+      end
+      if key_field == nil then
+        row.row = ctx.row
       end
       return row
     end,

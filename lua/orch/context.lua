@@ -61,6 +61,9 @@ local function add_call(t, info, stage)
   if stage then
     add_to(t, "by_stage", stage, tokens, info.cost)
   end
+  if info.estimated then -- the provider sent no usage: tokens counted from the text
+    t.estimated_calls = (t.estimated_calls or 0) + 1
+  end
   if info.cached then
     t.cached_calls = (t.cached_calls or 0) + 1
     t.saved = (t.saved or 0) + (info.saved or 0)

@@ -9,10 +9,14 @@
 -- Input tokens are counted as the mock provider counts them (about four
 -- characters a token); output tokens as the most each call may produce:
 -- its max_tokens, or DEFAULT_OUTPUT_TOKENS where none is set. Budgets, rate
--- limits and the workflow's observers are left out.
+-- limits and the workflow's observers are left out. No network request
+-- leaves the process: orch.http is offline for the estimate, and a stage's
+-- orch.http.request gets the workflow's orch.http.on_estimate reply, or nil
+-- and an error saying it was not sent; the report counts them.
 local mock = require "orch.providers.mock"
 local llm = require "orch.llm"
 local pricing = require "orch.pricing"
+local http = require "orch.http"
 
 local M = {}
 
@@ -64,8 +68,10 @@ function M.prepare(wf, dir)
       temperature = wf.llm.temperature, max_tokens = wf.llm.max_tokens, concurrency = wf.llm.concurrency }
   end
   setmetatable(e, getmetatable(wf))
+  http.offline(true) -- until report: the estimate runs next
 
   local function report(log)
+    local not_sent, on_estimate = http.offline(false)
     if finish == nil then
       return false
     end
@@ -91,6 +97,11 @@ function M.prepare(wf, dir)
     if finish.failed > 0 then
       log(string.format("  %s rows failed during the estimate; their calls after the failure are not counted",
         count(finish.failed)))
+    end
+    if not_sent > 0 then
+      log(string.format("  orch.http       %s request%s not sent (%s)", count(not_sent), not_sent == 1 and "" or "s",
+        on_estimate and "answered by the workflow's orch.http.on_estimate"
+          or "answered with an error; orch.http.on_estimate(fn) gives them a reply"))
     end
     log("  nothing was sent, written or stored; replies already in the journal would cost $0")
     return true

@@ -12,6 +12,7 @@ local orch = {
   stage = stage,
   llm = llm,
   json = json,
+  http = require "orch.http", -- orch.http.request{...}, the same as require "orch.http"
   params = {}, -- --set k=v, as strings; filled in by the CLI before the workflow loads
   params_read = {}, -- what orch.param recorded: list of { name, default, description }, and by name
 }

@@ -9,21 +9,64 @@ local sched = require "orch.sched"
 
 local M = {}
 
---- budget(max_usd, warn_at, totals, on_warn) -> { admit, release, spent_check }
+--- budget(max_usd, warn_at, totals, on_warn) -> { acquire, admit, release, after_spend }
+---
+--- A request reserves its worst case (its estimate) while in flight; the
+--- real cost replaces the reservation when it settles. acquire waits (on
+--- the calling row's coroutine) while its worst case fits the budget on
+--- its own but not beside the reservations in flight, so the budget lowers
+--- the number of requests in flight before it pauses anything; it refuses
+--- only when spent + its own worst case would pass max_usd.
 function M.budget(max_usd, warn_at, totals, on_warn)
-  local inflight = 0
+  local inflight, count = 0, 0
   local warned = {}
-  local b = { max_usd = max_usd }
+  local waiting, head, tail = {}, 1, 0
+  local b = { max_usd = max_usd, waited = 0, largest = 0 } -- largest: the biggest worst case asked for
+  local function refusal(estimate)
+    return string.format("budget of $%.4f reached: $%.4f spent, next request up to $%.4f", max_usd, totals.cost,
+      estimate)
+  end
+  --- admit(estimate) -> true | false, why, "wait" | "stop": never waits.
   function b.admit(estimate)
+    b.largest = math.max(b.largest, estimate)
+    if totals.cost + estimate > max_usd then
+      return false, refusal(estimate), "stop"
+    end
     if totals.cost + inflight + estimate > max_usd then
-      return false, string.format("budget of $%.4f reached: $%.4f spent, $%.4f in flight, next request ~$%.4f",
-        max_usd, totals.cost, inflight, estimate)
+      return false, string.format("budget of $%.4f: $%.4f spent, $%.4f in flight, next request up to $%.4f",
+        max_usd, totals.cost, inflight, estimate), "wait"
     end
     inflight = inflight + estimate
+    count = count + 1
     return true
+  end
+  --- acquire(estimate) -> true | false, why: waits while requests in flight
+  --- hold the room this one needs; false only when it can never fit.
+  function b.acquire(estimate)
+    while true do
+      local ok, why, kind = b.admit(estimate)
+      if ok or kind == "stop" or count == 0 then
+        return ok, why
+      end
+      b.waited = b.waited + 1
+      tail = tail + 1
+      waiting[tail] = sched.current()
+      sched.park()
+    end
   end
   function b.release(estimate)
     inflight = math.max(inflight - estimate, 0)
+    count = math.max(count - 1, 0)
+    while head <= tail do -- all of them look again: what was freed may fit several
+      local id = waiting[head]
+      waiting[head] = nil
+      head = head + 1
+      sched.unpark(id)
+    end
+  end
+  --- in_flight() -> dollars reserved, requests holding them
+  function b.in_flight()
+    return inflight, count
   end
   -- warn_at fractions crossed by what is spent now
   function b.after_spend()
@@ -35,6 +78,20 @@ function M.budget(max_usd, warn_at, totals, on_warn)
     end
   end
   return b
+end
+
+--- suggest_budget(spent, rows_done, rows_left [, headroom]) -> dollars
+--- enough to finish: what is spent plus the rows left at the cost per row
+--- seen so far, with a quarter more as margin (rows differ), plus headroom
+--- (the worst case of one request: the last one must fit beside what is
+--- spent), never below spent + a cent. rows_left nil (not known) -> nil.
+function M.suggest_budget(spent, rows_done, rows_left, headroom)
+  if rows_left == nil then
+    return nil
+  end
+  local per_row = rows_done > 0 and spent / rows_done or 0
+  local need = spent + rows_left * per_row * 1.25 + (headroom or 0)
+  return math.max(math.ceil(need * 100) / 100, math.ceil((spent + 0.01) * 100) / 100)
 end
 
 --- limiter(rpm, tpm) -> { acquire(ctx, tokens) } or nil when unlimited.

@@ -5,6 +5,10 @@
 -- A provider is a table { options = { key = "type" }, call = function(req, cfg, ctx) }
 -- whose call returns text, { input = tokens, output = tokens } or nil, err.
 -- It may suspend (ctx:sleep, orch.http) but only its own row's coroutine.
+-- Usage may also be named input_tokens/output_tokens (Anthropic) or
+-- prompt_tokens/completion_tokens (OpenAI); when a provider or a server
+-- gives none, the tokens are counted from the request and the reply (about
+-- four characters a token) and the figures are marked estimated.
 local check = require "orch.check"
 local pricing = require "orch.pricing"
 local sched = require "orch.sched"
@@ -24,12 +28,27 @@ local common_options = {
   prices = "table",
 }
 
+--- register(name, provider): adds a provider a workflow names with
+--- llm = { provider = name }. provider.call(req, cfg, ctx) returns the reply
+--- text and its usage, or nil and an error message; see the header.
 function M.register(name, provider)
   check.arg_type("orch.llm.register", 1, name, "string")
   check.arg_type("orch.llm.register", 2, provider, "table")
   if type(provider.call) ~= "function" and (type(provider.build) ~= "function" or type(provider.parse) ~= "function") then
     check.fail("orch.llm.register: provider '%s' needs call(req, cfg, ctx), or build(req, cfg) and parse(reply)",
       name)
+  end
+  if provider.options ~= nil then
+    if type(provider.options) ~= "table" then
+      check.fail("orch.llm.register: provider '%s': options must be a table { key = \"type\" }, got %s", name,
+        type(provider.options))
+    end
+    for k, v in pairs(provider.options) do
+      if type(k) ~= "string" or type(v) ~= "string" then
+        check.fail("orch.llm.register: provider '%s': options must map names to type names, e.g. "
+          .. "{ latency_ms = \"number\" }; got [%s] = %s", name, tostring(k), tostring(v))
+      end
+    end
   end
   provider.name = name
   M.providers[name] = provider
@@ -63,10 +82,12 @@ function M.check_config(cfg)
     allowed[k] = v
   end
   check.known_keys("orch.workflow: llm", cfg, allowed)
-  if p.needs_key and cfg.api_key == nil and cfg.base_url == nil then
-    check.fail_key("api_key", "orch.workflow: llm.api_key is empty: set it, e.g. api_key = orch.env(\"%s\"), and export "
-      .. "that variable (a local OpenAI-compatible server needs only base_url)",
-      cfg.provider == "anthropic" and "ANTHROPIC_API_KEY" or "OPENAI_API_KEY")
+  -- the key and the URL default to the provider's conventional variables
+  -- (OPENAI_API_KEY, OPENAI_BASE_URL, ...), read when a request is built
+  if p.needs_key and provider_http.api_key(p, cfg) == nil and provider_http.base_url(p, cfg) == nil then
+    check.fail_key("api_key", "orch.workflow: llm.api_key is empty: export %s (or set api_key = ... in the llm "
+      .. "table); a local OpenAI-compatible server needs only base_url (or %s)",
+      p.env_key or "the provider's API key variable", p.env_base_url or "base_url")
   end
 end
 
@@ -176,11 +197,67 @@ local function est_tokens(r)
   return n // 4 + 8, r.max_tokens or 512
 end
 
+local function tokens_of(text)
+  return (#text + 3) // 4
+end
+
+-- Tokens of a request counted from its text: about four characters a token.
+local function count_in(r)
+  local n = #(r.system or "")
+  if r.messages then
+    for _, m in ipairs(r.messages) do
+      n = n + #tostring(m.content)
+    end
+  else
+    n = n + #(r.prompt or "")
+  end
+  return (n + 3) // 4
+end
+
+local usage_names = { { "input", "output" }, { "input_tokens", "output_tokens" },
+  { "prompt_tokens", "completion_tokens" }, { "tokens_in", "tokens_out" } }
+
+--- usage(name, u, r, text) -> tokens in, tokens out, estimated
+--- Reads what a provider returned as usage; what is missing is counted from
+--- the request and the reply. A usage of the wrong shape raises, naming the
+--- provider (a bug in the provider, not in the row).
+local function read_usage(name, u, r, text)
+  local tin, tout
+  if u ~= nil and type(u) ~= "table" then
+    error(string.format("orch.llm provider '%s': call returned %s as usage; return { input = tokens, output = tokens } "
+      .. "or nothing (then the tokens are estimated)", name, type(u)), 0)
+  end
+  for _, pair in ipairs(u and usage_names or {}) do
+    local a, b = u[pair[1]], u[pair[2]]
+    if a ~= nil or b ~= nil then
+      for i, v in ipairs({ a or 0, b or 0 }) do
+        if type(v) ~= "number" or v < 0 or v ~= math.floor(v) then
+          error(string.format("orch.llm provider '%s': usage.%s must be a whole number of tokens, got %s", name,
+            pair[i], type(v) == "number" and tostring(v) or type(v)), 0)
+        end
+      end
+      tin, tout = a and math.tointeger(a), b and math.tointeger(b)
+      break
+    end
+  end
+  local estimated = tin == nil or tout == nil
+  return tin or count_in(r), tout or tokens_of(text), estimated
+end
+
 -- One request through the provider: -> text, usage, attempts | nil, err, attempts
 -- built: the HTTP request p.build made (nil for providers with call).
 local function exchange(p, r, cfg, ctx, built)
   if p.call then
     local text, usage = p.call(r, cfg, ctx)
+    if text == nil then
+      if usage == nil then
+        usage = string.format("provider '%s' failed without saying why (its call returned nil and no message)", p.name)
+      end
+      return nil, tostring(usage), 1
+    elseif type(text) ~= "string" then
+      error(string.format("orch.llm provider '%s': call returned %s as the reply; return the reply text (a string) "
+        .. "and its usage, or nil and an error message", p.name, type(text)), 0)
+    end
     return text, usage, 1
   end
   return provider_http.exchange(p, built, cfg, ctx)
@@ -212,18 +289,32 @@ local function complete(ctx, cfg, p, r)
   local tin_est, tout_est = est_tokens(r)
   local estimate = pricing.cost(r.model, tin_est, tout_est, cfg.prices)
   if run.budget then
-    local ok, why = run.budget.admit(estimate)
+    -- waits while requests in flight hold the room; refuses only when this
+    -- request's worst case alone would pass max_usd
+    local ok, why = run.budget.acquire(estimate)
     if not ok then
       error(setmetatable({ msg = why }, M.BudgetStop), 0)
     end
-  end
-  if run.limiter then
-    run.limiter.acquire(ctx, tin_est + tout_est)
+    if run.budget.waited > 0 and not run.budget_said and run.log then
+      run.budget_said = true
+      local _, n = run.budget.in_flight()
+      run.log(1, string.format("budget: fewer LLM requests in flight (%d now): each reserves up to $%.4f (its "
+        .. "max_tokens at the model's price) until its real cost is known", n, estimate))
+    end
   end
   local t0 = sched.now()
-  local text, usage, attempts = exchange(p, r, cfg, ctx, built)
+  -- the reservation is released however the exchange ends (a provider may raise)
+  local ok, text, usage, attempts = pcall(function()
+    if run.limiter then
+      run.limiter.acquire(ctx, tin_est + tout_est)
+    end
+    return exchange(p, r, cfg, ctx, built)
+  end)
   if run.budget then
     run.budget.release(estimate)
+  end
+  if not ok then
+    error(text, 0)
   end
   if text == nil then
     if run.note_failure then
@@ -231,7 +322,7 @@ local function complete(ctx, cfg, p, r)
     end
     return nil, usage
   end
-  local tin, tout = usage and usage.input or 0, usage and usage.output or 0
+  local tin, tout, estimated = read_usage(p.name or cfg.provider, usage, r, text)
   local info = {
     text = text,
     model = r.model,
@@ -243,13 +334,18 @@ local function complete(ctx, cfg, p, r)
     latency = sched.now() - t0,
     attempts = attempts,
     cached = false,
+    estimated = estimated or nil,
   }
   if key then
     run.journal.put(key, { provider = cfg.provider, model = r.model, response = text, tokens_in = tin,
       tokens_out = tout, cost_usd = info.cost, latency_ms = info.latency * 1000 })
   end
   if ctx.account then
-    ctx:account(info)
+    ctx:account(info) -- counts estimated calls too
+  end
+  if estimated and run.totals and run.totals.estimated_calls == 1 and run.emit then
+    run.emit("usage_estimated", { provider = cfg.provider, model = r.model,
+      reason = "the provider sent no usage: tokens counted as about four characters a token" }, ctx)
   end
   return text, info
 end

@@ -910,6 +910,7 @@ function M.rows(wf, opts)
     sys.memory_limit(prev_mem)
   end
   local exit, status, reason, error_text
+  local budget_hint
   -- a full disk pauses the run: the last checkpoint stands (a sink that
   -- failed mid-write is past it, and resume truncates it back)
   local broken = not ok and disk_full(finished, db_path)
@@ -929,7 +930,23 @@ function M.rows(wf, opts)
   elseif not ok then
     exit, status, reason, error_text = 1, "failed", "failed", tostring(finished)
   elseif paused == "budget" then
-    exit, status, reason, error_text = 3, "paused", "budget", budget_msg
+    -- the budget that would finish the run: what is spent plus the rows
+    -- left at the cost per row seen so far (rows left: the run's total, a
+    -- table's length, or a file's bytes left at the bytes per row so far)
+    local total = run.rows_total or (type(wf.input) == "table" and wf.input.path == nil and #wf.input) or nil
+    local left = total and math.max(total - cursor.index, 0)
+    if left == nil and size and size > 0 and cursor.offset > 0 and cursor.index > 0 then
+      left = math.ceil((size - cursor.offset) * cursor.index / cursor.offset)
+    end
+    local suggest = limits.suggest_budget(totals.cost, cursor.index, left, rt.budget and rt.budget.largest)
+    if suggest then
+      budget_hint = string.format("about %s rows left at $%.6f a row: orch resume %s --budget %.2f",
+        fmt_count(left), cursor.index > 0 and totals.cost / cursor.index or 0, run.id, suggest)
+    else
+      budget_hint = string.format("the rows left are not known ahead (the input is an iterator): orch resume %s "
+        .. "--budget USD, with USD above $%.4f spent so far", run.id, totals.cost)
+    end
+    exit, status, reason, error_text = 3, "paused", "budget", budget_msg .. "; to finish: " .. budget_hint
   elseif paused then
     exit, status, reason, error_text = 3, "paused", "signal", "stopped by " .. paused
   elseif fatal then
@@ -962,7 +979,8 @@ function M.rows(wf, opts)
   end
   src.close()
   st:event_add(run.id, status, json.encode({ rows = cursor.index, checkpoints = ckpt_count,
-    checkpoint_ms = ckpt_ms, error = error_text, cost_by_model = totals.by_model, cost_by_stage = totals.by_stage }))
+    checkpoint_ms = ckpt_ms, error = error_text, usage_estimated_calls = totals.estimated_calls,
+    cost_by_model = totals.by_model, cost_by_stage = totals.by_stage }))
   for _, ev in ipairs(bus.wants.event and events or {}) do -- reported after the driver's last look
     bus.notify(ev)
   end
@@ -970,7 +988,7 @@ function M.rows(wf, opts)
     bus.notify({ type = "finish", run_id = run.id, status = status, error = error_text, rows = cursor.index,
       ok = counts.ok, failed = counts.failed, dropped = counts.dropped, cost_usd = totals.cost,
       tokens = totals.tokens_in + totals.tokens_out, tokens_in = totals.tokens_in, tokens_out = totals.tokens_out,
-      llm_calls = totals.llm_calls, seconds = sched.now() - t0,
+      llm_calls = totals.llm_calls, usage_estimated_calls = totals.estimated_calls or 0, seconds = sched.now() - t0,
       cost_by_model = totals.by_model, cost_by_stage = totals.by_stage })
   end
   os.exit = os_exit
@@ -992,7 +1010,9 @@ function M.rows(wf, opts)
       totals.llm_calls == 1 and "1 LLM call" or (fmt_count(totals.llm_calls) .. " LLM calls"),
       (totals.cached_calls or 0) > 0 and string.format(" (%d from the journal, $%.4f saved)", totals.cached_calls,
         totals.saved or 0) or "",
-      fmt_count(totals.tokens_in + totals.tokens_out), totals.cost) or "",
+      fmt_count(totals.tokens_in + totals.tokens_out), totals.cost) .. ((totals.estimated_calls or 0) > 0
+        and string.format(" (tokens and cost estimated for %d calls: no usage from the provider)",
+          totals.estimated_calls) or "") or "",
     out and ("; output " .. out.path) or ""))
   if #failures > 0 and verbosity == 0 and not fatal then
     for i = 1, math.min(#failures, 5) do
@@ -1005,9 +1025,8 @@ function M.rows(wf, opts)
     end
   end
   if paused == "budget" then
-    log(-1, string.format("run %s paused after %s rows: %s; resume with a higher budget: "
-      .. "orch resume %s --budget %.2f", run.id, fmt_count(cursor.index), budget_msg, run.id,
-      math.max(max_usd * 2, 0.01)), "warn") -- never a suggestion that prints as 0.00
+    log(-1, string.format("run %s paused after %s: %s; resume with a higher budget, %s", run.id,
+      count_of(cursor.index), budget_msg, budget_hint), "warn")
   elseif paused then
     log(-1, string.format("run %s paused after %s (%s); resume with: orch resume %s",
       run.id, count_of(cursor.index), paused, run.id), "warn")

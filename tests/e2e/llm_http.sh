@@ -73,7 +73,7 @@ expect_eq "a second full run makes 0 calls" "$(llm_stat requests)" 0
 curl -s -X POST "$LLM_URL/admin/config" -d '{"latency_ms": 20}' >/dev/null
 run_orch b1.log run faulty.lua --db b.db --set rows=300 --set budget=1 --set out=out/budget.jsonl --no-cache
 expect_eq "the budget pauses the run: exit 3" "$RC" 3
-expect_grep "says why and how to go on" "budget of \\\$1.0000 reached.*resume with a higher budget: orch resume faulty-[0-9a-f]+ --budget" b1.log
+expect_grep "says why and how to go on" "budget of \\\$1.0000 reached.*resume with a higher budget, .*orch resume faulty-[0-9a-f]+ --budget" b1.log
 expect_grep "warns at half the budget" "budget warning: \\\$0\.[5-9][0-9]* spent, 50% of \\\$1.00" b1.log
 bid=$(grep -o 'orch resume faulty-[0-9a-f]*' b1.log | head -1 | cut -d' ' -f3)
 "$ORCH" status "$bid" --db b.db --json >b.json

@@ -27,6 +27,31 @@ describe("orch.http.request", function()
     assert.is_truthy(tostring(err):find("timeouts and max_body must be positive", 1, true))
   end)
 
+  it("offline, sends nothing: answers with an error, or the on_estimate reply, and counts", function()
+    http.offline(true)
+    local resp, err = sched.run(function()
+      return http.request { method = "POST", url = "http://127.0.0.1:1/x" }
+    end)
+    assert.is_nil(resp)
+    assert.are.equal("orch.http.request: POST http://127.0.0.1:1/x was not sent: an estimate (orch estimate, orch run "
+      .. "--dry-run) sends nothing; to give the workflow a reply meanwhile, set orch.http.on_estimate(function(req) "
+      .. "return { status = 200, body = \"...\", headers = {} } end)", err)
+    http.on_estimate(function(req)
+      sched.sleep(0.001) -- the stand-in may suspend like a request
+      return { status = 200, body = "for " .. req.url }
+    end)
+    resp = sched.run(function()
+      return http.request { url = "http://127.0.0.1:1/y" }
+    end)
+    assert.are.same({ status = 200, body = "for http://127.0.0.1:1/y" }, resp)
+    assert.are.same({ 2, true }, { http.offline(false) })
+    http.on_estimate(nil)
+    assert.are.same({ 0, false }, { http.offline(false) })
+    local ok, e = pcall(http.on_estimate, 5)
+    assert.is_false(ok)
+    assert.truthy(tostring(e):find("function expected, got number", 1, true), tostring(e))
+  end)
+
   it("runs many requests concurrently, each suspending only its task", function()
     local n = sched.run(function()
       for _ = 1, 50 do

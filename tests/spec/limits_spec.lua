@@ -3,23 +3,74 @@ local limits = require "orch.limits"
 local sched = require "orch.sched"
 
 describe("orch.limits.budget", function()
-  it("admits while spent + in flight + the estimate fits, and says why not", function()
+  it("admits while spent + in flight + the estimate fits; says wait or stop when not", function()
     local totals = { cost = 0.5 }
     local warned = {}
     local b = limits.budget(1.0, { 0.5, 0.9 }, totals, function(f, spent)
       warned[#warned + 1] = { f, spent }
     end)
     assert.is_true(b.admit(0.3)) -- 0.5 + 0 + 0.3
-    local ok, why = b.admit(0.3) -- 0.5 + 0.3 in flight + 0.3 > 1
+    local ok, why, kind = b.admit(0.3) -- 0.5 + 0.3 in flight + 0.3 > 1, but 0.5 + 0.3 fits
     assert.is_false(ok)
-    assert.are.equal("budget of $1.0000 reached: $0.5000 spent, $0.3000 in flight, next request ~$0.3000", why)
+    assert.are.equal("wait", kind)
+    assert.are.equal("budget of $1.0000: $0.5000 spent, $0.3000 in flight, next request up to $0.3000", why)
+    ok, why, kind = b.admit(0.6) -- 0.5 + 0.6 > 1 on its own
+    assert.is_false(ok)
+    assert.are.equal("stop", kind)
+    assert.are.equal("budget of $1.0000 reached: $0.5000 spent, next request up to $0.6000", why)
     b.release(0.3)
     assert.is_true(b.admit(0.3))
     b.release(0.3)
+    assert.are.same({ 0, 0 }, { b.in_flight() })
     totals.cost = 0.95
     b.after_spend()
     b.after_spend()
     assert.are.same({ { 0.5, 0.95 }, { 0.9, 0.95 } }, warned) -- each fraction once
+  end)
+
+  it("a request that fits alone waits for those in flight to settle instead of pausing", function()
+    -- max 0.010, worst case 0.004 a request, real cost 0.001: three fit at once
+    -- by worst case; the fourth and later wait for a settled one, and all
+    -- ten run, because real costs replace the reservations
+    local totals = { cost = 0 }
+    local b = limits.budget(0.010, nil, totals, function() end)
+    local order, peak, refused = {}, 0, {}
+    sched.run(function()
+      for i = 1, 10 do
+        sched.spawn(function()
+          local ok, why = b.acquire(0.004)
+          if not ok then
+            refused[#refused + 1] = why
+            return
+          end
+          local _, n = b.in_flight()
+          peak = math.max(peak, n)
+          order[#order + 1] = i
+          sched.sleep(0.01)
+          totals.cost = totals.cost + 0.001
+          b.release(0.004)
+        end)
+      end
+      local n = 0
+      while n < 10 do
+        n = n + #sched.wait()
+      end
+    end)
+    -- at 0.006 spent, 0.006 + 0.004 = 0.010 fits; at 0.007 no request fits alone
+    assert.are.equal(7, #order)
+    assert.are.equal(2, peak) -- 0.004 * 3 > 0.010 from the start
+    assert.are.equal(3, #refused)
+    assert.are.equal("budget of $0.0100 reached: $0.0070 spent, next request up to $0.0040", refused[1])
+    assert.is_true(totals.cost <= 0.010 + 1e-12)
+    assert.is_true(b.waited > 0)
+    assert.are.same({ 0, 0 }, { b.in_flight() })
+  end)
+
+  it("suggests spent + the rows left at the cost per row seen, with a margin; nil when unknown", function()
+    assert.are.equal(2.25, limits.suggest_budget(1.0, 100, 100)) -- 1 + 100 * 0.01 * 1.25
+    assert.are.equal(0.02, limits.suggest_budget(0.004, 10, 0)) -- never below spent + a cent
+    assert.is_nil(limits.suggest_budget(1.0, 100, nil))
+    assert.are.equal(2.75, limits.suggest_budget(1.0, 100, 100, 0.5)) -- room for one worst case
   end)
 end)
 

@@ -565,6 +565,71 @@ describe("ctx:llm through the scheduler", function()
     assert.are.equal(2, run.totals.llm_calls) -- the call and its repair were still paid for
   end)
 
+  it("a provider's usage is read under any of its usual names, or estimated when missing", function()
+    local usage
+    llm.register("spec-usage", { call = function() return "four", usage end })
+    local function one()
+      local run = fake_run { provider = "spec-usage", model = "x", prices = { x = { 1e6, 2e6 } } }
+      local _, info = sched.run(function()
+        return context.new(run, 1, "k"):llm { prompt = "abcdefgh", system = "sys" }
+      end)
+      return info, run
+    end
+    for _, u in ipairs({ { input = 3, output = 4 }, { input_tokens = 3, output_tokens = 4 },
+      { prompt_tokens = 3, completion_tokens = 4 }, { tokens_in = 3, tokens_out = 4 } }) do
+      usage = u
+      local info = one()
+      assert.are.same({ 3, 4, 11.0 }, { info.tokens_in, info.tokens_out, info.cost })
+      assert.is_nil(info.estimated)
+    end
+    usage = nil
+    local info, run = one()
+    -- "sys" + "abcdefgh": 11 characters, 3 tokens; "four": 1 token
+    assert.are.same({ 3, 1, true }, { info.tokens_in, info.tokens_out, info.estimated })
+    assert.are.equal(1, run.totals.estimated_calls)
+    usage = { input = 5 } -- half a usage: the rest is estimated
+    info = one()
+    assert.are.same({ 5, 1, true }, { info.tokens_in, info.tokens_out, info.estimated })
+    llm.providers["spec-usage"] = nil
+  end)
+
+  it("a provider's wrong return values are named, with the provider", function()
+    local ret
+    llm.register("spec-wrong", { call = function() return table.unpack(ret) end })
+    local function err_of(r)
+      ret = r
+      local run = fake_run { provider = "spec-wrong" }
+      return sched.run(function()
+        local ok, e = pcall(function() return context.new(run, 1, "k"):llm "x" end)
+        assert.is_false(ok)
+        return e
+      end)
+    end
+    assert.are.equal("orch.llm provider 'spec-wrong': call returned number as the reply; return the reply text "
+      .. "(a string) and its usage, or nil and an error message", err_of({ 42 }))
+    assert.are.equal("orch.llm provider 'spec-wrong': call returned string as usage; return { input = tokens, "
+      .. "output = tokens } or nothing (then the tokens are estimated)", err_of({ "t", "lots" }))
+    assert.are.equal("orch.llm provider 'spec-wrong': usage.output_tokens must be a whole number of tokens, got -1",
+      err_of({ "t", { input_tokens = 1, output_tokens = -1 } }))
+    ret = { nil, nil }
+    local v, e = sched.run(function()
+      return context.new(fake_run { provider = "spec-wrong" }, 1, "k"):llm "x"
+    end)
+    assert.is_nil(v)
+    assert.are.equal("provider 'spec-wrong' failed without saying why (its call returned nil and no message)", e)
+    llm.providers["spec-wrong"] = nil
+  end)
+
+  it("register checks the provider's shape", function()
+    local e = catch(function() llm.register("x", { call = print, options = { 1 } }) end)
+    assert.truthy(tostring(e):find("orch.llm.register: provider 'x': options must map names to type names", 1, true),
+      tostring(e))
+    e = catch(function() llm.register("x", {}) end)
+    assert.truthy(tostring(e):find("orch.llm.register: provider 'x' needs call(req, cfg, ctx), or build(req, cfg) "
+      .. "and parse(reply)", 1, true), tostring(e))
+    assert.is_nil(llm.providers.x)
+  end)
+
   it("unknown keys and wrong types raise at the caller", function()
     local run = fake_run { provider = "mock", latency_ms = 0 }
     local errs = sched.run(function()

@@ -5,6 +5,8 @@ local provider_http = require "orch.providers.http"
 local M = {
   options = provider_http.options({ version = "string" }),
   needs_key = true,
+  env_key = "ANTHROPIC_API_KEY", -- read when llm.api_key is not set
+  env_base_url = "ANTHROPIC_BASE_URL", -- read when llm.base_url is not set
 }
 
 function M.build(req, cfg)
@@ -33,10 +35,11 @@ function M.build(req, cfg)
     ["content-type"] = "application/json",
     ["anthropic-version"] = cfg.version or "2023-06-01",
   }
-  if cfg.api_key then
-    headers["x-api-key"] = cfg.api_key
+  local key = provider_http.api_key(M, cfg)
+  if key then
+    headers["x-api-key"] = key
   end
-  return provider_http.request(cfg, "https://api.anthropic.com/v1", "/messages", headers, body)
+  return provider_http.request(M, cfg, "https://api.anthropic.com/v1", "/messages", headers, body)
 end
 
 function M.parse(d)
@@ -53,7 +56,7 @@ function M.parse(d)
     return nil, "the reply has no text content"
   end
   local u = type(d.usage) == "table" and d.usage or {}
-  return table.concat(parts), { input = tonumber(u.input_tokens) or 0, output = tonumber(u.output_tokens) or 0 }
+  return table.concat(parts), { input = tonumber(u.input_tokens), output = tonumber(u.output_tokens) }
 end
 
 function M.error_message(d)

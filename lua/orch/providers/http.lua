@@ -3,8 +3,10 @@
 -- 429, 5xx, transport errors (refused, reset, timeout) and replies that
 -- are not the JSON the provider promised are retried with exponential
 -- backoff and full jitter, honouring Retry-After (seconds or an HTTP
--- date), up to max_attempts. Other 4xx are final and carry the
--- provider's own message. Only the calling row's coroutine waits.
+-- date) up to retry_cap seconds, up to max_attempts. A Retry-After longer
+-- than retry_cap ends the exchange with the server's value in the message.
+-- Other 4xx are final and carry the provider's own message. Only the
+-- calling row's coroutine waits.
 local http = require "orch.http"
 local json = require "orch.json"
 
@@ -31,15 +33,36 @@ function M.options(extra)
   return o
 end
 
---- request(cfg, default_base, path, headers, body) -> the { url, headers,
---- body } a provider's build returns: cfg.base_url (or the default) + path,
---- the provider's headers with the workflow's llm.headers over them, and the
---- body as canonical JSON (the journal key hashes it).
-function M.request(cfg, default_base, path, headers, body)
+local function env(name)
+  local v = name and os.getenv(name)
+  if v == nil or v == "" then
+    return nil
+  end
+  return v
+end
+
+--- api_key(p, cfg) -> the workflow's llm.api_key, else the provider's
+--- conventional variable (p.env_key, e.g. OPENAI_API_KEY), else nil.
+function M.api_key(p, cfg)
+  return cfg.api_key or env(p.env_key)
+end
+
+--- base_url(p, cfg) -> llm.base_url, else p.env_base_url's variable (e.g.
+--- OPENAI_BASE_URL), else nil (the provider's public URL).
+function M.base_url(p, cfg)
+  return cfg.base_url or env(p.env_base_url)
+end
+
+--- request(p, cfg, default_base, path, headers, body) -> the { url,
+--- headers, body } a provider's build returns: the base URL (see base_url,
+--- or the default) + path, the provider's headers with the workflow's
+--- llm.headers over them, and the body as canonical JSON (the journal key
+--- hashes it).
+function M.request(p, cfg, default_base, path, headers, body)
   for k, v in pairs(cfg.headers or {}) do
     headers[k] = v
   end
-  local base = (cfg.base_url or default_base):gsub("/+$", "")
+  local base = (M.base_url(p, cfg) or default_base):gsub("/+$", "")
   return { url = base .. path, headers = headers, body = json.encode(body) }
 end
 
@@ -65,6 +88,10 @@ function M.retry_after(v)
     return math.max(t + utc_offset - now, 0)
   end
   return nil
+end
+
+local function fmt_seconds(v)
+  return v == math.floor(v) and string.format("%d", v) or string.format("%g", v)
 end
 
 local function decode(body)
@@ -121,6 +148,14 @@ function M.exchange(p, r, cfg, ctx)
       wait = M.retry_after(resp.headers["retry-after"])
     end
     if not retry or attempt == max_attempts then
+      break
+    end
+    -- a server's Retry-After is obeyed up to retry_cap (and never past the
+    -- request's own timeout): a longer wait fails the attempt for good
+    local limit = math.min(cap, cfg.timeout or 120)
+    if wait and wait > limit then
+      last = string.format("%s (the server asks to retry after %s s, more than the %s s orch waits; raise llm.retry_cap "
+        .. "to wait longer)", last, fmt_seconds(wait), fmt_seconds(limit))
       break
     end
     local backoff = math.random() * math.min(cap, base * 2 ^ (attempt - 1))

@@ -6,6 +6,8 @@ local provider_http = require "orch.providers.http"
 local M = {
   options = provider_http.options(),
   needs_key = true,
+  env_key = "OPENAI_API_KEY", -- read when llm.api_key is not set
+  env_base_url = "OPENAI_BASE_URL", -- read when llm.base_url is not set
 }
 
 local function messages_of(req)
@@ -35,21 +37,23 @@ function M.build(req, cfg)
     body.response_format = { type = "json_object" }
   end
   local headers = { ["content-type"] = "application/json" }
-  if cfg.api_key then
-    headers.authorization = "Bearer " .. cfg.api_key
+  local key = provider_http.api_key(M, cfg)
+  if key then
+    headers.authorization = "Bearer " .. key
   end
-  return provider_http.request(cfg, "https://api.openai.com/v1", "/chat/completions", headers, body)
+  return provider_http.request(M, cfg, "https://api.openai.com/v1", "/chat/completions", headers, body)
 end
 
---- parse(decoded body) -> text, { input =, output = } | nil, reason
+--- parse(decoded body) -> text, { input =, output = } (nil fields when the
+--- server sent no usage: orch.llm then estimates them) | nil, reason
 function M.parse(d)
   local choice = type(d.choices) == "table" and d.choices[1]
   local msg = type(choice) == "table" and choice.message
   if type(msg) ~= "table" or type(msg.content) ~= "string" then
     return nil, "the reply has no choices[1].message.content"
   end
-  local u = type(d.usage) == "table" and d.usage or {}
-  return msg.content, { input = tonumber(u.prompt_tokens) or 0, output = tonumber(u.completion_tokens) or 0 }
+  local u = type(d.usage) == "table" and d.usage or {} -- some servers and proxies send none
+  return msg.content, { input = tonumber(u.prompt_tokens), output = tonumber(u.completion_tokens) }
 end
 
 --- error_message(decoded error body) -> the provider's own words

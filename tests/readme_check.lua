@@ -2,7 +2,8 @@
 -- `orch lua`): every fenced lua block loads as a workflow, offline, with
 -- its syntax and keys checked; a block that is a fragment of a workflow
 -- (fields such as `llm = {...}`) is loaded inside a minimal one. Every
--- `orch COMMAND` README names is a command `orch help` lists.
+-- `orch COMMAND` README names is a command `orch help` lists, and the
+-- CLI section is `orch help` itself.
 --   orch lua tests/readme_check.lua README.md HELP_TEXT_FILE WORKDIR
 local readme, helpfile, workdir = arg[1], arg[2], arg[3]
 local cli = require "orch.cli"
@@ -70,6 +71,14 @@ for _, cmd in ipairs(names) do
   checked = checked + 1
   if not known[cmd] then
     fail("README names `orch %s`, which `orch help` does not list", cmd)
+  end
+end
+-- README's CLI section is `orch help`, word for word (indented four spaces)
+if readme:match("README%.md$") then
+  local block = help:gsub("\n+$", ""):gsub("[^\n]+", "    %0")
+  checked = checked + 1
+  if not text:find(block, 1, true) then
+    fail("README's CLI block is not `orch help` word for word; paste `orch help` there, indented four spaces")
   end
 end
 io.stdout:write(string.format("%d checked, %d failed\n", checked, failures))

@@ -19,24 +19,13 @@ local orch = require "orch"
 local input = orch.param("input", "examples/data/reviews.csv", "CSV file to read")
 local field = orch.param("field", "review", "column holding the text")
 
--- The key column, or nil (rows keyed by their number) when the input's
--- first row has no such column. An unreadable input is reported by the run.
-local function key_column(path, name)
-  local ok, first = pcall(function()
-    return orch.rows(path)()
-  end)
-  if ok and type(first) == "table" and first[name] == nil then
-    return nil
-  end
-  return name
-end
 
 return orch.workflow {
   name = "extract",
   input = orch.read.csv(input),
   output = orch.write.jsonl(orch.param("out", "out/extracted.jsonl", "JSONL output")),
   errors = orch.write.jsonl(orch.param("errors", "out/extracted-errors.jsonl", "JSONL file of the rows that failed")),
-  key = key_column(input, orch.param("key", "id", "column naming each row (the row number when the input has none)")),
+  key = orch.key_if_present(input, orch.param("key", "id", "column naming each row (the row number when the input has none)")),
   llm = {
     provider = orch.param("provider", "mock", "mock (offline), openai or anthropic"),
     model = orch.param("model", "mock", "the model's name"),

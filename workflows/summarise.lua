@@ -20,18 +20,7 @@ local input = orch.param("input", "examples/data/reviews.csv", "JSONL (*.jsonl) 
 local field = orch.param("field", "review", "field holding the text (rows where it is empty are dropped)")
 local key = orch.param("key", "id", "field naming each row (the row number when the input has none)")
 
--- The key field, or nil (rows keyed by their number) when the input's
--- first row has no such field. An unreadable input is reported by the run.
-local function key_column(path, name)
-  local ok, first = pcall(function()
-    return orch.rows(path)()
-  end)
-  if ok and type(first) == "table" and first[name] == nil then
-    return nil
-  end
-  return name
-end
-local key_field = key_column(input, key)
+local key_field = orch.key_if_present(input, key)
 
 return orch.workflow {
   name = "summarise",

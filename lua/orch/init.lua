@@ -137,6 +137,23 @@ function orch.rows(path)
   end
 end
 
+--- orch.key_if_present(path, name) -> name, or nil when the first row of
+--- the CSV or JSONL file at path has no field `name`: a workflow's
+--- `key = orch.key_if_present(input, "id")` keys rows by that field when the
+--- input has it and by their row number when it does not. A file that cannot
+--- be read gives name (the run then reports the file).
+function orch.key_if_present(path, name)
+  check.arg_type("orch.key_if_present", 1, path, "string")
+  check.arg_type("orch.key_if_present", 2, name, "string")
+  local ok, first = pcall(function()
+    return orch.rows(path)()
+  end)
+  if ok and type(first) == "table" and first[name] == nil then
+    return nil
+  end
+  return name
+end
+
 -- Error policies ----------------------------------------------------------
 
 --- orch.retry(n [, after]) : rerun a failed row up to n more times, then

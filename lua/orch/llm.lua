@@ -185,7 +185,8 @@ M.BudgetStop.__tostring = function(e)
   return e.msg
 end
 
-local function est_tokens(r)
+-- The characters of a request's text: its system prompt and its prompt or messages.
+local function chars_in(r)
   local n = #(r.system or "")
   if r.messages then
     for _, m in ipairs(r.messages) do
@@ -194,7 +195,12 @@ local function est_tokens(r)
   else
     n = n + #(r.prompt or "")
   end
-  return n // 4 + 8, r.max_tokens or 512
+  return n
+end
+
+-- What a request may cost at most, in tokens in and out, before it is sent.
+local function est_tokens(r)
+  return chars_in(r) // 4 + 8, r.max_tokens or 512
 end
 
 local function tokens_of(text)
@@ -203,15 +209,7 @@ end
 
 -- Tokens of a request counted from its text: about four characters a token.
 local function count_in(r)
-  local n = #(r.system or "")
-  if r.messages then
-    for _, m in ipairs(r.messages) do
-      n = n + #tostring(m.content)
-    end
-  else
-    n = n + #(r.prompt or "")
-  end
-  return (n + 3) // 4
+  return (chars_in(r) + 3) // 4
 end
 
 local usage_names = { { "input", "output" }, { "input_tokens", "output_tokens" },

@@ -210,6 +210,23 @@ describe("main.c's command table and orch.cli", function()
     end
   end)
 
+  it("the commands help says open the store read-only are orch.cli_inspect's", function()
+    local said = assert(slurp("core/main.c"):match('help_footer%[%] =%s*"([^"]-) open the store read%-only'))
+    local listed = {}
+    for name in said:gmatch("[%a_]+") do
+      if name ~= "and" then
+        listed[#listed + 1] = name
+      end
+    end
+    table.sort(listed)
+    local inspect = {}
+    for name in pairs(require "orch.cli_inspect") do
+      inspect[#inspect + 1] = name
+    end
+    table.sort(inspect)
+    assert.are.same(inspect, listed)
+  end)
+
   it("every option the commands read is one main.c parses", function()
     local parsed = { args = true, set = true, verbosity = true, command = true } -- parse_command's own
     for k in pairs(keys) do

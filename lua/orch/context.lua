@@ -87,7 +87,7 @@ function Context:account(info)
   end
 end
 
-local levels = { debug = true, info = true, warn = true, error = true }
+local levels = require("orch.log").LEVEL_RANK -- the levels a message may have
 
 --- ctx:log(level, msg) or ctx:log(msg) (info): written through the run's
 --- log at that level, so -q keeps warn and error, -v shows debug, and

@@ -22,9 +22,7 @@ local M = {}
 
 M.DEFAULT_OUTPUT_TOKENS = 512
 
-local function count(n)
-  return require("orch.run").fmt_count(n)
-end
+local count = require("orch.fmt").count
 
 llm.register("estimate", {
   call = function(req, cfg, ctx)

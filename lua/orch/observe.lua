@@ -111,16 +111,12 @@ local function options(fname, n, opts)
   return opts
 end
 
--- say(msg) for a built-in, and use_log(log) that the bus calls: stderr
--- until then, the run's log (text or --log-json) after.
+-- say(msg) for a built-in, and use_log(log) that the bus calls: a plain
+-- text log until then, the run's log (text or --log-json) after.
 local function sayer()
-  local log
+  local log = require("orch.log").new(0)
   local function say(msg)
-    if log then
-      log(0, msg)
-    else
-      io.stderr:write("orch: ", msg, "\n")
-    end
+    log(0, msg)
   end
   return say, function(l)
     log = l

@@ -162,42 +162,14 @@ local function disk_full(msg, db_path)
   end
 end
 
-local function fmt_count(n)
-  local s = tostring(math.floor(n))
-  return (s:reverse():gsub("(%d%d%d)", "%1,"):reverse():gsub("^,", ""))
-end
+local fmt_count = require("orch.fmt").count
 M.fmt_count = fmt_count
 
-
--- How chatty a level is: -q (verbosity -1) keeps warnings and errors,
--- the default adds info, -v adds debug.
-local LEVEL_RANK = { error = -1, warn = -1, info = 0, debug = 1 }
-M.LEVEL_RANK = LEVEL_RANK
+M.LEVEL_RANK = require("orch.log").LEVEL_RANK
 
 --- logger(verbosity [, as_json [, run_id]]) -> log(rank, msg [, level]):
---- writes "orch: msg" to stderr when the message's rank <= verbosity (-1
---- quiet, 0 normal, 1 verbose). A level ("error", "warn", "info",
---- "debug") decides the rank; without one, rank 1 and above is debug and
---- the rest info. as_json (--log-json) writes one JSON object a line
---- instead: ts_ms, level, run_id when known, msg.
-function M.logger(verbosity, as_json, run_id)
-  return function(rank, msg, level)
-    if level then
-      rank = LEVEL_RANK[level] or rank
-    else
-      level = rank >= 1 and "debug" or "info"
-    end
-    if rank > verbosity then
-      return
-    end
-    if as_json then
-      io.stderr:write(json.encode({ ts_ms = store.now_ms(), level = level, msg = msg, run_id = run_id },
-        { "ts_ms", "level", "run_id", "msg" }), "\n")
-    else
-      io.stderr:write("orch: ", msg, "\n")
-    end
-  end
-end
+--- see orch.log, the one logger.
+M.logger = require("orch.log").new
 
 --- output_owner(st, run, fresh, log) -> nil | owner, message.
 --- An output file belongs to one unfinished run at a time: another run

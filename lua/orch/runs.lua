@@ -171,71 +171,63 @@ local function new_id(name)
   return (slug ~= "" and slug or "run") .. "-" .. hash.xxh64(seed):sub(1, 8)
 end
 
---- begin(st, ident, opts) -> run, checkpoint_or_nil | nil, message
---- ident: from identify(); opts.resume_id, opts.fresh; opts.workflow_changed_ok.
---- The run comes back claimed by this process, status "running".
-function M.begin(st, ident, opts, log)
-  local run, err
-  if opts.resume_id then
-    run, err = st:run_get(opts.resume_id)
-    if run == nil then
-      return nil, err or string.format("no run '%s' in %s", opts.resume_id, M.db_path(opts))
-    end
-    if run.status == "completed" then
-      return nil, string.format("run %s already completed; nothing to resume", run.id), 0
-    end
-    if run.status == "failed" then
-      return nil, string.format("run %s failed (%s); it cannot be resumed: start a new one with "
-        .. "%s", run.id, run.error or "no reason recorded", M.rerun_command(ident, opts.db))
-    end
-    if run.workflow_hash ~= ident.workflow_hash then
-      return nil, string.format("the workflow %s changed since run %s began; resuming would mix "
-        .. "two versions: start over with %s", run.workflow_path, run.id, M.rerun_command(ident, opts.db))
-    end
-  else
-    run, err = st:run_find_unfinished(ident.identity)
-    if err then
-      return nil, err
-    end
-  end
-  local superseded
-  if run ~= nil and opts.fresh then
-    if M.owner_alive(run, store.now_ms()) then
-      return nil, string.format("run %s is in progress in process %d on %s; --fresh cannot replace a live run",
-        run.id, run.owner_pid, run.owner_host or "?")
-    end
-    superseded, run = run, nil
-  end
+-- The run `orch resume RUN` names, if it may be resumed with this
+-- workflow. -> run | nil, message [, exit code]
+local function resumable(st, ident, opts)
+  local run, err = st:run_get(opts.resume_id)
   if run == nil then
-    local now = store.now_ms()
-    run = {
-      id = new_id(ident.name),
-      status = "running",
-      owner_pid = sys.pid(),
-      owner_host = sys.hostname(),
-      heartbeat_ms = now,
-      created_ms = now,
-    }
-    for k, v in pairs(ident) do
-      run[k] = v
-    end
-    local ok, cerr = st:run_create(run)
-    if not ok then
-      return nil, cerr
-    end
-    st:event_add(run.id, "started", json.encode({ pid = run.owner_pid, host = run.owner_host,
-      cwd = sys.realpath("."), workflow = ident.workflow_arg }))
-    if superseded then
-      -- the unfinished run this one replaces will never be resumed
-      superseded.status = "failed"
-      superseded.error = "superseded by run " .. run.id .. " (--fresh)"
-      superseded.finished_ms = store.now_ms()
-      st:run_update(superseded)
-      st:event_add(superseded.id, "superseded", json.encode({ by = run.id }))
-    end
-    return run, nil
+    return nil, err or string.format("no run '%s' in %s", opts.resume_id, M.db_path(opts))
   end
+  if run.status == "completed" then
+    return nil, string.format("run %s already completed; nothing to resume", run.id), 0
+  end
+  if run.status == "failed" then
+    return nil, string.format("run %s failed (%s); it cannot be resumed: start a new one with "
+      .. "%s", run.id, run.error or "no reason recorded", M.rerun_command(ident, opts.db))
+  end
+  if run.workflow_hash ~= ident.workflow_hash then
+    return nil, string.format("the workflow %s changed since run %s began; resuming would mix "
+      .. "two versions: start over with %s", run.workflow_path, run.id, M.rerun_command(ident, opts.db))
+  end
+  return run
+end
 
+-- A new run of ident, claimed by this process; superseded: the unfinished
+-- run --fresh replaces, or nil. -> run | nil, message
+local function create(st, ident, superseded)
+  local now = store.now_ms()
+  local run = {
+    id = new_id(ident.name),
+    status = "running",
+    owner_pid = sys.pid(),
+    owner_host = sys.hostname(),
+    heartbeat_ms = now,
+    created_ms = now,
+  }
+  for k, v in pairs(ident) do
+    run[k] = v
+  end
+  local ok, cerr = st:run_create(run)
+  if not ok then
+    return nil, cerr
+  end
+  st:event_add(run.id, "started", json.encode({ pid = run.owner_pid, host = run.owner_host,
+    cwd = sys.realpath("."), workflow = ident.workflow_arg }))
+  if superseded then
+    -- the unfinished run this one replaces will never be resumed
+    superseded.status = "failed"
+    superseded.error = "superseded by run " .. run.id .. " (--fresh)"
+    superseded.finished_ms = store.now_ms()
+    st:run_update(superseded)
+    st:event_add(superseded.id, "superseded", json.encode({ by = run.id }))
+  end
+  return run, nil
+end
+
+-- Takes an unfinished run over: its input must be unchanged; claims it,
+-- picks the checkpoint to resume from (falling back past corrupt ones)
+-- and drops what came after it. -> run, checkpoint_or_nil | nil, message
+local function take_over(st, run, ident, opts, log)
   local now_fp = ident.input_fp
   if old_fingerprint(run.input_fp) and ident.input_path then
     now_fp = fingerprint(ident.input_path, true) -- recorded before the whole-file hash: compare like with like
@@ -273,6 +265,36 @@ function M.begin(st, ident, opts, log)
     rows_done = ckpt and ckpt.input_index or 0,
   }))
   return run, ckpt
+end
+
+--- begin(st, ident, opts, log) -> run, checkpoint_or_nil | nil, message
+--- [, exit code]. ident: from identify(); opts.resume_id, opts.fresh,
+--- opts.db; log: the run's log (orch.log). The run comes back claimed by
+--- this process, status "running".
+function M.begin(st, ident, opts, log)
+  local run, err, code
+  if opts.resume_id then
+    run, err, code = resumable(st, ident, opts)
+    if run == nil then
+      return nil, err, code
+    end
+  else
+    run, err = st:run_find_unfinished(ident.identity)
+    if err then
+      return nil, err
+    end
+  end
+  if run ~= nil and opts.fresh then
+    if M.owner_alive(run, store.now_ms()) then
+      return nil, string.format("run %s is in progress in process %d on %s; --fresh cannot replace a live run",
+        run.id, run.owner_pid, run.owner_host or "?")
+    end
+    return create(st, ident, run)
+  end
+  if run == nil then
+    return create(st, ident, nil)
+  end
+  return take_over(st, run, ident, opts, log)
 end
 
 --- The runs `orch resume --all` should pick up: running with a dead owner,

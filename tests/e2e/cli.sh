@@ -2,7 +2,8 @@
 # table (what help lists is accepted, what it does not list is refused);
 # orch params / run WORKFLOW --help list the parameters a workflow reads;
 # --set keys it never reads are warned about; --since refuses dates that
-# do not exist.
+# do not exist; under --log-json every line orch writes on stderr, the
+# CLI's own messages too, is one JSON object.
 . tests/lib.sh
 cd "$WORK"
 seq 1 20 | awk 'BEGIN{print "id,n"} {print $1 "," $1}' >rows.csv
@@ -22,12 +23,13 @@ local orch = require "orch"
 return orch.workflow { name = "none", input = { { id = 1 } }, stages = { function(r) return r end } }
 LUA
 
-# --- help: every command, from the table; per command, its options
+# --- help: every command, from the table; per command, its options.
+# The commands are read from help itself (tests/spec/cli_spec.lua holds
+# main.c's table and orch.cli's handlers to each other).
 run_orch help.log help
 expect_eq "orch help: exit 0" "$RC" 0
-for c in run estimate params resume status ls history checkpoints export stats restore gc lua version help; do
-  expect_grep "orch help lists $c" "^  $c( |$)" help.log
-done
+COMMANDS=$(sed -n 's/^  \([a-z]\{1,\}\)\( .*\)\{0,1\}$/\1/p' help.log | tr '\n' ' ')
+expect_eq "orch help lists the commands" "$(echo "$COMMANDS" | wc -w)" "$(sed -n '/^static const struct command commands/,/^};/p' "$ROOT/core/main.c" | grep -c '^    {"')"
 expect_grep "run shows --dry-run" "^ +\[--fresh\] \[--no-cache\] \[--dry-run\]" help.log
 expect_grep "resume shows --no-cache and --log-json" "\[--no-cache\] \[--max-memory MB\] \[--log-json\]" help.log
 expect_grep "estimate takes --db, as run --dry-run does" "^  estimate WORKFLOW.lua .*\[--db PATH\]" help.log
@@ -59,7 +61,8 @@ expect_eq "a workflow without parameters" "$(cat pn.log)" "none.lua (workflow no
 
 # every option orch help CMD lists is accepted by CMD's parser; one it
 # does not list is refused, naming the command
-for c in run estimate params resume status ls history checkpoints export stats restore gc; do
+for c in $COMMANDS; do
+  case $c in lua | version | help) continue ;; esac # options: --help only
   "$ORCH" help "$c" | sed -n 's/^  \(-[a-z]\), \(--[a-z-]*\).*/\1 \2/p; s/^  \(--\{0,1\}[a-z-]*\)\( [A-Z]\|  \).*/\1/p' >opts.txt
   for o in $(cat opts.txt); do
     "$ORCH" "$c" "$o" >opt.log 2>&1
@@ -103,4 +106,54 @@ run_orch t.log ls --until 2028-02-29
 expect_eq "a leap day is a date" "$RC" 0
 run_orch t.log ls --since 2026-11-25T10:00:00
 expect_eq "a full time is one" "$RC" 0
+
+# --- --log-json: the CLI's own messages are JSON lines too
+# json_lines NAME FILE: every line of FILE is one JSON object with ts_ms,
+# level and msg; prints "level|run_id|msg" a line into FILE.txt
+json_lines() {
+  if python3 -c 'import json,sys
+out = open(sys.argv[1] + ".txt", "w")
+for line in open(sys.argv[1]):
+    o = json.loads(line)
+    assert isinstance(o["ts_ms"], int) and o["level"] in ("error", "warn", "info", "debug"), line
+    assert list(o)[:2] == ["ts_ms", "level"] and list(o)[-1] == "msg", line
+    out.write("%s|%s|%s\n" % (o["level"], o.get("run_id", ""), o["msg"]))' "$2" 2>"$2.err"; then
+    ok "$1: every line is a JSON object"
+  else
+    bad "$1: not all JSON lines:"; sed 's/^/     | /' "$2" "$2.err" | head -20
+  fi
+}
+cat >lj.lua <<'LUA'
+local orch = require "orch"
+return orch.workflow {
+  name = "logjson",
+  input = orch.read.csv("lj.csv"),
+  output = orch.write.jsonl("out/lj.jsonl"),
+  key = "id",
+  checkpoint = orch.policy.every_rows(5),
+  stages = { function(row) return row end },
+}
+LUA
+cp rows.csv lj.csv
+(cd "$WORK" && "$ORCH" run lj.lua --db lj.db --log-json) >lj.out 2>lj.log
+expect_eq "a --log-json run: exit 0" "$?" 0
+ljid=$(sqlite3 lj.db "select id from runs")
+"$ORCH" restore "$ljid" 2 --db lj.db >/dev/null 2>&1
+(cd "$WORK" && "$ORCH" resume "$ljid" --db lj.db --log-json) >/dev/null 2>ljr.log
+expect_eq "resumed from checkpoint 2: exit 0" "$?" 0
+json_lines "resume --log-json" ljr.log
+expect_grep "the resuming line, with its run" "^info\|$ljid\|resuming run $ljid from checkpoint 2 \(10 rows done\)$" ljr.log.txt
+"$ORCH" restore "$ljid" 2 --db lj.db >/dev/null 2>&1
+echo "21,21" >>lj.csv
+(cd "$WORK" && "$ORCH" resume "$ljid" --db lj.db --log-json) >/dev/null 2>ljc.log
+expect_eq "a changed input is refused: exit 2" "$?" 2
+json_lines "a refusal under --log-json" ljc.log
+expect_grep "the refusal, as an error" "^error\|\|the input [^ ]*/lj.csv changed since run $ljid began \(size=[0-9]+ .*\); resuming would mix two inputs: start over with orch run lj.lua --db lj.db --fresh$" ljc.log.txt
+(cd "$WORK" && "$ORCH" resume nosuch --db lj.db --log-json) >/dev/null 2>ljn.log
+json_lines "no such run, under --log-json" ljn.log
+expect_grep "says so as an error" "^error\|\|no run 'nosuch' in lj.db$" ljn.log.txt
+(cd "$WORK" && "$ORCH" run wf.lua --dry-run --log-json --set colour=red) >/dev/null 2>lje.log
+json_lines "run --dry-run --log-json: the estimate and the warning" lje.log
+expect_grep "the warning, as a warning" "^warn\|\|warning: --set colour=red: the workflow reads no parameter 'colour'" lje.log.txt
+expect_grep "the estimate, as info" "^info\|\|estimate for params: 20 rows, 0 LLM calls$" lje.log.txt
 finish

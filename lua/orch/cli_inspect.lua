@@ -43,8 +43,8 @@ local function status_lines(run, cps, live, opts)
     { "rows", string.format("%s settled: %s ok, %s failed, %s dropped%s", count(run.rows_done), count(run.rows_ok),
       count(run.rows_failed), count(run.rows_dropped),
       run.rows_defaulted > 0 and (", " .. count(run.rows_defaulted) .. " defaulted") or "") },
-    { "llm", string.format("%s calls, %s tokens, %s", count(run.llm_calls), count(run.tokens_in + run.tokens_out),
-      fmt.usd(run.cost_usd)) },
+    { "llm", string.format("%s calls, %s tokens, %s%s", count(run.llm_calls), count(run.tokens_in + run.tokens_out),
+      fmt.usd(run.cost_usd), run.usage_estimated and " (estimated in part: the provider sent no usage)" or "") },
     { "input", run.input },
     { "output", run.output or "-" },
     { "owner", string.format("pid %d on %s, heartbeat %s", run.owner_pid, run.owner_host or "?",
@@ -70,6 +70,11 @@ function M.status(opts)
       return code
     end
     local cps = st:checkpoint_list(run.id) or {}
+    for _, ev in ipairs(st:event_list(run.id) or {}) do
+      if ev.type == "usage_estimated" then -- tokens counted from the text, not told by the provider
+        run.usage_estimated = true
+      end
+    end
     if opts.json then
       run.last_checkpoint = cps[#cps]
       base.print_json(run)

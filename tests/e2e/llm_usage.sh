@@ -31,6 +31,10 @@ expect_eq "the cost is not zero" "$(python3 -c "print($(sqlite3 a.db "select cos
 expect_eq "nor the tokens" "$(python3 -c "print($(sqlite3 a.db "select tokens_in from runs") >= 300)")" True
 run_orch h.log history "$rid" --db a.db
 expect_grep "an event says the usage is estimated" "usage_estimated" h.log
+run_orch st.log status "$rid" --db a.db
+expect_grep "orch status marks the figures as estimated" "^llm +50 calls, .* \(estimated in part: the provider sent no usage\)" st.log
+run_orch stj.log status "$rid" --db a.db --json
+expect_grep "and so does its JSON" '"usage_estimated":true' stj.log
 
 curl -s -X POST "$LLM_URL/admin/reset" >/dev/null
 run_orch b.log run nu.lua --db b.db --set budget=0.01 --set rows=2000

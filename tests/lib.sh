@@ -38,6 +38,11 @@ ids() { python3 -c 'import json,sys
 ids=[int(json.loads(l)["id"]) for l in open(sys.argv[1])]
 print("1..%d" % len(ids) if ids == list(range(1, len(ids) + 1)) else "%d rows, not 1..n in order (first %s)" % (len(ids), ids[:5]))' "$1"; }
 
+# id_list FILE [SEP]: the "id" of each line of a JSONL file, in order,
+# joined by SEP (a space unless given)
+id_list() { python3 -c 'import json,sys
+print(sys.argv[2].join(str(json.loads(l)["id"]) for l in open(sys.argv[1])))' "$1" "${2:- }"; }
+
 # wait_until CONDITION: evaluates the shell CONDITION every 0.05 s until it
 # holds, for up to 30 s; 1 if it never did. A background run is waited for
 # by what it has done (lines, checkpoints, marker files), never by a fixed
@@ -88,6 +93,12 @@ start_llm_server() {
   for _ in $(seq 1 100); do [ -s "$pf" ] && break; sleep 0.05; done
   LLM_PORT=$(cat "$pf")
   LLM_URL="http://127.0.0.1:$LLM_PORT"
+}
+
+# llm_admin config JSON | llm_admin reset: changes the server's faults and
+# latency, or zeroes its counters; a change the server refused is a failure
+llm_admin() {
+  curl -sf -X POST "$LLM_URL/admin/$1" ${2:+-d "$2"} >/dev/null || bad "the server refused admin/$1 ${2:-}"
 }
 
 # llm_stat KEY: a field of the server's /admin/stats (dotted path)

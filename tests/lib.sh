@@ -89,8 +89,8 @@ start_llm_server() {
   rm -f "$pf"
   python3 "$ROOT/tests/llm_server.py" --port 0 --port-file "$pf" "$@" >"$WORK/llm_server.log" 2>&1 &
   LLM_PID=$!
-  trap 'kill $LLM_PID 2>/dev/null; rm -rf "$WORK"' EXIT
-  for _ in $(seq 1 100); do [ -s "$pf" ] && break; sleep 0.05; done
+  trap 'kill $LLM_PID 2>/dev/null; [ -n "${KEEP:-}" ] || rm -rf "$WORK"' EXIT
+  wait_until "[ -s '$pf' ]" || { bad "tests/llm_server.py did not start:"; cat "$WORK/llm_server.log"; exit 1; }
   LLM_PORT=$(cat "$pf")
   LLM_URL="http://127.0.0.1:$LLM_PORT"
 }

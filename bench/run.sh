@@ -115,5 +115,9 @@ set -- $(median "$T/l_py"); lp_cpu=$1 lp_rss=$2 lp_wall=$3
   echo "| same: CPU s (user+sys, journal included), median of ${LLM_RUNS:-3} | $lo_cpu | Python: $lp_cpu; libcurl alone: $lf_cpu | $(ratio "$lo_cpu" "$lp_cpu") x Python, $(ratio "$lf_cpu" "$lp_cpu") for libcurl alone |"
   echo "| same: max RSS MB | $lo_rss | Python: $lp_rss; libcurl alone: $lf_rss | $(ratio "$lo_rss" "$lp_rss") x Python, $(ratio "$lo_rss" "$lf_rss") x libcurl alone |"
   echo "| one checkpoint of 500 rows: mean / max ms, over N checkpoints | $(echo "$b_ckpt" | awk '{print $1 " / " $2 ", N = " $3}') | | |"
+  echo
+  echo "The state store alone (bench/store.c, one run):"
+  echo
+  build/bench_store "$T" | grep -v ' passed, ' | sed 's/^/- /'
 } >bench/results.md
 cat bench/results.md

@@ -17,8 +17,10 @@ expect_eq() {
   if [ "$2" = "$3" ]; then ok "$1"; else bad "$1: expected [$3], got [$2]"; fi
 }
 
-# expect_grep NAME PATTERN FILE   (extended regex)
+# expect_grep NAME PATTERN FILE   (extended regex; an empty one, which
+# matches anything, is a mistake in the test)
 expect_grep() {
+  if [ -z "$2" ]; then bad "$1: an empty pattern matches anything"; return; fi
   if grep -Eq -- "$2" "$3"; then ok "$1"; else
     bad "$1: /$2/ not found in $3:"; sed 's/^/     | /' "$3" | head -20; fi
 }
@@ -36,14 +38,43 @@ ids() { python3 -c 'import json,sys
 ids=[int(json.loads(l)["id"]) for l in open(sys.argv[1])]
 print("1..%d" % len(ids) if ids == list(range(1, len(ids) + 1)) else "%d rows, not 1..n in order (first %s)" % (len(ids), ids[:5]))' "$1"; }
 
-# wait_lines FILE N: waits (up to 30 s) until FILE has at least N lines,
-# i.e. a background run has reached a checkpoint; timing-free on slow builds
-wait_lines() {
+# id_list FILE [SEP]: the "id" of each line of a JSONL file, in order,
+# joined by SEP (a space unless given)
+id_list() { python3 -c 'import json,sys
+print(sys.argv[2].join(str(json.loads(l)["id"]) for l in open(sys.argv[1])))' "$1" "${2:- }"; }
+
+# wait_until CONDITION: evaluates the shell CONDITION every 0.05 s until it
+# holds, for up to 30 s; 1 if it never did. A background run is waited for
+# by what it has done (lines, checkpoints, marker files), never by a fixed
+# sleep, so slow builds (ASan) and a busy machine do not change the outcome.
+wait_until() {
   for _ in $(seq 1 600); do
-    [ -f "$1" ] && [ "$(wc -l <"$1")" -ge "$2" ] && return 0
+    eval "$1" && return 0
     sleep 0.05
   done
+  echo "     (waited 30 s for: $1)"
   return 1
+}
+
+# wait_lines FILE N: waits until FILE has at least N lines, i.e. a
+# background run has reached a checkpoint
+wait_lines() {
+  wait_until "[ -f '$1' ] && [ \"\$(wc -l <'$1')\" -ge $2 ]"
+}
+
+# checkpoints DB [CONDITION]: how many checkpoints the running runs in the
+# store DB have committed (CONDITION: more SQL on c = checkpoints, r = runs)
+checkpoints() {
+  sqlite3 "$1" "select count(*) from checkpoints c join runs r on r.id = c.run_id
+    where r.status = 'running'${2:+ and $2}" 2>/dev/null || echo 0
+}
+
+# expect_refused NAME FILE PATTERN: `orch run FILE` exits 2 and its output
+# matches PATTERN (a workflow refused at load)
+expect_refused() {
+  run_orch "$2.log" run "$2"
+  expect_eq "$1: exit 2" "$RC" 2
+  expect_grep "$1: says so" "$3" "$2.log"
 }
 
 finish() {
@@ -58,10 +89,16 @@ start_llm_server() {
   rm -f "$pf"
   python3 "$ROOT/tests/llm_server.py" --port 0 --port-file "$pf" "$@" >"$WORK/llm_server.log" 2>&1 &
   LLM_PID=$!
-  trap 'kill $LLM_PID 2>/dev/null; rm -rf "$WORK"' EXIT
-  for _ in $(seq 1 100); do [ -s "$pf" ] && break; sleep 0.05; done
+  trap 'kill $LLM_PID 2>/dev/null; [ -n "${KEEP:-}" ] || rm -rf "$WORK"' EXIT
+  wait_until "[ -s '$pf' ]" || { bad "tests/llm_server.py did not start:"; cat "$WORK/llm_server.log"; exit 1; }
   LLM_PORT=$(cat "$pf")
   LLM_URL="http://127.0.0.1:$LLM_PORT"
+}
+
+# llm_admin config JSON | llm_admin reset: changes the server's faults and
+# latency, or zeroes its counters; a change the server refused is a failure
+llm_admin() {
+  curl -sf -X POST "$LLM_URL/admin/$1" ${2:+-d "$2"} >/dev/null || bad "the server refused admin/$1 ${2:-}"
 }
 
 # llm_stat KEY: a field of the server's /admin/stats (dotted path)

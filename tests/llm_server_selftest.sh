@@ -66,6 +66,16 @@ an() {
 }
 msg() { printf '{"model":"gpt-test","messages":[{"role":"user","content":"%s"}]}' "$1"; }
 admin() { curl -sS -o "$T/$1.body" -w '%{http_code}' -X "$2" ${3:+--data-binary "$3"} "$B/admin/$1" 2>/dev/null; }
+# waits (up to 10 s) until the server holds a hanging request, so what
+# follows happens while it hangs, whatever the machine's speed
+wait_hanging() {
+  for _ in $(seq 1 200); do
+    admin stats GET >/dev/null
+    grep -Eq '"hanging": *[1-9]' "$T/stats.body" && return 0
+    sleep 0.05
+  done
+  return 1
+}
 
 # ---- basics -------------------------------------------------------------
 expect_eq "GET /health" "$(curl -sS "$B/health")" "ok"
@@ -152,7 +162,7 @@ expect_eq "fault slow still 200" "$CODE" "200"
 # hang: curl gives up after 1 s; the server keeps serving others meanwhile
 oa fh "$(msg '[[fault:hang]] a')" --max-time 1 &
 HPID=$!
-sleep 0.3
+wait_hanging
 expect_eq "other requests served during a hang" "$(curl -sS --max-time 1 "$B/health")" "ok"
 admin stats GET >/dev/null
 expect_py "stats show a hanging request" "$T/stats.body" "d['hanging']>=1"
@@ -294,7 +304,7 @@ printf 'GARBAGE\r\n\r\n' | curl -sS --max-time 2 telnet://127.0.0.1:$PORT >/dev/
 expect_eq "survives garbage request line" "$(curl -sS "$B/health")" "ok"
 oa sd "$(msg '[[fault:hang]] at shutdown')" --max-time 5 &
 SDPID=$!
-sleep 0.3
+wait_hanging
 S=$(now_ms)
 kill -TERM "$SPID"
 for _ in $(seq 1 60); do kill -0 "$SPID" 2>/dev/null || break; sleep 0.05; done

@@ -2,7 +2,8 @@
  * error messages and recovery, long records, a 200,000-row file.
  * Usage: test_reader [tmpdir] (default: a fresh mkdtemp directory in /tmp, removed at
  * the end). Prints one line per group and "N passed, M failed"; exits nonzero on failure.
- * Depends on: core/reader.h, libc. */
+ * Depends on: core/reader.h, check.h, libc. */
+#include "check.h"
 #include "reader.h"
 
 #include <inttypes.h>
@@ -16,35 +17,9 @@
 #define MAX_FILES 64
 #define MAX_SNAPS 64
 
-static int passed;
-static int failed;
 static char tmpdir[1024]; /* short enough for tmpdir/name to fit PATH_MAX */
 static char files[MAX_FILES][PATH_MAX];
 static int nfiles;
-
-static void check(int ok, int line, const char *what)
-{
-    if (ok) {
-        passed++;
-        return;
-    }
-    failed++;
-    fprintf(stderr, "FAIL test_reader.c:%d: %s\n", line, what);
-}
-
-static void check_str(const char *got, const char *want, int line)
-{
-    if (got != NULL && strcmp(got, want) == 0) {
-        passed++;
-        return;
-    }
-    failed++;
-    fprintf(stderr, "FAIL test_reader.c:%d: got \"%s\", want \"%s\"\n", line,
-            got != NULL ? got : "(null)", want);
-}
-
-#define CHECK(c) check((c) != 0, __LINE__, #c)
-#define CHECK_STR(got, want) check_str((got), (want), __LINE__)
 
 /* Writes data to tmpdir/name; returns the path (static storage, removed at exit). */
 static const char *write_file(const char *name, const char *data, size_t len)
@@ -92,9 +67,7 @@ static void take(struct orch_reader *r, struct snap *s)
     memset(s, 0, sizeof *s);
     s->rc = orch_reader_next(r, &rec);
     for (size_t i = 0; i < rec.nfields; i++) {
-        if (rec.fields[i].ptr[rec.fields[i].len] != '\0') {
-            check(0, __LINE__, "field is NUL-terminated");
-        }
+        CHECK(rec.fields[i].ptr[rec.fields[i].len] == '\0'); /* each field is NUL-terminated */
         n += (size_t)snprintf(s->text + n, sizeof s->text - n, "%s%.*s", i > 0 ? "|" : "",
                               (int)rec.fields[i].len, rec.fields[i].ptr);
         if (n >= sizeof s->text) {
@@ -570,12 +543,12 @@ static void test_many_rows(void)
 
 static void run(const char *name, void (*fn)(void))
 {
-    int before = failed;
-    int checks = passed + failed;
+    int before = check_failed;
+    int checks = check_passed + check_failed;
 
     fn();
-    printf("%s %s (%d checks)\n", failed == before ? "ok  " : "FAIL", name,
-           passed + failed - checks);
+    printf("%s %s (%d checks)\n", check_failed == before ? "ok  " : "FAIL", name,
+           check_passed + check_failed - checks);
 }
 
 int main(int argc, char **argv)
@@ -613,6 +586,5 @@ int main(int argc, char **argv)
     if (made) {
         rmdir(tmpdir);
     }
-    printf("%d passed, %d failed\n", passed, failed);
-    return failed == 0 ? 0 : 1;
+    return check_report();
 }

@@ -5,8 +5,8 @@
  * corrupt, another program's database, unwritable location), each
  * checked to leave the user's file untouched; the LLM response journal
  * (round trip, first wins, hits, stats, persistence) and the migration of
- * a schema-1 database to it. Prints the time of a 500-result checkpoint
- * and of journal writes and lookups. argv[1] is a scratch directory. */
+ * a schema-1 database to it. argv[1] is a scratch directory. Timings of
+ * the same operations are bench/store.c. */
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/fs.h>
@@ -841,132 +841,6 @@ static void test_journal_crash(const char *dir)
     st->ops->close(st);
 }
 
-static double mono_us(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1e6 + (double)ts.tv_nsec / 1e3;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a;
-    double y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-/* 1,000 journal writes (each its own commit, as when replies arrive one by
- * one), then as many lookups that hit and that miss; prints the means. */
-static void bench_journal(struct orch_store *st, const char *label)
-{
-    enum { N = 1000 };
-    char body[1500];
-    int bl = snprintf(body, sizeof body, "{\"id\":\"chatcmpl-1\",\"choices\":[{\"message\":{\"content\":\"");
-    while (bl < (int)sizeof body - 40)
-        bl += snprintf(body + bl, sizeof body - (size_t)bl, "positive ");
-    bl += snprintf(body + bl, sizeof body - (size_t)bl, "\"}}]}");
-    static char keys[N][33];
-    for (int i = 0; i < N; i++)
-        snprintf(keys[i], sizeof keys[i], "%016llx%016llx", (unsigned long long)i * 2654435761ULL,
-                 (unsigned long long)i);
-    struct orch_journal_entry e = {0};
-    e.run_id = "bench";
-    e.provider = "openai";
-    e.model = "gpt-4o-mini";
-    e.response = body;
-    e.response_len = (size_t)bl;
-    e.tokens_in = 500;
-    e.tokens_out = 20;
-    e.cost_usd = 0.0001;
-    e.latency_ms = 700;
-    int failed = 0;
-    static double took[N];
-    double t0 = mono_us();
-    for (int i = 0; i < N; i++) {
-        e.key = keys[i];
-        double t = mono_us();
-        failed += st->ops->journal_put(st, &e) != 0;
-        took[i] = mono_us() - t;
-    }
-    double put_us = (mono_us() - t0) / N;
-    CHECK(failed == 0);
-    qsort(took, N, sizeof took[0], cmp_double);
-
-    struct orch_journal_owned got;
-    int found = 0;
-    t0 = mono_us();
-    for (int i = 0; i < N; i++) {
-        if (st->ops->journal_get(st, keys[i], &got) == 1) {
-            found += got.response_len == (size_t)bl && got.hits == 1;
-            orch_journal_clear(&got);
-        }
-    }
-    double hit_us = (mono_us() - t0) / N;
-    CHECK(found == N);
-    int missed = 0;
-    char miss[40];
-    t0 = mono_us();
-    for (int i = 0; i < N; i++) {
-        snprintf(miss, sizeof miss, "ffffffff%024d", i);
-        missed += st->ops->journal_get(st, miss, &got) == 0;
-    }
-    double miss_us = (mono_us() - t0) / N;
-    CHECK(missed == N);
-    struct orch_store_stats s;
-    CHECK(st->ops->stats(st, &s) == 0);
-    CHECK(s.journal_entries == N && s.journal_hits == N);
-    CHECK(s.journal_saved_usd > 0.0001 * N - 1e-9 && s.journal_saved_usd < 0.0001 * N + 1e-9);
-    /* the max is SQLite's automatic WAL checkpoint (an fsync of the database) landing on a put */
-    printf("journal (%s, %d-byte replies): put mean %.1f us (median %.1f, max %.1f), get hit mean %.1f us, "
-           "get miss mean %.1f us, over %d each\n",
-           label, bl, put_us, took[N / 2], took[N - 1], hit_us, miss_us, N);
-}
-
-/* 500 results + a checkpoint per transaction, repeated; prints timings. */
-static void bench_checkpoint(struct orch_store *st, const char *label)
-{
-    struct orch_run run = make_run("bench", "bench", "idZ", ORCH_RUN_RUNNING, 5000);
-    CHECK(st->ops->run_create(st, &run) == 0);
-    enum { NRES = 500, ROUNDS = 20 };
-    static struct orch_result res[NRES];
-    static char keys[NRES][16];
-    static char data[NRES][200];
-    char memento[4096];
-    int ml = snprintf(memento, sizeof memento, "{\"state\":{");
-    for (int i = 0; i < 100 && ml < 3900; i++)
-        ml += snprintf(memento + ml, sizeof memento - (size_t)ml, "\"k%d\":%d,", i, i * 7);
-    ml += snprintf(memento + ml, sizeof memento - (size_t)ml, "\"end\":1}}");
-    double total = 0, best = 1e9, worst = 0;
-    for (int round = 0; round < ROUNDS; round++) {
-        for (int i = 0; i < NRES; i++) {
-            int64_t seq = (int64_t)round * NRES + i + 1;
-            snprintf(keys[i], sizeof keys[i], "row-%lld", (long long)seq);
-            int dl = snprintf(data[i], sizeof data[i],
-                              "{\"id\":%lld,\"label\":\"positive\",\"confidence\":0.93,\"text\":\"a review "
-                              "that is long enough to look like real output\"}",
-                              (long long)seq);
-            res[i] = (struct orch_result){seq, keys[i], "ok", NULL, data[i], (size_t)dl};
-        }
-        run.rows_done = (int64_t)(round + 1) * NRES;
-        struct orch_checkpoint c = {0};
-        c.reason = (char *)"rows";
-        c.input_index = run.rows_done;
-        c.memento = memento;
-        c.memento_len = (size_t)ml;
-        CHECK(st->ops->checkpoint_write(st, &run, &c, res, NRES, NULL, 0) == 0);
-        free(c.checksum);
-        total += c.duration_ms;
-        if (c.duration_ms < best)
-            best = c.duration_ms;
-        if (c.duration_ms > worst)
-            worst = c.duration_ms;
-    }
-    int n = result_count(st, "bench");
-    CHECK(n == NRES * ROUNDS);
-    printf("checkpoint of %d results (%s): mean %.3f ms, min %.3f ms, max %.3f ms over %d writes\n", NRES,
-           label, total / ROUNDS, best, worst, ROUNDS);
-}
-
 static void test_reopen(const char *db_path)
 {
     char err[512];
@@ -1257,7 +1131,6 @@ static void test_memory(void)
     orch_journal_clear(&jr);
     CHECK(st->ops->stats(st, &s) == 0);
     CHECK(s.journal_entries == 1 && s.journal_hits == 1);
-    bench_checkpoint(st, ":memory:");
     st->ops->close(st);
 }
 
@@ -1563,16 +1436,6 @@ int main(int argc, char **argv)
     }
     test_migrate_v1(dir);
     test_journal_crash(dir);
-
-    char bench_path[600];
-    snprintf(bench_path, sizeof bench_path, "%s/bench.db", dir);
-    st = orch_store_open(bench_path, err, sizeof err);
-    CHECK(st != NULL);
-    if (st != NULL) {
-        bench_checkpoint(st, "file, WAL, synchronous=NORMAL");
-        bench_journal(st, "file, WAL, synchronous=NORMAL");
-        st->ops->close(st);
-    }
 
     test_concurrent_open(dir);
     test_memory();

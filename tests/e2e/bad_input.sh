@@ -29,11 +29,6 @@ expect_grep "misspelled key names its line and a suggestion" "^orch: typo.lua:5:
 
 # A misspelled key inside a nested table is refused the same way, at its
 # own line: a stage table, a step, budget, a policy, an observer, an llm.
-typo() { # typo NAME FILE PATTERN
-  run_orch "$2.log" run "$2"
-  expect_eq "$1: exits 2" "$RC" 2
-  expect_grep "$1: names its line and a suggestion" "$3" "$2.log"
-}
 cat >stagetypo.lua <<'LUA'
 local orch = require "orch"
 return orch.workflow {
@@ -44,7 +39,7 @@ return orch.workflow {
   },
 }
 LUA
-typo "a stage table" stagetypo.lua "^orch: stagetypo.lua:6: orch.workflow: stages\[1\]: unknown key 'critcal' \(did you mean 'critical'\?\); expected one of: critical, name, run$"
+expect_refused "a stage table" stagetypo.lua "^orch: stagetypo.lua:6: orch.workflow: stages\[1\]: unknown key 'critcal' \(did you mean 'critical'\?\); expected one of: critical, name, run$"
 cat >steptypo.lua <<'LUA'
 local orch = require "orch"
 return orch.workflow {
@@ -56,7 +51,7 @@ return orch.workflow {
   },
 }
 LUA
-typo "a step" steptypo.lua "^orch: steptypo.lua:7: orch.workflow: steps\[2\]: unknown key 'critcal' \(did you mean 'critical'\?\)"
+expect_refused "a step" steptypo.lua "^orch: steptypo.lua:7: orch.workflow: steps\[2\]: unknown key 'critcal' \(did you mean 'critical'\?\)"
 cat >budgettypo.lua <<'LUA'
 local orch = require "orch"
 return orch.workflow {
@@ -67,7 +62,7 @@ return orch.workflow {
   stages = { function(r) return r end },
 }
 LUA
-typo "budget" budgettypo.lua "^orch: budgettypo.lua:6: orch.workflow: budget: unknown key 'warn' \(did you mean 'warn_at'\?\)"
+expect_refused "budget" budgettypo.lua "^orch: budgettypo.lua:6: orch.workflow: budget: unknown key 'warn' \(did you mean 'warn_at'\?\)"
 cat >policytypo.lua <<'LUA'
 local orch = require "orch"
 return orch.workflow {
@@ -79,7 +74,7 @@ return orch.workflow {
   stages = { function(r) return r end },
 }
 LUA
-typo "a policy" policytypo.lua "^orch: policytypo.lua:6: orch.policy.adaptive: unknown key 'max_intervl' \(did you mean 'max_interval'\?\)"
+expect_refused "a policy" policytypo.lua "^orch: policytypo.lua:6: orch.policy.adaptive: unknown key 'max_intervl' \(did you mean 'max_interval'\?\)"
 cat >observertypo.lua <<'LUA'
 local orch = require "orch"
 return orch.workflow {
@@ -90,7 +85,7 @@ return orch.workflow {
     orch.observe.jsonl("events.jsonl", { row = true }) },
 }
 LUA
-typo "an observer" observertypo.lua "^orch: observertypo.lua:7: orch.observe.jsonl: unknown key 'row' \(did you mean 'rows'\?\)"
+expect_refused "an observer" observertypo.lua "^orch: observertypo.lua:7: orch.observe.jsonl: unknown key 'row' \(did you mean 'rows'\?\)"
 cat >llmtypo.lua <<'LUA'
 local orch = require "orch"
 return orch.workflow {
@@ -101,7 +96,7 @@ return orch.workflow {
   stages = { function(r) return r end },
 }
 LUA
-typo "an llm table" llmtypo.lua "^orch: llmtypo.lua:6: orch.workflow: llm: unknown key 'modle' \(did you mean 'model'\?\)"
+expect_refused "an llm table" llmtypo.lua "^orch: llmtypo.lua:6: orch.workflow: llm: unknown key 'modle' \(did you mean 'model'\?\)"
 cat >prompttypo.lua <<'LUA'
 local orch = require "orch"
 return orch.workflow {
@@ -112,7 +107,7 @@ return orch.workflow {
     critcal = true } },
 }
 LUA
-typo "orch.stage.prompt" prompttypo.lua "^orch: prompttypo.lua:6: orch.stage.prompt: unknown key 'critcal' \(did you mean 'critical'\?\)"
+expect_refused "orch.stage.prompt" prompttypo.lua "^orch: prompttypo.lua:6: orch.stage.prompt: unknown key 'critcal' \(did you mean 'critical'\?\)"
 if [ -e events.jsonl ]; then bad "a refused workflow wrote its observer's file"; else ok "nothing was written"; fi
 
 cat >notfn.lua <<'LUA'

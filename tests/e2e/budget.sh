@@ -28,7 +28,7 @@ expect_eq "60 rows (about \$0.84) within \$2.00, 16 at once, worst case \$0.52 e
 expect_eq "every row is written" "$(wc -l <out/a.jsonl)" 60
 expect_eq "the server saw one request a row" "$(llm_stat requests)" 60
 
-curl -s -X POST "$LLM_URL/admin/reset" >/dev/null
+llm_admin reset
 run_orch p.log run b.lua --db p.db --set budget=1.5 --set out=out/p.jsonl
 expect_eq "200 rows (about \$2.80) with \$1.50: paused, exit 3" "$RC" 3
 rid=$(grep -Eo 'budget-[0-9a-f]+' p.log | head -1)

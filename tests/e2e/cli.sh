@@ -68,7 +68,8 @@ for c in $COMMANDS; do
     "$ORCH" "$c" "$o" >opt.log 2>&1
     if grep -q "unknown option" opt.log; then bad "$c refuses $o, which its help lists"; fi
   done
-  [ -s opts.txt ] && ok "$c accepts each of the $(wc -w <opts.txt) options its help lists"
+  if [ -s opts.txt ]; then ok "$c accepts each of the $(wc -w <opts.txt) options its help lists"; else
+    bad "$c: no option found in orch help $c"; fi
   run_orch unk.log "$c" --nosuch
   expect_eq "$c --nosuch: exit 2" "$RC" 2
   expect_grep "$c names itself" "^orch: $c: unknown option '--nosuch'" unk.log

@@ -34,6 +34,5 @@ return orch.workflow {
 LUA
 run_orch "$WORK/log2" run reverse.lua
 expect_eq "reverse run exits 0" "$RC" 0
-ids=$(python3 -c 'import json,sys; print(",".join(str(json.loads(l)["id"]) for l in open(sys.argv[1])))' "$WORK/out/reverse.jsonl")
-expect_eq "rows that finish last-first are written first-first" "$ids" "$(seq -s, 1 300)"
+expect_eq "rows that finish last-first are written first-first" "$(id_list "$WORK/out/reverse.jsonl" ,)" "$(seq -s, 1 300)"
 finish

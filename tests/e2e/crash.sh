@@ -47,12 +47,8 @@ while [ $kills -lt 12 ] && [ $attempts -lt 60 ]; do
   "$ORCH" run crashy.lua --db crash.db -v >>crash.log 2>&1 &
   pid=$!
   # kill only once this attempt has claimed the run (slow starts under ASan)
-  for _ in $(seq 1 200); do
-    [ "$(grep -cE "started run|resuming run" crash.log)" -gt "${begun:-0}" ] && break
-    kill -0 "$pid" 2>/dev/null || break
-    sleep 0.02
-  done
-  sleep "0.$((RANDOM % 15 + 3))"
+  wait_until '[ "$(grep -cE "started run|resuming run" crash.log)" -gt "${begun:-0}" ] || ! kill -0 "$pid" 2>/dev/null'
+  sleep "0.$((RANDOM % 15 + 3))" # a random moment of the run to kill it at: the point of the test
   if kill -0 "$pid" 2>/dev/null; then
     kill -9 "$pid"
     wait "$pid" 2>/dev/null

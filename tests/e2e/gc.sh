@@ -1,7 +1,7 @@
 # orch gc: removes finished runs older than --older-than with everything
 # stored for them, keeps --keep-last per workflow, never a paused run
-# unless asked, prunes the journal with --journal, shrinks with --vacuum,
-# and --dry-run only lists.
+# (it still resumes), prunes the journal with --journal, shrinks with
+# --vacuum, --dry-run only lists, and a bad --status or age is refused.
 . tests/lib.sh
 cd "$WORK"
 seq 1 50 | awk 'BEGIN{print "id,text"} {print $1 ",item " $1}' >rows.csv

@@ -38,12 +38,12 @@ assert all(r["error"] for r in bad), "a failure without a reason"
 print("accounted", len(ok), "ok", len(bad) < 40)
 PY
 expect_grep "every row is ok or failed with a reason; few fail" "^accounted 2000 ok True" rows.txt
-expect_grep "retries happened" "^[0-9]+$" <(llm_stat faults.429)
+expect_grep "429s were answered, and retried" "^[1-9][0-9]*$" <(llm_stat faults.429)
 calls1=$(llm_stat requests)
 if [ "$calls1" -gt 2000 ]; then ok "the server saw $calls1 requests (retries included)"; else bad "only $calls1 requests"; fi
 
 # a second, fresh run is answered from the journal: no call at all
-curl -s -X POST "$LLM_URL/admin/reset" >/dev/null
+llm_admin reset
 run_orch run2.log run faulty.lua --db s.db --fresh
 expect_eq "rerun exits 0" "$RC" 0
 failed=$(wc -l <out/faulty-errors.jsonl)
@@ -53,11 +53,11 @@ if [ "$calls2" -le $((failed * 6)) ]; then ok "rerun made $calls2 calls for $fai
 expect_grep "the summary says so" "from the journal" run2.log
 
 # kill -9 mid-run, resume: at most `concurrency` requests are sent twice
-curl -s -X POST "$LLM_URL/admin/config" -d '{"fail_429": 0, "fail_500": 0, "garbage": 0, "hang": 0, "latency_ms": 100}' >/dev/null
-curl -s -X POST "$LLM_URL/admin/reset" >/dev/null
+llm_admin config '{"fail_429": 0, "fail_500": 0, "garbage": 0, "hang": 0, "latency_ms": 100}'
+llm_admin reset
 "$ORCH" run faulty.lua --db k.db --set out=out/killed.jsonl >kill.log 2>&1 &
 pid=$!
-sleep 1.5
+wait_until '[ "$(llm_stat requests)" -ge 300 ]' # mid-run: 2,000 rows, 50 at a time
 kill -9 "$pid"; wait "$pid" 2>/dev/null
 before=$(llm_stat requests)
 run_orch resume.log run faulty.lua --db k.db --set out=out/killed.jsonl
@@ -65,12 +65,12 @@ expect_eq "resume after kill -9 completes" "$RC" 0
 dups=$(llm_stat duplicates)
 if [ "$before" -gt 0 ] && [ "$dups" -le 50 ]; then ok "$dups request(s) sent twice after kill -9 (<= concurrency 50)"; else bad "$dups duplicates ($before before the kill)"; fi
 expect_eq "every row once after the kill" "$(wc -l <out/killed.jsonl)" 2000
-curl -s -X POST "$LLM_URL/admin/reset" >/dev/null
+llm_admin reset
 run_orch full.log run faulty.lua --db k.db --set out=out/killed.jsonl --fresh
 expect_eq "a second full run makes 0 calls" "$(llm_stat requests)" 0
 
 # budget: pause before overspending, resume with more
-curl -s -X POST "$LLM_URL/admin/config" -d '{"latency_ms": 20}' >/dev/null
+llm_admin config '{"latency_ms": 20}'
 run_orch b1.log run faulty.lua --db b.db --set rows=300 --set budget=1 --set out=out/budget.jsonl --no-cache
 expect_eq "the budget pauses the run: exit 3" "$RC" 3
 expect_grep "says why and how to go on" "budget of \\\$1.0000 reached.*resume with a higher budget, .*orch resume faulty-[0-9a-f]+ --budget" b1.log
@@ -84,7 +84,7 @@ expect_eq "resume with a higher budget finishes" "$RC" 0
 expect_eq "and every row is there once" "$(wc -l <out/budget.jsonl)" 300
 
 # adaptive concurrency: 429s halve the requests in flight, successes grow them back
-curl -s -X POST "$LLM_URL/admin/config" -d '{"fail_429": 0.3, "latency_ms": 20, "retry_after": 0}' >/dev/null
+llm_admin config '{"fail_429": 0.3, "latency_ms": 20, "retry_after": 0}'
 run_orch ad.log run faulty.lua --db ad.db --set rows=400 --set adaptive=true --set out=out/ad.jsonl --no-cache -v
 expect_eq "adaptive run completes" "$RC" 0
 expect_grep "429s lower the concurrency" "LLM concurrency [0-9]+ -> [0-9]+ \(overload\)" ad.log
@@ -92,7 +92,7 @@ expect_grep "successes raise it again" "LLM concurrency [0-9]+ -> [0-9]+ \(recov
 adid=$(sqlite3 ad.db "select id from runs limit 1")
 run_orch adh.log history "$adid" --db ad.db
 expect_grep "the changes are events of the run" "concurrency +\{\"data\":\{\"from\":" adh.log
-curl -s -X POST "$LLM_URL/admin/config" -d '{"fail_429": 0, "latency_ms": 0}' >/dev/null
+llm_admin config '{"fail_429": 0, "latency_ms": 0}'
 
 # rpm: 30 requests at 600 per minute (10 a second, bursts of 10) take about 2 s
 start=$(date +%s%N)
@@ -102,7 +102,7 @@ expect_eq "rate-limited run completes" "$RC" 0
 if [ "$ms" -ge 1500 ]; then ok "rpm 600 spread 30 requests over ${ms} ms"; else bad "30 requests at rpm 600 took only ${ms} ms"; fi
 
 # Anthropic shape
-curl -s -X POST "$LLM_URL/admin/config" -d '{"latency_ms": 0}' >/dev/null
+llm_admin config '{"latency_ms": 0}'
 run_orch an.log run faulty.lua --db a.db --set rows=20 --set provider=anthropic --set model=claude-3-5-haiku-latest --set out=out/an.jsonl
 expect_eq "anthropic provider: exit 0" "$RC" 0
 expect_grep "anthropic replies land in the rows" '"reply":"echo: Repeat: item number 1"' out/an.jsonl

@@ -36,7 +36,7 @@ expect_grep "orch status marks the figures as estimated" "^llm +50 calls, .* \(e
 run_orch stj.log status "$rid" --db a.db --json
 expect_grep "and so does its JSON" '"usage_estimated":true' stj.log
 
-curl -s -X POST "$LLM_URL/admin/reset" >/dev/null
+llm_admin reset
 run_orch b.log run nu.lua --db b.db --set budget=0.01 --set rows=2000
 expect_eq "the budget holds without usage: paused, exit 3" "$RC" 3
 sent=$(llm_stat requests)
@@ -44,7 +44,7 @@ if [ "$sent" -lt 20 ]; then ok "only $sent of 2,000 requests went out"; else bad
 expect_eq "spend stayed within \$0.01" "$(python3 -c "print(0 < $(sqlite3 b.db "select cost_usd from runs") <= 0.01)")" True
 
 # Retry-After: 100000 is not slept through
-curl -s -X POST "$LLM_URL/admin/config" -d '{"omit_usage": false, "retry_after": 100000}' >/dev/null
+llm_admin config '{"omit_usage": false, "retry_after": 100000}'
 cat >ra.lua <<LUA
 local orch = require "orch"
 return orch.workflow {
@@ -64,8 +64,8 @@ expect_eq "two rows are done" "$(wc -l <out/ra.jsonl)" 2
 expect_grep "the other fails with the server's value" \
   'HTTP 429: Rate limit reached.*\(the server asks to retry after 100000 s, more than the 5 s orch waits; raise llm.retry_cap to wait longer\)' out/ra-errors.jsonl
 expect_eq "and is not retried" "$(llm_stat max_attempts_per_body)" 1
-curl -s -X POST "$LLM_URL/admin/config" -d '{"retry_after": 0.1}' >/dev/null
-curl -s -X POST "$LLM_URL/admin/reset" >/dev/null
+llm_admin config '{"retry_after": 0.1}'
+llm_admin reset
 run_orch ra2.log run ra.lua --db ra2.db --set cap=1
 expect_eq "a Retry-After within the cap is obeyed, then the retry succeeds" "$(wc -l <out/ra.jsonl)" 3
 expect_eq "with a second attempt" "$(llm_stat max_attempts_per_body)" 2

@@ -38,7 +38,6 @@ return orch.workflow {
   stages = { check_row, function(row) if row.id == 6 then return nil end return row end },
 }
 LUA
-id_list() { python3 -c 'import json,sys; print(" ".join(str(json.loads(l)["id"]) for l in open(sys.argv[1])))' "$1"; }
 
 run_orch log run flaky.lua
 expect_eq "skip: exit 0" "$RC" 0

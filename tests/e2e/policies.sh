@@ -106,10 +106,7 @@ expect_grep "names the line and what is expected" "badpol.lua:6: orch.workflow: 
 # kill -9 under a custom policy, then resume: every row once
 "$ORCH" run pol.lua --set policy=fn --set sleep=0.01 --set out=out/killed.jsonl >/dev/null 2>&1 &
 pid=$!
-for _ in $(seq 1 600); do
-  [ "$(sqlite3 .orch/state.db "select count(*) from checkpoints c join runs r on r.id = c.run_id where r.status = 'running'" 2>/dev/null || echo 0)" -ge 1 ] && break
-  sleep 0.05
-done
+wait_until '[ "$(checkpoints .orch/state.db)" -ge 1 ]'
 kill -9 "$pid"; wait "$pid" 2>/dev/null
 run_orch resume.log run pol.lua --set policy=fn --set sleep=0.01 --set out=out/killed.jsonl
 expect_eq "resume after kill -9: exit 0" "$RC" 0

@@ -2,7 +2,8 @@
 # outputs of its `after` steps, the output file has a line per step; a
 # failing step stops the run (exit 1) and its dependents never run; kill -9
 # mid-DAG then resume runs only the steps that had not completed; cycles,
-# unknown steps and clashing keys are refused at load with their line.
+# unknown steps, two steps of one name and steps with an input are refused
+# at load with their line; a step returning a function is named.
 . tests/lib.sh
 cd "$WORK"
 cat >dag.lua <<'LUA'
@@ -85,11 +86,8 @@ expect_eq "stats ran twice, report once after it" "$(sort ran.log | tr '\n' ' ')
 rm -f ran.log
 "$ORCH" run dag.lua --set slow=5 --fresh >kill.log 2>&1 &
 pid=$!
-for _ in $(seq 1 200); do
-  [ "$(sqlite3 .orch/state.db "select count(*) from checkpoints c join runs r on r.id = c.run_id where r.status = 'running'" 2>/dev/null || echo 0)" -ge 1 ] && grep -q analyse ran.log && break
-  sleep 0.05
-done
-sleep 0.5 # analyse (0.3 s) has finished and its output is in ctx.state by now
+# analyse (0.3 s) has finished and a checkpoint holds its output; stats (5.3 s) has not
+wait_until '[ "$(checkpoints .orch/state.db "c.reason = '"'step analyse'"'")" -ge 1 ]'
 kill -9 "$pid"; wait "$pid" 2>/dev/null
 run_orch resume.log run dag.lua --set slow=5
 expect_eq "resume after kill -9: exit 0" "$RC" 0
@@ -107,11 +105,6 @@ expect_grep "four steps, one LLM call per product" "review-report: 4 steps in .*
 expect_eq "a report section per product" "$(head -1 report.md) $(grep -c '^## .* reviews, mean rating [0-9.]*)$' report.md)" \
   "# Review report 15"
 
-refused() { # refused NAME FILE PATTERN
-  run_orch "$2.log" run "$2"
-  expect_eq "$1: exit 2" "$RC" 2
-  expect_grep "$1: says so" "$3" "$2.log"
-}
 cat >cycle.lua <<'LUA'
 local orch = require "orch"
 return orch.workflow {
@@ -123,13 +116,13 @@ return orch.workflow {
   },
 }
 LUA
-refused "a cycle" cycle.lua "cycle.lua:[0-9]+: orch.workflow: steps form a cycle: a, b, c wait for each other"
+expect_refused "a cycle" cycle.lua "cycle.lua:[0-9]+: orch.workflow: steps form a cycle: a, b, c wait for each other"
 sed 's/after = { "a" }/after = { "aa" }/; s/after = { "c" }, //' cycle.lua >unknown.lua
-refused "an unknown step" unknown.lua "step 'b' runs after 'aa' \(after\[1\]\), which is not a step \(did you mean 'a'\?\)"
+expect_refused "an unknown step" unknown.lua "step 'b' runs after 'aa' \(after\[1\]\), which is not a step \(did you mean 'a'\?\)"
 sed 's/name = "c"/name = "a"/' cycle.lua >dup.lua
-refused "two steps of one name" dup.lua "two steps are named 'a' \(steps\[1\] and steps\[3\]\)"
+expect_refused "two steps of one name" dup.lua "two steps are named 'a' \(steps\[1\] and steps\[3\]\)"
 sed 's/name = "cycle",/name = "cycle", input = { { id = 1 } },/' cycle.lua >both.lua
-refused "steps with an input" both.lua "'input' cannot be given with 'steps'"
+expect_refused "steps with an input" both.lua "'input' cannot be given with 'steps'"
 # A step's output must be JSON: a function (or a table holding one) is named
 # with the step and where it is, not as a ctx.state problem.
 cat >fnstep.lua <<'LUA'

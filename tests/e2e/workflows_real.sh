@@ -23,7 +23,7 @@ expect_eq "every row classified" "$(wc -l <out/c.jsonl)" "$nrows"
 expect_eq "the server saw the key from OPENAI_API_KEY on every request" "$(llm_stat 'authorization.Bearer sk-from-env')" "$nrows"
 expect_grep "the reply is the server's" '"label":"echo: classify the text as one of' out/c.jsonl
 
-curl -s -X POST "$LLM_URL/admin/reset" >/dev/null
+llm_admin reset
 run_env c2.log OPENAI_API_KEY=sk-from-env OPENAI_BASE_URL=http://127.0.0.1:9/v1 \
   "$ORCH" run "$W/classify.lua" --db c2.db --set provider=openai --set model=m --set input="$DATA" \
   --set out=out/c2.jsonl --set base_url="$LLM_URL/v1"
@@ -35,7 +35,7 @@ run_env c3.log -u OPENAI_API_KEY -u OPENAI_BASE_URL \
 expect_eq "no key and no URL: a workflow error, exit 2" "$RC" 2
 expect_grep "which says what to export" "llm.api_key is empty: export OPENAI_API_KEY \(or set api_key" c3.log
 
-curl -s -X POST "$LLM_URL/admin/reset" >/dev/null
+llm_admin reset
 run_env a.log ANTHROPIC_API_KEY=sk-ant-env ANTHROPIC_BASE_URL="$LLM_URL/v1" \
   "$ORCH" run "$W/classify.lua" --db a.db --set provider=anthropic --set model=claude-test --set input="$DATA" \
   --set out=out/a.jsonl

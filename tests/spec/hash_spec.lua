@@ -5,6 +5,7 @@
 -- form `xxhsum -H2` / `xxhsum -H3` print.  The empty-input values are also
 -- xxHash's published test vectors.
 local hash = require "orch.hash"
+local fails_with = require("helpers").fails_with
 
 local fox = "The quick brown fox jumps over the lazy dog"
 
@@ -41,10 +42,11 @@ describe("orch.hash.xxh128", function()
   end)
 
   it("checks its arguments", function()
-    assert.has_error(function() hash.xxh128() end)
-    assert.has_error(function() hash.xxh128({}) end)
-    assert.has_error(function() hash.xxh128("a", "seed") end)
-    assert.has_error(function() hash.xxh128("a", 1.5) end)
+    fails_with("bad argument #1 to 'xxh128' (string expected, got no value)", function() hash.xxh128() end)
+    fails_with("bad argument #1 to 'xxh128' (string expected, got table)", function() hash.xxh128({}) end)
+    fails_with("bad argument #2 to 'xxh128' (number expected, got string)", function() hash.xxh128("a", "seed") end)
+    fails_with("bad argument #2 to 'xxh128' (number has no integer representation)",
+      function() hash.xxh128("a", 1.5) end)
     -- numbers are hashed as their string form, like other string arguments
     assert.are.equal(hash.xxh128("123"), hash.xxh128(123))
   end)
@@ -74,7 +76,7 @@ describe("orch.hash.xxh64", function()
   end)
 
   it("checks its arguments", function()
-    assert.has_error(function() hash.xxh64() end)
-    assert.has_error(function() hash.xxh64(false) end)
+    fails_with("bad argument #1 to 'xxh64' (string expected, got no value)", function() hash.xxh64() end)
+    fails_with("bad argument #1 to 'xxh64' (string expected, got boolean)", function() hash.xxh64(false) end)
   end)
 end)

@@ -2,8 +2,8 @@
 -- (core/reader.c, core/reader_lua.c), orch.sink (core/sink.c,
 -- core/sink_lua.c) and orch.io (lua/orch/io.lua) on top of them.
 --
--- Tests named "BUG: ..." show a known defect: while it is there they report
--- as pending with the failure; once fixed they pass as regression tests.
+-- Tests named "regression: ..." guard a fixed bug: when one fails, its
+-- message starts with what used to go wrong.
 local reader = require "orch.reader"
 local sink = require "orch.sink"
 local oio = require "orch.io"
@@ -11,11 +11,7 @@ local orch = require "orch"
 local check = require "orch.check"
 local cjson = require "cjson"
 
--- A regression test of a fixed bug: `what` says what used to go wrong.
-local function regression(what, fn)
-  local _ = what
-  fn()
-end
+local regression = require("helpers").regression
 
 local dir -- a fresh directory per test, removed afterwards
 

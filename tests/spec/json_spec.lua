@@ -4,13 +4,7 @@ local cjson = require "cjson"
 
 local enc = json.encode
 
--- Asserts that f(...) raises and the message contains `text` (plain find).
-local function fails_with(text, f, ...)
-  local ok, err = pcall(f, ...)
-  assert.is_false(ok, "expected an error containing: " .. text)
-  assert.is_truthy(tostring(err):find(text, 1, true),
-    "error was: " .. tostring(err) .. "\nexpected it to contain: " .. text)
-end
+local fails_with = require("helpers").fails_with
 
 describe("orch.json.encode", function()
   describe("scalars", function()

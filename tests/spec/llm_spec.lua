@@ -11,16 +11,8 @@ local cjson = require "cjson"
 
 local SELF = debug.getinfo(1, "S").short_src
 
-local function here()
-  return debug.getinfo(2, "l").currentline
-end
-
--- Runs f, which must raise; returns the error value.
-local function catch(f)
-  local ok, e = pcall(f)
-  assert.is_false(ok, "expected an error")
-  return e
-end
+local h = require "helpers"
+local here, catch = h.line, h.catch -- here(): the line it is called from
 
 -- A fake context whose ctx:llm records the request and answers `reply`.
 local function recording_ctx(reply)

@@ -13,11 +13,7 @@ local function s(t)
   return base
 end
 
-local function fails_with(text, f, ...)
-  local ok, err = pcall(f, ...)
-  assert.is_false(ok, "expected an error containing: " .. text)
-  assert.is_truthy(tostring(err):find(text, 1, true), "error was: " .. tostring(err))
-end
+local fails_with = require("helpers").fails_with
 
 describe("orch.policy", function()
   it("is orch.policy", function()

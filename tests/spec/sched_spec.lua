@@ -1,30 +1,12 @@
 -- sched_spec.lua -- orch.sched: tasks as coroutines over the event loop
 -- (core/sched.c, core/sched_lua.c).
 --
--- Tests named "BUG: ..." show a known defect: while it is there they report
--- as pending with the failure; once fixed they pass as regression tests.
+-- Tests named "regression: ..." guard a fixed bug: when one fails, its
+-- message starts with what used to go wrong.
 local sched = require "orch.sched"
 
--- "file:line" of the caller, as error messages and tracebacks spell it.
-local function here()
-  local info = debug.getinfo(2, "Sl")
-  return info.short_src .. ":" .. info.currentline
-end
-
--- Asserts that f(...) raises and the message contains `text` (plain find).
-local function fails_with(text, f, ...)
-  local ok, err = pcall(f, ...)
-  assert.is_false(ok, "expected an error containing: " .. text)
-  assert.is_truthy(tostring(err):find(text, 1, true),
-    "error was: " .. tostring(err) .. "\nexpected it to contain: " .. text)
-  return err
-end
-
--- A regression test of a fixed bug: `what` says what used to go wrong.
-local function regression(what, fn)
-  local _ = what
-  fn()
-end
+local h = require "helpers"
+local here, fails_with, regression = h.here, h.fails_with, h.regression
 
 -- Waits in the current task until n children have completed; returns their
 -- records in completion order.
@@ -973,9 +955,9 @@ describe("orch.sched.poke", function()
       end)
       local batch = sched.wait() -- no timeout: without the poke it would return the child's completion
       local rest = sched.wait()
-      return { #batch, #rest }
+      return { #batch, #rest, rest[1] and rest[1].ok, rest[1] and rest[1].err }
     end)
-    assert.are.same({ 0, 1 }, got)
+    assert.are.same({ 0, 1, true }, got) -- the child's own assertion held
   end)
 
   it("says no when the task does not wait for children", function()

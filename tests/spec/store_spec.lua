@@ -1,7 +1,8 @@
 -- store_spec.lua -- the LLM response journal as tasks see it
 -- (core/store_lua.c over storage/store_sqlite.c): lookups made by tasks in
 -- one scheduler round are answered by one group transaction, together with
--- the replies waiting for their commit.
+-- the replies waiting for their commit. Also orch.store.open read-only,
+-- orch.hash.file, orch.runs, orch.fmt.usd and orch.param.
 local sched = require "orch.sched"
 local store = require "orch.store"
 
@@ -98,17 +99,21 @@ describe("orch.store journal", function()
 
   it("drops the lookup of a task cancelled while it waits", function()
     local st, path = fresh()
+    local queued, answered = false, false
     local r1, r2 = sched.run(function()
       -- the child's lookup is still queued when the root returns: it is cancelled
       sched.spawn(function()
+        queued = true
         st:journal_get("k-cancelled")
-        error("not reached")
+        answered = true -- a record nobody waits for would hide an error here
       end)
       coroutine.yield() -- a round in which the child queues its lookup
       return "root done", true
     end)
     assert.are.equal("root done", r1)
     assert.is_true(r2)
+    assert.is_true(queued, "the child never ran, so its lookup was never queued")
+    assert.is_false(answered, "the lookup of a cancelled task was answered")
     -- a later round still works: the cancelled lookup left the queue
     assert.is_nil(sched.run(function()
       return st:journal_get("k-cancelled")

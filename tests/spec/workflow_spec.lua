@@ -7,10 +7,8 @@ local cli = require "orch.cli"
 -- This file's name as Lua reports it in messages ("tests/spec/workflow_spec.lua").
 local SELF = debug.getinfo(1, "S").short_src
 
--- The line this is called from.
-local function here()
-  return debug.getinfo(2, "l").currentline
-end
+local h = require "helpers"
+local here = h.line -- the line it is called from
 
 local function noop(row)
   return row
@@ -34,8 +32,7 @@ end
 
 -- Runs f, which must raise a WorkflowError; returns it.
 local function catch(f)
-  local ok, e = pcall(f)
-  assert.is_false(ok, "expected an error")
+  local e = h.catch(f)
   assert.is_true(check.is_error(e), "expected a WorkflowError, got " .. type(e) .. ": " .. tostring(e))
   return e
 end

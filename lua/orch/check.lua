@@ -241,35 +241,23 @@ local function check_file_spec(what, key, v, io)
   end
 end
 
---- Validates and returns the workflow description.
-function M.workflow(spec)
-  if type(spec) ~= "table" then
-    M.fail("orch.workflow expects a table {...}, got %s", type(spec))
-  end
-  M.known_keys("orch.workflow", spec, workflow_keys)
-  for k, what in pairs(not_yet) do
+-- A DAG of steps runs as rows (orch.steps): one per step, in order.
+local function plan_steps(spec)
+  for _, k in ipairs({ "input", "stages", "key" }) do
     if spec[k] ~= nil then
-      M.fail_key(k, "orch.workflow: '%s' is not supported by this version of orch (%s are not available yet)", k, what)
+      M.fail_key(k, "orch.workflow: '%s' cannot be given with 'steps' (the steps are the rows; a step can read "
+        .. "files and call ctx:llm itself)", k)
     end
   end
-  if spec.name == nil or spec.name == "" then
-    M.fail("orch.workflow: 'name' is required (a string that identifies the workflow)")
-  end
-  if spec.steps ~= nil then
-    -- a DAG of steps runs as rows (orch.steps): one per step, in order
-    for _, k in ipairs({ "input", "stages", "key" }) do
-      if spec[k] ~= nil then
-        M.fail_key(k, "orch.workflow: '%s' cannot be given with 'steps' (the steps are the rows; a step can read "
-          .. "files and call ctx:llm itself)", k)
-      end
-    end
-    local steps = require "orch.steps"
-    local input, stage = steps.plan(spec, steps.check(spec.steps))
-    spec.input, spec.stages, spec.key = input, { stage }, "step"
-    -- steps are few and costly: checkpoint after each, and stop at the first that fails
-    spec.checkpoint = spec.checkpoint or require("orch.policy").every_rows(1)
-    spec.on_error = spec.on_error or "fail"
-  end
+  local steps = require "orch.steps"
+  local input, stage = steps.plan(spec, steps.check(spec.steps))
+  spec.input, spec.stages, spec.key = input, { stage }, "step"
+  -- steps are few and costly: checkpoint after each, and stop at the first that fails
+  spec.checkpoint = spec.checkpoint or require("orch.policy").every_rows(1)
+  spec.on_error = spec.on_error or "fail"
+end
+
+local function check_files(spec)
   if spec.input == nil then
     M.fail("orch.workflow: 'input' is required: orch.read.csv(path), orch.read.jsonl(path), a table of rows or an iterator function")
   end
@@ -288,6 +276,10 @@ function M.workflow(spec)
   if spec.errors ~= nil then
     check_file_spec("orch.workflow: 'errors'", "errors", spec.errors, "write")
   end
+end
+
+-- checkpoint, observers and the numeric limits
+local function check_run_options(spec)
   if spec.checkpoint ~= nil and type(spec.checkpoint) ~= "function"
     and getmetatable(spec.checkpoint) ~= require("orch.policy").Policy then
     M.fail_key("checkpoint", "orch.workflow: 'checkpoint' must be orch.policy.every_rows(n), every_seconds(s), "
@@ -306,6 +298,9 @@ function M.workflow(spec)
   if spec.concurrency ~= nil and spec.concurrency < 1 then
     M.fail_key("concurrency", "orch.workflow: 'concurrency' must be at least 1, got %d", spec.concurrency)
   end
+end
+
+local function check_stages(spec)
   if spec.stages == nil or #spec.stages == 0 then
     M.fail("orch.workflow: 'stages' is required: a list of functions(row, ctx) or orch.stage.* values")
   end
@@ -327,24 +322,51 @@ function M.workflow(spec)
       M.fail_key("stages", "orch.workflow: stages[%d] must be a function(row, ctx), an orch.stage.* value or a table { name =, run = function(row, ctx) }, got %s", i, type(s))
     end
   end
+end
+
+local function check_budget(budget)
+  if type(budget) ~= "table" then
+    M.fail_key("budget", "orch.workflow: 'budget' must be a table { max_usd =, warn_at = { 0.5, 0.8 } }, got %s",
+      type(budget))
+  end
+  M.known_keys("orch.workflow: budget", budget, { max_usd = "number", warn_at = "table" })
+  if budget.max_usd == nil or budget.max_usd <= 0 then
+    M.fail_key("max_usd", "orch.workflow: budget.max_usd must be a positive number of dollars")
+  end
+  for i, f in ipairs(budget.warn_at or {}) do
+    if type(f) ~= "number" or f <= 0 or f > 1 then
+      M.fail_key("warn_at", "orch.workflow: budget.warn_at[%d] must be a fraction in (0, 1], got %s", i, tostring(f))
+    end
+  end
+end
+
+--- orch.workflow{...}: checks the description (raising a WorkflowError at
+--- the user's line) and returns it marked as a workflow.
+function M.workflow(spec)
+  if type(spec) ~= "table" then
+    M.fail("orch.workflow expects a table {...}, got %s", type(spec))
+  end
+  M.known_keys("orch.workflow", spec, workflow_keys)
+  for k, what in pairs(not_yet) do
+    if spec[k] ~= nil then
+      M.fail_key(k, "orch.workflow: '%s' is not supported by this version of orch (%s are not available yet)", k, what)
+    end
+  end
+  if spec.name == nil or spec.name == "" then
+    M.fail("orch.workflow: 'name' is required (a string that identifies the workflow)")
+  end
+  if spec.steps ~= nil then
+    plan_steps(spec)
+  end
+  check_files(spec)
+  check_run_options(spec)
+  check_stages(spec)
   M.on_error("orch.workflow", spec.on_error or "skip", true)
   if spec.llm ~= nil then
     require("orch.llm").check_config(spec.llm)
   end
   if spec.budget ~= nil then
-    if type(spec.budget) ~= "table" then
-      M.fail_key("budget", "orch.workflow: 'budget' must be a table { max_usd =, warn_at = { 0.5, 0.8 } }, got %s",
-        type(spec.budget))
-    end
-    M.known_keys("orch.workflow: budget", spec.budget, { max_usd = "number", warn_at = "table" })
-    if spec.budget.max_usd == nil or spec.budget.max_usd <= 0 then
-      M.fail_key("max_usd", "orch.workflow: budget.max_usd must be a positive number of dollars")
-    end
-    for i, f in ipairs(spec.budget.warn_at or {}) do
-      if type(f) ~= "number" or f <= 0 or f > 1 then
-        M.fail_key("warn_at", "orch.workflow: budget.warn_at[%d] must be a fraction in (0, 1], got %s", i, tostring(f))
-      end
-    end
+    check_budget(spec.budget)
   end
   require("orch.paths").check(spec) -- no sink on the input or on another sink
   return setmetatable(spec, M.Workflow)

@@ -89,7 +89,7 @@ end
 local function new_state(wf, opts)
   local verbosity = opts.verbosity or 0
   return {
-    M = M, -- the constants, read when used
+    M = M, -- CHECKPOINT_ROWS, MAX_PENDING, GRACE_S, SAME_FAILURES: read when used
     wf = wf,
     opts = opts,
     verbosity = verbosity,
@@ -105,7 +105,7 @@ local function new_state(wf, opts)
     counts = { ok = 0, failed = 0, dropped = 0, defaulted = 0 },
     -- the LLM figures of the settled rows (checkpointed, summed up at the
     -- end), so a row re-run after a crash is never counted twice; live
-    -- (below): the same with the calls of rows still in flight
+    -- (set by restore): the same with the calls of rows still in flight
     totals = { llm_calls = 0, tokens_in = 0, tokens_out = 0, cost = 0 },
     state = {}, -- ctx.state
     cursor = { offset = 0, index = 0, line = 1 }, -- the input just past the last settled row

@@ -77,7 +77,7 @@ struct orch_sched {
  * up across these slices until it waits. Code that waits within a second
  * keeps running undisturbed between its waits, as it always did. Only where
  * the task could have called coroutine.yield() itself: in user code, with
- * no orch library frame on its stack but the row machinery (run.lua,
+ * no orch library frame on its stack but the row machinery (run/outcome.lua,
  * steps.lua, which a stage may suspend anyway). Library code counts on
  * running without a break between its waits (budget reservations, the
  * journal), so there the hook never yields. */
@@ -99,7 +99,7 @@ static int preemptible(lua_State *co, const lua_Debug *hook_ar)
     for (int level = 0; lua_getstack(co, level, &ar); level++) {
         if (!lua_getinfo(co, "S", &ar))
             return 0;
-        if (strncmp(ar.source, "@lua/orch/", 10) == 0 && strcmp(ar.source, "@lua/orch/run.lua") != 0 &&
+        if (strncmp(ar.source, "@lua/orch/", 10) == 0 && strcmp(ar.source, "@lua/orch/run/outcome.lua") != 0 &&
             strcmp(ar.source, "@lua/orch/steps.lua") != 0)
             return 0;
     }

@@ -21,6 +21,7 @@ local check = require "orch.check"
 local sched = require "orch.sched"
 
 local json = require "orch.json"
+local outcome = require "orch.run.outcome"
 
 local M = {}
 
@@ -151,11 +152,6 @@ function M.plan(spec, topo)
   end
   -- the steps this run has finished, and who waits for what
   local finished, failed, waiters, attempts = {}, {}, {}, {}
-  -- a step's failure is final when on_error = orch.retry(n) has no try left
-  local function retries()
-    local p = spec.on_error
-    return type(p) == "table" and p.policy == "retry" and p.times or 0
-  end
   -- why: the error as the row's handler left it ({ msg =, budget | interrupted | tb }).
   local function settle(name, ok, why)
     if ok then
@@ -191,10 +187,12 @@ function M.plan(spec, topo)
     -- traceback (the row's handler runs before this closes)
     attempts[s.name] = (attempts[s.name] or 0) + 1
     local guard <close> = setmetatable({}, { __close = function(_, err)
-      -- a failure that will be retried leaves the waiters waiting; a budget
-      -- stop or an interrupt is never retried
+      -- a failure that will be retried leaves the waiters waiting (a step's
+      -- failure is final when on_error = orch.retry(n) has no try left, as
+      -- the row engine reads on_error); a budget stop or an interrupt is
+      -- never retried
       local stopped = type(err) == "table" and (err.budget or err.interrupted)
-      if err == nil or stopped or attempts[s.name] > retries() then
+      if err == nil or stopped or attempts[s.name] > outcome.parse(spec.on_error).retries then
         settle(s.name, err == nil, err)
       end
     end })

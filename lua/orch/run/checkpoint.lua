@@ -1,0 +1,191 @@
+-- orch.run.checkpoint: when a run writes a checkpoint, and how.
+--
+-- When: the checkpoint policy (orch.policy), asked as rows settle, once a
+-- turn of the driver and on each event; the safety net of MAX_PENDING
+-- settled rows under every policy; the rows' own ctx:checkpoint requests.
+-- How: flush and fsync the sinks, then one store transaction with the
+-- settled rows' results, the input cursor, the sinks' durable sizes and
+-- the memento (ctx.state, counters, cost, the sinks' hashes). R is the
+-- run's state (see orch.run).
+local sched = require "orch.sched"
+local json = require "orch.json"
+local store = require "orch.store"
+local policies = require "orch.policy"
+
+local M = {}
+
+--- start(R): no checkpoint yet this process; the policy and the
+--- counters it decides from (R.since, one table refreshed before each
+--- question).
+function M.start(R)
+  local cursor, live = R.cursor, R.live
+  R.pending = {} -- results settled since the last checkpoint
+  R.last_ckpt_index = cursor.index
+  R.ckpt_count, R.ckpt_ms = 0, 0
+  local policy = R.wf.checkpoint or policies.every_rows(R.M.CHECKPOINT_ROWS)
+  R.every_rows = type(policy) == "table" and policy.rows -- the common case, asked inline
+  R.decide = policies.decider(policy, "checkpoint")
+  R.policy_reason = policies.name(policy)
+  R.since = { rows_since = 0, seconds_since = 0, cost_since_usd = 0, tokens_since = 0,
+    last_checkpoint_ms = store.now_ms(), mean_checkpoint_ms = 0, rows_done = cursor.index }
+  R.last_t, R.last_cost, R.last_tokens = sched.now(), live.cost, live.tokens_in + live.tokens_out
+end
+
+--- policy_says(R, event) -> whether the policy wants a checkpoint now
+--- (event: the name of an event just reported, or nil); raises when the
+--- policy fails.
+function M.policy_says(R, event)
+  local s, cursor, live = R.since, R.cursor, R.live
+  s.rows_since = cursor.index - R.last_ckpt_index
+  s.seconds_since = sched.now() - R.last_t
+  s.cost_since_usd = live.cost - R.last_cost
+  s.tokens_since = live.tokens_in + live.tokens_out - R.last_tokens
+  s.event = event
+  s.rows_done = cursor.index
+  local ok, yes = pcall(R.decide, s)
+  if not ok then
+    error("the checkpoint policy failed: " .. tostring(yes), 0)
+  end
+  return yes
+end
+
+--- threshold(R) -> how many rows may settle past the last checkpoint
+--- before due is asked: the driver tests this inline, for every row.
+function M.threshold(R)
+  local every = R.every_rows
+  return every and math.min(every, R.M.MAX_PENDING) or 0
+end
+
+--- due(R) -> the reason for a checkpoint after a row settles, or nil.
+function M.due(R)
+  local n = R.cursor.index - R.last_ckpt_index
+  if R.every_rows then
+    if n >= R.every_rows then
+      return R.policy_reason
+    elseif n >= R.M.MAX_PENDING then
+      return "rows" -- the safety net holds under every policy
+    end
+  elseif n >= R.M.MAX_PENDING then
+    return "rows"
+  elseif M.policy_says(R, nil) then
+    return R.policy_reason
+  end
+end
+
+--- run_record(R, status, error_text) -> the run record with the settled
+--- figures, as the checkpoint stores it.
+function M.run_record(R, status, error_text)
+  local run, counts, totals = R.run, R.counts, R.totals
+  run.status = status
+  run.error = error_text
+  run.rows_done = R.cursor.index
+  run.rows_ok = counts.ok
+  run.rows_failed = counts.failed
+  run.rows_dropped = counts.dropped
+  run.rows_defaulted = counts.defaulted
+  run.llm_calls = totals.llm_calls
+  run.tokens_in = totals.tokens_in
+  run.tokens_out = totals.tokens_out
+  run.cost_usd = totals.cost
+  run.heartbeat_ms = store.now_ms()
+  if status == "completed" or status == "failed" then
+    run.finished_ms = run.heartbeat_ms
+  end
+  return run
+end
+
+-- The memento (ctx.state, counters, cost, the sinks' hashes) and
+-- ctx.state's string keys, each as JSON; raises when ctx.state holds
+-- what JSON cannot.
+local function memento(R)
+  local state, out, errs = R.state, R.out, R.errs
+  local ok, m = pcall(json.encode, { state = state, counts = R.counts, totals = R.totals,
+    output_hash = out and out:hash(), errors_hash = errs and errs:hash() })
+  if not ok then
+    error("ctx.state must hold only JSON values (strings, numbers, booleans, tables): " .. tostring(m), 0)
+  end
+  local kv = {}
+  for k, v in pairs(state) do
+    if type(k) == "string" then
+      kv[k] = json.encode(v)
+    end
+  end
+  return m, kv
+end
+
+-- What follows a checkpoint: the counters start again, the observers
+-- and -v hear of it.
+local function written(R, info, reason, output_offset)
+  local cursor, live, since = R.cursor, R.live, R.since
+  R.pending = {}
+  R.last_ckpt_index = cursor.index
+  R.ckpt_count = R.ckpt_count + 1
+  R.ckpt_ms = R.ckpt_ms + info.duration_ms
+  R.last_t, R.last_cost, R.last_tokens = sched.now(), live.cost, live.tokens_in + live.tokens_out
+  since.last_checkpoint_ms = store.now_ms()
+  since.mean_checkpoint_ms = R.ckpt_ms / R.ckpt_count
+  if R.bus.wants.checkpoint then
+    R.bus.notify({ type = "checkpoint", seq = info.seq, reason = reason, rows = cursor.index,
+      output_bytes = output_offset, ms = info.duration_ms })
+  end
+  R.log(1, string.format("checkpoint %d (%s): %d rows, output %d bytes, %.2f ms", info.seq, reason,
+    cursor.index, output_offset, info.duration_ms))
+end
+
+--- write(R, reason [, status, error_text]) -> info: writes a checkpoint
+--- at the current cursor (the run record's status: "running" unless
+--- given); raises on failure.
+function M.write(R, reason, status, error_text)
+  local out, errs, cursor = R.out, R.errs, R.cursor
+  local output_offset = out and out:flush(true) or 0
+  local errors_offset = errs and errs:flush(true) or 0
+  local m, kv = memento(R)
+  local info, werr = R.st:checkpoint_write(M.run_record(R, status or "running", error_text), {
+    reason = reason,
+    input_offset = cursor.offset,
+    input_line = cursor.line,
+    input_index = cursor.index,
+    output_offset = output_offset,
+    errors_offset = errors_offset,
+    memento = m,
+  }, R.pending, kv)
+  if info == nil then
+    error("cannot write a checkpoint: " .. tostring(werr), 0)
+  end
+  written(R, info, reason, output_offset)
+  return info
+end
+
+--- turn(R): once a turn of the driver: the rows' ctx:checkpoint requests
+--- (one checkpoint for all of a turn's, then their tasks go on), the
+--- events reported (to the observers, and to the policy), and a policy
+--- that is not every_rows.
+function M.turn(R)
+  if #R.requested > 0 then
+    local asked = R.requested
+    R.requested = {}
+    M.write(R, asked[1].name)
+    for _, r in ipairs(asked) do
+      if r.task then
+        sched.unpark(r.task)
+      end
+    end
+  end
+  local evs, bus = R.events, R.bus
+  R.events = {}
+  for _, ev in ipairs(evs) do
+    if bus.wants.event then
+      bus.notify(ev)
+    end
+    if not R.every_rows and M.policy_says(R, ev.name) then
+      M.write(R, "event " .. ev.name)
+    end
+  end
+  if not R.every_rows then
+    if M.policy_says(R, nil) then
+      M.write(R, R.policy_reason)
+    end
+  end
+end
+
+return M

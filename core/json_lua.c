@@ -962,20 +962,27 @@ static void json_decode_string(struct json_dec *d, int iskey)
     json_unexpected(d);
 }
 
-/* Reads the number at d->p and pushes it: an integer when it has no
- * fraction or exponent, else a float.  See the rules at the top. */
-static void json_decode_number(struct json_dec *d)
+/* A number as scanned: the value is u * 10^e10 while exact stays set. */
+struct json_num {
+    int neg;
+    int isfloat;
+    int overflow; /* the integer part does not fit in u */
+    int exact;
+    int e10;
+    unsigned long long u;
+};
+
+/* Scans the number at d->p into n, raising on bad syntax; returns the
+ * first byte after it.  See the rules at the top. */
+static const char *json_scan_number(struct json_dec *d, struct json_num *n)
 {
     const char *start = d->p;
     const char *p = start;
     const char *end = d->end;
-    int neg = 0;
-    int isfloat = 0;
-    unsigned long long u = 0;
-    int overflow = 0;
+    memset(n, 0, sizeof *n);
 
     if (p < end && *p == '-') {
-        neg = 1;
+        n->neg = 1;
         p++;
     }
     if (p >= end || *p < '0' || *p > '9') {
@@ -989,29 +996,28 @@ static void json_decode_number(struct json_dec *d)
     } else {
         while (p < end && *p >= '0' && *p <= '9') {
             unsigned digit = (unsigned)(*p - '0');
-            if (u > (ULLONG_MAX - digit) / 10) {
-                overflow = 1;
+            if (n->u > (ULLONG_MAX - digit) / 10) {
+                n->overflow = 1;
             } else {
-                u = u * 10 + digit;
+                n->u = n->u * 10 + digit;
             }
             p++;
         }
     }
-    int e10 = 0; /* the value is u * 10^e10 while exact stays set */
-    int exact = !overflow;
+    n->exact = !n->overflow;
     if (p < end && *p == '.') {
-        isfloat = 1;
+        n->isfloat = 1;
         p++;
         if (p >= end || *p < '0' || *p > '9') {
             json_syntax(d, start, "invalid number");
         }
         while (p < end && *p >= '0' && *p <= '9') {
             unsigned digit = (unsigned)(*p - '0');
-            if (u > (JSON_EXACT - digit) / 10) {
-                exact = 0;
+            if (n->u > (JSON_EXACT - digit) / 10) {
+                n->exact = 0;
             } else {
-                u = u * 10 + digit;
-                e10--;
+                n->u = n->u * 10 + digit;
+                n->e10--;
             }
             p++;
         }
@@ -1019,7 +1025,7 @@ static void json_decode_number(struct json_dec *d)
     if (p < end && (*p == 'e' || *p == 'E')) {
         int eneg = 0;
         int ev = 0;
-        isfloat = 1;
+        n->isfloat = 1;
         p++;
         if (p < end && (*p == '+' || *p == '-')) {
             eneg = *p == '-';
@@ -1034,29 +1040,40 @@ static void json_decode_number(struct json_dec *d)
             }
             p++;
         }
-        e10 += eneg ? -ev : ev;
+        n->e10 += eneg ? -ev : ev;
     }
+    return p;
+}
+
+/* Reads the number at d->p and pushes it: an integer when it has no
+ * fraction or exponent, else a float.  See the rules at the top. */
+static void json_decode_number(struct json_dec *d)
+{
+    const char *start = d->p;
+    struct json_num num;
+    const struct json_num *n = &num;
+    const char *p = json_scan_number(d, &num);
     d->p = p;
     size_t len = (size_t)(p - start);
-    if (isfloat && exact && u <= JSON_EXACT && e10 >= -22 && e10 <= 22) {
+    if (n->isfloat && n->exact && n->u <= JSON_EXACT && n->e10 >= -22 && n->e10 <= 22) {
         /* Clinger's fast path: u and 10^|e10| are exact doubles, so one
          * correctly rounded multiply or divide gives strtod's answer. */
         static const double pow10[] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,
                                        1e8,  1e9,  1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
                                        1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
-        double x = (double)u;
-        x = e10 < 0 ? x / pow10[-e10] : x * pow10[e10];
-        lua_pushnumber(d->L, neg ? -x : x);
+        double x = (double)n->u;
+        x = n->e10 < 0 ? x / pow10[-n->e10] : x * pow10[n->e10];
+        lua_pushnumber(d->L, n->neg ? -x : x);
         return;
     }
-    if (!isfloat) {
-        unsigned long long lim = neg ? (unsigned long long)LLONG_MAX + 1 : LLONG_MAX;
-        if (overflow || u > lim) {
+    if (!n->isfloat) {
+        unsigned long long lim = n->neg ? (unsigned long long)LLONG_MAX + 1 : LLONG_MAX;
+        if (n->overflow || n->u > lim) {
             lua_pushlstring(d->L, start, len);
             json_dec_fail(d, lua_pushfstring(d->L, "integer %s", lua_tostring(d->L, -1)),
                           " does not fit in 64 bits");
         }
-        lua_pushinteger(d->L, neg ? (lua_Integer)(0ULL - u) : (lua_Integer)u);
+        lua_pushinteger(d->L, n->neg ? (lua_Integer)(0ULL - n->u) : (lua_Integer)n->u);
         return;
     }
     char buf[64];

@@ -1,4 +1,4 @@
-/* loop.h — the event loop: poll(2) over watched descriptors, a min-heap of
+/* loop.h — the event loop: epoll(7) over watched descriptors, a min-heap of
  * one-shot timers, and signals delivered through a self-pipe.
  *
  * Pure C (no lua.h). Callbacks run from orch_loop_run_once() and must not

@@ -3,6 +3,7 @@
  * waiting lookups from the loop's prepare hook, and the heartbeat timer
  * (heartbeat.c) refreshing a run's heartbeat. */
 #include "check.h"
+#include "fixtures.h"
 #include "heartbeat.h"
 #include "journal_group.h"
 #include "loop.h"
@@ -17,13 +18,10 @@ static void wake(void *ud)
 
 static struct orch_journal_entry reply(const char *key, const char *response)
 {
-    struct orch_journal_entry e = {0};
-    e.key = key;
-    e.run_id = "r1";
+    size_t n = strlen(response);
+    struct orch_journal_entry e = {.key = key, .run_id = "r1", .model = "m", .response = response};
     e.provider = "mock";
-    e.model = "m";
-    e.response = response;
-    e.response_len = strlen(response);
+    e.response_len = n;
     e.tokens_in = 3;
     return e;
 }
@@ -79,18 +77,7 @@ static void test_group_commit(struct orch_loop *loop, struct orch_store *st)
 
 static void test_heartbeat(struct orch_loop *loop, struct orch_store *st)
 {
-    struct orch_run r = {0};
-    r.id = (char *)"hb";
-    r.name = (char *)"wf";
-    r.identity = (char *)"id";
-    r.workflow_path = (char *)"/wf.lua";
-    r.workflow_hash = (char *)"h";
-    r.input = (char *)"/in.csv";
-    r.input_fp = (char *)"fp";
-    r.params = (char *)"{}";
-    r.output = (char *)"/out.jsonl";
-    r.status = ORCH_RUN_RUNNING;
-    r.created_ms = 1;
+    struct orch_run r = make_run("hb", "wf", "id", ORCH_RUN_RUNNING, 1);
     r.heartbeat_ms = 1;
     CHECK(st->ops->run_create(st, &r) == 0);
     struct orch_heartbeat h = {0};

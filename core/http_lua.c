@@ -151,6 +151,11 @@ static int l_pending_close(lua_State *L)
     return 0;
 }
 
+static const luaL_Reg pending_meta[] = {
+    {"__close", l_pending_close},
+    {NULL, NULL},
+};
+
 /* Continuation of the stand-in reply: its results are request's. */
 static int offline_k(lua_State *L, int status, lua_KContext ctx)
 {
@@ -304,8 +309,7 @@ static const luaL_Reg http_funcs[] = {
 int luaopen_orch_http(lua_State *L)
 {
     luaL_newmetatable(L, PENDING_MT); /* once, not a table per request */
-    lua_pushcfunction(L, l_pending_close);
-    lua_setfield(L, -2, "__close");
+    luaL_setfuncs(L, pending_meta, 0);
     lua_pop(L, 1);
     luaL_newlib(L, http_funcs);
     return 1;

@@ -743,6 +743,11 @@ static int l_lookup_close(lua_State *L)
     return 0;
 }
 
+static const luaL_Reg lookup_meta[] = {
+    {"__close", l_lookup_close},
+    {NULL, NULL},
+};
+
 static int push_owned(lua_State *L, const struct orch_journal_owned *e)
 {
     struct orch_journal_entry view = {.key = e->key, .run_id = e->run_id, .provider = e->provider, .model = e->model,
@@ -920,8 +925,7 @@ static const luaL_Reg store_funcs[] = {
 int luaopen_orch_store(lua_State *L)
 {
     luaL_newmetatable(L, LOOKUP_MT); /* once, not a table per lookup */
-    lua_pushcfunction(L, l_lookup_close);
-    lua_setfield(L, -2, "__close");
+    luaL_setfuncs(L, lookup_meta, 0);
     lua_pop(L, 1);
     luaL_newmetatable(L, STORE_MT);
     luaL_setfuncs(L, store_meta, 0);

@@ -20,9 +20,10 @@ FNR == 1 { start = 0; depth = 0; incomment = 0 }
     gsub(/"[^"]*"/, "\"\"", code)
     gsub(/'[^']*'/, "''", code)
 }
-depth == 0 && start == 0 && code ~ /^[A-Za-z_].*\(/ && code !~ /;[[:space:]]*$/ && code !~ /^(typedef|enum|struct [A-Za-z_]+ \{|static const|const)/ {
+depth == 0 && start == 0 && code ~ /^[A-Za-z_][^=]*\(/ && code !~ /;[[:space:]]*$/ && code !~ /^(typedef|enum|struct [A-Za-z_]+ \{)/ {
     start = FNR
     sig = code
+    sub(/^__attribute__\(\([^()]*(\([^()]*\))?[^()]*\)\)[[:space:]]*/, "", sig)
     sub(/\(.*/, "", sig)
     n = split(sig, parts, /[ *]+/)
     name = parts[n]

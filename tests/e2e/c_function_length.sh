@@ -15,4 +15,8 @@ expect_eq "the checker finds an 83-line function" "$(awk -v MAX=80 -f tests/fnle
 expect_eq "the checker honours (long: ...)" "$(awk -v MAX=80 -f tests/fnlen.awk "$WORK/why.c")" "$WORK/why.c:2 f 83 allowed"
 { printf 'static const char *s(void)\n{\n    return "{";\n}\n'; cat "$WORK/long.c"; } >"$WORK/brace.c"
 expect_eq "braces in strings do not count" "$(awk -v MAX=80 -f tests/fnlen.awk "$WORK/brace.c")" "$WORK/brace.c:5 f 83 over"
+{ printf 'static const char *g(void)\n{\n'; for i in $(seq 1 80); do echo "    x++;"; done; echo "}"; } >"$WORK/const.c"
+expect_eq "a function returning const is found" "$(awk -v MAX=80 -f tests/fnlen.awk "$WORK/const.c")" "$WORK/const.c:1 g 83 over"
+{ printf 'static const int t[] = {f(1),\n'; for i in $(seq 1 90); do echo "    2,"; done; echo "};"; } >"$WORK/table.c"
+expect_eq "a long table is not a function" "$(awk -v MAX=80 -f tests/fnlen.awk "$WORK/table.c")" ""
 finish

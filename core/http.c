@@ -137,7 +137,8 @@ static int on_socket(CURL *e, curl_socket_t s, int what, void *userp, void *sock
         orch_loop_park(h->loop, s);
         return 0;
     }
-    int events = ((what & CURL_POLL_IN) ? ORCH_LOOP_READ : 0) | ((what & CURL_POLL_OUT) ? ORCH_LOOP_WRITE : 0);
+    int events =
+        ((what & CURL_POLL_IN) ? ORCH_LOOP_READ : 0) | ((what & CURL_POLL_OUT) ? ORCH_LOOP_WRITE : 0);
     return orch_loop_watch(h->loop, s, events, on_fd, h) == 0 ? 0 : -1;
 }
 
@@ -250,8 +251,9 @@ static CURL *easy_new(struct orch_http *h)
     return e;
 }
 
-struct orch_http_req *orch_http_req_new(struct orch_http *h, const char *method, const char *url, const char *body,
-                                        size_t body_len, long timeout_ms, long connect_timeout_ms, size_t max_body)
+struct orch_http_req *orch_http_req_new(struct orch_http *h, const char *method, const char *url,
+                                        const char *body, size_t body_len, long timeout_ms,
+                                        long connect_timeout_ms, size_t max_body)
 {
     struct orch_http_req *r = calloc(1, sizeof *r);
     if (r == NULL)

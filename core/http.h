@@ -45,8 +45,9 @@ void orch_http_global_cleanup(void);
 /* A request on h: method ("GET", "POST", ...), url, optional body (copied),
  * total and connect timeouts in ms (0 = none), and the largest response
  * body to accept. Returns NULL when out of memory. The caller owns it. */
-struct orch_http_req *orch_http_req_new(struct orch_http *h, const char *method, const char *url, const char *body,
-                                        size_t body_len, long timeout_ms, long connect_timeout_ms, size_t max_body);
+struct orch_http_req *orch_http_req_new(struct orch_http *h, const char *method, const char *url,
+                                        const char *body, size_t body_len, long timeout_ms,
+                                        long connect_timeout_ms, size_t max_body);
 /* Adds a header line "Name: value" (copied). 0 or -1. */
 int orch_http_req_header(struct orch_http_req *r, const char *line);
 /* Starts r; done(r, ud) runs from a loop callback when it finishes. 0, or

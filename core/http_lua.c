@@ -186,11 +186,12 @@ static int request_offline(lua_State *L, const char *method, const char *url)
     }
     lua_pop(L, 1);
     lua_pushnil(L);
-    lua_pushfstring(L,
-                    "orch.http.request: %s %s was not sent: an estimate (orch estimate, orch run --dry-run) sends "
-                    "nothing; to give the workflow a reply meanwhile, set orch.http.on_estimate(function(req) "
-                    "return { status = 200, body = \"...\", headers = {} } end)",
-                    method, url);
+    lua_pushfstring(
+        L,
+        "orch.http.request: %s %s was not sent: an estimate (orch estimate, orch run --dry-run) sends "
+        "nothing; to give the workflow a reply meanwhile, set orch.http.on_estimate(function(req) "
+        "return { status = 200, body = \"...\", headers = {} } end)",
+        method, url);
     return 2;
 }
 
@@ -215,7 +216,8 @@ static int l_http_request(lua_State *L)
     lua_Number ctimeout = luaL_optnumber(L, -1, 10);
     lua_getfield(L, 1, "max_body");
     lua_Integer max_body = luaL_optinteger(L, -1, 64 * 1024 * 1024);
-    luaL_argcheck(L, timeout >= 0 && ctimeout >= 0 && max_body > 0, 1, "timeouts and max_body must be positive");
+    luaL_argcheck(L, timeout >= 0 && ctimeout >= 0 && max_body > 0, 1,
+                  "timeouts and max_body must be positive");
     assert(lua_gettop(L) == REQ_MAX_BODY); /* one slot per field, as the enum says */
     int off = request_offline(L, method, url);
     if (off >= 0)

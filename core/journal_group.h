@@ -29,9 +29,9 @@ struct orch_journal_group;
  * orch_journal_wait_clear whatever ends the wait. */
 struct orch_journal_wait {
     struct orch_journal_group *g;
-    char *key;  /* owned */
-    size_t qi;  /* index in g->waiting while queued */
-    int state;  /* ORCH_JWAIT_* */
+    char *key;                     /* owned */
+    size_t qi;                     /* index in g->waiting while queued */
+    int state;                     /* ORCH_JWAIT_* */
     struct orch_journal_owned out; /* the entry when found, owned */
     char err[512];                 /* why, when failed (as long as the store's) */
     void (*wake)(void *ud);        /* called once, when answered */

@@ -37,8 +37,8 @@ struct jlookup {
 struct lstore {
     struct orch_store *st; /* NULL once closed */
     struct orch_loop *loop;
-    struct orch_heartbeat beat;     /* keepalive timer */
-    struct orch_journal_group jg;   /* replies and lookups waiting for their group commit */
+    struct orch_heartbeat beat;   /* keepalive timer */
+    struct orch_journal_group jg; /* replies and lookups waiting for their group commit */
 };
 
 static struct orch_store *check_open(lua_State *L)
@@ -525,8 +525,8 @@ static int l_store_checkpoint_rollback(lua_State *L)
 
 struct each_ctx {
     lua_State *L;
-    int fn;      /* stack index of the Lua callback */
-    int failed;  /* the callback raised; its error is on the stack */
+    int fn;     /* stack index of the Lua callback */
+    int failed; /* the callback raised; its error is on the stack */
 };
 
 static int each_result(void *ud, const struct orch_result *r)
@@ -750,10 +750,17 @@ static const luaL_Reg lookup_meta[] = {
 
 static int push_owned(lua_State *L, const struct orch_journal_owned *e)
 {
-    struct orch_journal_entry view = {.key = e->key, .run_id = e->run_id, .provider = e->provider, .model = e->model,
-                                      .response = e->response, .response_len = e->response_len,
-                                      .tokens_in = e->tokens_in, .tokens_out = e->tokens_out, .cost_usd = e->cost_usd,
-                                      .latency_ms = e->latency_ms, .created_ms = e->created_ms};
+    struct orch_journal_entry view = {.key = e->key,
+                                      .run_id = e->run_id,
+                                      .provider = e->provider,
+                                      .model = e->model,
+                                      .response = e->response,
+                                      .response_len = e->response_len,
+                                      .tokens_in = e->tokens_in,
+                                      .tokens_out = e->tokens_out,
+                                      .cost_usd = e->cost_usd,
+                                      .latency_ms = e->latency_ms,
+                                      .created_ms = e->created_ms};
     return push_journal(L, &view, e->hits);
 }
 

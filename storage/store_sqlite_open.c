@@ -372,8 +372,9 @@ static int sq_setup(struct sq_store *st, const char *target, int memory, char *e
         snprintf(err, errlen, "%s: cannot switch to WAL mode (journal mode stays %s)", target, mode);
         return -1;
     }
-    rc = sqlite3_exec(st->db, "PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; PRAGMA cache_size = -512",
-                      NULL, NULL, NULL);
+    rc = sqlite3_exec(st->db,
+                      "PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; PRAGMA cache_size = -512", NULL,
+                      NULL, NULL);
     if (rc != SQLITE_OK) {
         sq_open_error(st->db, target, rc, "cannot configure the connection", err, errlen);
         return -1;

@@ -6,7 +6,7 @@
 #include "store.h"
 
 static inline struct orch_run make_run(const char *id, const char *name, const char *identity,
-                                enum orch_run_status status, int64_t created)
+                                       enum orch_run_status status, int64_t created)
 {
     struct orch_run r = {0};
     r.id = (char *)id;

@@ -1501,7 +1501,8 @@ static void test_readonly(const char *dir)
     }
     size_t after_len = 0;
     char *after = slurp(path, &after_len);
-    CHECK(before != NULL && after != NULL && before_len == after_len && memcmp(before, after, before_len) == 0);
+    CHECK(before != NULL && after != NULL && before_len == after_len &&
+          memcmp(before, after, before_len) == 0);
     free(before);
     free(after);
 }

@@ -55,8 +55,8 @@ int main(int argc, char **argv)
     }
     const char *url = argv[1];
     int n = atoi(argv[2]), c = atoi(argv[3]);
-    static const char body[] =
-        "{\"messages\":[{\"content\":\"Classify: review number 1\",\"role\":\"user\"}],\"model\":\"gpt-4o-mini\"}";
+    static const char body[] = "{\"messages\":[{\"content\":\"Classify: review number "
+                               "1\",\"role\":\"user\"}],\"model\":\"gpt-4o-mini\"}";
     curl_global_init(CURL_GLOBAL_DEFAULT);
     epfd = epoll_create1(0);
     CURLM *multi = curl_multi_init();

@@ -39,30 +39,35 @@ static void hash_pushhex(lua_State *L, const unsigned char *digest, size_t len)
     lua_pushlstring(L, out, 2 * len);
 }
 
-/* xxh128(s [, seed]) -> 32 hex chars of XXH3_128bits_withSeed(s, seed). */
-static int l_hash_xxh128(lua_State *L)
+/* Pushes the hex digest of XXH3 over argument 1 with seed argument 2
+ * (default 0): 128 bits when wide, else 64. */
+static int hash_xxh3(lua_State *L, int wide)
 {
     size_t len;
     const char *s = luaL_checklstring(L, 1, &len);
     XXH64_hash_t seed = (XXH64_hash_t)luaL_optinteger(L, 2, 0);
-    XXH128_canonical_t c;
-
-    XXH128_canonicalFromHash(&c, XXH3_128bits_withSeed(s, len, seed));
-    hash_pushhex(L, c.digest, sizeof c.digest);
+    if (wide) {
+        XXH128_canonical_t c;
+        XXH128_canonicalFromHash(&c, XXH3_128bits_withSeed(s, len, seed));
+        hash_pushhex(L, c.digest, sizeof c.digest);
+    } else {
+        XXH64_canonical_t c;
+        XXH64_canonicalFromHash(&c, XXH3_64bits_withSeed(s, len, seed));
+        hash_pushhex(L, c.digest, sizeof c.digest);
+    }
     return 1;
+}
+
+/* xxh128(s [, seed]) -> 32 hex chars of XXH3_128bits_withSeed(s, seed). */
+static int l_hash_xxh128(lua_State *L)
+{
+    return hash_xxh3(L, 1);
 }
 
 /* xxh64(s [, seed]) -> 16 hex chars of XXH3_64bits_withSeed(s, seed). */
 static int l_hash_xxh64(lua_State *L)
 {
-    size_t len;
-    const char *s = luaL_checklstring(L, 1, &len);
-    XXH64_hash_t seed = (XXH64_hash_t)luaL_optinteger(L, 2, 0);
-    XXH64_canonical_t c;
-
-    XXH64_canonicalFromHash(&c, XXH3_64bits_withSeed(s, len, seed));
-    hash_pushhex(L, c.digest, sizeof c.digest);
-    return 1;
+    return hash_xxh3(L, 0);
 }
 
 /* file(path) -> 32 hex chars of XXH3_128bits over the file's bytes

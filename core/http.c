@@ -20,7 +20,6 @@ struct orch_http {
     struct orch_loop *loop;
     CURLM *multi;
     struct orch_timer *timer; /* curl's requested timeout, or NULL */
-    size_t inflight;
     CURL *pool[HTTP_POOL_MAX];
     size_t npool;
     size_t live; /* requests not yet freed: the pool outlives none of them */
@@ -99,7 +98,6 @@ static void drain(struct orch_http *h)
         curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, (char **)&r);
         CURLcode code = m->data.result;
         curl_multi_remove_handle(h->multi, r->easy);
-        h->inflight--;
         r->h = NULL;
         r->res.error = (int)code;
         if (code != CURLE_OK) {
@@ -139,7 +137,8 @@ static int on_socket(CURL *e, curl_socket_t s, int what, void *userp, void *sock
         orch_loop_park(h->loop, s);
         return 0;
     }
-    int events = ((what & CURL_POLL_IN) ? ORCH_LOOP_READ : 0) | ((what & CURL_POLL_OUT) ? ORCH_LOOP_WRITE : 0);
+    int events =
+        ((what & CURL_POLL_IN) ? ORCH_LOOP_READ : 0) | ((what & CURL_POLL_OUT) ? ORCH_LOOP_WRITE : 0);
     return orch_loop_watch(h->loop, s, events, on_fd, h) == 0 ? 0 : -1;
 }
 
@@ -231,11 +230,6 @@ void orch_http_free(struct orch_http *h)
     free(h);
 }
 
-size_t orch_http_inflight(const struct orch_http *h)
-{
-    return h->inflight;
-}
-
 /* The options every request of h shares, set once per easy handle: a
  * pooled handle keeps them (curl_easy_reset would cost as much again as
  * the request's own setup). */
@@ -257,8 +251,9 @@ static CURL *easy_new(struct orch_http *h)
     return e;
 }
 
-struct orch_http_req *orch_http_req_new(struct orch_http *h, const char *method, const char *url, const char *body,
-                                        size_t body_len, long timeout_ms, long connect_timeout_ms, size_t max_body)
+struct orch_http_req *orch_http_req_new(struct orch_http *h, const char *method, const char *url,
+                                        const char *body, size_t body_len, long timeout_ms,
+                                        long connect_timeout_ms, size_t max_body)
 {
     struct orch_http_req *r = calloc(1, sizeof *r);
     if (r == NULL)
@@ -320,7 +315,6 @@ int orch_http_start(struct orch_http *h, struct orch_http_req *r, orch_http_done
         r->h = NULL;
         return -1;
     }
-    h->inflight++;
     return 0;
 }
 
@@ -329,7 +323,6 @@ void orch_http_cancel(struct orch_http *h, struct orch_http_req *r)
     if (r->h == NULL)
         return;
     curl_multi_remove_handle(h->multi, r->easy);
-    h->inflight--;
     r->h = NULL;
 }
 
@@ -338,29 +331,33 @@ const struct orch_http_result *orch_http_req_result(const struct orch_http_req *
     return &r->res;
 }
 
-const char *orch_http_req_header_value(const struct orch_http_req *r, const char *name, char *buf, size_t len)
+int orch_http_header_next(const char **pos, struct orch_http_header *out)
 {
-    size_t n = strlen(name);
-    const char *p = r->head.p;
-    while (p != NULL && *p != '\0') {
+    const char *p = *pos;
+    while (*p != '\0') {
         const char *eol = strchr(p, '\n');
         if (eol == NULL)
             eol = p + strlen(p);
-        if ((size_t)(eol - p) > n && strncasecmp(p, name, n) == 0 && p[n] == ':') {
-            const char *v = p + n + 1;
-            while (v < eol && (*v == ' ' || *v == '\t'))
-                v++;
-            const char *end = eol;
-            while (end > v && (end[-1] == '\r' || end[-1] == ' '))
-                end--;
-            size_t vl = (size_t)(end - v) < len - 1 ? (size_t)(end - v) : len - 1;
-            memcpy(buf, v, vl);
-            buf[vl] = '\0';
-            return buf;
-        }
+        const char *colon = memchr(p, ':', (size_t)(eol - p));
+        const char *line = p;
         p = *eol != '\0' ? eol + 1 : eol;
+        if (colon == NULL)
+            continue;
+        const char *v = colon + 1;
+        while (v < eol && (*v == ' ' || *v == '\t'))
+            v++;
+        const char *end = eol;
+        while (end > v && (end[-1] == '\r' || end[-1] == ' '))
+            end--;
+        out->name = line;
+        out->name_len = (size_t)(colon - line);
+        out->value = v;
+        out->value_len = (size_t)(end - v);
+        *pos = p;
+        return 1;
     }
-    return NULL;
+    *pos = p;
+    return 0;
 }
 
 void orch_http_req_free(struct orch_http_req *r)

@@ -41,14 +41,13 @@ void orch_http_free(struct orch_http *h);
 /* Undoes libcurl's global initialisation, if any client made it; after
  * every client is freed. */
 void orch_http_global_cleanup(void);
-/* Transfers in flight. */
-size_t orch_http_inflight(const struct orch_http *h);
 
 /* A request on h: method ("GET", "POST", ...), url, optional body (copied),
  * total and connect timeouts in ms (0 = none), and the largest response
  * body to accept. Returns NULL when out of memory. The caller owns it. */
-struct orch_http_req *orch_http_req_new(struct orch_http *h, const char *method, const char *url, const char *body,
-                                        size_t body_len, long timeout_ms, long connect_timeout_ms, size_t max_body);
+struct orch_http_req *orch_http_req_new(struct orch_http *h, const char *method, const char *url,
+                                        const char *body, size_t body_len, long timeout_ms,
+                                        long connect_timeout_ms, size_t max_body);
 /* Adds a header line "Name: value" (copied). 0 or -1. */
 int orch_http_req_header(struct orch_http_req *r, const char *line);
 /* Starts r; done(r, ud) runs from a loop callback when it finishes. 0, or
@@ -57,9 +56,19 @@ int orch_http_start(struct orch_http *h, struct orch_http_req *r, orch_http_done
 /* Stops r if it is in flight (done is not called). */
 void orch_http_cancel(struct orch_http *h, struct orch_http_req *r);
 const struct orch_http_result *orch_http_req_result(const struct orch_http_req *r);
-/* The value of header name (case-insensitive) of the response, copied into
- * buf (NUL-terminated, truncated to len); returns buf or NULL if absent. */
-const char *orch_http_req_header_value(const struct orch_http_req *r, const char *name, char *buf, size_t len);
+/* One "Name: value" line of a response's header block, as spans into the
+ * block: the name as sent, the value without surrounding blanks. */
+struct orch_http_header {
+    const char *name;
+    size_t name_len;
+    const char *value;
+    size_t value_len;
+};
+/* The one parser of header blocks (orch_http_result.headers): fills *out
+ * with the next header line at *pos and advances *pos past it, skipping
+ * lines without a colon (the status line, the blank line). 1, or 0 at the
+ * end of the block. */
+int orch_http_header_next(const char **pos, struct orch_http_header *out);
 void orch_http_req_free(struct orch_http_req *r);
 
 #endif

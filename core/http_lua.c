@@ -10,6 +10,7 @@
  * nil and an error that says so, and counts what it did not send. */
 #include "http_lua.h"
 
+#include <assert.h>
 #include <ctype.h>
 #include <math.h>
 #include <string.h>
@@ -102,35 +103,35 @@ static int push_response(lua_State *L, struct orch_http_req *req)
     lua_setfield(L, -2, "time");
     lua_createtable(L, 0, 8);
     char name[256]; /* header names are short; a longer one is skipped */
-    const char *p = res->headers;
-    while (*p != '\0') {
-        const char *eol = strchr(p, '\n');
-        if (eol == NULL)
-            eol = p + strlen(p);
-        const char *colon = memchr(p, ':', (size_t)(eol - p));
-        size_t nlen = colon != NULL ? (size_t)(colon - p) : 0;
-        if (colon != NULL && nlen < sizeof name) {
-            for (size_t i = 0; i < nlen; i++)
-                name[i] = (char)tolower((unsigned char)p[i]);
-            lua_pushlstring(L, name, nlen);
-            const char *v = colon + 1;
-            while (v < eol && (*v == ' ' || *v == '\t'))
-                v++;
-            const char *end = eol;
-            while (end > v && (end[-1] == '\r' || end[-1] == ' '))
-                end--;
-            lua_pushlstring(L, v, (size_t)(end - v));
-            lua_rawset(L, -3);
-        }
-        p = *eol != '\0' ? eol + 1 : eol;
+    const char *pos = res->headers;
+    struct orch_http_header hd;
+    while (orch_http_header_next(&pos, &hd)) {
+        if (hd.name_len >= sizeof name)
+            continue;
+        for (size_t i = 0; i < hd.name_len; i++)
+            name[i] = (char)tolower((unsigned char)hd.name[i]);
+        lua_pushlstring(L, name, hd.name_len);
+        lua_pushlstring(L, hd.value, hd.value_len);
+        lua_rawset(L, -3);
     }
     lua_setfield(L, -2, "headers");
     return 1;
 }
 
-/* Stack slot of the pending record in l_http_request: after the argument
- * table and the six fields read from it. */
-#define PENDING_SLOT 8
+/* The stack of l_http_request: the argument table, the fields read from
+ * it, one slot each in this order (a number converted to a string lives
+ * only there), then the pending record. A new field gets its slot here;
+ * l_http_request asserts the count. */
+enum {
+    REQ_ARGS = 1,
+    REQ_URL,
+    REQ_METHOD,
+    REQ_BODY,
+    REQ_TIMEOUT,
+    REQ_CONNECT_TIMEOUT,
+    REQ_MAX_BODY,
+    PENDING_SLOT
+};
 
 /* Continuation after the transfer: build the result from the pending
  * record and let __close free the request. */
@@ -149,6 +150,11 @@ static int l_pending_close(lua_State *L)
     p->req = NULL;
     return 0;
 }
+
+static const luaL_Reg pending_meta[] = {
+    {"__close", l_pending_close},
+    {NULL, NULL},
+};
 
 /* Continuation of the stand-in reply: its results are request's. */
 static int offline_k(lua_State *L, int status, lua_KContext ctx)
@@ -180,11 +186,12 @@ static int request_offline(lua_State *L, const char *method, const char *url)
     }
     lua_pop(L, 1);
     lua_pushnil(L);
-    lua_pushfstring(L,
-                    "orch.http.request: %s %s was not sent: an estimate (orch estimate, orch run --dry-run) sends "
-                    "nothing; to give the workflow a reply meanwhile, set orch.http.on_estimate(function(req) "
-                    "return { status = 200, body = \"...\", headers = {} } end)",
-                    method, url);
+    lua_pushfstring(
+        L,
+        "orch.http.request: %s %s was not sent: an estimate (orch estimate, orch run --dry-run) sends "
+        "nothing; to give the workflow a reply meanwhile, set orch.http.on_estimate(function(req) "
+        "return { status = 200, body = \"...\", headers = {} } end)",
+        method, url);
     return 2;
 }
 
@@ -209,8 +216,9 @@ static int l_http_request(lua_State *L)
     lua_Number ctimeout = luaL_optnumber(L, -1, 10);
     lua_getfield(L, 1, "max_body");
     lua_Integer max_body = luaL_optinteger(L, -1, 64 * 1024 * 1024);
-    luaL_argcheck(L, timeout >= 0 && ctimeout >= 0 && max_body > 0, 1, "timeouts and max_body must be positive");
-    lua_settop(L, PENDING_SLOT - 1);
+    luaL_argcheck(L, timeout >= 0 && ctimeout >= 0 && max_body > 0, 1,
+                  "timeouts and max_body must be positive");
+    assert(lua_gettop(L) == REQ_MAX_BODY); /* one slot per field, as the enum says */
     int off = request_offline(L, method, url);
     if (off >= 0)
         return off;
@@ -226,8 +234,7 @@ static int l_http_request(lua_State *L)
     p->h = h;
     p->task = t;
     luaL_setmetatable(L, PENDING_MT);
-    /* slots 2-7 keep url, method, body... anchored (a number converted to a
-     * string lives only there); the pending record is slot 8 */
+    assert(lua_gettop(L) == PENDING_SLOT);
     lua_toclose(L, PENDING_SLOT);
     p->req = orch_http_req_new(h, method, url, body, body_len, (long)llround(timeout * 1000.0),
                                (long)llround(ctimeout * 1000.0), (size_t)max_body);
@@ -304,8 +311,7 @@ static const luaL_Reg http_funcs[] = {
 int luaopen_orch_http(lua_State *L)
 {
     luaL_newmetatable(L, PENDING_MT); /* once, not a table per request */
-    lua_pushcfunction(L, l_pending_close);
-    lua_setfield(L, -2, "__close");
+    luaL_setfuncs(L, pending_meta, 0);
     lua_pop(L, 1);
     luaL_newlib(L, http_funcs);
     return 1;

@@ -75,14 +75,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-_Static_assert(sizeof(lua_Number) == sizeof(double),
-               "orch.json formats lua_Number as a double");
+_Static_assert(sizeof(lua_Number) == sizeof(double), "orch.json formats lua_Number as a double");
 
 #define JSON_MAXDEPTH 64
 #define JSON_SMALLKEYS 16
 #define JSON_INITBUF 1024
 #define JSON_DEC_MAXDEPTH 1000
-#define JSON_DEC_MAXHINT 64 /* most slots pre-sized for a top-level object */
+#define JSON_DEC_MAXHINT 64            /* most slots pre-sized for a top-level object */
 #define JSON_EXACT 9007199254740992ULL /* 2^53: integers up to it are exact doubles */
 
 enum json_kind { JSON_KIND_AUTO, JSON_KIND_ARRAY, JSON_KIND_OBJECT };
@@ -110,18 +109,20 @@ struct json_key {
 
 struct json_enc {
     lua_State *L;
-    char *b;       /* output so far: init, or the userdata in slot bufidx */
+    char *b; /* output so far: init, or the userdata in slot bufidx */
     size_t n;
     size_t cap;
-    int bufidx;    /* stack slot anchoring b once it is a userdata */
-    int orderidx;  /* stack slot of the order argument, 0 if none */
-    int depth;     /* tables currently open */
+    int bufidx;   /* stack slot anchoring b once it is a userdata */
+    int orderidx; /* stack slot of the order argument, 0 if none */
+    int depth;    /* tables currently open */
     int pathlen;
     struct json_seg path[JSON_MAXDEPTH + 1];
     char init[JSON_INITBUF];
 };
 
-/* What follows a backslash for each byte; 0 means copy the byte as is. */
+/* What follows a backslash for each byte; 0 means copy the byte as is.
+ * Kept eight bytes a row, out of clang-format's reach. */
+/* clang-format off */
 static const char json_esc[256] = {
     'u', 'u', 'u', 'u', 'u', 'u', 'u', 'u', /* 0x00 */
     'b', 't', 'n', 'u', 'f', 'r', 'u', 'u', /* 0x08 */
@@ -131,6 +132,7 @@ static const char json_esc[256] = {
     ['\\'] = '\\',
     [0x7f] = 'u',
 };
+/* clang-format on */
 
 static void json_encode_value(struct json_enc *e, int idx);
 
@@ -215,8 +217,7 @@ static inline size_t json_utf8len(const unsigned char *p, const unsigned char *e
     if (c < 0xf5) {
         unsigned char lo = c == 0xf0 ? 0x90 : 0x80;
         unsigned char hi = c == 0xf4 ? 0x8f : 0xbf;
-        if (avail < 4 || p[1] < lo || p[1] > hi || (p[2] & 0xc0) != 0x80 ||
-            (p[3] & 0xc0) != 0x80) {
+        if (avail < 4 || p[1] < lo || p[1] > hi || (p[2] & 0xc0) != 0x80 || (p[3] & 0xc0) != 0x80) {
             return 0;
         }
         return 4;
@@ -410,8 +411,7 @@ static void json_sortkeys(struct json_key *keys, size_t n)
 }
 
 /* Binary search in keys sorted by json_keycmp; NULL if absent. */
-static struct json_key *json_findkey(struct json_key *keys, size_t n,
-                                     const char *s, size_t len)
+static struct json_key *json_findkey(struct json_key *keys, size_t n, const char *s, size_t len)
 {
     size_t lo = 0;
     size_t hi = n;
@@ -459,8 +459,7 @@ static enum json_kind json_kindof(struct json_enc *e, int idx)
 }
 
 /* Encodes the element at the top of the stack as child seg, then pops it. */
-static void json_encode_child(struct json_enc *e, const char *key, size_t len,
-                              lua_Integer idx)
+static void json_encode_child(struct json_enc *e, const char *key, size_t len, lua_Integer idx)
 {
     struct json_seg *seg = &e->path[e->pathlen];
     seg->key = key;
@@ -485,8 +484,7 @@ static void json_encode_array(struct json_enc *e, int idx, lua_Integer n)
     json_putc(e, ']');
 }
 
-static void json_encode_member(struct json_enc *e, int idx, struct json_key *k,
-                               int first)
+static void json_encode_member(struct json_enc *e, int idx, struct json_key *k, int first)
 {
     lua_State *L = e->L;
 
@@ -559,8 +557,8 @@ static void json_encode_object(struct json_enc *e, int idx, lua_Integer count)
     for (size_t i = 1; i < n; i++) {
         if (json_keycmp(&keys[i - 1], &keys[i]) == 0) {
             lua_pushlstring(L, json_keytext(&keys[i]), keys[i].len);
-            json_fail(e, lua_pushfstring(L, "duplicate key \"%s\" (integer and string)",
-                                         lua_tostring(L, -1)));
+            json_fail(e,
+                      lua_pushfstring(L, "duplicate key \"%s\" (integer and string)", lua_tostring(L, -1)));
         }
     }
 
@@ -715,15 +713,15 @@ static int l_json_encode(lua_State *L)
 
 struct json_dec {
     lua_State *L;
-    const char *s;   /* the text (a Lua string kept alive in slot 1) */
-    const char *p;   /* next byte to read */
+    const char *s; /* the text (a Lua string kept alive in slot 1) */
+    const char *p; /* next byte to read */
     const char *end;
-    int arraymt;     /* stack slot of json.array_mt */
-    int orderidx;    /* stack slot of the key-order table, 0 if not wanted */
-    int depth;       /* arrays and objects currently open */
+    int arraymt;  /* stack slot of json.array_mt */
+    int orderidx; /* stack slot of the key-order table, 0 if not wanted */
+    int depth;    /* arrays and objects currently open */
     int pathlen;
-    int tophint;     /* slots to give a top-level object: the last one's size */
-    int topcount;    /* members of this text's top-level object */
+    int tophint;  /* slots to give a top-level object: the last one's size */
+    int topcount; /* members of this text's top-level object */
     struct json_seg path[JSON_DEC_MAXDEPTH + 1];
 };
 
@@ -962,20 +960,27 @@ static void json_decode_string(struct json_dec *d, int iskey)
     json_unexpected(d);
 }
 
-/* Reads the number at d->p and pushes it: an integer when it has no
- * fraction or exponent, else a float.  See the rules at the top. */
-static void json_decode_number(struct json_dec *d)
+/* A number as scanned: the value is u * 10^e10 while exact stays set. */
+struct json_num {
+    int neg;
+    int isfloat;
+    int overflow; /* the integer part does not fit in u */
+    int exact;
+    int e10;
+    unsigned long long u;
+};
+
+/* Scans the number at d->p into n, raising on bad syntax; returns the
+ * first byte after it.  See the rules at the top. */
+static const char *json_scan_number(struct json_dec *d, struct json_num *n)
 {
     const char *start = d->p;
     const char *p = start;
     const char *end = d->end;
-    int neg = 0;
-    int isfloat = 0;
-    unsigned long long u = 0;
-    int overflow = 0;
+    memset(n, 0, sizeof *n);
 
     if (p < end && *p == '-') {
-        neg = 1;
+        n->neg = 1;
         p++;
     }
     if (p >= end || *p < '0' || *p > '9') {
@@ -989,29 +994,28 @@ static void json_decode_number(struct json_dec *d)
     } else {
         while (p < end && *p >= '0' && *p <= '9') {
             unsigned digit = (unsigned)(*p - '0');
-            if (u > (ULLONG_MAX - digit) / 10) {
-                overflow = 1;
+            if (n->u > (ULLONG_MAX - digit) / 10) {
+                n->overflow = 1;
             } else {
-                u = u * 10 + digit;
+                n->u = n->u * 10 + digit;
             }
             p++;
         }
     }
-    int e10 = 0; /* the value is u * 10^e10 while exact stays set */
-    int exact = !overflow;
+    n->exact = !n->overflow;
     if (p < end && *p == '.') {
-        isfloat = 1;
+        n->isfloat = 1;
         p++;
         if (p >= end || *p < '0' || *p > '9') {
             json_syntax(d, start, "invalid number");
         }
         while (p < end && *p >= '0' && *p <= '9') {
             unsigned digit = (unsigned)(*p - '0');
-            if (u > (JSON_EXACT - digit) / 10) {
-                exact = 0;
+            if (n->u > (JSON_EXACT - digit) / 10) {
+                n->exact = 0;
             } else {
-                u = u * 10 + digit;
-                e10--;
+                n->u = n->u * 10 + digit;
+                n->e10--;
             }
             p++;
         }
@@ -1019,7 +1023,7 @@ static void json_decode_number(struct json_dec *d)
     if (p < end && (*p == 'e' || *p == 'E')) {
         int eneg = 0;
         int ev = 0;
-        isfloat = 1;
+        n->isfloat = 1;
         p++;
         if (p < end && (*p == '+' || *p == '-')) {
             eneg = *p == '-';
@@ -1034,29 +1038,39 @@ static void json_decode_number(struct json_dec *d)
             }
             p++;
         }
-        e10 += eneg ? -ev : ev;
+        n->e10 += eneg ? -ev : ev;
     }
+    return p;
+}
+
+/* Reads the number at d->p and pushes it: an integer when it has no
+ * fraction or exponent, else a float.  See the rules at the top. */
+static void json_decode_number(struct json_dec *d)
+{
+    const char *start = d->p;
+    struct json_num num;
+    const struct json_num *n = &num;
+    const char *p = json_scan_number(d, &num);
     d->p = p;
     size_t len = (size_t)(p - start);
-    if (isfloat && exact && u <= JSON_EXACT && e10 >= -22 && e10 <= 22) {
+    if (n->isfloat && n->exact && n->u <= JSON_EXACT && n->e10 >= -22 && n->e10 <= 22) {
         /* Clinger's fast path: u and 10^|e10| are exact doubles, so one
          * correctly rounded multiply or divide gives strtod's answer. */
-        static const double pow10[] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,
-                                       1e8,  1e9,  1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
-                                       1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
-        double x = (double)u;
-        x = e10 < 0 ? x / pow10[-e10] : x * pow10[e10];
-        lua_pushnumber(d->L, neg ? -x : x);
+        static const double pow10[] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,  1e8,  1e9,  1e10, 1e11,
+                                       1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
+        double x = (double)n->u;
+        x = n->e10 < 0 ? x / pow10[-n->e10] : x * pow10[n->e10];
+        lua_pushnumber(d->L, n->neg ? -x : x);
         return;
     }
-    if (!isfloat) {
-        unsigned long long lim = neg ? (unsigned long long)LLONG_MAX + 1 : LLONG_MAX;
-        if (overflow || u > lim) {
+    if (!n->isfloat) {
+        unsigned long long lim = n->neg ? (unsigned long long)LLONG_MAX + 1 : LLONG_MAX;
+        if (n->overflow || n->u > lim) {
             lua_pushlstring(d->L, start, len);
             json_dec_fail(d, lua_pushfstring(d->L, "integer %s", lua_tostring(d->L, -1)),
                           " does not fit in 64 bits");
         }
-        lua_pushinteger(d->L, neg ? (lua_Integer)(0ULL - u) : (lua_Integer)u);
+        lua_pushinteger(d->L, n->neg ? (lua_Integer)(0ULL - n->u) : (lua_Integer)n->u);
         return;
     }
     char buf[64];

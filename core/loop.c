@@ -177,8 +177,7 @@ static void heap_remove(struct orch_loop *loop, size_t i)
     heap_up(loop, last->idx);
 }
 
-struct orch_timer *orch_loop_timer_add(struct orch_loop *loop, uint64_t delay_ms,
-                                       orch_timer_fn fn, void *ud)
+struct orch_timer *orch_loop_timer_add(struct orch_loop *loop, uint64_t delay_ms, orch_timer_fn fn, void *ud)
 {
     if (loop->nheap == loop->capheap) {
         size_t cap = loop->capheap ? loop->capheap * 2 : 64;

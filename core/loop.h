@@ -1,4 +1,4 @@
-/* loop.h — the event loop: poll(2) over watched descriptors, a min-heap of
+/* loop.h — the event loop: epoll(7) over watched descriptors, a min-heap of
  * one-shot timers, and signals delivered through a self-pipe.
  *
  * Pure C (no lua.h). Callbacks run from orch_loop_run_once() and must not
@@ -35,8 +35,7 @@ uint64_t orch_loop_update_time(struct orch_loop *loop);
 
 /* Arms a one-shot timer firing after delay_ms. Returns the timer (owned by
  * the loop until it fires or is cancelled) or NULL when out of memory. */
-struct orch_timer *orch_loop_timer_add(struct orch_loop *loop, uint64_t delay_ms,
-                                       orch_timer_fn fn, void *ud);
+struct orch_timer *orch_loop_timer_add(struct orch_loop *loop, uint64_t delay_ms, orch_timer_fn fn, void *ud);
 /* Cancels a pending timer. Must not be called on a timer that already fired. */
 void orch_loop_timer_cancel(struct orch_loop *loop, struct orch_timer *t);
 size_t orch_loop_timers_pending(const struct orch_loop *loop);

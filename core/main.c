@@ -308,7 +308,8 @@ static int store_option(lua_State *L, int opts, const struct option *o, const ch
         char *end;
         long long mb = strtoll(v, &end, 10);
         if (*v == '\0' || *end != '\0' || mb < 1 || mb > (1LL << 30)) {
-            fprintf(stderr, "orch: %s expects a number of MB from 1 up, got '%s'\nrun 'orch help' for usage\n",
+            fprintf(stderr,
+                    "orch: %s expects a number of MB from 1 up, got '%s'\nrun 'orch help' for usage\n",
                     o->name, v);
             lua_pushinteger(L, EXIT_USAGE);
             return 1;

@@ -50,7 +50,7 @@ struct orch_reader {
     uint64_t line;  /* physical line number at off */
     uint64_t index; /* index the next record gets */
 
-    uint64_t rec_off;  /* where the record being read starts */
+    uint64_t rec_off; /* where the record being read starts */
     uint64_t rec_line;
     struct orch_field line_field; /* LINES: the record's one field */
 
@@ -64,8 +64,7 @@ struct orch_reader {
     uint64_t data_start; /* offset of the first byte after the header row */
 };
 
-__attribute__((format(printf, 3, 4))) static int reader_errorf(struct orch_reader *r,
-                                                               uint64_t line,
+__attribute__((format(printf, 3, 4))) static int reader_errorf(struct orch_reader *r, uint64_t line,
                                                                const char *fmt, ...)
 {
     va_list ap;
@@ -355,8 +354,7 @@ static int reader_next_csv(struct orch_reader *r, struct orch_record *rec)
     rec->fields = r->row.fields;
     rec->nfields = r->row.nfields;
     if (rec->nfields != r->hdr.nfields) {
-        return reader_errorf(r, rec->line, "expected %zu fields, found %zu", r->hdr.nfields,
-                             rec->nfields);
+        return reader_errorf(r, rec->line, "expected %zu fields, found %zu", r->hdr.nfields, rec->nfields);
     }
     return 1;
 }
@@ -390,8 +388,8 @@ static int reader_next_line(struct orch_reader *r, struct orch_record *rec)
     }
 }
 
-struct orch_reader *orch_reader_open(const char *path, enum orch_reader_kind kind,
-                                     int has_header, char *err, size_t errlen)
+struct orch_reader *orch_reader_open(const char *path, enum orch_reader_kind kind, int has_header, char *err,
+                                     size_t errlen)
 {
     struct orch_reader *r = calloc(1, sizeof *r);
     struct stat st;

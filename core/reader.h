@@ -41,8 +41,8 @@ struct orch_reader;
  * file or directory", "data.csv: empty file, expected a header row", "data.csv:1:
  * duplicate column 'id'", "data.csv:1: empty column name (column 3)"). The caller owns
  * the reader and frees it with orch_reader_close. */
-struct orch_reader *orch_reader_open(const char *path, enum orch_reader_kind kind,
-                                     int has_header, char *err, size_t errlen);
+struct orch_reader *orch_reader_open(const char *path, enum orch_reader_kind kind, int has_header, char *err,
+                                     size_t errlen);
 
 /* 1 = a record in *rec (valid until the next call), 0 = end of input, -1 = an error:
  * orch_reader_error() gives the message.

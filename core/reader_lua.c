@@ -35,8 +35,7 @@ static int l_reader_open(lua_State *L)
     lr->ncols = 0;
     luaL_setmetatable(L, READER_MT);
     char err[512];
-    lr->r = orch_reader_open(path, kind == 0 ? ORCH_READER_CSV : ORCH_READER_LINES, 1, err,
-                             sizeof err);
+    lr->r = orch_reader_open(path, kind == 0 ? ORCH_READER_CSV : ORCH_READER_LINES, 1, err, sizeof err);
     if (lr->r == NULL) {
         lua_pushnil(L);
         lua_pushstring(L, err);
@@ -146,7 +145,7 @@ static int l_reader_close(lua_State *L)
 }
 
 static const luaL_Reg reader_methods[] = {
-    {"next", l_reader_next},
+    {"next", l_reader_next}, /* the methods in the order a reader is used */
     {"header", l_reader_header},
     {"seek", l_reader_seek},
     {"size", l_reader_size},

@@ -37,9 +37,10 @@ static int msghandler(lua_State *L)
 {
     const char *msg = lua_tostring(L, 1);
     if (msg == NULL) {
-        if (luaL_callmeta(L, 1, "__tostring") && lua_type(L, -1) == LUA_TSTRING)
-            return 1;
-        return 1; /* keep the error object for the caller to inspect */
+        /* what __tostring gives, if there is one; else the error object
+         * itself, kept for the caller to inspect */
+        luaL_callmeta(L, 1, "__tostring");
+        return 1;
     }
     luaL_traceback(L, L, msg, 1);
     return 1;

@@ -24,10 +24,10 @@ struct orch_task {
     size_t nchildren;
     int mailbox; /* registry ref of the completion array, or LUA_NOREF */
     int waiting_children;
-    int parked; /* suspended by orch_task_park until orch_sched_unpark */
+    int parked;                    /* suspended by orch_task_park until orch_sched_unpark */
     struct orch_timer *wait_timer; /* armed by a wait with a timeout */
-    uint64_t spent_ms; /* Lua run in earlier slices since it last waited */
-    int preempted;     /* its last yield was the busy hook's, not its own */
+    uint64_t spent_ms;             /* Lua run in earlier slices since it last waited */
+    int preempted;                 /* its last yield was the busy hook's, not its own */
     int start_nargs;
     int nresults; /* root only: values left on co when it finished */
     orch_task_push_fn push;
@@ -44,7 +44,7 @@ struct orch_task {
 #define SCHED_POOL_MAX 256
 
 struct orch_sched {
-    lua_State *L; /* main thread */
+    lua_State *L;           /* main thread */
     struct orch_task *pool; /* idle tasks, linked through next */
     size_t npool;
     struct orch_loop *loop;
@@ -57,8 +57,8 @@ struct orch_sched {
     int signals;            /* how many arrived since trapping */
     int running;            /* inside orch_sched_run */
     int last_signal;
-    uint64_t resume_ms;     /* when the running task was resumed */
-    uint64_t burst_ms;      /* how long a task may run Lua without waiting */
+    uint64_t resume_ms; /* when the running task was resumed */
+    uint64_t burst_ms;  /* how long a task may run Lua without waiting */
 };
 
 /* Runaway Lua. A task that never waits would keep the loop, its timers and
@@ -99,7 +99,8 @@ static int preemptible(lua_State *co, const lua_Debug *hook_ar)
     for (int level = 0; lua_getstack(co, level, &ar); level++) {
         if (!lua_getinfo(co, "S", &ar))
             return 0;
-        if (strncmp(ar.source, "@lua/orch/", 10) == 0 && strcmp(ar.source, "@lua/orch/run/outcome.lua") != 0 &&
+        if (strncmp(ar.source, "@lua/orch/", 10) == 0 &&
+            strcmp(ar.source, "@lua/orch/run/outcome.lua") != 0 &&
             strcmp(ar.source, "@lua/orch/steps.lua") != 0)
             return 0;
     }
@@ -246,8 +247,7 @@ static void ready_unlink(struct orch_sched *s, struct orch_task *t)
     s->nready--;
 }
 
-struct orch_task *orch_sched_spawn(struct orch_sched *s, lua_State *L, int nargs,
-                                   struct orch_task *parent)
+struct orch_task *orch_sched_spawn(struct orch_sched *s, lua_State *L, int nargs, struct orch_task *parent)
 {
     struct orch_task *t = s->pool;
     if (t != NULL) {

@@ -53,8 +53,7 @@ struct orch_loop *orch_task_loop(const struct orch_task *t);
  * pops them. Completion is reported to parent's mailbox (see
  * orch_task_take_mailbox) when parent is not NULL. May raise a Lua error
  * (memory). */
-struct orch_task *orch_sched_spawn(struct orch_sched *s, lua_State *L, int nargs,
-                                   struct orch_task *parent);
+struct orch_task *orch_sched_spawn(struct orch_sched *s, lua_State *L, int nargs, struct orch_task *parent);
 
 /* Marks t waiting; the caller must then return lua_yield(L, 0). cleanup
  * (may be NULL) runs if the task is cancelled before it is woken. */
@@ -104,10 +103,9 @@ int orch_sched_signals(const struct orch_sched *s, int *last_signo);
 /* How long (ms) a task (other than the root) may run Lua code without
  * waiting before an error is raised in it. Past a second (or half that
  * limit) without waiting, where it runs user code, it gives way to the
- * other tasks and the loop every 100 ms of CPU time. The default bounds what a stuck row costs: its own burst of CPU,
- * shared with the rows that still make progress. Once SIGINT/SIGTERM arrived, a task busy
- * for a second gets an error { msg = } with metatable ORCH_INTERRUPTED_MT
- * instead (sched.Interrupted in Lua). */
+ * other tasks and the loop every 100 ms of CPU time. The default bounds what a stuck row costs: its own burst
+ * of CPU, shared with the rows that still make progress. Once SIGINT/SIGTERM arrived, a task busy for a
+ * second gets an error { msg = } with metatable ORCH_INTERRUPTED_MT instead (sched.Interrupted in Lua). */
 #define ORCH_INTERRUPTED_MT "orch.Interrupted"
 #define ORCH_SCHED_BURST_MS 10000
 void orch_sched_set_burst(struct orch_sched *s, uint64_t ms);

@@ -15,8 +15,10 @@ static struct orch_task *check_task(lua_State *L, const char *what)
 {
     struct orch_task *t = orch_task_current(L);
     if (t == NULL)
-        luaL_error(L, "%s must be called from a row, step or task, not from a coroutine of "
-                      "your own or at load time", what);
+        luaL_error(L,
+                   "%s must be called from a row, step or task, not from a coroutine of "
+                   "your own or at load time",
+                   what);
     return t;
 }
 
@@ -27,8 +29,10 @@ static struct orch_task *check_suspendable(lua_State *L, const char *what)
 {
     struct orch_task *t = check_task(L, what);
     if (!lua_isyieldable(L))
-        luaL_error(L, "%s cannot wait here: it is inside a callback of a C function (such as "
-                      "table.sort or string.gsub) or a metamethod", what);
+        luaL_error(L,
+                   "%s cannot wait here: it is inside a callback of a C function (such as "
+                   "table.sort or string.gsub) or a metamethod",
+                   what);
     return t;
 }
 

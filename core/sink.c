@@ -18,7 +18,7 @@
 struct orch_sink {
     int fd;
     XXH3_state_t *hash; /* of every byte written */
-    uint64_t written; /* bytes handed to the kernel */
+    uint64_t written;   /* bytes handed to the kernel */
     size_t used;
     char err[512];
     char *path;
@@ -56,8 +56,8 @@ static int hash_prefix(int fd, uint64_t len, XXH3_state_t *h)
     return 0;
 }
 
-struct orch_sink *orch_sink_open(const char *path, uint64_t offset, const uint64_t *prefix, char *err, size_t errlen,
-                                 enum orch_sink_why *why)
+struct orch_sink *orch_sink_open(const char *path, uint64_t offset, const uint64_t *prefix, char *err,
+                                 size_t errlen, enum orch_sink_why *why)
 {
     orch_mkdir_parents(path);
     XXH3_state_t *h = XXH3_createState();
@@ -87,8 +87,9 @@ struct orch_sink *orch_sink_open(const char *path, uint64_t offset, const uint64
     if (offset == ORCH_SINK_FRESH)
         offset = 0;
     else if ((uint64_t)st.st_size < offset) {
-        snprintf(err, errlen, "%s: is %lld bytes, shorter than the %llu bytes recorded at the last checkpoint",
-                 path, (long long)st.st_size, (unsigned long long)offset);
+        snprintf(err, errlen,
+                 "%s: is %lld bytes, shorter than the %llu bytes recorded at the last checkpoint", path,
+                 (long long)st.st_size, (unsigned long long)offset);
         return open_fail(fd, h, why, ORCH_SINK_CHANGED);
     } else if (offset > 0) {
         if (hash_prefix(fd, offset, h) != 0) {
@@ -96,8 +97,8 @@ struct orch_sink *orch_sink_open(const char *path, uint64_t offset, const uint64
             return open_fail(fd, h, why, ORCH_SINK_ERROR);
         }
         if (prefix != NULL && XXH3_64bits_digest(h) != *prefix) {
-            snprintf(err, errlen, "%s: its first %llu bytes are not the ones the last checkpoint recorded", path,
-                     (unsigned long long)offset);
+            snprintf(err, errlen, "%s: its first %llu bytes are not the ones the last checkpoint recorded",
+                     path, (unsigned long long)offset);
             return open_fail(fd, h, why, ORCH_SINK_CHANGED);
         }
     }

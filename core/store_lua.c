@@ -6,7 +6,9 @@
  * nil, message; wrong arguments raise. Lua callbacks given to the list
  * functions run under lua_pcall inside the store's row loop, so an error
  * stops the loop cleanly and is raised only after the store is back in a
- * clean state. */
+ * clean state. Bindings only: the loop callbacks a store drives, the group
+ * commit of LLM replies and the heartbeat timer, are pure C
+ * (journal_group.c, heartbeat.c). */
 #include "store_lua.h"
 
 #include <stdio.h>
@@ -15,6 +17,8 @@
 
 #include <lauxlib.h>
 
+#include "heartbeat.h"
+#include "journal_group.h"
 #include "loop.h"
 #include "sched.h"
 #include "store.h"
@@ -22,44 +26,19 @@
 #define STORE_MT "orch.Store"
 #define LOOKUP_MT "orch.JournalLookup" /* a task's waiting lookup: __close frees it */
 
-/* LLM replies are journaled in groups: the replies the tasks received in
- * one round of the scheduler commit in one transaction at the start of the
- * loop's next iteration (a prepare hook), before any request queued in that
- * round goes out: so a crash can only re-send requests that were in flight.
- * A task's lookup waits for that same transaction (one set of locks for
- * the whole round instead of one per lookup) and sees the waiting replies. */
-
-struct jentry {
-    struct orch_journal_entry e; /* its strings are the owned copies below */
-    char *key, *run_id, *provider, *model, *response;
-};
-
-/* A task's lookup waiting for the group transaction: a to-be-closed
- * userdata on the task's stack, so whatever ends the call frees it. */
+/* LLM replies are journaled in groups (journal_group.h); a task's lookup
+ * waits for the group transaction in a to-be-closed userdata on its stack,
+ * so whatever ends the call frees it. */
 struct jlookup {
-    struct lstore *s;
+    struct orch_journal_wait w;
     struct orch_task *t;
-    char *key;
-    size_t qi; /* index in s->lq while queued */
-    int state; /* JL_QUEUED, then JL_FOUND, JL_MISSING or JL_FAILED */
-    struct orch_journal_owned out;
-    char err[512]; /* as long as the store's */
 };
-
-enum { JL_QUEUED, JL_FOUND, JL_MISSING, JL_FAILED, JL_DONE };
 
 struct lstore {
     struct orch_store *st; /* NULL once closed */
     struct orch_loop *loop;
-    struct orch_timer *beat; /* keepalive timer, or NULL */
-    char *beat_run;
-    int64_t beat_ms;
-    struct jentry *jq; /* replies waiting for their group commit */
-    size_t njq, capjq;
-    struct jlookup **lq; /* lookups waiting for the group transaction */
-    size_t nlq, caplq;
-    int prepared; /* the prepare hook is registered */
-    char jerr[512]; /* a failed group commit, reported by the next call */
+    struct orch_heartbeat beat;   /* keepalive timer */
+    struct orch_journal_group jg; /* replies and lookups waiting for their group commit */
 };
 
 static struct orch_store *check_open(lua_State *L)
@@ -241,108 +220,16 @@ static int l_store_open(lua_State *L)
     s->st = orch_store_open_flags(target, flags, err, sizeof err);
     if (s->st == NULL)
         return push_failure(L, err);
+    orch_journal_group_init(&s->jg, s->loop, s->st);
     return 1;
 }
 
-static void jentry_free(struct jentry *j)
-{
-    free(j->key);
-    free(j->run_id);
-    free(j->provider);
-    free(j->model);
-    free(j->response);
-}
-
-/* Answers a queued lookup and wakes its task. */
-static void lookup_answer(struct jlookup *q, int state, const char *err)
-{
-    q->state = state;
-    if (err != NULL)
-        snprintf(q->err, sizeof q->err, "%s", err);
-    orch_task_wake(q->t, NULL, NULL);
-}
-
-/* Commits the waiting replies and answers the waiting lookups in one
- * transaction; returns how many tasks it woke. Pure C: runs from the
- * loop's prepare hook; a failed commit is kept in jerr for the next Lua
- * call to report, and fails the lookups. */
-static int journal_flush(struct lstore *s)
-{
-    int woken = (int)s->nlq;
-    if (s->njq == 0 && s->nlq == 0)
-        return 0;
-    if (s->st == NULL) {
-        for (size_t i = 0; i < s->nlq; i++)
-            lookup_answer(s->lq[i], JL_FAILED, "the store is closed");
-        s->nlq = 0;
-        return woken;
-    }
-    struct orch_journal_entry *es = malloc((s->njq + 1) * sizeof *es);
-    struct orch_journal_lookup *gs = calloc(s->nlq + 1, sizeof *gs);
-    int rc = -1;
-    if (es != NULL && gs != NULL) {
-        for (size_t i = 0; i < s->njq; i++)
-            es[i] = s->jq[i].e;
-        for (size_t i = 0; i < s->nlq; i++)
-            gs[i].key = s->lq[i]->key;
-        rc = s->st->ops->journal_batch(s->st, es, s->njq, gs, s->nlq);
-    }
-    const char *err = es == NULL || gs == NULL ? "out of memory" : s->st->err;
-    if (rc != 0 && s->njq > 0)
-        snprintf(s->jerr, sizeof s->jerr, "%s", err);
-    for (size_t i = 0; i < s->nlq; i++) {
-        struct jlookup *q = s->lq[i];
-        if (rc != 0) {
-            lookup_answer(q, JL_FAILED, err);
-        } else {
-            q->out = gs[i].out; /* ownership moves to the lookup */
-            lookup_answer(q, gs[i].found ? JL_FOUND : JL_MISSING, NULL);
-        }
-    }
-    s->nlq = 0;
-    free(es);
-    free(gs);
-    for (size_t i = 0; i < s->njq; i++)
-        jentry_free(&s->jq[i]);
-    s->njq = 0;
-    return woken;
-}
-
-static int journal_prepare(void *ud)
-{
-    return journal_flush(ud);
-}
-
-/* Registers the group-commit hook; 0, or -1 when the loop has no room. */
-static int journal_hook(struct lstore *s)
-{
-    if (!s->prepared)
-        s->prepared = orch_loop_on_prepare(s->loop, journal_prepare, s) == 0;
-    return s->prepared ? 0 : -1;
-}
-
-static void beat_stop(struct lstore *s)
-{
-    if (s->beat != NULL)
-        orch_loop_timer_cancel(s->loop, s->beat);
-    s->beat = NULL;
-    free(s->beat_run);
-    s->beat_run = NULL;
-}
-
+/* Stops the heartbeat, commits the waiting replies and closes the store;
+ * idempotent: __gc, __close and close() share it. */
 static void store_release(struct lstore *s)
 {
-    beat_stop(s);
-    journal_flush(s);
-    if (s->prepared)
-        orch_loop_remove_prepare(s->loop, journal_prepare, s);
-    s->prepared = 0;
-    free(s->jq);
-    s->jq = NULL;
-    s->capjq = 0;
-    free(s->lq);
-    s->lq = NULL;
-    s->caplq = 0;
+    orch_heartbeat_stop(&s->beat);
+    orch_journal_group_release(&s->jg);
     if (s->st != NULL)
         s->st->ops->close(s->st);
     s->st = NULL;
@@ -495,8 +382,9 @@ static const char *key_text(lua_State *L, int t)
  * results: { { seq, key, status, error }, ... }; state: { key = json_text }. */
 static int l_store_checkpoint_write(lua_State *L)
 {
+    struct lstore *s = luaL_checkudata(L, 1, STORE_MT);
     struct orch_store *st = check_open(L);
-    journal_flush(luaL_checkudata(L, 1, STORE_MT)); /* replies before the rows that used them */
+    orch_journal_group_flush(&s->jg); /* replies before the rows that used them */
     struct orch_run run;
     to_run(L, 2, &run);
     luaL_checktype(L, 3, LUA_TTABLE);
@@ -637,8 +525,8 @@ static int l_store_checkpoint_rollback(lua_State *L)
 
 struct each_ctx {
     lua_State *L;
-    int fn;      /* stack index of the Lua callback */
-    int failed;  /* the callback raised; its error is on the stack */
+    int fn;     /* stack index of the Lua callback */
+    int failed; /* the callback raised; its error is on the stack */
 };
 
 static int each_result(void *ud, const struct orch_result *r)
@@ -759,10 +647,16 @@ static int l_store_stats(lua_State *L)
 
 /* ---- LLM response journal ---- */
 
-static char *dup_field(lua_State *L, int idx, const char *k)
+/* Returns nil, the group's failed commit (and forgets it), or 0 when
+ * there is none. */
+static int push_group_error(lua_State *L, struct lstore *s)
 {
-    const char *v = get_str(L, idx, k);
-    return v != NULL ? strdup(v) : NULL;
+    if (s->jg.err[0] == '\0')
+        return 0;
+    lua_pushnil(L);
+    lua_pushstring(L, s->jg.err);
+    s->jg.err[0] = '\0';
+    return 2;
 }
 
 /* journal_put{ key =, run_id =, provider =, model =, response =, tokens_in =,
@@ -778,47 +672,22 @@ static int l_store_journal_put(lua_State *L)
     lua_getfield(L, 2, "response");
     size_t rlen;
     const char *resp = luaL_checklstring(L, -1, &rlen);
-    if (s->jerr[0] != '\0') {
-        lua_pushnil(L);
-        lua_pushstring(L, s->jerr);
-        s->jerr[0] = '\0';
+    if (push_group_error(L, s) != 0)
         return 2;
-    }
-    if (s->njq == s->capjq) {
-        size_t cap = s->capjq ? s->capjq * 2 : 64;
-        struct jentry *q = realloc(s->jq, cap * sizeof *q);
-        if (q == NULL)
-            return luaL_error(L, "out of memory");
-        s->jq = q;
-        s->capjq = cap;
-    }
-    struct jentry *j = &s->jq[s->njq];
-    memset(j, 0, sizeof *j);
-    j->key = dup_field(L, 2, "key");
-    j->run_id = dup_field(L, 2, "run_id");
-    j->provider = dup_field(L, 2, "provider");
-    j->model = dup_field(L, 2, "model");
-    j->response = malloc(rlen + 1);
-    if (j->key == NULL || j->response == NULL) {
-        jentry_free(j);
+    struct orch_journal_entry e = {
+        .key = get_str(L, 2, "key"),
+        .run_id = get_str(L, 2, "run_id"),
+        .provider = get_str(L, 2, "provider"),
+        .model = get_str(L, 2, "model"),
+        .response = resp,
+        .response_len = rlen,
+        .tokens_in = get_int(L, 2, "tokens_in"),
+        .tokens_out = get_int(L, 2, "tokens_out"),
+        .cost_usd = get_num(L, 2, "cost_usd"),
+        .latency_ms = get_num(L, 2, "latency_ms"),
+    };
+    if (orch_journal_group_put(&s->jg, &e) != 0) /* copies e's strings */
         return luaL_error(L, "out of memory");
-    }
-    memcpy(j->response, resp, rlen);
-    j->response[rlen] = '\0';
-    j->e.key = j->key;
-    j->e.run_id = j->run_id;
-    j->e.provider = j->provider;
-    j->e.model = j->model;
-    j->e.response = j->response;
-    j->e.response_len = rlen;
-    j->e.tokens_in = get_int(L, 2, "tokens_in");
-    j->e.tokens_out = get_int(L, 2, "tokens_out");
-    j->e.cost_usd = get_num(L, 2, "cost_usd");
-    j->e.latency_ms = get_num(L, 2, "latency_ms");
-    j->e.created_ms = (int64_t)orch_wall_ms();
-    s->njq++;
-    if (journal_hook(s) != 0)
-        journal_flush(s); /* no hook to be had: commit each reply at once */
     lua_pushboolean(L, 1);
     return 1;
 }
@@ -828,13 +697,9 @@ static int l_store_journal_flush(lua_State *L)
 {
     struct lstore *s = luaL_checkudata(L, 1, STORE_MT);
     check_open(L);
-    journal_flush(s);
-    if (s->jerr[0] != '\0') {
-        lua_pushnil(L);
-        lua_pushstring(L, s->jerr);
-        s->jerr[0] = '\0';
+    orch_journal_group_flush(&s->jg);
+    if (push_group_error(L, s) != 0)
         return 2;
-    }
     lua_pushboolean(L, 1);
     return 1;
 }
@@ -858,39 +723,44 @@ static int push_journal(lua_State *L, const struct orch_journal_entry *w, int64_
     return 1;
 }
 
-static void lookup_unqueue(struct jlookup *q)
-{
-    struct lstore *s = q->s;
-    if (q->state != JL_QUEUED)
-        return;
-    s->lq[q->qi] = s->lq[--s->nlq];
-    s->lq[q->qi]->qi = q->qi;
-    q->state = JL_DONE;
-}
-
 /* The task was cancelled while its lookup waited. */
 static void lookup_cancel(struct orch_task *t, void *ud)
 {
     (void)t;
-    lookup_unqueue(ud);
+    orch_journal_wait_unqueue(ud);
+}
+
+/* The group commit answered the lookup: the task may run again. */
+static void lookup_wake(void *ud)
+{
+    orch_task_wake(ud, NULL, NULL);
 }
 
 static int l_lookup_close(lua_State *L)
 {
     struct jlookup *q = lua_touserdata(L, 1);
-    lookup_unqueue(q);
-    free(q->key);
-    q->key = NULL;
-    orch_journal_clear(&q->out);
+    orch_journal_wait_clear(&q->w);
     return 0;
 }
 
+static const luaL_Reg lookup_meta[] = {
+    {"__close", l_lookup_close},
+    {NULL, NULL},
+};
+
 static int push_owned(lua_State *L, const struct orch_journal_owned *e)
 {
-    struct orch_journal_entry view = {.key = e->key, .run_id = e->run_id, .provider = e->provider, .model = e->model,
-                                      .response = e->response, .response_len = e->response_len,
-                                      .tokens_in = e->tokens_in, .tokens_out = e->tokens_out, .cost_usd = e->cost_usd,
-                                      .latency_ms = e->latency_ms, .created_ms = e->created_ms};
+    struct orch_journal_entry view = {.key = e->key,
+                                      .run_id = e->run_id,
+                                      .provider = e->provider,
+                                      .model = e->model,
+                                      .response = e->response,
+                                      .response_len = e->response_len,
+                                      .tokens_in = e->tokens_in,
+                                      .tokens_out = e->tokens_out,
+                                      .cost_usd = e->cost_usd,
+                                      .latency_ms = e->latency_ms,
+                                      .created_ms = e->created_ms};
     return push_journal(L, &view, e->hits);
 }
 
@@ -902,10 +772,10 @@ static int journal_get_k(lua_State *L, int status, lua_KContext ctx)
     (void)status;
     (void)ctx;
     struct jlookup *q = lua_touserdata(L, LOOKUP_SLOT);
-    if (q->state == JL_FOUND)
-        return push_owned(L, &q->out);
-    if (q->state == JL_FAILED)
-        return push_failure(L, q->err);
+    if (q->w.state == ORCH_JWAIT_FOUND)
+        return push_owned(L, &q->w.out);
+    if (q->w.state == ORCH_JWAIT_FAILED)
+        return push_failure(L, q->w.err);
     lua_pushnil(L);
     return 1;
 }
@@ -919,34 +789,19 @@ static int l_store_journal_get(lua_State *L)
     struct orch_store *st = check_open(L);
     const char *key = luaL_checkstring(L, 2);
     lua_settop(L, 2);
-    for (size_t i = 0; i < s->njq; i++) {
-        if (strcmp(s->jq[i].key, key) == 0) /* still waiting for its commit */
-            return push_journal(L, &s->jq[i].e, 0);
-    }
+    const struct orch_journal_entry *waiting = orch_journal_group_pending(&s->jg, key);
+    if (waiting != NULL) /* still waiting for its commit */
+        return push_journal(L, waiting, 0);
     struct orch_task *t = orch_task_current(L);
-    if (t != NULL && lua_isyieldable(L) && journal_hook(s) == 0) {
+    if (t != NULL && lua_isyieldable(L) && orch_journal_group_hook(&s->jg) == 0) {
         struct jlookup *q = lua_newuserdatauv(L, sizeof *q, 0);
-        memset(q, 0, sizeof *q);
-        q->state = JL_DONE; /* not queued until it is */
+        memset(q, 0, sizeof *q); /* not queued until it is */
         luaL_setmetatable(L, LOOKUP_MT);
         lua_toclose(L, LOOKUP_SLOT);
-        q->s = s;
         q->t = t;
-        q->key = strdup(key);
-        if (q->key == NULL)
+        if (orch_journal_group_wait(&s->jg, &q->w, key, lookup_wake, t) != 0)
             return luaL_error(L, "out of memory");
-        if (s->nlq == s->caplq) {
-            size_t cap = s->caplq ? s->caplq * 2 : 64;
-            struct jlookup **lq = realloc(s->lq, cap * sizeof *lq);
-            if (lq == NULL)
-                return luaL_error(L, "out of memory");
-            s->lq = lq;
-            s->caplq = cap;
-        }
-        q->qi = s->nlq;
-        s->lq[s->nlq++] = q;
-        q->state = JL_QUEUED;
-        orch_task_suspend(t, lookup_cancel, q);
+        orch_task_suspend(t, lookup_cancel, &q->w);
         return lua_yieldk(L, 0, 0, journal_get_k);
     }
     struct orch_journal_owned e;
@@ -983,7 +838,7 @@ static int l_store_journal_prune(lua_State *L)
     struct lstore *s = luaL_checkudata(L, 1, STORE_MT);
     struct orch_store *st = check_open(L);
     int64_t before = (int64_t)luaL_checkinteger(L, 2);
-    journal_flush(s); /* waiting replies first: they may be among the old ones */
+    orch_journal_group_flush(&s->jg); /* waiting replies first: they may be among the old ones */
     int64_t n = 0;
     if (st->ops->journal_prune(st, before, &n) != 0)
         return push_failure(L, st->err);
@@ -1003,35 +858,20 @@ static int l_store_vacuum(lua_State *L)
 
 /* ---- heartbeat ---- */
 
-/* A loop timer, pure C: refreshes the run's heartbeat and re-arms. A
- * failed write is not fatal here; the next checkpoint reports it. */
-static void beat_fire(void *ud)
-{
-    struct lstore *s = ud;
-    s->beat = NULL;
-    if (s->st == NULL || s->beat_run == NULL)
-        return;
-    s->st->ops->run_heartbeat(s->st, s->beat_run, (int64_t)orch_wall_ms());
-    s->beat = orch_loop_timer_add(s->loop, (uint64_t)s->beat_ms, beat_fire, s);
-}
-
 /* keepalive(run_id, seconds) refreshes the run's heartbeat every `seconds`
- * from the event loop; keepalive(nil) stops. */
+ * from the event loop (heartbeat.h); keepalive(nil) stops. */
 static int l_store_keepalive(lua_State *L)
 {
     struct lstore *s = luaL_checkudata(L, 1, STORE_MT);
-    check_open(L);
-    beat_stop(s);
+    struct orch_store *st = check_open(L);
+    orch_heartbeat_stop(&s->beat);
     if (lua_isnoneornil(L, 2))
         return 0;
     const char *id = luaL_checkstring(L, 2);
     lua_Number secs = luaL_checknumber(L, 3);
     luaL_argcheck(L, secs > 0, 3, "expected a positive interval");
-    s->beat_run = strdup(id);
-    if (s->beat_run == NULL)
+    if (orch_heartbeat_start(&s->beat, s->loop, st, id, (int64_t)(secs * 1000.0)) != 0)
         return luaL_error(L, "out of memory");
-    s->beat_ms = (int64_t)(secs * 1000.0);
-    s->beat = orch_loop_timer_add(s->loop, (uint64_t)s->beat_ms, beat_fire, s);
     return 0;
 }
 
@@ -1092,8 +932,7 @@ static const luaL_Reg store_funcs[] = {
 int luaopen_orch_store(lua_State *L)
 {
     luaL_newmetatable(L, LOOKUP_MT); /* once, not a table per lookup */
-    lua_pushcfunction(L, l_lookup_close);
-    lua_setfield(L, -2, "__close");
+    luaL_setfuncs(L, lookup_meta, 0);
     lua_pop(L, 1);
     luaL_newmetatable(L, STORE_MT);
     luaL_setfuncs(L, store_meta, 0);

@@ -1,132 +1,20 @@
 /* store_sqlite.c — the SQLite backend of the state store (store.h): one
  * database file (or ":memory:") in WAL mode, synchronous=NORMAL, every
  * statement prepared once at open and bound, never built from strings.
- * The schema is versioned with PRAGMA user_version and marked as orch's
- * with PRAGMA application_id; opening refuses, without writing a byte,
- * files that are not databases, corrupt ones, other programs' databases
- * and schemas newer than this build knows.
+ * This unit holds the operations (store_ops); the schema and its
+ * migrations are in store_sqlite_schema.c, opening, validation and
+ * closing in store_sqlite_open.c, what they share in store_sqlite_impl.h.
  * Pure C: depends on libc, libsqlite3 and store.c's shared helpers
  * (store_impl.h: zstd memento codec, XXH3 checksum, clocks). */
 #include "store.h"
 #include "store_impl.h"
+#include "store_sqlite_impl.h"
 
-#include "fsutil.h"
-
-#include <errno.h>
-#include <fcntl.h>
-#include <sqlite3.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <unistd.h>
-
-/* PRAGMA application_id of an orch state database: "ORCH" in ASCII. */
-#define SQ_APPLICATION_ID 0x4F524348
-
-/* How long a statement waits for another process's lock. */
-#define SQ_BUSY_MS 5000
-
-/* Forward migrations: sq_migrations[v] takes a database from schema v to
- * v + 1 and ends by setting user_version to v + 1. They run in one
- * transaction at open. Never edit a shipped entry; append a new one. */
-static const char *const sq_migrations[] = {
-    /* 0 -> 1 */
-    "PRAGMA application_id = 1330791240;\n" /* SQ_APPLICATION_ID */
-    "CREATE TABLE runs (\n"
-    "  id TEXT PRIMARY KEY,\n"
-    "  name TEXT NOT NULL,\n"
-    "  identity TEXT NOT NULL,\n"
-    "  workflow_path TEXT,\n"
-    "  workflow_hash TEXT,\n"
-    "  input TEXT,\n"
-    "  input_fp TEXT,\n"
-    "  params TEXT,\n"
-    "  output TEXT,\n"
-    "  error TEXT,\n"
-    "  owner_host TEXT,\n"
-    "  status TEXT NOT NULL CHECK (status IN ('pending','running','paused','completed','failed')),\n"
-    "  owner_pid INTEGER NOT NULL DEFAULT 0,\n"
-    "  heartbeat_ms INTEGER NOT NULL DEFAULT 0,\n"
-    "  created_ms INTEGER NOT NULL,\n"
-    "  updated_ms INTEGER NOT NULL,\n"
-    "  finished_ms INTEGER NOT NULL DEFAULT 0,\n"
-    "  rows_done INTEGER NOT NULL DEFAULT 0,\n"
-    "  rows_ok INTEGER NOT NULL DEFAULT 0,\n"
-    "  rows_failed INTEGER NOT NULL DEFAULT 0,\n"
-    "  rows_dropped INTEGER NOT NULL DEFAULT 0,\n"
-    "  rows_defaulted INTEGER NOT NULL DEFAULT 0,\n"
-    "  llm_calls INTEGER NOT NULL DEFAULT 0,\n"
-    "  tokens_in INTEGER NOT NULL DEFAULT 0,\n"
-    "  tokens_out INTEGER NOT NULL DEFAULT 0,\n"
-    "  cost_usd REAL NOT NULL DEFAULT 0,\n"
-    "  recoveries INTEGER NOT NULL DEFAULT 0\n"
-    ");\n"
-    "CREATE INDEX runs_identity_status ON runs (identity, status);\n"
-    "CREATE INDEX runs_created ON runs (created_ms);\n"
-    "CREATE TABLE checkpoints (\n"
-    "  run_id TEXT NOT NULL REFERENCES runs (id) ON DELETE CASCADE,\n"
-    "  seq INTEGER NOT NULL,\n"
-    "  name TEXT,\n"
-    "  reason TEXT,\n"
-    "  created_ms INTEGER NOT NULL,\n"
-    "  input_offset INTEGER NOT NULL,\n"
-    "  input_line INTEGER NOT NULL,\n"
-    "  input_index INTEGER NOT NULL,\n"
-    "  output_offset INTEGER NOT NULL,\n"
-    "  errors_offset INTEGER NOT NULL,\n"
-    "  memento BLOB NOT NULL,      -- zstd frame of the raw memento\n"
-    "  memento_len INTEGER NOT NULL, -- raw size\n"
-    "  checksum TEXT NOT NULL,     -- hex XXH3-128 of the cursor fields + raw memento\n"
-    "  bytes INTEGER NOT NULL,\n"
-    "  duration_ms REAL NOT NULL,\n"
-    "  PRIMARY KEY (run_id, seq)\n"
-    ");\n"
-    "CREATE TABLE results (\n"
-    "  run_id TEXT NOT NULL REFERENCES runs (id) ON DELETE CASCADE,\n"
-    "  seq INTEGER NOT NULL,\n"
-    "  key TEXT,\n"
-    "  status TEXT NOT NULL,\n"
-    "  error TEXT,\n"
-    "  data BLOB,\n"
-    "  checkpoint_seq INTEGER NOT NULL,\n"
-    "  PRIMARY KEY (run_id, seq)\n"
-    ") WITHOUT ROWID;\n"
-    "CREATE TABLE events (\n"
-    "  id INTEGER PRIMARY KEY,\n"
-    "  run_id TEXT REFERENCES runs (id) ON DELETE CASCADE,\n"
-    "  ts_ms INTEGER NOT NULL,\n"
-    "  type TEXT NOT NULL,\n"
-    "  data TEXT\n"
-    ");\n"
-    "CREATE INDEX events_run ON events (run_id);\n"
-    "CREATE TABLE state (\n"
-    "  run_id TEXT NOT NULL REFERENCES runs (id) ON DELETE CASCADE,\n"
-    "  key TEXT NOT NULL,\n"
-    "  value TEXT NOT NULL,\n"
-    "  PRIMARY KEY (run_id, key)\n"
-    ") WITHOUT ROWID;\n"
-    "PRAGMA user_version = 1;\n",
-    /* 1 -> 2: the LLM response journal. No foreign key to runs: entries
-     * outlive their run, and one may be written before its run row. */
-    "CREATE TABLE llm_journal (\n"
-    "  key TEXT PRIMARY KEY,       -- hex hash of provider + model + canonical request\n"
-    "  run_id TEXT,                -- the run that paid for it\n"
-    "  provider TEXT,\n"
-    "  model TEXT,\n"
-    "  response BLOB NOT NULL,\n"
-    "  tokens_in INTEGER,\n"
-    "  tokens_out INTEGER,\n"
-    "  cost_usd REAL,\n"
-    "  latency_ms REAL,\n"
-    "  created_ms INTEGER NOT NULL,\n"
-    "  hits INTEGER NOT NULL DEFAULT 0 -- lookups that found it\n"
-    ") WITHOUT ROWID;\n"
-    "PRAGMA user_version = 2;\n",
-};
-
-#define SQ_SCHEMA_VERSION ((int)(sizeof sq_migrations / sizeof sq_migrations[0]))
 
 /* Column lists shared by several statements; the readers below depend on
  * their order. */
@@ -143,44 +31,7 @@ static const char *const sq_migrations[] = {
     "seq, name, reason, created_ms, input_offset, input_line, input_index, output_offset, "                  \
     "errors_offset, memento, memento_len, checksum, bytes, duration_ms"
 
-enum sq_stmt {
-    SQ_BEGIN,
-    SQ_COMMIT,
-    SQ_ROLLBACK,
-    SQ_RUN_INSERT,
-    SQ_RUN_GET,
-    SQ_RUN_FIND,
-    SQ_RUN_UPDATE,
-    SQ_RUN_CLAIM,
-    SQ_RUN_HEARTBEAT,
-    SQ_RUN_DELETE,
-    SQ_RUN_LIST,
-    SQ_CP_NEXT_SEQ,
-    SQ_CP_INSERT,
-    SQ_CP_NEWEST,
-    SQ_CP_GET,
-    SQ_CP_LIST,
-    SQ_CP_DELETE_AFTER,
-    SQ_RES_INSERT,
-    SQ_RES_DELETE_AFTER,
-    SQ_RES_LIST,
-    SQ_STATE_UPSERT,
-    SQ_STATE_DELETE,
-    SQ_STATE_LIST,
-    SQ_EV_INSERT,
-    SQ_EV_LIST,
-    SQ_JR_INSERT,
-    SQ_JR_GET,
-    SQ_JR_HIT,
-    SQ_JR_PRUNE,
-    SQ_STATS_RUNS,
-    SQ_STATS_CPS,
-    SQ_STATS_JOURNAL,
-    SQ_STATS_SIZE,
-    SQ_NSTMT
-};
-
-static const char *const sq_sql[SQ_NSTMT] = {
+const char *const sq_sql[SQ_NSTMT] = {
     [SQ_BEGIN] = "BEGIN IMMEDIATE",
     [SQ_COMMIT] = "COMMIT",
     [SQ_ROLLBACK] = "ROLLBACK",
@@ -244,19 +95,6 @@ static const char *const sq_sql[SQ_NSTMT] = {
     [SQ_STATS_SIZE] = "SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()",
 };
 
-struct sq_store {
-    struct orch_store base; /* first: a struct orch_store * is a struct sq_store * */
-    sqlite3 *db;
-    char *path;
-    int memory;
-    sqlite3_stmt *stmt[SQ_NSTMT];
-};
-
-static struct sq_store *sq_of(struct orch_store *st)
-{
-    return (struct sq_store *)st;
-}
-
 /* ---- errors ---------------------------------------------------------- */
 
 /* Records "PATH: <what>: <sqlite's message>" in st->base.err and returns
@@ -272,7 +110,7 @@ static int sq_fail(struct sq_store *st, const char *fmt, ...)
     int rc = sqlite3_errcode(st->db) & 0xff;
     const char *msg = sqlite3_errmsg(st->db);
     if (rc == SQLITE_BUSY)
-        msg = "the database is locked by another process (waited 5 s)";
+        msg = SQ_LOCKED_MSG;
     snprintf(st->base.err, sizeof st->base.err, "%s: %s: %s", st->path, what, msg);
     return -1;
 }
@@ -287,42 +125,6 @@ static int sq_fail_plain(struct sq_store *st, const char *fmt, ...)
     va_end(ap);
     snprintf(st->base.err, sizeof st->base.err, "%s: %s", st->path, what);
     return -1;
-}
-
-/* The message a user can act on for a failure while opening: not a
- * database, corrupt, not writable, or (anything else) what failed. */
-static void sq_open_error(sqlite3 *db, const char *path, int rc, const char *what, char *err, size_t errlen)
-{
-    char detail[300];
-    const char *msg = db != NULL ? sqlite3_errmsg(db) : sqlite3_errstr(rc);
-    int sys = db != NULL ? sqlite3_system_errno(db) : 0;
-    int prim = rc & 0xff;
-    if (sys != 0 && (prim == SQLITE_CANTOPEN || prim == SQLITE_IOERR || prim == SQLITE_READONLY))
-        snprintf(detail, sizeof detail, "%s: %s", msg, strerror(sys));
-    else
-        snprintf(detail, sizeof detail, "%s", msg);
-    switch (prim) {
-    case SQLITE_NOTADB:
-        snprintf(err, errlen, "%s: not an orch state database (%s)", path, detail);
-        break;
-    case SQLITE_CORRUPT:
-        snprintf(err, errlen, "%s: the state database is corrupt (%s)", path, detail);
-        break;
-    case SQLITE_READONLY:
-    case SQLITE_CANTOPEN:
-    case SQLITE_PERM:
-        snprintf(
-            err, errlen,
-            "%s: cannot write the state database (%s); check the permissions of the file and its directory",
-            path, detail);
-        break;
-    case SQLITE_BUSY:
-        snprintf(err, errlen, "%s: %s: the database is locked by another process (waited 5 s)", path, what);
-        break;
-    default:
-        snprintf(err, errlen, "%s: %s: %s", path, what, detail);
-        break;
-    }
 }
 
 /* ---- statement helpers ----------------------------------------------- */
@@ -396,7 +198,6 @@ static char *sq_col_dup(sqlite3_stmt *s, int i, int *oom)
     p[n] = '\0';
     return p;
 }
-
 /* ---- runs ------------------------------------------------------------- */
 
 /* Fills out (zeroed first, heap strings it then owns) from the current
@@ -764,33 +565,10 @@ static int sq_checkpoint_row(sqlite3_stmt *s, struct orch_checkpoint *out, int w
     return 0;
 }
 
-/* Writes results, state and the checkpoint in one BEGIN IMMEDIATE
- * transaction, then the run row as run_update does. On success sets
- * c->seq, c->created_ms (when 0), c->checksum (a heap copy; a previous
- * value in c->checksum is freed, so c must start zeroed), c->bytes
- * (compressed memento + checksum + name and reason + 80 bytes of numbers)
- * and c->duration_ms (the whole call, monotonic clock; the stored
- * duration_ms covers everything but the COMMIT itself). A state entry
- * whose value is NULL is deleted. On failure nothing is written and c is
- * untouched. */
-static int sq_checkpoint_write(struct orch_store *base, const struct orch_run *run, struct orch_checkpoint *c,
-                               const struct orch_result *res, size_t nres, const struct orch_kv *state,
-                               size_t nstate)
+/* Numbers the next checkpoint of run_id: max + 1, read inside the write
+ * lock so two writers cannot collide. The seq, or -1 with st->err set. */
+static int64_t sq_checkpoint_next_seq(struct sq_store *st, const char *run_id)
 {
-    struct sq_store *st = sq_of(base);
-    double t0 = orch_store_mono_ms();
-    const char *run_id = run->id;
-    void *packed = NULL;
-    size_t packed_len = 0;
-    char why[200];
-    if (orch_store_compress(c->memento, c->memento_len, &packed, &packed_len, why, sizeof why) != 0)
-        return sq_fail_plain(st, "cannot write a checkpoint of run %s: %s", run_id, why);
-    if (sq_begin(st, "cannot start the checkpoint transaction") != 0) {
-        free(packed);
-        return -1;
-    }
-
-    /* seq = max + 1 inside the write lock, so two writers cannot collide */
     sqlite3_stmt *s = st->stmt[SQ_CP_NEXT_SEQ];
     int64_t seq = 0;
     if (sq_bind_text(s, 1, run_id) == 0 && sqlite3_step(s) == SQLITE_ROW)
@@ -798,11 +576,18 @@ static int sq_checkpoint_write(struct orch_store *base, const struct orch_run *r
     if (seq <= 0) {
         sq_fail(st, "cannot number a checkpoint of run %s", run_id);
         sq_done(s);
-        goto fail;
+        return -1;
     }
     sq_done(s);
+    return seq;
+}
 
-    s = st->stmt[SQ_RES_INSERT];
+/* Inserts the nres results of a checkpoint numbered seq. 0, or -1 with
+ * st->err set (the caller rolls back). */
+static int sq_results_insert(struct sq_store *st, const char *run_id, int64_t seq,
+                             const struct orch_result *res, size_t nres)
+{
+    sqlite3_stmt *s = st->stmt[SQ_RES_INSERT];
     for (size_t i = 0; i < nres; i++) {
         const struct orch_result *r = &res[i];
         int bad = 0;
@@ -819,21 +604,27 @@ static int sq_checkpoint_write(struct orch_store *base, const struct orch_run *r
         if (bad) {
             sq_fail(st, "cannot store result %lld of run %s", (long long)r->seq, run_id);
             sq_done(s);
-            goto fail;
+            return -1;
         }
         if (sqlite3_step(s) != SQLITE_DONE) {
             sq_fail(st, "cannot store result %lld of run %s", (long long)r->seq, run_id);
             sq_done(s);
-            goto fail;
+            return -1;
         }
         sqlite3_reset(s);
     }
     sq_done(s);
+    return 0;
+}
 
+/* Upserts the nstate state entries, deleting those whose value is NULL.
+ * 0, or -1 with st->err set (the caller rolls back). */
+static int sq_state_apply(struct sq_store *st, const char *run_id, const struct orch_kv *state, size_t nstate)
+{
     for (size_t i = 0; i < nstate; i++) {
         const struct orch_kv *kv = &state[i];
         int del = kv->value == NULL;
-        s = st->stmt[del ? SQ_STATE_DELETE : SQ_STATE_UPSERT];
+        sqlite3_stmt *s = st->stmt[del ? SQ_STATE_DELETE : SQ_STATE_UPSERT];
         int bad = 0;
         bad |= sq_bind_text(s, 1, run_id);
         bad |= sq_bind_text(s, 2, kv->key);
@@ -843,30 +634,59 @@ static int sq_checkpoint_write(struct orch_store *base, const struct orch_run *r
         if (bad || sqlite3_step(s) != SQLITE_DONE) {
             sq_fail(st, "cannot store state key %s of run %s", kv->key != NULL ? kv->key : "(null)", run_id);
             sq_done(s);
-            goto fail;
+            return -1;
         }
         sq_done(s);
     }
+    return 0;
+}
 
-    if (sq_run_update_stmt(st, run) != 0)
-        goto fail;
+/* What a checkpoint row stores beside its fields: the compressed memento
+ * and the checksum, which covers the final seq. */
+struct sq_sealed {
+    void *packed; /* zstd frame of the memento, owned */
+    size_t packed_len;
+    char sum[33];
+    int64_t bytes; /* compressed memento + checksum + name and reason + 80 */
+};
 
-    /* the checksum covers the final seq, so it is computed here */
+/* Compresses c's memento into out (out->packed the caller frees). 0, or
+ * -1 with st->err set and nothing to free. */
+static int sq_checkpoint_pack(struct sq_store *st, const char *run_id, const struct orch_checkpoint *c,
+                              struct sq_sealed *out)
+{
+    char why[200];
+    out->packed = NULL;
+    out->packed_len = 0;
+    if (orch_store_compress(c->memento, c->memento_len, &out->packed, &out->packed_len, why, sizeof why) != 0)
+        return sq_fail_plain(st, "cannot write a checkpoint of run %s: %s", run_id, why);
+    return 0;
+}
+
+/* Checksums c as checkpoint seq into out->sum and sizes the row. 0, or -1
+ * with st->err set when memory runs out. */
+static int sq_checkpoint_seal(struct sq_store *st, const char *run_id, const struct orch_checkpoint *c,
+                              int64_t seq, struct sq_sealed *out)
+{
     struct orch_checkpoint sum_of = *c;
     sum_of.seq = seq;
-    char sum[33];
-    orch_checkpoint_checksum(&sum_of, sum);
-    if (sum[0] == '\0') {
-        sq_fail_plain(st, "cannot checksum a checkpoint of run %s: out of memory", run_id);
-        goto fail;
-    }
-    int64_t created = c->created_ms != 0 ? c->created_ms : orch_store_now_ms();
-    int64_t bytes = (int64_t)packed_len + 32 + 80;
+    orch_checkpoint_checksum(&sum_of, out->sum);
+    if (out->sum[0] == '\0')
+        return sq_fail_plain(st, "cannot checksum a checkpoint of run %s: out of memory", run_id);
+    out->bytes = (int64_t)out->packed_len + 32 + 80;
     if (c->name != NULL)
-        bytes += (int64_t)strlen(c->name);
+        out->bytes += (int64_t)strlen(c->name);
     if (c->reason != NULL)
-        bytes += (int64_t)strlen(c->reason);
-    s = st->stmt[SQ_CP_INSERT];
+        out->bytes += (int64_t)strlen(c->reason);
+    return 0;
+}
+
+/* Inserts the checkpoint row itself; duration_ms is measured from t0.
+ * 0, or -1 with st->err set (the caller rolls back). */
+static int sq_checkpoint_insert(struct sq_store *st, const char *run_id, const struct orch_checkpoint *c,
+                                int64_t seq, int64_t created, const struct sq_sealed *sealed, double t0)
+{
+    sqlite3_stmt *s = st->stmt[SQ_CP_INSERT];
     int bad = 0;
     bad |= sq_bind_text(s, 1, run_id);
     bad |= sq_bind_int(s, 2, seq);
@@ -878,19 +698,58 @@ static int sq_checkpoint_write(struct orch_store *base, const struct orch_run *r
     bad |= sq_bind_int(s, 8, c->input_index);
     bad |= sq_bind_int(s, 9, c->output_offset);
     bad |= sq_bind_int(s, 10, c->errors_offset);
-    bad |= sqlite3_bind_blob64(s, 11, packed, packed_len, SQLITE_STATIC) != SQLITE_OK;
+    bad |= sqlite3_bind_blob64(s, 11, sealed->packed, sealed->packed_len, SQLITE_STATIC) != SQLITE_OK;
     bad |= sq_bind_int(s, 12, (int64_t)c->memento_len);
-    bad |= sq_bind_text(s, 13, sum);
-    bad |= sq_bind_int(s, 14, bytes);
+    bad |= sq_bind_text(s, 13, sealed->sum);
+    bad |= sq_bind_int(s, 14, sealed->bytes);
     bad |= sqlite3_bind_double(s, 15, orch_store_mono_ms() - t0) != SQLITE_OK;
     if (bad || sqlite3_step(s) != SQLITE_DONE) {
         sq_fail(st, "cannot store checkpoint %lld of run %s", (long long)seq, run_id);
         sq_done(s);
-        goto fail;
+        return -1;
     }
     sq_done(s);
+    return 0;
+}
 
-    char *sum_copy = strdup(sum);
+/* Writes results, state and the checkpoint in one BEGIN IMMEDIATE
+ * transaction, then the run row as run_update does. On success sets
+ * c->seq, c->created_ms (when 0), c->checksum (a heap copy; a previous
+ * value in c->checksum is freed, so c must start zeroed), c->bytes
+ * (compressed memento + checksum + name and reason + 80 bytes of numbers)
+ * and c->duration_ms (the whole call, monotonic clock; the stored
+ * duration_ms covers everything but the COMMIT itself). A state entry
+ * whose value is NULL is deleted. On failure nothing is written and c is
+ * untouched. */
+static int sq_checkpoint_write(struct orch_store *base, const struct orch_run *run, struct orch_checkpoint *c,
+                               const struct orch_result *res, size_t nres, const struct orch_kv *state,
+                               size_t nstate)
+{
+    struct sq_store *st = sq_of(base);
+    double t0 = orch_store_mono_ms();
+    const char *run_id = run->id;
+    struct sq_sealed sealed;
+    if (sq_checkpoint_pack(st, run_id, c, &sealed) != 0)
+        return -1;
+    if (sq_begin(st, "cannot start the checkpoint transaction") != 0) {
+        free(sealed.packed);
+        return -1;
+    }
+    int64_t seq = sq_checkpoint_next_seq(st, run_id);
+    if (seq < 0)
+        goto fail;
+    if (sq_results_insert(st, run_id, seq, res, nres) != 0)
+        goto fail;
+    if (sq_state_apply(st, run_id, state, nstate) != 0)
+        goto fail;
+    if (sq_run_update_stmt(st, run) != 0)
+        goto fail;
+    if (sq_checkpoint_seal(st, run_id, c, seq, &sealed) != 0)
+        goto fail;
+    int64_t created = c->created_ms != 0 ? c->created_ms : orch_store_now_ms();
+    if (sq_checkpoint_insert(st, run_id, c, seq, created, &sealed, t0) != 0)
+        goto fail;
+    char *sum_copy = strdup(sealed.sum);
     if (sum_copy == NULL) {
         sq_fail_plain(st, "cannot write a checkpoint of run %s: out of memory", run_id);
         goto fail;
@@ -899,18 +758,18 @@ static int sq_checkpoint_write(struct orch_store *base, const struct orch_run *r
         free(sum_copy);
         goto fail;
     }
-    free(packed);
+    free(sealed.packed);
     free(c->checksum);
     c->checksum = sum_copy;
     c->seq = seq;
     c->created_ms = created;
-    c->bytes = bytes;
+    c->bytes = sealed.bytes;
     c->duration_ms = orch_store_mono_ms() - t0;
     return 0;
 
 fail:
     sq_abort(st);
-    free(packed);
+    free(sealed.packed);
     return -1;
 }
 
@@ -1373,21 +1232,7 @@ static int sq_journal_get(struct orch_store *base, const char *key, struct orch_
     return 1;
 }
 
-/* ---- open / close ----------------------------------------------------- */
-
-static void sq_close(struct orch_store *base)
-{
-    if (base == NULL)
-        return;
-    struct sq_store *st = sq_of(base);
-    for (int i = 0; i < SQ_NSTMT; i++)
-        sqlite3_finalize(st->stmt[i]);
-    sqlite3_close(st->db);
-    free(st->path);
-    free(st);
-}
-
-static const struct orch_store_ops sq_ops = {
+const struct orch_store_ops sq_ops = {
     .name = "sqlite",
     .close = sq_close,
     .run_create = sq_run_create,
@@ -1414,393 +1259,3 @@ static const struct orch_store_ops sq_ops = {
     .journal_prune = sq_journal_prune,
     .vacuum = sq_vacuum,
 };
-
-/* Runs a one-row, one-column pragma or query (constant SQL, not kept).
- * Returns the SQLite result code; *out gets the integer value, or the
- * text value in text (when non-NULL). */
-static int sq_query1(sqlite3 *db, const char *sql, int64_t *out, char *text, size_t textlen)
-{
-    sqlite3_stmt *s = NULL;
-    int rc = sqlite3_prepare_v2(db, sql, -1, &s, NULL);
-    if (rc != SQLITE_OK)
-        return rc;
-    rc = sqlite3_step(s);
-    if (rc == SQLITE_ROW) {
-        if (out != NULL)
-            *out = sqlite3_column_int64(s, 0);
-        if (text != NULL) {
-            const unsigned char *t = sqlite3_column_text(s, 0);
-            snprintf(text, textlen, "%s", t != NULL ? (const char *)t : "");
-        }
-        rc = SQLITE_OK;
-    } else if (rc == SQLITE_DONE) {
-        rc = SQLITE_OK;
-    }
-    sqlite3_finalize(s);
-    return rc;
-}
-
-/* Brings the schema up to SQ_SCHEMA_VERSION in one transaction. The
- * version is read again under the write lock, so two processes opening a
- * fresh file at once migrate it once. 0, or -1 with the message in err
- * (formatted before the ROLLBACK, which would replace SQLite's). */
-static int sq_migrate(sqlite3 *db, const char *path, char *err, size_t errlen)
-{
-    int rc = sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
-    if (rc != SQLITE_OK) {
-        sq_open_error(db, path, rc, "cannot create or upgrade the schema", err, errlen);
-        return -1;
-    }
-    int64_t version = 0;
-    rc = sq_query1(db, "PRAGMA user_version", &version, NULL, 0);
-    for (int64_t v = version; rc == SQLITE_OK && v < SQ_SCHEMA_VERSION; v++)
-        rc = sqlite3_exec(db, sq_migrations[v], NULL, NULL, NULL);
-    if (rc == SQLITE_OK)
-        rc = sqlite3_exec(db, "COMMIT", NULL, NULL, NULL);
-    if (rc == SQLITE_OK)
-        return 0;
-    sq_open_error(db, path, rc, "cannot create or upgrade the schema", err, errlen);
-    if (!sqlite3_get_autocommit(db))
-        sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
-    return -1;
-}
-
-/* Switches the database to WAL (mode gets the resulting journal mode).
- * SQLite does not call the busy handler for this switch while other
- * connections hold read locks (it would deadlock), so processes opening a
- * new file at the same moment retry here, for as long as busy_timeout
- * would have waited. Returns the SQLite result code. */
-static int sq_set_wal(sqlite3 *db, int memory, char *mode, size_t modelen)
-{
-    double deadline = orch_store_mono_ms() + SQ_BUSY_MS;
-    for (;;) {
-        int rc = sq_query1(db, "PRAGMA journal_mode = WAL", NULL, mode, modelen);
-        int prim = rc & 0xff;
-        int retry = prim == SQLITE_BUSY || prim == SQLITE_LOCKED ||
-                    (rc == SQLITE_OK && !memory && strcmp(mode, "wal") != 0);
-        if (!retry || orch_store_mono_ms() >= deadline)
-            return rc;
-        sqlite3_sleep(10);
-    }
-}
-
-/* Checks the freshly opened db before anything is written: readable as a
- * database, orch's (or empty), a schema this build knows, not corrupt.
- * Returns 0, or -1 with the message in err. existed: the file was there
- * and non-empty before the open. */
-static int sq_check_existing(sqlite3 *db, const char *path, int existed, char *err, size_t errlen)
-{
-    /* One statement, so one snapshot: read separately, a migration
-     * committed by another process in between would make a new store
-     * look like another program's (application_id 0 but tables). This is
-     * also the first read of the file, where a non-database shows up. */
-    int64_t version = 0;
-    int64_t app = 0;
-    int64_t objects = 0;
-    sqlite3_stmt *s = NULL;
-    int rc = sqlite3_prepare_v2(db,
-                                "SELECT (SELECT user_version FROM pragma_user_version), "
-                                "(SELECT application_id FROM pragma_application_id), "
-                                "(SELECT count(*) FROM sqlite_master)",
-                                -1, &s, NULL);
-    if (rc == SQLITE_OK)
-        rc = sqlite3_step(s);
-    if (rc == SQLITE_ROW) {
-        version = sqlite3_column_int64(s, 0);
-        app = sqlite3_column_int64(s, 1);
-        objects = sqlite3_column_int64(s, 2);
-        rc = SQLITE_OK;
-    }
-    if (rc != SQLITE_OK) {
-        sq_open_error(db, path, rc, "cannot read the database", err, errlen);
-        sqlite3_finalize(s);
-        return -1;
-    }
-    sqlite3_finalize(s);
-    if (app != SQ_APPLICATION_ID) {
-        if (app != 0 || objects != 0 || version != 0) {
-            snprintf(err, errlen, "%s: is an SQLite database of another program", path);
-            return -1;
-        }
-        return 0; /* empty: a new store */
-    }
-    if (version > SQ_SCHEMA_VERSION) {
-        snprintf(err, errlen, "%s: created by a newer orch (schema %lld, this orch knows up to %d)", path,
-                 (long long)version, SQ_SCHEMA_VERSION);
-        return -1;
-    }
-    if (!existed)
-        return 0;
-    /* Only the small tables every command reads: a check of the whole file
-     * reads every page, and the results and the journal grow with each run
-     * (a 58 MB store took 0.2 s to open). Damage elsewhere surfaces as
-     * SQLITE_CORRUPT where it is read, and checkpoints carry checksums. */
-    static const char *const checks[] = {"PRAGMA quick_check(runs)", "PRAGMA quick_check(state)"};
-    for (size_t i = 0; i < sizeof checks / sizeof checks[0]; i++) {
-        char verdict[256];
-        rc = sq_query1(db, checks[i], NULL, verdict, sizeof verdict);
-        if (rc != SQLITE_OK) {
-            sq_open_error(db, path, rc, "cannot check the database", err, errlen);
-            return -1;
-        }
-        if (strcmp(verdict, "ok") != 0) {
-            /* quick_check's report spans lines; an error message should not */
-            for (char *p = verdict; *p != '\0'; p++) {
-                if (*p == '\n')
-                    *p = ' ';
-            }
-            snprintf(err, errlen, "%s: the state database is corrupt (%s)", path, verdict);
-            return -1;
-        }
-    }
-    return 0;
-}
-
-/* Open order matters: nothing is written (WAL switch, schema) until the
- * file has been read and judged ours or empty. */
-/* Allocates the store for target with its db handle still NULL. */
-static struct sq_store *sq_new(const char *target, int memory, char *err, size_t errlen)
-{
-    struct sq_store *st = calloc(1, sizeof *st);
-    char *path = strdup(target);
-    if (st == NULL || path == NULL) {
-        snprintf(err, errlen, "%s: out of memory", target);
-        free(st);
-        free(path);
-        return NULL;
-    }
-    st->base.ops = &sq_ops;
-    st->path = path;
-    st->memory = memory;
-    return st;
-}
-
-static int sq_prepare_all(struct sq_store *st, const char *target, char *err, size_t errlen)
-{
-    for (int i = 0; i < SQ_NSTMT; i++) {
-        int rc = sqlite3_prepare_v3(st->db, sq_sql[i], -1, SQLITE_PREPARE_PERSISTENT, &st->stmt[i], NULL);
-        if (rc != SQLITE_OK) {
-            sq_open_error(st->db, target, rc, "cannot prepare a statement", err, errlen);
-            return -1;
-        }
-    }
-    return 0;
-}
-
-/* "file:<path>?mode=ro&immutable=1" with the URI's special characters of
- * path escaped; a malloc'd string or NULL. */
-static char *sq_immutable_uri(const char *path)
-{
-    static const char tail[] = "?mode=ro&immutable=1";
-    size_t n = strlen(path);
-    char *uri = malloc(5 + 3 * n + sizeof tail);
-    if (uri == NULL)
-        return NULL;
-    char *p = uri;
-    memcpy(p, "file:", 5);
-    p += 5;
-    for (const char *c = path; *c != '\0'; c++) {
-        if (*c == '%' || *c == '?' || *c == '#') {
-            snprintf(p, 4, "%%%02X", (unsigned char)*c);
-            p += 3;
-        } else {
-            *p++ = *c;
-        }
-    }
-    memcpy(p, tail, sizeof tail);
-    return uri;
-}
-
-/* Opens db read-only and checks it is an orch store of a schema this build
- * reads. Returns the SQLite code of the open (SQLITE_OK when st->db is
- * usable, with 0 in *bad), or *bad = 1 with the message in err when the
- * file is there but is not a store this orch can read. */
-static int sq_open_ro_db(struct sq_store *st, const char *target, int immutable, int *bad, char *err,
-                         size_t errlen)
-{
-    *bad = 0;
-    int rc;
-    if (immutable) {
-        char *uri = sq_immutable_uri(target);
-        if (uri == NULL)
-            return SQLITE_NOMEM;
-        rc = sqlite3_open_v2(uri, &st->db, SQLITE_OPEN_READONLY | SQLITE_OPEN_URI, NULL);
-        free(uri);
-    } else {
-        rc = sqlite3_open_v2(target, &st->db, SQLITE_OPEN_READONLY, NULL);
-    }
-    if (rc == SQLITE_OK) {
-        sqlite3_extended_result_codes(st->db, 1);
-        sqlite3_busy_timeout(st->db, SQ_BUSY_MS);
-        int64_t version = 0;
-        int64_t app = 0;
-        /* the first read: a WAL store whose -shm cannot be made fails here */
-        rc = sq_query1(st->db, "PRAGMA application_id", &app, NULL, 0);
-        if (rc == SQLITE_OK)
-            rc = sq_query1(st->db, "PRAGMA user_version", &version, NULL, 0);
-        if (rc == SQLITE_OK && app == 0 && version == 0) {
-            int64_t objects = 0;
-            rc = sq_query1(st->db, "SELECT count(*) FROM sqlite_master", &objects, NULL, 0);
-            if (rc == SQLITE_OK && objects == 0) {
-                snprintf(err, errlen, "no state store at %s (the file is an empty database)", target);
-                *bad = 1;
-                return rc;
-            }
-        }
-        if (rc == SQLITE_OK && app == SQ_APPLICATION_ID && version < SQ_SCHEMA_VERSION) {
-            snprintf(err, errlen,
-                     "%s: written by an older orch (schema %lld, this orch reads %d) and opened read-only; "
-                     "run orch once with write access to the store to upgrade it",
-                     target, (long long)version, SQ_SCHEMA_VERSION);
-            *bad = 1;
-            return rc;
-        }
-    }
-    if (rc == SQLITE_OK && sq_check_existing(st->db, target, 1, err, errlen) != 0) {
-        *bad = 1;
-        return SQLITE_ERROR;
-    }
-    if (rc == SQLITE_OK && sq_prepare_all(st, target, err, errlen) != 0) {
-        *bad = 1;
-        return SQLITE_ERROR;
-    }
-    return rc;
-}
-
-/* Read-only: for commands that inspect a store and must change nothing,
- * not even create it. A file that cannot be written (permissions, a
- * read-only directory or file system) is read where SQLite's shared
- * memory cannot be set up by opening it immutable: nothing can write it
- * then either. */
-static struct orch_store *sq_open_readonly(const char *target, char *err, size_t errlen)
-{
-    struct stat sb;
-    if (stat(target, &sb) != 0) {
-        if (errno == ENOENT || errno == ENOTDIR)
-            snprintf(err, errlen, "no state store at %s (no run has used it; check --db or ORCH_DB)", target);
-        else
-            snprintf(err, errlen, "%s: cannot read the state database: %s", target, strerror(errno));
-        return NULL;
-    }
-    if (S_ISDIR(sb.st_mode)) {
-        snprintf(err, errlen, "%s: is a directory, not a state database file", target);
-        return NULL;
-    }
-    if (!S_ISREG(sb.st_mode)) {
-        snprintf(err, errlen, "%s: not a regular file, cannot hold a state database", target);
-        return NULL;
-    }
-    if (sb.st_size == 0) {
-        snprintf(err, errlen, "no state store at %s (the file is empty)", target);
-        return NULL;
-    }
-    struct sq_store *st = sq_new(target, 0, err, errlen);
-    if (st == NULL)
-        return NULL;
-    int bad = 0;
-    int rc = sq_open_ro_db(st, target, 0, &bad, err, errlen);
-    if (rc != SQLITE_OK && !bad) {
-        int prim = rc & 0xff;
-        if (prim == SQLITE_CANTOPEN || prim == SQLITE_READONLY) {
-            for (int i = 0; i < SQ_NSTMT; i++) {
-                sqlite3_finalize(st->stmt[i]);
-                st->stmt[i] = NULL;
-            }
-            sqlite3_close(st->db);
-            st->db = NULL;
-            rc = sq_open_ro_db(st, target, 1, &bad, err, errlen);
-        }
-    }
-    if (rc != SQLITE_OK || bad) {
-        if (!bad)
-            snprintf(err, errlen, "%s: cannot read the state database (%s)", target,
-                     st->db != NULL ? sqlite3_errmsg(st->db) : sqlite3_errstr(rc));
-        sq_close(&st->base);
-        return NULL;
-    }
-    return &st->base;
-}
-
-struct orch_store *orch_store_sqlite_open(const char *target, int flags, char *err, size_t errlen)
-{
-    int memory = strcmp(target, ":memory:") == 0;
-    if ((flags & ORCH_STORE_READONLY) && !memory)
-        return sq_open_readonly(target, err, errlen);
-    int existed = 0;
-    if (!memory) {
-        struct stat sb;
-        if (stat(target, &sb) == 0) {
-            if (S_ISDIR(sb.st_mode)) {
-                snprintf(err, errlen, "%s: is a directory, not a state database file", target);
-                return NULL;
-            }
-            if (!S_ISREG(sb.st_mode)) {
-                snprintf(err, errlen, "%s: not a regular file, cannot hold a state database", target);
-                return NULL;
-            }
-            existed = sb.st_size > 0;
-        } else {
-            /* Create the empty file here rather than in SQLite: its
-             * CANTOPEN reports the errno of a fallback open, so a
-             * read-only directory would read "No such file or directory". */
-            orch_mkdir_parents(target);
-            int fd = open(target, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
-            if (fd < 0 && errno != EEXIST) {
-                snprintf(err, errlen,
-                         "%s: cannot write the state database (cannot create the file: %s); check the "
-                         "permissions of the file and its directory",
-                         target, strerror(errno));
-                return NULL;
-            }
-            if (fd >= 0)
-                close(fd);
-        }
-    }
-
-    struct sq_store *st = sq_new(target, memory, err, errlen);
-    if (st == NULL)
-        return NULL;
-
-    int rc = sqlite3_open_v2(target, &st->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL);
-    if (rc != SQLITE_OK) {
-        sq_open_error(st->db, target, rc, "cannot open", err, errlen);
-        goto fail;
-    }
-    sqlite3_extended_result_codes(st->db, 1);
-    sqlite3_busy_timeout(st->db, SQ_BUSY_MS);
-    if (!memory && sqlite3_db_readonly(st->db, "main") == 1) {
-        snprintf(err, errlen,
-                 "%s: cannot write the state database (the file is read-only); check the permissions of the "
-                 "file and its directory",
-                 target);
-        goto fail;
-    }
-    if (sq_check_existing(st->db, target, existed, err, errlen) != 0)
-        goto fail;
-
-    /* From here on the file is empty or ours: writing is allowed. */
-    char mode[32];
-    rc = sq_set_wal(st->db, memory, mode, sizeof mode);
-    if (rc != SQLITE_OK) {
-        sq_open_error(st->db, target, rc, "cannot switch to WAL mode", err, errlen);
-        goto fail;
-    }
-    if (!memory && strcmp(mode, "wal") != 0) {
-        snprintf(err, errlen, "%s: cannot switch to WAL mode (journal mode stays %s)", target, mode);
-        goto fail;
-    }
-    rc = sqlite3_exec(st->db, "PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; PRAGMA cache_size = -512", NULL, NULL, NULL);
-    if (rc != SQLITE_OK) {
-        sq_open_error(st->db, target, rc, "cannot configure the connection", err, errlen);
-        goto fail;
-    }
-    if (sq_migrate(st->db, target, err, errlen) != 0)
-        goto fail;
-    if (sq_prepare_all(st, target, err, errlen) != 0)
-        goto fail;
-    return &st->base;
-
-fail:
-    sq_close(&st->base);
-    return NULL;
-}

@@ -9,26 +9,26 @@
 
 static int check_passed, check_failed;
 
-#define CHECK(cond)                                                                     \
-    do {                                                                                \
-        if (cond) {                                                                     \
-            check_passed++;                                                             \
-        } else {                                                                        \
-            check_failed++;                                                             \
-            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond);    \
-        }                                                                               \
+#define CHECK(cond)                                                                                          \
+    do {                                                                                                     \
+        if (cond) {                                                                                          \
+            check_passed++;                                                                                  \
+        } else {                                                                                             \
+            check_failed++;                                                                                  \
+            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond);                         \
+        }                                                                                                    \
     } while (0)
 
-#define CHECK_STR(a, b)                                                                 \
-    do {                                                                                \
-        const char *a_ = (a), *b_ = (b);                                                \
-        if (a_ != NULL && b_ != NULL && strcmp(a_, b_) == 0) {                          \
-            check_passed++;                                                             \
-        } else {                                                                        \
-            check_failed++;                                                             \
-            fprintf(stderr, "%s:%d: expected \"%s\", got \"%s\"\n", __FILE__, __LINE__, \
-                    b_ ? b_ : "(null)", a_ ? a_ : "(null)");                            \
-        }                                                                               \
+#define CHECK_STR(a, b)                                                                                      \
+    do {                                                                                                     \
+        const char *a_ = (a), *b_ = (b);                                                                     \
+        if (a_ != NULL && b_ != NULL && strcmp(a_, b_) == 0) {                                               \
+            check_passed++;                                                                                  \
+        } else {                                                                                             \
+            check_failed++;                                                                                  \
+            fprintf(stderr, "%s:%d: expected \"%s\", got \"%s\"\n", __FILE__, __LINE__, b_ ? b_ : "(null)",  \
+                    a_ ? a_ : "(null)");                                                                     \
+        }                                                                                                    \
     } while (0)
 
 /* The whole file at path (malloc'd, NUL-terminated; *len bytes), or NULL. */

@@ -100,8 +100,8 @@ static size_t take_all(struct orch_reader *r, struct snap *out)
 static int same(const struct snap *a, const struct snap *b)
 {
     return a->rc == b->rc && strcmp(a->text, b->text) == 0 && strcmp(a->err, b->err) == 0 &&
-           a->line == b->line && a->offset == b->offset && a->end == b->end &&
-           a->index == b->index && a->end_line == b->end_line;
+           a->line == b->line && a->offset == b->offset && a->end == b->end && a->index == b->index &&
+           a->end_line == b->end_line;
 }
 
 /* Reads path fully, then for each record seeks to its offset and to its end and checks
@@ -312,8 +312,8 @@ static void test_csv_unterminated(void)
 
     CHECK(n == 3);
     CHECK(s[0].rc == 1);
-    snprintf(want, sizeof want,
-             "%s:3: malformed CSV (error parsing data while strict checking enabled)", path);
+    snprintf(want, sizeof want, "%s:3: malformed CSV (error parsing data while strict checking enabled)",
+             path);
     CHECK(s[1].rc == -1 && s[1].index == 1 && s[1].line == 3 && s[1].end == strlen(data));
     CHECK_STR(s[1].err, want);
     CHECK(s[2].rc == 0);
@@ -349,8 +349,7 @@ static void test_csv_open(void)
     struct orch_record rec;
     const char *path;
 
-    check_open_error(write_str("empty.csv", ""), ORCH_READER_CSV,
-                     ": empty file, expected a header row");
+    check_open_error(write_str("empty.csv", ""), ORCH_READER_CSV, ": empty file, expected a header row");
     check_open_error(write_str("blank.csv", "\xEF\xBB\xBF\n\r\n\n"), ORCH_READER_CSV,
                      ": empty file, expected a header row");
     snprintf(missing, sizeof missing, "%s/missing.csv", tmpdir);
@@ -359,8 +358,7 @@ static void test_csv_open(void)
     check_open_error(tmpdir, ORCH_READER_LINES, ": Is a directory");
     check_open_error(write_str("dup.csv", "id,name,id\n1,2,3\n"), ORCH_READER_CSV,
                      ":1: duplicate column 'id'");
-    check_open_error(write_str("dup3.csv", "\n\nid,\"id\"\n"), ORCH_READER_CSV,
-                     ":3: duplicate column 'id'");
+    check_open_error(write_str("dup3.csv", "\n\nid,\"id\"\n"), ORCH_READER_CSV, ":3: duplicate column 'id'");
     check_open_error(write_str("noname.csv", "a,b,,c\n"), ORCH_READER_CSV,
                      ":1: empty column name (column 3)");
     check_open_error(write_str("badhdr.csv", "a,\"b\n"), ORCH_READER_CSV,
@@ -509,9 +507,8 @@ static void test_many_rows(void)
     rc = orch_reader_next(r, &rec);
     while (rc == 1) {
         snprintf(want, sizeof want, "name_%" PRIu64, count);
-        if (rec.index != count || rec.line != count + 2 || rec.offset != prev_end ||
-            rec.nfields != 3 || strtoull(rec.fields[0].ptr, NULL, 10) != count ||
-            strcmp(rec.fields[1].ptr, want) != 0 ||
+        if (rec.index != count || rec.line != count + 2 || rec.offset != prev_end || rec.nfields != 3 ||
+            strtoull(rec.fields[0].ptr, NULL, 10) != count || strcmp(rec.fields[1].ptr, want) != 0 ||
             strtoull(rec.fields[2].ptr, NULL, 10) != count * 7) {
             bad++;
         }
@@ -575,8 +572,7 @@ int main(int argc, char **argv)
     run("csv field-count mismatch names the line and continues", test_csv_field_count);
     run("csv malformed quotes name the line and continue", test_csv_malformed);
     run("csv unterminated quote at EOF", test_csv_unterminated);
-    run("csv open errors: empty, missing, directory, duplicate/empty column, header only",
-        test_csv_open);
+    run("csv open errors: empty, missing, directory, duplicate/empty column, header only", test_csv_open);
     run("lines: blank lines, CRLF, no final newline, BOM, seek", test_lines);
     run("records longer than the chunk size (200 KB)", test_long_records);
     run("200,000-row csv", test_many_rows);

@@ -22,6 +22,7 @@
 #include <xxhash.h>
 
 #include "check.h"
+#include "fixtures.h"
 #include "store.h"
 
 #define CHECK_HAS(s, sub)                                                                                    \
@@ -85,24 +86,6 @@ static int sql_on(const char *path, const char *sql)
         fprintf(stderr, "sql_on(%s): %s\n", sql, sqlite3_errmsg(db));
     sqlite3_close(db);
     return rc;
-}
-
-static struct orch_run make_run(const char *id, const char *name, const char *identity,
-                                enum orch_run_status status, int64_t created)
-{
-    struct orch_run r = {0};
-    r.id = (char *)id;
-    r.name = (char *)name;
-    r.identity = (char *)identity;
-    r.workflow_path = (char *)"/work/wf.lua";
-    r.workflow_hash = (char *)"abc123";
-    r.input = (char *)"/data/in.jsonl";
-    r.input_fp = (char *)"size=10;mtime=1";
-    r.params = (char *)"{}";
-    r.output = (char *)"/data/out.jsonl";
-    r.status = status;
-    r.created_ms = created;
-    return r;
 }
 
 /* ---- callbacks collecting what the list functions give ---------------- */
@@ -1391,7 +1374,8 @@ static void test_readonly(const char *dir)
     }
     size_t after_len = 0;
     char *after = slurp(path, &after_len);
-    CHECK(before != NULL && after != NULL && before_len == after_len && memcmp(before, after, before_len) == 0);
+    CHECK(before != NULL && after != NULL && before_len == after_len &&
+          memcmp(before, after, before_len) == 0);
     free(before);
     free(after);
 }

@@ -1,0 +1,155 @@
+/* store_sqlite_schema.c — the SQLite backend's schema: the forward
+ * migrations, numbered with PRAGMA user_version, and the transaction that
+ * applies them at open. Pure C: depends on libsqlite3. */
+#include "store_sqlite_impl.h"
+
+#include <stdio.h>
+#include <string.h>
+
+/* Forward migrations: sq_migrations[v] takes a database from schema v to
+ * v + 1 and ends by setting user_version to v + 1. They run in one
+ * transaction at open. Never edit a shipped entry; append a new one. */
+static const char *const sq_migrations[] = {
+    /* 0 -> 1 */
+    "PRAGMA application_id = 1330791240;\n" /* SQ_APPLICATION_ID */
+    "CREATE TABLE runs (\n"
+    "  id TEXT PRIMARY KEY,\n"
+    "  name TEXT NOT NULL,\n"
+    "  identity TEXT NOT NULL,\n"
+    "  workflow_path TEXT,\n"
+    "  workflow_hash TEXT,\n"
+    "  input TEXT,\n"
+    "  input_fp TEXT,\n"
+    "  params TEXT,\n"
+    "  output TEXT,\n"
+    "  error TEXT,\n"
+    "  owner_host TEXT,\n"
+    "  status TEXT NOT NULL CHECK (status IN ('pending','running','paused','completed','failed')),\n"
+    "  owner_pid INTEGER NOT NULL DEFAULT 0,\n"
+    "  heartbeat_ms INTEGER NOT NULL DEFAULT 0,\n"
+    "  created_ms INTEGER NOT NULL,\n"
+    "  updated_ms INTEGER NOT NULL,\n"
+    "  finished_ms INTEGER NOT NULL DEFAULT 0,\n"
+    "  rows_done INTEGER NOT NULL DEFAULT 0,\n"
+    "  rows_ok INTEGER NOT NULL DEFAULT 0,\n"
+    "  rows_failed INTEGER NOT NULL DEFAULT 0,\n"
+    "  rows_dropped INTEGER NOT NULL DEFAULT 0,\n"
+    "  rows_defaulted INTEGER NOT NULL DEFAULT 0,\n"
+    "  llm_calls INTEGER NOT NULL DEFAULT 0,\n"
+    "  tokens_in INTEGER NOT NULL DEFAULT 0,\n"
+    "  tokens_out INTEGER NOT NULL DEFAULT 0,\n"
+    "  cost_usd REAL NOT NULL DEFAULT 0,\n"
+    "  recoveries INTEGER NOT NULL DEFAULT 0\n"
+    ");\n"
+    "CREATE INDEX runs_identity_status ON runs (identity, status);\n"
+    "CREATE INDEX runs_created ON runs (created_ms);\n"
+    "CREATE TABLE checkpoints (\n"
+    "  run_id TEXT NOT NULL REFERENCES runs (id) ON DELETE CASCADE,\n"
+    "  seq INTEGER NOT NULL,\n"
+    "  name TEXT,\n"
+    "  reason TEXT,\n"
+    "  created_ms INTEGER NOT NULL,\n"
+    "  input_offset INTEGER NOT NULL,\n"
+    "  input_line INTEGER NOT NULL,\n"
+    "  input_index INTEGER NOT NULL,\n"
+    "  output_offset INTEGER NOT NULL,\n"
+    "  errors_offset INTEGER NOT NULL,\n"
+    "  memento BLOB NOT NULL,      -- zstd frame of the raw memento\n"
+    "  memento_len INTEGER NOT NULL, -- raw size\n"
+    "  checksum TEXT NOT NULL,     -- hex XXH3-128 of the cursor fields + raw memento\n"
+    "  bytes INTEGER NOT NULL,\n"
+    "  duration_ms REAL NOT NULL,\n"
+    "  PRIMARY KEY (run_id, seq)\n"
+    ");\n"
+    "CREATE TABLE results (\n"
+    "  run_id TEXT NOT NULL REFERENCES runs (id) ON DELETE CASCADE,\n"
+    "  seq INTEGER NOT NULL,\n"
+    "  key TEXT,\n"
+    "  status TEXT NOT NULL,\n"
+    "  error TEXT,\n"
+    "  data BLOB,\n"
+    "  checkpoint_seq INTEGER NOT NULL,\n"
+    "  PRIMARY KEY (run_id, seq)\n"
+    ") WITHOUT ROWID;\n"
+    "CREATE TABLE events (\n"
+    "  id INTEGER PRIMARY KEY,\n"
+    "  run_id TEXT REFERENCES runs (id) ON DELETE CASCADE,\n"
+    "  ts_ms INTEGER NOT NULL,\n"
+    "  type TEXT NOT NULL,\n"
+    "  data TEXT\n"
+    ");\n"
+    "CREATE INDEX events_run ON events (run_id);\n"
+    "CREATE TABLE state (\n"
+    "  run_id TEXT NOT NULL REFERENCES runs (id) ON DELETE CASCADE,\n"
+    "  key TEXT NOT NULL,\n"
+    "  value TEXT NOT NULL,\n"
+    "  PRIMARY KEY (run_id, key)\n"
+    ") WITHOUT ROWID;\n"
+    "PRAGMA user_version = 1;\n",
+    /* 1 -> 2: the LLM response journal. No foreign key to runs: entries
+     * outlive their run, and one may be written before its run row. */
+    "CREATE TABLE llm_journal (\n"
+    "  key TEXT PRIMARY KEY,       -- hex hash of provider + model + canonical request\n"
+    "  run_id TEXT,                -- the run that paid for it\n"
+    "  provider TEXT,\n"
+    "  model TEXT,\n"
+    "  response BLOB NOT NULL,\n"
+    "  tokens_in INTEGER,\n"
+    "  tokens_out INTEGER,\n"
+    "  cost_usd REAL,\n"
+    "  latency_ms REAL,\n"
+    "  created_ms INTEGER NOT NULL,\n"
+    "  hits INTEGER NOT NULL DEFAULT 0 -- lookups that found it\n"
+    ") WITHOUT ROWID;\n"
+    "PRAGMA user_version = 2;\n",
+};
+
+_Static_assert(sizeof sq_migrations / sizeof sq_migrations[0] == SQ_SCHEMA_VERSION,
+               "SQ_SCHEMA_VERSION must be the number of migrations");
+
+int sq_query1(sqlite3 *db, const char *sql, int64_t *out, char *text, size_t textlen)
+{
+    sqlite3_stmt *s = NULL;
+    int rc = sqlite3_prepare_v2(db, sql, -1, &s, NULL);
+    if (rc != SQLITE_OK)
+        return rc;
+    rc = sqlite3_step(s);
+    if (rc == SQLITE_ROW) {
+        if (out != NULL)
+            *out = sqlite3_column_int64(s, 0);
+        if (text != NULL) {
+            const unsigned char *t = sqlite3_column_text(s, 0);
+            snprintf(text, textlen, "%s", t != NULL ? (const char *)t : "");
+        }
+        rc = SQLITE_OK;
+    } else if (rc == SQLITE_DONE) {
+        rc = SQLITE_OK;
+    }
+    sqlite3_finalize(s);
+    return rc;
+}
+
+/* Brings the schema up to SQ_SCHEMA_VERSION in one transaction. The
+ * version is read again under the write lock, so two processes opening a
+ * fresh file at once migrate it once. 0, or -1 with the message in err
+ * (formatted before the ROLLBACK, which would replace SQLite's). */
+int sq_migrate(sqlite3 *db, const char *path, char *err, size_t errlen)
+{
+    int rc = sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
+    if (rc != SQLITE_OK) {
+        sq_open_error(db, path, rc, "cannot create or upgrade the schema", err, errlen);
+        return -1;
+    }
+    int64_t version = 0;
+    rc = sq_query1(db, "PRAGMA user_version", &version, NULL, 0);
+    for (int64_t v = version; rc == SQLITE_OK && v < SQ_SCHEMA_VERSION; v++)
+        rc = sqlite3_exec(db, sq_migrations[v], NULL, NULL, NULL);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_exec(db, "COMMIT", NULL, NULL, NULL);
+    if (rc == SQLITE_OK)
+        return 0;
+    sq_open_error(db, path, rc, "cannot create or upgrade the schema", err, errlen);
+    if (!sqlite3_get_autocommit(db))
+        sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+    return -1;
+}

@@ -57,8 +57,8 @@ struct orch_sched {
     int signals;            /* how many arrived since trapping */
     int running;            /* inside orch_sched_run */
     int last_signal;
-    uint64_t resume_ms; /* when the running task was resumed */
-    uint64_t burst_ms;  /* how long a task may run Lua without waiting */
+    uint64_t resume_ticks; /* cpu_ticks when the running task was resumed */
+    uint64_t burst_ms;     /* how long a task may run Lua without waiting */
 };
 
 /* Runaway Lua. A task that never waits would keep the loop, its timers and
@@ -80,12 +80,18 @@ struct orch_sched {
  * no orch library frame on its stack but the row machinery (run/outcome.lua,
  * steps.lua, which a stage may suspend anyway). Library code counts on
  * running without a break between its waits (budget reservations, the
- * journal), so there the hook never yields. */
+ * journal), so there the hook never yields.
+ *
+ * Busy time is counted in ticks, that is in CPU time: on a loaded machine
+ * the wall clock may run seconds ahead between two ticks, and a task must
+ * not pass its burst before it had the slices it was due. */
 #define SCHED_TICK_US 100000
+#define SCHED_TICK_MS (SCHED_TICK_US / 1000)
 #define SCHED_INTERRUPT_MS 1000
 #define SCHED_SLICE_AFTER_MS 1000
 static lua_State *volatile busy_co;          /* the coroutine inside lua_resume */
 static volatile sig_atomic_t busy_interrupt; /* SIGINT/SIGTERM during a resume */
+static volatile sig_atomic_t cpu_ticks;      /* SIGVTALRM ticks so far: CPU time */
 
 static const char sched_key = 'S';
 
@@ -471,7 +477,7 @@ static void busy_hook(lua_State *co, lua_Debug *ar)
     lua_sethook(co, NULL, 0, 0);
     struct orch_sched *s = orch_sched_get(co);
     struct orch_task *t = orch_task_current(co);
-    uint64_t busy = orch_loop_update_time(s->loop) - s->resume_ms + (t != NULL ? t->spent_ms : 0);
+    uint64_t busy = (uint64_t)(cpu_ticks - s->resume_ticks) * SCHED_TICK_MS + (t != NULL ? t->spent_ms : 0);
     int sig = (int)busy_interrupt;
     if (sig != 0 && busy >= SCHED_INTERRUPT_MS) {
         /* the task is not at fault: an error of its own kind, which a row
@@ -515,6 +521,7 @@ static void busy_arm(void)
 static void on_tick(int signo)
 {
     (void)signo;
+    cpu_ticks++; /* the only writer */
     busy_arm();
 }
 
@@ -573,7 +580,7 @@ static int task_resume(struct orch_sched *s, struct orch_task *t, struct orch_ta
     }
     t->state = ORCH_TASK_RUNNING;
     int nres = 0;
-    s->resume_ms = orch_loop_update_time(s->loop);
+    s->resume_ticks = cpu_ticks;
     /* the root (a run's driver, a script) is never stopped this way: the
      * library code there has no row to fail, and a failed driver would
      * fail the run that a signal only meant to pause */
@@ -586,7 +593,7 @@ static int task_resume(struct orch_sched *s, struct orch_task *t, struct orch_ta
     case LUA_YIELD:
         lua_pop(t->co, nres);
         if (t->preempted)
-            t->spent_ms += orch_loop_update_time(s->loop) - s->resume_ms;
+            t->spent_ms += (uint64_t)(cpu_ticks - s->resume_ticks) * SCHED_TICK_MS;
         else
             t->spent_ms = 0; /* it gave way or waits: a new burst starts */
         t->preempted = 0;

@@ -195,7 +195,7 @@ end
 function M.drive(R)
   R.driver_id = sched.current()
   sched.trap_signals()
-  R.st:keepalive(R.run.id, 5)
+  R.st:keepalive(R.run.id, require("orch.runs").HEARTBEAT_S)
   if R.bus.wants.start then
     R.bus.notify({ type = "start", run_id = R.run.id, name = R.wf.name, resumed = R.ckpt ~= nil,
       rows_done = R.cursor.index })

@@ -19,19 +19,13 @@ local orch = require "orch"
 local input = orch.param("input", "examples/data/reviews.csv", "CSV file to read")
 local field = orch.param("field", "review", "column holding the text")
 
-
 return orch.workflow {
   name = "extract",
   input = orch.read.csv(input),
   output = orch.write.jsonl(orch.param("out", "out/extracted.jsonl", "JSONL output")),
   errors = orch.write.jsonl(orch.param("errors", "out/extracted-errors.jsonl", "JSONL file of the rows that failed")),
   key = orch.key_if_present(input, orch.param("key", "id", "column naming each row (the row number when the input has none)")),
-  llm = {
-    provider = orch.param("provider", "mock", "mock (offline), openai or anthropic"),
-    model = orch.param("model", "mock", "the model's name"),
-    base_url = orch.param("base_url", nil, "the server's URL (default: OPENAI_BASE_URL or ANTHROPIC_BASE_URL)"),
-    concurrency = orch.param("concurrency", 32, "LLM requests in flight at once"),
-  },
+  llm = orch.llm_params(), -- --set provider=, model=, base_url=, concurrency=
   on_error = orch.retry(1),
   stages = {
     orch.stage.prompt {

@@ -23,13 +23,7 @@ local report_path = orch.param("report", "out/report.md", "the Markdown report w
 return orch.workflow {
   name = "review-report",
   output = orch.write.jsonl(orch.param("out", "out/report-steps.jsonl", "JSONL of each step's output")),
-  llm = {
-    provider = orch.param("provider", "mock", "mock (offline), openai or anthropic"),
-    model = orch.param("model", "mock", "the model's name"),
-    base_url = orch.param("base_url", nil, "the server's URL (default: OPENAI_BASE_URL or ANTHROPIC_BASE_URL)"),
-    max_tokens = 120,
-    concurrency = orch.param("concurrency", 8, "LLM requests in flight at once"),
-  },
+  llm = orch.llm_params { max_tokens = 120, concurrency = 8 }, -- --set provider=, model=, base_url=, concurrency=
   steps = {
     { name = "load", run = function()
       -- reviews grouped by product: { [product] = { { rating =, review = }, ... } }

@@ -30,13 +30,7 @@ return orch.workflow {
     { columns = { key_field or "row", "summary" } }),
   errors = orch.write.jsonl(orch.param("errors", "out/summaries-errors.jsonl", "JSONL file of the rows that failed")),
   key = key_field,
-  llm = {
-    provider = orch.param("provider", "mock", "mock (offline), openai or anthropic"),
-    model = orch.param("model", "mock", "the model's name"),
-    base_url = orch.param("base_url", nil, "the server's URL (default: OPENAI_BASE_URL or ANTHROPIC_BASE_URL)"),
-    concurrency = orch.param("concurrency", 32, "LLM requests in flight at once"),
-    max_tokens = 80,
-  },
+  llm = orch.llm_params { max_tokens = 80 }, -- --set provider=, model=, base_url=, concurrency=
   stages = {
     function(row, ctx)
       if (row[field] or "") == "" then

@@ -154,6 +154,24 @@ function orch.key_if_present(path, name)
   return name
 end
 
+--- orch.llm_params([defaults]) -> the llm table of a ready workflow, read
+--- from --set provider=, model=, base_url= and concurrency= (each listed by
+--- `orch params`); defaults: provider "mock", model "mock", concurrency 32.
+--- Other keys of defaults (max_tokens, say) are copied as they are.
+function orch.llm_params(defaults)
+  defaults = defaults or {}
+  check.arg_type("orch.llm_params", 1, defaults, "table")
+  local llm = {}
+  for k, v in pairs(defaults) do
+    llm[k] = v
+  end
+  llm.provider = orch.param("provider", defaults.provider or "mock", "mock (offline), openai or anthropic")
+  llm.model = orch.param("model", defaults.model or "mock", "the model's name")
+  llm.base_url = orch.param("base_url", nil, "the server's URL (default: OPENAI_BASE_URL or ANTHROPIC_BASE_URL)")
+  llm.concurrency = orch.param("concurrency", defaults.concurrency or 32, "LLM requests in flight at once")
+  return llm
+end
+
 -- Error policies ----------------------------------------------------------
 
 --- orch.retry(n [, after]) : rerun a failed row up to n more times, then

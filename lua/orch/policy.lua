@@ -64,13 +64,18 @@ function M.every_seconds(sec)
   end)
 end
 
+-- A non-empty list of what, and nothing but a list.
+local function list_arg(what, v, noun)
+  if type(v) ~= "table" or #v == 0 then
+    check.fail("%s expects a list of %s, got %s", what, noun, type(v))
+  end
+  list_only(what, v, noun)
+end
+
 --- on_events{ "budget_warning", "my_event", ... }: when one of these is
 --- reported (budget warnings, names given to ctx:emit).
 function M.on_events(names)
-  if type(names) ~= "table" or #names == 0 then
-    check.fail("orch.policy.on_events{...} expects a list of event names, got %s", type(names))
-  end
-  list_only("orch.policy.on_events{...}", names, "event names")
+  list_arg("orch.policy.on_events{...}", names, "event names")
   local set = {}
   for i, n in ipairs(names) do
     if type(n) ~= "string" then
@@ -85,10 +90,7 @@ end
 
 --- any{ p1, p2, ... }: when any of them says so.
 function M.any(list)
-  if type(list) ~= "table" or #list == 0 then
-    check.fail("orch.policy.any{...} expects a list of policies, got %s", type(list))
-  end
-  list_only("orch.policy.any{...}", list, "policies")
+  list_arg("orch.policy.any{...}", list, "policies")
   local decides = {}
   for i, p in ipairs(list) do
     decides[i] = M.decider(p, "orch.policy.any: policy " .. i)

@@ -33,3 +33,28 @@ describe("orch.key_if_present", function()
     assert.matches("orch.key_if_present: argument 1 must be a string, got number", tostring(err), 1, true)
   end)
 end)
+
+describe("orch.llm_params", function()
+  after_each(function()
+    orch.params = {}
+  end)
+
+  it("reads provider, model, base_url and concurrency from --set, with the ready workflows' defaults", function()
+    orch.params = {}
+    local llm = orch.llm_params { max_tokens = 80 }
+    assert.are.same({ provider = "mock", model = "mock", concurrency = 32, max_tokens = 80 }, llm)
+    orch.params = { provider = "openai", model = "m", base_url = "http://127.0.0.1:1/v1", concurrency = "4" }
+    llm = orch.llm_params { concurrency = 8 }
+    assert.are.same({ provider = "openai", model = "m", base_url = "http://127.0.0.1:1/v1", concurrency = 4 }, llm)
+  end)
+
+  it("lists what it reads for orch params", function()
+    orch.params_read = {}
+    orch.llm_params()
+    local names = {}
+    for _, p in ipairs(orch.params_read) do
+      names[#names + 1] = p.name
+    end
+    assert.are.same({ "provider", "model", "base_url", "concurrency" }, names)
+  end)
+end)

@@ -55,8 +55,9 @@ function M.budget(max_usd, warn_at, totals, on_warn)
     end
   end
   function b.release(estimate)
-    inflight = math.max(inflight - estimate, 0)
     count = math.max(count - 1, 0)
+    -- nothing in flight holds nothing: no float residue may refuse a request that fits
+    inflight = count == 0 and 0 or math.max(inflight - estimate, 0)
     while head <= tail do -- all of them look again: what was freed may fit several
       local id = waiting[head]
       waiting[head] = nil

@@ -70,7 +70,7 @@ struct orch_run {
     int64_t tokens_in;
     int64_t tokens_out;
     double cost_usd;
-    int64_t recoveries; /* times the run was resumed */
+    int64_t recoveries;  /* times the run was resumed */
     int64_t checkpoints; /* filled by run_get / run_list: checkpoints stored */
 };
 
@@ -84,21 +84,21 @@ struct orch_result {
 };
 
 struct orch_checkpoint {
-    int64_t seq;         /* 1, 2, ... within the run; assigned by checkpoint_write */
-    char *name;          /* a ctx:checkpoint(name), or NULL */
-    char *reason;        /* "rows", "final", "signal", "budget", "manual", ... */
+    int64_t seq;  /* 1, 2, ... within the run; assigned by checkpoint_write */
+    char *name;   /* a ctx:checkpoint(name), or NULL */
+    char *reason; /* "rows", "final", "signal", "budget", "manual", ... */
     int64_t created_ms;
-    int64_t input_offset; /* byte offset of the next unread row */
-    int64_t input_line;   /* physical line number at input_offset */
-    int64_t input_index;  /* rows consumed from the input so far */
+    int64_t input_offset;  /* byte offset of the next unread row */
+    int64_t input_line;    /* physical line number at input_offset */
+    int64_t input_index;   /* rows consumed from the input so far */
     int64_t output_offset; /* durable size of the output file */
     int64_t errors_offset; /* durable size of the errors file */
-    void *memento;        /* raw bytes (JSON of ctx.state, counters, cost) */
+    void *memento;         /* raw bytes (JSON of ctx.state, counters, cost) */
     size_t memento_len;
-    char *checksum;       /* hex XXH3-128; computed by checkpoint_write */
-    int64_t bytes;        /* bytes stored for this checkpoint (compressed memento + fields) */
-    double duration_ms;   /* how long the write took; set by checkpoint_write */
-    int valid;            /* reads: 1 when the checksum verified */
+    char *checksum;     /* hex XXH3-128; computed by checkpoint_write */
+    int64_t bytes;      /* bytes stored for this checkpoint (compressed memento + fields) */
+    double duration_ms; /* how long the write took; set by checkpoint_write */
+    int valid;          /* reads: 1 when the checksum verified */
 };
 
 struct orch_event {
@@ -217,7 +217,8 @@ struct orch_store_ops {
     int (*checkpoint_latest)(struct orch_store *st, const char *run_id, struct orch_checkpoint *out,
                              int *skipped);
     /* Checkpoint seq of the run (memento included, valid set). 1, 0 or -1. */
-    int (*checkpoint_get)(struct orch_store *st, const char *run_id, int64_t seq, struct orch_checkpoint *out);
+    int (*checkpoint_get)(struct orch_store *st, const char *run_id, int64_t seq,
+                          struct orch_checkpoint *out);
     /* All checkpoints of the run, oldest first, without memento bytes
      * (memento NULL) but with valid set. 0 or -1. */
     int (*checkpoint_list)(struct orch_store *st, const char *run_id, orch_checkpoint_cb cb, void *ud);
@@ -284,6 +285,11 @@ enum {
 
 /* orch_store_open with flags (0 = orch_store_open). */
 struct orch_store *orch_store_open_flags(const char *target, int flags, char *err, size_t errlen);
+
+/* target as messages show it: a URL's password (user:PASSWORD@ and any
+ * password= query parameter) replaced by "***"; anything else as is.
+ * Always NUL-terminates out (truncating). */
+void orch_store_display(const char *target, char *out, size_t outlen);
 
 /* The checksum a checkpoint must carry: hex XXH3-128 over its cursor
  * fields and raw memento. out holds 33 bytes. */

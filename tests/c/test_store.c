@@ -1426,11 +1426,38 @@ static void test_refusals(const char *dir)
         printf("read-only directory check skipped: running as root\n");
     }
 
-    /* targets for backends this build does not have */
-    st = orch_store_open("postgres://db.example/orch", err, sizeof err);
-    CHECK(st == NULL);
-    CHECK_STR(err,
-              "postgres://db.example/orch: PostgreSQL state stores are not supported by this build of orch");
+    /* URLs of schemes orch has no backend for are refused, never taken as
+     * a file name (nothing is created), with any password masked */
+    static const char *const foreign[][2] = {
+        {"redis://localhost:6379/0",
+         "redis://localhost:6379/0: no state store backend for redis:// URLs "
+         "(orch takes postgres:// or postgresql:// URLs, a file path or :memory:)"},
+        {"mysql://bob:hunter2@db/orch",
+         "mysql://bob:***@db/orch: no state store backend for mysql:// URLs "
+         "(orch takes postgres:// or postgresql:// URLs, a file path or :memory:)"},
+        {"postgress://u:pw@h/d?password=pw2",
+         "postgress://u:***@h/d?password=***: no state store backend for postgress:// URLs "
+         "(orch takes postgres:// or postgresql:// URLs, a file path or :memory:)"},
+    };
+    for (size_t i = 0; i < sizeof foreign / sizeof foreign[0]; i++) {
+        st = orch_store_open(foreign[i][0], err, sizeof err);
+        CHECK(st == NULL);
+        CHECK_STR(err, foreign[i][1]);
+        CHECK(!exists("redis:") && !exists("mysql:") && !exists("postgress:"));
+    }
+    /* the mask itself: user info, query passwords, nothing else */
+    static const char *const masks[][2] = {
+        {"postgres://u:secret@h:5432/d", "postgres://u:***@h:5432/d"},
+        {"postgresql://u@h/d", "postgresql://u@h/d"},
+        {"postgres:///d?host=/tmp/x&password=s3&user=u", "postgres:///d?host=/tmp/x&password=***&user=u"},
+        {"postgres://u:p%40ss@h/d", "postgres://u:***@h/d"},
+        {"/tmp/a:b@c/state.db", "/tmp/a:b@c/state.db"},
+    };
+    for (size_t i = 0; i < sizeof masks / sizeof masks[0]; i++) {
+        char shown[256];
+        orch_store_display(masks[i][0], shown, sizeof shown);
+        CHECK_STR(shown, masks[i][1]);
+    }
     st = orch_store_open("", err, sizeof err);
     CHECK(st == NULL);
 }
@@ -1518,7 +1545,8 @@ static void test_readonly(const char *dir)
     }
     size_t after_len = 0;
     char *after = slurp(path, &after_len);
-    CHECK(before != NULL && after != NULL && before_len == after_len && memcmp(before, after, before_len) == 0);
+    CHECK(before != NULL && after != NULL && before_len == after_len &&
+          memcmp(before, after, before_len) == 0);
     free(before);
     free(after);
 }

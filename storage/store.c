@@ -25,8 +25,8 @@ struct store_backend {
 };
 
 static const struct store_backend store_backends[] = {
-    {"postgres", "PostgreSQL", NULL},
-    {"postgresql", "PostgreSQL", NULL},
+    {"postgres", "PostgreSQL", orch_store_pg_open},
+    {"postgresql", "PostgreSQL", orch_store_pg_open},
 };
 
 #define STORE_SCHEMES "postgres:// or postgresql:// URLs, a file path or :memory:"

@@ -1,0 +1,1728 @@
+/* store_pg.c — the PostgreSQL backend of the state store (store.h), over
+ * libpq: one connection per store, every statement prepared once at open
+ * and given its values as parameters, never built from strings.
+ * The schema is versioned in the table orch_meta and created or migrated
+ * at open in one transaction under an advisory lock, so two processes
+ * starting at once on a fresh database migrate it once. Opening refuses,
+ * without writing anything, a database whose tables are named like orch's
+ * but are not orch's, and a schema newer than this build knows. Every
+ * operation that is one transaction on SQLite is one transaction here.
+ * Messages name the store by its URL with any password masked
+ * (orch_store_display); libpq never sees a message of ours and we never
+ * print its connection parameters.
+ * Pure C: depends on libc, libpq and store.c's shared helpers
+ * (store_impl.h: zstd memento codec, XXH3 checksum, clocks). */
+#include "store.h"
+#include "store_impl.h"
+
+#include <libpq-fe.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* pg_advisory_xact_lock key held while the schema is checked and migrated:
+ * "ORCH" in ASCII. */
+#define PG_LOCK_KEY "1330791240"
+
+/* Forward migrations: pg_migrations[v] takes the schema from version v to
+ * v + 1 and ends by recording v + 1 in orch_meta. They run in one
+ * transaction at open. Never edit a shipped entry; append a new one. The
+ * steps match SQLite's (1: runs, checkpoints, results, events, state;
+ * 2: the LLM response journal). */
+static const char *const pg_migrations[] = {
+    /* 0 -> 1 */
+    "CREATE TABLE orch_meta (\n"
+    "  app text PRIMARY KEY,\n"
+    "  version integer NOT NULL\n"
+    ");\n"
+    "INSERT INTO orch_meta (app, version) VALUES ('orch', 0);\n"
+    "CREATE TABLE runs (\n"
+    "  id text PRIMARY KEY,\n"
+    "  name text NOT NULL,\n"
+    "  identity text NOT NULL,\n"
+    "  workflow_path text,\n"
+    "  workflow_hash text,\n"
+    "  input text,\n"
+    "  input_fp text,\n"
+    "  params text,\n"
+    "  output text,\n"
+    "  error text,\n"
+    "  owner_host text,\n"
+    "  status text NOT NULL CHECK (status IN ('pending','running','paused','completed','failed')),\n"
+    "  owner_pid bigint NOT NULL DEFAULT 0,\n"
+    "  heartbeat_ms bigint NOT NULL DEFAULT 0,\n"
+    "  created_ms bigint NOT NULL,\n"
+    "  updated_ms bigint NOT NULL,\n"
+    "  finished_ms bigint NOT NULL DEFAULT 0,\n"
+    "  rows_done bigint NOT NULL DEFAULT 0,\n"
+    "  rows_ok bigint NOT NULL DEFAULT 0,\n"
+    "  rows_failed bigint NOT NULL DEFAULT 0,\n"
+    "  rows_dropped bigint NOT NULL DEFAULT 0,\n"
+    "  rows_defaulted bigint NOT NULL DEFAULT 0,\n"
+    "  llm_calls bigint NOT NULL DEFAULT 0,\n"
+    "  tokens_in bigint NOT NULL DEFAULT 0,\n"
+    "  tokens_out bigint NOT NULL DEFAULT 0,\n"
+    "  cost_usd double precision NOT NULL DEFAULT 0,\n"
+    "  recoveries bigint NOT NULL DEFAULT 0,\n"
+    "  ord bigint GENERATED ALWAYS AS IDENTITY -- insertion order, SQLite's rowid\n"
+    ");\n"
+    "CREATE INDEX runs_identity_status ON runs (identity, status);\n"
+    "CREATE INDEX runs_created ON runs (created_ms);\n"
+    "CREATE TABLE checkpoints (\n"
+    "  run_id text NOT NULL REFERENCES runs (id) ON DELETE CASCADE,\n"
+    "  seq bigint NOT NULL,\n"
+    "  name text,\n"
+    "  reason text,\n"
+    "  created_ms bigint NOT NULL,\n"
+    "  input_offset bigint NOT NULL,\n"
+    "  input_line bigint NOT NULL,\n"
+    "  input_index bigint NOT NULL,\n"
+    "  output_offset bigint NOT NULL,\n"
+    "  errors_offset bigint NOT NULL,\n"
+    "  memento bytea NOT NULL,\n"
+    "  memento_len bigint NOT NULL,\n"
+    "  checksum text NOT NULL,\n"
+    "  bytes bigint NOT NULL,\n"
+    "  duration_ms double precision NOT NULL,\n"
+    "  PRIMARY KEY (run_id, seq)\n"
+    ");\n"
+    "COMMENT ON COLUMN checkpoints.memento IS 'zstd frame of the raw memento';\n"
+    "COMMENT ON COLUMN checkpoints.checksum IS 'hex XXH3-128 of the cursor fields + raw memento';\n"
+    "CREATE TABLE results (\n"
+    "  run_id text NOT NULL REFERENCES runs (id) ON DELETE CASCADE,\n"
+    "  seq bigint NOT NULL,\n"
+    "  key text,\n"
+    "  status text NOT NULL,\n"
+    "  error text,\n"
+    "  data bytea,\n"
+    "  checkpoint_seq bigint NOT NULL,\n"
+    "  PRIMARY KEY (run_id, seq)\n"
+    ");\n"
+    "CREATE TABLE events (\n"
+    "  id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,\n"
+    "  run_id text REFERENCES runs (id) ON DELETE CASCADE,\n"
+    "  ts_ms bigint NOT NULL,\n"
+    "  type text NOT NULL,\n"
+    "  data text\n"
+    ");\n"
+    "CREATE INDEX events_run ON events (run_id);\n"
+    "CREATE TABLE state (\n"
+    "  run_id text NOT NULL REFERENCES runs (id) ON DELETE CASCADE,\n"
+    "  key text NOT NULL,\n"
+    "  value text NOT NULL,\n"
+    "  PRIMARY KEY (run_id, key)\n"
+    ");\n"
+    "UPDATE orch_meta SET version = 1 WHERE app = 'orch';\n",
+    /* 1 -> 2: the LLM response journal. No foreign key to runs: entries
+     * outlive their run, and one may be written before its run row. */
+    "CREATE TABLE llm_journal (\n"
+    "  key text PRIMARY KEY,\n"
+    "  run_id text,\n"
+    "  provider text,\n"
+    "  model text,\n"
+    "  response bytea NOT NULL,\n"
+    "  tokens_in bigint,\n"
+    "  tokens_out bigint,\n"
+    "  cost_usd double precision,\n"
+    "  latency_ms double precision,\n"
+    "  created_ms bigint NOT NULL,\n"
+    "  hits bigint NOT NULL DEFAULT 0\n"
+    ");\n"
+    "COMMENT ON COLUMN llm_journal.key IS 'hex hash of provider + model + canonical request';\n"
+    "UPDATE orch_meta SET version = 2 WHERE app = 'orch';\n",
+};
+
+#define PG_SCHEMA_VERSION ((int)(sizeof pg_migrations / sizeof pg_migrations[0]))
+
+/* orch's table names: a database holding any of them without orch_meta
+ * is another program's. */
+#define PG_TABLES "ARRAY['orch_meta', 'runs', 'checkpoints', 'results', 'events', 'state', 'llm_journal']"
+
+#define PG_RUN_COLS                                                                                          \
+    "id, name, identity, workflow_path, workflow_hash, input, input_fp, params, output, error, "             \
+    "owner_host, status, owner_pid, heartbeat_ms, created_ms, updated_ms, finished_ms, rows_done, "          \
+    "rows_ok, rows_failed, rows_dropped, rows_defaulted, llm_calls, tokens_in, tokens_out, cost_usd, "       \
+    "recoveries"
+#define PG_RUN_SELECT                                                                                        \
+    "SELECT " PG_RUN_COLS ", (SELECT count(*) FROM checkpoints c WHERE c.run_id = runs.id) FROM runs "
+#define PG_JR_COLS                                                                                           \
+    "key, run_id, provider, model, response, tokens_in, tokens_out, cost_usd, latency_ms, created_ms, hits"
+#define PG_CP_COLS                                                                                           \
+    "seq, name, reason, created_ms, input_offset, input_line, input_index, output_offset, "                  \
+    "errors_offset, memento, memento_len, checksum, bytes, duration_ms"
+
+enum pg_stmt {
+    PG_RUN_INSERT,
+    PG_RUN_GET,
+    PG_RUN_FIND,
+    PG_RUN_UPDATE,
+    PG_RUN_CLAIM,
+    PG_RUN_HEARTBEAT,
+    PG_RUN_DELETE,
+    PG_RUN_LIST,
+    PG_RUN_LOCK_SEQ,
+    PG_CP_INSERT,
+    PG_CP_NEWEST,
+    PG_CP_GET,
+    PG_CP_LIST,
+    PG_CP_DELETE_AFTER,
+    PG_RES_INSERT,
+    PG_RES_DELETE_AFTER,
+    PG_RES_LIST,
+    PG_STATE_UPSERT,
+    PG_STATE_DELETE,
+    PG_STATE_LIST,
+    PG_EV_INSERT,
+    PG_EV_LIST,
+    PG_JR_INSERT,
+    PG_JR_GET,
+    PG_JR_GET_HIT,
+    PG_JR_PRUNE,
+    PG_STATS_RUNS,
+    PG_STATS_CPS,
+    PG_STATS_JOURNAL,
+    PG_STATS_SIZE,
+    PG_NSTMT
+};
+
+static const char *const pg_sql[PG_NSTMT] = {
+    [PG_RUN_INSERT] =
+        "INSERT INTO runs (" PG_RUN_COLS ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, "
+        "$12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27)",
+    [PG_RUN_GET] = PG_RUN_SELECT "WHERE id = $1",
+    [PG_RUN_FIND] = PG_RUN_SELECT "WHERE identity = $1 AND status IN ('pending', 'running', 'paused') "
+                                  "ORDER BY created_ms DESC, ord DESC LIMIT 1",
+    [PG_RUN_UPDATE] = "UPDATE runs SET status = $2, error = $3, owner_pid = $4, owner_host = $5, "
+                      "heartbeat_ms = $6, finished_ms = $7, rows_done = $8, rows_ok = $9, rows_failed = $10, "
+                      "rows_dropped = $11, rows_defaulted = $12, llm_calls = $13, tokens_in = $14, "
+                      "tokens_out = $15, cost_usd = $16, recoveries = $17, updated_ms = $18 WHERE id = $1",
+    [PG_RUN_CLAIM] = "UPDATE runs SET owner_pid = $2, owner_host = $3, heartbeat_ms = $4, updated_ms = $4, "
+                     "status = 'running' WHERE id = $1 AND owner_pid = $5 AND heartbeat_ms = $6",
+    [PG_RUN_HEARTBEAT] = "UPDATE runs SET heartbeat_ms = $2 WHERE id = $1",
+    /* its checkpoints, results, events and state go with it (ON DELETE CASCADE) */
+    [PG_RUN_DELETE] = "DELETE FROM runs WHERE id = $1",
+    [PG_RUN_LIST] =
+        PG_RUN_SELECT "WHERE ($1::text IS NULL OR status = $1) AND ($2::text IS NULL OR name = $2) "
+                      "AND ($3::bigint = 0 OR created_ms >= $3) AND ($4::bigint = 0 OR created_ms < $4) "
+                      "ORDER BY created_ms DESC, ord DESC",
+    /* locks the run row, so two writers of one run number their
+     * checkpoints one after the other */
+    [PG_RUN_LOCK_SEQ] = "SELECT coalesce((SELECT max(seq) FROM checkpoints WHERE run_id = $1), 0) + 1 "
+                        "FROM runs WHERE id = $1 FOR UPDATE",
+    [PG_CP_INSERT] =
+        "INSERT INTO checkpoints (run_id, " PG_CP_COLS ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, "
+        "$9, $10, $11, $12, $13, $14, $15)",
+    [PG_CP_NEWEST] = "SELECT " PG_CP_COLS " FROM checkpoints WHERE run_id = $1 ORDER BY seq DESC",
+    [PG_CP_GET] = "SELECT " PG_CP_COLS " FROM checkpoints WHERE run_id = $1 AND seq = $2",
+    [PG_CP_LIST] = "SELECT " PG_CP_COLS " FROM checkpoints WHERE run_id = $1 ORDER BY seq",
+    [PG_CP_DELETE_AFTER] = "DELETE FROM checkpoints WHERE run_id = $1 AND seq > $2",
+    [PG_RES_INSERT] = "INSERT INTO results (run_id, seq, key, status, error, data, checkpoint_seq) "
+                      "VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (run_id, seq) DO UPDATE SET "
+                      "key = excluded.key, status = excluded.status, error = excluded.error, "
+                      "data = excluded.data, checkpoint_seq = excluded.checkpoint_seq",
+    [PG_RES_DELETE_AFTER] = "DELETE FROM results WHERE run_id = $1 AND checkpoint_seq > $2",
+    [PG_RES_LIST] = "SELECT seq, key, status, error, data FROM results WHERE run_id = $1 ORDER BY seq",
+    [PG_STATE_UPSERT] = "INSERT INTO state (run_id, key, value) VALUES ($1, $2, $3) "
+                        "ON CONFLICT (run_id, key) DO UPDATE SET value = excluded.value",
+    [PG_STATE_DELETE] = "DELETE FROM state WHERE run_id = $1 AND key = $2",
+    [PG_STATE_LIST] = "SELECT key, value FROM state WHERE run_id = $1 ORDER BY key",
+    [PG_EV_INSERT] = "INSERT INTO events (run_id, ts_ms, type, data) VALUES ($1, $2, $3, $4)",
+    /* a NULL run_id lists the store-wide events */
+    [PG_EV_LIST] =
+        "SELECT id, ts_ms, type, data FROM events WHERE run_id IS NOT DISTINCT FROM $1::text ORDER BY id",
+    /* First wins: a key already journaled keeps its reply, cost and hits. */
+    [PG_JR_INSERT] = "INSERT INTO llm_journal (" PG_JR_COLS ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, "
+                     "$10, 0) ON CONFLICT (key) DO NOTHING",
+    [PG_JR_GET] = "SELECT " PG_JR_COLS " FROM llm_journal WHERE key = $1",
+    /* lookup and hit in one statement: a miss takes no lock */
+    [PG_JR_GET_HIT] = "UPDATE llm_journal SET hits = hits + 1 WHERE key = $1 RETURNING " PG_JR_COLS,
+    [PG_JR_PRUNE] = "DELETE FROM llm_journal WHERE created_ms < $1",
+    [PG_STATS_RUNS] = "SELECT count(*), count(*) FILTER (WHERE status = 'running'), "
+                      "count(*) FILTER (WHERE status = 'paused'), count(*) FILTER (WHERE status = 'failed'), "
+                      "count(*) FILTER (WHERE status = 'completed'), coalesce(sum(recoveries), 0) FROM runs",
+    [PG_STATS_CPS] = "SELECT count(*), coalesce(avg(duration_ms), 0), coalesce(max(duration_ms), 0) "
+                     "FROM checkpoints",
+    [PG_STATS_JOURNAL] = "SELECT count(*), coalesce(sum(hits), 0), coalesce(sum(cost_usd * hits), 0) "
+                         "FROM llm_journal",
+    [PG_STATS_SIZE] =
+        "SELECT coalesce(sum(pg_total_relation_size(to_regclass(t))), 0) FROM unnest(" PG_TABLES ") t",
+};
+
+struct pg_store {
+    struct orch_store base; /* first: a struct orch_store * is a struct pg_store * */
+    PGconn *conn;
+    char *target; /* the URL as given: libpq connects with it */
+    char *shown;  /* the URL as messages show it (password masked) */
+    int readonly;
+    int in_tx; /* inside BEGIN ... COMMIT: a lost connection is not reopened */
+};
+
+static struct pg_store *pg_of(struct orch_store *st)
+{
+    return (struct pg_store *)st;
+}
+
+/* ---- errors ---------------------------------------------------------- */
+
+/* The first line of a libpq message, without "ERROR:  " / "FATAL:  ". */
+static void pg_first_line(const char *msg, char *out, size_t outlen)
+{
+    if (msg == NULL || msg[0] == '\0')
+        msg = "unknown error";
+    for (const char *const *p = (const char *const[]){"ERROR:  ", "FATAL:  ", NULL}; *p != NULL; p++) {
+        if (strncmp(msg, *p, strlen(*p)) == 0)
+            msg += strlen(*p);
+    }
+    size_t n = strcspn(msg, "\n");
+    snprintf(out, outlen, "%.*s", (int)n, msg);
+}
+
+/* Records "URL: <what>: <the server's reason>" and returns -1. r may be
+ * NULL (the connection's last error is used). */
+static int pg_fail_res(struct pg_store *st, const PGresult *r, const char *what)
+{
+    char why[300];
+    const char *msg = r != NULL ? PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY) : NULL;
+    if (msg == NULL)
+        msg = PQerrorMessage(st->conn);
+    pg_first_line(msg, why, sizeof why);
+    if (PQstatus(st->conn) == CONNECTION_BAD)
+        snprintf(st->base.err, sizeof st->base.err, "%s: %s: lost the connection to the server (%s)",
+                 st->shown, what, why);
+    else
+        snprintf(st->base.err, sizeof st->base.err, "%s: %s: %s", st->shown, what, why);
+    return -1;
+}
+
+/* Records "URL: <what>" for failures that are not the server's. */
+static int pg_fail(struct pg_store *st, const char *fmt, ...)
+{
+    char what[400];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(what, sizeof what, fmt, ap);
+    va_end(ap);
+    snprintf(st->base.err, sizeof st->base.err, "%s: %s", st->shown, what);
+    return -1;
+}
+
+/* ---- parameters ------------------------------------------------------- */
+
+#define PG_MAXPARAMS 27
+
+/* The values of one statement: text, or binary for bytea (and for a text
+ * value given with its length). Numbers are formatted into num. */
+struct pg_params {
+    int n;
+    const char *v[PG_MAXPARAMS];
+    int len[PG_MAXPARAMS];
+    int fmt[PG_MAXPARAMS];
+    char num[PG_MAXPARAMS][32];
+};
+
+static void p_text(struct pg_params *p, const char *s)
+{
+    p->v[p->n] = s;
+    p->len[p->n] = 0;
+    p->fmt[p->n] = 0;
+    p->n++;
+}
+
+static void p_int(struct pg_params *p, int64_t x)
+{
+    snprintf(p->num[p->n], sizeof p->num[p->n], "%lld", (long long)x);
+    p_text(p, p->num[p->n]);
+}
+
+static void p_dbl(struct pg_params *p, double x)
+{
+    snprintf(p->num[p->n], sizeof p->num[p->n], "%.17g", x);
+    p_text(p, p->num[p->n]);
+}
+
+/* Raw bytes: binary format (a bytea's or a text's bytes as they are). */
+static void p_bytes(struct pg_params *p, const void *b, size_t n)
+{
+    p->v[p->n] = b != NULL ? b : "";
+    p->len[p->n] = (int)n;
+    p->fmt[p->n] = 1;
+    p->n++;
+}
+
+/* ---- statements ------------------------------------------------------- */
+
+static void pg_stmt_name(enum pg_stmt i, char name[16])
+{
+    snprintf(name, 16, "orch_%d", (int)i);
+}
+
+/* Prepares every statement on the connection. 0, or -1 with the reason in
+ * err. */
+static int pg_prepare_all(struct pg_store *st, char *err, size_t errlen)
+{
+    for (int i = 0; i < PG_NSTMT; i++) {
+        char name[16];
+        pg_stmt_name((enum pg_stmt)i, name);
+        PGresult *r = PQprepare(st->conn, name, pg_sql[i], 0, NULL);
+        if (PQresultStatus(r) != PGRES_COMMAND_OK) {
+            char why[300];
+            pg_first_line(PQresultErrorMessage(r), why, sizeof why);
+            snprintf(err, errlen, "%s: cannot prepare a statement: %s", st->shown, why);
+            PQclear(r);
+            return -1;
+        }
+        PQclear(r);
+    }
+    return 0;
+}
+
+/* A connection the server dropped (restart, idle timeout) is opened again
+ * once, outside a transaction, before a statement fails for it: nothing
+ * is lost, since every write is a transaction of its own or in one the
+ * caller retries. 1 reconnected, 0 not. */
+static int pg_reconnect(struct pg_store *st)
+{
+    if (PQstatus(st->conn) != CONNECTION_BAD)
+        return 0;
+    PQreset(st->conn);
+    if (PQstatus(st->conn) != CONNECTION_OK)
+        return 0;
+    char err[512];
+    if (st->readonly) {
+        PGresult *r = PQexec(st->conn, "SET default_transaction_read_only = on");
+        PQclear(r);
+    }
+    return pg_prepare_all(st, err, sizeof err) == 0;
+}
+
+/* Runs prepared statement i. The result (rows or command) the caller
+ * clears, or NULL with st->err set from what. */
+static PGresult *pg_exec(struct pg_store *st, enum pg_stmt i, const struct pg_params *p, const char *what)
+{
+    char name[16];
+    pg_stmt_name(i, name);
+    for (int attempt = 0;; attempt++) {
+        PGresult *r = PQexecPrepared(st->conn, name, p->n, p->v, p->len, p->fmt, 0);
+        ExecStatusType s = PQresultStatus(r);
+        if (s == PGRES_COMMAND_OK || s == PGRES_TUPLES_OK)
+            return r;
+        if (attempt == 0 && !st->in_tx && pg_reconnect(st)) {
+            PQclear(r);
+            continue;
+        }
+        pg_fail_res(st, r, what);
+        PQclear(r);
+        return NULL;
+    }
+}
+
+/* Rows changed by a command result. */
+static int64_t pg_changes(const PGresult *r)
+{
+    return strtoll(PQcmdTuples((PGresult *)r), NULL, 10);
+}
+
+/* Runs constant SQL without values (transaction control). 0 or -1. */
+static int pg_simple(struct pg_store *st, const char *sql, const char *what)
+{
+    PGresult *r = PQexec(st->conn, sql);
+    ExecStatusType s = PQresultStatus(r);
+    if (s != PGRES_COMMAND_OK && s != PGRES_TUPLES_OK) {
+        pg_fail_res(st, r, what);
+        PQclear(r);
+        return -1;
+    }
+    PQclear(r);
+    return 0;
+}
+
+static int pg_begin(struct pg_store *st, const char *what)
+{
+    pg_reconnect(st);
+    if (pg_simple(st, "BEGIN", what) != 0)
+        return -1;
+    st->in_tx = 1;
+    return 0;
+}
+
+/* COMMIT, checked to have committed: after a failed statement the server
+ * answers COMMIT with ROLLBACK. */
+static int pg_commit(struct pg_store *st, const char *what)
+{
+    PGresult *r = PQexec(st->conn, "COMMIT");
+    int ok = PQresultStatus(r) == PGRES_COMMAND_OK && strcmp(PQcmdStatus(r), "COMMIT") == 0;
+    if (!ok)
+        pg_fail_res(st, r, what);
+    PQclear(r);
+    if (ok)
+        st->in_tx = 0;
+    return ok ? 0 : -1;
+}
+
+/* Rolls back the open transaction, if any; keeps st->err. */
+static void pg_abort(struct pg_store *st)
+{
+    PGTransactionStatusType t = PQtransactionStatus(st->conn);
+    if (t == PQTRANS_INTRANS || t == PQTRANS_INERROR) {
+        PGresult *r = PQexec(st->conn, "ROLLBACK");
+        PQclear(r);
+    }
+    st->in_tx = 0;
+}
+
+/* ---- pipelines: many statements, one round trip ---------------------- */
+
+/* Starts sending statements without waiting for each reply. 0 or -1. */
+static int pg_pipe_begin(struct pg_store *st, const char *what)
+{
+    if (PQenterPipelineMode(st->conn) != 1)
+        return pg_fail_res(st, NULL, what);
+    return 0;
+}
+
+/* Queues statement i; its reply is read by pg_pipe_end. 0 or -1. */
+static int pg_pipe_send(struct pg_store *st, enum pg_stmt i, const struct pg_params *p, const char *what)
+{
+    char name[16];
+    pg_stmt_name(i, name);
+    if (PQsendQueryPrepared(st->conn, name, p->n, p->v, p->len, p->fmt, 0) != 1)
+        return pg_fail_res(st, NULL, what);
+    return 0;
+}
+
+/* Sends the queued statements and reads their replies in order: each
+ * result with rows goes to cb (may be NULL) with its index among the
+ * queued statements. Leaves pipeline mode. 0, or -1 with st->err from the
+ * first statement that failed (the ones after it are skipped by the
+ * server). */
+static int pg_pipe_end(struct pg_store *st, const char *what,
+                       int (*cb)(void *ud, size_t index, const PGresult *r), void *ud)
+{
+    int ret = 0;
+    int synced = PQpipelineSync(st->conn) == 1;
+    if (!synced)
+        ret = pg_fail_res(st, NULL, what);
+    size_t index = 0;
+    int got_result = 0;
+    while (synced) {
+        PGresult *r = PQgetResult(st->conn);
+        if (r == NULL) {
+            if (PQstatus(st->conn) != CONNECTION_OK) {
+                if (ret == 0)
+                    ret = pg_fail_res(st, NULL, what);
+                break;
+            }
+            /* the end of one statement's replies */
+            if (got_result)
+                index++;
+            got_result = 0;
+            continue;
+        }
+        ExecStatusType s = PQresultStatus(r);
+        if (s == PGRES_PIPELINE_SYNC) {
+            PQclear(r);
+            break;
+        }
+        got_result = 1;
+        if (ret == 0 && s != PGRES_COMMAND_OK && s != PGRES_TUPLES_OK)
+            ret = pg_fail_res(st, r, what);
+        else if (ret == 0 && s == PGRES_TUPLES_OK && cb != NULL && cb(ud, index, r) != 0)
+            ret = -1;
+        PQclear(r);
+    }
+    if (PQexitPipelineMode(st->conn) != 1 && ret == 0)
+        ret = pg_fail_res(st, NULL, what);
+    return ret;
+}
+
+/* ---- columns ---------------------------------------------------------- */
+
+/* A heap copy of a text column, or NULL for SQL NULL; *oom set when the
+ * copy cannot be made. */
+static char *pg_col_dup(const PGresult *r, int row, int col, int *oom)
+{
+    if (PQgetisnull(r, row, col))
+        return NULL;
+    char *p = strdup(PQgetvalue(r, row, col));
+    if (p == NULL)
+        *oom = 1;
+    return p;
+}
+
+static int64_t pg_col_int(const PGresult *r, int row, int col)
+{
+    return strtoll(PQgetvalue(r, row, col), NULL, 10);
+}
+
+static double pg_col_dbl(const PGresult *r, int row, int col)
+{
+    return strtod(PQgetvalue(r, row, col), NULL);
+}
+
+/* The bytes of a bytea column (text format, unescaped) in a malloc'd
+ * buffer with a NUL after them; *len gets their number. NULL with *len 0
+ * for SQL NULL; NULL with *oom set when memory runs out. */
+static char *pg_col_bytes(const PGresult *r, int row, int col, size_t *len, int *oom)
+{
+    *len = 0;
+    if (PQgetisnull(r, row, col))
+        return NULL;
+    size_t n = 0;
+    unsigned char *raw = PQunescapeBytea((const unsigned char *)PQgetvalue(r, row, col), &n);
+    char *p = raw != NULL ? malloc(n + 1) : NULL;
+    if (p == NULL) {
+        PQfreemem(raw);
+        *oom = 1;
+        return NULL;
+    }
+    if (n > 0)
+        memcpy(p, raw, n);
+    p[n] = '\0';
+    PQfreemem(raw);
+    *len = n;
+    return p;
+}
+
+/* ---- runs ------------------------------------------------------------- */
+
+/* Fills out (zeroed first, heap strings it then owns) from row of a
+ * PG_RUN_SELECT result. 0, or -1 when memory runs out (out cleared). */
+static int pg_run_row(const PGresult *r, int row, struct orch_run *out)
+{
+    int oom = 0;
+    memset(out, 0, sizeof *out);
+    out->id = pg_col_dup(r, row, 0, &oom);
+    out->name = pg_col_dup(r, row, 1, &oom);
+    out->identity = pg_col_dup(r, row, 2, &oom);
+    out->workflow_path = pg_col_dup(r, row, 3, &oom);
+    out->workflow_hash = pg_col_dup(r, row, 4, &oom);
+    out->input = pg_col_dup(r, row, 5, &oom);
+    out->input_fp = pg_col_dup(r, row, 6, &oom);
+    out->params = pg_col_dup(r, row, 7, &oom);
+    out->output = pg_col_dup(r, row, 8, &oom);
+    out->error = pg_col_dup(r, row, 9, &oom);
+    out->owner_host = pg_col_dup(r, row, 10, &oom);
+    int status = orch_run_status_parse(PQgetvalue(r, row, 11));
+    out->status = status >= 0 ? (enum orch_run_status)status : ORCH_RUN_FAILED;
+    out->owner_pid = pg_col_int(r, row, 12);
+    out->heartbeat_ms = pg_col_int(r, row, 13);
+    out->created_ms = pg_col_int(r, row, 14);
+    out->updated_ms = pg_col_int(r, row, 15);
+    out->finished_ms = pg_col_int(r, row, 16);
+    out->rows_done = pg_col_int(r, row, 17);
+    out->rows_ok = pg_col_int(r, row, 18);
+    out->rows_failed = pg_col_int(r, row, 19);
+    out->rows_dropped = pg_col_int(r, row, 20);
+    out->rows_defaulted = pg_col_int(r, row, 21);
+    out->llm_calls = pg_col_int(r, row, 22);
+    out->tokens_in = pg_col_int(r, row, 23);
+    out->tokens_out = pg_col_int(r, row, 24);
+    out->cost_usd = pg_col_dbl(r, row, 25);
+    out->recoveries = pg_col_int(r, row, 26);
+    out->checkpoints = pg_col_int(r, row, 27);
+    if (oom) {
+        orch_run_clear(out);
+        return -1;
+    }
+    return 0;
+}
+
+static void pg_params_run_update(struct pg_params *p, const struct orch_run *r, int64_t now)
+{
+    p_text(p, r->id);
+    p_text(p, orch_run_status_name(r->status));
+    p_text(p, r->error);
+    p_int(p, r->owner_pid);
+    p_text(p, r->owner_host);
+    p_int(p, r->heartbeat_ms);
+    p_int(p, r->finished_ms);
+    p_int(p, r->rows_done);
+    p_int(p, r->rows_ok);
+    p_int(p, r->rows_failed);
+    p_int(p, r->rows_dropped);
+    p_int(p, r->rows_defaulted);
+    p_int(p, r->llm_calls);
+    p_int(p, r->tokens_in);
+    p_int(p, r->tokens_out);
+    p_dbl(p, r->cost_usd);
+    p_int(p, r->recoveries);
+    p_int(p, now);
+}
+
+/* Runs PG_RUN_UPDATE for r; a run that does not exist is an error. */
+static int pg_run_update_stmt(struct pg_store *st, const struct orch_run *r)
+{
+    struct pg_params p = {0};
+    pg_params_run_update(&p, r, orch_store_now_ms());
+    PGresult *res = pg_exec(st, PG_RUN_UPDATE, &p, "cannot update run");
+    if (res == NULL)
+        return -1;
+    int64_t n = pg_changes(res);
+    PQclear(res);
+    if (n != 1)
+        return pg_fail(st, "cannot update run %s: no such run", r->id);
+    return 0;
+}
+
+static int pg_run_create(struct orch_store *base, const struct orch_run *r)
+{
+    struct pg_store *st = pg_of(base);
+    int64_t created = r->created_ms != 0 ? r->created_ms : orch_store_now_ms();
+    int64_t updated = r->updated_ms != 0 ? r->updated_ms : created;
+    struct pg_params p = {0};
+    p_text(&p, r->id);
+    p_text(&p, r->name);
+    p_text(&p, r->identity);
+    p_text(&p, r->workflow_path);
+    p_text(&p, r->workflow_hash);
+    p_text(&p, r->input);
+    p_text(&p, r->input_fp);
+    p_text(&p, r->params);
+    p_text(&p, r->output);
+    p_text(&p, r->error);
+    p_text(&p, r->owner_host);
+    p_text(&p, orch_run_status_name(r->status));
+    p_int(&p, r->owner_pid);
+    p_int(&p, r->heartbeat_ms);
+    p_int(&p, created);
+    p_int(&p, updated);
+    p_int(&p, r->finished_ms);
+    p_int(&p, r->rows_done);
+    p_int(&p, r->rows_ok);
+    p_int(&p, r->rows_failed);
+    p_int(&p, r->rows_dropped);
+    p_int(&p, r->rows_defaulted);
+    p_int(&p, r->llm_calls);
+    p_int(&p, r->tokens_in);
+    p_int(&p, r->tokens_out);
+    p_dbl(&p, r->cost_usd);
+    p_int(&p, r->recoveries);
+    char what[300];
+    snprintf(what, sizeof what, "cannot create run %s", r->id != NULL ? r->id : "(null)");
+    PGresult *res = pg_exec(st, PG_RUN_INSERT, &p, what);
+    if (res == NULL)
+        return -1;
+    PQclear(res);
+    return 0;
+}
+
+/* Runs a PG_RUN_SELECT statement expected to give at most one row: 1 with
+ * out filled, 0 none, -1 error. */
+static int pg_run_one(struct pg_store *st, enum pg_stmt i, const char *key, struct orch_run *out,
+                      const char *what)
+{
+    struct pg_params p = {0};
+    p_text(&p, key);
+    PGresult *r = pg_exec(st, i, &p, what);
+    if (r == NULL)
+        return -1;
+    int ret = 0;
+    if (PQntuples(r) > 0) {
+        ret = 1;
+        if (pg_run_row(r, 0, out) != 0)
+            ret = pg_fail(st, "%s: out of memory", what);
+    }
+    PQclear(r);
+    return ret;
+}
+
+static int pg_run_get(struct orch_store *base, const char *id, struct orch_run *out)
+{
+    return pg_run_one(pg_of(base), PG_RUN_GET, id, out, "cannot read run");
+}
+
+static int pg_run_find_unfinished(struct orch_store *base, const char *identity, struct orch_run *out)
+{
+    return pg_run_one(pg_of(base), PG_RUN_FIND, identity, out, "cannot look up unfinished runs");
+}
+
+static int pg_run_update(struct orch_store *base, const struct orch_run *r)
+{
+    return pg_run_update_stmt(pg_of(base), r);
+}
+
+static int pg_run_claim(struct orch_store *base, const char *id, int64_t pid, const char *host,
+                        int64_t now_ms, int64_t expect_pid, int64_t expect_heartbeat_ms)
+{
+    struct pg_store *st = pg_of(base);
+    struct pg_params p = {0};
+    p_text(&p, id);
+    p_int(&p, pid);
+    p_text(&p, host);
+    p_int(&p, now_ms);
+    p_int(&p, expect_pid);
+    p_int(&p, expect_heartbeat_ms);
+    PGresult *r = pg_exec(st, PG_RUN_CLAIM, &p, "cannot claim run");
+    if (r == NULL)
+        return -1;
+    int64_t n = pg_changes(r);
+    PQclear(r);
+    return n == 1 ? 1 : 0;
+}
+
+static int pg_run_heartbeat(struct orch_store *base, const char *id, int64_t now_ms)
+{
+    struct pg_store *st = pg_of(base);
+    struct pg_params p = {0};
+    p_text(&p, id);
+    p_int(&p, now_ms);
+    PGresult *r = pg_exec(st, PG_RUN_HEARTBEAT, &p, "cannot record a heartbeat");
+    if (r == NULL)
+        return -1;
+    int64_t n = pg_changes(r);
+    PQclear(r);
+    if (n != 1)
+        return pg_fail(st, "cannot record the heartbeat of run %s: no such run", id);
+    return 0;
+}
+
+/* One statement, so one transaction: the run and everything stored for it
+ * (ON DELETE CASCADE). 1, 0 when there is no such run, or -1. */
+static int pg_run_delete(struct orch_store *base, const char *id)
+{
+    struct pg_store *st = pg_of(base);
+    struct pg_params p = {0};
+    p_text(&p, id);
+    PGresult *r = pg_exec(st, PG_RUN_DELETE, &p, "cannot delete a run");
+    if (r == NULL)
+        return -1;
+    int64_t n = pg_changes(r);
+    PQclear(r);
+    return n > 0 ? 1 : 0;
+}
+
+static int pg_journal_prune(struct orch_store *base, int64_t before_ms, int64_t *removed)
+{
+    struct pg_store *st = pg_of(base);
+    struct pg_params p = {0};
+    p_int(&p, before_ms);
+    PGresult *r = pg_exec(st, PG_JR_PRUNE, &p, "cannot prune the journal");
+    if (r == NULL)
+        return -1;
+    *removed = pg_changes(r);
+    PQclear(r);
+    return 0;
+}
+
+/* Plain VACUUM, not VACUUM FULL: the space of deleted rows is marked for
+ * reuse (PostgreSQL rarely hands it back to the file system) without the
+ * exclusive locks FULL takes, which would stall every run writing to the
+ * same database while gc rewrites the tables. */
+static int pg_vacuum(struct orch_store *base)
+{
+    return pg_simple(pg_of(base), "VACUUM (ANALYZE) runs, checkpoints, results, events, state, llm_journal",
+                     "cannot vacuum the store");
+}
+
+static int pg_run_list(struct orch_store *base, const struct orch_run_filter *f, orch_run_cb cb, void *ud)
+{
+    struct pg_store *st = pg_of(base);
+    struct orch_run_filter none = {0};
+    if (f == NULL)
+        f = &none;
+    struct pg_params p = {0};
+    p_text(&p, f->status);
+    p_text(&p, f->name);
+    p_int(&p, f->since_ms);
+    p_int(&p, f->until_ms);
+    PGresult *r = pg_exec(st, PG_RUN_LIST, &p, "cannot list runs");
+    if (r == NULL)
+        return -1;
+    int ret = 0;
+    for (int i = 0; i < PQntuples(r); i++) {
+        struct orch_run run;
+        if (pg_run_row(r, i, &run) != 0) {
+            ret = pg_fail(st, "cannot list runs: out of memory");
+            break;
+        }
+        int stop = cb(ud, &run);
+        orch_run_clear(&run);
+        if (stop)
+            break;
+    }
+    PQclear(r);
+    return ret;
+}
+
+/* ---- checkpoints ------------------------------------------------------ */
+
+/* Fills out from row of a PG_CP_COLS result and verifies it, as SQLite's
+ * backend does: valid = 1 when the memento decompresses to memento_len
+ * bytes and the checksum over it matches. Without with_memento the raw
+ * bytes are dropped. 0, or -1 when memory runs out (never reported as an
+ * invalid checkpoint). */
+static int pg_checkpoint_row(const PGresult *r, int row, struct orch_checkpoint *out, int with_memento)
+{
+    int oom = 0;
+    memset(out, 0, sizeof *out);
+    out->seq = pg_col_int(r, row, 0);
+    out->name = pg_col_dup(r, row, 1, &oom);
+    out->reason = pg_col_dup(r, row, 2, &oom);
+    out->created_ms = pg_col_int(r, row, 3);
+    out->input_offset = pg_col_int(r, row, 4);
+    out->input_line = pg_col_int(r, row, 5);
+    out->input_index = pg_col_int(r, row, 6);
+    out->output_offset = pg_col_int(r, row, 7);
+    out->errors_offset = pg_col_int(r, row, 8);
+    out->checksum = pg_col_dup(r, row, 11, &oom);
+    out->bytes = pg_col_int(r, row, 12);
+    out->duration_ms = pg_col_dbl(r, row, 13);
+    int64_t stored_len = pg_col_int(r, row, 10);
+    out->memento_len = stored_len > 0 ? (size_t)stored_len : 0;
+    size_t blob_len = 0;
+    char *blob = pg_col_bytes(r, row, 9, &blob_len, &oom);
+    if (oom) {
+        free(blob);
+        orch_checkpoint_clear(out);
+        return -1;
+    }
+    void *raw = NULL;
+    size_t raw_len = 0;
+    char why[200];
+    int rc = orch_store_decompress(blob, blob_len, &raw, &raw_len, why, sizeof why);
+    free(blob);
+    if (rc == -2) {
+        orch_checkpoint_clear(out);
+        return -1;
+    }
+    if (rc != 0)
+        return 0; /* valid stays 0, memento NULL */
+    out->memento = raw;
+    out->memento_len = raw_len;
+    char sum[33];
+    orch_checkpoint_checksum(out, sum);
+    if (sum[0] == '\0') {
+        orch_checkpoint_clear(out);
+        return -1;
+    }
+    out->valid = stored_len >= 0 && (size_t)stored_len == raw_len && out->checksum != NULL &&
+                 strcmp(sum, out->checksum) == 0;
+    if (!with_memento) {
+        free(out->memento);
+        out->memento = NULL;
+    }
+    return 0;
+}
+
+/* One transaction, as on SQLite: the run row is locked and the next seq
+ * read, then the results, state, run counters and the checkpoint go out
+ * in one pipeline (one round trip), then COMMIT. On success sets c->seq,
+ * created_ms (when 0), checksum, bytes and duration_ms as SQLite's
+ * backend does; on failure nothing is written and c is untouched. */
+static int pg_checkpoint_write(struct orch_store *base, const struct orch_run *run, struct orch_checkpoint *c,
+                               const struct orch_result *res, size_t nres, const struct orch_kv *state,
+                               size_t nstate)
+{
+    struct pg_store *st = pg_of(base);
+    double t0 = orch_store_mono_ms();
+    const char *run_id = run->id;
+    void *packed = NULL;
+    size_t packed_len = 0;
+    char why[200];
+    char what[300];
+    if (orch_store_compress(c->memento, c->memento_len, &packed, &packed_len, why, sizeof why) != 0)
+        return pg_fail(st, "cannot write a checkpoint of run %s: %s", run_id, why);
+    if (pg_begin(st, "cannot start the checkpoint transaction") != 0) {
+        free(packed);
+        return -1;
+    }
+
+    struct pg_params p = {0};
+    p_text(&p, run_id);
+    snprintf(what, sizeof what, "cannot number a checkpoint of run %s", run_id);
+    PGresult *r = pg_exec(st, PG_RUN_LOCK_SEQ, &p, what);
+    if (r == NULL)
+        goto fail;
+    if (PQntuples(r) == 0) {
+        PQclear(r);
+        pg_fail(st, "cannot update run %s: no such run", run_id);
+        goto fail;
+    }
+    int64_t seq = pg_col_int(r, 0, 0);
+    PQclear(r);
+
+    /* the checksum covers the final seq, so it is computed here */
+    struct orch_checkpoint sum_of = *c;
+    sum_of.seq = seq;
+    char sum[33];
+    orch_checkpoint_checksum(&sum_of, sum);
+    if (sum[0] == '\0') {
+        pg_fail(st, "cannot checksum a checkpoint of run %s: out of memory", run_id);
+        goto fail;
+    }
+    int64_t created = c->created_ms != 0 ? c->created_ms : orch_store_now_ms();
+    int64_t bytes = (int64_t)packed_len + 32 + 80;
+    if (c->name != NULL)
+        bytes += (int64_t)strlen(c->name);
+    if (c->reason != NULL)
+        bytes += (int64_t)strlen(c->reason);
+
+    snprintf(what, sizeof what, "cannot store checkpoint %lld of run %s", (long long)seq, run_id);
+    if (pg_pipe_begin(st, what) != 0)
+        goto fail;
+    int sent = 0;
+    for (size_t i = 0; i < nres && sent == 0; i++) {
+        const struct orch_result *x = &res[i];
+        memset(&p, 0, sizeof p);
+        p_text(&p, run_id);
+        p_int(&p, x->seq);
+        p_text(&p, x->key);
+        p_text(&p, x->status);
+        p_text(&p, x->error);
+        if (x->data != NULL)
+            p_bytes(&p, x->data, x->data_len);
+        else
+            p_text(&p, NULL);
+        p_int(&p, seq);
+        sent = pg_pipe_send(st, PG_RES_INSERT, &p, what);
+    }
+    for (size_t i = 0; i < nstate && sent == 0; i++) {
+        const struct orch_kv *kv = &state[i];
+        memset(&p, 0, sizeof p);
+        p_text(&p, run_id);
+        p_text(&p, kv->key);
+        if (kv->value != NULL)
+            p_bytes(&p, kv->value, kv->value_len);
+        sent = pg_pipe_send(st, kv->value == NULL ? PG_STATE_DELETE : PG_STATE_UPSERT, &p, what);
+    }
+    if (sent == 0) {
+        memset(&p, 0, sizeof p);
+        pg_params_run_update(&p, run, orch_store_now_ms());
+        sent = pg_pipe_send(st, PG_RUN_UPDATE, &p, what);
+    }
+    if (sent == 0) {
+        memset(&p, 0, sizeof p);
+        p_text(&p, run_id);
+        p_int(&p, seq);
+        p_text(&p, c->name);
+        p_text(&p, c->reason);
+        p_int(&p, created);
+        p_int(&p, c->input_offset);
+        p_int(&p, c->input_line);
+        p_int(&p, c->input_index);
+        p_int(&p, c->output_offset);
+        p_int(&p, c->errors_offset);
+        p_bytes(&p, packed, packed_len);
+        p_int(&p, (int64_t)c->memento_len);
+        p_text(&p, sum);
+        p_int(&p, bytes);
+        p_dbl(&p, orch_store_mono_ms() - t0);
+        sent = pg_pipe_send(st, PG_CP_INSERT, &p, what);
+    }
+    if (sent != 0) {
+        /* leave pipeline mode; the message of the failed send is kept */
+        char keep[sizeof st->base.err];
+        memcpy(keep, st->base.err, sizeof keep);
+        pg_pipe_end(st, what, NULL, NULL);
+        memcpy(st->base.err, keep, sizeof keep);
+        goto fail;
+    }
+    if (pg_pipe_end(st, what, NULL, NULL) != 0)
+        goto fail;
+
+    char *sum_copy = strdup(sum);
+    if (sum_copy == NULL) {
+        pg_fail(st, "cannot write a checkpoint of run %s: out of memory", run_id);
+        goto fail;
+    }
+    if (pg_commit(st, "cannot commit the checkpoint") != 0) {
+        free(sum_copy);
+        goto fail;
+    }
+    free(packed);
+    free(c->checksum);
+    c->checksum = sum_copy;
+    c->seq = seq;
+    c->created_ms = created;
+    c->bytes = bytes;
+    c->duration_ms = orch_store_mono_ms() - t0;
+    return 0;
+
+fail:
+    pg_abort(st);
+    free(packed);
+    return -1;
+}
+
+static int pg_checkpoint_latest(struct orch_store *base, const char *run_id, struct orch_checkpoint *out,
+                                int *skipped)
+{
+    struct pg_store *st = pg_of(base);
+    struct pg_params p = {0};
+    p_text(&p, run_id);
+    char what[300];
+    snprintf(what, sizeof what, "cannot read the checkpoints of run %s", run_id);
+    int bad_count = 0;
+    int ret = 0;
+    PGresult *r = pg_exec(st, PG_CP_NEWEST, &p, what);
+    if (r == NULL)
+        return -1;
+    for (int i = 0; i < PQntuples(r); i++) {
+        struct orch_checkpoint c;
+        if (pg_checkpoint_row(r, i, &c, 1) != 0) {
+            ret = pg_fail(st, "cannot read the checkpoints of run %s: out of memory", run_id);
+            break;
+        }
+        if (c.valid) {
+            *out = c;
+            ret = 1;
+            break;
+        }
+        bad_count++;
+        orch_checkpoint_clear(&c);
+    }
+    PQclear(r);
+    if (skipped != NULL)
+        *skipped = bad_count;
+    return ret;
+}
+
+static int pg_checkpoint_get(struct orch_store *base, const char *run_id, int64_t seq,
+                             struct orch_checkpoint *out)
+{
+    struct pg_store *st = pg_of(base);
+    struct pg_params p = {0};
+    p_text(&p, run_id);
+    p_int(&p, seq);
+    char what[300];
+    snprintf(what, sizeof what, "cannot read checkpoint %lld of run %s", (long long)seq, run_id);
+    PGresult *r = pg_exec(st, PG_CP_GET, &p, what);
+    if (r == NULL)
+        return -1;
+    int ret = 0;
+    if (PQntuples(r) > 0) {
+        ret = 1;
+        if (pg_checkpoint_row(r, 0, out, 1) != 0)
+            ret = pg_fail(st, "%s: out of memory", what);
+    }
+    PQclear(r);
+    return ret;
+}
+
+static int pg_checkpoint_list(struct orch_store *base, const char *run_id, orch_checkpoint_cb cb, void *ud)
+{
+    struct pg_store *st = pg_of(base);
+    struct pg_params p = {0};
+    p_text(&p, run_id);
+    char what[300];
+    snprintf(what, sizeof what, "cannot list the checkpoints of run %s", run_id);
+    PGresult *r = pg_exec(st, PG_CP_LIST, &p, what);
+    if (r == NULL)
+        return -1;
+    int ret = 0;
+    for (int i = 0; i < PQntuples(r); i++) {
+        struct orch_checkpoint c;
+        if (pg_checkpoint_row(r, i, &c, 0) != 0) {
+            ret = pg_fail(st, "%s: out of memory", what);
+            break;
+        }
+        int stop = cb(ud, &c);
+        orch_checkpoint_clear(&c);
+        if (stop)
+            break;
+    }
+    PQclear(r);
+    return ret;
+}
+
+/* Deletes checkpoints after seq and their results, in one transaction. */
+static int pg_checkpoint_rollback(struct orch_store *base, const char *run_id, int64_t seq)
+{
+    struct pg_store *st = pg_of(base);
+    char what[300];
+    snprintf(what, sizeof what, "cannot roll run %s back to checkpoint %lld", run_id, (long long)seq);
+    if (pg_begin(st, "cannot start the rollback transaction") != 0)
+        return -1;
+    static const enum pg_stmt which[] = {PG_CP_DELETE_AFTER, PG_RES_DELETE_AFTER};
+    for (size_t i = 0; i < sizeof which / sizeof which[0]; i++) {
+        struct pg_params p = {0};
+        p_text(&p, run_id);
+        p_int(&p, seq);
+        PGresult *r = pg_exec(st, which[i], &p, what);
+        if (r == NULL) {
+            pg_abort(st);
+            return -1;
+        }
+        PQclear(r);
+    }
+    if (pg_commit(st, "cannot commit the rollback") != 0) {
+        pg_abort(st);
+        return -1;
+    }
+    return 0;
+}
+
+/* ---- results, events, state ------------------------------------------- */
+
+/* cb gets pointers valid during the call only. */
+static int pg_result_list(struct orch_store *base, const char *run_id, orch_result_cb cb, void *ud)
+{
+    struct pg_store *st = pg_of(base);
+    struct pg_params p = {0};
+    p_text(&p, run_id);
+    char what[300];
+    snprintf(what, sizeof what, "cannot list the results of run %s", run_id);
+    PGresult *r = pg_exec(st, PG_RES_LIST, &p, what);
+    if (r == NULL)
+        return -1;
+    int ret = 0;
+    for (int i = 0; i < PQntuples(r); i++) {
+        int oom = 0;
+        struct orch_result x;
+        x.seq = pg_col_int(r, i, 0);
+        x.key = PQgetisnull(r, i, 1) ? NULL : PQgetvalue(r, i, 1);
+        x.status = PQgetvalue(r, i, 2);
+        x.error = PQgetisnull(r, i, 3) ? NULL : PQgetvalue(r, i, 3);
+        char *data = pg_col_bytes(r, i, 4, &x.data_len, &oom);
+        x.data = data;
+        if (oom) {
+            ret = pg_fail(st, "%s: out of memory", what);
+            break;
+        }
+        int stop = cb(ud, &x);
+        free(data);
+        if (stop)
+            break;
+    }
+    PQclear(r);
+    return ret;
+}
+
+static int pg_event_add(struct orch_store *base, const char *run_id, const char *type, const char *data)
+{
+    struct pg_store *st = pg_of(base);
+    struct pg_params p = {0};
+    p_text(&p, run_id);
+    p_int(&p, orch_store_now_ms());
+    p_text(&p, type);
+    p_text(&p, data);
+    PGresult *r = pg_exec(st, PG_EV_INSERT, &p, "cannot record an event");
+    if (r == NULL)
+        return -1;
+    PQclear(r);
+    return 0;
+}
+
+static int pg_event_list(struct orch_store *base, const char *run_id, orch_event_cb cb, void *ud)
+{
+    struct pg_store *st = pg_of(base);
+    struct pg_params p = {0};
+    p_text(&p, run_id);
+    char what[300];
+    snprintf(what, sizeof what, "cannot list the events of run %s", run_id != NULL ? run_id : "(none)");
+    PGresult *r = pg_exec(st, PG_EV_LIST, &p, what);
+    if (r == NULL)
+        return -1;
+    int ret = 0;
+    for (int i = 0; i < PQntuples(r); i++) {
+        int oom = 0;
+        struct orch_event e;
+        e.id = pg_col_int(r, i, 0);
+        e.ts_ms = pg_col_int(r, i, 1);
+        e.type = pg_col_dup(r, i, 2, &oom);
+        e.data = pg_col_dup(r, i, 3, &oom);
+        if (oom) {
+            orch_event_clear(&e);
+            ret = pg_fail(st, "%s: out of memory", what);
+            break;
+        }
+        int stop = cb(ud, &e);
+        orch_event_clear(&e);
+        if (stop)
+            break;
+    }
+    PQclear(r);
+    return ret;
+}
+
+static int pg_state_list(struct orch_store *base, const char *run_id,
+                         int (*cb)(void *ud, const char *key, const char *value, size_t len), void *ud)
+{
+    struct pg_store *st = pg_of(base);
+    struct pg_params p = {0};
+    p_text(&p, run_id);
+    char what[300];
+    snprintf(what, sizeof what, "cannot list the state of run %s", run_id);
+    PGresult *r = pg_exec(st, PG_STATE_LIST, &p, what);
+    if (r == NULL)
+        return -1;
+    for (int i = 0; i < PQntuples(r); i++) {
+        if (cb(ud, PQgetvalue(r, i, 0), PQgetvalue(r, i, 1), (size_t)PQgetlength(r, i, 1)))
+            break;
+    }
+    PQclear(r);
+    return 0;
+}
+
+/* The one row of a no-parameter statement, or NULL with st->err set. */
+static PGresult *pg_row1(struct pg_store *st, enum pg_stmt i, const char *what)
+{
+    struct pg_params p = {0};
+    PGresult *r = pg_exec(st, i, &p, what);
+    if (r != NULL && PQntuples(r) != 1) {
+        PQclear(r);
+        pg_fail(st, "%s: no row", what);
+        return NULL;
+    }
+    return r;
+}
+
+static int pg_stats(struct orch_store *base, struct orch_store_stats *out)
+{
+    struct pg_store *st = pg_of(base);
+    memset(out, 0, sizeof *out);
+    PGresult *r = pg_row1(st, PG_STATS_RUNS, "cannot count runs");
+    if (r == NULL)
+        return -1;
+    out->runs = pg_col_int(r, 0, 0);
+    out->active = pg_col_int(r, 0, 1);
+    out->paused = pg_col_int(r, 0, 2);
+    out->failed = pg_col_int(r, 0, 3);
+    out->completed = pg_col_int(r, 0, 4);
+    out->recoveries = pg_col_int(r, 0, 5);
+    PQclear(r);
+    r = pg_row1(st, PG_STATS_CPS, "cannot count checkpoints");
+    if (r == NULL)
+        return -1;
+    out->checkpoints = pg_col_int(r, 0, 0);
+    out->checkpoint_mean_ms = pg_col_dbl(r, 0, 1);
+    out->checkpoint_max_ms = pg_col_dbl(r, 0, 2);
+    PQclear(r);
+    r = pg_row1(st, PG_STATS_JOURNAL, "cannot count journal entries");
+    if (r == NULL)
+        return -1;
+    out->journal_entries = pg_col_int(r, 0, 0);
+    out->journal_hits = pg_col_int(r, 0, 1);
+    out->journal_saved_usd = pg_col_dbl(r, 0, 2);
+    PQclear(r);
+    r = pg_row1(st, PG_STATS_SIZE, "cannot measure the database");
+    if (r == NULL)
+        return -1;
+    out->bytes = pg_col_int(r, 0, 0);
+    PQclear(r);
+    return 0;
+}
+
+/* ---- LLM response journal --------------------------------------------- */
+
+/* The values of PG_JR_INSERT for e. -1 (st->err set) for an entry that
+ * cannot be journaled. */
+static int pg_journal_params(struct pg_store *st, const struct orch_journal_entry *e, struct pg_params *p)
+{
+    if (e->key == NULL || e->key[0] == '\0')
+        return pg_fail(st, "cannot journal a response: it has no key");
+    if (e->response == NULL && e->response_len > 0)
+        return pg_fail(st, "cannot journal response %s: %zu bytes announced but no data", e->key,
+                       e->response_len);
+    memset(p, 0, sizeof *p);
+    p_text(p, e->key);
+    p_text(p, e->run_id);
+    p_text(p, e->provider);
+    p_text(p, e->model);
+    p_bytes(p, e->response, e->response_len);
+    p_int(p, e->tokens_in);
+    p_int(p, e->tokens_out);
+    p_dbl(p, e->cost_usd);
+    p_dbl(p, e->latency_ms);
+    p_int(p, e->created_ms != 0 ? e->created_ms : orch_store_now_ms());
+    return 0;
+}
+
+/* One autocommit INSERT: committed (and, with the server's default
+ * synchronous_commit, on its disk) when this returns. */
+static int pg_journal_put(struct orch_store *base, const struct orch_journal_entry *e)
+{
+    struct pg_store *st = pg_of(base);
+    struct pg_params p;
+    if (pg_journal_params(st, e, &p) != 0)
+        return -1;
+    PGresult *r = pg_exec(st, PG_JR_INSERT, &p, "cannot journal an LLM response");
+    if (r == NULL)
+        return -1;
+    PQclear(r);
+    return 0;
+}
+
+/* Fills out from row 0 of a PG_JR_COLS result. 0 or -1 (out of memory). */
+static int pg_journal_row(const PGresult *r, struct orch_journal_owned *out)
+{
+    int oom = 0;
+    memset(out, 0, sizeof *out);
+    out->key = pg_col_dup(r, 0, 0, &oom);
+    out->run_id = pg_col_dup(r, 0, 1, &oom);
+    out->provider = pg_col_dup(r, 0, 2, &oom);
+    out->model = pg_col_dup(r, 0, 3, &oom);
+    out->response = pg_col_bytes(r, 0, 4, &out->response_len, &oom);
+    if (out->response == NULL && !oom) {
+        out->response = calloc(1, 1);
+        oom = out->response == NULL;
+    }
+    out->tokens_in = pg_col_int(r, 0, 5);
+    out->tokens_out = pg_col_int(r, 0, 6);
+    out->cost_usd = pg_col_dbl(r, 0, 7);
+    out->latency_ms = pg_col_dbl(r, 0, 8);
+    out->created_ms = pg_col_int(r, 0, 9);
+    out->hits = pg_col_int(r, 0, 10);
+    if (oom) {
+        orch_journal_clear(out);
+        return -1;
+    }
+    return 0;
+}
+
+/* A lookup's result: 1 with out filled, 0 none, -1 error. */
+static int pg_journal_found(struct pg_store *st, const PGresult *r, const char *key,
+                            struct orch_journal_owned *out)
+{
+    if (PQntuples(r) == 0)
+        return 0;
+    if (pg_journal_row(r, out) != 0)
+        return pg_fail(st, "cannot read journaled response %s: out of memory", key);
+    return 1;
+}
+
+/* Looks up and counts the hit in one statement. Where the hit cannot be
+ * written (a read-only store or a failed UPDATE outside a transaction) the
+ * reply is read without counting it, since failing here would make the
+ * caller pay for the request again. */
+static int pg_journal_get(struct orch_store *base, const char *key, struct orch_journal_owned *out)
+{
+    struct pg_store *st = pg_of(base);
+    if (key == NULL)
+        return pg_fail(st, "cannot look up a journaled response: no key");
+    char what[300];
+    snprintf(what, sizeof what, "cannot look up journaled response %s", key);
+    struct pg_params p = {0};
+    p_text(&p, key);
+    PGresult *r = NULL;
+    if (!st->readonly)
+        r = pg_exec(st, PG_JR_GET_HIT, &p, what);
+    if (r == NULL && PQtransactionStatus(st->conn) == PQTRANS_IDLE)
+        r = pg_exec(st, PG_JR_GET, &p, what);
+    if (r == NULL)
+        return -1;
+    int ret = pg_journal_found(st, r, key, out);
+    PQclear(r);
+    return ret;
+}
+
+struct pg_batch {
+    struct pg_store *st;
+    size_t first; /* index of the first lookup among the queued statements */
+    struct orch_journal_lookup *gets;
+};
+
+static int pg_batch_answer(void *ud, size_t index, const PGresult *r)
+{
+    struct pg_batch *b = ud;
+    if (index < b->first)
+        return 0;
+    struct orch_journal_lookup *g = &b->gets[index - b->first];
+    int rc = pg_journal_found(b->st, r, g->key, &g->out);
+    if (rc < 0)
+        return -1;
+    g->found = rc;
+    return 0;
+}
+
+/* A group commit: the n puts and the m lookups (which see them) go out in
+ * one pipeline inside one transaction: two round trips besides BEGIN,
+ * whatever n and m. */
+static int pg_journal_batch(struct orch_store *base, const struct orch_journal_entry *e, size_t n,
+                            struct orch_journal_lookup *gets, size_t m)
+{
+    struct pg_store *st = pg_of(base);
+    for (size_t i = 0; i < m; i++) {
+        gets[i].found = 0;
+        memset(&gets[i].out, 0, sizeof gets[i].out);
+    }
+    if (n + m == 0)
+        return 0;
+    for (size_t i = 0; i < m; i++) {
+        if (gets[i].key == NULL)
+            return pg_fail(st, "cannot look up a journaled response: no key");
+    }
+    struct pg_params p;
+    for (size_t i = 0; i < n; i++) {
+        if (pg_journal_params(st, &e[i], &p) != 0)
+            return -1;
+    }
+    if (pg_begin(st, "cannot start journaling") != 0)
+        return -1;
+    const char *what = "cannot journal LLM responses";
+    if (pg_pipe_begin(st, what) != 0)
+        goto fail;
+    int sent = 0;
+    for (size_t i = 0; i < n && sent == 0; i++) {
+        pg_journal_params(st, &e[i], &p);
+        sent = pg_pipe_send(st, PG_JR_INSERT, &p, what);
+    }
+    for (size_t i = 0; i < m && sent == 0; i++) {
+        memset(&p, 0, sizeof p);
+        p_text(&p, gets[i].key);
+        sent = pg_pipe_send(st, st->readonly ? PG_JR_GET : PG_JR_GET_HIT, &p, what);
+    }
+    struct pg_batch b = {st, n, gets};
+    if (sent != 0) {
+        char keep[sizeof st->base.err];
+        memcpy(keep, st->base.err, sizeof keep);
+        pg_pipe_end(st, what, NULL, NULL);
+        memcpy(st->base.err, keep, sizeof keep);
+        goto fail;
+    }
+    if (pg_pipe_end(st, what, pg_batch_answer, &b) != 0)
+        goto fail;
+    if (pg_commit(st, "cannot commit journaled responses") != 0)
+        goto fail;
+    return 0;
+fail:
+    pg_abort(st);
+    for (size_t i = 0; i < m; i++) {
+        orch_journal_clear(&gets[i].out);
+        gets[i].found = 0;
+    }
+    return -1;
+}
+
+/* ---- open / close ----------------------------------------------------- */
+
+static void pg_close(struct orch_store *base)
+{
+    if (base == NULL)
+        return;
+    struct pg_store *st = pg_of(base);
+    PQfinish(st->conn);
+    free(st->target);
+    free(st->shown);
+    free(st);
+}
+
+static const struct orch_store_ops pg_ops = {
+    .name = "postgres",
+    .close = pg_close,
+    .run_create = pg_run_create,
+    .run_get = pg_run_get,
+    .run_find_unfinished = pg_run_find_unfinished,
+    .run_update = pg_run_update,
+    .run_claim = pg_run_claim,
+    .run_heartbeat = pg_run_heartbeat,
+    .run_list = pg_run_list,
+    .checkpoint_write = pg_checkpoint_write,
+    .checkpoint_latest = pg_checkpoint_latest,
+    .checkpoint_get = pg_checkpoint_get,
+    .checkpoint_list = pg_checkpoint_list,
+    .checkpoint_rollback = pg_checkpoint_rollback,
+    .result_list = pg_result_list,
+    .event_add = pg_event_add,
+    .event_list = pg_event_list,
+    .state_list = pg_state_list,
+    .stats = pg_stats,
+    .journal_put = pg_journal_put,
+    .journal_get = pg_journal_get,
+    .journal_batch = pg_journal_batch,
+    .run_delete = pg_run_delete,
+    .journal_prune = pg_journal_prune,
+    .vacuum = pg_vacuum,
+};
+
+/* Notices (e.g. from VACUUM) are not errors and must not reach stderr. */
+static void pg_quiet(void *arg, const char *message)
+{
+    (void)arg;
+    (void)message;
+}
+
+/* The message a user can act on when the connection fails: the server
+ * unreachable, the credentials refused, the database missing. libpq's
+ * own text says which; it never contains the password. */
+static void pg_connect_error(const char *shown, PGconn *conn, char *err, size_t errlen)
+{
+    const char *msg = conn != NULL ? PQerrorMessage(conn) : "out of memory";
+    /* libpq prefixes the server's reason with where it connected:
+     * 'connection to server on socket "..." failed: FATAL:  ...' */
+    const char *fatal = strstr(msg, "FATAL:  ");
+    char why[300];
+    pg_first_line(fatal != NULL ? fatal : msg, why, sizeof why);
+    if (strstr(msg, "password authentication failed") != NULL ||
+        strstr(msg, "no password supplied") != NULL || strstr(msg, "authentication failed") != NULL)
+        snprintf(err, errlen,
+                 "%s: cannot connect to PostgreSQL: the server refused the user or password (%s); check the "
+                 "URL's user, PGPASSWORD or ~/.pgpass",
+                 shown, why);
+    else if (fatal != NULL && strstr(fatal, "database") != NULL && strstr(fatal, "does not exist") != NULL)
+        snprintf(err, errlen, "%s: cannot connect to PostgreSQL: %s; create it (createdb) or fix the URL",
+                 shown, why);
+    else if (fatal != NULL)
+        snprintf(err, errlen, "%s: cannot connect to PostgreSQL: %s", shown, why);
+    else
+        snprintf(
+            err, errlen,
+            "%s: cannot connect to PostgreSQL: the server is not reachable (%s); check the host and port "
+            "and that the server is running",
+            shown, why);
+}
+
+/* Reads what the database holds: whether orch_meta is there, which of
+ * orch's table names exist, and the schema version. 0, or -1 with the
+ * message in err. */
+static int pg_probe(struct pg_store *st, int *has_meta, char *names, size_t nameslen, int64_t *version,
+                    char *err, size_t errlen)
+{
+    *has_meta = 0;
+    *version = 0;
+    names[0] = '\0';
+    PGresult *r = PQexec(st->conn, "SELECT to_regclass('orch_meta') IS NOT NULL, "
+                                   "(SELECT string_agg(t, ', ') FROM unnest(" PG_TABLES
+                                   ") t WHERE to_regclass(t) IS NOT NULL)");
+    if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1) {
+        char why[300];
+        pg_first_line(PQresultErrorMessage(r), why, sizeof why);
+        snprintf(err, errlen, "%s: cannot read the database: %s", st->shown, why);
+        PQclear(r);
+        return -1;
+    }
+    *has_meta = strcmp(PQgetvalue(r, 0, 0), "t") == 0;
+    snprintf(names, nameslen, "%s", PQgetvalue(r, 0, 1));
+    PQclear(r);
+    if (!*has_meta)
+        return 0;
+    r = PQexec(st->conn, "SELECT version FROM orch_meta WHERE app = 'orch'");
+    if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1) {
+        PQclear(r);
+        *has_meta = 0; /* an orch_meta that is not ours */
+        return 0;
+    }
+    *version = pg_col_int(r, 0, 0);
+    PQclear(r);
+    return 0;
+}
+
+/* Checks and brings the schema up to PG_SCHEMA_VERSION in one transaction
+ * under the advisory lock (read-only: checks only). 0, or -1 with the
+ * message in err; nothing is written when refusing. */
+static int pg_setup(struct pg_store *st, int readonly, char *err, size_t errlen)
+{
+    const char *begin = readonly ? "BEGIN READ ONLY" : "BEGIN";
+    PGresult *r = PQexec(st->conn, begin);
+    if (PQresultStatus(r) != PGRES_COMMAND_OK) {
+        char why[300];
+        pg_first_line(PQresultErrorMessage(r), why, sizeof why);
+        snprintf(err, errlen, "%s: cannot read the database: %s", st->shown, why);
+        PQclear(r);
+        return -1;
+    }
+    PQclear(r);
+    if (!readonly) {
+        r = PQexec(st->conn, "SELECT pg_advisory_xact_lock(" PG_LOCK_KEY ")");
+        if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+            char why[300];
+            pg_first_line(PQresultErrorMessage(r), why, sizeof why);
+            snprintf(err, errlen, "%s: cannot create or upgrade the schema: %s", st->shown, why);
+            PQclear(r);
+            goto fail;
+        }
+        PQclear(r);
+    }
+    int has_meta = 0;
+    int64_t version = 0;
+    char names[200];
+    if (pg_probe(st, &has_meta, names, sizeof names, &version, err, errlen) != 0)
+        goto fail;
+    if (!has_meta && names[0] != '\0') {
+        snprintf(
+            err, errlen,
+            "%s: the database has tables named like orch's (%s) that are not orch's; nothing was changed: "
+            "give orch a database (or schema) of its own",
+            st->shown, names);
+        goto fail;
+    }
+    if (version > PG_SCHEMA_VERSION) {
+        snprintf(err, errlen, "%s: created by a newer orch (schema %lld, this orch knows up to %d)",
+                 st->shown, (long long)version, PG_SCHEMA_VERSION);
+        goto fail;
+    }
+    if (readonly) {
+        if (!has_meta) {
+            snprintf(err, errlen,
+                     "no state store at %s (the database has no orch tables; no run has used it)", st->shown);
+            goto fail;
+        }
+        if (version < PG_SCHEMA_VERSION) {
+            snprintf(
+                err, errlen,
+                "%s: written by an older orch (schema %lld, this orch reads %d) and opened read-only; run "
+                "orch once with write access to the store to upgrade it",
+                st->shown, (long long)version, PG_SCHEMA_VERSION);
+            goto fail;
+        }
+    }
+    for (int64_t v = version; v < PG_SCHEMA_VERSION; v++) {
+        r = PQexec(st->conn, pg_migrations[v]);
+        if (PQresultStatus(r) != PGRES_COMMAND_OK) {
+            char why[300];
+            pg_first_line(PQresultErrorMessage(r), why, sizeof why);
+            snprintf(err, errlen, "%s: cannot create or upgrade the schema (to version %lld): %s", st->shown,
+                     (long long)v + 1, why);
+            PQclear(r);
+            goto fail;
+        }
+        PQclear(r);
+    }
+    r = PQexec(st->conn, "COMMIT");
+    if (PQresultStatus(r) != PGRES_COMMAND_OK) {
+        char why[300];
+        pg_first_line(PQresultErrorMessage(r), why, sizeof why);
+        snprintf(err, errlen, "%s: cannot create or upgrade the schema: %s", st->shown, why);
+        PQclear(r);
+        goto fail;
+    }
+    PQclear(r);
+    return 0;
+fail:
+    r = PQexec(st->conn, "ROLLBACK");
+    PQclear(r);
+    return -1;
+}
+
+struct orch_store *orch_store_pg_open(const char *target, int flags, char *err, size_t errlen)
+{
+    struct pg_store *st = calloc(1, sizeof *st);
+    char shown[400];
+    orch_store_display(target, shown, sizeof shown);
+    if (st != NULL) {
+        st->target = strdup(target);
+        st->shown = strdup(shown);
+    }
+    if (st == NULL || st->target == NULL || st->shown == NULL) {
+        snprintf(err, errlen, "%s: out of memory", shown);
+        if (st != NULL)
+            pg_close(&st->base);
+        return NULL;
+    }
+    st->base.ops = &pg_ops;
+    st->readonly = (flags & ORCH_STORE_READONLY) != 0;
+    /* the URL's own settings come after the defaults, so they win */
+    const char *const keys[] = {"connect_timeout", "fallback_application_name", "dbname", NULL};
+    const char *const vals[] = {"10", "orch", target, NULL};
+    st->conn = PQconnectdbParams(keys, vals, 1);
+    if (st->conn == NULL || PQstatus(st->conn) != CONNECTION_OK) {
+        pg_connect_error(st->shown, st->conn, err, errlen);
+        pg_close(&st->base);
+        return NULL;
+    }
+    PQsetNoticeProcessor(st->conn, pg_quiet, NULL);
+    if (pg_setup(st, st->readonly, err, errlen) != 0) {
+        pg_close(&st->base);
+        return NULL;
+    }
+    if (st->readonly) {
+        PGresult *r = PQexec(st->conn, "SET default_transaction_read_only = on");
+        PQclear(r);
+    }
+    if (pg_prepare_all(st, err, errlen) != 0) {
+        pg_close(&st->base);
+        return NULL;
+    }
+    return &st->base;
+}

@@ -496,7 +496,11 @@ static int pg_pipe_send(struct pg_store *st, enum pg_stmt i, const struct pg_par
  * queued statements. Leaves pipeline mode. 0, or -1 with st->err from the
  * first statement that failed (the ones after it are skipped by the
  * server). */
-static int pg_pipe_end(struct pg_store *st, const char *what,
+/* How a caller names the statement at index for a message ("cannot store
+ * result 8 of run r1"). */
+typedef void (*pg_namer)(void *ud, size_t index, char *what, size_t whatlen);
+
+static int pg_pipe_end(struct pg_store *st, const char *what, pg_namer namer, void *nud,
                        int (*cb)(void *ud, size_t index, const PGresult *r), void *ud)
 {
     int ret = 0;
@@ -525,9 +529,12 @@ static int pg_pipe_end(struct pg_store *st, const char *what,
             break;
         }
         got_result = 1;
-        if (ret == 0 && s != PGRES_COMMAND_OK && s != PGRES_TUPLES_OK)
-            ret = pg_fail_res(st, r, what);
-        else if (ret == 0 && s == PGRES_TUPLES_OK && cb != NULL && cb(ud, index, r) != 0)
+        if (ret == 0 && s != PGRES_COMMAND_OK && s != PGRES_TUPLES_OK) {
+            char named[300];
+            if (namer != NULL)
+                namer(nud, index, named, sizeof named);
+            ret = pg_fail_res(st, r, namer != NULL ? named : what);
+        } else if (ret == 0 && s == PGRES_TUPLES_OK && cb != NULL && cb(ud, index, r) != 0)
             ret = -1;
         PQclear(r);
     }
@@ -905,6 +912,34 @@ static int pg_checkpoint_row(const PGresult *r, int row, struct orch_checkpoint 
     return 0;
 }
 
+/* What a checkpoint write queues, in order: the results, the state
+ * entries, the run update, the checkpoint. */
+struct pg_cp_names {
+    const char *run_id;
+    int64_t seq;
+    const struct orch_result *res;
+    size_t nres;
+    const struct orch_kv *state;
+    size_t nstate;
+};
+
+static void pg_cp_namer(void *ud, size_t index, char *what, size_t whatlen)
+{
+    const struct pg_cp_names *n = ud;
+    if (index < n->nres) {
+        snprintf(what, whatlen, "cannot store result %lld of run %s", (long long)n->res[index].seq,
+                 n->run_id);
+    } else if (index < n->nres + n->nstate) {
+        const char *key = n->state[index - n->nres].key;
+        snprintf(what, whatlen, "cannot store state key %s of run %s", key != NULL ? key : "(null)",
+                 n->run_id);
+    } else if (index == n->nres + n->nstate) {
+        snprintf(what, whatlen, "cannot update run");
+    } else {
+        snprintf(what, whatlen, "cannot store checkpoint %lld of run %s", (long long)n->seq, n->run_id);
+    }
+}
+
 /* One transaction, as on SQLite: the run row is locked and the next seq
  * read, then the results, state, run counters and the checkpoint go out
  * in one pipeline (one round trip), then COMMIT. On success sets c->seq,
@@ -959,6 +994,7 @@ static int pg_checkpoint_write(struct orch_store *base, const struct orch_run *r
         bytes += (int64_t)strlen(c->reason);
 
     snprintf(what, sizeof what, "cannot store checkpoint %lld of run %s", (long long)seq, run_id);
+    struct pg_cp_names names = {run_id, seq, res, nres, state, nstate};
     if (pg_pipe_begin(st, what) != 0)
         goto fail;
     int sent = 0;
@@ -1014,11 +1050,11 @@ static int pg_checkpoint_write(struct orch_store *base, const struct orch_run *r
         /* leave pipeline mode; the message of the failed send is kept */
         char keep[sizeof st->base.err];
         memcpy(keep, st->base.err, sizeof keep);
-        pg_pipe_end(st, what, NULL, NULL);
+        pg_pipe_end(st, what, NULL, NULL, NULL, NULL);
         memcpy(st->base.err, keep, sizeof keep);
         goto fail;
     }
-    if (pg_pipe_end(st, what, NULL, NULL) != 0)
+    if (pg_pipe_end(st, what, pg_cp_namer, &names, NULL, NULL) != 0)
         goto fail;
 
     char *sum_copy = strdup(sum);
@@ -1467,11 +1503,11 @@ static int pg_journal_batch(struct orch_store *base, const struct orch_journal_e
     if (sent != 0) {
         char keep[sizeof st->base.err];
         memcpy(keep, st->base.err, sizeof keep);
-        pg_pipe_end(st, what, NULL, NULL);
+        pg_pipe_end(st, what, NULL, NULL, NULL, NULL);
         memcpy(st->base.err, keep, sizeof keep);
         goto fail;
     }
-    if (pg_pipe_end(st, what, pg_batch_answer, &b) != 0)
+    if (pg_pipe_end(st, what, NULL, NULL, pg_batch_answer, &b) != 0)
         goto fail;
     if (pg_commit(st, "cannot commit journaled responses") != 0)
         goto fail;

@@ -167,6 +167,21 @@ describe("orch.store.open read-only", function()
   end)
 end)
 
+describe("orch.log.mask", function()
+  local mask = require("orch.log").mask
+  it("hides the password of every store URL in a message, and nothing else", function()
+    assert.are.equal("postgres://sam:***@db:5432/orch: cannot connect",
+      mask("postgres://sam:s3cr3t@db:5432/orch: cannot connect"))
+    assert.are.equal("start over with orch run wf.lua --db 'postgres:///orch?host=/run/pg&password=***&user=u' --fresh",
+      mask("start over with orch run wf.lua --db 'postgres:///orch?host=/run/pg&password=pw&user=u' --fresh"))
+    assert.are.equal("postgres:///orch?user=u&password=***: cannot connect",
+      mask("postgres:///orch?user=u&password=pw: cannot connect"))
+    assert.are.equal("no runs yet in postgres://sam@db/orch", mask("no runs yet in postgres://sam@db/orch"))
+    assert.are.equal("no run 'x' in .orch/state.db", mask("no run 'x' in .orch/state.db"))
+    assert.are.equal("row 3 (key a:b@c): failed", mask("row 3 (key a:b@c): failed"))
+  end)
+end)
+
 describe("orch.hash.file", function()
   it("is the XXH3-128 of the whole file, read in blocks", function()
     local hash = require "orch.hash"

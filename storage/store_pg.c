@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 /* pg_advisory_xact_lock key held while the schema is checked and migrated:
  * "ORCH" in ASCII. */
@@ -377,17 +378,32 @@ static int pg_prepare_all(struct pg_store *st, char *err, size_t errlen)
     return 0;
 }
 
-/* A connection the server dropped (restart, idle timeout) is opened again
- * once, outside a transaction, before a statement fails for it: nothing
- * is lost, since every write is a transaction of its own or in one the
- * caller retries. 1 reconnected, 0 not. */
+/* How long a lost connection is tried again: a server restart takes a
+ * few seconds. */
+#define PG_RECONNECT_TRIES 40
+#define PG_RECONNECT_PAUSE_NS 250000000L
+
+/* A connection the server dropped (restart, failover, idle timeout) is
+ * opened again, for up to 10 s, with the statements prepared anew. Callers
+ * do it outside a transaction only, and then run again what failed:
+ * nothing is lost, since every write is a transaction of its own (or
+ * one whose rerun is harmless). 1 reconnected, 0 not. */
 static int pg_reconnect(struct pg_store *st)
 {
     if (PQstatus(st->conn) != CONNECTION_BAD)
         return 0;
-    PQreset(st->conn);
+    for (int i = 0; i < PG_RECONNECT_TRIES; i++) {
+        if (i > 0) {
+            struct timespec pause = {0, PG_RECONNECT_PAUSE_NS};
+            nanosleep(&pause, NULL);
+        }
+        PQreset(st->conn);
+        if (PQstatus(st->conn) == CONNECTION_OK)
+            break;
+    }
     if (PQstatus(st->conn) != CONNECTION_OK)
         return 0;
+    st->in_tx = 0;
     char err[512];
     if (st->readonly) {
         PGresult *r = PQexec(st->conn, "SET default_transaction_read_only = on");
@@ -437,10 +453,12 @@ static int pg_simple(struct pg_store *st, const char *sql, const char *what)
     return 0;
 }
 
+/* BEGIN, on a connection opened again if the server dropped it (which
+ * libpq learns only when the next statement fails). */
 static int pg_begin(struct pg_store *st, const char *what)
 {
     pg_reconnect(st);
-    if (pg_simple(st, "BEGIN", what) != 0)
+    if (pg_simple(st, "BEGIN", what) != 0 && (!pg_reconnect(st) || pg_simple(st, "BEGIN", what) != 0))
         return -1;
     st->in_tx = 1;
     return 0;
@@ -945,9 +963,9 @@ static void pg_cp_namer(void *ud, size_t index, char *what, size_t whatlen)
  * in one pipeline (one round trip), then COMMIT. On success sets c->seq,
  * created_ms (when 0), checksum, bytes and duration_ms as SQLite's
  * backend does; on failure nothing is written and c is untouched. */
-static int pg_checkpoint_write(struct orch_store *base, const struct orch_run *run, struct orch_checkpoint *c,
-                               const struct orch_result *res, size_t nres, const struct orch_kv *state,
-                               size_t nstate)
+static int pg_checkpoint_write_once(struct orch_store *base, const struct orch_run *run,
+                                    struct orch_checkpoint *c, const struct orch_result *res, size_t nres,
+                                    const struct orch_kv *state, size_t nstate)
 {
     struct pg_store *st = pg_of(base);
     double t0 = orch_store_mono_ms();
@@ -1079,6 +1097,21 @@ fail:
     pg_abort(st);
     free(packed);
     return -1;
+}
+
+/* A checkpoint whose transaction the lost connection took along is
+ * written again on a new one. Should the first COMMIT have landed with
+ * only its reply lost, the second writes the same cursor and results once
+ * more under the next seq: resuming from either gives the same run. */
+static int pg_checkpoint_write(struct orch_store *base, const struct orch_run *run, struct orch_checkpoint *c,
+                               const struct orch_result *res, size_t nres, const struct orch_kv *state,
+                               size_t nstate)
+{
+    struct pg_store *st = pg_of(base);
+    int rc = pg_checkpoint_write_once(base, run, c, res, nres, state, nstate);
+    if (rc != 0 && pg_reconnect(st))
+        rc = pg_checkpoint_write_once(base, run, c, res, nres, state, nstate);
+    return rc;
 }
 
 static int pg_checkpoint_latest(struct orch_store *base, const char *run_id, struct orch_checkpoint *out,
@@ -1465,8 +1498,8 @@ static int pg_batch_answer(void *ud, size_t index, const PGresult *r)
 /* A group commit: the n puts and the m lookups (which see them) go out in
  * one pipeline inside one transaction: two round trips besides BEGIN,
  * whatever n and m. */
-static int pg_journal_batch(struct orch_store *base, const struct orch_journal_entry *e, size_t n,
-                            struct orch_journal_lookup *gets, size_t m)
+static int pg_journal_batch_once(struct orch_store *base, const struct orch_journal_entry *e, size_t n,
+                                 struct orch_journal_lookup *gets, size_t m)
 {
     struct pg_store *st = pg_of(base);
     for (size_t i = 0; i < m; i++) {
@@ -1519,6 +1552,18 @@ fail:
         gets[i].found = 0;
     }
     return -1;
+}
+
+/* Sent again on a new connection when the server dropped the first: the
+ * puts keep the first reply of a key, so a rerun changes nothing but the
+ * hits. */
+static int pg_journal_batch(struct orch_store *base, const struct orch_journal_entry *e, size_t n,
+                            struct orch_journal_lookup *gets, size_t m)
+{
+    int rc = pg_journal_batch_once(base, e, n, gets, m);
+    if (rc != 0 && pg_reconnect(pg_of(base)))
+        rc = pg_journal_batch_once(base, e, n, gets, m);
+    return rc;
 }
 
 /* ---- open / close ----------------------------------------------------- */

@@ -3,7 +3,8 @@
 # bad databases are refused with orch's message, the password masked, and
 # nothing touched; a run with an LLM stage killed -9 several times and
 # resumed on PostgreSQL writes output byte-identical to an uninterrupted
-# run, the journal answering the requests sent again.
+# run, the journal answering the requests sent again; a server restart
+# mid-run is ridden out.
 . tests/lib.sh
 . tests/pg_lib.sh
 start_pg
@@ -103,6 +104,18 @@ wait "$p1"; r1=$?
 wait "$p2"; r2=$?
 expect_eq "two orch processes on a fresh database both finish" "$r1 $r2" "0 0"
 expect_eq "the schema was made once" "$(pg_db twin "select version from orch_meta")" 2
+
+# the server restarts mid-run: the run connects again and goes on
+pg_sql "CREATE DATABASE bounce"
+"$ORCH" run slow.lua --db "$(pg_url bounce)" --set out=out/bounce.jsonl --set sleep=0.02 >bounce.log 2>&1 &
+pid=$!
+wait_lines out/bounce.jsonl 600
+(cd / && runuser -u postgres -- "$PGBIN/pg_ctl" -D "$SOCK/data" -m fast -w restart -l "$SOCK/server.log" \
+  -o "-k $SOCK -c listen_addresses='' -c max_connections=50" >/dev/null)
+wait "$pid"
+expect_eq "a run through a server restart exits 0" "$?" 0
+expect_eq "with every row once" "$(ids out/bounce.jsonl)" "$expected"
+expect_eq "and its store says completed" "$(pg_db bounce "select status, rows_done from runs")" "completed|3000"
 
 # ---- bad input ----------------------------------------------------------
 for url in "redis://localhost:6379/0" "mysql://bob:hunter2@db/orch" "postgress://bob:hunter2@/orch"; do

@@ -1603,6 +1603,49 @@ static void test_readonly(const char *dir)
     free(after);
 }
 
+/* Results without data, as runs write them, with keys and errors that
+ * need quoting somewhere (a backend may send them as arrays), out of seq
+ * order, and one upserted again by a later checkpoint. */
+static void test_results_quoted(struct orch_store *st)
+{
+    struct orch_run run = make_run("rq", "quote", "idQ", ORCH_RUN_RUNNING, 5000);
+    CHECK(st->ops->run_create(st, &run) == 0);
+    struct orch_result res[] = {
+        {3, "NULL", "ok", NULL, NULL, 0},
+        {1, "a\"b", "failed", "it said \"no\", then {x,y}", NULL, 0},
+        {2, "c\\d,{e}", "dropped", NULL, NULL, 0},
+        {4, NULL, "ok", NULL, NULL, 0},
+    };
+    struct orch_checkpoint c = {0};
+    c.reason = (char *)"rows";
+    CHECK(st->ops->checkpoint_write(st, &run, &c, res, 4, NULL, 0) == 0);
+    free(c.checksum);
+    struct orch_result again[] = {{2, "c2", "ok", NULL, NULL, 0}, {5, "e", "ok", NULL, NULL, 0}};
+    struct orch_checkpoint c2 = {0};
+    CHECK(st->ops->checkpoint_write(st, &run, &c2, again, 2, NULL, 0) == 0);
+    free(c2.checksum);
+    struct results rs = {0};
+    CHECK(st->ops->result_list(st, "rq", collect_result, &rs) == 0);
+    CHECK(rs.n == 5);
+    CHECK(rs.seq[0] == 1 && rs.seq[4] == 5);
+    CHECK_STR(rs.key[0], "a\"b");
+    CHECK_STR(rs.status[0], "failed");
+    CHECK(rs.has_error[0] && !rs.has_error[1]);
+    CHECK_STR(rs.key[1], "c2");
+    CHECK_STR(rs.key[2], "NULL");
+    CHECK_STR(rs.key[3], "");
+    CHECK(rs.null_data[0] && rs.null_data[3]);
+    /* a result without a status is refused, naming it, and nothing is written */
+    struct orch_result bad[] = {{6, "f", "ok", NULL, NULL, 0}, {7, "g", NULL, NULL, NULL, 0}};
+    struct orch_checkpoint c3 = {0};
+    CHECK(st->ops->checkpoint_write(st, &run, &c3, bad, 2, NULL, 0) == -1);
+    CHECK_HAS(st->err, "cannot store result 7 of run rq");
+    int n = 0;
+    CHECK(st->ops->result_list(st, "rq", count_result, &n) == 0);
+    CHECK(n == 5);
+    CHECK(st->ops->run_delete(st, "rq") == 1);
+}
+
 /* PostgreSQL only: refusals at open, each leaving the database as it
  * was; the password never in a message. url: the test server. */
 static void test_pg_refusals(const char *url)
@@ -1737,6 +1780,7 @@ int main(int argc, char **argv)
     if (backend == B_MEMORY) {
         /* nothing outlives the connection: no reopening */
         test_retention(st, target);
+        test_results_quoted(st);
         st->ops->close(st);
         return check_report();
     }
@@ -1747,6 +1791,7 @@ int main(int argc, char **argv)
     CHECK(st != NULL);
     if (st != NULL) {
         test_retention(st, target);
+        test_results_quoted(st);
         st->ops->close(st);
     }
 

@@ -94,6 +94,15 @@ expect_grep "gc says what it removed" "gc: removed 2 run\(s\) \(2 completed\)" g
 expect_eq "no run, checkpoint, result or state left" \
   "$(pg_sql "select (select count(*) from runs) + (select count(*) from checkpoints) + (select count(*) from results) + (select count(*) from state)")" 0
 
+ORCH_DB=$PG_URL run_orch env.log stats
+expect_grep "ORCH_DB names the store too" "^store +postgres:///orch\?host=.*&user=orch$" env.log
+expect_grep "and reads it" "^runs +0 total" env.log
+pg_sql "CREATE DATABASE empty"
+run_orch empty.log ls --db "$(pg_url empty)"
+expect_eq "inspecting a database orch never used: exit 2" "$RC" 2
+expect_grep "says so, and creates nothing" "no state store at postgres:///empty\?.*\(the database has no orch tables; no run has used it\)" empty.log
+expect_eq "no table was made" "$("$PGBIN/psql" -qAt -h "$SOCK" -U orch -d empty -c "select count(*) from pg_tables where schemaname = 'public'")" 0
+
 # two processes creating the schema at once: one migration, both run
 pg_sql "CREATE DATABASE twin"
 "$ORCH" run slow.lua --db "$(pg_url twin)" --set out=out/t1.jsonl >t1.log 2>&1 &

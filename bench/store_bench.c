@@ -95,8 +95,12 @@ int main(int argc, char **argv)
     for (int r = 0; r < ROUNDS; r++) {
         for (int i = 0; i < NJ; i++) {
             snprintf(jkeys[r][i], sizeof jkeys[r][i], "%s-%d-%d", run_id, r, i);
-            e[i] = (struct orch_journal_entry){.key = jkeys[r][i], .run_id = run_id, .provider = "openai",
-                                               .model = "m", .response = reply, .response_len = sizeof reply};
+            e[i] = (struct orch_journal_entry){.key = jkeys[r][i],
+                                               .run_id = run_id,
+                                               .provider = "openai",
+                                               .model = "m",
+                                               .response = reply,
+                                               .response_len = sizeof reply};
             /* half the lookups find a reply of the round before, half miss */
             g[i] = (struct orch_journal_lookup){.key = r > 0 && i % 2 ? jkeys[r - 1][i] : "missing"};
         }

@@ -194,29 +194,31 @@ static int pg_probe(PGconn *conn, const char *shown, int *has_meta, char *names,
 /* Checks and brings the schema up to PG_SCHEMA_VERSION in one transaction
  * under the advisory lock (read-only: checks only). 0, or -1 with the
  * message in err; nothing is written when refusing. */
-int orch_pg_setup(PGconn *conn, const char *shown, int readonly, char *err, size_t errlen)
+/* Runs constant SQL expecting status want. 0, or -1 with "SHOWN: what:
+ * <the server's reason>" in err. */
+static int pg_setup_exec(PGconn *conn, const char *sql, ExecStatusType want, const char *shown,
+                         const char *what, char *err, size_t errlen)
 {
-    const char *begin = readonly ? "BEGIN READ ONLY" : "BEGIN";
-    PGresult *r = PQexec(conn, begin);
-    if (PQresultStatus(r) != PGRES_COMMAND_OK) {
+    PGresult *r = PQexec(conn, sql);
+    int ok = PQresultStatus(r) == want;
+    if (!ok) {
         char why[300];
         orch_pg_first_line(PQresultErrorMessage(r), why, sizeof why);
-        snprintf(err, errlen, "%s: cannot read the database: %s", shown, why);
-        PQclear(r);
-        return -1;
+        snprintf(err, errlen, "%s: %s: %s", shown, what, why);
     }
     PQclear(r);
-    if (!readonly) {
-        r = PQexec(conn, "SELECT pg_advisory_xact_lock(" PG_LOCK_KEY ")");
-        if (PQresultStatus(r) != PGRES_TUPLES_OK) {
-            char why[300];
-            orch_pg_first_line(PQresultErrorMessage(r), why, sizeof why);
-            snprintf(err, errlen, "%s: cannot create or upgrade the schema: %s", shown, why);
-            PQclear(r);
-            goto fail;
-        }
-        PQclear(r);
-    }
+    return ok ? 0 : -1;
+}
+
+int orch_pg_setup(PGconn *conn, const char *shown, int readonly, char *err, size_t errlen)
+{
+    const char *upgrade = "cannot create or upgrade the schema";
+    if (pg_setup_exec(conn, readonly ? "BEGIN READ ONLY" : "BEGIN", PGRES_COMMAND_OK, shown,
+                      "cannot read the database", err, errlen) != 0)
+        return -1;
+    if (!readonly && pg_setup_exec(conn, "SELECT pg_advisory_xact_lock(" PG_LOCK_KEY ")", PGRES_TUPLES_OK,
+                                   shown, upgrade, err, errlen) != 0)
+        goto fail;
     int has_meta = 0;
     int64_t version = 0;
     char names[200];
@@ -235,45 +237,28 @@ int orch_pg_setup(PGconn *conn, const char *shown, int readonly, char *err, size
                  (long long)version, PG_SCHEMA_VERSION);
         goto fail;
     }
-    if (readonly) {
-        if (!has_meta) {
-            snprintf(err, errlen,
-                     "no state store at %s (the database has no orch tables; no run has used it)", shown);
-            goto fail;
-        }
-        if (version < PG_SCHEMA_VERSION) {
-            snprintf(
-                err, errlen,
-                "%s: written by an older orch (schema %lld, this orch reads %d) and opened read-only; run "
-                "orch once with write access to the store to upgrade it",
-                shown, (long long)version, PG_SCHEMA_VERSION);
-            goto fail;
-        }
-    }
-    for (int64_t v = version; v < PG_SCHEMA_VERSION; v++) {
-        r = PQexec(conn, pg_migrations[v]);
-        if (PQresultStatus(r) != PGRES_COMMAND_OK) {
-            char why[300];
-            orch_pg_first_line(PQresultErrorMessage(r), why, sizeof why);
-            snprintf(err, errlen, "%s: cannot create or upgrade the schema (to version %lld): %s", shown,
-                     (long long)v + 1, why);
-            PQclear(r);
-            goto fail;
-        }
-        PQclear(r);
-    }
-    r = PQexec(conn, "COMMIT");
-    if (PQresultStatus(r) != PGRES_COMMAND_OK) {
-        char why[300];
-        orch_pg_first_line(PQresultErrorMessage(r), why, sizeof why);
-        snprintf(err, errlen, "%s: cannot create or upgrade the schema: %s", shown, why);
-        PQclear(r);
+    if (readonly && !has_meta) {
+        snprintf(err, errlen, "no state store at %s (the database has no orch tables; no run has used it)",
+                 shown);
         goto fail;
     }
-    PQclear(r);
+    if (readonly && version < PG_SCHEMA_VERSION) {
+        snprintf(err, errlen,
+                 "%s: written by an older orch (schema %lld, this orch reads %d) and opened read-only; run "
+                 "orch once with write access to the store to upgrade it",
+                 shown, (long long)version, PG_SCHEMA_VERSION);
+        goto fail;
+    }
+    for (int64_t v = version; v < PG_SCHEMA_VERSION; v++) {
+        char what[80];
+        snprintf(what, sizeof what, "%s (to version %lld)", upgrade, (long long)v + 1);
+        if (pg_setup_exec(conn, pg_migrations[v], PGRES_COMMAND_OK, shown, what, err, errlen) != 0)
+            goto fail;
+    }
+    if (pg_setup_exec(conn, "COMMIT", PGRES_COMMAND_OK, shown, upgrade, err, errlen) != 0)
+        goto fail;
     return 0;
 fail:
-    r = PQexec(conn, "ROLLBACK");
-    PQclear(r);
+    PQclear(PQexec(conn, "ROLLBACK"));
     return -1;
 }

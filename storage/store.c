@@ -14,21 +14,91 @@
 #include <xxhash.h>
 #include <zstd.h>
 
-/* How a target string picks a backend: the first entry whose prefix
- * matches wins, "" matches anything. A backend not built in yet has
- * open == NULL, so "postgres://..." is refused clearly instead of being
- * taken for a file name. Adding PostgreSQL = filling in its open. */
+/* How a target picks a backend: a URL ("scheme://...") by its scheme,
+ * anything else is a file path or ":memory:" for SQLite. A URL of a scheme
+ * with no backend is refused rather than taken for a file name. A backend
+ * not built in has open == NULL. */
 struct store_backend {
-    const char *prefix;
+    const char *scheme;
     const char *name;
     struct orch_store *(*open)(const char *target, int flags, char *err, size_t errlen);
 };
 
 static const struct store_backend store_backends[] = {
-    {"postgres://", "PostgreSQL", NULL},
-    {"postgresql://", "PostgreSQL", NULL},
-    {"", "SQLite", orch_store_sqlite_open},
+    {"postgres", "PostgreSQL", orch_store_pg_open},
+    {"postgresql", "PostgreSQL", orch_store_pg_open},
 };
+
+#define STORE_SCHEMES "postgres:// or postgresql:// URLs, a file path or :memory:"
+
+/* Length of target's URL scheme ("postgres" in "postgres://..."), or 0
+ * when target is not a URL: a scheme is a letter then letters, digits,
+ * '+', '-' or '.', followed by "://". */
+static size_t url_scheme_len(const char *target)
+{
+    size_t i = 0;
+    if (!((target[0] >= 'a' && target[0] <= 'z') || (target[0] >= 'A' && target[0] <= 'Z')))
+        return 0;
+    while (target[i] != '\0' &&
+           strchr("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+-.", target[i]) != NULL)
+        i++;
+    return strncmp(target + i, "://", 3) == 0 ? i : 0;
+}
+
+/* Appends n bytes of s to out (capacity outlen, *at used), truncating. */
+static void put_bytes(char *out, size_t outlen, size_t *at, const char *s, size_t n)
+{
+    for (size_t i = 0; i < n && *at + 1 < outlen; i++)
+        out[(*at)++] = s[i];
+}
+
+void orch_store_display(const char *target, char *out, size_t outlen)
+{
+    if (outlen == 0)
+        return;
+    size_t at = 0;
+    size_t scheme = target != NULL ? url_scheme_len(target) : 0;
+    if (scheme == 0) {
+        put_bytes(out, outlen, &at, target != NULL ? target : "", target != NULL ? strlen(target) : 0);
+        out[at] = '\0';
+        return;
+    }
+    const char *p = target + scheme + 3;
+    /* authority: up to the first '/', '?' or '#'; user info ends at its last '@' */
+    size_t auth = strcspn(p, "/?#");
+    const char *at_sign = NULL;
+    for (size_t i = 0; i < auth; i++) {
+        if (p[i] == '@')
+            at_sign = p + i;
+    }
+    const char *colon = at_sign != NULL ? memchr(p, ':', (size_t)(at_sign - p)) : NULL;
+    if (colon != NULL) {
+        put_bytes(out, outlen, &at, target, (size_t)(colon + 1 - target));
+        put_bytes(out, outlen, &at, "***", 3);
+        p = at_sign;
+    } else {
+        put_bytes(out, outlen, &at, target, (size_t)(p - target));
+    }
+    /* the rest, with the value of every password= query parameter masked */
+    const char *q = strchr(p, '?');
+    if (q == NULL) {
+        put_bytes(out, outlen, &at, p, strlen(p));
+        out[at] = '\0';
+        return;
+    }
+    put_bytes(out, outlen, &at, p, (size_t)(q - p));
+    while (*q != '\0') {
+        size_t param = strcspn(q + 1, "&#") + 1; /* the separator and the parameter */
+        if (strncmp(q + 1, "password=", 9) == 0) {
+            put_bytes(out, outlen, &at, q, 10);
+            put_bytes(out, outlen, &at, "***", 3);
+        } else {
+            put_bytes(out, outlen, &at, q, param);
+        }
+        q += param;
+    }
+    out[at] = '\0';
+}
 
 struct orch_store *orch_store_open(const char *target, char *err, size_t errlen)
 {
@@ -41,19 +111,25 @@ struct orch_store *orch_store_open_flags(const char *target, int flags, char *er
         snprintf(err, errlen, "no state database given (use --db PATH or ORCH_DB)");
         return NULL;
     }
+    size_t scheme = url_scheme_len(target);
+    if (scheme == 0)
+        return orch_store_sqlite_open(target, flags, err, errlen);
+    char shown[400];
+    orch_store_display(target, shown, sizeof shown);
     size_t n = sizeof store_backends / sizeof store_backends[0];
     for (size_t i = 0; i < n; i++) {
         const struct store_backend *b = &store_backends[i];
-        if (strncmp(target, b->prefix, strlen(b->prefix)) != 0)
+        if (strlen(b->scheme) != scheme || strncmp(target, b->scheme, scheme) != 0)
             continue;
         if (b->open == NULL) {
-            snprintf(err, errlen, "%s: %s state stores are not supported by this build of orch", target,
+            snprintf(err, errlen, "%s: %s state stores are not supported by this build of orch", shown,
                      b->name);
             return NULL;
         }
         return b->open(target, flags, err, errlen);
     }
-    snprintf(err, errlen, "%s: no storage backend for this target", target);
+    snprintf(err, errlen, "%s: no state store backend for %.*s:// URLs (orch takes " STORE_SCHEMES ")", shown,
+             (int)scheme, target);
     return NULL;
 }
 

@@ -3,8 +3,9 @@
  *
  * The core talks to a struct orch_store through its ops table; the SQLite
  * backend (store_sqlite.c) is the default, and a path of ":memory:" gives
- * an ephemeral in-memory database for tests and throwaway runs. A later
- * PostgreSQL backend fills the same table.
+ * an ephemeral in-memory database for tests and throwaway runs. A
+ * postgres:// or postgresql:// URL picks the PostgreSQL backend
+ * (store_pg.c), which fills the same table.
  *
  * A checkpoint is written in one transaction together with the results
  * buffered since the previous one, the run's counters and its state, so a
@@ -22,7 +23,8 @@
  * Strings in structs filled by the store are heap copies owned by the
  * struct (free with orch_run_clear / orch_checkpoint_clear / ...). Strings
  * passed in are only read during the call. Every function returns -1 on
- * error with a message in st->err ("state.db: <reason>").
+ * error with a message in st->err ("<the store>: <reason>", the store
+ * named by its path or by its URL with the password masked).
  * Pure C: depends on libc, and the backends on their libraries. */
 #ifndef ORCH_STORE_H
 #define ORCH_STORE_H
@@ -267,11 +269,15 @@ struct orch_store {
 };
 
 /* Opens the store at target: a file path (created with its parent
- * directory when missing) or ":memory:". Refuses, with a message naming
- * the file, a file that is not a database, a corrupt one, one whose schema
- * is newer than this orch knows, and one that cannot be written (e.g. a
- * read-only directory). Never overwrites a file it refuses. Returns NULL
- * with the message in err. */
+ * directory when missing), ":memory:", or a postgres:// / postgresql://
+ * URL (the schema created in that database when missing). A URL of any
+ * other scheme is refused, never taken for a file name. Refuses, with a
+ * message naming the file or the URL (password masked), a file that is
+ * not a database, a corrupt one, another program's database, one whose
+ * schema is newer than this orch knows, one that cannot be written (e.g.
+ * a read-only directory) and a server that cannot be reached or refuses
+ * the login. Never overwrites what it refuses. Returns NULL with the
+ * message in err. */
 struct orch_store *orch_store_open(const char *target, char *err, size_t errlen);
 
 /* Flags of orch_store_open_flags. */
@@ -285,6 +291,11 @@ enum {
 
 /* orch_store_open with flags (0 = orch_store_open). */
 struct orch_store *orch_store_open_flags(const char *target, int flags, char *err, size_t errlen);
+
+/* target as messages show it: a URL's password (user:PASSWORD@ and any
+ * password= query parameter) replaced by "***"; anything else as is.
+ * Always NUL-terminates out (truncating). */
+void orch_store_display(const char *target, char *out, size_t outlen);
 
 /* The checksum a checkpoint must carry: hex XXH3-128 over its cursor
  * fields and raw memento. out holds 33 bytes. */

@@ -44,4 +44,10 @@ double orch_store_mono_ms(void);
  * orch_store_open_flags. Same contract as orch_store_open_flags. */
 struct orch_store *orch_store_sqlite_open(const char *target, int flags, char *err, size_t errlen);
 
+/* The PostgreSQL backend (store_pg.c): target is a postgres:// or
+ * postgresql:// URL, handed to libpq as it is; flags as in
+ * orch_store_open_flags. Same contract as orch_store_open_flags, with
+ * messages naming the URL with its password masked. */
+struct orch_store *orch_store_pg_open(const char *target, int flags, char *err, size_t errlen);
+
 #endif

@@ -7,6 +7,7 @@ packages=(
   liblua5.4-dev lua-cjson libcurl4-openssl-dev libsqlite3-dev
   libcsv-dev libxxhash-dev libzstd-dev
   lua-busted python3 sqlite3 curl clang-format
+  postgresql libpq-dev
 )
 if [ "${1:-}" = "--bench" ]; then
   packages+=(hyperfine time apache2-utils)

@@ -10,6 +10,7 @@ local json = require "orch.json"
 local runs = require "orch.runs"
 local store = require "orch.store"
 local sys = require "orch.sys"
+local mask = require("orch.log").mask
 
 local M = {}
 
@@ -26,7 +27,7 @@ local function status_run(st, opts)
     return nil, 1
   end
   if list[1] == nil then
-    io.stdout:write(opts.json and "null\n" or ("no runs yet in " .. runs.db_path(opts) .. "\n"))
+    io.stdout:write(opts.json and "null\n" or ("no runs yet in " .. mask(runs.db_path(opts)) .. "\n"))
     return nil, 0
   end
   return list[1]
@@ -57,7 +58,7 @@ local function status_lines(run, cps, live, opts)
   }
   if run.status == "paused" or (run.status == "running" and not live) then
     local budget = run.status == "paused" and (run.error or ""):find("^budget") and " --budget USD" or ""
-    lines[#lines + 1] = { "resume", "orch resume " .. run.id .. (opts.db and (" --db " .. runs.shell_quote(opts.db))
+    lines[#lines + 1] = { "resume", "orch resume " .. run.id .. (opts.db and (" --db " .. runs.shell_quote(mask(opts.db)))
       or "") .. budget }
   end
   return lines
@@ -319,7 +320,7 @@ function M.stats(opts)
       return 0
     end
     fmt.fields(io.stdout, {
-      { "store", runs.db_path(opts) },
+      { "store", mask(runs.db_path(opts)) },
       { "runs", string.format("%s total: %s active, %s paused, %s failed, %s completed", count(s.runs),
         count(s.active), count(s.paused), count(s.failed), count(s.completed)) },
       { "checkpoints", count(s.checkpoints) },

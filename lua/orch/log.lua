@@ -16,6 +16,19 @@ local LEVEL_RANK = M.LEVEL_RANK
 
 local KEYS = { "ts_ms", "level", "run_id", "msg" }
 
+--- mask(text) -> text with the password of every URL in it ("scheme://
+--- user:PASSWORD@host", "?password=..." / "&password=...") replaced by
+--- "***": a store URL given with --db or ORCH_DB may carry one, and no
+--- message, log line or printed command may show it.
+function M.mask(text)
+  text = text:gsub("(%a[%w+.-]*://[^%s/?#@:]*:)[^%s@/]*@", "%1***@")
+  -- a message goes on after the URL with ": ": that colon is not the password's
+  return (text:gsub("([?&]password=)([^&%s'\"]*)", function(key, value)
+    return key .. "***" .. (value:match(":$") and ":" or "")
+  end))
+end
+local mask = M.mask
+
 --- new(verbosity [, as_json [, run_id]]) -> log(rank, msg [, level]):
 --- writes msg when its rank <= verbosity (-1 quiet, 0 normal, 1 verbose).
 --- A level ("error", "warn", "info", "debug") decides the rank; without
@@ -30,6 +43,7 @@ function M.new(verbosity, as_json, run_id)
     if rank > verbosity then
       return
     end
+    msg = mask(tostring(msg))
     if as_json then
       io.stderr:write(json.encode({ ts_ms = store.now_ms(), level = level, msg = msg, run_id = run_id }, KEYS), "\n")
     else

@@ -1,0 +1,1714 @@
+/* store_pg.c — the PostgreSQL backend of the state store (store.h), over
+ * libpq: one connection per store, every statement prepared once at open
+ * and given its values as parameters, never built from strings.
+ * The schema, its migrations and the checks at open are in
+ * store_pg_schema.c. Every operation that is one transaction on SQLite is
+ * one transaction here.
+ * Messages name the store by its URL with any password masked
+ * (orch_store_display); libpq never sees a message of ours and we never
+ * print its connection parameters.
+ * Pure C: depends on libc, libpq and store.c's shared helpers
+ * (store_impl.h: zstd memento codec, XXH3 checksum, clocks). */
+#include "store.h"
+#include "store_impl.h"
+#include "store_pg_impl.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define PG_RUN_COLS                                                                                          \
+    "id, name, identity, workflow_path, workflow_hash, input, input_fp, params, output, error, "             \
+    "owner_host, status, owner_pid, heartbeat_ms, created_ms, updated_ms, finished_ms, rows_done, "          \
+    "rows_ok, rows_failed, rows_dropped, rows_defaulted, llm_calls, tokens_in, tokens_out, cost_usd, "       \
+    "recoveries"
+#define PG_RUN_SELECT                                                                                        \
+    "SELECT " PG_RUN_COLS ", (SELECT count(*) FROM checkpoints c WHERE c.run_id = runs.id) FROM runs "
+#define PG_JR_COLS                                                                                           \
+    "key, run_id, provider, model, response, tokens_in, tokens_out, cost_usd, latency_ms, created_ms, hits"
+#define PG_CP_COLS                                                                                           \
+    "seq, name, reason, created_ms, input_offset, input_line, input_index, output_offset, "                  \
+    "errors_offset, memento, memento_len, checksum, bytes, duration_ms"
+
+enum pg_stmt {
+    PG_RUN_INSERT,
+    PG_RUN_GET,
+    PG_RUN_FIND,
+    PG_RUN_UPDATE,
+    PG_RUN_CLAIM,
+    PG_RUN_HEARTBEAT,
+    PG_RUN_DELETE,
+    PG_RUN_LIST,
+    PG_RUN_LOCK_SEQ,
+    PG_CP_INSERT,
+    PG_CP_NEWEST,
+    PG_CP_GET,
+    PG_CP_LIST,
+    PG_CP_DELETE_AFTER,
+    PG_RES_INSERT,
+    PG_RES_BULK,
+    PG_RES_DELETE_AFTER,
+    PG_RES_LIST,
+    PG_STATE_UPSERT,
+    PG_STATE_DELETE,
+    PG_STATE_LIST,
+    PG_EV_INSERT,
+    PG_EV_LIST,
+    PG_JR_INSERT,
+    PG_JR_GET,
+    PG_JR_GET_HIT,
+    PG_JR_PRUNE,
+    PG_STATS_RUNS,
+    PG_STATS_CPS,
+    PG_STATS_JOURNAL,
+    PG_STATS_SIZE,
+    PG_NSTMT
+};
+
+static const char *const pg_sql[PG_NSTMT] = {
+    [PG_RUN_INSERT] =
+        "INSERT INTO runs (" PG_RUN_COLS ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, "
+        "$12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27)",
+    [PG_RUN_GET] = PG_RUN_SELECT "WHERE id = $1",
+    [PG_RUN_FIND] = PG_RUN_SELECT "WHERE identity = $1 AND status IN ('pending', 'running', 'paused') "
+                                  "ORDER BY created_ms DESC, ord DESC LIMIT 1",
+    [PG_RUN_UPDATE] = "UPDATE runs SET status = $2, error = $3, owner_pid = $4, owner_host = $5, "
+                      "heartbeat_ms = $6, finished_ms = $7, rows_done = $8, rows_ok = $9, rows_failed = $10, "
+                      "rows_dropped = $11, rows_defaulted = $12, llm_calls = $13, tokens_in = $14, "
+                      "tokens_out = $15, cost_usd = $16, recoveries = $17, updated_ms = $18 WHERE id = $1",
+    [PG_RUN_CLAIM] = "UPDATE runs SET owner_pid = $2, owner_host = $3, heartbeat_ms = $4, updated_ms = $4, "
+                     "status = 'running' WHERE id = $1 AND owner_pid = $5 AND heartbeat_ms = $6",
+    [PG_RUN_HEARTBEAT] = "UPDATE runs SET heartbeat_ms = $2 WHERE id = $1",
+    /* its checkpoints, results, events and state go with it (ON DELETE CASCADE) */
+    [PG_RUN_DELETE] = "DELETE FROM runs WHERE id = $1",
+    [PG_RUN_LIST] =
+        PG_RUN_SELECT "WHERE ($1::text IS NULL OR status = $1) AND ($2::text IS NULL OR name = $2) "
+                      "AND ($3::bigint = 0 OR created_ms >= $3) AND ($4::bigint = 0 OR created_ms < $4) "
+                      "ORDER BY created_ms DESC, ord DESC",
+    /* locks the run row, so two writers of one run number their
+     * checkpoints one after the other */
+    [PG_RUN_LOCK_SEQ] = "SELECT coalesce((SELECT max(seq) FROM checkpoints WHERE run_id = $1), 0) + 1 "
+                        "FROM runs WHERE id = $1 FOR UPDATE",
+    [PG_CP_INSERT] =
+        "INSERT INTO checkpoints (run_id, " PG_CP_COLS ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, "
+        "$9, $10, $11, $12, $13, $14, $15)",
+    [PG_CP_NEWEST] = "SELECT " PG_CP_COLS " FROM checkpoints WHERE run_id = $1 ORDER BY seq DESC",
+    [PG_CP_GET] = "SELECT " PG_CP_COLS " FROM checkpoints WHERE run_id = $1 AND seq = $2",
+    [PG_CP_LIST] = "SELECT " PG_CP_COLS " FROM checkpoints WHERE run_id = $1 ORDER BY seq",
+    [PG_CP_DELETE_AFTER] = "DELETE FROM checkpoints WHERE run_id = $1 AND seq > $2",
+    [PG_RES_INSERT] = "INSERT INTO results (run_id, seq, key, status, error, data, checkpoint_seq) "
+                      "VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (run_id, seq) DO UPDATE SET "
+                      "key = excluded.key, status = excluded.status, error = excluded.error, "
+                      "data = excluded.data, checkpoint_seq = excluded.checkpoint_seq",
+    /* all of a checkpoint's results in one statement, from arrays: a
+     * statement per row costs ~20x more on the server */
+    [PG_RES_BULK] =
+        "INSERT INTO results (run_id, seq, key, status, error, data, checkpoint_seq) "
+        "SELECT $1, u.seq, u.key, u.status, u.error, NULL, $6 "
+        "FROM unnest($2::bigint[], $3::text[], $4::text[], $5::text[]) AS u (seq, key, status, error) "
+        "ON CONFLICT (run_id, seq) DO UPDATE SET key = excluded.key, status = excluded.status, "
+        "error = excluded.error, data = excluded.data, checkpoint_seq = excluded.checkpoint_seq",
+    [PG_RES_DELETE_AFTER] = "DELETE FROM results WHERE run_id = $1 AND checkpoint_seq > $2",
+    [PG_RES_LIST] = "SELECT seq, key, status, error, data FROM results WHERE run_id = $1 ORDER BY seq",
+    [PG_STATE_UPSERT] = "INSERT INTO state (run_id, key, value) VALUES ($1, $2, $3) "
+                        "ON CONFLICT (run_id, key) DO UPDATE SET value = excluded.value",
+    [PG_STATE_DELETE] = "DELETE FROM state WHERE run_id = $1 AND key = $2",
+    [PG_STATE_LIST] = "SELECT key, value FROM state WHERE run_id = $1 ORDER BY key",
+    [PG_EV_INSERT] = "INSERT INTO events (run_id, ts_ms, type, data) VALUES ($1, $2, $3, $4)",
+    /* a NULL run_id lists the store-wide events */
+    [PG_EV_LIST] =
+        "SELECT id, ts_ms, type, data FROM events WHERE run_id IS NOT DISTINCT FROM $1::text ORDER BY id",
+    /* First wins: a key already journaled keeps its reply, cost and hits. */
+    [PG_JR_INSERT] = "INSERT INTO llm_journal (" PG_JR_COLS ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, "
+                     "$10, 0) ON CONFLICT (key) DO NOTHING",
+    [PG_JR_GET] = "SELECT " PG_JR_COLS " FROM llm_journal WHERE key = $1",
+    /* lookup and hit in one statement: a miss takes no lock */
+    [PG_JR_GET_HIT] = "UPDATE llm_journal SET hits = hits + 1 WHERE key = $1 RETURNING " PG_JR_COLS,
+    [PG_JR_PRUNE] = "DELETE FROM llm_journal WHERE created_ms < $1",
+    [PG_STATS_RUNS] = "SELECT count(*), count(*) FILTER (WHERE status = 'running'), "
+                      "count(*) FILTER (WHERE status = 'paused'), count(*) FILTER (WHERE status = 'failed'), "
+                      "count(*) FILTER (WHERE status = 'completed'), coalesce(sum(recoveries), 0) FROM runs",
+    [PG_STATS_CPS] = "SELECT count(*), coalesce(avg(duration_ms), 0), coalesce(max(duration_ms), 0) "
+                     "FROM checkpoints",
+    [PG_STATS_JOURNAL] = "SELECT count(*), coalesce(sum(hits), 0), coalesce(sum(cost_usd * hits), 0) "
+                         "FROM llm_journal",
+    [PG_STATS_SIZE] =
+        "SELECT coalesce(sum(pg_total_relation_size(to_regclass(t))), 0) FROM unnest(" PG_TABLES ") t",
+};
+
+struct pg_store {
+    struct orch_store base; /* first: a struct orch_store * is a struct pg_store * */
+    PGconn *conn;
+    char *target; /* the URL as given: libpq connects with it */
+    char *shown;  /* the URL as messages show it (password masked) */
+    int readonly;
+    int in_tx; /* inside BEGIN ... COMMIT: a lost connection is not reopened */
+};
+
+static struct pg_store *pg_of(struct orch_store *st)
+{
+    return (struct pg_store *)st;
+}
+
+/* ---- errors ---------------------------------------------------------- */
+
+void orch_pg_first_line(const char *msg, char *out, size_t outlen)
+{
+    if (msg == NULL || msg[0] == '\0')
+        msg = "unknown error";
+    for (const char *const *p = (const char *const[]){"ERROR:  ", "FATAL:  ", NULL}; *p != NULL; p++) {
+        if (strncmp(msg, *p, strlen(*p)) == 0)
+            msg += strlen(*p);
+    }
+    size_t n = strcspn(msg, "\n");
+    snprintf(out, outlen, "%.*s", (int)n, msg);
+}
+
+/* Records "URL: <what>: <the server's reason>" and returns -1. r may be
+ * NULL (the connection's last error is used). */
+static int pg_fail_res(struct pg_store *st, const PGresult *r, const char *what)
+{
+    char why[300];
+    const char *msg = r != NULL ? PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY) : NULL;
+    if (msg == NULL)
+        msg = PQerrorMessage(st->conn);
+    orch_pg_first_line(msg, why, sizeof why);
+    if (PQstatus(st->conn) == CONNECTION_BAD)
+        snprintf(st->base.err, sizeof st->base.err, "%s: %s: lost the connection to the server (%s)",
+                 st->shown, what, why);
+    else
+        snprintf(st->base.err, sizeof st->base.err, "%s: %s: %s", st->shown, what, why);
+    return -1;
+}
+
+/* Records "URL: <what>" for failures that are not the server's. */
+static int pg_fail(struct pg_store *st, const char *fmt, ...)
+{
+    char what[400];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(what, sizeof what, fmt, ap);
+    va_end(ap);
+    snprintf(st->base.err, sizeof st->base.err, "%s: %s", st->shown, what);
+    return -1;
+}
+
+/* ---- parameters ------------------------------------------------------- */
+
+#define PG_MAXPARAMS 27
+
+/* The values of one statement: text, or binary for bytea (and for a text
+ * value given with its length). Numbers are formatted into num. */
+struct pg_params {
+    int n;
+    const char *v[PG_MAXPARAMS];
+    int len[PG_MAXPARAMS];
+    int fmt[PG_MAXPARAMS];
+    char num[PG_MAXPARAMS][32];
+};
+
+static void p_text(struct pg_params *p, const char *s)
+{
+    p->v[p->n] = s;
+    p->len[p->n] = 0;
+    p->fmt[p->n] = 0;
+    p->n++;
+}
+
+static void p_int(struct pg_params *p, int64_t x)
+{
+    snprintf(p->num[p->n], sizeof p->num[p->n], "%lld", (long long)x);
+    p_text(p, p->num[p->n]);
+}
+
+static void p_dbl(struct pg_params *p, double x)
+{
+    snprintf(p->num[p->n], sizeof p->num[p->n], "%.17g", x);
+    p_text(p, p->num[p->n]);
+}
+
+/* Raw bytes: binary format (a bytea's or a text's bytes as they are). */
+static void p_bytes(struct pg_params *p, const void *b, size_t n)
+{
+    p->v[p->n] = b != NULL ? b : "";
+    p->len[p->n] = (int)n;
+    p->fmt[p->n] = 1;
+    p->n++;
+}
+
+/* ---- statements ------------------------------------------------------- */
+
+static void pg_stmt_name(enum pg_stmt i, char name[16])
+{
+    snprintf(name, 16, "orch_%d", (int)i);
+}
+
+/* Prepares every statement on the connection. 0, or -1 with the reason in
+ * err. */
+static int pg_prepare_all(struct pg_store *st, char *err, size_t errlen)
+{
+    for (int i = 0; i < PG_NSTMT; i++) {
+        char name[16];
+        pg_stmt_name((enum pg_stmt)i, name);
+        PGresult *r = PQprepare(st->conn, name, pg_sql[i], 0, NULL);
+        if (PQresultStatus(r) != PGRES_COMMAND_OK) {
+            char why[300];
+            orch_pg_first_line(PQresultErrorMessage(r), why, sizeof why);
+            snprintf(err, errlen, "%s: cannot prepare a statement: %s", st->shown, why);
+            PQclear(r);
+            return -1;
+        }
+        PQclear(r);
+    }
+    return 0;
+}
+
+/* How long a lost connection is tried again: a server restart takes a
+ * few seconds. */
+#define PG_RECONNECT_TRIES 40
+#define PG_RECONNECT_PAUSE_NS 250000000L
+
+/* A connection the server dropped (restart, failover, idle timeout) is
+ * opened again, for up to 10 s, with the statements prepared anew. Callers
+ * do it outside a transaction only, and then run again what failed:
+ * nothing is lost, since every write is a transaction of its own (or
+ * one whose rerun is harmless). 1 reconnected, 0 not. */
+static int pg_reconnect(struct pg_store *st)
+{
+    if (PQstatus(st->conn) != CONNECTION_BAD)
+        return 0;
+    for (int i = 0; i < PG_RECONNECT_TRIES; i++) {
+        if (i > 0) {
+            struct timespec pause = {0, PG_RECONNECT_PAUSE_NS};
+            nanosleep(&pause, NULL);
+        }
+        PQreset(st->conn);
+        if (PQstatus(st->conn) == CONNECTION_OK)
+            break;
+    }
+    if (PQstatus(st->conn) != CONNECTION_OK)
+        return 0;
+    st->in_tx = 0;
+    char err[512];
+    if (st->readonly) {
+        PGresult *r = PQexec(st->conn, "SET default_transaction_read_only = on");
+        PQclear(r);
+    }
+    return pg_prepare_all(st, err, sizeof err) == 0;
+}
+
+/* Runs prepared statement i. The result (rows or command) the caller
+ * clears, or NULL with st->err set from what. */
+static PGresult *pg_exec(struct pg_store *st, enum pg_stmt i, const struct pg_params *p, const char *what)
+{
+    char name[16];
+    pg_stmt_name(i, name);
+    for (int attempt = 0;; attempt++) {
+        PGresult *r = PQexecPrepared(st->conn, name, p->n, p->v, p->len, p->fmt, 0);
+        ExecStatusType s = PQresultStatus(r);
+        if (s == PGRES_COMMAND_OK || s == PGRES_TUPLES_OK)
+            return r;
+        if (attempt == 0 && !st->in_tx && pg_reconnect(st)) {
+            PQclear(r);
+            continue;
+        }
+        pg_fail_res(st, r, what);
+        PQclear(r);
+        return NULL;
+    }
+}
+
+/* Rows changed by a command result. */
+static int64_t pg_changes(const PGresult *r)
+{
+    return strtoll(PQcmdTuples((PGresult *)r), NULL, 10);
+}
+
+/* Runs constant SQL without values (transaction control). 0 or -1. */
+static int pg_simple(struct pg_store *st, const char *sql, const char *what)
+{
+    PGresult *r = PQexec(st->conn, sql);
+    ExecStatusType s = PQresultStatus(r);
+    if (s != PGRES_COMMAND_OK && s != PGRES_TUPLES_OK) {
+        pg_fail_res(st, r, what);
+        PQclear(r);
+        return -1;
+    }
+    PQclear(r);
+    return 0;
+}
+
+/* BEGIN, on a connection opened again if the server dropped it (which
+ * libpq learns only when the next statement fails). */
+static int pg_begin(struct pg_store *st, const char *what)
+{
+    pg_reconnect(st);
+    if (pg_simple(st, "BEGIN", what) != 0 && (!pg_reconnect(st) || pg_simple(st, "BEGIN", what) != 0))
+        return -1;
+    st->in_tx = 1;
+    return 0;
+}
+
+/* COMMIT, checked to have committed: after a failed statement the server
+ * answers COMMIT with ROLLBACK. */
+static int pg_commit(struct pg_store *st, const char *what)
+{
+    PGresult *r = PQexec(st->conn, "COMMIT");
+    int ok = PQresultStatus(r) == PGRES_COMMAND_OK && strcmp(PQcmdStatus(r), "COMMIT") == 0;
+    if (!ok)
+        pg_fail_res(st, r, what);
+    PQclear(r);
+    if (ok)
+        st->in_tx = 0;
+    return ok ? 0 : -1;
+}
+
+/* Rolls back the open transaction, if any; keeps st->err. */
+static void pg_abort(struct pg_store *st)
+{
+    PGTransactionStatusType t = PQtransactionStatus(st->conn);
+    if (t == PQTRANS_INTRANS || t == PQTRANS_INERROR) {
+        PGresult *r = PQexec(st->conn, "ROLLBACK");
+        PQclear(r);
+    }
+    st->in_tx = 0;
+}
+
+/* ---- pipelines: many statements, one round trip ---------------------- */
+
+/* Starts sending statements without waiting for each reply. 0 or -1. */
+static int pg_pipe_begin(struct pg_store *st, const char *what)
+{
+    if (PQenterPipelineMode(st->conn) != 1)
+        return pg_fail_res(st, NULL, what);
+    return 0;
+}
+
+/* Queues statement i; its reply is read by pg_pipe_end. 0 or -1. */
+static int pg_pipe_send(struct pg_store *st, enum pg_stmt i, const struct pg_params *p, const char *what)
+{
+    char name[16];
+    pg_stmt_name(i, name);
+    if (PQsendQueryPrepared(st->conn, name, p->n, p->v, p->len, p->fmt, 0) != 1)
+        return pg_fail_res(st, NULL, what);
+    return 0;
+}
+
+/* Sends the queued statements and reads their replies in order: each
+ * result with rows goes to cb (may be NULL) with its index among the
+ * queued statements. Leaves pipeline mode. 0, or -1 with st->err from the
+ * first statement that failed (the ones after it are skipped by the
+ * server). */
+/* How a caller names the statement at index for a message ("cannot store
+ * result 8 of run r1"). */
+typedef void (*pg_namer)(void *ud, size_t index, char *what, size_t whatlen);
+
+static int pg_pipe_end(struct pg_store *st, const char *what, pg_namer namer, void *nud,
+                       int (*cb)(void *ud, size_t index, const PGresult *r), void *ud)
+{
+    int ret = 0;
+    int synced = PQpipelineSync(st->conn) == 1;
+    if (!synced)
+        ret = pg_fail_res(st, NULL, what);
+    size_t index = 0;
+    int got_result = 0;
+    while (synced) {
+        PGresult *r = PQgetResult(st->conn);
+        if (r == NULL) {
+            if (PQstatus(st->conn) != CONNECTION_OK) {
+                if (ret == 0)
+                    ret = pg_fail_res(st, NULL, what);
+                break;
+            }
+            /* the end of one statement's replies */
+            if (got_result)
+                index++;
+            got_result = 0;
+            continue;
+        }
+        ExecStatusType s = PQresultStatus(r);
+        if (s == PGRES_PIPELINE_SYNC) {
+            PQclear(r);
+            break;
+        }
+        got_result = 1;
+        if (ret == 0 && s != PGRES_COMMAND_OK && s != PGRES_TUPLES_OK) {
+            char named[300];
+            if (namer != NULL)
+                namer(nud, index, named, sizeof named);
+            ret = pg_fail_res(st, r, namer != NULL ? named : what);
+        } else if (ret == 0 && s == PGRES_TUPLES_OK && cb != NULL && cb(ud, index, r) != 0)
+            ret = -1;
+        PQclear(r);
+    }
+    if (PQexitPipelineMode(st->conn) != 1 && ret == 0)
+        ret = pg_fail_res(st, NULL, what);
+    return ret;
+}
+
+/* ---- columns ---------------------------------------------------------- */
+
+/* A heap copy of a text column, or NULL for SQL NULL; *oom set when the
+ * copy cannot be made. */
+static char *pg_col_dup(const PGresult *r, int row, int col, int *oom)
+{
+    if (PQgetisnull(r, row, col))
+        return NULL;
+    char *p = strdup(PQgetvalue(r, row, col));
+    if (p == NULL)
+        *oom = 1;
+    return p;
+}
+
+static int64_t pg_col_int(const PGresult *r, int row, int col)
+{
+    return strtoll(PQgetvalue(r, row, col), NULL, 10);
+}
+
+static double pg_col_dbl(const PGresult *r, int row, int col)
+{
+    return strtod(PQgetvalue(r, row, col), NULL);
+}
+
+/* The bytes of a bytea column (text format, unescaped) in a malloc'd
+ * buffer with a NUL after them; *len gets their number. NULL with *len 0
+ * for SQL NULL; NULL with *oom set when memory runs out. */
+static char *pg_col_bytes(const PGresult *r, int row, int col, size_t *len, int *oom)
+{
+    *len = 0;
+    if (PQgetisnull(r, row, col))
+        return NULL;
+    size_t n = 0;
+    unsigned char *raw = PQunescapeBytea((const unsigned char *)PQgetvalue(r, row, col), &n);
+    char *p = raw != NULL ? malloc(n + 1) : NULL;
+    if (p == NULL) {
+        PQfreemem(raw);
+        *oom = 1;
+        return NULL;
+    }
+    if (n > 0)
+        memcpy(p, raw, n);
+    p[n] = '\0';
+    PQfreemem(raw);
+    *len = n;
+    return p;
+}
+
+/* ---- runs ------------------------------------------------------------- */
+
+/* Fills out (zeroed first, heap strings it then owns) from row of a
+ * PG_RUN_SELECT result. 0, or -1 when memory runs out (out cleared). */
+static int pg_run_row(const PGresult *r, int row, struct orch_run *out)
+{
+    int oom = 0;
+    memset(out, 0, sizeof *out);
+    out->id = pg_col_dup(r, row, 0, &oom);
+    out->name = pg_col_dup(r, row, 1, &oom);
+    out->identity = pg_col_dup(r, row, 2, &oom);
+    out->workflow_path = pg_col_dup(r, row, 3, &oom);
+    out->workflow_hash = pg_col_dup(r, row, 4, &oom);
+    out->input = pg_col_dup(r, row, 5, &oom);
+    out->input_fp = pg_col_dup(r, row, 6, &oom);
+    out->params = pg_col_dup(r, row, 7, &oom);
+    out->output = pg_col_dup(r, row, 8, &oom);
+    out->error = pg_col_dup(r, row, 9, &oom);
+    out->owner_host = pg_col_dup(r, row, 10, &oom);
+    int status = orch_run_status_parse(PQgetvalue(r, row, 11));
+    out->status = status >= 0 ? (enum orch_run_status)status : ORCH_RUN_FAILED;
+    out->owner_pid = pg_col_int(r, row, 12);
+    out->heartbeat_ms = pg_col_int(r, row, 13);
+    out->created_ms = pg_col_int(r, row, 14);
+    out->updated_ms = pg_col_int(r, row, 15);
+    out->finished_ms = pg_col_int(r, row, 16);
+    out->rows_done = pg_col_int(r, row, 17);
+    out->rows_ok = pg_col_int(r, row, 18);
+    out->rows_failed = pg_col_int(r, row, 19);
+    out->rows_dropped = pg_col_int(r, row, 20);
+    out->rows_defaulted = pg_col_int(r, row, 21);
+    out->llm_calls = pg_col_int(r, row, 22);
+    out->tokens_in = pg_col_int(r, row, 23);
+    out->tokens_out = pg_col_int(r, row, 24);
+    out->cost_usd = pg_col_dbl(r, row, 25);
+    out->recoveries = pg_col_int(r, row, 26);
+    out->checkpoints = pg_col_int(r, row, 27);
+    if (oom) {
+        orch_run_clear(out);
+        return -1;
+    }
+    return 0;
+}
+
+static void pg_params_run_update(struct pg_params *p, const struct orch_run *r, int64_t now)
+{
+    p_text(p, r->id);
+    p_text(p, orch_run_status_name(r->status));
+    p_text(p, r->error);
+    p_int(p, r->owner_pid);
+    p_text(p, r->owner_host);
+    p_int(p, r->heartbeat_ms);
+    p_int(p, r->finished_ms);
+    p_int(p, r->rows_done);
+    p_int(p, r->rows_ok);
+    p_int(p, r->rows_failed);
+    p_int(p, r->rows_dropped);
+    p_int(p, r->rows_defaulted);
+    p_int(p, r->llm_calls);
+    p_int(p, r->tokens_in);
+    p_int(p, r->tokens_out);
+    p_dbl(p, r->cost_usd);
+    p_int(p, r->recoveries);
+    p_int(p, now);
+}
+
+/* Runs PG_RUN_UPDATE for r; a run that does not exist is an error. */
+static int pg_run_update_stmt(struct pg_store *st, const struct orch_run *r)
+{
+    struct pg_params p = {0};
+    pg_params_run_update(&p, r, orch_store_now_ms());
+    PGresult *res = pg_exec(st, PG_RUN_UPDATE, &p, "cannot update run");
+    if (res == NULL)
+        return -1;
+    int64_t n = pg_changes(res);
+    PQclear(res);
+    if (n != 1)
+        return pg_fail(st, "cannot update run %s: no such run", r->id);
+    return 0;
+}
+
+static int pg_run_create(struct orch_store *base, const struct orch_run *r)
+{
+    struct pg_store *st = pg_of(base);
+    int64_t created = r->created_ms != 0 ? r->created_ms : orch_store_now_ms();
+    int64_t updated = r->updated_ms != 0 ? r->updated_ms : created;
+    struct pg_params p = {0};
+    p_text(&p, r->id);
+    p_text(&p, r->name);
+    p_text(&p, r->identity);
+    p_text(&p, r->workflow_path);
+    p_text(&p, r->workflow_hash);
+    p_text(&p, r->input);
+    p_text(&p, r->input_fp);
+    p_text(&p, r->params);
+    p_text(&p, r->output);
+    p_text(&p, r->error);
+    p_text(&p, r->owner_host);
+    p_text(&p, orch_run_status_name(r->status));
+    p_int(&p, r->owner_pid);
+    p_int(&p, r->heartbeat_ms);
+    p_int(&p, created);
+    p_int(&p, updated);
+    p_int(&p, r->finished_ms);
+    p_int(&p, r->rows_done);
+    p_int(&p, r->rows_ok);
+    p_int(&p, r->rows_failed);
+    p_int(&p, r->rows_dropped);
+    p_int(&p, r->rows_defaulted);
+    p_int(&p, r->llm_calls);
+    p_int(&p, r->tokens_in);
+    p_int(&p, r->tokens_out);
+    p_dbl(&p, r->cost_usd);
+    p_int(&p, r->recoveries);
+    char what[300];
+    snprintf(what, sizeof what, "cannot create run %s", r->id != NULL ? r->id : "(null)");
+    PGresult *res = pg_exec(st, PG_RUN_INSERT, &p, what);
+    if (res == NULL)
+        return -1;
+    PQclear(res);
+    return 0;
+}
+
+/* Runs a PG_RUN_SELECT statement expected to give at most one row: 1 with
+ * out filled, 0 none, -1 error. */
+static int pg_run_one(struct pg_store *st, enum pg_stmt i, const char *key, struct orch_run *out,
+                      const char *what)
+{
+    struct pg_params p = {0};
+    p_text(&p, key);
+    PGresult *r = pg_exec(st, i, &p, what);
+    if (r == NULL)
+        return -1;
+    int ret = 0;
+    if (PQntuples(r) > 0) {
+        ret = 1;
+        if (pg_run_row(r, 0, out) != 0)
+            ret = pg_fail(st, "%s: out of memory", what);
+    }
+    PQclear(r);
+    return ret;
+}
+
+static int pg_run_get(struct orch_store *base, const char *id, struct orch_run *out)
+{
+    return pg_run_one(pg_of(base), PG_RUN_GET, id, out, "cannot read run");
+}
+
+static int pg_run_find_unfinished(struct orch_store *base, const char *identity, struct orch_run *out)
+{
+    return pg_run_one(pg_of(base), PG_RUN_FIND, identity, out, "cannot look up unfinished runs");
+}
+
+static int pg_run_update(struct orch_store *base, const struct orch_run *r)
+{
+    return pg_run_update_stmt(pg_of(base), r);
+}
+
+static int pg_run_claim(struct orch_store *base, const char *id, int64_t pid, const char *host,
+                        int64_t now_ms, int64_t expect_pid, int64_t expect_heartbeat_ms)
+{
+    struct pg_store *st = pg_of(base);
+    struct pg_params p = {0};
+    p_text(&p, id);
+    p_int(&p, pid);
+    p_text(&p, host);
+    p_int(&p, now_ms);
+    p_int(&p, expect_pid);
+    p_int(&p, expect_heartbeat_ms);
+    PGresult *r = pg_exec(st, PG_RUN_CLAIM, &p, "cannot claim run");
+    if (r == NULL)
+        return -1;
+    int64_t n = pg_changes(r);
+    PQclear(r);
+    return n == 1 ? 1 : 0;
+}
+
+static int pg_run_heartbeat(struct orch_store *base, const char *id, int64_t now_ms)
+{
+    struct pg_store *st = pg_of(base);
+    struct pg_params p = {0};
+    p_text(&p, id);
+    p_int(&p, now_ms);
+    PGresult *r = pg_exec(st, PG_RUN_HEARTBEAT, &p, "cannot record a heartbeat");
+    if (r == NULL)
+        return -1;
+    int64_t n = pg_changes(r);
+    PQclear(r);
+    if (n != 1)
+        return pg_fail(st, "cannot record the heartbeat of run %s: no such run", id);
+    return 0;
+}
+
+/* One statement, so one transaction: the run and everything stored for it
+ * (ON DELETE CASCADE). 1, 0 when there is no such run, or -1. */
+static int pg_run_delete(struct orch_store *base, const char *id)
+{
+    struct pg_store *st = pg_of(base);
+    struct pg_params p = {0};
+    p_text(&p, id);
+    PGresult *r = pg_exec(st, PG_RUN_DELETE, &p, "cannot delete a run");
+    if (r == NULL)
+        return -1;
+    int64_t n = pg_changes(r);
+    PQclear(r);
+    return n > 0 ? 1 : 0;
+}
+
+static int pg_journal_prune(struct orch_store *base, int64_t before_ms, int64_t *removed)
+{
+    struct pg_store *st = pg_of(base);
+    struct pg_params p = {0};
+    p_int(&p, before_ms);
+    PGresult *r = pg_exec(st, PG_JR_PRUNE, &p, "cannot prune the journal");
+    if (r == NULL)
+        return -1;
+    *removed = pg_changes(r);
+    PQclear(r);
+    return 0;
+}
+
+/* Plain VACUUM, not VACUUM FULL: the space of deleted rows is marked for
+ * reuse (PostgreSQL rarely hands it back to the file system) without the
+ * exclusive locks FULL takes, which would stall every run writing to the
+ * same database while gc rewrites the tables. */
+static int pg_vacuum(struct orch_store *base)
+{
+    return pg_simple(pg_of(base), "VACUUM (ANALYZE) runs, checkpoints, results, events, state, llm_journal",
+                     "cannot vacuum the store");
+}
+
+static int pg_run_list(struct orch_store *base, const struct orch_run_filter *f, orch_run_cb cb, void *ud)
+{
+    struct pg_store *st = pg_of(base);
+    struct orch_run_filter none = {0};
+    if (f == NULL)
+        f = &none;
+    struct pg_params p = {0};
+    p_text(&p, f->status);
+    p_text(&p, f->name);
+    p_int(&p, f->since_ms);
+    p_int(&p, f->until_ms);
+    PGresult *r = pg_exec(st, PG_RUN_LIST, &p, "cannot list runs");
+    if (r == NULL)
+        return -1;
+    int ret = 0;
+    for (int i = 0; i < PQntuples(r); i++) {
+        struct orch_run run;
+        if (pg_run_row(r, i, &run) != 0) {
+            ret = pg_fail(st, "cannot list runs: out of memory");
+            break;
+        }
+        int stop = cb(ud, &run);
+        orch_run_clear(&run);
+        if (stop)
+            break;
+    }
+    PQclear(r);
+    return ret;
+}
+
+/* ---- checkpoints ------------------------------------------------------ */
+
+/* Fills out from row of a PG_CP_COLS result and verifies it, as SQLite's
+ * backend does: valid = 1 when the memento decompresses to memento_len
+ * bytes and the checksum over it matches. Without with_memento the raw
+ * bytes are dropped. 0, or -1 when memory runs out (never reported as an
+ * invalid checkpoint). */
+static int pg_checkpoint_row(const PGresult *r, int row, struct orch_checkpoint *out, int with_memento)
+{
+    int oom = 0;
+    memset(out, 0, sizeof *out);
+    out->seq = pg_col_int(r, row, 0);
+    out->name = pg_col_dup(r, row, 1, &oom);
+    out->reason = pg_col_dup(r, row, 2, &oom);
+    out->created_ms = pg_col_int(r, row, 3);
+    out->input_offset = pg_col_int(r, row, 4);
+    out->input_line = pg_col_int(r, row, 5);
+    out->input_index = pg_col_int(r, row, 6);
+    out->output_offset = pg_col_int(r, row, 7);
+    out->errors_offset = pg_col_int(r, row, 8);
+    out->checksum = pg_col_dup(r, row, 11, &oom);
+    out->bytes = pg_col_int(r, row, 12);
+    out->duration_ms = pg_col_dbl(r, row, 13);
+    int64_t stored_len = pg_col_int(r, row, 10);
+    out->memento_len = stored_len > 0 ? (size_t)stored_len : 0;
+    size_t blob_len = 0;
+    char *blob = pg_col_bytes(r, row, 9, &blob_len, &oom);
+    if (oom) {
+        free(blob);
+        orch_checkpoint_clear(out);
+        return -1;
+    }
+    void *raw = NULL;
+    size_t raw_len = 0;
+    char why[200];
+    int rc = orch_store_decompress(blob, blob_len, &raw, &raw_len, why, sizeof why);
+    free(blob);
+    if (rc == -2) {
+        orch_checkpoint_clear(out);
+        return -1;
+    }
+    if (rc != 0)
+        return 0; /* valid stays 0, memento NULL */
+    out->memento = raw;
+    out->memento_len = raw_len;
+    char sum[33];
+    orch_checkpoint_checksum(out, sum);
+    if (sum[0] == '\0') {
+        orch_checkpoint_clear(out);
+        return -1;
+    }
+    out->valid = stored_len >= 0 && (size_t)stored_len == raw_len && out->checksum != NULL &&
+                 strcmp(sum, out->checksum) == 0;
+    if (!with_memento) {
+        free(out->memento);
+        out->memento = NULL;
+    }
+    return 0;
+}
+
+/* A growing buffer for an array parameter's text ("{1,2}", "{"a",NULL}"). */
+struct pg_buf {
+    char *p;
+    size_t n, cap;
+    int oom;
+};
+
+static void buf_put(struct pg_buf *b, const char *s, size_t n)
+{
+    if (b->oom)
+        return;
+    if (b->n + n + 1 > b->cap) {
+        size_t cap = b->cap != 0 ? b->cap : 256;
+        while (b->n + n + 1 > cap)
+            cap *= 2;
+        char *p = realloc(b->p, cap);
+        if (p == NULL) {
+            b->oom = 1;
+            return;
+        }
+        b->p = p;
+        b->cap = cap;
+    }
+    memcpy(b->p + b->n, s, n);
+    b->n += n;
+    b->p[b->n] = '\0';
+}
+
+/* Appends one element of a text[] value: NULL, or the string quoted with
+ * its '"' and '\' escaped, as the array input syntax wants. */
+static void buf_elem(struct pg_buf *b, const char *s)
+{
+    buf_put(b, b->n > 1 ? "," : "", b->n > 1 ? 1 : 0);
+    if (s == NULL) {
+        buf_put(b, "NULL", 4);
+        return;
+    }
+    buf_put(b, "\"", 1);
+    const char *c = s;
+    for (;;) {
+        size_t run = strcspn(c, "\"\\");
+        buf_put(b, c, run);
+        c += run;
+        if (*c == '\0')
+            break;
+        buf_put(b, "\\", 1);
+        buf_put(b, c, 1);
+        c++;
+    }
+    buf_put(b, "\"", 1);
+}
+
+static int cmp_i64(const void *a, const void *b)
+{
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* Whether res can go in one PG_RES_BULK statement: no row carries data
+ * (the arrays hold text only), none lacks its status (refused here, naming
+ * the row, as a row-by-row insert would), and no seq comes twice (one
+ * statement cannot upsert a row twice). -1 with st->err set for a missing
+ * status. */
+static int pg_res_bulk_ok(struct pg_store *st, const char *run_id, const struct orch_result *res, size_t nres)
+{
+    if (nres < 2)
+        return 0;
+    for (size_t i = 0; i < nres; i++) {
+        if (res[i].status == NULL)
+            return pg_fail(st, "cannot store result %lld of run %s: it has no status", (long long)res[i].seq,
+                           run_id);
+        if (res[i].data != NULL)
+            return 0;
+    }
+    int64_t *seqs = malloc(nres * sizeof *seqs);
+    if (seqs == NULL)
+        return 0;
+    for (size_t i = 0; i < nres; i++)
+        seqs[i] = res[i].seq;
+    qsort(seqs, nres, sizeof *seqs, cmp_i64);
+    int ok = 1;
+    for (size_t i = 1; i < nres && ok; i++)
+        ok = seqs[i] != seqs[i - 1];
+    free(seqs);
+    return ok;
+}
+
+/* Queues res as one PG_RES_BULK statement. 0 or -1. */
+static int pg_res_bulk_send(struct pg_store *st, const char *run_id, int64_t seq,
+                            const struct orch_result *res, size_t nres, const char *what)
+{
+    struct pg_buf cols[4] = {{0}};
+    for (int k = 0; k < 4; k++)
+        buf_put(&cols[k], "{", 1);
+    for (size_t i = 0; i < nres; i++) {
+        char num[32];
+        snprintf(num, sizeof num, "%s%lld", i > 0 ? "," : "", (long long)res[i].seq);
+        buf_put(&cols[0], num, strlen(num));
+        buf_elem(&cols[1], res[i].key);
+        buf_elem(&cols[2], res[i].status);
+        buf_elem(&cols[3], res[i].error);
+    }
+    int oom = 0;
+    for (int k = 0; k < 4; k++) {
+        buf_put(&cols[k], "}", 1);
+        oom |= cols[k].oom;
+    }
+    int rc = -1;
+    if (oom) {
+        pg_fail(st, "%s: out of memory", what);
+    } else {
+        struct pg_params p = {0};
+        p_text(&p, run_id);
+        for (int k = 0; k < 4; k++)
+            p_text(&p, cols[k].p);
+        p_int(&p, seq);
+        rc = pg_pipe_send(st, PG_RES_BULK, &p, what);
+    }
+    for (int k = 0; k < 4; k++)
+        free(cols[k].p);
+    return rc;
+}
+
+/* What a checkpoint write queues, in order: the results, the state
+ * entries, the run update, the checkpoint. */
+struct pg_cp_names {
+    const char *run_id;
+    int64_t seq;
+    const struct orch_result *res;
+    size_t nres;
+    int bulk; /* the results went as one statement */
+    const struct orch_kv *state;
+    size_t nstate;
+};
+
+static void pg_cp_namer(void *ud, size_t index, char *what, size_t whatlen)
+{
+    const struct pg_cp_names *n = ud;
+    if (n->bulk && index == 0) {
+        snprintf(what, whatlen, "cannot store the %zu results of run %s", n->nres, n->run_id);
+        return;
+    }
+    if (n->bulk)
+        index += n->nres - 1; /* the one statement stood for nres */
+    if (index < n->nres) {
+        snprintf(what, whatlen, "cannot store result %lld of run %s", (long long)n->res[index].seq,
+                 n->run_id);
+    } else if (index < n->nres + n->nstate) {
+        const char *key = n->state[index - n->nres].key;
+        snprintf(what, whatlen, "cannot store state key %s of run %s", key != NULL ? key : "(null)",
+                 n->run_id);
+    } else if (index == n->nres + n->nstate) {
+        snprintf(what, whatlen, "cannot update run");
+    } else {
+        snprintf(what, whatlen, "cannot store checkpoint %lld of run %s", (long long)n->seq, n->run_id);
+    }
+}
+
+/* Queues a checkpoint's results (in one statement when bulk) and its
+ * state entries in the open pipeline. Returns 0, or nonzero with the
+ * message in st->base.err. */
+static int pg_cp_send_rows(struct pg_store *st, const char *run_id, int64_t seq,
+                           const struct orch_result *res, size_t nres, int bulk, const struct orch_kv *state,
+                           size_t nstate, const char *what)
+{
+    struct pg_params p;
+    int sent = bulk ? pg_res_bulk_send(st, run_id, seq, res, nres, what) : 0;
+    for (size_t i = 0; i < nres && sent == 0 && !bulk; i++) {
+        const struct orch_result *x = &res[i];
+        memset(&p, 0, sizeof p);
+        p_text(&p, run_id);
+        p_int(&p, x->seq);
+        p_text(&p, x->key);
+        p_text(&p, x->status);
+        p_text(&p, x->error);
+        if (x->data != NULL)
+            p_bytes(&p, x->data, x->data_len);
+        else
+            p_text(&p, NULL);
+        p_int(&p, seq);
+        sent = pg_pipe_send(st, PG_RES_INSERT, &p, what);
+    }
+    for (size_t i = 0; i < nstate && sent == 0; i++) {
+        const struct orch_kv *kv = &state[i];
+        memset(&p, 0, sizeof p);
+        p_text(&p, run_id);
+        p_text(&p, kv->key);
+        if (kv->value != NULL)
+            p_bytes(&p, kv->value, kv->value_len);
+        sent = pg_pipe_send(st, kv->value == NULL ? PG_STATE_DELETE : PG_STATE_UPSERT, &p, what);
+    }
+    return sent;
+}
+
+/* The checkpoint row as the transaction numbered and sealed it. */
+struct pg_cp_row {
+    int64_t seq, created, bytes;
+    const void *packed;
+    size_t packed_len;
+    const char *sum;
+    double t0;
+};
+
+/* Queues the run's counters and the checkpoint row. Returns 0, or nonzero
+ * with the message in st->base.err. */
+static int pg_cp_send_tail(struct pg_store *st, const struct orch_run *run, const struct orch_checkpoint *c,
+                           const struct pg_cp_row *row, const char *what)
+{
+    struct pg_params p = {0};
+    pg_params_run_update(&p, run, orch_store_now_ms());
+    int sent = pg_pipe_send(st, PG_RUN_UPDATE, &p, what);
+    if (sent != 0)
+        return sent;
+    memset(&p, 0, sizeof p);
+    p_text(&p, run->id);
+    p_int(&p, row->seq);
+    p_text(&p, c->name);
+    p_text(&p, c->reason);
+    p_int(&p, row->created);
+    p_int(&p, c->input_offset);
+    p_int(&p, c->input_line);
+    p_int(&p, c->input_index);
+    p_int(&p, c->output_offset);
+    p_int(&p, c->errors_offset);
+    p_bytes(&p, row->packed, row->packed_len);
+    p_int(&p, (int64_t)c->memento_len);
+    p_text(&p, row->sum);
+    p_int(&p, row->bytes);
+    p_dbl(&p, orch_store_mono_ms() - row->t0);
+    return pg_pipe_send(st, PG_CP_INSERT, &p, what);
+}
+
+/* In the open transaction: locks the run row and numbers the checkpoint
+ * (row->seq), then seals it: the checksum over the final seq into sum,
+ * row->created and row->bytes. Returns 0, or -1 with st->base.err set. */
+static int pg_cp_number(struct pg_store *st, const char *run_id, const struct orch_checkpoint *c,
+                        struct pg_cp_row *row, char sum[33])
+{
+    char what[300];
+    struct pg_params p = {0};
+    p_text(&p, run_id);
+    snprintf(what, sizeof what, "cannot number a checkpoint of run %s", run_id);
+    PGresult *r = pg_exec(st, PG_RUN_LOCK_SEQ, &p, what);
+    if (r == NULL)
+        return -1;
+    if (PQntuples(r) == 0) {
+        PQclear(r);
+        return pg_fail(st, "cannot update run %s: no such run", run_id);
+    }
+    row->seq = pg_col_int(r, 0, 0);
+    PQclear(r);
+    /* the checksum covers the final seq, so it is computed here */
+    struct orch_checkpoint sum_of = *c;
+    sum_of.seq = row->seq;
+    orch_checkpoint_checksum(&sum_of, sum);
+    if (sum[0] == '\0')
+        return pg_fail(st, "cannot checksum a checkpoint of run %s: out of memory", run_id);
+    row->created = c->created_ms != 0 ? c->created_ms : orch_store_now_ms();
+    row->bytes = (int64_t)row->packed_len + 32 + 80;
+    if (c->name != NULL)
+        row->bytes += (int64_t)strlen(c->name);
+    if (c->reason != NULL)
+        row->bytes += (int64_t)strlen(c->reason);
+    return 0;
+}
+
+/* One transaction, as on SQLite: the run row is locked and the next seq
+ * read, then the results, state, run counters and the checkpoint go out
+ * in one pipeline (one round trip), then COMMIT. On success sets c->seq,
+ * created_ms (when 0), checksum, bytes and duration_ms as SQLite's
+ * backend does; on failure nothing is written and c is untouched. */
+static int pg_checkpoint_write_once(struct orch_store *base, const struct orch_run *run,
+                                    struct orch_checkpoint *c, const struct orch_result *res, size_t nres,
+                                    const struct orch_kv *state, size_t nstate)
+{
+    struct pg_store *st = pg_of(base);
+    double t0 = orch_store_mono_ms();
+    const char *run_id = run->id;
+    void *packed = NULL;
+    size_t packed_len = 0;
+    char why[200];
+    char what[300];
+    if (orch_store_compress(c->memento, c->memento_len, &packed, &packed_len, why, sizeof why) != 0)
+        return pg_fail(st, "cannot write a checkpoint of run %s: %s", run_id, why);
+    if (pg_begin(st, "cannot start the checkpoint transaction") != 0) {
+        free(packed);
+        return -1;
+    }
+
+    char sum[33];
+    struct pg_cp_row row = {0, 0, 0, packed, packed_len, sum, t0};
+    if (pg_cp_number(st, run_id, c, &row, sum) != 0)
+        goto fail;
+    int64_t seq = row.seq, created = row.created, bytes = row.bytes;
+    snprintf(what, sizeof what, "cannot store checkpoint %lld of run %s", (long long)seq, run_id);
+    int bulk = pg_res_bulk_ok(st, run_id, res, nres);
+    if (bulk < 0)
+        goto fail;
+    struct pg_cp_names names = {run_id, seq, res, nres, bulk, state, nstate};
+    if (pg_pipe_begin(st, what) != 0)
+        goto fail;
+    int sent = pg_cp_send_rows(st, run_id, seq, res, nres, bulk, state, nstate, what);
+    if (sent == 0)
+        sent = pg_cp_send_tail(st, run, c, &row, what);
+    if (sent != 0) {
+        /* leave pipeline mode; the message of the failed send is kept */
+        char keep[sizeof st->base.err];
+        memcpy(keep, st->base.err, sizeof keep);
+        pg_pipe_end(st, what, NULL, NULL, NULL, NULL);
+        memcpy(st->base.err, keep, sizeof keep);
+        goto fail;
+    }
+    if (pg_pipe_end(st, what, pg_cp_namer, &names, NULL, NULL) != 0)
+        goto fail;
+
+    char *sum_copy = strdup(sum);
+    if (sum_copy == NULL) {
+        pg_fail(st, "cannot write a checkpoint of run %s: out of memory", run_id);
+        goto fail;
+    }
+    if (pg_commit(st, "cannot commit the checkpoint") != 0) {
+        free(sum_copy);
+        goto fail;
+    }
+    free(packed);
+    free(c->checksum);
+    c->checksum = sum_copy;
+    c->seq = seq;
+    c->created_ms = created;
+    c->bytes = bytes;
+    c->duration_ms = orch_store_mono_ms() - t0;
+    return 0;
+
+fail:
+    pg_abort(st);
+    free(packed);
+    return -1;
+}
+
+/* A checkpoint whose transaction the lost connection took along is
+ * written again on a new one. Should the first COMMIT have landed with
+ * only its reply lost, the second writes the same cursor and results once
+ * more under the next seq: resuming from either gives the same run. */
+static int pg_checkpoint_write(struct orch_store *base, const struct orch_run *run, struct orch_checkpoint *c,
+                               const struct orch_result *res, size_t nres, const struct orch_kv *state,
+                               size_t nstate)
+{
+    struct pg_store *st = pg_of(base);
+    int rc = pg_checkpoint_write_once(base, run, c, res, nres, state, nstate);
+    if (rc != 0 && pg_reconnect(st))
+        rc = pg_checkpoint_write_once(base, run, c, res, nres, state, nstate);
+    return rc;
+}
+
+static int pg_checkpoint_latest(struct orch_store *base, const char *run_id, struct orch_checkpoint *out,
+                                int *skipped)
+{
+    struct pg_store *st = pg_of(base);
+    struct pg_params p = {0};
+    p_text(&p, run_id);
+    char what[300];
+    snprintf(what, sizeof what, "cannot read the checkpoints of run %s", run_id);
+    int bad_count = 0;
+    int ret = 0;
+    PGresult *r = pg_exec(st, PG_CP_NEWEST, &p, what);
+    if (r == NULL)
+        return -1;
+    for (int i = 0; i < PQntuples(r); i++) {
+        struct orch_checkpoint c;
+        if (pg_checkpoint_row(r, i, &c, 1) != 0) {
+            ret = pg_fail(st, "cannot read the checkpoints of run %s: out of memory", run_id);
+            break;
+        }
+        if (c.valid) {
+            *out = c;
+            ret = 1;
+            break;
+        }
+        bad_count++;
+        orch_checkpoint_clear(&c);
+    }
+    PQclear(r);
+    if (skipped != NULL)
+        *skipped = bad_count;
+    return ret;
+}
+
+static int pg_checkpoint_get(struct orch_store *base, const char *run_id, int64_t seq,
+                             struct orch_checkpoint *out)
+{
+    struct pg_store *st = pg_of(base);
+    struct pg_params p = {0};
+    p_text(&p, run_id);
+    p_int(&p, seq);
+    char what[300];
+    snprintf(what, sizeof what, "cannot read checkpoint %lld of run %s", (long long)seq, run_id);
+    PGresult *r = pg_exec(st, PG_CP_GET, &p, what);
+    if (r == NULL)
+        return -1;
+    int ret = 0;
+    if (PQntuples(r) > 0) {
+        ret = 1;
+        if (pg_checkpoint_row(r, 0, out, 1) != 0)
+            ret = pg_fail(st, "%s: out of memory", what);
+    }
+    PQclear(r);
+    return ret;
+}
+
+static int pg_checkpoint_list(struct orch_store *base, const char *run_id, orch_checkpoint_cb cb, void *ud)
+{
+    struct pg_store *st = pg_of(base);
+    struct pg_params p = {0};
+    p_text(&p, run_id);
+    char what[300];
+    snprintf(what, sizeof what, "cannot list the checkpoints of run %s", run_id);
+    PGresult *r = pg_exec(st, PG_CP_LIST, &p, what);
+    if (r == NULL)
+        return -1;
+    int ret = 0;
+    for (int i = 0; i < PQntuples(r); i++) {
+        struct orch_checkpoint c;
+        if (pg_checkpoint_row(r, i, &c, 0) != 0) {
+            ret = pg_fail(st, "%s: out of memory", what);
+            break;
+        }
+        int stop = cb(ud, &c);
+        orch_checkpoint_clear(&c);
+        if (stop)
+            break;
+    }
+    PQclear(r);
+    return ret;
+}
+
+/* Deletes checkpoints after seq and their results, in one transaction. */
+static int pg_checkpoint_rollback(struct orch_store *base, const char *run_id, int64_t seq)
+{
+    struct pg_store *st = pg_of(base);
+    char what[300];
+    snprintf(what, sizeof what, "cannot roll run %s back to checkpoint %lld", run_id, (long long)seq);
+    if (pg_begin(st, "cannot start the rollback transaction") != 0)
+        return -1;
+    static const enum pg_stmt which[] = {PG_CP_DELETE_AFTER, PG_RES_DELETE_AFTER};
+    for (size_t i = 0; i < sizeof which / sizeof which[0]; i++) {
+        struct pg_params p = {0};
+        p_text(&p, run_id);
+        p_int(&p, seq);
+        PGresult *r = pg_exec(st, which[i], &p, what);
+        if (r == NULL) {
+            pg_abort(st);
+            return -1;
+        }
+        PQclear(r);
+    }
+    if (pg_commit(st, "cannot commit the rollback") != 0) {
+        pg_abort(st);
+        return -1;
+    }
+    return 0;
+}
+
+/* ---- results, events, state ------------------------------------------- */
+
+/* cb gets pointers valid during the call only. */
+static int pg_result_list(struct orch_store *base, const char *run_id, orch_result_cb cb, void *ud)
+{
+    struct pg_store *st = pg_of(base);
+    struct pg_params p = {0};
+    p_text(&p, run_id);
+    char what[300];
+    snprintf(what, sizeof what, "cannot list the results of run %s", run_id);
+    PGresult *r = pg_exec(st, PG_RES_LIST, &p, what);
+    if (r == NULL)
+        return -1;
+    int ret = 0;
+    for (int i = 0; i < PQntuples(r); i++) {
+        int oom = 0;
+        struct orch_result x;
+        x.seq = pg_col_int(r, i, 0);
+        x.key = PQgetisnull(r, i, 1) ? NULL : PQgetvalue(r, i, 1);
+        x.status = PQgetvalue(r, i, 2);
+        x.error = PQgetisnull(r, i, 3) ? NULL : PQgetvalue(r, i, 3);
+        char *data = pg_col_bytes(r, i, 4, &x.data_len, &oom);
+        x.data = data;
+        if (oom) {
+            ret = pg_fail(st, "%s: out of memory", what);
+            break;
+        }
+        int stop = cb(ud, &x);
+        free(data);
+        if (stop)
+            break;
+    }
+    PQclear(r);
+    return ret;
+}
+
+static int pg_event_add(struct orch_store *base, const char *run_id, const char *type, const char *data)
+{
+    struct pg_store *st = pg_of(base);
+    struct pg_params p = {0};
+    p_text(&p, run_id);
+    p_int(&p, orch_store_now_ms());
+    p_text(&p, type);
+    p_text(&p, data);
+    PGresult *r = pg_exec(st, PG_EV_INSERT, &p, "cannot record an event");
+    if (r == NULL)
+        return -1;
+    PQclear(r);
+    return 0;
+}
+
+static int pg_event_list(struct orch_store *base, const char *run_id, orch_event_cb cb, void *ud)
+{
+    struct pg_store *st = pg_of(base);
+    struct pg_params p = {0};
+    p_text(&p, run_id);
+    char what[300];
+    snprintf(what, sizeof what, "cannot list the events of run %s", run_id != NULL ? run_id : "(none)");
+    PGresult *r = pg_exec(st, PG_EV_LIST, &p, what);
+    if (r == NULL)
+        return -1;
+    int ret = 0;
+    for (int i = 0; i < PQntuples(r); i++) {
+        int oom = 0;
+        struct orch_event e;
+        e.id = pg_col_int(r, i, 0);
+        e.ts_ms = pg_col_int(r, i, 1);
+        e.type = pg_col_dup(r, i, 2, &oom);
+        e.data = pg_col_dup(r, i, 3, &oom);
+        if (oom) {
+            orch_event_clear(&e);
+            ret = pg_fail(st, "%s: out of memory", what);
+            break;
+        }
+        int stop = cb(ud, &e);
+        orch_event_clear(&e);
+        if (stop)
+            break;
+    }
+    PQclear(r);
+    return ret;
+}
+
+static int pg_state_list(struct orch_store *base, const char *run_id,
+                         int (*cb)(void *ud, const char *key, const char *value, size_t len), void *ud)
+{
+    struct pg_store *st = pg_of(base);
+    struct pg_params p = {0};
+    p_text(&p, run_id);
+    char what[300];
+    snprintf(what, sizeof what, "cannot list the state of run %s", run_id);
+    PGresult *r = pg_exec(st, PG_STATE_LIST, &p, what);
+    if (r == NULL)
+        return -1;
+    for (int i = 0; i < PQntuples(r); i++) {
+        if (cb(ud, PQgetvalue(r, i, 0), PQgetvalue(r, i, 1), (size_t)PQgetlength(r, i, 1)))
+            break;
+    }
+    PQclear(r);
+    return 0;
+}
+
+/* The one row of a no-parameter statement, or NULL with st->err set. */
+static PGresult *pg_row1(struct pg_store *st, enum pg_stmt i, const char *what)
+{
+    struct pg_params p = {0};
+    PGresult *r = pg_exec(st, i, &p, what);
+    if (r != NULL && PQntuples(r) != 1) {
+        PQclear(r);
+        pg_fail(st, "%s: no row", what);
+        return NULL;
+    }
+    return r;
+}
+
+static int pg_stats(struct orch_store *base, struct orch_store_stats *out)
+{
+    struct pg_store *st = pg_of(base);
+    memset(out, 0, sizeof *out);
+    PGresult *r = pg_row1(st, PG_STATS_RUNS, "cannot count runs");
+    if (r == NULL)
+        return -1;
+    out->runs = pg_col_int(r, 0, 0);
+    out->active = pg_col_int(r, 0, 1);
+    out->paused = pg_col_int(r, 0, 2);
+    out->failed = pg_col_int(r, 0, 3);
+    out->completed = pg_col_int(r, 0, 4);
+    out->recoveries = pg_col_int(r, 0, 5);
+    PQclear(r);
+    r = pg_row1(st, PG_STATS_CPS, "cannot count checkpoints");
+    if (r == NULL)
+        return -1;
+    out->checkpoints = pg_col_int(r, 0, 0);
+    out->checkpoint_mean_ms = pg_col_dbl(r, 0, 1);
+    out->checkpoint_max_ms = pg_col_dbl(r, 0, 2);
+    PQclear(r);
+    r = pg_row1(st, PG_STATS_JOURNAL, "cannot count journal entries");
+    if (r == NULL)
+        return -1;
+    out->journal_entries = pg_col_int(r, 0, 0);
+    out->journal_hits = pg_col_int(r, 0, 1);
+    out->journal_saved_usd = pg_col_dbl(r, 0, 2);
+    PQclear(r);
+    r = pg_row1(st, PG_STATS_SIZE, "cannot measure the database");
+    if (r == NULL)
+        return -1;
+    out->bytes = pg_col_int(r, 0, 0);
+    PQclear(r);
+    return 0;
+}
+
+/* ---- LLM response journal --------------------------------------------- */
+
+/* The values of PG_JR_INSERT for e. -1 (st->err set) for an entry that
+ * cannot be journaled. */
+static int pg_journal_params(struct pg_store *st, const struct orch_journal_entry *e, struct pg_params *p)
+{
+    if (e->key == NULL || e->key[0] == '\0')
+        return pg_fail(st, "cannot journal a response: it has no key");
+    if (e->response == NULL && e->response_len > 0)
+        return pg_fail(st, "cannot journal response %s: %zu bytes announced but no data", e->key,
+                       e->response_len);
+    memset(p, 0, sizeof *p);
+    p_text(p, e->key);
+    p_text(p, e->run_id);
+    p_text(p, e->provider);
+    p_text(p, e->model);
+    p_bytes(p, e->response, e->response_len);
+    p_int(p, e->tokens_in);
+    p_int(p, e->tokens_out);
+    p_dbl(p, e->cost_usd);
+    p_dbl(p, e->latency_ms);
+    p_int(p, e->created_ms != 0 ? e->created_ms : orch_store_now_ms());
+    return 0;
+}
+
+/* One autocommit INSERT: committed (and, with the server's default
+ * synchronous_commit, on its disk) when this returns. */
+static int pg_journal_put(struct orch_store *base, const struct orch_journal_entry *e)
+{
+    struct pg_store *st = pg_of(base);
+    struct pg_params p;
+    if (pg_journal_params(st, e, &p) != 0)
+        return -1;
+    PGresult *r = pg_exec(st, PG_JR_INSERT, &p, "cannot journal an LLM response");
+    if (r == NULL)
+        return -1;
+    PQclear(r);
+    return 0;
+}
+
+/* Fills out from row 0 of a PG_JR_COLS result. 0 or -1 (out of memory). */
+static int pg_journal_row(const PGresult *r, struct orch_journal_owned *out)
+{
+    int oom = 0;
+    memset(out, 0, sizeof *out);
+    out->key = pg_col_dup(r, 0, 0, &oom);
+    out->run_id = pg_col_dup(r, 0, 1, &oom);
+    out->provider = pg_col_dup(r, 0, 2, &oom);
+    out->model = pg_col_dup(r, 0, 3, &oom);
+    out->response = pg_col_bytes(r, 0, 4, &out->response_len, &oom);
+    if (out->response == NULL && !oom) {
+        out->response = calloc(1, 1);
+        oom = out->response == NULL;
+    }
+    out->tokens_in = pg_col_int(r, 0, 5);
+    out->tokens_out = pg_col_int(r, 0, 6);
+    out->cost_usd = pg_col_dbl(r, 0, 7);
+    out->latency_ms = pg_col_dbl(r, 0, 8);
+    out->created_ms = pg_col_int(r, 0, 9);
+    out->hits = pg_col_int(r, 0, 10);
+    if (oom) {
+        orch_journal_clear(out);
+        return -1;
+    }
+    return 0;
+}
+
+/* A lookup's result: 1 with out filled, 0 none, -1 error. */
+static int pg_journal_found(struct pg_store *st, const PGresult *r, const char *key,
+                            struct orch_journal_owned *out)
+{
+    if (PQntuples(r) == 0)
+        return 0;
+    if (pg_journal_row(r, out) != 0)
+        return pg_fail(st, "cannot read journaled response %s: out of memory", key);
+    return 1;
+}
+
+/* Looks up and counts the hit in one statement. Where the hit cannot be
+ * written (a read-only store or a failed UPDATE outside a transaction) the
+ * reply is read without counting it, since failing here would make the
+ * caller pay for the request again. */
+static int pg_journal_get(struct orch_store *base, const char *key, struct orch_journal_owned *out)
+{
+    struct pg_store *st = pg_of(base);
+    if (key == NULL)
+        return pg_fail(st, "cannot look up a journaled response: no key");
+    char what[300];
+    snprintf(what, sizeof what, "cannot look up journaled response %s", key);
+    struct pg_params p = {0};
+    p_text(&p, key);
+    PGresult *r = NULL;
+    if (!st->readonly)
+        r = pg_exec(st, PG_JR_GET_HIT, &p, what);
+    if (r == NULL && PQtransactionStatus(st->conn) == PQTRANS_IDLE)
+        r = pg_exec(st, PG_JR_GET, &p, what);
+    if (r == NULL)
+        return -1;
+    int ret = pg_journal_found(st, r, key, out);
+    PQclear(r);
+    return ret;
+}
+
+struct pg_batch {
+    struct pg_store *st;
+    size_t first; /* index of the first lookup among the queued statements */
+    struct orch_journal_lookup *gets;
+};
+
+static int pg_batch_answer(void *ud, size_t index, const PGresult *r)
+{
+    struct pg_batch *b = ud;
+    if (index < b->first)
+        return 0;
+    struct orch_journal_lookup *g = &b->gets[index - b->first];
+    int rc = pg_journal_found(b->st, r, g->key, &g->out);
+    if (rc < 0)
+        return -1;
+    g->found = rc;
+    return 0;
+}
+
+/* A group commit: the n puts and the m lookups (which see them) go out in
+ * one pipeline inside one transaction: two round trips besides BEGIN,
+ * whatever n and m. */
+static int pg_journal_batch_once(struct orch_store *base, const struct orch_journal_entry *e, size_t n,
+                                 struct orch_journal_lookup *gets, size_t m)
+{
+    struct pg_store *st = pg_of(base);
+    for (size_t i = 0; i < m; i++) {
+        gets[i].found = 0;
+        memset(&gets[i].out, 0, sizeof gets[i].out);
+    }
+    if (n + m == 0)
+        return 0;
+    for (size_t i = 0; i < m; i++) {
+        if (gets[i].key == NULL)
+            return pg_fail(st, "cannot look up a journaled response: no key");
+    }
+    struct pg_params p;
+    for (size_t i = 0; i < n; i++) {
+        if (pg_journal_params(st, &e[i], &p) != 0)
+            return -1;
+    }
+    if (pg_begin(st, "cannot start journaling") != 0)
+        return -1;
+    const char *what = "cannot journal LLM responses";
+    if (pg_pipe_begin(st, what) != 0)
+        goto fail;
+    int sent = 0;
+    for (size_t i = 0; i < n && sent == 0; i++) {
+        pg_journal_params(st, &e[i], &p);
+        sent = pg_pipe_send(st, PG_JR_INSERT, &p, what);
+    }
+    for (size_t i = 0; i < m && sent == 0; i++) {
+        memset(&p, 0, sizeof p);
+        p_text(&p, gets[i].key);
+        sent = pg_pipe_send(st, st->readonly ? PG_JR_GET : PG_JR_GET_HIT, &p, what);
+    }
+    struct pg_batch b = {st, n, gets};
+    if (sent != 0) {
+        char keep[sizeof st->base.err];
+        memcpy(keep, st->base.err, sizeof keep);
+        pg_pipe_end(st, what, NULL, NULL, NULL, NULL);
+        memcpy(st->base.err, keep, sizeof keep);
+        goto fail;
+    }
+    if (pg_pipe_end(st, what, NULL, NULL, pg_batch_answer, &b) != 0)
+        goto fail;
+    if (pg_commit(st, "cannot commit journaled responses") != 0)
+        goto fail;
+    return 0;
+fail:
+    pg_abort(st);
+    for (size_t i = 0; i < m; i++) {
+        orch_journal_clear(&gets[i].out);
+        gets[i].found = 0;
+    }
+    return -1;
+}
+
+/* Sent again on a new connection when the server dropped the first: the
+ * puts keep the first reply of a key, so a rerun changes nothing but the
+ * hits. */
+static int pg_journal_batch(struct orch_store *base, const struct orch_journal_entry *e, size_t n,
+                            struct orch_journal_lookup *gets, size_t m)
+{
+    int rc = pg_journal_batch_once(base, e, n, gets, m);
+    if (rc != 0 && pg_reconnect(pg_of(base)))
+        rc = pg_journal_batch_once(base, e, n, gets, m);
+    return rc;
+}
+
+/* ---- open / close ----------------------------------------------------- */
+
+static void pg_close(struct orch_store *base)
+{
+    if (base == NULL)
+        return;
+    struct pg_store *st = pg_of(base);
+    PQfinish(st->conn);
+    free(st->target);
+    free(st->shown);
+    free(st);
+}
+
+static const struct orch_store_ops pg_ops = {
+    .name = "postgres",
+    .close = pg_close,
+    .run_create = pg_run_create,
+    .run_get = pg_run_get,
+    .run_find_unfinished = pg_run_find_unfinished,
+    .run_update = pg_run_update,
+    .run_claim = pg_run_claim,
+    .run_heartbeat = pg_run_heartbeat,
+    .run_list = pg_run_list,
+    .checkpoint_write = pg_checkpoint_write,
+    .checkpoint_latest = pg_checkpoint_latest,
+    .checkpoint_get = pg_checkpoint_get,
+    .checkpoint_list = pg_checkpoint_list,
+    .checkpoint_rollback = pg_checkpoint_rollback,
+    .result_list = pg_result_list,
+    .event_add = pg_event_add,
+    .event_list = pg_event_list,
+    .state_list = pg_state_list,
+    .stats = pg_stats,
+    .journal_put = pg_journal_put,
+    .journal_get = pg_journal_get,
+    .journal_batch = pg_journal_batch,
+    .run_delete = pg_run_delete,
+    .journal_prune = pg_journal_prune,
+    .vacuum = pg_vacuum,
+};
+
+/* Notices (e.g. from VACUUM) are not errors and must not reach stderr. */
+static void pg_quiet(void *arg, const char *message)
+{
+    (void)arg;
+    (void)message;
+}
+
+struct orch_store *orch_store_pg_open(const char *target, int flags, char *err, size_t errlen)
+{
+    struct pg_store *st = calloc(1, sizeof *st);
+    char shown[400];
+    orch_store_display(target, shown, sizeof shown);
+    if (st != NULL) {
+        st->target = strdup(target);
+        st->shown = strdup(shown);
+    }
+    if (st == NULL || st->target == NULL || st->shown == NULL) {
+        snprintf(err, errlen, "%s: out of memory", shown);
+        if (st != NULL)
+            pg_close(&st->base);
+        return NULL;
+    }
+    st->base.ops = &pg_ops;
+    st->readonly = (flags & ORCH_STORE_READONLY) != 0;
+    /* the URL's own settings come after the defaults, so they win */
+    const char *const keys[] = {"connect_timeout", "fallback_application_name", "dbname", NULL};
+    const char *const vals[] = {"10", "orch", target, NULL};
+    st->conn = PQconnectdbParams(keys, vals, 1);
+    if (st->conn == NULL || PQstatus(st->conn) != CONNECTION_OK) {
+        orch_pg_connect_error(st->shown, st->conn, err, errlen);
+        pg_close(&st->base);
+        return NULL;
+    }
+    PQsetNoticeProcessor(st->conn, pg_quiet, NULL);
+    if (orch_pg_setup(st->conn, st->shown, st->readonly, err, errlen) != 0) {
+        pg_close(&st->base);
+        return NULL;
+    }
+    if (st->readonly) {
+        PGresult *r = PQexec(st->conn, "SET default_transaction_read_only = on");
+        PQclear(r);
+    }
+    if (pg_prepare_all(st, err, errlen) != 0) {
+        pg_close(&st->base);
+        return NULL;
+    }
+    return &st->base;
+}

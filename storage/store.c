@@ -133,6 +133,138 @@ struct orch_store *orch_store_open_flags(const char *target, int flags, char *er
     return NULL;
 }
 
+const char *orch_store_backend(const struct orch_store *st)
+{
+    return st->ops->name;
+}
+
+void orch_store_close(struct orch_store *st)
+{
+    if (st != NULL)
+        st->ops->close(st);
+}
+
+int orch_store_run_create(struct orch_store *st, const struct orch_run *r)
+{
+    return st->ops->run_create(st, r);
+}
+
+int orch_store_run_get(struct orch_store *st, const char *id, struct orch_run *out)
+{
+    return st->ops->run_get(st, id, out);
+}
+
+int orch_store_run_find_unfinished(struct orch_store *st, const char *identity, struct orch_run *out)
+{
+    return st->ops->run_find_unfinished(st, identity, out);
+}
+
+int orch_store_run_update(struct orch_store *st, const struct orch_run *r)
+{
+    return st->ops->run_update(st, r);
+}
+
+int orch_store_run_claim(struct orch_store *st, const char *id, int64_t pid, const char *host, int64_t now_ms,
+                         int64_t expect_pid, int64_t expect_heartbeat_ms)
+{
+    return st->ops->run_claim(st, id, pid, host, now_ms, expect_pid, expect_heartbeat_ms);
+}
+
+int orch_store_run_heartbeat(struct orch_store *st, const char *id, int64_t now_ms)
+{
+    return st->ops->run_heartbeat(st, id, now_ms);
+}
+
+int orch_store_run_list(struct orch_store *st, const struct orch_run_filter *f, orch_run_cb cb, void *ud)
+{
+    return st->ops->run_list(st, f, cb, ud);
+}
+
+int orch_store_checkpoint_write(struct orch_store *st, const struct orch_run *run, struct orch_checkpoint *c,
+                                const struct orch_result *res, size_t nres, const struct orch_kv *state,
+                                size_t nstate)
+{
+    return st->ops->checkpoint_write(st, run, c, res, nres, state, nstate);
+}
+
+int orch_store_checkpoint_latest(struct orch_store *st, const char *run_id, struct orch_checkpoint *out,
+                                 int *skipped)
+{
+    return st->ops->checkpoint_latest(st, run_id, out, skipped);
+}
+
+int orch_store_checkpoint_get(struct orch_store *st, const char *run_id, int64_t seq,
+                              struct orch_checkpoint *out)
+{
+    return st->ops->checkpoint_get(st, run_id, seq, out);
+}
+
+int orch_store_checkpoint_list(struct orch_store *st, const char *run_id, orch_checkpoint_cb cb, void *ud)
+{
+    return st->ops->checkpoint_list(st, run_id, cb, ud);
+}
+
+int orch_store_checkpoint_rollback(struct orch_store *st, const char *run_id, int64_t seq)
+{
+    return st->ops->checkpoint_rollback(st, run_id, seq);
+}
+
+int orch_store_result_list(struct orch_store *st, const char *run_id, orch_result_cb cb, void *ud)
+{
+    return st->ops->result_list(st, run_id, cb, ud);
+}
+
+int orch_store_event_add(struct orch_store *st, const char *run_id, const char *type, const char *data)
+{
+    return st->ops->event_add(st, run_id, type, data);
+}
+
+int orch_store_event_list(struct orch_store *st, const char *run_id, orch_event_cb cb, void *ud)
+{
+    return st->ops->event_list(st, run_id, cb, ud);
+}
+
+int orch_store_state_list(struct orch_store *st, const char *run_id, orch_state_cb cb, void *ud)
+{
+    return st->ops->state_list(st, run_id, cb, ud);
+}
+
+int orch_store_stats(struct orch_store *st, struct orch_store_stats *out)
+{
+    return st->ops->stats(st, out);
+}
+
+int orch_store_journal_put(struct orch_store *st, const struct orch_journal_entry *e)
+{
+    return st->ops->journal_put(st, e);
+}
+
+int orch_store_journal_get(struct orch_store *st, const char *key, struct orch_journal_owned *out)
+{
+    return st->ops->journal_get(st, key, out);
+}
+
+int orch_store_journal_batch(struct orch_store *st, const struct orch_journal_entry *e, size_t n,
+                             struct orch_journal_lookup *gets, size_t m)
+{
+    return st->ops->journal_batch(st, e, n, gets, m);
+}
+
+int orch_store_run_delete(struct orch_store *st, const char *run_id)
+{
+    return st->ops->run_delete(st, run_id);
+}
+
+int orch_store_journal_prune(struct orch_store *st, int64_t before_ms, int64_t *removed)
+{
+    return st->ops->journal_prune(st, before_ms, removed);
+}
+
+int orch_store_vacuum(struct orch_store *st)
+{
+    return st->ops->vacuum(st);
+}
+
 static const char *const run_status_names[] = {
     [ORCH_RUN_PENDING] = "pending",     [ORCH_RUN_RUNNING] = "running", [ORCH_RUN_PAUSED] = "paused",
     [ORCH_RUN_COMPLETED] = "completed", [ORCH_RUN_FAILED] = "failed",

@@ -269,6 +269,7 @@ struct orch_store_ops; /* a backend's operations (store_impl.h) */
 
 struct orch_store {
     const struct orch_store_ops *ops;
+    const char *where; /* the store as messages name it: its path, or its URL with the password masked */
     char err[512];
 };
 

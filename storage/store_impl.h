@@ -1,7 +1,8 @@
 /* store_impl.h — private to storage/: what the backends share with
- * store.c (the memento codec, clocks) and each backend's open function,
+ * store.c (the checkpoint seal, error wording, clocks) and each backend's open function,
  * which orch_store_open dispatches to. Not for use outside storage/.
- * Depends on libc; store.c implements the helpers with libzstd. */
+ * Depends on libc; store.c implements the helpers (with libzstd and
+ * libxxhash for the memento codec and checksum, which stay inside it). */
 #ifndef ORCH_STORE_IMPL_H
 #define ORCH_STORE_IMPL_H
 
@@ -9,6 +10,33 @@
 #include <stdint.h>
 
 #include "store.h"
+
+/* A checkpoint on its way into a backend: the compressed memento, and
+ * the checksum once the backend has numbered it (orch_checkpoint_seal). */
+struct orch_checkpoint_seal {
+    const struct orch_checkpoint *c; /* the fields and the raw memento, as the caller gave them */
+    const void *packed;              /* zstd frame of c->memento */
+    size_t packed_len;
+    double t0; /* monotonic start of the write: the stored duration_ms is now - t0 */
+    /* set by orch_checkpoint_seal: */
+    int64_t seq;
+    int64_t created_ms; /* c->created_ms, or now when 0 */
+    char sum[33];       /* hex XXH3-128 over the fields with seq, and the raw memento */
+    int64_t bytes;      /* packed memento + checksum + name and reason + 80 bytes of numbers */
+};
+
+/* A checkpoint row as a backend returns it: c holds the stored fields and
+ * strings (heap copies) with c.memento the stored zstd frame (heap, or
+ * NULL) and c.memento_len its size; raw_len is the memento length stored
+ * beside it. The callback owns c and clears it. */
+struct orch_checkpoint_packed {
+    struct orch_checkpoint c;
+    int64_t raw_len;
+};
+
+/* Callback of checkpoint_scan: 0 to go on, non-zero to stop (-1: failed,
+ * with the message in st->err). */
+typedef int (*orch_packed_cb)(void *ud, struct orch_checkpoint_packed *p);
 
 /* A backend's operations, one per orch_store_* function (store.h has
  * their contract); store.c calls them after its own checks. */
@@ -38,22 +66,20 @@ struct orch_store_ops {
     int (*run_list)(struct orch_store *st, const struct orch_run_filter *f, orch_run_cb cb, void *ud);
 
     /* One transaction: the results, the state entries (upserted), the
-     * checkpoint (c->seq, checksum, bytes, duration_ms are set on return)
-     * and run's counters/status as in run_update. 0 or -1 (nothing written). */
-    int (*checkpoint_write)(struct orch_store *st, const struct orch_run *run, struct orch_checkpoint *c,
-                            const struct orch_result *res, size_t nres, const struct orch_kv *state,
-                            size_t nstate);
-    /* The newest checkpoint of the run whose memento decompresses and whose
-     * checksum verifies; *skipped counts newer ones that did not. 1 found,
-     * 0 none valid, -1 error. */
-    int (*checkpoint_latest)(struct orch_store *st, const char *run_id, struct orch_checkpoint *out,
-                             int *skipped);
-    /* Checkpoint seq of the run (memento included, valid set). 1, 0 or -1. */
-    int (*checkpoint_get)(struct orch_store *st, const char *run_id, int64_t seq,
-                          struct orch_checkpoint *out);
-    /* All checkpoints of the run, oldest first, without memento bytes
-     * (memento NULL) but with valid set. 0 or -1. */
-    int (*checkpoint_list)(struct orch_store *st, const char *run_id, orch_checkpoint_cb cb, void *ud);
+     * checkpoint row and the run's counters/status as in run_update. The
+     * backend numbers the checkpoint, calls orch_checkpoint_seal with that
+     * seq inside the transaction, and stores seal->packed, seal->sum and
+     * seal->bytes as they are. 0 or -1 (nothing written). */
+    int (*checkpoint_write)(struct orch_store *st, const struct orch_run *run,
+                            struct orch_checkpoint_seal *seal, const struct orch_result *res, size_t nres,
+                            const struct orch_kv *state, size_t nstate);
+    /* The run's checkpoint rows as stored, each handed to cb as a struct
+     * orch_checkpoint_packed: only checkpoint seq when seq > 0, else all,
+     * newest first when newest_first. No verification: that is store.c's.
+     * Returns cb's last return value (0 when the rows ran out, cb stops
+     * on non-zero), or -1 with "<store>: <what>: <reason>" in st->err. */
+    int (*checkpoint_scan)(struct orch_store *st, const char *run_id, int64_t seq, int newest_first,
+                           const char *what, orch_packed_cb cb, void *ud);
     /* Deletes the run's checkpoints after seq and the results written with
      * them, in one transaction. 0 or -1. */
     int (*checkpoint_rollback)(struct orch_store *st, const char *run_id, int64_t seq);
@@ -92,30 +118,15 @@ struct orch_store_ops {
     int (*vacuum)(struct orch_store *st);
 };
 
-/* A memento larger than this is refused both ways: writing one this big
- * means a runaway ctx.state, and reading one means a hostile or corrupt
- * frame header asking for an absurd allocation. */
-#define ORCH_STORE_MEMENTO_MAX ((size_t)256 * 1024 * 1024)
+/* Seals a checkpoint a backend has numbered seq, inside its write
+ * transaction: fills seal->seq, created_ms, sum and bytes. 0, or -1 with
+ * the message in st->err (out of memory). */
+int orch_checkpoint_seal(struct orch_store *st, const char *run_id, struct orch_checkpoint_seal *seal,
+                         int64_t seq);
 
-/* zstd level used for mementos: fast, and state JSON shrinks well. */
-#define ORCH_STORE_ZSTD_LEVEL 3
-
-/* Compresses len bytes at src (src may be NULL when len is 0) into one zstd
- * frame that records its content size. On success *out is a malloc'd
- * buffer the caller frees and *out_len its size; returns 0. Returns -1 with
- * the reason (no path) in err when len is over ORCH_STORE_MEMENTO_MAX or
- * memory runs out. */
-int orch_store_compress(const void *src, size_t len, void **out, size_t *out_len, char *err, size_t errlen);
-
-/* Decompresses one zstd frame written by orch_store_compress. The size is
- * taken from the frame header and must be known and at most
- * ORCH_STORE_MEMENTO_MAX. On success *out is a malloc'd buffer of
- * *out_len bytes plus a terminating NUL (so JSON text can be used as a C
- * string), owned by the caller; returns 0. Returns -1 with the reason in
- * err for anything that is not a complete, intact frame, and -2 when
- * memory runs out (so callers can tell a damaged memento, which is a
- * verdict on the data, from a shortage, which is not). */
-int orch_store_decompress(const void *src, size_t len, void **out, size_t *out_len, char *err, size_t errlen);
+/* Records "<the store>: <fmt ...>" in st->err (the store named by
+ * st->where) and returns -1. */
+int orch_store_fail(struct orch_store *st, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* Wall-clock milliseconds since the epoch (for *_ms columns). */
 int64_t orch_store_now_ms(void);

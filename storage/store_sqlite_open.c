@@ -170,6 +170,7 @@ static struct sq_store *sq_new(const char *target, int memory, char *err, size_t
         return NULL;
     }
     st->base.ops = &sq_ops;
+    st->base.where = path;
     st->path = path;
     st->memory = memory;
     return st;

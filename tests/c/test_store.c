@@ -618,6 +618,30 @@ static void test_checkpoints(struct orch_store *st, const char *db_path)
     CHECK(result_count(st, "r1") == 4);
 }
 
+/* store.c checks what every backend would otherwise have to: a call
+ * without a run is refused with orch's message naming the store (its URL
+ * with the password masked), never handed to a backend. */
+static void test_contract(struct orch_store *st, const char *target)
+{
+    char shown[700], want[900];
+    orch_store_display(target, shown, sizeof shown);
+    struct orch_checkpoint c = {0};
+    struct orch_run norun = {0};
+    CHECK(orch_store_checkpoint_write(st, &norun, &c, NULL, 0, NULL, 0) == -1);
+    snprintf(want, sizeof want, "%s: cannot write a checkpoint: no run given", shown);
+    CHECK_STR(st->err, want);
+    struct orch_run run = make_run("contract", "c", "idC", ORCH_RUN_RUNNING, 1000);
+    CHECK(orch_store_checkpoint_write(st, &run, &c, NULL, 2, NULL, 0) == -1);
+    snprintf(want, sizeof want, "%s: cannot write a checkpoint: no checkpoint, results or state given",
+             shown);
+    CHECK_STR(st->err, want);
+    CHECK(orch_store_checkpoint_latest(st, NULL, &c, NULL) == -1);
+    snprintf(want, sizeof want, "%s: cannot read the checkpoints: no run given", shown);
+    CHECK_STR(st->err, want);
+    CHECK(orch_store_checkpoint_get(st, "contract", 0, &c) == 0);
+    CHECK(c.memento == NULL && c.checksum == NULL);
+}
+
 static void test_events(struct orch_store *st)
 {
     CHECK(orch_store_event_add(st, "r1", "run.start", "{\"pid\":200}") == 0);
@@ -1630,6 +1654,7 @@ int main(int argc, char **argv)
     test_runs(st);
     test_claim(st);
     test_checkpoints(st, target);
+    test_contract(st, target);
     test_events(st);
     test_stats(st, backend != B_MEMORY);
     test_journal(st, target);

@@ -245,6 +245,23 @@ int orch_store_vacuum(struct orch_store *st)
     return st->ops->vacuum(st);
 }
 
+void orch_store_version(struct orch_store *st, char *out, size_t outlen)
+{
+    if (outlen > 0)
+        out[0] = '\0';
+    st->ops->version(st, out, outlen);
+}
+
+const char *orch_store_library(size_t i)
+{
+    static char libs[2][64];
+    void (*const fill[])(char *, size_t) = {orch_store_sqlite_library, orch_store_pg_library};
+    if (i >= sizeof libs / sizeof libs[0])
+        return NULL;
+    fill[i](libs[i], sizeof libs[i]);
+    return libs[i];
+}
+
 static const char *const run_status_names[] = {
     [ORCH_RUN_PENDING] = "pending",     [ORCH_RUN_RUNNING] = "running", [ORCH_RUN_PAUSED] = "paused",
     [ORCH_RUN_COMPLETED] = "completed", [ORCH_RUN_FAILED] = "failed",

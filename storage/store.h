@@ -264,6 +264,14 @@ int orch_store_run_delete(struct orch_store *st, const char *run_id);
 int orch_store_journal_prune(struct orch_store *st, int64_t before_ms, int64_t *removed);
 /* Gives the space of deleted data back to the file system. 0 or -1. */
 int orch_store_vacuum(struct orch_store *st);
+/* What the open store runs on: "SQLite 3.40.1", or "PostgreSQL 15.4"
+ * (the server's version). Always NUL-terminates out. */
+void orch_store_version(struct orch_store *st, char *out, size_t outlen);
+
+/* The store libraries this orch is built with, for `orch version`: i = 0
+ * gives "SQLite 3.40.1", i = 1 "PostgreSQL 15.10 (libpq)"; NULL past the
+ * last. Needs no open store. */
+const char *orch_store_library(size_t i);
 
 struct orch_store_ops; /* a backend's operations (store_impl.h) */
 

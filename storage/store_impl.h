@@ -116,6 +116,9 @@ struct orch_store_ops {
     int (*journal_prune)(struct orch_store *st, int64_t before_ms, int64_t *removed);
     /* Gives the space of deleted data back to the file system. 0 or -1. */
     int (*vacuum)(struct orch_store *st);
+    /* What the store runs on, "SQLite 3.40.1" or "PostgreSQL 15.4" (the
+     * server's version), into out (always NUL-terminated). */
+    void (*version)(struct orch_store *st, char *out, size_t outlen);
 };
 
 /* Seals a checkpoint a backend has numbered seq, inside its write
@@ -136,6 +139,12 @@ double orch_store_mono_ms(void);
 /* The SQLite backend: target is a file path or ":memory:"; flags as in
  * orch_store_open_flags. Same contract as orch_store_open_flags. */
 struct orch_store *orch_store_sqlite_open(const char *target, int flags, char *err, size_t errlen);
+
+/* The library each backend is built with, for orch_store_library:
+ * "SQLite 3.40.1" (store_sqlite.c), "PostgreSQL 15.10 (libpq)"
+ * (store_pg.c). out is always NUL-terminated. */
+void orch_store_sqlite_library(char *out, size_t outlen);
+void orch_store_pg_library(char *out, size_t outlen);
 
 /* The PostgreSQL backend (store_pg.c): target is a postgres:// or
  * postgresql:// URL, handed to libpq as it is; flags as in

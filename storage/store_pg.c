@@ -1503,6 +1503,30 @@ static void pg_close(struct orch_store *base)
     free(st);
 }
 
+/* "15.10" from libpq's encoding of a version (150010; 90624 for 9.6.24). */
+static void pg_version_text(int v, char *out, size_t outlen)
+{
+    if (v >= 100000)
+        snprintf(out, outlen, "%d.%d", v / 10000, v % 10000);
+    else
+        snprintf(out, outlen, "%d.%d.%d", v / 10000, v / 100 % 100, v % 100);
+}
+
+void orch_store_pg_library(char *out, size_t outlen)
+{
+    char v[32];
+    pg_version_text(PQlibVersion(), v, sizeof v);
+    snprintf(out, outlen, "PostgreSQL %s (libpq)", v);
+}
+
+/* The server's version, as the connection reported it at login. */
+static void pg_version(struct orch_store *base, char *out, size_t outlen)
+{
+    char v[32];
+    pg_version_text(PQserverVersion(pg_of(base)->conn), v, sizeof v);
+    snprintf(out, outlen, "PostgreSQL %s", v);
+}
+
 static const struct orch_store_ops pg_ops = {
     .name = "postgres",
     .close = pg_close,
@@ -1527,6 +1551,7 @@ static const struct orch_store_ops pg_ops = {
     .run_delete = pg_run_delete,
     .journal_prune = pg_journal_prune,
     .vacuum = pg_vacuum,
+    .version = pg_version,
 };
 
 /* Notices (e.g. from VACUUM) are not errors and must not reach stderr. */

@@ -1091,6 +1091,18 @@ static int sq_journal_get(struct orch_store *base, const char *key, struct orch_
     return 1;
 }
 
+void orch_store_sqlite_library(char *out, size_t outlen)
+{
+    snprintf(out, outlen, "SQLite %s", sqlite3_libversion());
+}
+
+/* An SQLite store runs on the library itself. */
+static void sq_version(struct orch_store *base, char *out, size_t outlen)
+{
+    (void)base;
+    orch_store_sqlite_library(out, outlen);
+}
+
 const struct orch_store_ops sq_ops = {
     .name = "sqlite",
     .close = sq_close,
@@ -1115,4 +1127,5 @@ const struct orch_store_ops sq_ops = {
     .run_delete = sq_run_delete,
     .journal_prune = sq_journal_prune,
     .vacuum = sq_vacuum,
+    .version = sq_version,
 };

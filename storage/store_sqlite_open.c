@@ -2,7 +2,7 @@
  * (a database, orch's or empty, a schema this build knows, not corrupt)
  * before writing a byte, then switches to WAL, migrates and prepares every
  * statement; read-only opens for the commands that only inspect; closing.
- * Pure C: depends on libc, libsqlite3, fsutil.h and store_impl.h. */
+ * Pure C: depends on libc, libsqlite3, common/fsutil.h and store_impl.h. */
 #include "store.h"
 #include "store_impl.h"
 #include "store_sqlite_impl.h"

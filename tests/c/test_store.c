@@ -640,6 +640,27 @@ static void test_contract(struct orch_store *st, const char *target)
     CHECK_STR(st->err, want);
     CHECK(orch_store_checkpoint_get(st, "contract", 0, &c) == 0);
     CHECK(c.memento == NULL && c.checksum == NULL);
+
+    /* what the store runs on, and the libraries `orch version` prints */
+    char v[100], lib[100];
+    orch_store_version(st, v, sizeof v);
+    snprintf(lib, sizeof lib, "SQLite %s", sqlite3_libversion());
+    if (backend == B_POSTGRES) {
+        char server[40];
+        CHECK(pg_query(target, "SHOW server_version", NULL, server, sizeof server) >= 0);
+        server[strcspn(server, " ")] = '\0';
+        snprintf(want, sizeof want, "PostgreSQL %s", server);
+        CHECK_STR(v, want);
+    } else {
+        CHECK_STR(v, lib);
+    }
+    CHECK(orch_store_library(0) != NULL);
+    CHECK_STR(orch_store_library(0), lib);
+    int pv = PQlibVersion();
+    snprintf(want, sizeof want, "PostgreSQL %d.%d (libpq)", pv / 10000, pv % 10000);
+    CHECK(orch_store_library(1) != NULL);
+    CHECK_STR(orch_store_library(1), want);
+    CHECK(orch_store_library(2) == NULL);
 }
 
 static void test_events(struct orch_store *st)

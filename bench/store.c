@@ -63,7 +63,7 @@ static void bench_journal(struct orch_store *st, const char *label)
     for (int i = 0; i < N; i++) {
         e.key = keys[i];
         double t = mono_us();
-        failed += st->ops->journal_put(st, &e) != 0;
+        failed += orch_store_journal_put(st, &e) != 0;
         took[i] = mono_us() - t;
     }
     double put_us = (mono_us() - t0) / N;
@@ -74,7 +74,7 @@ static void bench_journal(struct orch_store *st, const char *label)
     int found = 0;
     t0 = mono_us();
     for (int i = 0; i < N; i++) {
-        if (st->ops->journal_get(st, keys[i], &got) == 1) {
+        if (orch_store_journal_get(st, keys[i], &got) == 1) {
             found += got.response_len == (size_t)bl && got.hits == 1;
             orch_journal_clear(&got);
         }
@@ -86,12 +86,12 @@ static void bench_journal(struct orch_store *st, const char *label)
     t0 = mono_us();
     for (int i = 0; i < N; i++) {
         snprintf(miss, sizeof miss, "ffffffff%024d", i);
-        missed += st->ops->journal_get(st, miss, &got) == 0;
+        missed += orch_store_journal_get(st, miss, &got) == 0;
     }
     double miss_us = (mono_us() - t0) / N;
     CHECK(missed == N);
     struct orch_store_stats s;
-    CHECK(st->ops->stats(st, &s) == 0);
+    CHECK(orch_store_stats(st, &s) == 0);
     CHECK(s.journal_entries == N && s.journal_hits == N);
     CHECK(s.journal_saved_usd > 0.0001 * N - 1e-9 && s.journal_saved_usd < 0.0001 * N + 1e-9);
     /* the max is SQLite's automatic WAL checkpoint (an fsync of the database) landing on a put */
@@ -109,7 +109,7 @@ static void bench_checkpoint(struct orch_store *st, const char *label)
     run.identity = (char *)"idZ";
     run.status = ORCH_RUN_RUNNING;
     run.created_ms = 5000;
-    CHECK(st->ops->run_create(st, &run) == 0);
+    CHECK(orch_store_run_create(st, &run) == 0);
     enum { NRES = 500, ROUNDS = 20 };
     static struct orch_result res[NRES];
     static char keys[NRES][16];
@@ -136,7 +136,7 @@ static void bench_checkpoint(struct orch_store *st, const char *label)
         c.input_index = run.rows_done;
         c.memento = memento;
         c.memento_len = (size_t)ml;
-        CHECK(st->ops->checkpoint_write(st, &run, &c, res, NRES, NULL, 0) == 0);
+        CHECK(orch_store_checkpoint_write(st, &run, &c, res, NRES, NULL, 0) == 0);
         free(c.checksum);
         total += c.duration_ms;
         if (c.duration_ms < best)
@@ -145,7 +145,7 @@ static void bench_checkpoint(struct orch_store *st, const char *label)
             worst = c.duration_ms;
     }
     int n = 0;
-    CHECK(st->ops->result_list(st, "bench", count_result, &n) == 0);
+    CHECK(orch_store_result_list(st, "bench", count_result, &n) == 0);
     CHECK(n == NRES * ROUNDS);
     printf("checkpoint of %d results (%s): mean %.3f ms, min %.3f ms, max %.3f ms over %d writes\n", NRES,
            label, total / ROUNDS, best, worst, ROUNDS);
@@ -169,14 +169,14 @@ int main(int argc, char **argv)
     }
     bench_checkpoint(st, "file, WAL, synchronous=NORMAL");
     bench_journal(st, "file, WAL, synchronous=NORMAL");
-    st->ops->close(st);
+    orch_store_close(st);
     st = orch_store_open(":memory:", err, sizeof err);
     if (st == NULL) {
         fprintf(stderr, "%s\n", err);
         return 2;
     }
     bench_checkpoint(st, ":memory:");
-    st->ops->close(st);
+    orch_store_close(st);
     const char *suffixes[] = {"", "-wal", "-shm"};
     for (size_t i = 0; i < sizeof suffixes / sizeof suffixes[0]; i++) {
         char f[620];

@@ -56,7 +56,7 @@ int main(int argc, char **argv)
     run.name = (char *)"bench";
     run.identity = run_id;
     run.status = ORCH_RUN_RUNNING;
-    if (st->ops->run_create(st, &run) != 0) {
+    if (orch_store_run_create(st, &run) != 0) {
         fprintf(stderr, "store_bench: %s\n", st->err);
         return 1;
     }
@@ -78,7 +78,7 @@ int main(int argc, char **argv)
         c.memento_len = sizeof memento;
         run.rows_done = (r + 1) * NRES;
         double t0 = now_ms();
-        if (st->ops->checkpoint_write(st, &run, &c, res, NRES, kv, 2) != 0) {
+        if (orch_store_checkpoint_write(st, &run, &c, res, NRES, kv, 2) != 0) {
             fprintf(stderr, "store_bench: %s\n", st->err);
             return 1;
         }
@@ -105,7 +105,7 @@ int main(int argc, char **argv)
             g[i] = (struct orch_journal_lookup){.key = r > 0 && i % 2 ? jkeys[r - 1][i] : "missing"};
         }
         double t0 = now_ms();
-        if (st->ops->journal_batch(st, e, NJ, g, NJ) != 0) {
+        if (orch_store_journal_batch(st, e, NJ, g, NJ) != 0) {
             fprintf(stderr, "store_bench: %s\n", st->err);
             return 1;
         }
@@ -114,6 +114,6 @@ int main(int argc, char **argv)
             orch_journal_clear(&g[i].out);
     }
     report(argv[2], "journal", ms);
-    st->ops->close(st);
+    orch_store_close(st);
     return 0;
 }

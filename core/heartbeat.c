@@ -11,7 +11,7 @@ static void heartbeat_fire(void *ud)
     h->timer = NULL;
     if (h->st == NULL || h->run_id == NULL)
         return;
-    h->st->ops->run_heartbeat(h->st, h->run_id, (int64_t)orch_wall_ms());
+    orch_store_run_heartbeat(h->st, h->run_id, (int64_t)orch_wall_ms());
     h->timer = orch_loop_timer_add(h->loop, (uint64_t)h->every_ms, heartbeat_fire, h);
 }
 

@@ -93,7 +93,7 @@ static void group_commit(struct orch_journal_group *g)
             es[i] = g->pending[i].e;
         for (size_t i = 0; i < g->nwaiting; i++)
             gs[i].key = g->waiting[i]->key;
-        rc = g->st->ops->journal_batch(g->st, es, g->npending, gs, g->nwaiting);
+        rc = orch_store_journal_batch(g->st, es, g->npending, gs, g->nwaiting);
     }
     const char *err = es == NULL || gs == NULL ? "out of memory" : g->st->err;
     if (rc != 0 && g->npending > 0)

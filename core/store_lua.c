@@ -231,7 +231,7 @@ static void store_release(struct lstore *s)
     orch_heartbeat_stop(&s->beat);
     orch_journal_group_release(&s->jg);
     if (s->st != NULL)
-        s->st->ops->close(s->st);
+        orch_store_close(s->st);
     s->st = NULL;
 }
 
@@ -248,7 +248,7 @@ static int l_store_run_create(lua_State *L)
     struct orch_store *st = check_open(L);
     struct orch_run r;
     to_run(L, 2, &r);
-    if (st->ops->run_create(st, &r) != 0)
+    if (orch_store_run_create(st, &r) != 0)
         return push_failure(L, st->err);
     lua_pushboolean(L, 1);
     return 1;
@@ -274,7 +274,7 @@ static int l_store_run_get(lua_State *L)
     const char *id = luaL_checkstring(L, 2);
     struct orch_run r;
     memset(&r, 0, sizeof r);
-    return push_found_run(L, st, st->ops->run_get(st, id, &r), &r);
+    return push_found_run(L, st, orch_store_run_get(st, id, &r), &r);
 }
 
 static int l_store_run_find_unfinished(lua_State *L)
@@ -283,7 +283,7 @@ static int l_store_run_find_unfinished(lua_State *L)
     const char *identity = luaL_checkstring(L, 2);
     struct orch_run r;
     memset(&r, 0, sizeof r);
-    return push_found_run(L, st, st->ops->run_find_unfinished(st, identity, &r), &r);
+    return push_found_run(L, st, orch_store_run_find_unfinished(st, identity, &r), &r);
 }
 
 static int l_store_run_update(lua_State *L)
@@ -291,7 +291,7 @@ static int l_store_run_update(lua_State *L)
     struct orch_store *st = check_open(L);
     struct orch_run r;
     to_run(L, 2, &r);
-    if (st->ops->run_update(st, &r) != 0)
+    if (orch_store_run_update(st, &r) != 0)
         return push_failure(L, st->err);
     lua_pushboolean(L, 1);
     return 1;
@@ -307,7 +307,7 @@ static int l_store_run_claim(lua_State *L)
     int64_t now = (int64_t)luaL_checkinteger(L, 5);
     int64_t expect_pid = (int64_t)luaL_checkinteger(L, 6);
     int64_t expect_hb = (int64_t)luaL_checkinteger(L, 7);
-    int rc = st->ops->run_claim(st, id, pid, host, now, expect_pid, expect_hb);
+    int rc = orch_store_run_claim(st, id, pid, host, now, expect_pid, expect_hb);
     if (rc < 0)
         return push_failure(L, st->err);
     lua_pushboolean(L, rc == 1);
@@ -337,7 +337,7 @@ static int l_store_run_list(lua_State *L)
         f.until_ms = get_int(L, 2, "until_ms");
     }
     lua_newtable(L);
-    if (st->ops->run_list(st, &f, collect_run, L) != 0)
+    if (orch_store_run_list(st, &f, collect_run, L) != 0)
         return push_failure(L, st->err);
     return 1;
 }
@@ -442,7 +442,7 @@ static int l_store_checkpoint_write(lua_State *L)
         k++;
         lua_pop(L, 1);
     }
-    if (st->ops->checkpoint_write(st, &run, &c, res, nres, kv, nstate) != 0)
+    if (orch_store_checkpoint_write(st, &run, &c, res, nres, kv, nstate) != 0)
         return push_failure(L, st->err);
     lua_createtable(L, 0, 4);
     set_int(L, "seq", c.seq);
@@ -475,7 +475,7 @@ static int l_store_checkpoint_latest(lua_State *L)
     struct orch_checkpoint c;
     memset(&c, 0, sizeof c);
     int skipped = 0;
-    int rc = st->ops->checkpoint_latest(st, id, &c, &skipped);
+    int rc = orch_store_checkpoint_latest(st, id, &c, &skipped);
     if (push_found_checkpoint(L, st, rc, &c) == 2)
         return 2;
     lua_pushinteger(L, skipped);
@@ -489,7 +489,7 @@ static int l_store_checkpoint_get(lua_State *L)
     int64_t seq = (int64_t)luaL_checkinteger(L, 3);
     struct orch_checkpoint c;
     memset(&c, 0, sizeof c);
-    return push_found_checkpoint(L, st, st->ops->checkpoint_get(st, id, seq, &c), &c);
+    return push_found_checkpoint(L, st, orch_store_checkpoint_get(st, id, seq, &c), &c);
 }
 
 static int collect_checkpoint(void *ud, const struct orch_checkpoint *c)
@@ -505,7 +505,7 @@ static int l_store_checkpoint_list(lua_State *L)
     struct orch_store *st = check_open(L);
     const char *id = luaL_checkstring(L, 2);
     lua_newtable(L);
-    if (st->ops->checkpoint_list(st, id, collect_checkpoint, L) != 0)
+    if (orch_store_checkpoint_list(st, id, collect_checkpoint, L) != 0)
         return push_failure(L, st->err);
     return 1;
 }
@@ -515,7 +515,7 @@ static int l_store_checkpoint_rollback(lua_State *L)
     struct orch_store *st = check_open(L);
     const char *id = luaL_checkstring(L, 2);
     int64_t seq = (int64_t)luaL_checkinteger(L, 3);
-    if (st->ops->checkpoint_rollback(st, id, seq) != 0)
+    if (orch_store_checkpoint_rollback(st, id, seq) != 0)
         return push_failure(L, st->err);
     lua_pushboolean(L, 1);
     return 1;
@@ -559,7 +559,7 @@ static int l_store_each_result(lua_State *L)
     const char *id = luaL_checkstring(L, 2);
     luaL_checktype(L, 3, LUA_TFUNCTION);
     struct each_ctx e = {L, 3, 0};
-    int rc = st->ops->result_list(st, id, each_result, &e);
+    int rc = orch_store_result_list(st, id, each_result, &e);
     if (e.failed)
         return lua_error(L); /* raised only now, with the store's loop finished */
     if (rc != 0)
@@ -574,7 +574,7 @@ static int l_store_event_add(lua_State *L)
     const char *id = luaL_checkstring(L, 2);
     const char *type = luaL_checkstring(L, 3);
     const char *data = luaL_optstring(L, 4, NULL);
-    if (st->ops->event_add(st, id, type, data) != 0)
+    if (orch_store_event_add(st, id, type, data) != 0)
         return push_failure(L, st->err);
     lua_pushboolean(L, 1);
     return 1;
@@ -597,7 +597,7 @@ static int l_store_event_list(lua_State *L)
     struct orch_store *st = check_open(L);
     const char *id = luaL_checkstring(L, 2);
     lua_newtable(L);
-    if (st->ops->event_list(st, id, collect_event, L) != 0)
+    if (orch_store_event_list(st, id, collect_event, L) != 0)
         return push_failure(L, st->err);
     return 1;
 }
@@ -616,7 +616,7 @@ static int l_store_state_list(lua_State *L)
     struct orch_store *st = check_open(L);
     const char *id = luaL_checkstring(L, 2);
     lua_newtable(L);
-    if (st->ops->state_list(st, id, collect_state, L) != 0)
+    if (orch_store_state_list(st, id, collect_state, L) != 0)
         return push_failure(L, st->err);
     return 1;
 }
@@ -626,7 +626,7 @@ static int l_store_stats(lua_State *L)
     struct orch_store *st = check_open(L);
     struct orch_store_stats s;
     memset(&s, 0, sizeof s);
-    if (st->ops->stats(st, &s) != 0)
+    if (orch_store_stats(st, &s) != 0)
         return push_failure(L, st->err);
     lua_createtable(L, 0, 10);
     set_int(L, "runs", s.runs);
@@ -806,7 +806,7 @@ static int l_store_journal_get(lua_State *L)
     }
     struct orch_journal_owned e;
     memset(&e, 0, sizeof e);
-    int rc = st->ops->journal_get(st, key, &e);
+    int rc = orch_store_journal_get(st, key, &e);
     if (rc < 0)
         return push_failure(L, st->err);
     if (rc == 0) {
@@ -825,7 +825,7 @@ static int l_store_run_delete(lua_State *L)
 {
     struct orch_store *st = check_open(L);
     const char *id = luaL_checkstring(L, 2);
-    int rc = st->ops->run_delete(st, id);
+    int rc = orch_store_run_delete(st, id);
     if (rc < 0)
         return push_failure(L, st->err);
     lua_pushboolean(L, rc);
@@ -840,7 +840,7 @@ static int l_store_journal_prune(lua_State *L)
     int64_t before = (int64_t)luaL_checkinteger(L, 2);
     orch_journal_group_flush(&s->jg); /* waiting replies first: they may be among the old ones */
     int64_t n = 0;
-    if (st->ops->journal_prune(st, before, &n) != 0)
+    if (orch_store_journal_prune(st, before, &n) != 0)
         return push_failure(L, st->err);
     lua_pushinteger(L, (lua_Integer)n);
     return 1;
@@ -850,7 +850,7 @@ static int l_store_journal_prune(lua_State *L)
 static int l_store_vacuum(lua_State *L)
 {
     struct orch_store *st = check_open(L);
-    if (st->ops->vacuum(st) != 0)
+    if (orch_store_vacuum(st) != 0)
         return push_failure(L, st->err);
     lua_pushboolean(L, 1);
     return 1;

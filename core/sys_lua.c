@@ -10,15 +10,17 @@
 
 #include <curl/curl.h>
 #include <lauxlib.h>
-#include <sqlite3.h>
 
 #include "runtime.h"
+#include "store.h"
 
 #ifndef ORCH_VERSION
 #define ORCH_VERSION "0.0.0"
 #endif
 
-/* versions() -> { orch =, lua =, curl =, sqlite = } */
+/* versions() -> { orch =, lua =, curl =, stores = { "SQLite 3.40.1",
+ * "PostgreSQL 15.10 (libpq)" } }: the store libraries as the store names
+ * them (orch_store_library). */
 static int l_sys_versions(lua_State *L)
 {
     lua_createtable(L, 0, 4);
@@ -28,8 +30,12 @@ static int l_sys_versions(lua_State *L)
     lua_setfield(L, -2, "lua");
     lua_pushstring(L, curl_version_info(CURLVERSION_NOW)->version);
     lua_setfield(L, -2, "curl");
-    lua_pushstring(L, sqlite3_libversion());
-    lua_setfield(L, -2, "sqlite");
+    lua_newtable(L);
+    for (size_t i = 0; orch_store_library(i) != NULL; i++) {
+        lua_pushstring(L, orch_store_library(i));
+        lua_rawseti(L, -2, (lua_Integer)i + 1);
+    }
+    lua_setfield(L, -2, "stores");
     return 1;
 }
 

@@ -1,12 +1,16 @@
 /* store.c — the backend-independent half of the state store: choosing a
- * backend from the target, run status names, the checkpoint checksum
- * (XXH3-128, libxxhash), the memento codec (zstd, libzstd) the backends
- * share, and the functions that free what the store fills in (runs,
- * checkpoints, events, journal entries).
+ * backend from the target, the orch_store_* functions every caller goes
+ * through (argument checks, then the backend's operation), and what is the
+ * same for every backend: checkpoints compressed (zstd, libzstd) and
+ * checksummed (XXH3-128, libxxhash) on the way in, decompressed and
+ * verified on the way out with the fall back to the newest valid one,
+ * messages naming the store as st->where does; run status names, and the
+ * functions that free what the store fills in.
  * See store.h for the contract and store_impl.h for the shared helpers. */
 #include "store.h"
 #include "store_impl.h"
 
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -133,6 +137,131 @@ struct orch_store *orch_store_open_flags(const char *target, int flags, char *er
     return NULL;
 }
 
+const char *orch_store_backend(const struct orch_store *st)
+{
+    return st->ops->name;
+}
+
+void orch_store_close(struct orch_store *st)
+{
+    if (st != NULL)
+        st->ops->close(st);
+}
+
+int orch_store_run_create(struct orch_store *st, const struct orch_run *r)
+{
+    return st->ops->run_create(st, r);
+}
+
+int orch_store_run_get(struct orch_store *st, const char *id, struct orch_run *out)
+{
+    return st->ops->run_get(st, id, out);
+}
+
+int orch_store_run_find_unfinished(struct orch_store *st, const char *identity, struct orch_run *out)
+{
+    return st->ops->run_find_unfinished(st, identity, out);
+}
+
+int orch_store_run_update(struct orch_store *st, const struct orch_run *r)
+{
+    return st->ops->run_update(st, r);
+}
+
+int orch_store_run_claim(struct orch_store *st, const char *id, int64_t pid, const char *host, int64_t now_ms,
+                         int64_t expect_pid, int64_t expect_heartbeat_ms)
+{
+    return st->ops->run_claim(st, id, pid, host, now_ms, expect_pid, expect_heartbeat_ms);
+}
+
+int orch_store_run_heartbeat(struct orch_store *st, const char *id, int64_t now_ms)
+{
+    return st->ops->run_heartbeat(st, id, now_ms);
+}
+
+int orch_store_run_list(struct orch_store *st, const struct orch_run_filter *f, orch_run_cb cb, void *ud)
+{
+    return st->ops->run_list(st, f, cb, ud);
+}
+
+int orch_store_checkpoint_rollback(struct orch_store *st, const char *run_id, int64_t seq)
+{
+    return st->ops->checkpoint_rollback(st, run_id, seq);
+}
+
+int orch_store_result_list(struct orch_store *st, const char *run_id, orch_result_cb cb, void *ud)
+{
+    return st->ops->result_list(st, run_id, cb, ud);
+}
+
+int orch_store_event_add(struct orch_store *st, const char *run_id, const char *type, const char *data)
+{
+    return st->ops->event_add(st, run_id, type, data);
+}
+
+int orch_store_event_list(struct orch_store *st, const char *run_id, orch_event_cb cb, void *ud)
+{
+    return st->ops->event_list(st, run_id, cb, ud);
+}
+
+int orch_store_state_list(struct orch_store *st, const char *run_id, orch_state_cb cb, void *ud)
+{
+    return st->ops->state_list(st, run_id, cb, ud);
+}
+
+int orch_store_stats(struct orch_store *st, struct orch_store_stats *out)
+{
+    return st->ops->stats(st, out);
+}
+
+int orch_store_journal_put(struct orch_store *st, const struct orch_journal_entry *e)
+{
+    return st->ops->journal_put(st, e);
+}
+
+int orch_store_journal_get(struct orch_store *st, const char *key, struct orch_journal_owned *out)
+{
+    return st->ops->journal_get(st, key, out);
+}
+
+int orch_store_journal_batch(struct orch_store *st, const struct orch_journal_entry *e, size_t n,
+                             struct orch_journal_lookup *gets, size_t m)
+{
+    return st->ops->journal_batch(st, e, n, gets, m);
+}
+
+int orch_store_run_delete(struct orch_store *st, const char *run_id)
+{
+    return st->ops->run_delete(st, run_id);
+}
+
+int orch_store_journal_prune(struct orch_store *st, int64_t before_ms, int64_t *removed)
+{
+    return st->ops->journal_prune(st, before_ms, removed);
+}
+
+int orch_store_vacuum(struct orch_store *st)
+{
+    return st->ops->vacuum(st);
+}
+
+void orch_store_version(struct orch_store *st, char *out, size_t outlen)
+{
+    if (outlen > 0)
+        out[0] = '\0';
+    st->ops->version(st, out, outlen);
+}
+
+const char *orch_store_library(size_t i)
+{
+    static char libs[2][64];
+    void (*const fill[])(char *, size_t) = {orch_store_sqlite_library, orch_store_pg_library};
+    if (i >= sizeof libs / sizeof libs[0])
+        return NULL;
+    fill[i](libs[i], sizeof libs[i]);
+    return libs[i];
+}
+
 static const char *const run_status_names[] = {
     [ORCH_RUN_PENDING] = "pending",     [ORCH_RUN_RUNNING] = "running", [ORCH_RUN_PAUSED] = "paused",
     [ORCH_RUN_COMPLETED] = "completed", [ORCH_RUN_FAILED] = "failed",
@@ -203,7 +332,21 @@ void orch_checkpoint_checksum(const struct orch_checkpoint *c, char out[33])
     out[32] = '\0';
 }
 
-int orch_store_compress(const void *src, size_t len, void **out, size_t *out_len, char *err, size_t errlen)
+/* A memento larger than this is refused both ways: writing one this big
+ * means a runaway ctx.state, and reading one means a hostile or corrupt
+ * frame header asking for an absurd allocation. */
+#define ORCH_STORE_MEMENTO_MAX ((size_t)256 * 1024 * 1024)
+
+/* zstd level used for mementos: fast, and state JSON shrinks well. */
+#define ORCH_STORE_ZSTD_LEVEL 3
+
+/* Compresses len bytes at src (src may be NULL when len is 0) into one zstd
+ * frame that records its content size. On success *out is a malloc'd
+ * buffer the caller frees and *out_len its size; returns 0. Returns -1 with
+ * the reason (no path) in err when len is over ORCH_STORE_MEMENTO_MAX or
+ * memory runs out. */
+static int memento_compress(const void *src, size_t len, void **out, size_t *out_len, char *err,
+                            size_t errlen)
 {
     if (len > ORCH_STORE_MEMENTO_MAX) {
         snprintf(err, errlen, "memento of %zu bytes is over the %zu MiB limit", len,
@@ -227,7 +370,16 @@ int orch_store_compress(const void *src, size_t len, void **out, size_t *out_len
     return 0;
 }
 
-int orch_store_decompress(const void *src, size_t len, void **out, size_t *out_len, char *err, size_t errlen)
+/* Decompresses one zstd frame written by memento_compress. The size is
+ * taken from the frame header and must be known and at most
+ * ORCH_STORE_MEMENTO_MAX. On success *out is a malloc'd buffer of
+ * *out_len bytes plus a terminating NUL (so JSON text can be used as a C
+ * string), owned by the caller; returns 0. Returns -1 with the reason in
+ * err for anything that is not a complete, intact frame, and -2 when
+ * memory runs out (so callers can tell a damaged memento, which is a
+ * verdict on the data, from a shortage, which is not). */
+static int memento_decompress(const void *src, size_t len, void **out, size_t *out_len, char *err,
+                              size_t errlen)
 {
     if (src == NULL || len == 0) {
         snprintf(err, errlen, "memento is empty (no zstd frame)");
@@ -267,6 +419,190 @@ int orch_store_decompress(const void *src, size_t len, void **out, size_t *out_l
     *out = dst;
     *out_len = n;
     return 0;
+}
+
+/* ---- checkpoints: compression, checksums, verification ---------------- */
+
+int orch_store_fail(struct orch_store *st, const char *fmt, ...)
+{
+    char what[400];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(what, sizeof what, fmt, ap);
+    va_end(ap);
+    snprintf(st->err, sizeof st->err, "%s: %s", st->where != NULL ? st->where : "state store", what);
+    return -1;
+}
+
+int orch_checkpoint_seal(struct orch_store *st, const char *run_id, struct orch_checkpoint_seal *seal,
+                         int64_t seq)
+{
+    const struct orch_checkpoint *c = seal->c;
+    struct orch_checkpoint sum_of = *c;
+    sum_of.seq = seq;
+    orch_checkpoint_checksum(&sum_of, seal->sum);
+    if (seal->sum[0] == '\0')
+        return orch_store_fail(st, "cannot checksum a checkpoint of run %s: out of memory", run_id);
+    seal->seq = seq;
+    seal->created_ms = c->created_ms != 0 ? c->created_ms : orch_store_now_ms();
+    seal->bytes = (int64_t)seal->packed_len + 32 + 80;
+    if (c->name != NULL)
+        seal->bytes += (int64_t)strlen(c->name);
+    if (c->reason != NULL)
+        seal->bytes += (int64_t)strlen(c->reason);
+    return 0;
+}
+
+/* Compresses the memento, lets the backend number, seal and store it in
+ * its transaction, then sets c->seq, created_ms (when 0), checksum (a heap
+ * copy; a previous value is freed, so c must start zeroed), bytes and
+ * duration_ms (the whole call, monotonic clock). The checksum's copy is
+ * allocated before the backend commits, so a shortage cannot follow a
+ * write that landed. On failure c is untouched. */
+int orch_store_checkpoint_write(struct orch_store *st, const struct orch_run *run, struct orch_checkpoint *c,
+                                const struct orch_result *res, size_t nres, const struct orch_kv *state,
+                                size_t nstate)
+{
+    if (run == NULL || run->id == NULL || c == NULL || (res == NULL && nres > 0) ||
+        (state == NULL && nstate > 0))
+        return orch_store_fail(st, "cannot write a checkpoint: %s",
+                               run == NULL || run->id == NULL ? "no run given"
+                                                              : "no checkpoint, results or state given");
+    struct orch_checkpoint_seal seal = {.c = c, .t0 = orch_store_mono_ms()};
+    void *packed = NULL;
+    char why[200];
+    if (memento_compress(c->memento, c->memento_len, &packed, &seal.packed_len, why, sizeof why) != 0)
+        return orch_store_fail(st, "cannot write a checkpoint of run %s: %s", run->id, why);
+    seal.packed = packed;
+    char *sum_copy = malloc(sizeof seal.sum);
+    int rc = sum_copy != NULL
+                 ? st->ops->checkpoint_write(st, run, &seal, res, nres, state, nstate)
+                 : orch_store_fail(st, "cannot write a checkpoint of run %s: out of memory", run->id);
+    free(packed);
+    if (rc != 0) {
+        free(sum_copy);
+        return -1;
+    }
+    memcpy(sum_copy, seal.sum, sizeof seal.sum);
+    free(c->checksum);
+    c->checksum = sum_copy;
+    c->seq = seal.seq;
+    c->created_ms = seal.created_ms;
+    c->bytes = seal.bytes;
+    c->duration_ms = orch_store_mono_ms() - seal.t0;
+    return 0;
+}
+
+/* Turns a stored row into a checkpoint in place: decompresses its memento
+ * and verifies it (valid = 1 when it decompresses to the stored length
+ * and the checksum over it matches); without with_memento the raw bytes
+ * are dropped (memento NULL, memento_len kept). A memento that does not
+ * decompress leaves valid 0 and memento NULL. 0, or -1 when memory runs
+ * out (p->c cleared) — never reported as an invalid checkpoint, so a
+ * transient shortage cannot make the caller fall back to an older one. */
+static int cp_unpack(struct orch_checkpoint_packed *p, int with_memento)
+{
+    struct orch_checkpoint *c = &p->c;
+    void *blob = c->memento;
+    size_t blob_len = c->memento_len;
+    c->memento = NULL;
+    c->memento_len = p->raw_len > 0 ? (size_t)p->raw_len : 0;
+    void *raw = NULL;
+    size_t raw_len = 0;
+    char why[200];
+    int rc = memento_decompress(blob, blob_len, &raw, &raw_len, why, sizeof why);
+    free(blob);
+    if (rc == -2) {
+        orch_checkpoint_clear(c);
+        return -1;
+    }
+    if (rc != 0)
+        return 0;
+    c->memento = raw;
+    c->memento_len = raw_len;
+    char sum[33];
+    orch_checkpoint_checksum(c, sum);
+    if (sum[0] == '\0') {
+        orch_checkpoint_clear(c);
+        return -1;
+    }
+    c->valid = p->raw_len >= 0 && (size_t)p->raw_len == raw_len && c->checksum != NULL &&
+               strcmp(sum, c->checksum) == 0;
+    if (!with_memento) {
+        free(c->memento);
+        c->memento = NULL;
+    }
+    return 0;
+}
+
+/* What the scans of latest, get and list carry to their callback. */
+struct cp_scan {
+    struct orch_store *st;
+    const char *what;
+    int with_memento;
+    struct orch_checkpoint *out; /* latest, get: the pick */
+    int need_valid;              /* latest: skip the ones that do not verify */
+    int found, skipped;
+    orch_checkpoint_cb cb; /* list */
+    void *ud;
+};
+
+static int cp_scan_row(void *ud, struct orch_checkpoint_packed *p)
+{
+    struct cp_scan *s = ud;
+    if (cp_unpack(p, s->with_memento) != 0)
+        return orch_store_fail(s->st, "%s: out of memory", s->what);
+    if (s->cb != NULL) {
+        int stop = s->cb(s->ud, &p->c);
+        orch_checkpoint_clear(&p->c);
+        return stop ? 1 : 0;
+    }
+    if (s->need_valid && !p->c.valid) {
+        s->skipped++;
+        orch_checkpoint_clear(&p->c);
+        return 0;
+    }
+    *s->out = p->c;
+    s->found = 1;
+    return 1;
+}
+
+int orch_store_checkpoint_latest(struct orch_store *st, const char *run_id, struct orch_checkpoint *out,
+                                 int *skipped)
+{
+    if (run_id == NULL || out == NULL)
+        return orch_store_fail(st, "cannot read the checkpoints: no run given");
+    char what[300];
+    snprintf(what, sizeof what, "cannot read the checkpoints of run %s", run_id);
+    struct cp_scan s = {.st = st, .what = what, .with_memento = 1, .out = out, .need_valid = 1};
+    int rc = st->ops->checkpoint_scan(st, run_id, 0, 1, what, cp_scan_row, &s);
+    if (skipped != NULL)
+        *skipped = s.skipped;
+    return rc < 0 ? -1 : s.found;
+}
+
+int orch_store_checkpoint_get(struct orch_store *st, const char *run_id, int64_t seq,
+                              struct orch_checkpoint *out)
+{
+    if (run_id == NULL || out == NULL)
+        return orch_store_fail(st, "cannot read checkpoint %lld: no run given", (long long)seq);
+    if (seq <= 0)
+        return 0; /* checkpoints are numbered from 1 */
+    char what[300];
+    snprintf(what, sizeof what, "cannot read checkpoint %lld of run %s", (long long)seq, run_id);
+    struct cp_scan s = {.st = st, .what = what, .with_memento = 1, .out = out};
+    int rc = st->ops->checkpoint_scan(st, run_id, seq, 0, what, cp_scan_row, &s);
+    return rc < 0 ? -1 : s.found;
+}
+
+int orch_store_checkpoint_list(struct orch_store *st, const char *run_id, orch_checkpoint_cb cb, void *ud)
+{
+    if (run_id == NULL || cb == NULL)
+        return orch_store_fail(st, "cannot list the checkpoints: no run given");
+    char what[300];
+    snprintf(what, sizeof what, "cannot list the checkpoints of run %s", run_id);
+    struct cp_scan s = {.st = st, .what = what, .cb = cb, .ud = ud};
+    return st->ops->checkpoint_scan(st, run_id, 0, 0, what, cp_scan_row, &s) < 0 ? -1 : 0;
 }
 
 int64_t orch_store_now_ms(void)

@@ -1,8 +1,9 @@
 /* store.h — the state store behind one C interface: runs, checkpoints,
  * per-row results, events (audit trail) and the run's key/value state.
  *
- * The core talks to a struct orch_store through its ops table; the SQLite
- * backend (store_sqlite.c) is the default, and a path of ":memory:" gives
+ * The core talks to a struct orch_store through the orch_store_*
+ * functions, which store.c implements over a backend's operations
+ * (store_impl.h); the SQLite backend (store_sqlite.c) is the default, and a path of ":memory:" gives
  * an ephemeral in-memory database for tests and throwaway runs. A
  * postgres:// or postgresql:// URL picks the PostgreSQL backend
  * (store_pg.c), which fills the same table.
@@ -181,90 +182,102 @@ typedef int (*orch_run_cb)(void *ud, const struct orch_run *r);
 typedef int (*orch_checkpoint_cb)(void *ud, const struct orch_checkpoint *c);
 typedef int (*orch_result_cb)(void *ud, const struct orch_result *r);
 typedef int (*orch_event_cb)(void *ud, const struct orch_event *e);
+/* state_list: key and JSON value of one entry. */
+typedef int (*orch_state_cb)(void *ud, const char *key, const char *value, size_t len);
 
-struct orch_store_ops {
-    const char *name; /* "sqlite" */
-    void (*close)(struct orch_store *st);
+/* The backend behind st: "sqlite" or "postgres". */
+const char *orch_store_backend(const struct orch_store *st);
+/* Closes the store and frees it; NULL is a no-op. */
+void orch_store_close(struct orch_store *st);
 
-    /* Inserts r (r->id set by the caller, unique). 0 or -1. */
-    int (*run_create)(struct orch_store *st, const struct orch_run *r);
-    /* 1 found (out filled), 0 not found, -1 error. */
-    int (*run_get)(struct orch_store *st, const char *id, struct orch_run *out);
-    /* The newest run with this identity whose status is pending, running
-     * or paused: 1 found, 0 none, -1 error. */
-    int (*run_find_unfinished)(struct orch_store *st, const char *identity, struct orch_run *out);
-    /* Writes status, counters, cost, tokens, error, owner, heartbeat,
-     * finished_ms, recoveries of r->id; updated_ms = now. 0 or -1. */
-    int (*run_update)(struct orch_store *st, const struct orch_run *r);
-    /* Compare-and-swap of the owner: sets owner pid/host and heartbeat to
-     * now_ms, status to running, only if the stored owner_pid and
-     * heartbeat_ms still equal the expected ones. 1 claimed, 0 someone else
-     * changed it first, -1 error. */
-    int (*run_claim)(struct orch_store *st, const char *id, int64_t pid, const char *host, int64_t now_ms,
-                     int64_t expect_pid, int64_t expect_heartbeat_ms);
-    /* Sets heartbeat_ms of a run this process owns. 0 or -1. */
-    int (*run_heartbeat)(struct orch_store *st, const char *id, int64_t now_ms);
-    /* Runs matching f, newest first. 0 or -1. */
-    int (*run_list)(struct orch_store *st, const struct orch_run_filter *f, orch_run_cb cb, void *ud);
+/* Inserts r (r->id set by the caller, unique). 0 or -1. */
+int orch_store_run_create(struct orch_store *st, const struct orch_run *r);
+/* 1 found (out filled), 0 not found, -1 error. */
+int orch_store_run_get(struct orch_store *st, const char *id, struct orch_run *out);
+/* The newest run with this identity whose status is pending, running
+ * or paused: 1 found, 0 none, -1 error. */
+int orch_store_run_find_unfinished(struct orch_store *st, const char *identity, struct orch_run *out);
+/* Writes status, counters, cost, tokens, error, owner, heartbeat,
+ * finished_ms, recoveries of r->id; updated_ms = now. 0 or -1. */
+int orch_store_run_update(struct orch_store *st, const struct orch_run *r);
+/* Compare-and-swap of the owner: sets owner pid/host and heartbeat to
+ * now_ms, status to running, only if the stored owner_pid and
+ * heartbeat_ms still equal the expected ones. 1 claimed, 0 someone else
+ * changed it first, -1 error. */
+int orch_store_run_claim(struct orch_store *st, const char *id, int64_t pid, const char *host, int64_t now_ms,
+                         int64_t expect_pid, int64_t expect_heartbeat_ms);
+/* Sets heartbeat_ms of a run this process owns. 0 or -1. */
+int orch_store_run_heartbeat(struct orch_store *st, const char *id, int64_t now_ms);
+/* Runs matching f, newest first. 0 or -1. */
+int orch_store_run_list(struct orch_store *st, const struct orch_run_filter *f, orch_run_cb cb, void *ud);
 
-    /* One transaction: the results, the state entries (upserted), the
-     * checkpoint (c->seq, checksum, bytes, duration_ms are set on return)
-     * and run's counters/status as in run_update. 0 or -1 (nothing written). */
-    int (*checkpoint_write)(struct orch_store *st, const struct orch_run *run, struct orch_checkpoint *c,
-                            const struct orch_result *res, size_t nres, const struct orch_kv *state,
-                            size_t nstate);
-    /* The newest checkpoint of the run whose memento decompresses and whose
-     * checksum verifies; *skipped counts newer ones that did not. 1 found,
-     * 0 none valid, -1 error. */
-    int (*checkpoint_latest)(struct orch_store *st, const char *run_id, struct orch_checkpoint *out,
-                             int *skipped);
-    /* Checkpoint seq of the run (memento included, valid set). 1, 0 or -1. */
-    int (*checkpoint_get)(struct orch_store *st, const char *run_id, int64_t seq,
-                          struct orch_checkpoint *out);
-    /* All checkpoints of the run, oldest first, without memento bytes
-     * (memento NULL) but with valid set. 0 or -1. */
-    int (*checkpoint_list)(struct orch_store *st, const char *run_id, orch_checkpoint_cb cb, void *ud);
-    /* Deletes the run's checkpoints after seq and the results written with
-     * them, in one transaction. 0 or -1. */
-    int (*checkpoint_rollback)(struct orch_store *st, const char *run_id, int64_t seq);
+/* One transaction: the results, the state entries (upserted), the
+ * checkpoint (c->seq, checksum, bytes, duration_ms are set on return)
+ * and run's counters/status as in run_update. 0 or -1 (nothing written). */
+int orch_store_checkpoint_write(struct orch_store *st, const struct orch_run *run, struct orch_checkpoint *c,
+                                const struct orch_result *res, size_t nres, const struct orch_kv *state,
+                                size_t nstate);
+/* The newest checkpoint of the run whose memento decompresses and whose
+ * checksum verifies; *skipped counts newer ones that did not. 1 found,
+ * 0 none valid, -1 error. */
+int orch_store_checkpoint_latest(struct orch_store *st, const char *run_id, struct orch_checkpoint *out,
+                                 int *skipped);
+/* Checkpoint seq of the run (memento included, valid set). 1, 0 or -1. */
+int orch_store_checkpoint_get(struct orch_store *st, const char *run_id, int64_t seq,
+                              struct orch_checkpoint *out);
+/* All checkpoints of the run, oldest first, without memento bytes
+ * (memento NULL) but with valid set. 0 or -1. */
+int orch_store_checkpoint_list(struct orch_store *st, const char *run_id, orch_checkpoint_cb cb, void *ud);
+/* Deletes the run's checkpoints after seq and the results written with
+ * them, in one transaction. 0 or -1. */
+int orch_store_checkpoint_rollback(struct orch_store *st, const char *run_id, int64_t seq);
 
-    /* The run's results in seq order. 0 or -1. */
-    int (*result_list)(struct orch_store *st, const char *run_id, orch_result_cb cb, void *ud);
-    /* Appends an event; data is JSON text or NULL. 0 or -1. */
-    int (*event_add)(struct orch_store *st, const char *run_id, const char *type, const char *data);
-    /* The run's events, oldest first. 0 or -1. */
-    int (*event_list)(struct orch_store *st, const char *run_id, orch_event_cb cb, void *ud);
-    /* The run's state entries, sorted by key; cb gets key and JSON value. 0 or -1. */
-    int (*state_list)(struct orch_store *st, const char *run_id,
-                      int (*cb)(void *ud, const char *key, const char *value, size_t len), void *ud);
-    /* Store-wide figures. 0 or -1. */
-    int (*stats)(struct orch_store *st, struct orch_store_stats *out);
+/* The run's results in seq order. 0 or -1. */
+int orch_store_result_list(struct orch_store *st, const char *run_id, orch_result_cb cb, void *ud);
+/* Appends an event; data is JSON text or NULL. 0 or -1. */
+int orch_store_event_add(struct orch_store *st, const char *run_id, const char *type, const char *data);
+/* The run's events, oldest first. 0 or -1. */
+int orch_store_event_list(struct orch_store *st, const char *run_id, orch_event_cb cb, void *ud);
+/* The run's state entries, sorted by key; cb gets key and JSON value. 0 or -1. */
+int orch_store_state_list(struct orch_store *st, const char *run_id, orch_state_cb cb, void *ud);
+/* Store-wide figures. 0 or -1. */
+int orch_store_stats(struct orch_store *st, struct orch_store_stats *out);
 
-    /* Records a response under its key (the first one wins: an existing key is kept). 0 or -1. */
-    int (*journal_put)(struct orch_store *st, const struct orch_journal_entry *e);
-    /* Looks up a key: 1 found (*out filled with heap copies the caller frees with orch_journal_clear),
-     * 0 not found, -1 error. Also counts a hit on the entry (hits column). A hit that cannot be
-     * written (lock held past the busy timeout, disk full) is dropped rather than failing the lookup:
-     * the reply matters more than the counter. */
-    int (*journal_get)(struct orch_store *st, const char *key, struct orch_journal_owned *out);
-    /* A group commit: journal_put of the n entries, then journal_get of the m
-     * lookups (which see those entries), in one transaction. 0, or -1 with
-     * none of the entries written and every lookup cleared. */
-    int (*journal_batch)(struct orch_store *st, const struct orch_journal_entry *e, size_t n,
-                         struct orch_journal_lookup *gets, size_t m);
+/* Records a response under its key (the first one wins: an existing key is kept). 0 or -1. */
+int orch_store_journal_put(struct orch_store *st, const struct orch_journal_entry *e);
+/* Looks up a key: 1 found (*out filled with heap copies the caller frees with orch_journal_clear),
+ * 0 not found, -1 error. Also counts a hit on the entry (hits column). A hit that cannot be
+ * written (lock held past the busy timeout, disk full) is dropped rather than failing the lookup:
+ * the reply matters more than the counter. */
+int orch_store_journal_get(struct orch_store *st, const char *key, struct orch_journal_owned *out);
+/* A group commit: journal_put of the n entries, then journal_get of the m
+ * lookups (which see those entries), in one transaction. 0, or -1 with
+ * none of the entries written and every lookup cleared. */
+int orch_store_journal_batch(struct orch_store *st, const struct orch_journal_entry *e, size_t n,
+                             struct orch_journal_lookup *gets, size_t m);
 
-    /* Retention. Deletes a run with its checkpoints, results, events and
-     * state: 1, 0 when there is no such run, -1 on error. */
-    int (*run_delete)(struct orch_store *st, const char *run_id);
-    /* Deletes the journal entries created before before_ms; *removed gets
-     * their number. 0 or -1. */
-    int (*journal_prune)(struct orch_store *st, int64_t before_ms, int64_t *removed);
-    /* Gives the space of deleted data back to the file system. 0 or -1. */
-    int (*vacuum)(struct orch_store *st);
-};
+/* Retention. Deletes a run with its checkpoints, results, events and
+ * state: 1, 0 when there is no such run, -1 on error. */
+int orch_store_run_delete(struct orch_store *st, const char *run_id);
+/* Deletes the journal entries created before before_ms; *removed gets
+ * their number. 0 or -1. */
+int orch_store_journal_prune(struct orch_store *st, int64_t before_ms, int64_t *removed);
+/* Gives the space of deleted data back to the file system. 0 or -1. */
+int orch_store_vacuum(struct orch_store *st);
+/* What the open store runs on: "SQLite 3.40.1", or "PostgreSQL 15.4"
+ * (the server's version). Always NUL-terminates out. */
+void orch_store_version(struct orch_store *st, char *out, size_t outlen);
+
+/* The store libraries this orch is built with, for `orch version`: i = 0
+ * gives "SQLite 3.40.1", i = 1 "PostgreSQL 15.10 (libpq)"; NULL past the
+ * last. Needs no open store. */
+const char *orch_store_library(size_t i);
+
+struct orch_store_ops; /* a backend's operations (store_impl.h) */
 
 struct orch_store {
     const struct orch_store_ops *ops;
+    const char *where; /* the store as messages name it: its path, or its URL with the password masked */
     char err[512];
 };
 

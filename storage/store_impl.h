@@ -1,7 +1,8 @@
 /* store_impl.h — private to storage/: what the backends share with
- * store.c (the memento codec, clocks) and each backend's open function,
+ * store.c (the checkpoint seal, error wording, clocks) and each backend's open function,
  * which orch_store_open dispatches to. Not for use outside storage/.
- * Depends on libc; store.c implements the helpers with libzstd. */
+ * Depends on libc; store.c implements the helpers (with libzstd and
+ * libxxhash for the memento codec and checksum, which stay inside it). */
 #ifndef ORCH_STORE_IMPL_H
 #define ORCH_STORE_IMPL_H
 
@@ -10,30 +11,125 @@
 
 #include "store.h"
 
-/* A memento larger than this is refused both ways: writing one this big
- * means a runaway ctx.state, and reading one means a hostile or corrupt
- * frame header asking for an absurd allocation. */
-#define ORCH_STORE_MEMENTO_MAX ((size_t)256 * 1024 * 1024)
+/* A checkpoint on its way into a backend: the compressed memento, and
+ * the checksum once the backend has numbered it (orch_checkpoint_seal). */
+struct orch_checkpoint_seal {
+    const struct orch_checkpoint *c; /* the fields and the raw memento, as the caller gave them */
+    const void *packed;              /* zstd frame of c->memento */
+    size_t packed_len;
+    double t0; /* monotonic start of the write: the stored duration_ms is now - t0 */
+    /* set by orch_checkpoint_seal: */
+    int64_t seq;
+    int64_t created_ms; /* c->created_ms, or now when 0 */
+    char sum[33];       /* hex XXH3-128 over the fields with seq, and the raw memento */
+    int64_t bytes;      /* packed memento + checksum + name and reason + 80 bytes of numbers */
+};
 
-/* zstd level used for mementos: fast, and state JSON shrinks well. */
-#define ORCH_STORE_ZSTD_LEVEL 3
+/* A checkpoint row as a backend returns it: c holds the stored fields and
+ * strings (heap copies) with c.memento the stored zstd frame (heap, or
+ * NULL) and c.memento_len its size; raw_len is the memento length stored
+ * beside it. The callback owns c and clears it. */
+struct orch_checkpoint_packed {
+    struct orch_checkpoint c;
+    int64_t raw_len;
+};
 
-/* Compresses len bytes at src (src may be NULL when len is 0) into one zstd
- * frame that records its content size. On success *out is a malloc'd
- * buffer the caller frees and *out_len its size; returns 0. Returns -1 with
- * the reason (no path) in err when len is over ORCH_STORE_MEMENTO_MAX or
- * memory runs out. */
-int orch_store_compress(const void *src, size_t len, void **out, size_t *out_len, char *err, size_t errlen);
+/* Callback of checkpoint_scan: 0 to go on, non-zero to stop (-1: failed,
+ * with the message in st->err). */
+typedef int (*orch_packed_cb)(void *ud, struct orch_checkpoint_packed *p);
 
-/* Decompresses one zstd frame written by orch_store_compress. The size is
- * taken from the frame header and must be known and at most
- * ORCH_STORE_MEMENTO_MAX. On success *out is a malloc'd buffer of
- * *out_len bytes plus a terminating NUL (so JSON text can be used as a C
- * string), owned by the caller; returns 0. Returns -1 with the reason in
- * err for anything that is not a complete, intact frame, and -2 when
- * memory runs out (so callers can tell a damaged memento, which is a
- * verdict on the data, from a shortage, which is not). */
-int orch_store_decompress(const void *src, size_t len, void **out, size_t *out_len, char *err, size_t errlen);
+/* A backend's operations, one per orch_store_* function (store.h has
+ * their contract); store.c calls them after its own checks. */
+struct orch_store_ops {
+    const char *name; /* "sqlite", "postgres" */
+    void (*close)(struct orch_store *st);
+
+    /* Inserts r (r->id set by the caller, unique). 0 or -1. */
+    int (*run_create)(struct orch_store *st, const struct orch_run *r);
+    /* 1 found (out filled), 0 not found, -1 error. */
+    int (*run_get)(struct orch_store *st, const char *id, struct orch_run *out);
+    /* The newest run with this identity whose status is pending, running
+     * or paused: 1 found, 0 none, -1 error. */
+    int (*run_find_unfinished)(struct orch_store *st, const char *identity, struct orch_run *out);
+    /* Writes status, counters, cost, tokens, error, owner, heartbeat,
+     * finished_ms, recoveries of r->id; updated_ms = now. 0 or -1. */
+    int (*run_update)(struct orch_store *st, const struct orch_run *r);
+    /* Compare-and-swap of the owner: sets owner pid/host and heartbeat to
+     * now_ms, status to running, only if the stored owner_pid and
+     * heartbeat_ms still equal the expected ones. 1 claimed, 0 someone else
+     * changed it first, -1 error. */
+    int (*run_claim)(struct orch_store *st, const char *id, int64_t pid, const char *host, int64_t now_ms,
+                     int64_t expect_pid, int64_t expect_heartbeat_ms);
+    /* Sets heartbeat_ms of a run this process owns. 0 or -1. */
+    int (*run_heartbeat)(struct orch_store *st, const char *id, int64_t now_ms);
+    /* Runs matching f, newest first. 0 or -1. */
+    int (*run_list)(struct orch_store *st, const struct orch_run_filter *f, orch_run_cb cb, void *ud);
+
+    /* One transaction: the results, the state entries (upserted), the
+     * checkpoint row and the run's counters/status as in run_update. The
+     * backend numbers the checkpoint, calls orch_checkpoint_seal with that
+     * seq inside the transaction, and stores seal->packed, seal->sum and
+     * seal->bytes as they are. 0 or -1 (nothing written). */
+    int (*checkpoint_write)(struct orch_store *st, const struct orch_run *run,
+                            struct orch_checkpoint_seal *seal, const struct orch_result *res, size_t nres,
+                            const struct orch_kv *state, size_t nstate);
+    /* The run's checkpoint rows as stored, each handed to cb as a struct
+     * orch_checkpoint_packed: only checkpoint seq when seq > 0, else all,
+     * newest first when newest_first. No verification: that is store.c's.
+     * Returns cb's last return value (0 when the rows ran out, cb stops
+     * on non-zero), or -1 with "<store>: <what>: <reason>" in st->err. */
+    int (*checkpoint_scan)(struct orch_store *st, const char *run_id, int64_t seq, int newest_first,
+                           const char *what, orch_packed_cb cb, void *ud);
+    /* Deletes the run's checkpoints after seq and the results written with
+     * them, in one transaction. 0 or -1. */
+    int (*checkpoint_rollback)(struct orch_store *st, const char *run_id, int64_t seq);
+
+    /* The run's results in seq order. 0 or -1. */
+    int (*result_list)(struct orch_store *st, const char *run_id, orch_result_cb cb, void *ud);
+    /* Appends an event; data is JSON text or NULL. 0 or -1. */
+    int (*event_add)(struct orch_store *st, const char *run_id, const char *type, const char *data);
+    /* The run's events, oldest first. 0 or -1. */
+    int (*event_list)(struct orch_store *st, const char *run_id, orch_event_cb cb, void *ud);
+    /* The run's state entries, sorted by key; cb gets key and JSON value. 0 or -1. */
+    int (*state_list)(struct orch_store *st, const char *run_id, orch_state_cb cb, void *ud);
+    /* Store-wide figures. 0 or -1. */
+    int (*stats)(struct orch_store *st, struct orch_store_stats *out);
+
+    /* Records a response under its key (the first one wins: an existing key is kept). 0 or -1. */
+    int (*journal_put)(struct orch_store *st, const struct orch_journal_entry *e);
+    /* Looks up a key: 1 found (*out filled with heap copies the caller frees with orch_journal_clear),
+     * 0 not found, -1 error. Also counts a hit on the entry (hits column). A hit that cannot be
+     * written (lock held past the busy timeout, disk full) is dropped rather than failing the lookup:
+     * the reply matters more than the counter. */
+    int (*journal_get)(struct orch_store *st, const char *key, struct orch_journal_owned *out);
+    /* A group commit: journal_put of the n entries, then journal_get of the m
+     * lookups (which see those entries), in one transaction. 0, or -1 with
+     * none of the entries written and every lookup cleared. */
+    int (*journal_batch)(struct orch_store *st, const struct orch_journal_entry *e, size_t n,
+                         struct orch_journal_lookup *gets, size_t m);
+
+    /* Retention. Deletes a run with its checkpoints, results, events and
+     * state: 1, 0 when there is no such run, -1 on error. */
+    int (*run_delete)(struct orch_store *st, const char *run_id);
+    /* Deletes the journal entries created before before_ms; *removed gets
+     * their number. 0 or -1. */
+    int (*journal_prune)(struct orch_store *st, int64_t before_ms, int64_t *removed);
+    /* Gives the space of deleted data back to the file system. 0 or -1. */
+    int (*vacuum)(struct orch_store *st);
+    /* What the store runs on, "SQLite 3.40.1" or "PostgreSQL 15.4" (the
+     * server's version), into out (always NUL-terminated). */
+    void (*version)(struct orch_store *st, char *out, size_t outlen);
+};
+
+/* Seals a checkpoint a backend has numbered seq, inside its write
+ * transaction: fills seal->seq, created_ms, sum and bytes. 0, or -1 with
+ * the message in st->err (out of memory). */
+int orch_checkpoint_seal(struct orch_store *st, const char *run_id, struct orch_checkpoint_seal *seal,
+                         int64_t seq);
+
+/* Records "<the store>: <fmt ...>" in st->err (the store named by
+ * st->where) and returns -1. */
+int orch_store_fail(struct orch_store *st, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* Wall-clock milliseconds since the epoch (for *_ms columns). */
 int64_t orch_store_now_ms(void);
@@ -43,6 +139,12 @@ double orch_store_mono_ms(void);
 /* The SQLite backend: target is a file path or ":memory:"; flags as in
  * orch_store_open_flags. Same contract as orch_store_open_flags. */
 struct orch_store *orch_store_sqlite_open(const char *target, int flags, char *err, size_t errlen);
+
+/* The library each backend is built with, for orch_store_library:
+ * "SQLite 3.40.1" (store_sqlite.c), "PostgreSQL 15.10 (libpq)"
+ * (store_pg.c). out is always NUL-terminated. */
+void orch_store_sqlite_library(char *out, size_t outlen);
+void orch_store_pg_library(char *out, size_t outlen);
 
 /* The PostgreSQL backend (store_pg.c): target is a postgres:// or
  * postgresql:// URL, handed to libpq as it is; flags as in

@@ -8,7 +8,9 @@
  * (orch_store_display); libpq never sees a message of ours and we never
  * print its connection parameters.
  * Pure C: depends on libc, libpq and store.c's shared helpers
- * (store_impl.h: zstd memento codec, XXH3 checksum, clocks). */
+ * (store_impl.h: the checkpoint seal, error wording, clocks). Checkpoint
+ * mementos arrive compressed and leave as stored: compression, checksums
+ * and their verification are store.c's. */
 #include "store.h"
 #include "store_impl.h"
 #include "store_pg_impl.h"
@@ -759,15 +761,14 @@ static int pg_run_list(struct orch_store *base, const struct orch_run_filter *f,
 
 /* ---- checkpoints ------------------------------------------------------ */
 
-/* Fills out from row of a PG_CP_COLS result and verifies it, as SQLite's
- * backend does: valid = 1 when the memento decompresses to memento_len
- * bytes and the checksum over it matches. Without with_memento the raw
- * bytes are dropped. 0, or -1 when memory runs out (never reported as an
- * invalid checkpoint). */
-static int pg_checkpoint_row(const PGresult *r, int row, struct orch_checkpoint *out, int with_memento)
+/* Fills p (zeroed first; heap strings and the stored memento frame it
+ * then owns) from row of a PG_CP_COLS result. 0, or -1 when memory runs
+ * out (p cleared). */
+static int pg_checkpoint_row(const PGresult *r, int row, struct orch_checkpoint_packed *p)
 {
     int oom = 0;
-    memset(out, 0, sizeof *out);
+    struct orch_checkpoint *out = &p->c;
+    memset(p, 0, sizeof *p);
     out->seq = pg_col_int(r, row, 0);
     out->name = pg_col_dup(r, row, 1, &oom);
     out->reason = pg_col_dup(r, row, 2, &oom);
@@ -780,39 +781,11 @@ static int pg_checkpoint_row(const PGresult *r, int row, struct orch_checkpoint 
     out->checksum = pg_col_dup(r, row, 11, &oom);
     out->bytes = pg_col_int(r, row, 12);
     out->duration_ms = pg_col_dbl(r, row, 13);
-    int64_t stored_len = pg_col_int(r, row, 10);
-    out->memento_len = stored_len > 0 ? (size_t)stored_len : 0;
-    size_t blob_len = 0;
-    char *blob = pg_col_bytes(r, row, 9, &blob_len, &oom);
+    p->raw_len = pg_col_int(r, row, 10);
+    out->memento = pg_col_bytes(r, row, 9, &out->memento_len, &oom);
     if (oom) {
-        free(blob);
         orch_checkpoint_clear(out);
         return -1;
-    }
-    void *raw = NULL;
-    size_t raw_len = 0;
-    char why[200];
-    int rc = orch_store_decompress(blob, blob_len, &raw, &raw_len, why, sizeof why);
-    free(blob);
-    if (rc == -2) {
-        orch_checkpoint_clear(out);
-        return -1;
-    }
-    if (rc != 0)
-        return 0; /* valid stays 0, memento NULL */
-    out->memento = raw;
-    out->memento_len = raw_len;
-    char sum[33];
-    orch_checkpoint_checksum(out, sum);
-    if (sum[0] == '\0') {
-        orch_checkpoint_clear(out);
-        return -1;
-    }
-    out->valid = stored_len >= 0 && (size_t)stored_len == raw_len && out->checksum != NULL &&
-                 strcmp(sum, out->checksum) == 0;
-    if (!with_memento) {
-        free(out->memento);
-        out->memento = NULL;
     }
     return 0;
 }
@@ -1011,20 +984,12 @@ static int pg_cp_send_rows(struct pg_store *st, const char *run_id, int64_t seq,
     return sent;
 }
 
-/* The checkpoint row as the transaction numbered and sealed it. */
-struct pg_cp_row {
-    int64_t seq, created, bytes;
-    const void *packed;
-    size_t packed_len;
-    const char *sum;
-    double t0;
-};
-
 /* Queues the run's counters and the checkpoint row. Returns 0, or nonzero
  * with the message in st->base.err. */
-static int pg_cp_send_tail(struct pg_store *st, const struct orch_run *run, const struct orch_checkpoint *c,
-                           const struct pg_cp_row *row, const char *what)
+static int pg_cp_send_tail(struct pg_store *st, const struct orch_run *run,
+                           const struct orch_checkpoint_seal *row, const char *what)
 {
+    const struct orch_checkpoint *c = row->c;
     struct pg_params p = {0};
     pg_params_run_update(&p, run, orch_store_now_ms());
     int sent = pg_pipe_send(st, PG_RUN_UPDATE, &p, what);
@@ -1035,7 +1000,7 @@ static int pg_cp_send_tail(struct pg_store *st, const struct orch_run *run, cons
     p_int(&p, row->seq);
     p_text(&p, c->name);
     p_text(&p, c->reason);
-    p_int(&p, row->created);
+    p_int(&p, row->created_ms);
     p_int(&p, c->input_offset);
     p_int(&p, c->input_line);
     p_int(&p, c->input_index);
@@ -1049,11 +1014,9 @@ static int pg_cp_send_tail(struct pg_store *st, const struct orch_run *run, cons
     return pg_pipe_send(st, PG_CP_INSERT, &p, what);
 }
 
-/* In the open transaction: locks the run row and numbers the checkpoint
- * (row->seq), then seals it: the checksum over the final seq into sum,
- * row->created and row->bytes. Returns 0, or -1 with st->base.err set. */
-static int pg_cp_number(struct pg_store *st, const char *run_id, const struct orch_checkpoint *c,
-                        struct pg_cp_row *row, char sum[33])
+/* In the open transaction: locks the run row, numbers the checkpoint and
+ * seals it (store_impl.h). Returns 0, or -1 with st->base.err set. */
+static int pg_cp_number(struct pg_store *st, const char *run_id, struct orch_checkpoint_seal *seal)
 {
     char what[300];
     struct pg_params p = {0};
@@ -1066,51 +1029,27 @@ static int pg_cp_number(struct pg_store *st, const char *run_id, const struct or
         PQclear(r);
         return pg_fail(st, "cannot update run %s: no such run", run_id);
     }
-    row->seq = pg_col_int(r, 0, 0);
+    int64_t seq = pg_col_int(r, 0, 0);
     PQclear(r);
-    /* the checksum covers the final seq, so it is computed here */
-    struct orch_checkpoint sum_of = *c;
-    sum_of.seq = row->seq;
-    orch_checkpoint_checksum(&sum_of, sum);
-    if (sum[0] == '\0')
-        return pg_fail(st, "cannot checksum a checkpoint of run %s: out of memory", run_id);
-    row->created = c->created_ms != 0 ? c->created_ms : orch_store_now_ms();
-    row->bytes = (int64_t)row->packed_len + 32 + 80;
-    if (c->name != NULL)
-        row->bytes += (int64_t)strlen(c->name);
-    if (c->reason != NULL)
-        row->bytes += (int64_t)strlen(c->reason);
-    return 0;
+    return orch_checkpoint_seal(&st->base, run_id, seal, seq);
 }
 
 /* One transaction, as on SQLite: the run row is locked and the next seq
  * read, then the results, state, run counters and the checkpoint go out
- * in one pipeline (one round trip), then COMMIT. On success sets c->seq,
- * created_ms (when 0), checksum, bytes and duration_ms as SQLite's
- * backend does; on failure nothing is written and c is untouched. */
+ * in one pipeline (one round trip), then COMMIT. On failure nothing is
+ * written. */
 static int pg_checkpoint_write_once(struct orch_store *base, const struct orch_run *run,
-                                    struct orch_checkpoint *c, const struct orch_result *res, size_t nres,
-                                    const struct orch_kv *state, size_t nstate)
+                                    struct orch_checkpoint_seal *seal, const struct orch_result *res,
+                                    size_t nres, const struct orch_kv *state, size_t nstate)
 {
     struct pg_store *st = pg_of(base);
-    double t0 = orch_store_mono_ms();
     const char *run_id = run->id;
-    void *packed = NULL;
-    size_t packed_len = 0;
-    char why[200];
     char what[300];
-    if (orch_store_compress(c->memento, c->memento_len, &packed, &packed_len, why, sizeof why) != 0)
-        return pg_fail(st, "cannot write a checkpoint of run %s: %s", run_id, why);
-    if (pg_begin(st, "cannot start the checkpoint transaction") != 0) {
-        free(packed);
+    if (pg_begin(st, "cannot start the checkpoint transaction") != 0)
         return -1;
-    }
-
-    char sum[33];
-    struct pg_cp_row row = {0, 0, 0, packed, packed_len, sum, t0};
-    if (pg_cp_number(st, run_id, c, &row, sum) != 0)
+    if (pg_cp_number(st, run_id, seal) != 0)
         goto fail;
-    int64_t seq = row.seq, created = row.created, bytes = row.bytes;
+    int64_t seq = seal->seq;
     snprintf(what, sizeof what, "cannot store checkpoint %lld of run %s", (long long)seq, run_id);
     int bulk = pg_res_bulk_ok(st, run_id, res, nres);
     if (bulk < 0)
@@ -1120,7 +1059,7 @@ static int pg_checkpoint_write_once(struct orch_store *base, const struct orch_r
         goto fail;
     int sent = pg_cp_send_rows(st, run_id, seq, res, nres, bulk, state, nstate, what);
     if (sent == 0)
-        sent = pg_cp_send_tail(st, run, c, &row, what);
+        sent = pg_cp_send_tail(st, run, seal, what);
     if (sent != 0) {
         /* leave pipeline mode; the message of the failed send is kept */
         char keep[sizeof st->base.err];
@@ -1131,28 +1070,12 @@ static int pg_checkpoint_write_once(struct orch_store *base, const struct orch_r
     }
     if (pg_pipe_end(st, what, pg_cp_namer, &names, NULL, NULL) != 0)
         goto fail;
-
-    char *sum_copy = strdup(sum);
-    if (sum_copy == NULL) {
-        pg_fail(st, "cannot write a checkpoint of run %s: out of memory", run_id);
+    if (pg_commit(st, "cannot commit the checkpoint") != 0)
         goto fail;
-    }
-    if (pg_commit(st, "cannot commit the checkpoint") != 0) {
-        free(sum_copy);
-        goto fail;
-    }
-    free(packed);
-    free(c->checksum);
-    c->checksum = sum_copy;
-    c->seq = seq;
-    c->created_ms = created;
-    c->bytes = bytes;
-    c->duration_ms = orch_store_mono_ms() - t0;
     return 0;
 
 fail:
     pg_abort(st);
-    free(packed);
     return -1;
 }
 
@@ -1160,93 +1083,37 @@ fail:
  * written again on a new one. Should the first COMMIT have landed with
  * only its reply lost, the second writes the same cursor and results once
  * more under the next seq: resuming from either gives the same run. */
-static int pg_checkpoint_write(struct orch_store *base, const struct orch_run *run, struct orch_checkpoint *c,
-                               const struct orch_result *res, size_t nres, const struct orch_kv *state,
-                               size_t nstate)
+static int pg_checkpoint_write(struct orch_store *base, const struct orch_run *run,
+                               struct orch_checkpoint_seal *seal, const struct orch_result *res, size_t nres,
+                               const struct orch_kv *state, size_t nstate)
 {
     struct pg_store *st = pg_of(base);
-    int rc = pg_checkpoint_write_once(base, run, c, res, nres, state, nstate);
+    int rc = pg_checkpoint_write_once(base, run, seal, res, nres, state, nstate);
     if (rc != 0 && pg_reconnect(st))
-        rc = pg_checkpoint_write_once(base, run, c, res, nres, state, nstate);
+        rc = pg_checkpoint_write_once(base, run, seal, res, nres, state, nstate);
     return rc;
 }
 
-static int pg_checkpoint_latest(struct orch_store *base, const char *run_id, struct orch_checkpoint *out,
-                                int *skipped)
+/* One checkpoint (seq > 0) or all, newest or oldest first. */
+static int pg_checkpoint_scan(struct orch_store *base, const char *run_id, int64_t seq, int newest_first,
+                              const char *what, orch_packed_cb cb, void *ud)
 {
     struct pg_store *st = pg_of(base);
     struct pg_params p = {0};
     p_text(&p, run_id);
-    char what[300];
-    snprintf(what, sizeof what, "cannot read the checkpoints of run %s", run_id);
-    int bad_count = 0;
-    int ret = 0;
-    PGresult *r = pg_exec(st, PG_CP_NEWEST, &p, what);
-    if (r == NULL)
-        return -1;
-    for (int i = 0; i < PQntuples(r); i++) {
-        struct orch_checkpoint c;
-        if (pg_checkpoint_row(r, i, &c, 1) != 0) {
-            ret = pg_fail(st, "cannot read the checkpoints of run %s: out of memory", run_id);
-            break;
-        }
-        if (c.valid) {
-            *out = c;
-            ret = 1;
-            break;
-        }
-        bad_count++;
-        orch_checkpoint_clear(&c);
-    }
-    PQclear(r);
-    if (skipped != NULL)
-        *skipped = bad_count;
-    return ret;
-}
-
-static int pg_checkpoint_get(struct orch_store *base, const char *run_id, int64_t seq,
-                             struct orch_checkpoint *out)
-{
-    struct pg_store *st = pg_of(base);
-    struct pg_params p = {0};
-    p_text(&p, run_id);
-    p_int(&p, seq);
-    char what[300];
-    snprintf(what, sizeof what, "cannot read checkpoint %lld of run %s", (long long)seq, run_id);
-    PGresult *r = pg_exec(st, PG_CP_GET, &p, what);
+    if (seq > 0)
+        p_int(&p, seq);
+    PGresult *r = pg_exec(st, seq > 0 ? PG_CP_GET : newest_first ? PG_CP_NEWEST : PG_CP_LIST, &p, what);
     if (r == NULL)
         return -1;
     int ret = 0;
-    if (PQntuples(r) > 0) {
-        ret = 1;
-        if (pg_checkpoint_row(r, 0, out, 1) != 0)
-            ret = pg_fail(st, "%s: out of memory", what);
-    }
-    PQclear(r);
-    return ret;
-}
-
-static int pg_checkpoint_list(struct orch_store *base, const char *run_id, orch_checkpoint_cb cb, void *ud)
-{
-    struct pg_store *st = pg_of(base);
-    struct pg_params p = {0};
-    p_text(&p, run_id);
-    char what[300];
-    snprintf(what, sizeof what, "cannot list the checkpoints of run %s", run_id);
-    PGresult *r = pg_exec(st, PG_CP_LIST, &p, what);
-    if (r == NULL)
-        return -1;
-    int ret = 0;
-    for (int i = 0; i < PQntuples(r); i++) {
-        struct orch_checkpoint c;
-        if (pg_checkpoint_row(r, i, &c, 0) != 0) {
+    for (int i = 0; ret == 0 && i < PQntuples(r); i++) {
+        struct orch_checkpoint_packed row;
+        if (pg_checkpoint_row(r, i, &row) != 0) {
             ret = pg_fail(st, "%s: out of memory", what);
             break;
         }
-        int stop = cb(ud, &c);
-        orch_checkpoint_clear(&c);
-        if (stop)
-            break;
+        ret = cb(ud, &row);
     }
     PQclear(r);
     return ret;
@@ -1636,6 +1503,30 @@ static void pg_close(struct orch_store *base)
     free(st);
 }
 
+/* "15.10" from libpq's encoding of a version (150010; 90624 for 9.6.24). */
+static void pg_version_text(int v, char *out, size_t outlen)
+{
+    if (v >= 100000)
+        snprintf(out, outlen, "%d.%d", v / 10000, v % 10000);
+    else
+        snprintf(out, outlen, "%d.%d.%d", v / 10000, v / 100 % 100, v % 100);
+}
+
+void orch_store_pg_library(char *out, size_t outlen)
+{
+    char v[32];
+    pg_version_text(PQlibVersion(), v, sizeof v);
+    snprintf(out, outlen, "PostgreSQL %s (libpq)", v);
+}
+
+/* The server's version, as the connection reported it at login. */
+static void pg_version(struct orch_store *base, char *out, size_t outlen)
+{
+    char v[32];
+    pg_version_text(PQserverVersion(pg_of(base)->conn), v, sizeof v);
+    snprintf(out, outlen, "PostgreSQL %s", v);
+}
+
 static const struct orch_store_ops pg_ops = {
     .name = "postgres",
     .close = pg_close,
@@ -1647,9 +1538,7 @@ static const struct orch_store_ops pg_ops = {
     .run_heartbeat = pg_run_heartbeat,
     .run_list = pg_run_list,
     .checkpoint_write = pg_checkpoint_write,
-    .checkpoint_latest = pg_checkpoint_latest,
-    .checkpoint_get = pg_checkpoint_get,
-    .checkpoint_list = pg_checkpoint_list,
+    .checkpoint_scan = pg_checkpoint_scan,
     .checkpoint_rollback = pg_checkpoint_rollback,
     .result_list = pg_result_list,
     .event_add = pg_event_add,
@@ -1662,6 +1551,7 @@ static const struct orch_store_ops pg_ops = {
     .run_delete = pg_run_delete,
     .journal_prune = pg_journal_prune,
     .vacuum = pg_vacuum,
+    .version = pg_version,
 };
 
 /* Notices (e.g. from VACUUM) are not errors and must not reach stderr. */
@@ -1687,6 +1577,7 @@ struct orch_store *orch_store_pg_open(const char *target, int flags, char *err, 
         return NULL;
     }
     st->base.ops = &pg_ops;
+    st->base.where = st->shown;
     st->readonly = (flags & ORCH_STORE_READONLY) != 0;
     /* the URL's own settings come after the defaults, so they win */
     const char *const keys[] = {"connect_timeout", "fallback_application_name", "dbname", NULL};

@@ -5,7 +5,9 @@
  * migrations are in store_sqlite_schema.c, opening, validation and
  * closing in store_sqlite_open.c, what they share in store_sqlite_impl.h.
  * Pure C: depends on libc, libsqlite3 and store.c's shared helpers
- * (store_impl.h: zstd memento codec, XXH3 checksum, clocks). */
+ * (store_impl.h: the checkpoint seal, error wording, clocks). Checkpoint
+ * mementos arrive compressed and leave as stored: compression, checksums
+ * and their verification are store.c's. */
 #include "store.h"
 #include "store_impl.h"
 #include "store_sqlite_impl.h"
@@ -506,17 +508,14 @@ static int sq_run_list(struct orch_store *base, const struct orch_run_filter *f,
 
 /* ---- checkpoints ------------------------------------------------------ */
 
-/* Fills out (zeroed first; heap strings and memento it then owns) from
- * the current row of an SQ_CP_COLS statement and verifies it: valid = 1
- * when the memento decompresses to memento_len bytes and the checksum
- * over it matches. Without with_memento the raw bytes are dropped
- * (memento NULL, memento_len kept). 0, or -1 when memory runs out —
- * never reported as an invalid checkpoint, so a transient shortage cannot
- * make the caller fall back to an older one. */
-static int sq_checkpoint_row(sqlite3_stmt *s, struct orch_checkpoint *out, int with_memento)
+/* Fills p (zeroed first; heap strings and the stored memento frame it
+ * then owns) from the current row of an SQ_CP_COLS statement. 0, or -1
+ * when memory runs out (p cleared). */
+static int sq_checkpoint_row(sqlite3_stmt *s, struct orch_checkpoint_packed *p)
 {
     int oom = 0;
-    memset(out, 0, sizeof *out);
+    struct orch_checkpoint *out = &p->c;
+    memset(p, 0, sizeof *p);
     out->seq = sqlite3_column_int64(s, 0);
     out->name = sq_col_dup(s, 1, &oom);
     out->reason = sq_col_dup(s, 2, &oom);
@@ -529,38 +528,20 @@ static int sq_checkpoint_row(sqlite3_stmt *s, struct orch_checkpoint *out, int w
     out->checksum = sq_col_dup(s, 11, &oom);
     out->bytes = sqlite3_column_int64(s, 12);
     out->duration_ms = sqlite3_column_double(s, 13);
-    int64_t stored_len = sqlite3_column_int64(s, 10);
-    out->memento_len = stored_len > 0 ? (size_t)stored_len : 0;
+    p->raw_len = sqlite3_column_int64(s, 10);
+    const void *blob = sqlite3_column_blob(s, 9);
+    size_t blob_len = (size_t)sqlite3_column_bytes(s, 9);
+    if (blob != NULL && blob_len > 0) {
+        out->memento = malloc(blob_len);
+        if (out->memento == NULL)
+            oom = 1;
+        else
+            memcpy(out->memento, blob, blob_len);
+        out->memento_len = blob_len;
+    }
     if (oom) {
         orch_checkpoint_clear(out);
         return -1;
-    }
-
-    const void *blob = sqlite3_column_blob(s, 9);
-    size_t blob_len = (size_t)sqlite3_column_bytes(s, 9);
-    void *raw = NULL;
-    size_t raw_len = 0;
-    char why[200];
-    int rc = orch_store_decompress(blob, blob_len, &raw, &raw_len, why, sizeof why);
-    if (rc == -2) {
-        orch_checkpoint_clear(out);
-        return -1;
-    }
-    if (rc != 0)
-        return 0; /* valid stays 0, memento NULL */
-    out->memento = raw;
-    out->memento_len = raw_len;
-    char sum[33];
-    orch_checkpoint_checksum(out, sum);
-    if (sum[0] == '\0') {
-        orch_checkpoint_clear(out);
-        return -1;
-    }
-    out->valid = stored_len >= 0 && (size_t)stored_len == raw_len && out->checksum != NULL &&
-                 strcmp(sum, out->checksum) == 0;
-    if (!with_memento) {
-        free(out->memento);
-        out->memento = NULL;
     }
     return 0;
 }
@@ -641,58 +622,20 @@ static int sq_state_apply(struct sq_store *st, const char *run_id, const struct 
     return 0;
 }
 
-/* What a checkpoint row stores beside its fields: the compressed memento
- * and the checksum, which covers the final seq. */
-struct sq_sealed {
-    void *packed; /* zstd frame of the memento, owned */
-    size_t packed_len;
-    char sum[33];
-    int64_t bytes; /* compressed memento + checksum + name and reason + 80 */
-};
-
-/* Compresses c's memento into out (out->packed the caller frees). 0, or
- * -1 with st->err set and nothing to free. */
-static int sq_checkpoint_pack(struct sq_store *st, const char *run_id, const struct orch_checkpoint *c,
-                              struct sq_sealed *out)
-{
-    char why[200];
-    out->packed = NULL;
-    out->packed_len = 0;
-    if (orch_store_compress(c->memento, c->memento_len, &out->packed, &out->packed_len, why, sizeof why) != 0)
-        return sq_fail_plain(st, "cannot write a checkpoint of run %s: %s", run_id, why);
-    return 0;
-}
-
-/* Checksums c as checkpoint seq into out->sum and sizes the row. 0, or -1
- * with st->err set when memory runs out. */
-static int sq_checkpoint_seal(struct sq_store *st, const char *run_id, const struct orch_checkpoint *c,
-                              int64_t seq, struct sq_sealed *out)
-{
-    struct orch_checkpoint sum_of = *c;
-    sum_of.seq = seq;
-    orch_checkpoint_checksum(&sum_of, out->sum);
-    if (out->sum[0] == '\0')
-        return sq_fail_plain(st, "cannot checksum a checkpoint of run %s: out of memory", run_id);
-    out->bytes = (int64_t)out->packed_len + 32 + 80;
-    if (c->name != NULL)
-        out->bytes += (int64_t)strlen(c->name);
-    if (c->reason != NULL)
-        out->bytes += (int64_t)strlen(c->reason);
-    return 0;
-}
-
 /* Inserts the checkpoint row itself; duration_ms is measured from t0.
  * 0, or -1 with st->err set (the caller rolls back). */
-static int sq_checkpoint_insert(struct sq_store *st, const char *run_id, const struct orch_checkpoint *c,
-                                int64_t seq, int64_t created, const struct sq_sealed *sealed, double t0)
+static int sq_checkpoint_insert(struct sq_store *st, const char *run_id,
+                                const struct orch_checkpoint_seal *sealed)
 {
+    const struct orch_checkpoint *c = sealed->c;
+    int64_t seq = sealed->seq;
     sqlite3_stmt *s = st->stmt[SQ_CP_INSERT];
     int bad = 0;
     bad |= sq_bind_text(s, 1, run_id);
     bad |= sq_bind_int(s, 2, seq);
     bad |= sq_bind_text(s, 3, c->name);
     bad |= sq_bind_text(s, 4, c->reason);
-    bad |= sq_bind_int(s, 5, created);
+    bad |= sq_bind_int(s, 5, sealed->created_ms);
     bad |= sq_bind_int(s, 6, c->input_offset);
     bad |= sq_bind_int(s, 7, c->input_line);
     bad |= sq_bind_int(s, 8, c->input_index);
@@ -702,7 +645,7 @@ static int sq_checkpoint_insert(struct sq_store *st, const char *run_id, const s
     bad |= sq_bind_int(s, 12, (int64_t)c->memento_len);
     bad |= sq_bind_text(s, 13, sealed->sum);
     bad |= sq_bind_int(s, 14, sealed->bytes);
-    bad |= sqlite3_bind_double(s, 15, orch_store_mono_ms() - t0) != SQLITE_OK;
+    bad |= sqlite3_bind_double(s, 15, orch_store_mono_ms() - sealed->t0) != SQLITE_OK;
     if (bad || sqlite3_step(s) != SQLITE_DONE) {
         sq_fail(st, "cannot store checkpoint %lld of run %s", (long long)seq, run_id);
         sq_done(s);
@@ -713,28 +656,18 @@ static int sq_checkpoint_insert(struct sq_store *st, const char *run_id, const s
 }
 
 /* Writes results, state and the checkpoint in one BEGIN IMMEDIATE
- * transaction, then the run row as run_update does. On success sets
- * c->seq, c->created_ms (when 0), c->checksum (a heap copy; a previous
- * value in c->checksum is freed, so c must start zeroed), c->bytes
- * (compressed memento + checksum + name and reason + 80 bytes of numbers)
- * and c->duration_ms (the whole call, monotonic clock; the stored
- * duration_ms covers everything but the COMMIT itself). A state entry
- * whose value is NULL is deleted. On failure nothing is written and c is
- * untouched. */
-static int sq_checkpoint_write(struct orch_store *base, const struct orch_run *run, struct orch_checkpoint *c,
-                               const struct orch_result *res, size_t nres, const struct orch_kv *state,
-                               size_t nstate)
+ * transaction, then the run row as run_update does; the checkpoint is
+ * sealed once numbered (store_impl.h). The stored duration_ms covers
+ * everything but the COMMIT itself. A state entry whose value is NULL is
+ * deleted. On failure nothing is written. */
+static int sq_checkpoint_write(struct orch_store *base, const struct orch_run *run,
+                               struct orch_checkpoint_seal *seal, const struct orch_result *res, size_t nres,
+                               const struct orch_kv *state, size_t nstate)
 {
     struct sq_store *st = sq_of(base);
-    double t0 = orch_store_mono_ms();
     const char *run_id = run->id;
-    struct sq_sealed sealed;
-    if (sq_checkpoint_pack(st, run_id, c, &sealed) != 0)
+    if (sq_begin(st, "cannot start the checkpoint transaction") != 0)
         return -1;
-    if (sq_begin(st, "cannot start the checkpoint transaction") != 0) {
-        free(sealed.packed);
-        return -1;
-    }
     int64_t seq = sq_checkpoint_next_seq(st, run_id);
     if (seq < 0)
         goto fail;
@@ -744,123 +677,49 @@ static int sq_checkpoint_write(struct orch_store *base, const struct orch_run *r
         goto fail;
     if (sq_run_update_stmt(st, run) != 0)
         goto fail;
-    if (sq_checkpoint_seal(st, run_id, c, seq, &sealed) != 0)
+    if (orch_checkpoint_seal(base, run_id, seal, seq) != 0)
         goto fail;
-    int64_t created = c->created_ms != 0 ? c->created_ms : orch_store_now_ms();
-    if (sq_checkpoint_insert(st, run_id, c, seq, created, &sealed, t0) != 0)
+    if (sq_checkpoint_insert(st, run_id, seal) != 0)
         goto fail;
-    char *sum_copy = strdup(sealed.sum);
-    if (sum_copy == NULL) {
-        sq_fail_plain(st, "cannot write a checkpoint of run %s: out of memory", run_id);
+    if (sq_commit(st, "cannot commit the checkpoint") != 0)
         goto fail;
-    }
-    if (sq_commit(st, "cannot commit the checkpoint") != 0) {
-        free(sum_copy);
-        goto fail;
-    }
-    free(sealed.packed);
-    free(c->checksum);
-    c->checksum = sum_copy;
-    c->seq = seq;
-    c->created_ms = created;
-    c->bytes = sealed.bytes;
-    c->duration_ms = orch_store_mono_ms() - t0;
     return 0;
 
 fail:
     sq_abort(st);
-    free(sealed.packed);
     return -1;
 }
 
-static int sq_checkpoint_latest(struct orch_store *base, const char *run_id, struct orch_checkpoint *out,
-                                int *skipped)
+/* One checkpoint (seq > 0) or all, newest or oldest first; cb must not
+ * scan the checkpoints of the same store. */
+static int sq_checkpoint_scan(struct orch_store *base, const char *run_id, int64_t seq, int newest_first,
+                              const char *what, orch_packed_cb cb, void *ud)
 {
     struct sq_store *st = sq_of(base);
-    sqlite3_stmt *s = st->stmt[SQ_CP_NEWEST];
-    int bad_count = 0;
-    int ret = 0;
-    if (sq_bind_text(s, 1, run_id)) {
+    sqlite3_stmt *s = st->stmt[seq > 0 ? SQ_CP_GET : newest_first ? SQ_CP_NEWEST : SQ_CP_LIST];
+    int bad = sq_bind_text(s, 1, run_id);
+    if (seq > 0)
+        bad |= sq_bind_int(s, 2, seq);
+    if (bad) {
+        sq_fail(st, "%s", what);
         sq_done(s);
-        return sq_fail(st, "cannot read the checkpoints of run %s", run_id);
+        return -1;
     }
-    for (;;) {
+    int ret = 0;
+    while (ret == 0) {
         int rc = sqlite3_step(s);
         if (rc == SQLITE_DONE)
             break;
         if (rc != SQLITE_ROW) {
-            ret = sq_fail(st, "cannot read the checkpoints of run %s", run_id);
+            ret = sq_fail(st, "%s", what);
             break;
         }
-        struct orch_checkpoint c;
-        if (sq_checkpoint_row(s, &c, 1) != 0) {
-            ret = sq_fail_plain(st, "cannot read the checkpoints of run %s: out of memory", run_id);
+        struct orch_checkpoint_packed p;
+        if (sq_checkpoint_row(s, &p) != 0) {
+            ret = sq_fail_plain(st, "%s: out of memory", what);
             break;
         }
-        if (c.valid) {
-            *out = c;
-            ret = 1;
-            break;
-        }
-        bad_count++;
-        orch_checkpoint_clear(&c);
-    }
-    sq_done(s);
-    if (skipped != NULL)
-        *skipped = bad_count;
-    return ret;
-}
-
-static int sq_checkpoint_get(struct orch_store *base, const char *run_id, int64_t seq,
-                             struct orch_checkpoint *out)
-{
-    struct sq_store *st = sq_of(base);
-    sqlite3_stmt *s = st->stmt[SQ_CP_GET];
-    int bad = 0;
-    bad |= sq_bind_text(s, 1, run_id);
-    bad |= sq_bind_int(s, 2, seq);
-    int rc = bad ? SQLITE_ERROR : sqlite3_step(s);
-    int ret = 0;
-    if (rc == SQLITE_ROW) {
-        ret = 1;
-        if (sq_checkpoint_row(s, out, 1) != 0)
-            ret = sq_fail_plain(st, "cannot read checkpoint %lld of run %s: out of memory", (long long)seq,
-                                run_id);
-    } else if (rc != SQLITE_DONE) {
-        ret = sq_fail(st, "cannot read checkpoint %lld of run %s", (long long)seq, run_id);
-    }
-    sq_done(s);
-    return ret;
-}
-
-/* Oldest first, each verified; cb must not call checkpoint_list on the
- * same store. */
-static int sq_checkpoint_list(struct orch_store *base, const char *run_id, orch_checkpoint_cb cb, void *ud)
-{
-    struct sq_store *st = sq_of(base);
-    sqlite3_stmt *s = st->stmt[SQ_CP_LIST];
-    int ret = 0;
-    if (sq_bind_text(s, 1, run_id)) {
-        sq_done(s);
-        return sq_fail(st, "cannot list the checkpoints of run %s", run_id);
-    }
-    for (;;) {
-        int rc = sqlite3_step(s);
-        if (rc == SQLITE_DONE)
-            break;
-        if (rc != SQLITE_ROW) {
-            ret = sq_fail(st, "cannot list the checkpoints of run %s", run_id);
-            break;
-        }
-        struct orch_checkpoint c;
-        if (sq_checkpoint_row(s, &c, 0) != 0) {
-            ret = sq_fail_plain(st, "cannot list the checkpoints of run %s: out of memory", run_id);
-            break;
-        }
-        int stop = cb(ud, &c);
-        orch_checkpoint_clear(&c);
-        if (stop)
-            break;
+        ret = cb(ud, &p);
     }
     sq_done(s);
     return ret;
@@ -1232,6 +1091,18 @@ static int sq_journal_get(struct orch_store *base, const char *key, struct orch_
     return 1;
 }
 
+void orch_store_sqlite_library(char *out, size_t outlen)
+{
+    snprintf(out, outlen, "SQLite %s", sqlite3_libversion());
+}
+
+/* An SQLite store runs on the library itself. */
+static void sq_version(struct orch_store *base, char *out, size_t outlen)
+{
+    (void)base;
+    orch_store_sqlite_library(out, outlen);
+}
+
 const struct orch_store_ops sq_ops = {
     .name = "sqlite",
     .close = sq_close,
@@ -1243,9 +1114,7 @@ const struct orch_store_ops sq_ops = {
     .run_heartbeat = sq_run_heartbeat,
     .run_list = sq_run_list,
     .checkpoint_write = sq_checkpoint_write,
-    .checkpoint_latest = sq_checkpoint_latest,
-    .checkpoint_get = sq_checkpoint_get,
-    .checkpoint_list = sq_checkpoint_list,
+    .checkpoint_scan = sq_checkpoint_scan,
     .checkpoint_rollback = sq_checkpoint_rollback,
     .result_list = sq_result_list,
     .event_add = sq_event_add,
@@ -1258,4 +1127,5 @@ const struct orch_store_ops sq_ops = {
     .run_delete = sq_run_delete,
     .journal_prune = sq_journal_prune,
     .vacuum = sq_vacuum,
+    .version = sq_version,
 };

@@ -2,7 +2,7 @@
  * (a database, orch's or empty, a schema this build knows, not corrupt)
  * before writing a byte, then switches to WAL, migrates and prepares every
  * statement; read-only opens for the commands that only inspect; closing.
- * Pure C: depends on libc, libsqlite3, fsutil.h and store_impl.h. */
+ * Pure C: depends on libc, libsqlite3, common/fsutil.h and store_impl.h. */
 #include "store.h"
 #include "store_impl.h"
 #include "store_sqlite_impl.h"
@@ -170,6 +170,7 @@ static struct sq_store *sq_new(const char *target, int memory, char *err, size_t
         return NULL;
     }
     st->base.ops = &sq_ops;
+    st->base.where = path;
     st->path = path;
     st->memory = memory;
     return st;

@@ -22,8 +22,10 @@ local M = {}
 
 local function version()
   local v = sys.versions()
-  io.stdout:write(string.format("orch %s\nLua %s\nlibcurl %s\nSQLite %s\n", v.orch, v.lua:gsub("^Lua ", ""),
-    v.curl, v.sqlite))
+  io.stdout:write(string.format("orch %s\nLua %s\nlibcurl %s\n", v.orch, v.lua:gsub("^Lua ", ""), v.curl))
+  for _, store in ipairs(v.stores) do
+    io.stdout:write(store, "\n")
+  end
   return 0
 end
 

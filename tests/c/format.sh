@@ -6,7 +6,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 command -v clang-format >/dev/null || { echo "FAIL clang-format is not installed: run bash tests/deps.sh" >&2; exit 1; }
-mapfile -t files < <(git ls-files --cached --others --exclude-standard '*.c' '*.h' 2>/dev/null || find core storage tests/c bench -name '*.[ch]')
+mapfile -t files < <(git ls-files --cached --others --exclude-standard '*.c' '*.h' 2>/dev/null || find common core storage tests/c bench -name '*.[ch]')
 [ "${#files[@]}" -gt 20 ] || { echo "FAIL found only ${#files[@]} C files to check" >&2; exit 1; }
 fail=0
 # the check itself catches a misformatted file

@@ -79,18 +79,18 @@ static void test_heartbeat(struct orch_loop *loop, struct orch_store *st)
 {
     struct orch_run r = make_run("hb", "wf", "id", ORCH_RUN_RUNNING, 1);
     r.heartbeat_ms = 1;
-    CHECK(st->ops->run_create(st, &r) == 0);
+    CHECK(orch_store_run_create(st, &r) == 0);
     struct orch_heartbeat h = {0};
     CHECK(orch_heartbeat_start(&h, loop, st, "hb", 1) == 0);
     CHECK(orch_loop_timers_pending(loop) == 1);
     struct orch_run got = {0};
     int64_t before = 0;
-    CHECK(st->ops->run_get(st, "hb", &got) == 1);
+    CHECK(orch_store_run_get(st, "hb", &got) == 1);
     before = got.heartbeat_ms;
     orch_run_clear(&got);
     CHECK(orch_loop_run_once(loop, -1) >= 1); /* the beat fires and re-arms */
     CHECK(orch_loop_timers_pending(loop) == 1);
-    CHECK(st->ops->run_get(st, "hb", &got) == 1);
+    CHECK(orch_store_run_get(st, "hb", &got) == 1);
     CHECK(before == 1 && got.heartbeat_ms > 1);
     orch_run_clear(&got);
     orch_heartbeat_stop(&h);
@@ -110,7 +110,7 @@ int main(void)
     }
     test_group_commit(loop, st);
     test_heartbeat(loop, st);
-    st->ops->close(st);
+    orch_store_close(st);
     orch_loop_free(loop);
     return check_report();
 }

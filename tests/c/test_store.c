@@ -276,14 +276,14 @@ static void test_runs(struct orch_store *st)
     r2.output = NULL;
     r2.finished_ms = 2500;
     r3.error = (char *)"budget of $1.00 reached";
-    CHECK(st->ops->run_create(st, &r1) == 0);
-    CHECK(st->ops->run_create(st, &r2) == 0);
-    CHECK(st->ops->run_create(st, &r3) == 0);
-    CHECK(st->ops->run_create(st, &r1) == -1);
+    CHECK(orch_store_run_create(st, &r1) == 0);
+    CHECK(orch_store_run_create(st, &r2) == 0);
+    CHECK(orch_store_run_create(st, &r3) == 0);
+    CHECK(orch_store_run_create(st, &r1) == -1);
     CHECK_HAS(st->err, "cannot create run r1: ");
 
     struct orch_run got = {0};
-    CHECK(st->ops->run_get(st, "r2", &got) == 1);
+    CHECK(orch_store_run_get(st, "r2", &got) == 1);
     CHECK_STR(got.id, "r2");
     CHECK_STR(got.name, "classify");
     CHECK_STR(got.workflow_path, "/work/wf.lua");
@@ -297,18 +297,18 @@ static void test_runs(struct orch_store *st)
     CHECK(got.checkpoints == 0);
     orch_run_clear(&got);
     CHECK(got.id == NULL);
-    CHECK(st->ops->run_get(st, "nope", &got) == 0);
+    CHECK(orch_store_run_get(st, "nope", &got) == 0);
 
     /* newest unfinished of an identity; completed ones do not count */
-    CHECK(st->ops->run_find_unfinished(st, "idA", &got) == 1);
+    CHECK(orch_store_run_find_unfinished(st, "idA", &got) == 1);
     CHECK_STR(got.id, "r1");
     orch_run_clear(&got);
     struct orch_run r4 = make_run("r4", "classify", "idA", ORCH_RUN_RUNNING, 4000);
-    CHECK(st->ops->run_create(st, &r4) == 0);
-    CHECK(st->ops->run_find_unfinished(st, "idA", &got) == 1);
+    CHECK(orch_store_run_create(st, &r4) == 0);
+    CHECK(orch_store_run_find_unfinished(st, "idA", &got) == 1);
     CHECK_STR(got.id, "r4");
     orch_run_clear(&got);
-    CHECK(st->ops->run_find_unfinished(st, "idC", &got) == 0);
+    CHECK(orch_store_run_find_unfinished(st, "idC", &got) == 0);
 
     /* update */
     r4.status = ORCH_RUN_FAILED;
@@ -323,8 +323,8 @@ static void test_runs(struct orch_store *st)
     r4.cost_usd = 0.0125;
     r4.finished_ms = 4100;
     r4.recoveries = 2;
-    CHECK(st->ops->run_update(st, &r4) == 0);
-    CHECK(st->ops->run_get(st, "r4", &got) == 1);
+    CHECK(orch_store_run_update(st, &r4) == 0);
+    CHECK(orch_store_run_get(st, "r4", &got) == 1);
     CHECK(got.status == ORCH_RUN_FAILED);
     CHECK_STR(got.error, "provider returned 401");
     CHECK(got.rows_done == 10 && got.rows_ok == 7 && got.rows_failed == 2 && got.rows_dropped == 1);
@@ -334,71 +334,71 @@ static void test_runs(struct orch_store *st)
     CHECK(got.updated_ms > 1000000000000LL); /* wall clock now */
     orch_run_clear(&got);
     struct orch_run ghost = make_run("ghost", "x", "x", ORCH_RUN_RUNNING, 1);
-    CHECK(st->ops->run_update(st, &ghost) == -1);
+    CHECK(orch_store_run_update(st, &ghost) == -1);
     CHECK_HAS(st->err, "no such run");
 
     /* list with filters, newest first */
     struct ids ids = {0};
-    CHECK(st->ops->run_list(st, NULL, collect_run, &ids) == 0);
+    CHECK(orch_store_run_list(st, NULL, collect_run, &ids) == 0);
     CHECK(ids.n == 4);
     CHECK_STR(ids.id[0], "r4");
     CHECK_STR(ids.id[3], "r1");
     struct orch_run_filter f = {.status = "paused"};
     memset(&ids, 0, sizeof ids);
-    CHECK(st->ops->run_list(st, &f, collect_run, &ids) == 0);
+    CHECK(orch_store_run_list(st, &f, collect_run, &ids) == 0);
     CHECK(ids.n == 1);
     CHECK_STR(ids.id[0], "r3");
     f = (struct orch_run_filter){.name = "classify"};
     memset(&ids, 0, sizeof ids);
-    CHECK(st->ops->run_list(st, &f, collect_run, &ids) == 0);
+    CHECK(orch_store_run_list(st, &f, collect_run, &ids) == 0);
     CHECK(ids.n == 3);
     f = (struct orch_run_filter){.since_ms = 2000, .until_ms = 4000};
     memset(&ids, 0, sizeof ids);
-    CHECK(st->ops->run_list(st, &f, collect_run, &ids) == 0);
+    CHECK(orch_store_run_list(st, &f, collect_run, &ids) == 0);
     CHECK(ids.n == 2);
     CHECK_STR(ids.id[0], "r3");
     CHECK_STR(ids.id[1], "r2");
     f = (struct orch_run_filter){.name = "classify", .status = "failed"};
     memset(&ids, 0, sizeof ids);
-    CHECK(st->ops->run_list(st, &f, collect_run, &ids) == 0);
+    CHECK(orch_store_run_list(st, &f, collect_run, &ids) == 0);
     CHECK(ids.n == 1);
     CHECK_STR(ids.id[0], "r4");
     int calls = 0;
-    CHECK(st->ops->run_list(st, NULL, stop_after_one, &calls) == 0);
+    CHECK(orch_store_run_list(st, NULL, stop_after_one, &calls) == 0);
     CHECK(calls == 1);
 }
 
 static void test_claim(struct orch_store *st)
 {
     /* r1 is unowned: pid 0, heartbeat 0 */
-    CHECK(st->ops->run_claim(st, "r1", 100, "hostA", 5000, 0, 0) == 1);
+    CHECK(orch_store_run_claim(st, "r1", 100, "hostA", 5000, 0, 0) == 1);
     struct orch_run got = {0};
-    CHECK(st->ops->run_get(st, "r1", &got) == 1);
+    CHECK(orch_store_run_get(st, "r1", &got) == 1);
     CHECK(got.owner_pid == 100);
     CHECK_STR(got.owner_host, "hostA");
     CHECK(got.heartbeat_ms == 5000);
     CHECK(got.status == ORCH_RUN_RUNNING);
     orch_run_clear(&got);
     /* a second claimer with the stale expectation loses */
-    CHECK(st->ops->run_claim(st, "r1", 200, "hostB", 5001, 0, 0) == 0);
-    CHECK(st->ops->run_heartbeat(st, "r1", 6000) == 0);
+    CHECK(orch_store_run_claim(st, "r1", 200, "hostB", 5001, 0, 0) == 0);
+    CHECK(orch_store_run_heartbeat(st, "r1", 6000) == 0);
     /* the expectation must match both pid and heartbeat */
-    CHECK(st->ops->run_claim(st, "r1", 200, "hostB", 9000, 100, 5000) == 0);
-    CHECK(st->ops->run_claim(st, "r1", 200, "hostB", 9000, 100, 6000) == 1);
-    CHECK(st->ops->run_get(st, "r1", &got) == 1);
+    CHECK(orch_store_run_claim(st, "r1", 200, "hostB", 9000, 100, 5000) == 0);
+    CHECK(orch_store_run_claim(st, "r1", 200, "hostB", 9000, 100, 6000) == 1);
+    CHECK(orch_store_run_get(st, "r1", &got) == 1);
     CHECK(got.owner_pid == 200);
     CHECK_STR(got.owner_host, "hostB");
     CHECK(got.heartbeat_ms == 9000);
     orch_run_clear(&got);
-    CHECK(st->ops->run_claim(st, "nope", 1, "h", 1, 0, 0) == 0);
-    CHECK(st->ops->run_heartbeat(st, "nope", 1) == -1);
+    CHECK(orch_store_run_claim(st, "nope", 1, "h", 1, 0, 0) == 0);
+    CHECK(orch_store_run_heartbeat(st, "nope", 1) == -1);
     CHECK_HAS(st->err, "no such run");
 }
 
 static int result_count(struct orch_store *st, const char *run_id)
 {
     int n = 0;
-    CHECK(st->ops->result_list(st, run_id, count_result, &n) == 0);
+    CHECK(orch_store_result_list(st, run_id, count_result, &n) == 0);
     return n;
 }
 
@@ -432,7 +432,7 @@ static void test_checkpoints(struct orch_store *st, const char *db_path)
     c1.errors_offset = 40;
     c1.memento = (void *)m1;
     c1.memento_len = strlen(m1);
-    CHECK(st->ops->checkpoint_write(st, &run, &c1, res1, 3, kv1, 2) == 0);
+    CHECK(orch_store_checkpoint_write(st, &run, &c1, res1, 3, kv1, 2) == 0);
     CHECK(c1.seq == 1);
     CHECK(c1.checksum != NULL && strlen(c1.checksum) == 32);
     CHECK(c1.bytes > 0);
@@ -446,7 +446,7 @@ static void test_checkpoints(struct orch_store *st, const char *db_path)
     free(c1.checksum);
 
     struct orch_run got = {0};
-    CHECK(st->ops->run_get(st, "r1", &got) == 1);
+    CHECK(orch_store_run_get(st, "r1", &got) == 1);
     CHECK(got.rows_done == 3 && got.rows_ok == 2 && got.rows_failed == 1);
     CHECK(got.cost_usd == 0.5);
     CHECK(got.checkpoints == 1);
@@ -476,12 +476,12 @@ static void test_checkpoints(struct orch_store *st, const char *db_path)
     c2.errors_offset = 80;
     c2.memento = (void *)m2;
     c2.memento_len = strlen(m2);
-    CHECK(st->ops->checkpoint_write(st, &run, &c2, res2, 2, kv2, 3) == 0);
+    CHECK(orch_store_checkpoint_write(st, &run, &c2, res2, 2, kv2, 3) == 0);
     CHECK(c2.seq == 2);
     char *c2_sum = c2.checksum;
 
     struct results rs = {0};
-    CHECK(st->ops->result_list(st, "r1", collect_result, &rs) == 0);
+    CHECK(orch_store_result_list(st, "r1", collect_result, &rs) == 0);
     CHECK(rs.n == 5);
     for (int i = 0; i < 5 && i < rs.n; i++)
         CHECK(rs.seq[i] == i + 1);
@@ -493,7 +493,7 @@ static void test_checkpoints(struct orch_store *st, const char *db_path)
     CHECK_STR(rs.data[4], "{\"a\":null}");
 
     struct kvs kv = {0};
-    CHECK(st->ops->state_list(st, "r1", collect_state, &kv) == 0);
+    CHECK(orch_store_state_list(st, "r1", collect_state, &kv) == 0);
     CHECK(kv.n == 2);
     CHECK_STR(kv.line[0], "count=5");
     CHECK_STR(kv.line[1], "last=\"k5\"");
@@ -501,7 +501,7 @@ static void test_checkpoints(struct orch_store *st, const char *db_path)
     /* read back: newest valid, exact memento and cursor */
     struct orch_checkpoint lc = {0};
     int skipped = -1;
-    CHECK(st->ops->checkpoint_latest(st, "r1", &lc, &skipped) == 1);
+    CHECK(orch_store_checkpoint_latest(st, "r1", &lc, &skipped) == 1);
     CHECK(skipped == 0);
     CHECK(lc.seq == 2 && lc.valid == 1);
     CHECK(lc.memento_len == strlen(m2) && memcmp(lc.memento, m2, lc.memento_len) == 0);
@@ -516,11 +516,11 @@ static void test_checkpoints(struct orch_store *st, const char *db_path)
     CHECK(lc.bytes == c2.bytes);
     orch_checkpoint_clear(&lc);
 
-    CHECK(st->ops->checkpoint_get(st, "r1", 1, &lc) == 1);
+    CHECK(orch_store_checkpoint_get(st, "r1", 1, &lc) == 1);
     CHECK(lc.valid == 1 && lc.memento_len == strlen(m1) && memcmp(lc.memento, m1, lc.memento_len) == 0);
     CHECK(lc.name == NULL);
     orch_checkpoint_clear(&lc);
-    CHECK(st->ops->checkpoint_get(st, "r1", 9, &lc) == 0);
+    CHECK(orch_store_checkpoint_get(st, "r1", 9, &lc) == 0);
 
     /* a re-run row (same seq) replaces the earlier one */
     struct orch_result res3[] = {
@@ -535,11 +535,11 @@ static void test_checkpoints(struct orch_store *st, const char *db_path)
     c3.input_index = 6;
     c3.memento = (void *)m3;
     c3.memento_len = strlen(m3);
-    CHECK(st->ops->checkpoint_write(st, &run, &c3, res3, 2, NULL, 0) == 0);
+    CHECK(orch_store_checkpoint_write(st, &run, &c3, res3, 2, NULL, 0) == 0);
     CHECK(c3.seq == 3);
     free(c3.checksum);
     memset(&rs, 0, sizeof rs);
-    CHECK(st->ops->result_list(st, "r1", collect_result, &rs) == 0);
+    CHECK(orch_store_result_list(st, "r1", collect_result, &rs) == 0);
     CHECK(rs.n == 6);
     CHECK_STR(rs.status[4], "ok");
     CHECK_STR(rs.data[4], "{\"a\":5}");
@@ -552,15 +552,15 @@ static void test_checkpoints(struct orch_store *st, const char *db_path)
     };
     struct orch_checkpoint c4 = {0};
     c4.reason = (char *)"rows";
-    CHECK(st->ops->checkpoint_write(st, &run, &c4, bad, 2, kv1, 2) == -1);
+    CHECK(orch_store_checkpoint_write(st, &run, &c4, bad, 2, kv1, 2) == -1);
     CHECK_HAS(st->err, "cannot store result 8 of run r1");
     CHECK(c4.seq == 0 && c4.checksum == NULL);
     CHECK(result_count(st, "r1") == 6);
     struct orch_run nobody = make_run("nobody", "x", "x", ORCH_RUN_RUNNING, 1);
-    CHECK(st->ops->checkpoint_write(st, &nobody, &c4, res1, 1, NULL, 0) == -1);
+    CHECK(orch_store_checkpoint_write(st, &nobody, &c4, res1, 1, NULL, 0) == -1);
     CHECK(result_count(st, "nobody") == 0);
     memset(&kv, 0, sizeof kv);
-    CHECK(st->ops->state_list(st, "r1", collect_state, &kv) == 0);
+    CHECK(orch_store_state_list(st, "r1", collect_state, &kv) == 0);
     CHECK(kv.n == 2);
 
     struct cps cs = {0};
@@ -570,7 +570,7 @@ static void test_checkpoints(struct orch_store *st, const char *db_path)
         CHECK(sql_on(db_path, "UPDATE checkpoints SET checksum = '00000000000000000000000000000000' "
                               "WHERE run_id = 'r1' AND seq = 3") == SQLITE_OK);
         skipped = -1;
-        CHECK(st->ops->checkpoint_latest(st, "r1", &lc, &skipped) == 1);
+        CHECK(orch_store_checkpoint_latest(st, "r1", &lc, &skipped) == 1);
         CHECK(skipped == 1);
         CHECK(lc.seq == 2 && lc.valid == 1);
         CHECK(lc.memento_len == strlen(m2) && memcmp(lc.memento, m2, lc.memento_len) == 0);
@@ -582,57 +582,102 @@ static void test_checkpoints(struct orch_store *st, const char *db_path)
                       ? "UPDATE checkpoints SET memento = '\\x28b52ffd00ff' WHERE run_id = 'r1' AND seq = 2"
                       : "UPDATE checkpoints SET memento = x'28b52ffd00ff' WHERE run_id = 'r1' AND seq = 2") ==
               SQLITE_OK);
-        CHECK(st->ops->checkpoint_latest(st, "r1", &lc, &skipped) == 1);
+        CHECK(orch_store_checkpoint_latest(st, "r1", &lc, &skipped) == 1);
         CHECK(skipped == 2);
         CHECK(lc.seq == 1);
         orch_checkpoint_clear(&lc);
-        CHECK(st->ops->checkpoint_get(st, "r1", 3, &lc) == 1);
+        CHECK(orch_store_checkpoint_get(st, "r1", 3, &lc) == 1);
         CHECK(lc.valid == 0);
         orch_checkpoint_clear(&lc);
-        CHECK(st->ops->checkpoint_list(st, "r1", collect_cp, &cs) == 0);
+        CHECK(orch_store_checkpoint_list(st, "r1", collect_cp, &cs) == 0);
         CHECK(cs.n == 3);
         CHECK(cs.seq[0] == 1 && cs.seq[1] == 2 && cs.seq[2] == 3);
         CHECK(cs.valid[0] == 1 && cs.valid[1] == 0 && cs.valid[2] == 0);
         CHECK(cs.memento_null[0] && cs.memento_null[1] && cs.memento_null[2]);
     }
-    CHECK(st->ops->checkpoint_latest(st, "r4", &lc, &skipped) == 0);
+    CHECK(orch_store_checkpoint_latest(st, "r4", &lc, &skipped) == 0);
     CHECK(skipped == 0);
 
     /* roll back to 1: checkpoints 2, 3 and the rows they carried go */
-    CHECK(st->ops->checkpoint_rollback(st, "r1", 1) == 0);
+    CHECK(orch_store_checkpoint_rollback(st, "r1", 1) == 0);
     memset(&cs, 0, sizeof cs);
-    CHECK(st->ops->checkpoint_list(st, "r1", collect_cp, &cs) == 0);
+    CHECK(orch_store_checkpoint_list(st, "r1", collect_cp, &cs) == 0);
     CHECK(cs.n == 1 && cs.seq[0] == 1);
     memset(&rs, 0, sizeof rs);
-    CHECK(st->ops->result_list(st, "r1", collect_result, &rs) == 0);
+    CHECK(orch_store_result_list(st, "r1", collect_result, &rs) == 0);
     CHECK(rs.n == 3);
     CHECK(rs.seq[2] == 3);
-    CHECK(st->ops->checkpoint_latest(st, "r1", &lc, &skipped) == 1);
+    CHECK(orch_store_checkpoint_latest(st, "r1", &lc, &skipped) == 1);
     CHECK(lc.seq == 1 && skipped == 0);
     orch_checkpoint_clear(&lc);
     /* numbering resumes after the kept checkpoint */
     run.rows_done = 4;
-    CHECK(st->ops->checkpoint_write(st, &run, &c2, res2, 1, NULL, 0) == 0);
+    CHECK(orch_store_checkpoint_write(st, &run, &c2, res2, 1, NULL, 0) == 0);
     CHECK(c2.seq == 2);
     free(c2.checksum);
     CHECK(result_count(st, "r1") == 4);
 }
 
+/* store.c checks what every backend would otherwise have to: a call
+ * without a run is refused with orch's message naming the store (its URL
+ * with the password masked), never handed to a backend. */
+static void test_contract(struct orch_store *st, const char *target)
+{
+    char shown[700], want[900];
+    orch_store_display(target, shown, sizeof shown);
+    struct orch_checkpoint c = {0};
+    struct orch_run norun = {0};
+    CHECK(orch_store_checkpoint_write(st, &norun, &c, NULL, 0, NULL, 0) == -1);
+    snprintf(want, sizeof want, "%s: cannot write a checkpoint: no run given", shown);
+    CHECK_STR(st->err, want);
+    struct orch_run run = make_run("contract", "c", "idC", ORCH_RUN_RUNNING, 1000);
+    CHECK(orch_store_checkpoint_write(st, &run, &c, NULL, 2, NULL, 0) == -1);
+    snprintf(want, sizeof want, "%s: cannot write a checkpoint: no checkpoint, results or state given",
+             shown);
+    CHECK_STR(st->err, want);
+    CHECK(orch_store_checkpoint_latest(st, NULL, &c, NULL) == -1);
+    snprintf(want, sizeof want, "%s: cannot read the checkpoints: no run given", shown);
+    CHECK_STR(st->err, want);
+    CHECK(orch_store_checkpoint_get(st, "contract", 0, &c) == 0);
+    CHECK(c.memento == NULL && c.checksum == NULL);
+
+    /* what the store runs on, and the libraries `orch version` prints */
+    char v[100], lib[100];
+    orch_store_version(st, v, sizeof v);
+    snprintf(lib, sizeof lib, "SQLite %s", sqlite3_libversion());
+    if (backend == B_POSTGRES) {
+        char server[40];
+        CHECK(pg_query(target, "SHOW server_version", NULL, server, sizeof server) >= 0);
+        server[strcspn(server, " ")] = '\0';
+        snprintf(want, sizeof want, "PostgreSQL %s", server);
+        CHECK_STR(v, want);
+    } else {
+        CHECK_STR(v, lib);
+    }
+    CHECK(orch_store_library(0) != NULL);
+    CHECK_STR(orch_store_library(0), lib);
+    int pv = PQlibVersion();
+    snprintf(want, sizeof want, "PostgreSQL %d.%d (libpq)", pv / 10000, pv % 10000);
+    CHECK(orch_store_library(1) != NULL);
+    CHECK_STR(orch_store_library(1), want);
+    CHECK(orch_store_library(2) == NULL);
+}
+
 static void test_events(struct orch_store *st)
 {
-    CHECK(st->ops->event_add(st, "r1", "run.start", "{\"pid\":200}") == 0);
-    CHECK(st->ops->event_add(st, "r1", "checkpoint", NULL) == 0);
-    CHECK(st->ops->event_add(st, "r3", "run.pause", "{}") == 0);
-    CHECK(st->ops->event_add(st, "r1", "run.end", "{\"ok\":true}") == 0);
-    CHECK(st->ops->event_add(st, "nope", "x", NULL) == -1);
+    CHECK(orch_store_event_add(st, "r1", "run.start", "{\"pid\":200}") == 0);
+    CHECK(orch_store_event_add(st, "r1", "checkpoint", NULL) == 0);
+    CHECK(orch_store_event_add(st, "r3", "run.pause", "{}") == 0);
+    CHECK(orch_store_event_add(st, "r1", "run.end", "{\"ok\":true}") == 0);
+    CHECK(orch_store_event_add(st, "nope", "x", NULL) == -1);
     CHECK_HAS(st->err, "cannot record an event: ");
-    CHECK(st->ops->event_add(st, NULL, "store.gc", "{\"deleted\":0}") == 0);
+    CHECK(orch_store_event_add(st, NULL, "store.gc", "{\"deleted\":0}") == 0);
     struct evs global = {.ordered = 1};
-    CHECK(st->ops->event_list(st, NULL, collect_event, &global) == 0);
+    CHECK(orch_store_event_list(st, NULL, collect_event, &global) == 0);
     CHECK(global.n == 1);
     CHECK_STR(global.line[0], "store.gc:{\"deleted\":0}");
     struct evs es = {.ordered = 1};
-    CHECK(st->ops->event_list(st, "r1", collect_event, &es) == 0);
+    CHECK(orch_store_event_list(st, "r1", collect_event, &es) == 0);
     CHECK(es.n == 3 && es.ordered);
     CHECK_STR(es.line[0], "run.start:{\"pid\":200}");
     CHECK_STR(es.line[1], "checkpoint:NULL");
@@ -642,7 +687,7 @@ static void test_events(struct orch_store *st)
 static void test_stats(struct orch_store *st, int file)
 {
     struct orch_store_stats s;
-    CHECK(st->ops->stats(st, &s) == 0);
+    CHECK(orch_store_stats(st, &s) == 0);
     /* r1 running, r2 completed, r3 paused, r4 failed */
     CHECK(s.runs == 4);
     CHECK(s.active == 1 && s.paused == 1 && s.failed == 1 && s.completed == 1);
@@ -700,8 +745,8 @@ static void test_retention(struct orch_store *st, const char *db_path)
     CHECK(!can_poke() || count_of(db_path, "SELECT count(*) FROM checkpoints WHERE run_id = 'r1'") > 0);
     CHECK(!can_poke() || count_of(db_path, "SELECT count(*) FROM state WHERE run_id = 'r1'") > 0);
     int64_t runs = can_poke() ? count_of(db_path, "SELECT count(*) FROM runs") : 0;
-    CHECK(st->ops->run_delete(st, "r1") == 1);
-    CHECK(st->ops->run_delete(st, "r1") == 0); /* no such run any more */
+    CHECK(orch_store_run_delete(st, "r1") == 1);
+    CHECK(orch_store_run_delete(st, "r1") == 0); /* no such run any more */
     CHECK(!can_poke() || count_of(db_path, "SELECT count(*) FROM runs") == runs - 1);
     CHECK(!can_poke() || count_of(db_path, "SELECT (SELECT count(*) FROM checkpoints WHERE run_id = 'r1') + "
                                            "(SELECT count(*) FROM results WHERE run_id = 'r1') + "
@@ -712,12 +757,12 @@ static void test_retention(struct orch_store *st, const char *db_path)
      * others now; a cutoff between them removes the old one only */
     int64_t entries = can_poke() ? count_of(db_path, "SELECT count(*) FROM llm_journal") : 0;
     int64_t removed = -1;
-    CHECK(st->ops->journal_prune(st, 1700000000001LL, &removed) == 0);
+    CHECK(orch_store_journal_prune(st, 1700000000001LL, &removed) == 0);
     CHECK(removed == 1);
     CHECK(!can_poke() || count_of(db_path, "SELECT count(*) FROM llm_journal") == entries - 1);
-    CHECK(st->ops->journal_prune(st, 1, &removed) == 0 && removed == 0);
+    CHECK(orch_store_journal_prune(st, 1, &removed) == 0 && removed == 0);
 
-    CHECK(st->ops->vacuum(st) == 0);
+    CHECK(orch_store_vacuum(st) == 0);
     CHECK(!can_poke() || count_of(db_path, "SELECT count(*) FROM runs") == runs - 1);
     CHECK(!can_poke() || count_of(db_path, "SELECT count(*) FROM llm_journal") == entries - 1);
 }
@@ -731,7 +776,7 @@ static const char journal_reply[] = "{\"text\":\"positive\"}\0tail\xff\xfe";
 static void test_journal(struct orch_store *st, const char *db_path)
 {
     struct orch_journal_owned got = {0};
-    CHECK(st->ops->journal_get(st, JOURNAL_KEY1, &got) == 0);
+    CHECK(orch_store_journal_get(st, JOURNAL_KEY1, &got) == 0);
     CHECK(got.key == NULL && got.response == NULL);
 
     struct orch_journal_entry e = {0};
@@ -745,10 +790,10 @@ static void test_journal(struct orch_store *st, const char *db_path)
     e.tokens_out = 30;
     e.cost_usd = 0.0021;
     e.latency_ms = 850.5;
-    CHECK(st->ops->journal_put(st, &e) == 0);
+    CHECK(orch_store_journal_put(st, &e) == 0);
     CHECK(!can_poke() || stored_hits(db_path, JOURNAL_KEY1) == 0);
 
-    CHECK(st->ops->journal_get(st, JOURNAL_KEY1, &got) == 1);
+    CHECK(orch_store_journal_get(st, JOURNAL_KEY1, &got) == 1);
     CHECK_STR(got.key, JOURNAL_KEY1);
     CHECK_STR(got.run_id, "r1");
     CHECK_STR(got.provider, "openai");
@@ -774,8 +819,8 @@ static void test_journal(struct orch_store *st, const char *db_path)
     dup.cost_usd = 9.99;
     dup.tokens_in = 1;
     dup.created_ms = 42;
-    CHECK(st->ops->journal_put(st, &dup) == 0);
-    CHECK(st->ops->journal_get(st, JOURNAL_KEY1, &got) == 1);
+    CHECK(orch_store_journal_put(st, &dup) == 0);
+    CHECK(orch_store_journal_get(st, JOURNAL_KEY1, &got) == 1);
     CHECK_STR(got.run_id, "r1");
     CHECK(got.response_len == JOURNAL_REPLY_LEN &&
           memcmp(got.response, journal_reply, JOURNAL_REPLY_LEN) == 0);
@@ -783,7 +828,7 @@ static void test_journal(struct orch_store *st, const char *db_path)
     CHECK(got.created_ms == created);
     CHECK(got.hits == 2); /* the duplicate put did not reset it */
     orch_journal_clear(&got);
-    CHECK(st->ops->journal_get(st, JOURNAL_KEY1, &got) == 1);
+    CHECK(orch_store_journal_get(st, JOURNAL_KEY1, &got) == 1);
     CHECK(got.hits == 3);
     orch_journal_clear(&got);
     CHECK(!can_poke() || stored_hits(db_path, JOURNAL_KEY1) == 3);
@@ -796,8 +841,8 @@ static void test_journal(struct orch_store *st, const char *db_path)
     e2.model = "claude-3-5-haiku";
     e2.cost_usd = 0.5;
     e2.created_ms = 1700000000000LL;
-    CHECK(st->ops->journal_put(st, &e2) == 0);
-    CHECK(st->ops->journal_get(st, JOURNAL_KEY2, &got) == 1);
+    CHECK(orch_store_journal_put(st, &e2) == 0);
+    CHECK(orch_store_journal_get(st, JOURNAL_KEY2, &got) == 1);
     CHECK_STR(got.run_id, "not-created-yet");
     CHECK(got.response != NULL && got.response_len == 0 && got.response[0] == '\0');
     CHECK(got.created_ms == 1700000000000LL);
@@ -806,8 +851,8 @@ static void test_journal(struct orch_store *st, const char *db_path)
     orch_journal_clear(&got);
     struct orch_journal_entry e3 = {
         .key = "3f9a2c1b00000000000000000000000c", .response = "x", .response_len = 1};
-    CHECK(st->ops->journal_put(st, &e3) == 0);
-    CHECK(st->ops->journal_get(st, e3.key, &got) == 1);
+    CHECK(orch_store_journal_put(st, &e3) == 0);
+    CHECK(orch_store_journal_get(st, e3.key, &got) == 1);
     CHECK(got.run_id == NULL && got.provider == NULL && got.model == NULL);
     CHECK_STR(got.response, "x");
     orch_journal_clear(&got);
@@ -815,22 +860,22 @@ static void test_journal(struct orch_store *st, const char *db_path)
     /* refused: no key, or a length without bytes */
     struct orch_journal_entry nokey = e;
     nokey.key = NULL;
-    CHECK(st->ops->journal_put(st, &nokey) == -1);
+    CHECK(orch_store_journal_put(st, &nokey) == -1);
     CHECK_HAS(st->err, "cannot journal a response: it has no key");
     nokey.key = "";
-    CHECK(st->ops->journal_put(st, &nokey) == -1);
+    CHECK(orch_store_journal_put(st, &nokey) == -1);
     struct orch_journal_entry nodata = e;
     nodata.key = "3f9a2c1b00000000000000000000000d";
     nodata.response = NULL;
-    CHECK(st->ops->journal_put(st, &nodata) == -1);
+    CHECK(orch_store_journal_put(st, &nodata) == -1);
     CHECK_HAS(st->err, "bytes announced but no data");
-    CHECK(st->ops->journal_get(st, nodata.key, &got) == 0);
-    CHECK(st->ops->journal_get(st, NULL, &got) == -1);
-    CHECK(st->ops->journal_get(st, "3f9a2c1bffffffffffffffffffffffff", &got) == 0);
+    CHECK(orch_store_journal_get(st, nodata.key, &got) == 0);
+    CHECK(orch_store_journal_get(st, NULL, &got) == -1);
+    CHECK(orch_store_journal_get(st, "3f9a2c1bffffffffffffffffffffffff", &got) == 0);
 
     /* 3 entries; hits 3 + 1 + 1; saved 0.0021 * 3 + 0.5 * 1 + 0 * 1 */
     struct orch_store_stats s;
-    CHECK(st->ops->stats(st, &s) == 0);
+    CHECK(orch_store_stats(st, &s) == 0);
     CHECK(s.journal_entries == 3);
     CHECK(s.journal_hits == 5);
     CHECK(near(s.journal_saved_usd, 0.0021 * 3 + 0.5));
@@ -852,7 +897,7 @@ static void test_journal_crash(const char *path)
                                        .response = journal_reply,
                                        .response_len = JOURNAL_REPLY_LEN,
                                        .cost_usd = 0.01};
-        if (st->ops->journal_put(st, &e) != 0)
+        if (orch_store_journal_put(st, &e) != 0)
             _exit(1);
         kill(getpid(), SIGKILL);
         _exit(1);
@@ -866,11 +911,11 @@ static void test_journal_crash(const char *path)
     if (st == NULL)
         return;
     struct orch_journal_owned jr = {0};
-    CHECK(st->ops->journal_get(st, "paid-once", &jr) == 1);
+    CHECK(orch_store_journal_get(st, "paid-once", &jr) == 1);
     CHECK(jr.response_len == JOURNAL_REPLY_LEN && memcmp(jr.response, journal_reply, JOURNAL_REPLY_LEN) == 0);
     CHECK_STR(jr.run_id, "gone");
     orch_journal_clear(&jr);
-    st->ops->close(st);
+    orch_store_close(st);
 }
 
 static void test_reopen(const char *db_path)
@@ -883,36 +928,36 @@ static void test_reopen(const char *db_path)
         return;
     }
     struct orch_run got = {0};
-    CHECK(st->ops->run_get(st, "r4", &got) == 1);
+    CHECK(orch_store_run_get(st, "r4", &got) == 1);
     CHECK_STR(got.error, "provider returned 401");
     CHECK(got.tokens_in == 3400);
     orch_run_clear(&got);
-    CHECK(st->ops->run_get(st, "r1", &got) == 1);
+    CHECK(orch_store_run_get(st, "r1", &got) == 1);
     CHECK(got.checkpoints == 2);
     CHECK(got.rows_done == 4);
     orch_run_clear(&got);
     struct orch_checkpoint lc = {0};
     int skipped = -1;
-    CHECK(st->ops->checkpoint_latest(st, "r1", &lc, &skipped) == 1);
+    CHECK(orch_store_checkpoint_latest(st, "r1", &lc, &skipped) == 1);
     CHECK(lc.seq == 2 && skipped == 0 && lc.valid);
     orch_checkpoint_clear(&lc);
     CHECK(result_count(st, "r1") == 4);
     struct evs es = {.ordered = 1};
-    CHECK(st->ops->event_list(st, "r1", collect_event, &es) == 0);
+    CHECK(orch_store_event_list(st, "r1", collect_event, &es) == 0);
     CHECK(es.n == 3);
     /* the journal survived, hits included, and keeps counting */
     struct orch_journal_owned jr = {0};
-    CHECK(st->ops->journal_get(st, JOURNAL_KEY1, &jr) == 1);
+    CHECK(orch_store_journal_get(st, JOURNAL_KEY1, &jr) == 1);
     CHECK(jr.response_len == JOURNAL_REPLY_LEN && memcmp(jr.response, journal_reply, JOURNAL_REPLY_LEN) == 0);
     CHECK_STR(jr.model, "gpt-4o-mini");
     CHECK(jr.cost_usd == 0.0021);
     CHECK(jr.hits == 4);
     orch_journal_clear(&jr);
     struct orch_store_stats ss;
-    CHECK(st->ops->stats(st, &ss) == 0);
+    CHECK(orch_store_stats(st, &ss) == 0);
     CHECK(ss.journal_entries == 3 && ss.journal_hits == 6);
     CHECK(near(ss.journal_saved_usd, 0.0021 * 4 + 0.5));
-    st->ops->close(st);
+    orch_store_close(st);
     if (backend != B_SQLITE)
         return;
 
@@ -969,13 +1014,13 @@ static int make_v1_store(const char *path)
     c.input_index = 1;
     c.memento = (void *)"{\"state\":{}}";
     c.memento_len = strlen(c.memento);
-    int rc = st->ops->run_create(st, &r);
+    int rc = orch_store_run_create(st, &r);
     if (rc == 0)
-        rc = st->ops->checkpoint_write(st, &r, &c, res, 1, NULL, 0);
+        rc = orch_store_checkpoint_write(st, &r, &c, res, 1, NULL, 0);
     if (rc == 0)
-        rc = st->ops->event_add(st, "old", "run.pause", "{}");
+        rc = orch_store_event_add(st, "old", "run.pause", "{}");
     free(c.checksum);
-    st->ops->close(st);
+    orch_store_close(st);
     if (rc != 0)
         return -1;
     return sql_on(path, "DROP TABLE llm_journal; PRAGMA user_version = 1") == SQLITE_OK ? 0 : -1;
@@ -998,18 +1043,18 @@ static void test_migrate_v1(const char *dir)
     CHECK(user_version(path) == 2);
     /* what was there is still there and resumable */
     struct orch_run got = {0};
-    CHECK(st->ops->run_get(st, "old", &got) == 1);
+    CHECK(orch_store_run_get(st, "old", &got) == 1);
     CHECK(got.status == ORCH_RUN_PAUSED && got.checkpoints == 1);
     orch_run_clear(&got);
     struct orch_checkpoint lc = {0};
     int skipped = -1;
-    CHECK(st->ops->checkpoint_latest(st, "old", &lc, &skipped) == 1);
+    CHECK(orch_store_checkpoint_latest(st, "old", &lc, &skipped) == 1);
     CHECK(lc.valid && skipped == 0 && strcmp(lc.reason, "budget") == 0);
     orch_checkpoint_clear(&lc);
     CHECK(result_count(st, "old") == 1);
     /* and the journal works */
     struct orch_journal_owned jr = {0};
-    CHECK(st->ops->journal_get(st, JOURNAL_KEY1, &jr) == 0);
+    CHECK(orch_store_journal_get(st, JOURNAL_KEY1, &jr) == 0);
     struct orch_journal_entry e = {.key = JOURNAL_KEY1,
                                    .run_id = "old",
                                    .provider = "openai",
@@ -1017,23 +1062,23 @@ static void test_migrate_v1(const char *dir)
                                    .response = journal_reply,
                                    .response_len = JOURNAL_REPLY_LEN,
                                    .cost_usd = 0.25};
-    CHECK(st->ops->journal_put(st, &e) == 0);
-    CHECK(st->ops->journal_get(st, JOURNAL_KEY1, &jr) == 1);
+    CHECK(orch_store_journal_put(st, &e) == 0);
+    CHECK(orch_store_journal_get(st, JOURNAL_KEY1, &jr) == 1);
     CHECK(jr.response_len == JOURNAL_REPLY_LEN && memcmp(jr.response, journal_reply, JOURNAL_REPLY_LEN) == 0);
     orch_journal_clear(&jr);
-    st->ops->close(st);
+    orch_store_close(st);
 
     /* migrated once: a second open finds schema 2 and the entry */
     st = orch_store_open(path, err, sizeof err);
     CHECK(st != NULL);
     if (st != NULL) {
-        CHECK(st->ops->journal_get(st, JOURNAL_KEY1, &jr) == 1);
+        CHECK(orch_store_journal_get(st, JOURNAL_KEY1, &jr) == 1);
         CHECK(jr.hits == 2 && jr.cost_usd == 0.25);
         orch_journal_clear(&jr);
         struct orch_store_stats s;
-        CHECK(st->ops->stats(st, &s) == 0);
+        CHECK(orch_store_stats(st, &s) == 0);
         CHECK(s.runs == 1 && s.journal_entries == 1 && s.journal_hits == 2 && near(s.journal_saved_usd, 0.5));
-        st->ops->close(st);
+        orch_store_close(st);
     }
     CHECK(user_version(path) == 2);
 
@@ -1045,16 +1090,16 @@ static void test_migrate_v1(const char *dir)
     st = orch_store_open(path, err, sizeof err);
     CHECK(st == NULL);
     if (st != NULL)
-        st->ops->close(st);
+        orch_store_close(st);
     CHECK_HAS(err, "v1-clash.db: cannot create or upgrade the schema: table llm_journal already exists");
     CHECK(user_version(path) == 1);
     CHECK(sql_on(path, "DROP TABLE llm_journal") == SQLITE_OK);
     st = orch_store_open(path, err, sizeof err);
     CHECK(st != NULL);
     if (st != NULL) {
-        CHECK(st->ops->run_get(st, "old", &got) == 1);
+        CHECK(orch_store_run_get(st, "old", &got) == 1);
         orch_run_clear(&got);
-        st->ops->close(st);
+        orch_store_close(st);
     }
     CHECK(user_version(path) == 2);
 }
@@ -1090,17 +1135,17 @@ static void test_concurrent_open(const char *path)
             .key = "shared", .run_id = id, .response = reply, .response_len = strlen(reply), .cost_usd = 1.0};
         struct orch_journal_entry own = shared;
         own.key = id;
-        int rc = st->ops->run_create(st, &r);
+        int rc = orch_store_run_create(st, &r);
         if (rc == 0)
-            rc = st->ops->journal_put(st, &shared);
+            rc = orch_store_journal_put(st, &shared);
         if (rc == 0)
-            rc = st->ops->checkpoint_write(st, &r, &c, res, 2, NULL, 0);
+            rc = orch_store_checkpoint_write(st, &r, &c, res, 2, NULL, 0);
         if (rc == 0)
-            rc = st->ops->journal_put(st, &own);
+            rc = orch_store_journal_put(st, &own);
         if (rc != 0)
             fprintf(stderr, "child %d: %s\n", i, st->err);
         free(c.checksum);
-        st->ops->close(st);
+        orch_store_close(st);
         _exit(rc == 0 ? 0 : 1);
     }
     for (int i = 0; i < NPROC; i++) {
@@ -1114,16 +1159,16 @@ static void test_concurrent_open(const char *path)
     if (st == NULL)
         return;
     struct orch_store_stats s;
-    CHECK(st->ops->stats(st, &s) == 0);
+    CHECK(orch_store_stats(st, &s) == 0);
     CHECK(s.runs == NPROC && s.checkpoints == NPROC && s.active == NPROC);
     /* one entry per child and a single one for the request they all made */
     CHECK(s.journal_entries == NPROC + 1 && s.journal_hits == 0);
     struct orch_journal_owned jr = {0};
-    CHECK(st->ops->journal_get(st, "shared", &jr) == 1);
+    CHECK(orch_store_journal_get(st, "shared", &jr) == 1);
     CHECK(jr.run_id != NULL && jr.response != NULL &&
           strcmp(jr.response + strlen("reply of "), jr.run_id) == 0);
     orch_journal_clear(&jr);
-    st->ops->close(st);
+    orch_store_close(st);
 }
 
 static void test_memory(void)
@@ -1133,40 +1178,40 @@ static void test_memory(void)
     CHECK(st != NULL);
     if (st == NULL)
         return;
-    CHECK_STR(st->ops->name, "sqlite");
+    CHECK_STR(orch_store_backend(st), "sqlite");
     struct orch_run r = make_run("m1", "mem", "idM", ORCH_RUN_PENDING, 10);
-    CHECK(st->ops->run_create(st, &r) == 0);
+    CHECK(orch_store_run_create(st, &r) == 0);
     struct orch_result res[] = {{1, "a", "ok", NULL, "1", 1}};
     struct orch_checkpoint c = {0};
     c.reason = (char *)"final";
     c.memento = (void *)"{}";
     c.memento_len = 2;
-    CHECK(st->ops->checkpoint_write(st, &r, &c, res, 1, NULL, 0) == 0);
+    CHECK(orch_store_checkpoint_write(st, &r, &c, res, 1, NULL, 0) == 0);
     free(c.checksum);
     /* an empty memento round-trips too */
     struct orch_checkpoint e = {0};
-    CHECK(st->ops->checkpoint_write(st, &r, &e, NULL, 0, NULL, 0) == 0);
+    CHECK(orch_store_checkpoint_write(st, &r, &e, NULL, 0, NULL, 0) == 0);
     free(e.checksum);
     struct orch_checkpoint lc = {0};
     int skipped = -1;
-    CHECK(st->ops->checkpoint_latest(st, "m1", &lc, &skipped) == 1);
+    CHECK(orch_store_checkpoint_latest(st, "m1", &lc, &skipped) == 1);
     CHECK(lc.seq == 2 && lc.valid && lc.memento_len == 0 && skipped == 0);
     orch_checkpoint_clear(&lc);
-    CHECK(st->ops->checkpoint_get(st, "m1", 1, &lc) == 1);
+    CHECK(orch_store_checkpoint_get(st, "m1", 1, &lc) == 1);
     CHECK(lc.valid && lc.memento_len == 2 && memcmp(lc.memento, "{}", 2) == 0);
     orch_checkpoint_clear(&lc);
     struct orch_store_stats s;
-    CHECK(st->ops->stats(st, &s) == 0);
+    CHECK(orch_store_stats(st, &s) == 0);
     CHECK(s.runs == 1 && s.checkpoints == 2 && s.bytes == 0);
     struct orch_journal_entry je = {.key = "k", .response = journal_reply, .response_len = JOURNAL_REPLY_LEN};
-    CHECK(st->ops->journal_put(st, &je) == 0);
+    CHECK(orch_store_journal_put(st, &je) == 0);
     struct orch_journal_owned jr = {0};
-    CHECK(st->ops->journal_get(st, "k", &jr) == 1);
+    CHECK(orch_store_journal_get(st, "k", &jr) == 1);
     CHECK(jr.response_len == JOURNAL_REPLY_LEN && memcmp(jr.response, journal_reply, JOURNAL_REPLY_LEN) == 0);
     orch_journal_clear(&jr);
-    CHECK(st->ops->stats(st, &s) == 0);
+    CHECK(orch_store_stats(st, &s) == 0);
     CHECK(s.journal_entries == 1 && s.journal_hits == 1);
-    st->ops->close(st);
+    orch_store_close(st);
 }
 
 /* Opening path must fail with a message containing want, and leave the
@@ -1179,7 +1224,7 @@ static void expect_refused(const char *path, const char *want)
     struct orch_store *st = orch_store_open(path, err, sizeof err);
     CHECK(st == NULL);
     if (st != NULL)
-        st->ops->close(st);
+        orch_store_close(st);
     CHECK_HAS(err, want);
     CHECK(strncmp(err, path, strlen(path)) == 0);
     char *after = slurp(path, &after_len);
@@ -1203,7 +1248,7 @@ static void test_refusals(const char *dir)
     struct orch_store *st = orch_store_open(path, err, sizeof err);
     CHECK(st != NULL);
     if (st != NULL)
-        st->ops->close(st);
+        orch_store_close(st);
     CHECK(sql_on(path, "PRAGMA user_version = 99") == SQLITE_OK);
     snprintf(want, sizeof want, "%s: created by a newer orch (schema 99, this orch knows up to 2)", path);
     expect_refused(path, want);
@@ -1214,7 +1259,7 @@ static void test_refusals(const char *dir)
     st = orch_store_open(path, err, sizeof err);
     CHECK(st != NULL);
     if (st != NULL)
-        st->ops->close(st);
+        orch_store_close(st);
     CHECK(sql_on(path, "PRAGMA user_version = 3") == SQLITE_OK);
     snprintf(want, sizeof want, "%s: created by a newer orch (schema 3, this orch knows up to 2)", path);
     expect_refused(path, want);
@@ -1244,8 +1289,8 @@ static void test_refusals(const char *dir)
     CHECK(st != NULL);
     if (st != NULL) {
         struct orch_run r = make_run("d1", "d", "d", ORCH_RUN_PENDING, 1);
-        CHECK(st->ops->run_create(st, &r) == 0);
-        st->ops->close(st);
+        CHECK(orch_store_run_create(st, &r) == 0);
+        orch_store_close(st);
     }
     size_t len = 0;
     char *bytes = slurp(path, &len);
@@ -1289,7 +1334,7 @@ static void test_refusals(const char *dir)
     st = orch_store_open(frozen_db, err, sizeof err);
     CHECK(st != NULL);
     if (st != NULL)
-        st->ops->close(st);
+        orch_store_close(st);
     if (set_immutable(path, 1) == 0) {
         char inside[700];
         snprintf(inside, sizeof inside, "%s/frozen/state.db", dir);
@@ -1297,7 +1342,7 @@ static void test_refusals(const char *dir)
         set_immutable(path, 0);
         CHECK(st == NULL);
         if (st != NULL)
-            st->ops->close(st);
+            orch_store_close(st);
         CHECK_HAS(err, "/frozen/state.db: cannot write the state database (");
         CHECK_HAS(err, "check the permissions of the file and its directory");
         CHECK(!exists(inside));
@@ -1308,7 +1353,7 @@ static void test_refusals(const char *dir)
         set_immutable(frozen_db, 0);
         CHECK(st == NULL);
         if (st != NULL)
-            st->ops->close(st);
+            orch_store_close(st);
         CHECK_HAS(err, "/frozen/kept.db: cannot write the state database (the file is read-only)");
         char *after = slurp(frozen_db, &after_len);
         CHECK(before != NULL && after != NULL && before_len == after_len &&
@@ -1405,8 +1450,8 @@ static void test_readonly(const char *dir)
     if (st == NULL)
         return;
     struct orch_run r = make_run("kept", "classify", "idK", ORCH_RUN_COMPLETED, 1000);
-    CHECK(st->ops->run_create(st, &r) == 0);
-    st->ops->close(st);
+    CHECK(orch_store_run_create(st, &r) == 0);
+    orch_store_close(st);
 
     size_t before_len = 0;
     char *before = slurp(path, &before_len);
@@ -1414,13 +1459,13 @@ static void test_readonly(const char *dir)
     CHECK(st != NULL);
     if (st != NULL) {
         struct orch_run got = {0};
-        CHECK(st->ops->run_get(st, "kept", &got) == 1);
+        CHECK(orch_store_run_get(st, "kept", &got) == 1);
         CHECK_STR(got.name, "classify");
         orch_run_clear(&got);
         struct orch_run r2 = make_run("new", "classify", "idK", ORCH_RUN_PENDING, 2000);
-        CHECK(st->ops->run_create(st, &r2) == -1);
+        CHECK(orch_store_run_create(st, &r2) == -1);
         CHECK_HAS(st->err, "readonly database");
-        st->ops->close(st);
+        orch_store_close(st);
     }
 
     /* unwritable: an immutable directory (root too), else a 0555 one */
@@ -1435,9 +1480,9 @@ static void test_readonly(const char *dir)
         CHECK(st != NULL);
         if (st != NULL) {
             struct orch_run got = {0};
-            CHECK(st->ops->run_get(st, "kept", &got) == 1);
+            CHECK(orch_store_run_get(st, "kept", &got) == 1);
             orch_run_clear(&got);
-            st->ops->close(st);
+            orch_store_close(st);
         } else {
             fprintf(stderr, "read-only open: %s\n", err);
         }
@@ -1445,7 +1490,7 @@ static void test_readonly(const char *dir)
         /* and the read-write open still refuses it clearly */
         st = orch_store_open(path, err, sizeof err);
         if (st != NULL)
-            st->ops->close(st);
+            orch_store_close(st);
         set_immutable(rodir, 0);
         chmod(rodir, 0755);
     } else {
@@ -1465,7 +1510,7 @@ static void test_readonly(const char *dir)
 static void test_results_quoted(struct orch_store *st)
 {
     struct orch_run run = make_run("rq", "quote", "idQ", ORCH_RUN_RUNNING, 5000);
-    CHECK(st->ops->run_create(st, &run) == 0);
+    CHECK(orch_store_run_create(st, &run) == 0);
     struct orch_result res[] = {
         {3, "NULL", "ok", NULL, NULL, 0},
         {1, "a\"b", "failed", "it said \"no\", then {x,y}", NULL, 0},
@@ -1474,14 +1519,14 @@ static void test_results_quoted(struct orch_store *st)
     };
     struct orch_checkpoint c = {0};
     c.reason = (char *)"rows";
-    CHECK(st->ops->checkpoint_write(st, &run, &c, res, 4, NULL, 0) == 0);
+    CHECK(orch_store_checkpoint_write(st, &run, &c, res, 4, NULL, 0) == 0);
     free(c.checksum);
     struct orch_result again[] = {{2, "c2", "ok", NULL, NULL, 0}, {5, "e", "ok", NULL, NULL, 0}};
     struct orch_checkpoint c2 = {0};
-    CHECK(st->ops->checkpoint_write(st, &run, &c2, again, 2, NULL, 0) == 0);
+    CHECK(orch_store_checkpoint_write(st, &run, &c2, again, 2, NULL, 0) == 0);
     free(c2.checksum);
     struct results rs = {0};
-    CHECK(st->ops->result_list(st, "rq", collect_result, &rs) == 0);
+    CHECK(orch_store_result_list(st, "rq", collect_result, &rs) == 0);
     CHECK(rs.n == 5);
     CHECK(rs.seq[0] == 1 && rs.seq[4] == 5);
     CHECK_STR(rs.key[0], "a\"b");
@@ -1494,12 +1539,12 @@ static void test_results_quoted(struct orch_store *st)
     /* a result without a status is refused, naming it, and nothing is written */
     struct orch_result bad[] = {{6, "f", "ok", NULL, NULL, 0}, {7, "g", NULL, NULL, NULL, 0}};
     struct orch_checkpoint c3 = {0};
-    CHECK(st->ops->checkpoint_write(st, &run, &c3, bad, 2, NULL, 0) == -1);
+    CHECK(orch_store_checkpoint_write(st, &run, &c3, bad, 2, NULL, 0) == -1);
     CHECK_HAS(st->err, "cannot store result 7 of run rq");
     int n = 0;
-    CHECK(st->ops->result_list(st, "rq", count_result, &n) == 0);
+    CHECK(orch_store_result_list(st, "rq", count_result, &n) == 0);
     CHECK(n == 5);
-    CHECK(st->ops->run_delete(st, "rq") == 1);
+    CHECK(orch_store_run_delete(st, "rq") == 1);
 }
 
 /* PostgreSQL only: refusals at open, each leaving the database as it
@@ -1528,7 +1573,7 @@ static void test_pg_refusals(const char *url)
     st = orch_store_open(target, err, sizeof err);
     CHECK(st != NULL);
     if (st != NULL)
-        st->ops->close(st);
+        orch_store_close(st);
     CHECK(pg_query(url, "UPDATE newer.orch_meta SET version = 99", NULL, NULL, 0) == 0);
     st = orch_store_open(target, err, sizeof err);
     CHECK(st == NULL);
@@ -1548,12 +1593,12 @@ static void test_pg_refusals(const char *url)
     CHECK(st != NULL);
     if (st != NULL) {
         struct orch_run got = {0};
-        CHECK(st->ops->run_get(st, "r4", &got) == 1);
+        CHECK(orch_store_run_get(st, "r4", &got) == 1);
         orch_run_clear(&got);
         struct orch_run r = make_run("ro", "x", "x", ORCH_RUN_RUNNING, 1);
-        CHECK(st->ops->run_create(st, &r) == -1);
+        CHECK(orch_store_run_create(st, &r) == -1);
         CHECK_HAS(st->err, ": cannot create run ro: ");
-        st->ops->close(st);
+        orch_store_close(st);
     }
 
     /* a missing database, an unreachable server: orch's message, the
@@ -1626,10 +1671,11 @@ int main(int argc, char **argv)
         fprintf(stderr, "open: %s\n", err);
         return check_report();
     }
-    CHECK_STR(st->ops->name, name);
+    CHECK_STR(orch_store_backend(st), name);
     test_runs(st);
     test_claim(st);
     test_checkpoints(st, target);
+    test_contract(st, target);
     test_events(st);
     test_stats(st, backend != B_MEMORY);
     test_journal(st, target);
@@ -1637,10 +1683,10 @@ int main(int argc, char **argv)
         /* nothing outlives the connection: no reopening */
         test_retention(st, target);
         test_results_quoted(st);
-        st->ops->close(st);
+        orch_store_close(st);
         return check_report();
     }
-    st->ops->close(st);
+    orch_store_close(st);
 
     test_reopen(target);
     st = orch_store_open(target, err, sizeof err);
@@ -1648,7 +1694,7 @@ int main(int argc, char **argv)
     if (st != NULL) {
         test_retention(st, target);
         test_results_quoted(st);
-        st->ops->close(st);
+        orch_store_close(st);
     }
 
     if (backend == B_POSTGRES) {

@@ -1,5 +1,6 @@
-/* fsutil.h — small file-system helpers shared by the output sink and the
- * state store. Pure C, libc only. */
+/* fsutil.h — small file-system helpers shared by the output sink (core/)
+ * and the state store (storage/). common/ is what both layers may
+ * include: it includes neither. Pure C, libc only. */
 #ifndef ORCH_FSUTIL_H
 #define ORCH_FSUTIL_H
 

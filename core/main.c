@@ -139,7 +139,7 @@ static const struct command commands[] = {
      "roll a run back to one of its checkpoints (then orch resume it)", 0},
     {"gc", "", 0, 0, gc_options, "remove old finished runs with their checkpoints, results and events", 0},
     {"lua", "SCRIPT.lua [ARG]...", 1, -1, no_options, "run a Lua script with the orch modules available", 1},
-    {"version", "", 0, 0, no_options, "print the versions of orch, Lua, libcurl and SQLite", 0},
+    {"version", "", 0, 0, no_options, "print the versions of orch, Lua, libcurl and the store libraries", 0},
     {"help", "[COMMAND]", 0, 1, no_options, "this text, or a command's options", 0},
     {NULL, NULL, 0, 0, NULL, NULL, 0},
 };

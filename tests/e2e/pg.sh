@@ -185,10 +185,10 @@ expect_eq "a newer schema: exit 2" "$RC" 2
 expect_grep "names both versions" "created by a newer orch \(schema 99, this orch knows up to 2\)" newer.log
 expect_eq "and is left as it was" "$(pg_db newer "select version from orch_meta")" 99
 
-# ---- kill -9 with an LLM stage ------------------------------------------
+# ---- kill -9 with an LLM stage: 6,000 rows, five kills -------------------
 cat >llm.lua <<LUA
 local orch = require "orch"
-local n, i = 3000, 0
+local n, i = 6000, 0
 return orch.workflow {
   name = "llm",
   input = function() i = i + 1; if i <= n then return { id = i, text = "item number " .. i } end end,
@@ -242,5 +242,5 @@ curl -s -X POST "$LLM_URL/admin/reset" >/dev/null
 run_orch again.log run llm.lua --db "$CRASH" --set out=out/again.jsonl --fresh
 expect_eq "a fresh rerun on the same store makes 0 calls: the journal answers" "$(llm_stat requests)" 0
 if cmp -s out/ref.jsonl out/again.jsonl; then ok "and writes the same output"; else bad "the journal's answers differ"; fi
-expect_eq "the journal holds one reply per row" "$(pg_db crash "select count(*) from llm_journal")" 3000
+expect_eq "the journal holds one reply per row" "$(pg_db crash "select count(*) from llm_journal")" 6000
 finish

@@ -170,7 +170,9 @@ local function collect(R, D, batch)
       handle(R, seq, key, msg)
     else
       done[seq] = { line = line, status = status, key = key, error = msg, tb = tb, usage = usage }
-      note_outcome(R, seq, key, msg, tb, status)
+      if status == "failed" then -- note_outcome acts on failures only: no call per row
+        note_outcome(R, seq, key, msg, tb, status)
+      end
     end
   end
   D.inflight = inflight

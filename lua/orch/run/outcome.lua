@@ -224,10 +224,16 @@ function M.processor(R)
   local retries, keep_input = oe.retries, oe.keep_input
   local key_of, apply, encode = M.key_function(R.wf.key), applier(M.stages(R.wf)), encoder(R.out)
   local defaulted = oe.fallback ~= nil and defaulter(oe.fallback, encode) or nil
+  -- a key column read from a plain table cannot raise: no pcall then
+  local key_col = type(R.wf.key) == "string" and R.wf.key or nil
   local function process(row, seq)
-    local kok, key = pcall(key_of, row, seq)
-    if not kok then
-      return "failed", false, key, nil, nil
+    local key = key_col and getmetatable(row) == nil and row[key_col]
+    if not key then
+      local kok
+      kok, key = pcall(key_of, row, seq)
+      if not kok then
+        return "failed", false, key, nil, nil
+      end
     end
     local ctx = context.new(rt, seq, key)
     local input = keep_input and deepcopy(row) or nil

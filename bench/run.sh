@@ -137,3 +137,5 @@ set -- $(median "$T/l_floor2"); lf2_cpu=$1 lf2_rss=$2
   build/bench_store "$T" | grep -v ' passed, ' | sed 's/^/- /'
 } >bench/results.md
 cat bench/results.md
+# what each performance change bought (kept by hand, measured when made)
+[ -f bench/changes.md ] && { echo; cat bench/changes.md; } >>bench/results.md

@@ -130,7 +130,10 @@ local function flush(R, D)
     if bus.wants.row then
       bus.notify({ type = "row", seq = write_seq, key = d.key, status = d.status, error = d.error })
     end
-    d.seq, d.line, d.tb = write_seq, nil, nil
+    d.seq, d.line = write_seq, nil
+    if d.tb ~= nil then
+      d.tb = nil
+    end
     pending[#pending + 1] = d -- the record doubles as the result to store
     local e = end_offset[slot]
     if e then
@@ -168,7 +171,19 @@ local function collect(R, D, batch)
     if handle then
       handle(R, seq, key, msg)
     else
-      done[seq % window + 1] = { line = line, status = status, key = key, error = msg, tb = tb, usage = usage }
+      -- a settled row's record; the fields a row that got through lacks
+      -- are added only when present (setting an absent key to nil costs)
+      local d = { line = line, status = status, key = key }
+      if msg ~= nil then
+        d.error = msg
+      end
+      if tb ~= nil then
+        d.tb = tb
+      end
+      if usage ~= nil then
+        d.usage = usage
+      end
+      done[seq % window + 1] = d
       if status == "failed" then -- note_outcome acts on failures only: no call per row
         note_outcome(R, seq, key, msg, tb, status)
       end

@@ -240,8 +240,9 @@ function M.open_sink(spec, input_columns, offset, prefix)
       end
     end
   end
+  local kwrite = k.write -- looked up once, not for every row
   local function put(line)
-    local ok, werr = k:write(line)
+    local ok, werr = kwrite(k, line)
     if not ok then
       error(werr, 0)
     end
@@ -251,7 +252,10 @@ function M.open_sink(spec, input_columns, offset, prefix)
       put(header)
       header = nil
     end
-    put(line)
+    local ok, werr = kwrite(k, line) -- put, inline: this runs once a row
+    if not ok then
+      error(werr, 0)
+    end
   end
   function out.flush(_, sync)
     if header then

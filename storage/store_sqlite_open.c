@@ -398,7 +398,10 @@ struct orch_store *orch_store_sqlite_open(const char *target, int flags, char *e
     if (st == NULL)
         return NULL;
 
-    int rc = sqlite3_open_v2(target, &st->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL);
+    /* one thread uses a connection: no mutex around each SQLite call
+     * (16 a settled row, 2.5% of a passthrough run's instructions) */
+    int rc = sqlite3_open_v2(target, &st->db,
+                             SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
     if (rc != SQLITE_OK) {
         sq_open_error(st->db, target, rc, "cannot open", err, errlen);
         goto fail;

@@ -45,9 +45,10 @@ local function file_source(spec)
     return nil, err
   end
   local src = { columns = kind == "csv" and r:header() or jsonl_columns(spec.path), path = spec.path }
+  local rnext = r.next -- looked up once, not for every record
   if kind == "csv" then
     function src.next()
-      local row, line, fatal_or_index, _, e, eline = r:next()
+      local row, line, fatal_or_index, _, e, eline = rnext(r)
       if row == false then
         return false, line, fatal_or_index, e, eline
       end
@@ -56,7 +57,7 @@ local function file_source(spec)
   else
     local path = spec.path
     function src.next()
-      local text, line, fatal_or_index, _, e, eline = r:next()
+      local text, line, fatal_or_index, _, e, eline = rnext(r)
       if not text then
         return text, line, fatal_or_index, e, eline
       end
@@ -210,7 +211,7 @@ function M.open_sink(spec, input_columns, offset, prefix)
   local header -- a CSV header still to write before the first line
   if spec.kind == "jsonl" then
     function out.encode(_, row)
-      return json.encode(row, input_columns) .. "\n"
+      return json.encode(row, input_columns, "\n")
     end
   else
     local cols = spec.columns
@@ -239,8 +240,9 @@ function M.open_sink(spec, input_columns, offset, prefix)
       end
     end
   end
+  local kwrite = k.write -- looked up once, not for every row
   local function put(line)
-    local ok, werr = k:write(line)
+    local ok, werr = kwrite(k, line)
     if not ok then
       error(werr, 0)
     end
@@ -250,7 +252,10 @@ function M.open_sink(spec, input_columns, offset, prefix)
       put(header)
       header = nil
     end
-    put(line)
+    local ok, werr = kwrite(k, line) -- put, inline: this runs once a row
+    if not ok then
+      error(werr, 0)
+    end
   end
   function out.flush(_, sync)
     if header then

@@ -7,6 +7,18 @@ local enc = json.encode
 local fails_with = require("helpers").fails_with
 
 describe("orch.json.encode", function()
+  describe("suffix", function()
+    it("appends the third argument to the text, after the order's keys", function()
+      assert.equal('{"b":2,"a":1}\n', json.encode({ a = 1, b = 2 }, { "b" }, "\n"))
+      assert.equal('[1,2]\r\n', json.encode({ 1, 2 }, nil, "\r\n"))
+      assert.equal('{"a":1}', json.encode({ a = 1 }, nil, ""))
+    end)
+    it("raises on a suffix that is not a string, naming the argument", function()
+      local ok, err = pcall(json.encode, { a = 1 }, nil, {})
+      assert.is_false(ok)
+      assert.matches("bad argument #3 to 'orch.json.encode' %(string expected, got table%)", err)
+    end)
+  end)
   describe("scalars", function()
     it("encodes booleans and null", function()
       assert.are.equal("true", enc(true))

@@ -55,10 +55,11 @@ local function malformed(R, D, seq, msg)
   if R.defaulted then
     dline, derr = R.defaulted(nil, msg)
   end
+  local slot = seq % D.window + 1
   if dline then
-    D.done[seq] = { status = "defaulted", line = dline, error = msg }
+    D.done[slot] = { status = "defaulted", line = dline, error = msg }
   else
-    D.done[seq] = { status = "failed", error = derr }
+    D.done[slot] = { status = "failed", error = derr }
     note_outcome(R, seq, nil, derr, nil, "failed")
   end
 end
@@ -80,16 +81,14 @@ local function admit(R, D)
         R.fatal = { msg = line }
         R.stop = true
       else
-        if b then
-          end_offset[next_seq], end_line[next_seq] = b, c
-        end
+        local slot = next_seq % window + 1
+        end_offset[slot], end_line[slot] = b or false, c
         malformed(R, D, next_seq, line)
         next_seq = next_seq + 1
       end
     else
-      if a then
-        end_offset[next_seq], end_line[next_seq] = a, b
-      end
+      local slot = next_seq % window + 1
+      end_offset[slot], end_line[slot] = a or false, b
       tasks[sched.spawn(process, row, next_seq)] = next_seq
       next_seq = next_seq + 1
       inflight = inflight + 1
@@ -101,13 +100,14 @@ end
 -- Settles rows in input order: output line, figures, result, cursor; and
 -- a checkpoint when one is due.
 local function flush(R, D)
-  local done, end_offset, end_line, cursor = D.done, D.end_offset, D.end_line, R.cursor
+  local done, end_offset, end_line, cursor, window = D.done, D.end_offset, D.end_line, R.cursor, D.window
   local out, counts, totals, bus = R.out, R.counts, R.totals, R.bus
   local pending, last, threshold = R.pending, R.last_ckpt_index, checkpoint.threshold(R)
   local write_seq = D.write_seq
   while true do
-    local d = done[write_seq]
-    if d == nil then
+    local slot = write_seq % window + 1
+    local d = done[slot]
+    if not d then
       break
     end
     if d.line then
@@ -130,15 +130,17 @@ local function flush(R, D)
     if bus.wants.row then
       bus.notify({ type = "row", seq = write_seq, key = d.key, status = d.status, error = d.error })
     end
-    d.seq, d.line, d.tb = write_seq, nil, nil
+    d.seq, d.line = write_seq, nil
+    if d.tb ~= nil then
+      d.tb = nil
+    end
     pending[#pending + 1] = d -- the record doubles as the result to store
-    local e = end_offset[write_seq]
+    local e = end_offset[slot]
     if e then
-      cursor.offset, cursor.line = e, end_line[write_seq]
-      end_offset[write_seq], end_line[write_seq] = nil, nil
+      cursor.offset, cursor.line = e, end_line[slot]
     end
     cursor.index = write_seq
-    done[write_seq] = nil
+    done[slot] = false
     write_seq = write_seq + 1
     if cursor.index - last >= threshold then
       local why = due(R)
@@ -154,7 +156,7 @@ end
 -- Hands each ended row task's outcome to its handler; a settled row
 -- waits in the reorder window for flush.
 local function collect(R, D, batch)
-  local tasks, done, inflight = D.tasks, D.done, D.inflight
+  local tasks, done, inflight, window = D.tasks, D.done, D.inflight, D.window
   for _, c in ipairs(batch) do
     inflight = inflight - 1
     local seq = tasks[c.id]
@@ -169,8 +171,22 @@ local function collect(R, D, batch)
     if handle then
       handle(R, seq, key, msg)
     else
-      done[seq] = { line = line, status = status, key = key, error = msg, tb = tb, usage = usage }
-      note_outcome(R, seq, key, msg, tb, status)
+      -- a settled row's record; the fields a row that got through lacks
+      -- are added only when present (setting an absent key to nil costs)
+      local d = { line = line, status = status, key = key }
+      if msg ~= nil then
+        d.error = msg
+      end
+      if tb ~= nil then
+        d.tb = tb
+      end
+      if usage ~= nil then
+        d.usage = usage
+      end
+      done[seq % window + 1] = d
+      if status == "failed" then -- note_outcome acts on failures only: no call per row
+        note_outcome(R, seq, key, msg, tb, status)
+      end
     end
   end
   D.inflight = inflight
@@ -201,9 +217,17 @@ function M.drive(R)
       rows_done = R.cursor.index })
   end
   local first = R.cursor.index + 1
-  local D = { next_seq = first, write_seq = first, done = {}, tasks = {}, inflight = 0, eof = false,
-    end_offset = {}, end_line = {}, -- where the input continues after row seq
-    window = math.max(R.conc * 16, 1024) }
+  local window = math.max(R.conc * 16, 1024)
+  -- the reorder window's rings, indexed by seq % window + 1 (admission
+  -- keeps fewer than window rows unsettled): a settled row's record, and
+  -- where the input continues after it (false: the source does not say).
+  -- Slots are reused, never added or removed: no table churn per row.
+  local done, end_offset, end_line = {}, {}, {}
+  for i = 1, window do
+    done[i], end_offset[i], end_line[i] = false, false, false
+  end
+  local D = { next_seq = first, write_seq = first, done = done, tasks = {}, inflight = 0, eof = false,
+    end_offset = end_offset, end_line = end_line, window = window }
   R.out_bytes = R.ckpt and R.ckpt.output_offset or 0
   while true do
     local nsig = signals(R, D)

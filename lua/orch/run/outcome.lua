@@ -160,24 +160,24 @@ local function applier(stages)
   end
 end
 
--- encoder(out) -> encode(row) -> the row's output line, or false when
--- the workflow has no output; raises when the row cannot be written.
+-- encoder(out) -> encode, sink: encode(sink, row) -> the row's output
+-- line, or false when the workflow has no output; raises when the row
+-- cannot be written. The sink's own method, called as
+-- pcall(encode, sink, row): no wrapper call per row.
 local function encoder(out)
   if out == nil then
     return function()
       return false
-    end
+    end, nil
   end
-  return function(row)
-    return out:encode(row)
-  end
+  return out.encode, out
 end
 
--- defaulter(fallback, encode) -> defaulted(input, msg) -> line | nil,
+-- defaulter(fallback, encode, sink) -> defaulted(input, msg) -> line | nil,
 -- message. orch.default: the input row (a copy; {} for a malformed input
 -- row) with the default merged over it, the default being a table or
 -- what function(row, err) returns.
-local function defaulter(fallback, encode)
+local function defaulter(fallback, encode, sink)
   return function(input, msg)
     local drow, dok, val = deepcopy(input or {}), true, fallback
     if type(fallback) == "function" then
@@ -190,7 +190,7 @@ local function defaulter(fallback, encode)
       for k, v in pairs(val) do
         drow[k] = v
       end
-      local eok, line = pcall(encode, drow)
+      local eok, line = pcall(encode, sink, drow)
       if eok then
         return line
       end
@@ -222,12 +222,19 @@ end
 function M.processor(R)
   local oe, rt, log = R.on_error, R.rt, R.log
   local retries, keep_input = oe.retries, oe.keep_input
-  local key_of, apply, encode = M.key_function(R.wf.key), applier(M.stages(R.wf)), encoder(R.out)
-  local defaulted = oe.fallback ~= nil and defaulter(oe.fallback, encode) or nil
+  local key_of, apply = M.key_function(R.wf.key), applier(M.stages(R.wf))
+  local encode, sink = encoder(R.out)
+  local defaulted = oe.fallback ~= nil and defaulter(oe.fallback, encode, sink) or nil
+  -- a key column read from a plain table cannot raise: no pcall then
+  local key_col = type(R.wf.key) == "string" and R.wf.key or nil
   local function process(row, seq)
-    local kok, key = pcall(key_of, row, seq)
-    if not kok then
-      return "failed", false, key, nil, nil
+    local key = key_col and getmetatable(row) == nil and row[key_col]
+    if not key then
+      local kok
+      kok, key = pcall(key_of, row, seq)
+      if not kok then
+        return "failed", false, key, nil, nil
+      end
     end
     local ctx = context.new(rt, seq, key)
     local input = keep_input and deepcopy(row) or nil
@@ -254,7 +261,7 @@ function M.processor(R)
       if res == nil then
         return "dropped", false, nil, nil, key, ctx.usage
       end
-      local eok, line = pcall(encode, res)
+      local eok, line = pcall(encode, sink, res)
       if eok then
         return "ok", line, nil, nil, key, ctx.usage
       end

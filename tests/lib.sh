@@ -56,6 +56,38 @@ wait_until() {
   return 1
 }
 
+# kill_repeatedly KILLS TRIES LOG DONE SPREAD ARGS...: starts `orch ARGS...`
+# in the background again and again (its output appended to LOG) and kills
+# it with -9 at a random moment (0.3 s to SPREAD/10 + 0.2 s) once that
+# attempt has claimed its run, until KILLS kills, TRIES attempts, an attempt
+# ends by itself, or the function named DONE says the run has completed.
+# Sets KILLED to the number of kills.
+kill_repeatedly() {
+  local max=$1 tries=$2 klog=$3 done_fn=$4 spread=$5
+  shift 5
+  local attempts=0 begun pid
+  KILLED=0
+  while [ $KILLED -lt "$max" ] && [ $attempts -lt "$tries" ]; do
+    attempts=$((attempts + 1))
+    "$done_fn" && break # a kill can land after the final checkpoint, while the process exits
+    begun=$(grep -cE "started run|resuming run" "$klog" 2>/dev/null || true)
+    "$ORCH" "$@" >>"$klog" 2>&1 &
+    pid=$!
+    # kill only once this attempt has claimed the run (slow starts under ASan)
+    wait_until '[ "$(grep -cE "started run|resuming run" "$klog")" -gt "${begun:-0}" ] || ! kill -0 "$pid" 2>/dev/null'
+    sleep "0.$((RANDOM % spread + 3))" # a random moment of the run to kill it at: the point of the test
+    if kill -0 "$pid" 2>/dev/null; then
+      kill -9 "$pid"
+      wait "$pid" 2>/dev/null
+      KILLED=$((KILLED + 1))
+    else
+      wait "$pid"
+      break
+    fi
+  done
+  echo "killed $KILLED times"
+}
+
 # wait_lines FILE N: waits until FILE has at least N lines, i.e. a
 # background run has reached a checkpoint
 wait_lines() {

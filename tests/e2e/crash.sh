@@ -37,28 +37,9 @@ LUA
 run_orch ref.log run crashy.lua --db ref.db --set out=out/ref.jsonl --set errs=out/ref-errors.jsonl
 expect_eq "uninterrupted run exits 0" "$RC" 0
 
-kills=0
-attempts=0
-while [ $kills -lt 12 ] && [ $attempts -lt 60 ]; do
-  attempts=$((attempts + 1))
-  # a kill can land after the final checkpoint, while the process exits
-  [ -f crash.db ] && [ "$(sqlite3 crash.db "select count(*) from runs where status = 'completed'")" != 0 ] && break
-  begun=$(grep -cE "started run|resuming run" crash.log 2>/dev/null || true)
-  "$ORCH" run crashy.lua --db crash.db -v >>crash.log 2>&1 &
-  pid=$!
-  # kill only once this attempt has claimed the run (slow starts under ASan)
-  wait_until '[ "$(grep -cE "started run|resuming run" crash.log)" -gt "${begun:-0}" ] || ! kill -0 "$pid" 2>/dev/null'
-  sleep "0.$((RANDOM % 15 + 3))" # a random moment of the run to kill it at: the point of the test
-  if kill -0 "$pid" 2>/dev/null; then
-    kill -9 "$pid"
-    wait "$pid" 2>/dev/null
-    kills=$((kills + 1))
-  else
-    wait "$pid"
-    break
-  fi
-done
-echo "killed $kills times"
+crash_done() { [ -f crash.db ] && [ "$(sqlite3 crash.db "select count(*) from runs where status = 'completed'")" != 0 ]; }
+kill_repeatedly 12 60 crash.log crash_done 15 run crashy.lua --db crash.db -v
+kills=$KILLED
 if [ $kills -ge 10 ]; then ok "killed the run $kills times"; else bad "only $kills kills happened before the run finished"; fi
 # finish what the kills left (the last attempt may have completed by itself)
 run_orch final.log resume --all --db crash.db

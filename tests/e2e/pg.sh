@@ -205,30 +205,9 @@ run_orch ref.log run llm.lua --db "$(pg_url ref)" --set out=out/ref.jsonl
 expect_eq "the uninterrupted LLM run exits 0" "$RC" 0
 curl -s -X POST "$LLM_URL/admin/reset" >/dev/null
 CRASH=$(pg_url crash)
-kills=0
-attempts=0
-while [ $kills -lt 5 ] && [ $attempts -lt 30 ]; do
-  attempts=$((attempts + 1))
-  [ "$(pg_db crash "select count(*) from runs where status = 'completed'" 2>/dev/null || echo 0)" != 0 ] && break
-  begun=$(grep -cE "started run|resuming run" crash.log 2>/dev/null || true)
-  "$ORCH" run llm.lua --db "$CRASH" -v >>crash.log 2>&1 &
-  pid=$!
-  for _ in $(seq 1 200); do
-    [ "$(grep -cE "started run|resuming run" crash.log)" -gt "${begun:-0}" ] && break
-    kill -0 "$pid" 2>/dev/null || break
-    sleep 0.02
-  done
-  sleep "0.$((RANDOM % 6 + 3))"
-  if kill -0 "$pid" 2>/dev/null; then
-    kill -9 "$pid"
-    wait "$pid" 2>/dev/null
-    kills=$((kills + 1))
-  else
-    wait "$pid"
-    break
-  fi
-done
-echo "killed $kills times"
+crash_done() { [ "$(pg_db crash "select count(*) from runs where status = 'completed'" 2>/dev/null || echo 0)" != 0 ]; }
+kill_repeatedly 5 30 crash.log crash_done 6 run llm.lua --db "$CRASH" -v
+kills=$KILLED
 if [ $kills -ge 3 ]; then ok "killed the LLM run $kills times"; else bad "only $kills kills before the run finished"; fi
 run_orch final.log resume --all --db "$CRASH"
 expect_eq "the last resume completes" "$RC" 0

@@ -19,6 +19,7 @@
 
 #include "http.h"
 #include "sched.h"
+#include "runtime.h"
 
 #define HTTP_MT "orch.Http"
 #define PENDING_MT "orch.HttpPending" /* a request in flight: __close frees it */
@@ -310,9 +311,7 @@ static const luaL_Reg http_funcs[] = {
 
 int luaopen_orch_http(lua_State *L)
 {
-    luaL_newmetatable(L, PENDING_MT); /* once, not a table per request */
-    luaL_setfuncs(L, pending_meta, 0);
-    lua_pop(L, 1);
+    orch_lua_class(L, PENDING_MT, pending_meta, NULL);
     luaL_newlib(L, http_funcs);
     return 1;
 }

@@ -8,6 +8,7 @@
 #include <lauxlib.h>
 
 #include "reader.h"
+#include "runtime.h"
 
 #define READER_MT "orch.Reader"
 
@@ -167,11 +168,7 @@ static const luaL_Reg reader_funcs[] = {
 
 int luaopen_orch_reader(lua_State *L)
 {
-    luaL_newmetatable(L, READER_MT);
-    luaL_setfuncs(L, reader_meta, 0);
-    luaL_newlib(L, reader_methods);
-    lua_setfield(L, -2, "__index");
-    lua_pop(L, 1);
+    orch_lua_class(L, READER_MT, reader_meta, reader_methods);
     luaL_newlib(L, reader_funcs);
     return 1;
 }

@@ -6,6 +6,7 @@
 #ifndef ORCH_RUNTIME_H
 #define ORCH_RUNTIME_H
 
+#include <lauxlib.h>
 #include <lua.h>
 
 #include "loop.h"
@@ -43,6 +44,12 @@ void orch_runtime_close(struct orch_runtime *rt);
 /* lua_pcall with a message handler that appends a traceback to string
  * errors. Never longjmps. Returns the lua_pcall status. */
 int orch_runtime_pcall(lua_State *L, int nargs, int nresults);
+
+/* Registers the metatable `name` (luaL_newmetatable) with meta's
+ * functions and, unless methods is NULL, a table of methods as its
+ * __index. Leaves the stack as it was. Bindings call it once in their
+ * luaopen, not once per object. Can raise (memory). */
+void orch_lua_class(lua_State *L, const char *name, const luaL_Reg *meta, const luaL_Reg *methods);
 
 /* Registers every embedded module in package.preload. Can raise. */
 void orch_runtime_preload(lua_State *L);

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 
 #include "sink.h"
+#include "runtime.h"
 
 #define SINK_MT "orch.Sink"
 
@@ -158,11 +159,7 @@ static const luaL_Reg sink_funcs[] = {
 
 int luaopen_orch_sink(lua_State *L)
 {
-    luaL_newmetatable(L, SINK_MT);
-    luaL_setfuncs(L, sink_meta, 0);
-    luaL_newlib(L, sink_methods);
-    lua_setfield(L, -2, "__index");
-    lua_pop(L, 1);
+    orch_lua_class(L, SINK_MT, sink_meta, sink_methods);
     luaL_newlib(L, sink_funcs);
     return 1;
 }

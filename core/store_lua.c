@@ -22,6 +22,7 @@
 #include "loop.h"
 #include "sched.h"
 #include "store.h"
+#include "runtime.h"
 
 #define STORE_MT "orch.Store"
 #define LOOKUP_MT "orch.JournalLookup" /* a task's waiting lookup: __close frees it */
@@ -931,14 +932,8 @@ static const luaL_Reg store_funcs[] = {
 
 int luaopen_orch_store(lua_State *L)
 {
-    luaL_newmetatable(L, LOOKUP_MT); /* once, not a table per lookup */
-    luaL_setfuncs(L, lookup_meta, 0);
-    lua_pop(L, 1);
-    luaL_newmetatable(L, STORE_MT);
-    luaL_setfuncs(L, store_meta, 0);
-    luaL_newlib(L, store_methods);
-    lua_setfield(L, -2, "__index");
-    lua_pop(L, 1);
+    orch_lua_class(L, LOOKUP_MT, lookup_meta, NULL);
+    orch_lua_class(L, STORE_MT, store_meta, store_methods);
     luaL_newlib(L, store_funcs);
     return 1;
 }

@@ -11,6 +11,7 @@
 #include "store_impl.h"
 
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -603,6 +604,51 @@ int orch_store_checkpoint_list(struct orch_store *st, const char *run_id, orch_c
     snprintf(what, sizeof what, "cannot list the checkpoints of run %s", run_id);
     struct cp_scan s = {.st = st, .what = what, .cb = cb, .ud = ud};
     return st->ops->checkpoint_scan(st, run_id, 0, 0, what, cp_scan_row, &s) < 0 ? -1 : 0;
+}
+
+/* Where each column of the four stats queries goes: an int64 field, or
+ * a double one when dbl is set. */
+struct stats_col {
+    size_t off;
+    int dbl;
+};
+#define STAT_I(f)                                                                                            \
+    {                                                                                                        \
+        offsetof(struct orch_store_stats, f), 0                                                              \
+    }
+#define STAT_D(f)                                                                                            \
+    {                                                                                                        \
+        offsetof(struct orch_store_stats, f), 1                                                              \
+    }
+static const struct stats_col stats_cols[ORCH_STATS_NQUERIES][6] = {
+    [ORCH_STATS_RUNS] = {STAT_I(runs), STAT_I(active), STAT_I(paused), STAT_I(failed), STAT_I(completed),
+                         STAT_I(recoveries)},
+    [ORCH_STATS_CPS] = {STAT_I(checkpoints), STAT_D(checkpoint_mean_ms), STAT_D(checkpoint_max_ms)},
+    [ORCH_STATS_JOURNAL] = {STAT_I(journal_entries), STAT_I(journal_hits), STAT_D(journal_saved_usd)},
+    [ORCH_STATS_SIZE] = {STAT_I(bytes)},
+};
+static const int stats_ncols[ORCH_STATS_NQUERIES] = {6, 3, 3, 1};
+
+const char *const orch_stats_what[ORCH_STATS_NQUERIES] = {
+    "cannot count runs",
+    "cannot count checkpoints",
+    "cannot count journal entries",
+    "cannot measure the database",
+};
+
+int orch_stats_ncols(int q)
+{
+    return stats_ncols[q];
+}
+
+void orch_stats_set(struct orch_store_stats *out, int q, int col, int64_t iv, double dv)
+{
+    const struct stats_col *c = &stats_cols[q][col];
+    char *field = (char *)out + c->off;
+    if (c->dbl)
+        memcpy(field, &dv, sizeof dv);
+    else
+        memcpy(field, &iv, sizeof iv);
 }
 
 int64_t orch_store_now_ms(void)

@@ -133,6 +133,17 @@ int orch_store_fail(struct orch_store *st, const char *fmt, ...) __attribute__((
 
 /* Wall-clock milliseconds since the epoch (for *_ms columns). */
 int64_t orch_store_now_ms(void);
+
+/* orch_store_stats comes from four one-row queries, the same four in
+ * every backend (only their SQL differs), run in this order: the runs
+ * by status, the checkpoints' durations, the journal, the size on disk.
+ * orch_stats_what names each for error messages; orch_stats_set stores
+ * column col of query q (read by the backend both ways) in its field. */
+enum { ORCH_STATS_RUNS, ORCH_STATS_CPS, ORCH_STATS_JOURNAL, ORCH_STATS_SIZE, ORCH_STATS_NQUERIES };
+extern const char *const orch_stats_what[ORCH_STATS_NQUERIES];
+/* The number of columns query q returns. */
+int orch_stats_ncols(int q);
+void orch_stats_set(struct orch_store_stats *out, int q, int col, int64_t iv, double dv);
 /* Monotonic milliseconds, for measuring durations. */
 double orch_store_mono_ms(void);
 

@@ -1265,35 +1265,14 @@ static int pg_stats(struct orch_store *base, struct orch_store_stats *out)
 {
     struct pg_store *st = pg_of(base);
     memset(out, 0, sizeof *out);
-    PGresult *r = pg_row1(st, PG_STATS_RUNS, "cannot count runs");
-    if (r == NULL)
-        return -1;
-    out->runs = pg_col_int(r, 0, 0);
-    out->active = pg_col_int(r, 0, 1);
-    out->paused = pg_col_int(r, 0, 2);
-    out->failed = pg_col_int(r, 0, 3);
-    out->completed = pg_col_int(r, 0, 4);
-    out->recoveries = pg_col_int(r, 0, 5);
-    PQclear(r);
-    r = pg_row1(st, PG_STATS_CPS, "cannot count checkpoints");
-    if (r == NULL)
-        return -1;
-    out->checkpoints = pg_col_int(r, 0, 0);
-    out->checkpoint_mean_ms = pg_col_dbl(r, 0, 1);
-    out->checkpoint_max_ms = pg_col_dbl(r, 0, 2);
-    PQclear(r);
-    r = pg_row1(st, PG_STATS_JOURNAL, "cannot count journal entries");
-    if (r == NULL)
-        return -1;
-    out->journal_entries = pg_col_int(r, 0, 0);
-    out->journal_hits = pg_col_int(r, 0, 1);
-    out->journal_saved_usd = pg_col_dbl(r, 0, 2);
-    PQclear(r);
-    r = pg_row1(st, PG_STATS_SIZE, "cannot measure the database");
-    if (r == NULL)
-        return -1;
-    out->bytes = pg_col_int(r, 0, 0);
-    PQclear(r);
+    for (int q = 0; q < ORCH_STATS_NQUERIES; q++) {
+        PGresult *r = pg_row1(st, PG_STATS_RUNS + q, orch_stats_what[q]);
+        if (r == NULL)
+            return -1;
+        for (int c = 0; c < orch_stats_ncols(q); c++)
+            orch_stats_set(out, q, c, pg_col_int(r, 0, c), pg_col_dbl(r, 0, c));
+        PQclear(r);
+    }
     return 0;
 }
 

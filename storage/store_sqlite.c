@@ -880,52 +880,21 @@ static int sq_stats(struct orch_store *base, struct orch_store_stats *out)
 {
     struct sq_store *st = sq_of(base);
     memset(out, 0, sizeof *out);
-    sqlite3_stmt *s = st->stmt[SQ_STATS_RUNS];
-    if (sqlite3_step(s) != SQLITE_ROW) {
-        sq_fail(st, "cannot count runs");
+    /* the size query last: a database in memory has no size on disk */
+    int nq = st->memory ? ORCH_STATS_SIZE : ORCH_STATS_NQUERIES;
+    for (int q = 0; q < nq; q++) {
+        sqlite3_stmt *s = st->stmt[SQ_STATS_RUNS + q];
+        if (sqlite3_step(s) != SQLITE_ROW) {
+            sq_fail(st, "%s", orch_stats_what[q]);
+            sq_done(s);
+            return -1;
+        }
+        for (int c = 0; c < orch_stats_ncols(q); c++)
+            orch_stats_set(out, q, c, sqlite3_column_int64(s, c), sqlite3_column_double(s, c));
         sq_done(s);
-        return -1;
     }
-    out->runs = sqlite3_column_int64(s, 0);
-    out->active = sqlite3_column_int64(s, 1);
-    out->paused = sqlite3_column_int64(s, 2);
-    out->failed = sqlite3_column_int64(s, 3);
-    out->completed = sqlite3_column_int64(s, 4);
-    out->recoveries = sqlite3_column_int64(s, 5);
-    sq_done(s);
-
-    s = st->stmt[SQ_STATS_CPS];
-    if (sqlite3_step(s) != SQLITE_ROW) {
-        sq_fail(st, "cannot count checkpoints");
-        sq_done(s);
-        return -1;
-    }
-    out->checkpoints = sqlite3_column_int64(s, 0);
-    out->checkpoint_mean_ms = sqlite3_column_double(s, 1);
-    out->checkpoint_max_ms = sqlite3_column_double(s, 2);
-    sq_done(s);
-
-    s = st->stmt[SQ_STATS_JOURNAL];
-    if (sqlite3_step(s) != SQLITE_ROW) {
-        sq_fail(st, "cannot count journal entries");
-        sq_done(s);
-        return -1;
-    }
-    out->journal_entries = sqlite3_column_int64(s, 0);
-    out->journal_hits = sqlite3_column_int64(s, 1);
-    out->journal_saved_usd = sqlite3_column_double(s, 2);
-    sq_done(s);
-
     if (st->memory)
         return 0;
-    s = st->stmt[SQ_STATS_SIZE];
-    if (sqlite3_step(s) != SQLITE_ROW) {
-        sq_fail(st, "cannot measure the database");
-        sq_done(s);
-        return -1;
-    }
-    out->bytes = sqlite3_column_int64(s, 0);
-    sq_done(s);
     size_t n = strlen(st->path) + 5;
     char *wal = malloc(n);
     if (wal != NULL) {

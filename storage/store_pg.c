@@ -322,12 +322,18 @@ static PGresult *pg_exec(struct pg_store *st, enum pg_stmt i, const struct pg_pa
     }
 }
 
-/* Rows changed by a command result. */
-static int64_t pg_changes(const PGresult *r)
+/* Runs statement i: the number of rows it changed, or -1 (st->base.err set). */
+static int64_t pg_exec_changes(struct pg_store *st, enum pg_stmt i, struct pg_params *p, const char *what)
 {
-    return strtoll(PQcmdTuples((PGresult *)r), NULL, 10);
+    PGresult *r = pg_exec(st, i, p, what);
+    if (r == NULL)
+        return -1;
+    int64_t n = strtoll(PQcmdTuples(r), NULL, 10);
+    PQclear(r);
+    return n;
 }
 
+/* Rows changed by a command result. */
 /* Runs constant SQL without values (transaction control). 0 or -1. */
 static int pg_simple(struct pg_store *st, const char *sql, const char *what)
 {
@@ -450,6 +456,16 @@ static int pg_pipe_end(struct pg_store *st, const char *what, pg_namer namer, vo
     return ret;
 }
 
+/* Leaves pipeline mode after a failed send, keeping that send's message
+ * (ending the pipeline would replace it with its own). */
+static void pg_pipe_abandon(struct pg_store *st, const char *what)
+{
+    char keep[sizeof st->base.err];
+    memcpy(keep, st->base.err, sizeof keep);
+    pg_pipe_end(st, what, NULL, NULL, NULL, NULL);
+    memcpy(st->base.err, keep, sizeof keep);
+}
+
 /* ---- columns ---------------------------------------------------------- */
 
 /* A heap copy of a text column, or NULL for SQL NULL; *oom set when the
@@ -569,11 +585,9 @@ static int pg_run_update_stmt(struct pg_store *st, const struct orch_run *r)
 {
     struct pg_params p = {0};
     pg_params_run_update(&p, r, orch_store_now_ms());
-    PGresult *res = pg_exec(st, PG_RUN_UPDATE, &p, "cannot update run");
-    if (res == NULL)
+    int64_t n = pg_exec_changes(st, PG_RUN_UPDATE, &p, "cannot update run");
+    if (n < 0)
         return -1;
-    int64_t n = pg_changes(res);
-    PQclear(res);
     if (n != 1)
         return pg_fail(st, "cannot update run %s: no such run", r->id);
     return 0;
@@ -667,11 +681,9 @@ static int pg_run_claim(struct orch_store *base, const char *id, int64_t pid, co
     p_int(&p, now_ms);
     p_int(&p, expect_pid);
     p_int(&p, expect_heartbeat_ms);
-    PGresult *r = pg_exec(st, PG_RUN_CLAIM, &p, "cannot claim run");
-    if (r == NULL)
+    int64_t n = pg_exec_changes(st, PG_RUN_CLAIM, &p, "cannot claim run");
+    if (n < 0)
         return -1;
-    int64_t n = pg_changes(r);
-    PQclear(r);
     return n == 1 ? 1 : 0;
 }
 
@@ -681,11 +693,9 @@ static int pg_run_heartbeat(struct orch_store *base, const char *id, int64_t now
     struct pg_params p = {0};
     p_text(&p, id);
     p_int(&p, now_ms);
-    PGresult *r = pg_exec(st, PG_RUN_HEARTBEAT, &p, "cannot record a heartbeat");
-    if (r == NULL)
+    int64_t n = pg_exec_changes(st, PG_RUN_HEARTBEAT, &p, "cannot record a heartbeat");
+    if (n < 0)
         return -1;
-    int64_t n = pg_changes(r);
-    PQclear(r);
     if (n != 1)
         return pg_fail(st, "cannot record the heartbeat of run %s: no such run", id);
     return 0;
@@ -698,11 +708,9 @@ static int pg_run_delete(struct orch_store *base, const char *id)
     struct pg_store *st = pg_of(base);
     struct pg_params p = {0};
     p_text(&p, id);
-    PGresult *r = pg_exec(st, PG_RUN_DELETE, &p, "cannot delete a run");
-    if (r == NULL)
+    int64_t n = pg_exec_changes(st, PG_RUN_DELETE, &p, "cannot delete a run");
+    if (n < 0)
         return -1;
-    int64_t n = pg_changes(r);
-    PQclear(r);
     return n > 0 ? 1 : 0;
 }
 
@@ -711,11 +719,9 @@ static int pg_journal_prune(struct orch_store *base, int64_t before_ms, int64_t 
     struct pg_store *st = pg_of(base);
     struct pg_params p = {0};
     p_int(&p, before_ms);
-    PGresult *r = pg_exec(st, PG_JR_PRUNE, &p, "cannot prune the journal");
-    if (r == NULL)
+    *removed = pg_exec_changes(st, PG_JR_PRUNE, &p, "cannot prune the journal");
+    if (*removed < 0)
         return -1;
-    *removed = pg_changes(r);
-    PQclear(r);
     return 0;
 }
 
@@ -729,6 +735,44 @@ static int pg_vacuum(struct orch_store *base)
                      "cannot vacuum the store");
 }
 
+/* What a listing hands each row to: the caller's callback and its ud,
+ * and the run listed (for messages). */
+struct pg_list {
+    union {
+        orch_run_cb run;
+        orch_result_cb result;
+        orch_event_cb event;
+    } cb;
+    void *ud;
+    const char *run_id;
+};
+
+/* Hands row after row of r (NULL: the query failed) to each until it
+ * returns non-zero: 1 to stop, -1 failed with st->base.err set. Clears r.
+ * Returns 0 or -1. */
+static int pg_each_row(struct pg_store *st, PGresult *r,
+                       int (*each)(struct pg_store *, PGresult *, int, void *), void *ud)
+{
+    if (r == NULL)
+        return -1;
+    int ret = 0;
+    for (int i = 0; i < PQntuples(r) && ret == 0; i++)
+        ret = each(st, r, i, ud);
+    PQclear(r);
+    return ret < 0 ? -1 : 0;
+}
+
+static int pg_run_each(struct pg_store *st, PGresult *r, int i, void *ud)
+{
+    struct pg_list *c = ud;
+    struct orch_run run;
+    if (pg_run_row(r, i, &run) != 0)
+        return pg_fail(st, "cannot list runs: out of memory");
+    int stop = c->cb.run(c->ud, &run);
+    orch_run_clear(&run);
+    return stop ? 1 : 0;
+}
+
 static int pg_run_list(struct orch_store *base, const struct orch_run_filter *f, orch_run_cb cb, void *ud)
 {
     struct pg_store *st = pg_of(base);
@@ -740,23 +784,8 @@ static int pg_run_list(struct orch_store *base, const struct orch_run_filter *f,
     p_text(&p, f->name);
     p_int(&p, f->since_ms);
     p_int(&p, f->until_ms);
-    PGresult *r = pg_exec(st, PG_RUN_LIST, &p, "cannot list runs");
-    if (r == NULL)
-        return -1;
-    int ret = 0;
-    for (int i = 0; i < PQntuples(r); i++) {
-        struct orch_run run;
-        if (pg_run_row(r, i, &run) != 0) {
-            ret = pg_fail(st, "cannot list runs: out of memory");
-            break;
-        }
-        int stop = cb(ud, &run);
-        orch_run_clear(&run);
-        if (stop)
-            break;
-    }
-    PQclear(r);
-    return ret;
+    struct pg_list c = {.cb.run = cb, .ud = ud};
+    return pg_each_row(st, pg_exec(st, PG_RUN_LIST, &p, "cannot list runs"), pg_run_each, &c);
 }
 
 /* ---- checkpoints ------------------------------------------------------ */
@@ -1061,11 +1090,7 @@ static int pg_checkpoint_write_once(struct orch_store *base, const struct orch_r
     if (sent == 0)
         sent = pg_cp_send_tail(st, run, seal, what);
     if (sent != 0) {
-        /* leave pipeline mode; the message of the failed send is kept */
-        char keep[sizeof st->base.err];
-        memcpy(keep, st->base.err, sizeof keep);
-        pg_pipe_end(st, what, NULL, NULL, NULL, NULL);
-        memcpy(st->base.err, keep, sizeof keep);
+        pg_pipe_abandon(st, what);
         goto fail;
     }
     if (pg_pipe_end(st, what, pg_cp_namer, &names, NULL, NULL) != 0)
@@ -1148,38 +1173,41 @@ static int pg_checkpoint_rollback(struct orch_store *base, const char *run_id, i
 
 /* ---- results, events, state ------------------------------------------- */
 
+/* Runs the listing statement i, whose one parameter is run_id: NULL with
+ * "cannot list the <things> of run <id>" in st->base.err on failure. */
+static PGresult *pg_run_listing(struct pg_store *st, enum pg_stmt i, const char *run_id, const char *things)
+{
+    struct pg_params p = {0};
+    p_text(&p, run_id);
+    char what[300];
+    snprintf(what, sizeof what, "cannot list the %s of run %s", things, run_id != NULL ? run_id : "(none)");
+    return pg_exec(st, i, &p, what);
+}
+
+static int pg_result_each(struct pg_store *st, PGresult *r, int i, void *ud)
+{
+    struct pg_list *c = ud;
+    int oom = 0;
+    struct orch_result x;
+    x.seq = pg_col_int(r, i, 0);
+    x.key = PQgetisnull(r, i, 1) ? NULL : PQgetvalue(r, i, 1);
+    x.status = PQgetvalue(r, i, 2);
+    x.error = PQgetisnull(r, i, 3) ? NULL : PQgetvalue(r, i, 3);
+    char *data = pg_col_bytes(r, i, 4, &x.data_len, &oom);
+    x.data = data;
+    if (oom)
+        return pg_fail(st, "cannot list the results of run %s: out of memory", c->run_id);
+    int stop = c->cb.result(c->ud, &x);
+    free(data);
+    return stop ? 1 : 0;
+}
+
 /* cb gets pointers valid during the call only. */
 static int pg_result_list(struct orch_store *base, const char *run_id, orch_result_cb cb, void *ud)
 {
     struct pg_store *st = pg_of(base);
-    struct pg_params p = {0};
-    p_text(&p, run_id);
-    char what[300];
-    snprintf(what, sizeof what, "cannot list the results of run %s", run_id);
-    PGresult *r = pg_exec(st, PG_RES_LIST, &p, what);
-    if (r == NULL)
-        return -1;
-    int ret = 0;
-    for (int i = 0; i < PQntuples(r); i++) {
-        int oom = 0;
-        struct orch_result x;
-        x.seq = pg_col_int(r, i, 0);
-        x.key = PQgetisnull(r, i, 1) ? NULL : PQgetvalue(r, i, 1);
-        x.status = PQgetvalue(r, i, 2);
-        x.error = PQgetisnull(r, i, 3) ? NULL : PQgetvalue(r, i, 3);
-        char *data = pg_col_bytes(r, i, 4, &x.data_len, &oom);
-        x.data = data;
-        if (oom) {
-            ret = pg_fail(st, "%s: out of memory", what);
-            break;
-        }
-        int stop = cb(ud, &x);
-        free(data);
-        if (stop)
-            break;
-    }
-    PQclear(r);
-    return ret;
+    struct pg_list c = {.cb.result = cb, .ud = ud, .run_id = run_id};
+    return pg_each_row(st, pg_run_listing(st, PG_RES_LIST, run_id, "results"), pg_result_each, &c);
 }
 
 static int pg_event_add(struct orch_store *base, const char *run_id, const char *type, const char *data)
@@ -1197,47 +1225,37 @@ static int pg_event_add(struct orch_store *base, const char *run_id, const char 
     return 0;
 }
 
+static int pg_event_each(struct pg_store *st, PGresult *r, int i, void *ud)
+{
+    struct pg_list *c = ud;
+    int oom = 0;
+    struct orch_event e;
+    e.id = pg_col_int(r, i, 0);
+    e.ts_ms = pg_col_int(r, i, 1);
+    e.type = pg_col_dup(r, i, 2, &oom);
+    e.data = pg_col_dup(r, i, 3, &oom);
+    if (oom) {
+        orch_event_clear(&e);
+        return pg_fail(st, "cannot list the events of run %s: out of memory",
+                       c->run_id != NULL ? c->run_id : "(none)");
+    }
+    int stop = c->cb.event(c->ud, &e);
+    orch_event_clear(&e);
+    return stop ? 1 : 0;
+}
+
 static int pg_event_list(struct orch_store *base, const char *run_id, orch_event_cb cb, void *ud)
 {
     struct pg_store *st = pg_of(base);
-    struct pg_params p = {0};
-    p_text(&p, run_id);
-    char what[300];
-    snprintf(what, sizeof what, "cannot list the events of run %s", run_id != NULL ? run_id : "(none)");
-    PGresult *r = pg_exec(st, PG_EV_LIST, &p, what);
-    if (r == NULL)
-        return -1;
-    int ret = 0;
-    for (int i = 0; i < PQntuples(r); i++) {
-        int oom = 0;
-        struct orch_event e;
-        e.id = pg_col_int(r, i, 0);
-        e.ts_ms = pg_col_int(r, i, 1);
-        e.type = pg_col_dup(r, i, 2, &oom);
-        e.data = pg_col_dup(r, i, 3, &oom);
-        if (oom) {
-            orch_event_clear(&e);
-            ret = pg_fail(st, "%s: out of memory", what);
-            break;
-        }
-        int stop = cb(ud, &e);
-        orch_event_clear(&e);
-        if (stop)
-            break;
-    }
-    PQclear(r);
-    return ret;
+    struct pg_list c = {.cb.event = cb, .ud = ud, .run_id = run_id};
+    return pg_each_row(st, pg_run_listing(st, PG_EV_LIST, run_id, "events"), pg_event_each, &c);
 }
 
 static int pg_state_list(struct orch_store *base, const char *run_id,
                          int (*cb)(void *ud, const char *key, const char *value, size_t len), void *ud)
 {
     struct pg_store *st = pg_of(base);
-    struct pg_params p = {0};
-    p_text(&p, run_id);
-    char what[300];
-    snprintf(what, sizeof what, "cannot list the state of run %s", run_id);
-    PGresult *r = pg_exec(st, PG_STATE_LIST, &p, what);
+    PGresult *r = pg_run_listing(st, PG_STATE_LIST, run_id, "state");
     if (r == NULL)
         return -1;
     for (int i = 0; i < PQntuples(r); i++) {
@@ -1437,10 +1455,7 @@ static int pg_journal_batch_once(struct orch_store *base, const struct orch_jour
     }
     struct pg_batch b = {st, n, gets};
     if (sent != 0) {
-        char keep[sizeof st->base.err];
-        memcpy(keep, st->base.err, sizeof keep);
-        pg_pipe_end(st, what, NULL, NULL, NULL, NULL);
-        memcpy(st->base.err, keep, sizeof keep);
+        pg_pipe_abandon(st, what);
         goto fail;
     }
     if (pg_pipe_end(st, what, NULL, NULL, pg_batch_answer, &b) != 0)

@@ -208,22 +208,15 @@ function M.on_error(what, v, allow_retry)
 end
 
 local workflow_keys = {
-  name = "string",
-  description = "string",
-  input = "table|function",
-  output = "table",
-  errors = "table",
-  key = "string|function",
-  stages = "table",
-  steps = true,
-  on_error = true,
-  llm = "table",
-  concurrency = "integer",
-  burst_timeout = "number",
-  max_memory = "integer",
-  budget = true,
-  checkpoint = true,
-  observers = true,
+  name = "string", description = "string",
+  -- rows in and out
+  input = "table|function", output = "table", errors = "table", key = "string|function",
+  -- the work
+  stages = "table", steps = true, on_error = true, llm = "table",
+  -- limits
+  concurrency = "integer", burst_timeout = "number", max_memory = "integer", budget = true,
+  -- durability and watching
+  checkpoint = true, observers = true,
 }
 
 -- A stage written as a table (see orch.stage); orch.stage.* values carry more.
@@ -340,13 +333,19 @@ local function check_budget(budget)
   end
 end
 
+--- options(what, t, allowed): t must be a table of named options, each
+--- known to `allowed` (see known_keys) and of its type; raises otherwise.
+function M.options(what, t, allowed)
+  if type(t) ~= "table" then
+    M.fail("%s expects a table {...}, got %s", what, type(t))
+  end
+  M.known_keys(what, t, allowed)
+end
+
 --- orch.workflow{...}: checks the description (raising a WorkflowError at
 --- the user's line) and returns it marked as a workflow.
 function M.workflow(spec)
-  if type(spec) ~= "table" then
-    M.fail("orch.workflow expects a table {...}, got %s", type(spec))
-  end
-  M.known_keys("orch.workflow", spec, workflow_keys)
+  M.options("orch.workflow", spec, workflow_keys)
   for k, what in pairs(not_yet) do
     if spec[k] ~= nil then
       M.fail_key(k, "orch.workflow: '%s' is not supported by this version of orch (%s are not available yet)", k, what)

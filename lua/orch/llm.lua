@@ -19,13 +19,9 @@ local provider_http = require "orch.providers.http"
 local M = { providers = {} }
 
 local common_options = {
-  provider = "string",
-  model = "string",
-  concurrency = "integer",
-  temperature = "number",
-  max_tokens = "integer",
-  system = "string",
-  prices = "table",
+  provider = "string", model = "string", prices = "table", concurrency = "integer",
+  -- defaults of every request
+  system = "string", temperature = "number", max_tokens = "integer",
 }
 
 --- register(name, provider): adds a provider a workflow names with
@@ -92,14 +88,9 @@ function M.check_config(cfg)
 end
 
 local request_keys = {
-  prompt = "string",
-  messages = "table",
-  system = "string",
-  model = "string",
-  temperature = "number",
-  max_tokens = "integer",
-  json = "boolean",
-  schema = "table",
+  prompt = "string", messages = "table", system = "string", -- what is asked
+  model = "string", temperature = "number", max_tokens = "integer", -- how
+  json = "boolean", schema = "table", -- what the reply must be
 }
 
 -- Strips ```json fences and surrounding prose a model may add.

@@ -106,12 +106,8 @@ function M.any(list)
 end
 
 local adaptive_keys = {
-  target = "number",
-  min_interval = "number",
-  max_interval = "number",
-  mtbf = "number",
-  max_rows = "integer",
-  max_usd = "number",
+  target = "number", min_interval = "number", max_interval = "number", mtbf = "number", -- the interval
+  max_rows = "integer", max_usd = "number", -- what may be at risk
 }
 
 --- adaptive{ target = 0.01, min_interval = 1, max_interval = 60, mtbf = 3600,
@@ -122,10 +118,7 @@ local adaptive_keys = {
 --- sooner when max_rows rows or max_usd dollars are at risk.
 function M.adaptive(opts)
   opts = opts or {}
-  if type(opts) ~= "table" then
-    check.fail("orch.policy.adaptive{...} expects a table, got %s", type(opts))
-  end
-  check.known_keys("orch.policy.adaptive", opts, adaptive_keys)
+  check.options("orch.policy.adaptive", opts, adaptive_keys)
   local target = opts.target or 0.01
   local lo, hi = opts.min_interval or 1, opts.max_interval or 60
   local mtbf = opts.mtbf or 3600

@@ -67,26 +67,19 @@ M.render = render
 M.compile = compile
 
 local prompt_keys = {
-  template = "string",
-  into = "string",
-  json = "boolean",
-  schema = "table",
-  system = "string",
-  model = "string",
-  temperature = "number",
-  max_tokens = "integer",
-  name = "string",
-  critical = "boolean",
+  -- the request
+  template = "string", system = "string", model = "string", temperature = "number", max_tokens = "integer",
+  -- the reply
+  into = "string", json = "boolean", schema = "table",
+  -- the stage
+  name = "string", critical = "boolean",
 }
 
 --- orch.stage.prompt{ template = "... {{field}} ...", into = "field", json = false, ... }:
 --- renders the template from the row, calls ctx:llm and stores the reply
 --- (a decoded table when json or schema is set) in row[into].
 function M.prompt(opts)
-  if type(opts) ~= "table" then
-    check.fail("orch.stage.prompt expects a table {...}, got %s", type(opts))
-  end
-  check.known_keys("orch.stage.prompt", opts, prompt_keys)
+  check.options("orch.stage.prompt", opts, prompt_keys)
   if opts.template == nil then
     check.fail("orch.stage.prompt: 'template' is required")
   end

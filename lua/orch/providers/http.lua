@@ -15,17 +15,10 @@ local M = {}
 --- The llm = {...} options every HTTP provider takes.
 function M.options(extra)
   local o = {
-    base_url = "string",
-    api_key = "string",
-    timeout = "number",
-    connect_timeout = "number",
-    max_attempts = "integer",
-    retry_base = "number",
-    retry_cap = "number",
-    rpm = "number",
-    tpm = "number",
-    headers = "table",
-    adaptive = "boolean",
+    base_url = "string", api_key = "string", headers = "table", -- where and who
+    timeout = "number", connect_timeout = "number", -- seconds
+    max_attempts = "integer", retry_base = "number", retry_cap = "number", -- retries
+    rpm = "number", tpm = "number", adaptive = "boolean", -- rate
   }
   for k, v in pairs(extra or {}) do
     o[k] = v

@@ -13,24 +13,22 @@ local M = {
   options = { latency_ms = "number", jitter_ms = "number" },
 }
 
-local positive = {
-  "love", "loved", "great", "excellent", "perfect", "amazing", "best", "happy", "comfortable", "recommend",
-  "fantastic", "sturdy", "easy", "solid", "worth", "delighted", "reliable", "impressed", "superb", "fast",
-  "good", "works", "well", "clean", "nice", "quiet", "sharp", "dry", "favorite", "favourite", "glad",
-}
-local negative = {
-  "broke", "broken", "terrible", "awful", "worst", "disappointed", "disappointing", "poor", "waste", "return",
-  "returned", "refund", "cheap", "leaked", "leaks", "stopped", "useless", "flimsy", "died", "slow", "never",
-  "barely", "money", "cracked", "failed", "annoying", "wobbly", "rotted", "soggy", "unfortunately", "problem",
-}
-local function wordset(list)
+-- the words a review's sentiment is scored by, as sets
+local function wordset(words)
   local s = {}
-  for _, w in ipairs(list) do
+  for w in words:gmatch("%a+") do
     s[w] = true
   end
   return s
 end
-local POS, NEG = wordset(positive), wordset(negative)
+local POS = wordset [[
+  love loved great excellent perfect amazing best happy comfortable recommend
+  fantastic sturdy easy solid worth delighted reliable impressed superb fast
+  good works well clean nice quiet sharp dry favorite favourite glad]]
+local NEG = wordset [[
+  broke broken terrible awful worst disappointed disappointing poor waste return
+  returned refund cheap leaked leaks stopped useless flimsy died slow never
+  barely money cracked failed annoying wobbly rotted soggy unfortunately problem]]
 
 local function sentiment(text)
   local score, pos, neg = 0, 0, 0

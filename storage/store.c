@@ -31,9 +31,11 @@ struct store_backend {
 static const struct store_backend store_backends[] = {
     {"postgres", "PostgreSQL", orch_store_pg_open},
     {"postgresql", "PostgreSQL", orch_store_pg_open},
+    {"redis", "Redis", orch_store_redis_open},
+    {"unix", "Redis", orch_store_redis_open},
 };
 
-#define STORE_SCHEMES "postgres:// or postgresql:// URLs, a file path or :memory:"
+#define STORE_SCHEMES "postgres://, postgresql://, redis:// or unix:// URLs, a file path or :memory:"
 
 /* Length of target's URL scheme ("postgres" in "postgres://..."), or 0
  * when target is not a URL: a scheme is a letter then letters, digits,

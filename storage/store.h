@@ -300,6 +300,10 @@ enum {
      * directory cannot be written is still read. Writes through such a
      * store fail. */
     ORCH_STORE_READONLY = 1,
+    /* Refuse a store whose server could lose acknowledged writes in a
+     * crash of its own (Redis without appendonly yes + appendfsync
+     * always); without it such a store is opened with a warning. */
+    ORCH_STORE_REQUIRE_DURABLE = 2,
 };
 
 /* orch_store_open with flags (0 = orch_store_open). */

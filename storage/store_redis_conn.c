@@ -268,7 +268,12 @@ static void rd_reason(struct rd_store *st, const redisReply *r, char *out, size_
     const char *msg = r != NULL && r->type == REDIS_REPLY_ERROR ? r->str
                       : st->c != NULL && st->c->err != 0        ? st->c->errstr
                                                                 : "no reply";
-    snprintf(out, outlen, "%.*s", (int)strcspn(msg, "\r\n"), msg);
+    size_t n = strcspn(msg, "\r\n");
+    /* an unknown command's error quotes its arguments: a whole script */
+    const char *args = strstr(msg, ", with args beginning with");
+    if (args != NULL && (size_t)(args - msg) < n)
+        n = (size_t)(args - msg);
+    snprintf(out, outlen, "%.*s", (int)n, msg);
 }
 
 /* Logs in and selects the database on a fresh connection. 0, or -1 with

@@ -54,3 +54,21 @@ stop_redis() {
 
 # rcli ARGS...: redis-cli on the test server's socket (db 0 unless -n N)
 rcli() { redis-cli -s "$REDIS_SOCK" "$@"; }
+
+# kill_redis: kills the server with -9, as a crash would (the AOF, fsynced
+# on every write, is all that is left)
+kill_redis() {
+  kill -9 "$(cat "$REDIS_DIR/redis.pid")" 2>/dev/null
+  wait_until "! rcli ping >/dev/null 2>&1"
+  rm -f "$REDIS_DIR/redis.pid" "$REDIS_SOCK"
+}
+
+# restart_redis: starts the server again on the same port, socket and
+# data (what its AOF holds)
+restart_redis() {
+  local port=$REDIS_PORT
+  "$REDIS_SERVER" --port "$port" --bind 127.0.0.1 --unixsocket "$REDIS_SOCK" --unixsocketperm 700 \
+    --dir "$REDIS_DIR" --appendonly yes --appendfsync always --save '' --daemonize yes \
+    --pidfile "$REDIS_DIR/redis.pid" --logfile "$REDIS_DIR/server.log" >/dev/null 2>&1
+  wait_until "rcli ping >/dev/null 2>&1" || bad "redis-server did not restart: $(tail -3 "$REDIS_DIR/server.log")"
+}

@@ -203,15 +203,17 @@ static void push_checkpoint(lua_State *L, const struct orch_checkpoint *c)
 
 /* ---- open / close ---- */
 
-/* open(target [, mode]) -> store | nil, err. target: a path or ":memory:";
- * mode "rw" (default: created when missing) or "r" (inspection: never
- * created or written, readable when the file or its directory is not
- * writable). */
+/* open(target [, mode]) -> store | nil, err. target: a path, ":memory:"
+ * or a URL; mode "rw" (default: created when missing), "r" (inspection:
+ * never created or written, readable when the file or its directory is
+ * not writable) or "durable" ("rw", refusing a server that a crash of its
+ * own could make lose acknowledged writes). */
 static int l_store_open(lua_State *L)
 {
-    static const char *const modes[] = {"rw", "r", NULL};
+    static const char *const modes[] = {"rw", "r", "durable", NULL};
+    static const int mode_flags[] = {0, ORCH_STORE_READONLY, ORCH_STORE_REQUIRE_DURABLE};
     const char *target = luaL_checkstring(L, 1);
-    int flags = luaL_checkoption(L, 2, "rw", modes) == 1 ? ORCH_STORE_READONLY : 0;
+    int flags = mode_flags[luaL_checkoption(L, 2, "rw", modes)];
     struct lstore *s = lua_newuserdatauv(L, sizeof *s, 0);
     memset(s, 0, sizeof *s); /* closed until opened, so __gc is safe */
     luaL_setmetatable(L, STORE_MT);

@@ -575,40 +575,38 @@ static const char *rd_risk(const char *aof, const char *fsync)
     return NULL;
 }
 
-/* Reads appendonly and appendfsync: warns once per process when a crash
- * of the server could lose acknowledged writes; require refuses. */
-static int rd_durability(struct rd_store *st, int require, char *err, size_t errlen)
+/* Reads appendonly and appendfsync: 1 with what a crash of the server
+ * could lose in what when it could lose acknowledged writes, else 0. */
+static int rd_durability(struct rd_store *st, char *what, size_t whatlen)
 {
-    static int warned;
     char aof[32], fsync[32], why[300] = "";
     rd_config(st, "appendonly", aof, sizeof aof, why, sizeof why);
     rd_config(st, "appendfsync", fsync, sizeof fsync, why, sizeof why);
     const char *risk = rd_risk(aof, fsync);
     if (risk == NULL)
         return 0;
-    char what[600];
     if (strcmp(risk, "unknown") == 0)
         snprintf(
-            what, sizeof what,
+            what, whatlen,
             "cannot read the server's durability settings (CONFIG GET: %s): acknowledged checkpoints may "
             "not survive a crash of the server",
             why);
     else
-        snprintf(what, sizeof what, "appendonly %s, appendfsync %s: %s", aof, fsync, risk);
-    if (require) {
-        snprintf(err, errlen,
-                 "%s: not durable (%s); --require-durable refuses it: set appendonly yes and appendfsync "
-                 "always on the server",
-                 st->shown, what);
-        return -1;
-    }
-    if (!warned && !st->readonly)
-        fprintf(stderr,
-                "orch: warning: %s: %s; set appendonly yes and appendfsync always for orch's guarantees "
-                "(--require-durable refuses such a server)\n",
-                st->shown, what);
-    warned = !st->readonly || warned;
-    return 0;
+        snprintf(what, whatlen, "appendonly %s, appendfsync %s: %s", aof, fsync, risk);
+    return 1;
+}
+
+/* Warned once per process, and not by inspection (which writes nothing). */
+static void rd_warn(struct rd_store *st, const char *what)
+{
+    static int warned;
+    if (warned || st->readonly)
+        return;
+    warned = 1;
+    fprintf(stderr,
+            "orch: warning: %s: %s; set appendonly yes and appendfsync always for orch's guarantees "
+            "(--require-durable refuses such a server)\n",
+            st->shown, what);
 }
 
 /* The message for a connection or login that failed. */
@@ -643,9 +641,23 @@ int orch_redis_connect(struct rd_store *st, const char *target, int flags, char 
         return -1;
     }
     rd_read_version(st);
-    if (rd_load_all(st, err, errlen) != 0 || rd_check_schema(st, err, errlen) != 0)
+    if (rd_load_all(st, err, errlen) != 0)
         return -1;
-    return rd_durability(st, (flags & ORCH_STORE_REQUIRE_DURABLE) != 0, err, errlen);
+    /* refused before anything is written; warned only once it opens */
+    char what[600];
+    int risky = rd_durability(st, what, sizeof what);
+    if (risky && (flags & ORCH_STORE_REQUIRE_DURABLE) != 0) {
+        snprintf(err, errlen,
+                 "%s: not durable (%s); --require-durable refuses it: set appendonly yes and appendfsync "
+                 "always on the server",
+                 st->shown, what);
+        return -1;
+    }
+    if (rd_check_schema(st, err, errlen) != 0)
+        return -1;
+    if (risky)
+        rd_warn(st, what);
+    return 0;
 }
 
 void orch_redis_disconnect(struct rd_store *st)

@@ -156,6 +156,11 @@ run_orch warn.log run slow.lua --db "$(rdb 12)" --set out=out/warn.jsonl
 expect_eq "a server fsyncing every second still runs" "$RC" 0
 expect_eq "with one warning" "$(grep -c 'warning' warn.log)" 1
 expect_grep "saying what a crash could lose and what to set" "^orch: warning: redis://127.0.0.1:$REDIS_PORT/12: appendonly yes, appendfsync everysec: a crash of the server's machine can lose the last second of acknowledged checkpoints and journaled replies; set appendonly yes and appendfsync always for orch's guarantees" warn.log
+run_orch strict.log run slow.lua --db "$(rdb 13)" --set out=out/strict.jsonl --require-durable
+expect_eq "--require-durable refuses it: exit 2" "$RC" 2
+expect_grep "saying why and what to set" "^orch: redis://127.0.0.1:$REDIS_PORT/13: not durable \(appendonly yes, appendfsync everysec: .*\); --require-durable refuses it: set appendonly yes and appendfsync always on the server" strict.log
+expect_eq "and writes nothing" "$(rcli -n 13 dbsize)" 0
+if [ -e out/strict.jsonl ]; then bad "the refused run wrote its output"; else ok "nor any output"; fi
 rcli config set appendonly no >/dev/null
 run_orch warn2.log run slow.lua --db "$(rdb 12)" --set out=out/warn2.jsonl
 expect_grep "no append-only file: everything since the last snapshot" "appendonly no, appendfsync everysec: no append-only file: a crash of the Redis server loses everything written since its last snapshot" warn2.log
@@ -165,6 +170,10 @@ rcli config set appendonly yes >/dev/null
 rcli config set appendfsync always >/dev/null
 # turning the AOF on rewrites it in the background: the crash below must find it whole
 wait_until "rcli info persistence | grep -q 'aof_rewrite_in_progress:0' && rcli info persistence | grep -q 'aof_rewrite_scheduled:0'"
+
+run_orch strict2.log run slow.lua --db "$(rdb 13)" --set out=out/strict.jsonl --require-durable
+expect_eq "--require-durable runs on appendonly yes + appendfsync always" "$RC" 0
+if grep -q warning strict2.log; then bad "a durable server is warned about"; else ok "without a warning"; fi
 
 # ---- the server killed -9 and restarted mid-run: the run goes on ---------------
 "$ORCH" run slow.lua --db "$(rdb 9)" --set out=out/bounce.jsonl --set sleep=0.02 >bounce.log 2>&1 &

@@ -256,8 +256,9 @@ void orch_store_version(struct orch_store *st, char *out, size_t outlen)
 
 const char *orch_store_library(size_t i)
 {
-    static char libs[2][64];
-    void (*const fill[])(char *, size_t) = {orch_store_sqlite_library, orch_store_pg_library};
+    static char libs[3][64];
+    void (*const fill[])(char *, size_t) = {orch_store_sqlite_library, orch_store_pg_library,
+                                            orch_store_redis_library};
     if (i >= sizeof libs / sizeof libs[0])
         return NULL;
     fill[i](libs[i], sizeof libs[i]);

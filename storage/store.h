@@ -185,7 +185,7 @@ typedef int (*orch_event_cb)(void *ud, const struct orch_event *e);
 /* state_list: key and JSON value of one entry. */
 typedef int (*orch_state_cb)(void *ud, const char *key, const char *value, size_t len);
 
-/* The backend behind st: "sqlite" or "postgres". */
+/* The backend behind st: "sqlite", "postgres" or "redis". */
 const char *orch_store_backend(const struct orch_store *st);
 /* Closes the store and frees it; NULL is a no-op. */
 void orch_store_close(struct orch_store *st);
@@ -269,8 +269,8 @@ int orch_store_vacuum(struct orch_store *st);
 void orch_store_version(struct orch_store *st, char *out, size_t outlen);
 
 /* The store libraries this orch is built with, for `orch version`: i = 0
- * gives "SQLite 3.40.1", i = 1 "PostgreSQL 15.10 (libpq)"; NULL past the
- * last. Needs no open store. */
+ * gives "SQLite 3.40.1", i = 1 "PostgreSQL 15.10 (libpq)", i = 2
+ * "hiredis 0.14.1" (Redis); NULL past the last. Needs no open store. */
 const char *orch_store_library(size_t i);
 
 struct orch_store_ops; /* a backend's operations (store_impl.h) */

@@ -156,5 +156,7 @@ struct orch_store *orch_store_pg_open(const char *target, int flags, char *err, 
  * flags as in orch_store_open_flags (ORCH_STORE_REQUIRE_DURABLE included).
  * Same contract as orch_store_open_flags. */
 struct orch_store *orch_store_redis_open(const char *target, int flags, char *err, size_t errlen);
+/* "hiredis 0.14.1", for orch_store_library (i = 2). */
+void orch_store_redis_library(char *out, size_t outlen);
 
 #endif

@@ -1115,6 +1115,11 @@ static void rd_version(struct orch_store *base, char *out, size_t outlen)
     snprintf(out, outlen, "Redis %s", rd_of(base)->version[0] != '\0' ? rd_of(base)->version : "(unknown)");
 }
 
+void orch_store_redis_library(char *out, size_t outlen)
+{
+    snprintf(out, outlen, "hiredis %d.%d.%d", HIREDIS_MAJOR, HIREDIS_MINOR, HIREDIS_PATCH);
+}
+
 /* ---- open / close ----------------------------------------------------- */
 
 static void rd_close(struct orch_store *base)

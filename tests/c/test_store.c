@@ -734,7 +734,10 @@ static void test_contract(struct orch_store *st, const char *target)
     snprintf(want, sizeof want, "PostgreSQL %d.%d (libpq)", pv / 10000, pv % 10000);
     CHECK(orch_store_library(1) != NULL);
     CHECK_STR(orch_store_library(1), want);
-    CHECK(orch_store_library(2) == NULL);
+    CHECK(orch_store_library(2) != NULL);
+    snprintf(want, sizeof want, "hiredis %d.%d.%d", HIREDIS_MAJOR, HIREDIS_MINOR, HIREDIS_PATCH);
+    CHECK_STR(orch_store_library(2), want);
+    CHECK(orch_store_library(3) == NULL);
 }
 
 static void test_events(struct orch_store *st)

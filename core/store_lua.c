@@ -883,8 +883,20 @@ static int l_store_gc(lua_State *L)
     return 0;
 }
 
+/* warning() -> what the store cannot guarantee (set at open, e.g. a Redis
+ * server that does not fsync every write), or nil. */
+static int l_store_warning(lua_State *L)
+{
+    struct orch_store *st = check_open(L);
+    if (st->warning == NULL)
+        return 0;
+    lua_pushstring(L, st->warning);
+    return 1;
+}
+
 static const luaL_Reg store_methods[] = {
     {"close", l_store_close},
+    {"warning", l_store_warning},
     {"run_create", l_store_run_create},
     {"run_get", l_store_run_get},
     {"run_find_unfinished", l_store_run_find_unfinished},

@@ -279,6 +279,11 @@ struct orch_store {
     const struct orch_store_ops *ops;
     const char *where; /* the store as messages name it: its path, or its URL with the password masked */
     char err[512];
+    /* Set at open when the store works but cannot keep all of orch's
+     * guarantees (a Redis server that does not fsync every write): what
+     * could be lost and what to set, for the caller to warn with. NULL
+     * otherwise, and always for read-only opens. */
+    const char *warning;
 };
 
 /* Opens the store at target: a file path (created with its parent

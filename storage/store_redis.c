@@ -112,6 +112,8 @@ static void pair_i(struct rd_args *a, int *n, const char *name, int64_t v)
 /* The count of the pairs put after index at, written into that slot. */
 static void put_count(struct rd_args *a, int at, int n)
 {
+    if (a->oom || at >= a->n)
+        return; /* the placeholder never went in: the call fails on oom */
     char num[16];
     snprintf(num, sizeof num, "%d", n);
     char *copy = strdup(num);

@@ -596,17 +596,16 @@ static int rd_durability(struct rd_store *st, char *what, size_t whatlen)
     return 1;
 }
 
-/* Warned once per process, and not by inspection (which writes nothing). */
+/* Inspection writes nothing, so it has nothing to lose: no warning. */
 static void rd_warn(struct rd_store *st, const char *what)
 {
-    static int warned;
-    if (warned || st->readonly)
+    if (st->readonly)
         return;
-    warned = 1;
-    fprintf(stderr,
-            "orch: warning: %s: %s; set appendonly yes and appendfsync always for orch's guarantees "
-            "(--require-durable refuses such a server)\n",
-            st->shown, what);
+    snprintf(st->warning, sizeof st->warning,
+             "%s: %s; set appendonly yes and appendfsync always for orch's guarantees (--require-durable "
+             "refuses such a server)",
+             st->shown, what);
+    st->base.warning = st->warning;
 }
 
 /* The message for a connection or login that failed. */
@@ -643,7 +642,7 @@ int orch_redis_connect(struct rd_store *st, const char *target, int flags, char 
     rd_read_version(st);
     if (rd_load_all(st, err, errlen) != 0)
         return -1;
-    /* refused before anything is written; warned only once it opens */
+    /* refused before anything is written; warned about only once it opens */
     char what[600];
     int risky = rd_durability(st, what, sizeof what);
     if (risky && (flags & ORCH_STORE_REQUIRE_DURABLE) != 0) {

@@ -56,6 +56,7 @@ struct rd_store {
     int readonly;
     char sha[RD_NSCRIPT][41]; /* SCRIPT LOAD's digests; "" until loaded */
     char version[32];         /* the server's redis_version */
+    char warning[1200];       /* base.warning's text, when set */
 };
 
 /* Growing argument vectors for redisCommandArgv: every value is copied. */

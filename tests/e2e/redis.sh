@@ -161,6 +161,9 @@ expect_eq "--require-durable refuses it: exit 2" "$RC" 2
 expect_grep "saying why and what to set" "^orch: redis://127.0.0.1:$REDIS_PORT/13: not durable \(appendonly yes, appendfsync everysec: .*\); --require-durable refuses it: set appendonly yes and appendfsync always on the server" strict.log
 expect_eq "and writes nothing" "$(rcli -n 13 dbsize)" 0
 if [ -e out/strict.jsonl ]; then bad "the refused run wrote its output"; else ok "nor any output"; fi
+run_orch warnj.log run slow.lua --db "$(rdb 12)" --set out=out/warnj.jsonl --fresh --log-json
+expect_eq "with --log-json the warning is a JSON line of the log" \
+  "$(grep 'appendfsync everysec' warnj.log | python3 -c 'import json,sys; print(json.loads(sys.stdin.readline())["level"])')" warn
 rcli config set appendonly no >/dev/null
 run_orch warn2.log run slow.lua --db "$(rdb 12)" --set out=out/warn2.jsonl
 expect_grep "no append-only file: everything since the last snapshot" "appendonly no, appendfsync everysec: no append-only file: a crash of the Redis server loses everything written since its last snapshot" warn2.log

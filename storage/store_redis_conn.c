@@ -493,27 +493,73 @@ static int rd_meta(struct rd_store *st, const char *field, char *out, size_t out
     return 0;
 }
 
+/* The SCAN pattern of every key under the prefix, its glob characters
+ * escaped. */
+static void scan_pattern(const char *prefix, char *out, size_t outlen)
+{
+    size_t at = 0;
+    for (const char *p = prefix; *p != '\0' && at + 3 < outlen; p++) {
+        if (strchr("*?[]\\", *p) != NULL)
+            out[at++] = '\\';
+        out[at++] = *p;
+    }
+    out[at++] = '*';
+    out[at] = '\0';
+}
+
+/* The first key under the prefix (SCAN, a batch at a time, so a big
+ * database is never blocked), into key ("" when there is none). 0 or -1. */
+static int rd_first_key(struct rd_store *st, char *key, size_t keylen, char *err, size_t errlen)
+{
+    char pat[600], cursor[32] = "0";
+    scan_pattern(st->url.prefix, pat, sizeof pat);
+    key[0] = '\0';
+    do {
+        const char *argv[] = {"SCAN", cursor, "MATCH", pat, "COUNT", "1000"};
+        redisReply *r = rd_cmdv(st, 6, argv);
+        if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
+            r->element[0]->type != REDIS_REPLY_STRING || r->element[1]->type != REDIS_REPLY_ARRAY) {
+            char why[300];
+            rd_reason(st, r, why, sizeof why);
+            snprintf(err, errlen, "%s: cannot look at the keys under %s: %s", st->shown, st->url.prefix, why);
+            freeReplyObject(r);
+            return -1;
+        }
+        snprintf(cursor, sizeof cursor, "%s", r->element[0]->str);
+        if (r->element[1]->elements > 0)
+            snprintf(key, keylen, "%s", r->element[1]->element[0]->str);
+        freeReplyObject(r);
+    } while (key[0] == '\0' && strcmp(cursor, "0") != 0);
+    return 0;
+}
+
 /* Marks the prefix as orch's, or refuses one holding other keys. */
 static int rd_setup(struct rd_store *st, char *err, size_t errlen)
 {
-    struct rd_args a = {0};
-    rd_arg_i(&a, RD_SCHEMA);
-    redisReply *r = orch_redis_eval(st, RD_SETUP, &a, "cannot set up the store");
-    rd_args_free(&a);
-    if (r == NULL) {
-        snprintf(err, errlen, "%s", st->base.err);
+    char key[200];
+    if (rd_first_key(st, key, sizeof key, err, errlen) != 0)
         return -1;
+    redisReply *r = NULL;
+    if (key[0] == '\0') {
+        struct rd_args a = {0};
+        rd_arg_i(&a, RD_SCHEMA);
+        r = orch_redis_eval(st, RD_SETUP, &a, "cannot set up the store");
+        rd_args_free(&a);
+        if (r == NULL) {
+            snprintf(err, errlen, "%s", st->base.err);
+            return -1;
+        }
+        if (r->type == REDIS_REPLY_ARRAY && r->elements == 1 && r->element[0]->type == REDIS_REPLY_STRING)
+            snprintf(key, sizeof key, "%s", r->element[0]->str);
+        freeReplyObject(r);
     }
-    int ret = 0;
-    if (r->type == REDIS_REPLY_ARRAY && r->elements == 1 && r->element[0]->type == REDIS_REPLY_STRING) {
-        snprintf(err, errlen,
-                 "%s: the database holds keys under %s that are not orch's (%.100s); nothing was changed: "
-                 "give orch a database (/N) or a key prefix (?prefix=) of its own",
-                 st->shown, st->url.prefix, r->element[0]->str);
-        ret = -1;
-    }
-    freeReplyObject(r);
-    return ret;
+    if (key[0] == '\0')
+        return 0;
+    snprintf(err, errlen,
+             "%s: the database holds keys under %s that are not orch's (%.100s); nothing was changed: "
+             "give orch a database (/N) or a key prefix (?prefix=) of its own",
+             st->shown, st->url.prefix, key);
+    return -1;
 }
 
 /* The schema: orch's, and not newer than this orch; readonly: present. */
@@ -528,7 +574,7 @@ static int rd_check_schema(struct rd_store *st, char *err, size_t errlen)
                  st->shown, st->url.prefix);
         return -1;
     }
-    if (!st->readonly && rd_setup(st, err, errlen) != 0)
+    if (!st->readonly && strcmp(app, "orch") != 0 && rd_setup(st, err, errlen) != 0)
         return -1;
     if (rd_meta(st, "schema", schema, sizeof schema, err, errlen) != 0)
         return -1;

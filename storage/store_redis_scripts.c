@@ -17,6 +17,7 @@
  *   jrz                sorted set: journal keys by created_ms
  * Arguments after the prefix are read in order with arg()/num(); a field
  * list is a count then that many name/value pairs (hset) or names (hdel).
+ * Not for Redis Cluster: the scripts name their keys themselves.
  * Pure C: depends on nothing. */
 #include "store_redis_impl.h"
 
@@ -197,19 +198,15 @@ static const char *const rd_scripts[RD_NSCRIPT] = {
                 "local function g(x) return string.format('%.17g', x) end\n"
                 "return {g(n.runs), g(n.running), g(n.paused), g(n.failed), g(n.completed), g(rec),\n"
                 "  g(ncp), g(ncp > 0 and sum / ncp or 0), g(max), g(ne), g(hits), g(saved), g(bytes)}\n",
-    /* schema: marks the prefix as orch's unless some key already sits
-     * under it: 0 created, 1 already orch's, {name} of a key not orch's */
+    /* schema: marks the prefix as orch's, the caller having SCANned it
+     * (outside a script, so a big database is not blocked while it is):
+     * 0 created, 1 already orch's, {name} of a meta key not orch's */
     [RD_SETUP] = PRELUDE "local schema = arg()\n"
-                         "local app = redis.call('HGET', P .. 'meta', 'app')\n"
+                         "local k = P .. 'meta'\n"
+                         "local app = redis.call('HGET', k, 'app')\n"
                          "if app == 'orch' then return 1 end\n"
-                         "local pat = string.gsub(P, '[%*%?%[%]\\\\]', '\\\\%0') .. '*'\n"
-                         "local cur = '0'\n"
-                         "repeat\n"
-                         "  local r = redis.call('SCAN', cur, 'MATCH', pat, 'COUNT', 1000)\n"
-                         "  cur = r[1]\n"
-                         "  if #r[2] > 0 then return {r[2][1]} end\n"
-                         "until cur == '0'\n"
-                         "redis.call('HSET', P .. 'meta', 'app', 'orch', 'schema', schema)\n"
+                         "if redis.call('EXISTS', k) == 1 then return {k} end\n"
+                         "redis.call('HSET', k, 'app', 'orch', 'schema', schema)\n"
                          "return 0\n",
 };
 

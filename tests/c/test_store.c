@@ -1777,6 +1777,24 @@ static void test_redis_refusals(const char *url)
     CHECK(rd_cmd(target, "EXISTS", "orch:meta", NULL, NULL) == 0);
     CHECK(rd_cmd(target, "STRLEN", "orch:contacts", NULL, NULL) == 3); /* "ann", untouched */
 
+    /* a prefix with glob characters means itself; a foreign key is found
+     * among thousands of others (SCAN goes through the cursor) */
+    rd_db_url(url, 4, target, sizeof target);
+    CHECK(rd_eval(target, "for i = 1, 3000 do redis.call('SET', 'other:' .. i, i) end "
+                          "redis.call('SET', 'aXb:1', 1) return 0") == 0);
+    snprintf(prefixed, sizeof prefixed, "%s?prefix=a%%2Ab%%3A", target);
+    st = orch_store_open(prefixed, err, sizeof err);
+    CHECK(st != NULL);
+    if (st != NULL)
+        orch_store_close(st);
+    CHECK(rd_cmd(target, "HSTRLEN", "a*b:meta", "app", NULL) == 4);
+    CHECK(rd_cmd(target, "SET", "orch:zz", "1", NULL) == 0);
+    st = orch_store_open(target, err, sizeof err);
+    CHECK(st == NULL);
+    CHECK_HAS(err,
+              ": the database holds keys under orch: that are not orch's (orch:zz); nothing was changed");
+    CHECK(rd_cmd(target, "DBSIZE", NULL, NULL, NULL) == 3003);
+
     /* a schema newer than this orch */
     rd_db_url(url, 2, target, sizeof target);
     st = orch_store_open(target, err, sizeof err);

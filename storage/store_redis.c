@@ -560,6 +560,17 @@ static void args_cp_write(struct rd_args *a, const struct orch_run *run,
     }
 }
 
+/* Remembers the seq run_id's next checkpoint takes (forgotten when the
+ * copy cannot be made: the next write reads it). */
+static void rd_remember_seq(struct rd_store *st, const char *run_id, int64_t next)
+{
+    if (st->seq_run == NULL || strcmp(st->seq_run, run_id) != 0) {
+        free(st->seq_run);
+        st->seq_run = strdup(run_id);
+    }
+    st->seq_next = next;
+}
+
 /* One script: the results, the state, the run's counters and the
  * checkpoint, under the seq it was sealed with. Should another writer of
  * the run have taken that seq, the script writes nothing and says which
@@ -582,7 +593,9 @@ static int rd_checkpoint_write(struct orch_store *base, const struct orch_run *r
                                    (long long)res[i].seq, run->id);
     }
     int64_t seq = 0;
-    if (rd_next_seq(st, run->id, &seq, what) != 0)
+    if (st->seq_run != NULL && strcmp(st->seq_run, run->id) == 0)
+        seq = st->seq_next;
+    else if (rd_next_seq(st, run->id, &seq, what) != 0)
         return -1;
     for (int attempt = 0; attempt < 16; attempt++) {
         if (orch_checkpoint_seal(base, run->id, seal, seq) != 0)
@@ -590,8 +603,10 @@ static int rd_checkpoint_write(struct orch_store *base, const struct orch_run *r
         struct rd_args a = {0};
         args_cp_write(&a, run, seal, res, nres, state, nstate);
         int64_t rc = rd_eval_int(st, RD_CP_WRITE, &a, what);
-        if (rc == 0)
+        if (rc == 0) {
+            rd_remember_seq(st, run->id, seq + 1);
             return 0;
+        }
         if (rc == -1)
             return orch_redis_fail(st, "cannot update run %s: no such run", run->id);
         if (rc < 0)
@@ -1130,6 +1145,7 @@ static void rd_close(struct orch_store *base)
         return;
     struct rd_store *st = rd_of(base);
     orch_redis_disconnect(st);
+    free(st->seq_run);
     free(st->shown);
     free(st);
 }

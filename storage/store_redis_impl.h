@@ -57,6 +57,11 @@ struct rd_store {
     char sha[RD_NSCRIPT][41]; /* SCRIPT LOAD's digests; "" until loaded */
     char version[32];         /* the server's redis_version */
     char warning[1200];       /* base.warning's text, when set */
+    /* The seq the last run this store checkpointed takes next, as the
+     * write script last said: a guess the script checks, saving the
+     * round trip that would read it. */
+    char *seq_run;
+    int64_t seq_next;
 };
 
 /* Growing argument vectors for redisCommandArgv: every value is copied. */

@@ -1743,6 +1743,39 @@ static void rd_db_url(const char *url, int db, char *out, size_t outlen)
         snprintf(slash, outlen - (size_t)(slash - out), "/%d", db);
 }
 
+/* Redis only: two stores writing checkpoints of one run in turn number
+ * them 1, 2, 3, 4: each one's guess of the next seq, stale after the
+ * other wrote, is corrected by the write script, never taken twice. */
+static void test_redis_two_writers(const char *url)
+{
+    char err[512], target[900];
+    rd_db_url(url, 14, target, sizeof target);
+    struct orch_store *a = orch_store_open(target, err, sizeof err);
+    struct orch_store *b = orch_store_open(target, err, sizeof err);
+    CHECK(a != NULL && b != NULL);
+    if (a == NULL || b == NULL) {
+        orch_store_close(a);
+        orch_store_close(b);
+        return;
+    }
+    struct orch_run run = make_run("tw", "x", "idT", ORCH_RUN_RUNNING, 1);
+    CHECK(orch_store_run_create(a, &run) == 0);
+    struct orch_store *turn[] = {a, a, b, a, b};
+    for (int i = 0; i < 5; i++) {
+        struct orch_checkpoint c = {0};
+        c.reason = (char *)"rows";
+        c.input_index = i;
+        CHECK(orch_store_checkpoint_write(turn[i], &run, &c, NULL, 0, NULL, 0) == 0);
+        CHECK(c.seq == i + 1);
+        free(c.checksum);
+    }
+    struct cps cs = {0};
+    CHECK(orch_store_checkpoint_list(b, "tw", collect_cp, &cs) == 0);
+    CHECK(cs.n == 5 && cs.seq[4] == 5 && cs.valid[4] == 1);
+    orch_store_close(a);
+    orch_store_close(b);
+}
+
 /* Redis only: refusals at open, each leaving the database as it was; the
  * password never in a message. url: the test server, database 0. */
 static void test_redis_refusals(const char *url)
@@ -1985,6 +2018,7 @@ int main(int argc, char **argv)
 
     if (backend == B_REDIS) {
         test_journal_crash(target);
+        test_redis_two_writers(target);
         test_redis_refusals(target);
         return check_report();
     }

@@ -24,6 +24,7 @@ LIBS=$(pkg-config --libs libpq sqlite3 libxxhash libzstd libcurl hiredis)
 cc -O2 -Wall -Wextra -Werror -D_GNU_SOURCE -Istorage -Icore bench/store_bench.c build/liborchc.a \
   build/liborchstore.a $LIBS -lcsv -o "$WORK/store_bench" || exit 1
 
+load=$(cut -d' ' -f1-3 /proc/loadavg)
 {
   "$WORK/store_bench" "$WORK/bench.db" "SQLite file (WAL)"
   "$WORK/store_bench" "$PG_URL" "PostgreSQL, Unix socket"
@@ -50,7 +51,8 @@ wr=$(med "$WORK/w_redis")
   echo "Measured $(date -u +%Y-%m-%d) on $(nproc) cores, on the same machine:"
   echo "Redis $("$REDIS_SERVER" --version | sed 's/.*v=\([^ ]*\).*/\1/') with appendonly yes and appendfsync always"
   echo "(every acknowledged write fsynced: what orch's guarantees need), PostgreSQL"
-  echo "$("$PGBIN/postgres" --version | awk '{print $3}') with its default settings (fsync on)."
+  echo "$("$PGBIN/postgres" --version | awk '{print $3}') with its default settings (fsync on). Load average when the"
+  echo "store figures were taken: $load (on a shared machine, compare the rows of one run with each other only)."
   echo
   echo '```'
   cat "$WORK/ops.txt"

@@ -51,6 +51,7 @@ struct option {
 #define O_LOGJSON {"--log-json", NULL, NULL, OPT_FLAG, "write the log as one JSON object a line"}
 #define O_HELP {"--help", "-h", NULL, OPT_HELP, "show this help"}
 #define O_MAXMEM {"--max-memory", NULL, "MB", OPT_MB, "cap the Lua heap; a row past it fails (default: max_memory)"}
+#define O_DURABLE {"--require-durable", NULL, NULL, OPT_FLAG, "refuse a store server that a crash could make lose checkpoints"}
 #define O_END {NULL, NULL, NULL, OPT_FLAG, NULL}
 
 static const struct option run_options[] = {
@@ -59,7 +60,7 @@ static const struct option run_options[] = {
     {"--fresh", NULL, NULL, OPT_FLAG, "start a new run even if an unfinished one matches"},
     O_NOCACHE,
     {"--dry-run", NULL, NULL, OPT_FLAG, "estimate tokens and dollars instead (orch estimate)"},
-    O_MAXMEM, O_LOGJSON, O_QUIET, O_VERBOSE, O_HELP, O_END,
+    O_MAXMEM, O_LOGJSON, O_DURABLE, O_QUIET, O_VERBOSE, O_HELP, O_END,
 };
 static const struct option estimate_options[] = {
     O_SET, O_CONC,
@@ -71,7 +72,7 @@ static const struct option resume_options[] = {
     {"--all", NULL, NULL, OPT_FLAG, "every interrupted run in the store (budget-paused ones need --budget)"},
     O_DB, O_CONC,
     {"--budget", NULL, "USD", OPT_USD, "a new budget (needed to resume a run paused by its budget)"},
-    O_NOCACHE, O_MAXMEM, O_LOGJSON, O_QUIET, O_VERBOSE, O_HELP, O_END,
+    O_NOCACHE, O_MAXMEM, O_LOGJSON, O_DURABLE, O_QUIET, O_VERBOSE, O_HELP, O_END,
 };
 static const struct option status_options[] = {O_DB, O_JSON, O_HELP, O_END};
 static const struct option ls_options[] = {

@@ -204,15 +204,17 @@ static void push_checkpoint(lua_State *L, const struct orch_checkpoint *c)
 
 /* ---- open / close ---- */
 
-/* open(target [, mode]) -> store | nil, err. target: a path or ":memory:";
- * mode "rw" (default: created when missing) or "r" (inspection: never
- * created or written, readable when the file or its directory is not
- * writable). */
+/* open(target [, mode]) -> store | nil, err. target: a path, ":memory:"
+ * or a URL; mode "rw" (default: created when missing), "r" (inspection:
+ * never created or written, readable when the file or its directory is
+ * not writable) or "durable" ("rw", refusing a server that a crash of its
+ * own could make lose acknowledged writes). */
 static int l_store_open(lua_State *L)
 {
-    static const char *const modes[] = {"rw", "r", NULL};
+    static const char *const modes[] = {"rw", "r", "durable", NULL};
+    static const int mode_flags[] = {0, ORCH_STORE_READONLY, ORCH_STORE_REQUIRE_DURABLE};
     const char *target = luaL_checkstring(L, 1);
-    int flags = luaL_checkoption(L, 2, "rw", modes) == 1 ? ORCH_STORE_READONLY : 0;
+    int flags = mode_flags[luaL_checkoption(L, 2, "rw", modes)];
     struct lstore *s = lua_newuserdatauv(L, sizeof *s, 0);
     memset(s, 0, sizeof *s); /* closed until opened, so __gc is safe */
     luaL_setmetatable(L, STORE_MT);
@@ -882,8 +884,20 @@ static int l_store_gc(lua_State *L)
     return 0;
 }
 
+/* warning() -> what the store cannot guarantee (set at open, e.g. a Redis
+ * server that does not fsync every write), or nil. */
+static int l_store_warning(lua_State *L)
+{
+    struct orch_store *st = check_open(L);
+    if (st->warning == NULL)
+        return 0;
+    lua_pushstring(L, st->warning);
+    return 1;
+}
+
 static const luaL_Reg store_methods[] = {
     {"close", l_store_close},
+    {"warning", l_store_warning},
     {"run_create", l_store_run_create},
     {"run_get", l_store_run_get},
     {"run_find_unfinished", l_store_run_find_unfinished},

@@ -32,9 +32,11 @@ struct store_backend {
 static const struct store_backend store_backends[] = {
     {"postgres", "PostgreSQL", orch_store_pg_open},
     {"postgresql", "PostgreSQL", orch_store_pg_open},
+    {"redis", "Redis", orch_store_redis_open},
+    {"unix", "Redis", orch_store_redis_open},
 };
 
-#define STORE_SCHEMES "postgres:// or postgresql:// URLs, a file path or :memory:"
+#define STORE_SCHEMES "postgres://, postgresql://, redis:// or unix:// URLs, a file path or :memory:"
 
 /* Length of target's URL scheme ("postgres" in "postgres://..."), or 0
  * when target is not a URL: a scheme is a letter then letters, digits,
@@ -255,8 +257,9 @@ void orch_store_version(struct orch_store *st, char *out, size_t outlen)
 
 const char *orch_store_library(size_t i)
 {
-    static char libs[2][64];
-    void (*const fill[])(char *, size_t) = {orch_store_sqlite_library, orch_store_pg_library};
+    static char libs[3][64];
+    void (*const fill[])(char *, size_t) = {orch_store_sqlite_library, orch_store_pg_library,
+                                            orch_store_redis_library};
     if (i >= sizeof libs / sizeof libs[0])
         return NULL;
     fill[i](libs[i], sizeof libs[i]);

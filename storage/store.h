@@ -185,7 +185,7 @@ typedef int (*orch_event_cb)(void *ud, const struct orch_event *e);
 /* state_list: key and JSON value of one entry. */
 typedef int (*orch_state_cb)(void *ud, const char *key, const char *value, size_t len);
 
-/* The backend behind st: "sqlite" or "postgres". */
+/* The backend behind st: "sqlite", "postgres" or "redis". */
 const char *orch_store_backend(const struct orch_store *st);
 /* Closes the store and frees it; NULL is a no-op. */
 void orch_store_close(struct orch_store *st);
@@ -269,8 +269,8 @@ int orch_store_vacuum(struct orch_store *st);
 void orch_store_version(struct orch_store *st, char *out, size_t outlen);
 
 /* The store libraries this orch is built with, for `orch version`: i = 0
- * gives "SQLite 3.40.1", i = 1 "PostgreSQL 15.10 (libpq)"; NULL past the
- * last. Needs no open store. */
+ * gives "SQLite 3.40.1", i = 1 "PostgreSQL 15.10 (libpq)", i = 2
+ * "hiredis 0.14.1" (Redis); NULL past the last. Needs no open store. */
 const char *orch_store_library(size_t i);
 
 struct orch_store_ops; /* a backend's operations (store_impl.h) */
@@ -279,6 +279,11 @@ struct orch_store {
     const struct orch_store_ops *ops;
     const char *where; /* the store as messages name it: its path, or its URL with the password masked */
     char err[512];
+    /* Set at open when the store works but cannot keep all of orch's
+     * guarantees (a Redis server that does not fsync every write): what
+     * could be lost and what to set, for the caller to warn with. NULL
+     * otherwise, and always for read-only opens. */
+    const char *warning;
 };
 
 /* Opens the store at target: a file path (created with its parent
@@ -300,6 +305,10 @@ enum {
      * directory cannot be written is still read. Writes through such a
      * store fail. */
     ORCH_STORE_READONLY = 1,
+    /* Refuse a store whose server could lose acknowledged writes in a
+     * crash of its own (Redis without appendonly yes + appendfsync
+     * always); without it such a store is opened with a warning. */
+    ORCH_STORE_REQUIRE_DURABLE = 2,
 };
 
 /* orch_store_open with flags (0 = orch_store_open). */

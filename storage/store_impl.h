@@ -163,4 +163,11 @@ void orch_store_pg_library(char *out, size_t outlen);
  * messages naming the URL with its password masked. */
 struct orch_store *orch_store_pg_open(const char *target, int flags, char *err, size_t errlen);
 
+/* The Redis backend (store_redis.c): target is a redis:// or unix:// URL;
+ * flags as in orch_store_open_flags (ORCH_STORE_REQUIRE_DURABLE included).
+ * Same contract as orch_store_open_flags. */
+struct orch_store *orch_store_redis_open(const char *target, int flags, char *err, size_t errlen);
+/* "hiredis 0.14.1", for orch_store_library (i = 2). */
+void orch_store_redis_library(char *out, size_t outlen);
+
 #endif

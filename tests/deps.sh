@@ -8,6 +8,7 @@ packages=(
   libcsv-dev libxxhash-dev libzstd-dev
   lua-busted python3 sqlite3 curl clang-format
   postgresql libpq-dev
+  redis-server libhiredis-dev redis-tools
 )
 if [ "${1:-}" = "--bench" ]; then
   packages+=(hyperfine time apache2-utils)

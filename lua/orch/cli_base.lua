@@ -33,11 +33,14 @@ function M.warn(msg)
   current(-1, msg, "warn")
 end
 
--- Opens the store (its error said). -> store | nil
+-- Opens the store (its error said, and what it warns about at open). ->
+-- store | nil
 local function open_store(opts, mode)
   local st, err = runs.open(opts, mode)
   if st == nil then
     M.say(err)
+  elseif st:warning() then
+    M.warn("warning: " .. st:warning())
   end
   return st
 end

@@ -18,8 +18,14 @@ function M.db_path(opts)
 end
 
 --- open(opts [, mode]) -> store | nil, message. mode "r": read-only, for
---- inspection (never creates the store).
+--- inspection (never creates the store). opts.require_durable
+--- (--require-durable) refuses a store server that could lose
+--- acknowledged writes in a crash of its own (Redis without appendonly yes
+--- and appendfsync always), which is otherwise opened with a warning.
 function M.open(opts, mode)
+  if mode == nil and opts.require_durable then
+    mode = "durable"
+  end
   return store.open(M.db_path(opts), mode)
 end
 

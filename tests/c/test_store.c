@@ -25,12 +25,14 @@
 #include "fixtures.h"
 #include "store.h"
 
+#include <hiredis/hiredis.h>
 #include <libpq-fe.h>
 
 /* The backend the conformance sections run on: ORCH_TEST_STORE=sqlite
- * (default, a file), memory (":memory:") or postgres (the server at
- * ORCH_TEST_PG_URL, which tests/with_pg.sh starts). */
-enum test_backend { B_SQLITE, B_MEMORY, B_POSTGRES };
+ * (default, a file), memory (":memory:"), postgres (the server at
+ * ORCH_TEST_PG_URL, which tests/with_pg.sh starts) or redis (the server at
+ * ORCH_TEST_REDIS_URL, redis://127.0.0.1:PORT/N; tests/with_redis.sh). */
+enum test_backend { B_SQLITE, B_MEMORY, B_POSTGRES, B_REDIS };
 static enum test_backend backend = B_SQLITE;
 
 /* Whether tests can reach the store from outside (another connection):
@@ -62,6 +64,74 @@ static int64_t pg_query(const char *url, const char *sql, const char *param, cha
     PQclear(r);
     PQfinish(c);
     return n;
+}
+
+/* A connection of the test's own to the Redis server of url
+ * (redis://HOST:PORT/N), or NULL. */
+static redisContext *rd_connect(const char *url)
+{
+    char host[100];
+    int port = 0, db = 0;
+    if (sscanf(url, "redis://%99[^:]:%d/%d", host, &port, &db) != 3)
+        return NULL;
+    redisContext *c = redisConnect(host, port);
+    if (c == NULL || c->err != 0) {
+        if (c != NULL)
+            redisFree(c);
+        return NULL;
+    }
+    redisReply *r = redisCommand(c, "SELECT %d", db);
+    freeReplyObject(r);
+    return c;
+}
+
+/* EVAL of a Lua expression on the Redis server at url, through a
+ * connection of the test's own: its integer reply (a string one read as a
+ * number), or -1. */
+static int64_t rd_eval(const char *url, const char *lua)
+{
+    redisContext *c = rd_connect(url);
+    if (c == NULL)
+        return -1;
+    redisReply *r = redisCommand(c, "EVAL %s 0", lua);
+    int64_t n = -1;
+    if (r != NULL && r->type == REDIS_REPLY_INTEGER)
+        n = r->integer;
+    else if (r != NULL && r->type == REDIS_REPLY_STRING)
+        n = strtoll(r->str, NULL, 10);
+    else
+        fprintf(stderr, "rd_eval(%s): %s\n", lua, r != NULL && r->str != NULL ? r->str : c->errstr);
+    freeReplyObject(r);
+    redisFree(c);
+    return n;
+}
+
+/* The Redis equivalent of each query the sections run from outside. */
+static const char *const rd_queries[][2] = {
+    {"SELECT count(*) FROM checkpoints WHERE run_id = 'r1'", "return #redis.call('KEYS', 'orch:cp:r1:*')"},
+    {"SELECT count(*) FROM state WHERE run_id = 'r1'", "return redis.call('HLEN', 'orch:state:r1')"},
+    {"SELECT count(*) FROM runs", "return #redis.call('KEYS', 'orch:run:*')"},
+    {"SELECT count(*) FROM llm_journal", "return #redis.call('KEYS', 'orch:jr:*')"},
+    {"SELECT (SELECT count(*) FROM checkpoints WHERE run_id = 'r1') + "
+     "(SELECT count(*) FROM results WHERE run_id = 'r1') + "
+     "(SELECT count(*) FROM events WHERE run_id = 'r1') + "
+     "(SELECT count(*) FROM state WHERE run_id = 'r1')",
+     "return #redis.call('KEYS', 'orch:cp:r1:*') + #redis.call('KEYS', 'orch:*:r1')"},
+    {"UPDATE checkpoints SET checksum = '00000000000000000000000000000000' WHERE run_id = 'r1' AND seq = 3",
+     "return redis.call('HSET', 'orch:cp:r1:3', 'checksum', '00000000000000000000000000000000')"},
+    {"UPDATE checkpoints SET memento = x'28b52ffd00ff' WHERE run_id = 'r1' AND seq = 2",
+     "return redis.call('HSET', 'orch:cp:r1:2', 'memento', '\\40\\181\\47\\253\\0\\255')"},
+};
+
+/* Runs the Redis equivalent of one of the sections' queries. */
+static int64_t rd_query(const char *url, const char *sql)
+{
+    for (size_t i = 0; i < sizeof rd_queries / sizeof rd_queries[0]; i++) {
+        if (strcmp(sql, rd_queries[i][0]) == 0)
+            return rd_eval(url, rd_queries[i][1]);
+    }
+    fprintf(stderr, "rd_query: no Redis equivalent of %s\n", sql);
+    return -1;
 }
 
 #define CHECK_HAS(s, sub)                                                                                    \
@@ -119,6 +189,8 @@ static int sql_on(const char *path, const char *sql)
 {
     if (backend == B_POSTGRES)
         return pg_query(path, sql, NULL, NULL, 0) < 0 ? SQLITE_ERROR : SQLITE_OK;
+    if (backend == B_REDIS)
+        return rd_query(path, sql) < 0 ? SQLITE_ERROR : SQLITE_OK;
     sqlite3 *db = NULL;
     int rc = sqlite3_open(path, &db);
     if (rc == SQLITE_OK)
@@ -651,6 +723,8 @@ static void test_contract(struct orch_store *st, const char *target)
         server[strcspn(server, " ")] = '\0';
         snprintf(want, sizeof want, "PostgreSQL %s", server);
         CHECK_STR(v, want);
+    } else if (backend == B_REDIS) {
+        CHECK(strncmp(v, "Redis ", 6) == 0 && v[6] >= '1' && v[6] <= '9');
     } else {
         CHECK_STR(v, lib);
     }
@@ -660,7 +734,10 @@ static void test_contract(struct orch_store *st, const char *target)
     snprintf(want, sizeof want, "PostgreSQL %d.%d (libpq)", pv / 10000, pv % 10000);
     CHECK(orch_store_library(1) != NULL);
     CHECK_STR(orch_store_library(1), want);
-    CHECK(orch_store_library(2) == NULL);
+    CHECK(orch_store_library(2) != NULL);
+    snprintf(want, sizeof want, "hiredis %d.%d.%d", HIREDIS_MAJOR, HIREDIS_MINOR, HIREDIS_PATCH);
+    CHECK_STR(orch_store_library(2), want);
+    CHECK(orch_store_library(3) == NULL);
 }
 
 static void test_events(struct orch_store *st)
@@ -710,6 +787,11 @@ static int64_t stored_hits(const char *path, const char *key)
 {
     if (backend == B_POSTGRES)
         return pg_query(path, "SELECT hits FROM llm_journal WHERE key = $1", key, NULL, 0);
+    if (backend == B_REDIS) {
+        char lua[200];
+        snprintf(lua, sizeof lua, "return redis.call('HGET', 'orch:jr:%s', 'hits') or -1", key);
+        return rd_eval(path, lua);
+    }
     sqlite3 *db = NULL;
     sqlite3_stmt *s = NULL;
     int64_t hits = -1;
@@ -727,6 +809,8 @@ static int64_t count_of(const char *path, const char *sql)
 {
     if (backend == B_POSTGRES)
         return pg_query(path, sql, NULL, NULL, 0);
+    if (backend == B_REDIS)
+        return rd_query(path, sql);
     sqlite3 *db = NULL;
     sqlite3_stmt *s = NULL;
     int64_t n = -1;
@@ -1382,21 +1466,21 @@ static void test_refusals(const char *dir)
     /* URLs of schemes orch has no backend for are refused, never taken as
      * a file name (nothing is created), with any password masked */
     static const char *const foreign[][2] = {
-        {"redis://localhost:6379/0",
-         "redis://localhost:6379/0: no state store backend for redis:// URLs "
-         "(orch takes postgres:// or postgresql:// URLs, a file path or :memory:)"},
+        {"mongodb://localhost:27017/0",
+         "mongodb://localhost:27017/0: no state store backend for mongodb:// URLs "
+         "(orch takes postgres://, postgresql://, redis:// or unix:// URLs, a file path or :memory:)"},
         {"mysql://bob:hunter2@db/orch",
          "mysql://bob:***@db/orch: no state store backend for mysql:// URLs "
-         "(orch takes postgres:// or postgresql:// URLs, a file path or :memory:)"},
+         "(orch takes postgres://, postgresql://, redis:// or unix:// URLs, a file path or :memory:)"},
         {"postgress://u:pw@h/d?password=pw2",
          "postgress://u:***@h/d?password=***: no state store backend for postgress:// URLs "
-         "(orch takes postgres:// or postgresql:// URLs, a file path or :memory:)"},
+         "(orch takes postgres://, postgresql://, redis:// or unix:// URLs, a file path or :memory:)"},
     };
     for (size_t i = 0; i < sizeof foreign / sizeof foreign[0]; i++) {
         st = orch_store_open(foreign[i][0], err, sizeof err);
         CHECK(st == NULL);
         CHECK_STR(err, foreign[i][1]);
-        CHECK(!exists("redis:") && !exists("mysql:") && !exists("postgress:"));
+        CHECK(!exists("mongodb:") && !exists("mysql:") && !exists("postgress:"));
     }
     /* the mask itself: user info, query passwords, nothing else */
     static const char *const masks[][2] = {
@@ -1626,6 +1710,231 @@ static void test_pg_refusals(const char *url)
     CHECK(strstr(err, "hunter2") == NULL);
 }
 
+/* A command on the Redis server at url through a connection of the
+ * test's own; its integer reply (a string read as a number; nil -2), or -1. */
+static int64_t rd_cmd(const char *url, const char *cmd, const char *a1, const char *a2, const char *a3)
+{
+    redisContext *c = rd_connect(url);
+    if (c == NULL)
+        return -1;
+    const char *argv[] = {cmd, a1, a2, a3};
+    int n = 1 + (a1 != NULL) + (a2 != NULL) + (a3 != NULL);
+    redisReply *r = redisCommandArgv(c, n, argv, NULL);
+    int64_t v = -1;
+    if (r != NULL && r->type == REDIS_REPLY_INTEGER)
+        v = r->integer;
+    else if (r != NULL && r->type == REDIS_REPLY_STRING)
+        v = strtoll(r->str, NULL, 10);
+    else if (r != NULL && r->type == REDIS_REPLY_NIL)
+        v = -2;
+    else if (r != NULL && r->type == REDIS_REPLY_STATUS)
+        v = 0;
+    freeReplyObject(r);
+    redisFree(c);
+    return v;
+}
+
+/* url with its database number replaced by db. */
+static void rd_db_url(const char *url, int db, char *out, size_t outlen)
+{
+    snprintf(out, outlen, "%s", url);
+    char *slash = strrchr(out, '/');
+    if (slash != NULL)
+        snprintf(slash, outlen - (size_t)(slash - out), "/%d", db);
+}
+
+/* Redis only: two stores writing checkpoints of one run in turn number
+ * them 1, 2, 3, 4: each one's guess of the next seq, stale after the
+ * other wrote, is corrected by the write script, never taken twice. */
+static void test_redis_two_writers(const char *url)
+{
+    char err[512], target[900];
+    rd_db_url(url, 14, target, sizeof target);
+    struct orch_store *a = orch_store_open(target, err, sizeof err);
+    struct orch_store *b = orch_store_open(target, err, sizeof err);
+    CHECK(a != NULL && b != NULL);
+    if (a == NULL || b == NULL) {
+        orch_store_close(a);
+        orch_store_close(b);
+        return;
+    }
+    struct orch_run run = make_run("tw", "x", "idT", ORCH_RUN_RUNNING, 1);
+    CHECK(orch_store_run_create(a, &run) == 0);
+    struct orch_store *turn[] = {a, a, b, a, b};
+    for (int i = 0; i < 5; i++) {
+        struct orch_checkpoint c = {0};
+        c.reason = (char *)"rows";
+        c.input_index = i;
+        CHECK(orch_store_checkpoint_write(turn[i], &run, &c, NULL, 0, NULL, 0) == 0);
+        CHECK(c.seq == i + 1);
+        free(c.checksum);
+    }
+    struct cps cs = {0};
+    CHECK(orch_store_checkpoint_list(b, "tw", collect_cp, &cs) == 0);
+    CHECK(cs.n == 5 && cs.seq[4] == 5 && cs.valid[4] == 1);
+    orch_store_close(a);
+    orch_store_close(b);
+}
+
+/* Redis only: refusals at open, each leaving the database as it was; the
+ * password never in a message. url: the test server, database 0. */
+static void test_redis_refusals(const char *url)
+{
+    char err[512], target[900], shown[900];
+    struct orch_store *st;
+    /* a database holding a key under orch: that is not orch's */
+    rd_db_url(url, 1, target, sizeof target);
+    CHECK(rd_cmd(target, "SET", "orch:contacts", "ann", NULL) == 0);
+    st = orch_store_open(target, err, sizeof err);
+    CHECK(st == NULL);
+    char want[1200];
+    snprintf(
+        want, sizeof want,
+        "%s: the database holds keys under orch: that are not orch's (orch:contacts); nothing was changed: "
+        "give orch a database (/N) or a key prefix (?prefix=) of its own",
+        target);
+    CHECK_STR(err, want);
+    CHECK(rd_cmd(target, "DBSIZE", NULL, NULL, NULL) == 1);
+    /* the same database under a prefix of orch's own: its keys stay apart */
+    char prefixed[1000];
+    snprintf(prefixed, sizeof prefixed, "%s?prefix=jobs%%3A", target);
+    st = orch_store_open(prefixed, err, sizeof err);
+    CHECK(st != NULL);
+    if (st != NULL) {
+        struct orch_run r = make_run("p1", "x", "idP", ORCH_RUN_RUNNING, 1);
+        CHECK(orch_store_run_create(st, &r) == 0);
+        orch_store_close(st);
+    }
+    CHECK(rd_cmd(target, "HSTRLEN", "jobs:run:p1", "name", NULL) == 1); /* "x" */
+    CHECK(rd_cmd(target, "EXISTS", "jobs:run:p1", NULL, NULL) == 1);
+    CHECK(rd_cmd(target, "EXISTS", "orch:meta", NULL, NULL) == 0);
+    CHECK(rd_cmd(target, "STRLEN", "orch:contacts", NULL, NULL) == 3); /* "ann", untouched */
+
+    /* a prefix with glob characters means itself; a foreign key is found
+     * among thousands of others (SCAN goes through the cursor) */
+    rd_db_url(url, 4, target, sizeof target);
+    CHECK(rd_eval(target, "for i = 1, 3000 do redis.call('SET', 'other:' .. i, i) end "
+                          "redis.call('SET', 'aXb:1', 1) return 0") == 0);
+    snprintf(prefixed, sizeof prefixed, "%s?prefix=a%%2Ab%%3A", target);
+    st = orch_store_open(prefixed, err, sizeof err);
+    CHECK(st != NULL);
+    if (st != NULL)
+        orch_store_close(st);
+    CHECK(rd_cmd(target, "HSTRLEN", "a*b:meta", "app", NULL) == 4);
+    CHECK(rd_cmd(target, "SET", "orch:zz", "1", NULL) == 0);
+    st = orch_store_open(target, err, sizeof err);
+    CHECK(st == NULL);
+    CHECK_HAS(err,
+              ": the database holds keys under orch: that are not orch's (orch:zz); nothing was changed");
+    CHECK(rd_cmd(target, "DBSIZE", NULL, NULL, NULL) == 3003);
+
+    /* a schema newer than this orch */
+    rd_db_url(url, 2, target, sizeof target);
+    st = orch_store_open(target, err, sizeof err);
+    CHECK(st != NULL);
+    if (st != NULL)
+        orch_store_close(st);
+    CHECK(rd_cmd(target, "HSET", "orch:meta", "schema", "99") == 0);
+    st = orch_store_open(target, err, sizeof err);
+    CHECK(st == NULL);
+    CHECK_HAS(err, ": created by a newer orch (schema 99, this orch knows up to 1); use that orch");
+    CHECK(rd_cmd(target, "HGET", "orch:meta", "schema", NULL) == 99);
+
+    /* read-only: an empty database is no store, and stays empty */
+    rd_db_url(url, 3, target, sizeof target);
+    st = orch_store_open_flags(target, ORCH_STORE_READONLY, err, sizeof err);
+    CHECK(st == NULL);
+    snprintf(want, sizeof want,
+             "no state store at %s (the database has no orch keys under orch:; no run has used it)", target);
+    CHECK_STR(err, want);
+    CHECK(rd_cmd(target, "DBSIZE", NULL, NULL, NULL) == 0);
+    /* a read-only store reads, and refuses to write */
+    st = orch_store_open_flags(url, ORCH_STORE_READONLY, err, sizeof err);
+    CHECK(st != NULL);
+    if (st != NULL) {
+        struct orch_run got = {0};
+        CHECK(orch_store_run_get(st, "r4", &got) == 1);
+        orch_run_clear(&got);
+        struct orch_run r = make_run("ro", "x", "x", ORCH_RUN_RUNNING, 1);
+        CHECK(orch_store_run_create(st, &r) == -1);
+        CHECK_HAS(st->err, ": cannot create run ro: the store is open read-only");
+        orch_store_close(st);
+    }
+
+    /* an unreachable server, a bad URL: orch's message, the password masked */
+    st = orch_store_open("redis://:hunter2@127.0.0.1:1/0", err, sizeof err);
+    CHECK(st == NULL);
+    CHECK_STR(err, "redis://:***@127.0.0.1:1/0: cannot connect to Redis: the server is not reachable "
+                   "(Connection refused); check the host and port and that the server is running");
+    st = orch_store_open("unix:///nonexistent/redis.sock?db=0&password=hunter2", err, sizeof err);
+    CHECK(st == NULL);
+    CHECK_HAS(err, "unix:///nonexistent/redis.sock?db=0&password=***: cannot connect to Redis: the server is "
+                   "not reachable (No such file or directory)");
+    CHECK(strstr(err, "hunter2") == NULL);
+    st = orch_store_open("redis://127.0.0.1:notaport/0", err, sizeof err);
+    CHECK(st == NULL);
+    CHECK_STR(err, "redis://127.0.0.1:notaport/0: not a Redis URL: notaport is not a port");
+    st = orch_store_open("redis://127.0.0.1:6379/0?pool=3", err, sizeof err);
+    CHECK(st == NULL);
+    CHECK_STR(err, "redis://127.0.0.1:6379/0?pool=3: not a Redis URL: unknown parameter pool (orch takes db, "
+                   "prefix, user and password)");
+
+    /* a server that wants a password: none given, a wrong one, the right one */
+    CHECK(rd_cmd(url, "CONFIG", "SET", "requirepass", "s3cret") == 0);
+    st = orch_store_open(url, err, sizeof err);
+    CHECK(st == NULL);
+    snprintf(want, sizeof want, "%s: cannot log in to Redis: the server wants a password (NOAUTH", url);
+    CHECK_HAS(err, want);
+    CHECK_HAS(err, "); give it in the URL (redis://:PASSWORD@host:port/N)");
+    char authed[1000];
+    snprintf(authed, sizeof authed, "redis://:wrong@%s", url + 8);
+    st = orch_store_open(authed, err, sizeof err);
+    CHECK(st == NULL);
+    orch_store_display(authed, shown, sizeof shown);
+    snprintf(want, sizeof want, "%s: cannot log in to Redis: WRONGPASS", shown);
+    CHECK_HAS(err, want);
+    CHECK_HAS(err, "; check the user and password in the URL");
+    CHECK(strstr(err, "wrong@") == NULL);
+    snprintf(authed, sizeof authed, "redis://default:s3cret@%s", url + 8);
+    st = orch_store_open(authed, err, sizeof err);
+    CHECK(st != NULL);
+    if (st != NULL) {
+        struct orch_run got = {0};
+        CHECK(orch_store_run_get(st, "r4", &got) == 1);
+        orch_run_clear(&got);
+        orch_store_close(st);
+    }
+    redisContext *c = rd_connect(url);
+    if (c != NULL) {
+        redisReply *r = redisCommand(c, "AUTH s3cret");
+        freeReplyObject(r);
+        r = redisCommand(c, "CONFIG SET requirepass %s", "");
+        freeReplyObject(r);
+        redisFree(c);
+    }
+
+    /* durability: fsync every second is warned about, and refused on demand */
+    CHECK(rd_cmd(url, "CONFIG", "SET", "appendfsync", "everysec") == 0);
+    st = orch_store_open_flags(url, ORCH_STORE_REQUIRE_DURABLE, err, sizeof err);
+    CHECK(st == NULL);
+    snprintf(
+        want, sizeof want,
+        "%s: not durable (appendonly yes, appendfsync everysec: a crash of the server's machine can lose the "
+        "last second of acknowledged checkpoints and journaled replies); --require-durable refuses it: set "
+        "appendonly yes and appendfsync always on the server",
+        url);
+    CHECK_STR(err, want);
+    st = orch_store_open(url, err, sizeof err);
+    CHECK(st != NULL);
+    if (st != NULL)
+        orch_store_close(st);
+    CHECK(rd_cmd(url, "CONFIG", "SET", "appendfsync", "always") == 0);
+    st = orch_store_open_flags(url, ORCH_STORE_REQUIRE_DURABLE, err, sizeof err);
+    CHECK(st != NULL);
+    if (st != NULL)
+        orch_store_close(st);
+}
+
 int main(int argc, char **argv)
 {
     char dir[512];
@@ -1640,6 +1949,7 @@ int main(int argc, char **argv)
     /* the backend the conformance sections run on */
     const char *which = getenv("ORCH_TEST_STORE");
     const char *pg_url = getenv("ORCH_TEST_PG_URL");
+    const char *redis_url = getenv("ORCH_TEST_REDIS_URL");
     const char *name = "sqlite";
     char target[900], err[512];
     if (which == NULL || which[0] == '\0' || strcmp(which, "sqlite") == 0) {
@@ -1657,8 +1967,17 @@ int main(int argc, char **argv)
         backend = B_POSTGRES;
         name = "postgres";
         snprintf(target, sizeof target, "%s", pg_url);
+    } else if (strcmp(which, "redis") == 0) {
+        if (redis_url == NULL || redis_url[0] == '\0') {
+            fprintf(stderr, "ORCH_TEST_STORE=redis needs ORCH_TEST_REDIS_URL: run this test through "
+                            "tests/with_redis.sh, which starts a server\n");
+            return 1;
+        }
+        backend = B_REDIS;
+        name = "redis";
+        snprintf(target, sizeof target, "%s", redis_url);
     } else {
-        fprintf(stderr, "ORCH_TEST_STORE=%s: not a backend (sqlite, memory or postgres)\n", which);
+        fprintf(stderr, "ORCH_TEST_STORE=%s: not a backend (sqlite, memory, postgres or redis)\n", which);
         return 1;
     }
     printf("store tests on %s\n", backend == B_MEMORY ? "memory" : name);
@@ -1697,6 +2016,12 @@ int main(int argc, char **argv)
         orch_store_close(st);
     }
 
+    if (backend == B_REDIS) {
+        test_journal_crash(target);
+        test_redis_two_writers(target);
+        test_redis_refusals(target);
+        return check_report();
+    }
     if (backend == B_POSTGRES) {
         test_journal_crash(target);
         /* four processes creating the schema at once, in a schema of their own */

@@ -127,14 +127,14 @@ expect_eq "with every row once" "$(ids out/bounce.jsonl)" "$expected"
 expect_eq "and its store says completed" "$(pg_db bounce "select status, rows_done from runs")" "completed|3000"
 
 # ---- bad input ----------------------------------------------------------
-for url in "redis://localhost:6379/0" "mysql://bob:hunter2@db/orch" "postgress://bob:hunter2@/orch"; do
+for url in "mongodb://localhost:27017/0" "mysql://bob:hunter2@db/orch" "postgress://bob:hunter2@/orch"; do
   scheme=${url%%://*}
   run_orch bad.log run slow.lua --db "$url"
   expect_eq "$scheme:// is refused: exit 2" "$RC" 2
-  expect_grep "$scheme:// names the scheme and the accepted ones" "no state store backend for $scheme:// URLs \(orch takes postgres:// or postgresql:// URLs, a file path or :memory:\)" bad.log
+  expect_grep "$scheme:// names the scheme and the accepted ones" "no state store backend for $scheme:// URLs \(orch takes postgres://, postgresql://, redis:// or unix:// URLs, a file path or :memory:\)" bad.log
   if grep -q hunter2 bad.log; then bad "$scheme://: the password is shown"; else ok "$scheme://: the password is masked"; fi
 done
-if [ -z "$(ls -A | grep -E '^(redis|mysql|postgress):')" ]; then ok "no file was made of a URL"; else bad "a URL became a file: $(ls)"; fi
+if [ -z "$(ls -A | grep -E '^(mongodb|mysql|postgress):')" ]; then ok "no file was made of a URL"; else bad "a URL became a file: $(ls)"; fi
 
 run_orch unreach.log run slow.lua --db "postgres://orch:hunter2@/orch?host=$WORK/nowhere"
 expect_eq "an unreachable server: exit 2" "$RC" 2

@@ -12,22 +12,27 @@ local function entry(text)
 end
 
 -- The backend under test: ORCH_TEST_STORE=sqlite (default: a file),
--- memory or postgres (the server at ORCH_TEST_PG_URL; tests/with_pg.sh).
+-- memory, postgres (the server at ORCH_TEST_PG_URL; tests/with_pg.sh) or
+-- redis (the server at ORCH_TEST_REDIS_URL; tests/with_redis.sh).
 local backend = os.getenv("ORCH_TEST_STORE") or "sqlite"
+assert(({ sqlite = 1, memory = 1, postgres = 1, redis = 1 })[backend], "ORCH_TEST_STORE=" .. backend .. ": not a backend")
 local pg_url = os.getenv("ORCH_TEST_PG_URL")
 assert(backend ~= "postgres" or pg_url, "ORCH_TEST_STORE=postgres needs ORCH_TEST_PG_URL (run through tests/with_pg.sh)")
+local redis_url = os.getenv("ORCH_TEST_REDIS_URL")
+assert(backend ~= "redis" or redis_url, "ORCH_TEST_STORE=redis needs ORCH_TEST_REDIS_URL (run through tests/with_redis.sh)")
+local server_url = backend == "postgres" and pg_url or redis_url
 
 -- A store with no journal entries and no runs of these tests.
 local function fresh()
   if backend == "memory" then
     return assert(store.open(":memory:")), ":memory:"
   end
-  if backend == "postgres" then
-    local st = assert(store.open(pg_url))
+  if backend == "postgres" or backend == "redis" then
+    local st = assert(store.open(server_url))
     assert(st:journal_prune(math.maxinteger))
     st:run_delete("r1")
     st:run_delete("r2")
-    return st, pg_url
+    return st, server_url
   end
   local path = os.tmpname()
   os.remove(path)
@@ -182,6 +187,9 @@ describe("orch.log.mask", function()
     assert.are.equal("postgres:///orch?user=u&password=***: cannot connect",
       mask("postgres:///orch?user=u&password=pw: cannot connect"))
     assert.are.equal("no runs yet in postgres://sam@db/orch", mask("no runs yet in postgres://sam@db/orch"))
+    assert.are.equal("redis://:***@cache:6379/0: cannot log in", mask("redis://:pw@cache:6379/0: cannot log in"))
+    assert.are.equal("unix:///run/redis.sock?db=2&password=***: cannot connect",
+      mask("unix:///run/redis.sock?db=2&password=pw: cannot connect"))
     assert.are.equal("no run 'x' in .orch/state.db", mask("no run 'x' in .orch/state.db"))
     assert.are.equal("row 3 (key a:b@c): failed", mask("row 3 (key a:b@c): failed"))
   end)

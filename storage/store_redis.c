@@ -1,0 +1,1199 @@
+/* store_redis.c — the Redis backend of the state store (store.h), over
+ * hiredis: one connection per store; every operation that writes more
+ * than one key, or checks before it writes, is one server-side Lua script
+ * (store_redis_scripts.c, which also lists the keys), so a crash of orch
+ * at any moment leaves all of one or none of it. A checkpoint is sealed
+ * with the seq the run's checkpoints say comes next and written by a
+ * script that checks that seq is still next (another writer of the run
+ * makes it seal again). The connection, the checks at open and the script
+ * calls are store_redis_conn.c's.
+ * Pure C: depends on libc, hiredis and store.c's shared helpers. Mementos
+ * arrive compressed and leave as stored. */
+#include "store.h"
+#include "store_impl.h"
+#include "store_redis_impl.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static struct rd_store *rd_of(struct orch_store *st)
+{
+    return (struct rd_store *)st;
+}
+
+/* A write through a read-only store is refused before it is sent. */
+static int rd_writable(struct rd_store *st, const char *what)
+{
+    if (!st->readonly)
+        return 0;
+    return orch_redis_fail(st, "%s: the store is open read-only", what);
+}
+
+/* ---- replies ---------------------------------------------------------- */
+
+/* The value of field name in an HGETALL reply, or NULL. */
+static const redisReply *rd_field(const redisReply *h, const char *name)
+{
+    if (h == NULL || h->type != REDIS_REPLY_ARRAY)
+        return NULL;
+    for (size_t i = 0; i + 1 < h->elements; i += 2) {
+        const redisReply *k = h->element[i];
+        if (k->type == REDIS_REPLY_STRING && strcmp(k->str, name) == 0)
+            return h->element[i + 1];
+    }
+    return NULL;
+}
+
+static char *rd_dup(const redisReply *h, const char *name, int *oom)
+{
+    const redisReply *v = rd_field(h, name);
+    if (v == NULL || v->type != REDIS_REPLY_STRING)
+        return NULL;
+    char *p = malloc(v->len + 1);
+    if (p == NULL) {
+        *oom = 1;
+        return NULL;
+    }
+    memcpy(p, v->str, v->len);
+    p[v->len] = '\0';
+    return p;
+}
+
+static int64_t rd_int(const redisReply *h, const char *name)
+{
+    const redisReply *v = rd_field(h, name);
+    return v != NULL && v->type == REDIS_REPLY_STRING ? strtoll(v->str, NULL, 10) : 0;
+}
+
+static double rd_dbl(const redisReply *h, const char *name)
+{
+    const redisReply *v = rd_field(h, name);
+    return v != NULL && v->type == REDIS_REPLY_STRING ? strtod(v->str, NULL) : 0.0;
+}
+
+/* An integer reply's value, or fallback for any other reply. */
+static int64_t rd_reply_int(const redisReply *r, int64_t fallback)
+{
+    return r != NULL && r->type == REDIS_REPLY_INTEGER ? r->integer : fallback;
+}
+
+/* Runs script i and returns its integer reply, or -2 (st->err set) when
+ * it failed; a reply that is not an integer reads as -3. */
+static int64_t rd_eval_int(struct rd_store *st, enum rd_script i, struct rd_args *a, const char *what)
+{
+    redisReply *r = orch_redis_eval(st, i, a, what);
+    rd_args_free(a);
+    if (r == NULL)
+        return -2;
+    int64_t n = rd_reply_int(r, -3);
+    freeReplyObject(r);
+    return n;
+}
+
+/* ---- runs ------------------------------------------------------------- */
+
+static void pair_s(struct rd_args *a, int *n, const char *name, const char *v)
+{
+    if (v == NULL)
+        return;
+    rd_arg_s(a, name);
+    rd_arg_s(a, v);
+    (*n)++;
+}
+
+static void pair_i(struct rd_args *a, int *n, const char *name, int64_t v)
+{
+    rd_arg_s(a, name);
+    rd_arg_i(a, v);
+    (*n)++;
+}
+
+/* The count of the pairs put after index at, written into that slot. */
+static void put_count(struct rd_args *a, int at, int n)
+{
+    if (a->oom || at >= a->n)
+        return; /* the placeholder never went in: the call fails on oom */
+    char num[16];
+    snprintf(num, sizeof num, "%d", n);
+    char *copy = strdup(num);
+    if (copy == NULL) {
+        a->oom = 1;
+        return;
+    }
+    free(a->v[at]);
+    a->v[at] = copy;
+    a->len[at] = strlen(copy);
+}
+
+/* Adds the fields run_update writes, as "set" pairs then "delete" names
+ * (error and owner_host when NULL). */
+static void args_run_update(struct rd_args *a, const struct orch_run *r, int64_t now)
+{
+    int at = a->n, n = 0;
+    rd_arg_s(a, "0");
+    pair_s(a, &n, "status", orch_run_status_name(r->status));
+    pair_s(a, &n, "error", r->error);
+    pair_s(a, &n, "owner_host", r->owner_host);
+    pair_i(a, &n, "owner_pid", r->owner_pid);
+    pair_i(a, &n, "heartbeat_ms", r->heartbeat_ms);
+    pair_i(a, &n, "finished_ms", r->finished_ms);
+    pair_i(a, &n, "rows_done", r->rows_done);
+    pair_i(a, &n, "rows_ok", r->rows_ok);
+    pair_i(a, &n, "rows_failed", r->rows_failed);
+    pair_i(a, &n, "rows_dropped", r->rows_dropped);
+    pair_i(a, &n, "rows_defaulted", r->rows_defaulted);
+    pair_i(a, &n, "llm_calls", r->llm_calls);
+    pair_i(a, &n, "tokens_in", r->tokens_in);
+    pair_i(a, &n, "tokens_out", r->tokens_out);
+    rd_arg_s(a, "cost_usd");
+    rd_arg_d(a, r->cost_usd);
+    n++;
+    pair_i(a, &n, "recoveries", r->recoveries);
+    pair_i(a, &n, "updated_ms", now);
+    put_count(a, at, n);
+    rd_arg_i(a, (r->error == NULL) + (r->owner_host == NULL));
+    if (r->error == NULL)
+        rd_arg_s(a, "error");
+    if (r->owner_host == NULL)
+        rd_arg_s(a, "owner_host");
+}
+
+static int rd_run_create(struct orch_store *base, const struct orch_run *r)
+{
+    struct rd_store *st = rd_of(base);
+    char what[300];
+    snprintf(what, sizeof what, "cannot create run %s", r->id != NULL ? r->id : "(null)");
+    if (rd_writable(st, what) != 0)
+        return -1;
+    if (r->id == NULL)
+        return orch_redis_fail(st, "%s: it has no id", what);
+    int64_t created = r->created_ms != 0 ? r->created_ms : orch_store_now_ms();
+    struct rd_args a = {0};
+    rd_arg_s(&a, r->id);
+    int at = a.n, n = 0;
+    rd_arg_s(&a, "0");
+    pair_s(&a, &n, "id", r->id);
+    pair_s(&a, &n, "name", r->name);
+    pair_s(&a, &n, "identity", r->identity);
+    pair_s(&a, &n, "workflow_path", r->workflow_path);
+    pair_s(&a, &n, "workflow_hash", r->workflow_hash);
+    pair_s(&a, &n, "input", r->input);
+    pair_s(&a, &n, "input_fp", r->input_fp);
+    pair_s(&a, &n, "params", r->params);
+    pair_s(&a, &n, "output", r->output);
+    pair_i(&a, &n, "created_ms", created);
+    put_count(&a, at, n);
+    /* the rest as run_update writes it, updated_ms included */
+    struct rd_args u = {0};
+    args_run_update(&u, r, r->updated_ms != 0 ? r->updated_ms : created);
+    int extra = u.oom ? 0 : (int)strtol(u.v[0], NULL, 10);
+    for (int i = 1; i <= 2 * extra && !u.oom; i++)
+        rd_arg(&a, u.v[i], u.len[i]);
+    put_count(&a, at, n + extra);
+    a.oom |= u.oom;
+    rd_args_free(&u);
+    return rd_eval_int(st, RD_RUN_CREATE, &a, what) < 0 ? -1 : 0;
+}
+
+/* Fills out (zeroed first) from an HGETALL of a run and its checkpoint
+ * count. 0, or -1 when memory runs out (out cleared). */
+static int rd_run_row(const redisReply *h, int64_t cps, struct orch_run *out)
+{
+    int oom = 0;
+    memset(out, 0, sizeof *out);
+    out->id = rd_dup(h, "id", &oom);
+    out->name = rd_dup(h, "name", &oom);
+    out->identity = rd_dup(h, "identity", &oom);
+    out->workflow_path = rd_dup(h, "workflow_path", &oom);
+    out->workflow_hash = rd_dup(h, "workflow_hash", &oom);
+    out->input = rd_dup(h, "input", &oom);
+    out->input_fp = rd_dup(h, "input_fp", &oom);
+    out->params = rd_dup(h, "params", &oom);
+    out->output = rd_dup(h, "output", &oom);
+    out->error = rd_dup(h, "error", &oom);
+    out->owner_host = rd_dup(h, "owner_host", &oom);
+    const redisReply *s = rd_field(h, "status");
+    int status = s != NULL ? orch_run_status_parse(s->str) : -1;
+    out->status = status >= 0 ? (enum orch_run_status)status : ORCH_RUN_FAILED;
+    out->owner_pid = rd_int(h, "owner_pid");
+    out->heartbeat_ms = rd_int(h, "heartbeat_ms");
+    out->created_ms = rd_int(h, "created_ms");
+    out->updated_ms = rd_int(h, "updated_ms");
+    out->finished_ms = rd_int(h, "finished_ms");
+    out->rows_done = rd_int(h, "rows_done");
+    out->rows_ok = rd_int(h, "rows_ok");
+    out->rows_failed = rd_int(h, "rows_failed");
+    out->rows_dropped = rd_int(h, "rows_dropped");
+    out->rows_defaulted = rd_int(h, "rows_defaulted");
+    out->llm_calls = rd_int(h, "llm_calls");
+    out->tokens_in = rd_int(h, "tokens_in");
+    out->tokens_out = rd_int(h, "tokens_out");
+    out->cost_usd = rd_dbl(h, "cost_usd");
+    out->recoveries = rd_int(h, "recoveries");
+    out->checkpoints = cps;
+    if (oom) {
+        orch_run_clear(out);
+        return -1;
+    }
+    return 0;
+}
+
+/* One key's name under the prefix: prefix + a + b (+ ":" + c). */
+static void rd_key(struct rd_store *st, char *out, size_t outlen, const char *a, const char *b)
+{
+    snprintf(out, outlen, "%s%s%s", st->url.prefix, a, b);
+}
+
+static int rd_run_get(struct orch_store *base, const char *id, struct orch_run *out)
+{
+    struct rd_store *st = rd_of(base);
+    char key[600], cps[600];
+    rd_key(st, key, sizeof key, "run:", id);
+    rd_key(st, cps, sizeof cps, "cps:", id);
+    struct rd_args a = {0};
+    rd_arg_s(&a, "HGETALL");
+    rd_arg_s(&a, key);
+    redisReply *h = orch_redis_cmd(st, &a, "cannot read run");
+    rd_args_free(&a);
+    if (h == NULL)
+        return -1;
+    if (h->type != REDIS_REPLY_ARRAY || h->elements == 0) {
+        int err = h->type == REDIS_REPLY_ERROR;
+        if (err)
+            orch_redis_fail(st, "cannot read run %s: %s", id, h->str);
+        freeReplyObject(h);
+        return err ? -1 : 0;
+    }
+    rd_arg_s(&a, "ZCARD");
+    rd_arg_s(&a, cps);
+    redisReply *n = orch_redis_cmd(st, &a, "cannot read run");
+    rd_args_free(&a);
+    int ret = n == NULL ? -1 : 1;
+    if (ret == 1 && rd_run_row(h, rd_reply_int(n, 0), out) != 0)
+        ret = orch_redis_fail(st, "cannot read run %s: out of memory", id);
+    freeReplyObject(n);
+    freeReplyObject(h);
+    return ret;
+}
+
+/* RD_RUN_SCAN's matches, newest first (created_ms, then creation order). */
+struct rd_runs {
+    redisReply *r;
+    size_t n;
+    size_t *order;
+};
+
+static const redisReply *scan_at(const redisReply *r, size_t i)
+{
+    return r->element[2 * i];
+}
+
+static const redisReply *scan_sort_r;
+
+static int scan_cmp(const void *pa, const void *pb)
+{
+    const redisReply *a = scan_at(scan_sort_r, *(const size_t *)pa);
+    const redisReply *b = scan_at(scan_sort_r, *(const size_t *)pb);
+    int64_t ca = rd_int(a, "created_ms"), cb = rd_int(b, "created_ms");
+    if (ca != cb)
+        return ca > cb ? -1 : 1;
+    int64_t oa = rd_int(a, "ord"), ob = rd_int(b, "ord");
+    return (oa < ob) - (oa > ob);
+}
+
+/* Runs matching the filter (identity non-NULL: the unfinished ones of
+ * it), sorted. 0 or -1. */
+static int rd_scan(struct rd_store *st, const struct orch_run_filter *f, const char *identity,
+                   struct rd_runs *out, const char *what)
+{
+    struct rd_args a = {0};
+    rd_arg_s(&a, f->status);
+    rd_arg_s(&a, f->name);
+    rd_arg_i(&a, f->since_ms);
+    rd_arg_i(&a, f->until_ms);
+    rd_arg_s(&a, identity);
+    rd_arg_s(&a, identity != NULL ? "1" : "0");
+    memset(out, 0, sizeof *out);
+    redisReply *r = orch_redis_eval(st, RD_RUN_SCAN, &a, what);
+    rd_args_free(&a);
+    if (r == NULL)
+        return -1;
+    if (r->type != REDIS_REPLY_ARRAY) {
+        freeReplyObject(r);
+        return orch_redis_fail(st, "%s: unexpected reply", what);
+    }
+    out->r = r;
+    out->n = r->elements / 2;
+    out->order = malloc((out->n + 1) * sizeof *out->order);
+    if (out->order == NULL) {
+        freeReplyObject(r);
+        return orch_redis_fail(st, "%s: out of memory", what);
+    }
+    for (size_t i = 0; i < out->n; i++)
+        out->order[i] = i;
+    scan_sort_r = r;
+    qsort(out->order, out->n, sizeof *out->order, scan_cmp);
+    return 0;
+}
+
+static void rd_runs_free(struct rd_runs *rs)
+{
+    freeReplyObject(rs->r);
+    free(rs->order);
+}
+
+/* The run at sorted index i of rs into out. 0 or -1 (out of memory). */
+static int rd_runs_get(const struct rd_runs *rs, size_t i, struct orch_run *out)
+{
+    size_t k = rs->order[i];
+    return rd_run_row(rs->r->element[2 * k], rd_reply_int(rs->r->element[2 * k + 1], 0), out);
+}
+
+static int rd_run_find_unfinished(struct orch_store *base, const char *identity, struct orch_run *out)
+{
+    struct rd_store *st = rd_of(base);
+    struct orch_run_filter none = {0};
+    struct rd_runs rs;
+    const char *what = "cannot look up unfinished runs";
+    if (identity == NULL || identity[0] == '\0')
+        return 0;
+    if (rd_scan(st, &none, identity, &rs, what) != 0)
+        return -1;
+    int ret = rs.n > 0 ? 1 : 0;
+    if (ret == 1 && rd_runs_get(&rs, 0, out) != 0)
+        ret = orch_redis_fail(st, "%s: out of memory", what);
+    rd_runs_free(&rs);
+    return ret;
+}
+
+static int rd_run_list(struct orch_store *base, const struct orch_run_filter *f, orch_run_cb cb, void *ud)
+{
+    struct rd_store *st = rd_of(base);
+    struct orch_run_filter none = {0};
+    struct rd_runs rs;
+    if (rd_scan(st, f != NULL ? f : &none, NULL, &rs, "cannot list runs") != 0)
+        return -1;
+    int ret = 0;
+    for (size_t i = 0; i < rs.n; i++) {
+        struct orch_run run;
+        if (rd_runs_get(&rs, i, &run) != 0) {
+            ret = orch_redis_fail(st, "cannot list runs: out of memory");
+            break;
+        }
+        int stop = cb(ud, &run);
+        orch_run_clear(&run);
+        if (stop)
+            break;
+    }
+    rd_runs_free(&rs);
+    return ret;
+}
+
+static int rd_run_update(struct orch_store *base, const struct orch_run *r)
+{
+    struct rd_store *st = rd_of(base);
+    if (rd_writable(st, "cannot update run") != 0)
+        return -1;
+    struct rd_args a = {0};
+    rd_arg_s(&a, r->id);
+    args_run_update(&a, r, orch_store_now_ms());
+    int64_t n = rd_eval_int(st, RD_RUN_UPDATE, &a, "cannot update run");
+    if (n == 0)
+        return orch_redis_fail(st, "cannot update run %s: no such run", r->id);
+    return n == 1 ? 0 : -1;
+}
+
+static int rd_run_claim(struct orch_store *base, const char *id, int64_t pid, const char *host,
+                        int64_t now_ms, int64_t expect_pid, int64_t expect_heartbeat_ms)
+{
+    struct rd_store *st = rd_of(base);
+    if (rd_writable(st, "cannot claim run") != 0)
+        return -1;
+    struct rd_args a = {0};
+    rd_arg_s(&a, id);
+    rd_arg_i(&a, pid);
+    rd_arg_s(&a, host);
+    rd_arg_i(&a, now_ms);
+    rd_arg_i(&a, expect_pid);
+    rd_arg_i(&a, expect_heartbeat_ms);
+    int64_t n = rd_eval_int(st, RD_RUN_CLAIM, &a, "cannot claim run");
+    return n < 0 ? -1 : n == 1;
+}
+
+static int rd_run_heartbeat(struct orch_store *base, const char *id, int64_t now_ms)
+{
+    struct rd_store *st = rd_of(base);
+    if (rd_writable(st, "cannot record a heartbeat") != 0)
+        return -1;
+    struct rd_args a = {0};
+    rd_arg_s(&a, id);
+    rd_arg_i(&a, now_ms);
+    int64_t n = rd_eval_int(st, RD_RUN_HEARTBEAT, &a, "cannot record a heartbeat");
+    if (n == 0)
+        return orch_redis_fail(st, "cannot record the heartbeat of run %s: no such run", id);
+    return n == 1 ? 0 : -1;
+}
+
+static int rd_run_delete(struct orch_store *base, const char *id)
+{
+    struct rd_store *st = rd_of(base);
+    if (rd_writable(st, "cannot delete a run") != 0)
+        return -1;
+    struct rd_args a = {0};
+    rd_arg_s(&a, id);
+    int64_t n = rd_eval_int(st, RD_RUN_DELETE, &a, "cannot delete a run");
+    return n < 0 ? -1 : n == 1;
+}
+
+/* ---- checkpoints ------------------------------------------------------ */
+
+/* The seq the run's next checkpoint gets. 0 or -1. */
+static int rd_next_seq(struct rd_store *st, const char *run_id, int64_t *seq, const char *what)
+{
+    char key[600];
+    rd_key(st, key, sizeof key, "cps:", run_id);
+    struct rd_args a = {0};
+    rd_arg_s(&a, "ZREVRANGE");
+    rd_arg_s(&a, key);
+    rd_arg_s(&a, "0");
+    rd_arg_s(&a, "0");
+    redisReply *r = orch_redis_cmd(st, &a, what);
+    rd_args_free(&a);
+    if (r == NULL)
+        return -1;
+    *seq = 1;
+    if (r->type == REDIS_REPLY_ARRAY && r->elements == 1 && r->element[0]->type == REDIS_REPLY_STRING)
+        *seq = strtoll(r->element[0]->str, NULL, 10) + 1;
+    freeReplyObject(r);
+    return 0;
+}
+
+/* One result as stored: "CPSEQ|SLEN|KLEN|ELEN|DLEN|" then status, key,
+ * error and data bytes; a length of -1 is NULL. */
+static void arg_result(struct rd_args *a, const struct orch_result *x, int64_t cpseq)
+{
+    char head[160];
+    long long klen = x->key != NULL ? (long long)strlen(x->key) : -1;
+    long long elen = x->error != NULL ? (long long)strlen(x->error) : -1;
+    long long dlen = x->data != NULL ? (long long)x->data_len : -1;
+    int h = snprintf(head, sizeof head, "%lld|%zu|%lld|%lld|%lld|", (long long)cpseq, strlen(x->status), klen,
+                     elen, dlen);
+    size_t total = (size_t)h + strlen(x->status) + (size_t)(klen > 0 ? klen : 0) +
+                   (size_t)(elen > 0 ? elen : 0) + (size_t)(dlen > 0 ? dlen : 0);
+    char *buf = malloc(total + 1);
+    if (buf == NULL) {
+        a->oom = 1;
+        return;
+    }
+    size_t at = 0;
+    memcpy(buf, head, (size_t)h);
+    at += (size_t)h;
+    memcpy(buf + at, x->status, strlen(x->status));
+    at += strlen(x->status);
+    if (klen > 0)
+        memcpy(buf + at, x->key, (size_t)klen);
+    at += (size_t)(klen > 0 ? klen : 0);
+    if (elen > 0)
+        memcpy(buf + at, x->error, (size_t)elen);
+    at += (size_t)(elen > 0 ? elen : 0);
+    if (dlen > 0)
+        memcpy(buf + at, x->data, (size_t)dlen);
+    rd_arg(a, buf, total);
+    free(buf);
+}
+
+/* The checkpoint's fields as pairs. */
+static void args_checkpoint(struct rd_args *a, const struct orch_checkpoint_seal *seal)
+{
+    const struct orch_checkpoint *c = seal->c;
+    int at = a->n, n = 0;
+    rd_arg_s(a, "0");
+    pair_s(a, &n, "name", c->name);
+    pair_s(a, &n, "reason", c->reason);
+    pair_i(a, &n, "created_ms", seal->created_ms);
+    pair_i(a, &n, "input_offset", c->input_offset);
+    pair_i(a, &n, "input_line", c->input_line);
+    pair_i(a, &n, "input_index", c->input_index);
+    pair_i(a, &n, "output_offset", c->output_offset);
+    pair_i(a, &n, "errors_offset", c->errors_offset);
+    rd_arg_s(a, "memento");
+    rd_arg(a, seal->packed, seal->packed_len);
+    n++;
+    pair_i(a, &n, "memento_len", (int64_t)c->memento_len);
+    pair_s(a, &n, "checksum", seal->sum);
+    pair_i(a, &n, "bytes", seal->bytes);
+    rd_arg_s(a, "duration_ms");
+    rd_arg_d(a, orch_store_mono_ms() - seal->t0);
+    n++;
+    put_count(a, at, n);
+}
+
+/* The values of RD_CP_WRITE for a checkpoint sealed seq. */
+static void args_cp_write(struct rd_args *a, const struct orch_run *run,
+                          const struct orch_checkpoint_seal *seal, const struct orch_result *res, size_t nres,
+                          const struct orch_kv *state, size_t nstate)
+{
+    rd_arg_s(a, run->id);
+    rd_arg_i(a, seal->seq);
+    args_run_update(a, run, orch_store_now_ms());
+    args_checkpoint(a, seal);
+    rd_arg_i(a, (int64_t)nres);
+    for (size_t i = 0; i < nres; i++) {
+        rd_arg_i(a, res[i].seq);
+        arg_result(a, &res[i], seal->seq);
+    }
+    size_t set = 0;
+    for (size_t i = 0; i < nstate; i++)
+        set += state[i].value != NULL;
+    rd_arg_i(a, (int64_t)set);
+    for (size_t i = 0; i < nstate; i++) {
+        if (state[i].value == NULL)
+            continue;
+        rd_arg_s(a, state[i].key);
+        rd_arg(a, state[i].value, state[i].value_len);
+    }
+    rd_arg_i(a, (int64_t)(nstate - set));
+    for (size_t i = 0; i < nstate; i++) {
+        if (state[i].value == NULL)
+            rd_arg_s(a, state[i].key);
+    }
+}
+
+/* Remembers the seq run_id's next checkpoint takes (forgotten when the
+ * copy cannot be made: the next write reads it). */
+static void rd_remember_seq(struct rd_store *st, const char *run_id, int64_t next)
+{
+    if (st->seq_run == NULL || strcmp(st->seq_run, run_id) != 0) {
+        free(st->seq_run);
+        st->seq_run = strdup(run_id);
+    }
+    st->seq_next = next;
+}
+
+/* One script: the results, the state, the run's counters and the
+ * checkpoint, under the seq it was sealed with. Should another writer of
+ * the run have taken that seq, the script writes nothing and says which
+ * is next: sealed again with it. A reply lost with the connection is
+ * sent again on a new one: if the first did land, the second writes the
+ * same cursor and results once more under the next seq, and resuming from
+ * either gives the same run. */
+static int rd_checkpoint_write(struct orch_store *base, const struct orch_run *run,
+                               struct orch_checkpoint_seal *seal, const struct orch_result *res, size_t nres,
+                               const struct orch_kv *state, size_t nstate)
+{
+    struct rd_store *st = rd_of(base);
+    char what[300];
+    snprintf(what, sizeof what, "cannot store a checkpoint of run %s", run->id);
+    if (rd_writable(st, what) != 0)
+        return -1;
+    for (size_t i = 0; i < nres; i++) {
+        if (res[i].status == NULL)
+            return orch_redis_fail(st, "cannot store result %lld of run %s: it has no status",
+                                   (long long)res[i].seq, run->id);
+    }
+    int64_t seq = 0;
+    if (st->seq_run != NULL && strcmp(st->seq_run, run->id) == 0)
+        seq = st->seq_next;
+    else if (rd_next_seq(st, run->id, &seq, what) != 0)
+        return -1;
+    for (int attempt = 0; attempt < 16; attempt++) {
+        if (orch_checkpoint_seal(base, run->id, seal, seq) != 0)
+            return -1;
+        struct rd_args a = {0};
+        args_cp_write(&a, run, seal, res, nres, state, nstate);
+        int64_t rc = rd_eval_int(st, RD_CP_WRITE, &a, what);
+        if (rc == 0) {
+            rd_remember_seq(st, run->id, seq + 1);
+            return 0;
+        }
+        if (rc == -1)
+            return orch_redis_fail(st, "cannot update run %s: no such run", run->id);
+        if (rc < 0)
+            return -1;
+        seq = rc;
+    }
+    return orch_redis_fail(st, "%s: other writers of the run kept taking its next checkpoint number", what);
+}
+
+/* Fills p from an HGETALL of a checkpoint. 0, or -1 (out of memory). */
+static int rd_checkpoint_row(const redisReply *h, int64_t seq, struct orch_checkpoint_packed *p)
+{
+    int oom = 0;
+    memset(p, 0, sizeof *p);
+    struct orch_checkpoint *c = &p->c;
+    c->seq = seq;
+    c->name = rd_dup(h, "name", &oom);
+    c->reason = rd_dup(h, "reason", &oom);
+    c->created_ms = rd_int(h, "created_ms");
+    c->input_offset = rd_int(h, "input_offset");
+    c->input_line = rd_int(h, "input_line");
+    c->input_index = rd_int(h, "input_index");
+    c->output_offset = rd_int(h, "output_offset");
+    c->errors_offset = rd_int(h, "errors_offset");
+    c->checksum = rd_dup(h, "checksum", &oom);
+    c->bytes = rd_int(h, "bytes");
+    c->duration_ms = rd_dbl(h, "duration_ms");
+    p->raw_len = rd_int(h, "memento_len");
+    const redisReply *m = rd_field(h, "memento");
+    if (m != NULL && m->type == REDIS_REPLY_STRING) {
+        c->memento = rd_dup(h, "memento", &oom);
+        c->memento_len = c->memento != NULL ? m->len : 0;
+    }
+    if (oom) {
+        orch_checkpoint_clear(c);
+        return -1;
+    }
+    return 0;
+}
+
+/* The run's checkpoint seqs: just seq when seq > 0, else all in order. */
+static redisReply *rd_cp_seqs(struct rd_store *st, const char *run_id, int newest_first, const char *what)
+{
+    char key[600];
+    rd_key(st, key, sizeof key, "cps:", run_id);
+    struct rd_args a = {0};
+    rd_arg_s(&a, newest_first ? "ZREVRANGE" : "ZRANGE");
+    rd_arg_s(&a, key);
+    rd_arg_s(&a, "0");
+    rd_arg_s(&a, "-1");
+    redisReply *r = orch_redis_cmd(st, &a, what);
+    rd_args_free(&a);
+    return r;
+}
+
+/* HGETALL of checkpoint seq handed to cb; 0 when it is gone. */
+static int rd_cp_one(struct rd_store *st, const char *run_id, int64_t seq, const char *what,
+                     orch_packed_cb cb, void *ud)
+{
+    char key[700], num[32];
+    snprintf(num, sizeof num, ":%lld", (long long)seq);
+    snprintf(key, sizeof key, "%scp:%s%s", st->url.prefix, run_id, num);
+    struct rd_args a = {0};
+    rd_arg_s(&a, "HGETALL");
+    rd_arg_s(&a, key);
+    redisReply *h = orch_redis_cmd(st, &a, what);
+    rd_args_free(&a);
+    if (h == NULL)
+        return -1;
+    int ret = 0;
+    if (h->type == REDIS_REPLY_ARRAY && h->elements > 0) {
+        struct orch_checkpoint_packed row;
+        ret = rd_checkpoint_row(h, seq, &row) != 0 ? orch_redis_fail(st, "%s: out of memory", what)
+                                                   : cb(ud, &row);
+    }
+    freeReplyObject(h);
+    return ret;
+}
+
+/* One at a time, so latest reads no more than it needs. */
+static int rd_checkpoint_scan(struct orch_store *base, const char *run_id, int64_t seq, int newest_first,
+                              const char *what, orch_packed_cb cb, void *ud)
+{
+    struct rd_store *st = rd_of(base);
+    if (seq > 0)
+        return rd_cp_one(st, run_id, seq, what, cb, ud);
+    redisReply *r = rd_cp_seqs(st, run_id, newest_first, what);
+    if (r == NULL)
+        return -1;
+    int ret = 0;
+    for (size_t i = 0; r->type == REDIS_REPLY_ARRAY && i < r->elements && ret == 0; i++)
+        ret = rd_cp_one(st, run_id, strtoll(r->element[i]->str, NULL, 10), what, cb, ud);
+    freeReplyObject(r);
+    return ret;
+}
+
+static int rd_checkpoint_rollback(struct orch_store *base, const char *run_id, int64_t seq)
+{
+    struct rd_store *st = rd_of(base);
+    char what[300];
+    snprintf(what, sizeof what, "cannot roll run %s back to checkpoint %lld", run_id, (long long)seq);
+    if (rd_writable(st, what) != 0)
+        return -1;
+    struct rd_args a = {0};
+    rd_arg_s(&a, run_id);
+    rd_arg_i(&a, seq);
+    return rd_eval_int(st, RD_CP_ROLLBACK, &a, what) < 0 ? -1 : 0;
+}
+
+/* ---- results, events, state ------------------------------------------- */
+
+/* HGETALL or LRANGE of one of the run's keys (kind "res:", ...). */
+static redisReply *rd_read_all(struct rd_store *st, const char *cmd, const char *kind, const char *run_id,
+                               const char *what)
+{
+    char key[600];
+    rd_key(st, key, sizeof key, kind, run_id);
+    struct rd_args a = {0};
+    rd_arg_s(&a, cmd);
+    rd_arg_s(&a, key);
+    if (strcmp(cmd, "LRANGE") == 0) {
+        rd_arg_s(&a, "0");
+        rd_arg_s(&a, "-1");
+    }
+    redisReply *r = orch_redis_cmd(st, &a, what);
+    rd_args_free(&a);
+    if (r != NULL && r->type != REDIS_REPLY_ARRAY) {
+        orch_redis_fail(st, "%s: %s", what, r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply");
+        freeReplyObject(r);
+        return NULL;
+    }
+    return r;
+}
+
+/* Reads "N|" from *p (within end): the number, *p past the bar. */
+static long long take_num(const char **p, const char *end, int *bad)
+{
+    char *stop = NULL;
+    long long n = strtoll(*p, &stop, 10);
+    if (stop == *p || stop >= end || *stop != '|')
+        *bad = 1;
+    else
+        *p = stop + 1;
+    return n;
+}
+
+/* A stored result (arg_result's layout) into x, pointing into v. */
+static int parse_result(const redisReply *f, const redisReply *v, struct orch_result *x, char *strs[3])
+{
+    int bad = 0;
+    const char *p = v->str, *end = v->str + v->len;
+    take_num(&p, end, &bad);
+    long long len[4];
+    for (int i = 0; i < 4; i++)
+        len[i] = bad ? 0 : take_num(&p, end, &bad);
+    size_t need = 0;
+    for (int i = 0; i < 4; i++)
+        need += len[i] > 0 ? (size_t)len[i] : 0;
+    if (bad || (size_t)(end - p) != need)
+        return -1;
+    x->seq = strtoll(f->str, NULL, 10);
+    const char *at = p;
+    for (int i = 0; i < 3; i++) {
+        strs[i] = NULL;
+        if (len[i] < 0)
+            continue;
+        strs[i] = strndup(at, (size_t)len[i]);
+        at += len[i];
+    }
+    x->status = strs[0];
+    x->key = strs[1];
+    x->error = strs[2];
+    x->data = len[3] >= 0 ? at : NULL;
+    x->data_len = len[3] >= 0 ? (size_t)len[3] : 0;
+    return 0;
+}
+
+/* The reply whose field names sort_pairs compares (qsort has no user
+ * argument; the store is used by one thread). */
+static const redisReply *pairs_r;
+
+static int cmp_seq_pair(const void *pa, const void *pb)
+{
+    long long a = strtoll(pairs_r->element[*(const size_t *)pa]->str, NULL, 10);
+    long long b = strtoll(pairs_r->element[*(const size_t *)pb]->str, NULL, 10);
+    return (a > b) - (a < b);
+}
+
+static int cmp_str_pair(const void *pa, const void *pb)
+{
+    return strcmp(pairs_r->element[*(const size_t *)pa]->str, pairs_r->element[*(const size_t *)pb]->str);
+}
+
+/* The indices of an HGETALL reply's field names (each followed by its
+ * value) sorted by cmp; *n their number. NULL with *oom set when memory
+ * runs out. */
+static size_t *sort_pairs(const redisReply *r, int (*cmp)(const void *, const void *), size_t *n, int *oom)
+{
+    *n = r->elements / 2;
+    size_t *idx = malloc((*n + 1) * sizeof *idx);
+    if (idx == NULL) {
+        *oom = 1;
+        *n = 0;
+        return NULL;
+    }
+    for (size_t i = 0; i < *n; i++)
+        idx[i] = 2 * i;
+    pairs_r = r;
+    qsort(idx, *n, sizeof *idx, cmp);
+    return idx;
+}
+
+static int rd_result_list(struct orch_store *base, const char *run_id, orch_result_cb cb, void *ud)
+{
+    struct rd_store *st = rd_of(base);
+    char what[300];
+    snprintf(what, sizeof what, "cannot list the results of run %s", run_id);
+    redisReply *r = rd_read_all(st, "HGETALL", "res:", run_id, what);
+    if (r == NULL)
+        return -1;
+    size_t n = 0;
+    int oom = 0, ret = 0;
+    size_t *idx = sort_pairs(r, cmp_seq_pair, &n, &oom);
+    for (size_t i = 0; i < n && ret == 0; i++) {
+        const redisReply *f = r->element[idx[i]], *v = r->element[idx[i] + 1];
+        struct orch_result x;
+        char *strs[3] = {NULL, NULL, NULL};
+        if (parse_result(f, v, &x, strs) != 0) {
+            ret = orch_redis_fail(st, "%s: result %s is damaged", what, f->str);
+            break;
+        }
+        if (x.status == NULL)
+            ret = orch_redis_fail(st, "%s: out of memory", what);
+        else if (cb(ud, &x))
+            n = 0;
+        for (int k = 0; k < 3; k++)
+            free(strs[k]);
+    }
+    if (oom)
+        ret = orch_redis_fail(st, "%s: out of memory", what);
+    free(idx);
+    freeReplyObject(r);
+    return ret;
+}
+
+/* Events are stored "EVID|TS|TLEN|DLEN|" type data (DLEN -1: no data). */
+static int rd_event_add(struct orch_store *base, const char *run_id, const char *type, const char *data)
+{
+    struct rd_store *st = rd_of(base);
+    if (rd_writable(st, "cannot record an event") != 0)
+        return -1;
+    if (type == NULL)
+        return orch_redis_fail(st, "cannot record an event: it has no type");
+    size_t tlen = strlen(type), dlen = data != NULL ? strlen(data) : 0;
+    char head[96];
+    int h = snprintf(head, sizeof head, "%lld|%zu|%lld|", (long long)orch_store_now_ms(), tlen,
+                     data != NULL ? (long long)dlen : -1LL);
+    char *buf = malloc((size_t)h + tlen + dlen + 1);
+    if (buf == NULL)
+        return orch_redis_fail(st, "cannot record an event: out of memory");
+    memcpy(buf, head, (size_t)h);
+    memcpy(buf + h, type, tlen);
+    if (dlen > 0)
+        memcpy(buf + h + tlen, data, dlen);
+    struct rd_args a = {0};
+    rd_arg_s(&a, run_id != NULL ? "1" : "0");
+    rd_arg_s(&a, run_id);
+    rd_arg(&a, buf, (size_t)h + tlen + dlen);
+    free(buf);
+    int64_t n = rd_eval_int(st, RD_EV_ADD, &a, "cannot record an event");
+    if (n == -1)
+        return orch_redis_fail(st, "cannot record an event: no such run %s", run_id);
+    return n > 0 ? 0 : -1;
+}
+
+/* A stored event into e (heap strings). 0, -1 damaged, -2 out of memory. */
+static int parse_event(const redisReply *v, struct orch_event *e)
+{
+    int bad = 0;
+    const char *p = v->str, *end = v->str + v->len;
+    memset(e, 0, sizeof *e);
+    e->id = take_num(&p, end, &bad);
+    e->ts_ms = bad ? 0 : take_num(&p, end, &bad);
+    long long tlen = bad ? 0 : take_num(&p, end, &bad);
+    long long dlen = bad ? 0 : take_num(&p, end, &bad);
+    if (bad || tlen < 0 || (size_t)(end - p) != (size_t)tlen + (size_t)(dlen > 0 ? dlen : 0))
+        return -1;
+    e->type = strndup(p, (size_t)tlen);
+    e->data = dlen >= 0 ? strndup(p + tlen, (size_t)dlen) : NULL;
+    if (e->type == NULL || (dlen >= 0 && e->data == NULL)) {
+        orch_event_clear(e);
+        return -2;
+    }
+    return 0;
+}
+
+static int rd_event_list(struct orch_store *base, const char *run_id, orch_event_cb cb, void *ud)
+{
+    struct rd_store *st = rd_of(base);
+    char what[300];
+    snprintf(what, sizeof what, "cannot list the events of run %s", run_id != NULL ? run_id : "(none)");
+    redisReply *r = run_id != NULL ? rd_read_all(st, "LRANGE", "ev:", run_id, what)
+                                   : rd_read_all(st, "LRANGE", "ev", "", what);
+    if (r == NULL)
+        return -1;
+    int ret = 0;
+    for (size_t i = 0; i < r->elements; i++) {
+        struct orch_event e;
+        int rc = parse_event(r->element[i], &e);
+        if (rc != 0) {
+            ret = orch_redis_fail(st, "%s: %s", what, rc == -2 ? "out of memory" : "an event is damaged");
+            break;
+        }
+        int stop = cb(ud, &e);
+        orch_event_clear(&e);
+        if (stop)
+            break;
+    }
+    freeReplyObject(r);
+    return ret;
+}
+
+static int rd_state_list(struct orch_store *base, const char *run_id, orch_state_cb cb, void *ud)
+{
+    struct rd_store *st = rd_of(base);
+    char what[300];
+    snprintf(what, sizeof what, "cannot list the state of run %s", run_id);
+    redisReply *r = rd_read_all(st, "HGETALL", "state:", run_id, what);
+    if (r == NULL)
+        return -1;
+    size_t n = 0;
+    int oom = 0;
+    size_t *idx = sort_pairs(r, cmp_str_pair, &n, &oom);
+    for (size_t i = 0; i < n; i++) {
+        const redisReply *v = r->element[idx[i] + 1];
+        if (cb(ud, r->element[idx[i]]->str, v->str, v->len))
+            break;
+    }
+    free(idx);
+    freeReplyObject(r);
+    return oom ? orch_redis_fail(st, "%s: out of memory", what) : 0;
+}
+
+static int rd_stats(struct orch_store *base, struct orch_store_stats *out)
+{
+    struct rd_store *st = rd_of(base);
+    memset(out, 0, sizeof *out);
+    struct rd_args a = {0};
+    redisReply *r = orch_redis_eval(st, RD_STATS, &a, "cannot read the store's figures");
+    if (r == NULL)
+        return -1;
+    if (r->type != REDIS_REPLY_ARRAY || r->elements != 13) {
+        freeReplyObject(r);
+        return orch_redis_fail(st, "cannot read the store's figures: unexpected reply");
+    }
+    int64_t *ints[] = {&out->runs,      &out->active,     &out->paused,     &out->failed,
+                       &out->completed, &out->recoveries, &out->checkpoints};
+    for (size_t i = 0; i < 7; i++)
+        *ints[i] = strtoll(r->element[i]->str, NULL, 10);
+    out->checkpoint_mean_ms = strtod(r->element[7]->str, NULL);
+    out->checkpoint_max_ms = strtod(r->element[8]->str, NULL);
+    out->journal_entries = strtoll(r->element[9]->str, NULL, 10);
+    out->journal_hits = strtoll(r->element[10]->str, NULL, 10);
+    out->journal_saved_usd = strtod(r->element[11]->str, NULL);
+    out->bytes = strtoll(r->element[12]->str, NULL, 10);
+    freeReplyObject(r);
+    return 0;
+}
+
+/* ---- LLM response journal --------------------------------------------- */
+
+/* Adds one put of RD_JOURNAL: key, created_ms, the fields. -1 (st->err
+ * set) for an entry that cannot be journaled. */
+static int args_journal_put(struct rd_store *st, struct rd_args *a, const struct orch_journal_entry *e)
+{
+    if (e->key == NULL || e->key[0] == '\0')
+        return orch_redis_fail(st, "cannot journal a response: it has no key");
+    if (e->response == NULL && e->response_len > 0)
+        return orch_redis_fail(st, "cannot journal response %s: %zu bytes announced but no data", e->key,
+                               e->response_len);
+    rd_arg_s(a, e->key);
+    rd_arg_i(a, e->created_ms != 0 ? e->created_ms : orch_store_now_ms());
+    int at = a->n, n = 0;
+    rd_arg_s(a, "0");
+    pair_s(a, &n, "run_id", e->run_id);
+    pair_s(a, &n, "provider", e->provider);
+    pair_s(a, &n, "model", e->model);
+    rd_arg_s(a, "response");
+    rd_arg(a, e->response != NULL ? e->response : "", e->response_len);
+    n++;
+    pair_i(a, &n, "tokens_in", e->tokens_in);
+    pair_i(a, &n, "tokens_out", e->tokens_out);
+    rd_arg_s(a, "cost_usd");
+    rd_arg_d(a, e->cost_usd);
+    rd_arg_s(a, "latency_ms");
+    rd_arg_d(a, e->latency_ms);
+    put_count(a, at, n + 2);
+    return 0;
+}
+
+/* An HGETALL of a journal entry into out. 0 or -1 (out of memory). */
+static int rd_journal_row(const redisReply *h, const char *key, struct orch_journal_owned *out)
+{
+    int oom = 0;
+    memset(out, 0, sizeof *out);
+    out->key = strdup(key);
+    oom = out->key == NULL;
+    out->run_id = rd_dup(h, "run_id", &oom);
+    out->provider = rd_dup(h, "provider", &oom);
+    out->model = rd_dup(h, "model", &oom);
+    const redisReply *resp = rd_field(h, "response");
+    out->response = resp != NULL ? rd_dup(h, "response", &oom) : calloc(1, 1);
+    out->response_len = resp != NULL ? resp->len : 0;
+    oom |= out->response == NULL;
+    out->tokens_in = rd_int(h, "tokens_in");
+    out->tokens_out = rd_int(h, "tokens_out");
+    out->cost_usd = rd_dbl(h, "cost_usd");
+    out->latency_ms = rd_dbl(h, "latency_ms");
+    out->created_ms = rd_int(h, "created_ms");
+    out->hits = rd_int(h, "hits");
+    if (oom) {
+        orch_journal_clear(out);
+        return -1;
+    }
+    return 0;
+}
+
+/* One script: the n puts (first wins), then the m lookups, which see
+ * them and count a hit unless the store is read-only. */
+static int rd_journal_batch(struct orch_store *base, const struct orch_journal_entry *e, size_t n,
+                            struct orch_journal_lookup *gets, size_t m)
+{
+    struct rd_store *st = rd_of(base);
+    const char *what = "cannot journal LLM responses";
+    for (size_t i = 0; i < m; i++) {
+        gets[i].found = 0;
+        memset(&gets[i].out, 0, sizeof gets[i].out);
+        if (gets[i].key == NULL)
+            return orch_redis_fail(st, "cannot look up a journaled response: no key");
+    }
+    if (n + m == 0)
+        return 0;
+    if (n > 0 && rd_writable(st, what) != 0)
+        return -1;
+    struct rd_args a = {0};
+    rd_arg_s(&a, st->readonly ? "0" : "1");
+    rd_arg_i(&a, (int64_t)n);
+    for (size_t i = 0; i < n; i++) {
+        if (args_journal_put(st, &a, &e[i]) != 0) {
+            rd_args_free(&a);
+            return -1;
+        }
+    }
+    rd_arg_i(&a, (int64_t)m);
+    for (size_t i = 0; i < m; i++)
+        rd_arg_s(&a, gets[i].key);
+    redisReply *r =
+        orch_redis_eval(st, RD_JOURNAL, &a, m > 0 && n == 0 ? "cannot look up journaled responses" : what);
+    rd_args_free(&a);
+    if (r == NULL)
+        return -1;
+    int ret = 0;
+    for (size_t i = 0; i < m && ret == 0; i++) {
+        const redisReply *h = r->type == REDIS_REPLY_ARRAY && i < r->elements ? r->element[i] : NULL;
+        if (h == NULL || h->type != REDIS_REPLY_ARRAY)
+            continue;
+        if (rd_journal_row(h, gets[i].key, &gets[i].out) != 0)
+            ret = orch_redis_fail(st, "cannot read journaled response %s: out of memory", gets[i].key);
+        else
+            gets[i].found = 1;
+    }
+    freeReplyObject(r);
+    for (size_t i = 0; i < m && ret != 0; i++) {
+        orch_journal_clear(&gets[i].out);
+        gets[i].found = 0;
+    }
+    return ret;
+}
+
+static int rd_journal_put(struct orch_store *base, const struct orch_journal_entry *e)
+{
+    return rd_journal_batch(base, e, 1, NULL, 0);
+}
+
+static int rd_journal_get(struct orch_store *base, const char *key, struct orch_journal_owned *out)
+{
+    struct rd_store *st = rd_of(base);
+    if (key == NULL)
+        return orch_redis_fail(st, "cannot look up a journaled response: no key");
+    struct orch_journal_lookup g = {.key = key};
+    if (rd_journal_batch(base, NULL, 0, &g, 1) != 0)
+        return -1;
+    if (!g.found)
+        return 0;
+    *out = g.out;
+    return 1;
+}
+
+static int rd_journal_prune(struct orch_store *base, int64_t before_ms, int64_t *removed)
+{
+    struct rd_store *st = rd_of(base);
+    if (rd_writable(st, "cannot prune the journal") != 0)
+        return -1;
+    struct rd_args a = {0};
+    rd_arg_i(&a, before_ms);
+    int64_t n = rd_eval_int(st, RD_JR_PRUNE, &a, "cannot prune the journal");
+    if (n < 0)
+        return -1;
+    *removed = n;
+    return 0;
+}
+
+/* Redis gives the memory of deleted keys back at once, and rewrites its
+ * append-only file itself (auto-aof-rewrite-percentage): nothing to do. */
+static int rd_vacuum(struct orch_store *base)
+{
+    (void)base;
+    return 0;
+}
+
+static void rd_version(struct orch_store *base, char *out, size_t outlen)
+{
+    snprintf(out, outlen, "Redis %s", rd_of(base)->version[0] != '\0' ? rd_of(base)->version : "(unknown)");
+}
+
+void orch_store_redis_library(char *out, size_t outlen)
+{
+    snprintf(out, outlen, "hiredis %d.%d.%d", HIREDIS_MAJOR, HIREDIS_MINOR, HIREDIS_PATCH);
+}
+
+/* ---- open / close ----------------------------------------------------- */
+
+static void rd_close(struct orch_store *base)
+{
+    if (base == NULL)
+        return;
+    struct rd_store *st = rd_of(base);
+    orch_redis_disconnect(st);
+    free(st->seq_run);
+    free(st->shown);
+    free(st);
+}
+
+static const struct orch_store_ops rd_ops = {
+    .name = "redis",
+    .close = rd_close,
+    .run_create = rd_run_create,
+    .run_get = rd_run_get,
+    .run_find_unfinished = rd_run_find_unfinished,
+    .run_update = rd_run_update,
+    .run_claim = rd_run_claim,
+    .run_heartbeat = rd_run_heartbeat,
+    .run_list = rd_run_list,
+    .checkpoint_write = rd_checkpoint_write,
+    .checkpoint_scan = rd_checkpoint_scan,
+    .checkpoint_rollback = rd_checkpoint_rollback,
+    .result_list = rd_result_list,
+    .event_add = rd_event_add,
+    .event_list = rd_event_list,
+    .state_list = rd_state_list,
+    .stats = rd_stats,
+    .journal_put = rd_journal_put,
+    .journal_get = rd_journal_get,
+    .journal_batch = rd_journal_batch,
+    .run_delete = rd_run_delete,
+    .journal_prune = rd_journal_prune,
+    .vacuum = rd_vacuum,
+    .version = rd_version,
+};
+
+struct orch_store *orch_store_redis_open(const char *target, int flags, char *err, size_t errlen)
+{
+    struct rd_store *st = calloc(1, sizeof *st);
+    char shown[400];
+    orch_store_display(target, shown, sizeof shown);
+    if (st != NULL)
+        st->shown = strdup(shown);
+    if (st == NULL || st->shown == NULL) {
+        snprintf(err, errlen, "%s: out of memory", shown);
+        free(st);
+        return NULL;
+    }
+    st->base.ops = &rd_ops;
+    st->base.where = st->shown;
+    if (orch_redis_connect(st, target, flags, err, errlen) != 0) {
+        rd_close(&st->base);
+        return NULL;
+    }
+    return &st->base;
+}

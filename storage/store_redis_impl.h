@@ -1,0 +1,104 @@
+/* store_redis_impl.h — private to the Redis backend: what its three files
+ * share. store_redis.c has the operations, store_redis_conn.c the URL, the
+ * connection (login, database, reconnection), the checks at open and the
+ * calls of the server-side scripts, store_redis_scripts.c the scripts'
+ * Lua source. Depends on hiredis. */
+#ifndef ORCH_STORE_REDIS_IMPL_H
+#define ORCH_STORE_REDIS_IMPL_H
+
+#include <hiredis/hiredis.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "store.h"
+
+/* The server-side scripts: every operation that writes more than one key,
+ * or must check before it writes, is one of them, so it is atomic on the
+ * server whatever happens to orch. */
+enum rd_script {
+    RD_RUN_CREATE,
+    RD_RUN_UPDATE,
+    RD_RUN_CLAIM,
+    RD_RUN_HEARTBEAT,
+    RD_RUN_DELETE,
+    RD_RUN_SCAN,
+    RD_CP_WRITE,
+    RD_CP_ROLLBACK,
+    RD_EV_ADD,
+    RD_JOURNAL,
+    RD_JR_PRUNE,
+    RD_STATS,
+    RD_SETUP,
+    RD_NSCRIPT
+};
+
+/* The Lua source of script i (a prelude shared by all, then its body). */
+const char *orch_redis_script(enum rd_script i);
+
+/* The schema this orch writes and reads (orch:meta's "schema"). */
+#define RD_SCHEMA 1
+
+/* The parts of a redis:// or unix:// URL. Strings are heap copies. */
+struct rd_url {
+    char *host; /* NULL for unix:// */
+    int port;
+    char *path; /* the socket, for unix:// */
+    char *user, *password;
+    int db;
+    char *prefix; /* "orch:" unless ?prefix= */
+};
+
+struct rd_store {
+    struct orch_store base; /* first: a struct orch_store * is a struct rd_store * */
+    redisContext *c;
+    struct rd_url url;
+    char *shown; /* the URL as messages show it (password masked) */
+    int readonly;
+    char sha[RD_NSCRIPT][41]; /* SCRIPT LOAD's digests; "" until loaded */
+    char version[32];         /* the server's redis_version */
+    char warning[1200];       /* base.warning's text, when set */
+    /* The seq the last run this store checkpointed takes next, as the
+     * write script last said: a guess the script checks, saving the
+     * round trip that would read it. */
+    char *seq_run;
+    int64_t seq_next;
+};
+
+/* Growing argument vectors for redisCommandArgv: every value is copied. */
+struct rd_args {
+    int n, cap;
+    char **v;
+    size_t *len;
+    int oom;
+};
+
+void rd_arg(struct rd_args *a, const void *p, size_t n);
+void rd_arg_s(struct rd_args *a, const char *s);
+void rd_arg_i(struct rd_args *a, int64_t x);
+void rd_arg_d(struct rd_args *a, double x);
+void rd_args_free(struct rd_args *a);
+
+/* Runs a command (argv in a) and returns its reply, which the caller
+ * frees with freeReplyObject, or NULL with "<URL>: <what>: <reason>" in
+ * st->base.err (an error reply is returned as a reply: the caller reads
+ * it). A connection the server dropped is opened again (for up to 10 s)
+ * and the command sent once more. */
+redisReply *orch_redis_cmd(struct rd_store *st, struct rd_args *a, const char *what);
+/* EVALSHA of script i with a's values as ARGV (the prefix first, added
+ * here); a script the server lost (NOSCRIPT: restarted, SCRIPT FLUSH) is
+ * loaded again. Same contract as orch_redis_cmd, but an error reply is
+ * turned into NULL with the server's reason in st->base.err. */
+redisReply *orch_redis_eval(struct rd_store *st, enum rd_script i, struct rd_args *a, const char *what);
+
+/* Records "<URL>: <fmt ...>" in st->base.err; returns -1. */
+int orch_redis_fail(struct rd_store *st, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Connects to the URL's server, logs in, selects the database, checks it
+ * runs scripts and loads them, checks what the prefix holds (creating
+ * orch's meta key unless readonly) and the server's durability settings.
+ * 0, or -1 with the message naming the URL (password masked) in err;
+ * nothing is written when refusing. */
+int orch_redis_connect(struct rd_store *st, const char *target, int flags, char *err, size_t errlen);
+void orch_redis_disconnect(struct rd_store *st);
+
+#endif

@@ -17,6 +17,7 @@
 #include "sched_lua.h"
 #include "sink_lua.h"
 #include "store_lua.h"
+#include "serve_lua.h"
 #include "sys_lua.h"
 
 static const luaL_Reg c_modules[] = {
@@ -28,6 +29,7 @@ static const luaL_Reg c_modules[] = {
     {"orch.sink", luaopen_orch_sink},
     {"orch.store", luaopen_orch_store},
     {"orch.sys", luaopen_orch_sys},
+    {"orch.httpd", luaopen_orch_httpd},
     {NULL, NULL},
 };
 

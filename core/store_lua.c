@@ -580,9 +580,23 @@ static int l_store_event_add(lua_State *L)
     return 1;
 }
 
+/* event_list's page: events with id > after, at most limit (0: all). */
+struct event_page {
+    lua_State *L;
+    int64_t after;
+    int64_t limit;
+    int64_t n;
+};
+
 static int collect_event(void *ud, const struct orch_event *ev)
 {
-    lua_State *L = ud;
+    struct event_page *pg = ud;
+    lua_State *L = pg->L;
+    if (ev->id <= pg->after)
+        return 0;
+    if (pg->limit > 0 && pg->n >= pg->limit)
+        return 1;
+    pg->n++;
     lua_createtable(L, 0, 4);
     set_int(L, "id", ev->id);
     set_int(L, "ts_ms", ev->ts_ms);
@@ -592,12 +606,15 @@ static int collect_event(void *ud, const struct orch_event *ev)
     return 0;
 }
 
+/* event_list(run_id [, after_id [, limit]]) -> { event, ... } | nil, err:
+ * oldest first; a page of those after after_id (the dashboard's paging). */
 static int l_store_event_list(lua_State *L)
 {
     struct orch_store *st = check_open(L);
     const char *id = luaL_checkstring(L, 2);
+    struct event_page pg = {L, (int64_t)luaL_optinteger(L, 3, 0), (int64_t)luaL_optinteger(L, 4, 0), 0};
     lua_newtable(L);
-    if (orch_store_event_list(st, id, collect_event, L) != 0)
+    if (orch_store_event_list(st, id, collect_event, &pg) != 0)
         return push_failure(L, st->err);
     return 1;
 }
@@ -875,6 +892,41 @@ static int l_store_keepalive(lua_State *L)
     return 0;
 }
 
+/* ---- live figures ---- */
+
+/* live_put(run_id, updated_ms, figures_json) -> true | nil, err */
+static int l_store_live_put(lua_State *L)
+{
+    struct orch_store *st = check_open(L);
+    const char *id = luaL_checkstring(L, 2);
+    int64_t ms = (int64_t)luaL_checkinteger(L, 3);
+    const char *fig = luaL_checkstring(L, 4);
+    if (orch_store_live_put(st, id, ms, fig) != 0)
+        return push_failure(L, st->err);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+/* live_get(run_id) -> figures_json, updated_ms | false (none yet) | nil, err */
+static int l_store_live_get(lua_State *L)
+{
+    struct orch_store *st = check_open(L);
+    const char *id = luaL_checkstring(L, 2);
+    char *fig = NULL;
+    int64_t ms = 0;
+    int rc = orch_store_live_get(st, id, &fig, &ms);
+    if (rc < 0)
+        return push_failure(L, st->err);
+    if (rc == 0) {
+        lua_pushboolean(L, 0);
+        return 1;
+    }
+    lua_pushstring(L, fig); /* may raise on memory: free first */
+    free(fig);
+    lua_pushinteger(L, (lua_Integer)ms);
+    return 2;
+}
+
 static int l_store_gc(lua_State *L)
 {
     store_release(luaL_checkudata(L, 1, STORE_MT));
@@ -906,6 +958,8 @@ static const luaL_Reg store_methods[] = {
     {"run_delete", l_store_run_delete},
     {"journal_prune", l_store_journal_prune},
     {"vacuum", l_store_vacuum},
+    {"live_put", l_store_live_put},
+    {"live_get", l_store_live_get},
     {NULL, NULL},
 };
 

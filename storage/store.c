@@ -252,6 +252,25 @@ void orch_store_version(struct orch_store *st, char *out, size_t outlen)
     st->ops->version(st, out, outlen);
 }
 
+/* ---- live figures ------------------------------------------------------ */
+
+int orch_store_live_put(struct orch_store *st, const char *run_id, int64_t updated_ms, const char *figures)
+{
+    if (run_id == NULL || figures == NULL)
+        return orch_store_fail(st, "cannot record live figures: %s missing",
+                               run_id == NULL ? "the run id is" : "the figures are");
+    return st->ops->live_put(st, run_id, updated_ms, figures);
+}
+
+int orch_store_live_get(struct orch_store *st, const char *run_id, char **figures, int64_t *updated_ms)
+{
+    *figures = NULL;
+    *updated_ms = 0;
+    if (run_id == NULL)
+        return orch_store_fail(st, "cannot read live figures: the run id is missing");
+    return st->ops->live_get(st, run_id, figures, updated_ms);
+}
+
 const char *orch_store_library(size_t i)
 {
     static char libs[2][64];

@@ -273,6 +273,18 @@ void orch_store_version(struct orch_store *st, char *out, size_t outlen);
  * last. Needs no open store. */
 const char *orch_store_library(size_t i);
 
+/* Live figures: a running run's counters between checkpoints (rows done,
+ * failed and in flight, rows/s, calls, tokens, cost, retries, ...), as one
+ * JSON object the store keeps opaque, beside the heartbeat. The owner
+ * writes them at most once a second; `orch status` and `orch serve` read
+ * them. Deleted with the run. */
+/* Replaces run_id's figures (JSON text) stamped updated_ms. 0 or -1 (no
+ * such run included). */
+int orch_store_live_put(struct orch_store *st, const char *run_id, int64_t updated_ms, const char *figures);
+/* 1 found (*figures a heap copy the caller frees, *updated_ms its stamp),
+ * 0 none written yet, -1 error. */
+int orch_store_live_get(struct orch_store *st, const char *run_id, char **figures, int64_t *updated_ms);
+
 struct orch_store_ops; /* a backend's operations (store_impl.h) */
 
 struct orch_store {

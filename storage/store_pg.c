@@ -66,6 +66,9 @@ enum pg_stmt {
     PG_STATS_CPS,
     PG_STATS_JOURNAL,
     PG_STATS_SIZE,
+    /* live figures */
+    PG_LIVE_PUT,
+    PG_LIVE_GET,
     PG_NSTMT
 };
 
@@ -138,6 +141,11 @@ static const char *const pg_sql[PG_NSTMT] = {
                          "FROM llm_journal",
     [PG_STATS_SIZE] =
         "SELECT coalesce(sum(pg_total_relation_size(to_regclass(t))), 0) FROM unnest(" PG_TABLES ") t",
+    /* no row for a run that is not there: the caller hears "no such run" */
+    [PG_LIVE_PUT] = "INSERT INTO live (run_id, updated_ms, figures) SELECT $1, $2, $3 "
+                    "WHERE EXISTS (SELECT 1 FROM runs WHERE id = $1) ON CONFLICT (run_id) DO UPDATE SET "
+                    "updated_ms = excluded.updated_ms, figures = excluded.figures",
+    [PG_LIVE_GET] = "SELECT figures, updated_ms FROM live WHERE run_id = $1",
 };
 
 struct pg_store {
@@ -1527,6 +1535,49 @@ static void pg_version(struct orch_store *base, char *out, size_t outlen)
     snprintf(out, outlen, "PostgreSQL %s", v);
 }
 
+/* ---- live figures ---- */
+
+static int pg_live_put(struct orch_store *base, const char *run_id, int64_t updated_ms, const char *figures)
+{
+    struct pg_store *st = pg_of(base);
+    struct pg_params p = {0};
+    p_text(&p, run_id);
+    p_int(&p, updated_ms);
+    p_text(&p, figures);
+    PGresult *r = pg_exec(st, PG_LIVE_PUT, &p, "cannot record live figures");
+    if (r == NULL)
+        return -1;
+    int64_t n = pg_changes(r);
+    PQclear(r);
+    if (n != 1)
+        return pg_fail(st, "cannot record the live figures of run %s: no such run", run_id);
+    return 0;
+}
+
+static int pg_live_get(struct orch_store *base, const char *run_id, char **figures, int64_t *updated_ms)
+{
+    struct pg_store *st = pg_of(base);
+    struct pg_params p = {0};
+    p_text(&p, run_id);
+    PGresult *r = pg_exec(st, PG_LIVE_GET, &p, "cannot read live figures");
+    if (r == NULL)
+        return -1;
+    int ret = 0;
+    if (PQntuples(r) > 0) {
+        int oom = 0;
+        *figures = pg_col_dup(r, 0, 0, &oom);
+        *updated_ms = pg_col_int(r, 0, 1);
+        ret = 1;
+        if (oom || *figures == NULL) {
+            free(*figures);
+            *figures = NULL;
+            ret = pg_fail(st, "cannot read the live figures of run %s: out of memory", run_id);
+        }
+    }
+    PQclear(r);
+    return ret;
+}
+
 static const struct orch_store_ops pg_ops = {
     .name = "postgres",
     .close = pg_close,
@@ -1552,6 +1603,8 @@ static const struct orch_store_ops pg_ops = {
     .journal_prune = pg_journal_prune,
     .vacuum = pg_vacuum,
     .version = pg_version,
+    .live_put = pg_live_put,
+    .live_get = pg_live_get,
 };
 
 /* Notices (e.g. from VACUUM) are not errors and must not reach stderr. */

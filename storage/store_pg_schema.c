@@ -122,6 +122,14 @@ static const char *const pg_migrations[] = {
     ");\n"
     "COMMENT ON COLUMN llm_journal.key IS 'hex hash of provider + model + canonical request';\n"
     "UPDATE orch_meta SET version = 2 WHERE app = 'orch';\n",
+    /* 2 -> 3: live figures, one row per run, replaced at most once a
+     * second by the run's owner (an opaque JSON object). */
+    "CREATE TABLE live (\n"
+    "  run_id text PRIMARY KEY REFERENCES runs (id) ON DELETE CASCADE,\n"
+    "  updated_ms bigint NOT NULL,\n"
+    "  figures text NOT NULL\n"
+    ");\n"
+    "UPDATE orch_meta SET version = 3 WHERE app = 'orch';\n",
 };
 
 #define PG_SCHEMA_VERSION ((int)(sizeof pg_migrations / sizeof pg_migrations[0]))

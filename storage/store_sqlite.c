@@ -95,6 +95,11 @@ const char *const sq_sql[SQ_NSTMT] = {
     [SQ_STATS_JOURNAL] = "SELECT count(*), coalesce(sum(hits), 0), coalesce(sum(cost_usd * hits), 0.0) "
                          "FROM llm_journal",
     [SQ_STATS_SIZE] = "SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()",
+    /* no row for a run that is not there: the caller hears "no such run" */
+    [SQ_LIVE_PUT] = "INSERT INTO live (run_id, updated_ms, figures) SELECT ?1, ?2, ?3 "
+                    "WHERE EXISTS (SELECT 1 FROM runs WHERE id = ?1) ON CONFLICT (run_id) DO UPDATE SET "
+                    "updated_ms = excluded.updated_ms, figures = excluded.figures",
+    [SQ_LIVE_GET] = "SELECT figures, updated_ms FROM live WHERE run_id = ?1",
 };
 
 /* ---- errors ---------------------------------------------------------- */
@@ -1103,6 +1108,55 @@ static void sq_version(struct orch_store *base, char *out, size_t outlen)
     orch_store_sqlite_library(out, outlen);
 }
 
+/* ---- live figures ---- */
+
+static int sq_live_put(struct orch_store *base, const char *run_id, int64_t updated_ms, const char *figures)
+{
+    struct sq_store *st = sq_of(base);
+    sqlite3_stmt *s = st->stmt[SQ_LIVE_PUT];
+    int bad = 0;
+    bad |= sq_bind_text(s, 1, run_id);
+    bad |= sq_bind_int(s, 2, updated_ms);
+    bad |= sq_bind_text(s, 3, figures);
+    if (bad) {
+        sq_fail(st, "cannot record the live figures of run %s", run_id);
+        sq_done(s);
+        return -1;
+    }
+    if (sq_exec(st, s, "cannot record live figures") != 0)
+        return -1;
+    if (sqlite3_changes(st->db) != 1)
+        return sq_fail_plain(st, "cannot record the live figures of run %s: no such run", run_id);
+    return 0;
+}
+
+static int sq_live_get(struct orch_store *base, const char *run_id, char **figures, int64_t *updated_ms)
+{
+    struct sq_store *st = sq_of(base);
+    sqlite3_stmt *s = st->stmt[SQ_LIVE_GET];
+    if (sq_bind_text(s, 1, run_id)) {
+        sq_done(s);
+        return sq_fail(st, "cannot read the live figures of run %s", run_id);
+    }
+    int rc = sqlite3_step(s);
+    int ret = 0;
+    if (rc == SQLITE_ROW) {
+        int oom = 0;
+        *figures = sq_col_dup(s, 0, &oom);
+        *updated_ms = sqlite3_column_int64(s, 1);
+        ret = 1;
+        if (oom || *figures == NULL) {
+            free(*figures);
+            *figures = NULL;
+            ret = sq_fail_plain(st, "cannot read the live figures of run %s: out of memory", run_id);
+        }
+    } else if (rc != SQLITE_DONE) {
+        ret = sq_fail(st, "cannot read the live figures of run %s", run_id);
+    }
+    sq_done(s);
+    return ret;
+}
+
 const struct orch_store_ops sq_ops = {
     .name = "sqlite",
     .close = sq_close,
@@ -1128,4 +1182,6 @@ const struct orch_store_ops sq_ops = {
     .journal_prune = sq_journal_prune,
     .vacuum = sq_vacuum,
     .version = sq_version,
+    .live_put = sq_live_put,
+    .live_get = sq_live_get,
 };

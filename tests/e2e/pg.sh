@@ -182,7 +182,7 @@ run_orch n2.log ls --db "$(pg_url other)"
 pg_db newer "UPDATE orch_meta SET version = 99"
 run_orch newer.log run slow.lua --db "$(pg_url newer)"
 expect_eq "a newer schema: exit 2" "$RC" 2
-expect_grep "names both versions" "created by a newer orch \(schema 99, this orch knows up to 2\)" newer.log
+expect_grep "names both versions" "created by a newer orch \(schema 99, this orch knows up to 3\)" newer.log
 expect_eq "and is left as it was" "$(pg_db newer "select version from orch_meta")" 99
 
 # ---- kill -9 with an LLM stage: 6,000 rows, five kills -------------------

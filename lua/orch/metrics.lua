@@ -143,7 +143,8 @@ local function num(v)
   if v == math.huge then
     return "+Inf"
   end
-  return string.format("%.17g", v)
+  local short = string.format("%.15g", v) -- 0.005, not 0.0050000000000000001
+  return tonumber(short) == v and short or string.format("%.17g", v)
 end
 
 -- The per-run counters: metric name, HELP, TYPE, and where the value is

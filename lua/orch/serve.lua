@@ -16,6 +16,7 @@ local httpd = require "orch.httpd"
 local json = require "orch.json"
 local metrics = require "orch.metrics"
 local runs = require "orch.runs"
+local serve_live = require "orch.serve_live"
 local store = require "orch.store"
 local mask = require("orch.log").mask
 
@@ -82,14 +83,7 @@ end
 -- A run as the API shows it: the record's public fields, live figures
 -- folded in while it runs, and what the page derives (share, duration).
 local function run_view(st, r, now)
-  local live
-  if r.status == "running" then
-    local text, ms = st:live_get(r.id)
-    if text then
-      live = json.decode(text)
-      live.updated_ms = ms
-    end
-  end
+  local live = serve_live.read(st, r)
   local v = {
     id = r.id, name = r.name, status = r.status, error = r.error, input = r.input, output = r.output,
     created_ms = r.created_ms, updated_ms = r.updated_ms, finished_ms = r.finished_ms, heartbeat_ms = r.heartbeat_ms,
@@ -233,10 +227,7 @@ local function metrics_text(st)
       if not unfinished then
         finished = finished + 1
       end
-      if r.status == "running" then
-        local text = st:live_get(r.id)
-        e.live = text and json.decode(text) or nil
-      end
+      e.live = serve_live.read(st, r)
       local durations = {}
       for _, c in ipairs(st:checkpoint_list(r.id) or {}) do
         durations[#durations + 1] = c.duration_ms

@@ -7,7 +7,7 @@ local json = require "orch.json"
 local M = {}
 
 --- read(st, run) -> the run's live figures (with updated_ms) while it is
---- running and they are newer than its record, else nil.
+--- running and they are not behind its record, else nil.
 function M.read(st, run)
   if run.status ~= "running" then
     return nil
@@ -17,8 +17,8 @@ function M.read(st, run)
     return nil
   end
   local ok, f = pcall(json.decode, text)
-  if not ok or type(f) ~= "table" then
-    return nil
+  if not ok or type(f) ~= "table" or (f.rows_done or 0) < (run.rows_done or 0) then
+    return nil -- older than the last checkpoint: the record says more
   end
   f.updated_ms = ms
   return f

@@ -145,8 +145,9 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
             *con_cls = (void *)1;
             return MHD_YES;
         }
-        return send_static(c, MHD_HTTP_METHOD_NOT_ALLOWED, "405 method not allowed: orch serve is read-only "
-                                                             "(GET and HEAD)\n");
+        return send_static(c, MHD_HTTP_METHOD_NOT_ALLOWED,
+                           "405 method not allowed: orch serve is read-only "
+                           "(GET and HEAD)\n");
     }
     enum MHD_Result ret = MHD_NO;
     if (check_token(cfg, c, url, &ret))
@@ -172,10 +173,10 @@ int orch_serve_run(const struct orch_serve_config *cfg, char *err, size_t errlen
         snprintf(err, errlen, "--listen %s: not an IPv4 address (e.g. 127.0.0.1 or 0.0.0.0)", cfg->host);
         return -1;
     }
-    struct MHD_Daemon *d = MHD_start_daemon(
-        MHD_USE_AUTO, 0, NULL, NULL, on_request, (void *)cfg, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa,
-        MHD_OPTION_CONNECTION_LIMIT, (unsigned)256, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)30,
-        MHD_OPTION_END);
+    struct MHD_Daemon *d =
+        MHD_start_daemon(MHD_USE_AUTO, 0, NULL, NULL, on_request, (void *)cfg, MHD_OPTION_SOCK_ADDR,
+                         (struct sockaddr *)&sa, MHD_OPTION_CONNECTION_LIMIT, (unsigned)256,
+                         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)30, MHD_OPTION_END);
     if (d == NULL) {
         snprintf(err, errlen, "cannot listen on %s:%d: %s (is another server using the port?)", cfg->host,
                  cfg->port, strerror(errno != 0 ? errno : EADDRINUSE));

@@ -38,8 +38,8 @@ typedef void (*orch_serve_handler)(void *ud, const struct orch_serve_request *rq
                                    struct orch_serve_response *rs);
 
 struct orch_serve_config {
-    const char *host; /* IPv4 address to bind, "127.0.0.1" by default */
-    int port;         /* 0: any free port (the port bound is reported) */
+    const char *host;  /* IPv4 address to bind, "127.0.0.1" by default */
+    int port;          /* 0: any free port (the port bound is reported) */
     const char *token; /* required on every request when non-NULL */
     orch_serve_handler handler;
     void *ud;

@@ -8,6 +8,7 @@ packages=(
   libcsv-dev libxxhash-dev libzstd-dev
   lua-busted python3 sqlite3 curl clang-format
   postgresql libpq-dev
+  libmicrohttpd-dev chromium
 )
 if [ "${1:-}" = "--bench" ]; then
   packages+=(hyperfine time apache2-utils)

@@ -6,8 +6,13 @@ local json = require "orch.json"
 
 local M = {}
 
+-- the figures a run's record also holds, as of its last checkpoint
+local COUNTERS = { "rows_done", "rows_ok", "rows_failed", "rows_dropped", "rows_defaulted", "llm_calls", "tokens_in",
+  "tokens_out", "cost_usd" }
+
 --- read(st, run) -> the run's live figures (with updated_ms) while it is
---- running and they are not behind its record, else nil.
+--- running, else nil. Counters behind the run's record (a checkpoint
+--- written since) are taken from the record.
 function M.read(st, run)
   if run.status ~= "running" then
     return nil
@@ -17,10 +22,19 @@ function M.read(st, run)
     return nil
   end
   local ok, f = pcall(json.decode, text)
-  if not ok or type(f) ~= "table" or (f.rows_done or 0) < (run.rows_done or 0) then
-    return nil -- older than the last checkpoint: the record says more
+  if not ok or type(f) ~= "table" then
+    return nil
   end
   f.updated_ms = ms
+  if (f.rows_done or 0) < (run.rows_done or 0) then
+    -- written before the last checkpoint: its counters are the record's
+    for _, k in ipairs(COUNTERS) do
+      f[k] = run[k == "cost_usd" and "cost_usd" or k] or f[k]
+    end
+    if f.rows_total and f.rows_total > 0 then
+      f.share = math.min(f.rows_done / f.rows_total, 1)
+    end
+  end
   return f
 end
 

@@ -142,10 +142,10 @@ static const char *const pg_sql[PG_NSTMT] = {
     [PG_STATS_SIZE] =
         "SELECT coalesce(sum(pg_total_relation_size(to_regclass(t))), 0) FROM unnest(" PG_TABLES ") t",
     /* no row for a run that is not there: the caller hears "no such run" */
-    [PG_LIVE_PUT] = "INSERT INTO live (run_id, updated_ms, figures) SELECT $1, $2, $3 "
+    [PG_LIVE_PUT] = "INSERT INTO run_live (run_id, updated_ms, figures) SELECT $1, $2, $3 "
                     "WHERE EXISTS (SELECT 1 FROM runs WHERE id = $1) ON CONFLICT (run_id) DO UPDATE SET "
                     "updated_ms = excluded.updated_ms, figures = excluded.figures",
-    [PG_LIVE_GET] = "SELECT figures, updated_ms FROM live WHERE run_id = $1",
+    [PG_LIVE_GET] = "SELECT figures, updated_ms FROM run_live WHERE run_id = $1",
 };
 
 struct pg_store {

@@ -124,7 +124,7 @@ static const char *const pg_migrations[] = {
     "UPDATE orch_meta SET version = 2 WHERE app = 'orch';\n",
     /* 2 -> 3: live figures, one row per run, replaced at most once a
      * second by the run's owner (an opaque JSON object). */
-    "CREATE TABLE live (\n"
+    "CREATE TABLE run_live (\n"
     "  run_id text PRIMARY KEY REFERENCES runs (id) ON DELETE CASCADE,\n"
     "  updated_ms bigint NOT NULL,\n"
     "  figures text NOT NULL\n"

@@ -96,10 +96,10 @@ const char *const sq_sql[SQ_NSTMT] = {
                          "FROM llm_journal",
     [SQ_STATS_SIZE] = "SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()",
     /* no row for a run that is not there: the caller hears "no such run" */
-    [SQ_LIVE_PUT] = "INSERT INTO live (run_id, updated_ms, figures) SELECT ?1, ?2, ?3 "
+    [SQ_LIVE_PUT] = "INSERT INTO run_live (run_id, updated_ms, figures) SELECT ?1, ?2, ?3 "
                     "WHERE EXISTS (SELECT 1 FROM runs WHERE id = ?1) ON CONFLICT (run_id) DO UPDATE SET "
                     "updated_ms = excluded.updated_ms, figures = excluded.figures",
-    [SQ_LIVE_GET] = "SELECT figures, updated_ms FROM live WHERE run_id = ?1",
+    [SQ_LIVE_GET] = "SELECT figures, updated_ms FROM run_live WHERE run_id = ?1",
 };
 
 /* ---- errors ---------------------------------------------------------- */

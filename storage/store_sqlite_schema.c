@@ -104,7 +104,7 @@ static const char *const sq_migrations[] = {
     "PRAGMA user_version = 2;\n",
     /* 2 -> 3: live figures, one row per run, replaced at most once a
      * second by the run's owner (an opaque JSON object). */
-    "CREATE TABLE live (\n"
+    "CREATE TABLE run_live (\n"
     "  run_id TEXT PRIMARY KEY REFERENCES runs (id) ON DELETE CASCADE,\n"
     "  updated_ms INTEGER NOT NULL,\n"
     "  figures TEXT NOT NULL\n"

@@ -1051,8 +1051,9 @@ static int make_v1_store(const char *path)
     orch_store_close(st);
     if (rc != 0)
         return -1;
-    return sql_on(path, "DROP TABLE llm_journal; DROP TABLE live; PRAGMA user_version = 1") == SQLITE_OK ? 0
-                                                                                                         : -1;
+    return sql_on(path, "DROP TABLE llm_journal; DROP TABLE run_live; PRAGMA user_version = 1") == SQLITE_OK
+               ? 0
+               : -1;
 }
 
 static void test_migrate_v1(const char *dir)

@@ -55,9 +55,9 @@ start_serve() {
   PORT=$(sed -n 's/^orch serve: http:\/\/[0-9.]*:\([0-9]*\)\/.*/\1/p' "$log")
 }
 
-wait_until '[ -s m.prom ] && [ "$(sqlite3 s.db "select count(*) from live" 2>/dev/null)" = 1 ]'
+wait_until '[ -s m.prom ] && [ "$(sqlite3 s.db "select count(*) from run_live" 2>/dev/null)" = 1 ]'
 # live figures: between two checkpoints orch status shows newer ones
-wait_until '[ "$(sqlite3 s.db "select count(*) from runs r join live l on l.run_id = r.id
+wait_until '[ "$(sqlite3 s.db "select count(*) from runs r join run_live l on l.run_id = r.id
   where json_extract(l.figures, '"'"'$.rows_done'"'"') > r.rows_done")" = 1 ] 2>/dev/null'
 "$ORCH" status --db s.db >status1.txt 2>&1
 expect_grep "status shows the live figures of the running run" "^live +[0-9,]+ of 4,000 rows \([0-9]+%\), [0-9,]+ rows/s, [0-9]+ in flight, [0-9,]+ failed, 0 calls, \\\$0.00, ETA [0-9]+m[0-9]{2}s, as of [0-9]+ s ago" status1.txt

@@ -79,7 +79,8 @@ local function note_checkpoints(R)
   end
 end
 
-M.PLAIN_S = 10 -- seconds between the plain progress lines when stderr is no terminal
+-- seconds between the plain progress lines when stderr is no terminal
+M.PLAIN_S = tonumber(os.getenv("ORCH_PROGRESS_S") or "") or 10
 
 --- draw(R, final): once a turn of the driver. The progress line on a
 --- terminal, at most five times a second (final ends it with a newline);

@@ -580,23 +580,9 @@ static int l_store_event_add(lua_State *L)
     return 1;
 }
 
-/* event_list's page: events with id > after, at most limit (0: all). */
-struct event_page {
-    lua_State *L;
-    int64_t after;
-    int64_t limit;
-    int64_t n;
-};
-
 static int collect_event(void *ud, const struct orch_event *ev)
 {
-    struct event_page *pg = ud;
-    lua_State *L = pg->L;
-    if (ev->id <= pg->after)
-        return 0;
-    if (pg->limit > 0 && pg->n >= pg->limit)
-        return 1;
-    pg->n++;
+    lua_State *L = ud;
     lua_createtable(L, 0, 4);
     set_int(L, "id", ev->id);
     set_int(L, "ts_ms", ev->ts_ms);
@@ -606,15 +592,12 @@ static int collect_event(void *ud, const struct orch_event *ev)
     return 0;
 }
 
-/* event_list(run_id [, after_id [, limit]]) -> { event, ... } | nil, err:
- * oldest first; a page of those after after_id (the dashboard's paging). */
 static int l_store_event_list(lua_State *L)
 {
     struct orch_store *st = check_open(L);
     const char *id = luaL_checkstring(L, 2);
-    struct event_page pg = {L, (int64_t)luaL_optinteger(L, 3, 0), (int64_t)luaL_optinteger(L, 4, 0), 0};
     lua_newtable(L);
-    if (orch_store_event_list(st, id, collect_event, &pg) != 0)
+    if (orch_store_event_list(st, id, collect_event, L) != 0)
         return push_failure(L, st->err);
     return 1;
 }
@@ -927,6 +910,49 @@ static int l_store_live_get(lua_State *L)
     return 2;
 }
 
+/* event_page(run_id, after_id, before_id, limit, newest_first) -> { event, ... } | nil, err:
+ * after_id < id < before_id (0: no bound), at most limit. */
+static int l_store_event_page(lua_State *L)
+{
+    struct orch_store *st = check_open(L);
+    const char *id = luaL_checkstring(L, 2);
+    int64_t after = (int64_t)luaL_checkinteger(L, 3);
+    int64_t before = (int64_t)luaL_checkinteger(L, 4);
+    int64_t limit = (int64_t)luaL_checkinteger(L, 5);
+    int newest = lua_toboolean(L, 6);
+    luaL_argcheck(L, limit > 0, 5, "expected a positive page size");
+    lua_newtable(L);
+    if (orch_store_event_page(st, id, after, before, limit, newest, collect_event, L) != 0)
+        return push_failure(L, st->err);
+    return 1;
+}
+
+static int collect_error(void *ud, const struct orch_result *r)
+{
+    lua_State *L = ud;
+    lua_createtable(L, 0, 4);
+    set_int(L, "seq", r->seq);
+    set_str(L, "key", r->key);
+    set_str(L, "status", r->status);
+    set_str(L, "error", r->error);
+    lua_rawseti(L, -2, (lua_Integer)lua_rawlen(L, -2) + 1);
+    return 0;
+}
+
+/* error_page(run_id, after_seq, limit) -> { {seq, key, status, error}, ... } | nil, err */
+static int l_store_error_page(lua_State *L)
+{
+    struct orch_store *st = check_open(L);
+    const char *id = luaL_checkstring(L, 2);
+    int64_t after = (int64_t)luaL_checkinteger(L, 3);
+    int64_t limit = (int64_t)luaL_checkinteger(L, 4);
+    luaL_argcheck(L, limit > 0, 4, "expected a positive page size");
+    lua_newtable(L);
+    if (orch_store_error_page(st, id, after, limit, collect_error, L) != 0)
+        return push_failure(L, st->err);
+    return 1;
+}
+
 static int l_store_gc(lua_State *L)
 {
     store_release(luaL_checkudata(L, 1, STORE_MT));
@@ -960,6 +986,8 @@ static const luaL_Reg store_methods[] = {
     {"vacuum", l_store_vacuum},
     {"live_put", l_store_live_put},
     {"live_get", l_store_live_get},
+    {"event_page", l_store_event_page},
+    {"error_page", l_store_error_page},
     {NULL, NULL},
 };
 

@@ -285,6 +285,16 @@ int orch_store_live_put(struct orch_store *st, const char *run_id, int64_t updat
  * 0 none written yet, -1 error. */
 int orch_store_live_get(struct orch_store *st, const char *run_id, char **figures, int64_t *updated_ms);
 
+/* Pages for the dashboard, each one indexed query however long the run:
+ * the run's events with after_id < id < before_id (before_id 0: no upper
+ * bound), oldest first or newest first, at most limit (> 0). 0 or -1. */
+int orch_store_event_page(struct orch_store *st, const char *run_id, int64_t after_id, int64_t before_id,
+                          int64_t limit, int newest_first, orch_event_cb cb, void *ud);
+/* The run's results that carry an error (failed, defaulted) with seq >
+ * after_seq, in seq order, at most limit (> 0), data left NULL. 0 or -1. */
+int orch_store_error_page(struct orch_store *st, const char *run_id, int64_t after_seq, int64_t limit,
+                          orch_result_cb cb, void *ud);
+
 struct orch_store_ops; /* a backend's operations (store_impl.h) */
 
 struct orch_store {

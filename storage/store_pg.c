@@ -69,6 +69,9 @@ enum pg_stmt {
     /* live figures */
     PG_LIVE_PUT,
     PG_LIVE_GET,
+    PG_EV_PAGE,
+    PG_EV_PAGE_DESC,
+    PG_ERR_PAGE,
     PG_NSTMT
 };
 
@@ -146,6 +149,12 @@ static const char *const pg_sql[PG_NSTMT] = {
                     "WHERE EXISTS (SELECT 1 FROM runs WHERE id = $1) ON CONFLICT (run_id) DO UPDATE SET "
                     "updated_ms = excluded.updated_ms, figures = excluded.figures",
     [PG_LIVE_GET] = "SELECT figures, updated_ms FROM run_live WHERE run_id = $1",
+    [PG_EV_PAGE] = "SELECT id, ts_ms, type, data FROM events WHERE run_id = $1 AND id > $2 AND id < $3 "
+                   "ORDER BY id LIMIT $4",
+    [PG_EV_PAGE_DESC] = "SELECT id, ts_ms, type, data FROM events WHERE run_id = $1 AND id > $2 AND id < $3 "
+                        "ORDER BY id DESC LIMIT $4",
+    [PG_ERR_PAGE] = "SELECT seq, key, status, error FROM results WHERE run_id = $1 AND seq > $2 "
+                    "AND error IS NOT NULL ORDER BY seq LIMIT $3",
 };
 
 struct pg_store {
@@ -1578,6 +1587,68 @@ static int pg_live_get(struct orch_store *base, const char *run_id, char **figur
     return ret;
 }
 
+static int pg_event_page(struct orch_store *base, const char *run_id, int64_t after_id, int64_t before_id,
+                         int64_t limit, int newest_first, orch_event_cb cb, void *ud)
+{
+    struct pg_store *st = pg_of(base);
+    struct pg_params p = {0};
+    p_text(&p, run_id);
+    p_int(&p, after_id);
+    p_int(&p, before_id);
+    p_int(&p, limit);
+    char what[300];
+    snprintf(what, sizeof what, "cannot list the events of run %s", run_id);
+    PGresult *r = pg_exec(st, newest_first ? PG_EV_PAGE_DESC : PG_EV_PAGE, &p, what);
+    if (r == NULL)
+        return -1;
+    int ret = 0;
+    for (int i = 0; i < PQntuples(r); i++) {
+        int oom = 0;
+        struct orch_event e;
+        e.id = pg_col_int(r, i, 0);
+        e.ts_ms = pg_col_int(r, i, 1);
+        e.type = pg_col_dup(r, i, 2, &oom);
+        e.data = pg_col_dup(r, i, 3, &oom);
+        if (oom) {
+            orch_event_clear(&e);
+            ret = pg_fail(st, "%s: out of memory", what);
+            break;
+        }
+        int stop = cb(ud, &e);
+        orch_event_clear(&e);
+        if (stop)
+            break;
+    }
+    PQclear(r);
+    return ret;
+}
+
+static int pg_error_page(struct orch_store *base, const char *run_id, int64_t after_seq, int64_t limit,
+                         orch_result_cb cb, void *ud)
+{
+    struct pg_store *st = pg_of(base);
+    struct pg_params p = {0};
+    p_text(&p, run_id);
+    p_int(&p, after_seq);
+    p_int(&p, limit);
+    char what[300];
+    snprintf(what, sizeof what, "cannot list the failed rows of run %s", run_id);
+    PGresult *r = pg_exec(st, PG_ERR_PAGE, &p, what);
+    if (r == NULL)
+        return -1;
+    for (int i = 0; i < PQntuples(r); i++) {
+        struct orch_result x = {0};
+        x.seq = pg_col_int(r, i, 0);
+        x.key = PQgetisnull(r, i, 1) ? NULL : PQgetvalue(r, i, 1);
+        x.status = PQgetvalue(r, i, 2);
+        x.error = PQgetvalue(r, i, 3);
+        if (cb(ud, &x))
+            break;
+    }
+    PQclear(r);
+    return 0;
+}
+
 static const struct orch_store_ops pg_ops = {
     .name = "postgres",
     .close = pg_close,
@@ -1605,6 +1676,8 @@ static const struct orch_store_ops pg_ops = {
     .version = pg_version,
     .live_put = pg_live_put,
     .live_get = pg_live_get,
+    .event_page = pg_event_page,
+    .error_page = pg_error_page,
 };
 
 /* Notices (e.g. from VACUUM) are not errors and must not reach stderr. */

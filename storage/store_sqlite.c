@@ -100,6 +100,13 @@ const char *const sq_sql[SQ_NSTMT] = {
                     "WHERE EXISTS (SELECT 1 FROM runs WHERE id = ?1) ON CONFLICT (run_id) DO UPDATE SET "
                     "updated_ms = excluded.updated_ms, figures = excluded.figures",
     [SQ_LIVE_GET] = "SELECT figures, updated_ms FROM run_live WHERE run_id = ?1",
+    /* events_run (run_id) holds the rowid: both pages are index ranges */
+    [SQ_EV_PAGE] = "SELECT id, ts_ms, type, data FROM events WHERE run_id = ?1 AND id > ?2 AND id < ?3 "
+                   "ORDER BY id LIMIT ?4",
+    [SQ_EV_PAGE_DESC] = "SELECT id, ts_ms, type, data FROM events WHERE run_id = ?1 AND id > ?2 AND id < ?3 "
+                        "ORDER BY id DESC LIMIT ?4",
+    [SQ_ERR_PAGE] = "SELECT seq, key, status, error FROM results WHERE run_id = ?1 AND seq > ?2 "
+                    "AND error IS NOT NULL ORDER BY seq LIMIT ?3",
 };
 
 /* ---- errors ---------------------------------------------------------- */
@@ -1157,6 +1164,85 @@ static int sq_live_get(struct orch_store *base, const char *run_id, char **figur
     return ret;
 }
 
+static int sq_event_page(struct orch_store *base, const char *run_id, int64_t after_id, int64_t before_id,
+                         int64_t limit, int newest_first, orch_event_cb cb, void *ud)
+{
+    struct sq_store *st = sq_of(base);
+    sqlite3_stmt *s = st->stmt[newest_first ? SQ_EV_PAGE_DESC : SQ_EV_PAGE];
+    int bad = 0;
+    bad |= sq_bind_text(s, 1, run_id);
+    bad |= sq_bind_int(s, 2, after_id);
+    bad |= sq_bind_int(s, 3, before_id);
+    bad |= sq_bind_int(s, 4, limit);
+    if (bad) {
+        sq_done(s);
+        return sq_fail(st, "cannot list the events of run %s", run_id);
+    }
+    int ret = 0;
+    for (;;) {
+        int rc = sqlite3_step(s);
+        if (rc == SQLITE_DONE)
+            break;
+        if (rc != SQLITE_ROW) {
+            ret = sq_fail(st, "cannot list the events of run %s", run_id);
+            break;
+        }
+        int oom = 0;
+        struct orch_event e;
+        e.id = sqlite3_column_int64(s, 0);
+        e.ts_ms = sqlite3_column_int64(s, 1);
+        e.type = sq_col_dup(s, 2, &oom);
+        e.data = sq_col_dup(s, 3, &oom);
+        if (oom) {
+            orch_event_clear(&e);
+            ret = sq_fail_plain(st, "cannot list the events of run %s: out of memory", run_id);
+            break;
+        }
+        int stop = cb(ud, &e);
+        orch_event_clear(&e);
+        if (stop)
+            break;
+    }
+    sq_done(s);
+    return ret;
+}
+
+/* key, status and error point into SQLite's row buffer, valid during the
+ * callback only. */
+static int sq_error_page(struct orch_store *base, const char *run_id, int64_t after_seq, int64_t limit,
+                         orch_result_cb cb, void *ud)
+{
+    struct sq_store *st = sq_of(base);
+    sqlite3_stmt *s = st->stmt[SQ_ERR_PAGE];
+    int bad = 0;
+    bad |= sq_bind_text(s, 1, run_id);
+    bad |= sq_bind_int(s, 2, after_seq);
+    bad |= sq_bind_int(s, 3, limit);
+    if (bad) {
+        sq_done(s);
+        return sq_fail(st, "cannot list the failed rows of run %s", run_id);
+    }
+    int ret = 0;
+    for (;;) {
+        int rc = sqlite3_step(s);
+        if (rc == SQLITE_DONE)
+            break;
+        if (rc != SQLITE_ROW) {
+            ret = sq_fail(st, "cannot list the failed rows of run %s", run_id);
+            break;
+        }
+        struct orch_result x = {0};
+        x.seq = sqlite3_column_int64(s, 0);
+        x.key = (const char *)sqlite3_column_text(s, 1);
+        x.status = (const char *)sqlite3_column_text(s, 2);
+        x.error = (const char *)sqlite3_column_text(s, 3);
+        if (cb(ud, &x))
+            break;
+    }
+    sq_done(s);
+    return ret;
+}
+
 const struct orch_store_ops sq_ops = {
     .name = "sqlite",
     .close = sq_close,
@@ -1184,4 +1270,6 @@ const struct orch_store_ops sq_ops = {
     .version = sq_version,
     .live_put = sq_live_put,
     .live_get = sq_live_get,
+    .event_page = sq_event_page,
+    .error_page = sq_error_page,
 };

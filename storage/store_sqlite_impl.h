@@ -64,6 +64,9 @@ enum sq_stmt {
     /* live figures */
     SQ_LIVE_PUT,
     SQ_LIVE_GET,
+    SQ_EV_PAGE,
+    SQ_EV_PAGE_DESC,
+    SQ_ERR_PAGE,
     SQ_NSTMT
 };
 

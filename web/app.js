@@ -99,7 +99,7 @@ async function showRuns(main) {
 
 // ---- a run ----
 
-const runState = { id: null, samples: [], events: [], eventsNext: 0, errors: [], errorsNext: 0 };
+const runState = { id: null, samples: [], events: [], errors: [], errorsNext: 0 };
 
 function card(k, v, id) {
   return el("div", { class: "card" }, el("div", { class: "k" }, k), el("div", { class: "v", id: id || null }, v));
@@ -153,17 +153,43 @@ function chart(run) {
   return svg;
 }
 
-async function more(kind) {
+// failed rows: committed ones in row order, a page at a time after the last seen
+async function moreErrors() {
   const id = encodeURIComponent(runState.id);
-  const d = await api(`/api/runs/${id}/${kind}?after=${runState[kind + "Next"]}&limit=100`);
-  runState[kind] = runState[kind].concat(d[kind]);
-  runState[kind + "Next"] = d.next;
-  return d[kind].length;
+  const d = await api(`/api/runs/${id}/errors?after=${runState.errorsNext}&limit=100`);
+  runState.errors = runState.errors.concat(d.errors);
+  runState.errorsNext = d.next;
+  return d.errors.length;
+}
+
+// events newest first: the newest page at first, then what came since
+// (after the newest seen), and older pages on demand (before the oldest)
+async function newEvents() {
+  const id = encodeURIComponent(runState.id);
+  if (!runState.events.length) {
+    const d = await api(`/api/runs/${id}/events?order=desc&limit=100`);
+    runState.events = d.events;
+    return;
+  }
+  for (let i = 0; i < 5; i++) {
+    const d = await api(`/api/runs/${id}/events?after=${runState.events[0].id}&limit=200`);
+    runState.events = d.events.reverse().concat(runState.events).slice(0, 2000);
+    if (d.events.length < 200) return;
+  }
+}
+
+async function olderEvents() {
+  const id = encodeURIComponent(runState.id);
+  const last = runState.events[runState.events.length - 1];
+  if (!last) return;
+  const d = await api(`/api/runs/${id}/events?order=desc&before=${last.id}&limit=100`);
+  runState.events = runState.events.concat(d.events);
+  route();
 }
 
 function eventsTable() {
   return el("table", { id: "events" }, el("thead", {}, el("tr", {}, el("th", {}, "#"), el("th", {}, "time"), el("th", {}, "type"), el("th", {}, "data"))),
-    el("tbody", {}, ...runState.events.slice(-200).reverse().map((e) => el("tr", {}, el("td", { class: "num" }, e.id), el("td", {}, when(e.ts_ms)),
+    el("tbody", {}, ...runState.events.map((e) => el("tr", {}, el("td", { class: "num" }, e.id), el("td", {}, when(e.ts_ms)),
       el("td", {}, e.type), el("td", { class: "mono" }, e.data || "")))));
 }
 
@@ -174,7 +200,7 @@ function errorsTable() {
 }
 
 async function showRun(main, id) {
-  if (runState.id !== id) Object.assign(runState, { id, samples: [], events: [], eventsNext: 0, errors: [], errorsNext: 0 });
+  if (runState.id !== id) Object.assign(runState, { id, samples: [], events: [], errors: [], errorsNext: 0 });
   const run = await api("/api/runs/" + encodeURIComponent(id));
   // stamped with the time the run wrote them, not this page's clock
   const at = run.live ? run.live.updated_ms : run.updated_ms;
@@ -182,8 +208,8 @@ async function showRun(main, id) {
   if (!last || last.t !== at) runState.samples.push({ t: at, rows: run.rows_done, cost: run.cost_usd });
   if (runState.samples.length > 2000) runState.samples.shift();
   // the newest events and errors since the last look, a page at a time
-  for (let i = 0; i < 5 && (await more("events")) === 100; i++);
-  for (let i = 0; i < 5 && (await more("errors")) === 100; i++);
+  await newEvents();
+  for (let i = 0; i < 5 && (await moreErrors()) === 100; i++);
   const L = run.live || {};
   const cps = run.checkpoint_list || [];
   main.replaceChildren(...[
@@ -209,7 +235,8 @@ async function showRun(main, id) {
       el("tbody", {}, ...cps.slice(-50).reverse().map((c) => el("tr", {}, el("td", { class: "num" }, c.seq), el("td", {}, when(c.created_ms)),
         el("td", {}, c.reason + (c.name ? " (" + c.name + ")" : "")), el("td", { class: "num" }, num(c.rows)),
         el("td", { class: "num" }, (c.duration_ms || 0).toFixed(2)), el("td", { class: "num" }, num(c.bytes)))))),
-    el("h2", {}, "events (newest " + Math.min(200, runState.events.length) + ")"), eventsTable(),
+    el("h2", {}, "events (the newest " + num(runState.events.length) + ")"), eventsTable(),
+    el("div", { class: "pager" }, el("button", { id: "older-events", onclick: olderEvents }, "older events")),
     el("p", { id: "live", class: "muted" }, run.status === "running" ? "live · updated " + new Date().toLocaleTimeString() : "finished · not updating"),
   ].filter((x) => x !== null));
   if (run.status === "running") schedule(route);

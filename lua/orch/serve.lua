@@ -180,16 +180,19 @@ local function api_run(st, id)
   return 200, v
 end
 
--- GET /api/runs/ID/events?after=N&limit=N: oldest first, a page.
+-- GET /api/runs/ID/events?after=N&before=N&limit=N&order=desc: a page of
+-- the run's events, oldest first (order=desc: newest first); next is the
+-- last id of the page, to ask for the following one.
 local function api_events(st, id, q)
   local limit = int_arg(q, "limit", 100, 1, 1000)
   local after = int_arg(q, "after", 0, 0, math.maxinteger)
-  local evs, err = st:event_list(id, after, limit)
+  local before = int_arg(q, "before", 0, 0, math.maxinteger)
+  local evs, err = st:event_page(id, after, before, limit, q.order == "desc")
   if evs == nil then
     return 500, { error = err }
   end
   local last = evs[#evs]
-  return 200, { events = array(evs), next = last and last.id or after }
+  return 200, { events = array(evs), next = last and last.id or (q.order == "desc" and before or after) }
 end
 
 -- GET /api/runs/ID/errors?after=SEQ&limit=N: failed and defaulted rows
@@ -197,14 +200,8 @@ end
 local function api_errors(st, id, q)
   local limit = int_arg(q, "limit", 100, 1, 1000)
   local after = int_arg(q, "after", 0, 0, math.maxinteger)
-  local out = {}
-  local ok, err = st:each_result(id, function(res)
-    if res.seq > after and res.error ~= nil then
-      out[#out + 1] = { seq = res.seq, key = res.key, status = res.status, error = res.error }
-      return #out >= limit
-    end
-  end)
-  if not ok then
+  local out, err = st:error_page(id, after, limit)
+  if out == nil then
     return 500, { error = err }
   end
   local last = out[#out]

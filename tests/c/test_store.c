@@ -708,6 +708,68 @@ static void test_live(struct orch_store *st)
     CHECK_HAS(st->err, "cannot record live figures: the figures are missing");
 }
 
+/* The dashboard's pages: events by id either way within bounds, and the
+ * failed rows after a seq, without the ok ones. */
+static void test_pages(struct orch_store *st)
+{
+    struct orch_run run = make_run("pg", "pages", "idP", ORCH_RUN_RUNNING, 6000);
+    CHECK(orch_store_run_create(st, &run) == 0);
+    for (int i = 1; i <= 5; i++) {
+        char data[32];
+        snprintf(data, sizeof data, "{\"i\":%d}", i);
+        CHECK(orch_store_event_add(st, "pg", "ev", data) == 0);
+    }
+    struct evs all = {.ordered = 1};
+    CHECK(orch_store_event_page(st, "pg", 0, 0, 100, 0, collect_event, &all) == 0);
+    CHECK(all.n == 5 && all.ordered);
+    CHECK_STR(all.line[0], "ev:{\"i\":1}");
+    int64_t third = 0;
+    struct evs two = {.ordered = 1};
+    CHECK(orch_store_event_page(st, "pg", 0, 0, 2, 0, collect_event, &two) == 0);
+    CHECK(two.n == 2 && two.ordered);
+    CHECK_STR(two.line[1], "ev:{\"i\":2}");
+    third = two.last_id; /* the next page starts after it */
+    struct evs next = {.ordered = 1};
+    CHECK(orch_store_event_page(st, "pg", third, 0, 2, 0, collect_event, &next) == 0);
+    CHECK(next.n == 2);
+    CHECK_STR(next.line[0], "ev:{\"i\":3}");
+    struct evs newest = {.last_id = INT64_MIN};
+    CHECK(orch_store_event_page(st, "pg", 0, 0, 2, 1, collect_event, &newest) == 0);
+    CHECK(newest.n == 2);
+    CHECK_STR(newest.line[0], "ev:{\"i\":5}");
+    CHECK_STR(newest.line[1], "ev:{\"i\":4}");
+    struct evs older = {0};
+    CHECK(orch_store_event_page(st, "pg", 0, newest.last_id, 10, 1, collect_event, &older) == 0);
+    CHECK(older.n == 3);
+    CHECK_STR(older.line[0], "ev:{\"i\":3}");
+    struct evs none = {0};
+    CHECK(orch_store_event_page(st, "nope", 0, 0, 10, 0, collect_event, &none) == 0);
+    CHECK(none.n == 0);
+    CHECK(orch_store_event_page(st, "pg", 0, 0, 0, 0, collect_event, &none) == -1);
+    CHECK_HAS(st->err, "cannot list a page of events: the page size must be positive");
+
+    struct orch_result res[] = {
+        {1, "k1", "ok", NULL, "{}", 2},         {2, "k2", "failed", "boom <b>", "{}", 2},
+        {3, "k3", "ok", NULL, "{}", 2},         {4, "k4", "defaulted", "late", "{}", 2},
+        {5, NULL, "failed", "no key", NULL, 0},
+    };
+    struct orch_checkpoint c = {0};
+    c.reason = (char *)"rows";
+    CHECK(orch_store_checkpoint_write(st, &run, &c, res, 5, NULL, 0) == 0);
+    free(c.checksum);
+    struct results rs = {0};
+    CHECK(orch_store_error_page(st, "pg", 0, 2, collect_result, &rs) == 0);
+    CHECK(rs.n == 2);
+    CHECK(rs.seq[0] == 2 && rs.seq[1] == 4);
+    CHECK_STR(rs.key[0], "k2");
+    CHECK_STR(rs.status[1], "defaulted");
+    CHECK(rs.has_error[0] && rs.null_data[0]);
+    struct results rest = {0};
+    CHECK(orch_store_error_page(st, "pg", 4, 10, collect_result, &rest) == 0);
+    CHECK(rest.n == 1 && rest.seq[0] == 5);
+    CHECK(orch_store_run_delete(st, "pg") == 1);
+}
+
 static void test_stats(struct orch_store *st, int file)
 {
     struct orch_store_stats s;
@@ -1051,7 +1113,8 @@ static int make_v1_store(const char *path)
     orch_store_close(st);
     if (rc != 0)
         return -1;
-    return sql_on(path, "DROP TABLE llm_journal; DROP TABLE run_live; PRAGMA user_version = 1") == SQLITE_OK
+    return sql_on(path, "DROP TABLE llm_journal; DROP TABLE run_live; DROP INDEX results_errors; "
+                        "PRAGMA user_version = 1") == SQLITE_OK
                ? 0
                : -1;
 }
@@ -1708,6 +1771,7 @@ int main(int argc, char **argv)
     test_contract(st, target);
     test_events(st);
     test_live(st);
+    test_pages(st);
     test_stats(st, backend != B_MEMORY);
     test_journal(st, target);
     if (backend == B_MEMORY) {

@@ -73,8 +73,8 @@ expect_grep "status --json carries them, at or ahead of the last checkpoint" "^l
 # --metrics FILE: parses, and changes during the run
 $PARSE m.prom --get orch_run_rows_done_total >m1.txt
 expect_grep "the --metrics file parses" "^[0-9]+$" m1.txt
-sleep 2.5
-$PARSE m.prom --get orch_run_rows_done_total >m2.txt
+# rewritten every 2 s while the run goes on: wait for the next one
+wait_until '$PARSE m.prom --get orch_run_rows_done_total >m2.txt && [ "$(cat m2.txt)" -gt "$(cat m1.txt)" ]'
 if [ "$(cat m2.txt)" -gt "$(cat m1.txt)" ]; then ok "the --metrics file was rewritten during the run ($(cat m1.txt) -> $(cat m2.txt) rows)"
 else bad "the --metrics file did not change: $(cat m1.txt) -> $(cat m2.txt)"; fi
 $PARSE m.prom --get 'orch_run_status{status="running"}' >m3.txt
@@ -87,9 +87,9 @@ URL="http://127.0.0.1:$PORT"
 curl -s "$URL/metrics" >s1.prom
 $PARSE s1.prom >p1.txt
 expect_grep "/metrics parses" "^ok [0-9]+ families" p1.txt
-sleep 1.5
-curl -s "$URL/metrics" >s2.prom
 r1=$($PARSE s1.prom --get orch_rows_done_total)
+# live figures are written once a second: a later scrape sees more rows
+wait_until 'curl -s "$URL/metrics" >s2.prom && [ "$($PARSE s2.prom --get orch_rows_done_total)" -gt "$r1" ]'
 r2=$($PARSE s2.prom --get orch_rows_done_total)
 if [ "$r2" -gt "$r1" ]; then ok "orch_rows_done_total grows between two scrapes ($r1 -> $r2)"; else bad "orch_rows_done_total $r1 -> $r2"; fi
 expect_eq "a rows counter per run too" "$($PARSE s2.prom --get 'orch_run_rows_done_total{workflow="watch <me>"}')" "$r2"

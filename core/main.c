@@ -157,7 +157,7 @@ static const struct command commands[] = {
 };
 
 static const char help_footer[] =
-    "status, ls, history, checkpoints, export, stats and serve open the store read-only.\n"
+    "status, ls, history, checkpoints, export and stats open the store read-only.\n"
     "exit codes: 0 done, 1 failed, 2 usage or workflow error, 3 paused\n";
 
 static const struct command *find_command(const char *name)

@@ -52,6 +52,7 @@ struct option {
 #define O_HELP {"--help", "-h", NULL, OPT_HELP, "show this help"}
 #define O_MAXMEM {"--max-memory", NULL, "MB", OPT_MB, "cap the Lua heap; a row past it fails (default: max_memory)"}
 #define O_DURABLE {"--require-durable", NULL, NULL, OPT_FLAG, "refuse a store server that a crash could make lose checkpoints"}
+#define O_METRICS {"--metrics", NULL, "FILE", OPT_STRING, "keep FILE the run's Prometheus text (node_exporter textfile)"}
 #define O_END {NULL, NULL, NULL, OPT_FLAG, NULL}
 
 static const struct option run_options[] = {
@@ -60,7 +61,7 @@ static const struct option run_options[] = {
     {"--fresh", NULL, NULL, OPT_FLAG, "start a new run even if an unfinished one matches"},
     O_NOCACHE,
     {"--dry-run", NULL, NULL, OPT_FLAG, "estimate tokens and dollars instead (orch estimate)"},
-    O_MAXMEM, O_LOGJSON, O_DURABLE, O_QUIET, O_VERBOSE, O_HELP, O_END,
+    O_MAXMEM, O_METRICS, O_LOGJSON, O_DURABLE, O_QUIET, O_VERBOSE, O_HELP, O_END,
 };
 static const struct option estimate_options[] = {
     O_SET, O_CONC,
@@ -72,7 +73,7 @@ static const struct option resume_options[] = {
     {"--all", NULL, NULL, OPT_FLAG, "every interrupted run in the store (budget-paused ones need --budget)"},
     O_DB, O_CONC,
     {"--budget", NULL, "USD", OPT_USD, "a new budget (needed to resume a run paused by its budget)"},
-    O_NOCACHE, O_MAXMEM, O_LOGJSON, O_DURABLE, O_QUIET, O_VERBOSE, O_HELP, O_END,
+    O_NOCACHE, O_MAXMEM, O_METRICS, O_LOGJSON, O_DURABLE, O_QUIET, O_VERBOSE, O_HELP, O_END,
 };
 static const struct option status_options[] = {O_DB, O_JSON, O_HELP, O_END};
 static const struct option ls_options[] = {
@@ -98,6 +99,13 @@ static const struct option gc_options[] = {
     {"--journal", NULL, NULL, OPT_FLAG, "also drop LLM journal entries older than AGE"},
     {"--vacuum", NULL, NULL, OPT_FLAG, "give the freed space back to the file system"},
     {"--dry-run", NULL, NULL, OPT_FLAG, "list what would be removed, remove nothing"},
+    O_HELP, O_END,
+};
+static const struct option serve_options[] = {
+    {"--db", NULL, "URL", OPT_STRING, "the state store (default: $ORCH_DB, else .orch/state.db)"},
+    {"--listen", NULL, "ADDR:PORT", OPT_STRING, "where to listen (default: 127.0.0.1:8377; port 0: any free one)"},
+    {"--token", NULL, "T", OPT_STRING, "require \"Authorization: Bearer T\" (or /?token=T once, for a browser)"},
+    {"--insecure", NULL, NULL, OPT_FLAG, "allow a non-loopback --listen without a token"},
     O_HELP, O_END,
 };
 static const struct option no_options[] = {O_HELP, O_END};
@@ -138,6 +146,10 @@ static const struct command commands[] = {
     {"stats", "", 0, 0, status_options, "figures of the store: runs, checkpoints, bytes, checkpoint ms", 0},
     {"restore", "RUN_ID CHECKPOINT", 2, 2, restore_options,
      "roll a run back to one of its checkpoints (then orch resume it)", 0},
+    {"serve", "", 0, 0, serve_options,
+     "a read-only web dashboard of the store's runs, its JSON API and\n"
+     "Prometheus /metrics (ends on Ctrl-C)",
+     0},
     {"gc", "", 0, 0, gc_options, "remove old finished runs with their checkpoints, results and events", 0},
     {"lua", "SCRIPT.lua [ARG]...", 1, -1, no_options, "run a Lua script with the orch modules available", 1},
     {"version", "", 0, 0, no_options, "print the versions of orch, Lua, libcurl and the store libraries", 0},

@@ -17,18 +17,15 @@
 #include "sched_lua.h"
 #include "sink_lua.h"
 #include "store_lua.h"
+#include "serve_lua.h"
 #include "sys_lua.h"
 
 static const luaL_Reg c_modules[] = {
-    {"orch.sched", luaopen_orch_sched},
-    {"orch.json", luaopen_orch_json},
-    {"orch.hash", luaopen_orch_hash},
-    {"orch.http", luaopen_orch_http},
-    {"orch.reader", luaopen_orch_reader},
-    {"orch.sink", luaopen_orch_sink},
-    {"orch.store", luaopen_orch_store},
-    {"orch.sys", luaopen_orch_sys},
-    {NULL, NULL},
+    {"orch.sched", luaopen_orch_sched},   {"orch.json", luaopen_orch_json},
+    {"orch.hash", luaopen_orch_hash},     {"orch.http", luaopen_orch_http},
+    {"orch.reader", luaopen_orch_reader}, {"orch.sink", luaopen_orch_sink},
+    {"orch.store", luaopen_orch_store},   {"orch.sys", luaopen_orch_sys},
+    {"orch.httpd", luaopen_orch_httpd},   {NULL, NULL},
 };
 
 /* Message handler: string errors get a traceback; other values are kept

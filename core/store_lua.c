@@ -878,6 +878,84 @@ static int l_store_keepalive(lua_State *L)
     return 0;
 }
 
+/* ---- live figures ---- */
+
+/* live_put(run_id, updated_ms, figures_json) -> true | nil, err */
+static int l_store_live_put(lua_State *L)
+{
+    struct orch_store *st = check_open(L);
+    const char *id = luaL_checkstring(L, 2);
+    int64_t ms = (int64_t)luaL_checkinteger(L, 3);
+    const char *fig = luaL_checkstring(L, 4);
+    if (orch_store_live_put(st, id, ms, fig) != 0)
+        return push_failure(L, st->err);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+/* live_get(run_id) -> figures_json, updated_ms | false (none yet) | nil, err */
+static int l_store_live_get(lua_State *L)
+{
+    struct orch_store *st = check_open(L);
+    const char *id = luaL_checkstring(L, 2);
+    char *fig = NULL;
+    int64_t ms = 0;
+    int rc = orch_store_live_get(st, id, &fig, &ms);
+    if (rc < 0)
+        return push_failure(L, st->err);
+    if (rc == 0) {
+        lua_pushboolean(L, 0);
+        return 1;
+    }
+    lua_pushstring(L, fig); /* may raise on memory: free first */
+    free(fig);
+    lua_pushinteger(L, (lua_Integer)ms);
+    return 2;
+}
+
+/* event_page(run_id, after_id, before_id, limit, newest_first) -> { event, ... } | nil, err:
+ * after_id < id < before_id (0: no bound), at most limit. */
+static int l_store_event_page(lua_State *L)
+{
+    struct orch_store *st = check_open(L);
+    const char *id = luaL_checkstring(L, 2);
+    int64_t after = (int64_t)luaL_checkinteger(L, 3);
+    int64_t before = (int64_t)luaL_checkinteger(L, 4);
+    int64_t limit = (int64_t)luaL_checkinteger(L, 5);
+    int newest = lua_toboolean(L, 6);
+    luaL_argcheck(L, limit > 0, 5, "expected a positive page size");
+    lua_newtable(L);
+    if (orch_store_event_page(st, id, after, before, limit, newest, collect_event, L) != 0)
+        return push_failure(L, st->err);
+    return 1;
+}
+
+static int collect_error(void *ud, const struct orch_result *r)
+{
+    lua_State *L = ud;
+    lua_createtable(L, 0, 4);
+    set_int(L, "seq", r->seq);
+    set_str(L, "key", r->key);
+    set_str(L, "status", r->status);
+    set_str(L, "error", r->error);
+    lua_rawseti(L, -2, (lua_Integer)lua_rawlen(L, -2) + 1);
+    return 0;
+}
+
+/* error_page(run_id, after_seq, limit) -> { {seq, key, status, error}, ... } | nil, err */
+static int l_store_error_page(lua_State *L)
+{
+    struct orch_store *st = check_open(L);
+    const char *id = luaL_checkstring(L, 2);
+    int64_t after = (int64_t)luaL_checkinteger(L, 3);
+    int64_t limit = (int64_t)luaL_checkinteger(L, 4);
+    luaL_argcheck(L, limit > 0, 4, "expected a positive page size");
+    lua_newtable(L);
+    if (orch_store_error_page(st, id, after, limit, collect_error, L) != 0)
+        return push_failure(L, st->err);
+    return 1;
+}
+
 static int l_store_gc(lua_State *L)
 {
     store_release(luaL_checkudata(L, 1, STORE_MT));
@@ -921,6 +999,10 @@ static const luaL_Reg store_methods[] = {
     {"run_delete", l_store_run_delete},
     {"journal_prune", l_store_journal_prune},
     {"vacuum", l_store_vacuum},
+    {"live_put", l_store_live_put},
+    {"live_get", l_store_live_get},
+    {"event_page", l_store_event_page},
+    {"error_page", l_store_error_page},
     {NULL, NULL},
 };
 

@@ -255,6 +255,44 @@ void orch_store_version(struct orch_store *st, char *out, size_t outlen)
     st->ops->version(st, out, outlen);
 }
 
+/* ---- live figures ------------------------------------------------------ */
+
+int orch_store_live_put(struct orch_store *st, const char *run_id, int64_t updated_ms, const char *figures)
+{
+    if (run_id == NULL || figures == NULL)
+        return orch_store_fail(st, "cannot record live figures: %s missing",
+                               run_id == NULL ? "the run id is" : "the figures are");
+    return st->ops->live_put(st, run_id, updated_ms, figures);
+}
+
+int orch_store_live_get(struct orch_store *st, const char *run_id, char **figures, int64_t *updated_ms)
+{
+    *figures = NULL;
+    *updated_ms = 0;
+    if (run_id == NULL)
+        return orch_store_fail(st, "cannot read live figures: the run id is missing");
+    return st->ops->live_get(st, run_id, figures, updated_ms);
+}
+
+int orch_store_event_page(struct orch_store *st, const char *run_id, int64_t after_id, int64_t before_id,
+                          int64_t limit, int newest_first, orch_event_cb cb, void *ud)
+{
+    if (run_id == NULL || limit <= 0)
+        return orch_store_fail(st, "cannot list a page of events: %s",
+                               run_id == NULL ? "the run id is missing" : "the page size must be positive");
+    return st->ops->event_page(st, run_id, after_id, before_id > 0 ? before_id : INT64_MAX, limit,
+                               newest_first, cb, ud);
+}
+
+int orch_store_error_page(struct orch_store *st, const char *run_id, int64_t after_seq, int64_t limit,
+                          orch_result_cb cb, void *ud)
+{
+    if (run_id == NULL || limit <= 0)
+        return orch_store_fail(st, "cannot list a page of failed rows: %s",
+                               run_id == NULL ? "the run id is missing" : "the page size must be positive");
+    return st->ops->error_page(st, run_id, after_seq, limit, cb, ud);
+}
+
 const char *orch_store_library(size_t i)
 {
     static char libs[3][64];

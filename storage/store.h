@@ -273,6 +273,28 @@ void orch_store_version(struct orch_store *st, char *out, size_t outlen);
  * "hiredis 0.14.1" (Redis); NULL past the last. Needs no open store. */
 const char *orch_store_library(size_t i);
 
+/* Live figures: a running run's counters between checkpoints (rows done,
+ * failed and in flight, rows/s, calls, tokens, cost, retries, ...), as one
+ * JSON object the store keeps opaque, beside the heartbeat. The owner
+ * writes them at most once a second; `orch status` and `orch serve` read
+ * them. Deleted with the run. */
+/* Replaces run_id's figures (JSON text) stamped updated_ms. 0 or -1 (no
+ * such run included). */
+int orch_store_live_put(struct orch_store *st, const char *run_id, int64_t updated_ms, const char *figures);
+/* 1 found (*figures a heap copy the caller frees, *updated_ms its stamp),
+ * 0 none written yet, -1 error. */
+int orch_store_live_get(struct orch_store *st, const char *run_id, char **figures, int64_t *updated_ms);
+
+/* Pages for the dashboard, each one indexed query however long the run:
+ * the run's events with after_id < id < before_id (before_id 0: no upper
+ * bound), oldest first or newest first, at most limit (> 0). 0 or -1. */
+int orch_store_event_page(struct orch_store *st, const char *run_id, int64_t after_id, int64_t before_id,
+                          int64_t limit, int newest_first, orch_event_cb cb, void *ud);
+/* The run's results that carry an error (failed, defaulted) with seq >
+ * after_seq, in seq order, at most limit (> 0), data left NULL. 0 or -1. */
+int orch_store_error_page(struct orch_store *st, const char *run_id, int64_t after_seq, int64_t limit,
+                          orch_result_cb cb, void *ud);
+
 struct orch_store_ops; /* a backend's operations (store_impl.h) */
 
 struct orch_store {

@@ -119,6 +119,17 @@ struct orch_store_ops {
     /* What the store runs on, "SQLite 3.40.1" or "PostgreSQL 15.4" (the
      * server's version), into out (always NUL-terminated). */
     void (*version)(struct orch_store *st, char *out, size_t outlen);
+
+    /* Live figures (store.h: orch_store_live_put / _get); the arguments
+     * are checked by store.c. */
+    int (*live_put)(struct orch_store *st, const char *run_id, int64_t updated_ms, const char *figures);
+    int (*live_get)(struct orch_store *st, const char *run_id, char **figures, int64_t *updated_ms);
+    /* Dashboard pages (store.h: orch_store_event_page / _error_page);
+     * before_id is never 0 here (store.c passes INT64_MAX for none). */
+    int (*event_page)(struct orch_store *st, const char *run_id, int64_t after_id, int64_t before_id,
+                      int64_t limit, int newest_first, orch_event_cb cb, void *ud);
+    int (*error_page)(struct orch_store *st, const char *run_id, int64_t after_seq, int64_t limit,
+                      orch_result_cb cb, void *ud);
 };
 
 /* Seals a checkpoint a backend has numbered seq, inside its write

@@ -66,6 +66,12 @@ enum pg_stmt {
     PG_STATS_CPS,
     PG_STATS_JOURNAL,
     PG_STATS_SIZE,
+    /* live figures */
+    PG_LIVE_PUT,
+    PG_LIVE_GET,
+    PG_EV_PAGE,
+    PG_EV_PAGE_DESC,
+    PG_ERR_PAGE,
     PG_NSTMT
 };
 
@@ -138,6 +144,17 @@ static const char *const pg_sql[PG_NSTMT] = {
                          "FROM llm_journal",
     [PG_STATS_SIZE] =
         "SELECT coalesce(sum(pg_total_relation_size(to_regclass(t))), 0) FROM unnest(" PG_TABLES ") t",
+    /* no row for a run that is not there: the caller hears "no such run" */
+    [PG_LIVE_PUT] = "INSERT INTO run_live (run_id, updated_ms, figures) SELECT $1, $2, $3 "
+                    "WHERE EXISTS (SELECT 1 FROM runs WHERE id = $1) ON CONFLICT (run_id) DO UPDATE SET "
+                    "updated_ms = excluded.updated_ms, figures = excluded.figures",
+    [PG_LIVE_GET] = "SELECT figures, updated_ms FROM run_live WHERE run_id = $1",
+    [PG_EV_PAGE] = "SELECT id, ts_ms, type, data FROM events WHERE run_id = $1 AND id > $2 AND id < $3 "
+                   "ORDER BY id LIMIT $4",
+    [PG_EV_PAGE_DESC] = "SELECT id, ts_ms, type, data FROM events WHERE run_id = $1 AND id > $2 AND id < $3 "
+                        "ORDER BY id DESC LIMIT $4",
+    [PG_ERR_PAGE] = "SELECT seq, key, status, error FROM results WHERE run_id = $1 AND seq > $2 "
+                    "AND error IS NOT NULL ORDER BY seq LIMIT $3",
 };
 
 struct pg_store {
@@ -1521,6 +1538,89 @@ static void pg_version(struct orch_store *base, char *out, size_t outlen)
     snprintf(out, outlen, "PostgreSQL %s", v);
 }
 
+/* ---- live figures ---- */
+
+static int pg_live_put(struct orch_store *base, const char *run_id, int64_t updated_ms, const char *figures)
+{
+    struct pg_store *st = pg_of(base);
+    struct pg_params p = {0};
+    p_text(&p, run_id);
+    p_int(&p, updated_ms);
+    p_text(&p, figures);
+    int64_t n = pg_exec_changes(st, PG_LIVE_PUT, &p, "cannot record live figures");
+    if (n < 0)
+        return -1;
+    if (n != 1)
+        return pg_fail(st, "cannot record the live figures of run %s: no such run", run_id);
+    return 0;
+}
+
+static int pg_live_get(struct orch_store *base, const char *run_id, char **figures, int64_t *updated_ms)
+{
+    struct pg_store *st = pg_of(base);
+    struct pg_params p = {0};
+    p_text(&p, run_id);
+    PGresult *r = pg_exec(st, PG_LIVE_GET, &p, "cannot read live figures");
+    if (r == NULL)
+        return -1;
+    int ret = 0;
+    if (PQntuples(r) > 0) {
+        int oom = 0;
+        *figures = pg_col_dup(r, 0, 0, &oom);
+        *updated_ms = pg_col_int(r, 0, 1);
+        ret = 1;
+        if (oom || *figures == NULL) {
+            free(*figures);
+            *figures = NULL;
+            ret = pg_fail(st, "cannot read the live figures of run %s: out of memory", run_id);
+        }
+    }
+    PQclear(r);
+    return ret;
+}
+
+static int pg_event_page(struct orch_store *base, const char *run_id, int64_t after_id, int64_t before_id,
+                         int64_t limit, int newest_first, orch_event_cb cb, void *ud)
+{
+    struct pg_store *st = pg_of(base);
+    struct pg_params p = {0};
+    p_text(&p, run_id);
+    p_int(&p, after_id);
+    p_int(&p, before_id);
+    p_int(&p, limit);
+    char what[300];
+    snprintf(what, sizeof what, "cannot list the events of run %s", run_id);
+    struct pg_list c = {.cb.event = cb, .ud = ud, .run_id = run_id};
+    return pg_each_row(st, pg_exec(st, newest_first ? PG_EV_PAGE_DESC : PG_EV_PAGE, &p, what), pg_event_each,
+                       &c);
+}
+
+static int pg_error_each(struct pg_store *st, PGresult *r, int i, void *ud)
+{
+    (void)st;
+    struct pg_list *c = ud;
+    struct orch_result x = {0};
+    x.seq = pg_col_int(r, i, 0);
+    x.key = PQgetisnull(r, i, 1) ? NULL : PQgetvalue(r, i, 1);
+    x.status = PQgetvalue(r, i, 2);
+    x.error = PQgetvalue(r, i, 3);
+    return c->cb.result(c->ud, &x) ? 1 : 0;
+}
+
+static int pg_error_page(struct orch_store *base, const char *run_id, int64_t after_seq, int64_t limit,
+                         orch_result_cb cb, void *ud)
+{
+    struct pg_store *st = pg_of(base);
+    struct pg_params p = {0};
+    p_text(&p, run_id);
+    p_int(&p, after_seq);
+    p_int(&p, limit);
+    char what[300];
+    snprintf(what, sizeof what, "cannot list the failed rows of run %s", run_id);
+    struct pg_list c = {.cb.result = cb, .ud = ud, .run_id = run_id};
+    return pg_each_row(st, pg_exec(st, PG_ERR_PAGE, &p, what), pg_error_each, &c);
+}
+
 static const struct orch_store_ops pg_ops = {
     .name = "postgres",
     .close = pg_close,
@@ -1546,6 +1646,10 @@ static const struct orch_store_ops pg_ops = {
     .journal_prune = pg_journal_prune,
     .vacuum = pg_vacuum,
     .version = pg_version,
+    .live_put = pg_live_put,
+    .live_get = pg_live_get,
+    .event_page = pg_event_page,
+    .error_page = pg_error_page,
 };
 
 /* Notices (e.g. from VACUUM) are not errors and must not reach stderr. */

@@ -122,6 +122,18 @@ static const char *const pg_migrations[] = {
     ");\n"
     "COMMENT ON COLUMN llm_journal.key IS 'hex hash of provider + model + canonical request';\n"
     "UPDATE orch_meta SET version = 2 WHERE app = 'orch';\n",
+    /* 2 -> 3: live figures, one row per run, replaced at most once a
+     * second by the run's owner (an opaque JSON object); indexes of a
+     * run's events and failed rows. */
+    "CREATE TABLE run_live (\n"
+    "  run_id text PRIMARY KEY REFERENCES runs (id) ON DELETE CASCADE,\n"
+    "  updated_ms bigint NOT NULL,\n"
+    "  figures text NOT NULL\n"
+    ");\n"
+    /* the dashboard's pages: a run's events by id, its failed rows */
+    "CREATE INDEX events_run_id ON events (run_id, id);\n"
+    "CREATE INDEX results_errors ON results (run_id, seq) WHERE error IS NOT NULL;\n"
+    "UPDATE orch_meta SET version = 3 WHERE app = 'orch';\n",
 };
 
 #define PG_SCHEMA_VERSION ((int)(sizeof pg_migrations / sizeof pg_migrations[0]))

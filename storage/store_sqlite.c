@@ -95,6 +95,18 @@ const char *const sq_sql[SQ_NSTMT] = {
     [SQ_STATS_JOURNAL] = "SELECT count(*), coalesce(sum(hits), 0), coalesce(sum(cost_usd * hits), 0.0) "
                          "FROM llm_journal",
     [SQ_STATS_SIZE] = "SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()",
+    /* no row for a run that is not there: the caller hears "no such run" */
+    [SQ_LIVE_PUT] = "INSERT INTO run_live (run_id, updated_ms, figures) SELECT ?1, ?2, ?3 "
+                    "WHERE EXISTS (SELECT 1 FROM runs WHERE id = ?1) ON CONFLICT (run_id) DO UPDATE SET "
+                    "updated_ms = excluded.updated_ms, figures = excluded.figures",
+    [SQ_LIVE_GET] = "SELECT figures, updated_ms FROM run_live WHERE run_id = ?1",
+    /* events_run (run_id) holds the rowid: both pages are index ranges */
+    [SQ_EV_PAGE] = "SELECT id, ts_ms, type, data FROM events WHERE run_id = ?1 AND id > ?2 AND id < ?3 "
+                   "ORDER BY id LIMIT ?4",
+    [SQ_EV_PAGE_DESC] = "SELECT id, ts_ms, type, data FROM events WHERE run_id = ?1 AND id > ?2 AND id < ?3 "
+                        "ORDER BY id DESC LIMIT ?4",
+    [SQ_ERR_PAGE] = "SELECT seq, key, status, error FROM results WHERE run_id = ?1 AND seq > ?2 "
+                    "AND error IS NOT NULL ORDER BY seq LIMIT ?3",
 };
 
 /* ---- errors ---------------------------------------------------------- */
@@ -1072,6 +1084,134 @@ static void sq_version(struct orch_store *base, char *out, size_t outlen)
     orch_store_sqlite_library(out, outlen);
 }
 
+/* ---- live figures ---- */
+
+static int sq_live_put(struct orch_store *base, const char *run_id, int64_t updated_ms, const char *figures)
+{
+    struct sq_store *st = sq_of(base);
+    sqlite3_stmt *s = st->stmt[SQ_LIVE_PUT];
+    int bad = 0;
+    bad |= sq_bind_text(s, 1, run_id);
+    bad |= sq_bind_int(s, 2, updated_ms);
+    bad |= sq_bind_text(s, 3, figures);
+    if (bad) {
+        sq_fail(st, "cannot record the live figures of run %s", run_id);
+        sq_done(s);
+        return -1;
+    }
+    if (sq_exec(st, s, "cannot record live figures") != 0)
+        return -1;
+    if (sqlite3_changes(st->db) != 1)
+        return sq_fail_plain(st, "cannot record the live figures of run %s: no such run", run_id);
+    return 0;
+}
+
+static int sq_live_get(struct orch_store *base, const char *run_id, char **figures, int64_t *updated_ms)
+{
+    struct sq_store *st = sq_of(base);
+    sqlite3_stmt *s = st->stmt[SQ_LIVE_GET];
+    if (sq_bind_text(s, 1, run_id)) {
+        sq_done(s);
+        return sq_fail(st, "cannot read the live figures of run %s", run_id);
+    }
+    int rc = sqlite3_step(s);
+    int ret = 0;
+    if (rc == SQLITE_ROW) {
+        int oom = 0;
+        *figures = sq_col_dup(s, 0, &oom);
+        *updated_ms = sqlite3_column_int64(s, 1);
+        ret = 1;
+        if (oom || *figures == NULL) {
+            free(*figures);
+            *figures = NULL;
+            ret = sq_fail_plain(st, "cannot read the live figures of run %s: out of memory", run_id);
+        }
+    } else if (rc != SQLITE_DONE) {
+        ret = sq_fail(st, "cannot read the live figures of run %s", run_id);
+    }
+    sq_done(s);
+    return ret;
+}
+
+static int sq_event_page(struct orch_store *base, const char *run_id, int64_t after_id, int64_t before_id,
+                         int64_t limit, int newest_first, orch_event_cb cb, void *ud)
+{
+    struct sq_store *st = sq_of(base);
+    sqlite3_stmt *s = st->stmt[newest_first ? SQ_EV_PAGE_DESC : SQ_EV_PAGE];
+    int bad = 0;
+    bad |= sq_bind_text(s, 1, run_id);
+    bad |= sq_bind_int(s, 2, after_id);
+    bad |= sq_bind_int(s, 3, before_id);
+    bad |= sq_bind_int(s, 4, limit);
+    if (bad) {
+        sq_done(s);
+        return sq_fail(st, "cannot list the events of run %s", run_id);
+    }
+    int ret = 0;
+    for (;;) {
+        int rc = sqlite3_step(s);
+        if (rc == SQLITE_DONE)
+            break;
+        if (rc != SQLITE_ROW) {
+            ret = sq_fail(st, "cannot list the events of run %s", run_id);
+            break;
+        }
+        int oom = 0;
+        struct orch_event e;
+        e.id = sqlite3_column_int64(s, 0);
+        e.ts_ms = sqlite3_column_int64(s, 1);
+        e.type = sq_col_dup(s, 2, &oom);
+        e.data = sq_col_dup(s, 3, &oom);
+        if (oom) {
+            orch_event_clear(&e);
+            ret = sq_fail_plain(st, "cannot list the events of run %s: out of memory", run_id);
+            break;
+        }
+        int stop = cb(ud, &e);
+        orch_event_clear(&e);
+        if (stop)
+            break;
+    }
+    sq_done(s);
+    return ret;
+}
+
+/* key, status and error point into SQLite's row buffer, valid during the
+ * callback only. */
+static int sq_error_page(struct orch_store *base, const char *run_id, int64_t after_seq, int64_t limit,
+                         orch_result_cb cb, void *ud)
+{
+    struct sq_store *st = sq_of(base);
+    sqlite3_stmt *s = st->stmt[SQ_ERR_PAGE];
+    int bad = 0;
+    bad |= sq_bind_text(s, 1, run_id);
+    bad |= sq_bind_int(s, 2, after_seq);
+    bad |= sq_bind_int(s, 3, limit);
+    if (bad) {
+        sq_done(s);
+        return sq_fail(st, "cannot list the failed rows of run %s", run_id);
+    }
+    int ret = 0;
+    for (;;) {
+        int rc = sqlite3_step(s);
+        if (rc == SQLITE_DONE)
+            break;
+        if (rc != SQLITE_ROW) {
+            ret = sq_fail(st, "cannot list the failed rows of run %s", run_id);
+            break;
+        }
+        struct orch_result x = {0};
+        x.seq = sqlite3_column_int64(s, 0);
+        x.key = (const char *)sqlite3_column_text(s, 1);
+        x.status = (const char *)sqlite3_column_text(s, 2);
+        x.error = (const char *)sqlite3_column_text(s, 3);
+        if (cb(ud, &x))
+            break;
+    }
+    sq_done(s);
+    return ret;
+}
+
 const struct orch_store_ops sq_ops = {
     .name = "sqlite",
     .close = sq_close,
@@ -1097,4 +1237,8 @@ const struct orch_store_ops sq_ops = {
     .journal_prune = sq_journal_prune,
     .vacuum = sq_vacuum,
     .version = sq_version,
+    .live_put = sq_live_put,
+    .live_get = sq_live_get,
+    .event_page = sq_event_page,
+    .error_page = sq_error_page,
 };

@@ -17,7 +17,7 @@
 
 /* The schema version this build writes: the number of migrations
  * (store_sqlite_schema.c checks the two agree at compile time). */
-#define SQ_SCHEMA_VERSION 2
+#define SQ_SCHEMA_VERSION 3
 
 /* How long a statement waits for another process's lock, in seconds; the
  * messages for a lock that outlasted it are derived from it. */
@@ -61,6 +61,12 @@ enum sq_stmt {
     SQ_STATS_CPS,
     SQ_STATS_JOURNAL,
     SQ_STATS_SIZE,
+    /* live figures */
+    SQ_LIVE_PUT,
+    SQ_LIVE_GET,
+    SQ_EV_PAGE,
+    SQ_EV_PAGE_DESC,
+    SQ_ERR_PAGE,
     SQ_NSTMT
 };
 

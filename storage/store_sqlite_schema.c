@@ -102,6 +102,17 @@ static const char *const sq_migrations[] = {
     "  hits INTEGER NOT NULL DEFAULT 0 -- lookups that found it\n"
     ") WITHOUT ROWID;\n"
     "PRAGMA user_version = 2;\n",
+    /* 2 -> 3: live figures, one row per run, replaced at most once a
+     * second by the run's owner (an opaque JSON object); an index of the
+     * rows that failed. */
+    "CREATE TABLE run_live (\n"
+    "  run_id TEXT PRIMARY KEY REFERENCES runs (id) ON DELETE CASCADE,\n"
+    "  updated_ms INTEGER NOT NULL,\n"
+    "  figures TEXT NOT NULL\n"
+    ") WITHOUT ROWID;\n"
+    /* the dashboard's page of failed rows, however many rows are ok */
+    "CREATE INDEX results_errors ON results (run_id, seq) WHERE error IS NOT NULL;\n"
+    "PRAGMA user_version = 3;\n",
 };
 
 _Static_assert(sizeof sq_migrations / sizeof sq_migrations[0] == SQ_SCHEMA_VERSION,

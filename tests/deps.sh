@@ -9,6 +9,7 @@ packages=(
   lua-busted python3 sqlite3 curl clang-format
   postgresql libpq-dev
   redis-server libhiredis-dev redis-tools
+  libmicrohttpd-dev chromium
 )
 if [ "${1:-}" = "--bench" ]; then
   packages+=(hyperfine time apache2-utils)

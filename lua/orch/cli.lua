@@ -132,6 +132,7 @@ local function execute(st, wf, path, params, opts, resume_id)
     db = opts.db, -- named when a full disk pauses the run
     verbosity = opts.verbosity,
     log_json = opts.log_json,
+    metrics = opts.metrics, -- a file for node_exporter (orch.metrics)
     store = st,
     run = run,
     checkpoint = ckpt_or_err,
@@ -326,6 +327,9 @@ local handlers = {
   status = inspect.status, ls = inspect.ls, history = inspect.history, checkpoints = inspect.checkpoints,
   export = inspect.export, stats = inspect.stats,
   gc = maint.gc, restore = maint.restore,
+  serve = function(opts)
+    return require("orch.serve").command(opts)
+  end,
 }
 for name, fn in pairs(handlers) do
   M[name] = function(opts)

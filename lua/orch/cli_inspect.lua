@@ -76,13 +76,19 @@ function M.status(opts)
         run.usage_estimated = true
       end
     end
+    local figures = require("orch.serve_live").read(st, run)
     if opts.json then
       run.last_checkpoint = cps[#cps]
+      run.live = figures
       base.print_json(run)
       return 0
     end
     local live = (run.status == "running") and runs.owner_alive(run, store.now_ms())
-    fmt.fields(io.stdout, status_lines(run, cps, live, opts))
+    local lines = status_lines(run, cps, live, opts)
+    if figures then -- between checkpoints: what the running orch wrote last
+      table.insert(lines, 5, { "live", require("orch.serve_live").text(figures) })
+    end
+    fmt.fields(io.stdout, lines)
     return 0
   end, "r")
 end

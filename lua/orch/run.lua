@@ -225,6 +225,7 @@ function M.rows(wf, opts)
   local exit, status, reason, error_text, broken = conclude(R, ok, finished)
   exit, status, error_text = last_checkpoint(R, broken, exit, status, reason, error_text)
   files.close(R)
+  progress.finish(R, status)
   report(R, status, error_text)
   os.exit = R.os_exit
 

@@ -761,6 +761,92 @@ static void test_events(struct orch_store *st)
     CHECK_STR(es.line[2], "run.end:{\"ok\":true}");
 }
 
+/* Live figures: one opaque JSON object per run, replaced in place; none
+ * for a run that is not there. */
+static void test_live(struct orch_store *st)
+{
+    char *fig = (char *)"x";
+    int64_t ms = -1;
+    CHECK(orch_store_live_get(st, "r1", &fig, &ms) == 0);
+    CHECK(fig == NULL && ms == 0);
+    CHECK(orch_store_live_put(st, "r1", 5000, "{\"rows_done\":10,\"name\":\"<b>\"}") == 0);
+    CHECK(orch_store_live_put(st, "r1", 6000, "{\"rows_done\":25}") == 0);
+    CHECK(orch_store_live_get(st, "r1", &fig, &ms) == 1);
+    CHECK_STR(fig, "{\"rows_done\":25}");
+    CHECK(ms == 6000);
+    free(fig);
+    CHECK(orch_store_live_put(st, "r3", 7000, "{}") == 0);
+    CHECK(orch_store_live_get(st, "r3", &fig, &ms) == 1);
+    CHECK_STR(fig, "{}");
+    free(fig);
+    CHECK(orch_store_live_put(st, "nope", 1, "{}") == -1);
+    CHECK_HAS(st->err, "cannot record the live figures of run nope: no such run");
+    CHECK(orch_store_live_put(st, "r1", 1, NULL) == -1);
+    CHECK_HAS(st->err, "cannot record live figures: the figures are missing");
+}
+
+/* The dashboard's pages: events by id either way within bounds, and the
+ * failed rows after a seq, without the ok ones. */
+static void test_pages(struct orch_store *st)
+{
+    struct orch_run run = make_run("pg", "pages", "idP", ORCH_RUN_RUNNING, 6000);
+    CHECK(orch_store_run_create(st, &run) == 0);
+    for (int i = 1; i <= 5; i++) {
+        char data[32];
+        snprintf(data, sizeof data, "{\"i\":%d}", i);
+        CHECK(orch_store_event_add(st, "pg", "ev", data) == 0);
+    }
+    struct evs all = {.ordered = 1};
+    CHECK(orch_store_event_page(st, "pg", 0, 0, 100, 0, collect_event, &all) == 0);
+    CHECK(all.n == 5 && all.ordered);
+    CHECK_STR(all.line[0], "ev:{\"i\":1}");
+    int64_t third = 0;
+    struct evs two = {.ordered = 1};
+    CHECK(orch_store_event_page(st, "pg", 0, 0, 2, 0, collect_event, &two) == 0);
+    CHECK(two.n == 2 && two.ordered);
+    CHECK_STR(two.line[1], "ev:{\"i\":2}");
+    third = two.last_id; /* the next page starts after it */
+    struct evs next = {.ordered = 1};
+    CHECK(orch_store_event_page(st, "pg", third, 0, 2, 0, collect_event, &next) == 0);
+    CHECK(next.n == 2);
+    CHECK_STR(next.line[0], "ev:{\"i\":3}");
+    struct evs newest = {.last_id = INT64_MIN};
+    CHECK(orch_store_event_page(st, "pg", 0, 0, 2, 1, collect_event, &newest) == 0);
+    CHECK(newest.n == 2);
+    CHECK_STR(newest.line[0], "ev:{\"i\":5}");
+    CHECK_STR(newest.line[1], "ev:{\"i\":4}");
+    struct evs older = {0};
+    CHECK(orch_store_event_page(st, "pg", 0, newest.last_id, 10, 1, collect_event, &older) == 0);
+    CHECK(older.n == 3);
+    CHECK_STR(older.line[0], "ev:{\"i\":3}");
+    struct evs none = {0};
+    CHECK(orch_store_event_page(st, "nope", 0, 0, 10, 0, collect_event, &none) == 0);
+    CHECK(none.n == 0);
+    CHECK(orch_store_event_page(st, "pg", 0, 0, 0, 0, collect_event, &none) == -1);
+    CHECK_HAS(st->err, "cannot list a page of events: the page size must be positive");
+
+    struct orch_result res[] = {
+        {1, "k1", "ok", NULL, "{}", 2},         {2, "k2", "failed", "boom <b>", "{}", 2},
+        {3, "k3", "ok", NULL, "{}", 2},         {4, "k4", "defaulted", "late", "{}", 2},
+        {5, NULL, "failed", "no key", NULL, 0},
+    };
+    struct orch_checkpoint c = {0};
+    c.reason = (char *)"rows";
+    CHECK(orch_store_checkpoint_write(st, &run, &c, res, 5, NULL, 0) == 0);
+    free(c.checksum);
+    struct results rs = {0};
+    CHECK(orch_store_error_page(st, "pg", 0, 2, collect_result, &rs) == 0);
+    CHECK(rs.n == 2);
+    CHECK(rs.seq[0] == 2 && rs.seq[1] == 4);
+    CHECK_STR(rs.key[0], "k2");
+    CHECK_STR(rs.status[1], "defaulted");
+    CHECK(rs.has_error[0] && rs.null_data[0]);
+    struct results rest = {0};
+    CHECK(orch_store_error_page(st, "pg", 4, 10, collect_result, &rest) == 0);
+    CHECK(rest.n == 1 && rest.seq[0] == 5);
+    CHECK(orch_store_run_delete(st, "pg") == 1);
+}
+
 static void test_stats(struct orch_store *st, int file)
 {
     struct orch_store_stats s;
@@ -831,6 +917,10 @@ static void test_retention(struct orch_store *st, const char *db_path)
     int64_t runs = can_poke() ? count_of(db_path, "SELECT count(*) FROM runs") : 0;
     CHECK(orch_store_run_delete(st, "r1") == 1);
     CHECK(orch_store_run_delete(st, "r1") == 0); /* no such run any more */
+    char *fig = NULL;
+    int64_t fig_ms = 0;
+    CHECK(orch_store_live_get(st, "r1", &fig, &fig_ms) == 0); /* its live figures went with it */
+    free(fig);
     CHECK(!can_poke() || count_of(db_path, "SELECT count(*) FROM runs") == runs - 1);
     CHECK(!can_poke() || count_of(db_path, "SELECT (SELECT count(*) FROM checkpoints WHERE run_id = 'r1') + "
                                            "(SELECT count(*) FROM results WHERE run_id = 'r1') + "
@@ -1056,7 +1146,7 @@ static void test_reopen(const char *db_path)
                              "(SELECT count(*) FROM results WHERE run_id = 'r1')",
                              -1, &s, NULL) == SQLITE_OK);
     CHECK(sqlite3_step(s) == SQLITE_ROW);
-    CHECK(sqlite3_column_int(s, 0) == 2);
+    CHECK(sqlite3_column_int(s, 0) == 3);
     CHECK(sqlite3_column_int64(s, 1) == 0x4F524348);
     CHECK_STR((const char *)sqlite3_column_text(s, 2), "wal");
     CHECK(sqlite3_column_int(s, 3) == 4);
@@ -1081,8 +1171,8 @@ static int64_t user_version(const char *path)
 
 /* Makes a schema-1 store at path holding run "old" with one checkpoint
  * and an event: written by this code, then with the journal taken off
- * and user_version set back, which leaves exactly what migration 1
- * creates (migration 2 only adds llm_journal). 0 or -1. */
+ * and the live figures taken off and user_version set back, which leaves
+ * exactly what migration 1 creates (later ones only add tables). 0 or -1. */
 static int make_v1_store(const char *path)
 {
     char err[512];
@@ -1107,7 +1197,10 @@ static int make_v1_store(const char *path)
     orch_store_close(st);
     if (rc != 0)
         return -1;
-    return sql_on(path, "DROP TABLE llm_journal; PRAGMA user_version = 1") == SQLITE_OK ? 0 : -1;
+    return sql_on(path, "DROP TABLE llm_journal; DROP TABLE run_live; DROP INDEX results_errors; "
+                        "PRAGMA user_version = 1") == SQLITE_OK
+               ? 0
+               : -1;
 }
 
 static void test_migrate_v1(const char *dir)
@@ -1124,7 +1217,7 @@ static void test_migrate_v1(const char *dir)
         fprintf(stderr, "open v1: %s\n", err);
         return;
     }
-    CHECK(user_version(path) == 2);
+    CHECK(user_version(path) == 3);
     /* what was there is still there and resumable */
     struct orch_run got = {0};
     CHECK(orch_store_run_get(st, "old", &got) == 1);
@@ -1152,7 +1245,7 @@ static void test_migrate_v1(const char *dir)
     orch_journal_clear(&jr);
     orch_store_close(st);
 
-    /* migrated once: a second open finds schema 2 and the entry */
+    /* migrated once: a second open finds the current schema and the entry */
     st = orch_store_open(path, err, sizeof err);
     CHECK(st != NULL);
     if (st != NULL) {
@@ -1164,7 +1257,7 @@ static void test_migrate_v1(const char *dir)
         CHECK(s.runs == 1 && s.journal_entries == 1 && s.journal_hits == 2 && near(s.journal_saved_usd, 0.5));
         orch_store_close(st);
     }
-    CHECK(user_version(path) == 2);
+    CHECK(user_version(path) == 3);
 
     /* a migration that cannot apply is refused whole: the v1 file keeps
      * its version and its data */
@@ -1185,7 +1278,7 @@ static void test_migrate_v1(const char *dir)
         orch_run_clear(&got);
         orch_store_close(st);
     }
-    CHECK(user_version(path) == 2);
+    CHECK(user_version(path) == 3);
 }
 
 /* Several processes opening one fresh file at once: the schema is
@@ -1334,7 +1427,7 @@ static void test_refusals(const char *dir)
     if (st != NULL)
         orch_store_close(st);
     CHECK(sql_on(path, "PRAGMA user_version = 99") == SQLITE_OK);
-    snprintf(want, sizeof want, "%s: created by a newer orch (schema 99, this orch knows up to 2)", path);
+    snprintf(want, sizeof want, "%s: created by a newer orch (schema 99, this orch knows up to 3)", path);
     expect_refused(path, want);
     st = orch_store_open(path, err, sizeof err);
     CHECK_STR(err, want);
@@ -1344,8 +1437,8 @@ static void test_refusals(const char *dir)
     CHECK(st != NULL);
     if (st != NULL)
         orch_store_close(st);
-    CHECK(sql_on(path, "PRAGMA user_version = 3") == SQLITE_OK);
-    snprintf(want, sizeof want, "%s: created by a newer orch (schema 3, this orch knows up to 2)", path);
+    CHECK(sql_on(path, "PRAGMA user_version = 4") == SQLITE_OK);
+    snprintf(want, sizeof want, "%s: created by a newer orch (schema 4, this orch knows up to 3)", path);
     expect_refused(path, want);
 
     /* text files, short and long */
@@ -1522,7 +1615,7 @@ static void test_readonly(const char *dir)
     CHECK(make_v1_store(path) == 0);
     st = orch_store_open_flags(path, ORCH_STORE_READONLY, err, sizeof err);
     CHECK(st == NULL);
-    CHECK_HAS(err, "written by an older orch (schema 1, this orch reads 2) and opened read-only");
+    CHECK_HAS(err, "written by an older orch (schema 1, this orch reads 3) and opened read-only");
     CHECK(user_version(path) == 1);
 
     char rodir[600];
@@ -1661,7 +1754,7 @@ static void test_pg_refusals(const char *url)
     CHECK(pg_query(url, "UPDATE newer.orch_meta SET version = 99", NULL, NULL, 0) == 0);
     st = orch_store_open(target, err, sizeof err);
     CHECK(st == NULL);
-    CHECK_HAS(err, ": created by a newer orch (schema 99, this orch knows up to 2)");
+    CHECK_HAS(err, ": created by a newer orch (schema 99, this orch knows up to 3)");
     CHECK(pg_query(url, "SELECT version FROM newer.orch_meta", NULL, NULL, 0) == 99);
 
     /* read-only: a database without orch's tables is no store, and stays so */
@@ -1996,6 +2089,8 @@ int main(int argc, char **argv)
     test_checkpoints(st, target);
     test_contract(st, target);
     test_events(st);
+    test_live(st);
+    test_pages(st);
     test_stats(st, backend != B_MEMORY);
     test_journal(st, target);
     if (backend == B_MEMORY) {

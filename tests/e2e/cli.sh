@@ -31,7 +31,7 @@ expect_eq "orch help: exit 0" "$RC" 0
 COMMANDS=$(sed -n 's/^  \([a-z]\{1,\}\)\( .*\)\{0,1\}$/\1/p' help.log | tr '\n' ' ')
 expect_eq "orch help lists the commands" "$(echo "$COMMANDS" | wc -w)" "$(sed -n '/^static const struct command commands/,/^};/p' "$ROOT/core/main.c" | grep -c '^    {"')"
 expect_grep "run shows --dry-run" "^ +\[--fresh\] \[--no-cache\] \[--dry-run\]" help.log
-expect_grep "resume shows --no-cache and --log-json" "\[--no-cache\] \[--max-memory MB\] \[--log-json\]" help.log
+expect_grep "resume shows --no-cache, --metrics and --log-json" "\[--no-cache\] \[--max-memory MB\] \[--metrics FILE\]" help.log
 expect_grep "estimate takes --db, as run --dry-run does" "^  estimate WORKFLOW.lua .*\[--db PATH\]" help.log
 expect_grep "status without an id" "^  status \[RUN_ID\] \[--db PATH\] \[--json\]$" help.log
 run_orch h2.log help resume

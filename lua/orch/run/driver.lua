@@ -242,6 +242,7 @@ function M.drive(R)
       break
     end
     -- a policy that watches the clock is asked at least once a second
+    R.inflight = D.inflight -- the live figures' rows in flight
     collect(R, D, sched.wait(grace_until and math.max(grace_until - sched.now(), 0)
       or (not R.every_rows and 1 or nil)))
     after_turn(R)

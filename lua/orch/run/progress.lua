@@ -5,6 +5,7 @@
 local sched = require "orch.sched"
 local sys = require "orch.sys"
 local limits = require "orch.limits"
+local metrics = require "orch.metrics"
 
 local M = {}
 
@@ -33,35 +34,83 @@ function M.start(R)
   R.t0 = sched.now()
   R.start_index, R.start_offset = R.cursor.index, R.cursor.offset
   R.size = R.src.size and R.src.size() or nil
-  R.last_draw = 0
+  R.last_draw = R.t0 -- the first plain line comes PLAIN_S in
 end
 
---- draw(R, final): the progress line, on a terminal, at most five times a
---- second; final ends it with a newline.
+-- "1h02m", "3m05s": an ETA as the line shows it
+local function eta_text(eta)
+  eta = math.floor(eta)
+  if eta >= 3600 then
+    return string.format("%dh%02dm", eta // 3600, eta % 3600 // 60)
+  end
+  return string.format("%dm%02ds", eta // 60, eta % 60)
+end
+
+-- The progress text without control characters: rows, % and ETA when the
+-- total is known (a Lua array, the steps, a file's bytes), rows/s, $, failures.
+local function line_text(R)
+  local f = metrics.figures(R)
+  local share = ""
+  if f.share then
+    share = string.format("  %3.0f%%", f.share * 100)
+    if f.eta_s then
+      share = share .. "  ETA " .. eta_text(f.eta_s)
+    end
+  end
+  local of = f.rows_total and ("/" .. fmt_count(f.rows_total)) or ""
+  return string.format("%s%s %s%s  %.0f %s/s  $%.4f  %d failed", fmt_count(f.rows_done), of, R.unit, share,
+    f.rows_per_s, R.unit, f.cost_usd, f.rows_failed)
+end
+M.line_text = line_text
+
+-- Checkpoint durations for the --metrics histogram, from the run's count
+-- and total checkpoint ms (one new checkpoint a turn, as a rule).
+local function note_checkpoints(R)
+  local n, seen = R.ckpt_count or 0, R.seen_ckpts or 0
+  if n > seen then
+    local list = R.ckpt_durations or {}
+    local each = ((R.ckpt_ms or 0) - (R.seen_ckpt_ms or 0)) / (n - seen)
+    for _ = seen + 1, n do
+      if #list < 100000 then
+        list[#list + 1] = each
+      end
+    end
+    R.ckpt_durations, R.seen_ckpts, R.seen_ckpt_ms = list, n, R.ckpt_ms
+  end
+end
+
+-- seconds between the plain progress lines when stderr is no terminal
+M.PLAIN_S = tonumber(os.getenv("ORCH_PROGRESS_S") or "") or 10
+
+--- draw(R, final): once a turn of the driver. The progress line on a
+--- terminal, at most five times a second (final ends it with a newline);
+--- a plain line every PLAIN_S seconds when stderr is not a terminal (no
+--- control characters); the live figures in the store (orch.metrics).
 function M.draw(R, final)
+  note_checkpoints(R)
+  metrics.publish(R, final)
+  local now = sched.now()
   if not R.tty then
+    if not final and R.verbosity >= 0 and now - R.last_draw >= M.PLAIN_S then
+      R.last_draw = now
+      R.log(0, "progress: " .. line_text(R))
+    end
     return
   end
-  local now = sched.now()
   if not final and now - R.last_draw < 0.2 then
     return
   end
   R.last_draw = now
-  local cursor, size = R.cursor, R.size
-  local el = math.max(now - R.t0, 1e-3)
-  local rate = (cursor.index - R.start_index) / el
-  -- a file input knows its size: the settled bytes give % and an ETA
-  local share = ""
-  if size and size > 0 and cursor.offset > 0 then
-    local done = cursor.offset / size
-    local bytes_rate = (cursor.offset - R.start_offset) / el
-    local eta = math.floor(bytes_rate > 0 and (size - cursor.offset) / bytes_rate or 0)
-    share = string.format("  %3.0f%%  ETA %s", done * 100,
-      eta >= 3600 and string.format("%dh%02dm", eta // 3600, eta % 3600 // 60)
-        or string.format("%dm%02ds", eta // 60, eta % 60))
-  end
-  io.stderr:write(string.format("\r\27[K  %s rows%s  %.0f rows/s  $%.4f  %d failed%s", fmt_count(cursor.index),
-    share, rate, R.live.cost, R.counts.failed, final and "\n" or ""))
+  io.stderr:write("\r\27[K  " .. line_text(R) .. (final and "\n" or ""))
+end
+
+--- finish(R, status): the run's end in the live figures and the
+--- --metrics file, once its last checkpoint is written.
+function M.finish(R, status)
+  note_checkpoints(R)
+  R.inflight = 0
+  R.final_status = status
+  metrics.publish(R, true)
 end
 
 --- full_text(R) -> the pause message of a full disk, with the space the

@@ -116,6 +116,10 @@ local function early_stop(R, rt)
     end
   end
   function rt.note_retry(msg)
+    R.retries = (R.retries or 0) + 1 -- the live figures' retries and 429s
+    if tostring(msg):find("^HTTP 429") then
+      R.http_429 = (R.http_429 or 0) + 1
+    end
     log(1, "retrying an LLM request: " .. tostring(msg))
   end
 end

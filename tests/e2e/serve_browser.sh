@@ -21,7 +21,7 @@ return orch.workflow {
   concurrency = 20,
   on_error = "skip",
   checkpoint = orch.policy.every_rows(250),
-  llm = { provider = "mock", model = "mock", latency_ms = 100 },
+  llm = { provider = "mock", model = "mock", latency_ms = 400 }, -- 80 s: still going when the checks end (SIGINT stops it)
   stages = {
     function(row)
       if row.id % 97 == 0 then error("bad row <script>window.HACKED=1;document.title='HACKED'</script> " .. row.id) end

@@ -118,6 +118,11 @@ local function execute(st, wf, path, params, opts, resume_id)
     return code or 2
   end
   rlog = log.new(opts.verbosity or 0, opts.log_json, run.id)
+  local est = require("orch.estimate").stored(st, run.id)
+  local warning = est and require("orch.estimate").budget_warning(est, opts.budget or (wf.budget and wf.budget.max_usd))
+  if warning then -- before any spending
+    rlog(-1, "warning: by the estimate of this run: " .. warning, "warn")
+  end
   if ckpt_or_err ~= nil or run.recoveries and run.recoveries > 0 then
     rlog(0, string.format("resuming run %s from checkpoint %d (%s rows done)", run.id,
       ckpt_or_err and ckpt_or_err.seq or 0, fmt.count(ckpt_or_err and ckpt_or_err.input_index or 0)))
@@ -152,15 +157,43 @@ local function estimate(opts, wf, path)
     os.remove(dir .. "/" .. name)
   end
   os.remove(dir)
-  if not report(note) then
+  local ran, finish = report(note)
+  if not ran then
     say("the estimate could not run the workflow (exit " .. tostring(code) .. ")")
+    return code
   end
-  return code
+  if not opts.sample then
+    local max_usd = opts.budget or (wf.budget and wf.budget.max_usd)
+    if max_usd and finish.cost_usd > max_usd then
+      base.warn(string.format("warning: the upper bound %s passes the budget %s; --sample N gives the expected cost",
+        fmt.usd(finish.cost_usd), fmt.usd(max_usd)))
+    end
+    return code
+  end
+  if code ~= 0 then
+    say("the offline pass ended with exit " .. tostring(code) .. "; no sample was run")
+    return code
+  end
+  -- loaded afresh: the offline pass has read the input (an iterator is spent)
+  local fresh, err = M.load_workflow(path, opts.set)
+  if fresh == nil then
+    say(err)
+    return 2
+  end
+  local clash = require("orch.paths").check_run(fresh, path, runs.db_path(opts))
+  if clash then
+    say(clash)
+    return 2
+  end
+  return require("orch.estimate").sample(opts, fresh, path, finish, note, base.warn)
 end
 
 local function run(opts, wf, path)
   if opts.dry_run then
     return estimate(opts, wf, path)
+  elseif opts.sample or opts.spread or opts.seed then
+    say("--sample, --spread and --seed go with --dry-run (or orch estimate): the sample runs before the run")
+    return 2
   end
   local clash = require("orch.paths").check_run(wf, path, runs.db_path(opts))
   if clash then -- before the store is opened, which would write to the file

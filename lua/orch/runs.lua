@@ -170,6 +170,7 @@ local function new_id(name)
   local slug = name:lower():gsub("[^%w]+", "-"):gsub("^%-+", ""):gsub("%-+$", ""):sub(1, 40)
   return (slug ~= "" and slug or "run") .. "-" .. hash.xxh64(seed):sub(1, 8)
 end
+M.new_id = new_id
 
 -- The run `orch resume RUN` names, if it may be resumed with this
 -- workflow. -> run | nil, message [, exit code]
@@ -237,9 +238,16 @@ local function take_over(st, run, ident, opts, log)
       .. "mix two inputs: start over with %s", run.input, run.id, run.input_fp,
       now_fp or "missing", M.rerun_command(ident, opts.db))
   end
+  -- a pending run (one `orch estimate --sample` stored its estimate on) starts here: no recovery
+  local first = run.status == "pending" and (run.owner_pid or 0) == 0
   local ok, cerr = M.claim(st, run)
   if not ok then
     return nil, cerr
+  end
+  if first then
+    st:event_add(run.id, "started", json.encode({ pid = run.owner_pid, host = run.owner_host,
+      cwd = sys.realpath("."), workflow = ident.workflow_arg }))
+    return run, nil
   end
   local ckpt, skipped = st:checkpoint_latest(run.id)
   if ckpt == nil and type(skipped) == "string" then
@@ -311,7 +319,8 @@ function M.interrupted(st, with_budget)
     end
     for _, r in ipairs(runs) do
       local budget_paused = r.status == "paused" and (r.error or ""):find("^budget") ~= nil
-      if not M.owner_alive(r, now) then
+      local never_started = r.status == "pending" and (r.owner_pid or 0) == 0 -- only estimated: orch run starts it
+      if not M.owner_alive(r, now) and not never_started then
         if with_budget or not budget_paused then
           list[#list + 1] = r
         else

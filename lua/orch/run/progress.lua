@@ -135,6 +135,10 @@ function M.summary(R)
     R.wf.name, M.count_of(R, cursor.index), el, fmt_count(done_now / el), R.unit, counts.ok, counts.failed,
     counts.dropped, counts.defaulted > 0 and string.format(", %d defaulted", counts.defaulted) or "",
     llm_figures(R.totals), R.out and ("; output " .. R.out.path) or ""))
+  local est = require("orch.estimate").stored(R.st, run.id) -- orch estimate --sample stored one
+  if est then
+    log(0, "  " .. require("orch.estimate").beside_actual(est, R.totals.cost))
+  end
   if #R.failures > 0 and R.verbosity == 0 and not fatal then
     failure_list(R)
   end

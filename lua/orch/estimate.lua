@@ -222,6 +222,12 @@ end
 -- journaled there), apart from the real run: its own identity, no output
 -- file. Deleted once its figures are read. -> run | nil, message
 local function sample_record(st, ident)
+  local runs = require "orch.runs"
+  for _, r in ipairs(st:run_list({ status = "running" }) or {}) do -- a sample killed before it could clean up
+    if runs.is_sample(r) and not runs.owner_alive(r, store.now_ms()) then
+      st:run_delete(r.id)
+    end
+  end
   local now = store.now_ms()
   local run = {}
   for k, v in pairs(ident) do
@@ -240,9 +246,11 @@ local function sample_record(st, ident)
   return run
 end
 
--- Runs the sample rows through the workflow for real: its stages, LLM,
--- journal and budget; output and errors to a scratch directory; only an
--- observer of ours, which keeps each row's status and LLM figures.
+-- Runs the sample rows through the workflow for real: its stages, LLM and
+-- journal; output and errors to a scratch directory; only an observer of
+-- ours, which keeps each row's status and LLM figures. Not the budget: the
+-- user asked for these N rows, and the budget is the run's, checked
+-- against the estimate.
 -- -> exit code, { rows = { { status =, usage = } ... }, finish = event }
 local function run_sample(st, wf, rows, run, opts)
   local s, seen = {}, { rows = {} }
@@ -252,6 +260,7 @@ local function run_sample(st, wf, rows, run, opts)
   local dir = os.tmpname() -- a unique name; the sinks create the directory
   os.remove(dir)
   s.input, s.output, s.errors = rows, redirect(wf.output, dir, "output"), redirect(wf.errors, dir, "errors")
+  s.budget = nil
   s.observers = { {
     on_row = function(ev)
       seen.rows[#seen.rows + 1] = { status = ev.status, usage = ev.usage }
@@ -262,7 +271,7 @@ local function run_sample(st, wf, rows, run, opts)
   } }
   setmetatable(s, getmetatable(wf))
   local code = require("orch.run").rows(s, { store = st, run = run, verbosity = -1, concurrency = opts.concurrency,
-    budget = opts.budget, db = opts.db })
+    db = opts.db })
   for _, name in ipairs({ "output", "errors" }) do
     os.remove(dir .. "/" .. name)
   end
@@ -391,11 +400,11 @@ function M.budget_warning(e, max_usd)
     return nil
   elseif e.expected_usd > max_usd then
     return string.format("the expected cost %s passes the budget %s: the run would pause after about %s rows; "
-      .. "a budget for the whole run: --budget %.2f", usd(e.expected_usd), usd(max_usd),
+      .. "a budget for the whole run: --budget %.2f", usd(e.expected_usd), fmt.usd(max_usd),
       count(e.row_usd > 0 and max_usd / e.row_usd or e.rows_left), budget_for(e))
   elseif e.high_usd and e.high_usd > max_usd then
     return string.format("the expected cost %s is within the budget %s, but the interval's top %s is not: the "
-      .. "run may pause; to be sure: --budget %.2f", usd(e.expected_usd), usd(max_usd), usd(e.high_usd),
+      .. "run may pause; to be sure: --budget %.2f", usd(e.expected_usd), fmt.usd(max_usd), usd(e.high_usd),
       budget_for(e))
   end
 end
@@ -443,8 +452,9 @@ end
 --- sample(opts, wf, path, offline, log, warn) -> exit code. Runs the
 --- sample (opts.sample rows; opts.spread, opts.seed) of the workflow wf
 --- (loaded afresh: the offline pass has read its input) in the store of
---- opts, stores and prints the estimate. offline: the offline pass's
---- finish event (the row count, the upper bound).
+--- opts, stores and prints the estimate, and warns when the expected cost
+--- passes the budget (--budget, else the workflow's max_usd). offline: the
+--- offline pass's finish event (the row count, the upper bound).
 function M.sample(opts, wf, path, offline, log, warn)
   local total = offline.rows
   local n = math.min(opts.sample, total)
@@ -463,7 +473,7 @@ function M.sample(opts, wf, path, offline, log, warn)
     end
     local code, seen = run_sample(st, wf, rows, srun, opts)
     st:run_delete(srun.id)
-    if code ~= 0 and code ~= 3 or #seen.rows == 0 then
+    if code ~= 0 or #seen.rows == 0 then
       warn(string.format("the sample could not run (exit %d); no estimate was stored", code))
       return code ~= 0 and code or 1
     end
@@ -479,9 +489,6 @@ function M.sample(opts, wf, path, offline, log, warn)
     end
     st:event_add(run.id, "estimate", json.encode(e))
     M.report(log, e, wf.name, run)
-    if code == 3 then
-      warn(string.format("the budget stopped the sample after %s rows: the estimate rests on those", count(#seen.rows)))
-    end
     local w = M.budget_warning(e, e.budget_usd)
     if w then
       warn("warning: " .. w)

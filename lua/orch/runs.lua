@@ -127,6 +127,12 @@ function M.identify(wf, workflow_path, params)
   }
 end
 
+--- is_sample(run): the run record of an `orch estimate --sample` (see
+--- orch.estimate): never resumed; the next sample removes one left over.
+function M.is_sample(run)
+  return run.id:find("^sample%-") ~= nil
+end
+
 --- Whether the run's owner is alive: a fresh heartbeat, and on this host a
 --- live pid. A stale heartbeat means a hung or dead owner.
 function M.owner_alive(run, now_ms)
@@ -178,6 +184,10 @@ local function resumable(st, ident, opts)
   local run, err = st:run_get(opts.resume_id)
   if run == nil then
     return nil, err or string.format("no run '%s' in %s", opts.resume_id, M.db_path(opts))
+  end
+  if M.is_sample(run) then
+    return nil, string.format("run %s is the sample of an estimate that was cut short; there is nothing to resume: "
+      .. "run orch estimate --sample again (its replies so far are in the journal)", run.id)
   end
   if run.status == "completed" then
     return nil, string.format("run %s already completed; nothing to resume", run.id), 0
@@ -320,7 +330,7 @@ function M.interrupted(st, with_budget)
     for _, r in ipairs(runs) do
       local budget_paused = r.status == "paused" and (r.error or ""):find("^budget") ~= nil
       local never_started = r.status == "pending" and (r.owner_pid or 0) == 0 -- only estimated: orch run starts it
-      if not M.owner_alive(r, now) and not never_started then
+      if not M.owner_alive(r, now) and not never_started and not M.is_sample(r) then
         if with_budget or not budget_paused then
           list[#list + 1] = r
         else

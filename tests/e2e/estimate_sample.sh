@@ -92,4 +92,49 @@ expect_eq "the server saw each request once: 5,000 in all" "$(llm_stat requests)
 expect_eq "the run carries the estimate" "$(field s2.json estimate.sample_rows) $(field s2.json estimate.rows_left)" "50 4950"
 within "5,000-row extraction, mock server" "$(field s2.json estimate.expected_usd)" "$(field s2.json cost_usd)" \
   "$(field s2.json estimate.low_usd)" "$(field s2.json estimate.high_usd)"
+
+# --- run --dry-run --sample is the same estimate; --sample alone is refused
+run_orch d1.log run --dry-run --sample 20 --spread examples/classify_reviews.lua --db d.db
+expect_eq "run --dry-run --sample: exit 0" "$RC" 0
+expect_grep "the same sampled estimate" "sample for classify-reviews: 20 of 240 rows run for real \(20 drawn through the input, seed 1\)" d1.log
+run_orch d2.log run --sample 20 examples/classify_reviews.lua --db d.db
+expect_eq "run --sample without --dry-run: exit 2" "$RC" 2
+expect_grep "says why" "--sample, --spread and --seed go with --dry-run \(or orch estimate\): the sample runs before the run" d2.log
+expect_eq "and runs nothing" "$(sqlite3 d.db "select status from runs")" "pending"
+
+# --- the budget: the expected cost past it is said before the run spends anything
+run_orch b1.log estimate examples/classify_reviews.lua --sample 30 --budget 0.0005 --db b.db
+expect_eq "estimate past the budget: still exit 0" "$RC" 0
+expect_grep "the estimate warns, naming a budget for the whole run" \
+  "warning: the expected cost \\\$0\.[0-9]+ passes the budget \\\$0\.0005: the run would pause after about [0-9]+ rows; a budget for the whole run: --budget 0\.01" b1.log
+run_orch b2.log run examples/classify_reviews.lua --budget 0.0005 --db b.db
+expect_eq "the run then pauses on its budget: exit 3" "$RC" 3
+expect_grep "the run says it before spending" "warning: by the estimate of this run: the expected cost" b2.log
+expect_eq "the warning is its first line" "$(head -1 b2.log | grep -c 'by the estimate of this run')" 1
+run_orch b3.log estimate examples/classify_reviews.lua --budget 0.01 --db b3.db
+expect_grep "without --sample, the upper bound past the budget is said" \
+  "warning: the upper bound \\\$0\.076 passes the budget \\\$0\.01; --sample N gives the expected cost" b3.log
+expect_eq "and nothing is stored" "$(ls b3.db 2>/dev/null | wc -l)" 0
+
+# --- a sample killed mid-way: never resumed, removed by the next sample
+llm_admin config '{"latency_ms": 200}'
+sed 's/concurrency = 32,/concurrency = 2,/' extract.lua >slow.lua
+(cd "$WORK" && exec "$ORCH" estimate slow.lua --sample 40 --db k.db >k.log 2>&1) &
+kpid=$!
+wait_until "[ \"\$(sqlite3 k.db \"select count(*) from runs where id like 'sample-%'\" 2>/dev/null)\" = 1 ]"
+wait_until "[ \"\$(sqlite3 k.db 'select count(*) from llm_journal' 2>/dev/null)\" -ge 2 ]"
+kill -9 $kpid
+wait $kpid 2>/dev/null
+llm_admin config '{"latency_ms": 0}'
+sid=$(sqlite3 k.db "select id from runs where id like 'sample-%'")
+run_orch k1.log resume --all --db k.db
+expect_eq "resume --all leaves the sample alone" "$RC" 0
+expect_grep "nothing to resume" "no interrupted runs" k1.log
+run_orch k2.log resume "$sid" --db k.db
+expect_eq "resume of the sample: exit 2" "$RC" 2
+expect_grep "says what it is" "run $sid is the sample of an estimate that was cut short; there is nothing to resume" k2.log
+run_orch k3.log estimate slow.lua --sample 10 --db k.db
+expect_eq "the next sample: exit 0" "$RC" 0
+expect_eq "it removed the dead sample's record" "$(sqlite3 k.db "select count(*) from runs where id like 'sample-%'")" 0
+expect_eq "and the pending run is the only run" "$(sqlite3 k.db "select status from runs")" "pending"
 finish

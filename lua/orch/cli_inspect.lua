@@ -48,8 +48,8 @@ local function status_lines(run, cps, live, opts)
       fmt.usd(run.cost_usd), run.usage_estimated and " (estimated in part: the provider sent no usage)" or "") },
     { "input", run.input },
     { "output", run.output or "-" },
-    { "owner", string.format("pid %d on %s, heartbeat %s", run.owner_pid, run.owner_host or "?",
-      fmt.ago(run.heartbeat_ms)) },
+    { "owner", run.status == "pending" and run.owner_pid == 0 and "none yet (estimated: orch run starts it)"
+      or string.format("pid %d on %s, heartbeat %s", run.owner_pid, run.owner_host or "?", fmt.ago(run.heartbeat_ms)) },
     { "created", when(run.created_ms) },
     { "finished", when(run.finished_ms) },
     { "recoveries", tostring(run.recoveries) },
@@ -57,7 +57,8 @@ local function status_lines(run, cps, live, opts)
       count(last.input_index), last.duration_ms) or "none" },
   }
   if run.estimate then -- orch estimate --sample stored one before the run
-    table.insert(lines, 6, { "estimate", require("orch.estimate").beside_actual(run.estimate, run.cost_usd) })
+    table.insert(lines, 6, { "estimate", require("orch.estimate").beside_actual(run.estimate, run.cost_usd,
+      run.status) })
   end
   if run.status == "paused" or (run.status == "running" and not live) then
     local budget = run.status == "paused" and (run.error or ""):find("^budget") and " --budget USD" or ""

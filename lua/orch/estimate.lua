@@ -497,14 +497,22 @@ function M.sample(opts, wf, path, offline, log, warn)
   end)
 end
 
---- beside_actual(e, totals) -> "estimate $0.0021 (90 % interval ...) for
---- 190 rows; actual $0.0020 (-4.8 %)": a stored estimate beside what the
---- run spent.
-function M.beside_actual(e, spent)
+--- beside_actual(e, spent [, status]) -> "estimate $0.0021 (90 % interval
+--- ...) for 190 rows, from a sample of 50; actual $0.0020 (-4.8 %)": a
+--- stored estimate beside what the run spent. status (the run's, default
+--- completed): a run not started yet has no actual, an unfinished one has
+--- spent so far.
+function M.beside_actual(e, spent, status)
+  local head = string.format("estimate %s (%s) for %s rows, from a sample of %s", usd(e.expected_usd),
+    range(e.low_usd, e.high_usd, usd), count(e.rows_left), count(e.sample_rows))
+  if status == "pending" then
+    return head .. "; not started yet"
+  elseif status ~= nil and status ~= "completed" then
+    return head .. "; spent so far " .. usd(spent)
+  end
   local diff = e.expected_usd > 0 and string.format(" (%+.1f %%)", (spent - e.expected_usd) / e.expected_usd * 100)
     or ""
-  return string.format("estimate %s (%s) for %s rows, from a sample of %s; actual %s%s", usd(e.expected_usd),
-    range(e.low_usd, e.high_usd, usd), count(e.rows_left), count(e.sample_rows), usd(spent), diff)
+  return head .. "; actual " .. usd(spent) .. diff
 end
 
 return M

@@ -34,6 +34,10 @@ expect_eq "one run in the store, pending (the sample's own record is gone)" \
   "$(sqlite3 ex.db "select name || ' ' || status from runs")" "classify-reviews pending"
 expect_eq "the sample's replies are journaled" "$(sqlite3 ex.db "select count(*) from llm_journal")" 50
 rid=$(sqlite3 ex.db "select id from runs")
+run_orch s0.log status "$rid" --db ex.db
+expect_grep "orch status of the pending run: the estimate, not started yet" \
+  "^estimate +estimate \\\$0\.[0-9]+ \(90 % interval .*\) for 190 rows, from a sample of 50; not started yet" s0.log
+expect_grep "and no owner yet" "^owner +none yet \(estimated: orch run starts it\)" s0.log
 run_orch h1.log history "$rid" --db ex.db
 expect_grep "the estimate is an event of that run" "estimate +\{.*\"expected_usd\"" h1.log
 run_orch r1.log run examples/classify_reviews.lua --db ex.db
@@ -111,6 +115,7 @@ run_orch b2.log run examples/classify_reviews.lua --budget 0.0005 --db b.db
 expect_eq "the run then pauses on its budget: exit 3" "$RC" 3
 expect_grep "the run says it before spending" "warning: by the estimate of this run: the expected cost" b2.log
 expect_eq "the warning is its first line" "$(head -1 b2.log | grep -c 'by the estimate of this run')" 1
+expect_grep "a paused run's summary: spent so far" "^orch:   estimate .*; spent so far \\\$0\.[0-9]+$" b2.log
 run_orch b3.log estimate examples/classify_reviews.lua --budget 0.01 --db b3.db
 expect_grep "without --sample, the upper bound past the budget is said" \
   "warning: the upper bound \\\$0\.076 passes the budget \\\$0\.01; --sample N gives the expected cost" b3.log

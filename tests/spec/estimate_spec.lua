@@ -114,6 +114,10 @@ describe("orch.estimate sampled figures", function()
     local e = { expected_usd = 0.002, low_usd = 0.0019, high_usd = 0.0021, rows_left = 190, sample_rows = 50 }
     assert.are.equal("estimate $0.00200 (90 % interval $0.00190 to $0.00210) for 190 rows, from a sample of 50; "
       .. "actual $0.00210 (+5.0 %)", estimate.beside_actual(e, 0.0021))
+    assert.are.equal("estimate $0.00200 (90 % interval $0.00190 to $0.00210) for 190 rows, from a sample of 50; "
+      .. "not started yet", estimate.beside_actual(e, 0, "pending"))
+    assert.are.equal("estimate $0.00200 (90 % interval $0.00190 to $0.00210) for 190 rows, from a sample of 50; "
+      .. "spent so far $0.00100", estimate.beside_actual(e, 0.001, "paused"))
   end)
 
   it("figures: per-row dollars count journal replies at what they cost when paid", function()

@@ -137,7 +137,8 @@ function M.summary(R)
     llm_figures(R.totals), R.out and ("; output " .. R.out.path) or ""))
   local est = require("orch.estimate").stored(R.st, run.id) -- orch estimate --sample stored one
   if est then
-    log(0, "  " .. require("orch.estimate").beside_actual(est, R.totals.cost))
+    log(0, "  " .. require("orch.estimate").beside_actual(est, R.totals.cost,
+      (R.paused or fatal) and "unfinished" or "completed"))
   end
   if #R.failures > 0 and R.verbosity == 0 and not fatal then
     failure_list(R)

@@ -307,21 +307,21 @@ end
 --- figures(seen, total) -> the estimate (the `estimate` event's data):
 --- the sample's figures per row and the expected figures of the rows left.
 function M.figures(seen, total)
-  local cost, tin, tout, calls = {}, {}, {}, 0
+  local cost, tin, tout, calls, retries = {}, {}, {}, 0, 0
   local failed = 0
   local by_model, by_stage = {}, {}
   for i, r in ipairs(seen.rows) do
     local u = r.usage or {}
     cost[i] = (u.cost or 0) + (u.saved or 0) -- a reply from the journal: what it cost when paid
     tin[i], tout[i] = u.tokens_in or 0, u.tokens_out or 0
-    calls = calls + (u.llm_calls or 0)
+    calls, retries = calls + (u.llm_calls or 0), retries + (u.retries or 0)
     failed = failed + (r.status == "failed" and 1 or 0)
     add_groups(by_model, u.by_model)
     add_groups(by_stage, u.by_stage)
   end
   local n = #cost
   local e = { rows_total = total, sample_rows = n, rows_left = math.max(total - n, 0), failed = failed,
-    calls_per_row = n > 0 and calls / n or 0, sample_usd = seen.finish and seen.finish.cost_usd or 0 }
+    calls_per_row = n > 0 and calls / n or 0, retries_per_call = calls > 0 and retries / calls or 0, sample_usd = seen.finish and seen.finish.cost_usd or 0 }
   e.expected_usd, e.low_usd, e.high_usd, e.row_usd = M.interval(cost, total)
   local ti, tl, th, tm = M.interval(tin, total)
   local oi, ol, oh, om = M.interval(tout, total)
@@ -427,8 +427,8 @@ function M.report(log, e, name, run)
   local n = e.sample_rows
   log(string.format("sample for %s: %s of %s rows run for real (%s), %s LLM calls, %s spent", name, count(n),
     count(e.rows_total), e.how, count(e.calls_per_row * n + 0.5), usd(e.sample_usd)))
-  log(string.format("  per row        %.2f LLM calls, %.1f tokens in, %.1f out, %s; %s of %s rows failed",
-    e.calls_per_row, e.tokens_in.per_row, e.tokens_out.per_row, usd(e.row_usd), count(e.failed), count(n)))
+  log(string.format("  per row        %.2f LLM calls (%.2f retries a call), %.1f tokens in, %.1f out, %s; %s of %s "
+    .. "rows failed", e.calls_per_row, e.retries_per_call, e.tokens_in.per_row, e.tokens_out.per_row, usd(e.row_usd), count(e.failed), count(n)))
   log(string.format("  expected cost  %s for the %s rows left (%s); the %s sampled rows come from the journal at $0",
     usd(e.expected_usd), count(e.rows_left), range(e.low_usd, e.high_usd, usd), count(n)))
   log(string.format("  tokens         %s in (%s), %s out (%s)", count(e.tokens_in.expected),

@@ -28,6 +28,8 @@ expect_grep "the offline upper bound is still there" "cost           at most \\\
 expect_grep "the sample is stated" "sample for classify-reviews: 50 of 240 rows run for real \(the first 50\), 50 LLM calls" e1.log
 expect_grep "an expected cost with its interval, for the rows the run will pay for" \
   "expected cost  \\\$0\.[0-9]+ for the 190 rows left \(90 % interval \\\$0\.[0-9]+ to \\\$0\.[0-9]+\); the 50 sampled rows come from the journal at \\\$0" e1.log
+expect_grep "per row: calls, retries, tokens, dollars, failures" \
+  "per row        1\.00 LLM calls \(0\.00 retries a call\), 6[0-9]\.[0-9] tokens in, 2\.0 out, \\\$0\.0000[0-9]+; 0 of 50 rows failed" e1.log
 expect_grep "per model and stage" "by model       mock \\\$0\.[0-9]+" e1.log
 expect_grep "the first rows are said to be the first" "the sample is the first rows: if the input is sorted or grouped, --spread" e1.log
 expect_eq "one run in the store, pending (the sample's own record is gone)" \
@@ -96,6 +98,15 @@ expect_eq "the server saw each request once: 5,000 in all" "$(llm_stat requests)
 expect_eq "the run carries the estimate" "$(field s2.json estimate.sample_rows) $(field s2.json estimate.rows_left)" "50 4950"
 within "5,000-row extraction, mock server" "$(field s2.json estimate.expected_usd)" "$(field s2.json cost_usd)" \
   "$(field s2.json estimate.low_usd)" "$(field s2.json estimate.high_usd)"
+
+# --- retries are measured: a server that answers 429 to 30 % of attempts
+llm_admin config '{"fail_429": 0.3, "retry_after": 0}'
+llm_admin reset
+run_orch f1.log estimate extract.lua --sample 40 --spread --seed 3 --db f.db
+expect_eq "estimate on a flaky server: exit 0" "$RC" 0
+expect_grep "the retries a call are said" "per row        1\.00 LLM calls \(0\.[1-9][0-9] retries a call\)" f1.log
+expect_eq "as many as the server refused" "$(llm_stat requests)" "$((40 + $(llm_stat faults.429)))"
+llm_admin config '{"fail_429": 0}'
 
 # --- run --dry-run --sample is the same estimate; --sample alone is refused
 run_orch d1.log run --dry-run --sample 20 --spread examples/classify_reviews.lua --db d.db

@@ -122,7 +122,7 @@ describe("orch.estimate sampled figures", function()
 
   it("figures: per-row dollars count journal replies at what they cost when paid", function()
     local seen = { finish = { cost_usd = 0.01 }, rows = {
-      { status = "ok", usage = { llm_calls = 1, tokens_in = 10, tokens_out = 2, cost = 0.01,
+      { status = "ok", usage = { llm_calls = 1, tokens_in = 10, tokens_out = 2, cost = 0.01, retries = 3,
         by_model = { m = { calls = 1, tokens = 12, cost = 0.01 } } } },
       { status = "ok", usage = { llm_calls = 1, tokens_in = 10, tokens_out = 2, cost = 0, saved = 0.01,
         by_model = { m = { calls = 1, tokens = 12, cost = 0 } } } },
@@ -136,5 +136,6 @@ describe("orch.estimate sampled figures", function()
     assert.is_true(math.abs(e.by_model.m - e.expected_usd) < 1e-12)
     assert.are.equal(40, e.tokens_in.expected)
     assert.is_true(math.abs(e.calls_per_row - 2 / 3) < 1e-12)
+    assert.are.equal(1.5, e.retries_per_call)
   end)
 end)

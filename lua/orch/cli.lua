@@ -146,6 +146,11 @@ end
 --- estimate: runs the workflow offline, in memory, and prints what its LLM
 --- calls would cost (see orch.estimate). -> exit code
 local function estimate(opts, wf, path)
+  if opts.sample and wf.steps then
+    say(string.format("--sample runs N rows of a workflow's input; %s has steps (a DAG), which run whole: "
+      .. "orch estimate %s without --sample gives their upper bound", path, path))
+    return 2
+  end
   warn_unread_params(opts.set)
   local dir = os.tmpname() -- a unique name; the sinks create the directory
   os.remove(dir)

@@ -102,7 +102,8 @@ function M.prepare(wf, dir)
           or "answered with an error; orch.http.on_estimate(fn) gives them a reply"))
     end
     log("  nothing was sent, written or stored; replies already in the journal would cost $0")
-    log("  the output figure is an upper bound: --sample N runs N rows for real for the expected cost")
+    log("  the output figure is an upper bound" .. (wf.steps and ""
+      or ": --sample N runs N rows for real for the expected cost"))
     return true, finish
   end
   return e, report

@@ -116,6 +116,10 @@ run_orch d2.log run --sample 20 examples/classify_reviews.lua --db d.db
 expect_eq "run --sample without --dry-run: exit 2" "$RC" 2
 expect_grep "says why" "--sample, --spread and --seed go with --dry-run \(or orch estimate\): the sample runs before the run" d2.log
 expect_eq "and runs nothing" "$(sqlite3 d.db "select status from runs")" "pending"
+run_orch d3.log estimate "$ROOT/workflows/report.lua" --sample 2 --db d3.db
+expect_eq "--sample of a multi-step workflow: exit 2" "$RC" 2
+expect_grep "says why" "--sample runs N rows of a workflow's input; .*report.lua has steps \\(a DAG\\), which run whole" d3.log
+expect_eq "and stores nothing" "$(ls d3.db 2>/dev/null | wc -l)" 0
 
 # --- the budget: the expected cost past it is said before the run spends anything
 run_orch b1.log estimate examples/classify_reviews.lua --sample 30 --budget 0.0005 --db b.db

@@ -127,6 +127,13 @@ function M.identify(wf, workflow_path, params)
   }
 end
 
+--- never_started(run): a run `orch estimate --sample` stored its estimate
+--- on, pending with no owner: `orch run` starts it (it has nothing to
+--- resume), `orch resume --all` leaves it alone.
+function M.never_started(run)
+  return run.status == "pending" and (run.owner_pid or 0) == 0
+end
+
 --- is_sample(run): the run record of an `orch estimate --sample` (see
 --- orch.estimate): never resumed; the next sample removes one left over.
 function M.is_sample(run)
@@ -226,8 +233,9 @@ local function create(st, ident, superseded)
     cwd = sys.realpath("."), workflow = ident.workflow_arg }))
   if superseded then
     -- the unfinished run this one replaces will never be resumed
+    superseded.error = "superseded by run " .. run.id .. (M.never_started(superseded)
+      and " (its estimate was of the input before it changed)" or " (--fresh)")
     superseded.status = "failed"
-    superseded.error = "superseded by run " .. run.id .. " (--fresh)"
     superseded.finished_ms = store.now_ms()
     st:run_update(superseded)
     st:event_add(superseded.id, "superseded", json.encode({ by = run.id }))
@@ -248,8 +256,7 @@ local function take_over(st, run, ident, opts, log)
       .. "mix two inputs: start over with %s", run.input, run.id, run.input_fp,
       now_fp or "missing", M.rerun_command(ident, opts.db))
   end
-  -- a pending run (one `orch estimate --sample` stored its estimate on) starts here: no recovery
-  local first = run.status == "pending" and (run.owner_pid or 0) == 0
+  local first = M.never_started(run) -- it starts here: no recovery
   local ok, cerr = M.claim(st, run)
   if not ok then
     return nil, cerr
@@ -302,6 +309,12 @@ function M.begin(st, ident, opts, log)
       return nil, err
     end
   end
+  if run ~= nil and M.never_started(run) then
+    if run.input_fp ~= ident.input_fp then -- estimated on an input that has changed since: replaced
+      return create(st, ident, run)
+    end
+    return take_over(st, run, ident, opts, log) -- --fresh or not: it has nothing to resume
+  end
   if run ~= nil and opts.fresh then
     if M.owner_alive(run, store.now_ms()) then
       return nil, string.format("run %s is in progress in process %d on %s; --fresh cannot replace a live run",
@@ -329,8 +342,7 @@ function M.interrupted(st, with_budget)
     end
     for _, r in ipairs(runs) do
       local budget_paused = r.status == "paused" and (r.error or ""):find("^budget") ~= nil
-      local never_started = r.status == "pending" and (r.owner_pid or 0) == 0 -- only estimated: orch run starts it
-      if not M.owner_alive(r, now) and not never_started and not M.is_sample(r) then
+      if not M.owner_alive(r, now) and not M.never_started(r) and not M.is_sample(r) then
         if with_budget or not budget_paused then
           list[#list + 1] = r
         else

@@ -120,6 +120,24 @@ run_orch d3.log estimate "$ROOT/workflows/report.lua" --sample 2 --db d3.db
 expect_eq "--sample of a multi-step workflow: exit 2" "$RC" 2
 expect_grep "says why" "--sample runs N rows of a workflow's input; .*report.lua has steps \\(a DAG\\), which run whole" d3.log
 expect_eq "and stores nothing" "$(ls d3.db 2>/dev/null | wc -l)" 0
+did=$(sqlite3 d.db "select id from runs")
+run_orch d4.log run --fresh examples/classify_reviews.lua --db d.db
+expect_eq "run --fresh of an estimated run: exit 0" "$RC" 0
+expect_eq "--fresh starts the pending run (nothing to resume, nothing to replace)" \
+  "$(sqlite3 d.db "select id || ' ' || status from runs")" "$did completed"
+expect_grep "with its estimate" "^orch:   estimate .* for 220 rows, from a sample of 20; actual" d4.log
+mkdir -p ch && cp examples/data/reviews.csv ch/in.csv
+sed -e 's|examples/data/reviews.csv|ch/in.csv|' -e 's|out/reviews-sentiment.jsonl|ch/out.jsonl|' \
+  examples/classify_reviews.lua >ch/wf.lua
+run_orch c1.log estimate ch/wf.lua --sample 10 --db c.db
+cid=$(sqlite3 c.db "select id from runs")
+tail -n 1 ch/in.csv >>ch/in.csv
+run_orch c2.log run ch/wf.lua --db c.db
+expect_eq "the input changed after the estimate: the run still starts, exit 0" "$RC" 0
+expect_eq "as a new run; the estimated one is replaced, saying why" \
+  "$(sqlite3 c.db "select status || ': ' || coalesce(error, '') from runs where id = '$cid'")" \
+  "failed: superseded by run $(sqlite3 c.db "select id from runs where id <> '$cid'") (its estimate was of the input before it changed)"
+if grep -q "orch:   estimate" c2.log; then bad "the new run shows a stale estimate"; else ok "the new run shows no stale estimate"; fi
 
 # --- the budget: the expected cost past it is said before the run spends anything
 run_orch b1.log estimate examples/classify_reviews.lua --sample 30 --budget 0.0005 --db b.db

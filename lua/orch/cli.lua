@@ -140,6 +140,7 @@ local function execute(st, wf, path, params, opts, resume_id)
     store = st,
     run = run,
     checkpoint = ckpt_or_err,
+    estimate = est, -- read now: the summary shows it beside the actual without reading every event
   })
 end
 
@@ -154,7 +155,7 @@ local function estimate(opts, wf, path)
   warn_unread_params(opts.set)
   local dir = os.tmpname() -- a unique name; the sinks create the directory
   os.remove(dir)
-  local e, report = require("orch.estimate").prepare(wf, dir)
+  local e, report = require("orch.estimate").prepare(wf, dir, opts.sample ~= nil)
   local code = base.with_store({ db = ":memory:" }, function(st)
     return execute(st, e, path, opts.set, { verbosity = -1, concurrency = opts.concurrency })
   end)

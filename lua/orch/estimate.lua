@@ -45,9 +45,11 @@ local function redirect(spec, dir, name)
   return setmetatable(c, getmetatable(spec))
 end
 
---- prepare(wf, dir) -> the workflow to run, and report(log) that prints the
---- estimate once it has run (returns false when nothing was run).
-function M.prepare(wf, dir)
+--- prepare(wf, dir [, sampling]) -> the workflow to run, and report(log)
+--- that prints the estimate once it has run (-> false when nothing was
+--- run, else true and the run's finish event). sampling: a sample runs
+--- next, for real (the report says this pass alone stored nothing).
+function M.prepare(wf, dir, sampling)
   local e = {}
   for k, v in pairs(wf) do
     e[k] = v
@@ -101,7 +103,8 @@ function M.prepare(wf, dir)
         on_estimate and "answered by the workflow's orch.http.on_estimate"
           or "answered with an error; orch.http.on_estimate(fn) gives them a reply"))
     end
-    log("  nothing was sent, written or stored; replies already in the journal would cost $0")
+    log(sampling and "  this offline pass sent, wrote and stored nothing; the sample below runs for real"
+      or "  nothing was sent, written or stored; replies already in the journal would cost $0")
     log("  the output figure is an upper bound" .. (wf.steps and ""
       or ": --sample N runs N rows for real for the expected cost"))
     return true, finish

@@ -25,6 +25,7 @@ print(v)' "$1" "$2"; }
 run_orch e1.log estimate examples/classify_reviews.lua --sample 50 --db ex.db
 expect_eq "estimate --sample: exit 0" "$RC" 0
 expect_grep "the offline upper bound is still there" "cost           at most \\\$0\.0761" e1.log
+expect_grep "the offline pass says it alone stored nothing" "this offline pass sent, wrote and stored nothing; the sample below runs for real" e1.log
 expect_grep "the sample is stated" "sample for classify-reviews: 50 of 240 rows run for real \(the first 50\), 50 LLM calls" e1.log
 expect_grep "an expected cost with its interval, for the rows the run will pay for" \
   "expected cost  \\\$0\.[0-9]+ for the 190 rows left \(90 % interval \\\$0\.[0-9]+ to \\\$0\.[0-9]+\); the 50 sampled rows come from the journal at \\\$0" e1.log

@@ -158,7 +158,7 @@ expect_eq "and nothing is stored" "$(ls b3.db 2>/dev/null | wc -l)" 0
 # --- a sample killed mid-way: never resumed, removed by the next sample
 llm_admin config '{"latency_ms": 200}'
 sed 's/concurrency = 32,/concurrency = 2,/' extract.lua >slow.lua
-(cd "$WORK" && exec "$ORCH" estimate slow.lua --sample 40 --db k.db >k.log 2>&1) &
+(cd "$WORK" && exec "$ORCH" estimate slow.lua --sample 200 --db k.db >k.log 2>&1) &
 kpid=$!
 wait_until "[ \"\$(sqlite3 k.db \"select count(*) from runs where id like 'sample-%'\" 2>/dev/null)\" = 1 ]"
 wait_until "[ \"\$(sqlite3 k.db 'select count(*) from llm_journal' 2>/dev/null)\" -ge 2 ]"

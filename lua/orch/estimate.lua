@@ -141,15 +141,16 @@ function M.t90(df)
   return z + (z ^ 3 + z) / (4 * df) + (5 * z ^ 5 + 16 * z ^ 3 + 3 * z) / (96 * df * df)
 end
 
---- interval(values, total) -> expected, low, high, mean: the sum over the
---- total - #values rows not sampled, predicted from the sampled values:
---- their mean times that number, and a 90 % prediction interval
---- t(0.95, n-1) * s * sqrt(left * total / n) around it (the variance of a
---- sum of `left` new rows, left * s^2, plus that of the mean it is
+--- interval(values, total [, left]) -> expected, low, high, mean: the sum
+--- over the `left` rows still to run (default: the total - #values rows
+--- not sampled), predicted from the sampled values: their mean times
+--- that number, and a 90 % prediction interval
+--- t(0.95, n-1) * s * sqrt(left * (n + left) / n) around it (the variance
+--- of a sum of `left` new rows, left * s^2, plus that of the mean it is
 --- predicted from, left^2 * s^2 / n). low and high are nil below 2 values.
-function M.interval(values, total)
+function M.interval(values, total, left)
   local n = #values
-  local left = math.max(total - n, 0)
+  left = left or math.max(total - n, 0)
   local sum = 0
   for _, v in ipairs(values) do
     sum = sum + v
@@ -163,7 +164,7 @@ function M.interval(values, total)
   for _, v in ipairs(values) do
     ss = ss + (v - mean) ^ 2
   end
-  local half = M.t90(n - 1) * math.sqrt(ss / (n - 1)) * math.sqrt(left * total / n)
+  local half = M.t90(n - 1) * math.sqrt(ss / (n - 1)) * math.sqrt(left * (n + left) / n)
   return expected, math.max(expected - half, 0), expected + half, mean
 end
 
@@ -308,9 +309,10 @@ local function shares(acc, expected)
   return setmetatable(out, { __jsontype = "object" })
 end
 
---- figures(seen, total) -> the estimate (the `estimate` event's data):
---- the sample's figures per row and the expected figures of the rows left.
-function M.figures(seen, total)
+--- figures(seen, total [, left]) -> the estimate (the `estimate` event's
+--- data): the sample's figures per row and the expected figures of the
+--- rows left (default: those not sampled).
+function M.figures(seen, total, left)
   local cost, tin, tout, calls, retries = {}, {}, {}, 0, 0
   local failed = 0
   local by_model, by_stage = {}, {}
@@ -324,11 +326,12 @@ function M.figures(seen, total)
     add_groups(by_stage, u.by_stage)
   end
   local n = #cost
-  local e = { rows_total = total, sample_rows = n, rows_left = math.max(total - n, 0), failed = failed,
+  left = left or math.max(total - n, 0)
+  local e = { rows_total = total, sample_rows = n, rows_left = left, failed = failed,
     calls_per_row = n > 0 and calls / n or 0, retries_per_call = calls > 0 and retries / calls or 0, sample_usd = seen.finish and seen.finish.cost_usd or 0 }
-  e.expected_usd, e.low_usd, e.high_usd, e.row_usd = M.interval(cost, total)
-  local ti, tl, th, tm = M.interval(tin, total)
-  local oi, ol, oh, om = M.interval(tout, total)
+  e.expected_usd, e.low_usd, e.high_usd, e.row_usd = M.interval(cost, total, left)
+  local ti, tl, th, tm = M.interval(tin, total, left)
+  local oi, ol, oh, om = M.interval(tout, total, left)
   e.tokens_in = { expected = ti, low = tl, high = th, per_row = tm }
   e.tokens_out = { expected = oi, low = ol, high = oh, per_row = om }
   e.by_model, e.by_stage = shares(by_model, e.expected_usd), shares(by_stage, e.expected_usd)
@@ -336,15 +339,11 @@ function M.figures(seen, total)
 end
 
 -- The run the estimate precedes: the unfinished run of this workflow,
--- input and parameters, or a new one left pending (no owner) for `orch
--- run` to start. -> run | nil, message
-local function preceded_run(st, ident)
-  local run, err = st:run_find_unfinished(ident.identity)
-  if err then
-    return nil, err
-  end
-  if run then
-    return run
+-- input and parameters (existing), or a new one left pending (no owner)
+-- for `orch run` to start. -> run | nil, message
+local function preceded_run(st, ident, existing)
+  if existing then
+    return existing
   end
   local now = store.now_ms()
   run = { status = "pending", owner_pid = 0, owner_host = sys.hostname(), heartbeat_ms = 0, created_ms = now }
@@ -433,8 +432,10 @@ function M.report(log, e, name, run)
     count(e.rows_total), e.how, count(e.calls_per_row * n + 0.5), usd(e.sample_usd)))
   log(string.format("  per row        %.2f LLM calls (%.2f retries a call), %.1f tokens in, %.1f out, %s; %s of %s "
     .. "rows failed", e.calls_per_row, e.retries_per_call, e.tokens_in.per_row, e.tokens_out.per_row, usd(e.row_usd), count(e.failed), count(n)))
-  log(string.format("  expected cost  %s for the %s rows left (%s); the %s sampled rows come from the journal at $0",
-    usd(e.expected_usd), count(e.rows_left), range(e.low_usd, e.high_usd, usd), count(n)))
+  log(string.format("  expected cost  %s for the %s rows left%s (%s); the %s sampled rows come from the journal at $0",
+    usd(e.expected_usd), count(e.rows_left), (e.rows_done_before or 0) > 0
+      and string.format(" after the %s the run has done", count(e.rows_done_before)) or "",
+    range(e.low_usd, e.high_usd, usd), count(n)))
   log(string.format("  tokens         %s in (%s), %s out (%s)", count(e.tokens_in.expected),
     range(e.tokens_in.low, e.tokens_in.high, count), count(e.tokens_out.expected),
     range(e.tokens_out.low, e.tokens_out.high, count)))
@@ -462,7 +463,8 @@ end
 function M.sample(opts, wf, path, offline, log, warn)
   local total = offline.rows
   local n = math.min(opts.sample, total)
-  local rows, rerr = read_rows(wf, M.choose(total, n, opts.spread, opts.seed or 1), n)
+  local pick = M.choose(total, n, opts.spread, opts.seed or 1)
+  local rows, rerr = read_rows(wf, pick, n)
   if rows == nil then
     warn(rerr)
     return 2
@@ -470,6 +472,16 @@ function M.sample(opts, wf, path, offline, log, warn)
   local runs = require "orch.runs"
   return require("orch.cli_base").with_store(opts, function(st)
     local ident = runs.identify(wf, path, opts.set)
+    -- an unfinished run has rows done: the rows left are those after them, less the sampled ones
+    local existing, ferr = st:run_find_unfinished(ident.identity)
+    if ferr then
+      warn(ferr)
+      return 1
+    end
+    local done, left = existing and existing.rows_done or 0, total
+    for i in pairs(pick) do
+      left = left - (i > done and 1 or 0)
+    end
     local srun, serr = sample_record(st, ident)
     if srun == nil then
       warn(serr)
@@ -481,12 +493,13 @@ function M.sample(opts, wf, path, offline, log, warn)
       warn(string.format("the sample could not run (exit %d); no estimate was stored", code))
       return code ~= 0 and code or 1
     end
-    local e = M.figures(seen, total)
+    local e = M.figures(seen, total, math.max(left - done, 0))
+    e.rows_done_before, e.spent_before = done, existing and existing.cost_usd or 0
     e.spread, e.seed, e.upper_usd = opts.spread or nil, opts.spread and (opts.seed or 1) or nil, offline.cost_usd
     e.how = opts.spread and string.format("%s drawn through the input, seed %d", count(n), opts.seed or 1)
       or string.format("the first %s", count(n))
     e.budget_usd = opts.budget or (wf.budget and wf.budget.max_usd)
-    local run, perr = preceded_run(st, ident)
+    local run, perr = preceded_run(st, ident, existing)
     if run == nil then
       warn(perr)
       return 1
@@ -514,9 +527,10 @@ function M.beside_actual(e, spent, status)
   elseif status ~= nil and status ~= "completed" then
     return head .. "; spent so far " .. usd(spent)
   end
+  spent = spent - (e.spent_before or 0) -- a run estimated half-way: what it spent after the estimate
   local diff = e.expected_usd > 0 and string.format(" (%+.1f %%)", (spent - e.expected_usd) / e.expected_usd * 100)
     or ""
-  return head .. "; actual " .. usd(spent) .. diff
+  return head .. "; actual " .. ((e.spent_before or 0) > 0 and "since the estimate " or "") .. usd(spent) .. diff
 end
 
 return M

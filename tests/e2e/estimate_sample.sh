@@ -155,6 +155,26 @@ expect_grep "without --sample, the upper bound past the budget is said" \
   "warning: the upper bound \\\$0\.076 passes the budget \\\$0\.01; --sample N gives the expected cost" b3.log
 expect_eq "and nothing is stored" "$(ls b3.db 2>/dev/null | wc -l)" 0
 
+# --- a run estimated half-way (paused by its budget): the rows left are those after its rows done
+run_orch hw1.log run examples/classify_reviews.lua --budget 0.001 --db hw.db
+expect_eq "a run paused by its budget: exit 3" "$RC" 3
+hid=$(sqlite3 hw.db "select id from runs")
+hdone=$(sqlite3 hw.db "select rows_done from runs")
+run_orch hw2.log estimate examples/classify_reviews.lua --sample 30 --db hw.db
+expect_eq "estimate of the paused run: exit 0" "$RC" 0
+hleft=$((240 - hdone - (hdone < 30 ? 30 - hdone : 0)))
+expect_grep "the rows left are after the rows done" \
+  "expected cost  \\\$0\.[0-9]+ for the $hleft rows left after the $hdone the run has done \(90 % interval" hw2.log
+expect_grep "stored on that run" "stored as the estimate of run $hid \(paused\)" hw2.log
+run_orch hw3.log resume "$hid" --budget 1 --db hw.db
+expect_eq "resumed with a budget for the rest: exit 0" "$RC" 0
+expect_grep "the summary compares what it spent since the estimate" \
+  "^orch:   estimate .* for $hleft rows, from a sample of 30; actual since the estimate \\\$0\.[0-9]+ \([-+][0-9.]+ %\)" hw3.log
+"$ORCH" status "$hid" --db hw.db --json >hw.json
+within "a run estimated half-way" "$(field hw.json estimate.expected_usd)" \
+  "$(python3 -c "print($(field hw.json cost_usd) - $(field hw.json estimate.spent_before))")" \
+  "$(field hw.json estimate.low_usd)" "$(field hw.json estimate.high_usd)"
+
 # --- a sample killed mid-way: never resumed, removed by the next sample
 llm_admin config '{"latency_ms": 200}'
 sed 's/concurrency = 32,/concurrency = 2,/' extract.lua >slow.lua

@@ -25,6 +25,14 @@ describe("orch.estimate sampled figures", function()
     assert.is_true(math.abs(hi - (300 + half)) < 1e-9)
   end)
 
+  it("interval: the rows left may be fewer than those not sampled (a run estimated half-way)", function()
+    local e, lo, hi = estimate.interval({ 1, 2, 3, 4, 5 }, 105, 40)
+    assert.are.equal(120, e)
+    local half = 2.132 * math.sqrt(2.5) * math.sqrt(40 * 45 / 5)
+    assert.is_true(math.abs(lo - (120 - half)) < 1e-9)
+    assert.is_true(math.abs(hi - (120 + half)) < 1e-9)
+  end)
+
   it("interval: no spread, no width; nothing left, nothing expected; one value, no interval", function()
     local e, lo, hi = estimate.interval({ 2, 2, 2 }, 10)
     assert.are.same({ 14, 14, 14 }, { e, lo, hi })
@@ -118,6 +126,9 @@ describe("orch.estimate sampled figures", function()
       .. "not started yet", estimate.beside_actual(e, 0, "pending"))
     assert.are.equal("estimate $0.00200 (90 % interval $0.00190 to $0.00210) for 190 rows, from a sample of 50; "
       .. "spent so far $0.00100", estimate.beside_actual(e, 0.001, "paused"))
+    e.spent_before = 0.0005 -- estimated half-way: the actual is what the run spent after it
+    assert.are.equal("estimate $0.00200 (90 % interval $0.00190 to $0.00210) for 190 rows, from a sample of 50; "
+      .. "actual since the estimate $0.00200 (+0.0 %)", estimate.beside_actual(e, 0.0025))
   end)
 
   it("figures: per-row dollars count journal replies at what they cost when paid", function()

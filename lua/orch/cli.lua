@@ -147,7 +147,10 @@ end
 --- estimate: runs the workflow offline, in memory, and prints what its LLM
 --- calls would cost (see orch.estimate). -> exit code
 local function estimate(opts, wf, path)
-  if opts.sample and wf.steps then
+  if (opts.spread and not opts.sample) or (opts.seed and not opts.spread) then
+    say("--spread goes with --sample N (N rows drawn through the input), and --seed S with --spread")
+    return 2
+  elseif opts.sample and wf.steps then
     say(string.format("--sample runs N rows of a workflow's input; %s has steps (a DAG), which run whole: "
       .. "orch estimate %s without --sample gives their upper bound", path, path))
     return 2

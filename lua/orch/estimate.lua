@@ -462,6 +462,10 @@ end
 --- offline pass's finish event (the row count, the upper bound).
 function M.sample(opts, wf, path, offline, log, warn)
   local total = offline.rows
+  if total == 0 then
+    log("sample for " .. wf.name .. ": the input has no rows; nothing to sample, nothing stored")
+    return 0
+  end
   local n = math.min(opts.sample, total)
   local pick = M.choose(total, n, opts.spread, opts.seed or 1)
   local rows, rerr = read_rows(wf, pick, n)

@@ -139,6 +139,17 @@ expect_eq "as a new run; the estimated one is replaced, saying why" \
   "$(sqlite3 c.db "select status || ': ' || coalesce(error, '') from runs where id = '$cid'")" \
   "failed: superseded by run $(sqlite3 c.db "select id from runs where id <> '$cid'") (its estimate was of the input before it changed)"
 if grep -q "orch:   estimate" c2.log; then bad "the new run shows a stale estimate"; else ok "the new run shows no stale estimate"; fi
+run_orch d5.log estimate examples/classify_reviews.lua --spread --db d5.db
+expect_eq "--spread without --sample: exit 2" "$RC" 2
+expect_grep "says what goes with what" "--spread goes with --sample N \\(N rows drawn through the input\\), and --seed S with --spread" d5.log
+run_orch d6.log estimate examples/classify_reviews.lua --sample 5 --seed 3 --db d5.db
+expect_eq "--seed without --spread: exit 2" "$RC" 2
+expect_eq "neither stores anything" "$(ls d5.db 2>/dev/null | wc -l)" 0
+printf 'id,product,review,rating\n' >empty.csv
+sed 's|examples/data/reviews.csv|empty.csv|' examples/classify_reviews.lua >empty.lua
+run_orch d7.log estimate empty.lua --sample 5 --db d7.db
+expect_eq "an empty input: exit 0" "$RC" 0
+expect_grep "nothing to sample" "sample for classify-reviews: the input has no rows; nothing to sample, nothing stored" d7.log
 
 # --- the budget: the expected cost past it is said before the run spends anything
 run_orch b1.log estimate examples/classify_reviews.lua --sample 30 --budget 0.0005 --db b.db

@@ -75,6 +75,20 @@ describe("orch.estimate sampled figures", function()
     assert.is_true(covered / trials > 0.84 and covered / trials < 0.95, "covered " .. covered .. " of " .. trials)
   end)
 
+  it("orch.reader.count: a file's data records by a scan, quotes and blank lines minded", function()
+    local reader = require "orch.reader"
+    local path = os.tmpname()
+    local fh = assert(io.open(path, "wb"))
+    fh:write('id,text\n1,"two\nlines"\n\n2,b\r\n3,c')
+    fh:close()
+    assert.are.equal(3, reader.count(path, "csv"))
+    assert.are.equal(4, reader.count(path, "lines")) -- as lines, the quoted newline is one more
+    os.remove(path)
+    local n, err = reader.count(path, "csv")
+    assert.is_nil(n)
+    assert.are.equal(path .. ": No such file or directory", err)
+  end)
+
   it("choose: the first n rows, or n distinct rows drawn through the input by the seed", function()
     assert.are.same({ true, true, true }, estimate.choose(10, 3, false))
     assert.are.same({ true, true }, estimate.choose(2, 5, true, 1)) -- fewer rows than asked: all of them

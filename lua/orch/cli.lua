@@ -144,18 +144,10 @@ local function execute(st, wf, path, params, opts, resume_id)
   })
 end
 
---- estimate: runs the workflow offline, in memory, and prints what its LLM
---- calls would cost (see orch.estimate). -> exit code
-local function estimate(opts, wf, path)
-  if (opts.spread and not opts.sample) or (opts.seed and not opts.spread) then
-    say("--spread goes with --sample N (N rows drawn through the input), and --seed S with --spread")
-    return 2
-  elseif opts.sample and wf.steps then
-    say(string.format("--sample runs N rows of a workflow's input; %s has steps (a DAG), which run whole: "
-      .. "orch estimate %s without --sample gives their upper bound", path, path))
-    return 2
-  end
-  warn_unread_params(opts.set)
+-- The offline pass of an estimate (see orch.estimate.prepare): the
+-- workflow runs in memory, its LLM offline, and the report is printed.
+-- -> exit code, the run's finish event (nil when it did not run: said)
+local function offline_pass(opts, wf, path)
   local dir = os.tmpname() -- a unique name; the sinks create the directory
   os.remove(dir)
   local e, report = require("orch.estimate").prepare(wf, dir, opts.sample ~= nil)
@@ -169,19 +161,54 @@ local function estimate(opts, wf, path)
   local ran, finish = report(note)
   if not ran then
     say("the estimate could not run the workflow (exit " .. tostring(code) .. ")")
-    return code
   end
-  if not opts.sample then
+  return code, ran and finish or nil
+end
+
+--- estimate: runs the workflow offline, in memory, and prints what its LLM
+--- calls would cost at most; with --sample N, then runs N rows for real
+--- for the expected cost (see orch.estimate). An input of more rows than
+--- orch.estimate.FULL_PASS_ROWS (counted by a scan) runs offline only
+--- for its sampled rows. -> exit code
+local function estimate(opts, wf, path)
+  if (opts.spread and not opts.sample) or (opts.seed and not opts.spread) then
+    say("--spread goes with --sample N (N rows drawn through the input), and --seed S with --spread")
+    return 2
+  elseif opts.sample and wf.steps then
+    say(string.format("--sample runs N rows of a workflow's input; %s has steps (a DAG), which run whole: "
+      .. "orch estimate %s without --sample gives their upper bound", path, path))
+    return 2
+  end
+  warn_unread_params(opts.set)
+  local est = require "orch.estimate"
+  local total = opts.sample and est.row_count(wf)
+  local big = total and total > est.FULL_PASS_ROWS
+  if big then
+    note(string.format("%s: %s rows (counted by a scan of the input), more than %s: the offline pass runs the "
+      .. "sampled rows only", wf.name, fmt.count(total), fmt.count(est.FULL_PASS_ROWS)))
+    local err
+    wf, err = est.sampled(wf, total, opts)
+    if wf == nil then
+      say(err)
+      return 2
+    end
+  end
+  local code, finish = offline_pass(opts, wf, path)
+  if finish == nil then
+    return code
+  elseif not opts.sample then
     local max_usd = opts.budget or (wf.budget and wf.budget.max_usd)
     if max_usd and finish.cost_usd > max_usd then
       base.warn(string.format("warning: the upper bound %s passes the budget %s; --sample N gives the expected cost",
         fmt.usd(finish.cost_usd), fmt.usd(max_usd)))
     end
     return code
-  end
-  if code ~= 0 then
+  elseif code ~= 0 then
     say("the offline pass ended with exit " .. tostring(code) .. "; no sample was run")
     return code
+  end
+  if big then -- the sampled rows' bound, scaled to the input
+    finish = { rows = total, cost_usd = finish.cost_usd * total / math.max(finish.rows, 1), scaled = true }
   end
   -- loaded afresh: the offline pass has read the input (an iterator is spent)
   local fresh, err = M.load_workflow(path, opts.set)
@@ -194,7 +221,7 @@ local function estimate(opts, wf, path)
     say(clash)
     return 2
   end
-  return require("orch.estimate").sample(opts, fresh, path, finish, note, base.warn)
+  return est.sample(opts, fresh, path, finish, note, base.warn)
 end
 
 local function run(opts, wf, path)

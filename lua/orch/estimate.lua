@@ -443,7 +443,10 @@ function M.report(log, e, name, run)
     log("  by model       " .. by_group(e.by_model))
     log("  by stage       " .. by_group(e.by_stage))
   end
-  if e.upper_usd then
+  if e.upper_scaled then
+    log(string.format("  upper bound    about %s for all %s rows (the sampled rows' at max_tokens, scaled; "
+      .. "orch estimate without --sample bounds every row)", usd(e.upper_usd), count(e.rows_total)))
+  elseif e.upper_usd then
     log(string.format("  upper bound    %s for all %s rows (output at max_tokens)", usd(e.upper_usd),
       count(e.rows_total)))
   end
@@ -452,6 +455,39 @@ function M.report(log, e, name, run)
   end
   log(string.format("  stored as the estimate of run %s (%s)%s", run.id, run.status,
     run.status == "pending" and "; orch run starts it, and its summary shows the estimate beside the actual" or ""))
+end
+
+-- Above this many rows (counted by a scan), `--sample` runs the offline
+-- pass over the sampled rows only, and scales their upper bound.
+M.FULL_PASS_ROWS = 100000
+
+--- row_count(wf) -> the rows of the workflow's input when known without
+--- reading them: a CSV or JSONL file's records by a scan of its bytes
+--- (orch.reader.count), a Lua array's length; nil for an iterator (or a
+--- file that cannot be read: the offline pass says why).
+function M.row_count(wf)
+  local input = wf.input
+  if type(input) == "table" and input.path then
+    return (require("orch.reader").count(input.path, input.kind == "csv" and "csv" or "lines"))
+  elseif type(input) == "table" and getmetatable(input) == nil then
+    return #input
+  end
+end
+
+--- sampled(wf, total, opts) -> a copy of wf whose input is the rows
+--- opts.sample, opts.spread and opts.seed pick of its total | nil, message.
+function M.sampled(wf, total, opts)
+  local n = math.min(opts.sample, total)
+  local rows, err = read_rows(wf, M.choose(total, n, opts.spread, opts.seed or 1), n)
+  if rows == nil then
+    return nil, err
+  end
+  local c = {}
+  for k, v in pairs(wf) do
+    c[k] = v
+  end
+  c.input = rows
+  return setmetatable(c, getmetatable(wf))
 end
 
 --- sample(opts, wf, path, offline, log, warn) -> exit code. Runs the
@@ -500,6 +536,7 @@ function M.sample(opts, wf, path, offline, log, warn)
     local e = M.figures(seen, total, math.max(left - done, 0))
     e.rows_done_before, e.spent_before = done, existing and existing.cost_usd or 0
     e.spread, e.seed, e.upper_usd = opts.spread or nil, opts.spread and (opts.seed or 1) or nil, offline.cost_usd
+    e.upper_scaled = offline.scaled
     e.how = opts.spread and string.format("%s drawn through the input, seed %d", count(n), opts.seed or 1)
       or string.format("the first %s", count(n))
     e.budget_usd = opts.budget or (wf.budget and wf.budget.max_usd)

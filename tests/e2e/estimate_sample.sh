@@ -186,6 +186,24 @@ within "a run estimated half-way" "$(field hw.json estimate.expected_usd)" \
   "$(python3 -c "print($(field hw.json cost_usd) - $(field hw.json estimate.spent_before))")" \
   "$(field hw.json estimate.low_usd)" "$(field hw.json estimate.high_usd)"
 
+# --- an input of more than 100,000 rows: counted by a scan, the offline pass runs the sampled rows only
+python3 -c '
+with open("big.csv", "w") as f:
+    f.write("id,product,review,rating\n")
+    for i in range(1, 100002):
+        f.write("%d,lamp,\"%s, line\nbreak\",%d\n" % (i, "great" if i % 3 else "broke", i % 5 + 1))
+'
+sed -e 's|examples/data/reviews.csv|big.csv|' -e 's|out/reviews-sentiment.jsonl|out/big.jsonl|' \
+  -e 's|latency_ms = 40, jitter_ms = 40|latency_ms = 0|' examples/classify_reviews.lua >big.lua
+run_orch g1.log estimate big.lua --sample 30 --spread --db g.db
+expect_eq "a 100,001-row input: exit 0" "$RC" 0
+expect_grep "counted by a scan, quoted newlines minded" \
+  "classify-reviews: 100,001 rows \(counted by a scan of the input\), more than 100,000: the offline pass runs the sampled rows only" g1.log
+expect_grep "the offline pass ran the 30 sampled rows" "estimate for classify-reviews: 30 rows, 30 LLM calls" g1.log
+expect_grep "the upper bound is said to be scaled" \
+  "upper bound    about \\\$[0-9.]+ for all 100,001 rows \(the sampled rows' at max_tokens, scaled; orch estimate without --sample bounds every row\)" g1.log
+expect_grep "the expected cost is for the rows left" "expected cost  \\\$0\.[0-9]+ for the 99,971 rows left" g1.log
+
 # --- a sample killed mid-way: never resumed, removed by the next sample
 llm_admin config '{"latency_ms": 200}'
 sed 's/concurrency = 32,/concurrency = 2,/' extract.lua >slow.lua

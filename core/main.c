@@ -53,6 +53,9 @@ struct option {
 #define O_MAXMEM {"--max-memory", NULL, "MB", OPT_MB, "cap the Lua heap; a row past it fails (default: max_memory)"}
 #define O_DURABLE {"--require-durable", NULL, NULL, OPT_FLAG, "refuse a store server that a crash could make lose checkpoints"}
 #define O_METRICS {"--metrics", NULL, "FILE", OPT_STRING, "keep FILE the run's Prometheus text (node_exporter textfile)"}
+#define O_SAMPLE {"--sample", NULL, "N", OPT_COUNT, "estimate: run N rows for real (journaled) for the expected cost"}
+#define O_SPREAD {"--spread", NULL, NULL, OPT_FLAG, "with --sample: N rows drawn through the input, not the first N"}
+#define O_SEED {"--seed", NULL, "S", OPT_COUNT, "with --spread: the draw's seed (default: 1)"}
 #define O_END {NULL, NULL, NULL, OPT_FLAG, NULL}
 
 static const struct option run_options[] = {
@@ -61,11 +64,14 @@ static const struct option run_options[] = {
     {"--fresh", NULL, NULL, OPT_FLAG, "start a new run even if an unfinished one matches"},
     O_NOCACHE,
     {"--dry-run", NULL, NULL, OPT_FLAG, "estimate tokens and dollars instead (orch estimate)"},
+    O_SAMPLE, O_SPREAD, O_SEED,
     O_MAXMEM, O_METRICS, O_LOGJSON, O_DURABLE, O_QUIET, O_VERBOSE, O_HELP, O_END,
 };
 static const struct option estimate_options[] = {
     O_SET, O_CONC,
-    {"--db", NULL, "PATH", OPT_STRING, "accepted as run --dry-run does; the estimate stores nothing"},
+    {"--db", NULL, "PATH", OPT_STRING, "with --sample: the store the sample is journaled in (as run's)"},
+    {"--budget", NULL, "USD", OPT_USD, "with --sample: the budget to check the expected cost against"},
+    O_SAMPLE, O_SPREAD, O_SEED,
     O_QUIET, O_VERBOSE, O_HELP, O_END,
 };
 static const struct option params_options[] = {O_SET, O_JSON, O_HELP, O_END};
@@ -129,8 +135,9 @@ static const struct command commands[] = {
      "lists the workflow's parameters",
      0},
     {"estimate", "WORKFLOW.lua", 1, 1, estimate_options,
-     "tokens and dollars of the workflow's LLM calls before spending any\n"
-     "(= run --dry-run): it runs offline, writing and storing nothing",
+     "tokens and dollars of the workflow's LLM calls (= run --dry-run): offline,\n"
+     "an upper bound, storing nothing; with --sample N, N rows run for real\n"
+     "(journaled: the run does not pay for them again) for the expected cost",
      0},
     {"params", "WORKFLOW.lua", 1, 1, params_options,
      "the parameters the workflow reads (orch.param): name, default, meaning", 0},

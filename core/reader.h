@@ -75,4 +75,12 @@ uint64_t orch_reader_size(const struct orch_reader *r);
 
 void orch_reader_close(struct orch_reader *r);
 
+/* Counts the data records of path (CSV: not the header) without parsing them: one pass
+ * over the bytes, minding only CSV quotes (a newline inside a quoted field is no record
+ * end) and blank lines (skipped, as the reader skips them). A malformed record counts
+ * as the reader's index does. Returns 0 with *records, or -1 with "path: reason" in
+ * err. */
+int orch_reader_count(const char *path, enum orch_reader_kind kind, uint64_t *records, char *err,
+                      size_t errlen);
+
 #endif

@@ -161,8 +161,27 @@ static const luaL_Reg reader_meta[] = {
     {NULL, NULL},
 };
 
+/* count(path, "csv"|"lines") -> records | nil, err: the data records, by a scan
+ * of the bytes that builds none (orch_reader_count) */
+static int l_reader_count(lua_State *L)
+{
+    static const char *const kinds[] = {"csv", "lines", NULL};
+    const char *path = luaL_checkstring(L, 1);
+    int kind = luaL_checkoption(L, 2, "csv", kinds);
+    char err[512];
+    uint64_t n;
+    if (orch_reader_count(path, kind == 0 ? ORCH_READER_CSV : ORCH_READER_LINES, &n, err, sizeof err) != 0) {
+        lua_pushnil(L);
+        lua_pushstring(L, err);
+        return 2;
+    }
+    lua_pushinteger(L, (lua_Integer)n);
+    return 1;
+}
+
 static const luaL_Reg reader_funcs[] = {
     {"open", l_reader_open},
+    {"count", l_reader_count},
     {NULL, NULL},
 };
 

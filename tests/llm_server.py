@@ -38,6 +38,11 @@ slow.  The same sequence of requests therefore gives the same faults, and a
 retried identical request gets a fresh draw.  Response headers X-Mock-Attempt
 and X-Mock-Fault expose the attempt number and the fault applied.
 
+Output spread.  --pad-words N (or {"pad_words": N} to /admin/config) adds
+0..N words to each reply (after the echo; inside "answer" for JSON), as many
+as sha256(last user message) picks, so replies vary in length as a model's
+do and the same request always gets the same reply.
+
 No usage.  --omit-usage (or {"omit_usage": true} to /admin/config) leaves
 the "usage" object out of every successful reply, as several
 OpenAI-compatible servers and proxies do.  /admin/stats "authorization"
@@ -155,6 +160,10 @@ class State:
                 if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= 1:
                     return None, "%s must be a number from 0 to 1" % k
                 new[k] = float(v)
+            elif k == "pad_words":
+                if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                    return None, "pad_words must be a whole number from 0"
+                new[k] = v
             elif k in ("latency_ms", "slow_ms", "retry_after", "hang_s"):
                 if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
                     return None, "%s must be a non-negative number" % k
@@ -480,6 +489,9 @@ class Handler(BaseHTTPRequestHandler):
 
         # the reply
         echo = "echo: " + last_user[:60]
+        if cfg.get("pad_words"):
+            h = int.from_bytes(hashlib.sha256(last_user.encode()).digest()[:8], "big")
+            echo += " word" * (h % (cfg["pad_words"] + 1))
         want_json = JSON_WORD_RE.search(last_user) is not None
         rf = req.get("response_format")
         if not anthropic and isinstance(rf, dict) and rf.get("type") == "json_object":
@@ -576,6 +588,7 @@ def parse_args(argv):
     ap.add_argument("--retry-after", type=float, default=1.0, help="Retry-After seconds on 429")
     ap.add_argument("--retry-after-date", action="store_true", help="send Retry-After as an HTTP-date")
     ap.add_argument("--slow-ms", type=float, default=2000.0, help="delay of a 'slow' fault")
+    ap.add_argument("--pad-words", type=int, default=0, help="add 0..N words to each reply")
     ap.add_argument("--omit-usage", action="store_true", help="leave usage out of every reply")
     ap.add_argument("--hang-s", type=float, default=300.0, help="how long a 'hang' fault holds the request")
     ap.add_argument("--verbose", action="store_true", help="log every request to stderr")
@@ -599,6 +612,7 @@ def main(argv=None):
     config.update(latency_ms=a.latency_ms, seed=a.seed, retry_after=a.retry_after,
                   retry_after_date=a.retry_after_date, slow_ms=a.slow_ms, hang_s=a.hang_s)
     config["omit_usage"] = a.omit_usage
+    config["pad_words"] = a.pad_words
     for k in ("latency_ms", "retry_after", "slow_ms", "hang_s"):
         if float(config[k]).is_integer():
             config[k] = int(config[k])

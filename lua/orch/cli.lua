@@ -118,6 +118,11 @@ local function execute(st, wf, path, params, opts, resume_id)
     return code or 2
   end
   rlog = log.new(opts.verbosity or 0, opts.log_json, run.id)
+  local est = require("orch.estimate").stored(st, run.id)
+  local warning = est and require("orch.estimate").budget_warning(est, opts.budget or (wf.budget and wf.budget.max_usd))
+  if warning then -- before any spending
+    rlog(-1, "warning: by the estimate of this run: " .. warning, "warn")
+  end
   if ckpt_or_err ~= nil or run.recoveries and run.recoveries > 0 then
     rlog(0, string.format("resuming run %s from checkpoint %d (%s rows done)", run.id,
       ckpt_or_err and ckpt_or_err.seq or 0, fmt.count(ckpt_or_err and ckpt_or_err.input_index or 0)))
@@ -136,16 +141,17 @@ local function execute(st, wf, path, params, opts, resume_id)
     store = st,
     run = run,
     checkpoint = ckpt_or_err,
+    estimate = est, -- read now: the summary shows it beside the actual without reading every event
   })
 end
 
---- estimate: runs the workflow offline, in memory, and prints what its LLM
---- calls would cost (see orch.estimate). -> exit code
-local function estimate(opts, wf, path)
-  warn_unread_params(opts.set)
+-- The offline pass of an estimate (see orch.estimate.prepare): the
+-- workflow runs in memory, its LLM offline, and the report is printed.
+-- -> exit code, the run's finish event (nil when it did not run: said)
+local function offline_pass(opts, wf, path)
   local dir = os.tmpname() -- a unique name; the sinks create the directory
   os.remove(dir)
-  local e, report = require("orch.estimate").prepare(wf, dir)
+  local e, report = require("orch.estimate").prepare(wf, dir, opts.sample ~= nil)
   local code = base.with_store({ db = ":memory:" }, function(st)
     return execute(st, e, path, opts.set, { verbosity = -1, concurrency = opts.concurrency })
   end)
@@ -153,15 +159,78 @@ local function estimate(opts, wf, path)
     os.remove(dir .. "/" .. name)
   end
   os.remove(dir)
-  if not report(note) then
+  local ran, finish = report(note)
+  if not ran then
     say("the estimate could not run the workflow (exit " .. tostring(code) .. ")")
   end
-  return code
+  return code, ran and finish or nil
+end
+
+--- estimate: runs the workflow offline, in memory, and prints what its LLM
+--- calls would cost at most; with --sample N, then runs N rows for real
+--- for the expected cost (see orch.estimate). An input of more rows than
+--- orch.estimate.FULL_PASS_ROWS (counted by a scan) runs offline only
+--- for its sampled rows. -> exit code
+local function estimate(opts, wf, path)
+  if (opts.spread and not opts.sample) or (opts.seed and not opts.spread) then
+    say("--spread goes with --sample N (N rows drawn through the input), and --seed S with --spread")
+    return 2
+  elseif opts.sample and wf.steps then
+    say(string.format("--sample runs N rows of a workflow's input; %s has steps (a DAG), which run whole: "
+      .. "orch estimate %s without --sample gives their upper bound", path, path))
+    return 2
+  end
+  warn_unread_params(opts.set)
+  local est = require "orch.estimate"
+  local total = opts.sample and est.row_count(wf)
+  local big = total and total > est.FULL_PASS_ROWS
+  if big then
+    note(string.format("%s: %s rows (counted by a scan of the input), more than %s: the offline pass runs the "
+      .. "sampled rows only", wf.name, fmt.count(total), fmt.count(est.FULL_PASS_ROWS)))
+    local err
+    wf, err = est.sampled(wf, total, opts)
+    if wf == nil then
+      say(err)
+      return 2
+    end
+  end
+  local code, finish = offline_pass(opts, wf, path)
+  if finish == nil then
+    return code
+  elseif not opts.sample then
+    local max_usd = opts.budget or (wf.budget and wf.budget.max_usd)
+    if max_usd and finish.cost_usd > max_usd then
+      base.warn(string.format("warning: the upper bound %s passes the budget %s; --sample N gives the expected cost",
+        fmt.usd(finish.cost_usd), fmt.usd(max_usd)))
+    end
+    return code
+  elseif code ~= 0 then
+    say("the offline pass ended with exit " .. tostring(code) .. "; no sample was run")
+    return code
+  end
+  if big then -- the sampled rows' bound, scaled to the input
+    finish = { rows = total, cost_usd = finish.cost_usd * total / math.max(finish.rows, 1), scaled = true }
+  end
+  -- loaded afresh: the offline pass has read the input (an iterator is spent)
+  local fresh, err = M.load_workflow(path, opts.set)
+  if fresh == nil then
+    say(err)
+    return 2
+  end
+  local clash = require("orch.paths").check_run(fresh, path, runs.db_path(opts))
+  if clash then
+    say(clash)
+    return 2
+  end
+  return est.sample(opts, fresh, path, finish, note, base.warn)
 end
 
 local function run(opts, wf, path)
   if opts.dry_run then
     return estimate(opts, wf, path)
+  elseif opts.sample or opts.spread or opts.seed then
+    say("--sample, --spread and --seed go with --dry-run (or orch estimate): the sample runs before the run")
+    return 2
   end
   local clash = require("orch.paths").check_run(wf, path, runs.db_path(opts))
   if clash then -- before the store is opened, which would write to the file

@@ -48,14 +48,18 @@ local function status_lines(run, cps, live, opts)
       fmt.usd(run.cost_usd), run.usage_estimated and " (estimated in part: the provider sent no usage)" or "") },
     { "input", run.input },
     { "output", run.output or "-" },
-    { "owner", string.format("pid %d on %s, heartbeat %s", run.owner_pid, run.owner_host or "?",
-      fmt.ago(run.heartbeat_ms)) },
+    { "owner", run.status == "pending" and run.owner_pid == 0 and "none yet (estimated: orch run starts it)"
+      or string.format("pid %d on %s, heartbeat %s", run.owner_pid, run.owner_host or "?", fmt.ago(run.heartbeat_ms)) },
     { "created", when(run.created_ms) },
     { "finished", when(run.finished_ms) },
     { "recoveries", tostring(run.recoveries) },
     { "checkpoints", last and string.format("%d, last #%d (%s) at row %s, %.2f ms", #cps, last.seq, last.reason,
       count(last.input_index), last.duration_ms) or "none" },
   }
+  if run.estimate then -- orch estimate --sample stored one before the run
+    table.insert(lines, 6, { "estimate", require("orch.estimate").beside_actual(run.estimate, run.cost_usd,
+      run.status) })
+  end
   if run.status == "paused" or (run.status == "running" and not live) then
     local budget = run.status == "paused" and (run.error or ""):find("^budget") and " --budget USD" or ""
     lines[#lines + 1] = { "resume", "orch resume " .. run.id .. (opts.db and (" --db " .. runs.shell_quote(mask(opts.db)))
@@ -74,6 +78,9 @@ function M.status(opts)
     for _, ev in ipairs(st:event_list(run.id) or {}) do
       if ev.type == "usage_estimated" then -- tokens counted from the text, not told by the provider
         run.usage_estimated = true
+      elseif ev.type == "estimate" then -- the newest wins
+        local ok, d = pcall(json.decode, ev.data or "")
+        run.estimate = ok and type(d) == "table" and d or run.estimate
       end
     end
     local figures = require("orch.serve_live").read(st, run)

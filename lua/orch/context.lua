@@ -64,6 +64,9 @@ local function add_call(t, info, stage)
   if info.estimated then -- the provider sent no usage: tokens counted from the text
     t.estimated_calls = (t.estimated_calls or 0) + 1
   end
+  if info.attempts and info.attempts > 1 then -- 429s, 5xx, timeouts sent again
+    t.retries = (t.retries or 0) + info.attempts - 1
+  end
   if info.cached then
     t.cached_calls = (t.cached_calls or 0) + 1
     t.saved = (t.saved or 0) + (info.saved or 0)

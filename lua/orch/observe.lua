@@ -4,7 +4,8 @@
 -- on_checkpoint, on_event, on_finish (each function(ev)); ev.type says which:
 --
 --   start       run_id, name, resumed, rows_done
---   row         seq, key, status ("ok", "failed", "dropped", "defaulted"), error
+--   row         seq, key, status ("ok", "failed", "dropped", "defaulted"), error,
+--               usage (the row's LLM calls, tokens, cost, by model and stage; nil: none)
 --   checkpoint  seq, reason, rows, output_bytes, ms
 --   event       name, data, row (ctx:emit, budget_warning, concurrency)
 --   finish      run_id, status, rows, ok, failed, dropped, cost_usd, tokens, llm_calls, seconds,

@@ -205,7 +205,8 @@ end
 --- rows(wf, opts) -> exit code.
 --- opts: concurrency, verbosity (-1 quiet, 0 normal, 1 verbose), store
 --- (an open orch.store), run (the claimed run record), checkpoint (the one
---- to resume from, or nil).
+--- to resume from, or nil), estimate (the run's stored estimate, shown
+--- beside the actual in the summary, or nil).
 function M.rows(wf, opts)
   local R = new_state(wf, opts)
   local code = files.open(R)

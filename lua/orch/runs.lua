@@ -133,6 +133,19 @@ function M.identify(wf, workflow_path, params)
   }
 end
 
+--- never_started(run): a run `orch estimate --sample` stored its estimate
+--- on, pending with no owner: `orch run` starts it (it has nothing to
+--- resume), `orch resume --all` leaves it alone.
+function M.never_started(run)
+  return run.status == "pending" and (run.owner_pid or 0) == 0
+end
+
+--- is_sample(run): the run record of an `orch estimate --sample` (see
+--- orch.estimate): never resumed; the next sample removes one left over.
+function M.is_sample(run)
+  return run.id:find("^sample%-") ~= nil
+end
+
 --- Whether the run's owner is alive: a fresh heartbeat, and on this host a
 --- live pid. A stale heartbeat means a hung or dead owner.
 function M.owner_alive(run, now_ms)
@@ -176,6 +189,7 @@ local function new_id(name)
   local slug = name:lower():gsub("[^%w]+", "-"):gsub("^%-+", ""):gsub("%-+$", ""):sub(1, 40)
   return (slug ~= "" and slug or "run") .. "-" .. hash.xxh64(seed):sub(1, 8)
 end
+M.new_id = new_id
 
 -- The run `orch resume RUN` names, if it may be resumed with this
 -- workflow. -> run | nil, message [, exit code]
@@ -183,6 +197,10 @@ local function resumable(st, ident, opts)
   local run, err = st:run_get(opts.resume_id)
   if run == nil then
     return nil, err or string.format("no run '%s' in %s", opts.resume_id, M.db_path(opts))
+  end
+  if M.is_sample(run) then
+    return nil, string.format("run %s is the sample of an estimate that was cut short; there is nothing to resume: "
+      .. "run orch estimate --sample again (its replies so far are in the journal)", run.id)
   end
   if run.status == "completed" then
     return nil, string.format("run %s already completed; nothing to resume", run.id), 0
@@ -221,8 +239,9 @@ local function create(st, ident, superseded)
     cwd = sys.realpath("."), workflow = ident.workflow_arg }))
   if superseded then
     -- the unfinished run this one replaces will never be resumed
+    superseded.error = "superseded by run " .. run.id .. (M.never_started(superseded)
+      and " (its estimate was of the input before it changed)" or " (--fresh)")
     superseded.status = "failed"
-    superseded.error = "superseded by run " .. run.id .. " (--fresh)"
     superseded.finished_ms = store.now_ms()
     st:run_update(superseded)
     st:event_add(superseded.id, "superseded", json.encode({ by = run.id }))
@@ -243,9 +262,15 @@ local function take_over(st, run, ident, opts, log)
       .. "mix two inputs: start over with %s", run.input, run.id, run.input_fp,
       now_fp or "missing", M.rerun_command(ident, opts.db))
   end
+  local first = M.never_started(run) -- it starts here: no recovery
   local ok, cerr = M.claim(st, run)
   if not ok then
     return nil, cerr
+  end
+  if first then
+    st:event_add(run.id, "started", json.encode({ pid = run.owner_pid, host = run.owner_host,
+      cwd = sys.realpath("."), workflow = ident.workflow_arg }))
+    return run, nil
   end
   local ckpt, skipped = st:checkpoint_latest(run.id)
   if ckpt == nil and type(skipped) == "string" then
@@ -290,6 +315,12 @@ function M.begin(st, ident, opts, log)
       return nil, err
     end
   end
+  if run ~= nil and M.never_started(run) then
+    if run.input_fp ~= ident.input_fp then -- estimated on an input that has changed since: replaced
+      return create(st, ident, run)
+    end
+    return take_over(st, run, ident, opts, log) -- --fresh or not: it has nothing to resume
+  end
   if run ~= nil and opts.fresh then
     if M.owner_alive(run, store.now_ms()) then
       return nil, string.format("run %s is in progress in process %d on %s; --fresh cannot replace a live run",
@@ -317,7 +348,7 @@ function M.interrupted(st, with_budget)
     end
     for _, r in ipairs(runs) do
       local budget_paused = r.status == "paused" and (r.error or ""):find("^budget") ~= nil
-      if not M.owner_alive(r, now) then
+      if not M.owner_alive(r, now) and not M.never_started(r) and not M.is_sample(r) then
         if with_budget or not budget_paused then
           list[#list + 1] = r
         else

@@ -29,6 +29,7 @@ run_orch est.log estimate est.lua
 expect_eq "estimate: exit 0" "$RC" 0
 expect_grep "counts rows and calls" "estimate for est: 100 rows, 100 LLM calls" est.log
 expect_grep "output tokens from max_tokens" "output tokens  at most 1,000 \(each call's max_tokens" est.log
+expect_grep "and says the figure is an upper bound" "the output figure is an upper bound: --sample N runs N rows for real" est.log
 tin=$(grep -o 'input tokens   ~[0-9,]*' est.log | tr -dc 0-9)
 want=$(python3 -c "print('%.4f' % (($tin * 0.15 + 1000 * 0.60) / 1e6))")
 expect_grep "dollars at the model's prices" "cost           at most \\\$$want \(gpt-4o-mini at \\\$0.15 / \\\$0.6 per million" est.log

@@ -117,8 +117,9 @@ local function flush(R, D)
     -- counted and recorded when settled, so a checkpoint's figures and
     -- errors file hold exactly the rows before its cursor
     counts[d.status] = counts[d.status] + 1
-    if d.usage then
-      add_usage(totals, d.usage)
+    local usage = d.usage -- the row's LLM figures, for the row event too
+    if usage then
+      add_usage(totals, usage)
       d.usage = nil
     end
     if d.error ~= nil then
@@ -128,7 +129,7 @@ local function flush(R, D)
       same_failure(R, d.error)
     end
     if bus.wants.row then
-      bus.notify({ type = "row", seq = write_seq, key = d.key, status = d.status, error = d.error })
+      bus.notify({ type = "row", seq = write_seq, key = d.key, status = d.status, error = d.error, usage = usage })
     end
     d.seq, d.line = write_seq, nil
     if d.tb ~= nil then

@@ -184,6 +184,11 @@ function M.summary(R)
     R.wf.name, M.count_of(R, cursor.index), el, fmt_count(done_now / el), R.unit, counts.ok, counts.failed,
     counts.dropped, counts.defaulted > 0 and string.format(", %d defaulted", counts.defaulted) or "",
     llm_figures(R.totals), R.out and ("; output " .. R.out.path) or ""))
+  local est = R.opts.estimate -- the one orch estimate --sample stored before the run
+  if est then
+    log(0, "  " .. require("orch.estimate").beside_actual(est, R.totals.cost,
+      (R.paused or fatal) and "unfinished" or "completed"))
+  end
   if #R.failures > 0 and R.verbosity == 0 and not fatal then
     failure_list(R)
   end

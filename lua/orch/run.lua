@@ -212,7 +212,9 @@ function M.rows(wf, opts)
   if code then
     return code
   end
-  R.conc = opts.concurrency or wf.concurrency or (wf.llm and wf.llm.concurrency) or 16
+  R.conc = opts.concurrency or wf.concurrency or (wf.llm and wf.llm.concurrency)
+    or (wf.llm and wf.llm.batch and require("orch.batch").concurrency(wf.llm, require("orch.llm").providers[wf.llm.provider]))
+    or 16
   code = restore(R)
   if code then
     return code

@@ -124,7 +124,8 @@ end
 --- ctx.state, the LLM settings and services, the live LLM figures (every
 --- call as it is made: the budget's and the progress line's).
 function M.setup(R)
-  local rt = { id = R.run.id, state = R.state, llm = R.wf.llm, totals = R.live, log = R.log }
+  local rt = { id = R.run.id, state = R.state, llm = R.wf.llm, totals = R.live, log = R.log,
+    store = R.st } -- the store: provider batches are recorded in it (orch.batch)
   R.rt = rt
   driver_mail(R, rt)
   if not R.opts.no_cache then

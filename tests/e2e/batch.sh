@@ -33,7 +33,7 @@ PY
 # cost RUN_LOG: the dollars the run's summary says it spent
 cost_of() { run_orch "$1.status" status --db "$2" --json; python3 -c 'import json,sys; print("%.6f" % json.load(open(sys.argv[1]))["cost_usd"])' "$1.status"; }
 
-for provider in openai; do
+for provider in openai anthropic; do
   model=gpt-4o-mini; [ $provider = anthropic ] && model=claude-3-5-haiku-latest
   llm_admin reset
   run_orch $provider.log run batch.lua --db $provider.db --set provider=$provider --set model=$model --set out=out/$provider.jsonl

@@ -42,7 +42,9 @@ retried identical request gets a fresh draw.  Response headers X-Mock-Attempt
 and X-Mock-Fault expose the attempt number and the fault applied.
 
 Batches.  A batch completes batch_delay_s seconds (--batch-delay-s, or
-{"batch_delay_s": S} to /admin/config) after its creation.  A request whose
+{"batch_delay_s": S} to /admin/config) after its creation; the answer to a
+create call is held batch_create_delay_s seconds (default 0) after the
+batch exists, so a test can kill the client before it learns the id.  A request whose
 last user message holds [[batch:expire]] or [[batch:error]] ([[batch:expirex1]]:
 only in the first batch it is submitted in) ends expired or errored; an
 OpenAI batch with an expired request ends "expired".  /admin/stats "batch"
@@ -169,7 +171,7 @@ class State:
                 if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= 1:
                     return None, "%s must be a number from 0 to 1" % k
                 new[k] = float(v)
-            elif k in ("latency_ms", "slow_ms", "retry_after", "hang_s", "batch_delay_s"):
+            elif k in ("latency_ms", "slow_ms", "retry_after", "hang_s", "batch_delay_s", "batch_create_delay_s"):
                 if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
                     return None, "%s must be a non-negative number" % k
                 new[k] = v
@@ -691,6 +693,7 @@ class Handler(BaseHTTPRequestHandler):
                 requests.append((cid, x["body"]))
             b = bt.create("openai", requests, {"endpoint": OPENAI_PATH, "input_file_id": req["input_file_id"],
                                                "metadata": req.get("metadata") or {}})
+            self.create_delay()
             return self.send_json(200, bt.openai_view(b))
         if m == "GET" and not rest:
             bt.counts["lists"] += 1
@@ -702,6 +705,19 @@ class Handler(BaseHTTPRequestHandler):
             bt.settle(b, delay)
             return self.send_json(200, bt.openai_view(b))
         return self.error(False, 404, bad, "No such batch: %s" % "/".join(rest))
+
+    def create_delay(self):
+        """Holds the answer to a create call batch_create_delay_s seconds
+        (the batch exists meanwhile), so a test can kill its client before
+        it learns the batch's id."""
+        st = self.state
+        d = float(st.config.get("batch_create_delay_s", 0))
+        if d > 0:
+            st.lock.release()
+            try:
+                st.shutdown.wait(d)
+            finally:
+                st.lock.acquire()
 
     def batch_page(self, batches, view, bt, delay):
         """A list page, newest first, honouring ?limit= and ?after=."""
@@ -738,6 +754,7 @@ class Handler(BaseHTTPRequestHandler):
             if not requests:
                 return self.error(True, 400, bad, "requests: must be a non-empty array")
             b = bt.create("anthropic", requests, {})
+            self.create_delay()
             return self.send_json(200, bt.anthropic_view(b, base))
         if m == "GET" and not rest:
             bt.counts["lists"] += 1

@@ -63,4 +63,53 @@ for provider in openai anthropic; do
   expect_eq "$provider: rerun makes no synchronous call" "$(llm_stat requests)" 0
 done
 
+# entries that expire or error are sent again in a later batch; one that
+# errors every time fails its row with the provider's error once
+# max_attempts batches have been tried, or goes synchronously with
+# batch_fallback = "sync"
+cat >expiry.lua <<LUA
+local orch = require "orch"
+local i = 0
+return orch.workflow {
+  name = "expiry",
+  input = function()
+    i = i + 1
+    if i > 300 then return nil end
+    local tag = i == 1 and " [[batch:error]]" or i % 7 == 0 and " [[batch:expirex1]]" or i % 11 == 0 and " [[batch:errorx1]]" or ""
+    return { id = i, text = "row " .. i .. tag }
+  end,
+  output = orch.write.jsonl(orch.param("out", "out/expiry.jsonl")),
+  errors = orch.write.jsonl(orch.param("errors", "out/expiry-errors.jsonl")),
+  key = "id",
+  llm = { provider = orch.param("provider", "openai"), model = "m", base_url = "$LLM_URL/v1", api_key = "k",
+          max_tokens = 16, batch = true, batch_window = 0.2, poll_interval = 0.2, max_attempts = 3,
+          batch_fallback = orch.param("fallback", "fail") },
+  stages = { orch.stage.prompt { template = "{{text}}", into = "reply" } },
+}
+LUA
+llm_admin config '{"batch_delay_s": 0.2}'
+for provider in openai anthropic; do
+  llm_admin reset
+  run_orch expiry-$provider.log run expiry.lua --db expiry-$provider.db --set provider=$provider --set out=out/e-$provider.jsonl --set errors=out/e-$provider-errors.jsonl
+  expect_eq "$provider expiry: exit 0" "$RC" 0
+  expect_eq "$provider expiry: 299 rows ok, expired and errored ones among them" "$(python3 -c '
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+print(len(rows), all(r["reply"].startswith("echo: row %d" % r["id"]) for r in rows), sorted(r["id"] for r in rows) == list(range(2, 301)))' out/e-$provider.jsonl)" "299 True True"
+  expect_eq "$provider expiry: 42 entries expired in the first batch" "$(llm_stat batch.expired)" 42
+  expect_eq "$provider expiry: errored: 24 once, row 1 in each of 3 batches" "$(llm_stat batch.errored)" 27
+  expect_eq "$provider expiry: nothing billed twice" "$(llm_stat batch.billed_twice)" 0
+  expect_eq "$provider expiry: no synchronous call" "$(llm_stat requests)" 0
+  expect_grep "$provider expiry: the first batch sends 67 again" "batch 1 \((batch|msgbatch)_[0-9]+\) (expired|ended): 233 ok, 67 without a reply, 67 sent again" expiry-$provider.log
+  want='"key":1,.*"error":"HTTP 500: The server had an error processing this request \(mock\)\. \(after 3 batch attempts\)"'
+  [ $provider = anthropic ] && want='"key":1,.*"error":"errored: Internal server error \(mock\) \(after 3 batch attempts\)"'
+  expect_grep "$provider expiry: row 1 fails with the provider's error after 3 batches" "$want" out/e-$provider-errors.jsonl
+
+  llm_admin reset
+  run_orch fallback-$provider.log run expiry.lua --db expiry-$provider.db --fresh --set provider=$provider --set fallback=sync --set out=out/f-$provider.jsonl --set errors=out/f-$provider-errors.jsonl
+  expect_eq "$provider fallback: exit 0" "$RC" 0
+  expect_eq "$provider fallback: all 300 rows ok" "$(wc -l <out/f-$provider.jsonl)" 300
+  expect_eq "$provider fallback: row 1 alone went synchronously, after 3 batches" "$(llm_stat requests) $(llm_stat batch.errored)" "1 3"
+done
+
 finish

@@ -25,10 +25,11 @@ local batch_api = require "orch.batch_api"
 
 local M = { TICK = 0.2, MAX_CONCURRENCY = 10000, DEFAULT_ATTEMPTS = 3, MAX_POLL_S = 300 }
 
---- concurrency(cfg, p) -> rows in flight by default in batch mode: enough
---- to fill a batch (up to MAX_CONCURRENCY).
-function M.concurrency(cfg, p)
-  return math.min(cfg.batch_size or (p and p.batch and p.batch.max_requests) or M.MAX_CONCURRENCY, M.MAX_CONCURRENCY)
+--- concurrency() -> rows in flight by default in batch mode: a row waiting
+--- on a batch costs a suspended coroutine and nothing else, and only rows
+--- in flight can fill batches (llm.concurrency or --concurrency overrides).
+function M.concurrency()
+  return M.MAX_CONCURRENCY
 end
 
 local function now_ms()
@@ -496,6 +497,74 @@ function M.await(ctx, cfg, p, key, built, est)
 end
 
 M.take, M.submit, M.poll = take, submit, poll
+
+--- summaries(events) -> the run's batches, oldest first, as its events
+--- record them: { batch, id, state, status, requests, counts,
+--- submitted_ms, expected_ms, succeeded, failed, resent } (for `orch status`).
+function M.summaries(events)
+  local by, list = {}, {}
+  for _, ev in ipairs(events or {}) do
+    if ev.type == "batch_requests" or ev.type == "batch" then
+      local ok, d = pcall(json.decode, ev.data or "")
+      if ok and type(d) == "table" and math.tointeger(d.batch) then
+        local b = by[d.batch]
+        if not b then
+          b = { batch = d.batch, state = "prepared" }
+          by[d.batch], list[#list + 1] = b, b
+        end
+        if ev.type == "batch_requests" then
+          b.requests, b.provider = type(d.keys) == "table" and #d.keys or 0, d.provider
+        else
+          for _, k in ipairs({ "state", "id", "status", "counts", "submitted_ms", "expected_ms", "succeeded", "failed",
+            "resent", "error" }) do
+            if d[k] ~= nil then
+              b[k] = d[k]
+            end
+          end
+        end
+      end
+    end
+  end
+  return list
+end
+
+local function counts_text(c)
+  local parts = {}
+  for _, k in ipairs({ "completed", "succeeded", "failed", "errored", "expired", "canceled", "processing" }) do
+    if type(c) == "table" and tonumber(c[k]) and c[k] > 0 then
+      parts[#parts + 1] = string.format("%d %s", c[k], k)
+    end
+  end
+  return #parts > 0 and (", " .. table.concat(parts, ", ")) or ""
+end
+
+--- status_lines(summaries) -> { label, value } pairs for `orch status`:
+--- a total, then each batch not yet ended and the last few that have.
+function M.status_lines(list)
+  if #list == 0 then
+    return {}
+  end
+  local open = 0
+  for _, b in ipairs(list) do
+    open = open + (b.state ~= "ended" and 1 or 0)
+  end
+  local lines = { { "batches", string.format("%d, %d not ended", #list, open) } }
+  for i, b in ipairs(list) do
+    if b.state ~= "ended" or i > #list - 3 then
+      local t = function(ms)
+        return ms and os.date("!%Y-%m-%d %H:%M:%SZ", ms // 1000) or "?"
+      end
+      local v = string.format("%s %s, %d requests%s", b.id or "(no id yet)", b.status or b.state, b.requests or 0,
+        b.state == "ended" and b.succeeded and string.format(", %d ok, %d without a reply, %d sent again",
+          b.succeeded, b.failed or 0, b.resent or 0) or counts_text(b.counts))
+      if b.submitted_ms then
+        v = v .. string.format("; submitted %s, expected by %s", t(b.submitted_ms), t(b.expected_ms))
+      end
+      lines[#lines + 1] = { "batch " .. b.batch, v }
+    end
+  end
+  return lines
+end
 
 M.record, M.deliver, M.queue, M.finish, M.attach, M.failed, M.unsent, M.own_keys, M.close =
   record, deliver, queue, finish, attach, failed, unsent, own_keys, close

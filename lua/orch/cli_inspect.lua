@@ -76,13 +76,20 @@ function M.status(opts)
         run.usage_estimated = true
       end
     end
+    local batch = require "orch.batch" -- provider batches: recorded as events
+    local batches = batch.summaries(st:event_list(run.id))
     if opts.json then
       run.last_checkpoint = cps[#cps]
+      run.batches = #batches > 0 and batches or nil
       base.print_json(run)
       return 0
     end
     local live = (run.status == "running") and runs.owner_alive(run, store.now_ms())
-    fmt.fields(io.stdout, status_lines(run, cps, live, opts))
+    local lines = status_lines(run, cps, live, opts)
+    for _, l in ipairs(batch.status_lines(batches)) do
+      lines[#lines + 1] = l
+    end
+    fmt.fields(io.stdout, lines)
     return 0
   end, "r")
 end

@@ -335,23 +335,26 @@ local function batched(ctx, cfg, p, r, built, key)
   return res.text, info
 end
 
+-- A reply the journal already holds: nothing paid, the cost it saved counted.
+local function from_journal(ctx, cfg, r, hit)
+  local info = { text = hit.response, model = r.model, provider = cfg.provider, tokens_in = hit.tokens_in,
+    tokens_out = hit.tokens_out, tokens = hit.tokens_in + hit.tokens_out, cost = 0, saved = hit.cost_usd,
+    latency = 0, attempts = 0, cached = true }
+  if ctx.account then
+    ctx:account(info)
+  end
+  return hit.response, info
+end
+
 --- One model call with the journal, the budget and the accounting around
 --- it. -> text, info | nil, err
 local function complete(ctx, cfg, p, r)
   local run = ctx._run or {}
   local built = p.build and p.build(r, cfg) -- once: it is the journal key's body and what is sent
   local key = (run.journal or cfg.batch) and journal_key(cfg, r, built and built.body or json.encode(r))
-  if key and run.journal then
-    local hit = run.journal.get(key)
-    if hit then
-      local info = { text = hit.response, model = r.model, provider = cfg.provider, tokens_in = hit.tokens_in,
-        tokens_out = hit.tokens_out, tokens = hit.tokens_in + hit.tokens_out, cost = 0, saved = hit.cost_usd,
-        latency = 0, attempts = 0, cached = true }
-      if ctx.account then
-        ctx:account(info)
-      end
-      return hit.response, info
-    end
+  local hit = key and run.journal and run.journal.get(key)
+  if hit then
+    return from_journal(ctx, cfg, r, hit)
   end
   if cfg.batch and built then
     local text, info = batched(ctx, cfg, p, r, built, key)

@@ -213,7 +213,7 @@ function M.rows(wf, opts)
     return code
   end
   R.conc = opts.concurrency or wf.concurrency or (wf.llm and wf.llm.concurrency)
-    or (wf.llm and wf.llm.batch and require("orch.batch").concurrency(wf.llm, require("orch.llm").providers[wf.llm.provider]))
+    or (wf.llm and wf.llm.batch and require("orch.batch").concurrency())
     or 16
   code = restore(R)
   if code then

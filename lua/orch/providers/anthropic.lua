@@ -78,17 +78,25 @@ function M.batch.line(custom_id, built)
   return '{"custom_id":' .. json.encode(custom_id) .. ',"params":' .. built.body .. "}"
 end
 
+-- Days from 1970-01-01 to the civil date y-m-d (proleptic Gregorian): no
+-- os.time, whose local time and DST would move a UTC instant by an hour.
+local function days_from_civil(y, m, d)
+  y = m <= 2 and y - 1 or y
+  local era = y // 400
+  local yoe = y - era * 400
+  local doy = (153 * (m + (m > 2 and -3 or 9)) + 2) // 5 + d - 1
+  return era * 146097 + yoe * 365 + yoe // 4 - yoe // 100 + doy - 719468
+end
+
 -- "2026-11-30T00:09:08.653Z" -> milliseconds since the epoch (UTC)
 local function ms_of(t)
-  local y, mo, d, H, Mi, S, frac = tostring(t):match("^(%d+)-(%d+)-(%d+)T(%d+):(%d+):(%d+)%.?(%d*)")
+  local y, mo, d, H, Mi, S, frac = tostring(t):match("^(%d+)-(%d+)-(%d+)T(%d+):(%d+):(%d+)%.?(%d*)Z$")
   if not y then
     return nil
   end
-  local secs = os.time({ year = tonumber(y), month = tonumber(mo), day = tonumber(d), hour = tonumber(H),
-    min = tonumber(Mi), sec = tonumber(S), isdst = false })
-  local now = os.time()
-  secs = secs + os.difftime(now, os.time(os.date("!*t", now))) -- os.time read it as local time
-  return secs * 1000 + (frac ~= "" and math.floor(tonumber("0." .. frac) * 1000) or 0)
+  local secs = days_from_civil(tonumber(y), tonumber(mo), tonumber(d)) * 86400 + tonumber(H) * 3600
+    + tonumber(Mi) * 60 + tonumber(S)
+  return secs * 1000 + (frac ~= "" and math.floor(tonumber("0." .. frac) * 1000 + 0.5) or 0)
 end
 M.batch.ms_of = ms_of
 

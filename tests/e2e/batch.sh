@@ -63,6 +63,12 @@ for provider in openai anthropic; do
   expect_eq "$provider: rerun makes no synchronous call" "$(llm_stat requests)" 0
 done
 
+# orch estimate puts the batch price beside the synchronous one
+run_orch estimate.log estimate batch.lua --set rows=100
+expect_eq "estimate: exit 0" "$RC" 0
+expect_grep "estimate: the synchronous cost" "cost           at most \\\$2\.9000 " estimate.log
+expect_grep "estimate: the batch cost beside it, half" "batch cost     at most \\\$1\.4500 with llm.batch = true \(the provider's batch API: 50% of the price, answers within 24 h\)" estimate.log
+
 # entries that expire or error are sent again in a later batch; one that
 # errors every time fails its row with the provider's error once
 # max_attempts batches have been tried, or goes synchronously with

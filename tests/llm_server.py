@@ -44,7 +44,8 @@ and X-Mock-Fault expose the attempt number and the fault applied.
 Batches.  A batch completes batch_delay_s seconds (--batch-delay-s, or
 {"batch_delay_s": S} to /admin/config) after its creation; the answer to a
 create call is held batch_create_delay_s seconds (default 0) after the
-batch exists, so a test can kill the client before it learns the id.  A request whose
+batch exists, so a test can kill the client before it learns the id; the
+next batch_create_fail create calls answer 500 and create nothing.  A request whose
 last user message holds [[batch:expire]] or [[batch:error]] ([[batch:expirex1]]:
 only in the first batch it is submitted in) ends expired or errored; an
 OpenAI batch with an expired request ends "expired".  /admin/stats "batch"
@@ -171,7 +172,8 @@ class State:
                 if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= 1:
                     return None, "%s must be a number from 0 to 1" % k
                 new[k] = float(v)
-            elif k in ("latency_ms", "slow_ms", "retry_after", "hang_s", "batch_delay_s", "batch_create_delay_s"):
+            elif k in ("latency_ms", "slow_ms", "retry_after", "hang_s", "batch_delay_s", "batch_create_delay_s",
+                       "batch_create_fail"):
                 if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
                     return None, "%s must be a non-negative number" % k
                 new[k] = v
@@ -641,6 +643,14 @@ class Handler(BaseHTTPRequestHandler):
         anthropic = path.startswith("/v1/messages/batches")
         if not self.batch_auth(anthropic):
             return
+        if m == "POST" and path in ("/v1/batches", "/v1/messages/batches"):
+            with st.lock:
+                fail = int(st.config.get("batch_create_fail", 0))
+                if fail > 0:
+                    st.config["batch_create_fail"] = fail - 1
+                    st.batch.counts["create_failed"] = st.batch.counts.get("create_failed", 0) + 1
+            if fail > 0:
+                return self.error(anthropic, 500, "api_error", "The server had an error (mock): no batch created")
         parts = path.strip("/").split("/")
         with st.lock:
             bt = st.batch

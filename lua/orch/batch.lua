@@ -23,7 +23,7 @@ local store = require "orch.store"
 local pricing = require "orch.pricing"
 local batch_api = require "orch.batch_api"
 
-local M = { TICK = 0.2, MAX_CONCURRENCY = 10000, DEFAULT_ATTEMPTS = 3, MAX_POLL_S = 300 }
+local M = { TICK = 0.2, MAX_CONCURRENCY = 10000, DEFAULT_ATTEMPTS = 3, MAX_POLL_S = 300, SETTLE_S = 30 }
 
 --- concurrency() -> rows in flight by default in batch mode: a row waiting
 --- on a batch costs a suspended coroutine and nothing else, and only rows
@@ -42,6 +42,10 @@ local function record(B, kind, data)
   local ok, err = B.st:event_add(B.run.id, kind, json.encode(data))
   if not ok then
     return nil, string.format("cannot record batch %d in the store: %s", data.batch, tostring(err))
+  end
+  local notify = kind == "batch" and B.run.notify_batch
+  if notify then
+    notify(data)
   end
   return true
 end
@@ -117,7 +121,10 @@ local function own_keys(B, rec)
   return keys
 end
 
--- A batch is over: its reservation goes back, the store says so.
+-- A batch is over: its reservation goes back, the store says so once
+-- the replies it brought are committed to the journal (else a crash in
+-- between would leave a batch marked ended whose replies are lost: a
+-- resume re-attaches to it instead).
 local function close(B, rec, status, figures)
   B.open[rec.seq], B.unknown[rec.seq] = nil, nil
   if rec.est and B.run.budget then
@@ -126,6 +133,12 @@ local function close(B, rec, status, figures)
   local d = { batch = rec.seq, state = "ended", id = rec.id, status = status }
   for k, v in pairs(figures or {}) do
     d[k] = v
+  end
+  local ok, err = B.st:journal_flush()
+  if not ok then
+    B.log(0, string.format("warning: batch %d: cannot commit its replies to the journal (%s); a resume "
+      .. "downloads them again", rec.seq, tostring(err)), "warn")
+    return
   end
   record(B, "batch", d)
 end
@@ -300,21 +313,22 @@ local function resolve(B, rec)
     if id then
       B.log(0, string.format("batch %d: found as %s", rec.seq, id))
       return attach(B, rec, id, nil)
-    elseif id == false then
+    elseif id == false and now_ms() - rec.at_ms >= B.settle_ms then
       close(B, rec, "not_submitted")
       for _, k in ipairs(own_keys(B, rec)) do
         unsent(B, k)
       end
       return
     end
-    B.log(1, string.format("batch %d: cannot list batches yet: %s", rec.seq, err))
+    B.log(1, string.format("batch %d: %s", rec.seq, err and ("cannot list batches yet: " .. err)
+      or "not found yet; a create call sent just before a crash may still be on its way"))
   else
     local views, err = p.batch.since(B.api, rec.at_ms)
     local waiting = views == nil
     for _, v in ipairs(views or {}) do
       waiting = waiting or not v.ended
     end
-    if not waiting then
+    if not waiting and now_ms() - rec.at_ms >= B.settle_ms then -- no create call still on its way
       local all, n = {}, 0
       for _, v in ipairs(views) do
         local results, rerr = p.batch.results(B.api, v)
@@ -460,6 +474,9 @@ local function batcher(run, cfg, p, built)
     max_attempts = cfg.max_attempts or M.DEFAULT_ATTEMPTS, pending = {}, pending_since = 0, req = {},
     waiters = {}, live = {}, attempts = {}, open = {}, unknown = {}, next_seq = 1 }
   B.max_poll = math.max(B.interval, M.MAX_POLL_S)
+  -- a create call sent just before a crash may reach the provider a little
+  -- later: a batch is taken as never created only after this long
+  B.settle_ms = math.min(cfg.timeout or 300, M.SETTLE_S) * 1000
   run.batcher = B
   reattach(B)
   sched.spawn(loop, B)

@@ -16,6 +16,7 @@ return orch.workflow {
   llm = { provider = orch.param("provider", "openai"), model = orch.param("model", "gpt-4o-mini"),
           base_url = "$LLM_URL/v1", api_key = "test-key", max_tokens = 16,
           batch = orch.param("batch", true), batch_window = 0.3, poll_interval = 0.2, retry_base = 0.05,
+          max_attempts = 2, timeout = 2,
           prices = { ["gpt-4o-mini"] = { 1000, 1000 }, ["claude-3-5-haiku-latest"] = { 1000, 1000 } } },
   stages = { orch.stage.prompt { template = "Repeat: {{text}}", into = "reply" } },
 }
@@ -61,6 +62,20 @@ for provider in openai anthropic; do
   expect_eq "$provider: rerun rows ok" "$(rows_ok out/$provider-rerun.jsonl 3000)" "3000 ok"
   expect_eq "$provider: rerun submits nothing" "$(llm_stat batch.requests_submitted)" 0
   expect_eq "$provider: rerun makes no synchronous call" "$(llm_stat requests)" 0
+done
+
+# create calls that fail with 500 every time: orch cannot tell whether the
+# batch exists, looks for it (OpenAI: by its metadata; Anthropic: the
+# batches created since) and sends the requests again only once it is sure
+for provider in openai anthropic; do
+  llm_admin reset
+  llm_admin config '{"batch_create_fail": 2, "batch_delay_s": 0.2}'
+  run_orch lost-$provider.log run batch.lua --db lost-$provider.db --set rows=50 --set provider=$provider --set out=out/lost-$provider.jsonl
+  expect_eq "$provider lost create: exit 0" "$RC" 0
+  expect_eq "$provider lost create: all 50 rows" "$(rows_ok out/lost-$provider.jsonl 50)" "50 ok"
+  expect_grep "$provider lost create: it says it cannot tell" "batch 1: cannot tell whether it was created \\(creating the batch: POST /(batches|messages/batches): HTTP 500" lost-$provider.log
+  expect_eq "$provider lost create: two creates failed, one batch made, nothing twice" "$(llm_stat batch.create_failed) $(llm_stat batch.batches) $(llm_stat batch.submitted_twice) $(llm_stat requests)" "2 1 0 0"
+  expect_grep "$provider lost create: the requests go again in batch 2" "batch 2: 50 requests submitted" lost-$provider.log
 done
 
 # orch estimate puts the batch price beside the synchronous one

@@ -17,7 +17,7 @@ return orch.workflow {
   output = orch.write.jsonl(orch.param("out", "out/batch.jsonl")),
   key = "id",
   llm = { provider = orch.param("provider", "openai"), model = orch.param("model", "gpt-4o-mini"),
-          base_url = "$LLM_URL/v1", api_key = "test-key", max_tokens = 16, timeout = 60,
+          base_url = "$LLM_URL/v1", api_key = "test-key", max_tokens = 16, timeout = 3,
           batch = true, batch_size = 1000, concurrency = 1000, batch_window = 0.2, poll_interval = 0.2,
           retry_base = 0.05 }, -- one batch at a time: kills land in every phase of the three batches
   stages = { orch.stage.prompt { template = "Repeat: {{text}}", into = "reply" } },

@@ -36,6 +36,12 @@ local function driver_mail(R, rt)
     local events = R.events
     events[#events + 1] = { type = "event", name = event, data = data, row = ctx and ctx.row }
   end
+  -- a provider batch's record, already in the store (orch.batch writes it
+  -- itself, checked): observers and policies hear it as the event "batch"
+  function rt.notify_batch(data)
+    local events = R.events
+    events[#events + 1] = { type = "event", name = "batch", data = data }
+  end
   -- ctx:checkpoint: { name =, task = id } since the driver last looked. The
   -- caller waits (parked) until the driver has written the checkpoint.
   R.requested = {}

@@ -26,7 +26,11 @@ local common_options = {
   max_tokens = "integer",
   system = "string",
   prices = "table",
-  -- provider batch APIs (orch.batch): half price, answers within 24 h
+}
+
+-- The options of providers with a batch API (p.batch; see orch.batch):
+-- half price, answers within 24 h.
+local batch_options = {
   batch = "boolean",
   batch_size = "integer",
   batch_window = "number",
@@ -70,6 +74,18 @@ local function provider_names()
   return names
 end
 
+-- batch = true for a provider without a batch API: raises, naming those with one.
+local function no_batch_api(cfg)
+  local with = {}
+  for _, n in ipairs(provider_names()) do
+    if M.providers[n].batch then
+      with[#with + 1] = n
+    end
+  end
+  check.fail_key("batch", "orch.workflow: llm.batch: provider '%s' has no batch API (these have: %s); remove "
+    .. "batch = true or change the provider", cfg.provider, table.concat(with, ", "))
+end
+
 --- Validates a workflow's llm = {...} table (raises a WorkflowError).
 function M.check_config(cfg)
   if type(cfg.provider) ~= "string" then
@@ -88,8 +104,17 @@ function M.check_config(cfg)
   for k, v in pairs(p.options or {}) do
     allowed[k] = v
   end
+  if cfg.batch and not p.batch then
+    no_batch_api(cfg)
+  end
+  for k, v in pairs(p.batch and batch_options or {}) do
+    allowed[k] = v
+  end
+  allowed.batch = allowed.batch or (cfg.batch == false and "boolean") or nil -- batch = false: as without it
   check.known_keys("orch.workflow: llm", cfg, allowed)
-  M.check_batch(cfg, p)
+  if p.batch then
+    M.check_batch(cfg, p)
+  end
   -- the key and the URL default to the provider's conventional variables
   -- (OPENAI_API_KEY, OPENAI_BASE_URL, ...), read when a request is built
   if p.needs_key and provider_http.api_key(p, cfg) == nil and provider_http.base_url(p, cfg) == nil then
@@ -99,21 +124,12 @@ function M.check_config(cfg)
   end
 end
 
---- check_batch(cfg, p): the batch options of a workflow's llm table
---- (raises a WorkflowError naming the key).
+--- check_batch(cfg, p): the batch options of a workflow's llm table, their
+--- types already checked, for a provider with a batch API (raises a
+--- WorkflowError naming the key).
 function M.check_batch(cfg, p)
-  if cfg.batch and not p.batch then
-    local with = {}
-    for _, n in ipairs(provider_names()) do
-      if M.providers[n].batch then
-        with[#with + 1] = n
-      end
-    end
-    check.fail_key("batch", "orch.workflow: llm.batch: provider '%s' has no batch API (these have: %s); remove "
-      .. "batch = true or change the provider", cfg.provider, table.concat(with, ", "))
-  end
-  local limit = p.batch and p.batch.max_requests or 0
-  if cfg.batch_size ~= nil and (cfg.batch_size < 1 or cfg.batch_size > limit and limit > 0) then
+  local limit = p.batch.max_requests
+  if cfg.batch_size ~= nil and (cfg.batch_size < 1 or cfg.batch_size > limit) then
     check.fail_key("batch_size", "orch.workflow: llm.batch_size must be from 1 to %d (the provider's limit), got %d",
       limit, cfg.batch_size)
   end

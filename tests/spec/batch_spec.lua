@@ -62,6 +62,19 @@ describe("the batch options of llm = {...}", function()
       .. "or change the provider", llm.check_config, { provider = "mock", batch = true })
   end)
 
+  it("are the provider's: batch = false is accepted anywhere, the others only with a batch API", function()
+    llm.check_config({ provider = "mock", batch = false })
+    h.fails_with("llm: unknown key 'batch_size'", llm.check_config, { provider = "mock", batch_size = 5 })
+  end)
+
+  it("are type-checked before their values", function()
+    h.fails_with("batch_size", llm.check_config, cfg({ batch = true, batch_size = "many" }))
+    local e = h.catch(function()
+      llm.check_config(cfg({ batch = true, batch_size = "many" }))
+    end)
+    assert.is_falsy(tostring(e):find("attempt to compare", 1, true))
+  end)
+
   it("refuse a batch_size past the provider's limit", function()
     h.fails_with("llm.batch_size must be from 1 to 50000 (the provider's limit), got 50001", llm.check_config,
       cfg({ batch = true, batch_size = 50001 }))

@@ -10,6 +10,9 @@ Usage:
 Endpoints:
   POST /v1/chat/completions  OpenAI-compatible (Authorization: Bearer <key>)
   POST /v1/messages          Anthropic-compatible (x-api-key, anthropic-version)
+  POST /v1/files             OpenAI Files (multipart, purpose=batch); GET /v1/files/ID/content
+  POST /v1/batches           OpenAI Batches; GET /v1/batches[/ID] (list: ?limit= &after=)
+  POST /v1/messages/batches  Anthropic Message Batches; GET .../batches[/ID[/results]]
   GET  /health               200 "ok"
   GET  /admin/stats          counters (JSON); inflight / max_inflight: LLM
                              requests answered at once (now / most since reset)
@@ -42,6 +45,18 @@ Output spread.  --pad-words N (or {"pad_words": N} to /admin/config) adds
 0..N words to each reply (after the echo; inside "answer" for JSON), as many
 as sha256(last user message) picks, so replies vary in length as a model's
 do and the same request always gets the same reply.
+
+Batches.  A batch completes batch_delay_s seconds (--batch-delay-s, or
+{"batch_delay_s": S} to /admin/config) after its creation; the answer to a
+create call is held batch_create_delay_s seconds (default 0) after the
+batch exists, so a test can kill the client before it learns the id; the
+next batch_create_fail create calls answer 500 and create nothing.  A request whose
+last user message holds [[batch:expire]] or [[batch:error]] ([[batch:expirex1]]:
+only in the first batch it is submitted in) ends expired or errored; an
+OpenAI batch with an expired request ends "expired".  /admin/stats "batch"
+counts files, batches, requests_submitted, submitted_twice (a custom_id
+submitted while an earlier submission was live or had succeeded), billed,
+billed_twice, expired, errored, polls, lists and downloads.
 
 No usage.  --omit-usage (or {"omit_usage": true} to /admin/config) leaves
 the "usage" object out of every successful reply, as several
@@ -80,7 +95,7 @@ class State:
     """Config and counters shared by all handler threads."""
 
     def __init__(self, config, verbose):
-        self.lock = threading.Lock()
+        self.lock = threading.RLock()  # the batch endpoints reply while holding it
         self.config = config
         self.verbose = verbose
         self.shutdown = threading.Event()
@@ -101,6 +116,7 @@ class State:
             self.inflight = 0  # LLM requests being answered now
             self.max_inflight = 0  # the most answered at once since the reset
             self.authorization = {}  # Authorization / x-api-key value -> requests
+            self.batch = Batches()
 
     def note_auth(self, value):
         with self.lock:
@@ -144,6 +160,7 @@ class State:
                 "inflight": self.inflight,
                 "max_inflight": self.max_inflight,
                 "authorization": dict(self.authorization),
+                "batch": self.batch.stats(),
             }
 
     def get_config(self):
@@ -164,7 +181,8 @@ class State:
                 if isinstance(v, bool) or not isinstance(v, int) or v < 0:
                     return None, "pad_words must be a whole number from 0"
                 new[k] = v
-            elif k in ("latency_ms", "slow_ms", "retry_after", "hang_s"):
+            elif k in ("latency_ms", "slow_ms", "retry_after", "hang_s", "batch_delay_s", "batch_create_delay_s",
+                       "batch_create_fail"):
                 if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
                     return None, "%s must be a non-negative number" % k
                 new[k] = v
@@ -224,8 +242,231 @@ def choose_fault(cfg, attempt, body, last_user):
     return None
 
 
+def reply_object(anthropic, model, texts, last_user, req, seq, pad_words=0):
+    """The successful reply to a chat request (OpenAI or Anthropic shape)."""
+    echo = "echo: " + last_user[:60]
+    if pad_words:
+        h = int.from_bytes(hashlib.sha256(last_user.encode()).digest()[:8], "big")
+        echo += " word" * (h % (pad_words + 1))
+    want_json = JSON_WORD_RE.search(last_user) is not None
+    rf = req.get("response_format")
+    if not anthropic and isinstance(rf, dict) and rf.get("type") == "json_object":
+        want_json = True
+    text = json.dumps({"answer": echo, "length": len(last_user)}) if want_json else echo
+    chars = sum(len(t) for t in texts)
+    if anthropic:
+        chars += len(content_text(req.get("system")))
+    p = math.ceil(chars / 4) + 5
+    c = math.ceil(len(text) / 4)
+    if anthropic:
+        return {"id": "msg_%d" % seq, "type": "message", "role": "assistant", "model": model,
+                "content": [{"type": "text", "text": text}], "stop_reason": "end_turn",
+                "stop_sequence": None, "usage": {"input_tokens": p, "output_tokens": c}}
+    return {"id": "chatcmpl-%d" % seq, "object": "chat.completion",
+            "created": int(time.time()), "model": model,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
+                         "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c}}
+
+
+def last_user_text(messages):
+    """(texts of all messages, text of the last user message)."""
+    texts = [content_text(x.get("content")) for x in messages]
+    for x, t in zip(reversed(messages), reversed(texts)):
+        if x.get("role") == "user":
+            return texts, t
+    return texts, texts[-1] if texts else ""
+
+
 def fmt_seconds(v):
     return str(int(v)) if float(v).is_integer() else repr(float(v))
+
+
+BATCH_RE = re.compile(r"\[\[batch:(expire|error)(?:x(\d+))?\]\]")
+CUSTOM_ID_RE = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
+
+
+def rfc3339(t):
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + ".%03dZ" % int((t % 1) * 1000)
+
+
+class Batches:
+    """OpenAI Files + Batches and Anthropic Message Batches, in memory.
+
+    A batch completes batch_delay_s seconds after it was created (looked at
+    lazily, when it is read or listed). A request whose last user message
+    holds [[batch:expire]] or [[batch:error]] (xN: only in its first N
+    batches) ends expired or errored; the others succeed with the same
+    reply the synchronous endpoint gives. Counters (in /admin/stats
+    "batch"): requests submitted, submitted again while an earlier
+    submission of the same custom_id was still live or had succeeded, and
+    successes (billed) per custom_id, so a test can assert that nothing
+    was submitted or billed twice."""
+
+    def __init__(self):
+        self.files = {}  # id -> {"bytes": b, "purpose": p, "filename": f, "created_at": t}
+        self.batches = []  # oldest first
+        self.by_id = {}
+        self.seq = 0
+        self.submissions = {}  # custom_id -> batches it was submitted in
+        self.live = {}  # custom_id -> live submissions (in a batch not yet ended)
+        self.billed = {}  # custom_id -> successes
+        self.counts = {"files": 0, "batches": 0, "requests_submitted": 0, "submitted_twice": 0,
+                       "billed": 0, "billed_twice": 0, "expired": 0, "errored": 0, "polls": 0,
+                       "lists": 0, "downloads": 0}
+
+    def stats(self):
+        d = dict(self.counts)
+        d["custom_ids"] = len(self.submissions)
+        return d
+
+    def next_id(self, prefix):
+        self.seq += 1
+        return "%s%d" % (prefix, self.seq)
+
+    def add_file(self, data, purpose, filename):
+        fid = self.next_id("file-")
+        self.files[fid] = {"bytes": data, "purpose": purpose, "filename": filename,
+                           "created_at": int(time.time())}
+        self.counts["files"] += 1
+        return {"id": fid, "object": "file", "bytes": len(data), "created_at": self.files[fid]["created_at"],
+                "filename": filename, "purpose": purpose}
+
+    def create(self, kind, requests, meta):
+        """requests: [(custom_id, body dict)]; kind "openai" | "anthropic"."""
+        b = {"kind": kind, "id": self.next_id("batch_" if kind == "openai" else "msgbatch_"),
+             "created": time.time(), "requests": requests, "ended": False, "results": None}
+        b.update(meta)
+        for cid, _ in requests:
+            if self.live.get(cid, 0) > 0 or self.billed.get(cid, 0) > 0:
+                self.counts["submitted_twice"] += 1
+            self.submissions[cid] = self.submissions.get(cid, 0) + 1
+            self.live[cid] = self.live.get(cid, 0) + 1
+        self.counts["batches"] += 1
+        self.counts["requests_submitted"] += len(requests)
+        self.batches.append(b)
+        self.by_id[b["id"]] = b
+        return b
+
+    def settle(self, b, delay):
+        """Ends b once its time has come: every request's outcome."""
+        if b["ended"] or time.time() < b["created"] + delay:
+            return
+        results = []
+        for cid, body in b["requests"]:
+            anthropic = b["kind"] == "anthropic"
+            messages = body.get("messages") if isinstance(body.get("messages"), list) else []
+            messages = [x for x in messages if isinstance(x, dict)]
+            texts, last_user = last_user_text(messages) if messages else ([], "")
+            m = BATCH_RE.search(last_user)
+            outcome = "succeeded"
+            if m and (m.group(2) is None or self.submissions[cid] <= int(m.group(2))):
+                outcome = "expired" if m.group(1) == "expire" else "errored"
+            self.live[cid] -= 1
+            if outcome == "succeeded":
+                self.seq += 1
+                obj = reply_object(anthropic, body.get("model"), texts, last_user, body, self.seq)
+                self.billed[cid] = self.billed.get(cid, 0) + 1
+                self.counts["billed"] += 1
+                if self.billed[cid] == 2:
+                    self.counts["billed_twice"] += 1
+                results.append((cid, outcome, obj))
+            else:
+                self.counts[outcome] += 1
+                results.append((cid, outcome, None))
+        b["results"] = results
+        b["ended"] = True
+        b["ended_at"] = time.time()
+        if b["kind"] == "openai":
+            out = [r for r in results if r[1] == "succeeded"]
+            err = [r for r in results if r[1] != "succeeded"]
+            b["output_file_id"] = self.jsonl_file([self.openai_line(r) for r in out]) if out else None
+            b["error_file_id"] = self.jsonl_file([self.openai_line(r) for r in err]) if err else None
+
+    def jsonl_file(self, lines):
+        fid = self.next_id("file-")
+        self.files[fid] = {"bytes": "".join(json.dumps(x) + "\n" for x in lines).encode(),
+                           "purpose": "batch_output", "filename": fid + ".jsonl", "created_at": int(time.time())}
+        return fid
+
+    def openai_line(self, r):
+        cid, outcome, obj = r
+        rid = self.next_id("batch_req_")
+        if outcome == "succeeded":
+            return {"id": rid, "custom_id": cid, "response": {"status_code": 200, "request_id": rid, "body": obj},
+                    "error": None}
+        if outcome == "expired":
+            return {"id": rid, "custom_id": cid, "response": None,
+                    "error": {"code": "batch_expired",
+                              "message": "This request could not be executed before the completion window expired."}}
+        return {"id": rid, "custom_id": cid,
+                "response": {"status_code": 500, "request_id": rid,
+                             "body": {"error": {"message": "The server had an error processing this request (mock).",
+                                                "type": "server_error"}}},
+                "error": None}
+
+    def openai_view(self, b):
+        n = len(b["requests"])
+        done = b["ended"]
+        res = b["results"] or []
+        ok = sum(1 for r in res if r[1] == "succeeded")
+        expired = any(r[1] == "expired" for r in res)
+        return {"id": b["id"], "object": "batch", "endpoint": b["endpoint"], "input_file_id": b["input_file_id"],
+                "completion_window": "24h",
+                "status": ("expired" if expired else "completed") if done else "in_progress",
+                "output_file_id": b.get("output_file_id"), "error_file_id": b.get("error_file_id"),
+                "created_at": int(b["created"]), "in_progress_at": int(b["created"]),
+                "expires_at": int(b["created"]) + 86400,
+                "completed_at": int(b["ended_at"]) if done and not expired else None,
+                "expired_at": int(b["ended_at"]) if done and expired else None,
+                "request_counts": {"total": n, "completed": ok, "failed": len(res) - ok},
+                "metadata": b["metadata"]}
+
+    def anthropic_view(self, b, base):
+        res = b["results"] or []
+        c = {"processing": 0 if b["ended"] else len(b["requests"]), "succeeded": 0, "errored": 0,
+             "canceled": 0, "expired": 0}
+        for r in res:
+            c[r[1]] += 1
+        return {"id": b["id"], "type": "message_batch",
+                "processing_status": "ended" if b["ended"] else "in_progress",
+                "request_counts": c, "created_at": rfc3339(b["created"]),
+                "expires_at": rfc3339(b["created"] + 86400),
+                "ended_at": rfc3339(b["ended_at"]) if b["ended"] else None,
+                "cancel_initiated_at": None, "archived_at": None,
+                "results_url": "%s/v1/messages/batches/%s/results" % (base, b["id"]) if b["ended"] else None}
+
+    def anthropic_results(self, b):
+        lines = []
+        for cid, outcome, obj in b["results"]:
+            if outcome == "succeeded":
+                result = {"type": "succeeded", "message": obj}
+            elif outcome == "errored":
+                result = {"type": "errored", "error": {"type": "error", "error": {
+                    "type": "api_error", "message": "Internal server error (mock)"}}}
+            else:
+                result = {"type": outcome}
+            lines.append(json.dumps({"custom_id": cid, "result": result}) + "\n")
+        return "".join(lines).encode()
+
+
+def multipart_fields(ctype, body):
+    """{name: (filename or None, bytes)} of a multipart/form-data body."""
+    m = re.search(r'boundary="?([^";]+)"?', ctype or "")
+    if not m:
+        return None
+    fields = {}
+    for part in body.split(b"--" + m.group(1).encode())[1:]:
+        if part.startswith(b"--"):
+            break
+        head, _, data = part.partition(b"\r\n\r\n")
+        if data.endswith(b"\r\n"):
+            data = data[:-2]
+        disp = re.search(rb'name="([^"]*)"(?:; filename="([^"]*)")?', head)
+        if disp:
+            fname = disp.group(2).decode() if disp.group(2) is not None else None
+            fields[disp.group(1).decode()] = (fname, data)
+    return fields
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -384,10 +625,172 @@ class Handler(BaseHTTPRequestHandler):
             finally:
                 with st.lock:
                     st.inflight -= 1
+        if path.startswith(("/v1/files", "/v1/batches", "/v1/messages/batches")):
+            return self.batch_route(m, path, body)
         with self.state.lock:
             self.state.unknown_path += 1
         self.send_json(404, {"error": {"message": "Unknown path %s" % path,
                                        "type": "invalid_request_error", "code": "not_found"}})
+
+    # ---- batch endpoints --------------------------------------------------
+
+    def batch_auth(self, anthropic):
+        """Replies 401/400 and returns False when the credentials are missing."""
+        if anthropic:
+            if not self.headers.get("x-api-key"):
+                self.error(True, 401, "authentication_error", "x-api-key header is required")
+                return False
+            if not self.headers.get("anthropic-version"):
+                self.error(True, 400, "invalid_request_error", "anthropic-version: header is required")
+                return False
+            return True
+        parts = (self.headers.get("Authorization") or "").split(None, 1)
+        if len(parts) != 2 or parts[0].lower() != "bearer":
+            self.error(False, 401, "invalid_request_error", "Missing bearer token")
+            return False
+        return True
+
+    def batch_route(self, m, path, body):
+        st = self.state
+        anthropic = path.startswith("/v1/messages/batches")
+        if not self.batch_auth(anthropic):
+            return
+        if m == "POST" and path in ("/v1/batches", "/v1/messages/batches"):
+            with st.lock:
+                fail = int(st.config.get("batch_create_fail", 0))
+                if fail > 0:
+                    st.config["batch_create_fail"] = fail - 1
+                    st.batch.counts["create_failed"] = st.batch.counts.get("create_failed", 0) + 1
+            if fail > 0:
+                return self.error(anthropic, 500, "api_error", "The server had an error (mock): no batch created")
+        parts = path.strip("/").split("/")
+        with st.lock:
+            bt = st.batch
+            delay = float(st.config.get("batch_delay_s", 1.0))
+            if anthropic:
+                return self.anthropic_batches(m, parts[3:], body, bt, delay)
+            if parts[1] == "files":
+                return self.openai_files(m, parts[2:], body, bt)
+            return self.openai_batches(m, parts[2:], body, bt, delay)
+
+    def openai_files(self, m, rest, body, bt):
+        bad = "invalid_request_error"
+        if m == "POST" and not rest:
+            fields = multipart_fields(self.headers.get("Content-Type"), body)
+            if fields is None or "file" not in fields or fields.get("purpose", (None, b""))[1] != b"batch":
+                return self.error(False, 400, bad, "a multipart body with purpose=batch and a file is required")
+            return self.send_json(200, bt.add_file(fields["file"][1], "batch", fields["file"][0] or "upload"))
+        if m == "GET" and len(rest) == 2 and rest[1] == "content":
+            f = bt.files.get(rest[0])
+            if f is None:
+                return self.error(False, 404, bad, "No such File object: %s" % rest[0])
+            bt.counts["downloads"] += 1
+            return self.send_raw(200, f["bytes"], "application/jsonl")
+        return self.error(False, 404, bad, "Unknown files path")
+
+    def openai_batches(self, m, rest, body, bt, delay):
+        bad = "invalid_request_error"
+        if m == "POST" and not rest:
+            try:
+                req = json.loads(body)
+            except ValueError as e:
+                return self.error(False, 400, bad, "Malformed JSON body: %s" % e)
+            f = bt.files.get(req.get("input_file_id"))
+            if f is None:
+                return self.error(False, 400, bad, "input_file_id: no such file")
+            if req.get("endpoint") != OPENAI_PATH or req.get("completion_window") != "24h":
+                return self.error(False, 400, bad, "endpoint must be /v1/chat/completions, completion_window 24h")
+            requests, seen = [], set()
+            for n, line in enumerate(f["bytes"].decode().splitlines(), 1):
+                try:
+                    x = json.loads(line)
+                except ValueError:
+                    return self.error(False, 400, bad, "line %d of the input file is not JSON" % n)
+                cid = x.get("custom_id")
+                if (not isinstance(cid, str) or cid in seen or x.get("method") != "POST"
+                        or x.get("url") != OPENAI_PATH or not isinstance(x.get("body"), dict)):
+                    return self.error(False, 400, bad, "line %d: needs a unique custom_id, method POST, url %s "
+                                      "and a body" % (n, OPENAI_PATH))
+                seen.add(cid)
+                requests.append((cid, x["body"]))
+            b = bt.create("openai", requests, {"endpoint": OPENAI_PATH, "input_file_id": req["input_file_id"],
+                                               "metadata": req.get("metadata") or {}})
+            self.create_delay()
+            return self.send_json(200, bt.openai_view(b))
+        if m == "GET" and not rest:
+            bt.counts["lists"] += 1
+            return self.send_json(200, self.batch_page([b for b in bt.batches if b["kind"] == "openai"], bt.openai_view,
+                                                       bt, delay))
+        if m == "GET" and len(rest) == 1 and rest[0] in bt.by_id:
+            b = bt.by_id[rest[0]]
+            bt.counts["polls"] += 1
+            bt.settle(b, delay)
+            return self.send_json(200, bt.openai_view(b))
+        return self.error(False, 404, bad, "No such batch: %s" % "/".join(rest))
+
+    def create_delay(self):
+        """Holds the answer to a create call batch_create_delay_s seconds
+        (the batch exists meanwhile), so a test can kill its client before
+        it learns the batch's id."""
+        st = self.state
+        d = float(st.config.get("batch_create_delay_s", 0))
+        if d > 0:
+            st.lock.release()
+            try:
+                st.shutdown.wait(d)
+            finally:
+                st.lock.acquire()
+
+    def batch_page(self, batches, view, bt, delay):
+        """A list page, newest first, honouring ?limit= and ?after=."""
+        q = dict(x.split("=", 1) for x in self.path.partition("?")[2].split("&") if "=" in x)
+        after, limit = q.get("after") or q.get("after_id"), int(q.get("limit", "20"))
+        newest = list(reversed(batches))
+        if after:
+            ids = [b["id"] for b in newest]
+            newest = newest[ids.index(after) + 1:] if after in ids else []
+        page = newest[:limit]
+        for b in page:
+            bt.settle(b, delay)
+        data = [view(b) for b in page]
+        return {"object": "list", "data": data, "has_more": len(newest) > limit,
+                "first_id": data[0]["id"] if data else None, "last_id": data[-1]["id"] if data else None}
+
+    def anthropic_batches(self, m, rest, body, bt, delay):
+        bad = "invalid_request_error"
+        base = "http://%s:%d" % self.server.server_address[:2]
+        if m == "POST" and not rest:
+            try:
+                req = json.loads(body)
+            except ValueError as e:
+                return self.error(True, 400, bad, "Malformed JSON body: %s" % e)
+            requests, seen = [], set()
+            for n, x in enumerate(req.get("requests") or [], 1):
+                cid = x.get("custom_id") if isinstance(x, dict) else None
+                if (not isinstance(cid, str) or not CUSTOM_ID_RE.match(cid) or cid in seen
+                        or not isinstance(x.get("params"), dict)):
+                    return self.error(True, 400, bad, "requests.%d: needs a unique custom_id matching "
+                                      "^[a-zA-Z0-9_-]{1,64}$ and params" % (n - 1))
+                seen.add(cid)
+                requests.append((cid, x["params"]))
+            if not requests:
+                return self.error(True, 400, bad, "requests: must be a non-empty array")
+            b = bt.create("anthropic", requests, {})
+            self.create_delay()
+            return self.send_json(200, bt.anthropic_view(b, base))
+        if m == "GET" and not rest:
+            bt.counts["lists"] += 1
+            return self.send_json(200, self.batch_page([b for b in bt.batches if b["kind"] == "anthropic"],
+                                                       lambda b: bt.anthropic_view(b, base), bt, delay))
+        b = bt.by_id.get(rest[0]) if rest else None
+        if m == "GET" and b is not None and len(rest) == 1:
+            bt.counts["polls"] += 1
+            bt.settle(b, delay)
+            return self.send_json(200, bt.anthropic_view(b, base))
+        if m == "GET" and b is not None and rest[1:] == ["results"] and b["ended"]:
+            bt.counts["downloads"] += 1
+            return self.send_raw(200, bt.anthropic_results(b), "application/binary")
+        return self.error(True, 404, "not_found_error", "No such batch: %s" % "/".join(rest))
 
     def method_not_allowed(self):
         self.send_json(405, {"error": {"message": "Method %s not allowed" % self.command,
@@ -487,31 +890,7 @@ class Handler(BaseHTTPRequestHandler):
         if model == UNKNOWN_MODEL:
             return self.model_not_found(anthropic, model, extra)
 
-        # the reply
-        echo = "echo: " + last_user[:60]
-        if cfg.get("pad_words"):
-            h = int.from_bytes(hashlib.sha256(last_user.encode()).digest()[:8], "big")
-            echo += " word" * (h % (cfg["pad_words"] + 1))
-        want_json = JSON_WORD_RE.search(last_user) is not None
-        rf = req.get("response_format")
-        if not anthropic and isinstance(rf, dict) and rf.get("type") == "json_object":
-            want_json = True
-        text = json.dumps({"answer": echo, "length": len(last_user)}) if want_json else echo
-        chars = sum(len(t) for t in texts)
-        if anthropic:
-            chars += len(content_text(req.get("system")))
-        p = math.ceil(chars / 4) + 5
-        c = math.ceil(len(text) / 4)
-        if anthropic:
-            obj = {"id": "msg_%d" % seq, "type": "message", "role": "assistant", "model": model,
-                   "content": [{"type": "text", "text": text}], "stop_reason": "end_turn",
-                   "stop_sequence": None, "usage": {"input_tokens": p, "output_tokens": c}}
-        else:
-            obj = {"id": "chatcmpl-%d" % seq, "object": "chat.completion",
-                   "created": int(time.time()), "model": model,
-                   "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
-                                "finish_reason": "stop"}],
-                   "usage": {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c}}
+        obj = reply_object(anthropic, model, texts, last_user, req, seq, cfg.get("pad_words"))
 
         if cfg.get("omit_usage"):
             del obj["usage"]
@@ -591,6 +970,8 @@ def parse_args(argv):
     ap.add_argument("--pad-words", type=int, default=0, help="add 0..N words to each reply")
     ap.add_argument("--omit-usage", action="store_true", help="leave usage out of every reply")
     ap.add_argument("--hang-s", type=float, default=300.0, help="how long a 'hang' fault holds the request")
+    ap.add_argument("--batch-delay-s", type=float, default=1.0,
+                    help="how long after its creation a batch completes")
     ap.add_argument("--verbose", action="store_true", help="log every request to stderr")
     a = ap.parse_args(argv)
     for k in RATE_KEYS:
@@ -613,6 +994,7 @@ def main(argv=None):
                   retry_after_date=a.retry_after_date, slow_ms=a.slow_ms, hang_s=a.hang_s)
     config["omit_usage"] = a.omit_usage
     config["pad_words"] = a.pad_words
+    config["batch_delay_s"] = a.batch_delay_s
     for k in ("latency_ms", "retry_after", "slow_ms", "hang_s"):
         if float(config[k]).is_integer():
             config[k] = int(config[k])

@@ -75,7 +75,8 @@ function M.status(opts)
       return code
     end
     local cps = st:checkpoint_list(run.id) or {}
-    for _, ev in ipairs(st:event_list(run.id) or {}) do
+    local events = st:event_list(run.id) or {}
+    for _, ev in ipairs(events) do
       if ev.type == "usage_estimated" then -- tokens counted from the text, not told by the provider
         run.usage_estimated = true
       elseif ev.type == "estimate" then -- the newest wins
@@ -84,9 +85,12 @@ function M.status(opts)
       end
     end
     local figures = require("orch.serve_live").read(st, run)
+    local batch = require "orch.batch" -- provider batches: recorded as events
+    local batches = batch.summaries(events)
     if opts.json then
       run.last_checkpoint = cps[#cps]
       run.live = figures
+      run.batches = #batches > 0 and batches or nil
       base.print_json(run)
       return 0
     end
@@ -94,6 +98,9 @@ function M.status(opts)
     local lines = status_lines(run, cps, live, opts)
     if figures then -- between checkpoints: what the running orch wrote last
       table.insert(lines, 5, { "live", require("orch.serve_live").text(figures) })
+    end
+    for _, l in ipairs(batch.status_lines(batches)) do
+      lines[#lines + 1] = l
     end
     fmt.fields(io.stdout, lines)
     return 0

@@ -94,6 +94,11 @@ function M.prepare(wf, dir, sampling)
     end
     log(string.format("  cost           at most $%.4f%s", finish.cost_usd,
       #priced > 0 and (" (" .. table.concat(priced, "; ") .. ")") or ""))
+    local batched = wf.llm and require("orch.llm").providers[wf.llm.provider]
+    if batched and batched.batch then -- side by side: the provider's batch API bills a fraction
+      log(string.format("  batch cost     at most $%.4f with llm.batch = true (the provider's batch API: %g%% of the "
+        .. "price, answers within 24 h)", finish.cost_usd * pricing.BATCH_DISCOUNT, pricing.BATCH_DISCOUNT * 100))
+    end
     if finish.failed > 0 then
       log(string.format("  %s rows failed during the estimate; their calls after the failure are not counted",
         count(finish.failed)))

@@ -24,6 +24,17 @@ local common_options = {
   system = "string", temperature = "number", max_tokens = "integer",
 }
 
+-- The options of providers with a batch API (p.batch; see orch.batch):
+-- half price, answers within 24 h.
+local batch_options = {
+  batch = "boolean",
+  batch_size = "integer",
+  batch_window = "number",
+  poll_interval = "number",
+  batch_fallback = "string",
+  batch_prices = "table",
+}
+
 --- register(name, provider): adds a provider a workflow names with
 --- llm = { provider = name }. provider.call(req, cfg, ctx) returns the reply
 --- text and its usage, or nil and an error message; see the header.
@@ -59,6 +70,18 @@ local function provider_names()
   return names
 end
 
+-- batch = true for a provider without a batch API: raises, naming those with one.
+local function no_batch_api(cfg)
+  local with = {}
+  for _, n in ipairs(provider_names()) do
+    if M.providers[n].batch then
+      with[#with + 1] = n
+    end
+  end
+  check.fail_key("batch", "orch.workflow: llm.batch: provider '%s' has no batch API (these have: %s); remove "
+    .. "batch = true or change the provider", cfg.provider, table.concat(with, ", "))
+end
+
 --- Validates a workflow's llm = {...} table (raises a WorkflowError).
 function M.check_config(cfg)
   if type(cfg.provider) ~= "string" then
@@ -77,13 +100,43 @@ function M.check_config(cfg)
   for k, v in pairs(p.options or {}) do
     allowed[k] = v
   end
+  if cfg.batch and not p.batch then
+    no_batch_api(cfg)
+  end
+  for k, v in pairs(p.batch and batch_options or {}) do
+    allowed[k] = v
+  end
+  allowed.batch = allowed.batch or (cfg.batch == false and "boolean") or nil -- batch = false: as without it
   check.known_keys("orch.workflow: llm", cfg, allowed)
+  if p.batch then
+    M.check_batch(cfg, p)
+  end
   -- the key and the URL default to the provider's conventional variables
   -- (OPENAI_API_KEY, OPENAI_BASE_URL, ...), read when a request is built
   if p.needs_key and provider_http.api_key(p, cfg) == nil and provider_http.base_url(p, cfg) == nil then
     check.fail_key("api_key", "orch.workflow: llm.api_key is empty: export %s (or set api_key = ... in the llm "
       .. "table); a local OpenAI-compatible server needs only base_url (or %s)",
       p.env_key or "the provider's API key variable", p.env_base_url or "base_url")
+  end
+end
+
+--- check_batch(cfg, p): the batch options of a workflow's llm table, their
+--- types already checked, for a provider with a batch API (raises a
+--- WorkflowError naming the key).
+function M.check_batch(cfg, p)
+  local limit = p.batch.max_requests
+  if cfg.batch_size ~= nil and (cfg.batch_size < 1 or cfg.batch_size > limit) then
+    check.fail_key("batch_size", "orch.workflow: llm.batch_size must be from 1 to %d (the provider's limit), got %d",
+      limit, cfg.batch_size)
+  end
+  for _, k in ipairs({ "batch_window", "poll_interval" }) do
+    if cfg[k] ~= nil and not (cfg[k] > 0) then
+      check.fail_key(k, "orch.workflow: llm.%s must be a positive number of seconds, got %s", k, tostring(cfg[k]))
+    end
+  end
+  if cfg.batch_fallback ~= nil and cfg.batch_fallback ~= "sync" and cfg.batch_fallback ~= "fail" then
+    check.fail_key("batch_fallback", "orch.workflow: llm.batch_fallback must be \"sync\" (send what batches "
+      .. "could not answer synchronously) or \"fail\" (the default), got '%s'", cfg.batch_fallback)
   end
 end
 
@@ -257,22 +310,63 @@ local function journal_key(cfg, r, body)
   return hash.xxh128(table.concat({ cfg.provider, r.model, body }, "\0"))
 end
 
+-- A request through the provider's batch API (see orch.batch), at batch
+-- prices. -> text, info | false, err | nil (batch_fallback = "sync": send
+-- it synchronously)
+local function batched(ctx, cfg, p, r, built, key)
+  local run = ctx._run or {}
+  local tin_est, tout_est = est_tokens(r)
+  local t0 = sched.now()
+  local res = require("orch.batch").await(ctx, cfg, p, key, built,
+    pricing.batch_cost(r.model, tin_est, tout_est, cfg.prices, cfg.batch_prices))
+  if res.stop then
+    error(setmetatable({ msg = res.stop }, sched.Interrupted), 0)
+  elseif res.budget then
+    error(setmetatable({ msg = res.budget }, M.BudgetStop), 0)
+  elseif res.sync then
+    return nil
+  elseif res.err then
+    if run.note_failure then
+      run.note_failure(res.err)
+    end
+    return false, res.err
+  end
+  local tin, tout, estimated = read_usage(p.name or cfg.provider, res.usage, r, res.text)
+  local info = { text = res.text, model = r.model, provider = cfg.provider, tokens_in = tin, tokens_out = tout,
+    tokens = tin + tout, cost = pricing.batch_cost(r.model, tin, tout, cfg.prices, cfg.batch_prices),
+    latency = sched.now() - t0, attempts = res.attempts, cached = false, estimated = estimated or nil,
+    batch = res.batch }
+  if ctx.account then
+    ctx:account(info)
+  end
+  return res.text, info
+end
+
+-- A reply the journal already holds: nothing paid, the cost it saved counted.
+local function from_journal(ctx, cfg, r, hit)
+  local info = { text = hit.response, model = r.model, provider = cfg.provider, tokens_in = hit.tokens_in,
+    tokens_out = hit.tokens_out, tokens = hit.tokens_in + hit.tokens_out, cost = 0, saved = hit.cost_usd,
+    latency = 0, attempts = 0, cached = true }
+  if ctx.account then
+    ctx:account(info)
+  end
+  return hit.response, info
+end
+
 --- One model call with the journal, the budget and the accounting around
 --- it. -> text, info | nil, err
 local function complete(ctx, cfg, p, r)
   local run = ctx._run or {}
   local built = p.build and p.build(r, cfg) -- once: it is the journal key's body and what is sent
-  local key = run.journal and journal_key(cfg, r, built and built.body or json.encode(r))
-  if key then
-    local hit = run.journal.get(key)
-    if hit then
-      local info = { text = hit.response, model = r.model, provider = cfg.provider, tokens_in = hit.tokens_in,
-        tokens_out = hit.tokens_out, tokens = hit.tokens_in + hit.tokens_out, cost = 0, saved = hit.cost_usd,
-        latency = 0, attempts = 0, cached = true }
-      if ctx.account then
-        ctx:account(info)
-      end
-      return hit.response, info
+  local key = (run.journal or cfg.batch) and journal_key(cfg, r, built and built.body or json.encode(r))
+  local hit = key and run.journal and run.journal.get(key)
+  if hit then
+    return from_journal(ctx, cfg, r, hit)
+  end
+  if cfg.batch and built then
+    local text, info = batched(ctx, cfg, p, r, built, key)
+    if text ~= nil then
+      return text or nil, info
     end
   end
   local tin_est, tout_est = est_tokens(r)
@@ -325,7 +419,7 @@ local function complete(ctx, cfg, p, r)
     cached = false,
     estimated = estimated or nil,
   }
-  if key then
+  if key and run.journal then
     run.journal.put(key, { provider = cfg.provider, model = r.model, response = text, tokens_in = tin,
       tokens_out = tout, cost_usd = info.cost, latency_ms = info.latency * 1000 })
   end

@@ -213,7 +213,9 @@ function M.rows(wf, opts)
   if code then
     return code
   end
-  R.conc = opts.concurrency or wf.concurrency or (wf.llm and wf.llm.concurrency) or 16
+  R.conc = opts.concurrency or wf.concurrency or (wf.llm and wf.llm.concurrency)
+    or (wf.llm and wf.llm.batch and require("orch.batch").concurrency())
+    or 16
   code = restore(R)
   if code then
     return code

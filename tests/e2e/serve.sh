@@ -97,7 +97,10 @@ r2=$($PARSE s2.prom --get orch_rows_done_total)
 if [ "$r2" -gt "$r1" ]; then ok "orch_rows_done_total grows between two scrapes ($r1 -> $r2)"; else bad "orch_rows_done_total $r1 -> $r2"; fi
 expect_eq "a rows counter per run too" "$($PARSE s2.prom --get 'orch_run_rows_done_total{workflow="watch <me>"}')" "$r2"
 expect_eq "the run's status is a gauge" "$($PARSE s2.prom --get 'orch_run_status{status="running"}')" 1
-expect_grep "the checkpoint histogram is there" "^orch_run_checkpoint_duration_seconds_bucket\{run_id=\"[^\"]+\",workflow=\"watch <me>\",le=\"\+Inf\"\} [1-9]" s2.prom
+# the histogram counts the run's checkpoints: once the first one is in
+wait_until '[ "$(sqlite3 s.db "select count(*) from checkpoints" 2>/dev/null)" -ge 1 ] 2>/dev/null'
+curl -s "$URL/metrics" >s3.prom
+expect_grep "the checkpoint histogram is there" "^orch_run_checkpoint_duration_seconds_bucket\{run_id=\"[^\"]+\",workflow=\"watch <me>\",le=\"\+Inf\"\} [1-9]" s3.prom
 expect_eq "metrics content type" "$(curl -s -o /dev/null -w '%{content_type}' "$URL/metrics")" "text/plain; version=0.0.4; charset=utf-8"
 
 curl -s "$URL/api/runs" >runs.json

@@ -65,4 +65,120 @@ function M.error_message(d)
   end
 end
 
+-- Message Batches (used when llm.batch is set; see orch.batch): one POST
+-- with every request, polled until processing_status is "ended", results
+-- read from results_url. Batches carry no metadata: a batch whose create
+-- call's answer was lost is found by waiting for every batch created
+-- since (batch.since) and claiming results by custom_id.
+local json = require "orch.json"
+
+M.batch = { max_requests = 100000, max_bytes = 256 * 1024 * 1024 }
+
+function M.batch.line(custom_id, built)
+  return '{"custom_id":' .. json.encode(custom_id) .. ',"params":' .. built.body .. "}"
+end
+
+-- Days from 1970-01-01 to the civil date y-m-d (proleptic Gregorian): no
+-- os.time, whose local time and DST would move a UTC instant by an hour.
+local function days_from_civil(y, m, d)
+  y = m <= 2 and y - 1 or y
+  local era = y // 400
+  local yoe = y - era * 400
+  local doy = (153 * (m + (m > 2 and -3 or 9)) + 2) // 5 + d - 1
+  return era * 146097 + yoe * 365 + yoe // 4 - yoe // 100 + doy - 719468
+end
+
+-- "2026-11-30T00:09:08.653Z" -> milliseconds since the epoch (UTC)
+local function ms_of(t)
+  local y, mo, d, H, Mi, S, frac = tostring(t):match("^(%d+)-(%d+)-(%d+)T(%d+):(%d+):(%d+)%.?(%d*)Z$")
+  if not y then
+    return nil
+  end
+  local secs = days_from_civil(tonumber(y), tonumber(mo), tonumber(d)) * 86400 + tonumber(H) * 3600
+    + tonumber(Mi) * 60 + tonumber(S)
+  return secs * 1000 + (frac ~= "" and math.floor(tonumber("0." .. frac) * 1000 + 0.5) or 0)
+end
+M.batch.ms_of = ms_of
+
+function M.batch.view(b)
+  local c = type(b.request_counts) == "table" and b.request_counts or {}
+  return { id = b.id, status = tostring(b.processing_status), ended = b.processing_status == "ended", raw = b,
+    counts = { processing = c.processing, succeeded = c.succeeded, errored = c.errored, expired = c.expired,
+      canceled = c.canceled }, expected_ms = ms_of(b.expires_at), created_ms = ms_of(b.created_at) }
+end
+
+function M.batch.submit(api, lines, _, creating)
+  local ok, cerr = creating(nil)
+  if not ok then
+    return nil, cerr, true
+  end
+  local b, err, definite = api.json("POST", "/messages/batches", '{"requests":[' .. table.concat(lines, ",") .. "]}")
+  if b == nil then
+    return nil, "creating the batch: " .. err, definite
+  end
+  return b.id, M.batch.view(b)
+end
+
+function M.batch.poll(api, id)
+  local b, err = api.json("GET", "/messages/batches/" .. id)
+  return b and M.batch.view(b), err
+end
+
+local function result_of(x)
+  local r = type(x.result) == "table" and x.result or {}
+  if r.type == "succeeded" and type(r.message) == "table" then
+    local text, usage = M.parse(r.message)
+    if text then
+      return { custom_id = x.custom_id, text = text, usage = usage, model = r.message.model }
+    end
+    return { custom_id = x.custom_id, err = usage, resend = true }
+  end
+  local e = type(r.error) == "table" and (type(r.error.error) == "table" and r.error.error or r.error) or {}
+  local final = e.type == "invalid_request_error" -- the request itself is wrong: sending it again cannot help
+  return { custom_id = x.custom_id, err = string.format("%s%s", tostring(r.type or "no result"),
+    e.message and (": " .. tostring(e.message)) or ""), resend = not final }
+end
+
+function M.batch.results(api, view)
+  local url = view.raw.results_url
+  if type(url) ~= "string" then
+    return nil, "batch " .. tostring(view.id) .. " has ended without a results_url"
+  end
+  local resp, err = api.request("GET", url)
+  if resp == nil or resp.status ~= 200 then
+    return nil, err or string.format("GET %s: HTTP %d", url, resp.status)
+  end
+  local out = {}
+  for line in resp.body:gmatch("[^\n]+") do
+    local ok, x = pcall(json.decode, line)
+    if ok and type(x) == "table" and type(x.custom_id) == "string" then
+      out[#out + 1] = result_of(x)
+    end
+  end
+  return out
+end
+
+--- batch.since(api, since_ms) -> views of the batches created since
+--- since_ms (less a minute for clocks apart) | nil, err
+function M.batch.since(api, since_ms)
+  local views, after = {}, nil
+  while true do
+    local page, err = api.json("GET", "/messages/batches?limit=100" .. (after and ("&after_id=" .. after) or ""))
+    if page == nil then
+      return nil, err
+    end
+    for _, b in ipairs(type(page.data) == "table" and page.data or {}) do
+      local v = M.batch.view(b)
+      if v.created_ms and v.created_ms < since_ms - 60000 then
+        return views -- listed newest first
+      end
+      views[#views + 1] = v
+      after = b.id
+    end
+    if not page.has_more or after == nil then
+      return views
+    end
+  end
+end
+
 return M

@@ -65,4 +65,122 @@ function M.error_message(d)
   end
 end
 
+-- The Batch API (used when llm.batch is set; see orch.batch): a JSONL file
+-- of requests uploaded to /files, a batch created from it, polled, and its
+-- output and error files downloaded. api is orch.batch_api's.
+local json = require "orch.json"
+
+M.batch = { max_requests = 50000, max_bytes = 200 * 1024 * 1024 }
+
+--- batch.line(custom_id, built) -> the request's line of the input file
+function M.batch.line(custom_id, built)
+  return '{"custom_id":' .. json.encode(custom_id) .. ',"method":"POST","url":"/v1/chat/completions","body":'
+    .. built.body .. "}\n"
+end
+
+local BOUNDARY = "orch-batch-7f3c9a61e2b84d05"
+
+--- batch.submit(api, lines, meta, creating) -> id, view | nil, err, definite
+--- creating(file_id) is called once the file is uploaded, before the
+--- create call (the batcher records that the batch may exist from then on).
+function M.batch.submit(api, lines, meta, creating)
+  local body = table.concat({ "--", BOUNDARY, '\r\nContent-Disposition: form-data; name="purpose"\r\n\r\nbatch\r\n--',
+    BOUNDARY, '\r\nContent-Disposition: form-data; name="file"; filename="orch-batch.jsonl"\r\n',
+    "Content-Type: application/jsonl\r\n\r\n", table.concat(lines), "\r\n--", BOUNDARY, "--\r\n" })
+  local f, err = api.json("POST", "/files", body, "multipart/form-data; boundary=" .. BOUNDARY)
+  if f == nil then
+    return nil, "uploading the batch file: " .. err, true -- an upload alone submits nothing
+  end
+  local ok, cerr = creating(f.id)
+  if not ok then
+    return nil, cerr, true
+  end
+  local b, berr, definite = api.json("POST", "/batches", { input_file_id = f.id, endpoint = "/v1/chat/completions",
+    completion_window = "24h", metadata = meta })
+  if b == nil then
+    return nil, "creating the batch: " .. berr, definite
+  end
+  return b.id, M.batch.view(b)
+end
+
+local ENDED = { completed = true, expired = true, cancelled = true, failed = true }
+
+--- batch.view(decoded batch) -> { id, status, ended, counts, expected_ms, raw }
+function M.batch.view(b)
+  local c = type(b.request_counts) == "table" and b.request_counts or {}
+  return { id = b.id, status = tostring(b.status), ended = ENDED[b.status] or false, raw = b,
+    counts = { total = c.total, completed = c.completed, failed = c.failed },
+    expected_ms = tonumber(b.expires_at) and b.expires_at * 1000 or nil }
+end
+
+function M.batch.poll(api, id)
+  local b, err = api.json("GET", "/batches/" .. id)
+  return b and M.batch.view(b), err
+end
+
+-- One line of an output or error file -> a result for the batcher.
+local function result_of(x)
+  local resp = type(x.response) == "table" and x.response or nil
+  if resp and resp.status_code == 200 and type(resp.body) == "table" then
+    local text, usage = M.parse(resp.body)
+    if text then
+      return { custom_id = x.custom_id, text = text, usage = usage }
+    end
+    return { custom_id = x.custom_id, err = usage, resend = true }
+  end
+  local e = type(x.error) == "table" and x.error or {}
+  local msg = e.message or (resp and type(resp.body) == "table" and M.error_message(resp.body))
+    or "no result"
+  local code = e.code or (resp and ("HTTP " .. tostring(resp.status_code)))
+  local final = resp and resp.status_code and resp.status_code >= 400 and resp.status_code < 500
+    and resp.status_code ~= 429 and resp.status_code ~= 408
+  return { custom_id = x.custom_id, err = string.format("%s: %s", tostring(code), tostring(msg)), resend = not final }
+end
+
+--- batch.results(api, view) -> { result... } | nil, err; a result is
+--- { custom_id, text, usage } or { custom_id, err, resend }.
+function M.batch.results(api, view)
+  local out = {}
+  for _, fid in ipairs({ view.raw.output_file_id or false, view.raw.error_file_id or false }) do
+    if fid and fid ~= json.null then
+      local resp, err = api.request("GET", "/files/" .. fid .. "/content")
+      if resp == nil or resp.status ~= 200 then
+        return nil, err or string.format("GET /files/%s/content: HTTP %d", fid, resp.status)
+      end
+      for line in resp.body:gmatch("[^\n]+") do
+        local ok, x = pcall(json.decode, line)
+        if ok and type(x) == "table" and type(x.custom_id) == "string" then
+          out[#out + 1] = result_of(x)
+        end
+      end
+    end
+  end
+  return out
+end
+
+--- batch.find(api, meta, since_ms) -> id | false (no such batch) | nil, err:
+--- the batch whose metadata is meta, among those created since since_ms.
+function M.batch.find(api, meta, since_ms)
+  local after = nil
+  while true do
+    local page, err = api.json("GET", "/batches?limit=100" .. (after and ("&after=" .. after) or ""))
+    if page == nil then
+      return nil, err
+    end
+    for _, b in ipairs(type(page.data) == "table" and page.data or {}) do
+      local m = type(b.metadata) == "table" and b.metadata or {}
+      if m.orch_run == meta.orch_run and m.orch_batch == meta.orch_batch then
+        return b.id
+      end
+      if tonumber(b.created_at) and b.created_at * 1000 < since_ms - 60000 then
+        return false -- older than the create call: listed newest first
+      end
+      after = b.id
+    end
+    if not page.has_more or after == nil then
+      return false
+    end
+  end
+end
+
 return M

@@ -333,7 +333,8 @@ M.handlers = {
   end,
   -- stopped mid-computation (a second signal, the grace period's end)
   interrupted = function(R, seq, key, msg)
-    R.log(0, string.format("%s: %s; it runs again on resume", progress.which(R, seq, key), msg))
+    -- rows stopped while waiting on provider batches: orch.batch says it once
+    R.log(R.rt.batch_stop and 1 or 0, string.format("%s: %s; it runs again on resume", progress.which(R, seq, key), msg))
   end,
 }
 

@@ -36,6 +36,12 @@ local function driver_mail(R, rt)
     local events = R.events
     events[#events + 1] = { type = "event", name = event, data = data, row = ctx and ctx.row }
   end
+  -- a provider batch's record, already in the store (orch.batch writes it
+  -- itself, checked): observers and policies hear it as the event "batch"
+  function rt.notify_batch(data)
+    local events = R.events
+    events[#events + 1] = { type = "event", name = "batch", data = data }
+  end
   -- ctx:checkpoint: { name =, task = id } since the driver last looked. The
   -- caller waits (parked) until the driver has written the checkpoint.
   R.requested = {}
@@ -128,7 +134,8 @@ end
 --- ctx.state, the LLM settings and services, the live LLM figures (every
 --- call as it is made: the budget's and the progress line's).
 function M.setup(R)
-  local rt = { id = R.run.id, state = R.state, llm = R.wf.llm, totals = R.live, log = R.log }
+  local rt = { id = R.run.id, state = R.state, llm = R.wf.llm, totals = R.live, log = R.log,
+    store = R.st } -- the store: provider batches are recorded in it (orch.batch)
   R.rt = rt
   driver_mail(R, rt)
   if not R.opts.no_cache then

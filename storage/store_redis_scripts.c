@@ -198,13 +198,15 @@ static const char *const rd_scripts[RD_NSCRIPT] = {
                 "local function g(x) return string.format('%.17g', x) end\n"
                 "return {g(n.runs), g(n.running), g(n.paused), g(n.failed), g(n.completed), g(rec),\n"
                 "  g(ncp), g(ncp > 0 and sum / ncp or 0), g(max), g(ne), g(hits), g(saved), g(bytes)}\n",
-    /* schema: marks the prefix as orch's, the caller having SCANned it
-     * (outside a script, so a big database is not blocked while it is):
-     * 0 created, 1 already orch's, {name} of a meta key not orch's */
-    [RD_SETUP] = PRELUDE "local schema = arg()\n"
+    /* schema, a key the caller's SCAN found under the prefix ('' none;
+     * SCAN runs outside a script, so a big database is not blocked while
+     * it does): marks the prefix as orch's. 0 created, 1 already orch's
+     * (another orch may have marked it since the caller looked: then what
+     * it found is orch's), {name} of a key that is not orch's */
+    [RD_SETUP] = PRELUDE "local schema, found = arg(), arg()\n"
                          "local k = P .. 'meta'\n"
-                         "local app = redis.call('HGET', k, 'app')\n"
-                         "if app == 'orch' then return 1 end\n"
+                         "if redis.call('HGET', k, 'app') == 'orch' then return 1 end\n"
+                         "if found ~= '' then return {found} end\n"
                          "if redis.call('EXISTS', k) == 1 then return {k} end\n"
                          "redis.call('HSET', k, 'app', 'orch', 'schema', schema)\n"
                          "return 0\n",

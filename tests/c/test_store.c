@@ -2019,6 +2019,13 @@ int main(int argc, char **argv)
     if (backend == B_REDIS) {
         test_journal_crash(target);
         test_redis_two_writers(target);
+        /* four processes marking a fresh database as orch's at once, in
+         * several databases: none takes another's keys for a stranger's */
+        for (int db = 5; db <= 13; db++) {
+            char conc[1000];
+            rd_db_url(target, db, conc, sizeof conc);
+            test_concurrent_open(conc);
+        }
         test_redis_refusals(target);
         return check_report();
     }

@@ -18,7 +18,7 @@
  * Arguments after the prefix are read in order with arg()/num(); a field
  * list is a count then that many name/value pairs (hset) or names (hdel).
  * Not for Redis Cluster: the scripts name their keys themselves.
- * Pure C: depends on nothing. */
+ * Pure C: depends on nothing but the list of scripts (store_redis_impl.h). */
 #include "store_redis_impl.h"
 
 /* A script that writes declares so (#!lua): the server refuses it before

@@ -289,6 +289,8 @@ static const redisReply *scan_at(const redisReply *r, size_t i)
     return r->element[2 * i];
 }
 
+/* The reply scan_cmp sorts the runs of (qsort has no user argument; a
+ * store is used by one thread). */
 static const redisReply *scan_sort_r;
 
 static int scan_cmp(const void *pa, const void *pb)

@@ -539,27 +539,24 @@ static int rd_setup(struct rd_store *st, char *err, size_t errlen)
     char key[200];
     if (rd_first_key(st, key, sizeof key, err, errlen) != 0)
         return -1;
-    redisReply *r = NULL;
-    if (key[0] == '\0') {
-        struct rd_args a = {0};
-        rd_arg_i(&a, RD_SCHEMA);
-        r = orch_redis_eval(st, RD_SETUP, &a, "cannot set up the store");
-        rd_args_free(&a);
-        if (r == NULL) {
-            snprintf(err, errlen, "%s", st->base.err);
-            return -1;
-        }
-        if (r->type == REDIS_REPLY_ARRAY && r->elements == 1 && r->element[0]->type == REDIS_REPLY_STRING)
-            snprintf(key, sizeof key, "%s", r->element[0]->str);
-        freeReplyObject(r);
+    struct rd_args a = {0};
+    rd_arg_i(&a, RD_SCHEMA);
+    rd_arg_s(&a, key);
+    redisReply *r = orch_redis_eval(st, RD_SETUP, &a, "cannot set up the store");
+    rd_args_free(&a);
+    if (r == NULL) {
+        snprintf(err, errlen, "%s", st->base.err);
+        return -1;
     }
-    if (key[0] == '\0')
-        return 0;
-    snprintf(err, errlen,
-             "%s: the database holds keys under %s that are not orch's (%.100s); nothing was changed: "
-             "give orch a database (/N) or a key prefix (?prefix=) of its own",
-             st->shown, st->url.prefix, key);
-    return -1;
+    int foreign =
+        r->type == REDIS_REPLY_ARRAY && r->elements == 1 && r->element[0]->type == REDIS_REPLY_STRING;
+    if (foreign)
+        snprintf(err, errlen,
+                 "%s: the database holds keys under %s that are not orch's (%.100s); nothing was changed: "
+                 "give orch a database (/N) or a key prefix (?prefix=) of its own",
+                 st->shown, st->url.prefix, r->element[0]->str);
+    freeReplyObject(r);
+    return foreign ? -1 : 0;
 }
 
 /* The schema: orch's, and not newer than this orch; readonly: present. */

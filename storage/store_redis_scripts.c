@@ -18,8 +18,14 @@
  * Arguments after the prefix are read in order with arg()/num(); a field
  * list is a count then that many name/value pairs (hset) or names (hdel).
  * Not for Redis Cluster: the scripts name their keys themselves.
- * Pure C: depends on nothing. */
+ * Pure C: depends on nothing but the list of scripts (store_redis_impl.h). */
 #include "store_redis_impl.h"
+
+/* A script that writes declares so (#!lua): the server refuses it before
+ * it starts when over maxmemory, rather than failing at a write inside it,
+ * which would leave the writes before that one. */
+#define WRITES "#!lua\n"
+#define READS "#!lua flags=no-writes\n"
 
 #define PRELUDE                                                                                              \
     "local P = ARGV[1]\n"                                                                                    \
@@ -36,178 +42,181 @@
 
 static const char *const rd_scripts[RD_NSCRIPT] = {
     /* id, then the fields: fails when the id is taken */
-    [RD_RUN_CREATE] = PRELUDE "local id = arg()\n"
-                              "local k = P .. 'run:' .. id\n"
-                              "if redis.call('EXISTS', k) == 1 then\n"
-                              "  return redis.error_reply('a run with this id exists')\n"
-                              "end\n"
-                              "local ord = redis.call('INCR', P .. 'run_ord')\n"
-                              "redis.call('HSET', k, 'ord', ord)\n"
-                              "hset(k, num())\n"
-                              "redis.call('ZADD', P .. 'runs', ord, id)\n"
-                              "return ord\n",
+    [RD_RUN_CREATE] = WRITES PRELUDE "local id = arg()\n"
+                                     "local k = P .. 'run:' .. id\n"
+                                     "if redis.call('EXISTS', k) == 1 then\n"
+                                     "  return redis.error_reply('a run with this id exists')\n"
+                                     "end\n"
+                                     "local ord = redis.call('INCR', P .. 'run_ord')\n"
+                                     "redis.call('HSET', k, 'ord', ord)\n"
+                                     "hset(k, num())\n"
+                                     "redis.call('ZADD', P .. 'runs', ord, id)\n"
+                                     "return ord\n",
     /* id, fields to set, fields to delete: 1, or 0 when there is no such run */
-    [RD_RUN_UPDATE] = PRELUDE "local k = P .. 'run:' .. arg()\n"
-                              "if redis.call('EXISTS', k) == 0 then return 0 end\n"
-                              "hset(k, num()); hdel(k, num())\n"
-                              "return 1\n",
+    [RD_RUN_UPDATE] = WRITES PRELUDE "local k = P .. 'run:' .. arg()\n"
+                                     "if redis.call('EXISTS', k) == 0 then return 0 end\n"
+                                     "hset(k, num()); hdel(k, num())\n"
+                                     "return 1\n",
     /* id, pid, host ('' = none), now, expected pid and heartbeat: 1 claimed */
     [RD_RUN_CLAIM] =
-        PRELUDE "local k = P .. 'run:' .. arg()\n"
-                "local pid, host, now, epid, ehb = arg(), arg(), arg(), arg(), arg()\n"
-                "local cur = redis.call('HMGET', k, 'owner_pid', 'heartbeat_ms')\n"
-                "if not cur[1] or cur[1] ~= epid or cur[2] ~= ehb then return 0 end\n"
-                "redis.call('HSET', k, 'owner_pid', pid, 'heartbeat_ms', now, 'updated_ms', now,\n"
-                "  'status', 'running')\n"
-                "if host == '' then redis.call('HDEL', k, 'owner_host')\n"
-                "else redis.call('HSET', k, 'owner_host', host) end\n"
-                "return 1\n",
-    [RD_RUN_HEARTBEAT] = PRELUDE "local k = P .. 'run:' .. arg()\n"
-                                 "if redis.call('EXISTS', k) == 0 then return 0 end\n"
-                                 "redis.call('HSET', k, 'heartbeat_ms', arg())\n"
-                                 "return 1\n",
+        WRITES PRELUDE "local k = P .. 'run:' .. arg()\n"
+                       "local pid, host, now, epid, ehb = arg(), arg(), arg(), arg(), arg()\n"
+                       "local cur = redis.call('HMGET', k, 'owner_pid', 'heartbeat_ms')\n"
+                       "if not cur[1] or cur[1] ~= epid or cur[2] ~= ehb then return 0 end\n"
+                       "redis.call('HSET', k, 'owner_pid', pid, 'heartbeat_ms', now, 'updated_ms', now,\n"
+                       "  'status', 'running')\n"
+                       "if host == '' then redis.call('HDEL', k, 'owner_host')\n"
+                       "else redis.call('HSET', k, 'owner_host', host) end\n"
+                       "return 1\n",
+    [RD_RUN_HEARTBEAT] = WRITES PRELUDE "local k = P .. 'run:' .. arg()\n"
+                                        "if redis.call('EXISTS', k) == 0 then return 0 end\n"
+                                        "redis.call('HSET', k, 'heartbeat_ms', arg())\n"
+                                        "return 1\n",
     /* the run and everything stored for it: 1, or 0 when there is none */
     [RD_RUN_DELETE] =
-        PRELUDE "local id = arg()\n"
-                "local k = P .. 'run:' .. id\n"
-                "if redis.call('EXISTS', k) == 0 then return 0 end\n"
-                "for _, s in ipairs(redis.call('ZRANGE', P .. 'cps:' .. id, 0, -1)) do\n"
-                "  redis.call('DEL', P .. 'cp:' .. id .. ':' .. s)\n"
-                "end\n"
-                "redis.call('DEL', k, P .. 'cps:' .. id, P .. 'res:' .. id, P .. 'state:' .. id,\n"
-                "  P .. 'ev:' .. id)\n"
-                "redis.call('ZREM', P .. 'runs', id)\n"
-                "return 1\n",
+        WRITES PRELUDE "local id = arg()\n"
+                       "local k = P .. 'run:' .. id\n"
+                       "if redis.call('EXISTS', k) == 0 then return 0 end\n"
+                       "for _, s in ipairs(redis.call('ZRANGE', P .. 'cps:' .. id, 0, -1)) do\n"
+                       "  redis.call('DEL', P .. 'cp:' .. id .. ':' .. s)\n"
+                       "end\n"
+                       "redis.call('DEL', k, P .. 'cps:' .. id, P .. 'res:' .. id, P .. 'state:' .. id,\n"
+                       "  P .. 'ev:' .. id)\n"
+                       "redis.call('ZREM', P .. 'runs', id)\n"
+                       "return 1\n",
     /* filters status, name, since, until, identity ('' = any), unfinished
      * (1: pending, running or paused only): {fields..., cps count} per run */
-    [RD_RUN_SCAN] =
-        PRELUDE "local status, name, since, till, ident, unf = arg(), arg(), num(), num(), arg(), arg()\n"
-                "local out = {}\n"
-                "for _, id in ipairs(redis.call('ZRANGE', P .. 'runs', 0, -1)) do\n"
-                "  local k = P .. 'run:' .. id\n"
-                "  local f = redis.call('HMGET', k, 'status', 'name', 'created_ms', 'identity')\n"
-                "  local c = tonumber(f[3]) or 0\n"
-                "  if (status == '' or f[1] == status) and (name == '' or f[2] == name)\n"
-                "    and (since == 0 or c >= since) and (till == 0 or c < till)\n"
-                "    and (ident == '' or f[4] == ident)\n"
-                "    and (unf ~= '1' or f[1] == 'pending' or f[1] == 'running' or f[1] == 'paused') then\n"
-                "    out[#out + 1] = redis.call('HGETALL', k)\n"
-                "    out[#out + 1] = redis.call('ZCARD', P .. 'cps:' .. id)\n"
-                "  end\n"
-                "end\n"
-                "return out\n",
+    [RD_RUN_SCAN] = READS PRELUDE
+    "local status, name, since, till, ident, unf = arg(), arg(), num(), num(), arg(), arg()\n"
+    "local out = {}\n"
+    "for _, id in ipairs(redis.call('ZRANGE', P .. 'runs', 0, -1)) do\n"
+    "  local k = P .. 'run:' .. id\n"
+    "  local f = redis.call('HMGET', k, 'status', 'name', 'created_ms', 'identity')\n"
+    "  local c = tonumber(f[3]) or 0\n"
+    "  if (status == '' or f[1] == status) and (name == '' or f[2] == name)\n"
+    "    and (since == 0 or c >= since) and (till == 0 or c < till)\n"
+    "    and (ident == '' or f[4] == ident)\n"
+    "    and (unf ~= '1' or f[1] == 'pending' or f[1] == 'running' or f[1] == 'paused') then\n"
+    "    out[#out + 1] = redis.call('HGETALL', k)\n"
+    "    out[#out + 1] = redis.call('ZCARD', P .. 'cps:' .. id)\n"
+    "  end\n"
+    "end\n"
+    "return out\n",
     /* id, the seq the writer sealed, run fields set/deleted, checkpoint
      * fields, result pairs, state set/deleted. 0 written; -1 no such run;
      * N > 0: the next seq is N, not the one sealed (another writer came
      * first): nothing written, seal again with N. */
-    [RD_CP_WRITE] = PRELUDE "local id = arg()\n"
-                            "local k = P .. 'run:' .. id\n"
-                            "if redis.call('EXISTS', k) == 0 then return -1 end\n"
-                            "local seq = arg()\n"
-                            "local last = redis.call('ZREVRANGE', P .. 'cps:' .. id, 0, 0)\n"
-                            "local nxt = (tonumber(last[1]) or 0) + 1\n"
-                            "if nxt ~= tonumber(seq) then return nxt end\n"
-                            "hset(k, num()); hdel(k, num())\n"
-                            "hset(P .. 'cp:' .. id .. ':' .. seq, num())\n"
-                            "redis.call('ZADD', P .. 'cps:' .. id, seq, seq)\n"
-                            "hset(P .. 'res:' .. id, num())\n"
-                            "local sk = P .. 'state:' .. id\n"
-                            "hset(sk, num()); hdel(sk, num())\n"
-                            "return 0\n",
+    [RD_CP_WRITE] = WRITES PRELUDE "local id = arg()\n"
+                                   "local k = P .. 'run:' .. id\n"
+                                   "if redis.call('EXISTS', k) == 0 then return -1 end\n"
+                                   "local seq = arg()\n"
+                                   "local last = redis.call('ZREVRANGE', P .. 'cps:' .. id, 0, 0)\n"
+                                   "local nxt = (tonumber(last[1]) or 0) + 1\n"
+                                   "if nxt ~= tonumber(seq) then return nxt end\n"
+                                   "hset(k, num()); hdel(k, num())\n"
+                                   "hset(P .. 'cp:' .. id .. ':' .. seq, num())\n"
+                                   "redis.call('ZADD', P .. 'cps:' .. id, seq, seq)\n"
+                                   "hset(P .. 'res:' .. id, num())\n"
+                                   "local sk = P .. 'state:' .. id\n"
+                                   "hset(sk, num()); hdel(sk, num())\n"
+                                   "return 0\n",
     /* id, seq: checkpoints after seq go, with the results they wrote */
-    [RD_CP_ROLLBACK] = PRELUDE "local id, s = arg(), num()\n"
-                               "local ck = P .. 'cps:' .. id\n"
-                               "for _, x in ipairs(redis.call('ZRANGEBYSCORE', ck, '(' .. s, '+inf')) do\n"
-                               "  redis.call('DEL', P .. 'cp:' .. id .. ':' .. x)\n"
-                               "end\n"
-                               "redis.call('ZREMRANGEBYSCORE', ck, '(' .. s, '+inf')\n"
-                               "local rk = P .. 'res:' .. id\n"
-                               "local all = redis.call('HGETALL', rk)\n"
-                               "for i = 1, #all, 2 do\n"
-                               "  local cp = tonumber(string.match(all[i + 1], '^(%d+)|'))\n"
-                               "  if cp and cp > s then redis.call('HDEL', rk, all[i]) end\n"
-                               "end\n"
-                               "return 0\n",
+    [RD_CP_ROLLBACK] =
+        WRITES PRELUDE "local id, s = arg(), num()\n"
+                       "local ck = P .. 'cps:' .. id\n"
+                       "for _, x in ipairs(redis.call('ZRANGEBYSCORE', ck, '(' .. s, '+inf')) do\n"
+                       "  redis.call('DEL', P .. 'cp:' .. id .. ':' .. x)\n"
+                       "end\n"
+                       "redis.call('ZREMRANGEBYSCORE', ck, '(' .. s, '+inf')\n"
+                       "local rk = P .. 'res:' .. id\n"
+                       "local all = redis.call('HGETALL', rk)\n"
+                       "for i = 1, #all, 2 do\n"
+                       "  local cp = tonumber(string.match(all[i + 1], '^(%d+)|'))\n"
+                       "  if cp and cp > s then redis.call('HDEL', rk, all[i]) end\n"
+                       "end\n"
+                       "return 0\n",
     /* has run (1/0), id, the packed event: its id, or -1 no such run */
-    [RD_EV_ADD] = PRELUDE "local has, id, rest = arg(), arg(), arg()\n"
-                          "local lk = P .. 'ev'\n"
-                          "if has == '1' then\n"
-                          "  if redis.call('EXISTS', P .. 'run:' .. id) == 0 then return -1 end\n"
-                          "  lk = P .. 'ev:' .. id\n"
-                          "end\n"
-                          "local eid = redis.call('INCR', P .. 'ev_id')\n"
-                          "redis.call('RPUSH', lk, eid .. '|' .. rest)\n"
-                          "return eid\n",
+    [RD_EV_ADD] = WRITES PRELUDE "local has, id, rest = arg(), arg(), arg()\n"
+                                 "local lk = P .. 'ev'\n"
+                                 "if has == '1' then\n"
+                                 "  if redis.call('EXISTS', P .. 'run:' .. id) == 0 then return -1 end\n"
+                                 "  lk = P .. 'ev:' .. id\n"
+                                 "end\n"
+                                 "local eid = redis.call('INCR', P .. 'ev_id')\n"
+                                 "redis.call('RPUSH', lk, eid .. '|' .. rest)\n"
+                                 "return eid\n",
     /* count hits (1/0), n puts (key, created_ms, fields), m lookups (keys):
      * the first reply of a key wins; {fields} or 0 per lookup */
-    [RD_JOURNAL] = PRELUDE "local count = arg()\n"
-                           "for i = 1, num() do\n"
-                           "  local key, created, n = arg(), arg(), num()\n"
-                           "  local k = P .. 'jr:' .. key\n"
-                           "  if redis.call('EXISTS', k) == 0 then\n"
-                           "    hset(k, n)\n"
-                           "    redis.call('HSET', k, 'created_ms', created, 'hits', 0)\n"
-                           "    redis.call('ZADD', P .. 'jrz', created, key)\n"
-                           "  else skip_pairs(n) end\n"
-                           "end\n"
-                           "local out = {}\n"
-                           "for i = 1, num() do\n"
-                           "  local k = P .. 'jr:' .. arg()\n"
-                           "  if redis.call('EXISTS', k) == 1 then\n"
-                           "    if count == '1' then redis.call('HINCRBY', k, 'hits', 1) end\n"
-                           "    out[i] = redis.call('HGETALL', k)\n"
-                           "  else out[i] = 0 end\n"
-                           "end\n"
-                           "return out\n",
+    [RD_JOURNAL] = WRITES PRELUDE "local count = arg()\n"
+                                  "for i = 1, num() do\n"
+                                  "  local key, created, n = arg(), arg(), num()\n"
+                                  "  local k = P .. 'jr:' .. key\n"
+                                  "  if redis.call('EXISTS', k) == 0 then\n"
+                                  "    hset(k, n)\n"
+                                  "    redis.call('HSET', k, 'created_ms', created, 'hits', 0)\n"
+                                  "    redis.call('ZADD', P .. 'jrz', created, key)\n"
+                                  "  else skip_pairs(n) end\n"
+                                  "end\n"
+                                  "local out = {}\n"
+                                  "for i = 1, num() do\n"
+                                  "  local k = P .. 'jr:' .. arg()\n"
+                                  "  if redis.call('EXISTS', k) == 1 then\n"
+                                  "    if count == '1' then redis.call('HINCRBY', k, 'hits', 1) end\n"
+                                  "    out[i] = redis.call('HGETALL', k)\n"
+                                  "  else out[i] = 0 end\n"
+                                  "end\n"
+                                  "return out\n",
     /* before_ms: the number of entries removed */
-    [RD_JR_PRUNE] = PRELUDE "local z = P .. 'jrz'\n"
-                            "local before = '(' .. arg()\n"
-                            "local gone = redis.call('ZRANGEBYSCORE', z, '-inf', before)\n"
-                            "for _, key in ipairs(gone) do redis.call('DEL', P .. 'jr:' .. key) end\n"
-                            "redis.call('ZREMRANGEBYSCORE', z, '-inf', before)\n"
-                            "return #gone\n",
+    [RD_JR_PRUNE] = WRITES PRELUDE "local z = P .. 'jrz'\n"
+                                   "local before = '(' .. arg()\n"
+                                   "local gone = redis.call('ZRANGEBYSCORE', z, '-inf', before)\n"
+                                   "for _, key in ipairs(gone) do redis.call('DEL', P .. 'jr:' .. key) end\n"
+                                   "redis.call('ZREMRANGEBYSCORE', z, '-inf', before)\n"
+                                   "return #gone\n",
     /* store-wide figures, as strings: runs, running, paused, failed,
      * completed, recoveries, checkpoints, mean ms, max ms, journal entries,
      * hits, saved usd, bytes (MEMORY USAGE of every key of orch's) */
-    [RD_STATS] =
-        PRELUDE "local n = {runs = 0, running = 0, paused = 0, failed = 0, completed = 0}\n"
-                "local rec, ncp, sum, max, bytes = 0, 0, 0, 0, 0\n"
-                "local function mem(k) bytes = bytes + (redis.call('MEMORY', 'USAGE', k) or 0) end\n"
-                "for _, k in ipairs({'meta', 'runs', 'run_ord', 'ev_id', 'ev', 'jrz'}) do mem(P .. k) end\n"
-                "for _, id in ipairs(redis.call('ZRANGE', P .. 'runs', 0, -1)) do\n"
-                "  local f = redis.call('HMGET', P .. 'run:' .. id, 'status', 'recoveries')\n"
-                "  n.runs = n.runs + 1\n"
-                "  if f[1] and n[f[1]] then n[f[1]] = n[f[1]] + 1 end\n"
-                "  rec = rec + (tonumber(f[2]) or 0)\n"
-                "  for _, s in ipairs(redis.call('ZRANGE', P .. 'cps:' .. id, 0, -1)) do\n"
-                "    local ck = P .. 'cp:' .. id .. ':' .. s\n"
-                "    local d = tonumber(redis.call('HGET', ck, 'duration_ms')) or 0\n"
-                "    ncp = ncp + 1; sum = sum + d\n"
-                "    if d > max then max = d end\n"
-                "    mem(ck)\n"
-                "  end\n"
-                "  for _, t in ipairs({'run:', 'cps:', 'res:', 'state:', 'ev:'}) do mem(P .. t .. id) end\n"
-                "end\n"
-                "local ne, hits, saved = 0, 0, 0\n"
-                "for _, key in ipairs(redis.call('ZRANGE', P .. 'jrz', 0, -1)) do\n"
-                "  local f = redis.call('HMGET', P .. 'jr:' .. key, 'cost_usd', 'hits')\n"
-                "  local h = tonumber(f[2]) or 0\n"
-                "  ne = ne + 1; hits = hits + h; saved = saved + (tonumber(f[1]) or 0) * h\n"
-                "  mem(P .. 'jr:' .. key)\n"
-                "end\n"
-                "local function g(x) return string.format('%.17g', x) end\n"
-                "return {g(n.runs), g(n.running), g(n.paused), g(n.failed), g(n.completed), g(rec),\n"
-                "  g(ncp), g(ncp > 0 and sum / ncp or 0), g(max), g(ne), g(hits), g(saved), g(bytes)}\n",
-    /* schema: marks the prefix as orch's, the caller having SCANned it
-     * (outside a script, so a big database is not blocked while it is):
-     * 0 created, 1 already orch's, {name} of a meta key not orch's */
-    [RD_SETUP] = PRELUDE "local schema = arg()\n"
-                         "local k = P .. 'meta'\n"
-                         "local app = redis.call('HGET', k, 'app')\n"
-                         "if app == 'orch' then return 1 end\n"
-                         "if redis.call('EXISTS', k) == 1 then return {k} end\n"
-                         "redis.call('HSET', k, 'app', 'orch', 'schema', schema)\n"
-                         "return 0\n",
+    [RD_STATS] = READS PRELUDE
+    "local n = {runs = 0, running = 0, paused = 0, failed = 0, completed = 0}\n"
+    "local rec, ncp, sum, max, bytes = 0, 0, 0, 0, 0\n"
+    "local function mem(k) bytes = bytes + (redis.call('MEMORY', 'USAGE', k) or 0) end\n"
+    "for _, k in ipairs({'meta', 'runs', 'run_ord', 'ev_id', 'ev', 'jrz'}) do mem(P .. k) end\n"
+    "for _, id in ipairs(redis.call('ZRANGE', P .. 'runs', 0, -1)) do\n"
+    "  local f = redis.call('HMGET', P .. 'run:' .. id, 'status', 'recoveries')\n"
+    "  n.runs = n.runs + 1\n"
+    "  if f[1] and n[f[1]] then n[f[1]] = n[f[1]] + 1 end\n"
+    "  rec = rec + (tonumber(f[2]) or 0)\n"
+    "  for _, s in ipairs(redis.call('ZRANGE', P .. 'cps:' .. id, 0, -1)) do\n"
+    "    local ck = P .. 'cp:' .. id .. ':' .. s\n"
+    "    local d = tonumber(redis.call('HGET', ck, 'duration_ms')) or 0\n"
+    "    ncp = ncp + 1; sum = sum + d\n"
+    "    if d > max then max = d end\n"
+    "    mem(ck)\n"
+    "  end\n"
+    "  for _, t in ipairs({'run:', 'cps:', 'res:', 'state:', 'ev:'}) do mem(P .. t .. id) end\n"
+    "end\n"
+    "local ne, hits, saved = 0, 0, 0\n"
+    "for _, key in ipairs(redis.call('ZRANGE', P .. 'jrz', 0, -1)) do\n"
+    "  local f = redis.call('HMGET', P .. 'jr:' .. key, 'cost_usd', 'hits')\n"
+    "  local h = tonumber(f[2]) or 0\n"
+    "  ne = ne + 1; hits = hits + h; saved = saved + (tonumber(f[1]) or 0) * h\n"
+    "  mem(P .. 'jr:' .. key)\n"
+    "end\n"
+    "local function g(x) return string.format('%.17g', x) end\n"
+    "return {g(n.runs), g(n.running), g(n.paused), g(n.failed), g(n.completed), g(rec),\n"
+    "  g(ncp), g(ncp > 0 and sum / ncp or 0), g(max), g(ne), g(hits), g(saved), g(bytes)}\n",
+    /* schema, a key the caller's SCAN found under the prefix ('' none;
+     * SCAN runs outside a script, so a big database is not blocked while
+     * it does): marks the prefix as orch's. 0 created, 1 already orch's
+     * (another orch may have marked it since the caller looked: then what
+     * it found is orch's), {name} of a key that is not orch's */
+    [RD_SETUP] = WRITES PRELUDE "local schema, found = arg(), arg()\n"
+                                "local k = P .. 'meta'\n"
+                                "if redis.call('HGET', k, 'app') == 'orch' then return 1 end\n"
+                                "if found ~= '' then return {found} end\n"
+                                "if redis.call('EXISTS', k) == 1 then return {k} end\n"
+                                "redis.call('HSET', k, 'app', 'orch', 'schema', schema)\n"
+                                "return 0\n",
 };
 
 const char *orch_redis_script(enum rd_script i)

@@ -2006,6 +2006,30 @@ static void test_redis_refusals(const char *url)
         redisFree(c);
     }
 
+    /* a server out of memory refuses a checkpoint whole, and still reads */
+    st = orch_store_open(url, err, sizeof err);
+    CHECK(st != NULL);
+    if (st != NULL) {
+        CHECK(rd_cmd(url, "CONFIG", "SET", "maxmemory", "1") == 0);
+        struct orch_run run = make_run("r4", "classify", "idA", ORCH_RUN_RUNNING, 4000);
+        struct orch_result res[] = {{1, "k1", "ok", NULL, "{}", 2}};
+        struct orch_checkpoint c = {0};
+        CHECK(orch_store_checkpoint_write(st, &run, &c, res, 1, NULL, 0) == -1);
+        CHECK_HAS(st->err, ": cannot store a checkpoint of run r4: OOM command not allowed");
+        struct orch_run got = {0};
+        CHECK(orch_store_run_get(st, "r4", &got) == 1);
+        CHECK(got.status == ORCH_RUN_FAILED && got.checkpoints == 0); /* as test_runs left it */
+        orch_run_clear(&got);
+        struct ids ids = {0};
+        CHECK(orch_store_run_list(st, NULL, collect_run, &ids) == 0);
+        CHECK(ids.n > 0);
+        CHECK(rd_cmd(url, "CONFIG", "SET", "maxmemory", "0") == 0);
+        CHECK(orch_store_checkpoint_write(st, &run, &c, res, 1, NULL, 0) == 0);
+        CHECK(c.seq == 1);
+        free(c.checksum);
+        orch_store_close(st);
+    }
+
     /* durability: fsync every second is warned about, and refused on demand */
     CHECK(rd_cmd(url, "CONFIG", "SET", "appendfsync", "everysec") == 0);
     st = orch_store_open_flags(url, ORCH_STORE_REQUIRE_DURABLE, err, sizeof err);
@@ -2114,6 +2138,13 @@ int main(int argc, char **argv)
     if (backend == B_REDIS) {
         test_journal_crash(target);
         test_redis_two_writers(target);
+        /* four processes marking a fresh database as orch's at once, in
+         * several databases: none takes another's keys for a stranger's */
+        for (int db = 5; db <= 13; db++) {
+            char conc[1000];
+            rd_db_url(target, db, conc, sizeof conc);
+            test_concurrent_open(conc);
+        }
         test_redis_refusals(target);
         return check_report();
     }

@@ -119,6 +119,20 @@ struct orch_store_ops {
     /* What the store runs on, "SQLite 3.40.1" or "PostgreSQL 15.4" (the
      * server's version), into out (always NUL-terminated). */
     void (*version)(struct orch_store *st, char *out, size_t outlen);
+
+    /* ---- many workers, one run (store.h has the contracts) ---- */
+    int (*lease_plan)(struct orch_store *st, const char *run_id, const struct orch_lease *l, size_t n);
+    int (*lease_claim)(struct orch_store *st, const char *run_id, const char *worker, int64_t stale_ms,
+                       struct orch_lease *out);
+    int (*lease_heartbeat)(struct orch_store *st, const char *run_id, int64_t no, const char *worker);
+    int (*lease_commit)(struct orch_store *st, const char *run_id, const struct orch_lease_commit *c,
+                        const struct orch_result *res, size_t nres);
+    int (*lease_list)(struct orch_store *st, const char *run_id, orch_lease_cb cb, void *ud);
+    int (*budget_reserve)(struct orch_store *st, const char *run_id, double est_usd, double max_usd);
+    int (*budget_settle)(struct orch_store *st, const char *run_id, double released_usd, double spent_usd);
+    int (*budget_set)(struct orch_store *st, const char *run_id, double max_usd);
+    int (*budget_get)(struct orch_store *st, const char *run_id, double *max_usd, double *spent_usd,
+                      double *reserved_usd);
 };
 
 /* Seals a checkpoint a backend has numbered seq, inside its write

@@ -122,6 +122,32 @@ static const char *const pg_migrations[] = {
     ");\n"
     "COMMENT ON COLUMN llm_journal.key IS 'hex hash of provider + model + canonical request';\n"
     "UPDATE orch_meta SET version = 2 WHERE app = 'orch';\n",
+    /* 2 -> 3: many workers, one run. leases: a worker run's input in
+     * contiguous ranges of rows, claimed by workers; times by the
+     * server's clock. run_budget: the spend every worker of a run shares. */
+    "CREATE TABLE leases (\n"
+    "  run_id text NOT NULL REFERENCES runs (id) ON DELETE CASCADE,\n"
+    "  no bigint NOT NULL,\n"
+    "  first_index bigint NOT NULL,\n"
+    "  nrows bigint NOT NULL,\n"
+    "  cur_offset bigint NOT NULL,\n"
+    "  cur_line bigint NOT NULL,\n"
+    "  cur_index bigint NOT NULL,\n"
+    "  status text NOT NULL DEFAULT 'free' CHECK (status IN ('free','taken','done')),\n"
+    "  owner text,\n"
+    "  claims bigint NOT NULL DEFAULT 0,\n"
+    "  claimed_ms bigint NOT NULL DEFAULT 0,\n"
+    "  heartbeat_ms bigint NOT NULL DEFAULT 0,\n"
+    "  done_ms bigint NOT NULL DEFAULT 0,\n"
+    "  PRIMARY KEY (run_id, no)\n"
+    ");\n"
+    "CREATE TABLE run_budget (\n"
+    "  run_id text PRIMARY KEY REFERENCES runs (id) ON DELETE CASCADE,\n"
+    "  max_usd double precision NOT NULL,\n"
+    "  spent_usd double precision NOT NULL DEFAULT 0,\n"
+    "  reserved_usd double precision NOT NULL DEFAULT 0\n"
+    ");\n"
+    "UPDATE orch_meta SET version = 3 WHERE app = 'orch';\n",
 };
 
 #define PG_SCHEMA_VERSION ((int)(sizeof pg_migrations / sizeof pg_migrations[0]))

@@ -260,7 +260,50 @@ local function export_output(run, limit, format, fh, write_row)
   end
 end
 
+-- A worker run's output is its results' data, in input order (orch.worker):
+-- whole once the run completed. -> exit code
+local function export_worker_run(st, run, opts, format)
+  if run.status ~= "completed" then
+    say(string.format("cannot export run %s yet: it is %s with %s rows committed by its workers; the output is "
+      .. "whole once every lease is done (orch status %s shows them)", run.id, run.status, count(run.rows_done),
+      run.id))
+    return 1
+  end
+  local fh = io.stdout
+  if opts.o then
+    local ferr
+    fh, ferr = io.open(opts.o, "wb")
+    if fh == nil then
+      say("cannot write " .. tostring(ferr))
+      return 2
+    end
+  end
+  local write_row -- CSV: the columns of the first row, in its order
+  local ok, err = st:each_result(run.id, function(r)
+    if r.data then
+      if format == "csv" then
+        local _, row, keys = pcall(json.decode, r.data, true)
+        write_row = write_row or csv_writer(fh, keys)
+        write_row(row)
+      else
+        fh:write(r.data)
+      end
+    end
+  end)
+  if fh ~= io.stdout then
+    fh:close()
+  end
+  if not ok then
+    say(err)
+    return 1
+  end
+  return 0
+end
+
 local function export_run(st, run, opts, format)
+  if require("orch.worker").is_worker_run(run) then
+    return export_worker_run(st, run, opts, format)
+  end
   local cps = st:checkpoint_list(run.id) or {}
   local last = cps[#cps]
   local limit = last and last.output_offset or 0

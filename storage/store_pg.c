@@ -1612,18 +1612,17 @@ static int pg_lease_plan(struct orch_store *base, const char *run_id, const stru
     p_text(&p, run_id);
     if (pg_begin(st, what) != 0)
         return -1;
-    PGresult *r =
-        pg_exec_sql(st,
-                    "SELECT (SELECT count(*) FROM leases WHERE run_id = $1) FROM runs WHERE id = $1 "
-                    "FOR UPDATE",
-                    &p, what);
-    if (r == NULL)
-        goto fail;
-    if (PQntuples(r) != 1) {
-        PQclear(r);
-        pg_fail(st, "%s: no such run", what);
+    /* the lock first, then the count: a count in the locking statement
+     * would read the snapshot taken before the wait */
+    int64_t locked = pg_exec_count(st, "SELECT 1 FROM runs WHERE id = $1 FOR UPDATE", &p, what);
+    if (locked <= 0) {
+        if (locked == 0)
+            pg_fail(st, "%s: no such run", what);
         goto fail;
     }
+    PGresult *r = pg_exec_sql(st, "SELECT count(*) FROM leases WHERE run_id = $1", &p, what);
+    if (r == NULL)
+        goto fail;
     int64_t have = pg_col_int(r, 0, 0);
     PQclear(r);
     if (have == 0 && n > 0) {

@@ -96,7 +96,7 @@ local function join(st, wf, ident, opts)
     new.identity = identity
     if st:run_create(new) then
       st:event_add(id, "started", json.encode({ workers = true, cwd = sys.realpath("."),
-        workflow = ident.workflow_arg, lease_rows = opts.lease_rows }))
+        workflow = ident.workflow_arg, lease_rows = opts.lease_rows, lease_timeout = opts.lease_timeout }))
     end
     run = st:run_get(id) -- made here or by a worker that started at the same time
     if run == nil then
@@ -517,7 +517,8 @@ function M.command(opts, wf, path)
   require("orch.cli").warn_unread_params(opts.set)
   return cli_base.with_store(opts, function(st)
     local ident = runs.identify(wf, path, opts.set)
-    local run, err, code = join(st, wf, ident, { db = opts.db, lease_rows = lease_rows })
+    local run, err, code = join(st, wf, ident, { db = opts.db, lease_rows = lease_rows,
+      lease_timeout = timeout_s })
     if run == nil then
       if code == 0 then
         cli_base.note(err)
@@ -525,6 +526,18 @@ function M.command(opts, wf, path)
         say(err)
       end
       return code
+    end
+    -- every worker of a run counts staleness alike: the first one's --lease-timeout
+    for _, ev in ipairs(st:event_list(run.id) or {}) do
+      local ok, d = pcall(json.decode, ev.type == "started" and ev.data or "null")
+      if ok and type(d) == "table" and tonumber(d.lease_timeout) then
+        if opts.lease_timeout and tonumber(opts.lease_timeout) ~= tonumber(d.lease_timeout) then
+          cli_base.warn(string.format("warning: run %s takes leases back after %s s without a heartbeat (set by its "
+            .. "first worker); --lease-timeout %s is ignored", run.id, tostring(d.lease_timeout), opts.lease_timeout))
+        end
+        timeout_s = tonumber(d.lease_timeout)
+        break
+      end
     end
     local W = { st = st, wf = wf, run = run, opts = opts, name = worker_name(), timeout_s = timeout_s,
       beat_s = math.max(timeout_s / 4, 0.05), rows = 0, leases = 0, t0 = sched.now(),

@@ -1109,6 +1109,23 @@ static int l_store_budget_get(lua_State *L)
     return 1;
 }
 
+/* run_set_status(run_id, status [, error]) -> true | false (no such run) | nil, err */
+static int l_store_run_set_status(lua_State *L)
+{
+    struct orch_store *st = check_open(L);
+    const char *id = luaL_checkstring(L, 2);
+    const char *name = luaL_checkstring(L, 3);
+    const char *error = luaL_optstring(L, 4, NULL);
+    int status = orch_run_status_parse(name);
+    if (status < 0)
+        return luaL_error(L, "unknown run status '%s'", name);
+    int rc = orch_store_run_set_status(st, id, (enum orch_run_status)status, error);
+    if (rc < 0)
+        return push_failure(L, st->err);
+    lua_pushboolean(L, rc);
+    return 1;
+}
+
 static const luaL_Reg store_methods[] = {
     {"close", l_store_close},
     {"run_create", l_store_run_create},
@@ -1143,6 +1160,7 @@ static const luaL_Reg store_methods[] = {
     {"budget_settle", l_store_budget_settle},
     {"budget_set", l_store_budget_set},
     {"budget_get", l_store_budget_get},
+    {"run_set_status", l_store_run_set_status},
     {NULL, NULL},
 };
 

@@ -776,6 +776,16 @@ int orch_store_budget_get(struct orch_store *st, const char *run_id, double *max
     return st->ops->budget_get(st, run_id, max_usd, spent_usd, reserved_usd);
 }
 
+int orch_store_run_set_status(struct orch_store *st, const char *run_id, enum orch_run_status status,
+                              const char *error)
+{
+    if (st->ops->run_set_status == NULL)
+        return store_unsupported(st, "orch worker");
+    if (run_id == NULL || (unsigned)status > ORCH_RUN_FAILED)
+        return orch_store_fail(st, "run_set_status: needs a run id and a status");
+    return st->ops->run_set_status(st, run_id, status, error);
+}
+
 void orch_lease_clear(struct orch_lease *l)
 {
     if (l == NULL)

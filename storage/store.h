@@ -389,6 +389,12 @@ int orch_store_budget_set(struct orch_store *st, const char *run_id, double max_
 int orch_store_budget_get(struct orch_store *st, const char *run_id, double *max_usd, double *spent_usd,
                           double *reserved_usd);
 
+/* Sets only the run's status and error (finished_ms when completed or
+ * failed), leaving its counters to the workers' commits, which add to
+ * them meanwhile. 1, 0 no such run, -1 error. */
+int orch_store_run_set_status(struct orch_store *st, const char *run_id, enum orch_run_status status,
+                              const char *error);
+
 void orch_lease_clear(struct orch_lease *l);
 
 #endif

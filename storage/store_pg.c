@@ -1920,6 +1920,25 @@ static int pg_budget_get(struct orch_store *base, const char *run_id, double *ma
     return found;
 }
 
+static int pg_run_set_status(struct orch_store *base, const char *run_id, enum orch_run_status status,
+                             const char *error)
+{
+    struct pg_store *st = pg_of(base);
+    char what[300];
+    snprintf(what, sizeof what, "cannot update run %s", run_id);
+    int64_t now = orch_store_now_ms();
+    struct pg_params p = {0};
+    p_text(&p, run_id);
+    p_text(&p, orch_run_status_name(status));
+    p_text(&p, error);
+    p_int(&p, now);
+    p_int(&p, status == ORCH_RUN_COMPLETED || status == ORCH_RUN_FAILED ? now : 0);
+    int64_t n = pg_exec_count(
+        st, "UPDATE runs SET status = $2, error = $3, updated_ms = $4, finished_ms = $5 WHERE id = $1", &p,
+        what);
+    return n < 0 ? -1 : n > 0;
+}
+
 static const struct orch_store_ops pg_ops = {
     .name = "postgres",
     .close = pg_close,
@@ -1954,6 +1973,7 @@ static const struct orch_store_ops pg_ops = {
     .budget_settle = pg_budget_settle,
     .budget_set = pg_budget_set,
     .budget_get = pg_budget_get,
+    .run_set_status = pg_run_set_status,
 };
 
 /* Notices (e.g. from VACUUM) are not errors and must not reach stderr. */

@@ -1454,6 +1454,25 @@ static int sq_budget_get(struct orch_store *base, const char *run_id, double *ma
     return ret;
 }
 
+static int sq_run_set_status(struct orch_store *base, const char *run_id, enum orch_run_status status,
+                             const char *error)
+{
+    struct sq_store *st = sq_of(base);
+    char what[300];
+    snprintf(what, sizeof what, "cannot update run %s", run_id);
+    sqlite3_stmt *s = NULL;
+    if (sq_prep(st,
+                "UPDATE runs SET status = ?2, error = ?3, updated_ms = ?4, finished_ms = ?5 WHERE id = ?1",
+                &s, what) != 0)
+        return -1;
+    int64_t now = orch_store_now_ms();
+    int bad = sq_bind_text(s, 1, run_id) | sq_bind_text(s, 2, orch_run_status_name(status)) |
+              sq_bind_text(s, 3, error) | sq_bind_int(s, 4, now) |
+              sq_bind_int(s, 5, status == ORCH_RUN_COMPLETED || status == ORCH_RUN_FAILED ? now : 0);
+    int64_t n = sq_run_count(st, s, bad, what);
+    return n < 0 ? -1 : n > 0;
+}
+
 const struct orch_store_ops sq_ops = {
     .name = "sqlite",
     .close = sq_close,
@@ -1488,4 +1507,5 @@ const struct orch_store_ops sq_ops = {
     .budget_settle = sq_budget_settle,
     .budget_set = sq_budget_set,
     .budget_get = sq_budget_get,
+    .run_set_status = sq_run_set_status,
 };

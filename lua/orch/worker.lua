@@ -464,9 +464,7 @@ local function work(W)
       if how == "lost" then
         wlog(0, "warning: " .. msg, "warn")
       elseif how == "budget" then
-        local r = st:run_get(run.id) or run
-        r.status, r.error = "paused", "budget: " .. tostring(msg)
-        st:run_update(r)
+        st:run_set_status(run.id, "paused", "budget: " .. tostring(msg)) -- the counters are the commits' alone
         wlog(-1, string.format("run %s paused: %s; to finish: orch resume %s%s --budget USD", run.id, msg, run.id,
           W.opts.db and (" --db " .. runs.shell_quote(log.mask(W.opts.db))) or ""), "warn")
         return 3
@@ -474,9 +472,7 @@ local function work(W)
         wlog(0, string.format("worker %s %s: lease %d given back; the other workers go on", W.name, msg, lease.no))
         return 3
       elseif how == "failed" then
-        local r = st:run_get(run.id) or run
-        r.status, r.error, r.finished_ms = "failed", tostring(msg), store.now_ms()
-        st:run_update(r)
+        st:run_set_status(run.id, "failed", tostring(msg))
         st:event_add(run.id, "failed", json.encode({ error = tostring(msg), worker = W.name }))
         wlog(-1, string.format("run %s failed: %s", run.id, tostring(msg)), "error")
         return 1
@@ -554,7 +550,7 @@ function M.command(opts, wf, path)
         return 3
       end
       run.status, run.error = "running", nil
-      st:run_update(run)
+      st:run_set_status(run.id, "running")
     end
     local pok, perr = plan_leases(st, wf, run, lease_rows)
     if not pok then

@@ -64,6 +64,36 @@ local function status_lines(run, cps, live, opts)
   return lines
 end
 
+-- orch status of a worker run (orch.worker): the run's totals, its leases
+-- and its workers, live ones first, with the rows each committed and their
+-- rate. -> exit code
+local function worker_status(st, run, cps, opts)
+  local w, err = require("orch.worker").workers(st, run)
+  if w == nil then
+    say(err)
+    return 1
+  end
+  local lines = status_lines(run, cps, run.status == "running", opts)
+  for i = #lines, 1, -1 do
+    if lines[i][1] == "owner" or lines[i][1] == "checkpoints" then
+      table.remove(lines, i)
+    end
+  end
+  local nlive = 0
+  for _, x in ipairs(w.workers) do
+    nlive = nlive + (x.live and 1 or 0)
+  end
+  lines[#lines + 1] = { "leases", string.format("%d: %d done, %d taken, %d free (taken back after %s s without a "
+    .. "heartbeat)", w.leases.total, w.leases.done, w.leases.taken, w.leases.free, tostring(w.timeout_s)) }
+  lines[#lines + 1] = { "workers", string.format("%d live, %d in all", nlive, #w.workers) }
+  for _, x in ipairs(w.workers) do
+    lines[#lines + 1] = { "  " .. x.name, string.format("%s, %s rows, %.1f rows/s", x.live and ("live, lease "
+      .. x.lease) or "holds no lease", count(x.rows), x.rows_per_s) }
+  end
+  fmt.fields(io.stdout, lines)
+  return 0
+end
+
 function M.status(opts)
   return base.with_store(opts, function(st)
     local run, code = status_run(st, opts)
@@ -78,10 +108,16 @@ function M.status(opts)
     end
     if opts.json then
       run.last_checkpoint = cps[#cps]
+      if require("orch.worker").is_worker_run(run) then
+        run.workers = require("orch.worker").workers(st, run)
+      end
       base.print_json(run)
       return 0
     end
     local live = (run.status == "running") and runs.owner_alive(run, store.now_ms())
+    if require("orch.worker").is_worker_run(run) then
+      return worker_status(st, run, cps, opts)
+    end
     fmt.fields(io.stdout, status_lines(run, cps, live, opts))
     return 0
   end, "r")

@@ -488,6 +488,56 @@ local function work(W)
   end
 end
 
+--- workers(st, run) -> { leases = { done, taken, free, total }, workers = { { name, live, lease, rows,
+--- rows_per_s }, ... }, timeout_s } | nil, err: what orch status shows of a worker run. A worker is live
+--- while it holds a lease whose heartbeat (store clock) is younger than the run's lease timeout; its
+--- rows/s are the rows it committed over the time from its first claim to its last heartbeat.
+function M.workers(st, run)
+  local leases, err = st:lease_list(run.id)
+  if leases == nil then
+    return nil, err
+  end
+  local timeout_s = M.LEASE_TIMEOUT_S
+  for _, ev in ipairs(st:event_list(run.id) or {}) do
+    local ok, d = pcall(json.decode, ev.type == "started" and ev.data or "null")
+    if ok and type(d) == "table" and tonumber(d.lease_timeout) then
+      timeout_s = tonumber(d.lease_timeout)
+      break
+    end
+  end
+  local out = { leases = { done = 0, taken = 0, free = 0, total = #leases }, workers = {}, timeout_s = timeout_s }
+  local by = {}
+  for _, l in ipairs(leases) do
+    out.leases[l.status] = out.leases[l.status] + 1
+    if l.owner then
+      local w = by[l.owner]
+      if w == nil then
+        w = { name = l.owner, live = false, rows = 0, first_ms = l.claimed_ms, last_ms = 0 }
+        by[l.owner] = w
+        out.workers[#out.workers + 1] = w
+      end
+      w.rows = w.rows + (l.index - l.first_index)
+      w.first_ms = math.min(w.first_ms, l.claimed_ms)
+      w.last_ms = math.max(w.last_ms, l.status == "done" and l.done_ms or l.heartbeat_ms)
+      if l.status == "taken" and l.age_ms < timeout_s * 1000 then
+        w.live, w.lease = true, l.no
+      end
+    end
+  end
+  for _, w in ipairs(out.workers) do
+    local secs = (w.last_ms - w.first_ms) / 1000
+    w.rows_per_s = secs > 0 and w.rows / secs or 0
+    w.first_ms, w.last_ms = nil, nil
+  end
+  table.sort(out.workers, function(a, b)
+    if a.live ~= b.live then
+      return a.live
+    end
+    return a.name < b.name
+  end)
+  return out
+end
+
 --- command(opts): `orch worker WORKFLOW.lua`, or (opts.resume_run) the
 --- run `orch resume` named. -> exit code
 function M.command(opts, wf, path)

@@ -1,7 +1,8 @@
 # Many workers, one run (orch worker) on a real PostgreSQL server: three
 # workers share an 8,000-row LLM run in leases, one is killed -9 mid-lease
 # and a fourth joins late; the run completes, orch export writes output
-# byte-identical to a single-process run, the server saw at most the
+# byte-identical to a single-process run, orch status shows the live
+# workers with their leases and rates, the server saw at most the
 # killed worker's in-flight requests twice, and the journal's spend equals
 # the single-process spend. A worker with another workflow, input or
 # parameters is refused with the difference named.
@@ -52,6 +53,12 @@ left=$(pg_db w "select count(*) from leases where status <> 'done'")
 if [ "$left" -gt 0 ]; then ok "the run was mid-way at the kill ($left leases not done)"; else bad "the run was over at the kill"; fi
 "$ORCH" worker llm.lua --db "$W" -v >w4.log 2>&1 &
 pid4=$!
+# orch status while they work: the live workers, their leases and rates
+status_live() { "$ORCH" status --db "$W" >status.txt 2>&1 && grep -Eq "^workers +[2-9] live" status.txt; }
+if wait_until status_live; then ok "orch status shows the live workers"; else bad "orch status: $(cat status.txt)"; fi
+expect_grep "each with its lease and rows/s" "^  [^ ]+:[0-9]+:[0-9a-f]+ +live, lease [0-9]+, [0-9,]+ rows, [0-9.]+ rows/s" status.txt
+expect_grep "and the run's leases" "^leases +16: [0-9]+ done, [0-9]+ taken, [0-9]+ free" status.txt
+expect_eq "orch ls shows the run once" "$("$ORCH" ls --db "$W" | grep -c "many-w")" 1
 rcs=""
 for p in $pid1 $pid3 $pid4; do
   wait "$p"

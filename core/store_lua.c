@@ -1109,6 +1109,21 @@ static int l_store_budget_get(lua_State *L)
     return 1;
 }
 
+/* journal_pend(key, owner, ttl_ms) -> true (the key is this owner's to send) | false (another's
+ * live marker holds it) | nil, err */
+static int l_store_journal_pend(lua_State *L)
+{
+    struct orch_store *st = check_open(L);
+    const char *key = luaL_checkstring(L, 2);
+    const char *owner = luaL_checkstring(L, 3);
+    lua_Integer ttl = luaL_checkinteger(L, 4);
+    int rc = orch_store_journal_pend(st, key, owner, (int64_t)ttl);
+    if (rc < 0)
+        return push_failure(L, st->err);
+    lua_pushboolean(L, rc);
+    return 1;
+}
+
 /* run_set_status(run_id, status [, error]) -> true | false (no such run) | nil, err */
 static int l_store_run_set_status(lua_State *L)
 {
@@ -1161,6 +1176,7 @@ static const luaL_Reg store_methods[] = {
     {"budget_set", l_store_budget_set},
     {"budget_get", l_store_budget_get},
     {"run_set_status", l_store_run_set_status},
+    {"journal_pend", l_store_journal_pend},
     {NULL, NULL},
 };
 

@@ -776,6 +776,15 @@ int orch_store_budget_get(struct orch_store *st, const char *run_id, double *max
     return st->ops->budget_get(st, run_id, max_usd, spent_usd, reserved_usd);
 }
 
+int orch_store_journal_pend(struct orch_store *st, const char *key, const char *owner, int64_t ttl_ms)
+{
+    if (st->ops->journal_pend == NULL)
+        return store_unsupported(st, "a shared journal");
+    if (key == NULL || owner == NULL || ttl_ms <= 0)
+        return orch_store_fail(st, "journal_pend: needs a key, an owner and a time to live above 0 ms");
+    return st->ops->journal_pend(st, key, owner, ttl_ms);
+}
+
 int orch_store_run_set_status(struct orch_store *st, const char *run_id, enum orch_run_status status,
                               const char *error)
 {

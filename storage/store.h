@@ -367,7 +367,8 @@ int orch_store_lease_heartbeat(struct orch_store *st, const char *run_id, int64_
  * and end, the run's counters (+= c->add), and, when this completes the
  * run's last lease, the run's status "completed". Nothing is written when
  * the worker no longer holds the lease. 1 committed, 2 committed and the
- * run completed, 0 lost, -1 error. */
+ * run completed, 0 lost, -1 error. Also drops c->worker's journal_pend
+ * markers whose replies are journaled. */
 int orch_store_lease_commit(struct orch_store *st, const char *run_id, const struct orch_lease_commit *c,
                             const struct orch_result *res, size_t nres);
 /* Callback of lease_list: 0 to go on. The lease is valid during the call. */
@@ -388,6 +389,15 @@ int orch_store_budget_set(struct orch_store *st, const char *run_id, double max_
 /* The run's budget: 1 (filled), 0 none yet, -1 error. */
 int orch_store_budget_get(struct orch_store *st, const char *run_id, double *max_usd, double *spent_usd,
                           double *reserved_usd);
+
+/* The shared journal's pending markers: before sending a request whose
+ * reply is not journaled, a worker marks its key as its own for ttl_ms
+ * (store clock); a worker that finds another's live marker waits for the
+ * reply to reach the journal instead of paying again. 1 the key is now
+ * this owner's (it was free, expired, or already its own), 0 another
+ * owner's live marker holds it, -1 error. A lease_commit removes the
+ * committing worker's markers whose replies are journaled. */
+int orch_store_journal_pend(struct orch_store *st, const char *key, const char *owner, int64_t ttl_ms);
 
 /* Sets only the run's status and error (finished_ms when completed or
  * failed), leaving its counters to the workers' commits, which add to

@@ -133,6 +133,7 @@ struct orch_store_ops {
     int (*budget_set)(struct orch_store *st, const char *run_id, double max_usd);
     int (*budget_get)(struct orch_store *st, const char *run_id, double *max_usd, double *spent_usd,
                       double *reserved_usd);
+    int (*journal_pend)(struct orch_store *st, const char *key, const char *owner, int64_t ttl_ms);
     int (*run_set_status)(struct orch_store *st, const char *run_id, enum orch_run_status status,
                           const char *error);
 };

@@ -1800,6 +1800,14 @@ static int pg_lease_commit(struct orch_store *base, const char *run_id, const st
         if (pg_pipe_end(st, what, NULL, NULL, NULL, NULL) != 0)
             goto fail;
     }
+    memset(&p, 0, sizeof p);
+    p_text(&p, c->worker);
+    if (pg_exec_count(
+            st,
+            "DELETE FROM journal_pending p WHERE p.owner = $1 AND EXISTS (SELECT 1 FROM llm_journal j "
+            "WHERE j.key = p.key)",
+            &p, what) < 0)
+        goto fail;
     int rc = pg_lease_commit_run(st, run_id, c, what);
     if (rc < 0 || pg_commit(st, what) != 0)
         goto fail;
@@ -1920,6 +1928,25 @@ static int pg_budget_get(struct orch_store *base, const char *run_id, double *ma
     return found;
 }
 
+static int pg_journal_pend(struct orch_store *base, const char *key, const char *owner, int64_t ttl_ms)
+{
+    struct pg_store *st = pg_of(base);
+    char what[300];
+    snprintf(what, sizeof what, "cannot mark LLM request %.40s as being sent", key);
+    struct pg_params p = {0};
+    p_text(&p, key);
+    p_text(&p, owner);
+    p_int(&p, ttl_ms);
+    int64_t n =
+        pg_exec_count(st,
+                      "INSERT INTO journal_pending (key, owner, expires_ms) VALUES ($1, $2, " PG_NOW_MS
+                      " + $3) ON CONFLICT (key) DO UPDATE SET owner = excluded.owner, expires_ms = "
+                      "excluded.expires_ms WHERE journal_pending.owner = excluded.owner OR "
+                      "journal_pending.expires_ms < " PG_NOW_MS,
+                      &p, what);
+    return n < 0 ? -1 : n > 0;
+}
+
 static int pg_run_set_status(struct orch_store *base, const char *run_id, enum orch_run_status status,
                              const char *error)
 {
@@ -1974,6 +2001,7 @@ static const struct orch_store_ops pg_ops = {
     .budget_set = pg_budget_set,
     .budget_get = pg_budget_get,
     .run_set_status = pg_run_set_status,
+    .journal_pend = pg_journal_pend,
 };
 
 /* Notices (e.g. from VACUUM) are not errors and must not reach stderr. */

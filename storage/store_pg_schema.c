@@ -147,6 +147,12 @@ static const char *const pg_migrations[] = {
     "  spent_usd double precision NOT NULL DEFAULT 0,\n"
     "  reserved_usd double precision NOT NULL DEFAULT 0\n"
     ");\n"
+    "CREATE TABLE journal_pending (\n"
+    "  key text PRIMARY KEY,\n"
+    "  owner text NOT NULL,\n"
+    "  expires_ms bigint NOT NULL\n"
+    ");\n"
+    "COMMENT ON TABLE journal_pending IS 'LLM requests a worker is sending: others wait for its reply';\n"
     "UPDATE orch_meta SET version = 3 WHERE app = 'orch';\n",
 };
 

@@ -1321,6 +1321,13 @@ static int sq_lease_commit(struct orch_store *base, const char *run_id, const st
     }
     if (sq_results_insert(st, run_id, 0, res, nres) != 0)
         goto fail;
+    if (sq_prep(st,
+                "DELETE FROM journal_pending WHERE owner = ?1 AND EXISTS (SELECT 1 FROM llm_journal j WHERE "
+                "j.key = journal_pending.key)",
+                &s, what) != 0)
+        goto fail;
+    if (sq_run_count(st, s, sq_bind_text(s, 1, c->worker), what) < 0)
+        goto fail;
     int rc = sq_lease_commit_run(st, run_id, c, what);
     if (rc < 0 || sq_commit(st, what) != 0)
         goto fail;
@@ -1454,6 +1461,23 @@ static int sq_budget_get(struct orch_store *base, const char *run_id, double *ma
     return ret;
 }
 
+static int sq_journal_pend(struct orch_store *base, const char *key, const char *owner, int64_t ttl_ms)
+{
+    struct sq_store *st = sq_of(base);
+    char what[300];
+    snprintf(what, sizeof what, "cannot mark LLM request %.40s as being sent", key);
+    sqlite3_stmt *s = NULL;
+    if (sq_prep(st,
+                "INSERT INTO journal_pending (key, owner, expires_ms) VALUES (?1, ?2, " SQ_NOW_MS " + ?3) ON "
+                "CONFLICT (key) DO UPDATE SET owner = excluded.owner, expires_ms = excluded.expires_ms WHERE "
+                "journal_pending.owner = excluded.owner OR journal_pending.expires_ms < " SQ_NOW_MS,
+                &s, what) != 0)
+        return -1;
+    int bad = sq_bind_text(s, 1, key) | sq_bind_text(s, 2, owner) | sq_bind_int(s, 3, ttl_ms);
+    int64_t n = sq_run_count(st, s, bad, what);
+    return n < 0 ? -1 : n > 0;
+}
+
 static int sq_run_set_status(struct orch_store *base, const char *run_id, enum orch_run_status status,
                              const char *error)
 {
@@ -1508,4 +1532,5 @@ const struct orch_store_ops sq_ops = {
     .budget_set = sq_budget_set,
     .budget_get = sq_budget_get,
     .run_set_status = sq_run_set_status,
+    .journal_pend = sq_journal_pend,
 };

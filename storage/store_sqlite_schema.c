@@ -125,6 +125,11 @@ static const char *const sq_migrations[] = {
     "  spent_usd REAL NOT NULL DEFAULT 0,\n"
     "  reserved_usd REAL NOT NULL DEFAULT 0\n"
     ") WITHOUT ROWID;\n"
+    "CREATE TABLE journal_pending (\n"
+    "  key TEXT PRIMARY KEY,       -- an LLM request a worker is sending: others wait for its reply\n"
+    "  owner TEXT NOT NULL,\n"
+    "  expires_ms INTEGER NOT NULL\n"
+    ") WITHOUT ROWID;\n"
     "PRAGMA user_version = 3;\n",
 };
 

@@ -26,7 +26,9 @@
 -- worker then drains and stops, exit 3, the run paused; `orch resume RUN
 -- --budget X` raises it and joins as a worker) and the LLM response
 -- journal (replies are journaled in the store and looked up before
--- sending, as for one process). Per worker: rpm/tpm (each worker holds the
+-- sending; a request being sent by one worker is marked in the store, and
+-- an identical one on another worker waits for its reply instead of paying
+-- again: see shared_journal). Per worker: rpm/tpm (each worker holds the
 -- limit on its own), ctx.state (refused: a worker run writes none).
 local cli_base = require "orch.cli_base"
 local fmt = require "orch.fmt"
@@ -341,6 +343,55 @@ local function shared_budget(W, R, max_usd)
   end
 end
 
+-- The shared journal: a request whose reply is not journaled is marked
+-- as this worker's in the store before it is sent (journal_pend, for the
+-- LLM timeout twice over); a worker that finds another's live marker, or a
+-- row of its own already sending the same request, waits for the reply to
+-- reach the journal instead of paying again, and sends it itself only once
+-- the marker expired (its sender died or failed). W.pending: this
+-- worker's requests being sent, key -> { until_t (sched clock), task }.
+local function shared_journal(W, R)
+  local rt, st = R.rt, W.st
+  local own = rt.journal
+  if own == nil then
+    return
+  end
+  local ttl_s = 2 * ((R.wf.llm and R.wf.llm.timeout) or 60)
+  local pending = W.pending
+  rt.journal = {
+    get = function(key)
+      local hit = own.get(key)
+      local wait = 0.02
+      local me = sched.current()
+      while hit == nil do
+        local p = pending[key]
+        if p and p.task == me then -- this row asks again (a retry): it is the one sending
+          return nil
+        end
+        if p == nil or p.until_t < sched.now() then
+          local mine, err = st:journal_pend(key, W.name, math.floor(ttl_s * 1000))
+          if mine or mine == nil then -- a store that cannot mark it: send, as one process would
+            if mine == nil then
+              R.log(1, "cannot mark an LLM request as being sent: " .. tostring(err))
+            end
+            pending[key] = { until_t = sched.now() + ttl_s, task = me }
+            return nil
+          end
+        end
+        W.waits = W.waits + 1
+        sched.sleep(wait) -- another worker, or another row here, is sending it: its reply will be journaled
+        wait = math.min(wait * 2, 0.25)
+        hit = own.get(key)
+      end
+      return hit
+    end,
+    put = function(key, e)
+      own.put(key, e)
+      pending[key] = nil -- the marker goes with the lease's next commit, once the reply is journaled
+    end,
+  }
+end
+
 -- Runs one lease with the row engine. -> "done" | "lost" | "budget" |
 -- "signal" | "failed", message
 local function run_lease(W, lease)
@@ -374,6 +425,7 @@ local function run_lease(W, lease)
   if W.max_usd then
     shared_budget(W, R, W.max_usd)
   end
+  shared_journal(W, R)
   R.process, R.defaulted = outcome.processor(R)
   checkpoint.start(R)
   progress.start(R)
@@ -586,7 +638,7 @@ function M.command(opts, wf, path)
       end
     end
     local W = { st = st, wf = wf, run = run, opts = opts, name = worker_name(), timeout_s = timeout_s,
-      beat_s = math.max(timeout_s / 4, 0.05), rows = 0, leases = 0, t0 = sched.now(),
+      beat_s = math.max(timeout_s / 4, 0.05), rows = 0, leases = 0, t0 = sched.now(), pending = {}, waits = 0,
       log = log.new(opts.verbosity or 0, opts.log_json, run.id) }
     if opts.budget then -- the run's budget, for every worker: a higher one lets a paused run go on
       st:budget_set(run.id, opts.budget)
@@ -611,7 +663,7 @@ function M.command(opts, wf, path)
     W.log(0, string.format("worker %s joined run %s", W.name, run.id))
     local exit = work(W)
     st:event_add(run.id, "worker_left", json.encode({ worker = W.name, rows = W.rows, leases = W.leases,
-      exit = exit }))
+      waited_for_replies = W.waits, exit = exit }))
     if W.completed then
       local final = st:run_get(run.id) or run
       W.log(0, string.format("run %s completed: %s rows (%s ok, %s failed, %s dropped), %s", run.id,

@@ -1023,10 +1023,8 @@ static int make_v1_store(const char *path)
     orch_store_close(st);
     if (rc != 0)
         return -1;
-    return sql_on(
-               path,
-               "DROP TABLE llm_journal; DROP TABLE leases; DROP TABLE run_budget; PRAGMA user_version = 1") ==
-                   SQLITE_OK
+    return sql_on(path, "DROP TABLE llm_journal; DROP TABLE leases; DROP TABLE run_budget; DROP TABLE "
+                        "journal_pending; PRAGMA user_version = 1") == SQLITE_OK
                ? 0
                : -1;
 }

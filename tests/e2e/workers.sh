@@ -5,7 +5,8 @@
 # workers with their leases and rates, the server saw at most the
 # killed worker's in-flight requests twice, and the journal's spend equals
 # the single-process spend. A worker with another workflow, input or
-# parameters is refused with the difference named.
+# parameters is refused with the difference named. Identical requests on
+# two workers are paid once: the second waits for the first's reply.
 . tests/lib.sh
 . tests/pg_lib.sh
 start_pg
@@ -106,4 +107,24 @@ expect_eq "another workflow file: exit 2" "$RC" 2
 expect_grep "another workflow file: named" "the workflow file differs \(.*other.lua here, the run's was .*llm.lua" r4.log
 kill "$rpid" 2>/dev/null
 wait "$rpid" 2>/dev/null
+
+# ---- the shared journal: a request in flight on one worker is not paid again on another
+# 60 rows asking 3 distinct questions, two workers with 10 rows in flight each, replies
+# slow enough that every copy of a question is asked while its first is in flight
+pg_sql "CREATE DATABASE same"
+python3 -c 'import json
+with open("same.jsonl", "w") as f:
+    for i in range(1, 61):
+        f.write(json.dumps({"id": i, "text": "question %d" % (i % 3)}) + "\n")'
+llm_admin config '{"latency_ms": 400}'
+llm_admin reset
+S=$(pg_url same)
+"$ORCH" worker llm.lua --db "$S" --lease-rows 10 --set input=same.jsonl --set out=out/same.jsonl >s1.log 2>&1 &
+spid=$!
+run_orch s2.log worker llm.lua --db "$S" --lease-rows 10 --set input=same.jsonl --set out=out/same.jsonl
+wait "$spid"
+expect_eq "both workers exit 0" "$?:$RC" "0:0"
+expect_eq "each distinct request was paid once: 3 requests for 60 rows" "$(llm_stat requests)" 3
+expect_eq "60 rows written" "$(wc -l <out/same.jsonl)" 60
+expect_eq "the markers went with the commits" "$(pg_db same "select count(*) from journal_pending")" 0
 finish

@@ -179,3 +179,34 @@ describe("orch.store run_set_status", function()
     cleanup(st, path)
   end)
 end)
+
+describe("orch.store journal_pend", function()
+  it("lets one owner send a request at a time; a commit drops the markers of journaled replies", function()
+    local st, path = fresh()
+    if backend == "postgres" then
+      assert(st:journal_prune(math.maxinteger))
+    end
+    local k1, k2, k3 = "pend-k1-" .. store.now_ms(), "pend-k2-" .. store.now_ms(), "pend-k3-" .. store.now_ms()
+    assert.is_true(st:journal_pend(k1, "w-a", 60000))
+    assert.is_false(st:journal_pend(k1, "w-b", 60000)) -- w-a is sending it: w-b waits
+    assert.is_true(st:journal_pend(k1, "w-a", 60000)) -- w-a again (a retry): still its own
+    assert.is_true(st:journal_pend(k2, "w-a", 60000))
+    assert.is_true(st:journal_pend(k3, "w-a", 5))
+    busy_wait_ms(20)
+    assert.is_true(st:journal_pend(k3, "w-b", 60000)) -- w-a's marker expired: w-b may send
+    -- w-a's reply for k1 is journaled; its next lease commit drops that marker, not k2's
+    assert.is_true(st:journal_put({ key = k1, provider = "openai", model = "m", response = "r", tokens_in = 1,
+      tokens_out = 1, cost_usd = 0.1, latency_ms = 1 }))
+    assert(st:journal_flush())
+    assert(st:lease_plan("wl1", plan))
+    local l = assert(st:lease_claim("wl1", "w-a", 60000))
+    assert.are.equal(1, st:lease_commit("wl1", { no = l.no, worker = "w-a", offset = 0, line = 1, index = 0,
+      ["end"] = 0 }, {}))
+    assert.is_true(st:journal_pend(k1, "w-b", 60000))
+    assert.is_false(st:journal_pend(k2, "w-b", 60000))
+    local ok, err = st:journal_pend(k1, "w-b", 0)
+    assert.is_nil(ok)
+    assert.matches("journal_pend: needs a key, an owner and a time to live above 0 ms", err, 1, true)
+    cleanup(st, path)
+  end)
+end)

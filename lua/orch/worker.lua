@@ -28,8 +28,9 @@
 -- journal (replies are journaled in the store and looked up before
 -- sending; a request being sent by one worker is marked in the store, and
 -- an identical one on another worker waits for its reply instead of paying
--- again: see shared_journal). Per worker: rpm/tpm (each worker holds the
--- limit on its own), ctx.state (refused: a worker run writes none).
+-- again: see shared_journal) and the rate limits (divided among the live
+-- workers: see shared_limits). Refused: ctx.state (a checkpoint of a lease
+-- that holds any fails the worker with why) and steps workflows (at load).
 local cli_base = require "orch.cli_base"
 local fmt = require "orch.fmt"
 local hash = require "orch.hash"
@@ -392,6 +393,29 @@ local function shared_journal(W, R)
   }
 end
 
+-- The workflow's rpm/tpm hold for the run: each worker takes an equal
+-- share, the limit divided by the workers live when it starts a lease
+-- (holding a lease with a fresh heartbeat, itself included). A worker
+-- that joins mid-lease raises the run's rate until the others' next lease.
+local function shared_limits(W, R, lease)
+  local llm = R.wf.llm
+  if not (llm and (llm.rpm or llm.tpm)) then
+    return
+  end
+  local live = { [W.name] = true }
+  local n = 1
+  for _, l in ipairs(W.st:lease_list(W.run.id) or {}) do
+    if l.status == "taken" and l.owner and not live[l.owner] and l.age_ms < W.timeout_s * 1000 then
+      live[l.owner] = true
+      n = n + 1
+    end
+  end
+  local rpm, tpm = llm.rpm and llm.rpm / n, llm.tpm and llm.tpm / n
+  R.rt.limiter = require("orch.limits").limiter(rpm, tpm)
+  R.log(1, string.format("lease %d: rate limits %s%s, the run's shared by %d live worker(s)", lease.no,
+    rpm and string.format("rpm %.1f", rpm) or "", tpm and string.format(" tpm %.1f", tpm) or "", n))
+end
+
 -- Runs one lease with the row engine. -> "done" | "lost" | "budget" |
 -- "signal" | "failed", message
 local function run_lease(W, lease)
@@ -426,6 +450,7 @@ local function run_lease(W, lease)
     shared_budget(W, R, W.max_usd)
   end
   shared_journal(W, R)
+  shared_limits(W, R, lease)
   R.process, R.defaulted = outcome.processor(R)
   checkpoint.start(R)
   progress.start(R)

@@ -3,6 +3,7 @@
 # stays within max_usd (each request reserves its estimate in the store
 # before it starts); `orch resume RUN --budget X` raises the budget for
 # the run and completes it, the output equal to a single-process run.
+# The workflow's rpm is divided among the live workers.
 . tests/lib.sh
 . tests/pg_lib.sh
 start_pg
@@ -68,4 +69,18 @@ expect_eq "the raised budget is the run's" "$(pg_db w "select max_usd from run_b
 run_orch export.log export "$run_id" --db "$W" -o out/export.jsonl
 if cmp -s out/ref.jsonl out/export.jsonl; then ok "the export equals the single-process output"; else
   bad "the export differs: $(wc -l <out/export.jsonl) lines"; fi
+
+# ---- rate limits hold for the run: each live worker takes an equal share
+pg_sql "CREATE DATABASE rl"
+sed -e 's/name = "spend"/name = "limited"/' -e 's/concurrency = 10,/concurrency = 10, rpm = 3000,/' llm.lua >rl.lua
+RL=$(pg_url rl)
+"$ORCH" worker rl.lua --db "$RL" --lease-rows 100 --set out=out/rl.jsonl -v >rl1.log 2>&1 &
+rlpid=$!
+wait_until '[ "$(pg_db rl "select count(*) from leases where status = '"'taken'"'" 2>/dev/null || echo 0)" -ge 1 ]'
+run_orch rl2.log worker rl.lua --db "$RL" --lease-rows 100 --set out=out/rl.jsonl -v
+wait "$rlpid"
+expect_eq "both rate-limited workers exit 0" "$?:$RC" "0:0"
+expect_grep "the second worker takes half of rpm 3000" "lease [0-9]+: rate limits rpm 1500.0, the run's shared by 2 live worker" rl2.log
+expect_grep "the first worked alone at first" "lease 1: rate limits rpm 3000.0, the run's shared by 1 live worker" rl1.log
+expect_eq "and the run completed" "$(pg_db rl "select status, rows_done from runs")" "completed|3000"
 finish

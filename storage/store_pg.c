@@ -1753,8 +1753,8 @@ static int pg_lease_commit_run(struct pg_store *st, const char *run_id, const st
 
 /* The run row is locked first, so the commits of a run's last two leases
  * see each other and exactly one completes the run. */
-static int pg_lease_commit(struct orch_store *base, const char *run_id, const struct orch_lease_commit *c,
-                           const struct orch_result *res, size_t nres)
+static int pg_lease_commit_once(struct orch_store *base, const char *run_id,
+                                const struct orch_lease_commit *c, const struct orch_result *res, size_t nres)
 {
     struct pg_store *st = pg_of(base);
     char what[300];
@@ -1815,6 +1815,21 @@ static int pg_lease_commit(struct orch_store *base, const char *run_id, const st
 fail:
     pg_abort(st);
     return -1;
+}
+
+/* A commit whose transaction a lost connection took along is made again
+ * on a new one (a server restart mid-lease). Should the first COMMIT have
+ * landed with only its reply lost, the second finds the lease done and
+ * writes nothing (0: the worker moves on), or, for a progress commit,
+ * stores the same rows again (results are upserted) and counts them in
+ * the run's counters twice: the output stays right, a figure may not. */
+static int pg_lease_commit(struct orch_store *base, const char *run_id, const struct orch_lease_commit *c,
+                           const struct orch_result *res, size_t nres)
+{
+    int rc = pg_lease_commit_once(base, run_id, c, res, nres);
+    if (rc < 0 && pg_reconnect(pg_of(base)))
+        rc = pg_lease_commit_once(base, run_id, c, res, nres);
+    return rc;
 }
 
 static int pg_lease_list(struct orch_store *base, const char *run_id, orch_lease_cb cb, void *ud)

@@ -3,7 +3,8 @@
 # stays within max_usd (each request reserves its estimate in the store
 # before it starts); `orch resume RUN --budget X` raises the budget for
 # the run and completes it, the output equal to a single-process run.
-# The workflow's rpm is divided among the live workers.
+# The workflow's rpm is divided among the live workers; a server restart
+# mid-lease is ridden out.
 . tests/lib.sh
 . tests/pg_lib.sh
 start_pg
@@ -83,4 +84,23 @@ expect_eq "both rate-limited workers exit 0" "$?:$RC" "0:0"
 expect_grep "the second worker takes half of rpm 3000" "lease [0-9]+: rate limits rpm 1500.0, the run's shared by 2 live worker" rl2.log
 expect_grep "the first worked alone at first" "lease 1: rate limits rpm 3000.0, the run's shared by 1 live worker" rl1.log
 expect_eq "and the run completed" "$(pg_db rl "select status, rows_done from runs")" "completed|3000"
+
+# ---- the server restarts mid-lease: the workers connect again and go on
+pg_sql "CREATE DATABASE bounce"
+B=$(pg_url bounce)
+for i in 1 2; do
+  "$ORCH" worker llm.lua --db "$B" --lease-rows 300 --set out=out/bounce.jsonl >b$i.log 2>&1 &
+  eval "bp$i=$!"
+done
+wait_until '[ "$(pg_db bounce "select count(*) from leases where status = '"'done'"'" 2>/dev/null || echo 0)" -ge 2 ]'
+(cd / && runuser -u postgres -- "$PGBIN/pg_ctl" -D "$PG_DIR/data" -m fast -w restart -l "$PG_DIR/server.log" \
+  -o "-k $PG_DIR -c listen_addresses='' -c max_connections=50" >/dev/null)
+ok "the server restarted mid-run"
+wait "$bp1"
+b1=$?
+wait "$bp2"
+expect_eq "both workers ride the restart out: exit 0" "$b1:$?" "0:0"
+expect_eq "the run completed with every row" "$(pg_db bounce "select status, rows_done from runs")" "completed|3000"
+if cmp -s out/ref.jsonl out/bounce.jsonl; then ok "its output equals the single-process run's"; else
+  bad "the output differs: $(wc -l <out/bounce.jsonl) lines"; fi
 finish

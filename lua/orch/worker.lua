@@ -565,6 +565,17 @@ local function work(W)
   end
 end
 
+-- The lease timeout of the run, as its first worker set it (its "started"
+-- event), or nil.
+local function run_timeout(st, run)
+  for _, ev in ipairs(st:event_list(run.id) or {}) do
+    local ok, d = pcall(json.decode, ev.type == "started" and ev.data or "null")
+    if ok and type(d) == "table" and tonumber(d.lease_timeout) then
+      return tonumber(d.lease_timeout)
+    end
+  end
+end
+
 --- workers(st, run) -> { leases = { done, taken, free, total }, workers = { { name, live, lease, rows,
 --- rows_per_s }, ... }, timeout_s } | nil, err: what orch status shows of a worker run. A worker is live
 --- while it holds a lease whose heartbeat (store clock) is younger than the run's lease timeout; its
@@ -574,14 +585,7 @@ function M.workers(st, run)
   if leases == nil then
     return nil, err
   end
-  local timeout_s = M.LEASE_TIMEOUT_S
-  for _, ev in ipairs(st:event_list(run.id) or {}) do
-    local ok, d = pcall(json.decode, ev.type == "started" and ev.data or "null")
-    if ok and type(d) == "table" and tonumber(d.lease_timeout) then
-      timeout_s = tonumber(d.lease_timeout)
-      break
-    end
-  end
+  local timeout_s = run_timeout(st, run) or M.LEASE_TIMEOUT_S
   local out = { leases = { done = 0, taken = 0, free = 0, total = #leases }, workers = {}, timeout_s = timeout_s }
   local by = {}
   for _, l in ipairs(leases) do
@@ -615,9 +619,8 @@ function M.workers(st, run)
   return out
 end
 
---- command(opts): `orch worker WORKFLOW.lua`, or (opts.resume_run) the
---- run `orch resume` named. -> exit code
-function M.command(opts, wf, path)
+-- What makes a worker refuse to start: -> nil | exit code (said)
+local function refused(wf, path, opts)
   if wf.steps then
     say(string.format("%s: orch worker runs row workflows (input = ...); a steps workflow runs with orch run", path))
     return 2
@@ -627,8 +630,8 @@ function M.command(opts, wf, path)
       .. "orch.write.jsonl(...), or run it with orch run", path, tostring(wf.output.kind), wf.output.path))
     return 2
   end
-  local lease_rows = tonumber(opts.lease_rows or M.LEASE_ROWS)
-  local timeout_s = tonumber(opts.lease_timeout or M.LEASE_TIMEOUT_S)
+  local lease_rows, timeout_s = tonumber(opts.lease_rows or M.LEASE_ROWS), tonumber(opts.lease_timeout or
+    M.LEASE_TIMEOUT_S)
   if not lease_rows or lease_rows < 1 or lease_rows ~= math.floor(lease_rows) then
     say("--lease-rows must be a whole number of rows, 1 or more, got '" .. tostring(opts.lease_rows) .. "'")
     return 2
@@ -637,74 +640,95 @@ function M.command(opts, wf, path)
     say("--lease-timeout must be a number of seconds above 0, got '" .. tostring(opts.lease_timeout) .. "'")
     return 2
   end
+end
+
+-- The worker that completed the run writes the workflow's output file.
+local function completed(W)
+  local st, run = W.st, W.run
+  local final = st:run_get(run.id) or run
+  W.log(0, string.format("run %s completed: %s rows (%s ok, %s failed, %s dropped), %s", run.id,
+    fmt.count(final.rows_done), fmt.count(final.rows_ok), fmt.count(final.rows_failed),
+    fmt.count(final.rows_dropped), fmt.usd(final.cost_usd)))
+  if run.output then
+    local ok, werr = M.write_output(st, final, run.output)
+    if ok then
+      W.log(0, "wrote " .. run.output)
+    else
+      W.log(0, string.format("warning: cannot write %s from here (%s); write it with: orch export %s -o FILE",
+        run.output, tostring(werr), run.id), "warn")
+    end
+  end
+end
+
+-- The run's budget for this worker (--budget sets it for all: a higher one
+-- lets a paused run go on); a run paused by its budget goes on only with
+-- one. -> nil | exit code (said)
+local function budget_and_status(W, st, run, opts)
+  if opts.budget then
+    st:budget_set(run.id, opts.budget)
+  end
+  local b = st:budget_get(run.id)
+  W.max_usd = b and b.max_usd or (W.wf.budget and W.wf.budget.max_usd)
+  if run.status == "paused" then
+    if (run.error or ""):find("^budget") and not opts.budget then
+      say(string.format("run %s is paused by its budget (%s); raise it for every worker: orch resume %s --budget "
+        .. "USD", run.id, run.error, run.id))
+      return 3
+    end
+    run.status, run.error = "running", nil
+    st:run_set_status(run.id, "running")
+  end
+end
+
+-- Joins the run and works its leases. -> exit code
+local function serve(st, wf, path, opts)
+  local timeout_s = tonumber(opts.lease_timeout or M.LEASE_TIMEOUT_S)
+  local lease_rows = tonumber(opts.lease_rows or M.LEASE_ROWS)
+  local run, err, code = join(st, wf, runs.identify(wf, path, opts.set), { db = opts.db, lease_rows = lease_rows,
+    lease_timeout = timeout_s })
+  if run == nil then
+    (code == 0 and cli_base.note or say)(err)
+    return code
+  end
+  local first = run_timeout(st, run) -- every worker of a run counts staleness alike: as its first one
+  if first and opts.lease_timeout and tonumber(opts.lease_timeout) ~= first then
+    cli_base.warn(string.format("warning: run %s takes leases back after %s s without a heartbeat (set by its "
+      .. "first worker); --lease-timeout %s is ignored", run.id, tostring(first), opts.lease_timeout))
+  end
+  timeout_s = first or timeout_s
+  local W = { st = st, wf = wf, run = run, opts = opts, name = worker_name(), timeout_s = timeout_s,
+    beat_s = math.max(timeout_s / 4, 0.05), rows = 0, leases = 0, t0 = sched.now(), pending = {}, waits = 0,
+    log = log.new(opts.verbosity or 0, opts.log_json, run.id) }
+  code = budget_and_status(W, st, run, opts)
+  if code then
+    return code
+  end
+  local pok, perr = plan_leases(st, wf, run, lease_rows)
+  if not pok then
+    say(string.format("run %s: %s", run.id, perr))
+    return 1
+  end
+  st:event_add(run.id, "worker", json.encode({ worker = W.name, pid = sys.pid(), host = sys.hostname() }))
+  W.log(0, string.format("worker %s joined run %s", W.name, run.id))
+  local exit = work(W)
+  st:event_add(run.id, "worker_left", json.encode({ worker = W.name, rows = W.rows, leases = W.leases,
+    waited_for_replies = W.waits, exit = exit }))
+  if W.completed then
+    completed(W)
+  end
+  return exit
+end
+
+--- command(opts, wf, path): `orch worker WORKFLOW.lua`, or (opts.resume_run)
+--- the run `orch resume` named. -> exit code
+function M.command(opts, wf, path)
+  local code = refused(wf, path, opts)
+  if code then
+    return code
+  end
   require("orch.cli").warn_unread_params(opts.set)
   return cli_base.with_store(opts, function(st)
-    local ident = runs.identify(wf, path, opts.set)
-    local run, err, code = join(st, wf, ident, { db = opts.db, lease_rows = lease_rows,
-      lease_timeout = timeout_s })
-    if run == nil then
-      if code == 0 then
-        cli_base.note(err)
-      else
-        say(err)
-      end
-      return code
-    end
-    -- every worker of a run counts staleness alike: the first one's --lease-timeout
-    for _, ev in ipairs(st:event_list(run.id) or {}) do
-      local ok, d = pcall(json.decode, ev.type == "started" and ev.data or "null")
-      if ok and type(d) == "table" and tonumber(d.lease_timeout) then
-        if opts.lease_timeout and tonumber(opts.lease_timeout) ~= tonumber(d.lease_timeout) then
-          cli_base.warn(string.format("warning: run %s takes leases back after %s s without a heartbeat (set by its "
-            .. "first worker); --lease-timeout %s is ignored", run.id, tostring(d.lease_timeout), opts.lease_timeout))
-        end
-        timeout_s = tonumber(d.lease_timeout)
-        break
-      end
-    end
-    local W = { st = st, wf = wf, run = run, opts = opts, name = worker_name(), timeout_s = timeout_s,
-      beat_s = math.max(timeout_s / 4, 0.05), rows = 0, leases = 0, t0 = sched.now(), pending = {}, waits = 0,
-      log = log.new(opts.verbosity or 0, opts.log_json, run.id) }
-    if opts.budget then -- the run's budget, for every worker: a higher one lets a paused run go on
-      st:budget_set(run.id, opts.budget)
-    end
-    local b = st:budget_get(run.id)
-    W.max_usd = b and b.max_usd or (wf.budget and wf.budget.max_usd)
-    if run.status == "paused" then
-      if (run.error or ""):find("^budget") and not opts.budget then
-        say(string.format("run %s is paused by its budget (%s); raise it for every worker: orch resume %s --budget "
-          .. "USD", run.id, run.error, run.id))
-        return 3
-      end
-      run.status, run.error = "running", nil
-      st:run_set_status(run.id, "running")
-    end
-    local pok, perr = plan_leases(st, wf, run, lease_rows)
-    if not pok then
-      say(string.format("run %s: %s", run.id, perr))
-      return 1
-    end
-    st:event_add(run.id, "worker", json.encode({ worker = W.name, pid = sys.pid(), host = sys.hostname() }))
-    W.log(0, string.format("worker %s joined run %s", W.name, run.id))
-    local exit = work(W)
-    st:event_add(run.id, "worker_left", json.encode({ worker = W.name, rows = W.rows, leases = W.leases,
-      waited_for_replies = W.waits, exit = exit }))
-    if W.completed then
-      local final = st:run_get(run.id) or run
-      W.log(0, string.format("run %s completed: %s rows (%s ok, %s failed, %s dropped), %s", run.id,
-        fmt.count(final.rows_done), fmt.count(final.rows_ok), fmt.count(final.rows_failed),
-        fmt.count(final.rows_dropped), fmt.usd(final.cost_usd)))
-      if run.output then
-        local ok, werr = M.write_output(st, final, run.output)
-        if ok then
-          W.log(0, "wrote " .. run.output)
-        else
-          W.log(0, string.format("warning: cannot write %s from here (%s); write it with: orch export %s -o FILE",
-            run.output, tostring(werr), run.id), "warn")
-        end
-      end
-    end
-    return exit
+    return serve(st, wf, path, opts)
   end)
 end
 

@@ -12,6 +12,8 @@ static void heartbeat_fire(void *ud)
     if (h->st == NULL || h->run_id == NULL)
         return;
     orch_store_run_heartbeat(h->st, h->run_id, (int64_t)orch_wall_ms());
+    if (h->worker != NULL) /* a lease taken back shows at its commit, which then writes nothing */
+        orch_store_lease_heartbeat(h->st, h->run_id, h->lease_no, h->worker);
     h->timer = orch_loop_timer_add(h->loop, (uint64_t)h->every_ms, heartbeat_fire, h);
 }
 
@@ -36,4 +38,14 @@ void orch_heartbeat_stop(struct orch_heartbeat *h)
     h->timer = NULL;
     free(h->run_id);
     h->run_id = NULL;
+    free(h->worker);
+    h->worker = NULL;
+}
+
+int orch_heartbeat_lease(struct orch_heartbeat *h, int64_t no, const char *worker)
+{
+    free(h->worker);
+    h->worker = strdup(worker);
+    h->lease_no = no;
+    return h->worker != NULL ? 0 : -1;
 }

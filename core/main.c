@@ -114,6 +114,14 @@ static const struct option serve_options[] = {
     {"--insecure", NULL, NULL, OPT_FLAG, "allow a non-loopback --listen without a token"},
     O_HELP, O_END,
 };
+static const struct option worker_options[] = {
+    {"--db", NULL, "URL", OPT_STRING, "the shared store: postgres://... (default: $ORCH_DB)"},
+    O_SET, O_CONC,
+    {"--budget", NULL, "USD", OPT_USD, "the run's budget, shared by every worker (raises a paused one)"},
+    {"--lease-rows", NULL, "N", OPT_COUNT, "rows in a lease, when this worker plans the run (default: 1000)"},
+    {"--lease-timeout", NULL, "S", OPT_STRING, "seconds without a heartbeat before a lease is taken back (default: 30)"},
+    O_NOCACHE, O_MAXMEM, O_LOGJSON, O_QUIET, O_VERBOSE, O_HELP, O_END,
+};
 static const struct option no_options[] = {O_HELP, O_END};
 /* clang-format on */
 
@@ -141,6 +149,10 @@ static const struct command commands[] = {
      0},
     {"params", "WORKFLOW.lua", 1, 1, params_options,
      "the parameters the workflow reads (orch.param): name, default, meaning", 0},
+    {"worker", "WORKFLOW.lua", 1, 1, worker_options,
+     "join (or start) the run of this workflow, input and parameters as one of\n"
+     "many workers sharing a PostgreSQL store; each claims leases of rows",
+     0},
     {"resume", "RUN_ID | --all", 0, 1, resume_options,
      "resume one run, or every interrupted run in the store", 0},
     {"status", "[RUN_ID]", 0, 1, status_options,

@@ -873,8 +873,14 @@ static int l_store_keepalive(lua_State *L)
     const char *id = luaL_checkstring(L, 2);
     lua_Number secs = luaL_checknumber(L, 3);
     luaL_argcheck(L, secs > 0, 3, "expected a positive interval");
+    const char *worker = luaL_optstring(L, 5, NULL); /* orch worker: the lease held, heartbeated too */
+    lua_Integer lease_no = luaL_optinteger(L, 4, 0);
     if (orch_heartbeat_start(&s->beat, s->loop, st, id, (int64_t)(secs * 1000.0)) != 0)
         return luaL_error(L, "out of memory");
+    if (worker != NULL && orch_heartbeat_lease(&s->beat, (int64_t)lease_no, worker) != 0) {
+        orch_heartbeat_stop(&s->beat);
+        return luaL_error(L, "out of memory");
+    }
     return 0;
 }
 
@@ -973,6 +979,260 @@ static int l_store_warning(lua_State *L)
     return 1;
 }
 
+/* ---- many workers, one run: leases and the shared budget ---- */
+
+static void push_lease(lua_State *L, const struct orch_lease *l)
+{
+    lua_createtable(L, 0, 13);
+    set_int(L, "no", l->no);
+    set_int(L, "first_index", l->first_index);
+    set_int(L, "rows", l->rows);
+    set_int(L, "offset", l->offset);
+    set_int(L, "line", l->line);
+    set_int(L, "index", l->index);
+    set_str(L, "status", l->status);
+    set_str(L, "owner", l->owner);
+    set_int(L, "claims", l->claims);
+    set_int(L, "claimed_ms", l->claimed_ms);
+    set_int(L, "heartbeat_ms", l->heartbeat_ms);
+    set_int(L, "done_ms", l->done_ms);
+    set_int(L, "age_ms", l->age_ms);
+}
+
+/* lease_plan(run_id, { { no =, first_index =, rows =, offset =, line = }, ... }) -> true | nil, err */
+static int l_store_lease_plan(lua_State *L)
+{
+    struct orch_store *st = check_open(L);
+    const char *id = luaL_checkstring(L, 2);
+    luaL_checktype(L, 3, LUA_TTABLE);
+    size_t n = lua_rawlen(L, 3);
+    struct orch_lease *l = lua_newuserdatauv(L, n * sizeof *l + 1, 0); /* Lua-owned: an error frees it */
+    for (size_t i = 0; i < n; i++) {
+        lua_rawgeti(L, 3, (lua_Integer)i + 1);
+        int t = lua_gettop(L);
+        luaL_checktype(L, t, LUA_TTABLE);
+        memset(&l[i], 0, sizeof l[i]);
+        l[i].no = get_int(L, t, "no");
+        l[i].first_index = get_int(L, t, "first_index");
+        l[i].rows = get_int(L, t, "rows");
+        l[i].offset = get_int(L, t, "offset");
+        l[i].line = get_int(L, t, "line");
+        lua_pop(L, 1);
+    }
+    if (orch_store_lease_plan(st, id, l, n) != 0)
+        return push_failure(L, st->err);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+/* lease_claim(run_id, worker, stale_ms) -> lease | false (none left) | nil, err */
+static int l_store_lease_claim(lua_State *L)
+{
+    struct orch_store *st = check_open(L);
+    const char *id = luaL_checkstring(L, 2);
+    const char *worker = luaL_checkstring(L, 3);
+    lua_Integer stale = luaL_checkinteger(L, 4);
+    struct orch_lease l;
+    int rc = orch_store_lease_claim(st, id, worker, (int64_t)stale, &l);
+    if (rc < 0)
+        return push_failure(L, st->err);
+    if (rc == 0) {
+        lua_pushboolean(L, 0);
+        return 1;
+    }
+    push_lease(L, &l);
+    orch_lease_clear(&l);
+    return 1;
+}
+
+/* lease_heartbeat(run_id, no, worker) -> true (held) | false (lost) | nil, err */
+static int l_store_lease_heartbeat(lua_State *L)
+{
+    struct orch_store *st = check_open(L);
+    const char *id = luaL_checkstring(L, 2);
+    lua_Integer no = luaL_checkinteger(L, 3);
+    const char *worker = luaL_checkstring(L, 4);
+    int rc = orch_store_lease_heartbeat(st, id, (int64_t)no, worker);
+    if (rc < 0)
+        return push_failure(L, st->err);
+    lua_pushboolean(L, rc);
+    return 1;
+}
+
+/* lease_commit(run_id, { no =, worker =, offset =, line =, index =, ["end"] = 0|1|2,
+ *   add = { rows_done =, rows_ok =, ..., cost_usd = } }, results) -> 1 | 2 (run completed) | 0 (lost) | nil,
+ * err results: { { seq, key, status, error, data }, ... } */
+static int l_store_lease_commit(lua_State *L)
+{
+    struct lstore *s = luaL_checkudata(L, 1, STORE_MT);
+    struct orch_store *st = check_open(L);
+    const char *id = luaL_checkstring(L, 2);
+    luaL_checktype(L, 3, LUA_TTABLE);
+    luaL_checktype(L, 4, LUA_TTABLE);
+    orch_journal_group_flush(&s->jg); /* replies before the rows that used them */
+    struct orch_lease_commit c;
+    memset(&c, 0, sizeof c);
+    c.no = get_int(L, 3, "no");
+    c.worker = get_str(L, 3, "worker");
+    if (c.worker == NULL)
+        return luaL_error(L, "lease_commit: worker is required");
+    c.offset = get_int(L, 3, "offset");
+    c.line = get_int(L, 3, "line");
+    c.index = get_int(L, 3, "index");
+    c.end = (int)get_int(L, 3, "end");
+    struct orch_run add;
+    memset(&add, 0, sizeof add);
+    lua_getfield(L, 3, "add");
+    if (lua_istable(L, -1)) {
+        int t = lua_gettop(L);
+        add.rows_done = get_int(L, t, "rows_done");
+        add.rows_ok = get_int(L, t, "rows_ok");
+        add.rows_failed = get_int(L, t, "rows_failed");
+        add.rows_dropped = get_int(L, t, "rows_dropped");
+        add.rows_defaulted = get_int(L, t, "rows_defaulted");
+        add.llm_calls = get_int(L, t, "llm_calls");
+        add.tokens_in = get_int(L, t, "tokens_in");
+        add.tokens_out = get_int(L, t, "tokens_out");
+        add.cost_usd = get_num(L, t, "cost_usd");
+        c.add = &add;
+    }
+    lua_pop(L, 1);
+    size_t nres = lua_rawlen(L, 4);
+    struct orch_result *res = lua_newuserdatauv(L, nres * sizeof *res + 1, 0);
+    for (size_t i = 0; i < nres; i++) {
+        lua_rawgeti(L, 4, (lua_Integer)i + 1);
+        int t = lua_gettop(L);
+        luaL_checktype(L, t, LUA_TTABLE);
+        res[i].seq = get_int(L, t, "seq");
+        res[i].key = key_text(L, t);
+        res[i].status = get_str(L, t, "status");
+        res[i].error = get_str(L, t, "error");
+        lua_getfield(L, t, "data");
+        res[i].data = lua_isnil(L, -1) ? NULL : luaL_checklstring(L, -1, &res[i].data_len);
+        if (res[i].data == NULL)
+            res[i].data_len = 0;
+        lua_pop(L, 1);
+        if (res[i].status == NULL)
+            return luaL_error(L, "results[%d].status is required", (int)i + 1);
+        lua_pop(L, 1); /* borrowed strings stay alive in results[i] */
+    }
+    int rc = orch_store_lease_commit(st, id, &c, res, nres);
+    if (rc < 0)
+        return push_failure(L, st->err);
+    lua_pushinteger(L, rc);
+    return 1;
+}
+
+static int collect_lease(void *ud, const struct orch_lease *l)
+{
+    lua_State *L = ud;
+    push_lease(L, l);
+    lua_rawseti(L, -2, (lua_Integer)lua_rawlen(L, -2) + 1);
+    return 0;
+}
+
+/* lease_list(run_id) -> { lease, ... } (in order) | nil, err */
+static int l_store_lease_list(lua_State *L)
+{
+    struct orch_store *st = check_open(L);
+    const char *id = luaL_checkstring(L, 2);
+    lua_newtable(L);
+    if (orch_store_lease_list(st, id, collect_lease, L) != 0)
+        return push_failure(L, st->err);
+    return 1;
+}
+
+/* budget_reserve(run_id, est_usd, max_usd) -> true | false (would pass the max) | nil, err */
+static int l_store_budget_reserve(lua_State *L)
+{
+    struct orch_store *st = check_open(L);
+    const char *id = luaL_checkstring(L, 2);
+    double est = luaL_checknumber(L, 3);
+    double max = luaL_checknumber(L, 4);
+    int rc = orch_store_budget_reserve(st, id, est, max);
+    if (rc < 0)
+        return push_failure(L, st->err);
+    lua_pushboolean(L, rc);
+    return 1;
+}
+
+/* budget_settle(run_id, released_usd, spent_usd) -> true | nil, err */
+static int l_store_budget_settle(lua_State *L)
+{
+    struct orch_store *st = check_open(L);
+    const char *id = luaL_checkstring(L, 2);
+    double released = luaL_checknumber(L, 3);
+    double spent = luaL_checknumber(L, 4);
+    if (orch_store_budget_settle(st, id, released, spent) != 0)
+        return push_failure(L, st->err);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+/* budget_set(run_id, max_usd) -> true | nil, err */
+static int l_store_budget_set(lua_State *L)
+{
+    struct orch_store *st = check_open(L);
+    const char *id = luaL_checkstring(L, 2);
+    double max = luaL_checknumber(L, 3);
+    if (orch_store_budget_set(st, id, max) != 0)
+        return push_failure(L, st->err);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+/* budget_get(run_id) -> { max_usd =, spent_usd =, reserved_usd = } | false (none) | nil, err */
+static int l_store_budget_get(lua_State *L)
+{
+    struct orch_store *st = check_open(L);
+    const char *id = luaL_checkstring(L, 2);
+    double max = 0, spent = 0, reserved = 0;
+    int rc = orch_store_budget_get(st, id, &max, &spent, &reserved);
+    if (rc < 0)
+        return push_failure(L, st->err);
+    if (rc == 0) {
+        lua_pushboolean(L, 0);
+        return 1;
+    }
+    lua_createtable(L, 0, 3);
+    set_num(L, "max_usd", max);
+    set_num(L, "spent_usd", spent);
+    set_num(L, "reserved_usd", reserved);
+    return 1;
+}
+
+/* journal_pend(key, owner, ttl_ms) -> true (the key is this owner's to send) | false (another's
+ * live marker holds it) | nil, err */
+static int l_store_journal_pend(lua_State *L)
+{
+    struct orch_store *st = check_open(L);
+    const char *key = luaL_checkstring(L, 2);
+    const char *owner = luaL_checkstring(L, 3);
+    lua_Integer ttl = luaL_checkinteger(L, 4);
+    int rc = orch_store_journal_pend(st, key, owner, (int64_t)ttl);
+    if (rc < 0)
+        return push_failure(L, st->err);
+    lua_pushboolean(L, rc);
+    return 1;
+}
+
+/* run_set_status(run_id, status [, error]) -> true | false (no such run) | nil, err */
+static int l_store_run_set_status(lua_State *L)
+{
+    struct orch_store *st = check_open(L);
+    const char *id = luaL_checkstring(L, 2);
+    const char *name = luaL_checkstring(L, 3);
+    const char *error = luaL_optstring(L, 4, NULL);
+    int status = orch_run_status_parse(name);
+    if (status < 0)
+        return luaL_error(L, "unknown run status '%s'", name);
+    int rc = orch_store_run_set_status(st, id, (enum orch_run_status)status, error);
+    if (rc < 0)
+        return push_failure(L, st->err);
+    lua_pushboolean(L, rc);
+    return 1;
+}
+
 static const luaL_Reg store_methods[] = {
     {"close", l_store_close},
     {"warning", l_store_warning},
@@ -1003,6 +1263,17 @@ static const luaL_Reg store_methods[] = {
     {"live_get", l_store_live_get},
     {"event_page", l_store_event_page},
     {"error_page", l_store_error_page},
+    {"lease_plan", l_store_lease_plan},
+    {"lease_claim", l_store_lease_claim},
+    {"lease_heartbeat", l_store_lease_heartbeat},
+    {"lease_commit", l_store_lease_commit},
+    {"lease_list", l_store_lease_list},
+    {"budget_reserve", l_store_budget_reserve},
+    {"budget_settle", l_store_budget_settle},
+    {"budget_set", l_store_budget_set},
+    {"budget_get", l_store_budget_get},
+    {"run_set_status", l_store_run_set_status},
+    {"journal_pend", l_store_journal_pend},
     {NULL, NULL},
 };
 

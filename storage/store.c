@@ -755,3 +755,138 @@ void orch_journal_clear(struct orch_journal_owned *e)
     free(e->response);
     memset(e, 0, sizeof *e);
 }
+
+/* ---- many workers, one run -------------------------------------------- */
+
+/* A backend without the operation (none today) is refused by name, not
+ * crashed into. */
+static int store_unsupported(struct orch_store *st, const char *what)
+{
+    return orch_store_fail(st, "%s is not supported by the %s store", what, st->ops->name);
+}
+
+int orch_store_lease_plan(struct orch_store *st, const char *run_id, const struct orch_lease *l, size_t n)
+{
+    if (st->ops->lease_plan == NULL)
+        return store_unsupported(st, "orch worker");
+    if (run_id == NULL || (l == NULL && n > 0))
+        return orch_store_fail(st, "lease_plan: no run id or no leases");
+    for (size_t i = 0; i < n; i++) {
+        if (l[i].no != (int64_t)i + 1 || l[i].rows < 0 || l[i].first_index < 0)
+            return orch_store_fail(st,
+                                   "lease_plan: lease %zu of run %s is numbered %lld with %lld rows; leases "
+                                   "are numbered 1, 2, ... with 0 or more rows",
+                                   i + 1, run_id, (long long)l[i].no, (long long)l[i].rows);
+    }
+    return st->ops->lease_plan(st, run_id, l, n);
+}
+
+int orch_store_lease_claim(struct orch_store *st, const char *run_id, const char *worker, int64_t stale_ms,
+                           struct orch_lease *out)
+{
+    if (st->ops->lease_claim == NULL)
+        return store_unsupported(st, "orch worker");
+    if (run_id == NULL || worker == NULL || out == NULL || stale_ms < 0)
+        return orch_store_fail(st, "lease_claim: needs a run id, a worker and a staleness of 0 ms or more");
+    memset(out, 0, sizeof *out);
+    return st->ops->lease_claim(st, run_id, worker, stale_ms, out);
+}
+
+int orch_store_lease_heartbeat(struct orch_store *st, const char *run_id, int64_t no, const char *worker)
+{
+    if (st->ops->lease_heartbeat == NULL)
+        return store_unsupported(st, "orch worker");
+    if (run_id == NULL || worker == NULL)
+        return orch_store_fail(st, "lease_heartbeat: needs a run id and a worker");
+    return st->ops->lease_heartbeat(st, run_id, no, worker);
+}
+
+int orch_store_lease_commit(struct orch_store *st, const char *run_id, const struct orch_lease_commit *c,
+                            const struct orch_result *res, size_t nres)
+{
+    if (st->ops->lease_commit == NULL)
+        return store_unsupported(st, "orch worker");
+    if (run_id == NULL || c == NULL || c->worker == NULL || c->end < 0 || c->end > 2 ||
+        (res == NULL && nres > 0))
+        return orch_store_fail(st, "lease_commit: needs a run id, a worker and an end of 0, 1 or 2");
+    for (size_t i = 0; i < nres; i++) {
+        if (res[i].status == NULL)
+            return orch_store_fail(st, "cannot store result %lld of run %s: it has no status",
+                                   (long long)res[i].seq, run_id);
+    }
+    return st->ops->lease_commit(st, run_id, c, res, nres);
+}
+
+int orch_store_lease_list(struct orch_store *st, const char *run_id, orch_lease_cb cb, void *ud)
+{
+    if (st->ops->lease_list == NULL)
+        return store_unsupported(st, "orch worker");
+    if (run_id == NULL || cb == NULL)
+        return orch_store_fail(st, "lease_list: needs a run id and a callback");
+    return st->ops->lease_list(st, run_id, cb, ud);
+}
+
+int orch_store_budget_reserve(struct orch_store *st, const char *run_id, double est_usd, double max_usd)
+{
+    if (st->ops->budget_reserve == NULL)
+        return store_unsupported(st, "a shared budget");
+    if (run_id == NULL || !(est_usd >= 0) || !(max_usd >= 0))
+        return orch_store_fail(st, "budget_reserve: needs a run id and amounts of 0 or more");
+    return st->ops->budget_reserve(st, run_id, est_usd, max_usd);
+}
+
+int orch_store_budget_settle(struct orch_store *st, const char *run_id, double released_usd, double spent_usd)
+{
+    if (st->ops->budget_settle == NULL)
+        return store_unsupported(st, "a shared budget");
+    if (run_id == NULL || !(released_usd >= 0) || !(spent_usd >= 0))
+        return orch_store_fail(st, "budget_settle: needs a run id and amounts of 0 or more");
+    return st->ops->budget_settle(st, run_id, released_usd, spent_usd);
+}
+
+int orch_store_budget_set(struct orch_store *st, const char *run_id, double max_usd)
+{
+    if (st->ops->budget_set == NULL)
+        return store_unsupported(st, "a shared budget");
+    if (run_id == NULL || !(max_usd >= 0))
+        return orch_store_fail(st, "budget_set: needs a run id and an amount of 0 or more");
+    return st->ops->budget_set(st, run_id, max_usd);
+}
+
+int orch_store_budget_get(struct orch_store *st, const char *run_id, double *max_usd, double *spent_usd,
+                          double *reserved_usd)
+{
+    if (st->ops->budget_get == NULL)
+        return store_unsupported(st, "a shared budget");
+    if (run_id == NULL || max_usd == NULL || spent_usd == NULL || reserved_usd == NULL)
+        return orch_store_fail(st, "budget_get: needs a run id and three outputs");
+    return st->ops->budget_get(st, run_id, max_usd, spent_usd, reserved_usd);
+}
+
+int orch_store_journal_pend(struct orch_store *st, const char *key, const char *owner, int64_t ttl_ms)
+{
+    if (st->ops->journal_pend == NULL)
+        return store_unsupported(st, "a shared journal");
+    if (key == NULL || owner == NULL || ttl_ms <= 0)
+        return orch_store_fail(st, "journal_pend: needs a key, an owner and a time to live above 0 ms");
+    return st->ops->journal_pend(st, key, owner, ttl_ms);
+}
+
+int orch_store_run_set_status(struct orch_store *st, const char *run_id, enum orch_run_status status,
+                              const char *error)
+{
+    if (st->ops->run_set_status == NULL)
+        return store_unsupported(st, "orch worker");
+    if (run_id == NULL || (unsigned)status > ORCH_RUN_FAILED)
+        return orch_store_fail(st, "run_set_status: needs a run id and a status");
+    return st->ops->run_set_status(st, run_id, status, error);
+}
+
+void orch_lease_clear(struct orch_lease *l)
+{
+    if (l == NULL)
+        return;
+    free(l->status);
+    free(l->owner);
+    memset(l, 0, sizeof *l);
+}

@@ -350,4 +350,92 @@ void orch_checkpoint_clear(struct orch_checkpoint *c);
 void orch_event_clear(struct orch_event *e);
 void orch_journal_clear(struct orch_journal_owned *e);
 
+/* ---- many workers, one run (orch worker) ----------------------------
+ * A worker run's input is split into leases: contiguous ranges of rows,
+ * planned once (the first worker indexes the input) and claimed one at a
+ * time by workers. Every time a lease operation reads or writes a time it
+ * is the store's own clock (PostgreSQL's clock_timestamp()), never the
+ * worker's, so workers whose clocks disagree still agree on staleness. */
+
+/* One lease. Strings are heap copies owned by the struct (orch_lease_clear);
+ * lease_plan reads only no, first_index, rows, offset, line. */
+struct orch_lease {
+    int64_t no;          /* 1, 2, ... in input order */
+    int64_t first_index; /* rows of the input before the lease's first row */
+    int64_t rows;        /* rows in the lease */
+    int64_t offset;      /* the input cursor of the lease's first unsettled row: byte offset, */
+    int64_t line;        /* physical line, */
+    int64_t index;       /* and rows before it (first_index + rows committed) */
+    char *status;        /* "free", "taken" or "done" */
+    char *owner;         /* the worker that holds it (or finished it); NULL before the first claim */
+    int64_t claims;      /* times it was claimed (more than 1: it was taken back from a stale worker) */
+    int64_t claimed_ms, heartbeat_ms, done_ms; /* store clock; 0 when not yet */
+    int64_t age_ms;                            /* lease_list: the store's now - heartbeat_ms */
+};
+
+/* What lease_commit writes besides the results. */
+struct orch_lease_commit {
+    int64_t no;
+    const char *worker;
+    int64_t offset, line, index; /* the lease's cursor past its last committed row */
+    int end;                     /* 0: progress (the lease stays taken), 1: done, 2: given back (free) */
+    const struct orch_run *add;  /* counters to add to the run: rows_*, llm_calls, tokens_*, cost_usd */
+};
+
+/* Inserts the run's lease plan (n leases) unless the run has one already:
+ * two workers that index the input at once plan the same leases. 0 or -1. */
+int orch_store_lease_plan(struct orch_store *st, const char *run_id, const struct orch_lease *l, size_t n);
+/* Claims for worker the first lease (lowest no) that is free, or taken by
+ * a worker whose heartbeat is older than stale_ms by the store's clock;
+ * never one another claimer holds (FOR UPDATE SKIP LOCKED). 1 claimed
+ * (*out filled), 0 none left to claim, -1 error. */
+int orch_store_lease_claim(struct orch_store *st, const char *run_id, const char *worker, int64_t stale_ms,
+                           struct orch_lease *out);
+/* Heartbeats lease no held by worker. 1 held, 0 lost (taken back or not
+ * the worker's), -1 error. */
+int orch_store_lease_heartbeat(struct orch_store *st, const char *run_id, int64_t no, const char *worker);
+/* One transaction: the nres results (with their data), the lease's cursor
+ * and end, the run's counters (+= c->add), and, when this completes the
+ * run's last lease, the run's status "completed". Nothing is written when
+ * the worker no longer holds the lease. 1 committed, 2 committed and the
+ * run completed, 0 lost, -1 error. Also drops c->worker's journal_pend
+ * markers whose replies are journaled. */
+int orch_store_lease_commit(struct orch_store *st, const char *run_id, const struct orch_lease_commit *c,
+                            const struct orch_result *res, size_t nres);
+/* Callback of lease_list: 0 to go on. The lease is valid during the call. */
+typedef int (*orch_lease_cb)(void *ud, const struct orch_lease *l);
+/* The run's leases in order. 0 or -1. */
+int orch_store_lease_list(struct orch_store *st, const char *run_id, orch_lease_cb cb, void *ud);
+
+/* The run's shared budget (every worker's spend): reserves est_usd if
+ * spent + reserved + est_usd <= the run's max (set to max_usd by the first
+ * reservation, or by budget_set). 1 reserved, 0 it would pass the max, -1
+ * error. */
+int orch_store_budget_reserve(struct orch_store *st, const char *run_id, double est_usd, double max_usd);
+/* Settles: reserved -= released_usd (not below 0), spent += spent_usd. 0 or -1. */
+int orch_store_budget_settle(struct orch_store *st, const char *run_id, double released_usd,
+                             double spent_usd);
+/* Sets the run's max (orch resume --budget). 0 or -1. */
+int orch_store_budget_set(struct orch_store *st, const char *run_id, double max_usd);
+/* The run's budget: 1 (filled), 0 none yet, -1 error. */
+int orch_store_budget_get(struct orch_store *st, const char *run_id, double *max_usd, double *spent_usd,
+                          double *reserved_usd);
+
+/* The shared journal's pending markers: before sending a request whose
+ * reply is not journaled, a worker marks its key as its own for ttl_ms
+ * (store clock); a worker that finds another's live marker waits for the
+ * reply to reach the journal instead of paying again. 1 the key is now
+ * this owner's (it was free, expired, or already its own), 0 another
+ * owner's live marker holds it, -1 error. A lease_commit removes the
+ * committing worker's markers whose replies are journaled. */
+int orch_store_journal_pend(struct orch_store *st, const char *key, const char *owner, int64_t ttl_ms);
+
+/* Sets only the run's status and error (finished_ms when completed or
+ * failed), leaving its counters to the workers' commits, which add to
+ * them meanwhile. 1, 0 no such run, -1 error. */
+int orch_store_run_set_status(struct orch_store *st, const char *run_id, enum orch_run_status status,
+                              const char *error);
+
+void orch_lease_clear(struct orch_lease *l);
+
 #endif

@@ -130,6 +130,22 @@ struct orch_store_ops {
                       int64_t limit, int newest_first, orch_event_cb cb, void *ud);
     int (*error_page)(struct orch_store *st, const char *run_id, int64_t after_seq, int64_t limit,
                       orch_result_cb cb, void *ud);
+    /* ---- many workers, one run (store.h has the contracts) ---- */
+    int (*lease_plan)(struct orch_store *st, const char *run_id, const struct orch_lease *l, size_t n);
+    int (*lease_claim)(struct orch_store *st, const char *run_id, const char *worker, int64_t stale_ms,
+                       struct orch_lease *out);
+    int (*lease_heartbeat)(struct orch_store *st, const char *run_id, int64_t no, const char *worker);
+    int (*lease_commit)(struct orch_store *st, const char *run_id, const struct orch_lease_commit *c,
+                        const struct orch_result *res, size_t nres);
+    int (*lease_list)(struct orch_store *st, const char *run_id, orch_lease_cb cb, void *ud);
+    int (*budget_reserve)(struct orch_store *st, const char *run_id, double est_usd, double max_usd);
+    int (*budget_settle)(struct orch_store *st, const char *run_id, double released_usd, double spent_usd);
+    int (*budget_set)(struct orch_store *st, const char *run_id, double max_usd);
+    int (*budget_get)(struct orch_store *st, const char *run_id, double *max_usd, double *spent_usd,
+                      double *reserved_usd);
+    int (*journal_pend)(struct orch_store *st, const char *key, const char *owner, int64_t ttl_ms);
+    int (*run_set_status)(struct orch_store *st, const char *run_id, enum orch_run_status status,
+                          const char *error);
 };
 
 /* Seals a checkpoint a backend has numbered seq, inside its write

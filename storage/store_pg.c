@@ -1621,6 +1621,460 @@ static int pg_error_page(struct orch_store *base, const char *run_id, int64_t af
     return pg_each_row(st, pg_exec(st, PG_ERR_PAGE, &p, what), pg_error_each, &c);
 }
 
+/* ---- many workers, one run: leases and the shared budget --------------
+ * Every time is the server's clock (PG_NOW_MS), never a worker's. These
+ * statements go through PQexecParams: bound values, constant SQL. */
+
+#define PG_NOW_MS "(extract(epoch FROM clock_timestamp()) * 1000)::bigint"
+#define PG_LEASE_COLS                                                                                        \
+    "no, first_index, nrows, cur_offset, cur_line, cur_index, status, owner, claims, claimed_ms, "           \
+    "heartbeat_ms, done_ms, " PG_NOW_MS " - heartbeat_ms"
+
+/* Runs constant sql with the values p. The result the caller clears, or
+ * NULL with st->err set from what. A dropped connection outside a
+ * transaction is opened again and the statement run once more. */
+static PGresult *pg_exec_sql(struct pg_store *st, const char *sql, const struct pg_params *p,
+                             const char *what)
+{
+    for (int attempt = 0;; attempt++) {
+        PGresult *r = PQexecParams(st->conn, sql, p->n, NULL, p->v, p->len, p->fmt, 0);
+        ExecStatusType s = PQresultStatus(r);
+        if (s == PGRES_COMMAND_OK || s == PGRES_TUPLES_OK)
+            return r;
+        if (attempt == 0 && !st->in_tx && pg_reconnect(st)) {
+            PQclear(r);
+            continue;
+        }
+        pg_fail_res(st, r, what);
+        PQclear(r);
+        return NULL;
+    }
+}
+
+/* pg_exec_sql for a command: rows changed, or -1. */
+static int64_t pg_exec_count(struct pg_store *st, const char *sql, const struct pg_params *p,
+                             const char *what)
+{
+    PGresult *r = pg_exec_sql(st, sql, p, what);
+    if (r == NULL)
+        return -1;
+    int64_t n = strtoll(PQcmdTuples(r), NULL, 10);
+    PQclear(r);
+    return n;
+}
+
+/* Fills out from row i of a PG_LEASE_COLS result. 0, or -1 out of memory. */
+static int pg_lease_row(const PGresult *r, int i, struct orch_lease *out)
+{
+    int oom = 0;
+    memset(out, 0, sizeof *out);
+    out->no = pg_col_int(r, i, 0);
+    out->first_index = pg_col_int(r, i, 1);
+    out->rows = pg_col_int(r, i, 2);
+    out->offset = pg_col_int(r, i, 3);
+    out->line = pg_col_int(r, i, 4);
+    out->index = pg_col_int(r, i, 5);
+    out->status = pg_col_dup(r, i, 6, &oom);
+    out->owner = pg_col_dup(r, i, 7, &oom);
+    out->claims = pg_col_int(r, i, 8);
+    out->claimed_ms = pg_col_int(r, i, 9);
+    out->heartbeat_ms = pg_col_int(r, i, 10);
+    out->done_ms = pg_col_int(r, i, 11);
+    out->age_ms = pg_col_int(r, i, 12);
+    if (oom) {
+        orch_lease_clear(out);
+        return -1;
+    }
+    return 0;
+}
+
+/* Appends x to an int8[] literal being built ("{1,2,3"). */
+static void buf_int(struct pg_buf *b, int64_t x)
+{
+    char num[32];
+    snprintf(num, sizeof num, "%s%lld", b->n > 1 ? "," : "", (long long)x);
+    buf_put(b, num, strlen(num));
+}
+
+/* The run row is locked first: two workers planning at once plan once. */
+static int pg_lease_plan(struct orch_store *base, const char *run_id, const struct orch_lease *l, size_t n)
+{
+    struct pg_store *st = pg_of(base);
+    char what[300];
+    snprintf(what, sizeof what, "cannot plan the leases of run %s", run_id);
+    struct pg_params p = {0};
+    p_text(&p, run_id);
+    if (pg_begin(st, what) != 0)
+        return -1;
+    /* the lock first, then the count: a count in the locking statement
+     * would read the snapshot taken before the wait */
+    int64_t locked = pg_exec_count(st, "SELECT 1 FROM runs WHERE id = $1 FOR UPDATE", &p, what);
+    if (locked <= 0) {
+        if (locked == 0)
+            pg_fail(st, "%s: no such run", what);
+        goto fail;
+    }
+    PGresult *r = pg_exec_sql(st, "SELECT count(*) FROM leases WHERE run_id = $1", &p, what);
+    if (r == NULL)
+        goto fail;
+    int64_t have = pg_col_int(r, 0, 0);
+    PQclear(r);
+    if (have == 0 && n > 0) {
+        struct pg_buf cols[5] = {{0}};
+        for (int k = 0; k < 5; k++)
+            buf_put(&cols[k], "{", 1);
+        int oom = 0;
+        for (size_t i = 0; i < n; i++) {
+            buf_int(&cols[0], l[i].no);
+            buf_int(&cols[1], l[i].first_index);
+            buf_int(&cols[2], l[i].rows);
+            buf_int(&cols[3], l[i].offset);
+            buf_int(&cols[4], l[i].line);
+        }
+        for (int k = 0; k < 5; k++) {
+            buf_put(&cols[k], "}", 1);
+            oom |= cols[k].oom;
+        }
+        int64_t rc = -1;
+        if (oom) {
+            pg_fail(st, "%s: out of memory", what);
+        } else {
+            for (int k = 0; k < 5; k++)
+                p_text(&p, cols[k].p);
+            rc = pg_exec_count(
+                st,
+                "INSERT INTO leases (run_id, no, first_index, nrows, cur_offset, cur_line, "
+                "cur_index) SELECT $1, u.no, u.fi, u.n, u.off, u.line, u.fi FROM unnest($2::bigint[], "
+                "$3::bigint[], $4::bigint[], $5::bigint[], $6::bigint[]) AS u (no, fi, n, off, line)",
+                &p, what);
+        }
+        for (int k = 0; k < 5; k++)
+            free(cols[k].p);
+        if (rc < 0)
+            goto fail;
+    }
+    if (pg_commit(st, what) != 0)
+        goto fail;
+    return 0;
+fail:
+    pg_abort(st);
+    return -1;
+}
+
+static int pg_lease_claim(struct orch_store *base, const char *run_id, const char *worker, int64_t stale_ms,
+                          struct orch_lease *out)
+{
+    struct pg_store *st = pg_of(base);
+    char what[300];
+    snprintf(what, sizeof what, "cannot claim a lease of run %s", run_id);
+    struct pg_params p = {0};
+    p_text(&p, run_id);
+    p_text(&p, worker);
+    p_int(&p, stale_ms);
+    PGresult *r = pg_exec_sql(
+        st,
+        "WITH c AS (SELECT no FROM leases WHERE run_id = $1 AND (status = 'free' OR (status = 'taken' AND "
+        "heartbeat_ms < " PG_NOW_MS " - $3)) ORDER BY no LIMIT 1 FOR UPDATE SKIP LOCKED) "
+        "UPDATE leases l SET status = 'taken', owner = $2, claims = l.claims + 1, claimed_ms = " PG_NOW_MS
+        ", heartbeat_ms = " PG_NOW_MS " FROM c WHERE l.run_id = $1 AND l.no = c.no RETURNING l.no, "
+        "l.first_index, l.nrows, l.cur_offset, l.cur_line, l.cur_index, l.status, l.owner, l.claims, "
+        "l.claimed_ms, l.heartbeat_ms, l.done_ms, 0",
+        &p, what);
+    if (r == NULL)
+        return -1;
+    int rc = 0;
+    if (PQntuples(r) == 1)
+        rc = pg_lease_row(r, 0, out) == 0 ? 1 : pg_fail(st, "%s: out of memory", what);
+    PQclear(r);
+    return rc;
+}
+
+static int pg_lease_heartbeat(struct orch_store *base, const char *run_id, int64_t no, const char *worker)
+{
+    struct pg_store *st = pg_of(base);
+    char what[300];
+    snprintf(what, sizeof what, "cannot heartbeat lease %lld of run %s", (long long)no, run_id);
+    struct pg_params p = {0};
+    p_text(&p, run_id);
+    p_int(&p, no);
+    p_text(&p, worker);
+    int64_t n = pg_exec_count(st,
+                              "UPDATE leases SET heartbeat_ms = " PG_NOW_MS " WHERE run_id = $1 AND no = $2 "
+                              "AND owner = $3 AND status = 'taken'",
+                              &p, what);
+    return n < 0 ? -1 : n > 0;
+}
+
+/* The run's counters += c->add, and the run completed when this was its
+ * last lease. -> 1, 2 (completed) or -1. */
+static int pg_lease_commit_run(struct pg_store *st, const char *run_id, const struct orch_lease_commit *c,
+                               const char *what)
+{
+    const struct orch_run *a = c->add;
+    struct pg_params p = {0};
+    p_text(&p, run_id);
+    p_int(&p, a ? a->rows_done : 0);
+    p_int(&p, a ? a->rows_ok : 0);
+    p_int(&p, a ? a->rows_failed : 0);
+    p_int(&p, a ? a->rows_dropped : 0);
+    p_int(&p, a ? a->rows_defaulted : 0);
+    p_int(&p, a ? a->llm_calls : 0);
+    p_int(&p, a ? a->tokens_in : 0);
+    p_int(&p, a ? a->tokens_out : 0);
+    p_dbl(&p, a ? a->cost_usd : 0);
+    p_int(&p, orch_store_now_ms());
+    if (pg_exec_count(
+            st,
+            "UPDATE runs SET rows_done = rows_done + $2, rows_ok = rows_ok + $3, rows_failed = "
+            "rows_failed + $4, rows_dropped = rows_dropped + $5, rows_defaulted = rows_defaulted + $6, "
+            "llm_calls = llm_calls + $7, tokens_in = tokens_in + $8, tokens_out = tokens_out + $9, "
+            "cost_usd = cost_usd + $10, updated_ms = $11, heartbeat_ms = $11 WHERE id = $1",
+            &p, what) < 0)
+        return -1;
+    if (c->end != 1)
+        return 1;
+    memset(&p, 0, sizeof p);
+    p_text(&p, run_id);
+    p_int(&p, orch_store_now_ms());
+    int64_t n =
+        pg_exec_count(st,
+                      "UPDATE runs SET status = 'completed', error = NULL, finished_ms = $2, updated_ms = "
+                      "$2 WHERE id = $1 AND status <> 'completed' AND NOT EXISTS (SELECT 1 FROM leases "
+                      "WHERE run_id = $1 AND status <> 'done')",
+                      &p, what);
+    return n < 0 ? -1 : n > 0 ? 2 : 1;
+}
+
+/* The run row is locked first, so the commits of a run's last two leases
+ * see each other and exactly one completes the run. */
+static int pg_lease_commit_once(struct orch_store *base, const char *run_id,
+                                const struct orch_lease_commit *c, const struct orch_result *res, size_t nres)
+{
+    struct pg_store *st = pg_of(base);
+    char what[300];
+    snprintf(what, sizeof what, "cannot commit lease %lld of run %s", (long long)c->no, run_id);
+    if (pg_begin(st, what) != 0)
+        return -1;
+    struct pg_params p = {0};
+    p_text(&p, run_id);
+    if (pg_exec_count(st, "SELECT 1 FROM runs WHERE id = $1 FOR UPDATE", &p, what) < 0)
+        goto fail;
+    p_int(&p, c->no);
+    p_text(&p, c->worker);
+    p_int(&p, c->offset);
+    p_int(&p, c->line);
+    p_int(&p, c->index);
+    p_int(&p, c->end);
+    int64_t held = pg_exec_count(
+        st,
+        "UPDATE leases SET cur_offset = $4, cur_line = $5, cur_index = $6, heartbeat_ms = " PG_NOW_MS ", "
+        "status = CASE $7::int WHEN 1 THEN 'done' WHEN 2 THEN 'free' ELSE status END, done_ms = CASE $7::int "
+        "WHEN 1 THEN " PG_NOW_MS
+        " ELSE done_ms END WHERE run_id = $1 AND no = $2 AND owner = $3 AND status = "
+        "'taken'",
+        &p, what);
+    if (held <= 0) {
+        if (held == 0)
+            pg_abort(st);
+        else
+            goto fail;
+        return 0;
+    }
+    if (nres > 0) {
+        int bulk = pg_res_bulk_ok(st, run_id, res, nres);
+        if (bulk < 0 || pg_pipe_begin(st, what) != 0)
+            goto fail;
+        if (pg_cp_send_rows(st, run_id, 0, res, nres, bulk, NULL, 0, what) != 0) {
+            char keep[sizeof st->base.err];
+            memcpy(keep, st->base.err, sizeof keep);
+            pg_pipe_end(st, what, NULL, NULL, NULL, NULL);
+            memcpy(st->base.err, keep, sizeof keep);
+            goto fail;
+        }
+        if (pg_pipe_end(st, what, NULL, NULL, NULL, NULL) != 0)
+            goto fail;
+    }
+    memset(&p, 0, sizeof p);
+    p_text(&p, c->worker);
+    if (pg_exec_count(
+            st,
+            "DELETE FROM journal_pending p WHERE p.owner = $1 AND EXISTS (SELECT 1 FROM llm_journal j "
+            "WHERE j.key = p.key)",
+            &p, what) < 0)
+        goto fail;
+    int rc = pg_lease_commit_run(st, run_id, c, what);
+    if (rc < 0 || pg_commit(st, what) != 0)
+        goto fail;
+    return rc;
+fail:
+    pg_abort(st);
+    return -1;
+}
+
+/* A commit whose transaction a lost connection took along is made again
+ * on a new one (a server restart mid-lease). Should the first COMMIT have
+ * landed with only its reply lost, the second finds the lease done and
+ * writes nothing (0: the worker moves on), or, for a progress commit,
+ * stores the same rows again (results are upserted) and counts them in
+ * the run's counters twice: the output stays right, a figure may not. */
+static int pg_lease_commit(struct orch_store *base, const char *run_id, const struct orch_lease_commit *c,
+                           const struct orch_result *res, size_t nres)
+{
+    int rc = pg_lease_commit_once(base, run_id, c, res, nres);
+    if (rc < 0 && pg_reconnect(pg_of(base)))
+        rc = pg_lease_commit_once(base, run_id, c, res, nres);
+    return rc;
+}
+
+static int pg_lease_list(struct orch_store *base, const char *run_id, orch_lease_cb cb, void *ud)
+{
+    struct pg_store *st = pg_of(base);
+    char what[300];
+    snprintf(what, sizeof what, "cannot list the leases of run %s", run_id);
+    struct pg_params p = {0};
+    p_text(&p, run_id);
+    PGresult *r =
+        pg_exec_sql(st, "SELECT " PG_LEASE_COLS " FROM leases WHERE run_id = $1 ORDER BY no", &p, what);
+    if (r == NULL)
+        return -1;
+    int ret = 0;
+    for (int i = 0; i < PQntuples(r); i++) {
+        struct orch_lease l;
+        if (pg_lease_row(r, i, &l) != 0) {
+            ret = pg_fail(st, "%s: out of memory", what);
+            break;
+        }
+        int stop = cb(ud, &l);
+        orch_lease_clear(&l);
+        if (stop)
+            break;
+    }
+    PQclear(r);
+    return ret;
+}
+
+/* Two statements: the row made if missing, then the reservation, which
+ * the server checks against the row as it is when the lock is granted
+ * (READ COMMITTED re-reads an updated row), so concurrent workers never
+ * reserve past the max together. */
+static int pg_budget_reserve(struct orch_store *base, const char *run_id, double est_usd, double max_usd)
+{
+    struct pg_store *st = pg_of(base);
+    char what[300];
+    snprintf(what, sizeof what, "cannot reserve budget for run %s", run_id);
+    struct pg_params p = {0};
+    p_text(&p, run_id);
+    p_dbl(&p, max_usd);
+    if (pg_exec_count(
+            st, "INSERT INTO run_budget (run_id, max_usd) VALUES ($1, $2) ON CONFLICT (run_id) DO NOTHING",
+            &p, what) < 0)
+        return -1;
+    memset(&p, 0, sizeof p);
+    p_text(&p, run_id);
+    p_dbl(&p, est_usd);
+    int64_t n = pg_exec_count(st,
+                              "UPDATE run_budget SET reserved_usd = reserved_usd + $2 WHERE run_id = $1 AND "
+                              "spent_usd + reserved_usd + $2 <= max_usd + 1e-12",
+                              &p, what);
+    return n < 0 ? -1 : n > 0;
+}
+
+static int pg_budget_settle(struct orch_store *base, const char *run_id, double released_usd,
+                            double spent_usd)
+{
+    struct pg_store *st = pg_of(base);
+    char what[300];
+    snprintf(what, sizeof what, "cannot settle the budget of run %s", run_id);
+    struct pg_params p = {0};
+    p_text(&p, run_id);
+    p_dbl(&p, released_usd);
+    p_dbl(&p, spent_usd);
+    return pg_exec_count(st,
+                         "UPDATE run_budget SET reserved_usd = greatest(reserved_usd - $2, 0), spent_usd = "
+                         "spent_usd + $3 WHERE run_id = $1",
+                         &p, what) < 0
+               ? -1
+               : 0;
+}
+
+/* Reservations are dropped with a new max: they belonged to workers that
+ * stopped (a budget is raised on a paused run). */
+static int pg_budget_set(struct orch_store *base, const char *run_id, double max_usd)
+{
+    struct pg_store *st = pg_of(base);
+    char what[300];
+    snprintf(what, sizeof what, "cannot set the budget of run %s", run_id);
+    struct pg_params p = {0};
+    p_text(&p, run_id);
+    p_dbl(&p, max_usd);
+    return pg_exec_count(st,
+                         "INSERT INTO run_budget (run_id, max_usd) VALUES ($1, $2) ON CONFLICT (run_id) DO "
+                         "UPDATE SET max_usd = excluded.max_usd, reserved_usd = 0",
+                         &p, what) < 0
+               ? -1
+               : 0;
+}
+
+static int pg_budget_get(struct orch_store *base, const char *run_id, double *max_usd, double *spent_usd,
+                         double *reserved_usd)
+{
+    struct pg_store *st = pg_of(base);
+    char what[300];
+    snprintf(what, sizeof what, "cannot read the budget of run %s", run_id);
+    struct pg_params p = {0};
+    p_text(&p, run_id);
+    PGresult *r = pg_exec_sql(st, "SELECT max_usd, spent_usd, reserved_usd FROM run_budget WHERE run_id = $1",
+                              &p, what);
+    if (r == NULL)
+        return -1;
+    int found = PQntuples(r) == 1;
+    if (found) {
+        *max_usd = pg_col_dbl(r, 0, 0);
+        *spent_usd = pg_col_dbl(r, 0, 1);
+        *reserved_usd = pg_col_dbl(r, 0, 2);
+    }
+    PQclear(r);
+    return found;
+}
+
+static int pg_journal_pend(struct orch_store *base, const char *key, const char *owner, int64_t ttl_ms)
+{
+    struct pg_store *st = pg_of(base);
+    char what[300];
+    snprintf(what, sizeof what, "cannot mark LLM request %.40s as being sent", key);
+    struct pg_params p = {0};
+    p_text(&p, key);
+    p_text(&p, owner);
+    p_int(&p, ttl_ms);
+    int64_t n =
+        pg_exec_count(st,
+                      "INSERT INTO journal_pending (key, owner, expires_ms) VALUES ($1, $2, " PG_NOW_MS
+                      " + $3) ON CONFLICT (key) DO UPDATE SET owner = excluded.owner, expires_ms = "
+                      "excluded.expires_ms WHERE journal_pending.owner = excluded.owner OR "
+                      "journal_pending.expires_ms < " PG_NOW_MS,
+                      &p, what);
+    return n < 0 ? -1 : n > 0;
+}
+
+static int pg_run_set_status(struct orch_store *base, const char *run_id, enum orch_run_status status,
+                             const char *error)
+{
+    struct pg_store *st = pg_of(base);
+    char what[300];
+    snprintf(what, sizeof what, "cannot update run %s", run_id);
+    int64_t now = orch_store_now_ms();
+    struct pg_params p = {0};
+    p_text(&p, run_id);
+    p_text(&p, orch_run_status_name(status));
+    p_text(&p, error);
+    p_int(&p, now);
+    p_int(&p, status == ORCH_RUN_COMPLETED || status == ORCH_RUN_FAILED ? now : 0);
+    int64_t n = pg_exec_count(
+        st, "UPDATE runs SET status = $2, error = $3, updated_ms = $4, finished_ms = $5 WHERE id = $1", &p,
+        what);
+    return n < 0 ? -1 : n > 0;
+}
+
 static const struct orch_store_ops pg_ops = {
     .name = "postgres",
     .close = pg_close,
@@ -1650,6 +2104,17 @@ static const struct orch_store_ops pg_ops = {
     .live_get = pg_live_get,
     .event_page = pg_event_page,
     .error_page = pg_error_page,
+    .lease_plan = pg_lease_plan,
+    .lease_claim = pg_lease_claim,
+    .lease_heartbeat = pg_lease_heartbeat,
+    .lease_commit = pg_lease_commit,
+    .lease_list = pg_lease_list,
+    .budget_reserve = pg_budget_reserve,
+    .budget_settle = pg_budget_settle,
+    .budget_set = pg_budget_set,
+    .budget_get = pg_budget_get,
+    .run_set_status = pg_run_set_status,
+    .journal_pend = pg_journal_pend,
 };
 
 /* Notices (e.g. from VACUUM) are not errors and must not reach stderr. */

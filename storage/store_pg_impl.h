@@ -10,7 +10,8 @@
 /* orch's table names: a database holding any of them without orch_meta
  * is another program's. */
 #define PG_TABLES                                                                                            \
-    "ARRAY['orch_meta', 'runs', 'checkpoints', 'results', 'events', 'state', 'llm_journal', 'run_live']"
+    "ARRAY['orch_meta', 'runs', 'checkpoints', 'results', 'events', 'state', 'llm_journal', 'run_live', "    \
+    "'leases', 'run_budget', 'journal_pending']"
 
 /* The first line of a libpq message, without "ERROR:  " / "FATAL:  ". */
 void orch_pg_first_line(const char *msg, char *out, size_t outlen);

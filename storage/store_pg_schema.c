@@ -134,6 +134,38 @@ static const char *const pg_migrations[] = {
     "CREATE INDEX events_run_id ON events (run_id, id);\n"
     "CREATE INDEX results_errors ON results (run_id, seq) WHERE error IS NOT NULL;\n"
     "UPDATE orch_meta SET version = 3 WHERE app = 'orch';\n",
+    /* 3 -> 4: many workers, one run. leases: a worker run's input in
+     * contiguous ranges of rows, claimed by workers; times by the
+     * server's clock. run_budget: the spend every worker of a run shares. */
+    "CREATE TABLE leases (\n"
+    "  run_id text NOT NULL REFERENCES runs (id) ON DELETE CASCADE,\n"
+    "  no bigint NOT NULL,\n"
+    "  first_index bigint NOT NULL,\n"
+    "  nrows bigint NOT NULL,\n"
+    "  cur_offset bigint NOT NULL,\n"
+    "  cur_line bigint NOT NULL,\n"
+    "  cur_index bigint NOT NULL,\n"
+    "  status text NOT NULL DEFAULT 'free' CHECK (status IN ('free','taken','done')),\n"
+    "  owner text,\n"
+    "  claims bigint NOT NULL DEFAULT 0,\n"
+    "  claimed_ms bigint NOT NULL DEFAULT 0,\n"
+    "  heartbeat_ms bigint NOT NULL DEFAULT 0,\n"
+    "  done_ms bigint NOT NULL DEFAULT 0,\n"
+    "  PRIMARY KEY (run_id, no)\n"
+    ");\n"
+    "CREATE TABLE run_budget (\n"
+    "  run_id text PRIMARY KEY REFERENCES runs (id) ON DELETE CASCADE,\n"
+    "  max_usd double precision NOT NULL,\n"
+    "  spent_usd double precision NOT NULL DEFAULT 0,\n"
+    "  reserved_usd double precision NOT NULL DEFAULT 0\n"
+    ");\n"
+    "CREATE TABLE journal_pending (\n"
+    "  key text PRIMARY KEY,\n"
+    "  owner text NOT NULL,\n"
+    "  expires_ms bigint NOT NULL\n"
+    ");\n"
+    "COMMENT ON TABLE journal_pending IS 'LLM requests a worker is sending: others wait for its reply';\n"
+    "UPDATE orch_meta SET version = 4 WHERE app = 'orch';\n",
 };
 
 #define PG_SCHEMA_VERSION ((int)(sizeof pg_migrations / sizeof pg_migrations[0]))

@@ -1212,6 +1212,400 @@ static int sq_error_page(struct orch_store *base, const char *run_id, int64_t af
     return ret;
 }
 
+/* ---- many workers, one run: leases and the shared budget --------------
+ * On SQLite the workers share one machine, whose clock is the store's.
+ * These statements are prepared when used (leases are claimed a few
+ * times a minute, not per row); each call is one transaction. */
+
+#define SQ_NOW_MS "CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER)"
+
+/* Prepares constant sql into *s. 0, or -1 with st->err set from what. */
+static int sq_prep(struct sq_store *st, const char *sql, sqlite3_stmt **s, const char *what)
+{
+    if (sqlite3_prepare_v2(st->db, sql, -1, s, NULL) != SQLITE_OK) {
+        sq_fail(st, "%s", what);
+        sqlite3_finalize(*s);
+        *s = NULL;
+        return -1;
+    }
+    return 0;
+}
+
+/* Steps and finalizes a statement without rows: rows changed, or -1. */
+static int64_t sq_run_count(struct sq_store *st, sqlite3_stmt *s, int bad, const char *what)
+{
+    if (bad || sqlite3_step(s) != SQLITE_DONE) {
+        sq_fail(st, "%s", what);
+        sqlite3_finalize(s);
+        return -1;
+    }
+    sqlite3_finalize(s);
+    return sqlite3_changes64(st->db);
+}
+
+static int sq_lease_row(sqlite3_stmt *s, struct orch_lease *out)
+{
+    int oom = 0;
+    memset(out, 0, sizeof *out);
+    out->no = sqlite3_column_int64(s, 0);
+    out->first_index = sqlite3_column_int64(s, 1);
+    out->rows = sqlite3_column_int64(s, 2);
+    out->offset = sqlite3_column_int64(s, 3);
+    out->line = sqlite3_column_int64(s, 4);
+    out->index = sqlite3_column_int64(s, 5);
+    out->status = sq_col_dup(s, 6, &oom);
+    out->owner = sq_col_dup(s, 7, &oom);
+    out->claims = sqlite3_column_int64(s, 8);
+    out->claimed_ms = sqlite3_column_int64(s, 9);
+    out->heartbeat_ms = sqlite3_column_int64(s, 10);
+    out->done_ms = sqlite3_column_int64(s, 11);
+    out->age_ms = sqlite3_column_int64(s, 12);
+    if (oom) {
+        orch_lease_clear(out);
+        return -1;
+    }
+    return 0;
+}
+
+static int sq_lease_plan(struct orch_store *base, const char *run_id, const struct orch_lease *l, size_t n)
+{
+    struct sq_store *st = sq_of(base);
+    char what[300];
+    snprintf(what, sizeof what, "cannot plan the leases of run %s", run_id);
+    sqlite3_stmt *s = NULL;
+    if (sq_begin(st, what) != 0)
+        return -1;
+    if (sq_prep(st, "SELECT count(*) FROM leases WHERE run_id = ?1", &s, what) != 0)
+        goto fail;
+    int64_t have = -1;
+    if (sq_bind_text(s, 1, run_id) == 0 && sqlite3_step(s) == SQLITE_ROW)
+        have = sqlite3_column_int64(s, 0);
+    sqlite3_finalize(s);
+    if (have < 0) {
+        sq_fail(st, "%s", what);
+        goto fail;
+    }
+    if (have == 0 && n > 0) {
+        if (sq_prep(st,
+                    "INSERT INTO leases (run_id, no, first_index, nrows, cur_offset, cur_line, cur_index) "
+                    "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?3)",
+                    &s, what) != 0)
+            goto fail;
+        for (size_t i = 0; i < n; i++) {
+            int bad = sq_bind_text(s, 1, run_id) | sq_bind_int(s, 2, l[i].no) |
+                      sq_bind_int(s, 3, l[i].first_index) | sq_bind_int(s, 4, l[i].rows) |
+                      sq_bind_int(s, 5, l[i].offset) | sq_bind_int(s, 6, l[i].line);
+            if (bad || sqlite3_step(s) != SQLITE_DONE) {
+                sq_fail(st, "%s", what);
+                sqlite3_finalize(s);
+                goto fail;
+            }
+            sqlite3_reset(s);
+        }
+        sqlite3_finalize(s);
+    }
+    if (sq_commit(st, what) != 0)
+        goto fail;
+    return 0;
+fail:
+    sq_abort(st);
+    return -1;
+}
+
+/* One statement: SQLite writes one at a time, so no two claimers take
+ * the same lease. */
+static int sq_lease_claim(struct orch_store *base, const char *run_id, const char *worker, int64_t stale_ms,
+                          struct orch_lease *out)
+{
+    struct sq_store *st = sq_of(base);
+    char what[300];
+    snprintf(what, sizeof what, "cannot claim a lease of run %s", run_id);
+    sqlite3_stmt *s = NULL;
+    if (sq_prep(
+            st,
+            "UPDATE leases SET status = 'taken', owner = ?2, claims = claims + 1, claimed_ms = " SQ_NOW_MS
+            ", heartbeat_ms = " SQ_NOW_MS " WHERE run_id = ?1 AND no = (SELECT no FROM leases WHERE run_id "
+            "= ?1 AND (status = 'free' OR (status = 'taken' AND heartbeat_ms < " SQ_NOW_MS " - ?3)) ORDER "
+            "BY no LIMIT 1) RETURNING no, first_index, nrows, cur_offset, cur_line, cur_index, status, "
+            "owner, claims, claimed_ms, heartbeat_ms, done_ms, 0",
+            &s, what) != 0)
+        return -1;
+    int bad = sq_bind_text(s, 1, run_id) | sq_bind_text(s, 2, worker) | sq_bind_int(s, 3, stale_ms);
+    int rc = bad ? SQLITE_MISUSE : sqlite3_step(s);
+    int ret = 0;
+    if (rc == SQLITE_ROW) {
+        ret = sq_lease_row(s, out) == 0 ? 1 : sq_fail_plain(st, "%s: out of memory", what);
+        rc = sqlite3_step(s);
+    }
+    if (rc != SQLITE_DONE) {
+        sq_fail(st, "%s", what);
+        orch_lease_clear(out);
+        ret = -1;
+    }
+    sqlite3_finalize(s);
+    return ret;
+}
+
+static int sq_lease_heartbeat(struct orch_store *base, const char *run_id, int64_t no, const char *worker)
+{
+    struct sq_store *st = sq_of(base);
+    char what[300];
+    snprintf(what, sizeof what, "cannot heartbeat lease %lld of run %s", (long long)no, run_id);
+    sqlite3_stmt *s = NULL;
+    if (sq_prep(st,
+                "UPDATE leases SET heartbeat_ms = " SQ_NOW_MS " WHERE run_id = ?1 AND no = ?2 AND owner = ?3 "
+                "AND status = 'taken'",
+                &s, what) != 0)
+        return -1;
+    int bad = sq_bind_text(s, 1, run_id) | sq_bind_int(s, 2, no) | sq_bind_text(s, 3, worker);
+    int64_t n = sq_run_count(st, s, bad, what);
+    return n < 0 ? -1 : n > 0;
+}
+
+/* The run's counters += c->add, and the run completed when this was its
+ * last lease. -> 1, 2 (completed) or -1. */
+static int sq_lease_commit_run(struct sq_store *st, const char *run_id, const struct orch_lease_commit *c,
+                               const char *what)
+{
+    const struct orch_run *a = c->add;
+    struct orch_run zero = {0};
+    if (a == NULL)
+        a = &zero;
+    sqlite3_stmt *s = NULL;
+    if (sq_prep(
+            st,
+            "UPDATE runs SET rows_done = rows_done + ?2, rows_ok = rows_ok + ?3, rows_failed = rows_failed + "
+            "?4, rows_dropped = rows_dropped + ?5, rows_defaulted = rows_defaulted + ?6, llm_calls = "
+            "llm_calls + ?7, tokens_in = tokens_in + ?8, tokens_out = tokens_out + ?9, cost_usd = cost_usd + "
+            "?10, updated_ms = ?11, heartbeat_ms = ?11 WHERE id = ?1",
+            &s, what) != 0)
+        return -1;
+    int64_t now = orch_store_now_ms();
+    int bad = sq_bind_text(s, 1, run_id) | sq_bind_int(s, 2, a->rows_done) | sq_bind_int(s, 3, a->rows_ok) |
+              sq_bind_int(s, 4, a->rows_failed) | sq_bind_int(s, 5, a->rows_dropped) |
+              sq_bind_int(s, 6, a->rows_defaulted) | sq_bind_int(s, 7, a->llm_calls) |
+              sq_bind_int(s, 8, a->tokens_in) | sq_bind_int(s, 9, a->tokens_out) |
+              (sqlite3_bind_double(s, 10, a->cost_usd) != SQLITE_OK) | sq_bind_int(s, 11, now);
+    if (sq_run_count(st, s, bad, what) < 0)
+        return -1;
+    if (c->end != 1)
+        return 1;
+    if (sq_prep(
+            st,
+            "UPDATE runs SET status = 'completed', error = NULL, finished_ms = ?2, updated_ms = ?2 WHERE id "
+            "= ?1 AND status <> 'completed' AND NOT EXISTS (SELECT 1 FROM leases WHERE run_id = ?1 AND "
+            "status <> 'done')",
+            &s, what) != 0)
+        return -1;
+    bad = sq_bind_text(s, 1, run_id) | sq_bind_int(s, 2, now);
+    int64_t n = sq_run_count(st, s, bad, what);
+    return n < 0 ? -1 : n > 0 ? 2 : 1;
+}
+
+static int sq_lease_commit(struct orch_store *base, const char *run_id, const struct orch_lease_commit *c,
+                           const struct orch_result *res, size_t nres)
+{
+    struct sq_store *st = sq_of(base);
+    char what[300];
+    snprintf(what, sizeof what, "cannot commit lease %lld of run %s", (long long)c->no, run_id);
+    sqlite3_stmt *s = NULL;
+    if (sq_begin(st, what) != 0)
+        return -1;
+    if (sq_prep(st,
+                "UPDATE leases SET cur_offset = ?4, cur_line = ?5, cur_index = ?6, heartbeat_ms = " SQ_NOW_MS
+                ", status = CASE ?7 WHEN 1 THEN 'done' WHEN 2 THEN 'free' ELSE status END, done_ms = CASE ?7 "
+                "WHEN 1 THEN " SQ_NOW_MS " ELSE done_ms END WHERE run_id = ?1 AND no = ?2 AND owner = ?3 AND "
+                "status = 'taken'",
+                &s, what) != 0)
+        goto fail;
+    int bad = sq_bind_text(s, 1, run_id) | sq_bind_int(s, 2, c->no) | sq_bind_text(s, 3, c->worker) |
+              sq_bind_int(s, 4, c->offset) | sq_bind_int(s, 5, c->line) | sq_bind_int(s, 6, c->index) |
+              sq_bind_int(s, 7, c->end);
+    int64_t held = sq_run_count(st, s, bad, what);
+    if (held < 0)
+        goto fail;
+    if (held == 0) {
+        sq_abort(st);
+        return 0;
+    }
+    if (sq_results_insert(st, run_id, 0, res, nres) != 0)
+        goto fail;
+    if (sq_prep(st,
+                "DELETE FROM journal_pending WHERE owner = ?1 AND EXISTS (SELECT 1 FROM llm_journal j WHERE "
+                "j.key = journal_pending.key)",
+                &s, what) != 0)
+        goto fail;
+    if (sq_run_count(st, s, sq_bind_text(s, 1, c->worker), what) < 0)
+        goto fail;
+    int rc = sq_lease_commit_run(st, run_id, c, what);
+    if (rc < 0 || sq_commit(st, what) != 0)
+        goto fail;
+    return rc;
+fail:
+    sq_abort(st);
+    return -1;
+}
+
+static int sq_lease_list(struct orch_store *base, const char *run_id, orch_lease_cb cb, void *ud)
+{
+    struct sq_store *st = sq_of(base);
+    char what[300];
+    snprintf(what, sizeof what, "cannot list the leases of run %s", run_id);
+    sqlite3_stmt *s = NULL;
+    if (sq_prep(st,
+                "SELECT no, first_index, nrows, cur_offset, cur_line, cur_index, status, owner, claims, "
+                "claimed_ms, heartbeat_ms, done_ms, " SQ_NOW_MS
+                " - heartbeat_ms FROM leases WHERE run_id = ?1 "
+                "ORDER BY no",
+                &s, what) != 0)
+        return -1;
+    int ret = sq_bind_text(s, 1, run_id) ? sq_fail(st, "%s", what) : 0;
+    while (ret == 0) {
+        int rc = sqlite3_step(s);
+        if (rc == SQLITE_DONE)
+            break;
+        if (rc != SQLITE_ROW) {
+            ret = sq_fail(st, "%s", what);
+            break;
+        }
+        struct orch_lease l;
+        if (sq_lease_row(s, &l) != 0) {
+            ret = sq_fail_plain(st, "%s: out of memory", what);
+            break;
+        }
+        int stop = cb(ud, &l);
+        orch_lease_clear(&l);
+        if (stop)
+            break;
+    }
+    sqlite3_finalize(s);
+    return ret;
+}
+
+static int sq_budget_reserve(struct orch_store *base, const char *run_id, double est_usd, double max_usd)
+{
+    struct sq_store *st = sq_of(base);
+    char what[300];
+    snprintf(what, sizeof what, "cannot reserve budget for run %s", run_id);
+    sqlite3_stmt *s = NULL;
+    if (sq_begin(st, what) != 0)
+        return -1;
+    if (sq_prep(st,
+                "INSERT INTO run_budget (run_id, max_usd) VALUES (?1, ?2) ON CONFLICT (run_id) DO NOTHING",
+                &s, what) != 0)
+        goto fail;
+    int bad = sq_bind_text(s, 1, run_id) | (sqlite3_bind_double(s, 2, max_usd) != SQLITE_OK);
+    if (sq_run_count(st, s, bad, what) < 0)
+        goto fail;
+    if (sq_prep(st,
+                "UPDATE run_budget SET reserved_usd = reserved_usd + ?2 WHERE run_id = ?1 AND spent_usd + "
+                "reserved_usd + ?2 <= max_usd + 1e-12",
+                &s, what) != 0)
+        goto fail;
+    bad = sq_bind_text(s, 1, run_id) | (sqlite3_bind_double(s, 2, est_usd) != SQLITE_OK);
+    int64_t n = sq_run_count(st, s, bad, what);
+    if (n < 0 || sq_commit(st, what) != 0)
+        goto fail;
+    return n > 0;
+fail:
+    sq_abort(st);
+    return -1;
+}
+
+static int sq_budget_settle(struct orch_store *base, const char *run_id, double released_usd,
+                            double spent_usd)
+{
+    struct sq_store *st = sq_of(base);
+    char what[300];
+    snprintf(what, sizeof what, "cannot settle the budget of run %s", run_id);
+    sqlite3_stmt *s = NULL;
+    if (sq_prep(st,
+                "UPDATE run_budget SET reserved_usd = max(reserved_usd - ?2, 0), spent_usd = spent_usd + ?3 "
+                "WHERE run_id = ?1",
+                &s, what) != 0)
+        return -1;
+    int bad = sq_bind_text(s, 1, run_id) | (sqlite3_bind_double(s, 2, released_usd) != SQLITE_OK) |
+              (sqlite3_bind_double(s, 3, spent_usd) != SQLITE_OK);
+    return sq_run_count(st, s, bad, what) < 0 ? -1 : 0;
+}
+
+/* Reservations are dropped with a new max: they belonged to workers that
+ * stopped (a budget is raised on a paused run). */
+static int sq_budget_set(struct orch_store *base, const char *run_id, double max_usd)
+{
+    struct sq_store *st = sq_of(base);
+    char what[300];
+    snprintf(what, sizeof what, "cannot set the budget of run %s", run_id);
+    sqlite3_stmt *s = NULL;
+    if (sq_prep(st,
+                "INSERT INTO run_budget (run_id, max_usd) VALUES (?1, ?2) ON CONFLICT (run_id) DO UPDATE SET "
+                "max_usd = excluded.max_usd, reserved_usd = 0",
+                &s, what) != 0)
+        return -1;
+    int bad = sq_bind_text(s, 1, run_id) | (sqlite3_bind_double(s, 2, max_usd) != SQLITE_OK);
+    return sq_run_count(st, s, bad, what) < 0 ? -1 : 0;
+}
+
+static int sq_budget_get(struct orch_store *base, const char *run_id, double *max_usd, double *spent_usd,
+                         double *reserved_usd)
+{
+    struct sq_store *st = sq_of(base);
+    char what[300];
+    snprintf(what, sizeof what, "cannot read the budget of run %s", run_id);
+    sqlite3_stmt *s = NULL;
+    if (sq_prep(st, "SELECT max_usd, spent_usd, reserved_usd FROM run_budget WHERE run_id = ?1", &s, what) !=
+        0)
+        return -1;
+    int rc = sq_bind_text(s, 1, run_id) ? SQLITE_MISUSE : sqlite3_step(s);
+    int ret = 0;
+    if (rc == SQLITE_ROW) {
+        *max_usd = sqlite3_column_double(s, 0);
+        *spent_usd = sqlite3_column_double(s, 1);
+        *reserved_usd = sqlite3_column_double(s, 2);
+        ret = 1;
+    } else if (rc != SQLITE_DONE) {
+        ret = sq_fail(st, "%s", what);
+    }
+    sqlite3_finalize(s);
+    return ret;
+}
+
+static int sq_journal_pend(struct orch_store *base, const char *key, const char *owner, int64_t ttl_ms)
+{
+    struct sq_store *st = sq_of(base);
+    char what[300];
+    snprintf(what, sizeof what, "cannot mark LLM request %.40s as being sent", key);
+    sqlite3_stmt *s = NULL;
+    if (sq_prep(st,
+                "INSERT INTO journal_pending (key, owner, expires_ms) VALUES (?1, ?2, " SQ_NOW_MS " + ?3) ON "
+                "CONFLICT (key) DO UPDATE SET owner = excluded.owner, expires_ms = excluded.expires_ms WHERE "
+                "journal_pending.owner = excluded.owner OR journal_pending.expires_ms < " SQ_NOW_MS,
+                &s, what) != 0)
+        return -1;
+    int bad = sq_bind_text(s, 1, key) | sq_bind_text(s, 2, owner) | sq_bind_int(s, 3, ttl_ms);
+    int64_t n = sq_run_count(st, s, bad, what);
+    return n < 0 ? -1 : n > 0;
+}
+
+static int sq_run_set_status(struct orch_store *base, const char *run_id, enum orch_run_status status,
+                             const char *error)
+{
+    struct sq_store *st = sq_of(base);
+    char what[300];
+    snprintf(what, sizeof what, "cannot update run %s", run_id);
+    sqlite3_stmt *s = NULL;
+    if (sq_prep(st,
+                "UPDATE runs SET status = ?2, error = ?3, updated_ms = ?4, finished_ms = ?5 WHERE id = ?1",
+                &s, what) != 0)
+        return -1;
+    int64_t now = orch_store_now_ms();
+    int bad = sq_bind_text(s, 1, run_id) | sq_bind_text(s, 2, orch_run_status_name(status)) |
+              sq_bind_text(s, 3, error) | sq_bind_int(s, 4, now) |
+              sq_bind_int(s, 5, status == ORCH_RUN_COMPLETED || status == ORCH_RUN_FAILED ? now : 0);
+    int64_t n = sq_run_count(st, s, bad, what);
+    return n < 0 ? -1 : n > 0;
+}
+
 const struct orch_store_ops sq_ops = {
     .name = "sqlite",
     .close = sq_close,
@@ -1241,4 +1635,15 @@ const struct orch_store_ops sq_ops = {
     .live_get = sq_live_get,
     .event_page = sq_event_page,
     .error_page = sq_error_page,
+    .lease_plan = sq_lease_plan,
+    .lease_claim = sq_lease_claim,
+    .lease_heartbeat = sq_lease_heartbeat,
+    .lease_commit = sq_lease_commit,
+    .lease_list = sq_lease_list,
+    .budget_reserve = sq_budget_reserve,
+    .budget_settle = sq_budget_settle,
+    .budget_set = sq_budget_set,
+    .budget_get = sq_budget_get,
+    .run_set_status = sq_run_set_status,
+    .journal_pend = sq_journal_pend,
 };

@@ -113,6 +113,35 @@ static const char *const sq_migrations[] = {
     /* the dashboard's page of failed rows, however many rows are ok */
     "CREATE INDEX results_errors ON results (run_id, seq) WHERE error IS NOT NULL;\n"
     "PRAGMA user_version = 3;\n",
+    /* 3 -> 4: many workers, one run (see store_pg_schema.c). */
+    "CREATE TABLE leases (\n"
+    "  run_id TEXT NOT NULL REFERENCES runs (id) ON DELETE CASCADE,\n"
+    "  no INTEGER NOT NULL,\n"
+    "  first_index INTEGER NOT NULL,\n"
+    "  nrows INTEGER NOT NULL,\n"
+    "  cur_offset INTEGER NOT NULL,\n"
+    "  cur_line INTEGER NOT NULL,\n"
+    "  cur_index INTEGER NOT NULL,\n"
+    "  status TEXT NOT NULL DEFAULT 'free' CHECK (status IN ('free','taken','done')),\n"
+    "  owner TEXT,\n"
+    "  claims INTEGER NOT NULL DEFAULT 0,\n"
+    "  claimed_ms INTEGER NOT NULL DEFAULT 0,\n"
+    "  heartbeat_ms INTEGER NOT NULL DEFAULT 0,\n"
+    "  done_ms INTEGER NOT NULL DEFAULT 0,\n"
+    "  PRIMARY KEY (run_id, no)\n"
+    ") WITHOUT ROWID;\n"
+    "CREATE TABLE run_budget (\n"
+    "  run_id TEXT PRIMARY KEY REFERENCES runs (id) ON DELETE CASCADE,\n"
+    "  max_usd REAL NOT NULL,\n"
+    "  spent_usd REAL NOT NULL DEFAULT 0,\n"
+    "  reserved_usd REAL NOT NULL DEFAULT 0\n"
+    ") WITHOUT ROWID;\n"
+    "CREATE TABLE journal_pending (\n"
+    "  key TEXT PRIMARY KEY,       -- an LLM request a worker is sending: others wait for its reply\n"
+    "  owner TEXT NOT NULL,\n"
+    "  expires_ms INTEGER NOT NULL\n"
+    ") WITHOUT ROWID;\n"
+    "PRAGMA user_version = 4;\n",
 };
 
 _Static_assert(sizeof sq_migrations / sizeof sq_migrations[0] == SQ_SCHEMA_VERSION,

@@ -225,6 +225,11 @@ local function estimate(opts, wf, path)
   return est.sample(opts, fresh, path, finish, note, base.warn)
 end
 
+-- orch worker (orch.worker): many workers, one run.
+local function worker(opts, wf, path)
+  return require("orch.worker").command(opts, wf, path)
+end
+
 local function run(opts, wf, path)
   if opts.dry_run then
     return estimate(opts, wf, path)
@@ -297,6 +302,7 @@ end
 
 local function resume_one(st, r, opts)
   local cwd, given = run_origin(st, r)
+  local workers = require("orch.worker").is_worker_run(r)
   if cwd and cwd ~= sys.realpath(".") then
     local ok, err = sys.chdir(cwd)
     if not ok then
@@ -319,6 +325,10 @@ local function resume_one(st, r, opts)
   if clash then
     say(string.format("cannot resume run %s: %s", r.id, clash))
     return 2
+  end
+  if workers then -- a worker run is resumed by joining it as a worker (a new --budget holds for all)
+    local wopts = setmetatable({ set = p, resume_run = r.id }, { __index = opts })
+    return require("orch.worker").command(wopts, wf, path)
   end
   return execute(st, wf, path, p, opts, r.id)
 end
@@ -392,7 +402,7 @@ end
 -- "help" is main.c's own). Each first sets up the command's log.
 local inspect, maint = require "orch.cli_inspect", require "orch.cli_maint"
 local handlers = {
-  run = on_workflow(run), estimate = on_workflow(estimate), params = on_workflow(params), resume = resume, version = version, script = script,
+  run = on_workflow(run), worker = on_workflow(worker), estimate = on_workflow(estimate), params = on_workflow(params), resume = resume, version = version, script = script,
   status = inspect.status, ls = inspect.ls, history = inspect.history, checkpoints = inspect.checkpoints,
   export = inspect.export, stats = inspect.stats,
   gc = maint.gc, restore = maint.restore,

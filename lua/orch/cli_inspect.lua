@@ -68,6 +68,36 @@ local function status_lines(run, cps, live, opts)
   return lines
 end
 
+-- orch status of a worker run (orch.worker): the run's totals, its leases
+-- and its workers, live ones first, with the rows each committed and their
+-- rate. -> exit code
+local function worker_status(st, run, cps, opts)
+  local w, err = require("orch.worker").workers(st, run)
+  if w == nil then
+    say(err)
+    return 1
+  end
+  local lines = status_lines(run, cps, run.status == "running", opts)
+  for i = #lines, 1, -1 do
+    if lines[i][1] == "owner" or lines[i][1] == "checkpoints" then
+      table.remove(lines, i)
+    end
+  end
+  local nlive = 0
+  for _, x in ipairs(w.workers) do
+    nlive = nlive + (x.live and 1 or 0)
+  end
+  lines[#lines + 1] = { "leases", string.format("%d: %d done, %d taken, %d free (taken back after %s s without a "
+    .. "heartbeat)", w.leases.total, w.leases.done, w.leases.taken, w.leases.free, tostring(w.timeout_s)) }
+  lines[#lines + 1] = { "workers", string.format("%d live, %d in all", nlive, #w.workers) }
+  for _, x in ipairs(w.workers) do
+    lines[#lines + 1] = { "  " .. x.name, string.format("%s, %s rows, %.1f rows/s", x.live and ("live, lease "
+      .. x.lease) or "holds no lease", count(x.rows), x.rows_per_s) }
+  end
+  fmt.fields(io.stdout, lines)
+  return 0
+end
+
 function M.status(opts)
   return base.with_store(opts, function(st)
     local run, code = status_run(st, opts)
@@ -91,10 +121,16 @@ function M.status(opts)
       run.last_checkpoint = cps[#cps]
       run.live = figures
       run.batches = #batches > 0 and batches or nil
+      if require("orch.worker").is_worker_run(run) then
+        run.workers = require("orch.worker").workers(st, run)
+      end
       base.print_json(run)
       return 0
     end
     local live = (run.status == "running") and runs.owner_alive(run, store.now_ms())
+    if require("orch.worker").is_worker_run(run) then
+      return worker_status(st, run, cps, opts)
+    end
     local lines = status_lines(run, cps, live, opts)
     if figures then -- between checkpoints: what the running orch wrote last
       table.insert(lines, 5, { "live", require("orch.serve_live").text(figures) })
@@ -280,7 +316,50 @@ local function export_output(run, limit, format, fh, write_row)
   end
 end
 
+-- A worker run's output is its results' data, in input order (orch.worker):
+-- whole once the run completed. -> exit code
+local function export_worker_run(st, run, opts, format)
+  if run.status ~= "completed" then
+    say(string.format("cannot export run %s yet: it is %s with %s rows committed by its workers; the output is "
+      .. "whole once every lease is done (orch status %s shows them)", run.id, run.status, count(run.rows_done),
+      run.id))
+    return 1
+  end
+  local fh = io.stdout
+  if opts.o then
+    local ferr
+    fh, ferr = io.open(opts.o, "wb")
+    if fh == nil then
+      say("cannot write " .. tostring(ferr))
+      return 2
+    end
+  end
+  local write_row -- CSV: the columns of the first row, in its order
+  local ok, err = st:each_result(run.id, function(r)
+    if r.data then
+      if format == "csv" then
+        local _, row, keys = pcall(json.decode, r.data, true)
+        write_row = write_row or csv_writer(fh, keys)
+        write_row(row)
+      else
+        fh:write(r.data)
+      end
+    end
+  end)
+  if fh ~= io.stdout then
+    fh:close()
+  end
+  if not ok then
+    say(err)
+    return 1
+  end
+  return 0
+end
+
 local function export_run(st, run, opts, format)
+  if require("orch.worker").is_worker_run(run) then
+    return export_worker_run(st, run, opts, format)
+  end
   local cps = st:checkpoint_list(run.id) or {}
   local last = cps[#cps]
   local limit = last and last.output_offset or 0

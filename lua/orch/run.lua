@@ -244,4 +244,8 @@ function M.rows(wf, opts)
   return exit
 end
 
+-- The parts orch.worker runs a lease with: the same state, driver and
+-- ending as a run, around a lease's source and sink.
+M.parts = { new_state = new_state, run_driver = run_driver, conclude = conclude }
+
 return M

@@ -1146,7 +1146,7 @@ static void test_reopen(const char *db_path)
                              "(SELECT count(*) FROM results WHERE run_id = 'r1')",
                              -1, &s, NULL) == SQLITE_OK);
     CHECK(sqlite3_step(s) == SQLITE_ROW);
-    CHECK(sqlite3_column_int(s, 0) == 3);
+    CHECK(sqlite3_column_int(s, 0) == 4);
     CHECK(sqlite3_column_int64(s, 1) == 0x4F524348);
     CHECK_STR((const char *)sqlite3_column_text(s, 2), "wal");
     CHECK(sqlite3_column_int(s, 3) == 4);
@@ -1171,8 +1171,9 @@ static int64_t user_version(const char *path)
 
 /* Makes a schema-1 store at path holding run "old" with one checkpoint
  * and an event: written by this code, then with the journal taken off
- * and the live figures taken off and user_version set back, which leaves
- * exactly what migration 1 creates (later ones only add tables). 0 or -1. */
+ * and the tables of later migrations taken off and user_version set
+ * back, which leaves exactly what migration 1 creates (later ones only
+ * add tables and indexes). 0 or -1. */
 static int make_v1_store(const char *path)
 {
     char err[512];
@@ -1198,6 +1199,7 @@ static int make_v1_store(const char *path)
     if (rc != 0)
         return -1;
     return sql_on(path, "DROP TABLE llm_journal; DROP TABLE run_live; DROP INDEX results_errors; "
+                        "DROP TABLE leases; DROP TABLE run_budget; DROP TABLE journal_pending; "
                         "PRAGMA user_version = 1") == SQLITE_OK
                ? 0
                : -1;
@@ -1217,7 +1219,7 @@ static void test_migrate_v1(const char *dir)
         fprintf(stderr, "open v1: %s\n", err);
         return;
     }
-    CHECK(user_version(path) == 3);
+    CHECK(user_version(path) == 4);
     /* what was there is still there and resumable */
     struct orch_run got = {0};
     CHECK(orch_store_run_get(st, "old", &got) == 1);
@@ -1257,7 +1259,7 @@ static void test_migrate_v1(const char *dir)
         CHECK(s.runs == 1 && s.journal_entries == 1 && s.journal_hits == 2 && near(s.journal_saved_usd, 0.5));
         orch_store_close(st);
     }
-    CHECK(user_version(path) == 3);
+    CHECK(user_version(path) == 4);
 
     /* a migration that cannot apply is refused whole: the v1 file keeps
      * its version and its data */
@@ -1278,7 +1280,7 @@ static void test_migrate_v1(const char *dir)
         orch_run_clear(&got);
         orch_store_close(st);
     }
-    CHECK(user_version(path) == 3);
+    CHECK(user_version(path) == 4);
 }
 
 /* Several processes opening one fresh file at once: the schema is
@@ -1427,18 +1429,18 @@ static void test_refusals(const char *dir)
     if (st != NULL)
         orch_store_close(st);
     CHECK(sql_on(path, "PRAGMA user_version = 99") == SQLITE_OK);
-    snprintf(want, sizeof want, "%s: created by a newer orch (schema 99, this orch knows up to 3)", path);
+    snprintf(want, sizeof want, "%s: created by a newer orch (schema 99, this orch knows up to 4)", path);
     expect_refused(path, want);
     st = orch_store_open(path, err, sizeof err);
     CHECK_STR(err, want);
     /* the very next version too */
-    snprintf(path, sizeof path, "%s/newer3.db", dir);
+    snprintf(path, sizeof path, "%s/newer4.db", dir);
     st = orch_store_open(path, err, sizeof err);
     CHECK(st != NULL);
     if (st != NULL)
         orch_store_close(st);
-    CHECK(sql_on(path, "PRAGMA user_version = 4") == SQLITE_OK);
-    snprintf(want, sizeof want, "%s: created by a newer orch (schema 4, this orch knows up to 3)", path);
+    CHECK(sql_on(path, "PRAGMA user_version = 5") == SQLITE_OK);
+    snprintf(want, sizeof want, "%s: created by a newer orch (schema 5, this orch knows up to 4)", path);
     expect_refused(path, want);
 
     /* text files, short and long */
@@ -1615,7 +1617,7 @@ static void test_readonly(const char *dir)
     CHECK(make_v1_store(path) == 0);
     st = orch_store_open_flags(path, ORCH_STORE_READONLY, err, sizeof err);
     CHECK(st == NULL);
-    CHECK_HAS(err, "written by an older orch (schema 1, this orch reads 3) and opened read-only");
+    CHECK_HAS(err, "written by an older orch (schema 1, this orch reads 4) and opened read-only");
     CHECK(user_version(path) == 1);
 
     char rodir[600];
@@ -1754,7 +1756,7 @@ static void test_pg_refusals(const char *url)
     CHECK(pg_query(url, "UPDATE newer.orch_meta SET version = 99", NULL, NULL, 0) == 0);
     st = orch_store_open(target, err, sizeof err);
     CHECK(st == NULL);
-    CHECK_HAS(err, ": created by a newer orch (schema 99, this orch knows up to 3)");
+    CHECK_HAS(err, ": created by a newer orch (schema 99, this orch knows up to 4)");
     CHECK(pg_query(url, "SELECT version FROM newer.orch_meta", NULL, NULL, 0) == 99);
 
     /* read-only: a database without orch's tables is no store, and stays so */

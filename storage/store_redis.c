@@ -720,7 +720,7 @@ static int rd_checkpoint_rollback(struct orch_store *base, const char *run_id, i
 
 /* ---- results, events, state ------------------------------------------- */
 
-/* HGETALL or LRANGE of one of the run's keys (kind "res:", ...). */
+/* HGETALL, LRANGE or ZRANGE of one of the run's keys (kind "res:", ...). */
 static redisReply *rd_read_all(struct rd_store *st, const char *cmd, const char *kind, const char *run_id,
                                const char *what)
 {
@@ -729,7 +729,7 @@ static redisReply *rd_read_all(struct rd_store *st, const char *cmd, const char 
     struct rd_args a = {0};
     rd_arg_s(&a, cmd);
     rd_arg_s(&a, key);
-    if (strcmp(cmd, "LRANGE") == 0) {
+    if (strcmp(cmd, "LRANGE") == 0 || strcmp(cmd, "ZRANGE") == 0) {
         rd_arg_s(&a, "0");
         rd_arg_s(&a, "-1");
     }
@@ -910,7 +910,7 @@ static int rd_event_list(struct orch_store *base, const char *run_id, orch_event
     struct rd_store *st = rd_of(base);
     char what[300];
     snprintf(what, sizeof what, "cannot list the events of run %s", run_id != NULL ? run_id : "(none)");
-    redisReply *r = run_id != NULL ? rd_read_all(st, "LRANGE", "ev:", run_id, what)
+    redisReply *r = run_id != NULL ? rd_read_all(st, "ZRANGE", "ev:", run_id, what)
                                    : rd_read_all(st, "LRANGE", "ev", "", what);
     if (r == NULL)
         return -1;
@@ -1152,6 +1152,136 @@ static void rd_close(struct orch_store *base)
     free(st);
 }
 
+/* ---- live figures, pages ---------------------------------------------- */
+
+static int rd_live_put(struct orch_store *base, const char *run_id, int64_t updated_ms, const char *figures)
+{
+    struct rd_store *st = rd_of(base);
+    if (rd_writable(st, "cannot record live figures") != 0)
+        return -1;
+    struct rd_args a = {0};
+    rd_arg_s(&a, run_id);
+    rd_arg_i(&a, updated_ms);
+    rd_arg_s(&a, figures);
+    int64_t n = rd_eval_int(st, RD_LIVE_PUT, &a, "cannot record live figures");
+    if (n == 0)
+        return orch_redis_fail(st, "cannot record the live figures of run %s: no such run", run_id);
+    return n == 1 ? 0 : -1;
+}
+
+static int rd_live_get(struct orch_store *base, const char *run_id, char **figures, int64_t *updated_ms)
+{
+    struct rd_store *st = rd_of(base);
+    char what[300], key[600];
+    snprintf(what, sizeof what, "cannot read the live figures of run %s", run_id);
+    rd_key(st, key, sizeof key, "live:", run_id);
+    struct rd_args a = {0};
+    rd_arg_s(&a, "HMGET");
+    rd_arg_s(&a, key);
+    rd_arg_s(&a, "figures");
+    rd_arg_s(&a, "updated_ms");
+    redisReply *r = orch_redis_cmd(st, &a, what);
+    rd_args_free(&a);
+    if (r == NULL)
+        return -1;
+    int ret = 0;
+    if (r->type != REDIS_REPLY_ARRAY || r->elements != 2) {
+        ret = orch_redis_fail(st, "%s: %s", what, r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply");
+    } else if (r->element[0]->type == REDIS_REPLY_STRING) {
+        *figures = strndup(r->element[0]->str, r->element[0]->len);
+        if (r->element[1]->type == REDIS_REPLY_STRING)
+            *updated_ms = strtoll(r->element[1]->str, NULL, 10);
+        ret = *figures != NULL ? 1 : orch_redis_fail(st, "%s: out of memory", what);
+    }
+    freeReplyObject(r);
+    return ret;
+}
+
+/* One range of the run's event set by id: ZRANGEBYSCORE (or REV) with
+ * exclusive bounds and a LIMIT, so the page costs log(events) + limit. */
+static int rd_event_page(struct orch_store *base, const char *run_id, int64_t after_id, int64_t before_id,
+                         int64_t limit, int newest_first, orch_event_cb cb, void *ud)
+{
+    struct rd_store *st = rd_of(base);
+    char what[300], key[600], lo[32], hi[32];
+    snprintf(what, sizeof what, "cannot list the events of run %s", run_id);
+    rd_key(st, key, sizeof key, "ev:", run_id);
+    snprintf(lo, sizeof lo, "(%lld", (long long)after_id);
+    snprintf(hi, sizeof hi, "(%lld", (long long)before_id);
+    struct rd_args a = {0};
+    rd_arg_s(&a, newest_first ? "ZREVRANGEBYSCORE" : "ZRANGEBYSCORE");
+    rd_arg_s(&a, key);
+    rd_arg_s(&a, newest_first ? hi : lo);
+    rd_arg_s(&a, newest_first ? lo : hi);
+    rd_arg_s(&a, "LIMIT");
+    rd_arg_s(&a, "0");
+    rd_arg_i(&a, limit);
+    redisReply *r = orch_redis_cmd(st, &a, what);
+    rd_args_free(&a);
+    if (r == NULL)
+        return -1;
+    if (r->type != REDIS_REPLY_ARRAY) {
+        orch_redis_fail(st, "%s: %s", what, r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply");
+        freeReplyObject(r);
+        return -1;
+    }
+    int ret = 0;
+    for (size_t i = 0; i < r->elements; i++) {
+        struct orch_event e;
+        int rc = parse_event(r->element[i], &e);
+        if (rc != 0) {
+            ret = orch_redis_fail(st, "%s: %s", what, rc == -2 ? "out of memory" : "an event is damaged");
+            break;
+        }
+        int stop = cb(ud, &e);
+        orch_event_clear(&e);
+        if (stop)
+            break;
+    }
+    freeReplyObject(r);
+    return ret;
+}
+
+/* The error index err:ID gives the seqs, res:ID their rows (one script,
+ * so a rollback cannot come between); data is left NULL. */
+static int rd_error_page(struct orch_store *base, const char *run_id, int64_t after_seq, int64_t limit,
+                         orch_result_cb cb, void *ud)
+{
+    struct rd_store *st = rd_of(base);
+    char what[300];
+    snprintf(what, sizeof what, "cannot list the failed rows of run %s", run_id);
+    struct rd_args a = {0};
+    rd_arg_s(&a, run_id);
+    rd_arg_i(&a, after_seq);
+    rd_arg_i(&a, limit);
+    redisReply *r = orch_redis_eval(st, RD_ERR_PAGE, &a, what);
+    rd_args_free(&a);
+    if (r == NULL)
+        return -1;
+    int ret = 0;
+    for (size_t i = 0; r->type == REDIS_REPLY_ARRAY && i + 1 < r->elements; i += 2) {
+        struct orch_result x;
+        char *strs[3] = {NULL, NULL, NULL};
+        if (parse_result(r->element[i], r->element[i + 1], &x, strs) != 0) {
+            ret = orch_redis_fail(st, "%s: result %s is damaged", what, r->element[i]->str);
+            break;
+        }
+        x.data = NULL;
+        x.data_len = 0;
+        int stop = 0;
+        if (x.status == NULL)
+            ret = orch_redis_fail(st, "%s: out of memory", what);
+        else
+            stop = cb(ud, &x);
+        for (int k = 0; k < 3; k++)
+            free(strs[k]);
+        if (stop || ret != 0)
+            break;
+    }
+    freeReplyObject(r);
+    return ret;
+}
+
 static const struct orch_store_ops rd_ops = {
     .name = "redis",
     .close = rd_close,
@@ -1177,6 +1307,10 @@ static const struct orch_store_ops rd_ops = {
     .journal_prune = rd_journal_prune,
     .vacuum = rd_vacuum,
     .version = rd_version,
+    .live_put = rd_live_put,
+    .live_get = rd_live_get,
+    .event_page = rd_event_page,
+    .error_page = rd_error_page,
 };
 
 struct orch_store *orch_store_redis_open(const char *target, int flags, char *err, size_t errlen)

@@ -582,6 +582,23 @@ static int rd_check_schema(struct rd_store *st, char *err, size_t errlen)
                  st->shown, v, RD_SCHEMA);
         return -1;
     }
+    if (v < RD_SCHEMA && st->readonly) {
+        snprintf(err, errlen,
+                 "%s: written by an older orch (schema %ld, this orch reads %d); any writing command "
+                 "(orch run, resume or gc) upgrades it",
+                 st->shown, v, RD_SCHEMA);
+        return -1;
+    }
+    if (v < RD_SCHEMA) {
+        struct rd_args a = {0};
+        redisReply *r = orch_redis_eval(st, RD_MIGRATE, &a, "cannot upgrade the store to schema 2");
+        rd_args_free(&a);
+        if (r == NULL) {
+            snprintf(err, errlen, "%s", st->base.err);
+            return -1;
+        }
+        freeReplyObject(r);
+    }
     return 0;
 }
 

@@ -29,6 +29,10 @@ enum rd_script {
     RD_JR_PRUNE,
     RD_STATS,
     RD_SETUP,
+    /* live figures, pages, schema 2 */
+    RD_LIVE_PUT,
+    RD_ERR_PAGE,
+    RD_MIGRATE,
     RD_NSCRIPT
 };
 
@@ -36,7 +40,7 @@ enum rd_script {
 const char *orch_redis_script(enum rd_script i);
 
 /* The schema this orch writes and reads (orch:meta's "schema"). */
-#define RD_SCHEMA 1
+#define RD_SCHEMA 2
 
 /* The parts of a redis:// or unix:// URL. Strings are heap copies. */
 struct rd_url {

@@ -12,9 +12,16 @@
  *   cp:ID:SEQ          hash: one checkpoint (memento = the zstd frame)
  *   res:ID             hash: seq -> "CPSEQ|STATUS|KLEN|ELEN|DLEN|" key error data
  *   state:ID           hash: key -> JSON value
- *   ev:ID, ev          lists: "EVID|TS|TLEN|DLEN|" type data (ev: no run)
+ *   ev:ID              sorted set: the run's events, "EVID|TS|TLEN|DLEN|" type
+ *                      data scored by EVID (a page is one range, however long)
+ *   ev                 list: events of no run, in the same layout
+ *   err:ID             sorted set: the seqs of the run's results that carry an
+ *                      error (the failed-rows page reads it, then those of res:ID)
+ *   live:ID            hash: the run's live figures (figures, updated_ms)
  *   jr:KEY             hash: one journaled LLM response
  *   jrz                sorted set: journal keys by created_ms
+ * Schema 1 kept a run's events in a list ev:ID and had no err:ID: the
+ * migrate script turns such a store into schema 2 at the first writing open.
  * Arguments after the prefix are read in order with arg()/num(); a field
  * list is a count then that many name/value pairs (hset) or names (hdel).
  * Not for Redis Cluster: the scripts name their keys themselves.
@@ -81,7 +88,7 @@ static const char *const rd_scripts[RD_NSCRIPT] = {
                        "  redis.call('DEL', P .. 'cp:' .. id .. ':' .. s)\n"
                        "end\n"
                        "redis.call('DEL', k, P .. 'cps:' .. id, P .. 'res:' .. id, P .. 'state:' .. id,\n"
-                       "  P .. 'ev:' .. id)\n"
+                       "  P .. 'ev:' .. id, P .. 'err:' .. id, P .. 'live:' .. id)\n"
                        "redis.call('ZREM', P .. 'runs', id)\n"
                        "return 1\n",
     /* filters status, name, since, until, identity ('' = any), unfinished
@@ -116,7 +123,26 @@ static const char *const rd_scripts[RD_NSCRIPT] = {
                                    "hset(k, num()); hdel(k, num())\n"
                                    "hset(P .. 'cp:' .. id .. ':' .. seq, num())\n"
                                    "redis.call('ZADD', P .. 'cps:' .. id, seq, seq)\n"
-                                   "hset(P .. 'res:' .. id, num())\n"
+                                   "local rk, ek = P .. 'res:' .. id, P .. 'err:' .. id\n"
+                                   "local t, errs, oks = {}, {}, {}\n"
+                                   "for i = 1, num() do\n"
+                                   "  local q, v = arg(), arg()\n"
+                                   "  t[#t + 1] = q; t[#t + 1] = v\n"
+                                   "  if string.match(v, '^%d+|%d+|%-?%d+|(%-?%d+)|') == '-1' then\n"
+                                   "    oks[#oks + 1] = q\n"
+                                   "  else errs[#errs + 1] = q; errs[#errs + 1] = q end\n"
+                                   "end\n"
+                                   "for i = 1, #t, 200 do\n"
+                                   "  redis.call('HSET', rk, unpack(t, i, math.min(i + 199, #t)))\n"
+                                   "end\n"
+                                   "for i = 1, #errs, 200 do\n"
+                                   "  redis.call('ZADD', ek, unpack(errs, i, math.min(i + 199, #errs)))\n"
+                                   "end\n"
+                                   "if #oks > 0 and redis.call('EXISTS', ek) == 1 then\n"
+                                   "  for i = 1, #oks, 200 do\n"
+                                   "    redis.call('ZREM', ek, unpack(oks, i, math.min(i + 199, #oks)))\n"
+                                   "  end\n"
+                                   "end\n"
                                    "local sk = P .. 'state:' .. id\n"
                                    "hset(sk, num()); hdel(sk, num())\n"
                                    "return 0\n",
@@ -132,7 +158,9 @@ static const char *const rd_scripts[RD_NSCRIPT] = {
                        "local all = redis.call('HGETALL', rk)\n"
                        "for i = 1, #all, 2 do\n"
                        "  local cp = tonumber(string.match(all[i + 1], '^(%d+)|'))\n"
-                       "  if cp and cp > s then redis.call('HDEL', rk, all[i]) end\n"
+                       "  if cp and cp > s then\n"
+                       "    redis.call('HDEL', rk, all[i]); redis.call('ZREM', P .. 'err:' .. id, all[i])\n"
+                       "  end\n"
                        "end\n"
                        "return 0\n",
     /* has run (1/0), id, the packed event: its id, or -1 no such run */
@@ -143,7 +171,8 @@ static const char *const rd_scripts[RD_NSCRIPT] = {
                                  "  lk = P .. 'ev:' .. id\n"
                                  "end\n"
                                  "local eid = redis.call('INCR', P .. 'ev_id')\n"
-                                 "redis.call('RPUSH', lk, eid .. '|' .. rest)\n"
+                                 "if has == '1' then redis.call('ZADD', lk, eid, eid .. '|' .. rest)\n"
+                                 "else redis.call('RPUSH', lk, eid .. '|' .. rest) end\n"
                                  "return eid\n",
     /* count hits (1/0), n puts (key, created_ms, fields), m lookups (keys):
      * the first reply of a key wins; {fields} or 0 per lookup */
@@ -193,7 +222,9 @@ static const char *const rd_scripts[RD_NSCRIPT] = {
     "    if d > max then max = d end\n"
     "    mem(ck)\n"
     "  end\n"
-    "  for _, t in ipairs({'run:', 'cps:', 'res:', 'state:', 'ev:'}) do mem(P .. t .. id) end\n"
+    "  for _, t in ipairs({'run:', 'cps:', 'res:', 'state:', 'ev:', 'err:', 'live:'}) do\n"
+    "    mem(P .. t .. id)\n"
+    "  end\n"
     "end\n"
     "local ne, hits, saved = 0, 0, 0\n"
     "for _, key in ipairs(redis.call('ZRANGE', P .. 'jrz', 0, -1)) do\n"
@@ -217,6 +248,51 @@ static const char *const rd_scripts[RD_NSCRIPT] = {
                                 "if redis.call('EXISTS', k) == 1 then return {k} end\n"
                                 "redis.call('HSET', k, 'app', 'orch', 'schema', schema)\n"
                                 "return 0\n",
+    /* id, updated_ms, figures: 1 written, 0 no such run (nothing written) */
+    [RD_LIVE_PUT] =
+        WRITES PRELUDE "local id, ms, fig = arg(), arg(), arg()\n"
+                       "if redis.call('EXISTS', P .. 'run:' .. id) == 0 then return 0 end\n"
+                       "redis.call('HSET', P .. 'live:' .. id, 'updated_ms', ms, 'figures', fig)\n"
+                       "return 1\n",
+    /* id, after_seq, limit: {seq, stored result}... of the results with an
+     * error after after_seq, in seq order; one range of err:ID, so the page
+     * costs the same however many rows the run has */
+    [RD_ERR_PAGE] =
+        READS PRELUDE "local id, after, limit = arg(), arg(), arg()\n"
+                      "local seqs = redis.call('ZRANGEBYSCORE', P .. 'err:' .. id, '(' .. after, '+inf',\n"
+                      "  'LIMIT', 0, limit)\n"
+                      "if #seqs == 0 then return {} end\n"
+                      "local vals = redis.call('HMGET', P .. 'res:' .. id, unpack(seqs))\n"
+                      "local out = {}\n"
+                      "for i = 1, #seqs do\n"
+                      "  if vals[i] then out[#out + 1] = seqs[i]; out[#out + 1] = vals[i] end\n"
+                      "end\n"
+                      "return out\n",
+    /* schema 1 -> 2 (once, at a writing open): each run's event list
+     * becomes a sorted set scored by event id, and err:ID is built from
+     * res:ID. Returns the schema the store now has. */
+    [RD_MIGRATE] =
+        WRITES PRELUDE "local k = P .. 'meta'\n"
+                       "local v = tonumber(redis.call('HGET', k, 'schema')) or 0\n"
+                       "if v ~= 1 then return v end\n"
+                       "for _, id in ipairs(redis.call('ZRANGE', P .. 'runs', 0, -1)) do\n"
+                       "  local ek = P .. 'ev:' .. id\n"
+                       "  if redis.call('TYPE', ek).ok == 'list' then\n"
+                       "    local evs = redis.call('LRANGE', ek, 0, -1)\n"
+                       "    redis.call('DEL', ek)\n"
+                       "    for _, e in ipairs(evs) do\n"
+                       "      redis.call('ZADD', ek, tonumber(string.match(e, '^(%d+)|')) or 0, e)\n"
+                       "    end\n"
+                       "  end\n"
+                       "  local all = redis.call('HGETALL', P .. 'res:' .. id)\n"
+                       "  for i = 1, #all, 2 do\n"
+                       "    if string.match(all[i + 1], '^%d+|%d+|%-?%d+|(%-?%d+)|') ~= '-1' then\n"
+                       "      redis.call('ZADD', P .. 'err:' .. id, all[i], all[i])\n"
+                       "    end\n"
+                       "  end\n"
+                       "end\n"
+                       "redis.call('HSET', k, 'schema', 2)\n"
+                       "return 2\n",
 };
 
 const char *orch_redis_script(enum rd_script i)

@@ -43,7 +43,7 @@ expect_eq "run on Redis exits 0" "$RC" 0
 expect_eq "every row once, in order" "$(ids out/slow.jsonl)" "$expected"
 if grep -q "warning" run.log; then bad "a durable server is warned about: $(grep warning run.log)"; else
   ok "no durability warning on appendonly yes + appendfsync always"; fi
-expect_eq "the keys are orch's, schema 1" "$(rcli hget orch:meta app) $(rcli hget orch:meta schema)" "orch 1"
+expect_eq "the keys are orch's, schema 2" "$(rcli hget orch:meta app) $(rcli hget orch:meta schema)" "orch 2"
 id=$(rcli zrange orch:runs 0 -1)
 expect_eq "one run, completed, 3,000 rows" "$(rcli hget "orch:run:$id" status) $(rcli hget "orch:run:$id" rows_done)" "completed 3000"
 expect_eq "its 3,000 results are in the server" "$(rcli hlen "orch:res:$id")" 3000
@@ -131,7 +131,7 @@ run_orch newer0.log run slow.lua --db "$(rdb 7)" --set out=out/newer.jsonl
 rcli -n 7 hset orch:meta schema 99 >/dev/null
 run_orch newer.log run slow.lua --db "$(rdb 7)"
 expect_eq "a newer schema: exit 2" "$RC" 2
-expect_grep "names both versions" "created by a newer orch \(schema 99, this orch knows up to 1\)" newer.log
+expect_grep "names both versions" "created by a newer orch \(schema 99, this orch knows up to 2\)" newer.log
 
 run_orch empty.log ls --db "$(rdb 8)"
 expect_eq "inspecting a database orch never used: exit 2" "$RC" 2

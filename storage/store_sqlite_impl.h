@@ -17,7 +17,7 @@
 
 /* The schema version this build writes: the number of migrations
  * (store_sqlite_schema.c checks the two agree at compile time). */
-#define SQ_SCHEMA_VERSION 2
+#define SQ_SCHEMA_VERSION 3
 
 /* How long a statement waits for another process's lock, in seconds; the
  * messages for a lock that outlasted it are derived from it. */
@@ -61,6 +61,13 @@ enum sq_stmt {
     SQ_STATS_CPS,
     SQ_STATS_JOURNAL,
     SQ_STATS_SIZE,
+    /* results in chunks (schema 3) */
+    SQ_RCH_INSERT,
+    SQ_RCH_LIST,
+    SQ_RCH_OVERLAP,
+    SQ_RCH_DELETE,
+    SQ_RCH_DELETE_AFTER,
+    SQ_RES_MAX_SEQ,
     SQ_NSTMT
 };
 

@@ -102,6 +102,20 @@ static const char *const sq_migrations[] = {
     "  hits INTEGER NOT NULL DEFAULT 0 -- lookups that found it\n"
     ") WITHOUT ROWID;\n"
     "PRAGMA user_version = 2;\n",
+    /* 2 -> 3: a checkpoint's results as one packed row (store_sqlite.c,
+     * "results in chunks"): one insert per checkpoint instead of one per
+     * row. A chunk holds rows first_seq..last_seq in seq order; chunks
+     * of a run never overlap each other nor a row of the results table. */
+    "CREATE TABLE result_chunks (\n"
+    "  run_id TEXT NOT NULL REFERENCES runs (id) ON DELETE CASCADE,\n"
+    "  first_seq INTEGER NOT NULL,\n"
+    "  last_seq INTEGER NOT NULL,\n"
+    "  checkpoint_seq INTEGER NOT NULL,\n"
+    "  n INTEGER NOT NULL,         -- results in data\n"
+    "  data BLOB NOT NULL,         -- n packed results (sq_chunk_pack)\n"
+    "  PRIMARY KEY (run_id, first_seq)\n"
+    ");\n"
+    "PRAGMA user_version = 3;\n",
 };
 
 _Static_assert(sizeof sq_migrations / sizeof sq_migrations[0] == SQ_SCHEMA_VERSION,

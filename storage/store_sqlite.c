@@ -796,8 +796,8 @@ static int sq_chunk_fits(struct sq_store *st, const char *run_id, const struct o
 
 /* Stores res[0..nres) as one chunk of checkpoint seq. 0, or -1 with
  * st->err set (the caller rolls back). */
-static int sq_chunk_insert(struct sq_store *st, const char *run_id, int64_t seq, const struct orch_result *res,
-                           size_t nres)
+static int sq_chunk_insert(struct sq_store *st, const char *run_id, int64_t seq,
+                           const struct orch_result *res, size_t nres)
 {
     size_t len = 0;
     unsigned char *buf = sq_chunk_pack(res, nres, &len);
@@ -851,7 +851,8 @@ static int sq_chunks_unpack(struct sq_store *st, const char *run_id, int64_t lo,
             rows = malloc((size_t)c.left * sizeof *rows);
             if (rows == NULL) {
                 sq_done(s);
-                return sq_fail_plain(st, "cannot rewrite the stored results of run %s: out of memory", run_id);
+                return sq_fail_plain(st, "cannot rewrite the stored results of run %s: out of memory",
+                                     run_id);
             }
         }
         size_t n = 0;
@@ -882,8 +883,8 @@ static int sq_chunks_unpack(struct sq_store *st, const char *run_id, int64_t lo,
 
 /* Stores a checkpoint's results: one chunk when they extend the run, row
  * by row otherwise. 0, or -1 with st->err set (the caller rolls back). */
-static int sq_results_write(struct sq_store *st, const char *run_id, int64_t seq, const struct orch_result *res,
-                            size_t nres)
+static int sq_results_write(struct sq_store *st, const char *run_id, int64_t seq,
+                            const struct orch_result *res, size_t nres)
 {
     if (nres == 0)
         return 0;

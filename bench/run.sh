@@ -183,6 +183,9 @@ for _ in $(seq 1 2000); do [ "$(wc -l 2>/dev/null <"$T/k.jsonl" || echo 0)" -ge 
 kill -9 "$kpid"; wait "$kpid" 2>/dev/null || true
 k_lines=$(wc -l <"$T/k.jsonl")
 k_offset=$(sqlite3 "$T/k.db" "select output_offset from checkpoints order by created_ms desc, seq desc limit 1")
+# the resume cuts the output back to its checkpoint before anything else;
+# cut it here first, so the first byte past that offset is the resume's
+truncate -s "$k_offset" "$T/k.jsonl"
 k_first=$(ORCH_DB="$T/k.db" python3 - "$ORCH" "$URL" "$T/k.jsonl" "$k_offset" <<'PY'
 import os, subprocess, sys, time
 orch, url, out, offset = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])

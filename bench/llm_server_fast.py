@@ -11,7 +11,9 @@ two writes, so a client there pays two wake-ups and reads per reply and
 shares the cores with 200 server threads: a floor measured against it
 is the server's cost as much as the client's. The reply is the test
 server's for a plain message: "echo: " + the first 60 characters of the
-last user message, with usage.
+last user message, with usage. GET /stats answers {"requests": N,
+"peak_in_flight": M}: the completions answered so far, and the most it
+held at once; GET /stats/reset starts the peak again.
 """
 
 import argparse
@@ -39,6 +41,10 @@ def reply(body):
         return 400, b'{"error":{"message":"bad request body"}}'
 
 
+served = [0]  # chat completions answered
+inflight, peak = [0], [0]  # requests being answered now, and the most at once
+
+
 async def serve(reader, writer, latency):
     try:
         while True:
@@ -55,9 +61,19 @@ async def serve(reader, writer, latency):
             # HTTP/1.1 keeps the connection unless told not to; 1.0 (ab) only when asked
             keep = conn != b"close" if lines[0].endswith(b"/1.1") else conn == b"keep-alive"
             body = await reader.readexactly(length) if length else b""
-            if latency:
-                await asyncio.sleep(latency)
-            status, data = reply(body)
+            if lines[0].startswith(b"GET /stats"):
+                if lines[0].startswith(b"GET /stats/reset"):
+                    peak[0] = inflight[0]
+                # the replies sent so far (bench/run.sh counts calls paid twice)
+                status, data = 200, json.dumps({"requests": served[0], "peak_in_flight": peak[0]}).encode()
+            else:
+                inflight[0] += 1
+                peak[0] = max(peak[0], inflight[0])
+                if latency:
+                    await asyncio.sleep(latency)
+                status, data = reply(body)
+                served[0] += 1
+                inflight[0] -= 1
             writer.write(b"HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n%s\r\n%s"
                          % (status, b"OK" if status == 200 else b"Bad Request", len(data),
                             b"Connection: keep-alive\r\n" if keep else b"Connection: close\r\n", data))

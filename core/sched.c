@@ -59,6 +59,7 @@ struct orch_sched {
     int last_signal;
     uint64_t resume_ticks; /* cpu_ticks when the running task was resumed */
     uint64_t burst_ms;     /* how long a task may run Lua without waiting */
+    uint64_t resumes;      /* lua_resume calls so far (orch_sched_resumes) */
 };
 
 /* Runaway Lua. A task that never waits would keep the loop, its timers and
@@ -78,7 +79,8 @@ struct orch_sched {
  * keeps running undisturbed between its waits, as it always did. Only where
  * the task could have called coroutine.yield() itself: in user code, with
  * no orch library frame on its stack but the row machinery (run/outcome.lua,
- * steps.lua, which a stage may suspend anyway). Library code counts on
+ * the row batches of run/driver.lua, steps.lua, which a stage may suspend
+ * anyway). Library code counts on
  * running without a break between its waits (budget reservations, the
  * journal), so there the hook never yields.
  *
@@ -107,6 +109,7 @@ static int preemptible(lua_State *co, const lua_Debug *hook_ar)
             return 0;
         if (strncmp(ar.source, "@lua/orch/", 10) == 0 &&
             strcmp(ar.source, "@lua/orch/run/outcome.lua") != 0 &&
+            strcmp(ar.source, "@lua/orch/run/driver.lua") != 0 &&
             strcmp(ar.source, "@lua/orch/steps.lua") != 0)
             return 0;
     }
@@ -585,6 +588,7 @@ static int task_resume(struct orch_sched *s, struct orch_task *t, struct orch_ta
      * library code there has no row to fail, and a failed driver would
      * fail the run that a signal only meant to pause */
     busy_co = t != root ? t->co : NULL;
+    s->resumes++;
     int status = lua_resume(t->co, L, nargs, &nres);
     busy_co = NULL;
     if (lua_gethook(t->co) != NULL)
@@ -651,6 +655,11 @@ static void cancel_all_but(struct orch_sched *s, struct orch_task *keep)
             task_cancel(s, t);
         t = next;
     }
+}
+
+uint64_t orch_sched_resumes(const struct orch_sched *s)
+{
+    return s->resumes;
 }
 
 int orch_sched_running(const struct orch_sched *s)

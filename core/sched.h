@@ -113,6 +113,11 @@ uint64_t orch_sched_burst(const struct orch_sched *s);
 
 /* 1 while orch_sched_run is driving tasks (runs do not nest). */
 int orch_sched_running(const struct orch_sched *s);
+/* How many times a task has been resumed so far. Tasks run one at a time
+ * and only a suspended task lets another run, so a task that reads the
+ * same count twice has not been suspended in between (the row batches of
+ * lua/orch/run/driver.lua rely on it). */
+uint64_t orch_sched_resumes(const struct orch_sched *s);
 
 /* Number of live tasks. */
 size_t orch_sched_live(const struct orch_sched *s);

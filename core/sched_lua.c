@@ -201,6 +201,14 @@ static int l_sched_live(lua_State *L)
     return 1;
 }
 
+/* resumes() -> how many times tasks have been resumed (sched.h): equal
+ * before and after a stretch of code means the caller was not suspended. */
+static int l_sched_resumes(lua_State *L)
+{
+    lua_pushinteger(L, (lua_Integer)orch_sched_resumes(orch_sched_get(L)));
+    return 1;
+}
+
 static const luaL_Reg sched_funcs[] = {
     {"spawn", l_sched_spawn},
     {"wait", l_sched_wait},
@@ -209,6 +217,7 @@ static const luaL_Reg sched_funcs[] = {
     {"now", l_sched_now},
     {"current", l_sched_current},
     {"live", l_sched_live},
+    {"resumes", l_sched_resumes},
     {"burst_timeout", l_sched_burst_timeout},
     {"poke", l_sched_poke},
     {"park", l_sched_park},

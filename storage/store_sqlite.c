@@ -107,6 +107,18 @@ const char *const sq_sql[SQ_NSTMT] = {
                         "ORDER BY id DESC LIMIT ?4",
     [SQ_ERR_PAGE] = "SELECT seq, key, status, error FROM results WHERE run_id = ?1 AND seq > ?2 "
                     "AND error IS NOT NULL ORDER BY seq LIMIT ?3",
+    /* results in chunks (schema 5; see "results in chunks" below) */
+    [SQ_RCH_INSERT] = "INSERT INTO result_chunks (run_id, first_seq, last_seq, checkpoint_seq, n, data) "
+                      "VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    [SQ_RCH_LIST] = "SELECT first_seq, n, data FROM result_chunks WHERE run_id = ?1 ORDER BY first_seq",
+    [SQ_RCH_OVERLAP] = "SELECT first_seq, n, data, checkpoint_seq FROM result_chunks "
+                       "WHERE run_id = ?1 AND first_seq <= ?3 AND last_seq >= ?2 LIMIT 1",
+    [SQ_RCH_DELETE] = "DELETE FROM result_chunks WHERE run_id = ?1 AND first_seq = ?2",
+    [SQ_RCH_DELETE_AFTER] = "DELETE FROM result_chunks WHERE run_id = ?1 AND checkpoint_seq > ?2",
+    /* chunks never overlap, so the one that starts last ends last */
+    [SQ_RES_MAX_SEQ] = "SELECT max(coalesce((SELECT max(seq) FROM results WHERE run_id = ?1), 0), "
+                       "coalesce((SELECT last_seq FROM result_chunks WHERE run_id = ?1 "
+                       "ORDER BY first_seq DESC LIMIT 1), 0))",
 };
 
 /* ---- errors ---------------------------------------------------------- */
@@ -610,6 +622,329 @@ static int sq_results_insert(struct sq_store *st, const char *run_id, int64_t se
     return 0;
 }
 
+/* ---- results in chunks ------------------------------------------------ */
+
+/* A checkpoint's results go into one row of result_chunks when they
+ * extend the run (seqs strictly increasing, the first past every stored
+ * result of the run): the case of every run, whose rows settle in input
+ * order. One insert per checkpoint replaces an upsert per row, which was
+ * most of a checkpoint's cost (bench/changes.md). Any other set (a seq
+ * written again, rows out of order) takes the per-row results table: the
+ * chunks holding one of its seqs are first moved back into that table row
+ * by row, so each seq lives in one place and result_list merges two
+ * sorted streams.
+ *
+ * A packed result, little-endian: seq (8 bytes), then the lengths of key,
+ * status, error and data (4 bytes each; SQ_CHUNK_NULL for NULL), then
+ * their bytes; key, status and error keep their NUL, so a reader hands
+ * out pointers into the blob as the row table's reader does. */
+#define SQ_CHUNK_NULL 0xFFFFFFFFu
+#define SQ_CHUNK_HEAD 24
+
+static void sq_put_u32(unsigned char *p, uint32_t v)
+{
+    for (int i = 0; i < 4; i++)
+        p[i] = (unsigned char)(v >> (8 * i));
+}
+
+static uint32_t sq_get_u32(const unsigned char *p)
+{
+    uint32_t v = 0;
+    for (int i = 3; i >= 0; i--)
+        v = (v << 8) | p[i];
+    return v;
+}
+
+/* The bytes a field takes in a chunk, its NUL included for text; sets
+ * *len to the value stored in its length slot. */
+static size_t sq_chunk_field(const void *v, size_t n, int text, uint32_t *len)
+{
+    if (v == NULL) {
+        *len = SQ_CHUNK_NULL;
+        return 0;
+    }
+    *len = (uint32_t)n;
+    return n + (text ? 1 : 0);
+}
+
+/* Packs res[0..nres) into a new buffer the caller frees; *out_len gets
+ * its size. NULL when memory runs out. The caller checked (sq_chunk_fits)
+ * that every length fits its slot. */
+static unsigned char *sq_chunk_pack(const struct orch_result *res, size_t nres, size_t *out_len)
+{
+    size_t total = 0;
+    for (size_t i = 0; i < nres; i++) {
+        const struct orch_result *r = &res[i];
+        uint32_t l;
+        total += SQ_CHUNK_HEAD;
+        total += sq_chunk_field(r->key, r->key != NULL ? strlen(r->key) : 0, 1, &l);
+        total += sq_chunk_field(r->status, strlen(r->status), 1, &l);
+        total += sq_chunk_field(r->error, r->error != NULL ? strlen(r->error) : 0, 1, &l);
+        total += sq_chunk_field(r->data, r->data_len, 0, &l);
+    }
+    unsigned char *buf = malloc(total > 0 ? total : 1);
+    if (buf == NULL)
+        return NULL;
+    unsigned char *p = buf;
+    for (size_t i = 0; i < nres; i++) {
+        const struct orch_result *r = &res[i];
+        const void *v[4] = {r->key, r->status, r->error, r->data};
+        size_t n[4] = {r->key != NULL ? strlen(r->key) : 0, strlen(r->status),
+                       r->error != NULL ? strlen(r->error) : 0, r->data_len};
+        uint64_t seq = (uint64_t)r->seq;
+        sq_put_u32(p, (uint32_t)seq);
+        sq_put_u32(p + 4, (uint32_t)(seq >> 32));
+        size_t size[4];
+        for (int f = 0; f < 4; f++) {
+            uint32_t l;
+            size[f] = sq_chunk_field(v[f], n[f], f < 3, &l);
+            sq_put_u32(p + 8 + 4 * f, l);
+        }
+        p += SQ_CHUNK_HEAD;
+        for (int f = 0; f < 4; f++) {
+            if (size[f] > 0)
+                memcpy(p, v[f], size[f]); /* text: its NUL comes along */
+            p += size[f];
+        }
+    }
+    *out_len = total;
+    return buf;
+}
+
+/* A reader over one chunk's blob. */
+struct sq_chunk_cursor {
+    const unsigned char *p, *end;
+    int64_t first; /* the chunk's first_seq, for messages */
+    int64_t left;  /* results not read yet */
+};
+
+/* One field of the result at c->p: *out points into the blob (NULL for a
+ * NULL field). 0, or -1 when the blob is too short or a text lacks its
+ * NUL. */
+static int sq_chunk_take(struct sq_chunk_cursor *c, uint32_t len, int text, const void **out)
+{
+    if (len == SQ_CHUNK_NULL) {
+        *out = NULL;
+        return 0;
+    }
+    size_t need = (size_t)len + (text ? 1 : 0);
+    if ((size_t)(c->end - c->p) < need || (text && c->p[len] != '\0'))
+        return -1;
+    *out = c->p;
+    c->p += need;
+    return 0;
+}
+
+/* Reads the next result of the chunk into r (pointers into the blob).
+ * 0, or -1 when the blob is damaged. */
+static int sq_chunk_next(struct sq_chunk_cursor *c, struct orch_result *r)
+{
+    if (c->left <= 0 || c->end - c->p < SQ_CHUNK_HEAD)
+        return -1;
+    uint64_t seq = (uint64_t)sq_get_u32(c->p) | (uint64_t)sq_get_u32(c->p + 4) << 32;
+    uint32_t len[4];
+    for (int f = 0; f < 4; f++)
+        len[f] = sq_get_u32(c->p + 8 + 4 * f);
+    c->p += SQ_CHUNK_HEAD;
+    const void *v[4];
+    for (int f = 0; f < 4; f++)
+        if (sq_chunk_take(c, len[f], f < 3, &v[f]) != 0)
+            return -1;
+    if (v[1] == NULL)
+        return -1; /* every stored result has a status */
+    r->seq = (int64_t)seq;
+    r->key = v[0];
+    r->status = v[1];
+    r->error = v[2];
+    r->data = v[3];
+    r->data_len = v[3] != NULL ? len[3] : 0;
+    c->left--;
+    return 0;
+}
+
+/* Points c at the chunk in the current row of s (columns: first_seq, n,
+ * data at 0, 1, 2). 0, or -1 when the row cannot be a chunk. */
+static int sq_chunk_open(sqlite3_stmt *s, struct sq_chunk_cursor *c)
+{
+    c->first = sqlite3_column_int64(s, 0);
+    c->left = sqlite3_column_int64(s, 1);
+    c->p = sqlite3_column_blob(s, 2);
+    c->end = c->p + sqlite3_column_bytes(s, 2);
+    return c->p == NULL || c->left <= 0 || c->left > (c->end - c->p) / SQ_CHUNK_HEAD ? -1 : 0;
+}
+
+static int sq_chunk_damaged(struct sq_store *st, const char *run_id, int64_t first)
+{
+    return sq_fail_plain(st,
+                         "the stored results of run %s from row %lld are damaged: restore the run to an "
+                         "earlier checkpoint (orch checkpoints %s, orch restore %s SEQ) and resume it",
+                         run_id, (long long)first, run_id, run_id);
+}
+
+/* 1 when res can be stored as one chunk: each result has a status and
+ * lengths a chunk can hold, seqs strictly increase, and the first is past
+ * every result of the run already stored. 0 when not; -1 with st->err
+ * set. */
+static int sq_chunk_fits(struct sq_store *st, const char *run_id, const struct orch_result *res, size_t nres)
+{
+    for (size_t i = 0; i < nres; i++) {
+        const struct orch_result *r = &res[i];
+        if (r->status == NULL || (i > 0 && r->seq <= res[i - 1].seq) || r->data_len >= SQ_CHUNK_NULL)
+            return 0;
+        if ((r->key != NULL && strlen(r->key) >= SQ_CHUNK_NULL) ||
+            (r->error != NULL && strlen(r->error) >= SQ_CHUNK_NULL))
+            return 0;
+    }
+    sqlite3_stmt *s = st->stmt[SQ_RES_MAX_SEQ];
+    if (sq_bind_text(s, 1, run_id) != 0 || sqlite3_step(s) != SQLITE_ROW) {
+        sq_fail(st, "cannot store the results of run %s", run_id);
+        sq_done(s);
+        return -1;
+    }
+    int64_t stored = sqlite3_column_int64(s, 0);
+    sq_done(s);
+    return res[0].seq > stored;
+}
+
+/* Stores res[0..nres) as one chunk of checkpoint seq. 0, or -1 with
+ * st->err set (the caller rolls back). */
+static int sq_chunk_insert(struct sq_store *st, const char *run_id, int64_t seq,
+                           const struct orch_result *res, size_t nres)
+{
+    size_t len = 0;
+    unsigned char *buf = sq_chunk_pack(res, nres, &len);
+    if (buf == NULL)
+        return sq_fail_plain(st, "cannot store the results of run %s: out of memory", run_id);
+    sqlite3_stmt *s = st->stmt[SQ_RCH_INSERT];
+    int bad = 0;
+    bad |= sq_bind_text(s, 1, run_id);
+    bad |= sq_bind_int(s, 2, res[0].seq);
+    bad |= sq_bind_int(s, 3, res[nres - 1].seq);
+    bad |= sq_bind_int(s, 4, seq);
+    bad |= sq_bind_int(s, 5, (int64_t)nres);
+    bad |= sqlite3_bind_blob64(s, 6, buf, len, SQLITE_STATIC) != SQLITE_OK;
+    int rc = 0;
+    if (bad || sqlite3_step(s) != SQLITE_DONE)
+        rc = sq_fail(st, "cannot store results %lld to %lld of run %s", (long long)res[0].seq,
+                     (long long)res[nres - 1].seq, run_id);
+    sq_done(s);
+    free(buf);
+    return rc;
+}
+
+/* Moves the chunks of run_id that overlap seqs lo..hi back into the
+ * results table (each row with its chunk's checkpoint_seq) and deletes
+ * them, one chunk at a time (a row is never deleted under a running
+ * SELECT of its table). 0, or -1 with st->err set (the caller rolls
+ * back). */
+static int sq_chunks_unpack(struct sq_store *st, const char *run_id, int64_t lo, int64_t hi)
+{
+    sqlite3_stmt *s = st->stmt[SQ_RCH_OVERLAP];
+    for (;;) {
+        int bad = 0;
+        bad |= sq_bind_text(s, 1, run_id);
+        bad |= sq_bind_int(s, 2, lo);
+        bad |= sq_bind_int(s, 3, hi);
+        int rc = bad ? SQLITE_ERROR : sqlite3_step(s);
+        if (rc == SQLITE_DONE) {
+            sq_done(s);
+            return 0;
+        }
+        if (rc != SQLITE_ROW) {
+            sq_fail(st, "cannot rewrite the stored results of run %s", run_id);
+            sq_done(s);
+            return -1;
+        }
+        struct sq_chunk_cursor c;
+        int64_t cseq = sqlite3_column_int64(s, 3);
+        struct orch_result *rows = NULL;
+        int ret = sq_chunk_open(s, &c) != 0 ? -1 : 0;
+        if (ret == 0) {
+            rows = malloc((size_t)c.left * sizeof *rows);
+            if (rows == NULL) {
+                sq_done(s);
+                return sq_fail_plain(st, "cannot rewrite the stored results of run %s: out of memory",
+                                     run_id);
+            }
+        }
+        size_t n = 0;
+        while (ret == 0 && c.left > 0)
+            ret = sq_chunk_next(&c, &rows[n++]);
+        int64_t first = c.first;
+        if (ret != 0) {
+            free(rows);
+            sq_done(s);
+            return sq_chunk_damaged(st, run_id, first);
+        }
+        /* rows point into s's blob: insert them before s moves on */
+        ret = sq_results_insert(st, run_id, cseq, rows, n);
+        free(rows);
+        sq_done(s);
+        if (ret != 0)
+            return -1;
+        sqlite3_stmt *d = st->stmt[SQ_RCH_DELETE];
+        bad = sq_bind_text(d, 1, run_id) | sq_bind_int(d, 2, first);
+        if (bad || sqlite3_step(d) != SQLITE_DONE) {
+            sq_fail(st, "cannot rewrite the stored results of run %s", run_id);
+            sq_done(d);
+            return -1;
+        }
+        sq_done(d);
+    }
+}
+
+/* Stores res (which fits, sq_chunk_fits) as one chunk, but for its
+ * failed and defaulted rows (those with an error), which go to the
+ * results table: the dashboard pages them with one indexed query
+ * (results_errors). Their seqs fall inside the chunk's range, which the
+ * listing's merge orders. 0, or -1 with st->err set. */
+static int sq_chunk_insert_split(struct sq_store *st, const char *run_id, int64_t seq,
+                                 const struct orch_result *res, size_t nres)
+{
+    size_t nerr = 0;
+    for (size_t i = 0; i < nres; i++)
+        nerr += res[i].error != NULL;
+    if (nerr == 0)
+        return sq_chunk_insert(st, run_id, seq, res, nres);
+    struct orch_result *ok = malloc(nres * sizeof *ok);
+    if (ok == NULL)
+        return sq_fail_plain(st, "cannot store the results of run %s: out of memory", run_id);
+    struct orch_result *bad = ok + (nres - nerr);
+    size_t a = 0, b = 0;
+    for (size_t i = 0; i < nres; i++) {
+        if (res[i].error != NULL)
+            bad[b++] = res[i];
+        else
+            ok[a++] = res[i];
+    }
+    int rc = a > 0 ? sq_chunk_insert(st, run_id, seq, ok, a) : 0;
+    if (rc == 0)
+        rc = sq_results_insert(st, run_id, seq, bad, b);
+    free(ok);
+    return rc;
+}
+
+/* Stores a checkpoint's results: one chunk when they extend the run, row
+ * by row otherwise. 0, or -1 with st->err set (the caller rolls back). */
+static int sq_results_write(struct sq_store *st, const char *run_id, int64_t seq,
+                            const struct orch_result *res, size_t nres)
+{
+    if (nres == 0)
+        return 0;
+    int fits = sq_chunk_fits(st, run_id, res, nres);
+    if (fits < 0)
+        return -1;
+    if (fits)
+        return sq_chunk_insert_split(st, run_id, seq, res, nres);
+    /* only the chunks holding one of these seqs: a seq of the row table
+     * may fall between a chunk's first and last, the listing's merge
+     * orders it */
+    for (size_t i = 0; i < nres; i++)
+        if (sq_chunks_unpack(st, run_id, res[i].seq, res[i].seq) != 0)
+            return -1;
+    return sq_results_insert(st, run_id, seq, res, nres);
+}
+
 /* Upserts the nstate state entries, deleting those whose value is NULL.
  * 0, or -1 with st->err set (the caller rolls back). */
 static int sq_state_apply(struct sq_store *st, const char *run_id, const struct orch_kv *state, size_t nstate)
@@ -683,7 +1018,7 @@ static int sq_checkpoint_write(struct orch_store *base, const struct orch_run *r
     int64_t seq = sq_checkpoint_next_seq(st, run_id);
     if (seq < 0)
         goto fail;
-    if (sq_results_insert(st, run_id, seq, res, nres) != 0)
+    if (sq_results_write(st, run_id, seq, res, nres) != 0)
         goto fail;
     if (sq_state_apply(st, run_id, state, nstate) != 0)
         goto fail;
@@ -747,7 +1082,7 @@ static int sq_checkpoint_rollback(struct orch_store *base, const char *run_id, i
     struct sq_store *st = sq_of(base);
     if (sq_begin(st, "cannot start the rollback transaction") != 0)
         return -1;
-    static const enum sq_stmt which[] = {SQ_CP_DELETE_AFTER, SQ_RES_DELETE_AFTER};
+    static const enum sq_stmt which[] = {SQ_CP_DELETE_AFTER, SQ_RES_DELETE_AFTER, SQ_RCH_DELETE_AFTER};
     for (size_t i = 0; i < sizeof which / sizeof which[0]; i++) {
         sqlite3_stmt *s = st->stmt[which[i]];
         int bad = 0;
@@ -770,36 +1105,75 @@ static int sq_checkpoint_rollback(struct orch_store *base, const char *run_id, i
 
 /* ---- results, events, state ------------------------------------------- */
 
-/* cb gets pointers into SQLite's row buffer, valid during the call only;
- * cb must not call result_list on the same store. */
+/* The next result of the chunks of a listing (s: SQ_RCH_LIST), stepping
+ * s to the next chunk when c is used up. 1 with *r set, 0 at the end, -1
+ * with st->err set. */
+static int sq_chunk_step(struct sq_store *st, const char *run_id, sqlite3_stmt *s, struct sq_chunk_cursor *c,
+                         struct orch_result *r)
+{
+    while (c->left <= 0) {
+        int rc = sqlite3_step(s);
+        if (rc == SQLITE_DONE)
+            return 0;
+        if (rc != SQLITE_ROW)
+            return sq_fail(st, "cannot list the results of run %s", run_id);
+        if (sq_chunk_open(s, c) != 0)
+            return sq_chunk_damaged(st, run_id, c->first);
+    }
+    if (sq_chunk_next(c, r) != 0)
+        return sq_chunk_damaged(st, run_id, c->first);
+    return 1;
+}
+
+/* Lists the run's results in seq order: the per-row table and the chunks
+ * (each a sorted stream; no seq is in both) merged. cb gets pointers into
+ * SQLite's row buffers, valid during the call only; cb must not call
+ * result_list on the same store. */
 static int sq_result_list(struct orch_store *base, const char *run_id, orch_result_cb cb, void *ud)
 {
     struct sq_store *st = sq_of(base);
     sqlite3_stmt *s = st->stmt[SQ_RES_LIST];
+    sqlite3_stmt *k = st->stmt[SQ_RCH_LIST];
     int ret = 0;
-    if (sq_bind_text(s, 1, run_id)) {
-        sq_done(s);
-        return sq_fail(st, "cannot list the results of run %s", run_id);
+    if (sq_bind_text(s, 1, run_id) || sq_bind_text(k, 1, run_id)) {
+        ret = sq_fail(st, "cannot list the results of run %s", run_id);
+        goto done;
     }
+    struct sq_chunk_cursor c = {0};
+    struct orch_result cr;
+    int have_chunk = sq_chunk_step(st, run_id, k, &c, &cr);
+    int rc = sqlite3_step(s);
     for (;;) {
-        int rc = sqlite3_step(s);
-        if (rc == SQLITE_DONE)
+        if (have_chunk < 0) {
+            ret = -1;
             break;
-        if (rc != SQLITE_ROW) {
+        }
+        if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
             ret = sq_fail(st, "cannot list the results of run %s", run_id);
             break;
         }
-        struct orch_result r;
-        r.seq = sqlite3_column_int64(s, 0);
-        r.key = (const char *)sqlite3_column_text(s, 1);
-        r.status = (const char *)sqlite3_column_text(s, 2);
-        r.error = (const char *)sqlite3_column_text(s, 3);
-        r.data = sqlite3_column_blob(s, 4);
-        r.data_len = (size_t)sqlite3_column_bytes(s, 4);
-        if (cb(ud, &r))
+        if (rc == SQLITE_DONE && !have_chunk)
             break;
+        if (rc == SQLITE_ROW && (!have_chunk || sqlite3_column_int64(s, 0) < cr.seq)) {
+            struct orch_result r;
+            r.seq = sqlite3_column_int64(s, 0);
+            r.key = (const char *)sqlite3_column_text(s, 1);
+            r.status = (const char *)sqlite3_column_text(s, 2);
+            r.error = (const char *)sqlite3_column_text(s, 3);
+            r.data = sqlite3_column_blob(s, 4);
+            r.data_len = (size_t)sqlite3_column_bytes(s, 4);
+            if (cb(ud, &r))
+                break;
+            rc = sqlite3_step(s);
+        } else {
+            if (cb(ud, &cr))
+                break;
+            have_chunk = sq_chunk_step(st, run_id, k, &c, &cr);
+        }
     }
+done:
     sq_done(s);
+    sq_done(k);
     return ret;
 }
 

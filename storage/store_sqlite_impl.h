@@ -17,7 +17,7 @@
 
 /* The schema version this build writes: the number of migrations
  * (store_sqlite_schema.c checks the two agree at compile time). */
-#define SQ_SCHEMA_VERSION 4
+#define SQ_SCHEMA_VERSION 5
 
 /* How long a statement waits for another process's lock, in seconds; the
  * messages for a lock that outlasted it are derived from it. */
@@ -67,6 +67,13 @@ enum sq_stmt {
     SQ_EV_PAGE,
     SQ_EV_PAGE_DESC,
     SQ_ERR_PAGE,
+    /* results in chunks (schema 5) */
+    SQ_RCH_INSERT,
+    SQ_RCH_LIST,
+    SQ_RCH_OVERLAP,
+    SQ_RCH_DELETE,
+    SQ_RCH_DELETE_AFTER,
+    SQ_RES_MAX_SEQ,
     SQ_NSTMT
 };
 

@@ -142,6 +142,21 @@ static const char *const sq_migrations[] = {
     "  expires_ms INTEGER NOT NULL\n"
     ") WITHOUT ROWID;\n"
     "PRAGMA user_version = 4;\n",
+    /* 4 -> 5: a checkpoint's results as one packed row (store_sqlite.c,
+     * "results in chunks"): one insert per checkpoint instead of one per
+     * row. A chunk holds rows first_seq..last_seq in seq order; chunks
+     * of a run never overlap each other; a failed row stays in the results
+     * table, and its seq may fall inside a chunk's range. */
+    "CREATE TABLE result_chunks (\n"
+    "  run_id TEXT NOT NULL REFERENCES runs (id) ON DELETE CASCADE,\n"
+    "  first_seq INTEGER NOT NULL,\n"
+    "  last_seq INTEGER NOT NULL,\n"
+    "  checkpoint_seq INTEGER NOT NULL,\n"
+    "  n INTEGER NOT NULL,         -- results in data\n"
+    "  data BLOB NOT NULL,         -- n packed results (sq_chunk_pack)\n"
+    "  PRIMARY KEY (run_id, first_seq)\n"
+    ");\n"
+    "PRAGMA user_version = 5;\n",
 };
 
 _Static_assert(sizeof sq_migrations / sizeof sq_migrations[0] == SQ_SCHEMA_VERSION,

@@ -12,7 +12,7 @@ packages=(
   libmicrohttpd-dev chromium
 )
 if [ "${1:-}" = "--bench" ]; then
-  packages+=(hyperfine time apache2-utils)
+  packages+=(hyperfine time apache2-utils gnuplot-nox python3-aiohttp nodejs)
 fi
 missing=()
 for p in "${packages[@]}"; do

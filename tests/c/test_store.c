@@ -922,6 +922,9 @@ static void test_retention(struct orch_store *st, const char *db_path)
     CHECK(orch_store_live_get(st, "r1", &fig, &fig_ms) == 0); /* its live figures went with it */
     free(fig);
     CHECK(!can_poke() || count_of(db_path, "SELECT count(*) FROM runs") == runs - 1);
+    /* SQLite keeps a checkpoint's results in one chunk row (schema 5) */
+    CHECK(backend != B_SQLITE ||
+          count_of(db_path, "SELECT count(*) FROM result_chunks WHERE run_id = 'r1'") == 0);
     CHECK(!can_poke() || count_of(db_path, "SELECT (SELECT count(*) FROM checkpoints WHERE run_id = 'r1') + "
                                            "(SELECT count(*) FROM results WHERE run_id = 'r1') + "
                                            "(SELECT count(*) FROM events WHERE run_id = 'r1') + "
@@ -1143,13 +1146,20 @@ static void test_reopen(const char *db_path)
                              "SELECT (SELECT user_version FROM pragma_user_version), "
                              "(SELECT application_id FROM pragma_application_id), "
                              "(SELECT journal_mode FROM pragma_journal_mode), "
-                             "(SELECT count(*) FROM results WHERE run_id = 'r1')",
+                             "(SELECT count(*) FROM results WHERE run_id = 'r1'), "
+                             "(SELECT count(*) FROM result_chunks WHERE run_id = 'r1'), "
+                             "(SELECT sum(n) FROM result_chunks WHERE run_id = 'r1')",
                              -1, &s, NULL) == SQLITE_OK);
     CHECK(sqlite3_step(s) == SQLITE_ROW);
-    CHECK(sqlite3_column_int(s, 0) == 4);
+    CHECK(sqlite3_column_int(s, 0) == 5);
     CHECK(sqlite3_column_int64(s, 1) == 0x4F524348);
     CHECK_STR((const char *)sqlite3_column_text(s, 2), "wal");
-    CHECK(sqlite3_column_int(s, 3) == 4);
+    /* r1's 4 rows: checkpoint 1's three and the second checkpoint 2's
+     * one, each checkpoint's rows in one chunk but the failed one, which
+     * stays a row of results (the dashboard pages failed rows by index) */
+    CHECK(sqlite3_column_int(s, 3) == 1);
+    CHECK(sqlite3_column_int(s, 4) == 2);
+    CHECK(sqlite3_column_int(s, 5) == 3);
     sqlite3_finalize(s);
     sqlite3_close(db);
 }
@@ -1183,7 +1193,6 @@ static int make_v1_store(const char *path)
         return -1;
     }
     struct orch_run r = make_run("old", "classify", "idOld", ORCH_RUN_PAUSED, 1000);
-    struct orch_result res[] = {{1, "k1", "ok", NULL, "{\"a\":1}", 7}};
     struct orch_checkpoint c = {0};
     c.reason = (char *)"budget";
     c.input_index = 1;
@@ -1191,15 +1200,19 @@ static int make_v1_store(const char *path)
     c.memento_len = strlen(c.memento);
     int rc = orch_store_run_create(st, &r);
     if (rc == 0)
-        rc = orch_store_checkpoint_write(st, &r, &c, res, 1, NULL, 0);
+        rc = orch_store_checkpoint_write(st, &r, &c, NULL, 0, NULL, 0);
     if (rc == 0)
         rc = orch_store_event_add(st, "old", "run.pause", "{}");
     free(c.checksum);
     orch_store_close(st);
     if (rc != 0)
         return -1;
+    /* schema 1 kept results row by row, and had no journal */
     return sql_on(path, "DROP TABLE llm_journal; DROP TABLE run_live; DROP INDEX results_errors; "
                         "DROP TABLE leases; DROP TABLE run_budget; DROP TABLE journal_pending; "
+                        "DROP TABLE result_chunks; "
+                        "INSERT INTO results (run_id, seq, key, status, data, checkpoint_seq) "
+                        "VALUES ('old', 1, 'k1', 'ok', CAST('{\"a\":1}' AS BLOB), 1); "
                         "PRAGMA user_version = 1") == SQLITE_OK
                ? 0
                : -1;
@@ -1219,7 +1232,7 @@ static void test_migrate_v1(const char *dir)
         fprintf(stderr, "open v1: %s\n", err);
         return;
     }
-    CHECK(user_version(path) == 4);
+    CHECK(user_version(path) == 5);
     /* what was there is still there and resumable */
     struct orch_run got = {0};
     CHECK(orch_store_run_get(st, "old", &got) == 1);
@@ -1259,7 +1272,7 @@ static void test_migrate_v1(const char *dir)
         CHECK(s.runs == 1 && s.journal_entries == 1 && s.journal_hits == 2 && near(s.journal_saved_usd, 0.5));
         orch_store_close(st);
     }
-    CHECK(user_version(path) == 4);
+    CHECK(user_version(path) == 5);
 
     /* a migration that cannot apply is refused whole: the v1 file keeps
      * its version and its data */
@@ -1280,7 +1293,7 @@ static void test_migrate_v1(const char *dir)
         orch_run_clear(&got);
         orch_store_close(st);
     }
-    CHECK(user_version(path) == 4);
+    CHECK(user_version(path) == 5);
 }
 
 /* Several processes opening one fresh file at once: the schema is
@@ -1429,7 +1442,7 @@ static void test_refusals(const char *dir)
     if (st != NULL)
         orch_store_close(st);
     CHECK(sql_on(path, "PRAGMA user_version = 99") == SQLITE_OK);
-    snprintf(want, sizeof want, "%s: created by a newer orch (schema 99, this orch knows up to 4)", path);
+    snprintf(want, sizeof want, "%s: created by a newer orch (schema 99, this orch knows up to 5)", path);
     expect_refused(path, want);
     st = orch_store_open(path, err, sizeof err);
     CHECK_STR(err, want);
@@ -1439,8 +1452,8 @@ static void test_refusals(const char *dir)
     CHECK(st != NULL);
     if (st != NULL)
         orch_store_close(st);
-    CHECK(sql_on(path, "PRAGMA user_version = 5") == SQLITE_OK);
-    snprintf(want, sizeof want, "%s: created by a newer orch (schema 5, this orch knows up to 4)", path);
+    CHECK(sql_on(path, "PRAGMA user_version = 6") == SQLITE_OK);
+    snprintf(want, sizeof want, "%s: created by a newer orch (schema 6, this orch knows up to 5)", path);
     expect_refused(path, want);
 
     /* text files, short and long */
@@ -1617,7 +1630,7 @@ static void test_readonly(const char *dir)
     CHECK(make_v1_store(path) == 0);
     st = orch_store_open_flags(path, ORCH_STORE_READONLY, err, sizeof err);
     CHECK(st == NULL);
-    CHECK_HAS(err, "written by an older orch (schema 1, this orch reads 4) and opened read-only");
+    CHECK_HAS(err, "written by an older orch (schema 1, this orch reads 5) and opened read-only");
     CHECK(user_version(path) == 1);
 
     char rodir[600];
@@ -1724,6 +1737,135 @@ static void test_results_quoted(struct orch_store *st)
     CHECK(orch_store_result_list(st, "rq", count_result, &n) == 0);
     CHECK(n == 5);
     CHECK(orch_store_run_delete(st, "rq") == 1);
+}
+
+/* Every result of a run, in seq order, checked against what
+ * chunk_row(seq, round) wrote: seq i carries "k<i>" and data
+ * {"i":<i>,"r":<round>}, where round is rewritten[i] (0 for most). */
+struct chunk_check {
+    int64_t n, next, bad;
+    const int *round; /* indexed by seq */
+};
+
+static int check_chunk_row(void *ud, const struct orch_result *r)
+{
+    struct chunk_check *c = ud;
+    char key[32], data[64];
+    snprintf(key, sizeof key, "k%lld", (long long)r->seq);
+    int dl = snprintf(data, sizeof data, "{\"i\":%lld,\"r\":%d}", (long long)r->seq, c->round[r->seq]);
+    if (r->seq != c->next || r->key == NULL || strcmp(r->key, key) != 0 || r->data_len != (size_t)dl ||
+        memcmp(r->data, data, (size_t)dl) != 0 || strcmp(r->status, r->seq % 7 ? "ok" : "failed") != 0 ||
+        (r->error != NULL) != (r->seq % 7 == 0))
+        c->bad++;
+    c->next = r->seq + 1;
+    c->n++;
+    return 0;
+}
+
+static void chunk_rows(struct orch_result *res, char (*bufs)[2][64], const int64_t *seqs, size_t n,
+                       const int *round)
+{
+    for (size_t i = 0; i < n; i++) {
+        int64_t q = seqs[i];
+        snprintf(bufs[i][0], sizeof bufs[i][0], "k%lld", (long long)q);
+        int dl = snprintf(bufs[i][1], sizeof bufs[i][1], "{\"i\":%lld,\"r\":%d}", (long long)q, round[q]);
+        res[i] = (struct orch_result){
+            q, bufs[i][0], q % 7 ? "ok" : "failed", q % 7 ? NULL : "it failed", bufs[i][1], (size_t)dl};
+    }
+}
+
+/* Checkpoints of 500 rows, as runs write them, then rows written again
+ * (a rerun after a restore, out of order, across two checkpoints'
+ * rows), a rollback, and on SQLite the layout (one chunk row per
+ * checkpoint) and a damaged chunk's message. */
+static void test_results_chunks(struct orch_store *st, const char *db_path)
+{
+    enum { N = 500, ROUNDS = 3, TOTAL = N * ROUNDS };
+    static int round[TOTAL + 4]; /* seqs 1 .. TOTAL + 3 */
+    static struct orch_result res[N];
+    static char bufs[N][2][64];
+    static int64_t seqs[N];
+    memset(round, 0, sizeof round);
+    struct orch_run run = make_run("rc", "chunks", "idC", ORCH_RUN_RUNNING, 6000);
+    CHECK(orch_store_run_create(st, &run) == 0);
+    for (int r = 0; r < ROUNDS; r++) {
+        for (int i = 0; i < N; i++)
+            seqs[i] = (int64_t)r * N + i + 1;
+        chunk_rows(res, bufs, seqs, N, round);
+        struct orch_checkpoint c = {0};
+        c.reason = (char *)"rows";
+        CHECK(orch_store_checkpoint_write(st, &run, &c, res, N, NULL, 0) == 0);
+        free(c.checksum);
+    }
+    struct chunk_check cc = {.next = 1, .round = round};
+    CHECK(orch_store_result_list(st, "rc", check_chunk_row, &cc) == 0);
+    CHECK(cc.n == TOTAL && cc.bad == 0);
+    if (backend == B_SQLITE) {
+        CHECK(count_of(db_path, "SELECT count(*) FROM result_chunks WHERE run_id = 'rc'") == ROUNDS);
+        /* the failed rows (every 7th) stay rows of results */
+        CHECK(count_of(db_path, "SELECT count(*) FROM results WHERE run_id = 'rc'") == TOTAL / 7);
+    }
+
+    /* rows 498..503 (the end of the first chunk, the start of the
+     * second) and 1000 again, out of order, with a new round; then 1501,
+     * past the end */
+    int64_t again[] = {503, 1000, 498, 499, 500, 501, 502, 1501};
+    for (size_t i = 0; i < sizeof again / sizeof again[0]; i++)
+        round[again[i]] = 1;
+    chunk_rows(res, bufs, again, sizeof again / sizeof again[0], round);
+    struct orch_checkpoint c4 = {0};
+    c4.reason = (char *)"rows";
+    CHECK(orch_store_checkpoint_write(st, &run, &c4, res, sizeof again / sizeof again[0], NULL, 0) == 0);
+    CHECK(c4.seq == ROUNDS + 1);
+    free(c4.checksum);
+    cc = (struct chunk_check){.next = 1, .round = round};
+    CHECK(orch_store_result_list(st, "rc", check_chunk_row, &cc) == 0);
+    CHECK(cc.n == TOTAL + 1 && cc.bad == 0);
+    if (backend == B_SQLITE) {
+        /* the two chunks it touched went back to rows; the third stays */
+        CHECK(count_of(db_path, "SELECT count(*) FROM result_chunks WHERE run_id = 'rc'") == 1);
+        CHECK(count_of(db_path, "SELECT count(*) FROM results WHERE run_id = 'rc'") ==
+              2 * N + 1 + (TOTAL / 7 - 2 * N / 7));
+    }
+    /* a following checkpoint extends the run again */
+    seqs[0] = 1502;
+    seqs[1] = 1503;
+    chunk_rows(res, bufs, seqs, 2, round);
+    struct orch_checkpoint c5 = {0};
+    CHECK(orch_store_checkpoint_write(st, &run, &c5, res, 2, NULL, 0) == 0);
+    free(c5.checksum);
+    cc = (struct chunk_check){.next = 1, .round = round};
+    CHECK(orch_store_result_list(st, "rc", check_chunk_row, &cc) == 0);
+    CHECK(cc.n == TOTAL + 3 && cc.bad == 0);
+    CHECK(backend != B_SQLITE ||
+          count_of(db_path, "SELECT count(*) FROM result_chunks WHERE run_id = 'rc'") == 2);
+
+    /* back to checkpoint 4: the last chunk goes, the rows stay */
+    CHECK(orch_store_checkpoint_rollback(st, "rc", ROUNDS + 1) == 0);
+    cc = (struct chunk_check){.next = 1, .round = round};
+    CHECK(orch_store_result_list(st, "rc", check_chunk_row, &cc) == 0);
+    CHECK(cc.n == TOTAL + 1 && cc.bad == 0);
+    CHECK(backend != B_SQLITE ||
+          count_of(db_path, "SELECT count(*) FROM result_chunks WHERE run_id = 'rc'") == 1);
+
+    if (backend == B_SQLITE) {
+        /* a damaged chunk is named, with what to do */
+        CHECK(sql_on(db_path, "UPDATE result_chunks SET data = x'0100' WHERE run_id = 'rc'") == SQLITE_OK);
+        cc = (struct chunk_check){.next = 1, .round = round};
+        CHECK(orch_store_result_list(st, "rc", check_chunk_row, &cc) == -1);
+        CHECK(cc.bad == 0);
+        /* the chunk starts at the third round's first row that did not fail */
+        int first = 2 * N + 1 + ((2 * N + 1) % 7 == 0);
+        char want[300];
+        snprintf(want, sizeof want,
+                 ": the stored results of run rc from row %d are damaged: restore the run to an "
+                 "earlier checkpoint (orch checkpoints rc, orch restore rc SEQ) and resume it",
+                 first);
+        CHECK_HAS(st->err, want);
+    }
+    CHECK(orch_store_run_delete(st, "rc") == 1);
+    CHECK(backend != B_SQLITE ||
+          count_of(db_path, "SELECT count(*) FROM result_chunks WHERE run_id = 'rc'") == 0);
 }
 
 /* PostgreSQL only: refusals at open, each leaving the database as it
@@ -2272,6 +2414,7 @@ int main(int argc, char **argv)
         /* nothing outlives the connection: no reopening */
         test_retention(st, target);
         test_results_quoted(st);
+        test_results_chunks(st, target);
         orch_store_close(st);
         return check_report();
     }
@@ -2283,6 +2426,7 @@ int main(int argc, char **argv)
     if (st != NULL) {
         test_retention(st, target);
         test_results_quoted(st);
+        test_results_chunks(st, target);
         orch_store_close(st);
     }
 

@@ -41,8 +41,8 @@ expect_grep "says what went" "gc: removed 1 run\(s\) \(1 completed\); store" gc.
 expect_eq "the newest run of each workflow is kept, and the paused one" \
   "$(n 'select name || ":" || status from runs order by name' | tr '\n' ' ')" "a:completed b:failed c:paused "
 expect_eq "the older run's checkpoints, results and events went with it" \
-  "$(n "select (select count(*) from checkpoints where run_id = '$a_old') + (select count(*) from results where run_id = '$a_old') + (select count(*) from events where run_id = '$a_old')")" 0
-if [ "$(n "select count(*) from results where run_id = '$a_new'")" -gt 0 ]; then ok "the kept run still has its results"; else bad "kept run lost its results"; fi
+  "$(n "select (select count(*) from checkpoints where run_id = '$a_old') + (select count(*) from results where run_id = '$a_old') + (select count(*) from result_chunks where run_id = '$a_old') + (select count(*) from events where run_id = '$a_old')")" 0
+if [ "$(n "select (select count(*) from results where run_id = '$a_new') + (select count(*) from result_chunks where run_id = '$a_new')")" -gt 0 ]; then ok "the kept run still has its results"; else bad "kept run lost its results"; fi
 entries=$(n 'select count(*) from llm_journal')
 run_orch gc2.log gc --older-than 0m --journal --vacuum
 expect_grep "the failed run goes; the journal is pruned" "gc: removed 2 run\(s\) \(1 completed, 1 failed\), $entries journal entries; store" gc2.log

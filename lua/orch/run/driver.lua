@@ -1,8 +1,9 @@
 -- orch.run.driver: the driver task of a row run. Each turn it looks at
 -- the signals, admits rows while there is room (at most `concurrency` in
--- flight, each row its own task, within a reorder window), settles the
--- finished rows to the output strictly in input order, then waits for
--- rows to end and hands each one's outcome to its handler. After a first
+-- flight, in batch tasks of one or more rows, within a reorder window),
+-- settles the finished rows to the output strictly in input order, then
+-- waits for batch tasks to end (each row's outcome already went to its
+-- handler from the batch task). After a first
 -- SIGINT/SIGTERM no row is admitted; the rows in flight have GRACE_S
 -- seconds to finish. R is the run's state (see orch.run); D, the
 -- driver's own (below), lives for one drive. The per-row loops keep what
@@ -17,6 +18,17 @@ local M = {}
 local note_outcome, record_failure, same_failure = outcome.note_outcome, outcome.record_failure, outcome.same_failure
 local row_error, handlers = outcome.row_error, outcome.handlers
 local due, write = checkpoint.due, checkpoint.write
+
+-- Row batches. A task per row costs a coroutine, a completion record and
+-- a pass of the driver for every row: for rows whose stages never wait
+-- (plain Lua functions) that was most of what a row cost besides its
+-- stages. So a task runs a batch of rows one after another. The batch
+-- size doubles (up to MAX_BATCH, never past the concurrency) after a
+-- batch that ran without being suspended, and drops to 1 as soon as one
+-- was (a row waited for an LLM reply, a timer, or was preempted): the
+-- rows it had not started go back to tasks of their own, so rows that
+-- wait keep all the concurrency they had.
+local MAX_BATCH = 64
 
 -- Adds the LLM figures of src (a row's, as Context:account made them) to
 -- dst: numbers are summed, tables (by_model, by_stage) merged.
@@ -64,13 +76,36 @@ local function malformed(R, D, seq, msg)
   end
 end
 
--- Reads rows and spawns their tasks while there is room.
+-- Spawns the batch task of the first n rows of b (b.rows, b.seqs).
+local function spawn_batch(D, b, n)
+  b.n = n
+  D.tasks[sched.spawn(D.run_batch, b)] = b
+end
+
+-- Spawns the task of one row: no batch table (rows that wait, an LLM
+-- call each, run this way).
+local function spawn_one(D, row, seq)
+  D.tasks[sched.spawn(D.run_one, row, seq)] = seq
+end
+
+-- Reads rows and spawns their tasks while there is room: first the rows
+-- a suspended batch did not start, one task each, then new rows, in
+-- batches of D.size.
 local function admit(R, D)
-  local src, process, conc, window, write_seq = R.src, R.process, R.conc, D.window, D.write_seq
-  local tasks, end_offset, end_line = D.tasks, D.end_offset, D.end_line
+  local src, conc, window, write_seq = R.src, R.conc, D.window, D.write_seq
+  local end_offset, end_line, redo_rows, redo_seqs = D.end_offset, D.end_line, D.redo_rows, D.redo_seqs
   local next_seq, inflight, eof = D.next_seq, D.inflight, D.eof
+  local nredo = #redo_seqs
+  while nredo > 0 and not R.stop and inflight < conc do
+    spawn_one(D, redo_rows[nredo], redo_seqs[nredo])
+    redo_rows[nredo], redo_seqs[nredo] = nil, nil
+    nredo = nredo - 1
+    inflight = inflight + 1
+  end
+  local size = math.min(D.size, conc)
+  local b, n = nil, 0
   while not eof and not R.stop and inflight < conc and next_seq - write_seq < window do
-    local iok, row, line, a, b, c = pcall(src.next)
+    local iok, row, line, a, c1, c2 = pcall(src.next)
     if not iok then
       R.fatal = { msg = "the input failed: " .. tostring(row) }
       R.stop = true
@@ -82,17 +117,35 @@ local function admit(R, D)
         R.stop = true
       else
         local slot = next_seq % window + 1
-        end_offset[slot], end_line[slot] = b or false, c
+        end_offset[slot], end_line[slot] = c1 or false, c2
         malformed(R, D, next_seq, line)
         next_seq = next_seq + 1
       end
     else
       local slot = next_seq % window + 1
-      end_offset[slot], end_line[slot] = a or false, b
-      tasks[sched.spawn(process, row, next_seq)] = next_seq
+      end_offset[slot], end_line[slot] = a or false, c1
+      if size == 1 then
+        spawn_one(D, row, next_seq)
+        next_seq = next_seq + 1
+        inflight = inflight + 1
+        goto next
+      end
+      if b == nil then
+        b = { rows = {}, seqs = {}, ran = 0 }
+      end
+      n = n + 1
+      b.rows[n], b.seqs[n] = row, next_seq
       next_seq = next_seq + 1
       inflight = inflight + 1
+      if n == size then
+        spawn_batch(D, b, n)
+        b, n = nil, 0
+      end
     end
+    ::next::
+  end
+  if n > 0 then
+    spawn_batch(D, b, n)
   end
   D.next_seq, D.inflight, D.eof = next_seq, inflight, eof
 end
@@ -154,39 +207,95 @@ local function flush(R, D)
   D.write_seq = write_seq
 end
 
--- Hands each ended row task's outcome to its handler; a settled row
--- waits in the reorder window for flush.
-local function collect(R, D, batch)
-  local tasks, done, inflight, window = D.tasks, D.done, D.inflight, D.window
-  for _, c in ipairs(batch) do
-    inflight = inflight - 1
-    local seq = tasks[c.id]
-    tasks[c.id] = nil
-    local status, line, msg, tb, key, usage
-    if c.ok then
-      status, line, msg, tb, key, usage = c[1], c[2], c[3], c[4], c[5], c[6]
-    else
-      status, line, msg = "failed", false, row_error(c.err).msg
+-- Hands an ended row's outcome to its handler; a settled row waits in
+-- the reorder window for flush. Called from the row's batch task.
+local function settle(R, D, seq, status, line, msg, tb, key, usage)
+  local handle = handlers[status]
+  if handle then
+    handle(R, seq, key, msg)
+    return
+  end
+  -- a settled row's record; the fields a row that got through lacks
+  -- are added only when present (setting an absent key to nil costs)
+  local d = { line = line, status = status, key = key }
+  if msg ~= nil then
+    d.error = msg
+  end
+  if tb ~= nil then
+    d.tb = tb
+  end
+  if usage ~= nil then
+    d.usage = usage
+  end
+  D.done[seq % D.window + 1] = d
+  if status == "failed" then -- note_outcome acts on failures only: no call per row
+    note_outcome(R, seq, key, msg, tb, status)
+  end
+end
+
+-- batcher(R, D) -> run_batch(b), the body of a batch task: runs
+-- R.process on b.rows[i], b.seqs[i] in turn and settles each row into the
+-- reorder window at once (no completion record per row), until the task
+-- has been suspended or the run stops. b.ran counts the rows that ran
+-- (the row that raised, when the task fails, is b.ran + 1). -> whether the
+-- task was suspended.
+local function batcher(R, D)
+  local resumes, process = sched.resumes, R.process
+  return function(b)
+    local rows, seqs, n = b.rows, b.seqs, b.n
+    local r0 = resumes()
+    for i = 1, n do
+      if i > 1 and (R.stop or resumes() ~= r0) then
+        break
+      end
+      local seq = seqs[i]
+      settle(R, D, seq, process(rows[i], seq))
+      b.ran = i
     end
-    local handle = handlers[status]
-    if handle then
-      handle(R, seq, key, msg)
+    return resumes() ~= r0
+  end
+end
+
+-- oner(R, D) -> run_one(row, seq): a batch of one row, without the batch
+-- table. -> whether the task was suspended.
+local function oner(R, D)
+  local resumes, process = sched.resumes, R.process
+  return function(row, seq)
+    local r0 = resumes()
+    settle(R, D, seq, process(row, seq))
+    return resumes() ~= r0
+  end
+end
+
+-- Takes each ended batch task: the rows it did not start go back to
+-- admit, and the outcome sizes the next batches.
+local function collect(R, D, ended)
+  local tasks, inflight, redo_rows, redo_seqs = D.tasks, D.inflight, D.redo_rows, D.redo_seqs
+  for _, c in ipairs(ended) do
+    local b = tasks[c.id]
+    tasks[c.id] = nil
+    if type(b) == "number" then -- one row (spawn_one): b is its seq
+      inflight = inflight - 1
+      if not c.ok then
+        settle(R, D, b, "failed", false, row_error(c.err).msg)
+      elseif c[1] then
+        D.size = 1
+      elseif D.size == 1 then
+        D.size = 2
+      end
     else
-      -- a settled row's record; the fields a row that got through lacks
-      -- are added only when present (setting an absent key to nil costs)
-      local d = { line = line, status = status, key = key }
-      if msg ~= nil then
-        d.error = msg
+      local seqs, n, ran = b.seqs, b.n, b.ran
+      inflight = inflight - n
+      if not c.ok then -- the row after the last that ran raised
+        ran = ran + 1
+        settle(R, D, seqs[ran], "failed", false, row_error(c.err).msg)
+      elseif c[1] then
+        D.size = 1
+      elseif ran == n and n >= D.size then
+        D.size = math.min(D.size * 2, MAX_BATCH)
       end
-      if tb ~= nil then
-        d.tb = tb
-      end
-      if usage ~= nil then
-        d.usage = usage
-      end
-      done[seq % window + 1] = d
-      if status == "failed" then -- note_outcome acts on failures only: no call per row
-        note_outcome(R, seq, key, msg, tb, status)
+      for i = n, ran + 1, -1 do -- admit takes them from the end: in input order
+        redo_rows[#redo_rows + 1], redo_seqs[#redo_seqs + 1] = b.rows[i], seqs[i]
       end
     end
   end
@@ -228,13 +337,15 @@ function M.drive(R)
     done[i], end_offset[i], end_line[i] = false, false, false
   end
   local D = { next_seq = first, write_seq = first, done = done, tasks = {}, inflight = 0, eof = false,
-    end_offset = end_offset, end_line = end_line, window = window }
+    end_offset = end_offset, end_line = end_line, window = window,
+    size = 1, redo_rows = {}, redo_seqs = {} }
+  D.run_batch, D.run_one = batcher(R, D), oner(R, D)
   R.out_bytes = R.ckpt and R.ckpt.output_offset or 0
   while true do
     local nsig = signals(R, D)
     admit(R, D)
     flush(R, D)
-    if D.inflight == 0 and (D.eof or R.stop) then
+    if D.inflight == 0 and ((D.eof and #D.redo_seqs == 0) or R.stop) then
       break
     end
     local grace_until = D.grace_until

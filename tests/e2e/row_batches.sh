@@ -1,0 +1,62 @@
+# Rows whose stages never wait run in batches, several rows to a task
+# (lua/orch/run/driver.lua); rows that wait get a task each again, so
+# they keep the whole concurrency; a row that fails inside a batch fails
+# alone; output stays exactly once, in input order.
+. tests/lib.sh
+cd "$WORK"
+seq 1 300 | awk 'BEGIN{print "id,text"} {print $1 ",item " $1}' >rows.csv
+cat >cpu.lua <<'LUA'
+local orch = require "orch"
+local sched = require "orch.sched"
+return orch.workflow {
+  name = "cpu",
+  input = orch.read.csv("rows.csv"),
+  output = orch.write.jsonl("out/cpu.jsonl"),
+  key = "id",
+  on_error = "skip",
+  stages = { function(row)
+    if row.id == "150" then error("row 150 is bad") end
+    row.task = sched.current()
+    return row
+  end },
+}
+LUA
+run_orch cpu.log run cpu.lua --concurrency 16
+expect_eq "cpu: exit 0" "$RC" 0
+expect_eq "cpu: 299 rows, in input order" \
+  "$(python3 -c 'import json; print([int(json.loads(l)["id"]) for l in open("out/cpu.jsonl")] == [i for i in range(1, 301) if i != 150])')" True
+# 300 rows at concurrency 16: the batch size doubles once a turn, so 16
+# tasks of 1 row, 8 of 2, 4 of 4, 2 of 8, then 16 rows a task: about 45
+# tasks; a task per row would be 299
+tasks=$(python3 -c 'import json; print(len({json.loads(l)["task"] for l in open("out/cpu.jsonl")}))')
+if [ "$tasks" -le 60 ]; then ok "cpu: 299 rows ran in $tasks tasks"; else bad "cpu: 299 rows ran in $tasks tasks (a task per row?)"; fi
+expect_grep "cpu: the bad row fails alone" "row 150 is bad" cpu.log
+expect_eq "cpu: one failure recorded" "$(sqlite3 .orch/state.db "select rows_ok || ' ' || rows_failed from runs")" "299 1"
+
+# 200 rows that never wait, then 40 that sleep: at concurrency 8 the
+# sleepers must still be 8 at a time, not one after another in a batch
+cat >mixed.lua <<'LUA'
+local orch = require "orch"
+local n, i, now, peak = 240, 0, 0, 0
+return orch.workflow {
+  name = "mixed",
+  input = function() i = i + 1; if i <= n then return { id = i } end end,
+  output = orch.write.jsonl("out/mixed.jsonl"),
+  stages = { function(row, ctx)
+    if row.id > 200 then
+      now = now + 1
+      peak = math.max(peak, now)
+      ctx:sleep(0.05)
+      now = now - 1
+      row.peak = peak
+    end
+    return row
+  end },
+}
+LUA
+run_orch mixed.log run mixed.lua --concurrency 8
+expect_eq "mixed: exit 0" "$RC" 0
+expect_eq "mixed: 240 rows in order" "$(ids out/mixed.jsonl)" "1..240"
+expect_eq "mixed: the sleeping rows ran 8 at a time" \
+  "$(python3 -c 'import json; print(max(json.loads(l).get("peak", 0) for l in open("out/mixed.jsonl")))')" 8
+finish

@@ -1194,16 +1194,12 @@ static int sq_event_add(struct orch_store *base, const char *run_id, const char 
     return sq_exec(st, s, "cannot record an event");
 }
 
-/* Oldest first; cb must not call event_list on the same store. */
-static int sq_event_list(struct orch_store *base, const char *run_id, orch_event_cb cb, void *ud)
+/* Hands each row of s (bound; columns id, ts_ms, type, data) to cb as an
+ * event until cb returns non-zero, then resets s. 0, or -1 with st->err
+ * set. */
+static int sq_events_each(struct sq_store *st, sqlite3_stmt *s, const char *run_id, orch_event_cb cb, void *ud)
 {
-    struct sq_store *st = sq_of(base);
-    sqlite3_stmt *s = st->stmt[SQ_EV_LIST];
     int ret = 0;
-    if (sq_bind_text(s, 1, run_id)) {
-        sq_done(s);
-        return sq_fail(st, "cannot list the events of run %s", run_id);
-    }
     for (;;) {
         int rc = sqlite3_step(s);
         if (rc == SQLITE_DONE)
@@ -1230,6 +1226,18 @@ static int sq_event_list(struct orch_store *base, const char *run_id, orch_event
     }
     sq_done(s);
     return ret;
+}
+
+/* Oldest first; cb must not call event_list on the same store. */
+static int sq_event_list(struct orch_store *base, const char *run_id, orch_event_cb cb, void *ud)
+{
+    struct sq_store *st = sq_of(base);
+    sqlite3_stmt *s = st->stmt[SQ_EV_LIST];
+    if (sq_bind_text(s, 1, run_id)) {
+        sq_done(s);
+        return sq_fail(st, "cannot list the events of run %s", run_id);
+    }
+    return sq_events_each(st, s, run_id, cb, ud);
 }
 
 /* Sorted by key; key and value point into SQLite's row buffer, valid
@@ -1521,33 +1529,7 @@ static int sq_event_page(struct orch_store *base, const char *run_id, int64_t af
         sq_done(s);
         return sq_fail(st, "cannot list the events of run %s", run_id);
     }
-    int ret = 0;
-    for (;;) {
-        int rc = sqlite3_step(s);
-        if (rc == SQLITE_DONE)
-            break;
-        if (rc != SQLITE_ROW) {
-            ret = sq_fail(st, "cannot list the events of run %s", run_id);
-            break;
-        }
-        int oom = 0;
-        struct orch_event e;
-        e.id = sqlite3_column_int64(s, 0);
-        e.ts_ms = sqlite3_column_int64(s, 1);
-        e.type = sq_col_dup(s, 2, &oom);
-        e.data = sq_col_dup(s, 3, &oom);
-        if (oom) {
-            orch_event_clear(&e);
-            ret = sq_fail_plain(st, "cannot list the events of run %s: out of memory", run_id);
-            break;
-        }
-        int stop = cb(ud, &e);
-        orch_event_clear(&e);
-        if (stop)
-            break;
-    }
-    sq_done(s);
-    return ret;
+    return sq_events_each(st, s, run_id, cb, ud);
 }
 
 /* key, status and error point into SQLite's row buffer, valid during the

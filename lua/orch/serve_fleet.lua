@@ -5,42 +5,46 @@
 -- dashboard and `orch status` say the same thing.
 --
 -- Batches live in the run's events, which may be millions long: serve
--- keeps, per run, the batch events it has seen and the id it has read up
--- to, and reads only the events after that (a page at a time through the
--- indexed event_page), so a poll of a long run costs the new events only.
+-- keeps, per run, the batch summaries folded so far and the event id it
+-- has read up to, and reads only the events after that (a page at a time
+-- through the indexed event_page), so a poll of a long run costs its new
+-- events only, and memory holds summaries, not the requests' keys.
 local batch = require "orch.batch"
 local worker = require "orch.worker"
 
 local M = {}
 
 M.PAGE = 5000 -- events read a query while catching up with a run's batch records
-M.MAX_RUNS = 200 -- runs whose batch records are kept between requests
+M.MAX_RUNS = 1000 -- runs whose batch records are kept between requests (more than /metrics shows)
 
-local cache, cached = {}, 0 -- run id -> { after = last event id read, events = { batch events } }
+-- per store (weak: a closed store's go with it), run id -> { after = last event id read, acc = the batch
+-- summaries folded so far (orch.batch.summaries) }; n: runs held
+local caches = setmetatable({}, { __mode = "k" })
 
--- The run's batch events, read on from where the last request stopped.
-local function batch_events(st, id)
-  local c = cache[id]
+-- The run's batch summaries, the events read on from where the last request
+-- stopped. -> list | nil, err
+local function batch_list(st, id)
+  local cache = caches[st]
+  if cache == nil or cache.n >= M.MAX_RUNS and cache.runs[id] == nil then
+    cache = { n = 0, runs = {} } -- bounded: start over rather than grow with every run ever shown
+    caches[st] = cache
+  end
+  local c = cache.runs[id]
   if c == nil then
-    if cached >= M.MAX_RUNS then -- bounded: start over rather than grow with every run ever shown
-      cache, cached = {}, 0
-    end
-    c = { after = 0, events = {} }
-    cache[id], cached = c, cached + 1
+    c = { after = 0 }
+    cache.runs[id], cache.n = c, cache.n + 1
   end
   while true do
     local page, err = st:event_page(id, c.after, 0, M.PAGE, false)
     if page == nil then
       return nil, err
     end
-    for _, ev in ipairs(page) do
-      if ev.type == "batch" or ev.type == "batch_requests" then
-        c.events[#c.events + 1] = { type = ev.type, data = ev.data }
-      end
-      c.after = ev.id
+    c.list, c.acc = batch.summaries(page, c.acc) -- a batch_requests event's keys are counted, not kept
+    if #page > 0 then
+      c.after = page[#page].id
     end
     if #page < M.PAGE then
-      return c.events
+      return c.list
     end
   end
 end
@@ -49,11 +53,7 @@ end
 --- expected_ms, succeeded, failed, resent, error }, oldest first (empty when the run used no batch
 --- API) | nil, err.
 function M.batches(st, run)
-  local events, err = batch_events(st, run.id)
-  if events == nil then
-    return nil, err
-  end
-  return batch.summaries(events)
+  return batch_list(st, run.id)
 end
 
 --- workers(st, run) -> nil when the run is not a worker run, else { leases = { done, taken, free,

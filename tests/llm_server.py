@@ -308,6 +308,7 @@ class Batches:
         self.batches = []  # oldest first
         self.by_id = {}
         self.seq = 0
+        self.pad_words = 0  # --pad-words: set from the config on each batch request
         self.submissions = {}  # custom_id -> batches it was submitted in
         self.live = {}  # custom_id -> live submissions (in a batch not yet ended)
         self.billed = {}  # custom_id -> successes
@@ -365,7 +366,7 @@ class Batches:
             self.live[cid] -= 1
             if outcome == "succeeded":
                 self.seq += 1
-                obj = reply_object(anthropic, body.get("model"), texts, last_user, body, self.seq)
+                obj = reply_object(anthropic, body.get("model"), texts, last_user, body, self.seq, self.pad_words)
                 self.billed[cid] = self.billed.get(cid, 0) + 1
                 self.counts["billed"] += 1
                 if self.billed[cid] == 2:
@@ -667,6 +668,7 @@ class Handler(BaseHTTPRequestHandler):
         with st.lock:
             bt = st.batch
             delay = float(st.config.get("batch_delay_s", 1.0))
+            bt.pad_words = st.config.get("pad_words") or 0  # replies as long as the synchronous ones
             if anthropic:
                 return self.anthropic_batches(m, parts[3:], body, bt, delay)
             if parts[1] == "files":

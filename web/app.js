@@ -199,6 +199,42 @@ function errorsTable() {
       el("td", {}, e.status), el("td", { class: "err" }, e.error || "")))));
 }
 
+// orch worker: the leases and each worker (live ones first), as orch status shows them
+function workersPart(w) {
+  if (!w) return [];
+  const l = w.leases;
+  return [
+    el("h2", {}, "workers (" + num(w.workers.filter((x) => x.live).length) + " live, " + num(w.workers.length) + " in all)"),
+    el("p", { id: "leases", class: "muted" }, "leases " + num(l.total) + ": " + num(l.done) + " done, " + num(l.taken) + " taken, " +
+      num(l.free) + " free (taken back after " + num(w.timeout_s) + " s without a heartbeat)"),
+    el("table", { id: "workers" }, el("thead", {}, el("tr", {}, ...["worker", "state", "lease", "rows", "rows/s"].map((h) => el("th", {}, h)))),
+      el("tbody", {}, ...w.workers.map((x) => el("tr", { class: "worker" }, el("td", { class: "mono" }, x.name),
+        el("td", {}, x.live ? "live" : "gone"), el("td", { class: "num" }, x.lease === undefined ? "-" : String(x.lease)),
+        el("td", { class: "num" }, num(x.rows)), el("td", { class: "num" }, (x.rows_per_s || 0).toFixed(1)))))),
+  ];
+}
+
+// llm.batch: each provider batch with the provider's status and counts
+function batchCounts(b) {
+  if (b.state === "ended" && b.succeeded !== undefined)
+    return num(b.succeeded) + " ok, " + num(b.failed || 0) + " without a reply, " + num(b.resent || 0) + " sent again";
+  const c = b.counts || {};
+  return Object.keys(c).filter((k) => c[k] > 0).map((k) => num(c[k]) + " " + k).join(", ") || "-";
+}
+
+function batchesPart(list) {
+  if (!list) return [];
+  const open = list.filter((b) => b.state !== "ended").length;
+  return [
+    el("h2", {}, "provider batches (" + num(list.length) + ", " + num(open) + " not ended)"),
+    el("table", { id: "batches" }, el("thead", {}, el("tr", {}, ...["#", "id", "provider", "status", "requests", "counts", "submitted", "expected by"].map((h) => el("th", {}, h)))),
+      el("tbody", {}, ...list.slice(-200).reverse().map((b) => el("tr", { class: "batch" }, el("td", { class: "num" }, b.batch),
+        el("td", { class: "mono" }, b.id || "(no id yet)"), el("td", {}, b.provider || "-"), el("td", {}, b.status || b.state),
+        el("td", { class: "num" }, num(b.requests || 0)), el("td", {}, batchCounts(b)),
+        el("td", {}, when(b.submitted_ms)), el("td", {}, when(b.expected_ms)))))),
+  ];
+}
+
 async function showRun(main, id) {
   if (runState.id !== id) Object.assign(runState, { id, samples: [], events: [], errors: [], errorsNext: 0 });
   const run = await api("/api/runs/" + encodeURIComponent(id));
@@ -227,6 +263,7 @@ async function showRun(main, id) {
       card("cost", usd(run.cost_usd), "c-cost"), card("retries", num(L.retries || 0)), card("429s", num(L.http_429 || 0)),
       card("journal hits", num(L.journal_hits || 0)), card("concurrency", num(L.concurrency)), card("started", when(run.created_ms)),
       card("duration", dur(run.duration_s))),
+    ...workersPart(run.workers), ...batchesPart(run.batches),
     el("h2", {}, "rows/s and spend"), chart(run),
     el("div", { class: "two" }, costTable("cost by stage", run.costs && run.costs.by_stage), costTable("cost by model", run.costs && run.costs.by_model)),
     el("h2", {}, "failed rows (" + num(runState.errors.length) + " committed by checkpoints)"), errorsTable(),

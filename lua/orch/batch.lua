@@ -518,8 +518,12 @@ M.take, M.submit, M.poll = take, submit, poll
 --- summaries(events) -> the run's batches, oldest first, as its events
 --- record them: { batch, id, state, status, requests, counts,
 --- submitted_ms, expected_ms, succeeded, failed, resent } (for `orch status`).
-function M.summaries(events)
-  local by, list = {}, {}
+--- acc (optional, as returned last time): carries on from earlier events, so
+--- a reader that polls (orch serve) folds in only the events since.
+--- -> list, acc
+function M.summaries(events, acc)
+  acc = acc or { by = {}, list = {} }
+  local by, list = acc.by, acc.list
   for _, ev in ipairs(events or {}) do
     if ev.type == "batch_requests" or ev.type == "batch" then
       local ok, d = pcall(json.decode, ev.data or "")
@@ -542,7 +546,7 @@ function M.summaries(events)
       end
     end
   end
-  return list
+  return list, acc
 end
 
 local function counts_text(c)

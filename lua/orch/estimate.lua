@@ -271,6 +271,18 @@ local function run_sample(st, wf, rows, run, opts)
   os.remove(dir)
   s.input, s.output, s.errors = rows, redirect(wf.output, dir, "output"), redirect(wf.errors, dir, "errors")
   s.budget = nil
+  if wf.llm and wf.llm.batch then
+    -- llm.batch: the sample must not submit provider batches (it would wait up to 24 h, and a batch cut
+    -- short by the sample's end would be paid with no run to collect it): its requests go synchronously.
+    -- The journal key is the same either way, so the real run answers the sampled rows from the journal;
+    -- the batch price is applied to the sample's tokens (batch_figures).
+    local llm = {}
+    for k, v in pairs(wf.llm) do
+      llm[k] = v
+    end
+    llm.batch = false
+    s.llm = setmetatable(llm, getmetatable(wf.llm))
+  end
   s.observers = { {
     on_row = function(ev)
       seen.rows[#seen.rows + 1] = { status = ev.status, usage = ev.usage }
@@ -312,6 +324,41 @@ local function shares(acc, expected)
     out[name] = expected * share
   end
   return setmetatable(out, { __jsontype = "object" })
+end
+
+-- A row's dollars at the provider's batch price: each model's share of the
+-- row's tokens (exact for a row that calls one model) priced by
+-- pricing.batch_cost (llm.batch_prices, else half the llm.prices / built-in
+-- price). From tokens, not dollars, so a reply that came from the journal
+-- counts as well.
+local function row_batch_usd(u, llm)
+  local tokens, usd_ = (u.tokens_in or 0) + (u.tokens_out or 0), 0
+  if tokens == 0 then
+    return 0
+  end
+  for model, g in pairs(u.by_model or {}) do
+    local share = g.tokens / tokens
+    usd_ = usd_ + pricing.batch_cost(model, u.tokens_in * share, u.tokens_out * share, llm.prices, llm.batch_prices)
+  end
+  return usd_
+end
+
+--- batch_figures(seen, total, left, llm) -> { expected_usd, low_usd, high_usd, row_usd }: the rows left
+--- at the provider's batch price (llm: the workflow's llm table, for its prices and batch_prices).
+function M.batch_figures(seen, total, left, llm)
+  local cost = {}
+  for i, r in ipairs(seen.rows) do
+    cost[i] = row_batch_usd(r.usage or {}, llm)
+  end
+  local b = {}
+  b.expected_usd, b.low_usd, b.high_usd, b.row_usd = M.interval(cost, total, left)
+  return b
+end
+
+-- The figures the run will be billed by: at batch prices for a batched
+-- workflow (e.batch), else synchronous. -> { expected_usd, low_usd, high_usd, row_usd }
+local function billed(e)
+  return e.batch or e
 end
 
 --- figures(seen, total [, left]) -> the estimate (the `estimate` event's
@@ -398,22 +445,23 @@ end
 
 -- A budget that covers the interval's top, in whole cents.
 local function budget_for(e)
-  return math.max(math.ceil((e.high_usd or e.expected_usd) * 100) / 100, 0.01)
+  return math.max(math.ceil((e.high_usd or e.expected_usd) * 100 - 1e-9) / 100, 0.01) -- 1.1 * 100 is 110.00000000000001
 end
 
 --- budget_warning(e, max_usd) -> a warning when the expected cost (or the
 --- interval's top) passes max_usd, naming a budget that covers it; or nil.
 function M.budget_warning(e, max_usd)
-  if max_usd == nil or e.expected_usd == nil then
+  local b = billed(e) -- a batched workflow is billed at batch prices
+  if max_usd == nil or b.expected_usd == nil then
     return nil
-  elseif e.expected_usd > max_usd then
+  elseif b.expected_usd > max_usd then
     return string.format("the expected cost %s passes the budget %s: the run would pause after about %s rows; "
-      .. "a budget for the whole run: --budget %.2f", usd(e.expected_usd), fmt.usd(max_usd),
-      count(e.row_usd > 0 and max_usd / e.row_usd or e.rows_left), budget_for(e))
-  elseif e.high_usd and e.high_usd > max_usd then
+      .. "a budget for the whole run: --budget %.2f", usd(b.expected_usd), fmt.usd(max_usd),
+      count(b.row_usd > 0 and max_usd / b.row_usd or e.rows_left), budget_for(b))
+  elseif b.high_usd and b.high_usd > max_usd then
     return string.format("the expected cost %s is within the budget %s, but the interval's top %s is not: the "
-      .. "run may pause; to be sure: --budget %.2f", usd(e.expected_usd), fmt.usd(max_usd), usd(e.high_usd),
-      budget_for(e))
+      .. "run may pause; to be sure: --budget %.2f", usd(b.expected_usd), fmt.usd(max_usd), usd(b.high_usd),
+      budget_for(b))
   end
 end
 
@@ -441,6 +489,11 @@ function M.report(log, e, name, run)
     usd(e.expected_usd), count(e.rows_left), (e.rows_done_before or 0) > 0
       and string.format(" after the %s the run has done", count(e.rows_done_before)) or "",
     range(e.low_usd, e.high_usd, usd), count(n)))
+  if e.batch then
+    log(string.format("  batch cost     %s for the %s rows left with llm.batch = true (%s): the run's price; the "
+      .. "sample ran synchronously (no provider batch), priced above at the synchronous price", usd(e.batch.expected_usd),
+      count(e.rows_left), range(e.batch.low_usd, e.batch.high_usd, usd)))
+  end
   log(string.format("  tokens         %s in (%s), %s out (%s)", count(e.tokens_in.expected),
     range(e.tokens_in.low, e.tokens_in.high, count), count(e.tokens_out.expected),
     range(e.tokens_out.low, e.tokens_out.high, count)))
@@ -539,6 +592,9 @@ function M.sample(opts, wf, path, offline, log, warn)
       return code ~= 0 and code or 1
     end
     local e = M.figures(seen, total, math.max(left - done, 0))
+    if wf.llm and wf.llm.batch then
+      e.batch = M.batch_figures(seen, total, e.rows_left, wf.llm)
+    end
     e.rows_done_before, e.spent_before = done, existing and existing.cost_usd or 0
     e.spread, e.seed, e.upper_usd = opts.spread or nil, opts.spread and (opts.seed or 1) or nil, offline.cost_usd
     e.upper_scaled = offline.scaled
@@ -566,15 +622,16 @@ end
 --- completed): a run not started yet has no actual, an unfinished one has
 --- spent so far.
 function M.beside_actual(e, spent, status)
-  local head = string.format("estimate %s (%s) for %s rows, from a sample of %s", usd(e.expected_usd),
-    range(e.low_usd, e.high_usd, usd), count(e.rows_left), count(e.sample_rows))
+  local b = billed(e) -- a batched workflow: its estimate at batch prices
+  local head = string.format("estimate %s%s (%s) for %s rows, from a sample of %s", usd(b.expected_usd),
+    e.batch and " at batch prices" or "", range(b.low_usd, b.high_usd, usd), count(e.rows_left), count(e.sample_rows))
   if status == "pending" then
     return head .. "; not started yet"
   elseif status ~= nil and status ~= "completed" then
     return head .. "; spent so far " .. usd(spent)
   end
   spent = spent - (e.spent_before or 0) -- a run estimated half-way: what it spent after the estimate
-  local diff = e.expected_usd > 0 and string.format(" (%+.1f %%)", (spent - e.expected_usd) / e.expected_usd * 100)
+  local diff = b.expected_usd > 0 and string.format(" (%+.1f %%)", (spent - b.expected_usd) / b.expected_usd * 100)
     or ""
   return head .. "; actual " .. ((e.spent_before or 0) > 0 and "since the estimate " or "") .. usd(spent) .. diff
 end

@@ -16,6 +16,7 @@ local httpd = require "orch.httpd"
 local json = require "orch.json"
 local metrics = require "orch.metrics"
 local runs = require "orch.runs"
+local serve_fleet = require "orch.serve_fleet"
 local serve_live = require "orch.serve_live"
 local store = require "orch.store"
 local mask = require("orch.log").mask
@@ -177,6 +178,20 @@ local function api_run(st, id)
   local v = run_view(st, r, store.now_ms())
   v.checkpoint_list = array(list)
   v.costs = cost_split(st, id)
+  -- workers (orch worker) and provider batches (llm.batch), where the run has them
+  local w, werr = serve_fleet.workers(st, r)
+  if werr then
+    return 500, { error = werr }
+  end
+  if w then
+    w.workers = array(w.workers)
+    v.workers = w
+  end
+  local b, berr = serve_fleet.batches(st, r)
+  if b == nil then
+    return 500, { error = berr }
+  end
+  v.batches = #b > 0 and array(b) or nil
   return 200, v
 end
 
@@ -239,7 +254,11 @@ local function metrics_text(st)
     end
     all.by_status[r.status] = (all.by_status[r.status] or 0) + 1
   end
-  return metrics.exposition(entries, all)
+  local runs_shown = {}
+  for i, e in ipairs(entries) do
+    runs_shown[i] = e.run
+  end
+  return metrics.exposition(entries, all) .. serve_fleet.metrics(st, runs_shown)
 end
 
 -- ---- routing ----

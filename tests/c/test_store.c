@@ -1146,7 +1146,7 @@ static void test_reopen(const char *db_path)
                              "(SELECT count(*) FROM results WHERE run_id = 'r1')",
                              -1, &s, NULL) == SQLITE_OK);
     CHECK(sqlite3_step(s) == SQLITE_ROW);
-    CHECK(sqlite3_column_int(s, 0) == 4);
+    CHECK(sqlite3_column_int(s, 0) == 5);
     CHECK(sqlite3_column_int64(s, 1) == 0x4F524348);
     CHECK_STR((const char *)sqlite3_column_text(s, 2), "wal");
     CHECK(sqlite3_column_int(s, 3) == 4);
@@ -1200,6 +1200,7 @@ static int make_v1_store(const char *path)
         return -1;
     return sql_on(path, "DROP TABLE llm_journal; DROP TABLE run_live; DROP INDEX results_errors; "
                         "DROP TABLE leases; DROP TABLE run_budget; DROP TABLE journal_pending; "
+                        "DROP TABLE rate_buckets; "
                         "PRAGMA user_version = 1") == SQLITE_OK
                ? 0
                : -1;
@@ -1219,7 +1220,7 @@ static void test_migrate_v1(const char *dir)
         fprintf(stderr, "open v1: %s\n", err);
         return;
     }
-    CHECK(user_version(path) == 4);
+    CHECK(user_version(path) == 5);
     /* what was there is still there and resumable */
     struct orch_run got = {0};
     CHECK(orch_store_run_get(st, "old", &got) == 1);
@@ -1259,7 +1260,7 @@ static void test_migrate_v1(const char *dir)
         CHECK(s.runs == 1 && s.journal_entries == 1 && s.journal_hits == 2 && near(s.journal_saved_usd, 0.5));
         orch_store_close(st);
     }
-    CHECK(user_version(path) == 4);
+    CHECK(user_version(path) == 5);
 
     /* a migration that cannot apply is refused whole: the v1 file keeps
      * its version and its data */
@@ -1280,7 +1281,7 @@ static void test_migrate_v1(const char *dir)
         orch_run_clear(&got);
         orch_store_close(st);
     }
-    CHECK(user_version(path) == 4);
+    CHECK(user_version(path) == 5);
 }
 
 /* Several processes opening one fresh file at once: the schema is
@@ -1429,18 +1430,18 @@ static void test_refusals(const char *dir)
     if (st != NULL)
         orch_store_close(st);
     CHECK(sql_on(path, "PRAGMA user_version = 99") == SQLITE_OK);
-    snprintf(want, sizeof want, "%s: created by a newer orch (schema 99, this orch knows up to 4)", path);
+    snprintf(want, sizeof want, "%s: created by a newer orch (schema 99, this orch knows up to 5)", path);
     expect_refused(path, want);
     st = orch_store_open(path, err, sizeof err);
     CHECK_STR(err, want);
     /* the very next version too */
-    snprintf(path, sizeof path, "%s/newer4.db", dir);
+    snprintf(path, sizeof path, "%s/newer5.db", dir);
     st = orch_store_open(path, err, sizeof err);
     CHECK(st != NULL);
     if (st != NULL)
         orch_store_close(st);
-    CHECK(sql_on(path, "PRAGMA user_version = 5") == SQLITE_OK);
-    snprintf(want, sizeof want, "%s: created by a newer orch (schema 5, this orch knows up to 4)", path);
+    CHECK(sql_on(path, "PRAGMA user_version = 6") == SQLITE_OK);
+    snprintf(want, sizeof want, "%s: created by a newer orch (schema 6, this orch knows up to 5)", path);
     expect_refused(path, want);
 
     /* text files, short and long */
@@ -1617,7 +1618,7 @@ static void test_readonly(const char *dir)
     CHECK(make_v1_store(path) == 0);
     st = orch_store_open_flags(path, ORCH_STORE_READONLY, err, sizeof err);
     CHECK(st == NULL);
-    CHECK_HAS(err, "written by an older orch (schema 1, this orch reads 4) and opened read-only");
+    CHECK_HAS(err, "written by an older orch (schema 1, this orch reads 5) and opened read-only");
     CHECK(user_version(path) == 1);
 
     char rodir[600];
@@ -1756,7 +1757,7 @@ static void test_pg_refusals(const char *url)
     CHECK(pg_query(url, "UPDATE newer.orch_meta SET version = 99", NULL, NULL, 0) == 0);
     st = orch_store_open(target, err, sizeof err);
     CHECK(st == NULL);
-    CHECK_HAS(err, ": created by a newer orch (schema 99, this orch knows up to 4)");
+    CHECK_HAS(err, ": created by a newer orch (schema 99, this orch knows up to 5)");
     CHECK(pg_query(url, "SELECT version FROM newer.orch_meta", NULL, NULL, 0) == 99);
 
     /* read-only: a database without orch's tables is no store, and stays so */

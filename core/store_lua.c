@@ -1233,6 +1233,22 @@ static int l_store_run_set_status(lua_State *L)
     return 1;
 }
 
+/* rate_take(run_id, kind, amount, limit_per_min) -> 0 (taken) | ms to wait before asking again (nothing
+ * taken) | nil, err: the run's shared token bucket of that kind (store.h: orch_store_rate_take). */
+static int l_store_rate_take(lua_State *L)
+{
+    struct orch_store *st = check_open(L);
+    const char *id = luaL_checkstring(L, 2);
+    const char *kind = luaL_checkstring(L, 3);
+    double amount = luaL_checknumber(L, 4);
+    double limit = luaL_checknumber(L, 5);
+    int64_t rc = orch_store_rate_take(st, id, kind, amount, limit);
+    if (rc < 0)
+        return push_failure(L, st->err);
+    lua_pushinteger(L, (lua_Integer)rc);
+    return 1;
+}
+
 static const luaL_Reg store_methods[] = {
     {"close", l_store_close},
     {"warning", l_store_warning},
@@ -1274,6 +1290,7 @@ static const luaL_Reg store_methods[] = {
     {"budget_get", l_store_budget_get},
     {"run_set_status", l_store_run_set_status},
     {"journal_pend", l_store_journal_pend},
+    {"rate_take", l_store_rate_take},
     {NULL, NULL},
 };
 

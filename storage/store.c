@@ -882,6 +882,32 @@ int orch_store_run_set_status(struct orch_store *st, const char *run_id, enum or
     return st->ops->run_set_status(st, run_id, status, error);
 }
 
+/* The bucket's shape is decided here, once for every backend: one
+ * second's worth of the limit (at least one token) is the burst a run may
+ * send at once, as one process's own limiter allows (orch.limits). */
+int64_t orch_store_rate_take(struct orch_store *st, const char *run_id, const char *kind, double amount,
+                             double limit_per_min)
+{
+    if (st->ops->rate_take == NULL)
+        return store_unsupported(st, "a shared rate limit");
+    if (run_id == NULL || kind == NULL || kind[0] == '\0' || !(amount >= 0) ||
+        !(limit_per_min > 0 && limit_per_min < 1e15))
+        return orch_store_fail(st, "rate_take: needs a run id, a kind, an amount of 0 or more and a limit "
+                                   "per minute above 0");
+    double capacity = limit_per_min / 60.0;
+    if (capacity < 1)
+        capacity = 1;
+    if (amount > capacity)
+        amount = capacity;
+    double per_ms = limit_per_min / 60000.0;
+    double left = 0;
+    int rc = st->ops->rate_take(st, run_id, kind, amount, capacity, per_ms, &left);
+    if (rc != 0)
+        return rc > 0 ? 0 : -1;
+    double wait = (amount - left) / per_ms;
+    return wait < 1 ? 1 : (int64_t)wait + 1;
+}
+
 void orch_lease_clear(struct orch_lease *l)
 {
     if (l == NULL)

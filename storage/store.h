@@ -436,6 +436,20 @@ int orch_store_journal_pend(struct orch_store *st, const char *key, const char *
 int orch_store_run_set_status(struct orch_store *st, const char *run_id, enum orch_run_status status,
                               const char *error);
 
+/* ---- shared rate limits (many workers, one run) ---- */
+
+/* The run's shared rate limit of one kind ("rpm", "tpm", ...): a token
+ * bucket in the store, so every worker of the run draws on one limit.
+ * It holds at most limit_per_min / 60 tokens (one second's worth, at
+ * least 1) and refills at limit_per_min / 60 a second by the store's
+ * clock, never a worker's. Takes amount (at most the capacity: a larger
+ * one takes a full bucket) when the bucket holds it, in one atomic
+ * statement. 0 granted; else nothing is taken and the result is the ms
+ * until it would be (1 or more); -1 error. So the grants of any span of
+ * T ms of the store's clock add up to at most capacity + T x rate. */
+int64_t orch_store_rate_take(struct orch_store *st, const char *run_id, const char *kind, double amount,
+                             double limit_per_min);
+
 void orch_lease_clear(struct orch_lease *l);
 
 #endif

@@ -146,6 +146,13 @@ struct orch_store_ops {
     int (*journal_pend)(struct orch_store *st, const char *key, const char *owner, int64_t ttl_ms);
     int (*run_set_status)(struct orch_store *st, const char *run_id, enum orch_run_status status,
                           const char *error);
+    /* ---- shared rate limits (store.h: orch_store_rate_take); store.c
+     * checks the arguments and passes the capacity (tokens) and the
+     * refill rate (tokens per ms), amount already at most the capacity.
+     * 1 taken, 0 not (*left: what the bucket holds now, short of
+     * amount), -1 error. */
+    int (*rate_take)(struct orch_store *st, const char *run_id, const char *kind, double amount,
+                     double capacity, double per_ms, double *left);
 };
 
 /* Seals a checkpoint a backend has numbered seq, inside its write

@@ -2056,6 +2056,52 @@ static int pg_journal_pend(struct orch_store *base, const char *key, const char 
     return n < 0 ? -1 : n > 0;
 }
 
+/* ---- shared rate limits ------------------------------------------------ */
+
+/* One statement: the bucket made full on the first take, else refilled
+ * for the server's time since its last update and taken from if it holds
+ * amount; the row lock of ON CONFLICT serializes concurrent workers.
+ * The time is read before that lock, so a take that waited for it may
+ * carry an older time than the row's: the refill is never negative and
+ * updated_ms never goes back, which can only grant less. */
+#define PG_RATE_REFILLED                                                                                     \
+    "least($3::float8, b.tokens + greatest(excluded.updated_ms - b.updated_ms, 0) * $5::float8)"
+#define PG_RATE_OK "(" PG_RATE_REFILLED " >= $4::float8 - 1e-9)"
+
+static int pg_rate_take(struct orch_store *base, const char *run_id, const char *kind, double amount,
+                        double capacity, double per_ms, double *left)
+{
+    struct pg_store *st = pg_of(base);
+    char what[300];
+    snprintf(what, sizeof what, "cannot take from the %.40s limit of run %s", kind, run_id);
+    struct pg_params p = {0};
+    p_text(&p, run_id);
+    p_text(&p, kind);
+    p_dbl(&p, capacity);
+    p_dbl(&p, amount);
+    p_dbl(&p, per_ms);
+    PGresult *r = pg_exec_sql(
+        st,
+        "INSERT INTO rate_buckets AS b (run_id, kind, tokens, updated_ms, first_ms, granted, takes, last_ok) "
+        "SELECT $1, $2, $3::float8 - $4::float8, t.ms, t.ms, $4::float8, 1, true FROM (SELECT " PG_NOW_MS
+        " AS ms) t ON CONFLICT (run_id, kind) DO UPDATE SET tokens = " PG_RATE_REFILLED
+        " - CASE WHEN " PG_RATE_OK
+        " THEN $4::float8 ELSE 0 END, updated_ms = greatest(b.updated_ms, excluded.updated_ms), granted = "
+        "b.granted + CASE WHEN " PG_RATE_OK
+        " THEN $4::float8 ELSE 0 END, takes = b.takes + CASE WHEN " PG_RATE_OK
+        " THEN 1 ELSE 0 END, last_ok = " PG_RATE_OK " RETURNING last_ok, tokens",
+        &p, what);
+    if (r == NULL)
+        return -1;
+    int ret = PQntuples(r) == 1 ? strcmp(PQgetvalue(r, 0, 0), "t") == 0 : -1;
+    if (ret == 0)
+        *left = pg_col_dbl(r, 0, 1);
+    PQclear(r);
+    if (ret < 0)
+        return pg_fail(st, "%s: the bucket's row was not returned", what);
+    return ret;
+}
+
 static int pg_run_set_status(struct orch_store *base, const char *run_id, enum orch_run_status status,
                              const char *error)
 {
@@ -2115,6 +2161,7 @@ static const struct orch_store_ops pg_ops = {
     .budget_get = pg_budget_get,
     .run_set_status = pg_run_set_status,
     .journal_pend = pg_journal_pend,
+    .rate_take = pg_rate_take,
 };
 
 /* Notices (e.g. from VACUUM) are not errors and must not reach stderr. */

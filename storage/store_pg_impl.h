@@ -11,7 +11,7 @@
  * is another program's. */
 #define PG_TABLES                                                                                            \
     "ARRAY['orch_meta', 'runs', 'checkpoints', 'results', 'events', 'state', 'llm_journal', 'run_live', "    \
-    "'leases', 'run_budget', 'journal_pending']"
+    "'leases', 'run_budget', 'journal_pending', 'rate_buckets']"
 
 /* The first line of a libpq message, without "ERROR:  " / "FATAL:  ". */
 void orch_pg_first_line(const char *msg, char *out, size_t outlen);

@@ -166,6 +166,23 @@ static const char *const pg_migrations[] = {
     ");\n"
     "COMMENT ON TABLE journal_pending IS 'LLM requests a worker is sending: others wait for its reply';\n"
     "UPDATE orch_meta SET version = 4 WHERE app = 'orch';\n",
+    /* 4 -> 5: shared rate limits: one token bucket per run and kind
+     * (rpm, tpm) that every worker of the run takes from; times by the
+     * server's clock. granted / takes / first_ms are the bucket's own
+     * record of what it let through. */
+    "CREATE TABLE rate_buckets (\n"
+    "  run_id text NOT NULL REFERENCES runs (id) ON DELETE CASCADE,\n"
+    "  kind text NOT NULL,\n"
+    "  tokens double precision NOT NULL,\n"
+    "  updated_ms bigint NOT NULL,\n"
+    "  first_ms bigint NOT NULL,\n"
+    "  granted double precision NOT NULL DEFAULT 0,\n"
+    "  takes bigint NOT NULL DEFAULT 0,\n"
+    "  last_ok boolean NOT NULL DEFAULT true,\n"
+    "  PRIMARY KEY (run_id, kind)\n"
+    ");\n"
+    "COMMENT ON TABLE rate_buckets IS 'worker runs'' shared rate limits, by the server''s clock';\n"
+    "UPDATE orch_meta SET version = 5 WHERE app = 'orch';\n",
 };
 
 #define PG_SCHEMA_VERSION ((int)(sizeof pg_migrations / sizeof pg_migrations[0]))

@@ -1197,7 +1197,8 @@ static int sq_event_add(struct orch_store *base, const char *run_id, const char 
 /* Hands each row of s (bound; columns id, ts_ms, type, data) to cb as an
  * event until cb returns non-zero, then resets s. 0, or -1 with st->err
  * set. */
-static int sq_events_each(struct sq_store *st, sqlite3_stmt *s, const char *run_id, orch_event_cb cb, void *ud)
+static int sq_events_each(struct sq_store *st, sqlite3_stmt *s, const char *run_id, orch_event_cb cb,
+                          void *ud)
 {
     int ret = 0;
     for (;;) {
@@ -1943,6 +1944,52 @@ static int sq_journal_pend(struct orch_store *base, const char *key, const char 
     return n < 0 ? -1 : n > 0;
 }
 
+/* ---- shared rate limits ------------------------------------------------ */
+
+/* One statement (SQLite's write lock serializes the processes sharing the
+ * file, and 'now' holds still within it): the bucket made full on the
+ * first take, else refilled for the time since its last update and taken
+ * from if it holds amount. */
+#define SQ_RATE_REFILLED "min(?3, b.tokens + max(excluded.updated_ms - b.updated_ms, 0) * ?5)"
+#define SQ_RATE_OK "(" SQ_RATE_REFILLED " >= ?4 - 1e-9)"
+
+static int sq_rate_take(struct orch_store *base, const char *run_id, const char *kind, double amount,
+                        double capacity, double per_ms, double *left)
+{
+    struct sq_store *st = sq_of(base);
+    char what[300];
+    snprintf(what, sizeof what, "cannot take from the %.40s limit of run %s", kind, run_id);
+    sqlite3_stmt *s = NULL;
+    if (sq_prep(
+            st,
+            "INSERT INTO rate_buckets AS b (run_id, kind, tokens, updated_ms, first_ms, granted, takes, "
+            "last_ok) VALUES (?1, ?2, ?3 - ?4, " SQ_NOW_MS ", " SQ_NOW_MS ", ?4, 1, 1) ON CONFLICT (run_id, "
+            "kind) DO UPDATE SET tokens = " SQ_RATE_REFILLED " - CASE WHEN " SQ_RATE_OK
+            " THEN ?4 ELSE 0 END, updated_ms = max(b.updated_ms, excluded.updated_ms), granted = b.granted + "
+            "CASE WHEN " SQ_RATE_OK " THEN ?4 ELSE 0 END, takes = b.takes + CASE WHEN " SQ_RATE_OK
+            " THEN 1 ELSE 0 END, last_ok = " SQ_RATE_OK " RETURNING last_ok, tokens",
+            &s, what) != 0)
+        return -1;
+    int bad = sq_bind_text(s, 1, run_id) | sq_bind_text(s, 2, kind) |
+              (sqlite3_bind_double(s, 3, capacity) != SQLITE_OK) |
+              (sqlite3_bind_double(s, 4, amount) != SQLITE_OK) |
+              (sqlite3_bind_double(s, 5, per_ms) != SQLITE_OK);
+    int rc = bad ? SQLITE_MISUSE : sqlite3_step(s);
+    int ret = -1;
+    if (rc == SQLITE_ROW) {
+        ret = sqlite3_column_int(s, 0) != 0;
+        if (ret == 0)
+            *left = sqlite3_column_double(s, 1);
+        rc = sqlite3_step(s); /* RETURNING's statement ends, and with it the write */
+    }
+    if (rc != SQLITE_DONE)
+        ret = sq_fail(st, "%s", what);
+    else if (ret < 0)
+        sq_fail_plain(st, "%s: the bucket's row was not returned", what);
+    sqlite3_finalize(s);
+    return ret;
+}
+
 static int sq_run_set_status(struct orch_store *base, const char *run_id, enum orch_run_status status,
                              const char *error)
 {
@@ -2002,4 +2049,5 @@ const struct orch_store_ops sq_ops = {
     .budget_get = sq_budget_get,
     .run_set_status = sq_run_set_status,
     .journal_pend = sq_journal_pend,
+    .rate_take = sq_rate_take,
 };

@@ -157,6 +157,20 @@ static const char *const sq_migrations[] = {
     "  PRIMARY KEY (run_id, first_seq)\n"
     ");\n"
     "PRAGMA user_version = 5;\n",
+    /* 5 -> 6: shared rate limits, one token bucket per run and kind (see
+     * store_pg_schema.c). */
+    "CREATE TABLE rate_buckets (\n"
+    "  run_id TEXT NOT NULL REFERENCES runs (id) ON DELETE CASCADE,\n"
+    "  kind TEXT NOT NULL,          -- rpm, tpm\n"
+    "  tokens REAL NOT NULL,        -- what the bucket held at updated_ms\n"
+    "  updated_ms INTEGER NOT NULL, -- the store's clock\n"
+    "  first_ms INTEGER NOT NULL,   -- the first take\n"
+    "  granted REAL NOT NULL DEFAULT 0,\n"
+    "  takes INTEGER NOT NULL DEFAULT 0,\n"
+    "  last_ok INTEGER NOT NULL DEFAULT 1,\n"
+    "  PRIMARY KEY (run_id, kind)\n"
+    ") WITHOUT ROWID;\n"
+    "PRAGMA user_version = 6;\n",
 };
 
 _Static_assert(sizeof sq_migrations / sizeof sq_migrations[0] == SQ_SCHEMA_VERSION,

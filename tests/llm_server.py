@@ -15,7 +15,9 @@ Endpoints:
   POST /v1/messages/batches  Anthropic Message Batches; GET .../batches[/ID[/results]]
   GET  /health               200 "ok"
   GET  /admin/stats          counters (JSON); inflight / max_inflight: LLM
-                             requests answered at once (now / most since reset)
+                             requests answered at once (now / most since reset);
+                             per_second: LLM requests by the whole second
+                             (epoch, server clock) they arrived in
   POST /admin/reset          zero counters and per-body attempt memory
   GET  /admin/config         current fault/latency config
   POST /admin/config         JSON with any of: fail_429 fail_500 garbage hang
@@ -116,6 +118,7 @@ class State:
             self.inflight = 0  # LLM requests being answered now
             self.max_inflight = 0  # the most answered at once since the reset
             self.authorization = {}  # Authorization / x-api-key value -> requests
+            self.per_second = {}  # whole second of the server's clock (epoch) -> LLM requests that arrived in it
             self.batch = Batches()
 
     def note_auth(self, value):
@@ -127,6 +130,8 @@ class State:
         key = hashlib.sha256(body).digest()
         with self.lock:
             self.requests += 1
+            sec = int(time.time())
+            self.per_second[sec] = self.per_second.get(sec, 0) + 1
             self.by_path[path] = self.by_path.get(path, 0) + 1
             n = self.attempts.get(key, 0) + 1
             self.attempts[key] = n
@@ -160,6 +165,7 @@ class State:
                 "inflight": self.inflight,
                 "max_inflight": self.max_inflight,
                 "authorization": dict(self.authorization),
+                "per_second": {str(k): v for k, v in sorted(self.per_second.items())},
                 "batch": self.batch.stats(),
             }
 

@@ -4,7 +4,8 @@
 -- is spent, plus the estimates of the requests in flight, plus its own
 -- estimate stays within max_usd. Rate limits: token buckets for requests
 -- per minute and tokens per minute; a request that does not fit waits on
--- its own row's coroutine.
+-- its own row's coroutine. Under orch worker the buckets can be the
+-- store's, shared by the run's workers (shared_limiter).
 local sched = require "orch.sched"
 
 local M = {}
@@ -134,6 +135,67 @@ function M.limiter(rpm, tpm)
         wait = math.max(wait, (need_t - ttok) / trate)
       end
       ctx:sleep(math.max(wait, 0.001))
+    end
+  end
+  return lim
+end
+
+--- shared_limiter(take, rpm, tpm) -> { acquire(ctx, tokens), takes, waits } or nil when unlimited:
+--- rpm/tpm drawn from token buckets kept elsewhere (the store's, one per run and kind, shared by every
+--- worker of the run). take(kind, amount, limit_per_min) -> 0 (taken) | ms to wait before asking again
+--- (nothing taken) | nil, err. One row of this process asks at a time and the others queue behind it in
+--- order, so a process sends one take per grant or per wait however many of its rows wait. rpm is taken
+--- before tpm: a request holding its request token while it waits for tokens only ever sends less. A
+--- take that fails raises "rate limit: ..." on the row (its on_error decides): sending anyway could pass
+--- the run's limit.
+function M.shared_limiter(take, rpm, tpm)
+  if rpm == nil and tpm == nil then
+    return nil
+  end
+  local lim = { takes = 0, waits = 0 }
+  local busy = false
+  local waiting, head, tail = {}, 1, 0
+  local function draw(ctx, kind, amount, limit)
+    while true do
+      local wait, err = take(kind, amount, limit)
+      lim.takes = lim.takes + 1
+      if wait == nil then
+        error(string.format("rate limit: cannot take from the run's shared %s (%s per minute): %s", kind,
+          tostring(limit), tostring(err)), 0)
+      elseif wait == 0 then
+        return
+      end
+      lim.waits = lim.waits + 1
+      ctx:sleep(wait / 1000)
+    end
+  end
+  local function draw_both(ctx, tokens)
+    if rpm then
+      draw(ctx, "rpm", 1, rpm)
+    end
+    if tpm then
+      draw(ctx, "tpm", tokens, tpm)
+    end
+  end
+  function lim.acquire(ctx, tokens)
+    while busy do
+      tail = tail + 1
+      waiting[tail] = sched.current()
+      sched.park()
+    end
+    busy = true
+    local ok, err = pcall(draw_both, ctx, tokens)
+    busy = false
+    while head <= tail do -- the next row in line asks (one whose task is gone is passed over)
+      local id = waiting[head]
+      waiting[head] = nil
+      head = head + 1
+      if sched.unpark(id) then
+        break
+      end
+    end
+    if not ok then
+      error(err, 0)
     end
   end
   return lim

@@ -28,8 +28,8 @@
 -- journal (replies are journaled in the store and looked up before
 -- sending; a request being sent by one worker is marked in the store, and
 -- an identical one on another worker waits for its reply instead of paying
--- again: see shared_journal) and the rate limits (divided among the live
--- workers: see shared_limits). Refused: ctx.state (a checkpoint of a lease
+-- again: see shared_journal) and the rate limits (token buckets in the
+-- store, or divided among the live workers: see shared_limits). Refused: ctx.state (a checkpoint of a lease
 -- that holds any fails the worker with why) and steps workflows (at load).
 local cli_base = require "orch.cli_base"
 local fmt = require "orch.fmt"
@@ -393,13 +393,32 @@ local function shared_journal(W, R)
   }
 end
 
--- The workflow's rpm/tpm hold for the run: each worker takes an equal
--- share, the limit divided by the workers live when it starts a lease
--- (holding a lease with a fresh heartbeat, itself included). A worker
--- that joins mid-lease raises the run's rate until the others' next lease.
+M.SHARED_RATE = { bucket = true, split = true }
+
+-- The workflow's rpm/tpm hold for the run as a whole, by llm.shared_rate:
+-- "bucket" (the default): every request takes from the run's token
+-- buckets in the store (rate_take: refilled by the store's clock, one
+-- second's worth of burst), so the run never sends more than the limit
+-- plus that burst in any span, however many workers start, stop or die.
+-- "split": each worker takes an equal share, the limit divided by the
+-- workers live when it starts a lease (holding a lease with a fresh
+-- heartbeat, itself included), with no store traffic per request; but
+-- workers that start together each see themselves alone, and one that
+-- joins mid-lease raises the run's rate until the others' next lease
+-- (bench/workers_rate.md measures both).
 local function shared_limits(W, R, lease)
   local llm = R.wf.llm
   if not (llm and (llm.rpm or llm.tpm)) then
+    return
+  end
+  local limits = require "orch.limits"
+  if (llm.shared_rate or "bucket") == "bucket" then
+    local st, run_id = W.st, W.run.id
+    R.rt.limiter = limits.shared_limiter(function(kind, amount, limit)
+      return st:rate_take(run_id, kind, amount, limit)
+    end, llm.rpm, llm.tpm)
+    R.log(1, string.format("lease %d: rate limits %s%s for the run, from its buckets in the store", lease.no,
+      llm.rpm and string.format("rpm %g", llm.rpm) or "", llm.tpm and string.format(" tpm %g", llm.tpm) or ""))
     return
   end
   local live = { [W.name] = true }
@@ -411,7 +430,7 @@ local function shared_limits(W, R, lease)
     end
   end
   local rpm, tpm = llm.rpm and llm.rpm / n, llm.tpm and llm.tpm / n
-  R.rt.limiter = require("orch.limits").limiter(rpm, tpm)
+  R.rt.limiter = limits.limiter(rpm, tpm)
   R.log(1, string.format("lease %d: rate limits %s%s, the run's shared by %d live worker(s)", lease.no,
     rpm and string.format("rpm %.1f", rpm) or "", tpm and string.format(" tpm %.1f", tpm) or "", n))
 end
@@ -623,6 +642,12 @@ end
 local function refused(wf, path, opts)
   if wf.steps then
     say(string.format("%s: orch worker runs row workflows (input = ...); a steps workflow runs with orch run", path))
+    return 2
+  end
+  local share = wf.llm and wf.llm.shared_rate
+  if share ~= nil and not M.SHARED_RATE[share] then
+    say(string.format("%s: llm.shared_rate must be \"bucket\" (the run's token buckets in the store) or \"split\" "
+      .. "(the limit divided among the live workers), got %s", path, json.encode(share)))
     return 2
   end
   if wf.output and wf.output.kind ~= "jsonl" then

@@ -1151,7 +1151,7 @@ static void test_reopen(const char *db_path)
                              "(SELECT sum(n) FROM result_chunks WHERE run_id = 'r1')",
                              -1, &s, NULL) == SQLITE_OK);
     CHECK(sqlite3_step(s) == SQLITE_ROW);
-    CHECK(sqlite3_column_int(s, 0) == 5);
+    CHECK(sqlite3_column_int(s, 0) == 6);
     CHECK(sqlite3_column_int64(s, 1) == 0x4F524348);
     CHECK_STR((const char *)sqlite3_column_text(s, 2), "wal");
     /* r1's 4 rows: checkpoint 1's three and the second checkpoint 2's
@@ -1213,6 +1213,7 @@ static int make_v1_store(const char *path)
                         "DROP TABLE result_chunks; "
                         "INSERT INTO results (run_id, seq, key, status, data, checkpoint_seq) "
                         "VALUES ('old', 1, 'k1', 'ok', CAST('{\"a\":1}' AS BLOB), 1); "
+                        "DROP TABLE rate_buckets; "
                         "PRAGMA user_version = 1") == SQLITE_OK
                ? 0
                : -1;
@@ -1232,7 +1233,7 @@ static void test_migrate_v1(const char *dir)
         fprintf(stderr, "open v1: %s\n", err);
         return;
     }
-    CHECK(user_version(path) == 5);
+    CHECK(user_version(path) == 6);
     /* what was there is still there and resumable */
     struct orch_run got = {0};
     CHECK(orch_store_run_get(st, "old", &got) == 1);
@@ -1272,7 +1273,7 @@ static void test_migrate_v1(const char *dir)
         CHECK(s.runs == 1 && s.journal_entries == 1 && s.journal_hits == 2 && near(s.journal_saved_usd, 0.5));
         orch_store_close(st);
     }
-    CHECK(user_version(path) == 5);
+    CHECK(user_version(path) == 6);
 
     /* a migration that cannot apply is refused whole: the v1 file keeps
      * its version and its data */
@@ -1293,7 +1294,7 @@ static void test_migrate_v1(const char *dir)
         orch_run_clear(&got);
         orch_store_close(st);
     }
-    CHECK(user_version(path) == 5);
+    CHECK(user_version(path) == 6);
 }
 
 /* Several processes opening one fresh file at once: the schema is
@@ -1442,18 +1443,18 @@ static void test_refusals(const char *dir)
     if (st != NULL)
         orch_store_close(st);
     CHECK(sql_on(path, "PRAGMA user_version = 99") == SQLITE_OK);
-    snprintf(want, sizeof want, "%s: created by a newer orch (schema 99, this orch knows up to 5)", path);
+    snprintf(want, sizeof want, "%s: created by a newer orch (schema 99, this orch knows up to 6)", path);
     expect_refused(path, want);
     st = orch_store_open(path, err, sizeof err);
     CHECK_STR(err, want);
     /* the very next version too */
-    snprintf(path, sizeof path, "%s/newer4.db", dir);
+    snprintf(path, sizeof path, "%s/newer5.db", dir);
     st = orch_store_open(path, err, sizeof err);
     CHECK(st != NULL);
     if (st != NULL)
         orch_store_close(st);
-    CHECK(sql_on(path, "PRAGMA user_version = 6") == SQLITE_OK);
-    snprintf(want, sizeof want, "%s: created by a newer orch (schema 6, this orch knows up to 5)", path);
+    CHECK(sql_on(path, "PRAGMA user_version = 7") == SQLITE_OK);
+    snprintf(want, sizeof want, "%s: created by a newer orch (schema 7, this orch knows up to 6)", path);
     expect_refused(path, want);
 
     /* text files, short and long */
@@ -1630,7 +1631,7 @@ static void test_readonly(const char *dir)
     CHECK(make_v1_store(path) == 0);
     st = orch_store_open_flags(path, ORCH_STORE_READONLY, err, sizeof err);
     CHECK(st == NULL);
-    CHECK_HAS(err, "written by an older orch (schema 1, this orch reads 5) and opened read-only");
+    CHECK_HAS(err, "written by an older orch (schema 1, this orch reads 6) and opened read-only");
     CHECK(user_version(path) == 1);
 
     char rodir[600];
@@ -1898,7 +1899,7 @@ static void test_pg_refusals(const char *url)
     CHECK(pg_query(url, "UPDATE newer.orch_meta SET version = 99", NULL, NULL, 0) == 0);
     st = orch_store_open(target, err, sizeof err);
     CHECK(st == NULL);
-    CHECK_HAS(err, ": created by a newer orch (schema 99, this orch knows up to 4)");
+    CHECK_HAS(err, ": created by a newer orch (schema 99, this orch knows up to 5)");
     CHECK(pg_query(url, "SELECT version FROM newer.orch_meta", NULL, NULL, 0) == 99);
 
     /* read-only: a database without orch's tables is no store, and stays so */

@@ -41,7 +41,7 @@ expected=1..3000
 run_orch run.log run slow.lua --db "$PG_URL"
 expect_eq "run on PostgreSQL exits 0" "$RC" 0
 expect_eq "every row once, in order" "$(ids out/slow.jsonl)" "$expected"
-expect_eq "the schema is orch's, at version 4" "$(pg_sql "select app, version from orch_meta")" "orch|4"
+expect_eq "the schema is orch's, at version 5" "$(pg_sql "select app, version from orch_meta")" "orch|5"
 id=$(pg_sql "select id from runs")
 expect_eq "one run row, completed, 3,000 rows" "$(pg_sql "select status, rows_done from runs")" "completed|3000"
 run_orch ls.log ls --db "$PG_URL"
@@ -112,7 +112,7 @@ p2=$!
 wait "$p1"; r1=$?
 wait "$p2"; r2=$?
 expect_eq "two orch processes on a fresh database both finish" "$r1 $r2" "0 0"
-expect_eq "the schema was made once" "$(pg_db twin "select version from orch_meta")" 4
+expect_eq "the schema was made once" "$(pg_db twin "select version from orch_meta")" 5
 
 # the server restarts mid-run: the run connects again and goes on
 pg_sql "CREATE DATABASE bounce"
@@ -177,12 +177,12 @@ expect_eq "their table is untouched, nothing added" "$(pg_db other "select count
 # a schema newer than this orch
 pg_sql "CREATE DATABASE newer"
 run_orch n1.log run slow.lua --db "$(pg_url newer)" --set out=out/newer.jsonl
-expect_eq "a run makes the schema" "$(pg_db newer "select version from orch_meta")" 4
+expect_eq "a run makes the schema" "$(pg_db newer "select version from orch_meta")" 5
 run_orch n2.log ls --db "$(pg_url other)"
 pg_db newer "UPDATE orch_meta SET version = 99"
 run_orch newer.log run slow.lua --db "$(pg_url newer)"
 expect_eq "a newer schema: exit 2" "$RC" 2
-expect_grep "names both versions" "created by a newer orch \(schema 99, this orch knows up to 4\)" newer.log
+expect_grep "names both versions" "created by a newer orch \(schema 99, this orch knows up to 5\)" newer.log
 expect_eq "and is left as it was" "$(pg_db newer "select version from orch_meta")" 99
 
 # ---- kill -9 with an LLM stage: 6,000 rows, five kills -------------------

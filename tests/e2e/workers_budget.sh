@@ -71,9 +71,9 @@ run_orch export.log export "$run_id" --db "$W" -o out/export.jsonl
 if cmp -s out/ref.jsonl out/export.jsonl; then ok "the export equals the single-process output"; else
   bad "the export differs: $(wc -l <out/export.jsonl) lines"; fi
 
-# ---- rate limits hold for the run: each live worker takes an equal share
+# ---- rate limits split (llm.shared_rate = "split"): each live worker takes an equal share
 pg_sql "CREATE DATABASE rl"
-sed -e 's/name = "spend"/name = "limited"/' -e 's/concurrency = 10,/concurrency = 10, rpm = 3000,/' llm.lua >rl.lua
+sed -e 's/name = "spend"/name = "limited"/' -e 's/concurrency = 10,/concurrency = 10, rpm = 3000, shared_rate = "split",/' llm.lua >rl.lua
 RL=$(pg_url rl)
 "$ORCH" worker rl.lua --db "$RL" --lease-rows 100 --set out=out/rl.jsonl -v >rl1.log 2>&1 &
 rlpid=$!

@@ -107,6 +107,73 @@ describe("orch.limits.limiter", function()
   end)
 end)
 
+describe("orch.limits.shared_limiter", function()
+  it("is nil without limits", function()
+    assert.is_nil(limits.shared_limiter(function() return 0 end, nil, nil))
+  end)
+
+  it("draws rpm then tpm from the shared buckets, one row asking at a time, waiting as told", function()
+    local calls, sleeping, overlapped = {}, 0, 0
+    local credit = 2 -- the fake store's bucket: two grants, then one more after each wait
+    local function take(kind, amount, limit)
+      if sleeping > 0 then
+        overlapped = overlapped + 1 -- a row asked while another waited its turn
+      end
+      calls[#calls + 1] = string.format("%s:%g:%g", kind, amount, limit)
+      if kind == "tpm" then
+        return 0
+      end
+      if credit > 0 then
+        credit = credit - 1
+        return 0
+      end
+      credit = 1
+      return 5
+    end
+    local ctx = { sleep = function(_, s)
+      sleeping = sleeping + 1
+      sched.sleep(s)
+      sleeping = sleeping - 1
+    end }
+    local lim = limits.shared_limiter(take, 60, 6000)
+    sched.run(function()
+      for i = 1, 4 do
+        sched.spawn(function()
+          lim.acquire(ctx, 10 * i)
+        end)
+      end
+      local n = 0
+      while n < 4 do
+        n = n + #sched.wait()
+      end
+    end)
+    assert.are.equal(0, overlapped)
+    -- rows 1 and 2 granted at once; 3 and 4 each told to wait 5 ms once; tpm after each rpm grant
+    assert.are.same({ "rpm:1:60", "tpm:10:6000", "rpm:1:60", "tpm:20:6000", "rpm:1:60", "rpm:1:60", "tpm:30:6000",
+      "rpm:1:60", "rpm:1:60", "tpm:40:6000" }, calls)
+    assert.are.same({ 10, 2 }, { lim.takes, lim.waits })
+  end)
+
+  it("raises on a take that fails, and lets the next row ask", function()
+    local fail = true
+    local lim = limits.shared_limiter(function()
+      if fail then
+        fail = false
+        return nil, "the store is gone"
+      end
+      return 0
+    end, 60, nil)
+    local ctx = { sleep = function(_, s) sched.sleep(s) end }
+    local first, second = sched.run(function()
+      local ok, err = pcall(lim.acquire, ctx, 1)
+      return { ok, err }, { pcall(lim.acquire, ctx, 1) }
+    end)
+    assert.are.same({ false, "rate limit: cannot take from the run's shared rpm (60 per minute): the store is gone" },
+      first)
+    assert.are.same({ true }, second)
+  end)
+end)
+
 describe("orch.limits.gate", function()
   it("caps requests in flight and wakes waiters in turn", function()
     local g = limits.gate(3, false, function() end)

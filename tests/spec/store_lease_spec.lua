@@ -210,3 +210,65 @@ describe("orch.store journal_pend", function()
     cleanup(st, path)
   end)
 end)
+
+describe("orch.store rate_take", function()
+  it("keeps one token bucket per run and kind, shared by every handle on the store", function()
+    local st, path = fresh()
+    -- 1 a minute: a bucket of 1 token (the floor), refilled in 60 s
+    assert.are.equal(0, st:rate_take("wl1", "rpm", 1, 1))
+    local wait = assert(st:rate_take("wl1", "rpm", 1, 1))
+    assert.is_true(wait > 50000 and wait <= 60001, "waits about a minute for the next token: " .. wait)
+    assert.are.equal(0, st:rate_take("wl1", "tpm", 1, 1)) -- another kind, another bucket
+    if backend ~= "memory" then -- another worker's connection draws on the same bucket
+      local other = assert(store.open(path))
+      local w2 = assert(other:rate_take("wl1", "rpm", 1, 1))
+      assert.is_true(w2 > 50000 and w2 <= 60001, "the other handle waits too: " .. w2)
+      other:close()
+    end
+    cleanup(st, path)
+  end)
+
+  it("grants at most a second's worth at once plus the refill, and grants after the wait it names", function()
+    local st, path = fresh()
+    -- 600 a minute: 10 a second, a bucket of 10
+    local t0 = store.now_ms()
+    local granted, refused = 0, 0
+    for _ = 1, 60 do
+      local w = assert(st:rate_take("wl1", "rpm", 1, 600))
+      if w == 0 then
+        granted = granted + 1
+      else
+        refused = refused + 1
+        assert.is_true(w >= 1 and w <= 101, "one token is at most 100 ms away: " .. w)
+      end
+    end
+    local elapsed_s = (store.now_ms() - t0) / 1000
+    assert.is_true(granted >= 10, "a full bucket to start with: " .. granted)
+    assert.is_true(granted <= 10 + 10 * elapsed_s + 1, string.format("%d granted in %.3f s", granted, elapsed_s))
+    assert.are.equal(60, granted + refused)
+    -- the wait it names is enough (this handle alone draws on the bucket)
+    local w = st:rate_take("wl1", "rpm", 1, 600)
+    while w == 0 do
+      w = st:rate_take("wl1", "rpm", 1, 600)
+    end
+    busy_wait_ms(w)
+    assert.are.equal(0, st:rate_take("wl1", "rpm", 1, 600))
+    cleanup(st, path)
+  end)
+
+  it("takes a full bucket for an amount above it, and checks its arguments", function()
+    local st, path = fresh()
+    -- 6 tokens a minute: a bucket of 1; 5 tokens asked of a full bucket take it all
+    assert.are.equal(0, st:rate_take("wl1", "tpm", 5, 6))
+    local wait = assert(st:rate_take("wl1", "tpm", 0.5, 6))
+    assert.is_true(wait > 0 and wait <= 5001, "half a token at 0.1 a second: " .. wait)
+    local ok, err = st:rate_take("wl1", "rpm", 1, 0)
+    assert.is_nil(ok)
+    assert.matches("rate_take: needs a run id, a kind, an amount of 0 or more and a limit per minute above 0", err,
+      1, true)
+    ok, err = st:rate_take("wl1", "", 1, 60)
+    assert.is_nil(ok)
+    assert.matches("rate_take: needs a run id", err, 1, true)
+    cleanup(st, path)
+  end)
+end)

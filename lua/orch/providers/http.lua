@@ -19,6 +19,7 @@ function M.options(extra)
     timeout = "number", connect_timeout = "number", -- seconds
     max_attempts = "integer", retry_base = "number", retry_cap = "number", -- retries
     rpm = "number", tpm = "number", adaptive = "boolean", -- rate
+    shared_rate = "string", -- orch worker: "bucket" (the store's) or "split" among workers
   }
   for k, v in pairs(extra or {}) do
     o[k] = v

@@ -155,15 +155,18 @@ int orch_redis_lease_heartbeat(struct orch_store *base, const char *run_id, int6
     return rc < 0 ? -1 : rc > 0;
 }
 
+/* Numbers this process's commits: with the worker's name (host, pid,
+ * nonce) a token no other commit of the lease carries. */
+static uint64_t lease_commits;
+
 /* One script: the results, the lease's cursor and end, the worker's
  * markers of journaled replies dropped, the run's counters, and the run
  * completed by its last lease; nothing when the lease is no longer this
  * worker's. A reply lost with the connection is sent again on a new one
- * (orch_redis_eval): should the first have landed, the second finds a
- * done or given-back lease not taken and writes nothing (0: the worker
- * moves on), or, for a progress commit, stores the same rows again
- * (results are keyed by seq) and adds the counters twice, as on
- * PostgreSQL: the output stays right, a figure may not. */
+ * (orch_redis_eval), with the same token: should the first have landed
+ * (a server killed after it wrote its AOF), the script writes nothing
+ * and gives the first reply again, so a lease is never taken for lost,
+ * the run's completion never missed, and no counter added twice. */
 int orch_redis_lease_commit(struct orch_store *base, const char *run_id, const struct orch_lease_commit *c,
                             const struct orch_result *res, size_t nres)
 {
@@ -187,6 +190,7 @@ int orch_redis_lease_commit(struct orch_store *base, const char *run_id, const s
     rd_arg_i(&a, c->index);
     rd_arg_i(&a, c->end);
     rd_arg_i(&a, orch_store_now_ms());
+    rd_arg_i(&a, (int64_t)++lease_commits);
     /* the order of the script's names */
     const int64_t counters[8] = {add ? add->rows_done : 0,      add ? add->rows_ok : 0,
                                  add ? add->rows_failed : 0,    add ? add->rows_dropped : 0,

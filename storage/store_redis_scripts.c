@@ -25,7 +25,8 @@
  *   leases:ID          string: the number of leases planned (absent: no plan)
  *   lease:ID:NO        hash: lease NO (first_index, rows, offset, line, index,
  *                      status free/taken/done, owner, claims, claimed_ms,
- *                      heartbeat_ms, done_ms)
+ *                      heartbeat_ms, done_ms; commit and commit_rc: the
+ *                      owner's last commit token and its reply)
  *   lfree:ID           sorted set: the free leases' numbers (a claim takes the
  *                      lowest)
  *   ltaken:ID          sorted set: the taken leases' numbers scored by their
@@ -386,14 +387,18 @@ static const char *const rd_lease_scripts[RD_NSCRIPT - RD_LEASE_PLAN] = {
                              "redis.call('ZADD', P .. 'ltaken:' .. id, now, no)\n"
                              "return 1\n",
     /* id, no, worker, offset, line, index, end, the client's now (the
-     * run's updated_ms, as every run write), 8 counters to add, cost, then
-     * n result pairs: 0 the lease is not this worker's (nothing written),
-     * 1 committed, 2 committed and the run completed */
+     * run's updated_ms, as every run write), the commit's token (unique in
+     * the worker), 8 counters to add, cost, then n result pairs: 0 the
+     * lease is not this worker's (nothing written), 1 committed, 2
+     * committed and the run completed. The same commit sent again (its
+     * reply was lost with the connection) writes nothing and replies as
+     * the first time: the lease keeps the worker's last token and reply. */
     [RD_LEASE_COMMIT - RD_LEASE_PLAN] = WRITES PRELUDE LEASE
     "local id, no, w = arg(), arg(), arg()\n"
-    "local off, line, idx, e, stamp = arg(), arg(), arg(), arg(), arg()\n"
+    "local off, line, idx, e, stamp, token = arg(), arg(), arg(), arg(), arg(), arg()\n"
     "local k = P .. 'lease:' .. id .. ':' .. no\n"
-    "local v = redis.call('HMGET', k, 'owner', 'status')\n"
+    "local v = redis.call('HMGET', k, 'owner', 'status', 'commit', 'commit_rc')\n"
+    "if v[1] == w and v[3] == token then return tonumber(v[4]) end\n"
     "if v[1] ~= w or v[2] ~= 'taken' then return 0 end\n"
     "local add = {}\n"
     "for i = 1, 8 do add[i] = arg() end\n"
@@ -441,13 +446,15 @@ static const char *const rd_lease_scripts[RD_NSCRIPT - RD_LEASE_PLAN] = {
     "  redis.call('HSET', run, 'cost_usd', F((tonumber(redis.call('HGET', run, 'cost_usd')) or 0) + cost))\n"
     "end\n"
     "redis.call('HSET', run, 'updated_ms', stamp, 'heartbeat_ms', stamp)\n"
+    "local rc = 1\n"
     "if e == '1' and redis.call('ZCARD', fk) == 0 and redis.call('ZCARD', tk) == 0\n"
     "  and redis.call('HGET', run, 'status') ~= 'completed' then\n"
     "  redis.call('HSET', run, 'status', 'completed', 'finished_ms', stamp)\n"
     "  redis.call('HDEL', run, 'error')\n"
-    "  return 2\n"
+    "  rc = 2\n"
     "end\n"
-    "return 1\n",
+    "redis.call('HSET', k, 'commit', token, 'commit_rc', rc)\n"
+    "return rc\n",
     /* id: every lease in order, 13 values each (lrow) */
     [RD_LEASE_LIST - RD_LEASE_PLAN] =
         READS PRELUDE LEASE "local id = arg()\n"

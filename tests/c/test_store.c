@@ -1912,8 +1912,12 @@ static void test_redis_commit_replay(const char *url)
         return;
     struct orch_run run = make_run("rp", "x", "idR", ORCH_RUN_RUNNING, 1);
     CHECK(orch_store_run_create(st, &run) == 0);
+    struct orch_store_stats before = {0}, after = {0};
+    CHECK(orch_store_stats(st, &before) == 0);
     struct orch_lease plan = {.no = 1, .first_index = 0, .rows = 2, .offset = 0, .line = 1};
     CHECK(orch_store_lease_plan(st, "rp", &plan, 1) == 0);
+    CHECK(orch_store_stats(st, &after) == 0);
+    CHECK(after.bytes > before.bytes); /* the lease keys count in the store's size */
     struct orch_lease l;
     CHECK(orch_store_lease_claim(st, "rp", "w-a", 60000, &l) == 1);
     orch_lease_clear(&l);

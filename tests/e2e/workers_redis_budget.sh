@@ -4,7 +4,8 @@
 # one script that checks and reserves, before it starts); `orch resume RUN
 # --budget X` raises the budget for the run and completes it, the output
 # equal to a single-process run. The Redis server killed -9 and restarted
-# mid-lease (its AOF fsynced on every write) is ridden out.
+# mid-lease (its AOF fsynced on every write), answering LOADING while it
+# reads its AOF back, is ridden out.
 . tests/lib.sh
 . tests/redis_lib.sh
 start_redis
@@ -89,6 +90,9 @@ if cmp -s out/ref.jsonl out/export.jsonl; then ok "the export equals the single-
   bad "the export differs: $(wc -l <out/export.jsonl) lines"; fi
 
 # ---- the server is killed -9 and restarted mid-lease: the workers connect again and go on
+# a million keys in another database make the restarted server take a while to read its
+# AOF, answering LOADING meanwhile: the workers wait for it rather than fail
+rcli -n 9 eval "for i = 1, 1000000 do redis.call('SET', 'k' .. i, i) end return 1" 0 >/dev/null
 B=$(rd_url 3)
 for i in 1 2; do
   "$ORCH" worker llm.lua --db "$B" --lease-rows 300 --set out=out/bounce.jsonl >b$i.log 2>&1 &

@@ -151,7 +151,7 @@ static const struct command commands[] = {
      "the parameters the workflow reads (orch.param): name, default, meaning", 0},
     {"worker", "WORKFLOW.lua", 1, 1, worker_options,
      "join (or start) the run of this workflow, input and parameters as one of\n"
-     "many workers sharing a PostgreSQL store; each claims leases of rows",
+     "many workers sharing a PostgreSQL or Redis store; each claims leases of rows",
      0},
     {"resume", "RUN_ID | --all", 0, 1, resume_options,
      "resume one run, or every interrupted run in the store", 0},

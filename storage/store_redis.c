@@ -472,8 +472,8 @@ static int rd_next_seq(struct rd_store *st, const char *run_id, int64_t *seq, co
 }
 
 /* One result as stored: "CPSEQ|SLEN|KLEN|ELEN|DLEN|" then status, key,
- * error and data bytes; a length of -1 is NULL. */
-static void arg_result(struct rd_args *a, const struct orch_result *x, int64_t cpseq)
+ * error and data bytes; a length of -1 is NULL. (store_redis_impl.h) */
+void orch_redis_arg_result(struct rd_args *a, const struct orch_result *x, int64_t cpseq)
 {
     char head[160];
     long long klen = x->key != NULL ? (long long)strlen(x->key) : -1;
@@ -543,7 +543,7 @@ static void args_cp_write(struct rd_args *a, const struct orch_run *run,
     rd_arg_i(a, (int64_t)nres);
     for (size_t i = 0; i < nres; i++) {
         rd_arg_i(a, res[i].seq);
-        arg_result(a, &res[i], seal->seq);
+        orch_redis_arg_result(a, &res[i], seal->seq);
     }
     size_t set = 0;
     for (size_t i = 0; i < nstate; i++)
@@ -1311,6 +1311,17 @@ static const struct orch_store_ops rd_ops = {
     .live_get = rd_live_get,
     .event_page = rd_event_page,
     .error_page = rd_error_page,
+    .lease_plan = orch_redis_lease_plan,
+    .lease_claim = orch_redis_lease_claim,
+    .lease_heartbeat = orch_redis_lease_heartbeat,
+    .lease_commit = orch_redis_lease_commit,
+    .lease_list = orch_redis_lease_list,
+    .budget_reserve = orch_redis_budget_reserve,
+    .budget_settle = orch_redis_budget_settle,
+    .budget_set = orch_redis_budget_set,
+    .budget_get = orch_redis_budget_get,
+    .journal_pend = orch_redis_journal_pend,
+    .run_set_status = orch_redis_run_set_status,
 };
 
 struct orch_store *orch_store_redis_open(const char *target, int flags, char *err, size_t errlen)

@@ -358,10 +358,22 @@ redisReply *orch_redis_cmd(struct rd_store *st, struct rd_args *a, const char *w
         orch_redis_fail(st, "%s: out of memory", what);
         return NULL;
     }
+    int loading = 0;
     for (int attempt = 0;; attempt++) {
         redisReply *r = st->c != NULL && st->c->err == 0
                             ? redisCommandArgv(st->c, a->n, (const char **)a->v, a->len)
                             : NULL;
+        /* a restarted server still reading its AOF ran nothing: wait for
+         * it as for a reconnection, then send the command again */
+        if (r != NULL && r->type == REDIS_REPLY_ERROR && strncmp(r->str, "LOADING", 7) == 0 &&
+            loading < RD_RECONNECT_TRIES) {
+            freeReplyObject(r);
+            loading++;
+            attempt--;
+            struct timespec pause = {0, RD_RECONNECT_PAUSE_NS};
+            nanosleep(&pause, NULL);
+            continue;
+        }
         if (r != NULL)
             return r;
         if (attempt == 0 && rd_reconnect(st))

@@ -33,6 +33,16 @@ enum rd_script {
     RD_LIVE_PUT,
     RD_ERR_PAGE,
     RD_MIGRATE,
+    /* many workers, one run (orch worker): store_redis_lease.c */
+    RD_LEASE_PLAN,
+    RD_LEASE_CLAIM,
+    RD_LEASE_HEARTBEAT,
+    RD_LEASE_COMMIT,
+    RD_LEASE_LIST,
+    RD_BUDGET_RESERVE,
+    RD_BUDGET_SETTLE,
+    RD_BUDGET_SET,
+    RD_JOURNAL_PEND,
     RD_NSCRIPT
 };
 
@@ -94,6 +104,11 @@ redisReply *orch_redis_cmd(struct rd_store *st, struct rd_args *a, const char *w
  * turned into NULL with the server's reason in st->base.err. */
 redisReply *orch_redis_eval(struct rd_store *st, enum rd_script i, struct rd_args *a, const char *what);
 
+/* Adds one result as stored in res:ID ("CPSEQ|SLEN|KLEN|ELEN|DLEN|" then
+ * status, key, error and data bytes), written with checkpoint cpseq (0:
+ * by a lease commit, which no rollback removes). */
+void orch_redis_arg_result(struct rd_args *a, const struct orch_result *x, int64_t cpseq);
+
 /* Records "<URL>: <fmt ...>" in st->base.err; returns -1. */
 int orch_redis_fail(struct rd_store *st, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
@@ -104,5 +119,25 @@ int orch_redis_fail(struct rd_store *st, const char *fmt, ...) __attribute__((fo
  * nothing is written when refusing. */
 int orch_redis_connect(struct rd_store *st, const char *target, int flags, char *err, size_t errlen);
 void orch_redis_disconnect(struct rd_store *st);
+
+/* The lease, shared budget, journal marker and run status operations
+ * (store_redis_lease.c), for the ops table in store_redis.c; store.h has
+ * their contracts. */
+int orch_redis_lease_plan(struct orch_store *base, const char *run_id, const struct orch_lease *l, size_t n);
+int orch_redis_lease_claim(struct orch_store *base, const char *run_id, const char *worker, int64_t stale_ms,
+                           struct orch_lease *out);
+int orch_redis_lease_heartbeat(struct orch_store *base, const char *run_id, int64_t no, const char *worker);
+int orch_redis_lease_commit(struct orch_store *base, const char *run_id, const struct orch_lease_commit *c,
+                            const struct orch_result *res, size_t nres);
+int orch_redis_lease_list(struct orch_store *base, const char *run_id, orch_lease_cb cb, void *ud);
+int orch_redis_budget_reserve(struct orch_store *base, const char *run_id, double est_usd, double max_usd);
+int orch_redis_budget_settle(struct orch_store *base, const char *run_id, double released_usd,
+                             double spent_usd);
+int orch_redis_budget_set(struct orch_store *base, const char *run_id, double max_usd);
+int orch_redis_budget_get(struct orch_store *base, const char *run_id, double *max_usd, double *spent_usd,
+                          double *reserved_usd);
+int orch_redis_journal_pend(struct orch_store *base, const char *key, const char *owner, int64_t ttl_ms);
+int orch_redis_run_set_status(struct orch_store *base, const char *run_id, enum orch_run_status status,
+                              const char *error);
 
 #endif

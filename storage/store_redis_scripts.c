@@ -20,6 +20,23 @@
  *   live:ID            hash: the run's live figures (figures, updated_ms)
  *   jr:KEY             hash: one journaled LLM response
  *   jrz                sorted set: journal keys by created_ms
+ * Many workers, one run (orch worker); every lease time is the server's
+ * clock (TIME inside the script), never a worker's:
+ *   leases:ID          string: the number of leases planned (absent: no plan)
+ *   lease:ID:NO        hash: lease NO (first_index, rows, offset, line, index,
+ *                      status free/taken/done, owner, claims, claimed_ms,
+ *                      heartbeat_ms, done_ms; commit and commit_rc: the
+ *                      owner's last commit token and its reply)
+ *   lfree:ID           sorted set: the free leases' numbers (a claim takes the
+ *                      lowest)
+ *   ltaken:ID          sorted set: the taken leases' numbers scored by their
+ *                      heartbeat (the stale ones are one range)
+ *   bud:ID             hash: the run's shared budget (max_usd, spent_usd,
+ *                      reserved_usd)
+ *   pend:KEY           string: the worker sending LLM request KEY, expiring
+ *                      (PX) when its marker does
+ *   pendo:WORKER       set: the keys that worker marked, for the lease commit
+ *                      that drops the markers of journaled replies
  * Schema 1 kept a run's events in a list ev:ID and had no err:ID: the
  * migrate script turns such a store into schema 2 at the first writing open.
  * Arguments after the prefix are read in order with arg()/num(); a field
@@ -47,7 +64,7 @@
     "local function hdel(k, n) for i = 1, n do redis.call('HDEL', k, arg()) end end\n"                       \
     "local function skip_pairs(n) at = at + 2 * n end\n"
 
-static const char *const rd_scripts[RD_NSCRIPT] = {
+static const char *const rd_scripts[RD_LEASE_PLAN] = {
     /* id, then the fields: fails when the id is taken */
     [RD_RUN_CREATE] = WRITES PRELUDE "local id = arg()\n"
                                      "local k = P .. 'run:' .. id\n"
@@ -89,6 +106,11 @@ static const char *const rd_scripts[RD_NSCRIPT] = {
                        "end\n"
                        "redis.call('DEL', k, P .. 'cps:' .. id, P .. 'res:' .. id, P .. 'state:' .. id,\n"
                        "  P .. 'ev:' .. id, P .. 'err:' .. id, P .. 'live:' .. id)\n"
+                       "for i = 1, tonumber(redis.call('GET', P .. 'leases:' .. id)) or 0 do\n"
+                       "  redis.call('DEL', P .. 'lease:' .. id .. ':' .. i)\n"
+                       "end\n"
+                       "redis.call('DEL', P .. 'leases:' .. id, P .. 'lfree:' .. id, P .. 'ltaken:' .. id,\n"
+                       "  P .. 'bud:' .. id)\n"
                        "redis.call('ZREM', P .. 'runs', id)\n"
                        "return 1\n",
     /* filters status, name, since, until, identity ('' = any), unfinished
@@ -222,8 +244,12 @@ static const char *const rd_scripts[RD_NSCRIPT] = {
     "    if d > max then max = d end\n"
     "    mem(ck)\n"
     "  end\n"
-    "  for _, t in ipairs({'run:', 'cps:', 'res:', 'state:', 'ev:', 'err:', 'live:'}) do\n"
+    "  for _, t in ipairs({'run:', 'cps:', 'res:', 'state:', 'ev:', 'err:', 'live:', 'leases:', 'lfree:',\n"
+    "    'ltaken:', 'bud:'}) do\n"
     "    mem(P .. t .. id)\n"
+    "  end\n"
+    "  for i = 1, tonumber(redis.call('GET', P .. 'leases:' .. id)) or 0 do\n"
+    "    mem(P .. 'lease:' .. id .. ':' .. i)\n"
     "  end\n"
     "end\n"
     "local ne, hits, saved = 0, 0, 0\n"
@@ -295,7 +321,202 @@ static const char *const rd_scripts[RD_NSCRIPT] = {
                        "return 2\n",
 };
 
+/* The lease scripts' helpers: the server's clock in ms, numbers written
+ * in full (Redis would write a Lua number with 14 digits), and one lease
+ * as lease_claim and lease_list return it: no, the fields, the age of its
+ * heartbeat. */
+#define LEASE                                                                                                \
+    "local function now_ms()\n"                                                                              \
+    "  local t = redis.call('TIME')\n"                                                                       \
+    "  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"                                   \
+    "end\n"                                                                                                  \
+    "local function I(x) return string.format('%d', x) end\n"                                                \
+    "local function F(x) return string.format('%.17g', x) end\n"                                             \
+    "local LF = {'first_index', 'rows', 'offset', 'line', 'index', 'status', 'owner', 'claims',\n"           \
+    "  'claimed_ms', 'heartbeat_ms', 'done_ms'}\n"                                                           \
+    "local function lrow(k, no, now)\n"                                                                      \
+    "  local v = redis.call('HMGET', k, unpack(LF))\n"                                                       \
+    "  local out = {no}\n"                                                                                   \
+    "  for i = 1, #LF do out[#out + 1] = v[i] end\n"                                                         \
+    "  out[#out + 1] = I(now - (tonumber(v[10]) or 0))\n"                                                    \
+    "  return out\n"                                                                                         \
+    "end\n"
+
+static const char *const rd_lease_scripts[RD_NSCRIPT - RD_LEASE_PLAN] = {
+    /* id, n, then no, first_index, rows, offset, line per lease: 1 planned,
+     * 0 the run has a plan already (nothing written), -1 no such run */
+    [RD_LEASE_PLAN - RD_LEASE_PLAN] = WRITES PRELUDE
+    "local id, n = arg(), num()\n"
+    "if redis.call('EXISTS', P .. 'run:' .. id) == 0 then return -1 end\n"
+    "local pk = P .. 'leases:' .. id\n"
+    "if redis.call('EXISTS', pk) == 1 then return 0 end\n"
+    "local fk = P .. 'lfree:' .. id\n"
+    "for i = 1, n do\n"
+    "  local no, fi, rows, off, line = arg(), arg(), arg(), arg(), arg()\n"
+    "  redis.call('HSET', P .. 'lease:' .. id .. ':' .. no, 'first_index', fi, 'rows', rows,\n"
+    "    'offset', off, 'line', line, 'index', fi, 'status', 'free', 'claims', 0,\n"
+    "    'claimed_ms', 0, 'heartbeat_ms', 0, 'done_ms', 0)\n"
+    "  redis.call('ZADD', fk, no, no)\n"
+    "end\n"
+    "redis.call('SET', pk, n)\n"
+    "return 1\n",
+    /* id, worker, stale_ms: the lowest-numbered lease that is free or
+     * whose heartbeat is older than stale_ms, as lrow returns it, or 0 */
+    [RD_LEASE_CLAIM - RD_LEASE_PLAN] = WRITES PRELUDE LEASE
+    "local id, w, stale = arg(), arg(), num()\n"
+    "local now = now_ms()\n"
+    "local fk, tk = P .. 'lfree:' .. id, P .. 'ltaken:' .. id\n"
+    "local best = tonumber(redis.call('ZRANGE', fk, 0, 0)[1])\n"
+    "for _, s in ipairs(redis.call('ZRANGEBYSCORE', tk, '-inf', '(' .. I(now - stale))) do\n"
+    "  local x = tonumber(s)\n"
+    "  if best == nil or x < best then best = x end\n"
+    "end\n"
+    "if best == nil then return 0 end\n"
+    "local no = I(best)\n"
+    "local k = P .. 'lease:' .. id .. ':' .. no\n"
+    "redis.call('HINCRBY', k, 'claims', 1)\n"
+    "redis.call('HSET', k, 'status', 'taken', 'owner', w, 'claimed_ms', I(now),\n"
+    "  'heartbeat_ms', I(now))\n"
+    "redis.call('ZREM', fk, no)\n"
+    "redis.call('ZADD', tk, I(now), no)\n"
+    "return lrow(k, no, now)\n",
+    /* id, no, worker: 1 held (heartbeat now), 0 not this worker's */
+    [RD_LEASE_HEARTBEAT - RD_LEASE_PLAN] =
+        WRITES PRELUDE LEASE "local id, no, w = arg(), arg(), arg()\n"
+                             "local k = P .. 'lease:' .. id .. ':' .. no\n"
+                             "local v = redis.call('HMGET', k, 'owner', 'status')\n"
+                             "if v[1] ~= w or v[2] ~= 'taken' then return 0 end\n"
+                             "local now = I(now_ms())\n"
+                             "redis.call('HSET', k, 'heartbeat_ms', now)\n"
+                             "redis.call('ZADD', P .. 'ltaken:' .. id, now, no)\n"
+                             "return 1\n",
+    /* id, no, worker, offset, line, index, end, the client's now (the
+     * run's updated_ms, as every run write), the commit's token (unique in
+     * the worker), 8 counters to add, cost, then n result pairs: 0 the
+     * lease is not this worker's (nothing written), 1 committed, 2
+     * committed and the run completed. The same commit sent again (its
+     * reply was lost with the connection) writes nothing and replies as
+     * the first time: the lease keeps the worker's last token and reply. */
+    [RD_LEASE_COMMIT - RD_LEASE_PLAN] = WRITES PRELUDE LEASE
+    "local id, no, w = arg(), arg(), arg()\n"
+    "local off, line, idx, e, stamp, token = arg(), arg(), arg(), arg(), arg(), arg()\n"
+    "local k = P .. 'lease:' .. id .. ':' .. no\n"
+    "local v = redis.call('HMGET', k, 'owner', 'status', 'commit', 'commit_rc')\n"
+    "if v[1] == w and v[3] == token then return tonumber(v[4]) end\n"
+    "if v[1] ~= w or v[2] ~= 'taken' then return 0 end\n"
+    "local add = {}\n"
+    "for i = 1, 8 do add[i] = arg() end\n"
+    "local cost = num()\n"
+    "local now = I(now_ms())\n"
+    "local rk, ek = P .. 'res:' .. id, P .. 'err:' .. id\n"
+    "local t, errs, oks = {}, {}, {}\n"
+    "for i = 1, num() do\n"
+    "  local q, r = arg(), arg()\n"
+    "  t[#t + 1] = q; t[#t + 1] = r\n"
+    "  if string.match(r, '^%d+|%d+|%-?%d+|(%-?%d+)|') == '-1' then oks[#oks + 1] = q\n"
+    "  else errs[#errs + 1] = q; errs[#errs + 1] = q end\n"
+    "end\n"
+    "for i = 1, #t, 200 do redis.call('HSET', rk, unpack(t, i, math.min(i + 199, #t))) end\n"
+    "for i = 1, #errs, 200 do redis.call('ZADD', ek, unpack(errs, i, math.min(i + 199, #errs))) end\n"
+    "if #oks > 0 and redis.call('EXISTS', ek) == 1 then\n"
+    "  for i = 1, #oks, 200 do redis.call('ZREM', ek, unpack(oks, i, math.min(i + 199, #oks))) end\n"
+    "end\n"
+    "redis.call('HSET', k, 'offset', off, 'line', line, 'index', idx, 'heartbeat_ms', now)\n"
+    "local fk, tk = P .. 'lfree:' .. id, P .. 'ltaken:' .. id\n"
+    "if e == '1' then\n"
+    "  redis.call('HSET', k, 'status', 'done', 'done_ms', now)\n"
+    "  redis.call('ZREM', tk, no)\n"
+    "elseif e == '2' then\n"
+    "  redis.call('HSET', k, 'status', 'free')\n"
+    "  redis.call('ZREM', tk, no)\n"
+    "  redis.call('ZADD', fk, no, no)\n"
+    "else redis.call('ZADD', tk, now, no) end\n"
+    "local ok = P .. 'pendo:' .. w\n"
+    "for _, key in ipairs(redis.call('SMEMBERS', ok)) do\n"
+    "  local pk = P .. 'pend:' .. key\n"
+    "  if redis.call('GET', pk) ~= w then redis.call('SREM', ok, key)\n"
+    "  elseif redis.call('EXISTS', P .. 'jr:' .. key) == 1 then\n"
+    "    redis.call('DEL', pk)\n"
+    "    redis.call('SREM', ok, key)\n"
+    "  end\n"
+    "end\n"
+    "local run = P .. 'run:' .. id\n"
+    "local names = {'rows_done', 'rows_ok', 'rows_failed', 'rows_dropped', 'rows_defaulted', 'llm_calls',\n"
+    "  'tokens_in', 'tokens_out'}\n"
+    "for i = 1, 8 do\n"
+    "  if add[i] ~= '0' then redis.call('HINCRBY', run, names[i], add[i]) end\n"
+    "end\n"
+    "if cost ~= 0 then\n"
+    "  redis.call('HSET', run, 'cost_usd', F((tonumber(redis.call('HGET', run, 'cost_usd')) or 0) + cost))\n"
+    "end\n"
+    "redis.call('HSET', run, 'updated_ms', stamp, 'heartbeat_ms', stamp)\n"
+    "local rc = 1\n"
+    "if e == '1' and redis.call('ZCARD', fk) == 0 and redis.call('ZCARD', tk) == 0\n"
+    "  and redis.call('HGET', run, 'status') ~= 'completed' then\n"
+    "  redis.call('HSET', run, 'status', 'completed', 'finished_ms', stamp)\n"
+    "  redis.call('HDEL', run, 'error')\n"
+    "  rc = 2\n"
+    "end\n"
+    "redis.call('HSET', k, 'commit', token, 'commit_rc', rc)\n"
+    "return rc\n",
+    /* id: every lease in order, 13 values each (lrow) */
+    [RD_LEASE_LIST - RD_LEASE_PLAN] =
+        READS PRELUDE LEASE "local id = arg()\n"
+                            "local now = now_ms()\n"
+                            "local out = {}\n"
+                            "for i = 1, tonumber(redis.call('GET', P .. 'leases:' .. id)) or 0 do\n"
+                            "  local row = lrow(P .. 'lease:' .. id .. ':' .. i, I(i), now)\n"
+                            "  for j = 1, #row do out[#out + 1] = row[j] end\n"
+                            "end\n"
+                            "return out\n",
+    /* id, est, max (the max when the budget is new): 1 reserved, 0 it
+     * would pass the max, -1 no such run */
+    [RD_BUDGET_RESERVE - RD_LEASE_PLAN] =
+        WRITES PRELUDE LEASE "local id, est, max = arg(), num(), arg()\n"
+                             "if redis.call('EXISTS', P .. 'run:' .. id) == 0 then return -1 end\n"
+                             "local k = P .. 'bud:' .. id\n"
+                             "if redis.call('EXISTS', k) == 0 then\n"
+                             "  redis.call('HSET', k, 'max_usd', max, 'spent_usd', 0, 'reserved_usd', 0)\n"
+                             "end\n"
+                             "local v = redis.call('HMGET', k, 'max_usd', 'spent_usd', 'reserved_usd')\n"
+                             "local m, s, r = tonumber(v[1]), tonumber(v[2]) or 0, tonumber(v[3]) or 0\n"
+                             "if s + r + est > m + 1e-12 then return 0 end\n"
+                             "redis.call('HSET', k, 'reserved_usd', F(r + est))\n"
+                             "return 1\n",
+    /* id, released, spent: 0 (a run without a budget is left alone) */
+    [RD_BUDGET_SETTLE - RD_LEASE_PLAN] =
+        WRITES PRELUDE LEASE "local id, rel, sp = arg(), num(), num()\n"
+                             "local k = P .. 'bud:' .. id\n"
+                             "local v = redis.call('HMGET', k, 'max_usd', 'spent_usd', 'reserved_usd')\n"
+                             "if not v[1] then return 0 end\n"
+                             "local s, r = tonumber(v[2]) or 0, tonumber(v[3]) or 0\n"
+                             "redis.call('HSET', k, 'reserved_usd', F(math.max(r - rel, 0)), 'spent_usd',\n"
+                             "  F(s + sp))\n"
+                             "return 0\n",
+    /* id, max: 1 set (reservations dropped: their workers stopped), -1 no
+     * such run */
+    [RD_BUDGET_SET - RD_LEASE_PLAN] =
+        WRITES PRELUDE "local id, max = arg(), arg()\n"
+                       "if redis.call('EXISTS', P .. 'run:' .. id) == 0 then return -1 end\n"
+                       "local k = P .. 'bud:' .. id\n"
+                       "if redis.call('EXISTS', k) == 0 then redis.call('HSET', k, 'spent_usd', 0) end\n"
+                       "redis.call('HSET', k, 'max_usd', max, 'reserved_usd', 0)\n"
+                       "return 1\n",
+    /* key, owner, ttl_ms: 1 the key is now owner's for ttl_ms (it was
+     * free, expired or owner's already), 0 another owner's marker holds it */
+    [RD_JOURNAL_PEND - RD_LEASE_PLAN] =
+        WRITES PRELUDE "local key, w, ttl = arg(), arg(), arg()\n"
+                       "local pk = P .. 'pend:' .. key\n"
+                       "local o = redis.call('GET', pk)\n"
+                       "if o and o ~= w then return 0 end\n"
+                       "redis.call('SET', pk, w, 'PX', ttl)\n"
+                       "local ok = P .. 'pendo:' .. w\n"
+                       "redis.call('SADD', ok, key)\n"
+                       "if redis.call('PTTL', ok) < tonumber(ttl) then redis.call('PEXPIRE', ok, ttl) end\n"
+                       "return 1\n",
+};
+
 const char *orch_redis_script(enum rd_script i)
 {
-    return rd_scripts[i];
+    return i >= RD_LEASE_PLAN ? rd_lease_scripts[i - RD_LEASE_PLAN] : rd_scripts[i];
 }

@@ -24,6 +24,7 @@
 #include "check.h"
 #include "fixtures.h"
 #include "store.h"
+#include "store_redis_impl.h" /* the lease commit script, sent twice by hand below */
 
 #include <hiredis/hiredis.h>
 #include <libpq-fe.h>
@@ -2014,6 +2015,74 @@ static void test_redis_two_writers(const char *url)
     orch_store_close(b);
 }
 
+/* The lease commit script of the store at url, run by hand with one
+ * progress (end 0) or done (end 1) commit of lease 1 of run "rp", token
+ * token: its integer reply, or -1. */
+static int64_t rd_commit_by_hand(const char *url, const char *worker, const char *end, const char *token)
+{
+    redisContext *c = rd_connect(url);
+    if (c == NULL)
+        return -1;
+    const char *argv[] = {"EVAL", orch_redis_script(RD_LEASE_COMMIT), "0", "orch:", "rp", "1", worker,
+                          /* offset, line, index, end, stamp, token */
+                          "10", "2", "1", end, "1000", token,
+                          /* rows done, ok, failed, dropped, defaulted, calls, tokens in, out; cost */
+                          end[0] == '0' ? "1" : "0", end[0] == '0' ? "1" : "0", "0", "0", "0", "1", "3", "4",
+                          "0.5",
+                          /* one result: seq 1, ok, data "A\n" */
+                          "1", "1", "0|2|-1|-1|2|okA\n"};
+    redisReply *r = redisCommandArgv(c, (int)(sizeof argv / sizeof argv[0]), argv, NULL);
+    int64_t n = r != NULL && r->type == REDIS_REPLY_INTEGER ? r->integer : -1;
+    if (n < 0)
+        fprintf(stderr, "rd_commit_by_hand: %s\n", r != NULL && r->str != NULL ? r->str : c->errstr);
+    freeReplyObject(r);
+    redisFree(c);
+    return n;
+}
+
+/* Redis only: a lease commit whose reply was lost with the connection is
+ * sent again with the same token (orch_redis_eval after a reconnect). The
+ * second writes nothing and replies as the first: a progress commit's
+ * counters are not added twice, and the commit that completed the run
+ * still says so rather than "lost". */
+static void test_redis_commit_replay(const char *url)
+{
+    char err[512], target[900];
+    rd_db_url(url, 15, target, sizeof target);
+    struct orch_store *st = orch_store_open(target, err, sizeof err);
+    CHECK(st != NULL);
+    if (st == NULL)
+        return;
+    struct orch_run run = make_run("rp", "x", "idR", ORCH_RUN_RUNNING, 1);
+    CHECK(orch_store_run_create(st, &run) == 0);
+    struct orch_store_stats before = {0}, after = {0};
+    CHECK(orch_store_stats(st, &before) == 0);
+    struct orch_lease plan = {.no = 1, .first_index = 0, .rows = 2, .offset = 0, .line = 1};
+    CHECK(orch_store_lease_plan(st, "rp", &plan, 1) == 0);
+    CHECK(orch_store_stats(st, &after) == 0);
+    CHECK(after.bytes > before.bytes); /* the lease keys count in the store's size */
+    struct orch_lease l;
+    CHECK(orch_store_lease_claim(st, "rp", "w-a", 60000, &l) == 1);
+    orch_lease_clear(&l);
+    CHECK(rd_commit_by_hand(target, "w-a", "0", "77") == 1);
+    CHECK(rd_commit_by_hand(target, "w-a", "0", "77") == 1); /* the same commit again */
+    CHECK(rd_cmd(target, "HGET", "orch:run:rp", "rows_done", NULL) == 1);
+    CHECK(rd_cmd(target, "HGET", "orch:run:rp", "llm_calls", NULL) == 1);
+    CHECK(rd_cmd(target, "HGET", "orch:run:rp", "tokens_out", NULL) == 4);
+    CHECK(rd_cmd(target, "HLEN", "orch:res:rp", NULL, NULL) == 1);
+    /* the last lease done: the run completes, and says so when asked again */
+    CHECK(rd_commit_by_hand(target, "w-a", "1", "78") == 2);
+    CHECK(rd_commit_by_hand(target, "w-a", "1", "78") == 2);
+    CHECK(rd_commit_by_hand(target, "w-b", "1", "78") == 0); /* another worker's token is not its own */
+    CHECK(rd_commit_by_hand(target, "w-a", "1", "79") == 0); /* a new commit of a lease done is refused */
+    CHECK(rd_cmd(target, "HGET", "orch:run:rp", "llm_calls", NULL) == 2);
+    struct orch_run got = {0};
+    CHECK(orch_store_run_get(st, "rp", &got) == 1);
+    CHECK(got.status == ORCH_RUN_COMPLETED && got.rows_done == 1);
+    orch_run_clear(&got);
+    orch_store_close(st);
+}
+
 /* Calls of a command the server has served since it started (INFO
  * commandstats), or 0 for none, -1 on error. */
 static int64_t rd_calls(const char *url, const char *cmd)
@@ -2434,6 +2503,7 @@ int main(int argc, char **argv)
     if (backend == B_REDIS) {
         test_journal_crash(target);
         test_redis_two_writers(target);
+        test_redis_commit_replay(target);
         /* four processes marking a fresh database as orch's at once, in
          * several databases: none takes another's keys for a stranger's */
         for (int db = 5; db <= 11; db++) {

@@ -1,11 +1,13 @@
 -- store_lease_spec.lua -- the store operations behind `orch worker`:
 -- leases (plan, claim, heartbeat, commit, list) and the shared budget,
--- per backend like store_spec.lua (ORCH_TEST_STORE=sqlite|memory|postgres).
+-- per backend like store_spec.lua (ORCH_TEST_STORE=sqlite|memory|postgres|redis).
 local store = require "orch.store"
 
 local backend = os.getenv("ORCH_TEST_STORE") or "sqlite"
 local pg_url = os.getenv("ORCH_TEST_PG_URL")
 assert(backend ~= "postgres" or pg_url, "ORCH_TEST_STORE=postgres needs ORCH_TEST_PG_URL (run through tests/with_pg.sh)")
+local redis_url = os.getenv("ORCH_TEST_REDIS_URL")
+assert(backend ~= "redis" or redis_url, "ORCH_TEST_STORE=redis needs ORCH_TEST_REDIS_URL (run through tests/with_redis.sh)")
 
 local function fresh()
   local st, path
@@ -13,6 +15,9 @@ local function fresh()
     st, path = assert(store.open(":memory:")), ":memory:"
   elseif backend == "postgres" then
     st, path = assert(store.open(pg_url)), pg_url
+    st:run_delete("wl1")
+  elseif backend == "redis" then
+    st, path = assert(store.open(redis_url)), redis_url
     st:run_delete("wl1")
   else
     path = os.tmpname()
@@ -183,7 +188,7 @@ end)
 describe("orch.store journal_pend", function()
   it("lets one owner send a request at a time; a commit drops the markers of journaled replies", function()
     local st, path = fresh()
-    if backend == "postgres" then
+    if backend == "postgres" or backend == "redis" then
       assert(st:journal_prune(math.maxinteger))
     end
     local k1, k2, k3 = "pend-k1-" .. store.now_ms(), "pend-k2-" .. store.now_ms(), "pend-k3-" .. store.now_ms()

@@ -1321,6 +1321,7 @@ static const struct orch_store_ops rd_ops = {
     .budget_set = orch_redis_budget_set,
     .budget_get = orch_redis_budget_get,
     .journal_pend = orch_redis_journal_pend,
+    .rate_take = orch_redis_rate_take,
     .run_set_status = orch_redis_run_set_status,
 };
 

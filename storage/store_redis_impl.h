@@ -43,6 +43,7 @@ enum rd_script {
     RD_BUDGET_SETTLE,
     RD_BUDGET_SET,
     RD_JOURNAL_PEND,
+    RD_RATE_TAKE,
     RD_NSCRIPT
 };
 
@@ -137,6 +138,8 @@ int orch_redis_budget_set(struct orch_store *base, const char *run_id, double ma
 int orch_redis_budget_get(struct orch_store *base, const char *run_id, double *max_usd, double *spent_usd,
                           double *reserved_usd);
 int orch_redis_journal_pend(struct orch_store *base, const char *key, const char *owner, int64_t ttl_ms);
+int orch_redis_rate_take(struct orch_store *base, const char *run_id, const char *kind, double amount,
+                         double capacity, double per_ms, double *left);
 int orch_redis_run_set_status(struct orch_store *base, const char *run_id, enum orch_run_status status,
                               const char *error);
 

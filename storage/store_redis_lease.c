@@ -369,3 +369,37 @@ int orch_redis_run_set_status(struct orch_store *base, const char *run_id, enum 
     int64_t rc = lease_eval_int(st, RD_RUN_UPDATE, &a, what);
     return rc < 0 ? -1 : rc > 0;
 }
+
+/* One script refills and takes, so workers taking at once never pass the
+ * bucket together; times are the server's TIME. 1 taken, 0 not (*left:
+ * what the bucket holds), -1 failed. */
+int orch_redis_rate_take(struct orch_store *base, const char *run_id, const char *kind, double amount,
+                         double capacity, double per_ms, double *left)
+{
+    struct rd_store *st = rd_of(base);
+    char what[300];
+    snprintf(what, sizeof what, "cannot take from the %.40s limit of run %s", kind, run_id);
+    if (lease_writable(st, what) != 0)
+        return -1;
+    struct rd_args a = {0};
+    rd_arg_s(&a, run_id);
+    rd_arg_s(&a, kind);
+    rd_arg_d(&a, amount);
+    rd_arg_d(&a, capacity);
+    rd_arg_d(&a, per_ms);
+    redisReply *r = orch_redis_eval(st, RD_RATE_TAKE, &a, what);
+    rd_args_free(&a);
+    if (r == NULL)
+        return -1;
+    int ret = -1;
+    if (r->type == REDIS_REPLY_INTEGER && r->integer == -1)
+        orch_redis_fail(st, "%s: no such run", what);
+    else if (r->type == REDIS_REPLY_ARRAY && r->elements == 2 && r->element[0]->type == REDIS_REPLY_INTEGER &&
+             r->element[1]->type == REDIS_REPLY_STRING) {
+        ret = r->element[0]->integer == 1;
+        *left = strtod(r->element[1]->str, NULL);
+    } else
+        orch_redis_fail(st, "%s: unexpected reply", what);
+    freeReplyObject(r);
+    return ret;
+}

@@ -111,6 +111,10 @@ static const char *const rd_scripts[RD_LEASE_PLAN] = {
                        "end\n"
                        "redis.call('DEL', P .. 'leases:' .. id, P .. 'lfree:' .. id, P .. 'ltaken:' .. id,\n"
                        "  P .. 'bud:' .. id)\n"
+                       "for _, kind in ipairs(redis.call('SMEMBERS', P .. 'rates:' .. id)) do\n"
+                       "  redis.call('DEL', P .. 'rate:' .. id .. ':' .. kind)\n"
+                       "end\n"
+                       "redis.call('DEL', P .. 'rates:' .. id)\n"
                        "redis.call('ZREM', P .. 'runs', id)\n"
                        "return 1\n",
     /* filters status, name, since, until, identity ('' = any), unfinished
@@ -514,6 +518,33 @@ static const char *const rd_lease_scripts[RD_NSCRIPT - RD_LEASE_PLAN] = {
                        "redis.call('SADD', ok, key)\n"
                        "if redis.call('PTTL', ok) < tonumber(ttl) then redis.call('PEXPIRE', ok, ttl) end\n"
                        "return 1\n",
+    /* id, kind, amount, capacity, per_ms: the run's token bucket of that
+     * kind (made full on the first take, refilled by the server's TIME
+     * since its last take), taken from if it holds amount. {1, left} taken,
+     * {0, left} not (nothing taken), -1 no such run. Its record (first_ms,
+     * granted, takes) is what a test compares with the requests sent. */
+    [RD_RATE_TAKE - RD_LEASE_PLAN] = WRITES PRELUDE LEASE
+    "local id, kind, amount, cap, per = arg(), arg(), num(), num(), num()\n"
+    "if redis.call('EXISTS', P .. 'run:' .. id) == 0 then return -1 end\n"
+    "local k = P .. 'rate:' .. id .. ':' .. kind\n"
+    "local now = now_ms()\n"
+    "local v = redis.call('HMGET', k, 'tokens', 'updated_ms')\n"
+    "local tokens, upd = cap, now\n"
+    "if v[1] then\n"
+    "  upd = math.max(tonumber(v[2]), now)\n"
+    "  tokens = math.min(cap, tonumber(v[1]) + (upd - tonumber(v[2])) * per)\n"
+    "else\n"
+    "  redis.call('HSET', k, 'first_ms', I(now), 'granted', 0, 'takes', 0)\n"
+    "  redis.call('SADD', P .. 'rates:' .. id, kind)\n"
+    "end\n"
+    "local ok = tokens >= amount - 1e-9\n"
+    "if ok then\n"
+    "  tokens = tokens - amount\n"
+    "  redis.call('HINCRBYFLOAT', k, 'granted', F(amount))\n"
+    "  redis.call('HINCRBY', k, 'takes', 1)\n"
+    "end\n"
+    "redis.call('HSET', k, 'tokens', F(tokens), 'updated_ms', I(upd), 'last_ok', ok and 1 or 0)\n"
+    "return {ok and 1 or 0, F(tokens)}\n",
 };
 
 const char *orch_redis_script(enum rd_script i)

@@ -57,6 +57,49 @@ static int push_failure(lua_State *L, const char *msg)
     return 2;
 }
 
+/* The shape of every binding that only acts: true, or nil and the store's message. */
+static int push_done(lua_State *L, struct orch_store *st, int rc)
+{
+    if (rc != 0)
+        return push_failure(L, st->err);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+/* The shape of every listing: the table the collector filled (already on the stack),
+ * or nil and the store's message. */
+static int push_listed(lua_State *L, struct orch_store *st, int rc)
+{
+    if (rc != 0)
+        return push_failure(L, st->err);
+    return 1;
+}
+
+/* A yes/no answer from the store: rc 1 or 0, or below 0 for nil and the store's message. */
+static int push_flag(lua_State *L, struct orch_store *st, int rc)
+{
+    if (rc < 0)
+        return push_failure(L, st->err);
+    lua_pushboolean(L, rc);
+    return 1;
+}
+
+/* A count from the store, or below 0 for nil and the store's message. */
+static int push_count(lua_State *L, struct orch_store *st, int rc)
+{
+    if (rc < 0)
+        return push_failure(L, st->err);
+    lua_pushinteger(L, rc);
+    return 1;
+}
+
+/* A collector's last step: the value on top goes to the end of the list under it. */
+static int append_to_list(lua_State *L)
+{
+    lua_rawseti(L, -2, (lua_Integer)lua_rawlen(L, -2) + 1);
+    return 0;
+}
+
 /* ---- struct <-> table ---- */
 
 static void set_str(lua_State *L, const char *k, const char *v)
@@ -251,10 +294,7 @@ static int l_store_run_create(lua_State *L)
     struct orch_store *st = check_open(L);
     struct orch_run r;
     to_run(L, 2, &r);
-    if (orch_store_run_create(st, &r) != 0)
-        return push_failure(L, st->err);
-    lua_pushboolean(L, 1);
-    return 1;
+    return push_done(L, st, orch_store_run_create(st, &r));
 }
 
 /* Pushes the run found by a lookup (rc 1), nil (rc 0) or nil, err. */
@@ -294,10 +334,7 @@ static int l_store_run_update(lua_State *L)
     struct orch_store *st = check_open(L);
     struct orch_run r;
     to_run(L, 2, &r);
-    if (orch_store_run_update(st, &r) != 0)
-        return push_failure(L, st->err);
-    lua_pushboolean(L, 1);
-    return 1;
+    return push_done(L, st, orch_store_run_update(st, &r));
 }
 
 /* run_claim(id, pid, host, now_ms, expect_pid, expect_heartbeat_ms) -> bool | nil, err */
@@ -322,8 +359,7 @@ static int collect_run(void *ud, const struct orch_run *r)
 {
     lua_State *L = ud;
     push_run(L, r);
-    lua_rawseti(L, -2, (lua_Integer)lua_rawlen(L, -2) + 1);
-    return 0;
+    return append_to_list(L);
 }
 
 /* run_list([{ status =, name =, since_ms =, until_ms = }]) -> { run, ... } | nil, err */
@@ -340,9 +376,7 @@ static int l_store_run_list(lua_State *L)
         f.until_ms = get_int(L, 2, "until_ms");
     }
     lua_newtable(L);
-    if (orch_store_run_list(st, &f, collect_run, L) != 0)
-        return push_failure(L, st->err);
-    return 1;
+    return push_listed(L, st, orch_store_run_list(st, &f, collect_run, L));
 }
 
 /* ---- checkpoints ---- */
@@ -499,8 +533,7 @@ static int collect_checkpoint(void *ud, const struct orch_checkpoint *c)
 {
     lua_State *L = ud;
     push_checkpoint(L, c);
-    lua_rawseti(L, -2, (lua_Integer)lua_rawlen(L, -2) + 1);
-    return 0;
+    return append_to_list(L);
 }
 
 static int l_store_checkpoint_list(lua_State *L)
@@ -508,9 +541,7 @@ static int l_store_checkpoint_list(lua_State *L)
     struct orch_store *st = check_open(L);
     const char *id = luaL_checkstring(L, 2);
     lua_newtable(L);
-    if (orch_store_checkpoint_list(st, id, collect_checkpoint, L) != 0)
-        return push_failure(L, st->err);
-    return 1;
+    return push_listed(L, st, orch_store_checkpoint_list(st, id, collect_checkpoint, L));
 }
 
 static int l_store_checkpoint_rollback(lua_State *L)
@@ -518,10 +549,7 @@ static int l_store_checkpoint_rollback(lua_State *L)
     struct orch_store *st = check_open(L);
     const char *id = luaL_checkstring(L, 2);
     int64_t seq = (int64_t)luaL_checkinteger(L, 3);
-    if (orch_store_checkpoint_rollback(st, id, seq) != 0)
-        return push_failure(L, st->err);
-    lua_pushboolean(L, 1);
-    return 1;
+    return push_done(L, st, orch_store_checkpoint_rollback(st, id, seq));
 }
 
 /* ---- results, events, state ---- */
@@ -565,10 +593,7 @@ static int l_store_each_result(lua_State *L)
     int rc = orch_store_result_list(st, id, each_result, &e);
     if (e.failed)
         return lua_error(L); /* raised only now, with the store's loop finished */
-    if (rc != 0)
-        return push_failure(L, st->err);
-    lua_pushboolean(L, 1);
-    return 1;
+    return push_done(L, st, rc);
 }
 
 static int l_store_event_add(lua_State *L)
@@ -577,10 +602,7 @@ static int l_store_event_add(lua_State *L)
     const char *id = luaL_checkstring(L, 2);
     const char *type = luaL_checkstring(L, 3);
     const char *data = luaL_optstring(L, 4, NULL);
-    if (orch_store_event_add(st, id, type, data) != 0)
-        return push_failure(L, st->err);
-    lua_pushboolean(L, 1);
-    return 1;
+    return push_done(L, st, orch_store_event_add(st, id, type, data));
 }
 
 static int collect_event(void *ud, const struct orch_event *ev)
@@ -591,8 +613,7 @@ static int collect_event(void *ud, const struct orch_event *ev)
     set_int(L, "ts_ms", ev->ts_ms);
     set_str(L, "type", ev->type);
     set_str(L, "data", ev->data);
-    lua_rawseti(L, -2, (lua_Integer)lua_rawlen(L, -2) + 1);
-    return 0;
+    return append_to_list(L);
 }
 
 static int l_store_event_list(lua_State *L)
@@ -600,9 +621,7 @@ static int l_store_event_list(lua_State *L)
     struct orch_store *st = check_open(L);
     const char *id = luaL_checkstring(L, 2);
     lua_newtable(L);
-    if (orch_store_event_list(st, id, collect_event, L) != 0)
-        return push_failure(L, st->err);
-    return 1;
+    return push_listed(L, st, orch_store_event_list(st, id, collect_event, L));
 }
 
 static int collect_state(void *ud, const char *key, const char *value, size_t len)
@@ -619,9 +638,7 @@ static int l_store_state_list(lua_State *L)
     struct orch_store *st = check_open(L);
     const char *id = luaL_checkstring(L, 2);
     lua_newtable(L);
-    if (orch_store_state_list(st, id, collect_state, L) != 0)
-        return push_failure(L, st->err);
-    return 1;
+    return push_listed(L, st, orch_store_state_list(st, id, collect_state, L));
 }
 
 static int l_store_stats(lua_State *L)
@@ -829,10 +846,7 @@ static int l_store_run_delete(lua_State *L)
     struct orch_store *st = check_open(L);
     const char *id = luaL_checkstring(L, 2);
     int rc = orch_store_run_delete(st, id);
-    if (rc < 0)
-        return push_failure(L, st->err);
-    lua_pushboolean(L, rc);
-    return 1;
+    return push_flag(L, st, rc);
 }
 
 /* journal_prune(before_ms) -> entries removed | nil, err */
@@ -853,10 +867,7 @@ static int l_store_journal_prune(lua_State *L)
 static int l_store_vacuum(lua_State *L)
 {
     struct orch_store *st = check_open(L);
-    if (orch_store_vacuum(st) != 0)
-        return push_failure(L, st->err);
-    lua_pushboolean(L, 1);
-    return 1;
+    return push_done(L, st, orch_store_vacuum(st));
 }
 
 /* ---- heartbeat ---- */
@@ -893,10 +904,7 @@ static int l_store_live_put(lua_State *L)
     const char *id = luaL_checkstring(L, 2);
     int64_t ms = (int64_t)luaL_checkinteger(L, 3);
     const char *fig = luaL_checkstring(L, 4);
-    if (orch_store_live_put(st, id, ms, fig) != 0)
-        return push_failure(L, st->err);
-    lua_pushboolean(L, 1);
-    return 1;
+    return push_done(L, st, orch_store_live_put(st, id, ms, fig));
 }
 
 /* live_get(run_id) -> figures_json, updated_ms | false (none yet) | nil, err */
@@ -931,9 +939,7 @@ static int l_store_event_page(lua_State *L)
     int newest = lua_toboolean(L, 6);
     luaL_argcheck(L, limit > 0, 5, "expected a positive page size");
     lua_newtable(L);
-    if (orch_store_event_page(st, id, after, before, limit, newest, collect_event, L) != 0)
-        return push_failure(L, st->err);
-    return 1;
+    return push_listed(L, st, orch_store_event_page(st, id, after, before, limit, newest, collect_event, L));
 }
 
 static int collect_error(void *ud, const struct orch_result *r)
@@ -944,8 +950,7 @@ static int collect_error(void *ud, const struct orch_result *r)
     set_str(L, "key", r->key);
     set_str(L, "status", r->status);
     set_str(L, "error", r->error);
-    lua_rawseti(L, -2, (lua_Integer)lua_rawlen(L, -2) + 1);
-    return 0;
+    return append_to_list(L);
 }
 
 /* error_page(run_id, after_seq, limit) -> { {seq, key, status, error}, ... } | nil, err */
@@ -957,9 +962,7 @@ static int l_store_error_page(lua_State *L)
     int64_t limit = (int64_t)luaL_checkinteger(L, 4);
     luaL_argcheck(L, limit > 0, 4, "expected a positive page size");
     lua_newtable(L);
-    if (orch_store_error_page(st, id, after, limit, collect_error, L) != 0)
-        return push_failure(L, st->err);
-    return 1;
+    return push_listed(L, st, orch_store_error_page(st, id, after, limit, collect_error, L));
 }
 
 static int l_store_gc(lua_State *L)
@@ -1019,10 +1022,7 @@ static int l_store_lease_plan(lua_State *L)
         l[i].line = get_int(L, t, "line");
         lua_pop(L, 1);
     }
-    if (orch_store_lease_plan(st, id, l, n) != 0)
-        return push_failure(L, st->err);
-    lua_pushboolean(L, 1);
-    return 1;
+    return push_done(L, st, orch_store_lease_plan(st, id, l, n));
 }
 
 /* lease_claim(run_id, worker, stale_ms) -> lease | false (none left) | nil, err */
@@ -1053,10 +1053,7 @@ static int l_store_lease_heartbeat(lua_State *L)
     lua_Integer no = luaL_checkinteger(L, 3);
     const char *worker = luaL_checkstring(L, 4);
     int rc = orch_store_lease_heartbeat(st, id, (int64_t)no, worker);
-    if (rc < 0)
-        return push_failure(L, st->err);
-    lua_pushboolean(L, rc);
-    return 1;
+    return push_flag(L, st, rc);
 }
 
 /* lease_commit(run_id, { no =, worker =, offset =, line =, index =, ["end"] = 0|1|2,
@@ -1117,18 +1114,14 @@ static int l_store_lease_commit(lua_State *L)
         lua_pop(L, 1); /* borrowed strings stay alive in results[i] */
     }
     int rc = orch_store_lease_commit(st, id, &c, res, nres);
-    if (rc < 0)
-        return push_failure(L, st->err);
-    lua_pushinteger(L, rc);
-    return 1;
+    return push_count(L, st, rc);
 }
 
 static int collect_lease(void *ud, const struct orch_lease *l)
 {
     lua_State *L = ud;
     push_lease(L, l);
-    lua_rawseti(L, -2, (lua_Integer)lua_rawlen(L, -2) + 1);
-    return 0;
+    return append_to_list(L);
 }
 
 /* lease_list(run_id) -> { lease, ... } (in order) | nil, err */
@@ -1137,9 +1130,7 @@ static int l_store_lease_list(lua_State *L)
     struct orch_store *st = check_open(L);
     const char *id = luaL_checkstring(L, 2);
     lua_newtable(L);
-    if (orch_store_lease_list(st, id, collect_lease, L) != 0)
-        return push_failure(L, st->err);
-    return 1;
+    return push_listed(L, st, orch_store_lease_list(st, id, collect_lease, L));
 }
 
 /* budget_reserve(run_id, est_usd, max_usd) -> true | false (would pass the max) | nil, err */
@@ -1150,10 +1141,7 @@ static int l_store_budget_reserve(lua_State *L)
     double est = luaL_checknumber(L, 3);
     double max = luaL_checknumber(L, 4);
     int rc = orch_store_budget_reserve(st, id, est, max);
-    if (rc < 0)
-        return push_failure(L, st->err);
-    lua_pushboolean(L, rc);
-    return 1;
+    return push_flag(L, st, rc);
 }
 
 /* budget_settle(run_id, released_usd, spent_usd) -> true | nil, err */
@@ -1163,10 +1151,7 @@ static int l_store_budget_settle(lua_State *L)
     const char *id = luaL_checkstring(L, 2);
     double released = luaL_checknumber(L, 3);
     double spent = luaL_checknumber(L, 4);
-    if (orch_store_budget_settle(st, id, released, spent) != 0)
-        return push_failure(L, st->err);
-    lua_pushboolean(L, 1);
-    return 1;
+    return push_done(L, st, orch_store_budget_settle(st, id, released, spent));
 }
 
 /* budget_set(run_id, max_usd) -> true | nil, err */
@@ -1175,10 +1160,7 @@ static int l_store_budget_set(lua_State *L)
     struct orch_store *st = check_open(L);
     const char *id = luaL_checkstring(L, 2);
     double max = luaL_checknumber(L, 3);
-    if (orch_store_budget_set(st, id, max) != 0)
-        return push_failure(L, st->err);
-    lua_pushboolean(L, 1);
-    return 1;
+    return push_done(L, st, orch_store_budget_set(st, id, max));
 }
 
 /* budget_get(run_id) -> { max_usd =, spent_usd =, reserved_usd = } | false (none) | nil, err */
@@ -1210,10 +1192,7 @@ static int l_store_journal_pend(lua_State *L)
     const char *owner = luaL_checkstring(L, 3);
     lua_Integer ttl = luaL_checkinteger(L, 4);
     int rc = orch_store_journal_pend(st, key, owner, (int64_t)ttl);
-    if (rc < 0)
-        return push_failure(L, st->err);
-    lua_pushboolean(L, rc);
-    return 1;
+    return push_flag(L, st, rc);
 }
 
 /* run_set_status(run_id, status [, error]) -> true | false (no such run) | nil, err */
@@ -1227,10 +1206,7 @@ static int l_store_run_set_status(lua_State *L)
     if (status < 0)
         return luaL_error(L, "unknown run status '%s'", name);
     int rc = orch_store_run_set_status(st, id, (enum orch_run_status)status, error);
-    if (rc < 0)
-        return push_failure(L, st->err);
-    lua_pushboolean(L, rc);
-    return 1;
+    return push_flag(L, st, rc);
 }
 
 /* rate_take(run_id, kind, amount, limit_per_min) -> 0 (taken) | ms to wait before asking again (nothing

@@ -163,6 +163,22 @@ static void sq_done(sqlite3_stmt *s)
     sqlite3_clear_bindings(s);
 }
 
+/* A bind that failed: st->err from fmt and the database's message (read before the
+ * reset, which would clear it), then the statement reset for its next use. -1. */
+static int sq_bind_failed(struct sq_store *st, sqlite3_stmt *s, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static int sq_bind_failed(struct sq_store *st, sqlite3_stmt *s, const char *fmt, ...)
+{
+    char what[256];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(what, sizeof what, fmt, ap);
+    va_end(ap);
+    sq_fail(st, "%s", what);
+    sq_done(s);
+    return -1;
+}
+
 /* Steps a statement that returns no rows. 0, or -1 with st->err set from
  * what. Always resets. */
 static int sq_exec(struct sq_store *st, sqlite3_stmt *s, const char *what)
@@ -346,11 +362,8 @@ static int sq_run_create(struct orch_store *base, const struct orch_run *r)
     bad |= sq_bind_int(s, 25, r->tokens_out);
     bad |= sqlite3_bind_double(s, 26, r->cost_usd) != SQLITE_OK;
     bad |= sq_bind_int(s, 27, r->recoveries);
-    if (bad) {
-        sq_fail(st, "cannot create run %s", r->id != NULL ? r->id : "(null)");
-        sq_done(s);
-        return -1;
-    }
+    if (bad)
+        return sq_bind_failed(st, s, "cannot create run %s", r->id != NULL ? r->id : "(null)");
     int rc = sqlite3_step(s);
     if (rc != SQLITE_DONE) {
         sq_fail(st, "cannot create run %s", r->id != NULL ? r->id : "(null)");
@@ -417,11 +430,8 @@ static int sq_run_claim(struct orch_store *base, const char *id, int64_t pid, co
     bad |= sq_bind_int(s, 4, now_ms);
     bad |= sq_bind_int(s, 5, expect_pid);
     bad |= sq_bind_int(s, 6, expect_heartbeat_ms);
-    if (bad) {
-        sq_fail(st, "cannot claim run %s", id);
-        sq_done(s);
-        return -1;
-    }
+    if (bad)
+        return sq_bind_failed(st, s, "cannot claim run %s", id);
     if (sq_exec(st, s, "cannot claim run") != 0)
         return -1;
     return sqlite3_changes(st->db) == 1 ? 1 : 0;
@@ -434,11 +444,8 @@ static int sq_run_heartbeat(struct orch_store *base, const char *id, int64_t now
     int bad = 0;
     bad |= sq_bind_text(s, 1, id);
     bad |= sq_bind_int(s, 2, now_ms);
-    if (bad) {
-        sq_fail(st, "cannot record the heartbeat of run %s", id);
-        sq_done(s);
-        return -1;
-    }
+    if (bad)
+        return sq_bind_failed(st, s, "cannot record the heartbeat of run %s", id);
     if (sq_exec(st, s, "cannot record a heartbeat") != 0)
         return -1;
     if (sqlite3_changes(st->db) != 1)
@@ -502,11 +509,8 @@ static int sq_run_list(struct orch_store *base, const struct orch_run_filter *f,
     bad |= sq_bind_text(s, 2, f->name);
     bad |= sq_bind_int(s, 3, f->since_ms);
     bad |= sq_bind_int(s, 4, f->until_ms);
-    if (bad) {
-        sq_fail(st, "cannot list runs");
-        sq_done(s);
-        return -1;
-    }
+    if (bad)
+        return sq_bind_failed(st, s, "cannot list runs");
     int ret = 0;
     for (;;) {
         int rc = sqlite3_step(s);
@@ -606,11 +610,8 @@ static int sq_results_insert(struct sq_store *st, const char *run_id, int64_t se
         else
             bad |= sqlite3_bind_null(s, 6) != SQLITE_OK;
         bad |= sq_bind_int(s, 7, seq);
-        if (bad) {
-            sq_fail(st, "cannot store result %lld of run %s", (long long)r->seq, run_id);
-            sq_done(s);
-            return -1;
-        }
+        if (bad)
+            return sq_bind_failed(st, s, "cannot store result %lld of run %s", (long long)r->seq, run_id);
         if (sqlite3_step(s) != SQLITE_DONE) {
             sq_fail(st, "cannot store result %lld of run %s", (long long)r->seq, run_id);
             sq_done(s);
@@ -1047,11 +1048,8 @@ static int sq_checkpoint_scan(struct orch_store *base, const char *run_id, int64
     int bad = sq_bind_text(s, 1, run_id);
     if (seq > 0)
         bad |= sq_bind_int(s, 2, seq);
-    if (bad) {
-        sq_fail(st, "%s", what);
-        sq_done(s);
-        return -1;
-    }
+    if (bad)
+        return sq_bind_failed(st, s, "%s", what);
     int ret = 0;
     while (ret == 0) {
         int rc = sqlite3_step(s);
@@ -1186,11 +1184,8 @@ static int sq_event_add(struct orch_store *base, const char *run_id, const char 
     bad |= sq_bind_int(s, 2, orch_store_now_ms());
     bad |= sq_bind_text(s, 3, type);
     bad |= sq_bind_text(s, 4, data);
-    if (bad) {
-        sq_fail(st, "cannot record event %s", type != NULL ? type : "(null)");
-        sq_done(s);
-        return -1;
-    }
+    if (bad)
+        return sq_bind_failed(st, s, "cannot record event %s", type != NULL ? type : "(null)");
     return sq_exec(st, s, "cannot record an event");
 }
 
@@ -1333,11 +1328,8 @@ static int sq_journal_put(struct orch_store *base, const struct orch_journal_ent
     bad |= sqlite3_bind_double(s, 8, e->cost_usd) != SQLITE_OK;
     bad |= sqlite3_bind_double(s, 9, e->latency_ms) != SQLITE_OK;
     bad |= sq_bind_int(s, 10, created);
-    if (bad) {
-        sq_fail(st, "cannot journal response %s", e->key);
-        sq_done(s);
-        return -1;
-    }
+    if (bad)
+        return sq_bind_failed(st, s, "cannot journal response %s", e->key);
     return sq_exec(st, s, "cannot journal an LLM response");
 }
 
@@ -1477,11 +1469,8 @@ static int sq_live_put(struct orch_store *base, const char *run_id, int64_t upda
     bad |= sq_bind_text(s, 1, run_id);
     bad |= sq_bind_int(s, 2, updated_ms);
     bad |= sq_bind_text(s, 3, figures);
-    if (bad) {
-        sq_fail(st, "cannot record the live figures of run %s", run_id);
-        sq_done(s);
-        return -1;
-    }
+    if (bad)
+        return sq_bind_failed(st, s, "cannot record the live figures of run %s", run_id);
     if (sq_exec(st, s, "cannot record live figures") != 0)
         return -1;
     if (sqlite3_changes(st->db) != 1)

@@ -29,12 +29,20 @@ static int lease_writable(struct rd_store *st, const char *what)
     return orch_redis_fail(st, "%s: the store is open read-only", what);
 }
 
+/* Runs script i with a (freed here, whatever the outcome): its reply, or
+ * NULL with st->err set. */
+static redisReply *lease_eval(struct rd_store *st, enum rd_script i, struct rd_args *a, const char *what)
+{
+    redisReply *r = orch_redis_eval(st, i, a, what);
+    rd_args_free(a);
+    return r;
+}
+
 /* Runs script i (a freed here) and returns its integer reply, or -2
  * (st->err set) when it failed or replied with something else. */
 static int64_t lease_eval_int(struct rd_store *st, enum rd_script i, struct rd_args *a, const char *what)
 {
-    redisReply *r = orch_redis_eval(st, i, a, what);
-    rd_args_free(a);
+    redisReply *r = lease_eval(st, i, a, what);
     if (r == NULL)
         return -2;
     int64_t n = -2;
@@ -127,8 +135,7 @@ int orch_redis_lease_claim(struct orch_store *base, const char *run_id, const ch
     rd_arg_s(&a, run_id);
     rd_arg_s(&a, worker);
     rd_arg_i(&a, stale_ms);
-    redisReply *r = orch_redis_eval(st, RD_LEASE_CLAIM, &a, what);
-    rd_args_free(&a);
+    redisReply *r = lease_eval(st, RD_LEASE_CLAIM, &a, what);
     if (r == NULL)
         return -1;
     int rc = 0;
@@ -215,8 +222,7 @@ int orch_redis_lease_list(struct orch_store *base, const char *run_id, orch_leas
     snprintf(what, sizeof what, "cannot list the leases of run %s", run_id);
     struct rd_args a = {0};
     rd_arg_s(&a, run_id);
-    redisReply *r = orch_redis_eval(st, RD_LEASE_LIST, &a, what);
-    rd_args_free(&a);
+    redisReply *r = lease_eval(st, RD_LEASE_LIST, &a, what);
     if (r == NULL)
         return -1;
     if (r->type != REDIS_REPLY_ARRAY || r->elements % LEASE_VALUES != 0) {
@@ -387,8 +393,7 @@ int orch_redis_rate_take(struct orch_store *base, const char *run_id, const char
     rd_arg_d(&a, amount);
     rd_arg_d(&a, capacity);
     rd_arg_d(&a, per_ms);
-    redisReply *r = orch_redis_eval(st, RD_RATE_TAKE, &a, what);
-    rd_args_free(&a);
+    redisReply *r = lease_eval(st, RD_RATE_TAKE, &a, what);
     if (r == NULL)
         return -1;
     int ret = -1;

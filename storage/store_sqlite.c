@@ -13,6 +13,7 @@
 #include "store_sqlite_impl.h"
 
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -43,10 +44,13 @@ const char *const sq_sql[SQ_NSTMT] = {
     [SQ_RUN_GET] = SQ_RUN_SELECT "WHERE id = ?1",
     [SQ_RUN_FIND] = SQ_RUN_SELECT "WHERE identity = ?1 AND status IN ('pending', 'running', 'paused') "
                                   "ORDER BY created_ms DESC, rowid DESC LIMIT 1",
-    [SQ_RUN_UPDATE] = "UPDATE runs SET status = ?2, error = ?3, owner_pid = ?4, owner_host = ?5, "
-                      "heartbeat_ms = ?6, finished_ms = ?7, rows_done = ?8, rows_ok = ?9, rows_failed = ?10, "
-                      "rows_dropped = ?11, rows_defaulted = ?12, llm_calls = ?13, tokens_in = ?14, "
-                      "tokens_out = ?15, cost_usd = ?16, recoveries = ?17, updated_ms = ?18 WHERE id = ?1",
+    /* numbered as SQ_RUN_INSERT's, so one binder serves both (the
+     * parameters it does not use are bound and ignored) */
+    [SQ_RUN_UPDATE] =
+        "UPDATE runs SET status = ?12, error = ?10, owner_pid = ?13, owner_host = ?11, "
+        "heartbeat_ms = ?14, finished_ms = ?17, rows_done = ?18, rows_ok = ?19, rows_failed = ?20, "
+        "rows_dropped = ?21, rows_defaulted = ?22, llm_calls = ?23, tokens_in = ?24, "
+        "tokens_out = ?25, cost_usd = ?26, recoveries = ?27, updated_ms = ?16 WHERE id = ?1",
     [SQ_RUN_CLAIM] = "UPDATE runs SET owner_pid = ?2, owner_host = ?3, heartbeat_ms = ?4, updated_ms = ?4, "
                      "status = 'running' WHERE id = ?1 AND owner_pid = ?5 AND heartbeat_ms = ?6",
     [SQ_RUN_HEARTBEAT] = "UPDATE runs SET heartbeat_ms = ?2 WHERE id = ?1",
@@ -123,16 +127,10 @@ const char *const sq_sql[SQ_NSTMT] = {
 
 /* ---- errors ---------------------------------------------------------- */
 
-/* Records "PATH: <what>: <sqlite's message>" in st->base.err and returns
- * -1. Call it before anything else touches the connection (a ROLLBACK
- * would replace the message). */
-static int sq_fail(struct sq_store *st, const char *fmt, ...)
+static int sq_vfail(struct sq_store *st, const char *fmt, va_list ap)
 {
     char what[256];
-    va_list ap;
-    va_start(ap, fmt);
     vsnprintf(what, sizeof what, fmt, ap);
-    va_end(ap);
     int rc = sqlite3_errcode(st->db) & 0xff;
     const char *msg = sqlite3_errmsg(st->db);
     if (rc == SQLITE_BUSY)
@@ -141,7 +139,21 @@ static int sq_fail(struct sq_store *st, const char *fmt, ...)
     return -1;
 }
 
+/* Records "PATH: <what>: <sqlite's message>" in st->base.err and returns
+ * -1. Call it before anything else touches the connection (a ROLLBACK
+ * would replace the message). */
+static int sq_fail(struct sq_store *st, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int sq_fail(struct sq_store *st, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    sq_vfail(st, fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
 /* Like sq_fail for failures that are not SQLite's (memory, codec). */
+static int sq_fail_plain(struct sq_store *st, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static int sq_fail_plain(struct sq_store *st, const char *fmt, ...)
 {
     char what[400];
@@ -163,44 +175,195 @@ static void sq_done(sqlite3_stmt *s)
     sqlite3_clear_bindings(s);
 }
 
-/* A bind that failed: st->err from fmt and the database's message (read before the
- * reset, which would clear it), then the statement reset for its next use. -1. */
-static int sq_bind_failed(struct sq_store *st, sqlite3_stmt *s, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static int sq_bind_failed(struct sq_store *st, sqlite3_stmt *s, const char *fmt, ...)
+/* One parameter of a statement: text (NUL-ended, or n bytes), an
+ * integer, a double, or a blob of n bytes (a NULL pointer binds SQL NULL,
+ * as it does for text). Written with SQ_TEXT, SQ_INT, ... inside SQ_ARGS,
+ * so the compiler checks each value against its kind; kind 0 ends a
+ * list. */
+struct sq_arg {
+    char kind; /* 't' text, 's' text of n bytes, 'i' integer, 'd' double, 'b' blob */
+    size_t n;
+    union {
+        const char *t;
+        const void *b;
+        int64_t i;
+        double d;
+    } v;
+};
+#define SQ_TEXT(x)                                                                                           \
+    {                                                                                                        \
+        .kind = 't', .v.t = (x)                                                                              \
+    }
+#define SQ_TEXTN(x, len)                                                                                     \
+    {                                                                                                        \
+        .kind = 's', .n = (len), .v.t = (x)                                                                  \
+    }
+#define SQ_INT(x)                                                                                            \
+    {                                                                                                        \
+        .kind = 'i', .v.i = (x)                                                                              \
+    }
+#define SQ_REAL(x)                                                                                           \
+    {                                                                                                        \
+        .kind = 'd', .v.d = (x)                                                                              \
+    }
+#define SQ_BLOB(x, len)                                                                                      \
+    {                                                                                                        \
+        .kind = 'b', .n = (len), .v.b = (x)                                                                  \
+    }
+/* The parameters ?1, ?2, ... of a statement, in order. */
+#define SQ_ARGS(...) ((const struct sq_arg[]){__VA_ARGS__, {0}})
+
+static const struct sq_arg sq_noargs[] = {{0}};
+
+/* Binds a[0], a[1], ... to s's parameters 1, 2, ..., text and blobs
+ * without a copy (SQLITE_STATIC: sq_done drops them before the caller's
+ * pointers go). 0, or -1 at the first that failed, the database's message
+ * saying why. */
+static int sq_bind(sqlite3_stmt *s, const struct sq_arg *a)
 {
-    char what[256];
+    for (int i = 1; a->kind != 0; a++, i++) {
+        int rc = SQLITE_MISUSE;
+        switch (a->kind) {
+        case 't':
+            rc = sqlite3_bind_text(s, i, a->v.t, -1, SQLITE_STATIC);
+            break;
+        case 's':
+            rc = sqlite3_bind_text64(s, i, a->v.t, a->n, SQLITE_STATIC, SQLITE_UTF8);
+            break;
+        case 'i':
+            rc = sqlite3_bind_int64(s, i, a->v.i);
+            break;
+        case 'd':
+            rc = sqlite3_bind_double(s, i, a->v.d);
+            break;
+        case 'b':
+            rc = sqlite3_bind_blob64(s, i, a->v.b, a->n, SQLITE_STATIC);
+            break;
+        }
+        if (rc != SQLITE_OK)
+            return -1;
+    }
+    return 0;
+}
+
+/* Binds a to s and takes the first step. SQLITE_ROW with s on its first
+ * row (the caller reads it, then calls sq_done), SQLITE_DONE with s reset,
+ * or -1 with s reset and st->err "<what>: <reason>": what is fmt's text
+ * for a failed bind, and for a failed step too unless step_what (a shorter
+ * wording some operations use) is not NULL. */
+static int sq_vstart(struct sq_store *st, sqlite3_stmt *s, const struct sq_arg *a, const char *step_what,
+                     const char *fmt, va_list ap)
+{
+    int bound = sq_bind(s, a) == 0;
+    int rc = bound ? sqlite3_step(s) : SQLITE_ERROR;
+    if (rc == SQLITE_ROW)
+        return rc;
+    if (rc != SQLITE_DONE) {
+        if (bound && step_what != NULL)
+            sq_fail(st, "%s", step_what);
+        else
+            sq_vfail(st, fmt, ap);
+        rc = -1;
+    }
+    sq_done(s);
+    return rc;
+}
+
+static int sq_start(struct sq_store *st, sqlite3_stmt *s, const struct sq_arg *a, const char *step_what,
+                    const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+static int sq_start(struct sq_store *st, sqlite3_stmt *s, const struct sq_arg *a, const char *step_what,
+                    const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int rc = sq_vstart(st, s, a, step_what, fmt, ap);
+    va_end(ap);
+    return rc;
+}
+
+/* sq_start for a statement that returns no rows: the rows it changed, or
+ * -1 with st->err set. Always resets s. */
+static int64_t sq_write(struct sq_store *st, sqlite3_stmt *s, const struct sq_arg *a, const char *step_what,
+                        const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+static int64_t sq_write(struct sq_store *st, sqlite3_stmt *s, const struct sq_arg *a, const char *step_what,
+                        const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int rc = sq_vstart(st, s, a, step_what, fmt, ap);
+    va_end(ap);
+    if (rc < 0)
+        return -1;
+    sq_done(s);
+    return sqlite3_changes64(st->db);
+}
+
+/* sq_start for a query of one integer (a count, a max): the value of its
+ * row, or -1 with st->err set (no row is a failure). Resets s. */
+static int64_t sq_get_int(struct sq_store *st, sqlite3_stmt *s, const struct sq_arg *a, const char *what)
+{
+    int rc = sq_start(st, s, a, NULL, "%s", what);
+    if (rc != SQLITE_ROW)
+        return rc < 0 ? -1 : sq_fail(st, "%s", what);
+    int64_t v = sqlite3_column_int64(s, 0);
+    sq_done(s);
+    return v;
+}
+
+/* How sq_each hands a row to the caller's callback: v->read reads the
+ * row s is on and calls the callback in v->cb, then frees what it read.
+ * It returns 0 to go on, 1 to stop, -1 when memory ran out; *ret is what
+ * sq_each returns when it stops (0 unless read sets it). */
+struct sq_visit {
+    int (*read)(const struct sq_visit *v, sqlite3_stmt *s, int *ret);
+    union {
+        orch_run_cb run;
+        orch_event_cb event;
+        orch_result_cb result;
+        orch_state_cb state;
+        orch_lease_cb lease;
+        orch_packed_cb packed;
+    } cb;
+    void *ud;
+};
+
+/* Binds a to s and hands each row to v until the rows run out or v stops.
+ * 0 (or what v set), or -1 with st->err "<what>: <reason>", what from fmt
+ * ("<what>: out of memory" when v ran out). Resets s. */
+static int sq_each(struct sq_store *st, sqlite3_stmt *s, const struct sq_arg *a, const struct sq_visit *v,
+                   const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+static int sq_each(struct sq_store *st, sqlite3_stmt *s, const struct sq_arg *a, const struct sq_visit *v,
+                   const char *fmt, ...)
+{
+    char what[400];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(what, sizeof what, fmt, ap);
     va_end(ap);
-    sq_fail(st, "%s", what);
-    sq_done(s);
-    return -1;
-}
-
-/* Steps a statement that returns no rows. 0, or -1 with st->err set from
- * what. Always resets. */
-static int sq_exec(struct sq_store *st, sqlite3_stmt *s, const char *what)
-{
-    int rc = sqlite3_step(s);
-    if (rc != SQLITE_DONE && rc != SQLITE_ROW) {
-        sq_fail(st, "%s", what);
-        sq_done(s);
-        return -1;
+    int rc = sq_start(st, s, a, NULL, "%s", what);
+    int ret = rc < 0 ? -1 : 0;
+    while (rc == SQLITE_ROW) {
+        int stop = v->read(v, s, &ret);
+        if (stop < 0)
+            ret = sq_fail_plain(st, "%s: out of memory", what);
+        if (stop != 0)
+            break;
+        rc = sqlite3_step(s);
+        if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+            ret = sq_fail(st, "%s", what);
     }
     sq_done(s);
-    return 0;
+    return ret;
 }
 
 static int sq_begin(struct sq_store *st, const char *what)
 {
-    return sq_exec(st, st->stmt[SQ_BEGIN], what);
+    return sq_write(st, st->stmt[SQ_BEGIN], sq_noargs, NULL, "%s", what) < 0 ? -1 : 0;
 }
 
 static int sq_commit(struct sq_store *st, const char *what)
 {
-    return sq_exec(st, st->stmt[SQ_COMMIT], what);
+    return sq_write(st, st->stmt[SQ_COMMIT], sq_noargs, NULL, "%s", what) < 0 ? -1 : 0;
 }
 
 /* Rolls back the open transaction, if SQLite has not already done so;
@@ -211,16 +374,6 @@ static void sq_abort(struct sq_store *st)
         return;
     sqlite3_step(st->stmt[SQ_ROLLBACK]);
     sq_done(st->stmt[SQ_ROLLBACK]);
-}
-
-static int sq_bind_text(sqlite3_stmt *s, int i, const char *v)
-{
-    return sqlite3_bind_text(s, i, v, -1, SQLITE_STATIC) != SQLITE_OK;
-}
-
-static int sq_bind_int(sqlite3_stmt *s, int i, int64_t v)
-{
-    return sqlite3_bind_int64(s, i, v) != SQLITE_OK;
 }
 
 /* A heap copy of text column i, or NULL for SQL NULL; *oom is set when
@@ -240,46 +393,87 @@ static char *sq_col_dup(sqlite3_stmt *s, int i, int *oom)
     p[n] = '\0';
     return p;
 }
+
+/* Where column col of a row goes in a struct: kind 't' a heap copy of its
+ * text into a char * (NULL for SQL NULL), 'i' an int64_t, 'd' a double. */
+struct sq_col {
+    int col;
+    char kind;
+    size_t off;
+};
+#define SQ_COL(type, col, kind, field)                                                                       \
+    {                                                                                                        \
+        (col), (kind), offsetof(type, field)                                                                 \
+    }
+
+/* Reads the n columns of cols from the row s is on into the struct at
+ * out. 0, or -1 when a copy could not be made (the fields read are set:
+ * the struct's clear frees them). */
+static int sq_cols_read(sqlite3_stmt *s, const struct sq_col *cols, size_t n, void *out)
+{
+    int oom = 0;
+    for (size_t i = 0; i < n; i++) {
+        char *field = (char *)out + cols[i].off;
+        if (cols[i].kind == 't')
+            *(char **)(void *)field = sq_col_dup(s, cols[i].col, &oom);
+        else if (cols[i].kind == 'i')
+            *(int64_t *)(void *)field = sqlite3_column_int64(s, cols[i].col);
+        else
+            *(double *)(void *)field = sqlite3_column_double(s, cols[i].col);
+    }
+    return oom ? -1 : 0;
+}
+
 /* ---- runs ------------------------------------------------------------- */
+
+/* The columns of SQ_RUN_SELECT but status (11), which is parsed: also,
+ * with the status and the checkpoint count left out, the parameters of
+ * SQ_RUN_INSERT and SQ_RUN_UPDATE (column i is parameter i + 1). */
+#define SQ_R(col, kind, field) SQ_COL(struct orch_run, col, kind, field)
+static const struct sq_col sq_run_cols[] = {
+    SQ_R(0, 't', id),
+    SQ_R(1, 't', name),
+    SQ_R(2, 't', identity),
+    SQ_R(3, 't', workflow_path),
+    SQ_R(4, 't', workflow_hash),
+    SQ_R(5, 't', input),
+    SQ_R(6, 't', input_fp),
+    SQ_R(7, 't', params),
+    SQ_R(8, 't', output),
+    SQ_R(9, 't', error),
+    SQ_R(10, 't', owner_host),
+    SQ_R(12, 'i', owner_pid),
+    SQ_R(13, 'i', heartbeat_ms),
+    SQ_R(14, 'i', created_ms),
+    SQ_R(15, 'i', updated_ms),
+    SQ_R(16, 'i', finished_ms),
+    SQ_R(17, 'i', rows_done),
+    SQ_R(18, 'i', rows_ok),
+    SQ_R(19, 'i', rows_failed),
+    SQ_R(20, 'i', rows_dropped),
+    SQ_R(21, 'i', rows_defaulted),
+    SQ_R(22, 'i', llm_calls),
+    SQ_R(23, 'i', tokens_in),
+    SQ_R(24, 'i', tokens_out),
+    SQ_R(25, 'd', cost_usd),
+    SQ_R(26, 'i', recoveries),
+    SQ_R(27, 'i', checkpoints),
+};
+#undef SQ_R
+#define SQ_RUN_STATUS_COL 11
+#define SQ_RUN_NPARAMS 27
 
 /* Fills out (zeroed first, heap strings it then owns) from the current
  * row of an SQ_RUN_SELECT statement. 0, or -1 when memory runs out (out
  * cleared). */
 static int sq_run_row(sqlite3_stmt *s, struct orch_run *out)
 {
-    int oom = 0;
     memset(out, 0, sizeof *out);
-    out->id = sq_col_dup(s, 0, &oom);
-    out->name = sq_col_dup(s, 1, &oom);
-    out->identity = sq_col_dup(s, 2, &oom);
-    out->workflow_path = sq_col_dup(s, 3, &oom);
-    out->workflow_hash = sq_col_dup(s, 4, &oom);
-    out->input = sq_col_dup(s, 5, &oom);
-    out->input_fp = sq_col_dup(s, 6, &oom);
-    out->params = sq_col_dup(s, 7, &oom);
-    out->output = sq_col_dup(s, 8, &oom);
-    out->error = sq_col_dup(s, 9, &oom);
-    out->owner_host = sq_col_dup(s, 10, &oom);
-    int status = orch_run_status_parse((const char *)sqlite3_column_text(s, 11));
+    int oom = sq_cols_read(s, sq_run_cols, sizeof sq_run_cols / sizeof sq_run_cols[0], out);
+    int status = orch_run_status_parse((const char *)sqlite3_column_text(s, SQ_RUN_STATUS_COL));
     /* The CHECK constraint keeps other values out; a hand-edited row
      * reads as failed rather than as something resumable. */
     out->status = status >= 0 ? (enum orch_run_status)status : ORCH_RUN_FAILED;
-    out->owner_pid = sqlite3_column_int64(s, 12);
-    out->heartbeat_ms = sqlite3_column_int64(s, 13);
-    out->created_ms = sqlite3_column_int64(s, 14);
-    out->updated_ms = sqlite3_column_int64(s, 15);
-    out->finished_ms = sqlite3_column_int64(s, 16);
-    out->rows_done = sqlite3_column_int64(s, 17);
-    out->rows_ok = sqlite3_column_int64(s, 18);
-    out->rows_failed = sqlite3_column_int64(s, 19);
-    out->rows_dropped = sqlite3_column_int64(s, 20);
-    out->rows_defaulted = sqlite3_column_int64(s, 21);
-    out->llm_calls = sqlite3_column_int64(s, 22);
-    out->tokens_in = sqlite3_column_int64(s, 23);
-    out->tokens_out = sqlite3_column_int64(s, 24);
-    out->cost_usd = sqlite3_column_double(s, 25);
-    out->recoveries = sqlite3_column_int64(s, 26);
-    out->checkpoints = sqlite3_column_int64(s, 27);
     if (oom) {
         orch_run_clear(out);
         return -1;
@@ -287,43 +481,39 @@ static int sq_run_row(sqlite3_stmt *s, struct orch_run *out)
     return 0;
 }
 
-/* Binds the fields run_update writes (SQ_RUN_UPDATE's parameters). */
-static int sq_bind_run_update(sqlite3_stmt *s, const struct orch_run *r, int64_t now)
+/* The parameters of SQ_RUN_INSERT and SQ_RUN_UPDATE from r (a[] points
+ * into r), with its created_ms and updated_ms replaced. */
+static void sq_run_args(const struct orch_run *r, int64_t created, int64_t updated,
+                        struct sq_arg a[SQ_RUN_NPARAMS + 1])
 {
-    int bad = 0;
-    bad |= sq_bind_text(s, 1, r->id);
-    bad |= sq_bind_text(s, 2, orch_run_status_name(r->status));
-    bad |= sq_bind_text(s, 3, r->error);
-    bad |= sq_bind_int(s, 4, r->owner_pid);
-    bad |= sq_bind_text(s, 5, r->owner_host);
-    bad |= sq_bind_int(s, 6, r->heartbeat_ms);
-    bad |= sq_bind_int(s, 7, r->finished_ms);
-    bad |= sq_bind_int(s, 8, r->rows_done);
-    bad |= sq_bind_int(s, 9, r->rows_ok);
-    bad |= sq_bind_int(s, 10, r->rows_failed);
-    bad |= sq_bind_int(s, 11, r->rows_dropped);
-    bad |= sq_bind_int(s, 12, r->rows_defaulted);
-    bad |= sq_bind_int(s, 13, r->llm_calls);
-    bad |= sq_bind_int(s, 14, r->tokens_in);
-    bad |= sq_bind_int(s, 15, r->tokens_out);
-    bad |= sqlite3_bind_double(s, 16, r->cost_usd) != SQLITE_OK;
-    bad |= sq_bind_int(s, 17, r->recoveries);
-    bad |= sq_bind_int(s, 18, now);
-    return bad ? -1 : 0;
+    memset(a, 0, (SQ_RUN_NPARAMS + 1) * sizeof *a);
+    for (size_t i = 0; i < sizeof sq_run_cols / sizeof sq_run_cols[0]; i++) {
+        const struct sq_col *c = &sq_run_cols[i];
+        const char *field = (const char *)r + c->off;
+        if (c->col >= SQ_RUN_NPARAMS)
+            continue;
+        a[c->col].kind = c->kind;
+        if (c->kind == 't')
+            a[c->col].v.t = *(char *const *)(const void *)field;
+        else if (c->kind == 'i')
+            a[c->col].v.i = *(const int64_t *)(const void *)field;
+        else
+            a[c->col].v.d = *(const double *)(const void *)field;
+    }
+    a[SQ_RUN_STATUS_COL] = (struct sq_arg)SQ_TEXT(orch_run_status_name(r->status));
+    a[14].v.i = created;
+    a[15].v.i = updated;
 }
 
 /* Runs SQ_RUN_UPDATE for r; a run that does not exist is an error. */
 static int sq_run_update_stmt(struct sq_store *st, const struct orch_run *r)
 {
-    sqlite3_stmt *s = st->stmt[SQ_RUN_UPDATE];
-    if (sq_bind_run_update(s, r, orch_store_now_ms()) != 0) {
-        sq_fail(st, "cannot update run %s", r->id);
-        sq_done(s);
+    struct sq_arg a[SQ_RUN_NPARAMS + 1];
+    sq_run_args(r, r->created_ms, orch_store_now_ms(), a);
+    int64_t n = sq_write(st, st->stmt[SQ_RUN_UPDATE], a, "cannot update run", "cannot update run %s", r->id);
+    if (n < 0)
         return -1;
-    }
-    if (sq_exec(st, s, "cannot update run") != 0)
-        return -1;
-    if (sqlite3_changes(st->db) != 1)
+    if (n != 1)
         return sq_fail_plain(st, "cannot update run %s: no such run", r->id);
     return 0;
 }
@@ -331,86 +521,43 @@ static int sq_run_update_stmt(struct sq_store *st, const struct orch_run *r)
 static int sq_run_create(struct orch_store *base, const struct orch_run *r)
 {
     struct sq_store *st = sq_of(base);
-    sqlite3_stmt *s = st->stmt[SQ_RUN_INSERT];
     int64_t created = r->created_ms != 0 ? r->created_ms : orch_store_now_ms();
-    int64_t updated = r->updated_ms != 0 ? r->updated_ms : created;
-    int bad = 0;
-    bad |= sq_bind_text(s, 1, r->id);
-    bad |= sq_bind_text(s, 2, r->name);
-    bad |= sq_bind_text(s, 3, r->identity);
-    bad |= sq_bind_text(s, 4, r->workflow_path);
-    bad |= sq_bind_text(s, 5, r->workflow_hash);
-    bad |= sq_bind_text(s, 6, r->input);
-    bad |= sq_bind_text(s, 7, r->input_fp);
-    bad |= sq_bind_text(s, 8, r->params);
-    bad |= sq_bind_text(s, 9, r->output);
-    bad |= sq_bind_text(s, 10, r->error);
-    bad |= sq_bind_text(s, 11, r->owner_host);
-    bad |= sq_bind_text(s, 12, orch_run_status_name(r->status));
-    bad |= sq_bind_int(s, 13, r->owner_pid);
-    bad |= sq_bind_int(s, 14, r->heartbeat_ms);
-    bad |= sq_bind_int(s, 15, created);
-    bad |= sq_bind_int(s, 16, updated);
-    bad |= sq_bind_int(s, 17, r->finished_ms);
-    bad |= sq_bind_int(s, 18, r->rows_done);
-    bad |= sq_bind_int(s, 19, r->rows_ok);
-    bad |= sq_bind_int(s, 20, r->rows_failed);
-    bad |= sq_bind_int(s, 21, r->rows_dropped);
-    bad |= sq_bind_int(s, 22, r->rows_defaulted);
-    bad |= sq_bind_int(s, 23, r->llm_calls);
-    bad |= sq_bind_int(s, 24, r->tokens_in);
-    bad |= sq_bind_int(s, 25, r->tokens_out);
-    bad |= sqlite3_bind_double(s, 26, r->cost_usd) != SQLITE_OK;
-    bad |= sq_bind_int(s, 27, r->recoveries);
-    if (bad)
-        return sq_bind_failed(st, s, "cannot create run %s", r->id != NULL ? r->id : "(null)");
-    int rc = sqlite3_step(s);
-    if (rc != SQLITE_DONE) {
-        sq_fail(st, "cannot create run %s", r->id != NULL ? r->id : "(null)");
-        sq_done(s);
-        return -1;
-    }
-    sq_done(s);
-    return 0;
+    struct sq_arg a[SQ_RUN_NPARAMS + 1];
+    sq_run_args(r, created, r->updated_ms != 0 ? r->updated_ms : created, a);
+    int64_t n = sq_write(st, st->stmt[SQ_RUN_INSERT], a, NULL, "cannot create run %s",
+                         r->id != NULL ? r->id : "(null)");
+    return n < 0 ? -1 : 0;
 }
 
-/* Runs a bound SQ_RUN_SELECT statement expected to give at most one row:
- * 1 with out filled, 0 none, -1 error. Resets s. */
-static int sq_run_one(struct sq_store *st, sqlite3_stmt *s, struct orch_run *out, const char *what)
+/* Runs SQ_RUN_SELECT statement which for key, expected to give at most
+ * one row: 1 with out filled, 0 none, -1 error (step_what and fmt as
+ * sq_start's). */
+static int sq_run_one(struct sq_store *st, enum sq_stmt which, const char *key, struct orch_run *out,
+                      const char *step_what, const char *fmt, ...) __attribute__((format(printf, 6, 7)));
+static int sq_run_one(struct sq_store *st, enum sq_stmt which, const char *key, struct orch_run *out,
+                      const char *step_what, const char *fmt, ...)
 {
-    int rc = sqlite3_step(s);
-    int ret = 0;
-    if (rc == SQLITE_ROW) {
-        ret = 1;
-        if (sq_run_row(s, out) != 0)
-            ret = sq_fail_plain(st, "%s: out of memory", what);
-    } else if (rc != SQLITE_DONE) {
-        ret = sq_fail(st, "%s", what);
-    }
+    sqlite3_stmt *s = st->stmt[which];
+    va_list ap;
+    va_start(ap, fmt);
+    int rc = sq_vstart(st, s, SQ_ARGS(SQ_TEXT(key)), step_what, fmt, ap);
+    va_end(ap);
+    if (rc != SQLITE_ROW)
+        return rc < 0 ? -1 : 0;
+    int ret = sq_run_row(s, out) == 0 ? 1 : sq_fail_plain(st, "%s: out of memory", step_what);
     sq_done(s);
     return ret;
 }
 
 static int sq_run_get(struct orch_store *base, const char *id, struct orch_run *out)
 {
-    struct sq_store *st = sq_of(base);
-    sqlite3_stmt *s = st->stmt[SQ_RUN_GET];
-    if (sq_bind_text(s, 1, id)) {
-        sq_done(s);
-        return sq_fail(st, "cannot read run %s", id);
-    }
-    return sq_run_one(st, s, out, "cannot read run");
+    return sq_run_one(sq_of(base), SQ_RUN_GET, id, out, "cannot read run", "cannot read run %s", id);
 }
 
 static int sq_run_find_unfinished(struct orch_store *base, const char *identity, struct orch_run *out)
 {
-    struct sq_store *st = sq_of(base);
-    sqlite3_stmt *s = st->stmt[SQ_RUN_FIND];
-    if (sq_bind_text(s, 1, identity)) {
-        sq_done(s);
-        return sq_fail(st, "cannot look up unfinished runs");
-    }
-    return sq_run_one(st, s, out, "cannot look up unfinished runs");
+    return sq_run_one(sq_of(base), SQ_RUN_FIND, identity, out, "cannot look up unfinished runs",
+                      "cannot look up unfinished runs");
 }
 
 static int sq_run_update(struct orch_store *base, const struct orch_run *r)
@@ -422,33 +569,21 @@ static int sq_run_claim(struct orch_store *base, const char *id, int64_t pid, co
                         int64_t now_ms, int64_t expect_pid, int64_t expect_heartbeat_ms)
 {
     struct sq_store *st = sq_of(base);
-    sqlite3_stmt *s = st->stmt[SQ_RUN_CLAIM];
-    int bad = 0;
-    bad |= sq_bind_text(s, 1, id);
-    bad |= sq_bind_int(s, 2, pid);
-    bad |= sq_bind_text(s, 3, host);
-    bad |= sq_bind_int(s, 4, now_ms);
-    bad |= sq_bind_int(s, 5, expect_pid);
-    bad |= sq_bind_int(s, 6, expect_heartbeat_ms);
-    if (bad)
-        return sq_bind_failed(st, s, "cannot claim run %s", id);
-    if (sq_exec(st, s, "cannot claim run") != 0)
-        return -1;
-    return sqlite3_changes(st->db) == 1 ? 1 : 0;
+    int64_t n = sq_write(st, st->stmt[SQ_RUN_CLAIM],
+                         SQ_ARGS(SQ_TEXT(id), SQ_INT(pid), SQ_TEXT(host), SQ_INT(now_ms), SQ_INT(expect_pid),
+                                 SQ_INT(expect_heartbeat_ms)),
+                         "cannot claim run", "cannot claim run %s", id);
+    return n < 0 ? -1 : n == 1;
 }
 
 static int sq_run_heartbeat(struct orch_store *base, const char *id, int64_t now_ms)
 {
     struct sq_store *st = sq_of(base);
-    sqlite3_stmt *s = st->stmt[SQ_RUN_HEARTBEAT];
-    int bad = 0;
-    bad |= sq_bind_text(s, 1, id);
-    bad |= sq_bind_int(s, 2, now_ms);
-    if (bad)
-        return sq_bind_failed(st, s, "cannot record the heartbeat of run %s", id);
-    if (sq_exec(st, s, "cannot record a heartbeat") != 0)
+    int64_t n = sq_write(st, st->stmt[SQ_RUN_HEARTBEAT], SQ_ARGS(SQ_TEXT(id), SQ_INT(now_ms)),
+                         "cannot record a heartbeat", "cannot record the heartbeat of run %s", id);
+    if (n < 0)
         return -1;
-    if (sqlite3_changes(st->db) != 1)
+    if (n != 1)
         return sq_fail_plain(st, "cannot record the heartbeat of run %s: no such run", id);
     return 0;
 }
@@ -458,14 +593,9 @@ static int sq_run_heartbeat(struct orch_store *base, const char *id, int64_t now
 static int sq_run_delete(struct orch_store *base, const char *id)
 {
     struct sq_store *st = sq_of(base);
-    sqlite3_stmt *s = st->stmt[SQ_RUN_DELETE];
-    if (sq_bind_text(s, 1, id)) {
-        sq_done(s);
-        return sq_fail(st, "cannot delete run %s", id);
-    }
-    if (sq_exec(st, s, "cannot delete a run") != 0)
-        return -1;
-    return sqlite3_changes(st->db) > 0 ? 1 : 0;
+    int64_t n = sq_write(st, st->stmt[SQ_RUN_DELETE], SQ_ARGS(SQ_TEXT(id)), "cannot delete a run",
+                         "cannot delete run %s", id);
+    return n < 0 ? -1 : n > 0;
 }
 
 /* Deletes the journal entries created before before_ms; *removed gets how
@@ -473,14 +603,11 @@ static int sq_run_delete(struct orch_store *base, const char *id)
 static int sq_journal_prune(struct orch_store *base, int64_t before_ms, int64_t *removed)
 {
     struct sq_store *st = sq_of(base);
-    sqlite3_stmt *s = st->stmt[SQ_JR_PRUNE];
-    if (sq_bind_int(s, 1, before_ms)) {
-        sq_done(s);
-        return sq_fail(st, "cannot prune the journal");
-    }
-    if (sq_exec(st, s, "cannot prune the journal") != 0)
+    int64_t n =
+        sq_write(st, st->stmt[SQ_JR_PRUNE], SQ_ARGS(SQ_INT(before_ms)), NULL, "cannot prune the journal");
+    if (n < 0)
         return -1;
-    *removed = sqlite3_changes64(st->db);
+    *removed = n;
     return 0;
 }
 
@@ -495,67 +622,53 @@ static int sq_vacuum(struct orch_store *base)
     return 0;
 }
 
+static int sq_run_visit(const struct sq_visit *v, sqlite3_stmt *s, int *ret)
+{
+    (void)ret;
+    struct orch_run r;
+    if (sq_run_row(s, &r) != 0)
+        return -1;
+    int stop = v->cb.run(v->ud, &r);
+    orch_run_clear(&r);
+    return stop != 0;
+}
+
 /* Calls cb for each matching run, newest first. cb must not call
  * run_list on the same store (the statement is in use). */
 static int sq_run_list(struct orch_store *base, const struct orch_run_filter *f, orch_run_cb cb, void *ud)
 {
     struct sq_store *st = sq_of(base);
-    sqlite3_stmt *s = st->stmt[SQ_RUN_LIST];
     struct orch_run_filter none = {0};
     if (f == NULL)
         f = &none;
-    int bad = 0;
-    bad |= sq_bind_text(s, 1, f->status);
-    bad |= sq_bind_text(s, 2, f->name);
-    bad |= sq_bind_int(s, 3, f->since_ms);
-    bad |= sq_bind_int(s, 4, f->until_ms);
-    if (bad)
-        return sq_bind_failed(st, s, "cannot list runs");
-    int ret = 0;
-    for (;;) {
-        int rc = sqlite3_step(s);
-        if (rc == SQLITE_DONE)
-            break;
-        if (rc != SQLITE_ROW) {
-            ret = sq_fail(st, "cannot list runs");
-            break;
-        }
-        struct orch_run r;
-        if (sq_run_row(s, &r) != 0) {
-            ret = sq_fail_plain(st, "cannot list runs: out of memory");
-            break;
-        }
-        int stop = cb(ud, &r);
-        orch_run_clear(&r);
-        if (stop)
-            break;
-    }
-    sq_done(s);
-    return ret;
+    struct sq_visit v = {.read = sq_run_visit, .cb.run = cb, .ud = ud};
+    return sq_each(st, st->stmt[SQ_RUN_LIST],
+                   SQ_ARGS(SQ_TEXT(f->status), SQ_TEXT(f->name), SQ_INT(f->since_ms), SQ_INT(f->until_ms)),
+                   &v, "cannot list runs");
 }
 
 /* ---- checkpoints ------------------------------------------------------ */
+
+/* The columns of SQ_CP_COLS but the memento (9) and its raw length (10),
+ * into a struct orch_checkpoint_packed. */
+#define SQ_C(col, kind, field) SQ_COL(struct orch_checkpoint_packed, col, kind, c.field)
+static const struct sq_col sq_checkpoint_cols[] = {
+    SQ_C(0, 'i', seq),         SQ_C(1, 't', name),          SQ_C(2, 't', reason),
+    SQ_C(3, 'i', created_ms),  SQ_C(4, 'i', input_offset),  SQ_C(5, 'i', input_line),
+    SQ_C(6, 'i', input_index), SQ_C(7, 'i', output_offset), SQ_C(8, 'i', errors_offset),
+    SQ_C(11, 't', checksum),   SQ_C(12, 'i', bytes),        SQ_C(13, 'd', duration_ms),
+};
+#undef SQ_C
 
 /* Fills p (zeroed first; heap strings and the stored memento frame it
  * then owns) from the current row of an SQ_CP_COLS statement. 0, or -1
  * when memory runs out (p cleared). */
 static int sq_checkpoint_row(sqlite3_stmt *s, struct orch_checkpoint_packed *p)
 {
-    int oom = 0;
     struct orch_checkpoint *out = &p->c;
     memset(p, 0, sizeof *p);
-    out->seq = sqlite3_column_int64(s, 0);
-    out->name = sq_col_dup(s, 1, &oom);
-    out->reason = sq_col_dup(s, 2, &oom);
-    out->created_ms = sqlite3_column_int64(s, 3);
-    out->input_offset = sqlite3_column_int64(s, 4);
-    out->input_line = sqlite3_column_int64(s, 5);
-    out->input_index = sqlite3_column_int64(s, 6);
-    out->output_offset = sqlite3_column_int64(s, 7);
-    out->errors_offset = sqlite3_column_int64(s, 8);
-    out->checksum = sq_col_dup(s, 11, &oom);
-    out->bytes = sqlite3_column_int64(s, 12);
-    out->duration_ms = sqlite3_column_double(s, 13);
+    int oom =
+        sq_cols_read(s, sq_checkpoint_cols, sizeof sq_checkpoint_cols / sizeof sq_checkpoint_cols[0], p);
     p->raw_len = sqlite3_column_int64(s, 10);
     const void *blob = sqlite3_column_blob(s, 9);
     size_t blob_len = (size_t)sqlite3_column_bytes(s, 9);
@@ -574,23 +687,6 @@ static int sq_checkpoint_row(sqlite3_stmt *s, struct orch_checkpoint_packed *p)
     return 0;
 }
 
-/* Numbers the next checkpoint of run_id: max + 1, read inside the write
- * lock so two writers cannot collide. The seq, or -1 with st->err set. */
-static int64_t sq_checkpoint_next_seq(struct sq_store *st, const char *run_id)
-{
-    sqlite3_stmt *s = st->stmt[SQ_CP_NEXT_SEQ];
-    int64_t seq = 0;
-    if (sq_bind_text(s, 1, run_id) == 0 && sqlite3_step(s) == SQLITE_ROW)
-        seq = sqlite3_column_int64(s, 0);
-    if (seq <= 0) {
-        sq_fail(st, "cannot number a checkpoint of run %s", run_id);
-        sq_done(s);
-        return -1;
-    }
-    sq_done(s);
-    return seq;
-}
-
 /* Inserts the nres results of a checkpoint numbered seq. 0, or -1 with
  * st->err set (the caller rolls back). */
 static int sq_results_insert(struct sq_store *st, const char *run_id, int64_t seq,
@@ -599,27 +695,12 @@ static int sq_results_insert(struct sq_store *st, const char *run_id, int64_t se
     sqlite3_stmt *s = st->stmt[SQ_RES_INSERT];
     for (size_t i = 0; i < nres; i++) {
         const struct orch_result *r = &res[i];
-        int bad = 0;
-        bad |= sq_bind_text(s, 1, run_id);
-        bad |= sq_bind_int(s, 2, r->seq);
-        bad |= sq_bind_text(s, 3, r->key);
-        bad |= sq_bind_text(s, 4, r->status);
-        bad |= sq_bind_text(s, 5, r->error);
-        if (r->data != NULL)
-            bad |= sqlite3_bind_blob64(s, 6, r->data, r->data_len, SQLITE_STATIC) != SQLITE_OK;
-        else
-            bad |= sqlite3_bind_null(s, 6) != SQLITE_OK;
-        bad |= sq_bind_int(s, 7, seq);
-        if (bad)
-            return sq_bind_failed(st, s, "cannot store result %lld of run %s", (long long)r->seq, run_id);
-        if (sqlite3_step(s) != SQLITE_DONE) {
-            sq_fail(st, "cannot store result %lld of run %s", (long long)r->seq, run_id);
-            sq_done(s);
+        if (sq_write(st, s,
+                     SQ_ARGS(SQ_TEXT(run_id), SQ_INT(r->seq), SQ_TEXT(r->key), SQ_TEXT(r->status),
+                             SQ_TEXT(r->error), SQ_BLOB(r->data, r->data_len), SQ_INT(seq)),
+                     NULL, "cannot store result %lld of run %s", (long long)r->seq, run_id) < 0)
             return -1;
-        }
-        sqlite3_reset(s);
     }
-    sq_done(s);
     return 0;
 }
 
@@ -796,14 +877,11 @@ static int sq_chunk_fits(struct sq_store *st, const char *run_id, const struct o
             (r->error != NULL && strlen(r->error) >= SQ_CHUNK_NULL))
             return 0;
     }
-    sqlite3_stmt *s = st->stmt[SQ_RES_MAX_SEQ];
-    if (sq_bind_text(s, 1, run_id) != 0 || sqlite3_step(s) != SQLITE_ROW) {
-        sq_fail(st, "cannot store the results of run %s", run_id);
-        sq_done(s);
+    char what[300];
+    snprintf(what, sizeof what, "cannot store the results of run %s", run_id);
+    int64_t stored = sq_get_int(st, st->stmt[SQ_RES_MAX_SEQ], SQ_ARGS(SQ_TEXT(run_id)), what);
+    if (stored < 0)
         return -1;
-    }
-    int64_t stored = sqlite3_column_int64(s, 0);
-    sq_done(s);
     return res[0].seq > stored;
 }
 
@@ -816,21 +894,42 @@ static int sq_chunk_insert(struct sq_store *st, const char *run_id, int64_t seq,
     unsigned char *buf = sq_chunk_pack(res, nres, &len);
     if (buf == NULL)
         return sq_fail_plain(st, "cannot store the results of run %s: out of memory", run_id);
-    sqlite3_stmt *s = st->stmt[SQ_RCH_INSERT];
-    int bad = 0;
-    bad |= sq_bind_text(s, 1, run_id);
-    bad |= sq_bind_int(s, 2, res[0].seq);
-    bad |= sq_bind_int(s, 3, res[nres - 1].seq);
-    bad |= sq_bind_int(s, 4, seq);
-    bad |= sq_bind_int(s, 5, (int64_t)nres);
-    bad |= sqlite3_bind_blob64(s, 6, buf, len, SQLITE_STATIC) != SQLITE_OK;
-    int rc = 0;
-    if (bad || sqlite3_step(s) != SQLITE_DONE)
-        rc = sq_fail(st, "cannot store results %lld to %lld of run %s", (long long)res[0].seq,
-                     (long long)res[nres - 1].seq, run_id);
-    sq_done(s);
+    int64_t first = res[0].seq;
+    int64_t last = res[nres - 1].seq;
+    int64_t n = sq_write(st, st->stmt[SQ_RCH_INSERT],
+                         SQ_ARGS(SQ_TEXT(run_id), SQ_INT(first), SQ_INT(last), SQ_INT(seq),
+                                 SQ_INT((int64_t)nres), SQ_BLOB(buf, len)),
+                         NULL, "cannot store results %lld to %lld of run %s", (long long)first,
+                         (long long)last, run_id);
     free(buf);
-    return rc;
+    return n < 0 ? -1 : 0;
+}
+
+/* Moves the chunk the row s is on (an SQ_RCH_OVERLAP row) back into the
+ * results table, each row with the chunk's checkpoint_seq; *first gets
+ * the chunk's first seq. 0, -1 with st->err set, or -2 when the chunk is
+ * damaged. Resets s. */
+static int sq_chunk_move(struct sq_store *st, const char *run_id, sqlite3_stmt *s, int64_t *first)
+{
+    struct sq_chunk_cursor c;
+    int64_t cseq = sqlite3_column_int64(s, 3);
+    struct orch_result *rows = NULL;
+    int ret = sq_chunk_open(s, &c) != 0 ? -2 : 0;
+    *first = c.first;
+    if (ret == 0) {
+        rows = malloc((size_t)c.left * sizeof *rows);
+        if (rows == NULL)
+            ret = sq_fail_plain(st, "cannot rewrite the stored results of run %s: out of memory", run_id);
+    }
+    size_t n = 0;
+    while (ret == 0 && c.left > 0)
+        ret = sq_chunk_next(&c, &rows[n++]) != 0 ? -2 : 0;
+    /* rows point into s's blob: insert them before s moves on */
+    if (ret == 0)
+        ret = sq_results_insert(st, run_id, cseq, rows, n);
+    free(rows);
+    sq_done(s);
+    return ret;
 }
 
 /* Moves the chunks of run_id that overlap seqs lo..hi back into the
@@ -840,57 +939,20 @@ static int sq_chunk_insert(struct sq_store *st, const char *run_id, int64_t seq,
  * back). */
 static int sq_chunks_unpack(struct sq_store *st, const char *run_id, int64_t lo, int64_t hi)
 {
-    sqlite3_stmt *s = st->stmt[SQ_RCH_OVERLAP];
     for (;;) {
-        int bad = 0;
-        bad |= sq_bind_text(s, 1, run_id);
-        bad |= sq_bind_int(s, 2, lo);
-        bad |= sq_bind_int(s, 3, hi);
-        int rc = bad ? SQLITE_ERROR : sqlite3_step(s);
-        if (rc == SQLITE_DONE) {
-            sq_done(s);
-            return 0;
-        }
-        if (rc != SQLITE_ROW) {
-            sq_fail(st, "cannot rewrite the stored results of run %s", run_id);
-            sq_done(s);
-            return -1;
-        }
-        struct sq_chunk_cursor c;
-        int64_t cseq = sqlite3_column_int64(s, 3);
-        struct orch_result *rows = NULL;
-        int ret = sq_chunk_open(s, &c) != 0 ? -1 : 0;
-        if (ret == 0) {
-            rows = malloc((size_t)c.left * sizeof *rows);
-            if (rows == NULL) {
-                sq_done(s);
-                return sq_fail_plain(st, "cannot rewrite the stored results of run %s: out of memory",
-                                     run_id);
-            }
-        }
-        size_t n = 0;
-        while (ret == 0 && c.left > 0)
-            ret = sq_chunk_next(&c, &rows[n++]);
-        int64_t first = c.first;
-        if (ret != 0) {
-            free(rows);
-            sq_done(s);
+        int rc = sq_start(st, st->stmt[SQ_RCH_OVERLAP], SQ_ARGS(SQ_TEXT(run_id), SQ_INT(lo), SQ_INT(hi)),
+                          NULL, "cannot rewrite the stored results of run %s", run_id);
+        if (rc != SQLITE_ROW)
+            return rc < 0 ? -1 : 0;
+        int64_t first = 0;
+        int ret = sq_chunk_move(st, run_id, st->stmt[SQ_RCH_OVERLAP], &first);
+        if (ret == -2)
             return sq_chunk_damaged(st, run_id, first);
-        }
-        /* rows point into s's blob: insert them before s moves on */
-        ret = sq_results_insert(st, run_id, cseq, rows, n);
-        free(rows);
-        sq_done(s);
         if (ret != 0)
             return -1;
-        sqlite3_stmt *d = st->stmt[SQ_RCH_DELETE];
-        bad = sq_bind_text(d, 1, run_id) | sq_bind_int(d, 2, first);
-        if (bad || sqlite3_step(d) != SQLITE_DONE) {
-            sq_fail(st, "cannot rewrite the stored results of run %s", run_id);
-            sq_done(d);
+        if (sq_write(st, st->stmt[SQ_RCH_DELETE], SQ_ARGS(SQ_TEXT(run_id), SQ_INT(first)), NULL,
+                     "cannot rewrite the stored results of run %s", run_id) < 0)
             return -1;
-        }
-        sq_done(d);
     }
 }
 
@@ -953,21 +1015,23 @@ static int sq_state_apply(struct sq_store *st, const char *run_id, const struct 
     for (size_t i = 0; i < nstate; i++) {
         const struct orch_kv *kv = &state[i];
         int del = kv->value == NULL;
-        sqlite3_stmt *s = st->stmt[del ? SQ_STATE_DELETE : SQ_STATE_UPSERT];
-        int bad = 0;
-        bad |= sq_bind_text(s, 1, run_id);
-        bad |= sq_bind_text(s, 2, kv->key);
-        if (!del)
-            bad |=
-                sqlite3_bind_text64(s, 3, kv->value, kv->value_len, SQLITE_STATIC, SQLITE_UTF8) != SQLITE_OK;
-        if (bad || sqlite3_step(s) != SQLITE_DONE) {
-            sq_fail(st, "cannot store state key %s of run %s", kv->key != NULL ? kv->key : "(null)", run_id);
-            sq_done(s);
+        struct sq_arg a[] = {SQ_TEXT(run_id), SQ_TEXT(kv->key), SQ_TEXTN(kv->value, kv->value_len), {0}};
+        if (del)
+            a[2].kind = 0; /* SQ_STATE_DELETE has two parameters */
+        if (sq_write(st, st->stmt[del ? SQ_STATE_DELETE : SQ_STATE_UPSERT], a, NULL,
+                     "cannot store state key %s of run %s", kv->key != NULL ? kv->key : "(null)", run_id) < 0)
             return -1;
-        }
-        sq_done(s);
     }
     return 0;
+}
+
+/* Numbers the next checkpoint of run_id: max + 1, read inside the write
+ * lock so two writers cannot collide. The seq, or -1 with st->err set. */
+static int64_t sq_checkpoint_next_seq(struct sq_store *st, const char *run_id)
+{
+    char what[300];
+    snprintf(what, sizeof what, "cannot number a checkpoint of run %s", run_id);
+    return sq_get_int(st, st->stmt[SQ_CP_NEXT_SEQ], SQ_ARGS(SQ_TEXT(run_id)), what);
 }
 
 /* Inserts the checkpoint row itself; duration_ms is measured from t0.
@@ -977,30 +1041,15 @@ static int sq_checkpoint_insert(struct sq_store *st, const char *run_id,
 {
     const struct orch_checkpoint *c = sealed->c;
     int64_t seq = sealed->seq;
-    sqlite3_stmt *s = st->stmt[SQ_CP_INSERT];
-    int bad = 0;
-    bad |= sq_bind_text(s, 1, run_id);
-    bad |= sq_bind_int(s, 2, seq);
-    bad |= sq_bind_text(s, 3, c->name);
-    bad |= sq_bind_text(s, 4, c->reason);
-    bad |= sq_bind_int(s, 5, sealed->created_ms);
-    bad |= sq_bind_int(s, 6, c->input_offset);
-    bad |= sq_bind_int(s, 7, c->input_line);
-    bad |= sq_bind_int(s, 8, c->input_index);
-    bad |= sq_bind_int(s, 9, c->output_offset);
-    bad |= sq_bind_int(s, 10, c->errors_offset);
-    bad |= sqlite3_bind_blob64(s, 11, sealed->packed, sealed->packed_len, SQLITE_STATIC) != SQLITE_OK;
-    bad |= sq_bind_int(s, 12, (int64_t)c->memento_len);
-    bad |= sq_bind_text(s, 13, sealed->sum);
-    bad |= sq_bind_int(s, 14, sealed->bytes);
-    bad |= sqlite3_bind_double(s, 15, orch_store_mono_ms() - sealed->t0) != SQLITE_OK;
-    if (bad || sqlite3_step(s) != SQLITE_DONE) {
-        sq_fail(st, "cannot store checkpoint %lld of run %s", (long long)seq, run_id);
-        sq_done(s);
-        return -1;
-    }
-    sq_done(s);
-    return 0;
+    int64_t n = sq_write(st, st->stmt[SQ_CP_INSERT],
+                         SQ_ARGS(SQ_TEXT(run_id), SQ_INT(seq), SQ_TEXT(c->name), SQ_TEXT(c->reason),
+                                 SQ_INT(sealed->created_ms), SQ_INT(c->input_offset), SQ_INT(c->input_line),
+                                 SQ_INT(c->input_index), SQ_INT(c->output_offset), SQ_INT(c->errors_offset),
+                                 SQ_BLOB(sealed->packed, sealed->packed_len), SQ_INT((int64_t)c->memento_len),
+                                 SQ_TEXT(sealed->sum), SQ_INT(sealed->bytes),
+                                 SQ_REAL(orch_store_mono_ms() - sealed->t0)),
+                         NULL, "cannot store checkpoint %lld of run %s", (long long)seq, run_id);
+    return n < 0 ? -1 : 0;
 }
 
 /* Writes results, state and the checkpoint in one BEGIN IMMEDIATE
@@ -1038,6 +1087,16 @@ fail:
     return -1;
 }
 
+/* The checkpoint's owner is cb: p is not cleared here. */
+static int sq_checkpoint_visit(const struct sq_visit *v, sqlite3_stmt *s, int *ret)
+{
+    struct orch_checkpoint_packed p;
+    if (sq_checkpoint_row(s, &p) != 0)
+        return -1;
+    *ret = v->cb.packed(v->ud, &p);
+    return *ret != 0;
+}
+
 /* One checkpoint (seq > 0) or all, newest or oldest first; cb must not
  * scan the checkpoints of the same store. */
 static int sq_checkpoint_scan(struct orch_store *base, const char *run_id, int64_t seq, int newest_first,
@@ -1045,29 +1104,11 @@ static int sq_checkpoint_scan(struct orch_store *base, const char *run_id, int64
 {
     struct sq_store *st = sq_of(base);
     sqlite3_stmt *s = st->stmt[seq > 0 ? SQ_CP_GET : newest_first ? SQ_CP_NEWEST : SQ_CP_LIST];
-    int bad = sq_bind_text(s, 1, run_id);
-    if (seq > 0)
-        bad |= sq_bind_int(s, 2, seq);
-    if (bad)
-        return sq_bind_failed(st, s, "%s", what);
-    int ret = 0;
-    while (ret == 0) {
-        int rc = sqlite3_step(s);
-        if (rc == SQLITE_DONE)
-            break;
-        if (rc != SQLITE_ROW) {
-            ret = sq_fail(st, "%s", what);
-            break;
-        }
-        struct orch_checkpoint_packed p;
-        if (sq_checkpoint_row(s, &p) != 0) {
-            ret = sq_fail_plain(st, "%s: out of memory", what);
-            break;
-        }
-        ret = cb(ud, &p);
-    }
-    sq_done(s);
-    return ret;
+    struct sq_arg a[] = {SQ_TEXT(run_id), SQ_INT(seq), {0}};
+    if (seq <= 0)
+        a[1].kind = 0; /* the statements of all checkpoints have one parameter */
+    struct sq_visit v = {.read = sq_checkpoint_visit, .cb.packed = cb, .ud = ud};
+    return sq_each(st, s, a, &v, "%s", what);
 }
 
 /* Deletes checkpoints after seq and the results they carried. The state
@@ -1082,17 +1123,11 @@ static int sq_checkpoint_rollback(struct orch_store *base, const char *run_id, i
         return -1;
     static const enum sq_stmt which[] = {SQ_CP_DELETE_AFTER, SQ_RES_DELETE_AFTER, SQ_RCH_DELETE_AFTER};
     for (size_t i = 0; i < sizeof which / sizeof which[0]; i++) {
-        sqlite3_stmt *s = st->stmt[which[i]];
-        int bad = 0;
-        bad |= sq_bind_text(s, 1, run_id);
-        bad |= sq_bind_int(s, 2, seq);
-        if (bad || sqlite3_step(s) != SQLITE_DONE) {
-            sq_fail(st, "cannot roll run %s back to checkpoint %lld", run_id, (long long)seq);
-            sq_done(s);
+        if (sq_write(st, st->stmt[which[i]], SQ_ARGS(SQ_TEXT(run_id), SQ_INT(seq)), NULL,
+                     "cannot roll run %s back to checkpoint %lld", run_id, (long long)seq) < 0) {
             sq_abort(st);
             return -1;
         }
-        sq_done(s);
     }
     if (sq_commit(st, "cannot commit the rollback") != 0) {
         sq_abort(st);
@@ -1123,6 +1158,22 @@ static int sq_chunk_step(struct sq_store *st, const char *run_id, sqlite3_stmt *
     return 1;
 }
 
+/* Points r into the row s is on: seq, key, status, error and, when
+ * with_data, data (columns 0 to 4 of SQ_RES_LIST and SQ_ERR_PAGE). Valid
+ * until s moves. */
+static void sq_result_at(sqlite3_stmt *s, int with_data, struct orch_result *r)
+{
+    memset(r, 0, sizeof *r);
+    r->seq = sqlite3_column_int64(s, 0);
+    r->key = (const char *)sqlite3_column_text(s, 1);
+    r->status = (const char *)sqlite3_column_text(s, 2);
+    r->error = (const char *)sqlite3_column_text(s, 3);
+    if (!with_data)
+        return;
+    r->data = sqlite3_column_blob(s, 4);
+    r->data_len = (size_t)sqlite3_column_bytes(s, 4);
+}
+
 /* Lists the run's results in seq order: the per-row table and the chunks
  * (each a sorted stream; no seq is in both) merged. cb gets pointers into
  * SQLite's row buffers, valid during the call only; cb must not call
@@ -1132,8 +1183,9 @@ static int sq_result_list(struct orch_store *base, const char *run_id, orch_resu
     struct sq_store *st = sq_of(base);
     sqlite3_stmt *s = st->stmt[SQ_RES_LIST];
     sqlite3_stmt *k = st->stmt[SQ_RCH_LIST];
+    const struct sq_arg *a = SQ_ARGS(SQ_TEXT(run_id));
     int ret = 0;
-    if (sq_bind_text(s, 1, run_id) || sq_bind_text(k, 1, run_id)) {
+    if (sq_bind(s, a) != 0 || sq_bind(k, a) != 0) {
         ret = sq_fail(st, "cannot list the results of run %s", run_id);
         goto done;
     }
@@ -1154,12 +1206,7 @@ static int sq_result_list(struct orch_store *base, const char *run_id, orch_resu
             break;
         if (rc == SQLITE_ROW && (!have_chunk || sqlite3_column_int64(s, 0) < cr.seq)) {
             struct orch_result r;
-            r.seq = sqlite3_column_int64(s, 0);
-            r.key = (const char *)sqlite3_column_text(s, 1);
-            r.status = (const char *)sqlite3_column_text(s, 2);
-            r.error = (const char *)sqlite3_column_text(s, 3);
-            r.data = sqlite3_column_blob(s, 4);
-            r.data_len = (size_t)sqlite3_column_bytes(s, 4);
+            sq_result_at(s, 1, &r);
             if (cb(ud, &r))
                 break;
             rc = sqlite3_step(s);
@@ -1178,92 +1225,56 @@ done:
 static int sq_event_add(struct orch_store *base, const char *run_id, const char *type, const char *data)
 {
     struct sq_store *st = sq_of(base);
-    sqlite3_stmt *s = st->stmt[SQ_EV_INSERT];
-    int bad = 0;
-    bad |= sq_bind_text(s, 1, run_id);
-    bad |= sq_bind_int(s, 2, orch_store_now_ms());
-    bad |= sq_bind_text(s, 3, type);
-    bad |= sq_bind_text(s, 4, data);
-    if (bad)
-        return sq_bind_failed(st, s, "cannot record event %s", type != NULL ? type : "(null)");
-    return sq_exec(st, s, "cannot record an event");
+    int64_t n = sq_write(st, st->stmt[SQ_EV_INSERT],
+                         SQ_ARGS(SQ_TEXT(run_id), SQ_INT(orch_store_now_ms()), SQ_TEXT(type), SQ_TEXT(data)),
+                         "cannot record an event", "cannot record event %s", type != NULL ? type : "(null)");
+    return n < 0 ? -1 : 0;
 }
 
-/* Hands each row of s (bound; columns id, ts_ms, type, data) to cb as an
- * event until cb returns non-zero, then resets s. 0, or -1 with st->err
- * set. */
-static int sq_events_each(struct sq_store *st, sqlite3_stmt *s, const char *run_id, orch_event_cb cb,
-                          void *ud)
+/* Columns id, ts_ms, type, data of SQ_EV_LIST, SQ_EV_PAGE and SQ_EV_PAGE_DESC. */
+static const struct sq_col sq_event_cols[] = {
+    SQ_COL(struct orch_event, 0, 'i', id),
+    SQ_COL(struct orch_event, 1, 'i', ts_ms),
+    SQ_COL(struct orch_event, 2, 't', type),
+    SQ_COL(struct orch_event, 3, 't', data),
+};
+
+static int sq_event_visit(const struct sq_visit *v, sqlite3_stmt *s, int *ret)
 {
-    int ret = 0;
-    for (;;) {
-        int rc = sqlite3_step(s);
-        if (rc == SQLITE_DONE)
-            break;
-        if (rc != SQLITE_ROW) {
-            ret = sq_fail(st, "cannot list the events of run %s", run_id);
-            break;
-        }
-        int oom = 0;
-        struct orch_event e;
-        e.id = sqlite3_column_int64(s, 0);
-        e.ts_ms = sqlite3_column_int64(s, 1);
-        e.type = sq_col_dup(s, 2, &oom);
-        e.data = sq_col_dup(s, 3, &oom);
-        if (oom) {
-            orch_event_clear(&e);
-            ret = sq_fail_plain(st, "cannot list the events of run %s: out of memory", run_id);
-            break;
-        }
-        int stop = cb(ud, &e);
-        orch_event_clear(&e);
-        if (stop)
-            break;
-    }
-    sq_done(s);
-    return ret;
+    (void)ret;
+    struct orch_event e = {0};
+    int stop = sq_cols_read(s, sq_event_cols, sizeof sq_event_cols / sizeof sq_event_cols[0], &e) != 0
+                   ? -1
+                   : v->cb.event(v->ud, &e) != 0;
+    orch_event_clear(&e);
+    return stop;
 }
 
 /* Oldest first; cb must not call event_list on the same store. */
 static int sq_event_list(struct orch_store *base, const char *run_id, orch_event_cb cb, void *ud)
 {
     struct sq_store *st = sq_of(base);
-    sqlite3_stmt *s = st->stmt[SQ_EV_LIST];
-    if (sq_bind_text(s, 1, run_id)) {
-        sq_done(s);
-        return sq_fail(st, "cannot list the events of run %s", run_id);
-    }
-    return sq_events_each(st, s, run_id, cb, ud);
+    struct sq_visit v = {.read = sq_event_visit, .cb.event = cb, .ud = ud};
+    return sq_each(st, st->stmt[SQ_EV_LIST], SQ_ARGS(SQ_TEXT(run_id)), &v, "cannot list the events of run %s",
+                   run_id);
+}
+
+static int sq_state_visit(const struct sq_visit *v, sqlite3_stmt *s, int *ret)
+{
+    (void)ret;
+    const char *key = (const char *)sqlite3_column_text(s, 0);
+    const char *value = (const char *)sqlite3_column_text(s, 1);
+    return v->cb.state(v->ud, key, value, (size_t)sqlite3_column_bytes(s, 1)) != 0;
 }
 
 /* Sorted by key; key and value point into SQLite's row buffer, valid
  * during the call only. */
-static int sq_state_list(struct orch_store *base, const char *run_id,
-                         int (*cb)(void *ud, const char *key, const char *value, size_t len), void *ud)
+static int sq_state_list(struct orch_store *base, const char *run_id, orch_state_cb cb, void *ud)
 {
     struct sq_store *st = sq_of(base);
-    sqlite3_stmt *s = st->stmt[SQ_STATE_LIST];
-    int ret = 0;
-    if (sq_bind_text(s, 1, run_id)) {
-        sq_done(s);
-        return sq_fail(st, "cannot list the state of run %s", run_id);
-    }
-    for (;;) {
-        int rc = sqlite3_step(s);
-        if (rc == SQLITE_DONE)
-            break;
-        if (rc != SQLITE_ROW) {
-            ret = sq_fail(st, "cannot list the state of run %s", run_id);
-            break;
-        }
-        const char *key = (const char *)sqlite3_column_text(s, 0);
-        const char *value = (const char *)sqlite3_column_text(s, 1);
-        size_t len = (size_t)sqlite3_column_bytes(s, 1);
-        if (cb(ud, key, value, len))
-            break;
-    }
-    sq_done(s);
-    return ret;
+    struct sq_visit v = {.read = sq_state_visit, .cb.state = cb, .ud = ud};
+    return sq_each(st, st->stmt[SQ_STATE_LIST], SQ_ARGS(SQ_TEXT(run_id)), &v,
+                   "cannot list the state of run %s", run_id);
 }
 
 static int sq_stats(struct orch_store *base, struct orch_store_stats *out)
@@ -1313,24 +1324,16 @@ static int sq_journal_put(struct orch_store *base, const struct orch_journal_ent
     if (e->response == NULL && e->response_len > 0)
         return sq_fail_plain(st, "cannot journal response %s: %zu bytes announced but no data", e->key,
                              e->response_len);
-    sqlite3_stmt *s = st->stmt[SQ_JR_INSERT];
     int64_t created = e->created_ms != 0 ? e->created_ms : orch_store_now_ms();
     /* a NULL pointer would bind SQL NULL and break NOT NULL */
     const void *response = e->response != NULL ? e->response : "";
-    int bad = 0;
-    bad |= sq_bind_text(s, 1, e->key);
-    bad |= sq_bind_text(s, 2, e->run_id);
-    bad |= sq_bind_text(s, 3, e->provider);
-    bad |= sq_bind_text(s, 4, e->model);
-    bad |= sqlite3_bind_blob64(s, 5, response, e->response_len, SQLITE_STATIC) != SQLITE_OK;
-    bad |= sq_bind_int(s, 6, e->tokens_in);
-    bad |= sq_bind_int(s, 7, e->tokens_out);
-    bad |= sqlite3_bind_double(s, 8, e->cost_usd) != SQLITE_OK;
-    bad |= sqlite3_bind_double(s, 9, e->latency_ms) != SQLITE_OK;
-    bad |= sq_bind_int(s, 10, created);
-    if (bad)
-        return sq_bind_failed(st, s, "cannot journal response %s", e->key);
-    return sq_exec(st, s, "cannot journal an LLM response");
+    int64_t n =
+        sq_write(st, st->stmt[SQ_JR_INSERT],
+                 SQ_ARGS(SQ_TEXT(e->key), SQ_TEXT(e->run_id), SQ_TEXT(e->provider), SQ_TEXT(e->model),
+                         SQ_BLOB(response, e->response_len), SQ_INT(e->tokens_in), SQ_INT(e->tokens_out),
+                         SQ_REAL(e->cost_usd), SQ_REAL(e->latency_ms), SQ_INT(created)),
+                 "cannot journal an LLM response", "cannot journal response %s", e->key);
+    return n < 0 ? -1 : 0;
 }
 
 static int sq_journal_get(struct orch_store *base, const char *key, struct orch_journal_owned *out);
@@ -1371,17 +1374,22 @@ fail:
     return -1;
 }
 
+/* The columns of SQ_JR_COLS but the response (4). */
+#define SQ_J(col, kind, field) SQ_COL(struct orch_journal_owned, col, kind, field)
+static const struct sq_col sq_journal_cols[] = {
+    SQ_J(0, 't', key),        SQ_J(1, 't', run_id),     SQ_J(2, 't', provider), SQ_J(3, 't', model),
+    SQ_J(5, 'i', tokens_in),  SQ_J(6, 'i', tokens_out), SQ_J(7, 'd', cost_usd), SQ_J(8, 'd', latency_ms),
+    SQ_J(9, 'i', created_ms), SQ_J(10, 'i', hits),
+};
+#undef SQ_J
+
 /* Fills out (zeroed first, heap copies it then owns) from the current row
  * of an SQ_JR_COLS statement. 0, or -1 when memory runs out (out
  * cleared). */
 static int sq_journal_row(sqlite3_stmt *s, struct orch_journal_owned *out)
 {
-    int oom = 0;
     memset(out, 0, sizeof *out);
-    out->key = sq_col_dup(s, 0, &oom);
-    out->run_id = sq_col_dup(s, 1, &oom);
-    out->provider = sq_col_dup(s, 2, &oom);
-    out->model = sq_col_dup(s, 3, &oom);
+    int oom = sq_cols_read(s, sq_journal_cols, sizeof sq_journal_cols / sizeof sq_journal_cols[0], out);
     /* blob before bytes, as SQLite asks; an empty blob gives NULL */
     const void *blob = sqlite3_column_blob(s, 4);
     size_t n = (size_t)sqlite3_column_bytes(s, 4);
@@ -1394,12 +1402,6 @@ static int sq_journal_row(sqlite3_stmt *s, struct orch_journal_owned *out)
         out->response[n] = '\0';
         out->response_len = n;
     }
-    out->tokens_in = sqlite3_column_int64(s, 5);
-    out->tokens_out = sqlite3_column_int64(s, 6);
-    out->cost_usd = sqlite3_column_double(s, 7);
-    out->latency_ms = sqlite3_column_double(s, 8);
-    out->created_ms = sqlite3_column_int64(s, 9);
-    out->hits = sqlite3_column_int64(s, 10);
     if (oom) {
         orch_journal_clear(out);
         return -1;
@@ -1418,29 +1420,18 @@ static int sq_journal_get(struct orch_store *base, const char *key, struct orch_
     if (key == NULL)
         return sq_fail_plain(st, "cannot look up a journaled response: no key");
     sqlite3_stmt *s = st->stmt[SQ_JR_GET];
-    if (sq_bind_text(s, 1, key)) {
-        sq_done(s);
-        return sq_fail(st, "cannot look up journaled response %s", key);
-    }
-    int rc = sqlite3_step(s);
-    if (rc == SQLITE_DONE) {
-        sq_done(s);
-        return 0;
-    }
-    if (rc != SQLITE_ROW) {
-        sq_fail(st, "cannot look up journaled response %s", key);
-        sq_done(s);
-        return -1;
-    }
+    const struct sq_arg *a = SQ_ARGS(SQ_TEXT(key));
+    int rc = sq_start(st, s, a, NULL, "cannot look up journaled response %s", key);
+    if (rc != SQLITE_ROW)
+        return rc < 0 ? -1 : 0;
     struct orch_journal_owned got;
-    if (sq_journal_row(s, &got) != 0) {
-        sq_done(s);
-        return sq_fail_plain(st, "cannot read journaled response %s: out of memory", key);
-    }
+    rc = sq_journal_row(s, &got);
     sq_done(s);
+    if (rc != 0)
+        return sq_fail_plain(st, "cannot read journaled response %s: out of memory", key);
 
     s = st->stmt[SQ_JR_HIT];
-    if (sq_bind_text(s, 1, key) == 0 && sqlite3_step(s) == SQLITE_DONE && sqlite3_changes(st->db) == 1)
+    if (sq_bind(s, a) == 0 && sqlite3_step(s) == SQLITE_DONE && sqlite3_changes(st->db) == 1)
         got.hits++;
     sq_done(s);
     *out = got;
@@ -1464,16 +1455,12 @@ static void sq_version(struct orch_store *base, char *out, size_t outlen)
 static int sq_live_put(struct orch_store *base, const char *run_id, int64_t updated_ms, const char *figures)
 {
     struct sq_store *st = sq_of(base);
-    sqlite3_stmt *s = st->stmt[SQ_LIVE_PUT];
-    int bad = 0;
-    bad |= sq_bind_text(s, 1, run_id);
-    bad |= sq_bind_int(s, 2, updated_ms);
-    bad |= sq_bind_text(s, 3, figures);
-    if (bad)
-        return sq_bind_failed(st, s, "cannot record the live figures of run %s", run_id);
-    if (sq_exec(st, s, "cannot record live figures") != 0)
+    int64_t n =
+        sq_write(st, st->stmt[SQ_LIVE_PUT], SQ_ARGS(SQ_TEXT(run_id), SQ_INT(updated_ms), SQ_TEXT(figures)),
+                 "cannot record live figures", "cannot record the live figures of run %s", run_id);
+    if (n < 0)
         return -1;
-    if (sqlite3_changes(st->db) != 1)
+    if (n != 1)
         return sq_fail_plain(st, "cannot record the live figures of run %s: no such run", run_id);
     return 0;
 }
@@ -1482,24 +1469,18 @@ static int sq_live_get(struct orch_store *base, const char *run_id, char **figur
 {
     struct sq_store *st = sq_of(base);
     sqlite3_stmt *s = st->stmt[SQ_LIVE_GET];
-    if (sq_bind_text(s, 1, run_id)) {
-        sq_done(s);
-        return sq_fail(st, "cannot read the live figures of run %s", run_id);
-    }
-    int rc = sqlite3_step(s);
-    int ret = 0;
-    if (rc == SQLITE_ROW) {
-        int oom = 0;
-        *figures = sq_col_dup(s, 0, &oom);
-        *updated_ms = sqlite3_column_int64(s, 1);
-        ret = 1;
-        if (oom || *figures == NULL) {
-            free(*figures);
-            *figures = NULL;
-            ret = sq_fail_plain(st, "cannot read the live figures of run %s: out of memory", run_id);
-        }
-    } else if (rc != SQLITE_DONE) {
-        ret = sq_fail(st, "cannot read the live figures of run %s", run_id);
+    int rc =
+        sq_start(st, s, SQ_ARGS(SQ_TEXT(run_id)), NULL, "cannot read the live figures of run %s", run_id);
+    if (rc != SQLITE_ROW)
+        return rc < 0 ? -1 : 0;
+    int oom = 0;
+    int ret = 1;
+    *figures = sq_col_dup(s, 0, &oom);
+    *updated_ms = sqlite3_column_int64(s, 1);
+    if (oom || *figures == NULL) {
+        free(*figures);
+        *figures = NULL;
+        ret = sq_fail_plain(st, "cannot read the live figures of run %s: out of memory", run_id);
     }
     sq_done(s);
     return ret;
@@ -1509,17 +1490,18 @@ static int sq_event_page(struct orch_store *base, const char *run_id, int64_t af
                          int64_t limit, int newest_first, orch_event_cb cb, void *ud)
 {
     struct sq_store *st = sq_of(base);
-    sqlite3_stmt *s = st->stmt[newest_first ? SQ_EV_PAGE_DESC : SQ_EV_PAGE];
-    int bad = 0;
-    bad |= sq_bind_text(s, 1, run_id);
-    bad |= sq_bind_int(s, 2, after_id);
-    bad |= sq_bind_int(s, 3, before_id);
-    bad |= sq_bind_int(s, 4, limit);
-    if (bad) {
-        sq_done(s);
-        return sq_fail(st, "cannot list the events of run %s", run_id);
-    }
-    return sq_events_each(st, s, run_id, cb, ud);
+    struct sq_visit v = {.read = sq_event_visit, .cb.event = cb, .ud = ud};
+    return sq_each(st, st->stmt[newest_first ? SQ_EV_PAGE_DESC : SQ_EV_PAGE],
+                   SQ_ARGS(SQ_TEXT(run_id), SQ_INT(after_id), SQ_INT(before_id), SQ_INT(limit)), &v,
+                   "cannot list the events of run %s", run_id);
+}
+
+static int sq_error_visit(const struct sq_visit *v, sqlite3_stmt *s, int *ret)
+{
+    (void)ret;
+    struct orch_result x;
+    sq_result_at(s, 0, &x);
+    return v->cb.result(v->ud, &x) != 0;
 }
 
 /* key, status and error point into SQLite's row buffer, valid during the
@@ -1528,34 +1510,9 @@ static int sq_error_page(struct orch_store *base, const char *run_id, int64_t af
                          orch_result_cb cb, void *ud)
 {
     struct sq_store *st = sq_of(base);
-    sqlite3_stmt *s = st->stmt[SQ_ERR_PAGE];
-    int bad = 0;
-    bad |= sq_bind_text(s, 1, run_id);
-    bad |= sq_bind_int(s, 2, after_seq);
-    bad |= sq_bind_int(s, 3, limit);
-    if (bad) {
-        sq_done(s);
-        return sq_fail(st, "cannot list the failed rows of run %s", run_id);
-    }
-    int ret = 0;
-    for (;;) {
-        int rc = sqlite3_step(s);
-        if (rc == SQLITE_DONE)
-            break;
-        if (rc != SQLITE_ROW) {
-            ret = sq_fail(st, "cannot list the failed rows of run %s", run_id);
-            break;
-        }
-        struct orch_result x = {0};
-        x.seq = sqlite3_column_int64(s, 0);
-        x.key = (const char *)sqlite3_column_text(s, 1);
-        x.status = (const char *)sqlite3_column_text(s, 2);
-        x.error = (const char *)sqlite3_column_text(s, 3);
-        if (cb(ud, &x))
-            break;
-    }
-    sq_done(s);
-    return ret;
+    struct sq_visit v = {.read = sq_error_visit, .cb.result = cb, .ud = ud};
+    return sq_each(st, st->stmt[SQ_ERR_PAGE], SQ_ARGS(SQ_TEXT(run_id), SQ_INT(after_seq), SQ_INT(limit)), &v,
+                   "cannot list the failed rows of run %s", run_id);
 }
 
 /* ---- many workers, one run: leases and the shared budget --------------
@@ -1577,36 +1534,39 @@ static int sq_prep(struct sq_store *st, const char *sql, sqlite3_stmt **s, const
     return 0;
 }
 
-/* Steps and finalizes a statement without rows: rows changed, or -1. */
-static int64_t sq_run_count(struct sq_store *st, sqlite3_stmt *s, int bad, const char *what)
+/* Prepares constant sql, runs it with a (no rows) and finalizes it: the
+ * rows it changed, or -1 with st->err set from what. */
+static int64_t sq_once(struct sq_store *st, const char *sql, const struct sq_arg *a, const char *what)
 {
-    if (bad || sqlite3_step(s) != SQLITE_DONE) {
-        sq_fail(st, "%s", what);
-        sqlite3_finalize(s);
+    sqlite3_stmt *s = NULL;
+    if (sq_prep(st, sql, &s, what) != 0)
         return -1;
-    }
+    int64_t n = sq_write(st, s, a, NULL, "%s", what);
     sqlite3_finalize(s);
-    return sqlite3_changes64(st->db);
+    return n;
 }
+
+/* Steps a statement with RETURNING, whose row has been read, to its end:
+ * the write is done only then. 0, or -1 with st->err set from what. */
+static int sq_returned(struct sq_store *st, sqlite3_stmt *s, const char *what)
+{
+    return sqlite3_step(s) == SQLITE_DONE ? 0 : sq_fail(st, "%s", what);
+}
+
+/* The columns of a lease row (lease_claim's RETURNING, lease_list). */
+#define SQ_L(col, kind, field) SQ_COL(struct orch_lease, col, kind, field)
+static const struct sq_col sq_lease_cols[] = {
+    SQ_L(0, 'i', no),      SQ_L(1, 'i', first_index), SQ_L(2, 'i', rows),          SQ_L(3, 'i', offset),
+    SQ_L(4, 'i', line),    SQ_L(5, 'i', index),       SQ_L(6, 't', status),        SQ_L(7, 't', owner),
+    SQ_L(8, 'i', claims),  SQ_L(9, 'i', claimed_ms),  SQ_L(10, 'i', heartbeat_ms), SQ_L(11, 'i', done_ms),
+    SQ_L(12, 'i', age_ms),
+};
+#undef SQ_L
 
 static int sq_lease_row(sqlite3_stmt *s, struct orch_lease *out)
 {
-    int oom = 0;
     memset(out, 0, sizeof *out);
-    out->no = sqlite3_column_int64(s, 0);
-    out->first_index = sqlite3_column_int64(s, 1);
-    out->rows = sqlite3_column_int64(s, 2);
-    out->offset = sqlite3_column_int64(s, 3);
-    out->line = sqlite3_column_int64(s, 4);
-    out->index = sqlite3_column_int64(s, 5);
-    out->status = sq_col_dup(s, 6, &oom);
-    out->owner = sq_col_dup(s, 7, &oom);
-    out->claims = sqlite3_column_int64(s, 8);
-    out->claimed_ms = sqlite3_column_int64(s, 9);
-    out->heartbeat_ms = sqlite3_column_int64(s, 10);
-    out->done_ms = sqlite3_column_int64(s, 11);
-    out->age_ms = sqlite3_column_int64(s, 12);
-    if (oom) {
+    if (sq_cols_read(s, sq_lease_cols, sizeof sq_lease_cols / sizeof sq_lease_cols[0], out) != 0) {
         orch_lease_clear(out);
         return -1;
     }
@@ -1623,14 +1583,10 @@ static int sq_lease_plan(struct orch_store *base, const char *run_id, const stru
         return -1;
     if (sq_prep(st, "SELECT count(*) FROM leases WHERE run_id = ?1", &s, what) != 0)
         goto fail;
-    int64_t have = -1;
-    if (sq_bind_text(s, 1, run_id) == 0 && sqlite3_step(s) == SQLITE_ROW)
-        have = sqlite3_column_int64(s, 0);
+    int64_t have = sq_get_int(st, s, SQ_ARGS(SQ_TEXT(run_id)), what);
     sqlite3_finalize(s);
-    if (have < 0) {
-        sq_fail(st, "%s", what);
+    if (have < 0)
         goto fail;
-    }
     if (have == 0 && n > 0) {
         if (sq_prep(st,
                     "INSERT INTO leases (run_id, no, first_index, nrows, cur_offset, cur_line, cur_index) "
@@ -1638,15 +1594,13 @@ static int sq_lease_plan(struct orch_store *base, const char *run_id, const stru
                     &s, what) != 0)
             goto fail;
         for (size_t i = 0; i < n; i++) {
-            int bad = sq_bind_text(s, 1, run_id) | sq_bind_int(s, 2, l[i].no) |
-                      sq_bind_int(s, 3, l[i].first_index) | sq_bind_int(s, 4, l[i].rows) |
-                      sq_bind_int(s, 5, l[i].offset) | sq_bind_int(s, 6, l[i].line);
-            if (bad || sqlite3_step(s) != SQLITE_DONE) {
-                sq_fail(st, "%s", what);
+            if (sq_write(st, s,
+                         SQ_ARGS(SQ_TEXT(run_id), SQ_INT(l[i].no), SQ_INT(l[i].first_index),
+                                 SQ_INT(l[i].rows), SQ_INT(l[i].offset), SQ_INT(l[i].line)),
+                         NULL, "%s", what) < 0) {
                 sqlite3_finalize(s);
                 goto fail;
             }
-            sqlite3_reset(s);
         }
         sqlite3_finalize(s);
     }
@@ -1676,17 +1630,14 @@ static int sq_lease_claim(struct orch_store *base, const char *run_id, const cha
             "owner, claims, claimed_ms, heartbeat_ms, done_ms, 0",
             &s, what) != 0)
         return -1;
-    int bad = sq_bind_text(s, 1, run_id) | sq_bind_text(s, 2, worker) | sq_bind_int(s, 3, stale_ms);
-    int rc = bad ? SQLITE_MISUSE : sqlite3_step(s);
-    int ret = 0;
+    int rc = sq_start(st, s, SQ_ARGS(SQ_TEXT(run_id), SQ_TEXT(worker), SQ_INT(stale_ms)), NULL, "%s", what);
+    int ret = rc < 0 ? -1 : 0;
     if (rc == SQLITE_ROW) {
         ret = sq_lease_row(s, out) == 0 ? 1 : sq_fail_plain(st, "%s: out of memory", what);
-        rc = sqlite3_step(s);
-    }
-    if (rc != SQLITE_DONE) {
-        sq_fail(st, "%s", what);
-        orch_lease_clear(out);
-        ret = -1;
+        if (sq_returned(st, s, what) != 0) {
+            orch_lease_clear(out);
+            ret = -1;
+        }
     }
     sqlite3_finalize(s);
     return ret;
@@ -1697,14 +1648,10 @@ static int sq_lease_heartbeat(struct orch_store *base, const char *run_id, int64
     struct sq_store *st = sq_of(base);
     char what[300];
     snprintf(what, sizeof what, "cannot heartbeat lease %lld of run %s", (long long)no, run_id);
-    sqlite3_stmt *s = NULL;
-    if (sq_prep(st,
-                "UPDATE leases SET heartbeat_ms = " SQ_NOW_MS " WHERE run_id = ?1 AND no = ?2 AND owner = ?3 "
-                "AND status = 'taken'",
-                &s, what) != 0)
-        return -1;
-    int bad = sq_bind_text(s, 1, run_id) | sq_bind_int(s, 2, no) | sq_bind_text(s, 3, worker);
-    int64_t n = sq_run_count(st, s, bad, what);
+    int64_t n = sq_once(st,
+                        "UPDATE leases SET heartbeat_ms = " SQ_NOW_MS
+                        " WHERE run_id = ?1 AND no = ?2 AND owner = ?3 AND status = 'taken'",
+                        SQ_ARGS(SQ_TEXT(run_id), SQ_INT(no), SQ_TEXT(worker)), what);
     return n < 0 ? -1 : n > 0;
 }
 
@@ -1717,34 +1664,26 @@ static int sq_lease_commit_run(struct sq_store *st, const char *run_id, const st
     struct orch_run zero = {0};
     if (a == NULL)
         a = &zero;
-    sqlite3_stmt *s = NULL;
-    if (sq_prep(
+    int64_t now = orch_store_now_ms();
+    if (sq_once(
             st,
             "UPDATE runs SET rows_done = rows_done + ?2, rows_ok = rows_ok + ?3, rows_failed = rows_failed + "
             "?4, rows_dropped = rows_dropped + ?5, rows_defaulted = rows_defaulted + ?6, llm_calls = "
             "llm_calls + ?7, tokens_in = tokens_in + ?8, tokens_out = tokens_out + ?9, cost_usd = cost_usd + "
             "?10, updated_ms = ?11, heartbeat_ms = ?11 WHERE id = ?1",
-            &s, what) != 0)
-        return -1;
-    int64_t now = orch_store_now_ms();
-    int bad = sq_bind_text(s, 1, run_id) | sq_bind_int(s, 2, a->rows_done) | sq_bind_int(s, 3, a->rows_ok) |
-              sq_bind_int(s, 4, a->rows_failed) | sq_bind_int(s, 5, a->rows_dropped) |
-              sq_bind_int(s, 6, a->rows_defaulted) | sq_bind_int(s, 7, a->llm_calls) |
-              sq_bind_int(s, 8, a->tokens_in) | sq_bind_int(s, 9, a->tokens_out) |
-              (sqlite3_bind_double(s, 10, a->cost_usd) != SQLITE_OK) | sq_bind_int(s, 11, now);
-    if (sq_run_count(st, s, bad, what) < 0)
+            SQ_ARGS(SQ_TEXT(run_id), SQ_INT(a->rows_done), SQ_INT(a->rows_ok), SQ_INT(a->rows_failed),
+                    SQ_INT(a->rows_dropped), SQ_INT(a->rows_defaulted), SQ_INT(a->llm_calls),
+                    SQ_INT(a->tokens_in), SQ_INT(a->tokens_out), SQ_REAL(a->cost_usd), SQ_INT(now)),
+            what) < 0)
         return -1;
     if (c->end != 1)
         return 1;
-    if (sq_prep(
-            st,
-            "UPDATE runs SET status = 'completed', error = NULL, finished_ms = ?2, updated_ms = ?2 WHERE id "
-            "= ?1 AND status <> 'completed' AND NOT EXISTS (SELECT 1 FROM leases WHERE run_id = ?1 AND "
-            "status <> 'done')",
-            &s, what) != 0)
-        return -1;
-    bad = sq_bind_text(s, 1, run_id) | sq_bind_int(s, 2, now);
-    int64_t n = sq_run_count(st, s, bad, what);
+    int64_t n =
+        sq_once(st,
+                "UPDATE runs SET status = 'completed', error = NULL, finished_ms = ?2, updated_ms = ?2 "
+                "WHERE id = ?1 AND status <> 'completed' AND NOT EXISTS (SELECT 1 FROM leases WHERE "
+                "run_id = ?1 AND status <> 'done')",
+                SQ_ARGS(SQ_TEXT(run_id), SQ_INT(now)), what);
     return n < 0 ? -1 : n > 0 ? 2 : 1;
 }
 
@@ -1754,20 +1693,17 @@ static int sq_lease_commit(struct orch_store *base, const char *run_id, const st
     struct sq_store *st = sq_of(base);
     char what[300];
     snprintf(what, sizeof what, "cannot commit lease %lld of run %s", (long long)c->no, run_id);
-    sqlite3_stmt *s = NULL;
     if (sq_begin(st, what) != 0)
         return -1;
-    if (sq_prep(st,
+    int64_t held =
+        sq_once(st,
                 "UPDATE leases SET cur_offset = ?4, cur_line = ?5, cur_index = ?6, heartbeat_ms = " SQ_NOW_MS
-                ", status = CASE ?7 WHEN 1 THEN 'done' WHEN 2 THEN 'free' ELSE status END, done_ms = CASE ?7 "
-                "WHEN 1 THEN " SQ_NOW_MS " ELSE done_ms END WHERE run_id = ?1 AND no = ?2 AND owner = ?3 AND "
-                "status = 'taken'",
-                &s, what) != 0)
-        goto fail;
-    int bad = sq_bind_text(s, 1, run_id) | sq_bind_int(s, 2, c->no) | sq_bind_text(s, 3, c->worker) |
-              sq_bind_int(s, 4, c->offset) | sq_bind_int(s, 5, c->line) | sq_bind_int(s, 6, c->index) |
-              sq_bind_int(s, 7, c->end);
-    int64_t held = sq_run_count(st, s, bad, what);
+                ", status = CASE ?7 WHEN 1 THEN 'done' WHEN 2 THEN 'free' ELSE status END, done_ms = "
+                "CASE ?7 WHEN 1 THEN " SQ_NOW_MS " ELSE done_ms END WHERE run_id = ?1 AND no = ?2 AND "
+                "owner = ?3 AND status = 'taken'",
+                SQ_ARGS(SQ_TEXT(run_id), SQ_INT(c->no), SQ_TEXT(c->worker), SQ_INT(c->offset),
+                        SQ_INT(c->line), SQ_INT(c->index), SQ_INT(c->end)),
+                what);
     if (held < 0)
         goto fail;
     if (held == 0) {
@@ -1776,12 +1712,10 @@ static int sq_lease_commit(struct orch_store *base, const char *run_id, const st
     }
     if (sq_results_insert(st, run_id, 0, res, nres) != 0)
         goto fail;
-    if (sq_prep(st,
+    if (sq_once(st,
                 "DELETE FROM journal_pending WHERE owner = ?1 AND EXISTS (SELECT 1 FROM llm_journal j WHERE "
                 "j.key = journal_pending.key)",
-                &s, what) != 0)
-        goto fail;
-    if (sq_run_count(st, s, sq_bind_text(s, 1, c->worker), what) < 0)
+                SQ_ARGS(SQ_TEXT(c->worker)), what) < 0)
         goto fail;
     int rc = sq_lease_commit_run(st, run_id, c, what);
     if (rc < 0 || sq_commit(st, what) != 0)
@@ -1790,6 +1724,17 @@ static int sq_lease_commit(struct orch_store *base, const char *run_id, const st
 fail:
     sq_abort(st);
     return -1;
+}
+
+static int sq_lease_visit(const struct sq_visit *v, sqlite3_stmt *s, int *ret)
+{
+    (void)ret;
+    struct orch_lease l;
+    if (sq_lease_row(s, &l) != 0)
+        return -1;
+    int stop = v->cb.lease(v->ud, &l);
+    orch_lease_clear(&l);
+    return stop != 0;
 }
 
 static int sq_lease_list(struct orch_store *base, const char *run_id, orch_lease_cb cb, void *ud)
@@ -1805,25 +1750,8 @@ static int sq_lease_list(struct orch_store *base, const char *run_id, orch_lease
                 "ORDER BY no",
                 &s, what) != 0)
         return -1;
-    int ret = sq_bind_text(s, 1, run_id) ? sq_fail(st, "%s", what) : 0;
-    while (ret == 0) {
-        int rc = sqlite3_step(s);
-        if (rc == SQLITE_DONE)
-            break;
-        if (rc != SQLITE_ROW) {
-            ret = sq_fail(st, "%s", what);
-            break;
-        }
-        struct orch_lease l;
-        if (sq_lease_row(s, &l) != 0) {
-            ret = sq_fail_plain(st, "%s: out of memory", what);
-            break;
-        }
-        int stop = cb(ud, &l);
-        orch_lease_clear(&l);
-        if (stop)
-            break;
-    }
+    struct sq_visit v = {.read = sq_lease_visit, .cb.lease = cb, .ud = ud};
+    int ret = sq_each(st, s, SQ_ARGS(SQ_TEXT(run_id)), &v, "%s", what);
     sqlite3_finalize(s);
     return ret;
 }
@@ -1833,23 +1761,17 @@ static int sq_budget_reserve(struct orch_store *base, const char *run_id, double
     struct sq_store *st = sq_of(base);
     char what[300];
     snprintf(what, sizeof what, "cannot reserve budget for run %s", run_id);
-    sqlite3_stmt *s = NULL;
     if (sq_begin(st, what) != 0)
         return -1;
-    if (sq_prep(st,
+    if (sq_once(st,
                 "INSERT INTO run_budget (run_id, max_usd) VALUES (?1, ?2) ON CONFLICT (run_id) DO NOTHING",
-                &s, what) != 0)
+                SQ_ARGS(SQ_TEXT(run_id), SQ_REAL(max_usd)), what) < 0)
         goto fail;
-    int bad = sq_bind_text(s, 1, run_id) | (sqlite3_bind_double(s, 2, max_usd) != SQLITE_OK);
-    if (sq_run_count(st, s, bad, what) < 0)
-        goto fail;
-    if (sq_prep(st,
+    int64_t n =
+        sq_once(st,
                 "UPDATE run_budget SET reserved_usd = reserved_usd + ?2 WHERE run_id = ?1 AND spent_usd + "
                 "reserved_usd + ?2 <= max_usd + 1e-12",
-                &s, what) != 0)
-        goto fail;
-    bad = sq_bind_text(s, 1, run_id) | (sqlite3_bind_double(s, 2, est_usd) != SQLITE_OK);
-    int64_t n = sq_run_count(st, s, bad, what);
+                SQ_ARGS(SQ_TEXT(run_id), SQ_REAL(est_usd)), what);
     if (n < 0 || sq_commit(st, what) != 0)
         goto fail;
     return n > 0;
@@ -1864,15 +1786,13 @@ static int sq_budget_settle(struct orch_store *base, const char *run_id, double 
     struct sq_store *st = sq_of(base);
     char what[300];
     snprintf(what, sizeof what, "cannot settle the budget of run %s", run_id);
-    sqlite3_stmt *s = NULL;
-    if (sq_prep(st,
-                "UPDATE run_budget SET reserved_usd = max(reserved_usd - ?2, 0), spent_usd = spent_usd + ?3 "
-                "WHERE run_id = ?1",
-                &s, what) != 0)
-        return -1;
-    int bad = sq_bind_text(s, 1, run_id) | (sqlite3_bind_double(s, 2, released_usd) != SQLITE_OK) |
-              (sqlite3_bind_double(s, 3, spent_usd) != SQLITE_OK);
-    return sq_run_count(st, s, bad, what) < 0 ? -1 : 0;
+    return sq_once(
+               st,
+               "UPDATE run_budget SET reserved_usd = max(reserved_usd - ?2, 0), spent_usd = spent_usd + ?3 "
+               "WHERE run_id = ?1",
+               SQ_ARGS(SQ_TEXT(run_id), SQ_REAL(released_usd), SQ_REAL(spent_usd)), what) < 0
+               ? -1
+               : 0;
 }
 
 /* Reservations are dropped with a new max: they belonged to workers that
@@ -1882,14 +1802,13 @@ static int sq_budget_set(struct orch_store *base, const char *run_id, double max
     struct sq_store *st = sq_of(base);
     char what[300];
     snprintf(what, sizeof what, "cannot set the budget of run %s", run_id);
-    sqlite3_stmt *s = NULL;
-    if (sq_prep(st,
-                "INSERT INTO run_budget (run_id, max_usd) VALUES (?1, ?2) ON CONFLICT (run_id) DO UPDATE SET "
-                "max_usd = excluded.max_usd, reserved_usd = 0",
-                &s, what) != 0)
-        return -1;
-    int bad = sq_bind_text(s, 1, run_id) | (sqlite3_bind_double(s, 2, max_usd) != SQLITE_OK);
-    return sq_run_count(st, s, bad, what) < 0 ? -1 : 0;
+    return sq_once(
+               st,
+               "INSERT INTO run_budget (run_id, max_usd) VALUES (?1, ?2) ON CONFLICT (run_id) DO UPDATE SET "
+               "max_usd = excluded.max_usd, reserved_usd = 0",
+               SQ_ARGS(SQ_TEXT(run_id), SQ_REAL(max_usd)), what) < 0
+               ? -1
+               : 0;
 }
 
 static int sq_budget_get(struct orch_store *base, const char *run_id, double *max_usd, double *spent_usd,
@@ -1902,18 +1821,14 @@ static int sq_budget_get(struct orch_store *base, const char *run_id, double *ma
     if (sq_prep(st, "SELECT max_usd, spent_usd, reserved_usd FROM run_budget WHERE run_id = ?1", &s, what) !=
         0)
         return -1;
-    int rc = sq_bind_text(s, 1, run_id) ? SQLITE_MISUSE : sqlite3_step(s);
-    int ret = 0;
+    int rc = sq_start(st, s, SQ_ARGS(SQ_TEXT(run_id)), NULL, "%s", what);
     if (rc == SQLITE_ROW) {
         *max_usd = sqlite3_column_double(s, 0);
         *spent_usd = sqlite3_column_double(s, 1);
         *reserved_usd = sqlite3_column_double(s, 2);
-        ret = 1;
-    } else if (rc != SQLITE_DONE) {
-        ret = sq_fail(st, "%s", what);
     }
     sqlite3_finalize(s);
-    return ret;
+    return rc < 0 ? -1 : rc == SQLITE_ROW;
 }
 
 static int sq_journal_pend(struct orch_store *base, const char *key, const char *owner, int64_t ttl_ms)
@@ -1921,15 +1836,12 @@ static int sq_journal_pend(struct orch_store *base, const char *key, const char 
     struct sq_store *st = sq_of(base);
     char what[300];
     snprintf(what, sizeof what, "cannot mark LLM request %.40s as being sent", key);
-    sqlite3_stmt *s = NULL;
-    if (sq_prep(st,
-                "INSERT INTO journal_pending (key, owner, expires_ms) VALUES (?1, ?2, " SQ_NOW_MS " + ?3) ON "
-                "CONFLICT (key) DO UPDATE SET owner = excluded.owner, expires_ms = excluded.expires_ms WHERE "
-                "journal_pending.owner = excluded.owner OR journal_pending.expires_ms < " SQ_NOW_MS,
-                &s, what) != 0)
-        return -1;
-    int bad = sq_bind_text(s, 1, key) | sq_bind_text(s, 2, owner) | sq_bind_int(s, 3, ttl_ms);
-    int64_t n = sq_run_count(st, s, bad, what);
+    int64_t n = sq_once(st,
+                        "INSERT INTO journal_pending (key, owner, expires_ms) VALUES (?1, ?2, " SQ_NOW_MS
+                        " + ?3) ON CONFLICT (key) DO UPDATE SET owner = excluded.owner, expires_ms = "
+                        "excluded.expires_ms WHERE journal_pending.owner = excluded.owner OR "
+                        "journal_pending.expires_ms < " SQ_NOW_MS,
+                        SQ_ARGS(SQ_TEXT(key), SQ_TEXT(owner), SQ_INT(ttl_ms)), what);
     return n < 0 ? -1 : n > 0;
 }
 
@@ -1959,22 +1871,20 @@ static int sq_rate_take(struct orch_store *base, const char *run_id, const char 
             " THEN 1 ELSE 0 END, last_ok = " SQ_RATE_OK " RETURNING last_ok, tokens",
             &s, what) != 0)
         return -1;
-    int bad = sq_bind_text(s, 1, run_id) | sq_bind_text(s, 2, kind) |
-              (sqlite3_bind_double(s, 3, capacity) != SQLITE_OK) |
-              (sqlite3_bind_double(s, 4, amount) != SQLITE_OK) |
-              (sqlite3_bind_double(s, 5, per_ms) != SQLITE_OK);
-    int rc = bad ? SQLITE_MISUSE : sqlite3_step(s);
+    int rc = sq_start(
+        st, s, SQ_ARGS(SQ_TEXT(run_id), SQ_TEXT(kind), SQ_REAL(capacity), SQ_REAL(amount), SQ_REAL(per_ms)),
+        NULL, "%s", what);
     int ret = -1;
+    if (rc == SQLITE_DONE)
+        sq_fail_plain(st, "%s: the bucket's row was not returned", what);
     if (rc == SQLITE_ROW) {
         ret = sqlite3_column_int(s, 0) != 0;
         if (ret == 0)
             *left = sqlite3_column_double(s, 1);
-        rc = sqlite3_step(s); /* RETURNING's statement ends, and with it the write */
+        /* RETURNING's statement ends, and with it the write */
+        if (sq_returned(st, s, what) != 0)
+            ret = -1;
     }
-    if (rc != SQLITE_DONE)
-        ret = sq_fail(st, "%s", what);
-    else if (ret < 0)
-        sq_fail_plain(st, "%s: the bucket's row was not returned", what);
     sqlite3_finalize(s);
     return ret;
 }
@@ -1985,16 +1895,13 @@ static int sq_run_set_status(struct orch_store *base, const char *run_id, enum o
     struct sq_store *st = sq_of(base);
     char what[300];
     snprintf(what, sizeof what, "cannot update run %s", run_id);
-    sqlite3_stmt *s = NULL;
-    if (sq_prep(st,
-                "UPDATE runs SET status = ?2, error = ?3, updated_ms = ?4, finished_ms = ?5 WHERE id = ?1",
-                &s, what) != 0)
-        return -1;
     int64_t now = orch_store_now_ms();
-    int bad = sq_bind_text(s, 1, run_id) | sq_bind_text(s, 2, orch_run_status_name(status)) |
-              sq_bind_text(s, 3, error) | sq_bind_int(s, 4, now) |
-              sq_bind_int(s, 5, status == ORCH_RUN_COMPLETED || status == ORCH_RUN_FAILED ? now : 0);
-    int64_t n = sq_run_count(st, s, bad, what);
+    int64_t finished = status == ORCH_RUN_COMPLETED || status == ORCH_RUN_FAILED ? now : 0;
+    int64_t n = sq_once(
+        st, "UPDATE runs SET status = ?2, error = ?3, updated_ms = ?4, finished_ms = ?5 WHERE id = ?1",
+        SQ_ARGS(SQ_TEXT(run_id), SQ_TEXT(orch_run_status_name(status)), SQ_TEXT(error), SQ_INT(now),
+                SQ_INT(finished)),
+        what);
     return n < 0 ? -1 : n > 0;
 }
 

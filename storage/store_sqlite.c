@@ -33,6 +33,14 @@
 #define SQ_CP_COLS                                                                                           \
     "seq, name, reason, created_ms, input_offset, input_line, input_index, output_offset, "                  \
     "errors_offset, memento, memento_len, checksum, bytes, duration_ms"
+#define SQ_EV_COLS "id, ts_ms, type, data"
+/* sq_result_at reads them */
+#define SQ_RES_COLS "seq, key, status, error"
+/* sq_chunk_open reads them */
+#define SQ_RCH_COLS "first_seq, n, data"
+/* events_run (run_id) holds the rowid: both pages are index ranges */
+#define SQ_EV_PAGE_SELECT                                                                                    \
+    "SELECT " SQ_EV_COLS " FROM events WHERE run_id = ?1 AND id > ?2 AND id < ?3 ORDER BY id"
 
 const char *const sq_sql[SQ_NSTMT] = {
     [SQ_BEGIN] = "BEGIN IMMEDIATE",
@@ -75,14 +83,14 @@ const char *const sq_sql[SQ_NSTMT] = {
                       "key = excluded.key, status = excluded.status, error = excluded.error, "
                       "data = excluded.data, checkpoint_seq = excluded.checkpoint_seq",
     [SQ_RES_DELETE_AFTER] = "DELETE FROM results WHERE run_id = ?1 AND checkpoint_seq > ?2",
-    [SQ_RES_LIST] = "SELECT seq, key, status, error, data FROM results WHERE run_id = ?1 ORDER BY seq",
+    [SQ_RES_LIST] = "SELECT " SQ_RES_COLS ", data FROM results WHERE run_id = ?1 ORDER BY seq",
     [SQ_STATE_UPSERT] = "INSERT INTO state (run_id, key, value) VALUES (?1, ?2, ?3) "
                         "ON CONFLICT (run_id, key) DO UPDATE SET value = excluded.value",
     [SQ_STATE_DELETE] = "DELETE FROM state WHERE run_id = ?1 AND key = ?2",
     [SQ_STATE_LIST] = "SELECT key, value FROM state WHERE run_id = ?1 ORDER BY key",
     [SQ_EV_INSERT] = "INSERT INTO events (run_id, ts_ms, type, data) VALUES (?1, ?2, ?3, ?4)",
     /* IS, so a NULL run_id lists the store-wide events */
-    [SQ_EV_LIST] = "SELECT id, ts_ms, type, data FROM events WHERE run_id IS ?1 ORDER BY id",
+    [SQ_EV_LIST] = "SELECT " SQ_EV_COLS " FROM events WHERE run_id IS ?1 ORDER BY id",
     /* First wins: a key already journaled keeps its reply, its cost and
      * its hits (a second payer for the same request changes nothing). */
     [SQ_JR_INSERT] = "INSERT INTO llm_journal (" SQ_JR_COLS ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, "
@@ -104,18 +112,15 @@ const char *const sq_sql[SQ_NSTMT] = {
                     "WHERE EXISTS (SELECT 1 FROM runs WHERE id = ?1) ON CONFLICT (run_id) DO UPDATE SET "
                     "updated_ms = excluded.updated_ms, figures = excluded.figures",
     [SQ_LIVE_GET] = "SELECT figures, updated_ms FROM run_live WHERE run_id = ?1",
-    /* events_run (run_id) holds the rowid: both pages are index ranges */
-    [SQ_EV_PAGE] = "SELECT id, ts_ms, type, data FROM events WHERE run_id = ?1 AND id > ?2 AND id < ?3 "
-                   "ORDER BY id LIMIT ?4",
-    [SQ_EV_PAGE_DESC] = "SELECT id, ts_ms, type, data FROM events WHERE run_id = ?1 AND id > ?2 AND id < ?3 "
-                        "ORDER BY id DESC LIMIT ?4",
-    [SQ_ERR_PAGE] = "SELECT seq, key, status, error FROM results WHERE run_id = ?1 AND seq > ?2 "
+    [SQ_EV_PAGE] = SQ_EV_PAGE_SELECT " LIMIT ?4",
+    [SQ_EV_PAGE_DESC] = SQ_EV_PAGE_SELECT " DESC LIMIT ?4",
+    [SQ_ERR_PAGE] = "SELECT " SQ_RES_COLS " FROM results WHERE run_id = ?1 AND seq > ?2 "
                     "AND error IS NOT NULL ORDER BY seq LIMIT ?3",
     /* results in chunks (schema 5; see "results in chunks" below) */
     [SQ_RCH_INSERT] = "INSERT INTO result_chunks (run_id, first_seq, last_seq, checkpoint_seq, n, data) "
                       "VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-    [SQ_RCH_LIST] = "SELECT first_seq, n, data FROM result_chunks WHERE run_id = ?1 ORDER BY first_seq",
-    [SQ_RCH_OVERLAP] = "SELECT first_seq, n, data, checkpoint_seq FROM result_chunks "
+    [SQ_RCH_LIST] = "SELECT " SQ_RCH_COLS " FROM result_chunks WHERE run_id = ?1 ORDER BY first_seq",
+    [SQ_RCH_OVERLAP] = "SELECT " SQ_RCH_COLS ", checkpoint_seq FROM result_chunks "
                        "WHERE run_id = ?1 AND first_seq <= ?3 AND last_seq >= ?2 LIMIT 1",
     [SQ_RCH_DELETE] = "DELETE FROM result_chunks WHERE run_id = ?1 AND first_seq = ?2",
     [SQ_RCH_DELETE_AFTER] = "DELETE FROM result_chunks WHERE run_id = ?1 AND checkpoint_seq > ?2",
@@ -190,28 +195,15 @@ struct sq_arg {
         double d;
     } v;
 };
-#define SQ_TEXT(x)                                                                                           \
-    {                                                                                                        \
-        .kind = 't', .v.t = (x)                                                                              \
-    }
-#define SQ_TEXTN(x, len)                                                                                     \
-    {                                                                                                        \
-        .kind = 's', .n = (len), .v.t = (x)                                                                  \
-    }
-#define SQ_INT(x)                                                                                            \
-    {                                                                                                        \
-        .kind = 'i', .v.i = (x)                                                                              \
-    }
-#define SQ_REAL(x)                                                                                           \
-    {                                                                                                        \
-        .kind = 'd', .v.d = (x)                                                                              \
-    }
-#define SQ_BLOB(x, len)                                                                                      \
-    {                                                                                                        \
-        .kind = 'b', .n = (len), .v.b = (x)                                                                  \
-    }
+/* clang-format off */
+#define SQ_TEXT(x) {.kind = 't', .v.t = (x)}
+#define SQ_TEXTN(x, len) {.kind = 's', .n = (len), .v.t = (x)}
+#define SQ_INT(x) {.kind = 'i', .v.i = (x)}
+#define SQ_REAL(x) {.kind = 'd', .v.d = (x)}
+#define SQ_BLOB(x, len) {.kind = 'b', .n = (len), .v.b = (x)}
 /* The parameters ?1, ?2, ... of a statement, in order. */
 #define SQ_ARGS(...) ((const struct sq_arg[]){__VA_ARGS__, {0}})
+/* clang-format on */
 
 static const struct sq_arg sq_noargs[] = {{0}};
 
@@ -247,55 +239,50 @@ static int sq_bind(sqlite3_stmt *s, const struct sq_arg *a)
 }
 
 /* Binds a to s and takes the first step. SQLITE_ROW with s on its first
- * row (the caller reads it, then calls sq_done), SQLITE_DONE with s reset,
- * or -1 with s reset and st->err "<what>: <reason>": what is fmt's text
- * for a failed bind, and for a failed step too unless step_what (a shorter
- * wording some operations use) is not NULL. */
-static int sq_vstart(struct sq_store *st, sqlite3_stmt *s, const struct sq_arg *a, const char *step_what,
-                     const char *fmt, va_list ap)
+ * row (the caller reads it, then calls sq_done), SQLITE_DONE with s reset
+ * (sqlite3_changes64 then tells what a write changed), or -1 with s reset
+ * and st->err "<what>: <reason>": what is fmt's text for a failed bind,
+ * and for a failed step too unless step_what (a shorter wording some
+ * operations use) is not NULL. The text is formatted only on failure. */
+static int sq_start(struct sq_store *st, sqlite3_stmt *s, const struct sq_arg *a, const char *step_what,
+                    const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+static int sq_start(struct sq_store *st, sqlite3_stmt *s, const struct sq_arg *a, const char *step_what,
+                    const char *fmt, ...)
 {
     int bound = sq_bind(s, a) == 0;
     int rc = bound ? sqlite3_step(s) : SQLITE_ERROR;
     if (rc == SQLITE_ROW)
         return rc;
     if (rc != SQLITE_DONE) {
+        va_list ap;
+        va_start(ap, fmt);
         if (bound && step_what != NULL)
             sq_fail(st, "%s", step_what);
         else
             sq_vfail(st, fmt, ap);
+        va_end(ap);
         rc = -1;
     }
     sq_done(s);
     return rc;
 }
 
-static int sq_start(struct sq_store *st, sqlite3_stmt *s, const struct sq_arg *a, const char *step_what,
-                    const char *fmt, ...) __attribute__((format(printf, 5, 6)));
-static int sq_start(struct sq_store *st, sqlite3_stmt *s, const struct sq_arg *a, const char *step_what,
-                    const char *fmt, ...)
+/* Runs statement which (no rows), which changes the row of one run: 0, or
+ * -1 with st->err set as sq_start's, or "<what>: no such run" when it
+ * changed none. fmt has one %s, the run's id. */
+static int sq_update_run(struct sq_store *st, enum sq_stmt which, const struct sq_arg *a,
+                         const char *step_what, const char *fmt, const char *id)
+    __attribute__((format(printf, 5, 0)));
+static int sq_update_run(struct sq_store *st, enum sq_stmt which, const struct sq_arg *a,
+                         const char *step_what, const char *fmt, const char *id)
 {
-    va_list ap;
-    va_start(ap, fmt);
-    int rc = sq_vstart(st, s, a, step_what, fmt, ap);
-    va_end(ap);
-    return rc;
-}
-
-/* sq_start for a statement that returns no rows: the rows it changed, or
- * -1 with st->err set. Always resets s. */
-static int64_t sq_write(struct sq_store *st, sqlite3_stmt *s, const struct sq_arg *a, const char *step_what,
-                        const char *fmt, ...) __attribute__((format(printf, 5, 6)));
-static int64_t sq_write(struct sq_store *st, sqlite3_stmt *s, const struct sq_arg *a, const char *step_what,
-                        const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    int rc = sq_vstart(st, s, a, step_what, fmt, ap);
-    va_end(ap);
-    if (rc < 0)
+    if (sq_start(st, st->stmt[which], a, step_what, fmt, id) < 0)
         return -1;
-    sq_done(s);
-    return sqlite3_changes64(st->db);
+    if (sqlite3_changes64(st->db) == 1)
+        return 0;
+    char what[300];
+    snprintf(what, sizeof what, fmt, id);
+    return sq_fail_plain(st, "%s: no such run", what);
 }
 
 /* sq_start for a query of one integer (a count, a max): the value of its
@@ -310,60 +297,14 @@ static int64_t sq_get_int(struct sq_store *st, sqlite3_stmt *s, const struct sq_
     return v;
 }
 
-/* How sq_each hands a row to the caller's callback: v->read reads the
- * row s is on and calls the callback in v->cb, then frees what it read.
- * It returns 0 to go on, 1 to stop, -1 when memory ran out; *ret is what
- * sq_each returns when it stops (0 unless read sets it). */
-struct sq_visit {
-    int (*read)(const struct sq_visit *v, sqlite3_stmt *s, int *ret);
-    union {
-        orch_run_cb run;
-        orch_event_cb event;
-        orch_result_cb result;
-        orch_state_cb state;
-        orch_lease_cb lease;
-        orch_packed_cb packed;
-    } cb;
-    void *ud;
-};
-
-/* Binds a to s and hands each row to v until the rows run out or v stops.
- * 0 (or what v set), or -1 with st->err "<what>: <reason>", what from fmt
- * ("<what>: out of memory" when v ran out). Resets s. */
-static int sq_each(struct sq_store *st, sqlite3_stmt *s, const struct sq_arg *a, const struct sq_visit *v,
-                   const char *fmt, ...) __attribute__((format(printf, 5, 6)));
-static int sq_each(struct sq_store *st, sqlite3_stmt *s, const struct sq_arg *a, const struct sq_visit *v,
-                   const char *fmt, ...)
-{
-    char what[400];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(what, sizeof what, fmt, ap);
-    va_end(ap);
-    int rc = sq_start(st, s, a, NULL, "%s", what);
-    int ret = rc < 0 ? -1 : 0;
-    while (rc == SQLITE_ROW) {
-        int stop = v->read(v, s, &ret);
-        if (stop < 0)
-            ret = sq_fail_plain(st, "%s: out of memory", what);
-        if (stop != 0)
-            break;
-        rc = sqlite3_step(s);
-        if (rc != SQLITE_ROW && rc != SQLITE_DONE)
-            ret = sq_fail(st, "%s", what);
-    }
-    sq_done(s);
-    return ret;
-}
-
 static int sq_begin(struct sq_store *st, const char *what)
 {
-    return sq_write(st, st->stmt[SQ_BEGIN], sq_noargs, NULL, "%s", what) < 0 ? -1 : 0;
+    return sq_start(st, st->stmt[SQ_BEGIN], sq_noargs, NULL, "%s", what) < 0 ? -1 : 0;
 }
 
 static int sq_commit(struct sq_store *st, const char *what)
 {
-    return sq_write(st, st->stmt[SQ_COMMIT], sq_noargs, NULL, "%s", what) < 0 ? -1 : 0;
+    return sq_start(st, st->stmt[SQ_COMMIT], sq_noargs, NULL, "%s", what) < 0 ? -1 : 0;
 }
 
 /* Rolls back the open transaction, if SQLite has not already done so;
@@ -395,91 +336,133 @@ static char *sq_col_dup(sqlite3_stmt *s, int i, int *oom)
 }
 
 /* Where column col of a row goes in a struct: kind 't' a heap copy of its
- * text into a char * (NULL for SQL NULL), 'i' an int64_t, 'd' a double. */
+ * text into a char * (NULL for SQL NULL), 'i' an int64_t, 'd' a double,
+ * 'S' an enum orch_run_status from its name. Tables of them end with kind
+ * 0. */
 struct sq_col {
     int col;
     char kind;
     size_t off;
 };
-#define SQ_COL(type, col, kind, field)                                                                       \
-    {                                                                                                        \
-        (col), (kind), offsetof(type, field)                                                                 \
-    }
+/* clang-format off */
+#define SQ_COL(type, col, kind, field) {(col), (kind), offsetof(type, field)}
+/* clang-format on */
 
-/* Reads the n columns of cols from the row s is on into the struct at
- * out. 0, or -1 when a copy could not be made (the fields read are set:
- * the struct's clear frees them). */
-static int sq_cols_read(sqlite3_stmt *s, const struct sq_col *cols, size_t n, void *out)
+/* Frees the text fields cols reads into the struct at row, and NULLs them. */
+static void sq_cols_free(const struct sq_col *cols, void *row)
+{
+    for (const struct sq_col *c = cols; c->kind != 0; c++) {
+        if (c->kind == 't') {
+            char **field = (char **)(void *)((char *)row + c->off);
+            free(*field);
+            *field = NULL;
+        }
+    }
+}
+
+/* Reads the columns of cols from the row s is on into the struct at out
+ * (its fields that cols does not name are left as they are). 0, or -1
+ * when a copy could not be made (its text fields then freed and NULL). */
+static int sq_cols_read(sqlite3_stmt *s, const struct sq_col *cols, void *out)
 {
     int oom = 0;
-    for (size_t i = 0; i < n; i++) {
-        char *field = (char *)out + cols[i].off;
-        if (cols[i].kind == 't')
-            *(char **)(void *)field = sq_col_dup(s, cols[i].col, &oom);
-        else if (cols[i].kind == 'i')
-            *(int64_t *)(void *)field = sqlite3_column_int64(s, cols[i].col);
-        else
-            *(double *)(void *)field = sqlite3_column_double(s, cols[i].col);
+    for (const struct sq_col *c = cols; c->kind != 0; c++) {
+        void *field = (char *)out + c->off;
+        int status;
+        switch (c->kind) {
+        case 't':
+            *(char **)field = sq_col_dup(s, c->col, &oom);
+            break;
+        case 'i':
+            *(int64_t *)field = sqlite3_column_int64(s, c->col);
+            break;
+        case 'd':
+            *(double *)field = sqlite3_column_double(s, c->col);
+            break;
+        case 'S':
+            status = orch_run_status_parse((const char *)sqlite3_column_text(s, c->col));
+            /* The CHECK constraint keeps other values out; a hand-edited
+             * row reads as failed rather than as something resumable. */
+            *(enum orch_run_status *)field = status >= 0 ? (enum orch_run_status)status : ORCH_RUN_FAILED;
+            break;
+        }
     }
+    if (oom)
+        sq_cols_free(cols, out);
     return oom ? -1 : 0;
+}
+
+/* How sq_each hands a row to the caller's callback. With cols, the row is
+ * read into row first and its text freed after give; give calls the
+ * callback in cb (and without cols reads the row itself). give returns 0
+ * to go on, 1 to stop, -1 when memory ran out. */
+struct sq_visit {
+    const struct sq_col *cols;
+    void *row;
+    int (*give)(struct sq_visit *v, sqlite3_stmt *s);
+    union {
+        orch_run_cb run;
+        orch_event_cb event;
+        orch_result_cb result;
+        orch_state_cb state;
+        orch_lease_cb lease;
+        orch_packed_cb packed;
+    } cb;
+    void *ud;
+    int ret; /* what sq_each returns when give stops it: 0 unless give sets it */
+};
+
+/* Binds a to s and hands each row to v until the rows run out or v stops.
+ * 0 (or what v set), or -1 with st->err "<what>: <reason>" ("<what>: out
+ * of memory" when v ran out), what being fmt with id for its %s, if it
+ * has one. Resets s. */
+static int sq_each(struct sq_store *st, sqlite3_stmt *s, const struct sq_arg *a, struct sq_visit *v,
+                   const char *fmt, const char *id) __attribute__((format(printf, 5, 0)));
+static int sq_each(struct sq_store *st, sqlite3_stmt *s, const struct sq_arg *a, struct sq_visit *v,
+                   const char *fmt, const char *id)
+{
+    char what[400];
+    snprintf(what, sizeof what, fmt, id);
+    int rc = sq_start(st, s, a, NULL, "%s", what);
+    v->ret = rc < 0 ? -1 : 0;
+    while (rc == SQLITE_ROW) {
+        int stop = v->cols != NULL && sq_cols_read(s, v->cols, v->row) != 0 ? -1 : v->give(v, s);
+        if (v->cols != NULL)
+            sq_cols_free(v->cols, v->row);
+        if (stop < 0)
+            v->ret = sq_fail_plain(st, "%s: out of memory", what);
+        if (stop != 0)
+            break;
+        rc = sqlite3_step(s);
+        if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+            v->ret = sq_fail(st, "%s", what);
+    }
+    sq_done(s);
+    return v->ret;
 }
 
 /* ---- runs ------------------------------------------------------------- */
 
-/* The columns of SQ_RUN_SELECT but status (11), which is parsed: also,
- * with the status and the checkpoint count left out, the parameters of
+/* The columns of SQ_RUN_SELECT, in SQ_RUN_COLS's order and the checkpoint
+ * count after them; but for the count, also the parameters of
  * SQ_RUN_INSERT and SQ_RUN_UPDATE (column i is parameter i + 1). */
 #define SQ_R(col, kind, field) SQ_COL(struct orch_run, col, kind, field)
+/* clang-format off */
 static const struct sq_col sq_run_cols[] = {
-    SQ_R(0, 't', id),
-    SQ_R(1, 't', name),
-    SQ_R(2, 't', identity),
-    SQ_R(3, 't', workflow_path),
-    SQ_R(4, 't', workflow_hash),
-    SQ_R(5, 't', input),
-    SQ_R(6, 't', input_fp),
-    SQ_R(7, 't', params),
-    SQ_R(8, 't', output),
-    SQ_R(9, 't', error),
-    SQ_R(10, 't', owner_host),
-    SQ_R(12, 'i', owner_pid),
-    SQ_R(13, 'i', heartbeat_ms),
-    SQ_R(14, 'i', created_ms),
-    SQ_R(15, 'i', updated_ms),
-    SQ_R(16, 'i', finished_ms),
-    SQ_R(17, 'i', rows_done),
-    SQ_R(18, 'i', rows_ok),
-    SQ_R(19, 'i', rows_failed),
-    SQ_R(20, 'i', rows_dropped),
-    SQ_R(21, 'i', rows_defaulted),
-    SQ_R(22, 'i', llm_calls),
-    SQ_R(23, 'i', tokens_in),
-    SQ_R(24, 'i', tokens_out),
-    SQ_R(25, 'd', cost_usd),
-    SQ_R(26, 'i', recoveries),
-    SQ_R(27, 'i', checkpoints),
+    SQ_R(0, 't', id), SQ_R(1, 't', name), SQ_R(2, 't', identity),
+    SQ_R(3, 't', workflow_path), SQ_R(4, 't', workflow_hash), SQ_R(5, 't', input),
+    SQ_R(6, 't', input_fp), SQ_R(7, 't', params), SQ_R(8, 't', output),
+    SQ_R(9, 't', error), SQ_R(10, 't', owner_host), SQ_R(11, 'S', status),
+    SQ_R(12, 'i', owner_pid), SQ_R(13, 'i', heartbeat_ms), SQ_R(14, 'i', created_ms),
+    SQ_R(15, 'i', updated_ms), SQ_R(16, 'i', finished_ms), SQ_R(17, 'i', rows_done),
+    SQ_R(18, 'i', rows_ok), SQ_R(19, 'i', rows_failed), SQ_R(20, 'i', rows_dropped),
+    SQ_R(21, 'i', rows_defaulted), SQ_R(22, 'i', llm_calls), SQ_R(23, 'i', tokens_in),
+    SQ_R(24, 'i', tokens_out), SQ_R(25, 'd', cost_usd), SQ_R(26, 'i', recoveries),
+    SQ_R(27, 'i', checkpoints), {0},
 };
+/* clang-format on */
 #undef SQ_R
-#define SQ_RUN_STATUS_COL 11
 #define SQ_RUN_NPARAMS 27
-
-/* Fills out (zeroed first, heap strings it then owns) from the current
- * row of an SQ_RUN_SELECT statement. 0, or -1 when memory runs out (out
- * cleared). */
-static int sq_run_row(sqlite3_stmt *s, struct orch_run *out)
-{
-    memset(out, 0, sizeof *out);
-    int oom = sq_cols_read(s, sq_run_cols, sizeof sq_run_cols / sizeof sq_run_cols[0], out);
-    int status = orch_run_status_parse((const char *)sqlite3_column_text(s, SQ_RUN_STATUS_COL));
-    /* The CHECK constraint keeps other values out; a hand-edited row
-     * reads as failed rather than as something resumable. */
-    out->status = status >= 0 ? (enum orch_run_status)status : ORCH_RUN_FAILED;
-    if (oom) {
-        orch_run_clear(out);
-        return -1;
-    }
-    return 0;
-}
 
 /* The parameters of SQ_RUN_INSERT and SQ_RUN_UPDATE from r (a[] points
  * into r), with its created_ms and updated_ms replaced. */
@@ -487,20 +470,19 @@ static void sq_run_args(const struct orch_run *r, int64_t created, int64_t updat
                         struct sq_arg a[SQ_RUN_NPARAMS + 1])
 {
     memset(a, 0, (SQ_RUN_NPARAMS + 1) * sizeof *a);
-    for (size_t i = 0; i < sizeof sq_run_cols / sizeof sq_run_cols[0]; i++) {
-        const struct sq_col *c = &sq_run_cols[i];
-        const char *field = (const char *)r + c->off;
-        if (c->col >= SQ_RUN_NPARAMS)
-            continue;
-        a[c->col].kind = c->kind;
+    for (const struct sq_col *c = sq_run_cols; c->col < SQ_RUN_NPARAMS; c++) {
+        const void *field = (const char *)r + c->off;
+        struct sq_arg *p = &a[c->col];
+        p->kind = c->kind == 'd' ? 'd' : c->kind == 'i' ? 'i' : 't';
         if (c->kind == 't')
-            a[c->col].v.t = *(char *const *)(const void *)field;
+            p->v.t = *(char *const *)field;
+        else if (c->kind == 'S')
+            p->v.t = orch_run_status_name(r->status);
         else if (c->kind == 'i')
-            a[c->col].v.i = *(const int64_t *)(const void *)field;
+            p->v.i = *(const int64_t *)field;
         else
-            a[c->col].v.d = *(const double *)(const void *)field;
+            p->v.d = *(const double *)field;
     }
-    a[SQ_RUN_STATUS_COL] = (struct sq_arg)SQ_TEXT(orch_run_status_name(r->status));
     a[14].v.i = created;
     a[15].v.i = updated;
 }
@@ -510,12 +492,7 @@ static int sq_run_update_stmt(struct sq_store *st, const struct orch_run *r)
 {
     struct sq_arg a[SQ_RUN_NPARAMS + 1];
     sq_run_args(r, r->created_ms, orch_store_now_ms(), a);
-    int64_t n = sq_write(st, st->stmt[SQ_RUN_UPDATE], a, "cannot update run", "cannot update run %s", r->id);
-    if (n < 0)
-        return -1;
-    if (n != 1)
-        return sq_fail_plain(st, "cannot update run %s: no such run", r->id);
-    return 0;
+    return sq_update_run(st, SQ_RUN_UPDATE, a, "cannot update run", "cannot update run %s", r->id);
 }
 
 static int sq_run_create(struct orch_store *base, const struct orch_run *r)
@@ -524,34 +501,32 @@ static int sq_run_create(struct orch_store *base, const struct orch_run *r)
     int64_t created = r->created_ms != 0 ? r->created_ms : orch_store_now_ms();
     struct sq_arg a[SQ_RUN_NPARAMS + 1];
     sq_run_args(r, created, r->updated_ms != 0 ? r->updated_ms : created, a);
-    int64_t n = sq_write(st, st->stmt[SQ_RUN_INSERT], a, NULL, "cannot create run %s",
-                         r->id != NULL ? r->id : "(null)");
-    return n < 0 ? -1 : 0;
+    return sq_start(st, st->stmt[SQ_RUN_INSERT], a, NULL, "cannot create run %s",
+                    r->id != NULL ? r->id : "(null)") < 0
+               ? -1
+               : 0;
 }
 
 /* Runs SQ_RUN_SELECT statement which for key, expected to give at most
- * one row: 1 with out filled, 0 none, -1 error (step_what and fmt as
- * sq_start's). */
+ * one row: 1 with out filled, 0 none, -1 error (st->err from bind_what,
+ * or step_what when the step failed or memory ran out). */
 static int sq_run_one(struct sq_store *st, enum sq_stmt which, const char *key, struct orch_run *out,
-                      const char *step_what, const char *fmt, ...) __attribute__((format(printf, 6, 7)));
-static int sq_run_one(struct sq_store *st, enum sq_stmt which, const char *key, struct orch_run *out,
-                      const char *step_what, const char *fmt, ...)
+                      const char *step_what, const char *bind_what)
 {
     sqlite3_stmt *s = st->stmt[which];
-    va_list ap;
-    va_start(ap, fmt);
-    int rc = sq_vstart(st, s, SQ_ARGS(SQ_TEXT(key)), step_what, fmt, ap);
-    va_end(ap);
+    int rc = sq_start(st, s, SQ_ARGS(SQ_TEXT(key)), step_what, "%s", bind_what);
     if (rc != SQLITE_ROW)
         return rc < 0 ? -1 : 0;
-    int ret = sq_run_row(s, out) == 0 ? 1 : sq_fail_plain(st, "%s: out of memory", step_what);
+    int ret = sq_cols_read(s, sq_run_cols, out) == 0 ? 1 : sq_fail_plain(st, "%s: out of memory", step_what);
     sq_done(s);
     return ret;
 }
 
 static int sq_run_get(struct orch_store *base, const char *id, struct orch_run *out)
 {
-    return sq_run_one(sq_of(base), SQ_RUN_GET, id, out, "cannot read run", "cannot read run %s", id);
+    char what[300];
+    snprintf(what, sizeof what, "cannot read run %s", id);
+    return sq_run_one(sq_of(base), SQ_RUN_GET, id, out, "cannot read run", what);
 }
 
 static int sq_run_find_unfinished(struct orch_store *base, const char *identity, struct orch_run *out)
@@ -569,23 +544,18 @@ static int sq_run_claim(struct orch_store *base, const char *id, int64_t pid, co
                         int64_t now_ms, int64_t expect_pid, int64_t expect_heartbeat_ms)
 {
     struct sq_store *st = sq_of(base);
-    int64_t n = sq_write(st, st->stmt[SQ_RUN_CLAIM],
-                         SQ_ARGS(SQ_TEXT(id), SQ_INT(pid), SQ_TEXT(host), SQ_INT(now_ms), SQ_INT(expect_pid),
-                                 SQ_INT(expect_heartbeat_ms)),
-                         "cannot claim run", "cannot claim run %s", id);
-    return n < 0 ? -1 : n == 1;
+    if (sq_start(st, st->stmt[SQ_RUN_CLAIM],
+                 SQ_ARGS(SQ_TEXT(id), SQ_INT(pid), SQ_TEXT(host), SQ_INT(now_ms), SQ_INT(expect_pid),
+                         SQ_INT(expect_heartbeat_ms)),
+                 "cannot claim run", "cannot claim run %s", id) < 0)
+        return -1;
+    return sqlite3_changes64(st->db) == 1;
 }
 
 static int sq_run_heartbeat(struct orch_store *base, const char *id, int64_t now_ms)
 {
-    struct sq_store *st = sq_of(base);
-    int64_t n = sq_write(st, st->stmt[SQ_RUN_HEARTBEAT], SQ_ARGS(SQ_TEXT(id), SQ_INT(now_ms)),
+    return sq_update_run(sq_of(base), SQ_RUN_HEARTBEAT, SQ_ARGS(SQ_TEXT(id), SQ_INT(now_ms)),
                          "cannot record a heartbeat", "cannot record the heartbeat of run %s", id);
-    if (n < 0)
-        return -1;
-    if (n != 1)
-        return sq_fail_plain(st, "cannot record the heartbeat of run %s: no such run", id);
-    return 0;
 }
 
 /* Deletes a run and everything stored for it, in one transaction. 1, 0
@@ -593,9 +563,10 @@ static int sq_run_heartbeat(struct orch_store *base, const char *id, int64_t now
 static int sq_run_delete(struct orch_store *base, const char *id)
 {
     struct sq_store *st = sq_of(base);
-    int64_t n = sq_write(st, st->stmt[SQ_RUN_DELETE], SQ_ARGS(SQ_TEXT(id)), "cannot delete a run",
-                         "cannot delete run %s", id);
-    return n < 0 ? -1 : n > 0;
+    if (sq_start(st, st->stmt[SQ_RUN_DELETE], SQ_ARGS(SQ_TEXT(id)), "cannot delete a run",
+                 "cannot delete run %s", id) < 0)
+        return -1;
+    return sqlite3_changes64(st->db) > 0;
 }
 
 /* Deletes the journal entries created before before_ms; *removed gets how
@@ -603,11 +574,9 @@ static int sq_run_delete(struct orch_store *base, const char *id)
 static int sq_journal_prune(struct orch_store *base, int64_t before_ms, int64_t *removed)
 {
     struct sq_store *st = sq_of(base);
-    int64_t n =
-        sq_write(st, st->stmt[SQ_JR_PRUNE], SQ_ARGS(SQ_INT(before_ms)), NULL, "cannot prune the journal");
-    if (n < 0)
+    if (sq_start(st, st->stmt[SQ_JR_PRUNE], SQ_ARGS(SQ_INT(before_ms)), NULL, "cannot prune the journal") < 0)
         return -1;
-    *removed = n;
+    *removed = sqlite3_changes64(st->db);
     return 0;
 }
 
@@ -622,15 +591,10 @@ static int sq_vacuum(struct orch_store *base)
     return 0;
 }
 
-static int sq_run_visit(const struct sq_visit *v, sqlite3_stmt *s, int *ret)
+static int sq_give_run(struct sq_visit *v, sqlite3_stmt *s)
 {
-    (void)ret;
-    struct orch_run r;
-    if (sq_run_row(s, &r) != 0)
-        return -1;
-    int stop = v->cb.run(v->ud, &r);
-    orch_run_clear(&r);
-    return stop != 0;
+    (void)s;
+    return v->cb.run(v->ud, v->row) != 0;
 }
 
 /* Calls cb for each matching run, newest first. cb must not call
@@ -641,10 +605,11 @@ static int sq_run_list(struct orch_store *base, const struct orch_run_filter *f,
     struct orch_run_filter none = {0};
     if (f == NULL)
         f = &none;
-    struct sq_visit v = {.read = sq_run_visit, .cb.run = cb, .ud = ud};
+    struct orch_run r;
+    struct sq_visit v = {.cols = sq_run_cols, .row = &r, .give = sq_give_run, .cb.run = cb, .ud = ud};
     return sq_each(st, st->stmt[SQ_RUN_LIST],
                    SQ_ARGS(SQ_TEXT(f->status), SQ_TEXT(f->name), SQ_INT(f->since_ms), SQ_INT(f->until_ms)),
-                   &v, "cannot list runs");
+                   &v, "cannot list runs", NULL);
 }
 
 /* ---- checkpoints ------------------------------------------------------ */
@@ -652,12 +617,14 @@ static int sq_run_list(struct orch_store *base, const struct orch_run_filter *f,
 /* The columns of SQ_CP_COLS but the memento (9) and its raw length (10),
  * into a struct orch_checkpoint_packed. */
 #define SQ_C(col, kind, field) SQ_COL(struct orch_checkpoint_packed, col, kind, c.field)
+/* clang-format off */
 static const struct sq_col sq_checkpoint_cols[] = {
-    SQ_C(0, 'i', seq),         SQ_C(1, 't', name),          SQ_C(2, 't', reason),
-    SQ_C(3, 'i', created_ms),  SQ_C(4, 'i', input_offset),  SQ_C(5, 'i', input_line),
+    SQ_C(0, 'i', seq), SQ_C(1, 't', name), SQ_C(2, 't', reason),
+    SQ_C(3, 'i', created_ms), SQ_C(4, 'i', input_offset), SQ_C(5, 'i', input_line),
     SQ_C(6, 'i', input_index), SQ_C(7, 'i', output_offset), SQ_C(8, 'i', errors_offset),
-    SQ_C(11, 't', checksum),   SQ_C(12, 'i', bytes),        SQ_C(13, 'd', duration_ms),
+    SQ_C(11, 't', checksum), SQ_C(12, 'i', bytes), SQ_C(13, 'd', duration_ms), {0},
 };
+/* clang-format on */
 #undef SQ_C
 
 /* Fills p (zeroed first; heap strings and the stored memento frame it
@@ -667,8 +634,7 @@ static int sq_checkpoint_row(sqlite3_stmt *s, struct orch_checkpoint_packed *p)
 {
     struct orch_checkpoint *out = &p->c;
     memset(p, 0, sizeof *p);
-    int oom =
-        sq_cols_read(s, sq_checkpoint_cols, sizeof sq_checkpoint_cols / sizeof sq_checkpoint_cols[0], p);
+    int oom = sq_cols_read(s, sq_checkpoint_cols, p);
     p->raw_len = sqlite3_column_int64(s, 10);
     const void *blob = sqlite3_column_blob(s, 9);
     size_t blob_len = (size_t)sqlite3_column_bytes(s, 9);
@@ -695,7 +661,7 @@ static int sq_results_insert(struct sq_store *st, const char *run_id, int64_t se
     sqlite3_stmt *s = st->stmt[SQ_RES_INSERT];
     for (size_t i = 0; i < nres; i++) {
         const struct orch_result *r = &res[i];
-        if (sq_write(st, s,
+        if (sq_start(st, s,
                      SQ_ARGS(SQ_TEXT(run_id), SQ_INT(r->seq), SQ_TEXT(r->key), SQ_TEXT(r->status),
                              SQ_TEXT(r->error), SQ_BLOB(r->data, r->data_len), SQ_INT(seq)),
                      NULL, "cannot store result %lld of run %s", (long long)r->seq, run_id) < 0)
@@ -896,7 +862,7 @@ static int sq_chunk_insert(struct sq_store *st, const char *run_id, int64_t seq,
         return sq_fail_plain(st, "cannot store the results of run %s: out of memory", run_id);
     int64_t first = res[0].seq;
     int64_t last = res[nres - 1].seq;
-    int64_t n = sq_write(st, st->stmt[SQ_RCH_INSERT],
+    int64_t n = sq_start(st, st->stmt[SQ_RCH_INSERT],
                          SQ_ARGS(SQ_TEXT(run_id), SQ_INT(first), SQ_INT(last), SQ_INT(seq),
                                  SQ_INT((int64_t)nres), SQ_BLOB(buf, len)),
                          NULL, "cannot store results %lld to %lld of run %s", (long long)first,
@@ -950,7 +916,7 @@ static int sq_chunks_unpack(struct sq_store *st, const char *run_id, int64_t lo,
             return sq_chunk_damaged(st, run_id, first);
         if (ret != 0)
             return -1;
-        if (sq_write(st, st->stmt[SQ_RCH_DELETE], SQ_ARGS(SQ_TEXT(run_id), SQ_INT(first)), NULL,
+        if (sq_start(st, st->stmt[SQ_RCH_DELETE], SQ_ARGS(SQ_TEXT(run_id), SQ_INT(first)), NULL,
                      "cannot rewrite the stored results of run %s", run_id) < 0)
             return -1;
     }
@@ -1018,7 +984,7 @@ static int sq_state_apply(struct sq_store *st, const char *run_id, const struct 
         struct sq_arg a[] = {SQ_TEXT(run_id), SQ_TEXT(kv->key), SQ_TEXTN(kv->value, kv->value_len), {0}};
         if (del)
             a[2].kind = 0; /* SQ_STATE_DELETE has two parameters */
-        if (sq_write(st, st->stmt[del ? SQ_STATE_DELETE : SQ_STATE_UPSERT], a, NULL,
+        if (sq_start(st, st->stmt[del ? SQ_STATE_DELETE : SQ_STATE_UPSERT], a, NULL,
                      "cannot store state key %s of run %s", kv->key != NULL ? kv->key : "(null)", run_id) < 0)
             return -1;
     }
@@ -1041,7 +1007,7 @@ static int sq_checkpoint_insert(struct sq_store *st, const char *run_id,
 {
     const struct orch_checkpoint *c = sealed->c;
     int64_t seq = sealed->seq;
-    int64_t n = sq_write(st, st->stmt[SQ_CP_INSERT],
+    int64_t n = sq_start(st, st->stmt[SQ_CP_INSERT],
                          SQ_ARGS(SQ_TEXT(run_id), SQ_INT(seq), SQ_TEXT(c->name), SQ_TEXT(c->reason),
                                  SQ_INT(sealed->created_ms), SQ_INT(c->input_offset), SQ_INT(c->input_line),
                                  SQ_INT(c->input_index), SQ_INT(c->output_offset), SQ_INT(c->errors_offset),
@@ -1087,14 +1053,15 @@ fail:
     return -1;
 }
 
-/* The checkpoint's owner is cb: p is not cleared here. */
-static int sq_checkpoint_visit(const struct sq_visit *v, sqlite3_stmt *s, int *ret)
+/* Reads the row itself (the memento is no column of a table); p's owner
+ * is cb: it is not cleared here. */
+static int sq_give_checkpoint(struct sq_visit *v, sqlite3_stmt *s)
 {
     struct orch_checkpoint_packed p;
     if (sq_checkpoint_row(s, &p) != 0)
         return -1;
-    *ret = v->cb.packed(v->ud, &p);
-    return *ret != 0;
+    v->ret = v->cb.packed(v->ud, &p);
+    return v->ret != 0;
 }
 
 /* One checkpoint (seq > 0) or all, newest or oldest first; cb must not
@@ -1107,7 +1074,7 @@ static int sq_checkpoint_scan(struct orch_store *base, const char *run_id, int64
     struct sq_arg a[] = {SQ_TEXT(run_id), SQ_INT(seq), {0}};
     if (seq <= 0)
         a[1].kind = 0; /* the statements of all checkpoints have one parameter */
-    struct sq_visit v = {.read = sq_checkpoint_visit, .cb.packed = cb, .ud = ud};
+    struct sq_visit v = {.give = sq_give_checkpoint, .cb.packed = cb, .ud = ud};
     return sq_each(st, s, a, &v, "%s", what);
 }
 
@@ -1123,7 +1090,7 @@ static int sq_checkpoint_rollback(struct orch_store *base, const char *run_id, i
         return -1;
     static const enum sq_stmt which[] = {SQ_CP_DELETE_AFTER, SQ_RES_DELETE_AFTER, SQ_RCH_DELETE_AFTER};
     for (size_t i = 0; i < sizeof which / sizeof which[0]; i++) {
-        if (sq_write(st, st->stmt[which[i]], SQ_ARGS(SQ_TEXT(run_id), SQ_INT(seq)), NULL,
+        if (sq_start(st, st->stmt[which[i]], SQ_ARGS(SQ_TEXT(run_id), SQ_INT(seq)), NULL,
                      "cannot roll run %s back to checkpoint %lld", run_id, (long long)seq) < 0) {
             sq_abort(st);
             return -1;
@@ -1225,43 +1192,38 @@ done:
 static int sq_event_add(struct orch_store *base, const char *run_id, const char *type, const char *data)
 {
     struct sq_store *st = sq_of(base);
-    int64_t n = sq_write(st, st->stmt[SQ_EV_INSERT],
+    int64_t n = sq_start(st, st->stmt[SQ_EV_INSERT],
                          SQ_ARGS(SQ_TEXT(run_id), SQ_INT(orch_store_now_ms()), SQ_TEXT(type), SQ_TEXT(data)),
                          "cannot record an event", "cannot record event %s", type != NULL ? type : "(null)");
     return n < 0 ? -1 : 0;
 }
 
 /* Columns id, ts_ms, type, data of SQ_EV_LIST, SQ_EV_PAGE and SQ_EV_PAGE_DESC. */
+/* clang-format off */
 static const struct sq_col sq_event_cols[] = {
-    SQ_COL(struct orch_event, 0, 'i', id),
-    SQ_COL(struct orch_event, 1, 'i', ts_ms),
-    SQ_COL(struct orch_event, 2, 't', type),
-    SQ_COL(struct orch_event, 3, 't', data),
+    SQ_COL(struct orch_event, 0, 'i', id), SQ_COL(struct orch_event, 1, 'i', ts_ms),
+    SQ_COL(struct orch_event, 2, 't', type), SQ_COL(struct orch_event, 3, 't', data), {0},
 };
+/* clang-format on */
 
-static int sq_event_visit(const struct sq_visit *v, sqlite3_stmt *s, int *ret)
+static int sq_give_event(struct sq_visit *v, sqlite3_stmt *s)
 {
-    (void)ret;
-    struct orch_event e = {0};
-    int stop = sq_cols_read(s, sq_event_cols, sizeof sq_event_cols / sizeof sq_event_cols[0], &e) != 0
-                   ? -1
-                   : v->cb.event(v->ud, &e) != 0;
-    orch_event_clear(&e);
-    return stop;
+    (void)s;
+    return v->cb.event(v->ud, v->row) != 0;
 }
 
 /* Oldest first; cb must not call event_list on the same store. */
 static int sq_event_list(struct orch_store *base, const char *run_id, orch_event_cb cb, void *ud)
 {
     struct sq_store *st = sq_of(base);
-    struct sq_visit v = {.read = sq_event_visit, .cb.event = cb, .ud = ud};
+    struct orch_event e;
+    struct sq_visit v = {.cols = sq_event_cols, .row = &e, .give = sq_give_event, .cb.event = cb, .ud = ud};
     return sq_each(st, st->stmt[SQ_EV_LIST], SQ_ARGS(SQ_TEXT(run_id)), &v, "cannot list the events of run %s",
                    run_id);
 }
 
-static int sq_state_visit(const struct sq_visit *v, sqlite3_stmt *s, int *ret)
+static int sq_give_state(struct sq_visit *v, sqlite3_stmt *s)
 {
-    (void)ret;
     const char *key = (const char *)sqlite3_column_text(s, 0);
     const char *value = (const char *)sqlite3_column_text(s, 1);
     return v->cb.state(v->ud, key, value, (size_t)sqlite3_column_bytes(s, 1)) != 0;
@@ -1272,7 +1234,7 @@ static int sq_state_visit(const struct sq_visit *v, sqlite3_stmt *s, int *ret)
 static int sq_state_list(struct orch_store *base, const char *run_id, orch_state_cb cb, void *ud)
 {
     struct sq_store *st = sq_of(base);
-    struct sq_visit v = {.read = sq_state_visit, .cb.state = cb, .ud = ud};
+    struct sq_visit v = {.give = sq_give_state, .cb.state = cb, .ud = ud};
     return sq_each(st, st->stmt[SQ_STATE_LIST], SQ_ARGS(SQ_TEXT(run_id)), &v,
                    "cannot list the state of run %s", run_id);
 }
@@ -1328,7 +1290,7 @@ static int sq_journal_put(struct orch_store *base, const struct orch_journal_ent
     /* a NULL pointer would bind SQL NULL and break NOT NULL */
     const void *response = e->response != NULL ? e->response : "";
     int64_t n =
-        sq_write(st, st->stmt[SQ_JR_INSERT],
+        sq_start(st, st->stmt[SQ_JR_INSERT],
                  SQ_ARGS(SQ_TEXT(e->key), SQ_TEXT(e->run_id), SQ_TEXT(e->provider), SQ_TEXT(e->model),
                          SQ_BLOB(response, e->response_len), SQ_INT(e->tokens_in), SQ_INT(e->tokens_out),
                          SQ_REAL(e->cost_usd), SQ_REAL(e->latency_ms), SQ_INT(created)),
@@ -1376,11 +1338,13 @@ fail:
 
 /* The columns of SQ_JR_COLS but the response (4). */
 #define SQ_J(col, kind, field) SQ_COL(struct orch_journal_owned, col, kind, field)
+/* clang-format off */
 static const struct sq_col sq_journal_cols[] = {
-    SQ_J(0, 't', key),        SQ_J(1, 't', run_id),     SQ_J(2, 't', provider), SQ_J(3, 't', model),
-    SQ_J(5, 'i', tokens_in),  SQ_J(6, 'i', tokens_out), SQ_J(7, 'd', cost_usd), SQ_J(8, 'd', latency_ms),
-    SQ_J(9, 'i', created_ms), SQ_J(10, 'i', hits),
+    SQ_J(0, 't', key), SQ_J(1, 't', run_id), SQ_J(2, 't', provider), SQ_J(3, 't', model),
+    SQ_J(5, 'i', tokens_in), SQ_J(6, 'i', tokens_out), SQ_J(7, 'd', cost_usd), SQ_J(8, 'd', latency_ms),
+    SQ_J(9, 'i', created_ms), SQ_J(10, 'i', hits), {0},
 };
+/* clang-format on */
 #undef SQ_J
 
 /* Fills out (zeroed first, heap copies it then owns) from the current row
@@ -1389,7 +1353,7 @@ static const struct sq_col sq_journal_cols[] = {
 static int sq_journal_row(sqlite3_stmt *s, struct orch_journal_owned *out)
 {
     memset(out, 0, sizeof *out);
-    int oom = sq_cols_read(s, sq_journal_cols, sizeof sq_journal_cols / sizeof sq_journal_cols[0], out);
+    int oom = sq_cols_read(s, sq_journal_cols, out);
     /* blob before bytes, as SQLite asks; an empty blob gives NULL */
     const void *blob = sqlite3_column_blob(s, 4);
     size_t n = (size_t)sqlite3_column_bytes(s, 4);
@@ -1454,15 +1418,9 @@ static void sq_version(struct orch_store *base, char *out, size_t outlen)
 
 static int sq_live_put(struct orch_store *base, const char *run_id, int64_t updated_ms, const char *figures)
 {
-    struct sq_store *st = sq_of(base);
-    int64_t n =
-        sq_write(st, st->stmt[SQ_LIVE_PUT], SQ_ARGS(SQ_TEXT(run_id), SQ_INT(updated_ms), SQ_TEXT(figures)),
-                 "cannot record live figures", "cannot record the live figures of run %s", run_id);
-    if (n < 0)
-        return -1;
-    if (n != 1)
-        return sq_fail_plain(st, "cannot record the live figures of run %s: no such run", run_id);
-    return 0;
+    return sq_update_run(sq_of(base), SQ_LIVE_PUT,
+                         SQ_ARGS(SQ_TEXT(run_id), SQ_INT(updated_ms), SQ_TEXT(figures)),
+                         "cannot record live figures", "cannot record the live figures of run %s", run_id);
 }
 
 static int sq_live_get(struct orch_store *base, const char *run_id, char **figures, int64_t *updated_ms)
@@ -1490,15 +1448,15 @@ static int sq_event_page(struct orch_store *base, const char *run_id, int64_t af
                          int64_t limit, int newest_first, orch_event_cb cb, void *ud)
 {
     struct sq_store *st = sq_of(base);
-    struct sq_visit v = {.read = sq_event_visit, .cb.event = cb, .ud = ud};
+    struct orch_event e;
+    struct sq_visit v = {.cols = sq_event_cols, .row = &e, .give = sq_give_event, .cb.event = cb, .ud = ud};
     return sq_each(st, st->stmt[newest_first ? SQ_EV_PAGE_DESC : SQ_EV_PAGE],
                    SQ_ARGS(SQ_TEXT(run_id), SQ_INT(after_id), SQ_INT(before_id), SQ_INT(limit)), &v,
                    "cannot list the events of run %s", run_id);
 }
 
-static int sq_error_visit(const struct sq_visit *v, sqlite3_stmt *s, int *ret)
+static int sq_give_error(struct sq_visit *v, sqlite3_stmt *s)
 {
-    (void)ret;
     struct orch_result x;
     sq_result_at(s, 0, &x);
     return v->cb.result(v->ud, &x) != 0;
@@ -1510,7 +1468,7 @@ static int sq_error_page(struct orch_store *base, const char *run_id, int64_t af
                          orch_result_cb cb, void *ud)
 {
     struct sq_store *st = sq_of(base);
-    struct sq_visit v = {.read = sq_error_visit, .cb.result = cb, .ud = ud};
+    struct sq_visit v = {.give = sq_give_error, .cb.result = cb, .ud = ud};
     return sq_each(st, st->stmt[SQ_ERR_PAGE], SQ_ARGS(SQ_TEXT(run_id), SQ_INT(after_seq), SQ_INT(limit)), &v,
                    "cannot list the failed rows of run %s", run_id);
 }
@@ -1535,13 +1493,19 @@ static int sq_prep(struct sq_store *st, const char *sql, sqlite3_stmt **s, const
 }
 
 /* Prepares constant sql, runs it with a (no rows) and finalizes it: the
- * rows it changed, or -1 with st->err set from what. */
-static int64_t sq_once(struct sq_store *st, const char *sql, const struct sq_arg *a, const char *what)
+ * rows it changed, or -1 with st->err set from what, fmt with id for its
+ * %s. */
+static int64_t sq_once(struct sq_store *st, const char *sql, const struct sq_arg *a, const char *fmt,
+                       const char *id) __attribute__((format(printf, 4, 0)));
+static int64_t sq_once(struct sq_store *st, const char *sql, const struct sq_arg *a, const char *fmt,
+                       const char *id)
 {
+    char what[300];
+    snprintf(what, sizeof what, fmt, id);
     sqlite3_stmt *s = NULL;
     if (sq_prep(st, sql, &s, what) != 0)
         return -1;
-    int64_t n = sq_write(st, s, a, NULL, "%s", what);
+    int64_t n = sq_start(st, s, a, NULL, "%s", what) < 0 ? -1 : sqlite3_changes64(st->db);
     sqlite3_finalize(s);
     return n;
 }
@@ -1555,23 +1519,15 @@ static int sq_returned(struct sq_store *st, sqlite3_stmt *s, const char *what)
 
 /* The columns of a lease row (lease_claim's RETURNING, lease_list). */
 #define SQ_L(col, kind, field) SQ_COL(struct orch_lease, col, kind, field)
+/* clang-format off */
 static const struct sq_col sq_lease_cols[] = {
-    SQ_L(0, 'i', no),      SQ_L(1, 'i', first_index), SQ_L(2, 'i', rows),          SQ_L(3, 'i', offset),
-    SQ_L(4, 'i', line),    SQ_L(5, 'i', index),       SQ_L(6, 't', status),        SQ_L(7, 't', owner),
-    SQ_L(8, 'i', claims),  SQ_L(9, 'i', claimed_ms),  SQ_L(10, 'i', heartbeat_ms), SQ_L(11, 'i', done_ms),
-    SQ_L(12, 'i', age_ms),
+    SQ_L(0, 'i', no), SQ_L(1, 'i', first_index), SQ_L(2, 'i', rows), SQ_L(3, 'i', offset),
+    SQ_L(4, 'i', line), SQ_L(5, 'i', index), SQ_L(6, 't', status), SQ_L(7, 't', owner),
+    SQ_L(8, 'i', claims), SQ_L(9, 'i', claimed_ms), SQ_L(10, 'i', heartbeat_ms), SQ_L(11, 'i', done_ms),
+    SQ_L(12, 'i', age_ms), {0},
 };
+/* clang-format on */
 #undef SQ_L
-
-static int sq_lease_row(sqlite3_stmt *s, struct orch_lease *out)
-{
-    memset(out, 0, sizeof *out);
-    if (sq_cols_read(s, sq_lease_cols, sizeof sq_lease_cols / sizeof sq_lease_cols[0], out) != 0) {
-        orch_lease_clear(out);
-        return -1;
-    }
-    return 0;
-}
 
 static int sq_lease_plan(struct orch_store *base, const char *run_id, const struct orch_lease *l, size_t n)
 {
@@ -1594,7 +1550,7 @@ static int sq_lease_plan(struct orch_store *base, const char *run_id, const stru
                     &s, what) != 0)
             goto fail;
         for (size_t i = 0; i < n; i++) {
-            if (sq_write(st, s,
+            if (sq_start(st, s,
                          SQ_ARGS(SQ_TEXT(run_id), SQ_INT(l[i].no), SQ_INT(l[i].first_index),
                                  SQ_INT(l[i].rows), SQ_INT(l[i].offset), SQ_INT(l[i].line)),
                          NULL, "%s", what) < 0) {
@@ -1633,7 +1589,7 @@ static int sq_lease_claim(struct orch_store *base, const char *run_id, const cha
     int rc = sq_start(st, s, SQ_ARGS(SQ_TEXT(run_id), SQ_TEXT(worker), SQ_INT(stale_ms)), NULL, "%s", what);
     int ret = rc < 0 ? -1 : 0;
     if (rc == SQLITE_ROW) {
-        ret = sq_lease_row(s, out) == 0 ? 1 : sq_fail_plain(st, "%s: out of memory", what);
+        ret = sq_cols_read(s, sq_lease_cols, out) == 0 ? 1 : sq_fail_plain(st, "%s: out of memory", what);
         if (sq_returned(st, s, what) != 0) {
             orch_lease_clear(out);
             ret = -1;
@@ -1651,7 +1607,7 @@ static int sq_lease_heartbeat(struct orch_store *base, const char *run_id, int64
     int64_t n = sq_once(st,
                         "UPDATE leases SET heartbeat_ms = " SQ_NOW_MS
                         " WHERE run_id = ?1 AND no = ?2 AND owner = ?3 AND status = 'taken'",
-                        SQ_ARGS(SQ_TEXT(run_id), SQ_INT(no), SQ_TEXT(worker)), what);
+                        SQ_ARGS(SQ_TEXT(run_id), SQ_INT(no), SQ_TEXT(worker)), "%s", what);
     return n < 0 ? -1 : n > 0;
 }
 
@@ -1674,7 +1630,7 @@ static int sq_lease_commit_run(struct sq_store *st, const char *run_id, const st
             SQ_ARGS(SQ_TEXT(run_id), SQ_INT(a->rows_done), SQ_INT(a->rows_ok), SQ_INT(a->rows_failed),
                     SQ_INT(a->rows_dropped), SQ_INT(a->rows_defaulted), SQ_INT(a->llm_calls),
                     SQ_INT(a->tokens_in), SQ_INT(a->tokens_out), SQ_REAL(a->cost_usd), SQ_INT(now)),
-            what) < 0)
+            "%s", what) < 0)
         return -1;
     if (c->end != 1)
         return 1;
@@ -1683,7 +1639,7 @@ static int sq_lease_commit_run(struct sq_store *st, const char *run_id, const st
                 "UPDATE runs SET status = 'completed', error = NULL, finished_ms = ?2, updated_ms = ?2 "
                 "WHERE id = ?1 AND status <> 'completed' AND NOT EXISTS (SELECT 1 FROM leases WHERE "
                 "run_id = ?1 AND status <> 'done')",
-                SQ_ARGS(SQ_TEXT(run_id), SQ_INT(now)), what);
+                SQ_ARGS(SQ_TEXT(run_id), SQ_INT(now)), "%s", what);
     return n < 0 ? -1 : n > 0 ? 2 : 1;
 }
 
@@ -1703,7 +1659,7 @@ static int sq_lease_commit(struct orch_store *base, const char *run_id, const st
                 "owner = ?3 AND status = 'taken'",
                 SQ_ARGS(SQ_TEXT(run_id), SQ_INT(c->no), SQ_TEXT(c->worker), SQ_INT(c->offset),
                         SQ_INT(c->line), SQ_INT(c->index), SQ_INT(c->end)),
-                what);
+                "%s", what);
     if (held < 0)
         goto fail;
     if (held == 0) {
@@ -1715,7 +1671,7 @@ static int sq_lease_commit(struct orch_store *base, const char *run_id, const st
     if (sq_once(st,
                 "DELETE FROM journal_pending WHERE owner = ?1 AND EXISTS (SELECT 1 FROM llm_journal j WHERE "
                 "j.key = journal_pending.key)",
-                SQ_ARGS(SQ_TEXT(c->worker)), what) < 0)
+                SQ_ARGS(SQ_TEXT(c->worker)), "%s", what) < 0)
         goto fail;
     int rc = sq_lease_commit_run(st, run_id, c, what);
     if (rc < 0 || sq_commit(st, what) != 0)
@@ -1726,15 +1682,10 @@ fail:
     return -1;
 }
 
-static int sq_lease_visit(const struct sq_visit *v, sqlite3_stmt *s, int *ret)
+static int sq_give_lease(struct sq_visit *v, sqlite3_stmt *s)
 {
-    (void)ret;
-    struct orch_lease l;
-    if (sq_lease_row(s, &l) != 0)
-        return -1;
-    int stop = v->cb.lease(v->ud, &l);
-    orch_lease_clear(&l);
-    return stop != 0;
+    (void)s;
+    return v->cb.lease(v->ud, v->row) != 0;
 }
 
 static int sq_lease_list(struct orch_store *base, const char *run_id, orch_lease_cb cb, void *ud)
@@ -1750,7 +1701,8 @@ static int sq_lease_list(struct orch_store *base, const char *run_id, orch_lease
                 "ORDER BY no",
                 &s, what) != 0)
         return -1;
-    struct sq_visit v = {.read = sq_lease_visit, .cb.lease = cb, .ud = ud};
+    struct orch_lease l;
+    struct sq_visit v = {.cols = sq_lease_cols, .row = &l, .give = sq_give_lease, .cb.lease = cb, .ud = ud};
     int ret = sq_each(st, s, SQ_ARGS(SQ_TEXT(run_id)), &v, "%s", what);
     sqlite3_finalize(s);
     return ret;
@@ -1765,13 +1717,13 @@ static int sq_budget_reserve(struct orch_store *base, const char *run_id, double
         return -1;
     if (sq_once(st,
                 "INSERT INTO run_budget (run_id, max_usd) VALUES (?1, ?2) ON CONFLICT (run_id) DO NOTHING",
-                SQ_ARGS(SQ_TEXT(run_id), SQ_REAL(max_usd)), what) < 0)
+                SQ_ARGS(SQ_TEXT(run_id), SQ_REAL(max_usd)), "%s", what) < 0)
         goto fail;
     int64_t n =
         sq_once(st,
                 "UPDATE run_budget SET reserved_usd = reserved_usd + ?2 WHERE run_id = ?1 AND spent_usd + "
                 "reserved_usd + ?2 <= max_usd + 1e-12",
-                SQ_ARGS(SQ_TEXT(run_id), SQ_REAL(est_usd)), what);
+                SQ_ARGS(SQ_TEXT(run_id), SQ_REAL(est_usd)), "%s", what);
     if (n < 0 || sq_commit(st, what) != 0)
         goto fail;
     return n > 0;
@@ -1783,30 +1735,24 @@ fail:
 static int sq_budget_settle(struct orch_store *base, const char *run_id, double released_usd,
                             double spent_usd)
 {
-    struct sq_store *st = sq_of(base);
-    char what[300];
-    snprintf(what, sizeof what, "cannot settle the budget of run %s", run_id);
-    return sq_once(
-               st,
-               "UPDATE run_budget SET reserved_usd = max(reserved_usd - ?2, 0), spent_usd = spent_usd + ?3 "
-               "WHERE run_id = ?1",
-               SQ_ARGS(SQ_TEXT(run_id), SQ_REAL(released_usd), SQ_REAL(spent_usd)), what) < 0
-               ? -1
-               : 0;
+    int64_t n =
+        sq_once(sq_of(base),
+                "UPDATE run_budget SET reserved_usd = max(reserved_usd - ?2, 0), spent_usd = spent_usd + ?3 "
+                "WHERE run_id = ?1",
+                SQ_ARGS(SQ_TEXT(run_id), SQ_REAL(released_usd), SQ_REAL(spent_usd)),
+                "cannot settle the budget of run %s", run_id);
+    return n < 0 ? -1 : 0;
 }
 
 /* Reservations are dropped with a new max: they belonged to workers that
  * stopped (a budget is raised on a paused run). */
 static int sq_budget_set(struct orch_store *base, const char *run_id, double max_usd)
 {
-    struct sq_store *st = sq_of(base);
-    char what[300];
-    snprintf(what, sizeof what, "cannot set the budget of run %s", run_id);
     return sq_once(
-               st,
+               sq_of(base),
                "INSERT INTO run_budget (run_id, max_usd) VALUES (?1, ?2) ON CONFLICT (run_id) DO UPDATE SET "
                "max_usd = excluded.max_usd, reserved_usd = 0",
-               SQ_ARGS(SQ_TEXT(run_id), SQ_REAL(max_usd)), what) < 0
+               SQ_ARGS(SQ_TEXT(run_id), SQ_REAL(max_usd)), "cannot set the budget of run %s", run_id) < 0
                ? -1
                : 0;
 }
@@ -1833,15 +1779,13 @@ static int sq_budget_get(struct orch_store *base, const char *run_id, double *ma
 
 static int sq_journal_pend(struct orch_store *base, const char *key, const char *owner, int64_t ttl_ms)
 {
-    struct sq_store *st = sq_of(base);
-    char what[300];
-    snprintf(what, sizeof what, "cannot mark LLM request %.40s as being sent", key);
-    int64_t n = sq_once(st,
+    int64_t n = sq_once(sq_of(base),
                         "INSERT INTO journal_pending (key, owner, expires_ms) VALUES (?1, ?2, " SQ_NOW_MS
                         " + ?3) ON CONFLICT (key) DO UPDATE SET owner = excluded.owner, expires_ms = "
                         "excluded.expires_ms WHERE journal_pending.owner = excluded.owner OR "
                         "journal_pending.expires_ms < " SQ_NOW_MS,
-                        SQ_ARGS(SQ_TEXT(key), SQ_TEXT(owner), SQ_INT(ttl_ms)), what);
+                        SQ_ARGS(SQ_TEXT(key), SQ_TEXT(owner), SQ_INT(ttl_ms)),
+                        "cannot mark LLM request %.40s as being sent", key);
     return n < 0 ? -1 : n > 0;
 }
 
@@ -1892,16 +1836,14 @@ static int sq_rate_take(struct orch_store *base, const char *run_id, const char 
 static int sq_run_set_status(struct orch_store *base, const char *run_id, enum orch_run_status status,
                              const char *error)
 {
-    struct sq_store *st = sq_of(base);
-    char what[300];
-    snprintf(what, sizeof what, "cannot update run %s", run_id);
     int64_t now = orch_store_now_ms();
     int64_t finished = status == ORCH_RUN_COMPLETED || status == ORCH_RUN_FAILED ? now : 0;
-    int64_t n = sq_once(
-        st, "UPDATE runs SET status = ?2, error = ?3, updated_ms = ?4, finished_ms = ?5 WHERE id = ?1",
-        SQ_ARGS(SQ_TEXT(run_id), SQ_TEXT(orch_run_status_name(status)), SQ_TEXT(error), SQ_INT(now),
-                SQ_INT(finished)),
-        what);
+    int64_t n =
+        sq_once(sq_of(base),
+                "UPDATE runs SET status = ?2, error = ?3, updated_ms = ?4, finished_ms = ?5 WHERE id = ?1",
+                SQ_ARGS(SQ_TEXT(run_id), SQ_TEXT(orch_run_status_name(status)), SQ_TEXT(error), SQ_INT(now),
+                        SQ_INT(finished)),
+                "cannot update run %s", run_id);
     return n < 0 ? -1 : n > 0;
 }
 

@@ -84,19 +84,13 @@ static int sq_set_wal(sqlite3 *db, int memory, char *mode, size_t modelen)
     }
 }
 
-/* Checks the freshly opened db before anything is written: readable as a
- * database, orch's (or empty), a schema this build knows, not corrupt.
- * Returns 0, or -1 with the message in err. existed: the file was there
- * and non-empty before the open. */
-static int sq_check_existing(sqlite3 *db, const char *path, int existed, char *err, size_t errlen)
+/* Reads what identifies an orch store, in one statement and so one
+ * snapshot: read separately, a migration committed by another process in
+ * between would make a new store look like another program's
+ * (application_id 0 but tables). This is also the first read of the
+ * file, where a non-database shows up. Returns the SQLite result code. */
+static int sq_read_identity(sqlite3 *db, int64_t *version, int64_t *app, int64_t *objects)
 {
-    /* One statement, so one snapshot: read separately, a migration
-     * committed by another process in between would make a new store
-     * look like another program's (application_id 0 but tables). This is
-     * also the first read of the file, where a non-database shows up. */
-    int64_t version = 0;
-    int64_t app = 0;
-    int64_t objects = 0;
     sqlite3_stmt *s = NULL;
     int rc = sqlite3_prepare_v2(db,
                                 "SELECT (SELECT user_version FROM pragma_user_version), "
@@ -106,17 +100,29 @@ static int sq_check_existing(sqlite3 *db, const char *path, int existed, char *e
     if (rc == SQLITE_OK)
         rc = sqlite3_step(s);
     if (rc == SQLITE_ROW) {
-        version = sqlite3_column_int64(s, 0);
-        app = sqlite3_column_int64(s, 1);
-        objects = sqlite3_column_int64(s, 2);
+        *version = sqlite3_column_int64(s, 0);
+        *app = sqlite3_column_int64(s, 1);
+        *objects = sqlite3_column_int64(s, 2);
         rc = SQLITE_OK;
     }
+    sqlite3_finalize(s);
+    return rc;
+}
+
+/* Checks the freshly opened db before anything is written: readable as a
+ * database, orch's (or empty), a schema this build knows, not corrupt.
+ * Returns 0, or -1 with the message in err. existed: the file was there
+ * and non-empty before the open. */
+static int sq_check_existing(sqlite3 *db, const char *path, int existed, char *err, size_t errlen)
+{
+    int64_t version = 0;
+    int64_t app = 0;
+    int64_t objects = 0;
+    int rc = sq_read_identity(db, &version, &app, &objects);
     if (rc != SQLITE_OK) {
         sq_open_error(db, path, rc, "cannot read the database", err, errlen);
-        sqlite3_finalize(s);
         return -1;
     }
-    sqlite3_finalize(s);
     if (app != SQ_APPLICATION_ID) {
         if (app != 0 || objects != 0 || version != 0) {
             snprintf(err, errlen, "%s: is an SQLite database of another program", path);
@@ -235,18 +241,13 @@ static int sq_open_ro_db(struct sq_store *st, const char *target, int immutable,
         sqlite3_busy_timeout(st->db, SQ_BUSY_MS);
         int64_t version = 0;
         int64_t app = 0;
+        int64_t objects = 0;
         /* the first read: a WAL store whose -shm cannot be made fails here */
-        rc = sq_query1(st->db, "PRAGMA application_id", &app, NULL, 0);
-        if (rc == SQLITE_OK)
-            rc = sq_query1(st->db, "PRAGMA user_version", &version, NULL, 0);
-        if (rc == SQLITE_OK && app == 0 && version == 0) {
-            int64_t objects = 0;
-            rc = sq_query1(st->db, "SELECT count(*) FROM sqlite_master", &objects, NULL, 0);
-            if (rc == SQLITE_OK && objects == 0) {
-                snprintf(err, errlen, "no state store at %s (the file is an empty database)", target);
-                *bad = 1;
-                return rc;
-            }
+        rc = sq_read_identity(st->db, &version, &app, &objects);
+        if (rc == SQLITE_OK && app == 0 && version == 0 && objects == 0) {
+            snprintf(err, errlen, "no state store at %s (the file is an empty database)", target);
+            *bad = 1;
+            return rc;
         }
         if (rc == SQLITE_OK && app == SQ_APPLICATION_ID && version < SQ_SCHEMA_VERSION) {
             snprintf(err, errlen,
@@ -268,6 +269,21 @@ static int sq_open_ro_db(struct sq_store *st, const char *target, int immutable,
     return rc;
 }
 
+/* Refuses what sb describes when it cannot hold a state database: a
+ * directory or a special file. 0, or -1 with the message in err. */
+static int sq_judge_file(const char *target, const struct stat *sb, char *err, size_t errlen)
+{
+    if (S_ISDIR(sb->st_mode)) {
+        snprintf(err, errlen, "%s: is a directory, not a state database file", target);
+        return -1;
+    }
+    if (!S_ISREG(sb->st_mode)) {
+        snprintf(err, errlen, "%s: not a regular file, cannot hold a state database", target);
+        return -1;
+    }
+    return 0;
+}
+
 /* Read-only: for commands that inspect a store and must change nothing,
  * not even create it. A file that cannot be written (permissions, a
  * read-only directory or file system) is read where SQLite's shared
@@ -283,14 +299,8 @@ static struct orch_store *sq_open_readonly(const char *target, char *err, size_t
             snprintf(err, errlen, "%s: cannot read the state database: %s", target, strerror(errno));
         return NULL;
     }
-    if (S_ISDIR(sb.st_mode)) {
-        snprintf(err, errlen, "%s: is a directory, not a state database file", target);
+    if (sq_judge_file(target, &sb, err, errlen) != 0)
         return NULL;
-    }
-    if (!S_ISREG(sb.st_mode)) {
-        snprintf(err, errlen, "%s: not a regular file, cannot hold a state database", target);
-        return NULL;
-    }
     if (sb.st_size == 0) {
         snprintf(err, errlen, "no state store at %s (the file is empty)", target);
         return NULL;
@@ -331,16 +341,8 @@ static int sq_prepare_file(const char *target, int *existed, char *err, size_t e
     struct stat sb;
     *existed = 0;
     if (stat(target, &sb) == 0) {
-        if (S_ISDIR(sb.st_mode)) {
-            snprintf(err, errlen, "%s: is a directory, not a state database file", target);
-            return -1;
-        }
-        if (!S_ISREG(sb.st_mode)) {
-            snprintf(err, errlen, "%s: not a regular file, cannot hold a state database", target);
-            return -1;
-        }
         *existed = sb.st_size > 0;
-        return 0;
+        return sq_judge_file(target, &sb, err, errlen);
     }
     /* Create the empty file here rather than in SQLite: its CANTOPEN
      * reports the errno of a fallback open, so a read-only directory would

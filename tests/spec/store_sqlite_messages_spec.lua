@@ -122,6 +122,35 @@ describe("the SQLite store", function()
     remove_db(path)
   end)
 
+  it("refuses at open what cannot hold a store, in both modes", function()
+    local dir = os.tmpname()
+    os.remove(dir)
+    assert(os.execute("mkdir " .. dir))
+    for _, mode in ipairs({ "rw", "r" }) do
+      local st, err = store.open(dir, mode)
+      assert.is_nil(st)
+      assert.are.equal(dir .. ": is a directory, not a state database file", err)
+      st, err = store.open("/dev/null", mode)
+      assert.is_nil(st)
+      assert.are.equal("/dev/null: not a regular file, cannot hold a state database", err)
+    end
+    os.remove(dir)
+    -- an SQLite database without tables, a store's or anyone's
+    local path = tmpdb()
+    assert(os.execute("sqlite3 " .. path .. " 'PRAGMA page_size = 4096; VACUUM' >/dev/null"))
+    local st, err = store.open(path, "r")
+    assert.is_nil(st)
+    assert.are.equal("no state store at " .. path .. " (the file is an empty database)", err)
+    -- another program's: tables, but no application id
+    assert(os.execute("sqlite3 " .. path .. " 'CREATE TABLE t (x)' >/dev/null"))
+    for _, mode in ipairs({ "rw", "r" }) do
+      st, err = store.open(path, mode)
+      assert.is_nil(st)
+      assert.are.equal(path .. ": is an SQLite database of another program", err)
+    end
+    remove_db(path)
+  end)
+
   it("words each refused write as before, on a store opened read-only", function()
     local path = tmpdb()
     filled(path):close()

@@ -157,19 +157,6 @@ static int sq_fail(struct sq_store *st, const char *fmt, ...)
     return -1;
 }
 
-/* Like sq_fail for failures that are not SQLite's (memory, codec). */
-static int sq_fail_plain(struct sq_store *st, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static int sq_fail_plain(struct sq_store *st, const char *fmt, ...)
-{
-    char what[400];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(what, sizeof what, fmt, ap);
-    va_end(ap);
-    snprintf(st->base.err, sizeof st->base.err, "%s: %s", st->path, what);
-    return -1;
-}
-
 /* ---- statement helpers ----------------------------------------------- */
 
 /* Resets s and drops its bindings, so no pointer bound with SQLITE_STATIC
@@ -282,7 +269,7 @@ static int sq_update_run(struct sq_store *st, enum sq_stmt which, const struct s
         return 0;
     char what[300];
     snprintf(what, sizeof what, fmt, id);
-    return sq_fail_plain(st, "%s: no such run", what);
+    return orch_store_fail(&st->base, "%s: no such run", what);
 }
 
 /* sq_start for a query of one integer (a count, a max): the value of its
@@ -430,7 +417,7 @@ static int sq_each(struct sq_store *st, sqlite3_stmt *s, const struct sq_arg *a,
         if (v->cols != NULL)
             sq_cols_free(v->cols, v->row);
         if (stop < 0)
-            v->ret = sq_fail_plain(st, "%s: out of memory", what);
+            v->ret = orch_store_fail(&st->base, "%s: out of memory", what);
         if (stop != 0)
             break;
         rc = sqlite3_step(s);
@@ -517,7 +504,9 @@ static int sq_run_one(struct sq_store *st, enum sq_stmt which, const char *key, 
     int rc = sq_start(st, s, SQ_ARGS(SQ_TEXT(key)), step_what, "%s", bind_what);
     if (rc != SQLITE_ROW)
         return rc < 0 ? -1 : 0;
-    int ret = sq_cols_read(s, sq_run_cols, out) == 0 ? 1 : sq_fail_plain(st, "%s: out of memory", step_what);
+    int ret = sq_cols_read(s, sq_run_cols, out) == 0
+                  ? 1
+                  : orch_store_fail(&st->base, "%s: out of memory", step_what);
     sq_done(s);
     return ret;
 }
@@ -823,10 +812,10 @@ static int sq_chunk_open(sqlite3_stmt *s, struct sq_chunk_cursor *c)
 
 static int sq_chunk_damaged(struct sq_store *st, const char *run_id, int64_t first)
 {
-    return sq_fail_plain(st,
-                         "the stored results of run %s from row %lld are damaged: restore the run to an "
-                         "earlier checkpoint (orch checkpoints %s, orch restore %s SEQ) and resume it",
-                         run_id, (long long)first, run_id, run_id);
+    return orch_store_fail(&st->base,
+                           "the stored results of run %s from row %lld are damaged: restore the run to an "
+                           "earlier checkpoint (orch checkpoints %s, orch restore %s SEQ) and resume it",
+                           run_id, (long long)first, run_id, run_id);
 }
 
 /* 1 when res can be stored as one chunk: each result has a status and
@@ -859,7 +848,7 @@ static int sq_chunk_insert(struct sq_store *st, const char *run_id, int64_t seq,
     size_t len = 0;
     unsigned char *buf = sq_chunk_pack(res, nres, &len);
     if (buf == NULL)
-        return sq_fail_plain(st, "cannot store the results of run %s: out of memory", run_id);
+        return orch_store_fail(&st->base, "cannot store the results of run %s: out of memory", run_id);
     int64_t first = res[0].seq;
     int64_t last = res[nres - 1].seq;
     int64_t n = sq_start(st, st->stmt[SQ_RCH_INSERT],
@@ -885,7 +874,8 @@ static int sq_chunk_move(struct sq_store *st, const char *run_id, sqlite3_stmt *
     if (ret == 0) {
         rows = malloc((size_t)c.left * sizeof *rows);
         if (rows == NULL)
-            ret = sq_fail_plain(st, "cannot rewrite the stored results of run %s: out of memory", run_id);
+            ret = orch_store_fail(&st->base, "cannot rewrite the stored results of run %s: out of memory",
+                                  run_id);
     }
     size_t n = 0;
     while (ret == 0 && c.left > 0)
@@ -937,7 +927,7 @@ static int sq_chunk_insert_split(struct sq_store *st, const char *run_id, int64_
         return sq_chunk_insert(st, run_id, seq, res, nres);
     struct orch_result *ok = malloc(nres * sizeof *ok);
     if (ok == NULL)
-        return sq_fail_plain(st, "cannot store the results of run %s: out of memory", run_id);
+        return orch_store_fail(&st->base, "cannot store the results of run %s: out of memory", run_id);
     struct orch_result *bad = ok + (nres - nerr);
     size_t a = 0, b = 0;
     for (size_t i = 0; i < nres; i++) {
@@ -1282,10 +1272,10 @@ static int sq_journal_put(struct orch_store *base, const struct orch_journal_ent
 {
     struct sq_store *st = sq_of(base);
     if (e->key == NULL || e->key[0] == '\0')
-        return sq_fail_plain(st, "cannot journal a response: it has no key");
+        return orch_store_fail(&st->base, "cannot journal a response: it has no key");
     if (e->response == NULL && e->response_len > 0)
-        return sq_fail_plain(st, "cannot journal response %s: %zu bytes announced but no data", e->key,
-                             e->response_len);
+        return orch_store_fail(&st->base, "cannot journal response %s: %zu bytes announced but no data",
+                               e->key, e->response_len);
     int64_t created = e->created_ms != 0 ? e->created_ms : orch_store_now_ms();
     /* a NULL pointer would bind SQL NULL and break NOT NULL */
     const void *response = e->response != NULL ? e->response : "";
@@ -1382,7 +1372,7 @@ static int sq_journal_get(struct orch_store *base, const char *key, struct orch_
 {
     struct sq_store *st = sq_of(base);
     if (key == NULL)
-        return sq_fail_plain(st, "cannot look up a journaled response: no key");
+        return orch_store_fail(&st->base, "cannot look up a journaled response: no key");
     sqlite3_stmt *s = st->stmt[SQ_JR_GET];
     const struct sq_arg *a = SQ_ARGS(SQ_TEXT(key));
     int rc = sq_start(st, s, a, NULL, "cannot look up journaled response %s", key);
@@ -1392,7 +1382,7 @@ static int sq_journal_get(struct orch_store *base, const char *key, struct orch_
     rc = sq_journal_row(s, &got);
     sq_done(s);
     if (rc != 0)
-        return sq_fail_plain(st, "cannot read journaled response %s: out of memory", key);
+        return orch_store_fail(&st->base, "cannot read journaled response %s: out of memory", key);
 
     s = st->stmt[SQ_JR_HIT];
     if (sq_bind(s, a) == 0 && sqlite3_step(s) == SQLITE_DONE && sqlite3_changes(st->db) == 1)
@@ -1438,7 +1428,7 @@ static int sq_live_get(struct orch_store *base, const char *run_id, char **figur
     if (oom || *figures == NULL) {
         free(*figures);
         *figures = NULL;
-        ret = sq_fail_plain(st, "cannot read the live figures of run %s: out of memory", run_id);
+        ret = orch_store_fail(&st->base, "cannot read the live figures of run %s: out of memory", run_id);
     }
     sq_done(s);
     return ret;
@@ -1589,7 +1579,9 @@ static int sq_lease_claim(struct orch_store *base, const char *run_id, const cha
     int rc = sq_start(st, s, SQ_ARGS(SQ_TEXT(run_id), SQ_TEXT(worker), SQ_INT(stale_ms)), NULL, "%s", what);
     int ret = rc < 0 ? -1 : 0;
     if (rc == SQLITE_ROW) {
-        ret = sq_cols_read(s, sq_lease_cols, out) == 0 ? 1 : sq_fail_plain(st, "%s: out of memory", what);
+        ret = sq_cols_read(s, sq_lease_cols, out) == 0
+                  ? 1
+                  : orch_store_fail(&st->base, "%s: out of memory", what);
         if (sq_returned(st, s, what) != 0) {
             orch_lease_clear(out);
             ret = -1;
@@ -1820,7 +1812,7 @@ static int sq_rate_take(struct orch_store *base, const char *run_id, const char 
         NULL, "%s", what);
     int ret = -1;
     if (rc == SQLITE_DONE)
-        sq_fail_plain(st, "%s: the bucket's row was not returned", what);
+        orch_store_fail(&st->base, "%s: the bucket's row was not returned", what);
     if (rc == SQLITE_ROW) {
         ret = sqlite3_column_int(s, 0) != 0;
         if (ret == 0)

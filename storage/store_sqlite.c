@@ -267,7 +267,7 @@ static int sq_update_run(struct sq_store *st, enum sq_stmt which, const struct s
         return -1;
     if (sqlite3_changes64(st->db) == 1)
         return 0;
-    char what[300];
+    char what[400]; /* orch_store_fail's size: the same text where it cuts a long id */
     snprintf(what, sizeof what, fmt, id);
     return orch_store_fail(&st->base, "%s: no such run", what);
 }
@@ -450,6 +450,8 @@ static const struct sq_col sq_run_cols[] = {
 /* clang-format on */
 #undef SQ_R
 #define SQ_RUN_NPARAMS 27
+#define SQ_RUN_CREATED_COL 14
+#define SQ_RUN_UPDATED_COL 15
 
 /* The parameters of SQ_RUN_INSERT and SQ_RUN_UPDATE from r (a[] points
  * into r), with its created_ms and updated_ms replaced. */
@@ -457,7 +459,9 @@ static void sq_run_args(const struct orch_run *r, int64_t created, int64_t updat
                         struct sq_arg a[SQ_RUN_NPARAMS + 1])
 {
     memset(a, 0, (SQ_RUN_NPARAMS + 1) * sizeof *a);
-    for (const struct sq_col *c = sq_run_cols; c->col < SQ_RUN_NPARAMS; c++) {
+    for (const struct sq_col *c = sq_run_cols; c->kind != 0; c++) {
+        if (c->col >= SQ_RUN_NPARAMS)
+            continue; /* the checkpoint count is no parameter */
         const void *field = (const char *)r + c->off;
         struct sq_arg *p = &a[c->col];
         p->kind = c->kind == 'd' ? 'd' : c->kind == 'i' ? 'i' : 't';
@@ -470,8 +474,8 @@ static void sq_run_args(const struct orch_run *r, int64_t created, int64_t updat
         else
             p->v.d = *(const double *)field;
     }
-    a[14].v.i = created;
-    a[15].v.i = updated;
+    a[SQ_RUN_CREATED_COL].v.i = created;
+    a[SQ_RUN_UPDATED_COL].v.i = updated;
 }
 
 /* Runs SQ_RUN_UPDATE for r; a run that does not exist is an error. */

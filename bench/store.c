@@ -1,5 +1,6 @@
 /* store.c — timings of the state store (storage/store_sqlite.c): a
- * checkpoint of 500 results, and journal writes and lookups, on a file
+ * checkpoint of 500 results and one of 100,000 (key and status only, the
+ * size the adaptive policy writes on a fast run), and journal writes and lookups, on a file
  * (WAL, synchronous=NORMAL) and in memory. Prints one line a measure; the
  * sanity checks on what was stored make it exit 1 if the store lost data.
  *   build/bench_store [scratch-dir]      (bench/run.sh runs it)
@@ -100,20 +101,25 @@ static void bench_journal(struct orch_store *st, const char *label)
            label, bl, put_us, took[N / 2], took[N - 1], hit_us, miss_us, N);
 }
 
-/* 500 results + a checkpoint per transaction, repeated; prints timings. */
-static void bench_checkpoint(struct orch_store *st, const char *label)
+/* nres results + a checkpoint per transaction, repeated rounds times;
+ * prints timings. with_data: each result carries its output line (as a
+ * steps run stores); without, key and status only (as a rows run does). */
+static void bench_checkpoint(struct orch_store *st, const char *label, int nres, int rounds, int with_data)
 {
     struct orch_run run = {0};
-    run.id = (char *)"bench";
+    char id[32];
+    snprintf(id, sizeof id, "bench-%d", nres);
+    run.id = id;
     run.name = (char *)"bench";
     run.identity = (char *)"idZ";
     run.status = ORCH_RUN_RUNNING;
     run.created_ms = 5000;
     CHECK(orch_store_run_create(st, &run) == 0);
-    enum { NRES = 500, ROUNDS = 20 };
-    static struct orch_result res[NRES];
-    static char keys[NRES][16];
-    static char data[NRES][200];
+    const int NRES = nres, ROUNDS = rounds;
+    struct orch_result *res = calloc((size_t)NRES, sizeof *res);
+    char(*keys)[24] = calloc((size_t)NRES, sizeof *keys);
+    char(*data)[200] = calloc((size_t)NRES, sizeof *data);
+    CHECK(res != NULL && keys != NULL && data != NULL);
     char memento[4096];
     int ml = snprintf(memento, sizeof memento, "{\"state\":{");
     for (int i = 0; i < 100 && ml < 3900; i++)
@@ -128,7 +134,8 @@ static void bench_checkpoint(struct orch_store *st, const char *label)
                               "{\"id\":%lld,\"label\":\"positive\",\"confidence\":0.93,\"text\":\"a review "
                               "that is long enough to look like real output\"}",
                               (long long)seq);
-            res[i] = (struct orch_result){seq, keys[i], "ok", NULL, data[i], (size_t)dl};
+            res[i] = (struct orch_result){
+                seq, keys[i], "ok", NULL, with_data ? data[i] : NULL, with_data ? (size_t)dl : 0};
         }
         run.rows_done = (int64_t)(round + 1) * NRES;
         struct orch_checkpoint c = {0};
@@ -145,10 +152,13 @@ static void bench_checkpoint(struct orch_store *st, const char *label)
             worst = c.duration_ms;
     }
     int n = 0;
-    CHECK(orch_store_result_list(st, "bench", count_result, &n) == 0);
+    CHECK(orch_store_result_list(st, id, count_result, &n) == 0);
     CHECK(n == NRES * ROUNDS);
-    printf("checkpoint of %d results (%s): mean %.3f ms, min %.3f ms, max %.3f ms over %d writes\n", NRES,
-           label, total / ROUNDS, best, worst, ROUNDS);
+    printf("checkpoint of %d results%s (%s): mean %.3f ms, min %.3f ms, max %.3f ms over %d writes\n", NRES,
+           with_data ? "" : " without data", label, total / ROUNDS, best, worst, ROUNDS);
+    free(res);
+    free(keys);
+    free(data);
 }
 
 int main(int argc, char **argv)
@@ -167,7 +177,9 @@ int main(int argc, char **argv)
         fprintf(stderr, "%s\n", err);
         return 2;
     }
-    bench_checkpoint(st, "file, WAL, synchronous=NORMAL");
+    bench_checkpoint(st, "file, WAL, synchronous=NORMAL", 500, 20, 1);
+    /* the size the adaptive policy writes on a fast run (max_rows) */
+    bench_checkpoint(st, "file, WAL, synchronous=NORMAL", 100000, 5, 0);
     bench_journal(st, "file, WAL, synchronous=NORMAL");
     orch_store_close(st);
     st = orch_store_open(":memory:", err, sizeof err);
@@ -175,7 +187,8 @@ int main(int argc, char **argv)
         fprintf(stderr, "%s\n", err);
         return 2;
     }
-    bench_checkpoint(st, ":memory:");
+    bench_checkpoint(st, ":memory:", 500, 20, 1);
+    bench_checkpoint(st, ":memory:", 100000, 5, 0);
     orch_store_close(st);
     const char *suffixes[] = {"", "-wal", "-shm"};
     for (size_t i = 0; i < sizeof suffixes / sizeof suffixes[0]; i++) {

@@ -10,6 +10,7 @@
  * and their verification are store.c's. */
 #include "store.h"
 #include "store_impl.h"
+#include "result_pack.h"
 #include "store_sqlite_impl.h"
 
 #include <stdarg.h>
@@ -37,7 +38,7 @@
 /* sq_result_at reads them */
 #define SQ_RES_COLS "seq, key, status, error"
 /* sq_chunk_open reads them */
-#define SQ_RCH_COLS "first_seq, n, data"
+#define SQ_RCH_COLS "first_seq, n, data, format"
 /* events_run (run_id) holds the rowid: both pages are index ranges */
 #define SQ_EV_PAGE_SELECT                                                                                    \
     "SELECT " SQ_EV_COLS " FROM events WHERE run_id = ?1 AND id > ?2 AND id < ?3 ORDER BY id"
@@ -117,8 +118,9 @@ const char *const sq_sql[SQ_NSTMT] = {
     [SQ_ERR_PAGE] = "SELECT " SQ_RES_COLS " FROM results WHERE run_id = ?1 AND seq > ?2 "
                     "AND error IS NOT NULL ORDER BY seq LIMIT ?3",
     /* results in chunks (schema 5; see "results in chunks" below) */
-    [SQ_RCH_INSERT] = "INSERT INTO result_chunks (run_id, first_seq, last_seq, checkpoint_seq, n, data) "
-                      "VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    [SQ_RCH_INSERT] =
+        "INSERT INTO result_chunks (run_id, first_seq, last_seq, checkpoint_seq, n, data, format) "
+        "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     [SQ_RCH_LIST] = "SELECT " SQ_RCH_COLS " FROM result_chunks WHERE run_id = ?1 ORDER BY first_seq",
     [SQ_RCH_OVERLAP] = "SELECT " SQ_RCH_COLS ", checkpoint_seq FROM result_chunks "
                        "WHERE run_id = ?1 AND first_seq <= ?3 AND last_seq >= ?2 LIMIT 1",
@@ -675,143 +677,24 @@ static int sq_results_insert(struct sq_store *st, const char *run_id, int64_t se
  * by row, so each seq lives in one place and result_list merges two
  * sorted streams.
  *
- * A packed result, little-endian: seq (8 bytes), then the lengths of key,
- * status, error and data (4 bytes each; SQ_CHUNK_NULL for NULL), then
- * their bytes; key, status and error keep their NUL, so a reader hands
- * out pointers into the blob as the row table's reader does. */
-#define SQ_CHUNK_NULL 0xFFFFFFFFu
-#define SQ_CHUNK_HEAD 24
-
-static void sq_put_u32(unsigned char *p, uint32_t v)
-{
-    for (int i = 0; i < 4; i++)
-        p[i] = (unsigned char)(v >> (8 * i));
-}
-
-static uint32_t sq_get_u32(const unsigned char *p)
-{
-    uint32_t v = 0;
-    for (int i = 3; i >= 0; i--)
-        v = (v << 8) | p[i];
-    return v;
-}
-
-/* The bytes a field takes in a chunk, its NUL included for text; sets
- * *len to the value stored in its length slot. */
-static size_t sq_chunk_field(const void *v, size_t n, int text, uint32_t *len)
-{
-    if (v == NULL) {
-        *len = SQ_CHUNK_NULL;
-        return 0;
-    }
-    *len = (uint32_t)n;
-    return n + (text ? 1 : 0);
-}
-
-/* Packs res[0..nres) into a new buffer the caller frees; *out_len gets
- * its size. NULL when memory runs out. The caller checked (sq_chunk_fits)
- * that every length fits its slot. */
-static unsigned char *sq_chunk_pack(const struct orch_result *res, size_t nres, size_t *out_len)
-{
-    size_t total = 0;
-    for (size_t i = 0; i < nres; i++) {
-        const struct orch_result *r = &res[i];
-        uint32_t l;
-        total += SQ_CHUNK_HEAD;
-        total += sq_chunk_field(r->key, r->key != NULL ? strlen(r->key) : 0, 1, &l);
-        total += sq_chunk_field(r->status, strlen(r->status), 1, &l);
-        total += sq_chunk_field(r->error, r->error != NULL ? strlen(r->error) : 0, 1, &l);
-        total += sq_chunk_field(r->data, r->data_len, 0, &l);
-    }
-    unsigned char *buf = malloc(total > 0 ? total : 1);
-    if (buf == NULL)
-        return NULL;
-    unsigned char *p = buf;
-    for (size_t i = 0; i < nres; i++) {
-        const struct orch_result *r = &res[i];
-        const void *v[4] = {r->key, r->status, r->error, r->data};
-        size_t n[4] = {r->key != NULL ? strlen(r->key) : 0, strlen(r->status),
-                       r->error != NULL ? strlen(r->error) : 0, r->data_len};
-        uint64_t seq = (uint64_t)r->seq;
-        sq_put_u32(p, (uint32_t)seq);
-        sq_put_u32(p + 4, (uint32_t)(seq >> 32));
-        size_t size[4];
-        for (int f = 0; f < 4; f++) {
-            uint32_t l;
-            size[f] = sq_chunk_field(v[f], n[f], f < 3, &l);
-            sq_put_u32(p + 8 + 4 * f, l);
-        }
-        p += SQ_CHUNK_HEAD;
-        for (int f = 0; f < 4; f++) {
-            if (size[f] > 0)
-                memcpy(p, v[f], size[f]); /* text: its NUL comes along */
-            p += size[f];
-        }
-    }
-    *out_len = total;
-    return buf;
-}
-
-/* A reader over one chunk's blob. */
+ * A chunk's results are packed by result_pack.c in the format its format
+ * column names (schema 7; the chunks of schemas 5 and 6 are
+ * ORCH_PACK_FIXED); new chunks are ORCH_PACK_COMPACT. Text fields keep
+ * their NUL, so a reader hands out pointers into the blob as the row
+ * table's reader does. */
 struct sq_chunk_cursor {
-    const unsigned char *p, *end;
+    struct orch_results_cursor rc;
     int64_t first; /* the chunk's first_seq, for messages */
-    int64_t left;  /* results not read yet */
 };
 
-/* One field of the result at c->p: *out points into the blob (NULL for a
- * NULL field). 0, or -1 when the blob is too short or a text lacks its
- * NUL. */
-static int sq_chunk_take(struct sq_chunk_cursor *c, uint32_t len, int text, const void **out)
-{
-    if (len == SQ_CHUNK_NULL) {
-        *out = NULL;
-        return 0;
-    }
-    size_t need = (size_t)len + (text ? 1 : 0);
-    if ((size_t)(c->end - c->p) < need || (text && c->p[len] != '\0'))
-        return -1;
-    *out = c->p;
-    c->p += need;
-    return 0;
-}
-
-/* Reads the next result of the chunk into r (pointers into the blob).
- * 0, or -1 when the blob is damaged. */
-static int sq_chunk_next(struct sq_chunk_cursor *c, struct orch_result *r)
-{
-    if (c->left <= 0 || c->end - c->p < SQ_CHUNK_HEAD)
-        return -1;
-    uint64_t seq = (uint64_t)sq_get_u32(c->p) | (uint64_t)sq_get_u32(c->p + 4) << 32;
-    uint32_t len[4];
-    for (int f = 0; f < 4; f++)
-        len[f] = sq_get_u32(c->p + 8 + 4 * f);
-    c->p += SQ_CHUNK_HEAD;
-    const void *v[4];
-    for (int f = 0; f < 4; f++)
-        if (sq_chunk_take(c, len[f], f < 3, &v[f]) != 0)
-            return -1;
-    if (v[1] == NULL)
-        return -1; /* every stored result has a status */
-    r->seq = (int64_t)seq;
-    r->key = v[0];
-    r->status = v[1];
-    r->error = v[2];
-    r->data = v[3];
-    r->data_len = v[3] != NULL ? len[3] : 0;
-    c->left--;
-    return 0;
-}
-
 /* Points c at the chunk in the current row of s (columns: first_seq, n,
- * data at 0, 1, 2). 0, or -1 when the row cannot be a chunk. */
+ * data, format at 0, 1, 2, 3). 0, or -1 when the row cannot be a chunk. */
 static int sq_chunk_open(sqlite3_stmt *s, struct sq_chunk_cursor *c)
 {
     c->first = sqlite3_column_int64(s, 0);
-    c->left = sqlite3_column_int64(s, 1);
-    c->p = sqlite3_column_blob(s, 2);
-    c->end = c->p + sqlite3_column_bytes(s, 2);
-    return c->p == NULL || c->left <= 0 || c->left > (c->end - c->p) / SQ_CHUNK_HEAD ? -1 : 0;
+    const void *blob = sqlite3_column_blob(s, 2);
+    return orch_results_open(&c->rc, (int)sqlite3_column_int64(s, 3), blob,
+                             (size_t)sqlite3_column_bytes(s, 2), sqlite3_column_int64(s, 1));
 }
 
 static int sq_chunk_damaged(struct sq_store *st, const char *run_id, int64_t first)
@@ -822,20 +705,14 @@ static int sq_chunk_damaged(struct sq_store *st, const char *run_id, int64_t fir
                            run_id, (long long)first, run_id, run_id);
 }
 
-/* 1 when res can be stored as one chunk: each result has a status and
- * lengths a chunk can hold, seqs strictly increase, and the first is past
+/* 1 when res can be stored as one chunk: each result has a status, seqs
+ * strictly increase from 1 (orch_results_packable), and the first is past
  * every result of the run already stored. 0 when not; -1 with st->err
  * set. */
 static int sq_chunk_fits(struct sq_store *st, const char *run_id, const struct orch_result *res, size_t nres)
 {
-    for (size_t i = 0; i < nres; i++) {
-        const struct orch_result *r = &res[i];
-        if (r->status == NULL || (i > 0 && r->seq <= res[i - 1].seq) || r->data_len >= SQ_CHUNK_NULL)
-            return 0;
-        if ((r->key != NULL && strlen(r->key) >= SQ_CHUNK_NULL) ||
-            (r->error != NULL && strlen(r->error) >= SQ_CHUNK_NULL))
-            return 0;
-    }
+    if (!orch_results_packable(res, nres))
+        return 0;
     char what[300];
     snprintf(what, sizeof what, "cannot store the results of run %s", run_id);
     int64_t stored = sq_get_int(st, st->stmt[SQ_RES_MAX_SEQ], SQ_ARGS(SQ_TEXT(run_id)), what);
@@ -850,14 +727,14 @@ static int sq_chunk_insert(struct sq_store *st, const char *run_id, int64_t seq,
                            const struct orch_result *res, size_t nres)
 {
     size_t len = 0;
-    unsigned char *buf = sq_chunk_pack(res, nres, &len);
+    unsigned char *buf = orch_results_pack(ORCH_PACK_COMPACT, res, nres, &len);
     if (buf == NULL)
         return orch_store_fail(&st->base, "cannot store the results of run %s: out of memory", run_id);
     int64_t first = res[0].seq;
     int64_t last = res[nres - 1].seq;
     int64_t n = sq_start(st, st->stmt[SQ_RCH_INSERT],
                          SQ_ARGS(SQ_TEXT(run_id), SQ_INT(first), SQ_INT(last), SQ_INT(seq),
-                                 SQ_INT((int64_t)nres), SQ_BLOB(buf, len)),
+                                 SQ_INT((int64_t)nres), SQ_BLOB(buf, len), SQ_INT(ORCH_PACK_COMPACT)),
                          NULL, "cannot store results %lld to %lld of run %s", (long long)first,
                          (long long)last, run_id);
     free(buf);
@@ -871,19 +748,19 @@ static int sq_chunk_insert(struct sq_store *st, const char *run_id, int64_t seq,
 static int sq_chunk_move(struct sq_store *st, const char *run_id, sqlite3_stmt *s, int64_t *first)
 {
     struct sq_chunk_cursor c;
-    int64_t cseq = sqlite3_column_int64(s, 3);
+    int64_t cseq = sqlite3_column_int64(s, 4);
     struct orch_result *rows = NULL;
     int ret = sq_chunk_open(s, &c) != 0 ? -2 : 0;
     *first = c.first;
     if (ret == 0) {
-        rows = malloc((size_t)c.left * sizeof *rows);
+        rows = malloc((size_t)c.rc.left * sizeof *rows);
         if (rows == NULL)
             ret = orch_store_fail(&st->base, "cannot rewrite the stored results of run %s: out of memory",
                                   run_id);
     }
     size_t n = 0;
-    while (ret == 0 && c.left > 0)
-        ret = sq_chunk_next(&c, &rows[n++]) != 0 ? -2 : 0;
+    while (ret == 0 && c.rc.left > 0)
+        ret = orch_results_next(&c.rc, &rows[n++]) != 0 ? -2 : 0;
     /* rows point into s's blob: insert them before s moves on */
     if (ret == 0)
         ret = sq_results_insert(st, run_id, cseq, rows, n);
@@ -1105,7 +982,7 @@ static int sq_checkpoint_rollback(struct orch_store *base, const char *run_id, i
 static int sq_chunk_step(struct sq_store *st, const char *run_id, sqlite3_stmt *s, struct sq_chunk_cursor *c,
                          struct orch_result *r)
 {
-    while (c->left <= 0) {
+    while (c->rc.left <= 0) {
         int rc = sqlite3_step(s);
         if (rc == SQLITE_DONE)
             return 0;
@@ -1114,7 +991,7 @@ static int sq_chunk_step(struct sq_store *st, const char *run_id, sqlite3_stmt *
         if (sq_chunk_open(s, c) != 0)
             return sq_chunk_damaged(st, run_id, c->first);
     }
-    if (sq_chunk_next(c, r) != 0)
+    if (orch_results_next(&c->rc, r) != 0)
         return sq_chunk_damaged(st, run_id, c->first);
     return 1;
 }

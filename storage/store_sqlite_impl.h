@@ -17,7 +17,7 @@
 
 /* The schema version this build writes: the number of migrations
  * (store_sqlite_schema.c checks the two agree at compile time). */
-#define SQ_SCHEMA_VERSION 6
+#define SQ_SCHEMA_VERSION 7
 
 /* How long a statement waits for another process's lock, in seconds; the
  * messages for a lock that outlasted it are derived from it. */

@@ -153,7 +153,7 @@ static const char *const sq_migrations[] = {
     "  last_seq INTEGER NOT NULL,\n"
     "  checkpoint_seq INTEGER NOT NULL,\n"
     "  n INTEGER NOT NULL,         -- results in data\n"
-    "  data BLOB NOT NULL,         -- n packed results (sq_chunk_pack)\n"
+    "  data BLOB NOT NULL,         -- n packed results (result_pack.h)\n"
     "  PRIMARY KEY (run_id, first_seq)\n"
     ");\n"
     "PRAGMA user_version = 5;\n",
@@ -171,6 +171,10 @@ static const char *const sq_migrations[] = {
     "  PRIMARY KEY (run_id, kind)\n"
     ") WITHOUT ROWID;\n"
     "PRAGMA user_version = 6;\n",
+    /* 6 -> 7: the format of a chunk's packed results (result_pack.h);
+     * chunks written before are the fixed form. */
+    "ALTER TABLE result_chunks ADD COLUMN format INTEGER NOT NULL DEFAULT 1;\n"
+    "PRAGMA user_version = 7;\n",
 };
 
 _Static_assert(sizeof sq_migrations / sizeof sq_migrations[0] == SQ_SCHEMA_VERSION,

@@ -23,6 +23,7 @@
 
 #include "check.h"
 #include "fixtures.h"
+#include "result_pack.h"
 #include "store.h"
 #include "store_redis_impl.h" /* the lease commit script, sent twice by hand below */
 
@@ -1152,7 +1153,7 @@ static void test_reopen(const char *db_path)
                              "(SELECT sum(n) FROM result_chunks WHERE run_id = 'r1')",
                              -1, &s, NULL) == SQLITE_OK);
     CHECK(sqlite3_step(s) == SQLITE_ROW);
-    CHECK(sqlite3_column_int(s, 0) == 6);
+    CHECK(sqlite3_column_int(s, 0) == 7);
     CHECK(sqlite3_column_int64(s, 1) == 0x4F524348);
     CHECK_STR((const char *)sqlite3_column_text(s, 2), "wal");
     /* r1's 4 rows: checkpoint 1's three and the second checkpoint 2's
@@ -1234,7 +1235,7 @@ static void test_migrate_v1(const char *dir)
         fprintf(stderr, "open v1: %s\n", err);
         return;
     }
-    CHECK(user_version(path) == 6);
+    CHECK(user_version(path) == 7);
     /* what was there is still there and resumable */
     struct orch_run got = {0};
     CHECK(orch_store_run_get(st, "old", &got) == 1);
@@ -1274,7 +1275,7 @@ static void test_migrate_v1(const char *dir)
         CHECK(s.runs == 1 && s.journal_entries == 1 && s.journal_hits == 2 && near(s.journal_saved_usd, 0.5));
         orch_store_close(st);
     }
-    CHECK(user_version(path) == 6);
+    CHECK(user_version(path) == 7);
 
     /* a migration that cannot apply is refused whole: the v1 file keeps
      * its version and its data */
@@ -1295,7 +1296,7 @@ static void test_migrate_v1(const char *dir)
         orch_run_clear(&got);
         orch_store_close(st);
     }
-    CHECK(user_version(path) == 6);
+    CHECK(user_version(path) == 7);
 }
 
 /* Several processes opening one fresh file at once: the schema is
@@ -1444,7 +1445,7 @@ static void test_refusals(const char *dir)
     if (st != NULL)
         orch_store_close(st);
     CHECK(sql_on(path, "PRAGMA user_version = 99") == SQLITE_OK);
-    snprintf(want, sizeof want, "%s: created by a newer orch (schema 99, this orch knows up to 6)", path);
+    snprintf(want, sizeof want, "%s: created by a newer orch (schema 99, this orch knows up to 7)", path);
     expect_refused(path, want);
     st = orch_store_open(path, err, sizeof err);
     CHECK_STR(err, want);
@@ -1454,8 +1455,8 @@ static void test_refusals(const char *dir)
     CHECK(st != NULL);
     if (st != NULL)
         orch_store_close(st);
-    CHECK(sql_on(path, "PRAGMA user_version = 7") == SQLITE_OK);
-    snprintf(want, sizeof want, "%s: created by a newer orch (schema 7, this orch knows up to 6)", path);
+    CHECK(sql_on(path, "PRAGMA user_version = 8") == SQLITE_OK);
+    snprintf(want, sizeof want, "%s: created by a newer orch (schema 8, this orch knows up to 7)", path);
     expect_refused(path, want);
 
     /* text files, short and long */
@@ -1632,7 +1633,7 @@ static void test_readonly(const char *dir)
     CHECK(make_v1_store(path) == 0);
     st = orch_store_open_flags(path, ORCH_STORE_READONLY, err, sizeof err);
     CHECK(st == NULL);
-    CHECK_HAS(err, "written by an older orch (schema 1, this orch reads 6) and opened read-only");
+    CHECK_HAS(err, "written by an older orch (schema 1, this orch reads 7) and opened read-only");
     CHECK(user_version(path) == 1);
 
     char rodir[600];
@@ -1851,6 +1852,31 @@ static void test_results_chunks(struct orch_store *st, const char *db_path)
           count_of(db_path, "SELECT count(*) FROM result_chunks WHERE run_id = 'rc'") == 1);
 
     if (backend == B_SQLITE) {
+        /* the chunk left (the third round's rows that did not fail),
+         * written again in the fixed form of schemas 5 and 6, reads the
+         * same */
+        int64_t kept[N];
+        size_t nk = 0;
+        for (int64_t q = 2 * N + 1; q <= TOTAL; q++)
+            if (q % 7 != 0)
+                kept[nk++] = q;
+        chunk_rows(res, bufs, kept, nk, round);
+        size_t len = 0;
+        unsigned char *blob = orch_results_pack(ORCH_PACK_FIXED, res, nk, &len);
+        char *sql = malloc(2 * len + 200);
+        int at = snprintf(sql, 200, "UPDATE result_chunks SET format = %d, data = x'", ORCH_PACK_FIXED);
+        for (size_t i = 0; i < len; i++)
+            at += snprintf(sql + at, 3, "%02x", blob[i]);
+        snprintf(sql + at, 200, "' WHERE run_id = 'rc' AND n = %zu", nk);
+        CHECK(sql_on(db_path, sql) == SQLITE_OK);
+        CHECK(count_of(db_path, "SELECT count(*) FROM result_chunks WHERE run_id = 'rc' AND format = 1") ==
+              1);
+        free(sql);
+        free(blob);
+        cc = (struct chunk_check){.next = 1, .round = round};
+        CHECK(orch_store_result_list(st, "rc", check_chunk_row, &cc) == 0);
+        CHECK(cc.n == TOTAL + 1 && cc.bad == 0);
+
         /* a damaged chunk is named, with what to do */
         CHECK(sql_on(db_path, "UPDATE result_chunks SET data = x'0100' WHERE run_id = 'rc'") == SQLITE_OK);
         cc = (struct chunk_check){.next = 1, .round = round};

@@ -1,0 +1,141 @@
+/* test_result_pack.c — unit tests of packed results (result_pack.c):
+ * both formats give back what was packed, field by field; a damaged or
+ * cut blob is refused, never read past its end; the compact form is the
+ * smaller. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "check.h"
+#include "result_pack.h"
+
+static const char data_with_nul[] = {'{', '"', 'a', '"', ':', 0, '1', '}'};
+
+/* Results with every kind of field: known and other statuses, NULL key,
+ * error and data, data holding a NUL, steps of 1 and large ones. */
+static const struct orch_result sample[] = {
+    {1, "k1", "ok", NULL, NULL, 0},
+    {2, "k2", "failed", "boom: the provider said no", NULL, 0},
+    {3, NULL, "dropped", NULL, NULL, 0},
+    {7, "", "defaulted", "fell back", "{\"x\":1}", 7},
+    {8, "k8", "retrying", NULL, data_with_nul, sizeof data_with_nul},
+    {300, "k300", "ok", NULL, "", 0},
+    {(int64_t)1 << 40, "far", "ok", NULL, NULL, 0},
+    {INT64_MAX, "last", "ok", NULL, NULL, 0},
+};
+enum { NSAMPLE = sizeof sample / sizeof sample[0] };
+
+static int same_text(const char *a, const char *b)
+{
+    return (a == NULL && b == NULL) || (a != NULL && b != NULL && strcmp(a, b) == 0);
+}
+
+static int same_result(const struct orch_result *a, const struct orch_result *b)
+{
+    return a->seq == b->seq && same_text(a->key, b->key) && same_text(a->status, b->status) &&
+           same_text(a->error, b->error) && (a->data == NULL) == (b->data == NULL) &&
+           a->data_len == b->data_len && (a->data == NULL || memcmp(a->data, b->data, a->data_len) == 0);
+}
+
+static void test_round_trip(int format)
+{
+    CHECK(orch_results_packable(sample, NSAMPLE) == 1);
+    size_t len = 0;
+    unsigned char *blob = orch_results_pack(format, sample, NSAMPLE, &len);
+    CHECK(blob != NULL && len > 0);
+    struct orch_results_cursor c;
+    CHECK(orch_results_open(&c, format, blob, len, NSAMPLE) == 0);
+    for (int i = 0; i < NSAMPLE; i++) {
+        struct orch_result r;
+        CHECK(orch_results_next(&c, &r) == 0);
+        CHECK(same_result(&r, &sample[i]));
+    }
+    struct orch_result r;
+    CHECK(orch_results_next(&c, &r) == -1); /* all read */
+    CHECK(c.p == c.end);
+
+    /* every cut of the blob is refused at some result, never read past */
+    int refused = 0;
+    for (size_t cut = 0; cut < len; cut++) {
+        unsigned char *part = malloc(cut > 0 ? cut : 1);
+        memcpy(part, blob, cut);
+        int got = 0, rc = orch_results_open(&c, format, cut > 0 ? part : NULL, cut, NSAMPLE);
+        while (rc == 0 && got < NSAMPLE && (rc = orch_results_next(&c, &r)) == 0)
+            got++;
+        refused += rc != 0;
+        free(part);
+    }
+    CHECK(refused == (int)len);
+    free(blob);
+}
+
+static void test_refused(void)
+{
+    /* seqs that do not increase, a seq below 1, no status */
+    struct orch_result two[2] = {{5, "a", "ok", NULL, NULL, 0}, {5, "b", "ok", NULL, NULL, 0}};
+    CHECK(orch_results_packable(two, 2) == 0);
+    two[1].seq = 4;
+    CHECK(orch_results_packable(two, 2) == 0);
+    two[1].seq = 6;
+    CHECK(orch_results_packable(two, 2) == 1);
+    two[0].seq = 0;
+    CHECK(orch_results_packable(two, 2) == 0);
+    two[0].seq = 5;
+    two[1].status = NULL;
+    CHECK(orch_results_packable(two, 2) == 0);
+
+    /* an unknown format, a count the blob cannot hold */
+    size_t len = 0;
+    unsigned char *blob = orch_results_pack(ORCH_PACK_COMPACT, sample, 2, &len);
+    struct orch_results_cursor c;
+    CHECK(orch_results_open(&c, 3, blob, len, 2) == -1);
+    CHECK(orch_results_open(&c, ORCH_PACK_COMPACT, blob, len, 0) == -1);
+    CHECK(orch_results_open(&c, ORCH_PACK_COMPACT, blob, len, (int64_t)len) == -1);
+    /* a status code past the known ones, a step of 0 */
+    struct orch_result r;
+    unsigned char bad_code[] = {1, 0x07};
+    CHECK(orch_results_open(&c, ORCH_PACK_COMPACT, bad_code, sizeof bad_code, 1) == 0);
+    CHECK(orch_results_next(&c, &r) == -1);
+    unsigned char zero_step[] = {0, 0x01};
+    CHECK(orch_results_open(&c, ORCH_PACK_COMPACT, zero_step, sizeof zero_step, 1) == 0);
+    CHECK(orch_results_next(&c, &r) == -1);
+    /* a text without its NUL */
+    unsigned char no_nul[] = {1, 0x01 | 0x08, 2, 'a', 'b', 'c'};
+    CHECK(orch_results_open(&c, ORCH_PACK_COMPACT, no_nul, sizeof no_nul, 1) == 0);
+    CHECK(orch_results_next(&c, &r) == -1);
+    no_nul[5] = '\0';
+    CHECK(orch_results_open(&c, ORCH_PACK_COMPACT, no_nul, sizeof no_nul, 1) == 0);
+    CHECK(orch_results_next(&c, &r) == 0 && r.seq == 1 && strcmp(r.key, "ab") == 0 &&
+          strcmp(r.status, "ok") == 0);
+    free(blob);
+}
+
+/* A checkpoint of plain rows ("ok", a short key, nothing else) packs in
+ * under a third of the fixed form's bytes (10 bytes a row against 34). */
+static void test_compact_is_small(void)
+{
+    enum { N = 1000 };
+    static struct orch_result rows[N];
+    static char keys[N][16];
+    for (int i = 0; i < N; i++) {
+        snprintf(keys[i], sizeof keys[i], "%d", 100000 + i);
+        rows[i] = (struct orch_result){100000 + i, keys[i], "ok", NULL, NULL, 0};
+    }
+    size_t fixed = 0, compact = 0;
+    unsigned char *a = orch_results_pack(ORCH_PACK_FIXED, rows, N, &fixed);
+    unsigned char *b = orch_results_pack(ORCH_PACK_COMPACT, rows, N, &compact);
+    CHECK(a != NULL && b != NULL);
+    CHECK(fixed == (size_t)N * (24 + 7 + 3));
+    CHECK(compact == (size_t)N * 10 + 2); /* the first step, 100000, takes 3 bytes */
+    free(a);
+    free(b);
+}
+
+int main(void)
+{
+    test_round_trip(ORCH_PACK_FIXED);
+    test_round_trip(ORCH_PACK_COMPACT);
+    test_refused();
+    test_compact_is_small();
+    return check_report();
+}

@@ -202,18 +202,6 @@ static int pg_fail_res(struct pg_store *st, const PGresult *r, const char *what)
     return -1;
 }
 
-/* Records "URL: <what>" for failures that are not the server's. */
-static int pg_fail(struct pg_store *st, const char *fmt, ...)
-{
-    char what[400];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(what, sizeof what, fmt, ap);
-    va_end(ap);
-    snprintf(st->base.err, sizeof st->base.err, "%s: %s", st->shown, what);
-    return -1;
-}
-
 /* ---- parameters ------------------------------------------------------- */
 
 #define PG_MAXPARAMS 27
@@ -660,7 +648,7 @@ static int pg_run_update_stmt(struct pg_store *st, const struct orch_run *r)
     if (n < 0)
         return -1;
     if (n != 1)
-        return pg_fail(st, "cannot update run %s: no such run", r->id);
+        return orch_store_fail(&st->base, "cannot update run %s: no such run", r->id);
     return 0;
 }
 
@@ -690,7 +678,7 @@ static int pg_run_one(struct pg_store *st, enum pg_stmt i, const char *key, stru
     if (PQntuples(r) > 0) {
         ret = 1;
         if (pg_run_row(r, 0, out) != 0)
-            ret = pg_fail(st, "%s: out of memory", what);
+            ret = orch_store_fail(&st->base, "%s: out of memory", what);
     }
     PQclear(r);
     return ret;
@@ -728,7 +716,7 @@ static int pg_run_heartbeat(struct orch_store *base, const char *id, int64_t now
     if (n < 0)
         return -1;
     if (n != 1)
-        return pg_fail(st, "cannot record the heartbeat of run %s: no such run", id);
+        return orch_store_fail(&st->base, "cannot record the heartbeat of run %s: no such run", id);
     return 0;
 }
 
@@ -790,7 +778,7 @@ static int pg_run_each(struct pg_store *st, PGresult *r, int i, void *ud)
     struct pg_list *c = ud;
     struct orch_run run;
     if (pg_run_row(r, i, &run) != 0)
-        return pg_fail(st, "cannot list runs: out of memory");
+        return orch_store_fail(&st->base, "cannot list runs: out of memory");
     int stop = c->cb.run(c->ud, &run);
     orch_run_clear(&run);
     return stop ? 1 : 0;
@@ -924,7 +912,7 @@ static int arrays_close(struct pg_store *st, struct pg_arrays *a, int n, const c
         buf_put(&a->col[k], "}", 1);
         oom |= a->col[k].oom;
     }
-    return oom ? pg_fail(st, "%s: out of memory", what) : 0;
+    return oom ? orch_store_fail(&st->base, "%s: out of memory", what) : 0;
 }
 
 static void arrays_free(struct pg_arrays *a)
@@ -950,8 +938,8 @@ static int pg_res_bulk_ok(struct pg_store *st, const char *run_id, const struct 
         return 0;
     for (size_t i = 0; i < nres; i++) {
         if (res[i].status == NULL)
-            return pg_fail(st, "cannot store result %lld of run %s: it has no status", (long long)res[i].seq,
-                           run_id);
+            return orch_store_fail(&st->base, "cannot store result %lld of run %s: it has no status",
+                                   (long long)res[i].seq, run_id);
         if (res[i].data != NULL)
             return 0;
     }
@@ -1098,7 +1086,7 @@ static int pg_cp_number(struct pg_store *st, const char *run_id, struct orch_che
         return -1;
     if (PQntuples(r) == 0) {
         PQclear(r);
-        return pg_fail(st, "cannot update run %s: no such run", run_id);
+        return orch_store_fail(&st->base, "cannot update run %s: no such run", run_id);
     }
     int64_t seq = pg_col_int(r, 0, 0);
     PQclear(r);
@@ -1172,7 +1160,7 @@ static int pg_checkpoint_scan(struct orch_store *base, const char *run_id, int64
     for (int i = 0; ret == 0 && i < PQntuples(r); i++) {
         struct orch_checkpoint_packed row;
         if (pg_checkpoint_row(r, i, &row) != 0) {
-            ret = pg_fail(st, "%s: out of memory", what);
+            ret = orch_store_fail(&st->base, "%s: out of memory", what);
             break;
         }
         ret = cb(ud, &row);
@@ -1224,7 +1212,7 @@ static int pg_result_each(struct pg_store *st, PGresult *r, int i, void *ud)
     char *data = pg_col_bytes(r, i, 4, &x.data_len, &oom);
     x.data = data;
     if (oom)
-        return pg_fail(st, "cannot list the results of run %s: out of memory", c->run_id);
+        return orch_store_fail(&st->base, "cannot list the results of run %s: out of memory", c->run_id);
     int stop = c->cb.result(c->ud, &x);
     free(data);
     return stop ? 1 : 0;
@@ -1251,8 +1239,8 @@ static int pg_event_each(struct pg_store *st, PGresult *r, int i, void *ud)
     struct orch_event e = {0};
     if (pg_scan(r, i, "iiss", &e.id, &e.ts_ms, &e.type, &e.data) != 0) {
         orch_event_clear(&e);
-        return pg_fail(st, "cannot list the events of run %s: out of memory",
-                       c->run_id != NULL ? c->run_id : "(none)");
+        return orch_store_fail(&st->base, "cannot list the events of run %s: out of memory",
+                               c->run_id != NULL ? c->run_id : "(none)");
     }
     int stop = c->cb.event(c->ud, &e);
     orch_event_clear(&e);
@@ -1287,7 +1275,7 @@ static PGresult *pg_row1(struct pg_store *st, enum pg_stmt i, const char *what)
     PGresult *r = pg_query(st, i, "", "%s", what);
     if (r != NULL && PQntuples(r) != 1) {
         PQclear(r);
-        pg_fail(st, "%s: no row", what);
+        orch_store_fail(&st->base, "%s: no row", what);
         return NULL;
     }
     return r;
@@ -1315,10 +1303,10 @@ static int pg_stats(struct orch_store *base, struct orch_store_stats *out)
 static int pg_journal_params(struct pg_store *st, const struct orch_journal_entry *e, struct pg_params *p)
 {
     if (e->key == NULL || e->key[0] == '\0')
-        return pg_fail(st, "cannot journal a response: it has no key");
+        return orch_store_fail(&st->base, "cannot journal a response: it has no key");
     if (e->response == NULL && e->response_len > 0)
-        return pg_fail(st, "cannot journal response %s: %zu bytes announced but no data", e->key,
-                       e->response_len);
+        return orch_store_fail(&st->base, "cannot journal response %s: %zu bytes announced but no data",
+                               e->key, e->response_len);
     memset(p, 0, sizeof *p);
     p_text(p, e->key);
     p_text(p, e->run_id);
@@ -1369,7 +1357,7 @@ static int pg_journal_found(struct pg_store *st, const PGresult *r, const char *
     if (PQntuples(r) == 0)
         return 0;
     if (pg_journal_row(r, out) != 0)
-        return pg_fail(st, "cannot read journaled response %s: out of memory", key);
+        return orch_store_fail(&st->base, "cannot read journaled response %s: out of memory", key);
     return 1;
 }
 
@@ -1381,7 +1369,7 @@ static int pg_journal_get(struct orch_store *base, const char *key, struct orch_
 {
     struct pg_store *st = pg_of(base);
     if (key == NULL)
-        return pg_fail(st, "cannot look up a journaled response: no key");
+        return orch_store_fail(&st->base, "cannot look up a journaled response: no key");
     const char *what = "cannot look up journaled response %s";
     PGresult *r = NULL;
     if (!st->readonly)
@@ -1429,7 +1417,7 @@ static int pg_journal_batch_once(struct orch_store *base, const struct orch_jour
         return 0;
     for (size_t i = 0; i < m; i++) {
         if (gets[i].key == NULL)
-            return pg_fail(st, "cannot look up a journaled response: no key");
+            return orch_store_fail(&st->base, "cannot look up a journaled response: no key");
     }
     struct pg_params p;
     for (size_t i = 0; i < n; i++) {
@@ -1524,7 +1512,7 @@ static int pg_live_put(struct orch_store *base, const char *run_id, int64_t upda
     if (n < 0)
         return -1;
     if (n != 1)
-        return pg_fail(st, "cannot record the live figures of run %s: no such run", run_id);
+        return orch_store_fail(&st->base, "cannot record the live figures of run %s: no such run", run_id);
     return 0;
 }
 
@@ -1540,7 +1528,7 @@ static int pg_live_get(struct orch_store *base, const char *run_id, char **figur
         if (pg_scan(r, 0, "si", figures, updated_ms) != 0 || *figures == NULL) {
             free(*figures);
             *figures = NULL;
-            ret = pg_fail(st, "cannot read the live figures of run %s: out of memory", run_id);
+            ret = orch_store_fail(&st->base, "cannot read the live figures of run %s: out of memory", run_id);
         }
     }
     PQclear(r);
@@ -1636,7 +1624,7 @@ static int pg_lease_plan(struct orch_store *base, const char *run_id, const stru
         pg_changes(pg_query_sql(st, "SELECT 1 FROM runs WHERE id = $1 FOR UPDATE", "t", run_id, "%s", what));
     if (locked <= 0) {
         if (locked == 0)
-            pg_fail(st, "%s: no such run", what);
+            orch_store_fail(&st->base, "%s: no such run", what);
         goto fail;
     }
     PGresult *r = pg_query_sql(st, "SELECT count(*) FROM leases WHERE run_id = $1", "t", run_id, "%s", what);
@@ -1674,7 +1662,7 @@ static int pg_lease_claim(struct orch_store *base, const char *run_id, const cha
     if (PQntuples(r) == 1)
         rc = pg_lease_row(r, 0, out) == 0
                  ? 1
-                 : pg_fail(st, "cannot claim a lease of run %s: out of memory", run_id);
+                 : orch_store_fail(&st->base, "cannot claim a lease of run %s: out of memory", run_id);
     PQclear(r);
     return rc;
 }
@@ -1794,7 +1782,7 @@ static int pg_lease_list(struct orch_store *base, const char *run_id, orch_lease
     for (int i = 0; i < PQntuples(r); i++) {
         struct orch_lease l;
         if (pg_lease_row(r, i, &l) != 0) {
-            ret = pg_fail(st, "cannot list the leases of run %s: out of memory", run_id);
+            ret = orch_store_fail(&st->base, "cannot list the leases of run %s: out of memory", run_id);
             break;
         }
         int stop = cb(ud, &l);
@@ -1911,8 +1899,9 @@ static int pg_rate_take(struct orch_store *base, const char *run_id, const char 
         *left = pg_col_dbl(r, 0, 1);
     PQclear(r);
     if (ret < 0)
-        return pg_fail(st, "cannot take from the %.40s limit of run %s: the bucket's row was not returned",
-                       kind, run_id);
+        return orch_store_fail(
+            &st->base, "cannot take from the %.40s limit of run %s: the bucket's row was not returned", kind,
+            run_id);
     return ret;
 }
 

@@ -202,18 +202,6 @@ static int pg_fail_res(struct pg_store *st, const PGresult *r, const char *what)
     return -1;
 }
 
-/* Records "URL: <what>" for failures that are not the server's. */
-static int pg_fail(struct pg_store *st, const char *fmt, ...)
-{
-    char what[400];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(what, sizeof what, fmt, ap);
-    va_end(ap);
-    snprintf(st->base.err, sizeof st->base.err, "%s: %s", st->shown, what);
-    return -1;
-}
-
 /* ---- parameters ------------------------------------------------------- */
 
 #define PG_MAXPARAMS 27
@@ -318,14 +306,19 @@ static int pg_reconnect(struct pg_store *st)
     return pg_prepare_all(st, err, sizeof err) == 0;
 }
 
-/* Runs prepared statement i. The result (rows or command) the caller
- * clears, or NULL with st->err set from what. */
-static PGresult *pg_exec(struct pg_store *st, enum pg_stmt i, const struct pg_params *p, const char *what)
+/* Runs prepared statement i, or, where sql is not NULL, the constant
+ * text sql (PQexecParams; i is not used). The result (rows or command)
+ * the caller clears, or NULL with st->err set from what. A dropped
+ * connection outside a transaction is opened again and the statement run
+ * once more. */
+static PGresult *pg_exec(struct pg_store *st, enum pg_stmt i, const char *sql, const struct pg_params *p,
+                         const char *what)
 {
     char name[16];
     pg_stmt_name(i, name);
     for (int attempt = 0;; attempt++) {
-        PGresult *r = PQexecPrepared(st->conn, name, p->n, p->v, p->len, p->fmt, 0);
+        PGresult *r = sql == NULL ? PQexecPrepared(st->conn, name, p->n, p->v, p->len, p->fmt, 0)
+                                  : PQexecParams(st->conn, sql, p->n, NULL, p->v, p->len, p->fmt, 0);
         ExecStatusType s = PQresultStatus(r);
         if (s == PGRES_COMMAND_OK || s == PGRES_TUPLES_OK)
             return r;
@@ -339,10 +332,47 @@ static PGresult *pg_exec(struct pg_store *st, enum pg_stmt i, const struct pg_pa
     }
 }
 
-/* Runs statement i: the number of rows it changed, or -1 (st->base.err set). */
-static int64_t pg_exec_changes(struct pg_store *st, enum pg_stmt i, struct pg_params *p, const char *what)
+/* pg_exec with the values types lists, one argument each (two for b),
+ * then what the statement does, for its message, as a format and its
+ * arguments; the values are given as redisCommand takes them:
+ *   t  const char *          text; NULL is SQL NULL
+ *   i  int64_t               (cast what is not one: varargs do not convert)
+ *   d  double
+ *   b  const void *, size_t  raw bytes (binary format)
+ * e.g. pg_query(st, PG_RUN_HEARTBEAT, "ti", id, now_ms, "cannot record a
+ * heartbeat"). The result the caller clears, or NULL with st->err set. */
+static PGresult *pg_query_at(struct pg_store *st, enum pg_stmt i, const char *sql, const char *types, ...)
 {
-    PGresult *r = pg_exec(st, i, p, what);
+    struct pg_params p = {0};
+    va_list ap;
+    va_start(ap, types);
+    for (const char *t = types; *t != '\0'; t++) {
+        if (*t == 't') {
+            p_text(&p, va_arg(ap, const char *));
+        } else if (*t == 'i') {
+            p_int(&p, va_arg(ap, int64_t));
+        } else if (*t == 'd') {
+            p_dbl(&p, va_arg(ap, double));
+        } else {
+            const void *b = va_arg(ap, const void *);
+            p_bytes(&p, b, va_arg(ap, size_t));
+        }
+    }
+    char what[300];
+    const char *fmt = va_arg(ap, const char *);
+    vsnprintf(what, sizeof what, fmt, ap);
+    va_end(ap);
+    return pg_exec(st, i, sql, &p, what);
+}
+
+/* Prepared statement i; constant SQL text. */
+#define pg_query(st, i, ...) pg_query_at((st), (i), NULL, __VA_ARGS__)
+#define pg_query_sql(st, sql, ...) pg_query_at((st), PG_NSTMT, (sql), __VA_ARGS__)
+
+/* The rows a command changed, clearing r; -1 when r is NULL (it failed,
+ * st->err set). */
+static int64_t pg_changes(PGresult *r)
+{
     if (r == NULL)
         return -1;
     int64_t n = strtoll(PQcmdTuples(r), NULL, 10);
@@ -350,7 +380,6 @@ static int64_t pg_exec_changes(struct pg_store *st, enum pg_stmt i, struct pg_pa
     return n;
 }
 
-/* Rows changed by a command result. */
 /* Runs constant SQL without values (transaction control). 0 or -1. */
 static int pg_simple(struct pg_store *st, const char *sql, const char *what)
 {
@@ -473,14 +502,20 @@ static int pg_pipe_end(struct pg_store *st, const char *what, pg_namer namer, vo
     return ret;
 }
 
-/* Leaves pipeline mode after a failed send, keeping that send's message
- * (ending the pipeline would replace it with its own). */
-static void pg_pipe_abandon(struct pg_store *st, const char *what)
+/* Ends the pipeline whose statements the caller queued: sent is 0, or
+ * nonzero when a send failed (the pipeline is then left keeping that
+ * send's message, which ending it would replace with its own); else the
+ * replies are read as pg_pipe_end reads them. 0 or -1. */
+static int pg_pipe_finish(struct pg_store *st, int sent, const char *what, pg_namer namer, void *nud,
+                          int (*cb)(void *ud, size_t index, const PGresult *r), void *ud)
 {
+    if (sent == 0)
+        return pg_pipe_end(st, what, namer, nud, cb, ud);
     char keep[sizeof st->base.err];
     memcpy(keep, st->base.err, sizeof keep);
     pg_pipe_end(st, what, NULL, NULL, NULL, NULL);
     memcpy(st->base.err, keep, sizeof keep);
+    return -1;
 }
 
 /* ---- columns ---------------------------------------------------------- */
@@ -531,48 +566,55 @@ static char *pg_col_bytes(const PGresult *r, int row, int col, size_t *len, int 
     return p;
 }
 
+/* Reads row of r, column after column, into the places the arguments
+ * point to, as types says (the counterpart of pg_query):
+ *   s  char **            a heap copy (pg_col_dup), NULL for SQL NULL
+ *   i  int64_t *
+ *   d  double *
+ *   b  char **, size_t *  a bytea's bytes (pg_col_bytes)
+ *   -  nothing            the column is skipped
+ * 0, or -1 when memory ran out: the copies made are the caller's to free
+ * (each place not reached or not copied holds NULL). */
+static int pg_scan(const PGresult *r, int row, const char *types, ...)
+{
+    int oom = 0;
+    va_list ap;
+    va_start(ap, types);
+    for (int col = 0; types[col] != '\0'; col++) {
+        char t = types[col];
+        if (t == 's') {
+            *va_arg(ap, char **) = pg_col_dup(r, row, col, &oom);
+        } else if (t == 'i') {
+            *va_arg(ap, int64_t *) = pg_col_int(r, row, col);
+        } else if (t == 'd') {
+            *va_arg(ap, double *) = pg_col_dbl(r, row, col);
+        } else if (t == 'b') {
+            char **b = va_arg(ap, char **);
+            *b = pg_col_bytes(r, row, col, va_arg(ap, size_t *), &oom);
+        }
+    }
+    va_end(ap);
+    return oom ? -1 : 0;
+}
+
 /* ---- runs ------------------------------------------------------------- */
 
 /* Fills out (zeroed first, heap strings it then owns) from row of a
  * PG_RUN_SELECT result. 0, or -1 when memory runs out (out cleared). */
 static int pg_run_row(const PGresult *r, int row, struct orch_run *out)
 {
-    int oom = 0;
     memset(out, 0, sizeof *out);
-    out->id = pg_col_dup(r, row, 0, &oom);
-    out->name = pg_col_dup(r, row, 1, &oom);
-    out->identity = pg_col_dup(r, row, 2, &oom);
-    out->workflow_path = pg_col_dup(r, row, 3, &oom);
-    out->workflow_hash = pg_col_dup(r, row, 4, &oom);
-    out->input = pg_col_dup(r, row, 5, &oom);
-    out->input_fp = pg_col_dup(r, row, 6, &oom);
-    out->params = pg_col_dup(r, row, 7, &oom);
-    out->output = pg_col_dup(r, row, 8, &oom);
-    out->error = pg_col_dup(r, row, 9, &oom);
-    out->owner_host = pg_col_dup(r, row, 10, &oom);
+    int rc = pg_scan(r, row, "sssssssssss-iiiiiiiiiiiiidii", &out->id, &out->name, &out->identity,
+                     &out->workflow_path, &out->workflow_hash, &out->input, &out->input_fp, &out->params,
+                     &out->output, &out->error, &out->owner_host, &out->owner_pid, &out->heartbeat_ms,
+                     &out->created_ms, &out->updated_ms, &out->finished_ms, &out->rows_done, &out->rows_ok,
+                     &out->rows_failed, &out->rows_dropped, &out->rows_defaulted, &out->llm_calls,
+                     &out->tokens_in, &out->tokens_out, &out->cost_usd, &out->recoveries, &out->checkpoints);
     int status = orch_run_status_parse(PQgetvalue(r, row, 11));
     out->status = status >= 0 ? (enum orch_run_status)status : ORCH_RUN_FAILED;
-    out->owner_pid = pg_col_int(r, row, 12);
-    out->heartbeat_ms = pg_col_int(r, row, 13);
-    out->created_ms = pg_col_int(r, row, 14);
-    out->updated_ms = pg_col_int(r, row, 15);
-    out->finished_ms = pg_col_int(r, row, 16);
-    out->rows_done = pg_col_int(r, row, 17);
-    out->rows_ok = pg_col_int(r, row, 18);
-    out->rows_failed = pg_col_int(r, row, 19);
-    out->rows_dropped = pg_col_int(r, row, 20);
-    out->rows_defaulted = pg_col_int(r, row, 21);
-    out->llm_calls = pg_col_int(r, row, 22);
-    out->tokens_in = pg_col_int(r, row, 23);
-    out->tokens_out = pg_col_int(r, row, 24);
-    out->cost_usd = pg_col_dbl(r, row, 25);
-    out->recoveries = pg_col_int(r, row, 26);
-    out->checkpoints = pg_col_int(r, row, 27);
-    if (oom) {
+    if (rc != 0)
         orch_run_clear(out);
-        return -1;
-    }
-    return 0;
+    return rc;
 }
 
 static void pg_params_run_update(struct pg_params *p, const struct orch_run *r, int64_t now)
@@ -602,54 +644,26 @@ static int pg_run_update_stmt(struct pg_store *st, const struct orch_run *r)
 {
     struct pg_params p = {0};
     pg_params_run_update(&p, r, orch_store_now_ms());
-    int64_t n = pg_exec_changes(st, PG_RUN_UPDATE, &p, "cannot update run");
+    int64_t n = pg_changes(pg_exec(st, PG_RUN_UPDATE, NULL, &p, "cannot update run"));
     if (n < 0)
         return -1;
     if (n != 1)
-        return pg_fail(st, "cannot update run %s: no such run", r->id);
+        return orch_store_fail(&st->base, "cannot update run %s: no such run", r->id);
     return 0;
 }
 
 static int pg_run_create(struct orch_store *base, const struct orch_run *r)
 {
-    struct pg_store *st = pg_of(base);
     int64_t created = r->created_ms != 0 ? r->created_ms : orch_store_now_ms();
     int64_t updated = r->updated_ms != 0 ? r->updated_ms : created;
-    struct pg_params p = {0};
-    p_text(&p, r->id);
-    p_text(&p, r->name);
-    p_text(&p, r->identity);
-    p_text(&p, r->workflow_path);
-    p_text(&p, r->workflow_hash);
-    p_text(&p, r->input);
-    p_text(&p, r->input_fp);
-    p_text(&p, r->params);
-    p_text(&p, r->output);
-    p_text(&p, r->error);
-    p_text(&p, r->owner_host);
-    p_text(&p, orch_run_status_name(r->status));
-    p_int(&p, r->owner_pid);
-    p_int(&p, r->heartbeat_ms);
-    p_int(&p, created);
-    p_int(&p, updated);
-    p_int(&p, r->finished_ms);
-    p_int(&p, r->rows_done);
-    p_int(&p, r->rows_ok);
-    p_int(&p, r->rows_failed);
-    p_int(&p, r->rows_dropped);
-    p_int(&p, r->rows_defaulted);
-    p_int(&p, r->llm_calls);
-    p_int(&p, r->tokens_in);
-    p_int(&p, r->tokens_out);
-    p_dbl(&p, r->cost_usd);
-    p_int(&p, r->recoveries);
-    char what[300];
-    snprintf(what, sizeof what, "cannot create run %s", r->id != NULL ? r->id : "(null)");
-    PGresult *res = pg_exec(st, PG_RUN_INSERT, &p, what);
-    if (res == NULL)
-        return -1;
-    PQclear(res);
-    return 0;
+    PGresult *res =
+        pg_query(pg_of(base), PG_RUN_INSERT, "ttttttttttttiiiiiiiiiiiiidi", r->id, r->name, r->identity,
+                 r->workflow_path, r->workflow_hash, r->input, r->input_fp, r->params, r->output, r->error,
+                 r->owner_host, orch_run_status_name(r->status), r->owner_pid, r->heartbeat_ms, created,
+                 updated, r->finished_ms, r->rows_done, r->rows_ok, r->rows_failed, r->rows_dropped,
+                 r->rows_defaulted, r->llm_calls, r->tokens_in, r->tokens_out, r->cost_usd, r->recoveries,
+                 "cannot create run %s", r->id != NULL ? r->id : "(null)");
+    return pg_changes(res) < 0 ? -1 : 0;
 }
 
 /* Runs a PG_RUN_SELECT statement expected to give at most one row: 1 with
@@ -657,16 +671,14 @@ static int pg_run_create(struct orch_store *base, const struct orch_run *r)
 static int pg_run_one(struct pg_store *st, enum pg_stmt i, const char *key, struct orch_run *out,
                       const char *what)
 {
-    struct pg_params p = {0};
-    p_text(&p, key);
-    PGresult *r = pg_exec(st, i, &p, what);
+    PGresult *r = pg_query(st, i, "t", key, "%s", what);
     if (r == NULL)
         return -1;
     int ret = 0;
     if (PQntuples(r) > 0) {
         ret = 1;
         if (pg_run_row(r, 0, out) != 0)
-            ret = pg_fail(st, "%s: out of memory", what);
+            ret = orch_store_fail(&st->base, "%s: out of memory", what);
     }
     PQclear(r);
     return ret;
@@ -690,15 +702,8 @@ static int pg_run_update(struct orch_store *base, const struct orch_run *r)
 static int pg_run_claim(struct orch_store *base, const char *id, int64_t pid, const char *host,
                         int64_t now_ms, int64_t expect_pid, int64_t expect_heartbeat_ms)
 {
-    struct pg_store *st = pg_of(base);
-    struct pg_params p = {0};
-    p_text(&p, id);
-    p_int(&p, pid);
-    p_text(&p, host);
-    p_int(&p, now_ms);
-    p_int(&p, expect_pid);
-    p_int(&p, expect_heartbeat_ms);
-    int64_t n = pg_exec_changes(st, PG_RUN_CLAIM, &p, "cannot claim run");
+    int64_t n = pg_changes(pg_query(pg_of(base), PG_RUN_CLAIM, "titiii", id, pid, host, now_ms, expect_pid,
+                                    expect_heartbeat_ms, "cannot claim run"));
     if (n < 0)
         return -1;
     return n == 1 ? 1 : 0;
@@ -707,14 +712,11 @@ static int pg_run_claim(struct orch_store *base, const char *id, int64_t pid, co
 static int pg_run_heartbeat(struct orch_store *base, const char *id, int64_t now_ms)
 {
     struct pg_store *st = pg_of(base);
-    struct pg_params p = {0};
-    p_text(&p, id);
-    p_int(&p, now_ms);
-    int64_t n = pg_exec_changes(st, PG_RUN_HEARTBEAT, &p, "cannot record a heartbeat");
+    int64_t n = pg_changes(pg_query(st, PG_RUN_HEARTBEAT, "ti", id, now_ms, "cannot record a heartbeat"));
     if (n < 0)
         return -1;
     if (n != 1)
-        return pg_fail(st, "cannot record the heartbeat of run %s: no such run", id);
+        return orch_store_fail(&st->base, "cannot record the heartbeat of run %s: no such run", id);
     return 0;
 }
 
@@ -722,10 +724,7 @@ static int pg_run_heartbeat(struct orch_store *base, const char *id, int64_t now
  * (ON DELETE CASCADE). 1, 0 when there is no such run, or -1. */
 static int pg_run_delete(struct orch_store *base, const char *id)
 {
-    struct pg_store *st = pg_of(base);
-    struct pg_params p = {0};
-    p_text(&p, id);
-    int64_t n = pg_exec_changes(st, PG_RUN_DELETE, &p, "cannot delete a run");
+    int64_t n = pg_changes(pg_query(pg_of(base), PG_RUN_DELETE, "t", id, "cannot delete a run"));
     if (n < 0)
         return -1;
     return n > 0 ? 1 : 0;
@@ -733,13 +732,8 @@ static int pg_run_delete(struct orch_store *base, const char *id)
 
 static int pg_journal_prune(struct orch_store *base, int64_t before_ms, int64_t *removed)
 {
-    struct pg_store *st = pg_of(base);
-    struct pg_params p = {0};
-    p_int(&p, before_ms);
-    *removed = pg_exec_changes(st, PG_JR_PRUNE, &p, "cannot prune the journal");
-    if (*removed < 0)
-        return -1;
-    return 0;
+    *removed = pg_changes(pg_query(pg_of(base), PG_JR_PRUNE, "i", before_ms, "cannot prune the journal"));
+    return *removed < 0 ? -1 : 0;
 }
 
 /* Plain VACUUM, not VACUUM FULL: the space of deleted rows is marked for
@@ -784,7 +778,7 @@ static int pg_run_each(struct pg_store *st, PGresult *r, int i, void *ud)
     struct pg_list *c = ud;
     struct orch_run run;
     if (pg_run_row(r, i, &run) != 0)
-        return pg_fail(st, "cannot list runs: out of memory");
+        return orch_store_fail(&st->base, "cannot list runs: out of memory");
     int stop = c->cb.run(c->ud, &run);
     orch_run_clear(&run);
     return stop ? 1 : 0;
@@ -796,13 +790,10 @@ static int pg_run_list(struct orch_store *base, const struct orch_run_filter *f,
     struct orch_run_filter none = {0};
     if (f == NULL)
         f = &none;
-    struct pg_params p = {0};
-    p_text(&p, f->status);
-    p_text(&p, f->name);
-    p_int(&p, f->since_ms);
-    p_int(&p, f->until_ms);
     struct pg_list c = {.cb.run = cb, .ud = ud};
-    return pg_each_row(st, pg_exec(st, PG_RUN_LIST, &p, "cannot list runs"), pg_run_each, &c);
+    PGresult *r =
+        pg_query(st, PG_RUN_LIST, "ttii", f->status, f->name, f->since_ms, f->until_ms, "cannot list runs");
+    return pg_each_row(st, r, pg_run_each, &c);
 }
 
 /* ---- checkpoints ------------------------------------------------------ */
@@ -812,22 +803,11 @@ static int pg_run_list(struct orch_store *base, const struct orch_run_filter *f,
  * out (p cleared). */
 static int pg_checkpoint_row(const PGresult *r, int row, struct orch_checkpoint_packed *p)
 {
-    int oom = 0;
     struct orch_checkpoint *out = &p->c;
     memset(p, 0, sizeof *p);
-    out->seq = pg_col_int(r, row, 0);
-    out->name = pg_col_dup(r, row, 1, &oom);
-    out->reason = pg_col_dup(r, row, 2, &oom);
-    out->created_ms = pg_col_int(r, row, 3);
-    out->input_offset = pg_col_int(r, row, 4);
-    out->input_line = pg_col_int(r, row, 5);
-    out->input_index = pg_col_int(r, row, 6);
-    out->output_offset = pg_col_int(r, row, 7);
-    out->errors_offset = pg_col_int(r, row, 8);
-    out->checksum = pg_col_dup(r, row, 11, &oom);
-    out->bytes = pg_col_int(r, row, 12);
-    out->duration_ms = pg_col_dbl(r, row, 13);
-    p->raw_len = pg_col_int(r, row, 10);
+    int oom = pg_scan(r, row, "issiiiiii-isid", &out->seq, &out->name, &out->reason, &out->created_ms,
+                      &out->input_offset, &out->input_line, &out->input_index, &out->output_offset,
+                      &out->errors_offset, &p->raw_len, &out->checksum, &out->bytes, &out->duration_ms) != 0;
     out->memento = pg_col_bytes(r, row, 9, &out->memento_len, &oom);
     if (oom) {
         orch_checkpoint_clear(out);
@@ -888,6 +868,59 @@ static void buf_elem(struct pg_buf *b, const char *s)
     buf_put(b, "\"", 1);
 }
 
+/* Appends x to an int8[] literal being built ("{1,2,3"). */
+static void buf_int(struct pg_buf *b, int64_t x)
+{
+    char num[32];
+    snprintf(num, sizeof num, "%s%lld", b->n > 1 ? "," : "", (long long)x);
+    buf_put(b, num, strlen(num));
+}
+
+/* Array values built a row at a time, an element to each column, for
+ * the statements that take a batch as arrays (unnest): each value opens
+ * with its first element. */
+struct pg_arrays {
+    struct pg_buf col[5];
+};
+
+/* Appends one row, as types says (i int64_t, t const char *: as
+ * pg_query's). */
+static void arrays_row(struct pg_arrays *a, const char *types, ...)
+{
+    va_list ap;
+    va_start(ap, types);
+    for (int k = 0; types[k] != '\0'; k++) {
+        struct pg_buf *b = &a->col[k];
+        if (b->n == 0)
+            buf_put(b, "{", 1);
+        if (types[k] == 'i')
+            buf_int(b, va_arg(ap, int64_t));
+        else
+            buf_elem(b, va_arg(ap, const char *));
+    }
+    va_end(ap);
+}
+
+/* Closes the first n values. 0, or -1 (st->err set) when memory ran out
+ * for any of them. */
+static int arrays_close(struct pg_store *st, struct pg_arrays *a, int n, const char *what)
+{
+    int oom = 0;
+    for (int k = 0; k < n; k++) {
+        if (a->col[k].n == 0)
+            buf_put(&a->col[k], "{", 1);
+        buf_put(&a->col[k], "}", 1);
+        oom |= a->col[k].oom;
+    }
+    return oom ? orch_store_fail(&st->base, "%s: out of memory", what) : 0;
+}
+
+static void arrays_free(struct pg_arrays *a)
+{
+    for (size_t k = 0; k < sizeof a->col / sizeof a->col[0]; k++)
+        free(a->col[k].p);
+}
+
 static int cmp_i64(const void *a, const void *b)
 {
     int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
@@ -905,8 +938,8 @@ static int pg_res_bulk_ok(struct pg_store *st, const char *run_id, const struct 
         return 0;
     for (size_t i = 0; i < nres; i++) {
         if (res[i].status == NULL)
-            return pg_fail(st, "cannot store result %lld of run %s: it has no status", (long long)res[i].seq,
-                           run_id);
+            return orch_store_fail(&st->base, "cannot store result %lld of run %s: it has no status",
+                                   (long long)res[i].seq, run_id);
         if (res[i].data != NULL)
             return 0;
     }
@@ -927,35 +960,19 @@ static int pg_res_bulk_ok(struct pg_store *st, const char *run_id, const struct 
 static int pg_res_bulk_send(struct pg_store *st, const char *run_id, int64_t seq,
                             const struct orch_result *res, size_t nres, const char *what)
 {
-    struct pg_buf cols[4] = {{0}};
-    for (int k = 0; k < 4; k++)
-        buf_put(&cols[k], "{", 1);
-    for (size_t i = 0; i < nres; i++) {
-        char num[32];
-        snprintf(num, sizeof num, "%s%lld", i > 0 ? "," : "", (long long)res[i].seq);
-        buf_put(&cols[0], num, strlen(num));
-        buf_elem(&cols[1], res[i].key);
-        buf_elem(&cols[2], res[i].status);
-        buf_elem(&cols[3], res[i].error);
-    }
-    int oom = 0;
-    for (int k = 0; k < 4; k++) {
-        buf_put(&cols[k], "}", 1);
-        oom |= cols[k].oom;
-    }
-    int rc = -1;
-    if (oom) {
-        pg_fail(st, "%s: out of memory", what);
-    } else {
+    struct pg_arrays a = {0};
+    for (size_t i = 0; i < nres; i++)
+        arrays_row(&a, "ittt", res[i].seq, res[i].key, res[i].status, res[i].error);
+    int rc = arrays_close(st, &a, 4, what);
+    if (rc == 0) {
         struct pg_params p = {0};
         p_text(&p, run_id);
         for (int k = 0; k < 4; k++)
-            p_text(&p, cols[k].p);
+            p_text(&p, a.col[k].p);
         p_int(&p, seq);
         rc = pg_pipe_send(st, PG_RES_BULK, &p, what);
     }
-    for (int k = 0; k < 4; k++)
-        free(cols[k].p);
+    arrays_free(&a);
     return rc;
 }
 
@@ -1064,16 +1081,12 @@ static int pg_cp_send_tail(struct pg_store *st, const struct orch_run *run,
  * seals it (store_impl.h). Returns 0, or -1 with st->base.err set. */
 static int pg_cp_number(struct pg_store *st, const char *run_id, struct orch_checkpoint_seal *seal)
 {
-    char what[300];
-    struct pg_params p = {0};
-    p_text(&p, run_id);
-    snprintf(what, sizeof what, "cannot number a checkpoint of run %s", run_id);
-    PGresult *r = pg_exec(st, PG_RUN_LOCK_SEQ, &p, what);
+    PGresult *r = pg_query(st, PG_RUN_LOCK_SEQ, "t", run_id, "cannot number a checkpoint of run %s", run_id);
     if (r == NULL)
         return -1;
     if (PQntuples(r) == 0) {
         PQclear(r);
-        return pg_fail(st, "cannot update run %s: no such run", run_id);
+        return orch_store_fail(&st->base, "cannot update run %s: no such run", run_id);
     }
     int64_t seq = pg_col_int(r, 0, 0);
     PQclear(r);
@@ -1106,13 +1119,8 @@ static int pg_checkpoint_write_once(struct orch_store *base, const struct orch_r
     int sent = pg_cp_send_rows(st, run_id, seq, res, nres, bulk, state, nstate, what);
     if (sent == 0)
         sent = pg_cp_send_tail(st, run, seal, what);
-    if (sent != 0) {
-        pg_pipe_abandon(st, what);
-        goto fail;
-    }
-    if (pg_pipe_end(st, what, pg_cp_namer, &names, NULL, NULL) != 0)
-        goto fail;
-    if (pg_commit(st, "cannot commit the checkpoint") != 0)
+    if (pg_pipe_finish(st, sent, what, pg_cp_namer, &names, NULL, NULL) != 0 ||
+        pg_commit(st, "cannot commit the checkpoint") != 0)
         goto fail;
     return 0;
 
@@ -1145,14 +1153,14 @@ static int pg_checkpoint_scan(struct orch_store *base, const char *run_id, int64
     p_text(&p, run_id);
     if (seq > 0)
         p_int(&p, seq);
-    PGresult *r = pg_exec(st, seq > 0 ? PG_CP_GET : newest_first ? PG_CP_NEWEST : PG_CP_LIST, &p, what);
+    PGresult *r = pg_exec(st, seq > 0 ? PG_CP_GET : newest_first ? PG_CP_NEWEST : PG_CP_LIST, NULL, &p, what);
     if (r == NULL)
         return -1;
     int ret = 0;
     for (int i = 0; ret == 0 && i < PQntuples(r); i++) {
         struct orch_checkpoint_packed row;
         if (pg_checkpoint_row(r, i, &row) != 0) {
-            ret = pg_fail(st, "%s: out of memory", what);
+            ret = orch_store_fail(&st->base, "%s: out of memory", what);
             break;
         }
         ret = cb(ud, &row);
@@ -1165,21 +1173,15 @@ static int pg_checkpoint_scan(struct orch_store *base, const char *run_id, int64
 static int pg_checkpoint_rollback(struct orch_store *base, const char *run_id, int64_t seq)
 {
     struct pg_store *st = pg_of(base);
-    char what[300];
-    snprintf(what, sizeof what, "cannot roll run %s back to checkpoint %lld", run_id, (long long)seq);
     if (pg_begin(st, "cannot start the rollback transaction") != 0)
         return -1;
     static const enum pg_stmt which[] = {PG_CP_DELETE_AFTER, PG_RES_DELETE_AFTER};
     for (size_t i = 0; i < sizeof which / sizeof which[0]; i++) {
-        struct pg_params p = {0};
-        p_text(&p, run_id);
-        p_int(&p, seq);
-        PGresult *r = pg_exec(st, which[i], &p, what);
-        if (r == NULL) {
+        if (pg_changes(pg_query(st, which[i], "ti", run_id, seq, "cannot roll run %s back to checkpoint %lld",
+                                run_id, (long long)seq)) < 0) {
             pg_abort(st);
             return -1;
         }
-        PQclear(r);
     }
     if (pg_commit(st, "cannot commit the rollback") != 0) {
         pg_abort(st);
@@ -1194,11 +1196,8 @@ static int pg_checkpoint_rollback(struct orch_store *base, const char *run_id, i
  * "cannot list the <things> of run <id>" in st->base.err on failure. */
 static PGresult *pg_run_listing(struct pg_store *st, enum pg_stmt i, const char *run_id, const char *things)
 {
-    struct pg_params p = {0};
-    p_text(&p, run_id);
-    char what[300];
-    snprintf(what, sizeof what, "cannot list the %s of run %s", things, run_id != NULL ? run_id : "(none)");
-    return pg_exec(st, i, &p, what);
+    return pg_query(st, i, "t", run_id, "cannot list the %s of run %s", things,
+                    run_id != NULL ? run_id : "(none)");
 }
 
 static int pg_result_each(struct pg_store *st, PGresult *r, int i, void *ud)
@@ -1213,7 +1212,7 @@ static int pg_result_each(struct pg_store *st, PGresult *r, int i, void *ud)
     char *data = pg_col_bytes(r, i, 4, &x.data_len, &oom);
     x.data = data;
     if (oom)
-        return pg_fail(st, "cannot list the results of run %s: out of memory", c->run_id);
+        return orch_store_fail(&st->base, "cannot list the results of run %s: out of memory", c->run_id);
     int stop = c->cb.result(c->ud, &x);
     free(data);
     return stop ? 1 : 0;
@@ -1229,32 +1228,19 @@ static int pg_result_list(struct orch_store *base, const char *run_id, orch_resu
 
 static int pg_event_add(struct orch_store *base, const char *run_id, const char *type, const char *data)
 {
-    struct pg_store *st = pg_of(base);
-    struct pg_params p = {0};
-    p_text(&p, run_id);
-    p_int(&p, orch_store_now_ms());
-    p_text(&p, type);
-    p_text(&p, data);
-    PGresult *r = pg_exec(st, PG_EV_INSERT, &p, "cannot record an event");
-    if (r == NULL)
-        return -1;
-    PQclear(r);
-    return 0;
+    PGresult *r = pg_query(pg_of(base), PG_EV_INSERT, "titt", run_id, orch_store_now_ms(), type, data,
+                           "cannot record an event");
+    return pg_changes(r) < 0 ? -1 : 0;
 }
 
 static int pg_event_each(struct pg_store *st, PGresult *r, int i, void *ud)
 {
     struct pg_list *c = ud;
-    int oom = 0;
-    struct orch_event e;
-    e.id = pg_col_int(r, i, 0);
-    e.ts_ms = pg_col_int(r, i, 1);
-    e.type = pg_col_dup(r, i, 2, &oom);
-    e.data = pg_col_dup(r, i, 3, &oom);
-    if (oom) {
+    struct orch_event e = {0};
+    if (pg_scan(r, i, "iiss", &e.id, &e.ts_ms, &e.type, &e.data) != 0) {
         orch_event_clear(&e);
-        return pg_fail(st, "cannot list the events of run %s: out of memory",
-                       c->run_id != NULL ? c->run_id : "(none)");
+        return orch_store_fail(&st->base, "cannot list the events of run %s: out of memory",
+                               c->run_id != NULL ? c->run_id : "(none)");
     }
     int stop = c->cb.event(c->ud, &e);
     orch_event_clear(&e);
@@ -1286,11 +1272,10 @@ static int pg_state_list(struct orch_store *base, const char *run_id,
 /* The one row of a no-parameter statement, or NULL with st->err set. */
 static PGresult *pg_row1(struct pg_store *st, enum pg_stmt i, const char *what)
 {
-    struct pg_params p = {0};
-    PGresult *r = pg_exec(st, i, &p, what);
+    PGresult *r = pg_query(st, i, "", "%s", what);
     if (r != NULL && PQntuples(r) != 1) {
         PQclear(r);
-        pg_fail(st, "%s: no row", what);
+        orch_store_fail(&st->base, "%s: no row", what);
         return NULL;
     }
     return r;
@@ -1318,10 +1303,10 @@ static int pg_stats(struct orch_store *base, struct orch_store_stats *out)
 static int pg_journal_params(struct pg_store *st, const struct orch_journal_entry *e, struct pg_params *p)
 {
     if (e->key == NULL || e->key[0] == '\0')
-        return pg_fail(st, "cannot journal a response: it has no key");
+        return orch_store_fail(&st->base, "cannot journal a response: it has no key");
     if (e->response == NULL && e->response_len > 0)
-        return pg_fail(st, "cannot journal response %s: %zu bytes announced but no data", e->key,
-                       e->response_len);
+        return orch_store_fail(&st->base, "cannot journal response %s: %zu bytes announced but no data",
+                               e->key, e->response_len);
     memset(p, 0, sizeof *p);
     p_text(p, e->key);
     p_text(p, e->run_id);
@@ -1344,33 +1329,20 @@ static int pg_journal_put(struct orch_store *base, const struct orch_journal_ent
     struct pg_params p;
     if (pg_journal_params(st, e, &p) != 0)
         return -1;
-    PGresult *r = pg_exec(st, PG_JR_INSERT, &p, "cannot journal an LLM response");
-    if (r == NULL)
-        return -1;
-    PQclear(r);
-    return 0;
+    return pg_changes(pg_exec(st, PG_JR_INSERT, NULL, &p, "cannot journal an LLM response")) < 0 ? -1 : 0;
 }
 
 /* Fills out from row 0 of a PG_JR_COLS result. 0 or -1 (out of memory). */
 static int pg_journal_row(const PGresult *r, struct orch_journal_owned *out)
 {
-    int oom = 0;
     memset(out, 0, sizeof *out);
-    out->key = pg_col_dup(r, 0, 0, &oom);
-    out->run_id = pg_col_dup(r, 0, 1, &oom);
-    out->provider = pg_col_dup(r, 0, 2, &oom);
-    out->model = pg_col_dup(r, 0, 3, &oom);
-    out->response = pg_col_bytes(r, 0, 4, &out->response_len, &oom);
+    int oom = pg_scan(r, 0, "ssssbiiddii", &out->key, &out->run_id, &out->provider, &out->model,
+                      &out->response, &out->response_len, &out->tokens_in, &out->tokens_out, &out->cost_usd,
+                      &out->latency_ms, &out->created_ms, &out->hits) != 0;
     if (out->response == NULL && !oom) {
         out->response = calloc(1, 1);
         oom = out->response == NULL;
     }
-    out->tokens_in = pg_col_int(r, 0, 5);
-    out->tokens_out = pg_col_int(r, 0, 6);
-    out->cost_usd = pg_col_dbl(r, 0, 7);
-    out->latency_ms = pg_col_dbl(r, 0, 8);
-    out->created_ms = pg_col_int(r, 0, 9);
-    out->hits = pg_col_int(r, 0, 10);
     if (oom) {
         orch_journal_clear(out);
         return -1;
@@ -1385,7 +1357,7 @@ static int pg_journal_found(struct pg_store *st, const PGresult *r, const char *
     if (PQntuples(r) == 0)
         return 0;
     if (pg_journal_row(r, out) != 0)
-        return pg_fail(st, "cannot read journaled response %s: out of memory", key);
+        return orch_store_fail(&st->base, "cannot read journaled response %s: out of memory", key);
     return 1;
 }
 
@@ -1397,16 +1369,13 @@ static int pg_journal_get(struct orch_store *base, const char *key, struct orch_
 {
     struct pg_store *st = pg_of(base);
     if (key == NULL)
-        return pg_fail(st, "cannot look up a journaled response: no key");
-    char what[300];
-    snprintf(what, sizeof what, "cannot look up journaled response %s", key);
-    struct pg_params p = {0};
-    p_text(&p, key);
+        return orch_store_fail(&st->base, "cannot look up a journaled response: no key");
+    const char *what = "cannot look up journaled response %s";
     PGresult *r = NULL;
     if (!st->readonly)
-        r = pg_exec(st, PG_JR_GET_HIT, &p, what);
+        r = pg_query(st, PG_JR_GET_HIT, "t", key, what, key);
     if (r == NULL && PQtransactionStatus(st->conn) == PQTRANS_IDLE)
-        r = pg_exec(st, PG_JR_GET, &p, what);
+        r = pg_query(st, PG_JR_GET, "t", key, what, key);
     if (r == NULL)
         return -1;
     int ret = pg_journal_found(st, r, key, out);
@@ -1448,7 +1417,7 @@ static int pg_journal_batch_once(struct orch_store *base, const struct orch_jour
         return 0;
     for (size_t i = 0; i < m; i++) {
         if (gets[i].key == NULL)
-            return pg_fail(st, "cannot look up a journaled response: no key");
+            return orch_store_fail(&st->base, "cannot look up a journaled response: no key");
     }
     struct pg_params p;
     for (size_t i = 0; i < n; i++) {
@@ -1471,13 +1440,8 @@ static int pg_journal_batch_once(struct orch_store *base, const struct orch_jour
         sent = pg_pipe_send(st, st->readonly ? PG_JR_GET : PG_JR_GET_HIT, &p, what);
     }
     struct pg_batch b = {st, n, gets};
-    if (sent != 0) {
-        pg_pipe_abandon(st, what);
-        goto fail;
-    }
-    if (pg_pipe_end(st, what, NULL, NULL, pg_batch_answer, &b) != 0)
-        goto fail;
-    if (pg_commit(st, "cannot commit journaled responses") != 0)
+    if (pg_pipe_finish(st, sent, what, NULL, NULL, pg_batch_answer, &b) != 0 ||
+        pg_commit(st, "cannot commit journaled responses") != 0)
         goto fail;
     return 0;
 fail:
@@ -1543,36 +1507,28 @@ static void pg_version(struct orch_store *base, char *out, size_t outlen)
 static int pg_live_put(struct orch_store *base, const char *run_id, int64_t updated_ms, const char *figures)
 {
     struct pg_store *st = pg_of(base);
-    struct pg_params p = {0};
-    p_text(&p, run_id);
-    p_int(&p, updated_ms);
-    p_text(&p, figures);
-    int64_t n = pg_exec_changes(st, PG_LIVE_PUT, &p, "cannot record live figures");
+    int64_t n = pg_changes(
+        pg_query(st, PG_LIVE_PUT, "tit", run_id, updated_ms, figures, "cannot record live figures"));
     if (n < 0)
         return -1;
     if (n != 1)
-        return pg_fail(st, "cannot record the live figures of run %s: no such run", run_id);
+        return orch_store_fail(&st->base, "cannot record the live figures of run %s: no such run", run_id);
     return 0;
 }
 
 static int pg_live_get(struct orch_store *base, const char *run_id, char **figures, int64_t *updated_ms)
 {
     struct pg_store *st = pg_of(base);
-    struct pg_params p = {0};
-    p_text(&p, run_id);
-    PGresult *r = pg_exec(st, PG_LIVE_GET, &p, "cannot read live figures");
+    PGresult *r = pg_query(st, PG_LIVE_GET, "t", run_id, "cannot read live figures");
     if (r == NULL)
         return -1;
     int ret = 0;
     if (PQntuples(r) > 0) {
-        int oom = 0;
-        *figures = pg_col_dup(r, 0, 0, &oom);
-        *updated_ms = pg_col_int(r, 0, 1);
         ret = 1;
-        if (oom || *figures == NULL) {
+        if (pg_scan(r, 0, "si", figures, updated_ms) != 0 || *figures == NULL) {
             free(*figures);
             *figures = NULL;
-            ret = pg_fail(st, "cannot read the live figures of run %s: out of memory", run_id);
+            ret = orch_store_fail(&st->base, "cannot read the live figures of run %s: out of memory", run_id);
         }
     }
     PQclear(r);
@@ -1583,16 +1539,10 @@ static int pg_event_page(struct orch_store *base, const char *run_id, int64_t af
                          int64_t limit, int newest_first, orch_event_cb cb, void *ud)
 {
     struct pg_store *st = pg_of(base);
-    struct pg_params p = {0};
-    p_text(&p, run_id);
-    p_int(&p, after_id);
-    p_int(&p, before_id);
-    p_int(&p, limit);
-    char what[300];
-    snprintf(what, sizeof what, "cannot list the events of run %s", run_id);
     struct pg_list c = {.cb.event = cb, .ud = ud, .run_id = run_id};
-    return pg_each_row(st, pg_exec(st, newest_first ? PG_EV_PAGE_DESC : PG_EV_PAGE, &p, what), pg_event_each,
-                       &c);
+    PGresult *r = pg_query(st, newest_first ? PG_EV_PAGE_DESC : PG_EV_PAGE, "tiii", run_id, after_id,
+                           before_id, limit, "cannot list the events of run %s", run_id);
+    return pg_each_row(st, r, pg_event_each, &c);
 }
 
 static int pg_error_each(struct pg_store *st, PGresult *r, int i, void *ud)
@@ -1611,89 +1561,53 @@ static int pg_error_page(struct orch_store *base, const char *run_id, int64_t af
                          orch_result_cb cb, void *ud)
 {
     struct pg_store *st = pg_of(base);
-    struct pg_params p = {0};
-    p_text(&p, run_id);
-    p_int(&p, after_seq);
-    p_int(&p, limit);
-    char what[300];
-    snprintf(what, sizeof what, "cannot list the failed rows of run %s", run_id);
     struct pg_list c = {.cb.result = cb, .ud = ud, .run_id = run_id};
-    return pg_each_row(st, pg_exec(st, PG_ERR_PAGE, &p, what), pg_error_each, &c);
+    PGresult *r = pg_query(st, PG_ERR_PAGE, "tii", run_id, after_seq, limit,
+                           "cannot list the failed rows of run %s", run_id);
+    return pg_each_row(st, r, pg_error_each, &c);
 }
 
 /* ---- many workers, one run: leases and the shared budget --------------
  * Every time is the server's clock (PG_NOW_MS), never a worker's. These
- * statements go through PQexecParams: bound values, constant SQL. */
+ * statements go through PQexecParams (pg_query_sql): bound values,
+ * constant SQL. */
 
 #define PG_NOW_MS "(extract(epoch FROM clock_timestamp()) * 1000)::bigint"
 #define PG_LEASE_COLS                                                                                        \
     "no, first_index, nrows, cur_offset, cur_line, cur_index, status, owner, claims, claimed_ms, "           \
     "heartbeat_ms, done_ms, " PG_NOW_MS " - heartbeat_ms"
 
-/* Runs constant sql with the values p. The result the caller clears, or
- * NULL with st->err set from what. A dropped connection outside a
- * transaction is opened again and the statement run once more. */
-static PGresult *pg_exec_sql(struct pg_store *st, const char *sql, const struct pg_params *p,
-                             const char *what)
-{
-    for (int attempt = 0;; attempt++) {
-        PGresult *r = PQexecParams(st->conn, sql, p->n, NULL, p->v, p->len, p->fmt, 0);
-        ExecStatusType s = PQresultStatus(r);
-        if (s == PGRES_COMMAND_OK || s == PGRES_TUPLES_OK)
-            return r;
-        if (attempt == 0 && !st->in_tx && pg_reconnect(st)) {
-            PQclear(r);
-            continue;
-        }
-        pg_fail_res(st, r, what);
-        PQclear(r);
-        return NULL;
-    }
-}
-
-/* pg_exec_sql for a command: rows changed, or -1. */
-static int64_t pg_exec_count(struct pg_store *st, const char *sql, const struct pg_params *p,
-                             const char *what)
-{
-    PGresult *r = pg_exec_sql(st, sql, p, what);
-    if (r == NULL)
-        return -1;
-    int64_t n = strtoll(PQcmdTuples(r), NULL, 10);
-    PQclear(r);
-    return n;
-}
-
 /* Fills out from row i of a PG_LEASE_COLS result. 0, or -1 out of memory. */
 static int pg_lease_row(const PGresult *r, int i, struct orch_lease *out)
 {
-    int oom = 0;
     memset(out, 0, sizeof *out);
-    out->no = pg_col_int(r, i, 0);
-    out->first_index = pg_col_int(r, i, 1);
-    out->rows = pg_col_int(r, i, 2);
-    out->offset = pg_col_int(r, i, 3);
-    out->line = pg_col_int(r, i, 4);
-    out->index = pg_col_int(r, i, 5);
-    out->status = pg_col_dup(r, i, 6, &oom);
-    out->owner = pg_col_dup(r, i, 7, &oom);
-    out->claims = pg_col_int(r, i, 8);
-    out->claimed_ms = pg_col_int(r, i, 9);
-    out->heartbeat_ms = pg_col_int(r, i, 10);
-    out->done_ms = pg_col_int(r, i, 11);
-    out->age_ms = pg_col_int(r, i, 12);
-    if (oom) {
+    if (pg_scan(r, i, "iiiiiissiiiii", &out->no, &out->first_index, &out->rows, &out->offset, &out->line,
+                &out->index, &out->status, &out->owner, &out->claims, &out->claimed_ms, &out->heartbeat_ms,
+                &out->done_ms, &out->age_ms) != 0) {
         orch_lease_clear(out);
         return -1;
     }
     return 0;
 }
 
-/* Appends x to an int8[] literal being built ("{1,2,3"). */
-static void buf_int(struct pg_buf *b, int64_t x)
+/* Inserts the n leases l in one statement, from arrays. 0 or -1. */
+static int pg_lease_insert(struct pg_store *st, const char *run_id, const struct orch_lease *l, size_t n,
+                           const char *what)
 {
-    char num[32];
-    snprintf(num, sizeof num, "%s%lld", b->n > 1 ? "," : "", (long long)x);
-    buf_put(b, num, strlen(num));
+    struct pg_arrays a = {0};
+    for (size_t i = 0; i < n; i++)
+        arrays_row(&a, "iiiii", l[i].no, l[i].first_index, l[i].rows, l[i].offset, l[i].line);
+    int rc = arrays_close(st, &a, 5, what);
+    if (rc == 0 &&
+        pg_changes(pg_query_sql(
+            st,
+            "INSERT INTO leases (run_id, no, first_index, nrows, cur_offset, cur_line, "
+            "cur_index) SELECT $1, u.no, u.fi, u.n, u.off, u.line, u.fi FROM unnest($2::bigint[], "
+            "$3::bigint[], $4::bigint[], $5::bigint[], $6::bigint[]) AS u (no, fi, n, off, line)",
+            "tttttt", run_id, a.col[0].p, a.col[1].p, a.col[2].p, a.col[3].p, a.col[4].p, "%s", what)) < 0)
+        rc = -1;
+    arrays_free(&a);
+    return rc;
 }
 
 /* The run row is locked first: two workers planning at once plan once. */
@@ -1702,57 +1616,24 @@ static int pg_lease_plan(struct orch_store *base, const char *run_id, const stru
     struct pg_store *st = pg_of(base);
     char what[300];
     snprintf(what, sizeof what, "cannot plan the leases of run %s", run_id);
-    struct pg_params p = {0};
-    p_text(&p, run_id);
     if (pg_begin(st, what) != 0)
         return -1;
     /* the lock first, then the count: a count in the locking statement
      * would read the snapshot taken before the wait */
-    int64_t locked = pg_exec_count(st, "SELECT 1 FROM runs WHERE id = $1 FOR UPDATE", &p, what);
+    int64_t locked =
+        pg_changes(pg_query_sql(st, "SELECT 1 FROM runs WHERE id = $1 FOR UPDATE", "t", run_id, "%s", what));
     if (locked <= 0) {
         if (locked == 0)
-            pg_fail(st, "%s: no such run", what);
+            orch_store_fail(&st->base, "%s: no such run", what);
         goto fail;
     }
-    PGresult *r = pg_exec_sql(st, "SELECT count(*) FROM leases WHERE run_id = $1", &p, what);
+    PGresult *r = pg_query_sql(st, "SELECT count(*) FROM leases WHERE run_id = $1", "t", run_id, "%s", what);
     if (r == NULL)
         goto fail;
     int64_t have = pg_col_int(r, 0, 0);
     PQclear(r);
-    if (have == 0 && n > 0) {
-        struct pg_buf cols[5] = {{0}};
-        for (int k = 0; k < 5; k++)
-            buf_put(&cols[k], "{", 1);
-        int oom = 0;
-        for (size_t i = 0; i < n; i++) {
-            buf_int(&cols[0], l[i].no);
-            buf_int(&cols[1], l[i].first_index);
-            buf_int(&cols[2], l[i].rows);
-            buf_int(&cols[3], l[i].offset);
-            buf_int(&cols[4], l[i].line);
-        }
-        for (int k = 0; k < 5; k++) {
-            buf_put(&cols[k], "}", 1);
-            oom |= cols[k].oom;
-        }
-        int64_t rc = -1;
-        if (oom) {
-            pg_fail(st, "%s: out of memory", what);
-        } else {
-            for (int k = 0; k < 5; k++)
-                p_text(&p, cols[k].p);
-            rc = pg_exec_count(
-                st,
-                "INSERT INTO leases (run_id, no, first_index, nrows, cur_offset, cur_line, "
-                "cur_index) SELECT $1, u.no, u.fi, u.n, u.off, u.line, u.fi FROM unnest($2::bigint[], "
-                "$3::bigint[], $4::bigint[], $5::bigint[], $6::bigint[]) AS u (no, fi, n, off, line)",
-                &p, what);
-        }
-        for (int k = 0; k < 5; k++)
-            free(cols[k].p);
-        if (rc < 0)
-            goto fail;
-    }
+    if (have == 0 && n > 0 && pg_lease_insert(st, run_id, l, n, what) != 0)
+        goto fail;
     if (pg_commit(st, what) != 0)
         goto fail;
     return 0;
@@ -1765,13 +1646,8 @@ static int pg_lease_claim(struct orch_store *base, const char *run_id, const cha
                           struct orch_lease *out)
 {
     struct pg_store *st = pg_of(base);
-    char what[300];
-    snprintf(what, sizeof what, "cannot claim a lease of run %s", run_id);
-    struct pg_params p = {0};
-    p_text(&p, run_id);
-    p_text(&p, worker);
-    p_int(&p, stale_ms);
-    PGresult *r = pg_exec_sql(
+    const char *what = "cannot claim a lease of run %s";
+    PGresult *r = pg_query_sql(
         st,
         "WITH c AS (SELECT no FROM leases WHERE run_id = $1 AND (status = 'free' OR (status = 'taken' AND "
         "heartbeat_ms < " PG_NOW_MS " - $3)) ORDER BY no LIMIT 1 FOR UPDATE SKIP LOCKED) "
@@ -1779,29 +1655,25 @@ static int pg_lease_claim(struct orch_store *base, const char *run_id, const cha
         ", heartbeat_ms = " PG_NOW_MS " FROM c WHERE l.run_id = $1 AND l.no = c.no RETURNING l.no, "
         "l.first_index, l.nrows, l.cur_offset, l.cur_line, l.cur_index, l.status, l.owner, l.claims, "
         "l.claimed_ms, l.heartbeat_ms, l.done_ms, 0",
-        &p, what);
+        "tti", run_id, worker, stale_ms, what, run_id);
     if (r == NULL)
         return -1;
     int rc = 0;
     if (PQntuples(r) == 1)
-        rc = pg_lease_row(r, 0, out) == 0 ? 1 : pg_fail(st, "%s: out of memory", what);
+        rc = pg_lease_row(r, 0, out) == 0
+                 ? 1
+                 : orch_store_fail(&st->base, "cannot claim a lease of run %s: out of memory", run_id);
     PQclear(r);
     return rc;
 }
 
 static int pg_lease_heartbeat(struct orch_store *base, const char *run_id, int64_t no, const char *worker)
 {
-    struct pg_store *st = pg_of(base);
-    char what[300];
-    snprintf(what, sizeof what, "cannot heartbeat lease %lld of run %s", (long long)no, run_id);
-    struct pg_params p = {0};
-    p_text(&p, run_id);
-    p_int(&p, no);
-    p_text(&p, worker);
-    int64_t n = pg_exec_count(st,
-                              "UPDATE leases SET heartbeat_ms = " PG_NOW_MS " WHERE run_id = $1 AND no = $2 "
-                              "AND owner = $3 AND status = 'taken'",
-                              &p, what);
+    int64_t n = pg_changes(pg_query_sql(
+        pg_of(base),
+        "UPDATE leases SET heartbeat_ms = " PG_NOW_MS " WHERE run_id = $1 AND no = $2 "
+        "AND owner = $3 AND status = 'taken'",
+        "tit", run_id, no, worker, "cannot heartbeat lease %lld of run %s", (long long)no, run_id));
     return n < 0 ? -1 : n > 0;
 }
 
@@ -1810,38 +1682,26 @@ static int pg_lease_heartbeat(struct orch_store *base, const char *run_id, int64
 static int pg_lease_commit_run(struct pg_store *st, const char *run_id, const struct orch_lease_commit *c,
                                const char *what)
 {
-    const struct orch_run *a = c->add;
-    struct pg_params p = {0};
-    p_text(&p, run_id);
-    p_int(&p, a ? a->rows_done : 0);
-    p_int(&p, a ? a->rows_ok : 0);
-    p_int(&p, a ? a->rows_failed : 0);
-    p_int(&p, a ? a->rows_dropped : 0);
-    p_int(&p, a ? a->rows_defaulted : 0);
-    p_int(&p, a ? a->llm_calls : 0);
-    p_int(&p, a ? a->tokens_in : 0);
-    p_int(&p, a ? a->tokens_out : 0);
-    p_dbl(&p, a ? a->cost_usd : 0);
-    p_int(&p, orch_store_now_ms());
-    if (pg_exec_count(
+    const struct orch_run none = {0};
+    const struct orch_run *a = c->add != NULL ? c->add : &none;
+    if (pg_changes(pg_query_sql(
             st,
             "UPDATE runs SET rows_done = rows_done + $2, rows_ok = rows_ok + $3, rows_failed = "
             "rows_failed + $4, rows_dropped = rows_dropped + $5, rows_defaulted = rows_defaulted + $6, "
             "llm_calls = llm_calls + $7, tokens_in = tokens_in + $8, tokens_out = tokens_out + $9, "
             "cost_usd = cost_usd + $10, updated_ms = $11, heartbeat_ms = $11 WHERE id = $1",
-            &p, what) < 0)
+            "tiiiiiiiidi", run_id, a->rows_done, a->rows_ok, a->rows_failed, a->rows_dropped,
+            a->rows_defaulted, a->llm_calls, a->tokens_in, a->tokens_out, a->cost_usd, orch_store_now_ms(),
+            "%s", what)) < 0)
         return -1;
     if (c->end != 1)
         return 1;
-    memset(&p, 0, sizeof p);
-    p_text(&p, run_id);
-    p_int(&p, orch_store_now_ms());
-    int64_t n =
-        pg_exec_count(st,
-                      "UPDATE runs SET status = 'completed', error = NULL, finished_ms = $2, updated_ms = "
-                      "$2 WHERE id = $1 AND status <> 'completed' AND NOT EXISTS (SELECT 1 FROM leases "
-                      "WHERE run_id = $1 AND status <> 'done')",
-                      &p, what);
+    int64_t n = pg_changes(
+        pg_query_sql(st,
+                     "UPDATE runs SET status = 'completed', error = NULL, finished_ms = $2, updated_ms = "
+                     "$2 WHERE id = $1 AND status <> 'completed' AND NOT EXISTS (SELECT 1 FROM leases "
+                     "WHERE run_id = $1 AND status <> 'done')",
+                     "ti", run_id, orch_store_now_ms(), "%s", what));
     return n < 0 ? -1 : n > 0 ? 2 : 1;
 }
 
@@ -1855,24 +1715,17 @@ static int pg_lease_commit_once(struct orch_store *base, const char *run_id,
     snprintf(what, sizeof what, "cannot commit lease %lld of run %s", (long long)c->no, run_id);
     if (pg_begin(st, what) != 0)
         return -1;
-    struct pg_params p = {0};
-    p_text(&p, run_id);
-    if (pg_exec_count(st, "SELECT 1 FROM runs WHERE id = $1 FOR UPDATE", &p, what) < 0)
+    if (pg_changes(pg_query_sql(st, "SELECT 1 FROM runs WHERE id = $1 FOR UPDATE", "t", run_id, "%s", what)) <
+        0)
         goto fail;
-    p_int(&p, c->no);
-    p_text(&p, c->worker);
-    p_int(&p, c->offset);
-    p_int(&p, c->line);
-    p_int(&p, c->index);
-    p_int(&p, c->end);
-    int64_t held = pg_exec_count(
+    int64_t held = pg_changes(pg_query_sql(
         st,
         "UPDATE leases SET cur_offset = $4, cur_line = $5, cur_index = $6, heartbeat_ms = " PG_NOW_MS ", "
         "status = CASE $7::int WHEN 1 THEN 'done' WHEN 2 THEN 'free' ELSE status END, done_ms = CASE $7::int "
         "WHEN 1 THEN " PG_NOW_MS
         " ELSE done_ms END WHERE run_id = $1 AND no = $2 AND owner = $3 AND status = "
         "'taken'",
-        &p, what);
+        "titiiii", run_id, c->no, c->worker, c->offset, c->line, c->index, (int64_t)c->end, "%s", what));
     if (held <= 0) {
         if (held == 0)
             pg_abort(st);
@@ -1884,23 +1737,15 @@ static int pg_lease_commit_once(struct orch_store *base, const char *run_id,
         int bulk = pg_res_bulk_ok(st, run_id, res, nres);
         if (bulk < 0 || pg_pipe_begin(st, what) != 0)
             goto fail;
-        if (pg_cp_send_rows(st, run_id, 0, res, nres, bulk, NULL, 0, what) != 0) {
-            char keep[sizeof st->base.err];
-            memcpy(keep, st->base.err, sizeof keep);
-            pg_pipe_end(st, what, NULL, NULL, NULL, NULL);
-            memcpy(st->base.err, keep, sizeof keep);
-            goto fail;
-        }
-        if (pg_pipe_end(st, what, NULL, NULL, NULL, NULL) != 0)
+        int sent = pg_cp_send_rows(st, run_id, 0, res, nres, bulk, NULL, 0, what);
+        if (pg_pipe_finish(st, sent, what, NULL, NULL, NULL, NULL) != 0)
             goto fail;
     }
-    memset(&p, 0, sizeof p);
-    p_text(&p, c->worker);
-    if (pg_exec_count(
+    if (pg_changes(pg_query_sql(
             st,
             "DELETE FROM journal_pending p WHERE p.owner = $1 AND EXISTS (SELECT 1 FROM llm_journal j "
             "WHERE j.key = p.key)",
-            &p, what) < 0)
+            "t", c->worker, "%s", what)) < 0)
         goto fail;
     int rc = pg_lease_commit_run(st, run_id, c, what);
     if (rc < 0 || pg_commit(st, what) != 0)
@@ -1929,19 +1774,15 @@ static int pg_lease_commit(struct orch_store *base, const char *run_id, const st
 static int pg_lease_list(struct orch_store *base, const char *run_id, orch_lease_cb cb, void *ud)
 {
     struct pg_store *st = pg_of(base);
-    char what[300];
-    snprintf(what, sizeof what, "cannot list the leases of run %s", run_id);
-    struct pg_params p = {0};
-    p_text(&p, run_id);
-    PGresult *r =
-        pg_exec_sql(st, "SELECT " PG_LEASE_COLS " FROM leases WHERE run_id = $1 ORDER BY no", &p, what);
+    PGresult *r = pg_query_sql(st, "SELECT " PG_LEASE_COLS " FROM leases WHERE run_id = $1 ORDER BY no", "t",
+                               run_id, "cannot list the leases of run %s", run_id);
     if (r == NULL)
         return -1;
     int ret = 0;
     for (int i = 0; i < PQntuples(r); i++) {
         struct orch_lease l;
         if (pg_lease_row(r, i, &l) != 0) {
-            ret = pg_fail(st, "%s: out of memory", what);
+            ret = orch_store_fail(&st->base, "cannot list the leases of run %s: out of memory", run_id);
             break;
         }
         int stop = cb(ud, &l);
@@ -1960,99 +1801,66 @@ static int pg_lease_list(struct orch_store *base, const char *run_id, orch_lease
 static int pg_budget_reserve(struct orch_store *base, const char *run_id, double est_usd, double max_usd)
 {
     struct pg_store *st = pg_of(base);
-    char what[300];
-    snprintf(what, sizeof what, "cannot reserve budget for run %s", run_id);
-    struct pg_params p = {0};
-    p_text(&p, run_id);
-    p_dbl(&p, max_usd);
-    if (pg_exec_count(
+    const char *what = "cannot reserve budget for run %s";
+    if (pg_changes(pg_query_sql(
             st, "INSERT INTO run_budget (run_id, max_usd) VALUES ($1, $2) ON CONFLICT (run_id) DO NOTHING",
-            &p, what) < 0)
+            "td", run_id, max_usd, what, run_id)) < 0)
         return -1;
-    memset(&p, 0, sizeof p);
-    p_text(&p, run_id);
-    p_dbl(&p, est_usd);
-    int64_t n = pg_exec_count(st,
-                              "UPDATE run_budget SET reserved_usd = reserved_usd + $2 WHERE run_id = $1 AND "
-                              "spent_usd + reserved_usd + $2 <= max_usd + 1e-12",
-                              &p, what);
+    int64_t n = pg_changes(
+        pg_query_sql(st,
+                     "UPDATE run_budget SET reserved_usd = reserved_usd + $2 WHERE run_id = $1 AND "
+                     "spent_usd + reserved_usd + $2 <= max_usd + 1e-12",
+                     "td", run_id, est_usd, what, run_id));
     return n < 0 ? -1 : n > 0;
 }
 
 static int pg_budget_settle(struct orch_store *base, const char *run_id, double released_usd,
                             double spent_usd)
 {
-    struct pg_store *st = pg_of(base);
-    char what[300];
-    snprintf(what, sizeof what, "cannot settle the budget of run %s", run_id);
-    struct pg_params p = {0};
-    p_text(&p, run_id);
-    p_dbl(&p, released_usd);
-    p_dbl(&p, spent_usd);
-    return pg_exec_count(st,
-                         "UPDATE run_budget SET reserved_usd = greatest(reserved_usd - $2, 0), spent_usd = "
-                         "spent_usd + $3 WHERE run_id = $1",
-                         &p, what) < 0
-               ? -1
-               : 0;
+    PGresult *r =
+        pg_query_sql(pg_of(base),
+                     "UPDATE run_budget SET reserved_usd = greatest(reserved_usd - $2, 0), spent_usd = "
+                     "spent_usd + $3 WHERE run_id = $1",
+                     "tdd", run_id, released_usd, spent_usd, "cannot settle the budget of run %s", run_id);
+    return pg_changes(r) < 0 ? -1 : 0;
 }
 
 /* Reservations are dropped with a new max: they belonged to workers that
  * stopped (a budget is raised on a paused run). */
 static int pg_budget_set(struct orch_store *base, const char *run_id, double max_usd)
 {
-    struct pg_store *st = pg_of(base);
-    char what[300];
-    snprintf(what, sizeof what, "cannot set the budget of run %s", run_id);
-    struct pg_params p = {0};
-    p_text(&p, run_id);
-    p_dbl(&p, max_usd);
-    return pg_exec_count(st,
-                         "INSERT INTO run_budget (run_id, max_usd) VALUES ($1, $2) ON CONFLICT (run_id) DO "
-                         "UPDATE SET max_usd = excluded.max_usd, reserved_usd = 0",
-                         &p, what) < 0
-               ? -1
-               : 0;
+    PGresult *r =
+        pg_query_sql(pg_of(base),
+                     "INSERT INTO run_budget (run_id, max_usd) VALUES ($1, $2) ON CONFLICT (run_id) DO "
+                     "UPDATE SET max_usd = excluded.max_usd, reserved_usd = 0",
+                     "td", run_id, max_usd, "cannot set the budget of run %s", run_id);
+    return pg_changes(r) < 0 ? -1 : 0;
 }
 
 static int pg_budget_get(struct orch_store *base, const char *run_id, double *max_usd, double *spent_usd,
                          double *reserved_usd)
 {
-    struct pg_store *st = pg_of(base);
-    char what[300];
-    snprintf(what, sizeof what, "cannot read the budget of run %s", run_id);
-    struct pg_params p = {0};
-    p_text(&p, run_id);
-    PGresult *r = pg_exec_sql(st, "SELECT max_usd, spent_usd, reserved_usd FROM run_budget WHERE run_id = $1",
-                              &p, what);
+    PGresult *r =
+        pg_query_sql(pg_of(base), "SELECT max_usd, spent_usd, reserved_usd FROM run_budget WHERE run_id = $1",
+                     "t", run_id, "cannot read the budget of run %s", run_id);
     if (r == NULL)
         return -1;
     int found = PQntuples(r) == 1;
-    if (found) {
-        *max_usd = pg_col_dbl(r, 0, 0);
-        *spent_usd = pg_col_dbl(r, 0, 1);
-        *reserved_usd = pg_col_dbl(r, 0, 2);
-    }
+    if (found)
+        pg_scan(r, 0, "ddd", max_usd, spent_usd, reserved_usd);
     PQclear(r);
     return found;
 }
 
 static int pg_journal_pend(struct orch_store *base, const char *key, const char *owner, int64_t ttl_ms)
 {
-    struct pg_store *st = pg_of(base);
-    char what[300];
-    snprintf(what, sizeof what, "cannot mark LLM request %.40s as being sent", key);
-    struct pg_params p = {0};
-    p_text(&p, key);
-    p_text(&p, owner);
-    p_int(&p, ttl_ms);
-    int64_t n =
-        pg_exec_count(st,
-                      "INSERT INTO journal_pending (key, owner, expires_ms) VALUES ($1, $2, " PG_NOW_MS
-                      " + $3) ON CONFLICT (key) DO UPDATE SET owner = excluded.owner, expires_ms = "
-                      "excluded.expires_ms WHERE journal_pending.owner = excluded.owner OR "
-                      "journal_pending.expires_ms < " PG_NOW_MS,
-                      &p, what);
+    int64_t n = pg_changes(
+        pg_query_sql(pg_of(base),
+                     "INSERT INTO journal_pending (key, owner, expires_ms) VALUES ($1, $2, " PG_NOW_MS
+                     " + $3) ON CONFLICT (key) DO UPDATE SET owner = excluded.owner, expires_ms = "
+                     "excluded.expires_ms WHERE journal_pending.owner = excluded.owner OR "
+                     "journal_pending.expires_ms < " PG_NOW_MS,
+                     "tti", key, owner, ttl_ms, "cannot mark LLM request %.40s as being sent", key));
     return n < 0 ? -1 : n > 0;
 }
 
@@ -2072,15 +1880,8 @@ static int pg_rate_take(struct orch_store *base, const char *run_id, const char 
                         double capacity, double per_ms, double *left)
 {
     struct pg_store *st = pg_of(base);
-    char what[300];
-    snprintf(what, sizeof what, "cannot take from the %.40s limit of run %s", kind, run_id);
-    struct pg_params p = {0};
-    p_text(&p, run_id);
-    p_text(&p, kind);
-    p_dbl(&p, capacity);
-    p_dbl(&p, amount);
-    p_dbl(&p, per_ms);
-    PGresult *r = pg_exec_sql(
+    const char *what = "cannot take from the %.40s limit of run %s";
+    PGresult *r = pg_query_sql(
         st,
         "INSERT INTO rate_buckets AS b (run_id, kind, tokens, updated_ms, first_ms, granted, takes, last_ok) "
         "SELECT $1, $2, $3::float8 - $4::float8, t.ms, t.ms, $4::float8, 1, true FROM (SELECT " PG_NOW_MS
@@ -2090,7 +1891,7 @@ static int pg_rate_take(struct orch_store *base, const char *run_id, const char 
         "b.granted + CASE WHEN " PG_RATE_OK
         " THEN $4::float8 ELSE 0 END, takes = b.takes + CASE WHEN " PG_RATE_OK
         " THEN 1 ELSE 0 END, last_ok = " PG_RATE_OK " RETURNING last_ok, tokens",
-        &p, what);
+        "ttddd", run_id, kind, capacity, amount, per_ms, what, kind, run_id);
     if (r == NULL)
         return -1;
     int ret = PQntuples(r) == 1 ? strcmp(PQgetvalue(r, 0, 0), "t") == 0 : -1;
@@ -2098,26 +1899,21 @@ static int pg_rate_take(struct orch_store *base, const char *run_id, const char 
         *left = pg_col_dbl(r, 0, 1);
     PQclear(r);
     if (ret < 0)
-        return pg_fail(st, "%s: the bucket's row was not returned", what);
+        return orch_store_fail(
+            &st->base, "cannot take from the %.40s limit of run %s: the bucket's row was not returned", kind,
+            run_id);
     return ret;
 }
 
 static int pg_run_set_status(struct orch_store *base, const char *run_id, enum orch_run_status status,
                              const char *error)
 {
-    struct pg_store *st = pg_of(base);
-    char what[300];
-    snprintf(what, sizeof what, "cannot update run %s", run_id);
     int64_t now = orch_store_now_ms();
-    struct pg_params p = {0};
-    p_text(&p, run_id);
-    p_text(&p, orch_run_status_name(status));
-    p_text(&p, error);
-    p_int(&p, now);
-    p_int(&p, status == ORCH_RUN_COMPLETED || status == ORCH_RUN_FAILED ? now : 0);
-    int64_t n = pg_exec_count(
-        st, "UPDATE runs SET status = $2, error = $3, updated_ms = $4, finished_ms = $5 WHERE id = $1", &p,
-        what);
+    int64_t finished = status == ORCH_RUN_COMPLETED || status == ORCH_RUN_FAILED ? now : 0;
+    int64_t n = pg_changes(pg_query_sql(
+        pg_of(base),
+        "UPDATE runs SET status = $2, error = $3, updated_ms = $4, finished_ms = $5 WHERE id = $1", "tttii",
+        run_id, orch_run_status_name(status), error, now, finished, "cannot update run %s", run_id));
     return n < 0 ? -1 : n > 0;
 }
 

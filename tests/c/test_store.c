@@ -1896,6 +1896,83 @@ static void test_results_chunks(struct orch_store *st, const char *db_path)
           count_of(db_path, "SELECT count(*) FROM result_chunks WHERE run_id = 'rc'") == 0);
 }
 
+/* Every write the PostgreSQL store makes, refused by the server (a
+ * trigger on each of orch's tables), fails with "<URL>: <what it did>:
+ * <the server's reason>", naming the run, lease, key or row. */
+static void test_pg_failures(const char *url)
+{
+    char err[512], target[900], shown[900], want[1200];
+    CHECK(pg_query(url, "CREATE SCHEMA fail", NULL, NULL, 0) == 0);
+    snprintf(target, sizeof target, "%.800s&options=-csearch_path%%3Dfail", url);
+    orch_store_display(target, shown, sizeof shown);
+    struct orch_store *st = orch_store_open(target, err, sizeof err);
+    CHECK(st != NULL);
+    if (st == NULL)
+        return;
+    struct orch_run r1 = make_run("r1", "n", "idF", ORCH_RUN_RUNNING, 1000);
+    struct orch_run r3 = make_run("r3", "n", "idG", ORCH_RUN_RUNNING, 1000);
+    CHECK(orch_store_run_create(st, &r1) == 0);
+    CHECK(orch_store_run_create(st, &r3) == 0);
+    struct orch_lease plan = {.no = 1, .first_index = 0, .rows = 2, .offset = 0, .line = 1};
+    CHECK(orch_store_lease_plan(st, "r1", &plan, 1) == 0);
+    struct orch_lease held;
+    CHECK(orch_store_lease_claim(st, "r1", "w1", 60000, &held) == 1);
+    orch_lease_clear(&held);
+    CHECK(
+        pg_query(url,
+                 "CREATE FUNCTION fail.refuse() RETURNS trigger LANGUAGE plpgsql AS "
+                 "$$ BEGIN RAISE EXCEPTION 'refused by the test'; END $$; "
+                 "DO $$ DECLARE t text; BEGIN FOREACH t IN ARRAY ARRAY['runs', 'checkpoints', 'results', "
+                 "'events', 'state', 'llm_journal', 'run_live', 'leases', 'run_budget', 'journal_pending', "
+                 "'rate_buckets'] LOOP EXECUTE format('CREATE TRIGGER refuse BEFORE INSERT OR UPDATE OR "
+                 "DELETE ON fail.%I FOR EACH STATEMENT EXECUTE FUNCTION fail.refuse()', t); END LOOP; END $$",
+                 NULL, NULL, 0) == 0);
+
+#define REFUSED(call, what)                                                                                  \
+    do {                                                                                                     \
+        CHECK((call) == -1);                                                                                 \
+        snprintf(want, sizeof want, "%s: %s: refused by the test", shown, what);                             \
+        CHECK_STR(st->err, want);                                                                            \
+    } while (0)
+    struct orch_run r2 = make_run("r2", "n", "idH", ORCH_RUN_RUNNING, 1000);
+    REFUSED(orch_store_run_create(st, &r2), "cannot create run r2");
+    REFUSED(orch_store_run_update(st, &r1), "cannot update run");
+    REFUSED(orch_store_run_claim(st, "r1", 7, "h", 2000, 0, 0), "cannot claim run");
+    REFUSED(orch_store_run_heartbeat(st, "r1", 2000), "cannot record a heartbeat");
+    REFUSED(orch_store_run_set_status(st, "r1", ORCH_RUN_PAUSED, NULL), "cannot update run r1");
+    REFUSED(orch_store_run_delete(st, "r1"), "cannot delete a run");
+    REFUSED(orch_store_event_add(st, "r1", "ev", "{}"), "cannot record an event");
+    REFUSED(orch_store_live_put(st, "r1", 2000, "{}"), "cannot record live figures");
+    REFUSED(orch_store_checkpoint_rollback(st, "r1", 3), "cannot roll run r1 back to checkpoint 3");
+    struct orch_result one[] = {{1, "k1", "ok", NULL, "{}", 2}};
+    struct orch_result two[] = {{1, "k1", "ok", NULL, NULL, 0}, {2, "k2", "failed", "x", NULL, 0}};
+    struct orch_kv kv[] = {{"a", "1", 1}};
+    struct orch_checkpoint c = {0};
+    c.reason = (char *)"rows";
+    REFUSED(orch_store_checkpoint_write(st, &r1, &c, one, 1, NULL, 0), "cannot store result 1 of run r1");
+    REFUSED(orch_store_checkpoint_write(st, &r1, &c, two, 2, NULL, 0),
+            "cannot store the 2 results of run r1");
+    REFUSED(orch_store_checkpoint_write(st, &r1, &c, NULL, 0, kv, 1), "cannot store state key a of run r1");
+    int64_t removed = 0;
+    REFUSED(orch_store_journal_prune(st, 5000, &removed), "cannot prune the journal");
+    struct orch_journal_entry e = {
+        .key = "k1", .provider = "p", .model = "m", .response = "r", .response_len = 1};
+    REFUSED(orch_store_journal_put(st, &e), "cannot journal an LLM response");
+    REFUSED(orch_store_journal_batch(st, &e, 1, NULL, 0), "cannot journal LLM responses");
+    REFUSED(orch_store_lease_plan(st, "r3", &plan, 1), "cannot plan the leases of run r3");
+    REFUSED(orch_store_lease_claim(st, "r1", "w2", 60000, &held), "cannot claim a lease of run r1");
+    REFUSED(orch_store_lease_heartbeat(st, "r1", 1, "w1"), "cannot heartbeat lease 1 of run r1");
+    struct orch_lease_commit lc = {.no = 1, .worker = "w1", .offset = 20, .line = 3, .index = 2, .end = 1};
+    REFUSED(orch_store_lease_commit(st, "r1", &lc, one, 1), "cannot commit lease 1 of run r1");
+    REFUSED(orch_store_budget_set(st, "r1", 5), "cannot set the budget of run r1");
+    REFUSED(orch_store_budget_reserve(st, "r1", 1, 5), "cannot reserve budget for run r1");
+    REFUSED(orch_store_budget_settle(st, "r1", 1, 1), "cannot settle the budget of run r1");
+    REFUSED(orch_store_journal_pend(st, "k1", "w1", 1000), "cannot mark LLM request k1 as being sent");
+    REFUSED(orch_store_rate_take(st, "r1", "rpm", 1, 60), "cannot take from the rpm limit of run r1");
+#undef REFUSED
+    orch_store_close(st);
+}
+
 /* PostgreSQL only: refusals at open, each leaving the database as it
  * was; the password never in a message. url: the test server. */
 static void test_pg_refusals(const char *url)
@@ -2550,6 +2627,7 @@ int main(int argc, char **argv)
         snprintf(conc, sizeof conc, "%.800s&options=-csearch_path%%3Dconc", target);
         test_concurrent_open(conc);
         test_pg_refusals(target);
+        test_pg_failures(target);
         return check_report();
     }
 

@@ -17,19 +17,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-static struct rd_store *rd_of(struct orch_store *st)
-{
-    return (struct rd_store *)st;
-}
-
-/* A write through a read-only store is refused before it is sent. */
-static int rd_writable(struct rd_store *st, const char *what)
-{
-    if (!st->readonly)
-        return 0;
-    return orch_redis_fail(st, "%s: the store is open read-only", what);
-}
-
 /* ---- replies ---------------------------------------------------------- */
 
 /* The value of field name in an HGETALL reply, or NULL. */
@@ -76,19 +63,6 @@ static double rd_dbl(const redisReply *h, const char *name)
 static int64_t rd_reply_int(const redisReply *r, int64_t fallback)
 {
     return r != NULL && r->type == REDIS_REPLY_INTEGER ? r->integer : fallback;
-}
-
-/* Runs script i and returns its integer reply, or -2 (st->err set) when
- * it failed; a reply that is not an integer reads as -3. */
-static int64_t rd_eval_int(struct rd_store *st, enum rd_script i, struct rd_args *a, const char *what)
-{
-    redisReply *r = orch_redis_eval(st, i, a, what);
-    rd_args_free(a);
-    if (r == NULL)
-        return -2;
-    int64_t n = rd_reply_int(r, -3);
-    freeReplyObject(r);
-    return n;
 }
 
 /* ---- runs ------------------------------------------------------------- */
@@ -164,7 +138,7 @@ static int rd_run_create(struct orch_store *base, const struct orch_run *r)
     struct rd_store *st = rd_of(base);
     char what[300];
     snprintf(what, sizeof what, "cannot create run %s", r->id != NULL ? r->id : "(null)");
-    if (rd_writable(st, what) != 0)
+    if (orch_redis_writable(st, what) != 0)
         return -1;
     if (r->id == NULL)
         return orch_redis_fail(st, "%s: it has no id", what);
@@ -193,7 +167,7 @@ static int rd_run_create(struct orch_store *base, const struct orch_run *r)
     put_count(&a, at, n + extra);
     a.oom |= u.oom;
     rd_args_free(&u);
-    return rd_eval_int(st, RD_RUN_CREATE, &a, what) < 0 ? -1 : 0;
+    return orch_redis_eval_int(st, RD_RUN_CREATE, &a, what) < 0 ? -1 : 0;
 }
 
 /* Fills out (zeroed first) from an HGETALL of a run and its checkpoint
@@ -251,11 +225,7 @@ static int rd_run_get(struct orch_store *base, const char *id, struct orch_run *
     char key[600], cps[600];
     rd_key(st, key, sizeof key, "run:", id);
     rd_key(st, cps, sizeof cps, "cps:", id);
-    struct rd_args a = {0};
-    rd_arg_s(&a, "HGETALL");
-    rd_arg_s(&a, key);
-    redisReply *h = orch_redis_cmd(st, &a, "cannot read run");
-    rd_args_free(&a);
+    redisReply *h = orch_redis_cmdf(st, "cannot read run", "ss", "HGETALL", key);
     if (h == NULL)
         return -1;
     if (h->type != REDIS_REPLY_ARRAY || h->elements == 0) {
@@ -265,10 +235,7 @@ static int rd_run_get(struct orch_store *base, const char *id, struct orch_run *
         freeReplyObject(h);
         return err ? -1 : 0;
     }
-    rd_arg_s(&a, "ZCARD");
-    rd_arg_s(&a, cps);
-    redisReply *n = orch_redis_cmd(st, &a, "cannot read run");
-    rd_args_free(&a);
+    redisReply *n = orch_redis_cmdf(st, "cannot read run", "ss", "ZCARD", cps);
     int ret = n == NULL ? -1 : 1;
     if (ret == 1 && rd_run_row(h, rd_reply_int(n, 0), out) != 0)
         ret = orch_redis_fail(st, "cannot read run %s: out of memory", id);
@@ -309,16 +276,9 @@ static int scan_cmp(const void *pa, const void *pb)
 static int rd_scan(struct rd_store *st, const struct orch_run_filter *f, const char *identity,
                    struct rd_runs *out, const char *what)
 {
-    struct rd_args a = {0};
-    rd_arg_s(&a, f->status);
-    rd_arg_s(&a, f->name);
-    rd_arg_i(&a, f->since_ms);
-    rd_arg_i(&a, f->until_ms);
-    rd_arg_s(&a, identity);
-    rd_arg_s(&a, identity != NULL ? "1" : "0");
     memset(out, 0, sizeof *out);
-    redisReply *r = orch_redis_eval(st, RD_RUN_SCAN, &a, what);
-    rd_args_free(&a);
+    redisReply *r = orch_redis_evalf(st, RD_RUN_SCAN, what, "ssiiss", f->status, f->name, f->since_ms,
+                                     f->until_ms, identity, identity != NULL ? "1" : "0");
     if (r == NULL)
         return -1;
     if (r->type != REDIS_REPLY_ARRAY) {
@@ -395,12 +355,12 @@ static int rd_run_list(struct orch_store *base, const struct orch_run_filter *f,
 static int rd_run_update(struct orch_store *base, const struct orch_run *r)
 {
     struct rd_store *st = rd_of(base);
-    if (rd_writable(st, "cannot update run") != 0)
+    if (orch_redis_writable(st, "cannot update run") != 0)
         return -1;
     struct rd_args a = {0};
     rd_arg_s(&a, r->id);
     args_run_update(&a, r, orch_store_now_ms());
-    int64_t n = rd_eval_int(st, RD_RUN_UPDATE, &a, "cannot update run");
+    int64_t n = orch_redis_eval_int(st, RD_RUN_UPDATE, &a, "cannot update run");
     if (n == 0)
         return orch_redis_fail(st, "cannot update run %s: no such run", r->id);
     return n == 1 ? 0 : -1;
@@ -409,29 +369,15 @@ static int rd_run_update(struct orch_store *base, const struct orch_run *r)
 static int rd_run_claim(struct orch_store *base, const char *id, int64_t pid, const char *host,
                         int64_t now_ms, int64_t expect_pid, int64_t expect_heartbeat_ms)
 {
-    struct rd_store *st = rd_of(base);
-    if (rd_writable(st, "cannot claim run") != 0)
-        return -1;
-    struct rd_args a = {0};
-    rd_arg_s(&a, id);
-    rd_arg_i(&a, pid);
-    rd_arg_s(&a, host);
-    rd_arg_i(&a, now_ms);
-    rd_arg_i(&a, expect_pid);
-    rd_arg_i(&a, expect_heartbeat_ms);
-    int64_t n = rd_eval_int(st, RD_RUN_CLAIM, &a, "cannot claim run");
+    int64_t n = orch_redis_writef(rd_of(base), RD_RUN_CLAIM, "cannot claim run", "sisiii", id, pid, host,
+                                  now_ms, expect_pid, expect_heartbeat_ms);
     return n < 0 ? -1 : n == 1;
 }
 
 static int rd_run_heartbeat(struct orch_store *base, const char *id, int64_t now_ms)
 {
     struct rd_store *st = rd_of(base);
-    if (rd_writable(st, "cannot record a heartbeat") != 0)
-        return -1;
-    struct rd_args a = {0};
-    rd_arg_s(&a, id);
-    rd_arg_i(&a, now_ms);
-    int64_t n = rd_eval_int(st, RD_RUN_HEARTBEAT, &a, "cannot record a heartbeat");
+    int64_t n = orch_redis_writef(st, RD_RUN_HEARTBEAT, "cannot record a heartbeat", "si", id, now_ms);
     if (n == 0)
         return orch_redis_fail(st, "cannot record the heartbeat of run %s: no such run", id);
     return n == 1 ? 0 : -1;
@@ -439,12 +385,7 @@ static int rd_run_heartbeat(struct orch_store *base, const char *id, int64_t now
 
 static int rd_run_delete(struct orch_store *base, const char *id)
 {
-    struct rd_store *st = rd_of(base);
-    if (rd_writable(st, "cannot delete a run") != 0)
-        return -1;
-    struct rd_args a = {0};
-    rd_arg_s(&a, id);
-    int64_t n = rd_eval_int(st, RD_RUN_DELETE, &a, "cannot delete a run");
+    int64_t n = orch_redis_writef(rd_of(base), RD_RUN_DELETE, "cannot delete a run", "s", id);
     return n < 0 ? -1 : n == 1;
 }
 
@@ -455,13 +396,7 @@ static int rd_next_seq(struct rd_store *st, const char *run_id, int64_t *seq, co
 {
     char key[600];
     rd_key(st, key, sizeof key, "cps:", run_id);
-    struct rd_args a = {0};
-    rd_arg_s(&a, "ZREVRANGE");
-    rd_arg_s(&a, key);
-    rd_arg_s(&a, "0");
-    rd_arg_s(&a, "0");
-    redisReply *r = orch_redis_cmd(st, &a, what);
-    rd_args_free(&a);
+    redisReply *r = orch_redis_cmdf(st, what, "ssss", "ZREVRANGE", key, "0", "0");
     if (r == NULL)
         return -1;
     *seq = 1;
@@ -587,7 +522,7 @@ static int rd_checkpoint_write(struct orch_store *base, const struct orch_run *r
     struct rd_store *st = rd_of(base);
     char what[300];
     snprintf(what, sizeof what, "cannot store a checkpoint of run %s", run->id);
-    if (rd_writable(st, what) != 0)
+    if (orch_redis_writable(st, what) != 0)
         return -1;
     for (size_t i = 0; i < nres; i++) {
         if (res[i].status == NULL)
@@ -604,7 +539,7 @@ static int rd_checkpoint_write(struct orch_store *base, const struct orch_run *r
             return -1;
         struct rd_args a = {0};
         args_cp_write(&a, run, seal, res, nres, state, nstate);
-        int64_t rc = rd_eval_int(st, RD_CP_WRITE, &a, what);
+        int64_t rc = orch_redis_eval_int(st, RD_CP_WRITE, &a, what);
         if (rc == 0) {
             rd_remember_seq(st, run->id, seq + 1);
             return 0;
@@ -654,14 +589,7 @@ static redisReply *rd_cp_seqs(struct rd_store *st, const char *run_id, int newes
 {
     char key[600];
     rd_key(st, key, sizeof key, "cps:", run_id);
-    struct rd_args a = {0};
-    rd_arg_s(&a, newest_first ? "ZREVRANGE" : "ZRANGE");
-    rd_arg_s(&a, key);
-    rd_arg_s(&a, "0");
-    rd_arg_s(&a, "-1");
-    redisReply *r = orch_redis_cmd(st, &a, what);
-    rd_args_free(&a);
-    return r;
+    return orch_redis_cmdf(st, what, "ssss", newest_first ? "ZREVRANGE" : "ZRANGE", key, "0", "-1");
 }
 
 /* HGETALL of checkpoint seq handed to cb; 0 when it is gone. */
@@ -671,11 +599,7 @@ static int rd_cp_one(struct rd_store *st, const char *run_id, int64_t seq, const
     char key[700], num[32];
     snprintf(num, sizeof num, ":%lld", (long long)seq);
     snprintf(key, sizeof key, "%scp:%s%s", st->url.prefix, run_id, num);
-    struct rd_args a = {0};
-    rd_arg_s(&a, "HGETALL");
-    rd_arg_s(&a, key);
-    redisReply *h = orch_redis_cmd(st, &a, what);
-    rd_args_free(&a);
+    redisReply *h = orch_redis_cmdf(st, what, "ss", "HGETALL", key);
     if (h == NULL)
         return -1;
     int ret = 0;
@@ -707,18 +631,24 @@ static int rd_checkpoint_scan(struct orch_store *base, const char *run_id, int64
 
 static int rd_checkpoint_rollback(struct orch_store *base, const char *run_id, int64_t seq)
 {
-    struct rd_store *st = rd_of(base);
     char what[300];
     snprintf(what, sizeof what, "cannot roll run %s back to checkpoint %lld", run_id, (long long)seq);
-    if (rd_writable(st, what) != 0)
-        return -1;
-    struct rd_args a = {0};
-    rd_arg_s(&a, run_id);
-    rd_arg_i(&a, seq);
-    return rd_eval_int(st, RD_CP_ROLLBACK, &a, what) < 0 ? -1 : 0;
+    return orch_redis_writef(rd_of(base), RD_CP_ROLLBACK, what, "si", run_id, seq) < 0 ? -1 : 0;
 }
 
 /* ---- results, events, state ------------------------------------------- */
+
+/* r when it is an array; else NULL, with the server's error or
+ * "unexpected reply" in st->err, and r freed. */
+static redisReply *rd_array(struct rd_store *st, redisReply *r, const char *what)
+{
+    if (r != NULL && r->type != REDIS_REPLY_ARRAY) {
+        orch_redis_fail(st, "%s: %s", what, r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply");
+        freeReplyObject(r);
+        return NULL;
+    }
+    return r;
+}
 
 /* HGETALL, LRANGE or ZRANGE of one of the run's keys (kind "res:", ...). */
 static redisReply *rd_read_all(struct rd_store *st, const char *cmd, const char *kind, const char *run_id,
@@ -726,21 +656,8 @@ static redisReply *rd_read_all(struct rd_store *st, const char *cmd, const char 
 {
     char key[600];
     rd_key(st, key, sizeof key, kind, run_id);
-    struct rd_args a = {0};
-    rd_arg_s(&a, cmd);
-    rd_arg_s(&a, key);
-    if (strcmp(cmd, "LRANGE") == 0 || strcmp(cmd, "ZRANGE") == 0) {
-        rd_arg_s(&a, "0");
-        rd_arg_s(&a, "-1");
-    }
-    redisReply *r = orch_redis_cmd(st, &a, what);
-    rd_args_free(&a);
-    if (r != NULL && r->type != REDIS_REPLY_ARRAY) {
-        orch_redis_fail(st, "%s: %s", what, r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply");
-        freeReplyObject(r);
-        return NULL;
-    }
-    return r;
+    int range = strcmp(cmd, "LRANGE") == 0 || strcmp(cmd, "ZRANGE") == 0;
+    return rd_array(st, orch_redis_cmdf(st, what, range ? "ssss" : "ss", cmd, key, "0", "-1"), what);
 }
 
 /* Reads "N|" from *p (within end): the number, *p past the bar. */
@@ -858,7 +775,7 @@ static int rd_result_list(struct orch_store *base, const char *run_id, orch_resu
 static int rd_event_add(struct orch_store *base, const char *run_id, const char *type, const char *data)
 {
     struct rd_store *st = rd_of(base);
-    if (rd_writable(st, "cannot record an event") != 0)
+    if (orch_redis_writable(st, "cannot record an event") != 0)
         return -1;
     if (type == NULL)
         return orch_redis_fail(st, "cannot record an event: it has no type");
@@ -878,7 +795,7 @@ static int rd_event_add(struct orch_store *base, const char *run_id, const char 
     rd_arg_s(&a, run_id);
     rd_arg(&a, buf, (size_t)h + tlen + dlen);
     free(buf);
-    int64_t n = rd_eval_int(st, RD_EV_ADD, &a, "cannot record an event");
+    int64_t n = orch_redis_eval_int(st, RD_EV_ADD, &a, "cannot record an event");
     if (n == -1)
         return orch_redis_fail(st, "cannot record an event: no such run %s", run_id);
     return n > 0 ? 0 : -1;
@@ -905,15 +822,10 @@ static int parse_event(const redisReply *v, struct orch_event *e)
     return 0;
 }
 
-static int rd_event_list(struct orch_store *base, const char *run_id, orch_event_cb cb, void *ud)
+/* Hands each stored event of the array r to cb (until it returns
+ * non-zero); frees r. 0, or -1 when one is damaged or memory runs out. */
+static int rd_each_event(struct rd_store *st, redisReply *r, const char *what, orch_event_cb cb, void *ud)
 {
-    struct rd_store *st = rd_of(base);
-    char what[300];
-    snprintf(what, sizeof what, "cannot list the events of run %s", run_id != NULL ? run_id : "(none)");
-    redisReply *r = run_id != NULL ? rd_read_all(st, "ZRANGE", "ev:", run_id, what)
-                                   : rd_read_all(st, "LRANGE", "ev", "", what);
-    if (r == NULL)
-        return -1;
     int ret = 0;
     for (size_t i = 0; i < r->elements; i++) {
         struct orch_event e;
@@ -929,6 +841,18 @@ static int rd_event_list(struct orch_store *base, const char *run_id, orch_event
     }
     freeReplyObject(r);
     return ret;
+}
+
+static int rd_event_list(struct orch_store *base, const char *run_id, orch_event_cb cb, void *ud)
+{
+    struct rd_store *st = rd_of(base);
+    char what[300];
+    snprintf(what, sizeof what, "cannot list the events of run %s", run_id != NULL ? run_id : "(none)");
+    redisReply *r = run_id != NULL ? rd_read_all(st, "ZRANGE", "ev:", run_id, what)
+                                   : rd_read_all(st, "LRANGE", "ev", "", what);
+    if (r == NULL)
+        return -1;
+    return rd_each_event(st, r, what, cb, ud);
 }
 
 static int rd_state_list(struct orch_store *base, const char *run_id, orch_state_cb cb, void *ud)
@@ -1051,7 +975,7 @@ static int rd_journal_batch(struct orch_store *base, const struct orch_journal_e
     }
     if (n + m == 0)
         return 0;
-    if (n > 0 && rd_writable(st, what) != 0)
+    if (n > 0 && orch_redis_writable(st, what) != 0)
         return -1;
     struct rd_args a = {0};
     rd_arg_s(&a, st->readonly ? "0" : "1");
@@ -1109,12 +1033,7 @@ static int rd_journal_get(struct orch_store *base, const char *key, struct orch_
 
 static int rd_journal_prune(struct orch_store *base, int64_t before_ms, int64_t *removed)
 {
-    struct rd_store *st = rd_of(base);
-    if (rd_writable(st, "cannot prune the journal") != 0)
-        return -1;
-    struct rd_args a = {0};
-    rd_arg_i(&a, before_ms);
-    int64_t n = rd_eval_int(st, RD_JR_PRUNE, &a, "cannot prune the journal");
+    int64_t n = orch_redis_writef(rd_of(base), RD_JR_PRUNE, "cannot prune the journal", "i", before_ms);
     if (n < 0)
         return -1;
     *removed = n;
@@ -1157,13 +1076,8 @@ static void rd_close(struct orch_store *base)
 static int rd_live_put(struct orch_store *base, const char *run_id, int64_t updated_ms, const char *figures)
 {
     struct rd_store *st = rd_of(base);
-    if (rd_writable(st, "cannot record live figures") != 0)
-        return -1;
-    struct rd_args a = {0};
-    rd_arg_s(&a, run_id);
-    rd_arg_i(&a, updated_ms);
-    rd_arg_s(&a, figures);
-    int64_t n = rd_eval_int(st, RD_LIVE_PUT, &a, "cannot record live figures");
+    int64_t n =
+        orch_redis_writef(st, RD_LIVE_PUT, "cannot record live figures", "sis", run_id, updated_ms, figures);
     if (n == 0)
         return orch_redis_fail(st, "cannot record the live figures of run %s: no such run", run_id);
     return n == 1 ? 0 : -1;
@@ -1175,13 +1089,7 @@ static int rd_live_get(struct orch_store *base, const char *run_id, char **figur
     char what[300], key[600];
     snprintf(what, sizeof what, "cannot read the live figures of run %s", run_id);
     rd_key(st, key, sizeof key, "live:", run_id);
-    struct rd_args a = {0};
-    rd_arg_s(&a, "HMGET");
-    rd_arg_s(&a, key);
-    rd_arg_s(&a, "figures");
-    rd_arg_s(&a, "updated_ms");
-    redisReply *r = orch_redis_cmd(st, &a, what);
-    rd_args_free(&a);
+    redisReply *r = orch_redis_cmdf(st, what, "ssss", "HMGET", key, "figures", "updated_ms");
     if (r == NULL)
         return -1;
     int ret = 0;
@@ -1208,38 +1116,12 @@ static int rd_event_page(struct orch_store *base, const char *run_id, int64_t af
     rd_key(st, key, sizeof key, "ev:", run_id);
     snprintf(lo, sizeof lo, "(%lld", (long long)after_id);
     snprintf(hi, sizeof hi, "(%lld", (long long)before_id);
-    struct rd_args a = {0};
-    rd_arg_s(&a, newest_first ? "ZREVRANGEBYSCORE" : "ZRANGEBYSCORE");
-    rd_arg_s(&a, key);
-    rd_arg_s(&a, newest_first ? hi : lo);
-    rd_arg_s(&a, newest_first ? lo : hi);
-    rd_arg_s(&a, "LIMIT");
-    rd_arg_s(&a, "0");
-    rd_arg_i(&a, limit);
-    redisReply *r = orch_redis_cmd(st, &a, what);
-    rd_args_free(&a);
+    redisReply *r = orch_redis_cmdf(st, what, "ssssssi", newest_first ? "ZREVRANGEBYSCORE" : "ZRANGEBYSCORE",
+                                    key, newest_first ? hi : lo, newest_first ? lo : hi, "LIMIT", "0", limit);
+    r = rd_array(st, r, what);
     if (r == NULL)
         return -1;
-    if (r->type != REDIS_REPLY_ARRAY) {
-        orch_redis_fail(st, "%s: %s", what, r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply");
-        freeReplyObject(r);
-        return -1;
-    }
-    int ret = 0;
-    for (size_t i = 0; i < r->elements; i++) {
-        struct orch_event e;
-        int rc = parse_event(r->element[i], &e);
-        if (rc != 0) {
-            ret = orch_redis_fail(st, "%s: %s", what, rc == -2 ? "out of memory" : "an event is damaged");
-            break;
-        }
-        int stop = cb(ud, &e);
-        orch_event_clear(&e);
-        if (stop)
-            break;
-    }
-    freeReplyObject(r);
-    return ret;
+    return rd_each_event(st, r, what, cb, ud);
 }
 
 /* The error index err:ID gives the seqs, res:ID their rows (one script,
@@ -1250,12 +1132,7 @@ static int rd_error_page(struct orch_store *base, const char *run_id, int64_t af
     struct rd_store *st = rd_of(base);
     char what[300];
     snprintf(what, sizeof what, "cannot list the failed rows of run %s", run_id);
-    struct rd_args a = {0};
-    rd_arg_s(&a, run_id);
-    rd_arg_i(&a, after_seq);
-    rd_arg_i(&a, limit);
-    redisReply *r = orch_redis_eval(st, RD_ERR_PAGE, &a, what);
-    rd_args_free(&a);
+    redisReply *r = orch_redis_evalf(st, RD_ERR_PAGE, what, "sii", run_id, after_seq, limit);
     if (r == NULL)
         return -1;
     int ret = 0;

@@ -13,6 +13,7 @@
 #include "store_impl.h"
 #include "store_redis_impl.h"
 
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -83,6 +84,60 @@ static void pair_i(struct rd_args *a, int *n, const char *name, int64_t v)
     (*n)++;
 }
 
+static void pair_d(struct rd_args *a, int *n, const char *name, double v)
+{
+    rd_arg_s(a, name);
+    rd_arg_d(a, v);
+    (*n)++;
+}
+
+/* A field of a struct as a hash stores it: its name and where it lies. */
+struct rd_member {
+    const char *name;
+    size_t off;
+};
+
+#define RD_COUNT(t) (sizeof(t) / sizeof((t)[0]))
+/* clang-format off */
+#define RUN_MEMBER(f) {#f, offsetof(struct orch_run, f)}
+#define CP_MEMBER(f) {#f, offsetof(struct orch_checkpoint, f)}
+/* clang-format on */
+
+/* The run's strings that run_create writes (error and owner_host are
+ * run_update's), and its int64_t numbers that run_update writes: one
+ * list for the writes and the reads. */
+static const struct rd_member run_strs[] = {
+    RUN_MEMBER(id),
+    RUN_MEMBER(name),
+    RUN_MEMBER(identity),
+    RUN_MEMBER(workflow_path),
+    RUN_MEMBER(workflow_hash),
+    RUN_MEMBER(input),
+    RUN_MEMBER(input_fp),
+    RUN_MEMBER(params),
+    RUN_MEMBER(output),
+};
+static const struct rd_member run_ints[] = {
+    RUN_MEMBER(owner_pid), RUN_MEMBER(heartbeat_ms), RUN_MEMBER(finished_ms),  RUN_MEMBER(rows_done),
+    RUN_MEMBER(rows_ok),   RUN_MEMBER(rows_failed),  RUN_MEMBER(rows_dropped), RUN_MEMBER(rows_defaulted),
+    RUN_MEMBER(llm_calls), RUN_MEMBER(tokens_in),    RUN_MEMBER(tokens_out),   RUN_MEMBER(recoveries),
+};
+/* A checkpoint's int64_t cursor, written and read as they are. */
+static const struct rd_member cp_ints[] = {
+    CP_MEMBER(input_offset),  CP_MEMBER(input_line),    CP_MEMBER(input_index),
+    CP_MEMBER(output_offset), CP_MEMBER(errors_offset),
+};
+
+static int64_t int_of(const void *x, const struct rd_member *m)
+{
+    return *(const int64_t *)((const char *)x + m->off);
+}
+
+static const char *str_of(const void *x, const struct rd_member *m)
+{
+    return *(char *const *)((const char *)x + m->off);
+}
+
 /* The count of the pairs put after index at, written into that slot. */
 static void put_count(struct rd_args *a, int at, int n)
 {
@@ -109,21 +164,9 @@ static void args_run_update(struct rd_args *a, const struct orch_run *r, int64_t
     pair_s(a, &n, "status", orch_run_status_name(r->status));
     pair_s(a, &n, "error", r->error);
     pair_s(a, &n, "owner_host", r->owner_host);
-    pair_i(a, &n, "owner_pid", r->owner_pid);
-    pair_i(a, &n, "heartbeat_ms", r->heartbeat_ms);
-    pair_i(a, &n, "finished_ms", r->finished_ms);
-    pair_i(a, &n, "rows_done", r->rows_done);
-    pair_i(a, &n, "rows_ok", r->rows_ok);
-    pair_i(a, &n, "rows_failed", r->rows_failed);
-    pair_i(a, &n, "rows_dropped", r->rows_dropped);
-    pair_i(a, &n, "rows_defaulted", r->rows_defaulted);
-    pair_i(a, &n, "llm_calls", r->llm_calls);
-    pair_i(a, &n, "tokens_in", r->tokens_in);
-    pair_i(a, &n, "tokens_out", r->tokens_out);
-    rd_arg_s(a, "cost_usd");
-    rd_arg_d(a, r->cost_usd);
-    n++;
-    pair_i(a, &n, "recoveries", r->recoveries);
+    for (size_t k = 0; k < RD_COUNT(run_ints); k++)
+        pair_i(a, &n, run_ints[k].name, int_of(r, &run_ints[k]));
+    pair_d(a, &n, "cost_usd", r->cost_usd);
     pair_i(a, &n, "updated_ms", now);
     put_count(a, at, n);
     rd_arg_i(a, (r->error == NULL) + (r->owner_host == NULL));
@@ -147,15 +190,8 @@ static int rd_run_create(struct orch_store *base, const struct orch_run *r)
     rd_arg_s(&a, r->id);
     int at = a.n, n = 0;
     rd_arg_s(&a, "0");
-    pair_s(&a, &n, "id", r->id);
-    pair_s(&a, &n, "name", r->name);
-    pair_s(&a, &n, "identity", r->identity);
-    pair_s(&a, &n, "workflow_path", r->workflow_path);
-    pair_s(&a, &n, "workflow_hash", r->workflow_hash);
-    pair_s(&a, &n, "input", r->input);
-    pair_s(&a, &n, "input_fp", r->input_fp);
-    pair_s(&a, &n, "params", r->params);
-    pair_s(&a, &n, "output", r->output);
+    for (size_t k = 0; k < RD_COUNT(run_strs); k++)
+        pair_s(&a, &n, run_strs[k].name, str_of(r, &run_strs[k]));
     pair_i(&a, &n, "created_ms", created);
     put_count(&a, at, n);
     /* the rest as run_update writes it, updated_ms included */
@@ -176,35 +212,18 @@ static int rd_run_row(const redisReply *h, int64_t cps, struct orch_run *out)
 {
     int oom = 0;
     memset(out, 0, sizeof *out);
-    out->id = rd_dup(h, "id", &oom);
-    out->name = rd_dup(h, "name", &oom);
-    out->identity = rd_dup(h, "identity", &oom);
-    out->workflow_path = rd_dup(h, "workflow_path", &oom);
-    out->workflow_hash = rd_dup(h, "workflow_hash", &oom);
-    out->input = rd_dup(h, "input", &oom);
-    out->input_fp = rd_dup(h, "input_fp", &oom);
-    out->params = rd_dup(h, "params", &oom);
-    out->output = rd_dup(h, "output", &oom);
+    for (size_t k = 0; k < RD_COUNT(run_strs); k++)
+        *(char **)((char *)out + run_strs[k].off) = rd_dup(h, run_strs[k].name, &oom);
     out->error = rd_dup(h, "error", &oom);
     out->owner_host = rd_dup(h, "owner_host", &oom);
     const redisReply *s = rd_field(h, "status");
     int status = s != NULL ? orch_run_status_parse(s->str) : -1;
     out->status = status >= 0 ? (enum orch_run_status)status : ORCH_RUN_FAILED;
-    out->owner_pid = rd_int(h, "owner_pid");
-    out->heartbeat_ms = rd_int(h, "heartbeat_ms");
+    for (size_t k = 0; k < RD_COUNT(run_ints); k++)
+        *(int64_t *)((char *)out + run_ints[k].off) = rd_int(h, run_ints[k].name);
     out->created_ms = rd_int(h, "created_ms");
     out->updated_ms = rd_int(h, "updated_ms");
-    out->finished_ms = rd_int(h, "finished_ms");
-    out->rows_done = rd_int(h, "rows_done");
-    out->rows_ok = rd_int(h, "rows_ok");
-    out->rows_failed = rd_int(h, "rows_failed");
-    out->rows_dropped = rd_int(h, "rows_dropped");
-    out->rows_defaulted = rd_int(h, "rows_defaulted");
-    out->llm_calls = rd_int(h, "llm_calls");
-    out->tokens_in = rd_int(h, "tokens_in");
-    out->tokens_out = rd_int(h, "tokens_out");
     out->cost_usd = rd_dbl(h, "cost_usd");
-    out->recoveries = rd_int(h, "recoveries");
     out->checkpoints = cps;
     if (oom) {
         orch_run_clear(out);
@@ -277,8 +296,8 @@ static int rd_scan(struct rd_store *st, const struct orch_run_filter *f, const c
                    struct rd_runs *out, const char *what)
 {
     memset(out, 0, sizeof *out);
-    redisReply *r = orch_redis_evalf(st, RD_RUN_SCAN, what, "ssiiss", f->status, f->name, f->since_ms,
-                                     f->until_ms, identity, identity != NULL ? "1" : "0");
+    redisReply *r = orch_redis_evalf(st, RD_RUN_SCAN, RD_READS, what, "ssiiss", f->status, f->name,
+                                     f->since_ms, f->until_ms, identity, identity != NULL ? "1" : "0");
     if (r == NULL)
         return -1;
     if (r->type != REDIS_REPLY_ARRAY) {
@@ -449,20 +468,15 @@ static void args_checkpoint(struct rd_args *a, const struct orch_checkpoint_seal
     pair_s(a, &n, "name", c->name);
     pair_s(a, &n, "reason", c->reason);
     pair_i(a, &n, "created_ms", seal->created_ms);
-    pair_i(a, &n, "input_offset", c->input_offset);
-    pair_i(a, &n, "input_line", c->input_line);
-    pair_i(a, &n, "input_index", c->input_index);
-    pair_i(a, &n, "output_offset", c->output_offset);
-    pair_i(a, &n, "errors_offset", c->errors_offset);
+    for (size_t k = 0; k < RD_COUNT(cp_ints); k++)
+        pair_i(a, &n, cp_ints[k].name, int_of(c, &cp_ints[k]));
     rd_arg_s(a, "memento");
     rd_arg(a, seal->packed, seal->packed_len);
     n++;
     pair_i(a, &n, "memento_len", (int64_t)c->memento_len);
     pair_s(a, &n, "checksum", seal->sum);
     pair_i(a, &n, "bytes", seal->bytes);
-    rd_arg_s(a, "duration_ms");
-    rd_arg_d(a, orch_store_mono_ms() - seal->t0);
-    n++;
+    pair_d(a, &n, "duration_ms", orch_store_mono_ms() - seal->t0);
     put_count(a, at, n);
 }
 
@@ -563,11 +577,8 @@ static int rd_checkpoint_row(const redisReply *h, int64_t seq, struct orch_check
     c->name = rd_dup(h, "name", &oom);
     c->reason = rd_dup(h, "reason", &oom);
     c->created_ms = rd_int(h, "created_ms");
-    c->input_offset = rd_int(h, "input_offset");
-    c->input_line = rd_int(h, "input_line");
-    c->input_index = rd_int(h, "input_index");
-    c->output_offset = rd_int(h, "output_offset");
-    c->errors_offset = rd_int(h, "errors_offset");
+    for (size_t k = 0; k < RD_COUNT(cp_ints); k++)
+        *(int64_t *)((char *)c + cp_ints[k].off) = rd_int(h, cp_ints[k].name);
     c->checksum = rd_dup(h, "checksum", &oom);
     c->bytes = rd_int(h, "bytes");
     c->duration_ms = rd_dbl(h, "duration_ms");
@@ -703,7 +714,7 @@ static int parse_result(const redisReply *f, const redisReply *v, struct orch_re
     return 0;
 }
 
-/* The reply whose field names sort_pairs compares (qsort has no user
+/* The reply whose field names rd_each_pair sorts (qsort has no user
  * argument; the store is used by one thread). */
 static const redisReply *pairs_r;
 
@@ -719,56 +730,87 @@ static int cmp_str_pair(const void *pa, const void *pb)
     return strcmp(pairs_r->element[*(const size_t *)pa]->str, pairs_r->element[*(const size_t *)pb]->str);
 }
 
-/* The indices of an HGETALL reply's field names (each followed by its
- * value) sorted by cmp; *n their number. NULL with *oom set when memory
- * runs out. */
-static size_t *sort_pairs(const redisReply *r, int (*cmp)(const void *, const void *), size_t *n, int *oom)
+/* What a listing hands its rows to (one of the callbacks) and ud. */
+struct rd_listing {
+    orch_result_cb result;
+    orch_state_cb state;
+    void *ud;
+    int no_data; /* results without their data (the error page) */
+};
+
+/* Reads one field and value of a listing: 0 to go on, 1 to stop (the
+ * callback said so), -1 failed (st->err set). */
+typedef int (*rd_pair_fn)(struct rd_store *st, const redisReply *f, const redisReply *v, const char *what,
+                          const struct rd_listing *l);
+
+/* Hands each field and value of the array r (an HGETALL, or a script's
+ * pairs) to fn, sorted by field with cmp, or in order when cmp is NULL;
+ * frees r. 0 (the pairs ran out or fn stopped), or -1 (st->err set). */
+static int rd_each_pair(struct rd_store *st, redisReply *r, int (*cmp)(const void *, const void *),
+                        rd_pair_fn fn, const struct rd_listing *l, const char *what)
 {
-    *n = r->elements / 2;
-    size_t *idx = malloc((*n + 1) * sizeof *idx);
-    if (idx == NULL) {
-        *oom = 1;
-        *n = 0;
-        return NULL;
-    }
-    for (size_t i = 0; i < *n; i++)
+    size_t n = r->type == REDIS_REPLY_ARRAY ? r->elements / 2 : 0;
+    size_t *idx = malloc((n + 1) * sizeof *idx);
+    int ret = idx == NULL ? orch_redis_fail(st, "%s: out of memory", what) : 0;
+    for (size_t i = 0; i < n && idx != NULL; i++)
         idx[i] = 2 * i;
     pairs_r = r;
-    qsort(idx, *n, sizeof *idx, cmp);
-    return idx;
+    if (idx != NULL && cmp != NULL)
+        qsort(idx, n, sizeof *idx, cmp);
+    for (size_t i = 0; i < n && ret == 0; i++) {
+        int rc = fn(st, r->element[idx[i]], r->element[idx[i] + 1], what, l);
+        if (rc != 0) {
+            ret = rc < 0 ? -1 : 0;
+            break;
+        }
+    }
+    free(idx);
+    freeReplyObject(r);
+    return ret;
+}
+
+/* The run's hash kind ("res:", "state:") handed to fn pair by pair, sorted
+ * by cmp; messages say "cannot list the <noun> of run <run_id>". */
+static int rd_hash_each(struct rd_store *st, const char *kind, const char *noun, const char *run_id,
+                        int (*cmp)(const void *, const void *), rd_pair_fn fn, const struct rd_listing *l)
+{
+    char what[300];
+    snprintf(what, sizeof what, "cannot list the %s of run %s", noun, run_id);
+    redisReply *r = rd_read_all(st, "HGETALL", kind, run_id, what);
+    return r != NULL ? rd_each_pair(st, r, cmp, fn, l, what) : -1;
+}
+
+/* A stored result (seq field f, value v) to the listing's callback. */
+static int result_pair(struct rd_store *st, const redisReply *f, const redisReply *v, const char *what,
+                       const struct rd_listing *l)
+{
+    struct orch_result x;
+    char *strs[3] = {NULL, NULL, NULL};
+    if (parse_result(f, v, &x, strs) != 0)
+        return orch_redis_fail(st, "%s: result %s is damaged", what, f->str);
+    if (l->no_data) {
+        x.data = NULL;
+        x.data_len = 0;
+    }
+    int rc = x.status == NULL ? orch_redis_fail(st, "%s: out of memory", what) : l->result(l->ud, &x) != 0;
+    for (int k = 0; k < 3; k++)
+        free(strs[k]);
+    return rc;
+}
+
+/* A state entry (key f, JSON value v) to the listing's callback. */
+static int state_pair(struct rd_store *st, const redisReply *f, const redisReply *v, const char *what,
+                      const struct rd_listing *l)
+{
+    (void)st;
+    (void)what;
+    return l->state(l->ud, f->str, v->str, v->len) != 0;
 }
 
 static int rd_result_list(struct orch_store *base, const char *run_id, orch_result_cb cb, void *ud)
 {
-    struct rd_store *st = rd_of(base);
-    char what[300];
-    snprintf(what, sizeof what, "cannot list the results of run %s", run_id);
-    redisReply *r = rd_read_all(st, "HGETALL", "res:", run_id, what);
-    if (r == NULL)
-        return -1;
-    size_t n = 0;
-    int oom = 0, ret = 0;
-    size_t *idx = sort_pairs(r, cmp_seq_pair, &n, &oom);
-    for (size_t i = 0; i < n && ret == 0; i++) {
-        const redisReply *f = r->element[idx[i]], *v = r->element[idx[i] + 1];
-        struct orch_result x;
-        char *strs[3] = {NULL, NULL, NULL};
-        if (parse_result(f, v, &x, strs) != 0) {
-            ret = orch_redis_fail(st, "%s: result %s is damaged", what, f->str);
-            break;
-        }
-        if (x.status == NULL)
-            ret = orch_redis_fail(st, "%s: out of memory", what);
-        else if (cb(ud, &x))
-            n = 0;
-        for (int k = 0; k < 3; k++)
-            free(strs[k]);
-    }
-    if (oom)
-        ret = orch_redis_fail(st, "%s: out of memory", what);
-    free(idx);
-    freeReplyObject(r);
-    return ret;
+    struct rd_listing l = {.result = cb, .ud = ud};
+    return rd_hash_each(rd_of(base), "res:", "results", run_id, cmp_seq_pair, result_pair, &l);
 }
 
 /* Events are stored "EVID|TS|TLEN|DLEN|" type data (DLEN -1: no data). */
@@ -857,23 +899,8 @@ static int rd_event_list(struct orch_store *base, const char *run_id, orch_event
 
 static int rd_state_list(struct orch_store *base, const char *run_id, orch_state_cb cb, void *ud)
 {
-    struct rd_store *st = rd_of(base);
-    char what[300];
-    snprintf(what, sizeof what, "cannot list the state of run %s", run_id);
-    redisReply *r = rd_read_all(st, "HGETALL", "state:", run_id, what);
-    if (r == NULL)
-        return -1;
-    size_t n = 0;
-    int oom = 0;
-    size_t *idx = sort_pairs(r, cmp_str_pair, &n, &oom);
-    for (size_t i = 0; i < n; i++) {
-        const redisReply *v = r->element[idx[i] + 1];
-        if (cb(ud, r->element[idx[i]]->str, v->str, v->len))
-            break;
-    }
-    free(idx);
-    freeReplyObject(r);
-    return oom ? orch_redis_fail(st, "%s: out of memory", what) : 0;
+    struct rd_listing l = {.state = cb, .ud = ud};
+    return rd_hash_each(rd_of(base), "state:", "state", run_id, cmp_str_pair, state_pair, &l);
 }
 
 static int rd_stats(struct orch_store *base, struct orch_store_stats *out)
@@ -925,11 +952,9 @@ static int args_journal_put(struct rd_store *st, struct rd_args *a, const struct
     n++;
     pair_i(a, &n, "tokens_in", e->tokens_in);
     pair_i(a, &n, "tokens_out", e->tokens_out);
-    rd_arg_s(a, "cost_usd");
-    rd_arg_d(a, e->cost_usd);
-    rd_arg_s(a, "latency_ms");
-    rd_arg_d(a, e->latency_ms);
-    put_count(a, at, n + 2);
+    pair_d(a, &n, "cost_usd", e->cost_usd);
+    pair_d(a, &n, "latency_ms", e->latency_ms);
+    put_count(a, at, n);
     return 0;
 }
 
@@ -1132,31 +1157,11 @@ static int rd_error_page(struct orch_store *base, const char *run_id, int64_t af
     struct rd_store *st = rd_of(base);
     char what[300];
     snprintf(what, sizeof what, "cannot list the failed rows of run %s", run_id);
-    redisReply *r = orch_redis_evalf(st, RD_ERR_PAGE, what, "sii", run_id, after_seq, limit);
+    redisReply *r = orch_redis_evalf(st, RD_ERR_PAGE, RD_READS, what, "sii", run_id, after_seq, limit);
     if (r == NULL)
         return -1;
-    int ret = 0;
-    for (size_t i = 0; r->type == REDIS_REPLY_ARRAY && i + 1 < r->elements; i += 2) {
-        struct orch_result x;
-        char *strs[3] = {NULL, NULL, NULL};
-        if (parse_result(r->element[i], r->element[i + 1], &x, strs) != 0) {
-            ret = orch_redis_fail(st, "%s: result %s is damaged", what, r->element[i]->str);
-            break;
-        }
-        x.data = NULL;
-        x.data_len = 0;
-        int stop = 0;
-        if (x.status == NULL)
-            ret = orch_redis_fail(st, "%s: out of memory", what);
-        else
-            stop = cb(ud, &x);
-        for (int k = 0; k < 3; k++)
-            free(strs[k]);
-        if (stop || ret != 0)
-            break;
-    }
-    freeReplyObject(r);
-    return ret;
+    struct rd_listing l = {.result = cb, .ud = ud, .no_data = 1};
+    return rd_each_pair(st, r, NULL, result_pair, &l, what);
 }
 
 static const struct orch_store_ops rd_ops = {

@@ -440,10 +440,20 @@ redisReply *orch_redis_eval(struct rd_store *st, enum rd_script i, struct rd_arg
 
 /* ---- calls with their values listed ------------------------------------ */
 
-/* Script i, or a command when i is RD_NSCRIPT, with the values fmt lists. */
-static redisReply *rd_vcall(struct rd_store *st, enum rd_script i, const char *what, const char *fmt,
-                            va_list ap)
+int orch_redis_writable(struct rd_store *st, const char *what)
 {
+    if (!st->readonly)
+        return 0;
+    return orch_redis_fail(st, "%s: the store is open read-only", what);
+}
+
+/* Script i, or a command when i is RD_NSCRIPT, with the values fmt lists;
+ * a write is refused (NULL) on a read-only store. */
+static redisReply *rd_vcall(struct rd_store *st, enum rd_script i, enum rd_access access, const char *what,
+                            const char *fmt, va_list ap)
+{
+    if (access == RD_WRITES && orch_redis_writable(st, what) != 0)
+        return NULL;
     struct rd_args a = {0};
     rd_args_vfmt(&a, fmt, ap);
     redisReply *r = i == RD_NSCRIPT ? orch_redis_cmd(st, &a, what) : orch_redis_eval(st, i, &a, what);
@@ -455,25 +465,19 @@ redisReply *orch_redis_cmdf(struct rd_store *st, const char *what, const char *f
 {
     va_list ap;
     va_start(ap, fmt);
-    redisReply *r = rd_vcall(st, RD_NSCRIPT, what, fmt, ap);
+    redisReply *r = rd_vcall(st, RD_NSCRIPT, RD_READS, what, fmt, ap);
     va_end(ap);
     return r;
 }
 
-redisReply *orch_redis_evalf(struct rd_store *st, enum rd_script i, const char *what, const char *fmt, ...)
+redisReply *orch_redis_evalf(struct rd_store *st, enum rd_script i, enum rd_access access, const char *what,
+                             const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    redisReply *r = rd_vcall(st, i, what, fmt, ap);
+    redisReply *r = rd_vcall(st, i, access, what, fmt, ap);
     va_end(ap);
     return r;
-}
-
-int orch_redis_writable(struct rd_store *st, const char *what)
-{
-    if (!st->readonly)
-        return 0;
-    return orch_redis_fail(st, "%s: the store is open read-only", what);
 }
 
 /* An integer reply's value (r freed here); -2 for no reply, -3 for any
@@ -497,9 +501,7 @@ int64_t orch_redis_eval_int(struct rd_store *st, enum rd_script i, struct rd_arg
 int64_t orch_redis_vwritef(struct rd_store *st, enum rd_script i, const char *what, const char *fmt,
                            va_list ap)
 {
-    if (orch_redis_writable(st, what) != 0)
-        return -2;
-    return rd_int_reply(rd_vcall(st, i, what, fmt, ap));
+    return rd_int_reply(rd_vcall(st, i, RD_WRITES, what, fmt, ap));
 }
 
 int64_t orch_redis_writef(struct rd_store *st, enum rd_script i, const char *what, const char *fmt, ...)

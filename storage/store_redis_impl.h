@@ -119,7 +119,10 @@ redisReply *orch_redis_eval(struct rd_store *st, enum rd_script i, struct rd_arg
  * undefined), 'd' a double. The argv is built and freed here: one line
  * for each of the many calls that send a few values. Same contracts. */
 redisReply *orch_redis_cmdf(struct rd_store *st, const char *what, const char *fmt, ...);
-redisReply *orch_redis_evalf(struct rd_store *st, enum rd_script i, const char *what, const char *fmt, ...);
+/* What a script does: a write is refused (NULL) on a read-only store. */
+enum rd_access { RD_READS, RD_WRITES };
+redisReply *orch_redis_evalf(struct rd_store *st, enum rd_script i, enum rd_access access, const char *what,
+                             const char *fmt, ...);
 /* A write through a read-only store is refused before it is sent: 0, or
  * -1 with "<URL>: <what>: the store is open read-only" in st->base.err. */
 int orch_redis_writable(struct rd_store *st, const char *what);

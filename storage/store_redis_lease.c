@@ -121,9 +121,7 @@ int orch_redis_lease_claim(struct orch_store *base, const char *run_id, const ch
     struct rd_store *st = rd_of(base);
     char what[300];
     snprintf(what, sizeof what, "cannot claim a lease of run %s", run_id);
-    if (orch_redis_writable(st, what) != 0)
-        return -1;
-    redisReply *r = orch_redis_evalf(st, RD_LEASE_CLAIM, what, "ssi", run_id, worker, stale_ms);
+    redisReply *r = orch_redis_evalf(st, RD_LEASE_CLAIM, RD_WRITES, what, "ssi", run_id, worker, stale_ms);
     if (r == NULL)
         return -1;
     int rc = 0;
@@ -199,7 +197,7 @@ int orch_redis_lease_list(struct orch_store *base, const char *run_id, orch_leas
     struct rd_store *st = rd_of(base);
     char what[300];
     snprintf(what, sizeof what, "cannot list the leases of run %s", run_id);
-    redisReply *r = orch_redis_evalf(st, RD_LEASE_LIST, what, "s", run_id);
+    redisReply *r = orch_redis_evalf(st, RD_LEASE_LIST, RD_READS, what, "s", run_id);
     if (r == NULL)
         return -1;
     if (r->type != REDIS_REPLY_ARRAY || r->elements % LEASE_VALUES != 0) {
@@ -321,9 +319,8 @@ int orch_redis_rate_take(struct orch_store *base, const char *run_id, const char
     struct rd_store *st = rd_of(base);
     char what[300];
     snprintf(what, sizeof what, "cannot take from the %.40s limit of run %s", kind, run_id);
-    if (orch_redis_writable(st, what) != 0)
-        return -1;
-    redisReply *r = orch_redis_evalf(st, RD_RATE_TAKE, what, "ssddd", run_id, kind, amount, capacity, per_ms);
+    redisReply *r =
+        orch_redis_evalf(st, RD_RATE_TAKE, RD_WRITES, what, "ssddd", run_id, kind, amount, capacity, per_ms);
     if (r == NULL)
         return -1;
     int ret = -1;

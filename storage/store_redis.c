@@ -66,6 +66,32 @@ static int64_t rd_reply_int(const redisReply *r, int64_t fallback)
     return r != NULL && r->type == REDIS_REPLY_INTEGER ? r->integer : fallback;
 }
 
+/* The first element of the row a qsort comparison of rows is given. */
+static const redisReply *row_head(const void *p)
+{
+    return (*(redisReply * *const *)p)[0];
+}
+
+int orch_redis_each_row(struct rd_store *st, redisReply *r, size_t width,
+                        int (*cmp)(const void *, const void *), rd_row_fn fn, const struct rd_listing *l,
+                        const char *what)
+{
+    if (r == NULL)
+        return -1;
+    size_t n = r->type == REDIS_REPLY_ARRAY ? r->elements / width : 0;
+    redisReply ***rows = malloc((n + 1) * sizeof *rows);
+    int ret = rows == NULL ? orch_redis_fail(st, "%s: out of memory", what) : 0;
+    for (size_t i = 0; i < n && rows != NULL; i++)
+        rows[i] = r->element + width * i;
+    if (rows != NULL && cmp != NULL)
+        qsort(rows, n, sizeof *rows, cmp);
+    for (size_t i = 0; i < n && ret == 0; i++)
+        ret = fn(st, rows[i], what, l);
+    free(rows);
+    freeReplyObject(r);
+    return ret < 0 ? -1 : ret;
+}
+
 /* ---- runs ------------------------------------------------------------- */
 
 static void pair_s(struct rd_args *a, int *n, const char *name, const char *v)
@@ -263,26 +289,10 @@ static int rd_run_get(struct orch_store *base, const char *id, struct orch_run *
     return ret;
 }
 
-/* RD_RUN_SCAN's matches, newest first (created_ms, then creation order). */
-struct rd_runs {
-    redisReply *r;
-    size_t n;
-    size_t *order;
-};
-
-static const redisReply *scan_at(const redisReply *r, size_t i)
-{
-    return r->element[2 * i];
-}
-
-/* The reply scan_cmp sorts the runs of (qsort has no user argument; a
- * store is used by one thread). */
-static const redisReply *scan_sort_r;
-
+/* Newest first: created_ms, then creation order. */
 static int scan_cmp(const void *pa, const void *pb)
 {
-    const redisReply *a = scan_at(scan_sort_r, *(const size_t *)pa);
-    const redisReply *b = scan_at(scan_sort_r, *(const size_t *)pb);
+    const redisReply *a = row_head(pa), *b = row_head(pb);
     int64_t ca = rd_int(a, "created_ms"), cb = rd_int(b, "created_ms");
     if (ca != cb)
         return ca > cb ? -1 : 1;
@@ -290,12 +300,27 @@ static int scan_cmp(const void *pa, const void *pb)
     return (oa < ob) - (oa > ob);
 }
 
-/* Runs matching the filter (identity non-NULL: the unfinished ones of
- * it), sorted. 0 or -1. */
-static int rd_scan(struct rd_store *st, const struct orch_run_filter *f, const char *identity,
-                   struct rd_runs *out, const char *what)
+/* A run (its hash and checkpoint count) to the listing's callback, or
+ * into l->first, which takes the first row only. */
+static int run_row(struct rd_store *st, redisReply *const *row, const char *what, const struct rd_listing *l)
 {
-    memset(out, 0, sizeof *out);
+    struct orch_run run;
+    if (rd_run_row(row[0], rd_reply_int(row[1], 0), &run) != 0)
+        return orch_redis_fail(st, "%s: out of memory", what);
+    if (l->first != NULL) {
+        *l->first = run;
+        return 1;
+    }
+    int stop = l->run(l->ud, &run);
+    orch_run_clear(&run);
+    return stop != 0;
+}
+
+/* The runs matching the filter (identity non-NULL: the unfinished ones of
+ * it), newest first, handed to the listing: as orch_redis_each_row. */
+static int rd_scan(struct rd_store *st, const struct orch_run_filter *f, const char *identity,
+                   const struct rd_listing *l, const char *what)
+{
     redisReply *r = orch_redis_evalf(st, RD_RUN_SCAN, RD_READS, what, "ssiiss", f->status, f->name,
                                      f->since_ms, f->until_ms, identity, identity != NULL ? "1" : "0");
     if (r == NULL)
@@ -304,71 +329,23 @@ static int rd_scan(struct rd_store *st, const struct orch_run_filter *f, const c
         freeReplyObject(r);
         return orch_redis_fail(st, "%s: unexpected reply", what);
     }
-    out->r = r;
-    out->n = r->elements / 2;
-    out->order = malloc((out->n + 1) * sizeof *out->order);
-    if (out->order == NULL) {
-        freeReplyObject(r);
-        return orch_redis_fail(st, "%s: out of memory", what);
-    }
-    for (size_t i = 0; i < out->n; i++)
-        out->order[i] = i;
-    scan_sort_r = r;
-    qsort(out->order, out->n, sizeof *out->order, scan_cmp);
-    return 0;
-}
-
-static void rd_runs_free(struct rd_runs *rs)
-{
-    freeReplyObject(rs->r);
-    free(rs->order);
-}
-
-/* The run at sorted index i of rs into out. 0 or -1 (out of memory). */
-static int rd_runs_get(const struct rd_runs *rs, size_t i, struct orch_run *out)
-{
-    size_t k = rs->order[i];
-    return rd_run_row(rs->r->element[2 * k], rd_reply_int(rs->r->element[2 * k + 1], 0), out);
+    return orch_redis_each_row(st, r, 2, scan_cmp, run_row, l, what);
 }
 
 static int rd_run_find_unfinished(struct orch_store *base, const char *identity, struct orch_run *out)
 {
-    struct rd_store *st = rd_of(base);
     struct orch_run_filter none = {0};
-    struct rd_runs rs;
-    const char *what = "cannot look up unfinished runs";
+    struct rd_listing l = {.first = out};
     if (identity == NULL || identity[0] == '\0')
         return 0;
-    if (rd_scan(st, &none, identity, &rs, what) != 0)
-        return -1;
-    int ret = rs.n > 0 ? 1 : 0;
-    if (ret == 1 && rd_runs_get(&rs, 0, out) != 0)
-        ret = orch_redis_fail(st, "%s: out of memory", what);
-    rd_runs_free(&rs);
-    return ret;
+    return rd_scan(rd_of(base), &none, identity, &l, "cannot look up unfinished runs");
 }
 
 static int rd_run_list(struct orch_store *base, const struct orch_run_filter *f, orch_run_cb cb, void *ud)
 {
-    struct rd_store *st = rd_of(base);
     struct orch_run_filter none = {0};
-    struct rd_runs rs;
-    if (rd_scan(st, f != NULL ? f : &none, NULL, &rs, "cannot list runs") != 0)
-        return -1;
-    int ret = 0;
-    for (size_t i = 0; i < rs.n; i++) {
-        struct orch_run run;
-        if (rd_runs_get(&rs, i, &run) != 0) {
-            ret = orch_redis_fail(st, "cannot list runs: out of memory");
-            break;
-        }
-        int stop = cb(ud, &run);
-        orch_run_clear(&run);
-        if (stop)
-            break;
-    }
-    rd_runs_free(&rs);
-    return ret;
+    struct rd_listing l = {.run = cb, .ud = ud};
+    return rd_scan(rd_of(base), f != NULL ? f : &none, NULL, &l, "cannot list runs") < 0 ? -1 : 0;
 }
 
 static int rd_run_update(struct orch_store *base, const struct orch_run *r)
@@ -714,80 +691,38 @@ static int parse_result(const redisReply *f, const redisReply *v, struct orch_re
     return 0;
 }
 
-/* The reply whose field names rd_each_pair sorts (qsort has no user
- * argument; the store is used by one thread). */
-static const redisReply *pairs_r;
-
+/* Field and value rows by their field: a number, or text. */
 static int cmp_seq_pair(const void *pa, const void *pb)
 {
-    long long a = strtoll(pairs_r->element[*(const size_t *)pa]->str, NULL, 10);
-    long long b = strtoll(pairs_r->element[*(const size_t *)pb]->str, NULL, 10);
+    long long a = strtoll(row_head(pa)->str, NULL, 10);
+    long long b = strtoll(row_head(pb)->str, NULL, 10);
     return (a > b) - (a < b);
 }
 
 static int cmp_str_pair(const void *pa, const void *pb)
 {
-    return strcmp(pairs_r->element[*(const size_t *)pa]->str, pairs_r->element[*(const size_t *)pb]->str);
-}
-
-/* What a listing hands its rows to (one of the callbacks) and ud. */
-struct rd_listing {
-    orch_result_cb result;
-    orch_state_cb state;
-    void *ud;
-    int no_data; /* results without their data (the error page) */
-};
-
-/* Reads one field and value of a listing: 0 to go on, 1 to stop (the
- * callback said so), -1 failed (st->err set). */
-typedef int (*rd_pair_fn)(struct rd_store *st, const redisReply *f, const redisReply *v, const char *what,
-                          const struct rd_listing *l);
-
-/* Hands each field and value of the array r (an HGETALL, or a script's
- * pairs) to fn, sorted by field with cmp, or in order when cmp is NULL;
- * frees r. 0 (the pairs ran out or fn stopped), or -1 (st->err set). */
-static int rd_each_pair(struct rd_store *st, redisReply *r, int (*cmp)(const void *, const void *),
-                        rd_pair_fn fn, const struct rd_listing *l, const char *what)
-{
-    size_t n = r->type == REDIS_REPLY_ARRAY ? r->elements / 2 : 0;
-    size_t *idx = malloc((n + 1) * sizeof *idx);
-    int ret = idx == NULL ? orch_redis_fail(st, "%s: out of memory", what) : 0;
-    for (size_t i = 0; i < n && idx != NULL; i++)
-        idx[i] = 2 * i;
-    pairs_r = r;
-    if (idx != NULL && cmp != NULL)
-        qsort(idx, n, sizeof *idx, cmp);
-    for (size_t i = 0; i < n && ret == 0; i++) {
-        int rc = fn(st, r->element[idx[i]], r->element[idx[i] + 1], what, l);
-        if (rc != 0) {
-            ret = rc < 0 ? -1 : 0;
-            break;
-        }
-    }
-    free(idx);
-    freeReplyObject(r);
-    return ret;
+    return strcmp(row_head(pa)->str, row_head(pb)->str);
 }
 
 /* The run's hash kind ("res:", "state:") handed to fn pair by pair, sorted
  * by cmp; messages say "cannot list the <noun> of run <run_id>". */
 static int rd_hash_each(struct rd_store *st, const char *kind, const char *noun, const char *run_id,
-                        int (*cmp)(const void *, const void *), rd_pair_fn fn, const struct rd_listing *l)
+                        int (*cmp)(const void *, const void *), rd_row_fn fn, const struct rd_listing *l)
 {
     char what[300];
     snprintf(what, sizeof what, "cannot list the %s of run %s", noun, run_id);
     redisReply *r = rd_read_all(st, "HGETALL", kind, run_id, what);
-    return r != NULL ? rd_each_pair(st, r, cmp, fn, l, what) : -1;
+    return orch_redis_each_row(st, r, 2, cmp, fn, l, what) < 0 ? -1 : 0;
 }
 
-/* A stored result (seq field f, value v) to the listing's callback. */
-static int result_pair(struct rd_store *st, const redisReply *f, const redisReply *v, const char *what,
+/* A stored result (seq field, value) to the listing's callback. */
+static int result_pair(struct rd_store *st, redisReply *const *row, const char *what,
                        const struct rd_listing *l)
 {
     struct orch_result x;
     char *strs[3] = {NULL, NULL, NULL};
-    if (parse_result(f, v, &x, strs) != 0)
-        return orch_redis_fail(st, "%s: result %s is damaged", what, f->str);
+    if (parse_result(row[0], row[1], &x, strs) != 0)
+        return orch_redis_fail(st, "%s: result %s is damaged", what, row[0]->str);
     if (l->no_data) {
         x.data = NULL;
         x.data_len = 0;
@@ -798,13 +733,13 @@ static int result_pair(struct rd_store *st, const redisReply *f, const redisRepl
     return rc;
 }
 
-/* A state entry (key f, JSON value v) to the listing's callback. */
-static int state_pair(struct rd_store *st, const redisReply *f, const redisReply *v, const char *what,
+/* A state entry (key, JSON value) to the listing's callback. */
+static int state_pair(struct rd_store *st, redisReply *const *row, const char *what,
                       const struct rd_listing *l)
 {
     (void)st;
     (void)what;
-    return l->state(l->ud, f->str, v->str, v->len) != 0;
+    return l->state(l->ud, row[0]->str, row[1]->str, row[1]->len) != 0;
 }
 
 static int rd_result_list(struct orch_store *base, const char *run_id, orch_result_cb cb, void *ud)
@@ -864,25 +799,25 @@ static int parse_event(const redisReply *v, struct orch_event *e)
     return 0;
 }
 
-/* Hands each stored event of the array r to cb (until it returns
- * non-zero); frees r. 0, or -1 when one is damaged or memory runs out. */
+/* A stored event to the listing's callback. */
+static int event_row(struct rd_store *st, redisReply *const *row, const char *what,
+                     const struct rd_listing *l)
+{
+    struct orch_event e;
+    int rc = parse_event(row[0], &e);
+    if (rc != 0)
+        return orch_redis_fail(st, "%s: %s", what, rc == -2 ? "out of memory" : "an event is damaged");
+    int stop = l->event(l->ud, &e);
+    orch_event_clear(&e);
+    return stop != 0;
+}
+
+/* Hands each stored event of the array r to cb; frees r. 0 or -1 (also
+ * when r is NULL: its call failed). */
 static int rd_each_event(struct rd_store *st, redisReply *r, const char *what, orch_event_cb cb, void *ud)
 {
-    int ret = 0;
-    for (size_t i = 0; i < r->elements; i++) {
-        struct orch_event e;
-        int rc = parse_event(r->element[i], &e);
-        if (rc != 0) {
-            ret = orch_redis_fail(st, "%s: %s", what, rc == -2 ? "out of memory" : "an event is damaged");
-            break;
-        }
-        int stop = cb(ud, &e);
-        orch_event_clear(&e);
-        if (stop)
-            break;
-    }
-    freeReplyObject(r);
-    return ret;
+    struct rd_listing l = {.event = cb, .ud = ud};
+    return orch_redis_each_row(st, r, 1, NULL, event_row, &l, what) < 0 ? -1 : 0;
 }
 
 static int rd_event_list(struct orch_store *base, const char *run_id, orch_event_cb cb, void *ud)
@@ -892,8 +827,6 @@ static int rd_event_list(struct orch_store *base, const char *run_id, orch_event
     snprintf(what, sizeof what, "cannot list the events of run %s", run_id != NULL ? run_id : "(none)");
     redisReply *r = run_id != NULL ? rd_read_all(st, "ZRANGE", "ev:", run_id, what)
                                    : rd_read_all(st, "LRANGE", "ev", "", what);
-    if (r == NULL)
-        return -1;
     return rd_each_event(st, r, what, cb, ud);
 }
 
@@ -1114,13 +1047,10 @@ static int rd_live_get(struct orch_store *base, const char *run_id, char **figur
     char what[300], key[600];
     snprintf(what, sizeof what, "cannot read the live figures of run %s", run_id);
     rd_key(st, key, sizeof key, "live:", run_id);
-    redisReply *r = orch_redis_cmdf(st, what, "ssss", "HMGET", key, "figures", "updated_ms");
-    if (r == NULL)
-        return -1;
-    int ret = 0;
-    if (r->type != REDIS_REPLY_ARRAY || r->elements != 2) {
-        ret = orch_redis_fail(st, "%s: %s", what, r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply");
-    } else if (r->element[0]->type == REDIS_REPLY_STRING) {
+    static const char *const fields[] = {"figures", "updated_ms"};
+    redisReply *r = NULL;
+    int ret = orch_redis_hmget(st, key, fields, 2, &r, what);
+    if (ret == 1) {
         *figures = strndup(r->element[0]->str, r->element[0]->len);
         if (r->element[1]->type == REDIS_REPLY_STRING)
             *updated_ms = strtoll(r->element[1]->str, NULL, 10);
@@ -1143,10 +1073,7 @@ static int rd_event_page(struct orch_store *base, const char *run_id, int64_t af
     snprintf(hi, sizeof hi, "(%lld", (long long)before_id);
     redisReply *r = orch_redis_cmdf(st, what, "ssssssi", newest_first ? "ZREVRANGEBYSCORE" : "ZRANGEBYSCORE",
                                     key, newest_first ? hi : lo, newest_first ? lo : hi, "LIMIT", "0", limit);
-    r = rd_array(st, r, what);
-    if (r == NULL)
-        return -1;
-    return rd_each_event(st, r, what, cb, ud);
+    return rd_each_event(st, rd_array(st, r, what), what, cb, ud);
 }
 
 /* The error index err:ID gives the seqs, res:ID their rows (one script,
@@ -1157,11 +1084,9 @@ static int rd_error_page(struct orch_store *base, const char *run_id, int64_t af
     struct rd_store *st = rd_of(base);
     char what[300];
     snprintf(what, sizeof what, "cannot list the failed rows of run %s", run_id);
-    redisReply *r = orch_redis_evalf(st, RD_ERR_PAGE, RD_READS, what, "sii", run_id, after_seq, limit);
-    if (r == NULL)
-        return -1;
     struct rd_listing l = {.result = cb, .ud = ud, .no_data = 1};
-    return rd_each_pair(st, r, NULL, result_pair, &l, what);
+    redisReply *r = orch_redis_evalf(st, RD_ERR_PAGE, RD_READS, what, "sii", run_id, after_seq, limit);
+    return orch_redis_each_row(st, r, 2, NULL, result_pair, &l, what) < 0 ? -1 : 0;
 }
 
 static const struct orch_store_ops rd_ops = {

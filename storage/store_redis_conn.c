@@ -90,6 +90,14 @@ static void rd_args_vfmt(struct rd_args *a, const char *fmt, va_list ap)
     }
 }
 
+void rd_args_fmt(struct rd_args *a, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    rd_args_vfmt(a, fmt, ap);
+    va_end(ap);
+}
+
 /* ---- the URL ---------------------------------------------------------- */
 
 static int hexval(char c)
@@ -478,6 +486,25 @@ redisReply *orch_redis_evalf(struct rd_store *st, enum rd_script i, enum rd_acce
     redisReply *r = rd_vcall(st, i, access, what, fmt, ap);
     va_end(ap);
     return r;
+}
+
+int orch_redis_hmget(struct rd_store *st, const char *key, const char *const *fields, size_t n,
+                     redisReply **out, const char *what)
+{
+    struct rd_args a = {0};
+    rd_arg_s(&a, "HMGET");
+    rd_arg_s(&a, key);
+    for (size_t i = 0; i < n; i++)
+        rd_arg_s(&a, fields[i]);
+    redisReply *r = orch_redis_cmd(st, &a, what);
+    rd_args_free(&a);
+    *out = r;
+    if (r == NULL)
+        return -1;
+    if (r->type != REDIS_REPLY_ARRAY || r->elements != n)
+        return orch_redis_fail(st, "%s: %s", what,
+                               r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply");
+    return r->element[0]->type == REDIS_REPLY_STRING;
 }
 
 /* An integer reply's value (r freed here); -2 for no reply, -3 for any

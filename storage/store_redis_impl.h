@@ -94,6 +94,10 @@ void rd_arg_s(struct rd_args *a, const char *s);
 void rd_arg_i(struct rd_args *a, int64_t x);
 void rd_arg_d(struct rd_args *a, double x);
 void rd_args_free(struct rd_args *a);
+/* Adds one value per letter of fmt, taken from the arguments that follow:
+ * 's' a const char * (NULL as ""), 'i' an int64_t (cast: a narrower int
+ * read as one is undefined), 'd' a double. */
+void rd_args_fmt(struct rd_args *a, const char *fmt, ...);
 
 /* The Redis store behind base (its first member). */
 static inline struct rd_store *rd_of(struct orch_store *base)
@@ -113,16 +117,20 @@ redisReply *orch_redis_cmd(struct rd_store *st, struct rd_args *a, const char *w
  * turned into NULL with the server's reason in st->base.err. */
 redisReply *orch_redis_eval(struct rd_store *st, enum rd_script i, struct rd_args *a, const char *what);
 
-/* orch_redis_cmd and orch_redis_eval with their values listed in fmt, one
- * letter each, taken from the arguments that follow: 's' a const char *
- * (NULL as ""), 'i' an int64_t (cast: a narrower int read as one is
- * undefined), 'd' a double. The argv is built and freed here: one line
- * for each of the many calls that send a few values. Same contracts. */
+/* orch_redis_cmd and orch_redis_eval with their values listed in fmt as
+ * for rd_args_fmt. The argv is built and freed here: one line for each of
+ * the many calls that send a few values. Same contracts. */
 redisReply *orch_redis_cmdf(struct rd_store *st, const char *what, const char *fmt, ...);
 /* What a script does: a write is refused (NULL) on a read-only store. */
 enum rd_access { RD_READS, RD_WRITES };
 redisReply *orch_redis_evalf(struct rd_store *st, enum rd_script i, enum rd_access access, const char *what,
                              const char *fmt, ...);
+/* HMGET of the n fields of key: 1 (the first field is set), 0 (it is
+ * not: no such hash), or -1 (st->base.err set: the server's error, or
+ * "unexpected reply"); the reply in *out whatever the outcome (NULL when
+ * none came), for the caller to free. */
+int orch_redis_hmget(struct rd_store *st, const char *key, const char *const *fields, size_t n,
+                     redisReply **out, const char *what);
 /* A write through a read-only store is refused before it is sent: 0, or
  * -1 with "<URL>: <what>: the store is open read-only" in st->base.err. */
 int orch_redis_writable(struct rd_store *st, const char *what);
@@ -135,6 +143,34 @@ int64_t orch_redis_eval_int(struct rd_store *st, enum rd_script i, struct rd_arg
 int64_t orch_redis_writef(struct rd_store *st, enum rd_script i, const char *what, const char *fmt, ...);
 int64_t orch_redis_vwritef(struct rd_store *st, enum rd_script i, const char *what, const char *fmt,
                            va_list ap);
+
+/* What a listing hands its rows to: one of the callbacks, and ud. */
+struct rd_listing {
+    orch_run_cb run;
+    orch_result_cb result;
+    orch_state_cb state;
+    orch_event_cb event;
+    orch_lease_cb lease;
+    void *ud;
+    struct orch_run *first; /* run_find_unfinished: the first run is kept here, no callback */
+    int no_data;            /* results without their data (the error page) */
+};
+
+/* Reads one row of a listing (its elements of the reply) and hands it to
+ * the listing: 0 to go on, 1 to stop (the callback said so), -1 failed
+ * (st->base.err set). */
+typedef int (*rd_row_fn)(struct rd_store *st, redisReply *const *row, const char *what,
+                         const struct rd_listing *l);
+
+/* Hands each row of the array reply r (width elements each: a field and
+ * its value, a run and its count, a lease's values, an event) to fn, in
+ * order, or sorted by cmp (which qsort gives pointers to the rows'
+ * element pointers); a reply that is not an array has none. Frees r.
+ * 0 the rows ran out, 1 fn stopped, -1 failed (st->base.err set; r NULL:
+ * the call that should have given it failed). */
+int orch_redis_each_row(struct rd_store *st, redisReply *r, size_t width,
+                        int (*cmp)(const void *, const void *), rd_row_fn fn, const struct rd_listing *l,
+                        const char *what);
 
 /* Adds one result as stored in res:ID ("CPSEQ|SLEN|KLEN|ELEN|DLEN|" then
  * status, key, error and data bytes), written with checkpoint cpseq (0:

@@ -103,15 +103,9 @@ int orch_redis_lease_plan(struct orch_store *base, const char *run_id, const str
     if (orch_redis_writable(st, what) != 0)
         return -1;
     struct rd_args a = {0};
-    rd_arg_s(&a, run_id);
-    rd_arg_i(&a, (int64_t)n);
-    for (size_t i = 0; i < n; i++) {
-        rd_arg_i(&a, l[i].no);
-        rd_arg_i(&a, l[i].first_index);
-        rd_arg_i(&a, l[i].rows);
-        rd_arg_i(&a, l[i].offset);
-        rd_arg_i(&a, l[i].line);
-    }
+    rd_args_fmt(&a, "si", run_id, (int64_t)n);
+    for (size_t i = 0; i < n; i++)
+        rd_args_fmt(&a, "iiiii", l[i].no, l[i].first_index, l[i].rows, l[i].offset, l[i].line);
     return lease_reply(st, what, LEASE_DONE, orch_redis_eval_int(st, RD_LEASE_PLAN, &a, what));
 }
 
@@ -167,15 +161,8 @@ int orch_redis_lease_commit(struct orch_store *base, const char *run_id, const s
     }
     const struct orch_run *add = c->add;
     struct rd_args a = {0};
-    rd_arg_s(&a, run_id);
-    rd_arg_i(&a, c->no);
-    rd_arg_s(&a, c->worker);
-    rd_arg_i(&a, c->offset);
-    rd_arg_i(&a, c->line);
-    rd_arg_i(&a, c->index);
-    rd_arg_i(&a, c->end);
-    rd_arg_i(&a, orch_store_now_ms());
-    rd_arg_i(&a, (int64_t)++lease_commits);
+    rd_args_fmt(&a, "sisiiiiii", run_id, c->no, c->worker, c->offset, c->line, c->index, (int64_t)c->end,
+                orch_store_now_ms(), (int64_t)++lease_commits);
     /* the order of the script's names */
     const int64_t counters[8] = {add ? add->rows_done : 0,      add ? add->rows_ok : 0,
                                  add ? add->rows_failed : 0,    add ? add->rows_dropped : 0,
@@ -192,6 +179,18 @@ int orch_redis_lease_commit(struct orch_store *base, const char *run_id, const s
     return lease_reply(st, what, LEASE_RC, orch_redis_eval_int(st, RD_LEASE_COMMIT, &a, what));
 }
 
+/* A lease's values to the listing's callback. */
+static int lease_deliver(struct rd_store *st, redisReply *const *row, const char *what,
+                         const struct rd_listing *l)
+{
+    struct orch_lease x;
+    if (lease_row(row, &x) != 0)
+        return orch_redis_fail(st, "%s: out of memory", what);
+    int stop = l->lease(l->ud, &x);
+    orch_lease_clear(&x);
+    return stop != 0;
+}
+
 int orch_redis_lease_list(struct orch_store *base, const char *run_id, orch_lease_cb cb, void *ud)
 {
     struct rd_store *st = rd_of(base);
@@ -204,20 +203,8 @@ int orch_redis_lease_list(struct orch_store *base, const char *run_id, orch_leas
         freeReplyObject(r);
         return orch_redis_fail(st, "%s: unexpected reply", what);
     }
-    int ret = 0;
-    for (size_t i = 0; i < r->elements; i += LEASE_VALUES) {
-        struct orch_lease l;
-        if (lease_row(r->element + i, &l) != 0) {
-            ret = orch_redis_fail(st, "%s: out of memory", what);
-            break;
-        }
-        int stop = cb(ud, &l);
-        orch_lease_clear(&l);
-        if (stop)
-            break;
-    }
-    freeReplyObject(r);
-    return ret;
+    struct rd_listing rows = {.lease = cb, .ud = ud};
+    return orch_redis_each_row(st, r, LEASE_VALUES, NULL, lease_deliver, &rows, what) < 0 ? -1 : 0;
 }
 
 /* One script reads and reserves, so workers reserving at once never pass
@@ -253,18 +240,12 @@ int orch_redis_budget_get(struct orch_store *base, const char *run_id, double *m
     char what[300], key[600];
     snprintf(what, sizeof what, "cannot read the budget of run %s", run_id);
     snprintf(key, sizeof key, "%sbud:%s", st->url.prefix, run_id);
-    redisReply *r = orch_redis_cmdf(st, what, "sssss", "HMGET", key, "max_usd", "spent_usd", "reserved_usd");
-    if (r == NULL)
-        return -1;
-    int ret = 0;
-    if (r->type != REDIS_REPLY_ARRAY || r->elements != 3) {
-        ret = orch_redis_fail(st, "%s: %s", what, r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply");
-    } else if (r->element[0]->type == REDIS_REPLY_STRING) {
-        double *out[3] = {max_usd, spent_usd, reserved_usd};
-        for (int i = 0; i < 3; i++)
-            *out[i] = r->element[i]->type == REDIS_REPLY_STRING ? strtod(r->element[i]->str, NULL) : 0.0;
-        ret = 1;
-    }
+    static const char *const fields[] = {"max_usd", "spent_usd", "reserved_usd"};
+    redisReply *r = NULL;
+    int ret = orch_redis_hmget(st, key, fields, 3, &r, what);
+    double *out[3] = {max_usd, spent_usd, reserved_usd};
+    for (int i = 0; i < 3 && ret == 1; i++)
+        *out[i] = r->element[i]->type == REDIS_REPLY_STRING ? strtod(r->element[i]->str, NULL) : 0.0;
     freeReplyObject(r);
     return ret;
 }

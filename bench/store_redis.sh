@@ -11,18 +11,13 @@
 #   bash bench/store_redis.sh
 set -uo pipefail
 cd "$(dirname "$0")/.."
-cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
-cmake --build build -j2 >/dev/null || exit 1
-export ORCH=$PWD/build/orch ORCH_TMP=${ORCH_TMP:-/tmp}
-. tests/lib.sh
-. tests/pg_lib.sh
+. bench/lib_store.sh
+bench_setup
 . tests/redis_lib.sh
 start_pg
 start_redis
 trap 'stop_pg; stop_redis; kill ${LLM_PID:-} 2>/dev/null; rm -rf "$WORK"' EXIT
-LIBS=$(pkg-config --libs libpq sqlite3 libxxhash libzstd libcurl hiredis)
-cc -O2 -Wall -Wextra -Werror -D_GNU_SOURCE -Istorage -Icore bench/store_bench.c build/liborchc.a \
-  build/liborchstore.a $LIBS -lcsv -o "$WORK/store_bench" || exit 1
+build_store_bench
 
 load=$(cut -d' ' -f1-3 /proc/loadavg)
 {
@@ -34,17 +29,9 @@ load=$(cut -d' ' -f1-3 /proc/loadavg)
 
 start_llm_server --latency-ms 250
 trap 'stop_pg; stop_redis; kill ${LLM_PID:-} 2>/dev/null; rm -rf "$WORK"' EXIT
-wall() { /usr/bin/time -f "%e" "$@" 2>&1 >/dev/null | tail -1; }
-for i in $(seq 1 "${LLM_RUNS:-3}"); do
-  rm -f "$WORK"/llm.db*
-  wall "$ORCH" run -q bench/llm.lua --db "$WORK/llm.db" --set base_url="$LLM_URL/v1" --set out="$WORK/s.jsonl" >>"$WORK/w_sqlite"
-  wall "$ORCH" run -q bench/llm.lua --db "unix://$REDIS_SOCK?db=$((i + 1))" \
-    --set base_url="$LLM_URL/v1" --set out="$WORK/r.jsonl" >>"$WORK/w_redis"
-  cmp -s "$WORK/s.jsonl" "$WORK/r.jsonl" || { echo "bench: outputs differ" >&2; exit 1; }
-done
-med() { sort -n "$1" | awk '{l[NR] = $0} END {print l[int((NR + 1) / 2)]}'; }
-ws=$(med "$WORK/w_sqlite")
-wr=$(med "$WORK/w_redis")
+# run i's database: one of its own (db 0 and 1 are store_bench's)
+redis_db() { echo "unix://$REDIS_SOCK?db=$(($1 + 1))"; }
+llm_runs redis redis_db
 {
   echo "# state store: Redis beside SQLite and PostgreSQL"
   echo
@@ -54,13 +41,6 @@ wr=$(med "$WORK/w_redis")
   echo "$("$PGBIN/postgres" --version | awk '{print $3}') with its default settings (fsync on). Load average when the"
   echo "store figures were taken: $load (on a shared machine, compare the rows of one run with each other only)."
   echo
-  echo '```'
-  cat "$WORK/ops.txt"
-  echo '```'
-  echo
-  echo "| 4,000 LLM calls, 250 ms each, concurrency 200 (ideal 5.00 s), median of ${LLM_RUNS:-3} | wall s |"
-  echo "|---|---|"
-  echo "| SQLite file | $ws |"
-  echo "| Redis, Unix socket | $wr ($(python3 -c "print('%+.1f %%' % (($wr / $ws - 1) * 100))") vs SQLite) |"
+  llm_figures redis "Redis, Unix socket"
 } >bench/store_redis.md
 cat bench/store_redis.md

@@ -13,22 +13,10 @@
 #include "store_impl.h"
 #include "store_redis_impl.h"
 
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-static struct rd_store *rd_of(struct orch_store *st)
-{
-    return (struct rd_store *)st;
-}
-
-/* A write through a read-only store is refused before it is sent. */
-static int rd_writable(struct rd_store *st, const char *what)
-{
-    if (!st->readonly)
-        return 0;
-    return orch_redis_fail(st, "%s: the store is open read-only", what);
-}
 
 /* ---- replies ---------------------------------------------------------- */
 
@@ -78,17 +66,30 @@ static int64_t rd_reply_int(const redisReply *r, int64_t fallback)
     return r != NULL && r->type == REDIS_REPLY_INTEGER ? r->integer : fallback;
 }
 
-/* Runs script i and returns its integer reply, or -2 (st->err set) when
- * it failed; a reply that is not an integer reads as -3. */
-static int64_t rd_eval_int(struct rd_store *st, enum rd_script i, struct rd_args *a, const char *what)
+/* The first element of the row a qsort comparison of rows is given. */
+static const redisReply *row_head(const void *p)
 {
-    redisReply *r = orch_redis_eval(st, i, a, what);
-    rd_args_free(a);
+    return (*(redisReply * *const *)p)[0];
+}
+
+int orch_redis_each_row(struct rd_store *st, redisReply *r, size_t width,
+                        int (*cmp)(const void *, const void *), rd_row_fn fn, const struct rd_listing *l,
+                        const char *what)
+{
     if (r == NULL)
-        return -2;
-    int64_t n = rd_reply_int(r, -3);
+        return -1;
+    size_t n = r->type == REDIS_REPLY_ARRAY ? r->elements / width : 0;
+    redisReply ***rows = malloc((n + 1) * sizeof *rows);
+    int ret = rows == NULL ? orch_redis_fail(st, "%s: out of memory", what) : 0;
+    for (size_t i = 0; i < n && rows != NULL; i++)
+        rows[i] = r->element + width * i;
+    if (rows != NULL && cmp != NULL)
+        qsort(rows, n, sizeof *rows, cmp);
+    for (size_t i = 0; i < n && ret == 0; i++)
+        ret = fn(st, rows[i], what, l);
+    free(rows);
     freeReplyObject(r);
-    return n;
+    return ret < 0 ? -1 : ret;
 }
 
 /* ---- runs ------------------------------------------------------------- */
@@ -107,6 +108,60 @@ static void pair_i(struct rd_args *a, int *n, const char *name, int64_t v)
     rd_arg_s(a, name);
     rd_arg_i(a, v);
     (*n)++;
+}
+
+static void pair_d(struct rd_args *a, int *n, const char *name, double v)
+{
+    rd_arg_s(a, name);
+    rd_arg_d(a, v);
+    (*n)++;
+}
+
+/* A field of a struct as a hash stores it: its name and where it lies. */
+struct rd_member {
+    const char *name;
+    size_t off;
+};
+
+#define RD_COUNT(t) (sizeof(t) / sizeof((t)[0]))
+/* clang-format off */
+#define RUN_MEMBER(f) {#f, offsetof(struct orch_run, f)}
+#define CP_MEMBER(f) {#f, offsetof(struct orch_checkpoint, f)}
+/* clang-format on */
+
+/* The run's strings that run_create writes (error and owner_host are
+ * run_update's), and its int64_t numbers that run_update writes: one
+ * list for the writes and the reads. */
+static const struct rd_member run_strs[] = {
+    RUN_MEMBER(id),
+    RUN_MEMBER(name),
+    RUN_MEMBER(identity),
+    RUN_MEMBER(workflow_path),
+    RUN_MEMBER(workflow_hash),
+    RUN_MEMBER(input),
+    RUN_MEMBER(input_fp),
+    RUN_MEMBER(params),
+    RUN_MEMBER(output),
+};
+static const struct rd_member run_ints[] = {
+    RUN_MEMBER(owner_pid), RUN_MEMBER(heartbeat_ms), RUN_MEMBER(finished_ms),  RUN_MEMBER(rows_done),
+    RUN_MEMBER(rows_ok),   RUN_MEMBER(rows_failed),  RUN_MEMBER(rows_dropped), RUN_MEMBER(rows_defaulted),
+    RUN_MEMBER(llm_calls), RUN_MEMBER(tokens_in),    RUN_MEMBER(tokens_out),   RUN_MEMBER(recoveries),
+};
+/* A checkpoint's int64_t cursor, written and read as they are. */
+static const struct rd_member cp_ints[] = {
+    CP_MEMBER(input_offset),  CP_MEMBER(input_line),    CP_MEMBER(input_index),
+    CP_MEMBER(output_offset), CP_MEMBER(errors_offset),
+};
+
+static int64_t int_of(const void *x, const struct rd_member *m)
+{
+    return *(const int64_t *)((const char *)x + m->off);
+}
+
+static const char *str_of(const void *x, const struct rd_member *m)
+{
+    return *(char *const *)((const char *)x + m->off);
 }
 
 /* The count of the pairs put after index at, written into that slot. */
@@ -135,21 +190,9 @@ static void args_run_update(struct rd_args *a, const struct orch_run *r, int64_t
     pair_s(a, &n, "status", orch_run_status_name(r->status));
     pair_s(a, &n, "error", r->error);
     pair_s(a, &n, "owner_host", r->owner_host);
-    pair_i(a, &n, "owner_pid", r->owner_pid);
-    pair_i(a, &n, "heartbeat_ms", r->heartbeat_ms);
-    pair_i(a, &n, "finished_ms", r->finished_ms);
-    pair_i(a, &n, "rows_done", r->rows_done);
-    pair_i(a, &n, "rows_ok", r->rows_ok);
-    pair_i(a, &n, "rows_failed", r->rows_failed);
-    pair_i(a, &n, "rows_dropped", r->rows_dropped);
-    pair_i(a, &n, "rows_defaulted", r->rows_defaulted);
-    pair_i(a, &n, "llm_calls", r->llm_calls);
-    pair_i(a, &n, "tokens_in", r->tokens_in);
-    pair_i(a, &n, "tokens_out", r->tokens_out);
-    rd_arg_s(a, "cost_usd");
-    rd_arg_d(a, r->cost_usd);
-    n++;
-    pair_i(a, &n, "recoveries", r->recoveries);
+    for (size_t k = 0; k < RD_COUNT(run_ints); k++)
+        pair_i(a, &n, run_ints[k].name, int_of(r, &run_ints[k]));
+    pair_d(a, &n, "cost_usd", r->cost_usd);
     pair_i(a, &n, "updated_ms", now);
     put_count(a, at, n);
     rd_arg_i(a, (r->error == NULL) + (r->owner_host == NULL));
@@ -164,7 +207,7 @@ static int rd_run_create(struct orch_store *base, const struct orch_run *r)
     struct rd_store *st = rd_of(base);
     char what[300];
     snprintf(what, sizeof what, "cannot create run %s", r->id != NULL ? r->id : "(null)");
-    if (rd_writable(st, what) != 0)
+    if (orch_redis_writable(st, what) != 0)
         return -1;
     if (r->id == NULL)
         return orch_redis_fail(st, "%s: it has no id", what);
@@ -173,15 +216,8 @@ static int rd_run_create(struct orch_store *base, const struct orch_run *r)
     rd_arg_s(&a, r->id);
     int at = a.n, n = 0;
     rd_arg_s(&a, "0");
-    pair_s(&a, &n, "id", r->id);
-    pair_s(&a, &n, "name", r->name);
-    pair_s(&a, &n, "identity", r->identity);
-    pair_s(&a, &n, "workflow_path", r->workflow_path);
-    pair_s(&a, &n, "workflow_hash", r->workflow_hash);
-    pair_s(&a, &n, "input", r->input);
-    pair_s(&a, &n, "input_fp", r->input_fp);
-    pair_s(&a, &n, "params", r->params);
-    pair_s(&a, &n, "output", r->output);
+    for (size_t k = 0; k < RD_COUNT(run_strs); k++)
+        pair_s(&a, &n, run_strs[k].name, str_of(r, &run_strs[k]));
     pair_i(&a, &n, "created_ms", created);
     put_count(&a, at, n);
     /* the rest as run_update writes it, updated_ms included */
@@ -193,7 +229,7 @@ static int rd_run_create(struct orch_store *base, const struct orch_run *r)
     put_count(&a, at, n + extra);
     a.oom |= u.oom;
     rd_args_free(&u);
-    return rd_eval_int(st, RD_RUN_CREATE, &a, what) < 0 ? -1 : 0;
+    return orch_redis_eval_int(st, RD_RUN_CREATE, &a, what) < 0 ? -1 : 0;
 }
 
 /* Fills out (zeroed first) from an HGETALL of a run and its checkpoint
@@ -202,35 +238,18 @@ static int rd_run_row(const redisReply *h, int64_t cps, struct orch_run *out)
 {
     int oom = 0;
     memset(out, 0, sizeof *out);
-    out->id = rd_dup(h, "id", &oom);
-    out->name = rd_dup(h, "name", &oom);
-    out->identity = rd_dup(h, "identity", &oom);
-    out->workflow_path = rd_dup(h, "workflow_path", &oom);
-    out->workflow_hash = rd_dup(h, "workflow_hash", &oom);
-    out->input = rd_dup(h, "input", &oom);
-    out->input_fp = rd_dup(h, "input_fp", &oom);
-    out->params = rd_dup(h, "params", &oom);
-    out->output = rd_dup(h, "output", &oom);
+    for (size_t k = 0; k < RD_COUNT(run_strs); k++)
+        *(char **)((char *)out + run_strs[k].off) = rd_dup(h, run_strs[k].name, &oom);
     out->error = rd_dup(h, "error", &oom);
     out->owner_host = rd_dup(h, "owner_host", &oom);
     const redisReply *s = rd_field(h, "status");
     int status = s != NULL ? orch_run_status_parse(s->str) : -1;
     out->status = status >= 0 ? (enum orch_run_status)status : ORCH_RUN_FAILED;
-    out->owner_pid = rd_int(h, "owner_pid");
-    out->heartbeat_ms = rd_int(h, "heartbeat_ms");
+    for (size_t k = 0; k < RD_COUNT(run_ints); k++)
+        *(int64_t *)((char *)out + run_ints[k].off) = rd_int(h, run_ints[k].name);
     out->created_ms = rd_int(h, "created_ms");
     out->updated_ms = rd_int(h, "updated_ms");
-    out->finished_ms = rd_int(h, "finished_ms");
-    out->rows_done = rd_int(h, "rows_done");
-    out->rows_ok = rd_int(h, "rows_ok");
-    out->rows_failed = rd_int(h, "rows_failed");
-    out->rows_dropped = rd_int(h, "rows_dropped");
-    out->rows_defaulted = rd_int(h, "rows_defaulted");
-    out->llm_calls = rd_int(h, "llm_calls");
-    out->tokens_in = rd_int(h, "tokens_in");
-    out->tokens_out = rd_int(h, "tokens_out");
     out->cost_usd = rd_dbl(h, "cost_usd");
-    out->recoveries = rd_int(h, "recoveries");
     out->checkpoints = cps;
     if (oom) {
         orch_run_clear(out);
@@ -251,11 +270,7 @@ static int rd_run_get(struct orch_store *base, const char *id, struct orch_run *
     char key[600], cps[600];
     rd_key(st, key, sizeof key, "run:", id);
     rd_key(st, cps, sizeof cps, "cps:", id);
-    struct rd_args a = {0};
-    rd_arg_s(&a, "HGETALL");
-    rd_arg_s(&a, key);
-    redisReply *h = orch_redis_cmd(st, &a, "cannot read run");
-    rd_args_free(&a);
+    redisReply *h = orch_redis_cmdf(st, "cannot read run", "ss", "HGETALL", key);
     if (h == NULL)
         return -1;
     if (h->type != REDIS_REPLY_ARRAY || h->elements == 0) {
@@ -265,10 +280,7 @@ static int rd_run_get(struct orch_store *base, const char *id, struct orch_run *
         freeReplyObject(h);
         return err ? -1 : 0;
     }
-    rd_arg_s(&a, "ZCARD");
-    rd_arg_s(&a, cps);
-    redisReply *n = orch_redis_cmd(st, &a, "cannot read run");
-    rd_args_free(&a);
+    redisReply *n = orch_redis_cmdf(st, "cannot read run", "ss", "ZCARD", cps);
     int ret = n == NULL ? -1 : 1;
     if (ret == 1 && rd_run_row(h, rd_reply_int(n, 0), out) != 0)
         ret = orch_redis_fail(st, "cannot read run %s: out of memory", id);
@@ -277,26 +289,10 @@ static int rd_run_get(struct orch_store *base, const char *id, struct orch_run *
     return ret;
 }
 
-/* RD_RUN_SCAN's matches, newest first (created_ms, then creation order). */
-struct rd_runs {
-    redisReply *r;
-    size_t n;
-    size_t *order;
-};
-
-static const redisReply *scan_at(const redisReply *r, size_t i)
-{
-    return r->element[2 * i];
-}
-
-/* The reply scan_cmp sorts the runs of (qsort has no user argument; a
- * store is used by one thread). */
-static const redisReply *scan_sort_r;
-
+/* Newest first: created_ms, then creation order. */
 static int scan_cmp(const void *pa, const void *pb)
 {
-    const redisReply *a = scan_at(scan_sort_r, *(const size_t *)pa);
-    const redisReply *b = scan_at(scan_sort_r, *(const size_t *)pb);
+    const redisReply *a = row_head(pa), *b = row_head(pb);
     int64_t ca = rd_int(a, "created_ms"), cb = rd_int(b, "created_ms");
     if (ca != cb)
         return ca > cb ? -1 : 1;
@@ -304,103 +300,63 @@ static int scan_cmp(const void *pa, const void *pb)
     return (oa < ob) - (oa > ob);
 }
 
-/* Runs matching the filter (identity non-NULL: the unfinished ones of
- * it), sorted. 0 or -1. */
-static int rd_scan(struct rd_store *st, const struct orch_run_filter *f, const char *identity,
-                   struct rd_runs *out, const char *what)
+/* A run (its hash and checkpoint count) to the listing's callback, or
+ * into l->first, which takes the first row only. */
+static int run_row(struct rd_store *st, redisReply *const *row, const char *what, const struct rd_listing *l)
 {
-    struct rd_args a = {0};
-    rd_arg_s(&a, f->status);
-    rd_arg_s(&a, f->name);
-    rd_arg_i(&a, f->since_ms);
-    rd_arg_i(&a, f->until_ms);
-    rd_arg_s(&a, identity);
-    rd_arg_s(&a, identity != NULL ? "1" : "0");
-    memset(out, 0, sizeof *out);
-    redisReply *r = orch_redis_eval(st, RD_RUN_SCAN, &a, what);
-    rd_args_free(&a);
+    struct orch_run run;
+    if (rd_run_row(row[0], rd_reply_int(row[1], 0), &run) != 0)
+        return orch_redis_fail(st, "%s: out of memory", what);
+    if (l->first != NULL) {
+        *l->first = run;
+        return 1;
+    }
+    int stop = l->run(l->ud, &run);
+    orch_run_clear(&run);
+    return stop != 0;
+}
+
+/* The runs matching the filter (identity non-NULL: the unfinished ones of
+ * it), newest first, handed to the listing: as orch_redis_each_row. */
+static int rd_scan(struct rd_store *st, const struct orch_run_filter *f, const char *identity,
+                   const struct rd_listing *l, const char *what)
+{
+    redisReply *r = orch_redis_evalf(st, RD_RUN_SCAN, RD_READS, what, "ssiiss", f->status, f->name,
+                                     f->since_ms, f->until_ms, identity, identity != NULL ? "1" : "0");
     if (r == NULL)
         return -1;
     if (r->type != REDIS_REPLY_ARRAY) {
         freeReplyObject(r);
         return orch_redis_fail(st, "%s: unexpected reply", what);
     }
-    out->r = r;
-    out->n = r->elements / 2;
-    out->order = malloc((out->n + 1) * sizeof *out->order);
-    if (out->order == NULL) {
-        freeReplyObject(r);
-        return orch_redis_fail(st, "%s: out of memory", what);
-    }
-    for (size_t i = 0; i < out->n; i++)
-        out->order[i] = i;
-    scan_sort_r = r;
-    qsort(out->order, out->n, sizeof *out->order, scan_cmp);
-    return 0;
-}
-
-static void rd_runs_free(struct rd_runs *rs)
-{
-    freeReplyObject(rs->r);
-    free(rs->order);
-}
-
-/* The run at sorted index i of rs into out. 0 or -1 (out of memory). */
-static int rd_runs_get(const struct rd_runs *rs, size_t i, struct orch_run *out)
-{
-    size_t k = rs->order[i];
-    return rd_run_row(rs->r->element[2 * k], rd_reply_int(rs->r->element[2 * k + 1], 0), out);
+    return orch_redis_each_row(st, r, 2, scan_cmp, run_row, l, what);
 }
 
 static int rd_run_find_unfinished(struct orch_store *base, const char *identity, struct orch_run *out)
 {
-    struct rd_store *st = rd_of(base);
     struct orch_run_filter none = {0};
-    struct rd_runs rs;
-    const char *what = "cannot look up unfinished runs";
+    struct rd_listing l = {.first = out};
     if (identity == NULL || identity[0] == '\0')
         return 0;
-    if (rd_scan(st, &none, identity, &rs, what) != 0)
-        return -1;
-    int ret = rs.n > 0 ? 1 : 0;
-    if (ret == 1 && rd_runs_get(&rs, 0, out) != 0)
-        ret = orch_redis_fail(st, "%s: out of memory", what);
-    rd_runs_free(&rs);
-    return ret;
+    return rd_scan(rd_of(base), &none, identity, &l, "cannot look up unfinished runs");
 }
 
 static int rd_run_list(struct orch_store *base, const struct orch_run_filter *f, orch_run_cb cb, void *ud)
 {
-    struct rd_store *st = rd_of(base);
     struct orch_run_filter none = {0};
-    struct rd_runs rs;
-    if (rd_scan(st, f != NULL ? f : &none, NULL, &rs, "cannot list runs") != 0)
-        return -1;
-    int ret = 0;
-    for (size_t i = 0; i < rs.n; i++) {
-        struct orch_run run;
-        if (rd_runs_get(&rs, i, &run) != 0) {
-            ret = orch_redis_fail(st, "cannot list runs: out of memory");
-            break;
-        }
-        int stop = cb(ud, &run);
-        orch_run_clear(&run);
-        if (stop)
-            break;
-    }
-    rd_runs_free(&rs);
-    return ret;
+    struct rd_listing l = {.run = cb, .ud = ud};
+    return rd_scan(rd_of(base), f != NULL ? f : &none, NULL, &l, "cannot list runs") < 0 ? -1 : 0;
 }
 
 static int rd_run_update(struct orch_store *base, const struct orch_run *r)
 {
     struct rd_store *st = rd_of(base);
-    if (rd_writable(st, "cannot update run") != 0)
+    if (orch_redis_writable(st, "cannot update run") != 0)
         return -1;
     struct rd_args a = {0};
     rd_arg_s(&a, r->id);
     args_run_update(&a, r, orch_store_now_ms());
-    int64_t n = rd_eval_int(st, RD_RUN_UPDATE, &a, "cannot update run");
+    int64_t n = orch_redis_eval_int(st, RD_RUN_UPDATE, &a, "cannot update run");
     if (n == 0)
         return orch_redis_fail(st, "cannot update run %s: no such run", r->id);
     return n == 1 ? 0 : -1;
@@ -409,29 +365,15 @@ static int rd_run_update(struct orch_store *base, const struct orch_run *r)
 static int rd_run_claim(struct orch_store *base, const char *id, int64_t pid, const char *host,
                         int64_t now_ms, int64_t expect_pid, int64_t expect_heartbeat_ms)
 {
-    struct rd_store *st = rd_of(base);
-    if (rd_writable(st, "cannot claim run") != 0)
-        return -1;
-    struct rd_args a = {0};
-    rd_arg_s(&a, id);
-    rd_arg_i(&a, pid);
-    rd_arg_s(&a, host);
-    rd_arg_i(&a, now_ms);
-    rd_arg_i(&a, expect_pid);
-    rd_arg_i(&a, expect_heartbeat_ms);
-    int64_t n = rd_eval_int(st, RD_RUN_CLAIM, &a, "cannot claim run");
+    int64_t n = orch_redis_writef(rd_of(base), RD_RUN_CLAIM, "cannot claim run", "sisiii", id, pid, host,
+                                  now_ms, expect_pid, expect_heartbeat_ms);
     return n < 0 ? -1 : n == 1;
 }
 
 static int rd_run_heartbeat(struct orch_store *base, const char *id, int64_t now_ms)
 {
     struct rd_store *st = rd_of(base);
-    if (rd_writable(st, "cannot record a heartbeat") != 0)
-        return -1;
-    struct rd_args a = {0};
-    rd_arg_s(&a, id);
-    rd_arg_i(&a, now_ms);
-    int64_t n = rd_eval_int(st, RD_RUN_HEARTBEAT, &a, "cannot record a heartbeat");
+    int64_t n = orch_redis_writef(st, RD_RUN_HEARTBEAT, "cannot record a heartbeat", "si", id, now_ms);
     if (n == 0)
         return orch_redis_fail(st, "cannot record the heartbeat of run %s: no such run", id);
     return n == 1 ? 0 : -1;
@@ -439,12 +381,7 @@ static int rd_run_heartbeat(struct orch_store *base, const char *id, int64_t now
 
 static int rd_run_delete(struct orch_store *base, const char *id)
 {
-    struct rd_store *st = rd_of(base);
-    if (rd_writable(st, "cannot delete a run") != 0)
-        return -1;
-    struct rd_args a = {0};
-    rd_arg_s(&a, id);
-    int64_t n = rd_eval_int(st, RD_RUN_DELETE, &a, "cannot delete a run");
+    int64_t n = orch_redis_writef(rd_of(base), RD_RUN_DELETE, "cannot delete a run", "s", id);
     return n < 0 ? -1 : n == 1;
 }
 
@@ -455,13 +392,7 @@ static int rd_next_seq(struct rd_store *st, const char *run_id, int64_t *seq, co
 {
     char key[600];
     rd_key(st, key, sizeof key, "cps:", run_id);
-    struct rd_args a = {0};
-    rd_arg_s(&a, "ZREVRANGE");
-    rd_arg_s(&a, key);
-    rd_arg_s(&a, "0");
-    rd_arg_s(&a, "0");
-    redisReply *r = orch_redis_cmd(st, &a, what);
-    rd_args_free(&a);
+    redisReply *r = orch_redis_cmdf(st, what, "ssss", "ZREVRANGE", key, "0", "0");
     if (r == NULL)
         return -1;
     *seq = 1;
@@ -514,20 +445,15 @@ static void args_checkpoint(struct rd_args *a, const struct orch_checkpoint_seal
     pair_s(a, &n, "name", c->name);
     pair_s(a, &n, "reason", c->reason);
     pair_i(a, &n, "created_ms", seal->created_ms);
-    pair_i(a, &n, "input_offset", c->input_offset);
-    pair_i(a, &n, "input_line", c->input_line);
-    pair_i(a, &n, "input_index", c->input_index);
-    pair_i(a, &n, "output_offset", c->output_offset);
-    pair_i(a, &n, "errors_offset", c->errors_offset);
+    for (size_t k = 0; k < RD_COUNT(cp_ints); k++)
+        pair_i(a, &n, cp_ints[k].name, int_of(c, &cp_ints[k]));
     rd_arg_s(a, "memento");
     rd_arg(a, seal->packed, seal->packed_len);
     n++;
     pair_i(a, &n, "memento_len", (int64_t)c->memento_len);
     pair_s(a, &n, "checksum", seal->sum);
     pair_i(a, &n, "bytes", seal->bytes);
-    rd_arg_s(a, "duration_ms");
-    rd_arg_d(a, orch_store_mono_ms() - seal->t0);
-    n++;
+    pair_d(a, &n, "duration_ms", orch_store_mono_ms() - seal->t0);
     put_count(a, at, n);
 }
 
@@ -587,7 +513,7 @@ static int rd_checkpoint_write(struct orch_store *base, const struct orch_run *r
     struct rd_store *st = rd_of(base);
     char what[300];
     snprintf(what, sizeof what, "cannot store a checkpoint of run %s", run->id);
-    if (rd_writable(st, what) != 0)
+    if (orch_redis_writable(st, what) != 0)
         return -1;
     for (size_t i = 0; i < nres; i++) {
         if (res[i].status == NULL)
@@ -604,7 +530,7 @@ static int rd_checkpoint_write(struct orch_store *base, const struct orch_run *r
             return -1;
         struct rd_args a = {0};
         args_cp_write(&a, run, seal, res, nres, state, nstate);
-        int64_t rc = rd_eval_int(st, RD_CP_WRITE, &a, what);
+        int64_t rc = orch_redis_eval_int(st, RD_CP_WRITE, &a, what);
         if (rc == 0) {
             rd_remember_seq(st, run->id, seq + 1);
             return 0;
@@ -628,11 +554,8 @@ static int rd_checkpoint_row(const redisReply *h, int64_t seq, struct orch_check
     c->name = rd_dup(h, "name", &oom);
     c->reason = rd_dup(h, "reason", &oom);
     c->created_ms = rd_int(h, "created_ms");
-    c->input_offset = rd_int(h, "input_offset");
-    c->input_line = rd_int(h, "input_line");
-    c->input_index = rd_int(h, "input_index");
-    c->output_offset = rd_int(h, "output_offset");
-    c->errors_offset = rd_int(h, "errors_offset");
+    for (size_t k = 0; k < RD_COUNT(cp_ints); k++)
+        *(int64_t *)((char *)c + cp_ints[k].off) = rd_int(h, cp_ints[k].name);
     c->checksum = rd_dup(h, "checksum", &oom);
     c->bytes = rd_int(h, "bytes");
     c->duration_ms = rd_dbl(h, "duration_ms");
@@ -654,14 +577,7 @@ static redisReply *rd_cp_seqs(struct rd_store *st, const char *run_id, int newes
 {
     char key[600];
     rd_key(st, key, sizeof key, "cps:", run_id);
-    struct rd_args a = {0};
-    rd_arg_s(&a, newest_first ? "ZREVRANGE" : "ZRANGE");
-    rd_arg_s(&a, key);
-    rd_arg_s(&a, "0");
-    rd_arg_s(&a, "-1");
-    redisReply *r = orch_redis_cmd(st, &a, what);
-    rd_args_free(&a);
-    return r;
+    return orch_redis_cmdf(st, what, "ssss", newest_first ? "ZREVRANGE" : "ZRANGE", key, "0", "-1");
 }
 
 /* HGETALL of checkpoint seq handed to cb; 0 when it is gone. */
@@ -671,11 +587,7 @@ static int rd_cp_one(struct rd_store *st, const char *run_id, int64_t seq, const
     char key[700], num[32];
     snprintf(num, sizeof num, ":%lld", (long long)seq);
     snprintf(key, sizeof key, "%scp:%s%s", st->url.prefix, run_id, num);
-    struct rd_args a = {0};
-    rd_arg_s(&a, "HGETALL");
-    rd_arg_s(&a, key);
-    redisReply *h = orch_redis_cmd(st, &a, what);
-    rd_args_free(&a);
+    redisReply *h = orch_redis_cmdf(st, what, "ss", "HGETALL", key);
     if (h == NULL)
         return -1;
     int ret = 0;
@@ -707,18 +619,24 @@ static int rd_checkpoint_scan(struct orch_store *base, const char *run_id, int64
 
 static int rd_checkpoint_rollback(struct orch_store *base, const char *run_id, int64_t seq)
 {
-    struct rd_store *st = rd_of(base);
     char what[300];
     snprintf(what, sizeof what, "cannot roll run %s back to checkpoint %lld", run_id, (long long)seq);
-    if (rd_writable(st, what) != 0)
-        return -1;
-    struct rd_args a = {0};
-    rd_arg_s(&a, run_id);
-    rd_arg_i(&a, seq);
-    return rd_eval_int(st, RD_CP_ROLLBACK, &a, what) < 0 ? -1 : 0;
+    return orch_redis_writef(rd_of(base), RD_CP_ROLLBACK, what, "si", run_id, seq) < 0 ? -1 : 0;
 }
 
 /* ---- results, events, state ------------------------------------------- */
+
+/* r when it is an array; else NULL, with the server's error or
+ * "unexpected reply" in st->err, and r freed. */
+static redisReply *rd_array(struct rd_store *st, redisReply *r, const char *what)
+{
+    if (r != NULL && r->type != REDIS_REPLY_ARRAY) {
+        orch_redis_fail(st, "%s: %s", what, r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply");
+        freeReplyObject(r);
+        return NULL;
+    }
+    return r;
+}
 
 /* HGETALL, LRANGE or ZRANGE of one of the run's keys (kind "res:", ...). */
 static redisReply *rd_read_all(struct rd_store *st, const char *cmd, const char *kind, const char *run_id,
@@ -726,21 +644,8 @@ static redisReply *rd_read_all(struct rd_store *st, const char *cmd, const char 
 {
     char key[600];
     rd_key(st, key, sizeof key, kind, run_id);
-    struct rd_args a = {0};
-    rd_arg_s(&a, cmd);
-    rd_arg_s(&a, key);
-    if (strcmp(cmd, "LRANGE") == 0 || strcmp(cmd, "ZRANGE") == 0) {
-        rd_arg_s(&a, "0");
-        rd_arg_s(&a, "-1");
-    }
-    redisReply *r = orch_redis_cmd(st, &a, what);
-    rd_args_free(&a);
-    if (r != NULL && r->type != REDIS_REPLY_ARRAY) {
-        orch_redis_fail(st, "%s: %s", what, r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply");
-        freeReplyObject(r);
-        return NULL;
-    }
-    return r;
+    int range = strcmp(cmd, "LRANGE") == 0 || strcmp(cmd, "ZRANGE") == 0;
+    return rd_array(st, orch_redis_cmdf(st, what, range ? "ssss" : "ss", cmd, key, "0", "-1"), what);
 }
 
 /* Reads "N|" from *p (within end): the number, *p past the bar. */
@@ -786,79 +691,68 @@ static int parse_result(const redisReply *f, const redisReply *v, struct orch_re
     return 0;
 }
 
-/* The reply whose field names sort_pairs compares (qsort has no user
- * argument; the store is used by one thread). */
-static const redisReply *pairs_r;
-
+/* Field and value rows by their field: a number, or text. */
 static int cmp_seq_pair(const void *pa, const void *pb)
 {
-    long long a = strtoll(pairs_r->element[*(const size_t *)pa]->str, NULL, 10);
-    long long b = strtoll(pairs_r->element[*(const size_t *)pb]->str, NULL, 10);
+    long long a = strtoll(row_head(pa)->str, NULL, 10);
+    long long b = strtoll(row_head(pb)->str, NULL, 10);
     return (a > b) - (a < b);
 }
 
 static int cmp_str_pair(const void *pa, const void *pb)
 {
-    return strcmp(pairs_r->element[*(const size_t *)pa]->str, pairs_r->element[*(const size_t *)pb]->str);
+    return strcmp(row_head(pa)->str, row_head(pb)->str);
 }
 
-/* The indices of an HGETALL reply's field names (each followed by its
- * value) sorted by cmp; *n their number. NULL with *oom set when memory
- * runs out. */
-static size_t *sort_pairs(const redisReply *r, int (*cmp)(const void *, const void *), size_t *n, int *oom)
+/* The run's hash kind ("res:", "state:") handed to fn pair by pair, sorted
+ * by cmp; messages say "cannot list the <noun> of run <run_id>". */
+static int rd_hash_each(struct rd_store *st, const char *kind, const char *noun, const char *run_id,
+                        int (*cmp)(const void *, const void *), rd_row_fn fn, const struct rd_listing *l)
 {
-    *n = r->elements / 2;
-    size_t *idx = malloc((*n + 1) * sizeof *idx);
-    if (idx == NULL) {
-        *oom = 1;
-        *n = 0;
-        return NULL;
+    char what[300];
+    snprintf(what, sizeof what, "cannot list the %s of run %s", noun, run_id);
+    redisReply *r = rd_read_all(st, "HGETALL", kind, run_id, what);
+    return orch_redis_each_row(st, r, 2, cmp, fn, l, what) < 0 ? -1 : 0;
+}
+
+/* A stored result (seq field, value) to the listing's callback. */
+static int result_pair(struct rd_store *st, redisReply *const *row, const char *what,
+                       const struct rd_listing *l)
+{
+    struct orch_result x;
+    char *strs[3] = {NULL, NULL, NULL};
+    if (parse_result(row[0], row[1], &x, strs) != 0)
+        return orch_redis_fail(st, "%s: result %s is damaged", what, row[0]->str);
+    if (l->no_data) {
+        x.data = NULL;
+        x.data_len = 0;
     }
-    for (size_t i = 0; i < *n; i++)
-        idx[i] = 2 * i;
-    pairs_r = r;
-    qsort(idx, *n, sizeof *idx, cmp);
-    return idx;
+    int rc = x.status == NULL ? orch_redis_fail(st, "%s: out of memory", what) : l->result(l->ud, &x) != 0;
+    for (int k = 0; k < 3; k++)
+        free(strs[k]);
+    return rc;
+}
+
+/* A state entry (key, JSON value) to the listing's callback. */
+static int state_pair(struct rd_store *st, redisReply *const *row, const char *what,
+                      const struct rd_listing *l)
+{
+    (void)st;
+    (void)what;
+    return l->state(l->ud, row[0]->str, row[1]->str, row[1]->len) != 0;
 }
 
 static int rd_result_list(struct orch_store *base, const char *run_id, orch_result_cb cb, void *ud)
 {
-    struct rd_store *st = rd_of(base);
-    char what[300];
-    snprintf(what, sizeof what, "cannot list the results of run %s", run_id);
-    redisReply *r = rd_read_all(st, "HGETALL", "res:", run_id, what);
-    if (r == NULL)
-        return -1;
-    size_t n = 0;
-    int oom = 0, ret = 0;
-    size_t *idx = sort_pairs(r, cmp_seq_pair, &n, &oom);
-    for (size_t i = 0; i < n && ret == 0; i++) {
-        const redisReply *f = r->element[idx[i]], *v = r->element[idx[i] + 1];
-        struct orch_result x;
-        char *strs[3] = {NULL, NULL, NULL};
-        if (parse_result(f, v, &x, strs) != 0) {
-            ret = orch_redis_fail(st, "%s: result %s is damaged", what, f->str);
-            break;
-        }
-        if (x.status == NULL)
-            ret = orch_redis_fail(st, "%s: out of memory", what);
-        else if (cb(ud, &x))
-            n = 0;
-        for (int k = 0; k < 3; k++)
-            free(strs[k]);
-    }
-    if (oom)
-        ret = orch_redis_fail(st, "%s: out of memory", what);
-    free(idx);
-    freeReplyObject(r);
-    return ret;
+    struct rd_listing l = {.result = cb, .ud = ud};
+    return rd_hash_each(rd_of(base), "res:", "results", run_id, cmp_seq_pair, result_pair, &l);
 }
 
 /* Events are stored "EVID|TS|TLEN|DLEN|" type data (DLEN -1: no data). */
 static int rd_event_add(struct orch_store *base, const char *run_id, const char *type, const char *data)
 {
     struct rd_store *st = rd_of(base);
-    if (rd_writable(st, "cannot record an event") != 0)
+    if (orch_redis_writable(st, "cannot record an event") != 0)
         return -1;
     if (type == NULL)
         return orch_redis_fail(st, "cannot record an event: it has no type");
@@ -878,7 +772,7 @@ static int rd_event_add(struct orch_store *base, const char *run_id, const char 
     rd_arg_s(&a, run_id);
     rd_arg(&a, buf, (size_t)h + tlen + dlen);
     free(buf);
-    int64_t n = rd_eval_int(st, RD_EV_ADD, &a, "cannot record an event");
+    int64_t n = orch_redis_eval_int(st, RD_EV_ADD, &a, "cannot record an event");
     if (n == -1)
         return orch_redis_fail(st, "cannot record an event: no such run %s", run_id);
     return n > 0 ? 0 : -1;
@@ -905,6 +799,27 @@ static int parse_event(const redisReply *v, struct orch_event *e)
     return 0;
 }
 
+/* A stored event to the listing's callback. */
+static int event_row(struct rd_store *st, redisReply *const *row, const char *what,
+                     const struct rd_listing *l)
+{
+    struct orch_event e;
+    int rc = parse_event(row[0], &e);
+    if (rc != 0)
+        return orch_redis_fail(st, "%s: %s", what, rc == -2 ? "out of memory" : "an event is damaged");
+    int stop = l->event(l->ud, &e);
+    orch_event_clear(&e);
+    return stop != 0;
+}
+
+/* Hands each stored event of the array r to cb; frees r. 0 or -1 (also
+ * when r is NULL: its call failed). */
+static int rd_each_event(struct rd_store *st, redisReply *r, const char *what, orch_event_cb cb, void *ud)
+{
+    struct rd_listing l = {.event = cb, .ud = ud};
+    return orch_redis_each_row(st, r, 1, NULL, event_row, &l, what) < 0 ? -1 : 0;
+}
+
 static int rd_event_list(struct orch_store *base, const char *run_id, orch_event_cb cb, void *ud)
 {
     struct rd_store *st = rd_of(base);
@@ -912,44 +827,13 @@ static int rd_event_list(struct orch_store *base, const char *run_id, orch_event
     snprintf(what, sizeof what, "cannot list the events of run %s", run_id != NULL ? run_id : "(none)");
     redisReply *r = run_id != NULL ? rd_read_all(st, "ZRANGE", "ev:", run_id, what)
                                    : rd_read_all(st, "LRANGE", "ev", "", what);
-    if (r == NULL)
-        return -1;
-    int ret = 0;
-    for (size_t i = 0; i < r->elements; i++) {
-        struct orch_event e;
-        int rc = parse_event(r->element[i], &e);
-        if (rc != 0) {
-            ret = orch_redis_fail(st, "%s: %s", what, rc == -2 ? "out of memory" : "an event is damaged");
-            break;
-        }
-        int stop = cb(ud, &e);
-        orch_event_clear(&e);
-        if (stop)
-            break;
-    }
-    freeReplyObject(r);
-    return ret;
+    return rd_each_event(st, r, what, cb, ud);
 }
 
 static int rd_state_list(struct orch_store *base, const char *run_id, orch_state_cb cb, void *ud)
 {
-    struct rd_store *st = rd_of(base);
-    char what[300];
-    snprintf(what, sizeof what, "cannot list the state of run %s", run_id);
-    redisReply *r = rd_read_all(st, "HGETALL", "state:", run_id, what);
-    if (r == NULL)
-        return -1;
-    size_t n = 0;
-    int oom = 0;
-    size_t *idx = sort_pairs(r, cmp_str_pair, &n, &oom);
-    for (size_t i = 0; i < n; i++) {
-        const redisReply *v = r->element[idx[i] + 1];
-        if (cb(ud, r->element[idx[i]]->str, v->str, v->len))
-            break;
-    }
-    free(idx);
-    freeReplyObject(r);
-    return oom ? orch_redis_fail(st, "%s: out of memory", what) : 0;
+    struct rd_listing l = {.state = cb, .ud = ud};
+    return rd_hash_each(rd_of(base), "state:", "state", run_id, cmp_str_pair, state_pair, &l);
 }
 
 static int rd_stats(struct orch_store *base, struct orch_store_stats *out)
@@ -1001,11 +885,9 @@ static int args_journal_put(struct rd_store *st, struct rd_args *a, const struct
     n++;
     pair_i(a, &n, "tokens_in", e->tokens_in);
     pair_i(a, &n, "tokens_out", e->tokens_out);
-    rd_arg_s(a, "cost_usd");
-    rd_arg_d(a, e->cost_usd);
-    rd_arg_s(a, "latency_ms");
-    rd_arg_d(a, e->latency_ms);
-    put_count(a, at, n + 2);
+    pair_d(a, &n, "cost_usd", e->cost_usd);
+    pair_d(a, &n, "latency_ms", e->latency_ms);
+    put_count(a, at, n);
     return 0;
 }
 
@@ -1051,7 +933,7 @@ static int rd_journal_batch(struct orch_store *base, const struct orch_journal_e
     }
     if (n + m == 0)
         return 0;
-    if (n > 0 && rd_writable(st, what) != 0)
+    if (n > 0 && orch_redis_writable(st, what) != 0)
         return -1;
     struct rd_args a = {0};
     rd_arg_s(&a, st->readonly ? "0" : "1");
@@ -1109,12 +991,7 @@ static int rd_journal_get(struct orch_store *base, const char *key, struct orch_
 
 static int rd_journal_prune(struct orch_store *base, int64_t before_ms, int64_t *removed)
 {
-    struct rd_store *st = rd_of(base);
-    if (rd_writable(st, "cannot prune the journal") != 0)
-        return -1;
-    struct rd_args a = {0};
-    rd_arg_i(&a, before_ms);
-    int64_t n = rd_eval_int(st, RD_JR_PRUNE, &a, "cannot prune the journal");
+    int64_t n = orch_redis_writef(rd_of(base), RD_JR_PRUNE, "cannot prune the journal", "i", before_ms);
     if (n < 0)
         return -1;
     *removed = n;
@@ -1157,13 +1034,8 @@ static void rd_close(struct orch_store *base)
 static int rd_live_put(struct orch_store *base, const char *run_id, int64_t updated_ms, const char *figures)
 {
     struct rd_store *st = rd_of(base);
-    if (rd_writable(st, "cannot record live figures") != 0)
-        return -1;
-    struct rd_args a = {0};
-    rd_arg_s(&a, run_id);
-    rd_arg_i(&a, updated_ms);
-    rd_arg_s(&a, figures);
-    int64_t n = rd_eval_int(st, RD_LIVE_PUT, &a, "cannot record live figures");
+    int64_t n =
+        orch_redis_writef(st, RD_LIVE_PUT, "cannot record live figures", "sis", run_id, updated_ms, figures);
     if (n == 0)
         return orch_redis_fail(st, "cannot record the live figures of run %s: no such run", run_id);
     return n == 1 ? 0 : -1;
@@ -1175,19 +1047,10 @@ static int rd_live_get(struct orch_store *base, const char *run_id, char **figur
     char what[300], key[600];
     snprintf(what, sizeof what, "cannot read the live figures of run %s", run_id);
     rd_key(st, key, sizeof key, "live:", run_id);
-    struct rd_args a = {0};
-    rd_arg_s(&a, "HMGET");
-    rd_arg_s(&a, key);
-    rd_arg_s(&a, "figures");
-    rd_arg_s(&a, "updated_ms");
-    redisReply *r = orch_redis_cmd(st, &a, what);
-    rd_args_free(&a);
-    if (r == NULL)
-        return -1;
-    int ret = 0;
-    if (r->type != REDIS_REPLY_ARRAY || r->elements != 2) {
-        ret = orch_redis_fail(st, "%s: %s", what, r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply");
-    } else if (r->element[0]->type == REDIS_REPLY_STRING) {
+    static const char *const fields[] = {"figures", "updated_ms"};
+    redisReply *r = NULL;
+    int ret = orch_redis_hmget(st, key, fields, 2, &r, what);
+    if (ret == 1) {
         *figures = strndup(r->element[0]->str, r->element[0]->len);
         if (r->element[1]->type == REDIS_REPLY_STRING)
             *updated_ms = strtoll(r->element[1]->str, NULL, 10);
@@ -1208,38 +1071,9 @@ static int rd_event_page(struct orch_store *base, const char *run_id, int64_t af
     rd_key(st, key, sizeof key, "ev:", run_id);
     snprintf(lo, sizeof lo, "(%lld", (long long)after_id);
     snprintf(hi, sizeof hi, "(%lld", (long long)before_id);
-    struct rd_args a = {0};
-    rd_arg_s(&a, newest_first ? "ZREVRANGEBYSCORE" : "ZRANGEBYSCORE");
-    rd_arg_s(&a, key);
-    rd_arg_s(&a, newest_first ? hi : lo);
-    rd_arg_s(&a, newest_first ? lo : hi);
-    rd_arg_s(&a, "LIMIT");
-    rd_arg_s(&a, "0");
-    rd_arg_i(&a, limit);
-    redisReply *r = orch_redis_cmd(st, &a, what);
-    rd_args_free(&a);
-    if (r == NULL)
-        return -1;
-    if (r->type != REDIS_REPLY_ARRAY) {
-        orch_redis_fail(st, "%s: %s", what, r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply");
-        freeReplyObject(r);
-        return -1;
-    }
-    int ret = 0;
-    for (size_t i = 0; i < r->elements; i++) {
-        struct orch_event e;
-        int rc = parse_event(r->element[i], &e);
-        if (rc != 0) {
-            ret = orch_redis_fail(st, "%s: %s", what, rc == -2 ? "out of memory" : "an event is damaged");
-            break;
-        }
-        int stop = cb(ud, &e);
-        orch_event_clear(&e);
-        if (stop)
-            break;
-    }
-    freeReplyObject(r);
-    return ret;
+    redisReply *r = orch_redis_cmdf(st, what, "ssssssi", newest_first ? "ZREVRANGEBYSCORE" : "ZRANGEBYSCORE",
+                                    key, newest_first ? hi : lo, newest_first ? lo : hi, "LIMIT", "0", limit);
+    return rd_each_event(st, rd_array(st, r, what), what, cb, ud);
 }
 
 /* The error index err:ID gives the seqs, res:ID their rows (one script,
@@ -1250,36 +1084,9 @@ static int rd_error_page(struct orch_store *base, const char *run_id, int64_t af
     struct rd_store *st = rd_of(base);
     char what[300];
     snprintf(what, sizeof what, "cannot list the failed rows of run %s", run_id);
-    struct rd_args a = {0};
-    rd_arg_s(&a, run_id);
-    rd_arg_i(&a, after_seq);
-    rd_arg_i(&a, limit);
-    redisReply *r = orch_redis_eval(st, RD_ERR_PAGE, &a, what);
-    rd_args_free(&a);
-    if (r == NULL)
-        return -1;
-    int ret = 0;
-    for (size_t i = 0; r->type == REDIS_REPLY_ARRAY && i + 1 < r->elements; i += 2) {
-        struct orch_result x;
-        char *strs[3] = {NULL, NULL, NULL};
-        if (parse_result(r->element[i], r->element[i + 1], &x, strs) != 0) {
-            ret = orch_redis_fail(st, "%s: result %s is damaged", what, r->element[i]->str);
-            break;
-        }
-        x.data = NULL;
-        x.data_len = 0;
-        int stop = 0;
-        if (x.status == NULL)
-            ret = orch_redis_fail(st, "%s: out of memory", what);
-        else
-            stop = cb(ud, &x);
-        for (int k = 0; k < 3; k++)
-            free(strs[k]);
-        if (stop || ret != 0)
-            break;
-    }
-    freeReplyObject(r);
-    return ret;
+    struct rd_listing l = {.result = cb, .ud = ud, .no_data = 1};
+    redisReply *r = orch_redis_evalf(st, RD_ERR_PAGE, RD_READS, what, "sii", run_id, after_seq, limit);
+    return orch_redis_each_row(st, r, 2, NULL, result_pair, &l, what) < 0 ? -1 : 0;
 }
 
 static const struct orch_store_ops rd_ops = {

@@ -78,17 +78,24 @@ void rd_args_free(struct rd_args *a)
     memset(a, 0, sizeof *a);
 }
 
-/* ---- errors ---------------------------------------------------------- */
-
-int orch_redis_fail(struct rd_store *st, const char *fmt, ...)
+static void rd_args_vfmt(struct rd_args *a, const char *fmt, va_list ap)
 {
-    char what[400];
+    for (const char *f = fmt; *f != '\0'; f++) {
+        if (*f == 's')
+            rd_arg_s(a, va_arg(ap, const char *));
+        else if (*f == 'i')
+            rd_arg_i(a, va_arg(ap, int64_t));
+        else
+            rd_arg_d(a, va_arg(ap, double));
+    }
+}
+
+void rd_args_fmt(struct rd_args *a, const char *fmt, ...)
+{
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(what, sizeof what, fmt, ap);
+    rd_args_vfmt(a, fmt, ap);
     va_end(ap);
-    snprintf(st->base.err, sizeof st->base.err, "%s: %s", st->shown, what);
-    return -1;
 }
 
 /* ---- the URL ---------------------------------------------------------- */
@@ -437,6 +444,100 @@ redisReply *orch_redis_eval(struct rd_store *st, enum rd_script i, struct rd_arg
         return NULL;
     }
     return r;
+}
+
+/* ---- calls with their values listed ------------------------------------ */
+
+int orch_redis_writable(struct rd_store *st, const char *what)
+{
+    if (!st->readonly)
+        return 0;
+    return orch_redis_fail(st, "%s: the store is open read-only", what);
+}
+
+/* Script i, or a command when i is RD_NSCRIPT, with the values fmt lists;
+ * a write is refused (NULL) on a read-only store. */
+static redisReply *rd_vcall(struct rd_store *st, enum rd_script i, enum rd_access access, const char *what,
+                            const char *fmt, va_list ap)
+{
+    if (access == RD_WRITES && orch_redis_writable(st, what) != 0)
+        return NULL;
+    struct rd_args a = {0};
+    rd_args_vfmt(&a, fmt, ap);
+    redisReply *r = i == RD_NSCRIPT ? orch_redis_cmd(st, &a, what) : orch_redis_eval(st, i, &a, what);
+    rd_args_free(&a);
+    return r;
+}
+
+redisReply *orch_redis_cmdf(struct rd_store *st, const char *what, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    redisReply *r = rd_vcall(st, RD_NSCRIPT, RD_READS, what, fmt, ap);
+    va_end(ap);
+    return r;
+}
+
+redisReply *orch_redis_evalf(struct rd_store *st, enum rd_script i, enum rd_access access, const char *what,
+                             const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    redisReply *r = rd_vcall(st, i, access, what, fmt, ap);
+    va_end(ap);
+    return r;
+}
+
+int orch_redis_hmget(struct rd_store *st, const char *key, const char *const *fields, size_t n,
+                     redisReply **out, const char *what)
+{
+    struct rd_args a = {0};
+    rd_arg_s(&a, "HMGET");
+    rd_arg_s(&a, key);
+    for (size_t i = 0; i < n; i++)
+        rd_arg_s(&a, fields[i]);
+    redisReply *r = orch_redis_cmd(st, &a, what);
+    rd_args_free(&a);
+    *out = r;
+    if (r == NULL)
+        return -1;
+    if (r->type != REDIS_REPLY_ARRAY || r->elements != n)
+        return orch_redis_fail(st, "%s: %s", what,
+                               r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply");
+    return r->element[0]->type == REDIS_REPLY_STRING;
+}
+
+/* An integer reply's value (r freed here); -2 for no reply, -3 for any
+ * other. */
+static int64_t rd_int_reply(redisReply *r)
+{
+    if (r == NULL)
+        return -2;
+    int64_t n = r->type == REDIS_REPLY_INTEGER ? r->integer : -3;
+    freeReplyObject(r);
+    return n;
+}
+
+int64_t orch_redis_eval_int(struct rd_store *st, enum rd_script i, struct rd_args *a, const char *what)
+{
+    redisReply *r = orch_redis_eval(st, i, a, what);
+    rd_args_free(a);
+    return rd_int_reply(r);
+}
+
+int64_t orch_redis_vwritef(struct rd_store *st, enum rd_script i, const char *what, const char *fmt,
+                           va_list ap)
+{
+    return rd_int_reply(rd_vcall(st, i, RD_WRITES, what, fmt, ap));
+}
+
+int64_t orch_redis_writef(struct rd_store *st, enum rd_script i, const char *what, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int64_t n = orch_redis_vwritef(st, i, what, fmt, ap);
+    va_end(ap);
+    return n;
 }
 
 /* ---- checks at open ---------------------------------------------------- */

@@ -7,10 +7,12 @@
 #define ORCH_STORE_REDIS_IMPL_H
 
 #include <hiredis/hiredis.h>
+#include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 
 #include "store.h"
+#include "store_impl.h"
 
 /* The server-side scripts: every operation that writes more than one key,
  * or must check before it writes, is one of them, so it is atomic on the
@@ -92,6 +94,16 @@ void rd_arg_s(struct rd_args *a, const char *s);
 void rd_arg_i(struct rd_args *a, int64_t x);
 void rd_arg_d(struct rd_args *a, double x);
 void rd_args_free(struct rd_args *a);
+/* Adds one value per letter of fmt, taken from the arguments that follow:
+ * 's' a const char * (NULL as ""), 'i' an int64_t (cast: a narrower int
+ * read as one is undefined), 'd' a double. */
+void rd_args_fmt(struct rd_args *a, const char *fmt, ...);
+
+/* The Redis store behind base (its first member). */
+static inline struct rd_store *rd_of(struct orch_store *base)
+{
+    return (struct rd_store *)base;
+}
 
 /* Runs a command (argv in a) and returns its reply, which the caller
  * frees with freeReplyObject, or NULL with "<URL>: <what>: <reason>" in
@@ -105,13 +117,70 @@ redisReply *orch_redis_cmd(struct rd_store *st, struct rd_args *a, const char *w
  * turned into NULL with the server's reason in st->base.err. */
 redisReply *orch_redis_eval(struct rd_store *st, enum rd_script i, struct rd_args *a, const char *what);
 
+/* orch_redis_cmd and orch_redis_eval with their values listed in fmt as
+ * for rd_args_fmt. The argv is built and freed here: one line for each of
+ * the many calls that send a few values. Same contracts. */
+redisReply *orch_redis_cmdf(struct rd_store *st, const char *what, const char *fmt, ...);
+/* What a script does: a write is refused (NULL) on a read-only store. */
+enum rd_access { RD_READS, RD_WRITES };
+redisReply *orch_redis_evalf(struct rd_store *st, enum rd_script i, enum rd_access access, const char *what,
+                             const char *fmt, ...);
+/* HMGET of the n fields of key: 1 (the first field is set), 0 (it is
+ * not: no such hash), or -1 (st->base.err set: the server's error, or
+ * "unexpected reply"); the reply in *out whatever the outcome (NULL when
+ * none came), for the caller to free. */
+int orch_redis_hmget(struct rd_store *st, const char *key, const char *const *fields, size_t n,
+                     redisReply **out, const char *what);
+/* A write through a read-only store is refused before it is sent: 0, or
+ * -1 with "<URL>: <what>: the store is open read-only" in st->base.err. */
+int orch_redis_writable(struct rd_store *st, const char *what);
+/* Runs script i (a freed here) and returns its integer reply: -2 when it
+ * failed (st->base.err set), -3 when it replied with something else
+ * (st->base.err not set: the caller says what that means). */
+int64_t orch_redis_eval_int(struct rd_store *st, enum rd_script i, struct rd_args *a, const char *what);
+/* A write script: refused on a read-only store (-2, as a failure), else
+ * orch_redis_eval_int with the values fmt lists (as orch_redis_evalf). */
+int64_t orch_redis_writef(struct rd_store *st, enum rd_script i, const char *what, const char *fmt, ...);
+int64_t orch_redis_vwritef(struct rd_store *st, enum rd_script i, const char *what, const char *fmt,
+                           va_list ap);
+
+/* What a listing hands its rows to: one of the callbacks, and ud. */
+struct rd_listing {
+    orch_run_cb run;
+    orch_result_cb result;
+    orch_state_cb state;
+    orch_event_cb event;
+    orch_lease_cb lease;
+    void *ud;
+    struct orch_run *first; /* run_find_unfinished: the first run is kept here, no callback */
+    int no_data;            /* results without their data (the error page) */
+};
+
+/* Reads one row of a listing (its elements of the reply) and hands it to
+ * the listing: 0 to go on, 1 to stop (the callback said so), -1 failed
+ * (st->base.err set). */
+typedef int (*rd_row_fn)(struct rd_store *st, redisReply *const *row, const char *what,
+                         const struct rd_listing *l);
+
+/* Hands each row of the array reply r (width elements each: a field and
+ * its value, a run and its count, a lease's values, an event) to fn, in
+ * order, or sorted by cmp (which qsort gives pointers to the rows'
+ * element pointers); a reply that is not an array has none. Frees r.
+ * 0 the rows ran out, 1 fn stopped, -1 failed (st->base.err set; r NULL:
+ * the call that should have given it failed). */
+int orch_redis_each_row(struct rd_store *st, redisReply *r, size_t width,
+                        int (*cmp)(const void *, const void *), rd_row_fn fn, const struct rd_listing *l,
+                        const char *what);
+
 /* Adds one result as stored in res:ID ("CPSEQ|SLEN|KLEN|ELEN|DLEN|" then
  * status, key, error and data bytes), written with checkpoint cpseq (0:
  * by a lease commit, which no rollback removes). */
 void orch_redis_arg_result(struct rd_args *a, const struct orch_result *x, int64_t cpseq);
 
-/* Records "<URL>: <fmt ...>" in st->base.err; returns -1. */
-int orch_redis_fail(struct rd_store *st, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Records "<URL>: <fmt ...>" in st->base.err; returns -1. The store's
+ * where is its URL as shown (password masked) from before it connects,
+ * so store.c's orch_store_fail words it. */
+#define orch_redis_fail(st, ...) orch_store_fail(&(st)->base, __VA_ARGS__)
 
 /* Connects to the URL's server, logs in, selects the database, checks it
  * runs scripts and loads them, checks what the prefix holds (creating
@@ -121,26 +190,22 @@ int orch_redis_fail(struct rd_store *st, const char *fmt, ...) __attribute__((fo
 int orch_redis_connect(struct rd_store *st, const char *target, int flags, char *err, size_t errlen);
 void orch_redis_disconnect(struct rd_store *st);
 
-/* The lease, shared budget, journal marker and run status operations
- * (store_redis_lease.c), for the ops table in store_redis.c; store.h has
- * their contracts. */
-int orch_redis_lease_plan(struct orch_store *base, const char *run_id, const struct orch_lease *l, size_t n);
-int orch_redis_lease_claim(struct orch_store *base, const char *run_id, const char *worker, int64_t stale_ms,
-                           struct orch_lease *out);
-int orch_redis_lease_heartbeat(struct orch_store *base, const char *run_id, int64_t no, const char *worker);
-int orch_redis_lease_commit(struct orch_store *base, const char *run_id, const struct orch_lease_commit *c,
-                            const struct orch_result *res, size_t nres);
-int orch_redis_lease_list(struct orch_store *base, const char *run_id, orch_lease_cb cb, void *ud);
-int orch_redis_budget_reserve(struct orch_store *base, const char *run_id, double est_usd, double max_usd);
-int orch_redis_budget_settle(struct orch_store *base, const char *run_id, double released_usd,
-                             double spent_usd);
-int orch_redis_budget_set(struct orch_store *base, const char *run_id, double max_usd);
-int orch_redis_budget_get(struct orch_store *base, const char *run_id, double *max_usd, double *spent_usd,
-                          double *reserved_usd);
-int orch_redis_journal_pend(struct orch_store *base, const char *key, const char *owner, int64_t ttl_ms);
-int orch_redis_rate_take(struct orch_store *base, const char *run_id, const char *kind, double amount,
-                         double capacity, double per_ms, double *left);
-int orch_redis_run_set_status(struct orch_store *base, const char *run_id, enum orch_run_status status,
-                              const char *error);
+/* The lease, shared budget, journal marker, rate limit and run status
+ * operations (store_redis_lease.c) for the ops table in store_redis.c:
+ * each declared with the type of its member of struct orch_store_ops, so
+ * the two cannot drift apart (store.h has their contracts). */
+#define RD_LEASE_OP(member) __typeof__(*((struct orch_store_ops *)0)->member) orch_redis_##member
+RD_LEASE_OP(lease_plan);
+RD_LEASE_OP(lease_claim);
+RD_LEASE_OP(lease_heartbeat);
+RD_LEASE_OP(lease_commit);
+RD_LEASE_OP(lease_list);
+RD_LEASE_OP(budget_reserve);
+RD_LEASE_OP(budget_settle);
+RD_LEASE_OP(budget_set);
+RD_LEASE_OP(budget_get);
+RD_LEASE_OP(journal_pend);
+RD_LEASE_OP(rate_take);
+RD_LEASE_OP(run_set_status);
 
 #endif

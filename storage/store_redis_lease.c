@@ -12,46 +12,41 @@
 #include "store_impl.h"
 #include "store_redis_impl.h"
 
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-static struct rd_store *rd_of(struct orch_store *st)
+/* What a lease script's integer reply gives the caller. */
+enum lease_as {
+    LEASE_DONE, /* 0 */
+    LEASE_FLAG, /* 1 when positive, else 0 */
+    LEASE_RC,   /* the reply itself */
+};
+
+/* A lease script's integer reply rc (orch_redis_eval_int's) read as as
+ * says; -1 (st->err set) when the call failed, or the script replied -1
+ * (the scripts' "no such run") or something not an integer. */
+static int lease_reply(struct rd_store *st, const char *what, enum lease_as as, int64_t rc)
 {
-    return (struct rd_store *)st;
+    const char *why = rc == -1 ? "no such run" : rc == -3 ? "unexpected reply" : NULL;
+    if (why != NULL)
+        orch_redis_fail(st, "%s: %s", what, why);
+    if (rc < 0)
+        return -1;
+    return as == LEASE_RC ? (int)rc : as == LEASE_FLAG ? rc > 0 : 0;
 }
 
-/* A write through a read-only store is refused before it is sent. */
-static int lease_writable(struct rd_store *st, const char *what)
+/* Write script i with the values fmt lists (orch_redis_evalf), its reply
+ * read by lease_reply. */
+static int lease_write(struct rd_store *st, enum rd_script i, const char *what, enum lease_as as,
+                       const char *fmt, ...)
 {
-    if (!st->readonly)
-        return 0;
-    return orch_redis_fail(st, "%s: the store is open read-only", what);
-}
-
-/* Runs script i with a (freed here, whatever the outcome): its reply, or
- * NULL with st->err set. */
-static redisReply *lease_eval(struct rd_store *st, enum rd_script i, struct rd_args *a, const char *what)
-{
-    redisReply *r = orch_redis_eval(st, i, a, what);
-    rd_args_free(a);
-    return r;
-}
-
-/* Runs script i (a freed here) and returns its integer reply, or -2
- * (st->err set) when it failed or replied with something else. */
-static int64_t lease_eval_int(struct rd_store *st, enum rd_script i, struct rd_args *a, const char *what)
-{
-    redisReply *r = lease_eval(st, i, a, what);
-    if (r == NULL)
-        return -2;
-    int64_t n = -2;
-    if (r->type == REDIS_REPLY_INTEGER)
-        n = r->integer;
-    else
-        orch_redis_fail(st, "%s: unexpected reply", what);
-    freeReplyObject(r);
-    return n;
+    va_list ap;
+    va_start(ap, fmt);
+    int64_t rc = orch_redis_vwritef(st, i, what, fmt, ap);
+    va_end(ap);
+    return lease_reply(st, what, as, rc);
 }
 
 static int64_t el_int(const redisReply *e)
@@ -105,22 +100,13 @@ int orch_redis_lease_plan(struct orch_store *base, const char *run_id, const str
     struct rd_store *st = rd_of(base);
     char what[300];
     snprintf(what, sizeof what, "cannot plan the leases of run %s", run_id);
-    if (lease_writable(st, what) != 0)
+    if (orch_redis_writable(st, what) != 0)
         return -1;
     struct rd_args a = {0};
-    rd_arg_s(&a, run_id);
-    rd_arg_i(&a, (int64_t)n);
-    for (size_t i = 0; i < n; i++) {
-        rd_arg_i(&a, l[i].no);
-        rd_arg_i(&a, l[i].first_index);
-        rd_arg_i(&a, l[i].rows);
-        rd_arg_i(&a, l[i].offset);
-        rd_arg_i(&a, l[i].line);
-    }
-    int64_t rc = lease_eval_int(st, RD_LEASE_PLAN, &a, what);
-    if (rc == -1)
-        return orch_redis_fail(st, "%s: no such run", what);
-    return rc < 0 ? -1 : 0;
+    rd_args_fmt(&a, "si", run_id, (int64_t)n);
+    for (size_t i = 0; i < n; i++)
+        rd_args_fmt(&a, "iiiii", l[i].no, l[i].first_index, l[i].rows, l[i].offset, l[i].line);
+    return lease_reply(st, what, LEASE_DONE, orch_redis_eval_int(st, RD_LEASE_PLAN, &a, what));
 }
 
 int orch_redis_lease_claim(struct orch_store *base, const char *run_id, const char *worker, int64_t stale_ms,
@@ -129,13 +115,7 @@ int orch_redis_lease_claim(struct orch_store *base, const char *run_id, const ch
     struct rd_store *st = rd_of(base);
     char what[300];
     snprintf(what, sizeof what, "cannot claim a lease of run %s", run_id);
-    if (lease_writable(st, what) != 0)
-        return -1;
-    struct rd_args a = {0};
-    rd_arg_s(&a, run_id);
-    rd_arg_s(&a, worker);
-    rd_arg_i(&a, stale_ms);
-    redisReply *r = lease_eval(st, RD_LEASE_CLAIM, &a, what);
+    redisReply *r = orch_redis_evalf(st, RD_LEASE_CLAIM, RD_WRITES, what, "ssi", run_id, worker, stale_ms);
     if (r == NULL)
         return -1;
     int rc = 0;
@@ -149,17 +129,9 @@ int orch_redis_lease_claim(struct orch_store *base, const char *run_id, const ch
 
 int orch_redis_lease_heartbeat(struct orch_store *base, const char *run_id, int64_t no, const char *worker)
 {
-    struct rd_store *st = rd_of(base);
     char what[300];
     snprintf(what, sizeof what, "cannot heartbeat lease %lld of run %s", (long long)no, run_id);
-    if (lease_writable(st, what) != 0)
-        return -1;
-    struct rd_args a = {0};
-    rd_arg_s(&a, run_id);
-    rd_arg_i(&a, no);
-    rd_arg_s(&a, worker);
-    int64_t rc = lease_eval_int(st, RD_LEASE_HEARTBEAT, &a, what);
-    return rc < 0 ? -1 : rc > 0;
+    return lease_write(rd_of(base), RD_LEASE_HEARTBEAT, what, LEASE_FLAG, "sis", run_id, no, worker);
 }
 
 /* Numbers this process's commits: with the worker's name (host, pid,
@@ -180,7 +152,7 @@ int orch_redis_lease_commit(struct orch_store *base, const char *run_id, const s
     struct rd_store *st = rd_of(base);
     char what[300];
     snprintf(what, sizeof what, "cannot commit lease %lld of run %s", (long long)c->no, run_id);
-    if (lease_writable(st, what) != 0)
+    if (orch_redis_writable(st, what) != 0)
         return -1;
     for (size_t i = 0; i < nres; i++) {
         if (res[i].status == NULL)
@@ -189,15 +161,8 @@ int orch_redis_lease_commit(struct orch_store *base, const char *run_id, const s
     }
     const struct orch_run *add = c->add;
     struct rd_args a = {0};
-    rd_arg_s(&a, run_id);
-    rd_arg_i(&a, c->no);
-    rd_arg_s(&a, c->worker);
-    rd_arg_i(&a, c->offset);
-    rd_arg_i(&a, c->line);
-    rd_arg_i(&a, c->index);
-    rd_arg_i(&a, c->end);
-    rd_arg_i(&a, orch_store_now_ms());
-    rd_arg_i(&a, (int64_t)++lease_commits);
+    rd_args_fmt(&a, "sisiiiiii", run_id, c->no, c->worker, c->offset, c->line, c->index, (int64_t)c->end,
+                orch_store_now_ms(), (int64_t)++lease_commits);
     /* the order of the script's names */
     const int64_t counters[8] = {add ? add->rows_done : 0,      add ? add->rows_ok : 0,
                                  add ? add->rows_failed : 0,    add ? add->rows_dropped : 0,
@@ -211,8 +176,19 @@ int orch_redis_lease_commit(struct orch_store *base, const char *run_id, const s
         rd_arg_i(&a, res[i].seq);
         orch_redis_arg_result(&a, &res[i], 0);
     }
-    int64_t rc = lease_eval_int(st, RD_LEASE_COMMIT, &a, what);
-    return rc < 0 ? -1 : (int)rc;
+    return lease_reply(st, what, LEASE_RC, orch_redis_eval_int(st, RD_LEASE_COMMIT, &a, what));
+}
+
+/* A lease's values to the listing's callback. */
+static int lease_deliver(struct rd_store *st, redisReply *const *row, const char *what,
+                         const struct rd_listing *l)
+{
+    struct orch_lease x;
+    if (lease_row(row, &x) != 0)
+        return orch_redis_fail(st, "%s: out of memory", what);
+    int stop = l->lease(l->ud, &x);
+    orch_lease_clear(&x);
+    return stop != 0;
 }
 
 int orch_redis_lease_list(struct orch_store *base, const char *run_id, orch_lease_cb cb, void *ud)
@@ -220,79 +196,40 @@ int orch_redis_lease_list(struct orch_store *base, const char *run_id, orch_leas
     struct rd_store *st = rd_of(base);
     char what[300];
     snprintf(what, sizeof what, "cannot list the leases of run %s", run_id);
-    struct rd_args a = {0};
-    rd_arg_s(&a, run_id);
-    redisReply *r = lease_eval(st, RD_LEASE_LIST, &a, what);
+    redisReply *r = orch_redis_evalf(st, RD_LEASE_LIST, RD_READS, what, "s", run_id);
     if (r == NULL)
         return -1;
     if (r->type != REDIS_REPLY_ARRAY || r->elements % LEASE_VALUES != 0) {
         freeReplyObject(r);
         return orch_redis_fail(st, "%s: unexpected reply", what);
     }
-    int ret = 0;
-    for (size_t i = 0; i < r->elements; i += LEASE_VALUES) {
-        struct orch_lease l;
-        if (lease_row(r->element + i, &l) != 0) {
-            ret = orch_redis_fail(st, "%s: out of memory", what);
-            break;
-        }
-        int stop = cb(ud, &l);
-        orch_lease_clear(&l);
-        if (stop)
-            break;
-    }
-    freeReplyObject(r);
-    return ret;
+    struct rd_listing rows = {.lease = cb, .ud = ud};
+    return orch_redis_each_row(st, r, LEASE_VALUES, NULL, lease_deliver, &rows, what) < 0 ? -1 : 0;
 }
 
 /* One script reads and reserves, so workers reserving at once never pass
  * the max together. */
 int orch_redis_budget_reserve(struct orch_store *base, const char *run_id, double est_usd, double max_usd)
 {
-    struct rd_store *st = rd_of(base);
     char what[300];
     snprintf(what, sizeof what, "cannot reserve budget for run %s", run_id);
-    if (lease_writable(st, what) != 0)
-        return -1;
-    struct rd_args a = {0};
-    rd_arg_s(&a, run_id);
-    rd_arg_d(&a, est_usd);
-    rd_arg_d(&a, max_usd);
-    int64_t rc = lease_eval_int(st, RD_BUDGET_RESERVE, &a, what);
-    if (rc == -1)
-        return orch_redis_fail(st, "%s: no such run", what);
-    return rc < 0 ? -1 : rc > 0;
+    return lease_write(rd_of(base), RD_BUDGET_RESERVE, what, LEASE_FLAG, "sdd", run_id, est_usd, max_usd);
 }
 
 int orch_redis_budget_settle(struct orch_store *base, const char *run_id, double released_usd,
                              double spent_usd)
 {
-    struct rd_store *st = rd_of(base);
     char what[300];
     snprintf(what, sizeof what, "cannot settle the budget of run %s", run_id);
-    if (lease_writable(st, what) != 0)
-        return -1;
-    struct rd_args a = {0};
-    rd_arg_s(&a, run_id);
-    rd_arg_d(&a, released_usd);
-    rd_arg_d(&a, spent_usd);
-    return lease_eval_int(st, RD_BUDGET_SETTLE, &a, what) < 0 ? -1 : 0;
+    return lease_write(rd_of(base), RD_BUDGET_SETTLE, what, LEASE_DONE, "sdd", run_id, released_usd,
+                       spent_usd);
 }
 
 int orch_redis_budget_set(struct orch_store *base, const char *run_id, double max_usd)
 {
-    struct rd_store *st = rd_of(base);
     char what[300];
     snprintf(what, sizeof what, "cannot set the budget of run %s", run_id);
-    if (lease_writable(st, what) != 0)
-        return -1;
-    struct rd_args a = {0};
-    rd_arg_s(&a, run_id);
-    rd_arg_d(&a, max_usd);
-    int64_t rc = lease_eval_int(st, RD_BUDGET_SET, &a, what);
-    if (rc == -1)
-        return orch_redis_fail(st, "%s: no such run", what);
-    return rc < 0 ? -1 : 0;
+    return lease_write(rd_of(base), RD_BUDGET_SET, what, LEASE_DONE, "sd", run_id, max_usd);
 }
 
 /* One HMGET: a read needs no script. */
@@ -303,25 +240,12 @@ int orch_redis_budget_get(struct orch_store *base, const char *run_id, double *m
     char what[300], key[600];
     snprintf(what, sizeof what, "cannot read the budget of run %s", run_id);
     snprintf(key, sizeof key, "%sbud:%s", st->url.prefix, run_id);
-    struct rd_args a = {0};
-    rd_arg_s(&a, "HMGET");
-    rd_arg_s(&a, key);
-    rd_arg_s(&a, "max_usd");
-    rd_arg_s(&a, "spent_usd");
-    rd_arg_s(&a, "reserved_usd");
-    redisReply *r = orch_redis_cmd(st, &a, what);
-    rd_args_free(&a);
-    if (r == NULL)
-        return -1;
-    int ret = 0;
-    if (r->type != REDIS_REPLY_ARRAY || r->elements != 3) {
-        ret = orch_redis_fail(st, "%s: %s", what, r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply");
-    } else if (r->element[0]->type == REDIS_REPLY_STRING) {
-        double *out[3] = {max_usd, spent_usd, reserved_usd};
-        for (int i = 0; i < 3; i++)
-            *out[i] = r->element[i]->type == REDIS_REPLY_STRING ? strtod(r->element[i]->str, NULL) : 0.0;
-        ret = 1;
-    }
+    static const char *const fields[] = {"max_usd", "spent_usd", "reserved_usd"};
+    redisReply *r = NULL;
+    int ret = orch_redis_hmget(st, key, fields, 3, &r, what);
+    double *out[3] = {max_usd, spent_usd, reserved_usd};
+    for (int i = 0; i < 3 && ret == 1; i++)
+        *out[i] = r->element[i]->type == REDIS_REPLY_STRING ? strtod(r->element[i]->str, NULL) : 0.0;
     freeReplyObject(r);
     return ret;
 }
@@ -330,17 +254,9 @@ int orch_redis_budget_get(struct orch_store *base, const char *run_id, double *m
  * expired marker is simply gone. */
 int orch_redis_journal_pend(struct orch_store *base, const char *key, const char *owner, int64_t ttl_ms)
 {
-    struct rd_store *st = rd_of(base);
     char what[300];
     snprintf(what, sizeof what, "cannot mark LLM request %.40s as being sent", key);
-    if (lease_writable(st, what) != 0)
-        return -1;
-    struct rd_args a = {0};
-    rd_arg_s(&a, key);
-    rd_arg_s(&a, owner);
-    rd_arg_i(&a, ttl_ms);
-    int64_t rc = lease_eval_int(st, RD_JOURNAL_PEND, &a, what);
-    return rc < 0 ? -1 : rc > 0;
+    return lease_write(rd_of(base), RD_JOURNAL_PEND, what, LEASE_FLAG, "ssi", key, owner, ttl_ms);
 }
 
 /* run_update's script with only the status, error and times: the
@@ -351,7 +267,7 @@ int orch_redis_run_set_status(struct orch_store *base, const char *run_id, enum 
     struct rd_store *st = rd_of(base);
     char what[300];
     snprintf(what, sizeof what, "cannot update run %s", run_id);
-    if (lease_writable(st, what) != 0)
+    if (orch_redis_writable(st, what) != 0)
         return -1;
     int64_t now = orch_store_now_ms();
     int ends = status == ORCH_RUN_COMPLETED || status == ORCH_RUN_FAILED;
@@ -372,8 +288,7 @@ int orch_redis_run_set_status(struct orch_store *base, const char *run_id, enum 
         rd_arg_i(&a, 1);
         rd_arg_s(&a, "error");
     }
-    int64_t rc = lease_eval_int(st, RD_RUN_UPDATE, &a, what);
-    return rc < 0 ? -1 : rc > 0;
+    return lease_reply(st, what, LEASE_FLAG, orch_redis_eval_int(st, RD_RUN_UPDATE, &a, what));
 }
 
 /* One script refills and takes, so workers taking at once never pass the
@@ -385,15 +300,8 @@ int orch_redis_rate_take(struct orch_store *base, const char *run_id, const char
     struct rd_store *st = rd_of(base);
     char what[300];
     snprintf(what, sizeof what, "cannot take from the %.40s limit of run %s", kind, run_id);
-    if (lease_writable(st, what) != 0)
-        return -1;
-    struct rd_args a = {0};
-    rd_arg_s(&a, run_id);
-    rd_arg_s(&a, kind);
-    rd_arg_d(&a, amount);
-    rd_arg_d(&a, capacity);
-    rd_arg_d(&a, per_ms);
-    redisReply *r = lease_eval(st, RD_RATE_TAKE, &a, what);
+    redisReply *r =
+        orch_redis_evalf(st, RD_RATE_TAKE, RD_WRITES, what, "ssddd", run_id, kind, amount, capacity, per_ms);
     if (r == NULL)
         return -1;
     int ret = -1;

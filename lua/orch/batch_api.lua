@@ -3,10 +3,10 @@
 -- and transport errors are retried with backoff, honouring Retry-After;
 -- what the answer means is the provider's business (providers/*.lua,
 -- their `batch` table).
-local http = require "orch.http"
-local json = require "orch.json"
-local sched = require "orch.sched"
-local provider_http = require "orch.providers.http"
+local http = require("orch.http")
+local json = require("orch.json")
+local sched = require("orch.sched")
+local provider_http = require("orch.providers.http")
 
 local M = {}
 

@@ -242,7 +242,7 @@ local function plan_steps(spec)
         .. "files and call ctx:llm itself)", k)
     end
   end
-  local steps = require "orch.steps"
+  local steps = require("orch.steps")
   local input, stage = steps.plan(spec, steps.check(spec.steps))
   spec.input, spec.stages, spec.key = input, { stage }, "step"
   -- steps are few and costly: checkpoint after each, and stop at the first that fails

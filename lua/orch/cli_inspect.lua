@@ -2,14 +2,14 @@
 -- it — status, ls, history, checkpoints, export, stats. They open the
 -- store read-only, print plain text (or --json) on stdout, and say what
 -- is wrong through orch.cli_base's log.
-local base = require "orch.cli_base"
+local base = require("orch.cli_base")
 local say, count = base.say, base.count
-local fmt = require "orch.fmt"
+local fmt = require("orch.fmt")
 local when = fmt.when
-local json = require "orch.json"
-local runs = require "orch.runs"
-local store = require "orch.store"
-local sys = require "orch.sys"
+local json = require("orch.json")
+local runs = require("orch.runs")
+local store = require("orch.store")
+local sys = require("orch.sys")
 local mask = require("orch.log").mask
 
 local M = {}
@@ -115,7 +115,7 @@ function M.status(opts)
       end
     end
     local figures = require("orch.serve_live").read(st, run)
-    local batch = require "orch.batch" -- provider batches: recorded as events
+    local batch = require("orch.batch") -- provider batches: recorded as events
     local batches = batch.summaries(events)
     if opts.json then
       run.last_checkpoint = cps[#cps]
@@ -194,7 +194,7 @@ end
 
 -- order: the columns, when known; else the first row's keys, sorted.
 local function csv_writer(fh, order)
-  local oio = require "orch.io"
+  local oio = require("orch.io")
   local cols = order
   return function(row)
     if cols == nil then

@@ -9,12 +9,12 @@
 -- prompt_tokens/completion_tokens (OpenAI); when a provider or a server
 -- gives none, the tokens are counted from the request and the reply (about
 -- four characters a token) and the figures are marked estimated.
-local check = require "orch.check"
-local pricing = require "orch.pricing"
-local sched = require "orch.sched"
-local hash = require "orch.hash"
-local json = require "orch.json"
-local provider_http = require "orch.providers.http"
+local check = require("orch.check")
+local pricing = require("orch.pricing")
+local sched = require("orch.sched")
+local hash = require("orch.hash")
+local json = require("orch.json")
+local provider_http = require("orch.providers.http")
 
 local M = { providers = {} }
 
@@ -500,8 +500,8 @@ function M.call(ctx, cfg, req)
   return v2, info2
 end
 
-M.register("mock", require "orch.providers.mock")
-M.register("openai", require "orch.providers.openai")
-M.register("anthropic", require "orch.providers.anthropic")
+M.register("mock", require("orch.providers.mock"))
+M.register("openai", require("orch.providers.openai"))
+M.register("anthropic", require("orch.providers.anthropic"))
 
 return M

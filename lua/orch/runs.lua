@@ -2,10 +2,10 @@
 -- unfinished run to resume or create a new one, claim it from a dead
 -- owner, check that its input has not changed, pick the checkpoint to
 -- resume from, and record how it ends.
-local store = require "orch.store"
-local json = require "orch.json"
-local hash = require "orch.hash"
-local sys = require "orch.sys"
+local store = require("orch.store")
+local json = require("orch.json")
+local hash = require("orch.hash")
+local sys = require("orch.sys")
 
 local M = {}
 

@@ -8,7 +8,7 @@
 cd "$WORK"
 seq 1 20 | awk 'BEGIN{print "id,n"} {print $1 "," $1}' >rows.csv
 cat >wf.lua <<'LUA'
-local orch = require "orch"
+local orch = require("orch")
 local field = orch.param("field", "double", "the name of the new column")
 return orch.workflow {
   name = "params",
@@ -19,7 +19,7 @@ return orch.workflow {
 }
 LUA
 cat >none.lua <<'LUA'
-local orch = require "orch"
+local orch = require("orch")
 return orch.workflow { name = "none", input = { { id = 1 } }, stages = { function(r) return r end } }
 LUA
 
@@ -89,7 +89,7 @@ expect_eq "estimate takes --db: exit 0" "$RC" 0
 expect_grep "estimate warns too" "warning: --set colour=red" e.log
 if [ -e never.db ]; then bad "estimate created the --db store"; else ok "estimate stores nothing"; fi
 cat >bad.lua <<'LUA'
-local orch = require "orch"
+local orch = require("orch")
 orch.param("x", 1, 42)
 return orch.workflow { name = "bad", input = { { id = 1 } }, stages = {} }
 LUA
@@ -125,7 +125,7 @@ for line in open(sys.argv[1]):
   fi
 }
 cat >lj.lua <<'LUA'
-local orch = require "orch"
+local orch = require("orch")
 return orch.workflow {
   name = "logjson",
   input = orch.read.csv("lj.csv"),

@@ -10,7 +10,7 @@
 cd "$WORK"
 seq 1 500 | awk 'BEGIN{print "id,text"} {print $1 ",item " $1}' >rows.csv
 cat >wf.lua <<'LUA'
-local orch = require "orch"
+local orch = require("orch")
 return orch.workflow {
   name = "spend",
   input = orch.read.csv(orch.param("input", "rows.csv", "the rows to label")),

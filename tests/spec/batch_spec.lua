@@ -2,14 +2,14 @@
 -- prices, the workflow checks of the batch options, each provider's batch
 -- request lines and result parsing, and what `orch status` makes of the
 -- batch records. The batcher end to end is tests/e2e/batch*.sh.
-local llm = require "orch.llm"
-local pricing = require "orch.pricing"
-local batch = require "orch.batch"
-local json = require "orch.json"
-local openai = require "orch.providers.openai"
-local anthropic = require "orch.providers.anthropic"
+local llm = require("orch.llm")
+local pricing = require("orch.pricing")
+local batch = require("orch.batch")
+local json = require("orch.json")
+local openai = require("orch.providers.openai")
+local anthropic = require("orch.providers.anthropic")
 
-local h = require "helpers"
+local h = require("helpers")
 
 -- A fake batch api (orch.batch_api) answering GETs from a table of bodies.
 local function fake_api(bodies)

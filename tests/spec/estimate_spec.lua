@@ -2,7 +2,7 @@
 -- sampled estimate, the seeded draw of --spread, the budget warning and
 -- the estimate-beside-actual line (lua/orch/estimate.lua). The sample run
 -- itself, through the journal, is tests/e2e/estimate_sample.sh.
-local estimate = require "orch.estimate"
+local estimate = require("orch.estimate")
 
 describe("orch.estimate sampled figures", function()
   it("t90 is Student's t(0.95, df): the table below 11, the expansion above", function()
@@ -76,7 +76,7 @@ describe("orch.estimate sampled figures", function()
   end)
 
   it("orch.reader.count: a file's data records by a scan, quotes and blank lines minded", function()
-    local reader = require "orch.reader"
+    local reader = require("orch.reader")
     local path = os.tmpname()
     local fh = assert(io.open(path, "wb"))
     fh:write('id,text\n1,"two\nlines"\n\n2,b\r\n3,c')

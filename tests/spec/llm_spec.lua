@@ -1,17 +1,17 @@
 -- llm_spec.lua -- orch.stage.prompt templates, orch.llm reply decoding and
 -- schema checks, the offline mock provider, and ctx:llm through the scheduler.
-local orch = require "orch"
-local check = require "orch.check"
-local stage = require "orch.stage"
-local llm = require "orch.llm"
-local mock = require "orch.providers.mock"
-local context = require "orch.context"
-local sched = require "orch.sched"
-local cjson = require "cjson"
+local orch = require("orch")
+local check = require("orch.check")
+local stage = require("orch.stage")
+local llm = require("orch.llm")
+local mock = require("orch.providers.mock")
+local context = require("orch.context")
+local sched = require("orch.sched")
+local cjson = require("cjson")
 
 local SELF = debug.getinfo(1, "S").short_src
 
-local h = require "helpers"
+local h = require("helpers")
 local here, catch = h.line, h.catch -- here(): the line it is called from
 
 -- A fake context whose ctx:llm records the request and answers `reply`.

@@ -1,6 +1,6 @@
 -- orch.providers.anthropic: the Anthropic messages API (x-api-key,
 -- anthropic-version). The exchange itself is orch.providers.http.
-local provider_http = require "orch.providers.http"
+local provider_http = require("orch.providers.http")
 
 local M = {
   options = provider_http.options({ version = "string" }),
@@ -70,7 +70,7 @@ end
 -- read from results_url. Batches carry no metadata: a batch whose create
 -- call's answer was lost is found by waiting for every batch created
 -- since (batch.since) and claiming results by custom_id.
-local json = require "orch.json"
+local json = require("orch.json")
 
 M.batch = { max_requests = 100000, max_bytes = 256 * 1024 * 1024 }
 

@@ -1,7 +1,7 @@
 -- orch.providers.openai: any OpenAI-compatible chat completions server
 -- (base_url + bearer key): OpenAI, vLLM, llama.cpp, Ollama, LiteLLM, ...
 -- The exchange itself (retries, Retry-After, timeouts) is orch.providers.http.
-local provider_http = require "orch.providers.http"
+local provider_http = require("orch.providers.http")
 
 local M = {
   options = provider_http.options(),
@@ -68,7 +68,7 @@ end
 -- The Batch API (used when llm.batch is set; see orch.batch): a JSONL file
 -- of requests uploaded to /files, a batch created from it, polled, and its
 -- output and error files downloaded. api is orch.batch_api's.
-local json = require "orch.json"
+local json = require("orch.json")
 
 M.batch = { max_requests = 50000, max_bytes = 200 * 1024 * 1024 }
 

@@ -316,6 +316,20 @@ local function export_output(run, limit, format, fh, write_row)
   end
 end
 
+-- Where export writes: the -o file, else stdout. -> fh | nil, exit code
+-- (said)
+local function export_target(opts)
+  if not opts.o then
+    return io.stdout
+  end
+  local fh, ferr = io.open(opts.o, "wb")
+  if fh == nil then
+    say("cannot write " .. tostring(ferr))
+    return nil, 2
+  end
+  return fh
+end
+
 -- A worker run's output is its results' data, in input order (orch.worker):
 -- whole once the run completed. -> exit code
 local function export_worker_run(st, run, opts, format)
@@ -325,14 +339,9 @@ local function export_worker_run(st, run, opts, format)
       run.id))
     return 1
   end
-  local fh = io.stdout
-  if opts.o then
-    local ferr
-    fh, ferr = io.open(opts.o, "wb")
-    if fh == nil then
-      say("cannot write " .. tostring(ferr))
-      return 2
-    end
+  local fh, code = export_target(opts)
+  if fh == nil then
+    return code
   end
   local write_row -- CSV: the columns of the first row, in its order
   local ok, err = st:each_result(run.id, function(r)
@@ -369,14 +378,9 @@ local function export_run(st, run, opts, format)
       return code
     end
   end
-  local fh = io.stdout
-  if opts.o then
-    local ferr
-    fh, ferr = io.open(opts.o, "w")
-    if fh == nil then
-      say("cannot write " .. tostring(ferr))
-      return 2
-    end
+  local fh, code = export_target(opts)
+  if fh == nil then
+    return code
   end
   local write_row = row_writer(format, fh, run)
   if run.output == nil then
@@ -385,7 +389,7 @@ local function export_run(st, run, opts, format)
       write_row({ row = r.seq, key = r.key, status = r.status, error = r.error })
     end)
   else
-    local code = export_output(run, limit, format, fh, write_row)
+    code = export_output(run, limit, format, fh, write_row)
     if code then
       return code
     end

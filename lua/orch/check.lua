@@ -139,7 +139,8 @@ function M.suggest(word, names)
   return best
 end
 
-local function sorted_keys(t)
+--- sorted_keys(t) -> the keys of t (all strings or all numbers), sorted
+function M.sorted_keys(t)
   local keys = {}
   for k in pairs(t) do
     keys[#keys + 1] = k
@@ -147,6 +148,7 @@ local function sorted_keys(t)
   table.sort(keys)
   return keys
 end
+local sorted_keys = M.sorted_keys
 
 --- Checks that `t` only has keys listed in `allowed` (key -> type name,
 --- "a|b" alternatives, or true for any type).

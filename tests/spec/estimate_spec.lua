@@ -94,14 +94,7 @@ describe("orch.estimate sampled figures", function()
     assert.are.same({ true, true }, estimate.choose(2, 5, true, 1)) -- fewer rows than asked: all of them
     local a, b, c = estimate.choose(1000, 50, true, 7), estimate.choose(1000, 50, true, 7),
       estimate.choose(1000, 50, true, 8)
-    local function list(p)
-      local l = {}
-      for i in pairs(p) do
-        l[#l + 1] = i
-      end
-      table.sort(l)
-      return l
-    end
+    local list = require("orch.check").sorted_keys
     assert.are.same(list(a), list(b))
     assert.are_not.same(list(a), list(c))
     local la = list(a)

@@ -514,14 +514,7 @@ describe("ctx:llm through the scheduler", function()
       local _, i2 = ctx:llm "journal me"
       return i1, i2
     end)
-    local function keys(t)
-      local out = {}
-      for k in pairs(t) do
-        out[#out + 1] = k
-      end
-      table.sort(out)
-      return out
-    end
+    local keys = require("orch.check").sorted_keys
     assert.are.same({ "attempts", "cached", "cost", "latency", "model", "provider", "text", "tokens", "tokens_in",
       "tokens_out" }, keys(sent))
     assert.are.same({ "attempts", "cached", "cost", "latency", "model", "provider", "saved", "text", "tokens",

@@ -4,16 +4,7 @@
 -- budget, and the answers of lookups that find nothing. On :memory:, as
 -- the bindings are the same for every backend.
 local store = require("orch.store")
-
--- The keys of t, sorted.
-local function keys(t)
-  local out = {}
-  for k in pairs(t) do
-    out[#out + 1] = k
-  end
-  table.sort(out)
-  return out
-end
+local keys = require("orch.check").sorted_keys
 
 local RUN = {
   id = "f1", name = "n", identity = "ident", workflow_path = "/w.lua", workflow_hash = "wh", input = "/in.csv",

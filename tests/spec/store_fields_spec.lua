@@ -5,6 +5,7 @@
 -- the bindings are the same for every backend.
 local store = require("orch.store")
 local keys = require("orch.check").sorted_keys
+local h = require("helpers")
 
 local RUN = {
   id = "f1", name = "n", identity = "ident", workflow_path = "/w.lua", workflow_hash = "wh", input = "/in.csv",
@@ -33,9 +34,7 @@ describe("orch.store tables", function()
     assert.is_nil(st:run_get("nope"))
     assert.is_nil(st:run_find_unfinished("no-such-identity"))
     assert.are.equal("f1", assert(st:run_find_unfinished("ident")).id)
-    local ok, err = pcall(st.run_create, st, { name = "x" })
-    assert.is_false(ok)
-    assert.matches("run.id is required", err, 1, true)
+    h.fails_with("run.id is required", st.run_create, st, { name = "x" })
     st:close()
   end)
 
@@ -60,9 +59,8 @@ describe("orch.store tables", function()
     assert.are.same({ { seq = 1, key = "10", status = "ok" }, { seq = 2, key = "k2", status = "failed",
       error = "boom" } }, rows)
     assert.are.same({ { seq = 2, key = "k2", status = "failed", error = "boom" } }, assert(st:error_page("f1", 0, 10)))
-    local ok, err = pcall(st.checkpoint_write, st, RUN, { reason = "rows" }, { { seq = 1 } }, {})
-    assert.is_false(ok)
-    assert.matches("results[1].status is required", err, 1, true)
+    h.fails_with("results[1].status is required", st.checkpoint_write, st, RUN, { reason = "rows" },
+      { { seq = 1 } }, {})
     st:close()
   end)
 
@@ -111,9 +109,7 @@ describe("orch.store tables", function()
       data[#data + 1] = r.data
     end)
     assert.are.same({ "A\n" }, data)
-    local ok, err = pcall(st.lease_commit, st, "f1", { no = 1 }, {})
-    assert.is_false(ok)
-    assert.matches("lease_commit: worker is required", err, 1, true)
+    h.fails_with("lease_commit: worker is required", st.lease_commit, st, "f1", { no = 1 }, {})
     assert.are.equal(false, st:budget_get("f1"))
     assert.is_true(st:budget_set("f1", 2))
     assert.is_true(st:budget_reserve("f1", 0.5, 2))

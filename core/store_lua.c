@@ -1,4 +1,4 @@
-/* store_lua.c — Lua bindings of the state store (`require "orch.store"`).
+/* store_lua.c — Lua bindings of the state store (`require("orch.store")`).
  *
  * A store userdata owns its struct orch_store; __gc and __close share one
  * idempotent release. Runs, checkpoints and results cross as plain tables.

@@ -11,9 +11,9 @@
 -- CPU time (os.clock) is reported as rows/s and MB/s.  Both decoders run in
 -- the same process on the same strings, so the comparison is fair on a
 -- noisy machine; the absolute figures are not.
-local json = require "orch.json"
-local cjson = require "cjson"
-local reader = require "orch.reader"
+local json = require("orch.json")
+local cjson = require("cjson")
+local reader = require("orch.reader")
 
 local nrows = tonumber(arg and arg[1]) or 200000
 local rounds = tonumber(arg and arg[2]) or 5

@@ -1,6 +1,6 @@
 -- 4,000 LLM calls against tests/llm_server.py (250 ms per reply) at
 -- concurrency 200: ideal wall time N*L/C = 4000 * 0.25 / 200 = 5 s.
-local orch = require "orch"
+local orch = require("orch")
 local n, i = orch.param("rows", 4000), 0
 return orch.workflow {
   name = "bench-llm",

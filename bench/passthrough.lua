@@ -2,7 +2,7 @@
 -- into JSONL, no waiting, so the figure is orch's own cost per row.
 -- --set policy=rows|adaptive|seconds picks the checkpoint policy (rows:
 -- the default, every 500 rows), for bench/run.sh's policy comparison.
-local orch = require "orch"
+local orch = require("orch")
 local policies = {
   rows = orch.policy.every_rows(500),
   adaptive = orch.policy.adaptive {},

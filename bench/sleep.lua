@@ -1,6 +1,6 @@
 -- 1,000 rows that each wait 0.1 s (a stand-in for an LLM call): with
 -- --concurrency 100 the ideal wall time is 1,000 x 0.1 / 100 = 1 s.
-local orch = require "orch"
+local orch = require("orch")
 local n, i = orch.param("rows", 1000), 0
 return orch.workflow {
   name = "bench-sleep",

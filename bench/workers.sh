@@ -24,7 +24,7 @@ with open('items.jsonl', 'w') as f:
     for i in range(1, $ROWS + 1):
         f.write(json.dumps({'id': i, 'text': 'review number %d' % i}) + '\n')"
 cat >wf.lua <<LUA
-local orch = require "orch"
+local orch = require("orch")
 return orch.workflow {
   name = "bench-workers",
   input = orch.read.jsonl("items.jsonl"),

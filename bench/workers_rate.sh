@@ -31,7 +31,7 @@ with open('items.jsonl', 'w') as f:
         f.write(json.dumps({'id': i, 'text': 'review number %d' % i}) + '\n')"
 for scheme in bucket split; do
   cat >"$scheme.lua" <<LUA
-local orch = require "orch"
+local orch = require("orch")
 return orch.workflow {
   name = "bench-rate-$scheme",
   input = orch.read.jsonl("items.jsonl"),

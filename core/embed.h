@@ -13,7 +13,7 @@ struct orch_embedded {
 };
 
 extern const struct orch_embedded orch_embedded_lua[]; /* ends with module == NULL */
-/* The web page of `orch serve` (the files in web/, by core/embed_web.cmake), named
+/* The web page of `orch serve` (the files in web/, by core/embed.cmake), named
  * by file name ("index.html"); ends with module == NULL. */
 extern const struct orch_embedded orch_embedded_web[];
 

@@ -283,6 +283,23 @@ static int usage_error(lua_State *L, const char *fmt, const char *arg)
     return 1;
 }
 
+/* An option's value that is not what it expects (e.g. "a number from 1 to
+ * 100000"): says so, then pushes the exit code of a usage error. */
+static int bad_value(lua_State *L, const struct option *o, const char *expects, const char *v)
+{
+    fprintf(stderr, "orch: %s expects %s, got '%s'\nrun 'orch help' for usage\n", o->name, expects, v);
+    lua_pushinteger(L, EXIT_USAGE);
+    return 1;
+}
+
+/* v as a whole number from lo to hi in *n: 0, or -1 when it is not one. */
+static int parse_whole(const char *v, long long lo, long long hi, long long *n)
+{
+    char *end;
+    *n = strtoll(v, &end, 10);
+    return *v != '\0' && *end == '\0' && *n >= lo && *n <= hi ? 0 : -1;
+}
+
 /* The option of c spelled word[0..len), or NULL. */
 static const struct option *find_option(const struct command *c, const char *word, size_t len)
 {
@@ -311,41 +328,24 @@ static int store_option(lua_State *L, int opts, const struct option *o, const ch
         return 0;
     }
     case OPT_COUNT: {
-        char *end;
-        long n = strtol(v, &end, 10);
-        if (*v == '\0' || *end != '\0' || n < 1 || n > 100000) {
-            fprintf(stderr,
-                    "orch: %s expects a number from 1 to 100000, got '%s'\nrun 'orch help' for usage\n",
-                    o->name, v);
-            lua_pushinteger(L, EXIT_USAGE);
-            return 1;
-        }
-        lua_pushinteger(L, n);
+        long long n;
+        if (parse_whole(v, 1, 100000, &n) != 0)
+            return bad_value(L, o, "a number from 1 to 100000", v);
+        lua_pushinteger(L, (lua_Integer)n);
         break;
     }
     case OPT_USD: {
         char *end;
         double usd = strtod(v, &end);
-        if (*v == '\0' || *end != '\0' || !(usd > 0)) {
-            fprintf(stderr,
-                    "orch: %s expects a positive number of dollars, got '%s'\nrun 'orch help' for usage\n",
-                    o->name, v);
-            lua_pushinteger(L, EXIT_USAGE);
-            return 1;
-        }
+        if (*v == '\0' || *end != '\0' || !(usd > 0))
+            return bad_value(L, o, "a positive number of dollars", v);
         lua_pushnumber(L, usd);
         break;
     }
     case OPT_MB: {
-        char *end;
-        long long mb = strtoll(v, &end, 10);
-        if (*v == '\0' || *end != '\0' || mb < 1 || mb > (1LL << 30)) {
-            fprintf(stderr,
-                    "orch: %s expects a number of MB from 1 up, got '%s'\nrun 'orch help' for usage\n",
-                    o->name, v);
-            lua_pushinteger(L, EXIT_USAGE);
-            return 1;
-        }
+        long long mb;
+        if (parse_whole(v, 1, 1LL << 30, &mb) != 0)
+            return bad_value(L, o, "a number of MB from 1 up", v);
         /* fixed here, for the whole process: it beats a workflow's max_memory */
         orch_runtime_set_memory_limit(L, (size_t)mb << 20, 1);
         lua_pushinteger(L, (lua_Integer)mb);

@@ -1,6 +1,6 @@
 /* serve_lua.h — `require "orch.httpd"`: the HTTP server of `orch serve`
  * (serve.h) with a Lua handler, and the web page's files embedded in the
- * binary (web/, by core/embed_web.cmake). */
+ * binary (web/, by core/embed.cmake). */
 #ifndef ORCH_SERVE_LUA_H
 #define ORCH_SERVE_LUA_H
 

@@ -1,4 +1,4 @@
-/* store_lua.c — Lua bindings of the state store (`require "orch.store"`).
+/* store_lua.c — Lua bindings of the state store (`require("orch.store")`).
  *
  * A store userdata owns its struct orch_store; __gc and __close share one
  * idempotent release. Runs, checkpoints and results cross as plain tables.
@@ -11,6 +11,7 @@
  * (journal_group.c, heartbeat.c). */
 #include "store_lua.h"
 
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -85,11 +86,30 @@ static int push_flag(lua_State *L, struct orch_store *st, int rc)
 }
 
 /* A count from the store, or below 0 for nil and the store's message. */
-static int push_count(lua_State *L, struct orch_store *st, int rc)
+static int push_count(lua_State *L, struct orch_store *st, int64_t rc)
 {
     if (rc < 0)
         return push_failure(L, st->err);
-    lua_pushinteger(L, rc);
+    lua_pushinteger(L, (lua_Integer)rc);
+    return 1;
+}
+
+enum { NONE_NIL, NONE_FALSE };
+
+/* The answer of a lookup that found nothing: nil and the store's message
+ * (rc below 0; returns 2) or `none`, nil or false (rc 0; returns 1).
+ * Returns 0, pushing nothing, when it found something (rc above 0): the
+ * caller pushes it. */
+static int push_not_found(lua_State *L, struct orch_store *st, int rc, int none)
+{
+    if (rc < 0)
+        return push_failure(L, st->err);
+    if (rc > 0)
+        return 0;
+    if (none == NONE_FALSE)
+        lua_pushboolean(L, 0);
+    else
+        lua_pushnil(L);
     return 1;
 }
 
@@ -122,39 +142,6 @@ static void set_num(lua_State *L, const char *k, double v)
     lua_setfield(L, -2, k);
 }
 
-static void push_run(lua_State *L, const struct orch_run *r)
-{
-    lua_createtable(L, 0, 32);
-    set_str(L, "id", r->id);
-    set_str(L, "name", r->name);
-    set_str(L, "identity", r->identity);
-    set_str(L, "workflow_path", r->workflow_path);
-    set_str(L, "workflow_hash", r->workflow_hash);
-    set_str(L, "input", r->input);
-    set_str(L, "input_fp", r->input_fp);
-    set_str(L, "params", r->params);
-    set_str(L, "output", r->output);
-    set_str(L, "error", r->error);
-    set_str(L, "owner_host", r->owner_host);
-    set_str(L, "status", orch_run_status_name(r->status));
-    set_int(L, "owner_pid", r->owner_pid);
-    set_int(L, "heartbeat_ms", r->heartbeat_ms);
-    set_int(L, "created_ms", r->created_ms);
-    set_int(L, "updated_ms", r->updated_ms);
-    set_int(L, "finished_ms", r->finished_ms);
-    set_int(L, "rows_done", r->rows_done);
-    set_int(L, "rows_ok", r->rows_ok);
-    set_int(L, "rows_failed", r->rows_failed);
-    set_int(L, "rows_dropped", r->rows_dropped);
-    set_int(L, "rows_defaulted", r->rows_defaulted);
-    set_int(L, "llm_calls", r->llm_calls);
-    set_int(L, "tokens_in", r->tokens_in);
-    set_int(L, "tokens_out", r->tokens_out);
-    set_num(L, "cost_usd", r->cost_usd);
-    set_int(L, "recoveries", r->recoveries);
-    set_int(L, "checkpoints", r->checkpoints);
-}
-
 /* Field k of the table at idx as a string borrowed from the table (valid
  * while the table is on the stack), or NULL. */
 static const char *get_str(lua_State *L, int idx, const char *k)
@@ -181,45 +168,151 @@ static double get_num(lua_State *L, int idx, const char *k)
     return v;
 }
 
+/* A struct's fields as a table's, one list per group of fields that
+ * bindings read or write together: push_fields and get_fields walk a list,
+ * so a field is named once. */
+enum field_kind { F_STR, F_INT, F_NUM };
+
+struct field {
+    const char *name;
+    enum field_kind kind; /* F_STR: a char *, F_INT: an int64_t, F_NUM: a double */
+    size_t off;
+};
+
+#define FIELD(type, kind, f)                                                                                 \
+    {                                                                                                        \
+#f, kind, offsetof(type, f)                                                                          \
+    }
+#define FIELDS_END                                                                                           \
+    {                                                                                                        \
+        NULL, F_INT, 0                                                                                       \
+    }
+
+/* Sets the fields of the struct at base into the table on top. */
+static void push_fields(lua_State *L, const void *base, const struct field *f)
+{
+    for (; f->name != NULL; f++) {
+        const char *p = (const char *)base + f->off;
+        const char *str;
+        int64_t i;
+        double n;
+        switch (f->kind) {
+        case F_STR:
+            memcpy(&str, p, sizeof str);
+            set_str(L, f->name, str);
+            break;
+        case F_INT:
+            memcpy(&i, p, sizeof i);
+            set_int(L, f->name, i);
+            break;
+        case F_NUM:
+            memcpy(&n, p, sizeof n);
+            set_num(L, f->name, n);
+            break;
+        }
+    }
+}
+
+/* Fills the fields of the struct at base from the table at idx (missing:
+ * NULL or 0); strings are borrowed from the table. Raises on a wrong type. */
+static void get_fields(lua_State *L, int idx, void *base, const struct field *f)
+{
+    for (; f->name != NULL; f++) {
+        char *p = (char *)base + f->off;
+        const char *str;
+        int64_t i;
+        double n;
+        switch (f->kind) {
+        case F_STR:
+            str = get_str(L, idx, f->name);
+            memcpy(p, &str, sizeof str);
+            break;
+        case F_INT:
+            i = get_int(L, idx, f->name);
+            memcpy(p, &i, sizeof i);
+            break;
+        case F_NUM:
+            n = get_num(L, idx, f->name);
+            memcpy(p, &n, sizeof n);
+            break;
+        }
+    }
+}
+
+/* A run: its text, then status, then its clock, then its counters (which
+ * lease_commit adds to the run's), then recoveries. */
+static const struct field run_text[] = {
+    FIELD(struct orch_run, F_STR, id),
+    FIELD(struct orch_run, F_STR, name),
+    FIELD(struct orch_run, F_STR, identity),
+    FIELD(struct orch_run, F_STR, workflow_path),
+    FIELD(struct orch_run, F_STR, workflow_hash),
+    FIELD(struct orch_run, F_STR, input),
+    FIELD(struct orch_run, F_STR, input_fp),
+    FIELD(struct orch_run, F_STR, params),
+    FIELD(struct orch_run, F_STR, output),
+    FIELD(struct orch_run, F_STR, error),
+    FIELD(struct orch_run, F_STR, owner_host),
+    FIELDS_END,
+};
+
+static const struct field run_clock[] = {
+    FIELD(struct orch_run, F_INT, owner_pid),   FIELD(struct orch_run, F_INT, heartbeat_ms),
+    FIELD(struct orch_run, F_INT, created_ms),  FIELD(struct orch_run, F_INT, updated_ms),
+    FIELD(struct orch_run, F_INT, finished_ms), FIELDS_END,
+};
+
+static const struct field run_counters[] = {
+    FIELD(struct orch_run, F_INT, rows_done),      FIELD(struct orch_run, F_INT, rows_ok),
+    FIELD(struct orch_run, F_INT, rows_failed),    FIELD(struct orch_run, F_INT, rows_dropped),
+    FIELD(struct orch_run, F_INT, rows_defaulted), FIELD(struct orch_run, F_INT, llm_calls),
+    FIELD(struct orch_run, F_INT, tokens_in),      FIELD(struct orch_run, F_INT, tokens_out),
+    FIELD(struct orch_run, F_NUM, cost_usd),       FIELDS_END,
+};
+
+static void push_run(lua_State *L, const struct orch_run *r)
+{
+    lua_createtable(L, 0, 32);
+    push_fields(L, r, run_text);
+    set_str(L, "status", orch_run_status_name(r->status));
+    push_fields(L, r, run_clock);
+    push_fields(L, r, run_counters);
+    set_int(L, "recoveries", r->recoveries);
+    set_int(L, "checkpoints", r->checkpoints);
+}
+
 /* Fills r from the table at idx. Strings are borrowed from the table. */
 static void to_run(lua_State *L, int idx, struct orch_run *r)
 {
     luaL_checktype(L, idx, LUA_TTABLE);
     memset(r, 0, sizeof *r);
-    r->id = (char *)get_str(L, idx, "id");
-    if (r->id == NULL)
+    if (get_str(L, idx, "id") == NULL)
         luaL_error(L, "run.id is required");
-    r->name = (char *)get_str(L, idx, "name");
-    r->identity = (char *)get_str(L, idx, "identity");
-    r->workflow_path = (char *)get_str(L, idx, "workflow_path");
-    r->workflow_hash = (char *)get_str(L, idx, "workflow_hash");
-    r->input = (char *)get_str(L, idx, "input");
-    r->input_fp = (char *)get_str(L, idx, "input_fp");
-    r->params = (char *)get_str(L, idx, "params");
-    r->output = (char *)get_str(L, idx, "output");
-    r->error = (char *)get_str(L, idx, "error");
-    r->owner_host = (char *)get_str(L, idx, "owner_host");
+    get_fields(L, idx, r, run_text);
     const char *status = get_str(L, idx, "status");
     int st = status == NULL ? ORCH_RUN_PENDING : orch_run_status_parse(status);
     if (st < 0)
         luaL_error(L, "unknown run status '%s'", status);
     r->status = (enum orch_run_status)st;
-    r->owner_pid = get_int(L, idx, "owner_pid");
-    r->heartbeat_ms = get_int(L, idx, "heartbeat_ms");
-    r->created_ms = get_int(L, idx, "created_ms");
-    r->updated_ms = get_int(L, idx, "updated_ms");
-    r->finished_ms = get_int(L, idx, "finished_ms");
-    r->rows_done = get_int(L, idx, "rows_done");
-    r->rows_ok = get_int(L, idx, "rows_ok");
-    r->rows_failed = get_int(L, idx, "rows_failed");
-    r->rows_dropped = get_int(L, idx, "rows_dropped");
-    r->rows_defaulted = get_int(L, idx, "rows_defaulted");
-    r->llm_calls = get_int(L, idx, "llm_calls");
-    r->tokens_in = get_int(L, idx, "tokens_in");
-    r->tokens_out = get_int(L, idx, "tokens_out");
-    r->cost_usd = get_num(L, idx, "cost_usd");
+    get_fields(L, idx, r, run_clock);
+    get_fields(L, idx, r, run_counters);
     r->recoveries = get_int(L, idx, "recoveries");
 }
+
+/* A checkpoint: where the input and outputs stood (checkpoint_write reads
+ * it), and what the write made of it (checkpoint_write returns it). */
+static const struct field checkpoint_cursor[] = {
+    FIELD(struct orch_checkpoint, F_INT, input_offset),  FIELD(struct orch_checkpoint, F_INT, input_line),
+    FIELD(struct orch_checkpoint, F_INT, input_index),   FIELD(struct orch_checkpoint, F_INT, output_offset),
+    FIELD(struct orch_checkpoint, F_INT, errors_offset), FIELDS_END,
+};
+
+static const struct field checkpoint_written[] = {
+    FIELD(struct orch_checkpoint, F_STR, checksum),
+    FIELD(struct orch_checkpoint, F_INT, bytes),
+    FIELD(struct orch_checkpoint, F_NUM, duration_ms),
+    FIELDS_END,
+};
 
 static void push_checkpoint(lua_State *L, const struct orch_checkpoint *c)
 {
@@ -228,19 +321,13 @@ static void push_checkpoint(lua_State *L, const struct orch_checkpoint *c)
     set_str(L, "name", c->name);
     set_str(L, "reason", c->reason);
     set_int(L, "created_ms", c->created_ms);
-    set_int(L, "input_offset", c->input_offset);
-    set_int(L, "input_line", c->input_line);
-    set_int(L, "input_index", c->input_index);
-    set_int(L, "output_offset", c->output_offset);
-    set_int(L, "errors_offset", c->errors_offset);
+    push_fields(L, c, checkpoint_cursor);
     if (c->memento != NULL) {
         lua_pushlstring(L, c->memento, c->memento_len);
         lua_setfield(L, -2, "memento");
     }
     set_int(L, "memento_len", (int64_t)c->memento_len);
-    set_str(L, "checksum", c->checksum);
-    set_int(L, "bytes", c->bytes);
-    set_num(L, "duration_ms", c->duration_ms);
+    push_fields(L, c, checkpoint_written);
     lua_pushboolean(L, c->valid);
     lua_setfield(L, -2, "valid");
 }
@@ -297,36 +384,30 @@ static int l_store_run_create(lua_State *L)
     return push_done(L, st, orch_store_run_create(st, &r));
 }
 
-/* Pushes the run found by a lookup (rc 1), nil (rc 0) or nil, err. */
-static int push_found_run(lua_State *L, struct orch_store *st, int rc, struct orch_run *r)
+/* The shape of run_get(id) and run_find_unfinished(identity): the run,
+ * nil (none) or nil, err. */
+static int push_run_lookup(lua_State *L, int (*find)(struct orch_store *, const char *, struct orch_run *))
 {
-    if (rc < 0)
-        return push_failure(L, st->err);
-    if (rc == 0) {
-        lua_pushnil(L);
-        return 1;
-    }
-    push_run(L, r);
-    orch_run_clear(r);
+    struct orch_store *st = check_open(L);
+    const char *what = luaL_checkstring(L, 2);
+    struct orch_run r;
+    memset(&r, 0, sizeof r);
+    int pushed = push_not_found(L, st, find(st, what, &r), NONE_NIL);
+    if (pushed != 0)
+        return pushed;
+    push_run(L, &r);
+    orch_run_clear(&r);
     return 1;
 }
 
 static int l_store_run_get(lua_State *L)
 {
-    struct orch_store *st = check_open(L);
-    const char *id = luaL_checkstring(L, 2);
-    struct orch_run r;
-    memset(&r, 0, sizeof r);
-    return push_found_run(L, st, orch_store_run_get(st, id, &r), &r);
+    return push_run_lookup(L, orch_store_run_get);
 }
 
 static int l_store_run_find_unfinished(lua_State *L)
 {
-    struct orch_store *st = check_open(L);
-    const char *identity = luaL_checkstring(L, 2);
-    struct orch_run r;
-    memset(&r, 0, sizeof r);
-    return push_found_run(L, st, orch_store_run_find_unfinished(st, identity, &r), &r);
+    return push_run_lookup(L, orch_store_run_find_unfinished);
 }
 
 static int l_store_run_update(lua_State *L)
@@ -414,6 +495,33 @@ static const char *key_text(lua_State *L, int t)
     return k;
 }
 
+/* Fills res[0..n) from the list of result tables at idx ({ seq, key,
+ * status, error [, data] }), with each row's data when with_data. The
+ * strings are borrowed from the tables, which stay alive in the list.
+ * Raises on a result without status. */
+static void to_results(lua_State *L, int idx, struct orch_result *res, size_t n, int with_data)
+{
+    for (size_t i = 0; i < n; i++) {
+        lua_rawgeti(L, idx, (lua_Integer)i + 1);
+        int t = lua_gettop(L);
+        luaL_checktype(L, t, LUA_TTABLE);
+        memset(&res[i], 0, sizeof res[i]);
+        res[i].seq = get_int(L, t, "seq");
+        res[i].key = key_text(L, t);
+        res[i].status = get_str(L, t, "status");
+        res[i].error = get_str(L, t, "error");
+        if (with_data) {
+            lua_getfield(L, t, "data");
+            if (!lua_isnil(L, -1))
+                res[i].data = luaL_checklstring(L, -1, &res[i].data_len);
+            lua_pop(L, 1);
+        }
+        if (res[i].status == NULL)
+            luaL_error(L, "results[%d].status is required", (int)i + 1);
+        lua_pop(L, 1);
+    }
+}
+
 /* checkpoint_write(run, ckpt, results, state) -> { seq, checksum, bytes, duration_ms } | nil, err
  * ckpt: { reason, name, input_offset, input_line, input_index, output_offset, errors_offset, memento }
  * results: { { seq, key, status, error }, ... }; state: { key = json_text }. */
@@ -431,11 +539,7 @@ static int l_store_checkpoint_write(lua_State *L)
     memset(&c, 0, sizeof c);
     c.reason = (char *)get_str(L, 3, "reason");
     c.name = (char *)get_str(L, 3, "name");
-    c.input_offset = get_int(L, 3, "input_offset");
-    c.input_line = get_int(L, 3, "input_line");
-    c.input_index = get_int(L, 3, "input_index");
-    c.output_offset = get_int(L, 3, "output_offset");
-    c.errors_offset = get_int(L, 3, "errors_offset");
+    get_fields(L, 3, &c, checkpoint_cursor);
     lua_getfield(L, 3, "memento");
     size_t mlen = 0;
     const char *m = luaL_optlstring(L, -1, "", &mlen);
@@ -455,20 +559,7 @@ static int l_store_checkpoint_write(lua_State *L)
     char *block = lua_newuserdatauv(L, bytes, 0);
     struct orch_result *res = (struct orch_result *)block;
     struct orch_kv *kv = (struct orch_kv *)(block + nres * sizeof(struct orch_result));
-    for (size_t i = 0; i < nres; i++) {
-        lua_rawgeti(L, 4, (lua_Integer)i + 1);
-        int t = lua_gettop(L);
-        luaL_checktype(L, t, LUA_TTABLE);
-        res[i].seq = get_int(L, t, "seq");
-        res[i].key = key_text(L, t);
-        res[i].status = get_str(L, t, "status");
-        res[i].error = get_str(L, t, "error");
-        res[i].data = NULL;
-        res[i].data_len = 0;
-        if (res[i].status == NULL)
-            return luaL_error(L, "results[%d].status is required", (int)i + 1);
-        lua_pop(L, 1); /* borrowed strings stay alive in results[i] */
-    }
+    to_results(L, 4, res, nres, 0);
     size_t k = 0;
     lua_pushnil(L);
     while (lua_next(L, 5) != 0) {
@@ -483,9 +574,7 @@ static int l_store_checkpoint_write(lua_State *L)
         return push_failure(L, st->err);
     lua_createtable(L, 0, 4);
     set_int(L, "seq", c.seq);
-    set_str(L, "checksum", c.checksum);
-    set_int(L, "bytes", c.bytes);
-    set_num(L, "duration_ms", c.duration_ms);
+    push_fields(L, &c, checkpoint_written);
     free(c.checksum); /* written by the store, ours now */
     return 1;
 }
@@ -496,9 +585,7 @@ static int push_found_checkpoint(lua_State *L, struct orch_store *st, int rc, st
 {
     if (rc < 0)
         return push_failure(L, st->err);
-    if (rc == 0)
-        lua_pushnil(L);
-    else
+    if (push_not_found(L, st, rc, NONE_NIL) == 0)
         push_checkpoint(L, c);
     orch_checkpoint_clear(c);
     return 1;
@@ -560,16 +647,22 @@ struct each_ctx {
     int failed; /* the callback raised; its error is on the stack */
 };
 
+/* A stored result as a table, sized for `fields` fields. */
+static void push_result(lua_State *L, const struct orch_result *r, int fields)
+{
+    lua_createtable(L, 0, fields);
+    set_int(L, "seq", r->seq);
+    set_str(L, "key", r->key);
+    set_str(L, "status", r->status);
+    set_str(L, "error", r->error);
+}
+
 static int each_result(void *ud, const struct orch_result *r)
 {
     struct each_ctx *e = ud;
     lua_State *L = e->L;
     lua_pushvalue(L, e->fn);
-    lua_createtable(L, 0, 5);
-    set_int(L, "seq", r->seq);
-    set_str(L, "key", r->key);
-    set_str(L, "status", r->status);
-    set_str(L, "error", r->error);
+    push_result(L, r, 5); /* and its data */
     if (r->data != NULL) {
         lua_pushlstring(L, r->data, r->data_len);
         lua_setfield(L, -2, "data");
@@ -641,6 +734,23 @@ static int l_store_state_list(lua_State *L)
     return push_listed(L, st, orch_store_state_list(st, id, collect_state, L));
 }
 
+static const struct field stats_fields[] = {
+    FIELD(struct orch_store_stats, F_INT, runs),
+    FIELD(struct orch_store_stats, F_INT, active),
+    FIELD(struct orch_store_stats, F_INT, paused),
+    FIELD(struct orch_store_stats, F_INT, failed),
+    FIELD(struct orch_store_stats, F_INT, completed),
+    FIELD(struct orch_store_stats, F_INT, checkpoints),
+    FIELD(struct orch_store_stats, F_INT, recoveries),
+    FIELD(struct orch_store_stats, F_INT, bytes),
+    FIELD(struct orch_store_stats, F_NUM, checkpoint_mean_ms),
+    FIELD(struct orch_store_stats, F_NUM, checkpoint_max_ms),
+    FIELD(struct orch_store_stats, F_INT, journal_entries),
+    FIELD(struct orch_store_stats, F_INT, journal_hits),
+    FIELD(struct orch_store_stats, F_NUM, journal_saved_usd),
+    FIELDS_END,
+};
+
 static int l_store_stats(lua_State *L)
 {
     struct orch_store *st = check_open(L);
@@ -649,19 +759,7 @@ static int l_store_stats(lua_State *L)
     if (orch_store_stats(st, &s) != 0)
         return push_failure(L, st->err);
     lua_createtable(L, 0, 10);
-    set_int(L, "runs", s.runs);
-    set_int(L, "active", s.active);
-    set_int(L, "paused", s.paused);
-    set_int(L, "failed", s.failed);
-    set_int(L, "completed", s.completed);
-    set_int(L, "checkpoints", s.checkpoints);
-    set_int(L, "recoveries", s.recoveries);
-    set_int(L, "bytes", s.bytes);
-    set_num(L, "checkpoint_mean_ms", s.checkpoint_mean_ms);
-    set_num(L, "checkpoint_max_ms", s.checkpoint_max_ms);
-    set_int(L, "journal_entries", s.journal_entries);
-    set_int(L, "journal_hits", s.journal_hits);
-    set_num(L, "journal_saved_usd", s.journal_saved_usd);
+    push_fields(L, &s, stats_fields);
     return 1;
 }
 
@@ -679,6 +777,24 @@ static int push_group_error(lua_State *L, struct lstore *s)
     return 2;
 }
 
+/* A journal entry: who asked (strings), and what it cost; the response
+ * bytes go apart. */
+static const struct field journal_text[] = {
+    FIELD(struct orch_journal_entry, F_STR, key),
+    FIELD(struct orch_journal_entry, F_STR, run_id),
+    FIELD(struct orch_journal_entry, F_STR, provider),
+    FIELD(struct orch_journal_entry, F_STR, model),
+    FIELDS_END,
+};
+
+static const struct field journal_figures[] = {
+    FIELD(struct orch_journal_entry, F_INT, tokens_in),
+    FIELD(struct orch_journal_entry, F_INT, tokens_out),
+    FIELD(struct orch_journal_entry, F_NUM, cost_usd),
+    FIELD(struct orch_journal_entry, F_NUM, latency_ms),
+    FIELDS_END,
+};
+
 /* journal_put{ key =, run_id =, provider =, model =, response =, tokens_in =,
  *              tokens_out =, cost_usd =, latency_ms = } -> true | nil, err
  * The reply joins the group that commits before the loop's next round. */
@@ -694,18 +810,9 @@ static int l_store_journal_put(lua_State *L)
     const char *resp = luaL_checklstring(L, -1, &rlen);
     if (push_group_error(L, s) != 0)
         return 2;
-    struct orch_journal_entry e = {
-        .key = get_str(L, 2, "key"),
-        .run_id = get_str(L, 2, "run_id"),
-        .provider = get_str(L, 2, "provider"),
-        .model = get_str(L, 2, "model"),
-        .response = resp,
-        .response_len = rlen,
-        .tokens_in = get_int(L, 2, "tokens_in"),
-        .tokens_out = get_int(L, 2, "tokens_out"),
-        .cost_usd = get_num(L, 2, "cost_usd"),
-        .latency_ms = get_num(L, 2, "latency_ms"),
-    };
+    struct orch_journal_entry e = {.response = resp, .response_len = rlen};
+    get_fields(L, 2, &e, journal_text);
+    get_fields(L, 2, &e, journal_figures);
     if (orch_journal_group_put(&s->jg, &e) != 0) /* copies e's strings */
         return luaL_error(L, "out of memory");
     lua_pushboolean(L, 1);
@@ -728,16 +835,10 @@ static int l_store_journal_flush(lua_State *L)
 static int push_journal(lua_State *L, const struct orch_journal_entry *w, int64_t hits)
 {
     lua_createtable(L, 0, 12);
-    set_str(L, "key", w->key);
-    set_str(L, "run_id", w->run_id);
-    set_str(L, "provider", w->provider);
-    set_str(L, "model", w->model);
+    push_fields(L, w, journal_text);
     lua_pushlstring(L, w->response, w->response_len);
     lua_setfield(L, -2, "response");
-    set_int(L, "tokens_in", w->tokens_in);
-    set_int(L, "tokens_out", w->tokens_out);
-    set_num(L, "cost_usd", w->cost_usd);
-    set_num(L, "latency_ms", w->latency_ms);
+    push_fields(L, w, journal_figures);
     set_int(L, "created_ms", w->created_ms);
     set_int(L, "hits", hits);
     return 1;
@@ -826,13 +927,9 @@ static int l_store_journal_get(lua_State *L)
     }
     struct orch_journal_owned e;
     memset(&e, 0, sizeof e);
-    int rc = orch_store_journal_get(st, key, &e);
-    if (rc < 0)
-        return push_failure(L, st->err);
-    if (rc == 0) {
-        lua_pushnil(L);
-        return 1;
-    }
+    int pushed = push_not_found(L, st, orch_store_journal_get(st, key, &e), NONE_NIL);
+    if (pushed != 0)
+        return pushed;
     push_owned(L, &e);
     orch_journal_clear(&e);
     return 1;
@@ -914,13 +1011,9 @@ static int l_store_live_get(lua_State *L)
     const char *id = luaL_checkstring(L, 2);
     char *fig = NULL;
     int64_t ms = 0;
-    int rc = orch_store_live_get(st, id, &fig, &ms);
-    if (rc < 0)
-        return push_failure(L, st->err);
-    if (rc == 0) {
-        lua_pushboolean(L, 0);
-        return 1;
-    }
+    int pushed = push_not_found(L, st, orch_store_live_get(st, id, &fig, &ms), NONE_FALSE);
+    if (pushed != 0)
+        return pushed;
     lua_pushstring(L, fig); /* may raise on memory: free first */
     free(fig);
     lua_pushinteger(L, (lua_Integer)ms);
@@ -945,11 +1038,7 @@ static int l_store_event_page(lua_State *L)
 static int collect_error(void *ud, const struct orch_result *r)
 {
     lua_State *L = ud;
-    lua_createtable(L, 0, 4);
-    set_int(L, "seq", r->seq);
-    set_str(L, "key", r->key);
-    set_str(L, "status", r->status);
-    set_str(L, "error", r->error);
+    push_result(L, r, 4);
     return append_to_list(L);
 }
 
@@ -984,22 +1073,38 @@ static int l_store_warning(lua_State *L)
 
 /* ---- many workers, one run: leases and the shared budget ---- */
 
+/* A lease: its plan (lease_plan reads it), then where it stands. */
+static const struct field lease_planned[] = {
+    FIELD(struct orch_lease, F_INT, no),   FIELD(struct orch_lease, F_INT, first_index),
+    FIELD(struct orch_lease, F_INT, rows), FIELD(struct orch_lease, F_INT, offset),
+    FIELD(struct orch_lease, F_INT, line), FIELDS_END,
+};
+
+static const struct field lease_state[] = {
+    FIELD(struct orch_lease, F_INT, index),
+    FIELD(struct orch_lease, F_STR, status),
+    FIELD(struct orch_lease, F_STR, owner),
+    FIELD(struct orch_lease, F_INT, claims),
+    FIELD(struct orch_lease, F_INT, claimed_ms),
+    FIELD(struct orch_lease, F_INT, heartbeat_ms),
+    FIELD(struct orch_lease, F_INT, done_ms),
+    FIELD(struct orch_lease, F_INT, age_ms),
+    FIELDS_END,
+};
+
+/* The cursor lease_commit moves the lease to. */
+static const struct field commit_cursor[] = {
+    FIELD(struct orch_lease_commit, F_INT, offset),
+    FIELD(struct orch_lease_commit, F_INT, line),
+    FIELD(struct orch_lease_commit, F_INT, index),
+    FIELDS_END,
+};
+
 static void push_lease(lua_State *L, const struct orch_lease *l)
 {
     lua_createtable(L, 0, 13);
-    set_int(L, "no", l->no);
-    set_int(L, "first_index", l->first_index);
-    set_int(L, "rows", l->rows);
-    set_int(L, "offset", l->offset);
-    set_int(L, "line", l->line);
-    set_int(L, "index", l->index);
-    set_str(L, "status", l->status);
-    set_str(L, "owner", l->owner);
-    set_int(L, "claims", l->claims);
-    set_int(L, "claimed_ms", l->claimed_ms);
-    set_int(L, "heartbeat_ms", l->heartbeat_ms);
-    set_int(L, "done_ms", l->done_ms);
-    set_int(L, "age_ms", l->age_ms);
+    push_fields(L, l, lease_planned);
+    push_fields(L, l, lease_state);
 }
 
 /* lease_plan(run_id, { { no =, first_index =, rows =, offset =, line = }, ... }) -> true | nil, err */
@@ -1015,11 +1120,7 @@ static int l_store_lease_plan(lua_State *L)
         int t = lua_gettop(L);
         luaL_checktype(L, t, LUA_TTABLE);
         memset(&l[i], 0, sizeof l[i]);
-        l[i].no = get_int(L, t, "no");
-        l[i].first_index = get_int(L, t, "first_index");
-        l[i].rows = get_int(L, t, "rows");
-        l[i].offset = get_int(L, t, "offset");
-        l[i].line = get_int(L, t, "line");
+        get_fields(L, t, &l[i], lease_planned);
         lua_pop(L, 1);
     }
     return push_done(L, st, orch_store_lease_plan(st, id, l, n));
@@ -1033,13 +1134,10 @@ static int l_store_lease_claim(lua_State *L)
     const char *worker = luaL_checkstring(L, 3);
     lua_Integer stale = luaL_checkinteger(L, 4);
     struct orch_lease l;
-    int rc = orch_store_lease_claim(st, id, worker, (int64_t)stale, &l);
-    if (rc < 0)
-        return push_failure(L, st->err);
-    if (rc == 0) {
-        lua_pushboolean(L, 0);
-        return 1;
-    }
+    int pushed =
+        push_not_found(L, st, orch_store_lease_claim(st, id, worker, (int64_t)stale, &l), NONE_FALSE);
+    if (pushed != 0)
+        return pushed;
     push_lease(L, &l);
     orch_lease_clear(&l);
     return 1;
@@ -1073,46 +1171,19 @@ static int l_store_lease_commit(lua_State *L)
     c.worker = get_str(L, 3, "worker");
     if (c.worker == NULL)
         return luaL_error(L, "lease_commit: worker is required");
-    c.offset = get_int(L, 3, "offset");
-    c.line = get_int(L, 3, "line");
-    c.index = get_int(L, 3, "index");
+    get_fields(L, 3, &c, commit_cursor);
     c.end = (int)get_int(L, 3, "end");
     struct orch_run add;
     memset(&add, 0, sizeof add);
     lua_getfield(L, 3, "add");
     if (lua_istable(L, -1)) {
-        int t = lua_gettop(L);
-        add.rows_done = get_int(L, t, "rows_done");
-        add.rows_ok = get_int(L, t, "rows_ok");
-        add.rows_failed = get_int(L, t, "rows_failed");
-        add.rows_dropped = get_int(L, t, "rows_dropped");
-        add.rows_defaulted = get_int(L, t, "rows_defaulted");
-        add.llm_calls = get_int(L, t, "llm_calls");
-        add.tokens_in = get_int(L, t, "tokens_in");
-        add.tokens_out = get_int(L, t, "tokens_out");
-        add.cost_usd = get_num(L, t, "cost_usd");
+        get_fields(L, lua_gettop(L), &add, run_counters);
         c.add = &add;
     }
     lua_pop(L, 1);
     size_t nres = lua_rawlen(L, 4);
     struct orch_result *res = lua_newuserdatauv(L, nres * sizeof *res + 1, 0);
-    for (size_t i = 0; i < nres; i++) {
-        lua_rawgeti(L, 4, (lua_Integer)i + 1);
-        int t = lua_gettop(L);
-        luaL_checktype(L, t, LUA_TTABLE);
-        res[i].seq = get_int(L, t, "seq");
-        res[i].key = key_text(L, t);
-        res[i].status = get_str(L, t, "status");
-        res[i].error = get_str(L, t, "error");
-        lua_getfield(L, t, "data");
-        res[i].data = lua_isnil(L, -1) ? NULL : luaL_checklstring(L, -1, &res[i].data_len);
-        if (res[i].data == NULL)
-            res[i].data_len = 0;
-        lua_pop(L, 1);
-        if (res[i].status == NULL)
-            return luaL_error(L, "results[%d].status is required", (int)i + 1);
-        lua_pop(L, 1); /* borrowed strings stay alive in results[i] */
-    }
+    to_results(L, 4, res, nres, 1);
     int rc = orch_store_lease_commit(st, id, &c, res, nres);
     return push_count(L, st, rc);
 }
@@ -1169,13 +1240,9 @@ static int l_store_budget_get(lua_State *L)
     struct orch_store *st = check_open(L);
     const char *id = luaL_checkstring(L, 2);
     double max = 0, spent = 0, reserved = 0;
-    int rc = orch_store_budget_get(st, id, &max, &spent, &reserved);
-    if (rc < 0)
-        return push_failure(L, st->err);
-    if (rc == 0) {
-        lua_pushboolean(L, 0);
-        return 1;
-    }
+    int pushed = push_not_found(L, st, orch_store_budget_get(st, id, &max, &spent, &reserved), NONE_FALSE);
+    if (pushed != 0)
+        return pushed;
     lua_createtable(L, 0, 3);
     set_num(L, "max_usd", max);
     set_num(L, "spent_usd", spent);
@@ -1218,11 +1285,7 @@ static int l_store_rate_take(lua_State *L)
     const char *kind = luaL_checkstring(L, 3);
     double amount = luaL_checknumber(L, 4);
     double limit = luaL_checknumber(L, 5);
-    int64_t rc = orch_store_rate_take(st, id, kind, amount, limit);
-    if (rc < 0)
-        return push_failure(L, st->err);
-    lua_pushinteger(L, (lua_Integer)rc);
-    return 1;
+    return push_count(L, st, orch_store_rate_take(st, id, kind, amount, limit));
 }
 
 static const luaL_Reg store_methods[] = {

@@ -1,7 +1,7 @@
 -- Classify the sentiment of 240 product reviews with the offline mock
 -- provider and write one JSON line per review, in input order.
 --   orch run examples/classify_reviews.lua
-local orch = require "orch"
+local orch = require("orch")
 
 return orch.workflow {
   name = "classify-reviews",

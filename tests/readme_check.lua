@@ -6,7 +6,7 @@
 -- CLI section is `orch help` itself.
 --   orch lua tests/readme_check.lua README.md HELP_TEXT_FILE WORKDIR
 local readme, helpfile, workdir = arg[1], arg[2], arg[3]
-local cli = require "orch.cli"
+local cli = require("orch.cli")
 
 local function slurp(path)
   local fh = assert(io.open(path, "rb"))

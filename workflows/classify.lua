@@ -17,7 +17,7 @@
 --   concurrency  LLM requests in flight at once          (32)
 -- The API key comes from OPENAI_API_KEY (openai) or ANTHROPIC_API_KEY (anthropic).
 -- Runs offline with the mock provider unless --set provider=... says otherwise.
-local orch = require "orch"
+local orch = require("orch")
 
 local input = orch.param("input", "examples/data/reviews.csv", "CSV file to classify")
 local field = orch.param("field", "review", "column holding the text")

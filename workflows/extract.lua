@@ -14,7 +14,7 @@
 --                else the provider's public API)
 --   concurrency  LLM requests in flight at once          (32)
 -- The API key comes from OPENAI_API_KEY (openai) or ANTHROPIC_API_KEY (anthropic).
-local orch = require "orch"
+local orch = require("orch")
 
 local input = orch.param("input", "examples/data/reviews.csv", "CSV file to read")
 local field = orch.param("field", "review", "column holding the text")

@@ -15,7 +15,7 @@
 --   concurrency  LLM requests in flight at once                   (8)
 -- The API key comes from OPENAI_API_KEY (openai) or ANTHROPIC_API_KEY (anthropic).
 -- Steps have no key: each is named.
-local orch = require "orch"
+local orch = require("orch")
 
 local input = orch.param("input", "examples/data/reviews.csv", "CSV of reviews (columns product, rating, review)")
 local report_path = orch.param("report", "out/report.md", "the Markdown report written")

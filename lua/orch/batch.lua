@@ -17,11 +17,11 @@
 -- results are claimed by custom_id (Anthropic, whose batches carry no
 -- metadata). Rows waiting on a batch when the run is stopped are left for
 -- the resume: the batch stays with the provider.
-local sched = require "orch.sched"
-local json = require "orch.json"
-local store = require "orch.store"
-local pricing = require "orch.pricing"
-local batch_api = require "orch.batch_api"
+local sched = require("orch.sched")
+local json = require("orch.json")
+local store = require("orch.store")
+local pricing = require("orch.pricing")
+local batch_api = require("orch.batch_api")
 
 local M = { TICK = 0.2, MAX_CONCURRENCY = 10000, DEFAULT_ATTEMPTS = 3, MAX_POLL_S = 300, SETTLE_S = 30 }
 

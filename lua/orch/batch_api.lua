@@ -3,10 +3,10 @@
 -- and transport errors are retried with backoff, honouring Retry-After;
 -- what the answer means is the provider's business (providers/*.lua,
 -- their `batch` table).
-local http = require "orch.http"
-local json = require "orch.json"
-local sched = require "orch.sched"
-local provider_http = require "orch.providers.http"
+local http = require("orch.http")
+local json = require("orch.json")
+local sched = require("orch.sched")
+local provider_http = require("orch.providers.http")
 
 local M = {}
 
@@ -75,6 +75,66 @@ function M.new(p, cfg, built)
   end
 
   return api
+end
+
+-- What every provider's batch API does alike, on an api from new: its
+-- `batch` table names the paths and reads the answers.
+
+--- create(api, path, body, view) -> id, view(answer) | nil, err, definite:
+--- the call that creates a batch.
+function M.create(api, path, body, view)
+  local b, err, definite = api.json("POST", path, body)
+  if b == nil then
+    return nil, "creating the batch: " .. err, definite
+  end
+  return b.id, view(b)
+end
+
+--- poll(api, path, view) -> view(answer) | nil, err
+function M.poll(api, path, view)
+  local b, err = api.json("GET", path)
+  return b and view(b), err
+end
+
+--- read_results(api, path, result_of, out) -> out | nil, err: the JSONL
+--- file at path (or a full URL), each line that names a custom_id turned
+--- into a result by result_of and appended to out.
+function M.read_results(api, path, result_of, out)
+  local resp, err = api.request("GET", path)
+  if resp == nil or resp.status ~= 200 then
+    return nil, err or string.format("GET %s: HTTP %d", path, resp.status)
+  end
+  for line in resp.body:gmatch("[^\n]+") do
+    local ok, x = pcall(json.decode, line)
+    if ok and type(x) == "table" and type(x.custom_id) == "string" then
+      out[#out + 1] = result_of(x)
+    end
+  end
+  return out
+end
+
+--- each_listed(api, path, after_param, visit, done) -> the first answer of
+--- visit(batch) that is not nil, else done once the list ends | nil, err:
+--- the provider's list of batches (newest first), page by page, the next
+--- page asked for with ?after_param=<the last id>.
+function M.each_listed(api, path, after_param, visit, done)
+  local after = nil
+  while true do
+    local page, err = api.json("GET", path .. "?limit=100" .. (after and ("&" .. after_param .. "=" .. after) or ""))
+    if page == nil then
+      return nil, err
+    end
+    for _, b in ipairs(type(page.data) == "table" and page.data or {}) do
+      local answer = visit(b)
+      if answer ~= nil then
+        return answer
+      end
+      after = b.id
+    end
+    if not page.has_more or after == nil then
+      return done
+    end
+  end
 end
 
 return M

@@ -139,7 +139,8 @@ function M.suggest(word, names)
   return best
 end
 
-local function sorted_keys(t)
+--- sorted_keys(t) -> the keys of t (all strings or all numbers), sorted
+function M.sorted_keys(t)
   local keys = {}
   for k in pairs(t) do
     keys[#keys + 1] = k
@@ -147,6 +148,7 @@ local function sorted_keys(t)
   table.sort(keys)
   return keys
 end
+local sorted_keys = M.sorted_keys
 
 --- Checks that `t` only has keys listed in `allowed` (key -> type name,
 --- "a|b" alternatives, or true for any type).
@@ -242,7 +244,7 @@ local function plan_steps(spec)
         .. "files and call ctx:llm itself)", k)
     end
   end
-  local steps = require "orch.steps"
+  local steps = require("orch.steps")
   local input, stage = steps.plan(spec, steps.check(spec.steps))
   spec.input, spec.stages, spec.key = input, { stage }, "step"
   -- steps are few and costly: checkpoint after each, and stop at the first that fails

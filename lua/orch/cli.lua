@@ -8,13 +8,13 @@
 -- table at the end maps each to its handler (tests/spec/cli_spec.lua holds
 -- the two to each other). Inspection commands are in orch.cli_inspect,
 -- maintenance ones in orch.cli_maint, what they share in orch.cli_base.
-local base = require "orch.cli_base"
-local check = require "orch.check"
-local fmt = require "orch.fmt"
-local json = require "orch.json"
-local log = require "orch.log"
-local runs = require "orch.runs"
-local sys = require "orch.sys"
+local base = require("orch.cli_base")
+local check = require("orch.check")
+local fmt = require("orch.fmt")
+local json = require("orch.json")
+local log = require("orch.log")
+local runs = require("orch.runs")
+local sys = require("orch.sys")
 
 local say, note = base.say, base.note
 
@@ -40,7 +40,7 @@ end
 
 --- Loads and evaluates a workflow file -> workflow | nil, message.
 function M.load_workflow(path, params)
-  local orch = require "orch"
+  local orch = require("orch")
   orch.params = params or {}
   orch.params_read = {}
   local fh, oerr = io.open(path, "r")
@@ -181,7 +181,7 @@ local function estimate(opts, wf, path)
     return 2
   end
   warn_unread_params(opts.set)
-  local est = require "orch.estimate"
+  local est = require("orch.estimate")
   local total = opts.sample and est.row_count(wf)
   local big = total and total > est.FULL_PASS_ROWS
   if big then
@@ -400,7 +400,7 @@ end
 
 -- The handler of each command in main.c's commands[] ("lua" runs script;
 -- "help" is main.c's own). Each first sets up the command's log.
-local inspect, maint = require "orch.cli_inspect", require "orch.cli_maint"
+local inspect, maint = require("orch.cli_inspect"), require("orch.cli_maint")
 local handlers = {
   run = on_workflow(run), worker = on_workflow(worker), estimate = on_workflow(estimate), params = on_workflow(params), resume = resume, version = version, script = script,
   status = inspect.status, ls = inspect.ls, history = inspect.history, checkpoints = inspect.checkpoints,

@@ -2,12 +2,12 @@
 -- (say, note, warn: every message a command writes on stderr goes through
 -- it, so --log-json covers them), opening the store for a command, finding
 -- the run it names, and reading times and lists the same way everywhere.
-local fmt = require "orch.fmt"
-local json = require "orch.json"
+local fmt = require("orch.fmt")
+local json = require("orch.json")
 local now_ms = require("orch.store").now_ms
-local log = require "orch.log"
-local runs = require "orch.runs"
-local sys = require "orch.sys"
+local log = require("orch.log")
+local runs = require("orch.runs")
+local sys = require("orch.sys")
 
 local M = {}
 

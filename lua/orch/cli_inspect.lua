@@ -2,14 +2,14 @@
 -- it — status, ls, history, checkpoints, export, stats. They open the
 -- store read-only, print plain text (or --json) on stdout, and say what
 -- is wrong through orch.cli_base's log.
-local base = require "orch.cli_base"
+local base = require("orch.cli_base")
 local say, count = base.say, base.count
-local fmt = require "orch.fmt"
+local fmt = require("orch.fmt")
 local when = fmt.when
-local json = require "orch.json"
-local runs = require "orch.runs"
-local store = require "orch.store"
-local sys = require "orch.sys"
+local json = require("orch.json")
+local runs = require("orch.runs")
+local store = require("orch.store")
+local sys = require("orch.sys")
 local mask = require("orch.log").mask
 
 local M = {}
@@ -115,7 +115,7 @@ function M.status(opts)
       end
     end
     local figures = require("orch.serve_live").read(st, run)
-    local batch = require "orch.batch" -- provider batches: recorded as events
+    local batch = require("orch.batch") -- provider batches: recorded as events
     local batches = batch.summaries(events)
     if opts.json then
       run.last_checkpoint = cps[#cps]
@@ -194,7 +194,7 @@ end
 
 -- order: the columns, when known; else the first row's keys, sorted.
 local function csv_writer(fh, order)
-  local oio = require "orch.io"
+  local oio = require("orch.io")
   local cols = order
   return function(row)
     if cols == nil then
@@ -316,6 +316,20 @@ local function export_output(run, limit, format, fh, write_row)
   end
 end
 
+-- Where export writes: the -o file, else stdout. -> fh | nil, exit code
+-- (said)
+local function export_target(opts)
+  if not opts.o then
+    return io.stdout
+  end
+  local fh, ferr = io.open(opts.o, "wb")
+  if fh == nil then
+    say("cannot write " .. tostring(ferr))
+    return nil, 2
+  end
+  return fh
+end
+
 -- A worker run's output is its results' data, in input order (orch.worker):
 -- whole once the run completed. -> exit code
 local function export_worker_run(st, run, opts, format)
@@ -325,14 +339,9 @@ local function export_worker_run(st, run, opts, format)
       run.id))
     return 1
   end
-  local fh = io.stdout
-  if opts.o then
-    local ferr
-    fh, ferr = io.open(opts.o, "wb")
-    if fh == nil then
-      say("cannot write " .. tostring(ferr))
-      return 2
-    end
+  local fh, code = export_target(opts)
+  if fh == nil then
+    return code
   end
   local write_row -- CSV: the columns of the first row, in its order
   local ok, err = st:each_result(run.id, function(r)
@@ -369,14 +378,9 @@ local function export_run(st, run, opts, format)
       return code
     end
   end
-  local fh = io.stdout
-  if opts.o then
-    local ferr
-    fh, ferr = io.open(opts.o, "w")
-    if fh == nil then
-      say("cannot write " .. tostring(ferr))
-      return 2
-    end
+  local fh, code = export_target(opts)
+  if fh == nil then
+    return code
   end
   local write_row = row_writer(format, fh, run)
   if run.output == nil then
@@ -385,7 +389,7 @@ local function export_run(st, run, opts, format)
       write_row({ row = r.seq, key = r.key, status = r.status, error = r.error })
     end)
   else
-    local code = export_output(run, limit, format, fh, write_row)
+    code = export_output(run, limit, format, fh, write_row)
     if code then
       return code
     end

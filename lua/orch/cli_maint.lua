@@ -1,11 +1,11 @@
 -- orch.cli_maint: the commands that change a store — gc (remove old runs)
 -- and restore (roll a run back to a checkpoint). They open an existing
 -- store only, and write their messages through orch.cli_base's log.
-local base = require "orch.cli_base"
+local base = require("orch.cli_base")
 local say, note, count = base.say, base.note, base.count
-local json = require "orch.json"
-local runs = require "orch.runs"
-local sys = require "orch.sys"
+local json = require("orch.json")
+local runs = require("orch.runs")
+local sys = require("orch.sys")
 local now_ms = require("orch.store").now_ms
 local when = require("orch.fmt").when
 

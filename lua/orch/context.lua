@@ -6,8 +6,8 @@
 --   ctx:checkpoint(name)  asks for a checkpoint now, whatever the policy
 --
 -- ctx:sleep and ctx:llm suspend only the calling row's coroutine.
-local sched = require "orch.sched"
-local llm = require "orch.llm"
+local sched = require("orch.sched")
+local llm = require("orch.llm")
 
 local Context = {}
 Context.__index = Context

@@ -13,10 +13,10 @@
 -- leaves the process: orch.http is offline for the estimate, and a stage's
 -- orch.http.request gets the workflow's orch.http.on_estimate reply, or nil
 -- and an error saying it was not sent; the report counts them.
-local mock = require "orch.providers.mock"
-local llm = require "orch.llm"
-local pricing = require "orch.pricing"
-local http = require "orch.http"
+local mock = require("orch.providers.mock")
+local llm = require("orch.llm")
+local pricing = require("orch.pricing")
+local http = require("orch.http")
 
 local M = {}
 
@@ -128,12 +128,12 @@ end
 -- The estimate is stored as an `estimate` event of the run it precedes: the
 -- unfinished run of the same workflow, input and parameters, or a new one
 -- left `pending` that `orch run` starts.
-local json = require "orch.json"
-local store = require "orch.store"
-local sys = require "orch.sys"
-local hash = require "orch.hash"
-local fmt = require "orch.fmt"
-local oio = require "orch.io"
+local json = require("orch.json")
+local store = require("orch.store")
+local sys = require("orch.sys")
+local hash = require("orch.hash")
+local fmt = require("orch.fmt")
+local oio = require("orch.io")
 
 -- t(0.95, df), the two-sided 90 % quantile of Student's t: exact to three
 -- decimals below 11 degrees of freedom, the Cornish-Fisher expansion above.
@@ -232,7 +232,7 @@ end
 -- journaled there), apart from the real run: its own identity, no output
 -- file. Deleted once its figures are read. -> run | nil, message
 local function sample_record(st, ident)
-  local runs = require "orch.runs"
+  local runs = require("orch.runs")
   for _, r in ipairs(st:run_list({ status = "running" }) or {}) do -- a sample killed before it could clean up
     if runs.is_sample(r) and not runs.owner_alive(r, store.now_ms()) then
       st:run_delete(r.id)
@@ -567,7 +567,7 @@ function M.sample(opts, wf, path, offline, log, warn)
     warn(rerr)
     return 2
   end
-  local runs = require "orch.runs"
+  local runs = require("orch.runs")
   return require("orch.cli_base").with_store(opts, function(st)
     local ident = runs.identify(wf, path, opts.set)
     -- an unfinished run has rows done: the rows left are those after them, less the sampled ones

@@ -1,7 +1,7 @@
 -- orch.fmt: how figures, times and tables read, shared by the run's log
 -- and the CLI so a budget, a cost, a count and a suggestion print the same
 -- everywhere.
-local store = require "orch.store"
+local store = require("orch.store")
 
 local M = {}
 

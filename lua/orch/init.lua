@@ -1,18 +1,18 @@
--- orch: the workflow DSL (`require "orch"`).
+-- orch: the workflow DSL (`require("orch")`).
 --
 -- Everything here only describes a run: constructors return plain tables
 -- that orch.run executes. orch.workflow checks the description at load time
 -- so a typo is reported against the workflow file's own line.
-local check = require "orch.check"
-local stage = require "orch.stage"
-local llm = require "orch.llm"
-local json = require "orch.json"
+local check = require("orch.check")
+local stage = require("orch.stage")
+local llm = require("orch.llm")
+local json = require("orch.json")
 
 local orch = {
   stage = stage,
   llm = llm,
   json = json,
-  http = require "orch.http", -- orch.http.request{...}, the same as require "orch.http"
+  http = require("orch.http"), -- orch.http.request{...}, the same as require("orch.http")
   params = {}, -- --set k=v, as strings; filled in by the CLI before the workflow loads
   params_read = {}, -- what orch.param recorded: list of { name, default, description }, and by name
 }
@@ -197,10 +197,10 @@ end
 
 -- Checkpoint policies: orch.policy.every_rows(n), every_seconds(s),
 -- on_events{...}, adaptive{...}, any{...} (see lua/orch/policy.lua).
-orch.policy = require "orch.policy"
+orch.policy = require("orch.policy")
 
 -- Observers: orch.observe.progress{...}, cost(), jsonl(path) (see lua/orch/observe.lua).
-orch.observe = require "orch.observe"
+orch.observe = require("orch.observe")
 
 -- The workflow ------------------------------------------------------------
 

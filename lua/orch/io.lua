@@ -1,9 +1,9 @@
 -- orch.io: opening a workflow's input as a stream of rows and its output
 -- as an ordered sink. Both are opened before any work starts, so a missing
 -- input or an unwritable output fails fast.
-local reader = require "orch.reader"
-local sink = require "orch.sink"
-local json = require "orch.json"
+local reader = require("orch.reader")
+local sink = require("orch.sink")
+local json = require("orch.json")
 
 local M = {}
 

@@ -6,7 +6,7 @@
 -- per minute and tokens per minute; a request that does not fit waits on
 -- its own row's coroutine. Under orch worker the buckets can be the
 -- store's, shared by the run's workers (shared_limiter).
-local sched = require "orch.sched"
+local sched = require("orch.sched")
 
 local M = {}
 

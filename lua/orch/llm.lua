@@ -9,12 +9,12 @@
 -- prompt_tokens/completion_tokens (OpenAI); when a provider or a server
 -- gives none, the tokens are counted from the request and the reply (about
 -- four characters a token) and the figures are marked estimated.
-local check = require "orch.check"
-local pricing = require "orch.pricing"
-local sched = require "orch.sched"
-local hash = require "orch.hash"
-local json = require "orch.json"
-local provider_http = require "orch.providers.http"
+local check = require("orch.check")
+local pricing = require("orch.pricing")
+local sched = require("orch.sched")
+local hash = require("orch.hash")
+local json = require("orch.json")
+local provider_http = require("orch.providers.http")
 
 local M = { providers = {} }
 
@@ -310,6 +310,21 @@ local function journal_key(cfg, r, body)
   return hash.xxh128(table.concat({ cfg.provider, r.model, body }, "\0"))
 end
 
+-- The info a call returns, counted by ctx:account: the reply and its
+-- tokens, and how it was answered (how: cost, latency, attempts, cached,
+-- ...).
+local function answered(ctx, cfg, r, text, tin, tout, how)
+  local info = { text = text, model = r.model, provider = cfg.provider, tokens_in = tin, tokens_out = tout,
+    tokens = tin + tout }
+  for k, v in pairs(how) do
+    info[k] = v
+  end
+  if ctx.account then
+    ctx:account(info)
+  end
+  return info
+end
+
 -- A request through the provider's batch API (see orch.batch), at batch
 -- prices. -> text, info | false, err | nil (batch_fallback = "sync": send
 -- it synchronously)
@@ -332,25 +347,15 @@ local function batched(ctx, cfg, p, r, built, key)
     return false, res.err
   end
   local tin, tout, estimated = read_usage(p.name or cfg.provider, res.usage, r, res.text)
-  local info = { text = res.text, model = r.model, provider = cfg.provider, tokens_in = tin, tokens_out = tout,
-    tokens = tin + tout, cost = pricing.batch_cost(r.model, tin, tout, cfg.prices, cfg.batch_prices),
-    latency = sched.now() - t0, attempts = res.attempts, cached = false, estimated = estimated or nil,
-    batch = res.batch }
-  if ctx.account then
-    ctx:account(info)
-  end
-  return res.text, info
+  return res.text, answered(ctx, cfg, r, res.text, tin, tout, {
+    cost = pricing.batch_cost(r.model, tin, tout, cfg.prices, cfg.batch_prices), latency = sched.now() - t0,
+    attempts = res.attempts, cached = false, estimated = estimated or nil, batch = res.batch })
 end
 
 -- A reply the journal already holds: nothing paid, the cost it saved counted.
 local function from_journal(ctx, cfg, r, hit)
-  local info = { text = hit.response, model = r.model, provider = cfg.provider, tokens_in = hit.tokens_in,
-    tokens_out = hit.tokens_out, tokens = hit.tokens_in + hit.tokens_out, cost = 0, saved = hit.cost_usd,
-    latency = 0, attempts = 0, cached = true }
-  if ctx.account then
-    ctx:account(info)
-  end
-  return hit.response, info
+  return hit.response, answered(ctx, cfg, r, hit.response, hit.tokens_in, hit.tokens_out,
+    { cost = 0, saved = hit.cost_usd, latency = 0, attempts = 0, cached = true })
 end
 
 --- One model call with the journal, the budget and the accounting around
@@ -406,26 +411,14 @@ local function complete(ctx, cfg, p, r)
     return nil, usage
   end
   local tin, tout, estimated = read_usage(p.name or cfg.provider, usage, r, text)
-  local info = {
-    text = text,
-    model = r.model,
-    provider = cfg.provider,
-    tokens_in = tin,
-    tokens_out = tout,
-    tokens = tin + tout,
-    cost = pricing.cost(r.model, tin, tout, cfg.prices),
-    latency = sched.now() - t0,
-    attempts = attempts,
-    cached = false,
-    estimated = estimated or nil,
-  }
+  local cost, latency = pricing.cost(r.model, tin, tout, cfg.prices), sched.now() - t0
   if key and run.journal then
     run.journal.put(key, { provider = cfg.provider, model = r.model, response = text, tokens_in = tin,
-      tokens_out = tout, cost_usd = info.cost, latency_ms = info.latency * 1000 })
+      tokens_out = tout, cost_usd = cost, latency_ms = latency * 1000 })
   end
-  if ctx.account then
-    ctx:account(info) -- counts estimated calls too
-  end
+  -- counts estimated calls too
+  local info = answered(ctx, cfg, r, text, tin, tout,
+    { cost = cost, latency = latency, attempts = attempts, cached = false, estimated = estimated or nil })
   if estimated and run.totals and run.totals.estimated_calls == 1 and run.emit then
     run.emit("usage_estimated", { provider = cfg.provider, model = r.model,
       reason = "the provider sent no usage: tokens counted as about four characters a token" }, ctx)
@@ -500,8 +493,8 @@ function M.call(ctx, cfg, req)
   return v2, info2
 end
 
-M.register("mock", require "orch.providers.mock")
-M.register("openai", require "orch.providers.openai")
-M.register("anthropic", require "orch.providers.anthropic")
+M.register("mock", require("orch.providers.mock"))
+M.register("openai", require("orch.providers.openai"))
+M.register("anthropic", require("orch.providers.anthropic"))
 
 return M

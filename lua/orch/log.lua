@@ -6,8 +6,8 @@
 -- -1) keeps warn and error, the default (0) adds info, -v (1) adds debug.
 -- Text is "orch: msg"; --log-json writes one JSON object a line instead:
 -- ts_ms, level, run_id when known, msg.
-local json = require "orch.json"
-local store = require "orch.store"
+local json = require("orch.json")
+local store = require("orch.store")
 
 local M = {}
 

@@ -7,9 +7,9 @@
 -- `orch serve`'s /metrics and `orch run --metrics FILE`. write_atomic:
 -- a file replaced whole (temp file + rename), as node_exporter's textfile
 -- collector needs.
-local sched = require "orch.sched"
-local store = require "orch.store"
-local json = require "orch.json"
+local sched = require("orch.sched")
+local store = require("orch.store")
+local json = require("orch.json")
 
 local M = {}
 

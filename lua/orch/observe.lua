@@ -14,9 +14,9 @@
 -- Observers run in the row driver, in the order given; they see rows in
 -- input order, as they settle. One that raises is reported (with its
 -- traceback) and switched off; the run goes on.
-local check = require "orch.check"
-local json = require "orch.json"
-local sched = require "orch.sched"
+local check = require("orch.check")
+local json = require("orch.json")
+local sched = require("orch.sched")
 
 local M = {}
 

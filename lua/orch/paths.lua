@@ -9,8 +9,8 @@
 -- is compared by where it will be: the real path of its longest existing
 -- prefix, then the rest as the sink's mkdir would make it. A dangling
 -- symlink is compared as itself, not as its target.
-local check = require "orch.check"
-local sys = require "orch.sys"
+local check = require("orch.check")
+local sys = require("orch.sys")
 
 local M = {}
 

@@ -13,7 +13,7 @@
 --
 -- Whatever the policy says, the driver also checkpoints at the end, when
 -- stopped, and when MAX_PENDING rows wait (their results are held in memory).
-local check = require "orch.check"
+local check = require("orch.check")
 
 local M = {}
 

@@ -26,16 +26,16 @@
 --   orch.run.driver      the driver task: admission, the reorder window,
 --                        signals and the grace period
 --   orch.run.progress    the progress line, the end summary and messages
-local sched = require "orch.sched"
-local json = require "orch.json"
-local sys = require "orch.sys"
-local store = require "orch.store"
-local files = require "orch.run.files"
-local services = require "orch.run.services"
-local outcome = require "orch.run.outcome"
-local checkpoint = require "orch.run.checkpoint"
-local driver = require "orch.run.driver"
-local progress = require "orch.run.progress"
+local sched = require("orch.sched")
+local json = require("orch.json")
+local sys = require("orch.sys")
+local store = require("orch.store")
+local files = require("orch.run.files")
+local services = require("orch.run.services")
+local outcome = require("orch.run.outcome")
+local checkpoint = require("orch.run.checkpoint")
+local driver = require("orch.run.driver")
+local progress = require("orch.run.progress")
 
 local M = {}
 

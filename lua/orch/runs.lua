@@ -2,10 +2,11 @@
 -- unfinished run to resume or create a new one, claim it from a dead
 -- owner, check that its input has not changed, pick the checkpoint to
 -- resume from, and record how it ends.
-local store = require "orch.store"
-local json = require "orch.json"
-local hash = require "orch.hash"
-local sys = require "orch.sys"
+local check = require("orch.check")
+local store = require("orch.store")
+local json = require("orch.json")
+local hash = require("orch.hash")
+local sys = require("orch.sys")
 
 local M = {}
 
@@ -81,12 +82,7 @@ function M.rerun_command(r, db, fresh)
   end
   local ok, params = pcall(json.decode, r.params or "{}")
   if ok and type(params) == "table" then
-    local keys = {}
-    for k in pairs(params) do
-      keys[#keys + 1] = k
-    end
-    table.sort(keys)
-    for _, k in ipairs(keys) do
+    for _, k in ipairs(check.sorted_keys(params)) do
       words[#words + 1] = "--set " .. M.shell_quote(k .. "=" .. tostring(params[k]))
     end
   end

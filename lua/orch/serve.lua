@@ -11,14 +11,14 @@
 -- tokens, "sk-..." keys and URL passwords never leave the process. Row-
 -- derived strings go out as JSON; the page builds its DOM with
 -- textContent, never innerHTML.
-local base = require "orch.cli_base"
-local httpd = require "orch.httpd"
-local json = require "orch.json"
-local metrics = require "orch.metrics"
-local runs = require "orch.runs"
-local serve_fleet = require "orch.serve_fleet"
-local serve_live = require "orch.serve_live"
-local store = require "orch.store"
+local base = require("orch.cli_base")
+local httpd = require("orch.httpd")
+local json = require("orch.json")
+local metrics = require("orch.metrics")
+local runs = require("orch.runs")
+local serve_fleet = require("orch.serve_fleet")
+local serve_live = require("orch.serve_live")
+local store = require("orch.store")
 local mask = require("orch.log").mask
 
 local M = {}

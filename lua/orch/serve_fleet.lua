@@ -9,8 +9,8 @@
 -- has read up to, and reads only the events after that (a page at a time
 -- through the indexed event_page), so a poll of a long run costs its new
 -- events only, and memory holds summaries, not the requests' keys.
-local batch = require "orch.batch"
-local worker = require "orch.worker"
+local batch = require("orch.batch")
+local worker = require("orch.worker")
 
 local M = {}
 

@@ -1,8 +1,8 @@
 -- orch.serve_live: reading a running run's live figures back (see
 -- orch.metrics for what the run writes), for `orch status` and the
 -- dashboard.
-local fmt = require "orch.fmt"
-local json = require "orch.json"
+local fmt = require("orch.fmt")
+local json = require("orch.json")
 
 local M = {}
 

@@ -1,6 +1,6 @@
 -- orch.stage: ready-made stages. A stage is a function(row, ctx) -> row
 -- (nil drops the row) or a table { name =, run = function(row, ctx) }.
-local check = require "orch.check"
+local check = require("orch.check")
 
 local M = {}
 
@@ -33,7 +33,7 @@ local function compile(template)
   return parts
 end
 
-local json = require "orch.json"
+local json = require("orch.json")
 
 local function render(parts, row)
   local out = {}

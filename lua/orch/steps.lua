@@ -17,11 +17,11 @@
 -- checkpoint, so a resumed run gives later steps the outputs of the steps
 -- that completed and runs only the others. The output file, when given,
 -- gets one line per step: { step = name, output = ... }.
-local check = require "orch.check"
-local sched = require "orch.sched"
+local check = require("orch.check")
+local sched = require("orch.sched")
 
-local json = require "orch.json"
-local outcome = require "orch.run.outcome"
+local json = require("orch.json")
+local outcome = require("orch.run.outcome")
 
 local M = {}
 

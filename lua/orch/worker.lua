@@ -31,16 +31,16 @@
 -- again: see shared_journal) and the rate limits (token buckets in the
 -- store, or divided among the live workers: see shared_limits). Refused: ctx.state (a checkpoint of a lease
 -- that holds any fails the worker with why) and steps workflows (at load).
-local cli_base = require "orch.cli_base"
-local fmt = require "orch.fmt"
-local hash = require "orch.hash"
-local json = require "orch.json"
-local log = require "orch.log"
-local oio = require "orch.io"
-local runs = require "orch.runs"
-local sched = require "orch.sched"
-local store = require "orch.store"
-local sys = require "orch.sys"
+local cli_base = require("orch.cli_base")
+local fmt = require("orch.fmt")
+local hash = require("orch.hash")
+local json = require("orch.json")
+local log = require("orch.log")
+local oio = require("orch.io")
+local runs = require("orch.runs")
+local sched = require("orch.sched")
+local store = require("orch.store")
+local sys = require("orch.sys")
 
 local say = cli_base.say
 
@@ -411,7 +411,7 @@ local function shared_limits(W, R, lease)
   if not (llm and (llm.rpm or llm.tpm)) then
     return
   end
-  local limits = require "orch.limits"
+  local limits = require("orch.limits")
   if (llm.shared_rate or "bucket") == "bucket" then
     local st, run_id = W.st, W.run.id
     R.rt.limiter = limits.shared_limiter(function(kind, amount, limit)
@@ -440,10 +440,10 @@ end
 local function run_lease(W, lease)
   local wf, opts = W.wf, W.opts
   local parts = require("orch.run").parts
-  local services = require "orch.run.services"
-  local outcome = require "orch.run.outcome"
-  local checkpoint = require "orch.run.checkpoint"
-  local progress = require "orch.run.progress"
+  local services = require("orch.run.services")
+  local outcome = require("orch.run.outcome")
+  local checkpoint = require("orch.run.checkpoint")
+  local progress = require("orch.run.progress")
   local run = {}
   for k, v in pairs(W.run) do
     run[k] = v

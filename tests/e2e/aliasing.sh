@@ -16,7 +16,7 @@ SUM=$(sha1sum data/a.jsonl)
 # (line 5), with EXTRA-LINE as line 6
 wf() {
   cat >"$1" <<LUA
-local orch = require "orch"
+local orch = require("orch")
 return orch.workflow {
   name = "alias",
   input = orch.read.jsonl("data/a.jsonl"),
@@ -76,7 +76,7 @@ refused "errors = input" errin.lua \
 wf self.lua self.lua
 refused "output = the workflow file" self.lua \
   "^orch: self.lua:5: output self.lua is the same file as the workflow self.lua \(refusing to overwrite the workflow\)$"
-expect_eq "output = the workflow file: the workflow is intact" "$(head -1 self.lua)" 'local orch = require "orch"'
+expect_eq "output = the workflow file: the workflow is intact" "$(head -1 self.lua)" 'local orch = require("orch")'
 
 wf observer.lua out/a.jsonl 'observers = { orch.observe.jsonl("out/a.jsonl") },'
 refused "an observer's file = output" observer.lua \
@@ -127,7 +127,7 @@ expect_eq "distinct files: the input is untouched" "$(sha1sum data/a.jsonl)" "$S
 # A resumed run is checked again: the run dies, then its workflow is changed
 # to write over the store it is resumed from.
 cat >dies.lua <<'LUA'
-local orch = require "orch"
+local orch = require("orch")
 return orch.workflow {
   name = "dies",
   input = orch.read.jsonl("data/a.jsonl"),

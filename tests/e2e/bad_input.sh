@@ -5,7 +5,7 @@
 cd "$WORK"
 
 cat >syntax.lua <<'LUA'
-local orch = require "orch"
+local orch = require("orch")
 return orch.workflow {
   name = "x"
   input = {},
@@ -16,7 +16,7 @@ expect_eq "syntax error exits 2" "$RC" 2
 expect_grep "syntax error names file:line" "^orch: syntax.lua:4: '}' expected \(to close '\{' at line 2\) near 'input'" log
 
 cat >typo.lua <<'LUA'
-local orch = require "orch"
+local orch = require("orch")
 return orch.workflow {
   name = "x",
   input = { { a = 1 } },
@@ -30,7 +30,7 @@ expect_grep "misspelled key names its line and a suggestion" "^orch: typo.lua:5:
 # A misspelled key inside a nested table is refused the same way, at its
 # own line: a stage table, a step, budget, a policy, an observer, an llm.
 cat >stagetypo.lua <<'LUA'
-local orch = require "orch"
+local orch = require("orch")
 return orch.workflow {
   name = "x",
   input = { { a = 1 } },
@@ -41,7 +41,7 @@ return orch.workflow {
 LUA
 expect_refused "a stage table" stagetypo.lua "^orch: stagetypo.lua:6: orch.workflow: stages\[1\]: unknown key 'critcal' \(did you mean 'critical'\?\); expected one of: critical, name, run$"
 cat >steptypo.lua <<'LUA'
-local orch = require "orch"
+local orch = require("orch")
 return orch.workflow {
   name = "x",
   steps = {
@@ -53,7 +53,7 @@ return orch.workflow {
 LUA
 expect_refused "a step" steptypo.lua "^orch: steptypo.lua:7: orch.workflow: steps\[2\]: unknown key 'critcal' \(did you mean 'critical'\?\)"
 cat >budgettypo.lua <<'LUA'
-local orch = require "orch"
+local orch = require("orch")
 return orch.workflow {
   name = "x",
   input = { { a = 1 } },
@@ -64,7 +64,7 @@ return orch.workflow {
 LUA
 expect_refused "budget" budgettypo.lua "^orch: budgettypo.lua:6: orch.workflow: budget: unknown key 'warn' \(did you mean 'warn_at'\?\)"
 cat >policytypo.lua <<'LUA'
-local orch = require "orch"
+local orch = require("orch")
 return orch.workflow {
   name = "x",
   input = { { a = 1 } },
@@ -76,7 +76,7 @@ return orch.workflow {
 LUA
 expect_refused "a policy" policytypo.lua "^orch: policytypo.lua:6: orch.policy.adaptive: unknown key 'max_intervl' \(did you mean 'max_interval'\?\)"
 cat >observertypo.lua <<'LUA'
-local orch = require "orch"
+local orch = require("orch")
 return orch.workflow {
   name = "x",
   input = { { a = 1 } },
@@ -87,7 +87,7 @@ return orch.workflow {
 LUA
 expect_refused "an observer" observertypo.lua "^orch: observertypo.lua:7: orch.observe.jsonl: unknown key 'row' \(did you mean 'rows'\?\)"
 cat >llmtypo.lua <<'LUA'
-local orch = require "orch"
+local orch = require("orch")
 return orch.workflow {
   name = "x",
   input = { { a = 1 } },
@@ -98,7 +98,7 @@ return orch.workflow {
 LUA
 expect_refused "an llm table" llmtypo.lua "^orch: llmtypo.lua:6: orch.workflow: llm: unknown key 'modle' \(did you mean 'model'\?\)"
 cat >prompttypo.lua <<'LUA'
-local orch = require "orch"
+local orch = require("orch")
 return orch.workflow {
   name = "x",
   input = { { a = 1 } },
@@ -111,7 +111,7 @@ expect_refused "orch.stage.prompt" prompttypo.lua "^orch: prompttypo.lua:6: orch
 if [ -e events.jsonl ]; then bad "a refused workflow wrote its observer's file"; else ok "nothing was written"; fi
 
 cat >notfn.lua <<'LUA'
-local orch = require "orch"
+local orch = require("orch")
 local wf = orch.workflow {
   name = "x",
   input = { { a = 1 } },
@@ -129,7 +129,7 @@ expect_eq "a file returning no workflow exits 2" "$RC" 2
 expect_grep "says what the file must return" "noreturn.lua: the file must return orch.workflow\{...\}, but it returned table" log
 
 cat >loaderr.lua <<'LUA'
-local orch = require "orch"
+local orch = require("orch")
 local cfg = nil
 return orch.workflow { name = cfg.name, input = {}, stages = {} }
 LUA
@@ -140,7 +140,7 @@ expect_grep "with a traceback" "stack traceback:" log
 
 # A missing input and an unwritable output fail before any row runs.
 cat >missing.lua <<'LUA'
-local orch = require "orch"
+local orch = require("orch")
 return orch.workflow {
   name = "missing",
   input = orch.read.csv("data/nope.csv"),
@@ -157,7 +157,7 @@ expect_eq "once the input exists the same command runs (no stale run in the way)
 rm -f ran data/nope.csv
 mkdir -p data && printf 'id,text\n1,a\n2,b\n' >data/ok.csv
 cat >unwritable.lua <<'LUA'
-local orch = require "orch"
+local orch = require("orch")
 return orch.workflow {
   name = "unwritable",
   input = orch.read.csv("data/ok.csv"),
@@ -173,7 +173,7 @@ if [ -e ran ]; then bad "a stage ran although the run could not start"; else ok 
 # A malformed CSV row is named by file and line; on_error decides.
 printf 'id,text\n1,fine\n2,"broken"x\n3,also fine\n4,too,many\n5,last\n' >data/bad.csv
 cat >badcsv.lua <<'LUA'
-local orch = require "orch"
+local orch = require("orch")
 return orch.workflow {
   name = "badcsv",
   input = orch.read.csv("data/bad.csv"),
@@ -196,7 +196,7 @@ expect_grep "the failure names file:line" "failed at row 2: data/bad.csv:3: malf
 
 printf '{"id":1}\n{"id":2,}\n[1,2]\n\n{"id":4}\n' >data/bad.jsonl
 cat >badjsonl.lua <<'LUA'
-local orch = require "orch"
+local orch = require("orch")
 return orch.workflow {
   name = "badjsonl",
   input = orch.read.jsonl("data/bad.jsonl"),

@@ -6,7 +6,7 @@
 cd "$WORK"
 start_llm_server --batch-delay-s 0.5
 cat >batch.lua <<LUA
-local orch = require "orch"
+local orch = require("orch")
 local n, i = orch.param("rows", 3000), 0
 return orch.workflow {
   name = "batched",
@@ -89,7 +89,7 @@ expect_grep "estimate: the batch cost beside it, half" "batch cost     at most \
 # max_attempts batches have been tried, or goes synchronously with
 # batch_fallback = "sync"
 cat >expiry.lua <<LUA
-local orch = require "orch"
+local orch = require("orch")
 local i = 0
 return orch.workflow {
   name = "expiry",

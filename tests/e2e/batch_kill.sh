@@ -9,7 +9,7 @@
 cd "$WORK"
 start_llm_server --batch-delay-s 1.5
 cat >batch.lua <<LUA
-local orch = require "orch"
+local orch = require("orch")
 local n, i = orch.param("rows", 3000), 0
 return orch.workflow {
   name = "batched-kill",

@@ -7,7 +7,7 @@ start_llm_server --batch-delay-s 600
 trap 'stop_pg; kill ${LLM_PID:-} 2>/dev/null; [ -n "${KEEP:-}" ] || rm -rf "$WORK"' EXIT
 cd "$WORK"
 cat >batch.lua <<LUA
-local orch = require "orch"
+local orch = require("orch")
 local i = 0
 return orch.workflow {
   name = "batched-pg",

@@ -6,7 +6,7 @@
 cd "$WORK"
 start_llm_server --batch-delay-s 600
 cat >batch.lua <<LUA
-local orch = require "orch"
+local orch = require("orch")
 local n, i = orch.param("rows", 200), 0
 return orch.workflow {
   name = "batched-stop",

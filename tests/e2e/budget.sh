@@ -8,7 +8,7 @@ cd "$WORK"
 start_llm_server
 seq 1 200 | awk 'BEGIN{print "id,text"} {print $1 ",row " $1}' >rows.csv
 cat >b.lua <<LUA
-local orch = require "orch"
+local orch = require("orch")
 return orch.workflow {
   name = "budget",
   input = orch.read.csv(orch.param("input", "rows.csv")),

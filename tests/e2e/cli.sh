@@ -8,7 +8,7 @@
 cd "$WORK"
 seq 1 20 | awk 'BEGIN{print "id,n"} {print $1 "," $1}' >rows.csv
 cat >wf.lua <<'LUA'
-local orch = require "orch"
+local orch = require("orch")
 local field = orch.param("field", "double", "the name of the new column")
 return orch.workflow {
   name = "params",
@@ -19,7 +19,7 @@ return orch.workflow {
 }
 LUA
 cat >none.lua <<'LUA'
-local orch = require "orch"
+local orch = require("orch")
 return orch.workflow { name = "none", input = { { id = 1 } }, stages = { function(r) return r end } }
 LUA
 
@@ -89,7 +89,7 @@ expect_eq "estimate takes --db: exit 0" "$RC" 0
 expect_grep "estimate warns too" "warning: --set colour=red" e.log
 if [ -e never.db ]; then bad "estimate created the --db store"; else ok "estimate stores nothing"; fi
 cat >bad.lua <<'LUA'
-local orch = require "orch"
+local orch = require("orch")
 orch.param("x", 1, 42)
 return orch.workflow { name = "bad", input = { { id = 1 } }, stages = {} }
 LUA
@@ -125,7 +125,7 @@ for line in open(sys.argv[1]):
   fi
 }
 cat >lj.lua <<'LUA'
-local orch = require "orch"
+local orch = require("orch")
 return orch.workflow {
   name = "logjson",
   input = orch.read.csv("lj.csv"),
@@ -157,4 +157,29 @@ expect_grep "says so as an error" "^error\|\|no run 'nosuch' in lj.db$" ljn.log.
 json_lines "run --dry-run --log-json: the estimate and the warning" lje.log
 expect_grep "the warning, as a warning" "^warn\|\|warning: --set colour=red: the workflow reads no parameter 'colour'" lje.log.txt
 expect_grep "the estimate, as info" "^info\|\|estimate for params: 20 rows, 0 LLM calls$" lje.log.txt
+
+# --- a numeric option's value that is not of its kind: what it expects,
+# the value as given, exit 2, and no store opened
+i=0
+while IFS='|' read -r opt val expects; do
+  i=$((i + 1))
+  run_orch num$i.log run none.lua --db num.db "$opt" "$val"
+  expect_eq "$opt '$val': exit 2" "$RC" 2
+  expect_eq "$opt '$val': says what it expects" "$(cat num$i.log)" \
+    "orch: $opt expects $expects, got '$val'
+run 'orch help' for usage"
+done <<'EOF'
+--concurrency|0|a number from 1 to 100000
+--concurrency|100001|a number from 1 to 100000
+--concurrency|1e3|a number from 1 to 100000
+--concurrency|99999999999999999999|a number from 1 to 100000
+--concurrency||a number from 1 to 100000
+--budget|0|a positive number of dollars
+--budget|-1|a positive number of dollars
+--budget|5x|a positive number of dollars
+--max-memory|0|a number of MB from 1 up
+--max-memory|1073741825|a number of MB from 1 up
+--max-memory|12MB|a number of MB from 1 up
+EOF
+if [ -e num.db ]; then bad "a refused option opens no store"; else ok "a refused option opens no store"; fi
 finish

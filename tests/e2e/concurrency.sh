@@ -3,7 +3,7 @@
 # order are still written in input order.
 . tests/lib.sh
 cat >"$WORK/sleepy.lua" <<'LUA'
-local orch = require "orch"
+local orch = require("orch")
 local n, i = orch.param("rows", 1000), 0
 return orch.workflow {
   name = "sleepy",
@@ -21,7 +21,7 @@ expect_eq "1000 rows written" "$(wc -l <"$WORK/out/sleepy.jsonl")" 1000
 if [ "$ms" -lt 20000 ]; then ok "1000 x 0.1 s at concurrency 100 took ${ms} ms (order of 1 s)"; else bad "took ${ms} ms"; fi
 
 cat >"$WORK/reverse.lua" <<'LUA'
-local orch = require "orch"
+local orch = require("orch")
 local rows = {}
 for i = 1, 300 do rows[i] = { id = i } end
 return orch.workflow {

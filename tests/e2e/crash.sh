@@ -13,7 +13,7 @@ with open("rows.csv", "w", newline="") as f:
         w.writerow([i, "row %d says %s" % (i, random.choice(["hi", "a, b", 'q"uote', "multi\nline"]))])
 PY
 cat >crashy.lua <<'LUA'
-local orch = require "orch"
+local orch = require("orch")
 return orch.workflow {
   name = "crashy",
   input = orch.read.csv("rows.csv"),

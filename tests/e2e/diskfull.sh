@@ -13,7 +13,7 @@ if ! unshare -rm true 2>/dev/null; then
 fi
 start_llm_server
 cat >fill.lua <<'LUA'
-local orch = require "orch"
+local orch = require("orch")
 local n, i = orch.param("rows", 20000), 0
 return orch.workflow {
   name = "fill",
@@ -26,7 +26,7 @@ return orch.workflow {
 }
 LUA
 cat >llm.lua <<LUA
-local orch = require "orch"
+local orch = require("orch")
 local n, i = orch.param("rows", 1500), 0
 return orch.workflow {
   name = "fill-llm",

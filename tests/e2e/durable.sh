@@ -9,7 +9,7 @@
 cd "$WORK"
 seq 1 3000 | awk 'BEGIN{print "id,n"} {print $1 "," $1*3}' >rows.csv
 cat >slow.lua <<'LUA'
-local orch = require "orch"
+local orch = require("orch")
 return orch.workflow {
   name = "slow",
   input = orch.read.csv(orch.param("input", "rows.csv")),
@@ -143,7 +143,7 @@ expect_eq "export csv has a header (the input's columns first) and every row" "$
 # loop's line, and the run goes on; SIGINT stops rows stuck computing, and
 # those rows run again on resume
 cat >spin.lua <<'LUA'
-local orch = require "orch"
+local orch = require("orch")
 local function spinning(id)
   local f = io.open("spin.flag")
   if f == nil then

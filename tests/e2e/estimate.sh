@@ -8,7 +8,7 @@
 cd "$WORK"
 seq 1 100 | awk 'BEGIN{print "id,text"} {print $1 ",review " $1}' >rows.csv
 cat >est.lua <<'LUA'
-local orch = require "orch"
+local orch = require("orch")
 return orch.workflow {
   name = "est",
   input = orch.read.csv("rows.csv"),
@@ -47,7 +47,7 @@ expect_grep "named at its line" "bad.lua:[0-9]+: orch.stage.prompt: unknown key 
 
 start_llm_server
 cat >net.lua <<LUA
-local orch = require "orch"
+local orch = require("orch")
 local request = orch.http.request -- taken before the estimate starts: still offline
 if orch.param("stand_in", false) then
   orch.http.on_estimate(function(req) return { status = 200, body = "stand-in for " .. req.url, headers = {} } end)

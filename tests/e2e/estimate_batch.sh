@@ -14,7 +14,7 @@ with open("items.jsonl", "w") as f:
     for i in range(1, 1001):
         f.write(json.dumps({"id": i, "text": "item number %d with some words" % i}) + "\n")'
 cat >wf.lua <<LUA
-local orch = require "orch"
+local orch = require("orch")
 return orch.workflow {
   name = "batched-estimate",
   input = orch.read.jsonl("items.jsonl"),

@@ -72,7 +72,7 @@ with open("tickets.csv", "w") as f:
         f.write("%d,%s\n" % (i, " ".join(r.choice(words) for _ in range(r.randint(5, 60)))))
 '
 cat >extract.lua <<LUA
-local orch = require "orch"
+local orch = require("orch")
 return orch.workflow {
   name = "extract-tickets",
   input = orch.read.csv("tickets.csv"),

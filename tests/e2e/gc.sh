@@ -6,7 +6,7 @@
 cd "$WORK"
 seq 1 50 | awk 'BEGIN{print "id,text"} {print $1 ",item " $1}' >rows.csv
 cat >wf.lua <<'LUA'
-local orch = require "orch"
+local orch = require("orch")
 return orch.workflow {
   name = orch.param("name", "a"),
   input = orch.read.csv("rows.csv"),

@@ -6,7 +6,7 @@
 cd "$WORK"
 start_llm_server --latency-ms 1500
 cat >slow.lua <<LUA
-local orch = require "orch"
+local orch = require("orch")
 local n, i = orch.param("rows", 8), 0
 return orch.workflow {
   name = "slow-server",

@@ -10,7 +10,7 @@
 cd "$WORK"
 seq 1 500 | awk 'BEGIN{print "id,text"} {print $1 ",item " $1}' >rows.csv
 cat >wf.lua <<'LUA'
-local orch = require "orch"
+local orch = require("orch")
 return orch.workflow {
   name = "spend",
   input = orch.read.csv(orch.param("input", "rows.csv", "the rows to label")),
@@ -125,6 +125,9 @@ cp kept.jsonl out/spend.jsonl
 run_orch back.log export "$bid" --db s.db -o exported.jsonl
 expect_eq "with the output back, export works" "$RC" 0
 expect_eq "and gives every row" "$(wc -l <exported.jsonl)" 500
+run_orch nodir.log export "$bid" --db s.db -o no/such/dir/exported.jsonl
+expect_eq "export to -o in a missing folder: exit 2" "$RC" 2
+expect_grep "names the -o file it cannot write" "^orch: cannot write no/such/dir/exported.jsonl: No such file or directory$" nodir.log
 
 # --- a same-size edit in the tail, mtime put back: refused, whole command shown
 # (an input past 64 KiB, so the edit is beyond the head the old fingerprint hashed)

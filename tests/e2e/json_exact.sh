@@ -21,8 +21,8 @@ with open("in.jsonl", "w", encoding="utf-8") as f:
 PY
 
 cat >exact.lua <<'LUA'
-local orch = require "orch"
-local json = require "orch.json"
+local orch = require("orch")
+local json = require("orch.json")
 return orch.workflow {
   name = "exact",
   input = orch.read.jsonl(orch.param("input", "in.jsonl")),
@@ -108,7 +108,7 @@ expect_grep "an integer beyond 64 bits names the field" \
 # CSV input with invalid UTF-8 into a JSONL output: that row fails, naming the column
 printf 'id,review\n1,good\n2,caf\351\n3,fine\n' >bad.csv
 cat >csv.lua <<'LUA'
-local orch = require "orch"
+local orch = require("orch")
 return orch.workflow {
   name = "csv-utf8",
   input = orch.read.csv("bad.csv"),

@@ -7,7 +7,7 @@
 cd "$WORK"
 start_llm_server --fail-429 0.10 --fail-500 0.05 --garbage 0.02 --hang 0.003 --retry-after 0.2 --hang-s 30 --seed 7
 cat >faulty.lua <<LUA
-local orch = require "orch"
+local orch = require("orch")
 local n, i = orch.param("rows", 2000), 0
 return orch.workflow {
   name = "faulty",
@@ -117,7 +117,7 @@ expect_eq "a bad key stops the run: exit 1" "$RC" 1
 expect_grep "the key itself is never printed" "HTTP 401: Incorrect API key provided" k.log
 if grep -q "bad-key" k.log m.db 2>/dev/null; then bad "the API key leaked into the log or the DB"; else ok "the API key is not in the log or the DB"; fi
 cat >unreach.lua <<'LUA'
-local orch = require "orch"
+local orch = require("orch")
 local rows = {}
 for i = 1, 100 do rows[i] = { id = i } end
 return orch.workflow {

@@ -8,7 +8,7 @@
 cd "$WORK"
 start_llm_server --omit-usage
 cat >nu.lua <<LUA
-local orch = require "orch"
+local orch = require("orch")
 local n, i = orch.param("rows", 50), 0
 return orch.workflow {
   name = "nousage",
@@ -46,7 +46,7 @@ expect_eq "spend stayed within \$0.01" "$(python3 -c "print(0 < $(sqlite3 b.db "
 # Retry-After: 100000 is not slept through
 llm_admin config '{"omit_usage": false, "retry_after": 100000}'
 cat >ra.lua <<LUA
-local orch = require "orch"
+local orch = require("orch")
 return orch.workflow {
   name = "retry-after",
   input = { { id = 1, text = "one" }, { id = 2, text = "two [[fault:429x1]]" }, { id = 3, text = "three" } },
@@ -70,16 +70,16 @@ run_orch ra2.log run ra.lua --db ra2.db --set cap=1
 expect_eq "a Retry-After within the cap is obeyed, then the retry succeeds" "$(wc -l <out/ra.jsonl)" 3
 expect_eq "with a second attempt" "$(llm_stat max_attempts_per_body)" 2
 
-# orch.http without require "orch.http"
+# orch.http without require("orch.http")
 cat >h.lua <<LUA
-local orch = require "orch"
+local orch = require("orch")
 return orch.workflow {
   name = "http-plain",
   input = { { id = 1 } },
   output = orch.write.jsonl("out/h.jsonl"),
   stages = { function(row)
     local r = assert(orch.http.request { url = "$LLM_URL/health" })
-    row.status, row.body, row.same = r.status, r.body, orch.http == require "orch.http"
+    row.status, row.body, row.same = r.status, r.body, orch.http == require("orch.http")
     return row
   end },
 }
@@ -90,7 +90,7 @@ expect_eq "and it answered" "$(cat out/h.jsonl)" '{"body":"ok","id":1,"same":tru
 
 # a provider of one's own
 cat >p.lua <<'LUA'
-local orch = require "orch"
+local orch = require("orch")
 local mode = orch.param("mode", "openai")
 orch.llm.register("mine", { call = function(req)
   if mode == "table" then return { text = "hi" } end

@@ -7,7 +7,7 @@
 cd "$WORK"
 seq 1 600 | awk 'BEGIN{print "id,n"} {print $1 "," $1}' >rows.csv
 cat >obs.lua <<'LUA'
-local orch = require "orch"
+local orch = require("orch")
 local seen, order = {}, {}
 local counter = {
   on_start = function(ev) seen.start = (seen.start or 0) + 1 end,
@@ -85,7 +85,7 @@ expect_eq "a missing workflow with --log-json: exit 2" "$RC" 2
 expect_grep "is a JSON error line too" '^\{"ts_ms":[0-9]+,"level":"error","msg":"cannot open workflow: missing.lua' jsonerr.log
 
 cat >bad1.lua <<'LUA'
-local orch = require "orch"
+local orch = require("orch")
 return orch.workflow {
   name = "bad",
   input = orch.read.csv("rows.csv"),

@@ -4,7 +4,7 @@
 . tests/lib.sh
 cd "$WORK"
 cat >flaky.lua <<'LUA'
-local orch = require "orch"
+local orch = require("orch")
 local attempts = {}
 local rows = {}
 for i = 1, 12 do rows[i] = { id = i } end

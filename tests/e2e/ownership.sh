@@ -7,7 +7,7 @@
 cd "$WORK"
 seq 1 400 | awk 'BEGIN { print "id,text" } { print $1 ",row " $1 }' >in.csv
 cat >wf.lua <<'LUA'
-local orch = require "orch"
+local orch = require("orch")
 return orch.workflow {
   name = "owned",
   input = orch.read.csv("in.csv"),

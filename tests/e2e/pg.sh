@@ -20,7 +20,7 @@ pg_db() { "$PGBIN/psql" -qAt -h "$SOCK" -U orch -d "$1" -c "$2"; }
 
 seq 1 3000 | awk 'BEGIN{print "id,n"} {print $1 "," $1*3}' >rows.csv
 cat >slow.lua <<'LUA'
-local orch = require "orch"
+local orch = require("orch")
 return orch.workflow {
   name = "slow",
   input = orch.read.csv(orch.param("input", "rows.csv")),
@@ -187,7 +187,7 @@ expect_eq "and is left as it was" "$(pg_db newer "select version from orch_meta"
 
 # ---- kill -9 with an LLM stage: 6,000 rows, five kills -------------------
 cat >llm.lua <<LUA
-local orch = require "orch"
+local orch = require("orch")
 local n, i = 6000, 0
 return orch.workflow {
   name = "llm",

@@ -6,7 +6,7 @@
 cd "$WORK"
 seq 1 1000 | awk 'BEGIN{print "id,n"} {print $1 "," $1}' >rows.csv
 cat >pol.lua <<'LUA'
-local orch = require "orch"
+local orch = require("orch")
 local which = orch.param("policy", "rows")
 local policies = {
   rows = orch.policy.every_rows(100),
@@ -70,7 +70,7 @@ if echo "$got" | grep -Eq '^halfway:(4[0-9][0-9]|500) rows:(9[0-9][0-9]|1000) fi
   ok "ctx:checkpoint(\"halfway\") writes one, named ($got)"; else bad "ctx:checkpoint: $got"; fi
 
 cat >crit.lua <<'LUA'
-local orch = require "orch"
+local orch = require("orch")
 return orch.workflow {
   name = "pol-crit",
   input = orch.read.csv("rows.csv"),
@@ -91,7 +91,7 @@ expect_eq "a policy that raises fails the run: exit 1" "$RC" 1
 expect_grep "with the policy's message and line" "the checkpoint policy failed: .*pol.lua:[0-9]+: policy gave up" raises.log
 
 cat >badpol.lua <<'LUA'
-local orch = require "orch"
+local orch = require("orch")
 return orch.workflow {
   name = "badpol",
   input = orch.read.csv("rows.csv"),

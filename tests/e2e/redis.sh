@@ -20,7 +20,7 @@ rdb() { echo "redis://127.0.0.1:$REDIS_PORT/$1"; }
 
 seq 1 3000 | awk 'BEGIN{print "id,n"} {print $1 "," $1*3}' >rows.csv
 cat >slow.lua <<'LUA'
-local orch = require "orch"
+local orch = require("orch")
 return orch.workflow {
   name = "slow",
   input = orch.read.csv(orch.param("input", "rows.csv")),
@@ -192,7 +192,7 @@ expect_eq "and its store says completed" "$(rcli -n 9 hget "orch:run:$bid" statu
 
 # ---- kill -9 with an LLM stage: 6,000 rows, five kills -------------------------
 cat >llm.lua <<LUA
-local orch = require "orch"
+local orch = require("orch")
 local n, i = 6000, 0
 return orch.workflow {
   name = "llm",

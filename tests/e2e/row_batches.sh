@@ -6,8 +6,8 @@
 cd "$WORK"
 seq 1 300 | awk 'BEGIN{print "id,text"} {print $1 ",item " $1}' >rows.csv
 cat >cpu.lua <<'LUA'
-local orch = require "orch"
-local sched = require "orch.sched"
+local orch = require("orch")
+local sched = require("orch.sched")
 return orch.workflow {
   name = "cpu",
   input = orch.read.csv("rows.csv"),
@@ -36,7 +36,7 @@ expect_eq "cpu: one failure recorded" "$(sqlite3 .orch/state.db "select rows_ok 
 # 200 rows that never wait, then 40 that sleep: at concurrency 8 the
 # sleepers must still be 8 at a time, not one after another in a batch
 cat >mixed.lua <<'LUA'
-local orch = require "orch"
+local orch = require("orch")
 local n, i, now, peak = 240, 0, 0, 0
 return orch.workflow {
   name = "mixed",

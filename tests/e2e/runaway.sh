@@ -5,7 +5,7 @@
 cd "$WORK"
 start_llm_server --latency-ms 200
 cat >loops.lua <<LUA
-local orch = require "orch"
+local orch = require("orch")
 local i = 0
 return orch.workflow {
   name = "runaway",
@@ -44,7 +44,7 @@ expect_eq "the server answered the 8 others" "$(llm_stat requests)" 8
 
 # a row that spins until the others are done: they finish while it spins
 cat >spin.lua <<'LUA'
-local orch = require "orch"
+local orch = require("orch")
 local i, finished = 0, 0
 return orch.workflow {
   name = "spin-until",

@@ -5,7 +5,7 @@ cd "$WORK"
 
 # --- on_error ----------------------------------------------------------
 cat >pol.lua <<'LUA'
-local orch = require "orch"
+local orch = require("orch")
 local rows = {}
 for i = 1, 8 do rows[i] = { id = i } end
 local policies = {
@@ -45,7 +45,7 @@ expect_grep "error(nil) says there was no message" 'row 5 \(key 5\) failed: erro
 # a malformed input row under orch.default is written with the defaults
 printf 'id,text\n1,a\n2,b,extra"x\n3,c\n' >bad.csv
 cat >def.lua <<'LUA'
-local orch = require "orch"
+local orch = require("orch")
 local policies = { default = orch.default { text = "n/a", bad = true },
   retry_default = orch.retry(2, orch.default { text = "n/a", bad = true }) }
 return orch.workflow {
@@ -65,7 +65,7 @@ done
 # --- the early stop ----------------------------------------------------
 seq 1 50 | awk 'BEGIN { print "n,body" } { print $1 ",text " $1 }' >nokey.csv
 cat >nokey.lua <<'LUA'
-local orch = require "orch"
+local orch = require("orch")
 return orch.workflow {
   name = "nokey",
   input = orch.read.csv("nokey.csv"),
@@ -82,7 +82,7 @@ if [ "${N:-50}" -lt 50 ]; then ok "it stops before the 50th row ($N settled)"; e
 
 # an LLM provider failing the same way at concurrency 1: stops after 5 calls, not 1
 cat >llmfail.lua <<'LUA'
-local orch = require "orch"
+local orch = require("orch")
 orch.llm.register("down", { call = function() return nil, "connection refused" end })
 local rows = {}
 for i = 1, 20 do rows[i] = { id = i } end
@@ -102,7 +102,7 @@ expect_eq "after 5 failed calls at concurrency 1" "$(wc -l <out/llmfail-errors.j
 
 # --- the safety checkpoint under every_rows(n > 100,000) -----------------
 cat >big.lua <<'LUA'
-local orch = require "orch"
+local orch = require("orch")
 local n = 0
 return orch.workflow {
   name = "big",
@@ -120,7 +120,7 @@ expect_eq "then the final one: two in all" "$(grep -cE '^ *[0-9]+ ' cps)" 2
 # --- counters add up after kill -9 and resume -----------------------------
 seq 1 600 | awk 'BEGIN { print "id,review" } { print $1 ",review number " $1 " is fine" }' >r.csv
 cat >count.lua <<'LUA'
-local orch = require "orch"
+local orch = require("orch")
 return orch.workflow {
   name = "count",
   input = orch.read.csv("r.csv"),
@@ -143,7 +143,7 @@ expect_eq "each row once" "$(ids out/count.jsonl)" "1..600"
 
 # --- log levels ----------------------------------------------------------
 cat >logs.lua <<'LUA'
-local orch = require "orch"
+local orch = require("orch")
 return orch.workflow {
   name = "logs",
   input = { { id = 1 } },
@@ -171,7 +171,7 @@ if grep -q "an info line" log; then bad "-q hides info"; else ok "-q hides info"
 
 # --- steps are spoken of as steps -----------------------------------------
 cat >one.lua <<'LUA'
-local orch = require "orch"
+local orch = require("orch")
 return orch.workflow {
   name = "one",
   steps = { { name = "only", run = function() return 1 end } },

@@ -20,7 +20,7 @@ for f in bad1 bad2 bad3 bad4 bad5; do
 done
 
 cat >slow.lua <<'LUA'
-local orch = require "orch"
+local orch = require("orch")
 local rows = {}
 for i = 1, orch.param("rows", 4000) do rows[i] = { id = i, text = "item " .. i } end
 return orch.workflow {

@@ -10,7 +10,7 @@ cd "$WORK"
 PARSE="python3 $ROOT/tests/prom_parse.py"
 start_llm_server --batch-delay-s 600
 cat >batch.lua <<LUA
-local orch = require "orch"
+local orch = require("orch")
 local n, i = 200, 0
 return orch.workflow {
   name = "batched <i>view</i>",

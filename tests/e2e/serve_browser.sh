@@ -10,7 +10,7 @@ CHROME=${CHROME:-$(command -v chromium || command -v chromium-browser || true)}
 if [ -z "$CHROME" ]; then bad "chromium is not installed (tests/deps.sh installs it)"; finish; exit 1; fi
 
 cat >slow.lua <<'LUA'
-local orch = require "orch"
+local orch = require("orch")
 local rows = {}
 for i = 1, 4000 do rows[i] = { id = i, text = "item " .. i } end
 return orch.workflow {

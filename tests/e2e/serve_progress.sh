@@ -6,7 +6,7 @@
 . tests/lib.sh
 cd "$WORK"
 cat >arr.lua <<'LUA'
-local orch = require "orch"
+local orch = require("orch")
 local rows = {}
 for i = 1, 300 do rows[i] = { id = i } end
 return orch.workflow {
@@ -15,7 +15,7 @@ return orch.workflow {
 }
 LUA
 cat >steps.lua <<'LUA'
-local orch = require "orch"
+local orch = require("orch")
 local function nap(ctx) ctx:sleep(0.3); return true end
 return orch.workflow {
   name = "steps",
@@ -26,7 +26,7 @@ python3 -c '
 print("id,text")
 for i in range(1, 1501): print("%d,row number %d" % (i, i))' >rows.csv
 cat >csv.lua <<'LUA'
-local orch = require "orch"
+local orch = require("orch")
 return orch.workflow {
   name = "csv", input = orch.read.csv("rows.csv"), output = orch.write.jsonl("out/csv.jsonl"), key = "id",
   concurrency = 10, stages = { function(row, ctx) ctx:sleep(0.01); return row end },

@@ -9,7 +9,7 @@ start_redis
 cd "$WORK"
 PARSE="python3 $ROOT/tests/prom_parse.py"
 cat >slow.lua <<'LUA'
-local orch = require "orch"
+local orch = require("orch")
 local rows = {}
 for i = 1, 2000 do rows[i] = { id = i } end
 return orch.workflow {

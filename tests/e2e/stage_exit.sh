@@ -4,7 +4,7 @@
 . tests/lib.sh
 cd "$WORK"
 cat >exit.lua <<'LUA'
-local orch = require "orch"
+local orch = require("orch")
 local i = 0
 return orch.workflow {
   name = "exits",

@@ -7,14 +7,14 @@
 . tests/lib.sh
 cd "$WORK"
 cat >dag.lua <<'LUA'
-local orch = require "orch"
+local orch = require("orch")
 local function mark(name)
   local f = io.open("ran.log", "a")
   f:write(name, "\n")
   f:close()
 end
 local slow = tonumber(orch.param("slow", "0"))
-local sched = require "orch.sched"
+local sched = require("orch.sched")
 local function span(name, t0) -- when a step ran, for the concurrency check
   local f = io.open("spans.log", "a")
   f:write(string.format("%s %.3f %.3f\n", name, t0, sched.now()))
@@ -106,7 +106,7 @@ expect_eq "a report section per product" "$(head -1 report.md) $(grep -c '^## .*
   "# Review report 15"
 
 cat >cycle.lua <<'LUA'
-local orch = require "orch"
+local orch = require("orch")
 return orch.workflow {
   name = "cycle",
   steps = {
@@ -126,7 +126,7 @@ expect_refused "steps with an input" both.lua "'input' cannot be given with 'ste
 # A step's output must be JSON: a function (or a table holding one) is named
 # with the step and where it is, not as a ctx.state problem.
 cat >fnstep.lua <<'LUA'
-local orch = require "orch"
+local orch = require("orch")
 return orch.workflow {
   name = "fnstep",
   steps = {

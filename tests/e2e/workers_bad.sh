@@ -10,7 +10,7 @@ with open("items.jsonl", "w") as f:
     for i in range(1, 2001):
         f.write(json.dumps({"id": i, "text": "item %d" % i}) + "\n")'
 cat >slow.lua <<'LUA'
-local orch = require "orch"
+local orch = require("orch")
 return orch.workflow {
   name = "slow",
   input = orch.read.jsonl("items.jsonl"),
@@ -43,7 +43,7 @@ expect_eq "no lease was claimed from a live worker: each claimed once, the given
 
 # ---- ctx.state is not shared between workers: a workflow that writes it fails with why
 cat >state.lua <<'LUA'
-local orch = require "orch"
+local orch = require("orch")
 return orch.workflow {
   name = "stateful",
   input = orch.read.jsonl("items.jsonl"),
@@ -58,7 +58,7 @@ expect_eq "the run is failed with that reason" "$(sqlite3 s.db "select status, e
 
 # ---- refused at load
 cat >steps.lua <<'LUA'
-local orch = require "orch"
+local orch = require("orch")
 return orch.workflow { name = "dag", steps = { { name = "a", run = function() return 1 end } } }
 LUA
 run_orch steps.log worker steps.lua --db x.db

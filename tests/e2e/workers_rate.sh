@@ -23,7 +23,7 @@ with open("items.jsonl", "w") as f:
     for i in range(1, int(sys.argv[1]) + 1):
         f.write(json.dumps({"id": i, "text": "item number %d" % i}) + "\n")' "$ROWS"
 cat >rate.lua <<LUA
-local orch = require "orch"
+local orch = require("orch")
 return orch.workflow {
   name = "rated",
   input = orch.read.jsonl("items.jsonl"),

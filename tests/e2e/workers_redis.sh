@@ -43,7 +43,7 @@ with open("items.jsonl", "w") as f:
         f.write(json.dumps({"id": i, "text": "item number %d" % i}) + "\n")'
 CONC=10 # each worker's LLM requests in flight: the most a kill can leave paid and uncommitted
 cat >llm.lua <<LUA
-local orch = require "orch"
+local orch = require("orch")
 return orch.workflow {
   name = "many",
   input = orch.read.jsonl(orch.param("input", "items.jsonl")),

@@ -29,7 +29,7 @@ with open("items.jsonl", "w") as f:
     for i in range(1, 3001):
         f.write(json.dumps({"id": i, "text": "item number %d" % i}) + "\n")'
 cat >llm.lua <<LUA
-local orch = require "orch"
+local orch = require("orch")
 return orch.workflow {
   name = "spend",
   input = orch.read.jsonl("items.jsonl"),

@@ -2,14 +2,14 @@
 -- prices, the workflow checks of the batch options, each provider's batch
 -- request lines and result parsing, and what `orch status` makes of the
 -- batch records. The batcher end to end is tests/e2e/batch*.sh.
-local llm = require "orch.llm"
-local pricing = require "orch.pricing"
-local batch = require "orch.batch"
-local json = require "orch.json"
-local openai = require "orch.providers.openai"
-local anthropic = require "orch.providers.anthropic"
+local llm = require("orch.llm")
+local pricing = require("orch.pricing")
+local batch = require("orch.batch")
+local json = require("orch.json")
+local openai = require("orch.providers.openai")
+local anthropic = require("orch.providers.anthropic")
 
-local h = require "helpers"
+local h = require("helpers")
 
 -- A fake batch api (orch.batch_api) answering GETs from a table of bodies.
 local function fake_api(bodies)
@@ -169,6 +169,81 @@ describe("Anthropic message batches", function()
     assert.are.same({ custom_id = "orch-2", err = "errored: overloaded", resend = true }, r[2])
     assert.are.same({ custom_id = "orch-3", err = "expired", resend = true }, r[3])
     assert.are.same({ custom_id = "orch-4", err = "errored: max_tokens: required", resend = false }, r[4])
+  end)
+end)
+
+-- A fake batch api whose json calls answer from a table of decoded bodies
+-- by path (nil: the error "GET <path>: HTTP 500"), recording the paths asked.
+local function fake_json_api(pages)
+  local api = { asked = {} }
+  function api.json(method, path, body)
+    api.asked[#api.asked + 1] = method .. " " .. path
+    if method == "POST" then
+      return pages[path] and pages[path](body), "POST " .. path .. ": HTTP 400: bad", true
+    end
+    if pages[path] == nil then
+      return nil, "GET " .. path .. ": HTTP 500"
+    end
+    return pages[path]
+  end
+  return api
+end
+
+describe("listing and creating batches", function()
+  it("walks OpenAI's list page by page with after= until the batch whose metadata matches", function()
+    local api = fake_json_api({
+      ["/batches?limit=100"] = { data = { { id = "b3", created_at = 100, metadata = {} } }, has_more = true },
+      ["/batches?limit=100&after=b3"] = { data = { { id = "b2", created_at = 99,
+        metadata = { orch_run = "r", orch_batch = "1" } } }, has_more = true },
+    })
+    assert.are.equal("b2", openai.batch.find(api, { orch_run = "r", orch_batch = "1" }, 0))
+    assert.are.same({ "GET /batches?limit=100", "GET /batches?limit=100&after=b3" }, api.asked)
+    -- older than the create call: false; the end of the list: false; a failed page: nil, err
+    assert.are.equal(false, openai.batch.find(api, { orch_run = "r", orch_batch = "2" }, 200000))
+    local ended = fake_json_api({ ["/batches?limit=100"] = { data = {}, has_more = false } })
+    assert.are.equal(false, openai.batch.find(ended, { orch_run = "r", orch_batch = "2" }, 0))
+    local broken = fake_json_api({ ["/batches?limit=100"] = { data = { { id = "b9", created_at = 100 } },
+      has_more = true } })
+    assert.are.same({ nil, "GET /batches?limit=100&after=b9: HTTP 500" },
+      { openai.batch.find(broken, { orch_run = "r", orch_batch = "2" }, 0) })
+  end)
+
+  it("gathers Anthropic's batches created since a time, page by page with after_id=", function()
+    local api = fake_json_api({
+      ["/messages/batches?limit=100"] = { data = { { id = "m3", created_at = "1970-01-01T00:03:00Z" } },
+        has_more = true },
+      ["/messages/batches?limit=100&after_id=m3"] = { data = { { id = "m2", created_at = "1970-01-01T00:02:00Z" },
+        { id = "m1", created_at = "1970-01-01T00:00:00Z" } }, has_more = true },
+    })
+    local views = assert(anthropic.batch.since(api, 120000)) -- less a minute: m2 is in, m1 is not
+    assert.are.same({ "m3", "m2" }, { views[1].id, views[2].id })
+    assert.are.equal(2, #views)
+    local ended = fake_json_api({ ["/messages/batches?limit=100"] = { data = { { id = "m3",
+      created_at = "1970-01-01T00:03:00Z" } }, has_more = false } })
+    assert.are.equal(1, #assert(anthropic.batch.since(ended, 0)))
+  end)
+
+  it("creates and polls a batch, naming the failed create call", function()
+    local api = fake_json_api({
+      ["/messages/batches"] = function()
+        return { id = "m7", processing_status = "in_progress" }
+      end,
+      ["/messages/batches/m7"] = { id = "m7", processing_status = "ended" },
+    })
+    local id, view = anthropic.batch.submit(api, { "{}" }, nil, function()
+      return true
+    end)
+    assert.are.same({ "m7", "in_progress", false }, { id, view.status, view.ended })
+    assert.is_true(assert(anthropic.batch.poll(api, "m7")).ended)
+    assert.are.same({ nil, "GET /messages/batches/m8: HTTP 500" }, { anthropic.batch.poll(api, "m8") })
+    local refused = fake_json_api({})
+    assert.are.same({ nil, "creating the batch: POST /messages/batches: HTTP 400: bad", true },
+      { anthropic.batch.submit(refused, { "{}" }, nil, function()
+        return true
+      end) })
+    assert.are.same({ nil, "not now", true }, { anthropic.batch.submit(refused, { "{}" }, nil, function()
+      return nil, "not now"
+    end) })
   end)
 end)
 

@@ -4,10 +4,10 @@
 -- handlers naming the same commands, and the options cli reads being ones
 -- main.c parses; and no function of the CLI and logging modules longer
 -- than 80 lines.
-local base = require "orch.cli_base"
-local cli = require "orch.cli"
-local json = require "orch.json"
-local log = require "orch.log"
+local base = require("orch.cli_base")
+local cli = require("orch.cli")
+local json = require("orch.json")
+local log = require("orch.log")
 
 local function slurp(path)
   local fh <close> = assert(io.open(path, "rb"))
@@ -220,7 +220,7 @@ describe("main.c's command table and orch.cli", function()
     end
     table.sort(listed)
     local inspect = {}
-    for name in pairs(require "orch.cli_inspect") do
+    for name in pairs(require("orch.cli_inspect")) do
       inspect[#inspect + 1] = name
     end
     table.sort(inspect)

@@ -5,7 +5,7 @@
 -- the same interval as the synchronous figure; the summary and the budget
 -- warning of a batched workflow use it. The sample run itself is
 -- tests/e2e/estimate_batch.sh.
-local estimate = require "orch.estimate"
+local estimate = require("orch.estimate")
 
 -- a sampled row: tokens in and out, split over models by their tokens
 local function row(tin, tout, by_model)

@@ -2,7 +2,7 @@
 -- sampled estimate, the seeded draw of --spread, the budget warning and
 -- the estimate-beside-actual line (lua/orch/estimate.lua). The sample run
 -- itself, through the journal, is tests/e2e/estimate_sample.sh.
-local estimate = require "orch.estimate"
+local estimate = require("orch.estimate")
 
 describe("orch.estimate sampled figures", function()
   it("t90 is Student's t(0.95, df): the table below 11, the expansion above", function()
@@ -76,7 +76,7 @@ describe("orch.estimate sampled figures", function()
   end)
 
   it("orch.reader.count: a file's data records by a scan, quotes and blank lines minded", function()
-    local reader = require "orch.reader"
+    local reader = require("orch.reader")
     local path = os.tmpname()
     local fh = assert(io.open(path, "wb"))
     fh:write('id,text\n1,"two\nlines"\n\n2,b\r\n3,c')
@@ -94,14 +94,7 @@ describe("orch.estimate sampled figures", function()
     assert.are.same({ true, true }, estimate.choose(2, 5, true, 1)) -- fewer rows than asked: all of them
     local a, b, c = estimate.choose(1000, 50, true, 7), estimate.choose(1000, 50, true, 7),
       estimate.choose(1000, 50, true, 8)
-    local function list(p)
-      local l = {}
-      for i in pairs(p) do
-        l[#l + 1] = i
-      end
-      table.sort(l)
-      return l
-    end
+    local list = require("orch.check").sorted_keys
     assert.are.same(list(a), list(b))
     assert.are_not.same(list(a), list(c))
     local la = list(a)

@@ -4,7 +4,7 @@
 -- (XXH3_128bits_withSeed / XXH3_64bits_withSeed + *_canonicalFromHash), the
 -- form `xxhsum -H2` / `xxhsum -H3` print.  The empty-input values are also
 -- xxHash's published test vectors.
-local hash = require "orch.hash"
+local hash = require("orch.hash")
 local fails_with = require("helpers").fails_with
 
 local fox = "The quick brown fox jumps over the lazy dog"

@@ -1,6 +1,6 @@
 -- helpers.lua -- what several specs need alike (tests/busted_runner.lua puts
--- tests/spec on package.path): local h = require "helpers"
-local assert = require "luassert" -- busted sets it in the specs only
+-- tests/spec on package.path): local h = require("helpers")
+local assert = require("luassert") -- busted sets it in the specs only
 local M = {}
 
 -- "file:line" of the caller, as error messages and tracebacks spell it.

@@ -1,8 +1,8 @@
 -- orch.http and the retry rules of HTTP providers (orch.providers.http).
 -- The full exchange against a real server is tests/e2e/llm_http.sh.
-local http = require "orch.http"
-local sched = require "orch.sched"
-local ph = require "orch.providers.http"
+local http = require("orch.http")
+local sched = require("orch.sched")
+local ph = require("orch.providers.http")
 
 describe("orch.http.request", function()
   it("returns nil and curl's message when nothing listens", function()

@@ -4,12 +4,12 @@
 --
 -- Tests named "regression: ..." guard a fixed bug: when one fails, its
 -- message starts with what used to go wrong.
-local reader = require "orch.reader"
-local sink = require "orch.sink"
-local oio = require "orch.io"
-local orch = require "orch"
-local check = require "orch.check"
-local cjson = require "cjson"
+local reader = require("orch.reader")
+local sink = require("orch.sink")
+local oio = require("orch.io")
+local orch = require("orch")
+local check = require("orch.check")
+local cjson = require("cjson")
 
 local regression = require("helpers").regression
 

@@ -1,6 +1,6 @@
 -- json_spec.lua -- orch.json: canonical encoder (exact bytes) and exact decoder.
-local json = require "orch.json"
-local cjson = require "cjson"
+local json = require("orch.json")
+local cjson = require("cjson")
 
 local enc = json.encode
 

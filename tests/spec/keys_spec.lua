@@ -1,6 +1,6 @@
 -- orch.key_if_present: the ready workflows key rows by a column when the
 -- input has it, by the row number when it does not.
-local orch = require "orch"
+local orch = require("orch")
 
 describe("orch.key_if_present", function()
   local dir = os.tmpname()

@@ -1,6 +1,6 @@
 -- orch.limits: budget admission, rate buckets and the LLM concurrency gate.
-local limits = require "orch.limits"
-local sched = require "orch.sched"
+local limits = require("orch.limits")
+local sched = require("orch.sched")
 
 describe("orch.limits.budget", function()
   it("admits while spent + in flight + the estimate fits; says wait or stop when not", function()

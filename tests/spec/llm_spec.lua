@@ -1,17 +1,17 @@
 -- llm_spec.lua -- orch.stage.prompt templates, orch.llm reply decoding and
 -- schema checks, the offline mock provider, and ctx:llm through the scheduler.
-local orch = require "orch"
-local check = require "orch.check"
-local stage = require "orch.stage"
-local llm = require "orch.llm"
-local mock = require "orch.providers.mock"
-local context = require "orch.context"
-local sched = require "orch.sched"
-local cjson = require "cjson"
+local orch = require("orch")
+local check = require("orch.check")
+local stage = require("orch.stage")
+local llm = require("orch.llm")
+local mock = require("orch.providers.mock")
+local context = require("orch.context")
+local sched = require("orch.sched")
+local cjson = require("cjson")
 
 local SELF = debug.getinfo(1, "S").short_src
 
-local h = require "helpers"
+local h = require("helpers")
 local here, catch = h.line, h.catch -- here(): the line it is called from
 
 -- A fake context whose ctx:llm records the request and answers `reply`.
@@ -494,6 +494,36 @@ describe("ctx:llm through the scheduler", function()
     assert.is_false(info.cached)
     assert.are.same({ llm_calls = 1, tokens_in = tin, tokens_out = tout, cost = info.cost,
       by_model = { mock = { calls = 1, tokens = tin + tout, cost = info.cost } } }, run.totals)
+  end)
+
+  it("gives the same info fields for a reply sent and for one the journal holds", function()
+    local run = fake_run { provider = "mock", latency_ms = 0 }
+    local held = {}
+    run.journal = {
+      get = function(key)
+        return held[key]
+      end,
+      put = function(key, e)
+        held[key] = { response = e.response, tokens_in = e.tokens_in, tokens_out = e.tokens_out,
+          cost_usd = e.cost_usd }
+      end,
+    }
+    local sent, again = sched.run(function()
+      local ctx = context.new(run, 1, "k")
+      local _, i1 = ctx:llm "journal me"
+      local _, i2 = ctx:llm "journal me"
+      return i1, i2
+    end)
+    local keys = require("orch.check").sorted_keys
+    assert.are.same({ "attempts", "cached", "cost", "latency", "model", "provider", "text", "tokens", "tokens_in",
+      "tokens_out" }, keys(sent))
+    assert.are.same({ "attempts", "cached", "cost", "latency", "model", "provider", "saved", "text", "tokens",
+      "tokens_in", "tokens_out" }, keys(again))
+    assert.are.same({ sent.text, "mock", "mock", sent.tokens_in, sent.tokens_out, sent.tokens, 0, sent.cost, 0, 0,
+      true }, { again.text, again.model, again.provider, again.tokens_in, again.tokens_out, again.tokens,
+      again.cost, again.saved, again.latency, again.attempts, again.cached })
+    assert.are.equal(2, run.totals.llm_calls)
+    assert.are.equal(sent.cost, run.totals.cost)
   end)
 
   it("accumulates totals over calls and accepts a string prompt", function()

@@ -1,7 +1,7 @@
 -- policy_spec.lua -- orch.policy: when a run checkpoints (lua/orch/policy.lua).
 -- The row driver's use of them is tests/e2e/policies.sh.
-local orch = require "orch"
-local policy = require "orch.policy"
+local orch = require("orch")
+local policy = require("orch.policy")
 
 -- The counters the row driver hands a policy.
 local function s(t)

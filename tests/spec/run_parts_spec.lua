@@ -2,8 +2,8 @@
 -- lua/orch/run/*.lua): how on_error is read, for rows and steps alike, and
 -- that each part stays small enough to read. The behaviour of a whole run
 -- is the e2e scenarios' (on_error.sh, durable.sh, steps.sh, ...).
-local orch = require "orch"
-local outcome = require "orch.run.outcome"
+local orch = require("orch")
+local outcome = require("orch.run.outcome")
 
 -- The driver's files, as the build embeds them (core/embed.cmake).
 local PARTS = { "run.lua", "run/files.lua", "run/services.lua", "run/outcome.lua", "run/checkpoint.lua",

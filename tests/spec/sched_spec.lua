@@ -3,9 +3,9 @@
 --
 -- Tests named "regression: ..." guard a fixed bug: when one fails, its
 -- message starts with what used to go wrong.
-local sched = require "orch.sched"
+local sched = require("orch.sched")
 
-local h = require "helpers"
+local h = require("helpers")
 local here, fails_with, regression = h.here, h.fails_with, h.regression
 
 -- Waits in the current task until n children have completed; returns their
@@ -142,7 +142,7 @@ describe("orch.sched", function()
         .. "resumes and then cancels the outer run's tasks, including the one still running it; "
         .. "the process crashes (SIGSEGV) or its state is corrupted", function()
         local out, code = run_child([[
-          local sched = require "orch.sched"
+          local sched = require("orch.sched")
           local ok, res = pcall(sched.run, function()
             local f = coroutine.wrap(function()
               return sched.run(function() return "inner" end)
@@ -494,7 +494,7 @@ describe("orch.sched", function()
         .. "reuses the pooled task struct (here the next run's root), or reads freed memory",
         function()
           local out, code = run_child([[
-            local sched = require "orch.sched"
+            local sched = require("orch.sched")
             local function bad_sleep()
               return pcall(table.sort, { 3, 2, 1 }, function(a, b)
                 sched.sleep(0.05)
@@ -531,7 +531,7 @@ describe("orch.sched", function()
         .. "yieldability; when the yield fails, the next child completion wakes the task out of an "
         .. "unrelated sleep", function()
           local out, code = run_child([[
-            local sched = require "orch.sched"
+            local sched = require("orch.sched")
             local slept
             sched.run(function()
               sched.spawn(function() sched.sleep(0.05) end)
@@ -973,7 +973,7 @@ describe("orch.sched.poke", function()
 end)
 
 describe("orch.sched out of memory", function()
-  local sys = require "orch.sys"
+  local sys = require("orch.sys")
 
   it("fails the task that passes the heap limit, without a traceback, and the others go on", function()
     local limit = sys.memory_limit()

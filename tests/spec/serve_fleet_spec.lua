@@ -3,10 +3,10 @@
 -- batch summaries folded from the run's events, read on from the last
 -- event seen (a page at a time), per store; /api/runs/ID's fields; the
 -- per-run gauges. Real runs: tests/e2e/serve_batches.sh, serve_workers.sh.
-local json = require "orch.json"
-local serve = require "orch.serve"
-local fleet = require "orch.serve_fleet"
-local store = require "orch.store"
+local json = require("orch.json")
+local serve = require("orch.serve")
+local fleet = require("orch.serve_fleet")
+local store = require("orch.store")
 
 local function batch_ev(st, id, kind, d)
   assert(st:event_add(id, kind, json.encode(d)))

@@ -3,10 +3,10 @@
 -- (secrets), the exposition text's escaping and live figures' shares.
 -- The server itself, the page in a browser and the token rules are
 -- tests/e2e/serve*.sh.
-local json = require "orch.json"
-local metrics = require "orch.metrics"
-local serve = require "orch.serve"
-local store = require "orch.store"
+local json = require("orch.json")
+local metrics = require("orch.metrics")
+local serve = require("orch.serve")
+local store = require("orch.store")
 
 local function run(id, status, extra)
   local r = { id = id, name = "wf <" .. id .. ">", identity = "i", status = status, created_ms = 1000 }

@@ -1,7 +1,7 @@
 -- store_lease_spec.lua -- the store operations behind `orch worker`:
 -- leases (plan, claim, heartbeat, commit, list) and the shared budget,
 -- per backend like store_spec.lua (ORCH_TEST_STORE=sqlite|memory|postgres|redis).
-local store = require "orch.store"
+local store = require("orch.store")
 
 local backend = os.getenv("ORCH_TEST_STORE") or "sqlite"
 local pg_url = os.getenv("ORCH_TEST_PG_URL")

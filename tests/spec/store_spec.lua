@@ -3,8 +3,8 @@
 -- one scheduler round are answered by one group transaction, together with
 -- the replies waiting for their commit. Also orch.store.open read-only,
 -- orch.hash.file, orch.runs, orch.fmt.usd and orch.param.
-local sched = require "orch.sched"
-local store = require "orch.store"
+local sched = require("orch.sched")
+local store = require("orch.store")
 
 local function entry(text)
   return { provider = "openai", model = "m", response = text, tokens_in = 3, tokens_out = 2, cost_usd = 0.5,
@@ -220,7 +220,7 @@ end)
 
 describe("orch.hash.file", function()
   it("is the XXH3-128 of the whole file, read in blocks", function()
-    local hash = require "orch.hash"
+    local hash = require("orch.hash")
     local path = os.tmpname()
     local parts = {}
     for i = 1, 300000 do
@@ -242,7 +242,7 @@ describe("orch.hash.file", function()
 end)
 
 describe("orch.runs", function()
-  local runs = require "orch.runs"
+  local runs = require("orch.runs")
 
   it("fingerprints the whole input, and can still make the old format", function()
     local path = os.tmpname()
@@ -284,7 +284,7 @@ end)
 
 describe("orch.param", function()
   it("records each name read with its default and description, once, in order", function()
-    local orch = require "orch"
+    local orch = require("orch")
     local saved_params, saved_read = orch.params, orch.params_read
     orch.params, orch.params_read = { n = "5" }, {}
     assert.are.equal(5, orch.param("n", 1, "how many"))

@@ -1,13 +1,13 @@
 -- workflow_spec.lua -- orch.workflow validation (orch.check), orch.param/env,
 -- and orch.cli.load_workflow error reporting.
-local orch = require "orch"
-local check = require "orch.check"
-local cli = require "orch.cli"
+local orch = require("orch")
+local check = require("orch.check")
+local cli = require("orch.cli")
 
 -- This file's name as Lua reports it in messages ("tests/spec/workflow_spec.lua").
 local SELF = debug.getinfo(1, "S").short_src
 
-local h = require "helpers"
+local h = require("helpers")
 local here = h.line -- the line it is called from
 
 local function noop(row)
@@ -628,8 +628,8 @@ describe("orch.read / orch.write", function()
 end)
 
 describe("orch.paths", function()
-  local paths = require "orch.paths"
-  local sys = require "orch.sys"
+  local paths = require("orch.paths")
+  local sys = require("orch.sys")
   local dir
   before_each(function()
     dir = os.tmpname()
@@ -808,7 +808,7 @@ describe("orch.cli.load_workflow", function()
   end
 
   local GOOD = [[
-local orch = require "orch"
+local orch = require("orch")
 return orch.workflow {
   name = "good",
   input = { { id = 1 } },
@@ -826,7 +826,7 @@ return orch.workflow {
 
   it("passes --set parameters to orch.param", function()
     local path = write([[
-local orch = require "orch"
+local orch = require("orch")
 return orch.workflow {
   name = "p" .. orch.param("suffix", "x"),
   concurrency = orch.param("conc", 4),
@@ -841,14 +841,14 @@ return orch.workflow {
   end)
 
   it("a syntax error returns nil and path:LINE: message", function()
-    local path = write('local orch = require "orch"\nreturn orch.workflow {\n  name = = "x",\n}\n')
+    local path = write('local orch = require("orch")\nreturn orch.workflow {\n  name = = "x",\n}\n')
     local wf, err = cli.load_workflow(path)
     assert.is_nil(wf)
     assert.are.equal(path .. ":3: unexpected symbol near '='", err)
   end)
 
   it("a file that returns nothing is refused", function()
-    local path = write('local orch = require "orch"\nlocal wf = orch.workflow { name = "x", input = {}, stages = { print } }\n')
+    local path = write('local orch = require("orch")\nlocal wf = orch.workflow { name = "x", input = {}, stages = { print } }\n')
     local wf, err = cli.load_workflow(path)
     assert.is_nil(wf)
     assert.are.equal(path .. ": the file must return orch.workflow{...}, but it returned nothing", err)
@@ -868,7 +868,7 @@ return orch.workflow {
   end)
 
   local TYPO = [[
-local orch = require "orch"
+local orch = require("orch")
 
 return orch.workflow {
   name = "typo",
@@ -894,7 +894,7 @@ return orch.workflow {
   end)
 
   it("a tail-called error without a key is located at the orch.workflow line", function()
-    local path = write('local orch = require "orch"\n\n\nreturn orch.workflow {\n  input = {},\n  stages = { print },\n}\n')
+    local path = write('local orch = require("orch")\n\n\nreturn orch.workflow {\n  input = {},\n  stages = { print },\n}\n')
     local wf, err = load_alone(path)
     assert.is_nil(wf)
     assert.are.equal(path .. ":4: orch.workflow: 'name' is required (a string that identifies the workflow)", err)
@@ -902,7 +902,7 @@ return orch.workflow {
 
   it("a tail-called llm provider typo is located at the provider line", function()
     local path = write([[
-local orch = require "orch"
+local orch = require("orch")
 return orch.workflow {
   name = "x",
   input = {},
@@ -919,21 +919,21 @@ return orch.workflow {
   end)
 
   it("an error from a non-tail orch.workflow call is located at that call", function()
-    local path = write('local orch = require "orch"\nlocal wf = orch.workflow {\n  name = 1,\n}\nreturn wf\n')
+    local path = write('local orch = require("orch")\nlocal wf = orch.workflow {\n  name = 1,\n}\nreturn wf\n')
     local wf, err = cli.load_workflow(path)
     assert.is_nil(wf)
     assert.are.equal(path .. ":2: orch.workflow: 'name' must be a string, got number 1", err)
   end)
 
   it("an orch.* error while loading is located in the file", function()
-    local path = write('local orch = require "orch"\nlocal p = orch.param("n", 1)\n\nlocal r = orch.retry(0)\nreturn r\n')
+    local path = write('local orch = require("orch")\nlocal p = orch.param("n", 1)\n\nlocal r = orch.retry(0)\nreturn r\n')
     local wf, err = cli.load_workflow(path, { n = "3" })
     assert.is_nil(wf)
     assert.are.equal(path .. ":4: orch.retry(n): n must be an integer from 1 to 100, got 0", err)
   end)
 
   it("a runtime error while loading carries a stack traceback", function()
-    local path = write('local orch = require "orch"\nlocal t = nil\nlocal x = t.field\nreturn x\n')
+    local path = write('local orch = require("orch")\nlocal t = nil\nlocal x = t.field\nreturn x\n')
     local wf, err = cli.load_workflow(path)
     assert.is_nil(wf)
     local prefix = path .. ":3: attempt to index a nil value (local 't')"
@@ -955,7 +955,7 @@ describe("check.locate", function()
   it("finds the key's line, else the orch.workflow line, and leaves located errors alone", function()
     local path = os.tmpname()
     local fh = assert(io.open(path, "w"))
-    fh:write('local orch = require "orch"\nreturn orch.workflow {\n  name = "x",\n  bad_key = 1,\n}\n')
+    fh:write('local orch = require("orch")\nreturn orch.workflow {\n  name = "x",\n  bad_key = 1,\n}\n')
     fh:close()
     local e = check.locate(setmetatable({ msg = "m1", located = false, key = "bad_key" }, check.WorkflowError), path)
     assert.are.equal(path .. ":4: m1", tostring(e))

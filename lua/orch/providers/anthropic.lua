@@ -1,6 +1,6 @@
 -- orch.providers.anthropic: the Anthropic messages API (x-api-key,
 -- anthropic-version). The exchange itself is orch.providers.http.
-local provider_http = require "orch.providers.http"
+local provider_http = require("orch.providers.http")
 
 local M = {
   options = provider_http.options({ version = "string" }),
@@ -70,7 +70,8 @@ end
 -- read from results_url. Batches carry no metadata: a batch whose create
 -- call's answer was lost is found by waiting for every batch created
 -- since (batch.since) and claiming results by custom_id.
-local json = require "orch.json"
+local json = require("orch.json")
+local batch_api = require("orch.batch_api")
 
 M.batch = { max_requests = 100000, max_bytes = 256 * 1024 * 1024 }
 
@@ -112,16 +113,11 @@ function M.batch.submit(api, lines, _, creating)
   if not ok then
     return nil, cerr, true
   end
-  local b, err, definite = api.json("POST", "/messages/batches", '{"requests":[' .. table.concat(lines, ",") .. "]}")
-  if b == nil then
-    return nil, "creating the batch: " .. err, definite
-  end
-  return b.id, M.batch.view(b)
+  return batch_api.create(api, "/messages/batches", '{"requests":[' .. table.concat(lines, ",") .. "]}", M.batch.view)
 end
 
 function M.batch.poll(api, id)
-  local b, err = api.json("GET", "/messages/batches/" .. id)
-  return b and M.batch.view(b), err
+  return batch_api.poll(api, "/messages/batches/" .. id, M.batch.view)
 end
 
 local function result_of(x)
@@ -144,41 +140,20 @@ function M.batch.results(api, view)
   if type(url) ~= "string" then
     return nil, "batch " .. tostring(view.id) .. " has ended without a results_url"
   end
-  local resp, err = api.request("GET", url)
-  if resp == nil or resp.status ~= 200 then
-    return nil, err or string.format("GET %s: HTTP %d", url, resp.status)
-  end
-  local out = {}
-  for line in resp.body:gmatch("[^\n]+") do
-    local ok, x = pcall(json.decode, line)
-    if ok and type(x) == "table" and type(x.custom_id) == "string" then
-      out[#out + 1] = result_of(x)
-    end
-  end
-  return out
+  return batch_api.read_results(api, url, result_of, {})
 end
 
 --- batch.since(api, since_ms) -> views of the batches created since
 --- since_ms (less a minute for clocks apart) | nil, err
 function M.batch.since(api, since_ms)
-  local views, after = {}, nil
-  while true do
-    local page, err = api.json("GET", "/messages/batches?limit=100" .. (after and ("&after_id=" .. after) or ""))
-    if page == nil then
-      return nil, err
+  local views = {}
+  return batch_api.each_listed(api, "/messages/batches", "after_id", function(b)
+    local v = M.batch.view(b)
+    if v.created_ms and v.created_ms < since_ms - 60000 then
+      return views -- listed newest first
     end
-    for _, b in ipairs(type(page.data) == "table" and page.data or {}) do
-      local v = M.batch.view(b)
-      if v.created_ms and v.created_ms < since_ms - 60000 then
-        return views -- listed newest first
-      end
-      views[#views + 1] = v
-      after = b.id
-    end
-    if not page.has_more or after == nil then
-      return views
-    end
-  end
+    views[#views + 1] = v
+  end, views)
 end
 
 return M

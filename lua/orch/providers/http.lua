@@ -7,8 +7,8 @@
 -- than retry_cap ends the exchange with the server's value in the message.
 -- Other 4xx are final and carry the provider's own message. Only the
 -- calling row's coroutine waits.
-local http = require "orch.http"
-local json = require "orch.json"
+local http = require("orch.http")
+local json = require("orch.json")
 
 local M = {}
 

@@ -6,8 +6,8 @@
 -- when JSON is asked for; otherwise a short digest of the prompt. Usage is
 -- about four characters a token. Each call waits latency_ms (+ a
 -- deterministic jitter of up to jitter_ms) on the calling row only.
-local hash = require "orch.hash"
-local json = require "orch.json"
+local hash = require("orch.hash")
+local json = require("orch.json")
 
 local M = {
   options = { latency_ms = "number", jitter_ms = "number" },

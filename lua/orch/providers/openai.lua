@@ -1,7 +1,7 @@
 -- orch.providers.openai: any OpenAI-compatible chat completions server
 -- (base_url + bearer key): OpenAI, vLLM, llama.cpp, Ollama, LiteLLM, ...
 -- The exchange itself (retries, Retry-After, timeouts) is orch.providers.http.
-local provider_http = require "orch.providers.http"
+local provider_http = require("orch.providers.http")
 
 local M = {
   options = provider_http.options(),
@@ -68,7 +68,8 @@ end
 -- The Batch API (used when llm.batch is set; see orch.batch): a JSONL file
 -- of requests uploaded to /files, a batch created from it, polled, and its
 -- output and error files downloaded. api is orch.batch_api's.
-local json = require "orch.json"
+local json = require("orch.json")
+local batch_api = require("orch.batch_api")
 
 M.batch = { max_requests = 50000, max_bytes = 200 * 1024 * 1024 }
 
@@ -95,12 +96,8 @@ function M.batch.submit(api, lines, meta, creating)
   if not ok then
     return nil, cerr, true
   end
-  local b, berr, definite = api.json("POST", "/batches", { input_file_id = f.id, endpoint = "/v1/chat/completions",
-    completion_window = "24h", metadata = meta })
-  if b == nil then
-    return nil, "creating the batch: " .. berr, definite
-  end
-  return b.id, M.batch.view(b)
+  return batch_api.create(api, "/batches", { input_file_id = f.id, endpoint = "/v1/chat/completions",
+    completion_window = "24h", metadata = meta }, M.batch.view)
 end
 
 local ENDED = { completed = true, expired = true, cancelled = true, failed = true }
@@ -114,8 +111,7 @@ function M.batch.view(b)
 end
 
 function M.batch.poll(api, id)
-  local b, err = api.json("GET", "/batches/" .. id)
-  return b and M.batch.view(b), err
+  return batch_api.poll(api, "/batches/" .. id, M.batch.view)
 end
 
 -- One line of an output or error file -> a result for the batcher.
@@ -143,15 +139,9 @@ function M.batch.results(api, view)
   local out = {}
   for _, fid in ipairs({ view.raw.output_file_id or false, view.raw.error_file_id or false }) do
     if fid and fid ~= json.null then
-      local resp, err = api.request("GET", "/files/" .. fid .. "/content")
-      if resp == nil or resp.status ~= 200 then
-        return nil, err or string.format("GET /files/%s/content: HTTP %d", fid, resp.status)
-      end
-      for line in resp.body:gmatch("[^\n]+") do
-        local ok, x = pcall(json.decode, line)
-        if ok and type(x) == "table" and type(x.custom_id) == "string" then
-          out[#out + 1] = result_of(x)
-        end
+      local _, err = batch_api.read_results(api, "/files/" .. fid .. "/content", result_of, out)
+      if err then
+        return nil, err
       end
     end
   end
@@ -161,26 +151,15 @@ end
 --- batch.find(api, meta, since_ms) -> id | false (no such batch) | nil, err:
 --- the batch whose metadata is meta, among those created since since_ms.
 function M.batch.find(api, meta, since_ms)
-  local after = nil
-  while true do
-    local page, err = api.json("GET", "/batches?limit=100" .. (after and ("&after=" .. after) or ""))
-    if page == nil then
-      return nil, err
+  return batch_api.each_listed(api, "/batches", "after", function(b)
+    local m = type(b.metadata) == "table" and b.metadata or {}
+    if m.orch_run == meta.orch_run and m.orch_batch == meta.orch_batch then
+      return b.id
     end
-    for _, b in ipairs(type(page.data) == "table" and page.data or {}) do
-      local m = type(b.metadata) == "table" and b.metadata or {}
-      if m.orch_run == meta.orch_run and m.orch_batch == meta.orch_batch then
-        return b.id
-      end
-      if tonumber(b.created_at) and b.created_at * 1000 < since_ms - 60000 then
-        return false -- older than the create call: listed newest first
-      end
-      after = b.id
+    if tonumber(b.created_at) and b.created_at * 1000 < since_ms - 60000 then
+      return false -- older than the create call: listed newest first
     end
-    if not page.has_more or after == nil then
-      return false
-    end
-  end
+  end, false)
 end
 
 return M

@@ -7,10 +7,10 @@
 -- settled rows' results, the input cursor, the sinks' durable sizes and
 -- the memento (ctx.state, counters, cost, the sinks' hashes). R is the
 -- run's state (see orch.run).
-local sched = require "orch.sched"
-local json = require "orch.json"
-local store = require "orch.store"
-local policies = require "orch.policy"
+local sched = require("orch.sched")
+local json = require("orch.json")
+local store = require("orch.store")
+local policies = require("orch.policy")
 
 local M = {}
 

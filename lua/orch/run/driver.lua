@@ -8,10 +8,10 @@
 -- seconds to finish. R is the run's state (see orch.run); D, the
 -- driver's own (below), lives for one drive. The per-row loops keep what
 -- they use in locals: they run once for every row.
-local sched = require "orch.sched"
-local outcome = require "orch.run.outcome"
-local checkpoint = require "orch.run.checkpoint"
-local progress = require "orch.run.progress"
+local sched = require("orch.sched")
+local outcome = require("orch.run.outcome")
+local checkpoint = require("orch.run.checkpoint")
+local progress = require("orch.run.progress")
 
 local M = {}
 

@@ -2,10 +2,10 @@
 -- file, opening the source and the sinks (a resumed sink must still be
 -- the file its checkpoint describes), and the exit of a run that cannot
 -- start. R is the run's state (see orch.run).
-local oio = require "orch.io"
-local json = require "orch.json"
-local sys = require "orch.sys"
-local store = require "orch.store"
+local oio = require("orch.io")
+local json = require("orch.json")
+local sys = require("orch.sys")
+local store = require("orch.store")
 
 local M = {}
 

@@ -3,10 +3,10 @@
 -- one handler for each way a row task can end, as the driver hands them
 -- over: settled (ok, dropped, defaulted, failed), stopped by the budget,
 -- interrupted. R is the run's state (see orch.run).
-local context = require "orch.context"
-local json = require "orch.json"
-local sys = require "orch.sys"
-local progress = require "orch.run.progress"
+local context = require("orch.context")
+local json = require("orch.json")
+local sys = require("orch.sys")
+local progress = require("orch.run.progress")
 -- the errors that stop a row without settling it: it runs again on resume
 local BudgetStop, Interrupted = require("orch.llm").BudgetStop, require("orch.sched").Interrupted
 

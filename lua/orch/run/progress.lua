@@ -2,10 +2,10 @@
 -- a terminal, the end summary (figures, the first failures), the pause
 -- and failure messages, and how rows and steps are named in them. R is
 -- the run's state (see orch.run).
-local sched = require "orch.sched"
-local sys = require "orch.sys"
-local limits = require "orch.limits"
-local metrics = require "orch.metrics"
+local sched = require("orch.sched")
+local sys = require("orch.sys")
+local limits = require("orch.limits")
+local metrics = require("orch.metrics")
 
 local M = {}
 

@@ -3,10 +3,10 @@
 -- the LLM services: the response journal, the budget, rate limits, the
 -- concurrency gate, and the early stop when the first LLM calls all fail
 -- the same way. R is the run's state (see orch.run).
-local sched = require "orch.sched"
-local json = require "orch.json"
-local limits = require "orch.limits"
-local observe = require "orch.observe"
+local sched = require("orch.sched")
+local json = require("orch.json")
+local limits = require("orch.limits")
+local observe = require("orch.observe")
 
 local M = {}
 

@@ -255,6 +255,16 @@ int orch_store_journal_get(struct orch_store *st, const char *key, struct orch_j
  * none of the entries written and every lookup cleared. */
 int orch_store_journal_batch(struct orch_store *st, const struct orch_journal_entry *e, size_t n,
                              struct orch_journal_lookup *gets, size_t m);
+/* Whether the store answers a lookup at once, without counting its hit
+ * (journal_peek), and takes hit counts in bulk (journal_hits): a local
+ * file does, so a lookup need not wait for a group transaction. */
+int orch_store_journal_peeks(const struct orch_store *st);
+/* As journal_get, without counting the hit (out->hits: the stored count).
+ * Only where orch_store_journal_peeks. */
+int orch_store_journal_peek(struct orch_store *st, const char *key, struct orch_journal_owned *out);
+/* Adds counts[i] hits to keys[i], in one transaction. 0 or -1. Only where
+ * orch_store_journal_peeks. */
+int orch_store_journal_hits(struct orch_store *st, const char *const *keys, const int64_t *counts, size_t n);
 
 /* Retention. Deletes a run with its checkpoints, results, events and
  * state: 1, 0 when there is no such run, -1 on error. */

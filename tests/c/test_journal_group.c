@@ -75,6 +75,41 @@ static void test_group_commit(struct orch_loop *loop, struct orch_store *st)
     orch_journal_group_release(&g);
 }
 
+/* Hits counted in memory: many keys (the table grows), written by an
+ * explicit flush only, not by a round's prepare hook. */
+static void test_hits(struct orch_loop *loop, struct orch_store *st)
+{
+    struct orch_journal_group g;
+    orch_journal_group_init(&g, loop, st);
+    char key[32];
+    for (int i = 0; i < 300; i++) {
+        snprintf(key, sizeof key, "h%d", i);
+        struct orch_journal_entry e = reply(key, "x");
+        CHECK(orch_store_journal_put(st, &e) == 0);
+    }
+    for (int i = 0; i < 300; i++) {
+        snprintf(key, sizeof key, "h%d", i);
+        CHECK(orch_journal_group_hit(&g, key) == 1);
+    }
+    CHECK(orch_journal_group_hit(&g, "h7") == 2);
+    CHECK(orch_journal_group_hit(&g, "gone") == 1); /* a key not stored is skipped by the write */
+    CHECK(g.nhits == 301 && g.caphits >= 602);
+    orch_loop_run_once(loop, 0); /* a round leaves them in memory */
+    struct orch_journal_owned o = {0};
+    CHECK(orch_store_journal_peek(st, "h7", &o) == 1 && o.hits == 0);
+    orch_journal_clear(&o);
+    CHECK(orch_journal_group_flush(&g) == 0);
+    CHECK(g.nhits == 0);
+    CHECK(orch_store_journal_peek(st, "h7", &o) == 1 && o.hits == 2);
+    orch_journal_clear(&o);
+    CHECK(orch_store_journal_peek(st, "h299", &o) == 1 && o.hits == 1);
+    orch_journal_clear(&o);
+    CHECK(orch_journal_group_hit(&g, "h1") == 1); /* counted again from zero after the write */
+    orch_journal_group_release(&g); /* writes it */
+    CHECK(orch_store_journal_peek(st, "h1", &o) == 1 && o.hits == 2);
+    orch_journal_clear(&o);
+}
+
 static void test_heartbeat(struct orch_loop *loop, struct orch_store *st)
 {
     struct orch_run r = make_run("hb", "wf", "id", ORCH_RUN_RUNNING, 1);
@@ -109,6 +144,7 @@ int main(void)
         return check_report();
     }
     test_group_commit(loop, st);
+    test_hits(loop, st);
     test_heartbeat(loop, st);
     orch_store_close(st);
     orch_loop_free(loop);

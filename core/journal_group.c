@@ -94,7 +94,18 @@ static void group_commit(struct orch_journal_group *g)
             es[i] = g->pending[i].e;
         for (size_t i = 0; i < g->nwaiting; i++)
             gs[i].key = g->waiting[i]->key;
-        rc = orch_store_journal_batch(g->st, es, g->npending, gs, g->nwaiting);
+        if (!orch_store_journal_peeks(g->st)) {
+            rc = orch_store_journal_batch(g->st, es, g->npending, gs, g->nwaiting);
+        } else { /* the replies, then the lookups in a read transaction, their hits counted here */
+            rc = g->npending > 0 ? orch_store_journal_batch(g->st, es, g->npending, NULL, 0) : 0;
+            if (rc == 0 && g->nwaiting > 0)
+                rc = orch_store_journal_peek(g->st, gs, g->nwaiting);
+            for (size_t i = 0; rc == 0 && i < g->nwaiting; i++) {
+                int64_t mine = gs[i].found ? orch_journal_group_hit(g, gs[i].key) : 0;
+                if (mine > 0)
+                    gs[i].out.hits += mine;
+            }
+        }
     }
     const char *err = es == NULL || gs == NULL ? "out of memory" : g->st->err;
     if (rc != 0 && g->npending > 0)

@@ -7,12 +7,13 @@
  * same transaction (one set of locks for the whole round instead of one per
  * lookup) and sees the waiting replies.
  *
- * On a store that answers a lookup at once (orch_store_journal_peeks: a
- * local SQLite file) a lookup does not wait: it reads at once, and its hit
- * is counted here, in memory, and written with the explicit flushes (the
- * checkpoints', the store's close) or once HITS_MAX keys have hits. A hit
- * count is statistics: a crash may lose the hits counted since the last
- * checkpoint, never a reply.
+ * On a store where writing a hit costs more than the lookup
+ * (orch_store_journal_peeks: a local SQLite file) the round's lookups run
+ * in a read transaction, and their hits are counted here, in memory, and
+ * written by the explicit flushes (the checkpoints', the stats', the
+ * store's close) or once HITS_MAX keys have hits: a replayed round takes
+ * no write lock. A hit count is statistics: a crash may lose the hits
+ * counted since the last checkpoint, never a reply.
  *
  * Pure C (no lua.h): depends on loop.h and store.h. Runs from the loop, so
  * it never calls Lua: a waiter is woken through its wake callback, which

@@ -801,31 +801,9 @@ static int journal_get_k(lua_State *L, int status, lua_KContext ctx)
     return 1;
 }
 
-/* A lookup on a store that answers at once (a local file): read now, the
- * hit counted in the group's memory (journal_group.h), so a replayed row
- * never waits and takes no write lock. */
-static int journal_peek(lua_State *L, struct lstore *s, const char *key)
-{
-    struct orch_journal_owned e;
-    memset(&e, 0, sizeof e);
-    int rc = orch_store_journal_peek(s->st, key, &e);
-    if (rc < 0)
-        return push_failure(L, s->st->err);
-    if (rc == 0) {
-        lua_pushnil(L);
-        return 1;
-    }
-    int64_t mine = orch_journal_group_hit(&s->jg, key);
-    if (mine > 0)
-        e.hits += mine;
-    push_owned(L, &e);
-    orch_journal_clear(&e);
-    return 1;
-}
-
-/* journal_get(key) -> entry | nil | nil, err. On a local file it reads at
- * once; otherwise, from a task, the lookup joins the round's group
- * transaction and the task waits for it, and elsewhere it reads at once. */
+/* journal_get(key) -> entry | nil | nil, err. From a task, the lookup joins
+ * the round's group transaction and the task waits for it; elsewhere it
+ * reads at once. */
 static int l_store_journal_get(lua_State *L)
 {
     struct lstore *s = luaL_checkudata(L, 1, STORE_MT);
@@ -835,8 +813,6 @@ static int l_store_journal_get(lua_State *L)
     const struct orch_journal_entry *waiting = orch_journal_group_pending(&s->jg, key);
     if (waiting != NULL) /* still waiting for its commit */
         return push_journal(L, waiting, 0);
-    if (orch_store_journal_peeks(st))
-        return journal_peek(L, s, key);
     struct orch_task *t = orch_task_current(L);
     if (t != NULL && lua_isyieldable(L) && orch_journal_group_hook(&s->jg) == 0) {
         struct jlookup *q = lua_newuserdatauv(L, sizeof *q, 0);

@@ -238,9 +238,9 @@ int orch_store_journal_peeks(const struct orch_store *st)
     return st->ops->journal_peek != NULL && st->ops->journal_hits != NULL;
 }
 
-int orch_store_journal_peek(struct orch_store *st, const char *key, struct orch_journal_owned *out)
+int orch_store_journal_peek(struct orch_store *st, struct orch_journal_lookup *gets, size_t m)
 {
-    return st->ops->journal_peek(st, key, out);
+    return st->ops->journal_peek(st, gets, m);
 }
 
 int orch_store_journal_hits(struct orch_store *st, const char *const *keys, const int64_t *counts, size_t n)

@@ -1408,7 +1408,7 @@ static int sq_journal_row(sqlite3_stmt *s, struct orch_journal_owned *out)
 }
 
 /* The lookup alone: no hit counted, so no write lock (journal_peek). */
-static int sq_journal_peek(struct orch_store *base, const char *key, struct orch_journal_owned *out)
+static int sq_journal_read(struct orch_store *base, const char *key, struct orch_journal_owned *out)
 {
     struct sq_store *st = sq_of(base);
     if (key == NULL)
@@ -1445,7 +1445,7 @@ static int sq_journal_peek(struct orch_store *base, const char *key, struct orch
  * failing here would make the caller pay for the request again. */
 static int sq_journal_get(struct orch_store *base, const char *key, struct orch_journal_owned *out)
 {
-    int rc = sq_journal_peek(base, key, out);
+    int rc = sq_journal_read(base, key, out);
     if (rc != 1)
         return rc;
     struct sq_store *st = sq_of(base);
@@ -2007,7 +2007,37 @@ static int sq_run_set_status(struct orch_store *base, const char *run_id, enum o
     return n < 0 ? -1 : n > 0;
 }
 
-/* ---- journal hit counts in bulk (journal_hits) ------------------------ */
+/* ---- journal lookups without their hits, hit counts in bulk ------------ */
+
+/* A round's lookups in one read transaction (one set of locks, not one a
+ * lookup), counting no hits: the group counts them in memory. */
+static int sq_journal_peek(struct orch_store *base, struct orch_journal_lookup *gets, size_t m)
+{
+    struct sq_store *st = sq_of(base);
+    for (size_t i = 0; i < m; i++) {
+        gets[i].found = 0;
+        memset(&gets[i].out, 0, sizeof gets[i].out);
+    }
+    if (m > 1 && sq_begin(st, "cannot start looking up journaled responses") != 0)
+        return -1;
+    for (size_t i = 0; i < m; i++) {
+        int rc = sq_journal_read(base, gets[i].key, &gets[i].out);
+        if (rc < 0)
+            goto fail;
+        gets[i].found = rc;
+    }
+    if (m > 1 && sq_commit(st, "cannot end looking up journaled responses") != 0)
+        goto fail;
+    return 0;
+fail:
+    sq_abort(st);
+    for (size_t i = 0; i < m; i++) {
+        orch_journal_clear(&gets[i].out);
+        gets[i].found = 0;
+    }
+    return -1;
+}
+
 
 /* The hits a run's lookups counted in memory (journal_group.c), added in
  * one transaction. The statement is prepared for the call: it runs once

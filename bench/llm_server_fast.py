@@ -12,8 +12,9 @@ shares the cores with 200 server threads: a floor measured against it
 is the server's cost as much as the client's. The reply is the test
 server's for a plain message: "echo: " + the first 60 characters of the
 last user message, with usage. GET /stats answers {"requests": N,
-"peak_in_flight": M}: the completions answered so far, and the most it
-held at once; GET /stats/reset starts the peak again.
+"peak_in_flight": M, "connections": K}: the completions answered so far,
+the most it held at once, and the connections that carried any; GET
+/stats/reset starts the peak again.
 """
 
 import argparse
@@ -43,9 +44,11 @@ def reply(body):
 
 served = [0]  # chat completions answered
 inflight, peak = [0], [0]  # requests being answered now, and the most at once
+conns = [0]  # connections that carried a completion (a client reconnecting shows here)
 
 
 async def serve(reader, writer, latency):
+    used = False
     try:
         while True:
             head = await reader.readuntil(b"\r\n\r\n")
@@ -65,8 +68,12 @@ async def serve(reader, writer, latency):
                 if lines[0].startswith(b"GET /stats/reset"):
                     peak[0] = inflight[0]
                 # the replies sent so far (bench/run.sh counts calls paid twice)
-                status, data = 200, json.dumps({"requests": served[0], "peak_in_flight": peak[0]}).encode()
+                status, data = 200, json.dumps({"requests": served[0], "peak_in_flight": peak[0],
+                                                 "connections": conns[0]}).encode()
             else:
+                if not used:
+                    used = True
+                    conns[0] += 1
                 inflight[0] += 1
                 peak[0] = max(peak[0], inflight[0])
                 if latency:

@@ -23,6 +23,7 @@ struct orch_http {
     CURL *pool[HTTP_POOL_MAX];
     size_t npool;
     size_t live; /* requests not yet freed: the pool outlives none of them */
+    size_t inflight, peak; /* requests started and not finished; the most at once */
     int closing; /* orch_http_free ran while requests were live */
 };
 
@@ -99,6 +100,7 @@ static void drain(struct orch_http *h)
         CURLcode code = m->data.result;
         curl_multi_remove_handle(h->multi, r->easy);
         r->h = NULL;
+        h->inflight--;
         r->res.error = (int)code;
         if (code != CURLE_OK) {
             if (code == CURLE_WRITE_ERROR && r->body.len + CURL_MAX_WRITE_SIZE > r->body.max)
@@ -315,6 +317,16 @@ int orch_http_start(struct orch_http *h, struct orch_http_req *r, orch_http_done
         r->h = NULL;
         return -1;
     }
+    if (++h->inflight > h->peak) {
+        /* curl sizes its connection cache at 4 per transfer added at the
+         * moment a connection goes back to it: when a whole wave of replies
+         * finishes before the next wave starts (rows resume only after the
+         * loop callback), that count drops and the cache closes the
+         * connections the next wave then opens anew. The same rule on the
+         * most transfers ever in flight keeps them. */
+        h->peak = h->inflight;
+        curl_multi_setopt(h->multi, CURLMOPT_MAXCONNECTS, (long)(4 * h->peak));
+    }
     return 0;
 }
 
@@ -324,6 +336,7 @@ void orch_http_cancel(struct orch_http *h, struct orch_http_req *r)
         return;
     curl_multi_remove_handle(h->multi, r->easy);
     r->h = NULL;
+    h->inflight--;
 }
 
 const struct orch_http_result *orch_http_req_result(const struct orch_http_req *r)

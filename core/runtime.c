@@ -1,8 +1,10 @@
 /* runtime.c — Lua state set-up, embedded modules, protected calls. */
 #include "runtime.h"
 
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include <lauxlib.h>
@@ -94,11 +96,103 @@ void orch_runtime_preload(lua_State *L)
 
 /* ---- the counting allocator ---- */
 
+/* Lua's small blocks (tables, strings, closures, table parts up to
+ * POOL_MAX bytes: nearly all of its allocations) come from a pool: one
+ * reserved range of address space, carved in order and touched only as
+ * it is used, with a list of freed blocks per size class (POOL_STEP
+ * apart). Lua passes a block's size when it frees or resizes it, so a
+ * block needs no header and its class is found from the size alone; a
+ * block is the pool's when its address is in the range. glibc's malloc
+ * spent about 60,000 instructions an LLM call on Lua's blocks (a quarter
+ * of orch's own share of a call). Larger blocks, the blocks Lua made
+ * before the allocator was set, and any block once the range is used up
+ * stay with malloc. Freed blocks are kept for Lua's next ones, never
+ * given back: its garbage collector keeps the live size steady. */
+#define POOL_STEP 8
+#define POOL_MAX 512
+#define POOL_CLASSES (POOL_MAX / POOL_STEP)
+#define POOL_RESERVE ((size_t)1 << 30)
+
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/asan_interface.h>
+#define POOL_POISON(p, n) ASAN_POISON_MEMORY_REGION((p), (n))
+#define POOL_UNPOISON(p, n) ASAN_UNPOISON_MEMORY_REGION((p), (n))
+#else
+#define POOL_POISON(p, n) ((void)(p), (void)(n))
+#define POOL_UNPOISON(p, n) ((void)(p), (void)(n))
+#endif
+
 struct orch_mem {
     size_t used;  /* bytes Lua holds (its own count: the sizes it passes) */
     size_t limit; /* growth past it is refused */
     int fixed;    /* set by the command line: a workflow cannot change it */
+    char *base, *top, *end;      /* the pool's range, carved up to top; NULL when not reserved */
+    void *freed[POOL_CLASSES];   /* per class, blocks freed, linked through their first word */
 };
+
+static size_t pool_class(size_t n)
+{
+    return (n - 1) / POOL_STEP;
+}
+
+static int pool_owns(const struct orch_mem *m, const void *p)
+{
+    return (uintptr_t)p - (uintptr_t)m->base < (uintptr_t)(m->top - m->base);
+}
+
+/* A block of n bytes (1..POOL_MAX): a freed one of its class, else carved,
+ * else malloc's. */
+static void *pool_get(struct orch_mem *m, size_t n)
+{
+    size_t c = pool_class(n), size = (c + 1) * POOL_STEP;
+    void *p = m->freed[c];
+    if (p != NULL) {
+        POOL_UNPOISON(p, size);
+        m->freed[c] = *(void **)p;
+        return p;
+    }
+    if ((size_t)(m->end - m->top) >= size) {
+        p = m->top;
+        m->top += size;
+        POOL_UNPOISON(p, size);
+        return p;
+    }
+    return malloc(n);
+}
+
+static void pool_put(struct orch_mem *m, void *p, size_t n)
+{
+    size_t c = pool_class(n);
+    *(void **)p = m->freed[c];
+    m->freed[c] = p;
+    POOL_POISON(p, (c + 1) * POOL_STEP);
+}
+
+static void pool_reserve(struct orch_mem *m)
+{
+    void *p = mmap(NULL, POOL_RESERVE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
+                   -1, 0);
+    if (p == MAP_FAILED)
+        return; /* every block from malloc, as before */
+    m->base = m->top = p;
+    m->end = m->base + POOL_RESERVE;
+    POOL_POISON(p, POOL_RESERVE);
+}
+
+/* ptr (osize bytes, a block of the pool) resized to nsize. Shrinking
+ * never fails: without room for a smaller block ptr stays, and is filed
+ * later under its new, smaller size (a block at least that large). */
+static void *pool_resize(struct orch_mem *m, void *ptr, size_t osize, size_t nsize)
+{
+    if (nsize <= POOL_MAX && pool_class(nsize) == pool_class(osize))
+        return ptr;
+    void *q = nsize <= POOL_MAX ? pool_get(m, nsize) : malloc(nsize);
+    if (q == NULL)
+        return nsize < osize ? ptr : NULL;
+    memcpy(q, ptr, osize < nsize ? osize : nsize);
+    pool_put(m, ptr, osize);
+    return q;
+}
 
 size_t orch_runtime_default_memory_limit(void)
 {
@@ -111,7 +205,7 @@ size_t orch_runtime_default_memory_limit(void)
     return half < cap ? half : cap;
 }
 
-/* lua_Alloc over realloc/free that keeps a byte count and refuses to grow
+/* lua_Alloc over the pool and realloc/free that keeps a byte count and refuses to grow
  * past the limit. Shrinking and freeing never fail (Lua relies on it).
  * A refusal makes Lua collect in full and retry once before it raises
  * LUA_ERRMEM, so garbage never counts against a row. One branch and an
@@ -122,13 +216,22 @@ static void *mem_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
     if (ptr == NULL)
         osize = 0; /* then osize is the kind of object, not a size */
     if (nsize == 0) {
-        free(ptr);
+        if (pool_owns(m, ptr))
+            pool_put(m, ptr, osize);
+        else
+            free(ptr);
         m->used -= osize;
         return NULL;
     }
     if (nsize > osize && m->used + (nsize - osize) > m->limit)
         return NULL;
-    void *p = realloc(ptr, nsize);
+    void *p;
+    if (ptr == NULL)
+        p = nsize <= POOL_MAX ? pool_get(m, nsize) : malloc(nsize);
+    else if (pool_owns(m, ptr))
+        p = pool_resize(m, ptr, osize, nsize);
+    else
+        p = realloc(ptr, nsize);
     if (p == NULL)
         return NULL;
     m->used = m->used - osize + nsize;
@@ -187,6 +290,7 @@ int orch_runtime_open(struct orch_runtime *rt)
      * Lua's own figure, and mem_alloc frees them like any other */
     rt->mem->used = (size_t)lua_gc(rt->L, LUA_GCCOUNT, 0) * 1024 + (size_t)lua_gc(rt->L, LUA_GCCOUNTB, 0);
     rt->mem->limit = orch_runtime_default_memory_limit();
+    pool_reserve(rt->mem);
     lua_setallocf(rt->L, mem_alloc, rt->mem);
     rt->sched = orch_sched_new(rt->L, rt->loop);
     if (rt->sched == NULL)
@@ -205,6 +309,8 @@ void orch_runtime_close(struct orch_runtime *rt)
     orch_sched_free(rt->sched);
     if (rt->L != NULL)
         lua_close(rt->L);
+    if (rt->mem != NULL && rt->mem->base != NULL)
+        munmap(rt->mem->base, POOL_RESERVE); /* after lua_close, which frees into it */
     free(rt->mem); /* after lua_close: its frees still count */
     orch_loop_free(rt->loop);
     memset(rt, 0, sizeof *rt);

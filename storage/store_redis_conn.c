@@ -520,7 +520,7 @@ static int64_t rd_int_reply(redisReply *r)
 
 int64_t orch_redis_eval_int(struct rd_store *st, enum rd_script i, struct rd_args *a, const char *what)
 {
-    redisReply *r = orch_redis_eval(st, i, a, what);
+    redisReply *r = orch_redis_writable(st, what) == 0 ? orch_redis_eval(st, i, a, what) : NULL;
     rd_args_free(a);
     return rd_int_reply(r);
 }

@@ -134,9 +134,10 @@ int orch_redis_hmget(struct rd_store *st, const char *key, const char *const *fi
 /* A write through a read-only store is refused before it is sent: 0, or
  * -1 with "<URL>: <what>: the store is open read-only" in st->base.err. */
 int orch_redis_writable(struct rd_store *st, const char *what);
-/* Runs script i (a freed here) and returns its integer reply: -2 when it
- * failed (st->base.err set), -3 when it replied with something else
- * (st->base.err not set: the caller says what that means). */
+/* Runs write script i (a freed here) and returns its integer reply: -2
+ * when it failed or the store is open read-only (st->base.err set), -3
+ * when it replied with something else (st->base.err not set: the caller
+ * says what that means). */
 int64_t orch_redis_eval_int(struct rd_store *st, enum rd_script i, struct rd_args *a, const char *what);
 /* A write script: refused on a read-only store (-2, as a failure), else
  * orch_redis_eval_int with the values fmt lists (as orch_redis_evalf). */

@@ -1,7 +1,6 @@
 /* journal_group.c — the group commit of LLM replies (journal_group.h). */
 #include "journal_group.h"
 
-#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -94,18 +93,7 @@ static void group_commit(struct orch_journal_group *g)
             es[i] = g->pending[i].e;
         for (size_t i = 0; i < g->nwaiting; i++)
             gs[i].key = g->waiting[i]->key;
-        if (!orch_store_journal_peeks(g->st)) {
-            rc = orch_store_journal_batch(g->st, es, g->npending, gs, g->nwaiting);
-        } else { /* the replies, then the lookups in a read transaction, their hits counted here */
-            rc = g->npending > 0 ? orch_store_journal_batch(g->st, es, g->npending, NULL, 0) : 0;
-            if (rc == 0 && g->nwaiting > 0)
-                rc = orch_store_journal_peek(g->st, gs, g->nwaiting);
-            for (size_t i = 0; rc == 0 && i < g->nwaiting; i++) {
-                int64_t mine = gs[i].found ? orch_journal_group_hit(g, gs[i].key) : 0;
-                if (mine > 0)
-                    gs[i].out.hits += mine;
-            }
-        }
+        rc = orch_store_journal_batch(g->st, es, g->npending, gs, g->nwaiting);
     }
     const char *err = es == NULL || gs == NULL ? "out of memory" : g->st->err;
     if (rc != 0 && g->npending > 0)
@@ -123,85 +111,9 @@ static void group_commit(struct orch_journal_group *g)
     free(gs);
 }
 
-/* Keys with hits held in memory before a round's flush writes them too:
- * bounds the table (about 100 bytes a key). */
-#define HITS_MAX 4096
-
-static uint64_t key_hash(const char *key)
-{
-    uint64_t h = 1469598103934665603ull; /* FNV-1a */
-    for (const unsigned char *p = (const unsigned char *)key; *p; p++)
-        h = (h ^ *p) * 1099511628211ull;
-    return h;
-}
-
-/* The slot of key in a table of cap slots (a power of 2): its own, or the free one it would take. */
-static struct orch_journal_hit *hit_slot(struct orch_journal_hit *t, size_t cap, const char *key)
-{
-    size_t i = (size_t)key_hash(key) & (cap - 1);
-    while (t[i].key != NULL && strcmp(t[i].key, key) != 0)
-        i = (i + 1) & (cap - 1);
-    return &t[i];
-}
-
-int64_t orch_journal_group_hit(struct orch_journal_group *g, const char *key)
-{
-    (void)orch_journal_group_hook(g); /* without the hook, only the explicit flushes write them */
-    if (2 * (g->nhits + 1) > g->caphits) { /* at most half full */
-        size_t cap = g->caphits ? g->caphits * 2 : 256;
-        struct orch_journal_hit *t = calloc(cap, sizeof *t);
-        if (t == NULL)
-            return -1;
-        for (size_t i = 0; i < g->caphits; i++) {
-            if (g->hits[i].key != NULL)
-                *hit_slot(t, cap, g->hits[i].key) = g->hits[i];
-        }
-        free(g->hits);
-        g->hits = t;
-        g->caphits = cap;
-    }
-    struct orch_journal_hit *h = hit_slot(g->hits, g->caphits, key);
-    if (h->key == NULL) {
-        h->key = strdup(key);
-        if (h->key == NULL)
-            return -1;
-        h->n = 0;
-        g->nhits++;
-    }
-    return ++h->n;
-}
-
-/* Writes the hits counted in memory (when the store is open) and forgets them. */
-static void hits_write(struct orch_journal_group *g)
-{
-    if (g->nhits == 0)
-        return;
-    const char **keys = malloc(g->nhits * sizeof *keys);
-    int64_t *counts = malloc(g->nhits * sizeof *counts);
-    size_t n = 0;
-    for (size_t i = 0; i < g->caphits; i++) {
-        if (g->hits[i].key != NULL && keys != NULL && counts != NULL) {
-            keys[n] = g->hits[i].key;
-            counts[n++] = g->hits[i].n;
-        }
-    }
-    if (g->st != NULL && n > 0)
-        (void)orch_store_journal_hits(g->st, keys, counts, n); /* statistics: a failure drops them */
-    free(keys);
-    free(counts);
-    for (size_t i = 0; i < g->caphits; i++) {
-        free(g->hits[i].key);
-        g->hits[i].key = NULL;
-    }
-    g->nhits = 0;
-}
-
-/* The replies and the lookups; the hits too when all is set (an explicit flush). */
-static int group_flush(struct orch_journal_group *g, int all)
+int orch_journal_group_flush(struct orch_journal_group *g)
 {
     int woken = (int)g->nwaiting;
-    if (all || g->nhits >= HITS_MAX)
-        hits_write(g);
     if (g->npending == 0 && g->nwaiting == 0)
         return 0;
     if (g->st == NULL) {
@@ -218,14 +130,9 @@ static int group_flush(struct orch_journal_group *g, int all)
     return woken;
 }
 
-int orch_journal_group_flush(struct orch_journal_group *g)
-{
-    return group_flush(g, 1);
-}
-
 static int group_prepare(void *ud)
 {
-    return group_flush(ud, 0);
+    return orch_journal_group_flush(ud);
 }
 
 int orch_journal_group_hook(struct orch_journal_group *g)
@@ -289,8 +196,5 @@ void orch_journal_group_release(struct orch_journal_group *g)
     free(g->waiting);
     g->waiting = NULL;
     g->capwaiting = 0;
-    free(g->hits);
-    g->hits = NULL;
-    g->caphits = 0;
     g->st = NULL;
 }

@@ -7,14 +7,6 @@
  * same transaction (one set of locks for the whole round instead of one per
  * lookup) and sees the waiting replies.
  *
- * On a store where writing a hit costs more than the lookup
- * (orch_store_journal_peeks: a local SQLite file) the round's lookups run
- * in a read transaction, and their hits are counted here, in memory, and
- * written by the explicit flushes (the checkpoints', the stats', the
- * store's close) or once HITS_MAX keys have hits: a replayed round takes
- * no write lock. A hit count is statistics: a crash may lose the hits
- * counted since the last checkpoint, never a reply.
- *
  * Pure C (no lua.h): depends on loop.h and store.h. Runs from the loop, so
  * it never calls Lua: a waiter is woken through its wake callback, which
  * the binding (store_lua.c) points at the scheduler. */
@@ -52,12 +44,6 @@ struct orch_journal_pending {
     char *key, *run_id, *provider, *model, *response;
 };
 
-/* Hits counted in memory for one key (an open-addressing table). */
-struct orch_journal_hit {
-    char *key; /* owned; NULL: a free slot */
-    int64_t n;
-};
-
 struct orch_journal_group {
     struct orch_store *st; /* borrowed from the binding; NULL once closed */
     struct orch_loop *loop;
@@ -65,8 +51,6 @@ struct orch_journal_group {
     size_t npending, cappending;
     struct orch_journal_wait **waiting; /* lookups waiting for the transaction */
     size_t nwaiting, capwaiting;
-    struct orch_journal_hit *hits; /* hits not yet written (capacity caphits, a power of 2) */
-    size_t nhits, caphits;
     int hooked;    /* the prepare hook is registered */
     char err[512]; /* a failed group commit, for the next caller to report */
 };
@@ -89,17 +73,9 @@ const struct orch_journal_entry *orch_journal_group_pending(const struct orch_jo
 int orch_journal_group_hook(struct orch_journal_group *g);
 
 /* Commits the waiting replies and answers the waiting lookups in one
- * transaction, then writes the hits counted in memory; returns how many
- * waiters it woke. A failed commit of replies is kept in g->err, and fails
- * the lookups; hits that cannot be written are dropped (statistics). The
- * loop's prepare hook does the same but leaves the hits for later while
- * fewer than HITS_MAX keys have them. */
+ * transaction; returns how many waiters it woke. A failed commit of
+ * replies is kept in g->err, and fails the lookups. */
 int orch_journal_group_flush(struct orch_journal_group *g);
-
-/* Counts a hit on key, to be written by a flush; -> the hits counted for
- * key and not yet written (this one included), or -1 when memory runs out
- * (the hit is not counted). */
-int64_t orch_journal_group_hit(struct orch_journal_group *g, const char *key);
 
 /* Queues w (zeroed by the caller) for key, to be answered by the next
  * flush through wake(ud). 0, or -1 when memory runs out (w not queued;

@@ -754,7 +754,6 @@ static const struct field stats_fields[] = {
 static int l_store_stats(lua_State *L)
 {
     struct orch_store *st = check_open(L);
-    orch_journal_group_flush(&((struct lstore *)lua_touserdata(L, 1))->jg); /* the hits counted in memory */
     struct orch_store_stats s;
     memset(&s, 0, sizeof s);
     if (orch_store_stats(st, &s) != 0)

@@ -233,21 +233,6 @@ int orch_store_journal_batch(struct orch_store *st, const struct orch_journal_en
     return st->ops->journal_batch(st, e, n, gets, m);
 }
 
-int orch_store_journal_peeks(const struct orch_store *st)
-{
-    return st->ops->journal_peek != NULL && st->ops->journal_hits != NULL;
-}
-
-int orch_store_journal_peek(struct orch_store *st, struct orch_journal_lookup *gets, size_t m)
-{
-    return st->ops->journal_peek(st, gets, m);
-}
-
-int orch_store_journal_hits(struct orch_store *st, const char *const *keys, const int64_t *counts, size_t n)
-{
-    return st->ops->journal_hits(st, keys, counts, n);
-}
-
 int orch_store_run_delete(struct orch_store *st, const char *run_id)
 {
     return st->ops->run_delete(st, run_id);

@@ -255,17 +255,6 @@ int orch_store_journal_get(struct orch_store *st, const char *key, struct orch_j
  * none of the entries written and every lookup cleared. */
 int orch_store_journal_batch(struct orch_store *st, const struct orch_journal_entry *e, size_t n,
                              struct orch_journal_lookup *gets, size_t m);
-/* Whether the store looks keys up without counting their hits
- * (journal_peek) and takes hit counts in bulk (journal_hits): a local
- * file does, where writing a hit per lookup costs more than the lookup. */
-int orch_store_journal_peeks(const struct orch_store *st);
-/* The m lookups of a journal_batch in one read transaction, without
- * counting their hits (out.hits: the stored count). 0, or -1 with every
- * lookup cleared. Only where orch_store_journal_peeks. */
-int orch_store_journal_peek(struct orch_store *st, struct orch_journal_lookup *gets, size_t m);
-/* Adds counts[i] hits to keys[i], in one transaction. 0 or -1. Only where
- * orch_store_journal_peeks. */
-int orch_store_journal_hits(struct orch_store *st, const char *const *keys, const int64_t *counts, size_t n);
 
 /* Retention. Deletes a run with its checkpoints, results, events and
  * state: 1, 0 when there is no such run, -1 on error. */

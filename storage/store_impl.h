@@ -107,15 +107,6 @@ struct orch_store_ops {
      * none of the entries written and every lookup cleared. */
     int (*journal_batch)(struct orch_store *st, const struct orch_journal_entry *e, size_t n,
                          struct orch_journal_lookup *gets, size_t m);
-    /* Optional (NULL: lookups count their hits in journal_batch).
-     * journal_peek looks the m keys up as journal_batch does, in one read
-     * transaction, but counts no hit (out.hits is the count stored): 0, or
-     * -1 with every lookup cleared; journal_hits adds counts[i] to the hits
-     * of keys[i] in one transaction (keys no longer there are skipped). A
-     * store whose hit writes cost more than its reads (a local file) has
-     * both: the group counts hits in memory. */
-    int (*journal_peek)(struct orch_store *st, struct orch_journal_lookup *gets, size_t m);
-    int (*journal_hits)(struct orch_store *st, const char *const *keys, const int64_t *counts, size_t n);
 
     /* Retention. Deletes a run with its checkpoints, results, events and
      * state: 1, 0 when there is no such run, -1 on error. */

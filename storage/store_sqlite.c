@@ -1244,8 +1244,12 @@ static int sq_journal_row(sqlite3_stmt *s, struct orch_journal_owned *out)
     return 0;
 }
 
-/* The lookup alone: no hit counted, so no write lock (journal_peek). */
-static int sq_journal_read(struct orch_store *base, const char *key, struct orch_journal_owned *out)
+/* Reads first and counts the hit after, so a miss (the common case on a
+ * first run) never takes the write lock. The hit is bookkeeping: when it
+ * cannot be written (lock held past the busy timeout, disk full) the
+ * reply is still returned, with out->hits not counting this lookup, since
+ * failing here would make the caller pay for the request again. */
+static int sq_journal_get(struct orch_store *base, const char *key, struct orch_journal_owned *out)
 {
     struct sq_store *st = sq_of(base);
     if (key == NULL)
@@ -1260,26 +1264,12 @@ static int sq_journal_read(struct orch_store *base, const char *key, struct orch
     sq_done(s);
     if (rc != 0)
         return orch_store_fail(&st->base, "cannot read journaled response %s: out of memory", key);
-    *out = got;
-    return 1;
-}
 
-/* Reads first and counts the hit after, so a miss (the common case on a
- * first run) never takes the write lock. The hit is bookkeeping: when it
- * cannot be written (lock held past the busy timeout, disk full) the
- * reply is still returned, with out->hits not counting this lookup, since
- * failing here would make the caller pay for the request again. */
-static int sq_journal_get(struct orch_store *base, const char *key, struct orch_journal_owned *out)
-{
-    int rc = sq_journal_read(base, key, out);
-    if (rc != 1)
-        return rc;
-    struct sq_store *st = sq_of(base);
-    sqlite3_stmt *s = st->stmt[SQ_JR_HIT];
-    if (sq_bind(s, SQ_ARGS(SQ_TEXT(key))) == 0 && sqlite3_step(s) == SQLITE_DONE &&
-        sqlite3_changes(st->db) == 1)
-        out->hits++;
+    s = st->stmt[SQ_JR_HIT];
+    if (sq_bind(s, a) == 0 && sqlite3_step(s) == SQLITE_DONE && sqlite3_changes(st->db) == 1)
+        got.hits++;
     sq_done(s);
+    *out = got;
     return 1;
 }
 
@@ -1730,66 +1720,6 @@ static int sq_run_set_status(struct orch_store *base, const char *run_id, enum o
     return n < 0 ? -1 : n > 0;
 }
 
-/* ---- journal lookups without their hits, hit counts in bulk ------------ */
-
-/* A round's lookups in one read transaction (one set of locks, not one a
- * lookup), counting no hits: the group counts them in memory. */
-static int sq_journal_peek(struct orch_store *base, struct orch_journal_lookup *gets, size_t m)
-{
-    struct sq_store *st = sq_of(base);
-    for (size_t i = 0; i < m; i++) {
-        gets[i].found = 0;
-        memset(&gets[i].out, 0, sizeof gets[i].out);
-    }
-    if (m > 1 && sq_begin(st, "cannot start looking up journaled responses") != 0)
-        return -1;
-    for (size_t i = 0; i < m; i++) {
-        int rc = sq_journal_read(base, gets[i].key, &gets[i].out);
-        if (rc < 0)
-            goto fail;
-        gets[i].found = rc;
-    }
-    if (m > 1 && sq_commit(st, "cannot end looking up journaled responses") != 0)
-        goto fail;
-    return 0;
-fail:
-    sq_abort(st);
-    for (size_t i = 0; i < m; i++) {
-        orch_journal_clear(&gets[i].out);
-        gets[i].found = 0;
-    }
-    return -1;
-}
-
-/* The hits a run's lookups counted in memory (journal_group.c), added in
- * one transaction. The statement is prepared for the call: it runs once
- * per checkpoint or so, not per lookup. */
-static int sq_journal_hits(struct orch_store *base, const char *const *keys, const int64_t *counts, size_t n)
-{
-    struct sq_store *st = sq_of(base);
-    if (n == 0)
-        return 0;
-    sqlite3_stmt *s = NULL;
-    if (sqlite3_prepare_v2(st->db, "UPDATE llm_journal SET hits = hits + ?2 WHERE key = ?1", -1, &s, NULL) !=
-        SQLITE_OK)
-        return sq_fail(st, "cannot count journal hits");
-    if (sq_begin(st, "cannot count journal hits") != 0) {
-        sqlite3_finalize(s);
-        return -1;
-    }
-    for (size_t i = 0; i < n; i++) {
-        if (sq_bind(s, SQ_ARGS(SQ_TEXT(keys[i]), SQ_INT(counts[i]))) != 0 || sqlite3_step(s) != SQLITE_DONE) {
-            sq_fail(st, "cannot count the hits of journaled response %s", keys[i]);
-            sqlite3_finalize(s);
-            sq_abort(st);
-            return -1;
-        }
-        sqlite3_reset(s);
-    }
-    sqlite3_finalize(s);
-    return sq_commit(st, "cannot commit journal hits");
-}
-
 const struct orch_store_ops sq_ops = {
     .name = "sqlite",
     .close = sq_close,
@@ -1811,8 +1741,6 @@ const struct orch_store_ops sq_ops = {
     .journal_put = sq_journal_put,
     .journal_get = sq_journal_get,
     .journal_batch = sq_journal_batch,
-    .journal_peek = sq_journal_peek,
-    .journal_hits = sq_journal_hits,
     .run_delete = sq_run_delete,
     .journal_prune = sq_journal_prune,
     .vacuum = sq_vacuum,

@@ -305,10 +305,9 @@ local function exchange(p, r, cfg, ctx, built)
   return provider_http.exchange(p, built, cfg, ctx)
 end
 
--- The journal key: provider, model and the canonical request body, joined
--- by NULs (one concatenation: no table a call).
+-- The journal key: provider, model and the canonical request body.
 local function journal_key(cfg, r, body)
-  return hash.xxh128(cfg.provider .. "\0" .. r.model .. "\0" .. body)
+  return hash.xxh128(table.concat({ cfg.provider, r.model, body }, "\0"))
 end
 
 -- The info a call returns, counted by ctx:account: the reply and its

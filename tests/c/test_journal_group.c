@@ -75,53 +75,6 @@ static void test_group_commit(struct orch_loop *loop, struct orch_store *st)
     orch_journal_group_release(&g);
 }
 
-/* The hits column of key as stored, or -1 when it is not there. */
-static int64_t stored_hits(struct orch_store *st, const char *key)
-{
-    struct orch_journal_lookup q = {.key = key};
-    int64_t n = orch_store_journal_peek(st, &q, 1) == 0 && q.found ? q.out.hits : -1;
-    orch_journal_clear(&q.out);
-    return n;
-}
-
-/* Hits counted in memory: many keys (the table grows), written by an
- * explicit flush only, not by a round's prepare hook. */
-static void test_hits(struct orch_loop *loop, struct orch_store *st)
-{
-    struct orch_journal_group g;
-    orch_journal_group_init(&g, loop, st);
-    char key[32];
-    for (int i = 0; i < 300; i++) {
-        snprintf(key, sizeof key, "h%d", i);
-        struct orch_journal_entry e = reply(key, "x");
-        CHECK(orch_store_journal_put(st, &e) == 0);
-    }
-    for (int i = 0; i < 300; i++) {
-        snprintf(key, sizeof key, "h%d", i);
-        CHECK(orch_journal_group_hit(&g, key) == 1);
-    }
-    CHECK(orch_journal_group_hit(&g, "h7") == 2);
-    CHECK(orch_journal_group_hit(&g, "gone") == 1); /* a key not stored is skipped by the write */
-    CHECK(g.nhits == 301 && g.caphits >= 602);
-    orch_loop_run_once(loop, 0); /* a round leaves them in memory */
-    CHECK(stored_hits(st, "h7") == 0);
-    CHECK(orch_journal_group_flush(&g) == 0);
-    CHECK(g.nhits == 0);
-    CHECK(stored_hits(st, "h7") == 2);
-    CHECK(stored_hits(st, "h299") == 1);
-    CHECK(orch_journal_group_hit(&g, "h1") == 1); /* counted again from zero after the write */
-
-    /* a waiting lookup: read in the round's transaction, its hit counted in memory */
-    struct orch_journal_wait w = {0};
-    CHECK(orch_journal_group_wait(&g, &w, "h2", wake, (void *)5L) == 0);
-    CHECK(orch_loop_run_once(loop, 0) == 1);
-    CHECK(w.state == ORCH_JWAIT_FOUND && w.out.hits == 2 && woken[5] == 1);
-    CHECK(stored_hits(st, "h2") == 1);
-    orch_journal_wait_clear(&w);
-    orch_journal_group_release(&g); /* writes them */
-    CHECK(stored_hits(st, "h1") == 2 && stored_hits(st, "h2") == 2);
-}
-
 static void test_heartbeat(struct orch_loop *loop, struct orch_store *st)
 {
     struct orch_run r = make_run("hb", "wf", "id", ORCH_RUN_RUNNING, 1);
@@ -156,7 +109,6 @@ int main(void)
         return check_report();
     }
     test_group_commit(loop, st);
-    test_hits(loop, st);
     test_heartbeat(loop, st);
     orch_store_close(st);
     orch_loop_free(loop);

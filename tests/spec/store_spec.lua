@@ -1,8 +1,7 @@
 -- store_spec.lua -- the LLM response journal as tasks see it
 -- (core/store_lua.c over storage/store_sqlite.c): lookups made by tasks in
 -- one scheduler round are answered by one group transaction, together with
--- the replies waiting for their commit; on a local file their hits are
--- counted in memory and written by the explicit flushes. Also orch.store.open read-only,
+-- the replies waiting for their commit. Also orch.store.open read-only,
 -- orch.hash.file, orch.runs, orch.fmt.usd and orch.param.
 local sched = require("orch.sched")
 local store = require("orch.store")
@@ -119,45 +118,6 @@ describe("orch.store journal", function()
     assert.are.equal("fresh", text)
     local e = assert(st:journal_get("k-same-round"))
     assert.are.equal("fresh", e.response)
-    cleanup(st, path)
-  end)
-
-  -- on a local file (SQLite) the hits of the lookups are counted in
-  -- memory and written by the explicit flushes: a replayed round takes no
-  -- write lock
-  local local_file = (backend == "sqlite" or backend == "memory") and it or pending
-
-  local_file("counts a task's hits in memory until a flush: checkpoint, stats or close", function()
-    local st, path = fresh()
-    local e = entry("kept")
-    e.key = "k-hot"
-    assert.is_true(st:journal_put(e))
-    assert.is_true(st:journal_flush())
-    local got = sched.run(function()
-      local out = {}
-      for i = 1, 3 do
-        out[i] = assert(st:journal_get("k-hot"))
-      end
-      assert.is_nil(st:journal_get("k-cold"))
-      return out
-    end)
-    assert.are.same({ "kept", "kept", "kept" }, { got[1].response, got[2].response, got[3].response })
-    assert.are.same({ 1, 2, 3 }, { got[1].hits, got[2].hits, got[3].hits })
-    if backend == "sqlite" then -- another connection sees none of them yet
-      local ro = assert(store.open(path, "r"))
-      assert.are.equal(0, ro:stats().journal_hits)
-      ro:close()
-    end
-    assert.are.equal(3, st:stats().journal_hits) -- the stats write them first
-    assert.are.equal(4, sched.run(function()
-      return assert(st:journal_get("k-hot")).hits
-    end))
-    if backend == "sqlite" then -- the close writes what is still in memory
-      st:close()
-      st = assert(store.open(path))
-      assert.are.equal(4, st:stats().journal_hits)
-      assert.are.equal(4 * 0.5, st:stats().journal_saved_usd)
-    end
     cleanup(st, path)
   end)
 

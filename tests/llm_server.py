@@ -51,12 +51,15 @@ do and the same request always gets the same reply.
 Batches.  A batch completes batch_delay_s seconds (--batch-delay-s, or
 {"batch_delay_s": S} to /admin/config) after its creation; the answer to a
 create call is held batch_create_delay_s seconds (default 0) after the
-batch exists, so a test can kill the client before it learns the id; the
+batch exists, so a test can kill the client before it learns the id; a
+create call received is held batch_create_record_delay_s seconds (default 0)
+before the batch exists (a slow provider still working on a create call its
+client has given up on, or died after sending); the
 next batch_create_fail create calls answer 500 and create nothing.  A request whose
 last user message holds [[batch:expire]] or [[batch:error]] ([[batch:expirex1]]:
 only in the first batch it is submitted in) ends expired or errored; an
 OpenAI batch with an expired request ends "expired".  /admin/stats "batch"
-counts files, batches, requests_submitted, submitted_twice (a custom_id
+counts files, creates_received, batches, requests_submitted, submitted_twice (a custom_id
 submitted while an earlier submission was live or had succeeded), billed,
 billed_twice, expired, errored, polls, lists and downloads.
 
@@ -188,7 +191,7 @@ class State:
                     return None, "pad_words must be a whole number from 0"
                 new[k] = v
             elif k in ("latency_ms", "slow_ms", "retry_after", "hang_s", "batch_delay_s", "batch_create_delay_s",
-                       "batch_create_fail"):
+                       "batch_create_record_delay_s", "batch_create_fail"):
                 if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
                     return None, "%s must be a non-negative number" % k
                 new[k] = v
@@ -318,7 +321,7 @@ class Batches:
         self.submissions = {}  # custom_id -> batches it was submitted in
         self.live = {}  # custom_id -> live submissions (in a batch not yet ended)
         self.billed = {}  # custom_id -> successes
-        self.counts = {"files": 0, "batches": 0, "requests_submitted": 0, "submitted_twice": 0,
+        self.counts = {"files": 0, "creates_received": 0, "batches": 0, "requests_submitted": 0, "submitted_twice": 0,
                        "billed": 0, "billed_twice": 0, "expired": 0, "errored": 0, "polls": 0,
                        "lists": 0, "downloads": 0}
 
@@ -670,6 +673,11 @@ class Handler(BaseHTTPRequestHandler):
                     st.batch.counts["create_failed"] = st.batch.counts.get("create_failed", 0) + 1
             if fail > 0:
                 return self.error(anthropic, 500, "api_error", "The server had an error (mock): no batch created")
+            with st.lock:
+                st.batch.counts["creates_received"] += 1
+                hold = float(st.config.get("batch_create_record_delay_s", 0))
+            if hold > 0:
+                st.shutdown.wait(hold)  # the client may be gone meanwhile: the batch is created all the same
         parts = path.strip("/").split("/")
         with st.lock:
             bt = st.batch

@@ -15,8 +15,11 @@
 -- unknown) is never sent again until that batch is found (OpenAI: by its
 -- metadata) or every batch created since that moment has ended and its
 -- results are claimed by custom_id (Anthropic, whose batches carry no
--- metadata). Rows waiting on a batch when the run is stopped are left for
--- the resume: the batch stays with the provider.
+-- metadata). The create call is made once (a call lost on the way may
+-- still land), and a batch not found is taken as never created only when
+-- no create call can land any more: the call's timeout after "creating",
+-- then the provider's lag (SETTLE_S). Rows waiting on a batch when the run
+-- is stopped are left for the resume: the batch stays with the provider.
 local sched = require("orch.sched")
 local json = require("orch.json")
 local store = require("orch.store")
@@ -263,8 +266,10 @@ local function submit(B)
   local meta = { orch_run = B.run.id, orch_batch = tostring(seq) }
   local id, view_or_err, definite = B.p.batch.submit(B.api, lines, meta, function(file_id)
     rec.state, rec.at_ms = "creating", now_ms()
+    B.api.once = true -- the create call: never sent twice
     return record(B, "batch", { batch = seq, state = "creating", file_id = file_id, at_ms = rec.at_ms })
   end)
+  B.api.once = nil
   if id then
     return attach(B, rec, id, view_or_err)
   elseif definite then -- refused: nothing was created
@@ -273,6 +278,7 @@ local function submit(B)
       failed(B, k, view_or_err, true)
     end
   else
+    rec.sent_ms = now_ms() -- the create call is over: nothing more of it leaves this process
     rec.next_try = sched.now() + B.interval
     B.unknown[seq] = rec
     B.log(0, string.format("batch %d: cannot tell whether it was created (%s); looking for it before sending "
@@ -303,6 +309,14 @@ local function poll(B, rec)
   rec.next_poll = t + rec.interval
 end
 
+-- Whether a create call whose answer was lost can no longer create its
+-- batch: the provider has had its lag since the call's last byte could
+-- leave (the call's end in this process; after a restart, the moment the
+-- earlier process's call would have timed out).
+local function settled(B, rec)
+  return now_ms() >= (rec.sent_ms or (rec.at_ms + B.call_ms)) + B.lag_ms
+end
+
 -- A batch that may or may not exist (the create call's answer was lost):
 -- found by its metadata (OpenAI), or every batch created since then is
 -- waited for and its results claimed by custom_id (Anthropic).
@@ -313,7 +327,7 @@ local function resolve(B, rec)
     if id then
       B.log(0, string.format("batch %d: found as %s", rec.seq, id))
       return attach(B, rec, id, nil)
-    elseif id == false and now_ms() - rec.at_ms >= B.settle_ms then
+    elseif id == false and settled(B, rec) then
       close(B, rec, "not_submitted")
       for _, k in ipairs(own_keys(B, rec)) do
         unsent(B, k)
@@ -328,7 +342,7 @@ local function resolve(B, rec)
     for _, v in ipairs(views or {}) do
       waiting = waiting or not v.ended
     end
-    if not waiting and now_ms() - rec.at_ms >= B.settle_ms then -- no create call still on its way
+    if not waiting and settled(B, rec) then -- no create call still on its way
       local all, n = {}, 0
       for _, v in ipairs(views) do
         local results, rerr = p.batch.results(B.api, v)
@@ -474,9 +488,12 @@ local function batcher(run, cfg, p, built)
     max_attempts = cfg.max_attempts or M.DEFAULT_ATTEMPTS, pending = {}, pending_since = 0, req = {},
     waiters = {}, live = {}, attempts = {}, open = {}, unknown = {}, next_seq = 1 }
   B.max_poll = math.max(B.interval, M.MAX_POLL_S)
-  -- a create call sent just before a crash may reach the provider a little
-  -- later: a batch is taken as never created only after this long
-  B.settle_ms = math.min(cfg.timeout or 300, M.SETTLE_S) * 1000
+  -- a create call whose answer was lost (or sent just before a crash) may
+  -- still create its batch: until the call's own timeout has passed (one
+  -- attempt: batch_api does not send it again), then the provider's lag
+  -- (SETTLE_S) in acting on a request it has received. Only then is a
+  -- batch not found taken as never created and its requests sent again.
+  B.call_ms, B.lag_ms = (cfg.timeout or 300) * 1000, M.SETTLE_S * 1000
   run.batcher = B
   reattach(B)
   sched.spawn(loop, B)

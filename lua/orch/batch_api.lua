@@ -41,7 +41,9 @@ function M.new(p, cfg, built)
     for attempt = 1, max_attempts do
       resp, err = http.request({ method = method, url = url, headers = h, body = body,
         timeout = cfg.timeout or 300, connect_timeout = cfg.connect_timeout or 10, max_body = 1024 * 1024 * 1024 })
-      local retry = resp == nil or resp.status == 429 or resp.status >= 500
+      -- api.once (set by the batcher around a create call): a call lost on
+      -- the way may still reach the provider, so it is not sent again
+      local retry = resp == nil and not api.once or resp and (resp.status == 429 or resp.status >= 500)
       if not retry or attempt == max_attempts then
         break
       end

@@ -7,6 +7,7 @@ cd "$WORK"
 start_llm_server --batch-delay-s 0.5
 cat >batch.lua <<LUA
 local orch = require("orch")
+require("orch.batch").SETTLE_S = 3 -- the test server's lag in acting on a create call: none
 local n, i = orch.param("rows", 3000), 0
 return orch.workflow {
   name = "batched",

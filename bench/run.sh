@@ -140,6 +140,7 @@ rm -f "$T"/f.db*
 ORCH_DB="$T/f.db" inflight_run orch "$ORCH" run -q bench/llm.lua --set rows=8000 --set concurrency=2000 \
   --set base_url="$URL3" --set out="$T/f.jsonl"
 [ "$(wc -l <"$T/f.jsonl")" = 8000 ] || { echo "bench: the 2,000-in-flight run lost rows" >&2; exit 1; }
+inflight_run floor "$T/curl_floor" "$URL3/chat/completions" 8000 2000
 inflight_run aio $PYDEB bench/llm_aiohttp.py "$URL3" 8000 "$T/faio.jsonl" 2000
 inflight_run node node bench/llm_node.mjs "$URL3" 8000 "$T/fnode.jsonl" 2000
 
@@ -254,6 +255,7 @@ set -- $(cat "$T/l_aio"); la_cpu=$1 la_rss=$2
 set -- $(cat "$T/l_node"); ln_cpu=$1 ln_rss=$2
 set -- $(cat "$T/l_pyj"); lj_cpu=$1 lj_rss=$2
 set -- $(cat "$T/f_orch"); fo_cpu=$1 fo_rss=$2 fo_wall=$3 fo_peak=$4
+set -- $(cat "$T/f_floor"); ff_rss=$2
 set -- $(cat "$T/f_aio"); fa_rss=$2 fa_wall=$3 fa_peak=$4
 set -- $(cat "$T/f_node"); fn_rss=$2 fn_wall=$3 fn_peak=$4
 
@@ -278,7 +280,7 @@ set -- $(cat "$T/f_node"); fn_rss=$2 fn_wall=$3 fn_peak=$4
   echo "| same against tests/llm_server.py (thread per connection, two writes per reply): CPU s | $lo2_cpu | libcurl alone: $lf2_cpu | $(ratio "$lo2_cpu" "$lf2_cpu") x libcurl alone |"
   echo "| same: max RSS MB | $lo2_rss | libcurl alone: $lf2_rss | |"
   echo "| same, asyncio + aiohttp and Node (official openai SDK + p-limit), one run each: CPU s / max RSS MB | | Python asyncio: $la_cpu / $la_rss; Node: $ln_cpu / $ln_rss; Python ThreadPool journaling each reply to SQLite: $lj_cpu / $lj_rss | |"
-  echo "| 8,000 calls of 1 s at concurrency 2,000: max RSS MB (target <= 40) | $fo_rss | Python asyncio: $fa_rss; Node: $fn_rss | |"
+  echo "| 8,000 calls of 1 s at concurrency 2,000: max RSS MB (target <= 40) | $fo_rss | libcurl alone: $ff_rss; Python asyncio: $fa_rss; Node: $fn_rss | |"
   echo "| same: wall s (ideal 4.00) / most requests the server held at once | $fo_wall / $fo_peak | Python asyncio: $fa_wall / $fa_peak; Node: $fn_wall / $fn_peak | |"
   echo "| journal replay: a rerun of $REPLAY LLM rows, all answered by the journal: rows/s (target >= 100,000) | $(python3 -c "print(int($REPLAY/$j_wall))") | Python ThreadPool from its SQLite journal: $(python3 -c "print(int($REPLAY/$jp_wall))") | |"
   echo "| kill -9 at 50 % (4,000 calls of 250 ms, concurrency 200, killed at $k_lines rows): resume to its first new row, s / calls paid twice | $k_first / $k_repeat | | |"

@@ -22,9 +22,9 @@ struct orch_http {
     struct orch_timer *timer; /* curl's requested timeout, or NULL */
     CURL *pool[HTTP_POOL_MAX];
     size_t npool;
-    size_t live; /* requests not yet freed: the pool outlives none of them */
+    size_t live;           /* requests not yet freed: the pool outlives none of them */
     size_t inflight, peak; /* requests started and not finished; the most at once */
-    int closing; /* orch_http_free ran while requests were live */
+    int closing;           /* orch_http_free ran while requests were live */
 };
 
 struct buf {

@@ -112,22 +112,37 @@ void orch_runtime_preload(lua_State *L)
 #define POOL_MAX 512
 #define POOL_CLASSES (POOL_MAX / POOL_STEP)
 #define POOL_RESERVE ((size_t)1 << 30)
+#define POOL_ROOT_STEP ((size_t)1 << 20)
 
+/* Under AddressSanitizer a block in the pool is poisoned while free, and
+ * the range is a root for the leak checker: the malloc blocks that only
+ * Lua's objects point to are reachable through it. */
 #if defined(__SANITIZE_ADDRESS__)
 #include <sanitizer/asan_interface.h>
+#include <sanitizer/lsan_interface.h>
 #define POOL_POISON(p, n) ASAN_POISON_MEMORY_REGION((p), (n))
 #define POOL_UNPOISON(p, n) ASAN_UNPOISON_MEMORY_REGION((p), (n))
+#define POOL_ROOT(p, n) __lsan_register_root_region((p), (n))
+#define POOL_UNROOT(p, n) __lsan_unregister_root_region((p), (n))
 #else
-#define POOL_POISON(p, n) ((void)(p), (void)(n))
-#define POOL_UNPOISON(p, n) ((void)(p), (void)(n))
+static inline void pool_nop(const void *p, size_t n)
+{
+    (void)p;
+    (void)n;
+}
+#define POOL_POISON pool_nop
+#define POOL_UNPOISON pool_nop
+#define POOL_ROOT pool_nop
+#define POOL_UNROOT pool_nop
 #endif
 
 struct orch_mem {
-    size_t used;  /* bytes Lua holds (its own count: the sizes it passes) */
-    size_t limit; /* growth past it is refused */
-    int fixed;    /* set by the command line: a workflow cannot change it */
-    char *base, *top, *end;      /* the pool's range, carved up to top; NULL when not reserved */
-    void *freed[POOL_CLASSES];   /* per class, blocks freed, linked through their first word */
+    size_t used;               /* bytes Lua holds (its own count: the sizes it passes) */
+    size_t limit;              /* growth past it is refused */
+    int fixed;                 /* set by the command line: a workflow cannot change it */
+    char *base, *top, *end;    /* the pool's range, carved up to top; NULL when not reserved */
+    char *rooted;              /* under AddressSanitizer: the leak checker scans base..rooted */
+    void *freed[POOL_CLASSES]; /* per class, blocks freed, linked through their first word */
 };
 
 static size_t pool_class(size_t n)
@@ -155,6 +170,10 @@ static void *pool_get(struct orch_mem *m, size_t n)
         p = m->top;
         m->top += size;
         POOL_UNPOISON(p, size);
+        if (m->top > m->rooted) { /* a step more for the leak checker (not all of the 1 GiB) */
+            POOL_ROOT(m->rooted, POOL_ROOT_STEP);
+            m->rooted += POOL_ROOT_STEP;
+        }
         return p;
     }
     return malloc(n);
@@ -170,11 +189,11 @@ static void pool_put(struct orch_mem *m, void *p, size_t n)
 
 static void pool_reserve(struct orch_mem *m)
 {
-    void *p = mmap(NULL, POOL_RESERVE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
-                   -1, 0);
+    void *p =
+        mmap(NULL, POOL_RESERVE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     if (p == MAP_FAILED)
         return; /* every block from malloc, as before */
-    m->base = m->top = p;
+    m->base = m->top = m->rooted = p;
     m->end = m->base + POOL_RESERVE;
     POOL_POISON(p, POOL_RESERVE);
 }
@@ -309,8 +328,11 @@ void orch_runtime_close(struct orch_runtime *rt)
     orch_sched_free(rt->sched);
     if (rt->L != NULL)
         lua_close(rt->L);
-    if (rt->mem != NULL && rt->mem->base != NULL)
+    if (rt->mem != NULL && rt->mem->base != NULL) {
+        for (char *p = rt->mem->base; p < rt->mem->rooted; p += POOL_ROOT_STEP)
+            POOL_UNROOT(p, POOL_ROOT_STEP);
         munmap(rt->mem->base, POOL_RESERVE); /* after lua_close, which frees into it */
+    }
     free(rt->mem); /* after lua_close: its frees still count */
     orch_loop_free(rt->loop);
     memset(rt, 0, sizeof *rt);

@@ -116,6 +116,18 @@ static int reserve(struct pack_buf *b, size_t n)
  * memory runs out or a length does not fit the fixed form. */
 static int pack_one(struct pack_buf *b, int format, const struct orch_result *r, int64_t prev)
 {
+    if (format == ORCH_PACK_COMPACT && r->key != NULL && r->error == NULL && r->data == NULL &&
+        status_of(r->status) == 1) { /* most rows: "ok", a key, nothing else */
+        size_t n = strlen(r->key);
+        if (reserve(b, n + 22) != 0)
+            return -1;
+        unsigned char *p = put_varint(b->p + b->len, (uint64_t)(r->seq - prev));
+        *p++ = 1 | HAS_KEY;
+        p = put_varint(p, n);
+        memcpy(p, r->key, n + 1); /* its NUL too */
+        b->len = (size_t)(p + n + 1 - b->p);
+        return 0;
+    }
     const void *v[4] = {r->key, r->status, r->error, r->data};
     size_t n[4] = {r->key != NULL ? strlen(r->key) : 0, 0, r->error != NULL ? strlen(r->error) : 0,
                    r->data != NULL ? r->data_len : 0};

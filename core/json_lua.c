@@ -70,6 +70,7 @@
 
 #include <limits.h>
 #include <math.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1332,6 +1333,377 @@ static int l_json_decode(lua_State *L)
     return 2;
 }
 
+/* ---- picking: a few values out of a text, the rest only checked ---- */
+
+/* pick(text, path...) reads a text as decode would -- the same errors for
+ * the same bytes -- but builds only the values the paths lead to: an LLM
+ * reply is read for two or three fields, and building its other tables
+ * and strings cost four fifths of its decode.  A path is a list of steps,
+ * a string (an object's key) or an integer (an array's 1-based index); a
+ * path leads where indexing the decoded value would, so a step into a
+ * value of the other kind, or into a scalar, gives nil, and of repeated
+ * keys the last one wins. */
+#define JSON_PICK_MAX 16   /* paths of one call */
+#define JSON_PICK_STEPS 16 /* steps of one path */
+
+struct json_step {
+    const char *key; /* NULL: an array index; else anchored by its path argument */
+    size_t len;
+    lua_Integer idx;
+};
+
+struct json_pick {
+    struct json_dec *d;
+    int npaths;
+    int base; /* stack slot of path 0's value; path i's is base + i */
+    int len[JSON_PICK_MAX];
+    struct json_step step[JSON_PICK_MAX][JSON_PICK_STEPS];
+};
+
+static void json_pick_value(struct json_pick *k, unsigned active, int level);
+
+/* The bytes a string's text holds as they are: printable ASCII but for
+ * '"' and '\\'. */
+/* clang-format off */
+static const unsigned char json_plain[256] = {
+    [0x20 ... 0x21] = 1, [0x23 ... 0x5b] = 1, [0x5d ... 0x7f] = 1,
+};
+/* clang-format on */
+
+/* Checks the string at d->p (the opening quote) and moves past it.  Plain
+ * text: 1, its bytes in *s, *len.  With escapes: 0, and its decoded text
+ * pushed (json_decode_escaped reads them: one set of rules). */
+static int json_skip_string(struct json_dec *d, int iskey, const char **s, size_t *len)
+{
+    const char *start = d->p + 1;
+    const char *p = start;
+    const char *end = d->end;
+
+    while (p < end) {
+        while (p < end && json_plain[(unsigned char)*p]) {
+            p++;
+        }
+        if (p >= end) {
+            break;
+        }
+        unsigned char c = (unsigned char)*p;
+        if (c == '"') {
+            *s = start;
+            *len = (size_t)(p - start);
+            d->p = p + 1;
+            return 1;
+        }
+        if (c == '\\') {
+            d->p = p;
+            json_decode_escaped(d, start, iskey);
+            *s = lua_tolstring(d->L, -1, len);
+            return 0;
+        }
+        if (c < 0x20) {
+            json_syntax(d, p, "control character in a string");
+        }
+        p += c >= 0x80 ? json_dec_utf8(d, p, iskey) : 1;
+    }
+    d->p = p;
+    json_unexpected(d);
+}
+
+/* Checks the number at d->p and moves past it.  An integer in range or a
+ * float Clinger's path reads (finite) is known good here; the others go
+ * through json_decode_number for its range checks and errors. */
+static void json_skip_number(struct json_dec *d)
+{
+    struct json_num n;
+    const char *start = d->p;
+    const char *p = json_scan_number(d, &n);
+
+    if (!n.isfloat && !n.overflow && n.u <= (unsigned long long)LLONG_MAX) {
+        d->p = p;
+    } else if (n.isfloat && n.exact && n.u <= JSON_EXACT && n.e10 >= -22 && n.e10 <= 22) {
+        d->p = p;
+    } else {
+        d->p = start;
+        json_decode_number(d);
+        lua_pop(d->L, 1);
+    }
+}
+
+/* Checks the scalar at d->p and moves past it, pushing nothing. */
+static void json_skip_scalar(struct json_dec *d)
+{
+    const char *s;
+    size_t len;
+
+    switch (*d->p) {
+    case '"':
+        if (!json_skip_string(d, 0, &s, &len)) {
+            lua_pop(d->L, 1);
+        }
+        break;
+    case 't':
+        json_decode_word(d, "true", 4);
+        break;
+    case 'f':
+        json_decode_word(d, "false", 5);
+        break;
+    case 'n':
+        json_decode_word(d, "null", 4);
+        break;
+    default:
+        if (*d->p == '-' || (*d->p >= '0' && *d->p <= '9')) {
+            json_skip_number(d);
+        } else {
+            json_unexpected(d);
+        }
+    }
+}
+
+/* Reads the object at d->p; a member whose key is the next step of
+ * active paths is picked from, the others are only checked. */
+static void json_pick_object(struct json_pick *k, unsigned active, int level)
+{
+    struct json_dec *d = k->d;
+
+    json_enter(d);
+    d->p++;
+    json_skipws(d);
+    if (d->p < d->end && *d->p == '}') {
+        d->p++;
+        d->depth--;
+        return;
+    }
+    for (;;) {
+        const char *key;
+        size_t klen;
+        json_skipws(d);
+        if (d->p >= d->end) {
+            json_unexpected(d);
+        }
+        if (*d->p != '"') {
+            json_syntax(d, d->p, "expected a string key");
+        }
+        int pushed = !json_skip_string(d, 1, &key, &klen);
+        json_skipws(d);
+        if (d->p >= d->end) {
+            json_unexpected(d);
+        }
+        if (*d->p != ':') {
+            json_syntax(d, d->p, "expected ':'");
+        }
+        d->p++;
+        unsigned sub = 0;
+        for (int i = 0; active != 0 && i < k->npaths; i++) {
+            const struct json_step *st = &k->step[i][level];
+            if ((active >> i & 1u) && st->key != NULL && st->len == klen && memcmp(st->key, key, klen) == 0) {
+                sub |= 1u << i;
+            }
+        }
+        struct json_seg *seg = &d->path[d->pathlen++];
+        seg->key = key;
+        seg->len = klen;
+        json_pick_value(k, sub, level + 1);
+        d->pathlen--;
+        if (pushed) {
+            lua_pop(d->L, 1);
+        }
+        json_skipws(d);
+        if (d->p < d->end && *d->p == ',') {
+            d->p++;
+            continue;
+        }
+        if (d->p < d->end && *d->p == '}') {
+            d->p++;
+            break;
+        }
+        if (d->p >= d->end) {
+            json_unexpected(d);
+        }
+        json_syntax(d, d->p, "expected ',' or '}'");
+    }
+    d->depth--;
+}
+
+/* Reads the array at d->p, as json_pick_object reads an object. */
+static void json_pick_array(struct json_pick *k, unsigned active, int level)
+{
+    struct json_dec *d = k->d;
+    lua_Integer n = 0;
+
+    json_enter(d);
+    d->p++;
+    json_skipws(d);
+    if (d->p < d->end && *d->p == ']') {
+        d->p++;
+        d->depth--;
+        return;
+    }
+    for (;;) {
+        unsigned sub = 0;
+        n++;
+        for (int i = 0; active != 0 && i < k->npaths; i++) {
+            const struct json_step *st = &k->step[i][level];
+            if ((active >> i & 1u) && st->key == NULL && st->idx == n) {
+                sub |= 1u << i;
+            }
+        }
+        struct json_seg *seg = &d->path[d->pathlen++];
+        seg->key = NULL;
+        seg->idx = n;
+        json_pick_value(k, sub, level + 1);
+        d->pathlen--;
+        json_skipws(d);
+        if (d->p < d->end && *d->p == ',') {
+            d->p++;
+            continue;
+        }
+        if (d->p < d->end && *d->p == ']') {
+            d->p++;
+            break;
+        }
+        if (d->p >= d->end) {
+            json_unexpected(d);
+        }
+        json_syntax(d, d->p, "expected ',' or ']'");
+    }
+    d->depth--;
+}
+
+/* The rest of path i from the decoded value on top of the stack (a path
+ * that also ends higher up made it decoded), into the path's slot. */
+static void json_pick_walk(struct json_pick *k, int i, int level)
+{
+    lua_State *L = k->d->L;
+
+    lua_pushvalue(L, -1);
+    for (int j = level; j < k->len[i]; j++) {
+        const struct json_step *st = &k->step[i][j];
+        if (lua_type(L, -1) != LUA_TTABLE) {
+            lua_pushnil(L);
+        } else if (st->key != NULL) {
+            lua_pushlstring(L, st->key, st->len);
+            lua_rawget(L, -2);
+        } else {
+            lua_rawgeti(L, -1, st->idx);
+        }
+        lua_remove(L, -2);
+    }
+    lua_replace(L, k->base + i);
+}
+
+/* Reads the value at d->p, which the active paths lead to (level steps
+ * each): decoded when one of them ends here, else picked from or only
+ * checked.  Each active path's slot is set anew: the last of repeated
+ * keys wins. */
+static void json_pick_value(struct json_pick *k, unsigned active, int level)
+{
+    struct json_dec *d = k->d;
+    unsigned ends = 0;
+
+    json_skipws(d);
+    if (active == 0 && d->p < d->end) { /* most values: only checked */
+        if (*d->p == '{') {
+            json_pick_object(k, 0, level);
+        } else if (*d->p == '[') {
+            json_pick_array(k, 0, level);
+        } else {
+            json_skip_scalar(d);
+        }
+        return;
+    }
+    for (int i = 0; i < k->npaths; i++) {
+        if (active >> i & 1u) {
+            lua_pushnil(d->L);
+            lua_replace(d->L, k->base + i);
+            ends |= (unsigned)(k->len[i] == level) << i;
+        }
+    }
+    json_skipws(d);
+    if (d->p >= d->end) {
+        json_unexpected(d);
+    }
+    if (ends != 0) {
+        json_decode_value(d);
+        for (int i = 0; i < k->npaths; i++) {
+            if (active >> i & 1u) {
+                json_pick_walk(k, i, level);
+            }
+        }
+        lua_pop(d->L, 1);
+    } else if (*d->p == '{') {
+        json_pick_object(k, active, level);
+    } else if (*d->p == '[') {
+        json_pick_array(k, active, level);
+    } else {
+        json_skip_scalar(d);
+    }
+}
+
+/* Reads path argument arg into k's path i, raising on a bad one. */
+static void json_pick_path(lua_State *L, struct json_pick *k, int i, int arg)
+{
+    luaL_checktype(L, arg, LUA_TTABLE);
+    lua_Integer n = (lua_Integer)lua_rawlen(L, arg);
+    luaL_argcheck(L, n <= JSON_PICK_STEPS, arg, "a path has at most 16 steps");
+    k->len[i] = (int)n;
+    for (int j = 0; j < n; j++) {
+        struct json_step *st = &k->step[i][j];
+        int isint = 0;
+        int t = lua_rawgeti(L, arg, j + 1);
+        st->key = NULL;
+        if (t == LUA_TSTRING) {
+            st->key = lua_tolstring(L, -1, &st->len); /* anchored: the path table holds it */
+        } else if (t == LUA_TNUMBER) {
+            st->idx = lua_tointegerx(L, -1, &isint);
+        }
+        if (st->key == NULL && !isint) {
+            luaL_argerror(L, arg, "a path's steps are strings (keys) and integers (indexes)");
+        }
+        lua_pop(L, 1);
+    }
+}
+
+/* pick(text, path...) -> container, value... : container is true when the
+ * text is an object or an array; then each path's value, as indexing the
+ * decoded text would give it (nil where the path leads nowhere).  Raises
+ * what decode raises for the same text.  Upvalue 1: json.array_mt. */
+static int l_json_pick(lua_State *L)
+{
+    struct json_dec d;
+    struct json_pick k;
+    size_t len;
+    const char *s = luaL_checklstring(L, 1, &len);
+    int n = lua_gettop(L) - 1;
+
+    luaL_argcheck(L, n <= JSON_PICK_MAX, JSON_PICK_MAX + 2, "at most 16 paths");
+    for (int i = 0; i < n; i++) {
+        json_pick_path(L, &k, i, i + 2);
+    }
+    k.d = &d;
+    k.npaths = n;
+    luaL_checkstack(L, n + 8, "orch.json.pick: too many paths");
+    lua_pushvalue(L, lua_upvalueindex(1)); /* slot n + 2: array_mt */
+    lua_pushboolean(L, 0);                 /* slot n + 3: container */
+    k.base = n + 4;
+    for (int i = 0; i < n; i++) {
+        lua_pushnil(L);
+    }
+    memset(&d, 0, offsetof(struct json_dec, path));
+    d.L = L;
+    d.s = s;
+    d.p = s;
+    d.end = s + len;
+    d.arraymt = n + 2;
+    json_skipws(&d);
+    lua_pushboolean(L, d.p < d.end && (*d.p == '{' || *d.p == '['));
+    lua_replace(L, n + 3);
+    json_pick_value(&k, (1u << n) - 1u, 0);
+    json_skipws(&d);
+    if (d.p < d.end) {
+        json_syntax(&d, d.p, "unexpected data after the value");
+    }
+    return n + 1;
+}
+
 static const luaL_Reg json_funcs[] = {
     {"encode", l_json_encode},
     {NULL, NULL},
@@ -1356,5 +1728,8 @@ int luaopen_orch_json(lua_State *L)
     lua_pushinteger(L, 0);           /* upvalue: the last top-level object's size */
     lua_pushcclosure(L, l_json_decode, 2);
     lua_setfield(L, -2, "decode");
+    lua_getfield(L, -1, "array_mt"); /* upvalue: as decode's */
+    lua_pushcclosure(L, l_json_pick, 1);
+    lua_setfield(L, -2, "pick");
     return 1;
 }

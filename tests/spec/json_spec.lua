@@ -559,3 +559,130 @@ describe("orch.json.decode", function()
     assert.are.equal(1, dec('{"ok":1}').ok)
   end)
 end)
+
+describe("orch.json.pick", function()
+  local dec, pick = json.decode, json.pick
+  local fails_with = require("helpers").fails_with
+
+  -- what indexing the decoded text gives for a path (nil where it leads nowhere)
+  local function walk(v, path)
+    for _, step in ipairs(path) do
+      if type(v) ~= "table" then
+        return nil
+      end
+      v = v[step]
+    end
+    return v
+  end
+
+  local reply = '{"id": "chatcmpl-1", "object": "chat.completion", "choices": [{"index": 0, "message": '
+    .. '{"role": "assistant", "content": "caf\\u00e9 \\"ok\\""}, "finish_reason": "stop"}], '
+    .. '"usage": {"prompt_tokens": 12, "completion_tokens": 8, "total_tokens": 20}}'
+
+  it("gives the values the paths lead to, as indexing the decoded text would", function()
+    local container, content, tin, tout = pick(reply, { "choices", 1, "message", "content" },
+      { "usage", "prompt_tokens" }, { "usage", "completion_tokens" })
+    assert.is_true(container)
+    assert.are.equal('café "ok"', content)
+    assert.are.equal(12, tin)
+    assert.are.equal(8, tout)
+    assert.are.equal("integer", math.type(tin))
+  end)
+
+  it("decodes a picked object or array whole, and paths may end inside it", function()
+    local _, usage, tin, choice = pick(reply, { "usage" }, { "usage", "prompt_tokens" }, { "choices", 1 })
+    assert.are.same({ prompt_tokens = 12, completion_tokens = 8, total_tokens = 20 }, usage)
+    assert.are.equal(12, tin)
+    assert.are.same(dec(reply).choices[1], choice)
+    local _, empty = pick('{"a":[]}', { "a" })
+    assert.are.equal("[]", json.encode(empty))
+    local _, whole = pick('{"a":[1,{"b":null}]}', {})
+    assert.are.same(dec('{"a":[1,{"b":null}]}'), whole)
+  end)
+
+  it("agrees with decode on every path of many texts, repeated keys and kinds that do not match included", function()
+    local docs = {
+      reply,
+      '{"a":{"b":1},"a":{"c":2}}',
+      '{"a":{"b":1},"a":3}',
+      '{"a":[10,20,{"b":"x"}],"1":"one","b":{"1":"str"}}',
+      '[{"a":1},[2,3],"s",null,true]',
+      '{"a":{"b":{"c":{"d":[1.5,-0,1e2,"\\ud83d\\ude00"]}}},"e":[]}',
+      '"just a string"',
+      "42",
+      "null",
+      '{"k\\u0041y":{"x":1},"kAy":{"x":2},"x":{"kAy":3}}',
+    }
+    local paths = { {}, { "a" }, { "a", "b" }, { "a", "c" }, { "a", 1 }, { "a", 3, "b" }, { 1 }, { 1, "a" }, { 2, 2 },
+      { "1" }, { 1, 1 }, { "b", "1" }, { "b", 1 }, { "a", "b", "c", "d", 4 }, { "a", "b", "c", "d", 2 }, { "e" },
+      { "e", 1 }, { "kAy", "x" }, { "x", "kAy" }, { "choices", 1, "message", "role" }, { "usage", "nope" } }
+    for _, text in ipairs(docs) do
+      local v = dec(text)
+      for first = 1, #paths, 8 do -- eight paths a call
+        local some = table.move(paths, first, math.min(first + 7, #paths), 1, {})
+        local got = table.pack(pick(text, table.unpack(some)))
+        assert.are.equal(type(v) == "table", got[1], text)
+        for i, path in ipairs(some) do
+          local want = walk(v, path)
+          assert.are.same(want, got[i + 1], text .. " at path " .. (first + i - 1))
+          assert.are.equal(math.type(want), math.type(got[i + 1]), text .. " at path " .. (first + i - 1))
+        end
+      end
+    end
+  end)
+
+  it("raises what decode raises for the same text, at the same byte or path", function()
+    local bad = { '{"a":', '{"a" 1}', '{"a":1,}', '[1 2]', '{"a":"\1"}', '{"a":"\255"}', '{"\255":1}', '{"a":tru}',
+      '{"a":01}', '{"a":99999999999999999999}', '{"b":[1e999]}', '{"a":"\\q"}', '{"a":"\\ud800"}', '{} x', "",
+      '{"a":{"b":[1,{"c":"\\u12"}]}}', string.rep("[", 1001) .. string.rep("]", 1001) }
+    for _, text in ipairs(bad) do
+      local ok, want = pcall(dec, text)
+      assert.is_false(ok, text)
+      for _, path in ipairs({ { "a" }, { "a", "b" }, { "b", 1 } }) do
+        local pok, err = pcall(pick, text, path)
+        assert.is_false(pok, text)
+        assert.are.equal(want, err)
+      end
+    end
+  end)
+
+  it("agrees with decode on damaged replies: the same value at each path, or the same error", function()
+    local paths = { { "choices", 1, "message", "content" }, { "usage", "prompt_tokens" }, { "usage" } }
+    local state = 77
+    local function rnd(n)
+      state = (state * 1103515245 + 12345) % 2147483648
+      return state % n
+    end
+    local bytes = { "{", "}", "[", "]", '"', "\\", ",", ":", "1", "e", "u", "\200", " ", "n" }
+    for _ = 1, 3000 do
+      local t = reply
+      for _ = 1, rnd(3) + 1 do
+        local at = rnd(#t) + 1
+        local b = bytes[rnd(#bytes) + 1]
+        t = rnd(2) == 0 and (t:sub(1, at - 1) .. b .. t:sub(at + 1)) or (t:sub(1, at - 1) .. t:sub(at + 1))
+      end
+      local ok, v = pcall(dec, t)
+      local got = table.pack(pcall(pick, t, table.unpack(paths)))
+      assert.are.equal(ok, got[1], t)
+      if ok then
+        for i, path in ipairs(paths) do
+          assert.are.same(walk(v, path), got[i + 2], t)
+        end
+      else
+        assert.are.equal(v, got[2], t)
+      end
+    end
+  end)
+
+  it("checks its arguments", function()
+    fails_with("string expected, got table", pick, {}, { "a" })
+    fails_with("table expected, got string", pick, "{}", "a")
+    fails_with("a path's steps are strings (keys) and integers (indexes)", pick, "{}", { 1.5 })
+    fails_with("a path has at most 16 steps", pick, "{}", { 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17 })
+    local many = {}
+    for i = 1, 17 do
+      many[i] = { "a" }
+    end
+    fails_with("at most 16 paths", pick, "{}", table.unpack(many))
+  end)
+end)

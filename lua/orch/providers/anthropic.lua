@@ -1,6 +1,7 @@
 -- orch.providers.anthropic: the Anthropic messages API (x-api-key,
 -- anthropic-version). The exchange itself is orch.providers.http.
 local provider_http = require("orch.providers.http")
+local json = require("orch.json")
 
 local M = {
   options = provider_http.options({ version = "string" }),
@@ -42,12 +43,13 @@ function M.build(req, cfg)
   return provider_http.request(M, cfg, "https://api.anthropic.com/v1", "/messages", headers, body)
 end
 
-function M.parse(d)
-  if type(d.content) ~= "table" then
+-- The reply's text and usage from its content and usage fields.
+local function reply_of(content, tin, tout)
+  if type(content) ~= "table" then
     return nil, "the reply has no content"
   end
   local parts = {}
-  for _, c in ipairs(d.content) do
+  for _, c in ipairs(content) do
     if type(c) == "table" and c.type == "text" and type(c.text) == "string" then
       parts[#parts + 1] = c.text
     end
@@ -55,8 +57,24 @@ function M.parse(d)
   if #parts == 0 then
     return nil, "the reply has no text content"
   end
+  return table.concat(parts), { input = tonumber(tin), output = tonumber(tout) }
+end
+
+function M.parse(d)
   local u = type(d.usage) == "table" and d.usage or {}
-  return table.concat(parts), { input = tonumber(u.input_tokens), output = tonumber(u.output_tokens) }
+  return reply_of(d.content, u.input_tokens, u.output_tokens)
+end
+
+local CONTENT, IN, OUT = { "content" }, { "usage", "input_tokens" }, { "usage", "output_tokens" }
+
+--- parse_body(text) -> what parse(json.decode(text)) gives, or false when
+--- the text is not a JSON object or array; builds only the content list.
+function M.parse_body(text)
+  local ok, container, content, tin, tout = pcall(json.pick, text, CONTENT, IN, OUT)
+  if not (ok and container) then
+    return false
+  end
+  return reply_of(content, tin, tout)
 end
 
 function M.error_message(d)
@@ -70,7 +88,6 @@ end
 -- read from results_url. Batches carry no metadata: a batch whose create
 -- call's answer was lost is found by waiting for every batch created
 -- since (batch.since) and claiming results by custom_id.
-local json = require("orch.json")
 local batch_api = require("orch.batch_api")
 
 M.batch = { max_requests = 100000, max_bytes = 256 * 1024 * 1024 }

@@ -95,8 +95,24 @@ local function decode(body)
   end
 end
 
+-- A 200's body -> true, text, usage | true, nil, reason | false (not a
+-- JSON object or array). A provider's parse_body reads only the fields it
+-- needs; one without it gets the whole body decoded for its parse.
+local function reply_of(p, body)
+  if p.parse_body then
+    local text, usage = p.parse_body(body)
+    return text ~= false, text, usage
+  end
+  local d = decode(body)
+  if d == nil then
+    return false
+  end
+  return true, p.parse(d)
+end
+
 --- exchange(p, r, cfg, ctx) -> text, usage, attempts | nil, err, attempts
---- p: a provider with parse / error_message; r: the request p.build made.
+--- p: a provider with parse (or parse_body) / error_message; r: the
+--- request p.build made.
 function M.exchange(p, r, cfg, ctx)
   local max_attempts = cfg.max_attempts or 5
   local base, cap = cfg.retry_base or 0.5, cfg.retry_cap or 30
@@ -124,14 +140,12 @@ function M.exchange(p, r, cfg, ctx)
     if resp == nil then
       last, retry = terr, true
     elseif resp.status == 200 then
-      local d = decode(resp.body)
-      if d == nil then
+      local json_ok, text, usage = reply_of(p, resp.body)
+      if not json_ok then
         last, retry = "the reply is not valid JSON (" .. #resp.body .. " bytes)", true
+      elseif text ~= nil then
+        return text, usage, attempt
       else
-        local text, usage = p.parse(d)
-        if text ~= nil then
-          return text, usage, attempt
-        end
         last, retry = usage, true
       end
     else

@@ -2,6 +2,7 @@
 -- (base_url + bearer key): OpenAI, vLLM, llama.cpp, Ollama, LiteLLM, ...
 -- The exchange itself (retries, Retry-After, timeouts) is orch.providers.http.
 local provider_http = require("orch.providers.http")
+local json = require("orch.json")
 
 local M = {
   options = provider_http.options(),
@@ -56,6 +57,22 @@ function M.parse(d)
   return msg.content, { input = tonumber(u.prompt_tokens), output = tonumber(u.completion_tokens) }
 end
 
+local CONTENT, IN, OUT = { "choices", 1, "message", "content" }, { "usage", "prompt_tokens" }, { "usage", "completion_tokens" }
+
+--- parse_body(text) -> what parse(json.decode(text)) gives, or false when
+--- the text is not a JSON object or array: the reply read for its three
+--- fields, without building its tables (a fifth of the decode's work).
+function M.parse_body(text)
+  local ok, container, content, tin, tout = pcall(json.pick, text, CONTENT, IN, OUT)
+  if not (ok and container) then
+    return false
+  end
+  if type(content) ~= "string" then
+    return nil, "the reply has no choices[1].message.content"
+  end
+  return content, { input = tonumber(tin), output = tonumber(tout) }
+end
+
 --- error_message(decoded error body) -> the provider's own words
 function M.error_message(d)
   if type(d.error) == "table" and d.error.message then
@@ -68,7 +85,6 @@ end
 -- The Batch API (used when llm.batch is set; see orch.batch): a JSONL file
 -- of requests uploaded to /files, a batch created from it, polled, and its
 -- output and error files downloaded. api is orch.batch_api's.
-local json = require("orch.json")
 local batch_api = require("orch.batch_api")
 
 M.batch = { max_requests = 50000, max_bytes = 200 * 1024 * 1024 }

@@ -1,0 +1,75 @@
+-- providers_spec.lua -- the HTTP providers' fast paths give what their
+-- plain paths give: parse_body(text) as parse(json.decode(text)).
+local json = require("orch.json")
+
+local providers = {
+  openai = {
+    p = require("orch.providers.openai"),
+    reply = '{"id":"c1","object":"chat.completion","model":"m","choices":[{"index":0,"message":{"role":"assistant",'
+      .. '"content":"caf\\u00e9"},"finish_reason":"stop"}],"usage":{"prompt_tokens":12,"completion_tokens":8,'
+      .. '"total_tokens":20}}',
+    odd = { '{"choices":[]}', '{"choices":{"1":{"message":{"content":"x"}}}}', '{"choices":[{"message":{"content":7}}]}',
+      '{"choices":[{"message":{"content":"x"}}],"usage":[1,2]}', '{"choices":[{"message":{"content":"x"}}],"usage":'
+      .. '{"prompt_tokens":"12","completion_tokens":null}}', '{"choices":[{"message":{"content":"a"}}],"choices":[{}]}',
+      '{"choices":[{"message":{"content":"x"}}],"usage":{"prompt_tokens":1.5e1,"completion_tokens":{"n":1}}}',
+      "[1,2]", "[]", '"text"', "12", "null", "{}" },
+  },
+  anthropic = {
+    p = require("orch.providers.anthropic"),
+    reply = '{"id":"m1","type":"message","role":"assistant","content":[{"type":"text","text":"Hello, "},'
+      .. '{"type":"tool_use","id":"t"},{"type":"text","text":"world"}],"stop_reason":"end_turn",'
+      .. '"usage":{"input_tokens":10,"output_tokens":3}}',
+    odd = { '{"content":[]}', '{"content":"text"}', '{"content":[{"type":"image"}]}', '{"content":[{"type":"text",'
+      .. '"text":"x"}],"usage":{"input_tokens":"4"}}', '{"content":[{"type":"text","text":"x"}],"usage":7}',
+      '{"content":{"1":{"type":"text","text":"x"}}}', "[]", "true", "{}" },
+  },
+}
+
+-- what the plain path gives: false when the text is not a JSON object or array
+local function plain(p, text)
+  local ok, d = pcall(json.decode, text)
+  if not ok or type(d) ~= "table" then
+    return { false, n = 1 }
+  end
+  return table.pack(p.parse(d))
+end
+
+for name, c in pairs(providers) do
+  describe("orch.providers." .. name .. ".parse_body", function()
+    it("reads a reply as parse reads the decoded reply", function()
+      local text, usage = c.p.parse_body(c.reply)
+      assert.are.same({ text, usage }, { c.p.parse(json.decode(c.reply)) })
+      assert.is_string(text)
+      assert.is_number(usage.input)
+    end)
+
+    it("agrees with parse on replies of other shapes, and says false where decode fails", function()
+      for _, text in ipairs(c.odd) do
+        assert.are.same(plain(c.p, text), table.pack(c.p.parse_body(text)), text)
+      end
+      assert.are.same({ false, n = 1 }, table.pack(c.p.parse_body("<html>bad gateway</html>")))
+    end)
+
+    it("agrees with parse on damaged replies", function()
+      local state = 99
+      local function rnd(n)
+        state = (state * 1103515245 + 12345) % 2147483648
+        return state % n
+      end
+      local bytes = { "{", "}", "[", "]", '"', "\\", ",", ":", "1", "e", "\200", " " }
+      local seen = { [true] = 0, [false] = 0 }
+      for _ = 1, 2000 do
+        local t = c.reply
+        for _ = 1, rnd(2) + 1 do
+          local at = rnd(#t) + 1
+          local b = bytes[rnd(#bytes) + 1]
+          t = rnd(2) == 0 and (t:sub(1, at - 1) .. b .. t:sub(at + 1)) or (t:sub(1, at - 1) .. t:sub(at + 1))
+        end
+        local want = plain(c.p, t)
+        seen[want[1] ~= false] = seen[want[1] ~= false] + 1
+        assert.are.same(want, table.pack(c.p.parse_body(t)), t)
+      end
+      assert.is_true(seen[true] > 100 and seen[false] > 100)
+    end)
+  end)
+end

@@ -32,11 +32,16 @@ struct buf {
     size_t len, cap, max;
 };
 
+struct orch_http_headers {
+    struct curl_slist *list;
+};
+
 struct orch_http_req {
     struct orch_http *owner; /* whose pool the easy handle returns to */
     CURL *easy;
     struct curl_slist *headers;
-    struct orch_http *h; /* while in flight */
+    const struct orch_http_headers *shared; /* borrowed: sent in place of headers */
+    struct orch_http *h;                    /* while in flight */
     orch_http_done_fn done;
     void *ud;
     struct buf body;
@@ -307,9 +312,36 @@ int orch_http_req_header(struct orch_http_req *r, const char *line)
     return 0;
 }
 
+struct orch_http_headers *orch_http_headers_new(void)
+{
+    return calloc(1, sizeof(struct orch_http_headers));
+}
+
+int orch_http_headers_add(struct orch_http_headers *hs, const char *line)
+{
+    struct curl_slist *l = curl_slist_append(hs->list, line);
+    if (l == NULL)
+        return -1;
+    hs->list = l;
+    return 0;
+}
+
+void orch_http_headers_free(struct orch_http_headers *hs)
+{
+    if (hs == NULL)
+        return;
+    curl_slist_free_all(hs->list);
+    free(hs);
+}
+
+void orch_http_req_use_headers(struct orch_http_req *r, const struct orch_http_headers *hs)
+{
+    r->shared = hs;
+}
+
 int orch_http_start(struct orch_http *h, struct orch_http_req *r, orch_http_done_fn done, void *ud)
 {
-    curl_easy_setopt(r->easy, CURLOPT_HTTPHEADER, r->headers);
+    curl_easy_setopt(r->easy, CURLOPT_HTTPHEADER, r->shared != NULL ? r->shared->list : r->headers);
     r->done = done;
     r->ud = ud;
     r->h = h;

@@ -50,6 +50,18 @@ struct orch_http_req *orch_http_req_new(struct orch_http *h, const char *method,
                                         long connect_timeout_ms, size_t max_body);
 /* Adds a header line "Name: value" (copied). 0 or -1. */
 int orch_http_req_header(struct orch_http_req *r, const char *line);
+/* Header lines built once and sent with many requests (an LLM provider's
+ * content type and key): building curl's list anew costs a request two
+ * allocations a line. A request given them borrows them, so they must
+ * outlive it. */
+struct orch_http_headers;
+/* An empty list; NULL when out of memory. */
+struct orch_http_headers *orch_http_headers_new(void);
+/* Adds a "Name: value" line (copied). 0 or -1. */
+int orch_http_headers_add(struct orch_http_headers *hs, const char *line);
+void orch_http_headers_free(struct orch_http_headers *hs);
+/* Sends r with hs's lines in place of its own (orch_http_req_header). */
+void orch_http_req_use_headers(struct orch_http_req *r, const struct orch_http_headers *hs);
 /* Starts r; done(r, ud) runs from a loop callback when it finishes. 0, or
  * -1 (r not started). */
 int orch_http_start(struct orch_http *h, struct orch_http_req *r, orch_http_done_fn done, void *ud);

@@ -5,6 +5,12 @@
  * cleanup hook that cancels it, and yields. The done callback only wakes
  * the task; the response table is built when the scheduler resumes it.
  *
+ * post(url, headers, body, timeout, connect_timeout) is the LLM call's
+ * request: positional arguments, status, body, time and Retry-After as
+ * results (no argument or response tables), and headers either a table or
+ * a header set from headers{...}, whose curl list is built once and sent
+ * with every request given it.
+ *
  * offline(true) makes request send nothing (orch estimate, --dry-run): it
  * answers with the workflow's on_estimate(function(req) ... end) reply, or
  * nil and an error that says so, and counts what it did not send. */
@@ -14,6 +20,7 @@
 #include <ctype.h>
 #include <math.h>
 #include <string.h>
+#include <strings.h>
 
 #include <lauxlib.h>
 
@@ -23,6 +30,7 @@
 
 #define HTTP_MT "orch.Http"
 #define PENDING_MT "orch.HttpPending" /* a request in flight: __close frees it */
+#define HEADERS_MT "orch.HttpHeaders" /* a header set (http.headers): __gc frees it */
 
 static const char http_key = 'H';
 /* Offline mode (orch estimate, --dry-run): a table { count = requests not
@@ -33,6 +41,10 @@ static const char on_estimate_key = 'E';
 
 struct lhttp {
     struct orch_http *h;
+};
+
+struct lheaders {
+    struct orch_http_headers *hs;
 };
 
 static int l_http_gc(lua_State *L)
@@ -196,6 +208,67 @@ static int request_offline(lua_State *L, const char *method, const char *url)
     return 2;
 }
 
+/* Adds the header lines of the table at idx to p's request: "name: value"
+ * for a string key, a ready "Name: value" line for any other. Uses the
+ * stack above idx; raises on out of memory. */
+static void add_headers(lua_State *L, struct pending *p, int idx)
+{
+    int top = lua_gettop(L);
+    lua_pushnil(L);
+    while (lua_next(L, idx) != 0) { /* key top+1, value top+2 */
+        const char *line;
+        if (lua_type(L, top + 1) == LUA_TSTRING) {
+            const char *v = luaL_tolstring(L, top + 2, NULL);
+            line = lua_pushfstring(L, "%s: %s", lua_tostring(L, top + 1), v);
+        } else {
+            line = luaL_tolstring(L, top + 2, NULL); /* a ready "Name: value" line */
+        }
+        if (orch_http_req_header(p->req, line) != 0)
+            luaL_error(L, "out of memory adding a header");
+        lua_settop(L, top + 1);
+    }
+}
+
+/* Pushes the pending record at slot (the top), to be closed, with its
+ * request built (strings copied); raises on out of memory. */
+static struct pending *pending_new(lua_State *L, int slot, const char *method, const char *url,
+                                   const char *body, size_t body_len, lua_Number timeout, lua_Number ctimeout,
+                                   lua_Integer max_body)
+{
+    struct orch_task *t = orch_task_current(L);
+    struct orch_http *h = get_http(L);
+    /* to be closed: the request is freed however the call ends (error,
+     * cancellation, normal return) */
+    struct pending *p = lua_newuserdatauv(L, sizeof *p, 0);
+    p->req = NULL;
+    p->h = h;
+    p->task = t;
+    luaL_setmetatable(L, PENDING_MT);
+    assert(lua_gettop(L) == slot);
+    lua_toclose(L, slot);
+    p->req = orch_http_req_new(h, method, url, body, body_len, (long)llround(timeout * 1000.0),
+                               (long)llround(ctimeout * 1000.0), (size_t)max_body);
+    if (p->req == NULL)
+        luaL_error(L, "out of memory building an HTTP request");
+    return p;
+}
+
+/* Starts p's request and suspends the task until it is done; k runs then. */
+static int pending_start(lua_State *L, struct pending *p, lua_KFunction k)
+{
+    if (orch_http_start(p->h, p->req, req_done, p) != 0)
+        return luaL_error(L, "cannot start the HTTP request");
+    orch_task_suspend(p->task, req_cancel, p);
+    return lua_yieldk(L, 0, 0, k);
+}
+
+/* Raises unless called from a task that may suspend. */
+static void check_task(lua_State *L, const char *fn)
+{
+    if (orch_task_current(L) == NULL || !lua_isyieldable(L))
+        luaL_error(L, "%s must be called from a row, step or task", fn);
+}
+
 /* request{ method = "GET", url =, headers = { name = value }, body =,
  *          timeout = 60, connect_timeout = 10, max_body = 64 MiB }
  * -> { status =, body =, headers = { lowercase name = value }, time = }
@@ -223,47 +296,136 @@ static int l_http_request(lua_State *L)
     int off = request_offline(L, method, url);
     if (off >= 0)
         return off;
-    struct orch_task *t = orch_task_current(L);
-    if (t == NULL || !lua_isyieldable(L))
-        return luaL_error(L, "orch.http.request must be called from a row, step or task");
-    struct orch_http *h = get_http(L);
-
-    /* the pending record is a to-be-closed userdata: the request is freed
-     * however this call ends (error, cancellation, normal return) */
-    struct pending *p = lua_newuserdatauv(L, sizeof *p, 0);
-    p->req = NULL;
-    p->h = h;
-    p->task = t;
-    luaL_setmetatable(L, PENDING_MT);
-    assert(lua_gettop(L) == PENDING_SLOT);
-    lua_toclose(L, PENDING_SLOT);
-    p->req = orch_http_req_new(h, method, url, body, body_len, (long)llround(timeout * 1000.0),
-                               (long)llround(ctimeout * 1000.0), (size_t)max_body);
-    if (p->req == NULL)
-        return luaL_error(L, "out of memory building an HTTP request");
-    int hdrs = PENDING_SLOT + 1;
+    check_task(L, "orch.http.request");
+    struct pending *p =
+        pending_new(L, PENDING_SLOT, method, url, body, body_len, timeout, ctimeout, max_body);
     lua_getfield(L, 1, "headers");
-    if (lua_istable(L, hdrs)) {
-        lua_pushnil(L);
-        while (lua_next(L, hdrs) != 0) { /* key hdrs+1, value hdrs+2 */
-            const char *line;
-            if (lua_type(L, hdrs + 1) == LUA_TSTRING) {
-                const char *v = luaL_tolstring(L, hdrs + 2, NULL);
-                line = lua_pushfstring(L, "%s: %s", lua_tostring(L, hdrs + 1), v);
-            } else {
-                line = luaL_tolstring(L, hdrs + 2, NULL); /* a ready "Name: value" line */
-            }
-            if (orch_http_req_header(p->req, line) != 0)
-                return luaL_error(L, "out of memory adding a header");
-            lua_settop(L, hdrs + 1);
+    if (lua_istable(L, PENDING_SLOT + 1))
+        add_headers(L, p, PENDING_SLOT + 1);
+    lua_settop(L, PENDING_SLOT);
+    return pending_start(L, p, request_k);
+}
+
+/* The stack of l_http_post: its five arguments, then the pending record. */
+enum { POST_URL = 1, POST_HEADERS, POST_BODY, POST_TIMEOUT, POST_CONNECT_TIMEOUT, POST_PENDING };
+
+/* The value of the last Retry-After line of a header block, or nil. */
+static void push_retry_after(lua_State *L, const char *block)
+{
+    const char *pos = block;
+    const char *value = NULL;
+    size_t len = 0;
+    struct orch_http_header hd;
+    while (orch_http_header_next(&pos, &hd)) {
+        if (hd.name_len == 11 && strncasecmp(hd.name, "retry-after", 11) == 0) {
+            value = hd.value;
+            len = hd.value_len;
         }
     }
-    lua_settop(L, PENDING_SLOT);
-    if (orch_http_start(h, p->req, req_done, p) != 0)
-        return luaL_error(L, "cannot start the HTTP request");
-    orch_task_suspend(t, req_cancel, p);
-    return lua_yieldk(L, 0, 0, request_k);
+    if (value != NULL)
+        lua_pushlstring(L, value, len);
+    else
+        lua_pushnil(L);
 }
+
+/* Continuation of post: status, body, time, retry-after | nil, error. */
+static int post_k(lua_State *L, int status, lua_KContext ctx)
+{
+    (void)status;
+    (void)ctx;
+    struct pending *p = lua_touserdata(L, POST_PENDING);
+    const struct orch_http_result *res = orch_http_req_result(p->req);
+    if (res->error != 0) {
+        lua_pushnil(L);
+        lua_pushstring(L, res->message);
+        return 2;
+    }
+    lua_pushinteger(L, res->status);
+    lua_pushlstring(L, res->body, res->body_len);
+    lua_pushnumber(L, res->seconds);
+    push_retry_after(L, res->headers);
+    return 4;
+}
+
+/* post(url, headers, body, timeout, connect_timeout) -> status, body, time,
+ * retry_after | nil, transport error | false offline (nothing sent, nothing
+ * counted: the caller asks request for the stand-in reply). The LLM
+ * call's request: no argument or response tables, and headers a header
+ * set (http.headers) sent as built, or a table as request takes them.
+ * Suspends the calling task. */
+static int l_http_post(lua_State *L)
+{
+    const char *url = luaL_checkstring(L, POST_URL);
+    if (!lua_istable(L, POST_HEADERS))
+        luaL_checkudata(L, POST_HEADERS, HEADERS_MT);
+    size_t body_len;
+    const char *body = luaL_checklstring(L, POST_BODY, &body_len);
+    lua_Number timeout = luaL_checknumber(L, POST_TIMEOUT);
+    lua_Number ctimeout = luaL_checknumber(L, POST_CONNECT_TIMEOUT);
+    luaL_argcheck(L, timeout >= 0 && ctimeout >= 0, POST_TIMEOUT, "timeouts must be positive");
+    lua_settop(L, POST_CONNECT_TIMEOUT);
+    int offline = lua_rawgetp(L, LUA_REGISTRYINDEX, &offline_key) == LUA_TTABLE;
+    lua_pop(L, 1);
+    if (offline) {
+        lua_pushboolean(L, 0);
+        return 1;
+    }
+    check_task(L, "orch.http.post");
+    struct pending *p =
+        pending_new(L, POST_PENDING, "POST", url, body, body_len, timeout, ctimeout, 64 * 1024 * 1024);
+    if (lua_istable(L, POST_HEADERS)) {
+        add_headers(L, p, POST_HEADERS);
+        lua_settop(L, POST_PENDING);
+    } else {
+        /* the set stays anchored in its argument slot while the task waits */
+        struct lheaders *hs = lua_touserdata(L, POST_HEADERS);
+        luaL_argcheck(L, hs->hs != NULL, POST_HEADERS, "a freed header set");
+        orch_http_req_use_headers(p->req, hs->hs);
+    }
+    return pending_start(L, p, post_k);
+}
+
+/* headers{ name = value, "Name: value" } -> a header set: the lines built
+ * once, for post to send with many requests. */
+static int l_http_headers(lua_State *L)
+{
+    luaL_checktype(L, 1, LUA_TTABLE);
+    lua_settop(L, 1);
+    struct lheaders *u = lua_newuserdatauv(L, sizeof *u, 0); /* slot 2 */
+    u->hs = NULL;
+    luaL_setmetatable(L, HEADERS_MT);
+    u->hs = orch_http_headers_new();
+    if (u->hs == NULL)
+        return luaL_error(L, "out of memory building a header set");
+    lua_pushnil(L);
+    while (lua_next(L, 1) != 0) { /* key 3, value 4 */
+        const char *line;
+        if (lua_type(L, 3) == LUA_TSTRING) {
+            const char *v = luaL_tolstring(L, 4, NULL);
+            line = lua_pushfstring(L, "%s: %s", lua_tostring(L, 3), v);
+        } else {
+            line = luaL_tolstring(L, 4, NULL);
+        }
+        if (orch_http_headers_add(u->hs, line) != 0)
+            return luaL_error(L, "out of memory building a header set");
+        lua_settop(L, 3);
+    }
+    lua_settop(L, 2);
+    return 1;
+}
+
+static int l_headers_gc(lua_State *L)
+{
+    struct lheaders *u = luaL_checkudata(L, 1, HEADERS_MT);
+    orch_http_headers_free(u->hs);
+    u->hs = NULL;
+    return 0;
+}
+
+static const luaL_Reg headers_meta[] = {
+    {"__gc", l_headers_gc},
+    {NULL, NULL},
+};
 
 /* offline(on) -> how many requests were not sent since it was turned on,
  * and whether the workflow gave a stand-in reply (on_estimate). */
@@ -303,15 +465,15 @@ static int l_http_on_estimate(lua_State *L)
 }
 
 static const luaL_Reg http_funcs[] = {
-    {"request", l_http_request},
-    {"offline", l_http_offline},
-    {"on_estimate", l_http_on_estimate},
-    {NULL, NULL},
+    {"request", l_http_request},         {"post", l_http_post},
+    {"headers", l_http_headers},         {"offline", l_http_offline},
+    {"on_estimate", l_http_on_estimate}, {NULL, NULL},
 };
 
 int luaopen_orch_http(lua_State *L)
 {
     orch_lua_class(L, PENDING_MT, pending_meta, NULL);
+    orch_lua_class(L, HEADERS_MT, headers_meta, NULL);
     luaL_newlib(L, http_funcs);
     return 1;
 }

@@ -3,6 +3,7 @@
 local http = require("orch.http")
 local sched = require("orch.sched")
 local ph = require("orch.providers.http")
+local json = require("orch.json")
 
 describe("orch.http.request", function()
   it("returns nil and curl's message when nothing listens", function()
@@ -66,6 +67,29 @@ describe("orch.http.request", function()
       return got
     end)
     assert.are.equal(50, n)
+  end)
+end)
+
+describe("orch.http.post", function()
+  it("checks its arguments and must be called from a task", function()
+    local fails_with = require("helpers").fails_with
+    local set = http.headers({ a = "b" })
+    fails_with("orch.http.post must be called from a row, step or task", http.post, "http://127.0.0.1:1/", set, "{}",
+      1, 1)
+    fails_with("bad argument #2 to 'orch.http.post' (orch.HttpHeaders expected, got string)", http.post, "http://x/", "h", "{}",
+      1, 1)
+    fails_with("bad argument #4 to 'orch.http.post' (timeouts must be positive)", http.post, "http://x/", set, "{}", -1, 1)
+    fails_with("bad argument #3 to 'orch.http.post' (string expected, got nil)", http.post, "http://x/", set, nil, 1, 1)
+    fails_with("bad argument #1 to 'orch.http.headers' (table expected, got string)", http.headers, "a: b")
+  end)
+
+  it("offline, sends nothing and counts nothing: it answers false, for the caller to ask request", function()
+    http.offline(true)
+    local r = table.pack(sched.run(function()
+      return http.post("http://127.0.0.1:1/x", http.headers({}), "{}", 1, 1)
+    end))
+    assert.are.same({ false, n = 1 }, r)
+    assert.are.same({ 0, false }, { http.offline(false) })
   end)
 end)
 
@@ -159,6 +183,35 @@ describe("orch.http.request against a real server", function()
       "POST /health 405 {\"",
       "GET /health 200 ok",
     }, "\n"), got)
+  end)
+
+  it("post sends a header set built once, and gives status, body, time and Retry-After as request does", function()
+    local set = http.headers({ authorization = "Bearer k", ["content-type"] = "application/json" })
+    local hdrs = { authorization = "Bearer k", ["content-type"] = "application/json" }
+    local function body(text)
+      return '{"model":"m","messages":[{"role":"user","content":"' .. text .. '"}]}'
+    end
+    local got = sched.run(function()
+      local out = {}
+      for i, h in ipairs({ set, hdrs, set }) do -- the set again: a request left it as it was
+        local status, b, time, ra = http.post(base .. "/v1/chat/completions", h, body("hi " .. i), 10, 5)
+        out[#out + 1] = { status, json.decode(b).choices[1].message.content, math.type(time), ra }
+      end
+      local status, b, _, ra = http.post(base .. "/v1/chat/completions", set, body("[[fault:429]] x"), 10, 5)
+      local resp = http.request({ method = "POST", url = base .. "/v1/chat/completions", headers = hdrs,
+        body = body("[[fault:429]] x"), timeout = 10 })
+      out[#out + 1] = { status, ra, resp.status, resp.headers["retry-after"], b == resp.body }
+      out[#out + 1] = { http.post(base .. "/v1/chat/completions", {}, body("no key"), 10, 5) }
+      out[#out + 1] = { http.post("http://127.0.0.1:1/", set, "{}", 2, 2) }
+      return out
+    end)
+    assert.are.same({ 200, "echo: hi 1", "float" }, got[1])
+    assert.are.same({ 200, "echo: hi 2", "float" }, got[2])
+    assert.are.same({ 200, "echo: hi 3", "float" }, got[3])
+    assert.are.same({ 429, "1", 429, "1", true }, got[4])
+    assert.are.equal(401, got[5][1])
+    assert.is_nil(got[6][1])
+    assert.is_truthy(got[6][2]:find("127.0.0.1", 1, true), got[6][2])
   end)
 
   it("gives the response headers in lower case", function()

@@ -73,3 +73,33 @@ for name, c in pairs(providers) do
     end)
   end)
 end
+
+describe("an HTTP provider's build", function()
+  local openai = require("orch.providers.openai")
+  local anthropic = require("orch.providers.anthropic")
+
+  it("gives each request of one llm table the same URL and headers, built once", function()
+    local cfg = { provider = "openai", model = "m", base_url = "http://h:1/v1//", api_key = "k1", headers = { ["x-a"] = "1" } }
+    local a = openai.build({ prompt = "hi", model = "m" }, cfg)
+    local b = openai.build({ prompt = "ho", model = "m", temperature = 0.5 }, cfg)
+    assert.are.equal("http://h:1/v1/chat/completions", a.url)
+    assert.are.same({ ["content-type"] = "application/json", authorization = "Bearer k1", ["x-a"] = "1" }, a.headers)
+    assert.are.equal(a.header_set, b.header_set)
+    assert.are.equal("userdata", type(a.header_set))
+    assert.are.equal('{"messages":[{"content":"hi","role":"user"}],"model":"m"}', a.body)
+    assert.are.equal('{"messages":[{"content":"ho","role":"user"}],"model":"m","temperature":0.5}', b.body)
+    cfg.api_key = "k2" -- a new key, a new base or new headers: built anew
+    local c = openai.build({ prompt = "hi", model = "m" }, cfg)
+    assert.are.equal("Bearer k2", c.headers.authorization)
+    assert.are_not.equal(a.header_set, c.header_set)
+    cfg.headers = { ["x-b"] = "2" }
+    local d = openai.build({ prompt = "hi", model = "m" }, cfg)
+    assert.are.same({ ["content-type"] = "application/json", authorization = "Bearer k2", ["x-b"] = "2" }, d.headers)
+    local cfg2 = { provider = "anthropic", model = "m", base_url = "http://h:1/v1", api_key = "k", version = "v9" }
+    local e = anthropic.build({ prompt = "hi", model = "m", system = "s" }, cfg2)
+    assert.are.equal("http://h:1/v1/messages", e.url)
+    assert.are.same({ ["content-type"] = "application/json", ["anthropic-version"] = "v9", ["x-api-key"] = "k" }, e.headers)
+    assert.are.equal('{"max_tokens":1024,"messages":[{"content":"hi","role":"user"}],"model":"m","system":"s"}', e.body)
+    assert.are.equal(e.header_set, anthropic.build({ prompt = "x", model = "m" }, cfg2).header_set)
+  end)
+end)

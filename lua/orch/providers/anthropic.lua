@@ -10,6 +10,17 @@ local M = {
   env_base_url = "ANTHROPIC_BASE_URL", -- read when llm.base_url is not set
 }
 
+local function headers_of(cfg, key)
+  local headers = {
+    ["content-type"] = "application/json",
+    ["anthropic-version"] = cfg.version or "2023-06-01",
+  }
+  if key then
+    headers["x-api-key"] = key
+  end
+  return headers
+end
+
 function M.build(req, cfg)
   local msgs = {}
   if req.messages then
@@ -28,19 +39,12 @@ function M.build(req, cfg)
   local body = {
     model = req.model,
     system = system,
-    messages = setmetatable(msgs, { __jsontype = "array" }),
+    messages = setmetatable(msgs, json.array_mt),
     max_tokens = req.max_tokens or 1024,
     temperature = req.temperature,
   }
-  local headers = {
-    ["content-type"] = "application/json",
-    ["anthropic-version"] = cfg.version or "2023-06-01",
-  }
-  local key = provider_http.api_key(M, cfg)
-  if key then
-    headers["x-api-key"] = key
-  end
-  return provider_http.request(M, cfg, "https://api.anthropic.com/v1", "/messages", headers, body)
+  local e = provider_http.endpoint(M, cfg, "https://api.anthropic.com/v1", "/messages", headers_of)
+  return { url = e.url, headers = e.headers, header_set = e.header_set, body = json.encode(body) }
 end
 
 -- The reply's text and usage from its content and usage fields.

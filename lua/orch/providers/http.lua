@@ -60,6 +60,32 @@ function M.request(p, cfg, default_base, path, headers, body)
   return { url = base .. path, headers = headers, body = json.encode(body) }
 end
 
+-- What every request of one llm table shares, built once: its URL, its
+-- headers (a table, and the header set orch.http.post sends as built).
+-- Found by the llm table, and rebuilt when the key or base URL in force
+-- (read from the environment when the table has none) or its headers
+-- table changes.
+local endpoints = setmetatable({}, { __mode = "k" })
+
+--- endpoint(p, cfg, default_base, path, headers_of) -> { url, headers,
+--- header_set }: as request's, for p's requests of cfg; headers_of(cfg,
+--- key) gives the provider's own headers (a new table).
+function M.endpoint(p, cfg, default_base, path, headers_of)
+  local key, base = M.api_key(p, cfg), M.base_url(p, cfg) or default_base
+  local e = endpoints[cfg]
+  if e and e.key == key and e.base == base and e.p == p and e.path == path and e.extra == cfg.headers then
+    return e
+  end
+  local headers = headers_of(cfg, key)
+  for k, v in pairs(cfg.headers or {}) do
+    headers[k] = v
+  end
+  e = { key = key, base = base, p = p, path = path, extra = cfg.headers, url = base:gsub("/+$", "") .. path,
+    headers = headers, header_set = http.headers(headers) }
+  endpoints[cfg] = e
+  return e
+end
+
 local months = { Jan = 1, Feb = 2, Mar = 3, Apr = 4, May = 5, Jun = 6, Jul = 7, Aug = 8, Sep = 9, Oct = 10,
   Nov = 11, Dec = 12 }
 
@@ -110,6 +136,28 @@ local function reply_of(p, body)
   return true, p.parse(d)
 end
 
+-- One attempt: -> status, body, time, retry_after | nil, transport error.
+-- Offline (orch estimate, --dry-run) post sends nothing and request gives
+-- the workflow's stand-in reply; its table comes back as retry_after, for
+-- its headers to be read where a reply's are.
+local function post(r, cfg)
+  local timeout, ctimeout = cfg.timeout or 120, cfg.connect_timeout or 10
+  local status, body, time, retry_after = http.post(r.url, r.header_set or r.headers, r.body, timeout, ctimeout)
+  if status ~= false then
+    return status, body, time, retry_after
+  end
+  local headers = {}
+  for k, v in pairs(r.headers) do
+    headers[k] = v -- the stand-in may change its copy, not the endpoint's
+  end
+  local resp, err = http.request({ method = "POST", url = r.url, headers = headers, body = r.body, timeout = timeout,
+    connect_timeout = ctimeout })
+  if resp == nil then
+    return nil, err
+  end
+  return resp.status, resp.body, resp.time, resp
+end
+
 --- exchange(p, r, cfg, ctx) -> text, usage, attempts | nil, err, attempts
 --- p: a provider with parse (or parse_body) / error_message; r: the
 --- request p.build made.
@@ -124,36 +172,32 @@ function M.exchange(p, r, cfg, ctx)
     if gate then
       gate.enter()
     end
-    local resp, terr = http.request({
-      method = "POST",
-      url = r.url,
-      headers = r.headers,
-      body = r.body,
-      timeout = cfg.timeout or 120,
-      connect_timeout = cfg.connect_timeout or 10,
-    })
+    local status, body, time, retry_after = post(r, cfg)
     if gate then
-      local overload = resp and (resp.status == 429 or resp.status == 503)
-      gate.leave(overload and "overload" or (resp and resp.status == 200) and "ok" or "error", resp and resp.time)
+      local overload = status and (status == 429 or status == 503)
+      gate.leave(overload and "overload" or (status and status == 200) and "ok" or "error", status and time)
     end
     local retry, wait
-    if resp == nil then
-      last, retry = terr, true
-    elseif resp.status == 200 then
-      local json_ok, text, usage = reply_of(p, resp.body)
+    if status == nil then
+      last, retry = body, true
+    elseif status == 200 then
+      local json_ok, text, usage = reply_of(p, body)
       if not json_ok then
-        last, retry = "the reply is not valid JSON (" .. #resp.body .. " bytes)", true
+        last, retry = "the reply is not valid JSON (" .. #body .. " bytes)", true
       elseif text ~= nil then
         return text, usage, attempt
       else
         last, retry = usage, true
       end
     else
-      local d = decode(resp.body)
-      local msg = d and p.error_message(d) or resp.body:sub(1, 200)
-      last = string.format("HTTP %d: %s", resp.status, msg)
-      retry = resp.status == 429 or resp.status >= 500 or resp.status == 408
-      wait = M.retry_after(resp.headers["retry-after"])
+      local d = decode(body)
+      local msg = d and p.error_message(d) or body:sub(1, 200)
+      last = string.format("HTTP %d: %s", status, msg)
+      retry = status == 429 or status >= 500 or status == 408
+      if type(retry_after) == "table" then -- a stand-in reply (offline): its headers, as request gave them
+        retry_after = retry_after.headers["retry-after"]
+      end
+      wait = M.retry_after(retry_after)
     end
     if not retry or attempt == max_attempts then
       break

@@ -23,10 +23,19 @@ local function messages_of(req)
   else
     msgs[#msgs + 1] = { role = "user", content = req.prompt }
   end
-  return setmetatable(msgs, { __jsontype = "array" })
+  return setmetatable(msgs, json.array_mt)
 end
 
---- build(req, cfg) -> { url =, headers =, body = } (body: canonical JSON)
+local function headers_of(_, key)
+  local headers = { ["content-type"] = "application/json" }
+  if key then
+    headers.authorization = "Bearer " .. key
+  end
+  return headers
+end
+
+--- build(req, cfg) -> { url =, headers =, header_set =, body = } (body:
+--- canonical JSON; headers and header_set shared by cfg's requests: read only)
 function M.build(req, cfg)
   local body = {
     model = req.model,
@@ -37,12 +46,8 @@ function M.build(req, cfg)
   if req.json then
     body.response_format = { type = "json_object" }
   end
-  local headers = { ["content-type"] = "application/json" }
-  local key = provider_http.api_key(M, cfg)
-  if key then
-    headers.authorization = "Bearer " .. key
-  end
-  return provider_http.request(M, cfg, "https://api.openai.com/v1", "/chat/completions", headers, body)
+  local e = provider_http.endpoint(M, cfg, "https://api.openai.com/v1", "/chat/completions", headers_of)
+  return { url = e.url, headers = e.headers, header_set = e.header_set, body = json.encode(body) }
 end
 
 --- parse(decoded body) -> text, { input =, output = } (nil fields when the

@@ -73,20 +73,43 @@ local function add_call(t, info, stage)
   end
 end
 
+-- A row's usage after its first call: what add_call makes of
+-- { llm_calls = 0, tokens_in = 0, tokens_out = 0, cost = 0 } and info,
+-- built in whole tables (most rows make one call).
+local function first_call(info, stage)
+  local tin, tout, cost = info.tokens_in, info.tokens_out, 0 + info.cost
+  local model, tokens = info.model, tin + tout
+  local u = { llm_calls = 1, tokens_in = 0 + tin, tokens_out = 0 + tout, cost = cost,
+    by_model = model and { [model] = { calls = 1, tokens = 0 + tokens, cost = cost } } or nil,
+    by_stage = stage and { [stage] = { calls = 1, tokens = 0 + tokens, cost = cost } } or nil }
+  if info.estimated then
+    u.estimated_calls = 1
+  end
+  if info.attempts and info.attempts > 1 then
+    u.retries = info.attempts - 1
+  end
+  if info.cached then
+    u.cached_calls = 1
+    u.saved = 0 + (info.saved or 0)
+  end
+  return u
+end
+
 --- Adds an LLM call's usage to the run's live totals (for the budget and
 --- the progress line) and to the row's own (ctx.usage), which the run
 --- adds to its checkpointed figures when the row settles, so a row that
 --- runs again after a crash is counted once.
 function Context:account(info)
-  add_call(self._run.totals, info, self.stage)
+  local run, stage = self._run, self.stage
+  add_call(run.totals, info, stage)
   local u = self.usage
   if u == nil then
-    u = { llm_calls = 0, tokens_in = 0, tokens_out = 0, cost = 0 }
-    self.usage = u
+    self.usage = first_call(info, stage)
+  else
+    add_call(u, info, stage)
   end
-  add_call(u, info, self.stage)
-  if self._run.after_spend then
-    self._run.after_spend(info)
+  if run.after_spend then
+    run.after_spend(info)
   end
 end
 

@@ -534,6 +534,45 @@ describe("ctx:llm through the scheduler", function()
       by_model = { m2 = { calls = 1, tokens = 4, cost = 0.5 } } }, ctx2.usage)
   end)
 
+  it("add_usage sums a row's usage into the run's totals as a walk of its numbers and tables does", function()
+    local function walk(dst, src) -- the generic merge add_usage stands for
+      for k, v in pairs(src) do
+        if type(v) == "table" then
+          dst[k] = dst[k] or {}
+          walk(dst[k], v)
+        else
+          dst[k] = (dst[k] or 0) + v
+        end
+      end
+    end
+    local rows = {}
+    for i, info in ipairs({
+      { model = "m1", tokens_in = 5, tokens_out = 2, cost = 0, saved = 0.25, attempts = 0, cached = true },
+      { model = "m2", tokens_in = 3, tokens_out = 1, cost = 0.5, attempts = 3, estimated = true },
+      { model = "m1", tokens_in = 1, tokens_out = 1, cost = 0.125, attempts = 1 },
+    }) do
+      local ctx = context.new(fake_run { provider = "mock" }, i, i)
+      ctx.stage = i < 3 and "classify" or nil
+      ctx:account(info)
+      ctx:account(info)
+      rows[i] = ctx.usage
+    end
+    local fast, slow = { llm_calls = 0, tokens_in = 0, tokens_out = 0, cost = 0 }, {}
+    walk(slow, fast)
+    for _, u in ipairs(rows) do
+      context.add_usage(fast, u)
+      walk(slow, u)
+      assert.are.same(slow, fast)
+    end
+    assert.are.equal(6, fast.llm_calls)
+    assert.are.same({ calls = 4, tokens = 18, cost = 0.25 }, fast.by_model.m1)
+    local restored = { llm_calls = 2, tokens_in = 1, tokens_out = 1, cost = 0 } -- a checkpoint's, no groups yet
+    context.add_usage(restored, rows[2])
+    assert.are.same({ llm_calls = 4, tokens_in = 7, tokens_out = 3, cost = 1.0, estimated_calls = 2, retries = 4,
+      by_model = { m2 = { calls = 2, tokens = 8, cost = 1.0 } }, by_stage = { classify = { calls = 2, tokens = 8,
+      cost = 1.0 } } }, restored)
+  end)
+
   it("gives the same info fields for a reply sent and for one the journal holds", function()
     local run = fake_run { provider = "mock", latency_ms = 0 }
     local held = {}

@@ -97,7 +97,7 @@ const char *const sq_sql[SQ_NSTMT] = {
     [SQ_JR_INSERT] = "INSERT INTO llm_journal (" SQ_JR_COLS ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, "
                      "?10, 0) ON CONFLICT (key) DO NOTHING",
     [SQ_JR_GET] = "SELECT " SQ_JR_COLS " FROM llm_journal WHERE key = ?1",
-    [SQ_JR_HIT] = "UPDATE llm_journal SET hits = hits + 1 WHERE key = ?1",
+    [SQ_JR_HIT] = "UPDATE llm_journal SET hits = hits + ?2 WHERE key = ?1",
     [SQ_JR_PRUNE] = "DELETE FROM llm_journal WHERE created_ms < ?1",
     [SQ_STATS_RUNS] =
         "SELECT count(*), coalesce(sum(status = 'running'), 0), coalesce(sum(status = 'paused'), 0), "
@@ -569,6 +569,7 @@ static int sq_run_delete(struct orch_store *base, const char *id)
 static int sq_journal_prune(struct orch_store *base, int64_t before_ms, int64_t *removed)
 {
     struct sq_store *st = sq_of(base);
+    sq_journal_hits_write(st); /* the counts of entries about to go go with them */
     if (sq_start(st, st->stmt[SQ_JR_PRUNE], SQ_ARGS(SQ_INT(before_ms)), NULL, "cannot prune the journal") < 0)
         return -1;
     *removed = sqlite3_changes64(st->db);
@@ -1114,6 +1115,7 @@ static int sq_stats(struct orch_store *base, struct orch_store_stats *out)
 {
     struct sq_store *st = sq_of(base);
     memset(out, 0, sizeof *out);
+    sq_journal_hits_write(st); /* the journal's hits, counted in memory */
     /* the size query last: a database in memory has no size on disk */
     int nq = st->memory ? ORCH_STATS_SIZE : ORCH_STATS_NQUERIES;
     for (int q = 0; q < nq; q++) {
@@ -1244,19 +1246,65 @@ static int sq_journal_row(sqlite3_stmt *s, struct orch_journal_owned *out)
     return 0;
 }
 
-/* Reads first and counts the hit after, so a miss (the common case on a
- * first run) never takes the write lock. The hit is bookkeeping: when it
- * cannot be written (lock held past the busy timeout, disk full) the
- * reply is still returned, with out->hits not counting this lookup, since
- * failing here would make the caller pay for the request again. */
+/* Writes n hits of key at once (an entry pruned meanwhile takes none). */
+static void sq_hit_write(struct sq_store *st, const char *key, int64_t n)
+{
+    sqlite3_stmt *s = st->stmt[SQ_JR_HIT];
+    if (sq_bind(s, SQ_ARGS(SQ_TEXT(key), SQ_INT(n))) == 0)
+        sqlite3_step(s);
+    sq_done(s);
+}
+
+/* Sorted by key, the table's order, so neighbours share their pages. The
+ * error text of a failure is the caller's to keep: it is restored. */
+void sq_journal_hits_write(struct sq_store *st)
+{
+    if (st->hits.n == 0)
+        return;
+    char keep[sizeof st->base.err];
+    memcpy(keep, st->base.err, sizeof keep);
+    struct orch_jhit **sorted = orch_jhits_sorted(&st->hits);
+    int own = sqlite3_get_autocommit(st->db);
+    if (sorted != NULL && (!own || sq_begin(st, "cannot write journal hits") == 0)) {
+        for (size_t i = 0; i < st->hits.n; i++)
+            sq_hit_write(st, sorted[i]->key, sorted[i]->n);
+        if (own && sq_commit(st, "cannot write journal hits") != 0)
+            sq_abort(st);
+    }
+    free(sorted);
+    orch_jhits_clear(&st->hits);
+    memcpy(st->base.err, keep, sizeof keep);
+}
+
+/* Counts a hit of key in memory (journal_hits.h); a full table is written
+ * first. -> the hits not yet written, this one included (0 when memory ran
+ * out and it was written at once, or when the store is read-only). */
+static int64_t sq_hit_count(struct sq_store *st, const char *key)
+{
+    if (sqlite3_db_readonly(st->db, "main") == 1)
+        return 0; /* opened read-only: no hit can be written, none is counted */
+    int64_t n = orch_jhits_add(&st->hits, key);
+    if (n < 0) {
+        sq_journal_hits_write(st);
+        n = orch_jhits_add(&st->hits, key);
+    }
+    if (n < 0) {
+        sq_hit_write(st, key, 1);
+        n = 0;
+    }
+    return n;
+}
+
+/* A read only: the hit is counted in memory and written with others later
+ * (sq_journal_hits_write), so a replayed row writes no page. out->hits is
+ * the stored count plus those not yet written, this lookup included. */
 static int sq_journal_get(struct orch_store *base, const char *key, struct orch_journal_owned *out)
 {
     struct sq_store *st = sq_of(base);
     if (key == NULL)
         return orch_store_fail(&st->base, "cannot look up a journaled response: no key");
     sqlite3_stmt *s = st->stmt[SQ_JR_GET];
-    const struct sq_arg *a = SQ_ARGS(SQ_TEXT(key));
-    int rc = sq_start(st, s, a, NULL, "cannot look up journaled response %s", key);
+    int rc = sq_start(st, s, SQ_ARGS(SQ_TEXT(key)), NULL, "cannot look up journaled response %s", key);
     if (rc != SQLITE_ROW)
         return rc < 0 ? -1 : 0;
     struct orch_journal_owned got;
@@ -1264,11 +1312,7 @@ static int sq_journal_get(struct orch_store *base, const char *key, struct orch_
     sq_done(s);
     if (rc != 0)
         return orch_store_fail(&st->base, "cannot read journaled response %s: out of memory", key);
-
-    s = st->stmt[SQ_JR_HIT];
-    if (sq_bind(s, a) == 0 && sqlite3_step(s) == SQLITE_DONE && sqlite3_changes(st->db) == 1)
-        got.hits++;
-    sq_done(s);
+    got.hits += sq_hit_count(st, key);
     *out = got;
     return 1;
 }

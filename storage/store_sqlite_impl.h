@@ -10,6 +10,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "journal_hits.h"
 #include "store.h"
 
 /* PRAGMA application_id of an orch state database: "ORCH" in ASCII. */
@@ -86,6 +87,7 @@ struct sq_store {
     char *path;
     int memory;
     sqlite3_stmt *stmt[SQ_NSTMT];
+    struct orch_jhits hits; /* journal hits not yet written (journal_hits.h) */
 };
 
 static inline struct sq_store *sq_of(struct orch_store *st)
@@ -107,6 +109,11 @@ int sq_migrate(sqlite3 *db, const char *path, char *err, size_t errlen);
 /* The message a user can act on for a failure while opening
  * (store_sqlite_open.c). */
 void sq_open_error(sqlite3 *db, const char *path, int rc, const char *what, char *err, size_t errlen);
+
+/* Writes the journal hits counted in memory, in the open transaction or
+ * one of its own; bookkeeping, so a failure only loses the counts
+ * (store_sqlite.c). */
+void sq_journal_hits_write(struct sq_store *st);
 
 /* Finalizes the statements, closes the connection, frees st; NULL is a
  * no-op (store_sqlite_open.c). */

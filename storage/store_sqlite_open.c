@@ -58,6 +58,8 @@ void sq_close(struct orch_store *base)
     if (base == NULL)
         return;
     struct sq_store *st = sq_of(base);
+    sq_journal_hits_write(st);
+    orch_jhits_free(&st->hits);
     for (int i = 0; i < SQ_NSTMT; i++)
         sqlite3_finalize(st->stmt[i]);
     sqlite3_close(st->db);

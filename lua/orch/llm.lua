@@ -307,7 +307,7 @@ end
 
 -- The journal key: provider, model and the canonical request body.
 local function journal_key(cfg, r, body)
-  return hash.xxh128(table.concat({ cfg.provider, r.model, body }, "\0"))
+  return hash.xxh128(cfg.provider .. "\0" .. r.model .. "\0" .. body)
 end
 
 -- The info a call returns, counted by ctx:account: the reply and its
@@ -352,10 +352,17 @@ local function batched(ctx, cfg, p, r, built, key)
     attempts = res.attempts, cached = false, estimated = estimated or nil, batch = res.batch })
 end
 
--- A reply the journal already holds: nothing paid, the cost it saved counted.
+-- A reply the journal already holds: nothing paid, the cost it saved
+-- counted. The info answered would make, built in one table: every
+-- replayed row comes this way.
 local function from_journal(ctx, cfg, r, hit)
-  return hit.response, answered(ctx, cfg, r, hit.response, hit.tokens_in, hit.tokens_out,
-    { cost = 0, saved = hit.cost_usd, latency = 0, attempts = 0, cached = true })
+  local text, tin, tout = hit.response, hit.tokens_in, hit.tokens_out
+  local info = { text = text, model = r.model, provider = cfg.provider, tokens_in = tin, tokens_out = tout,
+    tokens = tin + tout, cost = 0, saved = hit.cost_usd, latency = 0, attempts = 0, cached = true }
+  if ctx.account then
+    ctx:account(info)
+  end
+  return text, info
 end
 
 --- One model call with the journal, the budget and the accounting around

@@ -35,31 +35,52 @@ end
 
 local json = require("orch.json")
 
-local function render(parts, row)
-  local out = {}
-  for i, p in ipairs(parts) do
-    if type(p) == "string" then
-      out[i] = p
-    else
-      local v = row
-      for _, seg in ipairs(p) do
-        if type(v) ~= "table" then
-          v = nil
-          break
-        end
-        v = v[seg]
+-- The text of one part of a compiled template for row: a literal as it
+-- is, a field path's value (tables as JSON, whole floats without ".0").
+local function piece(p, row)
+  if type(p) == "string" then
+    return p
+  end
+  local v = row
+  if #p == 1 and type(v) == "table" then -- {{field}}: most placeholders
+    v = v[p[1]]
+  else
+    for _, seg in ipairs(p) do
+      if type(v) ~= "table" then
+        v = nil
+        break
       end
-      if v == nil then
-        error(string.format("template field {{%s}} is missing from the row", table.concat(p, ".")), 0)
-      end
-      if type(v) == "table" then
-        out[i] = json.encode(v)
-      elseif math.type(v) == "float" and v == math.floor(v) and math.abs(v) < 2 ^ 53 then
-        out[i] = string.format("%d", v) -- JSON numbers decode as floats: 3, not 3.0
-      else
-        out[i] = tostring(v)
-      end
+      v = v[seg]
     end
+  end
+  if v == nil then
+    error(string.format("template field {{%s}} is missing from the row", table.concat(p, ".")), 0)
+  end
+  local t = type(v)
+  if t == "string" then
+    return v
+  elseif t == "table" then
+    return json.encode(v)
+  elseif math.type(v) == "float" and v == math.floor(v) and math.abs(v) < 2 ^ 53 then
+    return string.format("%d", v) -- JSON numbers decode as floats: 3, not 3.0
+  end
+  return tostring(v)
+end
+
+-- Templates of up to three parts (a field with text around it) are
+-- joined without a table: one per row was most of the rendering.
+local function render(parts, row)
+  local n = #parts
+  if n == 2 then
+    return piece(parts[1], row) .. piece(parts[2], row)
+  elseif n == 3 then
+    return piece(parts[1], row) .. piece(parts[2], row) .. piece(parts[3], row)
+  elseif n == 1 then
+    return piece(parts[1], row)
+  end
+  local out = {}
+  for i = 1, n do
+    out[i] = piece(parts[i], row)
   end
   return table.concat(out)
 end
@@ -98,12 +119,18 @@ function M.prompt(opts)
     needs_llm = true,
     critical = opts.critical,
   }
+  local plain = next(req) == nil -- only a prompt: no copy of req a row
   function stage.run(row, ctx)
-    local r = {}
-    for k, v in pairs(req) do
-      r[k] = v
+    local r
+    if plain then
+      r = { prompt = render(parts, row) }
+    else
+      r = {}
+      for k, v in pairs(req) do
+        r[k] = v
+      end
+      r.prompt = render(parts, row)
     end
-    r.prompt = render(parts, row)
     local value, info = ctx:llm(r)
     if value == nil then
       error(info, 0)

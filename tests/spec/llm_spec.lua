@@ -89,6 +89,17 @@ describe("orch.stage.prompt", function()
       assert.are.equal("3 / 2.5 / 1000", stage.render(stage.compile("{{n}} / {{x}} / {{big}}"), row))
     end)
 
+    it("templates of one, two, three and more parts render alike", function()
+      local row = { text = "great", n = 4.0, t = { 1 } }
+      assert.are.equal("great", stage.render(stage.compile("{{text}}"), row))
+      assert.are.equal("4", stage.render(stage.compile("{{ n }}"), row))
+      assert.are.equal("Classify: great", stage.render(stage.compile("Classify: {{text}}"), row))
+      assert.are.equal("Classify: great!", stage.render(stage.compile("Classify: {{text}}!"), row))
+      assert.are.equal("[1] great 4", stage.render(stage.compile("{{t}} {{text}} {{n}}"), row))
+      assert.are.equal("template field {{b}} is missing from the row",
+        catch(function() return stage.render(stage.compile("{{text}} {{b}}"), row) end))
+    end)
+
     it("a missing field is an error naming it", function()
       local parts = stage.compile("Classify {{review}}")
       local e = catch(function() return stage.render(parts, { text = "x" }) end)
@@ -494,6 +505,72 @@ describe("ctx:llm through the scheduler", function()
     assert.is_false(info.cached)
     assert.are.same({ llm_calls = 1, tokens_in = tin, tokens_out = tout, cost = info.cost,
       by_model = { mock = { calls = 1, tokens = tin + tout, cost = info.cost } } }, run.totals)
+  end)
+
+  it("a row's usage after its first call and after more has the figures and shape of the run's totals", function()
+    local run = fake_run { provider = "mock" }
+    local ctx = context.new(run, 1, "k")
+    ctx.stage = "classify"
+    local hit = { text = "t", model = "m1", provider = "mock", tokens_in = 5, tokens_out = 2, tokens = 7, cost = 0,
+      saved = 0.25, latency = 0, attempts = 0, cached = true }
+    ctx:account(hit)
+    local one = { llm_calls = 1, tokens_in = 5, tokens_out = 2, cost = 0, cached_calls = 1, saved = 0.25,
+      by_model = { m1 = { calls = 1, tokens = 7, cost = 0 } }, by_stage = { classify = { calls = 1, tokens = 7,
+      cost = 0 } } }
+    assert.are.same(one, ctx.usage)
+    assert.are.same(one, run.totals)
+    assert.are.equal("integer", math.type(ctx.usage.cost)) -- a hit's cost stays the integer 0
+    local paid = { text = "u", model = "m2", provider = "mock", tokens_in = 3, tokens_out = 1, tokens = 4,
+      cost = 0.5, latency = 1, attempts = 3, estimated = true }
+    ctx:account(paid)
+    local two = { llm_calls = 2, tokens_in = 8, tokens_out = 3, cost = 0.5, cached_calls = 1, saved = 0.25,
+      estimated_calls = 1, retries = 2, by_model = { m1 = { calls = 1, tokens = 7, cost = 0 }, m2 = { calls = 1,
+      tokens = 4, cost = 0.5 } }, by_stage = { classify = { calls = 2, tokens = 11, cost = 0.5 } } }
+    assert.are.same(two, ctx.usage)
+    assert.are.same(two, run.totals)
+    local ctx2 = context.new(run, 2, "k2") -- a first call that was paid, retried and estimated; no stage
+    ctx2:account(paid)
+    assert.are.same({ llm_calls = 1, tokens_in = 3, tokens_out = 1, cost = 0.5, estimated_calls = 1, retries = 2,
+      by_model = { m2 = { calls = 1, tokens = 4, cost = 0.5 } } }, ctx2.usage)
+  end)
+
+  it("add_usage sums a row's usage into the run's totals as a walk of its numbers and tables does", function()
+    local function walk(dst, src) -- the generic merge add_usage stands for
+      for k, v in pairs(src) do
+        if type(v) == "table" then
+          dst[k] = dst[k] or {}
+          walk(dst[k], v)
+        else
+          dst[k] = (dst[k] or 0) + v
+        end
+      end
+    end
+    local rows = {}
+    for i, info in ipairs({
+      { model = "m1", tokens_in = 5, tokens_out = 2, cost = 0, saved = 0.25, attempts = 0, cached = true },
+      { model = "m2", tokens_in = 3, tokens_out = 1, cost = 0.5, attempts = 3, estimated = true },
+      { model = "m1", tokens_in = 1, tokens_out = 1, cost = 0.125, attempts = 1 },
+    }) do
+      local ctx = context.new(fake_run { provider = "mock" }, i, i)
+      ctx.stage = i < 3 and "classify" or nil
+      ctx:account(info)
+      ctx:account(info)
+      rows[i] = ctx.usage
+    end
+    local fast, slow = { llm_calls = 0, tokens_in = 0, tokens_out = 0, cost = 0 }, {}
+    walk(slow, fast)
+    for _, u in ipairs(rows) do
+      context.add_usage(fast, u)
+      walk(slow, u)
+      assert.are.same(slow, fast)
+    end
+    assert.are.equal(6, fast.llm_calls)
+    assert.are.same({ calls = 4, tokens = 18, cost = 0.25 }, fast.by_model.m1)
+    local restored = { llm_calls = 2, tokens_in = 1, tokens_out = 1, cost = 0 } -- a checkpoint's, no groups yet
+    context.add_usage(restored, rows[2])
+    assert.are.same({ llm_calls = 4, tokens_in = 7, tokens_out = 3, cost = 1.0, estimated_calls = 2, retries = 4,
+      by_model = { m2 = { calls = 2, tokens = 8, cost = 1.0 } }, by_stage = { classify = { calls = 2, tokens = 8,
+      cost = 1.0 } } }, restored)
   end)
 
   it("gives the same info fields for a reply sent and for one the journal holds", function()

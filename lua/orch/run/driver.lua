@@ -30,22 +30,8 @@ local due, write = checkpoint.due, checkpoint.write
 -- wait keep all the concurrency they had.
 local MAX_BATCH = 64
 
--- Adds the LLM figures of src (a row's, as Context:account made them) to
--- dst: numbers are summed, tables (by_model, by_stage) merged.
-local function add_usage(dst, src)
-  for k, v in pairs(src) do
-    if type(v) == "table" then
-      local d = dst[k]
-      if d == nil then
-        d = {}
-        dst[k] = d
-      end
-      add_usage(d, v)
-    else
-      dst[k] = (dst[k] or 0) + v
-    end
-  end
-end
+-- Adds a row's LLM figures (as Context:account made them) to the run's.
+local add_usage = require("orch.context").add_usage
 
 -- A first signal stops admission and starts the grace period. -> how many
 -- signals have come.

@@ -1,0 +1,52 @@
+/* journal_hits.h — journal lookups that found their reply, counted in
+ * memory until the store writes them together (store_sqlite.c).
+ *
+ * Written one by one, each hit rewrote its entry's page: 4 KiB of WAL per
+ * replayed row, most of a journal replay's time. The counts are
+ * bookkeeping (orch stats' hits and saved dollars), so they may wait: the
+ * store writes them all in one transaction when MAX keys are counted, and
+ * before anything reads them (stats, prune, close).
+ *
+ * Pure C, no dependencies: an open-addressing table of key -> count. */
+#ifndef ORCH_JOURNAL_HITS_H
+#define ORCH_JOURNAL_HITS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Keys counted before the store writes them: about 1.3 MB of table and
+ * keys. More keys a write means more hits a page written (a replay of
+ * 20,000 rows: 5,700 page writes, 11,400 at 4,096 keys), and a longer
+ * pause of the loop while they are written (tens of ms). */
+#define ORCH_JHITS_MAX 16384
+
+struct orch_jhit {
+    char *key; /* owned; NULL: a free slot */
+    int64_t n;
+};
+
+struct orch_jhits {
+    struct orch_jhit *slots; /* 2 * ORCH_JHITS_MAX, allocated on first use */
+    size_t n;                /* keys counted */
+};
+
+/* Counts one more hit of key. -> the key's count so far (>= 1), or -1
+ * when memory runs out or ORCH_JHITS_MAX keys are counted (nothing
+ * counted: the caller writes the counts first). */
+int64_t orch_jhits_add(struct orch_jhits *h, const char *key);
+
+/* The hits of key counted so far (0 when none). */
+int64_t orch_jhits_get(const struct orch_jhits *h, const char *key);
+
+/* The counted entries sorted by key, in a new array of h->n pointers into
+ * h (the caller frees the array, not the entries), or NULL when there
+ * are none or memory runs out. Valid until the next add or clear. */
+struct orch_jhit **orch_jhits_sorted(const struct orch_jhits *h);
+
+/* Forgets every count (keeps the table for reuse). */
+void orch_jhits_clear(struct orch_jhits *h);
+
+/* Forgets every count and frees the table; idempotent. */
+void orch_jhits_free(struct orch_jhits *h);
+
+#endif

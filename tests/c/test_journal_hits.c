@@ -1,0 +1,57 @@
+/* test_journal_hits.c — unit tests of the journal hits a store counts in
+ * memory before writing them (journal_hits.c): counts per key, the bound
+ * on keys, the sorted listing the store writes from, and reuse. */
+#include "check.h"
+#include "journal_hits.h"
+
+static void test_counts(void)
+{
+    struct orch_jhits h = {0};
+    CHECK(orch_jhits_get(&h, "a") == 0); /* nothing allocated yet */
+    CHECK(orch_jhits_add(&h, "b") == 1);
+    CHECK(orch_jhits_add(&h, "a") == 1);
+    CHECK(orch_jhits_add(&h, "b") == 2);
+    CHECK(orch_jhits_get(&h, "b") == 2 && orch_jhits_get(&h, "a") == 1 && orch_jhits_get(&h, "c") == 0);
+    CHECK(h.n == 2);
+    struct orch_jhit **s = orch_jhits_sorted(&h);
+    CHECK(s != NULL && strcmp(s[0]->key, "a") == 0 && s[0]->n == 1);
+    CHECK(s != NULL && strcmp(s[1]->key, "b") == 0 && s[1]->n == 2);
+    free(s);
+    orch_jhits_clear(&h);
+    CHECK(h.n == 0 && orch_jhits_get(&h, "b") == 0 && orch_jhits_sorted(&h) == NULL);
+    CHECK(orch_jhits_add(&h, "b") == 1); /* the table is reused */
+    orch_jhits_free(&h);
+    orch_jhits_free(&h); /* idempotent */
+    CHECK(h.slots == NULL && h.n == 0);
+}
+
+/* ORCH_JHITS_MAX keys, then a new key is refused (the store writes the
+ * counts first) while the keys already there still count. */
+static void test_full(void)
+{
+    struct orch_jhits h = {0};
+    char key[40];
+    int ok = 1;
+    for (int i = 0; i < ORCH_JHITS_MAX; i++) {
+        snprintf(key, sizeof key, "%032x", (unsigned)(i * 2654435761u));
+        ok = ok && orch_jhits_add(&h, key) == 1;
+    }
+    CHECK(ok && h.n == ORCH_JHITS_MAX);
+    CHECK(orch_jhits_add(&h, "not there") == -1 && h.n == ORCH_JHITS_MAX);
+    snprintf(key, sizeof key, "%032x", (unsigned)(7 * 2654435761u));
+    CHECK(orch_jhits_add(&h, key) == 2);
+    struct orch_jhit **s = orch_jhits_sorted(&h);
+    int sorted = s != NULL;
+    for (int i = 1; sorted && i < ORCH_JHITS_MAX; i++)
+        sorted = strcmp(s[i - 1]->key, s[i]->key) < 0;
+    CHECK(sorted);
+    free(s);
+    orch_jhits_free(&h);
+}
+
+int main(void)
+{
+    test_counts();
+    test_full();
+    return check_report();
+}

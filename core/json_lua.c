@@ -334,6 +334,28 @@ static void json_putfloat(struct json_enc *e, lua_Number x)
     json_putmem(e, num, (size_t)len);
 }
 
+/* 1 when none of the 8 bytes at p needs a look: no byte below 0x20, no '"', '\\',
+ * 0x7f, nor one of 0x80 and above (UTF-8 to check).  Tests the 8 at once
+ * (the zero-byte test of "Bit Twiddling Hacks", exact for "is there any" on
+ * 7-bit bytes): most text is plain, and a byte at a time cost most of the
+ * encoding. */
+static inline int json_plain8(const unsigned char *p)
+{
+    const uint64_t ones = 0x0101010101010101ULL;
+    const uint64_t high = 0x8080808080808080ULL;
+    uint64_t v;
+
+    memcpy(&v, p, sizeof v);
+    if ((v & high) != 0) {
+        return 0;
+    }
+    uint64_t q = v ^ (ones * '"');
+    uint64_t b = v ^ (ones * '\\');
+    uint64_t d = v ^ (ones * 0x7f);
+    uint64_t t = ((v - ones * 0x20) & ~v) | ((q - ones) & ~q) | ((b - ones) & ~b) | ((d - ones) & ~d);
+    return (t & high) == 0;
+}
+
 /* Writes s as a JSON string.  iskey: s is an object key, for the message
  * when it is not UTF-8 (the path then names the object). */
 static void json_putstr(struct json_enc *e, const char *s, size_t len, int iskey)
@@ -344,6 +366,12 @@ static void json_putstr(struct json_enc *e, const char *s, size_t len, int iskey
 
     json_putc(e, '"');
     for (size_t i = 0; i < len; i++) {
+        while (i + 8 <= len && json_plain8(u8 + i)) {
+            i += 8;
+        }
+        if (i >= len) {
+            break;
+        }
         unsigned char c = u8[i];
         char esc = json_esc[c];
         if (esc == 0) {

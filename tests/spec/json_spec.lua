@@ -108,6 +108,21 @@ describe("orch.json.encode", function()
       assert.are.equal([[" ~"]], enc(" ~"))
     end)
 
+    it("escapes a special byte wherever it falls in a long plain run", function()
+      -- plain text is skipped eight bytes at a time: each special byte at
+      -- each offset of a 19-byte string, and the byte just past each block
+      local specials = { ['"'] = '\\"', ["\\"] = "\\\\", ["\n"] = "\\n", ["\31"] = "\\u001f",
+        ["\0"] = "\\u0000", ["\127"] = "\\u007f", [" "] = " ", ["~"] = "~", ["\195\169"] = "\195\169" }
+      for c, escaped in pairs(specials) do
+        for at = 0, 18 do
+          local s = string.rep("a", at) .. c .. string.rep("b", 18 - at)
+          assert.are.equal('"' .. string.rep("a", at) .. escaped .. string.rep("b", 18 - at) .. '"', enc(s))
+        end
+      end
+      fails_with("invalid UTF-8 at .", enc, string.rep("a", 15) .. "\233" .. "bb")
+      fails_with("invalid UTF-8 at .", enc, string.rep("a", 16) .. "\195")
+    end)
+
     it("refuses strings that are not UTF-8, naming the path", function()
       fails_with("invalid UTF-8 at .", enc, "\255\254")
       fails_with("invalid UTF-8 at .review", enc, { id = 1, review = "caf\233" })

@@ -595,7 +595,10 @@ static void json_encode_object(struct json_enc *e, int idx, lua_Integer count)
         lua_Integer on = (lua_Integer)lua_rawlen(L, e->orderidx);
         for (lua_Integer j = 1; j <= on; j++) {
             size_t len;
-            lua_rawgeti(L, e->orderidx, j);
+            if (lua_rawgeti(L, e->orderidx, j) != LUA_TSTRING) {
+                luaL_error(L,
+                           "orch.json: the order must be an array of strings"); /* changed after encoder() */
+            }
             const char *s = lua_tolstring(L, -1, &len);
             lua_pop(L, 1); /* s stays alive: the order table holds it */
             struct json_key *k = json_findkey(keys, n, s, len);
@@ -702,6 +705,29 @@ static void json_encode_value(struct json_enc *e, int idx)
     }
 }
 
+/* Encodes the value at vidx, the top-level object's keys in the order at
+ * orderidx first (0: none), then suffix; pushes the text. The stack's top
+ * must be above vidx and orderidx: the slot pushed here anchors the
+ * output once it outgrows e.init. */
+static int json_encode_top(lua_State *L, int vidx, int orderidx, const char *suffix, size_t suffixlen)
+{
+    struct json_enc e;
+
+    lua_pushnil(L);
+    e.L = L;
+    e.b = e.init;
+    e.n = 0;
+    e.cap = sizeof e.init;
+    e.bufidx = lua_gettop(L);
+    e.orderidx = orderidx;
+    e.depth = 0;
+    e.pathlen = 0;
+    json_encode_value(&e, vidx);
+    json_putmem(&e, suffix, suffixlen);
+    lua_pushlstring(L, e.b, e.n);
+    return 1;
+}
+
 /* encode(value [, order [, suffix]]) -> string.  order, an array of strings,
  * puts those keys of the top-level object first, in that order; suffix (a
  * string: a sink's "\n") is appended, which spares a line writer a second
@@ -709,7 +735,6 @@ static void json_encode_value(struct json_enc *e, int idx)
  * rules at the top). */
 static int l_json_encode(lua_State *L)
 {
-    struct json_enc e;
     int hasorder = !lua_isnoneornil(L, 2);
 
     luaL_checkany(L, 1);
@@ -727,18 +752,48 @@ static int l_json_encode(lua_State *L)
     size_t suffixlen = 0;
     const char *suffix = luaL_optlstring(L, 3, "", &suffixlen);
     lua_settop(L, 3);
-    lua_pushnil(L); /* slot 4 anchors the output once it outgrows e.init */
-    e.L = L;
-    e.b = e.init;
-    e.n = 0;
-    e.cap = sizeof e.init;
-    e.bufidx = 4;
-    e.orderidx = hasorder ? 2 : 0;
-    e.depth = 0;
-    e.pathlen = 0;
-    json_encode_value(&e, 1);
-    json_putmem(&e, suffix, suffixlen);
-    lua_pushlstring(L, e.b, e.n);
+    return json_encode_top(L, 1, hasorder ? 2 : 0, suffix, suffixlen);
+}
+
+/* The function encoder() returns: line(self, value) -> encode(value,
+ * order, suffix) with the order and suffix it was made with (upvalues 1
+ * and 2, checked then); self, a sink, is not used. A sink's encode
+ * method: the row's line with no Lua call between. */
+static int l_json_line(lua_State *L)
+{
+    size_t suffixlen = 0;
+    const char *suffix = lua_tolstring(L, lua_upvalueindex(2), &suffixlen);
+
+    luaL_checkany(L, 2);
+    lua_settop(L, 2);
+    int hasorder = !lua_isnil(L, lua_upvalueindex(1));
+    lua_pushvalue(L, lua_upvalueindex(1)); /* slot 3: the order */
+    return json_encode_top(L, 2, hasorder ? 3 : 0, suffix, suffixlen);
+}
+
+/* encoder([order [, suffix]]) -> line(self, value), encode's order and
+ * suffix checked once: for a JSONL sink, whose order (the input's
+ * columns) and suffix ("\n") stay the same for every row. */
+static int l_json_encoder(lua_State *L)
+{
+    if (!lua_isnoneornil(L, 1)) {
+        luaL_checktype(L, 1, LUA_TTABLE);
+        lua_Integer on = (lua_Integer)lua_rawlen(L, 1);
+        for (lua_Integer j = 1; j <= on; j++) {
+            int t = lua_rawgeti(L, 1, j);
+            lua_pop(L, 1);
+            if (t != LUA_TSTRING) {
+                return luaL_argerror(L, 1, "order must be an array of strings");
+            }
+        }
+    }
+    luaL_optstring(L, 2, "");
+    lua_settop(L, 2);
+    if (lua_isnil(L, 2)) {
+        lua_pushliteral(L, "");
+        lua_replace(L, 2);
+    }
+    lua_pushcclosure(L, l_json_line, 2);
     return 1;
 }
 
@@ -1362,6 +1417,7 @@ static int l_json_decode(lua_State *L)
 
 static const luaL_Reg json_funcs[] = {
     {"encode", l_json_encode},
+    {"encoder", l_json_encoder},
     {NULL, NULL},
 };
 

@@ -533,6 +533,31 @@ static void json_encode_member(struct json_enc *e, int idx, struct json_key *k, 
     json_encode_child(e, json_keytext(k), k->len, 0);
 }
 
+/* Encodes the members of the top-level object at idx whose keys the order
+ * names, in its order, marking them done. -> 1 when it wrote none. */
+static int json_encode_ordered(struct json_enc *e, int idx, struct json_key *keys, size_t n)
+{
+    lua_State *L = e->L;
+    lua_Integer on = (lua_Integer)lua_rawlen(L, e->orderidx);
+    int first = 1;
+
+    for (lua_Integer j = 1; j <= on; j++) {
+        size_t len;
+        if (lua_rawgeti(L, e->orderidx, j) != LUA_TSTRING) {
+            /* the order was changed after encoder() checked it */
+            luaL_error(L, "orch.json: the order must be an array of strings");
+        }
+        const char *s = lua_tolstring(L, -1, &len);
+        lua_pop(L, 1); /* s stays alive: the order table holds it */
+        struct json_key *k = json_findkey(keys, n, s, len);
+        if (k != NULL && !k->done) {
+            json_encode_member(e, idx, k, first);
+            first = 0;
+        }
+    }
+    return first;
+}
+
 /* Encodes the table at idx, known to have count keys, as an object: keys
  * collected, sorted, and the top-level order argument applied. */
 static void json_encode_object(struct json_enc *e, int idx, lua_Integer count)
@@ -592,21 +617,7 @@ static void json_encode_object(struct json_enc *e, int idx, lua_Integer count)
 
     json_putc(e, '{');
     if (e->orderidx != 0 && e->depth == 1) {
-        lua_Integer on = (lua_Integer)lua_rawlen(L, e->orderidx);
-        for (lua_Integer j = 1; j <= on; j++) {
-            size_t len;
-            if (lua_rawgeti(L, e->orderidx, j) != LUA_TSTRING) {
-                luaL_error(L,
-                           "orch.json: the order must be an array of strings"); /* changed after encoder() */
-            }
-            const char *s = lua_tolstring(L, -1, &len);
-            lua_pop(L, 1); /* s stays alive: the order table holds it */
-            struct json_key *k = json_findkey(keys, n, s, len);
-            if (k != NULL && !k->done) {
-                json_encode_member(e, idx, k, first);
-                first = 0;
-            }
-        }
+        first = json_encode_ordered(e, idx, keys, n);
     }
     for (size_t i = 0; i < n; i++) {
         if (!keys[i].done) {

@@ -521,15 +521,23 @@ static void json_encode_member(struct json_enc *e, int idx, struct json_key *k, 
     }
     json_putstr(e, json_keytext(k), k->len, 1);
     json_putc(e, ':');
-    if (k->vidx != 0) {
-        lua_pushvalue(L, k->vidx);
-    } else if (k->isint) {
+    k->done = 1;
+    if (k->vidx != 0) { /* encoded where it sits: no copy to push and pop */
+        struct json_seg *seg = &e->path[e->pathlen];
+        seg->key = json_keytext(k);
+        seg->len = k->len;
+        seg->idx = 0;
+        e->pathlen++;
+        json_encode_value(e, k->vidx);
+        e->pathlen--;
+        return;
+    }
+    if (k->isint) {
         lua_rawgeti(L, idx, k->ikey);
     } else {
         lua_pushlstring(L, k->s, k->len);
         lua_rawget(L, idx);
     }
-    k->done = 1;
     json_encode_child(e, json_keytext(k), k->len, 0);
 }
 
@@ -558,54 +566,34 @@ static int json_encode_ordered(struct json_enc *e, int idx, struct json_key *key
     return first;
 }
 
-/* Encodes the table at idx, known to have count keys, as an object: keys
- * collected, sorted, and the top-level order argument applied. */
-static void json_encode_object(struct json_enc *e, int idx, lua_Integer count)
+/* Fills k from the key at stack slot kidx; raises on a key JSON cannot
+ * have (a float, a boolean, ...). */
+static void json_takekey(struct json_enc *e, struct json_key *k, int kidx)
 {
     lua_State *L = e->L;
-    struct json_key small[JSON_SMALLKEYS];
-    struct json_key *keys = small;
-    size_t n = 0;
+
+    k->done = 0;
+    if (lua_type(L, kidx) == LUA_TSTRING) {
+        k->s = lua_tolstring(L, kidx, &k->len);
+        k->isint = 0;
+    } else if (lua_isinteger(L, kidx)) {
+        k->ikey = lua_tointeger(L, kidx);
+        k->len = json_fmtint(k->num, k->ikey);
+        k->isint = 1;
+    } else {
+        const char *tn = lua_isnumber(L, kidx) ? "float" : luaL_typename(L, kidx);
+        json_fail(e, lua_pushfstring(L, "cannot encode a table with a %s key", tn));
+    }
+}
+
+/* Writes the object at idx from its n collected keys: sorted, a key
+ * that is both an integer and a string refused, the top-level order's
+ * keys first. */
+static void json_emit_object(struct json_enc *e, int idx, struct json_key *keys, size_t n)
+{
+    lua_State *L = e->L;
     int first = 1;
 
-    if (count > JSON_SMALLKEYS) {
-        if ((lua_Unsigned)count > SIZE_MAX / sizeof *keys) {
-            luaL_error(L, "orch.json: table too large");
-        }
-        keys = lua_newuserdatauv(L, (size_t)count * sizeof *keys, 0);
-    }
-    int base = lua_gettop(L);
-    int keep = keys == small; /* keep small objects' values on the stack */
-    if (keep) {
-        luaL_checkstack(L, 2 * JSON_SMALLKEYS + 4, "orch.json: nested too deep");
-    }
-    lua_pushnil(L);
-    while (lua_next(L, idx) != 0) {
-        if (keep) {
-            lua_pushvalue(L, -2); /* leaves key, value on the stack */
-        } else {
-            lua_pop(L, 1);
-        }
-        if (n == (size_t)count) {
-            lua_pop(L, 1); /* cannot happen: no Lua code runs between passes */
-            break;
-        }
-        struct json_key *k = &keys[n];
-        k->done = 0;
-        k->vidx = keep ? lua_gettop(L) - 1 : 0;
-        if (lua_type(L, -1) == LUA_TSTRING) {
-            k->s = lua_tolstring(L, -1, &k->len);
-            k->isint = 0;
-        } else if (lua_isinteger(L, -1)) {
-            k->ikey = lua_tointeger(L, -1);
-            k->len = json_fmtint(k->num, k->ikey);
-            k->isint = 1;
-        } else {
-            const char *tn = lua_isnumber(L, -1) ? "float" : luaL_typename(L, -1);
-            json_fail(e, lua_pushfstring(L, "cannot encode a table with a %s key", tn));
-        }
-        n++;
-    }
     json_sortkeys(keys, n);
     for (size_t i = 1; i < n; i++) {
         if (json_keycmp(&keys[i - 1], &keys[i]) == 0) {
@@ -614,7 +602,6 @@ static void json_encode_object(struct json_enc *e, int idx, lua_Integer count)
                       lua_pushfstring(L, "duplicate key \"%s\" (integer and string)", lua_tostring(L, -1)));
         }
     }
-
     json_putc(e, '{');
     if (e->orderidx != 0 && e->depth == 1) {
         first = json_encode_ordered(e, idx, keys, n);
@@ -626,27 +613,58 @@ static void json_encode_object(struct json_enc *e, int idx, lua_Integer count)
         }
     }
     json_putc(e, '}');
-    lua_settop(L, keys == small ? base : base - 1);
 }
 
-/* Encodes the table at idx as an array or an object (see the rules). */
-static void json_encode_table(struct json_enc *e, int idx)
+/* Encodes the table at idx, known to have count keys (more than
+ * JSON_SMALLKEYS), as an object: keys collected into a userdata, values
+ * looked up again as each is written. */
+static void json_encode_object(struct json_enc *e, int idx, lua_Integer count)
 {
     lua_State *L = e->L;
-    lua_Integer count = 0;
-    lua_Integer maxi = 0;
-    int positive = 1;
+    size_t n = 0;
 
-    if (e->depth >= JSON_MAXDEPTH) {
-        json_fail(e, "nested too deep (cycle?)");
+    if ((lua_Unsigned)count > SIZE_MAX / sizeof(struct json_key)) {
+        luaL_error(L, "orch.json: table too large");
     }
-    luaL_checkstack(L, 8, "orch.json: nested too deep");
-    e->depth++;
-    enum json_kind kind = json_kindof(e, idx);
+    struct json_key *keys = lua_newuserdatauv(L, (size_t)count * sizeof *keys, 0);
+    int base = lua_gettop(L);
     lua_pushnil(L);
     while (lua_next(L, idx) != 0) {
         lua_pop(L, 1);
-        count++;
+        if (n == (size_t)count) {
+            lua_pop(L, 1); /* cannot happen: no Lua code runs between passes */
+            break;
+        }
+        keys[n].vidx = 0;
+        json_takekey(e, &keys[n], -1);
+        n++;
+    }
+    json_emit_object(e, idx, keys, n);
+    lua_settop(L, base - 1);
+}
+
+/* Counts the keys of the table at idx into *count, *sequence set when they
+ * are exactly 1..count. One pass that also keeps the first JSON_SMALLKEYS
+ * keys and values on the stack, in keys (a small object, the common case,
+ * needs no second pass). -> how many it kept, or -1 when the table has
+ * more (nothing kept: the stack is as it was). */
+static int json_collect(struct json_enc *e, int idx, struct json_key *keys, lua_Integer *count, int *sequence)
+{
+    lua_State *L = e->L;
+    int base = lua_gettop(L);
+    lua_Integer n = 0;
+    lua_Integer maxi = 0;
+    int positive = 1;
+
+    luaL_checkstack(L, 2 * JSON_SMALLKEYS + 4, "orch.json: nested too deep");
+    lua_pushnil(L);
+    while (lua_next(L, idx) != 0) {
+        if (n < JSON_SMALLKEYS) {
+            lua_pushvalue(L, -2); /* leaves key, value on the stack */
+            keys[n].vidx = lua_gettop(L) - 1;
+        } else {
+            lua_pop(L, 1);
+        }
         if (positive && lua_isinteger(L, -1)) {
             lua_Integer k = lua_tointeger(L, -1);
             if (k < 1) {
@@ -657,15 +675,48 @@ static void json_encode_table(struct json_enc *e, int idx)
         } else {
             positive = 0;
         }
+        n++;
     }
-    int sequence = positive && maxi == count; /* keys exactly 1..count */
+    *count = n;
+    *sequence = positive && maxi == n; /* keys exactly 1..count */
+    if (n > JSON_SMALLKEYS) {
+        lua_settop(L, base);
+        return -1;
+    }
+    return (int)n;
+}
+
+/* Encodes the table at idx as an array or an object (see the rules). */
+static void json_encode_table(struct json_enc *e, int idx)
+{
+    lua_State *L = e->L;
+    struct json_key small[JSON_SMALLKEYS];
+    lua_Integer count = 0;
+    int sequence = 0;
+
+    if (e->depth >= JSON_MAXDEPTH) {
+        json_fail(e, "nested too deep (cycle?)");
+    }
+    luaL_checkstack(L, 8, "orch.json: nested too deep");
+    e->depth++;
+    enum json_kind kind = json_kindof(e, idx);
+    int base = lua_gettop(L);
+    int n = json_collect(e, idx, small, &count, &sequence);
     if (kind == JSON_KIND_ARRAY) {
         if (!sequence) {
             json_fail(e, "cannot encode a table marked as array whose keys are not 1..n");
         }
+        lua_settop(L, base);
         json_encode_array(e, idx, count);
     } else if (kind == JSON_KIND_AUTO && sequence && count > 0) {
+        lua_settop(L, base);
         json_encode_array(e, idx, count);
+    } else if (n >= 0) {
+        for (int i = 0; i < n; i++) {
+            json_takekey(e, &small[i], small[i].vidx - 1); /* each key sits below its value */
+        }
+        json_emit_object(e, idx, small, (size_t)n);
+        lua_settop(L, base);
     } else {
         json_encode_object(e, idx, count);
     }

@@ -76,6 +76,21 @@ local function malformed(R, D, seq, msg)
   end
 end
 
+-- A batch table for admit: one a collected batch left (D.spare_batches),
+-- else a new one. Reused, a batch's arrays keep their size: no table
+-- and no array growth per batch.
+local function take_batch(D)
+  local spare = D.spare_batches
+  local n = #spare
+  if n == 0 then
+    return { rows = {}, seqs = {}, ran = 0 }
+  end
+  local b = spare[n]
+  spare[n] = nil
+  b.ran = 0
+  return b
+end
+
 -- Spawns the batch task of the first n rows of b (b.rows, b.seqs).
 local function spawn_batch(D, b, n)
   b.n = n
@@ -131,7 +146,7 @@ local function admit(R, D)
         goto next
       end
       if b == nil then
-        b = { rows = {}, seqs = {}, ran = 0 }
+        b = take_batch(D)
       end
       n = n + 1
       b.rows[n], b.seqs[n] = row, next_seq
@@ -215,11 +230,25 @@ local function settle(R, D, seq, status, line, msg, tb, key, usage)
     handle(R, seq, key, msg)
     return
   end
-  -- a settled row's record; the fields a row that got through lacks
-  -- are added only when present (setting an absent key to nil costs)
-  local d = { line = line, status = status, key = key }
-  if msg ~= nil then
-    d.error = msg
+  -- a settled row's record: one whose checkpoint is written (R.spare,
+  -- see checkpoint.write), else a new one; the fields a row that got
+  -- through lacks are set only when present (setting an absent key to
+  -- nil costs; flush clears line, tb and usage)
+  local spare = R.spare
+  local ns = #spare
+  local d
+  if ns > 0 then
+    d = spare[ns]
+    spare[ns] = nil
+    d.line, d.status, d.key = line, status, key
+    if msg ~= nil or d.error ~= nil then
+      d.error = msg
+    end
+  else
+    d = { line = line, status = status, key = key }
+    if msg ~= nil then
+      d.error = msg
+    end
   end
   if tb ~= nil then
     d.tb = tb
@@ -297,6 +326,8 @@ local function collect(R, D, ended)
       for i = n, ran + 1, -1 do -- admit takes them from the end: in input order
         redo_rows[#redo_rows + 1], redo_seqs[#redo_seqs + 1] = b.rows[i], seqs[i]
       end
+      local spare = D.spare_batches
+      spare[#spare + 1] = b -- its rows stay referenced until admit overwrites them
     end
   end
   D.inflight = inflight
@@ -338,7 +369,7 @@ function M.drive(R)
   end
   local D = { next_seq = first, write_seq = first, done = done, tasks = {}, inflight = 0, eof = false,
     end_offset = end_offset, end_line = end_line, window = window,
-    size = 1, redo_rows = {}, redo_seqs = {} }
+    size = 1, redo_rows = {}, redo_seqs = {}, spare_batches = {} }
   D.run_batch, D.run_one = batcher(R, D), oner(R, D)
   R.out_bytes = R.ckpt and R.ckpt.output_offset or 0
   while true do

@@ -107,14 +107,25 @@ struct json_key {
     char num[24];
 };
 
+/* encoder()'s order, copied once into a userdata (the closure's upvalue):
+ * n keys, key i the len[i] bytes at text + off[i]. A row's encoding then
+ * reads no Lua table for it, and the order cannot change under it. */
+struct json_order {
+    size_t n;
+    size_t *off;
+    size_t *len;
+    char *text;
+};
+
 struct json_enc {
     lua_State *L;
     char *b; /* output so far: init, or the userdata in slot bufidx */
     size_t n;
     size_t cap;
-    int bufidx;   /* stack slot anchoring b once it is a userdata */
-    int orderidx; /* stack slot of the order argument, 0 if none */
-    int depth;    /* tables currently open */
+    int bufidx;                     /* stack slot anchoring b once it is a userdata */
+    int orderidx;                   /* stack slot of the order argument, 0 if none */
+    const struct json_order *order; /* encoder()'s copy of its order, or NULL */
+    int depth;                      /* tables currently open */
     int pathlen;
     struct json_seg path[JSON_MAXDEPTH + 1];
     char init[JSON_INITBUF];
@@ -552,12 +563,29 @@ static int json_encode_ordered(struct json_enc *e, int idx, struct json_key *key
     for (lua_Integer j = 1; j <= on; j++) {
         size_t len;
         if (lua_rawgeti(L, e->orderidx, j) != LUA_TSTRING) {
-            /* the order was changed after encoder() checked it */
-            luaL_error(L, "orch.json: the order must be an array of strings");
+            luaL_error(L, "orch.json: the order must be an array of strings"); /* not reached: checked */
         }
         const char *s = lua_tolstring(L, -1, &len);
         lua_pop(L, 1); /* s stays alive: the order table holds it */
         struct json_key *k = json_findkey(keys, n, s, len);
+        if (k != NULL && !k->done) {
+            json_encode_member(e, idx, k, first);
+            first = 0;
+        }
+    }
+    return first;
+}
+
+/* json_encode_ordered with encoder()'s copy of the order: the members
+ * whose keys it names, in its order, marked done. keys sorted. -> 1 when
+ * it wrote none. */
+static int json_encode_ordered_copy(struct json_enc *e, int idx, struct json_key *keys, size_t n)
+{
+    const struct json_order *o = e->order;
+    int first = 1;
+
+    for (size_t j = 0; j < o->n; j++) {
+        struct json_key *k = json_findkey(keys, n, o->text + o->off[j], o->len[j]);
         if (k != NULL && !k->done) {
             json_encode_member(e, idx, k, first);
             first = 0;
@@ -603,7 +631,9 @@ static void json_emit_object(struct json_enc *e, int idx, struct json_key *keys,
         }
     }
     json_putc(e, '{');
-    if (e->orderidx != 0 && e->depth == 1) {
+    if (e->order != NULL && e->depth == 1) {
+        first = json_encode_ordered_copy(e, idx, keys, n);
+    } else if (e->orderidx != 0 && e->depth == 1) {
         first = json_encode_ordered(e, idx, keys, n);
     }
     for (size_t i = 0; i < n; i++) {
@@ -771,11 +801,13 @@ static void json_encode_value(struct json_enc *e, int idx)
  * orderidx first (0: none), then suffix; pushes the text. The stack's top
  * must be above vidx and orderidx: the slot pushed here anchors the
  * output once it outgrows e.init. */
-static int json_encode_top(lua_State *L, int vidx, int orderidx, const char *suffix, size_t suffixlen)
+static int json_encode_top(lua_State *L, int vidx, int orderidx, const struct json_order *order,
+                           const char *suffix, size_t suffixlen)
 {
     struct json_enc e;
 
     lua_pushnil(L);
+    e.order = order;
     e.L = L;
     e.b = e.init;
     e.n = 0;
@@ -814,46 +846,74 @@ static int l_json_encode(lua_State *L)
     size_t suffixlen = 0;
     const char *suffix = luaL_optlstring(L, 3, "", &suffixlen);
     lua_settop(L, 3);
-    return json_encode_top(L, 1, hasorder ? 2 : 0, suffix, suffixlen);
+    return json_encode_top(L, 1, hasorder ? 2 : 0, NULL, suffix, suffixlen);
 }
 
 /* The function encoder() returns: line(self, value) -> encode(value,
- * order, suffix) with the order and suffix it was made with (upvalues 1
- * and 2, checked then); self, a sink, is not used. A sink's encode
- * method: the row's line with no Lua call between. */
+ * order, suffix) with the order and suffix it was made with (upvalues: a
+ * struct json_order copied from the order, or nil; the suffix); self, a
+ * sink, is not used. A sink's encode method: the row's line with no Lua
+ * call between. */
 static int l_json_line(lua_State *L)
 {
     size_t suffixlen = 0;
     const char *suffix = lua_tolstring(L, lua_upvalueindex(2), &suffixlen);
+    const struct json_order *order = lua_touserdata(L, lua_upvalueindex(1));
 
     luaL_checkany(L, 2);
     lua_settop(L, 2);
-    int hasorder = !lua_isnil(L, lua_upvalueindex(1));
-    lua_pushvalue(L, lua_upvalueindex(1)); /* slot 3: the order */
-    return json_encode_top(L, 2, hasorder ? 3 : 0, suffix, suffixlen);
+    return json_encode_top(L, 2, 0, order, suffix, suffixlen);
+}
+
+/* Pushes a userdata holding a struct json_order copied from the array of
+ * strings at idx (checked: raises an argument error naming arg). */
+static void json_push_order(lua_State *L, int idx, int arg)
+{
+    size_t on = lua_rawlen(L, idx);
+    size_t bytes = 0;
+    for (size_t j = 1; j <= on; j++) {
+        if (lua_rawgeti(L, idx, (lua_Integer)j) != LUA_TSTRING) {
+            luaL_argerror(L, arg, "order must be an array of strings");
+        }
+        bytes += lua_rawlen(L, -1);
+        lua_pop(L, 1);
+    }
+    struct json_order *o = lua_newuserdatauv(L, sizeof *o + 2 * on * sizeof(size_t) + bytes + 1, 0);
+    o->n = on;
+    o->off = (size_t *)(o + 1);
+    o->len = o->off + on;
+    o->text = (char *)(o->len + on);
+    size_t at = 0;
+    for (size_t j = 0; j < on; j++) {
+        lua_rawgeti(L, idx, (lua_Integer)j + 1);
+        const char *k = lua_tolstring(L, -1, &o->len[j]);
+        memcpy(o->text + at, k, o->len[j]);
+        o->off[j] = at;
+        at += o->len[j];
+        lua_pop(L, 1);
+    }
 }
 
 /* encoder([order [, suffix]]) -> line(self, value), encode's order and
- * suffix checked once: for a JSONL sink, whose order (the input's
- * columns) and suffix ("\n") stay the same for every row. */
+ * suffix checked and copied once: for a JSONL sink, whose order (the
+ * input's columns) and suffix ("\n") stay the same for every row. A later
+ * change to the order table changes nothing. */
 static int l_json_encoder(lua_State *L)
 {
     if (!lua_isnoneornil(L, 1)) {
         luaL_checktype(L, 1, LUA_TTABLE);
-        lua_Integer on = (lua_Integer)lua_rawlen(L, 1);
-        for (lua_Integer j = 1; j <= on; j++) {
-            int t = lua_rawgeti(L, 1, j);
-            lua_pop(L, 1);
-            if (t != LUA_TSTRING) {
-                return luaL_argerror(L, 1, "order must be an array of strings");
-            }
-        }
     }
     luaL_optstring(L, 2, "");
     lua_settop(L, 2);
+    if (lua_isnil(L, 1)) {
+        lua_pushnil(L);
+    } else {
+        json_push_order(L, 1, 1);
+    }
     if (lua_isnil(L, 2)) {
         lua_pushliteral(L, "");
-        lua_replace(L, 2);
+    } else {
+        lua_pushvalue(L, 2);
     }
     lua_pushcclosure(L, l_json_line, 2);
     return 1;

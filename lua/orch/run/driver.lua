@@ -15,6 +15,8 @@ local progress = require("orch.run.progress")
 
 local M = {}
 
+local pcall = pcall -- once a row: an upvalue, not a lookup in _ENV
+
 local note_outcome, record_failure, same_failure = outcome.note_outcome, outcome.record_failure, outcome.same_failure
 local row_error, handlers = outcome.row_error, outcome.handlers
 local due, write = checkpoint.due, checkpoint.write

@@ -12,6 +12,9 @@ local BudgetStop, Interrupted = require("orch.llm").BudgetStop, require("orch.sc
 
 local M = {}
 
+-- globals a row uses, as locals: an upvalue, not a lookup in _ENV a use
+local type, pcall, xpcall, getmetatable = type, pcall, xpcall, getmetatable
+
 local function deepcopy(v)
   if type(v) ~= "table" then
     return v

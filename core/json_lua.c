@@ -108,14 +108,25 @@ struct json_key {
     char num[24];
 };
 
+/* encoder()'s order, copied once into a userdata (the closure's upvalue):
+ * n keys, key i the len[i] bytes at text + off[i]. A row's encoding then
+ * reads no Lua table for it, and the order cannot change under it. */
+struct json_order {
+    size_t n;
+    size_t *off;
+    size_t *len;
+    char *text;
+};
+
 struct json_enc {
     lua_State *L;
     char *b; /* output so far: init, or the userdata in slot bufidx */
     size_t n;
     size_t cap;
-    int bufidx;   /* stack slot anchoring b once it is a userdata */
-    int orderidx; /* stack slot of the order argument, 0 if none */
-    int depth;    /* tables currently open */
+    int bufidx;                     /* stack slot anchoring b once it is a userdata */
+    int orderidx;                   /* stack slot of the order argument, 0 if none */
+    const struct json_order *order; /* encoder()'s copy of its order, or NULL */
+    int depth;                      /* tables currently open */
     int pathlen;
     struct json_seg path[JSON_MAXDEPTH + 1];
     char init[JSON_INITBUF];
@@ -335,6 +346,28 @@ static void json_putfloat(struct json_enc *e, lua_Number x)
     json_putmem(e, num, (size_t)len);
 }
 
+/* 1 when none of the 8 bytes at p needs a look: no byte below 0x20, no '"', '\\',
+ * 0x7f, nor one of 0x80 and above (UTF-8 to check).  Tests the 8 at once
+ * (the zero-byte test of "Bit Twiddling Hacks", exact for "is there any" on
+ * 7-bit bytes): most text is plain, and a byte at a time cost most of the
+ * encoding. */
+static inline int json_plain8(const unsigned char *p)
+{
+    const uint64_t ones = 0x0101010101010101ULL;
+    const uint64_t high = 0x8080808080808080ULL;
+    uint64_t v;
+
+    memcpy(&v, p, sizeof v);
+    if ((v & high) != 0) {
+        return 0;
+    }
+    uint64_t q = v ^ (ones * '"');
+    uint64_t b = v ^ (ones * '\\');
+    uint64_t d = v ^ (ones * 0x7f);
+    uint64_t t = ((v - ones * 0x20) & ~v) | ((q - ones) & ~q) | ((b - ones) & ~b) | ((d - ones) & ~d);
+    return (t & high) == 0;
+}
+
 /* Writes s as a JSON string.  iskey: s is an object key, for the message
  * when it is not UTF-8 (the path then names the object). */
 static void json_putstr(struct json_enc *e, const char *s, size_t len, int iskey)
@@ -345,6 +378,12 @@ static void json_putstr(struct json_enc *e, const char *s, size_t len, int iskey
 
     json_putc(e, '"');
     for (size_t i = 0; i < len; i++) {
+        while (i + 8 <= len && json_plain8(u8 + i)) {
+            i += 8;
+        }
+        if (i >= len) {
+            break;
+        }
         unsigned char c = u8[i];
         char esc = json_esc[c];
         if (esc == 0) {
@@ -494,66 +533,96 @@ static void json_encode_member(struct json_enc *e, int idx, struct json_key *k, 
     }
     json_putstr(e, json_keytext(k), k->len, 1);
     json_putc(e, ':');
-    if (k->vidx != 0) {
-        lua_pushvalue(L, k->vidx);
-    } else if (k->isint) {
+    k->done = 1;
+    if (k->vidx != 0) { /* encoded where it sits: no copy to push and pop */
+        struct json_seg *seg = &e->path[e->pathlen];
+        seg->key = json_keytext(k);
+        seg->len = k->len;
+        seg->idx = 0;
+        e->pathlen++;
+        json_encode_value(e, k->vidx);
+        e->pathlen--;
+        return;
+    }
+    if (k->isint) {
         lua_rawgeti(L, idx, k->ikey);
     } else {
         lua_pushlstring(L, k->s, k->len);
         lua_rawget(L, idx);
     }
-    k->done = 1;
     json_encode_child(e, json_keytext(k), k->len, 0);
 }
 
-/* Encodes the table at idx, known to have count keys, as an object: keys
- * collected, sorted, and the top-level order argument applied. */
-static void json_encode_object(struct json_enc *e, int idx, lua_Integer count)
+/* Encodes the members of the top-level object at idx whose keys the order
+ * names, in its order, marking them done. -> 1 when it wrote none. */
+static int json_encode_ordered(struct json_enc *e, int idx, struct json_key *keys, size_t n)
 {
     lua_State *L = e->L;
-    struct json_key small[JSON_SMALLKEYS];
-    struct json_key *keys = small;
-    size_t n = 0;
+    lua_Integer on = (lua_Integer)lua_rawlen(L, e->orderidx);
     int first = 1;
 
-    if (count > JSON_SMALLKEYS) {
-        if ((lua_Unsigned)count > SIZE_MAX / sizeof *keys) {
-            luaL_error(L, "orch.json: table too large");
+    for (lua_Integer j = 1; j <= on; j++) {
+        size_t len;
+        if (lua_rawgeti(L, e->orderidx, j) != LUA_TSTRING) {
+            luaL_error(L, "orch.json: the order must be an array of strings"); /* not reached: checked */
         }
-        keys = lua_newuserdatauv(L, (size_t)count * sizeof *keys, 0);
+        const char *s = lua_tolstring(L, -1, &len);
+        lua_pop(L, 1); /* s stays alive: the order table holds it */
+        struct json_key *k = json_findkey(keys, n, s, len);
+        if (k != NULL && !k->done) {
+            json_encode_member(e, idx, k, first);
+            first = 0;
+        }
     }
-    int base = lua_gettop(L);
-    int keep = keys == small; /* keep small objects' values on the stack */
-    if (keep) {
-        luaL_checkstack(L, 2 * JSON_SMALLKEYS + 4, "orch.json: nested too deep");
+    return first;
+}
+
+/* json_encode_ordered with encoder()'s copy of the order: the members
+ * whose keys it names, in its order, marked done. keys sorted. -> 1 when
+ * it wrote none. */
+static int json_encode_ordered_copy(struct json_enc *e, int idx, struct json_key *keys, size_t n)
+{
+    const struct json_order *o = e->order;
+    int first = 1;
+
+    for (size_t j = 0; j < o->n; j++) {
+        struct json_key *k = json_findkey(keys, n, o->text + o->off[j], o->len[j]);
+        if (k != NULL && !k->done) {
+            json_encode_member(e, idx, k, first);
+            first = 0;
+        }
     }
-    lua_pushnil(L);
-    while (lua_next(L, idx) != 0) {
-        if (keep) {
-            lua_pushvalue(L, -2); /* leaves key, value on the stack */
-        } else {
-            lua_pop(L, 1);
-        }
-        if (n == (size_t)count) {
-            lua_pop(L, 1); /* cannot happen: no Lua code runs between passes */
-            break;
-        }
-        struct json_key *k = &keys[n];
-        k->done = 0;
-        k->vidx = keep ? lua_gettop(L) - 1 : 0;
-        if (lua_type(L, -1) == LUA_TSTRING) {
-            k->s = lua_tolstring(L, -1, &k->len);
-            k->isint = 0;
-        } else if (lua_isinteger(L, -1)) {
-            k->ikey = lua_tointeger(L, -1);
-            k->len = json_fmtint(k->num, k->ikey);
-            k->isint = 1;
-        } else {
-            const char *tn = lua_isnumber(L, -1) ? "float" : luaL_typename(L, -1);
-            json_fail(e, lua_pushfstring(L, "cannot encode a table with a %s key", tn));
-        }
-        n++;
+    return first;
+}
+
+/* Fills k from the key at stack slot kidx; raises on a key JSON cannot
+ * have (a float, a boolean, ...). */
+static void json_takekey(struct json_enc *e, struct json_key *k, int kidx)
+{
+    lua_State *L = e->L;
+
+    k->done = 0;
+    if (lua_type(L, kidx) == LUA_TSTRING) {
+        k->s = lua_tolstring(L, kidx, &k->len);
+        k->isint = 0;
+    } else if (lua_isinteger(L, kidx)) {
+        k->ikey = lua_tointeger(L, kidx);
+        k->len = json_fmtint(k->num, k->ikey);
+        k->isint = 1;
+    } else {
+        const char *tn = lua_isnumber(L, kidx) ? "float" : luaL_typename(L, kidx);
+        json_fail(e, lua_pushfstring(L, "cannot encode a table with a %s key", tn));
     }
+}
+
+/* Writes the object at idx from its n collected keys: sorted, a key
+ * that is both an integer and a string refused, the top-level order's
+ * keys first. */
+static void json_emit_object(struct json_enc *e, int idx, struct json_key *keys, size_t n)
+{
+    lua_State *L = e->L;
+    int first = 1;
+
     json_sortkeys(keys, n);
     for (size_t i = 1; i < n; i++) {
         if (json_keycmp(&keys[i - 1], &keys[i]) == 0) {
@@ -562,21 +631,11 @@ static void json_encode_object(struct json_enc *e, int idx, lua_Integer count)
                       lua_pushfstring(L, "duplicate key \"%s\" (integer and string)", lua_tostring(L, -1)));
         }
     }
-
     json_putc(e, '{');
-    if (e->orderidx != 0 && e->depth == 1) {
-        lua_Integer on = (lua_Integer)lua_rawlen(L, e->orderidx);
-        for (lua_Integer j = 1; j <= on; j++) {
-            size_t len;
-            lua_rawgeti(L, e->orderidx, j);
-            const char *s = lua_tolstring(L, -1, &len);
-            lua_pop(L, 1); /* s stays alive: the order table holds it */
-            struct json_key *k = json_findkey(keys, n, s, len);
-            if (k != NULL && !k->done) {
-                json_encode_member(e, idx, k, first);
-                first = 0;
-            }
-        }
+    if (e->order != NULL && e->depth == 1) {
+        first = json_encode_ordered_copy(e, idx, keys, n);
+    } else if (e->orderidx != 0 && e->depth == 1) {
+        first = json_encode_ordered(e, idx, keys, n);
     }
     for (size_t i = 0; i < n; i++) {
         if (!keys[i].done) {
@@ -585,27 +644,58 @@ static void json_encode_object(struct json_enc *e, int idx, lua_Integer count)
         }
     }
     json_putc(e, '}');
-    lua_settop(L, keys == small ? base : base - 1);
 }
 
-/* Encodes the table at idx as an array or an object (see the rules). */
-static void json_encode_table(struct json_enc *e, int idx)
+/* Encodes the table at idx, known to have count keys (more than
+ * JSON_SMALLKEYS), as an object: keys collected into a userdata, values
+ * looked up again as each is written. */
+static void json_encode_object(struct json_enc *e, int idx, lua_Integer count)
 {
     lua_State *L = e->L;
-    lua_Integer count = 0;
-    lua_Integer maxi = 0;
-    int positive = 1;
+    size_t n = 0;
 
-    if (e->depth >= JSON_MAXDEPTH) {
-        json_fail(e, "nested too deep (cycle?)");
+    if ((lua_Unsigned)count > SIZE_MAX / sizeof(struct json_key)) {
+        luaL_error(L, "orch.json: table too large");
     }
-    luaL_checkstack(L, 8, "orch.json: nested too deep");
-    e->depth++;
-    enum json_kind kind = json_kindof(e, idx);
+    struct json_key *keys = lua_newuserdatauv(L, (size_t)count * sizeof *keys, 0);
+    int base = lua_gettop(L);
     lua_pushnil(L);
     while (lua_next(L, idx) != 0) {
         lua_pop(L, 1);
-        count++;
+        if (n == (size_t)count) {
+            lua_pop(L, 1); /* cannot happen: no Lua code runs between passes */
+            break;
+        }
+        keys[n].vidx = 0;
+        json_takekey(e, &keys[n], -1);
+        n++;
+    }
+    json_emit_object(e, idx, keys, n);
+    lua_settop(L, base - 1);
+}
+
+/* Counts the keys of the table at idx into *count, *sequence set when they
+ * are exactly 1..count. One pass that also keeps the first JSON_SMALLKEYS
+ * keys and values on the stack, in keys (a small object, the common case,
+ * needs no second pass). -> how many it kept, or -1 when the table has
+ * more (nothing kept: the stack is as it was). */
+static int json_collect(struct json_enc *e, int idx, struct json_key *keys, lua_Integer *count, int *sequence)
+{
+    lua_State *L = e->L;
+    int base = lua_gettop(L);
+    lua_Integer n = 0;
+    lua_Integer maxi = 0;
+    int positive = 1;
+
+    luaL_checkstack(L, 2 * JSON_SMALLKEYS + 4, "orch.json: nested too deep");
+    lua_pushnil(L);
+    while (lua_next(L, idx) != 0) {
+        if (n < JSON_SMALLKEYS) {
+            lua_pushvalue(L, -2); /* leaves key, value on the stack */
+            keys[n].vidx = lua_gettop(L) - 1;
+        } else {
+            lua_pop(L, 1);
+        }
         if (positive && lua_isinteger(L, -1)) {
             lua_Integer k = lua_tointeger(L, -1);
             if (k < 1) {
@@ -616,15 +706,48 @@ static void json_encode_table(struct json_enc *e, int idx)
         } else {
             positive = 0;
         }
+        n++;
     }
-    int sequence = positive && maxi == count; /* keys exactly 1..count */
+    *count = n;
+    *sequence = positive && maxi == n; /* keys exactly 1..count */
+    if (n > JSON_SMALLKEYS) {
+        lua_settop(L, base);
+        return -1;
+    }
+    return (int)n;
+}
+
+/* Encodes the table at idx as an array or an object (see the rules). */
+static void json_encode_table(struct json_enc *e, int idx)
+{
+    lua_State *L = e->L;
+    struct json_key small[JSON_SMALLKEYS];
+    lua_Integer count = 0;
+    int sequence = 0;
+
+    if (e->depth >= JSON_MAXDEPTH) {
+        json_fail(e, "nested too deep (cycle?)");
+    }
+    luaL_checkstack(L, 8, "orch.json: nested too deep");
+    e->depth++;
+    enum json_kind kind = json_kindof(e, idx);
+    int base = lua_gettop(L);
+    int n = json_collect(e, idx, small, &count, &sequence);
     if (kind == JSON_KIND_ARRAY) {
         if (!sequence) {
             json_fail(e, "cannot encode a table marked as array whose keys are not 1..n");
         }
+        lua_settop(L, base);
         json_encode_array(e, idx, count);
     } else if (kind == JSON_KIND_AUTO && sequence && count > 0) {
+        lua_settop(L, base);
         json_encode_array(e, idx, count);
+    } else if (n >= 0) {
+        for (int i = 0; i < n; i++) {
+            json_takekey(e, &small[i], small[i].vidx - 1); /* each key sits below its value */
+        }
+        json_emit_object(e, idx, small, (size_t)n);
+        lua_settop(L, base);
     } else {
         json_encode_object(e, idx, count);
     }
@@ -675,6 +798,31 @@ static void json_encode_value(struct json_enc *e, int idx)
     }
 }
 
+/* Encodes the value at vidx, the top-level object's keys in the order at
+ * orderidx first (0: none), then suffix; pushes the text. The stack's top
+ * must be above vidx and orderidx: the slot pushed here anchors the
+ * output once it outgrows e.init. */
+static int json_encode_top(lua_State *L, int vidx, int orderidx, const struct json_order *order,
+                           const char *suffix, size_t suffixlen)
+{
+    struct json_enc e;
+
+    lua_pushnil(L);
+    e.order = order;
+    e.L = L;
+    e.b = e.init;
+    e.n = 0;
+    e.cap = sizeof e.init;
+    e.bufidx = lua_gettop(L);
+    e.orderidx = orderidx;
+    e.depth = 0;
+    e.pathlen = 0;
+    json_encode_value(&e, vidx);
+    json_putmem(&e, suffix, suffixlen);
+    lua_pushlstring(L, e.b, e.n);
+    return 1;
+}
+
 /* encode(value [, order [, suffix]]) -> string.  order, an array of strings,
  * puts those keys of the top-level object first, in that order; suffix (a
  * string: a sink's "\n") is appended, which spares a line writer a second
@@ -682,7 +830,6 @@ static void json_encode_value(struct json_enc *e, int idx)
  * rules at the top). */
 static int l_json_encode(lua_State *L)
 {
-    struct json_enc e;
     int hasorder = !lua_isnoneornil(L, 2);
 
     luaL_checkany(L, 1);
@@ -700,18 +847,76 @@ static int l_json_encode(lua_State *L)
     size_t suffixlen = 0;
     const char *suffix = luaL_optlstring(L, 3, "", &suffixlen);
     lua_settop(L, 3);
-    lua_pushnil(L); /* slot 4 anchors the output once it outgrows e.init */
-    e.L = L;
-    e.b = e.init;
-    e.n = 0;
-    e.cap = sizeof e.init;
-    e.bufidx = 4;
-    e.orderidx = hasorder ? 2 : 0;
-    e.depth = 0;
-    e.pathlen = 0;
-    json_encode_value(&e, 1);
-    json_putmem(&e, suffix, suffixlen);
-    lua_pushlstring(L, e.b, e.n);
+    return json_encode_top(L, 1, hasorder ? 2 : 0, NULL, suffix, suffixlen);
+}
+
+/* The function encoder() returns: line(self, value) -> encode(value,
+ * order, suffix) with the order and suffix it was made with (upvalues: a
+ * struct json_order copied from the order, or nil; the suffix); self, a
+ * sink, is not used. A sink's encode method: the row's line with no Lua
+ * call between. */
+static int l_json_line(lua_State *L)
+{
+    size_t suffixlen = 0;
+    const char *suffix = lua_tolstring(L, lua_upvalueindex(2), &suffixlen);
+    const struct json_order *order = lua_touserdata(L, lua_upvalueindex(1));
+
+    luaL_checkany(L, 2);
+    lua_settop(L, 2);
+    return json_encode_top(L, 2, 0, order, suffix, suffixlen);
+}
+
+/* Pushes a userdata holding a struct json_order copied from the array of
+ * strings at idx (checked: raises an argument error naming arg). */
+static void json_push_order(lua_State *L, int idx, int arg)
+{
+    size_t on = lua_rawlen(L, idx);
+    size_t bytes = 0;
+    for (size_t j = 1; j <= on; j++) {
+        if (lua_rawgeti(L, idx, (lua_Integer)j) != LUA_TSTRING) {
+            luaL_argerror(L, arg, "order must be an array of strings");
+        }
+        bytes += lua_rawlen(L, -1);
+        lua_pop(L, 1);
+    }
+    struct json_order *o = lua_newuserdatauv(L, sizeof *o + 2 * on * sizeof(size_t) + bytes + 1, 0);
+    o->n = on;
+    o->off = (size_t *)(o + 1);
+    o->len = o->off + on;
+    o->text = (char *)(o->len + on);
+    size_t at = 0;
+    for (size_t j = 0; j < on; j++) {
+        lua_rawgeti(L, idx, (lua_Integer)j + 1);
+        const char *k = lua_tolstring(L, -1, &o->len[j]);
+        memcpy(o->text + at, k, o->len[j]);
+        o->off[j] = at;
+        at += o->len[j];
+        lua_pop(L, 1);
+    }
+}
+
+/* encoder([order [, suffix]]) -> line(self, value), encode's order and
+ * suffix checked and copied once: for a JSONL sink, whose order (the
+ * input's columns) and suffix ("\n") stay the same for every row. A later
+ * change to the order table changes nothing. */
+static int l_json_encoder(lua_State *L)
+{
+    if (!lua_isnoneornil(L, 1)) {
+        luaL_checktype(L, 1, LUA_TTABLE);
+    }
+    luaL_optstring(L, 2, "");
+    lua_settop(L, 2);
+    if (lua_isnil(L, 1)) {
+        lua_pushnil(L);
+    } else {
+        json_push_order(L, 1, 1);
+    }
+    if (lua_isnil(L, 2)) {
+        lua_pushliteral(L, "");
+    } else {
+        lua_pushvalue(L, 2);
+    }
+    lua_pushcclosure(L, l_json_line, 2);
     return 1;
 }
 
@@ -1706,6 +1911,7 @@ static int l_json_pick(lua_State *L)
 
 static const luaL_Reg json_funcs[] = {
     {"encode", l_json_encode},
+    {"encoder", l_json_encoder},
     {NULL, NULL},
 };
 

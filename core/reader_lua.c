@@ -53,6 +53,25 @@ static int l_reader_open(lua_State *L)
     return 1;
 }
 
+/* Pushes rec's record: for CSV a table { column = value, ... } keyed by the
+ * header's strings (the user value of the reader at ud); for lines the
+ * line as a string. */
+static void push_record(lua_State *L, const struct lreader *lr, int ud, const struct orch_record *rec)
+{
+    if (lr->ncols == 0) {
+        lua_pushlstring(L, rec->fields[0].ptr, rec->fields[0].len);
+        return;
+    }
+    lua_getiuservalue(L, ud, 1);
+    lua_createtable(L, 0, (int)rec->nfields);
+    for (size_t i = 0; i < rec->nfields && i < lr->ncols; i++) {
+        lua_rawgeti(L, -2, (lua_Integer)i + 1);
+        lua_pushlstring(L, rec->fields[i].ptr, rec->fields[i].len);
+        lua_rawset(L, -3);
+    }
+    lua_remove(L, -2);
+}
+
 /* reader:next() -> record, line, index, offset, end, end_line
  *                | false, err, fatal, offset, end, end_line
  *                        (a malformed record, skipped; fatal when the input
@@ -78,24 +97,50 @@ static int l_reader_next(lua_State *L)
         lua_pushinteger(L, (lua_Integer)rec.end_line);
         return 6;
     }
-    if (lr->ncols == 0) {
-        lua_pushlstring(L, rec.fields[0].ptr, rec.fields[0].len);
-    } else {
-        lua_getiuservalue(L, 1, 1);
-        lua_createtable(L, 0, (int)rec.nfields);
-        for (size_t i = 0; i < rec.nfields && i < lr->ncols; i++) {
-            lua_rawgeti(L, -2, (lua_Integer)i + 1);
-            lua_pushlstring(L, rec.fields[i].ptr, rec.fields[i].len);
-            lua_rawset(L, -3);
-        }
-        lua_remove(L, -2);
-    }
+    push_record(L, lr, 1, &rec);
     lua_pushinteger(L, (lua_Integer)rec.line);
     lua_pushinteger(L, (lua_Integer)rec.index);
     lua_pushinteger(L, (lua_Integer)rec.offset);
     lua_pushinteger(L, (lua_Integer)rec.end);
     lua_pushinteger(L, (lua_Integer)rec.end_line);
     return 6;
+}
+
+/* The function reader:taker() returns, its reader the upvalue: take() ->
+ *   record, line, end, end_line | false, err, fatal, end, end_line | nil:
+ * next's results in the order a row source gives them (orch.io), so the
+ * driver calls it with no Lua function between (one call a row fewer). */
+static int l_reader_take(lua_State *L)
+{
+    struct lreader *lr = lua_touserdata(L, lua_upvalueindex(1));
+    if (lr->r == NULL)
+        return luaL_error(L, "attempt to use a closed reader");
+    struct orch_record rec;
+    int rc = orch_reader_next(lr->r, &rec);
+    if (rc == 0) {
+        lua_pushnil(L);
+        return 1;
+    }
+    if (rc < 0) {
+        lua_pushboolean(L, 0);
+        lua_pushstring(L, orch_reader_error(lr->r));
+        lua_pushboolean(L, orch_reader_failed(lr->r));
+    } else {
+        push_record(L, lr, lua_upvalueindex(1), &rec);
+        lua_pushinteger(L, (lua_Integer)rec.line);
+    }
+    lua_pushinteger(L, (lua_Integer)rec.end);
+    lua_pushinteger(L, (lua_Integer)rec.end_line);
+    return rc < 0 ? 5 : 4;
+}
+
+/* reader:taker() -> take (see l_reader_take), bound to this reader */
+static int l_reader_taker(lua_State *L)
+{
+    check_open(L);
+    lua_settop(L, 1);
+    lua_pushcclosure(L, l_reader_take, 1);
+    return 1;
 }
 
 /* reader:header() -> a new array { column, ... } (empty for line readers) */
@@ -147,11 +192,8 @@ static int l_reader_close(lua_State *L)
 
 static const luaL_Reg reader_methods[] = {
     {"next", l_reader_next}, /* the methods in the order a reader is used */
-    {"header", l_reader_header},
-    {"seek", l_reader_seek},
-    {"size", l_reader_size},
-    {"close", l_reader_close},
-    {NULL, NULL},
+    {"taker", l_reader_taker}, {"header", l_reader_header}, {"seek", l_reader_seek},
+    {"size", l_reader_size},   {"close", l_reader_close},   {NULL, NULL},
 };
 
 static const luaL_Reg reader_meta[] = {

@@ -88,6 +88,33 @@ static int l_sink_write(lua_State *L)
     return 1;
 }
 
+/* The function sink:writer() returns, its sink the upvalue: write(self,
+ * s) writes s or raises the sink's error (the message alone, as
+ * error(msg, 0)); self is not used. A row sink's write method with no
+ * Lua function between. */
+static int l_sink_put(lua_State *L)
+{
+    struct lsink *s = lua_touserdata(L, lua_upvalueindex(1));
+    if (s->k == NULL)
+        return luaL_error(L, "attempt to use a closed sink");
+    size_t len;
+    const char *data = luaL_checklstring(L, 2, &len);
+    if (orch_sink_write(s->k, data, len) != 0) {
+        lua_pushstring(L, orch_sink_error(s->k));
+        return lua_error(L);
+    }
+    return 0;
+}
+
+/* sink:writer() -> write (see l_sink_put), bound to this sink */
+static int l_sink_writer(lua_State *L)
+{
+    check_open(L);
+    lua_settop(L, 1);
+    lua_pushcclosure(L, l_sink_put, 1);
+    return 1;
+}
+
 /* sink:flush([sync]) -> offset | nil, err */
 static int l_sink_flush(lua_State *L)
 {
@@ -136,13 +163,8 @@ static int l_sink_gc(lua_State *L)
 }
 
 static const luaL_Reg sink_methods[] = {
-    {"write", l_sink_write},
-    {"flush", l_sink_flush},
-    {"offset", l_sink_offset},
-    {"hash", l_sink_hash},
-    {"path", l_sink_path},
-    {"close", l_sink_close},
-    {NULL, NULL},
+    {"write", l_sink_write}, {"writer", l_sink_writer}, {"flush", l_sink_flush}, {"offset", l_sink_offset},
+    {"hash", l_sink_hash},   {"path", l_sink_path},     {"close", l_sink_close}, {NULL, NULL},
 };
 
 static const luaL_Reg sink_meta[] = {

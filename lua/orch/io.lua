@@ -47,13 +47,7 @@ local function file_source(spec)
   local src = { columns = kind == "csv" and r:header() or jsonl_columns(spec.path), path = spec.path }
   local rnext = r.next -- looked up once, not for every record
   if kind == "csv" then
-    function src.next()
-      local row, line, fatal_or_index, _, e, eline = rnext(r)
-      if row == false then
-        return false, line, fatal_or_index, e, eline
-      end
-      return row, line, e, eline
-    end
+    src.next = r:taker() -- C: next's results in this order, no Lua call a row
   else
     local path = spec.path
     function src.next()
@@ -210,9 +204,7 @@ function M.open_sink(spec, input_columns, offset, prefix)
   local out = { path = spec.path }
   local header -- a CSV header still to write before the first line
   if spec.kind == "jsonl" then
-    function out.encode(_, row)
-      return json.encode(row, input_columns, "\n")
-    end
+    out.encode = json.encoder(input_columns, "\n") -- C: json.encode(row, input_columns, "\n")
   else
     local cols = spec.columns
     if cols ~= nil and (offset or 0) == 0 then
@@ -256,6 +248,9 @@ function M.open_sink(spec, input_columns, offset, prefix)
     if not ok then
       error(werr, 0)
     end
+  end
+  if spec.kind == "jsonl" then
+    out.write = k:writer() -- no header ever: C, no Lua call a row
   end
   function out.flush(_, sync)
     if header then

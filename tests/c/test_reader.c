@@ -619,6 +619,43 @@ static void test_count(void)
     CHECK_STR(err, "/nonexistent/rows.csv: No such file or directory");
 }
 
+/* Plain lines (no quote, no CR but before the LF) are split without libcsv: the same
+ * fields, trims and positions as libcsv gives, mixed with lines that need it. */
+static void test_csv_plain_lines(void)
+{
+    const char *data = "a,b,c\r\n"
+                       "1,x y ,z\r\r\n"
+                       " 2 ,,\n"
+                       "3,\"q,r\",s\n"
+                       "4,t\ru,v\n"
+                       "5,\"m\nn\",w\n"
+                       "6,7\n"
+                       ",,\r\n"
+                       "8,9,10\r";
+    const char *path = write_str("plain.csv", data);
+    struct orch_reader *r = open_ok(path, ORCH_READER_CSV);
+    struct snap s[MAX_SNAPS];
+    size_t n = take_all(r, s);
+
+    CHECK(n == 9);
+    CHECK_STR(s[0].text, "1|x y |z");
+    CHECK_STR(s[1].text, " 2 ||");
+    CHECK_STR(s[2].text, "3|q,r|s");
+    CHECK_STR(s[3].text, "4|t\ru|v");
+    CHECK_STR(s[4].text, "5|m\nn|w");
+    CHECK(s[5].rc == -1 && s[5].nfields == 2);
+    CHECK(strstr(s[5].err, "/plain.csv:8: expected 3 fields, found 2") != NULL);
+    CHECK_STR(s[6].text, "||");
+    CHECK_STR(s[7].text, "8|9|10");
+    CHECK(s[8].rc == 0);
+    CHECK(s[4].line == 6 && s[5].line == 8 && s[7].line == 10);
+    CHECK(s[0].offset == 7 && s[0].end == s[1].offset && s[7].end == strlen(data));
+    check_bytes(path, &s[0], "1,x y ,z\r\r\n");
+    check_bytes(path, &s[7], "8,9,10\r");
+    orch_reader_close(r);
+    check_roundtrip(path, ORCH_READER_CSV);
+}
+
 int main(int argc, char **argv)
 {
     int made = 0;
@@ -640,6 +677,7 @@ int main(int argc, char **argv)
     run("csv basics: quotes, embedded commas/quotes/newlines, blank lines, no final newline",
         test_csv_basics);
     run("csv CRLF and BOM", test_csv_crlf_bom);
+    run("csv plain lines split without libcsv, mixed with quoted ones", test_csv_plain_lines);
     run("csv field-count mismatch names the line and continues", test_csv_field_count);
     run("csv malformed quotes name the line and continue", test_csv_malformed);
     run("csv unterminated quote at EOF", test_csv_unterminated);

@@ -59,4 +59,37 @@ expect_eq "mixed: exit 0" "$RC" 0
 expect_eq "mixed: 240 rows in order" "$(ids out/mixed.jsonl)" "1..240"
 expect_eq "mixed: the sleeping rows ran 8 at a time" \
   "$(python3 -c 'import json; print(max(json.loads(l).get("peak", 0) for l in open("out/mixed.jsonl")))')" 8
+# A checkpoint's stored records are reused for the rows that settle next
+# (lua/orch/run/driver.lua settle): a failed row's error must not stay on
+# the ok row that reuses its record. Checkpoint every 3 rows; every 4th
+# row fails: the store's results say exactly which rows failed and why.
+seq 1 40 | awk 'BEGIN{print "id"} {print $1}' >reuse.csv
+cat >reuse.lua <<'LUA'
+local orch = require("orch")
+return orch.workflow {
+  name = "reuse",
+  input = orch.read.csv("reuse.csv"),
+  output = orch.write.jsonl("out/reuse.jsonl"),
+  key = "id",
+  checkpoint = orch.policy.every_rows(3),
+  stages = { function(row)
+    if tonumber(row.id) % 4 == 0 then error("bad " .. row.id, 0) end
+    return row
+  end },
+}
+LUA
+run_orch reuse.log run reuse.lua --concurrency 4
+expect_eq "reuse: exit 0" "$RC" 0
+cat >results.lua <<'LUA'
+local st = assert(require("orch.runs").open({ db = ".orch/state.db" }, "r"))
+local run_id = arg[1]
+local out = {}
+assert(st:each_result(run_id, function(r)
+  out[#out + 1] = string.format("%d:%s:%s:%s", r.seq, r.key, r.status, r.error or "-")
+end))
+print(table.concat(out, " "))
+LUA
+rid=$(sqlite3 .orch/state.db "select id from runs where name = 'reuse'")
+want=$(python3 -c 'print(" ".join("%d:%d:%s" % (i + 1, i + 1, "failed:bad %d" % (i + 1) if (i + 1) % 4 == 0 else "ok:-") for i in range(40)))')
+expect_eq "reuse: each row's result, a failed row's error on it alone" "$("$ORCH" lua results.lua "$rid" 2>&1)" "$want"
 finish

@@ -19,6 +19,30 @@ describe("orch.json.encode", function()
       assert.matches("bad argument #3 to 'orch.json.encode' %(string expected, got table%)", err)
     end)
   end)
+  describe("encoder", function()
+    it("makes a sink's encode method: encode(value, order, suffix), self not used", function()
+      local line = json.encoder({ "id", "b" }, "\n")
+      assert.are.equal('{"id":1,"b":2,"a":0}\n', line(nil, { a = 0, b = 2, id = 1 }))
+      assert.are.equal(json.encode({ z = { 1, 2 }, id = "x" }, { "id" }, "\n"), line({}, { z = { 1, 2 }, id = "x" }))
+      assert.are.equal('{"a":1}', json.encoder()(nil, { a = 1 }))
+      assert.are.equal("[1]", json.encoder(nil, nil)(nil, { 1 }))
+      fails_with("cannot encode a function at .f", line, nil, { f = print })
+    end)
+    it("checks and copies the order and suffix once, when made", function()
+      local ok, err = pcall(json.encoder, { "a", 2 })
+      assert.is_false(ok)
+      assert.matches("bad argument #1 to 'orch.json.encoder' %(order must be an array of strings%)", err)
+      ok, err = pcall(json.encoder, nil, {})
+      assert.is_false(ok)
+      assert.matches("bad argument #2 to 'orch.json.encoder' %(string expected, got table%)", err)
+      local order = { "b" }
+      local line = json.encoder(order)
+      order[1], order[2] = "a", true -- changed after: the copy made then stands
+      assert.are.equal('{"b":2,"a":1}', line(nil, { a = 1, b = 2 }))
+      assert.are.equal('{"b":2,"1":0,"a":1}', line(nil, { a = 1, b = 2, [1] = 0 }))
+      fails_with('duplicate key "1" (integer and string)', line, nil, { b = 1, [1] = 0, ["1"] = 2 })
+    end)
+  end)
   describe("scalars", function()
     it("encodes booleans and null", function()
       assert.are.equal("true", enc(true))
@@ -106,6 +130,21 @@ describe("orch.json.encode", function()
       assert.are.equal([["\u0000\u0001\u001f\u000b"]], enc("\0\1\31\11"))
       assert.are.equal([["a\u007fb"]], enc("a\127b"))
       assert.are.equal([[" ~"]], enc(" ~"))
+    end)
+
+    it("escapes a special byte wherever it falls in a long plain run", function()
+      -- plain text is skipped eight bytes at a time: each special byte at
+      -- each offset of a 19-byte string, and the byte just past each block
+      local specials = { ['"'] = '\\"', ["\\"] = "\\\\", ["\n"] = "\\n", ["\31"] = "\\u001f",
+        ["\0"] = "\\u0000", ["\127"] = "\\u007f", [" "] = " ", ["~"] = "~", ["\195\169"] = "\195\169" }
+      for c, escaped in pairs(specials) do
+        for at = 0, 18 do
+          local s = string.rep("a", at) .. c .. string.rep("b", 18 - at)
+          assert.are.equal('"' .. string.rep("a", at) .. escaped .. string.rep("b", 18 - at) .. '"', enc(s))
+        end
+      end
+      fails_with("invalid UTF-8 at .", enc, string.rep("a", 15) .. "\233" .. "bb")
+      fails_with("invalid UTF-8 at .", enc, string.rep("a", 16) .. "\195")
     end)
 
     it("refuses strings that are not UTF-8, naming the path", function()

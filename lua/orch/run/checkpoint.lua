@@ -14,12 +14,15 @@ local policies = require("orch.policy")
 
 local M = {}
 
+local SPARE_MAX = 4096 -- settled records kept for reuse after a checkpoint
+
 --- start(R): no checkpoint yet this process; the policy and the
 --- counters it decides from (R.since, one table refreshed before each
 --- question).
 function M.start(R)
   local cursor, live = R.cursor, R.live
   R.pending = {} -- results settled since the last checkpoint
+  R.spare = {} -- records of results already stored, for settle to reuse
   R.last_ckpt_index = cursor.index
   R.ckpt_count, R.ckpt_ms = 0, 0
   local policy = R.wf.checkpoint or policies.every_rows(R.M.CHECKPOINT_ROWS)
@@ -117,6 +120,10 @@ end
 -- and -v hear of it.
 local function written(R, info, reason, output_offset)
   local cursor, live, since = R.cursor, R.live, R.since
+  -- the records just stored are reused for the rows that settle next
+  -- (the driver's settle), unless there are so many they would hold
+  -- memory a large policy (max_rows) means to give back
+  R.spare = #R.pending <= SPARE_MAX and R.pending or {}
   R.pending = {}
   R.last_ckpt_index = cursor.index
   R.ckpt_count = R.ckpt_count + 1

@@ -15,6 +15,8 @@ local progress = require("orch.run.progress")
 
 local M = {}
 
+local pcall = pcall -- once a row: an upvalue, not a lookup in _ENV
+
 local note_outcome, record_failure, same_failure = outcome.note_outcome, outcome.record_failure, outcome.same_failure
 local row_error, handlers = outcome.row_error, outcome.handlers
 local due, write = checkpoint.due, checkpoint.write
@@ -60,6 +62,21 @@ local function malformed(R, D, seq, msg)
     D.done[slot] = { status = "failed", error = derr }
     note_outcome(R, seq, nil, derr, nil, "failed")
   end
+end
+
+-- A batch table for admit: one a collected batch left (D.spare_batches),
+-- else a new one. Reused, a batch's arrays keep their size: no table
+-- and no array growth per batch.
+local function take_batch(D)
+  local spare = D.spare_batches
+  local n = #spare
+  if n == 0 then
+    return { rows = {}, seqs = {}, ran = 0 }
+  end
+  local b = spare[n]
+  spare[n] = nil
+  b.ran = 0
+  return b
 end
 
 -- Spawns the batch task of the first n rows of b (b.rows, b.seqs).
@@ -117,7 +134,7 @@ local function admit(R, D)
         goto next
       end
       if b == nil then
-        b = { rows = {}, seqs = {}, ran = 0 }
+        b = take_batch(D)
       end
       n = n + 1
       b.rows[n], b.seqs[n] = row, next_seq
@@ -201,11 +218,25 @@ local function settle(R, D, seq, status, line, msg, tb, key, usage)
     handle(R, seq, key, msg)
     return
   end
-  -- a settled row's record; the fields a row that got through lacks
-  -- are added only when present (setting an absent key to nil costs)
-  local d = { line = line, status = status, key = key }
-  if msg ~= nil then
-    d.error = msg
+  -- a settled row's record: one whose checkpoint is written (R.spare,
+  -- see checkpoint.write), else a new one; the fields a row that got
+  -- through lacks are set only when present (setting an absent key to
+  -- nil costs; flush clears line, tb and usage)
+  local spare = R.spare
+  local ns = #spare
+  local d
+  if ns > 0 then
+    d = spare[ns]
+    spare[ns] = nil
+    d.line, d.status, d.key = line, status, key
+    if msg ~= nil or d.error ~= nil then
+      d.error = msg
+    end
+  else
+    d = { line = line, status = status, key = key }
+    if msg ~= nil then
+      d.error = msg
+    end
   end
   if tb ~= nil then
     d.tb = tb
@@ -283,6 +314,8 @@ local function collect(R, D, ended)
       for i = n, ran + 1, -1 do -- admit takes them from the end: in input order
         redo_rows[#redo_rows + 1], redo_seqs[#redo_seqs + 1] = b.rows[i], seqs[i]
       end
+      local spare = D.spare_batches
+      spare[#spare + 1] = b -- its rows stay referenced until admit overwrites them
     end
   end
   D.inflight = inflight
@@ -324,7 +357,7 @@ function M.drive(R)
   end
   local D = { next_seq = first, write_seq = first, done = done, tasks = {}, inflight = 0, eof = false,
     end_offset = end_offset, end_line = end_line, window = window,
-    size = 1, redo_rows = {}, redo_seqs = {} }
+    size = 1, redo_rows = {}, redo_seqs = {}, spare_batches = {} }
   D.run_batch, D.run_one = batcher(R, D), oner(R, D)
   R.out_bytes = R.ckpt and R.ckpt.output_offset or 0
   while true do

@@ -12,6 +12,9 @@ local BudgetStop, Interrupted = require("orch.llm").BudgetStop, require("orch.sc
 
 local M = {}
 
+-- globals a row uses, as locals: an upvalue, not a lookup in _ENV a use
+local type, pcall, xpcall, getmetatable = type, pcall, xpcall, getmetatable
+
 local function deepcopy(v)
   if type(v) ~= "table" then
     return v
@@ -142,17 +145,18 @@ local function applier(stages)
   local nstages = #stages
   return function(row, ctx)
     for i = 1, nstages do
-      ctx.stage = stages[i].name
-      if stages[i].critical then
-        ctx:checkpoint("before " .. stages[i].name) -- what is settled is durable before it runs
+      local stage = stages[i] -- called as stage.fn: a traceback names it "field 'fn'"
+      ctx.stage = stage.name
+      if stage.critical then
+        ctx:checkpoint("before " .. stage.name) -- what is settled is durable before it runs
       end
-      local r = stages[i].fn(row, ctx)
+      local r = stage.fn(row, ctx)
       if r == nil then
         return nil
       end
       if type(r) ~= "table" then
         error(string.format("%s returned a %s; a stage returns the row (a table) or nil to drop it",
-          stages[i].name, type(r)), 0)
+          stage.name, type(r)), 0)
       end
       row = r
     end

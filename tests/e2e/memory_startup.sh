@@ -3,7 +3,7 @@
 # load when those commands run (or, for the estimate, when the run has one
 # stored), not for every run. And what a start costs: the modules are
 # embedded precompiled (core/luac.c), with their debug information, so
-# errors still name lua/orch/FILE.lua:LINE.
+# errors still name lua/orch/FILE.lua:LINE. And the collector's pause.
 . tests/lib.sh
 cd "$WORK"
 cat >mods.lua <<'LUA'
@@ -33,6 +33,14 @@ expect_eq "orch status: exit 0" "$RC" 0
 expect_grep "orch status: loads its module when it runs" "completed" status.log
 run_orch gc.log gc --db s.db --keep-last 5 --dry-run
 expect_eq "orch gc: exit 0" "$RC" 0
+
+# the collector starts a cycle at 1.5 x the heap the last one kept (Lua's
+# default is 2 x): the garbage a run holds grows with its rows in flight
+cat >gc.lua <<'LUA'
+print("pause " .. collectgarbage("setpause", 148))
+LUA
+run_orch gc.log lua gc.lua
+expect_eq "the collector's pause is 148" "$(cat gc.log)" "pause 148"
 
 # every embedded module is a precompiled chunk ("\27Lua"), not source text
 embed="$(dirname "$ORCH")/embed_lua.c"

@@ -1,8 +1,10 @@
 # Generates a C file holding files of the repository as byte arrays, in a
 # table of struct orch_embedded (embed.h) that ends with a NULL entry.
-# Usage: cmake -DSRC_DIR=<repo> -DOUT=<file.c> -DWHAT=lua|web -P embed.cmake
+# Usage: cmake -DSRC_DIR=<repo> -DOUT=<file.c> -DWHAT=lua|web [-DLUAC_DIR=<dir>] -P embed.cmake
 #   lua: every lua/orch/**.lua, as orch_embedded_lua, named by module
-#        (lua/orch/init.lua -> orch, lua/orch/a/b.lua -> orch.a.b)
+#        (lua/orch/init.lua -> orch, lua/orch/a/b.lua -> orch.a.b); with
+#        LUAC_DIR, each file's bytes are its precompiled chunk
+#        <LUAC_DIR>/lua/orch/....luac (core/luac.c) instead of its source
 #   web: every web/* file (the page of `orch serve`), as orch_embedded_web,
 #        named by its file name ("index.html")
 
@@ -30,7 +32,11 @@ function(embed_files what dir sources array)
   set(table "const struct orch_embedded ${array}[] = {\n")
   set(i 0)
   foreach(rel IN LISTS sources)
-    file(READ "${dir}/${rel}" hex HEX)
+    if(what STREQUAL "lua" AND DEFINED LUAC_DIR)
+      file(READ "${LUAC_DIR}/${rel}c" hex HEX)
+    else()
+      file(READ "${dir}/${rel}" hex HEX)
+    endif()
     string(LENGTH "${hex}" hexlen)
     math(EXPR len "${hexlen} / 2")
     string(REGEX REPLACE "([0-9a-f][0-9a-f])" "0x\\1," bytes "${hex}")

@@ -107,6 +107,18 @@ local function warn_unread_params(set)
 end
 M.warn_unread_params = warn_unread_params
 
+-- The estimate `orch estimate --sample` stored for the run, or nil. The
+-- estimate module (the largest a run would otherwise load) is loaded only
+-- when the run's events hold one.
+local function stored_estimate(st, run_id)
+  for _, ev in ipairs(st:event_list(run_id) or {}) do
+    if ev.type == "estimate" then
+      return require("orch.estimate").stored(st, run_id)
+    end
+  end
+  return nil
+end
+
 -- Runs a loaded workflow as a new or resumed run. -> exit code
 local function execute(st, wf, path, params, opts, resume_id)
   local rlog = log.new(opts.verbosity or 0, opts.log_json)
@@ -118,7 +130,7 @@ local function execute(st, wf, path, params, opts, resume_id)
     return code or 2
   end
   rlog = log.new(opts.verbosity or 0, opts.log_json, run.id)
-  local est = require("orch.estimate").stored(st, run.id)
+  local est = stored_estimate(st, run.id)
   local warning = est and require("orch.estimate").budget_warning(est, opts.budget or (wf.budget and wf.budget.max_usd))
   if warning then -- before any spending
     rlog(-1, "warning: by the estimate of this run: " .. warning, "warn")
@@ -400,12 +412,19 @@ end
 
 -- The handler of each command in main.c's commands[] ("lua" runs script;
 -- "help" is main.c's own). Each first sets up the command's log.
-local inspect, maint = require("orch.cli_inspect"), require("orch.cli_maint")
+-- The inspection and maintenance commands load their module when run, so
+-- `orch run` carries neither.
+local function from(module, name)
+  return function(opts)
+    return require(module)[name](opts)
+  end
+end
+local inspect, maint = "orch.cli_inspect", "orch.cli_maint"
 local handlers = {
   run = on_workflow(run), worker = on_workflow(worker), estimate = on_workflow(estimate), params = on_workflow(params), resume = resume, version = version, script = script,
-  status = inspect.status, ls = inspect.ls, history = inspect.history, checkpoints = inspect.checkpoints,
-  export = inspect.export, stats = inspect.stats,
-  gc = maint.gc, restore = maint.restore,
+  status = from(inspect, "status"), ls = from(inspect, "ls"), history = from(inspect, "history"),
+  checkpoints = from(inspect, "checkpoints"), export = from(inspect, "export"), stats = from(inspect, "stats"),
+  gc = from(maint, "gc"), restore = from(maint, "restore"),
   serve = function(opts)
     return require("orch.serve").command(opts)
   end,

@@ -226,6 +226,12 @@ describe("orch.http.request against a real server", function()
     assert.is_nil(text)
     assert.are.equal("HTTP 401: Missing bearer token", err)
     assert.are.equal(1, attempts)
+    local ok, e = pcall(sched.run, function()
+      return ph.exchange(p, r, { timeout = -1 }, {})
+    end)
+    assert.is_false(ok)
+    assert.is_truthy(tostring(e):find("bad argument #1 to 'request' (timeouts and max_body must be positive)",
+      1, true), tostring(e))
     r.headers = { authorization = "Bearer k" } -- a plain table, built by the provider for each request
     assert.are.equal("echo: x", (sched.run(function()
       return ph.exchange(p, r, { timeout = 10 }, {})

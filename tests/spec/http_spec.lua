@@ -214,6 +214,30 @@ describe("orch.http.request against a real server", function()
     assert.is_truthy(got[6][2]:find("127.0.0.1", 1, true), got[6][2])
   end)
 
+  it("exchange sends a provider's request built without headers, as before", function()
+    local p = {
+      parse = function(d) return d.choices[1].message.content, {} end,
+      error_message = function(d) return d.error and d.error.message end,
+    }
+    local r = { url = base .. "/v1/chat/completions", body = '{"model":"m","messages":[{"role":"user","content":"x"}]}' }
+    local text, err, attempts = sched.run(function()
+      return ph.exchange(p, r, { timeout = 10 }, {})
+    end)
+    assert.is_nil(text)
+    assert.are.equal("HTTP 401: Missing bearer token", err)
+    assert.are.equal(1, attempts)
+    local ok, e = pcall(sched.run, function()
+      return ph.exchange(p, r, { timeout = -1 }, {})
+    end)
+    assert.is_false(ok)
+    assert.is_truthy(tostring(e):find("bad argument #1 to 'request' (timeouts and max_body must be positive)",
+      1, true), tostring(e))
+    r.headers = { authorization = "Bearer k" } -- a plain table, built by the provider for each request
+    assert.are.equal("echo: x", (sched.run(function()
+      return ph.exchange(p, r, { timeout = 10 }, {})
+    end)))
+  end)
+
   it("gives the response headers in lower case", function()
     local r = sched.run(function()
       return http.request { url = base .. "/health", timeout = 10 }

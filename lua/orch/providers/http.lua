@@ -139,16 +139,27 @@ end
 -- One attempt: -> status, body, time, retry_after | nil, transport error.
 -- Offline (orch estimate, --dry-run) post sends nothing and request gives
 -- the workflow's stand-in reply; its table comes back as retry_after, for
--- its headers to be read where a reply's are.
+-- its headers to be read where a reply's are. Timeouts below zero go to
+-- request too, which raises as it always did.
+local NO_HEADERS = {}
+
 local function post(r, cfg)
   local timeout, ctimeout = cfg.timeout or 120, cfg.connect_timeout or 10
-  local status, body, time, retry_after = http.post(r.url, r.header_set or r.headers, r.body, timeout, ctimeout)
+  local status, body, time, retry_after = false, nil, nil, nil
+  if timeout >= 0 and ctimeout >= 0 then -- request refuses the others, with its own message
+    -- headers that are not a table were never sent (request skips them)
+    status, body, time, retry_after = http.post(r.url, r.header_set or type(r.headers) == "table" and r.headers
+      or NO_HEADERS, r.body, timeout, ctimeout)
+  end
   if status ~= false then
     return status, body, time, retry_after
   end
-  local headers = {}
-  for k, v in pairs(r.headers) do
-    headers[k] = v -- the stand-in may change its copy, not the endpoint's
+  local headers = r.headers
+  if type(headers) == "table" then
+    headers = {}
+    for k, v in pairs(r.headers) do
+      headers[k] = v -- the stand-in may change its copy, not the endpoint's
+    end
   end
   local resp, err = http.request({ method = "POST", url = r.url, headers = headers, body = r.body, timeout = timeout,
     connect_timeout = ctimeout })

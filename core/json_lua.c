@@ -615,6 +615,48 @@ static void json_takekey(struct json_enc *e, struct json_key *k, int kidx)
     }
 }
 
+/* json_emit_object for a top-level object with encoder()'s order and
+ * string keys only (so no key can be both an integer and a string): the
+ * order's keys found by a scan, and only the others sorted. The same
+ * bytes as sorting them all first. -> 0 (nothing written) when the object
+ * has an integer key. */
+static int json_emit_top(struct json_enc *e, int idx, struct json_key *keys, size_t n)
+{
+    const struct json_order *o = e->order;
+    int first = 1;
+
+    for (size_t i = 0; i < n; i++) {
+        if (keys[i].isint) {
+            return 0;
+        }
+    }
+    json_putc(e, '{');
+    for (size_t j = 0; j < o->n; j++) {
+        for (size_t i = 0; i < n; i++) {
+            struct json_key *k = &keys[i];
+            if (!k->done && k->len == o->len[j] && memcmp(k->s, o->text + o->off[j], k->len) == 0) {
+                json_encode_member(e, idx, k, first);
+                first = 0;
+                break;
+            }
+        }
+    }
+    size_t m = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (!keys[i].done) {
+            keys[m] = keys[i];
+            m++;
+        }
+    }
+    json_sortkeys(keys, m);
+    for (size_t i = 0; i < m; i++) {
+        json_encode_member(e, idx, &keys[i], first);
+        first = 0;
+    }
+    json_putc(e, '}');
+    return 1;
+}
+
 /* Writes the object at idx from its n collected keys: sorted, a key
  * that is both an integer and a string refused, the top-level order's
  * keys first. */
@@ -623,6 +665,9 @@ static void json_emit_object(struct json_enc *e, int idx, struct json_key *keys,
     lua_State *L = e->L;
     int first = 1;
 
+    if (e->order != NULL && e->depth == 1 && json_emit_top(e, idx, keys, n)) {
+        return;
+    }
     json_sortkeys(keys, n);
     for (size_t i = 1; i < n; i++) {
         if (json_keycmp(&keys[i - 1], &keys[i]) == 0) {

@@ -28,6 +28,21 @@ describe("orch.json.encode", function()
       assert.are.equal("[1]", json.encoder(nil, nil)(nil, { 1 }))
       fails_with("cannot encode a function at .f", line, nil, { f = print })
     end)
+    it("gives encode's bytes: order keys missing or repeated, the other keys sorted, many keys", function()
+      local order = { "id", "zz", "b", "id", "a b" }
+      local line = json.encoder(order, "\n")
+      local many = { id = 1 }
+      for i = 1, 40 do many["k" .. (41 - i)] = i end
+      local cases = {
+        { id = 1 }, { q = 1, b = 2, ["a b"] = 3, a = { z = 1, id = 2 } }, { x = true, ["é"] = "ü", [""] = 0 },
+        many, { [1] = "a", id = 2, b = 3 }, { 1, 2 }, {},
+      }
+      for _, v in ipairs(cases) do
+        assert.are.equal(json.encode(v, order, "\n"), line(nil, v))
+      end
+      assert.are.equal('{"b":2,"a b":3,"a":{"id":2,"z":1},"q":1}\n', line(nil, cases[2]))
+    end)
+
     it("checks and copies the order and suffix once, when made", function()
       local ok, err = pcall(json.encoder, { "a", 2 })
       assert.is_false(ok)

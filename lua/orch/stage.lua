@@ -120,8 +120,7 @@ function M.prompt(opts)
     critical = opts.critical,
   }
   local plain = next(req) == nil -- only a prompt: no copy of req a row
-  -- The row's request: built in the call's own argument, not kept in a
-  -- local, so the prompt is not held here while the row waits for its reply.
+  -- The row's request when the stage sets request options: theirs and the prompt.
   local function request(row)
     local r = {}
     for k, v in pairs(req) do
@@ -131,6 +130,8 @@ function M.prompt(opts)
     return r
   end
   function stage.run(row, ctx)
+    -- the request is built in the call's own argument, not kept in a local:
+    -- the prompt is not held here while the row waits for its reply
     local value, info = ctx:llm(plain and { prompt = render(parts, row) } or request(row))
     if value == nil then
       error(info, 0)

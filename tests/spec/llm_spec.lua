@@ -763,6 +763,19 @@ describe("ctx:llm through the scheduler", function()
     assert.are.same({ 1, 1, "x" }, { info.tokens_in, info.tokens_out, info.model == "spec-built" and "x" })
   end)
 
+  it("the journal gets an entry that carries its key and run id with the reply", function()
+    local put = {}
+    local run = fake_run { provider = "mock", latency_ms = 0 }
+    run.journal = { get = function() end, put = function(key, e) put[#put + 1] = { key, e } end }
+    local text = sched.run(function()
+      return context.new(run, 1, "k"):llm { prompt = "Say hi" }
+    end)
+    assert.are.equal(1, #put)
+    local key, e = put[1][1], put[1][2]
+    assert.are.equal(32, #key)
+    assert.are.same({ key, "r", "mock", "mock", text }, { e.key, e.run_id, e.provider, e.model, e.response })
+  end)
+
   it("a provider's wrong return values are named, with the provider", function()
     local ret
     llm.register("spec-wrong", { call = function() return table.unpack(ret) end })

@@ -242,48 +242,51 @@ local function chars_in(r)
   return n
 end
 
--- What a request may cost at most, in tokens in and out, before it is sent.
-local function est_tokens(r)
-  return chars_in(r) // 4 + 8, r.max_tokens or 512
+-- What a request may cost at most, in tokens in and out, before it is
+-- sent; chars: chars_in(r).
+local function est_tokens(r, chars)
+  return chars // 4 + 8, r.max_tokens or 512
 end
 
 local function tokens_of(text)
   return (#text + 3) // 4
 end
 
--- Tokens of a request counted from its text: about four characters a token.
-local function count_in(r)
-  return (chars_in(r) + 3) // 4
-end
-
 local usage_names = { { "input", "output" }, { "input_tokens", "output_tokens" },
   { "prompt_tokens", "completion_tokens" }, { "tokens_in", "tokens_out" } }
 
---- usage(name, u, r, text) -> tokens in, tokens out, estimated
---- Reads what a provider returned as usage; what is missing is counted from
---- the request and the reply. A usage of the wrong shape raises, naming the
---- provider (a bug in the provider, not in the row).
-local function read_usage(name, u, r, text)
-  local tin, tout
-  if u ~= nil and type(u) ~= "table" then
-    error(string.format("orch.llm provider '%s': call returned %s as usage; return { input = tokens, output = tokens } "
-      .. "or nothing (then the tokens are estimated)", name, type(u)), 0)
+-- A usage figure of usage.name: raises unless a whole number of tokens.
+local function check_tokens(provider, name, v)
+  if type(v) ~= "number" or v < 0 or v ~= math.floor(v) then
+    error(string.format("orch.llm provider '%s': usage.%s must be a whole number of tokens, got %s", provider,
+      name, type(v) == "number" and tostring(v) or type(v)), 0)
   end
-  for _, pair in ipairs(u and usage_names or {}) do
-    local a, b = u[pair[1]], u[pair[2]]
-    if a ~= nil or b ~= nil then
-      for i, v in ipairs({ a or 0, b or 0 }) do
-        if type(v) ~= "number" or v < 0 or v ~= math.floor(v) then
-          error(string.format("orch.llm provider '%s': usage.%s must be a whole number of tokens, got %s", name,
-            pair[i], type(v) == "number" and tostring(v) or type(v)), 0)
-        end
+end
+
+--- usage(name, u, chars, text) -> tokens in, tokens out, estimated
+--- Reads what a provider returned as usage; what is missing is counted from
+--- the request's characters (chars_in) and the reply. A usage of the wrong
+--- shape raises, naming the provider (a bug in the provider, not in the row).
+local function read_usage(name, u, chars, text)
+  local tin, tout
+  if u ~= nil then
+    if type(u) ~= "table" then
+      error(string.format("orch.llm provider '%s': call returned %s as usage; return { input = tokens, output = "
+        .. "tokens } or nothing (then the tokens are estimated)", name, type(u)), 0)
+    end
+    for i = 1, #usage_names do
+      local pair = usage_names[i]
+      local a, b = u[pair[1]], u[pair[2]]
+      if a ~= nil or b ~= nil then
+        check_tokens(name, pair[1], a or 0)
+        check_tokens(name, pair[2], b or 0)
+        tin, tout = a and math.tointeger(a), b and math.tointeger(b)
+        break
       end
-      tin, tout = a and math.tointeger(a), b and math.tointeger(b)
-      break
     end
   end
   local estimated = tin == nil or tout == nil
-  return tin or count_in(r), tout or tokens_of(text), estimated
+  return tin or (chars + 3) // 4, tout or tokens_of(text), estimated
 end
 
 -- One request through the provider: -> text, usage, attempts | nil, err, attempts
@@ -310,27 +313,27 @@ local function journal_key(cfg, r, body)
   return hash.xxh128(cfg.provider .. "\0" .. r.model .. "\0" .. body)
 end
 
--- The info a call returns, counted by ctx:account: the reply and its
--- tokens, and how it was answered (how: cost, latency, attempts, cached,
--- ...).
-local function answered(ctx, cfg, r, text, tin, tout, how)
-  local info = { text = text, model = r.model, provider = cfg.provider, tokens_in = tin, tokens_out = tout,
-    tokens = tin + tout }
-  for k, v in pairs(how) do
-    info[k] = v
-  end
+-- The info a call returns, counted by ctx:account: the reply, its tokens
+-- and how it was answered, in one constructor (a `how` table copied in
+-- with pairs was a table and a walk every call).
+local function answered(ctx, cfg, model, text, tin, tout, cost, latency, attempts, estimated, batch)
+  local info = { text = text, model = model, provider = cfg.provider, tokens_in = tin, tokens_out = tout,
+    tokens = tin + tout, cost = cost, latency = latency, attempts = attempts, cached = false,
+    estimated = estimated or nil, batch = batch }
   if ctx.account then
     ctx:account(info)
   end
   return info
 end
 
+local NO_RUN = {} -- the run of a context without one (read only)
+
 -- A request through the provider's batch API (see orch.batch), at batch
--- prices. -> text, info | false, err | nil (batch_fallback = "sync": send
--- it synchronously)
-local function batched(ctx, cfg, p, r, built, key)
-  local run = ctx._run or {}
-  local tin_est, tout_est = est_tokens(r)
+-- prices; chars: chars_in(r). -> text, info | false, err | nil
+-- (batch_fallback = "sync": send it synchronously)
+local function batched(ctx, cfg, p, r, built, key, chars)
+  local run = ctx._run or NO_RUN
+  local tin_est, tout_est = est_tokens(r, chars)
   local t0 = sched.now()
   local res = require("orch.batch").await(ctx, cfg, p, key, built,
     pricing.batch_cost(r.model, tin_est, tout_est, cfg.prices, cfg.batch_prices))
@@ -346,10 +349,10 @@ local function batched(ctx, cfg, p, r, built, key)
     end
     return false, res.err
   end
-  local tin, tout, estimated = read_usage(p.name or cfg.provider, res.usage, r, res.text)
-  return res.text, answered(ctx, cfg, r, res.text, tin, tout, {
-    cost = pricing.batch_cost(r.model, tin, tout, cfg.prices, cfg.batch_prices), latency = sched.now() - t0,
-    attempts = res.attempts, cached = false, estimated = estimated or nil, batch = res.batch })
+  local tin, tout, estimated = read_usage(p.name or cfg.provider, res.usage, chars, res.text)
+  return res.text, answered(ctx, cfg, r.model, res.text, tin, tout,
+    pricing.batch_cost(r.model, tin, tout, cfg.prices, cfg.batch_prices), sched.now() - t0, res.attempts,
+    estimated, res.batch)
 end
 
 -- A reply the journal already holds: nothing paid, the cost it saved
@@ -365,51 +368,90 @@ local function from_journal(ctx, cfg, r, hit)
   return text, info
 end
 
+-- Reserves a request's worst case (estimate) in the run's budget: waits
+-- while requests in flight hold the room; raises a BudgetStop only when
+-- this request's worst case alone would pass max_usd.
+local function reserve(run, budget, estimate)
+  local ok, why = budget.acquire(estimate)
+  if not ok then
+    error(setmetatable({ msg = why }, M.BudgetStop), 0)
+  end
+  if budget.waited > 0 and not run.budget_said and run.log then
+    run.budget_said = true
+    local _, n = budget.in_flight()
+    run.log(1, string.format("budget: fewer LLM requests in flight (%d now): each reserves up to $%.4f (its "
+      .. "max_tokens at the model's price) until its real cost is known", n, estimate))
+  end
+end
+
+-- The rate limiter, then the exchange: called with arguments (under
+-- pcall while a budget reservation is held), not through a closure made
+-- per call, and by tail calls, so no frame of its own waits with the row.
+local function send(run, ctx, tokens, p, r, cfg, built)
+  local limiter = run.limiter
+  if limiter then
+    limiter.acquire(ctx, tokens)
+  end
+  return exchange(p, r, cfg, ctx, built)
+end
+
+-- A reply received: its usage read, journaled and counted. -> text, info
+local function settle(ctx, cfg, run, name, model, chars, key, text, usage, attempts, t0)
+  local tin, tout, estimated = read_usage(name, usage, chars, text)
+  local cost, latency = pricing.cost(model, tin, tout, cfg.prices), sched.now() - t0
+  if key and run.journal then
+    -- key and run_id, which the journal sets too, are made here: the table
+    -- is sized for them, not grown when they are added
+    run.journal.put(key, { key = key, run_id = run.id, provider = cfg.provider, model = model, response = text,
+      tokens_in = tin, tokens_out = tout, cost_usd = cost, latency_ms = latency * 1000 })
+  end
+  -- counts estimated calls too
+  local info = answered(ctx, cfg, model, text, tin, tout, cost, latency, attempts, estimated, nil)
+  if estimated and run.totals and run.totals.estimated_calls == 1 and run.emit then
+    run.emit("usage_estimated", { provider = cfg.provider, model = model,
+      reason = "the provider sent no usage: tokens counted as about four characters a token" }, ctx)
+  end
+  return text, info
+end
+
 --- One model call with the journal, the budget and the accounting around
 --- it. -> text, info | nil, err
 local function complete(ctx, cfg, p, r)
-  local run = ctx._run or {}
+  local run = ctx._run or NO_RUN
   local built = p.build and p.build(r, cfg) -- once: it is the journal key's body and what is sent
-  local key = (run.journal or cfg.batch) and journal_key(cfg, r, built and built.body or json.encode(r))
-  local hit = key and run.journal and run.journal.get(key)
+  local journal = run.journal
+  local key = (journal or cfg.batch) and journal_key(cfg, r, built and built.body or json.encode(r))
+  local hit = key and journal and journal.get(key)
   if hit then
     return from_journal(ctx, cfg, r, hit)
   end
+  local chars = chars_in(r)
   if cfg.batch and built then
-    local text, info = batched(ctx, cfg, p, r, built, key)
+    local text, info = batched(ctx, cfg, p, r, built, key, chars)
     if text ~= nil then
       return text or nil, info
     end
   end
-  local tin_est, tout_est = est_tokens(r)
-  local estimate = pricing.cost(r.model, tin_est, tout_est, cfg.prices)
-  if run.budget then
-    -- waits while requests in flight hold the room; refuses only when this
-    -- request's worst case alone would pass max_usd
-    local ok, why = run.budget.acquire(estimate)
+  local model = r.model
+  local tin_est, tout_est = est_tokens(r, chars)
+  if built and not p.call then
+    r = nil -- built.body is what is sent: the prompt need not wait with the row
+  end
+  local budget, t0 = run.budget, nil
+  local ok, text, usage, attempts
+  if budget then
+    local estimate = pricing.cost(model, tin_est, tout_est, cfg.prices)
+    reserve(run, budget, estimate)
+    t0 = sched.now()
+    -- the reservation is released however the exchange ends (a provider may raise)
+    ok, text, usage, attempts = pcall(send, run, ctx, tin_est + tout_est, p, r, cfg, built)
+    budget.release(estimate)
     if not ok then
-      error(setmetatable({ msg = why }, M.BudgetStop), 0)
+      error(text, 0)
     end
-    if run.budget.waited > 0 and not run.budget_said and run.log then
-      run.budget_said = true
-      local _, n = run.budget.in_flight()
-      run.log(1, string.format("budget: fewer LLM requests in flight (%d now): each reserves up to $%.4f (its "
-        .. "max_tokens at the model's price) until its real cost is known", n, estimate))
-    end
-  end
-  local t0 = sched.now()
-  -- the reservation is released however the exchange ends (a provider may raise)
-  local ok, text, usage, attempts = pcall(function()
-    if run.limiter then
-      run.limiter.acquire(ctx, tin_est + tout_est)
-    end
-    return exchange(p, r, cfg, ctx, built)
-  end)
-  if run.budget then
-    run.budget.release(estimate)
-  end
-  if not ok then
-    error(text, 0)
+  else
+    t0 = sched.now()
+    text, usage, attempts = send(run, ctx, tin_est + tout_est, p, r, cfg, built)
   end
   if text == nil then
     if run.note_failure then
@@ -417,20 +459,7 @@ local function complete(ctx, cfg, p, r)
     end
     return nil, usage
   end
-  local tin, tout, estimated = read_usage(p.name or cfg.provider, usage, r, text)
-  local cost, latency = pricing.cost(r.model, tin, tout, cfg.prices), sched.now() - t0
-  if key and run.journal then
-    run.journal.put(key, { provider = cfg.provider, model = r.model, response = text, tokens_in = tin,
-      tokens_out = tout, cost_usd = cost, latency_ms = latency * 1000 })
-  end
-  -- counts estimated calls too
-  local info = answered(ctx, cfg, r, text, tin, tout,
-    { cost = cost, latency = latency, attempts = attempts, cached = false, estimated = estimated or nil })
-  if estimated and run.totals and run.totals.estimated_calls == 1 and run.emit then
-    run.emit("usage_estimated", { provider = cfg.provider, model = r.model,
-      reason = "the provider sent no usage: tokens counted as about four characters a token" }, ctx)
-  end
-  return text, info
+  return settle(ctx, cfg, run, p.name or cfg.provider, model, chars, key, text, usage, attempts, t0)
 end
 
 --- call(ctx, cfg, req) -> value, info | nil, err
@@ -466,8 +495,11 @@ function M.call(ctx, cfg, req)
     json = req.json or req.schema ~= nil,
     schema = req.schema,
   }
+  if not r.json then
+    return complete(ctx, cfg, p, r) -- a tail call: this frame does not wait with the row
+  end
   local text, info = complete(ctx, cfg, p, r)
-  if text == nil or not r.json then
+  if text == nil then
     return text, info
   end
   local v, err = M.decode_reply(text, r.schema)

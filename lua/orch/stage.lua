@@ -120,18 +120,19 @@ function M.prompt(opts)
     critical = opts.critical,
   }
   local plain = next(req) == nil -- only a prompt: no copy of req a row
-  function stage.run(row, ctx)
-    local r
-    if plain then
-      r = { prompt = render(parts, row) }
-    else
-      r = {}
-      for k, v in pairs(req) do
-        r[k] = v
-      end
-      r.prompt = render(parts, row)
+  -- The row's request when the stage sets request options: theirs and the prompt.
+  local function request(row)
+    local r = {}
+    for k, v in pairs(req) do
+      r[k] = v
     end
-    local value, info = ctx:llm(r)
+    r.prompt = render(parts, row)
+    return r
+  end
+  function stage.run(row, ctx)
+    -- the request is built in the call's own argument, not kept in a local:
+    -- the prompt is not held here while the row waits for its reply
+    local value, info = ctx:llm(plain and { prompt = render(parts, row) } or request(row))
     if value == nil then
       error(info, 0)
     end

@@ -692,6 +692,90 @@ describe("ctx:llm through the scheduler", function()
     llm.providers["spec-usage"] = nil
   end)
 
+  -- The frames of orch.llm and the pcalls between a provider and the stage
+  -- that called ctx:llm: what a row waiting on its reply holds in its stack.
+  local function frames_below_provider()
+    local llm_src = debug.getinfo(llm.call, "S").source
+    local n_llm, n_pcall, level = 0, 0, 3
+    while true do
+      local f = debug.getinfo(level, "Sf")
+      if f == nil or f.source == "@" .. SELF then
+        break
+      end
+      n_llm = n_llm + (f.source == llm_src and 1 or 0)
+      n_pcall = n_pcall + (f.func == pcall and 1 or 0)
+      level = level + 1
+    end
+    return n_llm, n_pcall
+  end
+
+  it("a waiting call holds two frames of orch.llm, and a pcall only while a budget reservation is held", function()
+    local seen
+    llm.register("spec-frames", { call = function()
+      seen = { frames_below_provider() }
+      return "ok", { input = 1, output = 1 }
+    end })
+    local run = fake_run { provider = "spec-frames" }
+    sched.run(function()
+      return context.new(run, 1, "k"):llm { prompt = "x" }
+    end)
+    assert.are.same({ 2, 0 }, seen) -- the exchange and complete: no closure, llm.call returned by a tail call
+    run.budget = require("orch.limits").budget(1, nil, run.totals, function() end)
+    sched.run(function()
+      return context.new(run, 1, "k"):llm { prompt = "x" }
+    end)
+    assert.are.same({ 2, 1 }, seen) -- the reservation is released however the exchange ends
+    assert.are.same({ 0 }, { (run.budget.in_flight()) })
+    local text = sched.run(function()
+      return context.new(run, 1, "k"):llm { prompt = "x", json = true } -- a json call keeps llm.call for its repair
+    end)
+    llm.providers["spec-frames"] = nil
+    assert.are.same({ 3, 1 }, seen)
+    assert.is_nil(text)
+  end)
+
+  it("an HTTP provider's request (and its prompt) is not held while the row waits for the reply", function()
+    local http = require("orch.providers.http")
+    local exchange, weak, alive = http.exchange, setmetatable({}, { __mode = "v" }), nil
+    llm.register("spec-built", {
+      build = function(r)
+        weak[1] = r
+        return { url = "http://127.0.0.1:1/", headers = {}, body = cjson.encode({ prompt = r.prompt }) }
+      end,
+      parse = function() end,
+    })
+    http.exchange = function(p, built)
+      assert.are.equal("spec-built", p.name)
+      collectgarbage()
+      collectgarbage()
+      alive = weak[1] ~= nil
+      return "reply of " .. built.body, { input = 1, output = 1 }, 1
+    end
+    local run = fake_run { provider = "spec-built" }
+    local ok, text, info = pcall(sched.run, function()
+      return context.new(run, 1, "k"):llm { prompt = string.rep("p", 100) }
+    end)
+    http.exchange = exchange
+    llm.providers["spec-built"] = nil
+    assert(ok, text)
+    assert.is_false(alive)
+    assert.are.equal('reply of {"prompt":"' .. string.rep("p", 100) .. '"}', text)
+    assert.are.same({ 1, 1, "x" }, { info.tokens_in, info.tokens_out, info.model == "spec-built" and "x" })
+  end)
+
+  it("the journal gets an entry that carries its key and run id with the reply", function()
+    local put = {}
+    local run = fake_run { provider = "mock", latency_ms = 0 }
+    run.journal = { get = function() end, put = function(key, e) put[#put + 1] = { key, e } end }
+    local text = sched.run(function()
+      return context.new(run, 1, "k"):llm { prompt = "Say hi" }
+    end)
+    assert.are.equal(1, #put)
+    local key, e = put[1][1], put[1][2]
+    assert.are.equal(32, #key)
+    assert.are.same({ key, "r", "mock", "mock", text }, { e.key, e.run_id, e.provider, e.model, e.response })
+  end)
+
   it("a provider's wrong return values are named, with the provider", function()
     local ret
     llm.register("spec-wrong", { call = function() return table.unpack(ret) end })

@@ -18,7 +18,7 @@
 
 /* The schema version this build writes: the number of migrations
  * (store_sqlite_schema.c checks the two agree at compile time). */
-#define SQ_SCHEMA_VERSION 8
+#define SQ_SCHEMA_VERSION 7
 
 /* How long a statement waits for another process's lock, in seconds; the
  * messages for a lock that outlasted it are derived from it. */
@@ -75,7 +75,7 @@ enum sq_stmt {
     SQ_RCH_DELETE,
     SQ_RCH_DELETE_AFTER,
     SQ_RES_MAX_SEQ,
-    /* a checkpoint's run row (schema 8) */
+    /* a checkpoint's run row: the status apart */
     SQ_RUN_UPDATE_KEEP,
     SQ_RUN_STATUS,
     SQ_NSTMT

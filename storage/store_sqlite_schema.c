@@ -175,49 +175,6 @@ static const char *const sq_migrations[] = {
      * chunks written before are the fixed form. */
     "ALTER TABLE result_chunks ADD COLUMN format INTEGER NOT NULL DEFAULT 1;\n"
     "PRAGMA user_version = 7;\n",
-    /* 7 -> 8: checkpoints and result_chunks keyed by their primary key
-     * alone (WITHOUT ROWID). A rowid table with a composite key keeps a
-     * second b-tree for the key, one more page logged to the WAL and
-     * synced on every checkpoint; the rebuilt tables hold the same
-     * columns in the same order (bench/changes.md, "one checkpoint"). */
-    "CREATE TABLE checkpoints_v8 (\n"
-    "  run_id TEXT NOT NULL REFERENCES runs (id) ON DELETE CASCADE,\n"
-    "  seq INTEGER NOT NULL,\n"
-    "  name TEXT,\n"
-    "  reason TEXT,\n"
-    "  created_ms INTEGER NOT NULL,\n"
-    "  input_offset INTEGER NOT NULL,\n"
-    "  input_line INTEGER NOT NULL,\n"
-    "  input_index INTEGER NOT NULL,\n"
-    "  output_offset INTEGER NOT NULL,\n"
-    "  errors_offset INTEGER NOT NULL,\n"
-    "  memento BLOB NOT NULL,      -- zstd frame of the raw memento\n"
-    "  memento_len INTEGER NOT NULL, -- raw size\n"
-    "  checksum TEXT NOT NULL,     -- hex XXH3-128 of the cursor fields + raw memento\n"
-    "  bytes INTEGER NOT NULL,\n"
-    "  duration_ms REAL NOT NULL,\n"
-    "  PRIMARY KEY (run_id, seq)\n"
-    ") WITHOUT ROWID;\n"
-    "INSERT INTO checkpoints_v8 SELECT run_id, seq, name, reason, created_ms, input_offset, input_line, "
-    "input_index, output_offset, errors_offset, memento, memento_len, checksum, bytes, duration_ms "
-    "FROM checkpoints;\n"
-    "DROP TABLE checkpoints;\n"
-    "ALTER TABLE checkpoints_v8 RENAME TO checkpoints;\n"
-    "CREATE TABLE result_chunks_v8 (\n"
-    "  run_id TEXT NOT NULL REFERENCES runs (id) ON DELETE CASCADE,\n"
-    "  first_seq INTEGER NOT NULL,\n"
-    "  last_seq INTEGER NOT NULL,\n"
-    "  checkpoint_seq INTEGER NOT NULL,\n"
-    "  n INTEGER NOT NULL,         -- results in data\n"
-    "  data BLOB NOT NULL,         -- n packed results (result_pack.h)\n"
-    "  format INTEGER NOT NULL DEFAULT 1,\n"
-    "  PRIMARY KEY (run_id, first_seq)\n"
-    ") WITHOUT ROWID;\n"
-    "INSERT INTO result_chunks_v8 SELECT run_id, first_seq, last_seq, checkpoint_seq, n, data, format "
-    "FROM result_chunks;\n"
-    "DROP TABLE result_chunks;\n"
-    "ALTER TABLE result_chunks_v8 RENAME TO result_chunks;\n"
-    "PRAGMA user_version = 8;\n",
 };
 
 _Static_assert(sizeof sq_migrations / sizeof sq_migrations[0] == SQ_SCHEMA_VERSION,

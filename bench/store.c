@@ -101,14 +101,25 @@ static void bench_journal(struct orch_store *st, const char *label)
            label, bl, put_us, took[N / 2], took[N - 1], hit_us, miss_us, N);
 }
 
+/* The size of the file at path, or -1 (no path, or no such file). */
+static long long file_size(const char *path)
+{
+    struct stat sb;
+    return path != NULL && stat(path, &sb) == 0 ? (long long)sb.st_size : -1;
+}
+
 /* nres results + a checkpoint per transaction, repeated rounds times;
- * prints timings. with_data: each result carries its output line (as a
- * steps run stores); without, key and status only (as a rows run does). */
-static void bench_checkpoint(struct orch_store *st, const char *label, int nres, int rounds, int with_data)
+ * prints timings, and with wal (the store's -wal file) the pages each
+ * checkpoint after the first logged, a figure the machine's load does not
+ * change (the WAL must not wrap meanwhile: it restarts after 1,000
+ * pages). with_data: each result carries its output line (as a steps run
+ * stores); without, key and status only (as a rows run does). */
+static void bench_checkpoint(struct orch_store *st, const char *label, int nres, int rounds, int with_data,
+                             const char *wal)
 {
     struct orch_run run = {0};
     char id[32];
-    snprintf(id, sizeof id, "bench-%d", nres);
+    snprintf(id, sizeof id, "bench-%d-%d", nres, with_data);
     run.id = id;
     run.name = (char *)"bench";
     run.identity = (char *)"idZ";
@@ -126,6 +137,7 @@ static void bench_checkpoint(struct orch_store *st, const char *label, int nres,
         ml += snprintf(memento + ml, sizeof memento - (size_t)ml, "\"k%d\":%d,", i, i * 7);
     ml += snprintf(memento + ml, sizeof memento - (size_t)ml, "\"end\":1}}");
     double total = 0, best = 1e9, worst = 0;
+    long long wal0 = -1;
     for (int round = 0; round < ROUNDS; round++) {
         for (int i = 0; i < NRES; i++) {
             int64_t seq = (int64_t)round * NRES + i + 1;
@@ -145,6 +157,8 @@ static void bench_checkpoint(struct orch_store *st, const char *label, int nres,
         c.memento_len = (size_t)ml;
         CHECK(orch_store_checkpoint_write(st, &run, &c, res, NRES, NULL, 0) == 0);
         free(c.checksum);
+        if (round == 0)
+            wal0 = file_size(wal);
         total += c.duration_ms;
         if (c.duration_ms < best)
             best = c.duration_ms;
@@ -156,6 +170,9 @@ static void bench_checkpoint(struct orch_store *st, const char *label, int nres,
     CHECK(n == NRES * ROUNDS);
     printf("checkpoint of %d results%s (%s): mean %.3f ms, min %.3f ms, max %.3f ms over %d writes\n", NRES,
            with_data ? "" : " without data", label, total / ROUNDS, best, worst, ROUNDS);
+    long long wal1 = file_size(wal);
+    if (wal0 >= 0 && wal1 > wal0 && ROUNDS > 1)
+        printf("  WAL pages a checkpoint: %.1f\n", (double)(wal1 - wal0) / (4096 + 24) / (ROUNDS - 1));
     free(res);
     free(keys);
     free(data);
@@ -177,9 +194,13 @@ int main(int argc, char **argv)
         fprintf(stderr, "%s\n", err);
         return 2;
     }
-    bench_checkpoint(st, "file, WAL, synchronous=NORMAL", 500, 20, 1);
+    char wal[620];
+    snprintf(wal, sizeof wal, "%s-wal", path);
+    bench_checkpoint(st, "file, WAL, synchronous=NORMAL", 500, 20, 1, wal);
+    /* what every_rows(500) writes on bench/passthrough.lua */
+    bench_checkpoint(st, "file, WAL, synchronous=NORMAL", 500, 20, 0, wal);
     /* the size the adaptive policy writes on a fast run (max_rows) */
-    bench_checkpoint(st, "file, WAL, synchronous=NORMAL", 100000, 5, 0);
+    bench_checkpoint(st, "file, WAL, synchronous=NORMAL", 100000, 5, 0, NULL);
     bench_journal(st, "file, WAL, synchronous=NORMAL");
     orch_store_close(st);
     st = orch_store_open(":memory:", err, sizeof err);
@@ -187,8 +208,8 @@ int main(int argc, char **argv)
         fprintf(stderr, "%s\n", err);
         return 2;
     }
-    bench_checkpoint(st, ":memory:", 500, 20, 1);
-    bench_checkpoint(st, ":memory:", 100000, 5, 0);
+    bench_checkpoint(st, ":memory:", 500, 20, 1, NULL);
+    bench_checkpoint(st, ":memory:", 100000, 5, 0, NULL);
     orch_store_close(st);
     const char *suffixes[] = {"", "-wal", "-shm"};
     for (size_t i = 0; i < sizeof suffixes / sizeof suffixes[0]; i++) {

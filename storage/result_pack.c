@@ -112,22 +112,44 @@ static int reserve(struct pack_buf *b, size_t n)
     return 0;
 }
 
+/* Most rows in the compact form: "ok", a key under 128 bytes, nothing
+ * else, one seq after the one before or close: step, flags and length
+ * take a byte each, and the key is measured while it is copied (one pass
+ * instead of strlen and memcpy: a third of a checkpoint's instructions
+ * before, bench/changes.md). The same bytes as pack_one's. 1 when packed,
+ * 0 when r is no such row (nothing appended), -1 when memory runs out. */
+static int pack_plain(struct pack_buf *b, const struct orch_result *r, int64_t prev)
+{
+    enum { MAXKEY = 127 }; /* a length in one varint byte */
+    const char *st = r->status;
+    uint64_t step = (uint64_t)(r->seq - prev);
+    if (r->key == NULL || r->error != NULL || r->data != NULL || step >= 0x80 || st[0] != 'o' ||
+        st[1] != 'k' || st[2] != '\0')
+        return 0;
+    if (reserve(b, 3 + MAXKEY + 1) != 0)
+        return -1;
+    unsigned char *p = b->p + b->len;
+    unsigned char *k = p + 3;
+    size_t n = 0;
+    for (;;) {
+        char ch = r->key[n];
+        k[n] = (unsigned char)ch; /* its NUL too */
+        if (ch == '\0')
+            break;
+        if (++n > MAXKEY)
+            return 0;
+    }
+    p[0] = (unsigned char)step;
+    p[1] = 1 | HAS_KEY;
+    p[2] = (unsigned char)n;
+    b->len += 3 + n + 1;
+    return 1;
+}
+
 /* Appends r in format (prev: the seq packed before it). 0, or -1 when
  * memory runs out or a length does not fit the fixed form. */
 static int pack_one(struct pack_buf *b, int format, const struct orch_result *r, int64_t prev)
 {
-    if (format == ORCH_PACK_COMPACT && r->key != NULL && r->error == NULL && r->data == NULL &&
-        status_of(r->status) == 1) { /* most rows: "ok", a key, nothing else */
-        size_t n = strlen(r->key);
-        if (reserve(b, n + 22) != 0)
-            return -1;
-        unsigned char *p = put_varint(b->p + b->len, (uint64_t)(r->seq - prev));
-        *p++ = 1 | HAS_KEY;
-        p = put_varint(p, n);
-        memcpy(p, r->key, n + 1); /* its NUL too */
-        b->len = (size_t)(p + n + 1 - b->p);
-        return 0;
-    }
     const void *v[4] = {r->key, r->status, r->error, r->data};
     size_t n[4] = {r->key != NULL ? strlen(r->key) : 0, 0, r->error != NULL ? strlen(r->error) : 0,
                    r->data != NULL ? r->data_len : 0};
@@ -177,7 +199,10 @@ unsigned char *orch_results_pack(int format, const struct orch_result *res, size
         return NULL;
     int64_t prev = 0;
     for (size_t i = 0; i < nres; i++) {
-        if (pack_one(&b, format, &res[i], prev) != 0) {
+        int done = format == ORCH_PACK_COMPACT ? pack_plain(&b, &res[i], prev) : 0;
+        if (done == 0)
+            done = pack_one(&b, format, &res[i], prev) == 0 ? 1 : -1;
+        if (done < 0) {
             free(b.p);
             return NULL;
         }

@@ -147,8 +147,10 @@ const char *orch_store_backend(const struct orch_store *st)
 
 void orch_store_close(struct orch_store *st)
 {
-    if (st != NULL)
-        st->ops->close(st);
+    if (st == NULL)
+        return;
+    ZSTD_freeCCtx(st->zcctx);
+    st->ops->close(st);
 }
 
 int orch_store_run_create(struct orch_store *st, const struct orch_run *r)
@@ -387,8 +389,8 @@ void orch_checkpoint_checksum(const struct orch_checkpoint *c, char out[33])
  * buffer the caller frees and *out_len its size; returns 0. Returns -1 with
  * the reason (no path) in err when len is over ORCH_STORE_MEMENTO_MAX or
  * memory runs out. */
-static int memento_compress(const void *src, size_t len, void **out, size_t *out_len, char *err,
-                            size_t errlen)
+static int memento_compress(struct orch_store *st, const void *src, size_t len, void **out, size_t *out_len,
+                            char *err, size_t errlen)
 {
     if (len > ORCH_STORE_MEMENTO_MAX) {
         snprintf(err, errlen, "memento of %zu bytes is over the %zu MiB limit", len,
@@ -401,7 +403,14 @@ static int memento_compress(const void *src, size_t len, void **out, size_t *out
         snprintf(err, errlen, "out of memory compressing a %zu-byte memento", len);
         return -1;
     }
-    size_t n = ZSTD_compress(dst, cap, src != NULL ? src : "", len, ORCH_STORE_ZSTD_LEVEL);
+    if (st->zcctx == NULL)
+        st->zcctx = ZSTD_createCCtx();
+    /* the same frame either way; without a context (no memory for one)
+     * ZSTD_compress makes its own */
+    size_t n =
+        st->zcctx != NULL
+            ? ZSTD_compressCCtx(st->zcctx, dst, cap, src != NULL ? src : "", len, ORCH_STORE_ZSTD_LEVEL)
+            : ZSTD_compress(dst, cap, src != NULL ? src : "", len, ORCH_STORE_ZSTD_LEVEL);
     if (ZSTD_isError(n)) {
         snprintf(err, errlen, "compressing the memento: %s", ZSTD_getErrorName(n));
         free(dst);
@@ -513,7 +522,7 @@ int orch_store_checkpoint_write(struct orch_store *st, const struct orch_run *ru
     struct orch_checkpoint_seal seal = {.c = c, .t0 = orch_store_mono_ms()};
     void *packed = NULL;
     char why[200];
-    if (memento_compress(c->memento, c->memento_len, &packed, &seal.packed_len, why, sizeof why) != 0)
+    if (memento_compress(st, c->memento, c->memento_len, &packed, &seal.packed_len, why, sizeof why) != 0)
         return orch_store_fail(st, "cannot write a checkpoint of run %s: %s", run->id, why);
     seal.packed = packed;
     char *sum_copy = malloc(sizeof seal.sum);

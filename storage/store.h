@@ -306,6 +306,11 @@ struct orch_store {
      * could be lost and what to set, for the caller to warn with. NULL
      * otherwise, and always for read-only opens. */
     const char *warning;
+    /* The memento's zstd context (ZSTD_CCtx), made at the first
+     * checkpoint and kept until close: a context made per call clears its
+     * tables each time, half the store's time of a small checkpoint
+     * (bench/changes.md). NULL until then; backends calloc the struct. */
+    void *zcctx;
 };
 
 /* Opens the store at target: a file path (created with its parent

@@ -130,6 +130,16 @@ const char *const sq_sql[SQ_NSTMT] = {
     [SQ_RES_MAX_SEQ] = "SELECT max(coalesce((SELECT max(seq) FROM results WHERE run_id = ?1), 0), "
                        "coalesce((SELECT last_seq FROM result_chunks WHERE run_id = ?1 "
                        "ORDER BY first_seq DESC LIMIT 1), 0))",
+    /* SQ_RUN_UPDATE but the status, then the status only where it
+     * changed: setting a column rewrites its index entry (runs'
+     * identity_status) even to the same value, one more page logged a
+     * checkpoint */
+    [SQ_RUN_UPDATE_KEEP] =
+        "UPDATE runs SET error = ?10, owner_pid = ?13, owner_host = ?11, "
+        "heartbeat_ms = ?14, finished_ms = ?17, rows_done = ?18, rows_ok = ?19, rows_failed = ?20, "
+        "rows_dropped = ?21, rows_defaulted = ?22, llm_calls = ?23, tokens_in = ?24, "
+        "tokens_out = ?25, cost_usd = ?26, recoveries = ?27, updated_ms = ?16 WHERE id = ?1",
+    [SQ_RUN_STATUS] = "UPDATE runs SET status = ?2 WHERE id = ?1 AND status IS NOT ?2",
 };
 
 /* ---- errors ---------------------------------------------------------- */
@@ -486,6 +496,22 @@ static int sq_run_update_stmt(struct sq_store *st, const struct orch_run *r)
     struct sq_arg a[SQ_RUN_NPARAMS + 1];
     sq_run_args(r, r->created_ms, orch_store_now_ms(), a);
     return sq_update_run(st, SQ_RUN_UPDATE, a, "cannot update run", "cannot update run %s", r->id);
+}
+
+/* sq_run_update_stmt inside a transaction (a checkpoint's): the same
+ * row in the end, but the status index is written only when the status
+ * changed. 0, or -1 with st->err set as sq_run_update_stmt's. */
+static int sq_run_update_in_tx(struct sq_store *st, const struct orch_run *r)
+{
+    struct sq_arg a[SQ_RUN_NPARAMS + 1];
+    sq_run_args(r, r->created_ms, orch_store_now_ms(), a);
+    if (sq_update_run(st, SQ_RUN_UPDATE_KEEP, a, "cannot update run", "cannot update run %s", r->id) != 0)
+        return -1;
+    return sq_start(st, st->stmt[SQ_RUN_STATUS],
+                    SQ_ARGS(SQ_TEXT(r->id), SQ_TEXT(orch_run_status_name(r->status))), "cannot update run",
+                    "cannot update run %s", r->id) < 0
+               ? -1
+               : 0;
 }
 
 static int sq_run_create(struct orch_store *base, const struct orch_run *r)
@@ -910,7 +936,7 @@ static int sq_checkpoint_write(struct orch_store *base, const struct orch_run *r
         goto fail;
     if (sq_state_apply(st, run_id, state, nstate) != 0)
         goto fail;
-    if (sq_run_update_stmt(st, run) != 0)
+    if (sq_run_update_in_tx(st, run) != 0)
         goto fail;
     if (orch_checkpoint_seal(base, run_id, seal, seq) != 0)
         goto fail;

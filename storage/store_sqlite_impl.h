@@ -75,6 +75,9 @@ enum sq_stmt {
     SQ_RCH_DELETE,
     SQ_RCH_DELETE_AFTER,
     SQ_RES_MAX_SEQ,
+    /* a checkpoint's run row: the status apart */
+    SQ_RUN_UPDATE_KEEP,
+    SQ_RUN_STATUS,
     SQ_NSTMT
 };
 

@@ -131,11 +131,46 @@ static void test_compact_is_small(void)
     free(b);
 }
 
+/* The compact form's bytes, written out by hand for the plain rows at
+ * the edges of the one-byte lengths (a key of 0, 127 and 128 bytes; a
+ * step of 127 and 128) and for rows beside them that are not plain. */
+static void test_compact_bytes(void)
+{
+    static char k127[128], k128[129];
+    memset(k127, 'a', 127);
+    memset(k128, 'b', 128);
+    struct orch_result rows[] = {
+        {1, "", "ok", NULL, NULL, 0},     {128, k127, "ok", NULL, NULL, 0},
+        {256, k128, "ok", NULL, NULL, 0}, {257, "x", "failed", "e", NULL, 0},
+        {258, "y", "ok", NULL, "d", 1},   {259, "z", "okay", NULL, NULL, 0},
+        {260, NULL, "ok", NULL, NULL, 0},
+    };
+    enum { N = sizeof rows / sizeof rows[0] };
+    unsigned char want[600];
+    size_t w = 0;
+    want[w++] = 1, want[w++] = 0x09, want[w++] = 0, want[w++] = 0;
+    want[w++] = 127, want[w++] = 0x09, want[w++] = 127;
+    memcpy(want + w, k127, 128), w += 128;
+    want[w++] = 0x80, want[w++] = 1, want[w++] = 0x09, want[w++] = 0x80, want[w++] = 1;
+    memcpy(want + w, k128, 129), w += 129;
+    const unsigned char tail[] = {1, 0x1a, 1, 'x', 0, 1, 'e', 0,                /* failed, an error */
+                                  1, 0x29, 1, 'y', 0, 1, 'd',                   /* ok with data */
+                                  1, 0x08, 1, 'z', 0, 4, 'o', 'k', 'a', 'y', 0, /* a status as text */
+                                  1, 0x01};                                     /* no key */
+    memcpy(want + w, tail, sizeof tail), w += sizeof tail;
+    size_t len = 0;
+    unsigned char *got = orch_results_pack(ORCH_PACK_COMPACT, rows, N, &len);
+    CHECK(got != NULL && len == w);
+    CHECK(got != NULL && len == w && memcmp(got, want, w) == 0);
+    free(got);
+}
+
 int main(void)
 {
     test_round_trip(ORCH_PACK_FIXED);
     test_round_trip(ORCH_PACK_COMPACT);
     test_refused();
     test_compact_is_small();
+    test_compact_bytes();
     return check_report();
 }

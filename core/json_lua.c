@@ -1378,6 +1378,40 @@ static void json_enter(struct json_dec *d)
     d->depth++;
 }
 
+/* Skips white space up to the byte c, where d->p is left; a syntax error
+ * (msg) at any other byte, an unexpected end at the end. */
+static void json_expect(struct json_dec *d, char c, const char *msg)
+{
+    json_skipws(d);
+    if (d->p >= d->end) {
+        json_unexpected(d);
+    }
+    if (*d->p != c) {
+        json_syntax(d, d->p, msg);
+    }
+}
+
+/* After a member of an object or an element of an array: -> 1 when
+ * another follows (its ',' read), 0 at the container's close (read); a
+ * syntax error otherwise. */
+static int json_more(struct json_dec *d, char close)
+{
+    json_skipws(d);
+    if (d->p < d->end && *d->p == ',') {
+        d->p++;
+        return 1;
+    }
+    if (d->p < d->end && *d->p == close) {
+        d->p++;
+        return 0;
+    }
+    if (d->p >= d->end) {
+        json_unexpected(d);
+    }
+    json_syntax(d, d->p, close == '}' ? "expected ',' or '}'" : "expected ',' or ']'");
+    return 0;
+}
+
 static void json_decode_array(struct json_dec *d)
 {
     lua_State *L = d->L;
@@ -1403,19 +1437,9 @@ static void json_decode_array(struct json_dec *d)
         json_decode_value(d);
         d->pathlen--;
         lua_rawseti(L, -2, i);
-        json_skipws(d);
-        if (d->p < d->end && *d->p == ',') {
-            d->p++;
-            continue;
-        }
-        if (d->p < d->end && *d->p == ']') {
-            d->p++;
+        if (!json_more(d, ']')) {
             break;
         }
-        if (d->p >= d->end) {
-            json_unexpected(d);
-        }
-        json_syntax(d, d->p, "expected ',' or ']'");
     }
     d->depth--;
 }
@@ -1438,21 +1462,9 @@ static void json_decode_object(struct json_dec *d)
     }
     for (;;) {
         size_t klen;
-        json_skipws(d);
-        if (d->p >= d->end) {
-            json_unexpected(d);
-        }
-        if (*d->p != '"') {
-            json_syntax(d, d->p, "expected a string key");
-        }
+        json_expect(d, '"', "expected a string key");
         json_decode_string(d, 1);
-        json_skipws(d);
-        if (d->p >= d->end) {
-            json_unexpected(d);
-        }
-        if (*d->p != ':') {
-            json_syntax(d, d->p, "expected ':'");
-        }
+        json_expect(d, ':', "expected ':'");
         d->p++;
         struct json_seg *seg = &d->path[d->pathlen];
         seg->key = lua_tolstring(L, -1, &klen); /* anchored: the key is on the stack */
@@ -1470,19 +1482,9 @@ static void json_decode_object(struct json_dec *d)
             lua_pop(L, 1);
         }
         lua_rawset(L, -3);
-        json_skipws(d);
-        if (d->p < d->end && *d->p == ',') {
-            d->p++;
-            continue;
-        }
-        if (d->p < d->end && *d->p == '}') {
-            d->p++;
+        if (!json_more(d, '}')) {
             break;
         }
-        if (d->p >= d->end) {
-            json_unexpected(d);
-        }
-        json_syntax(d, d->p, "expected ',' or '}'");
     }
     d->depth--;
 }
@@ -1725,21 +1727,9 @@ static void json_pick_object(struct json_pick *k, unsigned active, int level)
     for (;;) {
         const char *key;
         size_t klen;
-        json_skipws(d);
-        if (d->p >= d->end) {
-            json_unexpected(d);
-        }
-        if (*d->p != '"') {
-            json_syntax(d, d->p, "expected a string key");
-        }
+        json_expect(d, '"', "expected a string key");
         int pushed = !json_skip_string(d, 1, &key, &klen);
-        json_skipws(d);
-        if (d->p >= d->end) {
-            json_unexpected(d);
-        }
-        if (*d->p != ':') {
-            json_syntax(d, d->p, "expected ':'");
-        }
+        json_expect(d, ':', "expected ':'");
         d->p++;
         unsigned sub = 0;
         for (int i = 0; active != 0 && i < k->npaths; i++) {
@@ -1756,19 +1746,9 @@ static void json_pick_object(struct json_pick *k, unsigned active, int level)
         if (pushed) {
             lua_pop(d->L, 1);
         }
-        json_skipws(d);
-        if (d->p < d->end && *d->p == ',') {
-            d->p++;
-            continue;
-        }
-        if (d->p < d->end && *d->p == '}') {
-            d->p++;
+        if (!json_more(d, '}')) {
             break;
         }
-        if (d->p >= d->end) {
-            json_unexpected(d);
-        }
-        json_syntax(d, d->p, "expected ',' or '}'");
     }
     d->depth--;
 }
@@ -1801,19 +1781,9 @@ static void json_pick_array(struct json_pick *k, unsigned active, int level)
         seg->idx = n;
         json_pick_value(k, sub, level + 1);
         d->pathlen--;
-        json_skipws(d);
-        if (d->p < d->end && *d->p == ',') {
-            d->p++;
-            continue;
-        }
-        if (d->p < d->end && *d->p == ']') {
-            d->p++;
+        if (!json_more(d, ']')) {
             break;
         }
-        if (d->p >= d->end) {
-            json_unexpected(d);
-        }
-        json_syntax(d, d->p, "expected ',' or ']'");
     }
     d->depth--;
 }

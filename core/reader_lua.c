@@ -72,6 +72,16 @@ static void push_record(lua_State *L, const struct lreader *lr, int ud, const st
     lua_remove(L, -2);
 }
 
+/* A record that could not be read: pushes false, the message and whether
+ * the input ended on an I/O or memory error (next's and take's first three
+ * results). */
+static void push_failure(lua_State *L, struct lreader *lr)
+{
+    lua_pushboolean(L, 0);
+    lua_pushstring(L, orch_reader_error(lr->r));
+    lua_pushboolean(L, orch_reader_failed(lr->r));
+}
+
 /* reader:next() -> record, line, index, offset, end, end_line
  *                | false, err, fatal, offset, end, end_line
  *                        (a malformed record, skipped; fatal when the input
@@ -89,9 +99,7 @@ static int l_reader_next(lua_State *L)
         return 1;
     }
     if (rc < 0) {
-        lua_pushboolean(L, 0);
-        lua_pushstring(L, orch_reader_error(lr->r));
-        lua_pushboolean(L, orch_reader_failed(lr->r));
+        push_failure(L, lr);
         lua_pushinteger(L, (lua_Integer)rec.offset);
         lua_pushinteger(L, (lua_Integer)rec.end);
         lua_pushinteger(L, (lua_Integer)rec.end_line);
@@ -122,9 +130,7 @@ static int l_reader_take(lua_State *L)
         return 1;
     }
     if (rc < 0) {
-        lua_pushboolean(L, 0);
-        lua_pushstring(L, orch_reader_error(lr->r));
-        lua_pushboolean(L, orch_reader_failed(lr->r));
+        push_failure(L, lr);
     } else {
         push_record(L, lr, lua_upvalueindex(1), &rec);
         lua_pushinteger(L, (lua_Integer)rec.line);

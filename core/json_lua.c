@@ -1378,6 +1378,21 @@ static void json_enter(struct json_dec *d)
     d->depth++;
 }
 
+/* Enters the container at d->p (json_enter) past its opening byte. -> 0
+ * when it is empty (its close read, left again), 1 when a member follows. */
+static int json_open(struct json_dec *d, char close)
+{
+    json_enter(d);
+    d->p++;
+    json_skipws(d);
+    if (d->p < d->end && *d->p == close) {
+        d->p++;
+        d->depth--;
+        return 0;
+    }
+    return 1;
+}
+
 /* Skips white space up to the byte c, where d->p is left; a syntax error
  * (msg) at any other byte, an unexpected end at the end. */
 static void json_expect(struct json_dec *d, char c, const char *msg)
@@ -1417,15 +1432,11 @@ static void json_decode_array(struct json_dec *d)
     lua_State *L = d->L;
     lua_Integer i = 0;
 
-    json_enter(d);
-    d->p++;
+    int more = json_open(d, ']');
     lua_newtable(L);
-    json_skipws(d);
-    if (d->p < d->end && *d->p == ']') {
-        d->p++;
+    if (!more) {
         lua_pushvalue(L, d->arraymt);
         lua_setmetatable(L, -2);
-        d->depth--;
         return;
     }
     for (;;) {
@@ -1449,15 +1460,11 @@ static void json_decode_object(struct json_dec *d)
     lua_State *L = d->L;
     int toplevel = d->depth == 0;
 
-    json_enter(d);
-    d->p++;
+    int more = json_open(d, '}');
     /* JSONL rows share a shape: sizing a row's table like the last one
      * saves its rehashes (a third of the time on rows of ten numbers) */
     lua_createtable(L, 0, toplevel ? d->tophint : 0);
-    json_skipws(d);
-    if (d->p < d->end && *d->p == '}') {
-        d->p++;
-        d->depth--;
+    if (!more) {
         return;
     }
     for (;;) {
@@ -1716,12 +1723,7 @@ static void json_pick_object(struct json_pick *k, unsigned active, int level)
 {
     struct json_dec *d = k->d;
 
-    json_enter(d);
-    d->p++;
-    json_skipws(d);
-    if (d->p < d->end && *d->p == '}') {
-        d->p++;
-        d->depth--;
+    if (!json_open(d, '}')) {
         return;
     }
     for (;;) {
@@ -1759,12 +1761,7 @@ static void json_pick_array(struct json_pick *k, unsigned active, int level)
     struct json_dec *d = k->d;
     lua_Integer n = 0;
 
-    json_enter(d);
-    d->p++;
-    json_skipws(d);
-    if (d->p < d->end && *d->p == ']') {
-        d->p++;
-        d->depth--;
+    if (!json_open(d, ']')) {
         return;
     }
     for (;;) {

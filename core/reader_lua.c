@@ -82,15 +82,10 @@ static void push_failure(lua_State *L, struct lreader *lr)
     lua_pushboolean(L, orch_reader_failed(lr->r));
 }
 
-/* reader:next() -> record, line, index, offset, end, end_line
- *                | false, err, fatal, offset, end, end_line
- *                        (a malformed record, skipped; fatal when the input
- *                         ended on an I/O error)
- *                | nil                          (end of input)
- * record: CSV -> { column = value, ... }; lines -> the line as a string. */
-static int l_reader_next(lua_State *L)
+/* Reads the next record of lr and pushes next's results (full) or take's
+ * (see below); the reader is at stack index idx. -> the count pushed */
+static int push_next(lua_State *L, struct lreader *lr, int idx, int full)
 {
-    struct lreader *lr = check_open(L);
     struct orch_record rec;
     memset(&rec, 0, sizeof rec);
     int rc = orch_reader_next(lr->r, &rec);
@@ -100,18 +95,28 @@ static int l_reader_next(lua_State *L)
     }
     if (rc < 0) {
         push_failure(L, lr);
-        lua_pushinteger(L, (lua_Integer)rec.offset);
-        lua_pushinteger(L, (lua_Integer)rec.end);
-        lua_pushinteger(L, (lua_Integer)rec.end_line);
-        return 6;
+    } else {
+        push_record(L, lr, idx, &rec);
+        lua_pushinteger(L, (lua_Integer)rec.line);
+        if (full)
+            lua_pushinteger(L, (lua_Integer)rec.index);
     }
-    push_record(L, lr, 1, &rec);
-    lua_pushinteger(L, (lua_Integer)rec.line);
-    lua_pushinteger(L, (lua_Integer)rec.index);
-    lua_pushinteger(L, (lua_Integer)rec.offset);
+    if (full)
+        lua_pushinteger(L, (lua_Integer)rec.offset);
     lua_pushinteger(L, (lua_Integer)rec.end);
     lua_pushinteger(L, (lua_Integer)rec.end_line);
-    return 6;
+    return full ? 6 : rc < 0 ? 5 : 4;
+}
+
+/* reader:next() -> record, line, index, offset, end, end_line
+ *                | false, err, fatal, offset, end, end_line
+ *                        (a malformed record, skipped; fatal when the input
+ *                         ended on an I/O error)
+ *                | nil                          (end of input)
+ * record: CSV -> { column = value, ... }; lines -> the line as a string. */
+static int l_reader_next(lua_State *L)
+{
+    return push_next(L, check_open(L), 1, 1);
 }
 
 /* The function reader:taker() returns, its reader the upvalue: take() ->
@@ -123,21 +128,7 @@ static int l_reader_take(lua_State *L)
     struct lreader *lr = lua_touserdata(L, lua_upvalueindex(1));
     if (lr->r == NULL)
         return luaL_error(L, "attempt to use a closed reader");
-    struct orch_record rec;
-    int rc = orch_reader_next(lr->r, &rec);
-    if (rc == 0) {
-        lua_pushnil(L);
-        return 1;
-    }
-    if (rc < 0) {
-        push_failure(L, lr);
-    } else {
-        push_record(L, lr, lua_upvalueindex(1), &rec);
-        lua_pushinteger(L, (lua_Integer)rec.line);
-    }
-    lua_pushinteger(L, (lua_Integer)rec.end);
-    lua_pushinteger(L, (lua_Integer)rec.end_line);
-    return rc < 0 ? 5 : 4;
+    return push_next(L, lr, lua_upvalueindex(1), 0);
 }
 
 /* reader:taker() -> take (see l_reader_take), bound to this reader */

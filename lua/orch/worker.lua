@@ -685,12 +685,26 @@ local function completed(W)
   end
 end
 
+-- --budget for a run's workers: setting the max drops the reservations
+-- (on a paused run they were its stopped workers'); a run being worked
+-- keeps its workers' reservations, so a worker joining with the max
+-- already set changes nothing, and one that finds no budget creates it
+-- with an empty reservation.
+local function set_budget(st, run, max_usd)
+  local b = st:budget_get(run.id)
+  if run.status == "paused" or (b and math.abs(b.max_usd - max_usd) > 1e-9) then
+    st:budget_set(run.id, max_usd)
+  elseif not b then
+    st:budget_reserve(run.id, 0, max_usd)
+  end
+end
+
 -- The run's budget for this worker (--budget sets it for all: a higher one
 -- lets a paused run go on); a run paused by its budget goes on only with
 -- one. -> nil | exit code (said)
 local function budget_and_status(W, st, run, opts)
   if opts.budget then
-    st:budget_set(run.id, opts.budget)
+    set_budget(st, run, opts.budget)
   end
   local b = st:budget_get(run.id)
   W.max_usd = b and b.max_usd or (W.wf.budget and W.wf.budget.max_usd)

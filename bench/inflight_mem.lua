@@ -2,10 +2,10 @@
 -- rows before it are then waiting on the server), collects twice and prints
 -- collectgarbage("count"). Run against bench/llm_server_fast.py --latency-ms 1000:
 --   orch run -q bench/inflight_mem.lua --set base_url=http://127.0.0.1:PORT/v1
--- (a run with --set concurrency=1 --set rows=2001 gives the figure with none waiting)
+-- (--set probe=1 --set rows=1 gives the figure with none waiting: the probe is then the only row)
 local orch = require("orch")
 local n, i = orch.param("rows", 8000), 0
-local probe = { [2000] = true }
+local probe = { [orch.param("probe", 2000)] = true }
 return orch.workflow {
   name = "bench-mem",
   input = function() i = i + 1; if i <= n then return { id = i, text = "review number " .. i } end end,

@@ -885,26 +885,51 @@ static int push_owned(lua_State *L, const struct orch_journal_owned *e)
     return push_journal(L, &view, e->hits);
 }
 
-/* Slot of the lookup record in l_store_journal_get: after self and key. */
+/* What a replayed call reads of an entry: the reply and its figures, as
+ * four values. No table and no copies of the key, run, provider and model
+ * as Lua strings: a journal replay makes one lookup a row. Returns 4. */
+static int push_reply(lua_State *L, const struct orch_journal_entry *w)
+{
+    lua_pushlstring(L, w->response, w->response_len);
+    lua_pushinteger(L, (lua_Integer)w->tokens_in);
+    lua_pushinteger(L, (lua_Integer)w->tokens_out);
+    lua_pushnumber(L, (lua_Number)w->cost_usd);
+    return 4;
+}
+
+/* An entry found: the table of journal_get, or journal_reply's values. */
+static int push_found(lua_State *L, const struct orch_journal_owned *e, int reply)
+{
+    if (!reply)
+        return push_owned(L, e);
+    struct orch_journal_entry view = {.response = e->response,
+                                      .response_len = e->response_len,
+                                      .tokens_in = e->tokens_in,
+                                      .tokens_out = e->tokens_out,
+                                      .cost_usd = e->cost_usd};
+    return push_reply(L, &view);
+}
+
+/* Slot of the lookup record in journal_lookup: after self and key. */
 #define LOOKUP_SLOT 3
 
-static int journal_get_k(lua_State *L, int status, lua_KContext ctx)
+/* ctx: 1 for journal_reply, 0 for journal_get. */
+static int journal_lookup_k(lua_State *L, int status, lua_KContext ctx)
 {
     (void)status;
-    (void)ctx;
     struct jlookup *q = lua_touserdata(L, LOOKUP_SLOT);
     if (q->w.state == ORCH_JWAIT_FOUND)
-        return push_owned(L, &q->w.out);
+        return push_found(L, &q->w.out, (int)ctx);
     if (q->w.state == ORCH_JWAIT_FAILED)
         return push_failure(L, q->w.err);
     lua_pushnil(L);
     return 1;
 }
 
-/* journal_get(key) -> entry | nil | nil, err. From a task, the lookup joins
- * the round's group transaction and the task waits for it; elsewhere it
- * reads at once. */
-static int l_store_journal_get(lua_State *L)
+/* journal_get and journal_reply: from a task, the lookup joins the round's
+ * group transaction and the task waits for it; elsewhere it reads at once.
+ * Either way the store counts the hit. May yield. */
+static int journal_lookup(lua_State *L, int reply)
 {
     struct lstore *s = luaL_checkudata(L, 1, STORE_MT);
     struct orch_store *st = check_open(L);
@@ -912,7 +937,7 @@ static int l_store_journal_get(lua_State *L)
     lua_settop(L, 2);
     const struct orch_journal_entry *waiting = orch_journal_group_pending(&s->jg, key);
     if (waiting != NULL) /* still waiting for its commit */
-        return push_journal(L, waiting, 0);
+        return reply ? push_reply(L, waiting) : push_journal(L, waiting, 0);
     struct orch_task *t = orch_task_current(L);
     if (t != NULL && lua_isyieldable(L) && orch_journal_group_hook(&s->jg) == 0) {
         struct jlookup *q = lua_newuserdatauv(L, sizeof *q, 0);
@@ -923,16 +948,30 @@ static int l_store_journal_get(lua_State *L)
         if (orch_journal_group_wait(&s->jg, &q->w, key, lookup_wake, t) != 0)
             return luaL_error(L, "out of memory");
         orch_task_suspend(t, lookup_cancel, &q->w);
-        return lua_yieldk(L, 0, 0, journal_get_k);
+        return lua_yieldk(L, 0, (lua_KContext)reply, journal_lookup_k);
     }
     struct orch_journal_owned e;
     memset(&e, 0, sizeof e);
     int pushed = push_not_found(L, st, orch_store_journal_get(st, key, &e), NONE_NIL);
     if (pushed != 0)
         return pushed;
-    push_owned(L, &e);
+    pushed = push_found(L, &e, reply);
     orch_journal_clear(&e);
-    return 1;
+    return pushed;
+}
+
+/* journal_get(key) -> entry | nil | nil, err */
+static int l_store_journal_get(lua_State *L)
+{
+    return journal_lookup(L, 0);
+}
+
+/* journal_reply(key) -> response, tokens_in, tokens_out, cost_usd | nil |
+ * nil, err: what a replayed call reads of an entry, found as journal_get
+ * finds it, its hit counted the same. */
+static int l_store_journal_reply(lua_State *L)
+{
+    return journal_lookup(L, 1);
 }
 
 /* ---- retention ---- */
@@ -1310,6 +1349,7 @@ static const luaL_Reg store_methods[] = {
     {"keepalive", l_store_keepalive},
     {"journal_put", l_store_journal_put},
     {"journal_get", l_store_journal_get},
+    {"journal_reply", l_store_journal_reply},
     {"journal_flush", l_store_journal_flush},
     {"run_delete", l_store_run_delete},
     {"journal_prune", l_store_journal_prune},

@@ -49,23 +49,28 @@ local function add_to(t, group, name, tokens, cost)
 end
 
 -- Adds one call's figures to t: calls, tokens, cost, per model and stage.
+-- info's fields are read once each (a replayed row counts every call twice:
+-- in the run's live totals and in its own usage).
 local function add_call(t, info, stage)
-  local tokens = info.tokens_in + info.tokens_out
+  local tin, tout, cost = info.tokens_in, info.tokens_out, info.cost
+  local tokens = tin + tout
   t.llm_calls = t.llm_calls + 1
-  t.tokens_in = t.tokens_in + info.tokens_in
-  t.tokens_out = t.tokens_out + info.tokens_out
-  t.cost = t.cost + info.cost
-  if info.model then
-    add_to(t, "by_model", info.model, tokens, info.cost)
+  t.tokens_in = t.tokens_in + tin
+  t.tokens_out = t.tokens_out + tout
+  t.cost = t.cost + cost
+  local model = info.model
+  if model then
+    add_to(t, "by_model", model, tokens, cost)
   end
   if stage then
-    add_to(t, "by_stage", stage, tokens, info.cost)
+    add_to(t, "by_stage", stage, tokens, cost)
   end
   if info.estimated then -- the provider sent no usage: tokens counted from the text
     t.estimated_calls = (t.estimated_calls or 0) + 1
   end
-  if info.attempts and info.attempts > 1 then -- 429s, 5xx, timeouts sent again
-    t.retries = (t.retries or 0) + info.attempts - 1
+  local attempts = info.attempts
+  if attempts and attempts > 1 then -- 429s, 5xx, timeouts sent again
+    t.retries = (t.retries or 0) + attempts - 1
   end
   if info.cached then
     t.cached_calls = (t.cached_calls or 0) + 1

@@ -358,14 +358,28 @@ end
 -- A reply the journal already holds: nothing paid, the cost it saved
 -- counted. The info answered would make, built in one table: every
 -- replayed row comes this way.
-local function from_journal(ctx, cfg, r, hit)
-  local text, tin, tout = hit.response, hit.tokens_in, hit.tokens_out
+local function from_journal(ctx, cfg, r, text, tin, tout, saved)
   local info = { text = text, model = r.model, provider = cfg.provider, tokens_in = tin, tokens_out = tout,
-    tokens = tin + tout, cost = 0, saved = hit.cost_usd, latency = 0, attempts = 0, cached = true }
+    tokens = tin + tout, cost = 0, saved = saved, latency = 0, attempts = 0, cached = true }
   if ctx.account then
     ctx:account(info)
   end
   return text, info
+end
+
+-- The journal's reply for key: text, tokens in, tokens out, cost | nil.
+-- journal.reply gives them as values (no entry table a replayed row); a
+-- journal with get only (a worker's shared journal) gives the entry.
+local function journaled(journal, key)
+  local reply = journal.reply
+  if reply then
+    return reply(key)
+  end
+  local hit = journal.get(key)
+  if hit then
+    return hit.response, hit.tokens_in, hit.tokens_out, hit.cost_usd
+  end
+  return nil
 end
 
 -- Reserves a request's worst case (estimate) in the run's budget: waits
@@ -421,9 +435,11 @@ local function complete(ctx, cfg, p, r)
   local built = p.build and p.build(r, cfg) -- once: it is the journal key's body and what is sent
   local journal = run.journal
   local key = (journal or cfg.batch) and journal_key(cfg, r, built and built.body or json.encode(r))
-  local hit = key and journal and journal.get(key)
-  if hit then
-    return from_journal(ctx, cfg, r, hit)
+  if key and journal then
+    local text, tin, tout, saved = journaled(journal, key)
+    if text then
+      return from_journal(ctx, cfg, r, text, tin, tout, saved)
+    end
   end
   local chars = chars_in(r)
   if cfg.batch and built then

@@ -603,6 +603,48 @@ describe("ctx:llm through the scheduler", function()
     assert.are.equal(sent.cost, run.totals.cost)
   end)
 
+  it("reads a replayed reply through journal.reply when the journal has it, as through get", function()
+    local run = fake_run { provider = "mock", latency_ms = 0 }
+    local held = {}
+    local function entry(key)
+      local e = held[key]
+      return e and { response = e.response, tokens_in = e.tokens_in, tokens_out = e.tokens_out,
+        cost_usd = e.cost_usd }
+    end
+    local asked = {}
+    run.journal = {
+      get = function(key)
+        asked[#asked + 1] = "get"
+        return entry(key)
+      end,
+      put = function(key, e)
+        held[key] = e
+      end,
+    }
+    local function call()
+      return sched.run(function()
+        local _, info = context.new(run, 1, "k"):llm "journal me"
+        return info
+      end)
+    end
+    local sent = call()
+    local by_get = call()
+    run.journal.reply = function(key)
+      asked[#asked + 1] = "reply"
+      local e = entry(key)
+      if e then
+        return e.response, e.tokens_in, e.tokens_out, e.cost_usd
+      end
+    end
+    local by_reply = call()
+    assert.are.same({ "get", "get", "reply" }, asked)
+    assert.are.same(by_get, by_reply)
+    assert.is_true(by_reply.cached)
+    assert.are.equal(sent.cost, by_reply.saved)
+    assert.are.equal(3, run.totals.llm_calls)
+    assert.are.equal(2, run.totals.cached_calls)
+  end)
+
   it("accumulates totals over calls and accepts a string prompt", function()
     local run = fake_run { provider = "mock", latency_ms = 0 }
     local a, b = sched.run(function()

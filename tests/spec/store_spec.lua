@@ -106,6 +106,48 @@ describe("orch.store journal", function()
     cleanup(st, path)
   end)
 
+  it("journal_reply gives what a replayed call reads, as journal_get does, counting the hit the same", function()
+    local st, path = fresh()
+    assert.is_nil(st:journal_reply("k-missing"))
+    assert.are.equal(1, select("#", st:journal_reply("k-missing")))
+    local e = entry("one")
+    e.key, e.cost_usd = "k1", 0.125
+    assert.is_true(st:journal_put(e))
+    assert.is_true(st:journal_flush())
+    -- outside a task: read at once
+    assert.are.same({ "one", 3, 2, 0.125 }, { st:journal_reply("k1") })
+    assert.are.equal("integer", math.type((select(2, st:journal_reply("k1")))))
+    -- from tasks: answered by the round's group transaction, the reply put
+    -- in the same round included (still waiting for its commit)
+    local got = sched.run(function()
+      local out = {}
+      local ids = {
+        sched.spawn(function() return { st:journal_reply("k1") } end),
+        sched.spawn(function() return { st:journal_reply("k-missing") } end),
+        sched.spawn(function()
+          local w = entry("same round")
+          w.key = "k2"
+          assert.is_true(st:journal_put(w))
+          return { st:journal_reply("k2") }
+        end),
+      }
+      while #out < #ids do
+        for _, rec in ipairs(sched.wait()) do
+          assert.is_true(rec.ok, tostring(rec.err))
+          out[#out + 1] = rec[1]
+        end
+      end
+      table.sort(out, function(a, b) return tostring(a[1]) < tostring(b[1]) end)
+      return out
+    end)
+    assert.are.same({ {}, { "one", 3, 2, 0.125 }, { "same round", 3, 2, 0.5 } }, got)
+    -- hits as journal_get counts them: three lookups of k1 found it (k2's was
+    -- answered before its commit, as journal_get's is)
+    assert.are.equal(4, assert(st:journal_get("k1")).hits)
+    assert.are.equal(4, st:stats().journal_hits)
+    cleanup(st, path)
+  end)
+
   it("lets a task find a reply another task put in the same round", function()
     local st, path = fresh()
     local text = sched.run(function()

@@ -67,6 +67,9 @@ local function journal(R)
     get = function(key)
       return st:journal_get(key)
     end,
+    reply = function(key) -- what a replayed call reads, without the entry's table
+      return st:journal_reply(key)
+    end,
     put = function(key, e)
       e.key, e.run_id = key, run.id
       local ok, jerr = st:journal_put(e)

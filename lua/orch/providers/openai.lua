@@ -34,9 +34,10 @@ local function headers_of(_, key)
   return headers
 end
 
---- build(req, cfg) -> { url =, headers =, header_set =, body = } (body:
---- canonical JSON; headers and header_set shared by cfg's requests: read only)
-function M.build(req, cfg)
+local encode = json.encode
+
+-- The body as a table, for json.encode.
+local function body_of(req)
   local body = {
     model = req.model,
     messages = messages_of(req),
@@ -46,8 +47,49 @@ function M.build(req, cfg)
   if req.json then
     body.response_format = { type = "json_object" }
   end
+  return body
+end
+
+-- The model's JSON text, kept for the next request (most use one model).
+local last_model, last_model_json
+
+-- json.encode(body_of(req)) for the common request, a prompt (and a
+-- system text) given as strings: the same bytes (they are the journal
+-- key), written without the four tables a call would make and walk. The
+-- members in the encoder's order (keys sorted bytewise: max_tokens,
+-- messages, model, response_format, temperature; content before role);
+-- each value through json.encode. nil for any other request. Raises where
+-- json.encode would (build then encodes the table, for its message).
+local function body_text(req)
+  local prompt, system, model = req.prompt, req.system, req.model
+  if req.messages or type(prompt) ~= "string" or type(model) ~= "string"
+    or (system ~= nil and type(system) ~= "string") then
+    return nil
+  end
+  if model ~= last_model then
+    last_model, last_model_json = model, encode(model)
+  end
+  local max_tokens, temperature = req.max_tokens, req.temperature
+  local head = max_tokens ~= nil and '{"max_tokens":' .. encode(max_tokens) .. ',"messages":[' or '{"messages":['
+  if system ~= nil then
+    head = head .. '{"content":' .. encode(system) .. ',"role":"system"},'
+  end
+  local tail = req.json and ',"response_format":{"type":"json_object"}' or ""
+  if temperature ~= nil then
+    tail = tail .. ',"temperature":' .. encode(temperature)
+  end
+  return head .. '{"content":' .. encode(prompt) .. ',"role":"user"}],"model":' .. last_model_json .. tail .. "}"
+end
+
+--- build(req, cfg) -> { url =, headers =, header_set =, body = } (body:
+--- canonical JSON; headers and header_set shared by cfg's requests: read only)
+function M.build(req, cfg)
   local e = provider_http.endpoint(M, cfg, "https://api.openai.com/v1", "/chat/completions", headers_of)
-  return { url = e.url, headers = e.headers, header_set = e.header_set, body = json.encode(body) }
+  local ok, body = pcall(body_text, req)
+  if not (ok and body) then
+    body = encode(body_of(req)) -- raises, when it must, with the value's path
+  end
+  return { url = e.url, headers = e.headers, header_set = e.header_set, body = body }
 end
 
 --- parse(decoded body) -> text, { input =, output = } (nil fields when the

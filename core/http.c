@@ -22,6 +22,8 @@
 struct pooled {
     CURL *easy;
     long timeout_ms, connect_timeout_ms;
+    char *url; /* the URL uh holds (owned), or NULL: the handle has none */
+    CURLU *uh; /* that URL parsed once (owned; the easy handle borrows it) */
 };
 
 struct orch_http {
@@ -197,6 +199,13 @@ static int on_timer(CURLM *m, long timeout_ms, void *userp)
 
 /* ---- public ---- */
 
+static void pooled_free(struct pooled *p)
+{
+    curl_easy_cleanup(p->easy); /* first: it borrows uh */
+    curl_url_cleanup(p->uh);
+    free(p->url);
+}
+
 /* curl_global_init runs on the first client, not at start-up: it brings up
  * the TLS library (megabytes of memory) that runs without HTTP never use. */
 static int curl_ready;
@@ -275,7 +284,7 @@ void orch_http_free(struct orch_http *h)
     curl_multi_cleanup(h->multi);
     h->multi = NULL;
     while (h->npool > 0)
-        curl_easy_cleanup(h->pool[--h->npool].easy);
+        pooled_free(&h->pool[--h->npool]);
     if (h->live > 0) {
         h->closing = 1; /* the last orch_http_req_free frees h */
         return;
@@ -303,6 +312,36 @@ static CURL *easy_new(struct orch_http *h)
     return e;
 }
 
+/* Points p's handle at url. A URL given with CURLOPT_URL is parsed, and
+ * written back out with curl's printf, for every transfer (about 10,000
+ * instructions); one given parsed (CURLOPT_CURLU) is only copied. So a
+ * handle keeps its URL parsed, and parses again only when the URL
+ * changes: most requests of a run go to one URL. A URL curl cannot parse
+ * goes in as text, for curl to fail the transfer with its own message. */
+static void set_url(struct pooled *p, const char *url)
+{
+    if (p->url != NULL && strcmp(p->url, url) == 0)
+        return;
+    CURLU *uh = curl_url();
+    char *copy = strdup(url);
+    /* the flags curl parses a CURLOPT_URL with */
+    if (uh == NULL || copy == NULL ||
+        curl_url_set(uh, CURLUPART_URL, url, CURLU_GUESS_SCHEME | CURLU_NON_SUPPORT_SCHEME) != CURLUE_OK) {
+        curl_url_cleanup(uh);
+        free(copy);
+        uh = NULL;
+        copy = NULL;
+    }
+    curl_easy_setopt(p->easy, CURLOPT_CURLU, uh);
+    /* the text URL: forgotten with a parsed one (curl then writes it out
+     * of uh once, at the next transfer) */
+    curl_easy_setopt(p->easy, CURLOPT_URL, uh != NULL ? NULL : url);
+    curl_url_cleanup(p->uh);
+    free(p->url);
+    p->uh = uh;
+    p->url = copy;
+}
+
 struct orch_http_req *orch_http_req_new(struct orch_http *h, const char *method, const char *url,
                                         const char *body, size_t body_len, long timeout_ms,
                                         long connect_timeout_ms, size_t max_body)
@@ -315,6 +354,8 @@ struct orch_http_req *orch_http_req_new(struct orch_http *h, const char *method,
     } else {
         r->p.easy = easy_new(h);
         r->p.timeout_ms = r->p.connect_timeout_ms = -1; /* neither set yet */
+        r->p.url = NULL;
+        r->p.uh = NULL;
     }
     if (r->p.easy == NULL) {
         free(r);
@@ -325,7 +366,7 @@ struct orch_http_req *orch_http_req_new(struct orch_http *h, const char *method,
     r->body.max = max_body;
     r->head.max = 256 * 1024;
     CURL *e = r->p.easy;
-    curl_easy_setopt(e, CURLOPT_URL, url);
+    set_url(&r->p, url);
     curl_easy_setopt(e, CURLOPT_PRIVATE, (char *)r);
     curl_easy_setopt(e, CURLOPT_ERRORBUFFER, r->errbuf);
     curl_easy_setopt(e, CURLOPT_WRITEDATA, r);
@@ -505,7 +546,7 @@ void orch_http_req_free(struct orch_http_req *r)
         curl_easy_setopt(r->p.easy, CURLOPT_HEADERDATA, NULL);
         h->pool[h->npool++] = r->p;
     } else {
-        curl_easy_cleanup(r->p.easy);
+        pooled_free(&r->p);
     }
     h->live--;
     if (h->closing && h->live == 0)

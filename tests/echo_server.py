@@ -1,5 +1,5 @@
 """A server that answers every request with the request's own header lines
-as JSON ({"headers": [[name, value], ...]}), gzip-compressed when the path is
+and path as JSON ({"path": path, "headers": [[name, value], ...]}), gzip-compressed when the path is
 /gzip and the client accepts gzip. Used by tests/spec/http_spec.lua to check
 what orch's HTTP client sends. Usage: echo_server.py PORT_FILE"""
 import gzip
@@ -15,7 +15,7 @@ class Echo(BaseHTTPRequestHandler):
         n = int(self.headers.get("Content-Length") or 0)
         if n:
             self.rfile.read(n)
-        body = json.dumps({"headers": [[k, v] for k, v in self.headers.items()]}).encode()
+        body = json.dumps({"path": self.path, "headers": [[k, v] for k, v in self.headers.items()]}).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         if self.path == "/gzip" and "gzip" in (self.headers.get("Accept-Encoding") or ""):

@@ -316,6 +316,23 @@ describe("what orch.http sends", function()
     assert.are.same({ "1" }, got[5][2]["x-a"])
   end)
 
+  it("sends each request to its own URL on a reused handle, and fails a bad one with curl's message", function()
+    local port = base:match(":(%d+)$")
+    local urls = { base .. "/a", base .. "/a?q=1", "http://[::1", base .. "/b", "", "ftp2://x/y",
+      "127.0.0.1:" .. port .. "/noscheme", base .. "/c d", base .. "/b", "http://127.0.0.1:1/", base .. "/e" }
+    local got = {}
+    for _, u in ipairs(urls) do -- one at a time: each takes the handle the one before left
+      got[#got + 1] = sched.run(function()
+        local r, err = http.request { url = u, timeout = 10 }
+        return r and json.decode(r.body).path or (err:gsub(" after %d+ ms", "")) -- the time varies
+      end)
+    end
+    assert.are.same({ "/a", "/a?q=1", "URL using bad/illegal format or missing URL", "/b",
+      "URL using bad/illegal format or missing URL", 'Protocol "ftp2" not supported or disabled in libcurl',
+      "/noscheme", "URL using bad/illegal format or missing URL", "/b",
+      "Failed to connect to 127.0.0.1 port 1: Couldn't connect to server", "/e" }, got)
+  end)
+
   it("sends a workflow's own User-Agent and Accept-Encoding in place of orch's", function()
     local own = { ["User-Agent"] = "mine/1", ["accept-encoding"] = "identity", authorization = "Bearer k" }
     local set = http.headers(own)

@@ -333,6 +333,29 @@ describe("what orch.http sends", function()
       "Failed to connect to 127.0.0.1 port 1: Couldn't connect to server", "/e" }, got)
   end)
 
+  it("sends each of many concurrent requests to its own URL while the URLs alternate", function()
+    local got = sched.run(function()
+      local out = {}
+      for round = 1, 3 do
+        for i = 1, 12 do
+          sched.spawn(function()
+            local path = "/u" .. (i % 3) .. "?r=" .. round
+            local r, err = http.request { url = base .. path, timeout = 10 }
+            out[#out + 1] = (r and json.decode(r.body).path or err) == path
+          end)
+        end
+        for _ = 1, 12 do
+          sched.wait()
+        end
+      end
+      return out
+    end)
+    assert.are.equal(36, #got)
+    for i, ok in ipairs(got) do
+      assert.is_true(ok, i)
+    end
+  end)
+
   it("sends a workflow's own User-Agent and Accept-Encoding in place of orch's", function()
     local own = { ["User-Agent"] = "mine/1", ["accept-encoding"] = "identity", authorization = "Bearer k" }
     local set = http.headers(own)

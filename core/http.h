@@ -60,10 +60,12 @@ struct orch_http_headers *orch_http_headers_new(void);
 /* Adds a "Name: value" line (copied). 0 or -1. */
 int orch_http_headers_add(struct orch_http_headers *hs, const char *line);
 void orch_http_headers_free(struct orch_http_headers *hs);
-/* Sends r with hs's lines in place of its own (orch_http_req_header). */
-void orch_http_req_use_headers(struct orch_http_req *r, const struct orch_http_headers *hs);
+/* Sends r with hs's lines in place of its own (orch_http_req_header).
+ * Every list sent gets orch's User-Agent and Accept-Encoding lines at its
+ * first use, unless it has its own: add a set's lines before using it. */
+void orch_http_req_use_headers(struct orch_http_req *r, struct orch_http_headers *hs);
 /* Starts r; done(r, ud) runs from a loop callback when it finishes. 0, or
- * -1 (r not started). */
+ * -1 (r not started: out of memory, or curl refused it). */
 int orch_http_start(struct orch_http *h, struct orch_http_req *r, orch_http_done_fn done, void *ud);
 /* Stops r if it is in flight (done is not called). */
 void orch_http_cancel(struct orch_http *h, struct orch_http_req *r);

@@ -895,6 +895,55 @@ static int l_json_encode(lua_State *L)
     return json_encode_top(L, 1, hasorder ? 2 : 0, NULL, suffix, suffixlen);
 }
 
+/* 1 when the len bytes at s are UTF-8 as json_putstr takes them. */
+static int json_utf8ok(const char *s, size_t len)
+{
+    const unsigned char *u8 = (const unsigned char *)s;
+    const uint64_t high = 0x8080808080808080ULL;
+
+    for (size_t i = 0; i < len;) {
+        uint64_t v;
+        if (i + 8 <= len && (memcpy(&v, u8 + i, sizeof v), (v & high) == 0)) {
+            i += 8; /* eight ASCII bytes */
+            continue;
+        }
+        size_t n = json_utf8len(u8 + i, u8 + len);
+        if (n == 0) {
+            return 0;
+        }
+        i += n;
+    }
+    return 1;
+}
+
+/* quote(v) -> encode(v) for a string or a number, or nil where encode
+ * would raise (a string not UTF-8, NaN, inf) or for any other type. For
+ * a caller that writes a known JSON shape around a few values, and falls
+ * back to encode (for its message) when one cannot be written. */
+static int l_json_quote(lua_State *L)
+{
+    int t = lua_type(L, 1);
+    if (t == LUA_TSTRING) {
+        size_t len;
+        const char *s = lua_tolstring(L, 1, &len);
+        if (!json_utf8ok(s, len)) {
+            lua_pushnil(L);
+            return 1;
+        }
+    } else if (t == LUA_TNUMBER) {
+        lua_Number x = lua_tonumber(L, 1);
+        if (!lua_isinteger(L, 1) && (isnan(x) || isinf(x))) {
+            lua_pushnil(L);
+            return 1;
+        }
+    } else {
+        lua_pushnil(L);
+        return 1;
+    }
+    lua_settop(L, 1);
+    return json_encode_top(L, 1, 0, NULL, "", 0);
+}
+
 /* The function encoder() returns: line(self, value) -> encode(value,
  * order, suffix) with the order and suffix it was made with (upvalues: a
  * struct json_order copied from the order, or nil; the suffix); self, a
@@ -1924,6 +1973,7 @@ static int l_json_pick(lua_State *L)
 static const luaL_Reg json_funcs[] = {
     {"encode", l_json_encode},
     {"encoder", l_json_encoder},
+    {"quote", l_json_quote},
     {NULL, NULL},
 };
 

@@ -246,3 +246,145 @@ describe("orch.http.request against a real server", function()
     assert.are.equal("2", r.headers["content-length"])
   end)
 end)
+
+describe("what orch.http sends", function()
+  local pid, base, dir
+
+  setup(function()
+    dir = os.tmpname()
+    os.remove(dir)
+    assert(os.execute("mkdir -p " .. dir))
+    local p = assert(io.popen("python3 tests/echo_server.py " .. dir .. "/port >" .. dir .. "/server.log 2>&1 & echo $!"))
+    pid = p:read("l")
+    p:close()
+    local port
+    for _ = 1, 200 do
+      local f = io.open(dir .. "/port")
+      port = f and f:read("l")
+      if f then
+        f:close()
+      end
+      if port and port ~= "" then
+        break
+      end
+      os.execute("sleep 0.05")
+    end
+    assert(port and port ~= "", "the echo server did not start")
+    base = "http://127.0.0.1:" .. port
+  end)
+
+  teardown(function()
+    os.execute("kill " .. pid .. " 2>/dev/null")
+    os.execute("rm -rf " .. dir)
+  end)
+
+  -- the request's header lines, names in lower case -> { name = { values } }
+  local function sent(body)
+    local got = {}
+    for _, kv in ipairs(json.decode(body).headers) do
+      local k = kv[1]:lower()
+      got[k] = got[k] or {}
+      table.insert(got[k], kv[2])
+    end
+    return got
+  end
+
+  it("names orch as the User-Agent and accepts compressed replies, once each, on every path", function()
+    local set = http.headers({ authorization = "Bearer k", ["content-type"] = "application/json" })
+    local got = sched.run(function()
+      local out = {}
+      for _, h in ipairs({ set, { authorization = "Bearer k" }, set }) do
+        local status, b = http.post(base .. "/x", h, "{}", 10, 5)
+        out[#out + 1] = { status, sent(b) }
+      end
+      local r = assert(http.request { url = base .. "/y", timeout = 10 })
+      out[#out + 1] = { r.status, sent(r.body) }
+      r = assert(http.request { url = base .. "/y", headers = { ["x-a"] = "1" }, timeout = 10 })
+      out[#out + 1] = { r.status, sent(r.body) }
+      return out
+    end)
+    for i, g in ipairs(got) do
+      assert.are.equal(200, g[1])
+      local h = g[2]
+      assert.are.equal(1, #h["user-agent"], i)
+      assert.is_truthy(h["user-agent"][1]:match("^orch/%d+%.%d+%.%d+$"), h["user-agent"][1])
+      assert.are.equal(1, #h["accept-encoding"], i)
+      assert.is_truthy(h["accept-encoding"][1]:find("gzip", 1, true), h["accept-encoding"][1])
+    end
+    assert.are.same({ "Bearer k" }, got[1][2].authorization)
+    assert.are.same({ "application/json" }, got[1][2]["content-type"])
+    assert.are.same({ "1" }, got[5][2]["x-a"])
+  end)
+
+  it("sends each request to its own URL on a reused handle, and fails a bad one with curl's message", function()
+    local port = base:match(":(%d+)$")
+    local urls = { base .. "/a", base .. "/a?q=1", "http://[::1", base .. "/b", "", "ftp2://x/y",
+      "127.0.0.1:" .. port .. "/noscheme", base .. "/c d", base .. "/b", "http://127.0.0.1:1/", base .. "/e" }
+    local got = {}
+    for _, u in ipairs(urls) do -- one at a time: each takes the handle the one before left
+      got[#got + 1] = sched.run(function()
+        local r, err = http.request { url = u, timeout = 10 }
+        return r and json.decode(r.body).path or (err:gsub(" after %d+ ms", "")) -- the time varies
+      end)
+    end
+    assert.are.same({ "/a", "/a?q=1", "URL using bad/illegal format or missing URL", "/b",
+      "URL using bad/illegal format or missing URL", 'Protocol "ftp2" not supported or disabled in libcurl',
+      "/noscheme", "URL using bad/illegal format or missing URL", "/b",
+      "Failed to connect to 127.0.0.1 port 1: Couldn't connect to server", "/e" }, got)
+  end)
+
+  it("sends each of many concurrent requests to its own URL while the URLs alternate", function()
+    local got = sched.run(function()
+      local out = {}
+      for round = 1, 3 do
+        for i = 1, 12 do
+          sched.spawn(function()
+            local path = "/u" .. (i % 3) .. "?r=" .. round
+            local r, err = http.request { url = base .. path, timeout = 10 }
+            out[#out + 1] = (r and json.decode(r.body).path or err) == path
+          end)
+        end
+        for _ = 1, 12 do
+          sched.wait()
+        end
+      end
+      return out
+    end)
+    assert.are.equal(36, #got)
+    for i, ok in ipairs(got) do
+      assert.is_true(ok, i)
+    end
+  end)
+
+  it("sends a workflow's own User-Agent and Accept-Encoding in place of orch's", function()
+    local own = { ["User-Agent"] = "mine/1", ["accept-encoding"] = "identity", authorization = "Bearer k" }
+    local set = http.headers(own)
+    local got = sched.run(function()
+      local out = {}
+      for _, h in ipairs({ set, own }) do
+        local _, b = http.post(base .. "/x", h, "{}", 10, 5)
+        out[#out + 1] = sent(b)
+      end
+      out[#out + 1] = sent(assert(http.request { url = base .. "/y", headers = own, timeout = 10 }).body)
+      return out
+    end)
+    for _, h in ipairs(got) do
+      assert.are.same({ "mine/1" }, h["user-agent"])
+      assert.are.same({ "identity" }, h["accept-encoding"])
+    end
+  end)
+
+  it("decodes a gzip-compressed reply", function()
+    local set = http.headers({ authorization = "Bearer k" })
+    local status, body = sched.run(function()
+      return http.post(base .. "/gzip", set, "{}", 10, 5)
+    end)
+    assert.are.equal(200, status)
+    assert.are.same({ "Bearer k" }, sent(body).authorization)
+    local r = sched.run(function()
+      return http.request { url = base .. "/gzip", timeout = 10 }
+    end)
+    assert.are.equal("gzip", r.headers["content-encoding"])
+    assert.are.same({ "orch" }, { sent(r.body)["user-agent"][1]:match("^orch") })
+  end)
+end)

@@ -414,6 +414,28 @@ describe("orch.json.encode", function()
   end)
 end)
 
+describe("orch.json.quote", function()
+  it("gives encode's text for a string or a number", function()
+    local vals = { "", "plain", 'q"u\\o\n\t\0\31\127 é 😀 \u{10FFFF}', string.rep("abcdefgh", 9) .. "é", 0, -42,
+      math.maxinteger, 0.1, 3.0, -0.0, 1e300, 1 / 3 }
+    for i, v in ipairs(vals) do
+      assert.are.equal(json.encode(v), json.quote(v), i)
+    end
+  end)
+
+  it("gives nil where encode raises, and for other types", function()
+    local vals = { "bad \255", "\192\128", "\237\160\128", "\244\144\128\128", "abcdefg\255", "abcdefgh\226\130",
+      0 / 0, math.huge, -math.huge, true, {}, json.null, print }
+    for i, v in ipairs(vals) do
+      assert.is_nil(json.quote(v), i)
+      if type(v) == "string" or type(v) == "number" then
+        assert.is_false(pcall(json.encode, v), i)
+      end
+    end
+    assert.is_nil(json.quote())
+  end)
+end)
+
 describe("orch.json.decode", function()
   local dec = json.decode
 

@@ -102,4 +102,69 @@ describe("an HTTP provider's build", function()
     assert.are.equal('{"max_tokens":1024,"messages":[{"content":"hi","role":"user"}],"model":"m","system":"s"}', e.body)
     assert.are.equal(e.header_set, anthropic.build({ prompt = "x", model = "m" }, cfg2).header_set)
   end)
+  it("openai: the body is json.encode of the request's table, byte for byte, and fails as it does", function()
+    local json = require("orch.json")
+    local openai = require("orch.providers.openai")
+    local cfg = { provider = "openai", model = "m", base_url = "http://h:1/v1", api_key = "k" }
+    -- the body as the provider built it before writing the common one directly
+    local function table_body(req)
+      local msgs = {}
+      if req.system then
+        msgs[1] = { role = "system", content = req.system }
+      end
+      if req.messages then
+        for _, m in ipairs(req.messages) do
+          msgs[#msgs + 1] = { role = m.role, content = m.content }
+        end
+      else
+        msgs[#msgs + 1] = { role = "user", content = req.prompt }
+      end
+      local body = { model = req.model, messages = setmetatable(msgs, json.array_mt), temperature = req.temperature,
+        max_tokens = req.max_tokens }
+      if req.json then
+        body.response_format = { type = "json_object" }
+      end
+      return json.encode(body)
+    end
+    local reqs = {
+      { prompt = "hi", model = "m" },
+      { prompt = "", model = "gpt-4o-mini" },
+      { prompt = 'q"u\\o\n\t\1 é 😀 </script>', model = "m2" },
+      { prompt = "p", model = "m", system = "be brief" },
+      { prompt = "p", model = "m", system = "" },
+      { prompt = "p", model = "m", max_tokens = 64 },
+      { prompt = "p", model = "m", max_tokens = 64.0 },
+      { prompt = "p", model = "m", temperature = 0 },
+      { prompt = "p", model = "m", temperature = 0.7 },
+      { prompt = "p", model = "m", temperature = 1e-7 },
+      { prompt = "p", model = "m", json = true },
+      { prompt = "p", model = "m", system = "s", json = true, temperature = 0.2, max_tokens = 10 },
+      { prompt = "p", model = "m", json = false },
+      { model = "m", messages = { { role = "user", content = "a" }, { role = "assistant", content = "b" } } },
+      { model = "m", system = "s", messages = { { role = "user", content = "a" } } },
+      { prompt = 5, model = "m" },
+      { prompt = "p", model = "m", system = { "x" } },
+      { prompt = { { type = "text", text = "t" } }, model = "m" },
+      { prompt = "p" },
+      { prompt = "p", model = "m" }, -- the model before again
+    }
+    for i, req in ipairs(reqs) do
+      assert.are.equal(table_body(req), openai.build(req, cfg).body, i)
+    end
+    local bad = {
+      { prompt = "bad \255 byte", model = "m" },
+      { prompt = "p", model = "m", system = "\192" },
+      { prompt = "p", model = "m", temperature = 0 / 0 },
+      { prompt = "p", model = "m", max_tokens = math.huge },
+      { prompt = "p", model = "\255" },
+    }
+    for i, req in ipairs(bad) do
+      local ok1, e1 = pcall(table_body, req)
+      local ok2, e2 = pcall(openai.build, req, cfg)
+      assert.is_false(ok1, i)
+      assert.is_false(ok2, i)
+      -- the same message; the position is the line that called json.encode
+      assert.are.equal(e1:gsub("^[^:]+:%d+: ", ""), e2:gsub("^lua/orch/providers/openai%.lua:%d+: ", ""), i)
+    end
+  end)
 end)

@@ -34,9 +34,10 @@ local function headers_of(_, key)
   return headers
 end
 
---- build(req, cfg) -> { url =, headers =, header_set =, body = } (body:
---- canonical JSON; headers and header_set shared by cfg's requests: read only)
-function M.build(req, cfg)
+local encode, quote = json.encode, json.quote
+
+-- The body as a table, for json.encode.
+local function body_of(req)
   local body = {
     model = req.model,
     messages = messages_of(req),
@@ -46,8 +47,42 @@ function M.build(req, cfg)
   if req.json then
     body.response_format = { type = "json_object" }
   end
+  return body
+end
+
+-- The model's JSON text, kept for the next request (most use one model).
+local last_model, last_model_json
+
+--- build(req, cfg) -> { url =, headers =, header_set =, body = } (body:
+--- canonical JSON; headers and header_set shared by cfg's requests: read only)
+function M.build(req, cfg)
   local e = provider_http.endpoint(M, cfg, "https://api.openai.com/v1", "/chat/completions", headers_of)
-  return { url = e.url, headers = e.headers, header_set = e.header_set, body = json.encode(body) }
+  -- The common request, a prompt (and a system text) as strings, is
+  -- written as json.encode would write body_of's table: the same bytes
+  -- (they are the journal key), without the four tables a call would make
+  -- and walk. The members in the encoder's order (keys sorted bytewise:
+  -- max_tokens, messages, model, response_format, temperature; content
+  -- before role), each value through json.quote. Any other request, or a
+  -- value quote refuses, is encoded from its table (which raises with the
+  -- value's path).
+  local prompt, system, model, max_tokens, temperature = req.prompt, req.system, req.model, req.max_tokens,
+    req.temperature
+  local body
+  if not req.messages and type(prompt) == "string" and type(model) == "string" then
+    if model ~= last_model then
+      last_model, last_model_json = model, quote(model)
+    end
+    local p, s = quote(prompt), system == nil or quote(system)
+    local m, t = max_tokens == nil or quote(max_tokens), temperature == nil or quote(temperature)
+    if p and s and m and t and last_model_json then
+      body = (m == true and '{"messages":[' or '{"max_tokens":' .. m .. ',"messages":[')
+        .. (s == true and "" or '{"content":' .. s .. ',"role":"system"},')
+        .. '{"content":' .. p .. ',"role":"user"}],"model":' .. last_model_json
+        .. (req.json and ',"response_format":{"type":"json_object"}' or "")
+        .. (t == true and "}" or ',"temperature":' .. t .. "}")
+    end
+  end
+  return { url = e.url, headers = e.headers, header_set = e.header_set, body = body or encode(body_of(req)) }
 end
 
 --- parse(decoded body) -> text, { input =, output = } (nil fields when the

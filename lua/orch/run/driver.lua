@@ -85,10 +85,18 @@ local function spawn_batch(D, b, n)
   D.tasks[sched.spawn(D.run_batch, b)] = b
 end
 
--- Spawns the task of one row: no batch table (rows that wait, an LLM
--- call each, run this way).
+-- Spawns the task of one row (rows that wait, an LLM call each, run this
+-- way): a batch of one from the spare batches when rows run in batch
+-- runs (outcome.batch_runner: a stage's frame is then one Lua frame
+-- closer to its task's start), else no batch table.
 local function spawn_one(D, row, seq)
-  D.tasks[sched.spawn(D.run_one, row, seq)] = seq
+  if D.run_one then
+    D.tasks[sched.spawn(D.run_one, row, seq)] = seq
+    return
+  end
+  local b = take_batch(D)
+  b.rows[1], b.seqs[1] = row, seq
+  spawn_batch(D, b, 1)
 end
 
 -- Reads rows and spawns their tasks while there is room: first the rows
@@ -250,13 +258,32 @@ local function settle(R, D, seq, status, line, msg, tb, key, usage)
   end
 end
 
--- batcher(R, D) -> run_batch(b), the body of a batch task: runs
--- R.process on b.rows[i], b.seqs[i] in turn and settles each row into the
--- reorder window at once (no completion record per row), until the task
--- has been suspended or the run stops. b.ran counts the rows that ran
--- (the row that raised, when the task fails, is b.ran + 1). -> whether the
--- task was suspended.
+-- oner(R, D) -> run_one(row, seq): a batch of one row, without the batch
+-- table. -> whether the task was suspended.
+local function oner(R, D)
+  local resumes, process = sched.resumes, R.process
+  return function(row, seq)
+    local r0 = resumes()
+    settle(R, D, seq, process(row, seq))
+    return resumes() ~= r0
+  end
+end
+
+-- batcher(R, D) -> run_batch(b), run_one: run_batch is the body of a
+-- batch task: outcome.batch_runner's when it applies (run_one is then
+-- nil: a row of its own runs as a batch of one), else it runs R.process
+-- on b.rows[i], b.seqs[i] in turn and settles each row into the reorder
+-- window at once (no completion record per row), until the task has been
+-- suspended or the run stops. b.ran counts the rows that ran (the row
+-- that raised, when the task fails, is b.ran + 1). -> whether the task
+-- was suspended.
 local function batcher(R, D)
+  local run = outcome.batch_runner(R, settle) -- the rows under one xpcall, when it applies
+  if run then
+    return function(b)
+      return run(b, D)
+    end, nil
+  end
   local resumes, process = sched.resumes, R.process
   return function(b)
     local rows, seqs, n = b.rows, b.seqs, b.n
@@ -270,18 +297,7 @@ local function batcher(R, D)
       b.ran = i
     end
     return resumes() ~= r0
-  end
-end
-
--- oner(R, D) -> run_one(row, seq): a batch of one row, without the batch
--- table. -> whether the task was suspended.
-local function oner(R, D)
-  local resumes, process = sched.resumes, R.process
-  return function(row, seq)
-    local r0 = resumes()
-    settle(R, D, seq, process(row, seq))
-    return resumes() ~= r0
-  end
+  end, oner(R, D)
 end
 
 -- Takes each ended batch task: the rows it did not start go back to
@@ -358,7 +374,7 @@ function M.drive(R)
   local D = { next_seq = first, write_seq = first, done = done, tasks = {}, inflight = 0, eof = false,
     end_offset = end_offset, end_line = end_line, window = window,
     size = 1, redo_rows = {}, redo_seqs = {}, spare_batches = {} }
-  D.run_batch, D.run_one = batcher(R, D), oner(R, D)
+  D.run_batch, D.run_one = batcher(R, D)
   R.out_bytes = R.ckpt and R.ckpt.output_offset or 0
   while true do
     local nsig = signals(R, D)

@@ -114,7 +114,7 @@ local function admit(R, D)
     inflight = inflight + 1
   end
   local size = math.min(D.size, conc)
-  local b, n = nil, 0
+  local b, n, brows, bseqs = nil, 0, nil, nil
   while not eof and not R.stop and inflight < conc and next_seq - write_seq < window do
     local iok, row, line, a, c1, c2 = pcall(src.next)
     if not iok then
@@ -143,9 +143,10 @@ local function admit(R, D)
       end
       if b == nil then
         b = take_batch(D)
+        brows, bseqs = b.rows, b.seqs
       end
       n = n + 1
-      b.rows[n], b.seqs[n] = row, next_seq
+      brows[n], bseqs[n] = row, next_seq
       next_seq = next_seq + 1
       inflight = inflight + 1
       if n == size then
@@ -269,6 +270,28 @@ local function oner(R, D)
   end
 end
 
+-- settle for a row that got through (status "ok", no error): the same
+-- record as settle's, without the checks a row that got through skips.
+local function settle_ok(R, D, seq, line, key, usage)
+  local spare = R.spare
+  local ns = #spare
+  local d
+  if ns > 0 then
+    d = spare[ns]
+    spare[ns] = nil
+    d.line, d.status, d.key = line, "ok", key
+    if d.error ~= nil then
+      d.error = nil
+    end
+  else
+    d = { line = line, status = "ok", key = key }
+  end
+  if usage ~= nil then
+    d.usage = usage
+  end
+  D.done[seq % D.window + 1] = d
+end
+
 -- batcher(R, D) -> run_batch(b), run_one: run_batch is the body of a
 -- batch task: outcome.batch_runner's when it applies (run_one is then
 -- nil: a row of its own runs as a batch of one), else it runs R.process
@@ -278,7 +301,7 @@ end
 -- that raised, when the task fails, is b.ran + 1). -> whether the task
 -- was suspended.
 local function batcher(R, D)
-  local run = outcome.batch_runner(R, settle) -- the rows under one xpcall, when it applies
+  local run = outcome.batch_runner(R, settle, settle_ok) -- the rows under one xpcall, when it applies
   if run then
     return function(b)
       return run(b, D)

@@ -303,7 +303,7 @@ end
 -- task (resumes() ~= r0) or the run's stop; each row settled at once.
 -- Raises with the error of row b.ran + 1; b.key and b.ctx are its key and
 -- context, b.encoding whether it was being written.
-local function row_loop(R, stages, settle)
+local function row_loop(R, stages, settle, settle_ok)
   local nstages, rt, resumes, new_ctx = #stages, R.rt, sched.resumes, context.new
   local need_ctx, key_of = takes_ctx(stages), M.key_function(R.wf.key)
   local key_col = type(R.wf.key) == "string" and R.wf.key or nil
@@ -323,7 +323,10 @@ local function row_loop(R, stages, settle)
         settle(R, D, seq, "failed", false, key)
       else
         local ctx = need_ctx and new_ctx(rt, seq, key) or nil
-        b.key, b.ctx = key, ctx
+        b.key = key
+        if need_ctx then -- b.ctx stays nil for a run without contexts
+          b.ctx = ctx
+        end
         for s = 1, nstages do
           local stage = stages[s] -- called as stage.fn: a traceback names it "field 'fn'"
           if ctx then
@@ -348,7 +351,7 @@ local function row_loop(R, stages, settle)
           b.encoding = true
           local line = encode(sink, row)
           b.encoding = false
-          settle(R, D, seq, "ok", line, nil, nil, key, ctx and ctx.usage)
+          settle_ok(R, D, seq, line, key, ctx and ctx.usage)
         end
       end
       b.ran = i
@@ -377,22 +380,23 @@ local function settle_raised(R, D, b, err, settle)
   end
 end
 
---- batch_runner(R, settle) -> run(b, D) | nil. The body of a batch task
+--- batch_runner(R, settle, settle_ok) -> run(b, D) | nil. The body of a batch task
 --- (orch.run.driver: rows b.rows[1..b.n], seqs b.seqs, b.ran = 0) when a
 --- failed row needs neither another try nor its input again (no
 --- orch.retry, no orch.default; else nil: each row goes through process).
 --- The rows run under one xpcall, each settled at once with
---- settle(R, D, seq, status, line, msg, tb, key, usage); a row that raises
+--- settle(R, D, seq, status, line, msg, tb, key, usage) (a row that got
+--- through: settle_ok(R, D, seq, line, key, usage)); a row that raises
 --- ends it, is settled as process would, and the rows after it run under
 --- a new one. A row costs no process call, xpcall or apply call, and no
 --- context when no stage takes one. -> whether the task was suspended;
 --- b.ran counts the rows that ran.
-function M.batch_runner(R, settle)
+function M.batch_runner(R, settle, settle_ok)
   local oe = R.on_error
   if oe.retries > 0 or oe.keep_input then
     return nil
   end
-  local loop, resumes = row_loop(R, M.stages(R.wf), settle), sched.resumes
+  local loop, resumes = row_loop(R, M.stages(R.wf), settle, settle_ok), sched.resumes
   return function(b, D)
     local r0 = resumes()
     b.encoding = false

@@ -25,7 +25,20 @@ local function depth()
   end
   return d
 end
-return { made = function() return made end, depth = depth }
+-- the coroutine stack slots below the stage: each frame under it, its
+-- function's slot and its locals and temporaries up to the call
+local function slots()
+  local total, level = 0, 3
+  while debug.getinfo(level, "S") do
+    local n = 0
+    while debug.getlocal(level, n + 1) do
+      n = n + 1
+    end
+    total, level = total + n + 1, level + 1
+  end
+  return total
+end
+return { made = function() return made end, depth = depth, slots = slots }
 LUA
 
 cat >plain.lua <<'LUA'
@@ -37,7 +50,7 @@ return orch.workflow {
   output = orch.write.jsonl("out/plain.jsonl"),
   key = "id",
   stages = { function(row)
-    row.made, row.depth = count.made(), count.depth()
+    row.made, row.depth, row.slots = count.made(), count.depth(), count.slots()
     if row.id == "40" then error("row 40 is bad") end
     if row.id == "60" then row.bad = function() end end
     return row
@@ -53,6 +66,10 @@ expect_eq "plain: no context made for a stage function(row)" \
 # task of its own (the first turn's 16, a row that waits) is a batch of one.
 expect_eq "plain: the stage runs 4 frames deep" \
   "$(python3 -c 'import json; print(sorted({json.loads(l)["depth"] for l in open("out/plain.jsonl")}))')" "[4]"
+# a row that waits keeps what lies below its stage: 26 slots for a task of
+# its own and 33 in a batch before, 25 in both now
+expect_eq "plain: at most 25 stack slots below a stage" \
+  "$(python3 -c 'import json; print(max(json.loads(l)["slots"] for l in open("out/plain.jsonl")))')" 25
 expect_eq "plain: 98 rows, in order, 40 and 60 missing" \
   "$(python3 -c 'import json; print([int(json.loads(l)["id"]) for l in open("out/plain.jsonl")] == [i for i in range(1, 101) if i not in (40, 60)])')" True
 expect_grep "plain: the failed row names its stage's line" "row 40 \(key 40\) failed: plain.lua:10: row 40 is bad" plain.log

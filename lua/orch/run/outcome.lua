@@ -298,63 +298,67 @@ function M.processor(R)
   return process, defaulted
 end
 
--- row_loop(R, stages, settle) -> loop(b, D, r0): runs the rows of batch b
--- from b.ran + 1 (see batch_runner) until its last, a suspension of the
--- task (resumes() ~= r0) or the run's stop; each row settled at once.
--- Raises with the error of row b.ran + 1; b.key and b.ctx are its key and
--- context, b.encoding whether it was being written.
+-- row_loop(R, stages, settle, settle_ok) -> loop(b, D): runs the rows of
+-- batch b from b.ran + 1 (see batch_runner) until its last, a suspension
+-- of the task (resumes() ~= b.r0) or the run's stop; each row settled at
+-- once. Raises with the error of row b.ran + 1; b.key and b.ctx are its
+-- key and context, b.encoding whether it was being written. Few locals
+-- are live at a stage's call: a row that waits keeps a short stack.
 local function row_loop(R, stages, settle, settle_ok)
   local nstages, rt, resumes, new_ctx = #stages, R.rt, sched.resumes, context.new
   local need_ctx, key_of = takes_ctx(stages), M.key_function(R.wf.key)
   local key_col = type(R.wf.key) == "string" and R.wf.key or nil
   local encode, sink = encoder(R.out)
-  return function(b, D, r0)
+  return function(b, D)
     local rows, seqs = b.rows, b.seqs
     for i = b.ran + 1, b.n do
-      if i > 1 and (R.stop or resumes() ~= r0) then
+      if i > 1 and (R.stop or resumes() ~= b.r0) then
         return
       end
       local row, seq = rows[i], seqs[i]
-      local key, kok = key_col and getmetatable(row) == nil and row[key_col], true
+      local key = key_col and getmetatable(row) == nil and row[key_col]
       if not key then
+        local kok
         kok, key = pcall(key_of, row, seq)
+        if not kok then
+          settle(R, D, seq, "failed", false, key)
+          b.ran = i
+          goto next
+        end
       end
-      if not kok then
-        settle(R, D, seq, "failed", false, key)
+      local ctx = need_ctx and new_ctx(rt, seq, key) or nil
+      b.key = key
+      if need_ctx then -- b.ctx stays nil for a run without contexts
+        b.ctx = ctx
+      end
+      for s = 1, nstages do
+        local stage = stages[s] -- called as stage.fn: a traceback names it "field 'fn'"
+        if ctx then
+          ctx.stage = stage.name
+        end
+        if stage.critical then
+          ctx:checkpoint("before " .. stage.name) -- what is settled is durable before it runs
+        end
+        local r = stage.fn(row, ctx)
+        if r ~= nil and type(r) ~= "table" then
+          error(string.format("%s returned a %s; a stage returns the row (a table) or nil to drop it",
+            stage.name, type(r)), 0)
+        end
+        row = r
+        if r == nil then
+          break
+        end
+      end
+      if row == nil then
+        settle(R, D, seq, "dropped", false, nil, nil, key, ctx and ctx.usage)
       else
-        local ctx = need_ctx and new_ctx(rt, seq, key) or nil
-        b.key = key
-        if need_ctx then -- b.ctx stays nil for a run without contexts
-          b.ctx = ctx
-        end
-        for s = 1, nstages do
-          local stage = stages[s] -- called as stage.fn: a traceback names it "field 'fn'"
-          if ctx then
-            ctx.stage = stage.name
-          end
-          if stage.critical then
-            ctx:checkpoint("before " .. stage.name) -- what is settled is durable before it runs
-          end
-          local r = stage.fn(row, ctx)
-          if r ~= nil and type(r) ~= "table" then
-            error(string.format("%s returned a %s; a stage returns the row (a table) or nil to drop it",
-              stage.name, type(r)), 0)
-          end
-          row = r
-          if r == nil then
-            break
-          end
-        end
-        if row == nil then
-          settle(R, D, seq, "dropped", false, nil, nil, key, ctx and ctx.usage)
-        else
-          b.encoding = true
-          local line = encode(sink, row)
-          b.encoding = false
-          settle_ok(R, D, seq, line, key, ctx and ctx.usage)
-        end
+        b.encoding = true
+        local line = encode(sink, row)
+        b.encoding = false
+        settle_ok(R, D, seq, line, key, ctx and ctx.usage)
       end
       b.ran = i
+      ::next::
     end
   end
 end
@@ -398,17 +402,16 @@ function M.batch_runner(R, settle, settle_ok)
   end
   local loop, resumes = row_loop(R, M.stages(R.wf), settle, settle_ok), sched.resumes
   return function(b, D)
-    local r0 = resumes()
-    b.encoding = false
+    b.r0, b.encoding = resumes(), false
     while true do
-      local ok, err = xpcall(loop, row_traceback, b, D, r0)
+      local ok, err = xpcall(loop, row_traceback, b, D)
       if ok then
         break
       end
       settle_raised(R, D, b, err, settle)
       b.ran = b.ran + 1
     end
-    return resumes() ~= r0
+    return resumes() ~= b.r0
   end
 end
 

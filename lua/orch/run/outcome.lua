@@ -308,6 +308,7 @@ local function row_loop(R, stages, settle, settle_ok)
   local nstages, rt, resumes, new_ctx = #stages, R.rt, sched.resumes, context.new
   local need_ctx, key_of = takes_ctx(stages), M.key_function(R.wf.key)
   local key_col = type(R.wf.key) == "string" and R.wf.key or nil
+  local plain = R.src and R.src.plain_rows -- rows with no metatable: no check a row
   local encode, sink = encoder(R.out)
   return function(b, D)
     local rows, seqs = b.rows, b.seqs
@@ -316,7 +317,7 @@ local function row_loop(R, stages, settle, settle_ok)
         return
       end
       local row, seq = rows[i], seqs[i]
-      local key = key_col and getmetatable(row) == nil and row[key_col]
+      local key = key_col and (plain or getmetatable(row) == nil) and row[key_col]
       if not key then
         local kok
         kok, key = pcall(key_of, row, seq)

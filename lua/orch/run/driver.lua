@@ -168,33 +168,34 @@ local function flush(R, D)
   local done, end_offset, end_line, cursor, window = D.done, D.end_offset, D.end_line, R.cursor, D.window
   local out, counts, totals, bus = R.out, R.counts, R.totals, R.bus
   local pending, last, threshold = R.pending, R.last_ckpt_index, checkpoint.threshold(R)
-  local write_seq = D.write_seq
+  local write_seq, wants = D.write_seq, bus.wants
   while true do
     local slot = write_seq % window + 1
     local d = done[slot]
     if not d then
       break
     end
-    if d.line then
-      out:write(d.line)
-      R.out_bytes = R.out_bytes + #d.line
+    local line, status = d.line, d.status
+    if line then
+      out:write(line)
+      R.out_bytes = R.out_bytes + #line
     end
     -- counted and recorded when settled, so a checkpoint's figures and
     -- errors file hold exactly the rows before its cursor
-    counts[d.status] = counts[d.status] + 1
+    counts[status] = counts[status] + 1
     local usage = d.usage -- the row's LLM figures, for the row event too
     if usage then
       add_usage(totals, usage)
       d.usage = nil
     end
     if d.error ~= nil then
-      record_failure(R, write_seq, d.key, d.error, d.tb, d.status)
+      record_failure(R, write_seq, d.key, d.error, d.tb, status)
     end
-    if d.status == "failed" then
+    if status == "failed" then
       same_failure(R, d.error)
     end
-    if bus.wants.row then
-      bus.notify({ type = "row", seq = write_seq, key = d.key, status = d.status, error = d.error, usage = usage })
+    if wants.row then
+      bus.notify({ type = "row", seq = write_seq, key = d.key, status = status, error = d.error, usage = usage })
     end
     d.seq, d.line = write_seq, nil
     if d.tb ~= nil then
@@ -208,7 +209,7 @@ local function flush(R, D)
     cursor.index = write_seq
     done[slot] = false
     write_seq = write_seq + 1
-    if cursor.index - last >= threshold then
+    if write_seq - last > threshold then -- cursor.index - last >= threshold
       local why = due(R)
       if why then
         write(R, why)

@@ -1,7 +1,8 @@
-# What a row in a batch task costs the engine (lua/orch/run/outcome.lua
-# batch_runner): its stages run on three frames of the engine (the
-# batch body, one xpcall for the batch, the row loop), so a row that waits
-# keeps a short stack; a stage that declares no context parameter gets no
+# What a row costs the engine (lua/orch/run/outcome.lua batch_runner,
+# one_runner): its stages run on three frames of the engine (in a batch:
+# the batch body, one xpcall for the batch, the row loop; in a task of its
+# own: the row's body, xpcall, apply), so a row that waits keeps a short
+# stack; a stage that declares no context parameter gets no
 # context made for its row; a row that raises mid-batch fails alone, with
 # its traceback, and the rows after it run on in the same task; a row
 # that cannot be written fails with the write's message.
@@ -62,14 +63,17 @@ expect_eq "plain: exit 0" "$RC" 0
 expect_eq "plain: no context made for a stage function(row)" \
   "$(python3 -c 'import json; print(sorted({json.loads(l)["made"] for l in open("out/plain.jsonl")}))')" "[0]"
 # in a batch task: the stage, the row loop, xpcall, the batch body: 4
-# frames (process, xpcall, apply and the batch body made 5); a row with a
-# task of its own (the first turn's 16, a row that waits) is a batch of one.
+# frames (process, xpcall, apply and the batch body made 5); in a row's
+# own task (the first turn's 16, a row that waits): the stage, apply,
+# xpcall, the row's body (apply, xpcall, process and run_one made 5).
 expect_eq "plain: the stage runs 4 frames deep" \
   "$(python3 -c 'import json; print(sorted({json.loads(l)["depth"] for l in open("out/plain.jsonl")}))')" "[4]"
 # a row that waits keeps what lies below its stage: 26 slots for a task of
-# its own and 33 in a batch before, 25 in both now
+# its own and 33 in a batch before, 19 and 25 now
 expect_eq "plain: at most 25 stack slots below a stage" \
   "$(python3 -c 'import json; print(max(json.loads(l)["slots"] for l in open("out/plain.jsonl")))')" 25
+expect_eq "plain: 19 below a stage in a row's own task (the first turn's rows)" \
+  "$(python3 -c 'import json; print(max(r["slots"] for r in map(json.loads, open("out/plain.jsonl")) if int(r["id"]) <= 16))')" 19
 expect_eq "plain: 98 rows, in order, 40 and 60 missing" \
   "$(python3 -c 'import json; print([int(json.loads(l)["id"]) for l in open("out/plain.jsonl")] == [i for i in range(1, 101) if i not in (40, 60)])')" True
 expect_grep "plain: the failed row names its stage's line" "row 40 \(key 40\) failed: plain.lua:10: row 40 is bad" plain.log

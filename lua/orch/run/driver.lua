@@ -85,18 +85,10 @@ local function spawn_batch(D, b, n)
   D.tasks[sched.spawn(D.run_batch, b)] = b
 end
 
--- Spawns the task of one row (rows that wait, an LLM call each, run this
--- way): a batch of one from the spare batches when rows run in batch
--- runs (outcome.batch_runner: a stage's frame is then one Lua frame
--- closer to its task's start), else no batch table.
+-- Spawns the task of one row: no batch table (rows that wait, an LLM
+-- call each, run this way).
 local function spawn_one(D, row, seq)
-  if D.run_one then
-    D.tasks[sched.spawn(D.run_one, row, seq)] = seq
-    return
-  end
-  local b = take_batch(D)
-  b.rows[1], b.seqs[1] = row, seq
-  spawn_batch(D, b, 1)
+  D.tasks[sched.spawn(D.run_one, row, seq)] = seq
 end
 
 -- Reads rows and spawns their tasks while there is room: first the rows
@@ -293,20 +285,21 @@ local function settle_ok(R, D, seq, line, key, usage)
   D.done[seq % D.window + 1] = d
 end
 
--- batcher(R, D) -> run_batch(b), run_one: run_batch is the body of a
--- batch task: outcome.batch_runner's when it applies (run_one is then
--- nil: a row of its own runs as a batch of one), else it runs R.process
--- on b.rows[i], b.seqs[i] in turn and settles each row into the reorder
--- window at once (no completion record per row), until the task has been
--- suspended or the run stops. b.ran counts the rows that ran (the row
--- that raised, when the task fails, is b.ran + 1). -> whether the task
--- was suspended.
+-- batcher(R, D) -> run_batch(b), run_one(row, seq): the bodies of a
+-- batch task and of a row's own task: outcome.batch_runner's when it
+-- applies, else run_batch runs R.process on b.rows[i], b.seqs[i] in turn
+-- and settles each row into the reorder window at once (no completion
+-- record per row), until the task has been suspended or the run stops.
+-- b.ran counts the rows that ran (the row that raised, when the task
+-- fails, is b.ran + 1). -> whether the task was suspended.
 local function batcher(R, D)
-  local run = outcome.batch_runner(R, settle, settle_ok) -- the rows under one xpcall, when it applies
+  local run, one = outcome.batch_runner(R, settle, settle_ok) -- the rows under one xpcall, when it applies
   if run then
     return function(b)
       return run(b, D)
-    end, nil
+    end, function(row, seq)
+      return one(row, seq, D)
+    end
   end
   local resumes, process = sched.resumes, R.process
   return function(b)

@@ -364,17 +364,10 @@ local function row_loop(R, stages, settle, settle_ok)
   end
 end
 
--- Settles row b.ran + 1 of batch b, which raised err (row_traceback's
--- value, or Lua's bare "not enough memory"), as process settles a row
--- that raised: a failure in writing it names the write, no traceback.
-local function settle_raised(R, D, b, err, settle)
-  local seq, key, ctx = b.seqs[b.ran + 1], b.key, b.ctx
-  if b.encoding then
-    b.encoding = false
-    settle(R, D, seq, "failed", false, "cannot write the row: " .. tostring(type(err) == "table" and err.msg or err),
-      nil, key, ctx and ctx.usage)
-    return
-  end
+-- Settles the row seq that raised err (row_traceback's value, or Lua's
+-- bare "not enough memory") with its key and context, as process settles
+-- a row that raised.
+local function settle_error(R, D, seq, key, ctx, err, settle)
   local res = row_error(err)
   if res.budget then
     settle(R, D, seq, "budget", false, res.msg, nil, key)
@@ -385,10 +378,64 @@ local function settle_raised(R, D, b, err, settle)
   end
 end
 
---- batch_runner(R, settle, settle_ok) -> run(b, D) | nil. The body of a batch task
---- (orch.run.driver: rows b.rows[1..b.n], seqs b.seqs, b.ran = 0) when a
---- failed row needs neither another try nor its input again (no
---- orch.retry, no orch.default; else nil: each row goes through process).
+-- Settles row b.ran + 1 of batch b, which raised err: a failure in writing
+-- it names the write, no traceback (as process's pcall of encode).
+local function settle_raised(R, D, b, err, settle)
+  local seq, key, ctx = b.seqs[b.ran + 1], b.key, b.ctx
+  if b.encoding then
+    b.encoding = false
+    settle(R, D, seq, "failed", false, "cannot write the row: " .. tostring(type(err) == "table" and err.msg or err),
+      nil, key, ctx and ctx.usage)
+    return
+  end
+  settle_error(R, D, seq, key, ctx, err, settle)
+end
+
+--- one_runner(R, settle, settle_ok) -> run_one(row, seq, D): the body of a
+--- task of one row (a row that waits, an LLM call each) where batch_runner
+--- applies: the row's key, context, stages under xpcall and settlement in
+--- one function, no batch table (a waiting row keeps less), its stages
+--- three frames above the task's start. -> whether the task was suspended.
+local function one_runner(R, settle, settle_ok, stages)
+  local rt, resumes, new_ctx, apply = R.rt, sched.resumes, context.new, applier(stages)
+  local need_ctx, key_of = takes_ctx(stages), M.key_function(R.wf.key)
+  local key_col = type(R.wf.key) == "string" and R.wf.key or nil
+  local encode, sink = encoder(R.out)
+  return function(row, seq, D)
+    local r0 = resumes()
+    local key = key_col and getmetatable(row) == nil and row[key_col]
+    if not key then
+      local kok
+      kok, key = pcall(key_of, row, seq)
+      if not kok then
+        settle(R, D, seq, "failed", false, key)
+        return resumes() ~= r0
+      end
+    end
+    local ctx = need_ctx and new_ctx(rt, seq, key) or nil
+    local ok, res = xpcall(apply, row_traceback, row, ctx)
+    if not ok then
+      settle_error(R, D, seq, key, ctx, res, settle)
+    elseif res == nil then
+      settle(R, D, seq, "dropped", false, nil, nil, key, ctx and ctx.usage)
+    else
+      local eok, line = pcall(encode, sink, res)
+      if eok then
+        settle_ok(R, D, seq, line, key, ctx and ctx.usage)
+      else
+        settle(R, D, seq, "failed", false, "cannot write the row: " .. tostring(line), nil, key, ctx and ctx.usage)
+      end
+    end
+    return resumes() ~= r0
+  end
+end
+
+--- batch_runner(R, settle, settle_ok) -> run(b, D), run_one(row, seq, D)
+--- | nil. run: the body of a batch task (orch.run.driver: rows
+--- b.rows[1..b.n], seqs b.seqs, b.ran = 0), run_one a task of one row's
+--- (one_runner), when a failed row needs neither another try nor its
+--- input again (no orch.retry, no orch.default; else nil: each row goes
+--- through process).
 --- The rows run under one xpcall, each settled at once with
 --- settle(R, D, seq, status, line, msg, tb, key, usage) (a row that got
 --- through: settle_ok(R, D, seq, line, key, usage)); a row that raises
@@ -401,7 +448,8 @@ function M.batch_runner(R, settle, settle_ok)
   if oe.retries > 0 or oe.keep_input then
     return nil
   end
-  local loop, resumes = row_loop(R, M.stages(R.wf), settle, settle_ok), sched.resumes
+  local stages = M.stages(R.wf)
+  local loop, resumes = row_loop(R, stages, settle, settle_ok), sched.resumes
   return function(b, D)
     b.r0, b.encoding = resumes(), false
     while true do
@@ -413,7 +461,7 @@ function M.batch_runner(R, settle, settle_ok)
       b.ran = b.ran + 1
     end
     return resumes() ~= b.r0
-  end
+  end, one_runner(R, settle, settle_ok, stages)
 end
 
 --- record_failure(R, seq, key, msg, tb, status): a settled row that

@@ -133,8 +133,13 @@ struct orch_sched *orch_sched_new(lua_State *L, struct orch_loop *loop)
     return s;
 }
 
+/* A task's coroutine finds its scheduler through its task (extra space):
+ * a row's sched calls (resumes() once a row) skip the registry lookup. */
 struct orch_sched *orch_sched_get(lua_State *L)
 {
+    struct orch_task *t = *(struct orch_task **)lua_getextraspace(L);
+    if (t != NULL && t->co == L)
+        return t->s;
     lua_rawgetp(L, LUA_REGISTRYINDEX, &sched_key);
     struct orch_sched *s = lua_touserdata(L, -1);
     lua_pop(L, 1);

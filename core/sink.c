@@ -17,9 +17,11 @@
 
 struct orch_sink {
     int fd;
-    XXH3_state_t *hash; /* of every byte written */
+    XXH3_state_t *hash; /* of every byte written but buf[hashed..used) */
     uint64_t written;   /* bytes handed to the kernel */
     size_t used;
+    size_t hashed; /* bytes of buf already in hash: a buffer is hashed whole
+                    * when flushed (or asked for the hash), not line by line */
     char err[512];
     char *path;
     char buf[SINK_BUF];
@@ -118,6 +120,7 @@ struct orch_sink *orch_sink_open(const char *path, uint64_t offset, const uint64
     k->hash = h;
     k->written = offset;
     k->used = 0;
+    k->hashed = 0;
     k->err[0] = '\0';
     k->path = p;
     return k;
@@ -145,14 +148,22 @@ static int write_all(struct orch_sink *k, const char *p, size_t len)
     return 0;
 }
 
+/* Adds the buffer's bytes not hashed yet to the hash. */
+static void hash_buffer(struct orch_sink *k)
+{
+    XXH3_64bits_update(k->hash, k->buf + k->hashed, k->used - k->hashed);
+    k->hashed = k->used;
+}
+
 int orch_sink_write(struct orch_sink *k, const void *data, size_t len)
 {
-    XXH3_64bits_update(k->hash, data, len);
     if (k->used + len > SINK_BUF) {
         if (orch_sink_flush(k, 0) != 0)
             return -1;
-        if (len > SINK_BUF)
+        if (len > SINK_BUF) {
+            XXH3_64bits_update(k->hash, data, len);
             return write_all(k, data, len);
+        }
     }
     memcpy(k->buf + k->used, data, len);
     k->used += len;
@@ -163,7 +174,9 @@ int orch_sink_flush(struct orch_sink *k, int sync)
 {
     if (k->used > 0) {
         size_t used = k->used;
+        hash_buffer(k);
         k->used = 0;
+        k->hashed = 0;
         if (write_all(k, k->buf, used) != 0)
             return -1;
     }
@@ -172,8 +185,9 @@ int orch_sink_flush(struct orch_sink *k, int sync)
     return 0;
 }
 
-uint64_t orch_sink_hash(const struct orch_sink *k)
+uint64_t orch_sink_hash(struct orch_sink *k)
 {
+    hash_buffer(k);
     return XXH3_64bits_digest(k->hash);
 }
 

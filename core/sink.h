@@ -32,7 +32,7 @@ enum orch_sink_why { ORCH_SINK_ERROR = 1, ORCH_SINK_BUSY, ORCH_SINK_CHANGED };
 struct orch_sink *orch_sink_open(const char *path, uint64_t offset, const uint64_t *prefix, char *err,
                                  size_t errlen, enum orch_sink_why *why);
 /* XXH3-64 of every byte written so far, buffered ones included. */
-uint64_t orch_sink_hash(const struct orch_sink *k);
+uint64_t orch_sink_hash(struct orch_sink *k);
 /* Buffers len bytes. Returns 0, or -1 with orch_sink_error() set. */
 int orch_sink_write(struct orch_sink *k, const void *data, size_t len);
 /* Writes the buffer out; with sync, also fsyncs. Returns 0 or -1. */

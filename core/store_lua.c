@@ -152,6 +152,16 @@ static const char *get_str(lua_State *L, int idx, const char *k)
     return v;
 }
 
+/* get_str with the field's name at stack index kname */
+static const char *get_str_at(lua_State *L, int idx, int kname)
+{
+    lua_pushvalue(L, kname);
+    lua_gettable(L, idx);
+    const char *v = lua_isnil(L, -1) ? NULL : luaL_checkstring(L, -1);
+    lua_pop(L, 1);
+    return v;
+}
+
 static int64_t get_int(lua_State *L, int idx, const char *k)
 {
     lua_getfield(L, idx, k);
@@ -466,9 +476,10 @@ static int l_store_run_list(lua_State *L)
  * as it is, a number in its integer form when integral (JSON numbers decode
  * as floats), anything else by tostring. Cached back into the table so the
  * string stays anchored. */
-static const char *key_text(lua_State *L, int t)
+static const char *key_text(lua_State *L, int t, int kname)
 {
-    lua_getfield(L, t, "key");
+    lua_pushvalue(L, kname); /* "key", pushed once by to_results */
+    lua_gettable(L, t);
     int type = lua_type(L, -1);
     if (type == LUA_TNIL || type == LUA_TSTRING) {
         const char *k = lua_tostring(L, -1);
@@ -501,15 +512,25 @@ static const char *key_text(lua_State *L, int t)
  * Raises on a result without status. */
 static void to_results(lua_State *L, int idx, struct orch_result *res, size_t n, int with_data)
 {
+    /* the field names pushed once: lua_getfield would look each C string
+     * up among Lua's strings again, four times a result */
+    lua_pushliteral(L, "seq");
+    int kseq = lua_gettop(L);
+    lua_pushliteral(L, "key");
+    lua_pushliteral(L, "status");
+    lua_pushliteral(L, "error");
     for (size_t i = 0; i < n; i++) {
         lua_rawgeti(L, idx, (lua_Integer)i + 1);
         int t = lua_gettop(L);
         luaL_checktype(L, t, LUA_TTABLE);
         memset(&res[i], 0, sizeof res[i]);
-        res[i].seq = get_int(L, t, "seq");
-        res[i].key = key_text(L, t);
-        res[i].status = get_str(L, t, "status");
-        res[i].error = get_str(L, t, "error");
+        lua_pushvalue(L, kseq);
+        lua_gettable(L, t);
+        res[i].seq = (int64_t)luaL_optinteger(L, -1, 0);
+        lua_pop(L, 1);
+        res[i].key = key_text(L, t, kseq + 1);
+        res[i].status = get_str_at(L, t, kseq + 2);
+        res[i].error = get_str_at(L, t, kseq + 3);
         if (with_data) {
             lua_getfield(L, t, "data");
             if (!lua_isnil(L, -1))
@@ -520,6 +541,7 @@ static void to_results(lua_State *L, int idx, struct orch_result *res, size_t n,
             luaL_error(L, "results[%d].status is required", (int)i + 1);
         lua_pop(L, 1);
     }
+    lua_pop(L, 4);
 }
 
 /* checkpoint_write(run, ckpt, results, state) -> { seq, checksum, bytes, duration_ms } | nil, err

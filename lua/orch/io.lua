@@ -48,6 +48,7 @@ local function file_source(spec)
   local rnext = r.next -- looked up once, not for every record
   if kind == "csv" then
     src.next = r:taker() -- C: next's results in this order, no Lua call a row
+    src.plain_rows = true -- its rows are new tables with no metatable
   else
     local path = spec.path
     function src.next()

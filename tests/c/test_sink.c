@@ -5,6 +5,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <xxhash.h>
+
 #include "check.h"
 #include "sink.h"
 
@@ -95,6 +97,28 @@ int main(int argc, char **argv)
     k = orch_sink_open(path, 1u << 30, NULL, err, sizeof err, NULL);
     CHECK(k == NULL);
     CHECK(strstr(err, "shorter than") != NULL);
+
+    /* the hash is XXH3 of the bytes written, however they were buffered:
+     * lines past a buffer's flush, a hash asked mid-buffer, a write larger
+     * than the buffer */
+    k = orch_sink_open(path, ORCH_SINK_FRESH, NULL, err, sizeof err, NULL);
+    CHECK(k != NULL);
+    size_t total = 200000 + 100000;
+    char *all = malloc(total);
+    CHECK(all != NULL);
+    for (size_t i = 0; i < total; i++)
+        all[i] = (char)('a' + i % 23);
+    for (size_t off = 0; off < 200000; off += 100) {
+        CHECK(orch_sink_write(k, all + off, 100) == 0);
+        if (off == 70000)
+            CHECK(orch_sink_hash(k) == XXH3_64bits(all, off + 100));
+    }
+    CHECK(orch_sink_write(k, all + 200000, 100000) == 0);
+    CHECK(orch_sink_hash(k) == XXH3_64bits(all, total));
+    CHECK(orch_sink_flush(k, 0) == 0);
+    CHECK(orch_sink_hash(k) == XXH3_64bits(all, total));
+    CHECK(orch_sink_close(k) == 0);
+    free(all);
 
     /* a directory is not an output file */
     k = orch_sink_open(dir, ORCH_SINK_FRESH, NULL, err, sizeof err, NULL);

@@ -179,13 +179,15 @@ function M.turn(R)
     end
   end
   local evs, bus = R.events, R.bus
-  R.events = {}
-  for _, ev in ipairs(evs) do
-    if bus.wants.event then
-      bus.notify(ev)
-    end
-    if not R.every_rows and M.policy_says(R, ev.name) then
-      M.write(R, "event " .. ev.name)
+  if #evs > 0 then -- a new list only after events: not a table every turn
+    R.events = {}
+    for _, ev in ipairs(evs) do
+      if bus.wants.event then
+        bus.notify(ev)
+      end
+      if not R.every_rows and M.policy_says(R, ev.name) then
+        M.write(R, "event " .. ev.name)
+      end
     end
   end
   if not R.every_rows then

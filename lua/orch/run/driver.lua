@@ -106,7 +106,7 @@ local function admit(R, D)
     inflight = inflight + 1
   end
   local size = math.min(D.size, conc)
-  local b, n = nil, 0
+  local b, n, brows, bseqs = nil, 0, nil, nil
   while not eof and not R.stop and inflight < conc and next_seq - write_seq < window do
     local iok, row, line, a, c1, c2 = pcall(src.next)
     if not iok then
@@ -135,9 +135,10 @@ local function admit(R, D)
       end
       if b == nil then
         b = take_batch(D)
+        brows, bseqs = b.rows, b.seqs
       end
       n = n + 1
-      b.rows[n], b.seqs[n] = row, next_seq
+      brows[n], bseqs[n] = row, next_seq
       next_seq = next_seq + 1
       inflight = inflight + 1
       if n == size then
@@ -159,33 +160,34 @@ local function flush(R, D)
   local done, end_offset, end_line, cursor, window = D.done, D.end_offset, D.end_line, R.cursor, D.window
   local out, counts, totals, bus = R.out, R.counts, R.totals, R.bus
   local pending, last, threshold = R.pending, R.last_ckpt_index, checkpoint.threshold(R)
-  local write_seq = D.write_seq
+  local write_seq, wants = D.write_seq, bus.wants
   while true do
     local slot = write_seq % window + 1
     local d = done[slot]
     if not d then
       break
     end
-    if d.line then
-      out:write(d.line)
-      R.out_bytes = R.out_bytes + #d.line
+    local line, status = d.line, d.status
+    if line then
+      out:write(line)
+      R.out_bytes = R.out_bytes + #line
     end
     -- counted and recorded when settled, so a checkpoint's figures and
     -- errors file hold exactly the rows before its cursor
-    counts[d.status] = counts[d.status] + 1
+    counts[status] = counts[status] + 1
     local usage = d.usage -- the row's LLM figures, for the row event too
     if usage then
       add_usage(totals, usage)
       d.usage = nil
     end
     if d.error ~= nil then
-      record_failure(R, write_seq, d.key, d.error, d.tb, d.status)
+      record_failure(R, write_seq, d.key, d.error, d.tb, status)
     end
-    if d.status == "failed" then
+    if status == "failed" then
       same_failure(R, d.error)
     end
-    if bus.wants.row then
-      bus.notify({ type = "row", seq = write_seq, key = d.key, status = d.status, error = d.error, usage = usage })
+    if wants.row then
+      bus.notify({ type = "row", seq = write_seq, key = d.key, status = status, error = d.error, usage = usage })
     end
     d.seq, d.line = write_seq, nil
     if d.tb ~= nil then
@@ -199,7 +201,7 @@ local function flush(R, D)
     cursor.index = write_seq
     done[slot] = false
     write_seq = write_seq + 1
-    if cursor.index - last >= threshold then
+    if write_seq - last > threshold then -- cursor.index - last >= threshold
       local why = due(R)
       if why then
         write(R, why)
@@ -250,13 +252,55 @@ local function settle(R, D, seq, status, line, msg, tb, key, usage)
   end
 end
 
--- batcher(R, D) -> run_batch(b), the body of a batch task: runs
--- R.process on b.rows[i], b.seqs[i] in turn and settles each row into the
--- reorder window at once (no completion record per row), until the task
--- has been suspended or the run stops. b.ran counts the rows that ran
--- (the row that raised, when the task fails, is b.ran + 1). -> whether the
--- task was suspended.
+-- oner(R, D) -> run_one(row, seq): a batch of one row, without the batch
+-- table. -> whether the task was suspended.
+local function oner(R, D)
+  local resumes, process = sched.resumes, R.process
+  return function(row, seq)
+    local r0 = resumes()
+    settle(R, D, seq, process(row, seq))
+    return resumes() ~= r0
+  end
+end
+
+-- settle for a row that got through (status "ok", no error): the same
+-- record as settle's, without the checks a row that got through skips.
+local function settle_ok(R, D, seq, line, key, usage)
+  local spare = R.spare
+  local ns = #spare
+  local d
+  if ns > 0 then
+    d = spare[ns]
+    spare[ns] = nil
+    d.line, d.status, d.key = line, "ok", key
+    if d.error ~= nil then
+      d.error = nil
+    end
+  else
+    d = { line = line, status = "ok", key = key }
+  end
+  if usage ~= nil then
+    d.usage = usage
+  end
+  D.done[seq % D.window + 1] = d
+end
+
+-- batcher(R, D) -> run_batch(b), run_one(row, seq): the bodies of a
+-- batch task and of a row's own task: outcome.batch_runner's when it
+-- applies, else run_batch runs R.process on b.rows[i], b.seqs[i] in turn
+-- and settles each row into the reorder window at once (no completion
+-- record per row), until the task has been suspended or the run stops.
+-- b.ran counts the rows that ran (the row that raised, when the task
+-- fails, is b.ran + 1). -> whether the task was suspended.
 local function batcher(R, D)
+  local run, one = outcome.batch_runner(R, settle, settle_ok) -- the rows under one xpcall, when it applies
+  if run then
+    return function(b)
+      return run(b, D)
+    end, function(row, seq)
+      return one(row, seq, D)
+    end
+  end
   local resumes, process = sched.resumes, R.process
   return function(b)
     local rows, seqs, n = b.rows, b.seqs, b.n
@@ -270,18 +314,7 @@ local function batcher(R, D)
       b.ran = i
     end
     return resumes() ~= r0
-  end
-end
-
--- oner(R, D) -> run_one(row, seq): a batch of one row, without the batch
--- table. -> whether the task was suspended.
-local function oner(R, D)
-  local resumes, process = sched.resumes, R.process
-  return function(row, seq)
-    local r0 = resumes()
-    settle(R, D, seq, process(row, seq))
-    return resumes() ~= r0
-  end
+  end, oner(R, D)
 end
 
 -- Takes each ended batch task: the rows it did not start go back to
@@ -358,7 +391,7 @@ function M.drive(R)
   local D = { next_seq = first, write_seq = first, done = done, tasks = {}, inflight = 0, eof = false,
     end_offset = end_offset, end_line = end_line, window = window,
     size = 1, redo_rows = {}, redo_seqs = {}, spare_batches = {} }
-  D.run_batch, D.run_one = batcher(R, D), oner(R, D)
+  D.run_batch, D.run_one = batcher(R, D)
   R.out_bytes = R.ckpt and R.ckpt.output_offset or 0
   while true do
     local nsig = signals(R, D)

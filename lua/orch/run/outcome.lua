@@ -4,6 +4,7 @@
 -- over: settled (ok, dropped, defaulted, failed), stopped by the budget,
 -- interrupted. R is the run's state (see orch.run).
 local context = require("orch.context")
+local sched = require("orch.sched")
 local json = require("orch.json")
 local sys = require("orch.sys")
 local progress = require("orch.run.progress")
@@ -139,6 +140,24 @@ function M.row_error(e)
 end
 local row_error = M.row_error
 
+-- takes_ctx(stages) -> whether a stage may use a row's context: one that
+-- declares a second parameter or varargs, a C function or a callable
+-- table, a critical stage (its checkpoint goes through the context). A
+-- stage function(row) cannot see one: its rows are run without one (a
+-- table of six keys a row fewer to make and collect).
+local function takes_ctx(stages)
+  for _, s in ipairs(stages) do
+    if s.critical or type(s.fn) ~= "function" then
+      return true
+    end
+    local info = debug.getinfo(s.fn, "u")
+    if info.isvararg or info.nparams > 1 then
+      return true
+    end
+  end
+  return false
+end
+
 -- apply(stages) -> function(row, ctx): runs the stages in turn; -> the
 -- row, or nil when a stage dropped it.
 local function applier(stages)
@@ -146,7 +165,9 @@ local function applier(stages)
   return function(row, ctx)
     for i = 1, nstages do
       local stage = stages[i] -- called as stage.fn: a traceback names it "field 'fn'"
-      ctx.stage = stage.name
+      if ctx then -- none when no stage takes one (takes_ctx)
+        ctx.stage = stage.name
+      end
       if stage.critical then
         ctx:checkpoint("before " .. stage.name) -- what is settled is durable before it runs
       end
@@ -226,7 +247,8 @@ end
 function M.processor(R)
   local oe, rt, log = R.on_error, R.rt, R.log
   local retries, keep_input = oe.retries, oe.keep_input
-  local key_of, apply = M.key_function(R.wf.key), applier(M.stages(R.wf))
+  local stages = M.stages(R.wf)
+  local key_of, apply, need_ctx = M.key_function(R.wf.key), applier(stages), takes_ctx(stages)
   local encode, sink = encoder(R.out)
   local defaulted = oe.fallback ~= nil and defaulter(oe.fallback, encode, sink) or nil
   -- a key column read from a plain table cannot raise: no pcall then
@@ -240,7 +262,7 @@ function M.processor(R)
         return "failed", false, key, nil, nil
       end
     end
-    local ctx = context.new(rt, seq, key)
+    local ctx = need_ctx and context.new(rt, seq, key) or nil
     local input = keep_input and deepcopy(row) or nil
     local ok, res = xpcall(apply, row_traceback, row, ctx)
     if not ok then
@@ -263,17 +285,183 @@ function M.processor(R)
     end
     if ok then
       if res == nil then
-        return "dropped", false, nil, nil, key, ctx.usage
+        return "dropped", false, nil, nil, key, ctx and ctx.usage
       end
       local eok, line = pcall(encode, sink, res)
       if eok then
-        return "ok", line, nil, nil, key, ctx.usage
+        return "ok", line, nil, nil, key, ctx and ctx.usage
       end
       res = { msg = "cannot write the row: " .. tostring(line) }
     end
-    return not_through(res, input, defaulted, key, ctx.usage)
+    return not_through(res, input, defaulted, key, ctx and ctx.usage)
   end
   return process, defaulted
+end
+
+-- row_loop(R, stages, settle, settle_ok) -> loop(b, D): runs the rows of
+-- batch b from b.ran + 1 (see batch_runner) until its last, a suspension
+-- of the task (resumes() ~= b.r0) or the run's stop; each row settled at
+-- once. Raises with the error of row b.ran + 1; b.key and b.ctx are its
+-- key and context, b.encoding whether it was being written. Few locals
+-- are live at a stage's call: a row that waits keeps a short stack.
+local function row_loop(R, stages, settle, settle_ok)
+  local nstages, rt, resumes, new_ctx = #stages, R.rt, sched.resumes, context.new
+  local need_ctx, key_of = takes_ctx(stages), M.key_function(R.wf.key)
+  local key_col = type(R.wf.key) == "string" and R.wf.key or nil
+  local plain = R.src and R.src.plain_rows -- rows with no metatable: no check a row
+  local encode, sink = encoder(R.out)
+  return function(b, D)
+    local rows, seqs = b.rows, b.seqs
+    for i = b.ran + 1, b.n do
+      if i > 1 and (R.stop or resumes() ~= b.r0) then
+        return
+      end
+      local row, seq = rows[i], seqs[i]
+      local key = key_col and (plain or getmetatable(row) == nil) and row[key_col]
+      if not key then
+        local kok
+        kok, key = pcall(key_of, row, seq)
+        if not kok then
+          settle(R, D, seq, "failed", false, key)
+          b.ran = i
+          goto next
+        end
+      end
+      local ctx = need_ctx and new_ctx(rt, seq, key) or nil
+      b.key = key
+      if need_ctx then -- b.ctx stays nil for a run without contexts
+        b.ctx = ctx
+      end
+      for s = 1, nstages do
+        local stage = stages[s] -- called as stage.fn: a traceback names it "field 'fn'"
+        if ctx then
+          ctx.stage = stage.name
+        end
+        if stage.critical then
+          ctx:checkpoint("before " .. stage.name) -- what is settled is durable before it runs
+        end
+        local r = stage.fn(row, ctx)
+        if r ~= nil and type(r) ~= "table" then
+          error(string.format("%s returned a %s; a stage returns the row (a table) or nil to drop it",
+            stage.name, type(r)), 0)
+        end
+        row = r
+        if r == nil then
+          break
+        end
+      end
+      if row == nil then
+        settle(R, D, seq, "dropped", false, nil, nil, key, ctx and ctx.usage)
+      else
+        b.encoding = true
+        local line = encode(sink, row)
+        b.encoding = false
+        settle_ok(R, D, seq, line, key, ctx and ctx.usage)
+      end
+      b.ran = i
+      ::next::
+    end
+  end
+end
+
+-- Settles the row seq that raised err (row_traceback's value, or Lua's
+-- bare "not enough memory") with its key and context, as process settles
+-- a row that raised.
+local function settle_error(R, D, seq, key, ctx, err, settle)
+  local res = row_error(err)
+  if res.budget then
+    settle(R, D, seq, "budget", false, res.msg, nil, key)
+  elseif res.interrupted then
+    settle(R, D, seq, "interrupted", false, res.msg, nil, key)
+  else
+    settle(R, D, seq, "failed", false, res.msg, res.tb, key, ctx and ctx.usage)
+  end
+end
+
+-- Settles row b.ran + 1 of batch b, which raised err: a failure in writing
+-- it names the write, no traceback (as process's pcall of encode).
+local function settle_raised(R, D, b, err, settle)
+  local seq, key, ctx = b.seqs[b.ran + 1], b.key, b.ctx
+  if b.encoding then
+    b.encoding = false
+    settle(R, D, seq, "failed", false, "cannot write the row: " .. tostring(type(err) == "table" and err.msg or err),
+      nil, key, ctx and ctx.usage)
+    return
+  end
+  settle_error(R, D, seq, key, ctx, err, settle)
+end
+
+--- one_runner(R, settle, settle_ok) -> run_one(row, seq, D): the body of a
+--- task of one row (a row that waits, an LLM call each) where batch_runner
+--- applies: the row's key, context, stages under xpcall and settlement in
+--- one function, no batch table (a waiting row keeps less), its stages
+--- three frames above the task's start. -> whether the task was suspended.
+local function one_runner(R, settle, settle_ok, stages)
+  local rt, resumes, new_ctx, apply = R.rt, sched.resumes, context.new, applier(stages)
+  local need_ctx, key_of = takes_ctx(stages), M.key_function(R.wf.key)
+  local key_col = type(R.wf.key) == "string" and R.wf.key or nil
+  local encode, sink = encoder(R.out)
+  return function(row, seq, D)
+    local r0 = resumes()
+    local key = key_col and getmetatable(row) == nil and row[key_col]
+    if not key then
+      local kok
+      kok, key = pcall(key_of, row, seq)
+      if not kok then
+        settle(R, D, seq, "failed", false, key)
+        return resumes() ~= r0
+      end
+    end
+    local ctx = need_ctx and new_ctx(rt, seq, key) or nil
+    local ok, res = xpcall(apply, row_traceback, row, ctx)
+    if not ok then
+      settle_error(R, D, seq, key, ctx, res, settle)
+    elseif res == nil then
+      settle(R, D, seq, "dropped", false, nil, nil, key, ctx and ctx.usage)
+    else
+      local eok, line = pcall(encode, sink, res)
+      if eok then
+        settle_ok(R, D, seq, line, key, ctx and ctx.usage)
+      else
+        settle(R, D, seq, "failed", false, "cannot write the row: " .. tostring(line), nil, key, ctx and ctx.usage)
+      end
+    end
+    return resumes() ~= r0
+  end
+end
+
+--- batch_runner(R, settle, settle_ok) -> run(b, D), run_one(row, seq, D)
+--- | nil. run: the body of a batch task (orch.run.driver: rows
+--- b.rows[1..b.n], seqs b.seqs, b.ran = 0), run_one a task of one row's
+--- (one_runner), when a failed row needs neither another try nor its
+--- input again (no orch.retry, no orch.default; else nil: each row goes
+--- through process).
+--- The rows run under one xpcall, each settled at once with
+--- settle(R, D, seq, status, line, msg, tb, key, usage) (a row that got
+--- through: settle_ok(R, D, seq, line, key, usage)); a row that raises
+--- ends it, is settled as process would, and the rows after it run under
+--- a new one. A row costs no process call, xpcall or apply call, and no
+--- context when no stage takes one. -> whether the task was suspended;
+--- b.ran counts the rows that ran.
+function M.batch_runner(R, settle, settle_ok)
+  local oe = R.on_error
+  if oe.retries > 0 or oe.keep_input then
+    return nil
+  end
+  local stages = M.stages(R.wf)
+  local loop, resumes = row_loop(R, stages, settle, settle_ok), sched.resumes
+  return function(b, D)
+    b.r0, b.encoding = resumes(), false
+    while true do
+      local ok, err = xpcall(loop, row_traceback, b, D)
+      if ok then
+        break
+      end
+      settle_raised(R, D, b, err, settle)
+      b.ran = b.ran + 1
+    end
+    return resumes() ~= b.r0
+  end, one_runner(R, settle, settle_ok, stages)
 end
 
 --- record_failure(R, seq, key, msg, tb, status): a settled row that

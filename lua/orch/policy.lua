@@ -13,6 +13,13 @@
 --
 -- Whatever the policy says, the driver also checkpoints at the end, when
 -- stopped, and when MAX_PENDING rows wait (their results are held in memory).
+--
+-- A built-in policy also has bounds(mean_checkpoint_ms) -> rows, seconds,
+-- usd: with no event, its decide says no while rows_since, seconds_since
+-- and cost_since_usd are all below them. The driver asks such a policy
+-- only once one of them is reached (a call a settled row cost a quarter
+-- of the row engine's instructions under every_seconds and adaptive);
+-- what it decides, and when, is the same.
 local check = require("orch.check")
 
 local M = {}
@@ -20,9 +27,11 @@ local M = {}
 local Policy = { __name = "orch.Policy" }
 M.Policy = Policy
 
-local function make(name, decide)
-  return setmetatable({ name = name, decide = decide }, Policy)
+local function make(name, decide, bounds)
+  return setmetatable({ name = name, decide = decide, bounds = bounds }, Policy)
 end
+
+local huge = math.huge
 
 local function positive(fname, v, integer)
   if type(v) ~= "number" or v <= 0 or (integer and math.type(v) ~= "integer") then
@@ -51,6 +60,8 @@ function M.every_rows(n)
   positive("orch.policy.every_rows(n)", n, true)
   local p = make("rows", function(s)
     return s.rows_since >= n
+  end, function()
+    return n, huge, huge
   end)
   p.rows = n -- the row driver compares this itself, without a call per row
   return p
@@ -61,6 +72,8 @@ function M.every_seconds(sec)
   positive("orch.policy.every_seconds(seconds)", sec)
   return make("time", function(s)
     return s.seconds_since >= sec and dirty(s)
+  end, function()
+    return huge, sec, huge
   end)
 end
 
@@ -85,15 +98,29 @@ function M.on_events(names)
   end
   return make("event", function(s)
     return s.event ~= nil and set[s.event] == true
+  end, function()
+    return huge, huge, huge
   end)
 end
 
 --- any{ p1, p2, ... }: when any of them says so.
 function M.any(list)
   list_arg("orch.policy.any{...}", list, "policies")
-  local decides = {}
+  local decides, all_bounds = {}, {}
   for i, p in ipairs(list) do
     decides[i] = M.decider(p, "orch.policy.any: policy " .. i)
+    all_bounds[i] = type(p) == "table" and p.bounds
+  end
+  local bounds = function(mean_ms) -- the lowest of its policies' (none if one has none)
+    local rows, seconds, usd = huge, huge, huge
+    for i = 1, #list do
+      if not all_bounds[i] then
+        return 0, 0, 0
+      end
+      local r, t, u = all_bounds[i](mean_ms)
+      rows, seconds, usd = math.min(rows, r), math.min(seconds, t), math.min(usd, u)
+    end
+    return rows, seconds, usd
   end
   return make("any", function(s)
     for _, d in ipairs(decides) do
@@ -102,7 +129,7 @@ function M.any(list)
       end
     end
     return false
-  end)
+  end, bounds)
 end
 
 local adaptive_keys = {
@@ -141,6 +168,9 @@ function M.adaptive(opts)
       return true
     end
     return dirty(s) and s.seconds_since >= p.interval(s.mean_checkpoint_ms)
+  end
+  p.bounds = function(mean_ms)
+    return max_rows, p.interval(mean_ms), max_usd
   end
   return p
 end

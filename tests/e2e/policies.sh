@@ -15,7 +15,17 @@ local policies = {
   adaptive = orch.policy.adaptive { min_interval = 0.2, max_interval = 0.3 },
   any = orch.policy.any { orch.policy.every_rows(200), orch.policy.on_events { "chapter" } },
   raises = function(s) if s.rows_done >= 500 then error("policy gave up") end return false end,
+  bounded = orch.policy.any { orch.policy.every_seconds(3600), orch.policy.every_rows(400) },
 }
+if which == "bounded" then -- counts the times the driver asks it
+  local p, asked = policies.bounded, 0
+  local decide = p.decide
+  p.decide = function(s)
+    asked = asked + 1
+    local f = io.open("asked.txt", "w"); f:write(asked); f:close()
+    return decide(s)
+  end
+end
 return orch.workflow {
   name = "pol-" .. which,
   input = orch.read.csv("rows.csv"),
@@ -39,6 +49,16 @@ run_orch rows.log run pol.lua --set policy=rows
 expect_eq "every_rows(100): exit 0" "$RC" 0
 expect_eq "a checkpoint every 100 rows, then the final one" "$(cps rows)" \
   "rows:100 rows:200 rows:300 rows:400 rows:500 rows:600 rows:700 rows:800 rows:900 rows:1000 final:1000"
+
+# a built-in policy is asked once its bounds are reached, not after every
+# row: here at 400 and 800 rows and on the three events, where a row at a
+# time would ask it over a thousand times; it decides the same
+run_orch bounded.log run pol.lua --set policy=bounded
+expect_eq "any{every_seconds(3600), every_rows(400)}: exit 0" "$RC" 0
+expect_eq "any{every_seconds, every_rows}: checkpoints at 400 and 800 rows" "$(cps bounded)" \
+  "any:400 any:800 final:1000"
+if [ "$(cat asked.txt)" -le 10 ]; then ok "a bounded policy asked $(cat asked.txt) times over 1,000 rows"
+else bad "a bounded policy asked $(cat asked.txt) times over 1,000 rows"; fi
 
 run_orch fn.log run pol.lua --set policy=fn
 expect_eq "a plain function decides" "$(cps fn)" "policy:250 policy:500 policy:750 policy:1000 final:1000"

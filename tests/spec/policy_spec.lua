@@ -92,4 +92,34 @@ describe("orch.policy", function()
         { target = 0 })
     end)
   end)
+  it("a built-in policy says no below its bounds, so the driver need not ask it every row", function()
+    local cases = {
+      orch.policy.every_rows(7),
+      orch.policy.every_seconds(2),
+      orch.policy.on_events { "chapter" },
+      orch.policy.adaptive { max_rows = 50, max_usd = 0.5, min_interval = 1, max_interval = 9 },
+      orch.policy.any { orch.policy.every_seconds(3), orch.policy.every_rows(40) },
+    }
+    local want = { { 7, math.huge, math.huge }, { math.huge, 2, math.huge }, { math.huge, math.huge, math.huge },
+      { 50, 1, 0.5 }, { 40, 3, math.huge } }
+    for i, p in ipairs(cases) do
+      assert.are.same(want[i], { p.bounds(0) }, "bounds of policy " .. i)
+      local rows, secs, usd = p.bounds(0)
+      for _ = 1, 200 do -- counters anywhere below the bounds: no
+        local c = s { rows_since = math.random(0, math.min(rows, 1000) - 1), seconds_since = math.random() * math.min(secs, 100),
+          cost_since_usd = math.random() * math.min(usd, 10), tokens_since = math.random(0, 10 ^ 6) }
+        if c.seconds_since < secs and c.cost_since_usd < usd then
+          assert.is_false(p.decide(c), "policy " .. i)
+        end
+      end
+      -- at a bound: yes (every_seconds and adaptive's interval need something to save)
+      if rows < math.huge then assert.is_true(p.decide(s { rows_since = rows })) end
+      if secs < math.huge then assert.is_true(p.decide(s { rows_since = 1, seconds_since = secs })) end
+    end
+    -- adaptive's interval follows the measured checkpoint cost
+    local a = orch.policy.adaptive { target = 0.01, mtbf = 1, max_interval = 1000 }
+    assert.are.equal(a.interval(500), select(2, a.bounds(500)))
+    -- any{} with a plain function has no bounds: asked every row
+    assert.are.same({ 0, 0, 0 }, { orch.policy.any { orch.policy.every_rows(3), function() return false end }.bounds(0) })
+  end)
 end)

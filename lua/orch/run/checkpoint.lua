@@ -29,9 +29,29 @@ function M.start(R)
   R.every_rows = type(policy) == "table" and policy.rows -- the common case, asked inline
   R.decide = policies.decider(policy, "checkpoint")
   R.policy_reason = policies.name(policy)
+  R.bounds = type(policy) == "table" and policy.bounds -- nil: asked after every row
   R.since = { rows_since = 0, seconds_since = 0, cost_since_usd = 0, tokens_since = 0,
     last_checkpoint_ms = store.now_ms(), mean_checkpoint_ms = 0, rows_done = cursor.index }
   R.last_t, R.last_cost, R.last_tokens = sched.now(), live.cost, live.tokens_in + live.tokens_out
+  M.bound(R)
+end
+
+--- bound(R): the policy's bounds since the last checkpoint (R.bound_rows,
+--- R.bound_seconds, R.bound_usd), read again after each checkpoint, when
+--- its mean cost changes; all 0 for a policy without bounds.
+function M.bound(R)
+  if R.bounds then
+    R.bound_rows, R.bound_seconds, R.bound_usd = R.bounds(R.since.mean_checkpoint_ms)
+  else
+    R.bound_rows, R.bound_seconds, R.bound_usd = 0, 0, 0
+  end
+end
+
+-- Whether the policy, asked with no event, would say no without being
+-- asked: its bounds are not reached.
+local function within_bounds(R)
+  return R.cursor.index - R.last_ckpt_index < R.bound_rows and R.live.cost - R.last_cost < R.bound_usd
+    and sched.now() - R.last_t < R.bound_seconds
 end
 
 --- policy_says(R, event) -> whether the policy wants a checkpoint now
@@ -70,7 +90,7 @@ function M.due(R)
     end
   elseif n >= R.M.MAX_PENDING then
     return "rows"
-  elseif M.policy_says(R, nil) then
+  elseif not within_bounds(R) and M.policy_says(R, nil) then
     return R.policy_reason
   end
 end
@@ -131,6 +151,7 @@ local function written(R, info, reason, output_offset)
   R.last_t, R.last_cost, R.last_tokens = sched.now(), live.cost, live.tokens_in + live.tokens_out
   since.last_checkpoint_ms = store.now_ms()
   since.mean_checkpoint_ms = R.ckpt_ms / R.ckpt_count
+  M.bound(R)
   if R.bus.wants.checkpoint then
     R.bus.notify({ type = "checkpoint", seq = info.seq, reason = reason, rows = cursor.index,
       output_bytes = output_offset, ms = info.duration_ms })
@@ -190,10 +211,8 @@ function M.turn(R)
       end
     end
   end
-  if not R.every_rows then
-    if M.policy_says(R, nil) then
-      M.write(R, R.policy_reason)
-    end
+  if not R.every_rows and not within_bounds(R) and M.policy_says(R, nil) then
+    M.write(R, R.policy_reason)
   end
 end
 

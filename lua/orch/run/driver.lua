@@ -212,6 +212,25 @@ local function flush(R, D)
   D.write_seq = write_seq
 end
 
+-- A settled row's record: one whose checkpoint is written (R.spare, see
+-- checkpoint.write), else a new one. The error is set only when there is
+-- one or the reused record had one (setting an absent key to nil costs;
+-- flush clears line, tb and usage).
+local function record(R, line, status, key, msg)
+  local spare = R.spare
+  local ns = #spare
+  if ns == 0 then
+    return { line = line, status = status, key = key, error = msg }
+  end
+  local d = spare[ns]
+  spare[ns] = nil
+  d.line, d.status, d.key = line, status, key
+  if msg ~= nil or d.error ~= nil then
+    d.error = msg
+  end
+  return d
+end
+
 -- Hands an ended row's outcome to its handler; a settled row waits in
 -- the reorder window for flush. Called from the row's batch task.
 local function settle(R, D, seq, status, line, msg, tb, key, usage)
@@ -220,26 +239,7 @@ local function settle(R, D, seq, status, line, msg, tb, key, usage)
     handle(R, seq, key, msg)
     return
   end
-  -- a settled row's record: one whose checkpoint is written (R.spare,
-  -- see checkpoint.write), else a new one; the fields a row that got
-  -- through lacks are set only when present (setting an absent key to
-  -- nil costs; flush clears line, tb and usage)
-  local spare = R.spare
-  local ns = #spare
-  local d
-  if ns > 0 then
-    d = spare[ns]
-    spare[ns] = nil
-    d.line, d.status, d.key = line, status, key
-    if msg ~= nil or d.error ~= nil then
-      d.error = msg
-    end
-  else
-    d = { line = line, status = status, key = key }
-    if msg ~= nil then
-      d.error = msg
-    end
-  end
+  local d = record(R, line, status, key, msg)
   if tb ~= nil then
     d.tb = tb
   end
@@ -263,22 +263,10 @@ local function oner(R, D)
   end
 end
 
--- settle for a row that got through (status "ok", no error): the same
--- record as settle's, without the checks a row that got through skips.
+-- settle for a row that got through (status "ok", no error): settle
+-- without the checks such a row skips.
 local function settle_ok(R, D, seq, line, key, usage)
-  local spare = R.spare
-  local ns = #spare
-  local d
-  if ns > 0 then
-    d = spare[ns]
-    spare[ns] = nil
-    d.line, d.status, d.key = line, "ok", key
-    if d.error ~= nil then
-      d.error = nil
-    end
-  else
-    d = { line = line, status = "ok", key = key }
-  end
+  local d = record(R, line, "ok", key, nil)
   if usage ~= nil then
     d.usage = usage
   end

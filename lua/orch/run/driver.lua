@@ -160,7 +160,7 @@ local function flush(R, D)
   local done, end_offset, end_line, cursor, window = D.done, D.end_offset, D.end_line, R.cursor, D.window
   local out, counts, totals, bus = R.out, R.counts, R.totals, R.bus
   local pending, last, threshold = R.pending, R.last_ckpt_index, checkpoint.threshold(R)
-  local write_seq, wants = D.write_seq, bus.wants
+  local write_seq, wants, add_result, spare = D.write_seq, bus.wants, R.add_result, R.spare
   while true do
     local slot = write_seq % window + 1
     local d = done[slot]
@@ -189,11 +189,17 @@ local function flush(R, D)
     if wants.row then
       bus.notify({ type = "row", seq = write_seq, key = d.key, status = status, error = d.error, usage = usage })
     end
-    d.seq, d.line = write_seq, nil
+    d.line = nil
     if d.tb ~= nil then
       d.tb = nil
     end
-    pending[#pending + 1] = d -- the record doubles as the result to store
+    if add_result then -- packed for the checkpoint; the record is free again
+      add_result(write_seq, d.key, status, d.error)
+      spare[#spare + 1] = d
+    else
+      d.seq = write_seq
+      pending[#pending + 1] = d -- the record doubles as the result to store
+    end
     local e = end_offset[slot]
     if e then
       cursor.offset, cursor.line = e, end_line[slot]
@@ -205,7 +211,7 @@ local function flush(R, D)
       local why = due(R)
       if why then
         write(R, why)
-        pending, last = R.pending, R.last_ckpt_index
+        pending, last, spare = R.pending, R.last_ckpt_index, R.spare
       end
     end
   end

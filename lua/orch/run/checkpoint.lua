@@ -80,11 +80,19 @@ function M.policy_says(R, event)
   return yes
 end
 
---- threshold(R) -> how many rows may settle past the last checkpoint
---- before due is asked: the driver tests this inline, for every row.
+--- threshold(R) -> rows, watch: due is asked once `rows` rows have
+--- settled past the last checkpoint and, when watch (a policy other than
+--- every_rows), once the policy's seconds or dollars bound is reached
+--- (R.bound_seconds, R.bound_usd; all 0 for a policy without bounds, so
+--- asked after every row): the driver tests both inline, for every row,
+--- with within_bounds' own comparisons, so due is asked at the same rows.
+--- Read again after each checkpoint.
 function M.threshold(R)
-  local every = R.every_rows
-  return every and math.min(every, R.M.MAX_PENDING) or 0
+  local every, max = R.every_rows, R.M.MAX_PENDING
+  if every then
+    return math.min(every, max), false
+  end
+  return math.min(R.bound_rows, max), true
 end
 
 --- due(R) -> the reason for a checkpoint after a row settles, or nil.

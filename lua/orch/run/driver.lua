@@ -211,7 +211,8 @@ local function flush(R, D)
     done[slot] = false
     write_seq = write_seq + 1
     -- cursor.index - last >= threshold, or a bound of the policy reached
-    if write_seq - last > threshold or (watch and (now() - last_t >= bound_s or live.cost - last_cost >= bound_usd)) then
+    if write_seq - last > threshold
+      or (watch and (now() - last_t >= bound_s or live.cost - last_cost >= bound_usd)) then
       local why = due(R)
       if why then
         write(R, why)

@@ -474,9 +474,10 @@ static int l_store_run_list(lua_State *L)
 /* ---- checkpoints ---- */
 
 /* The result's key as text, borrowed from the result table: a string key
- * as it is, a number in its integer form when integral (JSON numbers decode
- * as floats), anything else by tostring. Cached back into the table so the
- * string stays anchored. */
+ * as it is, a number in its integer form (lua_numbertointeger, which
+ * truncates: 7.5 gives "7"; JSON numbers decode as floats), anything else
+ * by tostring. Cached back into the table so the string stays anchored.
+ * results_lua.c makes the same text of a key packed as its row settles. */
 static const char *key_text(lua_State *L, int t, int kname)
 {
     lua_pushvalue(L, kname); /* "key", pushed once by to_results */

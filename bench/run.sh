@@ -174,16 +174,17 @@ set -- $(sort -n "$T/j_runs" | sed -n 2p); j_wall=$1 j_cpu=$2
 set -- $(sort -n "$T/jp_runs" | sed -n 2p); jp_wall=$1 jp_cpu=$2
 
 # (d) checkpoint cost per policy on the row engine: checkpoints, their
-# mean store time, and their share of the run's wall time
+# mean store time, their share of the run's wall time, and max RSS (the
+# results a rare checkpoint holds until it is written)
 for pol in rows adaptive seconds; do
   rm -f "$T"/pol.db*
-  w=$( { /usr/bin/time -f "%e" "$ORCH" run -q bench/passthrough.lua --db "$T/pol.db" --set policy=$pol \
+  w=$( { /usr/bin/time -f "%e %M" "$ORCH" run -q bench/passthrough.lua --db "$T/pol.db" --set policy=$pol \
     --set input="$T/rows.csv" --set out="$T/pol.jsonl" 2>&1 >/dev/null; } | tail -1)
   "$ORCH" stats --db "$T/pol.db" --json | python3 -c '
 import json, sys
-s = json.load(sys.stdin); wall = float(sys.argv[2])
-print("| %s | %d | %.2f | %.2f | %.2f %% |" % (sys.argv[1], s["checkpoints"], s["checkpoint_mean_ms"], wall,
-      100.0 * s["checkpoints"] * s["checkpoint_mean_ms"] / 1000.0 / wall))' "$pol" "$w" >>"$T/policies"
+s = json.load(sys.stdin); wall, rss = (float(x) for x in sys.argv[2].split())
+print("| %s | %d | %.2f | %.2f | %.2f %% | %.1f |" % (sys.argv[1], s["checkpoints"], s["checkpoint_mean_ms"], wall,
+      100.0 * s["checkpoints"] * s["checkpoint_mean_ms"] / 1000.0 / wall, rss / 1024))' "$pol" "$w" >>"$T/policies"
 done
 
 # (f) kill -9 at 50 %: 4,000 calls of 250 ms at concurrency 200, killed
@@ -303,8 +304,8 @@ set -- $(cat "$T/f_node"); fn_rss=$2 fn_wall=$3 fn_peak=$4
   echo
   echo "Checkpoint cost per policy ($ROWS-row run of bench/passthrough.lua; store time of the checkpoints over the run's wall time):"
   echo
-  echo "| policy | checkpoints | mean ms | run wall s | checkpoint share of wall |"
-  echo "|---|---|---|---|---|"
+  echo "| policy | checkpoints | mean ms | run wall s | checkpoint share of wall | max RSS MB |"
+  echo "|---|---|---|---|---|---|"
   cat "$T/policies"
   echo
   echo "The concurrency sweep (bench/sweep.dat, plotted in bench/results.png): calls of 50 ms, 10 per slot (40 to 5,000); calls/s and max RSS MB."

@@ -1,6 +1,8 @@
 /* store.c — timings of the state store (storage/store_sqlite.c): a
  * checkpoint of 500 results and one of 100,000 (key and status only, the
- * size the adaptive policy writes on a fast run), and journal writes and lookups, on a file
+ * size the adaptive policy writes on a fast run; given as a list, and
+ * packed as the rows settled, as a run hands them over), and journal
+ * writes and lookups, on a file
  * (WAL, synchronous=NORMAL) and in memory. Prints one line a measure; the
  * sanity checks on what was stored make it exit 1 if the store lost data.
  *   build/bench_store [scratch-dir]      (bench/run.sh runs it)
@@ -11,6 +13,7 @@
 #include <time.h>
 
 #include "check.h"
+#include "result_pack.h"
 #include "store.h"
 
 static int count_result(void *ud, const struct orch_result *r)
@@ -108,6 +111,25 @@ static long long file_size(const char *path)
     return path != NULL && stat(path, &sb) == 0 ? (long long)sb.st_size : -1;
 }
 
+/* One checkpoint of res[0..n): as a list, or (packed) as a run hands
+ * them over, packed as its rows settled (outside the checkpoint, so not
+ * in c->duration_ms). 0 or -1. */
+static int write_checkpoint(struct orch_store *st, struct orch_run *run, struct orch_checkpoint *c,
+                            const struct orch_result *res, int n, int packed)
+{
+    if (!packed)
+        return orch_store_checkpoint_write(st, run, c, res, (size_t)n, NULL, 0);
+    struct orch_results_packer pk = {0};
+    for (int i = 0; i < n; i++)
+        if (orch_results_packer_add(&pk, &res[i]) != 0)
+            return -1;
+    struct orch_results_chunk chunk = {ORCH_PACK_COMPACT, pk.ok.p,     pk.ok.len,
+                                       pk.ok.n,           pk.ok.first, pk.ok.last};
+    int rc = orch_store_checkpoint_write_chunk(st, run, c, &chunk, NULL, 0, NULL, 0);
+    orch_results_packer_free(&pk);
+    return rc;
+}
+
 /* nres results + a checkpoint per transaction, repeated rounds times;
  * prints timings, and with wal (the store's -wal file) the pages each
  * checkpoint after the first logged, a figure the machine's load does not
@@ -115,11 +137,11 @@ static long long file_size(const char *path)
  * pages). with_data: each result carries its output line (as a steps run
  * stores); without, key and status only (as a rows run does). */
 static void bench_checkpoint(struct orch_store *st, const char *label, int nres, int rounds, int with_data,
-                             const char *wal)
+                             const char *wal, int packed)
 {
     struct orch_run run = {0};
     char id[32];
-    snprintf(id, sizeof id, "bench-%d-%d", nres, with_data);
+    snprintf(id, sizeof id, "bench-%d-%d-%d", nres, with_data, packed);
     run.id = id;
     run.name = (char *)"bench";
     run.identity = (char *)"idZ";
@@ -155,7 +177,7 @@ static void bench_checkpoint(struct orch_store *st, const char *label, int nres,
         c.input_index = run.rows_done;
         c.memento = memento;
         c.memento_len = (size_t)ml;
-        CHECK(orch_store_checkpoint_write(st, &run, &c, res, NRES, NULL, 0) == 0);
+        CHECK(write_checkpoint(st, &run, &c, res, NRES, packed && !with_data) == 0);
         free(c.checksum);
         if (round == 0)
             wal0 = file_size(wal);
@@ -168,8 +190,9 @@ static void bench_checkpoint(struct orch_store *st, const char *label, int nres,
     int n = 0;
     CHECK(orch_store_result_list(st, id, count_result, &n) == 0);
     CHECK(n == NRES * ROUNDS);
-    printf("checkpoint of %d results%s (%s): mean %.3f ms, min %.3f ms, max %.3f ms over %d writes\n", NRES,
-           with_data ? "" : " without data", label, total / ROUNDS, best, worst, ROUNDS);
+    printf("checkpoint of %d results%s%s (%s): mean %.3f ms, min %.3f ms, max %.3f ms over %d writes\n", NRES,
+           with_data ? "" : " without data", packed ? ", packed as they settled" : "", label, total / ROUNDS,
+           best, worst, ROUNDS);
     long long wal1 = file_size(wal);
     if (wal0 >= 0 && wal1 > wal0 && ROUNDS > 1)
         printf("  WAL pages a checkpoint: %.1f\n", (double)(wal1 - wal0) / (4096 + 24) / (ROUNDS - 1));
@@ -196,11 +219,13 @@ int main(int argc, char **argv)
     }
     char wal[620];
     snprintf(wal, sizeof wal, "%s-wal", path);
-    bench_checkpoint(st, "file, WAL, synchronous=NORMAL", 500, 20, 1, wal);
+    bench_checkpoint(st, "file, WAL, synchronous=NORMAL", 500, 20, 1, wal, 0);
     /* what every_rows(500) writes on bench/passthrough.lua */
-    bench_checkpoint(st, "file, WAL, synchronous=NORMAL", 500, 20, 0, wal);
+    bench_checkpoint(st, "file, WAL, synchronous=NORMAL", 500, 20, 0, wal, 0);
+    bench_checkpoint(st, "file, WAL, synchronous=NORMAL", 500, 20, 0, wal, 1);
     /* the size the adaptive policy writes on a fast run (max_rows) */
-    bench_checkpoint(st, "file, WAL, synchronous=NORMAL", 100000, 5, 0, NULL);
+    bench_checkpoint(st, "file, WAL, synchronous=NORMAL", 100000, 5, 0, NULL, 0);
+    bench_checkpoint(st, "file, WAL, synchronous=NORMAL", 100000, 5, 0, NULL, 1);
     bench_journal(st, "file, WAL, synchronous=NORMAL");
     orch_store_close(st);
     st = orch_store_open(":memory:", err, sizeof err);
@@ -208,8 +233,9 @@ int main(int argc, char **argv)
         fprintf(stderr, "%s\n", err);
         return 2;
     }
-    bench_checkpoint(st, ":memory:", 500, 20, 1, NULL);
-    bench_checkpoint(st, ":memory:", 100000, 5, 0, NULL);
+    bench_checkpoint(st, ":memory:", 500, 20, 1, NULL, 0);
+    bench_checkpoint(st, ":memory:", 100000, 5, 0, NULL, 0);
+    bench_checkpoint(st, ":memory:", 100000, 5, 0, NULL, 1);
     orch_store_close(st);
     const char *suffixes[] = {"", "-wal", "-shm"};
     for (size_t i = 0; i < sizeof suffixes / sizeof suffixes[0]; i++) {

@@ -21,6 +21,7 @@
 #include "heartbeat.h"
 #include "journal_group.h"
 #include "loop.h"
+#include "results_lua.h"
 #include "sched.h"
 #include "store.h"
 #include "runtime.h"
@@ -473,9 +474,10 @@ static int l_store_run_list(lua_State *L)
 /* ---- checkpoints ---- */
 
 /* The result's key as text, borrowed from the result table: a string key
- * as it is, a number in its integer form when integral (JSON numbers decode
- * as floats), anything else by tostring. Cached back into the table so the
- * string stays anchored. */
+ * as it is, a number in its integer form (lua_numbertointeger, which
+ * truncates: 7.5 gives "7"; JSON numbers decode as floats), anything else
+ * by tostring. Cached back into the table so the string stays anchored.
+ * results_lua.c makes the same text of a key packed as its row settles. */
 static const char *key_text(lua_State *L, int t, int kname)
 {
     lua_pushvalue(L, kname); /* "key", pushed once by to_results */
@@ -544,9 +546,37 @@ static void to_results(lua_State *L, int idx, struct orch_result *res, size_t n,
     lua_pop(L, 4);
 }
 
+/* The results argument of checkpoint_write (idx): a list of result
+ * tables (checked by the caller), read into res, or a results object (results_lua.h), whose
+ * chunk is handed over as it is and whose few results with an error are
+ * read back into res. res: n result slots in a Lua-owned block (so an
+ * error frees it), pushed on the stack. -> how many of res are filled. */
+static size_t to_result_parts(lua_State *L, int idx, struct orch_results_chunk *chunk,
+                              struct orch_result **res, size_t *n)
+{
+    struct orch_results_packer *pk = orch_results_lua_test(L, idx);
+    memset(chunk, 0, sizeof *chunk);
+    *n = pk == NULL ? lua_rawlen(L, idx) : (size_t)pk->failed.n;
+    *res = lua_newuserdatauv(L, *n * sizeof **res + 1, 0);
+    if (pk == NULL) {
+        to_results(L, idx, *res, *n, 0);
+        return *n;
+    }
+    *chunk = (struct orch_results_chunk){ORCH_PACK_COMPACT, pk->ok.p,     pk->ok.len,
+                                         pk->ok.n,          pk->ok.first, pk->ok.last};
+    struct orch_results_cursor c;
+    if (*n > 0 && orch_results_open(&c, ORCH_PACK_COMPACT, pk->failed.p, pk->failed.len, (int64_t)*n) != 0)
+        luaL_error(L, "the packed results are damaged");
+    for (size_t i = 0; i < *n; i++)
+        if (orch_results_next(&c, &(*res)[i]) != 0)
+            luaL_error(L, "the packed results are damaged");
+    return *n;
+}
+
 /* checkpoint_write(run, ckpt, results, state) -> { seq, checksum, bytes, duration_ms } | nil, err
  * ckpt: { reason, name, input_offset, input_line, input_index, output_offset, errors_offset, memento }
- * results: { { seq, key, status, error }, ... }; state: { key = json_text }. */
+ * results: { { seq, key, status, error }, ... }, or a results object
+ * (orch.store.results(), packed as rows settled); state: { key = json_text }. */
 static int l_store_checkpoint_write(lua_State *L)
 {
     struct lstore *s = luaL_checkudata(L, 1, STORE_MT);
@@ -555,7 +585,8 @@ static int l_store_checkpoint_write(lua_State *L)
     struct orch_run run;
     to_run(L, 2, &run);
     luaL_checktype(L, 3, LUA_TTABLE);
-    luaL_checktype(L, 4, LUA_TTABLE);
+    if (orch_results_lua_test(L, 4) == NULL)
+        luaL_checktype(L, 4, LUA_TTABLE);
     luaL_checktype(L, 5, LUA_TTABLE);
     struct orch_checkpoint c;
     memset(&c, 0, sizeof c);
@@ -569,19 +600,17 @@ static int l_store_checkpoint_write(lua_State *L)
     c.memento = (void *)m;
     c.memento_len = mlen;
 
-    size_t nres = lua_rawlen(L, 4);
+    struct orch_results_chunk chunk;
+    struct orch_result *res;
+    size_t nres;
+    to_result_parts(L, 4, &chunk, &res, &nres);
     size_t nstate = 0;
     lua_pushnil(L);
     while (lua_next(L, 5) != 0) {
         nstate++;
         lua_pop(L, 1);
     }
-    /* one Lua-owned block holds both arrays, so a Lua error frees it */
-    size_t bytes = nres * sizeof(struct orch_result) + nstate * sizeof(struct orch_kv) + 1;
-    char *block = lua_newuserdatauv(L, bytes, 0);
-    struct orch_result *res = (struct orch_result *)block;
-    struct orch_kv *kv = (struct orch_kv *)(block + nres * sizeof(struct orch_result));
-    to_results(L, 4, res, nres, 0);
+    struct orch_kv *kv = lua_newuserdatauv(L, nstate * sizeof *kv + 1, 0); /* Lua-owned: an error frees it */
     size_t k = 0;
     lua_pushnil(L);
     while (lua_next(L, 5) != 0) {
@@ -592,7 +621,7 @@ static int l_store_checkpoint_write(lua_State *L)
         k++;
         lua_pop(L, 1);
     }
-    if (orch_store_checkpoint_write(st, &run, &c, res, nres, kv, nstate) != 0)
+    if (orch_store_checkpoint_write_chunk(st, &run, &c, &chunk, res, nres, kv, nstate) != 0)
         return push_failure(L, st->err);
     lua_createtable(L, 0, 4);
     set_int(L, "seq", c.seq);
@@ -1420,5 +1449,6 @@ int luaopen_orch_store(lua_State *L)
     orch_lua_class(L, LOOKUP_MT, lookup_meta, NULL);
     orch_lua_class(L, STORE_MT, store_meta, store_methods);
     luaL_newlib(L, store_funcs);
+    orch_results_lua_open(L);
     return 1;
 }

@@ -302,3 +302,80 @@ int orch_results_next(struct orch_results_cursor *c, struct orch_result *r)
     c->left--;
     return 0;
 }
+
+/* ---- packed as rows settle --------------------------------------------- */
+
+int orch_results_packer_add(struct orch_results_packer *pk, const struct orch_result *r)
+{
+    if (r->status == NULL || r->data != NULL || r->seq <= pk->last || r->seq < 1)
+        return -2;
+    struct orch_results_part *part = r->error == NULL ? &pk->ok : &pk->failed;
+    struct pack_buf b = {part->p, part->len, part->cap};
+    int64_t prev = part->n > 0 ? part->last : 0;
+    int done = pack_plain(&b, r, prev);
+    if (done == 0)
+        done = pack_one(&b, ORCH_PACK_COMPACT, r, prev) == 0 ? 1 : -1;
+    part->p = b.p; /* a grown buffer is kept even when the result did not fit */
+    part->cap = b.cap;
+    if (done < 0)
+        return -1;
+    part->len = b.len;
+    if (part->n++ == 0)
+        part->first = r->seq;
+    part->last = r->seq;
+    pk->last = r->seq;
+    return 0;
+}
+
+static void part_clear(struct orch_results_part *part, size_t keep)
+{
+    if (part->cap > keep) {
+        free(part->p);
+        part->p = NULL;
+        part->cap = 0;
+    }
+    part->len = 0;
+    part->n = part->first = part->last = 0;
+}
+
+void orch_results_packer_clear(struct orch_results_packer *pk, size_t keep)
+{
+    part_clear(&pk->ok, keep);
+    part_clear(&pk->failed, keep);
+}
+
+void orch_results_packer_free(struct orch_results_packer *pk)
+{
+    orch_results_packer_clear(pk, 0);
+    pk->last = 0;
+}
+
+int orch_results_merge(const struct orch_results_chunk *chunk, const struct orch_result *res, size_t nres,
+                       struct orch_result **out)
+{
+    size_t n = (size_t)chunk->n + nres;
+    struct orch_result *all = malloc((n > 0 ? n : 1) * sizeof *all);
+    if (all == NULL)
+        return -1;
+    struct orch_results_cursor c;
+    int rc = chunk->n > 0 ? orch_results_open(&c, chunk->format, chunk->blob, chunk->len, chunk->n) : 0;
+    struct orch_result r;
+    int have = rc == 0 && chunk->n > 0 && orch_results_next(&c, &r) == 0;
+    size_t i = 0, k = 0;
+    while (rc == 0 && k < n) {
+        if (have && (i == nres || r.seq < res[i].seq)) {
+            all[k++] = r;
+            have = c.left > 0 && orch_results_next(&c, &r) == 0;
+        } else if (i < nres) {
+            all[k++] = res[i++];
+        } else {
+            rc = -2; /* the chunk ended before its n results */
+        }
+    }
+    if (rc != 0) {
+        free(all);
+        return -2;
+    }
+    *out = all;
+    return 0;
+}

@@ -46,4 +46,47 @@ int orch_results_open(struct orch_results_cursor *c, int format, const void *blo
  * none is left or the blob is damaged. */
 int orch_results_next(struct orch_results_cursor *c, struct orch_result *r);
 
+/* The results of chunk and res[0..nres) (store.h's
+ * orch_store_checkpoint_write_chunk: both in seq order, no seq in both)
+ * as one array in seq order, pointing into the chunk's blob and res;
+ * *out (the caller frees it) gets chunk->n + nres entries. 0; -1 when
+ * memory runs out; -2 when the chunk does not read back as chunk->n
+ * results. */
+int orch_results_merge(const struct orch_results_chunk *chunk, const struct orch_result *res, size_t nres,
+                       struct orch_result **out);
+
+/* Results packed one at a time as rows settle, in the compact form, so a
+ * checkpoint hands the store a chunk already made instead of a list to
+ * read and pack (bench/changes.md, sixth pass). Two blobs: the results
+ * without an error, the chunk a backend stores as it is, and the few
+ * with one (failed, defaulted), which SQLite keeps in its per-row table
+ * for the dashboard's error pages. Each blob starts its seq steps from
+ * 0, as orch_results_pack does, so both are the bytes it would make of
+ * the same results. */
+struct orch_results_part {
+    unsigned char *p; /* malloc'd, owned by the packer; NULL until the first result */
+    size_t len, cap;
+    int64_t n;           /* results in p */
+    int64_t first, last; /* their seqs (0 while n is 0) */
+};
+
+struct orch_results_packer {
+    struct orch_results_part ok;     /* results without an error */
+    struct orch_results_part failed; /* results with one */
+    int64_t last;                    /* the last seq added to either */
+};
+
+/* Appends r (no data) to the part its error picks. 0; -1 when memory
+ * runs out; -2 when r has no status, data, or a seq not past the last
+ * one added (nothing appended in both cases). */
+int orch_results_packer_add(struct orch_results_packer *pk, const struct orch_result *r);
+
+/* Empties pk; a part whose buffer grew past keep bytes gives it back
+ * (a policy checkpointing every 100,000 rows should not hold a
+ * megabyte between checkpoints). */
+void orch_results_packer_clear(struct orch_results_packer *pk, size_t keep);
+
+/* Frees both buffers; pk is then empty and reusable. */
+void orch_results_packer_free(struct orch_results_packer *pk);
+
 #endif

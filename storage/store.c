@@ -9,6 +9,7 @@
  * See store.h for the contract and store_impl.h for the shared helpers. */
 #include "store.h"
 #include "store_impl.h"
+#include "result_pack.h"
 
 #include <stdarg.h>
 #include <stddef.h>
@@ -504,21 +505,59 @@ int orch_checkpoint_seal(struct orch_store *st, const char *run_id, struct orch_
     return 0;
 }
 
+/* Hands the results to the backend: the chunk as it is to a backend
+ * that stores chunks, else read back and merged with res into one list
+ * (store.h: the same results either way). rc of the backend's write, or
+ * -1 with st->err set. */
+static int checkpoint_store(struct orch_store *st, const struct orch_run *run,
+                            struct orch_checkpoint_seal *seal, const struct orch_results_chunk *chunk,
+                            const struct orch_result *res, size_t nres, const struct orch_kv *state,
+                            size_t nstate)
+{
+    if (chunk == NULL || chunk->n == 0)
+        return st->ops->checkpoint_write(st, run, seal, res, nres, state, nstate);
+    if (st->ops->checkpoint_write_chunk != NULL)
+        return st->ops->checkpoint_write_chunk(st, run, seal, chunk, res, nres, state, nstate);
+    struct orch_result *all = NULL;
+    int rc = orch_results_merge(chunk, res, nres, &all);
+    if (rc != 0)
+        return orch_store_fail(st, "cannot write a checkpoint of run %s: %s", run->id,
+                               rc == -1 ? "out of memory" : "its packed results are damaged");
+    rc = st->ops->checkpoint_write(st, run, seal, all, (size_t)chunk->n + nres, state, nstate);
+    free(all);
+    return rc;
+}
+
+/* A chunk as store.h describes it, or none (NULL, or no results). */
+static int chunk_valid(const struct orch_results_chunk *chunk)
+{
+    if (chunk == NULL || chunk->n == 0)
+        return 1;
+    return chunk->n > 0 && chunk->blob != NULL && chunk->format == ORCH_PACK_COMPACT && chunk->first >= 1 &&
+           chunk->last >= chunk->first + chunk->n - 1;
+}
+
 /* Compresses the memento, lets the backend number, seal and store it in
  * its transaction, then sets c->seq, created_ms (when 0), checksum (a heap
  * copy; a previous value is freed, so c must start zeroed), bytes and
  * duration_ms (the whole call, monotonic clock). The checksum's copy is
  * allocated before the backend commits, so a shortage cannot follow a
  * write that landed. On failure c is untouched. */
-int orch_store_checkpoint_write(struct orch_store *st, const struct orch_run *run, struct orch_checkpoint *c,
-                                const struct orch_result *res, size_t nres, const struct orch_kv *state,
-                                size_t nstate)
+int orch_store_checkpoint_write_chunk(struct orch_store *st, const struct orch_run *run,
+                                      struct orch_checkpoint *c, const struct orch_results_chunk *chunk,
+                                      const struct orch_result *res, size_t nres, const struct orch_kv *state,
+                                      size_t nstate)
 {
     if (run == NULL || run->id == NULL || c == NULL || (res == NULL && nres > 0) ||
         (state == NULL && nstate > 0))
         return orch_store_fail(st, "cannot write a checkpoint: %s",
                                run == NULL || run->id == NULL ? "no run given"
                                                               : "no checkpoint, results or state given");
+    if (!chunk_valid(chunk))
+        return orch_store_fail(st,
+                               "cannot write a checkpoint of run %s: its packed results are no chunk "
+                               "(a format, a blob, seqs first to last)",
+                               run->id);
     struct orch_checkpoint_seal seal = {.c = c, .t0 = orch_store_mono_ms()};
     void *packed = NULL;
     char why[200];
@@ -527,7 +566,7 @@ int orch_store_checkpoint_write(struct orch_store *st, const struct orch_run *ru
     seal.packed = packed;
     char *sum_copy = malloc(sizeof seal.sum);
     int rc = sum_copy != NULL
-                 ? st->ops->checkpoint_write(st, run, &seal, res, nres, state, nstate)
+                 ? checkpoint_store(st, run, &seal, chunk, res, nres, state, nstate)
                  : orch_store_fail(st, "cannot write a checkpoint of run %s: out of memory", run->id);
     free(packed);
     if (rc != 0) {
@@ -542,6 +581,13 @@ int orch_store_checkpoint_write(struct orch_store *st, const struct orch_run *ru
     c->bytes = seal.bytes;
     c->duration_ms = orch_store_mono_ms() - seal.t0;
     return 0;
+}
+
+int orch_store_checkpoint_write(struct orch_store *st, const struct orch_run *run, struct orch_checkpoint *c,
+                                const struct orch_result *res, size_t nres, const struct orch_kv *state,
+                                size_t nstate)
+{
+    return orch_store_checkpoint_write_chunk(st, run, c, NULL, res, nres, state, nstate);
 }
 
 /* Turns a stored row into a checkpoint in place: decompresses its memento

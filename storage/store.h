@@ -217,6 +217,24 @@ int orch_store_run_list(struct orch_store *st, const struct orch_run_filter *f, 
 int orch_store_checkpoint_write(struct orch_store *st, const struct orch_run *run, struct orch_checkpoint *c,
                                 const struct orch_result *res, size_t nres, const struct orch_kv *state,
                                 size_t nstate);
+/* A checkpoint's results packed as its rows settled (result_pack.h's
+ * orch_results_packer): n results in blob[0..len) in format, seqs first
+ * to last strictly increasing, none with an error or data. */
+struct orch_results_chunk {
+    int format; /* ORCH_PACK_COMPACT */
+    const void *blob;
+    size_t len;
+    int64_t n, first, last;
+};
+/* orch_store_checkpoint_write with the results in two parts: chunk (may
+ * be NULL or empty) and res[0..nres), whose seqs are none of the chunk's.
+ * Every reader sees the same results as when all of them came in res:
+ * a backend that stores chunks takes the blob as it is, the others get
+ * them read back one by one, merged with res in seq order. */
+int orch_store_checkpoint_write_chunk(struct orch_store *st, const struct orch_run *run,
+                                      struct orch_checkpoint *c, const struct orch_results_chunk *chunk,
+                                      const struct orch_result *res, size_t nres, const struct orch_kv *state,
+                                      size_t nstate);
 /* The newest checkpoint of the run whose memento decompresses and whose
  * checksum verifies; *skipped counts newer ones that did not. 1 found,
  * 0 none valid, -1 error. */

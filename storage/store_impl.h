@@ -73,6 +73,14 @@ struct orch_store_ops {
     int (*checkpoint_write)(struct orch_store *st, const struct orch_run *run,
                             struct orch_checkpoint_seal *seal, const struct orch_result *res, size_t nres,
                             const struct orch_kv *state, size_t nstate);
+    /* checkpoint_write with a packed chunk beside res (store.h:
+     * orch_store_checkpoint_write_chunk; chunk non-empty, checked by
+     * store.c). NULL for a backend that stores results one by one:
+     * store.c then reads the chunk back and calls checkpoint_write. */
+    int (*checkpoint_write_chunk)(struct orch_store *st, const struct orch_run *run,
+                                  struct orch_checkpoint_seal *seal, const struct orch_results_chunk *chunk,
+                                  const struct orch_result *res, size_t nres, const struct orch_kv *state,
+                                  size_t nstate);
     /* The run's checkpoint rows as stored, each handed to cb as a struct
      * orch_checkpoint_packed: only checkpoint seq when seq > 0, else all,
      * newest first when newest_first. No verification: that is store.c's.

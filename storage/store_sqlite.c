@@ -732,6 +732,18 @@ static int sq_chunk_damaged(struct sq_store *st, const char *run_id, int64_t fir
                            run_id, (long long)first, run_id, run_id);
 }
 
+/* 1 when seq first is past every result of the run already stored, 0
+ * when not; -1 with st->err set. */
+static int sq_extends(struct sq_store *st, const char *run_id, int64_t first)
+{
+    char what[300];
+    snprintf(what, sizeof what, "cannot store the results of run %s", run_id);
+    int64_t stored = sq_get_int(st, st->stmt[SQ_RES_MAX_SEQ], SQ_ARGS(SQ_TEXT(run_id)), what);
+    if (stored < 0)
+        return -1;
+    return first > stored;
+}
+
 /* 1 when res can be stored as one chunk: each result has a status, seqs
  * strictly increase from 1 (orch_results_packable), and the first is past
  * every result of the run already stored. 0 when not; -1 with st->err
@@ -740,12 +752,7 @@ static int sq_chunk_fits(struct sq_store *st, const char *run_id, const struct o
 {
     if (!orch_results_packable(res, nres))
         return 0;
-    char what[300];
-    snprintf(what, sizeof what, "cannot store the results of run %s", run_id);
-    int64_t stored = sq_get_int(st, st->stmt[SQ_RES_MAX_SEQ], SQ_ARGS(SQ_TEXT(run_id)), what);
-    if (stored < 0)
-        return -1;
-    return res[0].seq > stored;
+    return sq_extends(st, run_id, res[0].seq);
 }
 
 /* Stores res[0..nres) as one chunk of checkpoint seq. 0, or -1 with
@@ -851,10 +858,25 @@ static int sq_chunk_insert_split(struct sq_store *st, const char *run_id, int64_
     return rc;
 }
 
-/* Stores a checkpoint's results: one chunk when they extend the run, row
- * by row otherwise. 0, or -1 with st->err set (the caller rolls back). */
-static int sq_results_write(struct sq_store *st, const char *run_id, int64_t seq,
-                            const struct orch_result *res, size_t nres)
+/* Inserts a chunk packed as rows settled (store.h) as it is: the row
+ * sq_chunk_insert would have made of the same results. 0, or -1 with
+ * st->err set (the caller rolls back). */
+static int sq_chunk_insert_packed(struct sq_store *st, const char *run_id, int64_t seq,
+                                  const struct orch_results_chunk *chunk)
+{
+    int64_t n = sq_start(st, st->stmt[SQ_RCH_INSERT],
+                         SQ_ARGS(SQ_TEXT(run_id), SQ_INT(chunk->first), SQ_INT(chunk->last), SQ_INT(seq),
+                                 SQ_INT(chunk->n), SQ_BLOB(chunk->blob, chunk->len), SQ_INT(chunk->format)),
+                         NULL, "cannot store results %lld to %lld of run %s", (long long)chunk->first,
+                         (long long)chunk->last, run_id);
+    return n < 0 ? -1 : 0;
+}
+
+/* Stores a checkpoint's results given as a list: one chunk when they
+ * extend the run, row by row otherwise. 0, or -1 with st->err set (the
+ * caller rolls back). */
+static int sq_results_write_list(struct sq_store *st, const char *run_id, int64_t seq,
+                                 const struct orch_result *res, size_t nres)
 {
     if (nres == 0)
         return 0;
@@ -870,6 +892,37 @@ static int sq_results_write(struct sq_store *st, const char *run_id, int64_t seq
         if (sq_chunks_unpack(st, run_id, res[i].seq, res[i].seq) != 0)
             return -1;
     return sq_results_insert(st, run_id, seq, res, nres);
+}
+
+/* Stores a checkpoint's results, chunk (may be NULL) and res: when they
+ * extend the run, the chunk as it is and res (the rows with an error)
+ * in the per-row table, as sq_chunk_insert_split stores the same list;
+ * otherwise merged into one list and stored as a list. 0, or -1 with
+ * st->err set (the caller rolls back). */
+static int sq_results_write(struct sq_store *st, const char *run_id, int64_t seq,
+                            const struct orch_results_chunk *chunk, const struct orch_result *res,
+                            size_t nres)
+{
+    if (chunk == NULL || chunk->n == 0)
+        return sq_results_write_list(st, run_id, seq, res, nres);
+    int64_t least = nres > 0 && res[0].seq < chunk->first ? res[0].seq : chunk->first;
+    int fits = nres == 0 || orch_results_packable(res, nres);
+    if (fits)
+        fits = sq_extends(st, run_id, least);
+    if (fits < 0)
+        return -1;
+    if (fits)
+        return sq_chunk_insert_packed(st, run_id, seq, chunk) != 0
+                   ? -1
+                   : sq_results_insert(st, run_id, seq, res, nres);
+    struct orch_result *all = NULL;
+    int rc = orch_results_merge(chunk, res, nres, &all);
+    if (rc != 0)
+        return orch_store_fail(&st->base, "cannot store the results of run %s: %s", run_id,
+                               rc == -1 ? "out of memory" : "its packed results are damaged");
+    rc = sq_results_write_list(st, run_id, seq, all, (size_t)chunk->n + nres);
+    free(all);
+    return rc;
 }
 
 /* Upserts the nstate state entries, deleting those whose value is NULL.
@@ -921,9 +974,10 @@ static int sq_checkpoint_insert(struct sq_store *st, const char *run_id,
  * sealed once numbered (store_impl.h). The stored duration_ms covers
  * everything but the COMMIT itself. A state entry whose value is NULL is
  * deleted. On failure nothing is written. */
-static int sq_checkpoint_write(struct orch_store *base, const struct orch_run *run,
-                               struct orch_checkpoint_seal *seal, const struct orch_result *res, size_t nres,
-                               const struct orch_kv *state, size_t nstate)
+static int sq_checkpoint_write_chunk(struct orch_store *base, const struct orch_run *run,
+                                     struct orch_checkpoint_seal *seal,
+                                     const struct orch_results_chunk *chunk, const struct orch_result *res,
+                                     size_t nres, const struct orch_kv *state, size_t nstate)
 {
     struct sq_store *st = sq_of(base);
     const char *run_id = run->id;
@@ -932,7 +986,7 @@ static int sq_checkpoint_write(struct orch_store *base, const struct orch_run *r
     int64_t seq = sq_checkpoint_next_seq(st, run_id);
     if (seq < 0)
         goto fail;
-    if (sq_results_write(st, run_id, seq, res, nres) != 0)
+    if (sq_results_write(st, run_id, seq, chunk, res, nres) != 0)
         goto fail;
     if (sq_state_apply(st, run_id, state, nstate) != 0)
         goto fail;
@@ -949,6 +1003,13 @@ static int sq_checkpoint_write(struct orch_store *base, const struct orch_run *r
 fail:
     sq_abort(st);
     return -1;
+}
+
+static int sq_checkpoint_write(struct orch_store *base, const struct orch_run *run,
+                               struct orch_checkpoint_seal *seal, const struct orch_result *res, size_t nres,
+                               const struct orch_kv *state, size_t nstate)
+{
+    return sq_checkpoint_write_chunk(base, run, seal, NULL, res, nres, state, nstate);
 }
 
 /* Reads the row itself (the memento is no column of a table); p's owner
@@ -1801,6 +1862,7 @@ const struct orch_store_ops sq_ops = {
     .run_heartbeat = sq_run_heartbeat,
     .run_list = sq_run_list,
     .checkpoint_write = sq_checkpoint_write,
+    .checkpoint_write_chunk = sq_checkpoint_write_chunk,
     .checkpoint_scan = sq_checkpoint_scan,
     .checkpoint_rollback = sq_checkpoint_rollback,
     .result_list = sq_result_list,

@@ -165,6 +165,92 @@ static void test_compact_bytes(void)
     free(got);
 }
 
+/* Results packed one at a time as rows settle: the rows without an
+ * error give the bytes orch_results_pack makes of them as one list, the
+ * rows with one the same of theirs; merged back they are the list again,
+ * in seq order. */
+static void test_packer(void)
+{
+    enum { N = 700 };
+    static struct orch_result rows[N], ok[N], bad[N];
+    static char keys[N][200];
+    struct orch_results_packer pk = {0};
+    size_t nok = 0, nbad = 0;
+    for (int i = 0; i < N; i++) {
+        int64_t seq = 3 + (int64_t)i * (i % 50 == 0 ? 200 : 1); /* some steps past one varint byte */
+        seq = i > 0 && seq <= rows[i - 1].seq ? rows[i - 1].seq + 1 : seq;
+        /* keys of 1 to 199 bytes: some past the plain path's 127 */
+        memset(keys[i], 'k', (size_t)(i % 199) + 1);
+        keys[i][i % 199 + 1] = '\0';
+        const char *status = i % 9 == 0    ? "failed"
+                             : i % 10 == 0 ? "dropped"
+                             : i % 11 == 0 ? "defaulted"
+                                           : "ok";
+        const char *error = i % 9 == 0 ? "it failed" : i % 11 == 0 ? "fell back" : NULL;
+        rows[i] = (struct orch_result){seq, i % 13 == 0 ? NULL : keys[i], status, error, NULL, 0};
+        if (error != NULL)
+            bad[nbad++] = rows[i];
+        else
+            ok[nok++] = rows[i];
+        CHECK(orch_results_packer_add(&pk, &rows[i]) == 0);
+    }
+    CHECK(pk.ok.n == (int64_t)nok && pk.failed.n == (int64_t)nbad && pk.last == rows[N - 1].seq);
+    CHECK(pk.ok.first == ok[0].seq && pk.ok.last == ok[nok - 1].seq);
+    CHECK(pk.failed.first == bad[0].seq && pk.failed.last == bad[nbad - 1].seq);
+    size_t len = 0;
+    unsigned char *want = orch_results_pack(ORCH_PACK_COMPACT, ok, nok, &len);
+    CHECK(want != NULL && pk.ok.len == len && memcmp(pk.ok.p, want, len) == 0);
+    free(want);
+    want = orch_results_pack(ORCH_PACK_COMPACT, bad, nbad, &len);
+    CHECK(want != NULL && pk.failed.len == len && memcmp(pk.failed.p, want, len) == 0);
+    free(want);
+
+    /* merged: the chunk of the ok rows and the list of the others */
+    struct orch_results_chunk chunk = {ORCH_PACK_COMPACT, pk.ok.p,     pk.ok.len,
+                                       pk.ok.n,           pk.ok.first, pk.ok.last};
+    struct orch_result *all = NULL;
+    CHECK(orch_results_merge(&chunk, bad, nbad, &all) == 0);
+    int same = 0;
+    for (int i = 0; all != NULL && i < N; i++)
+        same += same_result(&all[i], &rows[i]);
+    CHECK(same == N);
+    free(all);
+    /* a chunk that holds fewer results than it says, or is cut, is refused */
+    chunk.n++;
+    CHECK(orch_results_merge(&chunk, bad, nbad, &all) == -2);
+    chunk.n--;
+    chunk.len -= 1;
+    CHECK(orch_results_merge(&chunk, NULL, 0, &all) == -2);
+
+    /* refused, nothing appended: a seq not past the last, no status, data */
+    struct orch_result r = {rows[N - 1].seq, "x", "ok", NULL, NULL, 0};
+    size_t before = pk.ok.len;
+    CHECK(orch_results_packer_add(&pk, &r) == -2);
+    r.seq++;
+    r.status = NULL;
+    CHECK(orch_results_packer_add(&pk, &r) == -2);
+    r.status = "ok";
+    r.data = "d";
+    r.data_len = 1;
+    CHECK(orch_results_packer_add(&pk, &r) == -2);
+    CHECK(pk.ok.len == before && pk.ok.n == (int64_t)nok);
+
+    /* cleared: empty, a large buffer given back, a small one kept; the
+     * seqs still go on from the last one added */
+    size_t cap = pk.ok.cap;
+    orch_results_packer_clear(&pk, cap);
+    CHECK(pk.ok.n == 0 && pk.ok.len == 0 && pk.ok.p != NULL && pk.ok.cap == cap && pk.failed.n == 0);
+    orch_results_packer_clear(&pk, cap - 1);
+    CHECK(pk.ok.p == NULL && pk.ok.cap == 0);
+    r.data = NULL;
+    r.data_len = 0;
+    CHECK(orch_results_packer_add(&pk, &r) == 0 && pk.ok.n == 1 && pk.ok.first == r.seq);
+    r.seq = 1;
+    CHECK(orch_results_packer_add(&pk, &r) == -2);
+    orch_results_packer_free(&pk);
+    CHECK(pk.ok.p == NULL && pk.failed.p == NULL && pk.last == 0);
+}
+
 int main(void)
 {
     test_round_trip(ORCH_PACK_FIXED);
@@ -172,5 +258,6 @@ int main(void)
     test_refused();
     test_compact_is_small();
     test_compact_bytes();
+    test_packer();
     return check_report();
 }

@@ -1961,6 +1961,123 @@ static void test_results_chunks(struct orch_store *st, const char *db_path)
           count_of(db_path, "SELECT count(*) FROM result_chunks WHERE run_id = 'rc'") == 0);
 }
 
+/* A run's results as text, one line a result, for comparing what two
+ * runs stored. */
+struct dump {
+    char *p;
+    size_t len, cap;
+};
+
+static int dump_result(void *ud, const struct orch_result *r)
+{
+    struct dump *d = ud;
+    char line[512];
+    int n = snprintf(line, sizeof line, "%lld|%s|%s|%s|%s\n", (long long)r->seq, r->key ? r->key : "(none)",
+                     r->status, r->error ? r->error : "(none)", r->data ? "data" : "-");
+    if (d->len + (size_t)n + 1 > d->cap) {
+        d->cap = (d->cap + (size_t)n + 1) * 2;
+        d->p = realloc(d->p, d->cap);
+    }
+    memcpy(d->p + d->len, line, (size_t)n + 1);
+    d->len += (size_t)n;
+    return 0;
+}
+
+/* Writes seqs[0..n) (ok, "failed" with an error every 7th, a key "k<seq>")
+ * as one checkpoint of run: as a chunk packed one result at a time with
+ * the failed beside it (packed), or as a list. The store's return. */
+static int write_settled(struct orch_store *st, struct orch_run *run, const int64_t *seqs, size_t n,
+                         int packed)
+{
+    static struct orch_result res[600];
+    static char keys[600][24];
+    struct orch_results_packer pk = {0};
+    for (size_t i = 0; i < n; i++) {
+        snprintf(keys[i], sizeof keys[i], "k%lld", (long long)seqs[i]);
+        int failed = seqs[i] % 7 == 0;
+        res[i] = (struct orch_result){seqs[i], keys[i], failed ? "failed" : "ok", failed ? "it failed" : NULL,
+                                      NULL,    0};
+        if (packed)
+            CHECK(orch_results_packer_add(&pk, &res[i]) == 0);
+    }
+    struct orch_checkpoint c = {0};
+    c.reason = (char *)"rows";
+    int rc;
+    if (packed) {
+        struct orch_results_chunk chunk = {ORCH_PACK_COMPACT, pk.ok.p,     pk.ok.len,
+                                           pk.ok.n,           pk.ok.first, pk.ok.last};
+        struct orch_results_chunk bad = {ORCH_PACK_COMPACT, pk.failed.p, pk.failed.len, pk.failed.n, 0, 0};
+        struct orch_result *failed = NULL;
+        CHECK(orch_results_merge(&bad, NULL, 0, &failed) == 0);
+        rc = orch_store_checkpoint_write_chunk(st, run, &c, &chunk, failed, (size_t)pk.failed.n, NULL, 0);
+        free(failed);
+    } else {
+        rc = orch_store_checkpoint_write(st, run, &c, res, n, NULL, 0);
+    }
+    free(c.checksum);
+    orch_results_packer_free(&pk);
+    return rc;
+}
+
+/* Results handed over packed as rows settled (a chunk beside the failed
+ * rows) are stored as the same results given as a list: every reader
+ * sees the same, on every backend, whether they extend the run or
+ * rewrite rows already stored; on SQLite the chunk row is the same
+ * bytes. A chunk that is not one is refused. */
+static void test_results_packed(struct orch_store *st, const char *db_path)
+{
+    struct orch_run packed = make_run("rpk", "packed", "idP", ORCH_RUN_RUNNING, 7000);
+    struct orch_run listed = make_run("rls", "packed", "idP", ORCH_RUN_RUNNING, 7001);
+    CHECK(orch_store_run_create(st, &packed) == 0);
+    CHECK(orch_store_run_create(st, &listed) == 0);
+    static int64_t seqs[600];
+    for (int i = 0; i < 500; i++)
+        seqs[i] = i + 1;
+    int64_t again[] = {499, 500, 501, 502}; /* two stored rows written again, two new */
+    int64_t next[] = {503};                 /* extends the run again */
+    const char *same = "SELECT count(*) FROM result_chunks p JOIN result_chunks l ON l.run_id = 'rls' "
+                       "AND p.first_seq = l.first_seq AND p.last_seq = l.last_seq AND p.n = l.n "
+                       "AND p.data = l.data AND p.format = l.format AND p.checkpoint_seq = l.checkpoint_seq "
+                       "WHERE p.run_id = 'rpk'";
+    CHECK(write_settled(st, &packed, seqs, 500, 1) == 0);
+    CHECK(write_settled(st, &listed, seqs, 500, 0) == 0);
+    /* on SQLite, one chunk of the 429 rows that did not fail, the same bytes */
+    CHECK(backend != B_SQLITE || count_of(db_path, same) == 1);
+    CHECK(backend != B_SQLITE ||
+          count_of(db_path, "SELECT count(*) FROM results WHERE run_id = 'rpk'") == 71);
+    CHECK(write_settled(st, &packed, again, 4, 1) == 0);
+    CHECK(write_settled(st, &listed, again, 4, 0) == 0);
+    CHECK(write_settled(st, &packed, next, 1, 1) == 0);
+    CHECK(write_settled(st, &listed, next, 1, 0) == 0);
+    struct dump a = {0}, b = {0};
+    CHECK(orch_store_result_list(st, "rpk", dump_result, &a) == 0);
+    CHECK(orch_store_result_list(st, "rls", dump_result, &b) == 0);
+    CHECK(a.p != NULL && b.p != NULL && a.len == b.len && memcmp(a.p, b.p, a.len) == 0);
+    CHECK(a.p != NULL && strstr(a.p, "1|k1|ok|(none)|-\n") == a.p);
+    CHECK(a.p != NULL && strstr(a.p, "\n7|k7|failed|it failed|-\n") != NULL);
+    CHECK(a.p != NULL && strstr(a.p, "\n503|k503|ok|(none)|-\n") != NULL);
+    int n = 0;
+    CHECK(orch_store_result_list(st, "rpk", count_result, &n) == 0);
+    CHECK(n == 503);
+    free(a.p);
+    free(b.p);
+    /* the first chunk went back to rows when 499 and 500 came again
+     * (the second checkpoint is rows only); the third's chunk is the
+     * same bytes in both runs */
+    CHECK(backend != B_SQLITE || count_of(db_path, same) == 1);
+
+    /* a chunk that is not one: an unknown format, seqs that cannot hold n */
+    struct orch_results_chunk bad = {7, "x", 1, 1, 1, 1};
+    struct orch_checkpoint c = {0};
+    CHECK(orch_store_checkpoint_write_chunk(st, &packed, &c, &bad, NULL, 0, NULL, 0) == -1);
+    CHECK_HAS(st->err, "cannot write a checkpoint of run rpk: its packed results are no chunk");
+    bad = (struct orch_results_chunk){ORCH_PACK_COMPACT, "x", 1, 3, 10, 11};
+    CHECK(orch_store_checkpoint_write_chunk(st, &packed, &c, &bad, NULL, 0, NULL, 0) == -1);
+    CHECK_HAS(st->err, "its packed results are no chunk");
+    CHECK(orch_store_run_delete(st, "rpk") == 1);
+    CHECK(orch_store_run_delete(st, "rls") == 1);
+}
+
 /* Every write the PostgreSQL store makes, refused by the server (a
  * trigger on each of orch's tables), fails with "<URL>: <what it did>:
  * <the server's reason>", naming the run, lease, key or row. */
@@ -2653,6 +2770,7 @@ int main(int argc, char **argv)
         test_retention(st, target);
         test_results_quoted(st);
         test_results_chunks(st, target);
+        test_results_packed(st, target);
         orch_store_close(st);
         return check_report();
     }
@@ -2665,6 +2783,7 @@ int main(int argc, char **argv)
         test_retention(st, target);
         test_results_quoted(st);
         test_results_chunks(st, target);
+        test_results_packed(st, target);
         orch_store_close(st);
     }
 

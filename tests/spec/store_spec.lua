@@ -211,6 +211,78 @@ describe("orch.store live figures", function()
   end)
 end)
 
+describe("orch.store.results", function()
+  -- settled rows as a run settles them: keys of every kind, every status
+  local named = setmetatable({}, { __tostring = function() return "named key" end })
+  local settled = {
+    { 1, 5, "ok" }, { 2, 6.0, "ok" }, { 3, 7.5, "ok" }, { 4, "k4", "failed", "boom" }, { 5, nil, "dropped" },
+    { 6, true, "ok" }, { 7, named, "defaulted", "fell back" }, { 9, -12, "ok" }, { 300, "k300", "ok" },
+    { 301, 2 ^ 63, "failed", "far" },
+  }
+  local want = {
+    { seq = 1, key = "5", status = "ok" }, { seq = 2, key = "6", status = "ok" },
+    { seq = 3, key = "7", status = "ok" }, -- lua_numbertointeger truncates: as the store always stored it
+    { seq = 4, key = "k4", status = "failed", error = "boom" },
+    { seq = 5, status = "dropped" }, { seq = 6, key = "true", status = "ok" },
+    { seq = 7, key = "named key", status = "defaulted", error = "fell back" },
+    { seq = 9, key = "-12", status = "ok" }, { seq = 300, key = "k300", status = "ok" },
+    { seq = 301, key = "9.2233720368548e+18", status = "failed", error = "far" },
+  }
+
+  local function results_of(st, id)
+    local rows = {}
+    assert.is_true(st:each_result(id, function(r)
+      rows[#rows + 1] = r
+    end))
+    return rows
+  end
+
+  it("stores rows packed as they settle as checkpoint_write stores their records", function()
+    local st, path = fresh()
+    local ckpt = { reason = "rows", memento = "{}" }
+    local packed, records = store.results(), {}
+    local add = packed:adder()
+    for i, s in ipairs(settled) do
+      add(s[1], s[2], s[3], s[4])
+      records[i] = { seq = s[1], key = s[2], status = s[3], error = s[4] }
+    end
+    assert.equal(#settled, #packed)
+    for _, id in ipairs({ "r1", "r2" }) do
+      assert.is_true(st:run_create({ id = id, name = "n", identity = "i", status = "running", created_ms = 1 }))
+    end
+    assert(st:checkpoint_write({ id = "r1", status = "running" }, ckpt, packed, {}))
+    assert(st:checkpoint_write({ id = "r2", status = "running" }, ckpt, records, {}))
+    assert.are.same(want, results_of(st, "r2"))
+    assert.are.same(want, results_of(st, "r1"))
+    assert.are.same(want, packed:list())
+    -- the rows a checkpoint stored go; the next ones follow on
+    packed:clear()
+    assert.equal(0, #packed)
+    assert.are.same({}, packed:list())
+    add(302, "k302", "ok")
+    assert(st:checkpoint_write({ id = "r1", status = "running" }, ckpt, packed, {}))
+    local rows = results_of(st, "r1")
+    assert.are.same({ seq = 302, key = "k302", status = "ok" }, rows[#rows])
+    assert.equal(#want + 1, #rows)
+    st:run_delete("r1")
+    st:run_delete("r2")
+    cleanup(st, path)
+  end)
+
+  it("refuses a seq that does not follow the last one added, and a result without a status", function()
+    local packed = store.results()
+    local add = packed:adder()
+    add(4, "a", "ok")
+    local ok, err = pcall(add, 4, "b", "ok")
+    assert.is_false(ok)
+    assert.equal("result 4: a result's seq must be past the last one added (4)", err)
+    ok, err = pcall(add, 5, "b")
+    assert.is_false(ok)
+    assert.truthy(err:find("bad argument #3 to '?' (string expected, got no value)", 1, true), err)
+    assert.equal(1, #packed)
+  end)
+end)
+
 describe("orch.store.open read-only", function()
   it("never creates a store, and names the path", function()
     local path = os.tmpname()

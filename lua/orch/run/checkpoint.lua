@@ -21,8 +21,16 @@ local SPARE_MAX = 4096 -- settled records kept for reuse after a checkpoint
 --- question).
 function M.start(R)
   local cursor, live = R.cursor, R.live
-  R.pending = {} -- results settled since the last checkpoint
-  R.spare = {} -- records of results already stored, for settle to reuse
+  R.pending = {} -- results settled since the last checkpoint (records)
+  R.spare = {} -- records free for settle to reuse
+  -- A store of this process takes the results packed as they settle
+  -- (orch.store.results(): about 10 bytes a row, and the row's record
+  -- is free again at once); a worker's lease store, a Lua proxy that
+  -- commits each result with its output line, takes the records.
+  if type(R.st) == "userdata" then
+    R.packed = store.results()
+    R.add_result = R.packed:adder() -- add(seq, key, status, error)
+  end
   R.last_ckpt_index = cursor.index
   R.ckpt_count, R.ckpt_ms = 0, 0
   local policy = R.wf.checkpoint or policies.every_rows(R.M.CHECKPOINT_ROWS)
@@ -72,11 +80,19 @@ function M.policy_says(R, event)
   return yes
 end
 
---- threshold(R) -> how many rows may settle past the last checkpoint
---- before due is asked: the driver tests this inline, for every row.
+--- threshold(R) -> rows, watch: due is asked once `rows` rows have
+--- settled past the last checkpoint and, when watch (a policy other than
+--- every_rows), once the policy's seconds or dollars bound is reached
+--- (R.bound_seconds, R.bound_usd; all 0 for a policy without bounds, so
+--- asked after every row): the driver tests both inline, for every row,
+--- with within_bounds' own comparisons, so due is asked at the same rows.
+--- Read again after each checkpoint.
 function M.threshold(R)
-  local every = R.every_rows
-  return every and math.min(every, R.M.MAX_PENDING) or 0
+  local every, max = R.every_rows, R.M.MAX_PENDING
+  if every then
+    return math.min(every, max), false
+  end
+  return math.min(R.bound_rows, max), true
 end
 
 --- due(R) -> the reason for a checkpoint after a row settles, or nil.
@@ -140,11 +156,16 @@ end
 -- and -v hear of it.
 local function written(R, info, reason, output_offset)
   local cursor, live, since = R.cursor, R.live, R.since
-  -- the records just stored are reused for the rows that settle next
-  -- (the driver's settle), unless there are so many they would hold
-  -- memory a large policy (max_rows) means to give back
-  R.spare = #R.pending <= SPARE_MAX and R.pending or {}
-  R.pending = {}
+  local packed = R.packed
+  if packed then
+    packed:clear()
+  else
+    -- the records just stored are reused for the rows that settle next
+    -- (the driver's settle), unless there are so many they would hold
+    -- memory a large policy (max_rows) means to give back
+    R.spare = #R.pending <= SPARE_MAX and R.pending or {}
+    R.pending = {}
+  end
   R.last_ckpt_index = cursor.index
   R.ckpt_count = R.ckpt_count + 1
   R.ckpt_ms = R.ckpt_ms + info.duration_ms
@@ -176,7 +197,7 @@ function M.write(R, reason, status, error_text)
     output_offset = output_offset,
     errors_offset = errors_offset,
     memento = m,
-  }, R.pending, kv)
+  }, R.packed or R.pending, kv)
   if info == nil then
     error("cannot write a checkpoint: " .. tostring(werr), 0)
   end

@@ -16,6 +16,7 @@ local progress = require("orch.run.progress")
 local M = {}
 
 local pcall = pcall -- once a row: an upvalue, not a lookup in _ENV
+local now = sched.now
 
 local note_outcome, record_failure, same_failure = outcome.note_outcome, outcome.record_failure, outcome.same_failure
 local row_error, handlers = outcome.row_error, outcome.handlers
@@ -159,8 +160,10 @@ end
 local function flush(R, D)
   local done, end_offset, end_line, cursor, window = D.done, D.end_offset, D.end_line, R.cursor, D.window
   local out, counts, totals, bus = R.out, R.counts, R.totals, R.bus
-  local pending, last, threshold = R.pending, R.last_ckpt_index, checkpoint.threshold(R)
-  local write_seq, wants = D.write_seq, bus.wants
+  local write_seq, wants, add_result, spare, live = D.write_seq, bus.wants, R.add_result, R.spare, R.live
+  local pending, last, last_t, last_cost = R.pending, R.last_ckpt_index, R.last_t, R.last_cost
+  local threshold, watch = checkpoint.threshold(R)
+  local bound_s, bound_usd = R.bound_seconds, R.bound_usd
   while true do
     local slot = write_seq % window + 1
     local d = done[slot]
@@ -189,11 +192,17 @@ local function flush(R, D)
     if wants.row then
       bus.notify({ type = "row", seq = write_seq, key = d.key, status = status, error = d.error, usage = usage })
     end
-    d.seq, d.line = write_seq, nil
+    d.line = nil
     if d.tb ~= nil then
       d.tb = nil
     end
-    pending[#pending + 1] = d -- the record doubles as the result to store
+    if add_result then -- packed for the checkpoint; the record is free again
+      add_result(write_seq, d.key, status, d.error)
+      spare[#spare + 1] = d
+    else
+      d.seq = write_seq
+      pending[#pending + 1] = d -- the record doubles as the result to store
+    end
     local e = end_offset[slot]
     if e then
       cursor.offset, cursor.line = e, end_line[slot]
@@ -201,11 +210,15 @@ local function flush(R, D)
     cursor.index = write_seq
     done[slot] = false
     write_seq = write_seq + 1
-    if write_seq - last > threshold then -- cursor.index - last >= threshold
+    -- cursor.index - last >= threshold, or a bound of the policy reached
+    if write_seq - last > threshold
+      or (watch and (now() - last_t >= bound_s or live.cost - last_cost >= bound_usd)) then
       local why = due(R)
       if why then
         write(R, why)
-        pending, last = R.pending, R.last_ckpt_index
+        pending, last, spare, last_t, last_cost = R.pending, R.last_ckpt_index, R.spare, R.last_t, R.last_cost
+        threshold, watch = checkpoint.threshold(R)
+        bound_s, bound_usd = R.bound_seconds, R.bound_usd
       end
     end
   end

@@ -308,9 +308,12 @@ local function exchange(p, r, cfg, ctx, built)
   return provider_http.exchange(p, built, cfg, ctx)
 end
 
--- The journal key: provider, model and the canonical request body.
+-- The journal key: provider, model and the canonical request body, NUL
+-- between, hashed without joining them into a string first (the body may
+-- be kilobytes; the digest is xxh128 of the joined bytes).
+local xxh128_parts = hash.xxh128_parts
 local function journal_key(cfg, r, body)
-  return hash.xxh128(cfg.provider .. "\0" .. r.model .. "\0" .. body)
+  return xxh128_parts(cfg.provider, "\0", r.model, "\0", body)
 end
 
 -- The info a call returns, counted by ctx:account: the reply, its tokens

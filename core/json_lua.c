@@ -1663,7 +1663,8 @@ struct json_step {
 struct json_pick {
     struct json_dec *d;
     int npaths;
-    int base; /* stack slot of path 0's value; path i's is base + i */
+    int base;        /* stack slot of path 0's value; path i's is base + i */
+    unsigned filled; /* paths whose slot a walk has set (the others hold nil) */
     int len[JSON_PICK_MAX];
     struct json_step step[JSON_PICK_MAX][JSON_PICK_STEPS];
 };
@@ -1854,6 +1855,7 @@ static void json_pick_walk(struct json_pick *k, int i, int level)
         lua_remove(L, -2);
     }
     lua_replace(L, k->base + i);
+    k->filled |= 1u << i;
 }
 
 /* Reads the value at d->p, which the active paths lead to (level steps
@@ -1878,8 +1880,11 @@ static void json_pick_value(struct json_pick *k, unsigned active, int level)
     }
     for (int i = 0; i < k->npaths; i++) {
         if (active >> i & 1u) {
-            lua_pushnil(d->L);
-            lua_replace(d->L, k->base + i);
+            if (k->filled >> i & 1u) { /* a repeated key: its earlier value goes */
+                lua_pushnil(d->L);
+                lua_replace(d->L, k->base + i);
+                k->filled &= ~(1u << i);
+            }
             ends |= (unsigned)(k->len[i] == level) << i;
         }
     }
@@ -1946,6 +1951,7 @@ static int l_json_pick(lua_State *L)
     }
     k.d = &d;
     k.npaths = n;
+    k.filled = 0;
     luaL_checkstack(L, n + 8, "orch.json.pick: too many paths");
     lua_pushvalue(L, lua_upvalueindex(1)); /* slot n + 2: array_mt */
     lua_pushboolean(L, 0);                 /* slot n + 3: container */

@@ -1660,12 +1660,20 @@ struct json_step {
     lua_Integer idx;
 };
 
-struct json_pick {
-    struct json_dec *d;
+/* The paths of one pick, read from its arguments (pick) or once for
+ * every text (picker). */
+struct json_paths {
     int npaths;
-    int base; /* stack slot of path 0's value; path i's is base + i */
     int len[JSON_PICK_MAX];
     struct json_step step[JSON_PICK_MAX][JSON_PICK_STEPS];
+};
+
+struct json_pick {
+    struct json_dec *d;
+    const struct json_paths *paths;
+    int npaths;
+    int base;        /* stack slot of path 0's value; path i's is base + i */
+    unsigned filled; /* paths whose slot a walk has set (the others hold nil) */
 };
 
 static void json_pick_value(struct json_pick *k, unsigned active, int level);
@@ -1784,7 +1792,7 @@ static void json_pick_object(struct json_pick *k, unsigned active, int level)
         d->p++;
         unsigned sub = 0;
         for (int i = 0; active != 0 && i < k->npaths; i++) {
-            const struct json_step *st = &k->step[i][level];
+            const struct json_step *st = &k->paths->step[i][level];
             if ((active >> i & 1u) && st->key != NULL && st->len == klen && memcmp(st->key, key, klen) == 0) {
                 sub |= 1u << i;
             }
@@ -1817,7 +1825,7 @@ static void json_pick_array(struct json_pick *k, unsigned active, int level)
         unsigned sub = 0;
         n++;
         for (int i = 0; active != 0 && i < k->npaths; i++) {
-            const struct json_step *st = &k->step[i][level];
+            const struct json_step *st = &k->paths->step[i][level];
             if ((active >> i & 1u) && st->key == NULL && st->idx == n) {
                 sub |= 1u << i;
             }
@@ -1841,8 +1849,8 @@ static void json_pick_walk(struct json_pick *k, int i, int level)
     lua_State *L = k->d->L;
 
     lua_pushvalue(L, -1);
-    for (int j = level; j < k->len[i]; j++) {
-        const struct json_step *st = &k->step[i][j];
+    for (int j = level; j < k->paths->len[i]; j++) {
+        const struct json_step *st = &k->paths->step[i][j];
         if (lua_type(L, -1) != LUA_TTABLE) {
             lua_pushnil(L);
         } else if (st->key != NULL) {
@@ -1854,6 +1862,7 @@ static void json_pick_walk(struct json_pick *k, int i, int level)
         lua_remove(L, -2);
     }
     lua_replace(L, k->base + i);
+    k->filled |= 1u << i;
 }
 
 /* Reads the value at d->p, which the active paths lead to (level steps
@@ -1878,9 +1887,12 @@ static void json_pick_value(struct json_pick *k, unsigned active, int level)
     }
     for (int i = 0; i < k->npaths; i++) {
         if (active >> i & 1u) {
-            lua_pushnil(d->L);
-            lua_replace(d->L, k->base + i);
-            ends |= (unsigned)(k->len[i] == level) << i;
+            if (k->filled >> i & 1u) { /* a repeated key: its earlier value goes */
+                lua_pushnil(d->L);
+                lua_replace(d->L, k->base + i);
+                k->filled &= ~(1u << i);
+            }
+            ends |= (unsigned)(k->paths->len[i] == level) << i;
         }
     }
     json_skipws(d);
@@ -1904,15 +1916,16 @@ static void json_pick_value(struct json_pick *k, unsigned active, int level)
     }
 }
 
-/* Reads path argument arg into k's path i, raising on a bad one. */
-static void json_pick_path(lua_State *L, struct json_pick *k, int i, int arg)
+/* Reads path argument arg into ps's path i, raising on a bad one.  Keys
+ * point into the path's strings: the caller keeps them anchored. */
+static void json_pick_path(lua_State *L, struct json_paths *ps, int i, int arg)
 {
     luaL_checktype(L, arg, LUA_TTABLE);
     lua_Integer n = (lua_Integer)lua_rawlen(L, arg);
     luaL_argcheck(L, n <= JSON_PICK_STEPS, arg, "a path has at most 16 steps");
-    k->len[i] = (int)n;
+    ps->len[i] = (int)n;
     for (int j = 0; j < n; j++) {
-        struct json_step *st = &k->step[i][j];
+        struct json_step *st = &ps->step[i][j];
         int isint = 0;
         int t = lua_rawgeti(L, arg, j + 1);
         st->key = NULL;
@@ -1928,28 +1941,34 @@ static void json_pick_path(lua_State *L, struct json_pick *k, int i, int arg)
     }
 }
 
-/* pick(text, path...) -> container, value... : container is true when the
- * text is an object or an array; then each path's value, as indexing the
- * decoded text would give it (nil where the path leads nowhere).  Raises
- * what decode raises for the same text.  Upvalue 1: json.array_mt. */
-static int l_json_pick(lua_State *L)
+/* Reads paths 0..n-1 from arguments first..first+n-1. */
+static void json_pick_paths(lua_State *L, struct json_paths *ps, int first, int n)
+{
+    luaL_argcheck(L, n <= JSON_PICK_MAX, JSON_PICK_MAX + first, "at most 16 paths");
+    ps->npaths = n;
+    for (int i = 0; i < n; i++) {
+        json_pick_path(L, ps, i, first + i);
+    }
+}
+
+/* Picks ps's paths from text s (len bytes), the text at stack slot 1 and
+ * nothing above it: -> container, value... as pick returns them.
+ * arraymt: the stack slot of json.array_mt's copy pushed here. */
+static int json_pick_run(lua_State *L, const char *s, size_t len, const struct json_paths *ps, int arraymt)
 {
     struct json_dec d;
     struct json_pick k;
-    size_t len;
-    const char *s = luaL_checklstring(L, 1, &len);
-    int n = lua_gettop(L) - 1;
+    int n = ps->npaths;
+    int top = lua_gettop(L);
 
-    luaL_argcheck(L, n <= JSON_PICK_MAX, JSON_PICK_MAX + 2, "at most 16 paths");
-    for (int i = 0; i < n; i++) {
-        json_pick_path(L, &k, i, i + 2);
-    }
     k.d = &d;
+    k.paths = ps;
     k.npaths = n;
+    k.filled = 0;
     luaL_checkstack(L, n + 8, "orch.json.pick: too many paths");
-    lua_pushvalue(L, lua_upvalueindex(1)); /* slot n + 2: array_mt */
-    lua_pushboolean(L, 0);                 /* slot n + 3: container */
-    k.base = n + 4;
+    lua_pushvalue(L, arraymt); /* slot top + 1: array_mt */
+    lua_pushboolean(L, 0);     /* slot top + 2: container */
+    k.base = top + 3;
     for (int i = 0; i < n; i++) {
         lua_pushnil(L);
     }
@@ -1958,16 +1977,68 @@ static int l_json_pick(lua_State *L)
     d.s = s;
     d.p = s;
     d.end = s + len;
-    d.arraymt = n + 2;
+    d.arraymt = top + 1;
     json_skipws(&d);
     lua_pushboolean(L, d.p < d.end && (*d.p == '{' || *d.p == '['));
-    lua_replace(L, n + 3);
+    lua_replace(L, top + 2);
     json_pick_value(&k, (1u << n) - 1u, 0);
     json_skipws(&d);
     if (d.p < d.end) {
         json_syntax(&d, d.p, "unexpected data after the value");
     }
     return n + 1;
+}
+
+/* pick(text, path...) -> container, value... : container is true when the
+ * text is an object or an array; then each path's value, as indexing the
+ * decoded text would give it (nil where the path leads nowhere).  Raises
+ * what decode raises for the same text.  Upvalue 1: json.array_mt. */
+static int l_json_pick(lua_State *L)
+{
+    struct json_paths ps;
+    size_t len;
+    const char *s = luaL_checklstring(L, 1, &len);
+
+    json_pick_paths(L, &ps, 2, lua_gettop(L) - 1);
+    return json_pick_run(L, s, len, &ps, lua_upvalueindex(1));
+}
+
+/* The function picker returns: pick(text) -> what json.pick(text, path...)
+ * gives for the picker's paths.  Upvalues: json.array_mt, the paths (a
+ * userdata), a table anchoring the paths' key strings. */
+static int l_json_picked(lua_State *L)
+{
+    size_t len;
+    const char *s = luaL_checklstring(L, 1, &len);
+    const struct json_paths *ps = lua_touserdata(L, lua_upvalueindex(2));
+
+    lua_settop(L, 1);
+    return json_pick_run(L, s, len, ps, lua_upvalueindex(1));
+}
+
+/* picker(path...) -> pick(text): the paths read and checked once (the
+ * errors pick raises for them), for a provider that reads every reply
+ * the same way.  The keys are anchored in a table of the closure's own,
+ * so a path table changed later changes nothing. */
+static int l_json_picker(lua_State *L)
+{
+    int n = lua_gettop(L);
+    struct json_paths *ps;
+
+    json_pick_paths(L, &(struct json_paths){0}, 1, n); /* checks before allocating */
+    lua_pushvalue(L, lua_upvalueindex(1));
+    ps = lua_newuserdatauv(L, sizeof *ps, 0);
+    lua_createtable(L, n * 4, 0);
+    for (int i = 1; i <= n; i++) {
+        lua_Integer len = (lua_Integer)lua_rawlen(L, i);
+        for (lua_Integer j = 1; j <= len; j++) {
+            lua_rawgeti(L, i, j);
+            lua_rawseti(L, -2, (lua_Integer)lua_rawlen(L, -2) + 1);
+        }
+    }
+    json_pick_paths(L, ps, 1, n); /* keys: strings the anchor table holds too */
+    lua_pushcclosure(L, l_json_picked, 3);
+    return 1;
 }
 
 static const luaL_Reg json_funcs[] = {
@@ -1999,5 +2070,8 @@ int luaopen_orch_json(lua_State *L)
     lua_getfield(L, -1, "array_mt"); /* upvalue: as decode's */
     lua_pushcclosure(L, l_json_pick, 1);
     lua_setfield(L, -2, "pick");
+    lua_getfield(L, -1, "array_mt"); /* upvalue: as pick's */
+    lua_pushcclosure(L, l_json_picker, 1);
+    lua_setfield(L, -2, "picker");
     return 1;
 }

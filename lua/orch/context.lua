@@ -48,23 +48,8 @@ local function add_to(t, group, name, tokens, cost)
   g.cost = g.cost + cost
 end
 
--- Adds one call's figures to t: calls, tokens, cost, per model and stage.
--- info's fields are read once each (a replayed row counts every call twice:
--- in the run's live totals and in its own usage).
-local function add_call(t, info, stage)
-  local tin, tout, cost = info.tokens_in, info.tokens_out, info.cost
-  local tokens = tin + tout
-  t.llm_calls = t.llm_calls + 1
-  t.tokens_in = t.tokens_in + tin
-  t.tokens_out = t.tokens_out + tout
-  t.cost = t.cost + cost
-  local model = info.model
-  if model then
-    add_to(t, "by_model", model, tokens, cost)
-  end
-  if stage then
-    add_to(t, "by_stage", stage, tokens, cost)
-  end
+-- Adds a call's rarer figures to t: estimated, retried, answered by the journal.
+local function add_extras(t, info)
   if info.estimated then -- the provider sent no usage: tokens counted from the text
     t.estimated_calls = (t.estimated_calls or 0) + 1
   end
@@ -78,24 +63,50 @@ local function add_call(t, info, stage)
   end
 end
 
+-- Adds one call's figures to t: calls, tokens, cost, per model and stage.
+-- tin, tout, cost and model are info's, read once by account (a call is
+-- counted twice: in the run's live totals and in the row's usage); a group
+-- already there is added to in place, without add_to's call.
+local function add_call(t, info, stage, tin, tout, cost, model)
+  local tokens = tin + tout
+  t.llm_calls = t.llm_calls + 1
+  t.tokens_in = t.tokens_in + tin
+  t.tokens_out = t.tokens_out + tout
+  t.cost = t.cost + cost
+  if model then
+    local groups = t.by_model
+    local g = groups and groups[model]
+    if g then
+      g.calls, g.tokens, g.cost = g.calls + 1, g.tokens + tokens, g.cost + cost
+    else
+      add_to(t, "by_model", model, tokens, cost)
+    end
+  end
+  if stage then
+    local groups = t.by_stage
+    local g = groups and groups[stage]
+    if g then
+      g.calls, g.tokens, g.cost = g.calls + 1, g.tokens + tokens, g.cost + cost
+    else
+      add_to(t, "by_stage", stage, tokens, cost)
+    end
+  end
+  if info.estimated or info.cached or (info.attempts or 0) > 1 then
+    add_extras(t, info)
+  end
+end
+
 -- A row's usage after its first call: what add_call makes of
 -- { llm_calls = 0, tokens_in = 0, tokens_out = 0, cost = 0 } and info,
 -- built in whole tables (most rows make one call).
-local function first_call(info, stage)
-  local tin, tout, cost = info.tokens_in, info.tokens_out, 0 + info.cost
-  local model, tokens = info.model, tin + tout
+local function first_call(info, stage, tin, tout, cost, model)
+  local tokens = tin + tout
+  cost = 0 + cost
   local u = { llm_calls = 1, tokens_in = 0 + tin, tokens_out = 0 + tout, cost = cost,
     by_model = model and { [model] = { calls = 1, tokens = 0 + tokens, cost = cost } } or nil,
     by_stage = stage and { [stage] = { calls = 1, tokens = 0 + tokens, cost = cost } } or nil }
-  if info.estimated then
-    u.estimated_calls = 1
-  end
-  if info.attempts and info.attempts > 1 then
-    u.retries = info.attempts - 1
-  end
-  if info.cached then
-    u.cached_calls = 1
-    u.saved = 0 + (info.saved or 0)
+  if info.estimated or info.cached or (info.attempts or 0) > 1 then
+    add_extras(u, info)
   end
   return u
 end
@@ -106,15 +117,17 @@ end
 --- runs again after a crash is counted once.
 function Context:account(info)
   local run, stage = self._run, self.stage
-  add_call(run.totals, info, stage)
+  local tin, tout, cost, model = info.tokens_in, info.tokens_out, info.cost, info.model
+  add_call(run.totals, info, stage, tin, tout, cost, model)
   local u = self.usage
   if u == nil then
-    self.usage = first_call(info, stage)
+    self.usage = first_call(info, stage, tin, tout, cost, model)
   else
-    add_call(u, info, stage)
+    add_call(u, info, stage, tin, tout, cost, model)
   end
-  if run.after_spend then
-    run.after_spend(info)
+  local after_spend = run.after_spend
+  if after_spend then
+    after_spend(info)
   end
 end
 
@@ -130,7 +143,7 @@ local function add_groups(dst, src, group)
     to = {}
     dst[group] = to
   end
-  for name, g in pairs(from) do
+  for name, g in next, from do
     local d = to[name]
     if d == nil then
       to[name] = { calls = 0 + g.calls, tokens = 0 + g.tokens, cost = 0 + g.cost }
@@ -142,8 +155,21 @@ local function add_groups(dst, src, group)
   end
 end
 
--- The figures a usage may hold besides the four every usage has.
-local optional = { "estimated_calls", "retries", "cached_calls", "saved" }
+-- Adds src's rarer figures (those add_extras writes) to dst's.
+local function add_optional(dst, src, estimated, retries, cached, saved)
+  if estimated ~= nil then
+    dst.estimated_calls = (dst.estimated_calls or 0) + estimated
+  end
+  if retries ~= nil then
+    dst.retries = (dst.retries or 0) + retries
+  end
+  if cached ~= nil then
+    dst.cached_calls = (dst.cached_calls or 0) + cached
+  end
+  if saved ~= nil then
+    dst.saved = (dst.saved or 0) + saved
+  end
+end
 
 --- add_usage(dst, src): adds a row's usage (ctx.usage, as account makes
 --- it) to dst, the run's checkpointed totals, when the row settles: the
@@ -155,15 +181,16 @@ function M.add_usage(dst, src)
   dst.tokens_in = (dst.tokens_in or 0) + src.tokens_in
   dst.tokens_out = (dst.tokens_out or 0) + src.tokens_out
   dst.cost = (dst.cost or 0) + src.cost
-  for i = 1, 4 do
-    local k = optional[i]
-    local v = src[k]
-    if v ~= nil then
-      dst[k] = (dst[k] or 0) + v
-    end
+  local estimated, retries, cached, saved = src.estimated_calls, src.retries, src.cached_calls, src.saved
+  if estimated or retries or cached or saved then
+    add_optional(dst, src, estimated, retries, cached, saved)
   end
-  add_groups(dst, src, "by_model")
-  add_groups(dst, src, "by_stage")
+  if src.by_model then
+    add_groups(dst, src, "by_model")
+  end
+  if src.by_stage then
+    add_groups(dst, src, "by_stage")
+  end
 end
 
 local levels = require("orch.log").LEVEL_RANK -- the levels a message may have

@@ -211,8 +211,10 @@ function M.gate(limit, adaptive, on_change)
   local max_limit = limit
   local waiting, head, tail = {}, 1, 0
   local last_cut, best = -math.huge, math.huge
+  -- limit // 1 is math.floor(limit) for the comparisons here, without a
+  -- C call for every request
   function g.enter()
-    while g.inflight >= math.floor(g.limit) do
+    while g.inflight >= g.limit // 1 do
       tail = tail + 1
       waiting[tail] = sched.current()
       sched.park()
@@ -256,6 +258,9 @@ function M.gate(limit, adaptive, on_change)
       if math.floor(g.limit) ~= old then
         on_change(old, math.floor(g.limit), why)
       end
+    end
+    if head > tail then
+      return -- no one waits
     end
     for _ = 1, math.floor(g.limit) - g.inflight do
       if not wake_one() then

@@ -263,6 +263,8 @@ local function check_tokens(provider, name, v)
   end
 end
 
+local mtype = math.type
+
 --- usage(name, u, chars, text) -> tokens in, tokens out, estimated
 --- Reads what a provider returned as usage; what is missing is counted from
 --- the request's characters (chars_in) and the reply. A usage of the wrong
@@ -273,6 +275,10 @@ local function read_usage(name, u, chars, text)
     if type(u) ~= "table" then
       error(string.format("orch.llm provider '%s': call returned %s as usage; return { input = tokens, output = "
         .. "tokens } or nothing (then the tokens are estimated)", name, type(u)), 0)
+    end
+    local input, output = u.input, u.output
+    if mtype(input) == "integer" and mtype(output) == "integer" and input >= 0 and output >= 0 then
+      return input, output, false -- the usual usage, as the loop below reads it
     end
     for i = 1, #usage_names do
       local pair = usage_names[i]
@@ -308,9 +314,12 @@ local function exchange(p, r, cfg, ctx, built)
   return provider_http.exchange(p, built, cfg, ctx)
 end
 
--- The journal key: provider, model and the canonical request body.
+-- The journal key: provider, model and the canonical request body, NUL
+-- between, hashed without joining them into a string first (the body may
+-- be kilobytes; the digest is xxh128 of the joined bytes).
+local xxh128_parts = hash.xxh128_parts
 local function journal_key(cfg, r, body)
-  return hash.xxh128(cfg.provider .. "\0" .. r.model .. "\0" .. body)
+  return xxh128_parts(cfg.provider, "\0", r.model, "\0", body)
 end
 
 -- The info a call returns, counted by ctx:account: the reply, its tokens

@@ -52,6 +52,32 @@ describe("orch.hash.xxh128", function()
   end)
 end)
 
+describe("orch.hash.xxh128_parts", function()
+  it("is xxh128 of its arguments joined, byte for byte, at every length", function()
+    local body = '{"messages":[{"content":"Classify: review number 1","role":"user"}],"model":"gpt-4o-mini"}'
+    -- a journal key: provider, model and the request's body, NUL between
+    assert.are.equal("3a58affab9bdd78a5d66cd1c43192d2b", hash.xxh128_parts("openai", "\0", "gpt-4o-mini", "\0", body))
+    assert.are.equal("99aa06d3014798d86001c324468d497f", hash.xxh128_parts())
+    assert.are.equal("99aa06d3014798d86001c324468d497f", hash.xxh128_parts("", ""))
+    assert.are.equal("39797789ed4c7ea0d5a06cd078125351", hash.xxh128_parts("a", "\0", "b"))
+    assert.are.equal(hash.xxh128(fox), hash.xxh128_parts(fox))
+    -- across the buffer a short key is joined in (4 KiB), and far past it
+    local big = alphabet1000()
+    for _, n in ipairs({ 0, 1, 3071, 3072, 3073, 4095, 4096, 4097, 20000 }) do
+      local tail = string.rep(big, n // 1000 + 1):sub(1, n)
+      assert.are.equal(hash.xxh128("p\0m\0" .. big .. tail), hash.xxh128_parts("p", "\0m\0", big, tail), n)
+      assert.are.equal(hash.xxh128(tail .. "x"), hash.xxh128_parts(tail, "x"), n)
+    end
+    assert.are.equal(hash.xxh128("123x"), hash.xxh128_parts(123, "x")) -- numbers as their text
+  end)
+
+  it("checks its arguments", function()
+    fails_with("bad argument #2 to 'xxh128_parts' (string expected, got nil)",
+      function() hash.xxh128_parts("a", nil, "b") end)
+    fails_with("bad argument #1 to 'xxh128_parts' (string expected, got table)", function() hash.xxh128_parts({}) end)
+  end)
+end)
+
 describe("orch.hash.xxh64", function()
   it("matches known XXH3_64bits values (not the older XXH64)", function()
     assert.are.equal("2d06800538d394c2", hash.xxh64(""))

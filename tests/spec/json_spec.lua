@@ -762,3 +762,51 @@ describe("orch.json.pick", function()
     fails_with("at most 16 paths", pick, "{}", table.unpack(many))
   end)
 end)
+
+describe("orch.json.picker", function()
+  local dec, pick, picker = json.decode, json.pick, json.picker
+  local fails_with = require("helpers").fails_with
+  local reply = '{"id": "chatcmpl-1", "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"}}], '
+    .. '"usage": {"prompt_tokens": 12, "completion_tokens": 8}, "usage": {"prompt_tokens": 3}}'
+
+  it("gives what pick gives for its paths, text after text, errors included", function()
+    local paths = { { "choices", 1, "message", "content" }, { "usage", "prompt_tokens" },
+      { "usage", "completion_tokens" }, { "usage" }, {} }
+    local p = picker(table.unpack(paths))
+    local texts = { reply, '{"usage":{"prompt_tokens":1.5}}', "[1,2]", '"s"', "null", '{"a":', '{"usage":[1] x',
+      '{"choices":[{"message":{"content":"\\ud800"}}]}', "" }
+    for _ = 1, 2 do
+      for _, text in ipairs(texts) do
+        assert.are.same(table.pack(pcall(pick, text, table.unpack(paths))), table.pack(pcall(p, text)), text)
+      end
+    end
+    local _, content, tin, tout = p(reply)
+    assert.are.same({ "hi", 3 }, { content, tin }) -- the last of repeated keys
+    assert.is_nil(tout)
+    assert.are.same(dec(reply), select(6, p(reply)))
+  end)
+
+  it("keeps its paths as they were given: a path table changed later changes nothing", function()
+    local path = { "usage", "prompt_tokens" }
+    local p = picker(path)
+    path[2] = "completion_tokens"
+    path[3] = "more"
+    collectgarbage()
+    collectgarbage()
+    assert.are.same({ true, 12 }, { p('{"usage":{"prompt_tokens":12,"completion_tokens":8}}') })
+  end)
+
+  it("checks its paths when made, and its text when called", function()
+    fails_with("bad argument #1 to 'orch.json.picker' (table expected, got string)", picker, "a")
+    fails_with("bad argument #2 to 'orch.json.picker' (a path's steps are strings (keys) and integers (indexes))",
+      picker, { "a" }, { 1.5 })
+    fails_with("a path has at most 16 steps", picker, { 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17 })
+    local many = {}
+    for i = 1, 17 do
+      many[i] = { "a" }
+    end
+    fails_with("at most 16 paths", picker, table.unpack(many))
+    fails_with("string expected, got table", picker({ "a" }), {})
+    assert.are.same({ false }, { picker()("1") })
+  end)
+end)

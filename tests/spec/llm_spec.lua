@@ -7,6 +7,7 @@ local llm = require("orch.llm")
 local mock = require("orch.providers.mock")
 local context = require("orch.context")
 local sched = require("orch.sched")
+local hash = require("orch.hash")
 local cjson = require("cjson")
 
 local SELF = debug.getinfo(1, "S").short_src
@@ -643,6 +644,28 @@ describe("ctx:llm through the scheduler", function()
     assert.are.equal(sent.cost, by_reply.saved)
     assert.are.equal(3, run.totals.llm_calls)
     assert.are.equal(2, run.totals.cached_calls)
+  end)
+
+  it("keys the journal by provider, model and the body sent: the same digest as before", function()
+    local run = fake_run { provider = "openai", model = "gpt-4o-mini", base_url = "http://127.0.0.1:9/v1",
+      api_key = "k" }
+    local keys = {}
+    run.journal = {
+      reply = function(key)
+        keys[#keys + 1] = key
+        return "held", 1, 1, 0
+      end,
+      put = function() end,
+    }
+    sched.run(function()
+      local ctx = context.new(run, 1, "k")
+      ctx:llm "Classify: review number 1"
+      ctx:llm { prompt = string.rep("long prompt ", 500), system = "sys", temperature = 0.5 }
+    end)
+    -- the first digest is fixed (hash_spec pins its bytes); the second is the joined text's
+    assert.are.same({ "3a58affab9bdd78a5d66cd1c43192d2b", hash.xxh128("openai\0gpt-4o-mini\0"
+      .. '{"messages":[{"content":"sys","role":"system"},{"content":"' .. string.rep("long prompt ", 500)
+      .. '","role":"user"}],"model":"gpt-4o-mini","temperature":0.5}') }, keys)
   end)
 
   it("accumulates totals over calls and accepts a string prompt", function()

@@ -69,12 +69,13 @@ function M.parse(d)
   return reply_of(d.content, u.input_tokens, u.output_tokens)
 end
 
-local CONTENT, IN, OUT = { "content" }, { "usage", "input_tokens" }, { "usage", "output_tokens" }
+-- the reply's three fields, the paths read once
+local pick_reply = json.picker({ "content" }, { "usage", "input_tokens" }, { "usage", "output_tokens" })
 
 --- parse_body(text) -> what parse(json.decode(text)) gives, or false when
 --- the text is not a JSON object or array; builds only the content list.
 function M.parse_body(text)
-  local ok, container, content, tin, tout = pcall(json.pick, text, CONTENT, IN, OUT)
+  local ok, container, content, tin, tout = pcall(pick_reply, text)
   if not (ok and container) then
     return false
   end

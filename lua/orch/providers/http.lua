@@ -71,7 +71,8 @@ local endpoints = setmetatable({}, { __mode = "k" })
 --- header_set }: as request's, for p's requests of cfg; headers_of(cfg,
 --- key) gives the provider's own headers (a new table).
 function M.endpoint(p, cfg, default_base, path, headers_of)
-  local key, base = M.api_key(p, cfg), M.base_url(p, cfg) or default_base
+  -- api_key's and base_url's reading, without their two calls a request
+  local key, base = cfg.api_key or env(p.env_key), cfg.base_url or env(p.env_base_url) or default_base
   local e = endpoints[cfg]
   if e and e.key == key and e.base == base and e.p == p and e.path == path and e.extra == cfg.headers then
     return e

@@ -97,13 +97,15 @@ function M.parse(d)
   return msg.content, { input = tonumber(u.prompt_tokens), output = tonumber(u.completion_tokens) }
 end
 
-local CONTENT, IN, OUT = { "choices", 1, "message", "content" }, { "usage", "prompt_tokens" }, { "usage", "completion_tokens" }
+-- the reply's three fields, the paths read once
+local pick_reply = json.picker({ "choices", 1, "message", "content" }, { "usage", "prompt_tokens" },
+  { "usage", "completion_tokens" })
 
 --- parse_body(text) -> what parse(json.decode(text)) gives, or false when
 --- the text is not a JSON object or array: the reply read for its three
 --- fields, without building its tables (a fifth of the decode's work).
 function M.parse_body(text)
-  local ok, container, content, tin, tout = pcall(json.pick, text, CONTENT, IN, OUT)
+  local ok, container, content, tin, tout = pcall(pick_reply, text)
   if not (ok and container) then
     return false
   end

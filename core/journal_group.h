@@ -38,10 +38,11 @@ struct orch_journal_wait {
     void *ud;
 };
 
-/* A reply waiting for its commit: its strings are owned copies. */
+/* A reply waiting for its commit: e's strings are copies in one block,
+ * mem (owned): one allocation a reply rather than one a string. */
 struct orch_journal_pending {
     struct orch_journal_entry e;
-    char *key, *run_id, *provider, *model, *response;
+    char *mem;
 };
 
 struct orch_journal_group {

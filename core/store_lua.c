@@ -817,24 +817,45 @@ static const struct field journal_figures[] = {
     FIELDS_END,
 };
 
+/* The entry of journal_put's positional form, from arguments 2..10:
+ * what an LLM call journals for every reply, read without a table. */
+static void journal_args(lua_State *L, struct orch_journal_entry *e)
+{
+    e->key = luaL_checkstring(L, 2);
+    e->run_id = luaL_optstring(L, 3, NULL);
+    e->provider = luaL_optstring(L, 4, NULL);
+    e->model = luaL_optstring(L, 5, NULL);
+    e->response = luaL_checklstring(L, 6, &e->response_len);
+    e->tokens_in = (int64_t)luaL_optinteger(L, 7, 0);
+    e->tokens_out = (int64_t)luaL_optinteger(L, 8, 0);
+    e->cost_usd = luaL_optnumber(L, 9, 0);
+    e->latency_ms = luaL_optnumber(L, 10, 0);
+}
+
 /* journal_put{ key =, run_id =, provider =, model =, response =, tokens_in =,
  *              tokens_out =, cost_usd =, latency_ms = } -> true | nil, err
+ * or journal_put(key, run_id, provider, model, response, tokens_in,
+ *                tokens_out, cost_usd, latency_ms), the same entry
  * The reply joins the group that commits before the loop's next round. */
 static int l_store_journal_put(lua_State *L)
 {
     struct lstore *s = luaL_checkudata(L, 1, STORE_MT);
     check_open(L);
-    luaL_checktype(L, 2, LUA_TTABLE);
-    if (get_str(L, 2, "key") == NULL)
-        return luaL_error(L, "journal entry needs a key");
-    lua_getfield(L, 2, "response");
-    size_t rlen;
-    const char *resp = luaL_checklstring(L, -1, &rlen);
-    if (push_group_error(L, s) != 0)
-        return 2;
-    struct orch_journal_entry e = {.response = resp, .response_len = rlen};
-    get_fields(L, 2, &e, journal_text);
-    get_fields(L, 2, &e, journal_figures);
+    struct orch_journal_entry e = {0};
+    if (lua_type(L, 2) != LUA_TTABLE) {
+        journal_args(L, &e);
+        if (push_group_error(L, s) != 0)
+            return 2;
+    } else {
+        if (get_str(L, 2, "key") == NULL)
+            return luaL_error(L, "journal entry needs a key");
+        lua_getfield(L, 2, "response");
+        e.response = luaL_checklstring(L, -1, &e.response_len);
+        if (push_group_error(L, s) != 0)
+            return 2;
+        get_fields(L, 2, &e, journal_text);
+        get_fields(L, 2, &e, journal_figures);
+    }
     if (orch_journal_group_put(&s->jg, &e) != 0) /* copies e's strings */
         return luaL_error(L, "out of memory");
     lua_pushboolean(L, 1);

@@ -106,6 +106,30 @@ describe("orch.store journal", function()
     cleanup(st, path)
   end)
 
+  it("journal_put takes the entry's fields as arguments, and stores what the table form stores", function()
+    local st, path = fresh()
+    local e = entry("with \0 a nul")
+    e.key, e.run_id = "k-table", "r1"
+    assert.is_true(st:journal_put(e))
+    assert.is_true(st:journal_put("k-args", "r1", "openai", "m", "with \0 a nul", 3, 2, 0.5, 10))
+    assert.is_true(st:journal_put("k-bare", nil, nil, nil, ""))
+    -- waiting for the commit, then committed: the same fields either way
+    for _ = 1, 2 do
+      local a, b = assert(st:journal_get("k-table")), assert(st:journal_get("k-args"))
+      a.key, b.key, a.created_ms, b.created_ms, a.hits, b.hits = nil, nil, nil, nil, nil, nil
+      assert.are.same(a, b)
+      assert.are.same({ "", 0, 0, 0 }, { st:journal_reply("k-bare") })
+      assert.is_true(st:journal_flush())
+    end
+    local ok, err = pcall(function() return st:journal_put("k", "r1", "openai", "m", nil) end)
+    assert.is_false(ok)
+    assert.is_truthy(err:find("bad argument #5 to 'journal_put' (string expected, got nil)", 1, true), err)
+    ok, err = pcall(function() return st:journal_put(nil) end)
+    assert.is_false(ok)
+    assert.is_truthy(err:find("bad argument #1 to 'journal_put' (string expected, got nil)", 1, true), err)
+    cleanup(st, path)
+  end)
+
   it("journal_reply gives what a replayed call reads, as journal_get does, counting the hit the same", function()
     local st, path = fresh()
     assert.is_nil(st:journal_reply("k-missing"))

@@ -92,8 +92,10 @@ static void group_commit(struct orch_journal_group *g)
     if (es != NULL && gs != NULL) {
         for (size_t i = 0; i < g->npending; i++)
             es[i] = g->pending[i].e;
-        for (size_t i = 0; i < g->nwaiting; i++)
+        for (size_t i = 0; i < g->nwaiting; i++) {
             gs[i].key = g->waiting[i]->key;
+            gs[i].reply = g->waiting[i]->reply;
+        }
         rc = orch_store_journal_batch(g->st, es, g->npending, gs, g->nwaiting);
     }
     const char *err = es == NULL || gs == NULL ? "out of memory" : g->st->err;

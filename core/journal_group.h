@@ -32,6 +32,7 @@ struct orch_journal_wait {
     char *key;                     /* owned */
     size_t qi;                     /* index in g->waiting while queued */
     int state;                     /* ORCH_JWAIT_* */
+    int reply;                     /* set by the owner: only the reply is read (orch_journal_lookup) */
     struct orch_journal_owned out; /* the entry when found, owned */
     char err[512];                 /* why, when failed (as long as the store's) */
     void (*wake)(void *ud);        /* called once, when answered */

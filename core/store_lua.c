@@ -988,6 +988,7 @@ static int journal_lookup(lua_State *L, int reply)
         luaL_setmetatable(L, LOOKUP_MT);
         lua_toclose(L, LOOKUP_SLOT);
         q->t = t;
+        q->w.reply = reply;
         if (orch_journal_group_wait(&s->jg, &q->w, key, lookup_wake, t) != 0)
             return luaL_error(L, "out of memory");
         orch_task_suspend(t, lookup_cancel, &q->w);

@@ -154,6 +154,8 @@ struct orch_journal_owned {
 /* One lookup of a journal_batch: key in, found and out back. */
 struct orch_journal_lookup {
     const char *key;
+    int reply;                     /* 1: only the reply and its figures are read (response, tokens,
+                                    * cost): a backend may leave the other fields NULL or 0 */
     int found;                     /* 1: out holds the entry (the caller clears it) */
     struct orch_journal_owned out; /* zeroed when not found */
 };

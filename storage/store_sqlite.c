@@ -97,6 +97,7 @@ const char *const sq_sql[SQ_NSTMT] = {
     [SQ_JR_INSERT] = "INSERT INTO llm_journal (" SQ_JR_COLS ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, "
                      "?10, 0) ON CONFLICT (key) DO NOTHING",
     [SQ_JR_GET] = "SELECT " SQ_JR_COLS " FROM llm_journal WHERE key = ?1",
+    [SQ_JR_REPLY] = "SELECT response, tokens_in, tokens_out, cost_usd FROM llm_journal WHERE key = ?1",
     [SQ_JR_HIT] = "UPDATE llm_journal SET hits = hits + ?2 WHERE key = ?1",
     [SQ_JR_PRUNE] = "DELETE FROM llm_journal WHERE created_ms < ?1",
     [SQ_STATS_RUNS] =
@@ -1198,6 +1199,7 @@ static int sq_journal_put(struct orch_store *base, const struct orch_journal_ent
 }
 
 static int sq_journal_get(struct orch_store *base, const char *key, struct orch_journal_owned *out);
+static int sq_journal_reply(struct sq_store *st, const char *key, struct orch_journal_owned *out);
 
 /* Several replies and lookups in one transaction: one WAL commit, and one
  * set of locks, instead of one per reply and per lookup. */
@@ -1218,7 +1220,8 @@ static int sq_journal_batch(struct orch_store *base, const struct orch_journal_e
             goto fail;
     }
     for (size_t i = 0; i < m; i++) {
-        int rc = sq_journal_get(base, gets[i].key, &gets[i].out);
+        int rc = gets[i].reply ? sq_journal_reply(st, gets[i].key, &gets[i].out)
+                               : sq_journal_get(base, gets[i].key, &gets[i].out);
         if (rc < 0)
             goto fail;
         gets[i].found = rc;
@@ -1340,6 +1343,36 @@ static int sq_journal_get(struct orch_store *base, const char *key, struct orch_
         return orch_store_fail(&st->base, "cannot read journaled response %s: out of memory", key);
     got.hits += sq_hit_count(st, key);
     *out = got;
+    return 1;
+}
+
+/* sq_journal_get for a replayed call, which reads only the reply and its
+ * figures: four columns, one copy (not eleven columns and five copies a
+ * row). The hit is counted the same; out's other fields stay NULL or 0. */
+static int sq_journal_reply(struct sq_store *st, const char *key, struct orch_journal_owned *out)
+{
+    sqlite3_stmt *s = st->stmt[SQ_JR_REPLY];
+    int rc = sq_start(st, s, SQ_ARGS(SQ_TEXT(key)), NULL, "cannot look up journaled response %s", key);
+    if (rc != SQLITE_ROW)
+        return rc < 0 ? -1 : 0;
+    memset(out, 0, sizeof *out);
+    /* blob before bytes, as SQLite asks; an empty blob gives NULL */
+    const void *blob = sqlite3_column_blob(s, 0);
+    size_t n = (size_t)sqlite3_column_bytes(s, 0);
+    out->response = malloc(n + 1);
+    if (out->response != NULL) {
+        if (n > 0)
+            memcpy(out->response, blob, n);
+        out->response[n] = '\0';
+        out->response_len = n;
+        out->tokens_in = sqlite3_column_int64(s, 1);
+        out->tokens_out = sqlite3_column_int64(s, 2);
+        out->cost_usd = sqlite3_column_double(s, 3);
+    }
+    sq_done(s);
+    if (out->response == NULL)
+        return orch_store_fail(&st->base, "cannot read journaled response %s: out of memory", key);
+    out->hits = sq_hit_count(st, key);
     return 1;
 }
 

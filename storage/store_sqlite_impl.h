@@ -56,6 +56,7 @@ enum sq_stmt {
     SQ_EV_LIST,
     SQ_JR_INSERT,
     SQ_JR_GET,
+    SQ_JR_REPLY,
     SQ_JR_HIT,
     SQ_JR_PRUNE,
     SQ_STATS_RUNS,

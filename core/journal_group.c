@@ -114,9 +114,26 @@ static void group_commit(struct orch_journal_group *g)
     free(gs);
 }
 
+int orch_journal_group_peek(struct orch_journal_group *g, const char *key, int reply,
+                            struct orch_journal_owned *out)
+{
+    memset(out, 0, sizeof *out);
+    if (g->st == NULL || orch_journal_group_hook(g) != 0)
+        return -1;
+    struct orch_journal_lookup get = {.key = key, .reply = reply};
+    if (orch_store_journal_peek(g->st, &get) != 0)
+        return -1;
+    g->peeking = 1;
+    *out = get.out; /* ownership moves to the caller */
+    return get.found;
+}
+
 int orch_journal_group_flush(struct orch_journal_group *g)
 {
     int woken = (int)g->nwaiting;
+    if (g->peeking && g->st != NULL) /* first: the snapshot must not outlive what commits now */
+        orch_store_journal_peek_end(g->st);
+    g->peeking = 0;
     if (g->npending == 0 && g->nwaiting == 0)
         return 0;
     if (g->st == NULL) {

@@ -969,9 +969,22 @@ static int journal_lookup_k(lua_State *L, int status, lua_KContext ctx)
     return 1;
 }
 
-/* journal_get and journal_reply: from a task, the lookup joins the round's
- * group transaction and the task waits for it; elsewhere it reads at once.
- * Either way the store counts the hit. May yield. */
+/* A lookup peeked at (orch_journal_group_peek): the entry, or nil. */
+static int push_peeked(lua_State *L, struct orch_journal_owned *e, int found, int reply)
+{
+    if (!found) {
+        lua_pushnil(L);
+        return 1;
+    }
+    int pushed = push_found(L, e, reply);
+    orch_journal_clear(e);
+    return pushed;
+}
+
+/* journal_get and journal_reply: from a task, the lookup reads the round's
+ * snapshot at once where the store keeps one (SQLite), or else joins the
+ * round's group transaction and the task waits for it; elsewhere it reads
+ * at once. Either way the store counts the hit. May yield. */
 static int journal_lookup(lua_State *L, int reply)
 {
     struct lstore *s = luaL_checkudata(L, 1, STORE_MT);
@@ -982,6 +995,10 @@ static int journal_lookup(lua_State *L, int reply)
     if (waiting != NULL) /* still waiting for its commit */
         return reply ? push_reply(L, waiting) : push_journal(L, waiting, 0);
     struct orch_task *t = orch_task_current(L);
+    struct orch_journal_owned e;
+    int found = t != NULL ? orch_journal_group_peek(&s->jg, key, reply, &e) : -1;
+    if (found >= 0) /* answered at once from the round's read snapshot: no wait */
+        return push_peeked(L, &e, found, reply);
     if (t != NULL && lua_isyieldable(L) && orch_journal_group_hook(&s->jg) == 0) {
         struct jlookup *q = lua_newuserdatauv(L, sizeof *q, 0);
         memset(q, 0, sizeof *q); /* not queued until it is */
@@ -994,7 +1011,6 @@ static int journal_lookup(lua_State *L, int reply)
         orch_task_suspend(t, lookup_cancel, &q->w);
         return lua_yieldk(L, 0, (lua_KContext)reply, journal_lookup_k);
     }
-    struct orch_journal_owned e;
     memset(&e, 0, sizeof e);
     int pushed = push_not_found(L, st, orch_store_journal_get(st, key, &e), NONE_NIL);
     if (pushed != 0)

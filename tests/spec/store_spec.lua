@@ -172,6 +172,49 @@ describe("orch.store journal", function()
     cleanup(st, path)
   end)
 
+  it("answers a task's lookup at once on a SQLite file (the round's snapshot), and after a wait elsewhere", function()
+    local st, path = fresh()
+    local e = entry("one")
+    e.key = "k1"
+    assert.is_true(st:journal_put(e))
+    assert.is_true(st:journal_flush())
+    local order = {}
+    sched.run(function()
+      sched.spawn(function()
+        local text = st:journal_reply("k1")
+        local miss = st:journal_get("k-missing")
+        order[#order + 1] = "looked up " .. text .. " " .. tostring(miss)
+      end)
+      sched.spawn(function()
+        order[#order + 1] = "other task"
+      end)
+      for _ = 1, 2 do
+        sched.wait()
+      end
+    end)
+    if backend == "sqlite" then
+      assert.are.same({ "looked up one nil", "other task" }, order)
+    else
+      assert.are.same({ "other task", "looked up one nil" }, order)
+    end
+    assert.are.equal(2, assert(st:journal_get("k1")).hits)
+    cleanup(st, path)
+  end)
+
+  it("finds a reply flushed in the same round as an earlier lookup that missed it", function()
+    local st, path = fresh()
+    local got = sched.run(function()
+      local before = st:journal_reply("k-late") -- on a file: the round's snapshot, taken now
+      local e = entry("late")
+      e.key = "k-late"
+      assert.is_true(st:journal_put(e))
+      assert.is_true(st:journal_flush()) -- committed: no longer waiting in the group
+      return { before, st:journal_reply("k-late"), assert(st:journal_get("k-late")).response }
+    end)
+    assert.are.same({ nil, "late", "late" }, got)
+    cleanup(st, path)
+  end)
+
   it("lets a task find a reply another task put in the same round", function()
     local st, path = fresh()
     local text = sched.run(function()
@@ -189,6 +232,10 @@ describe("orch.store journal", function()
 
   it("drops the lookup of a task cancelled while it waits", function()
     local st, path = fresh()
+    if backend == "sqlite" then -- a file's lookups read the round's snapshot at once: one in memory waits
+      cleanup(st, path)
+      st, path = assert(store.open(":memory:")), ":memory:"
+    end
     local queued, answered = false, false
     local r1, r2 = sched.run(function()
       -- the child's lookup is still queued when the root returns: it is cancelled

@@ -1424,7 +1424,12 @@ static int sq_reader_open(struct sq_store *st)
     if (r == NULL)
         return -1;
     st->reader = r;
-    int rc = sqlite3_open_v2(st->path, &r->db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, NULL);
+    /* the main connection's file by its absolute name: st->path may be
+     * relative, and orch resume changes directory after opening the store */
+    const char *file = sqlite3_db_filename(st->db, "main");
+    int rc = file != NULL && file[0] == '/' ? SQLITE_OK : SQLITE_CANTOPEN;
+    if (rc == SQLITE_OK)
+        rc = sqlite3_open_v2(file, &r->db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, NULL);
     if (rc == SQLITE_OK)
         rc = sqlite3_exec(r->db, "PRAGMA cache_size = -512", NULL, NULL, NULL);
     const char *sql[] = {"BEGIN", "COMMIT", sq_sql[SQ_JR_GET], sq_sql[SQ_JR_REPLY]};

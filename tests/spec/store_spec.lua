@@ -215,6 +215,38 @@ describe("orch.store journal", function()
     cleanup(st, path)
   end)
 
+  it("reads a task's lookup from the store's own file after the working directory changes", function()
+    if backend ~= "sqlite" then
+      return
+    end
+    local sys = require("orch.sys")
+    local here = sys.realpath(".")
+    local dir = os.tmpname()
+    os.remove(dir)
+    assert(os.execute("mkdir -p " .. dir .. "/a " .. dir .. "/b"))
+    local function put(st, text)
+      local e = entry(text)
+      e.key = "k1"
+      assert.is_true(st:journal_put(e))
+      assert.is_true(st:journal_flush())
+    end
+    assert(sys.chdir(dir .. "/a"))
+    local st = assert(store.open("state.db")) -- relative, as orch resume opens it before changing directory
+    put(st, "from a")
+    assert(sys.chdir(dir .. "/b"))
+    local other = assert(store.open("state.db"))
+    put(other, "from b")
+    other:close()
+    local ok, got = pcall(sched.run, function()
+      return st:journal_reply("k1")
+    end)
+    assert(sys.chdir(here))
+    st:close()
+    os.execute("rm -rf " .. dir)
+    assert.is_true(ok, got)
+    assert.are.equal("from a", got)
+  end)
+
   it("lets a task find a reply another task put in the same round", function()
     local st, path = fresh()
     local text = sched.run(function()

@@ -17,10 +17,21 @@
  * caches anew, and a busy run makes thousands. */
 #define HTTP_POOL_MAX 256
 
+/* What curl's callbacks and CURLINFO_PRIVATE reach, one per easy handle,
+ * given to curl once when the handle is made: pointing curl at each
+ * request's own record (PRIVATE, WRITEDATA, HEADERDATA, ERRORBUFFER) and
+ * clearing them after took eight curl_easy_setopt calls a request. The
+ * request holding the handle owns it meanwhile. */
+struct slot {
+    struct orch_http_req *req; /* the request on the handle, or NULL */
+    char errbuf[CURL_ERROR_SIZE];
+};
+
 /* A pooled easy handle and the per-request options it was last given:
  * setting an option to the value it holds costs curl a call for nothing. */
 struct pooled {
     CURL *easy;
+    struct slot *slot; /* owned; curl holds its address */
     long timeout_ms, connect_timeout_ms;
     char *url; /* the URL uh holds (owned), or NULL: the handle has none */
     CURLU *uh; /* that URL parsed once (owned; the easy handle borrows it) */
@@ -63,7 +74,6 @@ struct orch_http_req {
     struct buf body;
     struct buf head;
     struct orch_http_result res;
-    char errbuf[CURL_ERROR_SIZE];
 };
 
 /* ---- buffers ---- */
@@ -91,7 +101,7 @@ static int buf_add(struct buf *b, const char *p, size_t n)
 
 static size_t on_body(char *p, size_t size, size_t n, void *ud)
 {
-    struct orch_http_req *r = ud;
+    struct orch_http_req *r = ((struct slot *)ud)->req;
     if (buf_add(&r->body, p, size * n) != 0)
         return 0; /* aborts with CURLE_WRITE_ERROR */
     return size * n;
@@ -99,7 +109,7 @@ static size_t on_body(char *p, size_t size, size_t n, void *ud)
 
 static size_t on_header(char *p, size_t size, size_t n, void *ud)
 {
-    struct orch_http_req *r = ud;
+    struct orch_http_req *r = ((struct slot *)ud)->req;
     if (size * n >= 5 && strncmp(p, "HTTP/", 5) == 0)
         r->head.len = 0; /* a new response (after a 100 Continue): keep only the last */
     if (buf_add(&r->head, p, size * n) != 0)
@@ -116,8 +126,9 @@ static void drain(struct orch_http *h)
     while ((m = curl_multi_info_read(h->multi, &left)) != NULL) {
         if (m->msg != CURLMSG_DONE)
             continue;
-        struct orch_http_req *r = NULL;
-        curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, (char **)&r);
+        struct slot *slot = NULL;
+        curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, (char **)&slot);
+        struct orch_http_req *r = slot->req;
         CURLcode code = m->data.result;
         curl_multi_remove_handle(h->multi, r->p.easy);
         r->h = NULL;
@@ -127,7 +138,7 @@ static void drain(struct orch_http *h)
             if (code == CURLE_WRITE_ERROR && r->body.len + CURL_MAX_WRITE_SIZE > r->body.max)
                 r->res.message = "response body larger than the limit";
             else
-                r->res.message = r->errbuf[0] != '\0' ? r->errbuf : curl_easy_strerror(code);
+                r->res.message = slot->errbuf[0] != '\0' ? slot->errbuf : curl_easy_strerror(code);
         }
         curl_easy_getinfo(r->p.easy, CURLINFO_RESPONSE_CODE, &r->res.status);
         curl_easy_getinfo(r->p.easy, CURLINFO_TOTAL_TIME, &r->res.seconds);
@@ -201,8 +212,9 @@ static int on_timer(CURLM *m, long timeout_ms, void *userp)
 
 static void pooled_free(struct pooled *p)
 {
-    curl_easy_cleanup(p->easy); /* first: it borrows uh */
+    curl_easy_cleanup(p->easy); /* first: it borrows uh and slot */
     curl_url_cleanup(p->uh);
+    free(p->slot);
     free(p->url);
 }
 
@@ -292,14 +304,27 @@ void orch_http_free(struct orch_http *h)
     free(h);
 }
 
-/* The options every request of h shares, set once per easy handle: a
- * pooled handle keeps them (curl_easy_reset would cost as much again as
- * the request's own setup). */
-static CURL *easy_new(struct orch_http *h)
+/* A new easy handle in p, with its slot and the options every request of
+ * h shares, set once: a pooled handle keeps them (curl_easy_reset would
+ * cost as much again as the request's own setup). 0, or -1 when out of
+ * memory (p holds nothing). */
+static int easy_new(struct orch_http *h, struct pooled *p)
 {
-    CURL *e = curl_easy_init();
-    if (e == NULL)
-        return NULL;
+    p->timeout_ms = p->connect_timeout_ms = -1; /* neither set yet */
+    p->url = NULL;
+    p->uh = NULL;
+    p->slot = calloc(1, sizeof *p->slot);
+    CURL *e = p->slot != NULL ? curl_easy_init() : NULL;
+    p->easy = e;
+    if (e == NULL) {
+        free(p->slot);
+        p->slot = NULL;
+        return -1;
+    }
+    curl_easy_setopt(e, CURLOPT_PRIVATE, (char *)p->slot);
+    curl_easy_setopt(e, CURLOPT_ERRORBUFFER, p->slot->errbuf);
+    curl_easy_setopt(e, CURLOPT_WRITEDATA, p->slot);
+    curl_easy_setopt(e, CURLOPT_HEADERDATA, p->slot);
     curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
     curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
@@ -309,7 +334,7 @@ static CURL *easy_new(struct orch_http *h)
     curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
     curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
     curl_easy_setopt(e, CURLOPT_BUFFERSIZE, 4096L); /* LLM replies are small; 200 handles x 16 KiB adds up */
-    return e;
+    return 0;
 }
 
 /* Points p's handle at url. A URL given with CURLOPT_URL is parsed, and
@@ -351,26 +376,18 @@ struct orch_http_req *orch_http_req_new(struct orch_http *h, const char *method,
         return NULL;
     if (h->npool > 0) {
         r->p = h->pool[--h->npool];
-    } else {
-        r->p.easy = easy_new(h);
-        r->p.timeout_ms = r->p.connect_timeout_ms = -1; /* neither set yet */
-        r->p.url = NULL;
-        r->p.uh = NULL;
-    }
-    if (r->p.easy == NULL) {
+    } else if (easy_new(h, &r->p) != 0) {
         free(r);
         return NULL;
     }
+    r->p.slot->req = r;
+    r->p.slot->errbuf[0] = '\0'; /* no message left from the handle's last transfer */
     r->owner = h;
     h->live++;
     r->body.max = max_body;
     r->head.max = 256 * 1024;
     CURL *e = r->p.easy;
     set_url(&r->p, url);
-    curl_easy_setopt(e, CURLOPT_PRIVATE, (char *)r);
-    curl_easy_setopt(e, CURLOPT_ERRORBUFFER, r->errbuf);
-    curl_easy_setopt(e, CURLOPT_WRITEDATA, r);
-    curl_easy_setopt(e, CURLOPT_HEADERDATA, r);
     if (r->p.timeout_ms != timeout_ms)
         curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, timeout_ms);
     if (r->p.connect_timeout_ms != connect_timeout_ms)
@@ -537,13 +554,10 @@ void orch_http_req_free(struct orch_http_req *r)
     if (r->h != NULL)
         orch_http_cancel(r->h, r);
     if (!h->closing && h->npool < HTTP_POOL_MAX) {
-        /* back to the pool with its shared options; nothing of r's stays
-         * reachable (the next request sets its own) */
+        /* back to the pool with its shared options and its slot; nothing
+         * of r's stays reachable (the next request sets its own list) */
         curl_easy_setopt(r->p.easy, CURLOPT_HTTPHEADER, NULL);
-        curl_easy_setopt(r->p.easy, CURLOPT_ERRORBUFFER, NULL);
-        curl_easy_setopt(r->p.easy, CURLOPT_PRIVATE, NULL);
-        curl_easy_setopt(r->p.easy, CURLOPT_WRITEDATA, NULL);
-        curl_easy_setopt(r->p.easy, CURLOPT_HEADERDATA, NULL);
+        r->p.slot->req = NULL;
         h->pool[h->npool++] = r->p;
     } else {
         pooled_free(&r->p);

@@ -14,16 +14,21 @@ void orch_journal_group_init(struct orch_journal_group *g, struct orch_loop *loo
 
 static void pending_free(struct orch_journal_pending *p)
 {
-    free(p->key);
-    free(p->run_id);
-    free(p->provider);
-    free(p->model);
-    free(p->response);
+    free(p->mem);
+    p->mem = NULL;
 }
 
-static char *dup_or_null(const char *s)
+/* Copies s (n bytes and a NUL) to *at and moves *at past it; NULL stays
+ * NULL. */
+static const char *copy_into(char **at, const char *s, size_t n)
 {
-    return s != NULL ? strdup(s) : NULL;
+    if (s == NULL)
+        return NULL;
+    char *d = *at;
+    memcpy(d, s, n);
+    d[n] = '\0';
+    *at = d + n + 1;
+    return d;
 }
 
 int orch_journal_group_put(struct orch_journal_group *g, const struct orch_journal_entry *e)
@@ -36,25 +41,21 @@ int orch_journal_group_put(struct orch_journal_group *g, const struct orch_journ
         g->pending = q;
         g->cappending = cap;
     }
+    size_t kn = e->key != NULL ? strlen(e->key) : 0;
+    size_t rn = e->run_id != NULL ? strlen(e->run_id) : 0;
+    size_t pn = e->provider != NULL ? strlen(e->provider) : 0;
+    size_t mn = e->model != NULL ? strlen(e->model) : 0;
     struct orch_journal_pending *p = &g->pending[g->npending];
-    memset(p, 0, sizeof *p);
-    p->key = dup_or_null(e->key);
-    p->run_id = dup_or_null(e->run_id);
-    p->provider = dup_or_null(e->provider);
-    p->model = dup_or_null(e->model);
-    p->response = malloc(e->response_len + 1);
-    if (p->key == NULL || p->response == NULL) {
-        pending_free(p);
+    p->mem = e->key != NULL ? malloc(kn + rn + pn + mn + e->response_len + 5) : NULL;
+    if (p->mem == NULL)
         return -1;
-    }
-    memcpy(p->response, e->response, e->response_len);
-    p->response[e->response_len] = '\0';
+    char *at = p->mem;
     p->e = *e;
-    p->e.key = p->key;
-    p->e.run_id = p->run_id;
-    p->e.provider = p->provider;
-    p->e.model = p->model;
-    p->e.response = p->response;
+    p->e.key = copy_into(&at, e->key, kn);
+    p->e.run_id = copy_into(&at, e->run_id, rn);
+    p->e.provider = copy_into(&at, e->provider, pn);
+    p->e.model = copy_into(&at, e->model, mn);
+    p->e.response = copy_into(&at, e->response, e->response_len); /* NULL: the store says what is wrong */
     p->e.created_ms = (int64_t)orch_wall_ms();
     g->npending++;
     if (orch_journal_group_hook(g) != 0)
@@ -66,7 +67,7 @@ const struct orch_journal_entry *orch_journal_group_pending(const struct orch_jo
                                                             const char *key)
 {
     for (size_t i = 0; i < g->npending; i++) {
-        if (strcmp(g->pending[i].key, key) == 0)
+        if (strcmp(g->pending[i].e.key, key) == 0)
             return &g->pending[i].e;
     }
     return NULL;
@@ -91,8 +92,10 @@ static void group_commit(struct orch_journal_group *g)
     if (es != NULL && gs != NULL) {
         for (size_t i = 0; i < g->npending; i++)
             es[i] = g->pending[i].e;
-        for (size_t i = 0; i < g->nwaiting; i++)
+        for (size_t i = 0; i < g->nwaiting; i++) {
             gs[i].key = g->waiting[i]->key;
+            gs[i].reply = g->waiting[i]->reply;
+        }
         rc = orch_store_journal_batch(g->st, es, g->npending, gs, g->nwaiting);
     }
     const char *err = es == NULL || gs == NULL ? "out of memory" : g->st->err;
@@ -111,9 +114,26 @@ static void group_commit(struct orch_journal_group *g)
     free(gs);
 }
 
+int orch_journal_group_peek(struct orch_journal_group *g, const char *key, int reply,
+                            struct orch_journal_owned *out)
+{
+    memset(out, 0, sizeof *out);
+    if (g->st == NULL || orch_journal_group_hook(g) != 0)
+        return -1;
+    struct orch_journal_lookup get = {.key = key, .reply = reply};
+    if (orch_store_journal_peek(g->st, &get) != 0)
+        return -1;
+    g->peeking = 1;
+    *out = get.out; /* ownership moves to the caller */
+    return get.found;
+}
+
 int orch_journal_group_flush(struct orch_journal_group *g)
 {
     int woken = (int)g->nwaiting;
+    if (g->peeking && g->st != NULL) /* first: the snapshot must not outlive what commits now */
+        orch_store_journal_peek_end(g->st);
+    g->peeking = 0;
     if (g->npending == 0 && g->nwaiting == 0)
         return 0;
     if (g->st == NULL) {

@@ -32,16 +32,18 @@ struct orch_journal_wait {
     char *key;                     /* owned */
     size_t qi;                     /* index in g->waiting while queued */
     int state;                     /* ORCH_JWAIT_* */
+    int reply;                     /* set by the owner: only the reply is read (orch_journal_lookup) */
     struct orch_journal_owned out; /* the entry when found, owned */
     char err[512];                 /* why, when failed (as long as the store's) */
     void (*wake)(void *ud);        /* called once, when answered */
     void *ud;
 };
 
-/* A reply waiting for its commit: its strings are owned copies. */
+/* A reply waiting for its commit: e's strings are copies in one block,
+ * mem (owned): one allocation a reply rather than one a string. */
 struct orch_journal_pending {
     struct orch_journal_entry e;
-    char *key, *run_id, *provider, *model, *response;
+    char *mem;
 };
 
 struct orch_journal_group {
@@ -52,6 +54,7 @@ struct orch_journal_group {
     struct orch_journal_wait **waiting; /* lookups waiting for the transaction */
     size_t nwaiting, capwaiting;
     int hooked;    /* the prepare hook is registered */
+    int peeking;   /* the store holds a read snapshot for this round's lookups */
     char err[512]; /* a failed group commit, for the next caller to report */
 };
 
@@ -67,6 +70,15 @@ int orch_journal_group_put(struct orch_journal_group *g, const struct orch_journ
  * next flush. */
 const struct orch_journal_entry *orch_journal_group_pending(const struct orch_journal_group *g,
                                                             const char *key);
+
+/* Answers a lookup at once from the store's read snapshot of this round
+ * (orch_store_journal_peek), which the next flush ends before it commits:
+ * 1 found (*out the caller's to clear), 0 missing (both with the hit
+ * counted as a group's lookup counts it), or -1: no answer now (a store
+ * without a snapshot, no hook to end it, a failed read); then wait. Does
+ * not look at the replies waiting for their commit (check those first). */
+int orch_journal_group_peek(struct orch_journal_group *g, const char *key, int reply,
+                            struct orch_journal_owned *out);
 
 /* Registers the prepare hook that flushes the group; 0, or -1 when the
  * loop has no room. */

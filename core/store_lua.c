@@ -846,24 +846,45 @@ static const struct field journal_figures[] = {
     FIELDS_END,
 };
 
+/* The entry of journal_put's positional form, from arguments 2..10:
+ * what an LLM call journals for every reply, read without a table. */
+static void journal_args(lua_State *L, struct orch_journal_entry *e)
+{
+    e->key = luaL_checkstring(L, 2);
+    e->run_id = luaL_optstring(L, 3, NULL);
+    e->provider = luaL_optstring(L, 4, NULL);
+    e->model = luaL_optstring(L, 5, NULL);
+    e->response = luaL_checklstring(L, 6, &e->response_len);
+    e->tokens_in = (int64_t)luaL_optinteger(L, 7, 0);
+    e->tokens_out = (int64_t)luaL_optinteger(L, 8, 0);
+    e->cost_usd = luaL_optnumber(L, 9, 0);
+    e->latency_ms = luaL_optnumber(L, 10, 0);
+}
+
 /* journal_put{ key =, run_id =, provider =, model =, response =, tokens_in =,
  *              tokens_out =, cost_usd =, latency_ms = } -> true | nil, err
+ * or journal_put(key, run_id, provider, model, response, tokens_in,
+ *                tokens_out, cost_usd, latency_ms), the same entry
  * The reply joins the group that commits before the loop's next round. */
 static int l_store_journal_put(lua_State *L)
 {
     struct lstore *s = luaL_checkudata(L, 1, STORE_MT);
     check_open(L);
-    luaL_checktype(L, 2, LUA_TTABLE);
-    if (get_str(L, 2, "key") == NULL)
-        return luaL_error(L, "journal entry needs a key");
-    lua_getfield(L, 2, "response");
-    size_t rlen;
-    const char *resp = luaL_checklstring(L, -1, &rlen);
-    if (push_group_error(L, s) != 0)
-        return 2;
-    struct orch_journal_entry e = {.response = resp, .response_len = rlen};
-    get_fields(L, 2, &e, journal_text);
-    get_fields(L, 2, &e, journal_figures);
+    struct orch_journal_entry e = {0};
+    if (lua_type(L, 2) != LUA_TTABLE) {
+        journal_args(L, &e);
+        if (push_group_error(L, s) != 0)
+            return 2;
+    } else {
+        if (get_str(L, 2, "key") == NULL)
+            return luaL_error(L, "journal entry needs a key");
+        lua_getfield(L, 2, "response");
+        e.response = luaL_checklstring(L, -1, &e.response_len);
+        if (push_group_error(L, s) != 0)
+            return 2;
+        get_fields(L, 2, &e, journal_text);
+        get_fields(L, 2, &e, journal_figures);
+    }
     if (orch_journal_group_put(&s->jg, &e) != 0) /* copies e's strings */
         return luaL_error(L, "out of memory");
     lua_pushboolean(L, 1);
@@ -977,9 +998,22 @@ static int journal_lookup_k(lua_State *L, int status, lua_KContext ctx)
     return 1;
 }
 
-/* journal_get and journal_reply: from a task, the lookup joins the round's
- * group transaction and the task waits for it; elsewhere it reads at once.
- * Either way the store counts the hit. May yield. */
+/* A lookup peeked at (orch_journal_group_peek): the entry, or nil. */
+static int push_peeked(lua_State *L, struct orch_journal_owned *e, int found, int reply)
+{
+    if (!found) {
+        lua_pushnil(L);
+        return 1;
+    }
+    int pushed = push_found(L, e, reply);
+    orch_journal_clear(e);
+    return pushed;
+}
+
+/* journal_get and journal_reply: from a task, the lookup reads the round's
+ * snapshot at once where the store keeps one (SQLite), or else joins the
+ * round's group transaction and the task waits for it; elsewhere it reads
+ * at once. Either way the store counts the hit. May yield. */
 static int journal_lookup(lua_State *L, int reply)
 {
     struct lstore *s = luaL_checkudata(L, 1, STORE_MT);
@@ -990,18 +1024,22 @@ static int journal_lookup(lua_State *L, int reply)
     if (waiting != NULL) /* still waiting for its commit */
         return reply ? push_reply(L, waiting) : push_journal(L, waiting, 0);
     struct orch_task *t = orch_task_current(L);
+    struct orch_journal_owned e;
+    int found = t != NULL ? orch_journal_group_peek(&s->jg, key, reply, &e) : -1;
+    if (found >= 0) /* answered at once from the round's read snapshot: no wait */
+        return push_peeked(L, &e, found, reply);
     if (t != NULL && lua_isyieldable(L) && orch_journal_group_hook(&s->jg) == 0) {
         struct jlookup *q = lua_newuserdatauv(L, sizeof *q, 0);
         memset(q, 0, sizeof *q); /* not queued until it is */
         luaL_setmetatable(L, LOOKUP_MT);
         lua_toclose(L, LOOKUP_SLOT);
         q->t = t;
+        q->w.reply = reply;
         if (orch_journal_group_wait(&s->jg, &q->w, key, lookup_wake, t) != 0)
             return luaL_error(L, "out of memory");
         orch_task_suspend(t, lookup_cancel, &q->w);
         return lua_yieldk(L, 0, (lua_KContext)reply, journal_lookup_k);
     }
-    struct orch_journal_owned e;
     memset(&e, 0, sizeof e);
     int pushed = push_not_found(L, st, orch_store_journal_get(st, key, &e), NONE_NIL);
     if (pushed != 0)

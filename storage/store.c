@@ -236,6 +236,17 @@ int orch_store_journal_batch(struct orch_store *st, const struct orch_journal_en
     return st->ops->journal_batch(st, e, n, gets, m);
 }
 
+int orch_store_journal_peek(struct orch_store *st, struct orch_journal_lookup *get)
+{
+    return st->ops->journal_peek != NULL ? st->ops->journal_peek(st, get) : -1;
+}
+
+void orch_store_journal_peek_end(struct orch_store *st)
+{
+    if (st->ops->journal_peek_end != NULL)
+        st->ops->journal_peek_end(st);
+}
+
 int orch_store_run_delete(struct orch_store *st, const char *run_id)
 {
     return st->ops->run_delete(st, run_id);

@@ -154,6 +154,8 @@ struct orch_journal_owned {
 /* One lookup of a journal_batch: key in, found and out back. */
 struct orch_journal_lookup {
     const char *key;
+    int reply;                     /* 1: only the reply and its figures are read (response, tokens,
+                                    * cost): a backend may leave the other fields NULL or 0 */
     int found;                     /* 1: out holds the entry (the caller clears it) */
     struct orch_journal_owned out; /* zeroed when not found */
 };
@@ -273,6 +275,12 @@ int orch_store_journal_get(struct orch_store *st, const char *key, struct orch_j
  * none of the entries written and every lookup cleared. */
 int orch_store_journal_batch(struct orch_store *st, const struct orch_journal_entry *e, size_t n,
                              struct orch_journal_lookup *gets, size_t m);
+/* One lookup answered at once from the store's read snapshot, where the
+ * backend keeps one (SQLite): 0, or -1 when it cannot answer now (then
+ * journal_batch answers it). The snapshot lasts until
+ * orch_store_journal_peek_end, which must come before replies commit. */
+int orch_store_journal_peek(struct orch_store *st, struct orch_journal_lookup *get);
+void orch_store_journal_peek_end(struct orch_store *st);
 
 /* Retention. Deletes a run with its checkpoints, results, events and
  * state: 1, 0 when there is no such run, -1 on error. */

@@ -115,6 +115,15 @@ struct orch_store_ops {
      * none of the entries written and every lookup cleared. */
     int (*journal_batch)(struct orch_store *st, const struct orch_journal_entry *e, size_t n,
                          struct orch_journal_lookup *gets, size_t m);
+    /* Optional (NULL: every lookup waits for a group). Answers one lookup at
+     * once from a read snapshot the store keeps until journal_peek_end, so
+     * the lookups of a round share one read transaction and no lookup waits
+     * for the group's write. The snapshot sees what was committed when it
+     * began: the caller ends it before anything it journals commits. 0
+     * (get->found and get->out set, the hit counted as journal_get counts
+     * it), or -1: no answer now (the caller asks a group instead). */
+    int (*journal_peek)(struct orch_store *st, struct orch_journal_lookup *get);
+    void (*journal_peek_end)(struct orch_store *st);
 
     /* Retention. Deletes a run with its checkpoints, results, events and
      * state: 1, 0 when there is no such run, -1 on error. */

@@ -97,6 +97,7 @@ const char *const sq_sql[SQ_NSTMT] = {
     [SQ_JR_INSERT] = "INSERT INTO llm_journal (" SQ_JR_COLS ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, "
                      "?10, 0) ON CONFLICT (key) DO NOTHING",
     [SQ_JR_GET] = "SELECT " SQ_JR_COLS " FROM llm_journal WHERE key = ?1",
+    [SQ_JR_REPLY] = "SELECT response, tokens_in, tokens_out, cost_usd FROM llm_journal WHERE key = ?1",
     [SQ_JR_HIT] = "UPDATE llm_journal SET hits = hits + ?2 WHERE key = ?1",
     [SQ_JR_PRUNE] = "DELETE FROM llm_journal WHERE created_ms < ?1",
     [SQ_STATS_RUNS] =
@@ -1259,6 +1260,8 @@ static int sq_journal_put(struct orch_store *base, const struct orch_journal_ent
 }
 
 static int sq_journal_get(struct orch_store *base, const char *key, struct orch_journal_owned *out);
+static int sq_journal_reply(struct sq_store *st, sqlite3_stmt *s, const char *key,
+                            struct orch_journal_owned *out);
 
 /* Several replies and lookups in one transaction: one WAL commit, and one
  * set of locks, instead of one per reply and per lookup. */
@@ -1279,7 +1282,8 @@ static int sq_journal_batch(struct orch_store *base, const struct orch_journal_e
             goto fail;
     }
     for (size_t i = 0; i < m; i++) {
-        int rc = sq_journal_get(base, gets[i].key, &gets[i].out);
+        int rc = gets[i].reply ? sq_journal_reply(st, st->stmt[SQ_JR_REPLY], gets[i].key, &gets[i].out)
+                               : sq_journal_get(base, gets[i].key, &gets[i].out);
         if (rc < 0)
             goto fail;
         gets[i].found = rc;
@@ -1385,12 +1389,9 @@ static int64_t sq_hit_count(struct sq_store *st, const char *key)
 /* A read only: the hit is counted in memory and written with others later
  * (sq_journal_hits_write), so a replayed row writes no page. out->hits is
  * the stored count plus those not yet written, this lookup included. */
-static int sq_journal_get(struct orch_store *base, const char *key, struct orch_journal_owned *out)
+static int sq_journal_read(struct sq_store *st, sqlite3_stmt *s, const char *key,
+                           struct orch_journal_owned *out)
 {
-    struct sq_store *st = sq_of(base);
-    if (key == NULL)
-        return orch_store_fail(&st->base, "cannot look up a journaled response: no key");
-    sqlite3_stmt *s = st->stmt[SQ_JR_GET];
     int rc = sq_start(st, s, SQ_ARGS(SQ_TEXT(key)), NULL, "cannot look up journaled response %s", key);
     if (rc != SQLITE_ROW)
         return rc < 0 ? -1 : 0;
@@ -1402,6 +1403,144 @@ static int sq_journal_get(struct orch_store *base, const char *key, struct orch_
     got.hits += sq_hit_count(st, key);
     *out = got;
     return 1;
+}
+
+static int sq_journal_get(struct orch_store *base, const char *key, struct orch_journal_owned *out)
+{
+    struct sq_store *st = sq_of(base);
+    if (key == NULL)
+        return orch_store_fail(&st->base, "cannot look up a journaled response: no key");
+    return sq_journal_read(st, st->stmt[SQ_JR_GET], key, out);
+}
+
+/* sq_journal_get for a replayed call, which reads only the reply and its
+ * figures: four columns, one copy (not eleven columns and five copies a
+ * row). The hit is counted the same; out's other fields stay NULL or 0. */
+static int sq_journal_reply(struct sq_store *st, sqlite3_stmt *s, const char *key,
+                            struct orch_journal_owned *out)
+{
+    int rc = sq_start(st, s, SQ_ARGS(SQ_TEXT(key)), NULL, "cannot look up journaled response %s", key);
+    if (rc != SQLITE_ROW)
+        return rc < 0 ? -1 : 0;
+    memset(out, 0, sizeof *out);
+    /* blob before bytes, as SQLite asks; an empty blob gives NULL */
+    const void *blob = sqlite3_column_blob(s, 0);
+    size_t n = (size_t)sqlite3_column_bytes(s, 0);
+    out->response = malloc(n + 1);
+    if (out->response != NULL) {
+        if (n > 0)
+            memcpy(out->response, blob, n);
+        out->response[n] = '\0';
+        out->response_len = n;
+        out->tokens_in = sqlite3_column_int64(s, 1);
+        out->tokens_out = sqlite3_column_int64(s, 2);
+        out->cost_usd = sqlite3_column_double(s, 3);
+    }
+    sq_done(s);
+    if (out->response == NULL)
+        return orch_store_fail(&st->base, "cannot read journaled response %s: out of memory", key);
+    out->hits = sq_hit_count(st, key);
+    return 1;
+}
+
+/* ---- the journal's read snapshot (journal_peek) ---- */
+
+/* A second, read-only connection to the file: a task's lookup reads there
+ * at once, in one read transaction a round, instead of waiting for the
+ * round's group transaction on the main connection (a suspended row, its
+ * task and its wake-up cost more than the read). The group ends the
+ * transaction before it commits replies, so the snapshot never misses a
+ * reply this process journaled. */
+struct sq_reader {
+    sqlite3 *db;
+    sqlite3_stmt *begin, *commit, *get, *reply;
+    int open; /* a read transaction is open */
+};
+
+void sq_reader_close(struct sq_store *st)
+{
+    struct sq_reader *r = st->reader;
+    if (r == NULL)
+        return;
+    sqlite3_finalize(r->begin);
+    sqlite3_finalize(r->commit);
+    sqlite3_finalize(r->get);
+    sqlite3_finalize(r->reply);
+    sqlite3_close(r->db);
+    free(r);
+    st->reader = NULL;
+}
+
+/* Opens the reader on first use. 0, or -1 when there is none to be had
+ * (a store in memory is one connection's own; an open that failed once is
+ * not tried again): lookups then wait for the group, as before. */
+static int sq_reader_open(struct sq_store *st)
+{
+    if (st->reader != NULL)
+        return 0;
+    if (st->memory || st->no_reader)
+        return -1;
+    st->no_reader = 1; /* until it works */
+    struct sq_reader *r = calloc(1, sizeof *r);
+    if (r == NULL)
+        return -1;
+    st->reader = r;
+    /* the main connection's file by its absolute name: st->path may be
+     * relative, and orch resume changes directory after opening the store */
+    const char *file = sqlite3_db_filename(st->db, "main");
+    int rc = file != NULL && file[0] == '/' ? SQLITE_OK : SQLITE_CANTOPEN;
+    if (rc == SQLITE_OK)
+        rc = sqlite3_open_v2(file, &r->db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, NULL);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_exec(r->db, "PRAGMA cache_size = -512", NULL, NULL, NULL);
+    const char *sql[] = {"BEGIN", "COMMIT", sq_sql[SQ_JR_GET], sq_sql[SQ_JR_REPLY]};
+    sqlite3_stmt **stmt[] = {&r->begin, &r->commit, &r->get, &r->reply};
+    for (size_t i = 0; i < 4 && rc == SQLITE_OK; i++)
+        rc = sqlite3_prepare_v3(r->db, sql[i], -1, SQLITE_PREPARE_PERSISTENT, stmt[i], NULL);
+    if (rc != SQLITE_OK) {
+        sq_reader_close(st);
+        return -1;
+    }
+    st->no_reader = 0;
+    return 0;
+}
+
+static void sq_journal_peek_end(struct orch_store *base)
+{
+    struct sq_reader *r = sq_of(base)->reader;
+    if (r == NULL || !r->open)
+        return;
+    sqlite3_step(r->commit);
+    sqlite3_reset(r->commit);
+    r->open = 0;
+}
+
+static int sq_journal_peek(struct orch_store *base, struct orch_journal_lookup *get)
+{
+    struct sq_store *st = sq_of(base);
+    get->found = 0;
+    memset(&get->out, 0, sizeof get->out);
+    if (get->key == NULL || sq_reader_open(st) != 0)
+        return -1;
+    struct sq_reader *r = st->reader;
+    if (!r->open) {
+        int rc = sqlite3_step(r->begin);
+        sqlite3_reset(r->begin);
+        if (rc != SQLITE_DONE)
+            return -1;
+        r->open = 1;
+    }
+    char keep[sizeof st->base.err]; /* a failed read here is no error: the group answers */
+    memcpy(keep, st->base.err, sizeof keep);
+    int rc = get->reply ? sq_journal_reply(st, r->reply, get->key, &get->out)
+                        : sq_journal_read(st, r->get, get->key, &get->out);
+    memcpy(st->base.err, keep, sizeof keep);
+    if (rc < 0) {
+        sq_journal_peek_end(base);
+        return -1;
+    }
+    get->found = rc;
+    return 0;
 }
 
 void orch_store_sqlite_library(char *out, size_t outlen)
@@ -1873,6 +2012,8 @@ const struct orch_store_ops sq_ops = {
     .journal_put = sq_journal_put,
     .journal_get = sq_journal_get,
     .journal_batch = sq_journal_batch,
+    .journal_peek = sq_journal_peek,
+    .journal_peek_end = sq_journal_peek_end,
     .run_delete = sq_run_delete,
     .journal_prune = sq_journal_prune,
     .vacuum = sq_vacuum,

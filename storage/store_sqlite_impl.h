@@ -56,6 +56,7 @@ enum sq_stmt {
     SQ_EV_LIST,
     SQ_JR_INSERT,
     SQ_JR_GET,
+    SQ_JR_REPLY,
     SQ_JR_HIT,
     SQ_JR_PRUNE,
     SQ_STATS_RUNS,
@@ -90,7 +91,9 @@ struct sq_store {
     char *path;
     int memory;
     sqlite3_stmt *stmt[SQ_NSTMT];
-    struct orch_jhits hits; /* journal hits not yet written (journal_hits.h) */
+    struct orch_jhits hits;   /* journal hits not yet written (journal_hits.h) */
+    struct sq_reader *reader; /* the journal's read snapshot (store_sqlite.c), or NULL */
+    int no_reader;            /* it cannot be had (in memory, or it failed once) */
 };
 
 static inline struct sq_store *sq_of(struct orch_store *st)
@@ -117,6 +120,9 @@ void sq_open_error(sqlite3 *db, const char *path, int rc, const char *what, char
  * one of its own; bookkeeping, so a failure only loses the counts
  * (store_sqlite.c). */
 void sq_journal_hits_write(struct sq_store *st);
+
+/* Closes the journal's reader connection, if open (store_sqlite.c). */
+void sq_reader_close(struct sq_store *st);
 
 /* Finalizes the statements, closes the connection, frees st; NULL is a
  * no-op (store_sqlite_open.c). */

@@ -423,10 +423,7 @@ local function settle(ctx, cfg, run, name, model, chars, key, text, usage, attem
   local tin, tout, estimated = read_usage(name, usage, chars, text)
   local cost, latency = pricing.cost(model, tin, tout, cfg.prices), sched.now() - t0
   if key and run.journal then
-    -- key and run_id, which the journal sets too, are made here: the table
-    -- is sized for them, not grown when they are added
-    run.journal.put(key, { key = key, run_id = run.id, provider = cfg.provider, model = model, response = text,
-      tokens_in = tin, tokens_out = tout, cost_usd = cost, latency_ms = latency * 1000 })
+    run.journal.put(key, cfg.provider, model, text, tin, tout, cost, latency * 1000) -- no entry table a reply
   end
   -- counts estimated calls too
   local info = answered(ctx, cfg, model, text, tin, tout, cost, latency, attempts, estimated, nil)

@@ -386,8 +386,8 @@ local function shared_journal(W, R)
       end
       return hit
     end,
-    put = function(key, e)
-      own.put(key, e)
+    put = function(key, ...) -- the entry's fields, or its table, as the run's journal takes them
+      own.put(key, ...)
       pending[key] = nil -- the marker goes with the lease's next commit, once the reply is journaled
     end,
   }

@@ -1066,6 +1066,21 @@ static void test_journal(struct orch_store *st, const char *db_path)
     CHECK(s.journal_hits == 5);
     CHECK(near(s.journal_saved_usd, 0.0021 * 3 + 0.5));
     CHECK(s.runs == 4); /* the journal is not runs */
+
+    /* lookups of a replayed call (reply = 1) in a group: the reply and its
+     * figures, the hit counted as a full lookup counts it */
+    struct orch_journal_lookup gs[2] = {{.key = JOURNAL_KEY1, .reply = 1},
+                                        {.key = "3f9a2c1bfffffffffffffffffffffffe", .reply = 1}};
+    CHECK(orch_store_journal_batch(st, NULL, 0, gs, 2) == 0);
+    CHECK(gs[0].found == 1 && gs[1].found == 0);
+    CHECK(gs[0].out.response_len == JOURNAL_REPLY_LEN &&
+          memcmp(gs[0].out.response, journal_reply, JOURNAL_REPLY_LEN) == 0);
+    CHECK(gs[0].out.response[JOURNAL_REPLY_LEN] == '\0');
+    CHECK(gs[0].out.tokens_in == 120 && gs[0].out.tokens_out == 30 && gs[0].out.cost_usd == 0.0021);
+    CHECK(gs[1].out.response == NULL);
+    orch_journal_clear(&gs[0].out);
+    CHECK(orch_store_stats(st, &s) == 0 && s.journal_hits == 6);
+    CHECK(!can_poke() || stored_hits(db_path, JOURNAL_KEY1) == 4);
 }
 
 /* A process killed (SIGKILL) right after journal_put returns, without
@@ -1137,12 +1152,12 @@ static void test_reopen(const char *db_path)
     CHECK(jr.response_len == JOURNAL_REPLY_LEN && memcmp(jr.response, journal_reply, JOURNAL_REPLY_LEN) == 0);
     CHECK_STR(jr.model, "gpt-4o-mini");
     CHECK(jr.cost_usd == 0.0021);
-    CHECK(jr.hits == 4);
+    CHECK(jr.hits == 5); /* 3 gets and a replayed call's lookup before, this one */
     orch_journal_clear(&jr);
     struct orch_store_stats ss;
     CHECK(orch_store_stats(st, &ss) == 0);
-    CHECK(ss.journal_entries == 3 && ss.journal_hits == 6);
-    CHECK(near(ss.journal_saved_usd, 0.0021 * 4 + 0.5));
+    CHECK(ss.journal_entries == 3 && ss.journal_hits == 7);
+    CHECK(near(ss.journal_saved_usd, 0.0021 * 5 + 0.5));
     orch_store_close(st);
     if (backend != B_SQLITE)
         return;

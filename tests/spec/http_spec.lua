@@ -238,6 +238,34 @@ describe("orch.http.request against a real server", function()
     end)))
   end)
 
+  it("gives each failure on a reused handle its own message, and a success none", function()
+    local function body(text)
+      return '{"model":"m","messages":[{"role":"user","content":"' .. text .. '"}]}'
+    end
+    local got = sched.run(function()
+      local out = {}
+      local function call(url, text, timeout, max_body)
+        local r, err = http.request { method = "POST", url = url, body = body(text), timeout = timeout,
+          max_body = max_body, headers = { authorization = "Bearer k" } }
+        out[#out + 1] = r and r.status or (err:gsub("%d+ milliseconds", "N milliseconds")
+          :gsub("after %d+ ms", "after N ms"):gsub("%d+ bytes", "N bytes"))
+      end
+      local chat = base .. "/v1/chat/completions"
+      for _ = 1, 2 do -- one at a time: each takes the handle the one before left
+        call(chat, "[[fault:hang]] x", 0.3)
+        call(chat, "a reply longer than ten bytes", 10, 10)
+        call(chat, "fine", 10)
+        call("http://127.0.0.1:1/", "x", 2)
+        call(chat, "fine", 10)
+      end
+      return out
+    end)
+    local once = { "Operation timed out after N milliseconds with N bytes received",
+      "response body larger than the limit", 200,
+      "Failed to connect to 127.0.0.1 port 1 after N ms: Couldn't connect to server", 200 }
+    assert.are.same({ once[1], once[2], once[3], once[4], once[5], once[1], once[2], once[3], once[4], once[5] }, got)
+  end)
+
   it("gives the response headers in lower case", function()
     local r = sched.run(function()
       return http.request { url = base .. "/health", timeout = 10 }

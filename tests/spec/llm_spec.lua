@@ -581,9 +581,8 @@ describe("ctx:llm through the scheduler", function()
       get = function(key)
         return held[key]
       end,
-      put = function(key, e)
-        held[key] = { response = e.response, tokens_in = e.tokens_in, tokens_out = e.tokens_out,
-          cost_usd = e.cost_usd }
+      put = function(key, _, _, response, tin, tout, cost)
+        held[key] = { response = response, tokens_in = tin, tokens_out = tout, cost_usd = cost }
       end,
     }
     local sent, again = sched.run(function()
@@ -618,8 +617,8 @@ describe("ctx:llm through the scheduler", function()
         asked[#asked + 1] = "get"
         return entry(key)
       end,
-      put = function(key, e)
-        held[key] = e
+      put = function(key, _, _, response, tin, tout, cost)
+        held[key] = { response = response, tokens_in = tin, tokens_out = tout, cost_usd = cost }
       end,
     }
     local function call()
@@ -828,17 +827,19 @@ describe("ctx:llm through the scheduler", function()
     assert.are.same({ 1, 1, "x" }, { info.tokens_in, info.tokens_out, info.model == "spec-built" and "x" })
   end)
 
-  it("the journal gets an entry that carries its key and run id with the reply", function()
+  it("the journal gets the reply's key, provider, model, text and figures, without an entry table", function()
     local put = {}
     local run = fake_run { provider = "mock", latency_ms = 0 }
-    run.journal = { get = function() end, put = function(key, e) put[#put + 1] = { key, e } end }
-    local text = sched.run(function()
+    run.journal = { get = function() end, put = function(...) put[#put + 1] = table.pack(...) end }
+    local text, info = sched.run(function()
       return context.new(run, 1, "k"):llm { prompt = "Say hi" }
     end)
     assert.are.equal(1, #put)
-    local key, e = put[1][1], put[1][2]
-    assert.are.equal(32, #key)
-    assert.are.same({ key, "r", "mock", "mock", text }, { e.key, e.run_id, e.provider, e.model, e.response })
+    local p = put[1]
+    assert.are.equal(8, p.n)
+    assert.are.equal(32, #p[1])
+    assert.are.same({ "mock", "mock", text, info.tokens_in, info.tokens_out, info.cost, "number" },
+      { p[2], p[3], p[4], p[5], p[6], p[7], type(p[8]) })
   end)
 
   it("a provider's wrong return values are named, with the provider", function()

@@ -106,6 +106,30 @@ describe("orch.store journal", function()
     cleanup(st, path)
   end)
 
+  it("journal_put takes the entry's fields as arguments, and stores what the table form stores", function()
+    local st, path = fresh()
+    local e = entry("with \0 a nul")
+    e.key, e.run_id = "k-table", "r1"
+    assert.is_true(st:journal_put(e))
+    assert.is_true(st:journal_put("k-args", "r1", "openai", "m", "with \0 a nul", 3, 2, 0.5, 10))
+    assert.is_true(st:journal_put("k-bare", nil, nil, nil, ""))
+    -- waiting for the commit, then committed: the same fields either way
+    for _ = 1, 2 do
+      local a, b = assert(st:journal_get("k-table")), assert(st:journal_get("k-args"))
+      a.key, b.key, a.created_ms, b.created_ms, a.hits, b.hits = nil, nil, nil, nil, nil, nil
+      assert.are.same(a, b)
+      assert.are.same({ "", 0, 0, 0 }, { st:journal_reply("k-bare") })
+      assert.is_true(st:journal_flush())
+    end
+    local ok, err = pcall(function() return st:journal_put("k", "r1", "openai", "m", nil) end)
+    assert.is_false(ok)
+    assert.is_truthy(err:find("bad argument #5 to 'journal_put' (string expected, got nil)", 1, true), err)
+    ok, err = pcall(function() return st:journal_put(nil) end)
+    assert.is_false(ok)
+    assert.is_truthy(err:find("bad argument #1 to 'journal_put' (string expected, got nil)", 1, true), err)
+    cleanup(st, path)
+  end)
+
   it("journal_reply gives what a replayed call reads, as journal_get does, counting the hit the same", function()
     local st, path = fresh()
     assert.is_nil(st:journal_reply("k-missing"))
@@ -148,6 +172,81 @@ describe("orch.store journal", function()
     cleanup(st, path)
   end)
 
+  it("answers a task's lookup at once on a SQLite file (the round's snapshot), and after a wait elsewhere", function()
+    local st, path = fresh()
+    local e = entry("one")
+    e.key = "k1"
+    assert.is_true(st:journal_put(e))
+    assert.is_true(st:journal_flush())
+    local order = {}
+    sched.run(function()
+      sched.spawn(function()
+        local text = st:journal_reply("k1")
+        local miss = st:journal_get("k-missing")
+        order[#order + 1] = "looked up " .. text .. " " .. tostring(miss)
+      end)
+      sched.spawn(function()
+        order[#order + 1] = "other task"
+      end)
+      for _ = 1, 2 do
+        sched.wait()
+      end
+    end)
+    if backend == "sqlite" then
+      assert.are.same({ "looked up one nil", "other task" }, order)
+    else
+      assert.are.same({ "other task", "looked up one nil" }, order)
+    end
+    assert.are.equal(2, assert(st:journal_get("k1")).hits)
+    cleanup(st, path)
+  end)
+
+  it("finds a reply flushed in the same round as an earlier lookup that missed it", function()
+    local st, path = fresh()
+    local got = sched.run(function()
+      local before = st:journal_reply("k-late") -- on a file: the round's snapshot, taken now
+      local e = entry("late")
+      e.key = "k-late"
+      assert.is_true(st:journal_put(e))
+      assert.is_true(st:journal_flush()) -- committed: no longer waiting in the group
+      return { before, st:journal_reply("k-late"), assert(st:journal_get("k-late")).response }
+    end)
+    assert.are.same({ nil, "late", "late" }, got)
+    cleanup(st, path)
+  end)
+
+  it("reads a task's lookup from the store's own file after the working directory changes", function()
+    if backend ~= "sqlite" then
+      return
+    end
+    local sys = require("orch.sys")
+    local here = sys.realpath(".")
+    local dir = os.tmpname()
+    os.remove(dir)
+    assert(os.execute("mkdir -p " .. dir .. "/a " .. dir .. "/b"))
+    local function put(st, text)
+      local e = entry(text)
+      e.key = "k1"
+      assert.is_true(st:journal_put(e))
+      assert.is_true(st:journal_flush())
+    end
+    assert(sys.chdir(dir .. "/a"))
+    local st = assert(store.open("state.db")) -- relative, as orch resume opens it before changing directory
+    put(st, "from a")
+    assert(sys.chdir(dir .. "/b"))
+    local other = assert(store.open("state.db"))
+    put(other, "from b")
+    other:close()
+    local ok, got = pcall(sched.run, function()
+      return st:journal_reply("k1")
+    end)
+    assert(sys.chdir(here))
+    st:close()
+    os.execute("rm -rf " .. dir)
+    assert.is_true(ok, got)
+    assert.are.equal("from a", got)
+  end)
+
   it("lets a task find a reply another task put in the same round", function()
     local st, path = fresh()
     local text = sched.run(function()
@@ -165,6 +264,10 @@ describe("orch.store journal", function()
 
   it("drops the lookup of a task cancelled while it waits", function()
     local st, path = fresh()
+    if backend == "sqlite" then -- a file's lookups read the round's snapshot at once: one in memory waits
+      cleanup(st, path)
+      st, path = assert(store.open(":memory:")), ":memory:"
+    end
     local queued, answered = false, false
     local r1, r2 = sched.run(function()
       -- the child's lookup is still queued when the root returns: it is cancelled

@@ -70,9 +70,17 @@ local function journal(R)
     reply = function(key) -- what a replayed call reads, without the entry's table
       return st:journal_reply(key)
     end,
-    put = function(key, e)
-      e.key, e.run_id = key, run.id
-      local ok, jerr = st:journal_put(e)
+    -- put(key, provider, model, response, tokens_in, tokens_out, cost_usd,
+    -- latency_ms): an LLM call's reply, without an entry table; or
+    -- put(key, entry) with the same fields as a table (a batch's reply)
+    put = function(key, provider, model, response, tin, tout, cost, latency)
+      local ok, jerr
+      if type(provider) == "table" then
+        provider.key, provider.run_id = key, run.id
+        ok, jerr = st:journal_put(provider)
+      else
+        ok, jerr = st:journal_put(key, run.id, provider, model, response, tin, tout, cost, latency)
+      end
       if not ok then
         R.full = R.full or M.disk_full(jerr, R.db_path) -- then the pause says it, once
         journal_warned = journal_warned + 1

@@ -15,6 +15,48 @@ Context.__name = "orch.Context"
 
 local M = {}
 
+-- A row's usage is kept flat while its calls share one model and one
+-- stage (most rows make one call): its figures, with the names in _model
+-- and _stage (false: none), and no by_model/by_stage tables. expand makes
+-- the nested form in place; its figures are the flat ones (calls, tokens
+-- in + out, cost: the same sums in the same order). -> u
+local function expand(u)
+  local model, stage = u._model, u._stage
+  if model == nil then
+    return u -- nested already
+  end
+  local calls, tokens, cost = u.llm_calls, u.tokens_in + u.tokens_out, u.cost
+  u._model, u._stage = nil, nil
+  if model then
+    u.by_model = { [model] = { calls = calls, tokens = tokens, cost = cost } }
+  end
+  if stage then
+    u.by_stage = { [stage] = { calls = calls, tokens = tokens, cost = cost } }
+  end
+  return u
+end
+M.expand_usage = expand
+
+-- A context whose row's usage is flat has this metatable: the same
+-- methods, and ctx.usage, not a field yet, made nested on its first read
+-- (then a field: next, rawget, json.encode and cjson see it as before).
+local Flat = { __name = "orch.Context" }
+
+-- ctx.usage from ctx._usage, nested; ctx back to Context. -> the usage
+local function nested(ctx)
+  local u = expand(rawget(ctx, "_usage"))
+  rawset(ctx, "usage", u)
+  setmetatable(ctx, Context)
+  return u
+end
+
+function Flat.__index(ctx, k)
+  if k == "usage" then
+    return nested(ctx)
+  end
+  return Context[k]
+end
+
 --- new(run, row_number, key) -> ctx. `run` is the driver's run record.
 function M.new(run, row, key)
   return setmetatable({ run_id = run.id, row = row, key = key, state = run.state, _run = run }, Context)
@@ -96,32 +138,48 @@ local function add_call(t, info, stage, tin, tout, cost, model)
   end
 end
 
--- A row's usage after its first call: what add_call makes of
--- { llm_calls = 0, tokens_in = 0, tokens_out = 0, cost = 0 } and info,
--- built in whole tables (most rows make one call).
+-- A row's usage after its first call, flat (see expand): one table where
+-- the nested form made five.
 local function first_call(info, stage, tin, tout, cost, model)
-  local tokens = tin + tout
-  cost = 0 + cost
-  local u = { llm_calls = 1, tokens_in = 0 + tin, tokens_out = 0 + tout, cost = cost,
-    by_model = model and { [model] = { calls = 1, tokens = 0 + tokens, cost = cost } } or nil,
-    by_stage = stage and { [stage] = { calls = 1, tokens = 0 + tokens, cost = cost } } or nil }
+  local u = { llm_calls = 1, tokens_in = 0 + tin, tokens_out = 0 + tout, cost = 0 + cost, _model = model or false,
+    _stage = stage or false }
   if info.estimated or info.cached or (info.attempts or 0) > 1 then
     add_extras(u, info)
   end
   return u
 end
 
+-- A later call of a row whose usage is flat: added to the flat figures
+-- when its model and stage are the row's, else to the nested form.
+local function next_call(ctx, u, info, stage, tin, tout, cost, model)
+  if u._model == (model or false) and u._stage == (stage or false) then
+    u.llm_calls = u.llm_calls + 1
+    u.tokens_in = u.tokens_in + tin
+    u.tokens_out = u.tokens_out + tout
+    u.cost = u.cost + cost
+    if info.estimated or info.cached or (info.attempts or 0) > 1 then
+      add_extras(u, info)
+    end
+  else
+    add_call(nested(ctx), info, stage, tin, tout, cost, model)
+  end
+end
+
 --- Adds an LLM call's usage to the run's live totals (for the budget and
---- the progress line) and to the row's own (ctx.usage), which the run
---- adds to its checkpointed figures when the row settles, so a row that
---- runs again after a crash is counted once.
+--- the progress line) and to the row's own (ctx._usage; ctx.usage is its
+--- nested form, made when read), which the run adds to its checkpointed
+--- figures when the row settles, so a row that runs again after a crash
+--- is counted once.
 function Context:account(info)
   local run, stage = self._run, self.stage
   local tin, tout, cost, model = info.tokens_in, info.tokens_out, info.cost, info.model
   add_call(run.totals, info, stage, tin, tout, cost, model)
-  local u = self.usage
+  local u = self._usage -- the row's usage, flat or nested (ctx.usage then)
   if u == nil then
-    self.usage = first_call(info, stage, tin, tout, cost, model)
+    self._usage = first_call(info, stage, tin, tout, cost, model)
+    setmetatable(self, Flat)
+  elseif u._model ~= nil then
+    next_call(self, u, info, stage, tin, tout, cost, model)
   else
     add_call(u, info, stage, tin, tout, cost, model)
   end
@@ -131,27 +189,40 @@ function Context:account(info)
   end
 end
 
--- Adds src's groups (by_model or by_stage: name -> { calls, tokens, cost })
--- to dst's, creating what dst lacks.
-local function add_groups(dst, src, group)
-  local from = src[group]
-  if from == nil then
-    return
-  end
+-- Adds one group's figures to dst[group][name], creating what dst lacks.
+local function add_group(dst, group, name, calls, tokens, cost)
   local to = dst[group]
   if to == nil then
     to = {}
     dst[group] = to
   end
-  for name, g in next, from do
-    local d = to[name]
-    if d == nil then
-      to[name] = { calls = 0 + g.calls, tokens = 0 + g.tokens, cost = 0 + g.cost }
-    else
-      d.calls = d.calls + g.calls
-      d.tokens = d.tokens + g.tokens
-      d.cost = d.cost + g.cost
-    end
+  local d = to[name]
+  if d == nil then
+    to[name] = { calls = 0 + calls, tokens = 0 + tokens, cost = 0 + cost }
+  else
+    d.calls = d.calls + calls
+    d.tokens = d.tokens + tokens
+    d.cost = d.cost + cost
+  end
+end
+
+-- Adds src's groups (by_model or by_stage: name -> { calls, tokens, cost })
+-- to dst's.
+local function add_groups(dst, src, group)
+  for name, g in next, src[group] do
+    add_group(dst, group, name, g.calls, g.tokens, g.cost)
+  end
+end
+
+-- Adds a flat usage's one model and one stage (see expand) to dst's
+-- groups: the figures its nested form would hold.
+local function add_flat(dst, src, model, stage)
+  local calls, tokens, cost = src.llm_calls, src.tokens_in + src.tokens_out, src.cost
+  if model then
+    add_group(dst, "by_model", model, calls, tokens, cost)
+  end
+  if stage then
+    add_group(dst, "by_stage", stage, calls, tokens, cost)
   end
 end
 
@@ -171,11 +242,11 @@ local function add_optional(dst, src, estimated, retries, cached, saved)
   end
 end
 
---- add_usage(dst, src): adds a row's usage (ctx.usage, as account makes
---- it) to dst, the run's checkpointed totals, when the row settles: the
---- sums a walk of src's numbers and nested tables would make, by the
---- fields account writes, without walking (a walk cost 22,000
---- instructions a row).
+--- add_usage(dst, src): adds a row's usage (ctx._usage, flat or nested,
+--- as account makes it) to dst, the run's checkpointed totals, when the
+--- row settles: the sums a walk of its nested form's numbers and tables
+--- would make, by the fields account writes, without walking (a walk cost
+--- 22,000 instructions a row) and without making the nested form.
 function M.add_usage(dst, src)
   dst.llm_calls = (dst.llm_calls or 0) + src.llm_calls
   dst.tokens_in = (dst.tokens_in or 0) + src.tokens_in
@@ -184,6 +255,14 @@ function M.add_usage(dst, src)
   local estimated, retries, cached, saved = src.estimated_calls, src.retries, src.cached_calls, src.saved
   if estimated or retries or cached or saved then
     add_optional(dst, src, estimated, retries, cached, saved)
+  end
+  local model = src._model
+  if model ~= nil then
+    local stage = src._stage
+    if model or stage then
+      add_flat(dst, src, model, stage)
+    end
+    return
   end
   if src.by_model then
     add_groups(dst, src, "by_model")

@@ -33,8 +33,9 @@ local due, write = checkpoint.due, checkpoint.write
 -- wait keep all the concurrency they had.
 local MAX_BATCH = 64
 
--- Adds a row's LLM figures (as Context:account made them) to the run's.
-local add_usage = require("orch.context").add_usage
+-- Adds a row's LLM figures (as Context:account made them, flat or nested)
+-- to the run's; expand_usage makes the nested form a row event carries.
+local add_usage, expand_usage = require("orch.context").add_usage, require("orch.context").expand_usage
 
 -- A first signal stops admission and starts the grace period. -> how many
 -- signals have come.
@@ -182,6 +183,9 @@ local function flush(R, D)
     if usage then
       add_usage(totals, usage)
       d.usage = nil
+      if wants.row then -- observers see ctx.usage's nested form
+        usage = expand_usage(usage)
+      end
     end
     if d.error ~= nil then
       record_failure(R, write_seq, d.key, d.error, d.tb, status)

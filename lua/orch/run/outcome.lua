@@ -240,7 +240,8 @@ end
 
 --- processor(R) -> process, defaulted. process(row, seq), the body of a
 --- row task: -> status, line|false, message, traceback, key, usage (the
---- row's LLM calls, added to the run's figures when it settles).
+--- row's LLM calls, ctx._usage, flat or nested: added to the run's figures
+--- when it settles).
 --- defaulted(input, msg): orch.default for a row (see defaulter), nil
 --- when on_error has no default. Both are made once a run: a row costs
 --- no closure.
@@ -285,15 +286,15 @@ function M.processor(R)
     end
     if ok then
       if res == nil then
-        return "dropped", false, nil, nil, key, ctx and ctx.usage
+        return "dropped", false, nil, nil, key, ctx and ctx._usage
       end
       local eok, line = pcall(encode, sink, res)
       if eok then
-        return "ok", line, nil, nil, key, ctx and ctx.usage
+        return "ok", line, nil, nil, key, ctx and ctx._usage
       end
       res = { msg = "cannot write the row: " .. tostring(line) }
     end
-    return not_through(res, input, defaulted, key, ctx and ctx.usage)
+    return not_through(res, input, defaulted, key, ctx and ctx._usage)
   end
   return process, defaulted
 end
@@ -351,12 +352,12 @@ local function row_loop(R, stages, settle, settle_ok)
         end
       end
       if row == nil then
-        settle(R, D, seq, "dropped", false, nil, nil, key, ctx and ctx.usage)
+        settle(R, D, seq, "dropped", false, nil, nil, key, ctx and ctx._usage)
       else
         b.encoding = true
         local line = encode(sink, row)
         b.encoding = false
-        settle_ok(R, D, seq, line, key, ctx and ctx.usage)
+        settle_ok(R, D, seq, line, key, ctx and ctx._usage)
       end
       b.ran = i
       ::next::
@@ -374,7 +375,7 @@ local function settle_error(R, D, seq, key, ctx, err, settle)
   elseif res.interrupted then
     settle(R, D, seq, "interrupted", false, res.msg, nil, key)
   else
-    settle(R, D, seq, "failed", false, res.msg, res.tb, key, ctx and ctx.usage)
+    settle(R, D, seq, "failed", false, res.msg, res.tb, key, ctx and ctx._usage)
   end
 end
 
@@ -385,7 +386,7 @@ local function settle_raised(R, D, b, err, settle)
   if b.encoding then
     b.encoding = false
     settle(R, D, seq, "failed", false, "cannot write the row: " .. tostring(type(err) == "table" and err.msg or err),
-      nil, key, ctx and ctx.usage)
+      nil, key, ctx and ctx._usage)
     return
   end
   settle_error(R, D, seq, key, ctx, err, settle)
@@ -417,13 +418,13 @@ local function one_runner(R, settle, settle_ok, stages)
     if not ok then
       settle_error(R, D, seq, key, ctx, res, settle)
     elseif res == nil then
-      settle(R, D, seq, "dropped", false, nil, nil, key, ctx and ctx.usage)
+      settle(R, D, seq, "dropped", false, nil, nil, key, ctx and ctx._usage)
     else
       local eok, line = pcall(encode, sink, res)
       if eok then
-        settle_ok(R, D, seq, line, key, ctx and ctx.usage)
+        settle_ok(R, D, seq, line, key, ctx and ctx._usage)
       else
-        settle(R, D, seq, "failed", false, "cannot write the row: " .. tostring(line), nil, key, ctx and ctx.usage)
+        settle(R, D, seq, "failed", false, "cannot write the row: " .. tostring(line), nil, key, ctx and ctx._usage)
       end
     end
     return resumes() ~= r0

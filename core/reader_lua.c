@@ -55,7 +55,10 @@ static int l_reader_open(lua_State *L)
 
 /* Pushes rec's record: for CSV a table { column = value, ... } keyed by the
  * header's strings (the user value of the reader at ud); for lines the
- * line as a string. */
+ * line as a string. The table has room for one field more than the
+ * record's: a stage commonly adds one (a prompt's `into`, a computed
+ * column), and a full table would be rehashed into a new node array for
+ * it (about 575 instructions a row of two columns). */
 static void push_record(lua_State *L, const struct lreader *lr, int ud, const struct orch_record *rec)
 {
     if (lr->ncols == 0) {
@@ -63,7 +66,7 @@ static void push_record(lua_State *L, const struct lreader *lr, int ud, const st
         return;
     }
     lua_getiuservalue(L, ud, 1);
-    lua_createtable(L, 0, (int)rec->nfields);
+    lua_createtable(L, 0, (int)rec->nfields + 1);
     for (size_t i = 0; i < rec->nfields && i < lr->ncols; i++) {
         lua_rawgeti(L, -2, (lua_Integer)i + 1);
         lua_pushlstring(L, rec->fields[i].ptr, rec->fields[i].len);

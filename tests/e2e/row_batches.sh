@@ -25,9 +25,9 @@ run_orch cpu.log run cpu.lua --concurrency 16
 expect_eq "cpu: exit 0" "$RC" 0
 expect_eq "cpu: 299 rows, in input order" \
   "$(python3 -c 'import json; print([int(json.loads(l)["id"]) for l in open("out/cpu.jsonl")] == [i for i in range(1, 301) if i != 150])')" True
-# 300 rows at concurrency 16: the batch size doubles once a turn, so 16
-# tasks of 1 row, 8 of 2, 4 of 4, 2 of 8, then 16 rows a task: about 45
-# tasks; a task per row would be 299
+# 300 rows at concurrency 16: the batch size grows by each task's rows
+# that ran through, so 16 tasks of 1 row, then 16 of 17 and the rest:
+# about 33 tasks; a task per row would be 299
 tasks=$(python3 -c 'import json; print(len({json.loads(l)["task"] for l in open("out/cpu.jsonl")}))')
 if [ "$tasks" -le 60 ]; then ok "cpu: 299 rows ran in $tasks tasks"; else bad "cpu: 299 rows ran in $tasks tasks (a task per row?)"; fi
 expect_grep "cpu: the bad row fails alone" "row 150 is bad" cpu.log
@@ -59,6 +59,43 @@ expect_eq "mixed: exit 0" "$RC" 0
 expect_eq "mixed: 240 rows in order" "$(ids out/mixed.jsonl)" "1..240"
 expect_eq "mixed: the sleeping rows ran 8 at a time" \
   "$(python3 -c 'import json; print(max(json.loads(l).get("peak", 0) for l in open("out/mixed.jsonl")))')" 8
+# A batch runs its rows one after another: one row of it in flight at a
+# time. So rows that never wait run in batches larger than the
+# concurrency (a driver turn's fixed cost spread over more rows), while
+# rows that wait are still never more than the concurrency at once.
+seq 1 2000 | awk 'BEGIN{print "id,text"} {print $1 ",item " $1}' >many.csv
+cat >many.lua <<'LUA'
+local orch = require("orch")
+local sched = require("orch.sched")
+local now, peak = 0, 0
+return orch.workflow {
+  name = "many",
+  input = orch.read.csv("many.csv"),
+  output = orch.write.jsonl("out/many.jsonl"),
+  key = "id",
+  stages = { function(row, ctx)
+    row.task = sched.current()
+    if tonumber(row.id) > 1500 and tonumber(row.id) % 25 == 0 then
+      now = now + 1
+      peak = math.max(peak, now)
+      ctx:sleep(0.01)
+      now = now - 1
+    end
+    row.peak = peak
+    return row
+  end },
+}
+LUA
+run_orch many.log run many.lua --concurrency 4
+expect_eq "many: exit 0" "$RC" 0
+expect_eq "many: 2000 rows in order" "$(ids out/many.jsonl)" "1..2000"
+# batches no larger than the concurrency would take 375 tasks or more
+# for the 1,500 rows that never wait
+tasks=$(python3 -c 'import json; print(len({json.loads(l)["task"] for l in open("out/many.jsonl") if int(json.loads(l)["id"]) <= 1500}))')
+if [ "$tasks" -le 100 ]; then ok "many: 1500 rows ran in $tasks tasks at concurrency 4"; else
+  bad "many: 1500 rows ran in $tasks tasks at concurrency 4 (batches capped by the concurrency?)"; fi
+expect_eq "many: the waiting rows were at most 4 at once" \
+  "$(python3 -c 'import json; print(max(json.loads(l)["peak"] for l in open("out/many.jsonl")) <= 4)')" True
 # A checkpoint's stored records are reused for the rows that settle next
 # (lua/orch/run/driver.lua settle): a failed row's error must not stay on
 # the ok row that reuses its record. Checkpoint every 3 rows; every 4th

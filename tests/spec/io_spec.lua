@@ -75,6 +75,20 @@ describe("orch.reader", function()
       r:close()
     end)
 
+    it("gives a record room for one field more: a stage adding one allocates nothing", function()
+      local p = write_file("room.csv", "id,text\n1,hello\n")
+      local r = assert(reader.open(p, "csv"))
+      local row = r:next()
+      collectgarbage("stop")
+      local before = collectgarbage("count")
+      row.n = 5 -- a full table would get a new, larger node array here
+      local grew = collectgarbage("count") - before
+      collectgarbage("restart")
+      assert.are.equal(0, grew)
+      assert.are.same({ id = "1", text = "hello", n = 5 }, row)
+      r:close()
+    end)
+
     it("handles quoted fields, embedded commas, quotes, newlines and CRLF", function()
       local p = write_file("q.csv", 'id,text,n\r\n1,"hello, world",3\r\n2,"multi\nline ""q""",4\r\n'
         .. '\r\n5,"a\r\nb",6')

@@ -26,11 +26,23 @@ local due, write = checkpoint.due, checkpoint.write
 -- a pass of the driver for every row: for rows whose stages never wait
 -- (plain Lua functions) that was most of what a row cost besides its
 -- stages. So a task runs a batch of rows one after another. The batch
--- size doubles (up to MAX_BATCH, never past the concurrency) after a
--- batch that ran without being suspended, and drops to 1 as soon as one
--- was (a row waited for an LLM reply, a timer, or was preempted): the
--- rows it had not started go back to tasks of their own, so rows that
--- wait keep all the concurrency they had.
+-- size grows by a task's rows (up to MAX_BATCH) after each task that ran
+-- them all without being suspended, and drops to 1 as soon as one was
+-- (a row waited for an LLM reply, a timer, or was preempted): the rows
+-- it had not started go back to tasks of their own, so rows that wait
+-- keep all the concurrency they had. A task has at most one row started and not ended (a batch stops
+-- after a row that waited), so `concurrency` bounds the tasks, not the
+-- rows a batch holds: rows that never wait run up to concurrency x
+-- MAX_BATCH a driver turn (within the reorder window), and a turn's
+-- fixed cost (the signals, admit, the wait, collect, the checkpoint and
+-- progress checks) is spread over that many rows. Until a row has got
+-- through, a batch also stops after a failed row, so that a turn settles
+-- at most `concurrency` failures, as when batches were capped by it: the
+-- run's stop on its first rows all failing the same way
+-- (outcome.same_failure) comes after as many rows as before. D.batch is
+-- the batch task that ran last (batches run one at a time between
+-- suspensions); settle ends it by setting its b.r0, the resume count at
+-- its start, to -1: it then stops, as after a suspension.
 local MAX_BATCH = 64
 
 -- Adds a row's LLM figures (as Context:account made them, flat or nested)
@@ -85,31 +97,35 @@ end
 local function spawn_batch(D, b, n)
   b.n = n
   D.tasks[sched.spawn(D.run_batch, b)] = b
+  D.ntasks = D.ntasks + 1
 end
 
 -- Spawns the task of one row: no batch table (rows that wait, an LLM
 -- call each, run this way).
 local function spawn_one(D, row, seq)
   D.tasks[sched.spawn(D.run_one, row, seq)] = seq
+  D.ntasks = D.ntasks + 1
 end
 
--- Reads rows and spawns their tasks while there is room: first the rows
--- a suspended batch did not start, one task each, then new rows, in
--- batches of D.size.
+-- Reads rows and spawns their tasks while there is room (fewer than
+-- `concurrency` tasks, the reorder window not full): first the rows a
+-- suspended batch did not start, one task each, then new rows, in
+-- batches of D.size. D.inflight counts the rows admitted and not yet
+-- ended or handed back; D.ntasks the tasks.
 local function admit(R, D)
   local src, conc, window, write_seq = R.src, R.conc, D.window, D.write_seq
   local end_offset, end_line, redo_rows, redo_seqs = D.end_offset, D.end_line, D.redo_rows, D.redo_seqs
   local next_seq, inflight, eof = D.next_seq, D.inflight, D.eof
   local nredo = #redo_seqs
-  while nredo > 0 and not R.stop and inflight < conc do
+  while nredo > 0 and not R.stop and D.ntasks < conc do
     spawn_one(D, redo_rows[nredo], redo_seqs[nredo])
     redo_rows[nredo], redo_seqs[nredo] = nil, nil
     nredo = nredo - 1
     inflight = inflight + 1
   end
-  local size = math.min(D.size, conc)
+  local size = D.size
   local b, n, brows, bseqs = nil, 0, nil, nil
-  while not eof and not R.stop and inflight < conc and next_seq - write_seq < window do
+  while not eof and not R.stop and D.ntasks < conc and next_seq - write_seq < window do
     local iok, row, line, a, c1, c2 = pcall(src.next)
     if not iok then
       R.fatal = { msg = "the input failed: " .. tostring(row) }
@@ -266,6 +282,9 @@ local function settle(R, D, seq, status, line, msg, tb, key, usage)
   D.done[seq % D.window + 1] = d
   if status == "failed" then -- note_outcome acts on failures only: no call per row
     note_outcome(R, seq, key, msg, tb, status)
+    if R.same_fails >= 0 and D.batch then -- no row through yet: flush may stop the run on this one
+      D.batch.r0 = -1 -- its batch ends after this row (as if suspended), see batcher
+    end
   end
 end
 
@@ -309,16 +328,17 @@ local function batcher(R, D)
   local resumes, process = sched.resumes, R.process
   return function(b)
     local rows, seqs, n = b.rows, b.seqs, b.n
-    local r0 = resumes()
+    b.r0 = resumes()
+    D.batch = b
     for i = 1, n do
-      if i > 1 and (R.stop or resumes() ~= r0) then
+      if i > 1 and (R.stop or resumes() ~= b.r0) then
         break
       end
       local seq = seqs[i]
       settle(R, D, seq, process(rows[i], seq))
       b.ran = i
     end
-    return resumes() ~= r0
+    return resumes() ~= b.r0
   end, oner(R, D)
 end
 
@@ -326,6 +346,7 @@ end
 -- admit, and the outcome sizes the next batches.
 local function collect(R, D, ended)
   local tasks, inflight, redo_rows, redo_seqs = D.tasks, D.inflight, D.redo_rows, D.redo_seqs
+  D.ntasks = D.ntasks - #ended
   for _, c in ipairs(ended) do
     local b = tasks[c.id]
     tasks[c.id] = nil
@@ -335,8 +356,8 @@ local function collect(R, D, ended)
         settle(R, D, b, "failed", false, row_error(c.err).msg)
       elseif c[1] then
         D.size = 1
-      elseif D.size == 1 then
-        D.size = 2
+      else
+        D.size = math.min(D.size + 1, MAX_BATCH)
       end
     else
       local seqs, n, ran = b.seqs, b.n, b.ran
@@ -346,8 +367,8 @@ local function collect(R, D, ended)
         settle(R, D, seqs[ran], "failed", false, row_error(c.err).msg)
       elseif c[1] then
         D.size = 1
-      elseif ran == n and n >= D.size then
-        D.size = math.min(D.size * 2, MAX_BATCH)
+      elseif ran == n then
+        D.size = math.min(D.size + n, MAX_BATCH)
       end
       for i = n, ran + 1, -1 do -- admit takes them from the end: in input order
         redo_rows[#redo_rows + 1], redo_seqs[#redo_seqs + 1] = b.rows[i], seqs[i]
@@ -393,7 +414,7 @@ function M.drive(R)
   for i = 1, window do
     done[i], end_offset[i], end_line[i] = false, false, false
   end
-  local D = { next_seq = first, write_seq = first, done = done, tasks = {}, inflight = 0, eof = false,
+  local D = { next_seq = first, write_seq = first, done = done, tasks = {}, inflight = 0, ntasks = 0, eof = false,
     end_offset = end_offset, end_line = end_line, window = window,
     size = 1, redo_rows = {}, redo_seqs = {}, spare_batches = {} }
   D.run_batch, D.run_one = batcher(R, D)
@@ -411,7 +432,7 @@ function M.drive(R)
       break
     end
     -- a policy that watches the clock is asked at least once a second
-    R.inflight = D.inflight -- the live figures' rows in flight
+    R.inflight = D.ntasks -- the live figures' rows in flight: a task runs one row at a time
     collect(R, D, sched.wait(grace_until and math.max(grace_until - sched.now(), 0)
       or (not R.every_rows and 1 or nil)))
     after_turn(R)

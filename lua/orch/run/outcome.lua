@@ -301,10 +301,12 @@ end
 
 -- row_loop(R, stages, settle, settle_ok) -> loop(b, D): runs the rows of
 -- batch b from b.ran + 1 (see batch_runner) until its last, a suspension
--- of the task (resumes() ~= b.r0) or the run's stop; each row settled at
--- once. Raises with the error of row b.ran + 1; b.key and b.ctx are its
--- key and context, b.encoding whether it was being written. Few locals
--- are live at a stage's call: a row that waits keeps a short stack.
+-- of the task (resumes() ~= b.r0; the driver's settle also sets b.r0 to
+-- -1 to end the batch after a failed row) or the run's stop; each row
+-- settled at once. Raises with the error of row b.ran + 1; b.key and
+-- b.ctx are its key and context, b.encoding whether it was being
+-- written. Few locals are live at a stage's call: a row that waits
+-- keeps a short stack.
 local function row_loop(R, stages, settle, settle_ok)
   local nstages, rt, resumes, new_ctx = #stages, R.rt, sched.resumes, context.new
   local need_ctx, key_of = takes_ctx(stages), M.key_function(R.wf.key)
@@ -453,6 +455,7 @@ function M.batch_runner(R, settle, settle_ok)
   local loop, resumes = row_loop(R, stages, settle, settle_ok), sched.resumes
   return function(b, D)
     b.r0, b.encoding = resumes(), false
+    D.batch = b -- the batch running: the driver's settle may end it (b.r0)
     while true do
       local ok, err = xpcall(loop, row_traceback, b, D)
       if ok then

@@ -457,8 +457,11 @@ int orch_store_budget_get(struct orch_store *st, const char *run_id, double *max
  * (store clock); a worker that finds another's live marker waits for the
  * reply to reach the journal instead of paying again. 1 the key is now
  * this owner's (it was free, expired, or already its own), 0 another
- * owner's live marker holds it, -1 error. A lease_commit removes the
- * committing worker's markers whose replies are journaled. */
+ * owner's live marker holds it or the reply is journaled already (a
+ * lookup that missed it raced the commit that journaled it and dropped
+ * its marker: look again rather than pay again), -1 error. A
+ * lease_commit removes the committing worker's markers whose replies
+ * are journaled. */
 int orch_store_journal_pend(struct orch_store *st, const char *key, const char *owner, int64_t ttl_ms);
 
 /* Sets only the run's status and error (finished_ms when completed or

@@ -1856,8 +1856,9 @@ static int pg_journal_pend(struct orch_store *base, const char *key, const char 
 {
     int64_t n = pg_changes(
         pg_query_sql(pg_of(base),
-                     "INSERT INTO journal_pending (key, owner, expires_ms) VALUES ($1, $2, " PG_NOW_MS
-                     " + $3) ON CONFLICT (key) DO UPDATE SET owner = excluded.owner, expires_ms = "
+                     "INSERT INTO journal_pending (key, owner, expires_ms) SELECT $1, $2, " PG_NOW_MS
+                     " + $3 WHERE NOT EXISTS (SELECT 1 FROM llm_journal WHERE key = $1) "
+                     "ON CONFLICT (key) DO UPDATE SET owner = excluded.owner, expires_ms = "
                      "excluded.expires_ms WHERE journal_pending.owner = excluded.owner OR "
                      "journal_pending.expires_ms < " PG_NOW_MS,
                      "tti", key, owner, ttl_ms, "cannot mark LLM request %.40s as being sent", key));

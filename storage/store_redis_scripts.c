@@ -507,10 +507,12 @@ static const char *const rd_lease_scripts[RD_NSCRIPT - RD_LEASE_PLAN] = {
                        "redis.call('HSET', k, 'max_usd', max, 'reserved_usd', 0)\n"
                        "return 1\n",
     /* key, owner, ttl_ms: 1 the key is now owner's for ttl_ms (it was
-     * free, expired or owner's already), 0 another owner's marker holds it */
+     * free, expired or owner's already), 0 another owner's marker holds it
+     * or its reply is journaled already */
     [RD_JOURNAL_PEND - RD_LEASE_PLAN] =
         WRITES PRELUDE "local key, w, ttl = arg(), arg(), arg()\n"
                        "local pk = P .. 'pend:' .. key\n"
+                       "if redis.call('EXISTS', P .. 'jr:' .. key) == 1 then return 0 end\n"
                        "local o = redis.call('GET', pk)\n"
                        "if o and o ~= w then return 0 end\n"
                        "redis.call('SET', pk, w, 'PX', ttl)\n"

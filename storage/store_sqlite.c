@@ -1923,8 +1923,9 @@ static int sq_budget_get(struct orch_store *base, const char *run_id, double *ma
 static int sq_journal_pend(struct orch_store *base, const char *key, const char *owner, int64_t ttl_ms)
 {
     int64_t n = sq_once(sq_of(base),
-                        "INSERT INTO journal_pending (key, owner, expires_ms) VALUES (?1, ?2, " SQ_NOW_MS
-                        " + ?3) ON CONFLICT (key) DO UPDATE SET owner = excluded.owner, expires_ms = "
+                        "INSERT INTO journal_pending (key, owner, expires_ms) SELECT ?1, ?2, " SQ_NOW_MS
+                        " + ?3 WHERE NOT EXISTS (SELECT 1 FROM llm_journal WHERE key = ?1) "
+                        "ON CONFLICT (key) DO UPDATE SET owner = excluded.owner, expires_ms = "
                         "excluded.expires_ms WHERE journal_pending.owner = excluded.owner OR "
                         "journal_pending.expires_ms < " SQ_NOW_MS,
                         SQ_ARGS(SQ_TEXT(key), SQ_TEXT(owner), SQ_INT(ttl_ms)),

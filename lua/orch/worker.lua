@@ -380,7 +380,7 @@ local function shared_journal(W, R)
           end
         end
         W.waits = W.waits + 1
-        sched.sleep(wait) -- another worker, or another row here, is sending it: its reply will be journaled
+        sched.sleep(wait) -- another worker, or another row here, is sending it (or has journaled it): look again
         wait = math.min(wait * 2, 0.25)
         hit = own.get(key)
       end

@@ -111,6 +111,22 @@ static int l_results_clear(lua_State *L)
     return 0;
 }
 
+/* results:take() -> a new results object holding what this one held;
+ * this one is empty, and the next seq it takes must still follow the
+ * last one added. A checkpoint whose output is still being fsynced
+ * keeps its results apart while the rows that settle meanwhile are
+ * added here (orch.run.checkpoint). */
+static int l_results_take(lua_State *L)
+{
+    struct orch_results_packer *pk = check_results(L);
+    struct orch_results_packer *to = lua_newuserdatauv(L, sizeof *to, 0);
+    *to = *pk; /* the buffers move: to owns them now */
+    memset(&pk->ok, 0, sizeof pk->ok);
+    memset(&pk->failed, 0, sizeof pk->failed);
+    luaL_setmetatable(L, RESULTS_MT);
+    return 1;
+}
+
 /* Pushes { seq, key, status, error } of r. */
 static void push_result(lua_State *L, const struct orch_result *r)
 {
@@ -178,6 +194,7 @@ static int l_results_new(lua_State *L)
 static const luaL_Reg results_methods[] = {
     {"adder", l_results_adder},
     {"clear", l_results_clear},
+    {"take", l_results_take},
     {"list", l_results_list},
     {NULL, NULL},
 };

@@ -12,6 +12,7 @@
 #include <xxhash.h>
 
 #include "fsutil.h"
+#include "fsync_job.h"
 
 #define SINK_BUF (64 * 1024)
 
@@ -24,6 +25,7 @@ struct orch_sink {
                     * when flushed (or asked for the hash), not line by line */
     char err[512];
     char *path;
+    struct orch_fsync_job *sync; /* the fsync orch_sink_sync_begin started, until polled done */
     char buf[SINK_BUF];
 };
 
@@ -123,6 +125,7 @@ struct orch_sink *orch_sink_open(const char *path, uint64_t offset, const uint64
     k->hashed = 0;
     k->err[0] = '\0';
     k->path = p;
+    k->sync = NULL;
     return k;
 }
 
@@ -185,6 +188,27 @@ int orch_sink_flush(struct orch_sink *k, int sync)
     return 0;
 }
 
+int orch_sink_sync_poll(struct orch_sink *k, int wait)
+{
+    if (k->sync == NULL)
+        return 1;
+    int rc = orch_fsync_poll(k->sync, wait);
+    if (rc == 0)
+        return 0;
+    k->sync = NULL;
+    return rc < 0 ? sink_fail(k) : 1;
+}
+
+int64_t orch_sink_sync_begin(struct orch_sink *k)
+{
+    if (orch_sink_sync_poll(k, 1) < 0 || orch_sink_flush(k, 0) != 0)
+        return -1;
+    k->sync = orch_fsync_start(k->fd);
+    if (k->sync == NULL && orch_sink_flush(k, 1) != 0) /* no thread to spare: the fsync is done here */
+        return -1;
+    return (int64_t)k->written;
+}
+
 uint64_t orch_sink_hash(struct orch_sink *k)
 {
     hash_buffer(k);
@@ -208,7 +232,9 @@ const char *orch_sink_path(const struct orch_sink *k)
 
 int orch_sink_close(struct orch_sink *k)
 {
-    int rc = orch_sink_flush(k, 0);
+    int rc = orch_sink_sync_poll(k, 1) < 0 ? -1 : 0;
+    if (orch_sink_flush(k, 0) != 0)
+        rc = -1;
     if (close(k->fd) != 0 && rc == 0)
         rc = -1;
     XXH3_freeState(k->hash);

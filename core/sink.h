@@ -10,7 +10,7 @@
  * XXH3-64 of every byte written, so a checkpoint can record what the
  * committed prefix was, and a resume can check that the file it is about
  * to extend is still that file.
- * Pure C, depends on libc and libxxhash. */
+ * Pure C, depends on libc (pthreads: the background fsync) and libxxhash. */
 #ifndef ORCH_SINK_H
 #define ORCH_SINK_H
 
@@ -37,11 +37,24 @@ uint64_t orch_sink_hash(struct orch_sink *k);
 int orch_sink_write(struct orch_sink *k, const void *data, size_t len);
 /* Writes the buffer out; with sync, also fsyncs. Returns 0 or -1. */
 int orch_sink_flush(struct orch_sink *k, int sync);
+/* Writes the buffer out and starts fsync(2) of the file on a thread of
+ * its own, so the caller goes on while the disk catches up: a checkpoint
+ * records the offset this returns only once orch_sink_sync_poll() says
+ * the fsync is done. A sync still going is waited for first. Returns the
+ * offset the fsync will make durable, or -1 with orch_sink_error() set
+ * (a failed write, or a failed earlier sync). Without a thread, the fsync
+ * is done before it returns. */
+int64_t orch_sink_sync_begin(struct orch_sink *k);
+/* Whether the fsync orch_sink_sync_begin() started is done: 1 done (or
+ * none started), 0 still going (only without wait), -1 failed
+ * (orch_sink_error() says why). With wait, blocks until it ends. */
+int orch_sink_sync_poll(struct orch_sink *k, int wait);
 /* Bytes written so far, buffered ones included. */
 uint64_t orch_sink_offset(const struct orch_sink *k);
 const char *orch_sink_error(const struct orch_sink *k);
 const char *orch_sink_path(const struct orch_sink *k);
-/* Flushes (no fsync) and closes; returns 0 or -1. Frees k either way. */
+/* Waits for a sync still going, flushes (no fsync) and closes; returns
+ * 0 or -1. Frees k either way. */
 int orch_sink_close(struct orch_sink *k);
 
 #endif

@@ -125,6 +125,31 @@ static int l_sink_flush(lua_State *L)
     return 1;
 }
 
+/* sink:sync_begin() -> offset | nil, err: writes the buffer out and
+ * starts its fsync on a thread (see orch_sink_sync_begin); offset is
+ * durable once sink:sync_poll() says true. */
+static int l_sink_sync_begin(lua_State *L)
+{
+    struct orch_sink *k = check_open(L);
+    int64_t off = orch_sink_sync_begin(k);
+    if (off < 0)
+        return push_failure(L, orch_sink_error(k));
+    lua_pushinteger(L, (lua_Integer)off);
+    return 1;
+}
+
+/* sink:sync_poll([wait]) -> true (the fsync sync_begin started is done,
+ * or none was) | false (still going; never with wait) | nil, err */
+static int l_sink_sync_poll(lua_State *L)
+{
+    struct orch_sink *k = check_open(L);
+    int rc = orch_sink_sync_poll(k, lua_toboolean(L, 2));
+    if (rc < 0)
+        return push_failure(L, orch_sink_error(k));
+    lua_pushboolean(L, rc);
+    return 1;
+}
+
 static int l_sink_offset(lua_State *L)
 {
     lua_pushinteger(L, (lua_Integer)orch_sink_offset(check_open(L)));
@@ -163,8 +188,11 @@ static int l_sink_gc(lua_State *L)
 }
 
 static const luaL_Reg sink_methods[] = {
-    {"write", l_sink_write}, {"writer", l_sink_writer}, {"flush", l_sink_flush}, {"offset", l_sink_offset},
-    {"hash", l_sink_hash},   {"path", l_sink_path},     {"close", l_sink_close}, {NULL, NULL},
+    {"write", l_sink_write},         {"writer", l_sink_writer},
+    {"flush", l_sink_flush},         {"offset", l_sink_offset},
+    {"hash", l_sink_hash},           {"path", l_sink_path},
+    {"close", l_sink_close},         {"sync_begin", l_sink_sync_begin},
+    {"sync_poll", l_sink_sync_poll}, {NULL, NULL},
 };
 
 static const luaL_Reg sink_meta[] = {

@@ -191,12 +191,45 @@ local function columns_for(row, input_columns)
   return cols
 end
 
+-- out:flush, out:sync_begin and out:sync_done over the sink k, each
+-- raising the sink's error; write_header() first writes a CSV header
+-- that is still due.
+local function durability(out, k, write_header)
+  function out.flush(_, sync)
+    write_header()
+    local off, ferr = k:flush(sync)
+    if off == nil then
+      error(ferr, 0)
+    end
+    return off
+  end
+  -- the same, its fsync overlapping what the run does next: the offset
+  -- is durable once out:sync_done() says true
+  function out.sync_begin()
+    write_header()
+    local off, ferr = k:sync_begin()
+    if off == nil then
+      error(ferr, 0)
+    end
+    return off
+  end
+  function out.sync_done(_, wait)
+    local done, ferr = k:sync_poll(wait)
+    if done == nil then
+      error(ferr, 0)
+    end
+    return done
+  end
+end
+
 --- open_sink(spec, input_columns [, offset [, prefix]]) -> out | nil, err, why
 --- offset: a checkpointed size to truncate back to (nil: start empty);
 --- prefix: the hash the file's first offset bytes must have (out:hash()
 --- at that checkpoint; nil: not checked). why: "busy", "changed", "error".
 --- out:encode(row) -> line (may raise for unencodable values);
---- out:write(line); out:flush(sync) -> offset; out:hash(); out:close().
+--- out:write(line); out:flush(sync) -> offset; out:sync_begin() -> offset
+--- (its fsync on a thread); out:sync_done(wait) -> whether that fsync is
+--- done (raises when it failed); out:hash(); out:close().
 function M.open_sink(spec, input_columns, offset, prefix)
   local k, err, why = sink.open(spec.path, offset, prefix)
   if k == nil then
@@ -253,17 +286,12 @@ function M.open_sink(spec, input_columns, offset, prefix)
   if spec.kind == "jsonl" then
     out.write = k:writer() -- no header ever: C, no Lua call a row
   end
-  function out.flush(_, sync)
+  durability(out, k, function()
     if header then
       put(header)
       header = nil
     end
-    local off, ferr = k:flush(sync)
-    if off == nil then
-      error(ferr, 0)
-    end
-    return off
-  end
+  end)
   function out.hash()
     return k:hash()
   end

@@ -33,7 +33,33 @@ int main(int argc, char **argv)
     CHECK(orch_sink_offset(k) == 8);
     CHECK(orch_sink_close(k) == 0);
 
+    /* a background fsync: the offset it makes durable is the bytes
+     * written when it began; writes go on while it runs; polling after
+     * it ended (or when none began) says done; closing waits for it */
+    k = orch_sink_open(path, ORCH_SINK_FRESH, NULL, err, sizeof err, NULL);
+    CHECK(k != NULL);
+    CHECK(orch_sink_sync_poll(k, 0) == 1);
+    CHECK(orch_sink_write(k, "one\n", 4) == 0);
+    CHECK(orch_sink_sync_begin(k) == 4);
+    CHECK(orch_sink_write(k, "two\n", 4) == 0);
+    CHECK(orch_sink_sync_poll(k, 1) == 1);
+    CHECK(orch_sink_sync_poll(k, 0) == 1);
+    CHECK(orch_sink_sync_begin(k) == 8);
+    CHECK(orch_sink_sync_begin(k) == 8); /* waits for the one going */
+    CHECK(orch_sink_write(k, "six\n", 4) == 0);
+    CHECK(orch_sink_close(k) == 0);
+    {
+        size_t n;
+        char *all = slurp(path, &n);
+        CHECK_STR(all, "one\ntwo\nsix\n");
+        free(all);
+    }
+
     /* a crash left bytes past the checkpoint: reopening at 4 drops them */
+    k = orch_sink_open(path, ORCH_SINK_FRESH, NULL, err, sizeof err, NULL);
+    CHECK(k != NULL);
+    CHECK(orch_sink_write(k, "one\ntwo\n", 8) == 0);
+    CHECK(orch_sink_close(k) == 0);
     k = orch_sink_open(path, 4, NULL, err, sizeof err, NULL);
     CHECK(k != NULL);
     CHECK(orch_sink_offset(k) == 4);

@@ -7,6 +7,14 @@
 -- settled rows' results, the input cursor, the sinks' durable sizes and
 -- the memento (ctx.state, counters, cost, the sinks' hashes). R is the
 -- run's state (see orch.run).
+-- A checkpoint the policy asks for while rows flow (begin) is taken at
+-- once and queued, and the sinks' fsyncs start on threads unless some
+-- are going; the rows go on. Once the fsyncs end, a turn's poll commits
+-- the checkpoints they cover, in order, each its own transaction as
+-- before, then starts fsyncs for those queued meanwhile: a checkpoint
+-- never records output that is not on disk, and when the disk is slower
+-- than the policy one fsync covers several. Any other checkpoint (the
+-- end, a stop, a request, an event) commits the queue first.
 local sched = require("orch.sched")
 local json = require("orch.json")
 local store = require("orch.store")
@@ -32,6 +40,9 @@ function M.start(R)
     R.add_result = R.packed:adder() -- add(seq, key, status, error)
   end
   R.last_ckpt_index = cursor.index
+  R.committed_index = cursor.index -- the last committed checkpoint's
+  R.queue = {} -- checkpoints taken, waiting for their sinks' fsyncs (begin)
+  R.syncing = 0 -- how many of them the fsyncs going now cover
   R.ckpt_count, R.ckpt_ms = 0, 0
   local policy = R.wf.checkpoint or policies.every_rows(R.M.CHECKPOINT_ROWS)
   R.every_rows = type(policy) == "table" and policy.rows -- the common case, asked inline
@@ -111,10 +122,11 @@ function M.due(R)
   end
 end
 
---- run_record(R, status, error_text) -> the run record with the settled
---- figures, as the checkpoint stores it.
-function M.run_record(R, status, error_text)
-  local run, counts, totals = R.run, R.counts, R.totals
+--- run_record(R, status, error_text [, run]) -> the run record (R.run,
+--- or run) with the settled figures, as the checkpoint stores it.
+function M.run_record(R, status, error_text, run)
+  local counts, totals = R.counts, R.totals
+  run = run or R.run
   run.status = status
   run.error = error_text
   run.rows_done = R.cursor.index
@@ -152,10 +164,137 @@ local function memento(R)
   return m, kv
 end
 
--- What follows a checkpoint: the counters start again, the observers
--- and -v hear of it.
-local function written(R, info, reason, output_offset)
+-- The counters a policy asks about start again from the checkpoint just
+-- taken (written, or begun and waiting for its fsyncs).
+local function restart(R)
   local cursor, live, since = R.cursor, R.live, R.since
+  R.last_ckpt_index = cursor.index
+  R.last_t, R.last_cost, R.last_tokens = sched.now(), live.cost, live.tokens_in + live.tokens_out
+  since.last_checkpoint_ms = store.now_ms()
+end
+
+-- What follows a committed checkpoint: its cost counts, the observers
+-- and -v hear of it.
+local function written(R, info, reason, rows, output_offset)
+  R.ckpt_count = R.ckpt_count + 1
+  R.ckpt_ms = R.ckpt_ms + info.duration_ms
+  R.since.mean_checkpoint_ms = R.ckpt_ms / R.ckpt_count
+  M.bound(R)
+  if R.bus.wants.checkpoint then
+    R.bus.notify({ type = "checkpoint", seq = info.seq, reason = reason, rows = rows,
+      output_bytes = output_offset, ms = info.duration_ms })
+  end
+  R.log(1, string.format("checkpoint %d (%s): %d rows, output %d bytes, %.2f ms", info.seq, reason,
+    rows, output_offset, info.duration_ms))
+end
+
+-- The checkpoint's transaction. -> info; raises on failure.
+local function commit(R, run, ckpt, results, kv)
+  local info, werr = R.st:checkpoint_write(run, ckpt, results, kv)
+  if info == nil then
+    error("cannot write a checkpoint: " .. tostring(werr), 0)
+  end
+  return info
+end
+
+-- The checkpoint at the cursor: its record, and the memento and state.
+local function contents(R, reason, output_offset, errors_offset)
+  local cursor = R.cursor
+  local m, kv = memento(R)
+  return {
+    reason = reason,
+    input_offset = cursor.offset,
+    input_line = cursor.line,
+    input_index = cursor.index,
+    output_offset = output_offset,
+    errors_offset = errors_offset,
+    memento = m,
+  }, kv
+end
+
+-- Starts the sinks' fsyncs, which cover every checkpoint queued so far
+-- (each flushed its sinks when it was taken).
+local function sync_queued(R)
+  local out, errs = R.out, R.errs
+  if out then
+    out:sync_begin()
+  end
+  if errs then
+    errs:sync_begin()
+  end
+  R.syncing = #R.queue
+end
+
+-- Commits the first n queued checkpoints, in order, their output on disk.
+local function commit_queued(R, n)
+  local q = R.queue
+  for i = 1, n do
+    local b = q[i]
+    local info = commit(R, b.run, b.ckpt, b.results, b.kv)
+    local run = R.run
+    for k, v in pairs(b.run) do -- the run record has the committed figures
+      run[k] = v
+    end
+    R.committed_index = b.ckpt.input_index
+    written(R, info, b.ckpt.reason, b.ckpt.input_index, b.ckpt.output_offset)
+  end
+  table.move(q, n + 1, #q + n, 1) -- the rest (and nils past them) to the front
+end
+
+--- poll(R, wait): commits the queued checkpoints the sinks' fsyncs
+--- cover once those are done, then starts the fsyncs of those queued
+--- meanwhile; with wait, waits until none is queued. Raises on failure.
+function M.poll(R, wait)
+  local out, errs = R.out, R.errs
+  while R.syncing > 0 do
+    if (out and not out:sync_done(wait)) or (errs and not errs:sync_done(wait)) then
+      return
+    end
+    local n = R.syncing
+    R.syncing = 0
+    commit_queued(R, n)
+    if #R.queue > 0 then
+      sync_queued(R)
+    end
+  end
+end
+
+--- begin(R, reason): a checkpoint the policy asked for while rows flow:
+--- taken now, queued, committed by a later poll once the sinks' fsyncs
+--- that cover it are done (see the header). A run whose results are not
+--- packed (a worker's lease) or that runs steps, and one whose rows in
+--- memory reach the safety net, write it at once.
+function M.begin(R, reason)
+  if not R.packed or R.steps or R.cursor.index - R.committed_index >= R.M.MAX_PENDING then
+    return M.write(R, reason)
+  end
+  local out, errs = R.out, R.errs
+  local output_offset = out and out:flush(false) or 0
+  local errors_offset = errs and errs:flush(false) or 0
+  local ckpt, kv = contents(R, reason, output_offset, errors_offset)
+  local run = {}
+  for k, v in pairs(R.run) do
+    run[k] = v
+  end
+  local q = R.queue
+  q[#q + 1] = { run = M.run_record(R, "running", nil, run), ckpt = ckpt, results = R.packed:take(), kv = kv }
+  if R.syncing == 0 then
+    sync_queued(R)
+  end
+  restart(R)
+end
+
+--- write(R, reason [, status, error_text]) -> info: writes a checkpoint
+--- at the current cursor (the run record's status: "running" unless
+--- given), a begun one committed first; raises on failure.
+function M.write(R, reason, status, error_text)
+  M.poll(R, true)
+  local out, errs = R.out, R.errs
+  local output_offset = out and out:flush(true) or 0
+  local errors_offset = errs and errs:flush(true) or 0
+  local ckpt, kv = contents(R, reason, output_offset, errors_offset)
+  local info = commit(R, M.run_record(R, status or "running", error_text), ckpt, R.packed or R.pending, kv)
+  R.committed_index = R.cursor.index
   local packed = R.packed
   if packed then
     packed:clear()
@@ -166,42 +305,8 @@ local function written(R, info, reason, output_offset)
     R.spare = #R.pending <= SPARE_MAX and R.pending or {}
     R.pending = {}
   end
-  R.last_ckpt_index = cursor.index
-  R.ckpt_count = R.ckpt_count + 1
-  R.ckpt_ms = R.ckpt_ms + info.duration_ms
-  R.last_t, R.last_cost, R.last_tokens = sched.now(), live.cost, live.tokens_in + live.tokens_out
-  since.last_checkpoint_ms = store.now_ms()
-  since.mean_checkpoint_ms = R.ckpt_ms / R.ckpt_count
-  M.bound(R)
-  if R.bus.wants.checkpoint then
-    R.bus.notify({ type = "checkpoint", seq = info.seq, reason = reason, rows = cursor.index,
-      output_bytes = output_offset, ms = info.duration_ms })
-  end
-  R.log(1, string.format("checkpoint %d (%s): %d rows, output %d bytes, %.2f ms", info.seq, reason,
-    cursor.index, output_offset, info.duration_ms))
-end
-
---- write(R, reason [, status, error_text]) -> info: writes a checkpoint
---- at the current cursor (the run record's status: "running" unless
---- given); raises on failure.
-function M.write(R, reason, status, error_text)
-  local out, errs, cursor = R.out, R.errs, R.cursor
-  local output_offset = out and out:flush(true) or 0
-  local errors_offset = errs and errs:flush(true) or 0
-  local m, kv = memento(R)
-  local info, werr = R.st:checkpoint_write(M.run_record(R, status or "running", error_text), {
-    reason = reason,
-    input_offset = cursor.offset,
-    input_line = cursor.line,
-    input_index = cursor.index,
-    output_offset = output_offset,
-    errors_offset = errors_offset,
-    memento = m,
-  }, R.packed or R.pending, kv)
-  if info == nil then
-    error("cannot write a checkpoint: " .. tostring(werr), 0)
-  end
-  written(R, info, reason, output_offset)
+  restart(R)
+  written(R, info, reason, R.cursor.index, output_offset)
   return info
 end
 
@@ -210,6 +315,7 @@ end
 --- events reported (to the observers, and to the policy), and a policy
 --- that is not every_rows.
 function M.turn(R)
+  M.poll(R, false)
   if #R.requested > 0 then
     local asked = R.requested
     R.requested = {}
@@ -233,7 +339,7 @@ function M.turn(R)
     end
   end
   if not R.every_rows and not within_bounds(R) and M.policy_says(R, nil) then
-    M.write(R, R.policy_reason)
+    M.begin(R, R.policy_reason)
   end
 end
 

@@ -20,7 +20,7 @@ local now = sched.now
 
 local note_outcome, record_failure, same_failure = outcome.note_outcome, outcome.record_failure, outcome.same_failure
 local row_error, handlers = outcome.row_error, outcome.handlers
-local due, write = checkpoint.due, checkpoint.write
+local due, begin = checkpoint.due, checkpoint.begin
 
 -- Row batches. A task per row costs a coroutine, a completion record and
 -- a pass of the driver for every row: for rows whose stages never wait
@@ -235,7 +235,7 @@ local function flush(R, D)
       or (watch and (now() - last_t >= bound_s or live.cost - last_cost >= bound_usd)) then
       local why = due(R)
       if why then
-        write(R, why)
+        begin(R, why)
         pending, last, spare, last_t, last_cost = R.pending, R.last_ckpt_index, R.spare, R.last_t, R.last_cost
         threshold, watch = checkpoint.threshold(R)
         bound_s, bound_usd = R.bound_seconds, R.bound_usd
@@ -380,6 +380,20 @@ local function collect(R, D, ended)
   D.inflight = inflight
 end
 
+-- How long the driver may wait for rows to end (nil: until one does):
+-- until the grace period ends; checkpoints waiting for their fsyncs
+-- are looked at every SYNC_POLL_S, so they commit soon after; a
+-- policy that watches the clock is asked at least once a second.
+local SYNC_POLL_S = 0.002
+local function wait_s(R, grace_until)
+  local s = grace_until and math.max(grace_until - now(), 0)
+    or (not R.every_rows and 1 or nil)
+  if R.syncing > 0 and (s == nil or s > SYNC_POLL_S) then
+    return SYNC_POLL_S
+  end
+  return s
+end
+
 -- One turn's end: an early stop, a full disk, then checkpoints and the
 -- progress line.
 local function after_turn(R)
@@ -431,10 +445,8 @@ function M.drive(R)
       R.log(0, string.format("abandoning %d row(s) in flight; they will run again on resume", D.inflight))
       break
     end
-    -- a policy that watches the clock is asked at least once a second
     R.inflight = D.ntasks -- the live figures' rows in flight: a task runs one row at a time
-    collect(R, D, sched.wait(grace_until and math.max(grace_until - sched.now(), 0)
-      or (not R.every_rows and 1 or nil)))
+    collect(R, D, sched.wait(wait_s(R, grace_until)))
     after_turn(R)
   end
   flush(R, D)

@@ -12,9 +12,10 @@ shares the cores with 200 server threads: a floor measured against it
 is the server's cost as much as the client's. The reply is the test
 server's for a plain message: "echo: " + the first 60 characters of the
 last user message, with usage. GET /stats answers {"requests": N,
-"peak_in_flight": M, "connections": K}: the completions answered so far,
-the most it held at once, and the connections that carried any; GET
-/stats/reset starts the peak again.
+"received": R, "peak_in_flight": M, "connections": K}: the completions
+answered so far, those received (answered or not yet), the most it held
+at once, and the connections that carried any; GET /stats/reset starts
+the peak again.
 """
 
 import argparse
@@ -43,6 +44,7 @@ def reply(body):
 
 
 served = [0]  # chat completions answered
+received = [0]  # chat completions received, answered or not
 inflight, peak = [0], [0]  # requests being answered now, and the most at once
 conns = [0]  # connections that carried a completion (a client reconnecting shows here)
 
@@ -68,13 +70,14 @@ async def serve(reader, writer, latency):
                 if lines[0].startswith(b"GET /stats/reset"):
                     peak[0] = inflight[0]
                 # the replies sent so far (bench/run.sh counts calls paid twice)
-                status, data = 200, json.dumps({"requests": served[0], "peak_in_flight": peak[0],
+                status, data = 200, json.dumps({"requests": served[0], "received": received[0], "peak_in_flight": peak[0],
                                                  "connections": conns[0]}).encode()
             else:
                 if not used:
                     used = True
                     conns[0] += 1
                 inflight[0] += 1
+                received[0] += 1
                 peak[0] = max(peak[0], inflight[0])
                 if latency:
                     await asyncio.sleep(latency)

@@ -189,7 +189,9 @@ done
 
 # (f) kill -9 at 50 %: 4,000 calls of 250 ms at concurrency 200, killed
 # once 2,000 rows are written; then the resume: time from its start to
-# its first new output row, and the calls paid twice
+# the first request it sends (new work: the rows answered before the kill
+# come from the journal) and to its first new output bytes (written at
+# its first checkpoint, 500 rows on), and the calls paid twice
 rm -f "$T"/k.db* "$T/k.jsonl"
 k_before=$(stat "$URL" requests)
 ORCH_DB="$T/k.db" "$ORCH" run -q bench/llm.lua --set base_url="$URL" --set out="$T/k.jsonl" &
@@ -201,23 +203,27 @@ k_offset=$(sqlite3 "$T/k.db" "select output_offset from checkpoints order by cre
 # the resume cuts the output back to its checkpoint before anything else;
 # cut it here first, so the first byte past that offset is the resume's
 truncate -s "$k_offset" "$T/k.jsonl"
+sleep 0.3 # the killed run's requests answered: what the server receives next is the resume's
 k_first=$(ORCH_DB="$T/k.db" python3 - "$ORCH" "$URL" "$T/k.jsonl" "$k_offset" <<'PY'
-import os, subprocess, sys, time
+import json, os, subprocess, sys, time, urllib.request
 orch, url, out, offset = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+stats = url[:-len("/v1")] + "/stats"
+received = lambda: json.load(urllib.request.urlopen(stats))["received"]
+r0 = received()
 t0 = time.monotonic()
 p = subprocess.Popen([orch, "run", "-q", "bench/llm.lua", "--set", "base_url=" + url, "--set", "out=" + out])
-first = None
-while p.poll() is None or first is None:
+req = first = None
+while p.poll() is None and (req is None or first is None):
+    if req is None and received() > r0:
+        req = time.monotonic() - t0
     try:
         if first is None and os.path.getsize(out) > offset:
             first = time.monotonic() - t0
     except OSError:
         pass
-    if p.poll() is not None and first is None:
-        first = float("nan")
-    time.sleep(0.002)
+    time.sleep(0.003)
 p.wait()
-print("%.3f" % first)
+print("%.3f / %.3f" % (req if req is not None else float("nan"), first if first is not None else float("nan")))
 PY
 )
 [ "$(wc -l <"$T/k.jsonl")" = 4000 ] || { echo "bench: the killed run did not end with 4,000 rows" >&2; exit 1; }
@@ -299,7 +305,7 @@ set -- $(cat "$T/f_node"); fn_rss=$2 fn_wall=$3 fn_peak=$4
   echo "| same: wall s (ideal 4.00) / most requests the server held at once | $fo_wall / $fo_peak | Python asyncio: $fa_wall / $fa_peak; Node: $fn_wall / $fn_peak | |"
   echo "| journal replay: a rerun of $REPLAY LLM rows, all answered by the journal: rows/s (target >= 100,000), median of 3 | $(python3 -c "print(int($REPLAY/$j_wall))") | Python ThreadPool from its SQLite journal: $(python3 -c "print(int($REPLAY/$jp_wall))") | $(ratio "$jp_wall" "$j_wall") x Python |"
   echo "| same: wall s / CPU s | $j_wall / $j_cpu | Python: $jp_wall / $jp_cpu | |"
-  echo "| kill -9 at 50 % (4,000 calls of 250 ms, concurrency 200, killed at $k_lines rows): resume to its first new row, s / calls paid twice | $k_first / $k_repeat | | |"
+  echo "| kill -9 at 50 % (4,000 calls of 250 ms, concurrency 200, killed at $k_lines rows): resume to its first request / its first new output bytes, s / calls paid twice | $k_first / $k_repeat | | |"
   echo "| one checkpoint of 500 rows: mean / max ms, over N checkpoints | $(echo "$b_ckpt" | awk '{print $1 " / " $2 ", N = " $3}') | | |"
   echo
   echo "Checkpoint cost per policy ($ROWS-row run of bench/passthrough.lua; store time of the checkpoints over the run's wall time):"

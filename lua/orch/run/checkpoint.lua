@@ -225,12 +225,16 @@ local function sync_queued(R)
   R.syncing = #R.queue
 end
 
--- Commits the first n queued checkpoints, in order, their output on disk.
-local function commit_queued(R, n)
+-- Commits the queued checkpoints the ended fsyncs cover (R.syncing of
+-- them), in order, each leaving the queue once its transaction is in: a
+-- commit that raises leaves it and those after it queued and covered.
+local function commit_queued(R)
   local q = R.queue
-  for i = 1, n do
-    local b = q[i]
+  while R.syncing > 0 do
+    local b = q[1]
     local info = commit(R, b.run, b.ckpt, b.results, b.kv)
+    table.remove(q, 1)
+    R.syncing = R.syncing - 1
     local run = R.run
     for k, v in pairs(b.run) do -- the run record has the committed figures
       run[k] = v
@@ -238,7 +242,6 @@ local function commit_queued(R, n)
     R.committed_index = b.ckpt.input_index
     written(R, info, b.ckpt.reason, b.ckpt.input_index, b.ckpt.output_offset)
   end
-  table.move(q, n + 1, #q + n, 1) -- the rest (and nils past them) to the front
 end
 
 --- poll(R, wait): commits the queued checkpoints the sinks' fsyncs
@@ -250,9 +253,7 @@ function M.poll(R, wait)
     if (out and not out:sync_done(wait)) or (errs and not errs:sync_done(wait)) then
       return
     end
-    local n = R.syncing
-    R.syncing = 0
-    commit_queued(R, n)
+    commit_queued(R)
     if #R.queue > 0 then
       sync_queued(R)
     end

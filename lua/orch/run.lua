@@ -10,8 +10,10 @@
 -- driver flushes and fsyncs the output, then writes one checkpoint
 -- transaction: the settled rows' results, the input cursor just past the
 -- last settled row, the output's durable size, the memento (ctx.state,
--- counters, cost). A resume truncates the output to that size and seeks
--- the input to that cursor, so each row reaches the output exactly once.
+-- counters, cost). A policy's checkpoint fsyncs on a thread while the
+-- next rows run, and commits once the fsync has ended (orch.run.checkpoint).
+-- A resume truncates the output to that size and seeks the input to that
+-- cursor, so each row reaches the output exactly once.
 --
 -- The parts, each a module that takes the run's state R (one table, made
 -- by new_state below; each module's functions say which fields they

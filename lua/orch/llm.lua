@@ -533,11 +533,16 @@ function M.call(ctx, cfg, req)
   elseif type(req) ~= "table" then
     error("ctx:llm expects a table {prompt = ...} or a string, got " .. type(req), 2)
   end
-  -- { prompt = "..." } alone (a prompt stage's request) has nothing to check
-  if not (type(req.prompt) == "string" and next(req, next(req)) == nil) then
-    check_request(req)
-  end
   local p = M.providers[cfg.provider]
+  local prompt = req.prompt
+  if type(prompt) == "string" and next(req, next(req)) == nil then
+    -- { prompt = "..." } alone (a prompt stage's request): nothing to check,
+    -- and the request is the workflow's defaults around it (what the
+    -- constructor below makes of it, without reading seven absent keys)
+    return complete(ctx, cfg, p, { prompt = prompt, system = cfg.system, model = cfg.model or cfg.provider,
+      temperature = cfg.temperature, max_tokens = cfg.max_tokens, json = false })
+  end
+  check_request(req)
   local r = {
     prompt = req.prompt,
     messages = req.messages,

@@ -44,12 +44,19 @@ struct lstore {
     struct orch_journal_group jg; /* replies and lookups waiting for their group commit */
 };
 
-static struct orch_store *check_open(lua_State *L)
+/* The open store at argument 1 (raises for another value, or a closed
+ * store): one luaL_checkudata, which is most of a cheap call's binding. */
+static struct lstore *check_open_lstore(lua_State *L)
 {
     struct lstore *s = luaL_checkudata(L, 1, STORE_MT);
     if (s->st == NULL)
         luaL_error(L, "attempt to use a closed store");
-    return s->st;
+    return s;
+}
+
+static struct orch_store *check_open(lua_State *L)
+{
+    return check_open_lstore(L)->st;
 }
 
 static int push_failure(lua_State *L, const char *msg)
@@ -1016,8 +1023,8 @@ static int push_peeked(lua_State *L, struct orch_journal_owned *e, int found, in
  * at once. Either way the store counts the hit. May yield. */
 static int journal_lookup(lua_State *L, int reply)
 {
-    struct lstore *s = luaL_checkudata(L, 1, STORE_MT);
-    struct orch_store *st = check_open(L);
+    struct lstore *s = check_open_lstore(L);
+    struct orch_store *st = s->st;
     const char *key = luaL_checkstring(L, 2);
     lua_settop(L, 2);
     const struct orch_journal_entry *waiting = orch_journal_group_pending(&s->jg, key);

@@ -133,17 +133,27 @@ local function add_call(t, info, stage, tin, tout, cost, model)
       add_to(t, "by_stage", stage, tokens, cost)
     end
   end
-  if info.estimated or info.cached or (info.attempts or 0) > 1 then
+  local estimated, cached, attempts = info.estimated, info.cached, info.attempts
+  if cached and not estimated and (attempts or 0) <= 1 then -- a journal's reply: add_extras' figures, inline
+    t.cached_calls = (t.cached_calls or 0) + 1
+    t.saved = (t.saved or 0) + (info.saved or 0)
+  elseif estimated or cached or (attempts or 0) > 1 then
     add_extras(t, info)
   end
 end
 
 -- A row's usage after its first call, flat (see expand): one table where
--- the nested form made five.
+-- the nested form made five. A reply from the journal (every replayed
+-- row's) has its two figures set here, in add_extras' order, without its
+-- call and its two other checks.
 local function first_call(info, stage, tin, tout, cost, model)
   local u = { llm_calls = 1, tokens_in = 0 + tin, tokens_out = 0 + tout, cost = 0 + cost, _model = model or false,
     _stage = stage or false }
-  if info.estimated or info.cached or (info.attempts or 0) > 1 then
+  local estimated, cached, attempts = info.estimated, info.cached, info.attempts
+  if cached and not estimated and (attempts or 0) <= 1 then
+    u.cached_calls = 1
+    u.saved = 0 + (info.saved or 0)
+  elseif estimated or cached or (attempts or 0) > 1 then
     add_extras(u, info)
   end
   return u
@@ -259,7 +269,13 @@ function M.add_usage(dst, src)
   local model = src._model
   if model ~= nil then
     local stage = src._stage
-    if model or stage then
+    local bm, bs = dst.by_model, dst.by_stage
+    local gm, gs = model and bm and bm[model], stage and bs and bs[stage]
+    if gm and gs then -- most rows: their model's and stage's groups are there, added to in place
+      local calls, tokens, cost = src.llm_calls, src.tokens_in + src.tokens_out, src.cost
+      gm.calls, gm.tokens, gm.cost = gm.calls + calls, gm.tokens + tokens, gm.cost + cost
+      gs.calls, gs.tokens, gs.cost = gs.calls + calls, gs.tokens + tokens, gs.cost + cost
+    elseif model or stage then
       add_flat(dst, src, model, stage)
     end
     return

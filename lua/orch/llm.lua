@@ -3,7 +3,10 @@
 -- here; a workflow can register its own with orch.llm.register(name, p).
 --
 -- A provider is a table { options = { key = "type" }, call = function(req, cfg, ctx) }
--- whose call returns text, { input = tokens, output = tokens } or nil, err.
+-- whose call returns text, { input = tokens, output = tokens } or nil, err;
+-- or one with build(req, cfg[, body]) -> { url, headers, body } and
+-- parse(decoded reply), and optionally body(req, cfg) -> build's body alone
+-- (then a reply the journal holds is found without building the request).
 -- It may suspend (ctx:sleep, orch.http) but only its own row's coroutine.
 -- Usage may also be named input_tokens/output_tokens (Anthropic) or
 -- prompt_tokens/completion_tokens (OpenAI); when a provider or a server
@@ -438,14 +441,33 @@ end
 --- it. -> text, info | nil, err
 local function complete(ctx, cfg, p, r)
   local run = ctx._run or NO_RUN
-  local built = p.build and p.build(r, cfg) -- once: it is the journal key's body and what is sent
   local journal = run.journal
-  local key = (journal or cfg.batch) and journal_key(cfg, r, built and built.body or json.encode(r))
+  local build, built, body = p.build, nil, nil
+  if build then
+    -- once: the body is the journal key's bytes and what is sent. A
+    -- provider with body(req) is asked for the body alone while the
+    -- journal may answer, and for the request only when it does not.
+    if journal and p.body then
+      body = p.body(r, cfg)
+    else
+      built = build(r, cfg)
+      body = built.body
+    end
+  end
+  local key = (journal or cfg.batch) and journal_key(cfg, r, body or json.encode(r))
   if key and journal then
-    local text, tin, tout, saved = journaled(journal, key)
+    local reply, text, tin, tout, saved = journal.reply, nil, nil, nil, nil
+    if reply then -- every replayed row: no call of journaled's
+      text, tin, tout, saved = reply(key)
+    else
+      text, tin, tout, saved = journaled(journal, key)
+    end
     if text then
       return from_journal(ctx, cfg, r, text, tin, tout, saved)
     end
+  end
+  if build and not built then
+    built = build(r, cfg, body)
   end
   local chars = chars_in(r)
   if cfg.batch and built then
@@ -484,6 +506,22 @@ local function complete(ctx, cfg, p, r)
   return settle(ctx, cfg, run, p.name or cfg.provider, model, chars, key, text, usage, attempts, t0)
 end
 
+-- Raises, naming ctx:llm's caller (level 3: call's caller), for a key
+-- the request may not have, a value of the wrong type, or no prompt.
+local function check_request(req)
+  for k, v in pairs(req) do
+    local want = request_keys[k]
+    if want == nil then
+      error(string.format("ctx:llm: unknown key '%s'", tostring(k)), 3)
+    elseif type(v) ~= want and not (want == "integer" and math.type(v) == "integer") then
+      error(string.format("ctx:llm: '%s' must be a %s, got %s", k, want, type(v)), 3)
+    end
+  end
+  if req.prompt == nil and req.messages == nil then
+    error("ctx:llm: give a prompt or messages", 3)
+  end
+end
+
 --- call(ctx, cfg, req) -> value, info | nil, err
 --- value is the reply text, or the decoded table when req.json or req.schema.
 function M.call(ctx, cfg, req)
@@ -495,18 +533,16 @@ function M.call(ctx, cfg, req)
   elseif type(req) ~= "table" then
     error("ctx:llm expects a table {prompt = ...} or a string, got " .. type(req), 2)
   end
-  for k, v in pairs(req) do
-    local want = request_keys[k]
-    if want == nil then
-      error(string.format("ctx:llm: unknown key '%s'", tostring(k)), 2)
-    elseif type(v) ~= want and not (want == "integer" and math.type(v) == "integer") then
-      error(string.format("ctx:llm: '%s' must be a %s, got %s", k, want, type(v)), 2)
-    end
-  end
-  if req.prompt == nil and req.messages == nil then
-    error("ctx:llm: give a prompt or messages", 2)
-  end
   local p = M.providers[cfg.provider]
+  local prompt = req.prompt
+  if type(prompt) == "string" and next(req, next(req)) == nil then
+    -- { prompt = "..." } alone (a prompt stage's request): nothing to check,
+    -- and the request is the workflow's defaults around it (what the
+    -- constructor below makes of it, without reading seven absent keys)
+    return complete(ctx, cfg, p, { prompt = prompt, system = cfg.system, model = cfg.model or cfg.provider,
+      temperature = cfg.temperature, max_tokens = cfg.max_tokens, json = false })
+  end
+  check_request(req)
   local r = {
     prompt = req.prompt,
     messages = req.messages,

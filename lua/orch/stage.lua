@@ -87,6 +87,46 @@ end
 M.render = render
 M.compile = compile
 
+-- renderer(parts) -> function(row) -> render(parts, row): the shapes a
+-- prompt template nearly always has (one field, alone or with text before
+-- and after it) made into a closure once per stage, so a row whose field
+-- is a string costs one index and one concatenation (render walks the
+-- parts and calls piece for each). Any other value, and any other shape,
+-- goes through piece and render: the same text and the same errors.
+local function renderer(parts)
+  local n = #parts
+  local a, b, c = parts[1], parts[2], parts[3]
+  local function field(p)
+    return type(p) == "table" and #p == 1 and p[1]
+  end
+  local fa, fb = field(a), field(b)
+  if n == 1 and fa then
+    return function(row)
+      local v = type(row) == "table" and row[fa]
+      return type(v) == "string" and v or piece(a, row)
+    end
+  elseif n == 2 and type(a) == "string" and fb then
+    return function(row)
+      local v = type(row) == "table" and row[fb]
+      return a .. (type(v) == "string" and v or piece(b, row))
+    end
+  elseif n == 2 and fa and type(b) == "string" then
+    return function(row)
+      local v = type(row) == "table" and row[fa]
+      return (type(v) == "string" and v or piece(a, row)) .. b
+    end
+  elseif n == 3 and type(a) == "string" and fb and type(c) == "string" then
+    return function(row)
+      local v = type(row) == "table" and row[fb]
+      return a .. (type(v) == "string" and v or piece(b, row)) .. c
+    end
+  end
+  return function(row)
+    return render(parts, row)
+  end
+end
+M.renderer = renderer
+
 local prompt_keys = {
   -- the request
   template = "string", system = "string", model = "string", temperature = "number", max_tokens = "integer",
@@ -105,6 +145,7 @@ function M.prompt(opts)
     check.fail("orch.stage.prompt: 'template' is required")
   end
   local parts = compile(opts.template)
+  local render_row = renderer(parts)
   local into = opts.into or "output"
   local req = {
     system = opts.system,
@@ -126,13 +167,13 @@ function M.prompt(opts)
     for k, v in pairs(req) do
       r[k] = v
     end
-    r.prompt = render(parts, row)
+    r.prompt = render_row(row)
     return r
   end
   function stage.run(row, ctx)
     -- the request is built in the call's own argument, not kept in a local:
     -- the prompt is not held here while the row waits for its reply
-    local value, info = ctx:llm(plain and { prompt = render(parts, row) } or request(row))
+    local value, info = ctx:llm(plain and { prompt = render_row(row) } or request(row))
     if value == nil then
       error(info, 0)
     end

@@ -101,6 +101,23 @@ describe("orch.stage.prompt", function()
         catch(function() return stage.render(stage.compile("{{text}} {{b}}"), row) end))
     end)
 
+    it("a stage's compiled renderer gives render's text and errors, whatever the shape and value", function()
+      local templates = { "{{text}}", "Classify: {{text}}", "{{text}}!", "Classify: {{text}}!", "{{a.b}}",
+        "x {{a.b}}", "{{t}} {{text}} {{n}}", "plain", "", "{{text}}{{n}}", "{{ n }} left" }
+      local rows = { { text = "great", n = 4.0, t = { 1 }, a = { b = "deep" } }, { text = 3 }, { text = 2.5 },
+        { text = true }, { text = { k = "v" } }, { n = 1 }, {}, { a = "flat" },
+        setmetatable({}, { __index = function(_, k) return "via " .. k end }) }
+      for _, tpl in ipairs(templates) do
+        local parts = stage.compile(tpl)
+        local fn = stage.renderer(parts)
+        for i, row in ipairs(rows) do
+          local ok1, v1 = pcall(stage.render, parts, row)
+          local ok2, v2 = pcall(fn, row)
+          assert.are.same({ ok1, v1 }, { ok2, v2 }, tpl .. " / row " .. i)
+        end
+      end
+    end)
+
     it("a missing field is an error naming it", function()
       local parts = stage.compile("Classify {{review}}")
       local e = catch(function() return stage.render(parts, { text = "x" }) end)
@@ -665,6 +682,58 @@ describe("ctx:llm through the scheduler", function()
     assert.are.same({ "3a58affab9bdd78a5d66cd1c43192d2b", hash.xxh128("openai\0gpt-4o-mini\0"
       .. '{"messages":[{"content":"sys","role":"system"},{"content":"' .. string.rep("long prompt ", 500)
       .. '","role":"user"}],"model":"gpt-4o-mini","temperature":0.5}') }, keys)
+  end)
+
+  it("asks a provider with body(req) for the body alone while the journal may answer, then builds with it", function()
+    local run = fake_run { provider = "openai", model = "gpt-4o-mini", base_url = "http://127.0.0.1:9/v1",
+      api_key = "k", max_attempts = 1, connect_timeout = 1 }
+    local p = llm.providers.openai
+    local body, build = p.body, p.build
+    local seen = {}
+    p.body = function(req, cfg)
+      local b = body(req, cfg)
+      seen[#seen + 1] = "body " .. b
+      return b
+    end
+    p.build = function(req, cfg, b)
+      seen[#seen + 1] = "build " .. tostring(b)
+      return build(req, cfg, b)
+    end
+    local posted
+    local http = require("orch.http")
+    local post = http.post
+    http.post = function(url, headers, b)
+      posted = url .. " " .. b
+      return nil, "refused"
+    end
+    local held = { [hash.xxh128_parts("openai", "\0", "gpt-4o-mini", "\0", body({ prompt = "held",
+      model = "gpt-4o-mini", json = false }))] = true }
+    run.journal = {
+      reply = function(key)
+        if held[key] then
+          return "from the journal", 1, 2, 0.5
+        end
+      end,
+      put = function() end,
+    }
+    local ok, a, b = pcall(sched.run, function()
+      local ctx = context.new(run, 1, "k")
+      local t1 = ctx:llm "held"
+      local t2, err = ctx:llm "not held"
+      return { t1, t2, err }, rawget(ctx, "_usage")
+    end)
+    p.body, p.build, http.post = body, build, post
+    assert(ok, a)
+    local sent = '{"messages":[{"content":"not held","role":"user"}],"model":"gpt-4o-mini"}'
+    assert.are.same({ 'body {"messages":[{"content":"held","role":"user"}],"model":"gpt-4o-mini"}',
+      "body " .. sent, "build " .. sent }, seen)
+    assert.are.equal("http://127.0.0.1:9/v1/chat/completions " .. sent, posted)
+    assert.are.equal("from the journal", a[1])
+    assert.is_nil(a[2])
+    assert.are.same({ llm_calls = 1, tokens_in = 1, tokens_out = 2, cost = 0, _model = "gpt-4o-mini",
+      _stage = false, cached_calls = 1, saved = 0.5 }, b)
+    assert.are.same({ llm_calls = 1, tokens_in = 1, tokens_out = 2, cost = 0, cached_calls = 1, saved = 0.5,
+      by_model = { ["gpt-4o-mini"] = { calls = 1, tokens = 3, cost = 0 } } }, run.totals)
   end)
 
   it("accumulates totals over calls and accepts a string prompt", function()

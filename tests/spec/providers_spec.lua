@@ -102,6 +102,20 @@ describe("an HTTP provider's build", function()
     assert.are.equal('{"max_tokens":1024,"messages":[{"content":"hi","role":"user"}],"model":"m","system":"s"}', e.body)
     assert.are.equal(e.header_set, anthropic.build({ prompt = "x", model = "m" }, cfg2).header_set)
   end)
+
+  it("anthropic: body(req) is build's body, and a build given it sends it", function()
+    local anthropic = require("orch.providers.anthropic")
+    local cfg = { provider = "anthropic", model = "m", base_url = "http://h:1/v1", api_key = "k" }
+    for i, req in ipairs({ { prompt = "hi", model = "m" }, { prompt = "p", model = "m", system = "s", json = true,
+      temperature = 0.5, max_tokens = 9 }, { model = "m", messages = { { role = "system", content = "x" },
+      { role = "user", content = "a" } } } }) do
+      local body = anthropic.build(req, cfg).body
+      assert.are.equal(body, anthropic.body(req), i)
+      assert.are.equal(body, anthropic.build(req, cfg, anthropic.body(req)).body, i)
+    end
+    assert.are.equal('{"max_tokens":1024,"messages":[{"content":"hi","role":"user"}],"model":"m"}',
+      anthropic.body({ prompt = "hi", model = "m" }))
+  end)
   it("openai: the body is json.encode of the request's table, byte for byte, and fails as it does", function()
     local json = require("orch.json")
     local openai = require("orch.providers.openai")
@@ -150,6 +164,10 @@ describe("an HTTP provider's build", function()
     }
     for i, req in ipairs(reqs) do
       assert.are.equal(table_body(req), openai.build(req, cfg).body, i)
+      -- body alone (what a journal lookup hashes) and a build given it: the same bytes
+      assert.are.equal(table_body(req), openai.body(req), i)
+      local built = openai.build(req, cfg, openai.body(req))
+      assert.are.same({ table_body(req), "http://h:1/v1/chat/completions" }, { built.body, built.url }, i)
     end
     local bad = {
       { prompt = "bad \255 byte", model = "m" },
@@ -161,8 +179,10 @@ describe("an HTTP provider's build", function()
     for i, req in ipairs(bad) do
       local ok1, e1 = pcall(table_body, req)
       local ok2, e2 = pcall(openai.build, req, cfg)
+      local ok3, e3 = pcall(openai.body, req)
       assert.is_false(ok1, i)
       assert.is_false(ok2, i)
+      assert.are.same({ false, e2 }, { ok3, e3 }, i)
       -- the same message; the position is the line that called json.encode
       assert.are.equal(e1:gsub("^[^:]+:%d+: ", ""), e2:gsub("^lua/orch/providers/openai%.lua:%d+: ", ""), i)
     end

@@ -130,6 +130,21 @@ describe("orch.store journal", function()
     cleanup(st, path)
   end)
 
+  it("a lookup names a value that is not a store, and a closed store, as every method does", function()
+    local st = assert(store.open(":memory:"))
+    for _, m in ipairs({ "journal_reply", "journal_get" }) do
+      local ok, err = pcall(st[m], {}, "k")
+      assert.is_false(ok)
+      assert.is_truthy(err:find("bad argument #1 to '?' (orch.Store expected, got table)", 1, true), err)
+    end
+    st:close()
+    for _, m in ipairs({ "journal_reply", "journal_get", "run_list" }) do
+      local ok, err = pcall(st[m], st, m == "run_list" and {} or "k")
+      assert.is_false(ok)
+      assert.are.equal("attempt to use a closed store", err)
+    end
+  end)
+
   it("journal_reply gives what a replayed call reads, as journal_get does, counting the hit the same", function()
     local st, path = fresh()
     assert.is_nil(st:journal_reply("k-missing"))

@@ -120,6 +120,32 @@ describe("a row's usage", function()
     assert.are.equal("integer", math.type(flat.by_model.m1.tokens))
   end)
 
+  it("adds a journal's reply, alone or with other rare figures, as add_extras adds it", function()
+    local replies = {
+      { cached = true, saved = 0.5, attempts = 0 },
+      { cached = true, attempts = 0 }, -- no saved figure: 0 saved
+      { cached = true, saved = 0.25, attempts = 0, estimated = true },
+      { cached = true, saved = 0.125, attempts = 2 },
+    }
+    for i, extra in ipairs(replies) do
+      local ctx = row_after({ { "s", call("m", 2, 1, 0, extra) }, { "s", call("m", 1, 1, 0, extra) } })
+      local u, t = rawget(ctx, "_usage"), rawget(ctx, "_run").totals
+      local saved = 2 * (extra.saved or 0)
+      assert.are.same({ 2, saved, extra.estimated and 2 or nil, extra.attempts > 1 and 2 or nil },
+        { u.cached_calls, u.saved, u.estimated_calls, u.retries }, "reply " .. i)
+      assert.are.same({ 2, saved, extra.estimated and 2 or nil, extra.attempts > 1 and 2 or nil },
+        { t.cached_calls, t.saved, t.estimated_calls, t.retries }, "totals " .. i)
+      local flat, nested = {}, {}
+      context.add_usage(flat, u)
+      context.add_usage(nested, ctx.usage)
+      assert.are.same(nested, flat, "add_usage " .. i)
+      context.add_usage(flat, u) -- into groups already there: added in place
+      context.add_usage(nested, ctx.usage)
+      assert.are.same(nested, flat, "add_usage again " .. i)
+      assert.are.same({ calls = 4, tokens = 10, cost = 0 }, flat.by_model.m)
+    end
+  end)
+
   it("is nested by expand_usage for a row event, once, and the context then reads the same table", function()
     local ctx = row_after({ { "s", call("m", 3, 4, 0.5) } })
     local u = context.expand_usage(rawget(ctx, "_usage"))

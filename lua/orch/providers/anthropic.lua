@@ -21,7 +21,9 @@ local function headers_of(cfg, key)
   return headers
 end
 
-function M.build(req, cfg)
+--- body(req) -> the request's body, canonical JSON (the journal key's
+--- bytes): asked for alone while the journal may answer (see orch.llm).
+function M.body(req)
   local msgs = {}
   if req.messages then
     for _, m in ipairs(req.messages) do
@@ -43,8 +45,14 @@ function M.build(req, cfg)
     max_tokens = req.max_tokens or 1024,
     temperature = req.temperature,
   }
+  return json.encode(body)
+end
+
+--- build(req, cfg, body) -> { url =, headers =, header_set =, body = }:
+--- body(req)'s, or the one given (made by body(req) already).
+function M.build(req, cfg, body)
   local e = provider_http.endpoint(M, cfg, "https://api.anthropic.com/v1", "/messages", headers_of)
-  return { url = e.url, headers = e.headers, header_set = e.header_set, body = json.encode(body) }
+  return { url = e.url, headers = e.headers, header_set = e.header_set, body = body or M.body(req) }
 end
 
 -- The reply's text and usage from its content and usage fields.

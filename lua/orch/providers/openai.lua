@@ -53,10 +53,10 @@ end
 -- The model's JSON text, kept for the next request (most use one model).
 local last_model, last_model_json
 
---- build(req, cfg) -> { url =, headers =, header_set =, body = } (body:
---- canonical JSON; headers and header_set shared by cfg's requests: read only)
-function M.build(req, cfg)
-  local e = provider_http.endpoint(M, cfg, "https://api.openai.com/v1", "/chat/completions", headers_of)
+--- body(req) -> the request's body, canonical JSON: the journal key's
+--- bytes and what build sends. orch.llm asks for it alone first, so a call
+--- the journal answers makes no request table and reads no endpoint.
+function M.body(req)
   -- The common request, a prompt (and a system text) as strings, is
   -- written as json.encode would write body_of's table: the same bytes
   -- (they are the journal key), without the four tables a call would make
@@ -82,7 +82,15 @@ function M.build(req, cfg)
         .. (t == true and "}" or ',"temperature":' .. t .. "}")
     end
   end
-  return { url = e.url, headers = e.headers, header_set = e.header_set, body = body or encode(body_of(req)) }
+  return body or encode(body_of(req))
+end
+
+--- build(req, cfg, body) -> { url =, headers =, header_set =, body = }
+--- (body: body(req)'s, or the one given, made by body(req) already;
+--- headers and header_set shared by cfg's requests: read only)
+function M.build(req, cfg, body)
+  local e = provider_http.endpoint(M, cfg, "https://api.openai.com/v1", "/chat/completions", headers_of)
+  return { url = e.url, headers = e.headers, header_set = e.header_set, body = body or M.body(req) }
 end
 
 --- parse(decoded body) -> text, { input =, output = } (nil fields when the

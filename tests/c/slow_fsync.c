@@ -2,12 +2,15 @@
  * a disk slower than the run: fsync(2) of a file whose path ends in
  * $SLOW_FSYNC_SUFFIX takes $SLOW_FSYNC_MS milliseconds more, and once it
  * returns appends "sync SIZE" to $SLOW_FSYNC_LOG, SIZE being the file's
- * size when the fsync began (what it made durable). Other descriptors'
- * fsyncs go straight through. */
+ * size when the fsync began (what it made durable). With
+ * $SLOW_FSYNC_FAIL_AFTER = N, the slowed fsyncs after the first N fail
+ * with EIO and log "fail SIZE". Other descriptors' fsyncs go straight
+ * through. */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
 #include <dlfcn.h>
+#include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -40,11 +43,14 @@ int fsync(int fd)
     long wait_ms = ms != NULL ? atol(ms) : 100;
     struct timespec ts = {wait_ms / 1000, (wait_ms % 1000) * 1000000L};
     nanosleep(&ts, NULL);
-    int rc = real(fd);
+    static int calls; /* the slowed ones so far */
+    const char *after = getenv("SLOW_FSYNC_FAIL_AFTER");
+    int fail = after != NULL && __atomic_add_fetch(&calls, 1, __ATOMIC_SEQ_CST) > atoi(after);
+    int rc = fail ? -1 : real(fd);
     const char *log = getenv("SLOW_FSYNC_LOG");
     if (log != NULL) {
         char line[64];
-        int len = snprintf(line, sizeof line, "sync %lld\n", size);
+        int len = snprintf(line, sizeof line, "%s %lld\n", fail ? "fail" : "sync", size);
         int lfd = open(log, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0666);
         if (lfd >= 0) {
             if (write(lfd, line, (size_t)len) != len) {
@@ -53,5 +59,7 @@ int fsync(int fd)
             close(lfd);
         }
     }
+    if (fail)
+        errno = EIO;
     return rc;
 }

@@ -3,8 +3,9 @@
 # rows (orch.run.checkpoint). On a disk slower than the run (fsync of the
 # output made 150 ms longer by tests/c/slow_fsync.c): the checkpoints are
 # the policy's, row for row; none records output the disk did not have
-# yet; one fsync covers several; and kill -9 with checkpoints waiting for
-# their fsync still resumes to every row once.
+# yet; one fsync covers several; kill -9 with checkpoints waiting for
+# their fsync still resumes to every row once; and an fsync that fails
+# commits nothing it should have covered.
 . tests/lib.sh
 cd "$WORK"
 LIB=${SLOW_FSYNC_LIB:-$ROOT/build/libslow_fsync.so}
@@ -83,4 +84,33 @@ run_orch resume.log run wf.lua --db k.db --set pause=0.02
 expect_eq "resumed: exit 0" "$RC" 0
 expect_grep "from the last committed checkpoint ($last rows)" "resuming run .* \($last rows done\)" resume.log
 expect_eq "after kill -9 and resume, every row once, in order" "$(ids out.jsonl)" "1..2000"
+
+# the output's fsyncs fail (EIO) after the first, rows still running:
+# the run fails with the output's name and the error, no checkpoint
+# commits past what a successful fsync covered (the final checkpoint's
+# own fsync comes before the queued ones commit), and a run on a good
+# disk resumes from the last committed one and writes every row once
+rm -f events.log out.jsonl
+# shellcheck disable=SC2086
+env $SLOW SLOW_FSYNC_FAIL_AFTER=1 "$ORCH" run wf.lua --db f.db --set pause=0.02 >fail.log 2>&1
+expect_eq "an fsync failing: exit 1" "$?" 1
+expect_grep "names the output and the error" "out.jsonl: Input/output error" fail.log
+expect_eq "a background fsync failed" "$(awk '$1 == "fail" {n++} END {print (n >= 1) ? "yes" : "no"}' events.log)" yes
+python3 - events.log >fail_order.txt <<'PY'
+import sys
+synced, bad = -1, []
+for line in open(sys.argv[1]):
+    word, size = line.split()[:2]
+    if word == "sync":
+        synced = max(synced, int(size))
+    elif word == "ckpt" and int(size) > synced:
+        bad.append("%s past what a successful fsync covered (%d)" % (line.strip(), synced))
+print("\n".join(bad) or "ok")
+PY
+expect_eq "no checkpoint past a successful fsync" "$(cat fail_order.txt)" "ok"
+last=$(awk '$1 == "ckpt" {r = $3} END {print r}' events.log)
+run_orch again.log run wf.lua --db f.db --set pause=0.02
+expect_eq "on a good disk: exit 0" "$RC" 0
+expect_grep "resumed from the last committed checkpoint ($last rows)" "resuming run .* \($last rows done\)" again.log
+expect_eq "every row once, in order" "$(ids out.jsonl)" "1..2000"
 finish

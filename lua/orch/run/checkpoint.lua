@@ -287,12 +287,14 @@ end
 
 --- write(R, reason [, status, error_text]) -> info: writes a checkpoint
 --- at the current cursor (the run record's status: "running" unless
---- given), a begun one committed first; raises on failure.
+--- given), the queued ones committed first; raises on failure. Its own
+--- fsync comes first and covers the queued ones too, so none commits
+--- after a failed fsync unless a later one succeeded.
 function M.write(R, reason, status, error_text)
-  M.poll(R, true)
   local out, errs = R.out, R.errs
   local output_offset = out and out:flush(true) or 0
   local errors_offset = errs and errs:flush(true) or 0
+  M.poll(R, true)
   local ckpt, kv = contents(R, reason, output_offset, errors_offset)
   local info = commit(R, M.run_record(R, status or "running", error_text), ckpt, R.packed or R.pending, kv)
   R.committed_index = R.cursor.index

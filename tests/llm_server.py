@@ -16,6 +16,9 @@ Endpoints:
   GET  /health               200 "ok"
   GET  /admin/stats          counters (JSON); inflight / max_inflight: LLM
                              requests answered at once (now / most since reset);
+                             proxied: requests whose target was a whole URL
+                             (http://host/path, as a client sends to a proxy),
+                             served as their path;
                              per_second: LLM requests by the whole second
                              (epoch, server clock) they arrived in
   POST /admin/reset          zero counters and per-body attempt memory
@@ -116,6 +119,7 @@ class State:
             self.max_attempts = 0
             self.duplicates = 0
             self.unknown_path = 0
+            self.proxied = 0  # requests sent as to a proxy (absolute-form target)
             self.hanging = 0
             self.seq = 0
             self.inflight = 0  # LLM requests being answered now
@@ -165,6 +169,7 @@ class State:
                 "faults": dict(self.faults),
                 "hanging": self.hanging,
                 "unknown_path_requests": self.unknown_path,
+                "proxied": self.proxied,
                 "inflight": self.inflight,
                 "max_inflight": self.max_inflight,
                 "authorization": dict(self.authorization),
@@ -590,6 +595,10 @@ class Handler(BaseHTTPRequestHandler):
     # ---- routing ----------------------------------------------------------
 
     def route(self):
+        if self.path.startswith("http://"):  # a client sending to it as to a proxy
+            self.path = "/" + self.path[len("http://"):].partition("/")[2]
+            with self.state.lock:
+                self.state.proxied += 1
         path = self.path.split("?", 1)[0]
         body = self.read_body()
         if body is None:

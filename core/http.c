@@ -356,7 +356,7 @@ static int easy_new(struct orch_http *h, struct pooled *p)
     curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
     curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
     curl_easy_setopt(e, CURLOPT_BUFFERSIZE, 4096L); /* LLM replies are small; 200 handles x 16 KiB adds up */
-    if (!proxy_env) { /* see proxy_env_init */
+    if (!proxy_env) {                               /* see proxy_env_init */
         curl_easy_setopt(e, CURLOPT_PROXY, "");
         curl_easy_setopt(e, CURLOPT_NOPROXY, "");
     }

@@ -356,7 +356,8 @@ static int easy_new(struct orch_http *h, struct pooled *p)
     curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
     curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
     curl_easy_setopt(e, CURLOPT_BUFFERSIZE, 4096L); /* LLM replies are small; 200 handles x 16 KiB adds up */
-    if (!proxy_env) {                               /* see proxy_env_init */
+    /* no proxy in the environment: say so, and curl skips its lookups */
+    if (!proxy_env) {
         curl_easy_setopt(e, CURLOPT_PROXY, "");
         curl_easy_setopt(e, CURLOPT_NOPROXY, "");
     }

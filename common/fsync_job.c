@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <unistd.h>
@@ -42,7 +43,14 @@ struct orch_fsync_job *orch_fsync_start(int fd)
     int rc = pthread_attr_init(&attr);
     if (rc == 0) {
         pthread_attr_setstacksize(&attr, JOB_STACK);
+        /* the thread starts with every signal blocked, so SIGINT, SIGTERM
+         * and the scheduler's CPU tick (SIGVTALRM, whose handler arms a
+         * hook on the running coroutine) reach the thread running Lua */
+        sigset_t all, old;
+        sigfillset(&all);
+        pthread_sigmask(SIG_SETMASK, &all, &old);
         rc = pthread_create(&j->thread, &attr, job_main, j);
+        pthread_sigmask(SIG_SETMASK, &old, NULL);
         pthread_attr_destroy(&attr);
     }
     if (rc != 0) {

@@ -3,9 +3,10 @@
 # rows (orch.run.checkpoint). On a disk slower than the run (fsync of the
 # output made 150 ms longer by tests/c/slow_fsync.c): the checkpoints are
 # the policy's, row for row; none records output the disk did not have
-# yet; one fsync covers several; kill -9 with checkpoints waiting for
-# their fsync still resumes to every row once; and an fsync that fails
-# commits nothing it should have covered.
+# yet; one fsync covers several; the fsync's thread takes no signal;
+# kill -9 with checkpoints waiting for their fsync still resumes to
+# every row once; and an fsync that fails commits nothing it should have
+# covered.
 . tests/lib.sh
 cd "$WORK"
 LIB=${SLOW_FSYNC_LIB:-$ROOT/build/libslow_fsync.so}
@@ -76,6 +77,19 @@ rm -f events.log out.jsonl
 # shellcheck disable=SC2086
 env $SLOW "$ORCH" run wf.lua --db k.db --set pause=0.02 >kill.log 2>&1 & # env execs orch: $! is its pid
 pid=$!
+# the fsync's thread blocks every signal, so SIGINT, SIGTERM and the
+# scheduler's CPU tick (SIGVTALRM) reach the thread running Lua: the
+# signals a thread other than the main one blocks, read while it fsyncs
+fsync_blocks() {
+  for t in /proc/"$pid"/task/*; do
+    [ "${t##*/}" = "$pid" ] && continue
+    awk '/^SigBlk:/ {print $2}' "$t/status" 2>/dev/null
+  done | head -1
+}
+wait_until '[ -n "$(fsync_blocks)" ]'
+blk=$(fsync_blocks)
+expect_eq "the fsync's thread blocks SIGINT, SIGTERM and SIGVTALRM" \
+  "$(python3 -c 'import sys; m = int(sys.argv[1] or "0", 16); print(all(m >> (s - 1) & 1 for s in (2, 15, 26)))' "$blk")" True
 wait_until '[ "$(cat events.log 2>/dev/null | grep -c "^ckpt")" -ge 3 ]'
 kill -9 "$pid"
 wait "$pid" 2>/dev/null

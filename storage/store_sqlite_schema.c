@@ -175,6 +175,33 @@ static const char *const sq_migrations[] = {
      * chunks written before are the fixed form. */
     "ALTER TABLE result_chunks ADD COLUMN format INTEGER NOT NULL DEFAULT 1;\n"
     "PRAGMA user_version = 7;\n",
+    /* 7 -> 8: the journal as a rowid table, its key a unique index. A
+     * reply is appended, and only its key lands at a random place in a
+     * narrow tree: a group of replies dirties about half the pages the
+     * WITHOUT ROWID table did (the reply sat at its key's random place),
+     * and a hit count is written in place, where the WITHOUT ROWID table
+     * deleted and inserted the whole entry (bench/changes.md, eighth
+     * pass). The entries are copied in the order they were made. */
+    "CREATE TABLE llm_journal_8 (\n"
+    "  key TEXT NOT NULL PRIMARY KEY, -- hex hash of provider + model + canonical request\n"
+    "  run_id TEXT,                -- the run that paid for it\n"
+    "  provider TEXT,\n"
+    "  model TEXT,\n"
+    "  response BLOB NOT NULL,\n"
+    "  tokens_in INTEGER,\n"
+    "  tokens_out INTEGER,\n"
+    "  cost_usd REAL,\n"
+    "  latency_ms REAL,\n"
+    "  created_ms INTEGER NOT NULL,\n"
+    "  hits INTEGER NOT NULL DEFAULT 0 -- lookups that found it\n"
+    ");\n"
+    "INSERT INTO llm_journal_8 (key, run_id, provider, model, response, tokens_in, tokens_out, cost_usd,\n"
+    "  latency_ms, created_ms, hits)\n"
+    "  SELECT key, run_id, provider, model, response, tokens_in, tokens_out, cost_usd, latency_ms,\n"
+    "  created_ms, hits FROM llm_journal ORDER BY created_ms, key;\n"
+    "DROP TABLE llm_journal;\n"
+    "ALTER TABLE llm_journal_8 RENAME TO llm_journal;\n"
+    "PRAGMA user_version = 8;\n",
 };
 
 _Static_assert(sizeof sq_migrations / sizeof sq_migrations[0] == SQ_SCHEMA_VERSION,

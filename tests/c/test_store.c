@@ -1175,7 +1175,7 @@ static void test_reopen(const char *db_path)
                              "(SELECT sum(n) FROM result_chunks WHERE run_id = 'r1')",
                              -1, &s, NULL) == SQLITE_OK);
     CHECK(sqlite3_step(s) == SQLITE_ROW);
-    CHECK(sqlite3_column_int(s, 0) == 7);
+    CHECK(sqlite3_column_int(s, 0) == 8);
     CHECK(sqlite3_column_int64(s, 1) == 0x4F524348);
     CHECK_STR((const char *)sqlite3_column_text(s, 2), "wal");
     /* r1's 4 rows: checkpoint 1's three and the second checkpoint 2's
@@ -1257,7 +1257,7 @@ static void test_migrate_v1(const char *dir)
         fprintf(stderr, "open v1: %s\n", err);
         return;
     }
-    CHECK(user_version(path) == 7);
+    CHECK(user_version(path) == 8);
     /* what was there is still there and resumable */
     struct orch_run got = {0};
     CHECK(orch_store_run_get(st, "old", &got) == 1);
@@ -1297,7 +1297,7 @@ static void test_migrate_v1(const char *dir)
         CHECK(s.runs == 1 && s.journal_entries == 1 && s.journal_hits == 2 && near(s.journal_saved_usd, 0.5));
         orch_store_close(st);
     }
-    CHECK(user_version(path) == 7);
+    CHECK(user_version(path) == 8);
 
     /* a migration that cannot apply is refused whole: the v1 file keeps
      * its version and its data */
@@ -1318,7 +1318,97 @@ static void test_migrate_v1(const char *dir)
         orch_run_clear(&got);
         orch_store_close(st);
     }
-    CHECK(user_version(path) == 7);
+    CHECK(user_version(path) == 8);
+}
+
+/* The first column of the rows sql gives on path, joined by ",", into
+ * out (empty when none). */
+static void sql_text(const char *path, const char *sql, char *out, size_t outlen)
+{
+    sqlite3 *db = NULL;
+    sqlite3_stmt *s = NULL;
+    size_t n = 0;
+    out[0] = '\0';
+    if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL) == SQLITE_OK &&
+        sqlite3_prepare_v2(db, sql, -1, &s, NULL) == SQLITE_OK) {
+        while (sqlite3_step(s) == SQLITE_ROW && n < outlen) {
+            const unsigned char *t = sqlite3_column_text(s, 0);
+            n += (size_t)snprintf(out + n, outlen - n, "%s%s", n > 0 ? "," : "",
+                                  t != NULL ? (const char *)t : "");
+        }
+    }
+    sqlite3_finalize(s);
+    sqlite3_close(db);
+}
+
+/* Schema 7 kept the journal as a WITHOUT ROWID table keyed by the hash;
+ * schema 8 makes it a rowid table with the key a unique index. A schema-7
+ * journal's entries, replies, costs and hits come through the upgrade, in
+ * the order they were made, and the table then works as before: a lookup
+ * counts a hit, the first reply of a key is kept. */
+static void test_migrate_v7_journal(const char *dir)
+{
+    char path[600], err[512], got[512];
+    snprintf(path, sizeof path, "%s/v7.db", dir);
+    struct orch_store *st = orch_store_open(path, err, sizeof err);
+    CHECK(st != NULL);
+    if (st == NULL)
+        return;
+    orch_store_close(st);
+    CHECK(sql_on(path,
+                 "DROP TABLE llm_journal;"
+                 "CREATE TABLE llm_journal (key TEXT PRIMARY KEY, run_id TEXT, provider TEXT, model TEXT, "
+                 "response BLOB NOT NULL, tokens_in INTEGER, tokens_out INTEGER, cost_usd REAL, "
+                 "latency_ms REAL, created_ms INTEGER NOT NULL, hits INTEGER NOT NULL DEFAULT 0) "
+                 "WITHOUT ROWID;"
+                 "INSERT INTO llm_journal VALUES ('" JOURNAL_KEY2 "', 'r1', 'openai', 'gpt-4o', "
+                 "CAST('second' AS BLOB), 10, 2, 0.5, 120.0, 2000, 0);"
+                 "INSERT INTO llm_journal VALUES ('" JOURNAL_KEY1 "', 'r1', 'openai', 'gpt-4o', "
+                 "CAST('first' AS BLOB), 12, 3, 0.25, 80.0, 1000, 3);"
+                 "PRAGMA user_version = 7") == SQLITE_OK);
+    sql_text(path, "SELECT sql LIKE '%WITHOUT ROWID' FROM sqlite_schema WHERE name = 'llm_journal'", got,
+             sizeof got);
+    CHECK_STR(got, "1");
+
+    st = orch_store_open(path, err, sizeof err);
+    CHECK(st != NULL);
+    if (st == NULL) {
+        fprintf(stderr, "open v7: %s\n", err);
+        return;
+    }
+    CHECK(user_version(path) == 8);
+    sql_text(path, "SELECT sql LIKE '%WITHOUT ROWID' FROM sqlite_schema WHERE name = 'llm_journal'", got,
+             sizeof got);
+    CHECK_STR(got, "0");
+    sql_text(path, "SELECT name FROM sqlite_schema WHERE name LIKE 'llm_journal%' ORDER BY name", got,
+             sizeof got);
+    CHECK_STR(got, "llm_journal");
+    sql_text(path, "SELECT key || ' ' || hits || ' ' || cost_usd FROM llm_journal ORDER BY rowid", got,
+             sizeof got);
+    CHECK_STR(got, JOURNAL_KEY1 " 3 0.25," JOURNAL_KEY2 " 0 0.5");
+    struct orch_journal_owned jr = {0};
+    CHECK(orch_store_journal_get(st, JOURNAL_KEY1, &jr) == 1);
+    CHECK(jr.response_len == 5 && memcmp(jr.response, "first", 5) == 0);
+    CHECK(jr.tokens_in == 12 && jr.tokens_out == 3 && jr.cost_usd == 0.25 && jr.hits == 4);
+    orch_journal_clear(&jr);
+    struct orch_journal_entry e = {.key = JOURNAL_KEY2,
+                                   .run_id = "r2",
+                                   .provider = "openai",
+                                   .model = "gpt-4o",
+                                   .response = "again",
+                                   .response_len = 5,
+                                   .cost_usd = 9.0};
+    CHECK(orch_store_journal_put(st, &e) == 0); /* the first reply of a key is kept */
+    e.key = "3f9a2c1b00000000000000000000000c";
+    CHECK(orch_store_journal_put(st, &e) == 0);
+    orch_store_close(st); /* writes the hit counted in memory */
+    sql_text(path,
+             "SELECT key || ' ' || hits || ' ' || CAST(response AS TEXT) FROM llm_journal ORDER BY rowid",
+             got, sizeof got);
+    CHECK_STR(got,
+              JOURNAL_KEY1 " 4 first," JOURNAL_KEY2 " 0 second,3f9a2c1b00000000000000000000000c 0 again");
+    CHECK(sql_on(path, "INSERT INTO llm_journal (key, response, created_ms) VALUES (NULL, x'', 1)") !=
+          SQLITE_OK);
 }
 
 /* The WAL frames (pages) one checkpoint of 500 results writes, averaged
@@ -1525,7 +1615,7 @@ static void test_refusals(const char *dir)
     if (st != NULL)
         orch_store_close(st);
     CHECK(sql_on(path, "PRAGMA user_version = 99") == SQLITE_OK);
-    snprintf(want, sizeof want, "%s: created by a newer orch (schema 99, this orch knows up to 7)", path);
+    snprintf(want, sizeof want, "%s: created by a newer orch (schema 99, this orch knows up to 8)", path);
     expect_refused(path, want);
     st = orch_store_open(path, err, sizeof err);
     CHECK_STR(err, want);
@@ -1535,8 +1625,8 @@ static void test_refusals(const char *dir)
     CHECK(st != NULL);
     if (st != NULL)
         orch_store_close(st);
-    CHECK(sql_on(path, "PRAGMA user_version = 8") == SQLITE_OK);
-    snprintf(want, sizeof want, "%s: created by a newer orch (schema 8, this orch knows up to 7)", path);
+    CHECK(sql_on(path, "PRAGMA user_version = 9") == SQLITE_OK);
+    snprintf(want, sizeof want, "%s: created by a newer orch (schema 9, this orch knows up to 8)", path);
     expect_refused(path, want);
 
     /* text files, short and long */
@@ -1713,7 +1803,7 @@ static void test_readonly(const char *dir)
     CHECK(make_v1_store(path) == 0);
     st = orch_store_open_flags(path, ORCH_STORE_READONLY, err, sizeof err);
     CHECK(st == NULL);
-    CHECK_HAS(err, "written by an older orch (schema 1, this orch reads 7) and opened read-only");
+    CHECK_HAS(err, "written by an older orch (schema 1, this orch reads 8) and opened read-only");
     CHECK(user_version(path) == 1);
 
     char rodir[600];
@@ -2831,6 +2921,7 @@ int main(int argc, char **argv)
     }
 
     test_migrate_v1(dir);
+    test_migrate_v7_journal(dir);
     test_checkpoint_frames(dir);
     char path[600];
     snprintf(path, sizeof path, "%s/crash.db", dir);

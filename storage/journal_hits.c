@@ -24,7 +24,7 @@ static struct orch_jhit *find(const struct orch_jhits *h, const char *key)
     return &h->slots[i];
 }
 
-int64_t orch_jhits_add(struct orch_jhits *h, const char *key)
+int64_t orch_jhits_add(struct orch_jhits *h, const char *key, int64_t row)
 {
     if (h->slots == NULL) {
         h->slots = calloc(NSLOTS, sizeof *h->slots);
@@ -41,6 +41,7 @@ int64_t orch_jhits_add(struct orch_jhits *h, const char *key)
         s->n = 0;
         h->n++;
     }
+    s->row = row;
     return ++s->n;
 }
 
@@ -51,9 +52,11 @@ int64_t orch_jhits_get(const struct orch_jhits *h, const char *key)
     return find(h, key)->n;
 }
 
-static int by_key(const void *a, const void *b)
+static int by_row(const void *a, const void *b)
 {
     const struct orch_jhit *x = *(struct orch_jhit *const *)a, *y = *(struct orch_jhit *const *)b;
+    if (x->row != y->row)
+        return x->row < y->row ? -1 : 1;
     return strcmp(x->key, y->key);
 }
 
@@ -69,7 +72,7 @@ struct orch_jhit **orch_jhits_sorted(const struct orch_jhits *h)
         if (h->slots[i].key != NULL)
             out[k++] = &h->slots[i];
     }
-    qsort(out, k, sizeof *out, by_key);
+    qsort(out, k, sizeof *out, by_row);
     return out;
 }
 
@@ -81,6 +84,7 @@ void orch_jhits_clear(struct orch_jhits *h)
         free(h->slots[i].key);
         h->slots[i].key = NULL;
         h->slots[i].n = 0;
+        h->slots[i].row = 0;
     }
     h->n = 0;
 }

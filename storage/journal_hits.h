@@ -23,6 +23,7 @@
 struct orch_jhit {
     char *key; /* owned; NULL: a free slot */
     int64_t n;
+    int64_t row; /* where the entry was found (SQLite's rowid), 0 if unknown */
 };
 
 struct orch_jhits {
@@ -30,17 +31,18 @@ struct orch_jhits {
     size_t n;                /* keys counted */
 };
 
-/* Counts one more hit of key. -> the key's count so far (>= 1), or -1
- * when memory runs out or ORCH_JHITS_MAX keys are counted (nothing
- * counted: the caller writes the counts first). */
-int64_t orch_jhits_add(struct orch_jhits *h, const char *key);
+/* Counts one more hit of key, found at row (0 if unknown). -> the key's
+ * count so far (>= 1), or -1 when memory runs out or ORCH_JHITS_MAX keys
+ * are counted (nothing counted: the caller writes the counts first). */
+int64_t orch_jhits_add(struct orch_jhits *h, const char *key, int64_t row);
 
 /* The hits of key counted so far (0 when none). */
 int64_t orch_jhits_get(const struct orch_jhits *h, const char *key);
 
-/* The counted entries sorted by key, in a new array of h->n pointers into
- * h (the caller frees the array, not the entries), or NULL when there
- * are none or memory runs out. Valid until the next add or clear. */
+/* The counted entries sorted by row, then key (the table's order, so
+ * neighbours share their pages), in a new array of h->n pointers into h
+ * (the caller frees the array, not the entries), or NULL when there are
+ * none or memory runs out. Valid until the next add or clear. */
 struct orch_jhit **orch_jhits_sorted(const struct orch_jhits *h);
 
 /* Forgets every count (keeps the table for reuse). */

@@ -96,9 +96,11 @@ const char *const sq_sql[SQ_NSTMT] = {
      * its hits (a second payer for the same request changes nothing). */
     [SQ_JR_INSERT] = "INSERT INTO llm_journal (" SQ_JR_COLS ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, "
                      "?10, 0) ON CONFLICT (key) DO NOTHING",
-    [SQ_JR_GET] = "SELECT " SQ_JR_COLS " FROM llm_journal WHERE key = ?1",
-    [SQ_JR_REPLY] = "SELECT response, tokens_in, tokens_out, cost_usd FROM llm_journal WHERE key = ?1",
+    /* each lookup also reads where the entry is: its hits are written there */
+    [SQ_JR_GET] = "SELECT " SQ_JR_COLS ", rowid FROM llm_journal WHERE key = ?1",
+    [SQ_JR_REPLY] = "SELECT response, tokens_in, tokens_out, cost_usd, rowid FROM llm_journal WHERE key = ?1",
     [SQ_JR_HIT] = "UPDATE llm_journal SET hits = hits + ?2 WHERE key = ?1",
+    [SQ_JR_HIT_ROW] = "UPDATE llm_journal SET hits = hits + ?2 WHERE rowid = ?3 AND key = ?1",
     [SQ_JR_PRUNE] = "DELETE FROM llm_journal WHERE created_ms < ?1",
     [SQ_STATS_RUNS] =
         "SELECT count(*), coalesce(sum(status = 'running'), 0), coalesce(sum(status = 'paused'), 0), "
@@ -1337,16 +1339,27 @@ static int sq_journal_row(sqlite3_stmt *s, struct orch_journal_owned *out)
     return 0;
 }
 
-/* Writes n hits of key at once (an entry pruned meanwhile takes none). */
-static void sq_hit_write(struct sq_store *st, const char *key, int64_t n)
+/* Writes n hits of key at once, at the row where the lookup found it
+ * (row > 0), else by its key: the key's index is then read, and it is
+ * when the row holds another key by now (a VACUUM renumbers rows). An
+ * entry pruned meanwhile takes none. */
+static void sq_hit_write(struct sq_store *st, const char *key, int64_t row, int64_t n)
 {
+    if (row > 0) {
+        sqlite3_stmt *s = st->stmt[SQ_JR_HIT_ROW];
+        int done = sq_bind(s, SQ_ARGS(SQ_TEXT(key), SQ_INT(n), SQ_INT(row))) == 0 &&
+                   sqlite3_step(s) == SQLITE_DONE && sqlite3_changes(st->db) == 1;
+        sq_done(s);
+        if (done)
+            return;
+    }
     sqlite3_stmt *s = st->stmt[SQ_JR_HIT];
     if (sq_bind(s, SQ_ARGS(SQ_TEXT(key), SQ_INT(n))) == 0)
         sqlite3_step(s);
     sq_done(s);
 }
 
-/* Sorted by key, the table's order, so neighbours share their pages. The
+/* Sorted by row, the table's order, so neighbours share their pages. The
  * error text of a failure is the caller's to keep: it is restored. */
 void sq_journal_hits_write(struct sq_store *st)
 {
@@ -1358,7 +1371,7 @@ void sq_journal_hits_write(struct sq_store *st)
     int own = sqlite3_get_autocommit(st->db);
     if (sorted != NULL && (!own || sq_begin(st, "cannot write journal hits") == 0)) {
         for (size_t i = 0; i < st->hits.n; i++)
-            sq_hit_write(st, sorted[i]->key, sorted[i]->n);
+            sq_hit_write(st, sorted[i]->key, sorted[i]->row, sorted[i]->n);
         if (own && sq_commit(st, "cannot write journal hits") != 0)
             sq_abort(st);
     }
@@ -1370,17 +1383,17 @@ void sq_journal_hits_write(struct sq_store *st)
 /* Counts a hit of key in memory (journal_hits.h); a full table is written
  * first. -> the hits not yet written, this one included (0 when memory ran
  * out and it was written at once, or when the store is read-only). */
-static int64_t sq_hit_count(struct sq_store *st, const char *key)
+static int64_t sq_hit_count(struct sq_store *st, const char *key, int64_t row)
 {
     if (sqlite3_db_readonly(st->db, "main") == 1)
         return 0; /* opened read-only: no hit can be written, none is counted */
-    int64_t n = orch_jhits_add(&st->hits, key);
+    int64_t n = orch_jhits_add(&st->hits, key, row);
     if (n < 0) {
         sq_journal_hits_write(st);
-        n = orch_jhits_add(&st->hits, key);
+        n = orch_jhits_add(&st->hits, key, row);
     }
     if (n < 0) {
-        sq_hit_write(st, key, 1);
+        sq_hit_write(st, key, row, 1);
         n = 0;
     }
     return n;
@@ -1397,10 +1410,11 @@ static int sq_journal_read(struct sq_store *st, sqlite3_stmt *s, const char *key
         return rc < 0 ? -1 : 0;
     struct orch_journal_owned got;
     rc = sq_journal_row(s, &got);
+    int64_t row = sqlite3_column_int64(s, 11);
     sq_done(s);
     if (rc != 0)
         return orch_store_fail(&st->base, "cannot read journaled response %s: out of memory", key);
-    got.hits += sq_hit_count(st, key);
+    got.hits += sq_hit_count(st, key, row);
     *out = got;
     return 1;
 }
@@ -1436,10 +1450,11 @@ static int sq_journal_reply(struct sq_store *st, sqlite3_stmt *s, const char *ke
         out->tokens_out = sqlite3_column_int64(s, 2);
         out->cost_usd = sqlite3_column_double(s, 3);
     }
+    int64_t row = sqlite3_column_int64(s, 4);
     sq_done(s);
     if (out->response == NULL)
         return orch_store_fail(&st->base, "cannot read journaled response %s: out of memory", key);
-    out->hits = sq_hit_count(st, key);
+    out->hits = sq_hit_count(st, key, row);
     return 1;
 }
 

@@ -58,6 +58,7 @@ enum sq_stmt {
     SQ_JR_GET,
     SQ_JR_REPLY,
     SQ_JR_HIT,
+    SQ_JR_HIT_ROW,
     SQ_JR_PRUNE,
     SQ_STATS_RUNS,
     SQ_STATS_CPS,

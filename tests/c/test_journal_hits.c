@@ -1,6 +1,7 @@
 /* test_journal_hits.c — unit tests of the journal hits a store counts in
  * memory before writing them (journal_hits.c): counts per key, the bound
- * on keys, the sorted listing the store writes from, and reuse. */
+ * on keys, the sorted listing the store writes from (by row, then key),
+ * and reuse. */
 #include "check.h"
 #include "journal_hits.h"
 
@@ -8,9 +9,9 @@ static void test_counts(void)
 {
     struct orch_jhits h = {0};
     CHECK(orch_jhits_get(&h, "a") == 0); /* nothing allocated yet */
-    CHECK(orch_jhits_add(&h, "b") == 1);
-    CHECK(orch_jhits_add(&h, "a") == 1);
-    CHECK(orch_jhits_add(&h, "b") == 2);
+    CHECK(orch_jhits_add(&h, "b", 0) == 1);
+    CHECK(orch_jhits_add(&h, "a", 0) == 1);
+    CHECK(orch_jhits_add(&h, "b", 0) == 2);
     CHECK(orch_jhits_get(&h, "b") == 2 && orch_jhits_get(&h, "a") == 1 && orch_jhits_get(&h, "c") == 0);
     CHECK(h.n == 2);
     struct orch_jhit **s = orch_jhits_sorted(&h);
@@ -19,7 +20,7 @@ static void test_counts(void)
     free(s);
     orch_jhits_clear(&h);
     CHECK(h.n == 0 && orch_jhits_get(&h, "b") == 0 && orch_jhits_sorted(&h) == NULL);
-    CHECK(orch_jhits_add(&h, "b") == 1); /* the table is reused */
+    CHECK(orch_jhits_add(&h, "b", 0) == 1); /* the table is reused */
     orch_jhits_free(&h);
     orch_jhits_free(&h); /* idempotent */
     CHECK(h.slots == NULL && h.n == 0);
@@ -34,12 +35,12 @@ static void test_full(void)
     int ok = 1;
     for (int i = 0; i < ORCH_JHITS_MAX; i++) {
         snprintf(key, sizeof key, "%032x", (unsigned)(i * 2654435761u));
-        ok = ok && orch_jhits_add(&h, key) == 1;
+        ok = ok && orch_jhits_add(&h, key, 0) == 1;
     }
     CHECK(ok && h.n == ORCH_JHITS_MAX);
-    CHECK(orch_jhits_add(&h, "not there") == -1 && h.n == ORCH_JHITS_MAX);
+    CHECK(orch_jhits_add(&h, "not there", 0) == -1 && h.n == ORCH_JHITS_MAX);
     snprintf(key, sizeof key, "%032x", (unsigned)(7 * 2654435761u));
-    CHECK(orch_jhits_add(&h, key) == 2);
+    CHECK(orch_jhits_add(&h, key, 0) == 2);
     struct orch_jhit **s = orch_jhits_sorted(&h);
     int sorted = s != NULL;
     for (int i = 1; sorted && i < ORCH_JHITS_MAX; i++)
@@ -49,9 +50,38 @@ static void test_full(void)
     orch_jhits_free(&h);
 }
 
+/* Sorted by the row each key was found at, the table's order; keys of an
+ * unknown row (0) first, by key; a key's row is its latest lookup's. */
+static void test_rows(void)
+{
+    struct orch_jhits h = {0};
+    CHECK(orch_jhits_add(&h, "a", 30) == 1);
+    CHECK(orch_jhits_add(&h, "b", 10) == 1);
+    CHECK(orch_jhits_add(&h, "c", 20) == 1);
+    CHECK(orch_jhits_add(&h, "e", 0) == 1);
+    CHECK(orch_jhits_add(&h, "d", 0) == 1);
+    CHECK(orch_jhits_add(&h, "c", 40) == 2); /* found elsewhere by now */
+    struct orch_jhit **s = orch_jhits_sorted(&h);
+    CHECK(s != NULL);
+    if (s != NULL) {
+        const char *want[] = {"d", "e", "b", "a", "c"};
+        const int64_t rows[] = {0, 0, 10, 30, 40};
+        for (int i = 0; i < 5; i++)
+            CHECK(strcmp(s[i]->key, want[i]) == 0 && s[i]->row == rows[i]);
+    }
+    free(s);
+    orch_jhits_clear(&h);
+    CHECK(orch_jhits_add(&h, "a", 0) == 1);
+    s = orch_jhits_sorted(&h);
+    CHECK(s != NULL && s[0]->row == 0); /* cleared with its count */
+    free(s);
+    orch_jhits_free(&h);
+}
+
 int main(void)
 {
     test_counts();
+    test_rows();
     test_full();
     return check_report();
 }

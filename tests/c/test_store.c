@@ -1401,12 +1401,22 @@ static void test_migrate_v7_journal(const char *dir)
     CHECK(orch_store_journal_put(st, &e) == 0); /* the first reply of a key is kept */
     e.key = "3f9a2c1b00000000000000000000000c";
     CHECK(orch_store_journal_put(st, &e) == 0);
-    orch_store_close(st); /* writes the hit counted in memory */
+    CHECK(orch_store_journal_get(st, JOURNAL_KEY2, &jr) == 1 && jr.hits == 1);
+    orch_journal_clear(&jr);
+    CHECK(orch_store_journal_get(st, JOURNAL_KEY1, &jr) == 1 && jr.hits == 5);
+    orch_journal_clear(&jr);
+    /* hits are written at the row where each lookup found its entry; rows
+     * renumbered meanwhile (by a VACUUM elsewhere, here the two swapped)
+     * still take each hit for its own key */
+    CHECK(sql_on(path, "UPDATE llm_journal SET rowid = 100 WHERE key = '" JOURNAL_KEY1 "';"
+                       "UPDATE llm_journal SET rowid = 1 WHERE key = '" JOURNAL_KEY2 "';"
+                       "UPDATE llm_journal SET rowid = 2 WHERE key = '" JOURNAL_KEY1 "'") == SQLITE_OK);
+    orch_store_close(st); /* writes the hits counted in memory */
     sql_text(path,
              "SELECT key || ' ' || hits || ' ' || CAST(response AS TEXT) FROM llm_journal ORDER BY rowid",
              got, sizeof got);
     CHECK_STR(got,
-              JOURNAL_KEY1 " 4 first," JOURNAL_KEY2 " 0 second,3f9a2c1b00000000000000000000000c 0 again");
+              JOURNAL_KEY2 " 1 second," JOURNAL_KEY1 " 5 first,3f9a2c1b00000000000000000000000c 0 again");
     CHECK(sql_on(path, "INSERT INTO llm_journal (key, response, created_ms) VALUES (NULL, x'', 1)") !=
           SQLITE_OK);
 }

@@ -112,8 +112,9 @@ stat() { python3 -c 'import json,sys,urllib.request; print(json.load(urllib.requ
 # Debian's python3 has python3-aiohttp, whatever python3 comes first in PATH
 PYDEB=/usr/bin/python3
 # user+sys CPU seconds, max RSS MB and wall seconds of one run
-cpu() { /usr/bin/time -f "%U %S %M %e" "$@" 2>&1 >/dev/null | tail -1 |
-        awk '{printf "%.2f %.1f %.2f\n", $1 + $2, $3 / 1024, $4}'; }
+# (bench/rusage.c: wait4's microseconds, where /usr/bin/time prints hundredths)
+cc -O2 -Wall -Wextra -Werror bench/rusage.c -o "$T/rusage"
+cpu() { "$T/rusage" "$@" || true; }
 # the median run of a file of cpu() lines (by CPU seconds)
 median() { sort -n "$1" | awk '{l[NR] = $0} END {print l[int((NR + 1) / 2)]}'; }
 # the least libcurl itself spends on the same requests (bench/curl_floor.c)
@@ -121,7 +122,7 @@ cc -O2 -Wall -Wextra -Werror bench/curl_floor.c -o "$T/curl_floor" -lcurl
 # Runs alternate (orch, floor, Python, then orch and floor against the
 # test server), LLM_RUNS times, and each figure is the median: the server
 # shares the machine's cores with the client.
-for _ in $(seq 1 "${LLM_RUNS:-3}"); do
+for _ in $(seq 1 "${LLM_RUNS:-5}"); do
   rm -f "$T"/llm.db*
   ORCH_DB="$T/llm.db" cpu "$ORCH" run -q bench/llm.lua --set base_url="$URL" --set out="$T/llm.jsonl" >>"$T/l_orch"
   [ "$(wc -l <"$T/llm.jsonl")" = 4000 ] || { echo "bench: llm run lost rows" >&2; exit 1; }
@@ -282,7 +283,7 @@ set -- $(cat "$T/f_node"); fn_rss=$2 fn_wall=$3 fn_peak=$4
 {
   echo "# bench results"
   echo
-  echo "Measured $(date -u +%Y-%m-%d) on $(nproc) cores ($(uname -m)); medians of ${RUNS:-5} hyperfine runs (3 runs for the 1M-row and LLM rows)."
+  echo "Measured $(date -u +%Y-%m-%d) on $(nproc) cores ($(uname -m)); medians of ${RUNS:-5} hyperfine runs (3 runs for the 1M-row and replay rows, ${LLM_RUNS:-5} alternating runs for the LLM calls)."
   echo
   echo "| benchmark | orch | baseline | ratio |"
   echo "|---|---|---|---|"
@@ -296,7 +297,7 @@ set -- $(cat "$T/f_node"); fn_rss=$2 fn_wall=$3 fn_peak=$4
   echo "| same: rows/s | $(python3 -c "print(int($BIG/$b_wall))") | $(python3 -c "print(int($BIG/$b_py))") | |"
   echo "| same: max RSS MB (target <= 64) | $b_rss | | |"
   echo "| 4,000 LLM calls over HTTP (provider-like server), 250 ms each, concurrency 200: wall s (ideal 5.00) | $lo_wall | ab -k (C load generator): $l_ab; Python ThreadPool(200): $lp_wall | $(ratio "$lo_wall" 5) x ideal, $(ratio "$lo_wall" "$l_ab") x ab |"
-  echo "| same: CPU s (user+sys, journal included), median of ${LLM_RUNS:-3} (target <= 2 x libcurl alone) | $lo_cpu | libcurl alone: $lf_cpu; Python: $lp_cpu | $(ratio "$lo_cpu" "$lf_cpu") x libcurl alone, $(ratio "$lo_cpu" "$lp_cpu") x Python |"
+  echo "| same: CPU s (user+sys, journal included), median of ${LLM_RUNS:-5} (target <= 2 x libcurl alone) | $lo_cpu | libcurl alone: $lf_cpu; Python: $lp_cpu | $(ratio "$lo_cpu" "$lf_cpu") x libcurl alone, $(ratio "$lo_cpu" "$lp_cpu") x Python |"
   echo "| same: max RSS MB (target <= libcurl alone + 3) | $lo_rss | libcurl alone: $lf_rss; Python: $lp_rss | $(python3 -c "print('%+.1f' % ($lo_rss - $lf_rss))") MB over libcurl alone, $(ratio "$lo_rss" "$lp_rss") x Python |"
   echo "| same against tests/llm_server.py (thread per connection, two writes per reply): CPU s | $lo2_cpu | libcurl alone: $lf2_cpu | $(ratio "$lo2_cpu" "$lf2_cpu") x libcurl alone |"
   echo "| same: max RSS MB | $lo2_rss | libcurl alone: $lf2_rss | |"

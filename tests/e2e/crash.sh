@@ -20,7 +20,9 @@ return orch.workflow {
   output = orch.write.jsonl(orch.param("out", "out/crashy.jsonl")),
   errors = orch.write.jsonl(orch.param("errs", "out/crashy-errors.jsonl")),
   key = "id",
-  concurrency = 16,
+  -- 8 at a time the run takes about 10 s, longer than ten kills can
+  -- take (each at most 0.9 s in): it never completes before the tenth
+  concurrency = orch.param("conc", 8),
   stages = {
     function(row, ctx)
       local id = tonumber(row.id)
@@ -34,7 +36,7 @@ return orch.workflow {
   },
 }
 LUA
-run_orch ref.log run crashy.lua --db ref.db --set out=out/ref.jsonl --set errs=out/ref-errors.jsonl
+run_orch ref.log run crashy.lua --db ref.db --set out=out/ref.jsonl --set errs=out/ref-errors.jsonl --set conc=64
 expect_eq "uninterrupted run exits 0" "$RC" 0
 
 crash_done() { [ -f crash.db ] && [ "$(sqlite3 crash.db "select count(*) from runs where status = 'completed'")" != 0 ]; }

@@ -163,7 +163,10 @@ static void *pool_get(struct orch_mem *m, size_t n)
     void *p = m->freed[c];
     if (p != NULL) {
         POOL_UNPOISON(p, size);
-        m->freed[c] = *(void **)p;
+        void *next = *(void **)p;
+        m->freed[c] = next;
+        if (next != NULL)
+            __builtin_prefetch(next, 1);
         return p;
     }
     if ((size_t)(m->end - m->top) >= size) {

@@ -1,5 +1,8 @@
 /* test_sink.c — unit tests of sink.c: buffered offsets, truncation on
- * reopen at a recorded offset, large writes, and open errors. */
+ * reopen at a recorded offset, large writes, and open errors; and of the
+ * fsync worker (fsync_job.c) under it. */
+#include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/stat.h>
@@ -8,6 +11,7 @@
 #include <xxhash.h>
 
 #include "check.h"
+#include "fsync_job.h"
 #include "sink.h"
 
 int main(int argc, char **argv)
@@ -53,6 +57,33 @@ int main(int argc, char **argv)
         char *all = slurp(path, &n);
         CHECK_STR(all, "one\ntwo\nsix\n");
         free(all);
+    }
+
+    /* the fsync worker: jobs of several descriptors, queued at once,
+     * each ended with its own result (a bad descriptor's error); polled
+     * in any order, without a wait until the worker has reached them */
+    {
+        int fd = open(path, O_RDONLY);
+        CHECK(fd >= 0);
+        struct orch_fsync_job *jobs[64];
+        for (int i = 0; i < 64; i++)
+            jobs[i] = orch_fsync_start(i == 7 ? -1 : fd);
+        for (int i = 0; i < 64; i++)
+            CHECK(jobs[i] != NULL);
+        int rc;
+        while ((rc = orch_fsync_poll(jobs[63], 0)) == 0)
+            usleep(1000);
+        CHECK(rc == 1);
+        errno = 0;
+        CHECK(orch_fsync_poll(jobs[7], 1) == -1);
+        CHECK(errno == EBADF);
+        for (int i = 62; i >= 0; i--)
+            if (i != 7)
+                CHECK(orch_fsync_poll(jobs[i], i % 2) == 1); /* ended before 63: no wait needed */
+        struct orch_fsync_job *j = orch_fsync_start(fd);     /* the worker waits for the next */
+        CHECK(j != NULL);
+        CHECK(orch_fsync_poll(j, 1) == 1);
+        close(fd);
     }
 
     /* a crash left bytes past the checkpoint: reopening at 4 drops them */

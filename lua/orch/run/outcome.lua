@@ -175,7 +175,7 @@ local function applier(stages)
       if r == nil then
         return nil
       end
-      if type(r) ~= "table" then
+      if r ~= row and type(r) ~= "table" then -- the row given back is a table: no type call
         error(string.format("%s returned a %s; a stage returns the row (a table) or nil to drop it",
           stage.name, type(r)), 0)
       end
@@ -344,7 +344,7 @@ local function row_loop(R, stages, settle, settle_ok)
           ctx:checkpoint("before " .. stage.name) -- what is settled is durable before it runs
         end
         local r = stage.fn(row, ctx)
-        if r ~= nil and type(r) ~= "table" then
+        if r ~= row and r ~= nil and type(r) ~= "table" then -- the row given back is a table: no type call
           error(string.format("%s returned a %s; a stage returns the row (a table) or nil to drop it",
             stage.name, type(r)), 0)
         end

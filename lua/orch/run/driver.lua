@@ -172,30 +172,59 @@ local function admit(R, D)
   D.next_seq, D.inflight, D.eof = next_seq, inflight, eof
 end
 
--- A settled row's error (see flush): recorded for the errors file and the
--- run's stop on repeated failures; its traceback dropped once recorded.
-local function flush_error(R, d, write_seq, status)
+-- Writes, counts and records the settled row write_seq from its record d
+-- (a row that did not get through: failed, dropped, defaulted; see flush).
+local function flush_record(R, d, write_seq)
+  local line, status = d.line, d.status
+  if line then
+    R.out:write(line)
+    R.out_bytes = R.out_bytes + #line
+  end
+  local counts, bus = R.counts, R.bus
+  counts[status] = counts[status] + 1
+  local usage = d.usage -- the row's LLM figures, for the row event too
+  if usage then
+    add_usage(R.totals, usage)
+    d.usage = nil
+    if bus.wants.row then -- observers see ctx.usage's nested form
+      usage = expand_usage(usage)
+    end
+  end
   if d.error ~= nil then
     record_failure(R, write_seq, d.key, d.error, d.tb, status)
   end
   if status == "failed" then
     same_failure(R, d.error)
   end
+  if bus.wants.row then
+    bus.notify({ type = "row", seq = write_seq, key = d.key, status = status, error = d.error, usage = usage })
+  end
+  d.line = nil
   if d.tb ~= nil then
     d.tb = nil
+  end
+  local add_result = R.add_result
+  if add_result then -- packed for the checkpoint; the record is free again
+    add_result(write_seq, d.key, status, d.error)
+    local spare = R.spare
+    spare[#spare + 1] = d
+  else
+    d.seq = write_seq
+    local pending = R.pending
+    pending[#pending + 1] = d -- the record doubles as the result to store
   end
 end
 
 -- Settles rows in input order: output line, figures, result, cursor; and
 -- a checkpoint when one is due. Counted and recorded when settled, so a
 -- checkpoint's figures and errors file hold exactly the rows before its
--- cursor. A row through without LLM figures (slot true, see settle_ok)
--- has no record: its line and key are in the window's rings.
+-- cursor. A row that got through (slot true, see settle_ok) has no
+-- record: its line, key and LLM figures wait in the window's rings.
 local function flush(R, D)
   local done, end_offset, end_line, cursor, window = D.done, D.end_offset, D.end_line, R.cursor, D.window
-  local lines, keys, out, counts, totals, bus = D.lines, D.keys, R.out, R.counts, R.totals, R.bus
-  local write_seq, wants, add_result, spare, live = D.write_seq, bus.wants, R.add_result, R.spare, R.live
-  local pending, last, last_t, last_cost = R.pending, R.last_ckpt_index, R.last_t, R.last_cost
+  local lines, keys, usages, out, counts, totals, bus = D.lines, D.keys, D.usages, R.out, R.counts, R.totals, R.bus
+  local write_seq, wants, add_result, live = D.write_seq, bus.wants, R.add_result, R.live
+  local last, last_t, last_cost = R.last_ckpt_index, R.last_t, R.last_cost
   local threshold, watch = checkpoint.threshold(R)
   local bound_s, bound_usd = R.bound_seconds, R.bound_usd
   while true do
@@ -204,50 +233,33 @@ local function flush(R, D)
     if not d then
       break
     elseif d == true then
-      local line, key = lines[slot], keys[slot]
+      local line, key, usage = lines[slot], keys[slot], usages[slot]
       if line then
         out:write(line)
         R.out_bytes = R.out_bytes + #line
         lines[slot] = false
       end
       counts.ok = counts.ok + 1
-      if wants.row then
-        bus.notify({ type = "row", seq = write_seq, key = key, status = "ok" })
-      end
-      if add_result then
-        add_result(write_seq, key, "ok", nil)
-      else -- a worker's lease store takes records
-        pending[#pending + 1] = { seq = write_seq, key = key, status = "ok" }
-      end
-    else
-      local line, status = d.line, d.status
-      if line then
-        out:write(line)
-        R.out_bytes = R.out_bytes + #line
-      end
-      counts[status] = counts[status] + 1
-      local usage = d.usage -- the row's LLM figures, for the row event too
-      if usage then
+      if usage then -- the row's LLM figures, for the row event too
         add_usage(totals, usage)
-        d.usage = nil
+        usages[slot] = false
         if wants.row then -- observers see ctx.usage's nested form
           usage = expand_usage(usage)
         end
-      end
-      if d.error ~= nil or status == "failed" or d.tb ~= nil then
-        flush_error(R, d, write_seq, status)
+      else
+        usage = nil
       end
       if wants.row then
-        bus.notify({ type = "row", seq = write_seq, key = d.key, status = status, error = d.error, usage = usage })
+        bus.notify({ type = "row", seq = write_seq, key = key, status = "ok", usage = usage })
       end
-      d.line = nil
-      if add_result then -- packed for the checkpoint; the record is free again
-        add_result(write_seq, d.key, status, d.error)
-        spare[#spare + 1] = d
-      else
-        d.seq = write_seq
-        pending[#pending + 1] = d -- the record doubles as the result to store
+      if add_result then -- packed for the checkpoint
+        add_result(write_seq, key, "ok", nil)
+      else -- a worker's lease store takes records
+        local pending = R.pending
+        pending[#pending + 1] = { seq = write_seq, key = key, status = "ok" }
       end
+    else
+      flush_record(R, d, write_seq)
     end
     local e = end_offset[slot]
     if e then
@@ -262,7 +274,7 @@ local function flush(R, D)
       local why = due(R)
       if why then
         begin(R, why)
-        pending, last, spare, last_t, last_cost = R.pending, R.last_ckpt_index, R.spare, R.last_t, R.last_cost
+        last, last_t, last_cost = R.last_ckpt_index, R.last_t, R.last_cost
         threshold, watch = checkpoint.threshold(R)
         bound_s, bound_usd = R.bound_seconds, R.bound_usd
       end
@@ -326,19 +338,15 @@ local function oner(R, D)
 end
 
 -- settle for a row that got through (status "ok", no error): settle
--- without the checks such a row skips. A row without LLM figures (every
--- row of a run without ctx:llm) needs no record: its line and key wait
--- in the window's rings, its slot says true.
+-- without the checks such a row skips, and without a record: its line,
+-- key and LLM figures wait in the window's rings, its slot says true.
 local function settle_ok(R, D, seq, line, key, usage)
   local slot = seq % D.window + 1
-  if usage == nil then
-    D.lines[slot], D.keys[slot] = line, key
-    D.done[slot] = true
-    return
+  D.lines[slot], D.keys[slot] = line, key
+  if usage ~= nil then
+    D.usages[slot] = usage
   end
-  local d = record(R, line, "ok", key, nil)
-  d.usage = usage
-  D.done[slot] = d
+  D.done[slot] = true
 end
 
 -- batcher(R, D) -> run_batch(b), run_one(row, seq): the bodies of a
@@ -454,16 +462,16 @@ function M.drive(R)
   local window = math.max(R.conc * 16, 1024)
   -- the reorder window's rings, indexed by seq % window + 1 (admission
   -- keeps fewer than window rows unsettled): a settled row's record (or
-  -- true, for a row through without LLM figures, whose output line and
-  -- key are in lines and keys), and where the input continues after it
-  -- (false: the source does not say). Slots are reused, never added or
-  -- removed: no table churn per row.
-  local done, end_offset, end_line, lines, keys = {}, {}, {}, {}, {}
+  -- true, for a row that got through, whose output line, key and LLM
+  -- figures are in lines, keys and usages), and where the input
+  -- continues after it (false: the source does not say). Slots are
+  -- reused, never added or removed: no table churn per row.
+  local done, end_offset, end_line, lines, keys, usages = {}, {}, {}, {}, {}, {}
   for i = 1, window do
-    done[i], end_offset[i], end_line[i], lines[i], keys[i] = false, false, false, false, false
+    done[i], end_offset[i], end_line[i], lines[i], keys[i], usages[i] = false, false, false, false, false, false
   end
   local D = { next_seq = first, write_seq = first, done = done, tasks = {}, inflight = 0, ntasks = 0, eof = false,
-    end_offset = end_offset, end_line = end_line, lines = lines, keys = keys, window = window,
+    end_offset = end_offset, end_line = end_line, lines = lines, keys = keys, usages = usages, window = window,
     size = 1, redo_rows = {}, redo_seqs = {}, spare_batches = {} }
   D.run_batch, D.run_one = batcher(R, D)
   R.out_bytes = R.ckpt and R.ckpt.output_offset or 0

@@ -218,11 +218,11 @@ end
 -- Settles rows in input order: output line, figures, result, cursor; and
 -- a checkpoint when one is due. Counted and recorded when settled, so a
 -- checkpoint's figures and errors file hold exactly the rows before its
--- cursor. A row that got through (slot true, see settle_ok) has no
--- record: its line, key and LLM figures wait in the window's rings.
+-- cursor. A row that got through has no record (see settle_ok): its
+-- slot holds its LLM figures (a table without status) or true.
 local function flush(R, D)
   local done, end_offset, end_line, cursor, window = D.done, D.end_offset, D.end_line, R.cursor, D.window
-  local lines, keys, usages, out, counts, totals, bus = D.lines, D.keys, D.usages, R.out, R.counts, R.totals, R.bus
+  local lines, keys, out, counts, totals, bus = D.lines, D.keys, R.out, R.counts, R.totals, R.bus
   local write_seq, wants, add_result, live = D.write_seq, bus.wants, R.add_result, R.live
   local last, last_t, last_cost = R.last_ckpt_index, R.last_t, R.last_cost
   local threshold, watch = checkpoint.threshold(R)
@@ -232,22 +232,17 @@ local function flush(R, D)
     local d = done[slot]
     if not d then
       break
-    elseif d == true then
-      local line, key, usage = lines[slot], keys[slot], usages[slot]
+    elseif d == true or d.status == nil then -- a row that got through: true, or its LLM figures
+      local line, key, usage = lines[slot], keys[slot], nil
       if line then
         out:write(line)
         R.out_bytes = R.out_bytes + #line
         lines[slot] = false
       end
       counts.ok = counts.ok + 1
-      if usage then -- the row's LLM figures, for the row event too
-        add_usage(totals, usage)
-        usages[slot] = false
-        if wants.row then -- observers see ctx.usage's nested form
-          usage = expand_usage(usage)
-        end
-      else
-        usage = nil
+      if d ~= true then -- the row's LLM figures, for the row event too
+        add_usage(totals, d)
+        usage = wants.row and expand_usage(d) or nil -- observers see ctx.usage's nested form
       end
       if wants.row then
         bus.notify({ type = "row", seq = write_seq, key = key, status = "ok", usage = usage })
@@ -338,15 +333,13 @@ local function oner(R, D)
 end
 
 -- settle for a row that got through (status "ok", no error): settle
--- without the checks such a row skips, and without a record: its line,
--- key and LLM figures wait in the window's rings, its slot says true.
+-- without the checks such a row skips, and without a record: its line
+-- and key wait in the window's rings, its slot holds its LLM figures, or
+-- true when it has none.
 local function settle_ok(R, D, seq, line, key, usage)
   local slot = seq % D.window + 1
   D.lines[slot], D.keys[slot] = line, key
-  if usage ~= nil then
-    D.usages[slot] = usage
-  end
-  D.done[slot] = true
+  D.done[slot] = usage or true
 end
 
 -- batcher(R, D) -> run_batch(b), run_one(row, seq): the bodies of a
@@ -461,17 +454,18 @@ function M.drive(R)
   local first = R.cursor.index + 1
   local window = math.max(R.conc * 16, 1024)
   -- the reorder window's rings, indexed by seq % window + 1 (admission
-  -- keeps fewer than window rows unsettled): a settled row's record (or
-  -- true, for a row that got through, whose output line, key and LLM
-  -- figures are in lines, keys and usages), and where the input
-  -- continues after it (false: the source does not say). Slots are
-  -- reused, never added or removed: no table churn per row.
-  local done, end_offset, end_line, lines, keys, usages = {}, {}, {}, {}, {}, {}
+  -- keeps fewer than window rows unsettled): a settled row's record (for
+  -- a row that got through, its LLM figures or true, with its output
+  -- line and key in lines and keys), and where the input continues after
+  -- it (false: the source does not say). Slots are reused, never added
+  -- or removed: no table churn per row. A ring of 32,000 slots (2,000 in
+  -- flight) takes 0.5 MB.
+  local done, end_offset, end_line, lines, keys = {}, {}, {}, {}, {}
   for i = 1, window do
-    done[i], end_offset[i], end_line[i], lines[i], keys[i], usages[i] = false, false, false, false, false, false
+    done[i], end_offset[i], end_line[i], lines[i], keys[i] = false, false, false, false, false
   end
   local D = { next_seq = first, write_seq = first, done = done, tasks = {}, inflight = 0, ntasks = 0, eof = false,
-    end_offset = end_offset, end_line = end_line, lines = lines, keys = keys, usages = usages, window = window,
+    end_offset = end_offset, end_line = end_line, lines = lines, keys = keys, window = window,
     size = 1, redo_rows = {}, redo_seqs = {}, spare_batches = {} }
   D.run_batch, D.run_one = batcher(R, D)
   R.out_bytes = R.ckpt and R.ckpt.output_offset or 0

@@ -102,14 +102,23 @@ const char *const sq_sql[SQ_NSTMT] = {
     [SQ_JR_HIT] = "UPDATE llm_journal SET hits = hits + ?2 WHERE key = ?1",
     [SQ_JR_HIT_ROW] = "UPDATE llm_journal SET hits = hits + ?2 WHERE rowid = ?3 AND key = ?1",
     [SQ_JR_PRUNE] = "DELETE FROM llm_journal WHERE created_ms < ?1",
+    [SQ_JH_INSERT] =
+        "INSERT INTO llm_journal_hits (hits, saved_usd, entries, counts) VALUES (?1, ?2, ?3, ?4)",
+    [SQ_JH_LIST] = "SELECT id, counts FROM llm_journal_hits ORDER BY id",
+    [SQ_JH_CLEAR] = "DELETE FROM llm_journal_hits WHERE id <= ?1",
+    /* the journal's last rowid for its size: count(*) would read it all */
+    [SQ_JH_SIZE] = "SELECT coalesce(sum(entries), 0), (SELECT coalesce(max(rowid), 0) FROM llm_journal) "
+                   "FROM llm_journal_hits",
     [SQ_STATS_RUNS] =
         "SELECT count(*), coalesce(sum(status = 'running'), 0), coalesce(sum(status = 'paused'), 0), "
         "coalesce(sum(status = 'failed'), 0), coalesce(sum(status = 'completed'), 0), "
         "coalesce(sum(recoveries), 0) FROM runs",
     [SQ_STATS_CPS] = "SELECT count(*), coalesce(avg(duration_ms), 0.0), coalesce(max(duration_ms), 0.0) "
                      "FROM checkpoints",
-    [SQ_STATS_JOURNAL] = "SELECT count(*), coalesce(sum(hits), 0), coalesce(sum(cost_usd * hits), 0.0) "
-                         "FROM llm_journal",
+    /* the hits folded into the entries, and those in the log */
+    [SQ_STATS_JOURNAL] = "SELECT count(*), coalesce(sum(hits), 0) + (SELECT coalesce(sum(hits), 0) FROM "
+                         "llm_journal_hits), coalesce(sum(cost_usd * hits), 0.0) + (SELECT "
+                         "coalesce(sum(saved_usd), 0.0) FROM llm_journal_hits) FROM llm_journal",
     [SQ_STATS_SIZE] = "SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()",
     /* no row for a run that is not there: the caller hears "no such run" */
     [SQ_LIVE_PUT] = "INSERT INTO run_live (run_id, updated_ms, figures) SELECT ?1, ?2, ?3 "
@@ -598,7 +607,7 @@ static int sq_run_delete(struct orch_store *base, const char *id)
 static int sq_journal_prune(struct orch_store *base, int64_t before_ms, int64_t *removed)
 {
     struct sq_store *st = sq_of(base);
-    sq_journal_hits_write(st); /* the counts of entries about to go go with them */
+    sq_journal_hits_fold(st); /* the counts of entries about to go go with them */
     if (sq_start(st, st->stmt[SQ_JR_PRUNE], SQ_ARGS(SQ_INT(before_ms)), NULL, "cannot prune the journal") < 0)
         return -1;
     *removed = sqlite3_changes64(st->db);
@@ -609,6 +618,7 @@ static int sq_journal_prune(struct orch_store *base, int64_t before_ms, int64_t 
 static int sq_vacuum(struct orch_store *base)
 {
     struct sq_store *st = sq_of(base);
+    sq_journal_hits_fold(st); /* the log's rows name entries by rowid, which VACUUM may change */
     /* in WAL mode the rewritten file lands in the log first: fold it back */
     int rc = sqlite3_exec(st->db, "VACUUM; PRAGMA wal_checkpoint(TRUNCATE)", NULL, NULL, NULL);
     if (rc != SQLITE_OK)
@@ -1205,7 +1215,6 @@ static int sq_stats(struct orch_store *base, struct orch_store_stats *out)
 {
     struct sq_store *st = sq_of(base);
     memset(out, 0, sizeof *out);
-    sq_journal_hits_write(st); /* the journal's hits, counted in memory */
     /* the size query last: a database in memory has no size on disk */
     int nq = st->memory ? ORCH_STATS_SIZE : ORCH_STATS_NQUERIES;
     for (int q = 0; q < nq; q++) {
@@ -1219,6 +1228,13 @@ static int sq_stats(struct orch_store *base, struct orch_store_stats *out)
             orch_stats_set(out, q, c, sqlite3_column_int64(s, c), sqlite3_column_double(s, c));
         sq_done(s);
     }
+    /* and the hits counted in memory, read where they are: a stats call
+     * writes nothing */
+    int64_t hits;
+    double saved;
+    orch_jhits_sums(&st->hits, &hits, &saved);
+    out->journal_hits += hits;
+    out->journal_saved_usd += saved;
     if (st->memory)
         return 0;
     size_t n = strlen(st->path) + 5;
@@ -1359,38 +1375,129 @@ static void sq_hit_write(struct sq_store *st, const char *key, int64_t row, int6
     sq_done(s);
 }
 
-/* Sorted by row, the table's order, so neighbours share their pages. The
- * error text of a failure is the caller's to keep: it is restored. */
+/* Writes the counts of h to the entries, sorted by row, the table's
+ * order, so neighbours share their pages; clears h. In the caller's
+ * transaction. */
+static void sq_hits_apply(struct sq_store *st, struct orch_jhits *h)
+{
+    struct orch_jhit **sorted = orch_jhits_sorted(h);
+    for (size_t i = 0; sorted != NULL && i < h->n; i++)
+        sq_hit_write(st, sorted[i]->key, sorted[i]->row, sorted[i]->n);
+    free(sorted);
+    orch_jhits_clear(h);
+}
+
+/* The hits counted in memory, appended to the log as one row: their sums
+ * and their counts packed (journal_hits.h), sorted by row so a fold
+ * writes the entries in the table's order. A row of the log is one
+ * statement where each entry's count rewrote the entry's whole row. */
+static int sq_hits_log(struct sq_store *st)
+{
+    struct orch_jhit **sorted = orch_jhits_sorted(&st->hits);
+    size_t len = 0;
+    int64_t hits = 0;
+    double saved = 0.0;
+    unsigned char *packed = sorted != NULL ? orch_jhits_pack(sorted, st->hits.n, &len, &hits, &saved) : NULL;
+    free(sorted);
+    int rc = packed == NULL ? -1
+                            : sq_start(st, st->stmt[SQ_JH_INSERT],
+                                       SQ_ARGS(SQ_INT(hits), SQ_REAL(saved), SQ_INT((int64_t)st->hits.n),
+                                               SQ_BLOB(packed, len)),
+                                       NULL, "cannot write journal hits");
+    free(packed);
+    return rc < 0 ? -1 : 0;
+}
+
+/* Folds the log into the entries' hits (llm_journal.hits), the counts of
+ * an entry in several rows added up first, up to ORCH_JHITS_MAX entries a
+ * pass, then empties the log. In the caller's transaction. */
+static int sq_hits_fold(struct sq_store *st)
+{
+    struct orch_jhits merged = {0};
+    sqlite3_stmt *s = st->stmt[SQ_JH_LIST];
+    int64_t last = 0;
+    int rc;
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+        last = sqlite3_column_int64(s, 0);
+        const unsigned char *b = sqlite3_column_blob(s, 1);
+        size_t len = (size_t)sqlite3_column_bytes(s, 1), off = 0;
+        int64_t row, n;
+        char key[512];
+        while (b != NULL && orch_jhits_unpack(b, len, &off, &row, &n, key, sizeof key) == 1) {
+            if (orch_jhits_addn(&merged, key, row, n, 0.0) < 0) {
+                sq_hits_apply(st, &merged);
+                if (orch_jhits_addn(&merged, key, row, n, 0.0) < 0)
+                    sq_hit_write(st, key, row, n); /* out of memory: this one alone */
+            }
+        }
+    }
+    sq_done(s);
+    sq_hits_apply(st, &merged);
+    orch_jhits_free(&merged);
+    if (rc != SQLITE_DONE)
+        return sq_fail(st, "cannot read the journal's hits");
+    if (last > 0 && sq_start(st, st->stmt[SQ_JH_CLEAR], SQ_ARGS(SQ_INT(last)), NULL,
+                             "cannot clear the journal's folded hits") < 0)
+        return -1;
+    return 0;
+}
+
+/* Runs one of the two in a transaction of its own unless one is open.
+ * The error text of a failure is the caller's to keep: it is restored. */
+static void sq_hits_run(struct sq_store *st, int (*step)(struct sq_store *), const char *what)
+{
+    char keep[sizeof st->base.err];
+    memcpy(keep, st->base.err, sizeof keep);
+    int own = sqlite3_get_autocommit(st->db);
+    if (!own || sq_begin(st, what) == 0) {
+        int rc = step(st);
+        if (own && (rc != 0 || sq_commit(st, what) != 0))
+            sq_abort(st);
+    }
+    memcpy(st->base.err, keep, sizeof keep);
+}
+
 void sq_journal_hits_write(struct sq_store *st)
 {
     if (st->hits.n == 0)
         return;
-    char keep[sizeof st->base.err];
-    memcpy(keep, st->base.err, sizeof keep);
-    struct orch_jhit **sorted = orch_jhits_sorted(&st->hits);
-    int own = sqlite3_get_autocommit(st->db);
-    if (sorted != NULL && (!own || sq_begin(st, "cannot write journal hits") == 0)) {
-        for (size_t i = 0; i < st->hits.n; i++)
-            sq_hit_write(st, sorted[i]->key, sorted[i]->row, sorted[i]->n);
-        if (own && sq_commit(st, "cannot write journal hits") != 0)
-            sq_abort(st);
-    }
-    free(sorted);
+    sq_hits_run(st, sq_hits_log, "cannot write journal hits");
     orch_jhits_clear(&st->hits);
-    memcpy(st->base.err, keep, sizeof keep);
+}
+
+/* The hits in memory written, and the log folded into the entries. */
+void sq_journal_hits_fold(struct sq_store *st)
+{
+    sq_journal_hits_write(st);
+    sq_hits_run(st, sq_hits_fold, "cannot fold journal hits");
+}
+
+/* At close: the log folded once it holds more entries than twice the
+ * journal's, so it stays a fraction of the journal's size and a fold
+ * writes each entry it touches for two hits or more on average. */
+void sq_journal_hits_close(struct sq_store *st)
+{
+    sq_journal_hits_write(st);
+    if (st->stmt[SQ_JH_SIZE] == NULL || sqlite3_db_readonly(st->db, "main") == 1)
+        return;
+    sqlite3_stmt *s = st->stmt[SQ_JH_SIZE];
+    int big = sqlite3_step(s) == SQLITE_ROW && sqlite3_column_int64(s, 0) > 2 * sqlite3_column_int64(s, 1);
+    sq_done(s);
+    if (big)
+        sq_hits_run(st, sq_hits_fold, "cannot fold journal hits");
 }
 
 /* Counts a hit of key in memory (journal_hits.h); a full table is written
  * first. -> the hits not yet written, this one included (0 when memory ran
  * out and it was written at once, or when the store is read-only). */
-static int64_t sq_hit_count(struct sq_store *st, const char *key, int64_t row)
+static int64_t sq_hit_count(struct sq_store *st, const char *key, int64_t row, double cost)
 {
     if (sqlite3_db_readonly(st->db, "main") == 1)
         return 0; /* opened read-only: no hit can be written, none is counted */
-    int64_t n = orch_jhits_add(&st->hits, key, row);
+    int64_t n = orch_jhits_addn(&st->hits, key, row, 1, cost);
     if (n < 0) {
         sq_journal_hits_write(st);
-        n = orch_jhits_add(&st->hits, key, row);
+        n = orch_jhits_addn(&st->hits, key, row, 1, cost);
     }
     if (n < 0) {
         sq_hit_write(st, key, row, 1);
@@ -1414,7 +1521,7 @@ static int sq_journal_read(struct sq_store *st, sqlite3_stmt *s, const char *key
     sq_done(s);
     if (rc != 0)
         return orch_store_fail(&st->base, "cannot read journaled response %s: out of memory", key);
-    got.hits += sq_hit_count(st, key, row);
+    got.hits += sq_hit_count(st, key, row, got.cost_usd);
     *out = got;
     return 1;
 }
@@ -1454,7 +1561,7 @@ static int sq_journal_reply(struct sq_store *st, sqlite3_stmt *s, const char *ke
     sq_done(s);
     if (out->response == NULL)
         return orch_store_fail(&st->base, "cannot read journaled response %s: out of memory", key);
-    out->hits = sq_hit_count(st, key, row);
+    out->hits = sq_hit_count(st, key, row, out->cost_usd);
     return 1;
 }
 

@@ -18,7 +18,7 @@
 
 /* The schema version this build writes: the number of migrations
  * (store_sqlite_schema.c checks the two agree at compile time). */
-#define SQ_SCHEMA_VERSION 8
+#define SQ_SCHEMA_VERSION 9
 
 /* How long a statement waits for another process's lock, in seconds; the
  * messages for a lock that outlasted it are derived from it. */
@@ -60,6 +60,10 @@ enum sq_stmt {
     SQ_JR_HIT,
     SQ_JR_HIT_ROW,
     SQ_JR_PRUNE,
+    SQ_JH_INSERT,
+    SQ_JH_LIST,
+    SQ_JH_CLEAR,
+    SQ_JH_SIZE,
     SQ_STATS_RUNS,
     SQ_STATS_CPS,
     SQ_STATS_JOURNAL,
@@ -117,10 +121,14 @@ int sq_migrate(sqlite3 *db, const char *path, char *err, size_t errlen);
  * (store_sqlite_open.c). */
 void sq_open_error(sqlite3 *db, const char *path, int rc, const char *what, char *err, size_t errlen);
 
-/* Writes the journal hits counted in memory, in the open transaction or
- * one of its own; bookkeeping, so a failure only loses the counts
- * (store_sqlite.c). */
+/* The journal's hits (store_sqlite.c), bookkeeping, so a failure only
+ * loses counts. write: those counted in memory appended to the log
+ * (llm_journal_hits), in the open transaction or one of its own. fold:
+ * those and the log added to the entries' hits, the log emptied. close:
+ * write, and fold once the log is large. */
 void sq_journal_hits_write(struct sq_store *st);
+void sq_journal_hits_fold(struct sq_store *st);
+void sq_journal_hits_close(struct sq_store *st);
 
 /* Closes the journal's reader connection, if open (store_sqlite.c). */
 void sq_reader_close(struct sq_store *st);

@@ -58,7 +58,7 @@ void sq_close(struct orch_store *base)
     if (base == NULL)
         return;
     struct sq_store *st = sq_of(base);
-    sq_journal_hits_write(st);
+    sq_journal_hits_close(st);
     sq_reader_close(st);
     orch_jhits_free(&st->hits);
     for (int i = 0; i < SQ_NSTMT; i++)

@@ -202,6 +202,21 @@ static const char *const sq_migrations[] = {
     "DROP TABLE llm_journal;\n"
     "ALTER TABLE llm_journal_8 RENAME TO llm_journal;\n"
     "PRAGMA user_version = 8;\n",
+    /* 8 -> 9: the hits lookups counted, appended one row a write (the
+     * counts of up to 16,384 entries packed, journal_hits.h) instead of
+     * written into each entry: an entry's hits rewrote its whole row
+     * (about 11,900 instructions a replayed row). orch stats adds the
+     * rows' sums; orch gc --journal and --vacuum fold them into
+     * llm_journal.hits, and so does a store's close once they hold more
+     * entries than twice the journal's. */
+    "CREATE TABLE llm_journal_hits (\n"
+    "  id INTEGER PRIMARY KEY,\n"
+    "  hits INTEGER NOT NULL,      -- lookups counted in this write\n"
+    "  saved_usd REAL NOT NULL,    -- what they saved: each entry's cost_usd times its hits\n"
+    "  entries INTEGER NOT NULL,   -- entries in counts\n"
+    "  counts BLOB NOT NULL        -- per entry: its rowid, its hits, its key (journal_hits.h)\n"
+    ");\n"
+    "PRAGMA user_version = 9;\n",
 };
 
 _Static_assert(sizeof sq_migrations / sizeof sq_migrations[0] == SQ_SCHEMA_VERSION,

@@ -1,7 +1,7 @@
 /* test_journal_hits.c — unit tests of the journal hits a store counts in
  * memory before writing them (journal_hits.c): counts per key, the bound
  * on keys, the sorted listing the store writes from (by row, then key),
- * and reuse. */
+ * reuse, and the packed form the store logs them in. */
 #include "check.h"
 #include "journal_hits.h"
 
@@ -78,9 +78,51 @@ static void test_rows(void)
     orch_jhits_free(&h);
 }
 
+/* Counts of several hits at once with their entry's cost, summed; packed
+ * and read back entry by entry; a truncated buffer or a key too long for
+ * the reader's buffer is refused. */
+static void test_pack(void)
+{
+    struct orch_jhits h = {0};
+    CHECK(orch_jhits_addn(&h, "3f9a2c1b00000000000000000000000a", 7, 3, 0.25) == 3);
+    CHECK(orch_jhits_addn(&h, "k", 2, 1, 2.0) == 1);
+    CHECK(orch_jhits_addn(&h, "k", 2, 1, 2.0) == 2);
+    int64_t hits = -1;
+    double saved = -1;
+    orch_jhits_sums(&h, &hits, &saved);
+    CHECK(hits == 5 && saved == 3 * 0.25 + 2 * 2.0);
+    struct orch_jhit **s = orch_jhits_sorted(&h);
+    size_t len = 0;
+    unsigned char *b = s != NULL ? orch_jhits_pack(s, h.n, &len, &hits, &saved) : NULL;
+    free(s);
+    CHECK(b != NULL && len == 2 * 18 + 32 + 1 && hits == 5 && saved == 0.75 + 4.0);
+    if (b != NULL) {
+        size_t off = 0;
+        int64_t row, n;
+        char key[64];
+        CHECK(orch_jhits_unpack(b, len, &off, &row, &n, key, sizeof key) == 1);
+        CHECK(row == 2 && n == 2 && strcmp(key, "k") == 0); /* by row */
+        CHECK(orch_jhits_unpack(b, len, &off, &row, &n, key, sizeof key) == 1);
+        CHECK(row == 7 && n == 3 && strcmp(key, "3f9a2c1b00000000000000000000000a") == 0);
+        CHECK(orch_jhits_unpack(b, len, &off, &row, &n, key, sizeof key) == 0 && off == len);
+        off = 0;
+        CHECK(orch_jhits_unpack(b, len - 1, &off, &row, &n, key, sizeof key) == 1);
+        CHECK(orch_jhits_unpack(b, len - 1, &off, &row, &n, key, sizeof key) == -1);
+        off = 20;
+        CHECK(orch_jhits_unpack(b, len, &off, &row, &n, key, sizeof key) == -1); /* not at an entry */
+        off = 19;
+        CHECK(orch_jhits_unpack(b, len, &off, &row, &n, key, 32) == -1); /* its key does not fit */
+        free(b);
+    }
+    orch_jhits_free(&h);
+    orch_jhits_sums(&h, &hits, &saved);
+    CHECK(hits == 0 && saved == 0.0);
+}
+
 int main(void)
 {
     test_counts();
+    test_pack();
     test_rows();
     test_full();
     return check_report();

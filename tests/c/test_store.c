@@ -990,11 +990,13 @@ static void test_journal(struct orch_store *st, const char *db_path)
     CHECK(got.key == NULL && got.response == NULL && got.hits == 0);
     orch_journal_clear(NULL);
     /* SQLite counts hits in memory (journal_hits.h): a replayed row writes
-     * no page; they are stored by the next stats, prune or close */
+     * no page. stats counts them where they are (and writes nothing); they
+     * are logged (llm_journal_hits) at close or when memory holds many, and
+     * reach the entry's hits when a prune or a vacuum folds the log */
     CHECK(!can_poke() || stored_hits(db_path, JOURNAL_KEY1) == (backend == B_SQLITE ? 0 : 1));
     struct orch_store_stats js;
     CHECK(orch_store_stats(st, &js) == 0 && js.journal_hits == 1);
-    CHECK(!can_poke() || stored_hits(db_path, JOURNAL_KEY1) == 1);
+    CHECK(!can_poke() || stored_hits(db_path, JOURNAL_KEY1) == (backend == B_SQLITE ? 0 : 1));
 
     /* a second reply for the same request changes nothing: first wins */
     struct orch_journal_entry dup = e;
@@ -1017,7 +1019,12 @@ static void test_journal(struct orch_store *st, const char *db_path)
     CHECK(got.hits == 3);
     orch_journal_clear(&got);
     CHECK(orch_store_stats(st, &js) == 0 && js.journal_hits == 3);
+    CHECK(!can_poke() || stored_hits(db_path, JOURNAL_KEY1) == (backend == B_SQLITE ? 0 : 3));
+    int64_t pruned = -1; /* a prune that removes nothing still folds the hits */
+    CHECK(orch_store_journal_prune(st, 0, &pruned) == 0 && pruned == 0);
     CHECK(!can_poke() || stored_hits(db_path, JOURNAL_KEY1) == 3);
+    CHECK(orch_store_journal_get(st, JOURNAL_KEY1, &got) == 1 && got.hits == 4);
+    orch_journal_clear(&got);
 
     /* no run (or a run that does not exist yet), empty reply, given time */
     struct orch_journal_entry e2 = {0};
@@ -1059,12 +1066,12 @@ static void test_journal(struct orch_store *st, const char *db_path)
     CHECK(orch_store_journal_get(st, NULL, &got) == -1);
     CHECK(orch_store_journal_get(st, "3f9a2c1bffffffffffffffffffffffff", &got) == 0);
 
-    /* 3 entries; hits 3 + 1 + 1; saved 0.0021 * 3 + 0.5 * 1 + 0 * 1 */
+    /* 3 entries; hits 4 + 1 + 1; saved 0.0021 * 4 + 0.5 * 1 + 0 * 1 */
     struct orch_store_stats s;
     CHECK(orch_store_stats(st, &s) == 0);
     CHECK(s.journal_entries == 3);
-    CHECK(s.journal_hits == 5);
-    CHECK(near(s.journal_saved_usd, 0.0021 * 3 + 0.5));
+    CHECK(s.journal_hits == 6);
+    CHECK(near(s.journal_saved_usd, 0.0021 * 4 + 0.5));
     CHECK(s.runs == 4); /* the journal is not runs */
 
     /* lookups of a replayed call (reply = 1) in a group: the reply and its
@@ -1079,8 +1086,8 @@ static void test_journal(struct orch_store *st, const char *db_path)
     CHECK(gs[0].out.tokens_in == 120 && gs[0].out.tokens_out == 30 && gs[0].out.cost_usd == 0.0021);
     CHECK(gs[1].out.response == NULL);
     orch_journal_clear(&gs[0].out);
-    CHECK(orch_store_stats(st, &s) == 0 && s.journal_hits == 6);
-    CHECK(!can_poke() || stored_hits(db_path, JOURNAL_KEY1) == 4);
+    CHECK(orch_store_stats(st, &s) == 0 && s.journal_hits == 7);
+    CHECK(!can_poke() || stored_hits(db_path, JOURNAL_KEY1) == (backend == B_SQLITE ? 3 : 5));
 }
 
 /* A process killed (SIGKILL) right after journal_put returns, without
@@ -1152,12 +1159,15 @@ static void test_reopen(const char *db_path)
     CHECK(jr.response_len == JOURNAL_REPLY_LEN && memcmp(jr.response, journal_reply, JOURNAL_REPLY_LEN) == 0);
     CHECK_STR(jr.model, "gpt-4o-mini");
     CHECK(jr.cost_usd == 0.0021);
-    CHECK(jr.hits == 5); /* 3 gets and a replayed call's lookup before, this one */
+    /* 4 gets and a replayed call's lookup before, this one; on SQLite the
+     * entry holds the 3 a prune folded, and the 2 logged at close reach it
+     * at the next fold (stats counts them) */
+    CHECK(jr.hits == (backend == B_SQLITE ? 4 : 6));
     orch_journal_clear(&jr);
     struct orch_store_stats ss;
     CHECK(orch_store_stats(st, &ss) == 0);
-    CHECK(ss.journal_entries == 3 && ss.journal_hits == 7);
-    CHECK(near(ss.journal_saved_usd, 0.0021 * 5 + 0.5));
+    CHECK(ss.journal_entries == 3 && ss.journal_hits == 8);
+    CHECK(near(ss.journal_saved_usd, 0.0021 * 6 + 0.5));
     orch_store_close(st);
     if (backend != B_SQLITE)
         return;
@@ -1172,10 +1182,12 @@ static void test_reopen(const char *db_path)
                              "(SELECT journal_mode FROM pragma_journal_mode), "
                              "(SELECT count(*) FROM results WHERE run_id = 'r1'), "
                              "(SELECT count(*) FROM result_chunks WHERE run_id = 'r1'), "
-                             "(SELECT sum(n) FROM result_chunks WHERE run_id = 'r1')",
+                             "(SELECT sum(n) FROM result_chunks WHERE run_id = 'r1'), "
+                             "(SELECT sum(hits) || ' ' || sum(entries) FROM llm_journal_hits), "
+                             "(SELECT hits FROM llm_journal WHERE key = '" JOURNAL_KEY1 "')",
                              -1, &s, NULL) == SQLITE_OK);
     CHECK(sqlite3_step(s) == SQLITE_ROW);
-    CHECK(sqlite3_column_int(s, 0) == 8);
+    CHECK(sqlite3_column_int(s, 0) == 9);
     CHECK(sqlite3_column_int64(s, 1) == 0x4F524348);
     CHECK_STR((const char *)sqlite3_column_text(s, 2), "wal");
     /* r1's 4 rows: checkpoint 1's three and the second checkpoint 2's
@@ -1184,8 +1196,39 @@ static void test_reopen(const char *db_path)
     CHECK(sqlite3_column_int(s, 3) == 1);
     CHECK(sqlite3_column_int(s, 4) == 2);
     CHECK(sqlite3_column_int(s, 5) == 3);
+    /* the hits of the two closes wait in the log: 4 + 1 of 3 + 1 entries */
+    CHECK_STR((const char *)sqlite3_column_text(s, 6), "5 4");
+    CHECK(sqlite3_column_int(s, 7) == 3);
     sqlite3_finalize(s);
     sqlite3_close(db);
+}
+
+/* SQLite: the hits a close logs are folded into the entries once the log
+ * holds more entries than twice the journal's, and by a vacuum. */
+static void test_hits_fold(const char *dir)
+{
+    char path[600], err[512];
+    snprintf(path, sizeof path, "%s/fold.db", dir);
+    struct orch_journal_entry e = {.key = JOURNAL_KEY1, .response = "r", .response_len = 1, .cost_usd = 0.5};
+    struct orch_journal_owned got = {0};
+    int64_t want[] = {0, 0, 3, 3, 5, 5}; /* the entry's stored hits after each close */
+    for (int i = 0; i < 6; i++) {
+        struct orch_store *st = orch_store_open(path, err, sizeof err);
+        CHECK(st != NULL);
+        if (st == NULL)
+            return;
+        if (i == 0)
+            CHECK(orch_store_journal_put(st, &e) == 0);
+        CHECK(orch_store_journal_get(st, JOURNAL_KEY1, &got) == 1);
+        orch_journal_clear(&got);
+        struct orch_store_stats s;
+        CHECK(orch_store_stats(st, &s) == 0 && s.journal_hits == i + 1 &&
+              near(s.journal_saved_usd, 0.5 * (i + 1)));
+        if (i == 4)
+            CHECK(orch_store_vacuum(st) == 0);
+        orch_store_close(st);
+        CHECK(stored_hits(path, JOURNAL_KEY1) == want[i]);
+    }
 }
 
 /* The user_version of the database at path, or -1. */
@@ -1237,7 +1280,7 @@ static int make_v1_store(const char *path)
                         "DROP TABLE result_chunks; "
                         "INSERT INTO results (run_id, seq, key, status, data, checkpoint_seq) "
                         "VALUES ('old', 1, 'k1', 'ok', CAST('{\"a\":1}' AS BLOB), 1); "
-                        "DROP TABLE rate_buckets; "
+                        "DROP TABLE rate_buckets; DROP TABLE llm_journal_hits; "
                         "PRAGMA user_version = 1") == SQLITE_OK
                ? 0
                : -1;
@@ -1257,7 +1300,7 @@ static void test_migrate_v1(const char *dir)
         fprintf(stderr, "open v1: %s\n", err);
         return;
     }
-    CHECK(user_version(path) == 8);
+    CHECK(user_version(path) == 9);
     /* what was there is still there and resumable */
     struct orch_run got = {0};
     CHECK(orch_store_run_get(st, "old", &got) == 1);
@@ -1290,14 +1333,16 @@ static void test_migrate_v1(const char *dir)
     CHECK(st != NULL);
     if (st != NULL) {
         CHECK(orch_store_journal_get(st, JOURNAL_KEY1, &jr) == 1);
-        CHECK(jr.hits == 2 && jr.cost_usd == 0.25);
+        /* this lookup; the first one's hit was logged at close and reaches
+         * the entry at the next fold (stats counts both) */
+        CHECK(jr.hits == 1 && jr.cost_usd == 0.25);
         orch_journal_clear(&jr);
         struct orch_store_stats s;
         CHECK(orch_store_stats(st, &s) == 0);
         CHECK(s.runs == 1 && s.journal_entries == 1 && s.journal_hits == 2 && near(s.journal_saved_usd, 0.5));
         orch_store_close(st);
     }
-    CHECK(user_version(path) == 8);
+    CHECK(user_version(path) == 9);
 
     /* a migration that cannot apply is refused whole: the v1 file keeps
      * its version and its data */
@@ -1318,7 +1363,7 @@ static void test_migrate_v1(const char *dir)
         orch_run_clear(&got);
         orch_store_close(st);
     }
-    CHECK(user_version(path) == 8);
+    CHECK(user_version(path) == 9);
 }
 
 /* The first column of the rows sql gives on path, joined by ",", into
@@ -1356,7 +1401,7 @@ static void test_migrate_v7_journal(const char *dir)
         return;
     orch_store_close(st);
     CHECK(sql_on(path,
-                 "DROP TABLE llm_journal;"
+                 "DROP TABLE llm_journal; DROP TABLE llm_journal_hits;"
                  "CREATE TABLE llm_journal (key TEXT PRIMARY KEY, run_id TEXT, provider TEXT, model TEXT, "
                  "response BLOB NOT NULL, tokens_in INTEGER, tokens_out INTEGER, cost_usd REAL, "
                  "latency_ms REAL, created_ms INTEGER NOT NULL, hits INTEGER NOT NULL DEFAULT 0) "
@@ -1376,13 +1421,13 @@ static void test_migrate_v7_journal(const char *dir)
         fprintf(stderr, "open v7: %s\n", err);
         return;
     }
-    CHECK(user_version(path) == 8);
+    CHECK(user_version(path) == 9);
     sql_text(path, "SELECT sql LIKE '%WITHOUT ROWID' FROM sqlite_schema WHERE name = 'llm_journal'", got,
              sizeof got);
     CHECK_STR(got, "0");
     sql_text(path, "SELECT name FROM sqlite_schema WHERE name LIKE 'llm_journal%' ORDER BY name", got,
              sizeof got);
-    CHECK_STR(got, "llm_journal");
+    CHECK_STR(got, "llm_journal,llm_journal_hits");
     sql_text(path, "SELECT key || ' ' || hits || ' ' || cost_usd FROM llm_journal ORDER BY rowid", got,
              sizeof got);
     CHECK_STR(got, JOURNAL_KEY1 " 3 0.25," JOURNAL_KEY2 " 0 0.5");
@@ -1411,7 +1456,9 @@ static void test_migrate_v7_journal(const char *dir)
     CHECK(sql_on(path, "UPDATE llm_journal SET rowid = 100 WHERE key = '" JOURNAL_KEY1 "';"
                        "UPDATE llm_journal SET rowid = 1 WHERE key = '" JOURNAL_KEY2 "';"
                        "UPDATE llm_journal SET rowid = 2 WHERE key = '" JOURNAL_KEY1 "'") == SQLITE_OK);
-    orch_store_close(st); /* writes the hits counted in memory */
+    int64_t pruned = -1;
+    CHECK(orch_store_journal_prune(st, 0, &pruned) == 0 && pruned == 0); /* folds the hits counted */
+    orch_store_close(st);
     sql_text(path,
              "SELECT key || ' ' || hits || ' ' || CAST(response AS TEXT) FROM llm_journal ORDER BY rowid",
              got, sizeof got);
@@ -1625,7 +1672,7 @@ static void test_refusals(const char *dir)
     if (st != NULL)
         orch_store_close(st);
     CHECK(sql_on(path, "PRAGMA user_version = 99") == SQLITE_OK);
-    snprintf(want, sizeof want, "%s: created by a newer orch (schema 99, this orch knows up to 8)", path);
+    snprintf(want, sizeof want, "%s: created by a newer orch (schema 99, this orch knows up to 9)", path);
     expect_refused(path, want);
     st = orch_store_open(path, err, sizeof err);
     CHECK_STR(err, want);
@@ -1635,8 +1682,8 @@ static void test_refusals(const char *dir)
     CHECK(st != NULL);
     if (st != NULL)
         orch_store_close(st);
-    CHECK(sql_on(path, "PRAGMA user_version = 9") == SQLITE_OK);
-    snprintf(want, sizeof want, "%s: created by a newer orch (schema 9, this orch knows up to 8)", path);
+    CHECK(sql_on(path, "PRAGMA user_version = 10") == SQLITE_OK);
+    snprintf(want, sizeof want, "%s: created by a newer orch (schema 10, this orch knows up to 9)", path);
     expect_refused(path, want);
 
     /* text files, short and long */
@@ -1813,7 +1860,7 @@ static void test_readonly(const char *dir)
     CHECK(make_v1_store(path) == 0);
     st = orch_store_open_flags(path, ORCH_STORE_READONLY, err, sizeof err);
     CHECK(st == NULL);
-    CHECK_HAS(err, "written by an older orch (schema 1, this orch reads 8) and opened read-only");
+    CHECK_HAS(err, "written by an older orch (schema 1, this orch reads 9) and opened read-only");
     CHECK(user_version(path) == 1);
 
     char rodir[600];
@@ -2932,6 +2979,7 @@ int main(int argc, char **argv)
 
     test_migrate_v1(dir);
     test_migrate_v7_journal(dir);
+    test_hits_fold(dir);
     test_checkpoint_frames(dir);
     char path[600];
     snprintf(path, sizeof path, "%s/crash.db", dir);

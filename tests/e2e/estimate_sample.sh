@@ -50,8 +50,14 @@ expect_grep "the sampled rows come from the journal" "240 LLM calls \(50 from th
 expect_grep "the summary shows the estimate beside the actual" \
   "^orch:   estimate \\\$0\.[0-9]+ \(90 % interval .*\) for 190 rows, from a sample of 50; actual \\\$0\.[0-9]+ \([-+][0-9.]+ %\)" r1.log
 expect_eq "still one run" "$(sqlite3 ex.db "select id || ' ' || status || ' ' || recoveries from runs")" "$rid completed 0"
-expect_eq "each reply journaled once; the 50 sampled ones hit once each" \
-  "$(sqlite3 ex.db "select count(*), sum(hits), sum(hits > 0) from llm_journal")" "240|50|50"
+expect_eq "each reply journaled once; the 50 sampled ones hit once each, logged at the end" \
+  "$(sqlite3 ex.db "select count(*), sum(hits), (select sum(hits) || '|' || sum(entries) from llm_journal_hits) from llm_journal")" \
+  "240|0|50|50"
+run_orch gc.log gc --vacuum --older-than 1000d --db ex.db
+expect_eq "orch gc --vacuum: exit 0" "$RC" 0
+expect_eq "which folds the log into the entries" \
+  "$(sqlite3 ex.db "select count(*), sum(hits), sum(hits > 0), (select count(*) from llm_journal_hits) from llm_journal")" \
+  "240|50|50|0"
 run_orch h2.log history "$rid" --db ex.db
 expect_eq "events: estimate, started, completed" "$(awk 'NR > 1 {print $3}' h2.log | tr '\n' ' ')" "estimate started completed "
 run_orch s1.log status "$rid" --db ex.db

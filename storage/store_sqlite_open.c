@@ -390,8 +390,22 @@ static int sq_setup(struct sq_store *st, const char *target, int memory, char *e
     return sq_prepare_all(st, target, err, errlen);
 }
 
+/* Before SQLite's first use in the process: no count of the memory it
+ * holds (sqlite3_memory_used, which orch never reads), so an allocation
+ * takes no global mutex (seven a replayed row). Once; refused, harmlessly,
+ * when something used SQLite first. */
+static void sq_configure(void)
+{
+    static int done;
+    if (!done) {
+        done = 1;
+        sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
+    }
+}
+
 struct orch_store *orch_store_sqlite_open(const char *target, int flags, char *err, size_t errlen)
 {
+    sq_configure();
     int memory = strcmp(target, ":memory:") == 0;
     if ((flags & ORCH_STORE_READONLY) && !memory)
         return sq_open_readonly(target, err, errlen);

@@ -105,7 +105,7 @@ const char *const sq_sql[SQ_NSTMT] = {
     [SQ_JH_INSERT] =
         "INSERT INTO llm_journal_hits (hits, saved_usd, entries, counts) VALUES (?1, ?2, ?3, ?4)",
     [SQ_JH_LIST] = "SELECT id, counts FROM llm_journal_hits ORDER BY id",
-    [SQ_JH_CLEAR] = "DELETE FROM llm_journal_hits WHERE id <= ?1",
+    [SQ_JH_CLEAR] = "DELETE FROM llm_journal_hits WHERE id = ?1",
     /* the journal's last rowid for its size: count(*) would read it all */
     [SQ_JH_SIZE] = "SELECT coalesce(sum(entries), 0), (SELECT coalesce(max(rowid), 0) FROM llm_journal) "
                    "FROM llm_journal_hits",
@@ -1408,19 +1408,45 @@ static int sq_hits_log(struct sq_store *st)
     return rc < 0 ? -1 : 0;
 }
 
+/* Whether a log row's packed counts read to their end. */
+static int sq_hits_packed_ok(const unsigned char *b, size_t len)
+{
+    size_t off = 0;
+    int64_t row, n;
+    char key[512];
+    int rc;
+    while ((rc = orch_jhits_unpack(b, len, &off, &row, &n, key, sizeof key)) == 1)
+        ;
+    return rc == 0;
+}
+
 /* Folds the log into the entries' hits (llm_journal.hits), the counts of
  * an entry in several rows added up first, up to ORCH_JHITS_MAX entries a
- * pass, then empties the log. In the caller's transaction. */
+ * pass, then deletes the rows folded. A row whose counts do not read to
+ * their end (changed by hand, say) is left in the log, whole: orch stats
+ * still counts its sums, and nothing of it is folded twice. In the
+ * caller's transaction. */
 static int sq_hits_fold(struct sq_store *st)
 {
     struct orch_jhits merged = {0};
     sqlite3_stmt *s = st->stmt[SQ_JH_LIST];
-    int64_t last = 0;
+    int64_t *folded = NULL;
+    size_t nfolded = 0, cap = 0;
     int rc;
     while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
-        last = sqlite3_column_int64(s, 0);
         const unsigned char *b = sqlite3_column_blob(s, 1);
         size_t len = (size_t)sqlite3_column_bytes(s, 1), off = 0;
+        if (len > 0 && (b == NULL || !sq_hits_packed_ok(b, len)))
+            continue;
+        if (nfolded == cap) {
+            size_t ncap = cap > 0 ? 2 * cap : 16;
+            int64_t *more = realloc(folded, ncap * sizeof *more);
+            if (more == NULL)
+                break; /* the rows read so far are folded; the rest wait */
+            folded = more;
+            cap = ncap;
+        }
+        folded[nfolded++] = sqlite3_column_int64(s, 0);
         int64_t row, n;
         char key[512];
         while (b != NULL && orch_jhits_unpack(b, len, &off, &row, &n, key, sizeof key) == 1) {
@@ -1434,11 +1460,18 @@ static int sq_hits_fold(struct sq_store *st)
     sq_done(s);
     sq_hits_apply(st, &merged);
     orch_jhits_free(&merged);
-    if (rc != SQLITE_DONE)
+    if (rc != SQLITE_DONE && rc != SQLITE_ROW) {
+        free(folded);
         return sq_fail(st, "cannot read the journal's hits");
-    if (last > 0 && sq_start(st, st->stmt[SQ_JH_CLEAR], SQ_ARGS(SQ_INT(last)), NULL,
-                             "cannot clear the journal's folded hits") < 0)
-        return -1;
+    }
+    for (size_t i = 0; i < nfolded; i++) {
+        if (sq_start(st, st->stmt[SQ_JH_CLEAR], SQ_ARGS(SQ_INT(folded[i])), NULL,
+                     "cannot clear the journal's folded hits") < 0) {
+            free(folded);
+            return -1;
+        }
+    }
+    free(folded);
     return 0;
 }
 

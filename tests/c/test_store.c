@@ -1203,6 +1203,8 @@ static void test_reopen(const char *db_path)
     sqlite3_close(db);
 }
 
+static void sql_text(const char *path, const char *sql, char *out, size_t outlen);
+
 /* SQLite: the hits a close logs are folded into the entries once the log
  * holds more entries than twice the journal's, and by a vacuum. */
 static void test_hits_fold(const char *dir)
@@ -1229,6 +1231,23 @@ static void test_hits_fold(const char *dir)
         orch_store_close(st);
         CHECK(stored_hits(path, JOURNAL_KEY1) == want[i]);
     }
+    /* a row of the log changed by hand so that its counts do not read to
+     * their end stays whole: stats counts its sums, a fold leaves it */
+    char got_log[128];
+    CHECK(sql_on(path, "INSERT INTO llm_journal_hits (hits, saved_usd, entries, counts) "
+                       "VALUES (2, 1.0, 1, x'0102')") == SQLITE_OK);
+    struct orch_store *st = orch_store_open(path, err, sizeof err);
+    CHECK(st != NULL);
+    if (st == NULL)
+        return;
+    struct orch_store_stats s;
+    CHECK(orch_store_stats(st, &s) == 0 && s.journal_hits == 8 && near(s.journal_saved_usd, 0.5 * 6 + 1.0));
+    CHECK(orch_store_vacuum(st) == 0);
+    CHECK(orch_store_stats(st, &s) == 0 && s.journal_hits == 8 && near(s.journal_saved_usd, 0.5 * 6 + 1.0));
+    orch_store_close(st);
+    CHECK(stored_hits(path, JOURNAL_KEY1) == 6);
+    sql_text(path, "SELECT count(*) || ' ' || sum(hits) FROM llm_journal_hits", got_log, sizeof got_log);
+    CHECK_STR(got_log, "1 2");
 }
 
 /* The user_version of the database at path, or -1. */

@@ -4,10 +4,17 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define NSLOTS (2 * ORCH_JHITS_MAX) /* a power of two, at most half full */
+/* The keys h takes: its cap, a power of two, or ORCH_JHITS_MAX. */
+static size_t cap_of(const struct orch_jhits *h)
+{
+    return h->cap > 0 ? h->cap : ORCH_JHITS_MAX;
+}
+
+/* Slots: twice the cap, a power of two, at most half full. */
+#define NSLOTS (2 * cap_of(h))
 
 /* FNV-1a: keys are hex digests already, any spread will do. */
-static size_t slot_of(const char *key)
+static size_t slot_of(const struct orch_jhits *h, const char *key)
 {
     uint64_t x = 1469598103934665603ULL;
     for (const unsigned char *p = (const unsigned char *)key; *p != '\0'; p++)
@@ -18,7 +25,7 @@ static size_t slot_of(const char *key)
 /* The slot holding key, or the free slot where it would go. */
 static struct orch_jhit *find(const struct orch_jhits *h, const char *key)
 {
-    size_t i = slot_of(key);
+    size_t i = slot_of(h, key);
     while (h->slots[i].key != NULL && strcmp(h->slots[i].key, key) != 0)
         i = (i + 1) & (NSLOTS - 1);
     return &h->slots[i];
@@ -38,7 +45,7 @@ int64_t orch_jhits_addn(struct orch_jhits *h, const char *key, int64_t row, int6
     }
     struct orch_jhit *s = find(h, key);
     if (s->key == NULL) {
-        if (h->n >= ORCH_JHITS_MAX)
+        if (h->n >= cap_of(h))
             return -1;
         s->key = strdup(key);
         if (s->key == NULL)

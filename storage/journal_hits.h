@@ -28,12 +28,13 @@ struct orch_jhit {
 };
 
 struct orch_jhits {
-    struct orch_jhit *slots; /* 2 * ORCH_JHITS_MAX, allocated on first use */
+    struct orch_jhit *slots; /* 2 * the cap, allocated on first use */
     size_t n;                /* keys counted */
+    size_t cap;              /* the keys it takes, a power of two; 0: ORCH_JHITS_MAX */
 };
 
 /* Counts one more hit of key, found at row (0 if unknown). -> the key's
- * count so far (>= 1), or -1 when memory runs out or ORCH_JHITS_MAX keys
+ * count so far (>= 1), or -1 when memory runs out or the cap's keys
  * are counted (nothing counted: the caller writes the counts first). */
 int64_t orch_jhits_add(struct orch_jhits *h, const char *key, int64_t row);
 

@@ -1420,15 +1420,33 @@ static int sq_hits_packed_ok(const unsigned char *b, size_t len)
     return rc == 0;
 }
 
+/* The entries a fold adds up at once: 262,144 keys take about 34 MB
+ * while the fold runs. A journal of up to that many entries is folded one
+ * write an entry, however many rows of the log count it. */
+#define SQ_FOLD_MAX ((size_t)1 << 18)
+
+/* The cap of a fold's table: the journal's entries (its last rowid),
+ * rounded up to a power of two, between ORCH_JHITS_MAX and SQ_FOLD_MAX. */
+static size_t sq_fold_cap(struct sq_store *st)
+{
+    sqlite3_stmt *s = st->stmt[SQ_JH_SIZE];
+    int64_t entries = sqlite3_step(s) == SQLITE_ROW ? sqlite3_column_int64(s, 1) : 0;
+    sq_done(s);
+    size_t cap = ORCH_JHITS_MAX;
+    while (cap < SQ_FOLD_MAX && (int64_t)cap < entries)
+        cap *= 2;
+    return cap;
+}
+
 /* Folds the log into the entries' hits (llm_journal.hits), the counts of
- * an entry in several rows added up first, up to ORCH_JHITS_MAX entries a
- * pass, then deletes the rows folded. A row whose counts do not read to
+ * an entry in all the rows added up first (in passes of SQ_FOLD_MAX
+ * entries for a larger journal), then deletes the rows folded. A row whose counts do not read to
  * their end (changed by hand, say) is left in the log, whole: orch stats
  * still counts its sums, and nothing of it is folded twice. In the
  * caller's transaction. */
 static int sq_hits_fold(struct sq_store *st)
 {
-    struct orch_jhits merged = {0};
+    struct orch_jhits merged = {.cap = sq_fold_cap(st)};
     sqlite3_stmt *s = st->stmt[SQ_JH_LIST];
     int64_t *folded = NULL;
     size_t nfolded = 0, cap = 0;

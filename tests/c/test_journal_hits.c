@@ -119,8 +119,31 @@ static void test_pack(void)
     CHECK(hits == 0 && saved == 0.0);
 }
 
+/* A table with a cap of its own takes that many keys (a fold's table,
+ * which adds up the log's counts of a whole journal at once). */
+static void test_cap(void)
+{
+    struct orch_jhits h = {.cap = 2 * ORCH_JHITS_MAX};
+    char key[40];
+    int ok = 1;
+    for (int i = 0; i < 2 * ORCH_JHITS_MAX; i++) {
+        snprintf(key, sizeof key, "%032x", (unsigned)(i * 2654435761u));
+        ok = ok && orch_jhits_addn(&h, key, i + 1, 2, 0.0) == 2;
+    }
+    CHECK(ok && h.n == 2 * ORCH_JHITS_MAX);
+    CHECK(orch_jhits_add(&h, "one too many", 0) == -1);
+    snprintf(key, sizeof key, "%032x", (unsigned)(5 * 2654435761u));
+    CHECK(orch_jhits_addn(&h, key, 6, 3, 0.0) == 5);
+    int64_t hits = 0;
+    double saved = 0;
+    orch_jhits_sums(&h, &hits, &saved);
+    CHECK(hits == 4 * ORCH_JHITS_MAX + 3);
+    orch_jhits_free(&h);
+}
+
 int main(void)
 {
+    test_cap();
     test_counts();
     test_pack();
     test_rows();

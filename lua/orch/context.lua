@@ -263,7 +263,12 @@ function M.add_usage(dst, src)
   dst.tokens_out = (dst.tokens_out or 0) + src.tokens_out
   dst.cost = (dst.cost or 0) + src.cost
   local estimated, retries, cached, saved = src.estimated_calls, src.retries, src.cached_calls, src.saved
-  if estimated or retries or cached or saved then
+  if cached and not (estimated or retries) then -- a journal's reply (every replayed row): add_optional's, inline
+    dst.cached_calls = (dst.cached_calls or 0) + cached
+    if saved ~= nil then
+      dst.saved = (dst.saved or 0) + saved
+    end
+  elseif estimated or retries or cached or saved then
     add_optional(dst, src, estimated, retries, cached, saved)
   end
   local model = src._model

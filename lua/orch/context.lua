@@ -73,6 +73,13 @@ function Context:llm(req)
   return llm.call(self, self._run.llm, req)
 end
 
+--- ctx:llm_text(prompt) -> text | nil, err: ctx:llm { prompt = prompt }
+--- without the info table (a prompt stage's call, which reads only the
+--- text).
+function Context:llm_text(prompt)
+  return llm.text(self, self._run.llm, prompt)
+end
+
 -- Adds one call to totals[group][name] (created on first use).
 local function add_to(t, group, name, tokens, cost)
   local groups = t[group]
@@ -90,26 +97,29 @@ local function add_to(t, group, name, tokens, cost)
   g.cost = g.cost + cost
 end
 
+-- A call's figures, as account_call takes them: tokens in and out, cost,
+-- model; cached (answered by the journal) and saved (the cost that saved);
+-- attempts (1: sent once; 0: not sent) and estimated (the provider sent
+-- no usage: tokens counted from the text).
+
 -- Adds a call's rarer figures to t: estimated, retried, answered by the journal.
-local function add_extras(t, info)
-  if info.estimated then -- the provider sent no usage: tokens counted from the text
+local function add_extras(t, cached, saved, attempts, estimated)
+  if estimated then
     t.estimated_calls = (t.estimated_calls or 0) + 1
   end
-  local attempts = info.attempts
   if attempts and attempts > 1 then -- 429s, 5xx, timeouts sent again
     t.retries = (t.retries or 0) + attempts - 1
   end
-  if info.cached then
+  if cached then
     t.cached_calls = (t.cached_calls or 0) + 1
-    t.saved = (t.saved or 0) + (info.saved or 0)
+    t.saved = (t.saved or 0) + (saved or 0)
   end
 end
 
--- Adds one call's figures to t: calls, tokens, cost, per model and stage.
--- tin, tout, cost and model are info's, read once by account (a call is
--- counted twice: in the run's live totals and in the row's usage); a group
--- already there is added to in place, without add_to's call.
-local function add_call(t, info, stage, tin, tout, cost, model)
+-- Adds one call's figures to t: calls, tokens, cost, per model and stage
+-- (a row's nested usage); a group already there is added to in place,
+-- without add_to's call.
+local function add_call(t, stage, tin, tout, cost, model, cached, saved, attempts, estimated)
   local tokens = tin + tout
   t.llm_calls = t.llm_calls + 1
   t.tokens_in = t.tokens_in + tin
@@ -133,70 +143,97 @@ local function add_call(t, info, stage, tin, tout, cost, model)
       add_to(t, "by_stage", stage, tokens, cost)
     end
   end
-  local estimated, cached, attempts = info.estimated, info.cached, info.attempts
-  if cached and not estimated and (attempts or 0) <= 1 then -- a journal's reply: add_extras' figures, inline
-    t.cached_calls = (t.cached_calls or 0) + 1
-    t.saved = (t.saved or 0) + (info.saved or 0)
-  elseif estimated or cached or (attempts or 0) > 1 then
-    add_extras(t, info)
+  if cached or estimated or (attempts or 0) > 1 then
+    add_extras(t, cached, saved, attempts, estimated)
   end
 end
 
 -- A row's usage after its first call, flat (see expand): one table where
 -- the nested form made five. A reply from the journal (every replayed
--- row's) has its two figures set here, in add_extras' order, without its
--- call and its two other checks.
-local function first_call(info, stage, tin, tout, cost, model)
-  local u = { llm_calls = 1, tokens_in = 0 + tin, tokens_out = 0 + tout, cost = 0 + cost, _model = model or false,
-    _stage = stage or false }
-  local estimated, cached, attempts = info.estimated, info.cached, info.attempts
-  if cached and not estimated and (attempts or 0) <= 1 then
-    u.cached_calls = 1
-    u.saved = 0 + (info.saved or 0)
-  elseif estimated or cached or (attempts or 0) > 1 then
-    add_extras(u, info)
+-- row's) or a call paid once, not estimated (most others), is made by
+-- one constructor, with add_extras' two figures of a journal's reply in
+-- it.
+local function first_call(stage, tin, tout, cost, model, cached, saved, attempts, estimated)
+  if estimated or (attempts or 0) > 1 then
+    local u = { llm_calls = 1, tokens_in = 0 + tin, tokens_out = 0 + tout, cost = 0 + cost, _model = model or false,
+      _stage = stage or false }
+    add_extras(u, cached, saved, attempts, estimated)
+    return u
   end
-  return u
+  return { llm_calls = 1, tokens_in = 0 + tin, tokens_out = 0 + tout, cost = 0 + cost, _model = model or false,
+    _stage = stage or false, cached_calls = cached and 1 or nil, saved = cached and 0 + (saved or 0) or nil }
 end
 
 -- A later call of a row whose usage is flat: added to the flat figures
 -- when its model and stage are the row's, else to the nested form.
-local function next_call(ctx, u, info, stage, tin, tout, cost, model)
+local function next_call(ctx, u, stage, tin, tout, cost, model, cached, saved, attempts, estimated)
   if u._model == (model or false) and u._stage == (stage or false) then
     u.llm_calls = u.llm_calls + 1
     u.tokens_in = u.tokens_in + tin
     u.tokens_out = u.tokens_out + tout
     u.cost = u.cost + cost
-    if info.estimated or info.cached or (info.attempts or 0) > 1 then
-      add_extras(u, info)
+    if cached or estimated or (attempts or 0) > 1 then
+      add_extras(u, cached, saved, attempts, estimated)
     end
   else
-    add_call(nested(ctx), info, stage, tin, tout, cost, model)
+    add_call(nested(ctx), stage, tin, tout, cost, model, cached, saved, attempts, estimated)
   end
 end
 
---- Adds an LLM call's usage to the run's live totals (for the budget and
---- the progress line) and to the row's own (ctx._usage; ctx.usage is its
---- nested form, made when read), which the run adds to its checkpointed
---- figures when the row settles, so a row that runs again after a crash
---- is counted once.
-function Context:account(info)
+--- ctx:account_call(tin, tout, cost, model, cached, saved, attempts,
+--- estimated): adds an LLM call's figures to the run's live totals (for
+--- the budget, the checkpoint policy, the progress line and the live
+--- figures: sums, no groups) and to the row's own (ctx._usage; ctx.usage
+--- is its nested form, made when read), which the run adds to its
+--- checkpointed figures, groups by model and stage with them, when the
+--- row settles, so a row that runs again after a crash is counted once.
+--- A call whose info table nobody reads (a prompt stage's) is counted
+--- from its figures, without one.
+function Context:account_call(tin, tout, cost, model, cached, saved, attempts, estimated)
   local run, stage = self._run, self.stage
-  local tin, tout, cost, model = info.tokens_in, info.tokens_out, info.cost, info.model
-  add_call(run.totals, info, stage, tin, tout, cost, model)
+  local t = run.totals
+  t.llm_calls = t.llm_calls + 1
+  t.tokens_in = t.tokens_in + tin
+  t.tokens_out = t.tokens_out + tout
+  t.cost = t.cost + cost
+  if cached and not estimated and (attempts or 0) <= 1 then -- a journal's reply: add_extras' figures, inline
+    t.cached_calls = (t.cached_calls or 0) + 1
+    t.saved = (t.saved or 0) + (saved or 0)
+  elseif cached or estimated or (attempts or 0) > 1 then
+    add_extras(t, cached, saved, attempts, estimated)
+  end
   local u = self._usage -- the row's usage, flat or nested (ctx.usage then)
   if u == nil then
-    self._usage = first_call(info, stage, tin, tout, cost, model)
+    self._usage = first_call(stage, tin, tout, cost, model, cached, saved, attempts, estimated)
     setmetatable(self, Flat)
   elseif u._model ~= nil then
-    next_call(self, u, info, stage, tin, tout, cost, model)
+    next_call(self, u, stage, tin, tout, cost, model, cached, saved, attempts, estimated)
   else
-    add_call(u, info, stage, tin, tout, cost, model)
+    add_call(u, stage, tin, tout, cost, model, cached, saved, attempts, estimated)
   end
   local after_spend = run.after_spend
   if after_spend then
-    after_spend(info)
+    after_spend(cost)
   end
+end
+
+--- ctx:account(info): account_call with the figures of info, the table
+--- ctx:llm returns.
+function Context:account(info)
+  return self:account_call(info.tokens_in, info.tokens_out, info.cost, info.model, info.cached, info.saved,
+    info.attempts, info.estimated)
+end
+
+--- live_totals(totals) -> the live totals a run starts from: totals' sums
+--- (the checkpointed figures of a resumed run), without their groups.
+function M.live_totals(totals)
+  local live = {}
+  for k, v in next, totals do
+    if type(v) == "number" then
+      live[k] = v
+    end
+  end
+  return live
 end
 
 -- Adds one group's figures to dst[group][name], creating what dst lacks.
@@ -291,6 +328,40 @@ function M.add_usage(dst, src)
   if src.by_stage then
     add_groups(dst, src, "by_stage")
   end
+end
+
+--- sums_open(dst, src) -> model, stage, the by_model and by_stage groups,
+--- and dst's figures and theirs, for a settling loop to add rows up in
+--- locals (see the driver's flush): after add_usage(dst, src) of a row
+--- whose usage is flat with a model and a stage (src), whose groups are
+--- then there; nil for any other row. A later row is added in locals
+--- when its usage is flat with the same model and stage and has no
+--- estimated calls or retries, and a saved figure with its cached calls
+--- or neither: add_usage's additions, in its order. The locals go back
+--- with sums_put before anything else reads or adds to dst.
+function M.sums_open(dst, src)
+  local model, stage = src._model, src._stage
+  if not (model and stage) then
+    return nil
+  end
+  local gm, gs = dst.by_model[model], dst.by_stage[stage]
+  return model, stage, gm, gs, dst.llm_calls, dst.tokens_in, dst.tokens_out, dst.cost, dst.cached_calls, dst.saved,
+    gm.calls, gm.tokens, gm.cost, gs.calls, gs.tokens, gs.cost
+end
+
+--- sums_put(dst, gm, gs, figures...): stores what sums_open gave, added
+--- to, back in dst and its two groups. -> nothing
+function M.sums_put(dst, gm, gs, calls, tin, tout, cost, cached, saved, m_calls, m_tokens, m_cost, s_calls, s_tokens,
+                    s_cost)
+  dst.llm_calls, dst.tokens_in, dst.tokens_out, dst.cost = calls, tin, tout, cost
+  if cached ~= nil then
+    dst.cached_calls = cached
+  end
+  if saved ~= nil then
+    dst.saved = saved
+  end
+  gm.calls, gm.tokens, gm.cost = m_calls, m_tokens, m_cost
+  gs.calls, gs.tokens, gs.cost = s_calls, s_tokens, s_cost
 end
 
 local levels = require("orch.log").LEVEL_RANK -- the levels a message may have

@@ -35,6 +35,7 @@ local store = require("orch.store")
 local files = require("orch.run.files")
 local services = require("orch.run.services")
 local outcome = require("orch.run.outcome")
+local context = require("orch.context")
 local checkpoint = require("orch.run.checkpoint")
 local driver = require("orch.run.driver")
 local progress = require("orch.run.progress")
@@ -114,7 +115,7 @@ local function restore(R)
       return files.cannot_start(R, "resume the input", tostring(serr))
     end
   end
-  R.live = outcome.deepcopy(R.totals)
+  R.live = context.live_totals(R.totals)
 end
 
 -- Runs the driver task, the workflow's limits set for the run. -> ok,

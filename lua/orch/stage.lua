@@ -172,8 +172,16 @@ function M.prompt(opts)
   end
   function stage.run(row, ctx)
     -- the request is built in the call's own argument, not kept in a local:
-    -- the prompt is not held here while the row waits for its reply
-    local value, info = ctx:llm(plain and { prompt = render_row(row) } or request(row))
+    -- the prompt is not held here while the row waits for its reply. A
+    -- plain prompt goes through a Context's llm_text: the reply's text
+    -- without the info table this stage would not read.
+    local value, info
+    local llm_text = plain and ctx.llm_text
+    if llm_text then
+      value, info = llm_text(ctx, render_row(row))
+    else
+      value, info = ctx:llm(plain and { prompt = render_row(row) } or request(row))
+    end
     if value == nil then
       error(info, 0)
     end

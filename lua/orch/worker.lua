@@ -334,12 +334,12 @@ local function shared_budget(W, R, max_usd)
   end
   rt.budget = b
   local own_after = rt.after_spend
-  rt.after_spend = function(info)
-    if info.cost and info.cost > 0 then
-      st:budget_settle(run_id, 0, info.cost)
+  rt.after_spend = function(cost) -- a call's cost, once counted
+    if cost and cost > 0 then
+      st:budget_settle(run_id, 0, cost)
     end
     if own_after then
-      own_after(info)
+      own_after(cost)
     end
   end
 end
@@ -442,6 +442,7 @@ local function run_lease(W, lease)
   local parts = require("orch.run").parts
   local services = require("orch.run.services")
   local outcome = require("orch.run.outcome")
+  local context = require("orch.context")
   local checkpoint = require("orch.run.checkpoint")
   local progress = require("orch.run.progress")
   local run = {}
@@ -463,7 +464,7 @@ local function run_lease(W, lease)
   end
   R.conc = opts.concurrency or wf.concurrency or (wf.llm and wf.llm.concurrency) or 16
   R.cursor = { offset = lease.offset, index = lease.index, line = lease.line }
-  R.live = outcome.deepcopy(R.totals)
+  R.live = context.live_totals(R.totals)
   services.setup(R)
   if W.max_usd then
     shared_budget(W, R, W.max_usd)

@@ -521,8 +521,9 @@ describe("ctx:llm through the scheduler", function()
     assert.is_true(info.latency >= 0.015 and info.latency < 1, "latency " .. info.latency)
     assert.are.equal(1, info.attempts)
     assert.is_false(info.cached)
-    assert.are.same({ llm_calls = 1, tokens_in = tin, tokens_out = tout, cost = info.cost,
-      by_model = { mock = { calls = 1, tokens = tin + tout, cost = info.cost } } }, run.totals)
+    -- the live totals are sums; the groups by model and stage are the row's
+    -- usage's, added to the checkpointed totals when the row settles
+    assert.are.same({ llm_calls = 1, tokens_in = tin, tokens_out = tout, cost = info.cost }, run.totals)
   end)
 
   it("a row's usage after its first call and after more has the figures and shape of the run's totals", function()
@@ -536,7 +537,14 @@ describe("ctx:llm through the scheduler", function()
       by_model = { m1 = { calls = 1, tokens = 7, cost = 0 } }, by_stage = { classify = { calls = 1, tokens = 7,
       cost = 0 } } }
     assert.are.same(one, ctx.usage)
-    assert.are.same(one, run.totals)
+    local function sums(u) -- the live totals: u without its groups
+      local t = {}
+      for k, v in pairs(u) do
+        t[k] = type(v) == "number" and v or nil
+      end
+      return t
+    end
+    assert.are.same(sums(one), run.totals)
     assert.are.equal("integer", math.type(ctx.usage.cost)) -- a hit's cost stays the integer 0
     local paid = { text = "u", model = "m2", provider = "mock", tokens_in = 3, tokens_out = 1, tokens = 4,
       cost = 0.5, latency = 1, attempts = 3, estimated = true }
@@ -545,7 +553,7 @@ describe("ctx:llm through the scheduler", function()
       estimated_calls = 1, retries = 2, by_model = { m1 = { calls = 1, tokens = 7, cost = 0 }, m2 = { calls = 1,
       tokens = 4, cost = 0.5 } }, by_stage = { classify = { calls = 2, tokens = 11, cost = 0.5 } } }
     assert.are.same(two, ctx.usage)
-    assert.are.same(two, run.totals)
+    assert.are.same(sums(two), run.totals)
     local ctx2 = context.new(run, 2, "k2") -- a first call that was paid, retried and estimated; no stage
     ctx2:account(paid)
     assert.are.same({ llm_calls = 1, tokens_in = 3, tokens_out = 1, cost = 0.5, estimated_calls = 1, retries = 2,
@@ -618,6 +626,52 @@ describe("ctx:llm through the scheduler", function()
       again.cost, again.saved, again.latency, again.attempts, again.cached })
     assert.are.equal(2, run.totals.llm_calls)
     assert.are.equal(sent.cost, run.totals.cost)
+  end)
+
+  it("ctx:llm_text counts a call as ctx:llm does, sent or from the journal, and returns the text alone", function()
+    local function journaled_run()
+      local run = fake_run { provider = "mock", latency_ms = 0 }
+      local held = {}
+      run.journal = {
+        get = function(key)
+          return held[key]
+        end,
+        put = function(key, _, _, response, tin, tout, cost)
+          held[key] = { response = response, tokens_in = tin, tokens_out = tout, cost_usd = cost }
+        end,
+      }
+      return run
+    end
+    local function twice(use_text) -- a call sent, then the same answered by the journal
+      local run = journaled_run()
+      return sched.run(function()
+        local out, usages = {}, {}
+        for i = 1, 2 do
+          local ctx = context.new(run, i, "k" .. i)
+          ctx.stage = "classify"
+          local a, b
+          if use_text then
+            a, b = ctx:llm_text "journal me"
+          else
+            a, b = ctx:llm { prompt = "journal me" }
+          end
+          out[i] = { a, b == nil }
+          usages[i] = ctx.usage
+        end
+        return out, usages, run.totals
+      end)
+    end
+    local o1, u1, t1 = twice(false)
+    local o2, u2, t2 = twice(true)
+    assert.are.equal(o1[1][1], o2[1][1])
+    assert.are.equal(o1[2][1], o2[2][1])
+    assert.are.same({ false, false }, { o1[1][2], o1[2][2] }) -- ctx:llm gives its info
+    assert.are.same({ true, true }, { o2[1][2], o2[2][2] }) -- llm_text none
+    assert.are.same(u1, u2)
+    assert.are.same(t1, t2)
+    assert.are.equal(1, t2.cached_calls)
+    assert.are.equal(2, t2.llm_calls)
+    assert.is_true(u2[1].cost > 0 and u2[2].saved == u2[1].cost)
   end)
 
   it("reads a replayed reply through journal.reply when the journal has it, as through get", function()
@@ -732,8 +786,8 @@ describe("ctx:llm through the scheduler", function()
     assert.is_nil(a[2])
     assert.are.same({ llm_calls = 1, tokens_in = 1, tokens_out = 2, cost = 0, _model = "gpt-4o-mini",
       _stage = false, cached_calls = 1, saved = 0.5 }, b)
-    assert.are.same({ llm_calls = 1, tokens_in = 1, tokens_out = 2, cost = 0, cached_calls = 1, saved = 0.5,
-      by_model = { ["gpt-4o-mini"] = { calls = 1, tokens = 3, cost = 0 } } }, run.totals)
+    assert.are.same({ llm_calls = 1, tokens_in = 1, tokens_out = 2, cost = 0, cached_calls = 1, saved = 0.5 },
+      run.totals)
   end)
 
   it("accumulates totals over calls and accepts a string prompt", function()

@@ -48,6 +48,7 @@ local MAX_BATCH = 64
 -- Adds a row's LLM figures (as Context:account made them, flat or nested)
 -- to the run's; expand_usage makes the nested form a row event carries.
 local add_usage, expand_usage = require("orch.context").add_usage, require("orch.context").expand_usage
+local sums_open, sums_put = require("orch.context").sums_open, require("orch.context").sums_put
 
 -- A first signal stops admission and starts the grace period. -> how many
 -- signals have come.
@@ -219,14 +220,19 @@ end
 -- a checkpoint when one is due. Counted and recorded when settled, so a
 -- checkpoint's figures and errors file hold exactly the rows before its
 -- cursor. A row that got through has no record (see settle_ok): its
--- slot holds its LLM figures (a table without status) or true.
+-- slot holds its LLM figures (a table without status) or true. The LLM
+-- figures of rows like the one before (flat usage, the same model and
+-- stage: most rows) are added up in locals (context.sums_open: add_usage's
+-- additions in its order, without its call and table writes), put back
+-- in the totals (am = am and sums_put(...): am, the model added up, nil
+-- after) before a checkpoint, another kind of row or the end.
 local function flush(R, D)
   local done, end_offset, end_line, cursor, window = D.done, D.end_offset, D.end_line, R.cursor, D.window
   local lines, keys, out, counts, totals, bus = D.lines, D.keys, R.out, R.counts, R.totals, R.bus
   local write_seq, wants, add_result, live = D.write_seq, bus.wants, R.add_result, R.live
   local last, last_t, last_cost = R.last_ckpt_index, R.last_t, R.last_cost
-  local threshold, watch = checkpoint.threshold(R)
-  local bound_s, bound_usd = R.bound_seconds, R.bound_usd
+  local bound_s, bound_usd, threshold, watch = R.bound_seconds, R.bound_usd, checkpoint.threshold(R)
+  local am, as, gm, gs, calls, tin, tout, cost, cached, saved, m_calls, m_tokens, m_cost, s_calls, s_tokens, s_cost
   while true do
     local slot = write_seq % window + 1
     local d = done[slot]
@@ -241,7 +247,24 @@ local function flush(R, D)
       end
       counts.ok = counts.ok + 1
       if d ~= true then -- the row's LLM figures, for the row event too
-        add_usage(totals, d)
+        local d_cached, d_saved = d.cached_calls, d.saved
+        if am and d._model == am and d._stage == as and d.estimated_calls == nil and d.retries == nil
+          and (d_cached == nil) == (d_saved == nil) then
+          local d_calls, d_cost, d_tin, d_tout = d.llm_calls, d.cost, d.tokens_in, d.tokens_out
+          local d_tokens = d_tin + d_tout
+          calls, tin, tout, cost = calls + d_calls, tin + d_tin, tout + d_tout, cost + d_cost
+          if d_cached then
+            cached, saved = (cached or 0) + d_cached, (saved or 0) + d_saved
+          end
+          m_calls, m_tokens, m_cost = m_calls + d_calls, m_tokens + d_tokens, m_cost + d_cost
+          s_calls, s_tokens, s_cost = s_calls + d_calls, s_tokens + d_tokens, s_cost + d_cost
+        else
+          am = am and sums_put(totals, gm, gs, calls, tin, tout, cost, cached, saved, m_calls, m_tokens, m_cost,
+            s_calls, s_tokens, s_cost)
+          add_usage(totals, d)
+          am, as, gm, gs, calls, tin, tout, cost, cached, saved, m_calls, m_tokens, m_cost, s_calls, s_tokens, s_cost =
+            sums_open(totals, d)
+        end
         usage = wants.row and expand_usage(d) or nil -- observers see ctx.usage's nested form
       end
       if wants.row then
@@ -254,6 +277,8 @@ local function flush(R, D)
         pending[#pending + 1] = { seq = write_seq, key = key, status = "ok" }
       end
     else
+      am = am and sums_put(totals, gm, gs, calls, tin, tout, cost, cached, saved, m_calls, m_tokens, m_cost, s_calls,
+        s_tokens, s_cost) -- flush_record may add to the totals
       flush_record(R, d, write_seq)
     end
     local e = end_offset[slot]
@@ -268,13 +293,16 @@ local function flush(R, D)
       or (watch and (now() - last_t >= bound_s or live.cost - last_cost >= bound_usd)) then
       local why = due(R)
       if why then
+        am = am and sums_put(totals, gm, gs, calls, tin, tout, cost, cached, saved, m_calls, m_tokens, m_cost,
+          s_calls, s_tokens, s_cost) -- the checkpoint writes the totals
         begin(R, why)
         last, last_t, last_cost = R.last_ckpt_index, R.last_t, R.last_cost
-        threshold, watch = checkpoint.threshold(R)
-        bound_s, bound_usd = R.bound_seconds, R.bound_usd
+        bound_s, bound_usd, threshold, watch = R.bound_seconds, R.bound_usd, checkpoint.threshold(R)
       end
     end
   end
+  am = am and sums_put(totals, gm, gs, calls, tin, tout, cost, cached, saved, m_calls, m_tokens, m_cost, s_calls,
+    s_tokens, s_cost)
   D.write_seq = write_seq
 end
 

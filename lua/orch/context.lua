@@ -330,23 +330,19 @@ function M.add_usage(dst, src)
   end
 end
 
---- sums_open(dst, src) -> model, stage, the by_model and by_stage groups,
---- and dst's figures and theirs, for a settling loop to add rows up in
---- locals (see the driver's flush): after add_usage(dst, src) of a row
---- whose usage is flat with a model and a stage (src), whose groups are
---- then there; nil for any other row. A later row is added in locals
---- when its usage is flat with the same model and stage and has no
---- estimated calls or retries, and a saved figure with its cached calls
---- or neither: add_usage's additions, in its order. The locals go back
---- with sums_put before anything else reads or adds to dst.
-function M.sums_open(dst, src)
-  local model, stage = src._model, src._stage
-  if not (model and stage) then
-    return nil
-  end
+--- sums_open(dst, model, stage) -> the by_model and by_stage groups of
+--- model and stage, and dst's figures and theirs, for a settling loop to
+--- add rows up in locals (see the driver's flush), once add_usage has
+--- added a row whose usage is flat with that model and stage (both set:
+--- its groups are there). A later row is added in locals when its usage
+--- is flat with the same model and stage and has no estimated calls or
+--- retries, and a saved figure with its cached calls or neither:
+--- add_usage's additions, in its order. The locals go back with sums_put
+--- before anything else reads or adds to dst.
+function M.sums_open(dst, model, stage)
   local gm, gs = dst.by_model[model], dst.by_stage[stage]
-  return model, stage, gm, gs, dst.llm_calls, dst.tokens_in, dst.tokens_out, dst.cost, dst.cached_calls, dst.saved,
-    gm.calls, gm.tokens, gm.cost, gs.calls, gs.tokens, gs.cost
+  return gm, gs, dst.llm_calls, dst.tokens_in, dst.tokens_out, dst.cost, dst.cached_calls, dst.saved, gm.calls,
+    gm.tokens, gm.cost, gs.calls, gs.tokens, gs.cost
 end
 
 --- sums_put(dst, gm, gs, figures...): stores what sums_open gave, added

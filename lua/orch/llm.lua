@@ -547,8 +547,13 @@ function M.text(ctx, cfg, prompt)
   if cfg == nil then
     error("ctx:llm: the workflow has no llm = { provider = ... } table", 2)
   end
-  return complete(ctx, cfg, M.providers[cfg.provider], { prompt = prompt, system = cfg.system,
-    model = cfg.model or cfg.provider, temperature = cfg.temperature, max_tokens = cfg.max_tokens, json = false }, true)
+  local system, temperature, max_tokens = cfg.system, cfg.temperature, cfg.max_tokens
+  if system == nil and temperature == nil and max_tokens == nil then -- a table of three fields, not six
+    return complete(ctx, cfg, M.providers[cfg.provider], { prompt = prompt, model = cfg.model or cfg.provider,
+      json = false }, true)
+  end
+  return complete(ctx, cfg, M.providers[cfg.provider], { prompt = prompt, system = system,
+    model = cfg.model or cfg.provider, temperature = temperature, max_tokens = max_tokens, json = false }, true)
 end
 
 --- call(ctx, cfg, req) -> value, info | nil, err

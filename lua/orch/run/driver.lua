@@ -216,16 +216,24 @@ local function flush_record(R, d, write_seq)
   end
 end
 
+-- Begins a checkpoint (why: its reason) from flush. -> what flush watches
+-- next: the last checkpoint's row, time and cost, the policy's bounds of
+-- seconds and dollars, the rows threshold and whether the bounds apply
+local function begun(R, why)
+  begin(R, why)
+  return R.last_ckpt_index, R.last_t, R.last_cost, R.bound_seconds, R.bound_usd, checkpoint.threshold(R)
+end
+
 -- Settles rows in input order: output line, figures, result, cursor; and
 -- a checkpoint when one is due. Counted and recorded when settled, so a
 -- checkpoint's figures and errors file hold exactly the rows before its
 -- cursor. A row that got through has no record (see settle_ok): its
 -- slot holds its LLM figures (a table without status) or true. The LLM
--- figures of rows like the one before (flat usage, the same model and
--- stage: most rows) are added up in locals (context.sums_open: add_usage's
+-- figures of rows like the one before (am, as: its model and stage; flat
+-- usage: most rows) are added up in locals (context.sums_open: add_usage's
 -- additions in its order, without its call and table writes), put back
--- in the totals (am = am and sums_put(...): am, the model added up, nil
--- after) before a checkpoint, another kind of row or the end.
+-- in the totals (gm = gm and sums_put(...): gm, the model's group while
+-- open, nil after) before a checkpoint, another kind of row or the end.
 local function flush(R, D)
   local done, end_offset, end_line, cursor, window = D.done, D.end_offset, D.end_line, R.cursor, D.window
   local lines, keys, out, counts, totals, bus = D.lines, D.keys, R.out, R.counts, R.totals, R.bus
@@ -247,9 +255,13 @@ local function flush(R, D)
       end
       counts.ok = counts.ok + 1
       if d ~= true then -- the row's LLM figures, for the row event too
-        local d_cached, d_saved = d.cached_calls, d.saved
-        if am and d._model == am and d._stage == as and d.estimated_calls == nil and d.retries == nil
+        local model, stage, d_cached, d_saved = d._model, d._stage, d.cached_calls, d.saved
+        if model == am and stage == as and model and stage and d.estimated_calls == nil and d.retries == nil
           and (d_cached == nil) == (d_saved == nil) then
+          if not gm then -- the row before was added by add_usage: its groups are there
+            gm, gs, calls, tin, tout, cost, cached, saved, m_calls, m_tokens, m_cost, s_calls, s_tokens, s_cost =
+              sums_open(totals, model, stage)
+          end
           local d_calls, d_cost, d_tin, d_tout = d.llm_calls, d.cost, d.tokens_in, d.tokens_out
           local d_tokens = d_tin + d_tout
           calls, tin, tout, cost = calls + d_calls, tin + d_tin, tout + d_tout, cost + d_cost
@@ -259,11 +271,10 @@ local function flush(R, D)
           m_calls, m_tokens, m_cost = m_calls + d_calls, m_tokens + d_tokens, m_cost + d_cost
           s_calls, s_tokens, s_cost = s_calls + d_calls, s_tokens + d_tokens, s_cost + d_cost
         else
-          am = am and sums_put(totals, gm, gs, calls, tin, tout, cost, cached, saved, m_calls, m_tokens, m_cost,
+          gm = gm and sums_put(totals, gm, gs, calls, tin, tout, cost, cached, saved, m_calls, m_tokens, m_cost,
             s_calls, s_tokens, s_cost)
           add_usage(totals, d)
-          am, as, gm, gs, calls, tin, tout, cost, cached, saved, m_calls, m_tokens, m_cost, s_calls, s_tokens, s_cost =
-            sums_open(totals, d)
+          am, as = model, stage
         end
         usage = wants.row and expand_usage(d) or nil -- observers see ctx.usage's nested form
       end
@@ -273,11 +284,10 @@ local function flush(R, D)
       if add_result then -- packed for the checkpoint
         add_result(write_seq, key, "ok", nil)
       else -- a worker's lease store takes records
-        local pending = R.pending
-        pending[#pending + 1] = { seq = write_seq, key = key, status = "ok" }
+        R.pending[#R.pending + 1] = { seq = write_seq, key = key, status = "ok" }
       end
     else
-      am = am and sums_put(totals, gm, gs, calls, tin, tout, cost, cached, saved, m_calls, m_tokens, m_cost, s_calls,
+      gm = gm and sums_put(totals, gm, gs, calls, tin, tout, cost, cached, saved, m_calls, m_tokens, m_cost, s_calls,
         s_tokens, s_cost) -- flush_record may add to the totals
       flush_record(R, d, write_seq)
     end
@@ -293,15 +303,13 @@ local function flush(R, D)
       or (watch and (now() - last_t >= bound_s or live.cost - last_cost >= bound_usd)) then
       local why = due(R)
       if why then
-        am = am and sums_put(totals, gm, gs, calls, tin, tout, cost, cached, saved, m_calls, m_tokens, m_cost,
+        gm = gm and sums_put(totals, gm, gs, calls, tin, tout, cost, cached, saved, m_calls, m_tokens, m_cost,
           s_calls, s_tokens, s_cost) -- the checkpoint writes the totals
-        begin(R, why)
-        last, last_t, last_cost = R.last_ckpt_index, R.last_t, R.last_cost
-        bound_s, bound_usd, threshold, watch = R.bound_seconds, R.bound_usd, checkpoint.threshold(R)
+        last, last_t, last_cost, bound_s, bound_usd, threshold, watch = begun(R, why)
       end
     end
   end
-  am = am and sums_put(totals, gm, gs, calls, tin, tout, cost, cached, saved, m_calls, m_tokens, m_cost, s_calls,
+  gm = gm and sums_put(totals, gm, gs, calls, tin, tout, cost, cached, saved, m_calls, m_tokens, m_cost, s_calls,
     s_tokens, s_cost)
   D.write_seq = write_seq
 end

@@ -37,6 +37,22 @@ local function fake_run(llm_cfg)
   }
 end
 
+-- A fake run of the mock provider whose journal is a table: get finds
+-- what put held.
+local function journaled_run()
+  local run = fake_run { provider = "mock", latency_ms = 0 }
+  local held = {}
+  run.journal = {
+    get = function(key)
+      return held[key]
+    end,
+    put = function(key, _, _, response, tin, tout, cost)
+      held[key] = { response = response, tokens_in = tin, tokens_out = tout, cost_usd = cost }
+    end,
+  }
+  return run
+end
+
 -- Mock usage: about four characters a token, plus 7 tokens of overhead in.
 local function mock_tokens(prompt, text, system)
   return math.max(1, (#prompt + #(system or "") + 3) // 4 + 7), math.max(1, (#text + 3) // 4)
@@ -600,16 +616,7 @@ describe("ctx:llm through the scheduler", function()
   end)
 
   it("gives the same info fields for a reply sent and for one the journal holds", function()
-    local run = fake_run { provider = "mock", latency_ms = 0 }
-    local held = {}
-    run.journal = {
-      get = function(key)
-        return held[key]
-      end,
-      put = function(key, _, _, response, tin, tout, cost)
-        held[key] = { response = response, tokens_in = tin, tokens_out = tout, cost_usd = cost }
-      end,
-    }
+    local run = journaled_run()
     local sent, again = sched.run(function()
       local ctx = context.new(run, 1, "k")
       local _, i1 = ctx:llm "journal me"
@@ -629,19 +636,6 @@ describe("ctx:llm through the scheduler", function()
   end)
 
   it("ctx:llm_text counts a call as ctx:llm does, sent or from the journal, and returns the text alone", function()
-    local function journaled_run()
-      local run = fake_run { provider = "mock", latency_ms = 0 }
-      local held = {}
-      run.journal = {
-        get = function(key)
-          return held[key]
-        end,
-        put = function(key, _, _, response, tin, tout, cost)
-          held[key] = { response = response, tokens_in = tin, tokens_out = tout, cost_usd = cost }
-        end,
-      }
-      return run
-    end
     local function twice(use_text) -- a call sent, then the same answered by the journal
       local run = journaled_run()
       return sched.run(function()

@@ -1644,6 +1644,14 @@ void sq_reader_close(struct sq_store *st)
     st->reader = NULL;
 }
 
+/* The reader reads the database file through a mapping of up to this
+ * many bytes: a replay's lookups land on random pages of the key's index
+ * and the journal, and a page read from the mapping is not copied in by a
+ * pread (a 20,000-row replay made 11,431 of them with the 512 KiB cache).
+ * Pages still in the WAL are read as before; SQLite maps the file again
+ * at a read transaction's start when its size has changed. */
+#define SQ_READER_MMAP "268435456"
+
 /* Opens the reader on first use. 0, or -1 when there is none to be had
  * (a store in memory is one connection's own; an open that failed once is
  * not tried again): lookups then wait for the group, as before. */
@@ -1665,7 +1673,7 @@ static int sq_reader_open(struct sq_store *st)
     if (rc == SQLITE_OK)
         rc = sqlite3_open_v2(file, &r->db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, NULL);
     if (rc == SQLITE_OK)
-        rc = sqlite3_exec(r->db, "PRAGMA cache_size = -512", NULL, NULL, NULL);
+        rc = sqlite3_exec(r->db, "PRAGMA cache_size = -512; PRAGMA mmap_size = " SQ_READER_MMAP, NULL, NULL, NULL);
     const char *sql[] = {"BEGIN", "COMMIT", sq_sql[SQ_JR_GET], sq_sql[SQ_JR_REPLY]};
     sqlite3_stmt **stmt[] = {&r->begin, &r->commit, &r->get, &r->reply};
     for (size_t i = 0; i < 4 && rc == SQLITE_OK; i++)

@@ -1673,7 +1673,8 @@ static int sq_reader_open(struct sq_store *st)
     if (rc == SQLITE_OK)
         rc = sqlite3_open_v2(file, &r->db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, NULL);
     if (rc == SQLITE_OK)
-        rc = sqlite3_exec(r->db, "PRAGMA cache_size = -512; PRAGMA mmap_size = " SQ_READER_MMAP, NULL, NULL, NULL);
+        rc = sqlite3_exec(r->db, "PRAGMA cache_size = -512; PRAGMA mmap_size = " SQ_READER_MMAP, NULL, NULL,
+                          NULL);
     const char *sql[] = {"BEGIN", "COMMIT", sq_sql[SQ_JR_GET], sq_sql[SQ_JR_REPLY]};
     sqlite3_stmt **stmt[] = {&r->begin, &r->commit, &r->get, &r->reply};
     for (size_t i = 0; i < 4 && rc == SQLITE_OK; i++)

@@ -1801,7 +1801,12 @@ static int sq_error_page(struct orch_store *base, const char *run_id, int64_t af
  * These statements are prepared when used (leases are claimed a few
  * times a minute, not per row); each call is one transaction. */
 
-#define SQ_NOW_MS "CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER)"
+/* The time in ms since 1970, as orch_store_now_ms reads it. SQLite holds
+ * 'now' as a whole number of ms, but the day fraction julianday gives
+ * back multiplies out a hair above or below it: rounded, not truncated,
+ * or it read 1 ms early about half the time (and a rate limit's wait,
+ * measured against it, came out 1 ms short). */
+#define SQ_NOW_MS "CAST((julianday('now') - 2440587.5) * 86400000.0 + 0.5 AS INTEGER)"
 
 /* Prepares constant sql into *s. 0, or -1 with st->err set from what. */
 static int sq_prep(struct sq_store *st, const char *sql, sqlite3_stmt **s, const char *what)

@@ -843,12 +843,12 @@ static void json_encode_value(struct json_enc *e, int idx)
     }
 }
 
-/* Encodes the value at vidx, the top-level object's keys in the order at
- * orderidx first (0: none), then suffix; pushes the text. The stack's top
+/* Encodes prefix, then the value at vidx, the top-level object's keys in
+ * the order at orderidx first (0: none), then suffix; pushes the text. The stack's top
  * must be above vidx and orderidx: the slot pushed here anchors the
  * output once it outgrows e.init. */
 static int json_encode_top(lua_State *L, int vidx, int orderidx, const struct json_order *order,
-                           const char *suffix, size_t suffixlen)
+                           const char *prefix, size_t prefixlen, const char *suffix, size_t suffixlen)
 {
     struct json_enc e;
 
@@ -862,6 +862,7 @@ static int json_encode_top(lua_State *L, int vidx, int orderidx, const struct js
     e.orderidx = orderidx;
     e.depth = 0;
     e.pathlen = 0;
+    json_putmem(&e, prefix, prefixlen);
     json_encode_value(&e, vidx);
     json_putmem(&e, suffix, suffixlen);
     lua_pushlstring(L, e.b, e.n);
@@ -892,7 +893,7 @@ static int l_json_encode(lua_State *L)
     size_t suffixlen = 0;
     const char *suffix = luaL_optlstring(L, 3, "", &suffixlen);
     lua_settop(L, 3);
-    return json_encode_top(L, 1, hasorder ? 2 : 0, NULL, suffix, suffixlen);
+    return json_encode_top(L, 1, hasorder ? 2 : 0, NULL, "", 0, suffix, suffixlen);
 }
 
 /* 1 when the len bytes at s are UTF-8 as json_putstr takes them. */
@@ -916,10 +917,12 @@ static int json_utf8ok(const char *s, size_t len)
     return 1;
 }
 
-/* quote(v) -> encode(v) for a string or a number, or nil where encode
- * would raise (a string not UTF-8, NaN, inf) or for any other type. For
- * a caller that writes a known JSON shape around a few values, and falls
- * back to encode (for its message) when one cannot be written. */
+/* quote(v [, pre [, post]]) -> pre .. encode(v) .. post for a string or
+ * a number, or nil where encode would raise (a string not UTF-8, NaN,
+ * inf) or for any other type. For a caller that writes a known JSON shape
+ * around a few values, and falls back to encode (for its message) when
+ * one cannot be written; pre and post put the shape around one value in
+ * the same string (one string a request body, not three). */
 static int l_json_quote(lua_State *L)
 {
     int t = lua_type(L, 1);
@@ -940,8 +943,9 @@ static int l_json_quote(lua_State *L)
         lua_pushnil(L);
         return 1;
     }
-    lua_settop(L, 1);
-    return json_encode_top(L, 1, 0, NULL, "", 0);
+    size_t prelen = 0, postlen = 0;
+    const char *pre = luaL_optlstring(L, 2, "", &prelen), *post = luaL_optlstring(L, 3, "", &postlen);
+    return json_encode_top(L, 1, 0, NULL, pre, prelen, post, postlen);
 }
 
 /* The function encoder() returns: line(self, value) -> encode(value,
@@ -957,7 +961,7 @@ static int l_json_line(lua_State *L)
 
     luaL_checkany(L, 2);
     lua_settop(L, 2);
-    return json_encode_top(L, 2, 0, order, suffix, suffixlen);
+    return json_encode_top(L, 2, 0, order, "", 0, suffix, suffixlen);
 }
 
 /* Pushes a userdata holding a struct json_order copied from the array of

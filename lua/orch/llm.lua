@@ -6,7 +6,10 @@
 -- whose call returns text, { input = tokens, output = tokens } or nil, err;
 -- or one with build(req, cfg[, body]) -> { url, headers, body } and
 -- parse(decoded reply), and optionally body(req, cfg) -> build's body alone
--- (then a reply the journal holds is found without building the request).
+-- (then a reply the journal holds is found without building the request)
+-- and, with body, text_body(prompt, model) -> body's bytes for { prompt =
+-- prompt, model = model, json = false } (then a prompt stage's call the
+-- journal answers makes no request table).
 -- It may suspend (ctx:sleep, orch.http) but only its own row's coroutine.
 -- Usage may also be named input_tokens/output_tokens (Anthropic) or
 -- prompt_tokens/completion_tokens (OpenAI); when a provider or a server
@@ -47,6 +50,11 @@ function M.register(name, provider)
   if type(provider.call) ~= "function" and (type(provider.build) ~= "function" or type(provider.parse) ~= "function") then
     check.fail("orch.llm.register: provider '%s' needs call(req, cfg, ctx), or build(req, cfg) and parse(reply)",
       name)
+  end
+  if provider.text_body ~= nil and (type(provider.text_body) ~= "function" or type(provider.body) ~= "function"
+    or type(provider.build) ~= "function") then
+    check.fail("orch.llm.register: provider '%s': text_body(prompt, model) goes with build(req, cfg, body) and "
+      .. "body(req, cfg): it gives body's bytes for a prompt alone", name)
   end
   if provider.options ~= nil then
     if type(provider.options) ~= "table" then
@@ -321,8 +329,8 @@ end
 -- between, hashed without joining them into a string first (the body may
 -- be kilobytes; the digest is xxh128 of the joined bytes).
 local xxh128_parts = hash.xxh128_parts
-local function journal_key(cfg, r, body)
-  return xxh128_parts(cfg.provider, "\0", r.model, "\0", body)
+local function journal_key(cfg, model, body)
+  return xxh128_parts(cfg.provider, "\0", model, "\0", body)
 end
 
 -- A call's figures counted (ctx:account_call, or ctx:account with the
@@ -379,15 +387,15 @@ end
 -- A reply the journal already holds: nothing paid, the cost it saved
 -- counted. The info answered would make, built in one table, or none
 -- when bare: every replayed row comes this way.
-local function from_journal(ctx, cfg, r, text, tin, tout, saved, bare)
+local function from_journal(ctx, cfg, model, text, tin, tout, saved, bare)
   local account_call = ctx.account_call
   if account_call then
-    account_call(ctx, tin, tout, 0, r.model, true, saved, 0, nil)
+    account_call(ctx, tin, tout, 0, model, true, saved, 0, nil)
     if bare then
       return text
     end
   end
-  local info = { text = text, model = r.model, provider = cfg.provider, tokens_in = tin, tokens_out = tout,
+  local info = { text = text, model = model, provider = cfg.provider, tokens_in = tin, tokens_out = tout,
     tokens = tin + tout, cost = 0, saved = saved, latency = 0, attempts = 0, cached = true }
   if not account_call and ctx.account then
     ctx:account(info)
@@ -455,12 +463,15 @@ local function settle(ctx, cfg, run, name, model, chars, key, text, usage, attem
 end
 
 --- One model call with the journal, the budget and the accounting around
---- it. -> text, info | nil, err (text alone when bare and answered)
-local function complete(ctx, cfg, p, r, bare)
+--- it. -> text, info | nil, err (text alone when bare and answered). body
+--- and key: text's, which asked the journal already.
+local function complete(ctx, cfg, p, r, bare, body, key)
   local run = ctx._run or NO_RUN
   local journal = run.journal
-  local build, built, body = p.build, nil, nil
-  if build then
+  local build, built = p.build, nil
+  if body then -- text's: the body and its key made, the journal asked
+    journal = nil
+  elseif build then
     -- once: the body is the journal key's bytes and what is sent. A
     -- provider with body(req) is asked for the body alone while the
     -- journal may answer, and for the request only when it does not.
@@ -471,7 +482,7 @@ local function complete(ctx, cfg, p, r, bare)
       body = built.body
     end
   end
-  local key = (journal or cfg.batch) and journal_key(cfg, r, body or json.encode(r))
+  key = key or (journal or cfg.batch) and journal_key(cfg, r.model, body or json.encode(r))
   if key and journal then
     local reply, text, tin, tout, saved = journal.reply, nil, nil, nil, nil
     if reply then -- every replayed row: no call of journaled's
@@ -480,7 +491,7 @@ local function complete(ctx, cfg, p, r, bare)
       text, tin, tout, saved = journaled(journal, key)
     end
     if text then
-      return from_journal(ctx, cfg, r, text, tin, tout, saved, bare)
+      return from_journal(ctx, cfg, r.model, text, tin, tout, saved, bare)
     end
   end
   if build and not built then
@@ -542,15 +553,27 @@ end
 --- text(ctx, cfg, prompt) -> text | nil, err: call(ctx, cfg, { prompt =
 --- prompt }) (prompt a string) without the info table, which a prompt
 --- stage does not read: every replayed row's call, and most calls, made
---- one table fewer.
+--- one table fewer. A request of the prompt alone, to a provider with
+--- text_body, asks the journal before it is made: a replayed row's call
+--- makes no request table, and its body is one string.
 function M.text(ctx, cfg, prompt)
   if cfg == nil then
     error("ctx:llm: the workflow has no llm = { provider = ... } table", 2)
   end
   local system, temperature, max_tokens = cfg.system, cfg.temperature, cfg.max_tokens
   if system == nil and temperature == nil and max_tokens == nil then -- a table of three fields, not six
-    return complete(ctx, cfg, M.providers[cfg.provider], { prompt = prompt, model = cfg.model or cfg.provider,
-      json = false }, true)
+    local p, model, journal = M.providers[cfg.provider], cfg.model or cfg.provider, (ctx._run or NO_RUN).journal
+    local text_body = journal and p.text_body
+    if not text_body then
+      return complete(ctx, cfg, p, { prompt = prompt, model = model, json = false }, true)
+    end
+    local body = text_body(prompt, model) -- complete's journal lookup, without its request table
+    local key = journal_key(cfg, model, body)
+    local text, tin, tout, saved = journaled(journal, key)
+    if text then
+      return from_journal(ctx, cfg, model, text, tin, tout, saved, true)
+    end
+    return complete(ctx, cfg, p, { prompt = prompt, model = model, json = false }, true, body, key)
   end
   return complete(ctx, cfg, M.providers[cfg.provider], { prompt = prompt, system = system,
     model = cfg.model or cfg.provider, temperature = temperature, max_tokens = max_tokens, json = false }, true)

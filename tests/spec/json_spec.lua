@@ -433,6 +433,18 @@ describe("orch.json.quote", function()
       end
     end
     assert.is_nil(json.quote())
+    assert.is_nil(json.quote("bad \255", "[", "]"))
+  end)
+
+  it("writes pre and post around the value in one string", function()
+    local long = string.rep("x", 5000) -- past the encoder's first buffer
+    assert.are.equal('{"a":"q\\"","b":1}', json.quote('q"', '{"a":', ',"b":1}'))
+    assert.are.equal("[7", json.quote(7, "["))
+    assert.are.equal('"v"]', json.quote("v", nil, "]"))
+    assert.are.equal('"v"', json.quote("v", "", ""))
+    assert.are.equal(long .. '"' .. long .. '"' .. long, json.quote(long, long, long))
+    assert.are.equal('{"a":' .. json.encode("\0\n") .. "}", json.quote("\0\n", '{"a":', "}"))
+    assert.is_false(pcall(json.quote, "v", {}))
   end)
 end)
 

@@ -635,6 +635,40 @@ describe("ctx:llm through the scheduler", function()
     assert.are.equal(sent.cost, run.totals.cost)
   end)
 
+  it("ctx:llm_text asks the journal for the key ctx:llm asks for (a provider's text_body)", function()
+    for _, name in ipairs({ "openai", "anthropic" }) do
+      for _, with_reply in ipairs({ false, true }) do
+        local run = fake_run { provider = name, model = "m1", base_url = "http://127.0.0.1:9/v1", api_key = "k" }
+        local asked = {}
+        run.journal = { -- holds every reply: nothing is sent
+          get = function(key)
+            asked[#asked + 1] = key
+            return { response = "held", tokens_in = 3, tokens_out = 2, cost_usd = 0.25 }
+          end,
+        }
+        if with_reply then -- the run's journal: its reply gives the values alone
+          run.journal.reply = function(key)
+            asked[#asked + 1] = key
+            return "held", 3, 2, 0.25
+          end
+        end
+        local got = { sched.run(function()
+          local ctx = context.new(run, 1, "k")
+          local a = ctx:llm { prompt = 'q"é' }
+          local b = ctx:llm_text 'q"é'
+          local c = ctx:llm_text "other"
+          return a, b, c, ctx.usage
+        end) }
+        assert.are.same({ "held", "held", "held" }, { got[1], got[2], got[3] })
+        assert.are.equal(3, #asked)
+        assert.are.equal(asked[1], asked[2], name) -- the same request: the same key
+        assert.are_not.equal(asked[1], asked[3], name)
+        assert.are.same({ 3, 3, 0.75, 9, 6 }, { got[4].llm_calls, got[4].cached_calls, got[4].saved,
+          got[4].tokens_in, got[4].tokens_out })
+      end
+    end
+  end)
+
   it("ctx:llm_text counts a call as ctx:llm does, sent or from the journal, and returns the text alone", function()
     local function twice(use_text) -- a call sent, then the same answered by the journal
       local run = journaled_run()

@@ -187,4 +187,44 @@ describe("an HTTP provider's build", function()
       assert.are.equal(e1:gsub("^[^:]+:%d+: ", ""), e2:gsub("^lua/orch/providers/openai%.lua:%d+: ", ""), i)
     end
   end)
+
+  it("text_body(prompt, model) is body's for the prompt alone, byte for byte, and fails as it does", function()
+    local prompts = { "", "hi", 'q"u\\o\n\t\0\31 é 😀', string.rep("long ", 2000), 5, 2.5 }
+    local models = { "m", "gpt-4o-mini", "m", 'm"odel', "é" } -- one model again, then others
+    for _, name in ipairs({ "openai", "anthropic" }) do
+      local p = require("orch.providers." .. name)
+      for _, model in ipairs(models) do
+        for i, prompt in ipairs(prompts) do
+          local req = { prompt = prompt, model = model, json = false }
+          assert.are.equal(p.body(req), p.text_body(prompt, model), name .. " " .. model .. " " .. i)
+        end
+      end
+      for i, bad in ipairs({ { "bad \255", "m" }, { "p", "\255" }, { {}, "m" }, { "p", 5 } }) do
+        local ok1, e1 = pcall(p.body, { prompt = bad[1], model = bad[2], json = false })
+        local ok2, e2 = pcall(p.text_body, bad[1], bad[2])
+        if ok1 then -- a number for a model: body writes it, and so does text_body
+          assert.are.same({ true, e1 }, { ok2, e2 }, name .. " " .. i)
+        else
+          assert.are.same({ false, e1 }, { ok2, e2 }, name .. " " .. i)
+        end
+      end
+      assert.are.equal(p.body({ prompt = "hi", model = "m", json = false }), p.text_body("hi", "m")) -- after them
+    end
+  end)
+
+  it("orch.llm.register: text_body goes with build and body", function()
+    local llm = require("orch.llm")
+    local function parse() end
+    local function fails(provider)
+      local ok, err = pcall(llm.register, "tb", provider)
+      assert.is_false(ok)
+      assert.matches("provider 'tb': text_body%(prompt, model%) goes with build%(req, cfg, body%) and body%(req, cfg%)",
+        err)
+    end
+    fails({ call = function() end, text_body = function() end })
+    fails({ build = function() end, parse = parse, text_body = function() end })
+    fails({ build = function() end, parse = parse, body = function() end, text_body = "x" })
+    llm.register("tb", { build = function() end, parse = parse, body = function() end, text_body = function() end })
+    llm.providers.tb = nil
+  end)
 end)

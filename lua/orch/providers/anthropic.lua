@@ -48,6 +48,10 @@ function M.body(req)
   return json.encode(body)
 end
 
+--- text_body(prompt, model) -> body { prompt = prompt, model = model,
+--- json = false } (see openai's).
+M.text_body = provider_http.text_body('{"max_tokens":1024,"messages":[{"content":', M.body)
+
 --- build(req, cfg, body) -> { url =, headers =, header_set =, body = }:
 --- body(req)'s, or the one given (made by body(req) already).
 function M.build(req, cfg, body)

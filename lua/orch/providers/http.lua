@@ -60,6 +60,26 @@ function M.request(p, cfg, default_base, path, headers, body)
   return { url = base .. path, headers = headers, body = json.encode(body) }
 end
 
+--- text_body(pre, body) -> text_body(prompt, model), for a provider whose
+--- body(req) of { prompt = prompt, model = model, json = false } is pre,
+--- the prompt quoted, ',"role":"user"}],"model":', the model quoted and
+--- "}": that text, written in one string (the part after the prompt kept
+--- for the last model: most runs use one), or body's when a value cannot
+--- be quoted (body raises with its path).
+function M.text_body(pre, body)
+  local quote, last_model, post = json.quote, nil, nil
+  return function(prompt, model)
+    if model ~= last_model then
+      local m = type(model) == "string" and quote(model)
+      if not m then
+        return body({ prompt = prompt, model = model, json = false })
+      end
+      last_model, post = model, ',"role":"user"}],"model":' .. m .. "}"
+    end
+    return quote(prompt, pre, post) or body({ prompt = prompt, model = model, json = false })
+  end
+end
+
 -- What every request of one llm table shares, built once: its URL, its
 -- headers (a table, and the header set orch.http.post sends as built).
 -- Found by the llm table, and rebuilt when the key or base URL in force

@@ -85,6 +85,11 @@ function M.body(req)
   return body or encode(body_of(req))
 end
 
+--- text_body(prompt, model) -> body { prompt = prompt, model = model,
+--- json = false }: a prompt stage's request, which orch.llm hashes for the
+--- journal before it makes a request table.
+M.text_body = provider_http.text_body('{"messages":[{"content":', M.body)
+
 --- build(req, cfg, body) -> { url =, headers =, header_set =, body = }
 --- (body: body(req)'s, or the one given, made by body(req) already;
 --- headers and header_set shared by cfg's requests: read only)

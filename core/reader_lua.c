@@ -19,7 +19,7 @@ struct lreader {
 
 static struct lreader *check_open(lua_State *L)
 {
-    struct lreader *lr = luaL_checkudata(L, 1, READER_MT);
+    struct lreader *lr = orch_lua_self(L, READER_MT);
     if (lr->r == NULL)
         luaL_error(L, "attempt to use a closed reader");
     return lr;
@@ -183,7 +183,7 @@ static int l_reader_size(lua_State *L)
 
 static int l_reader_close(lua_State *L)
 {
-    struct lreader *lr = luaL_checkudata(L, 1, READER_MT);
+    struct lreader *lr = orch_lua_self(L, READER_MT);
     if (lr->r != NULL)
         orch_reader_close(lr->r);
     lr->r = NULL;

@@ -27,7 +27,7 @@ struct orch_results_packer *orch_results_lua_test(lua_State *L, int idx)
 
 static struct orch_results_packer *check_results(lua_State *L)
 {
-    return luaL_checkudata(L, 1, RESULTS_MT);
+    return orch_lua_self(L, RESULTS_MT);
 }
 
 /* i in decimal into buf (24 bytes), as lua_pushfstring's "%I" writes it

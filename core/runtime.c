@@ -70,13 +70,28 @@ static int load_embedded(lua_State *L)
 void orch_lua_class(lua_State *L, const char *name, const luaL_Reg *meta, const luaL_Reg *methods)
 {
     luaL_newmetatable(L, name);
-    luaL_setfuncs(L, meta, 0);
+    lua_pushvalue(L, -1);
+    luaL_setfuncs(L, meta, 1);
     if (methods != NULL) {
         lua_newtable(L);
-        luaL_setfuncs(L, methods, 0);
+        lua_pushvalue(L, -2);
+        luaL_setfuncs(L, methods, 1);
         lua_setfield(L, -2, "__index");
     }
     lua_pop(L, 1);
+}
+
+void *orch_lua_self(lua_State *L, const char *name)
+{
+    void *p = lua_touserdata(L, 1);
+    if (p != NULL && lua_getmetatable(L, 1)) {
+        /* upvalue 1 of a function without one is no valid value: unequal */
+        int same = lua_rawequal(L, -1, lua_upvalueindex(1));
+        lua_pop(L, 1);
+        if (same)
+            return p;
+    }
+    return luaL_checkudata(L, 1, name);
 }
 
 void orch_runtime_preload(lua_State *L)

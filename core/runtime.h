@@ -47,9 +47,17 @@ int orch_runtime_pcall(lua_State *L, int nargs, int nresults);
 
 /* Registers the metatable `name` (luaL_newmetatable) with meta's
  * functions and, unless methods is NULL, a table of methods as its
- * __index. Leaves the stack as it was. Bindings call it once in their
- * luaopen, not once per object. Can raise (memory). */
+ * __index; every one of them holds the metatable as its upvalue 1 (see
+ * orch_lua_self). Leaves the stack as it was. Bindings call it once in
+ * their luaopen, not once per object. Can raise (memory). */
 void orch_lua_class(lua_State *L, const char *name, const luaL_Reg *meta, const luaL_Reg *methods);
+
+/* The userdata at index 1 of a call to a function orch_lua_class
+ * registered for class `name`: its metatable compared with the one the
+ * function holds, without looking the class up by name (a row's reader,
+ * sink and store calls make that check once each); called any other way,
+ * luaL_checkudata's check, which raises its usual message. */
+void *orch_lua_self(lua_State *L, const char *name);
 
 /* Registers every embedded module in package.preload. Can raise. */
 void orch_runtime_preload(lua_State *L);

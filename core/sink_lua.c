@@ -20,7 +20,7 @@ struct lsink {
 
 static struct orch_sink *check_open(lua_State *L)
 {
-    struct lsink *s = luaL_checkudata(L, 1, SINK_MT);
+    struct lsink *s = orch_lua_self(L, SINK_MT);
     if (s->k == NULL)
         luaL_error(L, "attempt to use a closed sink");
     return s->k;
@@ -174,7 +174,7 @@ static int sink_release(struct lsink *s)
 /* sink:close() -> true | nil, err; closing twice is harmless */
 static int l_sink_close(lua_State *L)
 {
-    struct lsink *s = luaL_checkudata(L, 1, SINK_MT);
+    struct lsink *s = orch_lua_self(L, SINK_MT);
     if (sink_release(s) != 0)
         return luaL_fileresult(L, 0, NULL);
     lua_pushboolean(L, 1);
@@ -183,7 +183,7 @@ static int l_sink_close(lua_State *L)
 
 static int l_sink_gc(lua_State *L)
 {
-    sink_release(luaL_checkudata(L, 1, SINK_MT));
+    sink_release(orch_lua_self(L, SINK_MT));
     return 0;
 }
 

@@ -45,10 +45,12 @@ struct lstore {
 };
 
 /* The open store at argument 1 (raises for another value, or a closed
- * store): one luaL_checkudata, which is most of a cheap call's binding. */
+ * store): one orch_lua_self, which compares the metatable with the one
+ * a method holds (luaL_checkudata's lookup by name was most of a cheap
+ * call's binding). */
 static struct lstore *check_open_lstore(lua_State *L)
 {
-    struct lstore *s = luaL_checkudata(L, 1, STORE_MT);
+    struct lstore *s = orch_lua_self(L, STORE_MT);
     if (s->st == NULL)
         luaL_error(L, "attempt to use a closed store");
     return s;
@@ -388,7 +390,7 @@ static void store_release(struct lstore *s)
 
 static int l_store_close(lua_State *L)
 {
-    store_release(luaL_checkudata(L, 1, STORE_MT));
+    store_release(orch_lua_self(L, STORE_MT));
     return 0;
 }
 
@@ -586,8 +588,8 @@ static size_t to_result_parts(lua_State *L, int idx, struct orch_results_chunk *
  * (orch.store.results(), packed as rows settled); state: { key = json_text }. */
 static int l_store_checkpoint_write(lua_State *L)
 {
-    struct lstore *s = luaL_checkudata(L, 1, STORE_MT);
-    struct orch_store *st = check_open(L);
+    struct lstore *s = check_open_lstore(L);
+    struct orch_store *st = s->st;
     orch_journal_group_flush(&s->jg); /* replies before the rows that used them */
     struct orch_run run;
     to_run(L, 2, &run);
@@ -875,8 +877,7 @@ static void journal_args(lua_State *L, struct orch_journal_entry *e)
  * The reply joins the group that commits before the loop's next round. */
 static int l_store_journal_put(lua_State *L)
 {
-    struct lstore *s = luaL_checkudata(L, 1, STORE_MT);
-    check_open(L);
+    struct lstore *s = check_open_lstore(L);
     struct orch_journal_entry e = {0};
     if (lua_type(L, 2) != LUA_TTABLE) {
         journal_args(L, &e);
@@ -901,8 +902,7 @@ static int l_store_journal_put(lua_State *L)
 /* journal_flush() -> true | nil, err: commits the waiting replies now. */
 static int l_store_journal_flush(lua_State *L)
 {
-    struct lstore *s = luaL_checkudata(L, 1, STORE_MT);
-    check_open(L);
+    struct lstore *s = check_open_lstore(L);
     orch_journal_group_flush(&s->jg);
     if (push_group_error(L, s) != 0)
         return 2;
@@ -1084,8 +1084,8 @@ static int l_store_run_delete(lua_State *L)
 /* journal_prune(before_ms) -> entries removed | nil, err */
 static int l_store_journal_prune(lua_State *L)
 {
-    struct lstore *s = luaL_checkudata(L, 1, STORE_MT);
-    struct orch_store *st = check_open(L);
+    struct lstore *s = check_open_lstore(L);
+    struct orch_store *st = s->st;
     int64_t before = (int64_t)luaL_checkinteger(L, 2);
     orch_journal_group_flush(&s->jg); /* waiting replies first: they may be among the old ones */
     int64_t n = 0;
@@ -1108,8 +1108,8 @@ static int l_store_vacuum(lua_State *L)
  * from the event loop (heartbeat.h); keepalive(nil) stops. */
 static int l_store_keepalive(lua_State *L)
 {
-    struct lstore *s = luaL_checkudata(L, 1, STORE_MT);
-    struct orch_store *st = check_open(L);
+    struct lstore *s = check_open_lstore(L);
+    struct orch_store *st = s->st;
     orch_heartbeat_stop(&s->beat);
     if (lua_isnoneornil(L, 2))
         return 0;
@@ -1191,7 +1191,7 @@ static int l_store_error_page(lua_State *L)
 
 static int l_store_gc(lua_State *L)
 {
-    store_release(luaL_checkudata(L, 1, STORE_MT));
+    store_release(orch_lua_self(L, STORE_MT));
     return 0;
 }
 
@@ -1294,8 +1294,8 @@ static int l_store_lease_heartbeat(lua_State *L)
  * err results: { { seq, key, status, error, data }, ... } */
 static int l_store_lease_commit(lua_State *L)
 {
-    struct lstore *s = luaL_checkudata(L, 1, STORE_MT);
-    struct orch_store *st = check_open(L);
+    struct lstore *s = check_open_lstore(L);
+    struct orch_store *st = s->st;
     const char *id = luaL_checkstring(L, 2);
     luaL_checktype(L, 3, LUA_TTABLE);
     luaL_checktype(L, 4, LUA_TTABLE);

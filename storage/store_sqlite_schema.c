@@ -207,8 +207,8 @@ static const char *const sq_migrations[] = {
      * written into each entry: an entry's hits rewrote its whole row
      * (about 11,900 instructions a replayed row). orch stats adds the
      * rows' sums; orch gc --journal and --vacuum fold them into
-     * llm_journal.hits, and so does a store's close once they hold more
-     * entries than twice the journal's. */
+     * llm_journal.hits, and a store's close merges them into one row
+     * once they hold more entries than twice the journal's. */
     "CREATE TABLE llm_journal_hits (\n"
     "  id INTEGER PRIMARY KEY,\n"
     "  hits INTEGER NOT NULL,      -- lookups counted in this write\n"

@@ -1205,15 +1205,18 @@ static void test_reopen(const char *db_path)
 
 static void sql_text(const char *path, const char *sql, char *out, size_t outlen);
 
-/* SQLite: the hits a close logs are folded into the entries once the log
- * holds more entries than twice the journal's, and by a vacuum. */
+/* SQLite: the hits a close logs are merged into one row of the log once
+ * the log holds more entries than twice the journal's, and folded into
+ * the entries by a vacuum. */
 static void test_hits_fold(const char *dir)
 {
-    char path[600], err[512];
+    char path[600], err[512], log[128];
     snprintf(path, sizeof path, "%s/fold.db", dir);
     struct orch_journal_entry e = {.key = JOURNAL_KEY1, .response = "r", .response_len = 1, .cost_usd = 0.5};
     struct orch_journal_owned got = {0};
-    int64_t want[] = {0, 0, 3, 3, 5, 5}; /* the entry's stored hits after each close */
+    int64_t want[] = {0, 0, 0, 0, 5, 5}; /* the entry's stored hits after each close */
+    /* the log after each close: rows, hits, entries, saved */
+    const char *want_log[] = {"1 1 1 0.5", "2 2 2 1.0", "1 3 1 1.5", "2 4 2 2.0", "0   0.0", "1 1 1 0.5"};
     for (int i = 0; i < 6; i++) {
         struct orch_store *st = orch_store_open(path, err, sizeof err);
         CHECK(st != NULL);
@@ -1230,6 +1233,12 @@ static void test_hits_fold(const char *dir)
             CHECK(orch_store_vacuum(st) == 0);
         orch_store_close(st);
         CHECK(stored_hits(path, JOURNAL_KEY1) == want[i]);
+        sql_text(path,
+                 "SELECT count(*) || ' ' || coalesce(sum(hits), '') || ' ' || coalesce(sum(entries), '') || "
+                 "' ' || "
+                 "coalesce(printf('%.1f', sum(saved_usd)), '') FROM llm_journal_hits",
+                 log, sizeof log);
+        CHECK_STR(log, want_log[i]);
     }
     /* a row of the log changed by hand so that its counts do not read to
      * their end stays whole: stats counts its sums, a fold leaves it */
@@ -1248,6 +1257,59 @@ static void test_hits_fold(const char *dir)
     CHECK(stored_hits(path, JOURNAL_KEY1) == 6);
     sql_text(path, "SELECT count(*) || ' ' || sum(hits) FROM llm_journal_hits", got_log, sizeof got_log);
     CHECK_STR(got_log, "1 2");
+}
+
+/* SQLite: a close merges the log only when the merged row would fit
+ * under the threshold; rows naming keys the journal no longer holds (an
+ * entry deleted by hand) are folded instead, which drops them. */
+static void test_hits_merge_or_fold(const char *dir)
+{
+    char path[600], err[512], log[128];
+    snprintf(path, sizeof path, "%s/merge.db", dir);
+    struct orch_store *st = orch_store_open(path, err, sizeof err);
+    CHECK(st != NULL);
+    if (st == NULL)
+        return;
+    const char *keys[] = {JOURNAL_KEY1, JOURNAL_KEY2};
+    for (int k = 0; k < 2; k++) {
+        struct orch_journal_entry e = {.key = keys[k], .response = "r", .response_len = 1, .cost_usd = 0.25};
+        CHECK(orch_store_journal_put(st, &e) == 0);
+    }
+    orch_store_close(st);
+    /* three closes, each logging a hit of both entries: 6 log entries for
+     * a journal of 2 merge into one row of 2 at the third */
+    for (int i = 0; i < 3; i++) {
+        st = orch_store_open(path, err, sizeof err);
+        CHECK(st != NULL);
+        if (st == NULL)
+            return;
+        struct orch_journal_owned got = {0};
+        for (int k = 0; k < 2; k++) {
+            CHECK(orch_store_journal_get(st, keys[k], &got) == 1);
+            orch_journal_clear(&got);
+        }
+        orch_store_close(st);
+    }
+    sql_text(path, "SELECT count(*) || ' ' || sum(hits) || ' ' || sum(entries) FROM llm_journal_hits", log,
+             sizeof log);
+    CHECK_STR(log, "1 6 2");
+    CHECK(stored_hits(path, JOURNAL_KEY1) == 0 && stored_hits(path, JOURNAL_KEY2) == 0);
+    /* an entry deleted by hand: the log names a key the journal lacks */
+    CHECK(sql_on(path, "DELETE FROM llm_journal WHERE key = '" JOURNAL_KEY2 "'") == SQLITE_OK);
+    st = orch_store_open(path, err, sizeof err);
+    CHECK(st != NULL);
+    if (st == NULL)
+        return;
+    struct orch_journal_owned got = {0};
+    CHECK(orch_store_journal_get(st, JOURNAL_KEY1, &got) == 1);
+    orch_journal_clear(&got);
+    orch_store_close(st);
+    /* the log's 2 entries and the hit of key 1 are more than twice the
+     * journal's 1, and a merge would name 2 keys: folded into the entry
+     * instead (its 3 merged hits and the new one), key 2's dropped */
+    CHECK(stored_hits(path, JOURNAL_KEY1) == 4);
+    sql_text(path, "SELECT count(*) FROM llm_journal_hits", log, sizeof log);
+    CHECK_STR(log, "0");
 }
 
 /* The user_version of the database at path, or -1. */
@@ -2999,6 +3061,7 @@ int main(int argc, char **argv)
     test_migrate_v1(dir);
     test_migrate_v7_journal(dir);
     test_hits_fold(dir);
+    test_hits_merge_or_fold(dir);
     test_checkpoint_frames(dir);
     char path[600];
     snprintf(path, sizeof path, "%s/crash.db", dir);

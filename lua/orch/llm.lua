@@ -51,10 +51,20 @@ function M.register(name, provider)
     check.fail("orch.llm.register: provider '%s' needs call(req, cfg, ctx), or build(req, cfg) and parse(reply)",
       name)
   end
-  if provider.text_body ~= nil and (type(provider.text_body) ~= "function" or type(provider.body) ~= "function"
-    or type(provider.build) ~= "function") then
-    check.fail("orch.llm.register: provider '%s': text_body(prompt, model) goes with build(req, cfg, body) and "
-      .. "body(req, cfg): it gives body's bytes for a prompt alone", name)
+  if provider.text_body then
+    if type(provider.text_body) ~= "function" or type(provider.body) ~= "function"
+      or type(provider.build) ~= "function" then
+      check.fail("orch.llm.register: provider '%s': text_body(prompt, model) goes with build(req, cfg, body) and "
+        .. "body(req, cfg): it gives body's bytes for a prompt alone", name)
+    end
+    -- a provider made from another with its body changed and text_body
+    -- kept (setmetatable(p, { __index = openai }), say) would send and key
+    -- text_body's bytes: text_body is used only where it writes body's
+    local ok1, a = pcall(provider.text_body, "orch", "orch")
+    local ok2, b = pcall(provider.body, { prompt = "orch", model = "orch", json = false }, {})
+    if not (ok1 and ok2 and a == b) then
+      provider.text_body = false
+    end
   end
   if provider.options ~= nil then
     if type(provider.options) ~= "table" then

@@ -227,4 +227,24 @@ describe("an HTTP provider's build", function()
     llm.register("tb", { build = function() end, parse = parse, body = function() end, text_body = function() end })
     llm.providers.tb = nil
   end)
+
+  it("orch.llm.register: a text_body that does not write body's bytes is not used", function()
+    local llm = require("orch.llm")
+    local openai = require("orch.providers.openai")
+    -- made from openai with its body changed: the inherited text_body would write openai's
+    local quote = require("orch.json").quote
+    local custom = setmetatable({ body = function(req) return '{"q":' .. quote(req.prompt) .. "}" end },
+      { __index = openai })
+    llm.register("custom_tb", custom)
+    assert.is_false(llm.providers.custom_tb.text_body)
+    llm.register("custom_tb", custom) -- registered again: text_body false is none
+    assert.is_false(llm.providers.custom_tb.text_body)
+    llm.register("same_tb", openai) -- openai's own writes body's bytes: kept
+    assert.are.equal("function", type(llm.providers.same_tb.text_body))
+    local throws = setmetatable({ body = function(_, cfg) return cfg.x.y end }, { __index = openai })
+    llm.register("throws_tb", throws) -- a body that cannot be asked without its cfg: not used either
+    assert.is_false(llm.providers.throws_tb.text_body)
+    llm.providers.custom_tb, llm.providers.same_tb, llm.providers.throws_tb = nil, nil, nil
+    openai.name = "openai"
+  end)
 end)

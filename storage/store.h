@@ -278,7 +278,8 @@ int orch_store_journal_batch(struct orch_store *st, const struct orch_journal_en
 /* One lookup answered at once from the store's read snapshot, where the
  * backend keeps one (SQLite): 0, or -1 when it cannot answer now (then
  * journal_batch answers it). The snapshot lasts until
- * orch_store_journal_peek_end, which must come before replies commit. */
+ * orch_store_journal_peek_end, which must come before replies commit; on
+ * SQLite any other operation of the store ends it first. */
 int orch_store_journal_peek(struct orch_store *st, struct orch_journal_lookup *get);
 void orch_store_journal_peek_end(struct orch_store *st);
 

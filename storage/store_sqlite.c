@@ -45,6 +45,7 @@
 
 const char *const sq_sql[SQ_NSTMT] = {
     [SQ_BEGIN] = "BEGIN IMMEDIATE",
+    [SQ_BEGIN_READ] = "BEGIN",
     [SQ_COMMIT] = "COMMIT",
     [SQ_ROLLBACK] = "ROLLBACK",
     [SQ_RUN_INSERT] =
@@ -1691,107 +1692,57 @@ static int sq_journal_reply(struct sq_store *st, sqlite3_stmt *s, const char *ke
 
 /* ---- the journal's read snapshot (journal_peek) ---- */
 
-/* A second, read-only connection to the file: a task's lookup reads there
- * at once, in one read transaction a round, instead of waiting for the
- * round's group transaction on the main connection (a suspended row, its
- * task and its wake-up cost more than the read). The group ends the
- * transaction before it commits replies, so the snapshot never misses a
- * reply this process journaled. */
-struct sq_reader {
-    sqlite3 *db;
-    sqlite3_stmt *begin, *commit, *get, *reply;
-    int open; /* a read transaction is open */
-};
+/* A task's lookup reads at once, on the main connection in one read
+ * transaction a round, instead of waiting for the round's group
+ * transaction (a suspended row, its task and its wake-up cost more than
+ * the read). The group ends the transaction before it commits replies, so
+ * the snapshot never misses a reply this process journaled; any other
+ * operation ends it first too (sq_of). On the connection that wrote the
+ * journal's pages they are still in its cache: a second connection
+ * dropped its whole cache after each commit and read the pages again. */
 
-void sq_reader_close(struct sq_store *st)
+/* Steps a statement of no rows and resets it: the step's result code. */
+static int sq_step_reset(sqlite3_stmt *s)
 {
-    struct sq_reader *r = st->reader;
-    if (r == NULL)
-        return;
-    sqlite3_finalize(r->begin);
-    sqlite3_finalize(r->commit);
-    sqlite3_finalize(r->get);
-    sqlite3_finalize(r->reply);
-    sqlite3_close(r->db);
-    free(r);
-    st->reader = NULL;
+    int rc = sqlite3_step(s);
+    sqlite3_reset(s);
+    return rc;
 }
 
-/* The reader reads the database file through a mapping of up to this
- * many bytes: a replay's lookups land on random pages of the key's index
- * and the journal, and a page read from the mapping is not copied in by a
- * pread (a 20,000-row replay made 11,431 of them with the 512 KiB cache).
- * Pages still in the WAL are read as before; SQLite maps the file again
- * at a read transaction's start when its size has changed. */
-#define SQ_READER_MMAP "268435456"
-
-/* Opens the reader on first use. 0, or -1 when there is none to be had
- * (a store in memory is one connection's own; an open that failed once is
- * not tried again): lookups then wait for the group, as before. */
-static int sq_reader_open(struct sq_store *st)
+void sq_peek_end(struct sq_store *st)
 {
-    if (st->reader != NULL)
-        return 0;
-    if (st->memory || st->no_reader)
-        return -1;
-    st->no_reader = 1; /* until it works */
-    struct sq_reader *r = calloc(1, sizeof *r);
-    if (r == NULL)
-        return -1;
-    st->reader = r;
-    /* the main connection's file by its absolute name: st->path may be
-     * relative, and orch resume changes directory after opening the store */
-    const char *file = sqlite3_db_filename(st->db, "main");
-    int rc = file != NULL && file[0] == '/' ? SQLITE_OK : SQLITE_CANTOPEN;
-    if (rc == SQLITE_OK)
-        rc = sqlite3_open_v2(file, &r->db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, NULL);
-    if (rc == SQLITE_OK)
-        rc = sqlite3_exec(r->db, "PRAGMA cache_size = -512; PRAGMA mmap_size = " SQ_READER_MMAP, NULL, NULL,
-                          NULL);
-    const char *sql[] = {"BEGIN", "COMMIT", sq_sql[SQ_JR_GET], sq_sql[SQ_JR_REPLY]};
-    sqlite3_stmt **stmt[] = {&r->begin, &r->commit, &r->get, &r->reply};
-    for (size_t i = 0; i < 4 && rc == SQLITE_OK; i++)
-        rc = sqlite3_prepare_v3(r->db, sql[i], -1, SQLITE_PREPARE_PERSISTENT, stmt[i], NULL);
-    if (rc != SQLITE_OK) {
-        sq_reader_close(st);
-        return -1;
-    }
-    st->no_reader = 0;
-    return 0;
+    st->peeking = 0;
+    if (sq_step_reset(st->stmt[SQ_COMMIT]) != SQLITE_DONE)
+        sq_step_reset(st->stmt[SQ_ROLLBACK]);
 }
 
 static void sq_journal_peek_end(struct orch_store *base)
 {
-    struct sq_reader *r = sq_of(base)->reader;
-    if (r == NULL || !r->open)
-        return;
-    sqlite3_step(r->commit);
-    sqlite3_reset(r->commit);
-    r->open = 0;
+    struct sq_store *st = (struct sq_store *)base;
+    if (st->peeking)
+        sq_peek_end(st);
 }
 
 static int sq_journal_peek(struct orch_store *base, struct orch_journal_lookup *get)
 {
-    struct sq_store *st = sq_of(base);
+    struct sq_store *st = (struct sq_store *)base; /* not sq_of: the snapshot stays */
     get->found = 0;
     memset(&get->out, 0, sizeof get->out);
-    if (get->key == NULL || sq_reader_open(st) != 0)
+    if (get->key == NULL)
         return -1;
-    struct sq_reader *r = st->reader;
-    if (!r->open) {
-        int rc = sqlite3_step(r->begin);
-        sqlite3_reset(r->begin);
-        if (rc != SQLITE_DONE)
+    if (!st->peeking) {
+        /* not inside another operation's transaction */
+        if (!sqlite3_get_autocommit(st->db) || sq_step_reset(st->stmt[SQ_BEGIN_READ]) != SQLITE_DONE)
             return -1;
-        r->open = 1;
+        st->peeking = 1;
     }
     char keep[sizeof st->base.err]; /* a failed read here is no error: the group answers */
     memcpy(keep, st->base.err, sizeof keep);
-    int rc = get->reply ? sq_journal_reply(st, r->reply, get->key, &get->out)
-                        : sq_journal_read(st, r->get, get->key, &get->out);
+    int rc = get->reply ? sq_journal_reply(st, st->stmt[SQ_JR_REPLY], get->key, &get->out)
+                        : sq_journal_read(st, st->stmt[SQ_JR_GET], get->key, &get->out);
     memcpy(st->base.err, keep, sizeof keep);
     if (rc < 0) {
-        sq_journal_peek_end(base);
+        sq_peek_end(st);
         return -1;
     }
     get->found = rc;

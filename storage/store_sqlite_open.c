@@ -59,7 +59,6 @@ void sq_close(struct orch_store *base)
         return;
     struct sq_store *st = sq_of(base);
     sq_journal_hits_close(st);
-    sq_reader_close(st);
     orch_jhits_free(&st->hits);
     for (int i = 0; i < SQ_NSTMT; i++)
         sqlite3_finalize(st->stmt[i]);
@@ -379,8 +378,9 @@ static int sq_setup(struct sq_store *st, const char *target, int memory, char *e
         return -1;
     }
     rc = sqlite3_exec(st->db,
-                      "PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; PRAGMA cache_size = -512", NULL,
-                      NULL, NULL);
+                      "PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; PRAGMA cache_size = -512; "
+                      "PRAGMA mmap_size = " SQ_MMAP,
+                      NULL, NULL, NULL);
     if (rc != SQLITE_OK) {
         sq_open_error(st->db, target, rc, "cannot configure the connection", err, errlen);
         return -1;

@@ -1126,6 +1126,82 @@ static void test_journal_crash(const char *path)
     orch_store_close(st);
 }
 
+/* A round's lookups answered at once from the store's read snapshot
+ * (journal_peek): on SQLite a read transaction on the main connection.
+ * Another operation while it is open runs in a transaction of its own
+ * (another connection sees its write at once, and the next lookup sees
+ * it too); the group's commit ends it; a snapshot does not see what
+ * another process commits until the round's end; a store in memory
+ * peeks too. */
+static int peek(struct orch_store *st, const char *key)
+{
+    struct orch_journal_lookup get = {.key = key, .reply = 1};
+    int rc = orch_store_journal_peek(st, &get);
+    CHECK(rc == 0);
+    int found = rc == 0 ? get.found : -1;
+    if (found == 1)
+        CHECK(get.out.response_len == JOURNAL_REPLY_LEN &&
+              memcmp(get.out.response, journal_reply, JOURNAL_REPLY_LEN) == 0);
+    orch_journal_clear(&get.out);
+    return found;
+}
+
+static void test_journal_peek(const char *dir)
+{
+    char path[600], err[512];
+    snprintf(path, sizeof path, "%s/peek.db", dir);
+    struct orch_store *st = orch_store_open(path, err, sizeof err);
+    struct orch_store *other = orch_store_open(path, err, sizeof err);
+    CHECK(st != NULL && other != NULL);
+    if (st == NULL || other == NULL)
+        return;
+    struct orch_journal_entry e = {.key = "peek-1",
+                                   .run_id = "r",
+                                   .response = journal_reply,
+                                   .response_len = JOURNAL_REPLY_LEN,
+                                   .cost_usd = 0.01};
+    CHECK(orch_store_journal_batch(st, &e, 1, NULL, 0) == 0);
+    CHECK(peek(st, "peek-1") == 1);
+    CHECK(peek(st, "peek-2") == 0);
+
+    /* an event recorded while the snapshot is open is committed at once */
+    CHECK(orch_store_event_add(st, NULL, "note", "{\"n\":1}") == 0);
+    struct evs seen = {.ordered = 1};
+    CHECK(orch_store_event_list(other, NULL, collect_event, &seen) == 0);
+    CHECK(seen.n == 1 && strcmp(seen.line[0], "note:{\"n\":1}") == 0);
+
+    /* the group's commit, with the snapshot open, ends it first */
+    CHECK(peek(st, "peek-2") == 0);
+    e.key = "peek-2";
+    CHECK(orch_store_journal_batch(st, &e, 1, NULL, 0) == 0);
+    CHECK(peek(st, "peek-2") == 1);
+
+    /* another process's reply: not in this round's snapshot, in the next */
+    e.key = "peek-3";
+    CHECK(orch_store_journal_batch(other, &e, 1, NULL, 0) == 0);
+    CHECK(peek(st, "peek-3") == 0);
+    orch_store_journal_peek_end(st);
+    CHECK(peek(st, "peek-3") == 1);
+    orch_store_journal_peek_end(st);
+    orch_store_journal_peek_end(st); /* twice: nothing to end */
+
+    /* a close with the snapshot open */
+    CHECK(peek(st, "peek-1") == 1);
+    orch_store_close(st);
+    orch_store_close(other);
+
+    st = orch_store_open(":memory:", err, sizeof err);
+    CHECK(st != NULL);
+    if (st == NULL)
+        return;
+    e.key = "peek-m";
+    CHECK(orch_store_journal_batch(st, &e, 1, NULL, 0) == 0);
+    CHECK(peek(st, "peek-m") == 1);
+    CHECK(orch_store_event_add(st, NULL, "note", NULL) == 0);
+    CHECK(peek(st, "peek-m") == 1);
+    orch_store_close(st);
+}
+
 static void test_reopen(const char *db_path)
 {
     char err[512];
@@ -3066,6 +3142,7 @@ int main(int argc, char **argv)
     char path[600];
     snprintf(path, sizeof path, "%s/crash.db", dir);
     test_journal_crash(path);
+    test_journal_peek(dir);
 
     snprintf(path, sizeof path, "%s/shared/state.db", dir);
     test_concurrent_open(path);

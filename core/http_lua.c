@@ -47,6 +47,21 @@ struct lheaders {
     struct orch_http_headers *hs;
 };
 
+/* The module's functions hold the two metatables as upvalues: a request's
+ * pending record and a header set get theirs, and post checks its header
+ * set, without looking the names up in the registry each call. */
+enum { UPV_PENDING_MT = 1, UPV_HEADERS_MT = 2 };
+
+/* 1 when the value at idx is a header set (http.headers). */
+static int is_header_set(lua_State *L, int idx)
+{
+    if (!lua_getmetatable(L, idx))
+        return 0;
+    int same = lua_rawequal(L, -1, lua_upvalueindex(UPV_HEADERS_MT));
+    lua_pop(L, 1);
+    return same;
+}
+
 static int l_http_gc(lua_State *L)
 {
     struct lhttp *u = luaL_checkudata(L, 1, HTTP_MT);
@@ -243,7 +258,8 @@ static struct pending *pending_new(lua_State *L, int slot, const char *method, c
     p->req = NULL;
     p->h = h;
     p->task = t;
-    luaL_setmetatable(L, PENDING_MT);
+    lua_pushvalue(L, lua_upvalueindex(UPV_PENDING_MT));
+    lua_setmetatable(L, -2);
     assert(lua_gettop(L) == slot);
     lua_toclose(L, slot);
     p->req = orch_http_req_new(h, method, url, body, body_len, (long)llround(timeout * 1000.0),
@@ -356,8 +372,8 @@ static int post_k(lua_State *L, int status, lua_KContext ctx)
 static int l_http_post(lua_State *L)
 {
     const char *url = luaL_checkstring(L, POST_URL);
-    if (!lua_istable(L, POST_HEADERS))
-        luaL_checkudata(L, POST_HEADERS, HEADERS_MT);
+    if (!lua_istable(L, POST_HEADERS) && !is_header_set(L, POST_HEADERS))
+        luaL_checkudata(L, POST_HEADERS, HEADERS_MT); /* raises, with its message */
     size_t body_len;
     const char *body = luaL_checklstring(L, POST_BODY, &body_len);
     lua_Number timeout = luaL_checknumber(L, POST_TIMEOUT);
@@ -393,7 +409,8 @@ static int l_http_headers(lua_State *L)
     lua_settop(L, 1);
     struct lheaders *u = lua_newuserdatauv(L, sizeof *u, 0); /* slot 2 */
     u->hs = NULL;
-    luaL_setmetatable(L, HEADERS_MT);
+    lua_pushvalue(L, lua_upvalueindex(UPV_HEADERS_MT));
+    lua_setmetatable(L, -2);
     u->hs = orch_http_headers_new();
     if (u->hs == NULL)
         return luaL_error(L, "out of memory building a header set");
@@ -474,6 +491,9 @@ int luaopen_orch_http(lua_State *L)
 {
     orch_lua_class(L, PENDING_MT, pending_meta, NULL);
     orch_lua_class(L, HEADERS_MT, headers_meta, NULL);
-    luaL_newlib(L, http_funcs);
+    luaL_newlibtable(L, http_funcs);
+    luaL_getmetatable(L, PENDING_MT); /* UPV_PENDING_MT */
+    luaL_getmetatable(L, HEADERS_MT); /* UPV_HEADERS_MT */
+    luaL_setfuncs(L, http_funcs, 2);
     return 1;
 }

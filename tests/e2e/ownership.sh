@@ -19,8 +19,10 @@ return orch.workflow {
 }
 LUA
 
-# run A starts; while it runs, run B (another --set, so another run) is refused
-"$ORCH" run wf.lua --set tag=a >a.log 2>&1 &
+# run A starts (slow enough to outlast the two refused runs on a loaded
+# machine: 400 rows of 0.1 s, 4 at a time); while it runs, run B (another
+# --set, so another run) is refused
+"$ORCH" run wf.lua --set tag=a --set sleep=0.1 >a.log 2>&1 &
 A=$!
 wait_lines out/shared.jsonl 30 || bad "run A made no progress"
 run_orch b.log run wf.lua --set tag=b

@@ -1070,6 +1070,28 @@ static int l_store_journal_reply(lua_State *L)
     return journal_lookup(L, 1);
 }
 
+/* journal_reply with its store bound: key -> what journal_reply gives. The
+ * store is upvalue 2 (1 is its class's metatable, as for a method). */
+static int l_store_reply_bound(lua_State *L)
+{
+    lua_settop(L, 1);
+    lua_pushvalue(L, lua_upvalueindex(2));
+    lua_insert(L, 1);
+    return journal_lookup(L, 1);
+}
+
+/* journal_replier() -> function(key): st:journal_reply(key) without the
+ * method's lookup on the store and without a Lua function around it (the
+ * call every replayed row makes). */
+static int l_store_journal_replier(lua_State *L)
+{
+    check_open_lstore(L);
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_pushvalue(L, 1);
+    lua_pushcclosure(L, l_store_reply_bound, 2);
+    return 1;
+}
+
 /* ---- retention ---- */
 
 /* run_delete(id) -> true (deleted) | false (no such run) | nil, err */
@@ -1446,6 +1468,7 @@ static const luaL_Reg store_methods[] = {
     {"journal_put", l_store_journal_put},
     {"journal_get", l_store_journal_get},
     {"journal_reply", l_store_journal_reply},
+    {"journal_replier", l_store_journal_replier},
     {"journal_flush", l_store_journal_flush},
     {"run_delete", l_store_run_delete},
     {"journal_prune", l_store_journal_prune},

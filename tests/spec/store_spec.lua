@@ -145,6 +145,30 @@ describe("orch.store journal", function()
     end
   end)
 
+  it("journal_replier gives journal_reply with its store bound, in and out of tasks", function()
+    local st, path = fresh()
+    local reply = st:journal_replier()
+    assert.are.equal("function", type(reply))
+    assert.is_nil(reply("k-missing"))
+    assert.are.equal(1, select("#", reply("k-missing")))
+    local e = entry("one")
+    e.key, e.cost_usd = "k1", 0.125
+    assert.is_true(st:journal_put(e))
+    assert.is_true(st:journal_flush())
+    assert.are.same({ "one", 3, 2, 0.125 }, { reply("k1", "ignored") })
+    local got = sched.run(function()
+      local w = entry("same round")
+      w.key = "k2"
+      assert.is_true(st:journal_put(w))
+      return { { reply("k1") }, { reply("k2") }, { reply("k-missing") } }
+    end)
+    assert.are.same({ { "one", 3, 2, 0.125 }, { "same round", 3, 2, 0.5 }, { nil } }, got)
+    assert.are.equal(3, assert(st:journal_get("k1")).hits) -- two replies read, and this lookup
+    assert.has_error(function() reply({}) end)
+    cleanup(st, path)
+    assert.has_error(function() reply("k1") end, "attempt to use a closed store")
+  end)
+
   it("journal_reply gives what a replayed call reads, as journal_get does, counting the hit the same", function()
     local st, path = fresh()
     assert.is_nil(st:journal_reply("k-missing"))

@@ -67,9 +67,7 @@ local function journal(R)
     get = function(key)
       return st:journal_get(key)
     end,
-    reply = function(key) -- what a replayed call reads, without the entry's table
-      return st:journal_reply(key)
-    end,
+    reply = st:journal_replier(), -- what a replayed call reads, without the entry's table
     -- put(key, provider, model, response, tokens_in, tokens_out, cost_usd,
     -- latency_ms): an LLM call's reply, without an entry table; or
     -- put(key, entry) with the same fields as a table (a batch's reply)

@@ -573,6 +573,8 @@ static size_t to_result_parts(lua_State *L, int idx, struct orch_results_chunk *
     }
     *chunk = (struct orch_results_chunk){ORCH_PACK_COMPACT, pk->ok.p,     pk->ok.len,
                                          pk->ok.n,          pk->ok.first, pk->ok.last};
+    /* the failed part's keys point into its blob: only a plain "ok" row's
+     * key is ever counted (result_pack.c), and those are in the ok part */
     struct orch_results_cursor c;
     if (*n > 0 && orch_results_open(&c, ORCH_PACK_COMPACT, pk->failed.p, pk->failed.len, (int64_t)*n) != 0)
         luaL_error(L, "the packed results are damaged");

@@ -1,5 +1,5 @@
 /* result_pack.c — results packed into one blob and read back (see
- * result_pack.h for the two formats). Pure C: depends on libc. */
+ * result_pack.h for the three formats). Pure C: depends on libc. */
 #include "result_pack.h"
 
 #include <stdlib.h>
@@ -27,14 +27,52 @@ static uint32_t get_u32(const unsigned char *p)
     return v;
 }
 
-/* ---- the compact form -------------------------------------------------- */
+/* ---- the keyed and compact forms --------------------------------------- */
 
 /* The flags byte: the status's code in the low three bits (0: the status
- * follows as text), then which of key, error and data follow. */
+ * follows as text), then which of key, error and data follow; in the
+ * compact form KEY_NEXT with HAS_KEY: the key is the one before counted
+ * on (count_on), and no length or bytes follow. */
 #define HAS_KEY 0x08
 #define HAS_ERROR 0x10
 #define HAS_DATA 0x20
+#define KEY_NEXT 0x40
 #define STATUS_MASK 0x07
+
+/* Counts the key k (n bytes and its NUL, room for n + 2) on by one, in
+ * place: the decimal digits it ends with plus one, a digit longer when
+ * they are all 9s ("a9" gives "a10", "0099" "0100"). Its new length, or
+ * 0 when k does not end with a digit or would grow past
+ * ORCH_PACK_MAXKEY (k is then no key). */
+static size_t count_on(char *k, size_t n)
+{
+    if (n == 0 || k[n - 1] < '0' || k[n - 1] > '9')
+        return 0;
+    size_t i = n;
+    while (i > 0 && k[i - 1] == '9')
+        k[--i] = '0';
+    if (i > 0 && k[i - 1] >= '0' && k[i - 1] <= '8') {
+        k[i - 1]++;
+        return n;
+    }
+    if (n + 1 > ORCH_PACK_MAXKEY)
+        return 0;
+    memmove(k + i + 1, k + i, n - i + 1); /* the zeros and the NUL */
+    k[i] = '1';
+    return n + 1;
+}
+
+/* After a result packed with key (n bytes; NULL: none) in the compact
+ * form: the key the next one counts on to, in next (*nextlen 0: none). */
+static void key_after(char *next, size_t *nextlen, const char *key, size_t n)
+{
+    if (key == NULL || n > ORCH_PACK_MAXKEY) {
+        *nextlen = 0;
+        return;
+    }
+    memcpy(next, key, n + 1);
+    *nextlen = count_on(next, n);
+}
 
 static const char *const status_names[] = {NULL, "ok", "failed", "dropped", "defaulted"};
 enum { NSTATUS = sizeof status_names / sizeof status_names[0] };
@@ -112,15 +150,19 @@ static int reserve(struct pack_buf *b, size_t n)
     return 0;
 }
 
-/* Most rows in the compact form: "ok", a key under 128 bytes, nothing
- * else, one seq after the one before or close: step, flags and length
- * take a byte each, and the key is measured while it is copied (one pass
- * instead of strlen and memcpy: a third of a checkpoint's instructions
- * before, bench/changes.md). The same bytes as pack_one's. 1 when packed,
- * 0 when r is no such row (nothing appended), -1 when memory runs out. */
-static int pack_plain(struct pack_buf *b, const struct orch_result *r, int64_t prev)
+/* Most rows in the keyed and compact forms: "ok", a key under 128
+ * bytes, nothing else, one seq after the one before or close: step,
+ * flags and length take a byte each, and the key is measured while it is
+ * copied (one pass instead of strlen and memcpy: a third of a
+ * checkpoint's instructions before, bench/changes.md). In the compact
+ * form (next not NULL: the key counted on from the result before, see
+ * key_after) a key equal to next is no bytes but a flag. The same bytes
+ * as pack_one's otherwise. 1 when packed, 0 when r is no such row
+ * (nothing appended), -1 when memory runs out. */
+static int pack_plain(struct pack_buf *b, const struct orch_result *r, int64_t prev, char *next,
+                      size_t *nextlen)
 {
-    enum { MAXKEY = 127 }; /* a length in one varint byte */
+    enum { MAXKEY = ORCH_PACK_MAXKEY };
     const char *st = r->status;
     uint64_t step = (uint64_t)(r->seq - prev);
     if (r->key == NULL || r->error != NULL || r->data != NULL || step >= 0x80 || st[0] != 'o' ||
@@ -129,6 +171,13 @@ static int pack_plain(struct pack_buf *b, const struct orch_result *r, int64_t p
     if (reserve(b, 3 + MAXKEY + 1) != 0)
         return -1;
     unsigned char *p = b->p + b->len;
+    if (next != NULL && *nextlen > 0 && strcmp(r->key, next) == 0) {
+        p[0] = (unsigned char)step;
+        p[1] = 1 | HAS_KEY | KEY_NEXT;
+        b->len += 2;
+        *nextlen = count_on(next, *nextlen);
+        return 1;
+    }
     unsigned char *k = p + 3;
     size_t n = 0;
     for (;;) {
@@ -143,17 +192,21 @@ static int pack_plain(struct pack_buf *b, const struct orch_result *r, int64_t p
     p[1] = 1 | HAS_KEY;
     p[2] = (unsigned char)n;
     b->len += 3 + n + 1;
+    if (next != NULL)
+        key_after(next, nextlen, r->key, n);
     return 1;
 }
 
-/* Appends r in format (prev: the seq packed before it). 0, or -1 when
- * memory runs out or a length does not fit the fixed form. */
-static int pack_one(struct pack_buf *b, int format, const struct orch_result *r, int64_t prev)
+/* Appends r in format (prev: the seq packed before it; next, nextlen:
+ * pack_plain's, updated). 0, or -1 when memory runs out or a length does
+ * not fit the fixed form. */
+static int pack_one(struct pack_buf *b, int format, const struct orch_result *r, int64_t prev, char *next,
+                    size_t *nextlen)
 {
     const void *v[4] = {r->key, r->status, r->error, r->data};
     size_t n[4] = {r->key != NULL ? strlen(r->key) : 0, 0, r->error != NULL ? strlen(r->error) : 0,
                    r->data != NULL ? r->data_len : 0};
-    unsigned code = format == ORCH_PACK_COMPACT ? status_of(r->status) : 0;
+    unsigned code = format != ORCH_PACK_FIXED ? status_of(r->status) : 0;
     if (code == 0)
         n[1] = strlen(r->status);
     size_t need = FIXED_HEAD + 1;
@@ -180,7 +233,7 @@ static int pack_one(struct pack_buf *b, int format, const struct orch_result *r,
     for (int k = 0; k < 4; k++) {
         if (v[k] == NULL || (k == 1 && code != 0))
             continue;
-        if (format == ORCH_PACK_COMPACT)
+        if (format != ORCH_PACK_FIXED)
             p = put_varint(p, n[k]);
         if (n[k] > 0)
             memcpy(p, v[k], n[k]);
@@ -189,6 +242,8 @@ static int pack_one(struct pack_buf *b, int format, const struct orch_result *r,
             *p++ = '\0'; /* text keeps its NUL */
     }
     b->len = (size_t)(p - b->p);
+    if (next != NULL)
+        key_after(next, nextlen, r->key, n[0]);
     return 0;
 }
 
@@ -198,10 +253,13 @@ unsigned char *orch_results_pack(int format, const struct orch_result *res, size
     if (reserve(&b, nres * 16) != 0)
         return NULL;
     int64_t prev = 0;
+    char keys[ORCH_PACK_MAXKEY + 2];
+    char *next = format == ORCH_PACK_COMPACT ? keys : NULL; /* the keyed form counts none */
+    size_t nextlen = 0;
     for (size_t i = 0; i < nres; i++) {
-        int done = format == ORCH_PACK_COMPACT ? pack_plain(&b, &res[i], prev) : 0;
+        int done = format != ORCH_PACK_FIXED ? pack_plain(&b, &res[i], prev, next, &nextlen) : 0;
         if (done == 0)
-            done = pack_one(&b, format, &res[i], prev) == 0 ? 1 : -1;
+            done = pack_one(&b, format, &res[i], prev, next, &nextlen) == 0 ? 1 : -1;
         if (done < 0) {
             free(b.p);
             return NULL;
@@ -219,7 +277,10 @@ int orch_results_open(struct orch_results_cursor *c, int format, const void *blo
     c->format = format;
     c->prev = 0;
     c->left = n;
-    size_t least = format == ORCH_PACK_FIXED ? FIXED_HEAD : format == ORCH_PACK_COMPACT ? 2 : 0;
+    c->keylen = 0;
+    size_t least = format == ORCH_PACK_FIXED                                  ? FIXED_HEAD
+                   : format == ORCH_PACK_KEYED || format == ORCH_PACK_COMPACT ? 2
+                                                                              : 0;
     return blob == NULL || least == 0 || n <= 0 || (uint64_t)n > len / least ? -1 : 0;
 }
 
@@ -235,8 +296,10 @@ static int take(struct orch_results_cursor *c, uint64_t len, int text, const voi
     return 0;
 }
 
-/* The next result in the compact form: its seq step and flags, then the
- * fields present (their lengths in len; a field absent is NULL). */
+/* The next result in the keyed or compact form: its seq step and flags,
+ * then the fields present (their lengths in len; a field absent is
+ * NULL). A counted key is made in c->key; in the compact form every key
+ * is kept there for the next one to count on from. */
 static int next_compact(struct orch_results_cursor *c, int64_t *seq, const void *v[4], uint64_t len[4])
 {
     uint64_t step;
@@ -245,7 +308,8 @@ static int next_compact(struct orch_results_cursor *c, int64_t *seq, const void 
     *seq = c->prev + (int64_t)step;
     unsigned flags = *c->p++;
     unsigned code = flags & STATUS_MASK;
-    if (code >= NSTATUS)
+    int compact = c->format == ORCH_PACK_COMPACT;
+    if (code >= NSTATUS || ((flags & KEY_NEXT) && (!compact || (flags & HAS_KEY) == 0)))
         return -1;
     const unsigned has[4] = {HAS_KEY, 0, HAS_ERROR, HAS_DATA};
     for (int k = 0; k < 4; k++) {
@@ -257,8 +321,21 @@ static int next_compact(struct orch_results_cursor *c, int64_t *seq, const void 
         }
         if (k != 1 && (flags & has[k]) == 0)
             continue;
+        if (k == 0 && (flags & KEY_NEXT)) {
+            c->keylen = c->keylen > 0 ? count_on(c->key, c->keylen) : 0;
+            if (c->keylen == 0)
+                return -1; /* nothing to count on from */
+            v[0] = c->key;
+            len[0] = c->keylen;
+            continue;
+        }
         if (get_varint(c, &len[k]) != 0 || take(c, len[k], k < 3, &v[k]) != 0)
             return -1;
+    }
+    if (compact && v[0] != c->key) {
+        c->keylen = v[0] != NULL && len[0] <= ORCH_PACK_MAXKEY ? (size_t)len[0] : 0;
+        if (c->keylen > 0)
+            memcpy(c->key, v[0], c->keylen + 1);
     }
     return 0;
 }
@@ -289,7 +366,7 @@ int orch_results_next(struct orch_results_cursor *c, struct orch_result *r)
     int64_t seq;
     const void *v[4];
     uint64_t len[4];
-    int rc = c->format == ORCH_PACK_COMPACT ? next_compact(c, &seq, v, len) : next_fixed(c, &seq, v, len);
+    int rc = c->format != ORCH_PACK_FIXED ? next_compact(c, &seq, v, len) : next_fixed(c, &seq, v, len);
     if (rc != 0 || v[1] == NULL)
         return -1; /* every stored result has a status */
     r->seq = seq;
@@ -312,14 +389,16 @@ int orch_results_packer_add(struct orch_results_packer *pk, const struct orch_re
     struct orch_results_part *part = r->error == NULL ? &pk->ok : &pk->failed;
     struct pack_buf b = {part->p, part->len, part->cap};
     int64_t prev = part->n > 0 ? part->last : 0;
-    int done = pack_plain(&b, r, prev);
+    size_t nextlen = part->nextlen;
+    int done = pack_plain(&b, r, prev, part->next, &nextlen);
     if (done == 0)
-        done = pack_one(&b, ORCH_PACK_COMPACT, r, prev) == 0 ? 1 : -1;
+        done = pack_one(&b, ORCH_PACK_COMPACT, r, prev, part->next, &nextlen) == 0 ? 1 : -1;
     part->p = b.p; /* a grown buffer is kept even when the result did not fit */
     part->cap = b.cap;
     if (done < 0)
         return -1;
     part->len = b.len;
+    part->nextlen = nextlen;
     if (part->n++ == 0)
         part->first = r->seq;
     part->last = r->seq;
@@ -335,6 +414,7 @@ static void part_clear(struct orch_results_part *part, size_t keep)
         part->cap = 0;
     }
     part->len = 0;
+    part->nextlen = 0;
     part->n = part->first = part->last = 0;
 }
 
@@ -354,16 +434,34 @@ int orch_results_merge(const struct orch_results_chunk *chunk, const struct orch
                        struct orch_result **out)
 {
     size_t n = (size_t)chunk->n + nres;
-    struct orch_result *all = malloc((n > 0 ? n : 1) * sizeof *all);
+    struct orch_results_cursor c;
+    struct orch_result r;
+    /* counted keys are made in the cursor: a first pass sizes their copies */
+    size_t keys = 0;
+    if (chunk->n > 0 && chunk->format == ORCH_PACK_COMPACT) {
+        if (orch_results_open(&c, chunk->format, chunk->blob, chunk->len, chunk->n) != 0)
+            return -2;
+        while (c.left > 0) {
+            if (orch_results_next(&c, &r) != 0)
+                return -2;
+            keys += r.key == c.key ? c.keylen + 1 : 0;
+        }
+    }
+    size_t slots = n > 0 ? n : 1;
+    struct orch_result *all = malloc(slots * sizeof *all + keys);
     if (all == NULL)
         return -1;
-    struct orch_results_cursor c;
+    char *kp = (char *)(all + slots);
     int rc = chunk->n > 0 ? orch_results_open(&c, chunk->format, chunk->blob, chunk->len, chunk->n) : 0;
-    struct orch_result r;
     int have = rc == 0 && chunk->n > 0 && orch_results_next(&c, &r) == 0;
     size_t i = 0, k = 0;
     while (rc == 0 && k < n) {
         if (have && (i == nres || r.seq < res[i].seq)) {
+            if (r.key == c.key) { /* counted: a copy that outlives the cursor */
+                memcpy(kp, c.key, c.keylen + 1);
+                r.key = kp;
+                kp += c.keylen + 1;
+            }
             all[k++] = r;
             have = c.left > 0 && orch_results_next(&c, &r) == 0;
         } else if (i < nres) {

@@ -720,9 +720,10 @@ static int sq_results_insert(struct sq_store *st, const char *run_id, int64_t se
  *
  * A chunk's results are packed by result_pack.c in the format its format
  * column names (schema 7; the chunks of schemas 5 and 6 are
- * ORCH_PACK_FIXED); new chunks are ORCH_PACK_COMPACT. Text fields keep
- * their NUL, so a reader hands out pointers into the blob as the row
- * table's reader does. */
+ * ORCH_PACK_FIXED, later ones ORCH_PACK_KEYED); new chunks are
+ * ORCH_PACK_COMPACT. Text fields keep their NUL, so a reader hands out
+ * pointers into the blob as the row table's reader does (a counted key
+ * points into the cursor, until its next result). */
 struct sq_chunk_cursor {
     struct orch_results_cursor rc;
     int64_t first; /* the chunk's first_seq, for messages */
@@ -800,15 +801,15 @@ static int sq_chunk_move(struct sq_store *st, const char *run_id, sqlite3_stmt *
     struct orch_result *rows = NULL;
     int ret = sq_chunk_open(s, &c) != 0 ? -2 : 0;
     *first = c.first;
-    if (ret == 0) {
-        rows = malloc((size_t)c.rc.left * sizeof *rows);
-        if (rows == NULL)
-            ret = orch_store_fail(&st->base, "cannot rewrite the stored results of run %s: out of memory",
-                                  run_id);
+    size_t n = (size_t)c.rc.left;
+    if (ret == 0) { /* the chunk as a list: a merge with no other results */
+        struct orch_results_chunk chunk = {c.rc.format, c.rc.p,  (size_t)(c.rc.end - c.rc.p),
+                                           c.rc.left,   c.first, 0};
+        int rc = orch_results_merge(&chunk, NULL, 0, &rows);
+        ret = rc == -1 ? orch_store_fail(&st->base,
+                                         "cannot rewrite the stored results of run %s: out of memory", run_id)
+                       : rc;
     }
-    size_t n = 0;
-    while (ret == 0 && c.rc.left > 0)
-        ret = orch_results_next(&c.rc, &rows[n++]) != 0 ? -2 : 0;
     /* rows point into s's blob: insert them before s moves on */
     if (ret == 0)
         ret = sq_results_insert(st, run_id, cseq, rows, n);

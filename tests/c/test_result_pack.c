@@ -1,7 +1,7 @@
 /* test_result_pack.c — unit tests of packed results (result_pack.c):
- * both formats give back what was packed, field by field; a damaged or
- * cut blob is refused, never read past its end; the compact form is the
- * smaller. */
+ * the three formats give back what was packed, field by field; a damaged
+ * or cut blob is refused, never read past its end; the keyed form is
+ * smaller than the fixed one, and the compact form counts keys on. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -88,7 +88,7 @@ static void test_refused(void)
     size_t len = 0;
     unsigned char *blob = orch_results_pack(ORCH_PACK_COMPACT, sample, 2, &len);
     struct orch_results_cursor c;
-    CHECK(orch_results_open(&c, 3, blob, len, 2) == -1);
+    CHECK(orch_results_open(&c, 4, blob, len, 2) == -1);
     CHECK(orch_results_open(&c, ORCH_PACK_COMPACT, blob, len, 0) == -1);
     CHECK(orch_results_open(&c, ORCH_PACK_COMPACT, blob, len, (int64_t)len) == -1);
     /* a status code past the known ones, a step of 0 */
@@ -111,24 +111,131 @@ static void test_refused(void)
 }
 
 /* A checkpoint of plain rows ("ok", a short key, nothing else) packs in
- * under a third of the fixed form's bytes (10 bytes a row against 34). */
+ * under a third of the fixed form's bytes (10 bytes a row against 34) in
+ * the keyed form; the compact form takes as many when the keys do not
+ * count on, and 2 bytes a row when they do (an id column). */
 static void test_compact_is_small(void)
 {
     enum { N = 1000 };
     static struct orch_result rows[N];
     static char keys[N][16];
     for (int i = 0; i < N; i++) {
-        snprintf(keys[i], sizeof keys[i], "%d", 100000 + i);
+        snprintf(keys[i], sizeof keys[i], "%d", 100000 + 2 * i); /* every other number */
         rows[i] = (struct orch_result){100000 + i, keys[i], "ok", NULL, NULL, 0};
     }
-    size_t fixed = 0, compact = 0;
+    size_t fixed = 0, keyed = 0, compact = 0, counted = 0;
     unsigned char *a = orch_results_pack(ORCH_PACK_FIXED, rows, N, &fixed);
-    unsigned char *b = orch_results_pack(ORCH_PACK_COMPACT, rows, N, &compact);
-    CHECK(a != NULL && b != NULL);
+    unsigned char *b = orch_results_pack(ORCH_PACK_KEYED, rows, N, &keyed);
+    unsigned char *d = orch_results_pack(ORCH_PACK_COMPACT, rows, N, &compact);
+    CHECK(a != NULL && b != NULL && d != NULL);
     CHECK(fixed == (size_t)N * (24 + 7 + 3));
-    CHECK(compact == (size_t)N * 10 + 2); /* the first step, 100000, takes 3 bytes */
+    CHECK(keyed == (size_t)N * 10 + 2); /* the first step, 100000, takes 3 bytes */
+    CHECK(compact == keyed && memcmp(b, d, keyed) == 0);
+    for (int i = 0; i < N; i++)
+        snprintf(keys[i], sizeof keys[i], "%d", 100000 + i);
+    unsigned char *e = orch_results_pack(ORCH_PACK_COMPACT, rows, N, &counted);
+    CHECK(e != NULL && counted == 12 + (size_t)(N - 1) * 2); /* the first row's key, then steps and flags */
     free(a);
     free(b);
+    free(d);
+    free(e);
+}
+
+/* Keys counted on: what each key is after the one before, the bytes of a
+ * counted row, the keys back from the cursor and from a merge (copies
+ * that outlive it), and the packer's bytes the same as a list's. */
+static void test_counted_keys(void)
+{
+    static char k127[128], k126[128];
+    memset(k127, '9', 127); /* counted on, it would pass the 127 bytes */
+    memset(k126, '9', 126);
+    const char *keys[] = {"8",      "9",
+                          "10",     "11",
+                          "a9",     "a10",
+                          "0099",   "0100",
+                          "x",      "y",
+                          "",       "1",
+                          "row-41", "row-42",
+                          k126,     "1" /* k126 counted on, spelled out: not the same */,
+                          k127,     "1000000000000000000000000"};
+    enum { N = sizeof keys / sizeof keys[0] };
+    const int counted[N] = {0, 1, 1, 1, 0, 1, 0, 1, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0};
+    struct orch_result rows[N + 3];
+    for (int i = 0; i < N; i++)
+        rows[i] = (struct orch_result){i + 1, keys[i], "ok", NULL, NULL, 0};
+    /* after a row that is not plain, and after one without a key */
+    rows[N] = (struct orch_result){N + 1, "7", "failed", "e", NULL, 0};
+    rows[N + 1] = (struct orch_result){N + 2, "8", "ok", NULL, NULL, 0};
+    rows[N + 2] = (struct orch_result){N + 3, NULL, "ok", NULL, NULL, 0};
+    size_t len = 0;
+    unsigned char *blob = orch_results_pack(ORCH_PACK_COMPACT, rows, N + 3, &len);
+    CHECK(blob != NULL);
+    struct orch_results_cursor c;
+    CHECK(blob != NULL && orch_results_open(&c, ORCH_PACK_COMPACT, blob, len, N + 3) == 0);
+    const unsigned char *at = blob;
+    int same = 0;
+    for (int i = 0; blob != NULL && i < N + 3; i++) {
+        struct orch_result r;
+        const unsigned char *before = c.p;
+        CHECK(orch_results_next(&c, &r) == 0);
+        same += same_result(&r, &rows[i]);
+        int is_counted = i < N ? counted[i] : i == N + 1;
+        /* a counted row is a step and a flags byte, its key made in the cursor */
+        CHECK(!is_counted || (c.p - before == 2 && before[1] == (0x01 | 0x08 | 0x40) && r.key == c.key));
+        CHECK(is_counted || r.key == NULL ||
+              (r.key > (const char *)blob && r.key < (const char *)blob + len));
+        at = c.p;
+    }
+    CHECK(same == N + 3 && at == blob + len);
+    /* merged, the counted keys are copies: the same after the cursor is gone */
+    struct orch_results_chunk chunk = {ORCH_PACK_COMPACT, blob, len, N + 3, 1, N + 3};
+    struct orch_result *all = NULL;
+    CHECK(orch_results_merge(&chunk, NULL, 0, &all) == 0);
+    same = 0;
+    for (int i = 0; all != NULL && i < N + 3; i++)
+        same += same_result(&all[i], &rows[i]);
+    CHECK(same == N + 3);
+    free(all);
+
+    /* the packer makes the same bytes, a cleared one counts nothing on
+     * from the rows before */
+    struct orch_results_packer pk = {0};
+    for (int i = 0; i < N + 3; i++)
+        CHECK(orch_results_packer_add(&pk, &rows[i]) == 0);
+    size_t want = 0;
+    struct orch_result ok[N + 3];
+    int nok = 0;
+    for (int i = 0; i < N + 3; i++)
+        if (rows[i].error == NULL)
+            ok[nok++] = rows[i];
+    unsigned char *w = orch_results_pack(ORCH_PACK_COMPACT, ok, (size_t)nok, &want);
+    CHECK(w != NULL && pk.ok.len == want && memcmp(pk.ok.p, w, want) == 0);
+    free(w);
+    orch_results_packer_clear(&pk, 1 << 20);
+    struct orch_result r9 = {100, "9", "ok", NULL, NULL, 0};
+    CHECK(orch_results_packer_add(&pk, &r9) == 0 && pk.ok.len == 5); /* step, flags, length, "9", NUL */
+    r9.seq = 101, r9.key = "10";
+    CHECK(orch_results_packer_add(&pk, &r9) == 0 && pk.ok.len == 7);
+    orch_results_packer_free(&pk);
+    free(blob);
+
+    /* refused: a counted key first, after a key without a number at its
+     * end, without HAS_KEY, in the keyed form */
+    struct orch_result r;
+    unsigned char first[] = {1, 0x49};
+    CHECK(orch_results_open(&c, ORCH_PACK_COMPACT, first, sizeof first, 1) == 0);
+    CHECK(orch_results_next(&c, &r) == -1);
+    unsigned char after_x[] = {1, 0x09, 1, 'x', 0, 1, 0x49};
+    CHECK(orch_results_open(&c, ORCH_PACK_COMPACT, after_x, sizeof after_x, 2) == 0);
+    CHECK(orch_results_next(&c, &r) == 0 && orch_results_next(&c, &r) == -1);
+    unsigned char no_key[] = {1, 0x09, 1, '1', 0, 1, 0x41};
+    CHECK(orch_results_open(&c, ORCH_PACK_COMPACT, no_key, sizeof no_key, 2) == 0);
+    CHECK(orch_results_next(&c, &r) == 0 && orch_results_next(&c, &r) == -1);
+    unsigned char keyed[] = {1, 0x09, 1, '1', 0, 1, 0x49};
+    CHECK(orch_results_open(&c, ORCH_PACK_KEYED, keyed, sizeof keyed, 2) == 0);
+    CHECK(orch_results_next(&c, &r) == 0 && orch_results_next(&c, &r) == -1);
+    CHECK(orch_results_open(&c, ORCH_PACK_COMPACT, keyed, sizeof keyed, 2) == 0);
+    CHECK(orch_results_next(&c, &r) == 0 && orch_results_next(&c, &r) == 0 && strcmp(r.key, "2") == 0);
 }
 
 /* The compact form's bytes, written out by hand for the plain rows at
@@ -254,9 +361,11 @@ static void test_packer(void)
 int main(void)
 {
     test_round_trip(ORCH_PACK_FIXED);
+    test_round_trip(ORCH_PACK_KEYED);
     test_round_trip(ORCH_PACK_COMPACT);
     test_refused();
     test_compact_is_small();
+    test_counted_keys();
     test_compact_bytes();
     test_packer();
     return check_report();

@@ -2237,29 +2237,33 @@ static void test_results_chunks(struct orch_store *st, const char *db_path)
 
     if (backend == B_SQLITE) {
         /* the chunk left (the third round's rows that did not fail),
-         * written again in the fixed form of schemas 5 and 6, reads the
-         * same */
+         * written again in the fixed form of schemas 5 and 6 and in the
+         * keyed form of the schemas after, reads the same */
         int64_t kept[N];
         size_t nk = 0;
         for (int64_t q = 2 * N + 1; q <= TOTAL; q++)
             if (q % 7 != 0)
                 kept[nk++] = q;
         chunk_rows(res, bufs, kept, nk, round);
-        size_t len = 0;
-        unsigned char *blob = orch_results_pack(ORCH_PACK_FIXED, res, nk, &len);
-        char *sql = malloc(2 * len + 200);
-        int at = snprintf(sql, 200, "UPDATE result_chunks SET format = %d, data = x'", ORCH_PACK_FIXED);
-        for (size_t i = 0; i < len; i++)
-            at += snprintf(sql + at, 3, "%02x", blob[i]);
-        snprintf(sql + at, 200, "' WHERE run_id = 'rc' AND n = %zu", nk);
-        CHECK(sql_on(db_path, sql) == SQLITE_OK);
-        CHECK(count_of(db_path, "SELECT count(*) FROM result_chunks WHERE run_id = 'rc' AND format = 1") ==
-              1);
-        free(sql);
-        free(blob);
-        cc = (struct chunk_check){.next = 1, .round = round};
-        CHECK(orch_store_result_list(st, "rc", check_chunk_row, &cc) == 0);
-        CHECK(cc.n == TOTAL + 1 && cc.bad == 0);
+        const int old_forms[] = {ORCH_PACK_FIXED, ORCH_PACK_KEYED};
+        for (int f = 0; f < 2; f++) {
+            size_t len = 0;
+            unsigned char *blob = orch_results_pack(old_forms[f], res, nk, &len);
+            char *sql = malloc(2 * len + 200);
+            int at = snprintf(sql, 200, "UPDATE result_chunks SET format = %d, data = x'", old_forms[f]);
+            for (size_t i = 0; i < len; i++)
+                at += snprintf(sql + at, 3, "%02x", blob[i]);
+            snprintf(sql + at, 200, "' WHERE run_id = 'rc' AND n = %zu", nk);
+            CHECK(sql_on(db_path, sql) == SQLITE_OK);
+            snprintf(sql, 200, "SELECT count(*) FROM result_chunks WHERE run_id = 'rc' AND format = %d",
+                     old_forms[f]);
+            CHECK(count_of(db_path, sql) == 1);
+            free(sql);
+            free(blob);
+            cc = (struct chunk_check){.next = 1, .round = round};
+            CHECK(orch_store_result_list(st, "rc", check_chunk_row, &cc) == 0);
+            CHECK(cc.n == TOTAL + 1 && cc.bad == 0);
+        }
 
         /* a damaged chunk is named, with what to do */
         CHECK(sql_on(db_path, "UPDATE result_chunks SET data = x'0100' WHERE run_id = 'rc'") == SQLITE_OK);

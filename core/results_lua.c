@@ -13,6 +13,7 @@
 #include <lauxlib.h>
 
 #include "runtime.h"
+#include "settle_lua.h"
 
 #define RESULTS_MT "orch.Results"
 
@@ -47,11 +48,8 @@ static const char *int_text(lua_Integer i, char *buf)
 }
 
 /* The key at idx as text, as checkpoint_write has always stored a
- * result's key (store_lua.c key_text): nil none, a string as it is, a
- * number in its integer form when integral, anything else by tostring.
- * A text made here lives in buf or on the stack until the caller
- * returns. */
-static const char *key_text(lua_State *L, int idx, char *buf)
+ * result's key (store_lua.c key_text). */
+const char *orch_results_lua_key(lua_State *L, int idx, char *buf)
 {
     lua_Integer i;
     switch (lua_type(L, idx)) {
@@ -83,7 +81,7 @@ static int l_results_add(lua_State *L)
     r.seq = (int64_t)luaL_checkinteger(L, 1);
     r.status = luaL_checkstring(L, 3);
     r.error = luaL_optstring(L, 4, NULL);
-    r.key = key_text(L, 2, buf);
+    r.key = orch_results_lua_key(L, 2, buf);
     int rc = orch_results_packer_add(pk, &r);
     if (rc == -1)
         return luaL_error(L, "not enough memory");
@@ -192,11 +190,8 @@ static int l_results_new(lua_State *L)
 }
 
 static const luaL_Reg results_methods[] = {
-    {"adder", l_results_adder},
-    {"clear", l_results_clear},
-    {"take", l_results_take},
-    {"list", l_results_list},
-    {NULL, NULL},
+    {"adder", l_results_adder}, {"clear", l_results_clear},      {"take", l_results_take},
+    {"list", l_results_list},   {"settle_run", orch_settle_run}, {NULL, NULL},
 };
 
 static const luaL_Reg results_meta[] = {

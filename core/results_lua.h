@@ -19,4 +19,10 @@ void orch_results_lua_open(lua_State *L);
  * something else. */
 struct orch_results_packer *orch_results_lua_test(lua_State *L, int idx);
 
+/* The key at idx as text, as a result's key is stored: NULL for nil, a
+ * string as it is, a number in its integer form when integral,
+ * anything else by tostring. A text made here lives in buf (24 bytes)
+ * or on the stack until the caller pops it. */
+const char *orch_results_lua_key(lua_State *L, int idx, char *buf);
+
 #endif

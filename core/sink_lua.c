@@ -26,6 +26,14 @@ static struct orch_sink *check_open(lua_State *L)
     return s->k;
 }
 
+struct orch_sink *orch_sink_lua_check(lua_State *L, int idx)
+{
+    struct lsink *s = luaL_checkudata(L, idx, SINK_MT);
+    if (s->k == NULL)
+        luaL_error(L, "attempt to use a closed sink");
+    return s->k;
+}
+
 /* Expected failures return nil, message (the luaL_fileresult convention). */
 static int push_failure(lua_State *L, const char *msg)
 {

@@ -277,6 +277,7 @@ function M.open_sink(spec, input_columns, offset, prefix)
     if header then
       put(header)
       header = nil
+      out.sink = k -- the rest of the lines may be written from C
     end
     local ok, werr = kwrite(k, line) -- put, inline: this runs once a row
     if not ok then
@@ -286,6 +287,10 @@ function M.open_sink(spec, input_columns, offset, prefix)
   if spec.kind == "jsonl" then
     out.write = k:writer() -- no header ever: C, no Lua call a row
   end
+  -- out.sink: the sink the driver's flush writes lines to from C
+  -- (results:settle_run), once no header can be due: a CSV header is
+  -- made with the first line when the columns come from the first row
+  out.sink = (spec.kind == "jsonl" or (offset or 0) > 0) and k or nil
   durability(out, k, function()
     if header then
       put(header)

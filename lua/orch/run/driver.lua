@@ -224,16 +224,77 @@ local function begun(R, why)
   return R.last_ckpt_index, R.last_t, R.last_cost, R.bound_seconds, R.bound_usd, checkpoint.threshold(R)
 end
 
+-- Adds the LLM figures d of a row that got through to the run's (see
+-- flush): to the sums in locals when they are a row like the one before
+-- (am, as: its model and stage; flat usage: most rows), opening them
+-- (context.sums_open: add_usage's additions in its order, without its
+-- call and table writes) when the row before was added by add_usage;
+-- else the sums go back in the totals and add_usage adds d. -> am, as,
+-- gm, gs and the twelve sums, as they now stand
+local function sum_usage(totals, d, am, as, gm, gs, calls, tin, tout, cost, cached, saved, m_calls, m_tokens, m_cost,
+                         s_calls, s_tokens, s_cost)
+  local model, stage, d_cached, d_saved = d._model, d._stage, d.cached_calls, d.saved
+  if model == am and stage == as and model and stage and d.estimated_calls == nil and d.retries == nil
+    and (d_cached == nil) == (d_saved == nil) then
+    if not gm then -- the row before was added by add_usage: its groups are there
+      gm, gs, calls, tin, tout, cost, cached, saved, m_calls, m_tokens, m_cost, s_calls, s_tokens, s_cost =
+        sums_open(totals, model, stage)
+    end
+    local d_calls, d_cost, d_tin, d_tout = d.llm_calls, d.cost, d.tokens_in, d.tokens_out
+    local d_tokens = d_tin + d_tout
+    calls, tin, tout, cost = calls + d_calls, tin + d_tin, tout + d_tout, cost + d_cost
+    if d_cached then
+      cached, saved = (cached or 0) + d_cached, (saved or 0) + d_saved
+    end
+    m_calls, m_tokens, m_cost = m_calls + d_calls, m_tokens + d_tokens, m_cost + d_cost
+    s_calls, s_tokens, s_cost = s_calls + d_calls, s_tokens + d_tokens, s_cost + d_cost
+  else
+    gm = gm and sums_put(totals, gm, gs, calls, tin, tout, cost, cached, saved, m_calls, m_tokens, m_cost, s_calls,
+      s_tokens, s_cost)
+    add_usage(totals, d)
+    am, as = model, stage
+  end
+  return am, as, gm, gs, calls, tin, tout, cost, cached, saved, m_calls, m_tokens, m_cost, s_calls, s_tokens, s_cost
+end
+
+-- Settles in C (results:settle_run, see core/settle_lua.h) the rows from
+-- write_seq that got through, before limit, as flush settles them: their
+-- count, output bytes and the cursor after the last of them go in R. ->
+-- how many, the next seq and the twelve sums (of model and stage, when
+-- open), as they now stand
+local function settle_c(R, D, packed, sink, write_seq, limit, last_t, bound_s, model, stage, calls, tin, tout, cost,
+                        cached, saved, m_calls, m_tokens, m_cost, s_calls, s_tokens, s_cost)
+  local n, bytes, off, lno, err
+  write_seq, n, bytes, off, lno, err, calls, tin, tout, cost, cached, saved, m_calls, m_tokens, m_cost, s_calls,
+    s_tokens, s_cost = packed:settle_run(D.done, D.lines, D.keys, D.end_offset, D.end_line, write_seq, limit,
+    D.window, sink, last_t, bound_s, model, stage, calls, tin, tout, cost, cached, saved, m_calls, m_tokens, m_cost,
+    s_calls, s_tokens, s_cost)
+  if n > 0 then
+    local cursor = R.cursor
+    R.counts.ok = R.counts.ok + n
+    R.out_bytes = R.out_bytes + bytes
+    if off then
+      cursor.offset, cursor.line = off, lno
+    end
+    cursor.index = write_seq - 1
+  end
+  if err then
+    error(err, 0)
+  end
+  return n, write_seq, calls, tin, tout, cost, cached, saved, m_calls, m_tokens, m_cost, s_calls, s_tokens, s_cost
+end
+
 -- Settles rows in input order: output line, figures, result, cursor; and
 -- a checkpoint when one is due. Counted and recorded when settled, so a
 -- checkpoint's figures and errors file hold exactly the rows before its
 -- cursor. A row that got through has no record (see settle_ok): its
 -- slot holds its LLM figures (a table without status) or true. The LLM
--- figures of rows like the one before (am, as: its model and stage; flat
--- usage: most rows) are added up in locals (context.sums_open: add_usage's
--- additions in its order, without its call and table writes), put back
--- in the totals (gm = gm and sums_put(...): gm, the model's group while
--- open, nil after) before a checkpoint, another kind of row or the end.
+-- figures of rows like the one before are added up in locals
+-- (sum_usage), put back in the totals (gm = gm and sums_put(...): gm,
+-- the model's group while open, nil after) before a checkpoint, another
+-- kind of row or the end. Runs of rows that got through settle in C
+-- (settle_c), the same way, up to the row after which a checkpoint is
+-- asked for.
 local function flush(R, D)
   local done, end_offset, end_line, cursor, window = D.done, D.end_offset, D.end_line, R.cursor, D.window
   local lines, keys, out, counts, totals, bus = D.lines, D.keys, R.out, R.counts, R.totals, R.bus
@@ -241,63 +302,61 @@ local function flush(R, D)
   local last, last_t, last_cost = R.last_ckpt_index, R.last_t, R.last_cost
   local bound_s, bound_usd, threshold, watch = R.bound_seconds, R.bound_usd, checkpoint.threshold(R)
   local am, as, gm, gs, calls, tin, tout, cost, cached, saved, m_calls, m_tokens, m_cost, s_calls, s_tokens, s_cost
+  -- in C (settle_c) where nothing reads a row as it settles: no row
+  -- events, results packed, the output a sink's bytes (or none)
+  local packed, sink = R.packed, out and out.sink
+  local in_c = add_result and packed and (sink or not out) and not wants.row
   while true do
-    local slot = write_seq % window + 1
-    local d = done[slot]
-    if not d then
-      break
-    elseif d == true or d.status == nil then -- a row that got through: true, or its LLM figures
-      local line, key, usage = lines[slot], keys[slot], nil
-      if line then
-        out:write(line)
-        R.out_bytes = R.out_bytes + #line
-        lines[slot] = false
+    if in_c and write_seq < last + threshold and not (watch and live.cost - last_cost >= bound_usd) then
+      local n
+      n, write_seq, calls, tin, tout, cost, cached, saved, m_calls, m_tokens, m_cost, s_calls, s_tokens, s_cost =
+        settle_c(R, D, packed, sink, write_seq, last + threshold, watch and last_t or nil, bound_s, gm and am, as,
+          calls, tin, tout, cost, cached, saved, m_calls, m_tokens, m_cost, s_calls, s_tokens, s_cost)
+      if n > 0 then
+        goto settled -- asked, as after a row settled below
       end
-      counts.ok = counts.ok + 1
-      if d ~= true then -- the row's LLM figures, for the row event too
-        local model, stage, d_cached, d_saved = d._model, d._stage, d.cached_calls, d.saved
-        if model == am and stage == as and model and stage and d.estimated_calls == nil and d.retries == nil
-          and (d_cached == nil) == (d_saved == nil) then
-          if not gm then -- the row before was added by add_usage: its groups are there
-            gm, gs, calls, tin, tout, cost, cached, saved, m_calls, m_tokens, m_cost, s_calls, s_tokens, s_cost =
-              sums_open(totals, model, stage)
-          end
-          local d_calls, d_cost, d_tin, d_tout = d.llm_calls, d.cost, d.tokens_in, d.tokens_out
-          local d_tokens = d_tin + d_tout
-          calls, tin, tout, cost = calls + d_calls, tin + d_tin, tout + d_tout, cost + d_cost
-          if d_cached then
-            cached, saved = (cached or 0) + d_cached, (saved or 0) + d_saved
-          end
-          m_calls, m_tokens, m_cost = m_calls + d_calls, m_tokens + d_tokens, m_cost + d_cost
-          s_calls, s_tokens, s_cost = s_calls + d_calls, s_tokens + d_tokens, s_cost + d_cost
-        else
-          gm = gm and sums_put(totals, gm, gs, calls, tin, tout, cost, cached, saved, m_calls, m_tokens, m_cost,
-            s_calls, s_tokens, s_cost)
-          add_usage(totals, d)
-          am, as = model, stage
+    end
+    do
+      local slot = write_seq % window + 1
+      local d = done[slot]
+      if not d then
+        break
+      elseif d == true or d.status == nil then -- a row that got through: true, or its LLM figures
+        local line, key, usage = lines[slot], keys[slot], nil
+        if line then
+          out:write(line)
+          R.out_bytes = R.out_bytes + #line
+          lines[slot] = false
         end
-        usage = wants.row and expand_usage(d) or nil -- observers see ctx.usage's nested form
+        counts.ok = counts.ok + 1
+        if d ~= true then -- the row's LLM figures, for the row event too
+          am, as, gm, gs, calls, tin, tout, cost, cached, saved, m_calls, m_tokens, m_cost, s_calls, s_tokens, s_cost =
+            sum_usage(totals, d, am, as, gm, gs, calls, tin, tout, cost, cached, saved, m_calls, m_tokens, m_cost,
+              s_calls, s_tokens, s_cost)
+          usage = wants.row and expand_usage(d) or nil -- observers see ctx.usage's nested form
+        end
+        if wants.row then
+          bus.notify({ type = "row", seq = write_seq, key = key, status = "ok", usage = usage })
+        end
+        if add_result then -- packed for the checkpoint
+          add_result(write_seq, key, "ok", nil)
+        else -- a worker's lease store takes records
+          R.pending[#R.pending + 1] = { seq = write_seq, key = key, status = "ok" }
+        end
+      else
+        gm = gm and sums_put(totals, gm, gs, calls, tin, tout, cost, cached, saved, m_calls, m_tokens, m_cost, s_calls,
+          s_tokens, s_cost) -- flush_record may add to the totals
+        flush_record(R, d, write_seq)
       end
-      if wants.row then
-        bus.notify({ type = "row", seq = write_seq, key = key, status = "ok", usage = usage })
+      local e = end_offset[slot]
+      if e then
+        cursor.offset, cursor.line = e, end_line[slot]
       end
-      if add_result then -- packed for the checkpoint
-        add_result(write_seq, key, "ok", nil)
-      else -- a worker's lease store takes records
-        R.pending[#R.pending + 1] = { seq = write_seq, key = key, status = "ok" }
-      end
-    else
-      gm = gm and sums_put(totals, gm, gs, calls, tin, tout, cost, cached, saved, m_calls, m_tokens, m_cost, s_calls,
-        s_tokens, s_cost) -- flush_record may add to the totals
-      flush_record(R, d, write_seq)
+      cursor.index = write_seq
+      done[slot] = false
+      write_seq = write_seq + 1
     end
-    local e = end_offset[slot]
-    if e then
-      cursor.offset, cursor.line = e, end_line[slot]
-    end
-    cursor.index = write_seq
-    done[slot] = false
-    write_seq = write_seq + 1
+    ::settled::
     -- cursor.index - last >= threshold, or a bound of the policy reached
     if write_seq - last > threshold
       or (watch and (now() - last_t >= bound_s or live.cost - last_cost >= bound_usd)) then

@@ -190,8 +190,11 @@ static int l_results_new(lua_State *L)
 }
 
 static const luaL_Reg results_methods[] = {
-    {"adder", l_results_adder}, {"clear", l_results_clear},      {"take", l_results_take},
-    {"list", l_results_list},   {"settle_run", orch_settle_run}, {NULL, NULL},
+    {"adder", l_results_adder},
+    {"clear", l_results_clear},
+    {"take", l_results_take},
+    {"list", l_results_list},
+    {NULL, NULL},
 };
 
 static const luaL_Reg results_meta[] = {
@@ -202,6 +205,11 @@ static const luaL_Reg results_meta[] = {
 void orch_results_lua_open(lua_State *L)
 {
     orch_lua_class(L, RESULTS_MT, results_meta, results_methods);
+    luaL_getmetatable(L, RESULTS_MT);
+    lua_getfield(L, -1, "__index");
+    orch_settle_lua_push(L); /* a closure of its own: its upvalues are field names */
+    lua_setfield(L, -2, "settle_run");
+    lua_pop(L, 2);
     lua_pushcfunction(L, l_results_new);
     lua_setfield(L, -2, "results");
 }

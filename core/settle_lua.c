@@ -97,7 +97,7 @@ enum {
     S_SCOST
 };
 
-/* A usage record's fields, read with rawget: interned once a call
+/* A usage record's fields, read with rawget: the function's upvalues
  * (lua_getfield would find each C string in Lua's string cache a row). */
 static const char *const fields[] = {"status",  "_model",       "_stage",    "estimated_calls",
                                      "retries", "cached_calls", "saved",     "llm_calls",
@@ -126,8 +126,8 @@ struct usage {
  * like the one before (its model and stage those at A_MODEL and
  * A_STAGE); 0 when it is another kind: a status (a settled record),
  * another model or stage, an estimated or retried call, a figure that is
- * not a number. fbase: the first field name's index. */
-static int read_usage(lua_State *L, int idx, int fbase, struct usage *u)
+ * not a number. */
+static int read_usage(lua_State *L, int idx, struct usage *u)
 {
     if (lua_getmetatable(L, idx)) {
         lua_pop(L, 1);
@@ -135,7 +135,7 @@ static int read_usage(lua_State *L, int idx, int fbase, struct usage *u)
     }
     int top = lua_gettop(L);
     for (int f = 0; f < NFIELDS; f++) {
-        lua_pushvalue(L, fbase + f);
+        lua_pushvalue(L, lua_upvalueindex(1 + f));
         lua_rawget(L, idx);
     }
     int v = top + 1; /* field f at v + f */
@@ -177,7 +177,6 @@ struct settle {
     struct orch_sink *sink; /* NULL: no output */
     lua_Integer window;
     int group;          /* the sums of a model and stage are open */
-    int fbase;          /* the first of the usage fields' names */
     int off, lno, base; /* the last row's end in the input; the stack's top between rows */
     lua_Integer n, bytes;
     const char *err;
@@ -193,7 +192,7 @@ static int settle_row(lua_State *L, struct settle *s, lua_Integer seq)
     int d = lua_rawgeti(L, A_DONE, slot);
     struct usage u;
     int has_usage = d == LUA_TTABLE;
-    if (has_usage ? !s->group || !read_usage(L, s->base + 1, s->fbase, &u)
+    if (has_usage ? !s->group || !read_usage(L, s->base + 1, &u)
                   : d != LUA_TBOOLEAN || !lua_toboolean(L, s->base + 1))
         return 0; /* not settled yet, settled with a record, or figures flush adds */
     int lt = lua_rawgeti(L, A_LINES, slot);
@@ -236,7 +235,7 @@ static int settle_row(lua_State *L, struct settle *s, lua_Integer seq)
     return 1;
 }
 
-int orch_settle_run(lua_State *L)
+static int settle_run(lua_State *L)
 {
     struct settle s = {.pk = orch_results_lua_test(L, A_RESULTS)};
     luaL_argcheck(L, s.pk != NULL, A_RESULTS, "expected a results object");
@@ -259,9 +258,6 @@ int orch_settle_run(lua_State *L)
             s.group = 0; /* not numbers: flush adds them itself */
     lua_settop(L, A_SUMS + NSUMS - 1);
     luaL_checkstack(L, NFIELDS + NSUMS + 16, NULL);
-    s.fbase = lua_gettop(L) + 1;
-    for (int f = 0; f < NFIELDS; f++)
-        lua_pushstring(L, fields[f]);
     s.off = lua_gettop(L) + 1, s.lno = s.off + 1, s.base = s.lno;
     lua_pushnil(L);
     lua_pushnil(L);
@@ -287,4 +283,11 @@ int orch_settle_run(lua_State *L)
         else
             lua_pushvalue(L, A_SUMS + i);
     return 6 + NSUMS;
+}
+
+void orch_settle_lua_push(lua_State *L)
+{
+    for (int f = 0; f < NFIELDS; f++)
+        lua_pushstring(L, fields[f]);
+    lua_pushcclosure(L, settle_run, NFIELDS);
 }

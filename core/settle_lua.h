@@ -7,7 +7,9 @@
 
 #include <lua.h>
 
-/* results:settle_run(done, lines, keys, offsets, line_nos, seq, limit,
+/* Pushes the function results:settle_run:
+ *
+ * results:settle_run(done, lines, keys, offsets, line_nos, seq, limit,
  * window, sink, last_t, bound_s, model, stage, calls, tin, tout, cost,
  * cached, saved, m_calls, m_tokens, m_cost, s_calls, s_tokens, s_cost)
  *   -> seq, n, bytes, offset, line, err, and the twelve sums
@@ -29,6 +31,6 @@
  * when the sink failed (the row it failed on is not settled) or a
  * result could not be packed (that row is counted, not moved past); the
  * sums as they now stand. Raises for arguments of the wrong type. */
-int orch_settle_run(lua_State *L);
+void orch_settle_lua_push(lua_State *L);
 
 #endif

@@ -302,12 +302,15 @@ local function flush(R, D)
   local last, last_t, last_cost = R.last_ckpt_index, R.last_t, R.last_cost
   local bound_s, bound_usd, threshold, watch = R.bound_seconds, R.bound_usd, checkpoint.threshold(R)
   local am, as, gm, gs, calls, tin, tout, cost, cached, saved, m_calls, m_tokens, m_cost, s_calls, s_tokens, s_cost
-  -- in C (settle_c) where nothing reads a row as it settles: no row
-  -- events, results packed, the output a sink's bytes (or none)
+  -- in C (settle_c) where nothing reads a row as it settles (no row
+  -- events, results packed, the output a sink's bytes or none), for two
+  -- rows or more (a call costs more than a row here: rows that wait end
+  -- one or two a turn), a row with LLM figures once their sums are open
   local packed, sink = R.packed, out and out.sink
   local in_c = add_result and packed and (sink or not out) and not wants.row
   while true do
-    if in_c and write_seq < last + threshold and not (watch and live.cost - last_cost >= bound_usd) then
+    if in_c and (gm or done[write_seq % window + 1] == true) and done[(write_seq + 1) % window + 1]
+      and write_seq < last + threshold and not (watch and live.cost - last_cost >= bound_usd) then
       local n
       n, write_seq, calls, tin, tout, cost, cached, saved, m_calls, m_tokens, m_cost, s_calls, s_tokens, s_cost =
         settle_c(R, D, packed, sink, write_seq, last + threshold, watch and last_t or nil, bound_s, gm and am, as,

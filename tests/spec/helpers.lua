@@ -14,6 +14,21 @@ function M.line()
   return debug.getinfo(2, "l").currentline
 end
 
+-- A path no file has yet (os.tmpname's, removed).
+function M.tmp_path()
+  local path = os.tmpname()
+  os.remove(path)
+  return path
+end
+
+-- The whole content of the file at path.
+function M.read_file(path)
+  local fh = assert(io.open(path, "rb"))
+  local data = fh:read("a")
+  fh:close()
+  return data
+end
+
 -- Asserts that f(...) raises and the message contains `text` (plain find);
 -- returns the error.
 function M.fails_with(text, f, ...)

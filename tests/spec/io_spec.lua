@@ -26,12 +26,7 @@ local function write_file(name, data)
   return path(name)
 end
 
-local function read_file(p)
-  local fh = assert(io.open(p, "rb"))
-  local data = fh:read("a")
-  fh:close()
-  return data
-end
+local read_file = require("helpers").read_file
 
 -- All of a reader's next() results until the end, each packed.
 local function drain(r)

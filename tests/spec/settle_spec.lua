@@ -30,18 +30,7 @@ local function usage(model, stage, calls, tin, tout, cost, extra)
   return u
 end
 
-local function tmpfile()
-  local path = os.tmpname()
-  os.remove(path)
-  return path
-end
-
-local function read(path)
-  local f = assert(io.open(path, "rb"))
-  local s = f:read("a")
-  f:close()
-  return s
-end
+local h = require("helpers")
 
 -- the twelve sums of an open model and stage: calls, tin, tout, cost,
 -- cached, saved, then the model's and the stage's calls, tokens, cost
@@ -56,7 +45,7 @@ end
 
 describe("results:settle_run", function()
   it("settles rows that got through as flush does: lines, results, slots, cursor, LLM sums", function()
-    local path = tmpfile()
+    local path = h.tmp_path()
     local out = assert(sink.open(path))
     local packed = store.results()
     local r = rings(6, {
@@ -82,7 +71,7 @@ describe("results:settle_run", function()
       { got[13], got[14], got[15], got[16], got[17], got[18] })
     assert.equal("integer", math.type(got[7]))
     assert(out:flush())
-    assert.equal("a\nb\nc\n", read(path))
+    assert.equal("a\nb\nc\n", h.read_file(path))
     assert.are.same({ { seq = 6, key = "6", status = "ok" }, { seq = 7, key = "k7", status = "ok" },
       { seq = 8, key = "8", status = "ok" }, { seq = 9, key = "k9", status = "ok" } }, packed:list())
     -- the slots it settled are free, the row it stopped at is as it was
@@ -142,11 +131,7 @@ describe("results:settle_run", function()
     local got = run(packed, r, 5, math.huge, nil, "m", "s")
     assert.are.same({ 5, 1 }, { got[1], got[2] })
     assert.equal("a result's seq must be past the last one added", got[6])
-    local ok, err = pcall(packed.settle_run, packed, {}, {}, {}, {}, {}, 1, 1, 0)
-    assert.is_false(ok)
-    assert.truthy(err:find("the window must hold a row", 1, true), err)
-    ok, err = pcall(packed.settle_run, packed, {}, {}, {}, {}, {}, 1, 1, 8, "not a sink")
-    assert.is_false(ok)
-    assert.truthy(err:find("orch.Sink expected", 1, true), err)
+    h.fails_with("the window must hold a row", packed.settle_run, packed, {}, {}, {}, {}, {}, 1, 1, 0)
+    h.fails_with("orch.Sink expected", packed.settle_run, packed, {}, {}, {}, {}, {}, 1, 1, 8, "not a sink")
   end)
 end)

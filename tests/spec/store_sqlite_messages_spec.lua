@@ -7,11 +7,7 @@
 -- plumbing changes.
 local store = require "orch.store"
 
-local function tmpdb()
-  local path = os.tmpname()
-  os.remove(path)
-  return path
-end
+local tmpdb = require("helpers").tmp_path
 
 local function remove_db(path)
   for _, suffix in ipairs({ "", "-wal", "-shm" }) do

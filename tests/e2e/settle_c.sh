@@ -8,19 +8,11 @@
 # JSONL and a CSV output, and for a rerun answered by the journal.
 . tests/lib.sh
 cd "$WORK"
+cp "$ROOT/tests/e2e/mixed_usage.lua" .
 cat >s.lua <<'LUA'
 local orch = require("orch")
-orch.llm.register("fixed", { call = function(req)
-  if req.prompt:find("^est") then
-    return "e:" .. req.prompt -- no usage: counted from the text
-  end
-  return "r:" .. req.prompt, { input = #req.prompt, output = 3 + #req.prompt % 5 }
-end })
-local kinds = { [0] = "two_models", [3] = "none", [5] = "fail", [7] = "est", [9] = "drop" }
-local rows = {}
-for i = 1, 1500 do
-  rows[i] = { id = i, kind = kinds[i % 10] or "one" }
-end
+local mixed = dofile("mixed_usage.lua")
+local rows = mixed.rows(1500, { [0] = "two_models", [3] = "none", [5] = "fail", [7] = "est", [9] = "drop" })
 local fmt = orch.param("fmt", "jsonl")
 return orch.workflow {
   name = "settle-c",
@@ -28,22 +20,11 @@ return orch.workflow {
   output = orch.write[fmt](orch.param("out", "out.jsonl")),
   key = "id",
   concurrency = 50,
-  llm = { provider = "fixed", model = "a", concurrency = 50, max_tokens = 8,
-          prices = { a = { 0.3, 0.7 }, b = { 1.1, 2.3 } } },
+  llm = mixed.llm,
   checkpoint = orch.policy.every_rows(97),
   observers = orch.param("observe", "no") == "yes" and { { on_row = function() end } } or {},
   on_error = "skip",
-  stages = {
-    { name = "ask", run = function(row, ctx)
-      local k = row.kind
-      if k == "none" then return row end
-      ctx:llm { prompt = (k == "est" and "est" or "q") .. row.id .. string.rep("x", row.id % 13) }
-      if k == "two_models" then ctx:llm { prompt = "b" .. row.id, model = "b" } end
-      if k == "fail" then error("failed after its call") end
-      if k == "drop" then return nil end
-      return row
-    end },
-  },
+  stages = { mixed.stage },
 }
 LUA
 # totals.lua DB RUN: each checkpoint of the run's input index and stored

@@ -10,21 +10,12 @@
 # (cached calls, saved costs) is checked the same way.
 . tests/lib.sh
 cd "$WORK"
+cp "$ROOT/tests/e2e/mixed_usage.lua" .
 cat >s.lua <<'LUA'
 local orch = require("orch")
 local json = require("orch.json")
-orch.llm.register("fixed", { call = function(req)
-  if req.prompt:find("^est") then
-    return "e:" .. req.prompt -- no usage: counted from the text
-  end
-  return "r:" .. req.prompt, { input = #req.prompt, output = 3 + #req.prompt % 5 }
-end })
-local N = 700
-local kinds = { [0] = "two_models", [3] = "none", [5] = "fail", [7] = "est" }
-local rows = {}
-for i = 1, N do
-  rows[i] = { id = i, kind = kinds[i % 10] or "one" }
-end
+local mixed = dofile("mixed_usage.lua")
+local rows = mixed.rows(700, { [0] = "two_models", [3] = "none", [5] = "fail", [7] = "est" })
 -- the usage of each row as the row event gives it, added up in input
 -- order by a plain walk: numbers added, groups added name by name
 local sums, seen = { llm_calls = 0, tokens_in = 0, tokens_out = 0, cost = 0 }, 0
@@ -69,21 +60,11 @@ return orch.workflow {
   output = orch.write.jsonl(orch.param("out", "out.jsonl")),
   key = "id",
   concurrency = 50,
-  llm = { provider = "fixed", model = "a", concurrency = 50, max_tokens = 8,
-          prices = { a = { 0.3, 0.7 }, b = { 1.1, 2.3 } } },
+  llm = mixed.llm,
   checkpoint = orch.policy.every_rows(7),
   observers = { observer },
   on_error = "skip",
-  stages = {
-    { name = "ask", run = function(row, ctx)
-      local k = row.kind
-      if k == "none" then return row end
-      ctx:llm { prompt = (k == "est" and "est" or "q") .. row.id .. string.rep("x", row.id % 13) }
-      if k == "two_models" then ctx:llm { prompt = "b" .. row.id, model = "b" } end
-      if k == "fail" then error("failed after its call") end
-      return row
-    end },
-  },
+  stages = { mixed.stage },
 }
 LUA
 # check.lua DB RUN LOG: each checkpoint's stored totals against the walk's

@@ -100,6 +100,10 @@ const char *const sq_sql[SQ_NSTMT] = {
     /* each lookup also reads where the entry is: its hits are written there */
     [SQ_JR_GET] = "SELECT " SQ_JR_COLS ", rowid FROM llm_journal WHERE key = ?1",
     [SQ_JR_REPLY] = "SELECT response, tokens_in, tokens_out, cost_usd, rowid FROM llm_journal WHERE key = ?1",
+    /* a window read ahead (journal_ahead.h): the entries from a row on */
+    [SQ_JR_AHEAD] =
+        "SELECT key, response, tokens_in, tokens_out, cost_usd, rowid FROM llm_journal WHERE rowid >= ?1 "
+        "ORDER BY rowid LIMIT ?2",
     [SQ_JR_HIT] = "UPDATE llm_journal SET hits = hits + ?2 WHERE key = ?1",
     [SQ_JR_HIT_ROW] = "UPDATE llm_journal SET hits = hits + ?2 WHERE rowid = ?3 AND key = ?1",
     [SQ_JR_PRUNE] = "DELETE FROM llm_journal WHERE created_ms < ?1",
@@ -1281,7 +1285,7 @@ static int sq_journal_put(struct orch_store *base, const struct orch_journal_ent
 
 static int sq_journal_get(struct orch_store *base, const char *key, struct orch_journal_owned *out);
 static int sq_journal_reply(struct sq_store *st, sqlite3_stmt *s, const char *key,
-                            struct orch_journal_owned *out);
+                            struct orch_journal_owned *out, int64_t *row);
 
 /* Several replies and lookups in one transaction: one WAL commit, and one
  * set of locks, instead of one per reply and per lookup. */
@@ -1302,7 +1306,7 @@ static int sq_journal_batch(struct orch_store *base, const struct orch_journal_e
             goto fail;
     }
     for (size_t i = 0; i < m; i++) {
-        int rc = gets[i].reply ? sq_journal_reply(st, st->stmt[SQ_JR_REPLY], gets[i].key, &gets[i].out)
+        int rc = gets[i].reply ? sq_journal_reply(st, st->stmt[SQ_JR_REPLY], gets[i].key, &gets[i].out, NULL)
                                : sq_journal_get(base, gets[i].key, &gets[i].out);
         if (rc < 0)
             goto fail;
@@ -1660,35 +1664,91 @@ static int sq_journal_get(struct orch_store *base, const char *key, struct orch_
     return sq_journal_read(st, st->stmt[SQ_JR_GET], key, out);
 }
 
+/* What a replayed call reads of an entry into out: a copy of its reply
+ * (n bytes), its tokens and cost; out's other fields NULL or 0. 0, or -1
+ * when memory runs out. */
+static int sq_reply_copy(struct orch_journal_owned *out, const void *reply, size_t n, int64_t tokens_in,
+                         int64_t tokens_out, double cost_usd)
+{
+    memset(out, 0, sizeof *out);
+    out->response = malloc(n + 1);
+    if (out->response == NULL)
+        return -1;
+    if (n > 0)
+        memcpy(out->response, reply, n);
+    out->response[n] = '\0';
+    out->response_len = n;
+    out->tokens_in = tokens_in;
+    out->tokens_out = tokens_out;
+    out->cost_usd = cost_usd;
+    return 0;
+}
+
 /* sq_journal_get for a replayed call, which reads only the reply and its
  * figures: four columns, one copy (not eleven columns and five copies a
- * row). The hit is counted the same; out's other fields stay NULL or 0. */
+ * row). The hit is counted the same; out's other fields stay NULL or 0.
+ * *row (when row is not NULL) gets where the entry is. */
 static int sq_journal_reply(struct sq_store *st, sqlite3_stmt *s, const char *key,
-                            struct orch_journal_owned *out)
+                            struct orch_journal_owned *out, int64_t *row)
 {
     int rc = sq_start(st, s, SQ_ARGS(SQ_TEXT(key)), NULL, "cannot look up journaled response %s", key);
     if (rc != SQLITE_ROW)
         return rc < 0 ? -1 : 0;
-    memset(out, 0, sizeof *out);
     /* blob before bytes, as SQLite asks; an empty blob gives NULL */
     const void *blob = sqlite3_column_blob(s, 0);
-    size_t n = (size_t)sqlite3_column_bytes(s, 0);
-    out->response = malloc(n + 1);
-    if (out->response != NULL) {
-        if (n > 0)
-            memcpy(out->response, blob, n);
-        out->response[n] = '\0';
-        out->response_len = n;
-        out->tokens_in = sqlite3_column_int64(s, 1);
-        out->tokens_out = sqlite3_column_int64(s, 2);
-        out->cost_usd = sqlite3_column_double(s, 3);
-    }
-    int64_t row = sqlite3_column_int64(s, 4);
+    int copied = sq_reply_copy(out, blob, (size_t)sqlite3_column_bytes(s, 0), sqlite3_column_int64(s, 1),
+                               sqlite3_column_int64(s, 2), sqlite3_column_double(s, 3));
+    int64_t at = sqlite3_column_int64(s, 4);
     sq_done(s);
-    if (out->response == NULL)
+    if (copied != 0)
         return orch_store_fail(&st->base, "cannot read journaled response %s: out of memory", key);
-    out->hits = sq_hit_count(st, key, row, out->cost_usd);
+    out->hits = sq_hit_count(st, key, at, out->cost_usd);
+    if (row != NULL)
+        *row = at;
     return 1;
+}
+
+/* ---- the journal read ahead (journal_ahead.h) ---- */
+
+/* Reads the window: ORCH_JAHEAD_ROWS entries from row -
+ * ORCH_JAHEAD_BEHIND on, in the round's snapshot. A failed read is no
+ * error: the window is only shorter, and lookups by key answer. */
+static void sq_ahead_read(struct sq_store *st, int64_t row)
+{
+    sqlite3_stmt *s = st->stmt[SQ_JR_AHEAD];
+    orch_jahead_clear(&st->ahead);
+    int64_t from = row > ORCH_JAHEAD_BEHIND ? row - ORCH_JAHEAD_BEHIND : 1;
+    if (sq_bind(s, SQ_ARGS(SQ_INT(from), SQ_INT(ORCH_JAHEAD_ROWS))) == 0) {
+        while (sqlite3_step(s) == SQLITE_ROW) {
+            const char *key = (const char *)sqlite3_column_text(s, 0);
+            const void *reply = sqlite3_column_blob(s, 1); /* blob before bytes */
+            if (key == NULL || orch_jahead_add(&st->ahead, key, reply, (size_t)sqlite3_column_bytes(s, 1),
+                                               sqlite3_column_int64(s, 2), sqlite3_column_int64(s, 3),
+                                               sqlite3_column_double(s, 4), sqlite3_column_int64(s, 5)) != 0)
+                break;
+        }
+    }
+    sq_done(s);
+}
+
+/* sq_journal_reply for a lookup in the round's snapshot: from the window
+ * when it holds key, else by key, and then the window read from the entry
+ * found when it follows the one found before. */
+static int sq_journal_ahead(struct sq_store *st, const char *key, struct orch_journal_owned *out)
+{
+    const struct orch_jahead_entry *w = orch_jahead_find(&st->ahead, key);
+    if (w != NULL) {
+        if (sq_reply_copy(out, orch_jahead_at(&st->ahead, w->resp), w->resplen, w->tokens_in, w->tokens_out,
+                          w->cost_usd) != 0)
+            return orch_store_fail(&st->base, "cannot read journaled response %s: out of memory", key);
+        out->hits = sq_hit_count(st, key, w->row, w->cost_usd);
+        return 1;
+    }
+    int64_t row = 0;
+    int rc = sq_journal_reply(st, st->stmt[SQ_JR_REPLY], key, out, &row);
+    if (rc == 1 && orch_jahead_follows(&st->ahead, row))
+        sq_ahead_read(st, row);
+    return rc;
 }
 
 /* ---- the journal's read snapshot (journal_peek) ---- */
@@ -1713,6 +1773,7 @@ static int sq_step_reset(sqlite3_stmt *s)
 void sq_peek_end(struct sq_store *st)
 {
     st->peeking = 0;
+    orch_jahead_clear(&st->ahead); /* the window is the snapshot's */
     if (sq_step_reset(st->stmt[SQ_COMMIT]) != SQLITE_DONE)
         sq_step_reset(st->stmt[SQ_ROLLBACK]);
 }
@@ -1739,7 +1800,7 @@ static int sq_journal_peek(struct orch_store *base, struct orch_journal_lookup *
     }
     char keep[sizeof st->base.err]; /* a failed read here is no error: the group answers */
     memcpy(keep, st->base.err, sizeof keep);
-    int rc = get->reply ? sq_journal_reply(st, st->stmt[SQ_JR_REPLY], get->key, &get->out)
+    int rc = get->reply ? sq_journal_ahead(st, get->key, &get->out)
                         : sq_journal_read(st, st->stmt[SQ_JR_GET], get->key, &get->out);
     memcpy(st->base.err, keep, sizeof keep);
     if (rc < 0) {

@@ -10,6 +10,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "journal_ahead.h"
 #include "journal_hits.h"
 #include "store.h"
 
@@ -66,6 +67,7 @@ enum sq_stmt {
     SQ_JR_INSERT,
     SQ_JR_GET,
     SQ_JR_REPLY,
+    SQ_JR_AHEAD,
     SQ_JR_HIT,
     SQ_JR_HIT_ROW,
     SQ_JR_PRUNE,
@@ -105,8 +107,9 @@ struct sq_store {
     char *path;
     int memory;
     sqlite3_stmt *stmt[SQ_NSTMT];
-    struct orch_jhits hits; /* journal hits not yet written (journal_hits.h) */
-    int peeking;            /* the journal's read snapshot for this round is open (journal_peek) */
+    struct orch_jhits hits;   /* journal hits not yet written (journal_hits.h) */
+    int peeking;              /* the journal's read snapshot for this round is open (journal_peek) */
+    struct orch_jahead ahead; /* entries the snapshot read ahead (journal_ahead.h) */
 };
 
 /* Ends the journal's read snapshot (store_sqlite.c). */

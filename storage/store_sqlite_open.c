@@ -60,6 +60,7 @@ void sq_close(struct orch_store *base)
     struct sq_store *st = sq_of(base);
     sq_journal_hits_close(st);
     orch_jhits_free(&st->hits);
+    orch_jahead_free(&st->ahead);
     for (int i = 0; i < SQ_NSTMT; i++)
         sqlite3_finalize(st->stmt[i]);
     sqlite3_close(st->db);

@@ -1202,6 +1202,85 @@ static void test_journal_peek(const char *dir)
     orch_store_close(st);
 }
 
+/* A replay's lookups in the order the journal was written: the store
+ * reads the entries ahead (journal_ahead.h) and answers from them, each
+ * reply and figure as a lookup by key gives it, each hit counted once.
+ * Out of order, and past a window's end, lookups still answer. The
+ * window is the snapshot's: an entry pruned after the snapshot ended is
+ * not answered from it. */
+#define AHEAD_N 700
+static void ahead_key(char *key, size_t n, int i)
+{
+    snprintf(key, n, "ahead-%04d", i);
+}
+
+/* peek of key i in the round's snapshot: 1 with its own reply and
+ * figures, 0 when not found, -1 when the answer is wrong. */
+static int peek_ahead(struct orch_store *st, int i)
+{
+    char key[32];
+    ahead_key(key, sizeof key, i);
+    struct orch_journal_lookup get = {.key = key, .reply = 1};
+    if (orch_store_journal_peek(st, &get) != 0)
+        return -1;
+    int found = get.found;
+    if (found == 1 &&
+        (get.out.response_len != strlen(key) + 6 || strncmp(get.out.response, "reply ", 6) != 0 ||
+         strcmp(get.out.response + 6, key) != 0 || get.out.tokens_in != i || get.out.tokens_out != 2 * i ||
+         get.out.cost_usd != 0.5 * i))
+        found = -1;
+    orch_journal_clear(&get.out);
+    return found;
+}
+
+static void test_journal_ahead(const char *dir)
+{
+    char path[600], err[512], key[32], reply[40];
+    snprintf(path, sizeof path, "%s/ahead.db", dir);
+    struct orch_store *st = orch_store_open(path, err, sizeof err);
+    CHECK(st != NULL);
+    if (st == NULL)
+        return;
+    struct orch_journal_entry e = {.run_id = "r", .created_ms = 1000};
+    int ok = 1;
+    for (int i = 1; i <= AHEAD_N; i++) {
+        ahead_key(key, sizeof key, i);
+        snprintf(reply, sizeof reply, "reply %s", key);
+        e.key = key;
+        e.response = reply;
+        e.response_len = strlen(reply);
+        e.tokens_in = i;
+        e.tokens_out = 2 * i;
+        e.cost_usd = 0.5 * i;
+        e.created_ms = i <= 10 ? 1000 : 5000; /* the first ten are pruned below */
+        ok = ok && orch_store_journal_batch(st, &e, 1, NULL, 0) == 0;
+    }
+    CHECK(ok);
+    /* in order, with a few out of it and one never journaled */
+    for (int i = 1; i <= AHEAD_N; i++)
+        ok = ok && peek_ahead(st, i) == 1;
+    CHECK(ok);
+    CHECK(peek_ahead(st, AHEAD_N + 1) == 0);
+    CHECK(peek_ahead(st, 5) == 1 && peek_ahead(st, 650) == 1 && peek_ahead(st, 3) == 1);
+    orch_store_journal_peek_end(st);
+    struct orch_journal_owned got = {0};
+    ahead_key(key, sizeof key, 650);
+    CHECK(orch_store_journal_get(st, key, &got) == 1 && got.hits == 3); /* two peeks and this get */
+    orch_journal_clear(&got);
+    ahead_key(key, sizeof key, 400);
+    CHECK(orch_store_journal_get(st, key, &got) == 1 && got.hits == 2);
+    orch_journal_clear(&got);
+
+    /* the window does not outlive its snapshot: a prune ends it */
+    for (int i = 1; i <= 12; i++)
+        ok = ok && peek_ahead(st, i) == 1;
+    CHECK(ok);
+    int64_t removed = 0;
+    CHECK(orch_store_journal_prune(st, 2000, &removed) == 0 && removed == 10);
+    CHECK(peek_ahead(st, 5) == 0 && peek_ahead(st, 10) == 0 && peek_ahead(st, 11) == 1);
+    orch_store_close(st);
+}
+
 static void test_reopen(const char *db_path)
 {
     char err[512];
@@ -3147,6 +3226,7 @@ int main(int argc, char **argv)
     snprintf(path, sizeof path, "%s/crash.db", dir);
     test_journal_crash(path);
     test_journal_peek(dir);
+    test_journal_ahead(dir);
 
     snprintf(path, sizeof path, "%s/shared/state.db", dir);
     test_concurrent_open(path);

@@ -25,6 +25,7 @@
 #include <lauxlib.h>
 
 #include "http.h"
+#include "json_lua.h"
 #include "sched.h"
 #include "runtime.h"
 
@@ -322,8 +323,8 @@ static int l_http_request(lua_State *L)
     return pending_start(L, p, request_k);
 }
 
-/* The stack of l_http_post: its five arguments, then the pending record. */
-enum { POST_URL = 1, POST_HEADERS, POST_BODY, POST_TIMEOUT, POST_CONNECT_TIMEOUT, POST_PENDING };
+/* The stack of l_http_post: its six arguments, then the pending record. */
+enum { POST_URL = 1, POST_HEADERS, POST_BODY, POST_TIMEOUT, POST_CONNECT_TIMEOUT, POST_PICK, POST_PENDING };
 
 /* The value of the last Retry-After line of a header block, or nil. */
 static void push_retry_after(lua_State *L, const char *block)
@@ -344,7 +345,8 @@ static void push_retry_after(lua_State *L, const char *block)
         lua_pushnil(L);
 }
 
-/* Continuation of post: status, body, time, retry-after | nil, error. */
+/* Continuation of post: status, body, time, retry-after | 200, true, time,
+ * text, tokens in, tokens out (picked) | nil, error. */
 static int post_k(lua_State *L, int status, lua_KContext ctx)
 {
     (void)status;
@@ -357,18 +359,30 @@ static int post_k(lua_State *L, int status, lua_KContext ctx)
         return 2;
     }
     lua_pushinteger(L, res->status);
+    if (res->status == 200 && lua_toboolean(L, POST_PICK)) {
+        int top = lua_gettop(L);
+        if (orch_json_pick_reply(L, POST_PICK, res->body, res->body_len) == 1) {
+            lua_pushboolean(L, 1);
+            lua_pushnumber(L, res->seconds);
+            lua_rotate(L, top + 1, 2); /* status, true, time, text, in, out */
+            return 6;
+        }
+    }
     lua_pushlstring(L, res->body, res->body_len);
     lua_pushnumber(L, res->seconds);
     push_retry_after(L, res->headers);
     return 4;
 }
 
-/* post(url, headers, body, timeout, connect_timeout) -> status, body, time,
- * retry_after | nil, transport error | false offline (nothing sent, nothing
- * counted: the caller asks request for the stand-in reply). The LLM
- * call's request: no argument or response tables, and headers a header
- * set (http.headers) sent as built, or a table as request takes them.
- * Suspends the calling task. */
+/* post(url, headers, body, timeout, connect_timeout [, pick]) -> status,
+ * body, time, retry_after | nil, transport error | false offline (nothing
+ * sent, nothing counted: the caller asks request for the stand-in reply).
+ * The LLM call's request: no argument or response tables, and headers a
+ * header set (http.headers) sent as built, or a table as request takes
+ * them. pick (nil or false: none): a json.picker of a reply's text and
+ * its tokens in and out (see orch_json_pick_reply); a 200 it reads so gives 200, true, time,
+ * text, tokens in, tokens out, and its body is never made a string; any
+ * other reply comes as without it. Suspends the calling task. */
 static int l_http_post(lua_State *L)
 {
     const char *url = luaL_checkstring(L, POST_URL);
@@ -379,7 +393,9 @@ static int l_http_post(lua_State *L)
     lua_Number timeout = luaL_checknumber(L, POST_TIMEOUT);
     lua_Number ctimeout = luaL_checknumber(L, POST_CONNECT_TIMEOUT);
     luaL_argcheck(L, timeout >= 0 && ctimeout >= 0, POST_TIMEOUT, "timeouts must be positive");
-    lua_settop(L, POST_CONNECT_TIMEOUT);
+    lua_settop(L, POST_PICK);
+    luaL_argcheck(L, !lua_toboolean(L, POST_PICK) || orch_json_reply_picker(L, POST_PICK), POST_PICK,
+                  "a json.picker of three paths (the text, tokens in, tokens out) expected");
     int offline = lua_rawgetp(L, LUA_REGISTRYINDEX, &offline_key) == LUA_TTABLE;
     lua_pop(L, 1);
     if (offline) {

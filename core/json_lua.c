@@ -2020,6 +2020,83 @@ static int l_json_picked(lua_State *L)
     return json_pick_run(L, s, len, ps, lua_upvalueindex(1));
 }
 
+/* What orch_json_pick_reply's protected call reads. */
+struct json_reply_pick {
+    const char *s;
+    size_t len;
+    const struct json_paths *ps;
+};
+
+/* orch_json_pick_reply's protected part: the pick of a text that is not a
+ * Lua string (an HTTP response's buffer). Stack: the json_reply_pick, then
+ * json.array_mt. */
+static int json_pick_protected(lua_State *L)
+{
+    const struct json_reply_pick *c = lua_touserdata(L, 1);
+
+    return json_pick_run(L, c->s, c->len, c->ps, 2);
+}
+
+/* Replaces the value at idx by the whole number of tokens it holds, as
+ * an integer: 0 when it holds none (see orch_json_pick_reply). */
+static int json_whole_tokens(lua_State *L, int idx)
+{
+    int isint = 0;
+    lua_Integer i = lua_tointegerx(L, idx, &isint);
+
+    if (!isint) { /* a float with an integral value, or a string of one */
+        lua_Number f = lua_tonumberx(L, idx, &isint);
+        if (!isint || !(f >= 0) || f != floor(f) || !lua_numbertointeger(f, &i))
+            return 0;
+    }
+    if (i < 0)
+        return 0;
+    lua_pushinteger(L, i);
+    lua_replace(L, idx);
+    return 1;
+}
+
+/* The paths of the picker at idx when it is a reply's (three paths), or NULL. */
+static const struct json_paths *json_reply_paths(lua_State *L, int idx)
+{
+    const struct json_paths *ps;
+
+    if (lua_tocfunction(L, idx) != l_json_picked || lua_getupvalue(L, idx, 2) == NULL)
+        return NULL;
+    ps = lua_touserdata(L, -1); /* anchored by the picker */
+    lua_pop(L, 1);
+    return ps != NULL && ps->npaths == 3 ? ps : NULL;
+}
+
+int orch_json_reply_picker(lua_State *L, int idx)
+{
+    return json_reply_paths(L, idx) != NULL;
+}
+
+int orch_json_pick_reply(lua_State *L, int picker, const char *s, size_t len)
+{
+    struct json_reply_pick c = {s, len, NULL};
+    int top;
+
+    picker = lua_absindex(L, picker);
+    c.ps = json_reply_paths(L, picker);
+    if (c.ps == NULL)
+        return -1;
+    top = lua_gettop(L);
+    lua_pushcfunction(L, json_pick_protected);
+    lua_pushlightuserdata(L, &c);
+    lua_getupvalue(L, picker, 1); /* json.array_mt */
+    /* top + 1: container, + 2: the text, + 3 and + 4: its tokens */
+    if (lua_pcall(L, 2, 4, 0) != LUA_OK || !lua_toboolean(L, top + 1) ||
+        lua_type(L, top + 2) != LUA_TSTRING || !json_whole_tokens(L, top + 3) ||
+        !json_whole_tokens(L, top + 4)) {
+        lua_settop(L, top);
+        return 0;
+    }
+    lua_remove(L, top + 1);
+    return 1;
+}
+
 /* picker(path...) -> pick(text): the paths read and checked once (the
  * errors pick raises for them), for a provider that reads every reply
  * the same way.  The keys are anchored in a table of the closure's own,

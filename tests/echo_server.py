@@ -1,7 +1,9 @@
 """A server that answers every request with the request's own header lines
 and path as JSON ({"path": path, "headers": [[name, value], ...]}), gzip-compressed when the path is
-/gzip and the client accepts gzip. Used by tests/spec/http_spec.lua to check
-what orch's HTTP client sends. Usage: echo_server.py PORT_FILE"""
+/gzip and the client accepts gzip; on /body, with the request's body as sent
+(a reply of any shape a test writes). Used by tests/spec/http_spec.lua to
+check what orch's HTTP client sends and how it reads replies. Usage:
+echo_server.py PORT_FILE"""
 import gzip
 import json
 import sys
@@ -13,9 +15,10 @@ class Echo(BaseHTTPRequestHandler):
 
     def answer(self):
         n = int(self.headers.get("Content-Length") or 0)
-        if n:
-            self.rfile.read(n)
+        sent = self.rfile.read(n) if n else b""
         body = json.dumps({"path": self.path, "headers": [[k, v] for k, v in self.headers.items()]}).encode()
+        if self.path == "/body":
+            body = sent
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         if self.path == "/gzip" and "gzip" in (self.headers.get("Accept-Encoding") or ""):

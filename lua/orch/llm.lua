@@ -9,7 +9,9 @@
 -- (then a reply the journal holds is found without building the request)
 -- and, with body, text_body(prompt, model) -> body's bytes for { prompt =
 -- prompt, model = model, json = false } (then a prompt stage's call the
--- journal answers makes no request table).
+-- journal answers makes no request table); and reply_pick, a json.picker
+-- of the reply's text, tokens in and tokens out, which reads a usual
+-- reply in C (see orch.providers.http's exchange; not inherited).
 -- It may suspend (ctx:sleep, orch.http) but only its own row's coroutine.
 -- Usage may also be named input_tokens/output_tokens (Anthropic) or
 -- prompt_tokens/completion_tokens (OpenAI); when a provider or a server
@@ -65,6 +67,12 @@ function M.register(name, provider)
     if not (ok1 and ok2 and a == b) then
       provider.text_body = false
     end
+  end
+  if provider.reply_pick ~= nil and rawget(provider, "reply_pick") == nil then
+    -- inherited (setmetatable(p, { __index = openai })): p's replies are
+    -- read by its own parse_body or parse, which may differ from the
+    -- provider's the pick was made for
+    provider.reply_pick = false
   end
   if provider.options ~= nil then
     if type(provider.options) ~= "table" then
@@ -316,7 +324,9 @@ local function read_usage(name, u, chars, text)
   return tin or (chars + 3) // 4, tout or tokens_of(text), estimated
 end
 
--- One request through the provider: -> text, usage, attempts | nil, err, attempts
+-- One request through the provider: -> text, usage, attempts | text, nil,
+-- attempts, tokens in, tokens out (whole numbers, read in C: see
+-- orch.providers.http's exchange) | nil, err, attempts
 -- built: the HTTP request p.build made (nil for providers with call).
 local function exchange(p, r, cfg, ctx, built)
   if p.call then
@@ -455,10 +465,14 @@ local function send(run, ctx, tokens, p, r, cfg, built)
   return exchange(p, r, cfg, ctx, built)
 end
 
--- A reply received: its usage read, journaled and counted. -> text, info
--- (text alone when bare)
-local function settle(ctx, cfg, run, name, model, chars, key, text, usage, attempts, t0, bare)
-  local tin, tout, estimated = read_usage(name, usage, chars, text)
+-- A reply received: its usage read (unless its tokens came as whole
+-- numbers, tin and tout), journaled and counted. -> text, info (text
+-- alone when bare)
+local function settle(ctx, cfg, run, name, model, chars, key, text, usage, attempts, t0, bare, tin, tout)
+  local estimated = nil
+  if tout == nil then
+    tin, tout, estimated = read_usage(name, usage, chars, text)
+  end
   local cost, latency = pricing.cost(model, tin, tout, cfg.prices), sched.now() - t0
   if key and run.journal then
     run.journal.put(key, cfg.provider, model, text, tin, tout, cost, latency * 1000) -- no entry table a reply
@@ -520,20 +534,20 @@ local function complete(ctx, cfg, p, r, bare, body, key)
     r = nil -- built.body is what is sent: the prompt need not wait with the row
   end
   local budget, t0 = run.budget, nil
-  local ok, text, usage, attempts
+  local ok, text, usage, attempts, tin, tout
   if budget then
     local estimate = pricing.cost(model, tin_est, tout_est, cfg.prices)
     reserve(run, budget, estimate)
     t0 = sched.now()
     -- the reservation is released however the exchange ends (a provider may raise)
-    ok, text, usage, attempts = pcall(send, run, ctx, tin_est + tout_est, p, r, cfg, built)
+    ok, text, usage, attempts, tin, tout = pcall(send, run, ctx, tin_est + tout_est, p, r, cfg, built)
     budget.release(estimate)
     if not ok then
       error(text, 0)
     end
   else
     t0 = sched.now()
-    text, usage, attempts = send(run, ctx, tin_est + tout_est, p, r, cfg, built)
+    text, usage, attempts, tin, tout = send(run, ctx, tin_est + tout_est, p, r, cfg, built)
   end
   if text == nil then
     if run.note_failure then
@@ -541,7 +555,7 @@ local function complete(ctx, cfg, p, r, bare, body, key)
     end
     return nil, usage
   end
-  return settle(ctx, cfg, run, p.name or cfg.provider, model, chars, key, text, usage, attempts, t0, bare)
+  return settle(ctx, cfg, run, p.name or cfg.provider, model, chars, key, text, usage, attempts, t0, bare, tin, tout)
 end
 
 -- Raises, naming ctx:llm's caller (level 3: call's caller), for a key

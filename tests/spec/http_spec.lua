@@ -317,6 +317,80 @@ describe("what orch.http sends", function()
     return got
   end
 
+  -- replies of many shapes: what openai's reply_pick reads in C, and what it leaves to parse_body
+  local openai = require("orch.providers.openai")
+  local function reply(content, tin, tout)
+    return '{"choices":[{"message":{"role":"assistant","content":' .. content .. '}}],"usage":{"prompt_tokens":'
+      .. tin .. ',"completion_tokens":' .. tout .. "}}"
+  end
+  local replies = {
+    reply('"caf\\u00e9 \\"q\\""', 12, 8), reply('""', 0, 0), reply('"x"', "12.0", "3e1"), reply('"x"', '"12"', '" 7 "'),
+    reply('"x"', "1.5", 2), reply('"x"', -1, 2), reply('"x"', 1, "null"), reply('"x"', "1e300", 1), reply('"x"', 1, '"a"'),
+    reply('"x"', 1, "[1]"), reply('"x"', "9223372036854775807", 1), reply("7", 1, 2), reply("null", 1, 2),
+    '{"choices":[{"message":{"content":"x"}}]}', '{"choices":[]}', "[1,2]", "{}", '"text"', "<html>bad gateway</html>",
+    reply('"x"', 1, 2) .. " trailing", reply('"x\\ud800"', 1, 2), "",
+  }
+
+  it("post with a reply pick reads a usual reply in C, and gives any other as post alone does", function()
+    local set = http.headers({ ["content-type"] = "application/json" })
+    local got = sched.run(function()
+      local out = {}
+      for i, t in ipairs(replies) do
+        out[i] = table.pack(http.post(base .. "/body", set, t, 10, 5, openai.reply_pick))
+      end
+      return out
+    end)
+    local picked = 0
+    for i, t in ipairs(replies) do
+      local g = got[i]
+      local text, usage = openai.parse_body(t)
+      local whole_in = math.tointeger(usage and usage.input)
+      local whole_out = math.tointeger(usage and usage.output)
+      if type(text) == "string" and whole_in and whole_in >= 0 and whole_out and whole_out >= 0 then
+        -- read in C: the text and its tokens as integers, the body never made a string
+        assert.are.same({ 200, true, "float", text, whole_in, whole_out },
+          { g[1], g[2], math.type(g[3]), g[4], g[5], g[6] }, t)
+        assert.are.equal("integer", math.type(g[5]), t)
+        picked = picked + 1
+      else
+        assert.are.same({ 200, t, "float", nil, n = 4 }, { g[1], g[2], math.type(g[3]), g[4], n = g.n }, t)
+      end
+    end
+    assert.are.equal(5, picked)
+    local ok, err = pcall(sched.run, function()
+      return http.post(base .. "/body", set, "{}", 10, 5, json.picker({ "a" }, { "b" }))
+    end)
+    assert.is_false(ok)
+    assert.is_truthy(tostring(err):find("bad argument #6 to '[%w.]*post' %(a json.picker of three paths %(the "
+      .. "text, tokens in, tokens out%) expected%)"), tostring(err))
+  end)
+
+  it("exchange reads each reply as it did without the reply pick", function()
+    local plain = setmetatable({}, { __index = openai })
+    plain.reply_pick = false -- parse_body reads every reply
+    local run = { gate = nil }
+    local got = sched.run(function()
+      local out = {}
+      for i, t in ipairs(replies) do
+        local r = { url = base .. "/body", headers = { ["content-type"] = "application/json" }, body = t }
+        local cfg = { timeout = 10, max_attempts = 1 }
+        local a = table.pack(pcall(ph.exchange, openai, r, cfg, { _run = run }))
+        local b = table.pack(pcall(ph.exchange, plain, r, cfg, { _run = run }))
+        out[i] = { a, b }
+      end
+      return out
+    end)
+    for i, t in ipairs(replies) do
+      local a, b = got[i][1], got[i][2]
+      if a[5] ~= nil then -- picked: the usage a provider's parse_body gives, as whole numbers
+        assert.are.same({ true, b[2], nil, 1 }, { a[1], a[2], a[3], a[4] }, t)
+        assert.are.same({ a[5], a[6] }, { math.tointeger(b[3].input), math.tointeger(b[3].output) }, t)
+      else
+        assert.are.same(b, a, t)
+      end
+    end
+  end)
+
   it("names orch as the User-Agent and accepts compressed replies, once each, on every path", function()
     local set = http.headers({ authorization = "Bearer k", ["content-type"] = "application/json" })
     local got = sched.run(function()

@@ -766,6 +766,19 @@ describe("ctx:llm through the scheduler", function()
       .. '","role":"user"}],"model":"gpt-4o-mini","temperature":0.5}') }, keys)
   end)
 
+  it("keeps a provider's own reply pick, and drops one a derived provider inherits with its parse", function()
+    local openai = llm.providers.openai
+    assert.are.equal("function", type(openai.reply_pick))
+    local derived = setmetatable({ parse_body = function() return "mine", { input = 1, output = 1 } end },
+      { __index = openai })
+    llm.register("spec-derived", derived)
+    assert.is_false(derived.reply_pick)
+    local own = setmetatable({ reply_pick = openai.reply_pick }, { __index = openai })
+    llm.register("spec-own-pick", own)
+    assert.are.equal(openai.reply_pick, own.reply_pick)
+    llm.providers["spec-derived"], llm.providers["spec-own-pick"] = nil, nil
+  end)
+
   it("asks a provider with body(req) for the body alone while the journal may answer, then builds with it", function()
     local run = fake_run { provider = "openai", model = "gpt-4o-mini", base_url = "http://127.0.0.1:9/v1",
       api_key = "k", max_attempts = 1, connect_timeout = 1 }

@@ -164,16 +164,15 @@ end
 -- request too, which raises as it always did.
 local NO_HEADERS = {}
 
-local function post(r, cfg)
+local function post(r, cfg, pick)
   local timeout, ctimeout = cfg.timeout or 120, cfg.connect_timeout or 10
-  local status, body, time, retry_after = false, nil, nil, nil
   if timeout >= 0 and ctimeout >= 0 then -- request refuses the others, with its own message
     -- headers that are not a table were never sent (request skips them)
-    status, body, time, retry_after = http.post(r.url, r.header_set or type(r.headers) == "table" and r.headers
-      or NO_HEADERS, r.body, timeout, ctimeout)
-  end
-  if status ~= false then
-    return status, body, time, retry_after
+    local status, body, time, retry_after, tin, tout = http.post(r.url, r.header_set
+      or type(r.headers) == "table" and r.headers or NO_HEADERS, r.body, timeout, ctimeout, pick)
+    if status ~= false then
+      return status, body, time, retry_after, tin, tout
+    end
   end
   local headers = r.headers
   if type(headers) == "table" then
@@ -190,9 +189,13 @@ local function post(r, cfg)
   return resp.status, resp.body, resp.time, resp
 end
 
---- exchange(p, r, cfg, ctx) -> text, usage, attempts | nil, err, attempts
---- p: a provider with parse (or parse_body) / error_message; r: the
---- request p.build made.
+--- exchange(p, r, cfg, ctx) -> text, usage, attempts | text, nil, attempts,
+--- tokens in, tokens out | nil, err, attempts
+--- p: a provider with parse (or parse_body) / error_message, and
+--- optionally reply_pick: a json.picker of its reply's text, tokens in and
+--- tokens out, which reads a usual reply in C (its tokens then come as
+--- whole numbers, without a usage table; any other reply is read by
+--- parse_body or parse); r: the request p.build made.
 function M.exchange(p, r, cfg, ctx)
   local max_attempts = cfg.max_attempts or 5
   local base, cap = cfg.retry_base or 0.5, cfg.retry_cap or 30
@@ -204,7 +207,7 @@ function M.exchange(p, r, cfg, ctx)
     if gate then
       gate.enter()
     end
-    local status, body, time, retry_after = post(r, cfg)
+    local status, body, time, retry_after, tin, tout = post(r, cfg, p.reply_pick)
     if gate then
       local overload = status and (status == 429 or status == 503)
       gate.leave(overload and "overload" or (status and status == 200) and "ok" or "error", status and time)
@@ -212,6 +215,8 @@ function M.exchange(p, r, cfg, ctx)
     local retry, wait
     if status == nil then
       last, retry = body, true
+    elseif body == true then -- a 200 reply_pick read: the text, then its tokens
+      return retry_after, nil, attempt, tin, tout
     elseif status == 200 then
       local json_ok, text, usage = reply_of(p, body)
       if not json_ok then

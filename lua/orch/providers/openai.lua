@@ -114,6 +114,9 @@ end
 local pick_reply = json.picker({ "choices", 1, "message", "content" }, { "usage", "prompt_tokens" },
   { "usage", "completion_tokens" })
 
+-- a usual reply read in C by the exchange, parse_body reading the others
+M.reply_pick = pick_reply
+
 --- parse_body(text) -> what parse(json.decode(text)) gives, or false when
 --- the text is not a JSON object or array: the reply read for its three
 --- fields, without building its tables (a fifth of the decode's work).
